@@ -1,0 +1,559 @@
+"""Cleaned records: canonical person records, events and transactions, with every reject quarantined.
+
+Raw rows are mapped onto canonical fields by the configuration, then cleaned by the rules in
+`cleaning_rules`. The rules run in Python, once per distinct value (a million rows hold far fewer
+distinct e-mails, names or dates), and DuckDB joins the results back. A value that fails its rule is
+dropped from the record and quarantined with the reason; a row that cannot be used at all (no record
+id, an event without a readable time) is quarantined whole. So for every source:
+raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
+"""
+
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from cdp_assets import cleaning_rules as rules
+from cdp_assets.extract import ensure_raw_table
+from cdp_assets.metadata import markdown_table, masked_preview
+from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+
+GROUP = "cleaned_records"
+PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
+EVENTS = dg.AssetKey(["clean", "events"])
+TRANSACTIONS = dg.AssetKey(["clean", "transactions"])
+ROW_ACCOUNTING_CHECK = "rows_accounted_for"
+
+# --------------------------------------------------------------------------- SQL building blocks
+
+
+def sql_literal(value: str | None) -> str:
+    return "null" if value is None else "'" + value.replace("'", "''") + "'"
+
+
+def _json_path(source: SourceConfig, path: str) -> str:
+    """DuckDB JSON path for a mapped path: CSV headers are literal keys, JSON paths are dotted."""
+    parts = [path] if source.format == "csv" else path.split(".")
+    return "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
+
+
+def value_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
+    """SQL for a mapped field's raw text: a constant, or the first non-empty of its paths."""
+    if spec is None:
+        return "null::varchar"
+    if spec.value is not None:
+        return sql_literal(spec.value)
+    parts = [f"nullif(trim(record ->> {sql_literal(_json_path(source, p))}), '')" for p in spec.path or []]
+    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+
+def path_label(spec: FieldSpec | None) -> str | None:
+    """How a field is named in quarantine: the source's own column or path."""
+    if spec is None:
+        return None
+    return spec.value if spec.path is None else " | ".join(spec.path)
+
+
+def timestamp_sql(expr: str, formats: Sequence[str] | None) -> str:
+    """Parse a timestamp to UTC: the declared formats first, then ISO 8601 with or without an offset."""
+    iso = f"try_cast({expr} as timestamptz)"
+    if formats:
+        fmts = "[" + ", ".join(sql_literal(f) for f in formats) + "]"
+        iso = f"coalesce(try_strptime({expr}, {fmts})::timestamptz, {iso})"
+    return f"timezone('UTC', {iso})"
+
+
+def register_map(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    distinct_sql: str,
+    rule: Callable[..., tuple],
+    outputs: Sequence[str],
+) -> int:
+    """Apply a Python rule to each distinct input of `distinct_sql`; the result is temp table `name`."""
+    inputs = conn.execute(distinct_sql).df()
+    columns = list(inputs.columns)
+    values = [rule(*row) for row in inputs.itertuples(index=False, name=None)] if len(inputs) else []
+    result = pd.concat(
+        [inputs.reset_index(drop=True), pd.DataFrame(values, columns=list(outputs), dtype=object)], axis=1
+    )
+    if not len(result):
+        result = pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, *outputs]})
+    conn.register(f"{name}_frame", result)
+    casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*columns, *outputs])
+    conn.execute(f"create or replace temp table {name} as select {casts} from {name}_frame")
+    conn.unregister(f"{name}_frame")
+    return len(result)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# --------------------------------------------------------------------------- identifiers (all roles)
+
+
+def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig], config: CDPConfig) -> None:
+    """Temp table `identifier_stage`: one row per (record row, identifier) with the raw value."""
+    selects = []
+    for source in sources:
+        for ident in source.identifiers:
+            kind = config.identity.type_config(ident.type).normalize
+            expr = value_sql(source, FieldSpec(path=[ident.path]))
+            selects.append(
+                f"select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
+                f"{sql_literal(ident.type)} as id_type, {sql_literal(kind)} as kind, "
+                f"{sql_literal(ident.path)} as field, {expr} as raw, "
+                f"{sql_literal(source.default_country)} as region from {ensure_raw_table(conn, source)}"
+            )
+    if not selects:
+        selects = [
+            "select null::varchar source, null::varchar file, null::bigint row_number, null::varchar id_type, "
+            "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
+        ]
+    conn.execute("create or replace temp table identifier_stage as " + " union all ".join(selects))
+    conn.execute("delete from identifier_stage where raw is null")
+
+
+def build_email_and_phone_maps(conn: duckdb.DuckDBPyConnection, email_sql: str, phone_sql: str) -> None:
+    """Temp tables `email_map(raw, email, match_key, reason)` and `phone_map(raw, region, phone, reason)`."""
+    register_map(conn, "email_map", email_sql, rules.clean_email, ["email", "match_key", "reason"])
+    register_map(conn, "phone_map", phone_sql, rules.clean_phone, ["phone", "reason"])
+
+
+def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows: str) -> None:
+    """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value."""
+    conn.execute(
+        f"""
+        create or replace table clean.{role}_identifiers as
+        with normalised as (
+            select a.source, a.source_record_id, i.id_type, i.file, i.row_number,
+                case i.kind when 'email' then em.match_key when 'phone' then pm.phone
+                     else nullif(trim(i.raw), '') end as id_value
+            from identifier_stage i
+            join ({accepted_rows}) a using (source, file, row_number)
+            left join email_map em on i.kind = 'email' and em.raw = i.raw
+            left join phone_map pm on i.kind = 'phone' and pm.raw = i.raw and pm.region = i.region
+        )
+        select source, source_record_id, id_type, id_value, file, row_number
+        from normalised where id_value is not null
+        qualify row_number() over (
+            partition by source, source_record_id, id_type, id_value order by file, row_number) = 1
+        """
+    )
+
+
+_IDENTIFIER_REJECTS = """
+select 'clean' as stage, i.source, i.file, i.row_number, i.field, i.raw as value,
+       coalesce(em.reason, pm.reason) as reason, 'value' as scope
+from identifier_stage i
+left join email_map em on i.kind = 'email' and em.raw = i.raw
+left join phone_map pm on i.kind = 'phone' and pm.raw = i.raw and pm.region = i.region
+where coalesce(em.reason, pm.reason) is not null
+"""
+
+
+def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Sequence[str]) -> None:
+    """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once."""
+    body = " union all ".join(f"select stage, source, file, row_number, field, value, reason, scope from ({q})"
+                              for q in rejects_sql)
+    conn.execute(
+        f"""
+        create or replace table clean.{role}_quarantine as
+        select distinct stage, source, file, row_number::bigint as row_number, field, value::varchar as value,
+               reason, scope, {sql_literal(_now().isoformat())}::timestamp as quarantined_at
+        from ({body})
+        """
+    )
+
+
+# --------------------------------------------------------------------------- person records
+
+
+def _stage_person_rows(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
+    """Temp table `person_stage`: raw text of every canonical field, one row per raw row."""
+    selects = []
+    for source in sources:
+        columns = [f"{value_sql(source, source.fields.get(f))} as {f}" for f in PERSON_FIELDS]
+        consents = [f"{value_sql(source, source.consent.get(p))} as consent__{p}" for p in purposes]
+        updated = source.fields.get("updated_at")
+        selects.append(
+            f"select *, {timestamp_sql('updated_at', updated.formats if updated else None)} as updated_ts "
+            f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
+            f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
+            f"{value_sql(source, source.record_id)} as source_record_id, {', '.join(columns + consents)}, "
+            f"{sql_literal(source.default_country)} as default_country from {ensure_raw_table(conn, source)})"
+        )
+    conn.execute("create or replace temp table person_stage as " + " union all by name ".join(selects))
+
+
+def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
+    """Temp table `field_labels(source, field, label)`: the source's own name for each canonical field."""
+    rows = []
+    for s in sources:
+        rows.append((s.name, "source_record_id", path_label(s.record_id)))
+        rows += [(s.name, f, path_label(spec)) for f, spec in s.fields.items()]
+        rows += [(s.name, f"consent__{p}", path_label(spec)) for p, spec in s.consent.items()]
+    frame = pd.DataFrame(rows, columns=["source", "field", "label"])
+    conn.register("field_labels_frame", frame)
+    conn.execute("create or replace temp table field_labels as select * from field_labels_frame")
+    conn.unregister("field_labels_frame")
+
+
+_PERSON_VALUE_REJECTS = [
+    ("email", "email_map", "m.raw = s.email"),
+    ("phone", "phone_map", "m.raw = s.phone and m.region = s.cc"),
+    ("country", "country_map", "m.raw = s.country"),
+    ("date_of_birth", "dob_map", "m.raw = s.date_of_birth and m.source = s.source"),
+    ("region", "region_map", "m.raw = s.region and m.country is not distinct from s.clean_country"),
+    ("postal_code", "postal_map", "m.raw = s.postal_code and m.country is not distinct from s.clean_country"),
+]
+
+
+def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, int]:
+    """Rebuild `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine."""
+    sources = config.sources_with_role("person")
+    purposes = config.consent_purposes
+    _stage_person_rows(conn, sources, purposes)
+    _field_labels(conn, sources, purposes)
+
+    register_map(conn, "country_map", "select distinct country as raw from person_stage where country is not null",
+                 rules.clean_country, ["country", "reason"])
+    conn.execute(
+        """create or replace temp table person_stage as
+           select s.*, c.country as clean_country, coalesce(c.country, s.default_country) as cc
+           from person_stage s left join country_map c on c.raw = s.country"""
+    )
+    stage_identifiers(conn, sources, config)
+    build_email_and_phone_maps(
+        conn,
+        "select distinct email as raw from person_stage where email is not null "
+        "union select distinct raw from identifier_stage where kind = 'email'",
+        "select distinct phone as raw, cc as region from person_stage where phone is not null "
+        "union select distinct raw, region from identifier_stage where kind = 'phone'",
+    )
+    register_map(conn, "fullname_map", "select distinct full_name as raw from person_stage where full_name is not null",
+                 rules.split_full_name, ["first", "middle", "last"])
+    register_map(
+        conn, "name_map",
+        "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
+        "from person_stage) where v is not null",
+        lambda raw: (rules.tidy_name(raw),), ["name"],
+    )
+    formats = {s.name: (s.fields["date_of_birth"].formats if "date_of_birth" in s.fields else None) for s in sources}
+    register_map(
+        conn, "dob_map",
+        "select distinct source, date_of_birth as raw from person_stage where date_of_birth is not null",
+        lambda source, raw: rules.parse_date_of_birth(raw, formats.get(source)), ["dob", "reason"],
+    )
+    register_map(
+        conn, "address_map",
+        "select distinct v as raw from (select unnest([address_line1, address_line2]) as v from person_stage) "
+        "where v is not null",
+        rules.clean_address_line, ["display", "address_key"],
+    )
+    register_map(conn, "region_map",
+                 "select distinct region as raw, clean_country as country from person_stage where region is not null",
+                 rules.clean_region, ["region", "reason"])
+    register_map(conn, "postal_map",
+                 "select distinct postal_code as raw, clean_country as country from person_stage "
+                 "where postal_code is not null",
+                 rules.clean_postal_code, ["postal_code", "reason"])
+    register_map(
+        conn, "consent_map",
+        "select distinct v as raw from (select unnest(["
+        + (", ".join(f"consent__{p}" for p in purposes) or "null::varchar")
+        + "]) as v from person_stage) where v is not null",
+        lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)), ["granted", "reason"],
+    )
+
+    conn.execute(
+        """
+        create or replace table clean.person_records as
+        select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
+            row_number() over (partition by s.source, s.source_record_id
+                               order by s.updated_ts desc nulls last, s.loaded_at desc, s.file desc,
+                                        s.row_number desc) = 1 as is_latest,
+            nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
+                             coalesce(n3.name, fn.last)), '') as full_name,
+            coalesce(n1.name, fn.first) as first_name,
+            coalesce(n2.name, fn.middle) as middle_name,
+            coalesce(n3.name, fn.last) as last_name,
+            em.email, em.match_key as email_match_key, pm.phone,
+            a1.display as address_line1, a2.display as address_line2,
+            nullif(concat_ws(' ', a1.address_key, a2.address_key), '') as address_key,
+            n4.name as city, rm.region, pc.postal_code, s.clean_country as country,
+            dm.dob::date as date_of_birth, s.updated_ts as updated_at
+        from person_stage s
+        left join fullname_map fn on fn.raw = s.full_name
+        left join name_map n1 on n1.raw = s.first_name
+        left join name_map n2 on n2.raw = s.middle_name
+        left join name_map n3 on n3.raw = s.last_name
+        left join name_map n4 on n4.raw = s.city
+        left join email_map em on em.raw = s.email
+        left join phone_map pm on pm.raw = s.phone and pm.region = s.cc
+        left join address_map a1 on a1.raw = s.address_line1
+        left join address_map a2 on a2.raw = s.address_line2
+        left join region_map rm on rm.raw = s.region and rm.country is not distinct from s.clean_country
+        left join postal_map pc on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
+        left join dob_map dm on dm.raw = s.date_of_birth and dm.source = s.source
+        where s.source_record_id is not null
+        """
+    )
+    consent_selects = [
+        f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
+        "coalesce(updated_ts, loaded_at) as stated_at, file, row_number from person_stage "
+        f"where consent__{p} is not null and source_record_id is not null"
+        for p in purposes
+    ]
+    conn.execute(
+        "create or replace table clean.consent_statements as "
+        "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
+        "c.row_number from ("
+        + (" union all ".join(consent_selects) or
+           "select null::varchar source, null::varchar source_record_id, null::varchar purpose, null::varchar raw, "
+           "null::timestamp stated_at, null::varchar file, null::bigint row_number where false")
+        + ") c join consent_map m on m.raw = c.raw where m.granted is not null"
+    )
+    write_identifiers(
+        conn, "person",
+        "select source, file, row_number, source_record_id from person_stage where source_record_id is not null",
+    )
+
+    rejects = [
+        f"""select 'clean' as stage, s.source, s.file, s.row_number, coalesce(l.label, '{field}') as field,
+                   s.{field} as value, m.reason, 'value' as scope
+            from person_stage s join {table} m on {on}
+            left join field_labels l on l.source = s.source and l.field = '{field}'
+            where m.reason is not null"""
+        for field, table, on in _PERSON_VALUE_REJECTS
+    ]
+    rejects += [
+        f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.consent__{p} as value,
+                   m.reason, 'value' as scope
+            from person_stage s join consent_map m on m.raw = s.consent__{p}
+            left join field_labels l on l.source = s.source and l.field = 'consent__{p}'
+            where m.reason is not null"""
+        for p in purposes
+    ]
+    rejects.append(
+        """select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, null as value,
+                  'missing record id' as reason, 'row' as scope
+           from person_stage s left join field_labels l on l.source = s.source and l.field = 'source_record_id'
+           where s.source_record_id is null"""
+    )
+    rejects.append(
+        """select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.updated_at as value,
+                  'not a readable timestamp' as reason, 'value' as scope
+           from person_stage s left join field_labels l on l.source = s.source and l.field = 'updated_at'
+           where s.updated_at is not null and s.updated_ts is null"""
+    )
+    rejects.append(_IDENTIFIER_REJECTS)
+    write_quarantine(conn, "person", rejects)
+    return _role_counts(conn, "person", "clean.person_records", [s.name for s in sources])
+
+
+def _role_counts(conn: duckdb.DuckDBPyConnection, role: str, table: str, names: list[str]) -> dict[str, int]:
+    cleaned = conn.execute(f"select count(*) from {table}").fetchone()[0]
+    row_rejects = conn.execute(
+        f"select count(*) from (select distinct source, file, row_number from clean.{role}_quarantine "
+        "where scope = 'row')"
+    ).fetchone()[0]
+    value_rejects = conn.execute(f"select count(*) from clean.{role}_quarantine where scope = 'value'").fetchone()[0]
+    return {"cleaned": int(cleaned), "rows_quarantined": int(row_rejects), "values_quarantined": int(value_rejects)}
+
+
+def raw_row_count(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig]) -> int:
+    return sum(int(conn.execute(f"select count(*) from {ensure_raw_table(conn, s)}").fetchone()[0]) for s in sources)
+
+
+# --------------------------------------------------------------------------- events and transactions
+
+
+def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str) -> dict[str, int]:
+    """Rebuild `clean.events` or `clean.transactions` with their identifiers and quarantine."""
+    sources = config.sources_with_role(role)
+    selects = []
+    for s in sources:
+        f = s.fields
+        event_id = (
+            value_sql(s, s.event_id) if s.event_id else "_file || ':' || _row_number::varchar"
+        )
+        selects.append(
+            f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
+                _loaded_at as loaded_at, {value_sql(s, s.record_id)} as source_record_id,
+                coalesce({event_id}, _file || ':' || _row_number::varchar) as event_id,
+                {value_sql(s, f.get("event"))} as event, {value_sql(s, f.get("currency"))} as currency,
+                {value_sql(s, f.get("status"))} as status,
+                {value_sql(s, f.get("occurred_at"))} as occurred_raw,
+                {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats)} as occurred_at,
+                {value_sql(s, f.get("amount"))} as amount_raw,
+                {sql_literal(path_label(s.record_id))} as record_id_label,
+                {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
+                {sql_literal(path_label(f.get("amount")))} as amount_label
+            from {ensure_raw_table(conn, s)}"""
+        )
+    conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
+    conn.execute(
+        f"""create or replace temp table {role}_stage as
+            select *, try_cast(regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as decimal(18, 2)) as amount,
+              case
+                when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
+                when occurred_raw is null then 'missing timestamp'
+                when occurred_at is null then 'not a readable timestamp'
+                {"when amount_raw is null then 'missing amount'" if role == "transactions" else ""}
+                {"when amount is null then 'amount is not a number'" if role == "transactions" else ""}
+                {"when amount < 0 then 'negative amount'" if role == "transactions" else ""}
+              end as reject_reason
+            from {role}_stage"""
+    )
+    columns = (
+        "source, event_id, source_record_id, occurred_at, amount::double as amount, upper(currency) as currency, "
+        "status, file, row_number, loaded_at"
+        if role == "transactions"
+        else "source, event_id, source_record_id, event, occurred_at, status, file, row_number, loaded_at"
+    )
+    conn.execute(
+        f"create or replace table clean.{role} as select {columns} from {role}_stage where reject_reason is null"
+    )
+    stage_identifiers(conn, sources, config)
+    build_email_and_phone_maps(
+        conn,
+        "select distinct raw from identifier_stage where kind = 'email'",
+        "select distinct raw, region from identifier_stage where kind = 'phone'",
+    )
+    write_identifiers(
+        conn, role, f"select source, file, row_number, source_record_id from {role}_stage where reject_reason is null"
+    )
+    row_rejects = f"""
+        select 'clean' as stage, source, file, row_number,
+            case when source_record_id is null then record_id_label
+                 when occurred_at is null then occurred_label else amount_label end as field,
+            case when source_record_id is null then null
+                 when occurred_at is null then occurred_raw else amount_raw end as value,
+            reject_reason as reason, 'row' as scope
+        from {role}_stage where reject_reason is not null"""
+    write_quarantine(conn, role, [row_rejects, _IDENTIFIER_REJECTS])
+    return _role_counts(conn, role, f"clean.{role}", [s.name for s in sources])
+
+
+# --------------------------------------------------------------------------- assets
+
+
+def _accounting_check(conn: duckdb.DuckDBPyConnection, asset_key: dg.AssetKey, table: str, role: str,
+                      sources: Sequence[SourceConfig]) -> dg.AssetCheckResult:
+    raw = raw_row_count(conn, sources)
+    cleaned = conn.execute(f"select count(*) from {table}").fetchone()[0]
+    rejected = conn.execute(
+        f"select count(*) from (select distinct source, file, row_number from clean.{role}_quarantine "
+        "where scope = 'row')"
+    ).fetchone()[0]
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=ROW_ACCOUNTING_CHECK,
+        passed=bool(raw == cleaned + rejected),
+        metadata={"raw_rows": int(raw), "cleaned_rows": int(cleaned), "rows_quarantined": int(rejected)},
+    )
+
+
+def _accounting_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        ROW_ACCOUNTING_CHECK, asset=key, blocking=True,
+        description="Every raw row is either cleaned or quarantined whole: raw = cleaned + quarantined rows.",
+    )
+
+
+def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
+    """The cleaned-records assets for the roles the configuration has sources for."""
+    from resources.warehouse import Warehouse
+
+    assets = []
+    persons = config.sources_with_role("person")
+
+    @dg.asset(
+        key=PERSON_RECORDS,
+        group_name=GROUP,
+        description="Canonical person records from every person source, cleaned; rejects go to cdp.quarantine.",
+        deps=[dg.AssetKey(["raw", s.name]) for s in persons],
+        kinds={"duckdb", "python"},
+        owners=["team:data-engineering"],
+        code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[_accounting_spec(PERSON_RECORDS)],
+    )
+    def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            counts = clean_person_records(conn, config)
+            check = _accounting_check(conn, PERSON_RECORDS, "clean.person_records", "person", persons)
+            by_source = conn.execute(
+                "select source, count(*) rows, count(email) emails, count(phone) phones, "
+                "count(date_of_birth) birth_dates from clean.person_records group by 1 order by 1"
+            ).df()
+            preview = masked_preview(
+                conn, "select source, source_record_id, first_name, last_name, email, phone, city, country "
+                "from clean.person_records order by source, source_record_id"
+            )
+        total = counts["cleaned"] + counts["rows_quarantined"]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(counts["cleaned"]),
+                "rows_quarantined": counts["rows_quarantined"],
+                "values_quarantined": counts["values_quarantined"],
+                "row_reject_rate": dg.MetadataValue.float(counts["rows_quarantined"] / total if total else 0.0),
+                "by_source": dg.MetadataValue.md(markdown_table(by_source.to_dict("records"))),
+                "preview": dg.MetadataValue.md(preview),
+            },
+            check_results=[check],
+        )
+
+    assets.append(person_records)
+
+    for role, key, description in (
+        ("events", EVENTS, "Behavioural events (web, e-mail, support) with a parsed time and the record they belong to."),
+        ("transactions", TRANSACTIONS, "Orders and payments with a parsed time and a validated, non-negative amount."),
+    ):
+        role_sources = config.sources_with_role(role)
+        if role_sources:
+            assets.append(_activity_asset(config, role, key, description, role_sources))
+    return assets
+
+
+def _activity_asset(config: CDPConfig, role: str, key: dg.AssetKey, description: str,
+                    sources: list[SourceConfig]) -> dg.AssetsDefinition:
+    from resources.warehouse import Warehouse
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        description=description,
+        deps=[dg.AssetKey(["raw", s.name]) for s in sources],
+        kinds={"duckdb"},
+        owners=["team:data-engineering"],
+        code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[_accounting_spec(key)],
+    )
+    def activity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            counts = clean_activity(conn, config, role)
+            check = _accounting_check(conn, key, f"clean.{role}", role, sources)
+            by_source = conn.execute(
+                f"select source, count(*) rows, min(occurred_at) first_at, max(occurred_at) last_at "
+                f"from clean.{role} group by 1 order by 1"
+            ).df()
+        total = counts["cleaned"] + counts["rows_quarantined"]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(counts["cleaned"]),
+                "rows_quarantined": counts["rows_quarantined"],
+                "values_quarantined": counts["values_quarantined"],
+                "row_reject_rate": dg.MetadataValue.float(counts["rows_quarantined"] / total if total else 0.0),
+                "by_source": dg.MetadataValue.md(markdown_table(by_source.to_dict("records"))),
+            },
+            check_results=[check],
+        )
+
+    return activity

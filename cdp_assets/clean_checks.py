@@ -1,0 +1,68 @@
+"""Great Expectations suite on the cleaned person records, blocking identity resolution when it fails.
+
+The cleaning rules should make these expectations hold by construction; the suite is the independent
+guard that catches a rule regression or an unexpected source before bad values reach profiles and
+destinations.
+"""
+
+
+from datetime import date
+
+import dagster as dg
+
+from cdp_assets.clean import PERSON_RECORDS
+from cdp_assets.metadata import markdown_table, mask
+from resources.quality import validate_frame
+from resources.warehouse import Warehouse
+
+E164 = r"^\+[1-9][0-9]{6,14}$"
+EMAIL = r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$"
+
+
+def _expectations() -> list[object]:
+    import great_expectations as gx
+
+    x = gx.expectations
+    return [
+        x.ExpectColumnValuesToNotBeNull(column="source"),
+        x.ExpectColumnValuesToNotBeNull(column="source_record_id"),
+        x.ExpectCompoundColumnsToBeUnique(column_list=["source", "file", "row_number"]),
+        x.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL),
+        x.ExpectColumnValuesToMatchRegex(column="email_match_key", regex=EMAIL),
+        x.ExpectColumnValuesToMatchRegex(column="phone", regex=E164),
+        x.ExpectColumnValuesToMatchRegex(column="country", regex=r"^[A-Z]{2}$"),
+        x.ExpectColumnValuesToBeBetween(column="birth_year", min_value=1900, max_value=date.today().year),
+        x.ExpectColumnValuesToBeBetween(column="trust", min_value=0, max_value=100),
+    ]
+
+
+@dg.asset_check(
+    asset=PERSON_RECORDS,
+    name="great_expectations_suite",
+    blocking=True,
+    description="Great Expectations: ids present and unique per row, e-mails, E.164 phones, ISO countries, birth years.",
+)
+def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as conn:
+        frame = conn.execute(
+            """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
+                      year(date_of_birth) as birth_year, trust
+               from clean.person_records"""
+        ).df()
+    outcomes = validate_frame("cleaned_person_records", frame, _expectations())
+    failed = [o for o in outcomes if not o.success]
+    evaluated = len(outcomes)
+    return dg.AssetCheckResult(
+        passed=not failed,
+        metadata={
+            "rows_validated": len(frame),
+            "expectations": evaluated,
+            "expectations_failed": len(failed),
+            "success_percent": dg.MetadataValue.float(100.0 * (evaluated - len(failed)) / evaluated if evaluated else 100.0),
+            "results": dg.MetadataValue.md(markdown_table([
+                {"expectation": o.expectation, "column": o.column or "", "success": o.success,
+                 "unexpected": o.unexpected_count, "examples": ", ".join(mask(v) for v in o.unexpected_examples)}
+                for o in outcomes
+            ])),
+        },
+    )

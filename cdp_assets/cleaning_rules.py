@@ -1,0 +1,297 @@
+"""Cleaning rules for person fields: pure functions from a raw value to a clean value or a reason.
+
+Each rule returns `(clean, reason)`: a clean value, or None with the reason it was refused, which the
+cleaning stage writes to quarantine. Empty values and fillers such as "n/a" are missing, not errors.
+They are plain functions so they can be tested row by row with the nasty cases, and the cleaning stage
+applies them once per distinct value.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime
+
+import phonenumbers
+
+Result = tuple[str | None, str | None]
+
+_FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
+
+
+def is_missing(raw: object) -> bool:
+    return raw is None or str(raw).strip().lower() in _FILLERS
+
+
+def _collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+# ---------------------------------------------------------------- e-mail
+
+_EMAIL_RE = re.compile(
+    r"^(?!\.)(?!.*\.\.)[a-z0-9.!#$%&'*+/=?^_`{|}~-]+(?<!\.)"
+    r"@(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
+    """(address, match_key, reason). The address is trimmed and lower-cased; the match key also folds
+    `+tags` (all providers) and dots in the local part (Gmail only), so jane.doe+shop@gmail.com and
+    janedoe@gmail.com match while the address a person typed is kept as they typed it."""
+    if is_missing(raw):
+        return None, None, None
+    text = str(raw).strip().strip("<>").strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:]
+    text = text.lower()
+    if not _EMAIL_RE.match(text):
+        return None, None, "not a valid e-mail address"
+    local, _, domain = text.partition("@")
+    key_local = local.split("+", 1)[0] or local
+    if domain in _GMAIL_DOMAINS:
+        key_local = key_local.replace(".", "")
+        domain = "gmail.com"
+    return text, f"{key_local}@{domain}", None
+
+
+# ---------------------------------------------------------------- phone
+
+
+def clean_phone(raw: object, region: str | None = "US") -> Result:
+    """E.164 (`+14155550147`), reading numbers without a country code as numbers of `region`."""
+    if is_missing(raw):
+        return None, None
+    text = str(raw).strip()
+    if text.endswith(".0") and text[:-2].isdigit():  # a spreadsheet turned the number into a float
+        text = text[:-2]
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, region or "US")
+    except phonenumbers.NumberParseException:
+        return None, f"not a phone number (read as {region or 'US'})"
+    if not phonenumbers.is_valid_number(number):
+        return None, f"not a valid phone number for {phonenumbers.region_code_for_number(number) or region}"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+# ---------------------------------------------------------------- names
+
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "rev"})
+_SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "v", "phd", "md", "esq", "dds"})
+_PARTICLES = frozenset({"van", "von", "de", "da", "del", "della", "di", "du", "la", "le", "st", "der", "den", "bin"})
+
+
+def _bare(token: str) -> str:
+    return token.lower().strip(".,")
+
+
+def tidy_name(raw: object) -> str | None:
+    """Trim, collapse spaces, and fix case only when the source shouted or whispered ("SMITH", "smith");
+    mixed case such as "McDonald" or "DeShawn" is kept as written."""
+    if is_missing(raw):
+        return None
+    text = _collapse(str(raw)).strip(" ,.;")
+    if not text or not any(c.isalpha() for c in text):
+        return None
+    if text.isupper() or text.islower():
+        text = re.sub(r"[^\W\d_]+", lambda m: m.group(0).capitalize(), text.lower())
+        text = re.sub(r"\b(Mc)(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
+        text = re.sub(r"\b(O')(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
+    return text
+
+
+def split_full_name(raw: object) -> tuple[str | None, str | None, str | None]:
+    """(first, middle, last) from "SMITH, John A.", "John A. Smith", "Dr. Ludwig van Beethoven Jr."."""
+    if is_missing(raw):
+        return None, None, None
+    text = _collapse(str(raw))
+    if "," in text:
+        head, _, tail = text.partition(",")
+        tail_tokens = [t for t in tail.split() if _bare(t)]
+        if tail_tokens and all(_bare(t) in _SUFFIXES for t in tail_tokens):
+            text = head  # "John Smith, Jr."
+        elif head.strip() and tail.strip():
+            given = [t for t in tail.split() if _bare(t) not in _TITLES | _SUFFIXES and _bare(t)]
+            last = tidy_name(head)
+            if not given:
+                return None, None, last
+            middle = tidy_name(" ".join(given[1:])) if len(given) > 1 else None
+            return tidy_name(given[0]), middle, last
+    tokens = [t for t in text.replace(",", " ").split() if _bare(t)]
+    while tokens and _bare(tokens[0]) in _TITLES:
+        tokens = tokens[1:]
+    while len(tokens) > 1 and _bare(tokens[-1]) in _SUFFIXES:
+        tokens = tokens[:-1]
+    if not tokens:
+        return None, None, None
+    if len(tokens) == 1:
+        return tidy_name(tokens[0]), None, None
+    last_start = len(tokens) - 1
+    while last_start > 1 and _bare(tokens[last_start - 1]) in _PARTICLES:
+        last_start -= 1
+    middle = tidy_name(" ".join(tokens[1:last_start])) if last_start > 1 else None
+    return tidy_name(tokens[0]), middle, tidy_name(" ".join(tokens[last_start:]))
+
+
+def name_key(name: str | None) -> str | None:
+    """Accents and punctuation removed, lower case: the form names are compared in."""
+    if not name:
+        return None
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z]", "", folded.lower()) or None
+
+
+# ---------------------------------------------------------------- dates
+
+DEFAULT_DATE_FORMATS = ("%Y-%m-%d",)
+
+
+def parse_date_of_birth(raw: object, formats: tuple[str, ...] | list[str] | None, today: date | None = None) -> Result:
+    """ISO date (`YYYY-MM-DD`) from the first declared format that parses; plausible years only."""
+    if is_missing(raw):
+        return None, None
+    text = str(raw).strip()
+    fmts = tuple(formats or DEFAULT_DATE_FORMATS)
+    for fmt in fmts:
+        try:
+            parsed = datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+        today = today or date.today()
+        if parsed > today:
+            return None, "date of birth is in the future"
+        if parsed.year < 1900:
+            return None, "date of birth before 1900"
+        return parsed.isoformat(), None
+    return None, f"not a valid date in the format(s) {', '.join(fmts)}"
+
+
+# ---------------------------------------------------------------- addresses
+
+_STREET_ABBREVIATIONS = {
+    "STREET": "ST", "STR": "ST", "AVENUE": "AVE", "AV": "AVE", "ROAD": "RD", "BOULEVARD": "BLVD",
+    "DRIVE": "DR", "LANE": "LN", "COURT": "CT", "PLACE": "PL", "TERRACE": "TER", "PARKWAY": "PKWY",
+    "HIGHWAY": "HWY", "CIRCLE": "CIR", "SQUARE": "SQ", "TRAIL": "TRL", "APARTMENT": "APT", "SUITE": "STE",
+    "UNIT": "UNIT", "FLOOR": "FL", "NORTH": "N", "SOUTH": "S", "EAST": "E", "WEST": "W", "NORTHEAST": "NE",
+    "NORTHWEST": "NW", "SOUTHEAST": "SE", "SOUTHWEST": "SW", "MOUNT": "MT", "FORT": "FT", "SAINT": "ST",
+}
+
+
+def clean_address_line(raw: object) -> tuple[str | None, str | None]:
+    """(line as displayed, match key). The key is upper case, without punctuation, with USPS
+    abbreviations, so "12 North Main Street, Apt. 4" and "12 N MAIN ST APT 4" compare equal."""
+    if is_missing(raw):
+        return None, None
+    text = _collapse(str(raw)).strip(" ,")
+    if not text:
+        return None, None
+    display = tidy_name(text) if (text.isupper() or text.islower()) else text
+    words = re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode())
+    key = " ".join(_STREET_ABBREVIATIONS.get(w, w) for w in words.upper().split())
+    return display, key or None
+
+
+US_STATES = {
+    "ALABAMA": "AL", "ALASKA": "AK", "ARIZONA": "AZ", "ARKANSAS": "AR", "CALIFORNIA": "CA", "COLORADO": "CO",
+    "CONNECTICUT": "CT", "DELAWARE": "DE", "DISTRICT OF COLUMBIA": "DC", "FLORIDA": "FL", "GEORGIA": "GA",
+    "HAWAII": "HI", "IDAHO": "ID", "ILLINOIS": "IL", "INDIANA": "IN", "IOWA": "IA", "KANSAS": "KS",
+    "KENTUCKY": "KY", "LOUISIANA": "LA", "MAINE": "ME", "MARYLAND": "MD", "MASSACHUSETTS": "MA",
+    "MICHIGAN": "MI", "MINNESOTA": "MN", "MISSISSIPPI": "MS", "MISSOURI": "MO", "MONTANA": "MT",
+    "NEBRASKA": "NE", "NEVADA": "NV", "NEW HAMPSHIRE": "NH", "NEW JERSEY": "NJ", "NEW MEXICO": "NM",
+    "NEW YORK": "NY", "NORTH CAROLINA": "NC", "NORTH DAKOTA": "ND", "OHIO": "OH", "OKLAHOMA": "OK",
+    "OREGON": "OR", "PENNSYLVANIA": "PA", "RHODE ISLAND": "RI", "SOUTH CAROLINA": "SC", "SOUTH DAKOTA": "SD",
+    "TENNESSEE": "TN", "TEXAS": "TX", "UTAH": "UT", "VERMONT": "VT", "VIRGINIA": "VA", "WASHINGTON": "WA",
+    "WEST VIRGINIA": "WV", "WISCONSIN": "WI", "WYOMING": "WY", "PUERTO RICO": "PR",
+}
+
+
+def clean_region(raw: object, country: str | None) -> Result:
+    """US state names become their two-letter codes; other regions are kept upper-cased."""
+    if is_missing(raw):
+        return None, None
+    text = _collapse(str(raw)).upper().strip(".")
+    if country in (None, "US"):
+        if text in US_STATES:
+            return US_STATES[text], None
+        if text in US_STATES.values():
+            return text, None
+        if country == "US":
+            return None, "not a US state or state code"
+    return text, None
+
+
+def clean_postal_code(raw: object, country: str | None) -> Result:
+    """US ZIP codes become five digits (ZIP+4 dropped, lost leading zeros restored); others upper-cased."""
+    if is_missing(raw):
+        return None, None
+    text = _collapse(str(raw)).upper()
+    if country in (None, "US"):
+        digits = text.replace(" ", "")
+        if re.fullmatch(r"\d{5}(-?\d{4})?", digits):
+            return digits[:5], None
+        if re.fullmatch(r"\d{3,4}", digits):
+            return digits.zfill(5), None
+        if country == "US":
+            return None, "not a US ZIP code"
+    return text, None
+
+
+_COUNTRY_ALIASES = {
+    "USA": "US", "U.S.": "US", "U.S.A.": "US", "UNITED STATES": "US", "UNITED STATES OF AMERICA": "US",
+    "AMERICA": "US", "UK": "GB", "U.K.": "GB", "UNITED KINGDOM": "GB", "GREAT BRITAIN": "GB", "ENGLAND": "GB",
+    "CANADA": "CA", "CAN": "CA", "MEXICO": "MX", "MEX": "MX", "GERMANY": "DE", "DEUTSCHLAND": "DE", "DEU": "DE",
+    "FRANCE": "FR", "FRA": "FR", "SPAIN": "ES", "ESPANA": "ES", "ITALY": "IT", "NETHERLANDS": "NL",
+    "IRELAND": "IE", "AUSTRALIA": "AU", "AUS": "AU", "NEW ZEALAND": "NZ", "INDIA": "IN", "JAPAN": "JP",
+    "BRAZIL": "BR", "GBR": "GB", "BELGIUM": "BE", "SWITZERLAND": "CH", "AUSTRIA": "AT", "SWEDEN": "SE",
+    "NORWAY": "NO", "DENMARK": "DK", "FINLAND": "FI", "POLAND": "PL", "PORTUGAL": "PT", "CHINA": "CN",
+}
+_ISO_COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def clean_country(raw: object) -> Result:
+    """ISO 3166 alpha-2 code from a code or a common name ("USA", "United States", "uk")."""
+    if is_missing(raw):
+        return None, None
+    text = _collapse(str(raw)).upper()
+    if text in _ISO_COUNTRIES:
+        return text, None
+    if text in _COUNTRY_ALIASES:
+        return _COUNTRY_ALIASES[text], None
+    return None, "unknown country: use an ISO code such as US or GB"
+
+
+def clean_city(raw: object) -> Result:
+    return tidy_name(raw), None
+
+
+# ---------------------------------------------------------------- consent
+
+_YES = frozenset({"true", "t", "yes", "y", "1", "opt-in", "opt_in", "optin", "opted in", "granted", "subscribed",
+                  "accepted", "on"})
+_NO = frozenset({"false", "f", "no", "n", "0", "opt-out", "opt_out", "optout", "opted out", "denied", "revoked",
+                 "unsubscribed", "declined", "off"})
+
+
+def parse_consent(raw: object) -> tuple[bool | None, str | None]:
+    """A yes/no statement; missing means unknown (which is not consent), anything else is refused."""
+    if is_missing(raw):
+        return None, None
+    text = str(raw).strip().lower()
+    if text in _YES:
+        return True, None
+    if text in _NO:
+        return False, None
+    return None, "not a yes/no consent statement"
+
+
+def clean_identifier(raw: object) -> Result:
+    """Ids are compared as trimmed strings; "12.0" from a spreadsheet float is read as "12"."""
+    if is_missing(raw):
+        return None, None
+    text = str(raw).strip()
+    if re.fullmatch(r"\d+\.0", text):
+        text = text[:-2]
+    return text, None

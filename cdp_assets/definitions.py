@@ -1,0 +1,47 @@
+"""The platform's Dagster definitions, built from the configuration file.
+
+`defs` is what `dagster dev -w workspace.yaml` and `dagster job execute -m cdp_assets.definitions` load.
+The configuration is validated here, so an invalid file fails at load time with the key named.
+"""
+
+
+import dagster as dg
+
+from cdp_assets.clean import build_clean_assets
+from cdp_assets.clean_checks import person_records_expectations
+from cdp_assets.extract import build_extract_asset
+from cdp_assets.identity import build_identity_asset
+from cdp_assets.profiles import build_profiles_asset
+from cdp_assets.segments import build_segments_asset
+from cdp_assets.syncs import build_sync_asset
+from resources.config import CDPConfig, load_config
+from resources.warehouse import warehouse_resource
+from sensors.automation import automation_sensor
+from sensors.landing import build_landing_sensor
+
+FULL_REFRESH = "full_refresh"
+
+
+def build_definitions(config: CDPConfig) -> dg.Definitions:
+    """Every stage as assets, the full-refresh job, the sensors and the warehouse, for one configuration."""
+    assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
+    assets += build_clean_assets(config)
+    assets += [build_identity_asset(config), build_profiles_asset(config), build_segments_asset(config)]
+    assets += [build_sync_asset(config, d) for d in config.destinations]
+    full_refresh = dg.define_asset_job(
+        FULL_REFRESH,
+        selection=dg.AssetSelection.all(),
+        description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=[person_records_expectations],
+        jobs=[full_refresh],
+        sensors=[build_landing_sensor(config), automation_sensor],
+        resources={"warehouse": warehouse_resource(config)},
+        # DuckDB takes one writer per file: steps run one after another inside the run's process.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(load_config())

@@ -1,0 +1,224 @@
+"""Source extracts: one asset per configured source, loading new or changed landing files into DuckDB.
+
+Each raw row keeps its file, line number and load time, so every later table can point back to the
+exact record it came from (and erasure can find every copy). A file is identified by its content hash:
+re-running loads nothing twice, a changed file replaces its earlier rows, and a file that cannot be
+read at all is recorded as failed without stopping the source's other files.
+"""
+
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+
+from cdp_assets.metadata import markdown_table
+from cdp_assets.readers import FileFormatError, Reject, read_file
+from resources.config import CDPConfig, SourceConfig
+from resources.warehouse import Warehouse
+
+GROUP = "source_extracts"
+_BATCH_ROWS = 50_000
+
+
+class ExtractConfig(dg.Config):
+    """Run configuration; the landing sensor asks for no materialization when nothing changed."""
+
+    skip_if_unchanged: bool = False
+
+
+def raw_table(source: SourceConfig) -> str:
+    return f"raw.{source.name}"
+
+
+def ensure_raw_table(conn, source: SourceConfig) -> str:
+    """The source's raw table, created empty if the source has never been extracted."""
+    table = raw_table(source)
+    conn.execute(
+        f"create table if not exists {table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)"
+    )
+    return table
+
+
+def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
+    """Files of a source in the landing folder, in a stable order."""
+    landing = config.landing_path
+    return sorted(p for p in landing.glob(source.glob) if p.is_file() and not p.name.startswith("."))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def missing_columns(source: SourceConfig, columns: list[str]) -> list[str]:
+    """Mapped paths whose top-level column is absent from a tabular file."""
+    present = set(columns)
+    missing = []
+    for path in source.read_paths():
+        top = path if source.format == "csv" else path.split(".")[0]
+        if top not in present and top not in missing:
+            missing.append(top)
+    return missing
+
+
+def _batches(
+    rows: Iterator[tuple[int, str]], file: str, loaded_at: datetime
+) -> Iterator[pa.Table]:
+    numbers: list[int] = []
+    records: list[str] = []
+    for number, record in rows:
+        numbers.append(number)
+        records.append(record)
+        if len(numbers) >= _BATCH_ROWS:
+            yield _batch(numbers, records, file, loaded_at)
+            numbers, records = [], []
+    if numbers:
+        yield _batch(numbers, records, file, loaded_at)
+
+
+def _batch(numbers: list[int], records: list[str], file: str, loaded_at: datetime) -> pa.Table:
+    return pa.table(
+        {
+            "_file": pa.array([file] * len(numbers), pa.string()),
+            "_row_number": pa.array(numbers, pa.int64()),
+            "_loaded_at": pa.array([loaded_at] * len(numbers), pa.timestamp("us")),
+            "record": pa.array(records, pa.string()),
+        }
+    )
+
+
+def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetime) -> pa.Table:
+    return pa.table(
+        {
+            "stage": ["extract"] * len(rejects),
+            "source": [source] * len(rejects),
+            "file": [file] * len(rejects),
+            "row_number": pa.array([r.row_number for r in rejects], pa.int64()),
+            "field": pa.array([r.field for r in rejects], pa.string()),
+            "value": pa.array([r.value for r in rejects], pa.string()),
+            "reason": [r.reason for r in rejects],
+            "scope": ["row" if r.row_number is not None else "file" for r in rejects],
+            "quarantined_at": pa.array([now] * len(rejects), pa.timestamp("us")),
+        }
+    )
+
+
+def load_file(conn, source: SourceConfig, path: Path, rel: str, sha: str) -> dict[str, object]:
+    """Replace one file's rows in the raw table and record it; all or nothing, in one transaction."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    table = raw_table(source)
+    status = "loaded"
+    rows_loaded = 0
+    conn.execute("begin transaction")
+    try:
+        conn.execute(f"delete from {table} where _file = ?", [rel])
+        conn.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
+        try:
+            result, rows = read_file(
+                path, source.format, delimiter=source.csv.delimiter, quote=source.csv.quote,
+                encoding=source.csv.encoding,
+            )
+        except FileFormatError as exc:
+            result, rows = None, iter(())
+            rejects = [Reject(None, f"unreadable file: {exc}")]
+            status = "failed"
+        if result is not None:
+            if result.columns is not None:
+                missing = missing_columns(source, result.columns)
+                if missing:
+                    raise dg.Failure(
+                        description=(
+                            f"Source '{source.name}': file {rel} has no column(s) {missing} that the "
+                            f"configuration maps. Columns in the file: {result.columns}"
+                        ),
+                        metadata={"file": rel, "missing_columns": missing},
+                    )
+            for batch in _batches(rows, rel, now):
+                conn.register("incoming_batch", batch)
+                conn.execute(f"insert into {table} by name select * from incoming_batch")
+                conn.unregister("incoming_batch")
+                rows_loaded += batch.num_rows
+            rejects = list(result.rejects)
+            if result.empty:
+                status = "empty"
+                rejects.append(Reject(None, "empty file: no header and no rows"))
+        if rejects:
+            conn.register("incoming_rejects", _quarantine_rows(source.name, rel, rejects, now))
+            conn.execute("insert into meta.extract_quarantine by name select * from incoming_rejects")
+            conn.unregister("incoming_rejects")
+        rows_rejected = sum(1 for r in rejects if r.row_number is not None)
+        conn.execute(
+            "insert or replace into meta.loaded_files values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [source.name, rel, sha, path.stat().st_size, rows_loaded, rows_rejected, status, now],
+        )
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    return {"file": rel, "status": status, "rows_loaded": rows_loaded, "rows_rejected": rows_rejected}
+
+
+def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.AssetsDefinition:
+    """The raw-table asset of one source."""
+
+    @dg.asset(
+        key=["raw", source.name],
+        group_name=GROUP,
+        description=f"Raw rows of source '{source.name}' ({source.format} files matching {source.glob}).",
+        kinds={"duckdb", source.format},
+        owners=["team:data-engineering"],
+        output_required=False,
+        tags={"cdp/role": source.role},
+        metadata={"glob": source.glob, "role": source.role, "trust": source.trust},
+    )
+    def extract(context: dg.AssetExecutionContext, warehouse: Warehouse, config: ExtractConfig):
+        files = source_files(cdp_config, source)
+        landing = cdp_config.landing_path
+        loaded: list[dict[str, object]] = []
+        skipped = 0
+        with warehouse.get_connection() as conn:
+            ensure_raw_table(conn, source)
+            known = dict(
+                conn.execute("select file, sha256 from meta.loaded_files where source = ?", [source.name]).fetchall()
+            )
+            known_hashes = set(known.values())
+            for path in files:
+                rel = path.relative_to(landing).as_posix()
+                sha = file_sha256(path)
+                if known.get(rel) == sha or (rel not in known and sha in known_hashes):
+                    skipped += 1
+                    continue
+                outcome = load_file(conn, source, path, rel, sha)
+                context.log.info(f"{source.name}: {outcome}")
+                loaded.append(outcome)
+                known_hashes.add(sha)
+            if not loaded and config.skip_if_unchanged:
+                context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
+                return
+            total = conn.execute(f"select count(*) from {raw_table(source)}").fetchone()[0]
+            quarantined = conn.execute(
+                "select count(*) from meta.extract_quarantine where source = ?", [source.name]
+            ).fetchone()[0]
+        if not files:
+            context.log.warning(f"{source.name}: no files match {landing / source.glob}")
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(int(total)),
+                "files_seen": len(files),
+                "files_loaded": len(loaded),
+                "files_skipped_unchanged": skipped,
+                "rows_loaded_this_run": sum(int(x["rows_loaded"]) for x in loaded),
+                "rows_rejected_this_run": sum(int(x["rows_rejected"]) for x in loaded),
+                "quarantined_total": int(quarantined),
+                "loaded_files": dg.MetadataValue.md(markdown_table(loaded) if loaded else "_no new files_"),
+            }
+        )
+
+    return extract

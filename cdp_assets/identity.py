@@ -1,0 +1,286 @@
+"""Identity clusters: which records belong to the same person, published as `cdp.identity_map`.
+
+This stage stitches records deterministically: two records are the same person when they share a
+normalised identifier value of the same type (an e-mail match key, an E.164 phone, a customer id, an
+anonymousId seen with a userId). Junk values that identify nobody (test@test.com, 0000000000, "n/a")
+are blocked first and reported, because one junk value shared by thousands of records would otherwise
+chain them into one giant "customer". Components are found with SciPy over the bipartite graph of
+records and identifier values, which handles millions of edges in seconds.
+"""
+
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
+from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
+from cdp_assets.metadata import markdown_table
+from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
+from resources.warehouse import Warehouse
+
+GROUP = "identity"
+IDENTITY_CLUSTERS = dg.AssetKey(["identity", "clusters"])
+CHECK_UNIQUE = "identity_map_unique_records"
+CHECK_COMPLETE = "every_record_has_a_customer"
+CHECK_CLUSTER_SIZE = "cluster_size_within_bound"
+
+
+def _normalise_blocked(value: str, kind: str) -> str | None:
+    if kind == "email":
+        return clean_email(value)[1]
+    if kind == "phone":
+        return clean_phone(value)[0]
+    return clean_identifier(value)[0]
+
+
+def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.DataFrame]:
+    """SQL deciding if `id_value` of `id_type` is blocked, and a table of blocked literal values."""
+    patterns: list[tuple[str, str]] = []
+    literals: list[tuple[str, str]] = []
+    for id_type in id_types:
+        spec = config.identity.type_config(id_type)
+        for pattern in [*DEFAULT_BLOCKED_PATTERNS, *spec.blocked_patterns]:
+            patterns.append((id_type, pattern))
+        for value in spec.blocked_values:
+            normalised = _normalise_blocked(value, spec.normalize)
+            if normalised:
+                literals.append((id_type, normalised))
+    clauses = [
+        f"(id_type = {sql_literal(t)} and regexp_full_match(id_value, {sql_literal('(?i)' + p)}))"
+        for t, p in patterns
+    ]
+    condition = " or ".join(clauses) or "false"
+    return condition, pd.DataFrame(literals or [], columns=["id_type", "id_value"], dtype=object)
+
+
+def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
+    """Rebuild `cdp.identity_map`, `identity.links` and `identity.blocked_identifiers`."""
+    conn.execute(
+        """
+        create or replace temp table id_nodes as
+        select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id, role
+        from (
+            select distinct source, source_record_id, 'person' as role from clean.person_records
+            union all select distinct source, source_record_id, 'events' from clean.events
+            union all select distinct source, source_record_id, 'transactions' from clean.transactions
+        )
+        """
+    )
+    conn.execute(
+        """
+        create or replace temp table id_edges as
+        select source, source_record_id, id_type, id_value from clean.person_identifiers
+        union all select source, source_record_id, id_type, id_value from clean.events_identifiers
+        union all select source, source_record_id, id_type, id_value from clean.transactions_identifiers
+        """
+    )
+    id_types = [r[0] for r in conn.execute("select distinct id_type from id_edges order by 1").fetchall()]
+    condition, literals = blocked_condition(config, id_types)
+    conn.register("blocked_literals", literals)
+    conn.execute(
+        f"""
+        create or replace table identity.blocked_identifiers as
+        select id_type, id_value, count(*) as records,
+               case when exists (select 1 from blocked_literals b where b.id_type = e.id_type
+                                 and b.id_value = e.id_value) then 'listed in blocked_values'
+                    else 'matches a blocked pattern' end as reason
+        from id_edges e
+        where ({condition})
+           or exists (select 1 from blocked_literals b where b.id_type = e.id_type and b.id_value = e.id_value)
+        group by id_type, id_value
+        """
+    )
+    conn.unregister("blocked_literals")
+    conn.execute(
+        """
+        create or replace table identity.links as
+        select e.source, e.source_record_id, e.id_type, e.id_value
+        from id_edges e
+        anti join identity.blocked_identifiers b using (id_type, id_value)
+        """
+    )
+    conn.execute(
+        """
+        create or replace temp table id_values as
+        select row_number() over (order by id_type, id_value) - 1 as value_id, id_type, id_value
+        from (select distinct id_type, id_value from identity.links)
+        """
+    )
+    node_count = int(conn.execute("select count(*) from id_nodes").fetchone()[0])
+    value_count = int(conn.execute("select count(*) from id_values").fetchone()[0])
+    pairs = conn.execute(
+        """
+        select n.node_id, v.value_id from identity.links l
+        join id_nodes n using (source, source_record_id)
+        join id_values v using (id_type, id_value)
+        """
+    ).fetchnumpy()
+    labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
+    conn.register("component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
+    conn.execute(
+        """
+        create or replace table cdp.identity_map as
+        with labelled as (
+            select n.source, n.source_record_id, n.role, c.component
+            from id_nodes n join component_frame c using (node_id)
+        )
+        select source, source_record_id,
+               'cus_' || substr(md5(min(source || '/' || source_record_id) over (partition by component)), 1, 16)
+                   as customer_id,
+               role
+        from labelled
+        order by customer_id, source, source_record_id
+        """
+    )
+    conn.unregister("component_frame")
+    return _summary(conn, config)
+
+
+def connected_components(node_count: int, value_count: int, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Component label per record node, over the bipartite graph record -- identifier value."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    size = node_count + value_count
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    graph = coo_matrix(
+        (np.ones(len(nodes), dtype=np.int8), (nodes.astype(np.int64), values.astype(np.int64) + node_count)),
+        shape=(size, size),
+    )
+    _, labels = scipy_components(graph, directed=False)
+    return labels[:node_count]
+
+
+def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
+    stats = conn.execute(
+        """
+        with per_customer as (
+            select customer_id, count(*) filter (where role = 'person') as person_records, count(*) as records
+            from cdp.identity_map group by 1
+        )
+        select count(*) as customers,
+               coalesce(sum(person_records), 0) as person_records,
+               count(*) filter (where person_records > 0) as customers_with_person_records,
+               coalesce(sum(person_records) filter (where person_records > 1), 0) as merged_person_records,
+               coalesce(max(person_records), 0) as largest_cluster_person_records,
+               coalesce(max(records), 0) as largest_cluster_records
+        from per_customer
+        """
+    ).fetchone()
+    names = ["customers", "person_records", "customers_with_person_records", "merged_person_records",
+             "largest_cluster_person_records", "largest_cluster_records"]
+    summary: dict[str, object] = {n: int(v) for n, v in zip(names, stats, strict=True)}
+    histogram = conn.execute(
+        """
+        select case when n = 0 then '0 (activity only)' when n <= 5 then n::varchar
+                    when n <= 10 then '6-10' when n <= 25 then '11-25' else '>25' end as person_records_per_customer,
+               count(*) as customers
+        from (select customer_id, count(*) filter (where role = 'person') as n from cdp.identity_map group by 1)
+        group by 1 order by min(n)
+        """
+    ).fetchall()
+    summary["histogram"] = [{"person records": h, "customers": c} for h, c in histogram]
+    summary["links_by_type"] = [
+        {"identifier type": t, "links": n}
+        for t, n in conn.execute("select id_type, count(*) from identity.links group by 1 order by 2 desc").fetchall()
+    ]
+    summary["blocked"] = [
+        {"identifier type": t, "blocked values": v, "records": r}
+        for t, v, r in conn.execute(
+            "select id_type, count(*), sum(records) from identity.blocked_identifiers group by 1 order by 1"
+        ).fetchall()
+    ]
+    return summary
+
+
+def _checks(conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[str, object]) -> list[dg.AssetCheckResult]:
+    duplicates = conn.execute(
+        "select count(*) from (select source, source_record_id from cdp.identity_map group by 1, 2 having count(*) > 1)"
+    ).fetchone()[0]
+    orphans = conn.execute(
+        """
+        select count(*) from (
+            select source, source_record_id from clean.person_records
+            union select source, source_record_id from clean.events
+            union select source, source_record_id from clean.transactions
+        ) r anti join cdp.identity_map m using (source, source_record_id)
+        """
+    ).fetchone()[0]
+    bound = config.identity.max_cluster_person_records
+    oversized = conn.execute(
+        """select customer_id, count(*) filter (where role = 'person') as person_records from cdp.identity_map
+           group by 1 having person_records > ? order by 2 desc limit 10""",
+        [bound],
+    ).fetchall()
+    return [
+        dg.AssetCheckResult(
+            asset_key=IDENTITY_CLUSTERS, check_name=CHECK_UNIQUE, passed=duplicates == 0,
+            metadata={"duplicate_records": int(duplicates)},
+        ),
+        dg.AssetCheckResult(
+            asset_key=IDENTITY_CLUSTERS, check_name=CHECK_COMPLETE, passed=orphans == 0,
+            metadata={"records_without_customer": int(orphans)},
+        ),
+        dg.AssetCheckResult(
+            asset_key=IDENTITY_CLUSTERS, check_name=CHECK_CLUSTER_SIZE, passed=not oversized,
+            metadata={
+                "bound_person_records": bound,
+                "largest_cluster_person_records": summary["largest_cluster_person_records"],
+                "oversized_clusters": dg.MetadataValue.md(
+                    markdown_table([{"customer_id": c, "person_records": n} for c, n in oversized])
+                ),
+            },
+        ),
+    ]
+
+
+def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
+    deps = [PERSON_RECORDS]
+    if config.sources_with_role("events"):
+        deps.append(EVENTS)
+    if config.sources_with_role("transactions"):
+        deps.append(TRANSACTIONS)
+
+    @dg.asset(
+        key=IDENTITY_CLUSTERS,
+        group_name=GROUP,
+        description="Records stitched into customers over shared identifiers, junk values blocked (cdp.identity_map).",
+        deps=deps,
+        kinds={"duckdb", "scipy"},
+        owners=["team:data-engineering"],
+        code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[
+            dg.AssetCheckSpec(CHECK_UNIQUE, asset=IDENTITY_CLUSTERS, blocking=True,
+                              description="Each source record maps to exactly one customer."),
+            dg.AssetCheckSpec(CHECK_COMPLETE, asset=IDENTITY_CLUSTERS, blocking=True,
+                              description="Every cleaned record, event and transaction has a customer id."),
+            dg.AssetCheckSpec(CHECK_CLUSTER_SIZE, asset=IDENTITY_CLUSTERS, blocking=True,
+                              description="No customer holds more person records than identity.max_cluster_person_records."),
+        ],
+    )
+    def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            summary = resolve(conn, config)
+            checks = _checks(conn, config, summary)
+        person_records = int(summary["person_records"])
+        merged = int(summary["merged_person_records"])
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(int(summary["customers"])),
+                "customers": int(summary["customers"]),
+                "customers_with_person_records": int(summary["customers_with_person_records"]),
+                "person_records": person_records,
+                "match_rate": dg.MetadataValue.float(merged / person_records if person_records else 0.0),
+                "largest_cluster_person_records": int(summary["largest_cluster_person_records"]),
+                "cluster_size_histogram": dg.MetadataValue.md(markdown_table(summary["histogram"])),
+                "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
+                "blocked_identifiers": dg.MetadataValue.md(markdown_table(summary["blocked"])),
+            },
+            check_results=checks,
+        )
+
+    return clusters

@@ -1,0 +1,412 @@
+"""The platform's one YAML configuration file: its schema, validation and loading.
+
+Everything a user changes without touching code lives here: the warehouse, the landing folder, the
+sources and how their fields map onto canonical person and event fields, identity rules, segments and
+destinations. The file is validated when the Dagster definitions load, so a typo fails fast with the
+offending key named instead of surfacing as a wrong number three stages later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_ENV_VAR = "CDP_CONFIG"
+DEFAULT_CONFIG_NAME = "cdp.yaml"
+
+# Canonical fields a person source may map. Names are the column names of `clean.person_records`.
+PERSON_FIELDS: tuple[str, ...] = (
+    "full_name",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "email",
+    "phone",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+    "date_of_birth",
+    "updated_at",
+)
+# Canonical fields an event or transaction source may map.
+EVENT_FIELDS: tuple[str, ...] = ("occurred_at", "event", "amount", "currency", "status")
+DATE_FIELDS: frozenset[str] = frozenset({"date_of_birth"})
+TIMESTAMP_FIELDS: frozenset[str] = frozenset({"updated_at", "occurred_at"})
+
+IDENTIFIER_NORMALIZERS = ("email", "phone", "id")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+# Values that identify nobody. They are blocked from linking records, whatever the identifier type.
+DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (r"^[0\-\s]*$", r"^-1$", r"^(null|none|nil|n/?a|unknown|anonymous)$")
+DEFAULT_BLOCKED_EMAILS: tuple[str, ...] = (
+    "test@test.com",
+    "test@example.com",
+    "noemail@noemail.com",
+    "none@none.com",
+    "no@email.com",
+    "na@na.com",
+)
+DEFAULT_BLOCKED_EMAIL_PATTERNS: tuple[str, ...] = (r"^(no-?e?mail|noreply|no-reply|donotreply|none|test)@",)
+DEFAULT_BLOCKED_PHONES: tuple[str, ...] = ("+11234567890", "+15555555555", "+10000000000")
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the file and the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    """Where a canonical field comes from in a source record.
+
+    `path` is a column name (CSV, Parquet) or a dotted path into a JSON record (`default_address.city`);
+    a list means "the first of these that is not empty". `value` is a constant instead of a path.
+    `formats` are `strptime` formats for dates and timestamps, tried in order.
+    """
+
+    path: list[str] | None = None
+    value: str | None = None
+    formats: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"path": [data]}
+        if isinstance(data, dict) and isinstance(data.get("path"), str):
+            return {**data, "path": [data["path"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _one_of_path_or_value(self) -> FieldSpec:
+        if (self.path is None) == (self.value is None):
+            raise ValueError("give exactly one of 'path' (where to read it) or 'value' (a constant)")
+        if self.path is not None and not all(p.strip() for p in self.path):
+            raise ValueError("'path' entries must not be empty")
+        return self
+
+
+class IdentifierSpec(_Strict):
+    """A source field that identifies a person, and the identifier type it belongs to.
+
+    Values of the same type link records across sources: an order's `customer.id` and a web event's
+    `userId` both typed `shop_customer_id` tie the order and the browsing session to one customer.
+    """
+
+    path: str
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _type_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("identifier type must be lower_snake_case, e.g. 'email' or 'crm_contact_id'")
+        return value
+
+
+class CsvOptions(_Strict):
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: Literal["utf-8", "latin-1", "cp1252"] = "utf-8"
+
+    @field_validator("delimiter", "quote")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be a single character")
+        return value
+
+
+class SourceConfig(_Strict):
+    """One system that drops files into the landing folder."""
+
+    name: str
+    format: Literal["csv", "jsonl", "parquet"]
+    glob: str = Field(description="Files of this source, relative to the landing folder, e.g. crm/*.csv")
+    role: Literal["person", "events", "transactions"]
+    trust: int = Field(50, ge=0, le=100, description="Higher wins when sources disagree on a person field.")
+    record_id: FieldSpec = Field(
+        description=(
+            "The record's id in its source system. For person sources, the contact/customer id; for "
+            "events, the id that ties events to one browsing identity (Segment's anonymousId, then userId); "
+            "for transactions, the order id."
+        )
+    )
+    event_id: FieldSpec | None = Field(
+        None, description="Unique id of each event (e.g. messageId); defaults to file and row number."
+    )
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    consent: dict[str, FieldSpec] = Field(
+        default_factory=dict, description="Consent purpose -> field holding a yes/no statement."
+    )
+    identifiers: list[IdentifierSpec] = Field(default_factory=list)
+    default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
+    csv: CsvOptions = CsvOptions()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("source name must be lower_snake_case (letters, digits, _), e.g. 'crm_contacts'")
+        return value
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{2}", value):
+            raise ValueError("must be a two-letter ISO country code such as 'US' or 'GB'")
+        return value
+
+    @field_validator("consent")
+    @classmethod
+    def _purposes(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for purpose in value:
+            if not _NAME_RE.match(purpose):
+                raise ValueError(f"consent purpose '{purpose}' must be lower_snake_case, e.g. 'email_marketing'")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_role(self) -> SourceConfig:
+        allowed = PERSON_FIELDS if self.role == "person" else EVENT_FIELDS
+        unknown = sorted(set(self.fields) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"fields {unknown} are not canonical fields of a '{self.role}' source; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        if self.role != "person" and self.consent:
+            raise ValueError("'consent' is only read from person sources")
+        if self.role != "person" and "occurred_at" not in self.fields:
+            raise ValueError(f"a '{self.role}' source must map 'occurred_at' (when it happened)")
+        if self.role == "transactions" and "amount" not in self.fields:
+            raise ValueError("a 'transactions' source must map 'amount'")
+        for name, spec in self.fields.items():
+            if spec.formats and name not in DATE_FIELDS | TIMESTAMP_FIELDS:
+                raise ValueError(f"fields.{name}: 'formats' only applies to date and timestamp fields")
+        return self
+
+    def read_paths(self) -> list[str]:
+        """Every source path the mapping reads; a CSV or Parquet file must have all their top-level columns."""
+        specs = [self.record_id, self.event_id, *self.fields.values(), *self.consent.values()]
+        paths = [p for spec in specs if spec is not None and spec.path for p in spec.path]
+        return [*paths, *(i.path for i in self.identifiers)]
+
+
+class IdentifierTypeConfig(_Strict):
+    """How values of one identifier type are normalised, and which ones may not link records."""
+
+    normalize: Literal["email", "phone", "id"] = "id"
+    blocked_values: list[str] = Field(default_factory=list)
+    blocked_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("blocked_patterns")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"'{pattern}' is not a valid regular expression: {exc}") from exc
+        return value
+
+
+def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
+    return {
+        "email": IdentifierTypeConfig(
+            normalize="email",
+            blocked_values=list(DEFAULT_BLOCKED_EMAILS),
+            blocked_patterns=list(DEFAULT_BLOCKED_EMAIL_PATTERNS),
+        ),
+        "phone": IdentifierTypeConfig(normalize="phone", blocked_values=list(DEFAULT_BLOCKED_PHONES)),
+    }
+
+
+class IdentityConfig(_Strict):
+    identifier_types: dict[str, IdentifierTypeConfig] = Field(default_factory=_default_identifier_types)
+    max_cluster_person_records: int = Field(
+        25,
+        ge=1,
+        description="A cluster holding more person records than this fails the blocking size check.",
+    )
+
+    @model_validator(mode="after")
+    def _keep_defaults(self) -> IdentityConfig:
+        # A user who tunes one type must not silently lose the junk lists of the others.
+        merged = {**_default_identifier_types(), **self.identifier_types}
+        object.__setattr__(self, "identifier_types", merged)
+        return self
+
+    def type_config(self, type_name: str) -> IdentifierTypeConfig:
+        return self.identifier_types.get(type_name, IdentifierTypeConfig())
+
+
+class SegmentConfig(_Strict):
+    """A named group of profiles: a SQL boolean expression over the columns of `cdp.golden_profiles`."""
+
+    name: str
+    description: str = ""
+    where: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("segment name must be lower_snake_case, e.g. 'high_value'")
+        return value
+
+
+class FileDestinationConfig(_Strict):
+    """Writes a segment's members to a CSV or Parquet file per run."""
+
+    name: str
+    type: Literal["file"]
+    segment: str
+    format: Literal["csv", "parquet"] = "csv"
+    path: str = Field("exports", description="Folder for the files, relative to the configuration file.")
+    fields: list[str] = Field(default_factory=lambda: ["customer_id", "email", "first_name", "last_name"])
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("destination name must be lower_snake_case, e.g. 'vip_export'")
+        return value
+
+
+DestinationConfig = Annotated[FileDestinationConfig, Field(discriminator="type")]
+
+
+class WarehouseConfig(_Strict):
+    path: str = "data/warehouse.duckdb"
+    memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. '4GB'; DuckDB's default if unset.")
+    threads: int | None = Field(None, ge=1)
+
+
+class LandingConfig(_Strict):
+    path: str = "data/landing"
+    settle_seconds: int = Field(
+        10, ge=0, description="The sensor loads a file once it has not changed for this long."
+    )
+
+
+class CDPConfig(_Strict):
+    """The whole configuration file."""
+
+    warehouse: WarehouseConfig = WarehouseConfig()
+    landing: LandingConfig = LandingConfig()
+    identity: IdentityConfig = IdentityConfig()
+    sources: list[SourceConfig]
+    segments: list[SegmentConfig] = Field(default_factory=list)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths resolve against.")
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> CDPConfig:
+        _unique([s.name for s in self.sources], "sources")
+        _unique([s.name for s in self.segments], "segments")
+        _unique([d.name for d in self.destinations], "destinations")
+        if not self.sources:
+            raise ValueError("sources: declare at least one source")
+        if not any(s.role == "person" for s in self.sources):
+            raise ValueError("sources: at least one source must have role 'person'")
+        segment_names = {s.name for s in self.segments}
+        for i, dest in enumerate(self.destinations):
+            if dest.segment not in segment_names:
+                raise ValueError(
+                    f"destinations[{i}] ({dest.name}).segment: unknown segment '{dest.segment}'; "
+                    f"declared segments: {sorted(segment_names) or 'none'}"
+                )
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the file's own folder unless absolute."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.warehouse.path)
+
+    @property
+    def landing_path(self) -> Path:
+        return self.resolve(self.landing.path)
+
+    def sources_with_role(self, role: str) -> list[SourceConfig]:
+        return [s for s in self.sources if s.role == role]
+
+    @property
+    def consent_purposes(self) -> list[str]:
+        return sorted({p for s in self.sources for p in s.consent})
+
+
+def _unique(names: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{key}: the name '{name}' is used twice")
+        seen.add(name)
+
+
+def default_config_path() -> Path:
+    """`$CDP_CONFIG`, else `cdp.yaml` in the working directory, else the one beside the code."""
+    if os.environ.get(CONFIG_ENV_VAR):
+        return Path(os.environ[CONFIG_ENV_VAR]).expanduser().resolve()
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    if local.exists():
+        return local.resolve()
+    return (Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_NAME).resolve()
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
+    """Read and validate the configuration; raise ConfigError naming the file and the bad key."""
+    config_path = Path(path).resolve() if path is not None else default_config_path()
+    if not config_path.exists():
+        raise ConfigError(f"{config_path}: configuration file not found (set {CONFIG_ENV_VAR} to point at one)")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping at the top level, found {type(raw).__name__}")
+    try:
+        config = CDPConfig.model_validate({**raw, "base_dir": config_path.parent})
+    except ValidationError as exc:
+        raise ConfigError(f"{config_path}: invalid configuration\n{_describe(exc, raw)}") from None
+    from resources.segment_sql import validate_segments  # late import: it needs the profile schema
+
+    validate_segments(config, config_path)
+    return config
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """Pydantic's errors rewritten as `sources[2] (crm_contacts).format: ...` so the key is obvious."""
+    lines = []
+    for error in exc.errors():
+        parts: list[str] = []
+        node: Any = raw
+        for loc in error["loc"]:
+            if isinstance(loc, int):
+                label = f"[{loc}]"
+                node = node[loc] if isinstance(node, list) and loc < len(node) else None
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    label += f" ({node['name']})"
+                parts.append(label)
+            elif loc in ("function-after[_one_of_path_or_value(), FieldSpec]", "file"):
+                continue
+            else:
+                parts.append(("." if parts else "") + str(loc))
+                node = node.get(loc) if isinstance(node, dict) else None
+        key = "".join(parts) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
