@@ -48,7 +48,7 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
             if normalised:
                 literals.append((id_type, normalised))
     clauses = [
-        f"(id_type = {sql_literal(t)} and regexp_full_match(id_value, {sql_literal('(?i)' + p)}))"
+        f"(id_type = {sql_literal(t)} and regexp_matches(id_value, {sql_literal('(?i)' + p)}))"
         for t, p in patterns
     ]
     condition = " or ".join(clauses) or "false"

@@ -241,8 +241,18 @@ class IdentityConfig(_Strict):
 
     @model_validator(mode="after")
     def _keep_defaults(self) -> IdentityConfig:
-        # A user who tunes one type must not silently lose the junk lists of the others.
-        merged = {**_default_identifier_types(), **self.identifier_types}
+        # A user who tunes a type adds to the built-in junk lists; dropping them silently would let
+        # test@test.com merge thousands of records again.
+        merged = _default_identifier_types()
+        for name, spec in self.identifier_types.items():
+            base = merged.get(name)
+            if base is not None and base.normalize == spec.normalize:
+                spec = IdentifierTypeConfig(
+                    normalize=spec.normalize,
+                    blocked_values=[*base.blocked_values, *spec.blocked_values],
+                    blocked_patterns=[*base.blocked_patterns, *spec.blocked_patterns],
+                )
+            merged[name] = spec
         object.__setattr__(self, "identifier_types", merged)
         return self
 

@@ -1,0 +1,50 @@
+# Two commands a newcomer needs: `make dev` (platform on demo data, UI on 127.0.0.1:3000) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PEOPLE ?= 10000
+SEED ?= 42
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+HOST ?= 127.0.0.1
+PORT ?= 3000
+export DAGSTER_HOME
+
+.PHONY: install demo-data materialize dev test lint bench clean-data
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+# Demo data is generated, never committed; regenerate with `make demo-data PEOPLE=100000`.
+data/ground_truth.csv: | $(BIN)/.installed
+	$(BIN)/python -m demo.generate --people $(PEOPLE) --seed $(SEED) --out data/landing --truth data/ground_truth.csv
+
+demo-data: install
+	$(BIN)/python -m demo.generate --people $(PEOPLE) --seed $(SEED) --out data/landing --truth data/ground_truth.csv
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+materialize: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh
+
+dev: materialize
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python -m benchmarks.full_refresh --people 10000 100000
+
+clean-data:
+	rm -rf data/landing data/exports data/warehouse.duckdb data/ground_truth.csv

@@ -1,0 +1,71 @@
+"""Shared fixtures: a small generated customer base, a configuration pointing at it, one materialization."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from demo.generate import generate
+from resources.config import CDPConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(folder: Path, **overrides: object) -> Path:
+    """The repository's cdp.yaml with its paths moved into `folder` (and top-level keys overridden)."""
+    raw = yaml.safe_load((REPO / "cdp.yaml").read_text())
+    raw["warehouse"]["path"] = "warehouse.duckdb"
+    raw["landing"]["path"] = "landing"
+    raw["landing"]["settle_seconds"] = 0
+    for destination in raw.get("destinations", []):
+        destination["path"] = "exports"
+    raw.update(overrides)
+    path = folder / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@dataclass
+class Platform:
+    folder: Path
+    config: CDPConfig
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    truth: Path
+
+    def refresh(self) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=self.instance)
+
+    def sql(self, query: str, params: list | None = None) -> list[tuple]:
+        import duckdb
+
+        with duckdb.connect(str(self.config.warehouse_path), read_only=True) as conn:
+            return conn.execute(query, params or []).fetchall()
+
+    def scalar(self, query: str, params: list | None = None):
+        return self.sql(query, params)[0][0]
+
+
+def make_platform(folder: Path, instance: dg.DagsterInstance, people: int = 400, seed: int = 7) -> Platform:
+    truth = folder / "ground_truth.csv"
+    generate(people=people, seed=seed, out_dir=folder / "landing", truth_path=truth)
+    config = load_config(write_config(folder))
+    return Platform(folder, config, build_definitions(config), instance, truth)
+
+
+@pytest.fixture(scope="session")
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, instance: dg.DagsterInstance) -> Platform:
+    """A platform materialized once on 400 generated people; tests only read it."""
+    built = make_platform(tmp_path_factory.mktemp("platform"), instance)
+    result = built.refresh()
+    assert result.success
+    return built

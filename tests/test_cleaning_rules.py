@@ -1,0 +1,165 @@
+"""The cleaning rules, case by case, including the nasty ones seen in real exports."""
+
+from datetime import date
+
+import pytest
+
+from cdp_assets import cleaning_rules as rules
+
+
+@pytest.mark.parametrize(
+    ("raw", "email", "key", "rejected"),
+    [
+        ("  Jane.Doe@Example.COM ", "jane.doe@example.com", "jane.doe@example.com", False),
+        ("jane.doe+shop@gmail.com", "jane.doe+shop@gmail.com", "janedoe@gmail.com", False),
+        ("J.A.N.E@googlemail.com", "j.a.n.e@googlemail.com", "jane@gmail.com", False),
+        ("jane+news@outlook.com", "jane+news@outlook.com", "jane@outlook.com", False),
+        ("first.last@yahoo.com", "first.last@yahoo.com", "first.last@yahoo.com", False),  # dots matter outside Gmail
+        ("mailto:bob@example.org", "bob@example.org", "bob@example.org", False),
+        ("<bob@example.org>", "bob@example.org", "bob@example.org", False),
+        ("john.smith@", None, None, True),
+        ("mary@@example.com", None, None, True),
+        ("not an email", None, None, True),
+        ("a..b@example.com", None, None, True),
+        (".ab@example.com", None, None, True),
+        ("ab@example", None, None, True),
+        ("", None, None, False),
+        ("N/A", None, None, False),
+        (None, None, None, False),
+    ],
+)
+def test_clean_email(raw, email, key, rejected):
+    got_email, got_key, reason = rules.clean_email(raw)
+    assert (got_email, got_key) == (email, key)
+    assert (reason is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected", "rejected"),
+    [
+        ("(415) 555-0147", "US", "+14155550147", False),
+        ("(212) 736-5000", "US", "+12127365000", False),
+        ("212.736.5000", "US", "+12127365000", False),
+        ("+1 212 736 5000", "US", "+12127365000", False),
+        ("2127365000", "US", "+12127365000", False),
+        ("2127365000.0", "US", "+12127365000", False),
+        ("001 212 736 5000", "US", "+12127365000", False),
+        ("020 7946 0958", "GB", "+442079460958", False),
+        ("+44 20 7946 0958", "US", "+442079460958", False),
+        ("0000000000", "US", None, True),
+        ("1234567890", "US", None, True),
+        ("555-555-5555", "US", None, True),
+        ("call me", "US", None, True),
+        ("", "US", None, False),
+        (None, "US", None, False),
+    ],
+)
+def test_clean_phone(raw, region, expected, rejected):
+    phone, reason = rules.clean_phone(raw, region)
+    assert phone == expected
+    assert (reason is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("SMITH, JOHN", ("John", None, "Smith")),
+        ("Smith, John A.", ("John", "A", "Smith")),
+        ("John A. Smith", ("John", "A", "Smith")),
+        ("john smith", ("John", None, "Smith")),
+        ("Dr. Jane van der Berg", ("Jane", None, "van der Berg")),
+        ("John Smith Jr.", ("John", None, "Smith")),
+        ("John Smith, Jr.", ("John", None, "Smith")),
+        ("MARY O'NEILL", ("Mary", None, "O'Neill")),
+        ("  Ana   María   López ", ("Ana", "María", "López")),
+        ("Madonna", ("Madonna", None, None)),
+        ("MCDONALD, RONALD", ("Ronald", None, "McDonald")),
+        ("", (None, None, None)),
+        (None, (None, None, None)),
+    ],
+)
+def test_split_full_name(raw, expected):
+    assert rules.split_full_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("SMITH", "Smith"), ("smith", "Smith"), ("McDonald", "McDonald"), ("DeShawn", "DeShawn"),
+     ("mary-jane", "Mary-Jane"), ("  anne  marie ", "Anne Marie"), ("n/a", None), ("123", None)],
+)
+def test_tidy_name(raw, expected):
+    assert rules.tidy_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "formats", "expected", "rejected"),
+    [
+        ("03/04/1985", ["%m/%d/%Y"], "1985-03-04", False),
+        ("1985-03-04", ["%m/%d/%Y", "%Y-%m-%d"], "1985-03-04", False),
+        ("19850304", ["%Y%m%d"], "1985-03-04", False),
+        ("04.03.1985", ["%Y%m%d", "%d.%m.%Y"], "1985-03-04", False),
+        ("02/30/1985", ["%m/%d/%Y"], None, True),
+        ("13/45/1990", ["%m/%d/%Y"], None, True),
+        ("01/01/2090", ["%m/%d/%Y"], None, True),
+        ("01/01/1850", ["%m/%d/%Y"], None, True),
+        ("1985-03-04", None, "1985-03-04", False),
+        ("", ["%m/%d/%Y"], None, False),
+    ],
+)
+def test_parse_date_of_birth(raw, formats, expected, rejected):
+    value, reason = rules.parse_date_of_birth(raw, formats, today=date(2025, 6, 30))
+    assert value == expected
+    assert (reason is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    ("raw", "display", "key"),
+    [
+        ("12 North Main Street, Apt. 4", "12 North Main Street, Apt. 4", "12 N MAIN ST APT 4"),
+        ("12 N MAIN ST APT 4", "12 N Main St Apt 4", "12 N MAIN ST APT 4"),
+        ("  500   Oak  avenue ", "500 Oak avenue", "500 OAK AVE"),
+        ("", None, None),
+    ],
+)
+def test_clean_address_line(raw, display, key):
+    assert rules.clean_address_line(raw) == (display, key)
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "expected", "rejected"),
+    [("new york", "US", "NY", False), ("ny", "US", "NY", False), ("Ontario", "CA", "ONTARIO", False),
+     ("Atlantis", "US", None, True), ("TX", None, "TX", False)],
+)
+def test_clean_region(raw, country, expected, rejected):
+    value, reason = rules.clean_region(raw, country)
+    assert value == expected and (reason is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "expected", "rejected"),
+    [("02134", "US", "02134", False), ("2134", "US", "02134", False), ("02134-1234", "US", "02134", False),
+     ("SW1A 1AA", "GB", "SW1A 1AA", False), ("ABCDE", "US", None, True)],
+)
+def test_clean_postal_code(raw, country, expected, rejected):
+    value, reason = rules.clean_postal_code(raw, country)
+    assert value == expected and (reason is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "rejected"),
+    [("US", "US", False), ("usa", "US", False), ("United States", "US", False), ("U.S.A.", "US", False),
+     ("uk", "GB", False), ("DE", "DE", False), ("Narnia", None, True), ("", None, False)],
+)
+def test_clean_country(raw, expected, rejected):
+    value, reason = rules.clean_country(raw)
+    assert value == expected and (reason is not None) == rejected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "rejected"),
+    [("true", True, False), ("Y", True, False), ("opt-in", True, False), ("FALSE", False, False),
+     ("N", False, False), ("unsubscribed", False, False), ("", None, False), ("maybe", None, True)],
+)
+def test_parse_consent(raw, expected, rejected):
+    value, reason = rules.parse_consent(raw)
+    assert value is expected and (reason is not None) == rejected

@@ -1,0 +1,73 @@
+"""The configuration is validated at load time, and errors name the file and the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resources.config import ConfigError, load_config
+from tests.conftest import REPO, write_config
+
+
+def _with(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((REPO / "cdp.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_repository_config_is_valid_and_paths_resolve_against_its_folder():
+    config = load_config(REPO / "cdp.yaml")
+    assert config.warehouse_path == REPO / "data" / "warehouse.duckdb"
+    assert config.landing_path == REPO / "data" / "landing"
+    assert config.consent_purposes == ["email_marketing"]
+
+
+def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch):
+    path = write_config(tmp_path)
+    monkeypatch.setenv("CDP_CONFIG", str(path))
+    assert load_config().landing_path == tmp_path / "landing"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["sources"][0].update(format="xlsx"), r"sources\[0\] \(crm_contacts\)\.format"),
+        (lambda c: c["sources"][1].update(role="people"), r"sources\[1\] \(shop_customers\)\.role"),
+        (lambda c: c["sources"][0]["fields"].update(shoe_size="Shoe"), r"shoe_size.*not canonical"),
+        (lambda c: c["sources"][0].update(colour="red"), r"sources\[0\] \(crm_contacts\)\.colour"),
+        (lambda c: c["sources"][0].pop("record_id"), r"sources\[0\] \(crm_contacts\)\.record_id"),
+        (lambda c: c["sources"][0].update(trust=150), r"sources\[0\] \(crm_contacts\)\.trust"),
+        (lambda c: c["sources"][3]["fields"].pop("amount"), r"must map 'amount'"),
+        (lambda c: c["sources"].append(dict(c["sources"][0])), r"'crm_contacts' is used twice"),
+        (lambda c: c["segments"][0].update(where="lifetime_revenu > 5"), r"segments\[0\] \(high_value\)\.where"),
+        (lambda c: c["segments"][0].update(where="first_name + 1 > 2"), r"segments\[0\] \(high_value\)\.where"),
+        (lambda c: c["segments"][0].update(where="true; drop table x"), r"';' is not allowed"),
+        (lambda c: c["destinations"][0].update(segment="nope"), r"destinations\[0\] \(high_value_csv\)\.segment"),
+        (lambda c: c["destinations"][0].update(fields=["customer_id", "shoe"]), r"unknown profile column"),
+        (lambda c: c["identity"]["identifier_types"]["email"].update(blocked_patterns=["(["]),
+         r"identity\.identifier_types\.email\.blocked_patterns"),
+        (lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}), r"exactly one of 'path'"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path, mutate, expected):
+    path = _with(tmp_path, mutate)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_user_blocked_values_extend_the_built_in_junk_list(tmp_path):
+    path = _with(tmp_path, lambda c: c["identity"]["identifier_types"]["email"].update(blocked_values=["x@y.com"]))
+    email = load_config(path).identity.type_config("email")
+    assert "x@y.com" in email.blocked_values and "test@test.com" in email.blocked_values

@@ -1,0 +1,261 @@
+"""The whole graph materialized on generated data into a temporary warehouse, checked through the public tables."""
+
+import csv
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import Platform, make_platform
+
+
+def test_every_stage_materializes_and_every_check_passes(platform: Platform):
+    result = platform.refresh()
+    assert result.success
+    evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    names = {e.asset_check_key.name for e in evaluations}
+    assert {"great_expectations_suite", "rows_accounted_for", "cluster_size_within_bound",
+            "one_profile_per_customer", "members_have_profiles"} <= names
+    assert [e.asset_check_key.name for e in evaluations if not e.passed] == []
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+                    for e in [e.event_specific_data.materialization]}
+    assert {"raw/crm_contacts", "clean/person_records", "identity/clusters", "profiles/golden_profiles",
+            "segments/segment_membership", "syncs/high_value_csv"} <= materialized
+
+
+def test_raw_rows_equal_cleaned_plus_quarantined_for_every_source(platform: Platform):
+    for source in platform.config.sources:
+        raw = platform.scalar(f"select count(*) from raw.{source.name}")
+        table = {"person": "clean.person_records", "events": "clean.events",
+                 "transactions": "clean.transactions"}[source.role]
+        cleaned = platform.scalar(f"select count(*) from {table} where source = ?", [source.name])
+        rejected = platform.scalar(
+            "select count(distinct (file, row_number)) from cdp.quarantine "
+            "where source = ? and stage = 'clean' and scope = 'row'", [source.name])
+        assert raw > 0 and raw == cleaned + rejected, source.name
+
+
+def test_every_line_of_every_file_is_loaded_or_quarantined(platform: Platform):
+    for file, rows_loaded, rows_rejected in platform.sql(
+            "select file, rows_loaded, rows_rejected from meta.loaded_files"):
+        path = platform.config.landing_path / file
+        if file.endswith(".jsonl"):
+            lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        else:
+            # every CSV record of these files is a single line: count non-blank lines minus the header
+            lines = sum(1 for line in path.read_bytes().splitlines() if line.strip()) - 1
+        assert rows_loaded + rows_rejected == lines, file
+
+
+def test_quarantine_holds_the_broken_rows_with_file_row_and_reason(platform: Platform):
+    rows = platform.sql(
+        "select source, file, row_number, field, reason from cdp.quarantine where stage = 'extract' order by all")
+    reasons = {(s, r.split(":")[0]) for s, _, _, _, r in rows}
+    assert ("crm_contacts", "unterminated quote") in reasons
+    assert ("crm_contacts", "expected 13 fields, found 15") in reasons
+    assert ("crm_contacts", "not valid utf-8") in reasons
+    assert ("shop_customers", "invalid JSON") in reasons
+    assert all(file and row_number for _, file, row_number, _, _ in rows)
+    cleaning = {(s, f, r) for s, f, r in platform.sql(
+        "select source, field, reason from cdp.quarantine where stage = 'clean'")}
+    assert ("shop_orders", "total_price", "negative amount") in cleaning
+    assert ("shop_orders", "total_price", "amount is not a number") in cleaning
+    assert ("shop_orders", "created_at", "not a readable timestamp") in cleaning
+    assert any(r == "not a valid e-mail address" for _, _, r in cleaning)
+    assert any(s == "crm_contacts" and f == "Birthdate" and r.startswith("not a valid date") for s, f, r in cleaning)
+
+
+def test_truth_records_missing_from_identity_map_are_in_quarantine(platform: Platform):
+    missing = platform.sql(
+        """select t.source, count(*) from read_csv(?, all_varchar = true) t
+           anti join cdp.identity_map m using (source, source_record_id) group by 1""", [str(platform.truth)])
+    for source, count in missing:
+        quarantined = platform.scalar(
+            "select count(*) from cdp.quarantine where source = ? and scope = 'row'", [source])
+        assert count <= quarantined, source
+
+
+def test_records_sharing_an_identifier_share_a_customer_id(platform: Platform):
+    split = platform.scalar(
+        """select count(*) from (
+             select l.id_type, l.id_value from identity.links l join cdp.identity_map m using (source, source_record_id)
+             group by 1, 2 having count(distinct m.customer_id) > 1)""")
+    assert split == 0
+    # Gmail dot and +tag variants of one address land in one profile.
+    variants = platform.scalar(
+        """select count(*) from (select customer_id from cdp.golden_profiles, unnest(emails) e(x)
+           where x like '%@gmail.com' group by 1
+           having count(distinct x) > count(distinct replace(split_part(split_part(x, '@', 1), '+', 1), '.', '')))""")
+    assert variants > 0
+
+
+def test_identity_matches_ground_truth_pairs_precisely(platform: Platform):
+    from benchmarks.identity_accuracy import score
+
+    scores = score(str(platform.config.warehouse_path), str(platform.truth))
+    assert scores["pairwise_precision"] > 0.95
+    assert scores["pairwise_recall"] > 0.6
+
+
+def test_junk_identifiers_link_nobody(platform: Platform):
+    blocked = {v for (v,) in platform.sql("select id_value from identity.blocked_identifiers")}
+    assert "test@test.com" in blocked or "noemail@noemail.com" in blocked
+    assert platform.scalar(
+        "select count(*) from identity.links l semi join identity.blocked_identifiers b using (id_type, id_value)") == 0
+
+
+def test_one_golden_profile_per_customer_with_traits(platform: Platform):
+    profiles, customers = platform.sql(
+        "select (select count(*) from cdp.golden_profiles), (select count(distinct customer_id) from cdp.identity_map)"
+    )[0]
+    assert profiles == customers
+    orders, revenue = platform.sql(
+        """select (select sum(order_count) from cdp.golden_profiles),
+                  (select round(sum(lifetime_revenue), 2) from cdp.golden_profiles)""")[0]
+    assert orders == platform.scalar("select count(*) from clean.transactions")
+    assert revenue == platform.scalar("select round(sum(amount), 2) from clean.transactions")
+
+
+def test_segments_hold_exactly_the_matching_profiles(platform: Platform):
+    for segment in platform.config.segments:
+        expected = platform.scalar(f"select count(*) from cdp.golden_profiles where {segment.where}")
+        actual = platform.scalar("select count(*) from cdp.segment_membership where segment = ?", [segment.name])
+        assert actual == expected, segment.name
+    assert platform.scalar("select count(*) from cdp.segment_membership") > 0
+
+
+def test_file_destinations_write_the_segment(platform: Platform):
+    for destination in platform.config.destinations:
+        folder = platform.config.resolve(destination.path) / destination.name
+        latest = sorted(folder.glob(f"*.{destination.format}"))[-1]
+        members = platform.scalar("select count(*) from cdp.segment_membership where segment = ?",
+                                  [destination.segment])
+        if destination.format == "csv":
+            with latest.open() as handle:
+                rows = list(csv.DictReader(handle))
+            assert list(rows[0]) == destination.fields if rows else True
+            count = len(rows)
+        else:
+            table = pq.read_table(latest)
+            assert table.column_names == destination.fields
+            count = table.num_rows
+        assert count == members
+
+
+@pytest.fixture
+def small(tmp_path: Path, instance: dg.DagsterInstance) -> Platform:
+    built = make_platform(tmp_path, instance, people=120, seed=3)
+    assert built.refresh().success
+    return built
+
+
+def test_rerun_is_idempotent_and_loads_no_file_twice(small: Platform):
+    before = small.sql("select * from cdp.identity_map order by all")
+    raw_before = small.scalar("select count(*) from raw.web_events")
+    result = small.refresh()
+    assert result.success
+    assert small.sql("select * from cdp.identity_map order by all") == before
+    assert small.scalar("select count(*) from raw.web_events") == raw_before
+    extract = [m for m in result.get_asset_materialization_events()
+               if m.event_specific_data.materialization.asset_key == dg.AssetKey(["raw", "web_events"])][0]
+    assert extract.event_specific_data.materialization.metadata["files_loaded"].value == 0
+
+
+def test_changed_file_replaces_its_rows_and_renamed_copy_is_skipped(small: Platform):
+    path = small.config.landing_path / "support" / "tickets.csv"
+    with path.open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerow(["T-999999", "new.person@example.org", "New Person", "Hi", "open", "low",
+                                     "2025-06-30T10:00:00Z"])
+    (small.config.landing_path / "support" / "tickets_copy.csv").write_bytes(path.read_bytes())
+    assert small.refresh().success
+    assert small.scalar("select count(*) from raw.support_tickets") == len(rows)  # header replaced by new row
+    assert small.scalar(
+        "select count(*) from cdp.identity_map where source = 'support_tickets' and source_record_id = 'T-999999'") == 1
+
+
+def test_malformed_files_do_not_stop_other_sources(small: Platform):
+    landing = small.config.landing_path
+    (landing / "support" / "empty.csv").write_bytes(b"")
+    (landing / "web" / "garbage.jsonl").write_bytes(b"\x00\x01\x02 not json\n")
+    assert small.refresh().success
+    reasons = dict(small.sql("select file, reason from cdp.quarantine where stage = 'extract' "
+                             "and file in ('support/empty.csv', 'web/garbage.jsonl')"))
+    assert reasons["support/empty.csv"].startswith("empty file")
+    assert reasons["web/garbage.jsonl"].startswith("invalid JSON")
+
+
+def test_missing_mapped_column_fails_only_that_source_naming_file_and_column(small: Platform):
+    path = small.config.landing_path / "pos" / "loyalty_members_2.csv"
+    path.write_text("card_number,name,postal_code,birth_date,enrolled_at,marketing_ok\n1,A B,02134,,,\n")
+    job = small.defs.resolve_job_def("full_refresh")
+    result = job.execute_in_process(instance=small.instance, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["raw__pos_loyalty"]
+    message = failures[0].event_specific_data.error_display_string
+    assert "pos/loyalty_members_2.csv" in message and "'phone'" in message
+    succeeded = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert {"raw__crm_contacts", "raw__web_events", "raw__shop_orders"} <= succeeded
+
+
+def test_survivorship_prefers_trust_then_recency_and_keeps_address_parts_together(tmp_path, instance):
+    landing = tmp_path / "landing"
+    (landing / "a").mkdir(parents=True)
+    (landing / "b").mkdir()
+    (landing / "a" / "a.csv").write_text(
+        "id,first,last,email,street,zip,updated,optin\n"
+        "1,Jon,Smith,JOHN@x.org,1 Elm St,02134,2024-01-01T00:00:00Z,yes\n"
+        "2,,,zed@x.org,,,2024-01-01T00:00:00Z,\n")
+    (landing / "b" / "b.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"cid": "b1", "name": "SMITH, JOHNNY", "mail": "john@x.org", "addr": {"line": "9 Oak Ave", "zip": "10001"},
+         "ts": "2025-01-01T00:00:00Z", "ok": "no"},
+        {"cid": "b2", "name": "Zed Z", "mail": "zed@x.org", "addr": {"line": "5 Pine Rd", "zip": "60601"},
+         "ts": "2025-01-01T00:00:00Z", "ok": "yes"},
+    ]) + "\n")
+    config_path = tmp_path / "cdp.yaml"
+    config_path.write_text(f"""
+warehouse: {{path: wh.duckdb}}
+landing: {{path: {landing}}}
+sources:
+  - name: src_a
+    format: csv
+    glob: a/*.csv
+    role: person
+    trust: 90
+    record_id: id
+    fields: {{first_name: first, last_name: last, email: email, address_line1: street, postal_code: zip,
+              updated_at: updated}}
+    consent: {{email_marketing: optin}}
+    identifiers: [{{path: email, type: email}}]
+  - name: src_b
+    format: jsonl
+    glob: b/*.jsonl
+    role: person
+    trust: 10
+    record_id: cid
+    fields: {{full_name: name, email: mail, address_line1: addr.line, postal_code: addr.zip, updated_at: ts}}
+    consent: {{email_marketing: ok}}
+    identifiers: [{{path: mail, type: email}}]
+segments:
+  - {{name: opted_in, where: consent_email_marketing}}
+""")
+    from cdp_assets.definitions import build_definitions
+    from resources.config import load_config
+
+    config = load_config(config_path)
+    assert build_definitions(config).resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    john = platform.sql(
+        """select first_name, last_name, email, address_line1, postal_code, emails, consent_email_marketing
+           from cdp.golden_profiles where list_contains(emails, 'john@x.org')""")
+    # Trusted source wins the name and the whole address; newer revocation from the other source wins consent.
+    assert john == [("Jon", "Smith", "john@x.org", "1 Elm St", "02134", ["john@x.org"], False)]
+    zed = platform.sql("select first_name, last_name, address_line1, postal_code from cdp.golden_profiles "
+                       "where email = 'zed@x.org'")
+    # Nothing in the trusted record, so the other source fills name and address, as one unit.
+    assert zed == [("Zed", "Z", "5 Pine Rd", "60601")]
+    assert platform.sql("select count(*) from cdp.segment_membership") == [(1,)]

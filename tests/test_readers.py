@@ -1,0 +1,83 @@
+"""Landing-file readers keep the good rows of a broken file and say exactly which rows are bad and why."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cdp_assets.readers import FileFormatError, read_csv, read_jsonl, read_parquet
+
+
+def _csv(tmp_path: Path, content: bytes) -> tuple[list[tuple[int, dict]], list]:
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    result, rows = read_csv(path)
+    return [(n, json.loads(r)) for n, r in rows], result.rejects
+
+
+def test_csv_rows_carry_their_line_numbers(tmp_path):
+    rows, rejects = _csv(tmp_path, b'id,name\n1,Ann\n2,"Multi\nline"\n3,Cy\n')
+    assert rows == [(2, {"id": "1", "name": "Ann"}), (3, {"id": "2", "name": "Multi\nline"}),
+                    (5, {"id": "3", "name": "Cy"})]
+    assert rejects == []
+
+
+def test_unterminated_quote_rejects_one_line_and_keeps_the_rest(tmp_path):
+    rows, rejects = _csv(tmp_path, b'id,name\n1,"Ann\n2,Bob\n3,Cy\n')
+    assert [n for n, _ in rows] == [3, 4]
+    assert [(r.row_number, r.reason.split(":")[0]) for r in rejects] == [(2, "unterminated quote")]
+
+
+def test_unterminated_quote_spanning_into_a_later_quote(tmp_path):
+    rows, rejects = _csv(tmp_path, b'id,name,city\n1,"Ann,Oslo\n2,Bob,Rome\n3,"Cy",Nice\n')
+    assert [r["id"] for _, r in rows] == ["2", "3"]
+    assert [r.row_number for r in rejects] == [2]
+
+
+def test_wrong_field_count_and_wrong_encoding_are_rejected_with_field(tmp_path):
+    rows, rejects = _csv(tmp_path, b"id,name\n1,Ann,extra\n2,D\xe9b\n3,Cy\n")
+    assert [r["id"] for _, r in rows] == ["3"]
+    assert rejects[0].row_number == 2 and rejects[0].reason == "expected 2 fields, found 3"
+    assert rejects[1].row_number == 3 and rejects[1].field == "name" and "0xE9" in rejects[1].reason
+
+
+def test_blank_lines_are_not_rows(tmp_path):
+    rows, rejects = _csv(tmp_path, b"id\n\n1\n\n")
+    assert rows == [(3, {"id": "1"})] and rejects == []
+
+
+def test_empty_csv_is_reported_empty(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_bytes(b"")
+    result, rows = read_csv(path)
+    assert result.empty and list(rows) == []
+
+
+def test_duplicate_header_is_a_file_error(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"id,id\n1,2\n")
+    with pytest.raises(FileFormatError, match="repeats"):
+        read_csv(path)
+
+
+def test_jsonl_bad_lines_are_rejected(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"a": 2\n[1, 2]\n{"a": "\xff"}\n{"a": 3}\n')
+    result, rows = read_jsonl(path)
+    assert [n for n, _ in rows] == [1, 6]
+    assert [(r.row_number, r.reason.split(":")[0]) for r in result.rejects] == [
+        (3, "invalid JSON"), (4, "expected a JSON object, found list"), (5, "not valid utf-8")]
+
+
+def test_parquet_rows_and_corrupt_file(tmp_path):
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "name": ["a", None]}), path)
+    result, rows = read_parquet(path)
+    assert result.columns == ["id", "name"]
+    assert [(n, json.loads(r)) for n, r in rows] == [(1, {"id": 1, "name": "a"}), (2, {"id": 2, "name": None})]
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet at all")
+    with pytest.raises(FileFormatError, match="Parquet"):
+        read_parquet(broken)
