@@ -12,9 +12,7 @@ import duckdb
 
 def score(warehouse: str, truth_csv: str) -> dict[str, float]:
     conn = duckdb.connect(warehouse, read_only=True)
-    conn.execute(
-        "create temp table truth as select * from read_csv(?, all_varchar = true)", [truth_csv]
-    )
+    conn.execute("create temp table truth as select * from read_csv(?, all_varchar = true)", [truth_csv])
     conn.execute(
         """create temp table joined as
            select t.person_id, m.customer_id from truth t join cdp.identity_map m using (source, source_record_id)"""
@@ -32,7 +30,8 @@ def score(warehouse: str, truth_csv: str) -> dict[str, float]:
            select (select count(*) from pure), (select count(*) from c), (select count(*) from p)"""
     ).fetchone()
     records, mapped = conn.execute(
-        "select count(*), count(m.customer_id) from truth t left join cdp.identity_map m using (source, source_record_id)"
+        "select count(*), count(m.customer_id) from truth t "
+        "left join cdp.identity_map m using (source, source_record_id)"
     ).fetchone()
     precision = both / predicted if predicted else 1.0
     recall = both / true if true else 1.0
@@ -46,8 +45,11 @@ def score(warehouse: str, truth_csv: str) -> dict[str, float]:
         "pairwise_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "cluster_precision": cluster_precision,
         "cluster_recall": cluster_recall,
-        "cluster_f1": (2 * cluster_precision * cluster_recall / (cluster_precision + cluster_recall)
-                       if cluster_precision + cluster_recall else 0.0),
+        "cluster_f1": (
+            2 * cluster_precision * cluster_recall / (cluster_precision + cluster_recall)
+            if cluster_precision + cluster_recall
+            else 0.0
+        ),
     }
 
 

@@ -8,7 +8,6 @@ id, an event without a readable time) is quarantined whole. So for every source:
 raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
 """
 
-
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -158,8 +157,9 @@ where coalesce(em.reason, pm.reason) is not null
 
 def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Sequence[str]) -> None:
     """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once."""
-    body = " union all ".join(f"select stage, source, file, row_number, field, value, reason, scope from ({q})"
-                              for q in rejects_sql)
+    body = " union all ".join(
+        f"select stage, source, file, row_number, field, value, reason, scope from ({q})" for q in rejects_sql
+    )
     conn.execute(
         f"""
         create or replace table clean.{role}_quarantine as
@@ -220,8 +220,13 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     _stage_person_rows(conn, sources, purposes)
     _field_labels(conn, sources, purposes)
 
-    register_map(conn, "country_map", "select distinct country as raw from person_stage where country is not null",
-                 rules.clean_country, ["country", "reason"])
+    register_map(
+        conn,
+        "country_map",
+        "select distinct country as raw from person_stage where country is not null",
+        rules.clean_country,
+        ["country", "reason"],
+    )
     conn.execute(
         """create or replace temp table person_stage as
            select s.*, c.country as clean_country, coalesce(c.country, s.default_country) as cc
@@ -235,39 +240,59 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         "select distinct phone as raw, cc as region from person_stage where phone is not null "
         "union select distinct raw, region from identifier_stage where kind = 'phone'",
     )
-    register_map(conn, "fullname_map", "select distinct full_name as raw from person_stage where full_name is not null",
-                 rules.split_full_name, ["first", "middle", "last"])
     register_map(
-        conn, "name_map",
+        conn,
+        "fullname_map",
+        "select distinct full_name as raw from person_stage where full_name is not null",
+        rules.split_full_name,
+        ["first", "middle", "last"],
+    )
+    register_map(
+        conn,
+        "name_map",
         "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
         "from person_stage) where v is not null",
-        lambda raw: (rules.tidy_name(raw),), ["name"],
+        lambda raw: (rules.tidy_name(raw),),
+        ["name"],
     )
     formats = {s.name: (s.fields["date_of_birth"].formats if "date_of_birth" in s.fields else None) for s in sources}
     register_map(
-        conn, "dob_map",
+        conn,
+        "dob_map",
         "select distinct source, date_of_birth as raw from person_stage where date_of_birth is not null",
-        lambda source, raw: rules.parse_date_of_birth(raw, formats.get(source)), ["dob", "reason"],
+        lambda source, raw: rules.parse_date_of_birth(raw, formats.get(source)),
+        ["dob", "reason"],
     )
     register_map(
-        conn, "address_map",
+        conn,
+        "address_map",
         "select distinct v as raw from (select unnest([address_line1, address_line2]) as v from person_stage) "
         "where v is not null",
-        rules.clean_address_line, ["display", "address_key"],
+        rules.clean_address_line,
+        ["display", "address_key"],
     )
-    register_map(conn, "region_map",
-                 "select distinct region as raw, clean_country as country from person_stage where region is not null",
-                 rules.clean_region, ["region", "reason"])
-    register_map(conn, "postal_map",
-                 "select distinct postal_code as raw, clean_country as country from person_stage "
-                 "where postal_code is not null",
-                 rules.clean_postal_code, ["postal_code", "reason"])
     register_map(
-        conn, "consent_map",
+        conn,
+        "region_map",
+        "select distinct region as raw, clean_country as country from person_stage where region is not null",
+        rules.clean_region,
+        ["region", "reason"],
+    )
+    register_map(
+        conn,
+        "postal_map",
+        "select distinct postal_code as raw, clean_country as country from person_stage where postal_code is not null",
+        rules.clean_postal_code,
+        ["postal_code", "reason"],
+    )
+    register_map(
+        conn,
+        "consent_map",
         "select distinct v as raw from (select unnest(["
         + (", ".join(f"consent__{p}" for p in purposes) or "null::varchar")
         + "]) as v from person_stage) where v is not null",
-        lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)), ["granted", "reason"],
+        lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)),
+        ["granted", "reason"],
     )
 
     conn.execute(
@@ -313,13 +338,16 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         "create or replace table clean.consent_statements as "
         "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
         "c.row_number from ("
-        + (" union all ".join(consent_selects) or
-           "select null::varchar source, null::varchar source_record_id, null::varchar purpose, null::varchar raw, "
-           "null::timestamp stated_at, null::varchar file, null::bigint row_number where false")
+        + (
+            " union all ".join(consent_selects)
+            or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, null::varchar raw, "
+            "null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
+        )
         + ") c join consent_map m on m.raw = c.raw where m.granted is not null"
     )
     write_identifiers(
-        conn, "person",
+        conn,
+        "person",
         "select source, file, row_number, source_record_id from person_stage where source_record_id is not null",
     )
 
@@ -363,7 +391,11 @@ def _role_counts(conn: duckdb.DuckDBPyConnection, role: str, table: str, names: 
         "where scope = 'row')"
     ).fetchone()[0]
     value_rejects = conn.execute(f"select count(*) from clean.{role}_quarantine where scope = 'value'").fetchone()[0]
-    return {"cleaned": int(cleaned), "rows_quarantined": int(row_rejects), "values_quarantined": int(value_rejects)}
+    return {
+        "cleaned": int(cleaned),
+        "rows_quarantined": int(row_rejects),
+        "values_quarantined": int(value_rejects),
+    }
 
 
 def raw_row_count(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig]) -> int:
@@ -379,9 +411,7 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
     selects = []
     for s in sources:
         f = s.fields
-        event_id = (
-            value_sql(s, s.event_id) if s.event_id else "_file || ':' || _row_number::varchar"
-        )
+        event_id = value_sql(s, s.event_id) if s.event_id else "_file || ':' || _row_number::varchar"
         selects.append(
             f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
                 _loaded_at as loaded_at, {value_sql(s, s.record_id)} as source_record_id,
@@ -426,7 +456,9 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
         "select distinct raw, region from identifier_stage where kind = 'phone'",
     )
     write_identifiers(
-        conn, role, f"select source, file, row_number, source_record_id from {role}_stage where reject_reason is null"
+        conn,
+        role,
+        f"select source, file, row_number, source_record_id from {role}_stage where reject_reason is null",
     )
     row_rejects = f"""
         select 'clean' as stage, source, file, row_number,
@@ -443,8 +475,13 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
 # --------------------------------------------------------------------------- assets
 
 
-def _accounting_check(conn: duckdb.DuckDBPyConnection, asset_key: dg.AssetKey, table: str, role: str,
-                      sources: Sequence[SourceConfig]) -> dg.AssetCheckResult:
+def _accounting_check(
+    conn: duckdb.DuckDBPyConnection,
+    asset_key: dg.AssetKey,
+    table: str,
+    role: str,
+    sources: Sequence[SourceConfig],
+) -> dg.AssetCheckResult:
     raw = raw_row_count(conn, sources)
     cleaned = conn.execute(f"select count(*) from {table}").fetchone()[0]
     rejected = conn.execute(
@@ -461,7 +498,9 @@ def _accounting_check(conn: duckdb.DuckDBPyConnection, asset_key: dg.AssetKey, t
 
 def _accounting_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        ROW_ACCOUNTING_CHECK, asset=key, blocking=True,
+        ROW_ACCOUNTING_CHECK,
+        asset=key,
+        blocking=True,
         description="Every raw row is either cleaned or quarantined whole: raw = cleaned + quarantined rows.",
     )
 
@@ -493,8 +532,9 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
                 "count(date_of_birth) birth_dates from clean.person_records group by 1 order by 1"
             ).df()
             preview = masked_preview(
-                conn, "select source, source_record_id, first_name, last_name, email, phone, city, country "
-                "from clean.person_records order by source, source_record_id"
+                conn,
+                "select source, source_record_id, first_name, last_name, email, phone, city, country "
+                "from clean.person_records order by source, source_record_id",
             )
         total = counts["cleaned"] + counts["rows_quarantined"]
         return dg.MaterializeResult(
@@ -512,8 +552,16 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
     assets.append(person_records)
 
     for role, key, description in (
-        ("events", EVENTS, "Behavioural events (web, e-mail, support) with a parsed time and the record they belong to."),
-        ("transactions", TRANSACTIONS, "Orders and payments with a parsed time and a validated, non-negative amount."),
+        (
+            "events",
+            EVENTS,
+            "Behavioural events (web, e-mail, support) with a parsed time and the record they belong to.",
+        ),
+        (
+            "transactions",
+            TRANSACTIONS,
+            "Orders and payments with a parsed time and a validated, non-negative amount.",
+        ),
     ):
         role_sources = config.sources_with_role(role)
         if role_sources:
@@ -521,8 +569,9 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
     return assets
 
 
-def _activity_asset(config: CDPConfig, role: str, key: dg.AssetKey, description: str,
-                    sources: list[SourceConfig]) -> dg.AssetsDefinition:
+def _activity_asset(
+    config: CDPConfig, role: str, key: dg.AssetKey, description: str, sources: list[SourceConfig]
+) -> dg.AssetsDefinition:
     from resources.warehouse import Warehouse
 
     @dg.asset(

@@ -5,7 +5,6 @@ guard that catches a rule regression or an unexpected source before bad values r
 destinations.
 """
 
-
 from datetime import date
 
 import dagster as dg
@@ -40,7 +39,7 @@ def _expectations() -> list[object]:
     asset=PERSON_RECORDS,
     name="great_expectations_suite",
     blocking=True,
-    description="Great Expectations: ids present and unique per row, e-mails, E.164 phones, ISO countries, birth years.",
+    description="Great Expectations: ids present and unique per row, e-mails, E.164 phones, countries, birth years.",
 )
 def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
@@ -58,11 +57,22 @@ def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
             "rows_validated": len(frame),
             "expectations": evaluated,
             "expectations_failed": len(failed),
-            "success_percent": dg.MetadataValue.float(100.0 * (evaluated - len(failed)) / evaluated if evaluated else 100.0),
-            "results": dg.MetadataValue.md(markdown_table([
-                {"expectation": o.expectation, "column": o.column or "", "success": o.success,
-                 "unexpected": o.unexpected_count, "examples": ", ".join(mask(v) for v in o.unexpected_examples)}
-                for o in outcomes
-            ])),
+            "success_percent": dg.MetadataValue.float(
+                100.0 * (evaluated - len(failed)) / evaluated if evaluated else 100.0
+            ),
+            "results": dg.MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "expectation": o.expectation,
+                            "column": o.column or "",
+                            "success": o.success,
+                            "unexpected": o.unexpected_count,
+                            "examples": ", ".join(mask(v) for v in o.unexpected_examples),
+                        }
+                        for o in outcomes
+                    ]
+                )
+            ),
         },
     )

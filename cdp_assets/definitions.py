@@ -4,7 +4,6 @@
 The configuration is validated here, so an invalid file fails at load time with the key named.
 """
 
-
 import dagster as dg
 
 from cdp_assets.clean import build_clean_assets

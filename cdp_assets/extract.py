@@ -6,7 +6,6 @@ re-running loads nothing twice, a changed file replaces its earlier rows, and a 
 read at all is recorded as failed without stopping the source's other files.
 """
 
-
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from cdp_assets.metadata import markdown_table
+from cdp_assets.metadata import markdown_table, masked_records
 from cdp_assets.readers import FileFormatError, Reject, read_file
 from resources.config import CDPConfig, SourceConfig
 from resources.warehouse import Warehouse
@@ -68,9 +67,7 @@ def missing_columns(source: SourceConfig, columns: list[str]) -> list[str]:
     return missing
 
 
-def _batches(
-    rows: Iterator[tuple[int, str]], file: str, loaded_at: datetime
-) -> Iterator[pa.Table]:
+def _batches(rows: Iterator[tuple[int, str]], file: str, loaded_at: datetime) -> Iterator[pa.Table]:
     numbers: list[int] = []
     records: list[str] = []
     for number, record in rows:
@@ -122,7 +119,10 @@ def load_file(conn, source: SourceConfig, path: Path, rel: str, sha: str) -> dic
         conn.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
         try:
             result, rows = read_file(
-                path, source.format, delimiter=source.csv.delimiter, quote=source.csv.quote,
+                path,
+                source.format,
+                delimiter=source.csv.delimiter,
+                quote=source.csv.quote,
                 encoding=source.csv.encoding,
             )
         except FileFormatError as exc:
@@ -206,6 +206,12 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
             quarantined = conn.execute(
                 "select count(*) from meta.extract_quarantine where source = ?", [source.name]
             ).fetchone()[0]
+            sample = [
+                r[0]
+                for r in conn.execute(
+                    f"select record::varchar from {raw_table(source)} order by _file, _row_number limit 3"
+                ).fetchall()
+            ]
         if not files:
             context.log.warning(f"{source.name}: no files match {landing / source.glob}")
         yield dg.MaterializeResult(
@@ -218,6 +224,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 "rows_rejected_this_run": sum(int(x["rows_rejected"]) for x in loaded),
                 "quarantined_total": int(quarantined),
                 "loaded_files": dg.MetadataValue.md(markdown_table(loaded) if loaded else "_no new files_"),
+                "preview": dg.MetadataValue.md(masked_records(sample)),
             }
         )
 

@@ -8,7 +8,6 @@ chain them into one giant "customer". Components are found with SciPy over the b
 records and identifier values, which handles millions of edges in seconds.
 """
 
-
 import dagster as dg
 import duckdb
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 
 from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
 from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
-from cdp_assets.metadata import markdown_table
+from cdp_assets.metadata import markdown_table, masked_preview
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
 from resources.warehouse import Warehouse
 
@@ -48,8 +47,7 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
             if normalised:
                 literals.append((id_type, normalised))
     clauses = [
-        f"(id_type = {sql_literal(t)} and regexp_matches(id_value, {sql_literal('(?i)' + p)}))"
-        for t, p in patterns
+        f"(id_type = {sql_literal(t)} and regexp_matches(id_value, {sql_literal('(?i)' + p)}))" for t, p in patterns
     ]
     condition = " or ".join(clauses) or "false"
     return condition, pd.DataFrame(literals or [], columns=["id_type", "id_value"], dtype=object)
@@ -170,8 +168,14 @@ def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, ob
         from per_customer
         """
     ).fetchone()
-    names = ["customers", "person_records", "customers_with_person_records", "merged_person_records",
-             "largest_cluster_person_records", "largest_cluster_records"]
+    names = [
+        "customers",
+        "person_records",
+        "customers_with_person_records",
+        "merged_person_records",
+        "largest_cluster_person_records",
+        "largest_cluster_records",
+    ]
     summary: dict[str, object] = {n: int(v) for n, v in zip(names, stats, strict=True)}
     histogram = conn.execute(
         """
@@ -196,7 +200,9 @@ def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, ob
     return summary
 
 
-def _checks(conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[str, object]) -> list[dg.AssetCheckResult]:
+def _checks(
+    conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[str, object]
+) -> list[dg.AssetCheckResult]:
     duplicates = conn.execute(
         "select count(*) from (select source, source_record_id from cdp.identity_map group by 1, 2 having count(*) > 1)"
     ).fetchone()[0]
@@ -217,15 +223,21 @@ def _checks(conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[st
     ).fetchall()
     return [
         dg.AssetCheckResult(
-            asset_key=IDENTITY_CLUSTERS, check_name=CHECK_UNIQUE, passed=duplicates == 0,
+            asset_key=IDENTITY_CLUSTERS,
+            check_name=CHECK_UNIQUE,
+            passed=duplicates == 0,
             metadata={"duplicate_records": int(duplicates)},
         ),
         dg.AssetCheckResult(
-            asset_key=IDENTITY_CLUSTERS, check_name=CHECK_COMPLETE, passed=orphans == 0,
+            asset_key=IDENTITY_CLUSTERS,
+            check_name=CHECK_COMPLETE,
+            passed=orphans == 0,
             metadata={"records_without_customer": int(orphans)},
         ),
         dg.AssetCheckResult(
-            asset_key=IDENTITY_CLUSTERS, check_name=CHECK_CLUSTER_SIZE, passed=not oversized,
+            asset_key=IDENTITY_CLUSTERS,
+            check_name=CHECK_CLUSTER_SIZE,
+            passed=not oversized,
             metadata={
                 "bound_person_records": bound,
                 "largest_cluster_person_records": summary["largest_cluster_person_records"],
@@ -254,18 +266,37 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         code_version="1",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
-            dg.AssetCheckSpec(CHECK_UNIQUE, asset=IDENTITY_CLUSTERS, blocking=True,
-                              description="Each source record maps to exactly one customer."),
-            dg.AssetCheckSpec(CHECK_COMPLETE, asset=IDENTITY_CLUSTERS, blocking=True,
-                              description="Every cleaned record, event and transaction has a customer id."),
-            dg.AssetCheckSpec(CHECK_CLUSTER_SIZE, asset=IDENTITY_CLUSTERS, blocking=True,
-                              description="No customer holds more person records than identity.max_cluster_person_records."),
+            dg.AssetCheckSpec(
+                CHECK_UNIQUE,
+                asset=IDENTITY_CLUSTERS,
+                blocking=True,
+                description="Each source record maps to exactly one customer.",
+            ),
+            dg.AssetCheckSpec(
+                CHECK_COMPLETE,
+                asset=IDENTITY_CLUSTERS,
+                blocking=True,
+                description="Every cleaned record, event and transaction has a customer id.",
+            ),
+            dg.AssetCheckSpec(
+                CHECK_CLUSTER_SIZE,
+                asset=IDENTITY_CLUSTERS,
+                blocking=True,
+                description="No customer holds more person records than identity.max_cluster_person_records.",
+            ),
         ],
     )
     def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             summary = resolve(conn, config)
             checks = _checks(conn, config, summary)
+            preview = masked_preview(
+                conn,
+                "select customer_id, source, source_record_id, role from cdp.identity_map "
+                "where customer_id in (select customer_id from cdp.identity_map group by 1 having count(*) > 2 "
+                "order by 1 limit 2) order by all",
+                limit=8,
+            )
         person_records = int(summary["person_records"])
         merged = int(summary["merged_person_records"])
         return dg.MaterializeResult(
@@ -279,6 +310,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "cluster_size_histogram": dg.MetadataValue.md(markdown_table(summary["histogram"])),
                 "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
                 "blocked_identifiers": dg.MetadataValue.md(markdown_table(summary["blocked"])),
+                "preview": dg.MetadataValue.md(preview),
             },
             check_results=checks,
         )

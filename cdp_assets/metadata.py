@@ -14,8 +14,20 @@ import duckdb
 # Columns that hold personal data, masked in previews.
 PII_COLUMNS = frozenset(
     {
-        "full_name", "first_name", "middle_name", "last_name", "email", "email_match_key", "phone",
-        "address_line1", "address_line2", "address_key", "date_of_birth", "value", "id_value", "emails",
+        "full_name",
+        "first_name",
+        "middle_name",
+        "last_name",
+        "email",
+        "email_match_key",
+        "phone",
+        "address_line1",
+        "address_line2",
+        "address_key",
+        "date_of_birth",
+        "value",
+        "id_value",
+        "emails",
         "phones",
     }
 )
@@ -44,6 +56,18 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
         cells = [str(row.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def masked_records(records: Sequence[str]) -> str:
+    """Raw JSON records as a markdown table with every value masked: the shape of the data, not its content."""
+    import json
+
+    rows = []
+    for text in records:
+        parsed = json.loads(text)
+        rows.append({k: (mask(v) if not isinstance(v, (dict, list)) else "{…}") for k, v in parsed.items()})
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return markdown_table(rows, columns) if rows else "_no rows_"
 
 
 def masked_preview(conn: duckdb.DuckDBPyConnection, query: str, limit: int = 5) -> str:

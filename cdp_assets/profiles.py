@@ -8,7 +8,6 @@ so they never drift from the data. Consent per purpose is the latest statement; 
 tie, and no statement is not consent (the column is NULL).
 """
 
-
 import dagster as dg
 import duckdb
 
@@ -131,8 +130,12 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
         code_version="1",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
-            dg.AssetCheckSpec(CHECK_UNIQUE, asset=GOLDEN_PROFILES, blocking=True,
-                              description="Exactly one profile per customer id of cdp.identity_map."),
+            dg.AssetCheckSpec(
+                CHECK_UNIQUE,
+                asset=GOLDEN_PROFILES,
+                blocking=True,
+                description="Exactly one profile per customer id of cdp.identity_map.",
+            ),
         ],
     )
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -148,8 +151,9 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                    from cdp.golden_profiles"""
             ).fetchone()
             preview = masked_preview(
-                conn, "select customer_id, first_name, last_name, email, city, order_count, lifetime_revenue "
-                "from cdp.golden_profiles where record_count > 1 order by customer_id"
+                conn,
+                "select customer_id, first_name, last_name, email, city, order_count, lifetime_revenue "
+                "from cdp.golden_profiles where record_count > 1 order by customer_id",
             )
         return dg.MaterializeResult(
             metadata={
@@ -161,10 +165,14 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
             },
             check_results=[
                 dg.AssetCheckResult(
-                    asset_key=GOLDEN_PROFILES, check_name=CHECK_UNIQUE,
+                    asset_key=GOLDEN_PROFILES,
+                    check_name=CHECK_UNIQUE,
                     passed=bool(profiles == distinct_ids == customers),
-                    metadata={"profiles": int(profiles), "distinct_customer_ids": int(distinct_ids),
-                              "customers_in_identity_map": int(customers)},
+                    metadata={
+                        "profiles": int(profiles),
+                        "distinct_customer_ids": int(distinct_ids),
+                        "customers_in_identity_map": int(customers),
+                    },
                 ),
             ],
         )

@@ -155,13 +155,20 @@ def read_csv(
                         # The record ran past its line: almost always an unterminated quote. Reject the
                         # line it started on and read the following lines again on their own.
                         result.rejects.append(
-                            Reject(line_number, "unterminated quote: the quoted value never closes on this line",
-                                   _excerpt(first_line))
+                            Reject(
+                                line_number,
+                                "unterminated quote: the quoted value never closes on this line",
+                                _excerpt(first_line),
+                            )
                         )
                         feed.push_back(taken[1:])
                     else:
                         result.rejects.append(
-                            Reject(line_number, f"expected {width} fields, found {len(record)}", _excerpt(first_line))
+                            Reject(
+                                line_number,
+                                f"expected {width} fields, found {len(record)}",
+                                _excerpt(first_line),
+                            )
                         )
                     continue
                 if len(taken) > _MAX_LINES_PER_RECORD:
@@ -204,8 +211,11 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
                 except UnicodeDecodeError as exc:
                     bad = raw[exc.start : exc.start + 1].hex().upper()
                     result.rejects.append(
-                        Reject(line_number, f"not valid utf-8: byte 0x{bad} at position {exc.start}",
-                               _excerpt(raw.decode("utf-8", errors="replace")))
+                        Reject(
+                            line_number,
+                            f"not valid utf-8: byte 0x{bad} at position {exc.start}",
+                            _excerpt(raw.decode("utf-8", errors="replace")),
+                        )
                     )
                     continue
                 if not text.strip():
@@ -217,7 +227,11 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
                     continue
                 if not isinstance(value, dict):
                     result.rejects.append(
-                        Reject(line_number, f"expected a JSON object, found {type(value).__name__}", _excerpt(text))
+                        Reject(
+                            line_number,
+                            f"expected a JSON object, found {type(value).__name__}",
+                            _excerpt(text),
+                        )
                     )
                     continue
                 yield line_number, text.strip()
@@ -238,7 +252,9 @@ def read_parquet(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
         conn.close()
         raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     result.columns = [row[0] for row in described]
-    packed = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': t.\"{c.replace(chr(34), chr(34) * 2)}\"" for c in result.columns)
+    packed = ", ".join(
+        f"'{c.replace(chr(39), chr(39) * 2)}': t.\"{c.replace(chr(34), chr(34) * 2)}\"" for c in result.columns
+    )
 
     def rows() -> Iterator[tuple[int, str]]:
         try:

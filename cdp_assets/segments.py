@@ -4,12 +4,11 @@ A segment's condition is a SQL boolean expression over the columns of `cdp.golde
 bound against that schema when the configuration loaded, so here it only runs.
 """
 
-
 import dagster as dg
 import duckdb
 
 from cdp_assets.clean import sql_literal
-from cdp_assets.metadata import markdown_table
+from cdp_assets.metadata import markdown_table, masked_preview
 from cdp_assets.profiles import GOLDEN_PROFILES
 from resources.config import CDPConfig
 from resources.warehouse import Warehouse
@@ -45,12 +44,20 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
         owners=["team:marketing-ops"],
         code_version="1",
         automation_condition=dg.AutomationCondition.eager(),
-        metadata={"segments": dg.MetadataValue.md(markdown_table(
-            [{"segment": s.name, "where": s.where, "description": s.description} for s in config.segments]
-        ))},
+        metadata={
+            "segments": dg.MetadataValue.md(
+                markdown_table(
+                    [{"segment": s.name, "where": s.where, "description": s.description} for s in config.segments]
+                )
+            )
+        },
         check_specs=[
-            dg.AssetCheckSpec(CHECK_MEMBERS_EXIST, asset=SEGMENT_MEMBERSHIP, blocking=True,
-                              description="Every member is a customer with a golden profile, once per segment."),
+            dg.AssetCheckSpec(
+                CHECK_MEMBERS_EXIST,
+                asset=SEGMENT_MEMBERSHIP,
+                blocking=True,
+                description="Every member is a customer with a golden profile, once per segment.",
+            ),
         ],
     )
     def segment_membership(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -61,18 +68,28 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
                            anti join cdp.golden_profiles p using (customer_id)),
                           (select count(*) - count(distinct (segment, customer_id)) from cdp.segment_membership)"""
             ).fetchone()
+            preview = masked_preview(
+                conn,
+                "select m.segment, m.customer_id, p.first_name, p.email from cdp.segment_membership m "
+                "join cdp.golden_profiles p using (customer_id) order by m.segment, m.customer_id",
+            )
         metadata: dict[str, object] = {
             "dagster/row_count": dg.MetadataValue.int(sum(sizes.values())),
             "sizes": dg.MetadataValue.md(markdown_table([{"segment": k, "members": v} for k, v in sizes.items()])),
+            "preview": dg.MetadataValue.md(preview),
         }
         metadata.update({f"size_{name}": dg.MetadataValue.int(size) for name, size in sizes.items()})
         return dg.MaterializeResult(
             metadata=metadata,
             check_results=[
                 dg.AssetCheckResult(
-                    asset_key=SEGMENT_MEMBERSHIP, check_name=CHECK_MEMBERS_EXIST,
+                    asset_key=SEGMENT_MEMBERSHIP,
+                    check_name=CHECK_MEMBERS_EXIST,
                     passed=bool(orphans == 0 and duplicates == 0),
-                    metadata={"members_without_profile": int(orphans), "duplicate_memberships": int(duplicates)},
+                    metadata={
+                        "members_without_profile": int(orphans),
+                        "duplicate_memberships": int(duplicates),
+                    },
                 )
             ],
         )

@@ -5,7 +5,6 @@ downstream job picks up complete files only (DuckDB writes to a temporary name a
 export is logged in `syncs.file_exports`.
 """
 
-
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -36,11 +35,19 @@ def export_file(conn, config: CDPConfig, destination: FileDestinationConfig, run
     rows = conn.execute(f"select count(*) from ({query})").fetchone()[0]
     conn.execute(
         """create table if not exists syncs.file_exports (
-               destination varchar, segment varchar, run_id varchar, file varchar, rows bigint, exported_at timestamp)"""
+               destination varchar, segment varchar, run_id varchar, file varchar, rows bigint,
+               exported_at timestamp)"""
     )
     conn.execute(
         "insert into syncs.file_exports values (?, ?, ?, ?, ?, ?)",
-        [destination.name, destination.segment, run_id, str(target), rows, datetime.now(UTC).replace(tzinfo=None)],
+        [
+            destination.name,
+            destination.segment,
+            run_id,
+            str(target),
+            rows,
+            datetime.now(UTC).replace(tzinfo=None),
+        ],
     )
     return {"file": str(target), "rows": int(rows)}
 

@@ -45,7 +45,11 @@ IDENTIFIER_NORMALIZERS = ("email", "phone", "id")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 # Values that identify nobody. They are blocked from linking records, whatever the identifier type.
-DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (r"^[0\-\s]*$", r"^-1$", r"^(null|none|nil|n/?a|unknown|anonymous)$")
+DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
+    r"^[0\-\s]*$",
+    r"^-1$",
+    r"^(null|none|nil|n/?a|unknown|anonymous)$",
+)
 DEFAULT_BLOCKED_EMAILS: tuple[str, ...] = (
     "test@test.com",
     "test@example.com",
@@ -181,8 +185,7 @@ class SourceConfig(_Strict):
         unknown = sorted(set(self.fields) - set(allowed))
         if unknown:
             raise ValueError(
-                f"fields {unknown} are not canonical fields of a '{self.role}' source; "
-                f"allowed: {', '.join(allowed)}"
+                f"fields {unknown} are not canonical fields of a '{self.role}' source; allowed: {', '.join(allowed)}"
             )
         if self.role != "person" and self.consent:
             raise ValueError("'consent' is only read from person sources")
@@ -304,9 +307,7 @@ class WarehouseConfig(_Strict):
 
 class LandingConfig(_Strict):
     path: str = "data/landing"
-    settle_seconds: int = Field(
-        10, ge=0, description="The sensor loads a file once it has not changed for this long."
-    )
+    settle_seconds: int = Field(10, ge=0, description="The sensor loads a file once it has not changed for this long.")
 
 
 class CDPConfig(_Strict):

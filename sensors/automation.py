@@ -4,7 +4,6 @@ Dagster's default automation sensor starts stopped; a CDP whose profiles silentl
 after a new file lands is worse than none, so the platform ships its own, running by default.
 """
 
-
 import dagster as dg
 
 automation_sensor = dg.AutomationConditionSensorDefinition(

@@ -5,7 +5,6 @@ writer per file and a sensor must not compete with a running extract for it. A f
 it has not changed for `landing.settle_seconds`, so a file still being copied is not loaded half-written.
 """
 
-
 import hashlib
 import json
 import time

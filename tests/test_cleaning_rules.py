@@ -14,7 +14,12 @@ from cdp_assets import cleaning_rules as rules
         ("jane.doe+shop@gmail.com", "jane.doe+shop@gmail.com", "janedoe@gmail.com", False),
         ("J.A.N.E@googlemail.com", "j.a.n.e@googlemail.com", "jane@gmail.com", False),
         ("jane+news@outlook.com", "jane+news@outlook.com", "jane@outlook.com", False),
-        ("first.last@yahoo.com", "first.last@yahoo.com", "first.last@yahoo.com", False),  # dots matter outside Gmail
+        (
+            "first.last@yahoo.com",
+            "first.last@yahoo.com",
+            "first.last@yahoo.com",
+            False,
+        ),  # dots matter outside Gmail
         ("mailto:bob@example.org", "bob@example.org", "bob@example.org", False),
         ("<bob@example.org>", "bob@example.org", "bob@example.org", False),
         ("john.smith@", None, None, True),
@@ -84,8 +89,16 @@ def test_split_full_name(raw, expected):
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("SMITH", "Smith"), ("smith", "Smith"), ("McDonald", "McDonald"), ("DeShawn", "DeShawn"),
-     ("mary-jane", "Mary-Jane"), ("  anne  marie ", "Anne Marie"), ("n/a", None), ("123", None)],
+    [
+        ("SMITH", "Smith"),
+        ("smith", "Smith"),
+        ("McDonald", "McDonald"),
+        ("DeShawn", "DeShawn"),
+        ("mary-jane", "Mary-Jane"),
+        ("  anne  marie ", "Anne Marie"),
+        ("n/a", None),
+        ("123", None),
+    ],
 )
 def test_tidy_name(raw, expected):
     assert rules.tidy_name(raw) == expected
@@ -127,8 +140,13 @@ def test_clean_address_line(raw, display, key):
 
 @pytest.mark.parametrize(
     ("raw", "country", "expected", "rejected"),
-    [("new york", "US", "NY", False), ("ny", "US", "NY", False), ("Ontario", "CA", "ONTARIO", False),
-     ("Atlantis", "US", None, True), ("TX", None, "TX", False)],
+    [
+        ("new york", "US", "NY", False),
+        ("ny", "US", "NY", False),
+        ("Ontario", "CA", "ONTARIO", False),
+        ("Atlantis", "US", None, True),
+        ("TX", None, "TX", False),
+    ],
 )
 def test_clean_region(raw, country, expected, rejected):
     value, reason = rules.clean_region(raw, country)
@@ -137,8 +155,13 @@ def test_clean_region(raw, country, expected, rejected):
 
 @pytest.mark.parametrize(
     ("raw", "country", "expected", "rejected"),
-    [("02134", "US", "02134", False), ("2134", "US", "02134", False), ("02134-1234", "US", "02134", False),
-     ("SW1A 1AA", "GB", "SW1A 1AA", False), ("ABCDE", "US", None, True)],
+    [
+        ("02134", "US", "02134", False),
+        ("2134", "US", "02134", False),
+        ("02134-1234", "US", "02134", False),
+        ("SW1A 1AA", "GB", "SW1A 1AA", False),
+        ("ABCDE", "US", None, True),
+    ],
 )
 def test_clean_postal_code(raw, country, expected, rejected):
     value, reason = rules.clean_postal_code(raw, country)
@@ -147,8 +170,16 @@ def test_clean_postal_code(raw, country, expected, rejected):
 
 @pytest.mark.parametrize(
     ("raw", "expected", "rejected"),
-    [("US", "US", False), ("usa", "US", False), ("United States", "US", False), ("U.S.A.", "US", False),
-     ("uk", "GB", False), ("DE", "DE", False), ("Narnia", None, True), ("", None, False)],
+    [
+        ("US", "US", False),
+        ("usa", "US", False),
+        ("United States", "US", False),
+        ("U.S.A.", "US", False),
+        ("uk", "GB", False),
+        ("DE", "DE", False),
+        ("Narnia", None, True),
+        ("", None, False),
+    ],
 )
 def test_clean_country(raw, expected, rejected):
     value, reason = rules.clean_country(raw)
@@ -157,8 +188,16 @@ def test_clean_country(raw, expected, rejected):
 
 @pytest.mark.parametrize(
     ("raw", "expected", "rejected"),
-    [("true", True, False), ("Y", True, False), ("opt-in", True, False), ("FALSE", False, False),
-     ("N", False, False), ("unsubscribed", False, False), ("", None, False), ("maybe", None, True)],
+    [
+        ("true", True, False),
+        ("Y", True, False),
+        ("opt-in", True, False),
+        ("FALSE", False, False),
+        ("N", False, False),
+        ("unsubscribed", False, False),
+        ("", None, False),
+        ("maybe", None, True),
+    ],
 )
 def test_parse_consent(raw, expected, rejected):
     value, reason = rules.parse_consent(raw)

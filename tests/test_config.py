@@ -41,14 +41,28 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
         (lambda c: c["sources"][0].update(trust=150), r"sources\[0\] \(crm_contacts\)\.trust"),
         (lambda c: c["sources"][3]["fields"].pop("amount"), r"must map 'amount'"),
         (lambda c: c["sources"].append(dict(c["sources"][0])), r"'crm_contacts' is used twice"),
-        (lambda c: c["segments"][0].update(where="lifetime_revenu > 5"), r"segments\[0\] \(high_value\)\.where"),
-        (lambda c: c["segments"][0].update(where="first_name + 1 > 2"), r"segments\[0\] \(high_value\)\.where"),
+        (
+            lambda c: c["segments"][0].update(where="lifetime_revenu > 5"),
+            r"segments\[0\] \(high_value\)\.where",
+        ),
+        (
+            lambda c: c["segments"][0].update(where="first_name + 1 > 2"),
+            r"segments\[0\] \(high_value\)\.where",
+        ),
         (lambda c: c["segments"][0].update(where="true; drop table x"), r"';' is not allowed"),
-        (lambda c: c["destinations"][0].update(segment="nope"), r"destinations\[0\] \(high_value_csv\)\.segment"),
+        (
+            lambda c: c["destinations"][0].update(segment="nope"),
+            r"destinations\[0\] \(high_value_csv\)\.segment",
+        ),
         (lambda c: c["destinations"][0].update(fields=["customer_id", "shoe"]), r"unknown profile column"),
-        (lambda c: c["identity"]["identifier_types"]["email"].update(blocked_patterns=["(["]),
-         r"identity\.identifier_types\.email\.blocked_patterns"),
-        (lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}), r"exactly one of 'path'"),
+        (
+            lambda c: c["identity"]["identifier_types"]["email"].update(blocked_patterns=["(["]),
+            r"identity\.identifier_types\.email\.blocked_patterns",
+        ),
+        (
+            lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}),
+            r"exactly one of 'path'",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, mutate, expected):

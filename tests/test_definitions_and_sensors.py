@@ -19,12 +19,24 @@ def test_repository_definitions_load_with_every_stage():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     config = load_config(REPO / "cdp.yaml")
     assert {f"raw/{s.name}" for s in config.sources} <= keys
-    assert {"clean/person_records", "clean/events", "clean/transactions", "identity/clusters",
-            "profiles/golden_profiles", "segments/segment_membership"} <= keys
+    assert {
+        "clean/person_records",
+        "clean/events",
+        "clean/transactions",
+        "identity/clusters",
+        "profiles/golden_profiles",
+        "segments/segment_membership",
+    } <= keys
     assert {f"syncs/{d.name}" for d in config.destinations} <= keys
     groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == {"source_extracts", "cleaned_records", "identity", "golden_profiles", "segments",
-                      "destination_syncs"}
+    assert groups == {
+        "source_extracts",
+        "cleaned_records",
+        "identity",
+        "golden_profiles",
+        "segments",
+        "destination_syncs",
+    }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, key
     assert defs.resolve_job_def("full_refresh") is not None
@@ -79,7 +91,8 @@ def test_extract_started_by_the_sensor_skips_materializing_when_nothing_changed(
     (config.landing_path / "support").mkdir(parents=True)
     (config.landing_path / "support" / "t.csv").write_text(
         "ticket_id,requester_email,requester_name,subject,status,priority,created_at\n"
-        "T-1,a@b.org,A B,hi,open,low,2025-01-01T00:00:00Z\n")
+        "T-1,a@b.org,A B,hi,open,low,2025-01-01T00:00:00Z\n"
+    )
     defs = build_definitions(config)
     asset = [a for a in defs.assets if a.key == dg.AssetKey(["raw", "support_tickets"])]
     sensor_config = dg.RunConfig(ops={"raw__support_tickets": {"config": {"skip_if_unchanged": True}}})
@@ -95,10 +108,16 @@ def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path):
     (config.landing_path / "support").mkdir(parents=True)
     (config.landing_path / "support" / "t.csv").write_text(
         "ticket_id,requester_email,requester_name,subject,status,priority,created_at\n"
-        "T-1,a@b.org,A B,hi,open,low,2025-01-01T00:00:00Z\n")
+        "T-1,a@b.org,A B,hi,open,low,2025-01-01T00:00:00Z\n"
+    )
     defs = build_definitions(config)
-    downstream = ["clean/events", "identity/clusters", "profiles/golden_profiles", "segments/segment_membership",
-                  *[f"syncs/{d.name}" for d in config.destinations]]
+    downstream = [
+        "clean/events",
+        "identity/clusters",
+        "profiles/golden_profiles",
+        "segments/segment_membership",
+        *[f"syncs/{d.name}" for d in config.destinations],
+    ]
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
         settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)

@@ -16,30 +16,50 @@ def test_every_stage_materializes_and_every_check_passes(platform: Platform):
     assert result.success
     evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     names = {e.asset_check_key.name for e in evaluations}
-    assert {"great_expectations_suite", "rows_accounted_for", "cluster_size_within_bound",
-            "one_profile_per_customer", "members_have_profiles"} <= names
+    assert {
+        "great_expectations_suite",
+        "rows_accounted_for",
+        "cluster_size_within_bound",
+        "one_profile_per_customer",
+        "members_have_profiles",
+    } <= names
     assert [e.asset_check_key.name for e in evaluations if not e.passed] == []
-    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
-                    for e in [e.event_specific_data.materialization]}
-    assert {"raw/crm_contacts", "clean/person_records", "identity/clusters", "profiles/golden_profiles",
-            "segments/segment_membership", "syncs/high_value_csv"} <= materialized
+    materialized = {
+        e.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+        for e in [e.event_specific_data.materialization]
+    }
+    assert {
+        "raw/crm_contacts",
+        "clean/person_records",
+        "identity/clusters",
+        "profiles/golden_profiles",
+        "segments/segment_membership",
+        "syncs/high_value_csv",
+    } <= materialized
 
 
 def test_raw_rows_equal_cleaned_plus_quarantined_for_every_source(platform: Platform):
     for source in platform.config.sources:
         raw = platform.scalar(f"select count(*) from raw.{source.name}")
-        table = {"person": "clean.person_records", "events": "clean.events",
-                 "transactions": "clean.transactions"}[source.role]
+        table = {
+            "person": "clean.person_records",
+            "events": "clean.events",
+            "transactions": "clean.transactions",
+        }[source.role]
         cleaned = platform.scalar(f"select count(*) from {table} where source = ?", [source.name])
         rejected = platform.scalar(
             "select count(distinct (file, row_number)) from cdp.quarantine "
-            "where source = ? and stage = 'clean' and scope = 'row'", [source.name])
+            "where source = ? and stage = 'clean' and scope = 'row'",
+            [source.name],
+        )
         assert raw > 0 and raw == cleaned + rejected, source.name
 
 
 def test_every_line_of_every_file_is_loaded_or_quarantined(platform: Platform):
     for file, rows_loaded, rows_rejected in platform.sql(
-            "select file, rows_loaded, rows_rejected from meta.loaded_files"):
+        "select file, rows_loaded, rows_rejected from meta.loaded_files"
+    ):
         path = platform.config.landing_path / file
         if file.endswith(".jsonl"):
             lines = sum(1 for line in path.read_bytes().splitlines() if line.strip())
@@ -51,15 +71,17 @@ def test_every_line_of_every_file_is_loaded_or_quarantined(platform: Platform):
 
 def test_quarantine_holds_the_broken_rows_with_file_row_and_reason(platform: Platform):
     rows = platform.sql(
-        "select source, file, row_number, field, reason from cdp.quarantine where stage = 'extract' order by all")
+        "select source, file, row_number, field, reason from cdp.quarantine where stage = 'extract' order by all"
+    )
     reasons = {(s, r.split(":")[0]) for s, _, _, _, r in rows}
     assert ("crm_contacts", "unterminated quote") in reasons
     assert ("crm_contacts", "expected 13 fields, found 15") in reasons
     assert ("crm_contacts", "not valid utf-8") in reasons
     assert ("shop_customers", "invalid JSON") in reasons
     assert all(file and row_number for _, file, row_number, _, _ in rows)
-    cleaning = {(s, f, r) for s, f, r in platform.sql(
-        "select source, field, reason from cdp.quarantine where stage = 'clean'")}
+    cleaning = {
+        (s, f, r) for s, f, r in platform.sql("select source, field, reason from cdp.quarantine where stage = 'clean'")
+    }
     assert ("shop_orders", "total_price", "negative amount") in cleaning
     assert ("shop_orders", "total_price", "amount is not a number") in cleaning
     assert ("shop_orders", "created_at", "not a readable timestamp") in cleaning
@@ -70,10 +92,13 @@ def test_quarantine_holds_the_broken_rows_with_file_row_and_reason(platform: Pla
 def test_truth_records_missing_from_identity_map_are_in_quarantine(platform: Platform):
     missing = platform.sql(
         """select t.source, count(*) from read_csv(?, all_varchar = true) t
-           anti join cdp.identity_map m using (source, source_record_id) group by 1""", [str(platform.truth)])
+           anti join cdp.identity_map m using (source, source_record_id) group by 1""",
+        [str(platform.truth)],
+    )
     for source, count in missing:
         quarantined = platform.scalar(
-            "select count(*) from cdp.quarantine where source = ? and scope = 'row'", [source])
+            "select count(*) from cdp.quarantine where source = ? and scope = 'row'", [source]
+        )
         assert count <= quarantined, source
 
 
@@ -81,13 +106,15 @@ def test_records_sharing_an_identifier_share_a_customer_id(platform: Platform):
     split = platform.scalar(
         """select count(*) from (
              select l.id_type, l.id_value from identity.links l join cdp.identity_map m using (source, source_record_id)
-             group by 1, 2 having count(distinct m.customer_id) > 1)""")
+             group by 1, 2 having count(distinct m.customer_id) > 1)"""
+    )
     assert split == 0
     # Gmail dot and +tag variants of one address land in one profile.
     variants = platform.scalar(
         """select count(*) from (select customer_id from cdp.golden_profiles, unnest(emails) e(x)
            where x like '%@gmail.com' group by 1
-           having count(distinct x) > count(distinct replace(split_part(split_part(x, '@', 1), '+', 1), '.', '')))""")
+           having count(distinct x) > count(distinct replace(split_part(split_part(x, '@', 1), '+', 1), '.', '')))"""
+    )
     assert variants > 0
 
 
@@ -102,8 +129,12 @@ def test_identity_matches_ground_truth_pairs_precisely(platform: Platform):
 def test_junk_identifiers_link_nobody(platform: Platform):
     blocked = {v for (v,) in platform.sql("select id_value from identity.blocked_identifiers")}
     assert "test@test.com" in blocked or "noemail@noemail.com" in blocked
-    assert platform.scalar(
-        "select count(*) from identity.links l semi join identity.blocked_identifiers b using (id_type, id_value)") == 0
+    assert (
+        platform.scalar(
+            "select count(*) from identity.links l semi join identity.blocked_identifiers b using (id_type, id_value)"
+        )
+        == 0
+    )
 
 
 def test_one_golden_profile_per_customer_with_traits(platform: Platform):
@@ -113,7 +144,8 @@ def test_one_golden_profile_per_customer_with_traits(platform: Platform):
     assert profiles == customers
     orders, revenue = platform.sql(
         """select (select sum(order_count) from cdp.golden_profiles),
-                  (select round(sum(lifetime_revenue), 2) from cdp.golden_profiles)""")[0]
+                  (select round(sum(lifetime_revenue), 2) from cdp.golden_profiles)"""
+    )[0]
     assert orders == platform.scalar("select count(*) from clean.transactions")
     assert revenue == platform.scalar("select round(sum(amount), 2) from clean.transactions")
 
@@ -130,8 +162,9 @@ def test_file_destinations_write_the_segment(platform: Platform):
     for destination in platform.config.destinations:
         folder = platform.config.resolve(destination.path) / destination.name
         latest = sorted(folder.glob(f"*.{destination.format}"))[-1]
-        members = platform.scalar("select count(*) from cdp.segment_membership where segment = ?",
-                                  [destination.segment])
+        members = platform.scalar(
+            "select count(*) from cdp.segment_membership where segment = ?", [destination.segment]
+        )
         if destination.format == "csv":
             with latest.open() as handle:
                 rows = list(csv.DictReader(handle))
@@ -158,8 +191,11 @@ def test_rerun_is_idempotent_and_loads_no_file_twice(small: Platform):
     assert result.success
     assert small.sql("select * from cdp.identity_map order by all") == before
     assert small.scalar("select count(*) from raw.web_events") == raw_before
-    extract = [m for m in result.get_asset_materialization_events()
-               if m.event_specific_data.materialization.asset_key == dg.AssetKey(["raw", "web_events"])][0]
+    extract = [
+        m
+        for m in result.get_asset_materialization_events()
+        if m.event_specific_data.materialization.asset_key == dg.AssetKey(["raw", "web_events"])
+    ][0]
     assert extract.event_specific_data.materialization.metadata["files_loaded"].value == 0
 
 
@@ -168,13 +204,18 @@ def test_changed_file_replaces_its_rows_and_renamed_copy_is_skipped(small: Platf
     with path.open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     with path.open("a", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerow(["T-999999", "new.person@example.org", "New Person", "Hi", "open", "low",
-                                     "2025-06-30T10:00:00Z"])
+        csv.writer(handle).writerow(
+            ["T-999999", "new.person@example.org", "New Person", "Hi", "open", "low", "2025-06-30T10:00:00Z"]
+        )
     (small.config.landing_path / "support" / "tickets_copy.csv").write_bytes(path.read_bytes())
     assert small.refresh().success
     assert small.scalar("select count(*) from raw.support_tickets") == len(rows)  # header replaced by new row
-    assert small.scalar(
-        "select count(*) from cdp.identity_map where source = 'support_tickets' and source_record_id = 'T-999999'") == 1
+    assert (
+        small.scalar(
+            "select count(*) from cdp.identity_map where source = 'support_tickets' and source_record_id = 'T-999999'"
+        )
+        == 1
+    )
 
 
 def test_malformed_files_do_not_stop_other_sources(small: Platform):
@@ -182,8 +223,12 @@ def test_malformed_files_do_not_stop_other_sources(small: Platform):
     (landing / "support" / "empty.csv").write_bytes(b"")
     (landing / "web" / "garbage.jsonl").write_bytes(b"\x00\x01\x02 not json\n")
     assert small.refresh().success
-    reasons = dict(small.sql("select file, reason from cdp.quarantine where stage = 'extract' "
-                             "and file in ('support/empty.csv', 'web/garbage.jsonl')"))
+    reasons = dict(
+        small.sql(
+            "select file, reason from cdp.quarantine where stage = 'extract' "
+            "and file in ('support/empty.csv', 'web/garbage.jsonl')"
+        )
+    )
     assert reasons["support/empty.csv"].startswith("empty file")
     assert reasons["web/garbage.jsonl"].startswith("invalid JSON")
 
@@ -209,13 +254,32 @@ def test_survivorship_prefers_trust_then_recency_and_keeps_address_parts_togethe
     (landing / "a" / "a.csv").write_text(
         "id,first,last,email,street,zip,updated,optin\n"
         "1,Jon,Smith,JOHN@x.org,1 Elm St,02134,2024-01-01T00:00:00Z,yes\n"
-        "2,,,zed@x.org,,,2024-01-01T00:00:00Z,\n")
-    (landing / "b" / "b.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"cid": "b1", "name": "SMITH, JOHNNY", "mail": "john@x.org", "addr": {"line": "9 Oak Ave", "zip": "10001"},
-         "ts": "2025-01-01T00:00:00Z", "ok": "no"},
-        {"cid": "b2", "name": "Zed Z", "mail": "zed@x.org", "addr": {"line": "5 Pine Rd", "zip": "60601"},
-         "ts": "2025-01-01T00:00:00Z", "ok": "yes"},
-    ]) + "\n")
+        "2,,,zed@x.org,,,2024-01-01T00:00:00Z,\n"
+    )
+    (landing / "b" / "b.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "cid": "b1",
+                    "name": "SMITH, JOHNNY",
+                    "mail": "john@x.org",
+                    "addr": {"line": "9 Oak Ave", "zip": "10001"},
+                    "ts": "2025-01-01T00:00:00Z",
+                    "ok": "no",
+                },
+                {
+                    "cid": "b2",
+                    "name": "Zed Z",
+                    "mail": "zed@x.org",
+                    "addr": {"line": "5 Pine Rd", "zip": "60601"},
+                    "ts": "2025-01-01T00:00:00Z",
+                    "ok": "yes",
+                },
+            ]
+        )
+        + "\n"
+    )
     config_path = tmp_path / "cdp.yaml"
     config_path.write_text(f"""
 warehouse: {{path: wh.duckdb}}
@@ -251,11 +315,13 @@ segments:
     platform = Platform(tmp_path, config, None, instance, tmp_path)
     john = platform.sql(
         """select first_name, last_name, email, address_line1, postal_code, emails, consent_email_marketing
-           from cdp.golden_profiles where list_contains(emails, 'john@x.org')""")
+           from cdp.golden_profiles where list_contains(emails, 'john@x.org')"""
+    )
     # Trusted source wins the name and the whole address; newer revocation from the other source wins consent.
     assert john == [("Jon", "Smith", "john@x.org", "1 Elm St", "02134", ["john@x.org"], False)]
-    zed = platform.sql("select first_name, last_name, address_line1, postal_code from cdp.golden_profiles "
-                       "where email = 'zed@x.org'")
+    zed = platform.sql(
+        "select first_name, last_name, address_line1, postal_code from cdp.golden_profiles where email = 'zed@x.org'"
+    )
     # Nothing in the trusted record, so the other source fills name and address, as one unit.
     assert zed == [("Zed", "Z", "5 Pine Rd", "60601")]
     assert platform.sql("select count(*) from cdp.segment_membership") == [(1,)]

@@ -19,8 +19,11 @@ def _csv(tmp_path: Path, content: bytes) -> tuple[list[tuple[int, dict]], list]:
 
 def test_csv_rows_carry_their_line_numbers(tmp_path):
     rows, rejects = _csv(tmp_path, b'id,name\n1,Ann\n2,"Multi\nline"\n3,Cy\n')
-    assert rows == [(2, {"id": "1", "name": "Ann"}), (3, {"id": "2", "name": "Multi\nline"}),
-                    (5, {"id": "3", "name": "Cy"})]
+    assert rows == [
+        (2, {"id": "1", "name": "Ann"}),
+        (3, {"id": "2", "name": "Multi\nline"}),
+        (5, {"id": "3", "name": "Cy"}),
+    ]
     assert rejects == []
 
 
@@ -68,7 +71,10 @@ def test_jsonl_bad_lines_are_rejected(tmp_path):
     result, rows = read_jsonl(path)
     assert [n for n, _ in rows] == [1, 6]
     assert [(r.row_number, r.reason.split(":")[0]) for r in result.rejects] == [
-        (3, "invalid JSON"), (4, "expected a JSON object, found list"), (5, "not valid utf-8")]
+        (3, "invalid JSON"),
+        (4, "expected a JSON object, found list"),
+        (5, "not valid utf-8"),
+    ]
 
 
 def test_parquet_rows_and_corrupt_file(tmp_path):
@@ -76,7 +82,10 @@ def test_parquet_rows_and_corrupt_file(tmp_path):
     pq.write_table(pa.table({"id": [1, 2], "name": ["a", None]}), path)
     result, rows = read_parquet(path)
     assert result.columns == ["id", "name"]
-    assert [(n, json.loads(r)) for n, r in rows] == [(1, {"id": 1, "name": "a"}), (2, {"id": 2, "name": None})]
+    assert [(n, json.loads(r)) for n, r in rows] == [
+        (1, {"id": 1, "name": "a"}),
+        (2, {"id": 2, "name": None}),
+    ]
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
     with pytest.raises(FileFormatError, match="Parquet"):

@@ -68,7 +68,11 @@ def environment(tmp_path: Path) -> dict[str, str]:
 def test_cli_materializes_everything_and_the_webserver_shows_it(environment: dict[str, str]):
     executed = subprocess.run(
         [str(BIN / "dagster"), "job", "execute", "-m", "cdp_assets.definitions", "-j", "full_refresh"],
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert executed.returncode == 0, executed.stderr[-3000:]
 
@@ -76,7 +80,11 @@ def test_cli_materializes_everything_and_the_webserver_shows_it(environment: dic
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         _wait_for_server(url, process)
@@ -91,8 +99,14 @@ def test_cli_materializes_everything_and_the_webserver_shows_it(environment: dic
             os.killpg(process.pid, signal.SIGKILL)
 
     by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-    assert {"raw/crm_contacts", "clean/person_records", "identity/clusters", "profiles/golden_profiles",
-            "segments/segment_membership", "syncs/high_value_csv"} <= set(by_key)
+    assert {
+        "raw/crm_contacts",
+        "clean/person_records",
+        "identity/clusters",
+        "profiles/golden_profiles",
+        "segments/segment_membership",
+        "syncs/high_value_csv",
+    } <= set(by_key)
     unmaterialized = [k for k, n in by_key.items() if not n["assetMaterializations"]]
     assert unmaterialized == []
     statuses = {
