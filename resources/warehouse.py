@@ -82,6 +82,8 @@ class Warehouse(DuckDBResource):
 
 def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     """Create schemas and shared tables if missing; cheap and idempotent."""
+    # Timestamps without an offset are read as UTC, whatever the machine's time zone.
+    conn.execute("set TimeZone = 'UTC'")
     for schema in SCHEMAS:
         conn.execute(f"create schema if not exists {schema}")
     conn.execute(_BASE_TABLES)
