@@ -49,9 +49,23 @@ class Platform:
         return self.sql(query, params)[0][0]
 
 
+CRM_HEADER = (
+    "ContactId,First Name,Last Name,Email,Phone,Mailing Street,Mailing City,Mailing State,"
+    "Mailing Postal Code,Mailing Country,Birthdate,Email Opt In,Last Modified\n"
+)
+# Known bad values, one per line, so tests need not hope the generator sprinkled them.
+KNOWN_BAD_CRM = CRM_HEADER + (
+    "KB-1,Ann,Lee,ann.lee@,(212) 736-5000,1 Elm St,Boston,MA,02134,US,01/02/1980,true,2025-01-01T00:00:00Z\n"
+    "KB-2,Bo,Chan,bo@example.org,(212) 736-5001,1 Elm St,Boston,MA,02134,US,02/30/1985,true,2025-01-01T00:00:00Z\n"
+    "KB-3,Cy,Diaz,cy@example.org,0000000000,1 Elm St,Boston,MA,02134,Narnia,,maybe,2025-01-01T00:00:00Z\n"
+    ",Di,Eng,di@example.org,,,,,,,,,2025-01-01T00:00:00Z\n"
+)
+
+
 def make_platform(folder: Path, instance: dg.DagsterInstance, people: int = 400, seed: int = 7) -> Platform:
     truth = folder / "ground_truth.csv"
     generate(people=people, seed=seed, out_dir=folder / "landing", truth_path=truth)
+    (folder / "landing" / "crm" / "known_bad.csv").write_text(KNOWN_BAD_CRM)
     config = load_config(write_config(folder))
     return Platform(folder, config, build_definitions(config), instance, truth)
 

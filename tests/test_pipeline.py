@@ -85,8 +85,28 @@ def test_quarantine_holds_the_broken_rows_with_file_row_and_reason(platform: Pla
     assert ("shop_orders", "total_price", "negative amount") in cleaning
     assert ("shop_orders", "total_price", "amount is not a number") in cleaning
     assert ("shop_orders", "created_at", "not a readable timestamp") in cleaning
-    assert any(r == "not a valid e-mail address" for _, _, r in cleaning)
-    assert any(s == "crm_contacts" and f == "Birthdate" and r.startswith("not a valid date") for s, f, r in cleaning)
+
+
+def test_known_bad_values_are_quarantined_with_row_field_and_reason(platform: Platform):
+    rows = platform.sql(
+        """select row_number, field, value, reason, scope from cdp.quarantine
+           where source = 'crm_contacts' and file = 'crm/known_bad.csv' order by row_number, field"""
+    )
+    assert rows == [
+        (2, "Email", "ann.lee@", "not a valid e-mail address", "value"),
+        (3, "Birthdate", "02/30/1985", "not a valid date in the format(s) %m/%d/%Y, %Y-%m-%d", "value"),
+        (4, "Email Opt In", "maybe", "not a yes/no consent statement", "value"),
+        (4, "Mailing Country", "Narnia", "unknown country: use an ISO code such as US or GB", "value"),
+        (4, "Phone", "0000000000", "not a phone number (read as US)", "value"),
+        (5, "ContactId", None, "missing record id", "row"),
+    ]
+    # A refused value leaves the rest of the record in place.
+    kept = platform.sql(
+        "select source_record_id, email, date_of_birth, phone from clean.person_records "
+        "where file = 'crm/known_bad.csv' order by 1"
+    )
+    assert [(r[0], r[1]) for r in kept] == [("KB-1", None), ("KB-2", "bo@example.org"), ("KB-3", "cy@example.org")]
+    assert kept[0][3] == "+12127365000" and kept[1][2] is None and kept[2][3] is None
 
 
 def test_truth_records_missing_from_identity_map_are_in_quarantine(platform: Platform):
