@@ -1,116 +1,167 @@
 """Golden profiles: one row per customer in `cdp.golden_profiles`, the table every team reads.
 
-Each attribute comes from the most trusted source that has it, then the most recently updated record,
-then the most recently loaded one, so the choice is deterministic. Name parts are taken together from
-one record and so are address parts: mixing a street from one record with a ZIP code from another
-would produce an address nobody lives at. Traits are recomputed from all orders and events each run,
-so they never drift from the data. Consent per purpose is the latest statement; a revocation wins a
-tie, and no statement is not consent (the column is NULL).
+Each attribute is chosen among the customer's records by its survivorship rule from the configuration
+(source priority by default), with deterministic tie-breaks, and `cdp.profile_provenance` records the
+source, record and time every chosen value came from. Name parts are taken together from one record
+and so are address parts: mixing a street from one record with a ZIP code from another would produce
+an address nobody lives at. Consent per purpose is the latest statement; a revocation wins a tie, and
+no statement is not consent (the column is NULL).
 """
+
+from datetime import datetime
 
 import dagster as dg
 import duckdb
 
-from cdp_assets.clean import EVENTS, TRANSACTIONS
+from cdp_assets.clean import EVENTS, TRANSACTIONS, sql_literal
 from cdp_assets.identity import IDENTITY_CLUSTERS
 from cdp_assets.metadata import masked_preview
-from resources.config import CDPConfig
-from resources.segment_sql import profile_columns
+from cdp_assets.traits import build_traits, resolve_as_of
+from resources.config import CDPConfig, SurvivorshipRule
+from resources.schema import profile_columns
 from resources.warehouse import Warehouse
 
 GROUP = "golden_profiles"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
+CHECK_PROVENANCE = "every_value_has_provenance"
 
-_BEST = "order by trust desc, updated_at desc nulls last, loaded_at desc, source, source_record_id"
+_TAIL = "loaded_at desc, source, source_record_id"
+_RECENCY = "coalesce(updated_at, loaded_at) desc"
+
+# Attribute -> (profile columns taken together from one record, SQL of its comparable value).
+ATTRIBUTES: dict[str, tuple[tuple[str, ...], str]] = {
+    "name": (
+        ("first_name", "middle_name", "last_name"),
+        "nullif(concat_ws(' ', first_name, middle_name, last_name), '')",
+    ),
+    "email": (("email",), "email"),
+    "phone": (("phone",), "phone"),
+    "address": (
+        ("address_line1", "address_line2", "city", "region", "postal_code", "country"),
+        "nullif(concat_ws(', ', address_line1, address_line2, city, region, postal_code, country), '')",
+    ),
+    "date_of_birth": (("date_of_birth",), "date_of_birth::varchar"),
+}
+_PRESENT = {
+    "name": "first_name is not null or last_name is not null",
+    "address": "address_line1 is not null or postal_code is not null or city is not null",
+}
 
 
-def build_profiles_sql(purposes: list[str]) -> str:
-    """The SELECT that builds every golden profile from the latest version of each member record."""
-    consent_columns = ",\n".join(
-        f"first(granted order by stated_at desc, granted asc) filter (where purpose = '{p}') as consent_{p}"
-        for p in purposes
-    )
-    consent_select = ", ".join(f"c.consent_{p}" for p in purposes)
+def _priority(rule: SurvivorshipRule) -> str:
+    if not rule.sources:
+        return "trust desc"
+    ranks = " ".join(f"when {sql_literal(s)} then {i}" for i, s in enumerate(rule.sources))
+    return f"case source {ranks} else {len(rule.sources)} end, trust desc"
+
+
+def rule_order(rule: SurvivorshipRule) -> str:
+    """ORDER BY that ranks a customer's candidate values, best first, with deterministic tie-breaks."""
+    priority = _priority(rule)
+    return {
+        "source_priority": f"{priority}, {_RECENCY}, {_TAIL}",
+        "non_null": f"{priority}, {_RECENCY}, {_TAIL}",
+        "most_recent": f"{_RECENCY}, {priority}, {_TAIL}",
+        "most_frequent": f"frequency desc, {priority}, {_RECENCY}, {_TAIL}",
+        "longest": f"completeness desc, length(value) desc, {priority}, {_RECENCY}, {_TAIL}",
+        "first_seen": f"coalesce(updated_at, loaded_at) asc, {priority}, {_TAIL}",
+    }[rule.rule]
+
+
+def _pick_sql(attribute: str, rule: SurvivorshipRule) -> str:
+    columns, value = ATTRIBUTES[attribute]
+    present = _PRESENT.get(attribute, f"{columns[0]} is not null")
+    completeness = " + ".join(f"({c} is not null)::int" for c in columns)
     return f"""
-    with members as (
-        select m.customer_id, p.*
-        from cdp.identity_map m join clean.person_records p using (source, source_record_id)
-        where p.is_latest
-    ),
-    attributes as (
-        select customer_id,
-            first(struct_pack(first_name, middle_name, last_name) {_BEST})
-                filter (where first_name is not null or last_name is not null) as name,
-            first(email {_BEST}) filter (where email is not null) as email,
-            first(phone {_BEST}) filter (where phone is not null) as phone,
-            first(struct_pack(address_line1, address_line2, city, region, postal_code, country) {_BEST})
-                filter (where address_line1 is not null or postal_code is not null or city is not null) as address,
-            first(country {_BEST}) filter (where country is not null) as any_country,
-            first(date_of_birth {_BEST}) filter (where date_of_birth is not null) as date_of_birth,
-            list(distinct email order by email) filter (where email is not null) as emails,
-            list(distinct phone order by phone) filter (where phone is not null) as phones,
-            count(*) as record_count,
-            min(loaded_at) as first_loaded_at,
-            max(updated_at) as updated_at
-        from members group by customer_id
-    ),
-    orders as (
-        select m.customer_id, count(*) as order_count, sum(t.amount) as lifetime_revenue,
-               min(t.occurred_at) as first_order_at, max(t.occurred_at) as last_order_at
-        from clean.transactions t join cdp.identity_map m using (source, source_record_id)
-        group by 1
-    ),
-    activity as (
-        select m.customer_id, count(*) as event_count, min(e.occurred_at) as first_event_at,
-               max(e.occurred_at) as last_seen_at
-        from clean.events e join cdp.identity_map m using (source, source_record_id)
-        group by 1
-    ),
-    consent as (
-        select m.customer_id{"," if purposes else ""}
-            {consent_columns}
-        from clean.consent_statements s join cdp.identity_map m using (source, source_record_id)
-        group by 1
-    ),
-    customers as (
-        select customer_id, list(distinct source order by source) as sources
-        from cdp.identity_map group by 1
-    )
-    select k.customer_id,
-        a.name.first_name, a.name.middle_name, a.name.last_name,
-        a.email, a.phone,
-        a.address.address_line1, a.address.address_line2, a.address.city, a.address.region,
-        a.address.postal_code, coalesce(a.address.country, a.any_country) as country,
-        a.date_of_birth,
-        coalesce(a.emails, []::varchar[]) as emails, coalesce(a.phones, []::varchar[]) as phones,
-        k.sources, coalesce(a.record_count, 0) as record_count,
-        least(a.first_loaded_at, o.first_order_at, v.first_event_at) as first_seen_at,
-        a.updated_at,
-        coalesce(o.order_count, 0) as order_count,
-        coalesce(o.lifetime_revenue, 0)::double as lifetime_revenue,
-        (o.lifetime_revenue / nullif(o.order_count, 0))::double as average_order_value,
-        o.first_order_at, o.last_order_at,
-        date_diff('day', o.last_order_at::date, current_date)::bigint as days_since_last_order,
-        coalesce(v.event_count, 0) as event_count, v.last_seen_at,
-        current_timestamp::timestamp as profile_built_at{", " + consent_select if purposes else ""}
-    from customers k
-    left join attributes a using (customer_id)
-    left join orders o using (customer_id)
-    left join activity v using (customer_id)
-    left join consent c using (customer_id)
-    order by k.customer_id
-    """
+        select customer_id, {", ".join(columns)}, value, source, source_record_id,
+               coalesce(updated_at, loaded_at) as value_at
+        from (
+            select *, {value} as value, {completeness} as completeness,
+                   count(*) over (partition by customer_id, {value}) as frequency
+            from members where {present}
+        )
+        qualify row_number() over (partition by customer_id order by {rule_order(rule)}) = 1"""
 
 
-def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> None:
-    """Rebuild `cdp.golden_profiles` with exactly the documented column order and types."""
-    columns = profile_columns(config.consent_purposes)
-    casts = ", ".join(f'"{c}"::{t} as "{c}"' for c, t in columns.items())
+def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> datetime:
+    """Rebuild `cdp.golden_profiles` and `cdp.profile_provenance`; returns the traits' as-of time."""
+    survivorship = config.profiles.survivorship
+    purposes = config.consent_purposes
     conn.execute(
-        f"create or replace table cdp.golden_profiles as select {casts} "
-        f"from ({build_profiles_sql(config.consent_purposes)})"
+        """create or replace temp table members as
+           select m.customer_id, p.* from cdp.identity_map m
+           join clean.person_records p using (source, source_record_id) where p.is_latest"""
     )
+    for attribute in ATTRIBUTES:
+        conn.execute(
+            f"create or replace temp table pick_{attribute} as {_pick_sql(attribute, survivorship.rule_for(attribute))}"
+        )
+    conn.execute(
+        """create or replace temp table consent_picks as
+            select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
+            from clean.consent_statements s join cdp.identity_map m using (source, source_record_id)
+            qualify row_number() over (partition by m.customer_id, s.purpose
+                                       order by s.stated_at desc, s.granted asc, s.source, s.source_record_id) = 1"""
+    )
+    as_of = resolve_as_of(conn, config)
+    build_traits(conn, config, as_of)
+    consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
+    consent = "".join(f', c."consent_{p}"' for p in purposes)
+    select = f"""
+        with lists as (
+            select customer_id,
+                list(distinct email order by email) filter (where email is not null) as emails,
+                list(distinct phone order by phone) filter (where phone is not null) as phones,
+                list(distinct {ATTRIBUTES["address"][1]} order by {ATTRIBUTES["address"][1]})
+                    filter (where {_PRESENT["address"]}) as addresses,
+                count(*) as record_count, min(loaded_at) as first_loaded_at, max(updated_at) as updated_at
+            from members group by customer_id
+        ),
+        customers as (
+            select customer_id, list(distinct source order by source) as sources from cdp.identity_map group by 1
+        ),
+        consent as (select customer_id{consent_columns} from consent_picks group by customer_id)
+        select k.customer_id, n.first_name, n.middle_name, n.last_name, e.email, ph.phone,
+            a.address_line1, a.address_line2, a.city, a.region, a.postal_code, a.country, d.date_of_birth,
+            coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
+            k.sources, coalesce(l.record_count, 0) as record_count,
+            least(l.first_loaded_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
+            t.* exclude (customer_id), {_ts(as_of)} as traits_as_of,
+            current_timestamp::timestamp as profile_built_at{consent}
+        from customers k
+        left join lists l using (customer_id)
+        left join pick_name n using (customer_id)
+        left join pick_email e using (customer_id)
+        left join pick_phone ph using (customer_id)
+        left join pick_address a using (customer_id)
+        left join pick_date_of_birth d using (customer_id)
+        left join customer_traits t using (customer_id)
+        left join consent c using (customer_id)
+        order by k.customer_id"""
+    columns = profile_columns(config)
+    casts = ", ".join(f'"{c}"::{t} as "{c}"' for c, t in columns.items())
+    conn.execute(f"create or replace table cdp.golden_profiles as select {casts} from ({select})")
+
+    provenance = [
+        f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at,
+                   '{survivorship.rule_for(attribute).rule}' as rule from pick_{attribute}"""
+        for attribute in ATTRIBUTES
+    ]
+    provenance.append(
+        """select customer_id, 'consent_' || purpose, granted::varchar, source, source_record_id, stated_at,
+                  'latest_statement' from consent_picks"""
+    )
+    conn.execute(
+        "create or replace table cdp.profile_provenance as "
+        + " union all ".join(provenance)
+        + " order by customer_id, attribute"
+    )
+    return as_of
+
+
+def _ts(value: datetime) -> str:
+    return f"timestamp '{value.isoformat(sep=' ')}'"
 
 
 def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
@@ -123,11 +174,11 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=GOLDEN_PROFILES,
         group_name=GROUP,
-        description="One golden profile per customer: best attributes by source trust then recency, traits, consent.",
+        description="One golden profile per customer: attributes by survivorship rule, provenance, traits, consent.",
         deps=deps,
         kinds={"duckdb"},
         owners=["team:data-engineering"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec(
@@ -136,11 +187,29 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 blocking=True,
                 description="Exactly one profile per customer id of cdp.identity_map.",
             ),
+            dg.AssetCheckSpec(
+                CHECK_PROVENANCE,
+                asset=GOLDEN_PROFILES,
+                blocking=True,
+                description="Every e-mail, phone, name, address and birth date on a profile has a provenance row.",
+            ),
         ],
     )
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            build_profiles(conn, config)
+            as_of = build_profiles(conn, config)
+            unexplained = conn.execute(
+                """select count(*) from cdp.golden_profiles p where
+                   (email is not null and not exists (select 1 from cdp.profile_provenance v
+                        where v.customer_id = p.customer_id and v.attribute = 'email' and v.value = p.email))
+                   or (phone is not null and not exists (select 1 from cdp.profile_provenance v
+                        where v.customer_id = p.customer_id and v.attribute = 'phone' and v.value = p.phone))
+                   or ((first_name is not null or last_name is not null) and not exists (
+                        select 1 from cdp.profile_provenance v where v.customer_id = p.customer_id
+                        and v.attribute = 'name'))
+                   or (date_of_birth is not null and not exists (select 1 from cdp.profile_provenance v
+                        where v.customer_id = p.customer_id and v.attribute = 'date_of_birth'))"""
+            ).fetchone()[0]
             profiles, distinct_ids = conn.execute(
                 "select count(*), count(distinct customer_id) from cdp.golden_profiles"
             ).fetchone()
@@ -161,6 +230,8 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "profiles_with_email": int(stats[0]),
                 "profiles_with_orders": int(stats[1]),
                 "total_revenue": dg.MetadataValue.float(float(stats[2])),
+                "traits_as_of": as_of.isoformat(sep=" "),
+                "traits": ", ".join(t.name for t in config.profiles.traits) or "built-in only",
                 "preview": dg.MetadataValue.md(preview),
             },
             check_results=[
@@ -173,6 +244,12 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                         "distinct_customer_ids": int(distinct_ids),
                         "customers_in_identity_map": int(customers),
                     },
+                ),
+                dg.AssetCheckResult(
+                    asset_key=GOLDEN_PROFILES,
+                    check_name=CHECK_PROVENANCE,
+                    passed=unexplained == 0,
+                    metadata={"profiles_with_unexplained_values": int(unexplained)},
                 ),
             ],
         )

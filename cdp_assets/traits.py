@@ -1,0 +1,151 @@
+"""Computed traits compiled to DuckDB SQL: built-in order and activity traits, RFM scores, and the traits
+declared in the configuration.
+
+Traits are recomputed from all events and transactions on every run, so they never drift the way
+incrementally updated counters do. All traits of one activity table are computed in a single pass
+(one GROUP BY with a FILTER clause per trait), which keeps ten million events to one scan.
+"""
+
+from datetime import UTC, datetime
+
+import duckdb
+
+from resources.config import CDPConfig, TraitConfig
+
+
+def resolve_as_of(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> datetime:
+    """The time windows are measured from: now, the newest activity, or a fixed timestamp."""
+    setting = config.profiles.as_of
+    if setting == "latest_activity":
+        latest = conn.execute(
+            "select max(t) from (select max(occurred_at) t from clean.events "
+            "union all select max(occurred_at) from clean.transactions)"
+        ).fetchone()[0]
+        if latest is not None:
+            return latest
+        setting = "now"
+    if setting == "now":
+        return datetime.now(UTC).replace(tzinfo=None)
+    parsed = datetime.fromisoformat(setting)
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _ts(value: datetime) -> str:
+    return f"timestamp '{value.isoformat(sep=' ')}'"
+
+
+def attach_customers(conn: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
+    """Temp tables `events_c` and `transactions_c`: activity up to the as-of time, with its customer id."""
+    for table in ("events", "transactions"):
+        conn.execute(
+            f"""create or replace temp table {table}_c as
+                select m.customer_id, t.* from clean.{table} t join cdp.identity_map m using (source, source_record_id)
+                where t.occurred_at <= {_ts(as_of)}"""
+        )
+
+
+def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
+    parts = []
+    if trait.where:
+        parts.append(f"({trait.where})")
+    interval = trait.window_interval()
+    if interval:
+        parts.append(f"occurred_at > {_ts(as_of)} - {interval}")
+    return " and ".join(parts) or None
+
+
+def trait_aggregate(trait: TraitConfig, as_of: datetime) -> str:
+    """One trait as an aggregate expression over `<table>_c`, for all traits but most_frequent."""
+    column = f'"{trait.column}"' if trait.column else None
+    expression = {
+        "count": f"count({column})" if column else "count(*)",
+        "count_distinct": f"count(distinct {column})",
+        "sum": f"sum({column})::double",
+        "avg": f"avg({column})::double",
+        "min": f"min({column})",
+        "max": f"max({column})",
+        "first": f"first({column} order by occurred_at, event_id) filter (where {column} is not null)",
+        "last": f"first({column} order by occurred_at desc, event_id desc) filter (where {column} is not null)",
+        "unique_list": f"list(distinct {column} order by {column}) filter (where {column} is not null)",
+    }[trait.aggregate]
+    condition = _condition(trait, as_of)
+    if condition is None:
+        return expression
+    if " filter (where " in expression:
+        return expression[:-1] + f" and {condition})"
+    return f"{expression} filter (where {condition})"
+
+
+def _empty_value(trait: TraitConfig) -> str | None:
+    """What a customer with no matching activity gets: 0 for counts and sums, [] for lists, else NULL."""
+    if trait.aggregate in ("count", "count_distinct", "sum"):
+        return "0"
+    if trait.aggregate == "unique_list":
+        return "[]"
+    return None
+
+
+def build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: datetime) -> None:
+    """Temp table `customer_traits(customer_id, <built-ins>, <configured traits>)`."""
+    attach_customers(conn, as_of)
+    declared = config.profiles.traits
+    for table in ("events", "transactions"):
+        mine = [t for t in declared if t.source == table and t.aggregate != "most_frequent"]
+        columns = "".join(f', {trait_aggregate(t, as_of)} as "{t.name}"' for t in mine)
+        builtin = (
+            ", count(*) as order_count, sum(amount)::double as lifetime_revenue, "
+            "min(occurred_at) as first_order_at, max(occurred_at) as last_order_at"
+            if table == "transactions"
+            else ", count(*) as event_count, min(occurred_at) as first_event_at, max(occurred_at) as last_seen_at"
+        )
+        conn.execute(
+            f"create or replace temp table {table}_traits as "
+            f"select customer_id{builtin}{columns} from {table}_c group by customer_id"
+        )
+    frequent = [t for t in declared if t.aggregate == "most_frequent"]
+    for trait in frequent:
+        condition = _condition(trait, as_of) or "true"
+        conn.execute(
+            f"""create or replace temp table "trait_{trait.name}" as
+                select customer_id, first(v order by n desc, v) as "{trait.name}" from (
+                    select customer_id, "{trait.column}" as v, count(*) as n from {trait.source}_c
+                    where "{trait.column}" is not null and {condition} group by 1, 2
+                ) group by 1"""
+        )
+    selected = []
+    for trait in declared:
+        holder = f'"trait_{trait.name}"' if trait.aggregate == "most_frequent" else f"{trait.source}_traits"
+        empty = _empty_value(trait)
+        value = f'{holder}."{trait.name}"'
+        selected.append(f'coalesce({value}, {empty}) as "{trait.name}"' if empty else f'{value} as "{trait.name}"')
+    joins = "".join(f' left join "trait_{t.name}" using (customer_id)' for t in frequent)
+    conn.execute(
+        f"""create or replace temp table customer_traits as
+            with base as (
+                select c.customer_id,
+                    coalesce(transactions_traits.order_count, 0) as order_count,
+                    coalesce(transactions_traits.lifetime_revenue, 0)::double as lifetime_revenue,
+                    (transactions_traits.lifetime_revenue / nullif(transactions_traits.order_count, 0))::double
+                        as average_order_value,
+                    transactions_traits.first_order_at, transactions_traits.last_order_at,
+                    date_diff('day', transactions_traits.last_order_at, {_ts(as_of)})::bigint
+                        as days_since_last_order,
+                    coalesce(events_traits.event_count, 0) as event_count, events_traits.first_event_at,
+                    events_traits.last_seen_at
+                    {"".join(", " + s for s in selected)}
+                from (select distinct customer_id from cdp.identity_map) c
+                left join transactions_traits using (customer_id)
+                left join events_traits using (customer_id){joins}
+            ),
+            scored as (
+                select customer_id,
+                    ceil(5 * cume_dist() over (order by last_order_at))::integer as rfm_recency,
+                    ceil(5 * cume_dist() over (order by order_count))::integer as rfm_frequency,
+                    ceil(5 * cume_dist() over (order by lifetime_revenue))::integer as rfm_monetary
+                from base where order_count > 0
+            )
+            select base.*, scored.rfm_recency, scored.rfm_frequency, scored.rfm_monetary,
+                scored.rfm_recency::varchar || scored.rfm_frequency::varchar || scored.rfm_monetary::varchar
+                    as rfm_score
+            from base left join scored using (customer_id)"""
+    )

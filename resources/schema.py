@@ -1,0 +1,152 @@
+"""The schemas users write expressions against, and the load-time check of those expressions.
+
+Segment conditions and trait filters are SQL expressions (DuckDB dialect). SQL is what data engineers
+already write, and DuckDB's binder is a complete checker: each expression is bound against an empty
+table with the exact schema, so an unknown column or a type mismatch fails when the configuration
+loads, with the segment or trait named, not half-way through a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+if TYPE_CHECKING:
+    from resources.config import CDPConfig, TraitConfig
+
+# Columns of `cdp.golden_profiles` that do not depend on the configuration.
+PROFILE_COLUMNS: dict[str, str] = {
+    "customer_id": "VARCHAR",
+    "first_name": "VARCHAR",
+    "middle_name": "VARCHAR",
+    "last_name": "VARCHAR",
+    "email": "VARCHAR",
+    "phone": "VARCHAR",
+    "address_line1": "VARCHAR",
+    "address_line2": "VARCHAR",
+    "city": "VARCHAR",
+    "region": "VARCHAR",
+    "postal_code": "VARCHAR",
+    "country": "VARCHAR",
+    "date_of_birth": "DATE",
+    "emails": "VARCHAR[]",
+    "phones": "VARCHAR[]",
+    "addresses": "VARCHAR[]",
+    "sources": "VARCHAR[]",
+    "record_count": "BIGINT",
+    "first_seen_at": "TIMESTAMP",
+    "updated_at": "TIMESTAMP",
+    "order_count": "BIGINT",
+    "lifetime_revenue": "DOUBLE",
+    "average_order_value": "DOUBLE",
+    "first_order_at": "TIMESTAMP",
+    "last_order_at": "TIMESTAMP",
+    "days_since_last_order": "BIGINT",
+    "rfm_recency": "INTEGER",
+    "rfm_frequency": "INTEGER",
+    "rfm_monetary": "INTEGER",
+    "rfm_score": "VARCHAR",
+    "event_count": "BIGINT",
+    "last_seen_at": "TIMESTAMP",
+    "traits_as_of": "TIMESTAMP",
+    "profile_built_at": "TIMESTAMP",
+}
+
+# Columns of the cleaned activity tables that traits aggregate.
+ACTIVITY_COLUMNS: dict[str, dict[str, str]] = {
+    "events": {
+        "source": "VARCHAR",
+        "event_id": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "event": "VARCHAR",
+        "occurred_at": "TIMESTAMP",
+        "status": "VARCHAR",
+    },
+    "transactions": {
+        "source": "VARCHAR",
+        "event_id": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "occurred_at": "TIMESTAMP",
+        "amount": "DOUBLE",
+        "currency": "VARCHAR",
+        "status": "VARCHAR",
+    },
+}
+_NUMERIC = {"DOUBLE", "BIGINT", "INTEGER"}
+
+
+def trait_type(trait: TraitConfig) -> str:
+    """The DuckDB type of a trait's profile column."""
+    if trait.aggregate in ("count", "count_distinct"):
+        return "BIGINT"
+    if trait.aggregate in ("sum", "avg"):
+        return "DOUBLE"
+    column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
+    return f"{column_type}[]" if trait.aggregate == "unique_list" else column_type
+
+
+def profile_columns(config: CDPConfig) -> dict[str, str]:
+    """The full golden-profile schema: fixed columns, configured traits, one BOOLEAN per consent purpose."""
+    traits = {t.name: trait_type(t) for t in config.profiles.traits}
+    consent = {f"consent_{p}": "BOOLEAN" for p in config.consent_purposes}
+    return {**PROFILE_COLUMNS, **traits, **consent}
+
+
+def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, str]) -> None:
+    ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
+    conn.execute(f"create table {name} ({ddl})")
+
+
+def _bind(conn: duckdb.DuckDBPyConnection, table: str, expression: str) -> str | None:
+    """None if the expression binds as a filter on the table, else DuckDB's first error line."""
+    if ";" in expression:
+        return "an expression is one SQL expression; ';' is not allowed"
+    try:
+        conn.execute(f"select count(*) from {table} where ({expression})").fetchall()
+    except duckdb.Error as exc:
+        return str(exc).split("\n")[0]
+    return None
+
+
+def validate_expressions(config: CDPConfig, config_path: Path) -> None:
+    """Check traits, segments and destination fields against the schemas; raise ConfigError naming the key."""
+    from resources.config import ConfigError
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{config_path}: {key}: {message}")
+
+    conn = duckdb.connect(":memory:")
+    try:
+        for table, columns in ACTIVITY_COLUMNS.items():
+            _empty_table(conn, table, columns)
+        for i, trait in enumerate(config.profiles.traits):
+            key = f"profiles.traits[{i}] ({trait.name})"
+            columns = ACTIVITY_COLUMNS[trait.source]
+            if trait.name in PROFILE_COLUMNS or trait.name.startswith("consent_"):
+                fail(f"{key}.name", f"'{trait.name}' is already a golden-profile column; choose another name")
+            if trait.column and trait.column not in columns:
+                fail(f"{key}.column", f"unknown column '{trait.column}' of {trait.source}; use {', '.join(columns)}")
+            if trait.aggregate in ("sum", "avg") and columns[trait.column or ""] not in _NUMERIC:
+                fail(f"{key}.aggregate", f"'{trait.aggregate}' needs a numeric column, '{trait.column}' is not")
+            if trait.where and (error := _bind(conn, trait.source, trait.where)):
+                fail(f"{key}.where", f"{error}. Columns of {trait.source}: {', '.join(columns)}")
+
+        columns = profile_columns(config)
+        for i, destination in enumerate(config.destinations):
+            unknown = [f for f in destination.fields if f not in columns]
+            if unknown:
+                fail(
+                    f"destinations[{i}] ({destination.name}).fields",
+                    f"unknown profile column(s) {unknown}. Columns you can use: {', '.join(columns)}",
+                )
+        _empty_table(conn, "golden_profiles", columns)
+        for i, segment in enumerate(config.segments):
+            if error := _bind(conn, "golden_profiles", segment.where):
+                fail(
+                    f"segments[{i}] ({segment.name}).where",
+                    f"{error}. Columns you can use: {', '.join(columns)}",
+                )
+    finally:
+        conn.close()
