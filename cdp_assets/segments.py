@@ -1,7 +1,10 @@
 """Segments: named groups of golden profiles, declared in the configuration, in `cdp.segment_membership`.
 
 A segment's condition is a SQL boolean expression over the columns of `cdp.golden_profiles`; it was
-bound against that schema when the configuration loaded, so here it only runs.
+bound against that schema when the configuration loaded, so here it only runs. Membership over time is
+kept in `cdp.segment_membership_history`: one row per stay in a segment, opened when a customer enters
+and closed when they leave, so "who entered since yesterday" and audience entered/exited events are
+queries, not reconstructions.
 """
 
 import dagster as dg
@@ -18,20 +21,62 @@ SEGMENT_MEMBERSHIP = dg.AssetKey(["segments", "segment_membership"])
 CHECK_MEMBERS_EXIST = "members_have_profiles"
 
 
-def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, int]:
-    """Rebuild `cdp.segment_membership(segment, customer_id, computed_at)`; returns size per segment."""
+def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, dict[str, int]]:
+    """Rebuild `cdp.segment_membership` and advance its history; returns size, entered, exited per segment."""
     selects = [
         f"select {sql_literal(s.name)} as segment, customer_id from cdp.golden_profiles where ({s.where})"
         for s in config.segments
     ] or ["select null::varchar as segment, null::varchar as customer_id where false"]
     conn.execute(
-        "create or replace table cdp.segment_membership as "
-        "select segment, customer_id, current_timestamp::timestamp as computed_at from ("
+        "create or replace temp table current_members as select distinct segment, customer_id from ("
         + " union all ".join(selects)
-        + ") order by segment, customer_id"
+        + ")"
     )
-    sizes = dict(conn.execute("select segment, count(*) from cdp.segment_membership group by 1").fetchall())
-    return {s.name: int(sizes.get(s.name, 0)) for s in config.segments}
+    conn.execute(
+        """create table if not exists cdp.segment_membership_history (
+               segment varchar, customer_id varchar, entered_at timestamp, exited_at timestamp)"""
+    )
+    now = conn.execute("select current_timestamp::timestamp").fetchone()[0]
+    conn.execute("begin transaction")
+    try:
+        conn.execute(
+            """update cdp.segment_membership_history h set exited_at = ?
+               where exited_at is null and not exists (
+                   select 1 from current_members c where c.segment = h.segment and c.customer_id = h.customer_id)""",
+            [now],
+        )
+        conn.execute(
+            """insert into cdp.segment_membership_history
+               select c.segment, c.customer_id, ?, null from current_members c
+               where not exists (select 1 from cdp.segment_membership_history h where h.exited_at is null
+                                 and h.segment = c.segment and h.customer_id = c.customer_id)""",
+            [now],
+        )
+        conn.execute(
+            """create or replace table cdp.segment_membership as
+               select c.segment, c.customer_id, h.entered_at, ?::timestamp as computed_at
+               from current_members c join cdp.segment_membership_history h
+                 on h.segment = c.segment and h.customer_id = c.customer_id and h.exited_at is null
+               order by c.segment, c.customer_id""",
+            [now],
+        )
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    counts = conn.execute(
+        """select segment, count(*) filter (where exited_at is null), count(*) filter (where entered_at = $now),
+                  count(*) filter (where exited_at = $now)
+           from cdp.segment_membership_history where exited_at is null or exited_at = $now group by 1""",
+        {"now": now},
+    ).fetchall()
+    found = {segment: (size, entered, exited) for segment, size, entered, exited in counts}
+    # Segments removed from the configuration show up once, with everyone exiting.
+    names = [s.name for s in config.segments] + sorted(set(found) - {s.name for s in config.segments})
+    return {
+        name: dict(zip(("size", "entered", "exited"), map(int, found.get(name, (0, 0, 0))), strict=True))
+        for name in names
+    }
 
 
 def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
@@ -62,7 +107,7 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
     )
     def segment_membership(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            sizes = build_membership(conn, config)
+            changes = build_membership(conn, config)
             orphans, duplicates = conn.execute(
                 """select (select count(*) from cdp.segment_membership s
                            anti join cdp.golden_profiles p using (customer_id)),
@@ -74,11 +119,13 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "join cdp.golden_profiles p using (customer_id) order by m.segment, m.customer_id",
             )
         metadata: dict[str, object] = {
-            "dagster/row_count": dg.MetadataValue.int(sum(sizes.values())),
-            "sizes": dg.MetadataValue.md(markdown_table([{"segment": k, "members": v} for k, v in sizes.items()])),
+            "dagster/row_count": dg.MetadataValue.int(sum(c["size"] for c in changes.values())),
+            "segments": dg.MetadataValue.md(markdown_table([{"segment": k, **v} for k, v in changes.items()])),
             "preview": dg.MetadataValue.md(preview),
         }
-        metadata.update({f"size_{name}": dg.MetadataValue.int(size) for name, size in sizes.items()})
+        # One number per segment and measure, so the UI plots each over time.
+        for name, figures in changes.items():
+            metadata.update({f"{name}_{measure}": dg.MetadataValue.int(n) for measure, n in figures.items()})
         return dg.MaterializeResult(
             metadata=metadata,
             check_results=[

@@ -57,23 +57,24 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
 def trait_aggregate(trait: TraitConfig, as_of: datetime) -> str:
     """One trait as an aggregate expression over `<table>_c`, for all traits but most_frequent."""
     column = f'"{trait.column}"' if trait.column else None
-    expression = {
-        "count": f"count({column})" if column else "count(*)",
-        "count_distinct": f"count(distinct {column})",
-        "sum": f"sum({column})::double",
-        "avg": f"avg({column})::double",
-        "min": f"min({column})",
-        "max": f"max({column})",
-        "first": f"first({column} order by occurred_at, event_id) filter (where {column} is not null)",
-        "last": f"first({column} order by occurred_at desc, event_id desc) filter (where {column} is not null)",
-        "unique_list": f"list(distinct {column} order by {column}) filter (where {column} is not null)",
+    aggregate, ordering = {
+        "count": (f"count({column})" if column else "count(*)", ""),
+        "count_distinct": (f"count(distinct {column})", ""),
+        "sum": (f"sum({column})", ""),
+        "avg": (f"avg({column})", ""),
+        "min": (f"min({column})", ""),
+        "max": (f"max({column})", ""),
+        "first": (f"first({column}", " order by occurred_at, event_id)"),
+        "last": (f"first({column}", " order by occurred_at desc, event_id desc)"),
+        "unique_list": (f"list(distinct {column}", f" order by {column})"),
     }[trait.aggregate]
-    condition = _condition(trait, as_of)
-    if condition is None:
-        return expression
-    if " filter (where " in expression:
-        return expression[:-1] + f" and {condition})"
-    return f"{expression} filter (where {condition})"
+    conditions = [f"{column} is not null"] if trait.aggregate in ("first", "last", "unique_list") else []
+    if condition := _condition(trait, as_of):
+        conditions.append(condition)
+    expression = aggregate + ordering
+    if conditions:
+        expression += f" filter (where {' and '.join(conditions)})"
+    return f"({expression})::double" if trait.aggregate in ("sum", "avg") else expression
 
 
 def _empty_value(trait: TraitConfig) -> str | None:
