@@ -1,6 +1,10 @@
 """Computed traits compiled to DuckDB SQL: built-in order and activity traits, RFM scores, and the traits
 declared in the configuration.
 
+RFM scores are quintiles among customers with orders (5 = most recent, most orders, most revenue),
+from the percent rank, so equal values always get the same score and the many one-order customers
+score 1 on frequency rather than sharing the top band.
+
 Traits are recomputed from all events and transactions on every run, so they never drift the way
 incrementally updated counters do. All traits of one activity table are computed in a single pass
 (one GROUP BY with a FILTER clause per trait), which keeps ten million events to one scan.
@@ -140,9 +144,10 @@ def build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: date
             ),
             scored as (
                 select customer_id,
-                    ceil(5 * cume_dist() over (order by last_order_at))::integer as rfm_recency,
-                    ceil(5 * cume_dist() over (order by order_count))::integer as rfm_frequency,
-                    ceil(5 * cume_dist() over (order by lifetime_revenue))::integer as rfm_monetary
+                    least(5, 1 + floor(5 * percent_rank() over (order by last_order_at)))::integer as rfm_recency,
+                    least(5, 1 + floor(5 * percent_rank() over (order by order_count)))::integer as rfm_frequency,
+                    least(5, 1 + floor(5 * percent_rank() over (order by lifetime_revenue)))::integer
+                        as rfm_monetary
                 from base where order_count > 0
             )
             select base.*, scored.rfm_recency, scored.rfm_frequency, scored.rfm_monetary,

@@ -95,8 +95,11 @@ def profile_columns(config: CDPConfig) -> dict[str, str]:
 
 
 def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, str]) -> None:
+    """A table with the schema and one row of NULLs: binding checks names and types, and evaluating the
+    row makes DuckDB cast constants, so `lifetime_revenue > 'lots'` fails here rather than in a run."""
     ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
     conn.execute(f"create table {name} ({ddl})")
+    conn.execute(f"insert into {name} default values")
 
 
 def _bind(conn: duckdb.DuckDBPyConnection, table: str, expression: str) -> str | None:
