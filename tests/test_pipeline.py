@@ -176,6 +176,10 @@ def test_segments_hold_exactly_the_matching_profiles(platform: Platform):
         actual = platform.scalar("select count(*) from cdp.segment_membership where segment = ?", [segment.name])
         assert actual == expected, segment.name
     assert platform.scalar("select count(*) from cdp.segment_membership") > 0
+    # Re-runs with the same data open no new stays: the history's open rows are exactly the members.
+    assert platform.sql(
+        "select segment, customer_id from cdp.segment_membership_history where exited_at is null order by all"
+    ) == platform.sql("select segment, customer_id from cdp.segment_membership order by all")
 
 
 def test_file_destinations_write_the_segment(platform: Platform):
