@@ -12,7 +12,7 @@ from cdp_assets.extract import build_extract_asset
 from cdp_assets.identity import build_identity_asset
 from cdp_assets.profiles import build_profiles_asset
 from cdp_assets.segments import build_segments_asset
-from cdp_assets.syncs import build_sync_asset
+from cdp_assets.syncs import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
 from resources.warehouse import warehouse_resource
 from sensors.automation import automation_sensor
@@ -26,7 +26,10 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), build_segments_asset(config)]
-    assets += [build_sync_asset(config, d) for d in config.destinations]
+    assets += [
+        build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
+        for d in config.destinations
+    ]
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
         selection=dg.AssetSelection.all(),

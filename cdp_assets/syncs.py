@@ -3,15 +3,31 @@
 The file destination writes one CSV or Parquet file per run into its folder, named by time, so a
 downstream job picks up complete files only (DuckDB writes to a temporary name and renames). Every
 export is logged in `syncs.file_exports`.
+
+Row-level destinations (webhook, rest, hashed_audience, postgres) send only what changed since the
+destination last acknowledged it, in the destination's sync mode, with consent enforced; see
+`sync_state` for the bookkeeping and `resources.destinations` for delivery and retries.
 """
 
+import os
+import time
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from cdp_assets.clean import sql_literal
+from cdp_assets.profiles import GOLDEN_PROFILES
 from cdp_assets.segments import SEGMENT_MEMBERSHIP
+from cdp_assets.sync_state import plan_sync, record_batch, record_outcome
 from resources.config import CDPConfig, FileDestinationConfig
+from resources.destinations import (
+    DestinationClient,
+    HashedAudienceClient,
+    RestClient,
+    RetryPolicy,
+    WebhookClient,
+    deliver,
+)
 from resources.warehouse import Warehouse
 
 GROUP = "destination_syncs"
@@ -73,6 +89,194 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
                 "dagster/row_count": dg.MetadataValue.int(int(outcome["rows"])),
                 "file": dg.MetadataValue.path(str(outcome["file"])),
             }
+        )
+
+    return sync
+
+
+# --------------------------------------------------------------------------- row-level destinations
+
+CHECK_DELIVERED = "every_change_delivered"
+
+
+def _headers(destination) -> dict[str, str]:
+    """The auth header, with its secret read from the environment now and never logged."""
+    if destination.auth is None:
+        return {}
+    token = os.environ.get(destination.auth.env)
+    if not token:
+        raise dg.Failure(
+            f"Destination '{destination.name}': environment variable {destination.auth.env} (auth) is not set"
+        )
+    value = f"{destination.auth.scheme} {token}" if destination.auth.scheme else token
+    return {destination.auth.header: value}
+
+
+def make_client(destination) -> DestinationClient:
+    """The client for a destination's type: HTTP clients share one session per destination."""
+    timeout = destination.retry.timeout_seconds
+    if destination.type == "webhook":
+        return WebhookClient(destination.url, destination.segment or "all_profiles", timeout, _headers(destination))
+    if destination.type == "rest":
+        return RestClient(
+            destination.upsert_url,
+            destination.delete_url,
+            method=destination.method,
+            records_key=destination.records_key,
+            ids_key=destination.ids_key,
+            id_field=destination.id_field,
+            timeout=timeout,
+            headers=_headers(destination),
+        )
+    if destination.type == "hashed_audience":
+        return HashedAudienceClient(destination.url, timeout, _headers(destination))
+    if destination.type == "postgres":
+        from resources.postgres_destination import PostgresClient
+
+        dsn = os.environ.get(destination.dsn_env)
+        if not dsn:
+            raise dg.Failure(
+                f"Destination '{destination.name}': environment variable {destination.dsn_env} (dsn_env) is not set"
+            )
+        return PostgresClient(dsn, destination.table, destination.key_column, schema=destination.db_schema)
+    raise ValueError(f"no client for destination type {destination.type!r}")
+
+
+def run_sync(
+    conn, config: CDPConfig, destination, run_id: str, client: DestinationClient | None = None, sleep=time.sleep
+) -> dict[str, object]:
+    """Plan, send and record one destination's sync; returns the run report."""
+    plan = plan_sync(conn, config, destination)
+    report: dict[str, object] = {
+        "added": plan.count("add"),
+        "updated": plan.count("update"),
+        "removed": plan.count("remove"),
+        "retried": len(plan.retrying),
+        "skipped_for_consent": plan.skipped_for_consent,
+        "rejected": len(plan.rejected),
+        "superseded": plan.superseded,
+        "failed": 0,
+        "requests": 0,
+        "dry_run": destination.dry_run,
+        "unavailable": None,
+    }
+    record_outcome(conn, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
+    if destination.dry_run or not plan.changes:
+        if destination.dry_run:
+            record_outcome(
+                conn, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes]
+            )
+        return report
+    client = client or make_client(destination)
+    try:
+        delivery = deliver(
+            client,
+            destination.name,
+            plan.changes,
+            batch_size=destination.batch_size,
+            policy=RetryPolicy(
+                destination.retry.max_attempts,
+                destination.retry.base_delay_seconds,
+                destination.retry.max_delay_seconds,
+            ),
+            rate_limit=destination.rate_limit_per_second,
+            on_batch=lambda ok, bad: record_batch(conn, destination.name, run_id, ok, bad),
+            sleep=sleep,
+        )
+    finally:
+        client.close()
+    record_outcome(
+        conn,
+        destination.name,
+        run_id,
+        "deferred",
+        [(c.key, c.operation, delivery.unavailable) for c in delivery.deferred],
+    )
+    sent = {c.key for c in delivery.accepted}
+    report.update(
+        {
+            "added": sum(1 for c in delivery.accepted if c.operation == "add"),
+            "updated": sum(1 for c in delivery.accepted if c.operation == "update"),
+            "removed": sum(1 for c in delivery.accepted if c.operation == "remove"),
+            "retried": len(plan.retrying & sent),
+            "failed": len(delivery.failed),
+            "deferred": len(delivery.deferred),
+            "requests": delivery.requests,
+            "request_retries": delivery.retries,
+            "unavailable": delivery.unavailable,
+        }
+    )
+    return report
+
+
+def build_row_sync_asset(config: CDPConfig, destination) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["syncs", destination.name])
+    receives = f"segment '{destination.segment}'" if destination.segment else "every profile"
+    deps = [SEGMENT_MEMBERSHIP] if destination.segment else [GOLDEN_PROFILES]
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        description=f"Syncs {receives} to {destination.type} destination '{destination.name}' ({destination.mode}).",
+        deps=deps,
+        kinds={"duckdb", "postgres" if destination.type == "postgres" else "api"},
+        owners=["team:marketing-ops"],
+        code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
+        metadata={
+            "mode": destination.mode,
+            "purpose": destination.purpose or "none",
+            "fields": ", ".join(f"{k} <- {v}" for k, v in destination.fields.items()),
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                CHECK_DELIVERED,
+                asset=key,
+                blocking=False,
+                description="Every change of the run was accepted by the destination (failures are retried next run).",
+            )
+        ],
+    )
+    def sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            report = run_sync(conn, config, destination, context.run_id)
+            backlog = conn.execute(
+                "select count(*) from syncs.pending where destination = ?", [destination.name]
+            ).fetchone()[0]
+            acknowledged = conn.execute(
+                "select count(*) from syncs.destination_state where destination = ? and present", [destination.name]
+            ).fetchone()[0]
+        context.log.info(f"{destination.name}: {report}")
+        if report["unavailable"]:
+            raise dg.Failure(
+                f"Destination '{destination.name}' unavailable after retries: {report['unavailable']}. "
+                f"{report.get('deferred', 0)} changes deferred to the next run; nothing was marked as sent.",
+                metadata={k: v for k, v in report.items() if isinstance(v, int)},
+            )
+        metadata = {
+            k: dg.MetadataValue.int(int(v)) for k, v in report.items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+        metadata.update(
+            {
+                "dry_run": bool(report["dry_run"]),
+                "failed_backlog": int(backlog),
+                "dagster/row_count": dg.MetadataValue.int(int(acknowledged)),
+            }
+        )
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=CHECK_DELIVERED,
+                    passed=report["failed"] == 0 and report["rejected"] == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "failed": int(report["failed"]),
+                        "rejected": int(report["rejected"]),
+                        "backlog": int(backlog),
+                    },
+                )
+            ],
         )
 
     return sync

@@ -138,7 +138,10 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
 
         columns = profile_columns(config)
         for i, destination in enumerate(config.destinations):
-            unknown = [f for f in destination.fields if f not in columns]
+            used = destination.fields if destination.type == "file" else list(destination.fields.values())
+            if destination.type != "file":
+                used = [*used, destination.primary_key]
+            unknown = [f for f in used if f not in columns]
             if unknown:
                 fail(
                     f"destinations[{i}] ({destination.name}).fields",

@@ -43,6 +43,18 @@ create table if not exists clean.transactions (
     source varchar, event_id varchar, source_record_id varchar, occurred_at timestamp, amount double,
     currency varchar, status varchar, file varchar, row_number bigint, loaded_at timestamp
 );
+create table if not exists syncs.destination_state (
+    destination varchar, key varchar, row_hash varchar, row_json varchar, present boolean,
+    acknowledged_at timestamp, primary key (destination, key)
+);
+create table if not exists syncs.pending (
+    destination varchar, key varchar, operation varchar, error varchar, attempts integer,
+    first_failed_at timestamp, last_failed_at timestamp, primary key (destination, key)
+);
+create table if not exists syncs.changelog (
+    destination varchar, run_id varchar, key varchar, operation varchar, status varchar, error varchar,
+    logged_at timestamp
+);
 create table if not exists clean.consent_statements (
     source varchar, source_record_id varchar, purpose varchar, granted boolean, stated_at timestamp,
     file varchar, row_number bigint

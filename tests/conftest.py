@@ -8,20 +8,29 @@ import pytest
 import yaml
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import CDPConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_config(folder: Path, **overrides: object) -> Path:
-    """The repository's cdp.yaml with its paths moved into `folder` (and top-level keys overridden)."""
+DEMO_DESTINATION = "http://127.0.0.1:8765"
+
+
+def write_config(folder: Path, destination_url: str = DEMO_DESTINATION, **overrides: object) -> Path:
+    """The repository's cdp.yaml with its paths moved into `folder`, its HTTP destinations pointed at
+    `destination_url`, and top-level keys overridden."""
     raw = yaml.safe_load((REPO / "cdp.yaml").read_text())
     raw["warehouse"]["path"] = "warehouse.duckdb"
     raw["landing"]["path"] = "landing"
     raw["landing"]["settle_seconds"] = 0
     for destination in raw.get("destinations", []):
-        destination["path"] = "exports"
+        if destination["type"] == "file":
+            destination["path"] = "exports"
+        for key in ("url", "upsert_url", "delete_url"):
+            if key in destination:
+                destination[key] = destination[key].replace(DEMO_DESTINATION, destination_url)
     raw.update(overrides)
     path = folder / "cdp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -62,11 +71,13 @@ KNOWN_BAD_CRM = CRM_HEADER + (
 )
 
 
-def make_platform(folder: Path, instance: dg.DagsterInstance, people: int = 400, seed: int = 7) -> Platform:
+def make_platform(
+    folder: Path, instance: dg.DagsterInstance, destination_url: str, people: int = 400, seed: int = 7
+) -> Platform:
     truth = folder / "ground_truth.csv"
     generate(people=people, seed=seed, out_dir=folder / "landing", truth_path=truth)
     (folder / "landing" / "crm" / "known_bad.csv").write_text(KNOWN_BAD_CRM)
-    config = load_config(write_config(folder))
+    config = load_config(write_config(folder, destination_url))
     return Platform(folder, config, build_definitions(config), instance, truth)
 
 
@@ -77,9 +88,18 @@ def instance() -> dg.DagsterInstance:
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory, instance: dg.DagsterInstance) -> Platform:
+def destination_server() -> DestinationServer:
+    """The demo destination, fault-free, on a free port: the HTTP syncs of the demo configuration go here."""
+    with DestinationServer(host="127.0.0.1", port=0) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, instance: dg.DagsterInstance, destination_server: DestinationServer
+) -> Platform:
     """A platform materialized once on 400 generated people; tests only read it."""
-    built = make_platform(tmp_path_factory.mktemp("platform"), instance)
+    built = make_platform(tmp_path_factory.mktemp("platform"), instance, destination_server.url)
     result = built.refresh()
     assert result.success
     return built

@@ -103,8 +103,8 @@ def test_extract_started_by_the_sensor_skips_materializing_when_nothing_changed(
         assert second.success and second.get_asset_materialization_events() == []
 
 
-def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path):
-    config = load_config(write_config(tmp_path))
+def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destination_server):
+    config = load_config(write_config(tmp_path, destination_server.url))
     (config.landing_path / "support").mkdir(parents=True)
     (config.landing_path / "support" / "t.csv").write_text(
         "ticket_id,requester_email,requester_name,subject,status,priority,created_at\n"

@@ -57,12 +57,12 @@ def _wait_for_server(url: str, process: subprocess.Popen, timeout: float = 180) 
 
 
 @pytest.fixture
-def environment(tmp_path: Path) -> dict[str, str]:
+def environment(tmp_path: Path, destination_server) -> dict[str, str]:
     generate(people=150, seed=11, out_dir=tmp_path / "landing", truth_path=tmp_path / "truth.csv")
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    return {**os.environ, "DAGSTER_HOME": str(home), "CDP_CONFIG": str(write_config(tmp_path))}
+    return {**os.environ, "DAGSTER_HOME": str(home), "CDP_CONFIG": str(write_config(tmp_path, destination_server.url))}
 
 
 def test_cli_materializes_everything_and_the_webserver_shows_it(environment: dict[str, str]):

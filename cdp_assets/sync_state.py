@@ -1,0 +1,242 @@
+"""Change detection and delivery bookkeeping for row-level destination syncs.
+
+Each run compares the rows a destination should hold now with the rows it last *acknowledged*, by
+primary key, and sends only the difference. The acknowledged state (`syncs.destination_state`) moves
+forward batch by batch, and only for rows the destination accepted, so a crash at any point loses no
+change and never marks an unsent row as sent: the next run's diff simply contains it again. Rows the
+destination refused stay in `syncs.pending` and go first in every later run until they succeed or are
+superseded, and every row's fate is written to `syncs.changelog`.
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from cdp_assets.clean import sql_literal
+from resources.config import CDPConfig
+from resources.destinations import Change
+from resources.hashing import hash_identifier
+
+# Which diff categories each sync mode sends, and as what operation.
+_MODES: dict[str, dict[str, str]] = {
+    "insert": {"new": "add"},
+    "update": {"new": "update", "changed": "update"},
+    "upsert": {"new": "add", "changed": "update"},
+    "mirror": {"new": "add", "changed": "update", "left": "remove"},
+    "delete": {"new": "remove"},
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Plan:
+    """What one run will send, and what it will not (and why)."""
+
+    changes: list[Change] = field(default_factory=list)
+    rejected: list[tuple[str | None, str]] = field(default_factory=list)
+    skipped_for_consent: int = 0
+    superseded: int = 0
+    retrying: set[str] = field(default_factory=set)
+
+    def count(self, operation: str) -> int:
+        return sum(1 for c in self.changes if c.operation == operation)
+
+
+def current_rows(conn: duckdb.DuckDBPyConnection, destination: Any) -> None:
+    """Temp table `sync_current(key, consented, row_json)`: what the destination should hold now."""
+    source = "cdp.golden_profiles p"
+    if destination.segment:
+        source += (
+            " join cdp.segment_membership m on m.customer_id = p.customer_id"
+            f" and m.segment = {sql_literal(destination.segment)}"
+        )
+    consented = f'coalesce(p."consent_{destination.purpose}", false)' if destination.purpose else "true"
+    fields = ", ".join(f'{sql_literal(name)}: p."{column}"' for name, column in destination.fields.items())
+    conn.execute(
+        f"""create or replace temp table sync_current as
+            select p."{destination.primary_key}"::varchar as key, {consented} as consented,
+                   to_json({{{fields}}})::varchar as row_json
+            from {source}"""
+    )
+
+
+def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: Any, plan: Plan) -> None:
+    """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
+    left with no identifier at all is rejected with the reasons, never the whole batch."""
+    kinds = {name: ("email" if "mail" in name else "phone") for name in destination.fields if name.endswith("_sha256")}
+    keys: list[str] = []
+    payloads: list[str] = []
+    for key, row_json in conn.execute("select key, row_json from sync_current where consented").fetchall():
+        row = json.loads(row_json)
+        reasons = []
+        for name, kind in kinds.items():
+            value = row.get(name)
+            result = hash_identifier(
+                None if value is None else str(value),
+                kind,
+                gmail_dots=destination.gmail_dots,
+                default_region=destination.default_region,
+                phone_plus=destination.phone_plus,
+            )
+            row[name] = result.hashed
+            if result.hashed is None and value not in (None, ""):
+                reasons.append(f"{name}: {result.reason} ({str(value)[:1]}***)")
+        if kinds and all(row[name] is None for name in kinds):
+            plan.rejected.append((key, "no usable identifier" + (": " + "; ".join(reasons) if reasons else "")))
+            continue
+        keys.append(key)
+        payloads.append(json.dumps(row, sort_keys=True))
+    conn.register(
+        "hashed_frame", pa.table({"key": pa.array(keys, pa.string()), "row_json": pa.array(payloads, pa.string())})
+    )
+    conn.execute(
+        """create or replace temp table sync_current as
+           select key, true as consented, row_json from hashed_frame
+           union all select key, consented, row_json from sync_current where not consented"""
+    )
+    conn.unregister("hashed_frame")
+
+
+def plan_sync(conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: Any) -> Plan:
+    """Diff what the destination should hold against what it acknowledged, following the sync mode."""
+    plan = Plan()
+    current_rows(conn, destination)
+    if destination.type == "hashed_audience":
+        hash_identifiers(conn, destination, plan)
+    plan.skipped_for_consent = int(conn.execute("select count(*) from sync_current where not consented").fetchone()[0])
+    for key, reason in conn.execute(
+        """select key, case when key is null then 'missing primary key' else 'duplicate primary key' end
+           from sync_current where consented
+           qualify key is null or count(*) over (partition by key) > 1"""
+    ).fetchall():
+        plan.rejected.append((key, reason))
+    name = sql_literal(destination.name)
+    categories = _MODES[destination.mode]
+    conn.execute(
+        f"""create or replace temp table sync_diff as
+            with want as (
+                select key, row_json, md5(row_json) as row_hash from sync_current
+                where consented and key is not null qualify count(*) over (partition by key) = 1
+            ),
+            have as (select * from syncs.destination_state where destination = {name})
+            select w.key, w.row_json, w.row_hash,
+                   case when h.key is null or not h.present then 'new' else 'changed' end as category
+            from want w left join have h using (key)
+            where h.key is null or h.present is distinct from ({destination.mode != "delete"})
+               or (h.present and h.row_hash <> w.row_hash)
+            union all
+            select h.key, h.row_json, h.row_hash, 'left' from have h
+            where h.present and not exists (select 1 from want w where w.key = h.key)"""
+    )
+    pending = {k for (k,) in conn.execute(f"select key from syncs.pending where destination = {name}").fetchall()}
+    rows = conn.execute("select key, row_json, row_hash, category from sync_diff order by key").fetchall()
+    wanted = [(k, j, h, categories[c]) for k, j, h, c in rows if c in categories]
+    wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
+    plan.changes = [Change(k, op, json.loads(j), h) for k, j, h, op in wanted]
+    plan.retrying = pending & {c.key for c in plan.changes}
+    superseded = sorted(pending - {c.key for c in plan.changes})
+    plan.superseded = len(superseded)
+    if superseded:
+        conn.register("superseded_frame", pa.table({"key": pa.array(superseded, pa.string())}))
+        conn.execute(
+            f"delete from syncs.pending where destination = {name} and key in (select key from superseded_frame)"
+        )
+        conn.unregister("superseded_frame")
+    return plan
+
+
+def record_batch(
+    conn: duckdb.DuckDBPyConnection,
+    destination: str,
+    run_id: str,
+    accepted: list[Change],
+    failed: list[tuple[Change, str]],
+) -> None:
+    """Acknowledge accepted rows and queue failed ones, in one transaction per batch."""
+    now = _now()
+    conn.execute("begin transaction")
+    try:
+        if accepted:
+            frame = pa.table(
+                {
+                    "key": pa.array([c.key for c in accepted], pa.string()),
+                    "operation": pa.array([c.operation for c in accepted], pa.string()),
+                    "row_hash": pa.array([c.row_hash for c in accepted], pa.string()),
+                    "row_json": pa.array(
+                        [json.dumps(c.row, sort_keys=True, default=str) for c in accepted], pa.string()
+                    ),
+                }
+            )
+            conn.register("accepted_frame", frame)
+            conn.execute(
+                """insert or replace into syncs.destination_state
+                   select ?, key, row_hash, row_json, operation <> 'remove', ? from accepted_frame""",
+                [destination, now],
+            )
+            conn.execute(
+                "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
+                [destination],
+            )
+            conn.execute(
+                "insert into syncs.changelog select ?, ?, key, operation, 'sent', null, ? from accepted_frame",
+                [destination, run_id, now],
+            )
+            conn.unregister("accepted_frame")
+        if failed:
+            frame = pa.table(
+                {
+                    "key": pa.array([c.key for c, _ in failed], pa.string()),
+                    "operation": pa.array([c.operation for c, _ in failed], pa.string()),
+                    "error": pa.array([e[:1000] for _, e in failed], pa.string()),
+                }
+            )
+            conn.register("failed_frame", frame)
+            conn.execute(
+                """insert or replace into syncs.pending
+                   select ?, f.key, f.operation, f.error, coalesce(p.attempts, 0) + 1,
+                          coalesce(p.first_failed_at, ?), ?
+                   from failed_frame f left join syncs.pending p on p.destination = ? and p.key = f.key""",
+                [destination, now, now, destination],
+            )
+            conn.execute(
+                "insert into syncs.changelog select ?, ?, key, operation, 'failed', error, ? from failed_frame",
+                [destination, run_id, now],
+            )
+            conn.unregister("failed_frame")
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+
+
+def record_outcome(
+    conn: duckdb.DuckDBPyConnection,
+    destination: str,
+    run_id: str,
+    status: str,
+    rows: list[tuple[str | None, str | None, str]],
+) -> None:
+    """Changelog rows for what was not delivered in batches: rejected, deferred, superseded, dry run."""
+    if not rows:
+        return
+    now = _now()
+    frame = pa.table(
+        {
+            "key": pa.array([r[0] for r in rows], pa.string()),
+            "operation": pa.array([r[1] for r in rows], pa.string()),
+            "error": pa.array([r[2] for r in rows], pa.string()),
+        }
+    )
+    conn.register("outcome_frame", frame)
+    conn.execute(
+        "insert into syncs.changelog select ?, ?, key, operation, ?, error, ? from outcome_frame",
+        [destination, run_id, status, now],
+    )
+    conn.unregister("outcome_frame")

@@ -1,0 +1,334 @@
+"""Destination syncs against a real HTTP server that fails, rate-limits and times out on purpose.
+
+The warehouse is a real DuckDB database holding golden profiles and segment membership written
+directly; the destination is the demo destination server on a free port, reached over real HTTP.
+"""
+
+from pathlib import Path
+
+import duckdb
+import pytest
+import requests
+import yaml
+
+from cdp_assets.sync_state import plan_sync
+from cdp_assets.syncs import make_client, run_sync
+from demo.destination_server import DestinationServer, Faults
+from resources.config import CDPConfig, load_config
+from resources.destinations import Change, RejectedError, RetryPolicy, batch_id, deliver
+from resources.schema import profile_columns
+from resources.warehouse import bootstrap
+
+FAST_RETRY = {"max_attempts": 8, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05, "timeout_seconds": 0.2}
+
+
+def make_config(tmp_path: Path, destination: dict) -> CDPConfig:
+    raw = {
+        "sources": [
+            {
+                "name": "crm",
+                "format": "csv",
+                "glob": "*.csv",
+                "role": "person",
+                "record_id": "id",
+                "consent": {"email_marketing": "optin"},
+            }
+        ],
+        "segments": [{"name": "vip", "where": "lifetime_revenue >= 100"}],
+        "destinations": [
+            {"name": "dest", "segment": "vip", "purpose": "email_marketing", "retry": FAST_RETRY, **destination}
+        ],
+    }
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)
+
+
+class Warehouse:
+    """Profiles and membership written by hand, so each test states exactly who should be where."""
+
+    def __init__(self, config: CDPConfig) -> None:
+        self.config = config
+        self.conn = duckdb.connect(":memory:")
+        bootstrap(self.conn)
+        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
+        self.conn.execute(f"create table cdp.golden_profiles ({ddl})")
+        self.conn.execute("create table cdp.segment_membership (segment varchar, customer_id varchar)")
+
+    def set_members(self, members: dict[str, dict]) -> None:
+        """members: customer_id -> {email, phone, first_name, consent}."""
+        self.conn.execute("delete from cdp.golden_profiles")
+        self.conn.execute("delete from cdp.segment_membership")
+        for customer, fields in members.items():
+            self.conn.execute(
+                "insert into cdp.golden_profiles (customer_id, email, phone, first_name, lifetime_revenue, "
+                "consent_email_marketing) values (?, ?, ?, ?, 500, ?)",
+                [
+                    customer,
+                    fields.get("email"),
+                    fields.get("phone"),
+                    fields.get("first_name"),
+                    fields.get("consent", True),
+                ],
+            )
+            self.conn.execute("insert into cdp.segment_membership values ('vip', ?)", [customer])
+
+    def sync(self, run_id: str, client=None) -> dict:
+        destination = self.config.destinations[0]
+        # Backoff and Retry-After waits are computed and honoured by delivery; the test does not wait them out.
+        return run_sync(self.conn, self.config, destination, run_id, client=client, sleep=lambda seconds: None)
+
+    def changelog(self) -> list[tuple]:
+        return self.conn.execute(
+            "select run_id, key, operation, status from syncs.changelog order by logged_at, key"
+        ).fetchall()
+
+
+def people(n: int, **extra) -> dict[str, dict]:
+    return {f"c{i:04d}": {"email": f"person{i}@example.org", "first_name": f"P{i}", **extra} for i in range(n)}
+
+
+def state(server: DestinationServer, kind: str, name: str) -> dict:
+    return requests.get(f"{server.url}/state/{kind}/{name}", timeout=5).json()
+
+
+@pytest.fixture
+def flaky_server():
+    """30% 500s, 10% 429 with Retry-After, 5% slow answers past the client's timeout, seeded."""
+    faults = Faults(fail_rate=0.3, rate_limit_rate=0.1, timeout_rate=0.05, timeout_seconds=0.4)
+    with DestinationServer(port=0, faults=faults, seed=7) as server:
+        yield server
+
+
+def test_flaky_destination_ends_equal_to_the_segment_without_duplicates(tmp_path, flaky_server):
+    config = make_config(
+        tmp_path,
+        {
+            "type": "rest",
+            "mode": "mirror",
+            "batch_size": 10,
+            "upsert_url": f"{flaky_server.url}/rest/crm/upsert",
+            "delete_url": f"{flaky_server.url}/rest/crm/delete",
+            "fields": {"email": "email", "first_name": "first_name"},
+        },
+    )
+    warehouse = Warehouse(config)
+    members = people(200)
+    warehouse.set_members(members)
+    first = warehouse.sync("run-1")
+    second = warehouse.sync("run-2")  # the one retry run
+    records = state(flaky_server, "rest", "crm")["records"]
+    assert set(records) == set(members)
+    assert all(records[k]["email"] == v["email"] for k, v in members.items())
+    log = warehouse.changelog()
+    sent = [key for _, key, _, status in log if status == "sent"]
+    assert sorted(sent) == sorted(members)  # each row acknowledged exactly once
+    # Every failure or deferral of the first run is accounted for, and delivered by the second.
+    troubled = {key for run, key, _, status in log if run == "run-1" and status in ("failed", "deferred")}
+    assert troubled == {key for run, key, _, status in log if run == "run-2" and status == "sent"}
+    assert first["requests"] > 20 and first["request_retries"] > 0
+    assert second["added"] == len(troubled)
+    assert warehouse.sync("run-3")["requests"] == 0  # nothing changed: nothing sent
+    statuses = [r["status"] for r in requests.get(f"{flaky_server.url}/requests", timeout=5).json()["requests"]]
+    assert {500, 429} <= set(statuses)
+
+
+class CrashingClient:
+    """The real REST client, with the process 'dying' before the third batch is sent."""
+
+    def __init__(self, inner, crash_on: int) -> None:
+        self.inner, self.calls, self.crash_on = inner, 0, crash_on
+
+    def send(self, changes, batch):
+        self.calls += 1
+        if self.calls == self.crash_on:
+            raise KeyboardInterrupt("simulated crash between batches")
+        self.inner.send(changes, batch)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_a_crash_between_batches_loses_nothing(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path, {"type": "rest", "mode": "upsert", "batch_size": 5, "upsert_url": f"{server.url}/rest/crm/upsert"}
+        )
+        warehouse = Warehouse(config)
+        members = people(23)
+        warehouse.set_members(members)
+        with pytest.raises(KeyboardInterrupt):
+            warehouse.sync("crashed", CrashingClient(make_client(config.destinations[0]), crash_on=3))
+        acknowledged = warehouse.conn.execute("select count(*) from syncs.destination_state").fetchone()[0]
+        assert acknowledged == 10  # the two batches the destination accepted, not one row more
+        report = warehouse.sync("after")
+        assert report["added"] == 13
+        assert set(state(server, "rest", "crm")["records"]) == set(members)
+
+
+def test_consent_is_required_and_revocation_removes_from_a_mirror(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w"})
+        warehouse = Warehouse(config)
+        members = people(5)
+        members["c0003"]["consent"] = None  # unknown is not consent
+        members["c0004"]["consent"] = False
+        warehouse.set_members(members)
+        report = warehouse.sync("r1")
+        assert report["added"] == 3 and report["skipped_for_consent"] == 2
+        assert set(state(server, "webhook", "w")["audiences"]["vip"]) == {"c0000", "c0001", "c0002"}
+        members["c0001"]["consent"] = False
+        warehouse.set_members(members)
+        report = warehouse.sync("r2")
+        assert report["removed"] == 1
+        assert set(state(server, "webhook", "w")["audiences"]["vip"]) == {"c0000", "c0002"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected_first", "expected_second"),
+    [
+        ("insert", {"added": 3}, {"added": 1, "updated": 0, "removed": 0}),
+        ("upsert", {"added": 3}, {"added": 1, "updated": 1, "removed": 0}),
+        ("update", {"updated": 3}, {"updated": 2, "removed": 0}),
+        ("mirror", {"added": 3}, {"added": 1, "updated": 1, "removed": 1}),
+        ("delete", {"removed": 3}, {"removed": 1, "added": 0}),
+    ],
+)
+def test_sync_modes_send_only_what_the_mode_calls_for(tmp_path, mode, expected_first, expected_second):
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "rest",
+                "mode": mode,
+                "upsert_url": f"{server.url}/rest/r/upsert",
+                "delete_url": f"{server.url}/rest/r/delete",
+            },
+        )
+        warehouse = Warehouse(config)
+        members = people(3)
+        warehouse.set_members(members)
+        first = warehouse.sync("r1")
+        assert {k: first[k] for k in expected_first} == expected_first
+        members["c0000"]["first_name"] = "Changed"  # changed
+        del members["c0001"]  # left
+        members["c0009"] = {"email": "new@example.org"}  # new
+        warehouse.set_members(members)
+        second = warehouse.sync("r2")
+        assert {k: second[k] for k in expected_second} == expected_second
+
+
+def test_dry_run_reports_the_diff_and_sends_nothing(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w", "dry_run": True})
+        warehouse = Warehouse(config)
+        warehouse.set_members(people(4))
+        report = warehouse.sync("r1")
+        assert report["added"] == 4 and report["requests"] == 0
+        assert requests.get(f"{server.url}/requests", timeout=5).json()["requests"][:-1] == []
+        assert warehouse.conn.execute("select count(*) from syncs.destination_state").fetchone()[0] == 0
+
+
+def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "hashed_audience",
+                "mode": "mirror",
+                "gmail_dots": True,
+                "url": f"{server.url}/audiences/a/members",
+            },
+        )
+        warehouse = Warehouse(config)
+        prehashed = "A" * 64
+        warehouse.set_members(
+            {
+                "c1": {"email": " Jane.Doe@Gmail.com ", "phone": "+1 (415) 555-0123"},
+                "c2": {"email": "not an email"},  # nothing usable: rejected, the batch goes on
+                "c3": {"email": prehashed},  # already hashed upstream: passed through, not hashed again
+                "c4": {"email": "bad@", "phone": "2127365000"},  # bad e-mail dropped, phone kept
+            }
+        )
+        report = warehouse.sync("r1")
+        assert report["added"] == 3 and report["rejected"] == 1
+        members = state(server, "audiences", "a")["members"]
+        import hashlib
+
+        def sha(text: str) -> str:
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        emails = {m.get("email_sha256") for m in members}
+        assert {sha("janedoe@gmail.com"), prehashed.lower()} <= emails
+        assert sha("+12127365000") in {m.get("phone_sha256") for m in members}
+        rejected = warehouse.conn.execute("select key, error from syncs.changelog where status = 'rejected'").fetchall()
+        assert rejected[0][0] == "c2" and "not a valid e-mail address" in rejected[0][1]
+
+
+def test_duplicate_and_missing_primary_keys_are_rejected_rows(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path, {"type": "rest", "upsert_url": f"{server.url}/rest/r/upsert", "primary_key": "email"}
+        )
+        warehouse = Warehouse(config)
+        warehouse.set_members(
+            {
+                "c1": {"email": "same@x.org"},
+                "c2": {"email": "same@x.org"},
+                "c3": {"email": None},
+                "c4": {"email": "ok@x.org"},
+            }
+        )
+        report = warehouse.sync("r1")
+        assert report["added"] == 1 and report["rejected"] == 3
+        reasons = sorted(
+            r
+            for (r,) in warehouse.conn.execute("select error from syncs.changelog where status = 'rejected'").fetchall()
+        )
+        assert reasons == ["duplicate primary key", "duplicate primary key", "missing primary key"]
+
+
+def test_retry_after_is_honoured_and_a_resent_batch_keeps_its_idempotency_key(tmp_path):
+    with DestinationServer(port=0, faults=Faults(script=["429", "500", "ok"])) as server:
+        config = make_config(tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w"})
+        client = make_client(config.destinations[0])
+        changes = [Change("k1", "add", {"a": 1}, "h1")]
+        slept: list[float] = []
+        result = deliver(client, "dest", changes, batch_size=10, policy=RetryPolicy(5, 0.01, 0.05), sleep=slept.append)
+        assert [c.key for c in result.accepted] == ["k1"] and result.retries == 2
+        assert slept[0] >= 1.0  # Retry-After: 1
+        log = requests.get(f"{server.url}/requests", timeout=5).json()["requests"]
+        assert {entry["batch_id"] for entry in log if entry["method"] == "POST"} == {batch_id("dest", changes)}
+
+
+class PickyClient:
+    """Rejects any batch containing a key starting with 'bad', like a 4xx without row detail."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+
+    def send(self, changes, batch):
+        if any(c.key.startswith("bad") for c in changes):
+            raise RejectedError("HTTP 400")
+        self.applied += [c.key for c in changes]
+
+    def close(self):
+        pass
+
+
+def test_a_rejected_batch_is_split_until_the_bad_rows_are_isolated():
+    client = PickyClient()
+    keys = [f"k{i}" for i in range(13)] + ["bad1", "bad2"]
+    changes = [Change(k, "add", {}, k) for k in keys]
+    result = deliver(client, "d", changes, batch_size=15, policy=RetryPolicy(2, 0, 0), sleep=lambda s: None)
+    assert sorted(client.applied) == sorted(k for k in keys if not k.startswith("bad"))
+    assert sorted(c.key for c, _ in result.failed) == ["bad1", "bad2"]
+
+
+def test_plan_puts_rows_failed_earlier_first(tmp_path):
+    config = make_config(tmp_path, {"type": "webhook", "url": "http://127.0.0.1:9/unused"})
+    warehouse = Warehouse(config)
+    warehouse.set_members(people(5))
+    warehouse.conn.execute("insert into syncs.pending values ('dest', 'c0003', 'add', 'HTTP 400', 1, now(), now())")
+    plan = plan_sync(warehouse.conn, config, config.destinations[0])
+    assert plan.changes[0].key == "c0003" and plan.retrying == {"c0003"}
