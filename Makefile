@@ -7,9 +7,10 @@ SEED ?= 42
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
+DESTINATION_PORT ?= 8765
 export DAGSTER_HOME
 
-.PHONY: install demo-data materialize dev test lint bench clean-data
+.PHONY: install demo-data demo-destination materialize dev test lint bench clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -31,10 +32,19 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
+# The local HTTP destination the demo's webhook, rest and audience syncs deliver to.
+demo-destination: install
+	$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port $(DESTINATION_PORT)
+
+# Headless full refresh; the demo's HTTP syncs need `make demo-destination` running alongside.
 materialize: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh
 
-dev: materialize
+# Demo destination in the background for as long as the UI runs, then a full refresh, then the UI.
+dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port $(DESTINATION_PORT) & server=$$!; \
+	trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh && \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 test: install

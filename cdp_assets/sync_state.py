@@ -139,7 +139,7 @@ def plan_sync(conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: A
     rows = conn.execute("select key, row_json, row_hash, category from sync_diff order by key").fetchall()
     wanted = [(k, j, h, categories[c]) for k, j, h, c in rows if c in categories]
     wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
-    plan.changes = [Change(k, op, json.loads(j), h) for k, j, h, op in wanted]
+    plan.changes = [Change(k, op, row_hash=h, payload=j) for k, j, h, op in wanted]
     plan.retrying = pending & {c.key for c in plan.changes}
     superseded = sorted(pending - {c.key for c in plan.changes})
     plan.superseded = len(superseded)
@@ -169,9 +169,7 @@ def record_batch(
                     "key": pa.array([c.key for c in accepted], pa.string()),
                     "operation": pa.array([c.operation for c in accepted], pa.string()),
                     "row_hash": pa.array([c.row_hash for c in accepted], pa.string()),
-                    "row_json": pa.array(
-                        [json.dumps(c.row, sort_keys=True, default=str) for c in accepted], pa.string()
-                    ),
+                    "row_json": pa.array([c.payload for c in accepted], pa.string()),
                 }
             )
             conn.register("accepted_frame", frame)

@@ -88,6 +88,15 @@ def instance() -> dg.DagsterInstance:
 
 
 @pytest.fixture(scope="session")
+def dsn() -> str:
+    """A real PostgreSQL server for the postgres destination (see tests/postgres_server.py)."""
+    from tests.postgres_server import postgres_dsn
+
+    with postgres_dsn() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def destination_server() -> DestinationServer:
     """The demo destination, fault-free, on a free port: the HTTP syncs of the demo configuration go here."""
     with DestinationServer(host="127.0.0.1", port=0) as server:

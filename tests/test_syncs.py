@@ -332,3 +332,33 @@ def test_plan_puts_rows_failed_earlier_first(tmp_path):
     warehouse.conn.execute("insert into syncs.pending values ('dest', 'c0003', 'add', 'HTTP 400', 1, now(), now())")
     plan = plan_sync(warehouse.conn, config, config.destinations[0])
     assert plan.changes[0].key == "c0003" and plan.retrying == {"c0003"}
+
+
+def test_postgres_destination_mirrors_the_segment_into_a_table(tmp_path, dsn, monkeypatch):
+    import psycopg
+
+    monkeypatch.setenv("CDP_TEST_APP_DSN", dsn)
+    table = f"vip_{tmp_path.name[-8:].replace('-', '_')}".lower()
+    config = make_config(
+        tmp_path,
+        {
+            "type": "postgres",
+            "mode": "mirror",
+            "dsn_env": "CDP_TEST_APP_DSN",
+            "table": table,
+            "fields": {"email": "email", "first_name": "first_name"},
+        },
+    )
+    warehouse = Warehouse(config)
+    members = people(12)
+    warehouse.set_members(members)
+    assert warehouse.sync("r1")["added"] == 12
+    del members["c0000"]
+    members["c0001"]["first_name"] = "Renamed"
+    warehouse.set_members(members)
+    report = warehouse.sync("r2")
+    assert (report["added"], report["updated"], report["removed"]) == (0, 1, 1)
+    with psycopg.connect(dsn) as conn:
+        rows = dict(conn.execute(f'select id, first_name from "{table}"').fetchall())
+    assert set(rows) == set(members) and rows["c0001"] == "Renamed"
+    assert warehouse.sync("r3")["requests"] == 0
