@@ -644,7 +644,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
             else:
                 parts.append(("." if parts else "") + str(loc))
                 node = node.get(loc) if isinstance(node, dict) else None
-        key = "".join(parts) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {message}")
+        # Cross-reference errors are raised at the top level and already start with the key they concern.
+        lines.append(f"  {''.join(parts)}: {message}" if parts else f"  {message}")
     return "\n".join(lines)

@@ -52,7 +52,7 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
         (lambda c: c["segments"][0].update(where="true; drop table x"), r"';' is not allowed"),
         (
             lambda c: c["destinations"][0].update(segment="nope"),
-            r"destinations\[0\] \(high_value_csv\)\.segment",
+            r"destinations\[0\] \(viewed_not_bought_webhook\)\.segment",
         ),
         (lambda c: c["destinations"][0].update(fields=["customer_id", "shoe"]), r"unknown profile column"),
         (
