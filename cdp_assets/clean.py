@@ -381,10 +381,10 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     )
     rejects.append(_IDENTIFIER_REJECTS)
     write_quarantine(conn, "person", rejects)
-    return _role_counts(conn, "person", "clean.person_records", [s.name for s in sources])
+    return _role_counts(conn, "person", "clean.person_records")
 
 
-def _role_counts(conn: duckdb.DuckDBPyConnection, role: str, table: str, names: list[str]) -> dict[str, int]:
+def _role_counts(conn: duckdb.DuckDBPyConnection, role: str, table: str) -> dict[str, int]:
     cleaned = conn.execute(f"select count(*) from {table}").fetchone()[0]
     row_rejects = conn.execute(
         f"select count(*) from (select distinct source, file, row_number from clean.{role}_quarantine "
@@ -469,31 +469,35 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
             reject_reason as reason, 'row' as scope
         from {role}_stage where reject_reason is not null"""
     write_quarantine(conn, role, [row_rejects, _IDENTIFIER_REJECTS])
-    return _role_counts(conn, role, f"clean.{role}", [s.name for s in sources])
+    return _role_counts(conn, role, f"clean.{role}")
 
 
 # --------------------------------------------------------------------------- assets
 
 
 def _accounting_check(
-    conn: duckdb.DuckDBPyConnection,
-    asset_key: dg.AssetKey,
-    table: str,
-    role: str,
-    sources: Sequence[SourceConfig],
+    conn: duckdb.DuckDBPyConnection, asset_key: dg.AssetKey, counts: dict[str, int], sources: Sequence[SourceConfig]
 ) -> dg.AssetCheckResult:
     raw = raw_row_count(conn, sources)
-    cleaned = conn.execute(f"select count(*) from {table}").fetchone()[0]
-    rejected = conn.execute(
-        f"select count(*) from (select distinct source, file, row_number from clean.{role}_quarantine "
-        "where scope = 'row')"
-    ).fetchone()[0]
+    cleaned, rejected = counts["cleaned"], counts["rows_quarantined"]
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=ROW_ACCOUNTING_CHECK,
         passed=bool(raw == cleaned + rejected),
-        metadata={"raw_rows": int(raw), "cleaned_rows": int(cleaned), "rows_quarantined": int(rejected)},
+        metadata={"raw_rows": int(raw), "cleaned_rows": cleaned, "rows_quarantined": rejected},
     )
+
+
+def _cleaning_metadata(counts: dict[str, int], by_source: list[dict]) -> dict[str, object]:
+    """What every cleaning asset reports: counts, the reject rate (plotted over time), a table per source."""
+    total = counts["cleaned"] + counts["rows_quarantined"]
+    return {
+        "dagster/row_count": dg.MetadataValue.int(counts["cleaned"]),
+        "rows_quarantined": counts["rows_quarantined"],
+        "values_quarantined": counts["values_quarantined"],
+        "row_reject_rate": dg.MetadataValue.float(counts["rows_quarantined"] / total if total else 0.0),
+        "by_source": dg.MetadataValue.md(markdown_table(by_source)),
+    }
 
 
 def _accounting_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
@@ -526,7 +530,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
     def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             counts = clean_person_records(conn, config)
-            check = _accounting_check(conn, PERSON_RECORDS, "clean.person_records", "person", persons)
+            check = _accounting_check(conn, PERSON_RECORDS, counts, persons)
             by_source = conn.execute(
                 "select source, count(*) rows, count(email) emails, count(phone) phones, "
                 "count(date_of_birth) birth_dates from clean.person_records group by 1 order by 1"
@@ -536,14 +540,9 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
                 "select source, source_record_id, first_name, last_name, email, phone, city, country "
                 "from clean.person_records order by source, source_record_id",
             )
-        total = counts["cleaned"] + counts["rows_quarantined"]
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": dg.MetadataValue.int(counts["cleaned"]),
-                "rows_quarantined": counts["rows_quarantined"],
-                "values_quarantined": counts["values_quarantined"],
-                "row_reject_rate": dg.MetadataValue.float(counts["rows_quarantined"] / total if total else 0.0),
-                "by_source": dg.MetadataValue.md(markdown_table(by_source.to_dict("records"))),
+                **_cleaning_metadata(counts, by_source.to_dict("records")),
                 "preview": dg.MetadataValue.md(preview),
             },
             check_results=[check],
@@ -588,21 +587,13 @@ def _activity_asset(
     def activity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             counts = clean_activity(conn, config, role)
-            check = _accounting_check(conn, key, f"clean.{role}", role, sources)
+            check = _accounting_check(conn, key, counts, sources)
             by_source = conn.execute(
                 f"select source, count(*) rows, min(occurred_at) first_at, max(occurred_at) last_at "
                 f"from clean.{role} group by 1 order by 1"
             ).df()
-        total = counts["cleaned"] + counts["rows_quarantined"]
         return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(counts["cleaned"]),
-                "rows_quarantined": counts["rows_quarantined"],
-                "values_quarantined": counts["values_quarantined"],
-                "row_reject_rate": dg.MetadataValue.float(counts["rows_quarantined"] / total if total else 0.0),
-                "by_source": dg.MetadataValue.md(markdown_table(by_source.to_dict("records"))),
-            },
-            check_results=[check],
+            metadata=_cleaning_metadata(counts, by_source.to_dict("records")), check_results=[check]
         )
 
     return activity
