@@ -2,8 +2,9 @@
 
     python -m benchmarks.full_refresh --people 10000 100000
 
-Each size runs in its own process (peak RSS is per process) on a fresh warehouse under --workdir.
-Generation time is reported separately and is not part of the refresh time.
+Each size runs in its own process (peak RSS is per process) on a fresh warehouse under --workdir, with
+the demo destination server in the same process for the HTTP syncs. Generation time is reported
+separately and is not part of the refresh time.
 """
 
 import argparse
@@ -21,12 +22,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _config(folder: Path) -> Path:
+def _config(folder: Path, destination_url: str) -> Path:
+    """The repository's cdp.yaml, writing under `folder` and delivering to the given demo destination."""
     raw = yaml.safe_load((REPO / "cdp.yaml").read_text())
     raw["warehouse"]["path"] = "warehouse.duckdb"
     raw["landing"]["path"] = "landing"
     for destination in raw.get("destinations", []):
-        destination["path"] = "exports"
+        if destination["type"] == "file":
+            destination["path"] = "exports"
+        for key in ("url", "upsert_url", "delete_url"):
+            if key in destination:
+                destination[key] = destination[key].replace("http://127.0.0.1:8765", destination_url)
     path = folder / "cdp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -38,13 +44,16 @@ def run_one(people: int, folder: Path) -> dict[str, object]:
 
     from benchmarks.identity_accuracy import score
     from cdp_assets.definitions import build_definitions
+    from demo.destination_server import DestinationServer
     from demo.generate import generate
     from resources.config import load_config
 
     started = time.perf_counter()
     counts = generate(people=people, seed=42, out_dir=folder / "landing", truth_path=folder / "truth.csv")
     generated = time.perf_counter() - started
-    config = load_config(_config(folder))
+    server = DestinationServer(port=0)
+    server.start()
+    config = load_config(_config(folder, server.url))
     job = build_definitions(config).resolve_job_def("full_refresh")
     with dg.instance_for_test() as instance:
         started = time.perf_counter()
@@ -63,6 +72,7 @@ def run_one(people: int, folder: Path) -> dict[str, object]:
         started = time.perf_counter()
         job.execute_in_process(instance=instance)
         second = time.perf_counter() - started
+    server.stop()
     accuracy = score(str(config.warehouse_path), str(folder / "truth.csv"))
     return {
         "people": people,
