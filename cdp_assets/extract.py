@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
 
 from cdp_assets.metadata import markdown_table, masked_records
@@ -33,7 +34,7 @@ def raw_table(source: SourceConfig) -> str:
     return f"raw.{source.name}"
 
 
-def ensure_raw_table(conn, source: SourceConfig) -> str:
+def ensure_raw_table(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> str:
     """The source's raw table, created empty if the source has never been extracted."""
     table = raw_table(source)
     conn.execute(
@@ -107,7 +108,9 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
     )
 
 
-def load_file(conn, source: SourceConfig, path: Path, rel: str, sha: str) -> dict[str, object]:
+def load_file(
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, path: Path, rel: str, sha: str
+) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction."""
     now = datetime.now(UTC).replace(tzinfo=None)
     table = raw_table(source)

@@ -11,13 +11,12 @@ superseded, and every row's fate is written to `syncs.changelog`.
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from cdp_assets.clean import sql_literal
-from resources.config import CDPConfig
+from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change
 from resources.hashing import hash_identifier
 
@@ -49,7 +48,7 @@ class Plan:
         return sum(1 for c in self.changes if c.operation == operation)
 
 
-def current_rows(conn: duckdb.DuckDBPyConnection, destination: Any) -> None:
+def current_rows(conn: duckdb.DuckDBPyConnection, destination: RowDestinationConfig) -> None:
     """Temp table `sync_current(key, consented, row_json)`: what the destination should hold now."""
     source = "cdp.golden_profiles p"
     if destination.segment:
@@ -67,7 +66,7 @@ def current_rows(conn: duckdb.DuckDBPyConnection, destination: Any) -> None:
     )
 
 
-def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: Any, plan: Plan) -> None:
+def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienceDestinationConfig, plan: Plan) -> None:
     """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
     left with no identifier at all is rejected with the reasons, never the whole batch."""
     kinds = {name: ("email" if "mail" in name else "phone") for name in destination.fields if name.endswith("_sha256")}
@@ -104,7 +103,7 @@ def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: Any, plan: Pl
     conn.unregister("hashed_frame")
 
 
-def plan_sync(conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: Any) -> Plan:
+def plan_sync(conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: RowDestinationConfig) -> Plan:
     """Diff what the destination should hold against what it acknowledged, following the sync mode."""
     plan = Plan()
     current_rows(conn, destination)

@@ -11,15 +11,17 @@ destination last acknowledged it, in the destination's sync mode, with consent e
 
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 
 from cdp_assets.clean import sql_literal
 from cdp_assets.profiles import GOLDEN_PROFILES
 from cdp_assets.segments import SEGMENT_MEMBERSHIP
 from cdp_assets.sync_state import plan_sync, record_batch, record_outcome
-from resources.config import CDPConfig, FileDestinationConfig
+from resources.config import CDPConfig, FileDestinationConfig, RowDestinationConfig
 from resources.destinations import (
     DestinationClient,
     HashedAudienceClient,
@@ -33,7 +35,9 @@ from resources.warehouse import Warehouse
 GROUP = "destination_syncs"
 
 
-def export_file(conn, config: CDPConfig, destination: FileDestinationConfig, run_id: str) -> dict[str, object]:
+def export_file(
+    conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: FileDestinationConfig, run_id: str
+) -> dict[str, object]:
     """Write the segment's members with the mapped fields; returns the file and row count."""
     folder = config.resolve(destination.path) / destination.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +103,7 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
 CHECK_DELIVERED = "every_change_delivered"
 
 
-def _headers(destination) -> dict[str, str]:
+def _headers(destination: RowDestinationConfig) -> dict[str, str]:
     """The auth header, with its secret read from the environment now and never logged."""
     if destination.auth is None:
         return {}
@@ -112,7 +116,7 @@ def _headers(destination) -> dict[str, str]:
     return {destination.auth.header: value}
 
 
-def make_client(destination) -> DestinationClient:
+def make_client(destination: RowDestinationConfig) -> DestinationClient:
     """The client for a destination's type: HTTP clients share one session per destination."""
     timeout = destination.retry.timeout_seconds
     if destination.type == "webhook":
@@ -143,7 +147,12 @@ def make_client(destination) -> DestinationClient:
 
 
 def run_sync(
-    conn, config: CDPConfig, destination, run_id: str, client: DestinationClient | None = None, sleep=time.sleep
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    destination: RowDestinationConfig,
+    run_id: str,
+    client: DestinationClient | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, object]:
     """Plan, send and record one destination's sync; returns the run report."""
     plan = plan_sync(conn, config, destination)
@@ -209,7 +218,7 @@ def run_sync(
     return report
 
 
-def build_row_sync_asset(config: CDPConfig, destination) -> dg.AssetsDefinition:
+def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey(["syncs", destination.name])
     receives = f"segment '{destination.segment}'" if destination.segment else "every profile"
     deps = [SEGMENT_MEMBERSHIP] if destination.segment else [GOLDEN_PROFILES]

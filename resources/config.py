@@ -382,6 +382,9 @@ class PostgresDestinationConfig(_SyncedDestination):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+RowDestinationConfig = (
+    WebhookDestinationConfig | RestDestinationConfig | HashedAudienceDestinationConfig | PostgresDestinationConfig
+)
 DestinationConfig = Annotated[
     FileDestinationConfig
     | WebhookDestinationConfig
