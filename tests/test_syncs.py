@@ -362,3 +362,33 @@ def test_postgres_destination_mirrors_the_segment_into_a_table(tmp_path, dsn, mo
         rows = dict(conn.execute(f'select id, first_name from "{table}"').fetchall())
     assert set(rows) == set(members) and rows["c0001"] == "Renamed"
     assert warehouse.sync("r3")["requests"] == 0
+
+
+def test_credentials_come_from_the_environment_and_are_required(tmp_path, monkeypatch):
+    import dagster as dg
+
+    with DestinationServer(port=0, token="s3cret-token") as server:
+        config = make_config(
+            tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w", "auth": {"env": "CDP_TEST_HOOK_TOKEN"}}
+        )
+        warehouse = Warehouse(config)
+        warehouse.set_members(people(2))
+        monkeypatch.delenv("CDP_TEST_HOOK_TOKEN", raising=False)
+        with pytest.raises(dg.Failure, match="CDP_TEST_HOOK_TOKEN"):
+            warehouse.sync("r0")
+        monkeypatch.setenv("CDP_TEST_HOOK_TOKEN", "s3cret-token")
+        assert warehouse.sync("r1")["added"] == 2
+        assert "s3cret-token" not in str(warehouse.conn.execute("select * from syncs.changelog").fetchall())
+
+
+def test_every_sync_waits_for_blocking_checks_upstream():
+    from cdp_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        if key.path[0] != "syncs":
+            continue
+        for parent in graph.get(key).parent_keys:
+            specs = graph.get(parent).check_keys
+            blocking = [s for s in graph.get(parent).assets_def.check_specs if s.blocking]
+            assert specs and blocking, f"{key.to_user_string()} depends on {parent.to_user_string()} without a gate"
