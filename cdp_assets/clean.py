@@ -39,6 +39,13 @@ def _json_path(source: SourceConfig, path: str) -> str:
     return "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
 
 
+def record_id_sql(source: SourceConfig) -> str:
+    """The source record id, or `file:line` for a source that has none."""
+    if source.record_id is None:
+        return "_file || ':' || _row_number::varchar"
+    return value_sql(source, source.record_id)
+
+
 def value_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
     """SQL for a mapped field's raw text: a constant, or the first non-empty of its paths."""
     if spec is None:
@@ -184,7 +191,7 @@ def _stage_person_rows(conn: duckdb.DuckDBPyConnection, sources: Sequence[Source
             f"select *, {timestamp_sql('updated_at', updated.formats if updated else None)} as updated_ts "
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
-            f"{value_sql(source, source.record_id)} as source_record_id, {', '.join(columns + consents)}, "
+            f"{record_id_sql(source)} as source_record_id, {', '.join(columns + consents)}, "
             f"{sql_literal(source.default_country)} as default_country from {ensure_raw_table(conn, source)})"
         )
     conn.execute("create or replace temp table person_stage as " + " union all by name ".join(selects))
@@ -194,7 +201,7 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     """Temp table `field_labels(source, field, label)`: the source's own name for each canonical field."""
     rows = []
     for s in sources:
-        rows.append((s.name, "source_record_id", path_label(s.record_id)))
+        rows.append((s.name, "source_record_id", path_label(s.record_id) or "(file and line)"))
         rows += [(s.name, f, path_label(spec)) for f, spec in s.fields.items()]
         rows += [(s.name, f"consent__{p}", path_label(spec)) for p, spec in s.consent.items()]
     frame = pd.DataFrame(rows, columns=["source", "field", "label"])
@@ -414,14 +421,14 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
         event_id = value_sql(s, s.event_id) if s.event_id else "_file || ':' || _row_number::varchar"
         selects.append(
             f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
-                _loaded_at as loaded_at, {value_sql(s, s.record_id)} as source_record_id,
+                _loaded_at as loaded_at, {record_id_sql(s)} as source_record_id,
                 coalesce({event_id}, _file || ':' || _row_number::varchar) as event_id,
                 {value_sql(s, f.get("event"))} as event, {value_sql(s, f.get("currency"))} as currency,
                 {value_sql(s, f.get("status"))} as status,
                 {value_sql(s, f.get("occurred_at"))} as occurred_raw,
                 {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats)} as occurred_at,
                 {value_sql(s, f.get("amount"))} as amount_raw,
-                {sql_literal(path_label(s.record_id))} as record_id_label,
+                {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
                 {sql_literal(path_label(f.get("amount")))} as amount_label
             from {ensure_raw_table(conn, s)}"""

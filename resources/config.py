@@ -140,12 +140,14 @@ class SourceConfig(_Strict):
     glob: str = Field(description="Files of this source, relative to the landing folder, e.g. crm/*.csv")
     role: Literal["person", "events", "transactions"]
     trust: int = Field(50, ge=0, le=100, description="Higher wins when sources disagree on a person field.")
-    record_id: FieldSpec = Field(
+    record_id: FieldSpec | None = Field(
+        None,
         description=(
             "The record's id in its source system. For person sources, the contact/customer id; for "
             "events, the id that ties events to one browsing identity (Segment's anonymousId, then userId); "
-            "for transactions, the order id."
-        )
+            "for transactions, the order id. Without one, a row is identified by its file and line, so "
+            "versions of one record in later files cannot be told apart from new records."
+        ),
     )
     event_id: FieldSpec | None = Field(
         None, description="Unique id of each event (e.g. messageId); defaults to file and row number."

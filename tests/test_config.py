@@ -37,7 +37,6 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
         (lambda c: c["sources"][1].update(role="people"), r"sources\[1\] \(shop_customers\)\.role"),
         (lambda c: c["sources"][0]["fields"].update(shoe_size="Shoe"), r"shoe_size.*not canonical"),
         (lambda c: c["sources"][0].update(colour="red"), r"sources\[0\] \(crm_contacts\)\.colour"),
-        (lambda c: c["sources"][0].pop("record_id"), r"sources\[0\] \(crm_contacts\)\.record_id"),
         (lambda c: c["sources"][0].update(trust=150), r"sources\[0\] \(crm_contacts\)\.trust"),
         (lambda c: c["sources"][3]["fields"].pop("amount"), r"must map 'amount'"),
         (lambda c: c["sources"].append(dict(c["sources"][0])), r"'crm_contacts' is used twice"),

@@ -349,3 +349,22 @@ segments:
     # Nothing in the trusted record, so the other source fills name and address, as one unit.
     assert zed == [("Zed", "Z", "5 Pine Rd", "60601")]
     assert platform.sql("select count(*) from cdp.segment_membership") == [(1,)]
+
+
+def test_a_person_source_without_record_ids_is_identified_by_file_and_line(tmp_path, instance):
+    from cdp_assets.definitions import build_definitions
+    from resources.config import load_config
+
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "leads.csv").write_text("name,mail\nAnn Lee,ann@x.org\nBo Chan,ann@x.org\nCy Diaz,\n")
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing}\nsources:\n"
+        "  - {name: leads, format: csv, glob: '*.csv', role: person, fields: {full_name: name, email: mail},\n"
+        "     identifiers: [{path: mail, type: email}]}\n"
+    )
+    config = load_config(tmp_path / "cdp.yaml")
+    assert build_definitions(config).resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    rows = Platform(tmp_path, config, None, instance, tmp_path).sql(
+        "select source_record_id, count(*) over (partition by customer_id) from cdp.identity_map order by 1"
+    )
+    assert rows == [("leads.csv:2", 2), ("leads.csv:3", 2), ("leads.csv:4", 1)]
