@@ -16,6 +16,7 @@ import pandas as pd
 from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
 from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
 from cdp_assets.metadata import markdown_table, masked_preview
+from cdp_assets.nicknames import canonical_first_name
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
 from resources.warehouse import Warehouse
 
@@ -27,11 +28,15 @@ CHECK_CLUSTER_SIZE = "cluster_size_within_bound"
 
 
 def _normalise_blocked(value: str, kind: str) -> str | None:
+    """A blocked value in the form identifiers are compared in; as written if it does not normalise
+    (an invalid number in the list must still match a value that reached identity some other way)."""
     if kind == "email":
-        return clean_email(value)[1]
-    if kind == "phone":
-        return clean_phone(value)[0]
-    return clean_identifier(value)[0]
+        normalised = clean_email(value)[1]
+    elif kind == "phone":
+        normalised = clean_phone(value)[0]
+    else:
+        normalised = clean_identifier(value)[0]
+    return normalised or value.strip() or None
 
 
 def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.DataFrame]:
@@ -91,6 +96,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
         """
     )
     conn.unregister("blocked_literals")
+    block_shared_values(conn, config, id_types)
     conn.execute(
         """
         create or replace table identity.links as
@@ -134,6 +140,71 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     )
     conn.unregister("component_frame")
     return _summary(conn, config)
+
+
+def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_types: list[str]) -> None:
+    """Add to `identity.blocked_identifiers` the values shared by more people than their type allows.
+
+    People are counted from the person records carrying the value: distinct dates of birth, and first
+    names that are neither nickname variants (Bob, Robert) nor close spellings (Jon, Johnny: Jaro-Winkler
+    at least 0.85 as written or in formal form) of one another. Whichever count is higher is the
+    estimate, so twins (one birthday, two names) count as two, as does a couple sharing a landline.
+    Birth dates carry most of the weight: similar names (Michael, Michelle) pass as one person.
+    """
+    limits = {t: config.identity.type_config(t).max_people_per_value for t in id_types}
+    limits = {t: n for t, n in limits.items() if n is not None}
+    if not limits:
+        return
+    names = conn.execute("select distinct first_name from clean.person_records where first_name is not null").fetchall()
+    frame = pd.DataFrame(
+        [(n, canonical_first_name(n)) for (n,) in names], columns=["first_name", "canon"], dtype=object
+    )
+    conn.register("name_canon", frame)
+    conn.register("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
+    conn.execute(
+        """
+        create or replace temp table shared_values as
+        with records as (
+            select e.id_type, e.id_value, p.date_of_birth, n.canon, lower(p.first_name) as spelled
+            from id_edges e
+            join type_limits l using (id_type)
+            join clean.person_records p using (source, source_record_id)
+            left join name_canon n on n.first_name = p.first_name
+            where p.is_latest
+              and not exists (select 1 from identity.blocked_identifiers b
+                              where b.id_type = e.id_type and b.id_value = e.id_value)
+        ),
+        names as (select distinct id_type, id_value, canon, spelled from records where canon is not null),
+        name_people as (
+            select a.id_type, a.id_value, count(distinct a.canon) as people from names a
+            where not exists (
+                select 1 from names b where b.id_type = a.id_type and b.id_value = a.id_value
+                and b.canon < a.canon
+                and greatest(jaro_winkler_similarity(a.canon, b.canon),
+                             jaro_winkler_similarity(a.spelled, b.spelled)) >= 0.85)
+            group by 1, 2
+        ),
+        birth_people as (
+            select id_type, id_value, count(distinct date_of_birth) as people, count(*) as records
+            from records group by 1, 2
+        )
+        select d.id_type, d.id_value, d.records,
+               greatest(d.people, coalesce(n.people, 0)) as people, l.max_people
+        from birth_people d left join name_people n using (id_type, id_value) join type_limits l using (id_type)
+        where greatest(d.people, coalesce(n.people, 0)) > l.max_people
+        """
+    )
+    conn.execute(
+        """
+        insert into identity.blocked_identifiers
+        select s.id_type, s.id_value,
+               (select count(*) from id_edges e where e.id_type = s.id_type and e.id_value = s.id_value),
+               'shared by ' || s.people || ' people (max_people_per_value ' || s.max_people || ')'
+        from shared_values s
+        """
+    )
+    conn.unregister("name_canon")
+    conn.unregister("type_limits")
 
 
 def connected_components(node_count: int, value_count: int, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -214,6 +214,15 @@ class IdentifierTypeConfig(_Strict):
     normalize: Literal["email", "phone", "id"] = "id"
     blocked_values: list[str] = Field(default_factory=list)
     blocked_patterns: list[str] = Field(default_factory=list)
+    max_people_per_value: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "A value whose person records look like more people than this (different dates of birth, or "
+            "first names that are not variants of one another) links nobody: a household landline or a "
+            "family e-mail must not merge the family. Unset: no limit."
+        ),
+    )
 
     @field_validator("blocked_patterns")
     @classmethod
@@ -232,8 +241,11 @@ def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
             normalize="email",
             blocked_values=list(DEFAULT_BLOCKED_EMAILS),
             blocked_patterns=list(DEFAULT_BLOCKED_EMAIL_PATTERNS),
+            max_people_per_value=1,
         ),
-        "phone": IdentifierTypeConfig(normalize="phone", blocked_values=list(DEFAULT_BLOCKED_PHONES)),
+        "phone": IdentifierTypeConfig(
+            normalize="phone", blocked_values=list(DEFAULT_BLOCKED_PHONES), max_people_per_value=1
+        ),
     }
 
 
@@ -253,10 +265,16 @@ class IdentityConfig(_Strict):
         for name, spec in self.identifier_types.items():
             base = merged.get(name)
             if base is not None and base.normalize == spec.normalize:
+                limit = (
+                    spec.max_people_per_value
+                    if "max_people_per_value" in spec.model_fields_set
+                    else base.max_people_per_value
+                )
                 spec = IdentifierTypeConfig(
                     normalize=spec.normalize,
                     blocked_values=[*base.blocked_values, *spec.blocked_values],
                     blocked_patterns=[*base.blocked_patterns, *spec.blocked_patterns],
+                    max_people_per_value=limit,
                 )
             merged[name] = spec
         object.__setattr__(self, "identifier_types", merged)

@@ -356,7 +356,7 @@ def test_a_person_source_without_record_ids_is_identified_by_file_and_line(tmp_p
     from resources.config import load_config
 
     (tmp_path / "landing").mkdir()
-    (tmp_path / "landing" / "leads.csv").write_text("name,mail\nAnn Lee,ann@x.org\nBo Chan,ann@x.org\nCy Diaz,\n")
+    (tmp_path / "landing" / "leads.csv").write_text("name,mail\nAnn Lee,ann@x.org\nAnne Lee,ann@x.org\nCy Diaz,\n")
     (tmp_path / "cdp.yaml").write_text(
         "warehouse: {path: wh.duckdb}\nlanding: {path: landing}\nsources:\n"
         "  - {name: leads, format: csv, glob: '*.csv', role: person, fields: {full_name: name, email: mail},\n"

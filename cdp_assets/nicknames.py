@@ -1,0 +1,71 @@
+"""Common English given-name variants mapped to one canonical form, for comparing first names.
+
+Bob and Robert are the same first name for identity purposes; a household's Robert and Mary are not.
+The list is short on purpose: frequent variants only, each mapped to its formal name.
+"""
+
+_GROUPS = {
+    "robert": "bob bobby rob robbie bert",
+    "william": "bill billy will willie liam",
+    "elizabeth": "liz lizzie beth betty betsy eliza libby",
+    "katherine": "kate katie kathy kat catherine kathryn cathy",
+    "michael": "mike mikey mick",
+    "james": "jim jimmy jamie",
+    "jennifer": "jen jenny jenn",
+    "richard": "rick ricky dick rich",
+    "margaret": "peggy maggie meg marge",
+    "thomas": "tom tommy",
+    "christopher": "chris kit",
+    "daniel": "dan danny",
+    "joseph": "joe joey",
+    "patricia": "pat patty trish tricia",
+    "susan": "sue susie suzy",
+    "anthony": "tony",
+    "charles": "charlie chuck chas",
+    "edward": "ed eddie ted teddy ned",
+    "jonathan": "jon jonny",
+    "nicholas": "nick nicky",
+    "stephen": "steve stevie steven",
+    "alexander": "alex xander",
+    "samantha": "sam sammy",
+    "deborah": "deb debbie debra",
+    "rebecca": "becky becca",
+    "matthew": "matt",
+    "andrew": "andy drew",
+    "benjamin": "ben benny",
+    "david": "dave davey",
+    "joshua": "josh",
+    "jessica": "jess jessie",
+    "jacqueline": "jackie",
+    "victoria": "vicky tori",
+    "alexandra": "alexa sandra",
+    "timothy": "tim timmy",
+    "gregory": "greg",
+    "kenneth": "ken kenny",
+    "ronald": "ron ronnie",
+    "donald": "don donnie",
+    "lawrence": "larry",
+    "raymond": "ray",
+    "samuel": "sammy",
+    "zachary": "zach zack",
+    "abigail": "abby",
+    "barbara": "barb",
+    "cynthia": "cindy",
+    "dorothy": "dot dottie",
+    "frances": "fran",
+    "judith": "judy",
+    "kimberly": "kim",
+    "pamela": "pam",
+    "theresa": "terry tess",
+    "valerie": "val",
+}
+
+NICKNAMES: dict[str, str] = {variant: formal for formal, variants in _GROUPS.items() for variant in variants.split()}
+
+
+def canonical_first_name(name: str | None) -> str | None:
+    """Lower-case formal form: "Bob" -> "robert", "Katie" -> "katherine", "Zoe" -> "zoe"."""
+    if not name:
+        return None
+    key = "".join(c for c in name.lower() if c.isalpha())
+    return NICKNAMES.get(key, key) or None

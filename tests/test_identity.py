@@ -1,0 +1,156 @@
+"""Deterministic identity rules, case by case, on a hand-made warehouse: what links and what must not."""
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cdp_assets.identity import resolve
+from resources.config import load_config
+from resources.warehouse import bootstrap
+
+
+def resolve_records(tmp_path: Path, records: list[dict], identity: dict | None = None) -> dict[str, str]:
+    """Write person records with their identifiers, resolve, return record id -> customer id."""
+    raw = {"sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}]}
+    if identity:
+        raw["identity"] = identity
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    conn = duckdb.connect(":memory:")
+    bootstrap(conn)
+    for i, record in enumerate(records):
+        conn.execute(
+            "insert into clean.person_records (source, source_record_id, file, row_number, is_latest, first_name, "
+            "date_of_birth) values ('crm', ?, 'f.csv', ?, true, ?, ?)",
+            [record["id"], i + 2, record.get("first"), record.get("dob")],
+        )
+        for id_type, value in record.get("ids", {}).items():
+            conn.execute(
+                "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
+                [record["id"], id_type, value, i + 2],
+            )
+    resolve(conn, config)
+    return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
+
+
+PHONE = "+12127365000"
+D1, D2 = date(1970, 5, 1), date(1972, 9, 9)
+
+
+@pytest.mark.parametrize(
+    ("case", "records", "together"),
+    [
+        (
+            "same person, same phone",
+            [
+                {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+                {"id": "b", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+            ],
+            True,
+        ),
+        (
+            "nickname and formal name",
+            [
+                {"id": "a", "first": "Robert", "dob": D1, "ids": {"phone": PHONE}},
+                {"id": "b", "first": "Bob", "ids": {"phone": PHONE}},
+            ],
+            True,
+        ),
+        (
+            "two short forms of one name",
+            [
+                {"id": "a", "first": "Jon", "ids": {"email": "j@x.org"}},
+                {"id": "b", "first": "Johnny", "ids": {"email": "j@x.org"}},
+            ],
+            True,
+        ),
+        (
+            "typo in the first name",
+            [
+                {"id": "a", "first": "Jonathan", "ids": {"phone": PHONE}},
+                {"id": "b", "first": "Johnathan", "ids": {"phone": PHONE}},
+            ],
+            True,
+        ),
+        (
+            "household landline",
+            [
+                {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+                {"id": "b", "first": "John", "dob": D2, "ids": {"phone": PHONE}},
+            ],
+            False,
+        ),
+        (
+            "twins: one birthday, two names",
+            [
+                {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+                {"id": "b", "first": "Anna", "dob": D1, "ids": {"phone": PHONE}},
+            ],
+            False,
+        ),
+        (
+            "family e-mail",
+            [
+                {"id": "a", "first": "Mary", "ids": {"email": "smiths@x.org"}},
+                {"id": "b", "first": "Tom", "ids": {"email": "smiths@x.org"}},
+            ],
+            False,
+        ),
+        (
+            "junk e-mail links nobody",
+            [
+                {"id": "a", "first": "Mary", "ids": {"email": "test@test.com"}},
+                {"id": "b", "first": "Mary", "ids": {"email": "test@test.com"}},
+            ],
+            False,
+        ),
+        (
+            "junk phone links nobody",
+            [{"id": "a", "ids": {"phone": "+11234567890"}}, {"id": "b", "ids": {"phone": "+11234567890"}}],
+            False,
+        ),
+        (
+            "customer ids have no people limit",
+            [
+                {"id": "a", "first": "Mary", "ids": {"shop_id": "7"}},
+                {"id": "b", "first": "John", "ids": {"shop_id": "7"}},
+            ],
+            True,
+        ),
+        (
+            "the e-mail still links when the phone is shared",
+            [
+                {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE, "email": "mary@x.org"}},
+                {"id": "b", "first": "John", "dob": D2, "ids": {"phone": PHONE}},
+                {"id": "c", "first": "Mary", "ids": {"email": "mary@x.org"}},
+            ],
+            None,
+        ),
+    ],
+)
+def test_what_links_and_what_stays_apart(tmp_path, case, records, together):
+    customers = resolve_records(tmp_path, records)
+    if together is None:  # the last case: a and c together, b apart
+        assert customers["a"] == customers["c"] != customers["b"]
+    else:
+        assert (customers["a"] == customers["b"]) is together, case
+
+
+def test_limit_can_be_lifted_per_type(tmp_path):
+    records = [
+        {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "b", "first": "John", "dob": D2, "ids": {"phone": PHONE}},
+    ]
+    lifted = resolve_records(tmp_path, records, {"identifier_types": {"phone": {"max_people_per_value": None}}})
+    assert lifted["a"] == lifted["b"]
+    capped = resolve_records(tmp_path, records, {"identifier_types": {"phone": {"max_people_per_value": 2}}})
+    assert capped["a"] == capped["b"]
+
+
+def test_a_record_without_identifiers_is_its_own_customer(tmp_path):
+    customers = resolve_records(tmp_path, [{"id": "lonely"}, {"id": "other", "ids": {"email": "o@x.org"}}])
+    assert customers["lonely"].startswith("cus_") and customers["lonely"] != customers["other"]
