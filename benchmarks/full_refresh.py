@@ -17,25 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _config(folder: Path, destination_url: str) -> Path:
-    """The repository's cdp.yaml, writing under `folder` and delivering to the given demo destination."""
-    raw = yaml.safe_load((REPO / "cdp.yaml").read_text())
-    raw["warehouse"]["path"] = "warehouse.duckdb"
-    raw["landing"]["path"] = "landing"
-    for destination in raw.get("destinations", []):
-        if destination["type"] == "file":
-            destination["path"] = "exports"
-        for key in ("url", "upsert_url", "delete_url"):
-            if key in destination:
-                destination[key] = destination[key].replace("http://127.0.0.1:8765", destination_url)
-    path = folder / "cdp.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 def run_one(people: int, folder: Path) -> dict[str, object]:
@@ -44,6 +26,7 @@ def run_one(people: int, folder: Path) -> dict[str, object]:
 
     from benchmarks.identity_accuracy import score
     from cdp_assets.definitions import build_definitions
+    from demo.configs import relocated_config
     from demo.destination_server import DestinationServer
     from demo.generate import generate
     from resources.config import load_config
@@ -53,7 +36,7 @@ def run_one(people: int, folder: Path) -> dict[str, object]:
     generated = time.perf_counter() - started
     server = DestinationServer(port=0)
     server.start()
-    config = load_config(_config(folder, server.url))
+    config = load_config(relocated_config(folder, server.url))
     job = build_definitions(config).resolve_job_def("full_refresh")
     with dg.instance_for_test() as instance:
         started = time.perf_counter()

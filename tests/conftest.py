@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from demo.configs import DEMO_DESTINATION, relocated_config
 from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import CDPConfig, load_config
@@ -15,24 +16,11 @@ from resources.config import CDPConfig, load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-DEMO_DESTINATION = "http://127.0.0.1:8765"
-
-
 def write_config(folder: Path, destination_url: str = DEMO_DESTINATION, **overrides: object) -> Path:
-    """The repository's cdp.yaml with its paths moved into `folder`, its HTTP destinations pointed at
-    `destination_url`, and top-level keys overridden."""
-    raw = yaml.safe_load((REPO / "cdp.yaml").read_text())
-    raw["warehouse"]["path"] = "warehouse.duckdb"
-    raw["landing"]["path"] = "landing"
+    """The demo configuration under `folder`, loading files as soon as they land (no settle time)."""
+    path = relocated_config(folder, destination_url, **overrides)
+    raw = yaml.safe_load(path.read_text())
     raw["landing"]["settle_seconds"] = 0
-    for destination in raw.get("destinations", []):
-        if destination["type"] == "file":
-            destination["path"] = "exports"
-        for key in ("url", "upsert_url", "delete_url"):
-            if key in destination:
-                destination[key] = destination[key].replace(DEMO_DESTINATION, destination_url)
-    raw.update(overrides)
-    path = folder / "cdp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
