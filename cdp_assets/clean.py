@@ -9,7 +9,6 @@ raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
 """
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
@@ -19,6 +18,7 @@ from cdp_assets import cleaning_rules as rules
 from cdp_assets.extract import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.warehouse import utc_now
 
 GROUP = "cleaned_records"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
@@ -95,10 +95,6 @@ def register_map(
     return len(result)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 # --------------------------------------------------------------------------- identifiers (all roles)
 
 
@@ -171,7 +167,7 @@ def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Se
         f"""
         create or replace table clean.{role}_quarantine as
         select distinct stage, source, file, row_number::bigint as row_number, field, value::varchar as value,
-               reason, scope, {sql_literal(_now().isoformat())}::timestamp as quarantined_at
+               reason, scope, {sql_literal(utc_now().isoformat())}::timestamp as quarantined_at
         from ({body})
         """
     )

@@ -8,7 +8,7 @@ read at all is recorded as failed without stopping the source's other files.
 
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +18,7 @@ import pyarrow as pa
 from cdp_assets.metadata import markdown_table, masked_records
 from cdp_assets.readers import FileFormatError, Reject, read_file
 from resources.config import CDPConfig, SourceConfig
-from resources.warehouse import Warehouse
+from resources.warehouse import Warehouse, utc_now
 
 GROUP = "source_extracts"
 _BATCH_ROWS = 50_000
@@ -112,7 +112,7 @@ def load_file(
     conn: duckdb.DuckDBPyConnection, source: SourceConfig, path: Path, rel: str, sha: str
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction."""
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utc_now()
     table = raw_table(source)
     status = "loaded"
     rows_loaded = 0

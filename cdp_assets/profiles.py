@@ -16,7 +16,7 @@ import duckdb
 from cdp_assets.clean import EVENTS, TRANSACTIONS, sql_literal
 from cdp_assets.identity import IDENTITY_CLUSTERS
 from cdp_assets.metadata import masked_preview
-from cdp_assets.traits import build_traits, resolve_as_of
+from cdp_assets.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
 from resources.warehouse import Warehouse
@@ -127,7 +127,7 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
             coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
             k.sources, coalesce(l.record_count, 0) as record_count,
             least(l.first_loaded_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
-            t.* exclude (customer_id), {_ts(as_of)} as traits_as_of,
+            t.* exclude (customer_id), {timestamp_literal(as_of)} as traits_as_of,
             current_timestamp::timestamp as profile_built_at{consent}
         from customers k
         left join lists l using (customer_id)
@@ -158,10 +158,6 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
         + " order by customer_id, attribute"
     )
     return as_of
-
-
-def _ts(value: datetime) -> str:
-    return f"timestamp '{value.isoformat(sep=' ')}'"
 
 
 def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:

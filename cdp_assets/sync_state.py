@@ -10,7 +10,6 @@ superseded, and every row's fate is written to `syncs.changelog`.
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
@@ -19,6 +18,7 @@ from cdp_assets.clean import sql_literal
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change
 from resources.hashing import hash_identifier
+from resources.warehouse import utc_now
 
 # Which diff categories each sync mode sends, and as what operation.
 _MODES: dict[str, dict[str, str]] = {
@@ -28,10 +28,6 @@ _MODES: dict[str, dict[str, str]] = {
     "mirror": {"new": "add", "changed": "update", "left": "remove"},
     "delete": {"new": "remove"},
 }
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -159,7 +155,7 @@ def record_batch(
     failed: list[tuple[Change, str]],
 ) -> None:
     """Acknowledge accepted rows and queue failed ones, in one transaction per batch."""
-    now = _now()
+    now = utc_now()
     conn.execute("begin transaction")
     try:
         if accepted:
@@ -223,7 +219,7 @@ def record_outcome(
     """Changelog rows for what was not delivered in batches: rejected, deferred, superseded, dry run."""
     if not rows:
         return
-    now = _now()
+    now = utc_now()
     frame = pa.table(
         {
             "key": pa.array([r[0] for r in rows], pa.string()),

@@ -30,7 +30,7 @@ from resources.destinations import (
     WebhookClient,
     deliver,
 )
-from resources.warehouse import Warehouse
+from resources.warehouse import Warehouse, utc_now
 
 GROUP = "destination_syncs"
 
@@ -50,14 +50,8 @@ def export_file(
         f"where m.segment = {sql_literal(destination.segment)} order by p.customer_id"
     )
     options = "format csv, header true" if destination.format == "csv" else "format parquet"
-    conn.execute(f"copy ({query}) to {sql_literal(str(partial))} ({options})")
+    rows = conn.execute(f"copy ({query}) to {sql_literal(str(partial))} ({options})").fetchone()[0]
     partial.rename(target)
-    rows = conn.execute(f"select count(*) from ({query})").fetchone()[0]
-    conn.execute(
-        """create table if not exists syncs.file_exports (
-               destination varchar, segment varchar, run_id varchar, file varchar, rows bigint,
-               exported_at timestamp)"""
-    )
     conn.execute(
         "insert into syncs.file_exports values (?, ?, ?, ?, ?, ?)",
         [
@@ -66,7 +60,7 @@ def export_file(
             run_id,
             str(target),
             rows,
-            datetime.now(UTC).replace(tzinfo=None),
+            utc_now(),
         ],
     )
     return {"file": str(target), "rows": int(rows)}

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from resources.config import CDPConfig, TraitConfig
+from resources.warehouse import utc_now
 
 
 def resolve_as_of(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> datetime:
@@ -29,12 +30,13 @@ def resolve_as_of(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> datetim
             return latest
         setting = "now"
     if setting == "now":
-        return datetime.now(UTC).replace(tzinfo=None)
+        return utc_now()
     parsed = datetime.fromisoformat(setting)
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
-def _ts(value: datetime) -> str:
+def timestamp_literal(value: datetime) -> str:
+    """A DuckDB TIMESTAMP literal."""
     return f"timestamp '{value.isoformat(sep=' ')}'"
 
 
@@ -44,7 +46,7 @@ def attach_customers(conn: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
         conn.execute(
             f"""create or replace temp table {table}_c as
                 select m.customer_id, t.* from clean.{table} t join cdp.identity_map m using (source, source_record_id)
-                where t.occurred_at <= {_ts(as_of)}"""
+                where t.occurred_at <= {timestamp_literal(as_of)}"""
         )
 
 
@@ -54,7 +56,7 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
         parts.append(f"({trait.where})")
     interval = trait.window_interval()
     if interval:
-        parts.append(f"occurred_at > {_ts(as_of)} - {interval}")
+        parts.append(f"occurred_at > {timestamp_literal(as_of)} - {interval}")
     return " and ".join(parts) or None
 
 
@@ -133,7 +135,7 @@ def build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: date
                     (transactions_traits.lifetime_revenue / nullif(transactions_traits.order_count, 0))::double
                         as average_order_value,
                     transactions_traits.first_order_at, transactions_traits.last_order_at,
-                    date_diff('day', transactions_traits.last_order_at, {_ts(as_of)})::bigint
+                    date_diff('day', transactions_traits.last_order_at, {timestamp_literal(as_of)})::bigint
                         as days_since_last_order,
                     coalesce(events_traits.event_count, 0) as event_count, events_traits.first_event_at,
                     events_traits.last_seen_at

@@ -42,7 +42,6 @@ EVENT_FIELDS: tuple[str, ...] = ("occurred_at", "event", "amount", "currency", "
 DATE_FIELDS: frozenset[str] = frozenset({"date_of_birth"})
 TIMESTAMP_FIELDS: frozenset[str] = frozenset({"updated_at", "occurred_at"})
 
-IDENTIFIER_NORMALIZERS = ("email", "phone", "id")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 # Values that identify nobody. They are blocked from linking records, whatever the identifier type.
@@ -416,19 +415,6 @@ DestinationConfig = Annotated[
 
 
 SURVIVORSHIP_ATTRIBUTES = ("name", "email", "phone", "address", "date_of_birth")
-SURVIVORSHIP_RULES = ("source_priority", "most_recent", "most_frequent", "longest", "first_seen", "non_null")
-TRAIT_AGGREGATES = (
-    "count",
-    "count_distinct",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "first",
-    "last",
-    "most_frequent",
-    "unique_list",
-)
 _WINDOW_RE = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import duckdb
 from dagster_duckdb import DuckDBResource
@@ -42,6 +43,9 @@ create table if not exists clean.events (
 create table if not exists clean.transactions (
     source varchar, event_id varchar, source_record_id varchar, occurred_at timestamp, amount double,
     currency varchar, status varchar, file varchar, row_number bigint, loaded_at timestamp
+);
+create table if not exists syncs.file_exports (
+    destination varchar, segment varchar, run_id varchar, file varchar, rows bigint, exported_at timestamp
 );
 create table if not exists syncs.destination_state (
     destination varchar, key varchar, row_hash varchar, row_json varchar, present boolean,
@@ -102,6 +106,11 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     for role in ROLES:
         conn.execute(_IDENTIFIER_TABLE.format(role=role))
     conn.execute(_QUARANTINE_VIEW)
+
+
+def utc_now() -> datetime:
+    """Now in UTC without a zone: the form every timestamp column of the warehouse holds."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def warehouse_resource(config: CDPConfig) -> Warehouse:
