@@ -1,11 +1,13 @@
 """Identity clusters: which records belong to the same person, published as `cdp.identity_map`.
 
-This stage stitches records deterministically: two records are the same person when they share a
-normalised identifier value of the same type (an e-mail match key, an E.164 phone, a customer id, an
-anonymousId seen with a userId). Junk values that identify nobody (test@test.com, 0000000000, "n/a")
-are blocked first and reported, because one junk value shared by thousands of records would otherwise
-chain them into one giant "customer". Components are found with SciPy over the bipartite graph of
-records and identifier values, which handles millions of edges in seconds.
+Two layers. The deterministic layer stitches records that share a normalised identifier value of the
+same type (an e-mail match key, an E.164 phone, a customer id, an anonymousId seen with a userId),
+after blocking junk values (test@test.com, 0000000000, "n/a") and values shared by several people (a
+household landline), because one such value would chain thousands of records into one "customer".
+Components are found with SciPy over the bipartite graph of records and identifier values, which
+handles millions of edges in seconds. The probabilistic layer (identity_matching) then links person
+records that share no identifier, scoring names, birth dates, addresses and the like with a
+Fellegi-Sunter model, and merges customers only where no strong evidence objects.
 """
 
 import dagster as dg
@@ -15,6 +17,8 @@ import pandas as pd
 
 from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
 from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
+from cdp_assets.identity_clustering import ConstrainedUnion, Customer
+from cdp_assets.identity_matching import match_probabilistically
 from cdp_assets.metadata import markdown_table, masked_preview
 from cdp_assets.nicknames import canonical_first_name
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
@@ -59,7 +63,7 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
 
 
 def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
-    """Rebuild `cdp.identity_map`, `identity.links` and `identity.blocked_identifiers`."""
+    """Rebuild `cdp.identity_map` and the identity tables that explain it."""
     conn.execute(
         """
         create or replace temp table id_nodes as
@@ -122,6 +126,9 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
         """
     ).fetchnumpy()
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
+    labels = enforce_profile_limits(conn, config, labels)
+    matching = match_probabilistically(conn, config, labels)
+    labels = matching.pop("labels")  # type: ignore[assignment]
     conn.register("component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
     conn.execute(
         """
@@ -139,7 +146,71 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
         """
     )
     conn.unregister("component_frame")
-    return _summary(conn, config)
+    summary = _summary(conn, config)
+    summary.update(matching)
+    return summary
+
+
+def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray) -> np.ndarray:
+    """Split the deterministic components holding more values of a `max_per_profile` type than allowed.
+
+    Their record-to-identifier links are replayed, highest type priority first, refusing any link that
+    would break a limit; the rest of the graph keeps its components untouched (and this costs nothing
+    when no type declares a limit).
+    """
+    limits = {t: s.max_per_profile for t, s in config.identity.identifier_types.items() if s.max_per_profile}
+    if not limits:
+        return labels
+    conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
+    conn.register("type_limits_pp", pd.DataFrame(list(limits.items()), columns=["id_type", "max_values"]))
+    offending = conn.execute(
+        """
+        select distinct component from (
+            select c.component, l.id_type, count(distinct l.id_value) as n, any_value(t.max_values) as max_values
+            from identity.links l join id_nodes n using (source, source_record_id)
+            join node_labels c using (node_id) join type_limits_pp t using (id_type)
+            group by 1, 2
+        ) where n > max_values
+        """
+    ).fetchall()
+    if not offending:
+        conn.unregister("node_labels")
+        conn.unregister("type_limits_pp")
+        return labels
+    conn.register("offending", pd.DataFrame({"component": [c for (c,) in offending]}))
+    edges = conn.execute(
+        """
+        select n.node_id, n.role, l.id_type, l.id_value
+        from identity.links l join id_nodes n using (source, source_record_id)
+        join node_labels c using (node_id) join offending o using (component)
+        """
+    ).fetchall()
+    members = conn.execute(
+        "select node_id, n.role from node_labels c join offending o using (component) join id_nodes n using (node_id)"
+    ).fetchall()
+    for name in ("node_labels", "type_limits_pp", "offending"):
+        conn.unregister(name)
+    priority = {t: s.priority for t, s in config.identity.identifier_types.items()}
+    index: dict[object, int] = {}
+    customers: list[Customer] = []
+
+    def item(key: object, customer: Customer) -> int:
+        if key not in index:
+            index[key] = len(customers)
+            customers.append(customer)
+        return index[key]
+
+    for node_id, role in members:
+        item(("node", node_id), Customer(person_records=1 if role == "person" else 0))
+    union = ConstrainedUnion(customers, limits, max_person_records=2**62)
+    for node_id, _role, id_type, id_value in sorted(edges, key=lambda e: (-priority.get(e[2], 0), e[2], e[3], e[0])):
+        value = Customer(limited={id_type: {id_value}} if id_type in limits else {})
+        union.merge(index[("node", node_id)], item(("value", id_type, id_value), value))
+    labels = labels.copy()
+    offset = int(labels.max()) + 1 if len(labels) else 0
+    for node_id, _role in members:
+        labels[node_id] = offset + union.find(index[("node", node_id)])
+    return labels
 
 
 def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_types: list[str]) -> None:
@@ -320,6 +391,22 @@ def _checks(
     ]
 
 
+def _model_markdown(model: pd.DataFrame | None, prior: float | None) -> str:
+    if model is None or len(model) == 0:
+        return "No probabilistic model (matching disabled or fewer than two person records)."
+    rows = [
+        {
+            "comparison": r.comparison,
+            "level": r.label,
+            "m": f"{r.m:.4f}",
+            "u": f"{r.u:.6f}",
+            "weight": f"{r.weight:+.2f}" + (" (tf)" if r.tf_adjusted else ""),
+        }
+        for r in model.itertuples()
+    ]
+    return f"Prior (two random records are one person): {prior:.3g}\n\n" + markdown_table(rows)
+
+
 def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     deps = [PERSON_RECORDS]
     if config.sources_with_role("events"):
@@ -330,11 +417,14 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=IDENTITY_CLUSTERS,
         group_name=GROUP,
-        description="Records stitched into customers over shared identifiers, junk values blocked (cdp.identity_map).",
+        description=(
+            "Records stitched into customers over shared identifiers and scored matches of names, birth dates "
+            "and addresses, without chaining (cdp.identity_map; why in identity.links and identity.evidence)."
+        ),
         deps=deps,
         kinds={"duckdb", "scipy"},
         owners=["team:data-engineering"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec(
@@ -381,6 +471,24 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "cluster_size_histogram": dg.MetadataValue.md(markdown_table(summary["histogram"])),
                 "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
                 "blocked_identifiers": dg.MetadataValue.md(markdown_table(summary["blocked"])),
+                "candidate_pairs": int(summary["candidate_pairs"]),
+                "probabilistic_links": int(summary["probabilistic_links"]),
+                "review_pairs": int(summary["review_pairs"]),
+                "refused_links": int(summary.get("refused_links", 0)),
+                "links_by_blocking_rule": dg.MetadataValue.md(markdown_table(summary.get("rules", []))),
+                "model": dg.MetadataValue.md(_model_markdown(summary.get("model"), summary.get("prior"))),
+                "strong_conflicts": dg.MetadataValue.md(
+                    markdown_table(
+                        [
+                            {
+                                "field": name,
+                                "same person disagrees": f"{v['disagreement']:.2%}",
+                                "blocks weak links": "yes" if v["applied"] else "no (unreliable in this data)",
+                            }
+                            for name, v in dict(summary.get("strong_conflicts", {})).items()
+                        ]
+                    )
+                ),
                 "preview": dg.MetadataValue.md(preview),
             },
             check_results=checks,

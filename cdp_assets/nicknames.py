@@ -69,3 +69,13 @@ def canonical_first_name(name: str | None) -> str | None:
         return None
     key = "".join(c for c in name.lower() if c.isalpha())
     return NICKNAMES.get(key, key) or None
+
+
+_VARIANTS: dict[str, tuple[str, ...]] = {formal: (formal, *variants.split()) for formal, variants in _GROUPS.items()}
+
+
+def name_variants(name: str) -> tuple[str, ...]:
+    """Every form of the name's group ("jen" -> jennifer, jen, jenny, jenn), so that a typo of a nickname
+    ("Jeen") can still be recognised as close to one of them."""
+    canonical = canonical_first_name(name) or name
+    return _VARIANTS.get(canonical, (canonical,))

@@ -223,6 +223,24 @@ class IdentifierTypeConfig(_Strict):
         ),
     )
 
+    priority: int = Field(
+        0,
+        description=(
+            "Where two identifier types disagree about who is who (see max_per_profile), links over the "
+            "type with the higher priority are made first and win."
+        ),
+    )
+    max_per_profile: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "At most this many distinct values of the type in one customer. Declare it for an id that is "
+            "unique per person in a trusted source (a national id, an employee number): two records with "
+            "different values are then different people, and no link may merge them. Unset: a customer may "
+            "hold several values, so duplicates inside one source (two CRM contacts sharing an e-mail) merge."
+        ),
+    )
+
     @field_validator("blocked_patterns")
     @classmethod
     def _regexes(cls, value: list[str]) -> list[str]:
@@ -248,8 +266,130 @@ def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
     }
 
 
+# Columns of `identity.match_records` a blocking rule may name; see cdp_assets/identity_features.py.
+BLOCKING_FEATURES: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "name_pair",
+    "first_name_soundex",
+    "last_name_soundex",
+    "date_of_birth",
+    "birth_year",
+    "email",
+    "email_local",
+    "phone",
+    "address",
+    "postal_code",
+    "city",
+    "identifier",
+)
+COMPARISONS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "email",
+    "phone",
+    "address",
+    "postal_code",
+    "city",
+    "identifier",
+)
+STRONG_CONFLICTS: tuple[str, ...] = ("date_of_birth", "first_name")
+DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
+    ("name_pair",),
+    ("last_name", "date_of_birth"),
+    ("first_name", "date_of_birth"),
+    ("date_of_birth", "postal_code"),
+    ("last_name", "postal_code"),
+    ("first_name_soundex", "last_name_soundex", "birth_year"),
+    ("email_local",),
+    ("phone",),
+    ("address", "postal_code"),
+)
+
+
+class MatchingConfig(_Strict):
+    """The probabilistic layer: which record pairs are compared, and when a score links or asks for review."""
+
+    enabled: bool = True
+    blocking_rules: list[list[str]] = Field(
+        default_factory=lambda: [list(r) for r in DEFAULT_BLOCKING_RULES],
+        description="Each rule compares the person records that agree on every feature it lists (none empty).",
+    )
+    max_pairs_per_rule: int = Field(
+        25_000_000,
+        ge=1,
+        description="A blocking rule that would produce more candidate pairs than this fails before any is made.",
+    )
+    comparisons: list[str] = Field(default_factory=lambda: list(COMPARISONS))
+    link_threshold: float = Field(
+        0.95, gt=0, lt=1, description="Match probability at or above which a candidate pair is linked."
+    )
+    review_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Pairs scoring at or above this but below link_threshold go to identity.review, unlinked.",
+    )
+    strong_conflicts: list[str] = Field(
+        default_factory=lambda: list(STRONG_CONFLICTS),
+        description="Evidence that stops a probabilistic link from merging two customers, whatever its score.",
+    )
+    conflict_max_disagreement: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "A strong conflict applies only where the data show it is strong: when the same person's records "
+            "(pairs joined by a shared identifier, as the model measures m) disagree on the field at most this "
+            "often. Where typos or re-keyed values make the field unreliable, it stays ordinary evidence."
+        ),
+    )
+    max_em_iterations: int = Field(40, ge=1)
+    u_sample_pairs: int = Field(
+        1_000_000, ge=1000, description="Random record pairs compared to learn how often strangers agree."
+    )
+    seed: int = 42
+
+    @field_validator("blocking_rules")
+    @classmethod
+    def _known_features(cls, rules: list[list[str]]) -> list[list[str]]:
+        for index, rule in enumerate(rules):
+            if not rule:
+                raise ValueError(f"blocking rule {index} is empty; list the features a pair must share")
+            unknown = [f for f in rule if f not in BLOCKING_FEATURES]
+            if unknown:
+                raise ValueError(
+                    f"blocking rule {index} names unknown feature(s) {unknown}; known: {', '.join(BLOCKING_FEATURES)}"
+                )
+        return rules
+
+    @field_validator("comparisons")
+    @classmethod
+    def _known_comparisons(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in COMPARISONS]
+        if unknown:
+            raise ValueError(f"unknown comparison(s) {unknown}; known: {', '.join(COMPARISONS)}")
+        return names
+
+    @field_validator("strong_conflicts")
+    @classmethod
+    def _known_conflicts(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in STRONG_CONFLICTS]
+        if unknown:
+            raise ValueError(f"unknown strong conflict(s) {unknown}; known: {', '.join(STRONG_CONFLICTS)}")
+        return names
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> MatchingConfig:
+        if self.review_threshold > self.link_threshold:
+            raise ValueError("review_threshold must not be above link_threshold")
+        return self
+
+
 class IdentityConfig(_Strict):
     identifier_types: dict[str, IdentifierTypeConfig] = Field(default_factory=_default_identifier_types)
+    matching: MatchingConfig = MatchingConfig()
     max_cluster_person_records: int = Field(
         25,
         ge=1,
@@ -269,11 +409,12 @@ class IdentityConfig(_Strict):
                     if "max_people_per_value" in spec.model_fields_set
                     else base.max_people_per_value
                 )
-                spec = IdentifierTypeConfig(
-                    normalize=spec.normalize,
-                    blocked_values=[*base.blocked_values, *spec.blocked_values],
-                    blocked_patterns=[*base.blocked_patterns, *spec.blocked_patterns],
-                    max_people_per_value=limit,
+                spec = spec.model_copy(
+                    update={
+                        "blocked_values": [*base.blocked_values, *spec.blocked_values],
+                        "blocked_patterns": [*base.blocked_patterns, *spec.blocked_patterns],
+                        "max_people_per_value": limit,
+                    }
                 )
             merged[name] = spec
         object.__setattr__(self, "identifier_types", merged)

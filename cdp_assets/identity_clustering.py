@@ -1,0 +1,138 @@
+"""Clustering that does not chain: probabilistic links merge customers only where no strong evidence objects.
+
+Connected components over scored links chain: A~B and B~C put A and C together even when A and C are
+a mother and daughter sharing a surname, an address and a landline. Here links are applied one at a
+time, strongest first, to customers rather than records, and a link is refused when the two customers
+it would merge
+
+- hold dates of birth of which none could be a typo of another (equal, day/month transposed, or one
+  digit apart), or
+- hold first names of which none could be another's (equal, nicknames or close spellings of one
+  another or of one another's nicknames, an initial, or a first/last swap), or
+- would hold more values of an identifier type than its `max_per_profile`, or
+- would hold more person records than `identity.max_cluster_person_records`.
+
+The same limits, without the weak-evidence conflicts, split a deterministic component whose shared
+identifiers would put more values of a `max_per_profile` type together than allowed: its record-to-
+identifier links are replayed highest type priority first, and a link that would break a limit is not made.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import jellyfish
+
+from cdp_assets.nicknames import name_variants
+
+
+@dataclass
+class Customer:
+    """What a growing customer holds that a merge could contradict."""
+
+    person_records: int = 0
+    birth_dates: set[str] = field(default_factory=set)
+    names: set[tuple[str, str | None]] = field(default_factory=set)  # (first name, last name)
+    limited: dict[str, set[str]] = field(default_factory=dict)
+
+    def absorb(self, other: "Customer") -> None:
+        self.person_records += other.person_records
+        self.birth_dates |= other.birth_dates
+        self.names |= other.names
+        for id_type, values in other.limited.items():
+            self.limited.setdefault(id_type, set()).update(values)
+
+
+def birth_dates_conflict(left: str, right: str) -> bool:
+    """Two YYYYMMDD dates that are not one date mistyped: neither equal, transposed, nor one digit apart."""
+    if left == right:
+        return False
+    if left[:4] == right[:4] and left[4:6] == right[6:8] and left[6:8] == right[4:6]:
+        return False
+    return jellyfish.levenshtein_distance(left, right) > 1
+
+
+def first_names_compatible(left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
+    """Could two (first, last) name pairs be one person's: equal, nicknames or close spellings of one
+    another or of one another's nicknames, an initial, or a first/last swap."""
+    first_l, last_l = left
+    first_r, last_r = right
+    if first_l == first_r:
+        return True
+    if (len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]:
+        return True
+    if (
+        last_l
+        and last_r
+        and (
+            jellyfish.jaro_winkler_similarity(first_l, last_r) >= 0.92
+            and jellyfish.jaro_winkler_similarity(last_l, first_r) >= 0.92
+        )
+    ):
+        return True
+    return any(
+        jellyfish.jaro_winkler_similarity(a, b) >= 0.8 for a in name_variants(first_l) for b in name_variants(first_r)
+    )
+
+
+def birth_dates_compatible(left: str, right: str) -> bool:
+    """Two YYYYMMDD dates that may be one date mistyped: equal, day/month transposed, or one digit apart."""
+    if left == right:
+        return True
+    if left[:4] == right[:4] and left[4:6] == right[6:8] and left[6:8] == right[4:6]:
+        return True
+    return jellyfish.levenshtein_distance(left, right) <= 1
+
+
+class ConstrainedUnion:
+    """Union-find over customers whose merges are refused when the merged customer would break a rule."""
+
+    def __init__(
+        self,
+        customers: list[Customer],
+        limits: dict[str, int],
+        max_person_records: int,
+        conflicts: Iterable[str] = (),
+    ) -> None:
+        self.parent = list(range(len(customers)))
+        self.customers = customers
+        self.limits = limits
+        self.max_person_records = max_person_records
+        self.conflicts = frozenset(conflicts)
+
+    def find(self, item: int) -> int:
+        root = item
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[item] != root:
+            self.parent[item], item = root, self.parent[item]
+        return root
+
+    def objection(self, a: Customer, b: Customer) -> str | None:
+        """Why a and b may not merge, or None."""
+        if a.person_records + b.person_records > self.max_person_records:
+            return f"cluster size: over {self.max_person_records} person records"
+        for id_type, limit in self.limits.items():
+            values = a.limited.get(id_type, set()) | b.limited.get(id_type, set())
+            if len(values) > limit:
+                return f"{id_type}: {len(values)} values, max_per_profile {limit}"
+        if "date_of_birth" in self.conflicts and a.birth_dates and b.birth_dates:
+            if not any(birth_dates_compatible(x, y) for x in a.birth_dates for y in b.birth_dates):
+                return "date_of_birth differs"
+        if "first_name" in self.conflicts and a.names and b.names:
+            if not any(first_names_compatible(x, y) for x in a.names for y in b.names):
+                return "first_name differs"
+        return None
+
+    def merge(self, left: int, right: int) -> str:
+        """Merge the customers holding `left` and `right`; returns 'linked', 'same customer' or the objection."""
+        a, b = self.find(left), self.find(right)
+        if a == b:
+            return "same customer"
+        objection = self.objection(self.customers[a], self.customers[b])
+        if objection is not None:
+            return "conflict: " + objection
+        if self.customers[a].person_records < self.customers[b].person_records:
+            a, b = b, a
+        self.parent[b] = a
+        self.customers[a].absorb(self.customers[b])
+        return "linked"

@@ -1,0 +1,152 @@
+"""Comparison vectors: how closely two person records agree, field by field, as small integer levels.
+
+Each comparison maps a pair to a level (higher = closer agreement, -1 = a side is missing, which is no
+evidence either way). Levels are computed in DuckDB SQL, where a 9-field vector over millions of pairs
+takes seconds. First and last names are compared after undoing a first/last swap ("Smith John"), and
+first names also agree through nicknames (Bob, Robert). Dates of birth agree partly on a day/month
+transposition or a single mistyped digit.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    sql: str
+    labels: dict[int, str]
+    tf_column: str | None = None  # the exact level's weight is adjusted for how common the value is
+
+
+# `l` and `r` are rows of identity.match_records; `rf`, `rl` and `rcanon` are r's first name, last name
+# and formal first name after undoing a swap (see PAIR_SQL).
+COMPARISONS: dict[str, Comparison] = {
+    c.name: c
+    for c in [
+        Comparison(
+            "first_name",
+            """case when l.first_name is null or rf is null then -1
+                    when l.first_name = rf then 4
+                    when l.first_canon = rcanon then 3
+                    when jaro_winkler_similarity(l.first_name, rf) >= 0.92 then 2
+                    when jaro_winkler_similarity(l.first_name, rf) >= 0.8
+                         or ((length(l.first_name) = 1 or length(rf) = 1) and l.first_name[1] = rf[1]) then 1
+                    else 0 end""",
+            {
+                4: "exact",
+                3: "nickname of each other",
+                2: "jaro-winkler >= 0.92",
+                1: "jaro-winkler >= 0.8 or initial",
+                0: "different",
+            },
+            tf_column="first_name",
+        ),
+        Comparison(
+            "last_name",
+            """case when l.last_name is null or rl is null then -1
+                    when l.last_name = rl then 3
+                    when jaro_winkler_similarity(l.last_name, rl) >= 0.92 then 2
+                    when jaro_winkler_similarity(l.last_name, rl) >= 0.8 then 1
+                    else 0 end""",
+            {3: "exact", 2: "jaro-winkler >= 0.92", 1: "jaro-winkler >= 0.8", 0: "different"},
+            tf_column="last_name",
+        ),
+        Comparison(
+            "date_of_birth",
+            """case when l.date_of_birth is null or r.date_of_birth is null then -1
+                    when l.date_of_birth = r.date_of_birth then 3
+                    when year(l.date_of_birth) = year(r.date_of_birth)
+                         and month(l.date_of_birth) = day(r.date_of_birth)
+                         and day(l.date_of_birth) = month(r.date_of_birth) then 2
+                    when levenshtein(l.dob_text, r.dob_text) <= 1 then 1
+                    else 0 end""",
+            {3: "exact", 2: "day and month transposed", 1: "one digit differs", 0: "different"},
+        ),
+        Comparison(
+            "email",
+            """case when l.email is null or r.email is null then -1
+                    when l.email = r.email then 3
+                    when l.email_local = r.email_local then 2
+                    when jaro_winkler_similarity(l.email_local, r.email_local) >= 0.88 then 1
+                    else 0 end""",
+            {3: "exact", 2: "same local part", 1: "local part jaro-winkler >= 0.88", 0: "different"},
+        ),
+        Comparison(
+            "phone",
+            """case when l.phone is null or r.phone is null then -1
+                    when l.phone = r.phone then 2
+                    when levenshtein(l.phone, r.phone) <= 1 then 1
+                    else 0 end""",
+            {2: "exact", 1: "one digit differs", 0: "different"},
+        ),
+        Comparison(
+            "address",
+            """case when l.address is null or r.address is null then -1
+                    when l.address = r.address then 2
+                    when jaro_winkler_similarity(l.address, r.address) >= 0.88 then 1
+                    else 0 end""",
+            {2: "exact (abbreviations normalised)", 1: "jaro-winkler >= 0.88", 0: "different"},
+        ),
+        Comparison(
+            "postal_code",
+            """case when l.postal_code is null or r.postal_code is null then -1
+                    when l.postal_code = r.postal_code then 2
+                    when levenshtein(l.postal_code, r.postal_code) <= 1 then 1
+                    else 0 end""",
+            {2: "exact", 1: "one character differs", 0: "different"},
+            tf_column="postal_code",
+        ),
+        Comparison(
+            "city",
+            """case when l.city is null or r.city is null then -1
+                    when l.city = r.city then 2
+                    when jaro_winkler_similarity(l.city, r.city) >= 0.88 then 1
+                    else 0 end""",
+            {2: "exact", 1: "jaro-winkler >= 0.88", 0: "different"},
+            tf_column="city",
+        ),
+        Comparison(
+            "identifier",
+            """case when l.identifier is null or r.identifier is null
+                         or l.identifier_type <> r.identifier_type then -1
+                    when l.identifier = r.identifier then 2
+                    when length(l.identifier) - length(l.identifier_type) > 5
+                         and levenshtein(l.identifier, r.identifier) <= 1 then 1
+                    else 0 end""",
+            {2: "same value", 1: "one character differs", 0: "different values of one type"},
+        ),
+    ]
+}
+
+# Undo a first/last swap on the right-hand record: its names then line up with the left one's.
+SWAP_SQL = """(l.first_name is not null and l.last_name is not null and r.first_name is not null
+               and r.last_name is not null and l.first_name <> r.first_name
+               and jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92
+               and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92)"""
+
+
+def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) -> str:
+    """SELECT of one row per pair in `pairs_table(l, r, ...)`: its node ids, whether the right record's
+    names were swapped, the `carry` columns of the pairs table, and one level column per comparison."""
+    levels = ",\n            ".join(f"({COMPARISONS[n].sql})::tinyint as {n}" for n in names)
+    carried = "".join(f", p.{c}" for c in carry)
+    outer = "".join(f", {c}" for c in carry)
+    # Whole rows travel as structs `l` and `r`, so the comparison SQL reads l.first_name, r.city, ...
+    return f"""
+        with joined as (
+            select p.l as l_node, p.r as r_node{carried}, lm as l, rm as r
+            from {pairs_table} p
+            join identity.match_records lm on lm.node_id = p.l
+            join identity.match_records rm on rm.node_id = p.r
+        ),
+        swapped as (select joined.*, {SWAP_SQL} as swapped from joined),
+        aligned as (
+            select swapped.*, case when swapped then r.last_name else r.first_name end as rf,
+                   case when swapped then r.first_name else r.last_name end as rl,
+                   case when swapped then null else r.first_canon end as rcanon
+            from swapped
+        )
+        select l_node as l, r_node as r, swapped{outer},
+            {levels}
+        from aligned
+    """

@@ -1,0 +1,223 @@
+"""The probabilistic layer of identity: person records that share no identifier but are the same person.
+
+Runs after the deterministic components are known: builds the matching features, blocks, compares,
+fits the Fellegi-Sunter model, scores every candidate pair, and merges customers over the pairs above
+the link threshold without chaining (see identity_clustering). It writes, so a user can see why:
+
+- `identity.evidence`: every candidate pair scoring at least the review threshold, with the blocking
+  rule that found it, each field's comparison level and weight, the match weight and probability,
+  and the decision (linked, same customer, conflict: <reason>, review);
+- `identity.review`: the pairs a person should look at, in the review band or refused by a conflict;
+- `identity.model`: m, u and the weight of every comparison level.
+"""
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from cdp_assets.identity_blocking import build_candidate_pairs, preflight
+from cdp_assets.identity_clustering import ConstrainedUnion, Customer
+from cdp_assets.identity_comparisons import vector_sql
+from cdp_assets.identity_features import build_match_records
+from cdp_assets.identity_model import build_term_frequencies, estimate, scoring_sql
+from resources.config import CDPConfig
+
+EVIDENCE_TABLE = "identity.evidence"
+REVIEW_TABLE = "identity.review"
+MODEL_TABLE = "identity.model"
+
+
+def _empty_outputs(conn: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    levels = "".join(f", null::tinyint as {n}, null::double as w_{n}" for n in names)
+    conn.execute(
+        f"""create or replace table {EVIDENCE_TABLE} as
+            select null::varchar as left_source, null::varchar as left_record_id, null::varchar as right_source,
+                   null::varchar as right_record_id, null::varchar as rule, null::boolean as swapped{levels},
+                   null::double as match_weight, null::double as match_probability, null::varchar as decision
+            where false"""
+    )
+    conn.execute(f"create or replace table {REVIEW_TABLE} as select * from {EVIDENCE_TABLE}")
+    conn.execute(
+        f"""create or replace table {MODEL_TABLE} as
+            select null::varchar comparison, null::integer level, null::varchar label, null::double m,
+                   null::double u, null::double weight, null::boolean tf_adjusted where false"""
+    )
+
+
+def match_probabilistically(
+    conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray
+) -> dict[str, object]:
+    """Merge deterministic components over probabilistic links; returns new labels and figures for metadata."""
+    settings = config.identity.matching
+    names = list(settings.comparisons)
+    records = build_match_records(conn, config) if settings.enabled else 0
+    if not settings.enabled or records < 2:
+        _empty_outputs(conn, names)
+        return {"labels": labels, "candidate_pairs": 0, "probabilistic_links": 0, "review_pairs": 0}
+    estimates = preflight(conn, settings.blocking_rules, settings.max_pairs_per_rule)
+    made = build_candidate_pairs(conn, settings.blocking_rules)
+    conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
+    conn.execute(
+        f"""
+        create or replace temp table match_vectors as
+        select v.*, cl.component as l_component, cr.component as r_component,
+               cl.component = cr.component as same_component
+        from ({vector_sql("match_pairs", names, carry=("rule",))}) v
+        join node_labels cl on cl.node_id = v.l
+        join node_labels cr on cr.node_id = v.r
+        """
+    )
+    # Person records already joined by a shared identifier: examples of one person written twice.
+    conn.execute(
+        f"""
+        create or replace temp table labelled_pairs as
+        with members as (
+            select m.node_id, c.component, count(*) over (partition by c.component) as size
+            from identity.match_records m join node_labels c using (node_id)
+        )
+        select a.node_id as l, b.node_id as r
+        from members a join members b on a.component = b.component and a.node_id < b.node_id
+        where a.size <= {config.identity.max_cluster_person_records}
+        """
+    )
+    conn.unregister("node_labels")
+    conn.execute("drop table match_pairs")
+    model = estimate(
+        conn, names, settings.blocking_rules, settings.u_sample_pairs, settings.seed, settings.max_em_iterations
+    )
+    tf_columns = build_term_frequencies(conn, names)
+    conn.execute(
+        f"create or replace temp table match_scores as select * from ({scoring_sql(model, tf_columns)}) "
+        f"where match_probability >= {settings.review_threshold!r}"
+    )
+    conn.execute("drop table match_vectors")
+    conn.execute("drop table labelled_pairs")
+    conflicts = [
+        c for c in settings.strong_conflicts if c in names and model.m[c][0] <= settings.conflict_max_disagreement
+    ]
+    decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts)
+    conn.register("link_decisions", decisions)
+    level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
+    conn.execute(
+        f"""
+        create or replace table {EVIDENCE_TABLE} as
+        select nl.source as left_source, nl.source_record_id as left_record_id,
+               nr.source as right_source, nr.source_record_id as right_record_id,
+               s.rule, s.swapped{level_columns}, s.match_weight, s.match_probability,
+               case when s.same_component then 'same customer (shared identifier)'
+                    when d.decision is not null then d.decision::varchar
+                    else 'review' end as decision
+        from match_scores s
+        join id_nodes nl on nl.node_id = s.l
+        join id_nodes nr on nr.node_id = s.r
+        left join link_decisions d on d.l = s.l and d.r = s.r
+        order by s.match_probability desc, left_source, left_record_id, right_source, right_record_id
+        """
+    )
+    conn.unregister("link_decisions")
+    conn.execute("drop table match_scores")
+    conn.execute(
+        f"""create or replace table {REVIEW_TABLE} as
+            select * from {EVIDENCE_TABLE} where decision = 'review' or decision like 'conflict:%'"""
+    )
+    conn.register("model_levels", model.levels_table())
+    conn.execute(f"create or replace table {MODEL_TABLE} as select * from model_levels")
+    conn.unregister("model_levels")
+    by_rule = conn.execute(
+        f"""select rule, count(*) filter (where decision = 'linked') as links,
+                   count(*) filter (where decision = 'review') as review,
+                   count(*) filter (where decision like 'conflict:%') as refused
+            from {EVIDENCE_TABLE} group by 1"""
+    ).fetchall()
+    counted = {rule: (links, review, refused) for rule, links, review, refused in by_rule}
+    rules = [
+        {
+            "blocking rule": e["rule"],
+            "estimated pairs": int(e["estimated_pairs"]),
+            "candidate pairs": made.get(str(e["rule"]), 0),
+            "links": counted.get(e["rule"], (0, 0, 0))[0],
+            "review": counted.get(e["rule"], (0, 0, 0))[1],
+            "refused": counted.get(e["rule"], (0, 0, 0))[2],
+        }
+        for e in estimates
+    ]
+    totals = conn.execute(
+        f"""select count(*) filter (where decision = 'linked'), count(*) filter (where decision = 'review'),
+                   count(*) filter (where decision like 'conflict:%') from {EVIDENCE_TABLE}"""
+    ).fetchall()[0]
+    return {
+        "labels": labels,
+        "candidate_pairs": sum(made.values()),
+        "probabilistic_links": int(totals[0]),
+        "review_pairs": int(totals[1]),
+        "refused_links": int(totals[2]),
+        "rules": rules,
+        "model": model.levels_table(),
+        "prior": model.prior,
+        "em_iterations": model.iterations,
+        "strong_conflicts": {
+            c: {"disagreement": float(model.m[c][0]), "applied": c in conflicts}
+            for c in settings.strong_conflicts
+            if c in names
+        },
+    }
+
+
+def _cluster(
+    conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray, threshold: float, conflicts: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Apply links strongest first to the customers they join; returns each link's decision and new labels."""
+    links = conn.execute(
+        f"""select l, r, l_component, r_component from match_scores
+            where not same_component and match_probability >= {threshold!r}
+            order by match_probability desc, l, r"""
+    ).fetchnumpy()
+    if len(links["l"]) == 0:
+        return pd.DataFrame({"l": [], "r": [], "decision": []}), labels
+    involved = np.unique(np.concatenate([links["l_component"], links["r_component"]]))
+    conn.register("involved", pd.DataFrame({"component": involved}))
+    conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
+    attributes = conn.execute(
+        """
+        select c.component,
+               count(*) filter (where n.role = 'person') as person_records,
+               list(distinct m.dob_text) filter (where m.dob_text is not null) as birth_dates,
+               list(distinct [m.first_name, m.last_name]) filter (where m.first_name is not null) as names
+        from node_labels c join involved using (component) join id_nodes n using (node_id)
+        left join identity.match_records m using (node_id)
+        group by 1
+        """
+    ).fetchall()
+    limits = {t: s.max_per_profile for t, s in config.identity.identifier_types.items() if s.max_per_profile}
+    limited: dict[int, dict[str, set[str]]] = {}
+    if limits:
+        conn.register("limited_types", pd.DataFrame({"id_type": list(limits)}))
+        for component, id_type, id_value in conn.execute(
+            """select c.component, l.id_type, l.id_value from identity.links l
+               join id_nodes n using (source, source_record_id) join node_labels c using (node_id)
+               join involved using (component) join limited_types using (id_type)"""
+        ).fetchall():
+            limited.setdefault(component, {}).setdefault(id_type, set()).add(id_value)
+        conn.unregister("limited_types")
+    conn.unregister("involved")
+    conn.unregister("node_labels")
+    position = {int(c): i for i, c in enumerate(involved)}
+    customers = [Customer() for _ in involved]
+    for component, person_records, birth_dates, names in attributes:
+        customers[position[int(component)]] = Customer(
+            person_records=int(person_records),
+            birth_dates=set(birth_dates or []),
+            names={(first, last) for first, last in (names or [])},
+            limited=limited.get(int(component), {}),
+        )
+    union = ConstrainedUnion(customers, limits, config.identity.max_cluster_person_records, conflicts)
+    decisions = [
+        union.merge(position[int(a)], position[int(b)])
+        for a, b in zip(links["l_component"], links["r_component"], strict=True)
+    ]
+    labels = labels.copy()
+    root_component = np.array([involved[union.find(i)] for i in range(len(involved))])
+    lookup = pd.Series(root_component, index=involved)
+    mask = np.isin(labels, involved)
+    labels[mask] = lookup.loc[labels[mask]].to_numpy()
+    return pd.DataFrame({"l": links["l"], "r": links["r"], "decision": decisions}), labels

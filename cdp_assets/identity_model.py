@@ -1,0 +1,264 @@
+"""Unsupervised Fellegi-Sunter weights for the comparison levels, and the SQL that scores pairs with them.
+
+For every comparison level the model holds m (how often the same person's two records show it) and
+u (how often two strangers' records do); a pair's match weight is the sum of log2(m/u) over its fields
+plus the prior odds. u is measured, not guessed: comparing a seeded random sample of record pairs,
+which are almost all strangers. m of names, birth dates and addresses is measured too, on the pairs of
+person records the deterministic layer joined through a shared e-mail, phone or id: the same person
+written twice, with the typos, nicknames and moves real duplicates have. Where there are too few such
+pairs, and for the contact fields that made those links, m is learnt by expectation-maximisation over
+the candidate pairs with u held fixed (the approach Splink takes). Left to EM alone, customer data
+teaches the wrong lesson: most candidate pairs that agree on a surname and an address are households.
+Exact agreement on a name, city or postal code is weighed by how common the value is (term
+frequency): two records agreeing on "Smith" say far less than two agreeing on "Zyskowski".
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from cdp_assets.identity_comparisons import COMPARISONS, vector_sql
+
+# Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
+_DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
+_MIN_LABELLED_PAIRS = 50
+_CONVERGED = 1e-6
+
+
+@dataclass
+class FellegiSunterModel:
+    names: list[str]
+    m: dict[str, np.ndarray]
+    u: dict[str, np.ndarray]
+    prior: float  # probability that two records picked at random are the same person
+    iterations: int = 0
+    labelled_pairs: int = 0
+    tf_floor: dict[str, float] = field(default_factory=dict)
+
+    def weight(self, name: str, level: int) -> float:
+        return math.log2(self.m[name][level] / self.u[name][level])
+
+    def levels_table(self) -> pd.DataFrame:
+        rows = []
+        for name in self.names:
+            for level, label in sorted(COMPARISONS[name].labels.items(), reverse=True):
+                rows.append(
+                    (
+                        name,
+                        level,
+                        label,
+                        float(self.m[name][level]),
+                        float(self.u[name][level]),
+                        round(self.weight(name, level), 3),
+                        bool(COMPARISONS[name].tf_column) and level == self.top(name),
+                    )
+                )
+        return pd.DataFrame(rows, columns=["comparison", "level", "label", "m", "u", "weight", "tf_adjusted"])
+
+    @staticmethod
+    def top(name: str) -> int:
+        return max(COMPARISONS[name].labels)
+
+
+def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+    counts = {}
+    for name in names:
+        size = FellegiSunterModel.top(name) + 1
+        values = frame[name].to_numpy()
+        weights = frame["n"].to_numpy()
+        keep = values >= 0
+        counts[name] = np.bincount(values[keep].astype(np.int64), weights=weights[keep], minlength=size)[:size]
+    return counts
+
+
+def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
+    """u per level from a seeded random sample of record pairs (strangers, nearly all of them)."""
+    nodes = conn.execute("select node_id from identity.match_records").fetchnumpy()["node_id"]
+    rng = np.random.default_rng(seed)
+    if len(nodes) < 2:
+        left = right = np.zeros(0, dtype=np.int64)
+    else:
+        left = rng.integers(0, len(nodes), size=sample)
+        right = rng.integers(0, len(nodes), size=sample)
+        keep = left != right
+        left, right = nodes[left[keep]], nodes[right[keep]]
+    conn.register("u_sample", pd.DataFrame({"l": left, "r": right}))
+    frame = conn.execute(
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql('u_sample', names)}) group by all"
+    ).df()
+    conn.unregister("u_sample")
+    counts = _level_counts(frame, names)
+    # Half a pair of smoothing: a level no stranger pair showed is rare, not impossible.
+    return {n: (c + 0.5) / (c.sum() + 0.5 * len(c)) for n, c in counts.items()}
+
+
+def _default_m(name: str) -> np.ndarray:
+    size = FellegiSunterModel.top(name) + 1
+    m = np.full(size, 0.05 / max(size - 1, 1))
+    m[-1] = 0.95
+    return m
+
+
+# The comparisons a blocking feature forces to agree: pairs found by a rule say nothing about them.
+BLOCKED_COMPARISONS: dict[str, tuple[str, ...]] = {
+    "first_name": ("first_name",),
+    "last_name": ("last_name",),
+    "name_pair": ("first_name", "last_name"),
+    "first_name_soundex": ("first_name",),
+    "last_name_soundex": ("last_name",),
+    "date_of_birth": ("date_of_birth",),
+    "birth_year": ("date_of_birth",),
+    "email": ("email",),
+    "email_local": ("email",),
+    "phone": ("phone",),
+    "address": ("address",),
+    "postal_code": ("postal_code",),
+    "city": ("city",),
+    "identifier": ("identifier",),
+}
+
+
+def _em(
+    patterns: np.ndarray,
+    rules: np.ndarray,
+    counts: np.ndarray,
+    names: list[str],
+    m: dict[str, np.ndarray],
+    u: dict[str, np.ndarray],
+    iterations: int,
+    fixed: set[str] = frozenset(),  # type: ignore[assignment]
+) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """EM for m and each rule's share of matches, u fixed; patterns hold -1 where a field is no evidence."""
+    log_u = {n: np.log(u[n]) for n in names}
+    rule_count = int(rules.max()) + 1
+    shares = np.full(rule_count, 0.1)
+    done = 0
+    for _ in range(iterations):
+        done += 1
+        log_odds = np.log(shares / (1 - shares))[rules]
+        for i, name in enumerate(names):
+            levels = patterns[:, i]
+            known = levels >= 0
+            log_odds[known] += np.log(m[name][levels[known]]) - log_u[name][levels[known]]
+        posterior = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+        weighted = counts * posterior
+        new_shares = np.clip(
+            np.bincount(rules, weights=weighted, minlength=rule_count)
+            / np.maximum(np.bincount(rules, weights=counts, minlength=rule_count), 1e-12),
+            1e-6,
+            1 - 1e-6,
+        )
+        change = float(np.abs(new_shares - shares).max())
+        for i, name in enumerate(names):
+            if name in fixed:
+                continue
+            levels = patterns[:, i]
+            known = levels >= 0
+            size = len(m[name])
+            totals = np.bincount(levels[known].astype(np.int64), weights=weighted[known], minlength=size)[:size]
+            if totals.sum() <= 0:
+                continue
+            new_m = (totals + 1e-3) / (totals.sum() + 1e-3 * size)
+            change = max(change, float(np.abs(new_m - m[name]).max()))
+            m[name] = new_m
+        shares = new_shares
+        if change < _CONVERGED:
+            break
+    return m, shares, done
+
+
+def estimate(
+    conn: duckdb.DuckDBPyConnection,
+    names: list[str],
+    rules: list[list[str]],
+    u_sample: int,
+    seed: int,
+    max_iterations: int,
+) -> FellegiSunterModel:
+    """Fit the model to `match_vectors` (the candidate pairs' levels, their rule and `same_component`).
+
+    Each rule has its own share of matches. A pair's fields its rule forced to agree are left out of
+    the fit, so a block of people sharing a surname does not teach that sharing a surname means a match.
+    The prior for scoring is the expected number of matching pairs over all pairs of records, so weights
+    of every field, the blocked ones too, count when a pair is scored.
+    """
+    u = estimate_u(conn, names, u_sample, seed)
+    m = {n: _default_m(n) for n in names}
+    labelled = conn.execute(
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql('labelled_pairs', names)}) group by all"
+    ).df()
+    labelled_pairs = int(labelled["n"].sum()) if len(labelled) else 0
+    learnt: set[str] = set()
+    if labelled_pairs >= _MIN_LABELLED_PAIRS:
+        counts = _level_counts(labelled, names)
+        for name in names:
+            if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= _MIN_LABELLED_PAIRS:
+                m[name] = (counts[name] + 0.5) / (counts[name].sum() + 0.5 * len(counts[name]))
+                learnt.add(name)
+    records = int(conn.execute("select count(*) from identity.match_records").fetchall()[0][0])
+    all_pairs = records * (records - 1) / 2
+    frame = conn.execute(f"select rule, {', '.join(names)}, count(*) as n from match_vectors group by all").df()
+    if len(frame) == 0:
+        return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_pairs)
+    rule_names = [" + ".join(r) for r in rules]
+    rule_index = frame["rule"].map({name: i for i, name in enumerate(rule_names)}).to_numpy(dtype=np.int64)
+    patterns = frame[names].to_numpy(dtype=np.int64)
+    for i, rule in enumerate(rules):
+        masked = {c for feature in rule for c in BLOCKED_COMPARISONS[feature]}
+        for j, name in enumerate(names):
+            if name in masked:
+                patterns[rule_index == i, j] = -1
+    counts = frame["n"].to_numpy(dtype=np.float64)
+    m, shares, iterations = _em(patterns, rule_index, counts, names, m, u, max_iterations, fixed=learnt)
+    per_rule = np.bincount(rule_index, weights=counts, minlength=len(rules))
+    expected_matches = float((shares[: len(per_rule)] * per_rule).sum())
+    prior = min(max(expected_matches / max(all_pairs, 1.0), 1e-12), 0.5)
+    return FellegiSunterModel(names, m, u, prior, iterations, labelled_pairs)
+
+
+def build_term_frequencies(conn: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
+    """Temp tables `tf_<column>(value, tf)` for the comparisons adjusted for how common a value is."""
+    columns = []
+    for name in names:
+        column = COMPARISONS[name].tf_column
+        if column is None:
+            continue
+        conn.execute(
+            f"""create or replace temp table tf_{column} as
+                select {column} as value, count(*) / sum(count(*)) over () as tf
+                from identity.match_records where {column} is not null group by 1"""
+        )
+        columns.append(column)
+    return columns
+
+
+def scoring_sql(model: FellegiSunterModel, tf_columns: list[str]) -> str:
+    """SELECT over `match_vectors` adding each field's weight, the match weight and the match probability."""
+    weights = []
+    joins = []
+    for name in model.names:
+        top = model.top(name)
+        cases = " ".join(f"when {level} then {model.weight(name, level)!r}" for level in range(len(model.m[name])))
+        column = COMPARISONS[name].tf_column
+        if column in tf_columns:
+            # Exact agreement on value v: m / P(a stranger has v), with tf never below 1/N of the non-null.
+            exact = f"log2({float(model.m[name][top])!r} / greatest(tf_{column}.tf, 1e-9))"
+            cases = cases.replace(f"when {top} then {model.weight(name, top)!r}", f"when {top} then {exact}")
+            joins.append(f"left join tf_{column} on tf_{column}.value = lrec.{column}")
+        weights.append(f"coalesce(case v.{name} {cases} end, 0.0) as w_{name}")
+    prior = math.log2(model.prior / (1 - model.prior))
+    total = " + ".join(f"w_{n}" for n in model.names) or "0.0"
+    return f"""
+        with weighed as (
+            select v.*, {", ".join(weights)}
+            from match_vectors v
+            join identity.match_records lrec on lrec.node_id = v.l
+            {" ".join(joins)}
+        )
+        select *, {prior!r} + {total} as match_weight,
+               1.0 / (1.0 + pow(2.0, -({prior!r} + {total}))) as match_probability
+        from weighed
+    """
