@@ -124,6 +124,7 @@ BLOCKED_COMPARISONS: dict[str, tuple[str, ...]] = {
 def _em(
     patterns: np.ndarray,
     rules: np.ndarray,
+    rule_count: int,
     counts: np.ndarray,
     names: list[str],
     m: dict[str, np.ndarray],
@@ -133,7 +134,6 @@ def _em(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     """EM for m and each rule's share of matches, u fixed; patterns hold -1 where a field is no evidence."""
     log_u = {n: np.log(u[n]) for n in names}
-    rule_count = int(rules.max()) + 1
     shares = np.full(rule_count, 0.1)
     done = 0
     for _ in range(iterations):
@@ -212,9 +212,9 @@ def estimate(
             if name in masked:
                 patterns[rule_index == i, j] = -1
     counts = frame["n"].to_numpy(dtype=np.float64)
-    m, shares, iterations = _em(patterns, rule_index, counts, names, m, u, max_iterations, fixed=learnt)
+    m, shares, iterations = _em(patterns, rule_index, len(rules), counts, names, m, u, max_iterations, learnt)
     per_rule = np.bincount(rule_index, weights=counts, minlength=len(rules))
-    expected_matches = float((shares[: len(per_rule)] * per_rule).sum())
+    expected_matches = float((shares * per_rule).sum())
     prior = min(max(expected_matches / max(all_pairs, 1.0), 1e-12), 0.5)
     return FellegiSunterModel(names, m, u, prior, iterations, labelled_pairs)
 
