@@ -10,6 +10,8 @@ records that share no identifier, scoring names, birth dates, addresses and the 
 Fellegi-Sunter model, and merges customers only where no strong evidence objects.
 """
 
+import time
+
 import dagster as dg
 import duckdb
 import numpy as np
@@ -17,10 +19,9 @@ import pandas as pd
 
 from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
 from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
-from cdp_assets.identity_clustering import ConstrainedUnion, Customer
+from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity_matching import match_probabilistically
 from cdp_assets.metadata import markdown_table, masked_preview
-from cdp_assets.nicknames import canonical_first_name
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
 from resources.warehouse import Warehouse
 
@@ -64,6 +65,7 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
 
 def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it."""
+    started = time.perf_counter()
     conn.execute(
         """
         create or replace temp table id_nodes as
@@ -127,7 +129,9 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     ).fetchnumpy()
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
     labels = enforce_profile_limits(conn, config, labels)
+    deterministic_seconds = round(time.perf_counter() - started, 2)
     matching = match_probabilistically(conn, config, labels)
+    started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     conn.register("component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
     conn.execute(
@@ -148,6 +152,11 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     conn.unregister("component_frame")
     summary = _summary(conn, config)
     summary.update(matching)
+    summary["timings"] = {
+        "deterministic layer": deterministic_seconds,
+        **dict(matching["timings"]),  # type: ignore[call-overload]
+        "identity map and summary": round(time.perf_counter() - started, 2),
+    }
     return summary
 
 
@@ -216,55 +225,49 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
 def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_types: list[str]) -> None:
     """Add to `identity.blocked_identifiers` the values shared by more people than their type allows.
 
-    People are counted from the person records carrying the value: distinct dates of birth, and first
-    names that are neither nickname variants (Bob, Robert) nor close spellings (Jon, Johnny: Jaro-Winkler
-    at least 0.85 as written or in formal form) of one another. Whichever count is higher is the
-    estimate, so twins (one birthday, two names) count as two, as does a couple sharing a landline.
-    Birth dates carry most of the weight: similar names (Michael, Michelle) pass as one person.
+    People are counted from the person records carrying the value: groups of birth dates that could be
+    one date mistyped, and groups of first names that could be one person's (see FirstNames: nicknames
+    and typos count as one, two common names as two). Whichever count is higher is the estimate, so
+    twins (one birthday, two names) count as two, as does a couple sharing a landline.
     """
     limits = {t: config.identity.type_config(t).max_people_per_value for t in id_types}
     limits = {t: n for t, n in limits.items() if n is not None}
     if not limits:
         return
-    names = conn.execute("select distinct first_name from clean.person_records where first_name is not null").fetchall()
-    frame = pd.DataFrame(
-        [(n, canonical_first_name(n)) for (n,) in names], columns=["first_name", "canon"], dtype=object
-    )
-    conn.register("name_canon", frame)
     conn.register("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
-    conn.execute(
+    values = conn.execute(
         """
-        create or replace temp table shared_values as
         with records as (
-            select e.id_type, e.id_value, p.date_of_birth, n.canon, lower(p.first_name) as spelled
+            select e.id_type, e.id_value, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
+                   nullif(lower(trim(p.first_name)), '') as first_name,
+                   nullif(lower(trim(p.last_name)), '') as last_name
             from id_edges e
             join type_limits l using (id_type)
             join clean.person_records p using (source, source_record_id)
-            left join name_canon n on n.first_name = p.first_name
             where p.is_latest
               and not exists (select 1 from identity.blocked_identifiers b
                               where b.id_type = e.id_type and b.id_value = e.id_value)
-        ),
-        names as (select distinct id_type, id_value, canon, spelled from records where canon is not null),
-        name_people as (
-            select a.id_type, a.id_value, count(distinct a.canon) as people from names a
-            where not exists (
-                select 1 from names b where b.id_type = a.id_type and b.id_value = a.id_value
-                and b.canon < a.canon
-                and greatest(jaro_winkler_similarity(a.canon, b.canon),
-                             jaro_winkler_similarity(a.spelled, b.spelled)) >= 0.85)
-            group by 1, 2
-        ),
-        birth_people as (
-            select id_type, id_value, count(distinct date_of_birth) as people, count(*) as records
-            from records group by 1, 2
         )
-        select d.id_type, d.id_value, d.records,
-               greatest(d.people, coalesce(n.people, 0)) as people, l.max_people
-        from birth_people d left join name_people n using (id_type, id_value) join type_limits l using (id_type)
-        where greatest(d.people, coalesce(n.people, 0)) > l.max_people
+        select id_type, id_value,
+               list(distinct birth_date) filter (where birth_date is not null) as birth_dates,
+               list(distinct [first_name, last_name]) filter (where first_name is not null) as names
+        from records group by 1, 2
+        having count(distinct birth_date) > 1 or count(distinct first_name) > 1
         """
+    ).fetchall()
+    counts = dict(
+        conn.execute(
+            "select lower(trim(first_name)), count(*) from clean.person_records "
+            "where is_latest and first_name is not null group by 1"
+        ).fetchall()
     )
+    first_names = FirstNames(counts)
+    shared = []
+    for id_type, id_value, birth_dates, names in values:
+        people = max(birth_date_people(birth_dates or []), first_names.people([(f, last) for f, last in names or []]))
+        if people > limits[id_type]:
+            shared.append((id_type, id_value, people, limits[id_type]))
+    conn.register("shared_values", pd.DataFrame(shared, columns=["id_type", "id_value", "people", "max_people"]))
     conn.execute(
         """
         insert into identity.blocked_identifiers
@@ -274,7 +277,7 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
         from shared_values s
         """
     )
-    conn.unregister("name_canon")
+    conn.unregister("shared_values")
     conn.unregister("type_limits")
 
 
@@ -477,6 +480,9 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "refused_links": int(summary.get("refused_links", 0)),
                 "links_by_blocking_rule": dg.MetadataValue.md(markdown_table(summary.get("rules", []))),
                 "model": dg.MetadataValue.md(_model_markdown(summary.get("model"), summary.get("prior"))),
+                "seconds_by_step": dg.MetadataValue.md(
+                    markdown_table([{"step": k, "seconds": v} for k, v in dict(summary["timings"]).items()])
+                ),
                 "strong_conflicts": dg.MetadataValue.md(
                     markdown_table(
                         [

@@ -2,7 +2,10 @@
 
 Comparing every record with every other is quadratic; blocking compares only records that agree
 exactly on the features a rule lists. Several rules with different features let a typo in one field
-be caught by another rule. Each rule's pair count is known from its group sizes before a single pair
+be caught by another rule. A key shared by more than `max_block_size` records (every "John Smith" in
+a city of millions, a default postal code) is skipped by that rule and reported: such a block costs
+n² comparisons and its pairs have to be told apart by other fields anyway, which other rules block on.
+Each rule's pair count is known from its group sizes before a single pair
 is made, so a rule on a near-constant field fails at once, naming itself and the count, instead of
 exhausting memory an hour later.
 """
@@ -22,20 +25,39 @@ def _agree(rule: list[str]) -> str:
     return " and ".join(f"l.{f} = r.{f}" for f in rule)
 
 
-def estimate_pairs(conn: duckdb.DuckDBPyConnection, rule: list[str]) -> int:
-    """Pairs the rule would make: the sum over its blocks of n(n-1)/2, from one GROUP BY."""
+def _blocks(rule: list[str], max_block_size: int) -> str:
+    """Records of blocks no larger than `max_block_size` (a key shared by more says too little to block on)."""
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
-    value = conn.execute(
-        f"select coalesce(sum(n * (n - 1) // 2), 0) from "
-        f"(select count(*)::hugeint as n from identity.match_records where {not_null} group by {columns})"
-    ).fetchall()[0][0]
-    return int(value)
+    return f"""(select m.* from identity.match_records m
+               semi join (select {columns} from identity.match_records where {not_null}
+                          group by all having count(*) <= {max_block_size}) k using ({columns}))"""
 
 
-def preflight(conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_pairs: int) -> list[dict[str, object]]:
+def estimate_pairs(conn: duckdb.DuckDBPyConnection, rule: list[str], max_block_size: int) -> dict[str, object]:
+    """Pairs the rule would make (the sum over its blocks of n(n-1)/2, from one GROUP BY), and the keys
+    skipped for being shared by more than `max_block_size` records."""
+    columns = ", ".join(rule)
+    not_null = " and ".join(f"{f} is not null" for f in rule)
+    pairs, skipped_keys, skipped_records = conn.execute(
+        f"""select coalesce(sum(n * (n - 1) // 2) filter (where n <= {max_block_size}), 0),
+                   count(*) filter (where n > {max_block_size}),
+                   coalesce(sum(n) filter (where n > {max_block_size}), 0)
+            from (select count(*)::hugeint as n from identity.match_records where {not_null} group by {columns})"""
+    ).fetchall()[0]
+    return {
+        "rule": rule_name(rule),
+        "estimated_pairs": int(pairs),
+        "skipped_keys": int(skipped_keys),
+        "records_in_skipped_keys": int(skipped_records),
+    }
+
+
+def preflight(
+    conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_pairs: int, max_block_size: int
+) -> list[dict[str, object]]:
     """Estimated pairs per rule; raises naming every rule over the limit before any pair is made."""
-    estimates = [{"rule": rule_name(rule), "estimated_pairs": estimate_pairs(conn, rule)} for rule in rules]
+    estimates = [estimate_pairs(conn, rule, max_block_size) for rule in rules]
     too_broad = [e for e in estimates if int(e["estimated_pairs"]) > max_pairs]
     if too_broad:
         listed = "; ".join(f"rule '{e['rule']}' would make {int(e['estimated_pairs']):,} pairs" for e in too_broad)
@@ -46,7 +68,9 @@ def preflight(conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_pairs
     return estimates
 
 
-def build_candidate_pairs(conn: duckdb.DuckDBPyConnection, rules: list[list[str]]) -> dict[str, int]:
+def build_candidate_pairs(
+    conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_block_size: int
+) -> dict[str, int]:
     """Rebuild temp table `match_pairs(l, r, rule)`: each pair once, credited to the first rule that finds it."""
     conn.execute("create or replace temp table match_pairs (l bigint, r bigint, rule varchar)")
     made: dict[str, int] = {}
@@ -54,11 +78,12 @@ def build_candidate_pairs(conn: duckdb.DuckDBPyConnection, rules: list[list[str]
         earlier = [f"coalesce({_agree(r)}, false)" for r in rules[:index]]
         exclude = f"and not ({' or '.join(earlier)})" if earlier else ""
         name = rule_name(rule)
+        blocks = _blocks(rule, max_block_size)
         conn.execute(
             f"""
             insert into match_pairs
             select l.node_id, r.node_id, ?
-            from identity.match_records l join identity.match_records r on {_agree(rule)} and l.node_id < r.node_id
+            from {blocks} l join {blocks} r on {_agree(rule)} and l.node_id < r.node_id
             where true {exclude}
             """,
             [name],

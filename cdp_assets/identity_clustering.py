@@ -7,8 +7,8 @@ it would merge
 
 - hold dates of birth of which none could be a typo of another (equal, day/month transposed, or one
   digit apart), or
-- hold first names of which none could be another's (equal, nicknames or close spellings of one
-  another or of one another's nicknames, an initial, or a first/last swap), or
+- hold first names of which none could be another's (see FirstNames: equal, nicknames, an initial,
+  a first/last swap, or a close spelling of which one is rare enough to be a typo), or
 - would hold more values of an identifier type than its `max_per_profile`, or
 - would hold more person records than `identity.max_cluster_person_records`.
 
@@ -51,27 +51,66 @@ def birth_dates_conflict(left: str, right: str) -> bool:
     return jellyfish.levenshtein_distance(left, right) > 1
 
 
-def first_names_compatible(left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
-    """Could two (first, last) name pairs be one person's: equal, nicknames or close spellings of one
-    another or of one another's nicknames, an initial, or a first/last swap."""
-    first_l, last_l = left
-    first_r, last_r = right
-    if first_l == first_r:
-        return True
-    if (len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]:
-        return True
-    if (
-        last_l
-        and last_r
-        and (
-            jellyfish.jaro_winkler_similarity(first_l, last_r) >= 0.92
-            and jellyfish.jaro_winkler_similarity(last_l, first_r) >= 0.92
-        )
-    ):
-        return True
-    return any(
-        jellyfish.jaro_winkler_similarity(a, b) >= 0.8 for a in name_variants(first_l) for b in name_variants(first_r)
-    )
+class FirstNames:
+    """Whether two first names can be one person's, knowing how common each spelling is in the data.
+
+    Equal names, nicknames of one another (Bob, Robert), an initial and a first/last swap always can.
+    Close spellings can only when one of them is rare next to the other: a typo makes a rare spelling
+    ("Jeen" beside "Jen", "Jammes" beside "James"), while Mark and Mary, or John and Joan, are both
+    common names and, at one address, two people.
+    """
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
+        first_l, last_l = left
+        first_r, last_r = right
+        if first_l == first_r:
+            return True
+        if (len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]:
+            return True
+        if (
+            last_l
+            and last_r
+            and (
+                jellyfish.jaro_winkler_similarity(first_l, last_r) >= 0.92
+                and jellyfish.jaro_winkler_similarity(last_l, first_r) >= 0.92
+            )
+        ):
+            return True
+        variants_l, variants_r = name_variants(first_l), name_variants(first_r)
+        if variants_l[0] == variants_r[0]:
+            return True
+        if max(jellyfish.jaro_winkler_similarity(a, b) for a in variants_l for b in variants_r) < 0.85:
+            return False
+        rarer, commoner = sorted((self.counts.get(first_l, 1), self.counts.get(first_r, 1)))
+        return rarer <= max(2, commoner // 10)
+
+    def people(self, names: list[tuple[str, str | None]]) -> int:
+        """How many people a set of (first, last) names needs at least: groups of compatible names."""
+        groups: list[list[tuple[str, str | None]]] = []
+        for name in names:
+            for group in groups:
+                if any(self.compatible(name, other) for other in group):
+                    group.append(name)
+                    break
+            else:
+                groups.append([name])
+        return len(groups)
+
+
+def birth_date_people(dates: list[str]) -> int:
+    """How many people a set of YYYYMMDD birth dates needs at least: groups of possible typos of one date."""
+    groups: list[list[str]] = []
+    for date in dates:
+        for group in groups:
+            if any(birth_dates_compatible(date, other) for other in group):
+                group.append(date)
+                break
+        else:
+            groups.append([date])
+    return len(groups)
 
 
 def birth_dates_compatible(left: str, right: str) -> bool:
@@ -92,12 +131,14 @@ class ConstrainedUnion:
         limits: dict[str, int],
         max_person_records: int,
         conflicts: Iterable[str] = (),
+        first_names: FirstNames | None = None,
     ) -> None:
         self.parent = list(range(len(customers)))
         self.customers = customers
         self.limits = limits
         self.max_person_records = max_person_records
         self.conflicts = frozenset(conflicts)
+        self.first_names = first_names or FirstNames({})
 
     def find(self, item: int) -> int:
         root = item
@@ -119,7 +160,7 @@ class ConstrainedUnion:
             if not any(birth_dates_compatible(x, y) for x in a.birth_dates for y in b.birth_dates):
                 return "date_of_birth differs"
         if "first_name" in self.conflicts and a.names and b.names:
-            if not any(first_names_compatible(x, y) for x in a.names for y in b.names):
+            if not any(self.first_names.compatible(x, y) for x in a.names for y in b.names):
                 return "first_name differs"
         return None
 

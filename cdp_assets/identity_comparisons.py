@@ -7,15 +7,17 @@ first names also agree through nicknames (Bob, Robert). Dates of birth agree par
 transposition or a single mistyped digit.
 """
 
+import re
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Comparison:
     name: str
-    sql: str
+    sql: str  # the level; `{sim}` stands for the similarity below, computed once per pair
     labels: dict[int, str]
     tf_column: str | None = None  # the exact level's weight is adjusted for how common the value is
+    similarity: str = "null"
 
 
 # `l` and `r` are rows of identity.match_records; `rf`, `rl` and `rcanon` are r's first name, last name
@@ -28,8 +30,8 @@ COMPARISONS: dict[str, Comparison] = {
             """case when l.first_name is null or rf is null then -1
                     when l.first_name = rf then 4
                     when l.first_canon = rcanon then 3
-                    when jaro_winkler_similarity(l.first_name, rf) >= 0.92 then 2
-                    when jaro_winkler_similarity(l.first_name, rf) >= 0.8
+                    when {sim} >= 0.92 then 2
+                    when {sim} >= 0.8
                          or ((length(l.first_name) = 1 or length(rf) = 1) and l.first_name[1] = rf[1]) then 1
                     else 0 end""",
             {
@@ -40,16 +42,18 @@ COMPARISONS: dict[str, Comparison] = {
                 0: "different",
             },
             tf_column="first_name",
+            similarity="jaro_winkler_similarity(l.first_name, rf)",
         ),
         Comparison(
             "last_name",
             """case when l.last_name is null or rl is null then -1
                     when l.last_name = rl then 3
-                    when jaro_winkler_similarity(l.last_name, rl) >= 0.92 then 2
-                    when jaro_winkler_similarity(l.last_name, rl) >= 0.8 then 1
+                    when {sim} >= 0.92 then 2
+                    when {sim} >= 0.8 then 1
                     else 0 end""",
             {3: "exact", 2: "jaro-winkler >= 0.92", 1: "jaro-winkler >= 0.8", 0: "different"},
             tf_column="last_name",
+            similarity="jaro_winkler_similarity(l.last_name, rl)",
         ),
         Comparison(
             "date_of_birth",
@@ -65,11 +69,12 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "email",
             """case when l.email is null or r.email is null then -1
-                    when l.email = r.email then 3
-                    when l.email_local = r.email_local then 2
-                    when jaro_winkler_similarity(l.email_local, r.email_local) >= 0.88 then 1
+                    when l.email = r.email then 1
                     else 0 end""",
-            {3: "exact", 2: "same local part", 1: "local part jaro-winkler >= 0.88", 0: "different"},
+            # No fuzzy or local-part level: local parts are mostly built from the name (john.smith,
+            # jsmith72), so two John Smiths' addresses look alike and such a level would count the name
+            # a second time.
+            {1: "exact", 0: "different"},
         ),
         Comparison(
             "phone",
@@ -83,9 +88,10 @@ COMPARISONS: dict[str, Comparison] = {
             "address",
             """case when l.address is null or r.address is null then -1
                     when l.address = r.address then 2
-                    when jaro_winkler_similarity(l.address, r.address) >= 0.88 then 1
+                    when {sim} >= 0.88 then 1
                     else 0 end""",
             {2: "exact (abbreviations normalised)", 1: "jaro-winkler >= 0.88", 0: "different"},
+            similarity="jaro_winkler_similarity(l.address, r.address)",
         ),
         Comparison(
             "postal_code",
@@ -100,10 +106,11 @@ COMPARISONS: dict[str, Comparison] = {
             "city",
             """case when l.city is null or r.city is null then -1
                     when l.city = r.city then 2
-                    when jaro_winkler_similarity(l.city, r.city) >= 0.88 then 1
+                    when {sim} >= 0.88 then 1
                     else 0 end""",
             {2: "exact", 1: "jaro-winkler >= 0.88", 0: "different"},
             tf_column="city",
+            similarity="jaro_winkler_similarity(l.city, r.city)",
         ),
         Comparison(
             "identifier",
@@ -111,6 +118,11 @@ COMPARISONS: dict[str, Comparison] = {
                          or l.identifier_type <> r.identifier_type then -1
                     when l.identifier = r.identifier then 2
                     when length(l.identifier) - length(l.identifier_type) > 5
+                         and abs(length(l.identifier) - length(r.identifier)) <= 1
+                         and (left(l.identifier, length(l.identifier) // 2)
+                                  = left(r.identifier, length(l.identifier) // 2)
+                              or right(l.identifier, length(l.identifier) // 2)
+                                  = right(r.identifier, length(l.identifier) // 2))
                          and levenshtein(l.identifier, r.identifier) <= 1 then 1
                     else 0 end""",
             {2: "same value", 1: "one character differs", 0: "different values of one type"},
@@ -121,32 +133,62 @@ COMPARISONS: dict[str, Comparison] = {
 # Undo a first/last swap on the right-hand record: its names then line up with the left one's.
 SWAP_SQL = """(l.first_name is not null and l.last_name is not null and r.first_name is not null
                and r.last_name is not null and l.first_name <> r.first_name
+               and l.first_name[1] = r.last_name[1] and l.last_name[1] = r.first_name[1]
                and jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92
                and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92)"""
+
+
+_COLUMNS = (
+    "first_name",
+    "first_canon",
+    "last_name",
+    "date_of_birth",
+    "dob_text",
+    "email",
+    "email_local",
+    "phone",
+    "address",
+    "postal_code",
+    "city",
+    "identifier",
+    "identifier_type",
+)
+
+
+def _flat(sql: str) -> str:
+    """`l.city` -> `l_city`: the comparisons read flat columns of one joined row."""
+    return re.sub(r"\b([lr])\.(\w+)", r"\1_\2", sql)
 
 
 def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) -> str:
     """SELECT of one row per pair in `pairs_table(l, r, ...)`: its node ids, whether the right record's
     names were swapped, the `carry` columns of the pairs table, and one level column per comparison."""
-    levels = ",\n            ".join(f"({COMPARISONS[n].sql})::tinyint as {n}" for n in names)
+    # Each similarity is computed once, in its own column; the level CASEs then only compare numbers.
+    similarities = "".join(
+        f", {_flat(COMPARISONS[n].similarity)} as sim_{n}" for n in names if COMPARISONS[n].similarity != "null"
+    )
+    levels = ",\n            ".join(
+        f"({_flat(COMPARISONS[n].sql).replace('{sim}', f'sim_{n}')})::tinyint as {n}" for n in names
+    )
     carried = "".join(f", p.{c}" for c in carry)
     outer = "".join(f", {c}" for c in carry)
-    # Whole rows travel as structs `l` and `r`, so the comparison SQL reads l.first_name, r.city, ...
+    columns = "".join(f", lm.{c} as l_{c}, rm.{c} as r_{c}" for c in _COLUMNS)
     return f"""
         with joined as (
-            select p.l as l_node, p.r as r_node{carried}, lm as l, rm as r
+            select p.l as l_node, p.r as r_node{carried}{columns}
             from {pairs_table} p
             join identity.match_records lm on lm.node_id = p.l
             join identity.match_records rm on rm.node_id = p.r
         ),
-        swapped as (select joined.*, {SWAP_SQL} as swapped from joined),
+        swapped as (select joined.*, {_flat(SWAP_SQL)} as swapped from joined),
         aligned as (
-            select swapped.*, case when swapped then r.last_name else r.first_name end as rf,
-                   case when swapped then r.first_name else r.last_name end as rl,
-                   case when swapped then null else r.first_canon end as rcanon
+            select swapped.*, case when swapped then r_last_name else r_first_name end as rf,
+                   case when swapped then r_first_name else r_last_name end as rl,
+                   case when swapped then null else r_first_canon end as rcanon
             from swapped
-        )
+        ),
+        measured as materialized (select aligned.*{similarities} from aligned)
         select l_node as l, r_node as r, swapped{outer},
             {levels}
-        from aligned
+        from measured
     """

@@ -11,12 +11,14 @@ the link threshold without chaining (see identity_clustering). It writes, so a u
 - `identity.model`: m, u and the weight of every comparison level.
 """
 
+import time
+
 import duckdb
 import numpy as np
 import pandas as pd
 
 from cdp_assets.identity_blocking import build_candidate_pairs, preflight
-from cdp_assets.identity_clustering import ConstrainedUnion, Customer
+from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstNames
 from cdp_assets.identity_comparisons import vector_sql
 from cdp_assets.identity_features import build_match_records
 from cdp_assets.identity_model import build_term_frequencies, estimate, scoring_sql
@@ -50,12 +52,29 @@ def match_probabilistically(
     """Merge deterministic components over probabilistic links; returns new labels and figures for metadata."""
     settings = config.identity.matching
     names = list(settings.comparisons)
+    timings: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[step] = round(now - mark, 2)
+        mark = now
+
     records = build_match_records(conn, config) if settings.enabled else 0
+    lap("matching features")
     if not settings.enabled or records < 2:
         _empty_outputs(conn, names)
-        return {"labels": labels, "candidate_pairs": 0, "probabilistic_links": 0, "review_pairs": 0}
-    estimates = preflight(conn, settings.blocking_rules, settings.max_pairs_per_rule)
-    made = build_candidate_pairs(conn, settings.blocking_rules)
+        return {
+            "labels": labels,
+            "candidate_pairs": 0,
+            "probabilistic_links": 0,
+            "review_pairs": 0,
+            "timings": timings,
+        }
+    estimates = preflight(conn, settings.blocking_rules, settings.max_pairs_per_rule, settings.max_block_size)
+    made = build_candidate_pairs(conn, settings.blocking_rules, settings.max_block_size)
+    lap("blocking")
     conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     conn.execute(
         f"""
@@ -82,9 +101,11 @@ def match_probabilistically(
     )
     conn.unregister("node_labels")
     conn.execute("drop table match_pairs")
+    lap("comparison vectors")
     model = estimate(
         conn, names, settings.blocking_rules, settings.u_sample_pairs, settings.seed, settings.max_em_iterations
     )
+    lap("model (u sample, m, EM)")
     tf_columns = build_term_frequencies(conn, names)
     conn.execute(
         f"create or replace temp table match_scores as select * from ({scoring_sql(model, tf_columns)}) "
@@ -92,10 +113,12 @@ def match_probabilistically(
     )
     conn.execute("drop table match_vectors")
     conn.execute("drop table labelled_pairs")
+    lap("scoring")
     conflicts = [
         c for c in settings.strong_conflicts if c in names and model.m[c][0] <= settings.conflict_max_disagreement
     ]
     decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts)
+    lap("clustering")
     conn.register("link_decisions", decisions)
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
     conn.execute(
@@ -134,6 +157,7 @@ def match_probabilistically(
         {
             "blocking rule": e["rule"],
             "estimated pairs": int(e["estimated_pairs"]),
+            "keys skipped (too common)": int(e["skipped_keys"]),
             "candidate pairs": made.get(str(e["rule"]), 0),
             "links": counted.get(e["rule"], (0, 0, 0))[0],
             "review": counted.get(e["rule"], (0, 0, 0))[1],
@@ -145,8 +169,10 @@ def match_probabilistically(
         f"""select count(*) filter (where decision = 'linked'), count(*) filter (where decision = 'review'),
                    count(*) filter (where decision like 'conflict:%') from {EVIDENCE_TABLE}"""
     ).fetchall()[0]
+    lap("evidence and review tables")
     return {
         "labels": labels,
+        "timings": timings,
         "candidate_pairs": sum(made.values()),
         "probabilistic_links": int(totals[0]),
         "review_pairs": int(totals[1]),
@@ -210,7 +236,14 @@ def _cluster(
             names={(first, last) for first, last in (names or [])},
             limited=limited.get(int(component), {}),
         )
-    union = ConstrainedUnion(customers, limits, config.identity.max_cluster_person_records, conflicts)
+    counts = dict(
+        conn.execute(
+            "select first_name, count(*) from identity.match_records where first_name is not null group by 1"
+        ).fetchall()
+    )
+    union = ConstrainedUnion(
+        customers, limits, config.identity.max_cluster_person_records, conflicts, FirstNames(counts)
+    )
     decisions = [
         union.merge(position[int(a)], position[int(b)])
         for a, b in zip(links["l_component"], links["r_component"], strict=True)

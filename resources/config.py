@@ -302,7 +302,6 @@ DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("date_of_birth", "postal_code"),
     ("last_name", "postal_code"),
     ("first_name_soundex", "last_name_soundex", "birth_year"),
-    ("email_local",),
     ("phone",),
     ("address", "postal_code"),
 )
@@ -320,6 +319,14 @@ class MatchingConfig(_Strict):
         25_000_000,
         ge=1,
         description="A blocking rule that would produce more candidate pairs than this fails before any is made.",
+    )
+    max_block_size: int = Field(
+        300,
+        ge=2,
+        description=(
+            "A blocking key shared by more records than this is skipped by its rule (and reported): its n² "
+            "pairs would cost more than they find. Pairs in it are still found by the other rules."
+        ),
     )
     comparisons: list[str] = Field(default_factory=lambda: list(COMPARISONS))
     link_threshold: float = Field(
