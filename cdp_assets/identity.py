@@ -211,10 +211,12 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
 
     for node_id, role in members:
         item(("node", node_id), Customer(person_records=1 if role == "person" else 0))
+    ordered = sorted(edges, key=lambda e: (-priority.get(e[2], 0), e[2], e[3], e[0]))
+    for _node_id, _role, id_type, id_value in ordered:
+        item(("value", id_type, id_value), Customer(limited={id_type: {id_value}} if id_type in limits else {}))
     union = ConstrainedUnion(customers, limits, max_person_records=2**62)
-    for node_id, _role, id_type, id_value in sorted(edges, key=lambda e: (-priority.get(e[2], 0), e[2], e[3], e[0])):
-        value = Customer(limited={id_type: {id_value}} if id_type in limits else {})
-        union.merge(index[("node", node_id)], item(("value", id_type, id_value), value))
+    for node_id, _role, id_type, id_value in ordered:
+        union.merge(index[("node", node_id)], index[("value", id_type, id_value)])
     labels = labels.copy()
     offset = int(labels.max()) + 1 if len(labels) else 0
     for node_id, _role in members:

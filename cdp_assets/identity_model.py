@@ -107,6 +107,7 @@ BLOCKED_COMPARISONS: dict[str, tuple[str, ...]] = {
     "first_name": ("first_name",),
     "last_name": ("last_name",),
     "name_pair": ("first_name", "last_name"),
+    "first_name_canon": ("first_name",),
     "first_name_soundex": ("first_name",),
     "last_name_soundex": ("last_name",),
     "date_of_birth": ("date_of_birth",),

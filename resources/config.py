@@ -271,6 +271,7 @@ BLOCKING_FEATURES: tuple[str, ...] = (
     "first_name",
     "last_name",
     "name_pair",
+    "first_name_canon",
     "first_name_soundex",
     "last_name_soundex",
     "date_of_birth",
@@ -296,11 +297,12 @@ COMPARISONS: tuple[str, ...] = (
 )
 STRONG_CONFLICTS: tuple[str, ...] = ("date_of_birth", "first_name")
 DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
-    ("name_pair",),
+    ("name_pair", "postal_code"),
+    ("first_name_canon", "last_name", "postal_code"),
+    ("first_name_soundex", "last_name", "postal_code"),
     ("last_name", "date_of_birth"),
     ("first_name", "date_of_birth"),
     ("date_of_birth", "postal_code"),
-    ("last_name", "postal_code"),
     ("first_name_soundex", "last_name_soundex", "birth_year"),
     ("phone",),
     ("address", "postal_code"),
@@ -321,7 +323,7 @@ class MatchingConfig(_Strict):
         description="A blocking rule that would produce more candidate pairs than this fails before any is made.",
     )
     max_block_size: int = Field(
-        300,
+        100,
         ge=2,
         description=(
             "A blocking key shared by more records than this is skipped by its rule (and reported): its n² "

@@ -1,0 +1,323 @@
+"""The probabilistic layer: each comparison level, each protection rule, explanations and the blocking pre-flight.
+
+Cases run inside a seeded background population (people with two records joined by a shared e-mail,
+written with the variations real duplicates have), so u and m are measured as they would be on real
+data rather than on three records.
+"""
+
+import random
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cdp_assets.identity import resolve
+from cdp_assets.identity_blocking import BlockingRuleTooBroad
+from cdp_assets.identity_comparisons import COMPARISONS, vector_sql
+from cdp_assets.nicknames import canonical_first_name
+from resources.config import load_config
+from resources.warehouse import bootstrap
+
+FIRST = ["olivia", "liam", "emma", "noah", "ava", "elijah", "sophia", "lucas", "mia", "mason", "harper", "ethan",
+         "amelia", "logan", "evelyn", "aiden", "abigail", "caleb", "ella", "owen", "scarlett", "wyatt", "grace",
+         "henry", "chloe", "julian", "nora", "levi", "lily", "isaac"]  # fmt: skip
+LAST = ["okafor", "lindqvist", "marchetti", "yamada", "novak", "brennan", "castellano", "oduya", "halvorsen",
+        "petrov", "dumont", "kowalski", "sandoval", "whitlock", "nakamura", "farrow", "ibarra", "lachance",
+        "moreau", "quigley", "rasmussen", "szabo", "tremblay", "vasquez", "albright", "beaumont", "carrick",
+        "delacroix", "eriksen", "fairbanks"]  # fmt: skip
+STREETS = ["oak", "maple", "cedar", "pine", "elm", "birch", "walnut", "willow", "spruce", "aspen"]
+
+
+def _typo(rng: random.Random, text: str) -> str:
+    i = rng.randrange(1, len(text) - 1)
+    return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+
+
+def background(seed: int = 7, people: int = 150) -> list[dict]:
+    """People written twice, the two records sharing an e-mail; the second with a typo, a nickname-free
+    variation or a missing field now and then, like duplicates across two systems."""
+    rng = random.Random(seed)
+    records = []
+    for n in range(people):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        person = {
+            "first": first,
+            "last": last,
+            "dob": date(1950, 1, 1) + timedelta(days=rng.randrange(20000)),
+            "address": f"{rng.randrange(1, 9999)} {rng.choice(STREETS)} st",
+            "zip": f"{rng.randrange(10000, 10400)}",
+            "city": "springfield",
+            "email": f"p{n}@example.org",
+            "phone": f"+1212{rng.randrange(1000000, 9999999)}",
+        }
+        records.append({"id": f"bg{n}a", **person})
+        second = dict(person)
+        if rng.random() < 0.2:
+            second["last"] = _typo(rng, last)
+        if rng.random() < 0.3:
+            second["address"] = None
+        if rng.random() < 0.3:
+            second["phone"] = None
+        records.append({"id": f"bg{n}b", **second})
+    return records
+
+
+def warehouse(tmp_path: Path, records: list[dict], identity: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """Write person records with their e-mail and phone identifiers and resolve them."""
+    raw = {"sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}]}
+    if identity:
+        raw["identity"] = identity
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    conn = duckdb.connect(":memory:")
+    bootstrap(conn)
+    for i, r in enumerate(records):
+        conn.execute(
+            """insert into clean.person_records (source, source_record_id, file, row_number, is_latest, first_name,
+               last_name, date_of_birth, email, email_match_key, phone, address_key, postal_code, city)
+               values ('crm', ?, 'f.csv', ?, true, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [r["id"], i + 2, r.get("first"), r.get("last"), r.get("dob"), r.get("email"), r.get("email"),
+             r.get("phone"), r.get("address"), r.get("zip"), r.get("city")],
+        )  # fmt: skip
+        for id_type in ("email", "phone"):
+            if r.get(id_type):
+                conn.execute(
+                    "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
+                    [r["id"], id_type, r[id_type], i + 2],
+                )
+        for id_type, value in r.get("ids", {}).items():
+            conn.execute(
+                "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
+                [r["id"], id_type, value, i + 2],
+            )
+    resolve(conn, config)
+    return conn
+
+
+def customers(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
+
+
+def person(rid: str, first: str | None, last: str | None, **fields: object) -> dict:
+    return {"id": rid, "first": first, "last": last, "city": "springfield", **fields}
+
+
+DOB = date(1984, 3, 17)
+
+
+@pytest.mark.parametrize(
+    ("case", "records", "together"),
+    [
+        (
+            "same person, no shared identifier: same name and birth date, address with a typo",
+            [
+                person("x", "theodora", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+                person("y", "theodora", "winterbourne", dob=DOB, address="12 harbor view rd", zip="10001"),
+            ],
+            True,
+        ),
+        (
+            "first and last name swapped",
+            [
+                person("x", "theodora", "winterbourne", dob=DOB, zip="10001", address="12 harbour view rd"),
+                person("y", "winterbourne", "theodora", dob=DOB, zip="10001"),
+            ],
+            True,
+        ),
+        (
+            "a nickname with a typo and a moved address still links when the phone agrees",
+            [
+                person("x", "robert", "winterbourne", dob=DOB, address="12 harbour view rd", phone="+12125550100"),
+                person("y", "bobb", "winterbourne", address="98 quay st", zip="10300", phone="+12125550100"),
+            ],
+            True,
+        ),
+        (
+            "household sharing a landline and an address stays apart",
+            [
+                person(
+                    "x",
+                    "mark",
+                    "winterbourne",
+                    dob=DOB,
+                    address="12 harbour view rd",
+                    zip="10001",
+                    phone="+12125550100",
+                ),
+                person(
+                    "y",
+                    "mary",
+                    "winterbourne",
+                    dob=date(1986, 7, 2),
+                    address="12 harbour view rd",
+                    zip="10001",
+                    phone="+12125550100",
+                ),
+            ],  # fmt: skip
+            False,
+        ),
+        (
+            "twins: same birthday and address, different first names",
+            [
+                person("x", "theodora", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+                person("y", "cassandra", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+            ],
+            False,
+        ),
+        (
+            "junk e-mail and phone link nobody",
+            [
+                person("x", "olivia", "okafor", email="test@test.com", phone="+11234567890"),
+                person("y", "liam", "novak", email="test@test.com", phone="+11234567890"),
+            ],
+            False,
+        ),
+        (
+            "same common name and nothing else",
+            [person("x", "olivia", "okafor", zip="10001"), person("y", "olivia", "okafor", zip="10002")],
+            False,
+        ),
+    ],
+)
+def test_probabilistic_cases(tmp_path, case, records, together):
+    found = customers(warehouse(tmp_path, background() + records))
+    assert (found["x"] == found["y"]) is together, case
+
+
+def test_background_duplicates_are_found(tmp_path):
+    found = customers(warehouse(tmp_path, background()))
+    joined = sum(found[f"bg{n}a"] == found[f"bg{n}b"] for n in range(150))
+    assert joined == 150
+    assert len(set(found.values())) == 150
+
+
+def test_a_link_is_explained_and_a_review_pair_is_not_linked(tmp_path):
+    records = background() + [
+        person("x", "theodora", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+        person("y", "theodora", "winterbourne", dob=DOB, address="12 harbor view rd", zip="10001"),
+    ]
+    conn = warehouse(tmp_path, records)
+    row = conn.execute(
+        """select rule, first_name, last_name, date_of_birth, address, w_first_name, match_probability, decision
+           from identity.evidence where left_record_id = 'x' and right_record_id = 'y'"""
+    ).fetchone()
+    rule, first, last, dob, address, weight, probability, decision = row
+    assert decision == "linked" and probability >= 0.95
+    assert (first, last, dob, address) == (4, 3, 3, 1)  # exact, exact, exact, jaro-winkler >= 0.88
+    assert rule and weight > 0
+    levels = conn.execute("select count(*) from identity.model where comparison = 'first_name'").fetchone()[0]
+    assert levels == len(COMPARISONS["first_name"].labels)
+
+    strict = warehouse(tmp_path, records, {"matching": {"link_threshold": 0.999999999, "review_threshold": 0.01}})
+    found = customers(strict)
+    assert found["x"] != found["y"]
+    assert strict.execute(
+        "select decision from identity.review where left_record_id = 'x' and right_record_id = 'y'"
+    ).fetchone() == ("review",)
+
+
+def test_a_blocking_rule_that_would_make_too_many_pairs_fails_naming_itself(tmp_path):
+    identity = {"matching": {"blocking_rules": [["city"]], "max_pairs_per_rule": 1000, "max_block_size": 100000}}
+    with pytest.raises(BlockingRuleTooBroad, match=r"rule 'city' would make 44,850 pairs"):
+        warehouse(tmp_path, background(), identity)
+
+
+def test_a_record_with_nothing_usable_is_a_singleton(tmp_path):
+    found = customers(warehouse(tmp_path, background() + [{"id": "x"}, {"id": "y", "first": None}]))
+    assert found["x"] != found["y"] and found["x"].startswith("cus_")
+
+
+def test_max_per_profile_keeps_two_national_ids_apart(tmp_path):
+    records = background() + [
+        person("x", "olivia", "okafor", email="o@x.org", ids={"national_id": "AB123456"}),
+        person("y", "olivia", "okafor", email="o@x.org", ids={"national_id": "ZZ987654"}),
+        person("z", "olivia", "okafor", email="o@x.org"),
+    ]
+    limited = {"identifier_types": {"national_id": {"max_per_profile": 1, "priority": 10}}}
+    found = customers(warehouse(tmp_path, records, limited))
+    assert found["x"] != found["y"]
+    unlimited = customers(warehouse(tmp_path, records))
+    assert unlimited["x"] == unlimited["y"] == unlimited["z"]
+
+
+def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
+    conn = duckdb.connect(":memory:")
+    conn.execute("create schema identity")
+    columns = ["first_name", "first_canon", "last_name", "date_of_birth", "dob_text", "email", "email_local",
+               "phone", "address", "postal_code", "city", "identifier", "identifier_type"]  # fmt: skip
+    conn.execute(
+        "create table identity.match_records (node_id bigint, "
+        + ", ".join(f"{c} {'date' if c == 'date_of_birth' else 'varchar'}" for c in columns)
+        + ")"
+    )
+    conn.execute("create table pairs (l bigint, r bigint)")
+    for i, (left, right) in enumerate(pairs):
+        for node, record in ((2 * i, left), (2 * i + 1, right)):
+            values = {**record}
+            if values.get("date_of_birth"):
+                values["dob_text"] = values["date_of_birth"].strftime("%Y%m%d")
+            if values.get("first_name"):
+                values["first_canon"] = canonical_first_name(values["first_name"])
+            if values.get("identifier"):
+                values["identifier_type"] = values["identifier"].split(":")[0]
+            conn.execute(
+                f"insert into identity.match_records values (?, {', '.join('?' for _ in columns)})",
+                [node, *(values.get(c) for c in columns)],
+            )
+        conn.execute("insert into pairs values (?, ?)", [2 * i, 2 * i + 1])
+    return conn.execute(f"select * from ({vector_sql('pairs', list(COMPARISONS))}) order by l").df().to_dict("records")
+
+
+@pytest.mark.parametrize(
+    ("comparison", "left", "right", "level"),
+    [
+        ("first_name", "jonathan", "jonathan", 4),
+        ("first_name", "bob", "robert", 3),
+        ("first_name", "katherine", "katharine", 2),
+        ("first_name", "jonathan", "johnathan", 1),
+        ("first_name", "j", "jonathan", 1),
+        ("first_name", "mary", "anna", 0),
+        ("first_name", None, "anna", -1),
+        ("last_name", "smith", "smith", 3),
+        ("last_name", "winterbourne", "winterbourn", 2),
+        ("last_name", "smith", "jones", 0),
+        ("date_of_birth", date(1970, 5, 1), date(1970, 5, 1), 3),
+        ("date_of_birth", date(1970, 5, 1), date(1970, 1, 5), 2),
+        ("date_of_birth", date(1970, 5, 1), date(1971, 5, 1), 1),
+        ("date_of_birth", date(1970, 5, 1), date(1981, 11, 23), 0),
+        ("email", "a@x.org", "a@x.org", 1),
+        ("email", "a@x.org", "a@y.org", 0),
+        ("phone", "12125550100", "12125550100", 2),
+        ("phone", "12125550100", "12125550109", 1),
+        ("phone", "12125550100", "13105559999", 0),
+        ("address", "12 harbour view rd", "12 harbour view rd", 2),
+        ("address", "12 harbour view rd", "12 harbor view rd", 1),
+        ("address", "12 harbour view rd", "7 quay st", 0),
+        ("postal_code", "10001", "10001", 2),
+        ("postal_code", "10001", "10007", 1),
+        ("postal_code", "10001", "94103", 0),
+        ("city", "springfield", "springfeld", 1),
+        ("identifier", "ssn:1234567", "ssn:1234567", 2),
+        ("identifier", "ssn:1234567", "ssn:1234568", 1),
+        ("identifier", "ssn:1234567", "ssn:7654321", 0),
+        ("identifier", "ssn:1234567", "loyalty:1234567", -1),
+    ],
+)
+def test_comparison_levels(comparison, left, right, level):
+    (row,) = _levels([({comparison: left}, {comparison: right})])
+    assert row[comparison] == level
+
+
+def test_a_first_last_swap_is_undone_before_names_are_compared():
+    (row,) = _levels(
+        [
+            (
+                {"first_name": "theodora", "last_name": "winterbourne"},
+                {"first_name": "winterbourne", "last_name": "theodora"},
+            )
+        ]
+    )
+    assert row["swapped"] and row["first_name"] == 4 and row["last_name"] == 3
