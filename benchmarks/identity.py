@@ -128,6 +128,17 @@ def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
 
 
 def _max_rss_mb() -> float:
+    """This process's peak RSS in MB.
+
+    Linux carries `ru_maxrss` across fork and exec, so a child started by a large parent would report
+    at least the parent's size; VmHWM is the peak of the child's own address space, so it is read first.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
