@@ -10,7 +10,7 @@ PORT ?= 3000
 DESTINATION_PORT ?= 8765
 export DAGSTER_HOME
 
-.PHONY: install demo-data demo-destination materialize dev test lint bench clean-data
+.PHONY: install demo-data demo-destination materialize dev test lint bench bench-identity clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -55,6 +55,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.full_refresh --people 10000 100000
+
+# Identity accuracy on FEBRL 1-4 and on the demo ground truth, with the identity stage's time and memory.
+bench-identity: install
+	$(BIN)/python -m benchmarks.identity
 
 clean-data:
 	rm -rf data/landing data/exports data/warehouse.duckdb data/ground_truth.csv

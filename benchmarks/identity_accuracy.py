@@ -1,58 +1,177 @@
-"""Score `cdp.identity_map` against the demo generator's ground truth.
+"""Score `cdp.identity_map` against a ground truth of `source,source_record_id,person_id`.
 
 Pairwise precision/recall/F1 count pairs of records put in the same customer; cluster precision/recall
-count customers whose records are exactly one true person. Usage:
-    python -m benchmarks.identity_accuracy WAREHOUSE.duckdb GROUND_TRUTH.csv
+count customers whose records are exactly one true person. `sources` restricts both the truth and the
+clusters to some sources (the person sources, say), so records of other sources neither add pairs nor
+chain clusters into the score. Usage:
+    python -m benchmarks.identity_accuracy WAREHOUSE.duckdb GROUND_TRUTH.csv [SOURCE ...]
 """
 
 import sys
+from collections.abc import Iterable
 
 import duckdb
 
+# The table a probabilistic matcher writes its scored candidate pairs to, one row per pair. Its column
+# names live here only, so a change of schema is a change of this mapping.
+EVIDENCE_TABLE = "identity.evidence"
+EVIDENCE_COLUMNS = {
+    "left_source": "left_source",
+    "left_record_id": "left_record_id",
+    "right_source": "right_source",
+    "right_record_id": "right_record_id",
+    "decision": "decision",
+}
+LINK_DECISIONS = ("link",)
+# Record-to-identifier edges that survived blocking: records sharing a value are linked deterministically.
+DETERMINISTIC_LINKS_TABLE = "identity.links"
 
-def score(warehouse: str, truth_csv: str) -> dict[str, float]:
-    conn = duckdb.connect(warehouse, read_only=True)
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def _load_truth(conn: duckdb.DuckDBPyConnection, truth_csv: str, sources: Iterable[str] | None) -> None:
+    """Temp tables `truth` (filtered to `sources`) and `joined` (truth records with their customer)."""
     conn.execute("create temp table truth as select * from read_csv(?, all_varchar = true)", [truth_csv])
+    if sources is not None:
+        conn.execute("delete from truth where not list_contains(?, source)", [sorted(set(sources))])
     conn.execute(
         """create temp table joined as
-           select t.person_id, m.customer_id from truth t join cdp.identity_map m using (source, source_record_id)"""
+           select t.source, t.source_record_id, t.person_id, m.customer_id
+           from truth t join cdp.identity_map m using (source, source_record_id)"""
     )
-    predicted, true, both = conn.execute(
-        """select (select sum(n * (n - 1) / 2) from (select count(*) n from joined group by customer_id)),
-                  (select sum(n * (n - 1) / 2) from (select count(*) n from joined group by person_id)),
-                  (select sum(n * (n - 1) / 2) from (select count(*) n from joined group by person_id, customer_id))"""
-    ).fetchone()
-    exact = conn.execute(
-        """with c as (select customer_id, count(distinct person_id) persons from joined group by 1),
-                p as (select person_id, count(distinct customer_id) customers from joined group by 1),
-                pure as (select j.customer_id, j.person_id from joined j join c using (customer_id)
-                         join p using (person_id) where persons = 1 and customers = 1 group by all)
-           select (select count(*) from pure), (select count(*) from c), (select count(*) from p)"""
-    ).fetchone()
-    records, mapped = conn.execute(
-        "select count(*), count(m.customer_id) from truth t "
-        "left join cdp.identity_map m using (source, source_record_id)"
-    ).fetchone()
+
+
+def score(warehouse: str, truth_csv: str, sources: Iterable[str] | None = None) -> dict[str, float | int]:
+    """Clustered pairwise and exact-cluster scores of the records of `sources` (all sources if None).
+
+    Pairs are counted among truth records that have a customer; `records_mapped` says how many those are,
+    so records lost before identity (quarantined whole) show up instead of silently raising the scores.
+    """
+    conn = duckdb.connect(warehouse, read_only=True)
+    try:
+        _load_truth(conn, truth_csv, sources)
+        predicted, true, both = conn.execute(
+            """select (select coalesce(sum(n * (n - 1) // 2), 0)
+                       from (select count(*) n from joined group by customer_id)),
+                      (select coalesce(sum(n * (n - 1) // 2), 0)
+                       from (select count(*) n from joined group by person_id)),
+                      (select coalesce(sum(n * (n - 1) // 2), 0)
+                       from (select count(*) n from joined group by person_id, customer_id))"""
+        ).fetchone()
+        exact = conn.execute(
+            """with c as (select customer_id, count(distinct person_id) persons from joined group by 1),
+                    p as (select person_id, count(distinct customer_id) customers from joined group by 1),
+                    pure as (select j.customer_id, j.person_id from joined j join c using (customer_id)
+                             join p using (person_id) where persons = 1 and customers = 1 group by all)
+               select (select count(*) from pure), (select count(*) from c), (select count(*) from p)"""
+        ).fetchone()
+        records, mapped = conn.execute(
+            "select count(*), count(m.customer_id) from truth t "
+            "left join cdp.identity_map m using (source, source_record_id)"
+        ).fetchone()
+    finally:
+        conn.close()
     precision = both / predicted if predicted else 1.0
     recall = both / true if true else 1.0
     cluster_precision = exact[0] / exact[1] if exact[1] else 1.0
     cluster_recall = exact[0] / exact[2] if exact[2] else 1.0
     return {
-        "truth_records": records,
-        "records_mapped": mapped,
+        "truth_records": int(records),
+        "records_mapped": int(mapped),
+        "true_pairs": int(true),
+        "predicted_pairs": int(predicted),
+        "correct_pairs": int(both),
         "pairwise_precision": precision,
         "pairwise_recall": recall,
-        "pairwise_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "pairwise_f1": _f1(precision, recall),
         "cluster_precision": cluster_precision,
         "cluster_recall": cluster_recall,
-        "cluster_f1": (
-            2 * cluster_precision * cluster_recall / (cluster_precision + cluster_recall)
-            if cluster_precision + cluster_recall
-            else 0.0
-        ),
+        "cluster_f1": _f1(cluster_precision, cluster_recall),
+    }
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    schema, name = table.split(".")
+    rows = conn.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        [schema, name],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def score_links(warehouse: str, truth_csv: str, sources: Iterable[str] | None = None) -> dict[str, float | int] | None:
+    """Link-level scores: pairs the matcher decided to link, plus deterministic links, before clustering.
+
+    Clustering by transitive closure can both add pairs (A-B and B-C make A-C) and hide where a wrong
+    decision was made; scoring the decisions themselves separates matcher quality from closure effects.
+    Returns None when the warehouse has no evidence table (or not the expected columns), so the harness
+    runs on engines that do not score pairs.
+    """
+    conn = duckdb.connect(warehouse, read_only=True)
+    try:
+        present = _columns(conn, EVIDENCE_TABLE)
+        if not set(EVIDENCE_COLUMNS.values()) <= present:
+            return None
+        _load_truth(conn, truth_csv, sources)
+        c = EVIDENCE_COLUMNS
+        decisions = ", ".join("'" + d.replace("'", "''") + "'" for d in LINK_DECISIONS)
+        evidence_pairs = f"""
+            select {c["left_source"]} || chr(31) || {c["left_record_id"]} as a,
+                   {c["right_source"]} || chr(31) || {c["right_record_id"]} as b
+            from {EVIDENCE_TABLE} where {c["decision"]} in ({decisions})"""
+        deterministic_pairs = "select null::varchar as a, null::varchar as b where false"
+        if {"source", "source_record_id", "id_type", "id_value"} <= _columns(conn, DETERMINISTIC_LINKS_TABLE):
+            deterministic_pairs = f"""
+                select l.source || chr(31) || l.source_record_id as a, r.source || chr(31) || r.source_record_id as b
+                from (select distinct * from (select source, source_record_id, id_type, id_value
+                      from {DETERMINISTIC_LINKS_TABLE}) semi join truth using (source, source_record_id)) l
+                join (select distinct * from (select source, source_record_id, id_type, id_value
+                      from {DETERMINISTIC_LINKS_TABLE}) semi join truth using (source, source_record_id)) r
+                  using (id_type, id_value)
+                where l.source || chr(31) || l.source_record_id < r.source || chr(31) || r.source_record_id"""
+        conn.execute(
+            f"""create temp table linked as
+                with keyed as (select source || chr(31) || source_record_id as k, person_id from joined),
+                     pairs as (select least(a, b) as a, greatest(a, b) as b, 'evidence' as origin
+                               from ({evidence_pairs}) where a <> b
+                               union all select a, b, 'deterministic' from ({deterministic_pairs}))
+                select p.a, p.b, bool_or(p.origin = 'evidence') as from_evidence,
+                       bool_or(p.origin = 'deterministic') as from_deterministic,
+                       any_value(ka.person_id = kb.person_id) as correct
+                from pairs p join keyed ka on ka.k = p.a join keyed kb on kb.k = p.b
+                group by p.a, p.b"""
+        )
+        predicted, correct, from_evidence, from_deterministic = conn.execute(
+            "select count(*), count(*) filter (where correct), count(*) filter (where from_evidence), "
+            "count(*) filter (where from_deterministic) from linked"
+        ).fetchone()
+        true = conn.execute(
+            "select coalesce(sum(n * (n - 1) // 2), 0) from (select count(*) n from joined group by person_id)"
+        ).fetchone()[0]
+        by_decision = dict(
+            conn.execute(f"select {c['decision']}, count(*) from {EVIDENCE_TABLE} group by 1 order by 1").fetchall()
+        )
+    finally:
+        conn.close()
+    precision = correct / predicted if predicted else 1.0
+    recall = correct / true if true else 1.0
+    return {
+        "link_pairs": int(predicted),
+        "link_pairs_from_evidence": int(from_evidence),
+        "link_pairs_deterministic": int(from_deterministic),
+        "link_correct_pairs": int(correct),
+        "link_precision": precision,
+        "link_recall": recall,
+        "link_f1": _f1(precision, recall),
+        "evidence_rows_by_decision": {str(k): int(v) for k, v in by_decision.items()},
     }
 
 
 if __name__ == "__main__":
-    for name, value in score(sys.argv[1], sys.argv[2]).items():
-        print(f"{name:20s} {value:.4f}" if isinstance(value, float) else f"{name:20s} {value}")
+    chosen = sys.argv[3:] or None
+    results: dict[str, object] = dict(score(sys.argv[1], sys.argv[2], chosen))
+    results.update(score_links(sys.argv[1], sys.argv[2], chosen) or {"link_level": "no identity.evidence table"})
+    for name, value in results.items():
+        print(f"{name:26s} {value:.4f}" if isinstance(value, float) else f"{name:26s} {value}")
