@@ -22,7 +22,7 @@ EVIDENCE_COLUMNS = {
     "right_record_id": "right_record_id",
     "decision": "decision",
 }
-LINK_DECISIONS = ("link",)
+LINK_DECISIONS = ("linked", "same customer")
 # Record-to-identifier edges that survived blocking: records sharing a value are linked deterministically.
 DETERMINISTIC_LINKS_TABLE = "identity.links"
 
