@@ -298,7 +298,9 @@ COMPARISONS: tuple[str, ...] = (
 STRONG_CONFLICTS: tuple[str, ...] = ("date_of_birth", "first_name")
 DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("name_pair", "postal_code"),
+    ("name_pair", "birth_year"),
     ("first_name_canon", "last_name", "postal_code"),
+    ("last_name", "postal_code", "birth_year"),
     ("first_name_soundex", "last_name", "postal_code"),
     ("last_name", "date_of_birth"),
     ("first_name", "date_of_birth"),
