@@ -167,7 +167,7 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
     would break a limit; the rest of the graph keeps its components untouched (and this costs nothing
     when no type declares a limit).
     """
-    limits = {t: s.max_per_profile for t, s in config.identity.identifier_types.items() if s.max_per_profile}
+    limits = config.identity.profile_limits()
     if not limits:
         return labels
     conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))

@@ -17,12 +17,15 @@ identifiers would put more values of a `max_per_profile` type together than allo
 identifier links are replayed highest type priority first, and a link that would break a limit is not made.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import jellyfish
 
 from cdp_assets.nicknames import name_variants
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -89,27 +92,24 @@ class FirstNames:
 
     def people(self, names: list[tuple[str, str | None]]) -> int:
         """How many people a set of (first, last) names needs at least: groups of compatible names."""
-        groups: list[list[tuple[str, str | None]]] = []
-        for name in names:
-            for group in groups:
-                if any(self.compatible(name, other) for other in group):
-                    group.append(name)
-                    break
-            else:
-                groups.append([name])
-        return len(groups)
+        return count_groups(names, self.compatible)
 
 
 def birth_date_people(dates: list[str]) -> int:
     """How many people a set of YYYYMMDD birth dates needs at least: groups of possible typos of one date."""
-    groups: list[list[str]] = []
-    for date in dates:
+    return count_groups(dates, birth_dates_compatible)
+
+
+def count_groups(items: Sequence[T], compatible: Callable[[T, T], bool]) -> int:
+    """Items put in the first group holding one they are compatible with; how many groups that makes."""
+    groups: list[list[T]] = []
+    for item in items:
         for group in groups:
-            if any(birth_dates_compatible(date, other) for other in group):
-                group.append(date)
+            if any(compatible(item, other) for other in group):
+                group.append(item)
                 break
         else:
-            groups.append([date])
+            groups.append([item])
     return len(groups)
 
 

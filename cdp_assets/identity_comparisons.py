@@ -138,7 +138,8 @@ SWAP_SQL = """(l.first_name is not null and l.last_name is not null and r.first_
                and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92)"""
 
 
-_COLUMNS = (
+# The identity.match_records columns the comparisons read.
+COMPARED_COLUMNS = (
     "first_name",
     "first_canon",
     "last_name",
@@ -172,7 +173,7 @@ def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) 
     )
     carried = "".join(f", p.{c}" for c in carry)
     outer = "".join(f", {c}" for c in carry)
-    columns = "".join(f", lm.{c} as l_{c}, rm.{c} as r_{c}" for c in _COLUMNS)
+    columns = "".join(f", lm.{c} as l_{c}, rm.{c} as r_{c}" for c in COMPARED_COLUMNS)
     return f"""
         with joined as (
             select p.l as l_node, p.r as r_node{carried}{columns}

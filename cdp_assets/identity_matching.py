@@ -143,7 +143,8 @@ def match_probabilistically(
         f"""create or replace table {REVIEW_TABLE} as
             select * from {EVIDENCE_TABLE} where decision = 'review' or decision like 'conflict:%'"""
     )
-    conn.register("model_levels", model.levels_table())
+    levels = model.levels_table()
+    conn.register("model_levels", levels)
     conn.execute(f"create or replace table {MODEL_TABLE} as select * from model_levels")
     conn.unregister("model_levels")
     by_rule = conn.execute(
@@ -178,7 +179,7 @@ def match_probabilistically(
         "review_pairs": int(totals[1]),
         "refused_links": int(totals[2]),
         "rules": rules,
-        "model": model.levels_table(),
+        "model": levels,
         "prior": model.prior,
         "em_iterations": model.iterations,
         "strong_conflicts": {
@@ -214,7 +215,7 @@ def _cluster(
         group by 1
         """
     ).fetchall()
-    limits = {t: s.max_per_profile for t, s in config.identity.identifier_types.items() if s.max_per_profile}
+    limits = config.identity.profile_limits()
     limited: dict[int, dict[str, set[str]]] = {}
     if limits:
         conn.register("limited_types", pd.DataFrame({"id_type": list(limits)}))

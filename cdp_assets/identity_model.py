@@ -14,7 +14,7 @@ frequency): two records agreeing on "Smith" say far less than two agreeing on "Z
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -36,7 +36,6 @@ class FellegiSunterModel:
     prior: float  # probability that two records picked at random are the same person
     iterations: int = 0
     labelled_pairs: int = 0
-    tf_floor: dict[str, float] = field(default_factory=dict)
 
     def weight(self, name: str, level: int) -> float:
         return math.log2(self.m[name][level] / self.u[name][level])

@@ -434,6 +434,10 @@ class IdentityConfig(_Strict):
     def type_config(self, type_name: str) -> IdentifierTypeConfig:
         return self.identifier_types.get(type_name, IdentifierTypeConfig())
 
+    def profile_limits(self) -> dict[str, int]:
+        """Identifier type -> the most distinct values one customer may hold, for types that set one."""
+        return {t: s.max_per_profile for t, s in self.identifier_types.items() if s.max_per_profile}
+
 
 class SegmentConfig(_Strict):
     """A named group of profiles: a SQL boolean expression over the columns of `cdp.golden_profiles`."""

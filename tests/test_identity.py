@@ -3,38 +3,14 @@
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import pytest
-import yaml
 
-from cdp_assets.identity import resolve
-from resources.config import load_config
-from resources.warehouse import bootstrap
+from tests.identity_warehouse import customers, warehouse
 
 
 def resolve_records(tmp_path: Path, records: list[dict], identity: dict | None = None) -> dict[str, str]:
     """Write person records with their identifiers, resolve, return record id -> customer id."""
-    raw = {"sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}]}
-    if identity:
-        raw["identity"] = identity
-    path = tmp_path / "cdp.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
-    conn = duckdb.connect(":memory:")
-    bootstrap(conn)
-    for i, record in enumerate(records):
-        conn.execute(
-            "insert into clean.person_records (source, source_record_id, file, row_number, is_latest, first_name, "
-            "date_of_birth) values ('crm', ?, 'f.csv', ?, true, ?, ?)",
-            [record["id"], i + 2, record.get("first"), record.get("dob")],
-        )
-        for id_type, value in record.get("ids", {}).items():
-            conn.execute(
-                "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
-                [record["id"], id_type, value, i + 2],
-            )
-    resolve(conn, config)
-    return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
+    return customers(warehouse(tmp_path, records, identity))
 
 
 PHONE = "+12127365000"

@@ -7,18 +7,14 @@ data rather than on three records.
 
 import random
 from datetime import date, timedelta
-from pathlib import Path
 
 import duckdb
 import pytest
-import yaml
 
-from cdp_assets.identity import resolve
 from cdp_assets.identity_blocking import BlockingRuleTooBroad
-from cdp_assets.identity_comparisons import COMPARISONS, vector_sql
+from cdp_assets.identity_comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
 from cdp_assets.nicknames import canonical_first_name
-from resources.config import load_config
-from resources.warehouse import bootstrap
+from tests.identity_warehouse import customers, warehouse
 
 FIRST = ["olivia", "liam", "emma", "noah", "ava", "elijah", "sophia", "lucas", "mia", "mason", "harper", "ethan",
          "amelia", "logan", "evelyn", "aiden", "abigail", "caleb", "ella", "owen", "scarlett", "wyatt", "grace",
@@ -62,43 +58,6 @@ def background(seed: int = 7, people: int = 150) -> list[dict]:
             second["phone"] = None
         records.append({"id": f"bg{n}b", **second})
     return records
-
-
-def warehouse(tmp_path: Path, records: list[dict], identity: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """Write person records with their e-mail and phone identifiers and resolve them."""
-    raw = {"sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}]}
-    if identity:
-        raw["identity"] = identity
-    path = tmp_path / "cdp.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
-    conn = duckdb.connect(":memory:")
-    bootstrap(conn)
-    for i, r in enumerate(records):
-        conn.execute(
-            """insert into clean.person_records (source, source_record_id, file, row_number, is_latest, first_name,
-               last_name, date_of_birth, email, email_match_key, phone, address_key, postal_code, city)
-               values ('crm', ?, 'f.csv', ?, true, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [r["id"], i + 2, r.get("first"), r.get("last"), r.get("dob"), r.get("email"), r.get("email"),
-             r.get("phone"), r.get("address"), r.get("zip"), r.get("city")],
-        )  # fmt: skip
-        for id_type in ("email", "phone"):
-            if r.get(id_type):
-                conn.execute(
-                    "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
-                    [r["id"], id_type, r[id_type], i + 2],
-                )
-        for id_type, value in r.get("ids", {}).items():
-            conn.execute(
-                "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
-                [r["id"], id_type, value, i + 2],
-            )
-    resolve(conn, config)
-    return conn
-
-
-def customers(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
 
 
 def person(rid: str, first: str | None, last: str | None, **fields: object) -> dict:
@@ -246,8 +205,7 @@ def test_max_per_profile_keeps_two_national_ids_apart(tmp_path):
 def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
     conn = duckdb.connect(":memory:")
     conn.execute("create schema identity")
-    columns = ["first_name", "first_canon", "last_name", "date_of_birth", "dob_text", "email", "email_local",
-               "phone", "address", "postal_code", "city", "identifier", "identifier_type"]  # fmt: skip
+    columns = list(COMPARED_COLUMNS)
     conn.execute(
         "create table identity.match_records (node_id bigint, "
         + ", ".join(f"{c} {'date' if c == 'date_of_birth' else 'varchar'}" for c in columns)
