@@ -271,9 +271,9 @@ def bench_febrl(number: int, workdir: Path) -> dict[str, Any]:
 
 def demo_data(people: int, seed: int, workdir: Path) -> tuple[Path, dict[str, Any]]:
     """Generated landing data for `people` and `seed`, generated once and reused from the work folder."""
-    from demo.generate import generate
+    from demo.generate import DATA_VERSION, generate
 
-    folder = workdir / f"demo-people{people}-seed{seed}"
+    folder = workdir / f"demo-people{people}-seed{seed}-v{DATA_VERSION}"
     marker = folder / "generated.json"
     if marker.exists():
         return folder, {**json.loads(marker.read_text()), "cached": True}

@@ -37,6 +37,9 @@ from typing import IO, Any, NamedTuple
 REFERENCE_DATE = date(2025, 6, 30)
 """Plays the role of "today" so that output does not depend on when the generator runs."""
 
+DATA_VERSION = 2
+"""Raised whenever a change alters what a seed generates, so cached data sets are made again."""
+
 # --------------------------------------------------------------------------------------------------
 # Reference lists
 # --------------------------------------------------------------------------------------------------
@@ -386,6 +389,12 @@ def _clip_dob(ordinal: int) -> date:
     return date.fromordinal(min(max(ordinal, _DOB_MIN), _DOB_MAX))
 
 
+def _mailbox(email: str) -> str:
+    """The mailbox an address delivers to: Gmail ignores dots, so jane.doe@ and janedoe@ are one person's."""
+    local, _, domain = email.partition("@")
+    return f"{local.replace('.', '')}@{domain}" if domain == "gmail.com" else email
+
+
 @functools.cache
 def _email_token(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
@@ -472,9 +481,9 @@ class _PeopleBuilder:
             else:
                 local = f"{f}{last_token}{rng.randint(1, 9)}"
         email = f"{local}@{domain}"
-        while email in self.used_emails:
+        while _mailbox(email) in self.used_emails:
             email = f"{local}{rng.randint(1, 999)}@{domain}"
-        self.used_emails.add(email)
+        self.used_emails.add(_mailbox(email))
         return email
 
     def add_unit(self, size: int, twins: bool) -> None:
