@@ -80,9 +80,12 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     conn.execute(
         """
         create or replace temp table id_edges as
-        select source, source_record_id, id_type, id_value from clean.person_identifiers
-        union all select source, source_record_id, id_type, id_value from clean.events_identifiers
-        union all select source, source_record_id, id_type, id_value from clean.transactions_identifiers
+        select n.node_id, e.source, e.source_record_id, e.id_type, e.id_value
+        from (
+            select source, source_record_id, id_type, id_value from clean.person_identifiers
+            union all select source, source_record_id, id_type, id_value from clean.events_identifiers
+            union all select source, source_record_id, id_type, id_value from clean.transactions_identifiers
+        ) e join id_nodes n using (source, source_record_id)
         """
     )
     id_types = [r[0] for r in conn.execute("select distinct id_type from id_edges order by 1").fetchall()]
@@ -105,48 +108,54 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     block_shared_values(conn, config, id_types)
     conn.execute(
         """
-        create or replace table identity.links as
-        select e.source, e.source_record_id, e.id_type, e.id_value
-        from id_edges e
-        anti join identity.blocked_identifiers b using (id_type, id_value)
+        create or replace temp table usable_edges as
+        select e.* from id_edges e anti join identity.blocked_identifiers b using (id_type, id_value)
         """
     )
+    conn.execute("drop table id_edges")
+    conn.execute(
+        """
+        create or replace table identity.links as
+        select source, source_record_id, id_type, id_value from usable_edges
+        """
+    )
+    # Value ids only name graph vertices: any numbering gives the same components, so none is sorted.
     conn.execute(
         """
         create or replace temp table id_values as
-        select row_number() over (order by id_type, id_value) - 1 as value_id, id_type, id_value
-        from (select distinct id_type, id_value from identity.links)
+        select row_number() over () - 1 as value_id, id_type, id_value
+        from (select distinct id_type, id_value from usable_edges)
         """
     )
-    node_count = int(conn.execute("select count(*) from id_nodes").fetchone()[0])
-    value_count = int(conn.execute("select count(*) from id_values").fetchone()[0])
+    node_count = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
+    value_count = int(conn.execute("select count(*) from id_values").fetchall()[0][0])
     pairs = conn.execute(
-        """
-        select n.node_id, v.value_id from identity.links l
-        join id_nodes n using (source, source_record_id)
-        join id_values v using (id_type, id_value)
-        """
+        "select e.node_id, v.value_id from usable_edges e join id_values v using (id_type, id_value)"
     ).fetchnumpy()
+    conn.execute("drop table id_values")
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
     labels = enforce_profile_limits(conn, config, labels)
+    conn.execute("drop table usable_edges")
     deterministic_seconds = round(time.perf_counter() - started, 2)
     matching = match_probabilistically(conn, config, labels)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     conn.register("component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
+    # A customer id is named after its smallest member, so it survives reruns that do not change the
+    # customer, whatever the component numbering.
     conn.execute(
         """
         create or replace table cdp.identity_map as
         with labelled as (
             select n.source, n.source_record_id, n.role, c.component
             from id_nodes n join component_frame c using (node_id)
+        ),
+        named as (
+            select component, 'cus_' || substr(md5(min(source || '/' || source_record_id)), 1, 16) as customer_id
+            from labelled group by 1
         )
-        select source, source_record_id,
-               'cus_' || substr(md5(min(source || '/' || source_record_id) over (partition by component)), 1, 16)
-                   as customer_id,
-               role
-        from labelled
-        order by customer_id, source, source_record_id
+        select l.source, l.source_record_id, n.customer_id, l.role
+        from labelled l join named n using (component)
         """
     )
     conn.unregister("component_frame")
@@ -176,8 +185,7 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
         """
         select distinct component from (
             select c.component, l.id_type, count(distinct l.id_value) as n, any_value(t.max_values) as max_values
-            from identity.links l join id_nodes n using (source, source_record_id)
-            join node_labels c using (node_id) join type_limits_pp t using (id_type)
+            from usable_edges l join node_labels c using (node_id) join type_limits_pp t using (id_type)
             group by 1, 2
         ) where n > max_values
         """
@@ -190,7 +198,7 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
     edges = conn.execute(
         """
         select n.node_id, n.role, l.id_type, l.id_value
-        from identity.links l join id_nodes n using (source, source_record_id)
+        from usable_edges l join id_nodes n using (node_id)
         join node_labels c using (node_id) join offending o using (component)
         """
     ).fetchall()
@@ -237,6 +245,14 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
     if not limits:
         return
     conn.register("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
+    # Only a value on several records can be shared by several people; most values are on one.
+    conn.execute(
+        """
+        create or replace temp table repeated_values as
+        select id_type, id_value, count(*) as records from id_edges semi join type_limits using (id_type)
+        group by 1, 2 having count(*) > 1
+        """
+    )
     values = conn.execute(
         """
         with records as (
@@ -244,11 +260,10 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
                    nullif(lower(trim(p.first_name)), '') as first_name,
                    nullif(lower(trim(p.last_name)), '') as last_name
             from id_edges e
-            join type_limits l using (id_type)
+            semi join repeated_values v using (id_type, id_value)
+            anti join identity.blocked_identifiers b using (id_type, id_value)
             join clean.person_records p using (source, source_record_id)
             where p.is_latest
-              and not exists (select 1 from identity.blocked_identifiers b
-                              where b.id_type = e.id_type and b.id_value = e.id_value)
         )
         select id_type, id_value,
                list(distinct birth_date) filter (where birth_date is not null) as birth_dates,
@@ -273,13 +288,13 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
     conn.execute(
         """
         insert into identity.blocked_identifiers
-        select s.id_type, s.id_value,
-               (select count(*) from id_edges e where e.id_type = s.id_type and e.id_value = s.id_value),
+        select s.id_type, s.id_value, v.records,
                'shared by ' || s.people || ' people (max_people_per_value ' || s.max_people || ')'
-        from shared_values s
+        from shared_values s join repeated_values v using (id_type, id_value)
         """
     )
     conn.unregister("shared_values")
+    conn.execute("drop table repeated_values")
     conn.unregister("type_limits")
 
 
@@ -300,12 +315,16 @@ def connected_components(node_count: int, value_count: int, nodes: np.ndarray, v
 
 
 def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
+    # One pass over the map per customer serves the summary, the histogram and the cluster-size check.
+    conn.execute(
+        """
+        create or replace temp table per_customer as
+        select customer_id, count(*) filter (where role = 'person') as person_records, count(*) as records
+        from cdp.identity_map group by 1
+        """
+    )
     stats = conn.execute(
         """
-        with per_customer as (
-            select customer_id, count(*) filter (where role = 'person') as person_records, count(*) as records
-            from cdp.identity_map group by 1
-        )
         select count(*) as customers,
                coalesce(sum(person_records), 0) as person_records,
                count(*) filter (where person_records > 0) as customers_with_person_records,
@@ -329,7 +348,7 @@ def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, ob
         select case when n = 0 then '0 (activity only)' when n <= 5 then n::varchar
                     when n <= 10 then '6-10' when n <= 25 then '11-25' else '>25' end as person_records_per_customer,
                count(*) as customers
-        from (select customer_id, count(*) filter (where role = 'person') as n from cdp.identity_map group by 1)
+        from (select person_records as n from per_customer)
         group by 1 order by min(n)
         """
     ).fetchall()
@@ -364,10 +383,11 @@ def _checks(
     ).fetchone()[0]
     bound = config.identity.max_cluster_person_records
     oversized = conn.execute(
-        """select customer_id, count(*) filter (where role = 'person') as person_records from cdp.identity_map
-           group by 1 having person_records > ? order by 2 desc limit 10""",
+        """select customer_id, person_records from per_customer
+           where person_records > ? order by 2 desc, 1 limit 10""",
         [bound],
     ).fetchall()
+    conn.execute("drop table per_customer")
     return [
         dg.AssetCheckResult(
             asset_key=IDENTITY_CLUSTERS,

@@ -1,4 +1,4 @@
-"""Candidate pairs for the probabilistic layer: multi-pass blocking over `identity.match_records`.
+"""Candidate pairs for the probabilistic layer: multi-pass blocking over `match_records`.
 
 Comparing every record with every other is quadratic; blocking compares only records that agree
 exactly on the features a rule lists. Several rules with different features let a typo in one field
@@ -25,15 +25,6 @@ def _agree(rule: list[str]) -> str:
     return " and ".join(f"l.{f} = r.{f}" for f in rule)
 
 
-def _blocks(rule: list[str], max_block_size: int) -> str:
-    """Records of blocks no larger than `max_block_size` (a key shared by more says too little to block on)."""
-    columns = ", ".join(rule)
-    not_null = " and ".join(f"{f} is not null" for f in rule)
-    return f"""(select m.* from identity.match_records m
-               semi join (select {columns} from identity.match_records where {not_null}
-                          group by all having count(*) <= {max_block_size}) k using ({columns}))"""
-
-
 def estimate_pairs(conn: duckdb.DuckDBPyConnection, rule: list[str], max_block_size: int) -> dict[str, object]:
     """Pairs the rule would make (the sum over its blocks of n(n-1)/2, from one GROUP BY), and the keys
     skipped for being shared by more than `max_block_size` records."""
@@ -43,7 +34,7 @@ def estimate_pairs(conn: duckdb.DuckDBPyConnection, rule: list[str], max_block_s
         f"""select coalesce(sum(n * (n - 1) // 2) filter (where n <= {max_block_size}), 0),
                    count(*) filter (where n > {max_block_size}),
                    coalesce(sum(n) filter (where n > {max_block_size}), 0)
-            from (select count(*)::hugeint as n from identity.match_records where {not_null} group by {columns})"""
+            from (select count(*)::hugeint as n from match_records where {not_null} group by {columns})"""
     ).fetchall()[0]
     return {
         "rule": rule_name(rule),
@@ -71,22 +62,34 @@ def preflight(
 def build_candidate_pairs(
     conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_block_size: int
 ) -> dict[str, int]:
-    """Rebuild temp table `match_pairs(l, r, rule)`: each pair once, credited to the first rule that finds it."""
-    conn.execute("create or replace temp table match_pairs (l bigint, r bigint, rule varchar)")
-    made: dict[str, int] = {}
+    """Rebuild temp table `match_pairs(l, r, rule_index)`: each pair once, credited to the first rule that
+    finds it (its position in `rules`)."""
+    conn.execute("create or replace temp table rule_pairs (l bigint, r bigint, rule_index smallint)")
     for index, rule in enumerate(rules):
-        earlier = [f"coalesce({_agree(r)}, false)" for r in rules[:index]]
-        exclude = f"and not ({' or '.join(earlier)})" if earlier else ""
-        name = rule_name(rule)
-        blocks = _blocks(rule, max_block_size)
+        columns = ", ".join(rule)
+        not_null = " and ".join(f"{f} is not null" for f in rule)
+        # Each rule joins only node ids and its own features: narrow rows, whatever the record holds.
         conn.execute(
             f"""
-            insert into match_pairs
-            select l.node_id, r.node_id, ?
-            from {blocks} l join {blocks} r on {_agree(rule)} and l.node_id < r.node_id
-            where true {exclude}
-            """,
-            [name],
+            insert into rule_pairs
+            with keyed as (
+                select node_id, {columns} from match_records where {not_null}
+            ),
+            blocks as (
+                select k.* from keyed k
+                semi join (select {columns} from keyed group by all having count(*) <= {max_block_size}) b
+                    using ({columns})
+            )
+            select l.node_id, r.node_id, {index}
+            from blocks l join blocks r on {_agree(rule)} and l.node_id < r.node_id
+            """
         )
-        made[name] = int(conn.execute("select count(*) from match_pairs where rule = ?", [name]).fetchall()[0][0])
+    conn.execute(
+        """create or replace temp table match_pairs as
+           select l, r, min(rule_index) as rule_index from rule_pairs group by l, r"""
+    )
+    conn.execute("drop table rule_pairs")
+    made = dict.fromkeys((rule_name(rule) for rule in rules), 0)
+    for index, count in conn.execute("select rule_index, count(*) from match_pairs group by 1").fetchall():
+        made[rule_name(rules[index])] = int(count)
     return made

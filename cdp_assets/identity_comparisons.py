@@ -18,9 +18,27 @@ class Comparison:
     labels: dict[int, str]
     tf_column: str | None = None  # the exact level's weight is adjusted for how common the value is
     similarity: str = "null"
+    agreeing: tuple[int, ...] = ()  # the levels at which the field agrees, closely or exactly (person_evidence_sql)
+    # Levels observed under different conditions, e.g. a city compared where the postal codes agree and
+    # where they do not. m and u are distributions within each group, so a level's weight is conditional
+    # on its group's condition and the evidence the condition stands for is not counted twice.
+    groups: tuple[tuple[int, ...], ...] = ()
+    tf_level: int | None = None  # the level whose weight term frequency adjusts; the top one if unset
+
+    @property
+    def top(self) -> int:
+        return max(self.labels)
+
+    @property
+    def level_groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.groups or (tuple(sorted(self.labels)),)
+
+    @property
+    def exact_level(self) -> int:
+        return self.top if self.tf_level is None else self.tf_level
 
 
-# `l` and `r` are rows of identity.match_records; `rf`, `rl` and `rcanon` are r's first name, last name
+# `l` and `r` are rows of match_records; `rf`, `rl` and `rcanon` are r's first name, last name
 # and formal first name after undoing a swap (see PAIR_SQL).
 COMPARISONS: dict[str, Comparison] = {
     c.name: c
@@ -43,6 +61,7 @@ COMPARISONS: dict[str, Comparison] = {
             },
             tf_column="first_name",
             similarity="jaro_winkler_similarity(l.first_name, rf)",
+            agreeing=(4, 3, 2, 1),
         ),
         Comparison(
             "last_name",
@@ -54,6 +73,7 @@ COMPARISONS: dict[str, Comparison] = {
             {3: "exact", 2: "jaro-winkler >= 0.92", 1: "jaro-winkler >= 0.8", 0: "different"},
             tf_column="last_name",
             similarity="jaro_winkler_similarity(l.last_name, rl)",
+            agreeing=(3, 2),
         ),
         Comparison(
             "date_of_birth",
@@ -62,9 +82,10 @@ COMPARISONS: dict[str, Comparison] = {
                     when year(l.date_of_birth) = year(r.date_of_birth)
                          and month(l.date_of_birth) = day(r.date_of_birth)
                          and day(l.date_of_birth) = month(r.date_of_birth) then 2
-                    when levenshtein(l.dob_text, r.dob_text) <= 1 then 1
+                    when {one_edit(l.dob_text, r.dob_text)} then 1
                     else 0 end""",
             {3: "exact", 2: "day and month transposed", 1: "one digit differs", 0: "different"},
+            agreeing=(3, 2, 1),
         ),
         Comparison(
             "email",
@@ -75,14 +96,16 @@ COMPARISONS: dict[str, Comparison] = {
             # jsmith72), so two John Smiths' addresses look alike and such a level would count the name
             # a second time.
             {1: "exact", 0: "different"},
+            agreeing=(1,),
         ),
         Comparison(
             "phone",
             """case when l.phone is null or r.phone is null then -1
                     when l.phone = r.phone then 2
-                    when levenshtein(l.phone, r.phone) <= 1 then 1
+                    when {one_edit(l.phone, r.phone)} then 1
                     else 0 end""",
             {2: "exact", 1: "one digit differs", 0: "different"},
+            agreeing=(2,),
         ),
         Comparison(
             "address",
@@ -92,53 +115,79 @@ COMPARISONS: dict[str, Comparison] = {
                     else 0 end""",
             {2: "exact (abbreviations normalised)", 1: "jaro-winkler >= 0.88", 0: "different"},
             similarity="jaro_winkler_similarity(l.address, r.address)",
+            agreeing=(2, 1),
         ),
         Comparison(
             "postal_code",
             """case when l.postal_code is null or r.postal_code is null then -1
+                    when l.postal_code = r.postal_code and l.address = r.address then -1
                     when l.postal_code = r.postal_code then 2
-                    when levenshtein(l.postal_code, r.postal_code) <= 1 then 1
+                    when {one_edit(l.postal_code, r.postal_code)} then 1
                     else 0 end""",
             {2: "exact", 1: "one character differs", 0: "different"},
             tf_column="postal_code",
+            agreeing=(2,),
         ),
         Comparison(
             "city",
-            """case when l.city is null or r.city is null then -1
+            """case when l.city is null or r.city is null or l.address = r.address then -1
+                    when l.postal_code = r.postal_code then
+                        case when l.city = r.city then 5 when {sim} >= 0.88 then 4 else 3 end
                     when l.city = r.city then 2
                     when {sim} >= 0.88 then 1
                     else 0 end""",
-            {2: "exact", 1: "jaro-winkler >= 0.88", 0: "different"},
+            {
+                5: "exact, postal code agrees",
+                4: "jaro-winkler >= 0.88, postal code agrees",
+                3: "different, postal code agrees",
+                2: "exact",
+                1: "jaro-winkler >= 0.88",
+                0: "different",
+            },
             tf_column="city",
             similarity="jaro_winkler_similarity(l.city, r.city)",
+            agreeing=(5, 4, 2, 1),
+            groups=((0, 1, 2), (3, 4, 5)),
+            tf_level=2,
         ),
         Comparison(
             "identifier",
+            # Values of a few characters are too short for "one character differs" to mean a typo. A
+            # CASE evaluates a branch only for the rows no earlier one took, so the edit distance is
+            # computed just for the rare pairs whose lengths differ by one.
             """case when l.identifier is null or r.identifier is null
                          or l.identifier_type <> r.identifier_type then -1
                     when l.identifier = r.identifier then 2
-                    when length(l.identifier) - length(l.identifier_type) > 5
-                         and abs(length(l.identifier) - length(r.identifier)) <= 1
-                         and (left(l.identifier, length(l.identifier) // 2)
-                                  = left(r.identifier, length(l.identifier) // 2)
-                              or right(l.identifier, length(l.identifier) // 2)
-                                  = right(r.identifier, length(l.identifier) // 2))
-                         and levenshtein(l.identifier, r.identifier) <= 1 then 1
+                    when length(l.identifier) - length(l.identifier_type) <= 5 then 0
+                    when length(l.identifier) = length(r.identifier) then
+                        case when hamming(l.identifier, r.identifier) <= 1 then 1 else 0 end
+                    when abs(length(l.identifier) - length(r.identifier)) = 1 then
+                        case when levenshtein(l.identifier, r.identifier) <= 1 then 1 else 0 end
                     else 0 end""",
             {2: "same value", 1: "one character differs", 0: "different values of one type"},
+            agreeing=(2, 1),
         ),
     ]
 }
 
+def person_evidence_sql(names: list[str]) -> str:
+    """True where at least one of `names` agrees: the pair rests on more than what a household shares."""
+    if not names:
+        return "true"
+    return "(" + " or ".join(f"{n} in {COMPARISONS[n].agreeing!r}".replace(",)", ")") for n in names) + ")"
+
+
 # Undo a first/last swap on the right-hand record: its names then line up with the left one's.
-SWAP_SQL = """(l.first_name is not null and l.last_name is not null and r.first_name is not null
-               and r.last_name is not null and l.first_name <> r.first_name
-               and l.first_name[1] = r.last_name[1] and l.last_name[1] = r.first_name[1]
-               and jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92
-               and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92)"""
+# A CASE, because DuckDB evaluates every operand of an AND in a select list but each WHEN only for the
+# rows no earlier WHEN took: most candidate pairs share a first or a last name and stop at the first.
+SWAP_SQL = """case when l.first_name is null or l.last_name is null or r.first_name is null
+                    or r.last_name is null or l.first_name = r.first_name or l.last_name = r.last_name then false
+               when l.first_name[1] <> r.last_name[1] or l.last_name[1] <> r.first_name[1] then false
+               else jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92
+                    and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92 end"""
 
 
-# The identity.match_records columns the comparisons read.
+# The match_records columns the comparisons read.
 COMPARED_COLUMNS = (
     "first_name",
     "first_canon",
@@ -156,6 +205,16 @@ COMPARED_COLUMNS = (
 )
 
 
+def _one_edit(sql: str) -> str:
+    """`{one_edit(a, b)}` -> a test that a and b are at most one edit apart: the Hamming distance where the
+    lengths are equal (one pass over the strings), the costlier Levenshtein distance only where not."""
+    return re.sub(
+        r"\{one_edit\((\S+), (\S+)\)\}",
+        r"(case when length(\1) = length(\2) then hamming(\1, \2) <= 1 else levenshtein(\1, \2) <= 1 end)",
+        sql,
+    )
+
+
 def _flat(sql: str) -> str:
     """`l.city` -> `l_city`: the comparisons read flat columns of one joined row."""
     return re.sub(r"\b([lr])\.(\w+)", r"\1_\2", sql)
@@ -164,12 +223,11 @@ def _flat(sql: str) -> str:
 def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) -> str:
     """SELECT of one row per pair in `pairs_table(l, r, ...)`: its node ids, whether the right record's
     names were swapped, the `carry` columns of the pairs table, and one level column per comparison."""
-    # Each similarity is computed once, in its own column; the level CASEs then only compare numbers.
-    similarities = "".join(
-        f", {_flat(COMPARISONS[n].similarity)} as sim_{n}" for n in names if COMPARISONS[n].similarity != "null"
-    )
+    # A similarity is written into the WHENs that use it rather than computed for every pair: a WHEN is
+    # evaluated only for the rows no earlier one took, and most pairs stop at "exact".
     levels = ",\n            ".join(
-        f"({_flat(COMPARISONS[n].sql).replace('{sim}', f'sim_{n}')})::tinyint as {n}" for n in names
+        f"({_flat(_one_edit(COMPARISONS[n].sql).replace('{sim}', COMPARISONS[n].similarity))})::tinyint as {n}"
+        for n in names
     )
     carried = "".join(f", p.{c}" for c in carry)
     outer = "".join(f", {c}" for c in carry)
@@ -178,18 +236,17 @@ def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) 
         with joined as (
             select p.l as l_node, p.r as r_node{carried}{columns}
             from {pairs_table} p
-            join identity.match_records lm on lm.node_id = p.l
-            join identity.match_records rm on rm.node_id = p.r
+            join match_records lm on lm.node_id = p.l
+            join match_records rm on rm.node_id = p.r
         ),
         swapped as (select joined.*, {_flat(SWAP_SQL)} as swapped from joined),
-        aligned as (
+        aligned as materialized (
             select swapped.*, case when swapped then r_last_name else r_first_name end as rf,
                    case when swapped then r_first_name else r_last_name end as rl,
                    case when swapped then null else r_first_canon end as rcanon
             from swapped
         ),
-        measured as materialized (select aligned.*{similarities} from aligned)
         select l_node as l, r_node as r, swapped{outer},
             {levels}
-        from measured
+        from aligned
     """

@@ -1,4 +1,4 @@
-"""The per-record features the probabilistic layer blocks and compares on: `identity.match_records`.
+"""The per-record features the probabilistic layer blocks and compares on: `match_records`.
 
 Cleaning already normalised names, e-mails, phones, addresses and postal codes; here each person record
 (its latest version) gets the forms matching needs: lower-cased names, the formal form of a nickname,
@@ -24,7 +24,7 @@ def _name_forms(names: list[str]) -> pd.DataFrame:
 
 
 def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> int:
-    """Rebuild `identity.match_records` from the latest version of every person record in `id_nodes`."""
+    """Rebuild `match_records` from the latest version of every person record in `id_nodes`."""
     kinds = pd.DataFrame(
         [(t, spec.normalize) for t, spec in config.identity.identifier_types.items()], columns=["id_type", "kind"]
     )
@@ -41,6 +41,7 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
         """
     )
     conn.unregister("type_kinds")
+    conn.execute("drop table if exists identity.match_records")  # persisted by earlier versions
     conn.execute(
         """
         create or replace temp table match_base as
@@ -73,7 +74,7 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
     conn.register("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
     conn.execute(
         """
-        create or replace table identity.match_records as
+        create or replace temp table match_records as
         with other_ids as (
             select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
             from clean.person_identifiers i
@@ -103,4 +104,4 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
     conn.unregister("contact_types")
     conn.execute("drop table match_base")
     conn.execute("drop table junk_contacts")
-    return int(conn.execute("select count(*) from identity.match_records").fetchall()[0][0])
+    return int(conn.execute("select count(*) from match_records").fetchall()[0][0])

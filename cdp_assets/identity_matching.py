@@ -17,9 +17,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity_blocking import build_candidate_pairs, preflight
+from cdp_assets.identity_blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstNames
-from cdp_assets.identity_comparisons import vector_sql
+from cdp_assets.identity_comparisons import person_evidence_sql, vector_sql
 from cdp_assets.identity_features import build_match_records
 from cdp_assets.identity_model import build_term_frequencies, estimate, scoring_sql
 from resources.config import CDPConfig
@@ -27,6 +27,11 @@ from resources.config import CDPConfig
 EVIDENCE_TABLE = "identity.evidence"
 REVIEW_TABLE = "identity.review"
 MODEL_TABLE = "identity.model"
+# A pair over the link threshold whose agreeing fields are all ones a household shares.
+HOUSEHOLD_ONLY = "review: only household fields agree"
+# Pairs of one person's records the m of names, birth dates and addresses is measured on: a seeded sample
+# this size pins each m to well under a percentage point, more only costs comparisons.
+LABELLED_PAIRS = 200_000
 
 
 def _empty_outputs(conn: duckdb.DuckDBPyConnection, names: list[str]) -> None:
@@ -81,7 +86,7 @@ def match_probabilistically(
         create or replace temp table match_vectors as
         select v.*, cl.component as l_component, cr.component as r_component,
                cl.component = cr.component as same_component
-        from ({vector_sql("match_pairs", names, carry=("rule",))}) v
+        from ({vector_sql("match_pairs", names, carry=("rule_index",))}) v
         join node_labels cl on cl.node_id = v.l
         join node_labels cr on cr.node_id = v.r
         """
@@ -92,11 +97,12 @@ def match_probabilistically(
         create or replace temp table labelled_pairs as
         with members as (
             select m.node_id, c.component, count(*) over (partition by c.component) as size
-            from identity.match_records m join node_labels c using (node_id)
+            from match_records m join node_labels c using (node_id)
         )
         select a.node_id as l, b.node_id as r
         from members a join members b on a.component = b.component and a.node_id < b.node_id
         where a.size <= {config.identity.max_cluster_person_records}
+        order by hash(a.node_id, b.node_id, {settings.seed}) limit {LABELLED_PAIRS}
         """
     )
     conn.unregister("node_labels")
@@ -107,9 +113,11 @@ def match_probabilistically(
     )
     lap("model (u sample, m, EM)")
     tf_columns = build_term_frequencies(conn, names)
+    person_fields = [n for n in settings.person_evidence if n in names]
     conn.execute(
-        f"create or replace temp table match_scores as select * from ({scoring_sql(model, tf_columns)}) "
-        f"where match_probability >= {settings.review_threshold!r}"
+        f"""create or replace temp table match_scores as
+            select *, {person_evidence_sql(person_fields)} as person_evidence
+            from ({scoring_sql(model, tf_columns)}) where match_probability >= {settings.review_threshold!r}"""
     )
     conn.execute("drop table match_vectors")
     conn.execute("drop table labelled_pairs")
@@ -126,22 +134,24 @@ def match_probabilistically(
         create or replace table {EVIDENCE_TABLE} as
         select nl.source as left_source, nl.source_record_id as left_record_id,
                nr.source as right_source, nr.source_record_id as right_record_id,
-               s.rule, s.swapped{level_columns}, s.match_weight, s.match_probability,
+               ?[s.rule_index + 1] as rule, s.swapped{level_columns}, s.match_weight, s.match_probability,
                case when s.same_component then 'same customer (shared identifier)'
                     when d.decision is not null then d.decision::varchar
+                    when s.match_probability >= {settings.link_threshold!r} then '{HOUSEHOLD_ONLY}'
                     else 'review' end as decision
         from match_scores s
         join id_nodes nl on nl.node_id = s.l
         join id_nodes nr on nr.node_id = s.r
         left join link_decisions d on d.l = s.l and d.r = s.r
         order by s.match_probability desc, left_source, left_record_id, right_source, right_record_id
-        """
+        """,
+        [[rule_name(rule) for rule in settings.blocking_rules]],
     )
     conn.unregister("link_decisions")
     conn.execute("drop table match_scores")
     conn.execute(
         f"""create or replace table {REVIEW_TABLE} as
-            select * from {EVIDENCE_TABLE} where decision = 'review' or decision like 'conflict:%'"""
+            select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'"""
     )
     levels = model.levels_table()
     conn.register("model_levels", levels)
@@ -149,7 +159,7 @@ def match_probabilistically(
     conn.unregister("model_levels")
     by_rule = conn.execute(
         f"""select rule, count(*) filter (where decision = 'linked') as links,
-                   count(*) filter (where decision = 'review') as review,
+                   count(*) filter (where decision like 'review%') as review,
                    count(*) filter (where decision like 'conflict:%') as refused
             from {EVIDENCE_TABLE} group by 1"""
     ).fetchall()
@@ -167,7 +177,7 @@ def match_probabilistically(
         for e in estimates
     ]
     totals = conn.execute(
-        f"""select count(*) filter (where decision = 'linked'), count(*) filter (where decision = 'review'),
+        f"""select count(*) filter (where decision = 'linked'), count(*) filter (where decision like 'review%'),
                    count(*) filter (where decision like 'conflict:%') from {EVIDENCE_TABLE}"""
     ).fetchall()[0]
     lap("evidence and review tables")
@@ -196,7 +206,7 @@ def _cluster(
     """Apply links strongest first to the customers they join; returns each link's decision and new labels."""
     links = conn.execute(
         f"""select l, r, l_component, r_component from match_scores
-            where not same_component and match_probability >= {threshold!r}
+            where not same_component and match_probability >= {threshold!r} and person_evidence
             order by match_probability desc, l, r"""
     ).fetchnumpy()
     if len(links["l"]) == 0:
@@ -211,7 +221,7 @@ def _cluster(
                list(distinct m.dob_text) filter (where m.dob_text is not null) as birth_dates,
                list(distinct [m.first_name, m.last_name]) filter (where m.first_name is not null) as names
         from node_labels c join involved using (component) join id_nodes n using (node_id)
-        left join identity.match_records m using (node_id)
+        left join match_records m using (node_id)
         group by 1
         """
     ).fetchall()
@@ -239,7 +249,7 @@ def _cluster(
         )
     counts = dict(
         conn.execute(
-            "select first_name, count(*) from identity.match_records where first_name is not null group by 1"
+            "select first_name, count(*) from match_records where first_name is not null group by 1"
         ).fetchall()
     )
     union = ConstrainedUnion(

@@ -52,14 +52,14 @@ class FellegiSunterModel:
                         float(self.m[name][level]),
                         float(self.u[name][level]),
                         round(self.weight(name, level), 3),
-                        bool(COMPARISONS[name].tf_column) and level == self.top(name),
+                        bool(COMPARISONS[name].tf_column) and level == COMPARISONS[name].exact_level,
                     )
                 )
         return pd.DataFrame(rows, columns=["comparison", "level", "label", "m", "u", "weight", "tf_adjusted"])
 
     @staticmethod
     def top(name: str) -> int:
-        return max(COMPARISONS[name].labels)
+        return COMPARISONS[name].top
 
 
 def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
@@ -75,7 +75,7 @@ def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray
 
 def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
     """u per level from a seeded random sample of record pairs (strangers, nearly all of them)."""
-    nodes = conn.execute("select node_id from identity.match_records").fetchnumpy()["node_id"]
+    nodes = conn.execute("select node_id from match_records").fetchnumpy()["node_id"]
     rng = np.random.default_rng(seed)
     if len(nodes) < 2:
         left = right = np.zeros(0, dtype=np.int64)
@@ -91,13 +91,26 @@ def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, s
     conn.unregister("u_sample")
     counts = _level_counts(frame, names)
     # Half a pair of smoothing: a level no stranger pair showed is rare, not impossible.
-    return {n: (c + 0.5) / (c.sum() + 0.5 * len(c)) for n, c in counts.items()}
+    return {n: normalise(n, c, 0.5) for n, c in counts.items()}
+
+
+def normalise(name: str, counts: np.ndarray, smoothing: float, previous: np.ndarray | None = None) -> np.ndarray:
+    """Level probabilities from counts, summing to one within each of the comparison's level groups;
+    a group with no counts keeps its `previous` probabilities, where given."""
+    out = np.zeros(len(counts)) if previous is None else previous.copy()
+    for group in COMPARISONS[name].level_groups:
+        index = list(group)
+        if previous is not None and counts[index].sum() <= 0:
+            continue
+        out[index] = (counts[index] + smoothing) / (counts[index].sum() + smoothing * len(index))
+    return out
 
 
 def _default_m(name: str) -> np.ndarray:
-    size = FellegiSunterModel.top(name) + 1
-    m = np.full(size, 0.05 / max(size - 1, 1))
-    m[-1] = 0.95
+    m = np.zeros(FellegiSunterModel.top(name) + 1)
+    for group in COMPARISONS[name].level_groups:
+        m[list(group)] = 0.05 / max(len(group) - 1, 1)
+        m[max(group)] = 0.95 if len(group) > 1 else 1.0
     return m
 
 
@@ -161,7 +174,7 @@ def _em(
             totals = np.bincount(levels[known].astype(np.int64), weights=weighted[known], minlength=size)[:size]
             if totals.sum() <= 0:
                 continue
-            new_m = (totals + 1e-3) / (totals.sum() + 1e-3 * size)
+            new_m = normalise(name, totals, 1e-3, previous=m[name])
             change = max(change, float(np.abs(new_m - m[name]).max()))
             m[name] = new_m
         shares = new_shares
@@ -196,15 +209,14 @@ def estimate(
         counts = _level_counts(labelled, names)
         for name in names:
             if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= _MIN_LABELLED_PAIRS:
-                m[name] = (counts[name] + 0.5) / (counts[name].sum() + 0.5 * len(counts[name]))
+                m[name] = normalise(name, counts[name], 0.5)
                 learnt.add(name)
-    records = int(conn.execute("select count(*) from identity.match_records").fetchall()[0][0])
+    records = int(conn.execute("select count(*) from match_records").fetchall()[0][0])
     all_pairs = records * (records - 1) / 2
-    frame = conn.execute(f"select rule, {', '.join(names)}, count(*) as n from match_vectors group by all").df()
+    frame = conn.execute(f"select rule_index, {', '.join(names)}, count(*) as n from match_vectors group by all").df()
     if len(frame) == 0:
         return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_pairs)
-    rule_names = [" + ".join(r) for r in rules]
-    rule_index = frame["rule"].map({name: i for i, name in enumerate(rule_names)}).to_numpy(dtype=np.int64)
+    rule_index = frame["rule_index"].to_numpy(dtype=np.int64)
     patterns = frame[names].to_numpy(dtype=np.int64)
     for i, rule in enumerate(rules):
         masked = {c for feature in rule for c in BLOCKED_COMPARISONS[feature]}
@@ -229,7 +241,7 @@ def build_term_frequencies(conn: duckdb.DuckDBPyConnection, names: list[str]) ->
         conn.execute(
             f"""create or replace temp table tf_{column} as
                 select {column} as value, count(*) / sum(count(*)) over () as tf
-                from identity.match_records where {column} is not null group by 1"""
+                from match_records where {column} is not null group by 1"""
         )
         columns.append(column)
     return columns
@@ -240,7 +252,7 @@ def scoring_sql(model: FellegiSunterModel, tf_columns: list[str]) -> str:
     weights = []
     joins = []
     for name in model.names:
-        top = model.top(name)
+        top = COMPARISONS[name].exact_level
         cases = " ".join(f"when {level} then {model.weight(name, level)!r}" for level in range(len(model.m[name])))
         column = COMPARISONS[name].tf_column
         if column in tf_columns:
@@ -255,7 +267,7 @@ def scoring_sql(model: FellegiSunterModel, tf_columns: list[str]) -> str:
         with weighed as (
             select v.*, {", ".join(weights)}
             from match_vectors v
-            join identity.match_records lrec on lrec.node_id = v.l
+            join match_records lrec on lrec.node_id = v.l
             {" ".join(joins)}
         )
         select *, {prior!r} + {total} as match_weight,

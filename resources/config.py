@@ -266,7 +266,7 @@ def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
     }
 
 
-# Columns of `identity.match_records` a blocking rule may name; see cdp_assets/identity_features.py.
+# Columns of `match_records` a blocking rule may name; see cdp_assets/identity_features.py.
 BLOCKING_FEATURES: tuple[str, ...] = (
     "first_name",
     "last_name",
@@ -296,6 +296,7 @@ COMPARISONS: tuple[str, ...] = (
     "identifier",
 )
 STRONG_CONFLICTS: tuple[str, ...] = ("date_of_birth", "first_name")
+PERSON_EVIDENCE: tuple[str, ...] = ("first_name", "date_of_birth", "email", "identifier")
 DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("name_pair", "postal_code"),
     ("name_pair", "birth_year"),
@@ -334,10 +335,16 @@ class MatchingConfig(_Strict):
     )
     comparisons: list[str] = Field(default_factory=lambda: list(COMPARISONS))
     link_threshold: float = Field(
-        0.95, gt=0, lt=1, description="Match probability at or above which a candidate pair is linked."
+        0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "Match probability at or above which a candidate pair is linked: by default a pair more likely "
+            "one person than two. Raise it where a false merge costs more than a missed one."
+        ),
     )
     review_threshold: float = Field(
-        0.5,
+        0.3,
         gt=0,
         lt=1,
         description="Pairs scoring at or above this but below link_threshold go to identity.review, unlinked.",
@@ -345,6 +352,14 @@ class MatchingConfig(_Strict):
     strong_conflicts: list[str] = Field(
         default_factory=lambda: list(STRONG_CONFLICTS),
         description="Evidence that stops a probabilistic link from merging two customers, whatever its score.",
+    )
+    person_evidence: list[str] = Field(
+        default_factory=lambda: list(PERSON_EVIDENCE),
+        description=(
+            "A pair is linked automatically only when at least one of these comparisons agrees; a pair whose "
+            "score rests on fields a household shares (surname, address, phone, postal code) goes to review. "
+            "Empty: any score at or above link_threshold links."
+        ),
     )
     conflict_max_disagreement: float = Field(
         0.01,
@@ -381,6 +396,14 @@ class MatchingConfig(_Strict):
         unknown = [n for n in names if n not in COMPARISONS]
         if unknown:
             raise ValueError(f"unknown comparison(s) {unknown}; known: {', '.join(COMPARISONS)}")
+        return names
+
+    @field_validator("person_evidence")
+    @classmethod
+    def _known_person_evidence(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in COMPARISONS]
+        if unknown:
+            raise ValueError(f"unknown comparison(s) {unknown} in person_evidence; known: {', '.join(COMPARISONS)}")
         return names
 
     @field_validator("strong_conflicts")

@@ -135,6 +135,14 @@ DOB = date(1984, 3, 17)
             False,
         ),
         (
+            "a household member without a first name: surname and address are all a household shares",
+            [
+                person("x", "theodora", "winterbourne", address="12 harbour view rd", zip="10001"),
+                person("y", None, "winterbourne", address="12 harbour view rd", zip="10001"),
+            ],
+            False,
+        ),
+        (
             "same common name and nothing else",
             [person("x", "olivia", "okafor", zip="10001"), person("y", "olivia", "okafor", zip="10002")],
             False,
@@ -207,7 +215,7 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
     conn.execute("create schema identity")
     columns = list(COMPARED_COLUMNS)
     conn.execute(
-        "create table identity.match_records (node_id bigint, "
+        "create temp table match_records (node_id bigint, "
         + ", ".join(f"{c} {'date' if c == 'date_of_birth' else 'varchar'}" for c in columns)
         + ")"
     )
@@ -222,7 +230,7 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
             if values.get("identifier"):
                 values["identifier_type"] = values["identifier"].split(":")[0]
             conn.execute(
-                f"insert into identity.match_records values (?, {', '.join('?' for _ in columns)})",
+                f"insert into match_records values (?, {', '.join('?' for _ in columns)})",
                 [node, *(values.get(c) for c in columns)],
             )
         conn.execute("insert into pairs values (?, ?)", [2 * i, 2 * i + 1])
@@ -267,6 +275,43 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
 def test_comparison_levels(comparison, left, right, level):
     (row,) = _levels([({comparison: left}, {comparison: right})])
     assert row[comparison] == level
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "postal_code", "city"),
+    [
+        # The city says more only where the postal codes do not already agree; m and u of the two groups
+        # of levels are measured apart, so agreeing on both is not counted twice.
+        ({"postal_code": "10001", "city": "springfield"}, {"postal_code": "10001", "city": "springfield"}, 2, 5),
+        ({"postal_code": "10001", "city": "springfield"}, {"postal_code": "10001", "city": "shelbyville"}, 2, 3),
+        ({"postal_code": "10001", "city": "springfield"}, {"postal_code": "10002", "city": "springfield"}, 1, 2),
+        ({"city": "springfield"}, {"postal_code": "10001", "city": "springfield"}, -1, 2),
+        # The same street address already says the postal code and city agree.
+        (
+            {"address": "12 oak st", "postal_code": "10001", "city": "springfield"},
+            {"address": "12 oak st", "postal_code": "10001", "city": "springfield"},
+            -1,
+            -1,
+        ),
+    ],
+)
+def test_postal_code_and_city_are_not_counted_twice(left, right, postal_code, city):
+    (row,) = _levels([(left, right)])
+    assert (row["postal_code"], row["city"]) == (postal_code, city)
+
+
+def test_a_household_only_pair_goes_to_review_with_its_reason(tmp_path):
+    records = background() + [
+        person("x", "theodora", "winterbourne", address="12 harbour view rd", zip="10001"),
+        person("y", None, "winterbourne", address="12 harbour view rd", zip="10001"),
+    ]
+    conn = warehouse(tmp_path, records)
+    decision, probability = conn.execute(
+        "select decision, match_probability from identity.review where left_record_id = 'x' and right_record_id = 'y'"
+    ).fetchone()
+    assert decision == "review: only household fields agree" and probability >= 0.5
+    trusting = customers(warehouse(tmp_path, records, {"matching": {"person_evidence": []}}))
+    assert trusting["x"] == trusting["y"]
 
 
 def test_a_first_last_swap_is_undone_before_names_are_compared():
