@@ -4,8 +4,8 @@ Two layers. The deterministic layer stitches records that share a normalised ide
 same type (an e-mail match key, an E.164 phone, a customer id, an anonymousId seen with a userId),
 after blocking junk values (test@test.com, 0000000000, "n/a") and values shared by several people (a
 household landline), because one such value would chain thousands of records into one "customer".
-Components are found with SciPy over the bipartite graph of records and identifier values, which
-handles millions of edges in seconds. The probabilistic layer (identity_matching) then links person
+Components of the bipartite graph of records and identifier values are found by vectorised label
+propagation, a second for millions of edges. The probabilistic layer (identity_matching) then links person
 records that share no identifier, scoring names, birth dates, addresses and the like with a
 Fellegi-Sunter model, and merges customers only where no strong evidence objects.
 """
@@ -26,6 +26,11 @@ from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
 from resources.warehouse import Warehouse
 
 GROUP = "identity"
+# Every (record, identifier value) edge the cleaned sources hold.
+ALL_IDENTIFIERS = " union all ".join(
+    f"select source, source_record_id, id_type, id_value from clean.{role}_identifiers"
+    for role in ("person", "events", "transactions")
+)
 IDENTITY_CLUSTERS = dg.AssetKey(["identity", "clusters"])
 CHECK_UNIQUE = "identity_map_unique_records"
 CHECK_COMPLETE = "every_record_has_a_customer"
@@ -66,78 +71,91 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
 def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it."""
     started = time.perf_counter()
+    # Person records are numbered in a fixed order, since matching breaks ties by node; activity records
+    # (most of the nodes) only need distinct numbers after them, which spares sorting them.
     conn.execute(
         """
         create or replace temp table id_nodes as
-        select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id, role
+        select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
+               'person' as role
+        from (select distinct source, source_record_id from clean.person_records)
+        """
+    )
+    person_nodes = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
+    conn.execute(
+        f"""
+        insert into id_nodes
+        select {person_nodes} + row_number() over () - 1, source, source_record_id, role
         from (
-            select distinct source, source_record_id, 'person' as role from clean.person_records
-            union all select distinct source, source_record_id, 'events' from clean.events
+            select distinct source, source_record_id, 'events' as role from clean.events
             union all select distinct source, source_record_id, 'transactions' from clean.transactions
         )
         """
     )
     conn.execute(
-        """
+        f"""
         create or replace temp table id_edges as
         select n.node_id, e.source, e.source_record_id, e.id_type, e.id_value
-        from (
-            select source, source_record_id, id_type, id_value from clean.person_identifiers
-            union all select source, source_record_id, id_type, id_value from clean.events_identifiers
-            union all select source, source_record_id, id_type, id_value from clean.transactions_identifiers
-        ) e join id_nodes n using (source, source_record_id)
+        from ({ALL_IDENTIFIERS}) e join id_nodes n using (source, source_record_id)
         """
     )
-    id_types = [r[0] for r in conn.execute("select distinct id_type from id_edges order by 1").fetchall()]
+    # The latest version of each person record, by node: read by the sharing check and the matching features.
+    conn.execute(
+        """
+        create or replace temp table person_latest as
+        select n.node_id, p.* from clean.person_records p join id_nodes n using (source, source_record_id)
+        where p.is_latest and n.role = 'person'
+        """
+    )
+    # Every distinct value once, with the records carrying it: blocking and sharing are judged per value.
+    # Value ids only name graph vertices: any numbering gives the same components, so none is sorted.
+    conn.execute(
+        """
+        create or replace temp table id_values as
+        select row_number() over () - 1 as value_id, id_type, id_value, records
+        from (select id_type, id_value, count(*) as records from id_edges group by 1, 2)
+        """
+    )
+    id_types = [r[0] for r in conn.execute("select distinct id_type from id_values order by 1").fetchall()]
     condition, literals = blocked_condition(config, id_types)
     conn.register("blocked_literals", literals)
     conn.execute(
         f"""
         create or replace table identity.blocked_identifiers as
-        select id_type, id_value, count(*) as records,
-               case when exists (select 1 from blocked_literals b where b.id_type = e.id_type
-                                 and b.id_value = e.id_value) then 'listed in blocked_values'
+        select id_type, id_value, records,
+               case when exists (select 1 from blocked_literals b where b.id_type = v.id_type
+                                 and b.id_value = v.id_value) then 'listed in blocked_values'
                     else 'matches a blocked pattern' end as reason
-        from id_edges e
+        from id_values v
         where ({condition})
-           or exists (select 1 from blocked_literals b where b.id_type = e.id_type and b.id_value = e.id_value)
-        group by id_type, id_value
+           or exists (select 1 from blocked_literals b where b.id_type = v.id_type and b.id_value = v.id_value)
         """
     )
     conn.unregister("blocked_literals")
     block_shared_values(conn, config, id_types)
     conn.execute(
         """
-        create or replace temp table usable_edges as
-        select e.* from id_edges e anti join identity.blocked_identifiers b using (id_type, id_value)
+        create or replace temp table usable_values as
+        select value_id, id_type, id_value, records from id_values
+        anti join identity.blocked_identifiers using (id_type, id_value)
         """
     )
-    conn.execute("drop table id_edges")
-    conn.execute(
-        """
-        create or replace table identity.links as
-        select source, source_record_id, id_type, id_value from usable_edges
-        """
-    )
-    # Value ids only name graph vertices: any numbering gives the same components, so none is sorted.
-    conn.execute(
-        """
-        create or replace temp table id_values as
-        select row_number() over () - 1 as value_id, id_type, id_value
-        from (select distinct id_type, id_value from usable_edges)
-        """
-    )
-    node_count = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
-    value_count = int(conn.execute("select count(*) from id_values").fetchall()[0][0])
-    pairs = conn.execute(
-        "select e.node_id, v.value_id from usable_edges e join id_values v using (id_type, id_value)"
-    ).fetchnumpy()
     conn.execute("drop table id_values")
+    _publish_links(conn)
+    links_by_type = conn.execute("select id_type, sum(records) from usable_values group by 1").fetchall()
+    node_count = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
+    pairs = conn.execute(
+        "select e.node_id, v.value_id from id_edges e join usable_values v using (id_type, id_value)"
+    ).fetchnumpy()
+    value_count = int(pairs["value_id"].max()) + 1 if len(pairs["value_id"]) else 0
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
+    del pairs
     labels = enforce_profile_limits(conn, config, labels)
-    conn.execute("drop table usable_edges")
+    conn.execute("drop table id_edges")
+    conn.execute("drop table usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
     matching = match_probabilistically(conn, config, labels)
+    conn.execute("drop table if exists person_latest")
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     conn.register("component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
@@ -160,6 +178,9 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     )
     conn.unregister("component_frame")
     summary = _summary(conn, config)
+    summary["links_by_type"] = [
+        {"identifier type": t, "links": n} for t, n in sorted(links_by_type, key=lambda row: (-row[1], row[0]))
+    ]
     summary.update(matching)
     summary["timings"] = {
         "deterministic layer": deterministic_seconds,
@@ -167,6 +188,24 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
         "identity map and summary": round(time.perf_counter() - started, 2),
     }
     return summary
+
+
+def _publish_links(conn: duckdb.DuckDBPyConnection) -> None:
+    """`identity.links`: every record's identifier values that link, i.e. the cleaned identifiers less the
+    blocked ones. A view, not a copy: millions of rows the clean tables already hold would take longer
+    to write than the rest of the deterministic layer takes to run."""
+    kind = conn.execute(
+        "select table_type from information_schema.tables where table_schema = 'identity' and table_name = 'links'"
+    ).fetchall()
+    if kind and kind[0][0] == "BASE TABLE":  # written as a table by earlier versions
+        conn.execute("drop table identity.links")
+    conn.execute(
+        f"""
+        create or replace view identity.links as
+        select source, source_record_id, id_type, id_value
+        from ({ALL_IDENTIFIERS}) anti join identity.blocked_identifiers using (id_type, id_value)
+        """
+    )
 
 
 def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray) -> np.ndarray:
@@ -185,7 +224,8 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
         """
         select distinct component from (
             select c.component, l.id_type, count(distinct l.id_value) as n, any_value(t.max_values) as max_values
-            from usable_edges l join node_labels c using (node_id) join type_limits_pp t using (id_type)
+            from id_edges l semi join usable_values using (id_type, id_value)
+            join node_labels c using (node_id) join type_limits_pp t using (id_type)
             group by 1, 2
         ) where n > max_values
         """
@@ -197,8 +237,8 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
     conn.register("offending", pd.DataFrame({"component": [c for (c,) in offending]}))
     edges = conn.execute(
         """
-        select n.node_id, n.role, l.id_type, l.id_value
-        from usable_edges l join id_nodes n using (node_id)
+        select n.node_id, n.role, l.id_type, l.id_value, n.source, n.source_record_id
+        from id_edges l semi join usable_values using (id_type, id_value) join id_nodes n using (node_id)
         join node_labels c using (node_id) join offending o using (component)
         """
     ).fetchall()
@@ -219,11 +259,11 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
 
     for node_id, role in members:
         item(("node", node_id), Customer(person_records=1 if role == "person" else 0))
-    ordered = sorted(edges, key=lambda e: (-priority.get(e[2], 0), e[2], e[3], e[0]))
-    for _node_id, _role, id_type, id_value in ordered:
+    ordered = sorted(edges, key=lambda e: (-priority.get(e[2], 0), e[2], e[3], e[4], e[5]))
+    for _node_id, _role, id_type, id_value, _source, _record in ordered:
         item(("value", id_type, id_value), Customer(limited={id_type: {id_value}} if id_type in limits else {}))
     union = ConstrainedUnion(customers, limits, max_person_records=2**62)
-    for node_id, _role, id_type, id_value in ordered:
+    for node_id, _role, id_type, id_value, _source, _record in ordered:
         union.merge(index[("node", node_id)], index[("value", id_type, id_value)])
     labels = labels.copy()
     offset = int(labels.max()) + 1 if len(labels) else 0
@@ -249,8 +289,7 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
     conn.execute(
         """
         create or replace temp table repeated_values as
-        select id_type, id_value, count(*) as records from id_edges semi join type_limits using (id_type)
-        group by 1, 2 having count(*) > 1
+        select id_type, id_value, records from id_values semi join type_limits using (id_type) where records > 1
         """
     )
     values = conn.execute(
@@ -262,8 +301,7 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
             from id_edges e
             semi join repeated_values v using (id_type, id_value)
             anti join identity.blocked_identifiers b using (id_type, id_value)
-            join clean.person_records p using (source, source_record_id)
-            where p.is_latest
+            join person_latest p using (node_id)
         )
         select id_type, id_value,
                list(distinct birth_date) filter (where birth_date is not null) as birth_dates,
@@ -274,8 +312,7 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
     ).fetchall()
     counts = dict(
         conn.execute(
-            "select lower(trim(first_name)), count(*) from clean.person_records "
-            "where is_latest and first_name is not null group by 1"
+            "select lower(trim(first_name)), count(*) from person_latest where first_name is not null group by 1"
         ).fetchall()
     )
     first_names = FirstNames(counts)
@@ -298,20 +335,44 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
     conn.unregister("type_limits")
 
 
+_PROPAGATION_ROUNDS = 30
+
+
 def connected_components(node_count: int, value_count: int, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Component label per record node, over the bipartite graph record -- identifier value."""
+    """Component label per record node, over the bipartite graph record -- identifier value.
+
+    Identity graphs are shallow (a person's records meet through one or two values), so repeatedly
+    giving every node the smallest label among its values' nodes, with pointer jumping, settles in a
+    handful of vectorised rounds: three times faster than SciPy's general algorithm at a million
+    people. A graph still changing after `_PROPAGATION_ROUNDS` rounds (a long chain) goes to SciPy.
+    """
+    if node_count == 0:
+        return np.zeros(0, dtype=np.int64)
+    nodes = nodes.astype(np.int64)
+    values = values.astype(np.int64)
+    on_several = np.bincount(values, minlength=value_count)[values] > 1  # a value on one record joins nothing
+    nodes, values = nodes[on_several], values[on_several]
+    labels = np.arange(node_count, dtype=np.int64)
+    for _ in range(_PROPAGATION_ROUNDS):
+        smallest = np.full(value_count, node_count, dtype=np.int64)
+        np.minimum.at(smallest, values, labels[nodes])
+        updated = labels.copy()
+        np.minimum.at(updated, nodes, smallest[values])
+        updated = updated[updated]
+        if np.array_equal(updated, labels):
+            return labels
+        labels = updated
+    return _scipy_components(node_count, value_count, nodes, values)
+
+
+def _scipy_components(node_count: int, value_count: int, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components as scipy_components
 
     size = node_count + value_count
-    if size == 0:
-        return np.zeros(0, dtype=np.int64)
-    graph = coo_matrix(
-        (np.ones(len(nodes), dtype=np.int8), (nodes.astype(np.int64), values.astype(np.int64) + node_count)),
-        shape=(size, size),
-    )
-    _, labels = scipy_components(graph, directed=False)
-    return labels[:node_count]
+    graph = coo_matrix((np.ones(len(nodes), dtype=np.int8), (nodes, values + node_count)), shape=(size, size))
+    _, labels = scipy_components(graph, directed=True, connection="weak")
+    return labels[:node_count].astype(np.int64)
 
 
 def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
@@ -353,10 +414,6 @@ def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, ob
         """
     ).fetchall()
     summary["histogram"] = [{"person records": h, "customers": c} for h, c in histogram]
-    summary["links_by_type"] = [
-        {"identifier type": t, "links": n}
-        for t, n in conn.execute("select id_type, count(*) from identity.links group by 1 order by 2 desc").fetchall()
-    ]
     summary["blocked"] = [
         {"identifier type": t, "blocked values": v, "records": r}
         for t, v, r in conn.execute(

@@ -65,8 +65,17 @@ class FirstNames:
 
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = counts
+        self._judged: dict[tuple[tuple[str, str | None], tuple[str, str | None]], bool] = {}
 
     def compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
+        # The judgement is symmetric and the same name pairs recur across thousands of values: remember it.
+        key = (left, right) if (left[0], left[1] or "") <= (right[0], right[1] or "") else (right, left)
+        judged = self._judged.get(key)
+        if judged is None:
+            judged = self._judged[key] = self._compatible(*key)
+        return judged
+
+    def _compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
         first_l, last_l = left
         first_r, last_r = right
         if first_l == first_r:

@@ -170,6 +170,7 @@ COMPARISONS: dict[str, Comparison] = {
     ]
 }
 
+
 def person_evidence_sql(names: list[str]) -> str:
     """True where at least one of `names` agrees: the pair rests on more than what a household shares."""
     if not names:

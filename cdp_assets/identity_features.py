@@ -1,4 +1,4 @@
-"""The per-record features the probabilistic layer blocks and compares on: `match_records`.
+"""The per-record features the probabilistic layer blocks and compares on: temp table `match_records`.
 
 Cleaning already normalised names, e-mails, phones, addresses and postal codes; here each person record
 (its latest version) gets the forms matching needs: lower-cased names, the formal form of a nickname,
@@ -24,7 +24,8 @@ def _name_forms(names: list[str]) -> pd.DataFrame:
 
 
 def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> int:
-    """Rebuild `match_records` from the latest version of every person record in `id_nodes`."""
+    """Rebuild `match_records` from `person_latest` (the latest version of each person record, by node),
+    which it drops."""
     kinds = pd.DataFrame(
         [(t, spec.normalize) for t, spec in config.identity.identifier_types.items()], columns=["id_type", "kind"]
     )
@@ -51,10 +52,9 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
                         then null else p.email_match_key end as usable_email,
                    case when p.phone in (select id_value from junk_contacts where kind = 'phone')
                         then null else p.phone end as usable_phone
-            from clean.person_records p
-            where p.is_latest
+            from person_latest p
         )
-        select n.node_id, p.source, p.source_record_id,
+        select p.node_id, p.source, p.source_record_id,
                nullif(lower(trim(p.first_name)), '') as first_name,
                nullif(lower(trim(p.last_name)), '') as last_name,
                p.date_of_birth, p.usable_email as email,
@@ -63,10 +63,10 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
                nullif(lower(trim(p.address_key)), '') as address,
                nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
                nullif(lower(trim(p.city)), '') as city
-        from contacts p join id_nodes n using (source, source_record_id)
-        where n.role = 'person'
+        from contacts p
         """
     )
+    conn.execute("drop table person_latest")
     names = conn.execute(
         "select distinct v from (select unnest([first_name, last_name]) v from match_base) where v is not null"
     ).fetchall()

@@ -6,8 +6,10 @@ the link threshold without chaining (see identity_clustering). It writes, so a u
 
 - `identity.evidence`: every candidate pair scoring at least the review threshold, with the blocking
   rule that found it, each field's comparison level and weight, the match weight and probability,
-  and the decision (linked, same customer, conflict: <reason>, review);
-- `identity.review`: the pairs a person should look at, in the review band or refused by a conflict;
+  and the decision (linked, same customer, conflict: <reason>, review, review: only household fields
+  agree);
+- `identity.review`: the pairs a person should look at: in the review band, over the link threshold on
+  household fields alone, or refused by a conflict;
 - `identity.model`: m, u and the weight of every comparison level.
 """
 
@@ -137,7 +139,8 @@ def match_probabilistically(
                ?[s.rule_index + 1] as rule, s.swapped{level_columns}, s.match_weight, s.match_probability,
                case when s.same_component then 'same customer (shared identifier)'
                     when d.decision is not null then d.decision::varchar
-                    when s.match_probability >= {settings.link_threshold!r} then '{HOUSEHOLD_ONLY}'
+                    when not s.person_evidence and s.match_probability >= {settings.link_threshold!r}
+                         then '{HOUSEHOLD_ONLY}'
                     else 'review' end as decision
         from match_scores s
         join id_nodes nl on nl.node_id = s.l

@@ -86,7 +86,7 @@ def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, s
         left, right = nodes[left[keep]], nodes[right[keep]]
     conn.register("u_sample", pd.DataFrame({"l": left, "r": right}))
     frame = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql('u_sample', names)}) group by all"
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql('u_sample', names)}) group by all order by all"
     ).df()
     conn.unregister("u_sample")
     counts = _level_counts(frame, names)
@@ -201,7 +201,8 @@ def estimate(
     u = estimate_u(conn, names, u_sample, seed)
     m = {n: _default_m(n) for n in names}
     labelled = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql('labelled_pairs', names)}) group by all"
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql('labelled_pairs', names)}) "
+        "group by all order by all"
     ).df()
     labelled_pairs = int(labelled["n"].sum()) if len(labelled) else 0
     learnt: set[str] = set()
@@ -213,7 +214,10 @@ def estimate(
                 learnt.add(name)
     records = int(conn.execute("select count(*) from match_records").fetchall()[0][0])
     all_pairs = records * (records - 1) / 2
-    frame = conn.execute(f"select rule_index, {', '.join(names)}, count(*) as n from match_vectors group by all").df()
+    # Sorted, so the floating-point sums of EM run in one order and reruns give identical weights.
+    frame = conn.execute(
+        f"select rule_index, {', '.join(names)}, count(*) as n from match_vectors group by all order by all"
+    ).df()
     if len(frame) == 0:
         return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_pairs)
     rule_index = frame["rule_index"].to_numpy(dtype=np.int64)

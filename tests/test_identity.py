@@ -3,6 +3,7 @@
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.identity_warehouse import customers, warehouse
@@ -130,3 +131,24 @@ def test_limit_can_be_lifted_per_type(tmp_path):
 def test_a_record_without_identifiers_is_its_own_customer(tmp_path):
     customers = resolve_records(tmp_path, [{"id": "lonely"}, {"id": "other", "ids": {"email": "o@x.org"}}])
     assert customers["lonely"].startswith("cus_") and customers["lonely"] != customers["other"]
+
+
+@pytest.mark.parametrize("shape", ["random", "long chain"])
+def test_components_by_label_propagation_match_scipy(shape):
+    """Label propagation finds SciPy's components, on a random graph and on a deep one (a chain)."""
+    from cdp_assets.identity import _scipy_components, connected_components
+
+    rng = np.random.default_rng(3)
+    if shape == "random":
+        node_count, value_count = 5000, 4000
+        nodes, values = rng.integers(0, node_count, 6000), rng.integers(0, value_count, 6000)
+    else:  # record i and i + 1 share value i: one component whose labels travel one step per round
+        node_count = value_count = 200
+        nodes = np.concatenate([np.arange(199), np.arange(1, 200)])
+        values = np.concatenate([np.arange(199), np.arange(199)])
+    fast = connected_components(node_count, value_count, nodes, values)
+    reference = _scipy_components(node_count, value_count, nodes.astype(np.int64), values.astype(np.int64))
+    assert len(np.unique(fast)) == len(np.unique(reference))
+    assert len(set(zip(fast.tolist(), reference.tolist(), strict=True))) == len(np.unique(reference))
+    if shape == "long chain":
+        assert len(np.unique(fast)) == 1
