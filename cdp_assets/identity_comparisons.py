@@ -152,17 +152,12 @@ COMPARISONS: dict[str, Comparison] = {
         ),
         Comparison(
             "identifier",
-            # Values of a few characters are too short for "one character differs" to mean a typo. A
-            # CASE evaluates a branch only for the rows no earlier one took, so the edit distance is
-            # computed just for the rare pairs whose lengths differ by one.
+            # Values of a few characters are too short for "one character differs" to mean a typo.
             """case when l.identifier is null or r.identifier is null
                          or l.identifier_type <> r.identifier_type then -1
                     when l.identifier = r.identifier then 2
                     when length(l.identifier) - length(l.identifier_type) <= 5 then 0
-                    when length(l.identifier) = length(r.identifier) then
-                        case when hamming(l.identifier, r.identifier) <= 1 then 1 else 0 end
-                    when abs(length(l.identifier) - length(r.identifier)) = 1 then
-                        case when levenshtein(l.identifier, r.identifier) <= 1 then 1 else 0 end
+                    when {one_edit(l.identifier, r.identifier)} then 1
                     else 0 end""",
             {2: "same value", 1: "one character differs", 0: "different values of one type"},
             agreeing=(2, 1),
@@ -208,10 +203,12 @@ COMPARED_COLUMNS = (
 
 def _one_edit(sql: str) -> str:
     """`{one_edit(a, b)}` -> a test that a and b are at most one edit apart: the Hamming distance where the
-    lengths are equal (one pass over the strings), the costlier Levenshtein distance only where not."""
+    lengths are equal (one pass over the strings), the costlier Levenshtein distance only where they
+    differ by one, and no distance at all where they differ by more."""
     return re.sub(
         r"\{one_edit\((\S+), (\S+)\)\}",
-        r"(case when length(\1) = length(\2) then hamming(\1, \2) <= 1 else levenshtein(\1, \2) <= 1 end)",
+        r"(case when length(\1) = length(\2) then hamming(\1, \2) <= 1"
+        r" when abs(length(\1) - length(\2)) = 1 then levenshtein(\1, \2) <= 1 else false end)",
         sql,
     )
 

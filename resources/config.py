@@ -390,20 +390,12 @@ class MatchingConfig(_Strict):
                 )
         return rules
 
-    @field_validator("comparisons")
+    @field_validator("comparisons", "person_evidence")
     @classmethod
     def _known_comparisons(cls, names: list[str]) -> list[str]:
         unknown = [n for n in names if n not in COMPARISONS]
         if unknown:
             raise ValueError(f"unknown comparison(s) {unknown}; known: {', '.join(COMPARISONS)}")
-        return names
-
-    @field_validator("person_evidence")
-    @classmethod
-    def _known_person_evidence(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in COMPARISONS]
-        if unknown:
-            raise ValueError(f"unknown comparison(s) {unknown} in person_evidence; known: {', '.join(COMPARISONS)}")
         return names
 
     @field_validator("strong_conflicts")
