@@ -45,10 +45,11 @@ def estimate_pairs(conn: duckdb.DuckDBPyConnection, rule: list[str], max_block_s
 
 
 def preflight(
-    conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_pairs: int, max_block_size: int
+    conn: duckdb.DuckDBPyConnection, rules: list[tuple[list[str], int]], max_pairs: int
 ) -> list[dict[str, object]]:
-    """Estimated pairs per rule; raises naming every rule over the limit before any pair is made."""
-    estimates = [estimate_pairs(conn, rule, max_block_size) for rule in rules]
+    """Estimated pairs per rule (its features and block cap); raises naming every rule over the limit
+    before any pair is made."""
+    estimates = [estimate_pairs(conn, rule, max_block_size) for rule, max_block_size in rules]
     too_broad = [e for e in estimates if int(e["estimated_pairs"]) > max_pairs]
     if too_broad:
         listed = "; ".join(f"rule '{e['rule']}' would make {int(e['estimated_pairs']):,} pairs" for e in too_broad)
@@ -59,13 +60,11 @@ def preflight(
     return estimates
 
 
-def build_candidate_pairs(
-    conn: duckdb.DuckDBPyConnection, rules: list[list[str]], max_block_size: int
-) -> dict[str, int]:
+def build_candidate_pairs(conn: duckdb.DuckDBPyConnection, rules: list[tuple[list[str], int]]) -> dict[str, int]:
     """Rebuild temp table `match_pairs(l, r, rule_index)`: each pair once, credited to the first rule that
     finds it (its position in `rules`)."""
     conn.execute("create or replace temp table rule_pairs (l bigint, r bigint, rule_index smallint)")
-    for index, rule in enumerate(rules):
+    for index, (rule, max_block_size) in enumerate(rules):
         columns = ", ".join(rule)
         not_null = " and ".join(f"{f} is not null" for f in rule)
         # Each rule joins only node ids and its own features: narrow rows, whatever the record holds.
@@ -89,7 +88,7 @@ def build_candidate_pairs(
            select l, r, min(rule_index) as rule_index from rule_pairs group by l, r"""
     )
     conn.execute("drop table rule_pairs")
-    made = dict.fromkeys((rule_name(rule) for rule in rules), 0)
+    made = dict.fromkeys((rule_name(rule) for rule, _ in rules), 0)
     for index, count in conn.execute("select rule_index, count(*) from match_pairs group by 1").fetchall():
-        made[rule_name(rules[index])] = int(count)
+        made[rule_name(rules[index][0])] = int(count)
     return made

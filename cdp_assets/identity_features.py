@@ -85,6 +85,7 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
         )
         select b.node_id, b.source, b.source_record_id,
                b.first_name, f.canon as first_canon, f.canon as first_name_canon, f.soundex as first_name_soundex,
+               left(b.first_name, 1) as first_initial,
                b.last_name, l.soundex as last_name_soundex,
                case when b.first_name is not null and b.last_name is not null
                     then least(b.first_name, b.last_name) || ' ' || greatest(b.first_name, b.last_name) end

@@ -79,8 +79,9 @@ def match_probabilistically(
             "review_pairs": 0,
             "timings": timings,
         }
-    estimates = preflight(conn, settings.blocking_rules, settings.max_pairs_per_rule, settings.max_block_size)
-    made = build_candidate_pairs(conn, settings.blocking_rules, settings.max_block_size)
+    rules = settings.block_rules()
+    estimates = preflight(conn, rules, settings.max_pairs_per_rule)
+    made = build_candidate_pairs(conn, rules)
     lap("blocking")
     conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     conn.execute(
@@ -111,7 +112,7 @@ def match_probabilistically(
     conn.execute("drop table match_pairs")
     lap("comparison vectors")
     model = estimate(
-        conn, names, settings.blocking_rules, settings.u_sample_pairs, settings.seed, settings.max_em_iterations
+        conn, names, [rule for rule, _ in rules], settings.u_sample_pairs, settings.seed, settings.max_em_iterations
     )
     lap("model (u sample, m, EM)")
     tf_columns = build_term_frequencies(conn, names)
@@ -148,7 +149,7 @@ def match_probabilistically(
         left join link_decisions d on d.l = s.l and d.r = s.r
         order by s.match_probability desc, left_source, left_record_id, right_source, right_record_id
         """,
-        [[rule_name(rule) for rule in settings.blocking_rules]],
+        [[rule_name(rule) for rule, _ in rules]],
     )
     conn.unregister("link_decisions")
     conn.execute("drop table match_scores")

@@ -121,6 +121,7 @@ BLOCKED_COMPARISONS: dict[str, tuple[str, ...]] = {
     "name_pair": ("first_name", "last_name"),
     "first_name_canon": ("first_name",),
     "first_name_soundex": ("first_name",),
+    "first_initial": (),  # an initial in common leaves the first names free to differ
     "last_name_soundex": ("last_name",),
     "date_of_birth": ("date_of_birth",),
     "birth_year": ("date_of_birth",),

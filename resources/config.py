@@ -273,6 +273,7 @@ BLOCKING_FEATURES: tuple[str, ...] = (
     "name_pair",
     "first_name_canon",
     "first_name_soundex",
+    "first_initial",
     "last_name_soundex",
     "date_of_birth",
     "birth_year",
@@ -310,15 +311,42 @@ DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
     ("phone",),
     ("address", "postal_code"),
 )
+# Safety nets for typos the rules above miss, affordable only on rare keys: blocks of at most 5 records.
+DEFAULT_RARE_KEY_RULES: tuple[tuple[str, ...], ...] = (
+    ("first_initial", "last_name", "postal_code"),
+    ("first_initial", "date_of_birth"),
+)
+RARE_KEY_BLOCK_SIZE = 5
+
+
+class BlockingRule(_Strict):
+    """Candidate pairs: the person records equal (and not empty) on every feature listed."""
+
+    features: list[str]
+    max_block_size: int | None = Field(
+        None,
+        ge=2,
+        description="This rule's own cap on block size, below matching.max_block_size: for coarse keys "
+        "(an initial and a surname) that are worth comparing only where they are rare.",
+    )
+
+
+def _default_blocking_rules() -> list[BlockingRule]:
+    return [BlockingRule(features=list(r)) for r in DEFAULT_BLOCKING_RULES] + [
+        BlockingRule(features=list(r), max_block_size=RARE_KEY_BLOCK_SIZE) for r in DEFAULT_RARE_KEY_RULES
+    ]
 
 
 class MatchingConfig(_Strict):
     """The probabilistic layer: which record pairs are compared, and when a score links or asks for review."""
 
     enabled: bool = True
-    blocking_rules: list[list[str]] = Field(
-        default_factory=lambda: [list(r) for r in DEFAULT_BLOCKING_RULES],
-        description="Each rule compares the person records that agree on every feature it lists (none empty).",
+    blocking_rules: list[BlockingRule] = Field(
+        default_factory=_default_blocking_rules,
+        description=(
+            "Each rule compares the person records that agree on every feature it lists (none empty): a list "
+            "of features, or {features: [...], max_block_size: N} to give the rule its own block cap."
+        ),
     )
     max_pairs_per_rule: int = Field(
         25_000_000,
@@ -377,13 +405,20 @@ class MatchingConfig(_Strict):
     )
     seed: int = 42
 
+    @field_validator("blocking_rules", mode="before")
+    @classmethod
+    def _rules_as_mappings(cls, rules: object) -> object:
+        if isinstance(rules, list):
+            return [{"features": rule} if isinstance(rule, list | tuple) else rule for rule in rules]
+        return rules
+
     @field_validator("blocking_rules")
     @classmethod
-    def _known_features(cls, rules: list[list[str]]) -> list[list[str]]:
+    def _known_features(cls, rules: list[BlockingRule]) -> list[BlockingRule]:
         for index, rule in enumerate(rules):
-            if not rule:
+            if not rule.features:
                 raise ValueError(f"blocking rule {index} is empty; list the features a pair must share")
-            unknown = [f for f in rule if f not in BLOCKING_FEATURES]
+            unknown = [f for f in rule.features if f not in BLOCKING_FEATURES]
             if unknown:
                 raise ValueError(
                     f"blocking rule {index} names unknown feature(s) {unknown}; known: {', '.join(BLOCKING_FEATURES)}"
@@ -405,6 +440,12 @@ class MatchingConfig(_Strict):
         if unknown:
             raise ValueError(f"unknown strong conflict(s) {unknown}; known: {', '.join(STRONG_CONFLICTS)}")
         return names
+
+    def block_rules(self) -> list[tuple[list[str], int]]:
+        """Each blocking rule's features and the block size it skips keys above."""
+        return [
+            (r.features, min(r.max_block_size or self.max_block_size, self.max_block_size)) for r in self.blocking_rules
+        ]
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> MatchingConfig:

@@ -62,6 +62,10 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}),
             r"exactly one of 'path'",
         ),
+        (
+            lambda c: c["identity"].update(matching={"blocking_rules": [["city"], {"features": ["shoe"]}]}),
+            r"identity\.matching\.blocking_rules.*blocking rule 1 names unknown feature",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, mutate, expected):
@@ -84,3 +88,16 @@ def test_user_blocked_values_extend_the_built_in_junk_list(tmp_path):
     path = _with(tmp_path, lambda c: c["identity"]["identifier_types"]["email"].update(blocked_values=["x@y.com"]))
     email = load_config(path).identity.type_config("email")
     assert "x@y.com" in email.blocked_values and "test@test.com" in email.blocked_values
+
+
+def test_a_blocking_rule_may_carry_its_own_smaller_block_cap():
+    from resources.config import MatchingConfig
+
+    matching = MatchingConfig(
+        blocking_rules=[["city"], {"features": ["first_initial", "last_name"], "max_block_size": 5}],
+        max_block_size=50,
+    )
+    assert matching.block_rules() == [(["city"], 50), (["first_initial", "last_name"], 5)]
+    assert MatchingConfig(blocking_rules=[{"features": ["city"], "max_block_size": 500}]).block_rules() == [
+        (["city"], 100)
+    ]
