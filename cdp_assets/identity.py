@@ -23,13 +23,12 @@ from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstName
 from cdp_assets.identity_matching import match_probabilistically
 from cdp_assets.metadata import markdown_table, masked_preview
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
-from resources.warehouse import Warehouse
+from resources.warehouse import ROLES, Warehouse
 
 GROUP = "identity"
 # Every (record, identifier value) edge the cleaned sources hold.
 ALL_IDENTIFIERS = " union all ".join(
-    f"select source, source_record_id, id_type, id_value from clean.{role}_identifiers"
-    for role in ("person", "events", "transactions")
+    f"select source, source_record_id, id_type, id_value from clean.{role}_identifiers" for role in ROLES
 )
 IDENTITY_CLUSTERS = dg.AssetKey(["identity", "clusters"])
 CHECK_UNIQUE = "identity_map_unique_records"

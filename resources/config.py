@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 CONFIG_ENV_VAR = "CDP_CONFIG"
 DEFAULT_CONFIG_NAME = "cdp.yaml"
@@ -425,20 +425,14 @@ class MatchingConfig(_Strict):
                 )
         return rules
 
-    @field_validator("comparisons", "person_evidence")
+    @field_validator("comparisons", "person_evidence", "strong_conflicts")
     @classmethod
-    def _known_comparisons(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in COMPARISONS]
+    def _known_names(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        conflicts = info.field_name == "strong_conflicts"
+        what, known = ("strong conflict", STRONG_CONFLICTS) if conflicts else ("comparison", COMPARISONS)
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown comparison(s) {unknown}; known: {', '.join(COMPARISONS)}")
-        return names
-
-    @field_validator("strong_conflicts")
-    @classmethod
-    def _known_conflicts(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in STRONG_CONFLICTS]
-        if unknown:
-            raise ValueError(f"unknown strong conflict(s) {unknown}; known: {', '.join(STRONG_CONFLICTS)}")
+            raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
         return names
 
     def block_rules(self) -> list[tuple[list[str], int]]:
