@@ -84,7 +84,7 @@ COMPARISONS: dict[str, Comparison] = {
                          and day(l.date_of_birth) = month(r.date_of_birth) then 2
                     when {one_edit(l.dob_text, r.dob_text)} then 1
                     else 0 end""",
-            {3: "exact", 2: "day and month transposed", 1: "one digit differs", 0: "different"},
+            {3: "exact", 2: "day and month transposed", 1: "one digit off or two swapped", 0: "different"},
             agreeing=(3, 2, 1),
         ),
         Comparison(
@@ -104,7 +104,7 @@ COMPARISONS: dict[str, Comparison] = {
                     when l.phone = r.phone then 2
                     when {one_edit(l.phone, r.phone)} then 1
                     else 0 end""",
-            {2: "exact", 1: "one digit differs", 0: "different"},
+            {2: "exact", 1: "one digit off or two swapped", 0: "different"},
             agreeing=(2,),
         ),
         Comparison(
@@ -124,7 +124,7 @@ COMPARISONS: dict[str, Comparison] = {
                     when l.postal_code = r.postal_code then 2
                     when {one_edit(l.postal_code, r.postal_code)} then 1
                     else 0 end""",
-            {2: "exact", 1: "one character differs", 0: "different"},
+            {2: "exact", 1: "one character off or two swapped", 0: "different"},
             tf_column="postal_code",
             agreeing=(2,),
         ),
@@ -152,14 +152,14 @@ COMPARISONS: dict[str, Comparison] = {
         ),
         Comparison(
             "identifier",
-            # Values of a few characters are too short for "one character differs" to mean a typo.
+            # Values of a few characters are too short for "one character off" to mean a typo.
             """case when l.identifier is null or r.identifier is null
                          or l.identifier_type <> r.identifier_type then -1
                     when l.identifier = r.identifier then 2
                     when length(l.identifier) - length(l.identifier_type) <= 5 then 0
                     when {one_edit(l.identifier, r.identifier)} then 1
                     else 0 end""",
-            {2: "same value", 1: "one character differs", 0: "different values of one type"},
+            {2: "same value", 1: "one character off or two swapped", 0: "different values of one type"},
             agreeing=(2, 1),
         ),
     ]
@@ -202,12 +202,16 @@ COMPARED_COLUMNS = (
 
 
 def _one_edit(sql: str) -> str:
-    """`{one_edit(a, b)}` -> a test that a and b are at most one edit apart: the Hamming distance where the
-    lengths are equal (one pass over the strings), the costlier Levenshtein distance only where they
-    differ by one, and no distance at all where they differ by more."""
+    """`{one_edit(a, b)}` -> a test that a and b are one keying slip apart: one character changed, added or
+    dropped, or two neighbours swapped (6794161 / 6794611, the slip check digits exist to catch). The
+    Hamming distance decides where the lengths are equal (one pass over the strings), the costlier
+    distances run only where it cannot (a swap is two mismatches; a length differing by one), and no
+    distance at all where lengths differ by more."""
     return re.sub(
         r"\{one_edit\((\S+), (\S+)\)\}",
-        r"(case when length(\1) = length(\2) then hamming(\1, \2) <= 1"
+        r"(case when length(\1) = length(\2) then"
+        r" case when hamming(\1, \2) <= 1 then true"
+        r" when hamming(\1, \2) = 2 then damerau_levenshtein(\1, \2) = 1 else false end"
         r" when abs(length(\1) - length(\2)) = 1 then levenshtein(\1, \2) <= 1 else false end)",
         sql,
     )

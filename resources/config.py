@@ -315,6 +315,7 @@ DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (
 DEFAULT_RARE_KEY_RULES: tuple[tuple[str, ...], ...] = (
     ("first_initial", "last_name", "postal_code"),
     ("first_initial", "date_of_birth"),
+    ("last_name", "postal_code"),
 )
 RARE_KEY_BLOCK_SIZE = 5
 

@@ -253,11 +253,13 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
         ("date_of_birth", date(1970, 5, 1), date(1970, 5, 1), 3),
         ("date_of_birth", date(1970, 5, 1), date(1970, 1, 5), 2),
         ("date_of_birth", date(1970, 5, 1), date(1971, 5, 1), 1),
+        ("date_of_birth", date(1970, 5, 12), date(1970, 5, 21), 1),
         ("date_of_birth", date(1970, 5, 1), date(1981, 11, 23), 0),
         ("email", "a@x.org", "a@x.org", 1),
         ("email", "a@x.org", "a@y.org", 0),
         ("phone", "12125550100", "12125550100", 2),
         ("phone", "12125550100", "12125550109", 1),
+        ("phone", "12125550100", "12125551000", 1),
         ("phone", "12125550100", "13105559999", 0),
         ("address", "12 harbour view rd", "12 harbour view rd", 2),
         ("address", "12 harbour view rd", "12 harbor view rd", 1),
@@ -268,6 +270,10 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
         ("city", "springfield", "springfeld", 1),
         ("identifier", "ssn:1234567", "ssn:1234567", 2),
         ("identifier", "ssn:1234567", "ssn:1234568", 1),
+        ("identifier", "ssn:6794611", "ssn:6794161", 1),  # neighbours swapped
+        ("identifier", "ssn:1234567", "ssn:12345678", 1),  # one added
+        ("identifier", "ssn:1234567", "ssn:1243576", 0),  # two swaps
+        ("identifier", "ssn:1234567", "ssn:1634527", 0),  # two digits exchanged, not neighbours
         ("identifier", "ssn:1234567", "ssn:7654321", 0),
         ("identifier", "ssn:1234567", "loyalty:1234567", -1),
     ],
