@@ -25,16 +25,28 @@ def _agree(rule: list[str]) -> str:
     return " and ".join(f"l.{f} = r.{f}" for f in rule)
 
 
-def estimate_pairs(conn: duckdb.DuckDBPyConnection, rule: list[str], max_block_size: int) -> dict[str, object]:
-    """Pairs the rule would make (the sum over its blocks of n(n-1)/2, from one GROUP BY), and the keys
-    skipped for being shared by more than `max_block_size` records."""
+def _keys_table(index: int) -> str:
+    return f"block_keys_{index}"
+
+
+def _count_blocks(
+    conn: duckdb.DuckDBPyConnection, index: int, rule: list[str], max_block_size: int
+) -> dict[str, object]:
+    """Count the rule's blocks into temp table `block_keys_<index>` (every key on two or more records, with
+    its size) and sum what they would cost: n(n-1)/2 pairs per block within the cap, and the keys skipped
+    for being shared by more than `max_block_size` records."""
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
+    conn.execute(
+        f"""create or replace temp table {_keys_table(index)} as
+            select {columns}, count(*)::hugeint as n from match_records where {not_null}
+            group by all having count(*) > 1"""
+    )
     pairs, skipped_keys, skipped_records = conn.execute(
         f"""select coalesce(sum(n * (n - 1) // 2) filter (where n <= {max_block_size}), 0),
                    count(*) filter (where n > {max_block_size}),
                    coalesce(sum(n) filter (where n > {max_block_size}), 0)
-            from (select count(*)::hugeint as n from match_records where {not_null} group by {columns})"""
+            from {_keys_table(index)}"""
     ).fetchall()[0]
     return {
         "rule": rule_name(rule),
@@ -48,10 +60,12 @@ def preflight(
     conn: duckdb.DuckDBPyConnection, rules: list[tuple[list[str], int]], max_pairs: int
 ) -> list[dict[str, object]]:
     """Estimated pairs per rule (its features and block cap); raises naming every rule over the limit
-    before any pair is made."""
-    estimates = [estimate_pairs(conn, rule, max_block_size) for rule, max_block_size in rules]
+    before any pair is made. The blocks counted stay for build_candidate_pairs, which drops them."""
+    estimates = [_count_blocks(conn, index, rule, cap) for index, (rule, cap) in enumerate(rules)]
     too_broad = [e for e in estimates if int(e["estimated_pairs"]) > max_pairs]
     if too_broad:
+        for index in range(len(rules)):
+            conn.execute(f"drop table {_keys_table(index)}")
         listed = "; ".join(f"rule '{e['rule']}' would make {int(e['estimated_pairs']):,} pairs" for e in too_broad)
         raise BlockingRuleTooBroad(
             f"identity.matching.blocking_rules: {listed}, over max_pairs_per_rule ({max_pairs:,}). "
@@ -61,28 +75,24 @@ def preflight(
 
 
 def build_candidate_pairs(conn: duckdb.DuckDBPyConnection, rules: list[tuple[list[str], int]]) -> dict[str, int]:
-    """Rebuild temp table `match_pairs(l, r, rule_index)`: each pair once, credited to the first rule that
-    finds it (its position in `rules`)."""
+    """Rebuild temp table `match_pairs(l, r, rule_index)` from the blocks preflight counted: each pair once,
+    credited to the first rule that finds it (its position in `rules`)."""
     conn.execute("create or replace temp table rule_pairs (l bigint, r bigint, rule_index smallint)")
     for index, (rule, max_block_size) in enumerate(rules):
         columns = ", ".join(rule)
-        not_null = " and ".join(f"{f} is not null" for f in rule)
         # Each rule joins only node ids and its own features: narrow rows, whatever the record holds.
         conn.execute(
             f"""
             insert into rule_pairs
-            with keyed as (
-                select node_id, {columns} from match_records where {not_null}
-            ),
-            blocks as (
-                select k.* from keyed k
-                semi join (select {columns} from keyed group by all having count(*) <= {max_block_size}) b
-                    using ({columns})
+            with blocks as (
+                select m.node_id, {", ".join(f"m.{f}" for f in rule)} from match_records m
+                semi join (select {columns} from {_keys_table(index)} where n <= {max_block_size}) k using ({columns})
             )
             select l.node_id, r.node_id, {index}
             from blocks l join blocks r on {_agree(rule)} and l.node_id < r.node_id
             """
         )
+        conn.execute(f"drop table {_keys_table(index)}")
     conn.execute(
         """create or replace temp table match_pairs as
            select l, r, min(rule_index) as rule_index from rule_pairs group by l, r"""

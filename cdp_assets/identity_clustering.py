@@ -68,6 +68,8 @@ class FirstNames:
         self._judged: dict[tuple[tuple[str, str | None], tuple[str, str | None]], bool] = {}
 
     def compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
+        if left[0] == right[0]:  # most pairs asked about; answered before building a key
+            return True
         # The judgement is symmetric and the same name pairs recur across thousands of values: remember it.
         key = (left, right) if (left[0], left[1] or "") <= (right[0], right[1] or "") else (right, left)
         judged = self._judged.get(key)

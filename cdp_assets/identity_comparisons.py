@@ -242,7 +242,7 @@ def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) 
             join match_records rm on rm.node_id = p.r
         ),
         swapped as (select joined.*, {_flat(SWAP_SQL)} as swapped from joined),
-        aligned as materialized (
+        aligned as (
             select swapped.*, case when swapped then r_last_name else r_first_name end as rf,
                    case when swapped then r_first_name else r_last_name end as rl,
                    case when swapped then null else r_first_canon end as rcanon

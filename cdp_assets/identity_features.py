@@ -98,7 +98,6 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
         left join name_forms f on f.name = b.first_name
         left join name_forms l on l.name = b.last_name
         left join other_ids o using (source, source_record_id)
-        order by b.node_id
         """
     )
     conn.unregister("name_forms")

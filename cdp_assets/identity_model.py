@@ -75,7 +75,7 @@ def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray
 
 def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
     """u per level from a seeded random sample of record pairs (strangers, nearly all of them)."""
-    nodes = conn.execute("select node_id from match_records").fetchnumpy()["node_id"]
+    nodes = conn.execute("select node_id from match_records order by 1").fetchnumpy()["node_id"]
     rng = np.random.default_rng(seed)
     if len(nodes) < 2:
         left = right = np.zeros(0, dtype=np.int64)
