@@ -71,13 +71,21 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     """Rebuild `cdp.identity_map` and the identity tables that explain it."""
     started = time.perf_counter()
     # Person records are numbered in a fixed order, since matching breaks ties by node; activity records
-    # (most of the nodes) only need distinct numbers after them, which spares sorting them.
+    # (most of the nodes) only need distinct numbers after them, which spares sorting them. Each person
+    # record has one latest version, so numbering those numbers the records, and `person_latest` keeps
+    # what the sharing check and the matching features read.
+    conn.execute(
+        """
+        create or replace temp table person_latest as
+        select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
+               first_name, last_name, date_of_birth, email_match_key, phone, address_key, postal_code, city
+        from clean.person_records where is_latest
+        """
+    )
     conn.execute(
         """
         create or replace temp table id_nodes as
-        select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
-               'person' as role
-        from (select distinct source, source_record_id from clean.person_records)
+        select node_id, source, source_record_id, 'person' as role from person_latest
         """
     )
     person_nodes = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
@@ -96,14 +104,6 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
         create or replace temp table id_edges as
         select n.node_id, e.id_type, e.id_value
         from ({ALL_IDENTIFIERS}) e join id_nodes n using (source, source_record_id)
-        """
-    )
-    # The latest version of each person record, by node: read by the sharing check and the matching features.
-    conn.execute(
-        """
-        create or replace temp table person_latest as
-        select n.node_id, p.* from clean.person_records p join id_nodes n using (source, source_record_id)
-        where p.is_latest and n.role = 'person'
         """
     )
     # Every distinct value once, with the records carrying it: blocking and sharing are judged per value.

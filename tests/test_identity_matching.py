@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import duckdb
 import pytest
 
-from cdp_assets.identity_blocking import BlockingRuleTooBroad
+from cdp_assets.identity_blocking import BlockingRuleTooBroad, build_candidate_pairs, preflight
 from cdp_assets.identity_comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
 from cdp_assets.nicknames import canonical_first_name
 from tests.identity_warehouse import customers, warehouse
@@ -190,6 +190,52 @@ def test_a_blocking_rule_that_would_make_too_many_pairs_fails_naming_itself(tmp_
     identity = {"matching": {"blocking_rules": [["city"]], "max_pairs_per_rule": 1000, "max_block_size": 100000}}
     with pytest.raises(BlockingRuleTooBroad, match=r"rule 'city' would make 44,850 pairs"):
         warehouse(tmp_path, background(), identity)
+
+
+def _blocking_records() -> duckdb.DuckDBPyConnection:
+    """Six records: a surname block of four in one postal code, two of them also sharing a birth year."""
+    conn = duckdb.connect(":memory:")
+    conn.execute(
+        """create temp table match_records as select * from (values
+            (0, 'okafor', '10001', 1980), (1, 'okafor', '10001', 1980), (2, 'okafor', '10001', 1975),
+            (3, 'okafor', '10001', null), (4, 'novak', '10001', 1980), (5, 'novak', '94103', 1980)
+        ) t(node_id, last_name, postal_code, birth_year)"""
+    )
+    return conn
+
+
+def test_blocks_over_a_rules_cap_are_skipped_and_each_pair_is_credited_to_its_first_rule():
+    conn = _blocking_records()
+    rules = [
+        (["last_name", "postal_code", "birth_year"], 100),
+        (["last_name", "postal_code"], 3),
+        (["postal_code"], 5),
+        (["birth_year"], 3),
+    ]
+    estimates = preflight(conn, rules, max_pairs=100)
+    assert [(e["estimated_pairs"], e["skipped_keys"], e["records_in_skipped_keys"]) for e in estimates] == [
+        (1, 0, 0),  # okafor 10001 1980: records 0 and 1
+        (0, 1, 4),  # the okafor 10001 block of four is over this rule's cap of 3
+        (10, 0, 0),  # 10001 holds five records, within the cap of 5
+        (0, 1, 4),  # 1980 is on four records
+    ]
+    made = build_candidate_pairs(conn, rules)
+    assert made == {
+        "last_name + postal_code + birth_year": 1,
+        "last_name + postal_code": 0,
+        "postal_code": 9,  # its tenth pair, 0-1, was found by the first rule
+        "birth_year": 0,
+    }
+    assert conn.execute("select rule_index from match_pairs where l = 0 and r = 1").fetchall() == [(0,)]
+    left = conn.execute("select table_name from duckdb_tables() where table_name like 'block_keys%'").fetchall()
+    assert left == []
+
+
+def test_a_rejected_preflight_leaves_no_block_tables():
+    conn = _blocking_records()
+    with pytest.raises(BlockingRuleTooBroad, match=r"^[^;]*rule 'postal_code' would make 10 pairs, over"):
+        preflight(conn, [(["last_name"], 100), (["postal_code"], 100)], max_pairs=8)
+    assert conn.execute("select count(*) from duckdb_tables() where table_name like 'block_keys%'").fetchall() == [(0,)]
 
 
 def test_a_record_with_nothing_usable_is_a_singleton(tmp_path):
