@@ -168,7 +168,10 @@ class ConstrainedUnion:
             if len(values) > limit:
                 return f"{id_type}: {len(values)} values, max_per_profile {limit}"
         if "date_of_birth" in self.conflicts and a.birth_dates and b.birth_dates:
-            if not any(birth_dates_compatible(x, y) for x in a.birth_dates for y in b.birth_dates):
+            # A date both hold settles it without comparing every pair of dates (most links).
+            if a.birth_dates.isdisjoint(b.birth_dates) and not any(
+                birth_dates_compatible(x, y) for x in a.birth_dates for y in b.birth_dates
+            ):
                 return "date_of_birth differs"
         if "first_name" in self.conflicts and a.names and b.names:
             if not any(self.first_names.compatible(x, y) for x in a.names for y in b.names):

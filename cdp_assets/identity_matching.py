@@ -246,13 +246,14 @@ def _cluster(
             limited.setdefault(component, {}).setdefault(id_type, set()).add(id_value)
     conn.execute("drop table involved_nodes")
     position = {int(c): i for i, c in enumerate(involved)}
-    customers = [Customer() for _ in involved]
+    # Every involved component has a node, so the query returns each once: the list fills completely.
+    customers: list[Customer] = [None] * len(involved)  # type: ignore[list-item]
     for component, person_records, birth_dates, names in attributes:
-        customers[position[int(component)]] = Customer(
-            person_records=int(person_records),
-            birth_dates=set(birth_dates or []),
-            names={(first, last) for first, last in (names or [])},
-            limited=limited.get(int(component), {}),
+        customers[position[component]] = Customer(
+            person_records=person_records,
+            birth_dates=set(birth_dates) if birth_dates else set(),
+            names=set(map(tuple, names)) if names else set(),
+            limited=limited.get(component, {}),
         )
     counts = dict(
         conn.execute(
