@@ -124,7 +124,8 @@ def match_probabilistically(
     conn.execute(
         f"""create or replace temp table match_scores as
             select *, {person_evidence_sql(person_fields)} as person_evidence
-            from ({scoring_sql(model, tf_columns)}) where match_probability >= {settings.review_threshold!r}"""
+            from ({scoring_sql(model, tf_columns, settings.review_threshold)})
+            where match_probability >= {settings.review_threshold!r}"""
     )
     conn.execute("drop table match_vectors")
     conn.execute("drop table labelled_pairs")

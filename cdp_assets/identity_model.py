@@ -252,29 +252,62 @@ def build_term_frequencies(conn: duckdb.DuckDBPyConnection, names: list[str]) ->
     return columns
 
 
-def scoring_sql(model: FellegiSunterModel, tf_columns: list[str]) -> str:
-    """SELECT over `match_vectors` adding each field's weight, the match weight and the match probability."""
-    weights = []
-    joins = []
-    for name in model.names:
+def scoring_sql(model: FellegiSunterModel, tf_columns: list[str], min_probability: float) -> str:
+    """SELECT over `match_vectors` of the pairs scoring at least `min_probability`, with each field's
+    weight, the match weight and the match probability.
+
+    Nine CASEs over millions of pairs cost seconds, but the pairs show a few thousand distinct level
+    patterns: each pattern's weight, less the term-frequency parts, is summed once, and a pair's weight
+    is that plus its term-frequency parts. Only the pairs it keeps get their per-field weights, summed
+    afresh (a tolerance keeps the pairs the two sums could place either side of the threshold).
+    """
+    names = model.names
+    tf_names = [n for n in names if COMPARISONS[n].tf_column in tf_columns]
+
+    def level_weight(name: str, exact: str | None) -> str:
         top = COMPARISONS[name].exact_level
-        cases = " ".join(f"when {level} then {model.weight(name, level)!r}" for level in range(len(model.m[name])))
-        column = COMPARISONS[name].tf_column
-        if column in tf_columns:
-            # Exact agreement on value v: m / P(a stranger has v), with tf never below 1/N of the non-null.
-            exact = f"log2({float(model.m[name][top])!r} / greatest(tf_{column}.tf, 1e-9))"
-            cases = cases.replace(f"when {top} then {model.weight(name, top)!r}", f"when {top} then {exact}")
-            joins.append(f"left join tf_{column} on tf_{column}.value = lrec.{column}")
-        weights.append(f"coalesce(case v.{name} {cases} end, 0.0) as w_{name}")
-    prior = math.log2(model.prior / (1 - model.prior))
-    total = " + ".join(f"w_{n}" for n in model.names) or "0.0"
-    return f"""
-        with weighed as (
-            select v.*, {", ".join(weights)}
-            from match_vectors v
-            join match_records lrec on lrec.node_id = v.l
-            {" ".join(joins)}
+        whens = " ".join(
+            f"when {level} then {exact if exact is not None and level == top else repr(model.weight(name, level))}"
+            for level in range(len(model.m[name]))
         )
+        return f"coalesce(case {name} {whens} end, 0.0)"
+
+    def tf_weight(name: str, tf: str) -> str:
+        # Exact agreement on value v: m / P(a stranger has v), with tf never below 1/N of the non-null.
+        return f"log2({float(model.m[name][COMPARISONS[name].exact_level])!r} / greatest({tf}, 1e-9))"
+
+    prior = math.log2(model.prior / (1 - model.prior))
+    floor = math.log2(min_probability / (1 - min_probability)) - 1e-6
+    levels = ", ".join(names)
+    base = " + ".join(level_weight(n, "0.0" if n in tf_names else None) for n in names) or "0.0"
+    tf_terms = " + ".join(
+        f"case when v.{n} = {COMPARISONS[n].exact_level} then {tf_weight(n, f't_{n}.tf')} else 0.0 end"
+        for n in tf_names
+    )
+    tf_values = "".join(f", t_{n}.tf as tf_{n}" for n in tf_names)
+    joins = " ".join(
+        f"left join tf_{COMPARISONS[n].tf_column} t_{n} on t_{n}.value = lrec.{COMPARISONS[n].tf_column}"
+        for n in tf_names
+    )
+    weights = ", ".join(
+        f"{level_weight(n, tf_weight(n, f'tf_{n}') if n in tf_names else None)} as w_{n}" for n in names
+    )
+    total = " + ".join(f"w_{n}" for n in names) or "0.0"
+    patterns = (
+        f"join (select {levels}, {base} as base from (select distinct {levels} from match_vectors)) p using ({levels})"
+        if names
+        else "cross join (select 0.0 as base) p"
+    )
+    return f"""
+        with kept as (
+            select v.*{tf_values}
+            from match_vectors v
+            {patterns}
+            join match_records lrec on lrec.node_id = v.l
+            {joins}
+            where {prior!r} + p.base + {tf_terms or "0.0"} >= {floor!r}
+        ),
+        weighed as (select kept.*{", " if weights else ""}{weights} from kept)
         select *, {prior!r} + {total} as match_weight,
                1.0 / (1.0 + pow(2.0, -({prior!r} + {total}))) as match_probability
         from weighed

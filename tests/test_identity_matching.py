@@ -5,14 +5,17 @@ written with the variations real duplicates have), so u and m are measured as th
 data rather than on three records.
 """
 
+import math
 import random
 from datetime import date, timedelta
 
 import duckdb
+import numpy as np
 import pytest
 
 from cdp_assets.identity_blocking import BlockingRuleTooBroad, build_candidate_pairs, preflight
 from cdp_assets.identity_comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
+from cdp_assets.identity_model import FellegiSunterModel, build_term_frequencies, scoring_sql
 from cdp_assets.nicknames import canonical_first_name
 from tests.identity_warehouse import customers, warehouse
 
@@ -190,6 +193,56 @@ def test_a_blocking_rule_that_would_make_too_many_pairs_fails_naming_itself(tmp_
     identity = {"matching": {"blocking_rules": [["city"]], "max_pairs_per_rule": 1000, "max_block_size": 100000}}
     with pytest.raises(BlockingRuleTooBroad, match=r"rule 'city' would make 44,850 pairs"):
         warehouse(tmp_path, background(), identity)
+
+
+def test_scoring_by_level_pattern_keeps_exactly_the_pairs_at_or_over_the_threshold():
+    """Pairs are kept on a per-pattern sum plus term-frequency parts, then weighed field by field: the
+    kept set and every weight must equal a plain per-pair computation, common and rare names alike."""
+    rng = np.random.default_rng(3)
+    names = ["first_name", "last_name", "date_of_birth"]
+    levels = {n: rng.dirichlet(np.ones(COMPARISONS[n].top + 1)) for n in names}
+    model = FellegiSunterModel(names, levels, {n: rng.dirichlet(np.ones(len(v))) for n, v in levels.items()}, 0.3)
+    conn = duckdb.connect(":memory:")
+    first = rng.choice(["ann", "bo", "cy", "dee"], size=400, p=[0.7, 0.2, 0.09, 0.01])
+    last = rng.choice(["li", "ng", "ox"], size=400, p=[0.6, 0.3, 0.1])
+    conn.execute("create temp table match_records (node_id bigint, first_name varchar, last_name varchar)")
+    rows = [[i, str(f), str(g)] for i, (f, g) in enumerate(zip(first, last, strict=True))]
+    conn.executemany("insert into match_records values (?, ?, ?)", rows)
+    vectors = [[i, (i + 1) % 400] + [int(rng.integers(-1, COMPARISONS[n].top + 1)) for n in names] for i in range(400)]
+    conn.execute(
+        "create temp table match_vectors (l bigint, r bigint, "
+        "first_name tinyint, last_name tinyint, date_of_birth tinyint)"
+    )
+    conn.executemany("insert into match_vectors values (?, ?, ?, ?, ?)", vectors)
+    tf_columns = build_term_frequencies(conn, names)
+    share = {
+        c: {str(v): float(np.mean(col == v)) for v in set(col)}
+        for c, col in (("first_name", first), ("last_name", last))
+    }
+    expected = {}
+    for left, right, *row in vectors:
+        weight = math.log2(0.3 / 0.7)
+        for name, level in zip(names, row, strict=True):
+            if level < 0:
+                continue
+            tf_value = {"first_name": first, "last_name": last}.get(name)
+            if tf_value is not None and level == COMPARISONS[name].exact_level:
+                weight += math.log2(levels[name][level] / share[name][str(tf_value[left])])
+            else:
+                weight += model.weight(name, level)
+        expected[(left, right)] = weight
+    for threshold in (0.05, 0.5, 0.95):
+        kept = dict(
+            ((left, right), w)
+            for left, right, w in conn.execute(
+                f"select l, r, match_weight from ({scoring_sql(model, tf_columns, threshold)})"
+                f" where match_probability >= {threshold}"
+            ).fetchall()
+        )
+        wanted = {k: w for k, w in expected.items() if 1 / (1 + 2**-w) >= threshold}
+        assert 0 < len(wanted) < len(expected)
+        assert kept.keys() == wanted.keys()
+        assert all(math.isclose(kept[k], wanted[k], abs_tol=1e-9) for k in wanted)
 
 
 def _blocking_records() -> duckdb.DuckDBPyConnection:
