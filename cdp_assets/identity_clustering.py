@@ -79,9 +79,7 @@ class FirstNames:
 
     def _compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
         first_l, last_l = left
-        first_r, last_r = right
-        if first_l == first_r:
-            return True
+        first_r, last_r = right  # never equal to first_l: compatible() answers that case
         if (len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]:
             return True
         if (

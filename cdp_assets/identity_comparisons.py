@@ -39,7 +39,7 @@ class Comparison:
 
 
 # `l` and `r` are rows of match_records; `rf`, `rl` and `rcanon` are r's first name, last name
-# and formal first name after undoing a swap (see PAIR_SQL).
+# and formal first name after undoing a swap (see SWAP_SQL).
 COMPARISONS: dict[str, Comparison] = {
     c.name: c
     for c in [

@@ -84,7 +84,7 @@ def match_probabilistically(
     made = build_candidate_pairs(conn, rules)
     lap("blocking")
     # A table, not the registered frame: the joins below probe it millions of times, a scan of a pandas
-    # frame costs a second where a table costs a tenth.
+    # frame costs a second where a table costs a tenth. Clustering reads it too, then it is dropped.
     conn.register("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     conn.execute("create or replace temp table node_labels as select * from label_frame")
     conn.unregister("label_frame")
@@ -112,7 +112,6 @@ def match_probabilistically(
         order by hash(a.node_id, b.node_id, {settings.seed}) limit {LABELLED_PAIRS}
         """
     )
-    conn.execute("drop table node_labels")
     conn.execute("drop table match_pairs")
     lap("comparison vectors")
     model = estimate(
@@ -134,6 +133,7 @@ def match_probabilistically(
         c for c in settings.strong_conflicts if c in names and model.m[c][0] <= settings.conflict_max_disagreement
     ]
     decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts)
+    conn.execute("drop table node_labels")
     lap("clustering")
     conn.register("link_decisions", decisions)
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
@@ -212,7 +212,9 @@ def match_probabilistically(
 def _cluster(
     conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray, threshold: float, conflicts: list[str]
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Apply links strongest first to the customers they join; returns each link's decision and new labels."""
+    """Apply links strongest first to the customers they join; returns each link's decision and new labels.
+
+    `labels` are the components temp table `node_labels` holds."""
     links = conn.execute(
         f"""select l, r, l_component, r_component from match_scores
             where not same_component and match_probability >= {threshold!r} and person_evidence
@@ -222,11 +224,9 @@ def _cluster(
         return pd.DataFrame({"l": [], "r": [], "decision": []}), labels
     involved = np.unique(np.concatenate([links["l_component"], links["r_component"]]))
     conn.register("involved", pd.DataFrame({"component": involved}))
-    conn.register("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     conn.execute(
-        "create or replace temp table involved_nodes as select * from label_frame semi join involved using (component)"
+        "create or replace temp table involved_nodes as select * from node_labels semi join involved using (component)"
     )
-    conn.unregister("label_frame")
     conn.unregister("involved")
     # Every person node has a row in match_records, so its rows count a customer's person records.
     attributes = conn.execute(

@@ -57,15 +57,11 @@ class FellegiSunterModel:
                 )
         return pd.DataFrame(rows, columns=["comparison", "level", "label", "m", "u", "weight", "tf_adjusted"])
 
-    @staticmethod
-    def top(name: str) -> int:
-        return COMPARISONS[name].top
-
 
 def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
     counts = {}
     for name in names:
-        size = FellegiSunterModel.top(name) + 1
+        size = COMPARISONS[name].top + 1
         values = frame[name].to_numpy()
         weights = frame["n"].to_numpy()
         keep = values >= 0
@@ -107,7 +103,7 @@ def normalise(name: str, counts: np.ndarray, smoothing: float, previous: np.ndar
 
 
 def _default_m(name: str) -> np.ndarray:
-    m = np.zeros(FellegiSunterModel.top(name) + 1)
+    m = np.zeros(COMPARISONS[name].top + 1)
     for group in COMPARISONS[name].level_groups:
         m[list(group)] = 0.05 / max(len(group) - 1, 1)
         m[max(group)] = 0.95 if len(group) > 1 else 1.0
