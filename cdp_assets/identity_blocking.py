@@ -21,10 +21,6 @@ def rule_name(rule: list[str]) -> str:
     return " + ".join(rule)
 
 
-def _agree(rule: list[str]) -> str:
-    return " and ".join(f"l.{f} = r.{f}" for f in rule)
-
-
 def _keys_table(index: int) -> str:
     return f"block_keys_{index}"
 
@@ -80,16 +76,18 @@ def build_candidate_pairs(conn: duckdb.DuckDBPyConnection, rules: list[tuple[lis
     conn.execute("create or replace temp table rule_pairs (l bigint, r bigint, rule_index smallint)")
     for index, (rule, max_block_size) in enumerate(rules):
         columns = ", ".join(rule)
-        # Each rule joins only node ids and its own features: narrow rows, whatever the record holds.
+        # Each record is tagged with its block's number, so the pairs come from a join on one integer
+        # rather than on the rule's features (names, postal codes), whatever the record holds.
         conn.execute(
             f"""
             insert into rule_pairs
             with blocks as (
-                select m.node_id, {", ".join(f"m.{f}" for f in rule)} from match_records m
-                semi join (select {columns} from {_keys_table(index)} where n <= {max_block_size}) k using ({columns})
+                select m.node_id, k.block from match_records m
+                join (select {columns}, row_number() over () as block from {_keys_table(index)}
+                      where n <= {max_block_size}) k using ({columns})
             )
             select l.node_id, r.node_id, {index}
-            from blocks l join blocks r on {_agree(rule)} and l.node_id < r.node_id
+            from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
             """
         )
         conn.execute(f"drop table {_keys_table(index)}")
