@@ -152,3 +152,24 @@ def test_components_by_label_propagation_match_scipy(shape):
     assert len(set(zip(fast.tolist(), reference.tolist(), strict=True))) == len(np.unique(reference))
     if shape == "long chain":
         assert len(np.unique(fast)) == 1
+
+
+def test_asset_checks_count_records_left_without_a_customer_and_mapped_twice(tmp_path):
+    """The blocking checks see a record missing from the map once, however many versions it has, and a
+    record mapped twice."""
+    from cdp_assets.identity import _checks
+    from resources.config import load_config
+
+    conn = warehouse(tmp_path, [{"id": "a", "first": "Ann"}, {"id": "b", "first": "Bea"}, {"id": "c"}])
+    conn.execute(
+        """insert into clean.person_records (source, source_record_id, file, row_number, is_latest, first_name)
+           values ('crm', 'a', 'g.csv', 2, false, 'Anne')"""
+    )
+    conn.execute("delete from cdp.identity_map where source_record_id = 'a'")
+    conn.execute("insert into cdp.identity_map select * from cdp.identity_map where source_record_id = 'b'")
+    config = load_config(tmp_path / "cdp.yaml")
+    results = {r.check_name: r for r in _checks(conn, config, {"largest_cluster_person_records": 1})}
+    complete, unique = results["every_record_has_a_customer"], results["identity_map_unique_records"]
+    assert not complete.passed and complete.metadata["records_without_customer"].value == 1
+    assert not unique.passed and unique.metadata["duplicate_records"].value == 1
+    assert results["cluster_size_within_bound"].passed
