@@ -50,19 +50,20 @@ def _normalise_blocked(value: str, kind: str) -> str | None:
 
 def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.DataFrame]:
     """SQL deciding if `id_value` of `id_type` is blocked, and a table of blocked literal values."""
-    patterns: list[tuple[str, str]] = []
+    clauses: list[str] = []
     literals: list[tuple[str, str]] = []
     for id_type in id_types:
         spec = config.identity.type_config(id_type)
-        for pattern in [*DEFAULT_BLOCKED_PATTERNS, *spec.blocked_patterns]:
-            patterns.append((id_type, pattern))
+        # One expression per type, the patterns its alternatives: each value is searched once, not once
+        # per pattern (a third of the time with the three default patterns).
+        either = "|".join(f"(?:{p})" for p in [*DEFAULT_BLOCKED_PATTERNS, *spec.blocked_patterns])
+        clauses.append(
+            f"(id_type = {sql_literal(id_type)} and regexp_matches(id_value, {sql_literal('(?i)' + either)}))"
+        )
         for value in spec.blocked_values:
             normalised = _normalise_blocked(value, spec.normalize)
             if normalised:
                 literals.append((id_type, normalised))
-    clauses = [
-        f"(id_type = {sql_literal(t)} and regexp_matches(id_value, {sql_literal('(?i)' + p)}))" for t, p in patterns
-    ]
     condition = " or ".join(clauses) or "false"
     return condition, pd.DataFrame(literals or [], columns=["id_type", "id_value"], dtype=object)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -244,11 +245,14 @@ class IdentifierTypeConfig(_Strict):
     @field_validator("blocked_patterns")
     @classmethod
     def _regexes(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"'{pattern}' is not a valid regular expression: {exc}") from exc
+        # Checked by the engine that runs them: DuckDB's RE2 refuses some of what Python's `re` accepts
+        # (look-arounds, back-references), and would otherwise fail mid-run.
+        with duckdb.connect() as engine:
+            for pattern in value:
+                try:
+                    engine.execute("select regexp_matches('', ?)", [pattern])
+                except duckdb.Error as exc:
+                    raise ValueError(f"'{pattern}' is not a valid RE2 regular expression: {exc}") from exc
         return value
 
 

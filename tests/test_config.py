@@ -59,6 +59,10 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             r"identity\.identifier_types\.email\.blocked_patterns",
         ),
         (
+            lambda c: c["identity"]["identifier_types"]["email"].update(blocked_patterns=["^(?!x).*@spam"]),
+            r"identity\.identifier_types\.email\.blocked_patterns.*not a valid RE2",
+        ),
+        (
             lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}),
             r"exactly one of 'path'",
         ),

@@ -173,3 +173,24 @@ def test_asset_checks_count_records_left_without_a_customer_and_mapped_twice(tmp
     assert not complete.passed and complete.metadata["records_without_customer"].value == 1
     assert not unique.passed and unique.metadata["duplicate_records"].value == 1
     assert results["cluster_size_within_bound"].passed
+
+
+def test_own_blocked_patterns_apply_with_the_built_in_ones(tmp_path):
+    """A type's own pattern and the built-in ones are one expression; each still blocks, case-insensitively."""
+    records = [
+        {"id": "a1", "first": "Mary", "ids": {"loyalty": "test-123"}},
+        {"id": "a2", "first": "John", "ids": {"loyalty": "TEST-123"}},
+        {"id": "b1", "first": "Mary", "ids": {"loyalty": "N/A"}},
+        {"id": "b2", "first": "John", "ids": {"loyalty": "N/A"}},
+        {"id": "c1", "first": "Mary", "ids": {"loyalty": "L-77"}},
+        {"id": "c2", "first": "Mary", "ids": {"loyalty": "L-77"}},
+    ]
+    conn = warehouse(tmp_path, records, {"identifier_types": {"loyalty": {"blocked_patterns": ["^test-"]}}})
+    linked = customers(conn)
+    assert linked["a1"] != linked["a2"] and linked["b1"] != linked["b2"] and linked["c1"] == linked["c2"]
+    blocked = conn.execute("select id_value, reason from identity.blocked_identifiers order by 1").fetchall()
+    assert blocked == [
+        ("N/A", "matches a blocked pattern"),
+        ("TEST-123", "matches a blocked pattern"),
+        ("test-123", "matches a blocked pattern"),
+    ]
