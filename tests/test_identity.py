@@ -176,21 +176,21 @@ def test_asset_checks_count_records_left_without_a_customer_and_mapped_twice(tmp
 
 
 def test_own_blocked_patterns_apply_with_the_built_in_ones(tmp_path):
-    """A type's own pattern and the built-in ones are one expression; each still blocks, case-insensitively."""
+    """A type's own pattern and the built-in ones are one expression; each still blocks, case-insensitively.
+    Matching is off: only a shared value could join these records."""
     records = [
-        {"id": "a1", "first": "Mary", "ids": {"loyalty": "test-123"}},
-        {"id": "a2", "first": "John", "ids": {"loyalty": "TEST-123"}},
-        {"id": "b1", "first": "Mary", "ids": {"loyalty": "N/A"}},
-        {"id": "b2", "first": "John", "ids": {"loyalty": "N/A"}},
-        {"id": "c1", "first": "Mary", "ids": {"loyalty": "L-77"}},
-        {"id": "c2", "first": "Mary", "ids": {"loyalty": "L-77"}},
+        {"id": id_, "first": "Mary", "dob": D1, "ids": {"loyalty": value}}
+        for id_, value in [("a1", "test-123"), ("a2", "test-123"), ("a3", "TEST-9"), ("a4", "TEST-9")]
+        + [("b1", "N/A"), ("b2", "N/A"), ("c1", "L-77"), ("c2", "L-77")]
     ]
-    conn = warehouse(tmp_path, records, {"identifier_types": {"loyalty": {"blocked_patterns": ["^test-"]}}})
+    identity = {"identifier_types": {"loyalty": {"blocked_patterns": ["^test-"]}}, "matching": {"enabled": False}}
+    conn = warehouse(tmp_path, records, identity)
     linked = customers(conn)
-    assert linked["a1"] != linked["a2"] and linked["b1"] != linked["b2"] and linked["c1"] == linked["c2"]
+    assert len({linked[r] for r in ("a1", "a2", "a3", "a4", "b1", "b2")}) == 6
+    assert linked["c1"] == linked["c2"]
     blocked = conn.execute("select id_value, reason from identity.blocked_identifiers order by 1").fetchall()
     assert blocked == [
         ("N/A", "matches a blocked pattern"),
-        ("TEST-123", "matches a blocked pattern"),
+        ("TEST-9", "matches a blocked pattern"),
         ("test-123", "matches a blocked pattern"),
     ]
