@@ -34,6 +34,35 @@ from resources.warehouse import Warehouse, utc_now
 
 GROUP = "destination_syncs"
 
+# A spreadsheet opening a CSV evaluates a cell starting with one of these as a formula (OWASP: CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(conn: duckdb.DuckDBPyConnection, query: str) -> str:
+    """The query with its text columns made inert for spreadsheets: a value starting with a formula trigger
+    gets a leading single quote, so Excel, LibreOffice or Google Sheets show it as text instead of running
+    `=HYPERLINK(...)` or a DDE command when a marketer opens the export.
+
+    Only VARCHAR columns are touched: numbers, dates, booleans and lists are typed, so a negative number
+    stays a number and a list always starts with '['. A text value that is only a signed number (an E.164
+    phone) is left as it is: a spreadsheet reads it as that number and nothing else, and the file's other
+    readers (upload jobs) need the phone intact. Cells holding a comma, quote or line break are quoted by
+    DuckDB's CSV writer.
+    """
+    triggers = ", ".join(f"chr({ord(c)})" for c in FORMULA_TRIGGERS)
+    selected = []
+    for name, column_type in conn.execute(f"select column_name, column_type from (describe {query})").fetchall():
+        column = '"' + name.replace('"', '""') + '"'
+        if column_type == "VARCHAR":
+            selected.append(
+                f"case when left({column}, 1) in ({triggers})"
+                f" and not regexp_full_match({column}, '[+-][0-9]+([.][0-9]+)?')"
+                f" then chr(39) || {column} else {column} end as {column}"
+            )
+        else:
+            selected.append(column)
+    return f"select {', '.join(selected)} from ({query})"
+
 
 def export_file(
     conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: FileDestinationConfig, run_id: str
@@ -49,6 +78,8 @@ def export_file(
         f"select {columns} from cdp.segment_membership m join cdp.golden_profiles p using (customer_id) "
         f"where m.segment = {sql_literal(destination.segment)} order by p.customer_id"
     )
+    if destination.format == "csv":
+        query = spreadsheet_safe(conn, query)
     options = "format csv, header true" if destination.format == "csv" else "format parquet"
     rows = conn.execute(f"copy ({query}) to {sql_literal(str(partial))} ({options})").fetchone()[0]
     partial.rename(target)

@@ -392,3 +392,64 @@ def test_every_sync_waits_for_blocking_checks_upstream():
             specs = graph.get(parent).check_keys
             blocking = [s for s in graph.get(parent).assets_def.check_specs if s.blocking]
             assert specs and blocking, f"{key.to_user_string()} depends on {parent.to_user_string()} without a gate"
+
+
+HOSTILE_NAMES = [
+    '=HYPERLINK("http://evil.example/x","click")',
+    "+cmd|' /C calc'!A0",
+    "@Sum(1+1)",
+    "-2+3",
+    "\t=1+1",
+    "\r=1+1",
+]
+ORDINARY = {"first_name": "Anne-Marie", "last_name": "Smith-Jones", "email": "jean-luc.picard@example.org"}
+
+
+def test_csv_exports_neutralise_formulas_in_text_cells_only(tmp_path):
+    import csv
+
+    import dagster as dg
+
+    from cdp_assets.syncs import build_sync_asset
+    from resources.warehouse import Warehouse as WarehouseResource
+
+    fields = ["customer_id", "first_name", "last_name", "email", "phone", "days_since_last_order"]
+    raw = {
+        "sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}],
+        "segments": [{"name": "vip", "where": "lifetime_revenue >= 100"}],
+        "destinations": [{"name": "vip_csv", "type": "file", "segment": "vip", "path": "exports", "fields": fields}],
+    }
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(tmp_path / "cdp.yaml")
+    database = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        bootstrap(conn)
+        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
+        conn.execute(f"create table cdp.golden_profiles ({ddl})")
+        conn.execute("create table cdp.segment_membership (segment varchar, customer_id varchar)")
+        rows = [(f"h{i}", name, name, f"h{i}@example.org", "+14155550123", -2) for i, name in enumerate(HOSTILE_NAMES)]
+        rows.append(("ok", ORDINARY["first_name"], ORDINARY["last_name"], ORDINARY["email"], "+442071838750", 3))
+        for row in rows:
+            conn.execute(
+                "insert into cdp.golden_profiles (customer_id, first_name, last_name, email, phone, "
+                "days_since_last_order, lifetime_revenue) values (?, ?, ?, ?, ?, ?, 500)",
+                list(row),
+            )
+            conn.execute("insert into cdp.segment_membership values ('vip', ?)", [row[0]])
+
+    result = dg.materialize(
+        [build_sync_asset(config, config.destinations[0])],
+        resources={"warehouse": WarehouseResource(database=str(database))},
+    )
+    assert result.success
+    [export] = (tmp_path / "exports" / "vip_csv").glob("*.csv")
+    with export.open(newline="") as handle:
+        read = {row["customer_id"]: row for row in csv.DictReader(handle)}
+    for i, name in enumerate(HOSTILE_NAMES):
+        row = read[f"h{i}"]
+        assert row["first_name"] == row["last_name"] == "'" + name  # the whole value kept, behind a quote
+        assert row["days_since_last_order"] == "-2"  # a number column is not text
+        assert row["phone"] == "+14155550123"  # a plain signed number is no formula
+    assert {k: read["ok"][k] for k in ORDINARY} == ORDINARY
+    assert read["ok"]["phone"] == "+442071838750"
+    assert len(read) == len(HOSTILE_NAMES) + 1
