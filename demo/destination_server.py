@@ -46,8 +46,9 @@ from urllib.parse import unquote, urlsplit
 FAULT_500 = "500"
 FAULT_429 = "429"
 FAULT_TIMEOUT = "timeout"
+FAULT_DROP = "drop"
 NO_FAULT = "ok"
-SCRIPT_TOKENS = frozenset({FAULT_500, FAULT_429, FAULT_TIMEOUT, NO_FAULT})
+SCRIPT_TOKENS = frozenset({FAULT_500, FAULT_429, FAULT_TIMEOUT, FAULT_DROP, NO_FAULT})
 
 KINDS = ("webhook", "rest", "audiences")
 EVENT_TYPES = frozenset({"audience_entered", "audience_exited", "audience_updated"})
@@ -62,8 +63,9 @@ _POLL_SECONDS = 0.05  # how soon stop() is noticed; the default half second make
 class Faults:
     """How often the server misbehaves; ``script`` outcomes are served first, in order, then the rates apply.
 
-    Script entries are ``"500"``, ``"429"``, ``"timeout"`` or ``"ok"``, so a test can stage an exact
-    sequence of failures without depending on a random draw.
+    Script entries are ``"500"``, ``"429"``, ``"timeout"``, ``"drop"`` or ``"ok"``, so a test can stage an
+    exact sequence of failures without depending on a random draw. ``"drop"`` applies the batch and then
+    closes the connection without answering: the lost acknowledgement of ``"timeout"``, without a clock.
     """
 
     fail_rate: float = 0.0
@@ -403,6 +405,9 @@ class _Handler(BaseHTTPRequestHandler):
         destination._annotate(self._entry, duplicate=duplicate)
         if fault == FAULT_TIMEOUT:  # applied already: the client gives up, the change stays
             destination._stopping.wait(destination.faults.timeout_seconds)
+        if fault == FAULT_DROP:  # applied already: the answer is lost, the client sees the connection close
+            self.close_connection = True
+            return
         if duplicate:
             self._send(200, {"batch_id": batch_id, "duplicate": True})
         else:
@@ -579,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate-limit-rate", type=float, default=0.0, help="share answered 429 (Retry-After: 1)")
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="share applied but answered late")
     parser.add_argument("--timeout-seconds", type=float, default=2.0, help="how late a timed-out answer comes")
-    parser.add_argument("--script", default="", help="comma-separated outcomes served first: 500,429,timeout,ok")
+    parser.add_argument("--script", default="", help="comma-separated outcomes served first: 500,429,timeout,drop,ok")
     parser.add_argument("--seed", type=int, default=None, help="makes the random faults reproducible")
     parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every request")
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")

@@ -248,6 +248,20 @@ def test_a_timed_out_batch_is_applied_and_its_retry_is_a_duplicate(start: Start)
     assert (first["fault"], first["batch_id"]) == ("timeout", "t1")
 
 
+def test_a_dropped_answer_leaves_the_batch_applied_and_its_resend_is_a_duplicate(start: Start) -> None:
+    url = start(faults=Faults(script=["drop"]))
+    batch = {"batch_id": "d1", "records": [{"id": "kept"}]}
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(url + "/rest/crm/upsert", json=batch, timeout=5)
+    assert state(url, "rest", "crm") == {"records": {"kept": {"id": "kept"}}}
+    assert post(url, "/rest/crm/upsert", batch).json() == {"batch_id": "d1", "duplicate": True}
+    log = requests.get(url + "/requests", timeout=5).json()["requests"]
+    assert [(entry["fault"], entry["status"], entry["duplicate"]) for entry in log if entry["method"] == "POST"] == [
+        ("drop", None, False),
+        (None, 200, True),
+    ]
+
+
 def fault_sequence(url: str, count: int = 50) -> list[tuple[int, str | None]]:
     sequence = []
     for index in range(count):
