@@ -6,9 +6,15 @@ forward batch by batch, and only for rows the destination accepted, so a crash a
 change and never marks an unsent row as sent: the next run's diff simply contains it again. Rows the
 destination refused stay in `syncs.pending` and go first in every later run until they succeed or are
 superseded, and every row's fate is written to `syncs.changelog`.
+
+Every batch gets its idempotency key from the destination's batch sequence (`syncs.batch_sequence`) and
+is written to `syncs.in_flight` before its first request. A batch whose answer never came (the
+destination may have applied it) stays there and is resent with the same key before the next run plans
+anything, so the destination can recognise the replay; an answered batch leaves it.
 """
 
 import json
+import secrets
 from dataclasses import dataclass, field
 
 import duckdb
@@ -16,9 +22,89 @@ import pyarrow as pa
 
 from cdp_assets.clean import sql_literal
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
-from resources.destinations import Change
+from resources.destinations import Change, batch_id
 from resources.hashing import hash_identifier
 from resources.warehouse import utc_now
+
+# Batches sent but not answered, one row per synced row (a row is in at most one batch at a time), and
+# each destination's batch sequence. Only the syncs use them, so they are created here.
+_TABLES = """
+create table if not exists syncs.batch_sequence (
+    destination varchar primary key, epoch varchar, last_sequence bigint
+);
+create table if not exists syncs.in_flight (
+    destination varchar, key varchar, batch_id varchar, sequence bigint, position integer, batch_rows integer,
+    operation varchar, row_hash varchar, row_json varchar, opened_at timestamp, primary key (destination, key)
+);
+"""
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the batch bookkeeping tables if missing; cheap and idempotent."""
+    conn.execute(_TABLES)
+
+
+def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[Change]) -> str:
+    """Give a new batch the destination's next sequence number and its key, and record it as in flight,
+    in one transaction, before it is first sent: if its answer is lost, even to a crash, the next run
+    resends it with this key."""
+    conn.execute("begin transaction")
+    try:
+        conn.execute(
+            "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
+            [destination, secrets.token_hex(8)],
+        )
+        epoch, sequence = conn.execute(
+            """update syncs.batch_sequence set last_sequence = last_sequence + 1 where destination = ?
+               returning epoch, last_sequence""",
+            [destination],
+        ).fetchone()
+        key = batch_id(destination, epoch, sequence, changes)
+        frame = pa.table(
+            {
+                "key": pa.array([c.key for c in changes], pa.string()),
+                "position": pa.array(range(len(changes)), pa.int32()),
+                "operation": pa.array([c.operation for c in changes], pa.string()),
+                "row_hash": pa.array([c.row_hash for c in changes], pa.string()),
+                "row_json": pa.array([c.payload for c in changes], pa.string()),
+            }
+        )
+        conn.register("opened_frame", frame)
+        conn.execute(
+            """insert or replace into syncs.in_flight
+               select ?, key, ?, ?, position, ?, operation, row_hash, row_json, ? from opened_frame""",
+            [destination, key, sequence, len(changes), utc_now()],
+        )
+        conn.unregister("opened_frame")
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+    return key
+
+
+def batches_in_flight(conn: duckdb.DuckDBPyConnection, destination: str) -> list[tuple[str, list[Change]]]:
+    """Batches sent earlier without an answer, oldest first, each with its key and rows as first sent.
+
+    A batch missing rows was refused and split (its parts took its rows over), so it was not applied:
+    what is left of it is dropped.
+    """
+    batches: dict[str, tuple[int, list[Change]]] = {}
+    for batch, size, row, operation, row_hash, row_json in conn.execute(
+        """select batch_id, batch_rows, key, operation, row_hash, row_json from syncs.in_flight
+           where destination = ? order by sequence, position""",
+        [destination],
+    ).fetchall():
+        batches.setdefault(batch, (size, []))[1].append(Change(row, operation, row_hash=row_hash, payload=row_json))
+    complete = [(key, rows) for key, (size, rows) in batches.items() if len(rows) == size]
+    broken = [key for key, (size, rows) in batches.items() if len(rows) != size]
+    if broken:
+        conn.execute(
+            "delete from syncs.in_flight where destination = ? and batch_id in (select unnest(?))",
+            [destination, broken],
+        )
+    return complete
+
 
 # Which diff categories each sync mode sends, and as what operation.
 _MODES: dict[str, dict[str, str]] = {
@@ -154,7 +240,8 @@ def record_batch(
     accepted: list[Change],
     failed: list[tuple[Change, str]],
 ) -> None:
-    """Acknowledge accepted rows and queue failed ones, in one transaction per batch."""
+    """Acknowledge accepted rows and queue failed ones, in one transaction per batch; either way the
+    destination answered, so the rows are no longer in flight."""
     now = utc_now()
     conn.execute("begin transaction")
     try:
@@ -175,6 +262,10 @@ def record_batch(
             )
             conn.execute(
                 "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
+                [destination],
+            )
+            conn.execute(
+                "delete from syncs.in_flight where destination = ? and key in (select key from accepted_frame)",
                 [destination],
             )
             conn.execute(
@@ -201,6 +292,10 @@ def record_batch(
             conn.execute(
                 "insert into syncs.changelog select ?, ?, key, operation, 'failed', error, ? from failed_frame",
                 [destination, run_id, now],
+            )
+            conn.execute(
+                "delete from syncs.in_flight where destination = ? and key in (select key from failed_frame)",
+                [destination],
             )
             conn.unregister("failed_frame")
         conn.execute("commit")

@@ -20,9 +20,18 @@ import duckdb
 from cdp_assets.clean import sql_literal
 from cdp_assets.profiles import GOLDEN_PROFILES
 from cdp_assets.segments import SEGMENT_MEMBERSHIP
-from cdp_assets.sync_state import plan_sync, record_batch, record_outcome
+from cdp_assets.sync_state import (
+    batches_in_flight,
+    ensure_tables,
+    open_batch,
+    plan_sync,
+    record_batch,
+    record_outcome,
+)
 from resources.config import CDPConfig, FileDestinationConfig, RowDestinationConfig
 from resources.destinations import (
+    Change,
+    Delivery,
     DestinationClient,
     HashedAudienceClient,
     RestClient,
@@ -179,34 +188,24 @@ def run_sync(
     client: DestinationClient | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, object]:
-    """Plan, send and record one destination's sync; returns the run report."""
-    plan = plan_sync(conn, config, destination)
-    report: dict[str, object] = {
-        "added": plan.count("add"),
-        "updated": plan.count("update"),
-        "removed": plan.count("remove"),
-        "retried": len(plan.retrying),
-        "skipped_for_consent": plan.skipped_for_consent,
-        "rejected": len(plan.rejected),
-        "superseded": plan.superseded,
-        "failed": 0,
-        "requests": 0,
-        "dry_run": destination.dry_run,
-        "unavailable": None,
-    }
-    record_outcome(conn, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
-    if destination.dry_run or not plan.changes:
-        if destination.dry_run:
-            record_outcome(
-                conn, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes]
-            )
-        return report
-    client = client or make_client(destination)
-    try:
-        delivery = deliver(
-            client,
+    """Settle the batches left in flight, then plan, send and record one destination's sync; returns the
+    run report.
+
+    A batch an earlier run sent without hearing the answer goes first, as it was and with its key: the
+    destination either recognises the replay or applies it now. Either way the acknowledged state then
+    says what the destination holds, and the plan is computed against that.
+    """
+    ensure_tables(conn)
+    resend = [] if destination.dry_run else batches_in_flight(conn, destination.name)
+    used: list[DestinationClient] = []
+
+    def send(changes: list[Change], resend: list[tuple[str, list[Change]]]) -> Delivery:
+        if not used:
+            used.append(client or make_client(destination))
+        return deliver(
+            used[0],
             destination.name,
-            plan.changes,
+            changes,
             batch_size=destination.batch_size,
             policy=RetryPolicy(
                 destination.retry.max_attempts,
@@ -214,33 +213,57 @@ def run_sync(
                 destination.retry.max_delay_seconds,
             ),
             rate_limit=destination.rate_limit_per_second,
+            resend=resend,
+            open_batch=lambda batch: open_batch(conn, destination.name, batch),
             on_batch=lambda ok, bad: record_batch(conn, destination.name, run_id, ok, bad),
             sleep=sleep,
         )
+
+    try:
+        settled = send([], resend) if resend else Delivery()
+        plan = plan_sync(conn, config, destination)
+        record_outcome(conn, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
+        if destination.dry_run:
+            record_outcome(
+                conn, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes]
+            )
+            delivery = Delivery()
+        elif settled.unavailable:  # still down: this run's changes wait behind the unanswered batch
+            waiting = {c.key for c in settled.deferred}
+            delivery = Delivery(
+                deferred=[c for c in plan.changes if c.key not in waiting], unavailable=settled.unavailable
+            )
+        else:
+            delivery = send(plan.changes, []) if plan.changes else Delivery()
     finally:
-        client.close()
-    record_outcome(
-        conn,
-        destination.name,
-        run_id,
-        "deferred",
-        [(c.key, c.operation, delivery.unavailable) for c in delivery.deferred],
-    )
-    sent = {c.key for c in delivery.accepted}
-    report.update(
-        {
-            "added": sum(1 for c in delivery.accepted if c.operation == "add"),
-            "updated": sum(1 for c in delivery.accepted if c.operation == "update"),
-            "removed": sum(1 for c in delivery.accepted if c.operation == "remove"),
-            "retried": len(plan.retrying & sent),
-            "failed": len(delivery.failed),
-            "deferred": len(delivery.deferred),
-            "requests": delivery.requests,
-            "request_retries": delivery.retries,
-            "unavailable": delivery.unavailable,
-        }
-    )
-    return report
+        for opened in used:
+            opened.close()
+    accepted = settled.accepted + delivery.accepted
+    deferred = settled.deferred + delivery.deferred
+    unavailable = settled.unavailable or delivery.unavailable
+    record_outcome(conn, destination.name, run_id, "deferred", [(c.key, c.operation, unavailable) for c in deferred])
+    counted = plan.changes if destination.dry_run else accepted
+    return {
+        "added": sum(1 for c in counted if c.operation == "add"),
+        "updated": sum(1 for c in counted if c.operation == "update"),
+        "removed": sum(1 for c in counted if c.operation == "remove"),
+        "retried": len(plan.retrying & {c.key for c in counted}),
+        "skipped_for_consent": plan.skipped_for_consent,
+        "rejected": len(plan.rejected),
+        "superseded": plan.superseded,
+        "failed": len(settled.failed) + len(delivery.failed),
+        "deferred": len(deferred),
+        "deferred_by_operation": {op: n for op in ("add", "update", "remove") if (n := _count(deferred, op))},
+        "resent_batches": len(resend),
+        "requests": settled.requests + delivery.requests,
+        "request_retries": settled.retries + delivery.retries,
+        "dry_run": destination.dry_run,
+        "unavailable": unavailable,
+    }
+
+
+def _count(changes: list[Change], operation: str) -> int:
+    return sum(1 for c in changes if c.operation == operation)
 
 
 def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -> dg.AssetsDefinition:

@@ -5,7 +5,8 @@ A client knows one destination's wire format and says, per batch, only one of th
 Retry-After), or rejected (`RejectedError`, a 4xx, with the rows it blamed when the destination says).
 `deliver` owns everything else, the same for every destination: batching, the rate limit, exponential
 backoff with jitter, and splitting a rejected batch until the bad rows are isolated, so one bad row
-never fails the rows beside it.
+never fails the rows beside it. Every batch carries an idempotency key that is new for each new batch
+and kept by every resend of the same batch (`batch_id`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,13 +87,32 @@ class DestinationClient(Protocol):
     def close(self) -> None: ...
 
 
-def batch_id(destination: str, changes: Sequence[Change]) -> str:
-    """Idempotency key derived from the batch's content: a resent batch carries the same key, so a
-    destination that honours it applies the batch once even when the first answer was lost."""
-    digest = hashlib.sha256(destination.encode())
+def batch_id(destination: str, epoch: str, sequence: int, changes: Sequence[Change]) -> str:
+    """The idempotency key of one batch: the destination's epoch and the batch's sequence number, with its
+    content.
+
+    Content alone is not enough: a person who opts out, back in and out again produces the same removal
+    twice, and a destination honouring the key would ignore the second as a replay. The sequence number
+    makes every new batch a new key; a batch resent (a retry, or the next run after a lost answer) keeps
+    the key it was given, so the destination can still drop the replay. The epoch is chosen at random
+    when a destination's sequence starts, so a rebuilt warehouse, counting from 1 again, cannot reuse a
+    key the destination remembers.
+    """
+    digest = hashlib.sha256(f"{destination}\x00{epoch}\x00{sequence}".encode())
     for change in changes:
         digest.update(f"\x00{change.operation}\x00{change.key}\x00{change.row_hash}".encode())
     return digest.hexdigest()[:32]
+
+
+class BatchSequence:
+    """Keys for batches within one process, for callers that keep no record of batches in flight."""
+
+    def __init__(self, destination: str) -> None:
+        self.destination, self.epoch, self.sequence = destination, secrets.token_hex(8), 0
+
+    def open(self, changes: Sequence[Change]) -> str:
+        self.sequence += 1
+        return batch_id(self.destination, self.epoch, self.sequence, changes)
 
 
 @dataclass(frozen=True)
@@ -135,28 +156,44 @@ def deliver(
     batch_size: int,
     policy: RetryPolicy = RetryPolicy(),
     rate_limit: float | None = None,
+    resend: Sequence[tuple[str, Sequence[Change]]] = (),
+    open_batch: Callable[[list[Change]], str] | None = None,
     on_batch: Callable[[list[Change], list[tuple[Change, str]]], None] | None = None,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Delivery:
-    """Send changes in batches of one operation each; `on_batch(accepted, failed)` runs after every batch
+    """Send `resend` (batches with the keys they were first sent with) as they are, then `changes` in new
+    batches of one operation each.
+
+    `open_batch(batch)` gives a new batch its idempotency key before its first request (the caller records
+    the batch as in flight there, so a batch whose answer is lost can be resent with the same key); every
+    retry of the batch reuses it. A refused batch was not applied, so the parts it is split into are new
+    batches with keys of their own. `on_batch(accepted, failed)` runs after each answer that settles rows,
     so the caller can record acknowledged rows at once (a crash later loses nothing).
 
     When a batch still fails transiently after every attempt the destination is taken to be down: the
-    remaining changes are deferred to the next run instead of each waiting out its own retries.
+    rows not yet settled are deferred to the next run instead of each waiting out its own retries.
     """
     rng = rng or random.Random()
+    open_batch = open_batch or BatchSequence(destination).open
     limiter = _RateLimiter(rate_limit, sleep)
     result = Delivery()
+    settled: set[int] = set()
 
-    def attempt(batch: list[Change]) -> tuple[list[Change], list[tuple[Change, str]]]:
-        key = batch_id(destination, batch)
+    def settle(accepted: list[Change], failed: list[tuple[Change, str]]) -> None:
+        result.accepted += accepted
+        result.failed += failed
+        settled.update(id(c) for c in accepted)
+        settled.update(id(c) for c, _ in failed)
+        if on_batch is not None:
+            on_batch(accepted, failed)
+
+    def send(batch: list[Change], key: str) -> None:
         for tries in range(1, policy.max_attempts + 1):
             limiter.wait()
             result.requests += 1
             try:
                 client.send(batch, key)
-                return batch, []
             except TransientError as exc:
                 if tries == policy.max_attempts:
                     raise
@@ -164,45 +201,45 @@ def deliver(
                 backoff = min(policy.max_delay, policy.base_delay * 2 ** (tries - 1)) * (0.5 + rng.random() / 2)
                 sleep(max(backoff, exc.retry_after or 0.0))
             except RejectedError as exc:
-                if len(batch) == 1:
-                    return [], [(batch[0], str(exc))]
-                blamed = {i for i in exc.row_errors if 0 <= i < len(batch)}
-                if blamed:
-                    bad = [(batch[i], exc.row_errors[i]) for i in sorted(blamed)]
-                    rest = [c for i, c in enumerate(batch) if i not in blamed]
-                    good, worse = attempt(rest) if rest else ([], [])
-                    return good, bad + worse
-                middle = len(batch) // 2
-                left_ok, left_bad = attempt(batch[:middle])
-                right_ok, right_bad = attempt(batch[middle:])
-                return left_ok + right_ok, left_bad + right_bad
-        raise AssertionError("unreachable")
+                split(batch, exc)
+                return
+            else:
+                settle(batch, [])
+                return
 
-    ordered = sorted(range(len(changes)), key=lambda i: changes[i].operation == "remove")
-    pending = [changes[i] for i in ordered]
-    position = 0
-    while position < len(pending):
-        operation = pending[position].operation
-        kind = "remove" if operation == "remove" else "upsert"
-        batch = []
-        while (
-            position < len(pending)
-            and len(batch) < batch_size
-            and ("remove" if pending[position].operation == "remove" else "upsert") == kind
-        ):
-            batch.append(pending[position])
-            position += 1
+    def split(batch: list[Change], exc: RejectedError) -> None:
+        if len(batch) == 1:
+            settle([], [(batch[0], str(exc))])
+            return
+        blamed = {i for i in exc.row_errors if 0 <= i < len(batch)}
+        if blamed:
+            settle([], [(batch[i], exc.row_errors[i]) for i in sorted(blamed)])
+            parts = [[c for i, c in enumerate(batch) if i not in blamed]]
+        else:
+            parts = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        for part in parts:
+            if part:
+                send(part, open_batch(part))
+
+    queue: list[tuple[str | None, list[Change]]] = [(key, list(batch)) for key, batch in resend]
+    queue += [(None, batch) for batch in _batches(changes, batch_size)]
+    for index, (key, batch) in enumerate(queue):
         try:
-            accepted, failed = attempt(batch)
+            send(batch, key or open_batch(batch))
         except TransientError as exc:
             result.unavailable = str(exc)
-            result.deferred = batch + pending[position:]
+            result.deferred = [c for _, rest in queue[index:] for c in rest if id(c) not in settled]
             break
-        result.accepted += accepted
-        result.failed += failed
-        if on_batch is not None:
-            on_batch(accepted, failed)
     return result
+
+
+def _batches(changes: Sequence[Change], batch_size: int) -> list[list[Change]]:
+    """Changes in batches of one kind (upserts, then removals) and at most `batch_size` rows, in order."""
+    batches: list[list[Change]] = []
+    for kind in ("upsert", "remove"):
+        rows = [c for c in changes if (c.operation == "remove") == (kind == "remove")]
+        batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    return batches
 
 
 # --------------------------------------------------------------------------- HTTP destinations

@@ -15,7 +15,7 @@ from cdp_assets.sync_state import plan_sync
 from cdp_assets.syncs import make_client, run_sync
 from demo.destination_server import DestinationServer, Faults
 from resources.config import CDPConfig, load_config
-from resources.destinations import Change, RejectedError, RetryPolicy, batch_id, deliver
+from resources.destinations import Change, RejectedError, RetryPolicy, deliver
 from resources.schema import profile_columns
 from resources.warehouse import bootstrap
 
@@ -47,9 +47,9 @@ def make_config(tmp_path: Path, destination: dict) -> CDPConfig:
 class Warehouse:
     """Profiles and membership written by hand, so each test states exactly who should be where."""
 
-    def __init__(self, config: CDPConfig) -> None:
+    def __init__(self, config: CDPConfig, path: Path | None = None) -> None:
         self.config = config
-        self.conn = duckdb.connect(":memory:")
+        self.conn = duckdb.connect(str(path) if path else ":memory:")
         bootstrap(self.conn)
         ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
         self.conn.execute(f"create table cdp.golden_profiles ({ddl})")
@@ -298,7 +298,105 @@ def test_retry_after_is_honoured_and_a_resent_batch_keeps_its_idempotency_key(tm
         assert [c.key for c in result.accepted] == ["k1"] and result.retries == 2
         assert slept[0] >= 1.0  # Retry-After: 1
         log = requests.get(f"{server.url}/requests", timeout=5).json()["requests"]
-        assert {entry["batch_id"] for entry in log if entry["method"] == "POST"} == {batch_id("dest", changes)}
+        keys = [entry["batch_id"] for entry in log if entry["method"] == "POST"]
+        assert len(keys) == 3 and len(set(keys)) == 1  # one batch, one key, however often it is sent
+
+
+def posts(server: DestinationServer) -> list[dict]:
+    """The mutating requests the destination received, in order, with their key and whether it applied them."""
+    log = requests.get(f"{server.url}/requests", timeout=5).json()["requests"]
+    return [entry for entry in log if entry["method"] == "POST"]
+
+
+def test_opt_out_opt_in_opt_out_leaves_the_person_removed(tmp_path):
+    # The second opt-out is the same removal as the first; a destination that honours idempotency keys
+    # (the demo destination does) must still see it as a new change.
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "rest",
+                "mode": "mirror",
+                "upsert_url": f"{server.url}/rest/crm/upsert",
+                "delete_url": f"{server.url}/rest/crm/delete",
+            },
+        )
+        warehouse = Warehouse(config)
+        members = people(3)
+        history = []
+        for run, consent in enumerate([True, False, True, False]):
+            members["c0001"]["consent"] = consent
+            warehouse.set_members(members)
+            report = warehouse.sync(f"r{run}")
+            assert report["requests"] == 1 and report["unavailable"] is None
+            history.append("c0001" in state(server, "rest", "crm")["records"])
+        assert history == [True, False, True, False]
+        assert set(state(server, "rest", "crm")["records"]) == {"c0000", "c0002"}
+        sent = posts(server)
+        assert len({entry["batch_id"] for entry in sent}) == 4 and not any(entry["duplicate"] for entry in sent)
+
+
+def test_a_batch_whose_answer_is_lost_is_retried_with_its_key_and_applied_once(tmp_path):
+    with DestinationServer(port=0, faults=Faults(script=["drop"])) as server:
+        config = make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w"})
+        warehouse = Warehouse(config)
+        warehouse.set_members(people(3))
+        report = warehouse.sync("r1")
+        assert (report["added"], report["requests"], report["request_retries"]) == (3, 2, 1)
+        first, retry = posts(server)
+        assert (first["fault"], first["status"], first["duplicate"]) == ("drop", None, False)  # applied, unanswered
+        assert retry["batch_id"] == first["batch_id"] and retry["duplicate"] is True  # recognised, not reapplied
+        assert set(state(server, "webhook", "w")["audiences"]["vip"]) == {"c0000", "c0001", "c0002"}
+        assert warehouse.sync("r2")["requests"] == 0
+
+
+def test_a_batch_left_unanswered_is_resent_next_run_with_its_key(tmp_path):
+    attempts = FAST_RETRY["max_attempts"]
+    # The batch is applied but its answer is lost, then the destination goes down for the rest of the run.
+    with DestinationServer(port=0, faults=Faults(script=["drop"] + ["500"] * (attempts - 1))) as server:
+        config = make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w"})
+        warehouse = Warehouse(config)
+        members = people(3)
+        warehouse.set_members(members)
+        first = warehouse.sync("r1")
+        assert first["unavailable"] == "HTTP 500" and first["deferred"] == 3
+        assert warehouse.conn.execute("select count(*) from syncs.destination_state").fetchone()[0] == 0
+        [key] = {entry["batch_id"] for entry in posts(server)}
+        members["c0009"] = {"email": "new@example.org"}  # this run has more to send than the lost batch
+        warehouse.set_members(members)
+        second = warehouse.sync("r2")
+        later = posts(server)[attempts:]
+        assert (later[0]["batch_id"], later[0]["duplicate"]) == (key, True)  # the destination drops the replay
+        assert [(entry["batch_id"] == key, entry["duplicate"]) for entry in later[1:]] == [(False, False)]
+        assert (second["added"], second["resent_batches"], second["unavailable"]) == (4, 1, None)
+        assert set(state(server, "webhook", "w")["audiences"]["vip"]) == set(members)
+        assert warehouse.conn.execute("select count(*) from syncs.in_flight").fetchone()[0] == 0
+        assert warehouse.sync("r3")["requests"] == 0
+
+
+class KeyRecordingClient:
+    """Refuses any batch of more than one row holding 'bad', like a 4xx without row detail; records keys."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple[str, ...]]] = []
+
+    def send(self, changes, batch):
+        self.sent.append((batch, tuple(c.key for c in changes)))
+        if len(changes) > 1 and any(c.key == "bad" for c in changes):
+            raise RejectedError("HTTP 400")
+
+    def close(self):
+        pass
+
+
+def test_each_part_of_a_split_batch_is_a_new_batch_with_its_own_key():
+    client = KeyRecordingClient()
+    changes = [Change(k, "add", {}, k) for k in ("a", "b", "bad", "c")]
+    result = deliver(client, "d", changes, batch_size=10, policy=RetryPolicy(2, 0, 0), sleep=lambda s: None)
+    assert len(result.accepted) == 4
+    keys = [key for key, _ in client.sent]
+    assert [rows for _, rows in client.sent] == [("a", "b", "bad", "c"), ("a", "b"), ("bad", "c"), ("bad",), ("c",)]
+    assert len(set(keys)) == len(keys)
 
 
 class PickyClient:
