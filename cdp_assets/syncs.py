@@ -266,6 +266,33 @@ def _count(changes: list[Change], operation: str) -> int:
     return sum(1 for c in changes if c.operation == operation)
 
 
+def _changes(count: int) -> str:
+    return f"{count} change was" if count == 1 else f"{count} changes were"
+
+
+def unavailable_message(destination: str, run_id: str, report: dict[str, object]) -> str:
+    """Why a sync failed and exactly where it stopped: what the destination acknowledged before it went
+    down (recorded as sent, batch by batch), what waits for the next run, and where to look."""
+    counts = {k: v for k, v in report.items() if isinstance(v, int) and not isinstance(v, bool)}
+    by_operation = report.get("deferred_by_operation")
+    deferred = by_operation if isinstance(by_operation, dict) else {}
+    sent = {label: counts[label] for label in ("added", "updated", "removed")}
+    waiting = {f"to {op}": deferred.get(op, 0) for op in ("add", "update", "remove")}
+
+    def detail(parts: dict[str, int]) -> str:
+        shown = [f"{n} {label}" for label, n in parts.items() if n]
+        return f" ({', '.join(shown)})" if shown else ""
+
+    refused = f" {_changes(counts['failed'])} refused and wait in syncs.pending." if counts["failed"] else ""
+    return (
+        f"Destination '{destination}' unavailable after retries: {report['unavailable']}. "
+        f"Before it failed, {_changes(sum(sent.values()))} sent and acknowledged{detail(sent)}; "
+        f"{_changes(counts['deferred'])} deferred to the next run{detail(waiting)}.{refused} "
+        "The next run first resends the batch that got no answer (syncs.in_flight) with the same idempotency "
+        f"key. Every row's outcome is in syncs.changelog (run_id '{run_id}')."
+    )
+
+
 def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey(["syncs", destination.name])
     receives = f"segment '{destination.segment}'" if destination.segment else "every profile"
@@ -306,8 +333,7 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
         context.log.info(f"{destination.name}: {report}")
         if report["unavailable"]:
             raise dg.Failure(
-                f"Destination '{destination.name}' unavailable after retries: {report['unavailable']}. "
-                f"{report.get('deferred', 0)} changes deferred to the next run; nothing was marked as sent.",
+                unavailable_message(destination.name, context.run_id, report),
                 metadata={k: v for k, v in report.items() if isinstance(v, int)},
             )
         metadata = {

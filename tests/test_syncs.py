@@ -399,6 +399,59 @@ def test_each_part_of_a_split_batch_is_a_new_batch_with_its_own_key():
     assert len(set(keys)) == len(keys)
 
 
+def test_a_destination_failing_part_way_says_what_was_sent_and_what_was_deferred(tmp_path):
+    import dagster as dg
+
+    from cdp_assets.syncs import build_row_sync_asset
+    from resources.warehouse import Warehouse as WarehouseResource
+
+    attempts = FAST_RETRY["max_attempts"]
+    # Run 1 adds 30 rows in 3 batches; run 2 sends two batches of upserts, then the removals meet a dead server.
+    script = ["ok"] * 3 + ["ok"] * 2 + ["500"] * attempts
+    with DestinationServer(port=0, faults=Faults(script=script)) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "rest",
+                "mode": "mirror",
+                "batch_size": 10,
+                "upsert_url": f"{server.url}/rest/crm/upsert",
+                "delete_url": f"{server.url}/rest/crm/delete",
+            },
+        )
+        database = tmp_path / "warehouse.duckdb"
+        warehouse = Warehouse(config, database)
+        members = people(30)
+        warehouse.set_members(members)
+        assert warehouse.sync("r1")["added"] == 30
+        for i in range(12):
+            members[f"c{i:04d}"]["first_name"] = "Changed"
+        for i in range(25, 30):
+            del members[f"c{i:04d}"]
+        members.update({f"n{i:04d}": {"email": f"new{i}@example.org"} for i in range(8)})
+        warehouse.set_members(members)
+        warehouse.conn.close()
+
+        result = dg.materialize(
+            [build_row_sync_asset(config, config.destinations[0])],
+            resources={"warehouse": WarehouseResource(database=str(database))},
+            raise_on_error=False,
+        )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.message
+    assert "20 changes were sent and acknowledged (8 added, 12 updated)" in message
+    assert "5 changes were deferred to the next run (5 to remove)" in message
+    assert "syncs.changelog" in message and "nothing was marked as sent" not in message
+    with duckdb.connect(str(database), read_only=True) as conn:
+        statuses = dict(
+            conn.execute(
+                "select status, count(*) from syncs.changelog where run_id = ? group by status", [result.run_id]
+            ).fetchall()
+        )
+    assert statuses == {"sent": 20, "deferred": 5}
+
+
 class PickyClient:
     """Rejects any batch containing a key starting with 'bad', like a 4xx without row detail."""
 
