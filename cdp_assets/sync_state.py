@@ -26,15 +26,16 @@ from resources.destinations import Change, batch_id
 from resources.hashing import hash_identifier
 from resources.warehouse import utc_now
 
-# Batches sent but not answered, one row per synced row (a row is in at most one batch at a time), and
-# each destination's batch sequence. Only the syncs use them, so they are created here.
+# Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
+# its rows as sent. Only the syncs use them, so they are created here.
 _TABLES = """
 create table if not exists syncs.batch_sequence (
     destination varchar primary key, epoch varchar, last_sequence bigint
 );
 create table if not exists syncs.in_flight (
-    destination varchar, key varchar, batch_id varchar, sequence bigint, position integer, batch_rows integer,
-    operation varchar, row_hash varchar, row_json varchar, opened_at timestamp, primary key (destination, key)
+    destination varchar, batch_id varchar, sequence bigint, opened_at timestamp,
+    changes struct(key varchar, operation varchar, row_hash varchar, row_json varchar)[],
+    primary key (destination, batch_id)
 );
 """
 
@@ -47,7 +48,16 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
 def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[Change]) -> str:
     """Give a new batch the destination's next sequence number and its key, and record it as in flight,
     in one transaction, before it is first sent: if its answer is lost, even to a crash, the next run
-    resends it with this key."""
+    resends it with this key. The batch is one row (its changes a list), so this costs a request little."""
+    rows = pa.StructArray.from_arrays(
+        [
+            pa.array([c.key for c in changes], pa.string()),
+            pa.array([c.operation for c in changes], pa.string()),
+            pa.array([c.row_hash for c in changes], pa.string()),
+            pa.array([c.payload for c in changes], pa.string()),
+        ],
+        names=["key", "operation", "row_hash", "row_json"],
+    )
     conn.execute("begin transaction")
     try:
         conn.execute(
@@ -60,20 +70,10 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
             [destination],
         ).fetchone()
         key = batch_id(destination, epoch, sequence, changes)
-        frame = pa.table(
-            {
-                "key": pa.array([c.key for c in changes], pa.string()),
-                "position": pa.array(range(len(changes)), pa.int32()),
-                "operation": pa.array([c.operation for c in changes], pa.string()),
-                "row_hash": pa.array([c.row_hash for c in changes], pa.string()),
-                "row_json": pa.array([c.payload for c in changes], pa.string()),
-            }
-        )
-        conn.register("opened_frame", frame)
+        conn.register("opened_frame", pa.table({"changes": pa.ListArray.from_arrays([0, len(changes)], rows)}))
         conn.execute(
-            """insert or replace into syncs.in_flight
-               select ?, key, ?, ?, position, ?, operation, row_hash, row_json, ? from opened_frame""",
-            [destination, key, sequence, len(changes), utc_now()],
+            "insert into syncs.in_flight select ?, ?, ?, ?, changes from opened_frame",
+            [destination, key, sequence, utc_now()],
         )
         conn.unregister("opened_frame")
         conn.execute("commit")
@@ -84,26 +84,13 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
 
 
 def batches_in_flight(conn: duckdb.DuckDBPyConnection, destination: str) -> list[tuple[str, list[Change]]]:
-    """Batches sent earlier without an answer, oldest first, each with its key and rows as first sent.
-
-    A batch missing rows was refused and split (its parts took its rows over), so it was not applied:
-    what is left of it is dropped.
-    """
-    batches: dict[str, tuple[int, list[Change]]] = {}
-    for batch, size, row, operation, row_hash, row_json in conn.execute(
-        """select batch_id, batch_rows, key, operation, row_hash, row_json from syncs.in_flight
-           where destination = ? order by sequence, position""",
-        [destination],
-    ).fetchall():
-        batches.setdefault(batch, (size, []))[1].append(Change(row, operation, row_hash=row_hash, payload=row_json))
-    complete = [(key, rows) for key, (size, rows) in batches.items() if len(rows) == size]
-    broken = [key for key, (size, rows) in batches.items() if len(rows) != size]
-    if broken:
-        conn.execute(
-            "delete from syncs.in_flight where destination = ? and batch_id in (select unnest(?))",
-            [destination, broken],
-        )
-    return complete
+    """Batches sent earlier without an answer, oldest first, each with its key and its rows as sent."""
+    return [
+        (key, [Change(c["key"], c["operation"], row_hash=c["row_hash"], payload=c["row_json"]) for c in changes])
+        for key, changes in conn.execute(
+            "select batch_id, changes from syncs.in_flight where destination = ? order by sequence", [destination]
+        ).fetchall()
+    ]
 
 
 # Which diff categories each sync mode sends, and as what operation.
@@ -237,14 +224,16 @@ def record_batch(
     conn: duckdb.DuckDBPyConnection,
     destination: str,
     run_id: str,
+    batch: str,
     accepted: list[Change],
     failed: list[tuple[Change, str]],
 ) -> None:
-    """Acknowledge accepted rows and queue failed ones, in one transaction per batch; either way the
-    destination answered, so the rows are no longer in flight."""
+    """Acknowledge accepted rows and queue failed ones, in one transaction per answered batch; the batch
+    is no longer in flight (a refused batch that is split may settle no row: its parts are new batches)."""
     now = utc_now()
     conn.execute("begin transaction")
     try:
+        conn.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
         if accepted:
             frame = pa.table(
                 {
@@ -262,10 +251,6 @@ def record_batch(
             )
             conn.execute(
                 "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
-                [destination],
-            )
-            conn.execute(
-                "delete from syncs.in_flight where destination = ? and key in (select key from accepted_frame)",
                 [destination],
             )
             conn.execute(
@@ -292,10 +277,6 @@ def record_batch(
             conn.execute(
                 "insert into syncs.changelog select ?, ?, key, operation, 'failed', error, ? from failed_frame",
                 [destination, run_id, now],
-            )
-            conn.execute(
-                "delete from syncs.in_flight where destination = ? and key in (select key from failed_frame)",
-                [destination],
             )
             conn.unregister("failed_frame")
         conn.execute("commit")

@@ -215,7 +215,7 @@ def run_sync(
             rate_limit=destination.rate_limit_per_second,
             resend=resend,
             open_batch=lambda batch: open_batch(conn, destination.name, batch),
-            on_batch=lambda ok, bad: record_batch(conn, destination.name, run_id, ok, bad),
+            on_batch=lambda key, ok, bad: record_batch(conn, destination.name, run_id, key, ok, bad),
             sleep=sleep,
         )
 

@@ -158,7 +158,7 @@ def deliver(
     rate_limit: float | None = None,
     resend: Sequence[tuple[str, Sequence[Change]]] = (),
     open_batch: Callable[[list[Change]], str] | None = None,
-    on_batch: Callable[[list[Change], list[tuple[Change, str]]], None] | None = None,
+    on_batch: Callable[[str, list[Change], list[tuple[Change, str]]], None] | None = None,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Delivery:
@@ -168,8 +168,9 @@ def deliver(
     `open_batch(batch)` gives a new batch its idempotency key before its first request (the caller records
     the batch as in flight there, so a batch whose answer is lost can be resent with the same key); every
     retry of the batch reuses it. A refused batch was not applied, so the parts it is split into are new
-    batches with keys of their own. `on_batch(accepted, failed)` runs after each answer that settles rows,
-    so the caller can record acknowledged rows at once (a crash later loses nothing).
+    batches with keys of their own. `on_batch(key, accepted, failed)` runs after each batch's final answer,
+    before any part of it is sent, so the caller can close the batch and record acknowledged rows at once
+    (a crash later loses nothing).
 
     When a batch still fails transiently after every attempt the destination is taken to be down: the
     rows not yet settled are deferred to the next run instead of each waiting out its own retries.
@@ -180,13 +181,13 @@ def deliver(
     result = Delivery()
     settled: set[int] = set()
 
-    def settle(accepted: list[Change], failed: list[tuple[Change, str]]) -> None:
+    def settle(key: str, accepted: list[Change], failed: list[tuple[Change, str]]) -> None:
         result.accepted += accepted
         result.failed += failed
         settled.update(id(c) for c in accepted)
         settled.update(id(c) for c, _ in failed)
         if on_batch is not None:
-            on_batch(accepted, failed)
+            on_batch(key, accepted, failed)
 
     def send(batch: list[Change], key: str) -> None:
         for tries in range(1, policy.max_attempts + 1):
@@ -201,21 +202,22 @@ def deliver(
                 backoff = min(policy.max_delay, policy.base_delay * 2 ** (tries - 1)) * (0.5 + rng.random() / 2)
                 sleep(max(backoff, exc.retry_after or 0.0))
             except RejectedError as exc:
-                split(batch, exc)
+                split(batch, key, exc)
                 return
             else:
-                settle(batch, [])
+                settle(key, batch, [])
                 return
 
-    def split(batch: list[Change], exc: RejectedError) -> None:
+    def split(batch: list[Change], key: str, exc: RejectedError) -> None:
         if len(batch) == 1:
-            settle([], [(batch[0], str(exc))])
+            settle(key, [], [(batch[0], str(exc))])
             return
         blamed = {i for i in exc.row_errors if 0 <= i < len(batch)}
         if blamed:
-            settle([], [(batch[i], exc.row_errors[i]) for i in sorted(blamed)])
+            settle(key, [], [(batch[i], exc.row_errors[i]) for i in sorted(blamed)])
             parts = [[c for i, c in enumerate(batch) if i not in blamed]]
         else:
+            settle(key, [], [])
             parts = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
         for part in parts:
             if part:
