@@ -34,6 +34,7 @@ from resources.destinations import (
     Delivery,
     DestinationClient,
     HashedAudienceClient,
+    RateLimiter,
     RestClient,
     RetryPolicy,
     WebhookClient,
@@ -198,6 +199,7 @@ def run_sync(
     ensure_tables(conn)
     resend = [] if destination.dry_run else batches_in_flight(conn, destination.name)
     used: list[DestinationClient] = []
+    limiter = RateLimiter(destination.rate_limit_per_second, sleep)  # one limit for the resends and the rest
 
     def send(changes: list[Change], resend: list[tuple[str, list[Change]]]) -> Delivery:
         if not used:
@@ -212,7 +214,7 @@ def run_sync(
                 destination.retry.base_delay_seconds,
                 destination.retry.max_delay_seconds,
             ),
-            rate_limit=destination.rate_limit_per_second,
+            rate_limit=limiter,
             resend=resend,
             open_batch=lambda batch: open_batch(conn, destination.name, batch),
             on_batch=lambda key, ok, bad: record_batch(conn, destination.name, run_id, key, ok, bad),

@@ -134,7 +134,9 @@ class Delivery:
     unavailable: str | None = None
 
 
-class _RateLimiter:
+class RateLimiter:
+    """At most `per_second` requests per second, across every delivery that shares this limiter."""
+
     def __init__(self, per_second: float | None, sleep: Callable[[float], None]) -> None:
         self._interval = 1.0 / per_second if per_second else 0.0
         self._next = 0.0
@@ -155,7 +157,7 @@ def deliver(
     *,
     batch_size: int,
     policy: RetryPolicy = RetryPolicy(),
-    rate_limit: float | None = None,
+    rate_limit: float | RateLimiter | None = None,
     resend: Sequence[tuple[str, Sequence[Change]]] = (),
     open_batch: Callable[[list[Change]], str] | None = None,
     on_batch: Callable[[str, list[Change], list[tuple[Change, str]]], None] | None = None,
@@ -177,7 +179,7 @@ def deliver(
     """
     rng = rng or random.Random()
     open_batch = open_batch or BatchSequence(destination).open
-    limiter = _RateLimiter(rate_limit, sleep)
+    limiter = rate_limit if isinstance(rate_limit, RateLimiter) else RateLimiter(rate_limit, sleep)
     result = Delivery()
     settled: set[int] = set()
 
