@@ -48,7 +48,8 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
 def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[Change]) -> str:
     """Give a new batch the destination's next sequence number and its key, and record it as in flight,
     in one transaction, before it is first sent: if its answer is lost, even to a crash, the next run
-    resends it with this key. The batch is one row (its changes a list), so this costs a request little."""
+    resends it with this key. The batch is one row (its changes a list), so recording it costs little
+    next to the request."""
     rows = pa.StructArray.from_arrays(
         [
             pa.array([c.key for c in changes], pa.string()),
