@@ -374,6 +374,45 @@ def test_a_batch_left_unanswered_is_resent_next_run_with_its_key(tmp_path):
         assert warehouse.sync("r3")["requests"] == 0
 
 
+class RefusingClient:
+    """The real client, except that a batch of more than one row holding `refused` is refused (a 4xx
+    without row detail) before it reaches the destination."""
+
+    def __init__(self, inner, refused: str) -> None:
+        self.inner, self.refused = inner, refused
+
+    def send(self, changes, batch):
+        if len(changes) > 1 and any(c.key == self.refused for c in changes):
+            raise RejectedError("HTTP 422")
+        self.inner.send(changes, batch)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_only_the_unanswered_part_of_a_split_batch_is_resent(tmp_path):
+    attempts = FAST_RETRY["max_attempts"]
+    # [c0..c3] is refused and split: [c0, c1] is accepted, [c2, c3] refused again, [c2] applied but
+    # unanswered and then the destination is down; [c3] is never sent.
+    with DestinationServer(port=0, faults=Faults(script=["ok", "drop"] + ["500"] * (attempts - 1))) as server:
+        config = make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w"})
+        warehouse = Warehouse(config)
+        members = people(4)
+        warehouse.set_members(members)
+        first = warehouse.sync("r1", RefusingClient(make_client(config.destinations[0]), "c0002"))
+        assert (first["added"], first["deferred"], first["unavailable"]) == (2, 2, "HTTP 500")
+        [(key, rows)] = warehouse.conn.execute(
+            "select batch_id, [c.key for c in changes] from syncs.in_flight"
+        ).fetchall()
+        assert rows == ["c0002"]
+        second = warehouse.sync("r2")
+        resent, rest = posts(server)[1 + attempts :]
+        assert (resent["batch_id"], resent["duplicate"]) == (key, True)
+        assert rest["batch_id"] != key and rest["duplicate"] is False
+        assert (second["added"], second["resent_batches"]) == (2, 1)
+        assert set(state(server, "webhook", "w")["audiences"]["vip"]) == set(members)
+
+
 class KeyRecordingClient:
     """Refuses any batch of more than one row holding 'bad', like a 4xx without row detail; records keys."""
 
