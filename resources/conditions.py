@@ -217,4 +217,4 @@ def failure_message(error: BaseException) -> str:
 
 def quoted_columns(columns: Iterable[str]) -> str:
     """`, "a", "b"` for appending columns to a select list (empty for none)."""
-    return "".join(f', "{c}"' for c in columns)
+    return "".join(', "' + c.replace('"', '""') + '"' for c in columns)
