@@ -155,8 +155,8 @@ def _refusal(node: exp.Expression) -> str | None:
         return f"{node.key.upper()} ({_snippet(node)})"
     if isinstance(node, exp.Column) and (node.table or isinstance(node.this, exp.Star)):
         return f"{_snippet(node)} (a column of another table)"
-    if isinstance(node, exp.In) and (node.args.get("query") or node.args.get("unnest") or node.args.get("field")):
-        return "IN over a subquery or list expression"
+    if isinstance(node, exp.In) and (node.args.get("unnest") or node.args.get("field")):
+        return "IN over a list column (use list_contains)"
     if isinstance(node, exp.DataType) and not _scalar(node):
         return f"a cast to {_snippet(node)}"
     if isinstance(node, exp.Var) and not isinstance(node.parent, _UNIT_HOLDERS):
