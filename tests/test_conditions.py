@@ -211,10 +211,12 @@ def test_allowed_conditions_mean_what_they_say_after_the_check(condition):
     assert conn.execute(query.format(condition)).fetchall() == [("Ann",)]
 
 
-def test_every_allowed_function_has_an_example():
+def test_every_allowed_function_has_an_example_and_is_documented():
     from resources.conditions import ALLOWED_FUNCTIONS
 
     assert sorted(FUNCTION_EXAMPLES) == sorted(ALLOWED_FUNCTIONS)
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    assert [name for name in ALLOWED_FUNCTIONS if f"`{name}`" not in docs] == []
 
 
 def _profiles_warehouse(path: Path) -> Warehouse:
