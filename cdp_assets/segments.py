@@ -25,6 +25,7 @@ from resources.conditions import (
     sandbox,
 )
 from resources.config import CDPConfig
+from resources.schema import profile_columns
 from resources.warehouse import Warehouse
 
 GROUP = "segments"
@@ -34,10 +35,10 @@ CHECK_MEMBERS_EXIST = "members_have_profiles"
 
 def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, dict[str, int]]:
     """Rebuild `cdp.segment_membership` and advance its history; returns size, entered, exited per segment."""
-    conditions = []
+    conditions, columns = [], profile_columns(config)
     for i, segment in enumerate(config.segments):
         try:
-            conditions.append((segment.name, check_condition(segment.where, "the profile's").sql))
+            conditions.append((segment.name, check_condition(segment.where, columns, "the profile's").sql))
         except ConditionError as exc:  # a configuration built without load_config
             raise ConditionError(f"segments[{i}] ({segment.name}).where: {exc}") from None
     select_members(conn, conditions)

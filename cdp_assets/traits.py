@@ -21,6 +21,7 @@ import duckdb
 
 from resources.conditions import ConditionError, check_condition, failure_message
 from resources.config import CDPConfig, TraitConfig
+from resources.schema import ACTIVITY_COLUMNS
 from resources.warehouse import utc_now
 
 
@@ -59,7 +60,7 @@ def attach_customers(conn: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
 def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
     parts = []
     if trait.where:
-        checked = check_condition(trait.where, f"the {trait.source} table's")
+        checked = check_condition(trait.where, ACTIVITY_COLUMNS[trait.source], f"the {trait.source} table's")
         parts.append(f"({checked.sql})")
     interval = trait.window_interval()
     if interval:

@@ -6,7 +6,8 @@ files) and reach other databases. Binding against an empty table of the right sc
 types, not what an expression reaches. So a condition is parsed (sqlglot, DuckDB dialect) and every
 node of the tree must be one of a small set of value expressions over the table's own columns:
 operators, CASE, casts to scalar types, IN lists, and the functions in `ALLOWED_FUNCTIONS`. Anything
-else (a subquery, a table function, `getenv`, `*`, a function we have not listed) is refused by name.
+else (a subquery, a table function, `getenv`, `*`, a function we have not listed) is refused by name,
+and so is a name that is not one of the table's columns.
 
 What runs is the SQL regenerated from the checked tree, never the text as written, so a spelling that
 sqlglot and DuckDB would read differently cannot slip a call past the check.
@@ -20,7 +21,7 @@ over the activity tables and rely on the allow-list alone (see docs/configuratio
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import duckdb
@@ -96,11 +97,11 @@ class Condition:
     columns: tuple[str, ...]
 
 
-def check_condition(expression: str, columns_of: str) -> Condition:
+def check_condition(expression: str, columns: Collection[str], columns_of: str) -> Condition:
     """Parse `expression`, refuse anything outside the allow-list, and return the SQL to run.
 
-    `columns_of` says whose columns the condition may use (`the profile's`, `events'`), for the message.
-    Unknown columns and type errors are left to binding against the schema (resources/schema.py).
+    `columns` are the table's column names; `columns_of` says whose they are (`the profile's`), for the
+    message. Type errors are left to binding against the schema (resources/schema.py).
     """
     tree = _parse(expression)
     refused = list(dict.fromkeys(filter(None, (_refusal(node) for node in tree.walk()))))
@@ -111,7 +112,13 @@ def check_condition(expression: str, columns_of: str) -> Condition:
             "LIKE/ILIKE, IS NULL), CASE, CAST/TRY_CAST to scalar types and these functions: "
             + ", ".join(ALLOWED_FUNCTIONS)
         )
-    return Condition(tree.sql(dialect="duckdb"), referenced_columns(tree))
+    # A name that is not a column could still bind: DuckDB reads `user` or `current_schema` as functions.
+    known = {c.lower() for c in columns}
+    unknown = [c for c in referenced_columns(tree) if c.lower() not in known]
+    if unknown:
+        raise ConditionError(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+    # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
+    return Condition(tree.sql(dialect="duckdb", identify=True, comments=False), referenced_columns(tree))
 
 
 def referenced_columns(condition: str | exp.Expression) -> tuple[str, ...]:

@@ -105,11 +105,13 @@ def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, 
     conn.execute(f"insert into {name} default values")
 
 
-def _bind(conn: duckdb.DuckDBPyConnection, table: str, expression: str, columns_of: str) -> str | None:
+def _bind(
+    conn: duckdb.DuckDBPyConnection, table: str, expression: str, columns: dict[str, str], columns_of: str
+) -> str | None:
     """None if the expression passes the allow-list (resources/conditions.py) and binds as a filter on the
     table, else why not; what is bound is the SQL that will run, regenerated from the checked tree."""
     try:
-        condition = check_condition(expression, columns_of)
+        condition = check_condition(expression, columns, columns_of)
     except ConditionError as exc:
         return str(exc)
     try:
@@ -139,7 +141,8 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
                 fail(f"{key}.column", f"unknown column '{trait.column}' of {trait.source}; use {', '.join(columns)}")
             if trait.aggregate in ("sum", "avg") and columns[trait.column or ""] not in _NUMERIC:
                 fail(f"{key}.aggregate", f"'{trait.aggregate}' needs a numeric column, '{trait.column}' is not")
-            if trait.where and (error := _bind(conn, trait.source, trait.where, f"the {trait.source} table's")):
+            whose = f"the {trait.source} table's"
+            if trait.where and (error := _bind(conn, trait.source, trait.where, columns, whose)):
                 fail(f"{key}.where", f"{error}. Columns of {trait.source}: {', '.join(columns)}")
 
         columns = profile_columns(config)
@@ -155,7 +158,7 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
                 )
         _empty_table(conn, "golden_profiles", columns)
         for i, segment in enumerate(config.segments):
-            if error := _bind(conn, "golden_profiles", segment.where, "the profile's"):
+            if error := _bind(conn, "golden_profiles", segment.where, columns, "the profile's"):
                 fail(
                     f"segments[{i}] ({segment.name}).where",
                     f"{error}. Columns you can use: {', '.join(columns)}",

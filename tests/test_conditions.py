@@ -77,6 +77,14 @@ def test_trait_condition_reaching_outside_its_table_is_refused_at_load(tmp_path,
     assert re.search(construct + r".* (is|are) not allowed: conditions may only use the events", message), message
 
 
+@pytest.mark.parametrize("name", ["user", "current_role", "current_schema"])
+def test_a_name_that_is_not_a_column_is_refused_even_where_duckdb_would_call_it(tmp_path, name):
+    """DuckDB reads these bare names as functions, so they bind against any table; they are not columns."""
+    path = _config_file(tmp_path, lambda c: c["segments"][0].update(where=f"{name} is not null"))
+    with pytest.raises(ConfigError, match=rf"segments\[0\] \(high_value\)\.where: unknown column '{name}'"):
+        load_config(path)
+
+
 # The conditions the documentation shows; each must appear there and be accepted.
 DOCUMENTED_SEGMENTS = [
     "lifetime_revenue >= 500 and consent_email_marketing",
@@ -205,7 +213,7 @@ def test_allowed_conditions_mean_what_they_say_after_the_check(condition):
 
     conn = duckdb.connect(":memory:")
     conn.execute(_SAMPLE)
-    checked = check_condition(condition, "the profile's")
+    checked = check_condition(condition, conn.sql("select * from golden_profiles").columns, "the profile's")
     query = "select first_name from golden_profiles where ({}) order by 1"
     assert conn.execute(query.format(checked.sql)).fetchall() == [("Ann",)]
     assert conn.execute(query.format(condition)).fetchall() == [("Ann",)]
