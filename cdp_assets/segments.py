@@ -106,8 +106,14 @@ def select_members(conn: duckdb.DuckDBPyConnection, conditions: Sequence[tuple[s
             "select null::varchar as segment, null::varchar as customer_id where false"
         )
         return
-    present = {column[0] for column in conn.execute("select * from cdp.golden_profiles limit 0").description}
-    needed = [c for c in dict.fromkeys(c for _, sql in conditions for c in referenced_columns(sql)) if c in present]
+    # Column names match case-insensitively, as in DuckDB.
+    present = {c[0].lower(): c[0] for c in conn.execute("select * from cdp.golden_profiles limit 0").description}
+    needed: dict[str, None] = {}
+    for i, (name, sql) in enumerate(conditions):
+        try:
+            needed.update((present[c.lower()], None) for c in referenced_columns(sql) if c.lower() in present)
+        except ConditionError as exc:
+            raise ConditionError(f"segments[{i}] ({name}): {exc}") from None
     profiles = conn.sql(f"select rowid as _row{quoted_columns(needed)} from cdp.golden_profiles").to_arrow_table()
     box = sandbox()
     try:

@@ -372,3 +372,12 @@ def test_failure_messages_lose_quoted_values_and_numbers():
     assert failure_message(error) == "Conversion Error: Could not convert string '…' to INT32 when casting"
     error = duckdb.InvalidInputException('Invalid Input Error: Could not parse string "Ann" according to "%Y" 1250.5')
     assert failure_message(error) == "Invalid Input Error: Could not parse string '…' according to '…' …"
+
+
+def test_column_names_match_whatever_their_case(tmp_path):
+    config = _segments_config(tmp_path, [{"name": "shouting", "where": "LOWER(EMAIL) like '%@gmail.com'"}])
+    _profiles_warehouse(tmp_path / "w.duckdb")
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        build_membership(conn, config)
+        members = conn.execute("select customer_id from cdp.segment_membership order by 1").fetchall()
+    assert members == [("C1",), ("C3",)]
