@@ -107,7 +107,7 @@ def select_members(conn: duckdb.DuckDBPyConnection, conditions: Sequence[tuple[s
         )
         return
     # Column names match case-insensitively, as in DuckDB.
-    present = {c[0].lower(): c[0] for c in conn.execute("select * from cdp.golden_profiles limit 0").description}
+    present = {c.lower(): c for c in conn.sql("select * from cdp.golden_profiles limit 0").columns}
     needed: dict[str, None] = {}
     for i, (name, sql) in enumerate(conditions):
         try:
@@ -115,7 +115,7 @@ def select_members(conn: duckdb.DuckDBPyConnection, conditions: Sequence[tuple[s
         except ConditionError as exc:
             raise ConditionError(f"segments[{i}] ({name}): {exc}") from None
     profiles = conn.sql(f"select rowid as _row{quoted_columns(needed)} from cdp.golden_profiles").to_arrow_table()
-    box = sandbox()
+    box = sandbox(conn.execute("select current_setting('TimeZone')").fetchall()[0][0])
     try:
         box.register("golden_profiles", profiles)
         box.execute("create table members (segment varchar, _row bigint)")

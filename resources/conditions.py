@@ -190,22 +190,27 @@ def _snippet(node: exp.Expression) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def sandbox() -> duckdb.DuckDBPyConnection:
+def sandbox(time_zone: str = "UTC") -> duckdb.DuckDBPyConnection:
     """An empty in-memory DuckDB database that cannot touch files, the network or extensions.
 
     `enable_external_access` can only be switched off when a database starts and never back on, so the
     warehouse connection cannot be restricted this way without breaking the stages that read files;
-    a separate database can. The configuration is locked so a statement cannot re-enable anything.
+    a separate database can. `time_zone` should be the warehouse's (UTC, see resources/warehouse.py),
+    so date arithmetic on time zone aware values gives the same answer in both. The configuration is
+    then locked, so a statement cannot change any setting.
     """
-    return duckdb.connect(
+    conn = duckdb.connect(
         ":memory:",
         config={
             "enable_external_access": False,
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
-            "lock_configuration": True,
         },
     )
+    quoted = time_zone.replace("'", "''")
+    conn.execute(f"set TimeZone = '{quoted}'")
+    conn.execute("set lock_configuration = true")
+    return conn
 
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
