@@ -30,13 +30,14 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-# The functions a condition may call, as users write them. Each is a pure function of its arguments.
+# The functions a condition may call, as users write them: pure functions of their arguments, none taking
+# a length (no lpad or repeat, where one number in the condition could ask for gigabytes per row).
 ALLOWED_FUNCTIONS: tuple[str, ...] = (
     # null handling and conditionals
     "coalesce", "ifnull", "nullif", "if",
     # strings
     "lower", "upper", "trim", "ltrim", "rtrim", "length", "len", "concat", "concat_ws", "left", "right",
-    "substring", "substr", "replace", "reverse", "lpad", "rpad", "split_part", "strpos", "position",
+    "substring", "substr", "replace", "reverse", "split_part", "strpos", "position",
     "starts_with", "ends_with", "prefix", "suffix", "contains", "regexp_matches", "regexp_full_match",
     "regexp_extract", "regexp_replace",
     # dates and times
@@ -54,7 +55,7 @@ ALLOWED_FUNCTIONS: tuple[str, ...] = (
 # `Anonymous` with the name as written (checked against `_ANONYMOUS`).
 _FUNCTION_NODES: tuple[type[exp.Expression], ...] = (
     exp.Coalesce, exp.Nullif, exp.If, exp.Lower, exp.Upper, exp.Trim, exp.Length, exp.Concat, exp.ConcatWs,
-    exp.Left, exp.Right, exp.Substring, exp.Replace, exp.Reverse, exp.Pad, exp.SplitPart, exp.StrPosition,
+    exp.Left, exp.Right, exp.Substring, exp.Replace, exp.Reverse, exp.SplitPart, exp.StrPosition,
     exp.StartsWith, exp.EndsWith, exp.Contains, exp.RegexpLike, exp.RegexpFullMatch, exp.RegexpExtract,
     exp.RegexpReplace, exp.DateDiff, exp.TimestampTrunc, exp.DateTrunc, exp.Extract, exp.Year, exp.Quarter,
     exp.Month, exp.Week, exp.Day, exp.DayOfWeek, exp.Hour, exp.LastDay, exp.DateFromParts, exp.TimeToStr,
