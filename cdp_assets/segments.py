@@ -20,7 +20,6 @@ from resources.conditions import (
     ConditionError,
     check_condition,
     failure_message,
-    quoted_columns,
     referenced_columns,
     sandbox,
 )
@@ -38,7 +37,7 @@ def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict
     conditions, columns = [], profile_columns(config)
     for i, segment in enumerate(config.segments):
         try:
-            conditions.append((segment.name, check_condition(segment.where, columns, "the profile's").sql))
+            conditions.append((segment.name, check_condition(segment.where, columns, "the profile's")))
         except ConditionError as exc:  # a configuration built without load_config
             raise ConditionError(f"segments[{i}] ({segment.name}).where: {exc}") from None
     select_members(conn, conditions)
@@ -114,7 +113,8 @@ def select_members(conn: duckdb.DuckDBPyConnection, conditions: Sequence[tuple[s
             needed.update((present[c.lower()], None) for c in referenced_columns(sql) if c.lower() in present)
         except ConditionError as exc:
             raise ConditionError(f"segments[{i}] ({name}): {exc}") from None
-    profiles = conn.sql(f"select rowid as _row{quoted_columns(needed)} from cdp.golden_profiles").to_arrow_table()
+    copied = "".join(', "' + c.replace('"', '""') + '"' for c in needed)
+    profiles = conn.sql(f"select rowid as _row{copied} from cdp.golden_profiles").to_arrow_table()
     box = sandbox(conn.execute("select current_setting('TimeZone')").fetchall()[0][0])
     try:
         box.register("golden_profiles", profiles)

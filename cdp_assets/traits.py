@@ -61,7 +61,7 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
     parts = []
     if trait.where:
         checked = check_condition(trait.where, ACTIVITY_COLUMNS[trait.source], f"the {trait.source} table's")
-        parts.append(f"({checked.sql})")
+        parts.append(f"({checked})")
     interval = trait.window_interval()
     if interval:
         parts.append(f"occurred_at > {timestamp_literal(as_of)} - {interval}")

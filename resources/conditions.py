@@ -21,8 +21,7 @@ over the activity tables and rely on the allow-list alone (see docs/configuratio
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection
 
 import duckdb
 import sqlglot
@@ -90,15 +89,7 @@ class ConditionError(ValueError):
     """A condition that may not run; the message names the construct but not the key (the caller does)."""
 
 
-@dataclass(frozen=True)
-class Condition:
-    """A checked condition: the SQL to run and the columns it reads."""
-
-    sql: str
-    columns: tuple[str, ...]
-
-
-def check_condition(expression: str, columns: Collection[str], columns_of: str) -> Condition:
+def check_condition(expression: str, columns: Collection[str], columns_of: str) -> str:
     """Parse `expression`, refuse anything outside the allow-list, and return the SQL to run.
 
     `columns` are the table's column names; `columns_of` says whose they are (`the profile's`), for the
@@ -119,7 +110,7 @@ def check_condition(expression: str, columns: Collection[str], columns_of: str) 
     if unknown:
         raise ConditionError(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
     # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
-    return Condition(tree.sql(dialect="duckdb", identify=True, comments=False), referenced_columns(tree))
+    return tree.sql(dialect="duckdb", identify=True, comments=False)
 
 
 def referenced_columns(condition: str | exp.Expression) -> tuple[str, ...]:
@@ -226,8 +217,3 @@ def failure_message(error: BaseException) -> str:
     """
     first_line = str(error).split("\n")[0]
     return _NUMBER.sub("…", _QUOTED.sub("'…'", first_line))
-
-
-def quoted_columns(columns: Iterable[str]) -> str:
-    """`, "a", "b"` for appending columns to a select list (empty for none)."""
-    return "".join(', "' + c.replace('"', '""') + '"' for c in columns)

@@ -111,11 +111,11 @@ def _bind(
     """None if the expression passes the allow-list (resources/conditions.py) and binds as a filter on the
     table, else why not; what is bound is the SQL that will run, regenerated from the checked tree."""
     try:
-        condition = check_condition(expression, columns, columns_of)
+        checked = check_condition(expression, columns, columns_of)
     except ConditionError as exc:
         return str(exc)
     try:
-        conn.execute(f"select count(*) from {table} where ({condition.sql})").fetchall()
+        conn.execute(f"select count(*) from {table} where ({checked})").fetchall()
     except duckdb.Error as exc:
         return str(exc).split("\n")[0]
     return None

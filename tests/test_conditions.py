@@ -213,7 +213,7 @@ def test_allowed_conditions_mean_what_they_say_after_the_check(condition):
     conn.execute(_SAMPLE)
     checked = check_condition(condition, conn.sql("select * from golden_profiles").columns, "the profile's")
     query = "select first_name from golden_profiles where ({}) order by 1"
-    assert conn.execute(query.format(checked.sql)).fetchall() == [("Ann",)]
+    assert conn.execute(query.format(checked)).fetchall() == [("Ann",)]
     assert conn.execute(query.format(condition)).fetchall() == [("Ann",)]
 
 
