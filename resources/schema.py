@@ -3,7 +3,8 @@
 Segment conditions and trait filters are SQL expressions (DuckDB dialect). SQL is what data engineers
 already write, and DuckDB's binder is a complete checker: each expression is bound against an empty
 table with the exact schema, so an unknown column or a type mismatch fails when the configuration
-loads, with the segment or trait named, not half-way through a run.
+loads, with the segment or trait named, not half-way through a run. Binding says nothing about what an
+expression reaches (a file, another table), so the allow-list of resources/conditions.py comes first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+
+from resources.conditions import ConditionError, check_condition, sandbox
 
 if TYPE_CHECKING:
     from resources.config import CDPConfig, TraitConfig
@@ -102,12 +105,17 @@ def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, 
     conn.execute(f"insert into {name} default values")
 
 
-def _bind(conn: duckdb.DuckDBPyConnection, table: str, expression: str) -> str | None:
-    """None if the expression binds as a filter on the table, else DuckDB's first error line."""
-    if ";" in expression:
-        return "an expression is one SQL expression; ';' is not allowed"
+def _bind(
+    conn: duckdb.DuckDBPyConnection, table: str, expression: str, columns: dict[str, str], columns_of: str
+) -> str | None:
+    """None if the expression passes the allow-list (resources/conditions.py) and binds as a filter on the
+    table, else why not; what is bound is the SQL that will run, regenerated from the checked tree."""
     try:
-        conn.execute(f"select count(*) from {table} where ({expression})").fetchall()
+        checked = check_condition(expression, columns, columns_of)
+    except ConditionError as exc:
+        return str(exc)
+    try:
+        conn.execute(f"select count(*) from {table} where ({checked})").fetchall()
     except duckdb.Error as exc:
         return str(exc).split("\n")[0]
     return None
@@ -120,7 +128,7 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{config_path}: {key}: {message}")
 
-    conn = duckdb.connect(":memory:")
+    conn = sandbox()  # binding runs each condition once, on a row of NULLs
     try:
         for table, columns in ACTIVITY_COLUMNS.items():
             _empty_table(conn, table, columns)
@@ -133,7 +141,8 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
                 fail(f"{key}.column", f"unknown column '{trait.column}' of {trait.source}; use {', '.join(columns)}")
             if trait.aggregate in ("sum", "avg") and columns[trait.column or ""] not in _NUMERIC:
                 fail(f"{key}.aggregate", f"'{trait.aggregate}' needs a numeric column, '{trait.column}' is not")
-            if trait.where and (error := _bind(conn, trait.source, trait.where)):
+            whose = f"the {trait.source} table's"
+            if trait.where and (error := _bind(conn, trait.source, trait.where, columns, whose)):
                 fail(f"{key}.where", f"{error}. Columns of {trait.source}: {', '.join(columns)}")
 
         columns = profile_columns(config)
@@ -149,7 +158,7 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
                 )
         _empty_table(conn, "golden_profiles", columns)
         for i, segment in enumerate(config.segments):
-            if error := _bind(conn, "golden_profiles", segment.where):
+            if error := _bind(conn, "golden_profiles", segment.where, columns, "the profile's"):
                 fail(
                     f"segments[{i}] ({segment.name}).where",
                     f"{error}. Columns you can use: {', '.join(columns)}",

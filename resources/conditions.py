@@ -1,0 +1,219 @@
+"""What a segment or trait condition may contain, and the sandbox segment conditions run in.
+
+A condition is written by whoever edits the configuration, but it runs inside the warehouse process,
+where DuckDB can read any file the process can (`read_csv('/etc/passwd')`, `glob(...)`, the landing
+files) and reach other databases. Binding against an empty table of the right schema checks names and
+types, not what an expression reaches. So a condition is parsed (sqlglot, DuckDB dialect) and every
+node of the tree must be one of a small set of value expressions over the table's own columns:
+operators, CASE, casts to scalar types, IN lists, and the functions in `ALLOWED_FUNCTIONS`. Anything
+else (a subquery, a table function, `getenv`, `*`, a function we have not listed) is refused by name,
+and so is a name that is not one of the table's columns.
+
+What runs is the SQL regenerated from the checked tree, never the text as written, so a spelling that
+sqlglot and DuckDB would read differently cannot slip a call past the check.
+
+Segment conditions are, in addition, evaluated in a separate in-memory DuckDB database opened with
+external access disabled (`sandbox`), over a copy of only the profile columns they read: even a
+construct the allow-list missed cannot read a file there. Trait conditions run inside the single pass
+over the activity tables and rely on the allow-list alone (see docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+# The functions a condition may call, as users write them: pure functions of their arguments, none taking
+# a length (no lpad or repeat, where one number in the condition could ask for gigabytes per row).
+ALLOWED_FUNCTIONS: tuple[str, ...] = (
+    # null handling and conditionals
+    "coalesce", "ifnull", "nullif", "if",
+    # strings
+    "lower", "upper", "trim", "ltrim", "rtrim", "length", "len", "concat", "concat_ws", "left", "right",
+    "substring", "substr", "replace", "reverse", "split_part", "strpos", "position",
+    "starts_with", "ends_with", "prefix", "suffix", "contains", "regexp_matches", "regexp_full_match",
+    "regexp_extract", "regexp_replace",
+    # dates and times
+    "date_diff", "datediff", "date_trunc", "date_part", "datepart", "extract", "year", "quarter", "month", "week",
+    "day", "dayofweek", "hour", "last_day", "make_date", "age", "strftime", "current_date", "current_timestamp",
+    "now", "today",
+    # lists
+    "list_contains", "list_has", "array_contains", "array_has", "array_length", "list_has_any", "list_has_all",
+    "list_position", "list_extract",
+    # numbers
+    "abs", "round", "floor", "ceil", "greatest", "least", "sign",
+)  # fmt: skip
+
+# How sqlglot represents the functions above: as a typed node, or, for names it does not model, as
+# `Anonymous` with the name as written (checked against `_ANONYMOUS`).
+_FUNCTION_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Coalesce, exp.Nullif, exp.If, exp.Lower, exp.Upper, exp.Trim, exp.Length, exp.Concat, exp.ConcatWs,
+    exp.Left, exp.Right, exp.Substring, exp.Replace, exp.Reverse, exp.SplitPart, exp.StrPosition,
+    exp.StartsWith, exp.EndsWith, exp.Contains, exp.RegexpLike, exp.RegexpFullMatch, exp.RegexpExtract,
+    exp.RegexpReplace, exp.DateDiff, exp.TimestampTrunc, exp.DateTrunc, exp.Extract, exp.Year, exp.Quarter,
+    exp.Month, exp.Week, exp.Day, exp.DayOfWeek, exp.Hour, exp.LastDay, exp.DateFromParts, exp.TimeToStr,
+    exp.CurrentDate, exp.CurrentTimestamp, exp.ArrayContains, exp.ArraySize, exp.ArrayOverlaps, exp.Abs,
+    exp.Round, exp.Floor, exp.Ceil, exp.Greatest, exp.Least, exp.Sign,
+)  # fmt: skip
+_ANONYMOUS = frozenset(
+    {"prefix", "suffix", "date_part", "datepart", "age", "now", "list_has_all", "list_position", "list_extract"}
+)
+
+# Everything else a condition may contain: columns, constants and operators.
+_STRUCTURE: tuple[type[exp.Expression], ...] = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg, exp.Not, exp.And,
+    exp.Or, exp.Xor, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.Is,
+    exp.In, exp.Between, exp.Like, exp.ILike, exp.SimilarTo, exp.Escape, exp.Add, exp.Sub, exp.Mul, exp.Div,
+    exp.IntDiv, exp.Mod, exp.DPipe, exp.Case, exp.Cast, exp.TryCast, exp.DataType, exp.DataTypeParam,
+    exp.Interval, exp.Var, exp.Array, exp.Bracket, exp.Slice, exp.JSONExtract, exp.JSONExtractScalar,
+    exp.JSONPath, exp.JSONPathPart,
+)  # fmt: skip
+_SCALAR_TYPES = (
+    exp.DataType.TEXT_TYPES
+    | exp.DataType.NUMERIC_TYPES
+    | exp.DataType.TEMPORAL_TYPES
+    | {exp.DataType.Type.BOOLEAN, exp.DataType.Type.INTERVAL, exp.DataType.Type.DATE}
+)
+# Bare words are units (`interval 7 days`, `extract(year from ...)`, `date_trunc('month', ...)`).
+_UNIT_HOLDERS = (exp.Interval, exp.Extract, exp.DateDiff, exp.TimestampTrunc, exp.DateTrunc)
+_QUERIES = (exp.Query, exp.Subquery, exp.Exists)
+
+
+class ConditionError(ValueError):
+    """A condition that may not run; the message names the construct but not the key (the caller does)."""
+
+
+def check_condition(expression: str, columns: Collection[str], columns_of: str) -> str:
+    """Parse `expression`, refuse anything outside the allow-list, and return the SQL to run.
+
+    `columns` are the table's column names; `columns_of` says whose they are (`the profile's`), for the
+    message. Type errors are left to binding against the schema (resources/schema.py).
+    """
+    tree = _parse(expression)
+    refused = list(dict.fromkeys(filter(None, (_refusal(node) for node in tree.walk()))))
+    if refused:
+        raise ConditionError(
+            f"{', '.join(refused)} {'is' if len(refused) == 1 else 'are'} not allowed: conditions may only use "
+            f"{columns_of} columns, operators (comparisons, and/or/not, arithmetic, ||, IN lists, BETWEEN, "
+            "LIKE/ILIKE, IS NULL), CASE, CAST/TRY_CAST to scalar types and these functions: "
+            + ", ".join(ALLOWED_FUNCTIONS)
+        )
+    # A name that is not a column could still bind: DuckDB reads `user` or `current_schema` as functions.
+    known = {c.lower() for c in columns}
+    unknown = [c for c in referenced_columns(tree) if c.lower() not in known]
+    if unknown:
+        raise ConditionError(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+    # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
+    return tree.sql(dialect="duckdb", identify=True, comments=False)
+
+
+def referenced_columns(condition: str | exp.Expression) -> tuple[str, ...]:
+    """The column names a condition reads, in order of first use (its text need not have been checked)."""
+    tree = _parse(condition) if isinstance(condition, str) else condition
+    return tuple(dict.fromkeys(column.name for column in tree.find_all(exp.Column) if column.name))
+
+
+def _parse(expression: str) -> exp.Expression:
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("duckdb").tokenize(expression)
+        if any(token.token_type == TokenType.SEMICOLON for token in tokens):
+            raise ConditionError("a condition is one SQL expression; ';' is not allowed")
+        tree = sqlglot.parse_one(expression, read="duckdb")
+    except ParseError as exc:
+        detail = exc.errors[0]["description"] if exc.errors else str(exc).split("\n")[0]
+        raise ConditionError(f"not one SQL expression ({detail})") from None
+    except TokenError as exc:
+        raise ConditionError(f"not one SQL expression ({str(exc).split(chr(10))[0]})") from None
+    if tree is None:
+        raise ConditionError("the condition is empty")
+    return tree
+
+
+def _refusal(node: exp.Expression) -> str | None:
+    """How to name `node` in the error if it is not allowed, else None."""
+    if isinstance(node, exp.Anonymous):
+        name = node.name.lower()
+        return None if name in _ANONYMOUS else f"{name}(...)"
+    if isinstance(node, _QUERIES):
+        return "a subquery (SELECT/EXISTS)" if not _inside_query(node) else None
+    if isinstance(node, exp.Func) and not isinstance(node, _STRUCTURE):
+        return None if isinstance(node, _FUNCTION_NODES) else f"{type(node).sql_names()[0].lower()}(...)"
+    if _inside_query(node):
+        return None  # the query itself was named; only the functions inside it add information
+    if isinstance(node, exp.Star):
+        return "*"
+    if isinstance(node, exp.Placeholder):
+        return "a parameter"
+    if not isinstance(node, _STRUCTURE):
+        return f"{node.key.upper()} ({_snippet(node)})"
+    if isinstance(node, exp.Column) and (node.table or isinstance(node.this, exp.Star)):
+        return f"{_snippet(node)} (a column of another table)"
+    if isinstance(node, exp.In) and (node.args.get("unnest") or node.args.get("field")):
+        return "IN over a list column (use list_contains)"
+    if isinstance(node, exp.DataType) and not _scalar(node):
+        return f"a cast to {_snippet(node)}"
+    if isinstance(node, exp.Var) and not isinstance(node.parent, _UNIT_HOLDERS):
+        return f"{_snippet(node)}"
+    return None
+
+
+def _scalar(node: exp.DataType) -> bool:
+    """A scalar type (DECIMAL(10, 2) carries its parameters as children, which are not types themselves)."""
+    return node.this in _SCALAR_TYPES and not node.find(exp.ColumnDef)
+
+
+def _inside_query(node: exp.Expression) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, _QUERIES):
+            return True
+        parent = parent.parent
+    return False
+
+
+def _snippet(node: exp.Expression) -> str:
+    text = node.sql(dialect="duckdb")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def sandbox(time_zone: str = "UTC") -> duckdb.DuckDBPyConnection:
+    """An empty in-memory DuckDB database that cannot touch files, the network or extensions.
+
+    `enable_external_access` can only be switched off when a database starts and never back on, so the
+    warehouse connection cannot be restricted this way without breaking the stages that read files;
+    a separate database can. `time_zone` should be the warehouse's (UTC, see resources/warehouse.py),
+    so date arithmetic on time zone aware values gives the same answer in both. The configuration is
+    then locked, so a statement cannot change any setting.
+    """
+    conn = duckdb.connect(
+        ":memory:",
+        config={
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        },
+    )
+    quoted = time_zone.replace("'", "''")
+    conn.execute(f"set TimeZone = '{quoted}'")
+    conn.execute("set lock_configuration = true")
+    return conn
+
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def failure_message(error: BaseException) -> str:
+    """DuckDB's error without the data it quotes: the first line, quoted values and numbers replaced.
+
+    A conversion error quotes the offending value (`Could not convert string 'Ann' to INT32`), and the
+    message ends up in Dagster's event log, which must not carry profile data.
+    """
+    first_line = str(error).split("\n")[0]
+    return _NUMBER.sub("…", _QUOTED.sub("'…'", first_line))
