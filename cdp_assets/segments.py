@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 
 from cdp_assets.clean import sql_literal
-from cdp_assets.metadata import markdown_table, masked_preview
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from cdp_assets.profiles import GOLDEN_PROFILES
 from resources.config import CDPConfig
 from resources.warehouse import Warehouse
@@ -105,6 +105,7 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
             ),
         ],
     )
+    @redact_errors
     def segment_membership(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             changes = build_membership(conn, config)
