@@ -27,6 +27,9 @@ from typing import Any, TypeVar
 import dagster as dg
 import duckdb
 
+from cdp_assets.identity_blocking import BlockingRuleTooBroad
+from resources.config import ConfigError
+
 # Columns a preview shows as they are: ids the platform makes, names from the configuration, counts.
 # Every other column may hold a customer value and is masked.
 SHOWN_COLUMNS = frozenset(
@@ -104,8 +107,9 @@ def _redacted(exc: Exception) -> RedactedError:
     )
 
 
-# Raised by the platform's own code or by Dagster, with messages written not to carry customer values.
-_PASSED_THROUGH = (dg.Failure, dg.RetryRequested, dg.DagsterError)
+# Raised by Dagster or deliberately by the platform, with messages that name files, configuration keys and
+# counts, never a customer value: passed on as they are.
+_PASSED_THROUGH = (dg.Failure, dg.RetryRequested, dg.DagsterError, ConfigError, BlockingRuleTooBroad)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
