@@ -5,6 +5,7 @@ Dagster's storage (event log, run history, compute logs) is readable by everyone
 for as long as run history is; the warehouse is where customer data lives.
 """
 
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +34,15 @@ def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
-def _customer_values(config: CDPConfig) -> tuple[set[str], set[str], set[str]]:
-    """E-mails (lower-cased, every one in the landing files), phone digits (as landed and in E.164) and names."""
+def _customer_values(config: CDPConfig) -> tuple[set[str], set[str], set[str], set[str], set[str]]:
+    """E-mails (lower-cased, every one in the landing files), phone digits (as landed and in E.164), names,
+    birth dates (ISO) and street addresses (as cleaned)."""
     landed = "\n".join(p.read_text(errors="replace") for p in config.landing_path.rglob("*") if p.is_file())
     emails = {m.lower().strip(".") for m in _EMAIL_TOKEN.findall(landed) if "." in m.partition("@")[2]}
     phones: set[str] = set()
     names: set[str] = set()
+    births: set[str] = set()
+    streets: set[str] = set()
     with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
         for source in config.sources:
             specs = [source.fields["phone"]] if "phone" in source.fields else []
@@ -46,14 +50,16 @@ def _customer_values(config: CDPConfig) -> tuple[set[str], set[str], set[str]]:
             for spec in specs:
                 query = f"select distinct {value_sql(source, spec)} from raw.{source.name}"
                 phones |= {_digits(v) for (v,) in conn.execute(query).fetchall() if v}
-        for email, phone, first, last in conn.execute(
-            "select email, phone, first_name, last_name from clean.person_records"
+        for email, phone, first, last, birth, street in conn.execute(
+            "select email, phone, first_name, last_name, date_of_birth, address_line1 from clean.person_records"
         ).fetchall():
             emails |= {email} if email else set()
             phones |= {_digits(phone)} if phone else set()
             names |= {n for n in (first, last) if n}
+            births |= {birth.isoformat()} if birth else set()
+            streets |= {street} if street else set()
     phones = {p for p in phones if len(p) >= 7}
-    return emails, phones, names
+    return emails, phones, names, births, streets
 
 
 def _storage_text(home: Path) -> str:
@@ -82,8 +88,9 @@ def test_dagster_storage_holds_no_customer_values(tmp_path: Path, destination_se
     with dg.DagsterInstance.from_config(str(home)) as instance:
         refreshed = build_definitions(config).resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
         assert refreshed.success
-        emails, phones, names = _customer_values(config)
+        emails, phones, names, births, streets = _customer_values(config)
         assert len(emails) > 1000 and len(phones) > 500 and len(names) > 300
+        assert len(births) > 300 and len(streets) > 300
         failed = (
             build_definitions(failing)
             .resolve_job_def(FULL_REFRESH)
@@ -106,6 +113,12 @@ def test_dagster_storage_holds_no_customer_values(tmp_path: Path, destination_se
     words = set(_WORD.findall(stored))
     leaked_names = {n for n in names if len(n) >= 4 and set(n.split()) <= words}
     assert not leaked_names, sorted(leaked_names)[:10]
+    # Birth dates as stored (ISO) or as landed (MM/DD/YYYY); the demo's other dates are all in 2025.
+    dates = set(re.findall(r"\d{4}-\d{2}-\d{2}", stored))
+    dates |= {f"{y}-{m}-{d}" for m, d, y in re.findall(r"(\d{2})/(\d{2})/(\d{4})", stored)}
+    assert not births & dates, sorted(births & dates)[:10]
+    leaked_streets = {s for s in random.Random(7).sample(sorted(streets), 200) if s in stored}
+    assert not leaked_streets, sorted(leaked_streets)[:10]
 
 
 def _duckdb_error(statement: str) -> duckdb.Error:
