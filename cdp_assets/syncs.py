@@ -252,14 +252,15 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
             acknowledged = conn.execute(
                 "select count(*) from syncs.destination_state where destination = ? and present", [destination.name]
             ).fetchone()[0]
-        # The destination's own words may quote a row it was sent (a database error's detail); masked before
-        # they reach the run log.
+        # The destination's own words may quote a row it was sent (a database error's detail): masked here,
+        # in full in syncs.changelog with the deferred rows.
         report["unavailable"] = redact(report["unavailable"]) if report["unavailable"] else None
         context.log.info(f"{destination.name}: {report}")
         if report["unavailable"]:
             raise dg.Failure(
                 f"Destination '{destination.name}' unavailable after retries: {report['unavailable']}. "
-                f"{report.get('deferred', 0)} changes deferred to the next run; nothing was marked as sent.",
+                f"{report.get('deferred', 0)} changes deferred to the next run; nothing was marked as sent. "
+                "The destination's full answer is in syncs.changelog.",
                 metadata={k: v for k, v in report.items() if isinstance(v, int)},
             )
         metadata = {

@@ -100,7 +100,7 @@ def test_dagster_storage_holds_no_customer_values(tmp_path: Path, destination_se
         [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
         error = failure.event_specific_data.error
         message = error.message + "".join(c.message for c in (error.cause, error.context) if c)
-        assert "Conversion Error" in message and "INT32" in message  # still says what went wrong
+        assert "Conversion Error" in message  # still says what went wrong
 
     stored = _storage_text(home)
 
