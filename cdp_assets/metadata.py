@@ -32,9 +32,7 @@ from resources.config import ConfigError
 
 # Columns a preview shows as they are: ids the platform makes, names from the configuration, counts.
 # Every other column may hold a customer value and is masked.
-SHOWN_COLUMNS = frozenset(
-    {"customer_id", "source", "role", "segment", "record_count", "order_count", "records", "person_records"}
-)
+SHOWN_COLUMNS = frozenset({"customer_id", "source", "role", "segment", "record_count", "order_count"})
 
 _E164 = re.compile(r"\+\d{7,15}")
 _EMAIL = re.compile(r"[^\s'\"<>()\[\]{},;|]+@[^\s'\"<>()\[\]{},;|]+")
