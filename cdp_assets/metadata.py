@@ -47,7 +47,7 @@ _REPO = Path(__file__).resolve().parents[1]
 
 def mask(value: Any) -> str:
     """The one masking rule for customer values shown in Dagster: `jane.doe@example.com` -> `j***@e***.com`,
-    `+14155550147` -> `+1*********47`, anything else keeps its first character: `Jane` -> `J***`."""
+    `+14155550147` -> `+1********47`, anything else keeps its first character: `Jane` -> `J***`."""
     if value is None:
         return ""
     text = str(value).strip()
