@@ -16,7 +16,7 @@ import pandas as pd
 
 from cdp_assets import cleaning_rules as rules
 from cdp_assets.extract import ensure_raw_table
-from cdp_assets.metadata import markdown_table, masked_preview
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.warehouse import utc_now
 
@@ -530,6 +530,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[_accounting_spec(PERSON_RECORDS)],
     )
+    @redact_errors
     def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             counts = clean_person_records(conn, config)
@@ -587,6 +588,7 @@ def _activity_asset(
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[_accounting_spec(key)],
     )
+    @redact_errors
     def activity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             counts = clean_activity(conn, config, role)

@@ -10,7 +10,7 @@ from datetime import date
 import dagster as dg
 
 from cdp_assets.clean import PERSON_RECORDS
-from cdp_assets.metadata import markdown_table, mask
+from cdp_assets.metadata import markdown_table, mask, redact_errors
 from resources.quality import validate_frame
 from resources.warehouse import Warehouse
 
@@ -41,6 +41,7 @@ def _expectations() -> list[object]:
     blocking=True,
     description="Great Expectations: ids present and unique per row, e-mails, E.164 phones, countries, birth years.",
 )
+@redact_errors
 def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.get_connection() as conn:
         frame = conn.execute(

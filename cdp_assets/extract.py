@@ -15,7 +15,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
-from cdp_assets.metadata import markdown_table, masked_records
+from cdp_assets.metadata import markdown_table, masked_records, redact_errors
 from cdp_assets.readers import FileFormatError, Reject, read_file
 from resources.config import CDPConfig, SourceConfig
 from resources.warehouse import Warehouse, utc_now
@@ -137,9 +137,11 @@ def load_file(
                 missing = missing_columns(source, result.columns)
                 if missing:
                     raise dg.Failure(
+                        # The file's header is not listed: a file without one would show its first record.
                         description=(
                             f"Source '{source.name}': file {rel} has no column(s) {missing} that the "
-                            f"configuration maps. Columns in the file: {result.columns}"
+                            f"configuration maps; its first line has {len(result.columns)} column(s). "
+                            "Check that the file starts with a header row."
                         ),
                         metadata={"file": rel, "missing_columns": missing},
                     )
@@ -181,6 +183,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         tags={"cdp/role": source.role},
         metadata={"glob": source.glob, "role": source.role, "trust": source.trust},
     )
+    @redact_errors
     def extract(context: dg.AssetExecutionContext, warehouse: Warehouse, config: ExtractConfig):
         files = source_files(cdp_config, source)
         landing = cdp_config.landing_path

@@ -21,7 +21,7 @@ from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
 from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
 from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity_matching import match_probabilistically
-from cdp_assets.metadata import markdown_table, masked_preview
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
 from resources.warehouse import ROLES, Warehouse
 
@@ -547,6 +547,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             ),
         ],
     )
+    @redact_errors
     def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             summary = resolve(conn, config)

@@ -15,7 +15,7 @@ import duckdb
 
 from cdp_assets.clean import EVENTS, TRANSACTIONS, sql_literal
 from cdp_assets.identity import IDENTITY_CLUSTERS
-from cdp_assets.metadata import masked_preview
+from cdp_assets.metadata import masked_preview, redact_errors
 from cdp_assets.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
@@ -191,6 +191,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
             ),
         ],
     )
+    @redact_errors
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             as_of = build_profiles(conn, config)
@@ -217,7 +218,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
             ).fetchone()
             preview = masked_preview(
                 conn,
-                "select customer_id, first_name, last_name, email, city, order_count, lifetime_revenue "
+                "select customer_id, first_name, last_name, email, city, record_count, order_count "
                 "from cdp.golden_profiles where record_count > 1 order by customer_id",
             )
         return dg.MaterializeResult(

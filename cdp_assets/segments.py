@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import dagster as dg
 import duckdb
 
-from cdp_assets.metadata import markdown_table, masked_preview
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from cdp_assets.profiles import GOLDEN_PROFILES
 from resources.conditions import (
     ConditionError,
@@ -166,6 +166,7 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
             ),
         ],
     )
+    @redact_errors
     def segment_membership(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             changes = build_membership(conn, config)
