@@ -18,6 +18,7 @@ from cdp_assets import cleaning_rules as rules
 from cdp_assets.extract import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.schema import AMOUNT_TYPE
 from resources.warehouse import utc_now
 
 GROUP = "cleaned_records"
@@ -432,19 +433,19 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
     conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
     conn.execute(
         f"""create or replace temp table {role}_stage as
-            select *, try_cast(regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as decimal(18, 2)) as amount,
+            select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
               case
                 when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                 when occurred_raw is null then 'missing timestamp'
                 when occurred_at is null then 'not a readable timestamp'
                 {"when amount_raw is null then 'missing amount'" if role == "transactions" else ""}
                 {"when amount is null then 'amount is not a number'" if role == "transactions" else ""}
-                {"when amount < 0 then 'negative amount'" if role == "transactions" else ""}
+                {"when try_cast(amount_text as double) < 0 then 'negative amount'" if role == "transactions" else ""}
               end as reject_reason
-            from {role}_stage"""
+            from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {role}_stage)"""
     )
     columns = (
-        "source, event_id, source_record_id, occurred_at, amount::double as amount, upper(currency) as currency, "
+        "source, event_id, source_record_id, occurred_at, amount, upper(currency) as currency, "
         "status, file, row_number, loaded_at"
         if role == "transactions"
         else "source, event_id, source_record_id, event, occurred_at, status, file, row_number, loaded_at"

@@ -5,6 +5,7 @@ then runs the same functions the assets run, so a rule is tested without generat
 """
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -266,7 +267,8 @@ EVENTS = [
         ({"from": "transactions", "aggregate": "count"}, 3),
         ({"from": "transactions", "aggregate": "sum", "column": "amount", "window": "90 days"}, 75.0),
         ({"from": "transactions", "aggregate": "sum", "column": "amount", "where": "status = 'paid'"}, 150.0),
-        ({"from": "transactions", "aggregate": "avg", "column": "amount"}, pytest.approx(175 / 3)),
+        # money is exact: the average is rounded to the cent (175 / 3 = 58.333...)
+        ({"from": "transactions", "aggregate": "avg", "column": "amount"}, Decimal("58.33")),
         ({"from": "transactions", "aggregate": "min", "column": "amount"}, 25.0),
         ({"from": "transactions", "aggregate": "max", "column": "occurred_at"}, AS_OF),
         ({"from": "transactions", "aggregate": "first", "column": "amount"}, 100.0),
@@ -298,7 +300,7 @@ def test_builtin_traits_respect_the_as_of_time(tmp_path):
                               days_since_last_order, event_count, last_seen_at, traits_as_of, rfm_score
                        from cdp.golden_profiles""",
     )[0]
-    assert row == (3, 175.0, pytest.approx(175 / 3), EDGE, AS_OF, 0, 5, AS_OF - timedelta(days=1), AS_OF, "111")
+    assert row == (3, 175, Decimal("58.33"), EDGE, AS_OF, 0, 5, AS_OF - timedelta(days=1), AS_OF, "111")
 
 
 def test_rfm_quintiles_rank_customers(tmp_path):
