@@ -299,13 +299,16 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         ["granted", "reason"],
     )
 
+    # A record's latest version: the last updated, then (one update time in several files) the later file
+    # name and line. What the landing files hold decides, never when they were loaded, so the same files
+    # give the same profiles whatever order they arrived in.
     conn.execute(
         """
         create or replace table clean.person_records as
         select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
             row_number() over (partition by s.source, s.source_record_id
-                               order by s.updated_ts desc nulls last, s.loaded_at desc, s.file desc,
-                                        s.row_number desc) = 1 as is_latest,
+                               order by s.updated_ts desc nulls last, s.file desc, s.row_number desc) = 1
+                as is_latest,
             nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
                              coalesce(n3.name, fn.last)), '') as full_name,
             coalesce(n1.name, fn.first) as first_name,
@@ -334,7 +337,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     )
     consent_selects = [
         f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
-        "coalesce(updated_ts, loaded_at) as stated_at, file, row_number from person_stage "
+        "updated_ts as stated_at, file, row_number from person_stage "
         f"where consent__{p} is not null and source_record_id is not null"
         for p in purposes
     ]

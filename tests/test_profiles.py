@@ -140,11 +140,12 @@ OLD, NEW = datetime(2020, 1, 1), datetime(2025, 1, 1)
         (
             "most_recent",
             [
-                {"source": "a", "email": "a@x.com", "updated_at": None},  # no update time: load time
+                # no update time: older than any dated record (its load time is no property of the data)
+                {"source": "a", "email": "a@x.com", "updated_at": None},
                 {"source": "b", "email": "b@x.com", "updated_at": OLD},
             ],
-            "a@x.com",
-            "r0",
+            "b@x.com",
+            "r1",
         ),
         (
             "most_frequent",
