@@ -250,7 +250,8 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
         """
     ).fetchall()
     members = conn.execute(
-        "select node_id, n.role from node_labels c join offending o using (component) join id_nodes n using (node_id)"
+        "select node_id, n.role from node_labels c join offending o using (component) join id_nodes n using (node_id) "
+        "order by node_id"
     ).fetchall()
     for name in ("node_labels", "type_limits_pp", "offending"):
         conn.unregister(name)
