@@ -369,21 +369,32 @@ def test_segment_membership_history_over_runs(tmp_path):
     conn = duckdb.connect(":memory:")
     bootstrap(conn)
 
-    def run(revenues: dict[str, float]) -> dict[str, int]:
-        conn.execute("create or replace table cdp.golden_profiles (customer_id varchar, lifetime_revenue double)")
-        conn.executemany("insert into cdp.golden_profiles values (?, ?)", list(revenues.items()))
+    def run(day: int, revenues: dict[str, float]) -> dict[str, int]:
+        conn.execute(
+            "create or replace table cdp.golden_profiles "
+            "(customer_id varchar, lifetime_revenue decimal(38, 2), traits_as_of timestamp)"
+        )
+        as_of = datetime(2025, 6, day)
+        rows = [(customer, revenue, as_of) for customer, revenue in revenues.items()]
+        conn.executemany("insert into cdp.golden_profiles values (?, ?, ?)", rows)
         return build_membership(conn, config)["big"]
 
-    assert run({"C1": 600, "C2": 10}) == {"size": 1, "entered": 1, "exited": 0}
-    assert run({"C1": 700, "C2": 10}) == {"size": 1, "entered": 0, "exited": 0}  # stays: no new row
-    assert run({"C1": 100, "C2": 900}) == {"size": 1, "entered": 1, "exited": 1}
-    assert run({"C1": 650, "C2": 900}) == {"size": 2, "entered": 1, "exited": 0}  # C1 comes back
+    assert run(1, {"C1": 600, "C2": 10}) == {"size": 1, "entered": 1, "exited": 0}
+    assert run(2, {"C1": 700, "C2": 10}) == {"size": 1, "entered": 0, "exited": 0}  # stays: no new row
+    assert run(3, {"C1": 100, "C2": 900}) == {"size": 1, "entered": 1, "exited": 1}
+    assert run(3, {"C1": 100, "C2": 900}) == {"size": 1, "entered": 0, "exited": 0}  # same as-of: nothing new
+    assert run(4, {"C1": 650, "C2": 900}) == {"size": 2, "entered": 1, "exited": 0}  # C1 comes back
     history = one(
         conn,
-        """select customer_id, entered_at is not null, exited_at is not null
+        """select customer_id, entered_at, exited_at
                            from cdp.segment_membership_history order by customer_id, entered_at""",
     )
-    assert history == [("C1", True, True), ("C1", True, False), ("C2", True, False)]
+    # Stays are stamped with the profiles' as-of time, not the wall clock: the same data, the same history.
+    assert history == [
+        ("C1", datetime(2025, 6, 1), datetime(2025, 6, 3)),
+        ("C1", datetime(2025, 6, 4), None),
+        ("C2", datetime(2025, 6, 3), None),
+    ]
     members = one(conn, "select customer_id, entered_at from cdp.segment_membership order by 1")
     open_rows = one(
         conn, "select customer_id, entered_at from cdp.segment_membership_history where exited_at is null order by 1"
