@@ -64,29 +64,30 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
 def trait_aggregate(trait: TraitConfig, as_of: datetime) -> str:
     """One trait as an aggregate expression over `<table>_c`, for all traits but most_frequent."""
     column = f'"{trait.column}"' if trait.column else None
+    value_type = trait_type(trait)
+    money = value_type == MONEY_TOTAL_TYPE
+    # Exact decimals add up the same in any order; anything else is summed in a fixed one.
+    total = (f"sum({column}", "" if money else f" order by {column}")
+    # Each aggregate call up to its closing parenthesis, and the ORDER BY that goes inside it.
     aggregate, ordering = {
-        "count": (f"count({column})" if column else "count(*)", ""),
-        "count_distinct": (f"count(distinct {column})", ""),
-        "sum": (f"sum({column})", ""),
-        "avg": (f"sum({column})", ""),
-        "min": (f"min({column})", ""),
-        "max": (f"max({column})", ""),
-        "first": (f"first({column}", f" order by occurred_at, event_id, source, {column})"),
-        "last": (f"first({column}", f" order by occurred_at desc, event_id desc, source desc, {column} desc)"),
-        "unique_list": (f"list(distinct {column}", f" order by {column})"),
+        "count": (f"count({column}" if column else "count(*", ""),
+        "count_distinct": (f"count(distinct {column}", ""),
+        "sum": total,
+        "avg": total,
+        "min": (f"min({column}", ""),
+        "max": (f"max({column}", ""),
+        "first": (f"first({column}", f" order by occurred_at, event_id, source, {column}"),
+        "last": (f"first({column}", f" order by occurred_at desc, event_id desc, source desc, {column} desc"),
+        "unique_list": (f"list(distinct {column}", f" order by {column}"),
     }[trait.aggregate]
     conditions = [f"{column} is not null"] if trait.aggregate in ("first", "last", "unique_list") else []
     if condition := _condition(trait, as_of):
         conditions.append(condition)
-    expression = aggregate + ordering
     filtered = f" filter (where {' and '.join(conditions)})" if conditions else ""
-    expression += filtered
-    value_type = trait_type(trait)
-    if trait.aggregate == "avg" and value_type == MONEY_TOTAL_TYPE:
-        return exact_average(expression, f"count({column}){filtered}")
+    expression = f"{aggregate}{ordering}){filtered}"
     if trait.aggregate == "avg":
-        # Not money: an average of doubles, from their sum in a fixed order so threads cannot change it.
-        return f"(sum({column} order by {column}){filtered} / count({column}){filtered})::double"
+        count = f"count({column}){filtered}"
+        return exact_average(expression, count) if money else f"({expression} / {count})::double"
     return f"({expression})::{value_type}" if trait.aggregate == "sum" else expression
 
 
