@@ -25,6 +25,13 @@ MONEY_SCALE = 2
 AMOUNT_TYPE = f"DECIMAL(18,{MONEY_SCALE})"
 MONEY_TOTAL_TYPE = f"DECIMAL(38,{MONEY_SCALE})"
 
+# The only public columns that say when a run happened rather than what the data holds: everything else
+# in schema `cdp` is a function of the landing files and the configuration, identical between runs.
+RUN_STAMP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cdp.golden_profiles": ("profile_built_at",),
+    "cdp.quarantine": ("quarantined_at",),
+}
+
 # Columns of `cdp.golden_profiles` that do not depend on the configuration.
 PROFILE_COLUMNS: dict[str, str] = {
     "customer_id": "VARCHAR",
