@@ -530,7 +530,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         deps=[dg.AssetKey(["raw", s.name]) for s in persons],
         kinds={"duckdb", "python"},
         owners=["team:data-engineering"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[_accounting_spec(PERSON_RECORDS)],
     )
@@ -587,7 +587,7 @@ def _activity_asset(
         deps=[dg.AssetKey(["raw", s.name]) for s in sources],
         kinds={"duckdb"},
         owners=["team:data-engineering"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[_accounting_spec(key)],
     )

@@ -525,7 +525,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         deps=deps,
         kinds={"duckdb", "scipy"},
         owners=["team:data-engineering"],
-        code_version="2",
+        code_version="3",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec(

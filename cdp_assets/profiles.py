@@ -178,7 +178,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
         deps=deps,
         kinds={"duckdb"},
         owners=["team:data-engineering"],
-        code_version="2",
+        code_version="3",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec(

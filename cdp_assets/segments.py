@@ -124,7 +124,7 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
         deps=[GOLDEN_PROFILES],
         kinds={"duckdb"},
         owners=["team:marketing-ops"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         metadata={
             "segments": dg.MetadataValue.md(
