@@ -18,6 +18,7 @@ from cdp_assets import cleaning_rules as rules
 from cdp_assets.extract import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.schema import AMOUNT_TYPE
 from resources.warehouse import utc_now
 
 GROUP = "cleaned_records"
@@ -298,13 +299,16 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         ["granted", "reason"],
     )
 
+    # A record's latest version: the last updated, then (one update time in several files) the later file
+    # name and line. What the landing files hold decides, never when they were loaded, so the same files
+    # give the same profiles whatever order they arrived in.
     conn.execute(
         """
         create or replace table clean.person_records as
         select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
             row_number() over (partition by s.source, s.source_record_id
-                               order by s.updated_ts desc nulls last, s.loaded_at desc, s.file desc,
-                                        s.row_number desc) = 1 as is_latest,
+                               order by s.updated_ts desc nulls last, s.file desc, s.row_number desc) = 1
+                as is_latest,
             nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
                              coalesce(n3.name, fn.last)), '') as full_name,
             coalesce(n1.name, fn.first) as first_name,
@@ -333,7 +337,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     )
     consent_selects = [
         f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
-        "coalesce(updated_ts, loaded_at) as stated_at, file, row_number from person_stage "
+        "updated_ts as stated_at, file, row_number from person_stage "
         f"where consent__{p} is not null and source_record_id is not null"
         for p in purposes
     ]
@@ -432,19 +436,19 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
     conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
     conn.execute(
         f"""create or replace temp table {role}_stage as
-            select *, try_cast(regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as decimal(18, 2)) as amount,
+            select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
               case
                 when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                 when occurred_raw is null then 'missing timestamp'
                 when occurred_at is null then 'not a readable timestamp'
                 {"when amount_raw is null then 'missing amount'" if role == "transactions" else ""}
                 {"when amount is null then 'amount is not a number'" if role == "transactions" else ""}
-                {"when amount < 0 then 'negative amount'" if role == "transactions" else ""}
+                {"when try_cast(amount_text as double) < 0 then 'negative amount'" if role == "transactions" else ""}
               end as reject_reason
-            from {role}_stage"""
+            from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {role}_stage)"""
     )
     columns = (
-        "source, event_id, source_record_id, occurred_at, amount::double as amount, upper(currency) as currency, "
+        "source, event_id, source_record_id, occurred_at, amount, upper(currency) as currency, "
         "status, file, row_number, loaded_at"
         if role == "transactions"
         else "source, event_id, source_record_id, event, occurred_at, status, file, row_number, loaded_at"
@@ -526,7 +530,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         deps=[dg.AssetKey(["raw", s.name]) for s in persons],
         kinds={"duckdb", "python"},
         owners=["team:data-engineering"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[_accounting_spec(PERSON_RECORDS)],
     )
@@ -584,7 +588,7 @@ def _activity_asset(
         deps=[dg.AssetKey(["raw", s.name]) for s in sources],
         kinds={"duckdb"},
         owners=["team:data-engineering"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[_accounting_spec(key)],
     )

@@ -250,7 +250,8 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
         """
     ).fetchall()
     members = conn.execute(
-        "select node_id, n.role from node_labels c join offending o using (component) join id_nodes n using (node_id)"
+        "select node_id, n.role from node_labels c join offending o using (component) join id_nodes n using (node_id) "
+        "order by node_id"
     ).fetchall()
     for name in ("node_labels", "type_limits_pp", "offending"):
         conn.unregister(name)
@@ -524,7 +525,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         deps=deps,
         kinds={"duckdb", "scipy"},
         owners=["team:data-engineering"],
-        code_version="2",
+        code_version="3",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec(

@@ -101,18 +101,22 @@ class FirstNames:
 
     def people(self, names: list[tuple[str, str | None]]) -> int:
         """How many people a set of (first, last) names needs at least: groups of compatible names."""
-        return count_groups(names, self.compatible)
+        return count_groups(names, self.compatible, key=lambda name: (name[0], name[1] or ""))
 
 
 def birth_date_people(dates: list[str]) -> int:
     """How many people a set of YYYYMMDD birth dates needs at least: groups of possible typos of one date."""
-    return count_groups(dates, birth_dates_compatible)
+    return count_groups(dates, birth_dates_compatible, key=str)
 
 
-def count_groups(items: Sequence[T], compatible: Callable[[T, T], bool]) -> int:
-    """Items put in the first group holding one they are compatible with; how many groups that makes."""
+def count_groups(items: Sequence[T], compatible: Callable[[T, T], bool], key: Callable[[T], object]) -> int:
+    """Items put in the first group holding one they are compatible with; how many groups that makes.
+
+    Compatibility is not transitive (A~B and B~C, but not A~C), so the count depends on the order items
+    are seen in: they are sorted by `key` first, or a list DuckDB built in whatever order its threads
+    met the rows would block a shared e-mail in one run and not in the next."""
     groups: list[list[T]] = []
-    for item in items:
+    for item in sorted(items, key=key):  # type: ignore[arg-type]
         for group in groups:
             if any(compatible(item, other) for other in group):
                 group.append(item)

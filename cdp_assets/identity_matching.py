@@ -109,7 +109,7 @@ def match_probabilistically(
         select a.node_id as l, b.node_id as r
         from members a join members b on a.component = b.component and a.node_id < b.node_id
         where a.size <= {config.identity.max_cluster_person_records}
-        order by hash(a.node_id, b.node_id, {settings.seed}) limit {LABELLED_PAIRS}
+        order by hash(a.node_id, b.node_id, {settings.seed}), a.node_id, b.node_id limit {LABELLED_PAIRS}
         """
     )
     conn.execute("drop table match_pairs")

@@ -26,8 +26,11 @@ GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
 CHECK_PROVENANCE = "every_value_has_provenance"
 
-_TAIL = "loaded_at desc, source, source_record_id"
-_RECENCY = "coalesce(updated_at, loaded_at) desc"
+# Ties end on what the data holds, never on when a file happened to be loaded: the same records give the
+# same profile whatever order their files arrived in. A customer holds one latest version per source
+# record, so source and record id settle every tie. A record without an update time is the least recent.
+_TAIL = "source, source_record_id"
+_RECENCY = "updated_at desc nulls last"
 
 # Attribute -> (profile columns taken together from one record, SQL of its comparable value).
 ATTRIBUTES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -65,7 +68,7 @@ def rule_order(rule: SurvivorshipRule) -> str:
         "most_recent": f"{_RECENCY}, {priority}, {_TAIL}",
         "most_frequent": f"frequency desc, {priority}, {_RECENCY}, {_TAIL}",
         "longest": f"completeness desc, length(value) desc, {priority}, {_RECENCY}, {_TAIL}",
-        "first_seen": f"coalesce(updated_at, loaded_at) asc, {priority}, {_TAIL}",
+        "first_seen": f"updated_at asc nulls last, {priority}, {_TAIL}",
     }[rule.rule]
 
 
@@ -75,7 +78,7 @@ def _pick_sql(attribute: str, rule: SurvivorshipRule) -> str:
     completeness = " + ".join(f"({c} is not null)::int" for c in columns)
     return f"""
         select customer_id, {", ".join(columns)}, value, source, source_record_id,
-               coalesce(updated_at, loaded_at) as value_at
+               updated_at as value_at
         from (
             select *, {value} as value, {completeness} as completeness,
                    count(*) over (partition by customer_id, {value}) as frequency
@@ -102,7 +105,8 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
             select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
             from clean.consent_statements s join cdp.identity_map m using (source, source_record_id)
             qualify row_number() over (partition by m.customer_id, s.purpose
-                                       order by s.stated_at desc, s.granted asc, s.source, s.source_record_id) = 1"""
+                                       order by s.stated_at desc nulls last, s.granted asc, s.source,
+                                                s.source_record_id, s.file desc, s.row_number desc) = 1"""
     )
     as_of = resolve_as_of(conn, config)
     build_traits(conn, config, as_of)
@@ -115,7 +119,7 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
                 list(distinct phone order by phone) filter (where phone is not null) as phones,
                 list(distinct {ATTRIBUTES["address"][1]} order by {ATTRIBUTES["address"][1]})
                     filter (where {_PRESENT["address"]}) as addresses,
-                count(*) as record_count, min(loaded_at) as first_loaded_at, max(updated_at) as updated_at
+                count(*) as record_count, min(updated_at) as first_updated_at, max(updated_at) as updated_at
             from members group by customer_id
         ),
         customers as (
@@ -126,7 +130,7 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
             a.address_line1, a.address_line2, a.city, a.region, a.postal_code, a.country, d.date_of_birth,
             coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
             k.sources, coalesce(l.record_count, 0) as record_count,
-            least(l.first_loaded_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
+            least(l.first_updated_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
             t.* exclude (customer_id), {timestamp_literal(as_of)} as traits_as_of,
             current_timestamp::timestamp as profile_built_at{consent}
         from customers k
@@ -174,7 +178,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
         deps=deps,
         kinds={"duckdb"},
         owners=["team:data-engineering"],
-        code_version="2",
+        code_version="3",
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec(

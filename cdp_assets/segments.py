@@ -10,6 +10,7 @@ queries, not reconstructions.
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import dagster as dg
 import duckdb
@@ -25,11 +26,28 @@ from resources.conditions import (
 )
 from resources.config import CDPConfig
 from resources.schema import profile_columns
-from resources.warehouse import Warehouse
+from resources.warehouse import Warehouse, utc_now
 
 GROUP = "segments"
 SEGMENT_MEMBERSHIP = dg.AssetKey(["segments", "segment_membership"])
 CHECK_MEMBERS_EXIST = "members_have_profiles"
+
+
+def membership_time(conn: duckdb.DuckDBPyConnection) -> datetime:
+    """The time entries and exits are stamped with: the profiles' `traits_as_of`, the moment the conditions
+    were evaluated for (the newest activity in replayed data, the build time under `as_of: now`).
+
+    A time the data gives, not the wall clock, so a re-run over the same data records the same history.
+    It never goes back before a time already in the history (a fixed `as_of` moved earlier), so stays never
+    end before they begin; with no profiles at all, it is now.
+    """
+    as_of, latest = conn.execute(
+        """select (select max(traits_as_of) from cdp.golden_profiles),
+                  (select max(greatest(entered_at, coalesce(exited_at, entered_at)))
+                   from cdp.segment_membership_history)"""
+    ).fetchone()
+    stamp = as_of if as_of is not None else utc_now()
+    return max(stamp, latest) if latest is not None else stamp
 
 
 def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, dict[str, int]]:
@@ -45,20 +63,31 @@ def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict
         """create table if not exists cdp.segment_membership_history (
                segment varchar, customer_id varchar, entered_at timestamp, exited_at timestamp)"""
     )
-    now = conn.execute("select current_timestamp::timestamp").fetchone()[0]
+    now = membership_time(conn)
+    # Who enters and who leaves, decided before the history changes: counting rows stamped `now` afterwards
+    # would also count stays an earlier run opened at the same as-of time.
+    conn.execute(
+        """create or replace temp table membership_changes as
+           select segment, customer_id, 'entered' as change from current_members c
+           where not exists (select 1 from cdp.segment_membership_history h where h.exited_at is null
+                             and h.segment = c.segment and h.customer_id = c.customer_id)
+           union all
+           select segment, customer_id, 'exited' from cdp.segment_membership_history h
+           where exited_at is null and not exists (
+               select 1 from current_members c where c.segment = h.segment and c.customer_id = h.customer_id)"""
+    )
     conn.execute("begin transaction")
     try:
         conn.execute(
             """update cdp.segment_membership_history h set exited_at = ?
-               where exited_at is null and not exists (
-                   select 1 from current_members c where c.segment = h.segment and c.customer_id = h.customer_id)""",
+               from membership_changes c
+               where c.change = 'exited' and h.exited_at is null
+                 and c.segment = h.segment and c.customer_id = h.customer_id""",
             [now],
         )
         conn.execute(
             """insert into cdp.segment_membership_history
-               select c.segment, c.customer_id, ?, null from current_members c
-               where not exists (select 1 from cdp.segment_membership_history h where h.exited_at is null
-                                 and h.segment = c.segment and h.customer_id = c.customer_id)""",
+               select segment, customer_id, ?, null from membership_changes where change = 'entered'""",
             [now],
         )
         conn.execute(
@@ -74,12 +103,19 @@ def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict
         conn.execute("rollback")
         raise
     counts = conn.execute(
-        """select segment, count(*) filter (where exited_at is null), count(*) filter (where entered_at = $now),
-                  count(*) filter (where exited_at = $now)
-           from cdp.segment_membership_history where exited_at is null or exited_at = $now group by 1""",
-        {"now": now},
+        """select segment, count(*) filter (where exited_at is null), 0, 0
+           from cdp.segment_membership_history where exited_at is null group by 1
+           union all
+           select segment, 0, count(*) filter (where change = 'entered'), count(*) filter (where change = 'exited')
+           from membership_changes group by 1"""
     ).fetchall()
-    found = {segment: (size, entered, exited) for segment, size, entered, exited in counts}
+    conn.execute("drop table membership_changes")
+    totals: dict[str, list[int]] = {}
+    for segment, size, entered, exited in counts:
+        figures = totals.setdefault(segment, [0, 0, 0])
+        for i, n in enumerate((size, entered, exited)):
+            figures[i] += int(n)
+    found = {segment: tuple(figures) for segment, figures in totals.items()}
     # Segments removed from the configuration show up once, with everyone exiting.
     names = [s.name for s in config.segments] + sorted(set(found) - {s.name for s in config.segments})
     return {
@@ -148,7 +184,7 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
         deps=[GOLDEN_PROFILES],
         kinds={"duckdb"},
         owners=["team:marketing-ops"],
-        code_version="1",
+        code_version="2",
         automation_condition=dg.AutomationCondition.eager(),
         metadata={
             "segments": dg.MetadataValue.md(

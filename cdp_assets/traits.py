@@ -21,7 +21,7 @@ import duckdb
 
 from resources.conditions import ConditionError, check_condition, failure_message
 from resources.config import CDPConfig, TraitConfig
-from resources.schema import ACTIVITY_COLUMNS
+from resources.schema import ACTIVITY_COLUMNS, MONEY_SCALE, MONEY_TOTAL_TYPE, trait_type
 from resources.warehouse import utc_now
 
 
@@ -71,24 +71,43 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
 def trait_aggregate(trait: TraitConfig, as_of: datetime) -> str:
     """One trait as an aggregate expression over `<table>_c`, for all traits but most_frequent."""
     column = f'"{trait.column}"' if trait.column else None
+    value_type = trait_type(trait)
+    money = value_type == MONEY_TOTAL_TYPE
+    # Exact decimals add up the same in any order; anything else is summed in a fixed one.
+    total = (f"sum({column}", "" if money else f" order by {column}")
+    # Each aggregate call up to its closing parenthesis, and the ORDER BY that goes inside it.
     aggregate, ordering = {
-        "count": (f"count({column})" if column else "count(*)", ""),
-        "count_distinct": (f"count(distinct {column})", ""),
-        "sum": (f"sum({column})", ""),
-        "avg": (f"avg({column})", ""),
-        "min": (f"min({column})", ""),
-        "max": (f"max({column})", ""),
-        "first": (f"first({column}", " order by occurred_at, event_id)"),
-        "last": (f"first({column}", " order by occurred_at desc, event_id desc)"),
-        "unique_list": (f"list(distinct {column}", f" order by {column})"),
+        "count": (f"count({column}" if column else "count(*", ""),
+        "count_distinct": (f"count(distinct {column}", ""),
+        "sum": total,
+        "avg": total,
+        "min": (f"min({column}", ""),
+        "max": (f"max({column}", ""),
+        "first": (f"first({column}", f" order by occurred_at, event_id, source, {column}"),
+        "last": (f"first({column}", f" order by occurred_at desc, event_id desc, source desc, {column} desc"),
+        "unique_list": (f"list(distinct {column}", f" order by {column}"),
     }[trait.aggregate]
     conditions = [f"{column} is not null"] if trait.aggregate in ("first", "last", "unique_list") else []
     if condition := _condition(trait, as_of):
         conditions.append(condition)
-    expression = aggregate + ordering
-    if conditions:
-        expression += f" filter (where {' and '.join(conditions)})"
-    return f"({expression})::double" if trait.aggregate in ("sum", "avg") else expression
+    filtered = f" filter (where {' and '.join(conditions)})" if conditions else ""
+    expression = f"{aggregate}{ordering}){filtered}"
+    if trait.aggregate == "avg":
+        count = f"count({column}){filtered}"
+        return exact_average(expression, count) if money else f"({expression} / {count})::double"
+    return f"({expression})::{value_type}" if trait.aggregate == "sum" else expression
+
+
+def exact_average(total: str, count: str) -> str:
+    """SQL of `total / count` for money, rounded to MONEY_SCALE half away from zero, in exact integer
+    arithmetic: DuckDB divides decimals as doubles, whose rounding would put 1.005 at 1.00 on one side
+    of a segment threshold."""
+    units = f"({total} * {10**MONEY_SCALE})::hugeint"
+    rounded = f"sign({units}) * ((abs({units}) * 2 + ({count})) // (2 * ({count})))"
+    return (
+        f"(case when ({count}) > 0 then ({rounded})::decimal(38, 0) * 0.{'0' * (MONEY_SCALE - 1)}1 end)"
+        f"::{MONEY_TOTAL_TYPE}"
+    )
 
 
 def _empty_value(trait: TraitConfig) -> str | None:
@@ -137,7 +156,7 @@ def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: dat
         mine = [t for t in declared if t.source == table and t.aggregate != "most_frequent"]
         columns = "".join(f', {trait_aggregate(t, as_of)} as "{t.name}"' for t in mine)
         builtin = (
-            ", count(*) as order_count, sum(amount)::double as lifetime_revenue, "
+            f", count(*) as order_count, sum(amount)::{MONEY_TOTAL_TYPE} as lifetime_revenue, "
             "min(occurred_at) as first_order_at, max(occurred_at) as last_order_at"
             if table == "transactions"
             else ", count(*) as event_count, min(occurred_at) as first_event_at, max(occurred_at) as last_seen_at"
@@ -168,8 +187,8 @@ def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: dat
             with base as (
                 select c.customer_id,
                     coalesce(transactions_traits.order_count, 0) as order_count,
-                    coalesce(transactions_traits.lifetime_revenue, 0)::double as lifetime_revenue,
-                    (transactions_traits.lifetime_revenue / nullif(transactions_traits.order_count, 0))::double
+                    coalesce(transactions_traits.lifetime_revenue, 0)::{MONEY_TOTAL_TYPE} as lifetime_revenue,
+                    {exact_average("transactions_traits.lifetime_revenue", "transactions_traits.order_count")}
                         as average_order_value,
                     transactions_traits.first_order_at, transactions_traits.last_order_at,
                     date_diff('day', transactions_traits.last_order_at, {timestamp_literal(as_of)})::bigint

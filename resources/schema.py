@@ -19,6 +19,22 @@ from resources.conditions import ConditionError, check_condition, sandbox
 if TYPE_CHECKING:
     from resources.config import CDPConfig, TraitConfig
 
+# Money is exact: amounts are DECIMAL with a fixed scale, so a sum is the same whatever order DuckDB's
+# threads add it in (a DOUBLE sum changes its last bits from run to run, and a customer at a quintile
+# boundary then leaves and re-enters a segment with nothing changed). An amount written with more
+# decimals is rounded to MONEY_SCALE, half away from zero (12.345 -> 12.35). Sums keep the scale with
+# DuckDB's widest precision; averages are rounded to the same scale (see traits.exact_average).
+MONEY_SCALE = 2
+AMOUNT_TYPE = f"DECIMAL(18,{MONEY_SCALE})"
+MONEY_TOTAL_TYPE = f"DECIMAL(38,{MONEY_SCALE})"
+
+# The only public columns that say when a run happened rather than what the data holds: everything else
+# in schema `cdp` is a function of the landing files and the configuration, identical between runs.
+RUN_STAMP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cdp.golden_profiles": ("profile_built_at",),
+    "cdp.quarantine": ("quarantined_at",),
+}
+
 # Columns of `cdp.golden_profiles` that do not depend on the configuration.
 PROFILE_COLUMNS: dict[str, str] = {
     "customer_id": "VARCHAR",
@@ -42,8 +58,8 @@ PROFILE_COLUMNS: dict[str, str] = {
     "first_seen_at": "TIMESTAMP",
     "updated_at": "TIMESTAMP",
     "order_count": "BIGINT",
-    "lifetime_revenue": "DOUBLE",
-    "average_order_value": "DOUBLE",
+    "lifetime_revenue": MONEY_TOTAL_TYPE,
+    "average_order_value": MONEY_TOTAL_TYPE,
     "first_order_at": "TIMESTAMP",
     "last_order_at": "TIMESTAMP",
     "days_since_last_order": "BIGINT",
@@ -72,20 +88,26 @@ ACTIVITY_COLUMNS: dict[str, dict[str, str]] = {
         "event_id": "VARCHAR",
         "source_record_id": "VARCHAR",
         "occurred_at": "TIMESTAMP",
-        "amount": "DOUBLE",
+        "amount": AMOUNT_TYPE,
         "currency": "VARCHAR",
         "status": "VARCHAR",
     },
 }
-_NUMERIC = {"DOUBLE", "BIGINT", "INTEGER"}
+_NUMERIC = {"DOUBLE", "BIGINT", "INTEGER", AMOUNT_TYPE}
+
+
+def _aggregated_numeric_type(column_type: str) -> str:
+    """The type `sum` and `avg` give over a column: exact money over an amount, DOUBLE otherwise."""
+    return MONEY_TOTAL_TYPE if column_type == AMOUNT_TYPE else "DOUBLE"
 
 
 def trait_type(trait: TraitConfig) -> str:
     """The DuckDB type of a trait's profile column."""
     if trait.aggregate in ("count", "count_distinct"):
         return "BIGINT"
+    column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
     if trait.aggregate in ("sum", "avg"):
-        return "DOUBLE"
+        return _aggregated_numeric_type(column_type)
     column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
     return f"{column_type}[]" if trait.aggregate == "unique_list" else column_type
 

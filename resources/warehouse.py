@@ -14,12 +14,13 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from resources.config import CDPConfig
+from resources.schema import AMOUNT_TYPE
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs")
 
 # Tables written by more than one asset, or read before their writer first ran, exist from the start so
 # every query has something to read.
-_BASE_TABLES = """
+_BASE_TABLES = f"""
 create table if not exists meta.loaded_files (
     source varchar, file varchar, sha256 varchar, size_bytes bigint, rows_loaded bigint,
     rows_rejected bigint, status varchar, loaded_at timestamp,
@@ -41,7 +42,7 @@ create table if not exists clean.events (
     status varchar, file varchar, row_number bigint, loaded_at timestamp
 );
 create table if not exists clean.transactions (
-    source varchar, event_id varchar, source_record_id varchar, occurred_at timestamp, amount double,
+    source varchar, event_id varchar, source_record_id varchar, occurred_at timestamp, amount {AMOUNT_TYPE},
     currency varchar, status varchar, file varchar, row_number bigint, loaded_at timestamp
 );
 create table if not exists syncs.file_exports (

@@ -5,6 +5,7 @@ then runs the same functions the assets run, so a rule is tested without generat
 """
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -139,11 +140,12 @@ OLD, NEW = datetime(2020, 1, 1), datetime(2025, 1, 1)
         (
             "most_recent",
             [
-                {"source": "a", "email": "a@x.com", "updated_at": None},  # no update time: load time
+                # no update time: older than any dated record (its load time is no property of the data)
+                {"source": "a", "email": "a@x.com", "updated_at": None},
                 {"source": "b", "email": "b@x.com", "updated_at": OLD},
             ],
-            "a@x.com",
-            "r0",
+            "b@x.com",
+            "r1",
         ),
         (
             "most_frequent",
@@ -266,7 +268,8 @@ EVENTS = [
         ({"from": "transactions", "aggregate": "count"}, 3),
         ({"from": "transactions", "aggregate": "sum", "column": "amount", "window": "90 days"}, 75.0),
         ({"from": "transactions", "aggregate": "sum", "column": "amount", "where": "status = 'paid'"}, 150.0),
-        ({"from": "transactions", "aggregate": "avg", "column": "amount"}, pytest.approx(175 / 3)),
+        # money is exact: the average is rounded to the cent (175 / 3 = 58.333...)
+        ({"from": "transactions", "aggregate": "avg", "column": "amount"}, Decimal("58.33")),
         ({"from": "transactions", "aggregate": "min", "column": "amount"}, 25.0),
         ({"from": "transactions", "aggregate": "max", "column": "occurred_at"}, AS_OF),
         ({"from": "transactions", "aggregate": "first", "column": "amount"}, 100.0),
@@ -298,7 +301,7 @@ def test_builtin_traits_respect_the_as_of_time(tmp_path):
                               days_since_last_order, event_count, last_seen_at, traits_as_of, rfm_score
                        from cdp.golden_profiles""",
     )[0]
-    assert row == (3, 175.0, pytest.approx(175 / 3), EDGE, AS_OF, 0, 5, AS_OF - timedelta(days=1), AS_OF, "111")
+    assert row == (3, 175, Decimal("58.33"), EDGE, AS_OF, 0, 5, AS_OF - timedelta(days=1), AS_OF, "111")
 
 
 def test_rfm_quintiles_rank_customers(tmp_path):
@@ -366,21 +369,32 @@ def test_segment_membership_history_over_runs(tmp_path):
     conn = duckdb.connect(":memory:")
     bootstrap(conn)
 
-    def run(revenues: dict[str, float]) -> dict[str, int]:
-        conn.execute("create or replace table cdp.golden_profiles (customer_id varchar, lifetime_revenue double)")
-        conn.executemany("insert into cdp.golden_profiles values (?, ?)", list(revenues.items()))
+    def run(day: int, revenues: dict[str, float]) -> dict[str, int]:
+        conn.execute(
+            "create or replace table cdp.golden_profiles "
+            "(customer_id varchar, lifetime_revenue decimal(38, 2), traits_as_of timestamp)"
+        )
+        as_of = datetime(2025, 6, day)
+        rows = [(customer, revenue, as_of) for customer, revenue in revenues.items()]
+        conn.executemany("insert into cdp.golden_profiles values (?, ?, ?)", rows)
         return build_membership(conn, config)["big"]
 
-    assert run({"C1": 600, "C2": 10}) == {"size": 1, "entered": 1, "exited": 0}
-    assert run({"C1": 700, "C2": 10}) == {"size": 1, "entered": 0, "exited": 0}  # stays: no new row
-    assert run({"C1": 100, "C2": 900}) == {"size": 1, "entered": 1, "exited": 1}
-    assert run({"C1": 650, "C2": 900}) == {"size": 2, "entered": 1, "exited": 0}  # C1 comes back
+    assert run(1, {"C1": 600, "C2": 10}) == {"size": 1, "entered": 1, "exited": 0}
+    assert run(2, {"C1": 700, "C2": 10}) == {"size": 1, "entered": 0, "exited": 0}  # stays: no new row
+    assert run(3, {"C1": 100, "C2": 900}) == {"size": 1, "entered": 1, "exited": 1}
+    assert run(3, {"C1": 100, "C2": 900}) == {"size": 1, "entered": 0, "exited": 0}  # same as-of: nothing new
+    assert run(4, {"C1": 650, "C2": 900}) == {"size": 2, "entered": 1, "exited": 0}  # C1 comes back
     history = one(
         conn,
-        """select customer_id, entered_at is not null, exited_at is not null
+        """select customer_id, entered_at, exited_at
                            from cdp.segment_membership_history order by customer_id, entered_at""",
     )
-    assert history == [("C1", True, True), ("C1", True, False), ("C2", True, False)]
+    # Stays are stamped with the profiles' as-of time, not the wall clock: the same data, the same history.
+    assert history == [
+        ("C1", datetime(2025, 6, 1), datetime(2025, 6, 3)),
+        ("C1", datetime(2025, 6, 4), None),
+        ("C2", datetime(2025, 6, 3), None),
+    ]
     members = one(conn, "select customer_id, entered_at from cdp.segment_membership order by 1")
     open_rows = one(
         conn, "select customer_id, entered_at from cdp.segment_membership_history where exited_at is null order by 1"
