@@ -11,12 +11,16 @@ by the code server) and answers the health check by looking for the run's proces
 its pid in its event log ("Started process for run (pid: …)" from the code server, "Executing steps in
 process (pid: …)" from the executor of a `dagster job execute` run), and a pid that no longer exists, is
 a zombie, or now belongs to a process started after the run recorded it, means the run is dead.
-It therefore judges runs executed on this machine, which is where `DefaultRunLauncher` puts them.
+It judges only runs executed on the machine the daemon runs on, which is where `DefaultRunLauncher` puts
+them. Where the daemon and the code server run on different hosts or containers (their own pid
+namespaces), a run that tagged its host (`RUN_HOST_TAG`, which the warehouse resource sets) and ran
+elsewhere is left alone rather than failed on a pid this machine cannot see.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -25,6 +29,9 @@ import dagster as dg
 # Dagster exposes the health-check result types only from its launcher package; every launcher that
 # supports run monitoring (dagster-docker, dagster-k8s, dagster-aws) imports them from here.
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+# The host a run executes on, tagged by the run itself (see resources/warehouse.py).
+RUN_HOST_TAG = "cdp/run_host"
 
 # A reused pid belongs to a process started after the run wrote its pid down; allow for the one-second
 # resolution of the kernel's boot time when comparing.
@@ -95,6 +102,9 @@ class LocalProcessRunLauncher(dg.DefaultRunLauncher):
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         """RUNNING while the run's process lives (or has not yet recorded its pid), FAILED once it is gone."""
+        host = run.tags.get(RUN_HOST_TAG)
+        if host is not None and host != socket.gethostname():
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"the run executes on {host}, not checkable from here")
         process = run_process(self._instance, run.run_id)
         if process is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "the run has not recorded its process yet")

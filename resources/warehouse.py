@@ -31,6 +31,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
+from resources.run_launcher import RUN_HOST_TAG
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs")
 
@@ -199,6 +200,9 @@ class Warehouse(DuckDBResource):
             "host": socket.gethostname(),
             "since": utc_now().isoformat(timespec="seconds"),
         }
+        if run is not None and context.instance is not None:
+            # Lets run monitoring tell a run on another host from a dead one (resources/run_launcher.py).
+            context.instance.add_run_tags(run.run_id, {RUN_HOST_TAG: holder["host"]})
         lock = RunLock(lock_path(self.database))
         lock.acquire(holder, self.lock_timeout_seconds, on_wait=context.log.warning if context.log else None)
         self._run_lock = lock

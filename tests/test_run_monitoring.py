@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from resources.run_launcher import LocalProcessRunLauncher, RunProcess, process_is_alive
+from resources.run_launcher import RUN_HOST_TAG, LocalProcessRunLauncher, RunProcess, process_is_alive
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -188,6 +188,10 @@ def test_a_killed_job_execute_run_is_reported_dead_and_a_live_one_running(
             assert health.status.value == "FAILED", health
             assert str(process.pid) in (health.msg or "")
             assert _status(instance, run.run_id) == dg.DagsterRunStatus.STARTED  # until monitoring fails it
+            # A run that executed on another host (a daemon in another container) is not judged from here.
+            instance.add_run_tags(run.run_id, {RUN_HOST_TAG: "another-host"})
+            elsewhere = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+            assert elsewhere.status.value == "RUNNING", elsewhere
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

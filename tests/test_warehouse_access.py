@@ -7,6 +7,7 @@ another process, the error says who holds it and where readers should go instead
 """
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import duckdb
 import pytest
 import yaml
 
+from resources.run_launcher import RUN_HOST_TAG
 from resources.warehouse import RunLock, Warehouse, WarehouseInUseError, lock_path, publish_read_snapshot
 from tests.conftest import REPO, Platform, write_config
 
@@ -75,6 +77,8 @@ def test_a_refresh_publishes_every_public_table_as_the_read_snapshot(platform: P
     assert published == public and public["golden_profiles"] > 0
     assert published_columns == platform.sql("describe cdp.golden_profiles")
     assert run_id  # the refresh that published it
+    # The run tagged the host it ran on, so run monitoring judges it only from that host.
+    assert platform.instance.get_run_by_id(run_id).tags[RUN_HOST_TAG] == socket.gethostname()
 
 
 def _warehouse_with(path: Path, rows: int) -> None:
@@ -202,7 +206,8 @@ def test_a_second_run_waits_for_the_first_or_fails_naming_it_and_steps_never_int
 HOLD_WAREHOUSE = """
     import duckdb, json, os, sys
     from pathlib import Path
-    from resources.warehouse import RunLock, lock_path
+    from resources.run_launcher import RUN_HOST_TAG
+from resources.warehouse import RunLock, lock_path
     warehouse = {warehouse!r}
     if {as_run!r}:
         lock = RunLock(lock_path(warehouse))
