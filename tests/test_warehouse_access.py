@@ -206,8 +206,7 @@ def test_a_second_run_waits_for_the_first_or_fails_naming_it_and_steps_never_int
 HOLD_WAREHOUSE = """
     import duckdb, json, os, sys
     from pathlib import Path
-    from resources.run_launcher import RUN_HOST_TAG
-from resources.warehouse import RunLock, lock_path
+    from resources.warehouse import RunLock, lock_path
     warehouse = {warehouse!r}
     if {as_run!r}:
         lock = RunLock(lock_path(warehouse))
