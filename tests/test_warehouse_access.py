@@ -141,9 +141,9 @@ def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent
 
 
 def _job_environment(config: Path) -> dict[str, str]:
-    environment = {**os.environ, "CDP_CONFIG": str(config), "PYTHONPATH": str(REPO)}
-    environment.pop("DAGSTER_HOME", None)  # an ephemeral instance: these runs need no history
-    return environment
+    home = config.parent / "dagster_home"  # the runs' own instance, not the developer's
+    home.mkdir(exist_ok=True)
+    return {**os.environ, "CDP_CONFIG": str(config), "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(home)}
 
 
 def _execute(config: Path, gate: Path, output: Path) -> subprocess.Popen:
