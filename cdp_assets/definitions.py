@@ -11,6 +11,7 @@ from cdp_assets.clean_checks import person_records_expectations
 from cdp_assets.extract import build_extract_asset
 from cdp_assets.identity import build_identity_asset
 from cdp_assets.profiles import build_profiles_asset
+from cdp_assets.read_snapshot import build_read_snapshot_asset
 from cdp_assets.segments import build_segments_asset
 from cdp_assets.syncs import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
@@ -22,10 +23,12 @@ FULL_REFRESH = "full_refresh"
 
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
-    """Every stage as assets, the full-refresh job, the sensors and the warehouse, for one configuration."""
+    """Every stage as assets, the read snapshot, the full-refresh job, the sensors and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), build_segments_asset(config)]
+    # Every stage so far writes a public table (extracts and cleaning feed cdp.quarantine); syncs do not.
+    assets.append(build_read_snapshot_asset(config, [key for a in assets for key in a.keys]))
     assets += [
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations

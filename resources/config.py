@@ -735,6 +735,21 @@ class WarehouseConfig(_Strict):
     path: str = "data/warehouse.duckdb"
     memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. '4GB'; DuckDB's default if unset.")
     threads: int | None = Field(None, ge=1)
+    read_snapshot: str | None = Field(
+        None,
+        description="The read-only copy of the public tables BI tools open; default: beside the warehouse, "
+        "named <warehouse>_read.duckdb.",
+    )
+    lock_timeout_seconds: int = Field(
+        300, ge=0, description="How long a run waits for another run, or a process holding the warehouse, to let go."
+    )
+
+    @field_validator("read_snapshot")
+    @classmethod
+    def _snapshot_is_a_duckdb_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".duckdb"):
+            raise ValueError(f"'{value}' is not a .duckdb file name; readers open it with DuckDB")
+        return value
 
 
 class LandingConfig(_Strict):
@@ -756,6 +771,8 @@ class CDPConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> CDPConfig:
+        if self.warehouse.read_snapshot and self.read_snapshot_path == self.warehouse_path:
+            raise ValueError("warehouse.read_snapshot: must be another file than warehouse.path")
         _unique([s.name for s in self.sources], "sources")
         _unique([s.name for s in self.segments], "segments")
         _unique([d.name for d in self.destinations], "destinations")
@@ -794,6 +811,14 @@ class CDPConfig(_Strict):
     @property
     def warehouse_path(self) -> Path:
         return self.resolve(self.warehouse.path)
+
+    @property
+    def read_snapshot_path(self) -> Path:
+        """The published read-only copy of the public tables: configured, or `<warehouse>_read.duckdb` beside it."""
+        if self.warehouse.read_snapshot:
+            return self.resolve(self.warehouse.read_snapshot)
+        warehouse = self.warehouse_path
+        return warehouse.with_name(f"{warehouse.stem}_read.duckdb")
 
     @property
     def landing_path(self) -> Path:

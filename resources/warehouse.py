@@ -1,19 +1,37 @@
-"""The DuckDB warehouse: the resource every stage writes through, and the tables they share.
+"""The DuckDB warehouse: the resource every stage writes through, the tables they share, and its readers' copy.
 
-DuckDB allows one writing process per database file, so the platform serialises runs (see dagster.yaml)
-and executes steps in process; sensors never open the database.
+DuckDB allows one process to write a database file, and no other process may open it meanwhile, not even
+read-only. So:
+- every run holds an exclusive lock on `<warehouse>.lock` for its whole length: a second run waits for
+  it (`warehouse.lock_timeout_seconds`) or fails naming the run that holds it, never interleaving steps;
+- readers do not open the warehouse: after each refresh the public tables (schema `cdp`) are published as
+  a separate read-only DuckDB file, swapped in atomically, so a reader never waits for a run, never
+  blocks one and always sees one consistent state (see `publish_read_snapshot`);
+- when the warehouse cannot be opened because another process has it, the error says so and points
+  readers at the snapshot, instead of DuckDB's bare lock error.
+Sensors never open the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 
+import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
+from resources.run_launcher import RUN_HOST_TAG
 from resources.schema import AMOUNT_TYPE
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs")
@@ -87,14 +105,153 @@ union all by name select * from clean.transactions_quarantine
 """
 
 
+# How often a run that waits for the warehouse tries again.
+_RETRY_SECONDS = 0.25
+
+
+class WarehouseInUseError(RuntimeError):
+    """The warehouse could not be had within the lock timeout: another run or process holds it."""
+
+
+def lock_path(database: str | os.PathLike[str]) -> Path:
+    """The file whose exclusive lock a run holds while it uses the warehouse."""
+    return Path(f"{database}.lock")
+
+
+def _describe(holder: dict[str, object] | None) -> str:
+    if not holder:
+        return "a run whose details were not recorded"
+    return (
+        f"run {holder.get('run_id')} (job {holder.get('job')}, pid {holder.get('pid')} on {holder.get('host')}, "
+        f"since {holder.get('since')} UTC)"
+    )
+
+
+class RunLock:
+    """An exclusive lock on a file beside the warehouse, held by one run at a time.
+
+    `flock` locks belong to the open file, so the kernel releases the lock when the holding process dies
+    (a killed run never leaves the warehouse locked). The holder writes who it is into the file, so a run
+    that cannot get the lock can say which run has it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def holder(self) -> dict[str, object] | None:
+        """Who holds (or last held) the lock, as that run wrote it."""
+        try:
+            return json.loads(self.path.read_text() or "null")
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self, holder: dict[str, object], timeout: float, on_wait: Callable[[str], None] | None = None) -> None:
+        """Take the lock, waiting at most `timeout` seconds; raise WarehouseInUseError naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise WarehouseInUseError(
+                        f"Another CDP run holds the warehouse {str(self.path)[: -len('.lock')]}: "
+                        f"{_describe(self.holder())}. This run waited {timeout:g} s for it "
+                        "(warehouse.lock_timeout_seconds in cdp.yaml). Runs take turns because DuckDB lets "
+                        "one process write a database file; let that run finish, then run this one again "
+                        "(a run whose process died releases the lock at once)."
+                    ) from None
+                if not waiting and on_wait is not None:
+                    on_wait(f"Waiting up to {timeout:g} s for the warehouse, held by {_describe(self.holder())}.")
+                waiting = True
+                time.sleep(_RETRY_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the next run in; the holder record is left, stale, until the next run overwrites it."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 class Warehouse(DuckDBResource):
-    """DuckDB with the platform's schemas and shared tables guaranteed to exist on every connection."""
+    """DuckDB with the platform's schemas and shared tables on every connection, held by one run at a time."""
+
+    lock_timeout_seconds: float = 300.0
+    read_snapshot: str | None = None
+    _run_lock: RunLock | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Take the warehouse's run lock for the whole run, so no other run's steps interleave with ours."""
+        if self.database == ":memory:":
+            return
+        run = context.run
+        holder = {
+            "run_id": run.run_id if run else None,
+            "job": run.job_name if run else None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": utc_now().isoformat(timespec="seconds"),
+        }
+        if run is not None and context.instance is not None:
+            # Lets run monitoring tell a run on another host from a dead one (resources/run_launcher.py).
+            context.instance.add_run_tags(run.run_id, {RUN_HOST_TAG: holder["host"]})
+        lock = RunLock(lock_path(self.database))
+        lock.acquire(holder, self.lock_timeout_seconds, on_wait=context.log.warning if context.log else None)
+        self._run_lock = lock
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with super().get_connection() as conn:
+        conn = self._connect()
+        try:
             bootstrap(conn)
             yield conn
+        finally:
+            conn.close()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the warehouse for writing; while another process has the file open, retry until the lock timeout."""
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        while True:
+            try:
+                return duckdb.connect(self.database, read_only=False, config=config)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise WarehouseInUseError(self._in_use_message(error)) from error
+                time.sleep(_RETRY_SECONDS)
+
+    def _in_use_message(self, error: duckdb.IOException) -> str:
+        found = re.search(r"\(PID (\d+)\)", str(error))
+        pid = int(found.group(1)) if found else None
+        holder = RunLock(lock_path(self.database)).holder()
+        if pid is not None and holder and holder.get("pid") == pid:
+            who = f"the CDP {_describe(holder)}"
+        else:
+            who = f"process {pid if pid is not None else '(unknown pid)'}, which is not a CDP run"
+        snapshot = self.read_snapshot or "the read snapshot (warehouse.read_snapshot in cdp.yaml)"
+        return (
+            f"The warehouse {self.database} is in use by {who}: DuckDB lets one process open a database file "
+            f"for writing and no other process open it meanwhile, even read-only. Waited "
+            f"{self.lock_timeout_seconds:g} s (warehouse.lock_timeout_seconds in cdp.yaml). BI tools, notebooks "
+            f"and scripts should read {snapshot} instead: the public cdp.* tables as of the last refresh, "
+            f"which runs never lock. DuckDB said: {error}"
+        )
 
 
 def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
@@ -123,4 +280,66 @@ def warehouse_resource(config: CDPConfig) -> Warehouse:
         settings["memory_limit"] = config.warehouse.memory_limit
     if config.warehouse.threads:
         settings["threads"] = config.warehouse.threads
-    return Warehouse(database=str(path), connection_config=settings)
+    return Warehouse(
+        database=str(path),
+        connection_config=settings,
+        lock_timeout_seconds=float(config.warehouse.lock_timeout_seconds),
+        read_snapshot=str(config.read_snapshot_path),
+    )
+
+
+def publish_read_snapshot(
+    conn: duckdb.DuckDBPyConnection, path: Path, run_id: str | None = None
+) -> dict[str, int]:
+    """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`; rows per table.
+
+    The copy is written under a temporary name in the same folder, flushed to disk, then renamed over
+    the old file with `os.replace`, which is atomic: a reader opening `path` gets the old file or the
+    new one, never half of one. A reader with the old file open keeps reading the old file (POSIX keeps
+    it until the last reader closes it), and nothing waits for anything. The snapshot also holds
+    `main.snapshot_info` (published_at, run_id) so a reader can tell which refresh it sees.
+    """
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "select table_name from information_schema.tables "
+            "where table_schema = 'cdp' and table_catalog = current_database() order by table_name"
+        ).fetchall()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for leftover in (staging, Path(f"{staging}.wal")):
+        leftover.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    quoted = str(staging).replace("'", "''")
+    conn.execute(f"attach '{quoted}' as read_snapshot")
+    try:
+        conn.execute("create schema read_snapshot.cdp")
+        for table in tables:
+            conn.execute(f'create table read_snapshot.cdp."{table}" as select * from cdp."{table}"')
+            counts[table] = int(conn.execute(f'select count(*) from read_snapshot.cdp."{table}"').fetchone()[0])
+        conn.execute(
+            "create table read_snapshot.main.snapshot_info as "
+            "select ?::timestamp as published_at, ?::varchar as run_id",
+            [utc_now(), run_id],
+        )
+        conn.execute("checkpoint read_snapshot")
+        conn.execute("detach read_snapshot")
+        fd = os.open(staging, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(staging, path)
+        # The rename itself survives a crash only once the folder is on disk too.
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except BaseException:
+        with suppress(duckdb.Error):
+            conn.execute("detach if exists read_snapshot")
+        staging.unlink(missing_ok=True)
+        raise
+    return counts

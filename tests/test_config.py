@@ -22,6 +22,17 @@ def test_repository_config_is_valid_and_paths_resolve_against_its_folder():
     assert config.warehouse_path == REPO / "data" / "warehouse.duckdb"
     assert config.landing_path == REPO / "data" / "landing"
     assert config.consent_purposes == ["email_marketing"]
+    assert config.read_snapshot_path == REPO / "data" / "warehouse_read.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("read_snapshot", "expected"),
+    [("data/warehouse.duckdb", "must be another file than warehouse.path"), ("data/read.csv", "not a .duckdb file")],
+)
+def test_read_snapshot_must_be_another_duckdb_file(tmp_path, read_snapshot, expected):
+    path = _with(tmp_path, lambda c: c["warehouse"].update(read_snapshot=read_snapshot))
+    with pytest.raises(ConfigError, match=rf"warehouse\.read_snapshot: .*{expected}"):
+        load_config(path)
 
 
 def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch):

@@ -36,7 +36,13 @@ def test_repository_definitions_load_with_every_stage():
         "golden_profiles",
         "segments",
         "destination_syncs",
+        "read_snapshot",
     }
+    # The read snapshot follows every stage that writes a public table, and is part of the full refresh.
+    snapshot = dg.AssetKey(["cdp", "read_snapshot"])
+    writers = {k for k in keys if not k.startswith(("syncs/", "cdp/"))}
+    assert {k.to_user_string() for k in graph.get(snapshot).parent_keys} == writers
+    assert snapshot in defs.resolve_job_def("full_refresh").asset_layer.selected_asset_keys
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, key
     assert defs.resolve_job_def("full_refresh") is not None
@@ -116,6 +122,7 @@ def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destinat
         "identity/clusters",
         "profiles/golden_profiles",
         "segments/segment_membership",
+        "cdp/read_snapshot",
         *[f"syncs/{d.name}" for d in config.destinations],
     ]
     with dg.instance_for_test() as instance:

@@ -62,7 +62,11 @@ def environment(tmp_path: Path, destination_server) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    return {**os.environ, "DAGSTER_HOME": str(home), "CDP_CONFIG": str(write_config(tmp_path, destination_server.url))}
+    # This checkout's modules (the instance's run launcher among them) first, whatever checkout the virtual
+    # environment was installed from.
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    config = write_config(tmp_path, destination_server.url)
+    return {**os.environ, "DAGSTER_HOME": str(home), "CDP_CONFIG": str(config), "PYTHONPATH": path}
 
 
 def test_cli_materializes_everything_and_the_webserver_shows_it(environment: dict[str, str]):

@@ -1,0 +1,52 @@
+"""The read snapshot: the public `cdp.*` tables published as their own DuckDB file after every refresh.
+
+BI tools and scripts read this file, not the warehouse: DuckDB lets no other process open the warehouse
+while a run writes it, and a reader that got in between two steps would see new cleaned tables beside
+old profiles. The snapshot is built only after every stage that writes a public table has succeeded in
+the run, and swapped in atomically, so readers always see one refresh's tables, all of them, and never
+wait for or block a run.
+"""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from cdp_assets.metadata import markdown_table
+from resources.config import CDPConfig
+from resources.warehouse import Warehouse, publish_read_snapshot
+
+GROUP = "read_snapshot"
+READ_SNAPSHOT = dg.AssetKey(["cdp", "read_snapshot"])
+
+
+def build_read_snapshot_asset(config: CDPConfig, writers: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
+    """The snapshot asset, downstream of `writers`: every asset that writes a table in schema `cdp`."""
+    path = config.read_snapshot_path
+
+    @dg.asset(
+        key=READ_SNAPSHOT,
+        group_name=GROUP,
+        description=f"The public cdp.* tables as one consistent read-only DuckDB file for BI tools ({path.name}).",
+        deps=list(writers),
+        kinds={"duckdb"},
+        owners=["team:data-engineering"],
+        code_version="1",
+        automation_condition=dg.AutomationCondition.eager(),
+        metadata={"path": dg.MetadataValue.path(str(path))},
+    )
+    def read_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            counts = publish_read_snapshot(conn, path, context.run.run_id)
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "size_bytes": dg.MetadataValue.int(path.stat().st_size),
+                "dagster/row_count": dg.MetadataValue.int(sum(counts.values())),
+                "tables": dg.MetadataValue.md(
+                    markdown_table([{"table": f"cdp.{t}", "rows": n} for t, n in counts.items()])
+                ),
+                **{f"{table}_rows": dg.MetadataValue.int(n) for table, n in counts.items()},
+            }
+        )
+
+    return read_snapshot

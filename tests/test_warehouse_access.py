@@ -1,0 +1,261 @@
+"""Readers and runs share the warehouse safely.
+
+Readers use the read snapshot, published atomically after each refresh, so they never wait for a run,
+never block one and always see one consistent state; runs take turns on the warehouse, a second one
+waiting for the first or failing with a message that names it; and when the warehouse is held by
+another process, the error says who holds it and where readers should go instead.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from resources.run_launcher import RUN_HOST_TAG
+from resources.warehouse import RunLock, Warehouse, WarehouseInUseError, lock_path, publish_read_snapshot
+from tests.conftest import REPO, Platform, write_config
+
+BIN = Path(sys.executable).parent
+WAREHOUSE_JOB = REPO / "tests" / "warehouse_job.py"
+
+
+def _wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> object:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling a condition another process brings about, bounded by the deadline
+    raise TimeoutError(f"{what} did not happen within {timeout} s")
+
+
+def _python(code: str) -> subprocess.Popen:
+    """Another process (a BI tool, a notebook, a run) running `code`; it talks over stdin/stdout lines."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _tell(process: subprocess.Popen, line: str = "go") -> str:
+    process.stdin.write(line + "\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip()
+
+
+def test_a_refresh_publishes_every_public_table_as_the_read_snapshot(platform: Platform):
+    snapshot = platform.config.read_snapshot_path
+    assert snapshot.exists() and snapshot != platform.config.warehouse_path
+    public = {
+        name: platform.scalar(f"select count(*) from cdp.{name}")
+        for (name,) in platform.sql("select table_name from information_schema.tables where table_schema = 'cdp'")
+    }
+    assert {"identity_map", "golden_profiles", "profile_provenance", "segment_membership"} <= set(public)
+    assert {"segment_membership_history", "quarantine"} <= set(public)
+    with duckdb.connect(str(snapshot), read_only=True) as conn:
+        published = {
+            name: conn.execute(f"select count(*) from cdp.{name}").fetchone()[0]
+            for (name,) in conn.execute(
+                "select table_name from information_schema.tables where table_schema = 'cdp'"
+            ).fetchall()
+        }
+        run_id = conn.execute("select run_id from snapshot_info").fetchone()[0]
+        published_columns = conn.execute("describe cdp.golden_profiles").fetchall()
+    assert published == public and public["golden_profiles"] > 0
+    assert published_columns == platform.sql("describe cdp.golden_profiles")
+    assert run_id  # the refresh that published it
+    # The run tagged the host it ran on, so run monitoring judges it only from that host.
+    assert platform.instance.get_run_by_id(run_id).tags[RUN_HOST_TAG] == socket.gethostname()
+
+
+def _warehouse_with(path: Path, rows: int) -> None:
+    """A warehouse whose two public tables always hold the same number of rows (a consistent state)."""
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("create schema if not exists cdp")
+        conn.execute(f"create or replace table cdp.golden_profiles as select range as id from range({rows})")
+        conn.execute(f"create or replace table cdp.segment_membership as select range as id from range({rows})")
+
+
+def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent_state(tmp_path: Path):
+    warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "warehouse_read.duckdb"
+    _warehouse_with(warehouse, 10)
+    with duckdb.connect(str(warehouse)) as conn:
+        publish_read_snapshot(conn, snapshot, "first")
+    # A BI tool that keeps its connection to the snapshot open across refreshes.
+    holder = _python(
+        f"""
+        import duckdb, sys
+        conn = duckdb.connect({str(snapshot)!r}, read_only=True)
+        for line in sys.stdin:
+            print(conn.execute("select count(*) from cdp.golden_profiles").fetchone()[0], flush=True)
+        """
+    )
+    # A dashboard that opens the snapshot afresh again and again, checking both tables agree every time.
+    poller = _python(
+        f"""
+        import duckdb, os, sys
+        opened = inconsistent = 0
+        while not os.path.exists({str(tmp_path / "stop")!r}):
+            with duckdb.connect({str(snapshot)!r}, read_only=True) as conn:
+                a, b = conn.execute("select (select count(*) from cdp.golden_profiles),"
+                                    " (select count(*) from cdp.segment_membership)").fetchone()
+            opened += 1
+            inconsistent += a != b
+        print(opened, inconsistent, flush=True)
+        """
+    )
+    try:
+        assert _tell(holder) == "10"
+        for rows in range(11, 31):
+            _warehouse_with(warehouse, rows)
+            started = time.monotonic()
+            with duckdb.connect(str(warehouse)) as conn:
+                counts = publish_read_snapshot(conn, snapshot, f"run {rows}")
+            assert counts == {"golden_profiles": rows, "segment_membership": rows}
+            assert time.monotonic() - started < 30  # publishing never waits for readers
+        (tmp_path / "stop").touch()
+        opened, inconsistent = map(int, poller.communicate(timeout=120)[0].split())
+        assert opened > 0 and inconsistent == 0
+        assert _tell(holder) == "10"  # the old reader still works, on the state it opened
+        with duckdb.connect(str(snapshot), read_only=True) as conn:
+            assert conn.execute("select count(*) from cdp.golden_profiles").fetchone()[0] == 30
+            assert conn.execute("select run_id from snapshot_info").fetchone()[0] == "run 30"
+        assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []  # no staging file left
+    finally:
+        for process in (holder, poller):
+            process.kill()
+            process.wait(timeout=30)
+
+
+def _job_environment(config: Path) -> dict[str, str]:
+    home = config.parent / "dagster_home"  # the runs' own instance, not the developer's
+    home.mkdir(exist_ok=True)
+    return {**os.environ, "CDP_CONFIG": str(config), "PYTHONPATH": str(REPO), "DAGSTER_HOME": str(home)}
+
+
+def _execute(config: Path, gate: Path, output: Path) -> subprocess.Popen:
+    run_config = gate.parent / f"{output.stem}.yaml"
+    run_config.write_text(yaml.safe_dump({"ops": {"first": {"config": {"folder": str(gate)}}}}))
+    with output.open("w") as log:
+        return subprocess.Popen(
+            [str(BIN / "dagster"), "job", "execute", "-f", str(WAREHOUSE_JOB), "-j", "two_steps"]
+            + ["-c", str(run_config)],
+            cwd=REPO,
+            env=_job_environment(config),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_a_second_run_waits_for_the_first_or_fails_naming_it_and_steps_never_interleave(tmp_path: Path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    patient = write_config(tmp_path, warehouse={"path": str(warehouse), "lock_timeout_seconds": 300})
+    (tmp_path / "impatient").mkdir()
+    impatient = write_config(tmp_path / "impatient", warehouse={"path": str(warehouse), "lock_timeout_seconds": 1})
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    processes: list[subprocess.Popen] = []
+    try:
+        processes.append(_execute(patient, gate, tmp_path / "first.log"))
+        first_run = _wait_for(lambda: [p.read_text() for p in gate.glob("started_*")], "the first run's step")[0]
+
+        processes.append(_execute(impatient, gate, tmp_path / "impatient.log"))
+        assert processes[-1].wait(timeout=120) != 0
+        refused = (tmp_path / "impatient.log").read_text()
+        assert "Another CDP run holds the warehouse" in refused and first_run in refused, refused[-3000:]
+        assert "warehouse.lock_timeout_seconds" in refused
+
+        processes.append(_execute(patient, gate, tmp_path / "second.log"))
+        waiting = _wait_for(
+            lambda: "Waiting up to 300 s for the warehouse" in (tmp_path / "second.log").read_text(),
+            "the second run waiting for the first",
+        )
+        assert waiting and first_run in (tmp_path / "second.log").read_text()
+        (gate / "release").touch()
+        assert processes[0].wait(timeout=300) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        assert processes[2].wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        log = conn.execute("select run_id, step, phase from meta.step_log order by n").fetchall()
+    runs = [run for run, _, _ in log]
+    assert len(log) == 8 and len(set(runs)) == 2 and runs[0] == first_run
+    assert runs == [runs[0]] * 4 + [runs[4]] * 4, log  # one run's steps, then the other's: never interleaved
+    steps = [("first", "start"), ("first", "end"), ("second", "start"), ("second", "end")]
+    assert [(step, phase) for _, step, phase in log] == steps * 2
+
+
+HOLD_WAREHOUSE = """
+    import duckdb, json, os, sys
+    from pathlib import Path
+    from resources.warehouse import RunLock, lock_path
+    warehouse = {warehouse!r}
+    if {as_run!r}:
+        lock = RunLock(lock_path(warehouse))
+        lock.acquire({{"run_id": "run-42", "job": "full_refresh", "pid": os.getpid(), "host": "here",
+                      "since": "2026-01-01T00:00:00"}}, timeout=10)
+    conn = duckdb.connect(warehouse, read_only={read_only!r})
+    print(os.getpid(), flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("as_run", [True, False], ids=["held_by_a_run", "held_by_a_reader"])
+def test_a_warehouse_held_by_another_process_says_who_and_points_readers_at_the_snapshot(
+    tmp_path: Path, as_run: bool
+):
+    warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "warehouse_read.duckdb"
+    _warehouse_with(warehouse, 1)
+    other = _python(HOLD_WAREHOUSE.format(warehouse=str(warehouse), as_run=as_run, read_only=not as_run))
+    try:
+        pid = other.stdout.readline().strip()
+        resource = Warehouse(database=str(warehouse), lock_timeout_seconds=0.5, read_snapshot=str(snapshot))
+        with pytest.raises(WarehouseInUseError) as raised:
+            with resource.get_connection():
+                pass
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+    message = str(raised.value)
+    assert f"The warehouse {warehouse} is in use by" in message
+    assert str(snapshot) in message and "should read" in message
+    assert pid in message
+    if as_run:
+        assert "CDP run run-42 (job full_refresh" in message
+    else:
+        assert "which is not a CDP run" in message
+    # Once the other process is gone, the warehouse opens again.
+    with resource.get_connection() as conn:
+        assert conn.execute("select count(*) from cdp.golden_profiles").fetchone()[0] == 1
+
+
+def test_the_run_lock_is_released_when_its_holder_dies(tmp_path: Path):
+    path = lock_path(tmp_path / "warehouse.duckdb")
+    other = _python(HOLD_WAREHOUSE.format(warehouse=str(tmp_path / "warehouse.duckdb"), as_run=True, read_only=False))
+    other.stdout.readline()
+    with pytest.raises(WarehouseInUseError, match="run run-42"):
+        RunLock(path).acquire({"run_id": "mine"}, timeout=0.3)
+    other.kill()
+    other.wait(timeout=30)
+    mine = RunLock(path)
+    mine.acquire({"run_id": "mine"}, timeout=5)
+    assert mine.holder() == {"run_id": "mine"}
+    mine.release()
