@@ -292,8 +292,11 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 loaded.append(outcome)
                 if outcome["status"] != "failed":
                     known_hashes.add(sha)
+            check = _files_check(conn, source, [p.relative_to(landing).as_posix() for p in files])
             if not loaded and config.skip_if_unchanged:
                 context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
+                # The check is declared on the asset, so it reports even when nothing is materialized.
+                yield check
                 return
             total = conn.execute(f"select count(*) from {raw_table(source)}").fetchone()[0]
             quarantined = conn.execute(
@@ -305,7 +308,6 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                     f"select record::varchar from {raw_table(source)} order by _file, _row_number limit 3"
                 ).fetchall()
             ]
-            check = _files_check(conn, source, [p.relative_to(landing).as_posix() for p in files])
         if not files:
             context.log.warning(f"{source.name}: no files match {landing / source.glob}")
         yield dg.MaterializeResult(
