@@ -159,16 +159,37 @@ where coalesce(em.reason, pm.reason) is not null
 
 
 def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Sequence[str]) -> None:
-    """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once."""
+    """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once.
+
+    A reject already recorded keeps its first `quarantined_at`, so a re-run over the same files does not
+    make old rejects look new; a reject from a file loaded again since (a changed file) is stamped now.
+    """
     body = " union all ".join(
         f"select stage, source, file, row_number, field, value, reason, scope from ({q})" for q in rejects_sql
     )
     conn.execute(
         f"""
-        create or replace table clean.{role}_quarantine as
+        create or replace temp table quarantine_now as
         select distinct stage, source, file, row_number::bigint as row_number, field, value::varchar as value,
-               reason, scope, {sql_literal(utc_now().isoformat())}::timestamp as quarantined_at
+               reason, scope
         from ({body})
+        """
+    )
+    conn.execute(
+        f"""
+        create or replace table clean.{role}_quarantine as
+        select n.*, coalesce(
+                   case when f.loaded_at is null or o.first_at >= f.loaded_at then o.first_at end,
+                   {sql_literal(utc_now().isoformat())}::timestamp) as quarantined_at
+        from quarantine_now n
+        left join (select stage, source, file, row_number, field, value, reason, scope,
+                          min(quarantined_at) as first_at
+                   from clean.{role}_quarantine group by all) o
+          on o.stage = n.stage and o.source = n.source and o.file is not distinct from n.file
+         and o.row_number is not distinct from n.row_number and o.field is not distinct from n.field
+         and o.value is not distinct from n.value and o.reason is not distinct from n.reason
+         and o.scope = n.scope
+        left join meta.loaded_files f on f.source = n.source and f.file = n.file
         """
     )
 

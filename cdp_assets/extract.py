@@ -150,6 +150,15 @@ def load_file(
     conn.execute("begin transaction")
     try:
         conn.execute(f"delete from {table} where _file = ?", [rel])
+        # The same content read again (a failed file retried after a configuration change) keeps the first
+        # stamp of each reject it repeats; a changed file's rejects are new.
+        conn.execute(
+            """create or replace temp table previous_rejects as
+               select q.* from meta.extract_quarantine q
+               join meta.loaded_files f on f.source = q.source and f.file = q.file and f.sha256 = ?
+               where q.source = ? and q.file = ?""",
+            [sha, source.name, rel],
+        )
         conn.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
         problem: Reject | None = None
         rejects: list[Reject] = []
@@ -192,7 +201,15 @@ def load_file(
             status, rejects = "failed", [problem]
         if rejects:
             conn.register("incoming_rejects", _quarantine_rows(source.name, rel, rejects, now))
-            conn.execute("insert into meta.extract_quarantine by name select * from incoming_rejects")
+            conn.execute(
+                """insert into meta.extract_quarantine by name
+                   select n.* replace (coalesce(p.quarantined_at, n.quarantined_at) as quarantined_at)
+                   from incoming_rejects n left join (
+                       select row_number, field, value, reason, scope, min(quarantined_at) as quarantined_at
+                       from previous_rejects group by all) p
+                     on p.row_number is not distinct from n.row_number and p.field is not distinct from n.field
+                    and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
+            )
             conn.unregister("incoming_rejects")
         rows_rejected = sum(1 for r in rejects if r.row_number is not None)
         conn.execute(
