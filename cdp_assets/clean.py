@@ -227,7 +227,16 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     conn.unregister("field_labels_frame")
 
 
+# Every rule that can turn a value into NULL, with how its map joins the staged row: a value a rule
+# refuses is quarantined with the rule's reason, never dropped silently.
 _PERSON_VALUE_REJECTS = [
+    ("full_name", "fullname_map", "m.raw = s.full_name"),
+    ("first_name", "name_map", "m.raw = s.first_name"),
+    ("middle_name", "name_map", "m.raw = s.middle_name"),
+    ("last_name", "name_map", "m.raw = s.last_name"),
+    ("city", "name_map", "m.raw = s.city"),
+    ("address_line1", "address_map", "m.raw = s.address_line1"),
+    ("address_line2", "address_map", "m.raw = s.address_line2"),
     ("email", "email_map", "m.raw = s.email"),
     ("phone", "phone_map", "m.raw = s.phone and m.region = s.cc"),
     ("country", "country_map", "m.raw = s.country"),
@@ -268,16 +277,16 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         conn,
         "fullname_map",
         "select distinct full_name as raw from person_stage where full_name is not null",
-        rules.split_full_name,
-        ["first", "middle", "last"],
+        rules.clean_full_name,
+        ["first", "middle", "last", "reason"],
     )
     register_map(
         conn,
         "name_map",
         "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
         "from person_stage) where v is not null",
-        lambda raw: (rules.tidy_name(raw),),
-        ["name"],
+        rules.clean_name,
+        ["name", "reason"],
     )
     formats = {s.name: (s.fields["date_of_birth"].formats if "date_of_birth" in s.fields else None) for s in sources}
     register_map(
@@ -293,7 +302,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         "select distinct v as raw from (select unnest([address_line1, address_line2]) as v from person_stage) "
         "where v is not null",
         rules.clean_address_line,
-        ["display", "address_key"],
+        ["display", "address_key", "reason"],
     )
     register_map(
         conn,
