@@ -95,6 +95,65 @@ def register_map(
     return len(result)
 
 
+# --------------------------------------------------------------------------- free text (all roles)
+
+_CONTROL = sql_literal(rules.CONTROL_CHARACTERS)
+
+
+def guard_text(
+    conn: duckdb.DuckDBPyConnection,
+    stage: str,
+    columns: Sequence[tuple[str, str, str]],
+    label: str | None = None,
+) -> None:
+    """Refuse control characters and over-long values in a staged table's text columns, in SQL.
+
+    `columns` are (column, limit as SQL, scope). A value holding a control character or longer than its
+    limit is quarantined: with scope `value` it is set to NULL and the record kept; with scope `row` (a
+    record id) the row leaves the stage. Tabs and line breaks in the values kept become spaces. The
+    rejects are in temp table `<stage>_text_rejects`, named by the source's own field: `label` is the
+    SQL for it, or it comes from `field_labels`.
+    """
+    checks, kept = [], []
+    for column, limit, scope in columns:
+        value = f's."{column}"'
+        name = label or f"coalesce(l.label, {sql_literal(column)})"
+        join = "" if label else f"left join field_labels l on l.source = s.source and l.field = {sql_literal(column)}"
+        problem = (
+            f"case when regexp_matches({value}, {_CONTROL}) then ' contains control character ' || "
+            f"printf('U+%04X', unicode(regexp_extract({value}, {_CONTROL}))) "
+            f"when length({value}) > {limit} then ' is longer than ' || {limit} || ' characters (' || "
+            f"length({value}) || ')' end"
+        )
+        checks.append(
+            f"""select * from (
+                    select s.source, s.file, s.row_number, {name} as field, {value} as value,
+                           {name} || {problem} as reason, {sql_literal(scope)} as scope
+                    from {stage} s {join} where {value} is not null)
+                where reason is not null"""
+        )
+        tidy = f"nullif(trim(regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')), '')"
+        bad = f"regexp_matches({value}, {_CONTROL}) or length({value}) > {limit}"
+        kept.append(f'case when {bad} then null else {tidy} end as "{column}"')
+    conn.execute(f"create or replace temp table {stage}_text_rejects as " + " union all ".join(checks))
+    conn.execute(
+        f"""create or replace temp table {stage} as
+            select s.* replace ({", ".join(kept)}) from {stage} s
+            where not exists (select 1 from {stage}_text_rejects r where r.scope = 'row' and r.source = s.source
+                              and r.file = s.file and r.row_number = s.row_number)"""
+    )
+
+
+def text_columns(fields: Sequence[str], row_fields: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    """`guard_text` columns for canonical fields: record ids quarantine the row, other fields the value."""
+    return [(f, str(rules.text_limit(f)), "row") for f in row_fields] + [
+        (f, str(rules.text_limit(f)), "value") for f in fields
+    ]
+
+
+_TEXT_REJECTS = "select 'clean' as stage, * from {stage}_text_rejects"
+
+
 # --------------------------------------------------------------------------- identifiers (all roles)
 
 
@@ -117,6 +176,11 @@ def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceC
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
         ]
     conn.execute("create or replace temp table identifier_stage as " + " union all ".join(selects))
+    limit = (
+        f"case kind when 'email' then {rules.text_limit('email')} when 'phone' then {rules.text_limit('phone')} "
+        f"else {rules.text_limit('identifier')} end"
+    )
+    guard_text(conn, "identifier_stage", [("raw", limit, "value")], label="s.field")
     conn.execute("delete from identifier_stage where raw is null")
 
 
@@ -219,6 +283,7 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     rows = []
     for s in sources:
         rows.append((s.name, "source_record_id", path_label(s.record_id) or "(file and line)"))
+        rows.append((s.name, "event_id", path_label(s.event_id) or "(file and line)"))
         rows += [(s.name, f, path_label(spec)) for f, spec in s.fields.items()]
         rows += [(s.name, f"consent__{p}", path_label(spec)) for p, spec in s.consent.items()]
     frame = pd.DataFrame(rows, columns=["source", "field", "label"])
@@ -226,6 +291,23 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     conn.execute("create or replace temp table field_labels as select * from field_labels_frame")
     conn.unregister("field_labels_frame")
 
+
+# Person fields kept as text; dates and timestamps are parsed strictly, so their own rules refuse junk.
+PERSON_TEXT_FIELDS = (
+    "full_name",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "email",
+    "phone",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+)
+ACTIVITY_TEXT_FIELDS = ("event", "currency", "status")
 
 # Every rule that can turn a value into NULL, with how its map joins the staged row: a value a rule
 # refuses is quarantined with the rule's reason, never dropped silently.
@@ -252,6 +334,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     purposes = config.consent_purposes
     _stage_person_rows(conn, sources, purposes)
     _field_labels(conn, sources, purposes)
+    guard_text(conn, "person_stage", text_columns(PERSON_TEXT_FIELDS, ["source_record_id"]))
 
     register_map(
         conn,
@@ -412,7 +495,8 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
            from person_stage s left join field_labels l on l.source = s.source and l.field = 'updated_at'
            where s.updated_at is not null and s.updated_ts is null"""
     )
-    rejects.append(_IDENTIFIER_REJECTS)
+    rejects += [_IDENTIFIER_REJECTS, _TEXT_REJECTS.format(stage="person_stage")]
+    rejects.append(_TEXT_REJECTS.format(stage="identifier_stage"))
     write_quarantine(conn, "person", rejects)
     return _role_counts(conn, "person", "clean.person_records")
 
@@ -460,6 +544,8 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
             from {ensure_raw_table(conn, s)}"""
         )
     conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
+    _field_labels(conn, sources, [])
+    guard_text(conn, f"{role}_stage", text_columns(ACTIVITY_TEXT_FIELDS, ["source_record_id", "event_id"]))
     conn.execute(
         f"""create or replace temp table {role}_stage as
             select *, try_cast(regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as decimal(18, 2)) as amount,
@@ -501,7 +587,16 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
                  when occurred_at is null then occurred_raw else amount_raw end as value,
             reject_reason as reason, 'row' as scope
         from {role}_stage where reject_reason is not null"""
-    write_quarantine(conn, role, [row_rejects, _IDENTIFIER_REJECTS])
+    write_quarantine(
+        conn,
+        role,
+        [
+            row_rejects,
+            _IDENTIFIER_REJECTS,
+            _TEXT_REJECTS.format(stage=f"{role}_stage"),
+            _TEXT_REJECTS.format(stage="identifier_stage"),
+        ],
+    )
     return _role_counts(conn, role, f"clean.{role}")
 
 

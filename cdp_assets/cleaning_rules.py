@@ -27,6 +27,24 @@ def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# ---------------------------------------------------------------- free text
+
+# Free-text fields are bounded so a runaway value (a whole file in one cell) cannot reach profiles and
+# destinations; the cleaning stage applies these limits in SQL before any other rule.
+TEXT_LIMIT = 200  # names, address lines, city, region, postal code, country, phone, event name, status, ...
+TEXT_LIMITS = {"email": 254, "source_record_id": 256, "event_id": 256, "identifier": 256}
+# C0 controls (NUL included) other than tab, line feed and carriage return, DEL, and C1 controls: no
+# legitimate text holds them. RE2 syntax, as DuckDB runs it.
+CONTROL_CHARACTERS = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+# Tabs and line breaks inside a value become one space, as runs of spaces do in the name rules.
+LINE_BREAKS = r"[\t\r\n]+"
+
+
+def text_limit(field: str) -> int:
+    """The most characters a value of this canonical field may have."""
+    return TEXT_LIMITS.get(field, TEXT_LIMIT)
+
+
 # ---------------------------------------------------------------- e-mail
 
 _EMAIL_RE = re.compile(
