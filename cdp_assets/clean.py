@@ -114,34 +114,47 @@ def guard_text(
     rejects are in temp table `<stage>_text_rejects`, named by the source's own field: `label` is the
     SQL for it, or it comes from `field_labels`.
     """
-    checks, kept = [], []
-    for column, limit, scope in columns:
-        value = f's."{column}"'
+    problems, checks, kept, suspects = [], [], [], []
+    for i, (column, limit, scope) in enumerate(columns):
+        value, flag = f's."{column}"', f"__problem_{i}"
+        suspects.append(f"strlen({value}) > {limit}")
+        problems.append(
+            f"case when not __suspect then null when regexp_matches({value}, {_CONTROL}) then "
+            f"' contains control character ' || printf('U+%04X', unicode(regexp_extract({value}, {_CONTROL}))) "
+            f"when length({value}) > {limit} then ' is longer than ' || {limit} || ' characters (' || "
+            f"length({value}) || ')' end as {flag}"
+        )
         name = label or f"coalesce(l.label, {sql_literal(column)})"
         join = "" if label else f"left join field_labels l on l.source = s.source and l.field = {sql_literal(column)}"
-        problem = (
-            f"case when regexp_matches({value}, {_CONTROL}) then ' contains control character ' || "
-            f"printf('U+%04X', unicode(regexp_extract({value}, {_CONTROL}))) "
-            f"when length({value}) > {limit} then ' is longer than ' || {limit} || ' characters (' || "
-            f"length({value}) || ')' end"
-        )
         checks.append(
-            f"""select * from (
-                    select s.source, s.file, s.row_number, {name} as field, {value} as value,
-                           {name} || {problem} as reason, {sql_literal(scope)} as scope
-                    from {stage} s {join} where {value} is not null)
-                where reason is not null"""
+            f"""select s.source, s.file, s.row_number, {name} as field, {value} as value,
+                       {name} || s.{flag} as reason, {sql_literal(scope)} as scope
+                from {stage}_checked s {join} where s.{flag} is not null"""
         )
-        tidy = f"nullif(trim(regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')), '')"
-        bad = f"regexp_matches({value}, {_CONTROL}) or length({value}) > {limit}"
-        kept.append(f'case when {bad} then null else {tidy} end as "{column}"')
+        breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
+        tidy = (
+            f"case when s.{flag} is not null then null when {breaks} then "
+            f"nullif(trim(regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')), '') else {value} end"
+        )
+        kept.append(f'{tidy} as "{column}"')
+    # Problems are rare: one search over a row's values joined (bytes bound the characters from above)
+    # picks the suspect rows, and only those are examined column by column.
+    values = ", ".join(f's."{c}"' for c, _, _ in columns)
+    suspect = f"regexp_matches(concat({values}), {_CONTROL}) or " + " or ".join(suspects)
+    rows_ok = " and ".join(f"__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
+    flags = ", ".join(f"__problem_{i}" for i in range(len(columns)))
+    conn.execute(
+        f"""create or replace temp table {stage}_checked as
+            select s.* exclude (__suspect), {", ".join(problems)}
+            from (select s.*, coalesce({suspect}, false) as __suspect from {stage} s) s"""
+    )
     conn.execute(f"create or replace temp table {stage}_text_rejects as " + " union all ".join(checks))
     conn.execute(
         f"""create or replace temp table {stage} as
-            select s.* replace ({", ".join(kept)}) from {stage} s
-            where not exists (select 1 from {stage}_text_rejects r where r.scope = 'row' and r.source = s.source
-                              and r.file = s.file and r.row_number = s.row_number)"""
+            select s.* exclude ({flags}) replace ({", ".join(kept)})
+            from {stage}_checked s where {rows_ok}"""
     )
+    conn.execute(f"drop table {stage}_checked")
 
 
 def text_columns(fields: Sequence[str], row_fields: Sequence[str] = ()) -> list[tuple[str, str, str]]:
