@@ -1,8 +1,11 @@
 """A file that cannot be mapped is quarantined whole while the rest of its source loads and the run succeeds."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
@@ -129,3 +132,43 @@ def test_a_failed_file_is_read_again_when_the_configuration_is_fixed(tmp_path, l
         ("Zoë",),
     ]
     assert platform.scalar("select count(*) from cdp.quarantine") == 0
+
+
+def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_whole(tmp_path, instance):
+    landing = tmp_path / "landing"
+    (landing / "shop").mkdir(parents=True)
+    (landing / "pos").mkdir()
+    (landing / "shop" / "a.jsonl").write_text(json.dumps({"cid": "S1", "mail": "s1@example.org"}) + "\n")
+    (landing / "shop" / "b.jsonl").write_text(json.dumps([{"cid": "S2"}, {"cid": "S3"}], indent=1) + "\n")
+    pq.write_table(pa.table({"card": ["C1"], "name": ["Ann Lee"]}), landing / "pos" / "a.parquet")
+    pq.write_table(pa.table({"card": ["C2"]}), landing / "pos" / "b.parquet")
+    (landing / "pos" / "c.parquet").write_bytes(b"PAR1 truncated")
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: shop, format: jsonl, glob: 'shop/*.jsonl', role: person, record_id: cid,\n"
+        "     fields: {email: mail}}\n"
+        "  - {name: pos, format: parquet, glob: 'pos/*.parquet', role: person, record_id: card,\n"
+        "     fields: {full_name: name}}\n"
+    )
+    config = load_config(tmp_path / "cdp.yaml")
+    defs = build_definitions(config)
+    raw = [a for a in defs.assets if a.key.path[0] == "raw"]
+    result = dg.materialize(raw, instance=instance, resources=defs.resources)
+    assert result.success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select _file from raw.shop union all select _file from raw.pos order by 1") == [
+        ("pos/a.parquet",),
+        ("shop/a.jsonl",),
+    ]
+    reasons = dict(platform.sql("select file, reason from cdp.quarantine where scope = 'file'"))
+    assert reasons["shop/b.jsonl"].startswith("file shop/b.jsonl is not JSON lines: no line is a JSON object")
+    assert reasons["pos/b.parquet"].startswith("file pos/b.parquet has no column(s) ['name']")
+    assert reasons["pos/c.parquet"].startswith("file pos/c.parquet cannot be read: not a readable Parquet file")
+    checks = {
+        e.event_specific_data.asset_key.path[1]: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert not checks["shop"].passed and not checks["pos"].passed
+    assert "pos/b.parquet" in checks["pos"].metadata["files"].value
+    assert "pos/c.parquet" in checks["pos"].metadata["files"].value
