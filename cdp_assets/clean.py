@@ -157,11 +157,25 @@ def guard_text(
     conn.execute(f"drop table {stage}_checked")
 
 
-def text_columns(fields: Sequence[str], row_fields: Sequence[str] = ()) -> list[tuple[str, str, str]]:
-    """`guard_text` columns for canonical fields: record ids quarantine the row, other fields the value."""
-    return [(f, str(rules.text_limit(f)), "row") for f in row_fields] + [
-        (f, str(rules.text_limit(f)), "value") for f in fields
-    ]
+def text_columns(
+    fields: Sequence[str], sources: Sequence[SourceConfig], row_fields: Sequence[str] = ()
+) -> list[tuple[str, str, str]]:
+    """`guard_text` columns for canonical fields: record ids quarantine the row, other fields the value.
+
+    An id a source does not declare is made of file and line, which the source does not control, so
+    only declared ids are held to the limit.
+    """
+    columns = []
+    for field in row_fields:
+        declared = [s.name for s in sources if getattr(s, field.removeprefix("source_"), None) is not None]
+        limit = (
+            f"(case when source in ({', '.join(map(sql_literal, declared))}) then {rules.text_limit(field)} "
+            "else 2147483647 end)"
+            if declared
+            else "2147483647"
+        )
+        columns.append((field, limit, "row"))
+    return columns + [(f, str(rules.text_limit(f)), "value") for f in fields]
 
 
 _TEXT_REJECTS = "select 'clean' as stage, * from {stage}_text_rejects"
@@ -347,7 +361,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     purposes = config.consent_purposes
     _stage_person_rows(conn, sources, purposes)
     _field_labels(conn, sources, purposes)
-    guard_text(conn, "person_stage", text_columns(PERSON_TEXT_FIELDS, ["source_record_id"]))
+    guard_text(conn, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]))
 
     register_map(
         conn,
@@ -558,7 +572,7 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
         )
     conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
     _field_labels(conn, sources, [])
-    guard_text(conn, f"{role}_stage", text_columns(ACTIVITY_TEXT_FIELDS, ["source_record_id", "event_id"]))
+    guard_text(conn, f"{role}_stage", text_columns(ACTIVITY_TEXT_FIELDS, sources, ["source_record_id", "event_id"]))
     conn.execute(
         f"""create or replace temp table {role}_stage as
             select *, try_cast(regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as decimal(18, 2)) as amount,
