@@ -522,8 +522,11 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
            from person_stage s left join field_labels l on l.source = s.source and l.field = 'updated_at'
            where s.updated_at is not null and s.updated_ts is null"""
     )
-    rejects += [_IDENTIFIER_REJECTS, _TEXT_REJECTS.format(stage="person_stage")]
-    rejects.append(_TEXT_REJECTS.format(stage="identifier_stage"))
+    rejects += [
+        _IDENTIFIER_REJECTS,
+        _TEXT_REJECTS.format(stage="person_stage"),
+        _TEXT_REJECTS.format(stage="identifier_stage"),
+    ]
     write_quarantine(conn, "person", rejects)
     return _role_counts(conn, "person", "clean.person_records")
 
