@@ -96,6 +96,92 @@ def register_map(
     return len(result)
 
 
+# --------------------------------------------------------------------------- free text (all roles)
+
+_CONTROL = sql_literal(rules.CONTROL_CHARACTERS)
+
+
+def guard_text(
+    conn: duckdb.DuckDBPyConnection,
+    stage: str,
+    columns: Sequence[tuple[str, str, str]],
+    label: str | None = None,
+) -> None:
+    """Refuse control characters and over-long values in a staged table's text columns, in SQL.
+
+    `columns` are (column, limit as SQL, scope). A value holding a control character or longer than its
+    limit is quarantined: with scope `value` it is set to NULL and the record kept; with scope `row` (a
+    record id) the row leaves the stage. Tabs and line breaks in the values kept become spaces. The
+    rejects are in temp table `<stage>_text_rejects`, named by the source's own field: `label` is the
+    SQL for it, or it comes from `field_labels`.
+    """
+    problems, checks, kept, suspects = [], [], [], []
+    for i, (column, limit, scope) in enumerate(columns):
+        value, flag = f's."{column}"', f"__problem_{i}"
+        suspects.append(f"strlen({value}) > {limit}")
+        problems.append(
+            f"case when not __suspect then null when regexp_matches({value}, {_CONTROL}) then "
+            f"' contains control character ' || printf('U+%04X', unicode(regexp_extract({value}, {_CONTROL}))) "
+            f"when length({value}) > {limit} then ' is longer than ' || {limit} || ' characters (' || "
+            f"length({value}) || ')' end as {flag}"
+        )
+        name = label or f"coalesce(l.label, {sql_literal(column)})"
+        join = "" if label else f"left join field_labels l on l.source = s.source and l.field = {sql_literal(column)}"
+        checks.append(
+            f"""select s.source, s.file, s.row_number, {name} as field, {value} as value,
+                       {name} || s.{flag} as reason, {sql_literal(scope)} as scope
+                from {stage}_checked s {join} where s.{flag} is not null"""
+        )
+        breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
+        tidy = (
+            f"case when s.{flag} is not null then null when {breaks} then "
+            f"nullif(trim(regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')), '') else {value} end"
+        )
+        kept.append(f'{tidy} as "{column}"')
+    # Problems are rare: one search over a row's values joined (bytes bound the characters from above)
+    # picks the suspect rows, and only those are examined column by column.
+    values = ", ".join(f's."{c}"' for c, _, _ in columns)
+    suspect = f"regexp_matches(concat({values}), {_CONTROL}) or " + " or ".join(suspects)
+    rows_ok = " and ".join(f"__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
+    flags = ", ".join(f"__problem_{i}" for i in range(len(columns)))
+    conn.execute(
+        f"""create or replace temp table {stage}_checked as
+            select s.* exclude (__suspect), {", ".join(problems)}
+            from (select s.*, coalesce({suspect}, false) as __suspect from {stage} s) s"""
+    )
+    conn.execute(f"create or replace temp table {stage}_text_rejects as " + " union all ".join(checks))
+    conn.execute(
+        f"""create or replace temp table {stage} as
+            select s.* exclude ({flags}) replace ({", ".join(kept)})
+            from {stage}_checked s where {rows_ok}"""
+    )
+    conn.execute(f"drop table {stage}_checked")
+
+
+def text_columns(
+    fields: Sequence[str], sources: Sequence[SourceConfig], row_fields: Sequence[str] = ()
+) -> list[tuple[str, str, str]]:
+    """`guard_text` columns for canonical fields: record ids quarantine the row, other fields the value.
+
+    An id a source does not declare is made of file and line, which the source does not control, so
+    only declared ids are held to the limit.
+    """
+    columns = []
+    for field in row_fields:
+        declared = [s.name for s in sources if getattr(s, field.removeprefix("source_"), None) is not None]
+        limit = (
+            f"(case when source in ({', '.join(map(sql_literal, declared))}) then {rules.text_limit(field)} "
+            "else 2147483647 end)"
+            if declared
+            else "2147483647"
+        )
+        columns.append((field, limit, "row"))
+    return columns + [(f, str(rules.text_limit(f)), "value") for f in fields]
+
+
+_TEXT_REJECTS = "select 'clean' as stage, * from {stage}_text_rejects"
+
+
 # --------------------------------------------------------------------------- identifiers (all roles)
 
 
@@ -118,6 +204,11 @@ def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceC
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
         ]
     conn.execute("create or replace temp table identifier_stage as " + " union all ".join(selects))
+    limit = (
+        f"case kind when 'email' then {rules.text_limit('email')} when 'phone' then {rules.text_limit('phone')} "
+        f"else {rules.text_limit('identifier')} end"
+    )
+    guard_text(conn, "identifier_stage", [("raw", limit, "value")], label="s.field")
     conn.execute("delete from identifier_stage where raw is null")
 
 
@@ -160,16 +251,37 @@ where coalesce(em.reason, pm.reason) is not null
 
 
 def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Sequence[str]) -> None:
-    """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once."""
+    """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once.
+
+    A reject already recorded keeps its first `quarantined_at`, so a re-run over the same files does not
+    make old rejects look new; a reject from a file loaded again since (a changed file) is stamped now.
+    """
     body = " union all ".join(
         f"select stage, source, file, row_number, field, value, reason, scope from ({q})" for q in rejects_sql
     )
     conn.execute(
         f"""
-        create or replace table clean.{role}_quarantine as
+        create or replace temp table quarantine_now as
         select distinct stage, source, file, row_number::bigint as row_number, field, value::varchar as value,
-               reason, scope, {sql_literal(utc_now().isoformat())}::timestamp as quarantined_at
+               reason, scope
         from ({body})
+        """
+    )
+    conn.execute(
+        f"""
+        create or replace table clean.{role}_quarantine as
+        select n.*, coalesce(
+                   case when f.loaded_at is null or o.first_at >= f.loaded_at then o.first_at end,
+                   {sql_literal(utc_now().isoformat())}::timestamp) as quarantined_at
+        from quarantine_now n
+        left join (select stage, source, file, row_number, field, value, reason, scope,
+                          min(quarantined_at) as first_at
+                   from clean.{role}_quarantine group by all) o
+          on o.stage = n.stage and o.source = n.source and o.file is not distinct from n.file
+         and o.row_number is not distinct from n.row_number and o.field is not distinct from n.field
+         and o.value is not distinct from n.value and o.reason is not distinct from n.reason
+         and o.scope = n.scope
+        left join meta.loaded_files f on f.source = n.source and f.file = n.file
         """
     )
 
@@ -199,6 +311,7 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     rows = []
     for s in sources:
         rows.append((s.name, "source_record_id", path_label(s.record_id) or "(file and line)"))
+        rows.append((s.name, "event_id", path_label(s.event_id) or "(file and line)"))
         rows += [(s.name, f, path_label(spec)) for f, spec in s.fields.items()]
         rows += [(s.name, f"consent__{p}", path_label(spec)) for p, spec in s.consent.items()]
     frame = pd.DataFrame(rows, columns=["source", "field", "label"])
@@ -207,7 +320,33 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     conn.unregister("field_labels_frame")
 
 
+# Person fields kept as text; dates and timestamps are parsed strictly, so their own rules refuse junk.
+PERSON_TEXT_FIELDS = (
+    "full_name",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "email",
+    "phone",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+)
+ACTIVITY_TEXT_FIELDS = ("event", "currency", "status")
+
+# Every rule that can turn a value into NULL, with how its map joins the staged row: a value a rule
+# refuses is quarantined with the rule's reason, never dropped silently.
 _PERSON_VALUE_REJECTS = [
+    ("full_name", "fullname_map", "m.raw = s.full_name"),
+    ("first_name", "name_map", "m.raw = s.first_name"),
+    ("middle_name", "name_map", "m.raw = s.middle_name"),
+    ("last_name", "name_map", "m.raw = s.last_name"),
+    ("city", "name_map", "m.raw = s.city"),
+    ("address_line1", "address_map", "m.raw = s.address_line1"),
+    ("address_line2", "address_map", "m.raw = s.address_line2"),
     ("email", "email_map", "m.raw = s.email"),
     ("phone", "phone_map", "m.raw = s.phone and m.region = s.cc"),
     ("country", "country_map", "m.raw = s.country"),
@@ -223,6 +362,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     purposes = config.consent_purposes
     _stage_person_rows(conn, sources, purposes)
     _field_labels(conn, sources, purposes)
+    guard_text(conn, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]))
 
     register_map(
         conn,
@@ -248,16 +388,16 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         conn,
         "fullname_map",
         "select distinct full_name as raw from person_stage where full_name is not null",
-        rules.split_full_name,
-        ["first", "middle", "last"],
+        rules.clean_full_name,
+        ["first", "middle", "last", "reason"],
     )
     register_map(
         conn,
         "name_map",
         "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
         "from person_stage) where v is not null",
-        lambda raw: (rules.tidy_name(raw),),
-        ["name"],
+        rules.clean_name,
+        ["name", "reason"],
     )
     formats = {s.name: (s.fields["date_of_birth"].formats if "date_of_birth" in s.fields else None) for s in sources}
     register_map(
@@ -273,7 +413,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         "select distinct v as raw from (select unnest([address_line1, address_line2]) as v from person_stage) "
         "where v is not null",
         rules.clean_address_line,
-        ["display", "address_key"],
+        ["display", "address_key", "reason"],
     )
     register_map(
         conn,
@@ -386,7 +526,11 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
            from person_stage s left join field_labels l on l.source = s.source and l.field = 'updated_at'
            where s.updated_at is not null and s.updated_ts is null"""
     )
-    rejects.append(_IDENTIFIER_REJECTS)
+    rejects += [
+        _IDENTIFIER_REJECTS,
+        _TEXT_REJECTS.format(stage="person_stage"),
+        _TEXT_REJECTS.format(stage="identifier_stage"),
+    ]
     write_quarantine(conn, "person", rejects)
     return _role_counts(conn, "person", "clean.person_records")
 
@@ -434,6 +578,8 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
             from {ensure_raw_table(conn, s)}"""
         )
     conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
+    _field_labels(conn, sources, [])
+    guard_text(conn, f"{role}_stage", text_columns(ACTIVITY_TEXT_FIELDS, sources, ["source_record_id", "event_id"]))
     conn.execute(
         f"""create or replace temp table {role}_stage as
             select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
@@ -475,7 +621,16 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
                  when occurred_at is null then occurred_raw else amount_raw end as value,
             reject_reason as reason, 'row' as scope
         from {role}_stage where reject_reason is not null"""
-    write_quarantine(conn, role, [row_rejects, _IDENTIFIER_REJECTS])
+    write_quarantine(
+        conn,
+        role,
+        [
+            row_rejects,
+            _IDENTIFIER_REJECTS,
+            _TEXT_REJECTS.format(stage=f"{role}_stage"),
+            _TEXT_REJECTS.format(stage="identifier_stage"),
+        ],
+    )
     return _role_counts(conn, role, f"clean.{role}")
 
 

@@ -27,6 +27,24 @@ def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# ---------------------------------------------------------------- free text
+
+# Free-text fields are bounded so a runaway value (a whole file in one cell) cannot reach profiles and
+# destinations; the cleaning stage applies these limits in SQL before any other rule.
+TEXT_LIMIT = 200  # names, address lines, city, region, postal code, country, phone, event name, status, ...
+TEXT_LIMITS = {"email": 254, "source_record_id": 256, "event_id": 256, "identifier": 256}
+# C0 controls (NUL included) other than tab, line feed and carriage return, DEL, and C1 controls: no
+# legitimate text holds them. RE2 syntax, as DuckDB runs it.
+CONTROL_CHARACTERS = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+# Tabs and line breaks inside a value become one space, as runs of spaces do in the name rules.
+LINE_BREAKS = r"[\t\r\n]+"
+
+
+def text_limit(field: str) -> int:
+    """The most characters a value of this canonical field may have."""
+    return TEXT_LIMITS.get(field, TEXT_LIMIT)
+
+
 # ---------------------------------------------------------------- e-mail
 
 _EMAIL_RE = re.compile(
@@ -103,8 +121,49 @@ def tidy_name(raw: object) -> str | None:
     return text
 
 
+def clean_name(raw: object) -> Result:
+    """A name part (or a city) tidied by `tidy_name`; a value with no letter in it ("-2+3", "123", "?!")
+    cannot be a name and is refused with the reason, so the cleaning stage quarantines it instead of
+    dropping it without a trace."""
+    if is_missing(raw):
+        return None, None
+    name = tidy_name(raw)
+    if name is None:
+        return None, "no letters: only digits, punctuation or symbols"
+    return name, None
+
+
 def split_full_name(raw: object) -> tuple[str | None, str | None, str | None]:
     """(first, middle, last) from "SMITH, John A.", "John A. Smith", "Dr. Ludwig van Beethoven Jr."."""
+    return _split_full_name(raw, [])
+
+
+def clean_full_name(raw: object) -> tuple[str | None, str | None, str | None, str | None]:
+    """(first, middle, last, reason): `split_full_name`, with the reason when part or all of the name is
+    lost, a part with no letters ("John 3 Smith", "-2+3") or a name that is only a title ("Mr."), so
+    the cleaning stage can quarantine the value rather than drop it silently."""
+    if is_missing(raw):
+        return None, None, None, None
+    dropped: list[str] = []
+    first, middle, last = _split_full_name(raw, dropped)
+    shown = ", ".join(f"'{d}'" for d in dropped)
+    if first is None and middle is None and last is None:
+        letters = any(c.isalpha() for c in str(raw))
+        return None, None, None, ("no name: only a title or suffix" if letters else "no name: no letters")
+    if dropped:
+        return first, middle, last, f"part(s) without letters dropped: {shown}"
+    return first, middle, last, None
+
+
+def _split_full_name(raw: object, dropped: list[str]) -> tuple[str | None, str | None, str | None]:
+    """The name split; each non-empty part that `tidy_name` refuses is appended to `dropped`."""
+
+    def tidy(part: str) -> str | None:
+        name = tidy_name(part)
+        if name is None and not is_missing(part):
+            dropped.append(part.strip())
+        return name
+
     if is_missing(raw):
         return None, None, None
     text = _collapse(str(raw))
@@ -115,11 +174,11 @@ def split_full_name(raw: object) -> tuple[str | None, str | None, str | None]:
             text = head  # "John Smith, Jr."
         elif head.strip() and tail.strip():
             given = [t for t in tail.split() if _bare(t) not in _TITLES | _SUFFIXES and _bare(t)]
-            last = tidy_name(head)
+            last = tidy(head)
             if not given:
                 return None, None, last
-            middle = tidy_name(" ".join(given[1:])) if len(given) > 1 else None
-            return tidy_name(given[0]), middle, last
+            middle = tidy(" ".join(given[1:])) if len(given) > 1 else None
+            return tidy(given[0]), middle, last
     tokens = [t for t in text.replace(",", " ").split() if _bare(t)]
     while tokens and _bare(tokens[0]) in _TITLES:
         tokens = tokens[1:]
@@ -128,12 +187,12 @@ def split_full_name(raw: object) -> tuple[str | None, str | None, str | None]:
     if not tokens:
         return None, None, None
     if len(tokens) == 1:
-        return tidy_name(tokens[0]), None, None
+        return tidy(tokens[0]), None, None
     last_start = len(tokens) - 1
     while last_start > 1 and _bare(tokens[last_start - 1]) in _PARTICLES:
         last_start -= 1
-    middle = tidy_name(" ".join(tokens[1:last_start])) if last_start > 1 else None
-    return tidy_name(tokens[0]), middle, tidy_name(" ".join(tokens[last_start:]))
+    middle = tidy(" ".join(tokens[1:last_start])) if last_start > 1 else None
+    return tidy(tokens[0]), middle, tidy(" ".join(tokens[last_start:]))
 
 
 def name_key(name: str | None) -> str | None:
@@ -206,18 +265,23 @@ _STREET_ABBREVIATIONS = {
 }
 
 
-def clean_address_line(raw: object) -> tuple[str | None, str | None]:
-    """(line as displayed, match key). The key is upper case, without punctuation, with USPS
-    abbreviations, so "12 North Main Street, Apt. 4" and "12 N MAIN ST APT 4" compare equal."""
+def clean_address_line(raw: object) -> tuple[str | None, str | None, str | None]:
+    """(line as displayed, match key, reason). The key is upper case, without punctuation, with USPS
+    abbreviations, so "12 North Main Street, Apt. 4" and "12 N MAIN ST APT 4" compare equal. A line with
+    no letter or digit ("-/-", ",") is refused with the reason rather than dropped."""
     if is_missing(raw):
-        return None, None
+        return None, None, None
     text = _collapse(str(raw)).strip(" ,")
-    if not text:
-        return None, None
+    if not _has_alnum(text):
+        return None, None, "no letters or digits"
     display = tidy_name(text) if (text.isupper() or text.islower()) else text
     words = re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode())
     key = " ".join(_STREET_ABBREVIATIONS.get(w, w) for w in words.upper().split())
-    return display, key or None
+    return display, key or None, None
+
+
+def _has_alnum(text: str) -> bool:
+    return any(c.isalnum() for c in text)
 
 
 US_STATES = {
@@ -281,6 +345,8 @@ def clean_region(raw: object, country: str | None) -> Result:
     if is_missing(raw):
         return None, None
     text = _collapse(str(raw)).upper().strip(".")
+    if not _has_alnum(text):
+        return None, "no letters or digits"
     if country in (None, "US"):
         if text in US_STATES:
             return US_STATES[text], None
@@ -296,6 +362,8 @@ def clean_postal_code(raw: object, country: str | None) -> Result:
     if is_missing(raw):
         return None, None
     text = _collapse(str(raw)).upper()
+    if not _has_alnum(text):
+        return None, "no letters or digits"
     if country in (None, "US"):
         digits = text.replace(" ", "")
         if re.fullmatch(r"\d{5}(-?\d{4})?", digits):
@@ -367,7 +435,7 @@ def clean_country(raw: object) -> Result:
 
 
 def clean_city(raw: object) -> Result:
-    return tidy_name(raw), None
+    return clean_name(raw)
 
 
 # ---------------------------------------------------------------- consent

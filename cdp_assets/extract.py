@@ -3,10 +3,12 @@
 Each raw row keeps its file, line number and load time, so every later table can point back to the
 exact record it came from (and erasure can find every copy). A file is identified by its content hash:
 re-running loads nothing twice, a changed file replaces its earlier rows, and a file that cannot be
-read at all is recorded as failed without stopping the source's other files.
+read or mapped as a whole is quarantined as a file and recorded as failed without stopping the
+source's other files; the asset's warning check lists such files.
 """
 
 import hashlib
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +70,32 @@ def missing_columns(source: SourceConfig, columns: list[str]) -> list[str]:
     return missing
 
 
+def missing_columns_reason(source: SourceConfig, columns: list[str], missing: list[str]) -> str:
+    """Why a tabular file cannot be mapped, with a hint when the header was split on the wrong delimiter."""
+    # The header itself is the quarantine row's value, not part of the reason: the reason reaches the check's
+    # metadata, and a file without a header row would show its first record there.
+    reason = f"has no column(s) {missing} that the configuration maps; its first line has {len(columns)} column(s)"
+    if source.format == "csv" and len(columns) == 1:
+        for other in (";", "\t", "|", ","):
+            if other != source.csv.delimiter and other in columns[0]:
+                shown = "\\t" if other == "\t" else other
+                reason += (
+                    f"; the header looks '{shown}'-separated but the source's csv.delimiter is '{source.csv.delimiter}'"
+                )
+                break
+    return reason
+
+
+def read_settings(source: SourceConfig) -> str:
+    """A fingerprint of what decides whether a file can be read and mapped.
+
+    A file refused whole is read again when its content or this fingerprint changes, so fixing the
+    configuration (the delimiter, the encoding, a mapped column) retries it without touching the file.
+    """
+    settings = {"format": source.format, "csv": source.csv.model_dump(), "paths": sorted(set(source.read_paths()))}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _batches(rows: Iterator[tuple[int, str]], file: str, loaded_at: datetime) -> Iterator[pa.Table]:
     numbers: list[int] = []
     records: list[str] = []
@@ -111,7 +139,12 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
 def load_file(
     conn: duckdb.DuckDBPyConnection, source: SourceConfig, path: Path, rel: str, sha: str
 ) -> dict[str, object]:
-    """Replace one file's rows in the raw table and record it; all or nothing, in one transaction."""
+    """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
+
+    A file that cannot be read or mapped as a whole (unreadable, mapped columns missing, another
+    delimiter or encoding, JSON lines that are not objects) loads no rows: it is quarantined as a file
+    with the reason and recorded as failed, and the source's other files load as usual.
+    """
     now = utc_now()
     table = raw_table(source)
     status = "loaded"
@@ -119,7 +152,18 @@ def load_file(
     conn.execute("begin transaction")
     try:
         conn.execute(f"delete from {table} where _file = ?", [rel])
+        # The same content read again (a failed file retried after a configuration change) keeps the first
+        # stamp of each reject it repeats; a changed file's rejects are new.
+        conn.execute(
+            """create or replace temp table previous_rejects as
+               select q.* from meta.extract_quarantine q
+               join meta.loaded_files f on f.source = q.source and f.file = q.file and f.sha256 = ?
+               where q.source = ? and q.file = ?""",
+            [sha, source.name, rel],
+        )
         conn.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
+        problem: Reject | None = None
+        rejects: list[Reject] = []
         try:
             result, rows = read_file(
                 path,
@@ -130,44 +174,83 @@ def load_file(
             )
         except FileFormatError as exc:
             result, rows = None, iter(())
-            rejects = [Reject(None, f"unreadable file: {exc}")]
-            status = "failed"
-        if result is not None:
-            if result.columns is not None:
-                missing = missing_columns(source, result.columns)
-                if missing:
-                    raise dg.Failure(
-                        # The file's header is not listed: a file without one would show its first record.
-                        description=(
-                            f"Source '{source.name}': file {rel} has no column(s) {missing} that the "
-                            f"configuration maps; its first line has {len(result.columns)} column(s). "
-                            "Check that the file starts with a header row."
-                        ),
-                        metadata={"file": rel, "missing_columns": missing},
-                    )
+            problem = Reject(None, f"file {rel} cannot be read: {exc}")
+        if result is not None and result.columns is not None:
+            missing = missing_columns(source, result.columns)
+            if missing:
+                problem = Reject(
+                    None,
+                    f"file {rel} {missing_columns_reason(source, result.columns, missing)}",
+                    source.csv.delimiter.join(result.columns) if source.format == "csv" else ", ".join(result.columns),
+                    ", ".join(missing),
+                )
+                rows = iter(())
+        if result is not None and problem is None:
             for batch in _batches(rows, rel, now):
                 conn.register("incoming_batch", batch)
                 conn.execute(f"insert into {table} by name select * from incoming_batch")
                 conn.unregister("incoming_batch")
                 rows_loaded += batch.num_rows
             rejects = list(result.rejects)
-            if result.empty:
+            if result.file_error:
+                problem = Reject(None, f"file {rel} {result.file_error}")
+                conn.execute(f"delete from {table} where _file = ?", [rel])
+                rows_loaded = 0
+            elif result.empty:
                 status = "empty"
                 rejects.append(Reject(None, "empty file: no header and no rows"))
+        if problem is not None:
+            status, rejects = "failed", [problem]
         if rejects:
             conn.register("incoming_rejects", _quarantine_rows(source.name, rel, rejects, now))
-            conn.execute("insert into meta.extract_quarantine by name select * from incoming_rejects")
+            conn.execute(
+                """insert into meta.extract_quarantine by name
+                   select n.* replace (coalesce(p.quarantined_at, n.quarantined_at) as quarantined_at)
+                   from incoming_rejects n left join (
+                       select row_number, field, value, reason, scope, min(quarantined_at) as quarantined_at
+                       from previous_rejects group by all) p
+                     on p.row_number is not distinct from n.row_number and p.field is not distinct from n.field
+                    and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
+            )
             conn.unregister("incoming_rejects")
         rows_rejected = sum(1 for r in rejects if r.row_number is not None)
         conn.execute(
-            "insert or replace into meta.loaded_files values (?, ?, ?, ?, ?, ?, ?, ?)",
-            [source.name, rel, sha, path.stat().st_size, rows_loaded, rows_rejected, status, now],
+            "insert or replace into meta.loaded_files (source, file, sha256, size_bytes, rows_loaded, rows_rejected, "
+            "status, loaded_at, read_settings) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [source.name, rel, sha, path.stat().st_size, rows_loaded, rows_rejected, status, now]
+            + [read_settings(source)],
         )
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")
         raise
     return {"file": rel, "status": status, "rows_loaded": rows_loaded, "rows_rejected": rows_rejected}
+
+
+FILES_READABLE_CHECK = "files_readable"
+
+
+def _files_check(conn: duckdb.DuckDBPyConnection, source: SourceConfig, present: list[str]) -> dg.AssetCheckResult:
+    """Warn about the source's files that are quarantined whole, naming each file and why."""
+    failed = conn.execute(
+        """select q.file, q.reason from meta.extract_quarantine q
+           join meta.loaded_files f on f.source = q.source and f.file = q.file and f.status = 'failed'
+           where q.source = ? and q.scope = 'file' and list_contains(?, q.file) order by q.file""",
+        [source.name, present],
+    ).fetchall()
+    return dg.AssetCheckResult(
+        asset_key=dg.AssetKey(["raw", source.name]),
+        check_name=FILES_READABLE_CHECK,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "files_quarantined": len(failed),
+            "files": dg.MetadataValue.md(
+                markdown_table([{"file": f, "reason": r} for f, r in failed]) if failed else "_none_"
+            ),
+        },
+        description="; ".join(f for f, _ in failed) or None,
+    )
 
 
 def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.AssetsDefinition:
@@ -182,31 +265,58 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         output_required=False,
         tags={"cdp/role": source.role},
         metadata={"glob": source.glob, "role": source.role, "trust": source.trust},
+        check_specs=[
+            dg.AssetCheckSpec(
+                FILES_READABLE_CHECK,
+                asset=dg.AssetKey(["raw", source.name]),
+                description=(
+                    "Every file of the source could be read and mapped; a file that could not is quarantined "
+                    "whole (scope 'file') and listed here while the source's other files load."
+                ),
+            )
+        ],
     )
     @redact_errors
     def extract(context: dg.AssetExecutionContext, warehouse: Warehouse, config: ExtractConfig):
         files = source_files(cdp_config, source)
         landing = cdp_config.landing_path
+        settings = read_settings(source)
         loaded: list[dict[str, object]] = []
         skipped = 0
         with warehouse.get_connection() as conn:
             ensure_raw_table(conn, source)
-            known = dict(
-                conn.execute("select file, sha256 from meta.loaded_files where source = ?", [source.name]).fetchall()
-            )
-            known_hashes = set(known.values())
+            known = {
+                file: (sha, status, file_settings)
+                for file, sha, status, file_settings in conn.execute(
+                    "select file, sha256, status, read_settings from meta.loaded_files where source = ?",
+                    [source.name],
+                ).fetchall()
+            }
+            # A renamed copy of a loaded file is skipped; a copy of a failed one is tried (and refused) itself.
+            known_hashes = {sha for sha, status, _ in known.values() if status != "failed"}
             for path in files:
                 rel = path.relative_to(landing).as_posix()
                 sha = file_sha256(path)
-                if known.get(rel) == sha or (rel not in known and sha in known_hashes):
+                previous = known.get(rel)
+                unchanged = previous is not None and previous[0] == sha
+                if unchanged and (previous[1] != "failed" or previous[2] == settings):
+                    skipped += 1
+                    continue
+                if previous is None and sha in known_hashes:
                     skipped += 1
                     continue
                 outcome = load_file(conn, source, path, rel, sha)
                 context.log.info(f"{source.name}: {outcome}")
+                if outcome["status"] == "failed":
+                    context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")
                 loaded.append(outcome)
-                known_hashes.add(sha)
+                if outcome["status"] != "failed":
+                    known_hashes.add(sha)
+            check = _files_check(conn, source, [p.relative_to(landing).as_posix() for p in files])
             if not loaded and config.skip_if_unchanged:
                 context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
+                # The check is declared on the asset, so it reports even when nothing is materialized.
+                yield check
                 return
             total = conn.execute(f"select count(*) from {raw_table(source)}").fetchone()[0]
             quarantined = conn.execute(
@@ -224,14 +334,16 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(int(total)),
                 "files_seen": len(files),
-                "files_loaded": len(loaded),
+                "files_loaded": sum(1 for x in loaded if x["status"] != "failed"),
+                "files_quarantined_this_run": sum(1 for x in loaded if x["status"] == "failed"),
                 "files_skipped_unchanged": skipped,
                 "rows_loaded_this_run": sum(int(x["rows_loaded"]) for x in loaded),
                 "rows_rejected_this_run": sum(int(x["rows_rejected"]) for x in loaded),
                 "quarantined_total": int(quarantined),
                 "loaded_files": dg.MetadataValue.md(markdown_table(loaded) if loaded else "_no new files_"),
                 "preview": dg.MetadataValue.md(masked_records(sample)),
-            }
+            },
+            check_results=[check],
         )
 
     return extract

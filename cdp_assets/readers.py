@@ -41,10 +41,30 @@ class ReadResult:
     columns: list[str] | None = None
     rejects: list[Reject] = field(default_factory=list)
     empty: bool = False
+    # Set once the rows have been read when the file turned out unusable as a whole (written in another
+    # encoding, JSON lines of which none is an object): its rows are not loaded and the file is quarantined.
+    file_error: str | None = None
 
 
 class FileFormatError(Exception):
     """The file as a whole cannot be read (e.g. not a Parquet file); the message says why."""
+
+
+def _wrong_encoding(bad_lines: list[int], text_lines: int, encoding: str, hint: str) -> str | None:
+    """Why a file is not in `encoding` at all, or None when its undecodable lines are damaged records.
+
+    One undecodable line among readable text is a damaged record and is rejected on its own. Several, in a
+    file where no line holds valid non-ASCII text in that encoding, mean the whole file was written in
+    another encoding (a latin-1 export in a UTF-8 source): loading only its ASCII rows would keep a
+    biased subset, so the file is refused whole.
+    """
+    if len(bad_lines) < 2 or text_lines:
+        return None
+    shown = ", ".join(str(n) for n in bad_lines[:5]) + (f" and {len(bad_lines) - 5} more" if len(bad_lines) > 5 else "")
+    return (
+        f"is not {encoding}: lines {shown} hold bytes that are not {encoding} and no line holds {encoding} "
+        f"text beyond ASCII, so the file was written in another encoding ({hint})"
+    )
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -61,6 +81,9 @@ class _LineFeed:
         self._pending: deque[tuple[int, str]] = deque()
         self._next_number = 1
         self.taken: list[tuple[int, str]] = []
+        # Lines that do not decode, and lines with non-ASCII text that does: the file's encoding verdict.
+        self.bad_lines: list[int] = []
+        self.text_lines = 0
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -72,6 +95,12 @@ class _LineFeed:
             raw = self._handle.readline()
             if not raw:
                 raise StopIteration
+            if not raw.isascii():
+                try:
+                    raw.decode(self._encoding)
+                    self.text_lines += 1
+                except UnicodeDecodeError:
+                    self.bad_lines.append(self._next_number)
             # surrogateescape keeps undecodable bytes so the record can be rejected naming its field.
             item = (self._next_number, raw.decode(self._encoding, errors="surrogateescape"))
             self._next_number += 1
@@ -144,7 +173,7 @@ def read_csv(
             while True:
                 record = next_record()
                 if record is None:
-                    return
+                    break
                 taken = feed.taken
                 line_number, first_line = taken[0]
                 if not record or (len(record) == 1 and not record[0].strip()):
@@ -190,6 +219,9 @@ def read_csv(
                     )
                     continue
                 yield line_number, json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False)
+            result.file_error = _wrong_encoding(
+                feed.bad_lines, feed.text_lines, encoding, "export it as that or set csv.encoding for this source"
+            )
         finally:
             feed.close()
 
@@ -197,18 +229,26 @@ def read_csv(
 
 
 def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
-    """Parse a JSON-lines file; each non-blank line must be one JSON object."""
+    """Parse a JSON-lines file; each non-blank line must be one JSON object.
+
+    A file in which no line is a JSON object (a JSON array document, a CSV file under a .jsonl name) is
+    not JSON lines at all and is refused whole, as is one written in another encoding than UTF-8.
+    """
     result = ReadResult()
     if path.stat().st_size == 0:
         result.empty = True
         return result, iter(())
 
     def rows() -> Iterator[tuple[int, str]]:
+        bad_lines: list[int] = []
+        text_lines = objects = 0
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
                 try:
                     text = raw.decode("utf-8")
+                    text_lines += not raw.isascii()
                 except UnicodeDecodeError as exc:
+                    bad_lines.append(line_number)
                     bad = raw[exc.start : exc.start + 1].hex().upper()
                     result.rejects.append(
                         Reject(
@@ -234,7 +274,12 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
                         )
                     )
                     continue
+                objects += 1
                 yield line_number, text.strip()
+        result.file_error = _wrong_encoding(bad_lines, text_lines, "utf-8", "JSON lines must be UTF-8")
+        if result.file_error is None and not objects and result.rejects:
+            first = result.rejects[0]
+            result.file_error = f"is not JSON lines: no line is a JSON object (line {first.row_number}: {first.reason})"
 
     return result, rows()
 

@@ -44,6 +44,8 @@ create table if not exists meta.loaded_files (
     rows_rejected bigint, status varchar, loaded_at timestamp,
     primary key (source, file)
 );
+-- What the file was read with; a failed file is tried again when it changes (see cdp_assets.extract).
+alter table meta.loaded_files add column if not exists read_settings varchar;
 create table if not exists meta.extract_quarantine (
     stage varchar, source varchar, file varchar, row_number bigint, field varchar, value varchar,
     reason varchar, scope varchar, quarantined_at timestamp

@@ -135,7 +135,55 @@ def test_parse_date_of_birth(raw, formats, expected, rejected):
     ],
 )
 def test_clean_address_line(raw, display, key):
-    assert rules.clean_address_line(raw) == (display, key)
+    assert rules.clean_address_line(raw) == (display, key, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Ann", ("Ann", None)),
+        ("o'neill", ("O'Neill", None)),
+        ("n/a", (None, None)),
+        ("-", (None, None)),
+        ("-2+3", (None, "no letters: only digits, punctuation or symbols")),
+        ("123", (None, "no letters: only digits, punctuation or symbols")),
+        ("?!", (None, "no letters: only digits, punctuation or symbols")),
+        ("...", (None, "no letters: only digits, punctuation or symbols")),
+        ("#1", (None, "no letters: only digits, punctuation or symbols")),
+    ],
+)
+def test_clean_name_refuses_values_without_letters_with_a_reason(raw, expected):
+    assert rules.clean_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("John A. Smith", ("John", "A", "Smith", None)),
+        ("", (None, None, None, None)),
+        ("-2+3", (None, None, None, "no name: no letters")),
+        ("123 456", (None, None, None, "no name: no letters")),
+        ("Mr.", (None, None, None, "no name: only a title or suffix")),
+        ("John 3 Smith", ("John", None, "Smith", "part(s) without letters dropped: '3'")),
+        ("Smith, 42", (None, None, "Smith", "part(s) without letters dropped: '42'")),
+    ],
+)
+def test_clean_full_name_says_when_part_of_the_name_is_lost(raw, expected):
+    assert rules.clean_full_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "raw"),
+    [
+        (lambda v: rules.clean_address_line(v)[::2], ",,"),
+        (lambda v: rules.clean_address_line(v)[::2], "-/-"),
+        (lambda v: rules.clean_region(v, "CA"), "./."),
+        (lambda v: rules.clean_postal_code(v, "GB"), "*-*"),
+        (lambda v: rules.clean_postal_code(v, None), "#"),
+    ],
+)
+def test_address_parts_without_letters_or_digits_are_refused_not_dropped(rule, raw):
+    assert rule(raw) == (None, "no letters or digits")
 
 
 @pytest.mark.parametrize(

@@ -254,21 +254,28 @@ def test_malformed_files_do_not_stop_other_sources(small: Platform):
         )
     )
     assert reasons["support/empty.csv"].startswith("empty file")
-    assert reasons["web/garbage.jsonl"].startswith("invalid JSON")
+    assert reasons["web/garbage.jsonl"].startswith("file web/garbage.jsonl is not JSON lines: no line is a JSON object")
 
 
-def test_missing_mapped_column_fails_only_that_source_naming_file_and_column(small: Platform):
+def test_missing_mapped_column_quarantines_only_that_file_naming_file_and_column(small: Platform):
     path = small.config.landing_path / "pos" / "loyalty_members_2.csv"
     path.write_text("card_number,name,postal_code,birth_date,enrolled_at,marketing_ok\n1,A B,02134,,,\n")
-    job = small.defs.resolve_job_def("full_refresh")
-    result = job.execute_in_process(instance=small.instance, raise_on_error=False)
-    assert not result.success
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert [e.step_key for e in failures] == ["raw__pos_loyalty"]
-    message = failures[0].event_specific_data.error_display_string
-    assert "pos/loyalty_members_2.csv" in message and "'phone'" in message
-    succeeded = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-    assert {"raw__crm_contacts", "raw__web_events", "raw__shop_orders"} <= succeeded
+    raw_before = small.scalar("select count(*) from raw.pos_loyalty")
+    result = small.refresh()
+    assert result.success
+    [(reason, scope, field)] = small.sql(
+        "select reason, scope, field from cdp.quarantine where file = 'pos/loyalty_members_2.csv'"
+    )
+    assert scope == "file" and field == "phone"
+    assert reason.startswith("file pos/loyalty_members_2.csv has no column(s) ['phone']")
+    assert small.scalar("select count(*) from raw.pos_loyalty") == raw_before
+    [check] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.asset_key == dg.AssetKey(["raw", "pos_loyalty"])
+    ]
+    assert not check.passed and "pos/loyalty_members_2.csv" in check.metadata["files"].value
 
 
 def test_survivorship_prefers_trust_then_recency_and_keeps_address_parts_together(tmp_path, instance):

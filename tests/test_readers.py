@@ -90,3 +90,32 @@ def test_parquet_rows_and_corrupt_file(tmp_path):
     broken.write_bytes(b"not parquet at all")
     with pytest.raises(FileFormatError, match="Parquet"):
         read_parquet(broken)
+
+
+def test_a_file_in_another_encoding_is_refused_whole_but_one_bad_line_is_not(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_bytes("id,name\n1,Ann\n2,Désirée\n3,Zoë\n".encode("latin-1"))
+    result, rows = read_csv(path)
+    list(rows)
+    assert result.file_error and "lines 3, 4" in result.file_error and "csv.encoding" in result.file_error
+    # One stray byte in a file that is otherwise UTF-8 (or plain ASCII) is a damaged record.
+    path.write_bytes("id,name\n1,Ann\n2,Débora\n".encode("latin-1") + "3,Zoë\n4,Désirée\n".encode())
+    result, rows = read_csv(path)
+    assert [n for n, _ in rows] == [2, 4, 5] and result.file_error is None
+    path.write_bytes("id,name\n1,Ann\n2,Débora\n".encode("latin-1"))
+    result, rows = read_csv(path)
+    assert [n for n, _ in rows] == [2] and result.file_error is None and [r.row_number for r in result.rejects] == [3]
+
+
+def test_jsonl_without_any_object_is_not_json_lines(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'[{"a": 1},\n {"a": 2}]\n')
+    result, rows = read_jsonl(path)
+    assert list(rows) == []
+    assert result.file_error.startswith("is not JSON lines: no line is a JSON object (line 1: invalid JSON")
+    path.write_bytes(b"[1, 2]\n[3]\n")
+    result, rows = read_jsonl(path)
+    assert list(rows) == [] and "found list" in result.file_error
+    path.write_bytes('{"n": "Zoë"}\n'.encode("latin-1") * 2)
+    result, rows = read_jsonl(path)
+    assert list(rows) == [] and result.file_error.startswith("is not utf-8: lines 1, 2")

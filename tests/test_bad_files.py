@@ -1,0 +1,174 @@
+"""A file that cannot be mapped is quarantined whole while the rest of its source loads and the run succeeds."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from resources.config import CDPConfig, load_config
+from tests.conftest import Platform
+
+HEADER = "id,first,last,email\n"
+GOOD_A = HEADER + "A1,Ann,Lee,ann@example.org\nA2,Bo,Chan,bo@example.org\n"
+GOOD_C = HEADER + "C1,Cy,Diaz,cy@example.org\n"
+# The same people as the fixed file below, each broken in one of the ways real exports are.
+BAD_FILES = {
+    "semicolon": ("id;first;last;email\nB1;Dee;Eng;dee@example.org\n", "looks ';'-separated"),
+    "missing_column": ("id,first,email\nB1,Dee,dee@example.org\n", "has no column(s) ['last']"),
+    "latin1": (
+        (HEADER + "B1,Désirée,Eng,dee@example.org\nB2,Zoë,Éluard,zoe@example.org\n").encode("latin-1"),
+        "is not utf-8: lines 2, 3",
+    ),
+}
+FIXED = HEADER + "B1,Dee,Eng,dee@example.org\nB2,Zoe,Eluard,zoe@example.org\n"
+
+
+def _config(folder: Path, encoding: str = "utf-8") -> CDPConfig:
+    path = folder / "cdp.yaml"
+    path.write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: crm, format: csv, glob: '*.csv', role: person, record_id: id,\n"
+        f"     csv: {{encoding: {encoding}}},\n"
+        "     fields: {first_name: first, last_name: last, email: email},\n"
+        "     identifiers: [{path: email, type: email}]}\n"
+    )
+    return load_config(path)
+
+
+def _run(config: CDPConfig, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return build_definitions(config).resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
+
+
+def _files_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    [evaluation] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.asset_check_key.name == "files_readable"
+    ]
+    return evaluation
+
+
+def _write(landing: Path, name: str, content: str | bytes) -> None:
+    path = landing / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    _write(folder, "a_good.csv", GOOD_A)
+    _write(folder, "c_good.csv", GOOD_C)
+    return folder
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_unmappable_file_is_quarantined_whole_and_the_other_files_load(kind, tmp_path, landing, instance):
+    content, expected_reason = BAD_FILES[kind]
+    _write(landing, "b_bad.csv", content)
+    config = _config(tmp_path)
+    result = _run(config, instance)
+    assert result.success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    # The files sorting before and after the bad one are loaded and cleaned.
+    assert platform.sql("select source_record_id from clean.person_records order by 1") == [("A1",), ("A2",), ("C1",)]
+    assert platform.scalar("select count(*) from raw.crm where _file = 'b_bad.csv'") == 0
+    rows = platform.sql("select row_number, reason, scope, stage from cdp.quarantine where file = 'b_bad.csv'")
+    [(row_number, reason, scope, stage)] = rows
+    assert (row_number, scope, stage) == (None, "file", "extract")
+    assert reason.startswith("file b_bad.csv ") and expected_reason in reason
+    check = _files_check(result)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "b_bad.csv" in check.metadata["files"].value and check.metadata["files_quarantined"].value == 1
+    # The blocking checks downstream still pass: accounting holds for the files that loaded.
+    failed = [
+        e.event_specific_data.asset_check_key.name
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    assert failed == ["files_readable"]
+
+
+def test_a_fixed_file_replaces_its_file_quarantine_row(tmp_path, landing, instance):
+    _write(landing, "b_bad.csv", BAD_FILES["semicolon"][0])
+    config = _config(tmp_path)
+    assert _run(config, instance).success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    # Re-running with the same broken file neither retries nor duplicates it.
+    again = _run(config, instance)
+    assert again.success and not _files_check(again).passed
+    assert platform.scalar("select count(*) from cdp.quarantine where file = 'b_bad.csv'") == 1
+
+    _write(landing, "b_bad.csv", FIXED)
+    fixed = _run(config, instance)
+    assert fixed.success and _files_check(fixed).passed
+    assert platform.scalar("select count(*) from cdp.quarantine where file = 'b_bad.csv'") == 0
+    assert platform.sql("select source_record_id from clean.person_records order by 1") == [
+        ("A1",),
+        ("A2",),
+        ("B1",),
+        ("B2",),
+        ("C1",),
+    ]
+
+
+def test_a_failed_file_is_read_again_when_the_configuration_is_fixed(tmp_path, landing, instance):
+    _write(landing, "b_bad.csv", BAD_FILES["latin1"][0])
+    assert _run(_config(tmp_path), instance).success
+    config = _config(tmp_path, encoding="latin-1")
+    result = _run(config, instance)
+    assert result.success and _files_check(result).passed
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select first_name from clean.person_records where file = 'b_bad.csv' order by 1") == [
+        ("Désirée",),
+        ("Zoë",),
+    ]
+    assert platform.scalar("select count(*) from cdp.quarantine") == 0
+
+
+def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_whole(tmp_path, instance):
+    landing = tmp_path / "landing"
+    (landing / "shop").mkdir(parents=True)
+    (landing / "pos").mkdir()
+    (landing / "shop" / "a.jsonl").write_text(json.dumps({"cid": "S1", "mail": "s1@example.org"}) + "\n")
+    (landing / "shop" / "b.jsonl").write_text(json.dumps([{"cid": "S2"}, {"cid": "S3"}], indent=1) + "\n")
+    pq.write_table(pa.table({"card": ["C1"], "name": ["Ann Lee"]}), landing / "pos" / "a.parquet")
+    pq.write_table(pa.table({"card": ["C2"]}), landing / "pos" / "b.parquet")
+    (landing / "pos" / "c.parquet").write_bytes(b"PAR1 truncated")
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: shop, format: jsonl, glob: 'shop/*.jsonl', role: person, record_id: cid,\n"
+        "     fields: {email: mail}}\n"
+        "  - {name: pos, format: parquet, glob: 'pos/*.parquet', role: person, record_id: card,\n"
+        "     fields: {full_name: name}}\n"
+    )
+    config = load_config(tmp_path / "cdp.yaml")
+    defs = build_definitions(config)
+    raw = [a for a in defs.assets if a.key.path[0] == "raw"]
+    result = dg.materialize(raw, instance=instance, resources=defs.resources)
+    assert result.success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select _file from raw.shop union all select _file from raw.pos order by 1") == [
+        ("pos/a.parquet",),
+        ("shop/a.jsonl",),
+    ]
+    reasons = dict(platform.sql("select file, reason from cdp.quarantine where scope = 'file'"))
+    assert reasons["shop/b.jsonl"].startswith("file shop/b.jsonl is not JSON lines: no line is a JSON object")
+    assert reasons["pos/b.parquet"].startswith("file pos/b.parquet has no column(s) ['name']")
+    assert reasons["pos/c.parquet"].startswith("file pos/c.parquet cannot be read: not a readable Parquet file")
+    checks = {
+        e.event_specific_data.asset_key.path[1]: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert not checks["shop"].passed and not checks["pos"].passed
+    assert "pos/b.parquet" in checks["pos"].metadata["files"].value
+    assert "pos/c.parquet" in checks["pos"].metadata["files"].value
