@@ -16,8 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from cdp_assets.profiles import build_profiles
-from cdp_assets.segments import build_membership
+from cdp_assets.profiles.assets import build_profiles
+from cdp_assets.segments.assets import build_membership
 from resources.config import load_config
 from resources.warehouse import bootstrap
 

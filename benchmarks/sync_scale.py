@@ -20,7 +20,7 @@ import duckdb
 import requests
 import yaml
 
-from cdp_assets.syncs import run_sync
+from cdp_assets.syncs.assets import run_sync
 from resources.config import load_config
 from resources.schema import profile_columns
 from resources.warehouse import bootstrap

@@ -6,14 +6,14 @@ The configuration is validated here, so an invalid file fails at load time with 
 
 import dagster as dg
 
-from cdp_assets.clean import build_clean_assets
-from cdp_assets.clean_checks import person_records_expectations
-from cdp_assets.extract import build_extract_asset
-from cdp_assets.identity import build_identity_asset
-from cdp_assets.profiles import build_profiles_asset
-from cdp_assets.read_snapshot import build_read_snapshot_asset
-from cdp_assets.segments import build_segments_asset
-from cdp_assets.syncs import build_row_sync_asset, build_sync_asset
+from cdp_assets.clean.assets import build_clean_assets
+from cdp_assets.clean.checks import person_records_expectations
+from cdp_assets.extract.assets import build_extract_asset
+from cdp_assets.identity.assets import build_identity_asset
+from cdp_assets.profiles.assets import build_profiles_asset
+from cdp_assets.segments.assets import build_segments_asset
+from cdp_assets.snapshot.assets import build_read_snapshot_asset
+from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
 from resources.warehouse import warehouse_resource
 from sensors.automation import automation_sensor

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import dagster as dg
 import duckdb
 
-from cdp_assets.identity_blocking import BlockingRuleTooBroad
+from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad
 from resources.config import ConfigError
 
 # Columns a preview shows as they are: ids the platform makes, names from the configuration, counts.

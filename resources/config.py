@@ -18,6 +18,8 @@ import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from resources.schema import ConfigError, validate_expressions
+
 CONFIG_ENV_VAR = "CDP_CONFIG"
 DEFAULT_CONFIG_NAME = "cdp.yaml"
 
@@ -61,10 +63,6 @@ DEFAULT_BLOCKED_EMAILS: tuple[str, ...] = (
 )
 DEFAULT_BLOCKED_EMAIL_PATTERNS: tuple[str, ...] = (r"^(no-?e?mail|noreply|no-reply|donotreply|none|test)@",)
 DEFAULT_BLOCKED_PHONES: tuple[str, ...] = ("+11234567890", "+15555555555", "+10000000000")
-
-
-class ConfigError(ValueError):
-    """The configuration file is invalid; the message names the file and the offending key."""
 
 
 class _Strict(BaseModel):
@@ -270,7 +268,7 @@ def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
     }
 
 
-# Columns of `match_records` a blocking rule may name; see cdp_assets/identity_features.py.
+# Columns of `match_records` a blocking rule may name; see cdp_assets/identity/matching/features.py.
 BLOCKING_FEATURES: tuple[str, ...] = (
     "first_name",
     "last_name",
@@ -865,8 +863,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
         config = CDPConfig.model_validate({**raw, "base_dir": config_path.parent})
     except ValidationError as exc:
         raise ConfigError(f"{config_path}: invalid configuration\n{_describe(exc, raw)}") from None
-    from resources.schema import validate_expressions  # late import: the schema module reads this one
-
     validate_expressions(config, config_path)
     return config
 

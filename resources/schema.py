@@ -19,6 +19,10 @@ from resources.conditions import ConditionError, check_condition, sandbox
 if TYPE_CHECKING:
     from resources.config import CDPConfig, TraitConfig
 
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the file and the offending key."""
+
+
 # Money is exact: amounts are DECIMAL with a fixed scale, so a sum is the same whatever order DuckDB's
 # threads add it in (a DOUBLE sum changes its last bits from run to run, and a customer at a quintile
 # boundary then leaves and re-enters a segment with nothing changed). An amount written with more
@@ -145,8 +149,6 @@ def _bind(
 
 def validate_expressions(config: CDPConfig, config_path: Path) -> None:
     """Check traits, segments and destination fields against the schemas; raise ConfigError naming the key."""
-    from resources.config import ConfigError
-
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{config_path}: {key}: {message}")
 

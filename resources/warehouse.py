@@ -44,7 +44,7 @@ create table if not exists meta.loaded_files (
     rows_rejected bigint, status varchar, loaded_at timestamp,
     primary key (source, file)
 );
--- What the file was read with; a failed file is tried again when it changes (see cdp_assets.extract).
+-- What the file was read with; a failed file is tried again when it changes (see cdp_assets.extract.assets).
 alter table meta.loaded_files add column if not exists read_settings varchar;
 create table if not exists meta.extract_quarantine (
     stage varchar, source varchar, file varchar, row_number bigint, field varchar, value varchar,
@@ -266,6 +266,11 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     for role in ROLES:
         conn.execute(_IDENTIFIER_TABLE.format(role=role))
     conn.execute(_QUARANTINE_VIEW)
+
+
+def sql_literal(value: str | None) -> str:
+    """A string as a SQL literal, for the few names (sources, segments, destinations) spliced into SQL."""
+    return "null" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def utc_now() -> datetime:

@@ -11,8 +11,8 @@ import time
 
 import dagster as dg
 
-from cdp_assets.extract import ExtractConfig, source_files
 from resources.config import CDPConfig
+from resources.landing import ExtractConfig, source_files
 
 
 def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:

@@ -5,7 +5,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from cdp_assets.identity import resolve
+from cdp_assets.identity.assets import resolve
 from resources.config import load_config
 from resources.warehouse import bootstrap
 

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from cdp_assets import cleaning_rules as rules
+from cdp_assets.clean import rules
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 import yaml
 
-from cdp_assets.profiles import build_profiles
-from cdp_assets.segments import build_membership, build_segments_asset
+from cdp_assets.profiles.assets import build_profiles
+from cdp_assets.segments.assets import build_membership, build_segments_asset
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.warehouse import Warehouse, bootstrap
 from tests.conftest import REPO
@@ -344,7 +344,7 @@ def test_a_condition_bypassing_load_is_refused_at_run_time(tmp_path, landing_fil
 )
 def test_segment_conditions_run_where_no_file_can_be_read(tmp_path, landing_file, condition):
     """Past the allow-list (called directly), a condition still cannot read the file it names."""
-    from cdp_assets.segments import select_members
+    from cdp_assets.segments.assets import select_members
     from resources.conditions import ConditionError, sandbox
 
     sql = condition.format(file=landing_file, folder=landing_file.parent)

@@ -15,11 +15,11 @@ import duckdb
 import pytest
 import yaml
 
-from cdp_assets.clean import value_sql
+from cdp_assets.clean.assets import value_sql
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
-from cdp_assets.identity_blocking import BlockingRuleTooBroad
+from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad
 from cdp_assets.metadata import RedactedError, mask, redact_errors
-from cdp_assets.segments import SEGMENT_MEMBERSHIP
+from cdp_assets.segments.assets import SEGMENT_MEMBERSHIP
 from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import CDPConfig, FieldSpec, load_config

@@ -20,9 +20,9 @@ import duckdb
 import pytest
 import yaml
 
-from cdp_assets.clean import clean_activity, clean_person_records
+from cdp_assets.clean.assets import clean_activity, clean_person_records
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
-from cdp_assets.identity_clustering import FirstNames, birth_date_people
+from cdp_assets.identity.clustering import FirstNames, birth_date_people
 from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import load_config

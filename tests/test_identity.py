@@ -136,7 +136,7 @@ def test_a_record_without_identifiers_is_its_own_customer(tmp_path):
 @pytest.mark.parametrize("shape", ["random", "long chain"])
 def test_components_by_label_propagation_match_scipy(shape):
     """Label propagation finds SciPy's components, on a random graph and on a deep one (a chain)."""
-    from cdp_assets.identity import _scipy_components, connected_components
+    from cdp_assets.identity.assets import _scipy_components, connected_components
 
     rng = np.random.default_rng(3)
     if shape == "random":
@@ -157,7 +157,7 @@ def test_components_by_label_propagation_match_scipy(shape):
 def test_asset_checks_count_records_left_without_a_customer_and_mapped_twice(tmp_path):
     """The blocking checks see a record missing from the map once, however many versions it has, and a
     record mapped twice."""
-    from cdp_assets.identity import _checks
+    from cdp_assets.identity.assets import _checks
     from resources.config import load_config
 
     conn = warehouse(tmp_path, [{"id": "a", "first": "Ann"}, {"id": "b", "first": "Bea"}, {"id": "c"}])

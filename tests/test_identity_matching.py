@@ -13,10 +13,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from cdp_assets.identity_blocking import BlockingRuleTooBroad, build_candidate_pairs, preflight
-from cdp_assets.identity_comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
-from cdp_assets.identity_model import FellegiSunterModel, build_term_frequencies, scoring_sql
-from cdp_assets.nicknames import canonical_first_name
+from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad, build_candidate_pairs, preflight
+from cdp_assets.identity.matching.comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
+from cdp_assets.identity.matching.model import FellegiSunterModel, build_term_frequencies, scoring_sql
+from cdp_assets.identity.nicknames import canonical_first_name
 from tests.identity_warehouse import customers, warehouse
 
 FIRST = ["olivia", "liam", "emma", "noah", "ava", "elijah", "sophia", "lucas", "mia", "mason", "harper", "ethan",

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 import yaml
 
-from cdp_assets.profiles import build_profiles
-from cdp_assets.segments import build_membership
+from cdp_assets.profiles.assets import build_profiles
+from cdp_assets.segments.assets import build_membership
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.warehouse import bootstrap
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cdp_assets.readers import FileFormatError, read_csv, read_jsonl, read_parquet
+from cdp_assets.extract.readers import FileFormatError, read_csv, read_jsonl, read_parquet
 
 
 def _csv(tmp_path: Path, content: bytes) -> tuple[list[tuple[int, dict]], list]:

@@ -11,8 +11,8 @@ import pytest
 import requests
 import yaml
 
-from cdp_assets.sync_state import plan_sync
-from cdp_assets.syncs import make_client, run_sync
+from cdp_assets.syncs.assets import make_client, run_sync
+from cdp_assets.syncs.state import plan_sync
 from demo.destination_server import DestinationServer, Faults
 from resources.config import CDPConfig, load_config
 from resources.destinations import Change, RejectedError, RetryPolicy, deliver
@@ -441,7 +441,7 @@ def test_each_part_of_a_split_batch_is_a_new_batch_with_its_own_key():
 def test_a_destination_failing_part_way_says_what_was_sent_and_what_was_deferred(tmp_path):
     import dagster as dg
 
-    from cdp_assets.syncs import build_row_sync_asset
+    from cdp_assets.syncs.assets import build_row_sync_asset
     from resources.warehouse import Warehouse as WarehouseResource
 
     attempts = FAST_RETRY["max_attempts"]
@@ -600,7 +600,7 @@ def test_csv_exports_neutralise_formulas_in_text_cells_only(tmp_path):
 
     import dagster as dg
 
-    from cdp_assets.syncs import build_sync_asset
+    from cdp_assets.syncs.assets import build_sync_asset
     from resources.warehouse import Warehouse as WarehouseResource
 
     fields = ["customer_id", "first_name", "last_name", "email", "phone", "days_since_last_order"]

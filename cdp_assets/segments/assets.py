@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
-from cdp_assets.profiles import GOLDEN_PROFILES
+from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from resources.conditions import (
     ConditionError,
     check_condition,

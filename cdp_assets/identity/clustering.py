@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import jellyfish
 
-from cdp_assets.nicknames import name_variants
+from cdp_assets.identity.nicknames import name_variants
 
 T = TypeVar("T")
 

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from cdp_assets.clean import sql_literal
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
 from resources.hashing import hash_identifier
-from resources.warehouse import utc_now
+from resources.warehouse import sql_literal, utc_now
 
 # Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
 # its rows as sent. Only the syncs use them, so they are created here.

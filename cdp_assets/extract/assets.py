@@ -17,19 +17,14 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
+from cdp_assets.extract.readers import FileFormatError, Reject, read_file
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors
-from cdp_assets.readers import FileFormatError, Reject, read_file
 from resources.config import CDPConfig, SourceConfig
+from resources.landing import ExtractConfig, source_files
 from resources.warehouse import Warehouse, utc_now
 
 GROUP = "source_extracts"
 _BATCH_ROWS = 50_000
-
-
-class ExtractConfig(dg.Config):
-    """Run configuration; the landing sensor asks for no materialization when nothing changed."""
-
-    skip_if_unchanged: bool = False
 
 
 def raw_table(source: SourceConfig) -> str:
@@ -43,12 +38,6 @@ def ensure_raw_table(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> s
         f"create table if not exists {table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)"
     )
     return table
-
-
-def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
-    """Files of a source in the landing folder, in a stable order."""
-    landing = config.landing_path
-    return sorted(p for p in landing.glob(source.glob) if p.is_file() and not p.name.startswith("."))
 
 
 def file_sha256(path: Path) -> str:

@@ -11,7 +11,7 @@ import duckdb
 import jellyfish
 import pandas as pd
 
-from cdp_assets.nicknames import canonical_first_name
+from cdp_assets.identity.nicknames import canonical_first_name
 from resources.config import CDPConfig
 
 

@@ -19,11 +19,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity_blocking import build_candidate_pairs, preflight, rule_name
-from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstNames
-from cdp_assets.identity_comparisons import person_evidence_sql, vector_sql
-from cdp_assets.identity_features import build_match_records
-from cdp_assets.identity_model import build_term_frequencies, estimate, scoring_sql
+from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames
+from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
+from cdp_assets.identity.matching.comparisons import person_evidence_sql, vector_sql
+from cdp_assets.identity.matching.features import build_match_records
+from cdp_assets.identity.matching.model import build_term_frequencies, estimate, scoring_sql
 from resources.config import CDPConfig
 
 EVIDENCE_TABLE = "identity.evidence"

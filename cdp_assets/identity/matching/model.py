@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity_comparisons import COMPARISONS, vector_sql
+from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})

@@ -13,13 +13,13 @@ from datetime import datetime
 import dagster as dg
 import duckdb
 
-from cdp_assets.clean import EVENTS, TRANSACTIONS, sql_literal
-from cdp_assets.identity import IDENTITY_CLUSTERS
+from cdp_assets.clean.assets import EVENTS, TRANSACTIONS
+from cdp_assets.identity.assets import IDENTITY_CLUSTERS
 from cdp_assets.metadata import masked_preview, redact_errors
-from cdp_assets.traits import build_traits, resolve_as_of, timestamp_literal
+from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
-from resources.warehouse import Warehouse
+from resources.warehouse import Warehouse, sql_literal
 
 GROUP = "golden_profiles"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])

@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 
-from cdp_assets.clean import sql_literal
 from cdp_assets.metadata import redact, redact_errors
-from cdp_assets.profiles import GOLDEN_PROFILES
-from cdp_assets.segments import SEGMENT_MEMBERSHIP
-from cdp_assets.sync_state import (
+from cdp_assets.profiles.assets import GOLDEN_PROFILES
+from cdp_assets.segments.assets import SEGMENT_MEMBERSHIP
+from cdp_assets.syncs.state import (
     batches_in_flight,
     ensure_tables,
     open_batch,
@@ -41,7 +40,7 @@ from resources.destinations import (
     WebhookClient,
     deliver,
 )
-from resources.warehouse import Warehouse, utc_now
+from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "destination_syncs"
 

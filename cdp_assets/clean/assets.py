@@ -14,12 +14,12 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from cdp_assets import cleaning_rules as rules
-from cdp_assets.extract import ensure_raw_table
+from cdp_assets.clean import rules
+from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.schema import AMOUNT_TYPE
-from resources.warehouse import utc_now
+from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
@@ -28,10 +28,6 @@ TRANSACTIONS = dg.AssetKey(["clean", "transactions"])
 ROW_ACCOUNTING_CHECK = "rows_accounted_for"
 
 # --------------------------------------------------------------------------- SQL building blocks
-
-
-def sql_literal(value: str | None) -> str:
-    return "null" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def _json_path(source: SourceConfig, path: str) -> str:

@@ -17,13 +17,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.clean import EVENTS, PERSON_RECORDS, TRANSACTIONS, sql_literal
-from cdp_assets.cleaning_rules import clean_email, clean_identifier, clean_phone
-from cdp_assets.identity_clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
-from cdp_assets.identity_matching import match_probabilistically
+from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
+from cdp_assets.clean.rules import clean_email, clean_identifier, clean_phone
+from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
+from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
-from resources.warehouse import ROLES, Warehouse
+from resources.warehouse import ROLES, Warehouse, sql_literal
 
 GROUP = "identity"
 # Every (record, identifier value) edge the cleaned sources hold.

@@ -9,7 +9,7 @@ from datetime import date
 
 import dagster as dg
 
-from cdp_assets.clean import PERSON_RECORDS
+from cdp_assets.clean.assets import PERSON_RECORDS
 from cdp_assets.metadata import markdown_table, mask, redact_errors
 from resources.quality import validate_frame
 from resources.warehouse import Warehouse
