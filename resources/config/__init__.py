@@ -1,0 +1,214 @@
+"""The platform's one YAML configuration file: its schema, validation and loading.
+
+Everything a user changes without touching code lives here: the warehouse, the landing folder, the
+sources and how their fields map onto canonical person and event fields, identity rules, segments and
+destinations. The file is validated when the Dagster definitions load, so a typo fails fast with the
+offending key named instead of surfacing as a wrong number three stages later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from resources.config.base import (
+    _Strict,
+)
+from resources.config.destinations import (
+    DestinationConfig,
+    FileDestinationConfig,
+    HashedAudienceDestinationConfig,
+    RowDestinationConfig,
+)
+from resources.config.identity import (
+    DEFAULT_BLOCKED_PATTERNS,
+    IdentityConfig,
+    MatchingConfig,
+)
+from resources.config.profiles import (
+    ProfilesConfig,
+    SurvivorshipRule,
+    TraitConfig,
+)
+from resources.config.segments import (
+    SegmentConfig,
+)
+from resources.config.sources import (
+    PERSON_FIELDS,
+    FieldSpec,
+    SourceConfig,
+)
+from resources.config.warehouse import (
+    LandingConfig,
+    WarehouseConfig,
+)
+from resources.schema import ConfigError, validate_expressions
+
+CONFIG_ENV_VAR = "CDP_CONFIG"
+DEFAULT_CONFIG_NAME = "cdp.yaml"
+
+
+class CDPConfig(_Strict):
+    """The whole configuration file."""
+
+    warehouse: WarehouseConfig = WarehouseConfig()
+    landing: LandingConfig = LandingConfig()
+    identity: IdentityConfig = IdentityConfig()
+    profiles: ProfilesConfig = ProfilesConfig()
+    sources: list[SourceConfig]
+    segments: list[SegmentConfig] = Field(default_factory=list)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths resolve against.")
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> CDPConfig:
+        if self.warehouse.read_snapshot and self.read_snapshot_path == self.warehouse_path:
+            raise ValueError("warehouse.read_snapshot: must be another file than warehouse.path")
+        _unique([s.name for s in self.sources], "sources")
+        _unique([s.name for s in self.segments], "segments")
+        _unique([d.name for d in self.destinations], "destinations")
+        if not self.sources:
+            raise ValueError("sources: declare at least one source")
+        if not any(s.role == "person" for s in self.sources):
+            raise ValueError("sources: at least one source must have role 'person'")
+        _unique([t.name for t in self.profiles.traits], "profiles.traits")
+        source_names = {s.name for s in self.sources}
+        for attribute, rule in self.profiles.survivorship.attributes.items():
+            unknown = sorted(set(rule.sources or []) - source_names)
+            if unknown:
+                raise ValueError(f"profiles.survivorship.attributes.{attribute}.sources: unknown source(s) {unknown}")
+        segment_names = {s.name for s in self.segments}
+        for i, dest in enumerate(self.destinations):
+            if dest.segment is not None and dest.segment not in segment_names:
+                raise ValueError(
+                    f"destinations[{i}] ({dest.name}).segment: unknown segment '{dest.segment}'; "
+                    f"declared segments: {sorted(segment_names) or 'none'}"
+                )
+            if dest.type == "file" and dest.segment is None:
+                raise ValueError(f"destinations[{i}] ({dest.name}).segment: a file destination needs a segment")
+            purpose = getattr(dest, "purpose", None)
+            if purpose is not None and purpose not in self.consent_purposes:
+                raise ValueError(
+                    f"destinations[{i}] ({dest.name}).purpose: no source states consent for '{purpose}'; "
+                    f"known purposes: {self.consent_purposes or 'none'}"
+                )
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the file's own folder unless absolute."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.resolve(self.warehouse.path)
+
+    @property
+    def read_snapshot_path(self) -> Path:
+        """The published read-only copy of the public tables: configured, or `<warehouse>_read.duckdb` beside it."""
+        if self.warehouse.read_snapshot:
+            return self.resolve(self.warehouse.read_snapshot)
+        warehouse = self.warehouse_path
+        return warehouse.with_name(f"{warehouse.stem}_read.duckdb")
+
+    @property
+    def landing_path(self) -> Path:
+        return self.resolve(self.landing.path)
+
+    def sources_with_role(self, role: str) -> list[SourceConfig]:
+        return [s for s in self.sources if s.role == role]
+
+    @property
+    def consent_purposes(self) -> list[str]:
+        return sorted({p for s in self.sources for p in s.consent})
+
+
+def _unique(names: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{key}: the name '{name}' is used twice")
+        seen.add(name)
+
+
+def default_config_path() -> Path:
+    """`$CDP_CONFIG`, else `cdp.yaml` in the working directory, else the one beside the code."""
+    if os.environ.get(CONFIG_ENV_VAR):
+        return Path(os.environ[CONFIG_ENV_VAR]).expanduser().resolve()
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    if local.exists():
+        return local.resolve()
+    return (Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_NAME).resolve()
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
+    """Read and validate the configuration; raise ConfigError naming the file and the bad key."""
+    config_path = Path(path).resolve() if path is not None else default_config_path()
+    if not config_path.exists():
+        raise ConfigError(f"{config_path}: configuration file not found (set {CONFIG_ENV_VAR} to point at one)")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: expected a mapping at the top level, found {type(raw).__name__}")
+    try:
+        config = CDPConfig.model_validate({**raw, "base_dir": config_path.parent})
+    except ValidationError as exc:
+        raise ConfigError(f"{config_path}: invalid configuration\n{_describe(exc, raw)}") from None
+    validate_expressions(config, config_path)
+    return config
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """Pydantic's errors rewritten as `sources[2] (crm_contacts).format: ...` so the key is obvious."""
+    lines = []
+    for error in exc.errors():
+        parts: list[str] = []
+        node: Any = raw
+        for loc in error["loc"]:
+            if isinstance(loc, int):
+                label = f"[{loc}]"
+                node = node[loc] if isinstance(node, list) and loc < len(node) else None
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    label += f" ({node['name']})"
+                parts.append(label)
+            elif loc in ("function-after[_one_of_path_or_value(), FieldSpec]", "file"):
+                continue
+            else:
+                parts.append(("." if parts else "") + str(loc))
+                node = node.get(loc) if isinstance(node, dict) else None
+        message = error["msg"].removeprefix("Value error, ")
+        # Cross-reference errors are raised at the top level and already start with the key they concern.
+        lines.append(f"  {''.join(parts)}: {message}" if parts else f"  {message}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CDPConfig",
+    "CONFIG_ENV_VAR",
+    "ConfigError",
+    "DEFAULT_BLOCKED_PATTERNS",
+    "DEFAULT_CONFIG_NAME",
+    "DestinationConfig",
+    "FieldSpec",
+    "FileDestinationConfig",
+    "HashedAudienceDestinationConfig",
+    "IdentityConfig",
+    "LandingConfig",
+    "MatchingConfig",
+    "PERSON_FIELDS",
+    "ProfilesConfig",
+    "RowDestinationConfig",
+    "SegmentConfig",
+    "SourceConfig",
+    "SurvivorshipRule",
+    "TraitConfig",
+    "WarehouseConfig",
+    "default_config_path",
+    "load_config",
+]

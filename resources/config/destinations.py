@@ -1,0 +1,125 @@
+"""Destinations: where segments are delivered, and how."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator
+
+from resources.config.base import _NAME_RE, _Strict
+
+
+class _DestinationBase(_Strict):
+    name: str
+    segment: str | None = Field(None, description="Segment whose members are synced; omit to sync every profile.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("destination name must be lower_snake_case, e.g. 'vip_export'")
+        return value
+
+
+class FileDestinationConfig(_DestinationBase):
+    """Writes a segment's members to a CSV or Parquet file per run."""
+
+    type: Literal["file"]
+    format: Literal["csv", "parquet"] = "csv"
+    path: str = Field("exports", description="Folder for the files, relative to the configuration file.")
+    fields: list[str] = Field(default_factory=lambda: ["customer_id", "email", "first_name", "last_name"])
+
+
+class AuthConfig(_Strict):
+    """A secret header read from the environment at run time: never written in the file, never logged."""
+
+    env: str = Field(description="Environment variable holding the token.")
+    header: str = "Authorization"
+    scheme: str | None = Field("Bearer", description="Prefix before the token, e.g. Bearer; null for none.")
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(6, ge=1, le=20)
+    base_delay_seconds: float = Field(0.5, ge=0)
+    max_delay_seconds: float = Field(30.0, ge=0)
+    timeout_seconds: float = Field(10.0, gt=0, description="Per request.")
+
+
+class _SyncedDestination(_DestinationBase):
+    """What every row-level destination shares: what it receives, how, and how hard it retries."""
+
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {"email": "email", "first_name": "first_name", "last_name": "last_name"},
+        description="Destination field -> golden-profile column.",
+    )
+    primary_key: str = Field("customer_id", description="Golden-profile column identifying a row.")
+    mode: Literal["insert", "update", "upsert", "mirror", "delete"] = "upsert"
+    purpose: str | None = Field(None, description="Consent purpose a profile must have granted to be sent.")
+    batch_size: int = Field(500, ge=1, le=100_000)
+    rate_limit_per_second: float | None = Field(None, gt=0)
+    dry_run: bool = Field(False, description="Report what would be sent, send nothing.")
+    retry: RetryConfig = RetryConfig()
+    auth: AuthConfig | None = None
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _list_means_same_names(cls, value: Any) -> Any:
+        return {f: f for f in value} if isinstance(value, list) else value
+
+
+class WebhookDestinationConfig(_SyncedDestination):
+    """JSON batches of audience events (entered, exited, updated) posted to one URL."""
+
+    type: Literal["webhook"]
+    url: str
+
+
+class RestDestinationConfig(_SyncedDestination):
+    """A bulk upsert/delete API, the shape of e-mail and CRM tools' batch endpoints."""
+
+    type: Literal["rest"]
+    upsert_url: str
+    delete_url: str | None = None
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    records_key: str = "records"
+    ids_key: str = "ids"
+    id_field: str = "id"
+
+
+class HashedAudienceDestinationConfig(_SyncedDestination):
+    """An ad-platform audience: members identified only by SHA-256 of normalised e-mail and phone."""
+
+    type: Literal["hashed_audience"]
+    url: str
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {"email_sha256": "email", "phone_sha256": "phone"},
+        description="Destination field -> profile column; fields ending in _sha256 are hashed.",
+    )
+    gmail_dots: bool = Field(False, description="Remove dots from Gmail local parts before hashing (Google).")
+    phone_plus: bool = Field(True, description="Hash phones with the leading + (Google); false for Meta.")
+    default_region: str = "US"
+
+
+class PostgresDestinationConfig(_SyncedDestination):
+    """Rows upserted (or mirrored) into a table of a PostgreSQL database: reverse ETL to an application."""
+
+    type: Literal["postgres"]
+    dsn_env: str = Field(description="Environment variable holding the connection string.")
+    table: str
+    db_schema: str = Field("public", alias="schema")
+    key_column: str = "id"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+RowDestinationConfig = (
+    WebhookDestinationConfig | RestDestinationConfig | HashedAudienceDestinationConfig | PostgresDestinationConfig
+)
+DestinationConfig = Annotated[
+    FileDestinationConfig
+    | WebhookDestinationConfig
+    | RestDestinationConfig
+    | HashedAudienceDestinationConfig
+    | PostgresDestinationConfig,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,33 @@
+"""The warehouse file and the landing folder."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from resources.config.base import _Strict
+
+
+class WarehouseConfig(_Strict):
+    path: str = "data/warehouse.duckdb"
+    memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. '4GB'; DuckDB's default if unset.")
+    threads: int | None = Field(None, ge=1)
+    read_snapshot: str | None = Field(
+        None,
+        description="The read-only copy of the public tables BI tools open; default: beside the warehouse, "
+        "named <warehouse>_read.duckdb.",
+    )
+    lock_timeout_seconds: int = Field(
+        300, ge=0, description="How long a run waits for another run, or a process holding the warehouse, to let go."
+    )
+
+    @field_validator("read_snapshot")
+    @classmethod
+    def _snapshot_is_a_duckdb_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".duckdb"):
+            raise ValueError(f"'{value}' is not a .duckdb file name; readers open it with DuckDB")
+        return value
+
+
+class LandingConfig(_Strict):
+    path: str = "data/landing"
+    settle_seconds: int = Field(10, ge=0, description="The sensor loads a file once it has not changed for this long.")
