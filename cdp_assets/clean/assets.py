@@ -18,6 +18,7 @@ from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.config.sources import DATE_FIELDS, TIMESTAMP_FIELDS
 from resources.schema import AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
 
@@ -317,20 +318,7 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
 
 
 # Person fields kept as text; dates and timestamps are parsed strictly, so their own rules refuse junk.
-PERSON_TEXT_FIELDS = (
-    "full_name",
-    "first_name",
-    "middle_name",
-    "last_name",
-    "email",
-    "phone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "postal_code",
-    "country",
-)
+PERSON_TEXT_FIELDS = tuple(f for f in PERSON_FIELDS if f not in DATE_FIELDS | TIMESTAMP_FIELDS)
 ACTIVITY_TEXT_FIELDS = ("event", "currency", "status")
 
 # Every rule that can turn a value into NULL, with how its map joins the staged row: a value a rule
