@@ -23,7 +23,7 @@ import pyarrow as pa
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
 from resources.hashing import hash_identifier
-from resources.warehouse import sql_literal, utc_now
+from resources.warehouse import sql_literal, transaction, utc_now
 
 # Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
 # its rows as sent. Only the syncs use them, so they are created here.
@@ -58,8 +58,7 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
         ],
         names=["key", "operation", "row_hash", "row_json"],
     )
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute(
             "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
             [destination, secrets.token_hex(8)],
@@ -76,10 +75,6 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
             [destination, key, sequence, utc_now()],
         )
         conn.unregister("opened_frame")
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
     return key
 
 
@@ -231,8 +226,7 @@ def record_batch(
     """Acknowledge accepted rows and queue failed ones, in one transaction per answered batch; the batch
     is no longer in flight (a refused batch that is split may settle no row: its parts are new batches)."""
     now = utc_now()
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
         if accepted:
             frame = pa.table(
@@ -279,10 +273,6 @@ def record_batch(
                 [destination, run_id, now],
             )
             conn.unregister("failed_frame")
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
 
 
 def record_outcome(
