@@ -5,7 +5,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from resources.warehouse import transaction
+from resources.schema import ACTIVITY_COLUMNS
+from resources.tables import (
+    ACTIVITY_TABLES,
+    LINEAGE_COLUMNS,
+    LOADED_FILES,
+    QUARANTINE_COLUMNS,
+    SHARED_TABLES,
+    Table,
+    TableShapeError,
+)
+from resources.warehouse import bootstrap, transaction
+from tests.conftest import Platform
 
 
 @pytest.fixture
@@ -40,3 +51,71 @@ def test_transaction_rolls_back_on_an_interrupt_too(conn: duckdb.DuckDBPyConnect
         conn.execute("insert into t values (1)")
         raise KeyboardInterrupt
     assert conn.execute("select count(*) from t").fetchone()[0] == 0
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    schema, name = table.split(".")
+    return dict(
+        conn.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, name],
+        ).fetchall()
+    )
+
+
+def test_bootstrap_creates_every_shared_table_as_declared(tmp_path: Path) -> None:
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        bootstrap(conn)
+        bootstrap(conn)  # idempotent
+        for table in SHARED_TABLES:
+            assert _columns(conn, table.name) == dict(table.columns), table.name
+        keys = conn.execute(
+            "select schema_name || '.' || table_name, constraint_column_names from duckdb_constraints() "
+            "where constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+        assert dict(keys) == {t.name: list(t.primary_key) for t in SHARED_TABLES if t.primary_key}
+        quarantine = _columns(conn, "cdp.quarantine")
+        assert quarantine == QUARANTINE_COLUMNS
+
+
+def test_a_column_added_later_reaches_an_existing_warehouse(tmp_path: Path) -> None:
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        conn.execute("create schema meta")
+        older = {c: t for c, t in LOADED_FILES.columns.items() if c not in LOADED_FILES.added_later}
+        conn.execute(f"create table meta.loaded_files ({', '.join(f'{c} {t}' for c, t in older.items())})")
+        conn.execute("insert into meta.loaded_files (source, file) values ('crm', 'a.csv')")
+        bootstrap(conn)
+        assert _columns(conn, "meta.loaded_files") == dict(LOADED_FILES.columns)
+        assert conn.execute("select source, file, read_settings from meta.loaded_files").fetchall() == [
+            ("crm", "a.csv", None)
+        ]
+
+
+def test_a_fill_that_strays_from_the_declaration_fails_naming_the_columns(tmp_path: Path) -> None:
+    table = Table("main.t", {"a": "VARCHAR", "b": "BIGINT"})
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        table.replace(conn, "select 2 as b, 'x' as a")  # any order, stored in the declared order and types
+        assert _columns(conn, "main.t") == {"a": "VARCHAR", "b": "BIGINT"}
+        with pytest.raises(TableShapeError, match=r"selected but not declared: \['c'\]"):
+            table.replace(conn, "select 'y' as a, 3 as b, 4 as c")
+        with pytest.raises(TableShapeError, match=r"declared but not selected: \['b'\]"):
+            table.replace(conn, "select 'y' as a")
+        with pytest.raises(TableShapeError, match=r"selected more than once: \['a'\]"):
+            table.replace(conn, "select 'y' as a, 3 as b, 'z' as a")
+        with pytest.raises(TableShapeError, match=r"declares no column\(s\) \['c'\]"):
+            table.projection({"c": "1"})
+        # A refused statement leaves the table as it was.
+        assert conn.execute("select * from main.t").fetchall() == [("x", 2)]
+
+
+def test_materialized_tables_have_their_declared_shape(platform: Platform) -> None:
+    """What the cleaning stage writes, and what traits and conditions may read, is the declaration."""
+    with duckdb.connect(str(platform.config.warehouse_path), read_only=True) as conn:
+        for table in SHARED_TABLES:
+            assert _columns(conn, table.name) == dict(table.columns), table.name
+        for role, table in ACTIVITY_TABLES.items():
+            assert ACTIVITY_COLUMNS[role] == {
+                c: t for c, t in _columns(conn, table.name).items() if c not in LINEAGE_COLUMNS
+            }
+        assert conn.execute("select count(*) from clean.person_records").fetchone()[0] > 0

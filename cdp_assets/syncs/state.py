@@ -23,25 +23,13 @@ import pyarrow as pa
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
 from resources.hashing import IdentifierKind, hash_rows
+from resources.tables import BATCH_SEQUENCE, IN_FLIGHT
 from resources.warehouse import sql_literal, transaction, utc_now
-
-# Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
-# its rows as sent. Only the syncs use them, so they are created here.
-_TABLES = """
-create table if not exists syncs.batch_sequence (
-    destination varchar primary key, epoch varchar, last_sequence bigint
-);
-create table if not exists syncs.in_flight (
-    destination varchar, batch_id varchar, sequence bigint, opened_at timestamp,
-    changes struct(key varchar, operation varchar, row_hash varchar, row_json varchar)[],
-    primary key (destination, batch_id)
-);
-"""
 
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the batch bookkeeping tables if missing; cheap and idempotent."""
-    conn.execute(_TABLES)
+    conn.execute(BATCH_SEQUENCE.create_sql() + IN_FLIGHT.create_sql())
 
 
 def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[Change]) -> str:
