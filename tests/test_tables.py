@@ -1,10 +1,13 @@
 """The warehouse's shared tables, their one declaration, and the one transaction helper every writer uses."""
 
+import shutil
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from cdp_assets.profiles.assets import build_profiles
+from resources import schema
 from resources.schema import ACTIVITY_COLUMNS
 from resources.tables import (
     ACTIVITY_TABLES,
@@ -119,3 +122,31 @@ def test_materialized_tables_have_their_declared_shape(platform: Platform) -> No
                 c: t for c, t in _columns(conn, table.name).items() if c not in LINEAGE_COLUMNS
             }
         assert conn.execute("select count(*) from clean.person_records").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda columns: {**columns, "loyalty_tier": "VARCHAR"}, r"declared but not selected: \['loyalty_tier'\]"),
+        (
+            lambda columns: {c: t for c, t in columns.items() if c != "rfm_score"},
+            r"selected but not declared: \['rfm_score'\]",
+        ),
+    ],
+    ids=["declared-not-built", "built-not-declared"],
+)
+def test_a_profile_column_out_of_step_with_its_declaration_fails_the_build(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change, message: str
+) -> None:
+    """Golden profiles are built from the declaration in resources/schema.py: a column built but not
+    declared is not dropped, and one declared but not built is not left out; either fails the build."""
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(platform.config.warehouse_path, copy)
+    monkeypatch.setattr(schema, "PROFILE_COLUMNS", change(schema.PROFILE_COLUMNS))
+    with duckdb.connect(str(copy)) as conn:
+        bootstrap(conn)
+        before = conn.execute("select * exclude (profile_built_at) from cdp.golden_profiles order by all").fetchall()
+        with pytest.raises(TableShapeError, match=message):
+            build_profiles(conn, platform.config)
+        after = conn.execute("select * exclude (profile_built_at) from cdp.golden_profiles order by all").fetchall()
+    assert before and after == before

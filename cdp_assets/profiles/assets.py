@@ -19,6 +19,7 @@ from cdp_assets.metadata import masked_preview, redact_errors
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
+from resources.tables import Table
 from resources.warehouse import Warehouse, sql_literal
 
 GROUP = "golden_profiles"
@@ -111,7 +112,8 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
     as_of = resolve_as_of(conn, config)
     build_traits(conn, config, as_of)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
-    consent = "".join(f', c."consent_{p}"' for p in purposes)
+    picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in ATTRIBUTES.items() for c in columns)
+    pick_joins = "\n".join(f"left join pick_{attribute} using (customer_id)" for attribute in ATTRIBUTES)
     select = f"""
         with lists as (
             select customer_id,
@@ -126,26 +128,21 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
             select customer_id, list(distinct source order by source) as sources from cdp.identity_map group by 1
         ),
         consent as (select customer_id{consent_columns} from consent_picks group by customer_id)
-        select k.customer_id, n.first_name, n.middle_name, n.last_name, e.email, ph.phone,
-            a.address_line1, a.address_line2, a.city, a.region, a.postal_code, a.country, d.date_of_birth,
+        select k.customer_id, {picked},
             coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
             k.sources, coalesce(l.record_count, 0) as record_count,
             least(l.first_updated_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
-            t.* exclude (customer_id), {timestamp_literal(as_of)} as traits_as_of,
-            current_timestamp::timestamp as profile_built_at{consent}
+            t.* exclude (customer_id, first_event_at), {timestamp_literal(as_of)} as traits_as_of,
+            current_timestamp::timestamp as profile_built_at, c.* exclude (customer_id)
         from customers k
         left join lists l using (customer_id)
-        left join pick_name n using (customer_id)
-        left join pick_email e using (customer_id)
-        left join pick_phone ph using (customer_id)
-        left join pick_address a using (customer_id)
-        left join pick_date_of_birth d using (customer_id)
+        {pick_joins}
         left join customer_traits t using (customer_id)
         left join consent c using (customer_id)
         order by k.customer_id"""
-    columns = profile_columns(config)
-    casts = ", ".join(f'"{c}"::{t} as "{c}"' for c, t in columns.items())
-    conn.execute(f"create or replace table cdp.golden_profiles as select {casts} from ({select})")
+    # The declaration decides the table's columns, order and types; a column the select makes and the
+    # declaration lacks, or the other way round, fails the build here rather than vanishing in a cast.
+    Table("cdp.golden_profiles", profile_columns(config)).replace(conn, select)
 
     provenance = [
         f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at,
