@@ -6,7 +6,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cdp_assets.profiles.assets import build_profiles
+from cdp_assets.profiles.assets import build_profiles, count_unexplained
 from resources import schema
 from resources.schema import ACTIVITY_COLUMNS
 from resources.tables import (
@@ -150,3 +150,25 @@ def test_a_profile_column_out_of_step_with_its_declaration_fails_the_build(
             build_profiles(conn, platform.config)
         after = conn.execute("select * exclude (profile_built_at) from cdp.golden_profiles order by all").fetchall()
     assert before and after == before
+
+
+def test_the_provenance_check_counts_each_kind_of_unexplained_value(platform: Platform, tmp_path: Path) -> None:
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(platform.config.warehouse_path, copy)
+    with duckdb.connect(str(copy)) as conn:
+        assert count_unexplained(conn) == 0
+        customers = conn.execute(
+            "select customer_id from cdp.golden_profiles where email is not null and phone is not null "
+            "and first_name is not null and date_of_birth is not null order by customer_id limit 4"
+        ).fetchall()
+        assert len(customers) == 4
+        # Another e-mail and phone than the profile's, and no name or birth-date row at all.
+        changes = [
+            "update cdp.profile_provenance set value = 'x' where attribute = 'email' and customer_id = ?",
+            "update cdp.profile_provenance set value = 'x' where attribute = 'phone' and customer_id = ?",
+            "delete from cdp.profile_provenance where attribute = 'name' and customer_id = ?",
+            "delete from cdp.profile_provenance where attribute = 'date_of_birth' and customer_id = ?",
+        ]
+        for change, customer in zip(changes, customers, strict=True):
+            conn.execute(change, list(customer))
+        assert count_unexplained(conn) == 4

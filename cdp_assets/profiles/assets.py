@@ -53,6 +53,28 @@ _PRESENT = {
 }
 
 
+def _present(attribute: str) -> str:
+    """SQL that is true where a record (or a profile) has a value for the attribute."""
+    return _PRESENT.get(attribute, f"{ATTRIBUTES[attribute][0][0]} is not null")
+
+
+def count_unexplained(conn: duckdb.DuckDBPyConnection) -> int:
+    """Profiles with a value that has no provenance row, which the provenance check requires to be none:
+    for e-mail and phone the row must hold that very value; for name and birth date one for the attribute
+    is enough."""
+    checks = " or ".join(
+        f"(({_present(attribute)}) and not exists (select 1 from cdp.profile_provenance v "
+        f"where v.customer_id = p.customer_id and v.attribute = '{attribute}'{match}))"
+        for attribute, match in (
+            ("email", " and v.value = p.email"),
+            ("phone", " and v.value = p.phone"),
+            ("name", ""),
+            ("date_of_birth", ""),
+        )
+    )
+    return int(conn.execute(f"select count(*) from cdp.golden_profiles p where {checks}").fetchone()[0])
+
+
 def _priority(rule: SurvivorshipRule) -> str:
     if not rule.sources:
         return "trust desc"
@@ -75,7 +97,7 @@ def rule_order(rule: SurvivorshipRule) -> str:
 
 def _pick_sql(attribute: str, rule: SurvivorshipRule) -> str:
     columns, value = ATTRIBUTES[attribute]
-    present = _PRESENT.get(attribute, f"{columns[0]} is not null")
+    present = _present(attribute)
     completeness = " + ".join(f"({c} is not null)::int" for c in columns)
     return f"""
         select customer_id, {", ".join(columns)}, value, source, source_record_id,
@@ -196,18 +218,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             as_of = build_profiles(conn, config)
-            unexplained = conn.execute(
-                """select count(*) from cdp.golden_profiles p where
-                   (email is not null and not exists (select 1 from cdp.profile_provenance v
-                        where v.customer_id = p.customer_id and v.attribute = 'email' and v.value = p.email))
-                   or (phone is not null and not exists (select 1 from cdp.profile_provenance v
-                        where v.customer_id = p.customer_id and v.attribute = 'phone' and v.value = p.phone))
-                   or ((first_name is not null or last_name is not null) and not exists (
-                        select 1 from cdp.profile_provenance v where v.customer_id = p.customer_id
-                        and v.attribute = 'name'))
-                   or (date_of_birth is not null and not exists (select 1 from cdp.profile_provenance v
-                        where v.customer_id = p.customer_id and v.attribute = 'date_of_birth'))"""
-            ).fetchone()[0]
+            unexplained = count_unexplained(conn)
             profiles, distinct_ids = conn.execute(
                 "select count(*), count(distinct customer_id) from cdp.golden_profiles"
             ).fetchone()
