@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from resources.conditions import ConditionError, check_condition, sandbox
-from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE, LINEAGE_COLUMNS, MONEY_TOTAL_TYPE
+from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE, LINEAGE_COLUMNS, MONEY_TOTAL_TYPE, Table
 
 if TYPE_CHECKING:
     from resources.config import CDPConfig, TraitConfig
@@ -103,8 +103,7 @@ def profile_columns(config: CDPConfig) -> dict[str, str]:
 def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, str]) -> None:
     """A table with the schema and one row of NULLs: binding checks names and types, and evaluating the
     row makes DuckDB cast constants, so `lifetime_revenue > 'lots'` fails here rather than in a run."""
-    ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
-    conn.execute(f"create table {name} ({ddl})")
+    conn.execute(Table(name, columns).create_sql())
     conn.execute(f"insert into {name} default values")
 
 
