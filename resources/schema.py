@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from resources.conditions import ConditionError, check_condition, sandbox
+from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE, LINEAGE_COLUMNS, MONEY_TOTAL_TYPE, Table
 
 if TYPE_CHECKING:
     from resources.config import CDPConfig, TraitConfig
@@ -22,15 +23,6 @@ if TYPE_CHECKING:
 class ConfigError(ValueError):
     """The configuration file is invalid; the message names the file and the offending key."""
 
-
-# Money is exact: amounts are DECIMAL with a fixed scale, so a sum is the same whatever order DuckDB's
-# threads add it in (a DOUBLE sum changes its last bits from run to run, and a customer at a quintile
-# boundary then leaves and re-enters a segment with nothing changed). An amount written with more
-# decimals is rounded to MONEY_SCALE, half away from zero (12.345 -> 12.35). Sums keep the scale with
-# DuckDB's widest precision; averages are rounded to the same scale (see traits.exact_average).
-MONEY_SCALE = 2
-AMOUNT_TYPE = f"DECIMAL(18,{MONEY_SCALE})"
-MONEY_TOTAL_TYPE = f"DECIMAL(38,{MONEY_SCALE})"
 
 # The only public columns that say when a run happened rather than what the data holds: everything else
 # in schema `cdp` is a function of the landing files and the configuration, identical between runs.
@@ -77,25 +69,11 @@ PROFILE_COLUMNS: dict[str, str] = {
     "profile_built_at": "TIMESTAMP",
 }
 
-# Columns of the cleaned activity tables that traits aggregate.
+# Columns of the cleaned activity tables that traits aggregate and their conditions read: the tables'
+# declared columns but their lineage.
 ACTIVITY_COLUMNS: dict[str, dict[str, str]] = {
-    "events": {
-        "source": "VARCHAR",
-        "event_id": "VARCHAR",
-        "source_record_id": "VARCHAR",
-        "event": "VARCHAR",
-        "occurred_at": "TIMESTAMP",
-        "status": "VARCHAR",
-    },
-    "transactions": {
-        "source": "VARCHAR",
-        "event_id": "VARCHAR",
-        "source_record_id": "VARCHAR",
-        "occurred_at": "TIMESTAMP",
-        "amount": AMOUNT_TYPE,
-        "currency": "VARCHAR",
-        "status": "VARCHAR",
-    },
+    role: {column: kind for column, kind in table.columns.items() if column not in LINEAGE_COLUMNS}
+    for role, table in ACTIVITY_TABLES.items()
 }
 _NUMERIC = {"DOUBLE", "BIGINT", "INTEGER", AMOUNT_TYPE}
 
@@ -112,7 +90,6 @@ def trait_type(trait: TraitConfig) -> str:
     column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
     if trait.aggregate in ("sum", "avg"):
         return _aggregated_numeric_type(column_type)
-    column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
     return f"{column_type}[]" if trait.aggregate == "unique_list" else column_type
 
 
@@ -126,8 +103,7 @@ def profile_columns(config: CDPConfig) -> dict[str, str]:
 def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, str]) -> None:
     """A table with the schema and one row of NULLs: binding checks names and types, and evaluating the
     row makes DuckDB cast constants, so `lifetime_revenue > 'lots'` fails here rather than in a run."""
-    ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
-    conn.execute(f"create table {name} ({ddl})")
+    conn.execute(Table(name, columns).create_sql())
     conn.execute(f"insert into {name} default values")
 
 

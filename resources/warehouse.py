@@ -32,79 +32,17 @@ from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
 from resources.run_launcher import RUN_HOST_TAG
-from resources.schema import AMOUNT_TYPE
+from resources.tables import CLEAN_QUARANTINE, EXTRACT_QUARANTINE, ROLES, SHARED_TABLES
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs")
 
-# Tables written by more than one asset, or read before their writer first ran, exist from the start so
-# every query has something to read.
-_BASE_TABLES = f"""
-create table if not exists meta.loaded_files (
-    source varchar, file varchar, sha256 varchar, size_bytes bigint, rows_loaded bigint,
-    rows_rejected bigint, status varchar, loaded_at timestamp,
-    primary key (source, file)
-);
--- What the file was read with; a failed file is tried again when it changes (see cdp_assets.extract.assets).
-alter table meta.loaded_files add column if not exists read_settings varchar;
-create table if not exists meta.extract_quarantine (
-    stage varchar, source varchar, file varchar, row_number bigint, field varchar, value varchar,
-    reason varchar, scope varchar, quarantined_at timestamp
-);
-create table if not exists clean.person_records (
-    source varchar, source_record_id varchar, file varchar, row_number bigint, loaded_at timestamp,
-    trust integer, is_latest boolean, full_name varchar, first_name varchar, middle_name varchar,
-    last_name varchar, email varchar, email_match_key varchar, phone varchar, address_line1 varchar,
-    address_line2 varchar, address_key varchar, city varchar, region varchar, postal_code varchar,
-    country varchar, date_of_birth date, updated_at timestamp
-);
-create table if not exists clean.events (
-    source varchar, event_id varchar, source_record_id varchar, event varchar, occurred_at timestamp,
-    status varchar, file varchar, row_number bigint, loaded_at timestamp
-);
-create table if not exists clean.transactions (
-    source varchar, event_id varchar, source_record_id varchar, occurred_at timestamp, amount {AMOUNT_TYPE},
-    currency varchar, status varchar, file varchar, row_number bigint, loaded_at timestamp
-);
-create table if not exists syncs.file_exports (
-    destination varchar, segment varchar, run_id varchar, file varchar, rows bigint, exported_at timestamp
-);
-create table if not exists syncs.destination_state (
-    destination varchar, key varchar, row_hash varchar, row_json varchar, present boolean,
-    acknowledged_at timestamp, primary key (destination, key)
-);
-create table if not exists syncs.pending (
-    destination varchar, key varchar, operation varchar, error varchar, attempts integer,
-    first_failed_at timestamp, last_failed_at timestamp, primary key (destination, key)
-);
-create table if not exists syncs.changelog (
-    destination varchar, run_id varchar, key varchar, operation varchar, status varchar, error varchar,
-    logged_at timestamp
-);
-create table if not exists clean.consent_statements (
-    source varchar, source_record_id varchar, purpose varchar, granted boolean, stated_at timestamp,
-    file varchar, row_number bigint
-);
-"""
-_IDENTIFIER_TABLE = """
-create table if not exists clean.{role}_identifiers (
-    source varchar, source_record_id varchar, id_type varchar, id_value varchar, file varchar,
-    row_number bigint
-);
-create table if not exists clean.{role}_quarantine (
-    stage varchar, source varchar, file varchar, row_number bigint, field varchar, value varchar,
-    reason varchar, scope varchar, quarantined_at timestamp
-);
-"""
-ROLES = ("person", "events", "transactions")
+# The shared tables' DDL, generated from their declarations in resources/tables.py.
+_SHARED_DDL = "".join(table.create_sql() for table in SHARED_TABLES)
 
 # The public rejects table: what extraction could not parse plus what cleaning refused.
-_QUARANTINE_VIEW = """
-create or replace view cdp.quarantine as
-select * from meta.extract_quarantine
-union all by name select * from clean.person_quarantine
-union all by name select * from clean.events_quarantine
-union all by name select * from clean.transactions_quarantine
-"""
+_QUARANTINE_VIEW = "create or replace view cdp.quarantine as\n" + "\nunion all by name ".join(
+    f"select * from {table.name}" for table in (EXTRACT_QUARANTINE, *(CLEAN_QUARANTINE[role] for role in ROLES))
+)
 
 
 # How often a run that waits for the warehouse tries again.
@@ -262,10 +200,24 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("set TimeZone = 'UTC'")
     for schema in SCHEMAS:
         conn.execute(f"create schema if not exists {schema}")
-    conn.execute(_BASE_TABLES)
-    for role in ROLES:
-        conn.execute(_IDENTIFIER_TABLE.format(role=role))
+    conn.execute(_SHARED_DDL)
     conn.execute(_QUARANTINE_VIEW)
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run the block's statements as one transaction: committed if the block ends normally, rolled back if
+    it raises (even on KeyboardInterrupt), so a half-written change is never left behind for the next
+    statement or run to see."""
+    conn.execute("begin transaction")
+    try:
+        yield conn
+        conn.execute("commit")
+    except BaseException:
+        # A commit that failed has already ended the transaction; the error that matters is the first one.
+        with suppress(duckdb.TransactionException):
+            conn.execute("rollback")
+        raise
 
 
 def sql_literal(value: str | None) -> str:

@@ -17,9 +17,9 @@ import pandas as pd
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
-from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
-from resources.config.sources import DATE_FIELDS, TIMESTAMP_FIELDS
-from resources.schema import AMOUNT_TYPE
+from resources import tables
+from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
@@ -217,9 +217,9 @@ def build_email_and_phone_maps(conn: duckdb.DuckDBPyConnection, email_sql: str, 
 
 def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows: str) -> None:
     """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value."""
-    conn.execute(
+    tables.IDENTIFIERS[role].replace(
+        conn,
         f"""
-        create or replace table clean.{role}_identifiers as
         with normalised as (
             select a.source, a.source_record_id, i.id_type, i.file, i.row_number,
                 case i.kind when 'email' then em.match_key when 'phone' then pm.phone
@@ -253,20 +253,19 @@ def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Se
     A reject already recorded keeps its first `quarantined_at`, so a re-run over the same files does not
     make old rejects look new; a reject from a file loaded again since (a changed file) is stamped now.
     """
-    body = " union all ".join(
-        f"select stage, source, file, row_number, field, value, reason, scope from ({q})" for q in rejects_sql
-    )
+    table = tables.CLEAN_QUARANTINE[role]
+    reject = {column: kind for column, kind in table.columns.items() if column != "quarantined_at"}
+    body = " union all ".join(f"select {', '.join(reject)} from ({q})" for q in rejects_sql)
     conn.execute(
         f"""
         create or replace temp table quarantine_now as
-        select distinct stage, source, file, row_number::bigint as row_number, field, value::varchar as value,
-               reason, scope
+        select distinct {", ".join(f"{column}::{kind} as {column}" for column, kind in reject.items())}
         from ({body})
         """
     )
-    conn.execute(
+    table.replace(
+        conn,
         f"""
-        create or replace table clean.{role}_quarantine as
         select n.*, coalesce(
                    case when f.loaded_at is null or o.first_at >= f.loaded_at then o.first_at end,
                    {sql_literal(utc_now().isoformat())}::timestamp) as quarantined_at
@@ -317,9 +316,12 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
     conn.unregister("field_labels_frame")
 
 
-# Person fields kept as text; dates and timestamps are parsed strictly, so their own rules refuse junk.
-PERSON_TEXT_FIELDS = tuple(f for f in PERSON_FIELDS if f not in DATE_FIELDS | TIMESTAMP_FIELDS)
-ACTIVITY_TEXT_FIELDS = ("event", "currency", "status")
+# Fields kept as text, held to the text limits; dates, timestamps and amounts are parsed strictly, so
+# their own rules refuse junk.
+PERSON_TEXT_FIELDS = tuple(f for f in PERSON_FIELDS if tables.PERSON_RECORDS.columns[f] == "VARCHAR")
+ACTIVITY_TEXT_FIELDS = tuple(
+    f for f in EVENT_FIELDS if any(t.columns.get(f) == "VARCHAR" for t in ACTIVITY_TABLES.values())
+)
 
 # Every rule that can turn a value into NULL, with how its map joins the staged row: a value a rule
 # refuses is quarantined with the rule's reason, never dropped silently.
@@ -426,9 +428,9 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
     # A record's latest version: the last updated, then (one update time in several files) the later file
     # name and line. What the landing files hold decides, never when they were loaded, so the same files
     # give the same profiles whatever order they arrived in.
-    conn.execute(
+    tables.PERSON_RECORDS.replace(
+        conn,
         """
-        create or replace table clean.person_records as
         select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
             row_number() over (partition by s.source, s.source_record_id
                                order by s.updated_ts desc nulls last, s.file desc, s.row_number desc) = 1
@@ -465,8 +467,8 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         f"where consent__{p} is not null and source_record_id is not null"
         for p in purposes
     ]
-    conn.execute(
-        "create or replace table clean.consent_statements as "
+    tables.CONSENT_STATEMENTS.replace(
+        conn,
         "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
         "c.row_number from ("
         + (
@@ -577,15 +579,9 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
               end as reject_reason
             from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {role}_stage)"""
     )
-    columns = (
-        "source, event_id, source_record_id, occurred_at, amount, upper(currency) as currency, "
-        "status, file, row_number, loaded_at"
-        if role == "transactions"
-        else "source, event_id, source_record_id, event, occurred_at, status, file, row_number, loaded_at"
-    )
-    conn.execute(
-        f"create or replace table clean.{role} as select {columns} from {role}_stage where reject_reason is null"
-    )
+    table = ACTIVITY_TABLES[role]
+    columns = table.projection({"currency": "upper(currency)"} if "currency" in table.columns else {})
+    table.replace(conn, f"select {columns} from {role}_stage where reject_reason is null")
     stage_identifiers(conn, sources, config)
     build_email_and_phone_maps(
         conn,

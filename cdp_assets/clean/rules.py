@@ -434,10 +434,6 @@ def clean_country(raw: object) -> Result:
     return None, "unknown country: use an ISO code such as US or GB"
 
 
-def clean_city(raw: object) -> Result:
-    return clean_name(raw)
-
-
 # ---------------------------------------------------------------- consent
 
 _YES = frozenset(

@@ -21,7 +21,7 @@ from cdp_assets.extract.readers import FileFormatError, Reject, read_file
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import ExtractConfig, source_files
-from resources.warehouse import Warehouse, utc_now
+from resources.warehouse import Warehouse, transaction, utc_now
 
 GROUP = "source_extracts"
 _BATCH_ROWS = 50_000
@@ -138,8 +138,7 @@ def load_file(
     table = raw_table(source)
     status = "loaded"
     rows_loaded = 0
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute(f"delete from {table} where _file = ?", [rel])
         # The same content read again (a failed file retried after a configuration change) keeps the first
         # stamp of each reject it repeats; a changed file's rejects are new.
@@ -209,10 +208,6 @@ def load_file(
             [source.name, rel, sha, path.stat().st_size, rows_loaded, rows_rejected, status, now]
             + [read_settings(source)],
         )
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
     return {"file": rel, "status": status, "rows_loaded": rows_loaded, "rows_rejected": rows_rejected}
 
 

@@ -19,6 +19,7 @@ from cdp_assets.metadata import masked_preview, redact_errors
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
+from resources.tables import Table
 from resources.warehouse import Warehouse, sql_literal
 
 GROUP = "golden_profiles"
@@ -52,6 +53,28 @@ _PRESENT = {
 }
 
 
+def _present(attribute: str) -> str:
+    """SQL that is true where a record (or a profile) has a value for the attribute."""
+    return _PRESENT.get(attribute, f"{ATTRIBUTES[attribute][0][0]} is not null")
+
+
+def count_unexplained(conn: duckdb.DuckDBPyConnection) -> int:
+    """Profiles with a value that has no provenance row, which the provenance check requires to be none:
+    for e-mail and phone the row must hold that very value; for name and birth date one for the attribute
+    is enough."""
+    checks = " or ".join(
+        f"(({_present(attribute)}) and not exists (select 1 from cdp.profile_provenance v "
+        f"where v.customer_id = p.customer_id and v.attribute = '{attribute}'{match}))"
+        for attribute, match in (
+            ("email", " and v.value = p.email"),
+            ("phone", " and v.value = p.phone"),
+            ("name", ""),
+            ("date_of_birth", ""),
+        )
+    )
+    return int(conn.execute(f"select count(*) from cdp.golden_profiles p where {checks}").fetchone()[0])
+
+
 def _priority(rule: SurvivorshipRule) -> str:
     if not rule.sources:
         return "trust desc"
@@ -74,7 +97,7 @@ def rule_order(rule: SurvivorshipRule) -> str:
 
 def _pick_sql(attribute: str, rule: SurvivorshipRule) -> str:
     columns, value = ATTRIBUTES[attribute]
-    present = _PRESENT.get(attribute, f"{columns[0]} is not null")
+    present = _present(attribute)
     completeness = " + ".join(f"({c} is not null)::int" for c in columns)
     return f"""
         select customer_id, {", ".join(columns)}, value, source, source_record_id,
@@ -111,7 +134,8 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
     as_of = resolve_as_of(conn, config)
     build_traits(conn, config, as_of)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
-    consent = "".join(f', c."consent_{p}"' for p in purposes)
+    picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in ATTRIBUTES.items() for c in columns)
+    pick_joins = "\n".join(f"left join pick_{attribute} using (customer_id)" for attribute in ATTRIBUTES)
     select = f"""
         with lists as (
             select customer_id,
@@ -126,26 +150,21 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
             select customer_id, list(distinct source order by source) as sources from cdp.identity_map group by 1
         ),
         consent as (select customer_id{consent_columns} from consent_picks group by customer_id)
-        select k.customer_id, n.first_name, n.middle_name, n.last_name, e.email, ph.phone,
-            a.address_line1, a.address_line2, a.city, a.region, a.postal_code, a.country, d.date_of_birth,
+        select k.customer_id, {picked},
             coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
             k.sources, coalesce(l.record_count, 0) as record_count,
             least(l.first_updated_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
-            t.* exclude (customer_id), {timestamp_literal(as_of)} as traits_as_of,
-            current_timestamp::timestamp as profile_built_at{consent}
+            t.* exclude (customer_id, first_event_at), {timestamp_literal(as_of)} as traits_as_of,
+            current_timestamp::timestamp as profile_built_at, c.* exclude (customer_id)
         from customers k
         left join lists l using (customer_id)
-        left join pick_name n using (customer_id)
-        left join pick_email e using (customer_id)
-        left join pick_phone ph using (customer_id)
-        left join pick_address a using (customer_id)
-        left join pick_date_of_birth d using (customer_id)
+        {pick_joins}
         left join customer_traits t using (customer_id)
         left join consent c using (customer_id)
         order by k.customer_id"""
-    columns = profile_columns(config)
-    casts = ", ".join(f'"{c}"::{t} as "{c}"' for c, t in columns.items())
-    conn.execute(f"create or replace table cdp.golden_profiles as select {casts} from ({select})")
+    # The declaration decides the table's columns, order and types; a column the select makes and the
+    # declaration lacks, or the other way round, fails the build here rather than vanishing in a cast.
+    Table("cdp.golden_profiles", profile_columns(config)).replace(conn, select)
 
     provenance = [
         f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at,
@@ -199,18 +218,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             as_of = build_profiles(conn, config)
-            unexplained = conn.execute(
-                """select count(*) from cdp.golden_profiles p where
-                   (email is not null and not exists (select 1 from cdp.profile_provenance v
-                        where v.customer_id = p.customer_id and v.attribute = 'email' and v.value = p.email))
-                   or (phone is not null and not exists (select 1 from cdp.profile_provenance v
-                        where v.customer_id = p.customer_id and v.attribute = 'phone' and v.value = p.phone))
-                   or ((first_name is not null or last_name is not null) and not exists (
-                        select 1 from cdp.profile_provenance v where v.customer_id = p.customer_id
-                        and v.attribute = 'name'))
-                   or (date_of_birth is not null and not exists (select 1 from cdp.profile_provenance v
-                        where v.customer_id = p.customer_id and v.attribute = 'date_of_birth'))"""
-            ).fetchone()[0]
+            unexplained = count_unexplained(conn)
             profiles, distinct_ids = conn.execute(
                 "select count(*), count(distinct customer_id) from cdp.golden_profiles"
             ).fetchone()

@@ -21,7 +21,8 @@ import duckdb
 
 from resources.conditions import ConditionError, check_condition, failure_message
 from resources.config import CDPConfig, TraitConfig
-from resources.schema import ACTIVITY_COLUMNS, MONEY_SCALE, MONEY_TOTAL_TYPE, trait_type
+from resources.schema import ACTIVITY_COLUMNS, trait_type
+from resources.tables import MONEY_SCALE, MONEY_TOTAL_TYPE
 from resources.warehouse import utc_now
 
 

@@ -26,7 +26,7 @@ from resources.conditions import (
 )
 from resources.config import CDPConfig
 from resources.schema import profile_columns
-from resources.warehouse import Warehouse, utc_now
+from resources.warehouse import Warehouse, transaction, utc_now
 
 GROUP = "segments"
 SEGMENT_MEMBERSHIP = dg.AssetKey(["segments", "segment_membership"])
@@ -76,8 +76,7 @@ def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict
            where exited_at is null and not exists (
                select 1 from current_members c where c.segment = h.segment and c.customer_id = h.customer_id)"""
     )
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute(
             """update cdp.segment_membership_history h set exited_at = ?
                from membership_changes c
@@ -98,10 +97,6 @@ def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict
                order by c.segment, c.customer_id""",
             [now],
         )
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
     counts = conn.execute(
         """select segment, count(*) filter (where exited_at is null), 0, 0
            from cdp.segment_membership_history where exited_at is null group by 1

@@ -22,26 +22,14 @@ import pyarrow as pa
 
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
-from resources.hashing import hash_identifier
-from resources.warehouse import sql_literal, utc_now
-
-# Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
-# its rows as sent. Only the syncs use them, so they are created here.
-_TABLES = """
-create table if not exists syncs.batch_sequence (
-    destination varchar primary key, epoch varchar, last_sequence bigint
-);
-create table if not exists syncs.in_flight (
-    destination varchar, batch_id varchar, sequence bigint, opened_at timestamp,
-    changes struct(key varchar, operation varchar, row_hash varchar, row_json varchar)[],
-    primary key (destination, batch_id)
-);
-"""
+from resources.hashing import IdentifierKind, hash_rows
+from resources.tables import BATCH_SEQUENCE, IN_FLIGHT
+from resources.warehouse import sql_literal, transaction, utc_now
 
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the batch bookkeeping tables if missing; cheap and idempotent."""
-    conn.execute(_TABLES)
+    conn.execute(BATCH_SEQUENCE.create_sql() + IN_FLIGHT.create_sql())
 
 
 def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[Change]) -> str:
@@ -58,8 +46,7 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
         ],
         names=["key", "operation", "row_hash", "row_json"],
     )
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute(
             "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
             [destination, secrets.token_hex(8)],
@@ -76,10 +63,6 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
             [destination, key, sequence, utc_now()],
         )
         conn.unregister("opened_frame")
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
     return key
 
 
@@ -138,29 +121,38 @@ def current_rows(conn: duckdb.DuckDBPyConnection, destination: RowDestinationCon
 def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienceDestinationConfig, plan: Plan) -> None:
     """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
     left with no identifier at all is rejected with the reasons, never the whole batch."""
-    kinds = {name: ("email" if "mail" in name else "phone") for name in destination.fields if name.endswith("_sha256")}
-    keys: list[str] = []
-    payloads: list[str] = []
-    for key, row_json in conn.execute("select key, row_json from sync_current where consented").fetchall():
-        row = json.loads(row_json)
-        reasons = []
-        for name, kind in kinds.items():
-            value = row.get(name)
-            result = hash_identifier(
-                None if value is None else str(value),
-                kind,
-                gmail_dots=destination.gmail_dots,
-                default_region=destination.default_region,
-                phone_plus=destination.phone_plus,
-            )
-            row[name] = result.hashed
-            if result.hashed is None and value not in (None, ""):
-                reasons.append(f"{name}: {result.reason} ({str(value)[:1]}***)")
-        if kinds and all(row[name] is None for name in kinds):
-            plan.rejected.append((key, "no usable identifier" + (": " + "; ".join(reasons) if reasons else "")))
-            continue
-        keys.append(key)
-        payloads.append(json.dumps(row, sort_keys=True))
+    kinds: dict[str, IdentifierKind] = {
+        name: ("email" if "mail" in name else "phone") for name in destination.fields if name.endswith("_sha256")
+    }
+    consented = conn.execute("select key, row_json from sync_current where consented").fetchall()
+    rows = [json.loads(row_json) for _, row_json in consented]
+    kept, rejects = (
+        hash_rows(
+            rows,
+            kinds,
+            gmail_dots=destination.gmail_dots,
+            default_region=destination.default_region,
+            phone_plus=destination.phone_plus,
+        )
+        if kinds
+        else (rows, [])
+    )
+    # hash_rows reports every field of a row it drops, and fewer of a row it keeps.
+    problems: dict[int, list[tuple[str, str]]] = {}
+    for index, name, reason in rejects:
+        problems.setdefault(index, []).append((name, reason))
+    dropped = {index for index, found in problems.items() if len(found) == len(kinds)}
+    for index in sorted(dropped):
+        reasons = [
+            f"{name}: {reason} ({str(value)[:1]}***)"
+            for name, reason in problems[index]
+            if (value := rows[index].get(name)) not in (None, "")
+        ]
+        plan.rejected.append(
+            (consented[index][0], "no usable identifier" + (": " + "; ".join(reasons) if reasons else ""))
+        )
+    keys = [key for index, (key, _) in enumerate(consented) if index not in dropped]
+    payloads = [json.dumps(row, sort_keys=True) for row in kept]
     conn.register(
         "hashed_frame", pa.table({"key": pa.array(keys, pa.string()), "row_json": pa.array(payloads, pa.string())})
     )
@@ -231,8 +223,7 @@ def record_batch(
     """Acknowledge accepted rows and queue failed ones, in one transaction per answered batch; the batch
     is no longer in flight (a refused batch that is split may settle no row: its parts are new batches)."""
     now = utc_now()
-    conn.execute("begin transaction")
-    try:
+    with transaction(conn):
         conn.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
         if accepted:
             frame = pa.table(
@@ -279,10 +270,6 @@ def record_batch(
                 [destination, run_id, now],
             )
             conn.unregister("failed_frame")
-        conn.execute("commit")
-    except BaseException:
-        conn.execute("rollback")
-        raise
 
 
 def record_outcome(

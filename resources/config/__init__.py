@@ -38,6 +38,7 @@ from resources.config.segments import (
     SegmentConfig,
 )
 from resources.config.sources import (
+    EVENT_FIELDS,
     PERSON_FIELDS,
     FieldSpec,
     SourceConfig,
@@ -195,6 +196,7 @@ __all__ = [
     "DEFAULT_BLOCKED_PATTERNS",
     "DEFAULT_CONFIG_NAME",
     "DestinationConfig",
+    "EVENT_FIELDS",
     "FieldSpec",
     "FileDestinationConfig",
     "HashedAudienceDestinationConfig",

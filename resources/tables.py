@@ -1,0 +1,297 @@
+"""The warehouse's shared tables, each declared once: its columns (name → DuckDB type, in order).
+
+A declaration is what the DDL that creates a table, the statement that rebuilds it and the condition
+checker's schemas are all generated from, so a column cannot be added, renamed or retyped in one place
+and not the others. A statement that rebuilds a table goes through `Table.replace`, which refuses a
+select producing a column the table does not declare or missing one it does, naming them, instead of
+dropping or NULL-filling it quietly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import duckdb
+
+# Money is exact: amounts are DECIMAL with a fixed scale, so a sum is the same whatever order DuckDB's
+# threads add it in (a DOUBLE sum changes its last bits from run to run, and a customer at a quintile
+# boundary then leaves and re-enters a segment with nothing changed). An amount written with more
+# decimals is rounded to MONEY_SCALE, half away from zero (12.345 -> 12.35). Sums keep the scale with
+# DuckDB's widest precision; averages are rounded to the same scale (see traits.exact_average).
+MONEY_SCALE = 2
+AMOUNT_TYPE = f"DECIMAL(18,{MONEY_SCALE})"
+MONEY_TOTAL_TYPE = f"DECIMAL(38,{MONEY_SCALE})"
+
+
+class TableShapeError(RuntimeError):
+    """A statement meant to fill a table produces other columns than the table declares."""
+
+
+def _quoted(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's qualified name and columns (name → DuckDB type, in order).
+
+    `added_later` names columns that warehouses made by an earlier version lack; creating the table adds
+    them, so an existing warehouse gets the declared shape too.
+    """
+
+    name: str
+    columns: Mapping[str, str]
+    primary_key: tuple[str, ...] = ()
+    added_later: tuple[str, ...] = ()
+
+    def create_sql(self) -> str:
+        """`create table if not exists` with the declared columns, then any column added since."""
+        items = [f"{_quoted(c)} {t}" for c, t in self.columns.items() if c not in self.added_later]
+        if self.primary_key:
+            items.append(f"primary key ({', '.join(map(_quoted, self.primary_key))})")
+        statements = [f"create table if not exists {self.name} ({', '.join(items)})"]
+        statements += [
+            f"alter table {self.name} add column if not exists {_quoted(c)} {self.columns[c]}" for c in self.added_later
+        ]
+        return ";\n".join(statements) + ";\n"
+
+    def projection(self, expressions: Mapping[str, str] | None = None) -> str:
+        """A select list giving exactly the declared columns, in order: each column of the same name, or the
+        SQL in `expressions` for it."""
+        expressions = expressions or {}
+        unknown = sorted(set(expressions) - set(self.columns))
+        if unknown:
+            raise TableShapeError(f"{self.name} declares no column(s) {unknown}; it has {', '.join(self.columns)}")
+        return ", ".join(f"{expressions.get(c, _quoted(c))} as {_quoted(c)}" for c in self.columns)
+
+    def check_select(self, conn: duckdb.DuckDBPyConnection, select_sql: str) -> None:
+        """Raise TableShapeError unless `select_sql` produces each declared column once and nothing else.
+
+        Only the statement is bound, nothing runs, so the check costs next to nothing."""
+        produced = list(conn.sql(select_sql).columns)
+        problems = []
+        if doubled := sorted({c for c in produced if produced.count(c) > 1}):
+            problems.append(f"selected more than once: {doubled}")
+        if extra := [c for c in produced if c not in self.columns]:
+            problems.append(f"selected but not declared: {extra}")
+        if missing := [c for c in self.columns if c not in produced]:
+            problems.append(f"declared but not selected: {missing}")
+        if problems:
+            raise TableShapeError(
+                f"The statement that fills {self.name} does not match its declaration: {'; '.join(problems)}. "
+                "Declare the column, or stop selecting it."
+            )
+
+    def replace(self, conn: duckdb.DuckDBPyConnection, select_sql: str) -> None:
+        """Rebuild the table from `select_sql`, which must produce exactly the declared columns (in any
+        order); they are stored in the declared order and types."""
+        self.check_select(conn, select_sql)
+        casts = ", ".join(f"{_quoted(c)}::{t} as {_quoted(c)}" for c, t in self.columns.items())
+        conn.execute(f"create or replace table {self.name} as select {casts} from ({select_sql})")
+
+
+# Where in its landing file a cleaned row came from, and when the file was loaded: lineage, not data a
+# trait or a segment condition may use.
+LINEAGE_COLUMNS: dict[str, str] = {"file": "VARCHAR", "row_number": "BIGINT", "loaded_at": "TIMESTAMP"}
+
+# Every reject, from extraction or cleaning: one shape, so cdp.quarantine is their union.
+QUARANTINE_COLUMNS: dict[str, str] = {
+    "stage": "VARCHAR",
+    "source": "VARCHAR",
+    "file": "VARCHAR",
+    "row_number": "BIGINT",
+    "field": "VARCHAR",
+    "value": "VARCHAR",
+    "reason": "VARCHAR",
+    "scope": "VARCHAR",
+    "quarantined_at": "TIMESTAMP",
+}
+
+LOADED_FILES = Table(
+    "meta.loaded_files",
+    {
+        "source": "VARCHAR",
+        "file": "VARCHAR",
+        "sha256": "VARCHAR",
+        "size_bytes": "BIGINT",
+        "rows_loaded": "BIGINT",
+        "rows_rejected": "BIGINT",
+        "status": "VARCHAR",
+        "loaded_at": "TIMESTAMP",
+        # What the file was read with; a failed file is tried again when it changes (see cdp_assets.extract).
+        "read_settings": "VARCHAR",
+    },
+    primary_key=("source", "file"),
+    added_later=("read_settings",),
+)
+EXTRACT_QUARANTINE = Table("meta.extract_quarantine", QUARANTINE_COLUMNS)
+
+PERSON_RECORDS = Table(
+    "clean.person_records",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "file": "VARCHAR",
+        "row_number": "BIGINT",
+        "loaded_at": "TIMESTAMP",
+        "trust": "INTEGER",
+        "is_latest": "BOOLEAN",
+        "full_name": "VARCHAR",
+        "first_name": "VARCHAR",
+        "middle_name": "VARCHAR",
+        "last_name": "VARCHAR",
+        "email": "VARCHAR",
+        "email_match_key": "VARCHAR",
+        "phone": "VARCHAR",
+        "address_line1": "VARCHAR",
+        "address_line2": "VARCHAR",
+        "address_key": "VARCHAR",
+        "city": "VARCHAR",
+        "region": "VARCHAR",
+        "postal_code": "VARCHAR",
+        "country": "VARCHAR",
+        "date_of_birth": "DATE",
+        "updated_at": "TIMESTAMP",
+    },
+)
+EVENTS = Table(
+    "clean.events",
+    {
+        "source": "VARCHAR",
+        "event_id": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "event": "VARCHAR",
+        "occurred_at": "TIMESTAMP",
+        "status": "VARCHAR",
+        **LINEAGE_COLUMNS,
+    },
+)
+TRANSACTIONS = Table(
+    "clean.transactions",
+    {
+        "source": "VARCHAR",
+        "event_id": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "occurred_at": "TIMESTAMP",
+        "amount": AMOUNT_TYPE,
+        "currency": "VARCHAR",
+        "status": "VARCHAR",
+        **LINEAGE_COLUMNS,
+    },
+)
+# The cleaned activity tables by role: what traits aggregate.
+ACTIVITY_TABLES: dict[str, Table] = {"events": EVENTS, "transactions": TRANSACTIONS}
+CONSENT_STATEMENTS = Table(
+    "clean.consent_statements",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "purpose": "VARCHAR",
+        "granted": "BOOLEAN",
+        "stated_at": "TIMESTAMP",
+        "file": "VARCHAR",
+        "row_number": "BIGINT",
+    },
+)
+
+# Each role's cleaned records have their identifiers and their rejects.
+ROLES = ("person", "events", "transactions")
+IDENTIFIERS: dict[str, Table] = {
+    role: Table(
+        f"clean.{role}_identifiers",
+        {
+            "source": "VARCHAR",
+            "source_record_id": "VARCHAR",
+            "id_type": "VARCHAR",
+            "id_value": "VARCHAR",
+            "file": "VARCHAR",
+            "row_number": "BIGINT",
+        },
+    )
+    for role in ROLES
+}
+CLEAN_QUARANTINE: dict[str, Table] = {role: Table(f"clean.{role}_quarantine", QUARANTINE_COLUMNS) for role in ROLES}
+
+FILE_EXPORTS = Table(
+    "syncs.file_exports",
+    {
+        "destination": "VARCHAR",
+        "segment": "VARCHAR",
+        "run_id": "VARCHAR",
+        "file": "VARCHAR",
+        "rows": "BIGINT",
+        "exported_at": "TIMESTAMP",
+    },
+)
+DESTINATION_STATE = Table(
+    "syncs.destination_state",
+    {
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        "row_hash": "VARCHAR",
+        "row_json": "VARCHAR",
+        "present": "BOOLEAN",
+        "acknowledged_at": "TIMESTAMP",
+    },
+    primary_key=("destination", "key"),
+)
+PENDING = Table(
+    "syncs.pending",
+    {
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        "operation": "VARCHAR",
+        "error": "VARCHAR",
+        "attempts": "INTEGER",
+        "first_failed_at": "TIMESTAMP",
+        "last_failed_at": "TIMESTAMP",
+    },
+    primary_key=("destination", "key"),
+)
+CHANGELOG = Table(
+    "syncs.changelog",
+    {
+        "destination": "VARCHAR",
+        "run_id": "VARCHAR",
+        "key": "VARCHAR",
+        "operation": "VARCHAR",
+        "status": "VARCHAR",
+        "error": "VARCHAR",
+        "logged_at": "TIMESTAMP",
+    },
+)
+# Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
+# its rows as sent. Only the syncs use them, so the syncs create them (cdp_assets.syncs.state).
+BATCH_SEQUENCE = Table(
+    "syncs.batch_sequence",
+    {"destination": "VARCHAR", "epoch": "VARCHAR", "last_sequence": "BIGINT"},
+    primary_key=("destination",),
+)
+IN_FLIGHT = Table(
+    "syncs.in_flight",
+    {
+        "destination": "VARCHAR",
+        "batch_id": "VARCHAR",
+        "sequence": "BIGINT",
+        "opened_at": "TIMESTAMP",
+        "changes": "STRUCT(key VARCHAR, operation VARCHAR, row_hash VARCHAR, row_json VARCHAR)[]",
+    },
+    primary_key=("destination", "batch_id"),
+)
+
+# Tables written by more than one asset, or read before their writer first ran: they exist from the start
+# so every query has something to read (resources.warehouse.bootstrap creates them on every connection).
+SHARED_TABLES: tuple[Table, ...] = (
+    LOADED_FILES,
+    EXTRACT_QUARANTINE,
+    PERSON_RECORDS,
+    EVENTS,
+    TRANSACTIONS,
+    FILE_EXPORTS,
+    DESTINATION_STATE,
+    PENDING,
+    CHANGELOG,
+    CONSENT_STATEMENTS,
+    *(table for role in ROLES for table in (IDENTIFIERS[role], CLEAN_QUARANTINE[role])),
+)
