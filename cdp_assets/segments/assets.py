@@ -82,7 +82,10 @@ def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
     The condition is checked again here, not trusted from load time: a configuration built without
     `load_config` must not reach the sandbox with a condition the allow-list would refuse.
     """
-    position = next(i for i, s in enumerate(config.segments) if s.name == name)
+    positions = [i for i, s in enumerate(config.segments) if s.name == name]
+    if not positions:
+        raise ValueError(f"segment '{name}' is not in the configuration")
+    position = positions[0]
     label = f"segments[{position}] ({name})"
     try:
         return check_condition(config.segments[position].where, profile_columns(config), "the profile's"), label
@@ -92,8 +95,9 @@ def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
 
 def update_segment(conn: duckdb.DuckDBPyConnection, config: CDPConfig, name: str) -> dict[str, int]:
     """Evaluate one segment, replace its rows of `cdp.segment_membership` and advance its stays in the
-    history; returns its size and the customers who entered and exited. Other segments' rows are not read
-    or written, so one segment can be refreshed alone."""
+    history; returns its size and the customers who entered and exited. Other segments' rows are left as
+    they are (only the newest stamp in the whole history is read, see `membership_time`), so one segment
+    can be refreshed alone."""
     sql, label = segment_condition(config, name)
     select_members(conn, sql, label)
     ensure_membership_tables(conn)
