@@ -4,7 +4,7 @@
 
 Builds the cleaned tables and identity map directly in DuckDB (1.5 person records per customer, three
 orders per buyer, the events spread over web, e-mail and support), then runs the same functions as the
-`profiles/golden_profiles` and `segments/segment_membership` assets with the repository's cdp.yaml
+`profiles/golden_profiles` and `segments/<name>` assets with the repository's cdp.yaml
 (its survivorship rules, traits and segments). Prints seconds per stage and peak memory.
 """
 

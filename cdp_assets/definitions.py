@@ -2,17 +2,28 @@
 
 `defs` is what `dagster dev -w workspace.yaml` and `dagster job execute -m cdp_assets.definitions` load.
 The configuration is validated here, so an invalid file fails at load time with the key named.
+
+Each stage module says what its assets compute (keys, dependencies, checks, its own `code_version`, the
+tables it writes); the platform's policy for every asset (who owns it, what starts it, the warehouse
+kind, links to its code) is applied here, once, by `apply_platform_policy`.
 """
+
+import warnings
+from collections.abc import Sequence
+from typing import cast
 
 import dagster as dg
 
 from cdp_assets.clean.assets import build_clean_assets
 from cdp_assets.clean.checks import person_records_expectations
+from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import build_identity_asset
 from cdp_assets.profiles.assets import build_profiles_asset
-from cdp_assets.segments.assets import build_segments_asset
+from cdp_assets.segments.assets import GROUP as SEGMENTS_GROUP
+from cdp_assets.segments.assets import build_segment_assets
 from cdp_assets.snapshot.assets import build_read_snapshot_asset
+from cdp_assets.syncs.assets import GROUP as SYNCS_GROUP
 from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
 from resources.warehouse import warehouse_resource
@@ -21,12 +32,44 @@ from sensors.landing import build_landing_sensor
 
 FULL_REFRESH = "full_refresh"
 
+# Who answers for an asset, by stage: marketing operations for the audiences and what is sent where,
+# data engineering for everything that makes the profiles and for the read snapshot.
+DEFAULT_OWNERS = ["team:data-engineering"]
+OWNERS: dict[str, list[str]] = {SEGMENTS_GROUP: ["team:marketing-ops"], SYNCS_GROUP: ["team:marketing-ops"]}
+# Stages nothing upstream starts: the landing sensor starts an extract when its files change. Every other
+# stage follows its inputs (eager), so a new file flows through to the syncs.
+STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP})
+# Every asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
+WAREHOUSE_KIND = "duckdb"
+
+
+def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Every asset with the platform's owners, automation condition, warehouse kind and code references.
+
+    Applied here rather than in each stage module so a change of policy (another team, a freshness rule, a
+    cron for syncs) is one edit, and a new stage cannot forget it.
+    """
+
+    def policy(spec: dg.AssetSpec) -> dg.AssetSpec:
+        started_by_sensor = spec.group_name in STARTED_BY_SENSOR
+        return spec.replace_attributes(
+            owners=OWNERS.get(spec.group_name or "", DEFAULT_OWNERS),
+            automation_condition=None if started_by_sensor else dg.AutomationCondition.eager(),
+        ).merge_attributes(kinds={WAREHOUSE_KIND})
+
+    # Both return what they were given, asset definitions in, asset definitions out.
+    with_policy = cast(list[dg.AssetsDefinition], dg.map_asset_specs(policy, assets))
+    with warnings.catch_warnings():
+        # Code references are marked beta; one warning per asset at every load says nothing actionable.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return cast(list[dg.AssetsDefinition], dg.with_source_code_references(with_policy))
+
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
     """Every stage as assets, the read snapshot, the full-refresh job, the sensors and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
-    assets += [build_identity_asset(config), build_profiles_asset(config), build_segments_asset(config)]
+    assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
     # Every stage so far writes a public table (extracts and cleaning feed cdp.quarantine); syncs do not.
     assets.append(build_read_snapshot_asset(config, [key for a in assets for key in a.keys]))
     assets += [
@@ -39,7 +82,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
     return dg.Definitions(
-        assets=assets,
+        assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations],
         jobs=[full_refresh],
         sensors=[build_landing_sensor(config), automation_sensor],

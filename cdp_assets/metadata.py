@@ -170,3 +170,15 @@ def masked_preview(conn: duckdb.DuckDBPyConnection, query: str, limit: int = 5) 
         for r in cursor.fetchall()
     ]
     return markdown_table(rows, names)
+
+
+# Dagster's key for the table an asset is (shown on the asset and searchable in the UI). Written as the
+# metadata key itself: dagster exports no public helper for it.
+TABLE_NAME = "dagster/table_name"
+
+
+def table_metadata(table: str, *also: str) -> dict[str, str]:
+    """Definition metadata naming the warehouse tables an asset writes: `table`, the one it stands for, as
+    `dagster/table_name`, and every table it writes under `tables_written`, so the asset graph answers
+    "which step fills identity.review?" without reading code."""
+    return {TABLE_NAME: table, "tables_written": ", ".join((table, *also))}

@@ -1,7 +1,7 @@
 """Segment and trait conditions can select rows and nothing else: no files, no other tables, no settings.
 
 Load-time tests go through `load_config` with the repository's cdp.yaml changed in one place; run-time
-tests use a real DuckDB file and a real materialization of the segments asset.
+tests use a real DuckDB file and a real materialization of the segment assets.
 """
 
 import re
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cdp_assets.profiles.assets import build_profiles
-from cdp_assets.segments.assets import build_membership, build_segments_asset
+from cdp_assets.segments.assets import build_membership, build_segment_assets
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.warehouse import Warehouse, bootstrap
 from tests.conftest import REPO
@@ -274,7 +274,7 @@ def test_segments_with_allowed_functions_materialize(tmp_path):
         ],
     )
     result = dg.materialize(
-        [build_segments_asset(config)], resources={"warehouse": _profiles_warehouse(tmp_path / "w.duckdb")}
+        build_segment_assets(config), resources={"warehouse": _profiles_warehouse(tmp_path / "w.duckdb")}
     )
     assert result.success
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as conn:
@@ -293,7 +293,7 @@ def test_a_segment_failing_on_the_data_is_named_without_the_data(tmp_path):
         [{"name": "fine", "where": "len(emails) > 1"}, {"name": "numeric_names", "where": "first_name::integer > 0"}],
     )
     result = dg.materialize(
-        [build_segments_asset(config)],
+        build_segment_assets(config),
         resources={"warehouse": _profiles_warehouse(tmp_path / "w.duckdb")},
         raise_on_error=False,
     )
@@ -354,7 +354,7 @@ def test_segment_conditions_run_where_no_file_can_be_read(tmp_path, landing_file
         # what the sandbox prevents.
         assert conn.execute(f"select count(*) from cdp.golden_profiles where {sql}").fetchall() == [(3,)]
         with pytest.raises(ConditionError, match=r"segments\[0\] \(leak\): the condition failed on the data: Perm"):
-            select_members(conn, [("leak", sql)])
+            select_members(conn, sql, "segments[0] (leak)")
     box = sandbox("America/New_York")
     assert box.execute("select current_setting('TimeZone')").fetchone() == ("America/New_York",)
     for statement in (

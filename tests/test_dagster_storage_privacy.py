@@ -19,7 +19,7 @@ from cdp_assets.clean.assets import value_sql
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad
 from cdp_assets.metadata import RedactedError, mask, redact_errors
-from cdp_assets.segments.assets import SEGMENT_MEMBERSHIP
+from cdp_assets.segments.assets import segment_key
 from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import CDPConfig, FieldSpec, load_config
@@ -94,7 +94,9 @@ def test_dagster_storage_holds_no_customer_values(tmp_path: Path, destination_se
         failed = (
             build_definitions(failing)
             .resolve_job_def(FULL_REFRESH)
-            .execute_in_process(instance=instance, asset_selection=[SEGMENT_MEMBERSHIP], raise_on_error=False)
+            .execute_in_process(
+                instance=instance, asset_selection=[segment_key("name_as_number")], raise_on_error=False
+            )
         )
         assert not failed.success
         [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]

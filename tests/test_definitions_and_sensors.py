@@ -8,6 +8,8 @@ from pathlib import Path
 import dagster as dg
 
 from cdp_assets.definitions import build_definitions
+from cdp_assets.profiles.assets import GOLDEN_PROFILES
+from cdp_assets.segments.assets import REMOVED_SEGMENTS, segment_key
 from resources.config import load_config
 from tests.conftest import REPO, write_config
 
@@ -25,8 +27,11 @@ def test_repository_definitions_load_with_every_stage():
         "clean/transactions",
         "identity/clusters",
         "profiles/golden_profiles",
-        "segments/segment_membership",
+        "segments/removed_segments",
     } <= keys
+    assert {f"segments/{s.name}" for s in config.segments} <= keys
+    for segment in config.segments:
+        assert graph.get(segment_key(segment.name)).description == segment.description
     assert {f"syncs/{d.name}" for d in config.destinations} <= keys
     groups = {graph.get(k).group_name for k in graph.get_all_asset_keys()}
     assert groups == {
@@ -121,7 +126,8 @@ def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destinat
         "clean/events",
         "identity/clusters",
         "profiles/golden_profiles",
-        "segments/segment_membership",
+        *[f"segments/{s.name}" for s in config.segments],
+        "segments/removed_segments",
         "cdp/read_snapshot",
         *[f"syncs/{d.name}" for d in config.destinations],
     ]
@@ -130,10 +136,72 @@ def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destinat
         settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert settled.total_requested == 0
 
+        # One segment refreshed alone: its syncs and the snapshot follow, no other segment or sync does.
+        high_value = [a for a in defs.assets if a.key == segment_key("high_value")]
+        dg.materialize(high_value, instance=instance, resources=defs.resources)
+        after_segment = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+        followers = {
+            dg.AssetKey(["cdp", "read_snapshot"]),
+            *(dg.AssetKey(["syncs", d.name]) for d in config.destinations if d.segment == "high_value"),
+        }
+        assert len(followers) == 3  # crm_high_value, high_value_csv and the snapshot
+        all_keys = defs.resolve_asset_graph().get_all_asset_keys()
+        assert {k for k in all_keys if after_segment.get_num_requested(k)} == followers
+        # Run what automation asked for (the daemon would); then nothing is left to do.
+        job = defs.resolve_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=instance, asset_selection=list(followers)).success
+        quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_segment.cursor)
+        assert quiet.total_requested == 0
+
         extract = [a for a in defs.assets if a.key == dg.AssetKey(["raw", "support_tickets"])]
         dg.materialize(extract, instance=instance, resources=defs.resources)
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
         requested = {k for k in map(dg.AssetKey.from_user_string, downstream) if result.get_num_requested(k)}
         assert requested == set(map(dg.AssetKey.from_user_string, downstream))
         assert result.get_num_requested(dg.AssetKey(["clean", "person_records"])) == 0
         assert result.get_num_requested(dg.AssetKey(["raw", "crm_contacts"])) == 0
+
+
+def test_each_sync_follows_the_segment_it_sends_and_the_profiles(tmp_path):
+    config = load_config(write_config(tmp_path))
+    raw = config.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    webhook = next(d for d in raw["destinations"] if d["type"] == "webhook")
+    everyone = {**webhook, "name": "everyone_webhook", "segment": None}
+    config = load_config(write_config(tmp_path, destinations=[*raw["destinations"], everyone]))
+    graph = build_definitions(config).resolve_asset_graph()
+    segments = {segment_key(s.name) for s in config.segments}
+    for destination in config.destinations:
+        parents = graph.get(dg.AssetKey(["syncs", destination.name])).parent_keys
+        expected = {segment_key(destination.segment)} if destination.segment else set()
+        assert parents & segments == expected, destination.name
+        assert GOLDEN_PROFILES in parents and REMOVED_SEGMENTS not in parents, destination.name
+    assert graph.get(dg.AssetKey(["syncs", "everyone_webhook"])).parent_keys == {GOLDEN_PROFILES}
+    # The read snapshot follows every segment; every segment follows the profiles.
+    snapshot = graph.get(dg.AssetKey(["cdp", "read_snapshot"])).parent_keys
+    assert segments | {REMOVED_SEGMENTS} <= snapshot
+    assert all(graph.get(k).parent_keys == {GOLDEN_PROFILES} for k in segments | {REMOVED_SEGMENTS})
+
+
+def test_platform_policy_is_on_every_asset():
+    from cdp_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    eager = dg.AutomationCondition.eager()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        marketing = node.group_name in ("segments", "destination_syncs")
+        assert node.owners == ["team:marketing-ops" if marketing else "team:data-engineering"], key
+        if node.group_name == "source_extracts":
+            assert node.automation_condition is None, key  # the landing sensor starts extracts
+        else:
+            assert node.automation_condition == eager, key
+            assert node.code_version, key
+        assert "duckdb" in node.kinds, key
+        assert "dagster/code_references" in node.metadata, key
+        table = node.metadata["dagster/table_name"]
+        assert table.split(".")[0] in ("raw", "clean", "identity", "cdp", "syncs", "main"), key
+        assert node.metadata["tables_written"].startswith(table), key
+    assert graph.get(dg.AssetKey(["profiles", "golden_profiles"])).metadata["tables_written"] == (
+        "cdp.golden_profiles, cdp.profile_provenance"
+    )
+    assert graph.get(segment_key("high_value")).metadata["dagster/table_name"] == "cdp.segment_membership"

@@ -34,7 +34,8 @@ def test_every_stage_materializes_and_every_check_passes(platform: Platform):
         "clean/person_records",
         "identity/clusters",
         "profiles/golden_profiles",
-        "segments/segment_membership",
+        *{f"segments/{s.name}" for s in platform.config.segments},
+        "segments/removed_segments",
         "syncs/high_value_csv",
     } <= materialized
 

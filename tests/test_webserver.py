@@ -142,7 +142,7 @@ def test_cli_materializes_everything_and_the_webserver_shows_it(environment: dic
         "clean/person_records",
         "identity/clusters",
         "profiles/golden_profiles",
-        "segments/segment_membership",
+        "segments/high_value",
         "syncs/high_value_csv",
     } <= set(by_key)
     unmaterialized = [k for k, n in by_key.items() if not n["assetMaterializations"]]

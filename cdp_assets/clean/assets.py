@@ -16,13 +16,15 @@ import pandas as pd
 
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
-from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
+# Bump when a cleaning rule or the cleaned tables change.
+CODE_VERSION = "2"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 EVENTS = dg.AssetKey(["clean", "events"])
 TRANSACTIONS = dg.AssetKey(["clean", "transactions"])
@@ -663,10 +665,11 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         description="Canonical person records from every person source, cleaned; rejects go to cdp.quarantine.",
         deps=[dg.AssetKey(["raw", s.name]) for s in persons],
-        kinds={"duckdb", "python"},
-        owners=["team:data-engineering"],
-        code_version="2",
-        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"python"},
+        code_version=CODE_VERSION,
+        metadata=table_metadata(
+            "clean.person_records", "clean.person_identifiers", "clean.person_quarantine", "clean.consent_statements"
+        ),
         check_specs=[_accounting_spec(PERSON_RECORDS)],
     )
     @redact_errors
@@ -721,10 +724,8 @@ def _activity_asset(
         group_name=GROUP,
         description=description,
         deps=[dg.AssetKey(["raw", s.name]) for s in sources],
-        kinds={"duckdb"},
-        owners=["team:data-engineering"],
-        code_version="2",
-        automation_condition=dg.AutomationCondition.eager(),
+        code_version=CODE_VERSION,
+        metadata=table_metadata(f"clean.{role}", f"clean.{role}_identifiers", f"clean.{role}_quarantine"),
         check_specs=[_accounting_spec(key)],
     )
     @redact_errors

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from cdp_assets.extract.readers import FileFormatError, Reject, read_file
-from cdp_assets.metadata import markdown_table, masked_records, redact_errors
+from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import ExtractConfig, source_files
 from resources.warehouse import Warehouse, transaction, utc_now
@@ -244,11 +244,15 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         key=["raw", source.name],
         group_name=GROUP,
         description=f"Raw rows of source '{source.name}' ({source.format} files matching {source.glob}).",
-        kinds={"duckdb", source.format},
-        owners=["team:data-engineering"],
+        kinds={source.format},
         output_required=False,
         tags={"cdp/role": source.role},
-        metadata={"glob": source.glob, "role": source.role, "trust": source.trust},
+        metadata={
+            "glob": source.glob,
+            "role": source.role,
+            "trust": source.trust,
+            **table_metadata(raw_table(source), "meta.loaded_files", "meta.extract_quarantine"),
+        },
         check_specs=[
             dg.AssetCheckSpec(
                 FILES_READABLE_CHECK,

@@ -21,11 +21,13 @@ from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
 from cdp_assets.clean.rules import clean_email, clean_identifier, clean_phone
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
-from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
 from resources.warehouse import ROLES, Warehouse, sql_literal
 
 GROUP = "identity"
+# Bump when matching or clustering logic changes.
+CODE_VERSION = "3"
 # Every (record, identifier value) edge the cleaned sources hold.
 ALL_IDENTIFIERS = " union all ".join(
     f"select source, source_record_id, id_type, id_value from clean.{role}_identifiers" for role in ROLES
@@ -523,10 +525,16 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             "and addresses, without chaining (cdp.identity_map; why in identity.links and identity.evidence)."
         ),
         deps=deps,
-        kinds={"duckdb", "scipy"},
-        owners=["team:data-engineering"],
-        code_version="3",
-        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"scipy"},
+        code_version=CODE_VERSION,
+        metadata=table_metadata(
+            "cdp.identity_map",
+            "identity.evidence",
+            "identity.links",
+            "identity.review",
+            "identity.model",
+            "identity.blocked_identifiers",
+        ),
         check_specs=[
             dg.AssetCheckSpec(
                 CHECK_UNIQUE,

@@ -15,7 +15,7 @@ import duckdb
 
 from cdp_assets.clean.assets import EVENTS, TRANSACTIONS
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
-from cdp_assets.metadata import masked_preview, redact_errors
+from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
@@ -23,6 +23,8 @@ from resources.tables import Table
 from resources.warehouse import Warehouse, sql_literal
 
 GROUP = "golden_profiles"
+# Bump when survivorship, traits or the profile columns change.
+CODE_VERSION = "3"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
 CHECK_PROVENANCE = "every_value_has_provenance"
@@ -195,10 +197,8 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
         group_name=GROUP,
         description="One golden profile per customer: attributes by survivorship rule, provenance, traits, consent.",
         deps=deps,
-        kinds={"duckdb"},
-        owners=["team:data-engineering"],
-        code_version="3",
-        automation_condition=dg.AutomationCondition.eager(),
+        code_version=CODE_VERSION,
+        metadata=table_metadata("cdp.golden_profiles", "cdp.profile_provenance"),
         check_specs=[
             dg.AssetCheckSpec(
                 CHECK_UNIQUE,

@@ -1,21 +1,25 @@
 """Segments: named groups of golden profiles, declared in the configuration, in `cdp.segment_membership`.
 
+Each segment is its own asset, `segments/<name>`, so the asset graph shows which destination receives
+which segment, and one segment can be refreshed or inspected alone: it evaluates only its own condition
+and replaces only its own rows of the two membership tables. A segment removed from the configuration
+has no asset any more; `segments/removed_segments` closes its open stays and drops its current members.
+
 A segment's condition is a SQL boolean expression over the columns of `cdp.golden_profiles`; it was
 checked against the allow-list and bound against that schema when the configuration loaded. It runs in
 a sandbox: a separate in-memory DuckDB database without file access, over a copy of only the columns
-the conditions read, so a condition can select profiles and nothing else. Membership over time is
+the condition reads, so a condition can select profiles and nothing else. Membership over time is
 kept in `cdp.segment_membership_history`: one row per stay in a segment, opened when a customer enters
 and closed when they leave, so "who entered since yesterday" and audience entered/exited events are
 queries, not reconstructions.
 """
 
-from collections.abc import Sequence
 from datetime import datetime
 
 import dagster as dg
 import duckdb
 
-from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from resources.conditions import (
     ConditionError,
@@ -24,13 +28,23 @@ from resources.conditions import (
     referenced_columns,
     sandbox,
 )
-from resources.config import CDPConfig
+from resources.config import CDPConfig, SegmentConfig
 from resources.schema import profile_columns
-from resources.warehouse import Warehouse, transaction, utc_now
+from resources.warehouse import Warehouse, sql_literal, transaction, utc_now
 
 GROUP = "segments"
-SEGMENT_MEMBERSHIP = dg.AssetKey(["segments", "segment_membership"])
+# Bump when what a segment asset computes changes (evaluation, stamping, history).
+CODE_VERSION = "3"
+# Not a segment name: the configuration refuses it (RESERVED_SEGMENT_NAMES), so no segment can take the key.
+REMOVED_SEGMENTS = dg.AssetKey(["segments", "removed_segments"])
 CHECK_MEMBERS_EXIST = "members_have_profiles"
+MEMBERSHIP = "cdp.segment_membership"
+HISTORY = "cdp.segment_membership_history"
+
+
+def segment_key(name: str) -> dg.AssetKey:
+    """The asset of one configured segment: `segments/<name>`."""
+    return dg.AssetKey(["segments", name])
 
 
 def membership_time(conn: duckdb.DuckDBPyConnection) -> datetime:
@@ -50,180 +64,226 @@ def membership_time(conn: duckdb.DuckDBPyConnection) -> datetime:
     return max(stamp, latest) if latest is not None else stamp
 
 
-def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, dict[str, int]]:
-    """Rebuild `cdp.segment_membership` and advance its history; returns size, entered, exited per segment."""
-    conditions, columns = [], profile_columns(config)
-    for i, segment in enumerate(config.segments):
-        try:
-            conditions.append((segment.name, check_condition(segment.where, columns, "the profile's")))
-        except ConditionError as exc:  # a configuration built without load_config
-            raise ConditionError(f"segments[{i}] ({segment.name}).where: {exc}") from None
-    select_members(conn, conditions)
+def ensure_membership_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create both membership tables empty if no segment has run yet: every segment asset fills its own rows."""
     conn.execute(
-        """create table if not exists cdp.segment_membership_history (
+        f"""create table if not exists {MEMBERSHIP} (
+               segment varchar, customer_id varchar, entered_at timestamp, computed_at timestamp)"""
+    )
+    conn.execute(
+        f"""create table if not exists {HISTORY} (
                segment varchar, customer_id varchar, entered_at timestamp, exited_at timestamp)"""
     )
+
+
+def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
+    """The segment's condition as it runs, and the label its errors carry (`segments[3] (champions)`).
+
+    The condition is checked again here, not trusted from load time: a configuration built without
+    `load_config` must not reach the sandbox with a condition the allow-list would refuse.
+    """
+    positions = [i for i, s in enumerate(config.segments) if s.name == name]
+    if not positions:
+        raise ValueError(f"segment '{name}' is not in the configuration")
+    position = positions[0]
+    label = f"segments[{position}] ({name})"
+    try:
+        return check_condition(config.segments[position].where, profile_columns(config), "the profile's"), label
+    except ConditionError as exc:
+        raise ConditionError(f"{label}.where: {exc}") from None
+
+
+def update_segment(conn: duckdb.DuckDBPyConnection, config: CDPConfig, name: str) -> dict[str, int]:
+    """Evaluate one segment, replace its rows of `cdp.segment_membership` and advance its stays in the
+    history; returns its size and the customers who entered and exited. Other segments' rows are left as
+    they are (only the newest stamp in the whole history is read, see `membership_time`), so one segment
+    can be refreshed alone."""
+    sql, label = segment_condition(config, name)
+    select_members(conn, sql, label)
+    ensure_membership_tables(conn)
     now = membership_time(conn)
     # Who enters and who leaves, decided before the history changes: counting rows stamped `now` afterwards
     # would also count stays an earlier run opened at the same as-of time.
     conn.execute(
-        """create or replace temp table membership_changes as
-           select segment, customer_id, 'entered' as change from current_members c
-           where not exists (select 1 from cdp.segment_membership_history h where h.exited_at is null
-                             and h.segment = c.segment and h.customer_id = c.customer_id)
-           union all
-           select segment, customer_id, 'exited' from cdp.segment_membership_history h
-           where exited_at is null and not exists (
-               select 1 from current_members c where c.segment = h.segment and c.customer_id = h.customer_id)"""
+        f"""create or replace temp table membership_changes as
+            select customer_id, 'entered' as change from current_members c
+            where not exists (select 1 from {HISTORY} h where h.exited_at is null
+                              and h.segment = $segment and h.customer_id = c.customer_id)
+            union all
+            select customer_id, 'exited' from {HISTORY} h
+            where h.segment = $segment and h.exited_at is null
+              and not exists (select 1 from current_members c where c.customer_id = h.customer_id)""",
+        {"segment": name},
     )
     with transaction(conn):
         conn.execute(
-            """update cdp.segment_membership_history h set exited_at = ?
-               from membership_changes c
-               where c.change = 'exited' and h.exited_at is null
-                 and c.segment = h.segment and c.customer_id = h.customer_id""",
-            [now],
+            f"""update {HISTORY} h set exited_at = $now
+                from membership_changes c
+                where c.change = 'exited' and h.segment = $segment and h.exited_at is null
+                  and h.customer_id = c.customer_id""",
+            {"segment": name, "now": now},
         )
         conn.execute(
-            """insert into cdp.segment_membership_history
-               select segment, customer_id, ?, null from membership_changes where change = 'entered'""",
-            [now],
+            f"""insert into {HISTORY} (segment, customer_id, entered_at, exited_at)
+                select $segment, customer_id, $now, null from membership_changes where change = 'entered'
+                order by customer_id""",
+            {"segment": name, "now": now},
         )
+        conn.execute(f"delete from {MEMBERSHIP} where segment = ?", [name])
         conn.execute(
-            """create or replace table cdp.segment_membership as
-               select c.segment, c.customer_id, h.entered_at, ?::timestamp as computed_at
-               from current_members c join cdp.segment_membership_history h
-                 on h.segment = c.segment and h.customer_id = c.customer_id and h.exited_at is null
-               order by c.segment, c.customer_id""",
-            [now],
+            f"""insert into {MEMBERSHIP} (segment, customer_id, entered_at, computed_at)
+                select $segment, c.customer_id, h.entered_at, $now::timestamp
+                from current_members c join {HISTORY} h
+                  on h.segment = $segment and h.customer_id = c.customer_id and h.exited_at is null
+                order by c.customer_id""",
+            {"segment": name, "now": now},
         )
-    counts = conn.execute(
-        """select segment, count(*) filter (where exited_at is null), 0, 0
-           from cdp.segment_membership_history where exited_at is null group by 1
-           union all
-           select segment, 0, count(*) filter (where change = 'entered'), count(*) filter (where change = 'exited')
-           from membership_changes group by 1"""
-    ).fetchall()
+    size = conn.execute(f"select count(*) from {MEMBERSHIP} where segment = ?", [name]).fetchone()[0]
+    entered, exited = conn.execute(
+        "select count(*) filter (where change = 'entered'), count(*) filter (where change = 'exited') "
+        "from membership_changes"
+    ).fetchone()
     conn.execute("drop table membership_changes")
-    totals: dict[str, list[int]] = {}
-    for segment, size, entered, exited in counts:
-        figures = totals.setdefault(segment, [0, 0, 0])
-        for i, n in enumerate((size, entered, exited)):
-            figures[i] += int(n)
-    found = {segment: tuple(figures) for segment, figures in totals.items()}
-    # Segments removed from the configuration show up once, with everyone exiting.
-    names = [s.name for s in config.segments] + sorted(set(found) - {s.name for s in config.segments})
-    return {
-        name: dict(zip(("size", "entered", "exited"), map(int, found.get(name, (0, 0, 0))), strict=True))
-        for name in names
-    }
+    conn.execute("drop table current_members")
+    return {"size": int(size), "entered": int(entered), "exited": int(exited)}
 
 
-def select_members(conn: duckdb.DuckDBPyConnection, conditions: Sequence[tuple[str, str]]) -> None:
-    """Temp table `current_members(segment, customer_id)` from `(segment, condition SQL)` pairs.
+def close_removed_segments(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, int]:
+    """End the stays of segments no longer in the configuration and drop their current members; returns
+    how many customers exited each such segment (none once they have been closed).
 
-    The conditions run in `sandbox()`, not on the warehouse connection, over an Arrow copy of the row id
-    and the columns they read; only (segment, row id) pairs come back, each once (segment names are
-    unique, and a row id is one profile, so no DISTINCT over customer ids). The allow-list should already
-    have refused anything but an expression over those columns; if it missed something, there is no
-    file, table or setting there to reach. The copy costs about half a second per million profiles with
-    the demo's five segments. A condition that fails on the data (a cast of a name to a number) names
-    its segment, without the values DuckDB quotes: the message goes to the run's event log.
+    Their history is kept, closed at the same as-of stamp a segment run would use, so "who was in
+    `old_campaign`" stays answerable while nothing reads as a current member of a segment that no longer
+    exists. A segment added back later opens new stays.
     """
-    if not conditions:
+    ensure_membership_tables(conn)
+    configured = [s.name for s in config.segments]
+    removed = conn.execute(
+        f"""select segment, count(*) filter (where stay_open) from (
+                select segment, true as stay_open from {HISTORY} where exited_at is null
+                union all
+                select segment, false from {MEMBERSHIP})
+            where segment not in (select unnest($configured::varchar[]))
+            group by 1 order by 1""",
+        {"configured": configured},
+    ).fetchall()
+    if not removed:
+        return {}
+    now = membership_time(conn)
+    with transaction(conn):
         conn.execute(
-            "create or replace temp table current_members as "
-            "select null::varchar as segment, null::varchar as customer_id where false"
+            f"""update {HISTORY} set exited_at = $now
+                where exited_at is null and segment not in (select unnest($configured::varchar[]))""",
+            {"configured": configured, "now": now},
         )
-        return
+        conn.execute(
+            f"delete from {MEMBERSHIP} where segment not in (select unnest($configured::varchar[]))",
+            {"configured": configured},
+        )
+    return {segment: int(exited) for segment, exited in removed}
+
+
+def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, dict[str, int]]:
+    """Every segment's assets' work in one call, in the order a full refresh runs them: removed segments
+    closed, then each configured segment updated; returns size, entered and exited per segment, removed
+    segments last (size 0, everyone exiting, once)."""
+    removed = close_removed_segments(conn, config)
+    changes = {s.name: update_segment(conn, config, s.name) for s in config.segments}
+    changes.update({name: {"size": 0, "entered": 0, "exited": n} for name, n in removed.items()})
+    return changes
+
+
+def select_members(conn: duckdb.DuckDBPyConnection, sql: str, label: str) -> None:
+    """Temp table `current_members(customer_id)`: the profiles matching one segment's condition SQL.
+
+    The condition runs in `sandbox()`, not on the warehouse connection, over an Arrow copy of the row id
+    and the columns it reads; only row ids come back, each once (a row id is one profile, so no DISTINCT
+    over customer ids). The allow-list should already have refused anything but an expression over those
+    columns; if it missed something, there is no file, table or setting there to reach. Each segment
+    copies only what its own condition reads. A condition that fails on the data (a cast of a name to a
+    number) is named by `label`, without the values DuckDB quotes: the message goes to the run's event log.
+    """
     # Column names match case-insensitively, as in DuckDB.
     present = {c.lower(): c for c in conn.sql("select * from cdp.golden_profiles limit 0").columns}
-    needed: dict[str, None] = {}
-    for i, (name, sql) in enumerate(conditions):
-        try:
-            needed.update((present[c.lower()], None) for c in referenced_columns(sql) if c.lower() in present)
-        except ConditionError as exc:
-            raise ConditionError(f"segments[{i}] ({name}): {exc}") from None
+    try:
+        needed = dict.fromkeys(present[c.lower()] for c in referenced_columns(sql) if c.lower() in present)
+    except ConditionError as exc:
+        raise ConditionError(f"{label}: {exc}") from None
     copied = "".join(', "' + c.replace('"', '""') + '"' for c in needed)
     profiles = conn.sql(f"select rowid as _row{copied} from cdp.golden_profiles").to_arrow_table()
     box = sandbox(conn.execute("select current_setting('TimeZone')").fetchall()[0][0])
     try:
         box.register("golden_profiles", profiles)
-        box.execute("create table members (segment varchar, _row bigint)")
-        for i, (name, sql) in enumerate(conditions):
-            try:
-                box.execute(f"insert into members select ?, _row from golden_profiles where ({sql})", [name])
-            except duckdb.Error as exc:
-                raise ConditionError(
-                    f"segments[{i}] ({name}): the condition failed on the data: {failure_message(exc)}"
-                ) from None
-        members = box.sql("select segment, _row from members").to_arrow_table()
+        try:
+            members = box.sql(f"select _row from golden_profiles where ({sql})").to_arrow_table()
+        except duckdb.Error as exc:
+            raise ConditionError(f"{label}: the condition failed on the data: {failure_message(exc)}") from None
     finally:
         box.close()
     conn.register("sandboxed_members", members)
     try:
         conn.execute(
             """create or replace temp table current_members as
-               select m.segment, p.customer_id
-               from sandboxed_members m join cdp.golden_profiles p on p.rowid = m._row"""
+               select p.customer_id from sandboxed_members m join cdp.golden_profiles p on p.rowid = m._row"""
         )
     finally:
         conn.unregister("sandboxed_members")
 
 
-def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
+def build_segment_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
+    """One asset per configured segment, then the asset that retires removed segments' rows."""
+    return [*(build_segment_asset(config, s) for s in config.segments), build_removed_segments_asset(config)]
+
+
+def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsDefinition:
+    """The asset of one segment: its members in `cdp.segment_membership`, its stays in the history."""
+    key = segment_key(segment.name)
+
     @dg.asset(
-        key=SEGMENT_MEMBERSHIP,
+        key=key,
         group_name=GROUP,
-        description="Current members of every segment declared in the configuration (cdp.segment_membership).",
+        description=segment.description or f"Profiles where {segment.where}.",
         deps=[GOLDEN_PROFILES],
-        kinds={"duckdb"},
-        owners=["team:marketing-ops"],
-        code_version="2",
-        automation_condition=dg.AutomationCondition.eager(),
-        metadata={
-            "segments": dg.MetadataValue.md(
-                markdown_table(
-                    [{"segment": s.name, "where": s.where, "description": s.description} for s in config.segments]
-                )
-            )
-        },
+        code_version=CODE_VERSION,
+        metadata={"where": segment.where, **table_metadata(MEMBERSHIP, HISTORY)},
         check_specs=[
             dg.AssetCheckSpec(
                 CHECK_MEMBERS_EXIST,
-                asset=SEGMENT_MEMBERSHIP,
+                asset=key,
                 blocking=True,
-                description="Every member is a customer with a golden profile, once per segment.",
+                description="Every member is a customer with a golden profile, once.",
             ),
         ],
     )
     @redact_errors
-    def segment_membership(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    def members(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            changes = build_membership(conn, config)
+            figures = update_segment(conn, config, segment.name)
             orphans, duplicates = conn.execute(
-                """select (select count(*) from cdp.segment_membership s
-                           anti join cdp.golden_profiles p using (customer_id)),
-                          (select count(*) - count(distinct (segment, customer_id)) from cdp.segment_membership)"""
+                f"""select count(*) filter (where p.customer_id is null),
+                           count(*) - count(distinct m.customer_id)
+                    from {MEMBERSHIP} m left join (select distinct customer_id from cdp.golden_profiles) p
+                      using (customer_id)
+                    where m.segment = ?""",
+                [segment.name],
             ).fetchone()
             preview = masked_preview(
                 conn,
-                "select m.segment, m.customer_id, p.first_name, p.email from cdp.segment_membership m "
-                "join cdp.golden_profiles p using (customer_id) order by m.segment, m.customer_id",
+                f"select m.segment, m.customer_id, p.first_name, p.email from {MEMBERSHIP} m "
+                f"join cdp.golden_profiles p using (customer_id) where m.segment = {sql_literal(segment.name)} "
+                "order by m.customer_id",
             )
-        metadata: dict[str, object] = {
-            "dagster/row_count": dg.MetadataValue.int(sum(c["size"] for c in changes.values())),
-            "segments": dg.MetadataValue.md(markdown_table([{"segment": k, **v} for k, v in changes.items()])),
-            "preview": dg.MetadataValue.md(preview),
-        }
-        # One number per segment and measure, so the UI plots each over time.
-        for name, figures in changes.items():
-            metadata.update({f"{name}_{measure}": dg.MetadataValue.int(n) for measure, n in figures.items()})
+        context.log.info(f"segment {segment.name}: {figures}")
         return dg.MaterializeResult(
-            metadata=metadata,
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(figures["size"]),
+                # One number per measure, so the UI plots each over time.
+                **{measure: dg.MetadataValue.int(n) for measure, n in figures.items()},
+                "preview": dg.MetadataValue.md(preview),
+            },
             check_results=[
                 dg.AssetCheckResult(
-                    asset_key=SEGMENT_MEMBERSHIP,
+                    asset_key=key,
                     check_name=CHECK_MEMBERS_EXIST,
                     passed=bool(orphans == 0 and duplicates == 0),
                     metadata={
@@ -234,4 +294,36 @@ def build_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
             ],
         )
 
-    return segment_membership
+    return members
+
+
+def build_removed_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
+    """The asset that closes what segments removed from the configuration left in the membership tables."""
+
+    @dg.asset(
+        key=REMOVED_SEGMENTS,
+        group_name=GROUP,
+        description=(
+            "Closes the open stays of segments removed from the configuration and drops their current members "
+            "(their history is kept)."
+        ),
+        deps=[GOLDEN_PROFILES],
+        code_version=CODE_VERSION,
+        metadata={"configured": ", ".join(s.name for s in config.segments), **table_metadata(MEMBERSHIP, HISTORY)},
+    )
+    @redact_errors
+    def removed_segments(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as conn:
+            exited = close_removed_segments(conn, config)
+        if exited:
+            context.log.info(f"segments removed from the configuration, members exited: {exited}")
+        return dg.MaterializeResult(
+            metadata={
+                "exited": dg.MetadataValue.int(sum(exited.values())),
+                "removed": dg.MetadataValue.md(
+                    markdown_table([{"segment": k, "exited": n} for k, n in exited.items()]) if exited else "_none_"
+                ),
+            }
+        )
+
+    return removed_segments

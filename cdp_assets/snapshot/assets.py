@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from cdp_assets.metadata import markdown_table
+from cdp_assets.metadata import markdown_table, table_metadata
 from resources.config import CDPConfig
 from resources.warehouse import Warehouse, publish_read_snapshot
 
 GROUP = "read_snapshot"
 READ_SNAPSHOT = dg.AssetKey(["cdp", "read_snapshot"])
+# Bump when what the snapshot holds or how it is published changes.
+CODE_VERSION = "1"
 
 
 def build_read_snapshot_asset(config: CDPConfig, writers: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
@@ -28,11 +30,9 @@ def build_read_snapshot_asset(config: CDPConfig, writers: Sequence[dg.AssetKey])
         group_name=GROUP,
         description=f"The public cdp.* tables as one consistent read-only DuckDB file for BI tools ({path.name}).",
         deps=list(writers),
-        kinds={"duckdb"},
-        owners=["team:data-engineering"],
-        code_version="1",
-        automation_condition=dg.AutomationCondition.eager(),
-        metadata={"path": dg.MetadataValue.path(str(path))},
+        code_version=CODE_VERSION,
+        # Tables of the snapshot file, not of the warehouse: every cdp.* table copied, and when it was published.
+        metadata={"path": dg.MetadataValue.path(str(path)), **table_metadata("main.snapshot_info", "cdp.*")},
     )
     def read_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:

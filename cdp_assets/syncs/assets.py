@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 
-from cdp_assets.metadata import redact, redact_errors
+from cdp_assets.metadata import redact, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
-from cdp_assets.segments.assets import SEGMENT_MEMBERSHIP
+from cdp_assets.segments.assets import segment_key
 from cdp_assets.syncs.state import (
     batches_in_flight,
     ensure_tables,
@@ -43,6 +43,8 @@ from resources.destinations import (
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "destination_syncs"
+# Bump when what a sync sends or records changes.
+CODE_VERSION = "1"
 
 # A spreadsheet opening a CSV evaluates a cell starting with one of these as a formula (OWASP: CSV injection).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -112,12 +114,14 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
         key=["syncs", destination.name],
         group_name=GROUP,
         description=f"Exports segment '{destination.segment}' to a {destination.format.upper()} file per run.",
-        deps=[SEGMENT_MEMBERSHIP],
-        kinds={"duckdb", destination.format},
-        owners=["team:marketing-ops"],
-        code_version="1",
-        automation_condition=dg.AutomationCondition.eager(),
-        metadata={"segment": destination.segment, "fields": ", ".join(destination.fields)},
+        deps=[segment_key(destination.segment), GOLDEN_PROFILES],
+        kinds={destination.format},
+        code_version=CODE_VERSION,
+        metadata={
+            "segment": destination.segment,
+            "fields": ", ".join(destination.fields),
+            **table_metadata("syncs.file_exports"),
+        },
     )
     @redact_errors
     def sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -299,21 +303,25 @@ def unavailable_message(destination: str, run_id: str, report: dict[str, object]
 def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -> dg.AssetsDefinition:
     key = dg.AssetKey(["syncs", destination.name])
     receives = f"segment '{destination.segment}'" if destination.segment else "every profile"
-    deps = [SEGMENT_MEMBERSHIP] if destination.segment else [GOLDEN_PROFILES]
+    # A segment's sync follows that segment (and the profiles it reads fields from); a sync of every profile
+    # follows the profiles alone.
+    deps = [segment_key(destination.segment), GOLDEN_PROFILES] if destination.segment else [GOLDEN_PROFILES]
 
     @dg.asset(
         key=key,
         group_name=GROUP,
         description=f"Syncs {receives} to {destination.type} destination '{destination.name}' ({destination.mode}).",
         deps=deps,
-        kinds={"duckdb", "postgres" if destination.type == "postgres" else "api"},
-        owners=["team:marketing-ops"],
-        code_version="1",
-        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"postgres" if destination.type == "postgres" else "api"},
+        code_version=CODE_VERSION,
         metadata={
+            "segment": destination.segment or "every profile",
             "mode": destination.mode,
             "purpose": destination.purpose or "none",
             "fields": ", ".join(f"{k} <- {v}" for k, v in destination.fields.items()),
+            **table_metadata(
+                "syncs.destination_state", "syncs.changelog", "syncs.pending", "syncs.in_flight", "syncs.batch_sequence"
+            ),
         },
         check_specs=[
             dg.AssetCheckSpec(
