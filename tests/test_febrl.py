@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from benchmarks.identity import write_febrl
-from benchmarks.identity_accuracy import score
 from cdp_assets.definitions import build_definitions
+from demo.febrl import write_febrl
+from demo.scoring import score
 from resources.config import load_config
 
 
