@@ -17,7 +17,7 @@ from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership, build_segments_asset
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.warehouse import Warehouse, bootstrap
-from tests.conftest import REPO
+from tests.fixtures import REPO
 from tests.test_profiles import EVENTS, TRANSACTIONS, make_config, warehouse
 
 SECRET = "root:x:0:0:secret-line"

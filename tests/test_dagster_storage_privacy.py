@@ -23,7 +23,7 @@ from cdp_assets.segments.assets import SEGMENT_MEMBERSHIP
 from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import CDPConfig, FieldSpec, load_config
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
 
 _EMAIL_TOKEN = re.compile(r"[^\s\"'<>|\\,;()\[\]{}]*@[^\s\"'<>|\\,;()\[\]{}]*")
 _DIGIT_RUN = re.compile(r"\+?\d[\d ().-]{5,}\d")

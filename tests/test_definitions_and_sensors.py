@@ -9,7 +9,7 @@ import dagster as dg
 
 from cdp_assets.definitions import build_definitions
 from resources.config import load_config
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
 
 
 def test_repository_definitions_load_with_every_stage():

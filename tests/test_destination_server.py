@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from demo.destination_server import DestinationServer, Faults
-from tests.conftest import REPO
+from tests.fixtures import REPO
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64

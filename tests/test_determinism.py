@@ -28,7 +28,7 @@ from demo.generate import generate
 from resources.config import load_config
 from resources.schema import RUN_STAMP_COLUMNS
 from resources.warehouse import bootstrap
-from tests.conftest import write_config
+from tests.fixtures import write_config
 
 PEOPLE = 2000
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from resources.run_launcher import RUN_HOST_TAG, LocalProcessRunLauncher, RunProcess, process_is_alive
-from tests.conftest import REPO
+from tests.fixtures import REPO
 
 BIN = Path(sys.executable).parent
 GATED_JOB = REPO / "tests" / "gated_job.py"

@@ -21,7 +21,7 @@ import yaml
 
 from resources.run_launcher import RUN_HOST_TAG
 from resources.warehouse import RunLock, Warehouse, WarehouseInUseError, lock_path, publish_read_snapshot
-from tests.conftest import REPO, Platform, write_config
+from tests.fixtures import REPO, Platform, write_config
 
 BIN = Path(sys.executable).parent
 WAREHOUSE_JOB = REPO / "tests" / "warehouse_job.py"

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from demo.generate import generate
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
 
 BIN = Path(sys.executable).parent
 
