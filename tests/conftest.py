@@ -1,6 +1,8 @@
 """Pytest fixtures and hooks: a small generated customer base materialized once, the servers tests talk to,
 and the rule that every test carries exactly one tier marker. Shared helpers are in tests/fixtures.py."""
 
+import socket
+
 import dagster as dg
 import pytest
 
@@ -39,3 +41,36 @@ def platform(
     result = built.refresh()
     assert result.success
     return built
+
+
+TIERS = ("unit", "stage", "dagster", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse the run when a test has no tier marker or more than one (before `-m` deselects anything)."""
+    wrong = []
+    for item in items:
+        tiers = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
+        if len(tiers) != 1:
+            wrong.append(f"  {item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(
+            f"every test needs exactly one tier marker ({', '.join(TIERS)}; see pyproject.toml): "
+            "`pytestmark = pytest.mark.<tier>` for a file of one tier, `@pytest.mark.<tier>` per test otherwise\n"
+            + "\n".join(wrong)
+        )
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_open_no_sockets(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that connects to or serves on a socket belongs to another tier."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{request.node.nodeid} is marked unit but opens a network socket: mark it stage or e2e")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket.socket, "bind", refuse)

@@ -8,6 +8,8 @@ import yaml
 from resources.config import ConfigError, load_config
 from tests.fixtures import REPO, write_config
 
+pytestmark = pytest.mark.unit
+
 
 def _with(tmp_path: Path, mutate) -> Path:
     raw = yaml.safe_load((REPO / "cdp.yaml").read_text())

@@ -6,10 +6,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from cdp_assets.definitions import build_definitions
 from resources.config import load_config
 from tests.fixtures import REPO, write_config
+
+pytestmark = pytest.mark.dagster
 
 
 def test_repository_definitions_load_with_every_stage():

@@ -9,6 +9,8 @@ import pytest
 from tests.fixtures import customers
 from tests.fixtures import identity_warehouse as warehouse
 
+pytestmark = pytest.mark.stage
+
 
 def resolve_records(tmp_path: Path, records: list[dict], identity: dict | None = None) -> dict[str, str]:
     """Write person records with their identifiers, resolve, return record id -> customer id."""

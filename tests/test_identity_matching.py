@@ -20,6 +20,8 @@ from cdp_assets.identity.nicknames import canonical_first_name
 from tests.fixtures import customers
 from tests.fixtures import identity_warehouse as warehouse
 
+pytestmark = pytest.mark.stage
+
 FIRST = ["olivia", "liam", "emma", "noah", "ava", "elijah", "sophia", "lucas", "mia", "mason", "harper", "ethan",
          "amelia", "logan", "evelyn", "aiden", "abigail", "caleb", "ella", "owen", "scarlett", "wyatt", "grace",
          "henry", "chloe", "julian", "nora", "levi", "lily", "isaac"]  # fmt: skip

@@ -10,6 +10,8 @@ import pytest
 
 from tests.fixtures import Platform, make_platform
 
+pytestmark = pytest.mark.dagster
+
 
 def test_every_stage_materializes_and_every_check_passes(platform: Platform):
     result = platform.refresh()

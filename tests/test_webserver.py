@@ -18,6 +18,8 @@ import requests
 from demo.generate import generate
 from tests.fixtures import REPO, write_config
 
+pytestmark = pytest.mark.e2e
+
 BIN = Path(sys.executable).parent
 
 QUERY = """
