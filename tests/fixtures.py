@@ -77,7 +77,7 @@ def make_platform(
 
 
 def identity_warehouse(tmp_path: Path, records: list[dict], identity: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """Write person records with their e-mail and phone identifiers and resolve them."""
+    """An in-memory warehouse of person records with their e-mail and phone identifiers, resolved by identity."""
     raw = {"sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}]}
     if identity:
         raw["identity"] = identity
