@@ -10,7 +10,7 @@ PORT ?= 3000
 DESTINATION_PORT ?= 8765
 export DAGSTER_HOME
 
-.PHONY: install demo-data demo-destination materialize dev test lint bench bench-identity clean-data
+.PHONY: install demo-data demo-destination materialize dev test test-fast lint bench bench-identity clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -47,8 +47,13 @@ dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh && \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
+# Every tier (unit, stage, dagster, e2e): what CI runs.
 test: install
 	$(BIN)/python -m pytest
+
+# The unit and stage tiers, for development: no Dagster run, no subprocess, no PostgreSQL.
+test-fast: install
+	$(BIN)/python -m pytest -m "unit or stage"
 
 lint: install
 	$(BIN)/ruff check .

@@ -24,11 +24,11 @@ def run_one(people: int, folder: Path) -> dict[str, object]:
     """Generate, then refresh twice (the second run finds no new files), inside this process."""
     import dagster as dg
 
-    from benchmarks.identity_accuracy import score
     from cdp_assets.definitions import build_definitions
     from demo.configs import relocated_config
     from demo.destination_server import DestinationServer
     from demo.generate import generate
+    from demo.scoring import score
     from resources.config import load_config
 
     started = time.perf_counter()

@@ -10,7 +10,9 @@ import pytest
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from resources.config import CDPConfig, load_config
-from tests.conftest import Platform
+from tests.fixtures import Platform
+
+pytestmark = pytest.mark.dagster
 
 HEADER = "id,first,last,email\n"
 GOOD_A = HEADER + "A1,Ann,Lee,ann@example.org\nA2,Bo,Chan,bo@example.org\n"

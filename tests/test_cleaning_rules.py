@@ -6,6 +6,8 @@ import pytest
 
 from cdp_assets.clean import rules
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "email", "key", "rejected"),

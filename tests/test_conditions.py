@@ -17,7 +17,7 @@ from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership, build_segment_assets
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.warehouse import Warehouse, bootstrap
-from tests.conftest import REPO
+from tests.fixtures import REPO
 from tests.test_profiles import EVENTS, TRANSACTIONS, make_config, warehouse
 
 SECRET = "root:x:0:0:secret-line"
@@ -54,6 +54,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("condition", "construct"), HOSTILE)
+@pytest.mark.unit
 def test_segment_condition_reaching_outside_the_profile_is_refused_at_load(
     tmp_path, landing_file, condition, construct
 ):
@@ -67,6 +68,7 @@ def test_segment_condition_reaching_outside_the_profile_is_refused_at_load(
 
 
 @pytest.mark.parametrize(("condition", "construct"), HOSTILE)
+@pytest.mark.unit
 def test_trait_condition_reaching_outside_its_table_is_refused_at_load(tmp_path, landing_file, condition, construct):
     where = condition.format(column="event", table="events", landing=landing_file)
     path = _config_file(tmp_path, lambda c: c["profiles"]["traits"][2].update(where=where))
@@ -78,6 +80,7 @@ def test_trait_condition_reaching_outside_its_table_is_refused_at_load(tmp_path,
 
 
 @pytest.mark.parametrize("name", ["user", "current_role", "current_schema"])
+@pytest.mark.unit
 def test_a_name_that_is_not_a_column_is_refused_even_where_duckdb_would_call_it(tmp_path, name):
     """DuckDB reads these bare names as functions, so they bind against any table; they are not columns."""
     path = _config_file(tmp_path, lambda c: c["segments"][0].update(where=f"{name} is not null"))
@@ -97,6 +100,7 @@ DOCUMENTED_SEGMENTS = [
 DOCUMENTED_TRAITS = ["event = 'Product Viewed'", "source = 'support_tickets' and status in ('open', 'pending')"]
 
 
+@pytest.mark.unit
 def test_documented_and_demo_conditions_are_accepted(tmp_path):
     docs = (REPO / "docs" / "configuration.md").read_text() + (REPO / "README.md").read_text()
     for condition in DOCUMENTED_SEGMENTS + DOCUMENTED_TRAITS:
@@ -205,6 +209,7 @@ _SAMPLE = """create table golden_profiles as select * from (values
 
 
 @pytest.mark.parametrize("condition", [*FUNCTION_EXAMPLES.values(), *OPERATOR_EXAMPLES])
+@pytest.mark.unit
 def test_allowed_conditions_mean_what_they_say_after_the_check(condition):
     """What runs is SQL regenerated from the checked tree; it must select what the text as written does."""
     from resources.conditions import check_condition
@@ -217,6 +222,7 @@ def test_allowed_conditions_mean_what_they_say_after_the_check(condition):
     assert conn.execute(query.format(condition)).fetchall() == [("Ann",)]
 
 
+@pytest.mark.unit
 def test_every_allowed_function_has_an_example_and_is_documented():
     from resources.conditions import ALLOWED_FUNCTIONS
 
@@ -260,6 +266,7 @@ def _segments_config(tmp_path: Path, segments: list[dict]) -> CDPConfig:
     return load_config(path)
 
 
+@pytest.mark.dagster
 def test_segments_with_allowed_functions_materialize(tmp_path):
     config = _segments_config(
         tmp_path,
@@ -287,6 +294,7 @@ def test_segments_with_allowed_functions_materialize(tmp_path):
     ]
 
 
+@pytest.mark.dagster
 def test_a_segment_failing_on_the_data_is_named_without_the_data(tmp_path):
     config = _segments_config(
         tmp_path,
@@ -305,6 +313,7 @@ def test_a_segment_failing_on_the_data_is_named_without_the_data(tmp_path):
         assert value not in error
 
 
+@pytest.mark.stage
 def test_a_trait_failing_on_the_data_is_named_without_the_data(tmp_path):
     from resources.conditions import ConditionError
 
@@ -320,6 +329,7 @@ def test_a_trait_failing_on_the_data_is_named_without_the_data(tmp_path):
         assert value not in message
 
 
+@pytest.mark.stage
 def test_a_condition_bypassing_load_is_refused_at_run_time(tmp_path, landing_file):
     """A configuration built without load_config still cannot run a forbidden condition."""
     from resources.conditions import ConditionError
@@ -342,6 +352,7 @@ def test_a_condition_bypassing_load_is_refused_at_run_time(tmp_path, landing_fil
         "exists (select 1 from read_csv('{file}', header = true) where Email like '%secret%')",
     ],
 )
+@pytest.mark.stage
 def test_segment_conditions_run_where_no_file_can_be_read(tmp_path, landing_file, condition):
     """Past the allow-list (called directly), a condition still cannot read the file it names."""
     from cdp_assets.segments.assets import select_members
@@ -369,6 +380,7 @@ def test_segment_conditions_run_where_no_file_can_be_read(tmp_path, landing_file
     box.close()
 
 
+@pytest.mark.unit
 def test_failure_messages_lose_quoted_values_and_numbers():
     from resources.conditions import failure_message
 
@@ -380,6 +392,7 @@ def test_failure_messages_lose_quoted_values_and_numbers():
     assert failure_message(error) == "Invalid Input Error: Could not parse string '…' according to '…' …"
 
 
+@pytest.mark.stage
 def test_column_names_match_whatever_their_case(tmp_path):
     config = _segments_config(tmp_path, [{"name": "shouting", "where": "LOWER(EMAIL) like '%@gmail.com'"}])
     _profiles_warehouse(tmp_path / "w.duckdb")

@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from resources.config import ConfigError, load_config
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
+
+pytestmark = pytest.mark.unit
 
 
 def _with(tmp_path: Path, mutate) -> Path:

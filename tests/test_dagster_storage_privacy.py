@@ -23,7 +23,7 @@ from cdp_assets.segments.assets import segment_key
 from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import CDPConfig, FieldSpec, load_config
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
 
 _EMAIL_TOKEN = re.compile(r"[^\s\"'<>|\\,;()\[\]{}]*@[^\s\"'<>|\\,;()\[\]{}]*")
 _DIGIT_RUN = re.compile(r"\+?\d[\d ().-]{5,}\d")
@@ -70,6 +70,7 @@ def _storage_text(home: Path) -> str:
     return text + "\n" + text.encode("utf-8").decode("unicode_escape", errors="replace")
 
 
+@pytest.mark.e2e
 def test_dagster_storage_holds_no_customer_values(tmp_path: Path, destination_server: DestinationServer):
     folder = tmp_path / "platform"
     generate(people=1000, seed=7, out_dir=folder / "landing", truth_path=folder / "truth.csv")
@@ -143,6 +144,7 @@ def _duckdb_error(statement: str) -> duckdb.Error:
         ("select '+14155550147 1980-02-19'::date", "Conversion Error: invalid date field format"),
     ],
 )
+@pytest.mark.unit
 def test_an_error_leaving_an_asset_keeps_its_kind_and_place_but_no_value(statement: str, kept: str):
     @redact_errors
     def body() -> None:
@@ -158,6 +160,7 @@ def test_an_error_leaving_an_asset_keeps_its_kind_and_place_but_no_value(stateme
     assert raised.value.__cause__ is None and raised.value.__suppress_context__  # Dagster stores causes too
 
 
+@pytest.mark.unit
 def test_the_platforms_own_failures_pass_unchanged_and_generators_are_guarded():
     for own in (
         dg.Failure("Source 'crm_contacts': file crm/a.csv has no column(s) ['Email']"),
@@ -191,5 +194,6 @@ def test_the_platforms_own_failures_pass_unchanged_and_generators_are_guarded():
         (None, ""),
     ],
 )
+@pytest.mark.unit
 def test_one_masking_rule_for_every_preview(value: object, masked: str):
     assert mask(value) == masked

@@ -6,12 +6,15 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from cdp_assets.definitions import build_definitions
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from cdp_assets.segments.assets import REMOVED_SEGMENTS, segment_key
 from resources.config import load_config
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
+
+pytestmark = pytest.mark.dagster
 
 
 def test_repository_definitions_load_with_every_stage():

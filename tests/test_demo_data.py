@@ -14,6 +14,8 @@ import pytest
 
 from demo.generate import generate, main
 
+pytestmark = pytest.mark.unit
+
 SMALL = 300
 SOURCES = {
     "crm_contacts",

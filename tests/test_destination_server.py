@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from demo.destination_server import DestinationServer, Faults
-from tests.conftest import REPO
+from tests.fixtures import REPO
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64
@@ -58,6 +58,7 @@ def event(kind: str, key: str, audience: str = "vip", **properties: object) -> d
 # ---------------------------------------------------------------- endpoints
 
 
+@pytest.mark.stage
 def test_webhook_events_track_membership_and_latest_properties(url: str) -> None:
     first = post(
         url,
@@ -85,6 +86,7 @@ def test_webhook_events_track_membership_and_latest_properties(url: str) -> None
     assert state(url, "webhook", "another") == {"audiences": {}}  # destinations are kept apart by name
 
 
+@pytest.mark.stage
 def test_rest_upsert_replaces_records_and_delete_removes_them(url: str) -> None:
     upsert = post(
         url,
@@ -101,6 +103,7 @@ def test_rest_upsert_replaces_records_and_delete_removes_them(url: str) -> None:
     assert state(url, "rest", "crm") == {"records": {"1": {"id": "1", "email": "a@y.com"}}}  # "tier" is gone
 
 
+@pytest.mark.stage
 def test_hashed_audience_adds_and_removes_members(url: str) -> None:
     added = post(
         url,
@@ -121,6 +124,7 @@ def test_hashed_audience_adds_and_removes_members(url: str) -> None:
     assert state(url, "audiences", "google") == {"members": [{"email_sha256": HASH_C}], "size": 1}
 
 
+@pytest.mark.stage
 def test_a_record_without_id_fails_the_whole_batch_with_per_index_errors(url: str) -> None:
     response = post(
         url,
@@ -144,6 +148,7 @@ def test_a_record_without_id_fails_the_whole_batch_with_per_index_errors(url: st
         ({}, "at least one"),
     ],
 )
+@pytest.mark.stage
 def test_audience_refuses_anything_but_lower_case_sha256(url: str, member: dict, fragment: str) -> None:
     response = post(
         url, "/audiences/meta/members", {"batch_id": "h1", "add": [{"email_sha256": HASH_A}], "remove": [member]}
@@ -167,12 +172,14 @@ def test_audience_refuses_anything_but_lower_case_sha256(url: str, member: dict,
         ("post", "/webhook/x", {"batch_id": "x", "events": [{"type": "clicked", "key": "k", "audience": "a"}]}, 400),
     ],
 )
+@pytest.mark.stage
 def test_malformed_requests_are_refused(url: str, method: str, path: str, body: dict | None, status: int) -> None:
     response = requests.request(method, url + path, json=body, timeout=5)
     assert response.status_code == status
     assert response.headers["Content-Type"] == "application/json"
 
 
+@pytest.mark.stage
 def test_a_body_that_is_not_json_is_a_400(url: str) -> None:
     response = requests.post(url + "/webhook/x", data=b"{not json", timeout=5)
     assert response.status_code == 400
@@ -182,6 +189,7 @@ def test_a_body_that_is_not_json_is_a_400(url: str) -> None:
 # ---------------------------------------------------------------- idempotency
 
 
+@pytest.mark.stage
 def test_a_batch_id_already_applied_is_acknowledged_but_not_applied_again(url: str) -> None:
     batch = {"batch_id": "b1", "records": [{"id": "1", "v": 1}]}
     assert post(url, "/rest/crm/upsert", batch).json()["duplicate"] is False
@@ -192,6 +200,7 @@ def test_a_batch_id_already_applied_is_acknowledged_but_not_applied_again(url: s
     assert state(url, "rest", "crm") == {"records": {}}  # a re-application would have brought "1" back
 
 
+@pytest.mark.stage
 def test_the_idempotency_key_header_stands_in_for_batch_id(url: str) -> None:
     body = {"events": [event("entered", "c1")]}
     first = post(url, "/webhook/hub", body, headers={"Idempotency-Key": "k1"})
@@ -206,6 +215,7 @@ def test_the_idempotency_key_header_stands_in_for_batch_id(url: str) -> None:
 # ---------------------------------------------------------------- faults
 
 
+@pytest.mark.stage
 def test_scripted_faults_come_in_order_and_leave_state_alone_until_success(start: Start) -> None:
     url = start(faults=Faults(script=["500", "429", "ok"], fail_rate=1.0))
     batch = {"batch_id": "s1", "records": [{"id": "1"}]}
@@ -233,6 +243,7 @@ def test_scripted_faults_come_in_order_and_leave_state_alone_until_success(start
     ]
 
 
+@pytest.mark.stage
 def test_a_timed_out_batch_is_applied_and_its_retry_is_a_duplicate(start: Start) -> None:
     url = start(faults=Faults(script=["timeout"], timeout_seconds=0.2))
     batch = {"batch_id": "t1", "records": [{"id": "late"}]}
@@ -248,6 +259,7 @@ def test_a_timed_out_batch_is_applied_and_its_retry_is_a_duplicate(start: Start)
     assert (first["fault"], first["batch_id"]) == ("timeout", "t1")
 
 
+@pytest.mark.stage
 def test_a_dropped_answer_leaves_the_batch_applied_and_its_resend_is_a_duplicate(start: Start) -> None:
     url = start(faults=Faults(script=["drop"]))
     batch = {"batch_id": "d1", "records": [{"id": "kept"}]}
@@ -272,6 +284,7 @@ def fault_sequence(url: str, count: int = 50) -> list[tuple[int, str | None]]:
     return list(zip(sequence, faults, strict=True))
 
 
+@pytest.mark.stage
 def test_seeded_fault_rates_are_reproducible(start: Start) -> None:
     faults = Faults(fail_rate=0.3, rate_limit_rate=0.2, timeout_rate=0.1, timeout_seconds=0.001)
     first = fault_sequence(start(faults=faults, seed=1))
@@ -293,6 +306,7 @@ def test_seeded_fault_rates_are_reproducible(start: Start) -> None:
         {"script": ["500", "503"]},
     ],
 )
+@pytest.mark.unit
 def test_impossible_fault_settings_are_refused(options: dict) -> None:
     with pytest.raises(ValueError):
         Faults(**options)
@@ -301,6 +315,7 @@ def test_impossible_fault_settings_are_refused(options: dict) -> None:
 # ---------------------------------------------------------------- auth, reset, logging
 
 
+@pytest.mark.stage
 def test_a_token_is_required_when_configured(start: Start) -> None:
     url = start(token="s3cret")
     batch = {"batch_id": "a1", "records": [{"id": "1"}]}
@@ -312,6 +327,7 @@ def test_a_token_is_required_when_configured(start: Start) -> None:
     assert state(url, "rest", "crm", headers=good) == {"records": {"1": {"id": "1"}}}
 
 
+@pytest.mark.stage
 def test_reset_forgets_state_log_and_applied_batches(url: str) -> None:
     batch = {"batch_id": "x1", "records": [{"id": "1"}]}
     post(url, "/rest/crm/upsert", batch)
@@ -327,6 +343,7 @@ def test_reset_forgets_state_log_and_applied_batches(url: str) -> None:
 
 
 @pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.stage
 def test_requests_are_only_logged_to_stderr_when_verbose(
     start: Start, capsys: pytest.CaptureFixture[str], verbose: bool
 ) -> None:
@@ -339,6 +356,7 @@ def test_requests_are_only_logged_to_stderr_when_verbose(
     assert ("/nowhere" in err) is verbose
 
 
+@pytest.mark.e2e
 def test_the_command_line_serves_with_faults_and_a_token() -> None:
     command = [sys.executable, "-m", "demo.destination_server", "--port", "0", "--script", "429", "--token", "t"]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:

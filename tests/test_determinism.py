@@ -28,7 +28,7 @@ from demo.generate import generate
 from resources.config import load_config
 from resources.schema import RUN_STAMP_COLUMNS
 from resources.warehouse import bootstrap
-from tests.conftest import write_config
+from tests.fixtures import write_config
 
 PEOPLE = 2000
 
@@ -87,6 +87,7 @@ def first_difference(left: dict[str, list[tuple]], right: dict[str, list[tuple]]
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_identical_landing_files_give_identical_public_tables(
     tmp_path: Path, instance: dg.DagsterInstance, destination_server: DestinationServer
 ):
@@ -117,6 +118,7 @@ def test_identical_landing_files_give_identical_public_tables(
         assert first_difference(snapshots["one"], snapshots[name]) is None, name
 
 
+@pytest.mark.stage
 def test_amounts_are_exact_decimals_rounded_to_the_cent(tmp_path: Path):
     raw = {
         "sources": [
@@ -163,6 +165,7 @@ def test_amounts_are_exact_decimals_rounded_to_the_cent(tmp_path: Path):
     assert rejected == {"-0.004": "negative amount", "abc": "amount is not a number"}
 
 
+@pytest.mark.stage
 def test_latest_version_does_not_depend_on_load_order(tmp_path: Path):
     raw = {
         "sources": [
@@ -199,6 +202,7 @@ def test_latest_version_does_not_depend_on_load_order(tmp_path: Path):
     assert latest == [[("crm/b.csv", "new@x.com")], [("crm/b.csv", "new@x.com")]]
 
 
+@pytest.mark.unit
 def test_people_sharing_a_value_are_counted_the_same_in_any_order():
     # 19800101 and 19800112 are too far apart to be one date mistyped, 19800102 is one slip from each:
     # grouping them greedily gives one or two people depending on which comes first.

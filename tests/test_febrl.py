@@ -7,11 +7,14 @@ extracted, cleaned and resolved by materializing the assets, then scored against
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from benchmarks.identity import write_febrl
-from benchmarks.identity_accuracy import score
 from cdp_assets.definitions import build_definitions
+from demo.febrl import write_febrl
+from demo.scoring import score
 from resources.config import load_config
+
+pytestmark = pytest.mark.e2e
 
 
 def test_febrl1_default_configuration_reaches_f1_099(tmp_path: Path) -> None:

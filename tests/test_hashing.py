@@ -19,6 +19,8 @@ from resources.hashing import (
     sha256_hex,
 )
 
+pytestmark = pytest.mark.unit
+
 SHA_TEST_GMAIL = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"  # test@gmail.com
 SHA_TESTUSER_TAG = "d33002a2c6329ed1708e1e7c27bdede32240e4a3fa44dfd842e65978f5ec9689"  # testuser+x@gmail.com
 SHA_TEST_DOT_USER_TAG = "56f80ff8dfa3d0fe0c8674c9e58fca87b9e725dec4773eba1fdbbba65973a091"  # test.user+x@gmail.com

@@ -6,7 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.identity_warehouse import customers, warehouse
+from tests.fixtures import customers
+from tests.fixtures import identity_warehouse as warehouse
+
+pytestmark = pytest.mark.stage
 
 
 def resolve_records(tmp_path: Path, records: list[dict], identity: dict | None = None) -> dict[str, str]:

@@ -17,7 +17,10 @@ from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad, build_ca
 from cdp_assets.identity.matching.comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
 from cdp_assets.identity.matching.model import FellegiSunterModel, build_term_frequencies, scoring_sql
 from cdp_assets.identity.nicknames import canonical_first_name
-from tests.identity_warehouse import customers, warehouse
+from tests.fixtures import customers
+from tests.fixtures import identity_warehouse as warehouse
+
+pytestmark = pytest.mark.stage
 
 FIRST = ["olivia", "liam", "emma", "noah", "ava", "elijah", "sophia", "lucas", "mia", "mason", "harper", "ethan",
          "amelia", "logan", "evelyn", "aiden", "abigail", "caleb", "ella", "owen", "scarlett", "wyatt", "grace",

@@ -8,7 +8,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import Platform, make_platform
+from tests.fixtures import Platform, make_platform
+
+pytestmark = pytest.mark.dagster
 
 
 def test_every_stage_materializes_and_every_check_passes(platform: Platform):
@@ -140,7 +142,7 @@ def test_records_sharing_an_identifier_share_a_customer_id(platform: Platform):
 
 
 def test_identity_matches_ground_truth_pairs_precisely(platform: Platform):
-    from benchmarks.identity_accuracy import score
+    from demo.scoring import score
 
     scores = score(str(platform.config.warehouse_path), str(platform.truth))
     assert scores["pairwise_precision"] > 0.95

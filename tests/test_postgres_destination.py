@@ -19,6 +19,8 @@ from psycopg.conninfo import make_conninfo
 from resources.destinations import Change, RejectedError, TransientError, deliver
 from resources.postgres_destination import PostgresClient
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def table(dsn: str) -> Iterator[str]:

@@ -17,6 +17,8 @@ from cdp_assets.segments.assets import build_membership
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.warehouse import bootstrap
 
+pytestmark = pytest.mark.stage
+
 AS_OF = datetime(2025, 6, 30)
 LOADED = datetime(2025, 7, 1)
 

@@ -9,7 +9,9 @@ import pytest
 
 from cdp_assets.definitions import build_definitions
 from resources.config import CDPConfig, load_config
-from tests.conftest import Platform
+from tests.fixtures import Platform
+
+pytestmark = pytest.mark.dagster
 
 MEGABYTE_NAME = "A" * 1_000_000
 LONG_ID = "X" * 300

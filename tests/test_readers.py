@@ -9,6 +9,8 @@ import pytest
 
 from cdp_assets.extract.readers import FileFormatError, read_csv, read_jsonl, read_parquet
 
+pytestmark = pytest.mark.unit
+
 
 def _csv(tmp_path: Path, content: bytes) -> tuple[list[tuple[int, dict]], list]:
     path = tmp_path / "f.csv"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from resources.run_launcher import RUN_HOST_TAG, LocalProcessRunLauncher, RunProcess, process_is_alive
-from tests.conftest import REPO
+from tests.fixtures import REPO
 
 BIN = Path(sys.executable).parent
 GATED_JOB = REPO / "tests" / "gated_job.py"
@@ -116,6 +116,7 @@ def _only_run_id(instance: dg.DagsterInstance, exclude: set[str]) -> str:
     return runs[0]
 
 
+@pytest.mark.dagster
 def test_shipped_instance_monitors_runs_with_a_launcher_that_checks_the_run_process(home: Path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.run_monitoring_enabled
@@ -124,6 +125,7 @@ def test_shipped_instance_monitors_runs_with_a_launcher_that_checks_the_run_proc
         assert instance.run_monitoring_max_resume_run_attempts == 0
 
 
+@pytest.mark.e2e
 def test_a_killed_run_is_failed_and_the_queued_run_after_it_succeeds(
     home: Path, environment: dict[str, str], tmp_path: Path
 ):
@@ -161,6 +163,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.e2e
 def test_a_killed_job_execute_run_is_reported_dead_and_a_live_one_running(
     home: Path, environment: dict[str, str], tmp_path: Path
 ):
@@ -198,6 +201,7 @@ def test_a_killed_job_execute_run_is_reported_dead_and_a_live_one_running(
             process.wait(timeout=30)
 
 
+@pytest.mark.unit
 def test_a_pid_reused_by_a_later_process_is_not_taken_for_the_run():
     now = time.time()
     assert process_is_alive(RunProcess(os.getpid(), now))

@@ -100,6 +100,7 @@ def flaky_server():
         yield server
 
 
+@pytest.mark.stage
 def test_flaky_destination_ends_equal_to_the_segment_without_duplicates(tmp_path, flaky_server):
     config = make_config(
         tmp_path,
@@ -149,6 +150,7 @@ class CrashingClient:
         self.inner.close()
 
 
+@pytest.mark.stage
 def test_a_crash_between_batches_loses_nothing(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(
@@ -166,6 +168,7 @@ def test_a_crash_between_batches_loses_nothing(tmp_path):
         assert set(state(server, "rest", "crm")["records"]) == set(members)
 
 
+@pytest.mark.stage
 def test_consent_is_required_and_revocation_removes_from_a_mirror(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w"})
@@ -194,6 +197,7 @@ def test_consent_is_required_and_revocation_removes_from_a_mirror(tmp_path):
         ("delete", {"removed": 3}, {"removed": 1, "added": 0}),
     ],
 )
+@pytest.mark.stage
 def test_sync_modes_send_only_what_the_mode_calls_for(tmp_path, mode, expected_first, expected_second):
     with DestinationServer(port=0) as server:
         config = make_config(
@@ -218,6 +222,7 @@ def test_sync_modes_send_only_what_the_mode_calls_for(tmp_path, mode, expected_f
         assert {k: second[k] for k in expected_second} == expected_second
 
 
+@pytest.mark.stage
 def test_dry_run_reports_the_diff_and_sends_nothing(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w", "dry_run": True})
@@ -229,6 +234,7 @@ def test_dry_run_reports_the_diff_and_sends_nothing(tmp_path):
         assert warehouse.conn.execute("select count(*) from syncs.destination_state").fetchone()[0] == 0
 
 
+@pytest.mark.stage
 def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(
@@ -265,6 +271,7 @@ def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
         assert rejected[0][0] == "c2" and "not a valid e-mail address" in rejected[0][1]
 
 
+@pytest.mark.stage
 def test_duplicate_and_missing_primary_keys_are_rejected_rows(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(
@@ -288,6 +295,7 @@ def test_duplicate_and_missing_primary_keys_are_rejected_rows(tmp_path):
         assert reasons == ["duplicate primary key", "duplicate primary key", "missing primary key"]
 
 
+@pytest.mark.stage
 def test_retry_after_is_honoured_and_a_resent_batch_keeps_its_idempotency_key(tmp_path):
     with DestinationServer(port=0, faults=Faults(script=["429", "500", "ok"])) as server:
         config = make_config(tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w"})
@@ -308,6 +316,7 @@ def posts(server: DestinationServer) -> list[dict]:
     return [entry for entry in log if entry["method"] == "POST"]
 
 
+@pytest.mark.stage
 def test_opt_out_opt_in_opt_out_leaves_the_person_removed(tmp_path):
     # The second opt-out is the same removal as the first; a destination that honours idempotency keys
     # (the demo destination does) must still see it as a new change.
@@ -336,6 +345,7 @@ def test_opt_out_opt_in_opt_out_leaves_the_person_removed(tmp_path):
         assert len({entry["batch_id"] for entry in sent}) == 4 and not any(entry["duplicate"] for entry in sent)
 
 
+@pytest.mark.stage
 def test_a_batch_whose_answer_is_lost_is_retried_with_its_key_and_applied_once(tmp_path):
     with DestinationServer(port=0, faults=Faults(script=["drop"])) as server:
         config = make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w"})
@@ -350,6 +360,7 @@ def test_a_batch_whose_answer_is_lost_is_retried_with_its_key_and_applied_once(t
         assert warehouse.sync("r2")["requests"] == 0
 
 
+@pytest.mark.stage
 def test_a_batch_left_unanswered_is_resent_next_run_with_its_key(tmp_path):
     attempts = FAST_RETRY["max_attempts"]
     # The batch is applied but its answer is lost, then the destination goes down for the rest of the run.
@@ -390,6 +401,7 @@ class RefusingClient:
         self.inner.close()
 
 
+@pytest.mark.stage
 def test_only_the_unanswered_part_of_a_split_batch_is_resent(tmp_path):
     attempts = FAST_RETRY["max_attempts"]
     # [c0..c3] is refused and split: [c0, c1] is accepted, [c2, c3] refused again, [c2] applied but
@@ -428,6 +440,7 @@ class KeyRecordingClient:
         pass
 
 
+@pytest.mark.unit
 def test_each_part_of_a_split_batch_is_a_new_batch_with_its_own_key():
     client = KeyRecordingClient()
     changes = [Change(k, "add", {}, k) for k in ("a", "b", "bad", "c")]
@@ -438,6 +451,7 @@ def test_each_part_of_a_split_batch_is_a_new_batch_with_its_own_key():
     assert len(set(keys)) == len(keys)
 
 
+@pytest.mark.dagster
 def test_a_destination_failing_part_way_says_what_was_sent_and_what_was_deferred(tmp_path):
     import dagster as dg
 
@@ -506,6 +520,7 @@ class PickyClient:
         pass
 
 
+@pytest.mark.unit
 def test_a_rejected_batch_is_split_until_the_bad_rows_are_isolated():
     client = PickyClient()
     keys = [f"k{i}" for i in range(13)] + ["bad1", "bad2"]
@@ -515,6 +530,7 @@ def test_a_rejected_batch_is_split_until_the_bad_rows_are_isolated():
     assert sorted(c.key for c, _ in result.failed) == ["bad1", "bad2"]
 
 
+@pytest.mark.stage
 def test_plan_puts_rows_failed_earlier_first(tmp_path):
     config = make_config(tmp_path, {"type": "webhook", "url": "http://127.0.0.1:9/unused"})
     warehouse = Warehouse(config)
@@ -524,6 +540,7 @@ def test_plan_puts_rows_failed_earlier_first(tmp_path):
     assert plan.changes[0].key == "c0003" and plan.retrying == {"c0003"}
 
 
+@pytest.mark.e2e
 def test_postgres_destination_mirrors_the_segment_into_a_table(tmp_path, dsn, monkeypatch):
     import psycopg
 
@@ -554,6 +571,7 @@ def test_postgres_destination_mirrors_the_segment_into_a_table(tmp_path, dsn, mo
     assert warehouse.sync("r3")["requests"] == 0
 
 
+@pytest.mark.stage
 def test_credentials_come_from_the_environment_and_are_required(tmp_path, monkeypatch):
     import dagster as dg
 
@@ -571,6 +589,7 @@ def test_credentials_come_from_the_environment_and_are_required(tmp_path, monkey
         assert "s3cret-token" not in str(warehouse.conn.execute("select * from syncs.changelog").fetchall())
 
 
+@pytest.mark.dagster
 def test_every_sync_waits_for_blocking_checks_upstream():
     from cdp_assets.definitions import defs
 
@@ -595,6 +614,7 @@ HOSTILE_NAMES = [
 ORDINARY = {"first_name": "Anne-Marie", "last_name": "Smith-Jones", "email": "jean-luc.picard@example.org"}
 
 
+@pytest.mark.dagster
 def test_csv_exports_neutralise_formulas_in_text_cells_only(tmp_path):
     import csv
 

@@ -21,7 +21,7 @@ import yaml
 
 from resources.run_launcher import RUN_HOST_TAG
 from resources.warehouse import RunLock, Warehouse, WarehouseInUseError, lock_path, publish_read_snapshot
-from tests.conftest import REPO, Platform, write_config
+from tests.fixtures import REPO, Platform, write_config
 
 BIN = Path(sys.executable).parent
 WAREHOUSE_JOB = REPO / "tests" / "warehouse_job.py"
@@ -56,6 +56,7 @@ def _tell(process: subprocess.Popen, line: str = "go") -> str:
     return process.stdout.readline().strip()
 
 
+@pytest.mark.dagster
 def test_a_refresh_publishes_every_public_table_as_the_read_snapshot(platform: Platform):
     snapshot = platform.config.read_snapshot_path
     assert snapshot.exists() and snapshot != platform.config.warehouse_path
@@ -89,6 +90,7 @@ def _warehouse_with(path: Path, rows: int) -> None:
         conn.execute(f"create or replace table cdp.segment_membership as select range as id from range({rows})")
 
 
+@pytest.mark.e2e
 def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent_state(tmp_path: Path):
     warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "warehouse_read.duckdb"
     _warehouse_with(warehouse, 10)
@@ -161,6 +163,7 @@ def _execute(config: Path, gate: Path, output: Path) -> subprocess.Popen:
         )
 
 
+@pytest.mark.e2e
 def test_a_second_run_waits_for_the_first_or_fails_naming_it_and_steps_never_interleave(tmp_path: Path):
     warehouse = tmp_path / "warehouse.duckdb"
     patient = write_config(tmp_path, warehouse={"path": str(warehouse), "lock_timeout_seconds": 300})
@@ -219,6 +222,7 @@ HOLD_WAREHOUSE = """
 
 
 @pytest.mark.parametrize("as_run", [True, False], ids=["held_by_a_run", "held_by_a_reader"])
+@pytest.mark.e2e
 def test_a_warehouse_held_by_another_process_says_who_and_points_readers_at_the_snapshot(
     tmp_path: Path, as_run: bool
 ):
@@ -247,6 +251,7 @@ def test_a_warehouse_held_by_another_process_says_who_and_points_readers_at_the_
         assert conn.execute("select count(*) from cdp.golden_profiles").fetchone()[0] == 1
 
 
+@pytest.mark.e2e
 def test_the_run_lock_is_released_when_its_holder_dies(tmp_path: Path):
     path = lock_path(tmp_path / "warehouse.duckdb")
     other = _python(HOLD_WAREHOUSE.format(warehouse=str(tmp_path / "warehouse.duckdb"), as_run=True, read_only=False))

@@ -16,7 +16,9 @@ import pytest
 import requests
 
 from demo.generate import generate
-from tests.conftest import REPO, write_config
+from tests.fixtures import REPO, write_config
+
+pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 

@@ -1,10 +1,12 @@
 """Score `cdp.identity_map` against a ground truth of `source,source_record_id,person_id`.
 
+The demo generator and the FEBRL loader write such a truth; the benchmarks and the tests score with this.
+
 Pairwise precision/recall/F1 count pairs of records put in the same customer; cluster precision/recall
 count customers whose records are exactly one true person. `sources` restricts both the truth and the
 clusters to some sources (the person sources, say), so records of other sources neither add pairs nor
 chain clusters into the score. Usage:
-    python -m benchmarks.identity_accuracy WAREHOUSE.duckdb GROUND_TRUTH.csv [SOURCE ...]
+    python -m demo.scoring WAREHOUSE.duckdb GROUND_TRUTH.csv [SOURCE ...]
 """
 
 import sys

@@ -1,0 +1,114 @@
+"""Helpers the tests share: the demo configuration for a test folder, a generated and materialized
+platform to query, known bad CRM rows, and a hand-made warehouse resolved by the identity stage.
+
+Plain functions and classes, imported by the test modules; the pytest fixtures built on them are in
+conftest.py.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import yaml
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from cdp_assets.identity.assets import resolve
+from demo.configs import DEMO_DESTINATION, relocated_config
+from demo.generate import generate
+from resources.config import CDPConfig, load_config
+from resources.warehouse import bootstrap
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(folder: Path, destination_url: str = DEMO_DESTINATION, **overrides: object) -> Path:
+    """The demo configuration under `folder`, loading files as soon as they land (no settle time)."""
+    path = relocated_config(folder, destination_url, **overrides)
+    raw = yaml.safe_load(path.read_text())
+    raw["landing"]["settle_seconds"] = 0
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@dataclass
+class Platform:
+    """A platform on a test folder: its configuration, definitions and instance, queried read-only."""
+
+    folder: Path
+    config: CDPConfig
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    truth: Path
+
+    def refresh(self) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=self.instance)
+
+    def sql(self, query: str, params: list | None = None) -> list[tuple]:
+        with duckdb.connect(str(self.config.warehouse_path), read_only=True) as conn:
+            return conn.execute(query, params or []).fetchall()
+
+    def scalar(self, query: str, params: list | None = None):
+        return self.sql(query, params)[0][0]
+
+
+CRM_HEADER = (
+    "ContactId,First Name,Last Name,Email,Phone,Mailing Street,Mailing City,Mailing State,"
+    "Mailing Postal Code,Mailing Country,Birthdate,Email Opt In,Last Modified\n"
+)
+# Known bad values, one per line, so tests need not hope the generator sprinkled them.
+KNOWN_BAD_CRM = CRM_HEADER + (
+    "KB-1,Ann,Lee,ann.lee@,(212) 736-5000,1 Elm St,Boston,MA,02134,US,01/02/1980,true,2025-01-01T00:00:00Z\n"
+    "KB-2,Bo,Chan,bo@example.org,(212) 736-5001,1 Elm St,Boston,MA,02134,US,02/30/1985,true,2025-01-01T00:00:00Z\n"
+    "KB-3,Cy,Diaz,cy@example.org,0000000000,1 Elm St,Boston,MA,02134,Narnia,,maybe,2025-01-01T00:00:00Z\n"
+    ",Di,Eng,di@example.org,,,,,,,,,2025-01-01T00:00:00Z\n"
+)
+
+
+def make_platform(
+    folder: Path, instance: dg.DagsterInstance, destination_url: str, people: int = 400, seed: int = 7
+) -> Platform:
+    """`people` generated people plus the known bad CRM rows under `folder`, not yet materialized."""
+    truth = folder / "ground_truth.csv"
+    generate(people=people, seed=seed, out_dir=folder / "landing", truth_path=truth)
+    (folder / "landing" / "crm" / "known_bad.csv").write_text(KNOWN_BAD_CRM)
+    config = load_config(write_config(folder, destination_url))
+    return Platform(folder, config, build_definitions(config), instance, truth)
+
+
+def identity_warehouse(tmp_path: Path, records: list[dict], identity: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory warehouse of person records with their e-mail and phone identifiers, resolved by identity."""
+    raw = {"sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}]}
+    if identity:
+        raw["identity"] = identity
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    conn = duckdb.connect(":memory:")
+    bootstrap(conn)
+    for i, r in enumerate(records):
+        conn.execute(
+            """insert into clean.person_records (source, source_record_id, file, row_number, is_latest, first_name,
+               last_name, date_of_birth, email, email_match_key, phone, address_key, postal_code, city)
+               values ('crm', ?, 'f.csv', ?, true, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [r["id"], i + 2, r.get("first"), r.get("last"), r.get("dob"), r.get("email"), r.get("email"),
+             r.get("phone"), r.get("address"), r.get("zip"), r.get("city")],
+        )  # fmt: skip
+        for id_type in ("email", "phone"):
+            if r.get(id_type):
+                conn.execute(
+                    "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
+                    [r["id"], id_type, r[id_type], i + 2],
+                )
+        for id_type, value in r.get("ids", {}).items():
+            conn.execute(
+                "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
+                [r["id"], id_type, value, i + 2],
+            )
+    resolve(conn, config)
+    return conn
+
+
+def customers(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Source record id -> customer id, from the identity map."""
+    return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
