@@ -75,6 +75,7 @@ def _metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, 
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+@pytest.mark.dagster
 def test_one_segment_materializes_alone_and_leaves_the_others_untouched(tmp_path):
     config = _config(tmp_path, [BIG, BUYERS])
     assert [a.key for a in build_segment_assets(config)] == [
@@ -116,6 +117,7 @@ def test_one_segment_materializes_alone_and_leaves_the_others_untouched(tmp_path
         assert latest is not None and latest.run_id == first.run_id
 
 
+@pytest.mark.dagster
 def test_a_removed_segment_is_closed_and_the_others_are_untouched(tmp_path):
     config = _config(tmp_path, [BIG, BUYERS])
     _profiles(config.warehouse_path, DAY_1, {"C1": (600, 2), "C2": (10, 1)})
@@ -138,6 +140,7 @@ def test_a_removed_segment_is_closed_and_the_others_are_untouched(tmp_path):
         assert _rows(config.warehouse_path, "buyers") == ([], [("C1", DAY_1, DAY_2), ("C2", DAY_1, DAY_2)])
 
 
+@pytest.mark.unit
 def test_the_name_of_the_removed_segments_asset_is_not_a_segment_name(tmp_path):
     with pytest.raises(ConfigError, match=r"segments\.0\.name|segments\[0\]"):
         _config(tmp_path, [{"name": "removed_segments", "where": "order_count > 0"}])

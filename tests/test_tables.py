@@ -19,7 +19,7 @@ from resources.tables import (
     TableShapeError,
 )
 from resources.warehouse import bootstrap, transaction
-from tests.conftest import Platform
+from tests.fixtures import Platform
 
 
 @pytest.fixture
@@ -29,6 +29,7 @@ def conn(tmp_path: Path) -> duckdb.DuckDBPyConnection:
         yield connection
 
 
+@pytest.mark.stage
 def test_transaction_commits_what_the_block_wrote(conn: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     with transaction(conn):
         conn.execute("insert into t values (1), (2)")
@@ -37,6 +38,7 @@ def test_transaction_commits_what_the_block_wrote(conn: duckdb.DuckDBPyConnectio
         assert reopened.execute("select sum(n) from t").fetchone()[0] == 3
 
 
+@pytest.mark.stage
 def test_transaction_rolls_back_everything_when_the_block_fails(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("insert into t values (1)")
     with pytest.raises(duckdb.ConversionException), transaction(conn):
@@ -49,6 +51,7 @@ def test_transaction_rolls_back_everything_when_the_block_fails(conn: duckdb.Duc
     assert conn.execute("select list(n order by n) from t").fetchone()[0] == [1, 3]
 
 
+@pytest.mark.stage
 def test_transaction_rolls_back_on_an_interrupt_too(conn: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(KeyboardInterrupt), transaction(conn):
         conn.execute("insert into t values (1)")
@@ -67,6 +70,7 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     )
 
 
+@pytest.mark.stage
 def test_bootstrap_creates_every_shared_table_as_declared(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         bootstrap(conn)
@@ -82,6 +86,7 @@ def test_bootstrap_creates_every_shared_table_as_declared(tmp_path: Path) -> Non
         assert quarantine == QUARANTINE_COLUMNS
 
 
+@pytest.mark.stage
 def test_a_column_added_later_reaches_an_existing_warehouse(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         conn.execute("create schema meta")
@@ -95,6 +100,7 @@ def test_a_column_added_later_reaches_an_existing_warehouse(tmp_path: Path) -> N
         ]
 
 
+@pytest.mark.stage
 def test_a_fill_that_strays_from_the_declaration_fails_naming_the_columns(tmp_path: Path) -> None:
     table = Table("main.t", {"a": "VARCHAR", "b": "BIGINT"})
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
@@ -112,6 +118,7 @@ def test_a_fill_that_strays_from_the_declaration_fails_naming_the_columns(tmp_pa
         assert conn.execute("select * from main.t").fetchall() == [("x", 2)]
 
 
+@pytest.mark.dagster
 def test_materialized_tables_have_their_declared_shape(platform: Platform) -> None:
     """What the cleaning stage writes, and what traits and conditions may read, is the declaration."""
     with duckdb.connect(str(platform.config.warehouse_path), read_only=True) as conn:
@@ -124,6 +131,7 @@ def test_materialized_tables_have_their_declared_shape(platform: Platform) -> No
         assert conn.execute("select count(*) from clean.person_records").fetchone()[0] > 0
 
 
+@pytest.mark.dagster
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -152,6 +160,7 @@ def test_a_profile_column_out_of_step_with_its_declaration_fails_the_build(
     assert before and after == before
 
 
+@pytest.mark.dagster
 def test_the_provenance_check_counts_each_kind_of_unexplained_value(platform: Platform, tmp_path: Path) -> None:
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(platform.config.warehouse_path, copy)
