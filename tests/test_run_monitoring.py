@@ -176,12 +176,14 @@ def test_a_killed_job_execute_run_is_reported_dead_and_a_live_one_running(
         cwd=REPO,
         env=environment,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "job_execute.log").open("w"),
         start_new_session=True,
     )
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            _wait_for(lambda: list(gate.glob("started_*")), "the run's op starting")
+            _wait_for(lambda: list(gate.glob("started_*")) or process.poll() is not None, "the run's op starting")
+            log = (tmp_path / "job_execute.log").read_text()
+            assert process.poll() is None, f"dagster job execute exited with {process.returncode}: {log[-3000:]}"
             run = instance.get_runs()[0]
             launcher = instance.run_launcher
             assert launcher.check_run_worker_health(run).status.value == "RUNNING"
