@@ -18,6 +18,7 @@ from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
 from resources.config import PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.identifiers import NORMALISERS
 from resources.schema import AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
 
@@ -200,10 +201,9 @@ def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceC
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
         ]
     conn.execute("create or replace temp table identifier_stage as " + " union all ".join(selects))
-    limit = (
-        f"case kind when 'email' then {rules.text_limit('email')} when 'phone' then {rules.text_limit('phone')} "
-        f"else {rules.text_limit('identifier')} end"
-    )
+    # Each normaliser's values have its canonical field's limit (an e-mail's, a phone's), ids the identifiers'.
+    limits = " ".join(f"when '{n.name}' then {rules.text_limit(n.text_limit_field)}" for n in NORMALISERS.values())
+    limit = f"case kind {limits} else {rules.text_limit('identifier')} end"
     guard_text(conn, "identifier_stage", [("raw", limit, "value")], label="s.field")
     conn.execute("delete from identifier_stage where raw is null")
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
-from cdp_assets.clean.rules import clean_email, clean_identifier, clean_phone
+from cdp_assets.clean.rules import MATCH_KEYS
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
@@ -37,14 +37,10 @@ CHECK_CLUSTER_SIZE = "cluster_size_within_bound"
 
 
 def _normalise_blocked(value: str, kind: str) -> str | None:
-    """A blocked value in the form identifiers are compared in; as written if it does not normalise
-    (an invalid number in the list must still match a value that reached identity some other way)."""
-    if kind == "email":
-        normalised = clean_email(value)[1]
-    elif kind == "phone":
-        normalised = clean_phone(value)[0]
-    else:
-        normalised = clean_identifier(value)[0]
+    """A blocked value in the form identifiers are compared in (its normaliser's match key); as written if
+    it does not normalise (an invalid number in the list must still match a value that reached identity
+    some other way)."""
+    normalised = MATCH_KEYS[kind](value, "US")
     return normalised or value.strip() or None
 
 

@@ -23,6 +23,7 @@ import pyarrow as pa
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
 from resources.hashing import hash_identifier
+from resources.identifiers import hashed_kind
 from resources.warehouse import sql_literal, utc_now
 
 # Each destination's batch numbering, and the batches sent but not yet answered, one row per batch with
@@ -138,7 +139,7 @@ def current_rows(conn: duckdb.DuckDBPyConnection, destination: RowDestinationCon
 def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienceDestinationConfig, plan: Plan) -> None:
     """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
     left with no identifier at all is rejected with the reasons, never the whole batch."""
-    kinds = {name: ("email" if "mail" in name else "phone") for name in destination.fields if name.endswith("_sha256")}
+    kinds = {name: hashed_kind(name) for name in destination.fields if name.endswith("_sha256")}
     keys: list[str] = []
     payloads: list[str] = []
     for key, row_json in conn.execute("select key, row_json from sync_current where consented").fetchall():

@@ -13,6 +13,7 @@ import pandas as pd
 
 from cdp_assets.identity.nicknames import canonical_first_name
 from resources.config import CDPConfig
+from resources.identifiers import contact_kinds
 
 
 def _name_forms(names: list[str]) -> pd.DataFrame:
@@ -29,7 +30,7 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> i
     kinds = pd.DataFrame(
         [(t, spec.normalize) for t, spec in config.identity.identifier_types.items()], columns=["id_type", "kind"]
     )
-    contact_types = kinds[kinds["kind"].isin(["email", "phone"])]["id_type"].tolist()
+    contact_types = kinds[kinds["kind"].isin(contact_kinds())]["id_type"].tolist()
     conn.register("type_kinds", kinds)
     # Junk contact values (test@test.com, 0000000000) agree between strangers; they must not count as
     # evidence here either. Values blocked only for being shared by several people stay: agreeing on a

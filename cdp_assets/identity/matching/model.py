@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
+from resources.config.identity import BLOCKING_FEATURES
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
@@ -108,27 +109,6 @@ def _default_m(name: str) -> np.ndarray:
         m[list(group)] = 0.05 / max(len(group) - 1, 1)
         m[max(group)] = 0.95 if len(group) > 1 else 1.0
     return m
-
-
-# The comparisons a blocking feature forces to agree: pairs found by a rule say nothing about them.
-BLOCKED_COMPARISONS: dict[str, tuple[str, ...]] = {
-    "first_name": ("first_name",),
-    "last_name": ("last_name",),
-    "name_pair": ("first_name", "last_name"),
-    "first_name_canon": ("first_name",),
-    "first_name_soundex": ("first_name",),
-    "first_initial": (),  # an initial in common leaves the first names free to differ
-    "last_name_soundex": ("last_name",),
-    "date_of_birth": ("date_of_birth",),
-    "birth_year": ("date_of_birth",),
-    "email": ("email",),
-    "email_local": ("email",),
-    "phone": ("phone",),
-    "address": ("address",),
-    "postal_code": ("postal_code",),
-    "city": ("city",),
-    "identifier": ("identifier",),
-}
 
 
 def _em(
@@ -220,7 +200,7 @@ def estimate(
     rule_index = frame["rule_index"].to_numpy(dtype=np.int64)
     patterns = frame[names].to_numpy(dtype=np.int64)
     for i, rule in enumerate(rules):
-        masked = {c for feature in rule for c in BLOCKED_COMPARISONS[feature]}
+        masked = {c for feature in rule for c in BLOCKING_FEATURES[feature]}
         for j, name in enumerate(names):
             if name in masked:
                 patterns[rule_index == i, j] = -1

@@ -19,12 +19,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames
+from cdp_assets.identity.clustering import Conflict, ConstrainedUnion, Customer, FirstNames
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
-from cdp_assets.identity.matching.comparisons import person_evidence_sql, vector_sql
+from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import build_match_records
 from cdp_assets.identity.matching.model import build_term_frequencies, estimate, scoring_sql
 from resources.config import CDPConfig
+from resources.config.identity import STRONG_CONFLICTS
 
 EVIDENCE_TABLE = "identity.evidence"
 REVIEW_TABLE = "identity.review"
@@ -129,9 +130,13 @@ def match_probabilistically(
     conn.execute("drop table match_vectors")
     conn.execute("drop table labelled_pairs")
     lap("scoring")
-    conflicts = [
-        c for c in settings.strong_conflicts if c in names and model.m[c][0] <= settings.conflict_max_disagreement
-    ]
+    # In the order the vocabulary declares them, whatever the configuration's order: the first that
+    # objects names the refusal.
+    conflicts = {
+        c: COMPARISONS[c].conflict
+        for c in STRONG_CONFLICTS
+        if c in settings.strong_conflicts and c in names and model.m[c][0] <= settings.conflict_max_disagreement
+    }
     decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts)
     conn.execute("drop table node_labels")
     lap("clustering")
@@ -210,7 +215,11 @@ def match_probabilistically(
 
 
 def _cluster(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray, threshold: float, conflicts: list[str]
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    threshold: float,
+    conflicts: dict[str, Conflict],
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Apply links strongest first to the customers they join; returns each link's decision and new labels.
 
