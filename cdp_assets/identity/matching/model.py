@@ -167,8 +167,10 @@ def estimate(
     u_sample: int,
     seed: int,
     max_iterations: int,
+    labelled_pairs: str,
 ) -> FellegiSunterModel:
-    """Fit the model to `match_vectors` (the candidate pairs' levels, their rule and `same_component`).
+    """Fit the model to `match_vectors` (the candidate pairs' levels, their rule and `same_component`),
+    with m measured where it can be on `labelled_pairs(l, r)`, pairs of one person's records.
 
     Each rule has its own share of matches. A pair's fields its rule forced to agree are left out of
     the fit, so a block of people sharing a surname does not teach that sharing a surname means a match.
@@ -178,12 +180,11 @@ def estimate(
     u = estimate_u(conn, names, u_sample, seed)
     m = {n: _default_m(n) for n in names}
     labelled = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql('labelled_pairs', names)}) "
-        "group by all order by all"
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql(labelled_pairs, names)}) group by all order by all"
     ).df()
-    labelled_pairs = int(labelled["n"].sum()) if len(labelled) else 0
+    labelled_count = int(labelled["n"].sum()) if len(labelled) else 0
     learnt: set[str] = set()
-    if labelled_pairs >= _MIN_LABELLED_PAIRS:
+    if labelled_count >= _MIN_LABELLED_PAIRS:
         counts = _level_counts(labelled, names)
         for name in names:
             if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= _MIN_LABELLED_PAIRS:
@@ -196,7 +197,7 @@ def estimate(
         f"select rule_index, {', '.join(names)}, count(*) as n from match_vectors group by all order by all"
     ).df()
     if len(frame) == 0:
-        return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_pairs)
+        return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_count)
     rule_index = frame["rule_index"].to_numpy(dtype=np.int64)
     patterns = frame[names].to_numpy(dtype=np.int64)
     for i, rule in enumerate(rules):
@@ -209,7 +210,7 @@ def estimate(
     per_rule = np.bincount(rule_index, weights=counts, minlength=len(rules))
     expected_matches = float((shares * per_rule).sum())
     prior = min(max(expected_matches / max(all_pairs, 1.0), 1e-12), 0.5)
-    return FellegiSunterModel(names, m, u, prior, iterations, labelled_pairs)
+    return FellegiSunterModel(names, m, u, prior, iterations, labelled_count)
 
 
 def build_term_frequencies(conn: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
