@@ -211,7 +211,7 @@ class Comparison:
     @property
     def sql(self) -> str:
         """The CASE mapping a pair to its level."""
-        return _case(self.numbered, self._flat_levels())
+        return f"case {_whens(self.numbered, self._flat_levels())} end"
 
 
 def _whens(numbered: Sequence[tuple[int, Level | Given]], flat: list[tuple[int, Level, Given | None]]) -> str:
@@ -231,10 +231,6 @@ def _inner_whens(levels: list[tuple[int, Level]]) -> str:
     return " ".join(
         f"else {n}" if level.condition == "true" else f"when {level.condition} then {n}" for n, level in levels
     )
-
-
-def _case(numbered: Sequence[tuple[int, Level | Given]], flat: list[tuple[int, Level, Given | None]]) -> str:
-    return f"case {_whens(numbered, flat)} end"
 
 
 COMPARISONS: dict[str, Comparison] = {
