@@ -9,6 +9,7 @@ import duckdb
 import pydantic
 import pytest
 
+from cdp_assets.clean.assets import _IDENTIFIER_MAPS
 from cdp_assets.clean.rules import MATCH_KEYS, clean_phone
 from cdp_assets.identity.matching.comparisons import (
     COMPARED_COLUMNS,
@@ -73,6 +74,7 @@ def test_every_identifier_normaliser_the_validator_accepts_has_a_cleaning_rule_a
     accepted = set(typing.get_args(IdentifierTypeConfig.model_fields["normalize"].annotation))
     assert accepted == set(NORMALISERS) == set(MATCH_KEYS)
     assert set(typing.get_args(IdentifierKind)) == set(HASHED_KINDS) <= set(NORMALISERS)
+    assert set(_IDENTIFIER_MAPS) <= set(NORMALISERS)  # the cleaned-value maps identifier values are read from
     # Each built-in junk value is refused in the form its type's values are compared in.
     for normaliser in NORMALISERS.values():
         for value in normaliser.blocked_values:

@@ -214,19 +214,32 @@ def build_email_and_phone_maps(conn: duckdb.DuckDBPyConnection, email_sql: str, 
     register_map(conn, "phone_map", phone_sql, rules.clean_phone, ["phone", "reason"])
 
 
+# Where each identifier normaliser's cleaned values are (see build_email_and_phone_maps): its map, the
+# column holding the value identity compares, and how a raw value finds its row. Values of a normaliser
+# without a map (ids) are kept trimmed as written.
+_IDENTIFIER_MAPS: dict[str, tuple[str, str, str]] = {
+    "email": ("email_map", "match_key", "m.raw = i.raw"),
+    "phone": ("phone_map", "phone", "m.raw = i.raw and m.region = i.region"),
+}
+_IDENTIFIER_JOINS = "\n".join(
+    f"left join {table} m_{kind} on i.kind = '{kind}' and {join.replace('m.', f'm_{kind}.')}"
+    for kind, (table, _, join) in _IDENTIFIER_MAPS.items()
+)
+_IDENTIFIER_REASON = "coalesce(" + ", ".join(f"m_{kind}.reason" for kind in _IDENTIFIER_MAPS) + ")"
+
+
 def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows: str) -> None:
     """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value."""
+    values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (_, column, _) in _IDENTIFIER_MAPS.items())
     conn.execute(
         f"""
         create or replace table clean.{role}_identifiers as
         with normalised as (
             select a.source, a.source_record_id, i.id_type, i.file, i.row_number,
-                case i.kind when 'email' then em.match_key when 'phone' then pm.phone
-                     else nullif(trim(i.raw), '') end as id_value
+                case i.kind {values} else nullif(trim(i.raw), '') end as id_value
             from identifier_stage i
             join ({accepted_rows}) a using (source, file, row_number)
-            left join email_map em on i.kind = 'email' and em.raw = i.raw
-            left join phone_map pm on i.kind = 'phone' and pm.raw = i.raw and pm.region = i.region
+            {_IDENTIFIER_JOINS}
         )
         select source, source_record_id, id_type, id_value, file, row_number
         from normalised where id_value is not null
@@ -236,13 +249,12 @@ def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows:
     )
 
 
-_IDENTIFIER_REJECTS = """
+_IDENTIFIER_REJECTS = f"""
 select 'clean' as stage, i.source, i.file, i.row_number, i.field, i.raw as value,
-       coalesce(em.reason, pm.reason) as reason, 'value' as scope
+       {_IDENTIFIER_REASON} as reason, 'value' as scope
 from identifier_stage i
-left join email_map em on i.kind = 'email' and em.raw = i.raw
-left join phone_map pm on i.kind = 'phone' and pm.raw = i.raw and pm.region = i.region
-where coalesce(em.reason, pm.reason) is not null
+{_IDENTIFIER_JOINS}
+where {_IDENTIFIER_REASON} is not null
 """
 
 
