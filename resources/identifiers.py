@@ -38,6 +38,7 @@ class IdentifierNormaliser:
     # matching evidence either, and the probabilistic layer compares it as its own comparison.
     contact: bool = False
     text_limit_field: str = "identifier"  # the canonical field whose text limit applies (clean/rules.py)
+    hashed: bool = False  # ad audiences can hash it (resources/hashing.py)
     # A built-in identifier type of this name is declared with these defaults.
     default_type: bool = False
 
@@ -59,6 +60,7 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             max_people_per_value=1,
             contact=True,
             text_limit_field="email",
+            hashed=True,
             default_type=True,
         ),
         IdentifierNormaliser(
@@ -67,19 +69,19 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             max_people_per_value=1,
             contact=True,
             text_limit_field="phone",
+            hashed=True,
             default_type=True,
         ),
         IdentifierNormaliser("id"),
     ]
 }
 DEFAULT_NORMALISER = "id"
-# The kinds ad audiences hash (resources/hashing.py), by the destination field's name: a field whose
-# name holds "mail" carries e-mails, any other hashed field phones.
-HASHED_KINDS: tuple[str, ...] = ("email", "phone")
+HASHED_KINDS: tuple[str, ...] = tuple(n.name for n in NORMALISERS.values() if n.hashed)
 
 
 def hashed_kind(field: str) -> str:
-    """The identifier kind a hashed audience field (`email_sha256`, `phone_sha256`) carries."""
+    """The identifier kind a hashed audience field (`email_sha256`, `phone_sha256`) carries: a field whose
+    name holds "mail" carries e-mails, any other phones."""
     return "email" if "mail" in field else "phone"
 
 

@@ -23,7 +23,8 @@ from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstName
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.scratch import StepTables, step_tables
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors
-from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
+from resources.config import CDPConfig
+from resources.identifiers import DEFAULT_BLOCKED_PATTERNS
 from resources.warehouse import ROLES, Warehouse, sql_literal
 
 GROUP = "identity"

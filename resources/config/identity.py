@@ -8,9 +8,7 @@ import duckdb
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from resources.config.base import _Strict
-from resources.identifiers import DEFAULT_BLOCKED_PATTERNS, DEFAULT_NORMALISER, NORMALISERS
-
-__all__ = ["DEFAULT_BLOCKED_PATTERNS"]
+from resources.identifiers import DEFAULT_NORMALISER, NORMALISERS
 
 # The normalisers an identifier type may name: resources/identifiers.py declares them.
 NormaliserName = Literal[tuple(NORMALISERS)]  # type: ignore[valid-type]

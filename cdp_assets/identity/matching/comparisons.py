@@ -15,7 +15,6 @@ Dates of birth agree partly on a day/month transposition or a single mistyped di
 """
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdp_assets.identity.clustering import Conflict, birth_dates_differ, first_names_differ
@@ -138,43 +137,34 @@ class Comparison:
     # Evidence that stops a probabilistic link between two customers, if the comparison declares one
     # (see clustering.ConstrainedUnion); which ones apply is configured (identity.matching.strong_conflicts).
     conflict: Conflict | None = None
-    numbered: tuple[tuple[int, Level | Given], ...] = field(init=False, repr=False)
+    # (level number, level, the Given it sits in): every level in CASE order, numbered once.
+    flat: tuple[tuple[int, Level, Given | None], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Numbered from the bottom: the final else is 0, each level above one more; an early exit to
-        # "different" shares its block's else; a Given block's levels are numbered inside it likewise.
-        numbers: list[tuple[int, Level | Given]] = []
-        next_number = 0
+        # Numbered from the bottom: the final else is 0, each level above one more. A Given's levels are
+        # numbered likewise above those below it; an early exit to "different" takes its block's else.
+        flat: list[tuple[int, Level, Given | None]] = []
+        below = 0
         for item in reversed(self.levels):
             if isinstance(item, Given):
-                numbers.append((next_number, item))
-                next_number += sum(1 for level in item.levels if not level.as_different)
+                base = below
+                for level in reversed(item.levels):
+                    flat.append((base if level.as_different else below, level, item))
+                    below += 0 if level.as_different else 1
             elif item.no_evidence:
-                numbers.append((-1, item))
+                flat.append((-1, item, None))
             elif item.as_different:
-                numbers.append((0, item))
+                flat.append((0, item, None))
             else:
-                numbers.append((next_number, item))
-                next_number += 1
-        object.__setattr__(self, "numbered", tuple(reversed(numbers)))
-
-    def _flat_levels(self) -> list[tuple[int, Level, Given | None]]:
-        out: list[tuple[int, Level, Given | None]] = []
-        for number, item in self.numbered:
-            if isinstance(item, Given):
-                top = number + sum(1 for level in item.levels if not level.as_different) - 1
-                for level in item.levels:
-                    out.append((number if level.as_different else top, level, item))
-                    top -= 0 if level.as_different else 1
-            else:
-                out.append((number, item, None))
-        return out
+                flat.append((below, item, None))
+                below += 1
+        object.__setattr__(self, "flat", tuple(reversed(flat)))
 
     @property
     def labels(self) -> dict[int, str]:
         return {
             number: level.label + (given.suffix if given else "")
-            for number, level, given in self._flat_levels()
+            for number, level, given in self.flat
             if number >= 0 and not level.as_different
         }
 
@@ -185,23 +175,23 @@ class Comparison:
     @property
     def agreeing(self) -> tuple[int, ...]:
         """The levels at which the field agrees, closely or exactly (person_evidence_sql)."""
-        return tuple(n for n, level, _ in self._flat_levels() if level.agrees and n >= 0)
+        return tuple(n for n, level, _ in self.flat if level.agrees and n >= 0)
 
     @property
     def tf_column(self) -> str | None:
-        columns = [level.tf_column for _, level, _ in self._flat_levels() if level.tf_column]
+        columns = [level.tf_column for _, level, _ in self.flat if level.tf_column]
         return columns[0] if columns else None
 
     @property
     def exact_level(self) -> int:
         """The level whose weight term frequency adjusts; the top one where none is adjusted."""
-        tf = [n for n, level, _ in self._flat_levels() if level.tf_column]
+        tf = [n for n, level, _ in self.flat if level.tf_column]
         return tf[0] if tf else self.top
 
     @property
     def level_groups(self) -> tuple[tuple[int, ...], ...]:
         groups: dict[int, list[int]] = {}
-        for number, level, given in self._flat_levels():
+        for number, level, given in self.flat:
             if number >= 0 and not level.as_different:
                 groups.setdefault(id(given) if given else 0, []).append(number)
         if len(groups) == 1:
@@ -210,27 +200,20 @@ class Comparison:
 
     @property
     def sql(self) -> str:
-        """The CASE mapping a pair to its level."""
-        return f"case {_whens(self.numbered, self._flat_levels())} end"
-
-
-def _whens(numbered: Sequence[tuple[int, Level | Given]], flat: list[tuple[int, Level, Given | None]]) -> str:
-    parts = []
-    for number, item in numbered:
-        if isinstance(item, Given):
-            inner = [(n, level) for n, level, given in flat if given is item]
-            parts.append(f"when {item.condition} then case {_inner_whens(inner)} end")
-        elif item.condition == "true":
-            parts.append(f"else {number}")
-        else:
-            parts.append(f"when {item.condition} then {number}")
-    return "\n                    ".join(parts)
-
-
-def _inner_whens(levels: list[tuple[int, Level]]) -> str:
-    return " ".join(
-        f"else {n}" if level.condition == "true" else f"when {level.condition} then {n}" for n, level in levels
-    )
+        """The CASE mapping a pair to its level; a Given's levels are a CASE inside its condition's WHEN."""
+        parts: list[str] = []
+        inside: Given | None = None
+        for number, level, given in self.flat:
+            if given is not inside:
+                if inside is not None:
+                    parts.append("end")
+                if given is not None:
+                    parts.append(f"when {given.condition} then case")
+                inside = given
+            parts.append(f"else {number}" if level.condition == "true" else f"when {level.condition} then {number}")
+        if inside is not None:
+            parts.append("end")
+        return "case " + "\n    ".join(parts) + " end"
 
 
 COMPARISONS: dict[str, Comparison] = {
