@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
+from cdp_assets.identity.scratch import step_tables
 from resources.config.identity import BLOCKING_FEATURES
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
@@ -81,11 +82,11 @@ def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, s
         right = rng.integers(0, len(nodes), size=sample)
         keep = left != right
         left, right = nodes[left[keep]], nodes[right[keep]]
-    conn.register("u_sample", pd.DataFrame({"l": left, "r": right}))
-    frame = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql('u_sample', names)}) group by all order by all"
-    ).df()
-    conn.unregister("u_sample")
+    with step_tables(conn, "u_sample") as tables:
+        pairs = tables.frame("pairs", pd.DataFrame({"l": left, "r": right}))
+        frame = conn.execute(
+            f"select {', '.join(names)}, count(*) as n from ({vector_sql(pairs, names)}) group by all order by all"
+        ).df()
     counts = _level_counts(frame, names)
     # Half a pair of smoothing: a level no stranger pair showed is rare, not impossible.
     return {n: normalise(n, c, 0.5) for n, c in counts.items()}
