@@ -172,6 +172,16 @@ def test_step_tables_are_prefixed_and_dropped_even_when_the_step_fails():
     assert conn.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
 
 
+def test_a_step_frees_a_table_it_owns_when_asked_not_only_at_its_end():
+    conn = duckdb.connect(":memory:")
+    with step_tables(conn, "matching") as tables:
+        conn.execute(f"create temp table {tables.own('match_pairs')} as select 1 as l")
+        conn.execute(f"create temp table {tables('labelled_pairs')} as select 1 as l")
+        tables.drop("match_pairs")
+        tables.drop("labelled_pairs")
+        assert conn.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+
+
 def test_the_identity_stage_leaves_no_temp_table_behind(tmp_path):
     """Every intermediate table belongs to a step, which drops it: only the published tables remain."""
     records = [

@@ -46,8 +46,9 @@ class StepTables:
         return view
 
     def drop(self, name: str) -> None:
-        """Drop a table before the step ends, to free its memory for what follows."""
-        table = self(name)
+        """Drop a table before the step ends, to free its memory for what follows: a chain table the step
+        owns by its plain name, else the step's table `name`."""
+        table = name if name in self._tables else self(name)
         self.conn.execute(f"drop table if exists {table}")
         self._tables.remove(table)
 
