@@ -6,6 +6,7 @@ drops the temp tables it made."""
 import typing
 
 import duckdb
+import pandas as pd
 import pydantic
 import pytest
 
@@ -179,7 +180,10 @@ def test_a_step_frees_a_table_it_owns_when_asked_not_only_at_its_end():
         conn.execute(f"create temp table {tables('labelled_pairs')} as select 1 as l")
         tables.drop("match_pairs")
         tables.drop("labelled_pairs")
+        tables.frame("labels", pd.DataFrame({"l": [1]}))
+        tables.drop("labels")
         assert conn.execute("select count(*) from duckdb_tables() where temporary").fetchall() == [(0,)]
+        assert conn.execute("select count(*) from duckdb_views() where temporary and not internal").fetchall() == [(0,)]
 
 
 def test_the_identity_stage_leaves_no_temp_table_behind(tmp_path):

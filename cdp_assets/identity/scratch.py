@@ -46,8 +46,13 @@ class StepTables:
         return view
 
     def drop(self, name: str) -> None:
-        """Drop a table before the step ends, to free its memory for what follows: a chain table the step
-        owns by its plain name, else the step's table `name`."""
+        """Drop a table (or unregister a frame) before the step ends, to free its memory for what follows:
+        a chain table the step owns by its plain name, else the step's table or frame `name`."""
+        view = f"{self.step}__{name}"
+        if view in self._frames:  # a registered frame: unregistering lets its memory go
+            self.conn.unregister(view)
+            self._frames.remove(view)
+            return
         table = name if name in self._tables else self(name)
         self.conn.execute(f"drop table if exists {table}")
         self._tables.remove(table)

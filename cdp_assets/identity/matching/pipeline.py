@@ -113,6 +113,7 @@ def _match(
     label_frame = tables.frame("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     node_labels = tables("node_labels")
     conn.execute(f"create temp table {node_labels} as select * from {label_frame}")
+    tables.drop("label_frame")
     conn.execute(
         f"""
         create or replace temp table match_vectors as
