@@ -4,7 +4,10 @@ An identity step (the deterministic layer, the matching features, blocking, scor
 summary) works through intermediate tables. Each step opens `step_tables(conn, "<step>")` and names its
 tables through it: they are called `<step>__<name>`, so two steps never share a table by accident, and
 they are dropped when the step ends, on error too. A table another step reads is handed to it by name,
-as an argument, never found by a name both modules happen to know.
+as an argument, never found by a name both modules happen to know. The one exception is the matching
+pipeline's chain (match_records → match_pairs → match_vectors → match_scores), whose plain names the
+SQL of several matching modules reads, like Splink's `__splink__df_*` tables: the pipeline owns them
+(`own`) and drops them.
 """
 
 from collections.abc import Iterator

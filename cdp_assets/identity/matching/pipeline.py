@@ -64,8 +64,9 @@ def match_probabilistically(
 ) -> dict[str, object]:
     """Merge deterministic components over probabilistic links; returns new labels and figures for metadata.
 
-    Reads the caller's `person_latest` (each person record's latest version, by node) and `limited_edges`
-    (the links of identifier types with a max_per_profile, if any). The chain of tables the steps hand on
+    Takes over the caller's `person_latest` (each person record's latest version, by node), dropped once
+    the matching features are built from it, and reads its `limited_edges` (the links of identifier types
+    with a max_per_profile, if any). The chain of tables the steps hand on
     (match_records → match_pairs → match_vectors → match_scores) and every other table made here are
     dropped when it returns, or fails."""
     with step_tables(conn, "matching") as tables:
@@ -93,7 +94,9 @@ def _match(
         timings[step] = round(now - mark, 2)
         mark = now
 
+    tables.own(person_latest)
     records = build_match_records(conn, config, person_latest) if settings.enabled else 0
+    tables.drop(person_latest)  # the features hold what matching needs of it
     lap("matching features")
     if not settings.enabled or records < 2:
         _empty_outputs(conn, names)
