@@ -31,12 +31,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import phonenumbers
+from resources.identifiers import GMAIL_DOMAINS, HASHED_KINDS, parse_e164
 
 IdentifierKind = Literal["email", "phone"]
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 
 REASON_MISSING = "missing"
 REASON_BAD_EMAIL = "not a valid e-mail address"
@@ -64,7 +63,7 @@ def normalize_email(value: str, *, gmail_dots: bool = False) -> str | None:
     local, domain = text.split("@")
     if not local or "." not in domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
         return None
-    if gmail_dots and domain in _GMAIL_DOMAINS:
+    if gmail_dots and domain in GMAIL_DOMAINS:
         local = local.replace(".", "")
         if not local:
             return None
@@ -77,13 +76,7 @@ def normalize_phone(value: str, default_region: str = "US") -> str | None:
     Only numbers libphonenumber considers valid are returned: hashing an impossible number costs upload
     quota and can never match.
     """
-    try:
-        number = phonenumbers.parse(value.strip(), default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return parse_e164(value.strip(), default_region)[0]
 
 
 def is_sha256_hex(value: str) -> bool:
@@ -109,7 +102,7 @@ def hash_identifier(
     ``phone_plus`` selects the platform's phone form before hashing: True for Google (E.164 with ``+``),
     False for Meta (the same digits without ``+``).
     """
-    if kind not in ("email", "phone"):
+    if kind not in HASHED_KINDS:
         raise ValueError(f"unknown identifier kind {kind!r}; expected 'email' or 'phone'")
     text = (value or "").strip()
     if not text:

@@ -20,6 +20,7 @@ from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE, LINEAGE_COLUMNS, MONE
 if TYPE_CHECKING:
     from resources.config import CDPConfig, TraitConfig
 
+
 class ConfigError(ValueError):
     """The configuration file is invalid; the message names the file and the offending key."""
 
@@ -125,6 +126,7 @@ def _bind(
 
 def validate_expressions(config: CDPConfig, config_path: Path) -> None:
     """Check traits, segments and destination fields against the schemas; raise ConfigError naming the key."""
+
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{config_path}: {key}: {message}")
 

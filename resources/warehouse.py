@@ -247,9 +247,7 @@ def warehouse_resource(config: CDPConfig) -> Warehouse:
     )
 
 
-def publish_read_snapshot(
-    conn: duckdb.DuckDBPyConnection, path: Path, run_id: str | None = None
-) -> dict[str, int]:
+def publish_read_snapshot(conn: duckdb.DuckDBPyConnection, path: Path, run_id: str | None = None) -> dict[str, int]:
     """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`; rows per table.
 
     The copy is written under a temporary name in the same folder, flushed to disk, then renamed over

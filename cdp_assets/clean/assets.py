@@ -19,6 +19,7 @@ from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.identifiers import NORMALISERS
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
 
@@ -203,10 +204,9 @@ def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceC
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
         ]
     conn.execute("create or replace temp table identifier_stage as " + " union all ".join(selects))
-    limit = (
-        f"case kind when 'email' then {rules.text_limit('email')} when 'phone' then {rules.text_limit('phone')} "
-        f"else {rules.text_limit('identifier')} end"
-    )
+    # Each normaliser's values have its canonical field's limit (an e-mail's, a phone's), ids the identifiers'.
+    limits = " ".join(f"when '{n.name}' then {rules.text_limit(n.text_limit_field)}" for n in NORMALISERS.values())
+    limit = f"case kind {limits} else {rules.text_limit('identifier')} end"
     guard_text(conn, "identifier_stage", [("raw", limit, "value")], label="s.field")
     conn.execute("delete from identifier_stage where raw is null")
 
@@ -217,35 +217,47 @@ def build_email_and_phone_maps(conn: duckdb.DuckDBPyConnection, email_sql: str, 
     register_map(conn, "phone_map", phone_sql, rules.clean_phone, ["phone", "reason"])
 
 
+# Where each identifier normaliser's cleaned values are (see build_email_and_phone_maps): its map, the
+# column holding the value identity compares, and how a raw value finds its row. Values of a normaliser
+# without a map (ids) are kept trimmed as written.
+_IDENTIFIER_MAPS: dict[str, tuple[str, str, str]] = {
+    "email": ("email_map", "match_key", "m.raw = i.raw"),
+    "phone": ("phone_map", "phone", "m.raw = i.raw and m.region = i.region"),
+}
+_IDENTIFIER_JOINS = "\n".join(
+    f"left join {table} m_{kind} on i.kind = '{kind}' and {join.replace('m.', f'm_{kind}.')}"
+    for kind, (table, _, join) in _IDENTIFIER_MAPS.items()
+)
+_IDENTIFIER_REASON = "coalesce(" + ", ".join(f"m_{kind}.reason" for kind in _IDENTIFIER_MAPS) + ")"
+
+
 def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows: str) -> None:
     """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value."""
+    values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (_, column, _) in _IDENTIFIER_MAPS.items())
     tables.IDENTIFIERS[role].replace(
         conn,
         f"""
         with normalised as (
             select a.source, a.source_record_id, i.id_type, i.file, i.row_number,
-                case i.kind when 'email' then em.match_key when 'phone' then pm.phone
-                     else nullif(trim(i.raw), '') end as id_value
+                case i.kind {values} else nullif(trim(i.raw), '') end as id_value
             from identifier_stage i
             join ({accepted_rows}) a using (source, file, row_number)
-            left join email_map em on i.kind = 'email' and em.raw = i.raw
-            left join phone_map pm on i.kind = 'phone' and pm.raw = i.raw and pm.region = i.region
+            {_IDENTIFIER_JOINS}
         )
         select source, source_record_id, id_type, id_value, file, row_number
         from normalised where id_value is not null
         qualify row_number() over (
             partition by source, source_record_id, id_type, id_value order by file, row_number) = 1
-        """
+        """,
     )
 
 
-_IDENTIFIER_REJECTS = """
+_IDENTIFIER_REJECTS = f"""
 select 'clean' as stage, i.source, i.file, i.row_number, i.field, i.raw as value,
-       coalesce(em.reason, pm.reason) as reason, 'value' as scope
+       {_IDENTIFIER_REASON} as reason, 'value' as scope
 from identifier_stage i
-left join email_map em on i.kind = 'email' and em.raw = i.raw
-left join phone_map pm on i.kind = 'phone' and pm.raw = i.raw and pm.region = i.region
-where coalesce(em.reason, pm.reason) is not null
+{_IDENTIFIER_JOINS}
+where {_IDENTIFIER_REASON} is not null
 """
 
 
@@ -280,7 +292,7 @@ def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Se
          and o.value is not distinct from n.value and o.reason is not distinct from n.reason
          and o.scope = n.scope
         left join meta.loaded_files f on f.source = n.source and f.file = n.file
-        """
+        """,
     )
 
 
@@ -461,7 +473,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
         left join postal_map pc on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
         left join dob_map dm on dm.raw = s.date_of_birth and dm.source = s.source
         where s.source_record_id is not null
-        """
+        """,
     )
     consent_selects = [
         f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
@@ -478,7 +490,7 @@ def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> 
             or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, null::varchar raw, "
             "null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
         )
-        + ") c join consent_map m on m.raw = c.raw where m.granted is not null"
+        + ") c join consent_map m on m.raw = c.raw where m.granted is not null",
     )
     write_identifiers(
         conn,

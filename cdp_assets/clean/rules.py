@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime
 
 import phonenumbers
+
+from resources.identifiers import GMAIL_DOMAINS, parse_e164
 
 Result = tuple[str | None, str | None]
 
@@ -51,7 +54,6 @@ _EMAIL_RE = re.compile(
     r"^(?!\.)(?!.*\.\.)[a-z0-9.!#$%&'*+/=?^_`{|}~-]+(?<!\.)"
     r"@(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 )
-_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 
 
 def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
@@ -68,7 +70,7 @@ def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
         return None, None, "not a valid e-mail address"
     local, _, domain = text.partition("@")
     key_local = local.split("+", 1)[0] or local
-    if domain in _GMAIL_DOMAINS:
+    if domain in GMAIL_DOMAINS:
         key_local = key_local.replace(".", "")
         domain = "gmail.com"
     return text, f"{key_local}@{domain}", None
@@ -86,13 +88,7 @@ def clean_phone(raw: object, region: str | None = "US") -> Result:
         text = text[:-2]
     if text.startswith("00"):
         text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, region or "US")
-    except phonenumbers.NumberParseException:
-        return None, f"not a phone number (read as {region or 'US'})"
-    if not phonenumbers.is_valid_number(number):
-        return None, f"not a valid phone number for {phonenumbers.region_code_for_number(number) or region}"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+    return parse_e164(text, region or "US")
 
 
 # ---------------------------------------------------------------- names
@@ -193,14 +189,6 @@ def _split_full_name(raw: object, dropped: list[str]) -> tuple[str | None, str |
         last_start -= 1
     middle = tidy(" ".join(tokens[1:last_start])) if last_start > 1 else None
     return tidy(tokens[0]), middle, tidy(" ".join(tokens[last_start:]))
-
-
-def name_key(name: str | None) -> str | None:
-    """Accents and punctuation removed, lower case: the form names are compared in."""
-    if not name:
-        return None
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z]", "", folded.lower()) or None
 
 
 # ---------------------------------------------------------------- dates
@@ -493,3 +481,12 @@ def clean_identifier(raw: object) -> Result:
     if re.fullmatch(r"\d+\.0", text):
         text = text[:-2]
     return text, None
+
+
+# The match key of each identifier normaliser declared in resources/identifiers.py: the form values of
+# its identifier types are compared in (a value and the country its record is in).
+MATCH_KEYS: dict[str, Callable[[object, str], str | None]] = {
+    "email": lambda raw, region: clean_email(raw)[1],
+    "phone": lambda raw, region: clean_phone(raw, region)[0],
+    "id": lambda raw, region: clean_identifier(raw)[0],
+}

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
-from cdp_assets.clean.rules import clean_email, clean_identifier, clean_phone
+from cdp_assets.clean.rules import MATCH_KEYS
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
+from cdp_assets.identity.scratch import StepTables, step_tables
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
-from resources.config import DEFAULT_BLOCKED_PATTERNS, CDPConfig
+from resources.config import CDPConfig
+from resources.identifiers import DEFAULT_BLOCKED_PATTERNS
 from resources.warehouse import ROLES, Warehouse, sql_literal
 
 GROUP = "identity"
@@ -39,14 +41,10 @@ CHECK_CLUSTER_SIZE = "cluster_size_within_bound"
 
 
 def _normalise_blocked(value: str, kind: str) -> str | None:
-    """A blocked value in the form identifiers are compared in; as written if it does not normalise
-    (an invalid number in the list must still match a value that reached identity some other way)."""
-    if kind == "email":
-        normalised = clean_email(value)[1]
-    elif kind == "phone":
-        normalised = clean_phone(value)[0]
-    else:
-        normalised = clean_identifier(value)[0]
+    """A blocked value in the form identifiers are compared in (its normaliser's match key); as written if
+    it does not normalise (an invalid number in the list must still match a value that reached identity
+    some other way)."""
+    normalised = MATCH_KEYS[kind](value, "US")
     return normalised or value.strip() or None
 
 
@@ -70,31 +68,42 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
     return condition, pd.DataFrame(literals or [], columns=["id_type", "id_value"], dtype=object)
 
 
-def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
-    """Rebuild `cdp.identity_map` and the identity tables that explain it."""
+def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig, per_customer: str | None = None) -> dict[str, object]:
+    """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
+    the caller's, gets each customer's record counts for its checks and preview (without one, they are
+    counted for the summary only)."""
+    with step_tables(conn, "deterministic") as tables:
+        return _resolve(conn, config, per_customer or tables("per_customer"), tables)
+
+
+def _resolve(
+    conn: duckdb.DuckDBPyConnection, config: CDPConfig, per_customer: str, tables: StepTables
+) -> dict[str, object]:
+    person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
+    id_values, usable_values = tables("values"), tables("usable_values")
     started = time.perf_counter()
     # Person records are numbered in a fixed order, since matching breaks ties by node; activity records
     # (most of the nodes) only need distinct numbers after them, which spares sorting them. Each person
     # record has one latest version, so numbering those numbers the records, and `person_latest` keeps
     # what the sharing check and the matching features read.
     conn.execute(
-        """
-        create or replace temp table person_latest as
+        f"""
+        create temp table {person_latest} as
         select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
                first_name, last_name, date_of_birth, email_match_key, phone, address_key, postal_code, city
         from clean.person_records where is_latest
         """
     )
     conn.execute(
-        """
-        create or replace temp table id_nodes as
-        select node_id, source, source_record_id, 'person' as role from person_latest
+        f"""
+        create temp table {id_nodes} as
+        select node_id, source, source_record_id, 'person' as role from {person_latest}
         """
     )
-    person_nodes = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
+    person_nodes = int(conn.execute(f"select count(*) from {id_nodes}").fetchall()[0][0])
     conn.execute(
         f"""
-        insert into id_nodes
+        insert into {id_nodes}
         select {person_nodes} + row_number() over () - 1, source, source_record_id, role
         from (
             select distinct source, source_record_id, 'events' as role from clean.events
@@ -104,73 +113,73 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
     )
     conn.execute(
         f"""
-        create or replace temp table id_edges as
+        create temp table {id_edges} as
         select n.node_id, e.id_type, e.id_value
-        from ({ALL_IDENTIFIERS}) e join id_nodes n using (source, source_record_id)
+        from ({ALL_IDENTIFIERS}) e join {id_nodes} n using (source, source_record_id)
         """
     )
     # Every distinct value once, with the records carrying it: blocking and sharing are judged per value.
     # Value ids only name graph vertices: any numbering gives the same components, so none is sorted.
     conn.execute(
-        """
-        create or replace temp table id_values as
+        f"""
+        create temp table {id_values} as
         select row_number() over () - 1 as value_id, id_type, id_value, records
-        from (select id_type, id_value, count(*) as records from id_edges group by 1, 2)
+        from (select id_type, id_value, count(*) as records from {id_edges} group by 1, 2)
         """
     )
-    id_types = [r[0] for r in conn.execute("select distinct id_type from id_values order by 1").fetchall()]
+    id_types = [r[0] for r in conn.execute(f"select distinct id_type from {id_values} order by 1").fetchall()]
     condition, literals = blocked_condition(config, id_types)
-    conn.register("blocked_literals", literals)
+    blocked_literals = tables.frame("blocked_literals", literals)
     conn.execute(
         f"""
         create or replace table identity.blocked_identifiers as
         select id_type, id_value, records,
-               case when exists (select 1 from blocked_literals b where b.id_type = v.id_type
+               case when exists (select 1 from {blocked_literals} b where b.id_type = v.id_type
                                  and b.id_value = v.id_value) then 'listed in blocked_values'
                     else 'matches a blocked pattern' end as reason
-        from id_values v
+        from {id_values} v
         where ({condition})
-           or exists (select 1 from blocked_literals b where b.id_type = v.id_type and b.id_value = v.id_value)
+           or exists (select 1 from {blocked_literals} b where b.id_type = v.id_type and b.id_value = v.id_value)
         """
     )
-    conn.unregister("blocked_literals")
-    block_shared_values(conn, config, id_types)
+    block_shared_values(conn, config, id_types, id_values, id_edges, person_latest)
     conn.execute(
-        """
-        create or replace temp table usable_values as
-        select value_id, id_type, id_value, records from id_values
+        f"""
+        create temp table {usable_values} as
+        select value_id, id_type, id_value, records from {id_values}
         anti join identity.blocked_identifiers using (id_type, id_value)
         """
     )
-    conn.execute("drop table id_values")
+    tables.drop("values")
     _publish_links(conn)
-    links_by_type = conn.execute("select id_type, sum(records) from usable_values group by 1").fetchall()
-    node_count = int(conn.execute("select count(*) from id_nodes").fetchall()[0][0])
+    links_by_type = conn.execute(f"select id_type, sum(records) from {usable_values} group by 1").fetchall()
+    node_count = int(conn.execute(f"select count(*) from {id_nodes}").fetchall()[0][0])
     pairs = conn.execute(
-        "select e.node_id, v.value_id from id_edges e join usable_values v using (id_type, id_value)"
+        f"select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)"
     ).fetchnumpy()
     value_count = int(pairs["value_id"].max()) + 1 if len(pairs["value_id"]) else 0
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
     del pairs
-    labels = enforce_profile_limits(conn, config, labels)
-    conn.execute("drop table id_edges")
-    conn.execute("drop table usable_values")
+    limited_edges = tables("limited_edges") if config.identity.profile_limits() else None
+    labels = enforce_profile_limits(conn, config, labels, id_nodes, id_edges, usable_values, limited_edges)
+    tables.drop("edges")
+    tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
-    matching = match_probabilistically(conn, config, labels)
-    conn.execute("drop table if exists person_latest")
-    conn.execute("drop table if exists limited_edges")
+    matching = match_probabilistically(conn, config, labels, person_latest, limited_edges)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
-    conn.register("component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
+    component_frame = tables.frame(
+        "component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels})
+    )
     # A customer id is named after its smallest member, so it survives reruns that do not change the
     # customer, whatever the component numbering. Names are materialised so that each customer's is hashed
     # once, not once per record after the join (0.4 s at a million people).
     conn.execute(
-        """
+        f"""
         create or replace table cdp.identity_map as
         with labelled as (
             select n.source, n.source_record_id, n.role, c.component
-            from id_nodes n join component_frame c using (node_id)
+            from {id_nodes} n join {component_frame} c using (node_id)
         ),
         named as materialized (
             select component, 'cus_' || substr(md5(min(source || '/' || source_record_id)), 1, 16) as customer_id
@@ -180,8 +189,7 @@ def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, obj
         from labelled l join named n using (component)
         """
     )
-    conn.unregister("component_frame")
-    summary = _summary(conn, config)
+    summary = _summary(conn, per_customer)
     summary["links_by_type"] = [
         {"identifier type": t, "links": n} for t, n in sorted(links_by_type, key=lambda row: (-row[1], row[0]))
     ]
@@ -212,51 +220,73 @@ def _publish_links(conn: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray) -> np.ndarray:
+def enforce_profile_limits(
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    id_nodes: str,
+    id_edges: str,
+    usable_values: str,
+    limited_edges: str | None,
+) -> np.ndarray:
     """Split the deterministic components holding more values of a `max_per_profile` type than allowed.
 
     Their record-to-identifier links are replayed, highest type priority first, refusing any link that
     would break a limit; the rest of the graph keeps its components untouched (and this costs nothing
-    when no type declares a limit).
+    when no type declares a limit). The links of limited types are written to the caller's table
+    `limited_edges` (named when a type declares a limit) for the probabilistic layer, which must respect
+    the same limits.
     """
     limits = config.identity.profile_limits()
-    if not limits:
+    if not limits or limited_edges is None:
         return labels
-    conn.register("type_limits_pp", pd.DataFrame(list(limits.items()), columns=["id_type", "max_values"]))
-    # The links of limited types, kept for the probabilistic layer, which must respect the same limits.
+    with step_tables(conn, "profile_limits") as tables:
+        return _split_over_limits(
+            conn, config, labels, limits, id_nodes, id_edges, usable_values, limited_edges, tables
+        )
+
+
+def _split_over_limits(
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    limits: dict[str, int],
+    id_nodes: str,
+    id_edges: str,
+    usable_values: str,
+    limited_edges: str,
+    tables: StepTables,
+) -> np.ndarray:
+    type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_values"]))
     conn.execute(
-        """create or replace temp table limited_edges as
-           select l.node_id, l.id_type, l.id_value from id_edges l
-           semi join usable_values using (id_type, id_value) semi join type_limits_pp using (id_type)"""
+        f"""create temp table {limited_edges} as
+           select l.node_id, l.id_type, l.id_value from {id_edges} l
+           semi join {usable_values} using (id_type, id_value) semi join {type_limits} using (id_type)"""
     )
-    conn.register("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
+    node_labels = tables.frame("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     offending = conn.execute(
-        """
+        f"""
         select distinct component from (
             select c.component, l.id_type, count(distinct l.id_value) as n, any_value(t.max_values) as max_values
-            from limited_edges l join node_labels c using (node_id) join type_limits_pp t using (id_type)
+            from {limited_edges} l join {node_labels} c using (node_id) join {type_limits} t using (id_type)
             group by 1, 2
         ) where n > max_values
         """
     ).fetchall()
     if not offending:
-        conn.unregister("node_labels")
-        conn.unregister("type_limits_pp")
         return labels
-    conn.register("offending", pd.DataFrame({"component": [c for (c,) in offending]}))
+    over = tables.frame("offending", pd.DataFrame({"component": [c for (c,) in offending]}))
     edges = conn.execute(
-        """
+        f"""
         select n.node_id, n.role, l.id_type, l.id_value, n.source, n.source_record_id
-        from limited_edges l join id_nodes n using (node_id)
-        join node_labels c using (node_id) join offending o using (component)
+        from {limited_edges} l join {id_nodes} n using (node_id)
+        join {node_labels} c using (node_id) join {over} o using (component)
         """
     ).fetchall()
     members = conn.execute(
-        "select node_id, n.role from node_labels c join offending o using (component) join id_nodes n using (node_id) "
-        "order by node_id"
+        f"select node_id, n.role from {node_labels} c join {over} o using (component) "
+        f"join {id_nodes} n using (node_id) order by node_id"
     ).fetchall()
-    for name in ("node_labels", "type_limits_pp", "offending"):
-        conn.unregister(name)
     priority = {t: s.priority for t, s in config.identity.identifier_types.items()}
     index: dict[object, int] = {}
     customers: list[Customer] = []
@@ -282,36 +312,57 @@ def enforce_profile_limits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, l
     return labels
 
 
-def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_types: list[str]) -> None:
+def block_shared_values(
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    id_types: list[str],
+    id_values: str,
+    id_edges: str,
+    person_latest: str,
+) -> None:
     """Add to `identity.blocked_identifiers` the values shared by more people than their type allows.
 
     People are counted from the person records carrying the value: groups of birth dates that could be
     one date mistyped, and groups of first names that could be one person's (see FirstNames: nicknames
     and typos count as one, two common names as two). Whichever count is higher is the estimate, so
-    twins (one birthday, two names) count as two, as does a couple sharing a landline.
+    twins (one birthday, two names) count as two, as does a couple sharing a landline. Reads the caller's
+    tables of distinct values, record-to-value edges and latest person records.
     """
     limits = {t: config.identity.type_config(t).max_people_per_value for t in id_types}
     limits = {t: n for t, n in limits.items() if n is not None}
     if not limits:
         return
-    conn.register("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
+    with step_tables(conn, "shared_values") as tables:
+        _block_shared(conn, limits, id_values, id_edges, person_latest, tables)
+
+
+def _block_shared(
+    conn: duckdb.DuckDBPyConnection,
+    limits: dict[str, int],
+    id_values: str,
+    id_edges: str,
+    person_latest: str,
+    tables: StepTables,
+) -> None:
+    type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
+    repeated_values = tables("repeated_values")
     # Only a value on several records can be shared by several people; most values are on one.
     conn.execute(
-        """
-        create or replace temp table repeated_values as
-        select id_type, id_value, records from id_values semi join type_limits using (id_type) where records > 1
+        f"""
+        create temp table {repeated_values} as
+        select id_type, id_value, records from {id_values} semi join {type_limits} using (id_type) where records > 1
         """
     )
     values = conn.execute(
-        """
+        f"""
         with records as (
             select e.id_type, e.id_value, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
                    nullif(lower(trim(p.first_name)), '') as first_name,
                    nullif(lower(trim(p.last_name)), '') as last_name
-            from id_edges e
-            semi join repeated_values v using (id_type, id_value)
+            from {id_edges} e
+            semi join {repeated_values} v using (id_type, id_value)
             anti join identity.blocked_identifiers b using (id_type, id_value)
-            join person_latest p using (node_id)
+            join {person_latest} p using (node_id)
         ),
         -- Values whose records differ in birth date or first name: a tenth of them. Finding them with min
         -- and max first spares building distinct lists for the values that only one person carries.
@@ -327,7 +378,7 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
     ).fetchall()
     counts = dict(
         conn.execute(
-            "select lower(trim(first_name)), count(*) from person_latest where first_name is not null group by 1"
+            f"select lower(trim(first_name)), count(*) from {person_latest} where first_name is not null group by 1"
         ).fetchall()
     )
     first_names = FirstNames(counts)
@@ -336,18 +387,17 @@ def block_shared_values(conn: duckdb.DuckDBPyConnection, config: CDPConfig, id_t
         people = max(birth_date_people(birth_dates or []), first_names.people([(f, last) for f, last in names or []]))
         if people > limits[id_type]:
             shared.append((id_type, id_value, people, limits[id_type]))
-    conn.register("shared_values", pd.DataFrame(shared, columns=["id_type", "id_value", "people", "max_people"]))
+    shared_values = tables.frame(
+        "shared_values", pd.DataFrame(shared, columns=["id_type", "id_value", "people", "max_people"])
+    )
     conn.execute(
-        """
+        f"""
         insert into identity.blocked_identifiers
         select s.id_type, s.id_value, v.records,
                'shared by ' || s.people || ' people (max_people_per_value ' || s.max_people || ')'
-        from shared_values s join repeated_values v using (id_type, id_value)
+        from {shared_values} s join {repeated_values} v using (id_type, id_value)
         """
     )
-    conn.unregister("shared_values")
-    conn.execute("drop table repeated_values")
-    conn.unregister("type_limits")
 
 
 _PROPAGATION_ROUNDS = 30
@@ -394,25 +444,25 @@ def _scipy_components(node_count: int, value_count: int, nodes: np.ndarray, valu
     return labels[:node_count].astype(np.int64)
 
 
-def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, object]:
+def _summary(conn: duckdb.DuckDBPyConnection, per_customer: str) -> dict[str, object]:
     # One pass over the map per customer serves the summary, the histogram, the cluster-size check and the
-    # preview: temp table `per_customer`, which the asset drops once they are done.
+    # preview: the asset's table `per_customer`, dropped when the asset is done with it.
     conn.execute(
-        """
-        create or replace temp table per_customer as
+        f"""
+        create temp table {per_customer} as
         select customer_id, count(*) filter (where role = 'person') as person_records, count(*) as records
         from cdp.identity_map group by 1
         """
     )
     stats = conn.execute(
-        """
+        f"""
         select count(*) as customers,
                coalesce(sum(person_records), 0) as person_records,
                count(*) filter (where person_records > 0) as customers_with_person_records,
                coalesce(sum(person_records) filter (where person_records > 1), 0) as merged_person_records,
                coalesce(max(person_records), 0) as largest_cluster_person_records,
                coalesce(max(records), 0) as largest_cluster_records
-        from per_customer
+        from {per_customer}
         """
     ).fetchone()
     names = [
@@ -425,11 +475,11 @@ def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, ob
     ]
     summary: dict[str, object] = {n: int(v) for n, v in zip(names, stats, strict=True)}
     histogram = conn.execute(
-        """
+        f"""
         select case when n = 0 then '0 (activity only)' when n <= 5 then n::varchar
                     when n <= 10 then '6-10' when n <= 25 then '11-25' else '>25' end as person_records_per_customer,
                count(*) as customers
-        from (select person_records as n from per_customer)
+        from (select person_records as n from {per_customer})
         group by 1 order by min(n)
         """
     ).fetchall()
@@ -444,7 +494,7 @@ def _summary(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, ob
 
 
 def _checks(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[str, object]
+    conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[str, object], per_customer: str
 ) -> list[dg.AssetCheckResult]:
     duplicates = conn.execute(
         "select count(*) from (select source, source_record_id from cdp.identity_map group by 1, 2 having count(*) > 1)"
@@ -462,7 +512,7 @@ def _checks(
     ).fetchone()[0]
     bound = config.identity.max_cluster_person_records
     oversized = conn.execute(
-        """select customer_id, person_records from per_customer
+        f"""select customer_id, person_records from {per_customer}
            where person_records > ? order by 2 desc, 1 limit 10""",
         [bound],
     ).fetchall()
@@ -558,17 +608,17 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     )
     @redact_errors
     def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            summary = resolve(conn, config)
-            checks = _checks(conn, config, summary)
+        with warehouse.get_connection() as conn, step_tables(conn, "clusters") as tables:
+            per_customer = tables("per_customer")
+            summary = resolve(conn, config, per_customer)
+            checks = _checks(conn, config, summary, per_customer)
             preview = masked_preview(
                 conn,
                 "select customer_id, source, source_record_id, role from cdp.identity_map "
-                "where customer_id in (select customer_id from per_customer where records > 2 order by 1 limit 2) "
+                f"where customer_id in (select customer_id from {per_customer} where records > 2 order by 1 limit 2) "
                 "order by all",
                 limit=8,
             )
-            conn.execute("drop table per_customer")  # made by resolve's summary for the checks and preview
         person_records = int(summary["person_records"])
         merged = int(summary["merged_person_records"])
         return dg.MaterializeResult(

@@ -5,10 +5,11 @@ a mother and daughter sharing a surname, an address and a landline. Here links a
 time, strongest first, to customers rather than records, and a link is refused when the two customers
 it would merge
 
-- hold dates of birth of which none could be a typo of another (equal, day/month transposed, or one
-  digit apart), or
-- hold first names of which none could be another's (see FirstNames: equal, nicknames, an initial,
-  a first/last swap, or a close spelling of which one is rare enough to be a typo), or
+- hold values a strong conflict objects to: the comparisons declare them (matching/comparisons.py),
+  birth_dates_differ (dates of birth of which none could be a typo of another: equal, day/month
+  transposed, or one digit apart) and first_names_differ (first names of which none could be another's,
+  see FirstNames: equal, nicknames, an initial, a first/last swap, or a close spelling of which one is
+  rare enough to be a typo), or
 - would hold more values of an identifier type than its `max_per_profile`, or
 - would hold more person records than `identity.max_cluster_person_records`.
 
@@ -17,7 +18,7 @@ identifiers would put more values of a `max_per_profile` type together than allo
 identifier links are replayed highest type priority first, and a link that would break a limit is not made.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -43,15 +44,6 @@ class Customer:
         self.names |= other.names
         for id_type, values in other.limited.items():
             self.limited.setdefault(id_type, set()).update(values)
-
-
-def birth_dates_conflict(left: str, right: str) -> bool:
-    """Two YYYYMMDD dates that are not one date mistyped: neither equal, transposed, nor one digit apart."""
-    if left == right:
-        return False
-    if left[:4] == right[:4] and left[4:6] == right[6:8] and left[6:8] == right[4:6]:
-        return False
-    return jellyfish.levenshtein_distance(left, right) > 1
 
 
 class FirstNames:
@@ -135,6 +127,27 @@ def birth_dates_compatible(left: str, right: str) -> bool:
     return jellyfish.levenshtein_distance(left, right) <= 1
 
 
+Conflict = Callable[[Customer, Customer, FirstNames], bool]
+"""A strong conflict: True when two customers hold values that cannot be one person's."""
+
+
+def birth_dates_differ(a: Customer, b: Customer, first_names: FirstNames) -> bool:
+    """Both hold birth dates, none of which could be a typo of one the other holds."""
+    if not a.birth_dates or not b.birth_dates:
+        return False
+    # A date both hold settles it without comparing every pair of dates (most links).
+    return a.birth_dates.isdisjoint(b.birth_dates) and not any(
+        birth_dates_compatible(x, y) for x in a.birth_dates for y in b.birth_dates
+    )
+
+
+def first_names_differ(a: Customer, b: Customer, first_names: FirstNames) -> bool:
+    """Both hold first names, none of which could be the other's (see FirstNames)."""
+    if not a.names or not b.names:
+        return False
+    return not any(first_names.compatible(x, y) for x in a.names for y in b.names)
+
+
 class ConstrainedUnion:
     """Union-find over customers whose merges are refused when the merged customer would break a rule."""
 
@@ -143,14 +156,14 @@ class ConstrainedUnion:
         customers: list[Customer],
         limits: dict[str, int],
         max_person_records: int,
-        conflicts: Iterable[str] = (),
+        conflicts: Mapping[str, Conflict] | None = None,
         first_names: FirstNames | None = None,
     ) -> None:
         self.parent = list(range(len(customers)))
         self.customers = customers
         self.limits = limits
         self.max_person_records = max_person_records
-        self.conflicts = frozenset(conflicts)
+        self.conflicts = dict(conflicts or {})  # checked in this order; the first that objects is the reason
         self.first_names = first_names or FirstNames({})
 
     def find(self, item: int) -> int:
@@ -169,15 +182,9 @@ class ConstrainedUnion:
             values = a.limited.get(id_type, set()) | b.limited.get(id_type, set())
             if len(values) > limit:
                 return f"{id_type}: {len(values)} values, max_per_profile {limit}"
-        if "date_of_birth" in self.conflicts and a.birth_dates and b.birth_dates:
-            # A date both hold settles it without comparing every pair of dates (most links).
-            if a.birth_dates.isdisjoint(b.birth_dates) and not any(
-                birth_dates_compatible(x, y) for x in a.birth_dates for y in b.birth_dates
-            ):
-                return "date_of_birth differs"
-        if "first_name" in self.conflicts and a.names and b.names:
-            if not any(self.first_names.compatible(x, y) for x in a.names for y in b.names):
-                return "first_name differs"
+        for name, differ in self.conflicts.items():
+            if differ(a, b, self.first_names):
+                return f"{name} differs"
         return None
 
     def merge(self, left: int, right: int) -> str:

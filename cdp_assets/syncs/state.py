@@ -23,6 +23,7 @@ import pyarrow as pa
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
 from resources.hashing import IdentifierKind, hash_rows
+from resources.identifiers import hashed_kind
 from resources.tables import BATCH_SEQUENCE, IN_FLIGHT
 from resources.warehouse import sql_literal, transaction, utc_now
 
@@ -122,7 +123,7 @@ def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienc
     """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
     left with no identifier at all is rejected with the reasons, never the whole batch."""
     kinds: dict[str, IdentifierKind] = {
-        name: ("email" if "mail" in name else "phone") for name in destination.fields if name.endswith("_sha256")
+        name: hashed_kind(name) for name in destination.fields if name.endswith("_sha256")
     }
     consented = conn.execute("select key, row_json from sync_current where consented").fetchall()
     rows = [json.loads(row_json) for _, row_json in consented]

@@ -25,7 +25,6 @@ from resources.config.destinations import (
     RowDestinationConfig,
 )
 from resources.config.identity import (
-    DEFAULT_BLOCKED_PATTERNS,
     IdentityConfig,
     MatchingConfig,
 )
@@ -193,7 +192,6 @@ __all__ = [
     "CDPConfig",
     "CONFIG_ENV_VAR",
     "ConfigError",
-    "DEFAULT_BLOCKED_PATTERNS",
     "DEFAULT_CONFIG_NAME",
     "DestinationConfig",
     "EVENT_FIELDS",

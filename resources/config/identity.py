@@ -8,29 +8,16 @@ import duckdb
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from resources.config.base import _Strict
+from resources.identifiers import DEFAULT_NORMALISER, NORMALISERS
 
-# Values that identify nobody. They are blocked from linking records, whatever the identifier type.
-DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
-    r"^[0\-\s]*$",
-    r"^-1$",
-    r"^(null|none|nil|n/?a|unknown|anonymous)$",
-)
-DEFAULT_BLOCKED_EMAILS: tuple[str, ...] = (
-    "test@test.com",
-    "test@example.com",
-    "noemail@noemail.com",
-    "none@none.com",
-    "no@email.com",
-    "na@na.com",
-)
-DEFAULT_BLOCKED_EMAIL_PATTERNS: tuple[str, ...] = (r"^(no-?e?mail|noreply|no-reply|donotreply|none|test)@",)
-DEFAULT_BLOCKED_PHONES: tuple[str, ...] = ("+11234567890", "+15555555555", "+10000000000")
+# The normalisers an identifier type may name: resources/identifiers.py declares them.
+NormaliserName = Literal[tuple(NORMALISERS)]  # type: ignore[valid-type]
 
 
 class IdentifierTypeConfig(_Strict):
     """How values of one identifier type are normalised, and which ones may not link records."""
 
-    normalize: Literal["email", "phone", "id"] = "id"
+    normalize: NormaliserName = DEFAULT_NORMALISER
     blocked_values: list[str] = Field(default_factory=list)
     blocked_patterns: list[str] = Field(default_factory=list)
     max_people_per_value: int | None = Field(
@@ -76,38 +63,44 @@ class IdentifierTypeConfig(_Strict):
 
 
 def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
+    """One built-in type per normaliser that declares one, with the normaliser's junk lists and limit."""
     return {
-        "email": IdentifierTypeConfig(
-            normalize="email",
-            blocked_values=list(DEFAULT_BLOCKED_EMAILS),
-            blocked_patterns=list(DEFAULT_BLOCKED_EMAIL_PATTERNS),
-            max_people_per_value=1,
-        ),
-        "phone": IdentifierTypeConfig(
-            normalize="phone", blocked_values=list(DEFAULT_BLOCKED_PHONES), max_people_per_value=1
-        ),
+        n.name: IdentifierTypeConfig(
+            normalize=n.name,
+            blocked_values=list(n.blocked_values),
+            blocked_patterns=list(n.blocked_patterns),
+            max_people_per_value=n.max_people_per_value,
+        )
+        for n in NORMALISERS.values()
+        if n.default_type
     }
 
 
-# Columns of `match_records` a blocking rule may name; see cdp_assets/identity/matching/features.py.
-BLOCKING_FEATURES: tuple[str, ...] = (
-    "first_name",
-    "last_name",
-    "name_pair",
-    "first_name_canon",
-    "first_name_soundex",
-    "first_initial",
-    "last_name_soundex",
-    "date_of_birth",
-    "birth_year",
-    "email",
-    "email_local",
-    "phone",
-    "address",
-    "postal_code",
-    "city",
-    "identifier",
-)
+# The identity stage's vocabulary, declared once: the validator below accepts exactly these names, and
+# the engine implements each (a test keeps them in step).
+#
+# Blocking features: columns of `match_records` a blocking rule may name (their SQL is in
+# cdp_assets/identity/matching/features.py), each with the comparisons it forces to agree: pairs a rule
+# finds say nothing about those, so the model leaves them out when it learns from the rule's pairs.
+BLOCKING_FEATURES: dict[str, tuple[str, ...]] = {
+    "first_name": ("first_name",),
+    "last_name": ("last_name",),
+    "name_pair": ("first_name", "last_name"),
+    "first_name_canon": ("first_name",),
+    "first_name_soundex": ("first_name",),
+    "first_initial": (),  # an initial in common leaves the first names free to differ
+    "last_name_soundex": ("last_name",),
+    "date_of_birth": ("date_of_birth",),
+    "birth_year": ("date_of_birth",),
+    "email": ("email",),
+    "email_local": ("email",),
+    "phone": ("phone",),
+    "address": ("address",),
+    "postal_code": ("postal_code",),
+    "city": ("city",),
+    "identifier": ("identifier",),
+}
+# Comparisons: their levels are in cdp_assets/identity/matching/comparisons.py.
 COMPARISONS: tuple[str, ...] = (
     "first_name",
     "last_name",
@@ -119,6 +112,8 @@ COMPARISONS: tuple[str, ...] = (
     "city",
     "identifier",
 )
+# Comparisons that declare a strong conflict, in the order they are checked (the first that objects is
+# the reason a link is refused).
 STRONG_CONFLICTS: tuple[str, ...] = ("date_of_birth", "first_name")
 PERSON_EVIDENCE: tuple[str, ...] = ("first_name", "date_of_birth", "email", "identifier")
 DEFAULT_BLOCKING_RULES: tuple[tuple[str, ...], ...] = (

@@ -12,6 +12,8 @@ exhausting memory an hour later.
 
 import duckdb
 
+from cdp_assets.identity.scratch import step_tables
+
 
 class BlockingRuleTooBroad(ValueError):
     """A blocking rule would produce more candidate pairs than `identity.matching.max_pairs_per_rule`."""
@@ -22,7 +24,8 @@ def rule_name(rule: list[str]) -> str:
 
 
 def _keys_table(index: int) -> str:
-    return f"block_keys_{index}"
+    """The blocks preflight counted for rule `index`, which build_candidate_pairs turns into pairs and drops."""
+    return f"blocking__keys_{index}"
 
 
 def _count_blocks(
@@ -73,29 +76,30 @@ def preflight(
 def build_candidate_pairs(conn: duckdb.DuckDBPyConnection, rules: list[tuple[list[str], int]]) -> dict[str, int]:
     """Rebuild temp table `match_pairs(l, r, rule_index)` from the blocks preflight counted: each pair once,
     credited to the first rule that finds it (its position in `rules`)."""
-    conn.execute("create or replace temp table rule_pairs (l bigint, r bigint, rule_index smallint)")
-    for index, (rule, max_block_size) in enumerate(rules):
-        columns = ", ".join(rule)
-        # Each record is tagged with its block's number, so the pairs come from a join on one integer
-        # rather than on the rule's features (names, postal codes), whatever the record holds.
-        conn.execute(
-            f"""
-            insert into rule_pairs
-            with blocks as (
-                select m.node_id, k.block from match_records m
-                join (select {columns}, row_number() over () as block from {_keys_table(index)}
-                      where n <= {max_block_size}) k using ({columns})
+    with step_tables(conn, "blocking") as tables:
+        rule_pairs = tables("rule_pairs")
+        conn.execute(f"create temp table {rule_pairs} (l bigint, r bigint, rule_index smallint)")
+        for index, (rule, max_block_size) in enumerate(rules):
+            columns = ", ".join(rule)
+            # Each record is tagged with its block's number, so the pairs come from a join on one integer
+            # rather than on the rule's features (names, postal codes), whatever the record holds.
+            conn.execute(
+                f"""
+                insert into {rule_pairs}
+                with blocks as (
+                    select m.node_id, k.block from match_records m
+                    join (select {columns}, row_number() over () as block from {_keys_table(index)}
+                          where n <= {max_block_size}) k using ({columns})
+                )
+                select l.node_id, r.node_id, {index}
+                from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
+                """
             )
-            select l.node_id, r.node_id, {index}
-            from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
-            """
+            conn.execute(f"drop table {_keys_table(index)}")
+        conn.execute(
+            f"""create or replace temp table match_pairs as
+               select l, r, min(rule_index) as rule_index from {rule_pairs} group by l, r"""
         )
-        conn.execute(f"drop table {_keys_table(index)}")
-    conn.execute(
-        """create or replace temp table match_pairs as
-           select l, r, min(rule_index) as rule_index from rule_pairs group by l, r"""
-    )
-    conn.execute("drop table rule_pairs")
     made = dict.fromkeys((rule_name(rule) for rule, _ in rules), 0)
     for index, count in conn.execute("select rule_index, count(*) from match_pairs group by 1").fetchall():
         made[rule_name(rules[index][0])] = int(count)

@@ -1,166 +1,317 @@
 """Comparison vectors: how closely two person records agree, field by field, as small integer levels.
 
-Each comparison maps a pair to a level (higher = closer agreement, -1 = a side is missing, which is no
-evidence either way). Levels are computed in DuckDB SQL, where a 9-field vector over millions of pairs
-takes seconds. First and last names are compared after undoing a first/last swap ("Smith John"), and
-first names also agree through nicknames (Bob, Robert). Dates of birth agree partly on a day/month
-transposition or a single mistyped digit.
+A comparison is a list of levels, highest first, each made from a small library of level kinds
+(`null_level`, `exact_match_level`, `jaro_winkler_level`, `one_edit_level`, ...) in the manner of
+Splink's comparison-level library. Each kind produces its SQL condition and a label; the CASE that maps
+a pair to a level, the labels in `identity.model`, the levels that count as person evidence, the level
+term frequencies adjust and a strong conflict are all read from these objects, so adding a comparison
+is one entry in COMPARISONS below (and its name in resources/config/identity.py).
+
+Levels are numbered from the bottom: the final "different" level is 0, each level above it one more; a
+missing value on either side is -1, which is no evidence either way. They are computed in DuckDB SQL,
+where a 9-field vector over millions of pairs takes seconds. First and last names are compared after
+undoing a first/last swap ("Smith John"), and first names also agree through nicknames (Bob, Robert).
+Dates of birth agree partly on a day/month transposition or a single mistyped digit.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cdp_assets.identity.clustering import Conflict, birth_dates_differ, first_names_differ
+
+
+@dataclass(frozen=True)
+class Level:
+    """One comparison level: the SQL condition that puts a pair there, and its label.
+
+    Conditions read `l.<column>` and `r.<column>` of match_records, or the right record's names after
+    undoing a swap (`rf`, `rl`, `rcanon`)."""
+
+    condition: str
+    label: str
+    agrees: bool = False  # the field agrees here, closely or exactly: person evidence
+    no_evidence: bool = False  # level -1
+    tf_column: str | None = None  # an exact level weighed by how common the value is
+    as_different: bool = False  # an early exit to the comparison's "different" level (no label of its own)
+
+
+@dataclass(frozen=True)
+class Given:
+    """Levels observed under a condition of their own (a city where the postal codes agree), forming a
+    level group: m and u are distributions within the group, so the condition's evidence counts once."""
+
+    condition: str
+    levels: tuple[Level, ...]
+    suffix: str  # appended to the labels of the levels inside
+
+
+def _right(left: str, right: str | None) -> tuple[str, str]:
+    return f"l.{left}", right or f"r.{left}"
+
+
+def null_level(column: str, right: str | None = None, also: str | None = None) -> Level:
+    """-1 where either side is missing (or `also` holds): no evidence either way."""
+    a, b = _right(column, right)
+    condition = f"{a} is null or {b} is null" + (f" or {also}" if also else "")
+    return Level(condition, "missing", no_evidence=True)
+
+
+def no_evidence_level(condition: str) -> Level:
+    """-1 where `condition` holds: the field says nothing another one has not said already."""
+    return Level(condition, "no further evidence", no_evidence=True)
+
+
+def exact_match_level(
+    column: str, right: str | None = None, label: str = "exact", term_frequency: bool = False
+) -> Level:
+    a, b = _right(column, right)
+    return Level(f"{a} = {b}", label, agrees=True, tf_column=column if term_frequency else None)
+
+
+def nickname_level(column: str, right: str) -> Level:
+    """The formal forms of the two names agree (Bob, Robert)."""
+    return Level(f"l.{column} = {right}", "nickname of each other", agrees=True)
+
+
+def jaro_winkler_level(column: str, threshold: float, right: str | None = None, agrees: bool = True) -> Level:
+    # The similarity is written into the WHEN that uses it rather than computed for every pair: a WHEN is
+    # evaluated only for the rows no earlier one took, and most pairs stop at "exact".
+    a, b = _right(column, right)
+    return Level(f"jaro_winkler_similarity({a}, {b}) >= {threshold}", f"jaro-winkler >= {threshold}", agrees=agrees)
+
+
+def initial_level(column: str, right: str | None = None) -> Level:
+    """One side is a single letter, the other's first."""
+    a, b = _right(column, right)
+    return Level(f"((length({a}) = 1 or length({b}) = 1) and {a}[1] = {b}[1])", "initial", agrees=True)
+
+
+def one_edit(a: str, b: str) -> str:
+    """A test that a and b are one keying slip apart: one character changed, added or dropped, or two
+    neighbours swapped (6794161 / 6794611, the slip check digits exist to catch). The Hamming distance
+    decides where the lengths are equal (one pass over the strings), the costlier distances run only
+    where it cannot (a swap is two mismatches; a length differing by one), and no distance at all where
+    lengths differ by more."""
+    return (
+        f"(case when length({a}) = length({b}) then"
+        f" case when hamming({a}, {b}) <= 1 then true"
+        f" when hamming({a}, {b}) = 2 then damerau_levenshtein({a}, {b}) = 1 else false end"
+        f" when abs(length({a}) - length({b})) = 1 then levenshtein({a}, {b}) <= 1 else false end)"
+    )
+
+
+def one_edit_level(column: str, label: str, agrees: bool = True) -> Level:
+    return Level(one_edit(f"l.{column}", f"r.{column}"), label, agrees=agrees)
+
+
+def transposed_date_level(column: str) -> Level:
+    """Same year, day and month swapped (03/04 keyed as 04/03)."""
+    a, b = _right(column, None)
+    return Level(
+        f"year({a}) = year({b}) and month({a}) = day({b}) and day({a}) = month({b})",
+        "day and month transposed",
+        agrees=True,
+    )
+
+
+def any_of(label: str, *levels: Level) -> Level:
+    """One level reached by any of several conditions; it agrees if any of them does."""
+    return Level(" or ".join(level.condition for level in levels), label, agrees=any(level.agrees for level in levels))
+
+
+def different_if(condition: str) -> Level:
+    """Straight to the "different" level where `condition` holds, before the levels below are tried."""
+    return Level(condition, "", as_different=True)
+
+
+def else_level(label: str = "different") -> Level:
+    return Level("true", label)
 
 
 @dataclass(frozen=True)
 class Comparison:
+    """A comparison's levels, highest first and ending in an `else_level`, and what it stands for."""
+
     name: str
-    sql: str  # the level; `{sim}` stands for the similarity below, computed once per pair
-    labels: dict[int, str]
-    tf_column: str | None = None  # the exact level's weight is adjusted for how common the value is
-    similarity: str = "null"
-    agreeing: tuple[int, ...] = ()  # the levels at which the field agrees, closely or exactly (person_evidence_sql)
-    # Levels observed under different conditions, e.g. a city compared where the postal codes agree and
-    # where they do not. m and u are distributions within each group, so a level's weight is conditional
-    # on its group's condition and the evidence the condition stands for is not counted twice.
-    groups: tuple[tuple[int, ...], ...] = ()
-    tf_level: int | None = None  # the level whose weight term frequency adjusts; the top one if unset
+    levels: tuple[Level | Given, ...]
+    # Evidence that stops a probabilistic link between two customers, if the comparison declares one
+    # (see clustering.ConstrainedUnion); which ones apply is configured (identity.matching.strong_conflicts).
+    conflict: Conflict | None = None
+    # (level number, level, the Given it sits in): every level in CASE order, numbered once.
+    flat: tuple[tuple[int, Level, Given | None], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Numbered from the bottom: the final else is 0, each level above one more. A Given's levels are
+        # numbered likewise above those below it; an early exit to "different" takes its block's else.
+        flat: list[tuple[int, Level, Given | None]] = []
+        below = 0
+        for item in reversed(self.levels):
+            if isinstance(item, Given):
+                base = below
+                for level in reversed(item.levels):
+                    flat.append((base if level.as_different else below, level, item))
+                    below += 0 if level.as_different else 1
+            elif item.no_evidence:
+                flat.append((-1, item, None))
+            elif item.as_different:
+                flat.append((0, item, None))
+            else:
+                flat.append((below, item, None))
+                below += 1
+        object.__setattr__(self, "flat", tuple(reversed(flat)))
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return {
+            number: level.label + (given.suffix if given else "")
+            for number, level, given in self.flat
+            if number >= 0 and not level.as_different
+        }
 
     @property
     def top(self) -> int:
         return max(self.labels)
 
     @property
-    def level_groups(self) -> tuple[tuple[int, ...], ...]:
-        return self.groups or (tuple(sorted(self.labels)),)
+    def agreeing(self) -> tuple[int, ...]:
+        """The levels at which the field agrees, closely or exactly (person_evidence_sql)."""
+        return tuple(n for n, level, _ in self.flat if level.agrees and n >= 0)
+
+    @property
+    def tf_column(self) -> str | None:
+        columns = [level.tf_column for _, level, _ in self.flat if level.tf_column]
+        return columns[0] if columns else None
 
     @property
     def exact_level(self) -> int:
-        return self.top if self.tf_level is None else self.tf_level
+        """The level whose weight term frequency adjusts; the top one where none is adjusted."""
+        tf = [n for n, level, _ in self.flat if level.tf_column]
+        return tf[0] if tf else self.top
+
+    @property
+    def level_groups(self) -> tuple[tuple[int, ...], ...]:
+        groups: dict[int, list[int]] = {}
+        for number, level, given in self.flat:
+            if number >= 0 and not level.as_different:
+                groups.setdefault(id(given) if given else 0, []).append(number)
+        if len(groups) == 1:
+            return (tuple(sorted(self.labels)),)
+        return tuple(sorted(tuple(sorted(g)) for g in groups.values()))
+
+    @property
+    def sql(self) -> str:
+        """The CASE mapping a pair to its level; a Given's levels are a CASE inside its condition's WHEN."""
+        parts: list[str] = []
+        inside: Given | None = None
+        for number, level, given in self.flat:
+            if given is not inside:
+                if inside is not None:
+                    parts.append("end")
+                if given is not None:
+                    parts.append(f"when {given.condition} then case")
+                inside = given
+            parts.append(f"else {number}" if level.condition == "true" else f"when {level.condition} then {number}")
+        if inside is not None:
+            parts.append("end")
+        return "case " + "\n    ".join(parts) + " end"
 
 
-# `l` and `r` are rows of match_records; `rf`, `rl` and `rcanon` are r's first name, last name
-# and formal first name after undoing a swap (see SWAP_SQL).
 COMPARISONS: dict[str, Comparison] = {
     c.name: c
     for c in [
         Comparison(
             "first_name",
-            """case when l.first_name is null or rf is null then -1
-                    when l.first_name = rf then 4
-                    when l.first_canon = rcanon then 3
-                    when {sim} >= 0.92 then 2
-                    when {sim} >= 0.8
-                         or ((length(l.first_name) = 1 or length(rf) = 1) and l.first_name[1] = rf[1]) then 1
-                    else 0 end""",
-            {
-                4: "exact",
-                3: "nickname of each other",
-                2: "jaro-winkler >= 0.92",
-                1: "jaro-winkler >= 0.8 or initial",
-                0: "different",
-            },
-            tf_column="first_name",
-            similarity="jaro_winkler_similarity(l.first_name, rf)",
-            agreeing=(4, 3, 2, 1),
+            (
+                null_level("first_name", "rf"),
+                exact_match_level("first_name", "rf", term_frequency=True),
+                nickname_level("first_canon", "rcanon"),
+                jaro_winkler_level("first_name", 0.92, "rf"),
+                any_of(
+                    "jaro-winkler >= 0.8 or initial",
+                    jaro_winkler_level("first_name", 0.8, "rf"),
+                    initial_level("first_name", "rf"),
+                ),
+                else_level(),
+            ),
+            conflict=first_names_differ,
         ),
         Comparison(
             "last_name",
-            """case when l.last_name is null or rl is null then -1
-                    when l.last_name = rl then 3
-                    when {sim} >= 0.92 then 2
-                    when {sim} >= 0.8 then 1
-                    else 0 end""",
-            {3: "exact", 2: "jaro-winkler >= 0.92", 1: "jaro-winkler >= 0.8", 0: "different"},
-            tf_column="last_name",
-            similarity="jaro_winkler_similarity(l.last_name, rl)",
-            agreeing=(3, 2),
+            (
+                null_level("last_name", "rl"),
+                exact_match_level("last_name", "rl", term_frequency=True),
+                jaro_winkler_level("last_name", 0.92, "rl"),
+                jaro_winkler_level("last_name", 0.8, "rl", agrees=False),
+                else_level(),
+            ),
         ),
         Comparison(
             "date_of_birth",
-            """case when l.date_of_birth is null or r.date_of_birth is null then -1
-                    when l.date_of_birth = r.date_of_birth then 3
-                    when year(l.date_of_birth) = year(r.date_of_birth)
-                         and month(l.date_of_birth) = day(r.date_of_birth)
-                         and day(l.date_of_birth) = month(r.date_of_birth) then 2
-                    when {one_edit(l.dob_text, r.dob_text)} then 1
-                    else 0 end""",
-            {3: "exact", 2: "day and month transposed", 1: "one digit off or two swapped", 0: "different"},
-            agreeing=(3, 2, 1),
+            (
+                null_level("date_of_birth"),
+                exact_match_level("date_of_birth"),
+                transposed_date_level("date_of_birth"),
+                one_edit_level("dob_text", "one digit off or two swapped"),
+                else_level(),
+            ),
+            conflict=birth_dates_differ,
         ),
-        Comparison(
-            "email",
-            """case when l.email is null or r.email is null then -1
-                    when l.email = r.email then 1
-                    else 0 end""",
-            # No fuzzy or local-part level: local parts are mostly built from the name (john.smith,
-            # jsmith72), so two John Smiths' addresses look alike and such a level would count the name
-            # a second time.
-            {1: "exact", 0: "different"},
-            agreeing=(1,),
-        ),
+        # No fuzzy or local-part level: local parts are mostly built from the name (john.smith, jsmith72),
+        # so two John Smiths' addresses look alike and such a level would count the name a second time.
+        Comparison("email", (null_level("email"), exact_match_level("email"), else_level())),
         Comparison(
             "phone",
-            """case when l.phone is null or r.phone is null then -1
-                    when l.phone = r.phone then 2
-                    when {one_edit(l.phone, r.phone)} then 1
-                    else 0 end""",
-            {2: "exact", 1: "one digit off or two swapped", 0: "different"},
-            agreeing=(2,),
+            (
+                null_level("phone"),
+                exact_match_level("phone"),
+                one_edit_level("phone", "one digit off or two swapped", agrees=False),
+                else_level(),
+            ),
         ),
         Comparison(
             "address",
-            """case when l.address is null or r.address is null then -1
-                    when l.address = r.address then 2
-                    when {sim} >= 0.88 then 1
-                    else 0 end""",
-            {2: "exact (abbreviations normalised)", 1: "jaro-winkler >= 0.88", 0: "different"},
-            similarity="jaro_winkler_similarity(l.address, r.address)",
-            agreeing=(2, 1),
+            (
+                null_level("address"),
+                exact_match_level("address", label="exact (abbreviations normalised)"),
+                jaro_winkler_level("address", 0.88),
+                else_level(),
+            ),
         ),
         Comparison(
             "postal_code",
-            """case when l.postal_code is null or r.postal_code is null then -1
-                    when l.postal_code = r.postal_code and l.address = r.address then -1
-                    when l.postal_code = r.postal_code then 2
-                    when {one_edit(l.postal_code, r.postal_code)} then 1
-                    else 0 end""",
-            {2: "exact", 1: "one character off or two swapped", 0: "different"},
-            tf_column="postal_code",
-            agreeing=(2,),
+            (
+                null_level("postal_code"),
+                # The same street address already says where the records are.
+                no_evidence_level("l.postal_code = r.postal_code and l.address = r.address"),
+                exact_match_level("postal_code", term_frequency=True),
+                one_edit_level("postal_code", "one character off or two swapped", agrees=False),
+                else_level(),
+            ),
         ),
         Comparison(
             "city",
-            """case when l.city is null or r.city is null or l.address = r.address then -1
-                    when l.postal_code = r.postal_code then
-                        case when l.city = r.city then 5 when {sim} >= 0.88 then 4 else 3 end
-                    when l.city = r.city then 2
-                    when {sim} >= 0.88 then 1
-                    else 0 end""",
-            {
-                5: "exact, postal code agrees",
-                4: "jaro-winkler >= 0.88, postal code agrees",
-                3: "different, postal code agrees",
-                2: "exact",
-                1: "jaro-winkler >= 0.88",
-                0: "different",
-            },
-            tf_column="city",
-            similarity="jaro_winkler_similarity(l.city, r.city)",
-            agreeing=(5, 4, 2, 1),
-            groups=((0, 1, 2), (3, 4, 5)),
-            tf_level=2,
+            (
+                null_level("city", also="l.address = r.address"),
+                Given(
+                    "l.postal_code = r.postal_code",
+                    (exact_match_level("city"), jaro_winkler_level("city", 0.88), else_level()),
+                    ", postal code agrees",
+                ),
+                exact_match_level("city", term_frequency=True),
+                jaro_winkler_level("city", 0.88),
+                else_level(),
+            ),
         ),
         Comparison(
             "identifier",
-            # Values of a few characters are too short for "one character off" to mean a typo.
-            """case when l.identifier is null or r.identifier is null
-                         or l.identifier_type <> r.identifier_type then -1
-                    when l.identifier = r.identifier then 2
-                    when length(l.identifier) - length(l.identifier_type) <= 5 then 0
-                    when {one_edit(l.identifier, r.identifier)} then 1
-                    else 0 end""",
-            {2: "same value", 1: "one character off or two swapped", 0: "different values of one type"},
-            agreeing=(2, 1),
+            (
+                null_level("identifier", also="l.identifier_type <> r.identifier_type"),
+                exact_match_level("identifier", label="same value"),
+                # Values of a few characters are too short for "one character off" to mean a typo.
+                different_if("length(l.identifier) - length(l.identifier_type) <= 5"),
+                one_edit_level("identifier", "one character off or two swapped"),
+                else_level("different values of one type"),
+            ),
         ),
     ]
 }
@@ -201,22 +352,6 @@ COMPARED_COLUMNS = (
 )
 
 
-def _one_edit(sql: str) -> str:
-    """`{one_edit(a, b)}` -> a test that a and b are one keying slip apart: one character changed, added or
-    dropped, or two neighbours swapped (6794161 / 6794611, the slip check digits exist to catch). The
-    Hamming distance decides where the lengths are equal (one pass over the strings), the costlier
-    distances run only where it cannot (a swap is two mismatches; a length differing by one), and no
-    distance at all where lengths differ by more."""
-    return re.sub(
-        r"\{one_edit\((\S+), (\S+)\)\}",
-        r"(case when length(\1) = length(\2) then"
-        r" case when hamming(\1, \2) <= 1 then true"
-        r" when hamming(\1, \2) = 2 then damerau_levenshtein(\1, \2) = 1 else false end"
-        r" when abs(length(\1) - length(\2)) = 1 then levenshtein(\1, \2) <= 1 else false end)",
-        sql,
-    )
-
-
 def _flat(sql: str) -> str:
     """`l.city` -> `l_city`: the comparisons read flat columns of one joined row."""
     return re.sub(r"\b([lr])\.(\w+)", r"\1_\2", sql)
@@ -225,12 +360,7 @@ def _flat(sql: str) -> str:
 def vector_sql(pairs_table: str, names: list[str], carry: tuple[str, ...] = ()) -> str:
     """SELECT of one row per pair in `pairs_table(l, r, ...)`: its node ids, whether the right record's
     names were swapped, the `carry` columns of the pairs table, and one level column per comparison."""
-    # A similarity is written into the WHENs that use it rather than computed for every pair: a WHEN is
-    # evaluated only for the rows no earlier one took, and most pairs stop at "exact".
-    levels = ",\n            ".join(
-        f"({_flat(_one_edit(COMPARISONS[n].sql).replace('{sim}', COMPARISONS[n].similarity))})::tinyint as {n}"
-        for n in names
-    )
+    levels = ",\n            ".join(f"({_flat(COMPARISONS[n].sql)})::tinyint as {n}" for n in names)
     carried = "".join(f", p.{c}" for c in carry)
     outer = "".join(f", {c}" for c in carry)
     columns = "".join(f", lm.{c} as l_{c}, rm.{c} as r_{c}" for c in COMPARED_COLUMNS)

@@ -1,5 +1,8 @@
 """The per-record features the probabilistic layer blocks and compares on: temp table `match_records`.
 
+Adding a blocking feature: its name and the comparisons it forces to agree in BLOCKING_FEATURES
+(resources/config/identity.py), its SQL in FEATURES below.
+
 Cleaning already normalised names, e-mails, phones, addresses and postal codes; here each person record
 (its latest version) gets the forms matching needs: lower-cased names, the formal form of a nickname,
 Soundex codes so that typos still meet in a block, the e-mail's local part, a birth date as text for
@@ -12,7 +15,10 @@ import jellyfish
 import pandas as pd
 
 from cdp_assets.identity.nicknames import canonical_first_name
+from cdp_assets.identity.scratch import step_tables
 from resources.config import CDPConfig
+from resources.identifiers import contact_kinds
+from resources.warehouse import sql_literal
 
 
 def _name_forms(names: list[str]) -> pd.DataFrame:
@@ -23,85 +29,109 @@ def _name_forms(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "canon", "soundex"], dtype=object)
 
 
-def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> int:
-    """Rebuild `match_records` from `person_latest` (the latest version of each person record, by node),
-    which it drops."""
-    kinds = pd.DataFrame(
-        [(t, spec.normalize) for t, spec in config.identity.identifier_types.items()], columns=["id_type", "kind"]
-    )
-    contact_types = kinds[kinds["kind"].isin(["email", "phone"])]["id_type"].tolist()
-    conn.register("type_kinds", kinds)
-    # Junk contact values (test@test.com, 0000000000) agree between strangers; they must not count as
-    # evidence here either. Values blocked only for being shared by several people stay: agreeing on a
-    # family e-mail is weak evidence the model weighs, and strong conflicts keep the family apart.
-    conn.execute(
-        """
-        create or replace temp table junk_contacts as
-        select b.id_value, k.kind from identity.blocked_identifiers b join type_kinds k using (id_type)
-        where k.kind in ('email', 'phone') and b.reason not like 'shared by %'
-        """
-    )
-    conn.unregister("type_kinds")
-    conn.execute("drop table if exists identity.match_records")  # persisted by earlier versions
-    conn.execute(
-        """
-        create or replace temp table match_base as
-        with contacts as (
-            select p.*,
-                   case when p.email_match_key in (select id_value from junk_contacts where kind = 'email')
-                        then null else p.email_match_key end as usable_email,
-                   case when p.phone in (select id_value from junk_contacts where kind = 'phone')
-                        then null else p.phone end as usable_phone
-            from person_latest p
+# Each blocking feature's column of `match_records`, over the record's base features `b`, the forms of
+# its first (`f`) and last (`l`) names and its other identifier `o`. The names are declared, with the
+# comparisons each forces to agree, in resources/config/identity.py (BLOCKING_FEATURES).
+FEATURES: dict[str, str] = {
+    "first_name": "b.first_name",
+    "first_name_canon": "f.canon",
+    "first_name_soundex": "f.soundex",
+    "first_initial": "left(b.first_name, 1)",
+    "last_name": "b.last_name",
+    "last_name_soundex": "l.soundex",
+    "name_pair": "case when b.first_name is not null and b.last_name is not null "
+    "then least(b.first_name, b.last_name) || ' ' || greatest(b.first_name, b.last_name) end",
+    "date_of_birth": "b.date_of_birth",
+    "birth_year": "year(b.date_of_birth)",
+    "email": "b.email",
+    "email_local": "b.email_local",
+    "phone": "b.phone",
+    "address": "b.address",
+    "postal_code": "b.postal_code",
+    "city": "b.city",
+    "identifier": "o.identifier",
+}
+# Columns the comparisons read besides the features.
+_COMPARED_ONLY: dict[str, str] = {
+    "first_canon": "f.canon",
+    "dob_text": "strftime(b.date_of_birth, '%Y%m%d')",
+    "identifier_type": "split_part(o.identifier, ':', 1)",
+}
+
+
+def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig, person_latest: str) -> int:
+    """Rebuild temp table `match_records` from `person_latest` (the latest version of each person record,
+    by node, a table of the caller's); returns its row count."""
+    with step_tables(conn, "features") as tables:
+        kinds = tables.frame(
+            "type_kinds",
+            pd.DataFrame(
+                [(t, spec.normalize) for t, spec in config.identity.identifier_types.items()],
+                columns=["id_type", "kind"],
+            ),
         )
-        select p.node_id, p.source, p.source_record_id,
-               nullif(lower(trim(p.first_name)), '') as first_name,
-               nullif(lower(trim(p.last_name)), '') as last_name,
-               p.date_of_birth, p.usable_email as email,
-               nullif(split_part(p.usable_email, '@', 1), '') as email_local,
-               nullif(regexp_replace(p.usable_phone, '[^0-9]', '', 'g'), '') as phone,
-               nullif(lower(trim(p.address_key)), '') as address,
-               nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
-               nullif(lower(trim(p.city)), '') as city
-        from contacts p
-        """
-    )
-    conn.execute("drop table person_latest")
-    names = conn.execute(
-        "select distinct v from (select unnest([first_name, last_name]) v from match_base) where v is not null"
-    ).fetchall()
-    conn.register("name_forms", _name_forms([n for (n,) in names]))
-    conn.register("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
-    conn.execute(
-        """
-        create or replace temp table match_records as
-        with other_ids as (
-            select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
-            from clean.person_identifiers i
-            where i.id_type not in (select id_type from contact_types)
-              and not exists (select 1 from identity.blocked_identifiers b
-                              where b.id_type = i.id_type and b.id_value = i.id_value)
-            group by 1, 2
+        contact_types = [t for t, spec in config.identity.identifier_types.items() if spec.normalize in contact_kinds()]
+        # Junk contact values (test@test.com, 0000000000) agree between strangers; they must not count as
+        # evidence here either. Values blocked only for being shared by several people stay: agreeing on a
+        # family e-mail is weak evidence the model weighs, and strong conflicts keep the family apart.
+        junk = tables("junk_contacts")
+        conn.execute(
+            f"""
+            create temp table {junk} as
+            select b.id_value, k.kind from identity.blocked_identifiers b join {kinds} k using (id_type)
+            where k.kind in ({", ".join(sql_literal(k) for k in contact_kinds())}) and b.reason not like 'shared by %'
+            """
         )
-        select b.node_id, b.source, b.source_record_id,
-               b.first_name, f.canon as first_canon, f.canon as first_name_canon, f.soundex as first_name_soundex,
-               left(b.first_name, 1) as first_initial,
-               b.last_name, l.soundex as last_name_soundex,
-               case when b.first_name is not null and b.last_name is not null
-                    then least(b.first_name, b.last_name) || ' ' || greatest(b.first_name, b.last_name) end
-                   as name_pair,
-               b.date_of_birth, strftime(b.date_of_birth, '%Y%m%d') as dob_text,
-               year(b.date_of_birth) as birth_year,
-               b.email, b.email_local, b.phone, b.address, b.postal_code, b.city,
-               o.identifier, split_part(o.identifier, ':', 1) as identifier_type
-        from match_base b
-        left join name_forms f on f.name = b.first_name
-        left join name_forms l on l.name = b.last_name
-        left join other_ids o using (source, source_record_id)
-        """
-    )
-    conn.unregister("name_forms")
-    conn.unregister("contact_types")
-    conn.execute("drop table match_base")
-    conn.execute("drop table junk_contacts")
+        conn.execute("drop table if exists identity.match_records")  # persisted by earlier versions
+        base = tables("base")
+        conn.execute(
+            f"""
+            create temp table {base} as
+            with contacts as (
+                select p.*,
+                       case when p.email_match_key in (select id_value from {junk} where kind = 'email')
+                            then null else p.email_match_key end as usable_email,
+                       case when p.phone in (select id_value from {junk} where kind = 'phone')
+                            then null else p.phone end as usable_phone
+                from {person_latest} p
+            )
+            select p.node_id, p.source, p.source_record_id,
+                   nullif(lower(trim(p.first_name)), '') as first_name,
+                   nullif(lower(trim(p.last_name)), '') as last_name,
+                   p.date_of_birth, p.usable_email as email,
+                   nullif(split_part(p.usable_email, '@', 1), '') as email_local,
+                   nullif(regexp_replace(p.usable_phone, '[^0-9]', '', 'g'), '') as phone,
+                   nullif(lower(trim(p.address_key)), '') as address,
+                   nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
+                   nullif(lower(trim(p.city)), '') as city
+            from contacts p
+            """
+        )
+        names = conn.execute(
+            f"select distinct v from (select unnest([first_name, last_name]) v from {base}) where v is not null"
+        ).fetchall()
+        forms = tables.frame("name_forms", _name_forms([n for (n,) in names]))
+        contacts = tables.frame("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
+        columns = ",\n                   ".join(
+            f"{sql} as {name}" for name, sql in sorted({**FEATURES, **_COMPARED_ONLY}.items())
+        )
+        conn.execute(
+            f"""
+            create or replace temp table match_records as
+            with other_ids as (
+                select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
+                from clean.person_identifiers i
+                where i.id_type not in (select id_type from {contacts})
+                  and not exists (select 1 from identity.blocked_identifiers b
+                                  where b.id_type = i.id_type and b.id_value = i.id_value)
+                group by 1, 2
+            )
+            select b.node_id, b.source, b.source_record_id,
+                   {columns}
+            from {base} b
+            left join {forms} f on f.name = b.first_name
+            left join {forms} l on l.name = b.last_name
+            left join other_ids o using (source, source_record_id)
+            """
+        )
     return int(conn.execute("select count(*) from match_records").fetchall()[0][0])

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
+from cdp_assets.identity.scratch import step_tables
+from resources.config.identity import BLOCKING_FEATURES
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
@@ -80,11 +82,11 @@ def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, s
         right = rng.integers(0, len(nodes), size=sample)
         keep = left != right
         left, right = nodes[left[keep]], nodes[right[keep]]
-    conn.register("u_sample", pd.DataFrame({"l": left, "r": right}))
-    frame = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql('u_sample', names)}) group by all order by all"
-    ).df()
-    conn.unregister("u_sample")
+    with step_tables(conn, "u_sample") as tables:
+        pairs = tables.frame("pairs", pd.DataFrame({"l": left, "r": right}))
+        frame = conn.execute(
+            f"select {', '.join(names)}, count(*) as n from ({vector_sql(pairs, names)}) group by all order by all"
+        ).df()
     counts = _level_counts(frame, names)
     # Half a pair of smoothing: a level no stranger pair showed is rare, not impossible.
     return {n: normalise(n, c, 0.5) for n, c in counts.items()}
@@ -108,27 +110,6 @@ def _default_m(name: str) -> np.ndarray:
         m[list(group)] = 0.05 / max(len(group) - 1, 1)
         m[max(group)] = 0.95 if len(group) > 1 else 1.0
     return m
-
-
-# The comparisons a blocking feature forces to agree: pairs found by a rule say nothing about them.
-BLOCKED_COMPARISONS: dict[str, tuple[str, ...]] = {
-    "first_name": ("first_name",),
-    "last_name": ("last_name",),
-    "name_pair": ("first_name", "last_name"),
-    "first_name_canon": ("first_name",),
-    "first_name_soundex": ("first_name",),
-    "first_initial": (),  # an initial in common leaves the first names free to differ
-    "last_name_soundex": ("last_name",),
-    "date_of_birth": ("date_of_birth",),
-    "birth_year": ("date_of_birth",),
-    "email": ("email",),
-    "email_local": ("email",),
-    "phone": ("phone",),
-    "address": ("address",),
-    "postal_code": ("postal_code",),
-    "city": ("city",),
-    "identifier": ("identifier",),
-}
 
 
 def _em(
@@ -187,8 +168,10 @@ def estimate(
     u_sample: int,
     seed: int,
     max_iterations: int,
+    labelled_pairs: str,
 ) -> FellegiSunterModel:
-    """Fit the model to `match_vectors` (the candidate pairs' levels, their rule and `same_component`).
+    """Fit the model to `match_vectors` (the candidate pairs' levels, their rule and `same_component`),
+    with m measured where it can be on `labelled_pairs(l, r)`, pairs of one person's records.
 
     Each rule has its own share of matches. A pair's fields its rule forced to agree are left out of
     the fit, so a block of people sharing a surname does not teach that sharing a surname means a match.
@@ -198,12 +181,11 @@ def estimate(
     u = estimate_u(conn, names, u_sample, seed)
     m = {n: _default_m(n) for n in names}
     labelled = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql('labelled_pairs', names)}) "
-        "group by all order by all"
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql(labelled_pairs, names)}) group by all order by all"
     ).df()
-    labelled_pairs = int(labelled["n"].sum()) if len(labelled) else 0
+    labelled_count = int(labelled["n"].sum()) if len(labelled) else 0
     learnt: set[str] = set()
-    if labelled_pairs >= _MIN_LABELLED_PAIRS:
+    if labelled_count >= _MIN_LABELLED_PAIRS:
         counts = _level_counts(labelled, names)
         for name in names:
             if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= _MIN_LABELLED_PAIRS:
@@ -216,11 +198,11 @@ def estimate(
         f"select rule_index, {', '.join(names)}, count(*) as n from match_vectors group by all order by all"
     ).df()
     if len(frame) == 0:
-        return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_pairs)
+        return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_count)
     rule_index = frame["rule_index"].to_numpy(dtype=np.int64)
     patterns = frame[names].to_numpy(dtype=np.int64)
     for i, rule in enumerate(rules):
-        masked = {c for feature in rule for c in BLOCKED_COMPARISONS[feature]}
+        masked = {c for feature in rule for c in BLOCKING_FEATURES[feature]}
         for j, name in enumerate(names):
             if name in masked:
                 patterns[rule_index == i, j] = -1
@@ -229,7 +211,7 @@ def estimate(
     per_rule = np.bincount(rule_index, weights=counts, minlength=len(rules))
     expected_matches = float((shares * per_rule).sum())
     prior = min(max(expected_matches / max(all_pairs, 1.0), 1e-12), 0.5)
-    return FellegiSunterModel(names, m, u, prior, iterations, labelled_pairs)
+    return FellegiSunterModel(names, m, u, prior, iterations, labelled_count)
 
 
 def build_term_frequencies(conn: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:

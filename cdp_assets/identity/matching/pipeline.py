@@ -19,12 +19,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames
+from cdp_assets.identity.clustering import Conflict, ConstrainedUnion, Customer, FirstNames
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
-from cdp_assets.identity.matching.comparisons import person_evidence_sql, vector_sql
+from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import build_match_records
 from cdp_assets.identity.matching.model import build_term_frequencies, estimate, scoring_sql
+from cdp_assets.identity.scratch import StepTables, step_tables
 from resources.config import CDPConfig
+from resources.config.identity import STRONG_CONFLICTS
 
 EVIDENCE_TABLE = "identity.evidence"
 REVIEW_TABLE = "identity.review"
@@ -54,9 +56,33 @@ def _empty_outputs(conn: duckdb.DuckDBPyConnection, names: list[str]) -> None:
 
 
 def match_probabilistically(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    person_latest: str,
+    limited_edges: str | None,
 ) -> dict[str, object]:
-    """Merge deterministic components over probabilistic links; returns new labels and figures for metadata."""
+    """Merge deterministic components over probabilistic links; returns new labels and figures for metadata.
+
+    Takes over the caller's `person_latest` (each person record's latest version, by node), dropped once
+    the matching features are built from it, and reads its `limited_edges` (the links of identifier types
+    with a max_per_profile, if any). The chain of tables the steps hand on
+    (match_records → match_pairs → match_vectors → match_scores) and every other table made here are
+    dropped when it returns, or fails."""
+    with step_tables(conn, "matching") as tables:
+        return _match(conn, config, labels, person_latest, limited_edges, tables)
+
+
+def _match(
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    person_latest: str,
+    limited_edges: str | None,
+    tables: StepTables,
+) -> dict[str, object]:
+    for chain in ("match_records", "match_pairs", "match_vectors", "match_scores"):
+        tables.own(chain)
     settings = config.identity.matching
     names = list(settings.comparisons)
     timings: dict[str, float] = {}
@@ -68,7 +94,9 @@ def match_probabilistically(
         timings[step] = round(now - mark, 2)
         mark = now
 
-    records = build_match_records(conn, config) if settings.enabled else 0
+    tables.own(person_latest)
+    records = build_match_records(conn, config, person_latest) if settings.enabled else 0
+    tables.drop(person_latest)  # the features hold what matching needs of it
     lap("matching features")
     if not settings.enabled or records < 2:
         _empty_outputs(conn, names)
@@ -85,26 +113,28 @@ def match_probabilistically(
     lap("blocking")
     # A table, not the registered frame: the joins below probe it millions of times, a scan of a pandas
     # frame costs a second where a table costs a tenth. Clustering reads it too, then it is dropped.
-    conn.register("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
-    conn.execute("create or replace temp table node_labels as select * from label_frame")
-    conn.unregister("label_frame")
+    label_frame = tables.frame("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
+    node_labels = tables("node_labels")
+    conn.execute(f"create temp table {node_labels} as select * from {label_frame}")
+    tables.drop("label_frame")
     conn.execute(
         f"""
         create or replace temp table match_vectors as
         select v.*, cl.component as l_component, cr.component as r_component,
                cl.component = cr.component as same_component
         from ({vector_sql("match_pairs", names, carry=("rule_index",))}) v
-        join node_labels cl on cl.node_id = v.l
-        join node_labels cr on cr.node_id = v.r
+        join {node_labels} cl on cl.node_id = v.l
+        join {node_labels} cr on cr.node_id = v.r
         """
     )
     # Person records already joined by a shared identifier: examples of one person written twice.
+    labelled_pairs = tables("labelled_pairs")
     conn.execute(
         f"""
-        create or replace temp table labelled_pairs as
+        create temp table {labelled_pairs} as
         with members as (
             select m.node_id, c.component, count(*) over (partition by c.component) as size
-            from match_records m join node_labels c using (node_id)
+            from match_records m join {node_labels} c using (node_id)
         )
         select a.node_id as l, b.node_id as r
         from members a join members b on a.component = b.component and a.node_id < b.node_id
@@ -112,13 +142,21 @@ def match_probabilistically(
         order by hash(a.node_id, b.node_id, {settings.seed}), a.node_id, b.node_id limit {LABELLED_PAIRS}
         """
     )
-    conn.execute("drop table match_pairs")
+    tables.drop("match_pairs")
     lap("comparison vectors")
     model = estimate(
-        conn, names, [rule for rule, _ in rules], settings.u_sample_pairs, settings.seed, settings.max_em_iterations
+        conn,
+        names,
+        [rule for rule, _ in rules],
+        settings.u_sample_pairs,
+        settings.seed,
+        settings.max_em_iterations,
+        labelled_pairs,
     )
     lap("model (u sample, m, EM)")
     tf_columns = build_term_frequencies(conn, names)
+    for column in tf_columns:
+        tables.own(f"tf_{column}")
     person_fields = [n for n in settings.person_evidence if n in names]
     conn.execute(
         f"""create or replace temp table match_scores as
@@ -126,16 +164,20 @@ def match_probabilistically(
             from ({scoring_sql(model, tf_columns, settings.review_threshold)})
             where match_probability >= {settings.review_threshold!r}"""
     )
-    conn.execute("drop table match_vectors")
-    conn.execute("drop table labelled_pairs")
+    tables.drop("match_vectors")
+    tables.drop("labelled_pairs")
     lap("scoring")
-    conflicts = [
-        c for c in settings.strong_conflicts if c in names and model.m[c][0] <= settings.conflict_max_disagreement
-    ]
-    decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts)
-    conn.execute("drop table node_labels")
+    # In the order the vocabulary declares them, whatever the configuration's order: the first that
+    # objects names the refusal.
+    conflicts = {
+        c: COMPARISONS[c].conflict
+        for c in STRONG_CONFLICTS
+        if c in settings.strong_conflicts and c in names and model.m[c][0] <= settings.conflict_max_disagreement
+    }
+    decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts, node_labels, limited_edges)
+    tables.drop("node_labels")
     lap("clustering")
-    conn.register("link_decisions", decisions)
+    link_decisions = tables.frame("link_decisions", decisions)
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
     conn.execute(
         f"""
@@ -151,21 +193,18 @@ def match_probabilistically(
         from match_scores s
         join match_records nl on nl.node_id = s.l
         join match_records nr on nr.node_id = s.r
-        left join link_decisions d on d.l = s.l and d.r = s.r
+        left join {link_decisions} d on d.l = s.l and d.r = s.r
         order by s.match_probability desc, left_source, left_record_id, right_source, right_record_id
         """,
         [[rule_name(rule) for rule, _ in rules]],
     )
-    conn.unregister("link_decisions")
-    conn.execute("drop table match_scores")
+    tables.drop("match_scores")
     conn.execute(
         f"""create or replace table {REVIEW_TABLE} as
             select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'"""
     )
     levels = model.levels_table()
-    conn.register("model_levels", levels)
-    conn.execute(f"create or replace table {MODEL_TABLE} as select * from model_levels")
-    conn.unregister("model_levels")
+    conn.execute(f"create or replace table {MODEL_TABLE} as select * from {tables.frame('model_levels', levels)}")
     by_rule = conn.execute(
         f"""select rule, count(*) filter (where decision = 'linked') as links,
                    count(*) filter (where decision like 'review%') as review,
@@ -210,11 +249,32 @@ def match_probabilistically(
 
 
 def _cluster(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, labels: np.ndarray, threshold: float, conflicts: list[str]
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    threshold: float,
+    conflicts: dict[str, Conflict],
+    node_labels: str,
+    limited_edges: str | None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Apply links strongest first to the customers they join; returns each link's decision and new labels.
 
-    `labels` are the components temp table `node_labels` holds."""
+    `labels` are the components table `node_labels` holds; `limited_edges` the links of identifier types
+    with a max_per_profile (None when no type sets one)."""
+    with step_tables(conn, "clustering") as tables:
+        return _cluster_in(conn, config, labels, threshold, conflicts, node_labels, limited_edges, tables)
+
+
+def _cluster_in(
+    conn: duckdb.DuckDBPyConnection,
+    config: CDPConfig,
+    labels: np.ndarray,
+    threshold: float,
+    conflicts: dict[str, Conflict],
+    node_labels: str,
+    limited_edges: str | None,
+    tables: StepTables,
+) -> tuple[pd.DataFrame, np.ndarray]:
     links = conn.execute(
         f"""select l, r, l_component, r_component from match_scores
             where not same_component and match_probability >= {threshold!r} and person_evidence
@@ -223,29 +283,30 @@ def _cluster(
     if len(links["l"]) == 0:
         return pd.DataFrame({"l": [], "r": [], "decision": []}), labels
     involved = np.unique(np.concatenate([links["l_component"], links["r_component"]]))
-    conn.register("involved", pd.DataFrame({"component": involved}))
+    involved_frame = tables.frame("involved", pd.DataFrame({"component": involved}))
+    involved_nodes = tables("involved_nodes")
     conn.execute(
-        "create or replace temp table involved_nodes as select * from node_labels semi join involved using (component)"
+        f"create temp table {involved_nodes} as "
+        f"select * from {node_labels} semi join {involved_frame} using (component)"
     )
-    conn.unregister("involved")
     # Every person node has a row in match_records, so its rows count a customer's person records.
     attributes = conn.execute(
-        """
+        f"""
         select c.component, count(m.node_id) as person_records,
                list(distinct m.dob_text) filter (where m.dob_text is not null) as birth_dates,
                list(distinct [m.first_name, m.last_name]) filter (where m.first_name is not null) as names
-        from involved_nodes c left join match_records m using (node_id)
+        from {involved_nodes} c left join match_records m using (node_id)
         group by 1
         """
     ).fetchall()
     limits = config.identity.profile_limits()
     limited: dict[int, dict[str, set[str]]] = {}
-    if limits:
+    if limits and limited_edges:
         for component, id_type, id_value in conn.execute(
-            "select c.component, l.id_type, l.id_value from limited_edges l join involved_nodes c using (node_id)"
+            f"select c.component, l.id_type, l.id_value from {limited_edges} l join {involved_nodes} c using (node_id)"
         ).fetchall():
             limited.setdefault(component, {}).setdefault(id_type, set()).add(id_value)
-    conn.execute("drop table involved_nodes")
+    tables.drop("involved_nodes")
     position = {int(c): i for i, c in enumerate(involved)}
     # Every involved component has a node, so the query returns each once: the list fills completely.
     customers: list[Customer] = [None] * len(involved)  # type: ignore[list-item]
