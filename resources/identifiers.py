@@ -79,10 +79,14 @@ DEFAULT_NORMALISER = "id"
 HASHED_KINDS: tuple[str, ...] = tuple(n.name for n in NORMALISERS.values() if n.hashed)
 
 
-def hashed_kind(field: str) -> str:
-    """The identifier kind a hashed audience field (`email_sha256`, `phone_sha256`) carries: a field whose
-    name holds "mail" carries e-mails, any other phones."""
-    return "email" if "mail" in field else "phone"
+def hashed_kind(column: str) -> str | None:
+    """The identifier kind a profile column holds for an ad audience: `email`/`emails` e-mails,
+    `phone`/`phones` phones; None for any other column.
+
+    Read from the column a hashed field maps to, never from the field's own name: `contact_sha256: email`
+    is an e-mail, and a field named `mail_sha256` mapped to `phone` is a phone."""
+    kind = column.removesuffix("s")
+    return kind if kind in HASHED_KINDS else None
 
 
 def contact_kinds() -> list[str]:

@@ -80,6 +80,10 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             r"exactly one of 'path'",
         ),
         (
+            lambda c: c["destinations"][2]["fields"].update(name_sha256="first_name"),
+            r"destinations\[2\] \(champions_ads\)\..*fields: name_sha256: a hashed field must map to an e-mail",
+        ),
+        (
             lambda c: c["identity"].update(matching={"blocking_rules": [["city"], {"features": ["shoe"]}]}),
             r"identity\.matching\.blocking_rules.*blocking rule 1 names unknown feature",
         ),

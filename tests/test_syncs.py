@@ -272,6 +272,31 @@ def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
 
 
 @pytest.mark.stage
+def test_a_hashed_field_is_hashed_as_the_kind_of_the_column_it_maps_to(tmp_path):
+    """The kind comes from the profile column a field maps to, not from the field's name: with the columns
+    crossed, `email_sha256` carries the phone's hash and `phone_sha256` the e-mail's."""
+    import hashlib
+
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "hashed_audience",
+                "mode": "mirror",
+                "url": f"{server.url}/audiences/a/members",
+                "fields": {"email_sha256": "phone", "phone_sha256": "email"},
+            },
+        )
+        warehouse = Warehouse(config)
+        warehouse.set_members({"c1": {"email": " Ann@Example.org ", "phone": "+1 (415) 555-0123"}})
+        report = warehouse.sync("r1")
+        assert report["added"] == 1, report
+        (member,) = state(server, "audiences", "a")["members"]
+        assert member["email_sha256"] == hashlib.sha256(b"+14155550123").hexdigest()
+        assert member["phone_sha256"] == hashlib.sha256(b"ann@example.org").hexdigest()
+
+
+@pytest.mark.stage
 def test_duplicate_and_missing_primary_keys_are_rejected_rows(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(

@@ -123,7 +123,9 @@ def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienc
     """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
     left with no identifier at all is rejected with the reasons, never the whole batch."""
     kinds: dict[str, IdentifierKind] = {
-        name: hashed_kind(name) for name in destination.fields if name.endswith("_sha256")
+        name: hashed_kind(column)  # type: ignore  # never None: the configuration refuses other columns
+        for name, column in destination.fields.items()
+        if name.endswith("_sha256")
     }
     consented = conn.execute("select key, row_json from sync_current where consented").fetchall()
     rows = [json.loads(row_json) for _, row_json in consented]

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from resources.config.base import _NAME_RE, _Strict
+from resources.identifiers import hashed_kind
 
 
 class _DestinationBase(_Strict):
@@ -98,6 +99,16 @@ class HashedAudienceDestinationConfig(_SyncedDestination):
     gmail_dots: bool = Field(False, description="Remove dots from Gmail local parts before hashing (Google).")
     phone_plus: bool = Field(True, description="Hash phones with the leading + (Google); false for Meta.")
     default_region: str = "US"
+
+    @field_validator("fields")
+    @classmethod
+    def _hashed_fields_name_an_identifier(cls, value: dict[str, str]) -> dict[str, str]:
+        for field, column in value.items():
+            if field.endswith("_sha256") and hashed_kind(column) is None:
+                raise ValueError(
+                    f"{field}: a hashed field must map to an e-mail or phone column (email, phone), not '{column}'"
+                )
+        return value
 
 
 class PostgresDestinationConfig(_SyncedDestination):
