@@ -5,6 +5,8 @@ Plain functions and classes, imported by the test modules; the pytest fixtures b
 conftest.py.
 """
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +114,17 @@ def identity_warehouse(tmp_path: Path, records: list[dict], identity: dict | Non
 def customers(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """Source record id -> customer id, from the identity map."""
     return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 180, every: float = 0.2) -> object:
+    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds.
+
+    For what other processes bring about (a daemon failing a run, a lock changing hands): the wait is on
+    the condition, bounded by the deadline, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"{what} did not happen within {timeout} s")

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,21 +21,12 @@ import pytest
 import yaml
 
 from resources.run_launcher import RUN_HOST_TAG, LocalProcessRunLauncher, RunProcess, process_is_alive
-from tests.fixtures import REPO
+from tests.fixtures import REPO, wait_for
 
 BIN = Path(sys.executable).parent
 GATED_JOB = REPO / "tests" / "gated_job.py"
 
 
-def _wait_for(condition: Callable[[], object], what: str, timeout: float = 180) -> object:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)  # polling a condition other processes bring about, bounded by the deadline
-    raise TimeoutError(f"{what} did not happen within {timeout} s")
 
 
 @pytest.fixture
@@ -135,21 +126,21 @@ def test_a_killed_run_is_failed_and_the_queued_run_after_it_succeeds(
         with daemon(environment) as first_daemon:
             submit(environment, gate, wait=True)
             stuck = _only_run_id(instance, set())
-            started = _wait_for(lambda: list(gate.glob("started_*")), "the first run's op starting")
+            started = wait_for(lambda: list(gate.glob("started_*")), "the first run's op starting")
             assert _status(instance, stuck) == dg.DagsterRunStatus.STARTED
             # The host runs out of memory and everything goes: daemon, code server and the run's process at
             # once (one signal to the whole process group), so nothing is left to record the run's end.
             os.killpg(first_daemon.pid, signal.SIGKILL)
             first_daemon.wait(timeout=30)
             worker = int(started[0].read_text())
-            _wait_for(lambda: not _alive(worker), "the run's process ending")
+            wait_for(lambda: not _alive(worker), "the run's process ending")
 
         # The operator starts the platform again and a sensor (here: the CLI) queues the next run.
         submit(environment, gate, wait=False)
         queued = _only_run_id(instance, {stuck})
         with daemon(environment):
-            _wait_for(lambda: _status(instance, stuck) == dg.DagsterRunStatus.FAILURE, "the killed run failing")
-            _wait_for(lambda: instance.get_run_by_id(queued).is_finished, "the queued run finishing")
+            wait_for(lambda: _status(instance, stuck) == dg.DagsterRunStatus.FAILURE, "the killed run failing")
+            wait_for(lambda: instance.get_run_by_id(queued).is_finished, "the queued run finishing")
         assert _status(instance, queued) == dg.DagsterRunStatus.SUCCESS
         messages = [e.message for e in instance.all_logs(stuck) if e.message]
         assert any("is gone without the run having finished" in m for m in messages), messages[-5:]
@@ -181,7 +172,7 @@ def test_a_killed_job_execute_run_is_reported_dead_and_a_live_one_running(
     )
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            _wait_for(lambda: list(gate.glob("started_*")) or process.poll() is not None, "the run's op starting")
+            wait_for(lambda: list(gate.glob("started_*")) or process.poll() is not None, "the run's op starting")
             log = (tmp_path / "job_execute.log").read_text()
             assert process.poll() is None, f"dagster job execute exited with {process.returncode}: {log[-3000:]}"
             run = instance.get_runs()[0]

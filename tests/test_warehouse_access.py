@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -21,21 +20,12 @@ import yaml
 
 from resources.run_launcher import RUN_HOST_TAG
 from resources.warehouse import RunLock, Warehouse, WarehouseInUseError, lock_path, publish_read_snapshot
-from tests.fixtures import REPO, Platform, write_config
+from tests.fixtures import REPO, Platform, wait_for, write_config
 
 BIN = Path(sys.executable).parent
 WAREHOUSE_JOB = REPO / "tests" / "warehouse_job.py"
 
 
-def _wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> object:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling a condition another process brings about, bounded by the deadline
-    raise TimeoutError(f"{what} did not happen within {timeout} s")
 
 
 def _python(code: str) -> subprocess.Popen:
@@ -174,7 +164,7 @@ def test_a_second_run_waits_for_the_first_or_fails_naming_it_and_steps_never_int
     processes: list[subprocess.Popen] = []
     try:
         processes.append(_execute(patient, gate, tmp_path / "first.log"))
-        first_run = _wait_for(lambda: [p.read_text() for p in gate.glob("started_*")], "the first run's step")[0]
+        first_run = wait_for(lambda: [p.read_text() for p in gate.glob("started_*")], "the first run's step")[0]
 
         processes.append(_execute(impatient, gate, tmp_path / "impatient.log"))
         assert processes[-1].wait(timeout=120) != 0
@@ -183,7 +173,7 @@ def test_a_second_run_waits_for_the_first_or_fails_naming_it_and_steps_never_int
         assert "warehouse.lock_timeout_seconds" in refused
 
         processes.append(_execute(patient, gate, tmp_path / "second.log"))
-        waiting = _wait_for(
+        waiting = wait_for(
             lambda: "Waiting up to 300 s for the warehouse" in (tmp_path / "second.log").read_text(),
             "the second run waiting for the first",
         )
