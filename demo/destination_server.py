@@ -34,6 +34,7 @@ import hmac
 import json
 import random
 import re
+import signal
 import sys
 import threading
 import time
@@ -603,6 +604,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.host, args.port, faults=faults, seed=args.seed, token=args.token, verbose=args.verbose
     )
     print(f"demo destination listening on {server.url}", flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A handler of its own, so `kill` stops it cleanly even where the shell that started it in the
+    # background left SIGTERM ignored.
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
