@@ -174,7 +174,10 @@ def _match(
         for c in STRONG_CONFLICTS
         if c in settings.strong_conflicts and c in names and model.m[c][0] <= settings.conflict_max_disagreement
     }
-    decisions, labels = _cluster(conn, config, labels, settings.link_threshold, conflicts, node_labels, limited_edges)
+    with step_tables(conn, "clustering") as clustering:
+        decisions, labels = _cluster(
+            conn, config, labels, settings.link_threshold, conflicts, node_labels, limited_edges, clustering
+        )
     tables.drop("node_labels")
     lap("clustering")
     link_decisions = tables.frame("link_decisions", decisions)
@@ -256,25 +259,12 @@ def _cluster(
     conflicts: dict[str, Conflict],
     node_labels: str,
     limited_edges: str | None,
+    tables: StepTables,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Apply links strongest first to the customers they join; returns each link's decision and new labels.
 
     `labels` are the components table `node_labels` holds; `limited_edges` the links of identifier types
-    with a max_per_profile (None when no type sets one)."""
-    with step_tables(conn, "clustering") as tables:
-        return _cluster_in(conn, config, labels, threshold, conflicts, node_labels, limited_edges, tables)
-
-
-def _cluster_in(
-    conn: duckdb.DuckDBPyConnection,
-    config: CDPConfig,
-    labels: np.ndarray,
-    threshold: float,
-    conflicts: dict[str, Conflict],
-    node_labels: str,
-    limited_edges: str | None,
-    tables: StepTables,
-) -> tuple[pd.DataFrame, np.ndarray]:
+    with a max_per_profile (None when no type sets one); `tables` the clustering step's own tables."""
     links = conn.execute(
         f"""select l, r, l_component, r_component from match_scores
             where not same_component and match_probability >= {threshold!r} and person_evidence
