@@ -23,11 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
+
+from resources.sql import Sql
 
 # The functions a condition may call, as users write them: pure functions of their arguments, none taking
 # a length (no lpad or repeat, where one number in the condition could ask for gigabytes per row).
@@ -182,7 +183,7 @@ def _snippet(node: exp.Expression) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def sandbox(time_zone: str = "UTC") -> duckdb.DuckDBPyConnection:
+def sandbox(time_zone: str = "UTC") -> Sql:
     """An empty in-memory DuckDB database that cannot touch files, the network or extensions.
 
     `enable_external_access` can only be switched off when a database starts and never back on, so the
@@ -191,18 +192,13 @@ def sandbox(time_zone: str = "UTC") -> duckdb.DuckDBPyConnection:
     so date arithmetic on time zone aware values gives the same answer in both. The configuration is
     then locked, so a statement cannot change any setting.
     """
-    conn = duckdb.connect(
-        ":memory:",
-        config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        },
+    box = Sql.in_memory(
+        enable_external_access=False, autoinstall_known_extensions=False, autoload_known_extensions=False
     )
     quoted = time_zone.replace("'", "''")
-    conn.execute(f"set TimeZone = '{quoted}'")
-    conn.execute("set lock_configuration = true")
-    return conn
+    box.execute(f"set TimeZone = '{quoted}'")
+    box.execute("set lock_configuration = true")
+    return box
 
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")

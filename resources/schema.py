@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from resources.conditions import ConditionError, check_condition, sandbox
+from resources.sql import Sql, SqlError
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE, LINEAGE_COLUMNS, MONEY_TOTAL_TYPE, Table
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ def profile_columns(config: CDPConfig) -> dict[str, str]:
     return {**PROFILE_COLUMNS, **traits, **consent}
 
 
-def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, str]) -> None:
+def _empty_table(conn: Sql, name: str, columns: dict[str, str]) -> None:
     """A table with the schema and one row of NULLs: binding checks names and types, and evaluating the
     row makes DuckDB cast constants, so `lifetime_revenue > 'lots'` fails here rather than in a run."""
     conn.execute(Table(name, columns).create_sql())
@@ -109,7 +108,7 @@ def _empty_table(conn: duckdb.DuckDBPyConnection, name: str, columns: dict[str, 
 
 
 def _bind(
-    conn: duckdb.DuckDBPyConnection, table: str, expression: str, columns: dict[str, str], columns_of: str
+    conn: Sql, table: str, expression: str, columns: dict[str, str], columns_of: str
 ) -> str | None:
     """None if the expression passes the allow-list (resources/conditions.py) and binds as a filter on the
     table, else why not; what is bound is the SQL that will run, regenerated from the checked tree."""
@@ -118,8 +117,8 @@ def _bind(
     except ConditionError as exc:
         return str(exc)
     try:
-        conn.execute(f"select count(*) from {table} where ({checked})").fetchall()
-    except duckdb.Error as exc:
+        conn.rows(f"select count(*) from {table} where ({checked})")
+    except SqlError as exc:
         return str(exc).split("\n")[0]
     return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import duckdb
+from resources.sql import Sql
 
 # Money is exact: amounts are DECIMAL with a fixed scale, so a sum is the same whatever order DuckDB's
 # threads add it in (a DOUBLE sum changes its last bits from run to run, and a customer at a quintile
@@ -65,11 +65,11 @@ class Table:
             raise TableShapeError(f"{self.name} declares no column(s) {unknown}; it has {', '.join(self.columns)}")
         return ", ".join(f"{expressions.get(c, _quoted(c))} as {_quoted(c)}" for c in self.columns)
 
-    def check_select(self, conn: duckdb.DuckDBPyConnection, select_sql: str) -> None:
+    def check_select(self, sql: Sql, select_sql: str) -> None:
         """Raise TableShapeError unless `select_sql` produces each declared column once and nothing else.
 
         Only the statement is bound, nothing runs, so the check costs next to nothing."""
-        produced = list(conn.sql(select_sql).columns)
+        produced = sql.columns(select_sql)
         problems = []
         if doubled := sorted({c for c in produced if produced.count(c) > 1}):
             problems.append(f"selected more than once: {doubled}")
@@ -83,12 +83,12 @@ class Table:
                 "Declare the column, or stop selecting it."
             )
 
-    def replace(self, conn: duckdb.DuckDBPyConnection, select_sql: str) -> None:
+    def replace(self, sql: Sql, select_sql: str) -> None:
         """Rebuild the table from `select_sql`, which must produce exactly the declared columns (in any
         order); they are stored in the declared order and types."""
-        self.check_select(conn, select_sql)
+        self.check_select(sql, select_sql)
         casts = ", ".join(f"{_quoted(c)}::{t} as {_quoted(c)}" for c, t in self.columns.items())
-        conn.execute(f"create or replace table {self.name} as select {casts} from ({select_sql})")
+        sql.create_table_as(self.name, f"select {casts} from ({select_sql})")
 
 
 # Where in its landing file a cleaned row came from, and when the file was loaded: lineage, not data a

@@ -32,6 +32,7 @@ from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
 from resources.run_launcher import RUN_HOST_TAG
+from resources.sql import Sql, SqlError
 from resources.tables import CLEAN_QUARANTINE, EXTRACT_QUARANTINE, ROLES, SHARED_TABLES
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs")
@@ -162,6 +163,13 @@ class Warehouse(DuckDBResource):
         finally:
             conn.close()
 
+    @contextmanager
+    def sql(self) -> Iterator[Sql]:
+        """The statement runner for one step (resources/sql.py): stage code goes through it, never a
+        connection of its own."""
+        with self.get_connection() as conn:
+            yield Sql(conn)
+
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """Open the warehouse for writing; while another process has the file open, retry until the lock timeout."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
@@ -247,7 +255,7 @@ def warehouse_resource(config: CDPConfig) -> Warehouse:
     )
 
 
-def publish_read_snapshot(conn: duckdb.DuckDBPyConnection, path: Path, run_id: str | None = None) -> dict[str, int]:
+def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> dict[str, int]:
     """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`; rows per table.
 
     The copy is written under a temporary name in the same folder, flushed to disk, then renamed over
@@ -258,10 +266,10 @@ def publish_read_snapshot(conn: duckdb.DuckDBPyConnection, path: Path, run_id: s
     """
     tables = [
         row[0]
-        for row in conn.execute(
+        for row in sql.rows(
             "select table_name from information_schema.tables "
             "where table_schema = 'cdp' and table_catalog = current_database() order by table_name"
-        ).fetchall()
+        )
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -269,19 +277,19 @@ def publish_read_snapshot(conn: duckdb.DuckDBPyConnection, path: Path, run_id: s
         leftover.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     quoted = str(staging).replace("'", "''")
-    conn.execute(f"attach '{quoted}' as read_snapshot")
+    sql.execute(f"attach '{quoted}' as read_snapshot")
     try:
-        conn.execute("create schema read_snapshot.cdp")
+        sql.execute("create schema read_snapshot.cdp")
         for table in tables:
-            conn.execute(f'create table read_snapshot.cdp."{table}" as select * from cdp."{table}"')
-            counts[table] = int(conn.execute(f'select count(*) from read_snapshot.cdp."{table}"').fetchone()[0])
-        conn.execute(
+            sql.create_table_as(f'read_snapshot.cdp."{table}"', f'select * from cdp."{table}"')
+            counts[table] = int(sql.value(f'select count(*) from read_snapshot.cdp."{table}"'))
+        sql.execute(
             "create table read_snapshot.main.snapshot_info as "
             "select ?::timestamp as published_at, ?::varchar as run_id",
             [utc_now(), run_id],
         )
-        conn.execute("checkpoint read_snapshot")
-        conn.execute("detach read_snapshot")
+        sql.execute("checkpoint read_snapshot")
+        sql.execute("detach read_snapshot")
         fd = os.open(staging, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -295,8 +303,8 @@ def publish_read_snapshot(conn: duckdb.DuckDBPyConnection, path: Path, run_id: s
         finally:
             os.close(folder)
     except BaseException:
-        with suppress(duckdb.Error):
-            conn.execute("detach if exists read_snapshot")
+        with suppress(SqlError):
+            sql.execute("detach if exists read_snapshot")
         staging.unlink(missing_ok=True)
         raise
     return counts

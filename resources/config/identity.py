@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import duckdb
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from resources.config.base import _Strict
 from resources.identifiers import DEFAULT_NORMALISER, NORMALISERS
+from resources.sql import Sql, SqlError
 
 # The normalisers an identifier type may name: resources/identifiers.py declares them.
 NormaliserName = Literal[tuple(NORMALISERS)]  # type: ignore[valid-type]
@@ -53,12 +53,15 @@ class IdentifierTypeConfig(_Strict):
     def _regexes(cls, value: list[str]) -> list[str]:
         # Checked by the engine that runs them: DuckDB's RE2 refuses some of what Python's `re` accepts
         # (look-arounds, back-references), and would otherwise fail mid-run.
-        with duckdb.connect() as engine:
+        engine = Sql.in_memory()
+        try:
             for pattern in value:
                 try:
                     engine.execute("select regexp_matches('', ?)", [pattern])
-                except duckdb.Error as exc:
+                except SqlError as exc:
                     raise ValueError(f"'{pattern}' is not a valid RE2 regular expression: {exc}") from exc
+        finally:
+            engine.close()
         return value
 
 

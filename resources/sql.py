@@ -1,0 +1,204 @@
+"""The one seam every SQL statement of the platform goes through.
+
+Stage code never holds a database connection: it receives a `Sql` runner and asks it to execute a
+statement, create a table from a select, fetch rows or a frame, hand a pandas frame to SQL, or open a
+scope of temporary tables that are dropped when the step ends. Keeping every statement behind this
+small surface is what lets a second engine (Spark) plug in by implementing the same methods, and what
+keeps the rules about intermediate tables (named, owned and dropped by the step that makes them) in one
+place instead of in each module.
+
+SQL is written in DuckDB's dialect. Where it costs nothing it stays portable: `left(s, 1)` over `s[1]`,
+`row_number()` with an `order by`, no trailing commas.
+
+Errors: the runner's callers catch `SqlError` (any statement failure) or `SqlDataError` (a value that
+does not convert, is out of range or is invalid input), never an engine's own exception classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+# Any statement failure, whatever the engine.
+SqlError = duckdb.Error
+# A value the statement could not convert, fit or accept: the data is at fault, not the SQL.
+SqlDataError = (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException)
+
+Params = Sequence[Any] | Mapping[str, Any] | None
+
+
+class Sql:
+    """Runs statements on one warehouse connection; see the module docstring.
+
+    Built by `Warehouse.sql()` for the length of one step (or by `Sql.in_memory()` for an isolated
+    scratch database); a test may wrap its own connection with `Sql(conn)`.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def in_memory(cls, **settings: Any) -> Sql:
+        """A private in-memory database with its own settings (e.g. `enable_external_access=False` for a
+        sandbox): nothing it does can touch the warehouse. Close it with `close()`."""
+        return cls(duckdb.connect(":memory:", config=settings))
+
+    def close(self) -> None:
+        """Close the connection; only for a runner made by `in_memory`."""
+        self._conn.close()
+
+    # Statements -----------------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        """Run a statement (or several separated by `;`) for its effect."""
+        self._conn.execute(sql, params)
+
+    def rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        """Every row of a query, as tuples."""
+        return self._conn.execute(sql, params).fetchall()
+
+    def row(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
+        """The first row of a query, or None when it has none. The whole result is fetched: DuckDB refuses
+        further work on a connection while a result is only partly read."""
+        found = self._conn.execute(sql, params).fetchall()
+        return found[0] if found else None
+
+    def value(self, sql: str, params: Params = None) -> Any:
+        """The first column of the first row (a count, a max, a setting); None when there is no row."""
+        found = self.row(sql, params)
+        return None if found is None else found[0]
+
+    def frame(self, sql: str, params: Params = None) -> pd.DataFrame:
+        """A query's result as a pandas frame."""
+        return self._conn.execute(sql, params).df()
+
+    def arrays(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
+        """A query's columns as numpy arrays, for numeric work that would be slow row by row."""
+        return self._conn.execute(sql, params).fetchnumpy()
+
+    def stream(self, sql: str, params: Params = None, batch_rows: int = 50_000) -> Iterator[tuple[Any, ...]]:
+        """A query's rows, fetched a batch at a time so a large result is never held whole."""
+        cursor = self._conn.execute(sql, params)
+        while batch := cursor.fetchmany(batch_rows):
+            yield from batch
+
+    def columns(self, sql: str) -> list[str]:
+        """The column names a select would produce; the statement is bound, not run."""
+        return list(self._conn.sql(sql).columns)
+
+    # Tables ---------------------------------------------------------------------------------------
+
+    def create_table_as(self, name: str, select: str, params: Params = None, *, temporary: bool = False) -> None:
+        """Create (or replace) table `name` from a select."""
+        kind = "temp table" if temporary else "table"
+        self._conn.execute(f"create or replace {kind} {name} as {select}", params)
+
+    def drop_table(self, name: str) -> None:
+        """Drop a table if it exists."""
+        self._conn.execute(f"drop table if exists {name}")
+
+    def table_exists(self, name: str) -> bool:
+        """Whether `schema.table` (or a temp table `table`) exists in this database."""
+        schema, _, table = name.rpartition(".")
+        return bool(
+            self.value(
+                "select count(*) from information_schema.tables where table_name = ? "
+                "and (? = '' or table_schema = ?) and table_catalog in (current_database(), 'temp')",
+                [table, schema, schema],
+            )
+        )
+
+    @contextmanager
+    def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:
+        """`frame` (pandas or Arrow) readable from SQL as `name` for the block, then forgotten."""
+        self._conn.register(name, frame)
+        try:
+            yield name
+        finally:
+            self._conn.unregister(name)
+
+    @contextmanager
+    def scratch(self, step: str) -> Iterator[Scratch]:
+        """The step's temporary tables: `tables("x")` names one (`<step>__x`); all are dropped when the
+        block ends, on error too."""
+        tables = Scratch(self, step)
+        try:
+            yield tables
+        except BaseException:
+            tables.close(failing=True)
+            raise
+        tables.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Sql]:
+        """Run the block's statements as one transaction: committed if the block ends normally, rolled back
+        if it raises (even on KeyboardInterrupt), so a half-written change is never left behind for the
+        next statement or run to see."""
+        self._conn.execute("begin transaction")
+        try:
+            yield self
+            self._conn.execute("commit")
+        except BaseException:
+            # A commit that failed has already ended the transaction; the error that matters is the first.
+            with suppress(duckdb.TransactionException):
+                self._conn.execute("rollback")
+            raise
+
+
+class Scratch:
+    """The temporary tables and registered frames of one step; see `Sql.scratch`.
+
+    A table another step reads is handed to it by name, as an argument, never found by a name both
+    modules happen to know.
+    """
+
+    def __init__(self, sql: Sql, step: str) -> None:
+        self.sql = sql
+        self.step = step
+        self._tables: list[str] = []
+        self._frames: list[str] = []
+
+    def __call__(self, name: str) -> str:
+        """The step's name for its table `name`; the table is dropped when the step ends."""
+        table = f"{self.step}__{name}"
+        if table not in self._tables:
+            self._tables.append(table)
+        return table
+
+    def frame(self, name: str, frame: pd.DataFrame | Any) -> str:
+        """Register `frame` under the step's name for it; unregistered when the step ends."""
+        view = f"{self.step}__{name}"
+        self.sql._conn.register(view, frame)
+        if view not in self._frames:
+            self._frames.append(view)
+        return view
+
+    def drop(self, name: str) -> None:
+        """Drop the step's table or frame `name` before the step ends, to free its memory for what follows."""
+        view = f"{self.step}__{name}"
+        if view in self._frames:  # a registered frame: unregistering lets its memory go
+            self.sql._conn.unregister(view)
+            self._frames.remove(view)
+            return
+        self.sql.drop_table(view)
+        if view in self._tables:
+            self._tables.remove(view)
+
+    def close(self, failing: bool = False) -> None:
+        """Drop every table and unregister every frame; while an error is on its way out, a drop that fails
+        too must not hide it."""
+        for view in reversed(self._frames):
+            self.sql._conn.unregister(view)
+        for table in reversed(self._tables):
+            try:
+                self.sql.drop_table(table)
+            except SqlError:
+                if not failing:
+                    raise
+        self._frames.clear()
+        self._tables.clear()

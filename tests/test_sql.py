@@ -1,0 +1,63 @@
+"""The statement runner every stage goes through (resources/sql.py)."""
+
+import duckdb
+import pandas as pd
+import pytest
+
+from resources.sql import Sql, SqlDataError, SqlError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def sql():
+    conn = duckdb.connect(":memory:")
+    yield Sql(conn)
+    conn.close()
+
+
+def test_a_scratch_scope_drops_its_tables_and_frames_even_when_the_step_fails(sql: Sql) -> None:
+    with pytest.raises(ZeroDivisionError), sql.scratch("step") as tables:
+        sql.create_table_as(tables("edges"), "select 1 as a", temporary=True)
+        view = tables.frame("input", pd.DataFrame({"b": [1, 2]}))
+        assert sql.value(f"select count(*) from {view}") == 2
+        assert sql.table_exists("step__edges")
+        raise ZeroDivisionError("the step failed")
+    assert not sql.table_exists("step__edges")
+    with pytest.raises(SqlError):
+        sql.value("select count(*) from step__input")
+
+
+def test_a_transaction_that_raises_leaves_nothing_behind(sql: Sql) -> None:
+    sql.execute("create table t (a int)")
+    with pytest.raises(RuntimeError), sql.transaction():
+        sql.execute("insert into t values (1)")
+        raise RuntimeError("half way")
+    assert sql.value("select count(*) from t") == 0
+    with sql.transaction():
+        sql.execute("insert into t values (2)")
+    assert sql.rows("select a from t") == [(2,)]
+
+
+def test_a_registered_frame_is_forgotten_after_its_block(sql: Sql) -> None:
+    with sql.registered("people", pd.DataFrame({"name": ["Ann"]})) as name:
+        assert sql.frame(f"select * from {name}")["name"].tolist() == ["Ann"]
+    with pytest.raises(SqlError):
+        sql.rows("select * from people")
+
+
+def test_columns_binds_without_running_and_data_errors_are_told_apart(sql: Sql) -> None:
+    assert sql.columns("select 1 as a, 'x' as b") == ["a", "b"]
+    with pytest.raises(SqlDataError):
+        sql.value("select 'Ann'::integer")
+    assert list(sql.stream("select * from range(5)", batch_rows=2)) == [(0,), (1,), (2,), (3,), (4,)]
+
+
+def test_an_in_memory_sandbox_cannot_read_files(tmp_path) -> None:
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    box = Sql.in_memory(enable_external_access=False)
+    try:
+        with pytest.raises(SqlError):
+            box.rows(f"select * from read_csv('{tmp_path / 'secret.csv'}')")
+    finally:
+        box.close()
