@@ -1,0 +1,332 @@
+"""Persistent customer ids: which id each customer of this run carries, and the lineage of every id.
+
+Clustering decides which records are one person; this module decides what that person is called. An id,
+once issued, names the same person across runs, rebuilds, new files, changed matching settings and any
+order of input files, because it is chosen from what the records carried last time, never from how this
+run happened to number its clusters:
+
+- a customer whose records carried one id keeps it;
+- a merge: when a customer holds records of several ids, the oldest issued id survives and the others
+  become aliases of it (`cdp.customer_aliases`);
+- a split: when an id's records end up in several customers, the one holding most of them keeps the id
+  (ties: the one holding the id's oldest record), the others get new ids;
+- a customer none of whose records carried an id gets a new one: `cus_` and 16 hex digits of the md5 of
+  its smallest `source/record id`. An id is never issued twice: if that name was ever issued (to a customer
+  since merged, retired or erased), `#1`, `#2`, ... is appended to what is hashed until it is free.
+
+The registry lives in the warehouse (`identity.id_registry`, `identity.record_ids`). With it lost, the
+first run issues every id afresh by the rule for new customers, so the same data gives the same ids.
+
+Every change is an event of `cdp.customer_id_history`: `issued`, `merged` (into `related_id`), `split`
+(a new id taking part of `related_id`'s records), `retired` (no record carries the id any more) and
+`erased` (written by a privacy erasure: the id is never issued again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from resources.sql import Sql
+from resources.tables import Table
+
+ID_REGISTRY = Table(
+    "identity.id_registry",
+    {
+        "customer_id": "VARCHAR",
+        # active | merged | retired | erased
+        "status": "VARCHAR",
+        # The id to use for this one today: itself while active, its survivor once merged, NULL once
+        # retired or erased.
+        "current_id": "VARCHAR",
+        "issued_seq": "BIGINT",
+        "issued_at": "TIMESTAMP",
+        "issued_run": "VARCHAR",
+        "changed_at": "TIMESTAMP",
+    },
+    primary_key=("customer_id",),
+)
+
+# The id each record carried after the last run, and the run that first saw it ("oldest record").
+RECORD_IDS = Table(
+    "identity.record_ids",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "role": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "first_seen_seq": "BIGINT",
+    },
+    primary_key=("source", "source_record_id", "role"),
+)
+
+ID_RUNS = Table(
+    "identity.id_runs",
+    {"run_seq": "BIGINT", "run_id": "VARCHAR", "at": "TIMESTAMP", "settings": "VARCHAR"},
+    primary_key=("run_seq",),
+)
+
+ID_HISTORY = Table(
+    "cdp.customer_id_history",
+    {
+        "run_seq": "BIGINT",
+        "run_id": "VARCHAR",
+        "changed_at": "TIMESTAMP",
+        "event": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "related_id": "VARCHAR",
+        "records": "BIGINT",
+        "reason": "VARCHAR",
+    },
+)
+
+CUSTOMER_ALIASES = Table(
+    "cdp.customer_aliases",
+    {"alias_id": "VARCHAR", "customer_id": "VARCHAR", "status": "VARCHAR"},
+    primary_key=("alias_id",),
+)
+
+REGISTRY_TABLES = (ID_REGISTRY, RECORD_IDS, ID_RUNS, ID_HISTORY, CUSTOMER_ALIASES)
+
+
+@dataclass(frozen=True)
+class IdChanges:
+    """What one assignment did to the ids, for the asset's metadata and checks."""
+
+    kept: int
+    issued: int
+    merged: int
+    split: int
+    retired: int
+    reason: str
+
+
+def new_id(key: str, attempt: int = 0) -> str:
+    """The id a new customer gets from its smallest `source/record id`; `attempt` > 0 when that name is taken."""
+    text = key if attempt == 0 else f"{key}#{attempt}"
+    return "cus_" + hashlib.md5(text.encode()).hexdigest()[:16]
+
+
+def ensure_registry(sql: Sql) -> None:
+    """Create the registry's tables if missing."""
+    sql.execute("".join(table.create_sql() for table in REGISTRY_TABLES))
+
+
+def assign_ids(
+    sql: Sql,
+    labelled: str,
+    assigned: str,
+    *,
+    run_id: str | None,
+    at: datetime,
+    settings: str,
+    reason: str | None = None,
+) -> IdChanges:
+    """Name each component of `labelled` (source, source_record_id, role, component) with a persistent id;
+    write `assigned` (component, customer_id) and record the changes in the registry and its history.
+
+    `settings` fingerprints the identity configuration: when it differs from the last run's, id changes are
+    put down to a configuration change; otherwise to `reason` (e.g. an override) or to the link rules.
+    """
+    ensure_registry(sql)
+    last = sql.row(f"select run_seq, settings from {ID_RUNS.name} order by run_seq desc limit 1")
+    run_seq = 1 if last is None else int(last[0]) + 1
+    if reason is None:
+        reason = "config change" if last is not None and last[1] != settings else "link rules"
+    with sql.scratch("ids") as tables:
+        carried, homes, claims = tables("carried"), tables("homes"), tables("claims")
+        # Each record's id of last time, ranked by age within the id (1 = the id's oldest record).
+        sql.create_table_as(
+            carried,
+            f"""
+            select l.component, r.customer_id as old_id, r.first_seen_seq,
+                   row_number() over (
+                       partition by r.customer_id order by r.first_seen_seq, l.source, l.source_record_id, l.role
+                   ) as age_rank
+            from {labelled} l
+            join {RECORD_IDS.name} r using (source, source_record_id, role)
+            join {ID_REGISTRY.name} g on g.customer_id = r.customer_id and g.status = 'active'
+            """,
+            temporary=True,
+        )
+        # Where each old id goes: the component with most of its records, ties to the one with its oldest.
+        sql.create_table_as(
+            homes,
+            f"""
+            select old_id, component, records
+            from (
+                select old_id, component, count(*) as records, min(age_rank) as oldest,
+                       row_number() over (partition by old_id order by count(*) desc, min(age_rank)) as choice
+                from {carried} group by old_id, component
+            )
+            where choice = 1
+            """,
+            temporary=True,
+        )
+        # Per component, the ids that call it home, the oldest issued first: it survives.
+        sql.create_table_as(
+            claims,
+            f"""
+            select h.component, h.old_id, h.records,
+                   row_number() over (partition by h.component order by g.issued_seq, h.old_id) as rank
+            from {homes} h join {ID_REGISTRY.name} g on g.customer_id = h.old_id
+            """,
+            temporary=True,
+        )
+        # Components no id calls home get new ids, named after their smallest record; a name ever issued
+        # before is hashed again with a suffix (rare, so done one by one).
+        issued_table = tables("issued")
+        sql.create_table_as(
+            issued_table,
+            f"""
+            with split_origin as (
+                select component, old_id as split_from
+                from (
+                    select component, old_id,
+                           row_number() over (partition by component order by count(*) desc, old_id) as choice
+                    from {carried} group by component, old_id
+                )
+                where choice = 1
+            )
+            select f.component, f.first_key, 'cus_' || substr(md5(f.first_key), 1, 16) as customer_id,
+                   o.split_from, f.records
+            from (
+                select component, min(source || '/' || source_record_id) as first_key, count(*) as records
+                from {labelled}
+                where component not in (select component from {claims})
+                group by component
+            ) f
+            left join split_origin o using (component)
+            """,
+            temporary=True,
+        )
+        clashes = sql.rows(
+            f"""
+            select component, first_key from {issued_table} i
+            where customer_id in (select customer_id from {ID_REGISTRY.name})
+               or (select count(*) from {issued_table} j where j.customer_id = i.customer_id) > 1
+            order by first_key
+            """
+        )
+        if clashes:
+            taken = {row[0] for row in sql.rows(f"select customer_id from {ID_REGISTRY.name}")}
+            taken |= {row[0] for row in sql.rows(f"select customer_id from {issued_table}")}
+            for component, first_key in clashes:
+                attempt = 1
+                while (candidate := new_id(first_key, attempt)) in taken:
+                    attempt += 1
+                taken.add(candidate)
+                sql.execute(f"update {issued_table} set customer_id = ? where component = ?", [candidate, component])
+        sql.create_table_as(
+            assigned,
+            f"""
+            select component, old_id as customer_id from {claims} where rank = 1
+            union all
+            select component, customer_id from {issued_table}
+            """,
+        )
+        merged = sql.rows(
+            f"""
+            select m.old_id, s.old_id as survivor, m.records
+            from {claims} m join {claims} s on s.component = m.component and s.rank = 1
+            where m.rank > 1 order by m.old_id
+            """
+        )
+        retired = [
+            row[0]
+            for row in sql.rows(
+                f"""
+                select customer_id from {ID_REGISTRY.name}
+                where status = 'active' and customer_id not in (select old_id from {homes}) order by 1
+                """
+            )
+        ]
+        kept = int(sql.value(f"select count(*) from {claims} where rank = 1"))
+        with sql.transaction():
+            sql.execute(f"insert into {ID_RUNS.name} values (?, ?, ?, ?)", [run_seq, run_id, at, settings])
+            next_seq = int(sql.value(f"select coalesce(max(issued_seq), 0) from {ID_REGISTRY.name}"))
+            sql.execute(
+                f"""
+                insert into {ID_REGISTRY.name}
+                select customer_id, 'active', customer_id,
+                       ? + row_number() over (order by customer_id), ?, ?, ?
+                from {issued_table}
+                """,
+                [next_seq, at, run_id, at],
+            )
+            for old_id, survivor, _records in merged:
+                sql.execute(
+                    f"update {ID_REGISTRY.name} set status = 'merged', changed_at = ? where customer_id = ?",
+                    [at, old_id],
+                )
+                # Aliases of the absorbed id now lead to the survivor too.
+                sql.execute(f"update {ID_REGISTRY.name} set current_id = ? where current_id = ?", [survivor, old_id])
+            if retired:
+                sql.execute(
+                    f"""
+                    update {ID_REGISTRY.name} set status = 'retired', changed_at = ?
+                    where customer_id in (select unnest(?::varchar[]))
+                    """,
+                    [at, retired],
+                )
+                sql.execute(
+                    f"update {ID_REGISTRY.name} set current_id = null "
+                    "where current_id in (select unnest(?::varchar[]))",
+                    [retired],
+                )
+            sql.execute(
+                f"""
+                insert into {ID_HISTORY.name}
+                select ?, ?, ?, case when split_from is null then 'issued' else 'split' end, customer_id,
+                       split_from, records, case when split_from is null then ? else ? end
+                from {issued_table} order by customer_id
+                """,
+                [run_seq, run_id, at, "new records" if last else "first run", reason],
+            )
+            events: list[tuple[str, str, str | None, int, str]] = []
+            events += [("merged", old_id, survivor, int(records), reason) for old_id, survivor, records in merged]
+            events += [("retired", old_id, None, 0, "no record carries it") for old_id in retired]
+            if events:
+                history = tables.frame(
+                    "events", _frame(events, ["event", "customer_id", "related_id", "records", "reason"])
+                )
+                sql.execute(
+                    f"""
+                    insert into {ID_HISTORY.name}
+                    select ?, ?, ?, event, customer_id, related_id, records, reason from {history}
+                    """,
+                    [run_seq, run_id, at],
+                )
+            # What each record carries now; a record keeps the run that first saw it.
+            sql.create_table_as(
+                tables("record_ids"),
+                f"""
+                select l.source, l.source_record_id, l.role, a.customer_id,
+                       coalesce(r.first_seen_seq, {run_seq}) as first_seen_seq
+                from {labelled} l join {assigned} a using (component)
+                left join {RECORD_IDS.name} r using (source, source_record_id, role)
+                """,
+                temporary=True,
+            )
+            sql.execute(f"delete from {RECORD_IDS.name}")
+            sql.execute(f"insert into {RECORD_IDS.name} select * from {tables('record_ids')}")
+            publish_aliases(sql)
+        issued, split = sql.row(f"select count(*), count(split_from) from {issued_table}")
+    return IdChanges(
+        kept=kept, issued=int(issued), merged=len(merged), split=int(split), retired=len(retired), reason=reason
+    )
+
+
+def publish_aliases(sql: Sql) -> None:
+    """Rewrite `cdp.customer_aliases`: every id ever issued, the id to use for it today and its status."""
+    CUSTOMER_ALIASES.replace(
+        sql,
+        f"select customer_id as alias_id, current_id as customer_id, status from {ID_REGISTRY.name}",
+    )
+
+
+def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=columns, dtype=object)

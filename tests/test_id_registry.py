@@ -1,0 +1,98 @@
+"""Persistent customer ids (cdp_assets/identity/registry.py): the survivor rules, lineage and never reusing an id."""
+
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pytest
+
+from cdp_assets.identity.registry import assign_ids, new_id
+from resources.sql import Sql
+
+pytestmark = pytest.mark.unit
+
+
+class Registry:
+    """Feeds clusterings (lists of record ids per customer) to assign_ids, as the identity stage does."""
+
+    def __init__(self) -> None:
+        self.sql = Sql(duckdb.connect(":memory:"))
+        for schema in ("identity", "cdp"):
+            self.sql.execute(f"create schema {schema}")
+        self.run = 0
+
+    def assign(self, groups: list[list[str]], settings: str = "settings") -> tuple[object, dict[str, str]]:
+        self.run += 1
+        rows = [("crm", record, "person", c) for c, records in enumerate(groups) for record in records]
+        frame = pd.DataFrame(rows, columns=["source", "source_record_id", "role", "component"])
+        with self.sql.registered("clustering", frame):
+            self.sql.create_table_as("labelled", "select * from clustering")
+        changes = assign_ids(
+            self.sql, "labelled", "assigned", run_id=f"run{self.run}", at=datetime(2026, 1, self.run), settings=settings
+        )
+        ids = self.sql.rows(
+            "select l.source_record_id, a.customer_id from labelled l join assigned a using (component)"
+        )
+        return changes, dict(ids)
+
+    def history(self) -> list[tuple]:
+        return self.sql.rows(
+            "select run_seq, event, customer_id, related_id, reason from cdp.customer_id_history "
+            "order by run_seq, event, customer_id"
+        )
+
+    def aliases(self) -> dict[str, tuple[str | None, str]]:
+        return {a: (c, s) for a, c, s in self.sql.rows("select * from cdp.customer_aliases")}
+
+
+def test_first_ids_are_derived_from_the_smallest_record_and_a_rerun_changes_nothing() -> None:
+    registry = Registry()
+    _, first = registry.assign([["a1", "a2"], ["b1"]])
+    assert first == {"a1": new_id("crm/a1"), "a2": new_id("crm/a1"), "b1": new_id("crm/b1")}
+    changes, again = registry.assign([["b1"], ["a2", "a1"]])
+    assert again == first
+    assert (changes.kept, changes.issued, changes.merged, changes.split) == (2, 0, 0, 0)
+
+
+def test_a_merge_keeps_the_oldest_id_and_the_other_becomes_its_alias() -> None:
+    registry = Registry()
+    _, before = registry.assign([["b1"]])
+    registry.assign([["b1"], ["a1"]])  # a1 is issued later, though its record id sorts first
+    changes, after = registry.assign([["a1", "b1"]])
+    assert after["a1"] == after["b1"] == before["b1"]
+    assert changes.merged == 1
+    assert registry.aliases()[new_id("crm/a1")] == (before["b1"], "merged")
+    assert (3, "merged", new_id("crm/a1"), before["b1"], "link rules") in registry.history()
+
+
+def test_a_split_leaves_the_id_with_the_larger_part_and_never_reissues_a_name() -> None:
+    registry = Registry()
+    _, merged = registry.assign([["a1", "a2", "b1"]])
+    _, split = registry.assign([["a1"], ["a2", "b1"]])
+    assert split["a2"] == split["b1"] == merged["a1"]
+    # The part holding a1 would be named after crm/a1, which is taken: it gets the next free name.
+    assert split["a1"] == new_id("crm/a1", 1)
+    assert (2, "split", new_id("crm/a1", 1), merged["a1"], "link rules") in registry.history()
+    # A tie keeps the id with the part holding its oldest record.
+    _, tie = registry.assign([["a2"], ["b1"]], settings="changed")
+    assert tie["a2"] == merged["a1"] and tie["b1"] not in set(split.values())
+    assert "config change" in {row[4] for row in registry.history() if row[0] == 3}
+
+
+def test_an_absorbed_id_follows_its_survivor_through_later_merges() -> None:
+    registry = Registry()
+    registry.assign([["a1"], ["b1"], ["c1"]])
+    registry.assign([["a1"], ["b1", "c1"]])
+    _, ids = registry.assign([["a1", "b1", "c1"]])
+    aliases = registry.aliases()
+    assert {aliases[new_id(f"crm/{r}")][0] for r in ("a1", "b1", "c1")} == {ids["a1"]}
+
+
+def test_an_id_whose_records_are_gone_is_retired_and_not_issued_again() -> None:
+    registry = Registry()
+    registry.assign([["a1"], ["b1"]])
+    changes, _ = registry.assign([["a1"]])
+    assert changes.retired == 1
+    assert registry.aliases()[new_id("crm/b1")] == (None, "retired")
+    _, back = registry.assign([["a1"], ["b1"]])
+    assert back["b1"] == new_id("crm/b1", 1)
