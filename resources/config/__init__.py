@@ -28,6 +28,7 @@ from resources.config.identity import (
     IdentityConfig,
     MatchingConfig,
 )
+from resources.config.overrides import Override, OverrideError, load_overrides
 from resources.config.profiles import (
     ProfilesConfig,
     SurvivorshipRule,
@@ -104,6 +105,21 @@ class CDPConfig(_Strict):
         return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
 
     @property
+    def overrides_path(self) -> Path | None:
+        """The manual identity overrides file, when one is configured."""
+        return self.resolve(self.identity.overrides) if self.identity.overrides else None
+
+    def identity_overrides(self) -> list[Override]:
+        """The manual identity overrides, read and checked now (the file may change between runs)."""
+        path = self.overrides_path
+        if path is None:
+            return []
+        try:
+            return load_overrides(path, [s.name for s in self.sources], list(self.identity.identifier_types))
+        except OverrideError as exc:
+            raise ConfigError(f"identity.overrides: {exc}") from None
+
+    @property
     def warehouse_path(self) -> Path:
         return self.resolve(self.warehouse.path)
 
@@ -161,6 +177,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
     except ValidationError as exc:
         raise ConfigError(f"{config_path}: invalid configuration\n{_describe(exc, raw)}") from None
     validate_expressions(config, config_path)
+    config.identity_overrides()
     return config
 
 

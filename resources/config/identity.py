@@ -273,6 +273,13 @@ class MatchingConfig(_Strict):
 class IdentityConfig(_Strict):
     identifier_types: dict[str, IdentifierTypeConfig] = Field(default_factory=_default_identifier_types)
     matching: MatchingConfig = MatchingConfig()
+    overrides: str | None = Field(
+        None,
+        description=(
+            "CSV file of manual identity overrides (must_link, cannot_link, unmerge; each with an author and "
+            "a reason), relative to cdp.yaml. Keep it in version control; see docs/configuration.md."
+        ),
+    )
     max_cluster_person_records: int = Field(
         25,
         ge=1,

@@ -1,0 +1,69 @@
+"""The manual identity overrides file (resources/config/overrides.py): what it accepts and how it fails."""
+
+from pathlib import Path
+
+import pytest
+
+from resources.config.overrides import OverrideError, load_overrides
+
+pytestmark = pytest.mark.unit
+
+SOURCES = ["crm", "shop"]
+TYPES = ["email", "phone"]
+HEADER = "action,record,other,author,reason\n"
+
+
+def load(tmp_path: Path, body: str):
+    path = tmp_path / "overrides.csv"
+    path.write_text(HEADER + body)
+    return load_overrides(path, SOURCES, TYPES)
+
+
+def test_records_and_identifier_values_are_both_sides(tmp_path: Path) -> None:
+    overrides = load(
+        tmp_path,
+        "must_link,crm/C-1,shop/S/7,ana,Confirmed on the phone\n"
+        "# a comment line\n"
+        "cannot_link,email:Pat@Example.com,crm/C-2,ana,Twins\n"
+        "unmerge,shop/S-9,,li,Colleague's ticket\n",
+    )
+    assert [(o.line, o.action) for o in overrides] == [(2, "must_link"), (4, "cannot_link"), (5, "unmerge")]
+    assert (overrides[0].other.source, overrides[0].other.record_id) == ("shop", "S/7")
+    assert (overrides[1].record.id_type, overrides[1].record.value) == ("email", "Pat@Example.com")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("merge,crm/C-1,crm/C-2,ana,x\n", "line 2: unknown action 'merge'"),
+        ("must_link,crm/C-1,crm/C-2,,x\n", "line 2: every override needs an author and a reason"),
+        ("must_link,erp/E-1,crm/C-2,ana,x\n", "line 2: 'erp/E-1' is neither"),
+        ("unmerge,crm/C-1,crm/C-2,ana,x\n", "line 2: unmerge takes one side"),
+        ("must_link,crm/C-1,,ana,x\n", "line 2: must_link needs both"),
+        ("must_link,crm/C-1,ana,x\n", "line 2: expected 5 fields"),
+    ],
+)
+def test_a_bad_line_fails_naming_the_file_and_line(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(OverrideError, match="overrides.csv: " + message.replace("(", r"\(")):
+        load(tmp_path, body)
+
+
+def test_a_cannot_link_between_sides_must_links_join_fails_naming_every_line(tmp_path: Path) -> None:
+    body = (
+        "must_link,crm/A,crm/B,ana,x\n"
+        "must_link,shop/C,crm/B,ana,x\n"
+        "must_link,crm/X,crm/Y,ana,x\n"
+        "cannot_link,crm/A,shop/C,li,y\n"
+    )
+    with pytest.raises(
+        OverrideError,
+        match=r"line 5 says 'crm/A' and 'shop/C' are never one customer, but must_link line\(s\) 2, 3 join",
+    ):
+        load(tmp_path, body)
+
+
+def test_a_wrong_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "overrides.csv"
+    path.write_text("a,b\n")
+    with pytest.raises(OverrideError, match="line 1: the header must be exactly"):
+        load_overrides(path, SOURCES, TYPES)
