@@ -23,6 +23,7 @@ import yaml
 from cdp_assets.syncs.assets import run_sync
 from resources.config import load_config
 from resources.schema import profile_columns
+from resources.sql import Sql
 from resources.warehouse import bootstrap
 
 
@@ -109,7 +110,7 @@ def main() -> None:
                 if prepare:
                     conn.execute(prepare)
                 started = time.perf_counter()
-                report = run_sync(conn, config, destination, label)
+                report = run_sync(Sql(conn), config, destination, label)
                 figures[label] = (time.perf_counter() - started, report)
             held = len(requests.get(f"{url}/state/rest/crm", timeout=60).json()["records"])
     finally:

@@ -17,6 +17,7 @@ from demo.destination_server import DestinationServer, Faults
 from resources.config import CDPConfig, load_config
 from resources.destinations import Change, RejectedError, RetryPolicy, deliver
 from resources.schema import profile_columns
+from resources.sql import Sql
 from resources.warehouse import bootstrap
 
 FAST_RETRY = {"max_attempts": 8, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05, "timeout_seconds": 0.2}
@@ -76,7 +77,7 @@ class Warehouse:
     def sync(self, run_id: str, client=None) -> dict:
         destination = self.config.destinations[0]
         # Backoff and Retry-After waits are computed and honoured by delivery; the test does not wait them out.
-        return run_sync(self.conn, self.config, destination, run_id, client=client, sleep=lambda seconds: None)
+        return run_sync(Sql(self.conn), self.config, destination, run_id, client=client, sleep=lambda seconds: None)
 
     def changelog(self) -> list[tuple]:
         return self.conn.execute(
@@ -561,7 +562,7 @@ def test_plan_puts_rows_failed_earlier_first(tmp_path):
     warehouse = Warehouse(config)
     warehouse.set_members(people(5))
     warehouse.conn.execute("insert into syncs.pending values ('dest', 'c0003', 'add', 'HTTP 400', 1, now(), now())")
-    plan = plan_sync(warehouse.conn, config, config.destinations[0])
+    plan = plan_sync(Sql(warehouse.conn), config, config.destinations[0])
     assert plan.changes[0].key == "c0003" and plan.retrying == {"c0003"}
 
 

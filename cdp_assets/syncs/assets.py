@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 
 from cdp_assets.metadata import redact, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
@@ -40,6 +39,7 @@ from resources.destinations import (
     WebhookClient,
     deliver,
 )
+from resources.sql import Sql
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "destination_syncs"
@@ -50,7 +50,7 @@ CODE_VERSION = "1"
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def spreadsheet_safe(conn: duckdb.DuckDBPyConnection, query: str) -> str:
+def spreadsheet_safe(sql: Sql, query: str) -> str:
     """The query with its text columns made inert for spreadsheets: a value starting with a formula trigger
     gets a leading single quote, so Excel, LibreOffice or Google Sheets show it as text instead of running
     `=HYPERLINK(...)` or a DDE command when a marketer opens the export.
@@ -63,7 +63,7 @@ def spreadsheet_safe(conn: duckdb.DuckDBPyConnection, query: str) -> str:
     """
     triggers = ", ".join(f"chr({ord(c)})" for c in FORMULA_TRIGGERS)
     selected = []
-    for name, column_type in conn.execute(f"select column_name, column_type from (describe {query})").fetchall():
+    for name, column_type in sql.rows(f"select column_name, column_type from (describe {query})"):
         column = '"' + name.replace('"', '""') + '"'
         if column_type == "VARCHAR":
             selected.append(
@@ -76,9 +76,7 @@ def spreadsheet_safe(conn: duckdb.DuckDBPyConnection, query: str) -> str:
     return f"select {', '.join(selected)} from ({query})"
 
 
-def export_file(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: FileDestinationConfig, run_id: str
-) -> dict[str, object]:
+def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig, run_id: str) -> dict[str, object]:
     """Write the segment's members with the mapped fields; returns the file and row count."""
     folder = config.resolve(destination.path) / destination.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,11 +89,11 @@ def export_file(
         f"where m.segment = {sql_literal(destination.segment)} order by p.customer_id"
     )
     if destination.format == "csv":
-        query = spreadsheet_safe(conn, query)
+        query = spreadsheet_safe(sql, query)
     options = "format csv, header true" if destination.format == "csv" else "format parquet"
-    rows = conn.execute(f"copy ({query}) to {sql_literal(str(partial))} ({options})").fetchone()[0]
+    rows = sql.value(f"copy ({query}) to {sql_literal(str(partial))} ({options})")
     partial.rename(target)
-    conn.execute(
+    sql.execute(
         "insert into syncs.file_exports values (?, ?, ?, ?, ?, ?)",
         [
             destination.name,
@@ -125,8 +123,8 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
     )
     @redact_errors
     def sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            outcome = export_file(conn, config, destination, context.run_id)
+        with warehouse.sql() as sql:
+            outcome = export_file(sql, config, destination, context.run_id)
         context.log.info(f"{destination.name}: wrote {outcome['rows']} rows to {outcome['file']}")
         return dg.MaterializeResult(
             metadata={
@@ -187,7 +185,7 @@ def make_client(destination: RowDestinationConfig) -> DestinationClient:
 
 
 def run_sync(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     destination: RowDestinationConfig,
     run_id: str,
@@ -201,8 +199,8 @@ def run_sync(
     destination either recognises the replay or applies it now. Either way the acknowledged state then
     says what the destination holds, and the plan is computed against that.
     """
-    ensure_tables(conn)
-    resend = [] if destination.dry_run else batches_in_flight(conn, destination.name)
+    ensure_tables(sql)
+    resend = [] if destination.dry_run else batches_in_flight(sql, destination.name)
     used: list[DestinationClient] = []
     limiter = RateLimiter(destination.rate_limit_per_second, sleep)  # one limit for the resends and the rest
 
@@ -221,19 +219,17 @@ def run_sync(
             ),
             rate_limit=limiter,
             resend=resend,
-            open_batch=lambda batch: open_batch(conn, destination.name, batch),
-            on_batch=lambda key, ok, bad: record_batch(conn, destination.name, run_id, key, ok, bad),
+            open_batch=lambda batch: open_batch(sql, destination.name, batch),
+            on_batch=lambda key, ok, bad: record_batch(sql, destination.name, run_id, key, ok, bad),
             sleep=sleep,
         )
 
     try:
         settled = send([], resend) if resend else Delivery()
-        plan = plan_sync(conn, config, destination)
-        record_outcome(conn, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
+        plan = plan_sync(sql, config, destination)
+        record_outcome(sql, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
         if destination.dry_run:
-            record_outcome(
-                conn, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes]
-            )
+            record_outcome(sql, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes])
             delivery = Delivery()
         elif settled.unavailable:  # still down: this run's changes wait behind the unanswered batch
             waiting = {c.key for c in settled.deferred}
@@ -248,7 +244,7 @@ def run_sync(
     accepted = settled.accepted + delivery.accepted
     deferred = settled.deferred + delivery.deferred
     unavailable = settled.unavailable or delivery.unavailable
-    record_outcome(conn, destination.name, run_id, "deferred", [(c.key, c.operation, unavailable) for c in deferred])
+    record_outcome(sql, destination.name, run_id, "deferred", [(c.key, c.operation, unavailable) for c in deferred])
     counted = plan.changes if destination.dry_run else accepted
     return {
         "added": sum(1 for c in counted if c.operation == "add"),
@@ -334,14 +330,12 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
     )
     @redact_errors
     def sync(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            report = run_sync(conn, config, destination, context.run_id)
-            backlog = conn.execute(
-                "select count(*) from syncs.pending where destination = ?", [destination.name]
-            ).fetchone()[0]
-            acknowledged = conn.execute(
+        with warehouse.sql() as sql:
+            report = run_sync(sql, config, destination, context.run_id)
+            backlog = sql.value("select count(*) from syncs.pending where destination = ?", [destination.name])
+            acknowledged = sql.value(
                 "select count(*) from syncs.destination_state where destination = ? and present", [destination.name]
-            ).fetchone()[0]
+            )
         # The destination's own words may quote a row it was sent (a database error's detail): masked here,
         # in full in syncs.changelog with the deferred rows.
         report["unavailable"] = redact(report["unavailable"]) if report["unavailable"] else None

@@ -15,25 +15,26 @@ anything, so the destination can recognise the replay; an answered batch leaves 
 
 import json
 import secrets
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import duckdb
 import pyarrow as pa
 
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
 from resources.destinations import Change, batch_id
 from resources.hashing import IdentifierKind, hash_rows
 from resources.identifiers import hashed_kind
+from resources.sql import Sql
 from resources.tables import BATCH_SEQUENCE, IN_FLIGHT
-from resources.warehouse import sql_literal, transaction, utc_now
+from resources.warehouse import sql_literal, utc_now
 
 
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+def ensure_tables(sql: Sql) -> None:
     """Create the batch bookkeeping tables if missing; cheap and idempotent."""
-    conn.execute(BATCH_SEQUENCE.create_sql() + IN_FLIGHT.create_sql())
+    sql.execute(BATCH_SEQUENCE.create_sql() + IN_FLIGHT.create_sql())
 
 
-def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[Change]) -> str:
+def open_batch(sql: Sql, destination: str, changes: list[Change]) -> str:
     """Give a new batch the destination's next sequence number and its key, and record it as in flight,
     in one transaction, before it is first sent: if its answer is lost, even to a crash, the next run
     resends it with this key. The batch is one row (its changes a list), so recording it costs little
@@ -47,33 +48,36 @@ def open_batch(conn: duckdb.DuckDBPyConnection, destination: str, changes: list[
         ],
         names=["key", "operation", "row_hash", "row_json"],
     )
-    with transaction(conn):
-        conn.execute(
+    opened = pa.table({"changes": pa.ListArray.from_arrays([0, len(changes)], rows)})
+    # Registered outside the transaction: forgetting a frame inside one a failed statement aborted would
+    # raise anew and hide that statement's error.
+    with sql.registered("opened_frame", opened), sql.transaction():
+        sql.execute(
             "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
             [destination, secrets.token_hex(8)],
         )
-        epoch, sequence = conn.execute(
+        numbered = sql.row(
             """update syncs.batch_sequence set last_sequence = last_sequence + 1 where destination = ?
                returning epoch, last_sequence""",
             [destination],
-        ).fetchone()
+        )
+        assert numbered is not None  # the insert above made sure the destination has its row
+        epoch, sequence = numbered
         key = batch_id(destination, epoch, sequence, changes)
-        conn.register("opened_frame", pa.table({"changes": pa.ListArray.from_arrays([0, len(changes)], rows)}))
-        conn.execute(
+        sql.execute(
             "insert into syncs.in_flight select ?, ?, ?, ?, changes from opened_frame",
             [destination, key, sequence, utc_now()],
         )
-        conn.unregister("opened_frame")
     return key
 
 
-def batches_in_flight(conn: duckdb.DuckDBPyConnection, destination: str) -> list[tuple[str, list[Change]]]:
+def batches_in_flight(sql: Sql, destination: str) -> list[tuple[str, list[Change]]]:
     """Batches sent earlier without an answer, oldest first, each with its key and its rows as sent."""
     return [
         (key, [Change(c["key"], c["operation"], row_hash=c["row_hash"], payload=c["row_json"]) for c in changes])
-        for key, changes in conn.execute(
+        for key, changes in sql.rows(
             "select batch_id, changes from syncs.in_flight where destination = ? order by sequence", [destination]
-        ).fetchall()
+        )
     ]
 
 
@@ -101,8 +105,9 @@ class Plan:
         return sum(1 for c in self.changes if c.operation == operation)
 
 
-def current_rows(conn: duckdb.DuckDBPyConnection, destination: RowDestinationConfig) -> None:
-    """Temp table `sync_current(key, consented, row_json)`: what the destination should hold now."""
+def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> None:
+    """Temp table `current(key, consented, row_json)`: what the destination should hold now. Its name is the
+    caller's, which owns (and drops) it."""
     source = "cdp.golden_profiles p"
     if destination.segment:
         source += (
@@ -111,23 +116,25 @@ def current_rows(conn: duckdb.DuckDBPyConnection, destination: RowDestinationCon
         )
     consented = f'coalesce(p."consent_{destination.purpose}", false)' if destination.purpose else "true"
     fields = ", ".join(f'{sql_literal(name)}: p."{column}"' for name, column in destination.fields.items())
-    conn.execute(
-        f"""create or replace temp table sync_current as
-            select p."{destination.primary_key}"::varchar as key, {consented} as consented,
+    sql.create_table_as(
+        current,
+        f"""select p."{destination.primary_key}"::varchar as key, {consented} as consented,
                    to_json({{{fields}}})::varchar as row_json
-            from {source}"""
+            from {source}""",
+        temporary=True,
     )
 
 
-def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienceDestinationConfig, plan: Plan) -> None:
-    """Replace clear identifiers by SHA-256 in `sync_current`. A bad value is dropped from its row; a row
-    left with no identifier at all is rejected with the reasons, never the whole batch."""
+def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, plan: Plan, current: str) -> None:
+    """Replace clear identifiers by SHA-256 in table `current` (see `current_rows`), in place. A bad value
+    is dropped from its row; a row left with no identifier at all is rejected with the reasons, never the
+    whole batch."""
     kinds: dict[str, IdentifierKind] = {
         name: hashed_kind(column)  # type: ignore  # never None: the configuration refuses other columns
         for name, column in destination.fields.items()
         if name.endswith("_sha256")
     }
-    consented = conn.execute("select key, row_json from sync_current where consented").fetchall()
+    consented = sql.rows(f"select key, row_json from {current} where consented")
     rows = [json.loads(row_json) for _, row_json in consented]
     kept, rejects = (
         hash_rows(
@@ -156,67 +163,73 @@ def hash_identifiers(conn: duckdb.DuckDBPyConnection, destination: HashedAudienc
         )
     keys = [key for index, (key, _) in enumerate(consented) if index not in dropped]
     payloads = [json.dumps(row, sort_keys=True) for row in kept]
-    conn.register(
-        "hashed_frame", pa.table({"key": pa.array(keys, pa.string()), "row_json": pa.array(payloads, pa.string())})
-    )
-    conn.execute(
-        """create or replace temp table sync_current as
-           select key, true as consented, row_json from hashed_frame
-           union all select key, consented, row_json from sync_current where not consented"""
-    )
-    conn.unregister("hashed_frame")
-
-
-def plan_sync(conn: duckdb.DuckDBPyConnection, config: CDPConfig, destination: RowDestinationConfig) -> Plan:
-    """Diff what the destination should hold against what it acknowledged, following the sync mode."""
-    plan = Plan()
-    current_rows(conn, destination)
-    if destination.type == "hashed_audience":
-        hash_identifiers(conn, destination, plan)
-    plan.skipped_for_consent = int(conn.execute("select count(*) from sync_current where not consented").fetchone()[0])
-    for key, reason in conn.execute(
-        """select key, case when key is null then 'missing primary key' else 'duplicate primary key' end
-           from sync_current where consented
-           qualify key is null or count(*) over (partition by key) > 1"""
-    ).fetchall():
-        plan.rejected.append((key, reason))
-    name = sql_literal(destination.name)
-    categories = _MODES[destination.mode]
-    conn.execute(
-        f"""create or replace temp table sync_diff as
-            with want as (
-                select key, row_json, md5(row_json) as row_hash from sync_current
-                where consented and key is not null qualify count(*) over (partition by key) = 1
-            ),
-            have as (select * from syncs.destination_state where destination = {name})
-            select w.key, w.row_json, w.row_hash,
-                   case when h.key is null or not h.present then 'new' else 'changed' end as category
-            from want w left join have h using (key)
-            where h.key is null or h.present is distinct from ({destination.mode != "delete"})
-               or (h.present and h.row_hash <> w.row_hash)
-            union all
-            select h.key, h.row_json, h.row_hash, 'left' from have h
-            where h.present and not exists (select 1 from want w where w.key = h.key)"""
-    )
-    pending = {k for (k,) in conn.execute(f"select key from syncs.pending where destination = {name}").fetchall()}
-    rows = conn.execute("select key, row_json, row_hash, category from sync_diff order by key").fetchall()
-    wanted = [(k, j, h, categories[c]) for k, j, h, c in rows if c in categories]
-    wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
-    plan.changes = [Change(k, op, row_hash=h, payload=j) for k, j, h, op in wanted]
-    plan.retrying = pending & {c.key for c in plan.changes}
-    superseded = sorted(pending - {c.key for c in plan.changes})
-    plan.superseded = len(superseded)
-    if superseded:
-        conn.register("superseded_frame", pa.table({"key": pa.array(superseded, pa.string())}))
-        conn.execute(
-            f"delete from syncs.pending where destination = {name} and key in (select key from superseded_frame)"
+    hashed = pa.table({"key": pa.array(keys, pa.string()), "row_json": pa.array(payloads, pa.string())})
+    with sql.registered("hashed_frame", hashed):
+        sql.create_table_as(
+            current,
+            f"""select key, true as consented, row_json from hashed_frame
+               union all select key, consented, row_json from {current} where not consented""",
+            temporary=True,
         )
-        conn.unregister("superseded_frame")
-    return plan
+
+
+def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) -> Plan:
+    """Diff what the destination should hold against what it acknowledged, following the sync mode.
+
+    The rows wanted now and the diff are this step's own temporary tables, dropped when the plan is made:
+    the plan holds everything the run sends afterwards."""
+    with sql.scratch("sync_plan") as tables:
+        plan = Plan()
+        current = tables("current")
+        current_rows(sql, destination, current)
+        if destination.type == "hashed_audience":
+            hash_identifiers(sql, destination, plan, current)
+        plan.skipped_for_consent = int(sql.value(f"select count(*) from {current} where not consented"))
+        for key, reason in sql.rows(
+            f"""select key, case when key is null then 'missing primary key' else 'duplicate primary key' end
+               from {current} where consented
+               qualify key is null or count(*) over (partition by key) > 1"""
+        ):
+            plan.rejected.append((key, reason))
+        name = sql_literal(destination.name)
+        categories = _MODES[destination.mode]
+        diff = tables("diff")
+        sql.create_table_as(
+            diff,
+            f"""with want as (
+                    select key, row_json, md5(row_json) as row_hash from {current}
+                    where consented and key is not null qualify count(*) over (partition by key) = 1
+                ),
+                have as (select * from syncs.destination_state where destination = {name})
+                select w.key, w.row_json, w.row_hash,
+                       case when h.key is null or not h.present then 'new' else 'changed' end as category
+                from want w left join have h using (key)
+                where h.key is null or h.present is distinct from ({destination.mode != "delete"})
+                   or (h.present and h.row_hash <> w.row_hash)
+                union all
+                select h.key, h.row_json, h.row_hash, 'left' from have h
+                where h.present and not exists (select 1 from want w where w.key = h.key)""",
+            temporary=True,
+        )
+        pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
+        rows = sql.rows(f"select key, row_json, row_hash, category from {diff} order by key")
+        wanted = [(k, j, h, categories[c]) for k, j, h, c in rows if c in categories]
+        wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
+        plan.changes = [Change(k, op, row_hash=h, payload=j) for k, j, h, op in wanted]
+        plan.retrying = pending & {c.key for c in plan.changes}
+        superseded = sorted(pending - {c.key for c in plan.changes})
+        plan.superseded = len(superseded)
+        if superseded:
+            with sql.registered("superseded_frame", pa.table({"key": pa.array(superseded, pa.string())})):
+                sql.execute(
+                    f"delete from syncs.pending where destination = {name}"
+                    " and key in (select key from superseded_frame)"
+                )
+        return plan
 
 
 def record_batch(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     destination: str,
     run_id: str,
     batch: str,
@@ -226,10 +239,10 @@ def record_batch(
     """Acknowledge accepted rows and queue failed ones, in one transaction per answered batch; the batch
     is no longer in flight (a refused batch that is split may settle no row: its parts are new batches)."""
     now = utc_now()
-    with transaction(conn):
-        conn.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
+    # The frames are registered outside the transaction (see `open_batch`), and only those the batch needs.
+    with ExitStack() as frames:
         if accepted:
-            frame = pa.table(
+            accepted_frame = pa.table(
                 {
                     "key": pa.array([c.key for c in accepted], pa.string()),
                     "operation": pa.array([c.operation for c in accepted], pa.string()),
@@ -237,46 +250,48 @@ def record_batch(
                     "row_json": pa.array([c.payload for c in accepted], pa.string()),
                 }
             )
-            conn.register("accepted_frame", frame)
-            conn.execute(
-                """insert or replace into syncs.destination_state
-                   select ?, key, row_hash, row_json, operation <> 'remove', ? from accepted_frame""",
-                [destination, now],
-            )
-            conn.execute(
-                "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
-                [destination],
-            )
-            conn.execute(
-                "insert into syncs.changelog select ?, ?, key, operation, 'sent', null, ? from accepted_frame",
-                [destination, run_id, now],
-            )
-            conn.unregister("accepted_frame")
+            frames.enter_context(sql.registered("accepted_frame", accepted_frame))
         if failed:
-            frame = pa.table(
+            failed_frame = pa.table(
                 {
                     "key": pa.array([c.key for c, _ in failed], pa.string()),
                     "operation": pa.array([c.operation for c, _ in failed], pa.string()),
                     "error": pa.array([e[:1000] for _, e in failed], pa.string()),
                 }
             )
-            conn.register("failed_frame", frame)
-            conn.execute(
+            frames.enter_context(sql.registered("failed_frame", failed_frame))
+        frames.enter_context(sql.transaction())
+        sql.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
+        if accepted:
+            sql.execute(
+                """insert or replace into syncs.destination_state
+                   select ?, key, row_hash, row_json, operation <> 'remove', ? from accepted_frame""",
+                [destination, now],
+            )
+            sql.execute(
+                "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
+                [destination],
+            )
+            sql.execute(
+                "insert into syncs.changelog select ?, ?, key, operation, 'sent', null, ? from accepted_frame",
+                [destination, run_id, now],
+            )
+        if failed:
+            sql.execute(
                 """insert or replace into syncs.pending
                    select ?, f.key, f.operation, f.error, coalesce(p.attempts, 0) + 1,
                           coalesce(p.first_failed_at, ?), ?
                    from failed_frame f left join syncs.pending p on p.destination = ? and p.key = f.key""",
                 [destination, now, now, destination],
             )
-            conn.execute(
+            sql.execute(
                 "insert into syncs.changelog select ?, ?, key, operation, 'failed', error, ? from failed_frame",
                 [destination, run_id, now],
             )
-            conn.unregister("failed_frame")
 
 
 def record_outcome(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     destination: str,
     run_id: str,
     status: str,
@@ -293,9 +308,8 @@ def record_outcome(
             "error": pa.array([r[2] for r in rows], pa.string()),
         }
     )
-    conn.register("outcome_frame", frame)
-    conn.execute(
-        "insert into syncs.changelog select ?, ?, key, operation, ?, error, ? from outcome_frame",
-        [destination, run_id, status, now],
-    )
-    conn.unregister("outcome_frame")
+    with sql.registered("outcome_frame", frame):
+        sql.execute(
+            "insert into syncs.changelog select ?, ?, key, operation, ?, error, ? from outcome_frame",
+            [destination, run_id, status, now],
+        )
