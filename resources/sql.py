@@ -119,8 +119,12 @@ class Sql:
         self._conn.register(name, frame)
         try:
             yield name
-        finally:
-            self._conn.unregister(name)
+        except BaseException:
+            # Inside a failed transaction the unregister fails too; the error that matters is the first.
+            with suppress(SqlError):
+                self._conn.unregister(name)
+            raise
+        self._conn.unregister(name)
 
     @contextmanager
     def scratch(self, step: str) -> Iterator[Scratch]:
@@ -193,7 +197,11 @@ class Scratch:
         """Drop every table and unregister every frame; while an error is on its way out, a drop that fails
         too must not hide it."""
         for view in reversed(self._frames):
-            self.sql._conn.unregister(view)
+            try:
+                self.sql._conn.unregister(view)
+            except SqlError:
+                if not failing:
+                    raise
         for table in reversed(self._tables):
             try:
                 self.sql.drop_table(table)
