@@ -19,6 +19,7 @@ import duckdb
 from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
 from resources.config import load_config
+from resources.sql import Sql
 from resources.warehouse import bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +94,12 @@ def main() -> None:
             """select (select count(distinct customer_id) from cdp.identity_map), (select count(*) from clean.events),
                       (select count(*) from clean.transactions), (select count(*) from clean.person_records)"""
         ).fetchone()
+        sql = Sql(conn)
         started = time.perf_counter()
-        build_profiles(conn, config)
+        build_profiles(sql, config)
         profiles = time.perf_counter() - started
         started = time.perf_counter()
-        changes = build_membership(conn, config)
+        changes = build_membership(sql, config)
         segments = time.perf_counter() - started
     print(f"customers {counts[0]:,}, events {counts[1]:,}, transactions {counts[2]:,}, person records {counts[3]:,}")
     print(f"synthesis (not measured)     {synthesized:6.1f} s")

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 # Any statement failure, whatever the engine.
 SqlError = duckdb.Error
@@ -80,6 +81,12 @@ class Sql:
     def arrays(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
         """A query's columns as numpy arrays, for numeric work that would be slow row by row."""
         return self._conn.execute(sql, params).fetchnumpy()
+
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        """A query's result as an Arrow table, every type kept exactly (a decimal stays a decimal, where a
+        pandas frame would make it a float): for handing rows to another database, such as the sandbox
+        segment conditions run in."""
+        return self._conn.sql(sql, params=params).to_arrow_table()
 
     def stream(self, sql: str, params: Params = None, batch_rows: int = 50_000) -> Iterator[tuple[Any, ...]]:
         """A query's rows, fetched a batch at a time so a large result is never held whole."""

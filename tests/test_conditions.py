@@ -16,6 +16,7 @@ import yaml
 from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership, build_segment_assets
 from resources.config import CDPConfig, ConfigError, load_config
+from resources.sql import Sql
 from resources.warehouse import Warehouse, bootstrap
 from tests.fixtures import REPO
 from tests.test_profiles import EVENTS, TRANSACTIONS, make_config, warehouse
@@ -321,7 +322,7 @@ def test_a_trait_failing_on_the_data_is_named_without_the_data(tmp_path):
                                              "where": "event::integer > 0"}])  # fmt: skip
     conn = warehouse([{"source": "a"}], transactions=TRANSACTIONS, events=EVENTS)
     with pytest.raises(ConditionError) as info:
-        build_profiles(conn, config)
+        build_profiles(Sql(conn), config)
     message = str(info.value)
     assert message.startswith("profiles.traits[0] (numeric_events): the condition failed on the data: Conversion")
     assert info.value.__cause__ is None and info.value.__suppress_context__
@@ -340,7 +341,7 @@ def test_a_condition_bypassing_load_is_refused_at_run_time(tmp_path, landing_fil
     _profiles_warehouse(tmp_path / "w.duckdb")
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         with pytest.raises(ConditionError, match=r"segments\[0\] \(leak\)\.where: .*read_csv\(\.\.\.\)"):
-            build_membership(conn, config)
+            build_membership(Sql(conn), config)
 
 
 @pytest.mark.parametrize(
@@ -365,9 +366,9 @@ def test_segment_conditions_run_where_no_file_can_be_read(tmp_path, landing_file
         # what the sandbox prevents.
         assert conn.execute(f"select count(*) from cdp.golden_profiles where {sql}").fetchall() == [(3,)]
         with pytest.raises(ConditionError, match=r"segments\[0\] \(leak\): the condition failed on the data: Perm"):
-            select_members(conn, sql, "segments[0] (leak)")
+            select_members(Sql(conn), sql, "segments[0] (leak)", "current_members")
     box = sandbox("America/New_York")
-    assert box.execute("select current_setting('TimeZone')").fetchone() == ("America/New_York",)
+    assert box.value("select current_setting('TimeZone')") == "America/New_York"
     for statement in (
         "set enable_external_access = true",
         "set lock_configuration = false",
@@ -397,6 +398,6 @@ def test_column_names_match_whatever_their_case(tmp_path):
     config = _segments_config(tmp_path, [{"name": "shouting", "where": "LOWER(EMAIL) like '%@gmail.com'"}])
     _profiles_warehouse(tmp_path / "w.duckdb")
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
-        build_membership(conn, config)
+        build_membership(Sql(conn), config)
         members = conn.execute("select customer_id from cdp.segment_membership order by 1").fetchall()
     assert members == [("C1",), ("C3",)]

@@ -15,6 +15,7 @@ import yaml
 from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
 from resources.config import CDPConfig, ConfigError, load_config
+from resources.sql import Sql
 from resources.warehouse import bootstrap
 
 pytestmark = pytest.mark.stage
@@ -191,7 +192,7 @@ OLD, NEW = datetime(2020, 1, 1), datetime(2025, 1, 1)
 def test_email_survivorship(tmp_path, rule, records, expected, winner):
     config = make_config(tmp_path, survivorship={"attributes": {"email": rule}})
     conn = warehouse(records)
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     assert one(conn, "select email from cdp.golden_profiles") == [(expected,)]
     provenance = one(conn, "select value, source_record_id, rule from cdp.profile_provenance where attribute = 'email'")
     rule_name = rule if isinstance(rule, str) else rule["rule"]
@@ -210,7 +211,7 @@ def test_name_parts_come_from_one_record(tmp_path, rule, expected):
             {"source": "c", "first_name": "John", "middle_name": "Q", "last_name": "Smith"},
         ]
     )
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     assert one(conn, "select first_name, middle_name, last_name from cdp.golden_profiles")[0] == expected[:3]
     assert one(conn, "select source_record_id from cdp.profile_provenance where attribute = 'name'") == [(expected[3],)]
 
@@ -223,7 +224,7 @@ def test_address_parts_come_from_one_record_and_all_addresses_are_kept(tmp_path)
             {"source": "c", "address_line1": "1 Elm St", "city": "Boston", "postal_code": "02135"},
         ]
     )
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     assert one(conn, "select address_line1, city, postal_code, addresses from cdp.golden_profiles") == [
         (None, None, "02134", ["02134", "1 Elm St, Boston, 02135"])
     ]
@@ -241,7 +242,7 @@ def test_address_parts_come_from_one_record_and_all_addresses_are_kept(tmp_path)
 def test_consent_precedence_with_its_source(tmp_path, statements, expected, source):
     config = make_config(tmp_path)
     conn = warehouse([{"source": "a"}, {"source": "b"}], consent=statements)
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     assert one(conn, "select consent_email_marketing from cdp.golden_profiles") == [(expected,)]
     provenance = one(conn, "select source, value_at from cdp.profile_provenance where attribute like 'consent_%'")
     assert provenance == ([(source, NEW if expected is not None else None)] if expected is not None else [])
@@ -289,14 +290,14 @@ EVENTS = [
 def test_trait_kinds_and_window_edges(tmp_path, trait, expected):
     config = make_config(tmp_path, traits=[{"name": "t", **trait}])
     conn = warehouse([{"source": "a"}], transactions=TRANSACTIONS, events=EVENTS)
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     assert one(conn, "select t from cdp.golden_profiles") == [(expected,)]
 
 
 def test_builtin_traits_respect_the_as_of_time(tmp_path):
     config = make_config(tmp_path)
     conn = warehouse([{"source": "a"}], transactions=TRANSACTIONS, events=EVENTS)
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     row = one(
         conn,
         """select order_count, lifetime_revenue, average_order_value, first_order_at, last_order_at,
@@ -315,7 +316,7 @@ def test_rfm_quintiles_rank_customers(tmp_path):
             [f"x{i}", f"x{i}", AS_OF - timedelta(days=10 * i), 10.0 * (i + 1), LOADED],
         )
         conn.execute("insert into cdp.identity_map values ('shop', ?, ?, 'transactions')", [f"x{i}", f"K{i}"])
-    build_profiles(conn, config)
+    build_profiles(Sql(conn), config)
     scores = dict(one(conn, "select customer_id, rfm_score from cdp.golden_profiles where customer_id like 'K%'"))
     assert scores["K0"] == "511"  # most recent, smallest spender
     assert scores["K9"] == "115"  # least recent, biggest spender
@@ -379,7 +380,7 @@ def test_segment_membership_history_over_runs(tmp_path):
         as_of = datetime(2025, 6, day)
         rows = [(customer, revenue, as_of) for customer, revenue in revenues.items()]
         conn.executemany("insert into cdp.golden_profiles values (?, ?, ?)", rows)
-        return build_membership(conn, config)["big"]
+        return build_membership(Sql(conn), config)["big"]
 
     assert run(1, {"C1": 600, "C2": 10}) == {"size": 1, "entered": 1, "exited": 0}
     assert run(2, {"C1": 700, "C2": 10}) == {"size": 1, "entered": 0, "exited": 0}  # stays: no new row

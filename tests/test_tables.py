@@ -9,6 +9,7 @@ import pytest
 from cdp_assets.profiles.assets import build_profiles, count_unexplained
 from resources import schema
 from resources.schema import ACTIVITY_COLUMNS
+from resources.sql import Sql
 from resources.tables import (
     ACTIVITY_TABLES,
     LINEAGE_COLUMNS,
@@ -155,7 +156,7 @@ def test_a_profile_column_out_of_step_with_its_declaration_fails_the_build(
         bootstrap(conn)
         before = conn.execute("select * exclude (profile_built_at) from cdp.golden_profiles order by all").fetchall()
         with pytest.raises(TableShapeError, match=message):
-            build_profiles(conn, platform.config)
+            build_profiles(Sql(conn), platform.config)
         after = conn.execute("select * exclude (profile_built_at) from cdp.golden_profiles order by all").fetchall()
     assert before and after == before
 
@@ -165,7 +166,7 @@ def test_the_provenance_check_counts_each_kind_of_unexplained_value(platform: Pl
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(platform.config.warehouse_path, copy)
     with duckdb.connect(str(copy)) as conn:
-        assert count_unexplained(conn) == 0
+        assert count_unexplained(Sql(conn)) == 0
         customers = conn.execute(
             "select customer_id from cdp.golden_profiles where email is not null and phone is not null "
             "and first_name is not null and date_of_birth is not null order by customer_id limit 4"
@@ -180,4 +181,4 @@ def test_the_provenance_check_counts_each_kind_of_unexplained_value(platform: Pl
         ]
         for change, customer in zip(changes, customers, strict=True):
             conn.execute(change, list(customer))
-        assert count_unexplained(conn) == 4
+        assert count_unexplained(Sql(conn)) == 4

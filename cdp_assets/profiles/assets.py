@@ -11,7 +11,6 @@ no statement is not consent (the column is NULL).
 from datetime import datetime
 
 import dagster as dg
-import duckdb
 
 from cdp_assets.clean.assets import EVENTS, TRANSACTIONS
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
@@ -19,6 +18,7 @@ from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
+from resources.sql import Scratch, Sql
 from resources.tables import Table
 from resources.warehouse import Warehouse, sql_literal
 
@@ -60,7 +60,7 @@ def _present(attribute: str) -> str:
     return _PRESENT.get(attribute, f"{ATTRIBUTES[attribute][0][0]} is not null")
 
 
-def count_unexplained(conn: duckdb.DuckDBPyConnection) -> int:
+def count_unexplained(sql: Sql) -> int:
     """Profiles with a value that has no provenance row, which the provenance check requires to be none:
     for e-mail and phone the row must hold that very value; for name and birth date one for the attribute
     is enough."""
@@ -74,7 +74,7 @@ def count_unexplained(conn: duckdb.DuckDBPyConnection) -> int:
             ("date_of_birth", ""),
         )
     )
-    return int(conn.execute(f"select count(*) from cdp.golden_profiles p where {checks}").fetchone()[0])
+    return int(sql.value(f"select count(*) from cdp.golden_profiles p where {checks}"))
 
 
 def _priority(rule: SurvivorshipRule) -> str:
@@ -97,7 +97,8 @@ def rule_order(rule: SurvivorshipRule) -> str:
     }[rule.rule]
 
 
-def _pick_sql(attribute: str, rule: SurvivorshipRule) -> str:
+def _pick_sql(attribute: str, rule: SurvivorshipRule, members: str) -> str:
+    """The select of each customer's best record for the attribute among `members`, by the rule."""
     columns, value = ATTRIBUTES[attribute]
     present = _present(attribute)
     completeness = " + ".join(f"({c} is not null)::int" for c in columns)
@@ -107,37 +108,50 @@ def _pick_sql(attribute: str, rule: SurvivorshipRule) -> str:
         from (
             select *, {value} as value, {completeness} as completeness,
                    count(*) over (partition by customer_id, {value}) as frequency
-            from members where {present}
+            from {members} where {present}
         )
         qualify row_number() over (partition by customer_id order by {rule_order(rule)}) = 1"""
 
 
-def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> datetime:
-    """Rebuild `cdp.golden_profiles` and `cdp.profile_provenance`; returns the traits' as-of time."""
+def build_profiles(sql: Sql, config: CDPConfig) -> datetime:
+    """Rebuild `cdp.golden_profiles` and `cdp.profile_provenance`; returns the traits' as-of time.
+
+    The per-attribute picks, consent picks and traits are this step's temp tables, dropped when it ends."""
+    with sql.scratch("profiles") as tables:
+        return _build_profiles(sql, config, tables)
+
+
+def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch) -> datetime:
     survivorship = config.profiles.survivorship
     purposes = config.consent_purposes
-    conn.execute(
-        """create or replace temp table members as
-           select m.customer_id, p.* from cdp.identity_map m
-           join clean.person_records p using (source, source_record_id) where p.is_latest"""
+    members = tables("members")
+    sql.create_table_as(
+        members,
+        """select m.customer_id, p.* from cdp.identity_map m
+           join clean.person_records p using (source, source_record_id) where p.is_latest""",
+        temporary=True,
     )
-    for attribute in ATTRIBUTES:
-        conn.execute(
-            f"create or replace temp table pick_{attribute} as {_pick_sql(attribute, survivorship.rule_for(attribute))}"
-        )
-    conn.execute(
-        """create or replace temp table consent_picks as
-            select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
+    picks = {attribute: tables(f"pick_{attribute}") for attribute in ATTRIBUTES}
+    for attribute, pick in picks.items():
+        sql.create_table_as(pick, _pick_sql(attribute, survivorship.rule_for(attribute), members), temporary=True)
+    consent_picks = tables("consent_picks")
+    sql.create_table_as(
+        consent_picks,
+        """select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
             from clean.consent_statements s join cdp.identity_map m using (source, source_record_id)
             qualify row_number() over (partition by m.customer_id, s.purpose
                                        order by s.stated_at desc nulls last, s.granted asc, s.source,
-                                                s.source_record_id, s.file desc, s.row_number desc) = 1"""
+                                                s.source_record_id, s.file desc, s.row_number desc) = 1""",
+        temporary=True,
     )
-    as_of = resolve_as_of(conn, config)
-    build_traits(conn, config, as_of)
+    as_of = resolve_as_of(sql, config)
+    traits = tables("customer_traits")
+    build_traits(sql, config, as_of, traits)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
     picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in ATTRIBUTES.items() for c in columns)
-    pick_joins = "\n".join(f"left join pick_{attribute} using (customer_id)" for attribute in ATTRIBUTES)
+    pick_joins = "\n".join(
+        f"left join {pick} pick_{attribute} using (customer_id)" for attribute, pick in picks.items()
+    )
     select = f"""
         with lists as (
             select customer_id,
@@ -146,12 +160,12 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
                 list(distinct {ATTRIBUTES["address"][1]} order by {ATTRIBUTES["address"][1]})
                     filter (where {_PRESENT["address"]}) as addresses,
                 count(*) as record_count, min(updated_at) as first_updated_at, max(updated_at) as updated_at
-            from members group by customer_id
+            from {members} group by customer_id
         ),
         customers as (
             select customer_id, list(distinct source order by source) as sources from cdp.identity_map group by 1
         ),
-        consent as (select customer_id{consent_columns} from consent_picks group by customer_id)
+        consent as (select customer_id{consent_columns} from {consent_picks} group by customer_id)
         select k.customer_id, {picked},
             coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
             k.sources, coalesce(l.record_count, 0) as record_count,
@@ -161,27 +175,23 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dateti
         from customers k
         left join lists l using (customer_id)
         {pick_joins}
-        left join customer_traits t using (customer_id)
+        left join {traits} t using (customer_id)
         left join consent c using (customer_id)
         order by k.customer_id"""
     # The declaration decides the table's columns, order and types; a column the select makes and the
     # declaration lacks, or the other way round, fails the build here rather than vanishing in a cast.
-    Table("cdp.golden_profiles", profile_columns(config)).replace(conn, select)
+    Table("cdp.golden_profiles", profile_columns(config)).replace(sql, select)
 
     provenance = [
         f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at,
-                   '{survivorship.rule_for(attribute).rule}' as rule from pick_{attribute}"""
-        for attribute in ATTRIBUTES
+                   '{survivorship.rule_for(attribute).rule}' as rule from {pick}"""
+        for attribute, pick in picks.items()
     ]
     provenance.append(
-        """select customer_id, 'consent_' || purpose, granted::varchar, source, source_record_id, stated_at,
-                  'latest_statement' from consent_picks"""
+        f"""select customer_id, 'consent_' || purpose, granted::varchar, source, source_record_id, stated_at,
+                  'latest_statement' from {consent_picks}"""
     )
-    conn.execute(
-        "create or replace table cdp.profile_provenance as "
-        + " union all ".join(provenance)
-        + " order by customer_id, attribute"
-    )
+    sql.create_table_as("cdp.profile_provenance", " union all ".join(provenance) + " order by customer_id, attribute")
     return as_of
 
 
@@ -216,20 +226,18 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     )
     @redact_errors
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            as_of = build_profiles(conn, config)
-            unexplained = count_unexplained(conn)
-            profiles, distinct_ids = conn.execute(
-                "select count(*), count(distinct customer_id) from cdp.golden_profiles"
-            ).fetchone()
-            customers = conn.execute("select count(distinct customer_id) from cdp.identity_map").fetchone()[0]
-            stats = conn.execute(
+        with warehouse.sql() as sql:
+            as_of = build_profiles(sql, config)
+            unexplained = count_unexplained(sql)
+            profiles, distinct_ids = sql.row("select count(*), count(distinct customer_id) from cdp.golden_profiles")
+            customers = sql.value("select count(distinct customer_id) from cdp.identity_map")
+            stats = sql.row(
                 """select count(*) filter (where email is not null), count(*) filter (where order_count > 0),
                           coalesce(sum(lifetime_revenue), 0)
                    from cdp.golden_profiles"""
-            ).fetchone()
+            )
             preview = masked_preview(
-                conn,
+                sql,
                 "select customer_id, first_name, last_name, email, city, record_count, order_count "
                 "from cdp.golden_profiles where record_count > 1 order by customer_id",
             )

@@ -17,23 +17,22 @@ about 1.5 s per ten million events for one condition, more than the pass itself 
 
 from datetime import UTC, datetime
 
-import duckdb
-
 from resources.conditions import ConditionError, check_condition, failure_message
 from resources.config import CDPConfig, TraitConfig
 from resources.schema import ACTIVITY_COLUMNS, trait_type
+from resources.sql import Scratch, Sql, SqlDataError
 from resources.tables import MONEY_SCALE, MONEY_TOTAL_TYPE
 from resources.warehouse import utc_now
 
 
-def resolve_as_of(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> datetime:
+def resolve_as_of(sql: Sql, config: CDPConfig) -> datetime:
     """The time windows are measured from: now, the newest activity, or a fixed timestamp."""
     setting = config.profiles.as_of
     if setting == "latest_activity":
-        latest = conn.execute(
+        latest = sql.value(
             "select max(t) from (select max(occurred_at) t from clean.events "
             "union all select max(occurred_at) from clean.transactions)"
-        ).fetchone()[0]
+        )
         if latest is not None:
             return latest
         setting = "now"
@@ -48,13 +47,15 @@ def timestamp_literal(value: datetime) -> str:
     return f"timestamp '{value.isoformat(sep=' ')}'"
 
 
-def attach_customers(conn: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
-    """Temp tables `events_c` and `transactions_c`: activity up to the as-of time, with its customer id."""
+def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str]) -> None:
+    """Fill the temp tables `activity` names for `events` and `transactions`: that activity up to the as-of
+    time, with its customer id, so every trait reads it already joined to the identity map."""
     for table in ("events", "transactions"):
-        conn.execute(
-            f"""create or replace temp table {table}_c as
-                select m.customer_id, t.* from clean.{table} t join cdp.identity_map m using (source, source_record_id)
-                where t.occurred_at <= {timestamp_literal(as_of)}"""
+        sql.create_table_as(
+            activity[table],
+            f"""select m.customer_id, t.* from clean.{table} t join cdp.identity_map m using (source, source_record_id)
+                where t.occurred_at <= {timestamp_literal(as_of)}""",
+            temporary=True,
         )
 
 
@@ -70,7 +71,8 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
 
 
 def trait_aggregate(trait: TraitConfig, as_of: datetime) -> str:
-    """One trait as an aggregate expression over `<table>_c`, for all traits but most_frequent."""
+    """One trait as an aggregate expression over its activity joined to customers (`attach_customers`), for
+    all traits but most_frequent."""
     column = f'"{trait.column}"' if trait.column else None
     value_type = trait_type(trait)
     money = value_type == MONEY_TOTAL_TYPE
@@ -120,12 +122,9 @@ def _empty_value(trait: TraitConfig) -> str | None:
     return None
 
 
-# What a condition that binds against the schema can still raise on real values.
-_DATA_ERRORS = (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException)
-
-
-def build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: datetime) -> None:
-    """Temp table `customer_traits(customer_id, <built-ins>, <configured traits>)`.
+def build_traits(sql: Sql, config: CDPConfig, as_of: datetime, target: str) -> None:
+    """Fill temp table `target` with `(customer_id, <built-ins>, <configured traits>)`: the caller names it
+    and owns it, and the tables the traits are computed through are this step's, dropped on return.
 
     A `where` refused by the allow-list (a configuration built without load_config) or failing on the
     data fails the run naming the trait, without the values DuckDB quotes.
@@ -135,24 +134,31 @@ def build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: date
             _condition(trait, as_of)
         except ConditionError as exc:
             raise ConditionError(f"profiles.traits[{i}] ({trait.name}).where: {exc}") from None
-    try:
-        _build_traits(conn, config, as_of)
-    except _DATA_ERRORS:
-        # One pass computes every trait, so find the condition that fails on its own.
-        for i, trait in enumerate(config.profiles.traits):
-            if not trait.where:
-                continue
-            try:
-                conn.execute(f"select count(*) from {trait.source}_c where {_condition(trait, as_of)}").fetchall()
-            except _DATA_ERRORS as failure:
-                message = f"the condition failed on the data: {failure_message(failure)}"
-                raise ConditionError(f"profiles.traits[{i}] ({trait.name}): {message}") from None
-        raise
+    with sql.scratch("traits") as tables:
+        activity = {table: tables(f"{table}_c") for table in ("events", "transactions")}
+        try:
+            attach_customers(sql, as_of, activity)
+            _build_traits(sql, config, as_of, activity, tables, target)
+        except SqlDataError:
+            # One pass computes every trait, so find the condition that fails on its own.
+            for i, trait in enumerate(config.profiles.traits):
+                if not trait.where:
+                    continue
+                try:
+                    sql.rows(f"select count(*) from {activity[trait.source]} where {_condition(trait, as_of)}")
+                except SqlDataError as failure:
+                    message = f"the condition failed on the data: {failure_message(failure)}"
+                    raise ConditionError(f"profiles.traits[{i}] ({trait.name}): {message}") from None
+            raise
 
 
-def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: datetime) -> None:
-    attach_customers(conn, as_of)
+def _build_traits(
+    sql: Sql, config: CDPConfig, as_of: datetime, activity: dict[str, str], tables: Scratch, target: str
+) -> None:
+    """The single pass per activity table, the most-frequent traits, then `target` joining them to every
+    customer with the RFM scores."""
     declared = config.profiles.traits
+    per_table = {table: tables(f"{table}_traits") for table in ("events", "transactions")}
     for table in ("events", "transactions"):
         mine = [t for t in declared if t.source == table and t.aggregate != "most_frequent"]
         columns = "".join(f', {trait_aggregate(t, as_of)} as "{t.name}"' for t in mine)
@@ -162,19 +168,21 @@ def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: dat
             if table == "transactions"
             else ", count(*) as event_count, min(occurred_at) as first_event_at, max(occurred_at) as last_seen_at"
         )
-        conn.execute(
-            f"create or replace temp table {table}_traits as "
-            f"select customer_id{builtin}{columns} from {table}_c group by customer_id"
+        sql.create_table_as(
+            per_table[table],
+            f"select customer_id{builtin}{columns} from {activity[table]} group by customer_id",
+            temporary=True,
         )
     frequent = [t for t in declared if t.aggregate == "most_frequent"]
     for trait in frequent:
         condition = _condition(trait, as_of) or "true"
-        conn.execute(
-            f"""create or replace temp table "trait_{trait.name}" as
-                select customer_id, first(v order by n desc, v) as "{trait.name}" from (
-                    select customer_id, "{trait.column}" as v, count(*) as n from {trait.source}_c
+        sql.create_table_as(
+            tables(f"trait_{trait.name}"),
+            f"""select customer_id, first(v order by n desc, v) as "{trait.name}" from (
+                    select customer_id, "{trait.column}" as v, count(*) as n from {activity[trait.source]}
                     where "{trait.column}" is not null and {condition} group by 1, 2
-                ) group by 1"""
+                ) group by 1""",
+            temporary=True,
         )
     selected = []
     for trait in declared:
@@ -182,10 +190,10 @@ def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: dat
         empty = _empty_value(trait)
         value = f'{holder}."{trait.name}"'
         selected.append(f'coalesce({value}, {empty}) as "{trait.name}"' if empty else f'{value} as "{trait.name}"')
-    joins = "".join(f' left join "trait_{t.name}" using (customer_id)' for t in frequent)
-    conn.execute(
-        f"""create or replace temp table customer_traits as
-            with base as (
+    joins = "".join(f' left join {tables(f"trait_{t.name}")} "trait_{t.name}" using (customer_id)' for t in frequent)
+    sql.create_table_as(
+        target,
+        f"""with base as (
                 select c.customer_id,
                     coalesce(transactions_traits.order_count, 0) as order_count,
                     coalesce(transactions_traits.lifetime_revenue, 0)::{MONEY_TOTAL_TYPE} as lifetime_revenue,
@@ -198,8 +206,8 @@ def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: dat
                     events_traits.last_seen_at
                     {"".join(", " + s for s in selected)}
                 from (select distinct customer_id from cdp.identity_map) c
-                left join transactions_traits using (customer_id)
-                left join events_traits using (customer_id){joins}
+                left join {per_table["transactions"]} transactions_traits using (customer_id)
+                left join {per_table["events"]} events_traits using (customer_id){joins}
             ),
             scored as (
                 select customer_id,
@@ -212,5 +220,6 @@ def _build_traits(conn: duckdb.DuckDBPyConnection, config: CDPConfig, as_of: dat
             select base.*, scored.rfm_recency, scored.rfm_frequency, scored.rfm_monetary,
                 scored.rfm_recency::varchar || scored.rfm_frequency::varchar || scored.rfm_monetary::varchar
                     as rfm_score
-            from base left join scored using (customer_id)"""
+            from base left join scored using (customer_id)""",
+        temporary=True,
     )

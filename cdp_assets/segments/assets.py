@@ -17,7 +17,6 @@ queries, not reconstructions.
 from datetime import datetime
 
 import dagster as dg
-import duckdb
 
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
@@ -30,7 +29,8 @@ from resources.conditions import (
 )
 from resources.config import CDPConfig, SegmentConfig
 from resources.schema import profile_columns
-from resources.warehouse import Warehouse, sql_literal, transaction, utc_now
+from resources.sql import Sql, SqlError
+from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "segments"
 # Bump when what a segment asset computes changes (evaluation, stamping, history).
@@ -47,7 +47,7 @@ def segment_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["segments", name])
 
 
-def membership_time(conn: duckdb.DuckDBPyConnection) -> datetime:
+def membership_time(sql: Sql) -> datetime:
     """The time entries and exits are stamped with: the profiles' `traits_as_of`, the moment the conditions
     were evaluated for (the newest activity in replayed data, the build time under `as_of: now`).
 
@@ -55,22 +55,22 @@ def membership_time(conn: duckdb.DuckDBPyConnection) -> datetime:
     It never goes back before a time already in the history (a fixed `as_of` moved earlier), so stays never
     end before they begin; with no profiles at all, it is now.
     """
-    as_of, latest = conn.execute(
+    as_of, latest = sql.row(
         """select (select max(traits_as_of) from cdp.golden_profiles),
                   (select max(greatest(entered_at, coalesce(exited_at, entered_at)))
                    from cdp.segment_membership_history)"""
-    ).fetchone()
+    )
     stamp = as_of if as_of is not None else utc_now()
     return max(stamp, latest) if latest is not None else stamp
 
 
-def ensure_membership_tables(conn: duckdb.DuckDBPyConnection) -> None:
+def ensure_membership_tables(sql: Sql) -> None:
     """Create both membership tables empty if no segment has run yet: every segment asset fills its own rows."""
-    conn.execute(
+    sql.execute(
         f"""create table if not exists {MEMBERSHIP} (
                segment varchar, customer_id varchar, entered_at timestamp, computed_at timestamp)"""
     )
-    conn.execute(
+    sql.execute(
         f"""create table if not exists {HISTORY} (
                segment varchar, customer_id varchar, entered_at timestamp, exited_at timestamp)"""
     )
@@ -93,62 +93,69 @@ def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
         raise ConditionError(f"{label}.where: {exc}") from None
 
 
-def update_segment(conn: duckdb.DuckDBPyConnection, config: CDPConfig, name: str) -> dict[str, int]:
+def update_segment(sql: Sql, config: CDPConfig, name: str) -> dict[str, int]:
     """Evaluate one segment, replace its rows of `cdp.segment_membership` and advance its stays in the
     history; returns its size and the customers who entered and exited. Other segments' rows are left as
     they are (only the newest stamp in the whole history is read, see `membership_time`), so one segment
-    can be refreshed alone."""
-    sql, label = segment_condition(config, name)
-    select_members(conn, sql, label)
-    ensure_membership_tables(conn)
-    now = membership_time(conn)
+    can be refreshed alone. The current members and the changes are this step's temp tables."""
+    condition, label = segment_condition(config, name)
+    with sql.scratch("segment") as tables:
+        current = tables("current_members")
+        changes = tables("membership_changes")
+        select_members(sql, condition, label, current)
+        ensure_membership_tables(sql)
+        now = membership_time(sql)
+        return _advance_membership(sql, name, now, current, changes)
+
+
+def _advance_membership(sql: Sql, name: str, now: datetime, current: str, changes: str) -> dict[str, int]:
+    """Record who entered and who left segment `name` (members now in table `current`) at `now`, in one
+    transaction; `changes` is the table the step holds the entries and exits in."""
     # Who enters and who leaves, decided before the history changes: counting rows stamped `now` afterwards
     # would also count stays an earlier run opened at the same as-of time.
-    conn.execute(
-        f"""create or replace temp table membership_changes as
-            select customer_id, 'entered' as change from current_members c
+    sql.create_table_as(
+        changes,
+        f"""select customer_id, 'entered' as change from {current} c
             where not exists (select 1 from {HISTORY} h where h.exited_at is null
                               and h.segment = $segment and h.customer_id = c.customer_id)
             union all
             select customer_id, 'exited' from {HISTORY} h
             where h.segment = $segment and h.exited_at is null
-              and not exists (select 1 from current_members c where c.customer_id = h.customer_id)""",
+              and not exists (select 1 from {current} c where c.customer_id = h.customer_id)""",
         {"segment": name},
+        temporary=True,
     )
-    with transaction(conn):
-        conn.execute(
+    with sql.transaction():
+        sql.execute(
             f"""update {HISTORY} h set exited_at = $now
-                from membership_changes c
+                from {changes} c
                 where c.change = 'exited' and h.segment = $segment and h.exited_at is null
                   and h.customer_id = c.customer_id""",
             {"segment": name, "now": now},
         )
-        conn.execute(
+        sql.execute(
             f"""insert into {HISTORY} (segment, customer_id, entered_at, exited_at)
-                select $segment, customer_id, $now, null from membership_changes where change = 'entered'
+                select $segment, customer_id, $now, null from {changes} where change = 'entered'
                 order by customer_id""",
             {"segment": name, "now": now},
         )
-        conn.execute(f"delete from {MEMBERSHIP} where segment = ?", [name])
-        conn.execute(
+        sql.execute(f"delete from {MEMBERSHIP} where segment = ?", [name])
+        sql.execute(
             f"""insert into {MEMBERSHIP} (segment, customer_id, entered_at, computed_at)
                 select $segment, c.customer_id, h.entered_at, $now::timestamp
-                from current_members c join {HISTORY} h
+                from {current} c join {HISTORY} h
                   on h.segment = $segment and h.customer_id = c.customer_id and h.exited_at is null
                 order by c.customer_id""",
             {"segment": name, "now": now},
         )
-    size = conn.execute(f"select count(*) from {MEMBERSHIP} where segment = ?", [name]).fetchone()[0]
-    entered, exited = conn.execute(
-        "select count(*) filter (where change = 'entered'), count(*) filter (where change = 'exited') "
-        "from membership_changes"
-    ).fetchone()
-    conn.execute("drop table membership_changes")
-    conn.execute("drop table current_members")
+    size = sql.value(f"select count(*) from {MEMBERSHIP} where segment = ?", [name])
+    entered, exited = sql.row(
+        f"select count(*) filter (where change = 'entered'), count(*) filter (where change = 'exited') from {changes}"
+    )
     return {"size": int(size), "entered": int(entered), "exited": int(exited)}
 
 
-def close_removed_segments(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, int]:
+def close_removed_segments(sql: Sql, config: CDPConfig) -> dict[str, int]:
     """End the stays of segments no longer in the configuration and drop their current members; returns
     how many customers exited each such segment (none once they have been closed).
 
@@ -156,9 +163,9 @@ def close_removed_segments(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -
     `old_campaign`" stays answerable while nothing reads as a current member of a segment that no longer
     exists. A segment added back later opens new stays.
     """
-    ensure_membership_tables(conn)
+    ensure_membership_tables(sql)
     configured = [s.name for s in config.segments]
-    removed = conn.execute(
+    removed = sql.rows(
         f"""select segment, count(*) filter (where stay_open) from (
                 select segment, true as stay_open from {HISTORY} where exited_at is null
                 union all
@@ -166,35 +173,35 @@ def close_removed_segments(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -
             where segment not in (select unnest($configured::varchar[]))
             group by 1 order by 1""",
         {"configured": configured},
-    ).fetchall()
+    )
     if not removed:
         return {}
-    now = membership_time(conn)
-    with transaction(conn):
-        conn.execute(
+    now = membership_time(sql)
+    with sql.transaction():
+        sql.execute(
             f"""update {HISTORY} set exited_at = $now
                 where exited_at is null and segment not in (select unnest($configured::varchar[]))""",
             {"configured": configured, "now": now},
         )
-        conn.execute(
+        sql.execute(
             f"delete from {MEMBERSHIP} where segment not in (select unnest($configured::varchar[]))",
             {"configured": configured},
         )
     return {segment: int(exited) for segment, exited in removed}
 
 
-def build_membership(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, dict[str, int]]:
+def build_membership(sql: Sql, config: CDPConfig) -> dict[str, dict[str, int]]:
     """Every segment's assets' work in one call, in the order a full refresh runs them: removed segments
     closed, then each configured segment updated; returns size, entered and exited per segment, removed
     segments last (size 0, everyone exiting, once)."""
-    removed = close_removed_segments(conn, config)
-    changes = {s.name: update_segment(conn, config, s.name) for s in config.segments}
+    removed = close_removed_segments(sql, config)
+    changes = {s.name: update_segment(sql, config, s.name) for s in config.segments}
     changes.update({name: {"size": 0, "entered": 0, "exited": n} for name, n in removed.items()})
     return changes
 
 
-def select_members(conn: duckdb.DuckDBPyConnection, sql: str, label: str) -> None:
-    """Temp table `current_members(customer_id)`: the profiles matching one segment's condition SQL.
+def select_members(sql: Sql, condition: str, label: str, target: str) -> None:
+    """Fill temp table `target(customer_id)` with the profiles matching one segment's condition SQL.
 
     The condition runs in `sandbox()`, not on the warehouse connection, over an Arrow copy of the row id
     and the columns it reads; only row ids come back, each once (a row id is one profile, so no DISTINCT
@@ -204,30 +211,28 @@ def select_members(conn: duckdb.DuckDBPyConnection, sql: str, label: str) -> Non
     number) is named by `label`, without the values DuckDB quotes: the message goes to the run's event log.
     """
     # Column names match case-insensitively, as in DuckDB.
-    present = {c.lower(): c for c in conn.sql("select * from cdp.golden_profiles limit 0").columns}
+    present = {c.lower(): c for c in sql.columns("select * from cdp.golden_profiles limit 0")}
     try:
-        needed = dict.fromkeys(present[c.lower()] for c in referenced_columns(sql) if c.lower() in present)
+        needed = dict.fromkeys(present[c.lower()] for c in referenced_columns(condition) if c.lower() in present)
     except ConditionError as exc:
         raise ConditionError(f"{label}: {exc}") from None
     copied = "".join(', "' + c.replace('"', '""') + '"' for c in needed)
-    profiles = conn.sql(f"select rowid as _row{copied} from cdp.golden_profiles").to_arrow_table()
-    box = sandbox(conn.execute("select current_setting('TimeZone')").fetchall()[0][0])
+    profiles = sql.arrow(f"select rowid as _row{copied} from cdp.golden_profiles")
+    box = sandbox(sql.value("select current_setting('TimeZone')"))
     try:
-        box.register("golden_profiles", profiles)
-        try:
-            members = box.sql(f"select _row from golden_profiles where ({sql})").to_arrow_table()
-        except duckdb.Error as exc:
-            raise ConditionError(f"{label}: the condition failed on the data: {failure_message(exc)}") from None
+        with box.registered("golden_profiles", profiles):
+            try:
+                members = box.arrow(f"select _row from golden_profiles where ({condition})")
+            except SqlError as exc:
+                raise ConditionError(f"{label}: the condition failed on the data: {failure_message(exc)}") from None
     finally:
         box.close()
-    conn.register("sandboxed_members", members)
-    try:
-        conn.execute(
-            """create or replace temp table current_members as
-               select p.customer_id from sandboxed_members m join cdp.golden_profiles p on p.rowid = m._row"""
+    with sql.registered("sandboxed_members", members) as matched:
+        sql.create_table_as(
+            target,
+            f"select p.customer_id from {matched} m join cdp.golden_profiles p on p.rowid = m._row",
+            temporary=True,
         )
-    finally:
-        conn.unregister("sandboxed_members")
 
 
 def build_segment_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
@@ -257,18 +262,18 @@ def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsD
     )
     @redact_errors
     def members(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            figures = update_segment(conn, config, segment.name)
-            orphans, duplicates = conn.execute(
+        with warehouse.sql() as sql:
+            figures = update_segment(sql, config, segment.name)
+            orphans, duplicates = sql.row(
                 f"""select count(*) filter (where p.customer_id is null),
                            count(*) - count(distinct m.customer_id)
                     from {MEMBERSHIP} m left join (select distinct customer_id from cdp.golden_profiles) p
                       using (customer_id)
                     where m.segment = ?""",
                 [segment.name],
-            ).fetchone()
+            )
             preview = masked_preview(
-                conn,
+                sql,
                 f"select m.segment, m.customer_id, p.first_name, p.email from {MEMBERSHIP} m "
                 f"join cdp.golden_profiles p using (customer_id) where m.segment = {sql_literal(segment.name)} "
                 "order by m.customer_id",
@@ -313,8 +318,8 @@ def build_removed_segments_asset(config: CDPConfig) -> dg.AssetsDefinition:
     )
     @redact_errors
     def removed_segments(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            exited = close_removed_segments(conn, config)
+        with warehouse.sql() as sql:
+            exited = close_removed_segments(sql, config)
         if exited:
             context.log.info(f"segments removed from the configuration, members exited: {exited}")
         return dg.MaterializeResult(
