@@ -19,6 +19,7 @@ from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.schema import profile_columns
+from resources.sql import Sql
 from resources.tables import Table
 from resources.warehouse import Warehouse, sql_literal
 
@@ -229,7 +230,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                    from cdp.golden_profiles"""
             ).fetchone()
             preview = masked_preview(
-                conn,
+                Sql(conn),
                 "select customer_id, first_name, last_name, email, city, record_count, order_count "
                 "from cdp.golden_profiles where record_count > 1 order by customer_id",
             )

@@ -30,6 +30,7 @@ from resources.conditions import (
 )
 from resources.config import CDPConfig, SegmentConfig
 from resources.schema import profile_columns
+from resources.sql import Sql
 from resources.warehouse import Warehouse, sql_literal, transaction, utc_now
 
 GROUP = "segments"
@@ -268,7 +269,7 @@ def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsD
                 [segment.name],
             ).fetchone()
             preview = masked_preview(
-                conn,
+                Sql(conn),
                 f"select m.segment, m.customer_id, p.first_name, p.email from {MEMBERSHIP} m "
                 f"join cdp.golden_profiles p using (customer_id) where m.segment = {sql_literal(segment.name)} "
                 "order by m.customer_id",
