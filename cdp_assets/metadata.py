@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
-import duckdb
 
 from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad
 from resources.config import ConfigError
+from resources.sql import Sql
 
 # Columns a preview shows as they are: ids the platform makes, names from the configuration, counts.
 # Every other column may hold a customer value and is masked.
@@ -161,13 +161,13 @@ def masked_records(records: Sequence[str]) -> str:
     return markdown_table(rows, columns) if rows else "_no rows_"
 
 
-def masked_preview(conn: duckdb.DuckDBPyConnection, query: str, limit: int = 5) -> str:
+def masked_preview(sql: Sql, query: str, limit: int = 5) -> str:
     """The first rows of a query as markdown; every column not in SHOWN_COLUMNS is masked."""
-    cursor = conn.execute(f"select * from ({query}) limit {int(limit)}")
-    names = [d[0] for d in cursor.description]
+    first_rows = f"select * from ({query}) limit {int(limit)}"
+    names = sql.columns(first_rows)
     rows = [
         {n: ("" if v is None else v) if n in SHOWN_COLUMNS else mask(v) for n, v in zip(names, r, strict=True)}
-        for r in cursor.fetchall()
+        for r in sql.rows(first_rows)
     ]
     return markdown_table(rows, names)
 

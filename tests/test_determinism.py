@@ -27,6 +27,7 @@ from demo.destination_server import DestinationServer
 from demo.generate import generate
 from resources.config import load_config
 from resources.schema import RUN_STAMP_COLUMNS
+from resources.sql import Sql
 from resources.warehouse import bootstrap
 from tests.fixtures import write_config
 
@@ -148,7 +149,7 @@ def test_amounts_are_exact_decimals_rounded_to_the_cent(tmp_path: Path):
             for i, t in enumerate(totals)
         ],
     )
-    clean_activity(conn, config, "transactions")
+    clean_activity(Sql(conn), config, "transactions")
     amounts = dict(conn.execute("select event_id, amount from clean.transactions").fetchall())
     # More decimals than the scale: rounded half away from zero; the column is DECIMAL, so sums are exact.
     assert amounts == {
@@ -196,7 +197,7 @@ def test_latest_version_does_not_depend_on_load_order(tmp_path: Path):
                 ["crm/b.csv", loaded[1], '{"id": "1", "email": "new@x.com", "modified": "2025-01-01"}'],
             ],
         )
-        clean_person_records(conn, config)
+        clean_person_records(Sql(conn), config)
         latest.append(conn.execute("select file, email from clean.person_records where is_latest").fetchall())
     # The later file name wins, whichever was loaded last.
     assert latest == [[("crm/b.csv", "new@x.com")], [("crm/b.csv", "new@x.com")]]

@@ -105,14 +105,14 @@ def test_a_column_added_later_reaches_an_existing_warehouse(tmp_path: Path) -> N
 def test_a_fill_that_strays_from_the_declaration_fails_naming_the_columns(tmp_path: Path) -> None:
     table = Table("main.t", {"a": "VARCHAR", "b": "BIGINT"})
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
-        table.replace(conn, "select 2 as b, 'x' as a")  # any order, stored in the declared order and types
+        table.replace(Sql(conn), "select 2 as b, 'x' as a")  # any order, stored in the declared order and types
         assert _columns(conn, "main.t") == {"a": "VARCHAR", "b": "BIGINT"}
         with pytest.raises(TableShapeError, match=r"selected but not declared: \['c'\]"):
-            table.replace(conn, "select 'y' as a, 3 as b, 4 as c")
+            table.replace(Sql(conn), "select 'y' as a, 3 as b, 4 as c")
         with pytest.raises(TableShapeError, match=r"declared but not selected: \['b'\]"):
-            table.replace(conn, "select 'y' as a")
+            table.replace(Sql(conn), "select 'y' as a")
         with pytest.raises(TableShapeError, match=r"selected more than once: \['a'\]"):
-            table.replace(conn, "select 'y' as a, 3 as b, 'z' as a")
+            table.replace(Sql(conn), "select 'y' as a, 3 as b, 'z' as a")
         with pytest.raises(TableShapeError, match=r"declares no column\(s\) \['c'\]"):
             table.projection({"c": "1"})
         # A refused statement leaves the table as it was.

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from resources.run_launcher import RUN_HOST_TAG
+from resources.sql import Sql
 from resources.warehouse import RunLock, Warehouse, WarehouseInUseError, lock_path, publish_read_snapshot
 from tests.fixtures import REPO, Platform, wait_for, write_config
 
@@ -85,7 +86,7 @@ def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent
     warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "warehouse_read.duckdb"
     _warehouse_with(warehouse, 10)
     with duckdb.connect(str(warehouse)) as conn:
-        publish_read_snapshot(conn, snapshot, "first")
+        publish_read_snapshot(Sql(conn), snapshot, "first")
     # A BI tool that keeps its connection to the snapshot open across refreshes.
     holder = _python(
         f"""
@@ -115,7 +116,7 @@ def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent
             _warehouse_with(warehouse, rows)
             started = time.monotonic()
             with duckdb.connect(str(warehouse)) as conn:
-                counts = publish_read_snapshot(conn, snapshot, f"run {rows}")
+                counts = publish_read_snapshot(Sql(conn), snapshot, f"run {rows}")
             assert counts == {"golden_profiles": rows, "segment_membership": rows}
             assert time.monotonic() - started < 30  # publishing never waits for readers
         (tmp_path / "stop").touch()

@@ -8,10 +8,9 @@ id, an event without a readable time) is quarantined whole. So for every source:
 raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from cdp_assets.clean import rules
@@ -20,6 +19,7 @@ from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, t
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.identifiers import NORMALISERS
+from resources.sql import Scratch, Sql
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
 
@@ -74,14 +74,16 @@ def timestamp_sql(expr: str, formats: Sequence[str] | None) -> str:
 
 
 def register_map(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     name: str,
     distinct_sql: str,
     rule: Callable[..., tuple],
     outputs: Sequence[str],
 ) -> int:
-    """Apply a Python rule to each distinct input of `distinct_sql`; the result is temp table `name`."""
-    inputs = conn.execute(distinct_sql).df()
+    """Apply a Python rule to each distinct input of `distinct_sql`; the result is temp table `name`.
+
+    Rules run once per distinct value, not once per row, and the table lets SQL join the results back."""
+    inputs = sql.frame(distinct_sql)
     columns = list(inputs.columns)
     values = [rule(*row) for row in inputs.itertuples(index=False, name=None)] if len(inputs) else []
     result = pd.concat(
@@ -89,10 +91,9 @@ def register_map(
     )
     if not len(result):
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, *outputs]})
-    conn.register(f"{name}_frame", result)
     casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*columns, *outputs])
-    conn.execute(f"create or replace temp table {name} as select {casts} from {name}_frame")
-    conn.unregister(f"{name}_frame")
+    with sql.registered(f"{name}_frame", result) as frame:
+        sql.create_table_as(name, f"select {casts} from {frame}", temporary=True)
     return len(result)
 
 
@@ -102,19 +103,25 @@ _CONTROL = sql_literal(rules.CONTROL_CHARACTERS)
 
 
 def guard_text(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
+    scratch: Scratch,
     stage: str,
     columns: Sequence[tuple[str, str, str]],
+    *,
+    labels: str | None = None,
     label: str | None = None,
-) -> None:
-    """Refuse control characters and over-long values in a staged table's text columns, in SQL.
+) -> str:
+    """Refuse control characters and over-long values in a staged table's text columns, in SQL; the name
+    of the table holding the rejects.
 
+    `stage` is the step's name for the staged table (`scratch(stage)`), which is rebuilt in place.
     `columns` are (column, limit as SQL, scope). A value holding a control character or longer than its
     limit is quarantined: with scope `value` it is set to NULL and the record kept; with scope `row` (a
     record id) the row leaves the stage. Tabs and line breaks in the values kept become spaces. The
-    rejects are in temp table `<stage>_text_rejects`, named by the source's own field: `label` is the
-    SQL for it, or it comes from `field_labels`.
+    rejects are in the step's table `<stage>_text_rejects`, named by the source's own field: `label` is
+    the SQL for it, or it comes from the field labels table `labels` (see `_field_labels`).
     """
+    staged, checked, text_rejects = scratch(stage), scratch(f"{stage}_checked"), scratch(f"{stage}_text_rejects")
     problems, checks, kept, suspects = [], [], [], []
     for i, (column, limit, scope) in enumerate(columns):
         value, flag = f's."{column}"', f"__problem_{i}"
@@ -126,11 +133,11 @@ def guard_text(
             f"length({value}) || ')' end as {flag}"
         )
         name = label or f"coalesce(l.label, {sql_literal(column)})"
-        join = "" if label else f"left join field_labels l on l.source = s.source and l.field = {sql_literal(column)}"
+        join = "" if label else f"left join {labels} l on l.source = s.source and l.field = {sql_literal(column)}"
         checks.append(
             f"""select s.source, s.file, s.row_number, {name} as field, {value} as value,
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
-                from {stage}_checked s {join} where s.{flag} is not null"""
+                from {checked} s {join} where s.{flag} is not null"""
         )
         breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
         tidy = (
@@ -144,18 +151,21 @@ def guard_text(
     suspect = f"regexp_matches(concat({values}), {_CONTROL}) or " + " or ".join(suspects)
     rows_ok = " and ".join(f"__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
     flags = ", ".join(f"__problem_{i}" for i in range(len(columns)))
-    conn.execute(
-        f"""create or replace temp table {stage}_checked as
-            select s.* exclude (__suspect), {", ".join(problems)}
-            from (select s.*, coalesce({suspect}, false) as __suspect from {stage} s) s"""
+    sql.create_table_as(
+        checked,
+        f"""select s.* exclude (__suspect), {", ".join(problems)}
+            from (select s.*, coalesce({suspect}, false) as __suspect from {staged} s) s""",
+        temporary=True,
     )
-    conn.execute(f"create or replace temp table {stage}_text_rejects as " + " union all ".join(checks))
-    conn.execute(
-        f"""create or replace temp table {stage} as
-            select s.* exclude ({flags}) replace ({", ".join(kept)})
-            from {stage}_checked s where {rows_ok}"""
+    sql.create_table_as(text_rejects, " union all ".join(checks), temporary=True)
+    sql.create_table_as(
+        staged,
+        f"""select s.* exclude ({flags}) replace ({", ".join(kept)})
+            from {checked} s where {rows_ok}""",
+        temporary=True,
     )
-    conn.execute(f"drop table {stage}_checked")
+    scratch.drop(f"{stage}_checked")
+    return text_rejects
 
 
 def text_columns(
@@ -179,14 +189,17 @@ def text_columns(
     return columns + [(f, str(rules.text_limit(f)), "value") for f in fields]
 
 
-_TEXT_REJECTS = "select 'clean' as stage, * from {stage}_text_rejects"
+_TEXT_REJECTS = "select 'clean' as stage, * from {rejects}"
 
 
 # --------------------------------------------------------------------------- identifiers (all roles)
 
 
-def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig], config: CDPConfig) -> None:
-    """Temp table `identifier_stage`: one row per (record row, identifier) with the raw value."""
+def stage_identifiers(
+    sql: Sql, scratch: Scratch, sources: Sequence[SourceConfig], config: CDPConfig
+) -> tuple[str, str]:
+    """The step's table `identifier_stage`: one row per (record row, identifier) with the raw value, its text
+    guarded like every other field's; the names of that table and of its text rejects."""
     selects = []
     for source in sources:
         for ident in source.identifiers:
@@ -196,53 +209,66 @@ def stage_identifiers(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceC
                 f"select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
                 f"{sql_literal(ident.type)} as id_type, {sql_literal(kind)} as kind, "
                 f"{sql_literal(ident.path)} as field, {expr} as raw, "
-                f"{sql_literal(source.default_country)} as region from {ensure_raw_table(conn, source)}"
+                f"{sql_literal(source.default_country)} as region from {ensure_raw_table(sql, source)}"
             )
     if not selects:
         selects = [
             "select null::varchar source, null::varchar file, null::bigint row_number, null::varchar id_type, "
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
         ]
-    conn.execute("create or replace temp table identifier_stage as " + " union all ".join(selects))
+    identifiers = scratch("identifier_stage")
+    sql.create_table_as(identifiers, " union all ".join(selects), temporary=True)
     # Each normaliser's values have its canonical field's limit (an e-mail's, a phone's), ids the identifiers'.
     limits = " ".join(f"when '{n.name}' then {rules.text_limit(n.text_limit_field)}" for n in NORMALISERS.values())
     limit = f"case kind {limits} else {rules.text_limit('identifier')} end"
-    guard_text(conn, "identifier_stage", [("raw", limit, "value")], label="s.field")
-    conn.execute("delete from identifier_stage where raw is null")
+    text_rejects = guard_text(sql, scratch, "identifier_stage", [("raw", limit, "value")], label="s.field")
+    sql.execute(f"delete from {identifiers} where raw is null")
+    return identifiers, text_rejects
 
 
-def build_email_and_phone_maps(conn: duckdb.DuckDBPyConnection, email_sql: str, phone_sql: str) -> None:
-    """Temp tables `email_map(raw, email, match_key, reason)` and `phone_map(raw, region, phone, reason)`."""
-    register_map(conn, "email_map", email_sql, rules.clean_email, ["email", "match_key", "reason"])
-    register_map(conn, "phone_map", phone_sql, rules.clean_phone, ["phone", "reason"])
+def build_email_and_phone_maps(sql: Sql, scratch: Scratch, email_sql: str, phone_sql: str) -> dict[str, str]:
+    """The step's tables `email_map(raw, email, match_key, reason)` and `phone_map(raw, region, phone,
+    reason)`, by normaliser: one cleaning of each distinct value serves both the fields and the identifiers."""
+    maps = {"email": scratch("email_map"), "phone": scratch("phone_map")}
+    register_map(sql, maps["email"], email_sql, rules.clean_email, ["email", "match_key", "reason"])
+    register_map(sql, maps["phone"], phone_sql, rules.clean_phone, ["phone", "reason"])
+    return maps
 
 
-# Where each identifier normaliser's cleaned values are (see build_email_and_phone_maps): its map, the
+# Where each identifier normaliser's cleaned values are in its map (see build_email_and_phone_maps): the
 # column holding the value identity compares, and how a raw value finds its row. Values of a normaliser
 # without a map (ids) are kept trimmed as written.
-_IDENTIFIER_MAPS: dict[str, tuple[str, str, str]] = {
-    "email": ("email_map", "match_key", "m.raw = i.raw"),
-    "phone": ("phone_map", "phone", "m.raw = i.raw and m.region = i.region"),
+_IDENTIFIER_MAPS: dict[str, tuple[str, str]] = {
+    "email": ("match_key", "m.raw = i.raw"),
+    "phone": ("phone", "m.raw = i.raw and m.region = i.region"),
 }
-_IDENTIFIER_JOINS = "\n".join(
-    f"left join {table} m_{kind} on i.kind = '{kind}' and {join.replace('m.', f'm_{kind}.')}"
-    for kind, (table, _, join) in _IDENTIFIER_MAPS.items()
-)
+
+
+def _identifier_joins(maps: Mapping[str, str]) -> str:
+    """The joins from identifier rows `i` to each normaliser's map (`maps`: normaliser -> table)."""
+    return "\n".join(
+        f"left join {maps[kind]} m_{kind} on i.kind = '{kind}' and {join.replace('m.', f'm_{kind}.')}"
+        for kind, (_, join) in _IDENTIFIER_MAPS.items()
+    )
+
+
 _IDENTIFIER_REASON = "coalesce(" + ", ".join(f"m_{kind}.reason" for kind in _IDENTIFIER_MAPS) + ")"
 
 
-def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows: str) -> None:
-    """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value."""
-    values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (_, column, _) in _IDENTIFIER_MAPS.items())
+def write_identifiers(sql: Sql, role: str, accepted_rows: str, identifiers: str, maps: Mapping[str, str]) -> None:
+    """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value.
+
+    `identifiers` is the staged identifier table (see `stage_identifiers`), `maps` the normalisers' maps."""
+    values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (column, _) in _IDENTIFIER_MAPS.items())
     tables.IDENTIFIERS[role].replace(
-        conn,
+        sql,
         f"""
         with normalised as (
             select a.source, a.source_record_id, i.id_type, i.file, i.row_number,
                 case i.kind {values} else nullif(trim(i.raw), '') end as id_value
-            from identifier_stage i
+            from {identifiers} i
             join ({accepted_rows}) a using (source, file, row_number)
-            {_IDENTIFIER_JOINS}
+            {_identifier_joins(maps)}
         )
         select source, source_record_id, id_type, id_value, file, row_number
         from normalised where id_value is not null
@@ -252,16 +278,18 @@ def write_identifiers(conn: duckdb.DuckDBPyConnection, role: str, accepted_rows:
     )
 
 
-_IDENTIFIER_REJECTS = f"""
+def _identifier_rejects(identifiers: str, maps: Mapping[str, str]) -> str:
+    """The identifier values their normaliser refused, as quarantine rows."""
+    return f"""
 select 'clean' as stage, i.source, i.file, i.row_number, i.field, i.raw as value,
        {_IDENTIFIER_REASON} as reason, 'value' as scope
-from identifier_stage i
-{_IDENTIFIER_JOINS}
+from {identifiers} i
+{_identifier_joins(maps)}
 where {_IDENTIFIER_REASON} is not null
 """
 
 
-def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Sequence[str]) -> None:
+def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str]) -> None:
     """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once.
 
     A reject already recorded keeps its first `quarantined_at`, so a re-run over the same files does not
@@ -270,37 +298,40 @@ def write_quarantine(conn: duckdb.DuckDBPyConnection, role: str, rejects_sql: Se
     table = tables.CLEAN_QUARANTINE[role]
     reject = {column: kind for column, kind in table.columns.items() if column != "quarantined_at"}
     body = " union all ".join(f"select {', '.join(reject)} from ({q})" for q in rejects_sql)
-    conn.execute(
-        f"""
-        create or replace temp table quarantine_now as
-        select distinct {", ".join(f"{column}::{kind} as {column}" for column, kind in reject.items())}
-        from ({body})
-        """
-    )
-    table.replace(
-        conn,
-        f"""
-        select n.*, coalesce(
-                   case when f.loaded_at is null or o.first_at >= f.loaded_at then o.first_at end,
-                   {sql_literal(utc_now().isoformat())}::timestamp) as quarantined_at
-        from quarantine_now n
-        left join (select stage, source, file, row_number, field, value, reason, scope,
-                          min(quarantined_at) as first_at
-                   from clean.{role}_quarantine group by all) o
-          on o.stage = n.stage and o.source = n.source and o.file is not distinct from n.file
-         and o.row_number is not distinct from n.row_number and o.field is not distinct from n.field
-         and o.value is not distinct from n.value and o.reason is not distinct from n.reason
-         and o.scope = n.scope
-        left join meta.loaded_files f on f.source = n.source and f.file = n.file
-        """,
-    )
+    with sql.scratch(f"quarantine_{role}") as scratch:
+        now = scratch("now")
+        sql.create_table_as(
+            now,
+            f"""
+            select distinct {", ".join(f"{column}::{kind} as {column}" for column, kind in reject.items())}
+            from ({body})
+            """,
+            temporary=True,
+        )
+        table.replace(
+            sql,
+            f"""
+            select n.*, coalesce(
+                       case when f.loaded_at is null or o.first_at >= f.loaded_at then o.first_at end,
+                       {sql_literal(utc_now().isoformat())}::timestamp) as quarantined_at
+            from {now} n
+            left join (select stage, source, file, row_number, field, value, reason, scope,
+                              min(quarantined_at) as first_at
+                       from clean.{role}_quarantine group by all) o
+              on o.stage = n.stage and o.source = n.source and o.file is not distinct from n.file
+             and o.row_number is not distinct from n.row_number and o.field is not distinct from n.field
+             and o.value is not distinct from n.value and o.reason is not distinct from n.reason
+             and o.scope = n.scope
+            left join meta.loaded_files f on f.source = n.source and f.file = n.file
+            """,
+        )
 
 
 # --------------------------------------------------------------------------- person records
 
 
-def _stage_person_rows(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
-    """Temp table `person_stage`: raw text of every canonical field, one row per raw row."""
+def _stage_person_rows(sql: Sql, stage: str, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
+    """Temp table `stage`: raw text of every canonical field, one row per raw row."""
     selects = []
     for source in sources:
         columns = [f"{value_sql(source, source.fields.get(f))} as {f}" for f in PERSON_FIELDS]
@@ -311,13 +342,14 @@ def _stage_person_rows(conn: duckdb.DuckDBPyConnection, sources: Sequence[Source
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
             f"{record_id_sql(source)} as source_record_id, {', '.join(columns + consents)}, "
-            f"{sql_literal(source.default_country)} as default_country from {ensure_raw_table(conn, source)})"
+            f"{sql_literal(source.default_country)} as default_country from {ensure_raw_table(sql, source)})"
         )
-    conn.execute("create or replace temp table person_stage as " + " union all by name ".join(selects))
+    sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
 
 
-def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
-    """Temp table `field_labels(source, field, label)`: the source's own name for each canonical field."""
+def _field_labels(sql: Sql, labels: str, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
+    """Temp table `labels(source, field, label)`: the source's own name for each canonical field, so a
+    reject names the column the source's owner knows."""
     rows = []
     for s in sources:
         rows.append((s.name, "source_record_id", path_label(s.record_id) or "(file and line)"))
@@ -325,9 +357,8 @@ def _field_labels(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfi
         rows += [(s.name, f, path_label(spec)) for f, spec in s.fields.items()]
         rows += [(s.name, f"consent__{p}", path_label(spec)) for p, spec in s.consent.items()]
     frame = pd.DataFrame(rows, columns=["source", "field", "label"])
-    conn.register("field_labels_frame", frame)
-    conn.execute("create or replace temp table field_labels as select * from field_labels_frame")
-    conn.unregister("field_labels_frame")
+    with sql.registered(f"{labels}_frame", frame) as registered:
+        sql.create_table_as(labels, f"select * from {registered}", temporary=True)
 
 
 # Fields kept as text, held to the text limits; dates, timestamps and amounts are parsed strictly, so
@@ -356,192 +387,209 @@ _PERSON_VALUE_REJECTS = [
 ]
 
 
-def clean_person_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig) -> dict[str, int]:
-    """Rebuild `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine."""
+def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
+    """Rebuild `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine.
+
+    The staged rows and the rules' maps are the step's own tables, dropped when it ends."""
     sources = config.sources_with_role("person")
     purposes = config.consent_purposes
-    _stage_person_rows(conn, sources, purposes)
-    _field_labels(conn, sources, purposes)
-    guard_text(conn, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]))
-
-    register_map(
-        conn,
-        "country_map",
-        "select distinct country as raw from person_stage where country is not null",
-        rules.clean_country,
-        ["country", "reason"],
-    )
-    conn.execute(
-        """create or replace temp table person_stage as
-           select s.*, c.country as clean_country, coalesce(c.country, s.default_country) as cc
-           from person_stage s left join country_map c on c.raw = s.country"""
-    )
-    stage_identifiers(conn, sources, config)
-    build_email_and_phone_maps(
-        conn,
-        "select distinct email as raw from person_stage where email is not null "
-        "union select distinct raw from identifier_stage where kind = 'email'",
-        "select distinct phone as raw, cc as region from person_stage where phone is not null "
-        "union select distinct raw, region from identifier_stage where kind = 'phone'",
-    )
-    register_map(
-        conn,
-        "fullname_map",
-        "select distinct full_name as raw from person_stage where full_name is not null",
-        rules.clean_full_name,
-        ["first", "middle", "last", "reason"],
-    )
-    register_map(
-        conn,
-        "name_map",
-        "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
-        "from person_stage) where v is not null",
-        rules.clean_name,
-        ["name", "reason"],
-    )
-    formats = {s.name: (s.fields["date_of_birth"].formats if "date_of_birth" in s.fields else None) for s in sources}
-    register_map(
-        conn,
-        "dob_map",
-        "select distinct source, date_of_birth as raw from person_stage where date_of_birth is not null",
-        lambda source, raw: rules.parse_date_of_birth(raw, formats.get(source)),
-        ["dob", "reason"],
-    )
-    register_map(
-        conn,
-        "address_map",
-        "select distinct v as raw from (select unnest([address_line1, address_line2]) as v from person_stage) "
-        "where v is not null",
-        rules.clean_address_line,
-        ["display", "address_key", "reason"],
-    )
-    register_map(
-        conn,
-        "region_map",
-        "select distinct region as raw, clean_country as country from person_stage where region is not null",
-        rules.clean_region,
-        ["region", "reason"],
-    )
-    register_map(
-        conn,
-        "postal_map",
-        "select distinct postal_code as raw, clean_country as country from person_stage where postal_code is not null",
-        rules.clean_postal_code,
-        ["postal_code", "reason"],
-    )
-    register_map(
-        conn,
-        "consent_map",
-        "select distinct v as raw from (select unnest(["
-        + (", ".join(f"consent__{p}" for p in purposes) or "null::varchar")
-        + "]) as v from person_stage) where v is not null",
-        lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)),
-        ["granted", "reason"],
-    )
-
-    # A record's latest version: the last updated, then (one update time in several files) the later file
-    # name and line. What the landing files hold decides, never when they were loaded, so the same files
-    # give the same profiles whatever order they arrived in.
-    tables.PERSON_RECORDS.replace(
-        conn,
-        """
-        select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
-            row_number() over (partition by s.source, s.source_record_id
-                               order by s.updated_ts desc nulls last, s.file desc, s.row_number desc) = 1
-                as is_latest,
-            nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
-                             coalesce(n3.name, fn.last)), '') as full_name,
-            coalesce(n1.name, fn.first) as first_name,
-            coalesce(n2.name, fn.middle) as middle_name,
-            coalesce(n3.name, fn.last) as last_name,
-            em.email, em.match_key as email_match_key, pm.phone,
-            a1.display as address_line1, a2.display as address_line2,
-            nullif(concat_ws(' ', a1.address_key, a2.address_key), '') as address_key,
-            n4.name as city, rm.region, pc.postal_code, s.clean_country as country,
-            dm.dob::date as date_of_birth, s.updated_ts as updated_at
-        from person_stage s
-        left join fullname_map fn on fn.raw = s.full_name
-        left join name_map n1 on n1.raw = s.first_name
-        left join name_map n2 on n2.raw = s.middle_name
-        left join name_map n3 on n3.raw = s.last_name
-        left join name_map n4 on n4.raw = s.city
-        left join email_map em on em.raw = s.email
-        left join phone_map pm on pm.raw = s.phone and pm.region = s.cc
-        left join address_map a1 on a1.raw = s.address_line1
-        left join address_map a2 on a2.raw = s.address_line2
-        left join region_map rm on rm.raw = s.region and rm.country is not distinct from s.clean_country
-        left join postal_map pc on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
-        left join dob_map dm on dm.raw = s.date_of_birth and dm.source = s.source
-        where s.source_record_id is not null
-        """,
-    )
-    consent_selects = [
-        f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
-        "updated_ts as stated_at, file, row_number from person_stage "
-        f"where consent__{p} is not null and source_record_id is not null"
-        for p in purposes
-    ]
-    tables.CONSENT_STATEMENTS.replace(
-        conn,
-        "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
-        "c.row_number from ("
-        + (
-            " union all ".join(consent_selects)
-            or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, null::varchar raw, "
-            "null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
+    with sql.scratch("clean_person") as scratch:
+        stage, labels = scratch("person_stage"), scratch("field_labels")
+        _stage_person_rows(sql, stage, sources, purposes)
+        _field_labels(sql, labels, sources, purposes)
+        text_rejects = guard_text(
+            sql, scratch, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]), labels=labels
         )
-        + ") c join consent_map m on m.raw = c.raw where m.granted is not null",
-    )
-    write_identifiers(
-        conn,
-        "person",
-        "select source, file, row_number, source_record_id from person_stage where source_record_id is not null",
-    )
 
-    rejects = [
-        f"""select 'clean' as stage, s.source, s.file, s.row_number, coalesce(l.label, '{field}') as field,
-                   s.{field} as value, m.reason, 'value' as scope
-            from person_stage s join {table} m on {on}
-            left join field_labels l on l.source = s.source and l.field = '{field}'
-            where m.reason is not null"""
-        for field, table, on in _PERSON_VALUE_REJECTS
-    ]
-    rejects += [
-        f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.consent__{p} as value,
-                   m.reason, 'value' as scope
-            from person_stage s join consent_map m on m.raw = s.consent__{p}
-            left join field_labels l on l.source = s.source and l.field = 'consent__{p}'
-            where m.reason is not null"""
-        for p in purposes
-    ]
-    rejects.append(
-        """select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, null as value,
-                  'missing record id' as reason, 'row' as scope
-           from person_stage s left join field_labels l on l.source = s.source and l.field = 'source_record_id'
-           where s.source_record_id is null"""
-    )
-    rejects.append(
-        """select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.updated_at as value,
-                  'not a readable timestamp' as reason, 'value' as scope
-           from person_stage s left join field_labels l on l.source = s.source and l.field = 'updated_at'
-           where s.updated_at is not null and s.updated_ts is null"""
-    )
-    rejects += [
-        _IDENTIFIER_REJECTS,
-        _TEXT_REJECTS.format(stage="person_stage"),
-        _TEXT_REJECTS.format(stage="identifier_stage"),
-    ]
-    write_quarantine(conn, "person", rejects)
-    return _role_counts(conn, "person", "clean.person_records")
+        country_map = scratch("country_map")
+        register_map(
+            sql,
+            country_map,
+            f"select distinct country as raw from {stage} where country is not null",
+            rules.clean_country,
+            ["country", "reason"],
+        )
+        sql.create_table_as(
+            stage,
+            f"""select s.*, c.country as clean_country, coalesce(c.country, s.default_country) as cc
+               from {stage} s left join {country_map} c on c.raw = s.country""",
+            temporary=True,
+        )
+        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config)
+        maps = build_email_and_phone_maps(
+            sql,
+            scratch,
+            f"select distinct email as raw from {stage} where email is not null "
+            f"union select distinct raw from {identifiers} where kind = 'email'",
+            f"select distinct phone as raw, cc as region from {stage} where phone is not null "
+            f"union select distinct raw, region from {identifiers} where kind = 'phone'",
+        )
+        register_map(
+            sql,
+            scratch("fullname_map"),
+            f"select distinct full_name as raw from {stage} where full_name is not null",
+            rules.clean_full_name,
+            ["first", "middle", "last", "reason"],
+        )
+        register_map(
+            sql,
+            scratch("name_map"),
+            "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
+            f"from {stage}) where v is not null",
+            rules.clean_name,
+            ["name", "reason"],
+        )
+        formats = {
+            s.name: (s.fields["date_of_birth"].formats if "date_of_birth" in s.fields else None) for s in sources
+        }
+        register_map(
+            sql,
+            scratch("dob_map"),
+            f"select distinct source, date_of_birth as raw from {stage} where date_of_birth is not null",
+            lambda source, raw: rules.parse_date_of_birth(raw, formats.get(source)),
+            ["dob", "reason"],
+        )
+        register_map(
+            sql,
+            scratch("address_map"),
+            f"select distinct v as raw from (select unnest([address_line1, address_line2]) as v from {stage}) "
+            "where v is not null",
+            rules.clean_address_line,
+            ["display", "address_key", "reason"],
+        )
+        register_map(
+            sql,
+            scratch("region_map"),
+            f"select distinct region as raw, clean_country as country from {stage} where region is not null",
+            rules.clean_region,
+            ["region", "reason"],
+        )
+        register_map(
+            sql,
+            scratch("postal_map"),
+            f"select distinct postal_code as raw, clean_country as country from {stage} where postal_code is not null",
+            rules.clean_postal_code,
+            ["postal_code", "reason"],
+        )
+        consent_map = scratch("consent_map")
+        register_map(
+            sql,
+            consent_map,
+            "select distinct v as raw from (select unnest(["
+            + (", ".join(f"consent__{p}" for p in purposes) or "null::varchar")
+            + f"]) as v from {stage}) where v is not null",
+            lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)),
+            ["granted", "reason"],
+        )
+
+        # A record's latest version: the last updated, then (one update time in several files) the later file
+        # name and line. What the landing files hold decides, never when they were loaded, so the same files
+        # give the same profiles whatever order they arrived in.
+        tables.PERSON_RECORDS.replace(
+            sql,
+            f"""
+            select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
+                row_number() over (partition by s.source, s.source_record_id
+                                   order by s.updated_ts desc nulls last, s.file desc, s.row_number desc) = 1
+                    as is_latest,
+                nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
+                                 coalesce(n3.name, fn.last)), '') as full_name,
+                coalesce(n1.name, fn.first) as first_name,
+                coalesce(n2.name, fn.middle) as middle_name,
+                coalesce(n3.name, fn.last) as last_name,
+                em.email, em.match_key as email_match_key, pm.phone,
+                a1.display as address_line1, a2.display as address_line2,
+                nullif(concat_ws(' ', a1.address_key, a2.address_key), '') as address_key,
+                n4.name as city, rm.region, pc.postal_code, s.clean_country as country,
+                dm.dob::date as date_of_birth, s.updated_ts as updated_at
+            from {stage} s
+            left join {scratch("fullname_map")} fn on fn.raw = s.full_name
+            left join {scratch("name_map")} n1 on n1.raw = s.first_name
+            left join {scratch("name_map")} n2 on n2.raw = s.middle_name
+            left join {scratch("name_map")} n3 on n3.raw = s.last_name
+            left join {scratch("name_map")} n4 on n4.raw = s.city
+            left join {maps["email"]} em on em.raw = s.email
+            left join {maps["phone"]} pm on pm.raw = s.phone and pm.region = s.cc
+            left join {scratch("address_map")} a1 on a1.raw = s.address_line1
+            left join {scratch("address_map")} a2 on a2.raw = s.address_line2
+            left join {scratch("region_map")} rm
+                   on rm.raw = s.region and rm.country is not distinct from s.clean_country
+            left join {scratch("postal_map")} pc
+                   on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
+            left join {scratch("dob_map")} dm on dm.raw = s.date_of_birth and dm.source = s.source
+            where s.source_record_id is not null
+            """,
+        )
+        consent_selects = [
+            f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
+            f"updated_ts as stated_at, file, row_number from {stage} "
+            f"where consent__{p} is not null and source_record_id is not null"
+            for p in purposes
+        ]
+        tables.CONSENT_STATEMENTS.replace(
+            sql,
+            "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
+            "c.row_number from ("
+            + (
+                " union all ".join(consent_selects)
+                or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, "
+                "null::varchar raw, null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
+            )
+            + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null",
+        )
+        write_identifiers(
+            sql,
+            "person",
+            f"select source, file, row_number, source_record_id from {stage} where source_record_id is not null",
+            identifiers,
+            maps,
+        )
+
+        rejects = [
+            f"""select 'clean' as stage, s.source, s.file, s.row_number, coalesce(l.label, '{field}') as field,
+                       s.{field} as value, m.reason, 'value' as scope
+                from {stage} s join {scratch(table)} m on {on}
+                left join {labels} l on l.source = s.source and l.field = '{field}'
+                where m.reason is not null"""
+            for field, table, on in _PERSON_VALUE_REJECTS
+        ]
+        rejects += [
+            f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.consent__{p} as value,
+                       m.reason, 'value' as scope
+                from {stage} s join {consent_map} m on m.raw = s.consent__{p}
+                left join {labels} l on l.source = s.source and l.field = 'consent__{p}'
+                where m.reason is not null"""
+            for p in purposes
+        ]
+        rejects.append(
+            f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, null as value,
+                      'missing record id' as reason, 'row' as scope
+               from {stage} s left join {labels} l on l.source = s.source and l.field = 'source_record_id'
+               where s.source_record_id is null"""
+        )
+        rejects.append(
+            f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.updated_at as value,
+                      'not a readable timestamp' as reason, 'value' as scope
+               from {stage} s left join {labels} l on l.source = s.source and l.field = 'updated_at'
+               where s.updated_at is not null and s.updated_ts is null"""
+        )
+        rejects += [
+            _identifier_rejects(identifiers, maps),
+            _TEXT_REJECTS.format(rejects=text_rejects),
+            _TEXT_REJECTS.format(rejects=identifier_text_rejects),
+        ]
+        write_quarantine(sql, "person", rejects)
+    return _role_counts(sql, "person", "clean.person_records")
 
 
-def _role_counts(conn: duckdb.DuckDBPyConnection, role: str, table: str) -> dict[str, int]:
-    cleaned = conn.execute(f"select count(*) from {table}").fetchone()[0]
-    row_rejects = conn.execute(
+def _role_counts(sql: Sql, role: str, table: str) -> dict[str, int]:
+    """Cleaned rows, rows quarantined whole and values quarantined: what the row accounting check adds up."""
+    cleaned = sql.value(f"select count(*) from {table}")
+    row_rejects = sql.value(
         f"select count(*) from (select distinct source, file, row_number from clean.{role}_quarantine "
         "where scope = 'row')"
-    ).fetchone()[0]
-    value_rejects = conn.execute(f"select count(*) from clean.{role}_quarantine where scope = 'value'").fetchone()[0]
+    )
+    value_rejects = sql.value(f"select count(*) from clean.{role}_quarantine where scope = 'value'")
     return {
         "cleaned": int(cleaned),
         "rows_quarantined": int(row_rejects),
@@ -549,15 +597,18 @@ def _role_counts(conn: duckdb.DuckDBPyConnection, role: str, table: str) -> dict
     }
 
 
-def raw_row_count(conn: duckdb.DuckDBPyConnection, sources: Sequence[SourceConfig]) -> int:
-    return sum(int(conn.execute(f"select count(*) from {ensure_raw_table(conn, s)}").fetchone()[0]) for s in sources)
+def raw_row_count(sql: Sql, sources: Sequence[SourceConfig]) -> int:
+    """Rows in the sources' raw tables: what cleaned plus quarantined rows must add up to."""
+    return sum(int(sql.value(f"select count(*) from {ensure_raw_table(sql, s)}")) for s in sources)
 
 
 # --------------------------------------------------------------------------- events and transactions
 
 
-def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str) -> dict[str, int]:
-    """Rebuild `clean.events` or `clean.transactions` with their identifiers and quarantine."""
+def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
+    """Rebuild `clean.events` or `clean.transactions` with their identifiers and quarantine.
+
+    The staged rows and the identifier maps are the step's own tables, dropped when it ends."""
     sources = config.sources_with_role(role)
     selects = []
     for s in sources:
@@ -575,66 +626,79 @@ def clean_activity(conn: duckdb.DuckDBPyConnection, config: CDPConfig, role: str
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
                 {sql_literal(path_label(f.get("amount")))} as amount_label
-            from {ensure_raw_table(conn, s)}"""
+            from {ensure_raw_table(sql, s)}"""
         )
-    conn.execute(f"create or replace temp table {role}_stage as " + " union all by name ".join(selects))
-    _field_labels(conn, sources, [])
-    guard_text(conn, f"{role}_stage", text_columns(ACTIVITY_TEXT_FIELDS, sources, ["source_record_id", "event_id"]))
-    conn.execute(
-        f"""create or replace temp table {role}_stage as
-            select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
-              case
-                when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
-                when occurred_raw is null then 'missing timestamp'
-                when occurred_at is null then 'not a readable timestamp'
-                {"when amount_raw is null then 'missing amount'" if role == "transactions" else ""}
-                {"when amount is null then 'amount is not a number'" if role == "transactions" else ""}
-                {"when try_cast(amount_text as double) < 0 then 'negative amount'" if role == "transactions" else ""}
-              end as reject_reason
-            from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {role}_stage)"""
-    )
-    table = ACTIVITY_TABLES[role]
-    columns = table.projection({"currency": "upper(currency)"} if "currency" in table.columns else {})
-    table.replace(conn, f"select {columns} from {role}_stage where reject_reason is null")
-    stage_identifiers(conn, sources, config)
-    build_email_and_phone_maps(
-        conn,
-        "select distinct raw from identifier_stage where kind = 'email'",
-        "select distinct raw, region from identifier_stage where kind = 'phone'",
-    )
-    write_identifiers(
-        conn,
-        role,
-        f"select source, file, row_number, source_record_id from {role}_stage where reject_reason is null",
-    )
-    row_rejects = f"""
-        select 'clean' as stage, source, file, row_number,
-            case when source_record_id is null then record_id_label
-                 when occurred_at is null then occurred_label else amount_label end as field,
-            case when source_record_id is null then null
-                 when occurred_at is null then occurred_raw else amount_raw end as value,
-            reject_reason as reason, 'row' as scope
-        from {role}_stage where reject_reason is not null"""
-    write_quarantine(
-        conn,
-        role,
-        [
-            row_rejects,
-            _IDENTIFIER_REJECTS,
-            _TEXT_REJECTS.format(stage=f"{role}_stage"),
-            _TEXT_REJECTS.format(stage="identifier_stage"),
-        ],
-    )
-    return _role_counts(conn, role, f"clean.{role}")
+    with sql.scratch(f"clean_{role}") as scratch:
+        stage, labels = scratch(f"{role}_stage"), scratch("field_labels")
+        sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
+        _field_labels(sql, labels, sources, [])
+        text_rejects = guard_text(
+            sql,
+            scratch,
+            f"{role}_stage",
+            text_columns(ACTIVITY_TEXT_FIELDS, sources, ["source_record_id", "event_id"]),
+            labels=labels,
+        )
+        transactions = role == "transactions"
+        sql.create_table_as(
+            stage,
+            f"""select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
+                  case
+                    when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
+                    when occurred_raw is null then 'missing timestamp'
+                    when occurred_at is null then 'not a readable timestamp'
+                    {"when amount_raw is null then 'missing amount'" if transactions else ""}
+                    {"when amount is null then 'amount is not a number'" if transactions else ""}
+                    {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
+                  end as reject_reason
+                from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {stage})""",
+            temporary=True,
+        )
+        table = ACTIVITY_TABLES[role]
+        columns = table.projection({"currency": "upper(currency)"} if "currency" in table.columns else {})
+        table.replace(sql, f"select {columns} from {stage} where reject_reason is null")
+        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config)
+        maps = build_email_and_phone_maps(
+            sql,
+            scratch,
+            f"select distinct raw from {identifiers} where kind = 'email'",
+            f"select distinct raw, region from {identifiers} where kind = 'phone'",
+        )
+        write_identifiers(
+            sql,
+            role,
+            f"select source, file, row_number, source_record_id from {stage} where reject_reason is null",
+            identifiers,
+            maps,
+        )
+        row_rejects = f"""
+            select 'clean' as stage, source, file, row_number,
+                case when source_record_id is null then record_id_label
+                     when occurred_at is null then occurred_label else amount_label end as field,
+                case when source_record_id is null then null
+                     when occurred_at is null then occurred_raw else amount_raw end as value,
+                reject_reason as reason, 'row' as scope
+            from {stage} where reject_reason is not null"""
+        write_quarantine(
+            sql,
+            role,
+            [
+                row_rejects,
+                _identifier_rejects(identifiers, maps),
+                _TEXT_REJECTS.format(rejects=text_rejects),
+                _TEXT_REJECTS.format(rejects=identifier_text_rejects),
+            ],
+        )
+    return _role_counts(sql, role, f"clean.{role}")
 
 
 # --------------------------------------------------------------------------- assets
 
 
 def _accounting_check(
-    conn: duckdb.DuckDBPyConnection, asset_key: dg.AssetKey, counts: dict[str, int], sources: Sequence[SourceConfig]
+    sql: Sql, asset_key: dg.AssetKey, counts: dict[str, int], sources: Sequence[SourceConfig]
 ) -> dg.AssetCheckResult:
-    raw = raw_row_count(conn, sources)
+    raw = raw_row_count(sql, sources)
     cleaned, rejected = counts["cleaned"], counts["rows_quarantined"]
     return dg.AssetCheckResult(
         asset_key=asset_key,
@@ -686,15 +750,15 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
     )
     @redact_errors
     def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            counts = clean_person_records(conn, config)
-            check = _accounting_check(conn, PERSON_RECORDS, counts, persons)
-            by_source = conn.execute(
+        with warehouse.sql() as sql:
+            counts = clean_person_records(sql, config)
+            check = _accounting_check(sql, PERSON_RECORDS, counts, persons)
+            by_source = sql.frame(
                 "select source, count(*) rows, count(email) emails, count(phone) phones, "
                 "count(date_of_birth) birth_dates from clean.person_records group by 1 order by 1"
-            ).df()
+            )
             preview = masked_preview(
-                conn,
+                sql,
                 "select source, source_record_id, first_name, last_name, email, phone, city, country "
                 "from clean.person_records order by source, source_record_id",
             )
@@ -742,13 +806,13 @@ def _activity_asset(
     )
     @redact_errors
     def activity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            counts = clean_activity(conn, config, role)
-            check = _accounting_check(conn, key, counts, sources)
-            by_source = conn.execute(
+        with warehouse.sql() as sql:
+            counts = clean_activity(sql, config, role)
+            check = _accounting_check(sql, key, counts, sources)
+            by_source = sql.frame(
                 f"select source, count(*) rows, min(occurred_at) first_at, max(occurred_at) last_at "
                 f"from clean.{role} group by 1 order by 1"
-            ).df()
+            )
         return dg.MaterializeResult(
             metadata=_cleaning_metadata(counts, by_source.to_dict("records")), check_results=[check]
         )

@@ -43,12 +43,12 @@ def _expectations() -> list[object]:
 )
 @redact_errors
 def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.get_connection() as conn:
-        frame = conn.execute(
+    with warehouse.sql() as sql:
+        frame = sql.frame(
             """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
                       year(date_of_birth) as birth_year, trust
                from clean.person_records"""
-        ).df()
+        )
     outcomes = validate_frame("cleaned_person_records", frame, _expectations())
     failed = [o for o in outcomes if not o.success]
     evaluated = len(outcomes)

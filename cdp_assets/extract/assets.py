@@ -14,27 +14,29 @@ from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 
 from cdp_assets.extract.readers import FileFormatError, Reject, read_file
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import ExtractConfig, source_files
-from resources.warehouse import Warehouse, transaction, utc_now
+from resources.sql import Sql
+from resources.warehouse import Warehouse, utc_now
 
 GROUP = "source_extracts"
 _BATCH_ROWS = 50_000
 
 
 def raw_table(source: SourceConfig) -> str:
+    """The source's raw table: one row per landing-file row, its record kept as JSON."""
     return f"raw.{source.name}"
 
 
-def ensure_raw_table(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> str:
-    """The source's raw table, created empty if the source has never been extracted."""
+def ensure_raw_table(sql: Sql, source: SourceConfig) -> str:
+    """The source's raw table, created empty if the source has never been extracted, so a stage reading
+    it sees no rows rather than a missing table."""
     table = raw_table(source)
-    conn.execute(
+    sql.execute(
         f"create table if not exists {table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)"
     )
     return table
@@ -125,9 +127,7 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
     )
 
 
-def load_file(
-    conn: duckdb.DuckDBPyConnection, source: SourceConfig, path: Path, rel: str, sha: str
-) -> dict[str, object]:
+def load_file(sql: Sql, source: SourceConfig, path: Path, rel: str, sha: str) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
 
     A file that cannot be read or mapped as a whole (unreadable, mapped columns missing, another
@@ -138,18 +138,20 @@ def load_file(
     table = raw_table(source)
     status = "loaded"
     rows_loaded = 0
-    with transaction(conn):
-        conn.execute(f"delete from {table} where _file = ?", [rel])
+    with sql.scratch("load_file") as tables, sql.transaction():
+        sql.execute(f"delete from {table} where _file = ?", [rel])
         # The same content read again (a failed file retried after a configuration change) keeps the first
         # stamp of each reject it repeats; a changed file's rejects are new.
-        conn.execute(
-            """create or replace temp table previous_rejects as
-               select q.* from meta.extract_quarantine q
+        previous_rejects = tables("previous_rejects")
+        sql.create_table_as(
+            previous_rejects,
+            """select q.* from meta.extract_quarantine q
                join meta.loaded_files f on f.source = q.source and f.file = q.file and f.sha256 = ?
                where q.source = ? and q.file = ?""",
             [sha, source.name, rel],
+            temporary=True,
         )
-        conn.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
+        sql.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
         problem: Reject | None = None
         rejects: list[Reject] = []
         try:
@@ -175,14 +177,13 @@ def load_file(
                 rows = iter(())
         if result is not None and problem is None:
             for batch in _batches(rows, rel, now):
-                conn.register("incoming_batch", batch)
-                conn.execute(f"insert into {table} by name select * from incoming_batch")
-                conn.unregister("incoming_batch")
+                with sql.registered("incoming_batch", batch) as incoming:
+                    sql.execute(f"insert into {table} by name select * from {incoming}")
                 rows_loaded += batch.num_rows
             rejects = list(result.rejects)
             if result.file_error:
                 problem = Reject(None, f"file {rel} {result.file_error}")
-                conn.execute(f"delete from {table} where _file = ?", [rel])
+                sql.execute(f"delete from {table} where _file = ?", [rel])
                 rows_loaded = 0
             elif result.empty:
                 status = "empty"
@@ -190,19 +191,18 @@ def load_file(
         if problem is not None:
             status, rejects = "failed", [problem]
         if rejects:
-            conn.register("incoming_rejects", _quarantine_rows(source.name, rel, rejects, now))
-            conn.execute(
-                """insert into meta.extract_quarantine by name
-                   select n.* replace (coalesce(p.quarantined_at, n.quarantined_at) as quarantined_at)
-                   from incoming_rejects n left join (
-                       select row_number, field, value, reason, scope, min(quarantined_at) as quarantined_at
-                       from previous_rejects group by all) p
-                     on p.row_number is not distinct from n.row_number and p.field is not distinct from n.field
-                    and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
-            )
-            conn.unregister("incoming_rejects")
+            with sql.registered("incoming_rejects", _quarantine_rows(source.name, rel, rejects, now)) as incoming:
+                sql.execute(
+                    f"""insert into meta.extract_quarantine by name
+                       select n.* replace (coalesce(p.quarantined_at, n.quarantined_at) as quarantined_at)
+                       from {incoming} n left join (
+                           select row_number, field, value, reason, scope, min(quarantined_at) as quarantined_at
+                           from {previous_rejects} group by all) p
+                         on p.row_number is not distinct from n.row_number and p.field is not distinct from n.field
+                        and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
+                )
         rows_rejected = sum(1 for r in rejects if r.row_number is not None)
-        conn.execute(
+        sql.execute(
             "insert or replace into meta.loaded_files (source, file, sha256, size_bytes, rows_loaded, rows_rejected, "
             "status, loaded_at, read_settings) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [source.name, rel, sha, path.stat().st_size, rows_loaded, rows_rejected, status, now]
@@ -214,14 +214,14 @@ def load_file(
 FILES_READABLE_CHECK = "files_readable"
 
 
-def _files_check(conn: duckdb.DuckDBPyConnection, source: SourceConfig, present: list[str]) -> dg.AssetCheckResult:
+def _files_check(sql: Sql, source: SourceConfig, present: list[str]) -> dg.AssetCheckResult:
     """Warn about the source's files that are quarantined whole, naming each file and why."""
-    failed = conn.execute(
+    failed = sql.rows(
         """select q.file, q.reason from meta.extract_quarantine q
            join meta.loaded_files f on f.source = q.source and f.file = q.file and f.status = 'failed'
            where q.source = ? and q.scope = 'file' and list_contains(?, q.file) order by q.file""",
         [source.name, present],
-    ).fetchall()
+    )
     return dg.AssetCheckResult(
         asset_key=dg.AssetKey(["raw", source.name]),
         check_name=FILES_READABLE_CHECK,
@@ -271,14 +271,14 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         settings = read_settings(source)
         loaded: list[dict[str, object]] = []
         skipped = 0
-        with warehouse.get_connection() as conn:
-            ensure_raw_table(conn, source)
+        with warehouse.sql() as sql:
+            ensure_raw_table(sql, source)
             known = {
                 file: (sha, status, file_settings)
-                for file, sha, status, file_settings in conn.execute(
+                for file, sha, status, file_settings in sql.rows(
                     "select file, sha256, status, read_settings from meta.loaded_files where source = ?",
                     [source.name],
-                ).fetchall()
+                )
             }
             # A renamed copy of a loaded file is skipped; a copy of a failed one is tried (and refused) itself.
             known_hashes = {sha for sha, status, _ in known.values() if status != "failed"}
@@ -293,28 +293,26 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 if previous is None and sha in known_hashes:
                     skipped += 1
                     continue
-                outcome = load_file(conn, source, path, rel, sha)
+                outcome = load_file(sql, source, path, rel, sha)
                 context.log.info(f"{source.name}: {outcome}")
                 if outcome["status"] == "failed":
                     context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")
                 loaded.append(outcome)
                 if outcome["status"] != "failed":
                     known_hashes.add(sha)
-            check = _files_check(conn, source, [p.relative_to(landing).as_posix() for p in files])
+            check = _files_check(sql, source, [p.relative_to(landing).as_posix() for p in files])
             if not loaded and config.skip_if_unchanged:
                 context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
                 # The check is declared on the asset, so it reports even when nothing is materialized.
                 yield check
                 return
-            total = conn.execute(f"select count(*) from {raw_table(source)}").fetchone()[0]
-            quarantined = conn.execute(
-                "select count(*) from meta.extract_quarantine where source = ?", [source.name]
-            ).fetchone()[0]
+            total = sql.value(f"select count(*) from {raw_table(source)}")
+            quarantined = sql.value("select count(*) from meta.extract_quarantine where source = ?", [source.name])
             sample = [
                 r[0]
-                for r in conn.execute(
+                for r in sql.rows(
                     f"select record::varchar from {raw_table(source)} order by _file, _row_number limit 3"
-                ).fetchall()
+                )
             ]
         if not files:
             context.log.warning(f"{source.name}: no files match {landing / source.glob}")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
+from resources.sql import Sql, SqlError
 
 csv.field_size_limit(1 << 24)
 
@@ -285,16 +285,17 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
 
 
 def read_parquet(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
-    """Read a Parquet file through DuckDB; a corrupt file is a FileFormatError for the whole file."""
+    """Read a Parquet file through an in-memory database of its own, so reading a landing file never
+    touches the warehouse; a corrupt file is a FileFormatError for the whole file."""
     result = ReadResult()
     if path.stat().st_size == 0:
         result.empty = True
         return result, iter(())
-    conn = duckdb.connect(":memory:")
+    sql = Sql.in_memory()
     try:
-        described = conn.execute("describe select * from read_parquet(?)", [str(path)]).fetchall()
-    except duckdb.Error as exc:
-        conn.close()
+        described = sql.rows("describe select * from read_parquet(?)", [str(path)])
+    except SqlError as exc:
+        sql.close()
         raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     result.columns = [row[0] for row in described]
     packed = ", ".join(
@@ -303,15 +304,14 @@ def read_parquet(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
 
     def rows() -> Iterator[tuple[int, str]]:
         try:
-            cursor = conn.execute(
+            yield from sql.stream(
                 f"select t.file_row_number + 1, to_json({{{packed}}})::varchar "
                 "from read_parquet(?, file_row_number = true) t order by 1",
                 [str(path)],
+                batch_rows=50_000,
             )
-            while batch := cursor.fetchmany(50_000):
-                yield from batch
         finally:
-            conn.close()
+            sql.close()
 
     return result, rows()
 

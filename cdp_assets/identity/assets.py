@@ -25,6 +25,7 @@ from cdp_assets.identity.scratch import StepTables, step_tables
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
 from resources.identifiers import DEFAULT_BLOCKED_PATTERNS
+from resources.sql import Sql
 from resources.warehouse import ROLES, Warehouse, sql_literal
 
 GROUP = "identity"
@@ -613,7 +614,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             summary = resolve(conn, config, per_customer)
             checks = _checks(conn, config, summary, per_customer)
             preview = masked_preview(
-                conn,
+                Sql(conn),
                 "select customer_id, source, source_record_id, role from cdp.identity_map "
                 f"where customer_id in (select customer_id from {per_customer} where records > 2 order by 1 limit 2) "
                 "order by all",

@@ -35,8 +35,8 @@ def build_read_snapshot_asset(config: CDPConfig, writers: Sequence[dg.AssetKey])
         metadata={"path": dg.MetadataValue.path(str(path)), **table_metadata("main.snapshot_info", "cdp.*")},
     )
     def read_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn:
-            counts = publish_read_snapshot(conn, path, context.run.run_id)
+        with warehouse.sql() as sql:
+            counts = publish_read_snapshot(sql, path, context.run.run_id)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
