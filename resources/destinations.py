@@ -305,12 +305,24 @@ class WebhookClient(HttpClient):
 
     def send(self, changes: Sequence[Change], batch_id: str) -> None:
         audience = json.dumps(self.audience)
-        events = ",".join(
-            f'{{"type": "{self._TYPES[c.operation]}", "key": {json.dumps(c.key)}, "audience": {audience}, '
-            f'"properties": {c.payload}}}'
-            for c in changes
-        )
+        events = ",".join(self._event(c, audience) for c in changes)
         self.post(self.url, f'{{"batch_id": "{batch_id}", "events": [{events}]}}', batch_id)
+
+    def _event(self, change: Change, audience: str) -> str:
+        """One event; a member whose customer id was merged into another is announced as an update of the
+        survivor naming the old id (`previous_key`), not as leaving the audience."""
+        if change.operation == "remove" and '"merged_into"' in change.payload:
+            survivor = change.row.get("merged_into")
+            if isinstance(survivor, str):
+                properties = json.dumps({k: v for k, v in change.row.items() if k != "merged_into"})
+                return (
+                    f'{{"type": "audience_updated", "key": {json.dumps(survivor)}, '
+                    f'"previous_key": {json.dumps(change.key)}, "audience": {audience}, "properties": {properties}}}'
+                )
+        return (
+            f'{{"type": "{self._TYPES[change.operation]}", "key": {json.dumps(change.key)}, "audience": {audience}, '
+            f'"properties": {change.payload}}}'
+        )
 
 
 class RestClient(HttpClient):

@@ -107,9 +107,7 @@ def _empty_table(conn: Sql, name: str, columns: dict[str, str]) -> None:
     conn.execute(f"insert into {name} default values")
 
 
-def _bind(
-    conn: Sql, table: str, expression: str, columns: dict[str, str], columns_of: str
-) -> str | None:
+def _bind(conn: Sql, table: str, expression: str, columns: dict[str, str], columns_of: str) -> str | None:
     """None if the expression passes the allow-list (resources/conditions.py) and binds as a filter on the
     table, else why not; what is bound is the SQL that will run, regenerated from the checked tree."""
     try:

@@ -280,6 +280,82 @@ IN_FLIGHT = Table(
     primary_key=("destination", "batch_id"),
 )
 
+# Persistent customer ids (cdp_assets/identity/registry.py): every id ever issued and what became of it.
+ID_REGISTRY = Table(
+    "identity.id_registry",
+    {
+        "customer_id": "VARCHAR",
+        # active | merged | retired | erased
+        "status": "VARCHAR",
+        # The id to use for this one today: itself while active, its survivor once merged, NULL once
+        # retired or erased.
+        "current_id": "VARCHAR",
+        "issued_seq": "BIGINT",
+        "issued_at": "TIMESTAMP",
+        "issued_run": "VARCHAR",
+        "changed_at": "TIMESTAMP",
+    },
+    primary_key=("customer_id",),
+)
+
+# The id each record carried after the last run, and the run that first saw it ("oldest record").
+RECORD_IDS = Table(
+    "identity.record_ids",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "role": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "first_seen_seq": "BIGINT",
+    },
+    primary_key=("source", "source_record_id", "role"),
+)
+
+ID_RUNS = Table(
+    "identity.id_runs",
+    {"run_seq": "BIGINT", "run_id": "VARCHAR", "at": "TIMESTAMP", "settings": "VARCHAR"},
+    primary_key=("run_seq",),
+)
+
+ID_HISTORY = Table(
+    "cdp.customer_id_history",
+    {
+        "run_seq": "BIGINT",
+        "run_id": "VARCHAR",
+        "changed_at": "TIMESTAMP",
+        "event": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "related_id": "VARCHAR",
+        "records": "BIGINT",
+        "reason": "VARCHAR",
+    },
+)
+
+CUSTOMER_ALIASES = Table(
+    "cdp.customer_aliases",
+    {"alias_id": "VARCHAR", "customer_id": "VARCHAR", "status": "VARCHAR"},
+    primary_key=("alias_id",),
+)
+
+# Segment membership: the current members of each segment, and every stay (entered, exited and why).
+SEGMENT_MEMBERSHIP = Table(
+    "cdp.segment_membership",
+    {"segment": "VARCHAR", "customer_id": "VARCHAR", "entered_at": "TIMESTAMP", "computed_at": "TIMESTAMP"},
+)
+SEGMENT_HISTORY = Table(
+    "cdp.segment_membership_history",
+    {
+        "segment": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "entered_at": "TIMESTAMP",
+        "exited_at": "TIMESTAMP",
+        # Why a stay ended: the condition no longer held, the segment was removed, or the customer's id
+        # was merged into another (`merged into cus_...`) or retired.
+        "exit_reason": "VARCHAR",
+    },
+    added_later=("exit_reason",),
+)
+
 # Tables written by more than one asset, or read before their writer first ran: they exist from the start
 # so every query has something to read (resources.warehouse.bootstrap creates them on every connection).
 SHARED_TABLES: tuple[Table, ...] = (
@@ -293,5 +369,12 @@ SHARED_TABLES: tuple[Table, ...] = (
     PENDING,
     CHANGELOG,
     CONSENT_STATEMENTS,
+    ID_REGISTRY,
+    RECORD_IDS,
+    ID_RUNS,
+    ID_HISTORY,
+    CUSTOMER_ALIASES,
+    SEGMENT_MEMBERSHIP,
+    SEGMENT_HISTORY,
     *(table for role in ROLES for table in (IDENTIFIERS[role], CLEAN_QUARANTINE[role])),
 )

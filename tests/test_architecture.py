@@ -99,3 +99,27 @@ def test_each_stage_is_one_package():
         if p.name not in {"__init__.py", "definitions.py", "metadata.py"}
     )
     assert loose == []
+
+
+def _engine_imports(path: Path) -> set[str]:
+    """Database engines a file imports (outside TYPE_CHECKING blocks)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & {"duckdb", "pyspark"}
+
+
+def test_stage_code_runs_sql_only_through_the_runner():
+    """Stages and sensors never hold a connection: every statement goes through resources/sql.py, the one
+    place a second engine plugs in."""
+    offenders = sorted(
+        str(path.relative_to(REPO))
+        for package in ("cdp_assets", "sensors")
+        for path in (REPO / package).rglob("*.py")
+        if _engine_imports(path)
+    )
+    assert offenders == []

@@ -8,6 +8,7 @@ import pytest
 
 from cdp_assets.identity.registry import assign_ids, new_id
 from resources.sql import Sql
+from resources.warehouse import bootstrap
 
 pytestmark = pytest.mark.unit
 
@@ -16,9 +17,9 @@ class Registry:
     """Feeds clusterings (lists of record ids per customer) to assign_ids, as the identity stage does."""
 
     def __init__(self) -> None:
-        self.sql = Sql(duckdb.connect(":memory:"))
-        for schema in ("identity", "cdp"):
-            self.sql.execute(f"create schema {schema}")
+        conn = duckdb.connect(":memory:")
+        bootstrap(conn)
+        self.sql = Sql(conn)
         self.run = 0
 
     def assign(self, groups: list[list[str]], settings: str = "settings") -> tuple[object, dict[str, str]]:

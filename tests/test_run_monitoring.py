@@ -27,8 +27,6 @@ BIN = Path(sys.executable).parent
 GATED_JOB = REPO / "tests" / "gated_job.py"
 
 
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A Dagster instance folder with the shipped dagster.yaml, its monitoring poll shortened for the test."""
@@ -47,11 +45,7 @@ def environment(home: Path, tmp_path: Path) -> dict[str, str]:
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         yaml.safe_dump(
-            {
-                "load_from": [
-                    {"python_file": {"relative_path": str(GATED_JOB), "working_directory": str(REPO)}}
-                ]
-            }
+            {"load_from": [{"python_file": {"relative_path": str(GATED_JOB), "working_directory": str(REPO)}}]}
         )
     )
     return {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": path, "WORKSPACE": str(workspace)}

@@ -27,8 +27,6 @@ BIN = Path(sys.executable).parent
 WAREHOUSE_JOB = REPO / "tests" / "warehouse_job.py"
 
 
-
-
 def _python(code: str) -> subprocess.Popen:
     """Another process (a BI tool, a notebook, a run) running `code`; it talks over stdin/stdout lines."""
     return subprocess.Popen(
@@ -214,9 +212,7 @@ HOLD_WAREHOUSE = """
 
 @pytest.mark.parametrize("as_run", [True, False], ids=["held_by_a_run", "held_by_a_reader"])
 @pytest.mark.e2e
-def test_a_warehouse_held_by_another_process_says_who_and_points_readers_at_the_snapshot(
-    tmp_path: Path, as_run: bool
-):
+def test_a_warehouse_held_by_another_process_says_who_and_points_readers_at_the_snapshot(tmp_path: Path, as_run: bool):
     warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "warehouse_read.duckdb"
     _warehouse_with(warehouse, 1)
     other = _python(HOLD_WAREHOUSE.format(warehouse=str(warehouse), as_run=as_run, read_only=not as_run))

@@ -31,65 +31,7 @@ from datetime import datetime
 import pandas as pd
 
 from resources.sql import Sql
-from resources.tables import Table
-
-ID_REGISTRY = Table(
-    "identity.id_registry",
-    {
-        "customer_id": "VARCHAR",
-        # active | merged | retired | erased
-        "status": "VARCHAR",
-        # The id to use for this one today: itself while active, its survivor once merged, NULL once
-        # retired or erased.
-        "current_id": "VARCHAR",
-        "issued_seq": "BIGINT",
-        "issued_at": "TIMESTAMP",
-        "issued_run": "VARCHAR",
-        "changed_at": "TIMESTAMP",
-    },
-    primary_key=("customer_id",),
-)
-
-# The id each record carried after the last run, and the run that first saw it ("oldest record").
-RECORD_IDS = Table(
-    "identity.record_ids",
-    {
-        "source": "VARCHAR",
-        "source_record_id": "VARCHAR",
-        "role": "VARCHAR",
-        "customer_id": "VARCHAR",
-        "first_seen_seq": "BIGINT",
-    },
-    primary_key=("source", "source_record_id", "role"),
-)
-
-ID_RUNS = Table(
-    "identity.id_runs",
-    {"run_seq": "BIGINT", "run_id": "VARCHAR", "at": "TIMESTAMP", "settings": "VARCHAR"},
-    primary_key=("run_seq",),
-)
-
-ID_HISTORY = Table(
-    "cdp.customer_id_history",
-    {
-        "run_seq": "BIGINT",
-        "run_id": "VARCHAR",
-        "changed_at": "TIMESTAMP",
-        "event": "VARCHAR",
-        "customer_id": "VARCHAR",
-        "related_id": "VARCHAR",
-        "records": "BIGINT",
-        "reason": "VARCHAR",
-    },
-)
-
-CUSTOMER_ALIASES = Table(
-    "cdp.customer_aliases",
-    {"alias_id": "VARCHAR", "customer_id": "VARCHAR", "status": "VARCHAR"},
-    primary_key=("alias_id",),
-)
-
-REGISTRY_TABLES = (ID_REGISTRY, RECORD_IDS, ID_RUNS, ID_HISTORY, CUSTOMER_ALIASES)
+from resources.tables import CUSTOMER_ALIASES, ID_HISTORY, ID_REGISTRY, ID_RUNS, RECORD_IDS
 
 
 @dataclass(frozen=True)
@@ -110,11 +52,6 @@ def new_id(key: str, attempt: int = 0) -> str:
     return "cus_" + hashlib.md5(text.encode()).hexdigest()[:16]
 
 
-def ensure_registry(sql: Sql) -> None:
-    """Create the registry's tables if missing."""
-    sql.execute("".join(table.create_sql() for table in REGISTRY_TABLES))
-
-
 def assign_ids(
     sql: Sql,
     labelled: str,
@@ -131,7 +68,6 @@ def assign_ids(
     `settings` fingerprints the identity configuration: when it differs from the last run's, id changes are
     put down to a configuration change; otherwise to `reason` (e.g. an override) or to the link rules.
     """
-    ensure_registry(sql)
     last = sql.row(f"select run_seq, settings from {ID_RUNS.name} order by run_seq desc limit 1")
     run_seq = 1 if last is None else int(last[0]) + 1
     if reason is None:

@@ -30,6 +30,7 @@ from resources.conditions import (
 from resources.config import CDPConfig, SegmentConfig
 from resources.schema import profile_columns
 from resources.sql import Sql, SqlError
+from resources.tables import CUSTOMER_ALIASES, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "segments"
@@ -38,8 +39,8 @@ CODE_VERSION = "3"
 # Not a segment name: the configuration refuses it (RESERVED_SEGMENT_NAMES), so no segment can take the key.
 REMOVED_SEGMENTS = dg.AssetKey(["segments", "removed_segments"])
 CHECK_MEMBERS_EXIST = "members_have_profiles"
-MEMBERSHIP = "cdp.segment_membership"
-HISTORY = "cdp.segment_membership_history"
+MEMBERSHIP = SEGMENT_MEMBERSHIP.name
+HISTORY = SEGMENT_HISTORY.name
 
 
 def segment_key(name: str) -> dg.AssetKey:
@@ -62,18 +63,6 @@ def membership_time(sql: Sql) -> datetime:
     )
     stamp = as_of if as_of is not None else utc_now()
     return max(stamp, latest) if latest is not None else stamp
-
-
-def ensure_membership_tables(sql: Sql) -> None:
-    """Create both membership tables empty if no segment has run yet: every segment asset fills its own rows."""
-    sql.execute(
-        f"""create table if not exists {MEMBERSHIP} (
-               segment varchar, customer_id varchar, entered_at timestamp, computed_at timestamp)"""
-    )
-    sql.execute(
-        f"""create table if not exists {HISTORY} (
-               segment varchar, customer_id varchar, entered_at timestamp, exited_at timestamp)"""
-    )
 
 
 def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
@@ -103,7 +92,6 @@ def update_segment(sql: Sql, config: CDPConfig, name: str) -> dict[str, int]:
         current = tables("current_members")
         changes = tables("membership_changes")
         select_members(sql, condition, label, current)
-        ensure_membership_tables(sql)
         now = membership_time(sql)
         return _advance_membership(sql, name, now, current, changes)
 
@@ -127,15 +115,18 @@ def _advance_membership(sql: Sql, name: str, now: datetime, current: str, change
     )
     with sql.transaction():
         sql.execute(
-            f"""update {HISTORY} h set exited_at = $now
-                from {changes} c
+            f"""update {HISTORY} h set exited_at = $now,
+                       exit_reason = case when a.status = 'merged' then 'merged into ' || a.customer_id
+                                          when a.status in ('retired', 'erased') then 'id ' || a.status
+                                          else 'no longer matches' end
+                from {changes} c left join {CUSTOMER_ALIASES.name} a on a.alias_id = c.customer_id
                 where c.change = 'exited' and h.segment = $segment and h.exited_at is null
                   and h.customer_id = c.customer_id""",
             {"segment": name, "now": now},
         )
         sql.execute(
-            f"""insert into {HISTORY} (segment, customer_id, entered_at, exited_at)
-                select $segment, customer_id, $now, null from {changes} where change = 'entered'
+            f"""insert into {HISTORY} (segment, customer_id, entered_at, exited_at, exit_reason)
+                select $segment, customer_id, $now, null, null from {changes} where change = 'entered'
                 order by customer_id""",
             {"segment": name, "now": now},
         )
@@ -163,7 +154,6 @@ def close_removed_segments(sql: Sql, config: CDPConfig) -> dict[str, int]:
     `old_campaign`" stays answerable while nothing reads as a current member of a segment that no longer
     exists. A segment added back later opens new stays.
     """
-    ensure_membership_tables(sql)
     configured = [s.name for s in config.segments]
     removed = sql.rows(
         f"""select segment, count(*) filter (where stay_open) from (
@@ -179,7 +169,7 @@ def close_removed_segments(sql: Sql, config: CDPConfig) -> dict[str, int]:
     now = membership_time(sql)
     with sql.transaction():
         sql.execute(
-            f"""update {HISTORY} set exited_at = $now
+            f"""update {HISTORY} set exited_at = $now, exit_reason = 'segment removed'
                 where exited_at is null and segment not in (select unnest($configured::varchar[]))""",
             {"configured": configured, "now": now},
         )

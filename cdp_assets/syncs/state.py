@@ -25,7 +25,7 @@ from resources.destinations import Change, batch_id
 from resources.hashing import IdentifierKind, hash_rows
 from resources.identifiers import hashed_kind
 from resources.sql import Sql
-from resources.tables import BATCH_SEQUENCE, IN_FLIGHT
+from resources.tables import BATCH_SEQUENCE, CUSTOMER_ALIASES, IN_FLIGHT
 from resources.warehouse import sql_literal, utc_now
 
 
@@ -194,6 +194,18 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         name = sql_literal(destination.name)
         categories = _MODES[destination.mode]
         diff = tables("diff")
+        # A row keyed by a customer id that was merged into another leaves carrying `merged_into`, so a
+        # client that can say so (webhooks) sends it as an update of the survivor rather than an exit.
+        left_json, alias_join = "h.row_json", ""
+        if destination.primary_key == "customer_id":
+            left_json = (
+                "case when a.customer_id is null then h.row_json "
+                "else json_merge_patch(h.row_json, json_object('merged_into', a.customer_id))::varchar end"
+            )
+            alias_join = (
+                f"left join {CUSTOMER_ALIASES.name} a on a.alias_id = h.key and a.status = 'merged' "
+                f"and a.customer_id in (select key from {current} where consented)"
+            )
         sql.create_table_as(
             diff,
             f"""with want as (
@@ -207,7 +219,8 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 where h.key is null or h.present is distinct from ({destination.mode != "delete"})
                    or (h.present and h.row_hash <> w.row_hash)
                 union all
-                select h.key, h.row_json, h.row_hash, 'left' from have h
+                select h.key, {left_json}, h.row_hash, 'left' from have h
+                {alias_join}
                 where h.present and not exists (select 1 from want w where w.key = h.key)""",
             temporary=True,
         )
