@@ -96,7 +96,7 @@ def main() -> None:
                            (i % 1000)::double, true from range({args.members}) t(i)"""
             )
             conn.execute(
-                "create table cdp.segment_membership as select 'vip' as segment, customer_id from cdp.golden_profiles"
+                "create or replace table cdp.segment_membership as select 'vip' as segment, customer_id from cdp.golden_profiles"
             )
             figures = {}
             for label, prepare in (

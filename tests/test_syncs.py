@@ -54,7 +54,7 @@ class Warehouse:
         bootstrap(self.conn)
         ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
         self.conn.execute(f"create table cdp.golden_profiles ({ddl})")
-        self.conn.execute("create table cdp.segment_membership (segment varchar, customer_id varchar)")
+        self.conn.execute("delete from cdp.segment_membership")
 
     def set_members(self, members: dict[str, dict]) -> None:
         """members: customer_id -> {email, phone, first_name, consent}."""
@@ -72,7 +72,7 @@ class Warehouse:
                     fields.get("consent", True),
                 ],
             )
-            self.conn.execute("insert into cdp.segment_membership values ('vip', ?)", [customer])
+            self.conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
 
     def sync(self, run_id: str, client=None) -> dict:
         destination = self.config.destinations[0]
@@ -662,7 +662,7 @@ def test_csv_exports_neutralise_formulas_in_text_cells_only(tmp_path):
         bootstrap(conn)
         ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
         conn.execute(f"create table cdp.golden_profiles ({ddl})")
-        conn.execute("create table cdp.segment_membership (segment varchar, customer_id varchar)")
+        conn.execute("delete from cdp.segment_membership")
         rows = [(f"h{i}", name, name, f"h{i}@example.org", "+14155550123", -2) for i, name in enumerate(HOSTILE_NAMES)]
         rows.append(("ok", ORDINARY["first_name"], ORDINARY["last_name"], ORDINARY["email"], "+442071838750", 3))
         for row in rows:
@@ -671,7 +671,7 @@ def test_csv_exports_neutralise_formulas_in_text_cells_only(tmp_path):
                 "days_since_last_order, lifetime_revenue) values (?, ?, ?, ?, ?, ?, 500)",
                 list(row),
             )
-            conn.execute("insert into cdp.segment_membership values ('vip', ?)", [row[0]])
+            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [row[0]])
 
     result = dg.materialize(
         [build_sync_asset(config, config.destinations[0])],
