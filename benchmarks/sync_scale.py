@@ -96,7 +96,8 @@ def main() -> None:
                            (i % 1000)::double, true from range({args.members}) t(i)"""
             )
             conn.execute(
-                "create or replace table cdp.segment_membership as select 'vip' as segment, customer_id from cdp.golden_profiles"
+                "insert into cdp.segment_membership (segment, customer_id) "
+                "select 'vip', customer_id from cdp.golden_profiles"
             )
             figures = {}
             for label, prepare in (
