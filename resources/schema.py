@@ -29,6 +29,7 @@ class ConfigError(ValueError):
 RUN_STAMP_COLUMNS: dict[str, tuple[str, ...]] = {
     "cdp.golden_profiles": ("profile_built_at",),
     "cdp.quarantine": ("quarantined_at",),
+    "cdp.customer_id_history": ("run_id", "changed_at"),
 }
 
 # Columns of `cdp.golden_profiles` that do not depend on the configuration.
