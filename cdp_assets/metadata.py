@@ -29,6 +29,7 @@ import duckdb
 
 from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad
 from resources.config import ConfigError
+from resources.sql import Sql
 
 # Columns a preview shows as they are: ids the platform makes, names from the configuration, counts.
 # Every other column may hold a customer value and is masked.
@@ -161,13 +162,15 @@ def masked_records(records: Sequence[str]) -> str:
     return markdown_table(rows, columns) if rows else "_no rows_"
 
 
-def masked_preview(conn: duckdb.DuckDBPyConnection, query: str, limit: int = 5) -> str:
-    """The first rows of a query as markdown; every column not in SHOWN_COLUMNS is masked."""
-    cursor = conn.execute(f"select * from ({query}) limit {int(limit)}")
-    names = [d[0] for d in cursor.description]
+def masked_preview(sql: Sql | duckdb.DuckDBPyConnection, query: str, limit: int = 5) -> str:
+    """The first rows of a query as markdown; every column not in SHOWN_COLUMNS is masked. (A raw connection
+    is still accepted while stages move to the runner.)"""
+    runner = sql if isinstance(sql, Sql) else Sql(sql)
+    select = f"select * from ({query}) limit {int(limit)}"
+    names = runner.columns(select)
     rows = [
         {n: ("" if v is None else v) if n in SHOWN_COLUMNS else mask(v) for n, v in zip(names, r, strict=True)}
-        for r in cursor.fetchall()
+        for r in runner.rows(select)
     ]
     return markdown_table(rows, names)
 
