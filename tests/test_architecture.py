@@ -99,3 +99,25 @@ def test_each_stage_is_one_package():
         if p.name not in {"__init__.py", "definitions.py", "metadata.py"}
     )
     assert loose == []
+
+
+def test_the_identity_stage_goes_through_the_sql_runner():
+    """Identity code takes a `Sql` runner (resources/sql.py), never a DuckDB connection of its own."""
+    raw = sorted(
+        _module_name(path)
+        for path in (REPO / "cdp_assets" / "identity").rglob("*.py")
+        if any(name.split(".")[0] == "duckdb" for name in _all_imports(path))
+    )
+    assert raw == []
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module a file imports, project or not."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
