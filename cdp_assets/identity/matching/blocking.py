@@ -81,7 +81,8 @@ def build_candidate_pairs(
         for index, ((rule, max_block_size), table) in enumerate(zip(rules, keys, strict=True)):
             columns = ", ".join(rule)
             # Each record is tagged with its block's number, so the pairs come from a join on one integer
-            # rather than on the rule's features (names, postal codes), whatever the record holds.
+            # rather than on the rule's features (names, postal codes), whatever the record holds. Any
+            # numbering tells the blocks apart, so none is sorted.
             sql.execute(
                 f"""
                 insert into {rule_pairs}

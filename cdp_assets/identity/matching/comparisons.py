@@ -83,7 +83,9 @@ def jaro_winkler_level(column: str, threshold: float, right: str | None = None, 
 def initial_level(column: str, right: str | None = None) -> Level:
     """One side is a single letter, the other's first."""
     a, b = _right(column, right)
-    return Level(f"((length({a}) = 1 or length({b}) = 1) and left({a}, 1) = left({b}, 1))", "initial", agrees=True)
+    return Level(
+        f"((length({a}) = 1 or length({b}) = 1) and substr({a}, 1, 1) = substr({b}, 1, 1))", "initial", agrees=True
+    )
 
 
 def one_edit(a: str, b: str) -> str:
@@ -327,10 +329,12 @@ def person_evidence_sql(names: list[str]) -> str:
 # Undo a first/last swap on the right-hand record: its names then line up with the left one's.
 # A CASE, because DuckDB evaluates every operand of an AND in a select list but each WHEN only for the
 # rows no earlier WHEN took: most candidate pairs share a first or a last name and stop at the first.
+# First letters are `substr(s, 1, 1)`: portable, and as cheap as DuckDB's `s[1]`, where `left(s, 1)` makes
+# the million-pair u sample a fifth slower.
 SWAP_SQL = """case when l.first_name is null or l.last_name is null or r.first_name is null
                     or r.last_name is null or l.first_name = r.first_name or l.last_name = r.last_name then false
-               when left(l.first_name, 1) <> left(r.last_name, 1) or left(l.last_name, 1) <> left(r.first_name, 1)
-                    then false
+               when substr(l.first_name, 1, 1) <> substr(r.last_name, 1, 1)
+                    or substr(l.last_name, 1, 1) <> substr(r.first_name, 1, 1) then false
                else jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92
                     and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92 end"""
 
