@@ -19,6 +19,7 @@ from cdp_assets.identity.assets import resolve
 from demo.configs import DEMO_DESTINATION, relocated_config
 from demo.generate import generate
 from resources.config import CDPConfig, load_config
+from resources.sql import Sql
 from resources.warehouse import bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def identity_warehouse(tmp_path: Path, records: list[dict], identity: dict | Non
                 "insert into clean.person_identifiers values ('crm', ?, ?, ?, 'f.csv', ?)",
                 [r["id"], id_type, value, i + 2],
             )
-    resolve(conn, config)
+    resolve(Sql(conn), config)
     return conn
 
 

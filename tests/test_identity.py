@@ -161,8 +161,8 @@ def test_asset_checks_count_records_left_without_a_customer_and_mapped_twice(tmp
     """The blocking checks see a record missing from the map once, however many versions it has, and a
     record mapped twice."""
     from cdp_assets.identity.assets import _checks, _summary
-    from cdp_assets.identity.scratch import step_tables
     from resources.config import load_config
+    from resources.sql import Sql
 
     conn = warehouse(tmp_path, [{"id": "a", "first": "Ann"}, {"id": "b", "first": "Bea"}, {"id": "c"}])
     conn.execute(
@@ -172,10 +172,11 @@ def test_asset_checks_count_records_left_without_a_customer_and_mapped_twice(tmp
     conn.execute("delete from cdp.identity_map where source_record_id = 'a'")
     conn.execute("insert into cdp.identity_map select * from cdp.identity_map where source_record_id = 'b'")
     config = load_config(tmp_path / "cdp.yaml")
-    with step_tables(conn, "test") as tables:
+    sql = Sql(conn)
+    with sql.scratch("test") as tables:
         per_customer = tables("per_customer")
-        _summary(conn, per_customer)
-        results = {r.check_name: r for r in _checks(conn, config, {"largest_cluster_person_records": 1}, per_customer)}
+        _summary(sql, per_customer)
+        results = {r.check_name: r for r in _checks(sql, config, {"largest_cluster_person_records": 1}, per_customer)}
     complete, unique = results["every_record_has_a_customer"], results["identity_map_unique_records"]
     assert not complete.passed and complete.metadata["records_without_customer"].value == 1
     assert not unique.passed and unique.metadata["duplicate_records"].value == 1

@@ -15,8 +15,14 @@ import pytest
 
 from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad, build_candidate_pairs, preflight
 from cdp_assets.identity.matching.comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
-from cdp_assets.identity.matching.model import FellegiSunterModel, build_term_frequencies, scoring_sql
+from cdp_assets.identity.matching.model import (
+    FellegiSunterModel,
+    build_term_frequencies,
+    scoring_sql,
+    term_frequency_columns,
+)
 from cdp_assets.identity.nicknames import canonical_first_name
+from resources.sql import Sql
 from tests.fixtures import customers
 from tests.fixtures import identity_warehouse as warehouse
 
@@ -217,7 +223,8 @@ def test_scoring_by_level_pattern_keeps_exactly_the_pairs_at_or_over_the_thresho
         "first_name tinyint, last_name tinyint, date_of_birth tinyint)"
     )
     conn.executemany("insert into match_vectors values (?, ?, ?, ?, ?)", vectors)
-    tf_columns = build_term_frequencies(conn, names)
+    term_frequencies = {column: f"tf_{column}" for column in term_frequency_columns(names)}
+    build_term_frequencies(Sql(conn), "match_records", term_frequencies)
     share = {
         c: {str(v): float(np.mean(col == v)) for v in set(col)}
         for c, col in (("first_name", first), ("last_name", last))
@@ -235,11 +242,11 @@ def test_scoring_by_level_pattern_keeps_exactly_the_pairs_at_or_over_the_thresho
                 weight += model.weight(name, level)
         expected[(left, right)] = weight
     for threshold in (0.05, 0.5, 0.95):
+        scored = scoring_sql(model, "match_records", "match_vectors", term_frequencies, threshold)
         kept = dict(
             ((left, right), w)
             for left, right, w in conn.execute(
-                f"select l, r, match_weight from ({scoring_sql(model, tf_columns, threshold)})"
-                f" where match_probability >= {threshold}"
+                f"select l, r, match_weight from ({scored}) where match_probability >= {threshold}"
             ).fetchall()
         )
         wanted = {k: w for k, w in expected.items() if 1 / (1 + 2**-w) >= threshold}
@@ -268,14 +275,15 @@ def test_blocks_over_a_rules_cap_are_skipped_and_each_pair_is_credited_to_its_fi
         (["postal_code"], 5),
         (["birth_year"], 3),
     ]
-    estimates = preflight(conn, rules, max_pairs=100)
+    keys = [f"keys_{index}" for index in range(len(rules))]
+    estimates = preflight(Sql(conn), "match_records", rules, 100, keys)
     assert [(e["estimated_pairs"], e["skipped_keys"], e["records_in_skipped_keys"]) for e in estimates] == [
         (1, 0, 0),  # okafor 10001 1980: records 0 and 1
         (0, 1, 4),  # the okafor 10001 block of four is over this rule's cap of 3
         (10, 0, 0),  # 10001 holds five records, within the cap of 5
         (0, 1, 4),  # 1980 is on four records
     ]
-    made = build_candidate_pairs(conn, rules)
+    made = build_candidate_pairs(Sql(conn), "match_records", rules, keys, "match_pairs")
     assert made == {
         "last_name + postal_code + birth_year": 1,
         "last_name + postal_code": 0,
@@ -283,15 +291,15 @@ def test_blocks_over_a_rules_cap_are_skipped_and_each_pair_is_credited_to_its_fi
         "birth_year": 0,
     }
     assert conn.execute("select rule_index from match_pairs where l = 0 and r = 1").fetchall() == [(0,)]
-    left = conn.execute("select table_name from duckdb_tables() where table_name like 'block_keys%'").fetchall()
+    left = conn.execute("select table_name from duckdb_tables() where table_name like 'keys_%'").fetchall()
     assert left == []
 
 
 def test_a_rejected_preflight_leaves_no_block_tables():
     conn = _blocking_records()
     with pytest.raises(BlockingRuleTooBroad, match=r"^[^;]*rule 'postal_code' would make 10 pairs, over"):
-        preflight(conn, [(["last_name"], 100), (["postal_code"], 100)], max_pairs=8)
-    assert conn.execute("select count(*) from duckdb_tables() where table_name like 'block_keys%'").fetchall() == [(0,)]
+        preflight(Sql(conn), "match_records", [(["last_name"], 100), (["postal_code"], 100)], 8, ["keys_0", "keys_1"])
+    assert conn.execute("select count(*) from duckdb_tables() where table_name like 'keys_%'").fetchall() == [(0,)]
 
 
 def test_a_record_with_nothing_usable_is_a_singleton(tmp_path):
@@ -336,7 +344,11 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
                 [node, *(values.get(c) for c in columns)],
             )
         conn.execute("insert into pairs values (?, ?)", [2 * i, 2 * i + 1])
-    return conn.execute(f"select * from ({vector_sql('pairs', list(COMPARISONS))}) order by l").df().to_dict("records")
+    return (
+        conn.execute(f"select * from ({vector_sql('match_records', 'pairs', list(COMPARISONS))}) order by l")
+        .df()
+        .to_dict("records")
+    )
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,6 @@ from cdp_assets.identity.matching.comparisons import (
     vector_sql,
 )
 from cdp_assets.identity.matching.features import FEATURES
-from cdp_assets.identity.scratch import step_tables
 from resources.config.identity import (
     BLOCKING_FEATURES,
     PERSON_EVIDENCE,
@@ -38,6 +37,7 @@ from resources.config.identity import (
 from resources.config.identity import COMPARISONS as DECLARED_COMPARISONS
 from resources.hashing import IdentifierKind, normalize_phone
 from resources.identifiers import DEFAULT_NORMALISER, HASHED_KINDS, NORMALISERS
+from resources.sql import Sql
 from tests.fixtures import identity_warehouse as warehouse
 
 pytestmark = pytest.mark.stage
@@ -162,12 +162,12 @@ def test_every_declared_comparison_reads_only_compared_columns():
     columns = ", ".join(f"{c} {types.get(c, 'varchar')}" for c in COMPARED_COLUMNS)
     conn.execute(f"create temp table match_records (node_id bigint, {columns})")
     conn.execute("create temp table pairs (l bigint, r bigint)")
-    assert conn.execute(f"select * from ({vector_sql('pairs', list(COMPARISONS))})").fetchall() == []
+    assert conn.execute(f"select * from ({vector_sql('match_records', 'pairs', list(COMPARISONS))})").fetchall() == []
 
 
 def test_step_tables_are_prefixed_and_dropped_even_when_the_step_fails():
     conn = duckdb.connect(":memory:")
-    with pytest.raises(RuntimeError), step_tables(conn, "blocking") as tables:
+    with pytest.raises(RuntimeError), Sql(conn).scratch("blocking") as tables:
         name = tables("pairs")
         assert name == "blocking__pairs"
         conn.execute(f"create temp table {name} as select 1 as x")
@@ -177,10 +177,10 @@ def test_step_tables_are_prefixed_and_dropped_even_when_the_step_fails():
 
 def test_a_step_frees_a_table_it_owns_when_asked_not_only_at_its_end():
     conn = duckdb.connect(":memory:")
-    with step_tables(conn, "matching") as tables:
-        conn.execute(f"create temp table {tables.own('match_pairs')} as select 1 as l")
+    with Sql(conn).scratch("matching") as tables:
+        conn.execute(f"create temp table {tables('pairs')} as select 1 as l")
         conn.execute(f"create temp table {tables('labelled_pairs')} as select 1 as l")
-        tables.drop("match_pairs")
+        tables.drop("pairs")
         tables.drop("labelled_pairs")
         tables.frame("labels", pd.DataFrame({"l": [1]}))
         tables.drop("labels")

@@ -13,7 +13,6 @@ Fellegi-Sunter model, and merges customers only where no strong evidence objects
 import time
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pandas as pd
 
@@ -21,11 +20,10 @@ from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
 from cdp_assets.clean.rules import MATCH_KEYS
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
-from cdp_assets.identity.scratch import StepTables, step_tables
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
 from resources.identifiers import DEFAULT_BLOCKED_PATTERNS
-from resources.sql import Sql
+from resources.sql import Scratch, Sql
 from resources.warehouse import ROLES, Warehouse, sql_literal
 
 GROUP = "identity"
@@ -69,17 +67,15 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
     return condition, pd.DataFrame(literals or [], columns=["id_type", "id_value"], dtype=object)
 
 
-def resolve(conn: duckdb.DuckDBPyConnection, config: CDPConfig, per_customer: str | None = None) -> dict[str, object]:
+def resolve(sql: Sql, config: CDPConfig, per_customer: str | None = None) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
     counted for the summary only)."""
-    with step_tables(conn, "deterministic") as tables:
-        return _resolve(conn, config, per_customer or tables("per_customer"), tables)
+    with sql.scratch("deterministic") as tables:
+        return _resolve(sql, config, per_customer or tables("per_customer"), tables)
 
 
-def _resolve(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, per_customer: str, tables: StepTables
-) -> dict[str, object]:
+def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
     started = time.perf_counter()
@@ -87,22 +83,20 @@ def _resolve(
     # (most of the nodes) only need distinct numbers after them, which spares sorting them. Each person
     # record has one latest version, so numbering those numbers the records, and `person_latest` keeps
     # what the sharing check and the matching features read.
-    conn.execute(
-        f"""
-        create temp table {person_latest} as
+    sql.create_table_as(
+        person_latest,
+        """
         select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
                first_name, last_name, date_of_birth, email_match_key, phone, address_key, postal_code, city
         from clean.person_records where is_latest
-        """
+        """,
+        temporary=True,
     )
-    conn.execute(
-        f"""
-        create temp table {id_nodes} as
-        select node_id, source, source_record_id, 'person' as role from {person_latest}
-        """
+    sql.create_table_as(
+        id_nodes, f"select node_id, source, source_record_id, 'person' as role from {person_latest}", temporary=True
     )
-    person_nodes = int(conn.execute(f"select count(*) from {id_nodes}").fetchall()[0][0])
-    conn.execute(
+    person_nodes = int(sql.value(f"select count(*) from {id_nodes}"))
+    sql.execute(
         f"""
         insert into {id_nodes}
         select {person_nodes} + row_number() over () - 1, source, source_record_id, role
@@ -112,28 +106,30 @@ def _resolve(
         )
         """
     )
-    conn.execute(
+    sql.create_table_as(
+        id_edges,
         f"""
-        create temp table {id_edges} as
         select n.node_id, e.id_type, e.id_value
         from ({ALL_IDENTIFIERS}) e join {id_nodes} n using (source, source_record_id)
-        """
+        """,
+        temporary=True,
     )
     # Every distinct value once, with the records carrying it: blocking and sharing are judged per value.
     # Value ids only name graph vertices: any numbering gives the same components, so none is sorted.
-    conn.execute(
+    sql.create_table_as(
+        id_values,
         f"""
-        create temp table {id_values} as
         select row_number() over () - 1 as value_id, id_type, id_value, records
         from (select id_type, id_value, count(*) as records from {id_edges} group by 1, 2)
-        """
+        """,
+        temporary=True,
     )
-    id_types = [r[0] for r in conn.execute(f"select distinct id_type from {id_values} order by 1").fetchall()]
+    id_types = [r[0] for r in sql.rows(f"select distinct id_type from {id_values} order by 1")]
     condition, literals = blocked_condition(config, id_types)
     blocked_literals = tables.frame("blocked_literals", literals)
-    conn.execute(
+    sql.create_table_as(
+        "identity.blocked_identifiers",
         f"""
-        create or replace table identity.blocked_identifiers as
         select id_type, id_value, records,
                case when exists (select 1 from {blocked_literals} b where b.id_type = v.id_type
                                  and b.id_value = v.id_value) then 'listed in blocked_values'
@@ -141,32 +137,33 @@ def _resolve(
         from {id_values} v
         where ({condition})
            or exists (select 1 from {blocked_literals} b where b.id_type = v.id_type and b.id_value = v.id_value)
-        """
+        """,
     )
-    block_shared_values(conn, config, id_types, id_values, id_edges, person_latest)
-    conn.execute(
+    block_shared_values(sql, config, id_types, id_values, id_edges, person_latest)
+    sql.create_table_as(
+        usable_values,
         f"""
-        create temp table {usable_values} as
         select value_id, id_type, id_value, records from {id_values}
         anti join identity.blocked_identifiers using (id_type, id_value)
-        """
+        """,
+        temporary=True,
     )
     tables.drop("values")
-    _publish_links(conn)
-    links_by_type = conn.execute(f"select id_type, sum(records) from {usable_values} group by 1").fetchall()
-    node_count = int(conn.execute(f"select count(*) from {id_nodes}").fetchall()[0][0])
-    pairs = conn.execute(
+    _publish_links(sql)
+    links_by_type = sql.rows(f"select id_type, sum(records) from {usable_values} group by 1")
+    node_count = int(sql.value(f"select count(*) from {id_nodes}"))
+    pairs = sql.arrays(
         f"select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)"
-    ).fetchnumpy()
+    )
     value_count = int(pairs["value_id"].max()) + 1 if len(pairs["value_id"]) else 0
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
     del pairs
     limited_edges = tables("limited_edges") if config.identity.profile_limits() else None
-    labels = enforce_profile_limits(conn, config, labels, id_nodes, id_edges, usable_values, limited_edges)
+    labels = enforce_profile_limits(sql, config, labels, id_nodes, id_edges, usable_values, limited_edges)
     tables.drop("edges")
     tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
-    matching = match_probabilistically(conn, config, labels, person_latest, limited_edges)
+    matching = match_probabilistically(sql, config, labels, person_latest, limited_edges)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     component_frame = tables.frame(
@@ -175,9 +172,9 @@ def _resolve(
     # A customer id is named after its smallest member, so it survives reruns that do not change the
     # customer, whatever the component numbering. Names are materialised so that each customer's is hashed
     # once, not once per record after the join (0.4 s at a million people).
-    conn.execute(
+    sql.create_table_as(
+        "cdp.identity_map",
         f"""
-        create or replace table cdp.identity_map as
         with labelled as (
             select n.source, n.source_record_id, n.role, c.component
             from {id_nodes} n join {component_frame} c using (node_id)
@@ -188,9 +185,9 @@ def _resolve(
         )
         select l.source, l.source_record_id, n.customer_id, l.role
         from labelled l join named n using (component)
-        """
+        """,
     )
-    summary = _summary(conn, per_customer)
+    summary = _summary(sql, per_customer)
     summary["links_by_type"] = [
         {"identifier type": t, "links": n} for t, n in sorted(links_by_type, key=lambda row: (-row[1], row[0]))
     ]
@@ -203,16 +200,16 @@ def _resolve(
     return summary
 
 
-def _publish_links(conn: duckdb.DuckDBPyConnection) -> None:
+def _publish_links(sql: Sql) -> None:
     """`identity.links`: every record's identifier values that link, i.e. the cleaned identifiers less the
     blocked ones. A view, not a copy: millions of rows the clean tables already hold would take longer
     to write than the rest of the deterministic layer takes to run."""
-    kind = conn.execute(
+    kind = sql.value(
         "select table_type from information_schema.tables where table_schema = 'identity' and table_name = 'links'"
-    ).fetchall()
-    if kind and kind[0][0] == "BASE TABLE":  # written as a table by earlier versions
-        conn.execute("drop table identity.links")
-    conn.execute(
+    )
+    if kind == "BASE TABLE":  # written as a table by earlier versions
+        sql.execute("drop table identity.links")
+    sql.execute(
         f"""
         create or replace view identity.links as
         select source, source_record_id, id_type, id_value
@@ -222,7 +219,7 @@ def _publish_links(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def enforce_profile_limits(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     labels: np.ndarray,
     id_nodes: str,
@@ -241,14 +238,12 @@ def enforce_profile_limits(
     limits = config.identity.profile_limits()
     if not limits or limited_edges is None:
         return labels
-    with step_tables(conn, "profile_limits") as tables:
-        return _split_over_limits(
-            conn, config, labels, limits, id_nodes, id_edges, usable_values, limited_edges, tables
-        )
+    with sql.scratch("profile_limits") as tables:
+        return _split_over_limits(sql, config, labels, limits, id_nodes, id_edges, usable_values, limited_edges, tables)
 
 
 def _split_over_limits(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     labels: np.ndarray,
     limits: dict[str, int],
@@ -256,16 +251,17 @@ def _split_over_limits(
     id_edges: str,
     usable_values: str,
     limited_edges: str,
-    tables: StepTables,
+    tables: Scratch,
 ) -> np.ndarray:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_values"]))
-    conn.execute(
-        f"""create temp table {limited_edges} as
-           select l.node_id, l.id_type, l.id_value from {id_edges} l
-           semi join {usable_values} using (id_type, id_value) semi join {type_limits} using (id_type)"""
+    sql.create_table_as(
+        limited_edges,
+        f"""select l.node_id, l.id_type, l.id_value from {id_edges} l
+           semi join {usable_values} using (id_type, id_value) semi join {type_limits} using (id_type)""",
+        temporary=True,
     )
     node_labels = tables.frame("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
-    offending = conn.execute(
+    offending = sql.rows(
         f"""
         select distinct component from (
             select c.component, l.id_type, count(distinct l.id_value) as n, any_value(t.max_values) as max_values
@@ -273,21 +269,21 @@ def _split_over_limits(
             group by 1, 2
         ) where n > max_values
         """
-    ).fetchall()
+    )
     if not offending:
         return labels
     over = tables.frame("offending", pd.DataFrame({"component": [c for (c,) in offending]}))
-    edges = conn.execute(
+    edges = sql.rows(
         f"""
         select n.node_id, n.role, l.id_type, l.id_value, n.source, n.source_record_id
         from {limited_edges} l join {id_nodes} n using (node_id)
         join {node_labels} c using (node_id) join {over} o using (component)
         """
-    ).fetchall()
-    members = conn.execute(
+    )
+    members = sql.rows(
         f"select node_id, n.role from {node_labels} c join {over} o using (component) "
         f"join {id_nodes} n using (node_id) order by node_id"
-    ).fetchall()
+    )
     priority = {t: s.priority for t, s in config.identity.identifier_types.items()}
     index: dict[object, int] = {}
     customers: list[Customer] = []
@@ -314,7 +310,7 @@ def _split_over_limits(
 
 
 def block_shared_values(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     id_types: list[str],
     id_values: str,
@@ -333,28 +329,27 @@ def block_shared_values(
     limits = {t: n for t, n in limits.items() if n is not None}
     if not limits:
         return
-    with step_tables(conn, "shared_values") as tables:
-        _block_shared(conn, limits, id_values, id_edges, person_latest, tables)
+    with sql.scratch("shared_values") as tables:
+        _block_shared(sql, limits, id_values, id_edges, person_latest, tables)
 
 
 def _block_shared(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     limits: dict[str, int],
     id_values: str,
     id_edges: str,
     person_latest: str,
-    tables: StepTables,
+    tables: Scratch,
 ) -> None:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
     repeated_values = tables("repeated_values")
     # Only a value on several records can be shared by several people; most values are on one.
-    conn.execute(
-        f"""
-        create temp table {repeated_values} as
-        select id_type, id_value, records from {id_values} semi join {type_limits} using (id_type) where records > 1
-        """
+    sql.create_table_as(
+        repeated_values,
+        f"select id_type, id_value, records from {id_values} semi join {type_limits} using (id_type) where records > 1",
+        temporary=True,
     )
-    values = conn.execute(
+    values = sql.rows(
         f"""
         with records as (
             select e.id_type, e.id_value, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
@@ -376,11 +371,11 @@ def _block_shared(
                list(distinct [first_name, last_name]) filter (where first_name is not null) as names
         from records semi join varied using (id_type, id_value) group by 1, 2
         """
-    ).fetchall()
+    )
     counts = dict(
-        conn.execute(
+        sql.rows(
             f"select lower(trim(first_name)), count(*) from {person_latest} where first_name is not null group by 1"
-        ).fetchall()
+        )
     )
     first_names = FirstNames(counts)
     shared = []
@@ -391,7 +386,7 @@ def _block_shared(
     shared_values = tables.frame(
         "shared_values", pd.DataFrame(shared, columns=["id_type", "id_value", "people", "max_people"])
     )
-    conn.execute(
+    sql.execute(
         f"""
         insert into identity.blocked_identifiers
         select s.id_type, s.id_value, v.records,
@@ -445,17 +440,18 @@ def _scipy_components(node_count: int, value_count: int, nodes: np.ndarray, valu
     return labels[:node_count].astype(np.int64)
 
 
-def _summary(conn: duckdb.DuckDBPyConnection, per_customer: str) -> dict[str, object]:
+def _summary(sql: Sql, per_customer: str) -> dict[str, object]:
     # One pass over the map per customer serves the summary, the histogram, the cluster-size check and the
     # preview: the asset's table `per_customer`, dropped when the asset is done with it.
-    conn.execute(
-        f"""
-        create temp table {per_customer} as
+    sql.create_table_as(
+        per_customer,
+        """
         select customer_id, count(*) filter (where role = 'person') as person_records, count(*) as records
         from cdp.identity_map group by 1
-        """
+        """,
+        temporary=True,
     )
-    stats = conn.execute(
+    stats = sql.row(
         f"""
         select count(*) as customers,
                coalesce(sum(person_records), 0) as person_records,
@@ -465,7 +461,7 @@ def _summary(conn: duckdb.DuckDBPyConnection, per_customer: str) -> dict[str, ob
                coalesce(max(records), 0) as largest_cluster_records
         from {per_customer}
         """
-    ).fetchone()
+    )
     names = [
         "customers",
         "person_records",
@@ -475,7 +471,7 @@ def _summary(conn: duckdb.DuckDBPyConnection, per_customer: str) -> dict[str, ob
         "largest_cluster_records",
     ]
     summary: dict[str, object] = {n: int(v) for n, v in zip(names, stats, strict=True)}
-    histogram = conn.execute(
+    histogram = sql.rows(
         f"""
         select case when n = 0 then '0 (activity only)' when n <= 5 then n::varchar
                     when n <= 10 then '6-10' when n <= 25 then '11-25' else '>25' end as person_records_per_customer,
@@ -483,26 +479,24 @@ def _summary(conn: duckdb.DuckDBPyConnection, per_customer: str) -> dict[str, ob
         from (select person_records as n from {per_customer})
         group by 1 order by min(n)
         """
-    ).fetchall()
+    )
     summary["histogram"] = [{"person records": h, "customers": c} for h, c in histogram]
     summary["blocked"] = [
         {"identifier type": t, "blocked values": v, "records": r}
-        for t, v, r in conn.execute(
+        for t, v, r in sql.rows(
             "select id_type, count(*), sum(records) from identity.blocked_identifiers group by 1 order by 1"
-        ).fetchall()
+        )
     ]
     return summary
 
 
-def _checks(
-    conn: duckdb.DuckDBPyConnection, config: CDPConfig, summary: dict[str, object], per_customer: str
-) -> list[dg.AssetCheckResult]:
-    duplicates = conn.execute(
+def _checks(sql: Sql, config: CDPConfig, summary: dict[str, object], per_customer: str) -> list[dg.AssetCheckResult]:
+    duplicates = sql.value(
         "select count(*) from (select source, source_record_id from cdp.identity_map group by 1, 2 having count(*) > 1)"
-    ).fetchone()[0]
+    )
     # Every row probes the map and only the orphans (normally none) are made distinct: cheaper than making
     # millions of event rows distinct first.
-    orphans = conn.execute(
+    orphans = sql.value(
         """
         select count(distinct (source, source_record_id)) from (
             select source, source_record_id from clean.person_records
@@ -510,13 +504,13 @@ def _checks(
             union all select source, source_record_id from clean.transactions
         ) r anti join cdp.identity_map m using (source, source_record_id)
         """
-    ).fetchone()[0]
+    )
     bound = config.identity.max_cluster_person_records
-    oversized = conn.execute(
+    oversized = sql.rows(
         f"""select customer_id, person_records from {per_customer}
            where person_records > ? order by 2 desc, 1 limit 10""",
         [bound],
-    ).fetchall()
+    )
     return [
         dg.AssetCheckResult(
             asset_key=IDENTITY_CLUSTERS,
@@ -609,12 +603,12 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     )
     @redact_errors
     def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-        with warehouse.get_connection() as conn, step_tables(conn, "clusters") as tables:
+        with warehouse.sql() as sql, sql.scratch("clusters") as tables:
             per_customer = tables("per_customer")
-            summary = resolve(conn, config, per_customer)
-            checks = _checks(conn, config, summary, per_customer)
+            summary = resolve(sql, config, per_customer)
+            checks = _checks(sql, config, summary, per_customer)
             preview = masked_preview(
-                Sql(conn),
+                sql,
                 "select customer_id, source, source_record_id, role from cdp.identity_map "
                 f"where customer_id in (select customer_id from {per_customer} where records > 2 order by 1 limit 2) "
                 "order by all",

@@ -1,4 +1,4 @@
-"""The per-record features the probabilistic layer blocks and compares on: temp table `match_records`.
+"""The per-record features the probabilistic layer blocks and compares on: the matching records table.
 
 Adding a blocking feature: its name and the comparisons it forces to agree in BLOCKING_FEATURES
 (resources/config/identity.py), its SQL in FEATURES below.
@@ -10,14 +10,13 @@ edit distances, and one non-contact identifier. Derived once per distinct value 
 hundred thousand names at most), everything else stays in DuckDB.
 """
 
-import duckdb
 import jellyfish
 import pandas as pd
 
 from cdp_assets.identity.nicknames import canonical_first_name
-from cdp_assets.identity.scratch import step_tables
 from resources.config import CDPConfig
 from resources.identifiers import contact_kinds
+from resources.sql import Sql
 from resources.warehouse import sql_literal
 
 
@@ -29,7 +28,7 @@ def _name_forms(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "canon", "soundex"], dtype=object)
 
 
-# Each blocking feature's column of `match_records`, over the record's base features `b`, the forms of
+# Each blocking feature's column of the matching records, over the record's base features `b`, the forms of
 # its first (`f`) and last (`l`) names and its other identifier `o`. The names are declared, with the
 # comparisons each forces to agree, in resources/config/identity.py (BLOCKING_FEATURES).
 FEATURES: dict[str, str] = {
@@ -59,10 +58,11 @@ _COMPARED_ONLY: dict[str, str] = {
 }
 
 
-def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig, person_latest: str) -> int:
-    """Rebuild temp table `match_records` from `person_latest` (the latest version of each person record,
-    by node, a table of the caller's); returns its row count."""
-    with step_tables(conn, "features") as tables:
+def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records: str) -> int:
+    """Rebuild the caller's temp table `records` (one row per person record: its blocking features and
+    the columns the comparisons read) from `person_latest` (the latest version of each person record, by
+    node, also a table of the caller's); returns its row count."""
+    with sql.scratch("features") as tables:
         kinds = tables.frame(
             "type_kinds",
             pd.DataFrame(
@@ -75,18 +75,19 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig, pers
         # evidence here either. Values blocked only for being shared by several people stay: agreeing on a
         # family e-mail is weak evidence the model weighs, and strong conflicts keep the family apart.
         junk = tables("junk_contacts")
-        conn.execute(
+        sql.create_table_as(
+            junk,
             f"""
-            create temp table {junk} as
             select b.id_value, k.kind from identity.blocked_identifiers b join {kinds} k using (id_type)
             where k.kind in ({", ".join(sql_literal(k) for k in contact_kinds())}) and b.reason not like 'shared by %'
-            """
+            """,
+            temporary=True,
         )
-        conn.execute("drop table if exists identity.match_records")  # persisted by earlier versions
+        sql.drop_table("identity.match_records")  # persisted by earlier versions
         base = tables("base")
-        conn.execute(
+        sql.create_table_as(
+            base,
             f"""
-            create temp table {base} as
             with contacts as (
                 select p.*,
                        case when p.email_match_key in (select id_value from {junk} where kind = 'email')
@@ -105,19 +106,20 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig, pers
                    nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
                    nullif(lower(trim(p.city)), '') as city
             from contacts p
-            """
+            """,
+            temporary=True,
         )
-        names = conn.execute(
+        names = sql.rows(
             f"select distinct v from (select unnest([first_name, last_name]) v from {base}) where v is not null"
-        ).fetchall()
+        )
         forms = tables.frame("name_forms", _name_forms([n for (n,) in names]))
         contacts = tables.frame("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
         columns = ",\n                   ".join(
             f"{sql} as {name}" for name, sql in sorted({**FEATURES, **_COMPARED_ONLY}.items())
         )
-        conn.execute(
+        sql.create_table_as(
+            records,
             f"""
-            create or replace temp table match_records as
             with other_ids as (
                 select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
                 from clean.person_identifiers i
@@ -132,6 +134,7 @@ def build_match_records(conn: duckdb.DuckDBPyConnection, config: CDPConfig, pers
             left join {forms} f on f.name = b.first_name
             left join {forms} l on l.name = b.last_name
             left join other_ids o using (source, source_record_id)
-            """
+            """,
+            temporary=True,
         )
-    return int(conn.execute("select count(*) from match_records").fetchall()[0][0])
+    return int(sql.value(f"select count(*) from {records}"))

@@ -14,15 +14,15 @@ frequency): two records agreeing on "Smith" say far less than two agreeing on "Z
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
-from cdp_assets.identity.scratch import step_tables
 from resources.config.identity import BLOCKING_FEATURES
+from resources.sql import Sql
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
@@ -71,9 +71,10 @@ def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray
     return counts
 
 
-def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
-    """u per level from a seeded random sample of record pairs (strangers, nearly all of them)."""
-    nodes = conn.execute("select node_id from match_records order by 1").fetchnumpy()["node_id"]
+def estimate_u(sql: Sql, records: str, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
+    """u per level from a seeded random sample of pairs of the matching `records` (strangers, nearly all
+    of them)."""
+    nodes = sql.arrays(f"select node_id from {records} order by 1")["node_id"]
     rng = np.random.default_rng(seed)
     if len(nodes) < 2:
         left = right = np.zeros(0, dtype=np.int64)
@@ -82,11 +83,12 @@ def estimate_u(conn: duckdb.DuckDBPyConnection, names: list[str], sample: int, s
         right = rng.integers(0, len(nodes), size=sample)
         keep = left != right
         left, right = nodes[left[keep]], nodes[right[keep]]
-    with step_tables(conn, "u_sample") as tables:
+    with sql.scratch("u_sample") as tables:
         pairs = tables.frame("pairs", pd.DataFrame({"l": left, "r": right}))
-        frame = conn.execute(
-            f"select {', '.join(names)}, count(*) as n from ({vector_sql(pairs, names)}) group by all order by all"
-        ).df()
+        frame = sql.frame(
+            f"select {', '.join(names)}, count(*) as n from ({vector_sql(records, pairs, names)}) "
+            "group by all order by all"
+        )
     counts = _level_counts(frame, names)
     # Half a pair of smoothing: a level no stranger pair showed is rare, not impossible.
     return {n: normalise(n, c, 0.5) for n, c in counts.items()}
@@ -162,7 +164,9 @@ def _em(
 
 
 def estimate(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
+    records: str,
+    vectors: str,
     names: list[str],
     rules: list[list[str]],
     u_sample: int,
@@ -170,19 +174,21 @@ def estimate(
     max_iterations: int,
     labelled_pairs: str,
 ) -> FellegiSunterModel:
-    """Fit the model to `match_vectors` (the candidate pairs' levels, their rule and `same_component`),
-    with m measured where it can be on `labelled_pairs(l, r)`, pairs of one person's records.
+    """Fit the model to `vectors` (the candidate pairs' levels, their rule and `same_component`) of the
+    matching `records`, with m measured where it can be on `labelled_pairs(l, r)`, pairs of one person's
+    records.
 
     Each rule has its own share of matches. A pair's fields its rule forced to agree are left out of
     the fit, so a block of people sharing a surname does not teach that sharing a surname means a match.
     The prior for scoring is the expected number of matching pairs over all pairs of records, so weights
     of every field, the blocked ones too, count when a pair is scored.
     """
-    u = estimate_u(conn, names, u_sample, seed)
+    u = estimate_u(sql, records, names, u_sample, seed)
     m = {n: _default_m(n) for n in names}
-    labelled = conn.execute(
-        f"select {', '.join(names)}, count(*) as n from ({vector_sql(labelled_pairs, names)}) group by all order by all"
-    ).df()
+    labelled = sql.frame(
+        f"select {', '.join(names)}, count(*) as n from ({vector_sql(records, labelled_pairs, names)}) "
+        "group by all order by all"
+    )
     labelled_count = int(labelled["n"].sum()) if len(labelled) else 0
     learnt: set[str] = set()
     if labelled_count >= _MIN_LABELLED_PAIRS:
@@ -191,12 +197,10 @@ def estimate(
             if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= _MIN_LABELLED_PAIRS:
                 m[name] = normalise(name, counts[name], 0.5)
                 learnt.add(name)
-    records = int(conn.execute("select count(*) from match_records").fetchall()[0][0])
-    all_pairs = records * (records - 1) / 2
+    record_count = int(sql.value(f"select count(*) from {records}"))
+    all_pairs = record_count * (record_count - 1) / 2
     # Sorted, so the floating-point sums of EM run in one order and reruns give identical weights.
-    frame = conn.execute(
-        f"select rule_index, {', '.join(names)}, count(*) as n from match_vectors group by all order by all"
-    ).df()
+    frame = sql.frame(f"select rule_index, {', '.join(names)}, count(*) as n from {vectors} group by all order by all")
     if len(frame) == 0:
         return FellegiSunterModel(names, m, u, 1 / max(all_pairs, 2), 0, labelled_count)
     rule_index = frame["rule_index"].to_numpy(dtype=np.int64)
@@ -214,25 +218,35 @@ def estimate(
     return FellegiSunterModel(names, m, u, prior, iterations, labelled_count)
 
 
-def build_term_frequencies(conn: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
-    """Temp tables `tf_<column>(value, tf)` for the comparisons adjusted for how common a value is."""
-    columns = []
-    for name in names:
-        column = COMPARISONS[name].tf_column
-        if column is None:
-            continue
-        conn.execute(
-            f"""create or replace temp table tf_{column} as
-                select {column} as value, count(*) / sum(count(*)) over () as tf
-                from match_records where {column} is not null group by 1"""
+def term_frequency_columns(names: list[str]) -> list[str]:
+    """The matching records' columns whose exact agreement the comparisons `names` weigh by how common
+    the value is, once each, in the comparisons' order."""
+    return list(dict.fromkeys(c for c in (COMPARISONS[n].tf_column for n in names) if c is not None))
+
+
+def build_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> None:
+    """Fill the caller's temp table `tables[column]` with `(value, tf)`, each value's share of the matching
+    `records` that hold one, for every column of `tables` (see term_frequency_columns)."""
+    for column, table in tables.items():
+        sql.create_table_as(
+            table,
+            f"""select {column} as value, count(*) / sum(count(*)) over () as tf
+                from {records} where {column} is not null group by 1""",
+            temporary=True,
         )
-        columns.append(column)
-    return columns
 
 
-def scoring_sql(model: FellegiSunterModel, tf_columns: list[str], min_probability: float) -> str:
-    """SELECT over `match_vectors` of the pairs scoring at least `min_probability`, with each field's
-    weight, the match weight and the match probability.
+def scoring_sql(
+    model: FellegiSunterModel,
+    records: str,
+    vectors: str,
+    term_frequencies: Mapping[str, str],
+    min_probability: float,
+) -> str:
+    """SELECT over `vectors` (the candidate pairs' comparison levels) of the pairs scoring at least
+    `min_probability`, with each field's weight, the match weight and the match probability. Term
+    frequencies are read from the tables `term_frequencies` names per column (build_term_frequencies),
+    the left record's value from the matching `records`.
 
     Nine CASEs over millions of pairs cost seconds, but the pairs show a few thousand distinct level
     patterns: each pattern's weight, less the term-frequency parts, is summed once, and a pair's weight
@@ -240,7 +254,7 @@ def scoring_sql(model: FellegiSunterModel, tf_columns: list[str], min_probabilit
     afresh (a tolerance keeps the pairs the two sums could place either side of the threshold).
     """
     names = model.names
-    tf_names = [n for n in names if COMPARISONS[n].tf_column in tf_columns]
+    tf_names = [n for n in names if COMPARISONS[n].tf_column in term_frequencies]
 
     def level_weight(name: str, exact: str | None) -> str:
         top = COMPARISONS[name].exact_level
@@ -264,7 +278,7 @@ def scoring_sql(model: FellegiSunterModel, tf_columns: list[str], min_probabilit
     )
     tf_values = "".join(f", t_{n}.tf as tf_{n}" for n in tf_names)
     joins = " ".join(
-        f"left join tf_{COMPARISONS[n].tf_column} t_{n} on t_{n}.value = lrec.{COMPARISONS[n].tf_column}"
+        f"left join {term_frequencies[COMPARISONS[n].tf_column]} t_{n} on t_{n}.value = lrec.{COMPARISONS[n].tf_column}"
         for n in tf_names
     )
     weights = ", ".join(
@@ -272,16 +286,16 @@ def scoring_sql(model: FellegiSunterModel, tf_columns: list[str], min_probabilit
     )
     total = " + ".join(f"w_{n}" for n in names) or "0.0"
     patterns = (
-        f"join (select {levels}, {base} as base from (select distinct {levels} from match_vectors)) p using ({levels})"
+        f"join (select {levels}, {base} as base from (select distinct {levels} from {vectors})) p using ({levels})"
         if names
         else "cross join (select 0.0 as base) p"
     )
     return f"""
         with kept as (
             select v.*{tf_values}
-            from match_vectors v
+            from {vectors} v
             {patterns}
-            join match_records lrec on lrec.node_id = v.l
+            join {records} lrec on lrec.node_id = v.l
             {joins}
             where {prior!r} + p.base + {tf_terms or "0.0"} >= {floor!r}
         ),

@@ -15,7 +15,6 @@ the link threshold without chaining (see identity_clustering). It writes, so a u
 
 import time
 
-import duckdb
 import numpy as np
 import pandas as pd
 
@@ -23,10 +22,10 @@ from cdp_assets.identity.clustering import Conflict, ConstrainedUnion, Customer,
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import build_match_records
-from cdp_assets.identity.matching.model import build_term_frequencies, estimate, scoring_sql
-from cdp_assets.identity.scratch import StepTables, step_tables
+from cdp_assets.identity.matching.model import build_term_frequencies, estimate, scoring_sql, term_frequency_columns
 from resources.config import CDPConfig
 from resources.config.identity import STRONG_CONFLICTS
+from resources.sql import Scratch, Sql
 
 EVIDENCE_TABLE = "identity.evidence"
 REVIEW_TABLE = "identity.review"
@@ -38,25 +37,26 @@ HOUSEHOLD_ONLY = "review: only household fields agree"
 LABELLED_PAIRS = 200_000
 
 
-def _empty_outputs(conn: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+def _empty_outputs(sql: Sql, names: list[str]) -> None:
+    """Empty evidence, review and model tables, for a run with matching disabled or too few records."""
     levels = "".join(f", null::tinyint as {n}, null::double as w_{n}" for n in names)
-    conn.execute(
-        f"""create or replace table {EVIDENCE_TABLE} as
-            select null::varchar as left_source, null::varchar as left_record_id, null::varchar as right_source,
+    sql.create_table_as(
+        EVIDENCE_TABLE,
+        f"""select null::varchar as left_source, null::varchar as left_record_id, null::varchar as right_source,
                    null::varchar as right_record_id, null::varchar as rule, null::boolean as swapped{levels},
                    null::double as match_weight, null::double as match_probability, null::varchar as decision
-            where false"""
+            where false""",
     )
-    conn.execute(f"create or replace table {REVIEW_TABLE} as select * from {EVIDENCE_TABLE}")
-    conn.execute(
-        f"""create or replace table {MODEL_TABLE} as
-            select null::varchar comparison, null::integer level, null::varchar label, null::double m,
-                   null::double u, null::double weight, null::boolean tf_adjusted where false"""
+    sql.create_table_as(REVIEW_TABLE, f"select * from {EVIDENCE_TABLE}")
+    sql.create_table_as(
+        MODEL_TABLE,
+        """select null::varchar comparison, null::integer level, null::varchar label, null::double m,
+                  null::double u, null::double weight, null::boolean tf_adjusted where false""",
     )
 
 
 def match_probabilistically(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     labels: np.ndarray,
     person_latest: str,
@@ -66,23 +66,24 @@ def match_probabilistically(
 
     Takes over the caller's `person_latest` (each person record's latest version, by node), dropped once
     the matching features are built from it, and reads its `limited_edges` (the links of identifier types
-    with a max_per_profile, if any). The chain of tables the steps hand on
-    (match_records → match_pairs → match_vectors → match_scores) and every other table made here are
-    dropped when it returns, or fails."""
-    with step_tables(conn, "matching") as tables:
-        return _match(conn, config, labels, person_latest, limited_edges, tables)
+    with a max_per_profile, if any). The chain of tables the steps hand on (the matching records, their
+    candidate pairs, the pairs' comparison vectors, the scored pairs) is named here, in this step's
+    scratch scope, and handed to each function that reads or writes it; it and every other table made
+    here are dropped when it returns, or fails."""
+    with sql.scratch("matching") as tables:
+        return _match(sql, config, labels, person_latest, limited_edges, tables)
 
 
 def _match(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     labels: np.ndarray,
     person_latest: str,
     limited_edges: str | None,
-    tables: StepTables,
+    tables: Scratch,
 ) -> dict[str, object]:
-    for chain in ("match_records", "match_pairs", "match_vectors", "match_scores"):
-        tables.own(chain)
+    records, pairs = tables("records"), tables("pairs")
+    vectors, scores = tables("vectors"), tables("scores")
     settings = config.identity.matching
     names = list(settings.comparisons)
     timings: dict[str, float] = {}
@@ -94,12 +95,11 @@ def _match(
         timings[step] = round(now - mark, 2)
         mark = now
 
-    tables.own(person_latest)
-    records = build_match_records(conn, config, person_latest) if settings.enabled else 0
-    tables.drop(person_latest)  # the features hold what matching needs of it
+    record_count = build_match_records(sql, config, person_latest, records) if settings.enabled else 0
+    sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
     lap("matching features")
-    if not settings.enabled or records < 2:
-        _empty_outputs(conn, names)
+    if not settings.enabled or record_count < 2:
+        _empty_outputs(sql, names)
         return {
             "labels": labels,
             "candidate_pairs": 0,
@@ -108,44 +108,50 @@ def _match(
             "timings": timings,
         }
     rules = settings.block_rules()
-    estimates = preflight(conn, rules, settings.max_pairs_per_rule)
-    made = build_candidate_pairs(conn, rules)
+    # Each rule's blocks, counted by preflight and turned into pairs (and dropped) by build_candidate_pairs.
+    keys = [tables(f"keys_{index}") for index in range(len(rules))]
+    estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys)
+    made = build_candidate_pairs(sql, records, rules, keys, pairs)
     lap("blocking")
     # A table, not the registered frame: the joins below probe it millions of times, a scan of a pandas
     # frame costs a second where a table costs a tenth. Clustering reads it too, then it is dropped.
     label_frame = tables.frame("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     node_labels = tables("node_labels")
-    conn.execute(f"create temp table {node_labels} as select * from {label_frame}")
+    sql.create_table_as(node_labels, f"select * from {label_frame}", temporary=True)
     tables.drop("label_frame")
-    conn.execute(
+    sql.create_table_as(
+        vectors,
         f"""
-        create or replace temp table match_vectors as
         select v.*, cl.component as l_component, cr.component as r_component,
                cl.component = cr.component as same_component
-        from ({vector_sql("match_pairs", names, carry=("rule_index",))}) v
+        from ({vector_sql(records, pairs, names, carry=("rule_index",))}) v
         join {node_labels} cl on cl.node_id = v.l
         join {node_labels} cr on cr.node_id = v.r
-        """
+        """,
+        temporary=True,
     )
     # Person records already joined by a shared identifier: examples of one person written twice.
     labelled_pairs = tables("labelled_pairs")
-    conn.execute(
+    sql.create_table_as(
+        labelled_pairs,
         f"""
-        create temp table {labelled_pairs} as
         with members as (
             select m.node_id, c.component, count(*) over (partition by c.component) as size
-            from match_records m join {node_labels} c using (node_id)
+            from {records} m join {node_labels} c using (node_id)
         )
         select a.node_id as l, b.node_id as r
         from members a join members b on a.component = b.component and a.node_id < b.node_id
         where a.size <= {config.identity.max_cluster_person_records}
         order by hash(a.node_id, b.node_id, {settings.seed}), a.node_id, b.node_id limit {LABELLED_PAIRS}
-        """
+        """,
+        temporary=True,
     )
-    tables.drop("match_pairs")
+    tables.drop("pairs")
     lap("comparison vectors")
     model = estimate(
-        conn,
+        sql,
+        records,
+        vectors,
         names,
         [rule for rule, _ in rules],
         settings.u_sample_pairs,
@@ -154,17 +160,18 @@ def _match(
         labelled_pairs,
     )
     lap("model (u sample, m, EM)")
-    tf_columns = build_term_frequencies(conn, names)
-    for column in tf_columns:
-        tables.own(f"tf_{column}")
+    # How common each value is, per column whose exact agreement is weighed by it: `tf_<column>(value, tf)`.
+    term_frequencies = {column: tables(f"tf_{column}") for column in term_frequency_columns(names)}
+    build_term_frequencies(sql, records, term_frequencies)
     person_fields = [n for n in settings.person_evidence if n in names]
-    conn.execute(
-        f"""create or replace temp table match_scores as
-            select *, {person_evidence_sql(person_fields)} as person_evidence
-            from ({scoring_sql(model, tf_columns, settings.review_threshold)})
-            where match_probability >= {settings.review_threshold!r}"""
+    sql.create_table_as(
+        scores,
+        f"""select *, {person_evidence_sql(person_fields)} as person_evidence
+            from ({scoring_sql(model, records, vectors, term_frequencies, settings.review_threshold)})
+            where match_probability >= {settings.review_threshold!r}""",
+        temporary=True,
     )
-    tables.drop("match_vectors")
+    tables.drop("vectors")
     tables.drop("labelled_pairs")
     lap("scoring")
     # In the order the vocabulary declares them, whatever the configuration's order: the first that
@@ -174,17 +181,26 @@ def _match(
         for c in STRONG_CONFLICTS
         if c in settings.strong_conflicts and c in names and model.m[c][0] <= settings.conflict_max_disagreement
     }
-    with step_tables(conn, "clustering") as clustering:
+    with sql.scratch("clustering") as clustering:
         decisions, labels = _cluster(
-            conn, config, labels, settings.link_threshold, conflicts, node_labels, limited_edges, clustering
+            sql,
+            config,
+            labels,
+            settings.link_threshold,
+            conflicts,
+            records,
+            scores,
+            node_labels,
+            limited_edges,
+            clustering,
         )
     tables.drop("node_labels")
     lap("clustering")
     link_decisions = tables.frame("link_decisions", decisions)
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
-    conn.execute(
+    sql.create_table_as(
+        EVIDENCE_TABLE,
         f"""
-        create or replace table {EVIDENCE_TABLE} as
         select nl.source as left_source, nl.source_record_id as left_record_id,
                nr.source as right_source, nr.source_record_id as right_record_id,
                ?[s.rule_index + 1] as rule, s.swapped{level_columns}, s.match_weight, s.match_probability,
@@ -193,27 +209,27 @@ def _match(
                     when not s.person_evidence and s.match_probability >= {settings.link_threshold!r}
                          then '{HOUSEHOLD_ONLY}'
                     else 'review' end as decision
-        from match_scores s
-        join match_records nl on nl.node_id = s.l
-        join match_records nr on nr.node_id = s.r
+        from {scores} s
+        join {records} nl on nl.node_id = s.l
+        join {records} nr on nr.node_id = s.r
         left join {link_decisions} d on d.l = s.l and d.r = s.r
         order by s.match_probability desc, left_source, left_record_id, right_source, right_record_id
         """,
         [[rule_name(rule) for rule, _ in rules]],
     )
-    tables.drop("match_scores")
-    conn.execute(
-        f"""create or replace table {REVIEW_TABLE} as
-            select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'"""
+    tables.drop("scores")
+    sql.create_table_as(
+        REVIEW_TABLE,
+        f"select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'",
     )
     levels = model.levels_table()
-    conn.execute(f"create or replace table {MODEL_TABLE} as select * from {tables.frame('model_levels', levels)}")
-    by_rule = conn.execute(
+    sql.create_table_as(MODEL_TABLE, f"select * from {tables.frame('model_levels', levels)}")
+    by_rule = sql.rows(
         f"""select rule, count(*) filter (where decision = 'linked') as links,
                    count(*) filter (where decision like 'review%') as review,
                    count(*) filter (where decision like 'conflict:%') as refused
             from {EVIDENCE_TABLE} group by 1"""
-    ).fetchall()
+    )
     counted = {rule: (links, review, refused) for rule, links, review, refused in by_rule}
     rules = [
         {
@@ -227,10 +243,11 @@ def _match(
         }
         for e in estimates
     ]
-    totals = conn.execute(
+    totals = sql.row(
         f"""select count(*) filter (where decision = 'linked'), count(*) filter (where decision like 'review%'),
                    count(*) filter (where decision like 'conflict:%') from {EVIDENCE_TABLE}"""
-    ).fetchall()[0]
+    )
+    assert totals is not None  # an aggregate without group by has one row
     lap("evidence and review tables")
     return {
         "labels": labels,
@@ -252,49 +269,51 @@ def _match(
 
 
 def _cluster(
-    conn: duckdb.DuckDBPyConnection,
+    sql: Sql,
     config: CDPConfig,
     labels: np.ndarray,
     threshold: float,
     conflicts: dict[str, Conflict],
+    records: str,
+    scores: str,
     node_labels: str,
     limited_edges: str | None,
-    tables: StepTables,
+    tables: Scratch,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Apply links strongest first to the customers they join; returns each link's decision and new labels.
 
-    `labels` are the components table `node_labels` holds; `limited_edges` the links of identifier types
-    with a max_per_profile (None when no type sets one); `tables` the clustering step's own tables."""
-    links = conn.execute(
-        f"""select l, r, l_component, r_component from match_scores
+    `labels` are the components table `node_labels` holds; `records` the matching records and `scores`
+    the scored pairs; `limited_edges` the links of identifier types with a max_per_profile (None when no
+    type sets one); `tables` the clustering step's own tables."""
+    links = sql.arrays(
+        f"""select l, r, l_component, r_component from {scores}
             where not same_component and match_probability >= {threshold!r} and person_evidence
             order by match_probability desc, l, r"""
-    ).fetchnumpy()
+    )
     if len(links["l"]) == 0:
         return pd.DataFrame({"l": [], "r": [], "decision": []}), labels
     involved = np.unique(np.concatenate([links["l_component"], links["r_component"]]))
     involved_frame = tables.frame("involved", pd.DataFrame({"component": involved}))
     involved_nodes = tables("involved_nodes")
-    conn.execute(
-        f"create temp table {involved_nodes} as "
-        f"select * from {node_labels} semi join {involved_frame} using (component)"
+    sql.create_table_as(
+        involved_nodes, f"select * from {node_labels} semi join {involved_frame} using (component)", temporary=True
     )
-    # Every person node has a row in match_records, so its rows count a customer's person records.
-    attributes = conn.execute(
+    # Every person node has a row in the matching records, so its rows count a customer's person records.
+    attributes = sql.rows(
         f"""
         select c.component, count(m.node_id) as person_records,
                list(distinct m.dob_text) filter (where m.dob_text is not null) as birth_dates,
                list(distinct [m.first_name, m.last_name]) filter (where m.first_name is not null) as names
-        from {involved_nodes} c left join match_records m using (node_id)
+        from {involved_nodes} c left join {records} m using (node_id)
         group by 1
         """
-    ).fetchall()
+    )
     limits = config.identity.profile_limits()
     limited: dict[int, dict[str, set[str]]] = {}
     if limits and limited_edges:
-        for component, id_type, id_value in conn.execute(
+        for component, id_type, id_value in sql.rows(
             f"select c.component, l.id_type, l.id_value from {limited_edges} l join {involved_nodes} c using (node_id)"
-        ).fetchall():
+        ):
             limited.setdefault(component, {}).setdefault(id_type, set()).add(id_value)
     tables.drop("involved_nodes")
     position = {int(c): i for i, c in enumerate(involved)}
@@ -307,11 +326,7 @@ def _cluster(
             names=set(map(tuple, names)) if names else set(),
             limited=limited.get(component, {}),
         )
-    counts = dict(
-        conn.execute(
-            "select first_name, count(*) from match_records where first_name is not null group by 1"
-        ).fetchall()
-    )
+    counts = dict(sql.rows(f"select first_name, count(*) from {records} where first_name is not null group by 1"))
     union = ConstrainedUnion(
         customers, limits, config.identity.max_cluster_person_records, conflicts, FirstNames(counts)
     )
