@@ -212,22 +212,6 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(_QUARANTINE_VIEW)
 
 
-@contextmanager
-def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Run the block's statements as one transaction: committed if the block ends normally, rolled back if
-    it raises (even on KeyboardInterrupt), so a half-written change is never left behind for the next
-    statement or run to see."""
-    conn.execute("begin transaction")
-    try:
-        yield conn
-        conn.execute("commit")
-    except BaseException:
-        # A commit that failed has already ended the transaction; the error that matters is the first one.
-        with suppress(duckdb.TransactionException):
-            conn.execute("rollback")
-        raise
-
-
 def sql_literal(value: str | None) -> str:
     """A string as a SQL literal, for the few names (sources, segments, destinations) spliced into SQL."""
     return "null" if value is None else "'" + value.replace("'", "''") + "'"

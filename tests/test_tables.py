@@ -19,7 +19,7 @@ from resources.tables import (
     Table,
     TableShapeError,
 )
-from resources.warehouse import bootstrap, transaction
+from resources.warehouse import bootstrap
 from tests.fixtures import Platform
 
 
@@ -32,7 +32,7 @@ def conn(tmp_path: Path) -> duckdb.DuckDBPyConnection:
 
 @pytest.mark.stage
 def test_transaction_commits_what_the_block_wrote(conn: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
-    with transaction(conn):
+    with Sql(conn).transaction():
         conn.execute("insert into t values (1), (2)")
     conn.close()
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as reopened:
@@ -42,19 +42,19 @@ def test_transaction_commits_what_the_block_wrote(conn: duckdb.DuckDBPyConnectio
 @pytest.mark.stage
 def test_transaction_rolls_back_everything_when_the_block_fails(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("insert into t values (1)")
-    with pytest.raises(duckdb.ConversionException), transaction(conn):
+    with pytest.raises(duckdb.ConversionException), Sql(conn).transaction():
         conn.execute("insert into t values (2)")
         conn.execute("insert into t values ('not a number')")
     assert conn.execute("select list(n) from t").fetchone()[0] == [1]
     # The connection is usable again: no transaction was left open.
-    with transaction(conn):
+    with Sql(conn).transaction():
         conn.execute("insert into t values (3)")
     assert conn.execute("select list(n order by n) from t").fetchone()[0] == [1, 3]
 
 
 @pytest.mark.stage
 def test_transaction_rolls_back_on_an_interrupt_too(conn: duckdb.DuckDBPyConnection) -> None:
-    with pytest.raises(KeyboardInterrupt), transaction(conn):
+    with pytest.raises(KeyboardInterrupt), Sql(conn).transaction():
         conn.execute("insert into t values (1)")
         raise KeyboardInterrupt
     assert conn.execute("select count(*) from t").fetchone()[0] == 0
