@@ -10,6 +10,7 @@ records that share no identifier, scoring names, birth dates, addresses and the 
 Fellegi-Sunter model, and merges customers only where no strong evidence objects.
 """
 
+import hashlib
 import time
 
 import dagster as dg
@@ -20,11 +21,13 @@ from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
 from cdp_assets.clean.rules import MATCH_KEYS
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
+from cdp_assets.identity.overrides import OverrideReport, apply_overrides
+from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
 from resources.identifiers import DEFAULT_BLOCKED_PATTERNS
 from resources.sql import Scratch, Sql
-from resources.warehouse import ROLES, Warehouse, sql_literal
+from resources.warehouse import ROLES, Warehouse, sql_literal, utc_now
 
 GROUP = "identity"
 # Bump when matching or clustering logic changes.
@@ -37,6 +40,7 @@ IDENTITY_CLUSTERS = dg.AssetKey(["identity", "clusters"])
 CHECK_UNIQUE = "identity_map_unique_records"
 CHECK_COMPLETE = "every_record_has_a_customer"
 CHECK_CLUSTER_SIZE = "cluster_size_within_bound"
+CHECK_OVERRIDES = "overrides_name_records"
 
 
 def _normalise_blocked(value: str, kind: str) -> str | None:
@@ -67,15 +71,23 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
     return condition, pd.DataFrame(literals or [], columns=["id_type", "id_value"], dtype=object)
 
 
-def resolve(sql: Sql, config: CDPConfig, per_customer: str | None = None) -> dict[str, object]:
+def resolve(
+    sql: Sql, config: CDPConfig, per_customer: str | None = None, run_id: str | None = None
+) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
-    counted for the summary only)."""
+    counted for the summary only). `run_id` is recorded with the id changes the run makes."""
     with sql.scratch("deterministic") as tables:
-        return _resolve(sql, config, per_customer or tables("per_customer"), tables)
+        return _resolve(sql, config, per_customer or tables("per_customer"), tables, run_id)
 
 
-def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch) -> dict[str, object]:
+def settings_fingerprint(config: CDPConfig) -> str:
+    """What the identity configuration is, as a short hash: a run whose settings differ from the last one's
+    puts the id changes it makes down to the configuration."""
+    return hashlib.sha256(config.identity.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch, run_id: str | None) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
     started = time.perf_counter()
@@ -166,25 +178,38 @@ def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch) ->
     matching = match_probabilistically(sql, config, labels, person_latest, limited_edges)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
+    labels, override_report = apply_overrides(
+        sql, config, config.identity_overrides(), labels, id_nodes, ALL_IDENTIFIERS, _normalise_blocked
+    )
     component_frame = tables.frame(
         "component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels})
     )
-    # A customer id is named after its smallest member, so it survives reruns that do not change the
-    # customer, whatever the component numbering. Names are materialised so that each customer's is hashed
-    # once, not once per record after the join (0.4 s at a million people).
+    # Customers are named by the id registry: the ids their records carried last time, new ones only for
+    # customers none of whose records had one (registry.py has the survivor rules).
+    labelled, assigned = tables("labelled"), tables("assigned")
+    sql.create_table_as(
+        labelled,
+        f"""
+        select n.source, n.source_record_id, n.role, c.component
+        from {id_nodes} n join {component_frame} c using (node_id)
+        """,
+        temporary=True,
+    )
+    tables.drop("component_frame")
+    id_changes = assign_ids(
+        sql,
+        labelled,
+        assigned,
+        run_id=run_id,
+        at=utc_now(),
+        settings=settings_fingerprint(config),
+        reason="override" if override_report.changed_customers else None,
+    )
     sql.create_table_as(
         "cdp.identity_map",
         f"""
-        with labelled as (
-            select n.source, n.source_record_id, n.role, c.component
-            from {id_nodes} n join {component_frame} c using (node_id)
-        ),
-        named as materialized (
-            select component, 'cus_' || substr(md5(min(source || '/' || source_record_id)), 1, 16) as customer_id
-            from labelled group by 1
-        )
-        select l.source, l.source_record_id, n.customer_id, l.role
-        from labelled l join named n using (component)
+        select l.source, l.source_record_id, a.customer_id, l.role
+        from {labelled} l join {assigned} a using (component)
         """,
     )
     summary = _summary(sql, per_customer)
@@ -192,6 +217,8 @@ def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch) ->
         {"identifier type": t, "links": n} for t, n in sorted(links_by_type, key=lambda row: (-row[1], row[0]))
     ]
     summary.update(matching)
+    summary["id_changes"] = id_changes
+    summary["overrides"] = override_report
     summary["timings"] = {
         "deterministic layer": deterministic_seconds,
         **dict(matching["timings"]),  # type: ignore[call-overload]
@@ -490,6 +517,24 @@ def _summary(sql: Sql, per_customer: str) -> dict[str, object]:
     return summary
 
 
+def _overrides_check(config: CDPConfig, report: OverrideReport) -> dg.AssetCheckResult:
+    """A warning, never a stop: an override naming a record that has not arrived (or was refused) is listed."""
+    problems = [{"line": line, "problem": f"'{text}' names no record"} for line, text in report.unresolved] + [
+        {"line": line, "problem": why} for line, why in report.refused
+    ]
+    return dg.AssetCheckResult(
+        asset_key=IDENTITY_CLUSTERS,
+        check_name=CHECK_OVERRIDES,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "overrides_file": str(config.overrides_path) if config.overrides_path else "none configured",
+            "applied": report.applied,
+            "not_applied": dg.MetadataValue.md(markdown_table(sorted(problems, key=lambda p: p["line"]))),
+        },
+    )
+
+
 def _checks(sql: Sql, config: CDPConfig, summary: dict[str, object], per_customer: str) -> list[dg.AssetCheckResult]:
     duplicates = sql.value(
         "select count(*) from (select source, source_record_id from cdp.identity_map group by 1, 2 having count(*) > 1)"
@@ -536,6 +581,7 @@ def _checks(sql: Sql, config: CDPConfig, summary: dict[str, object], per_custome
                 ),
             },
         ),
+        _overrides_check(config, summary["overrides"]),  # type: ignore[arg-type]
     ]
 
 
@@ -553,6 +599,18 @@ def _model_markdown(model: pd.DataFrame | None, prior: float | None) -> str:
         for r in model.itertuples()
     ]
     return f"Prior (two random records are one person): {prior:.3g}\n\n" + markdown_table(rows)
+
+
+def _id_changes_markdown(changes: IdChanges) -> str:
+    """What the run did to customer ids: the figures a data engineer checks after changing settings."""
+    rows = [
+        {"ids": "kept", "customers": changes.kept},
+        {"ids": "issued for new customers", "customers": changes.issued - changes.split},
+        {"ids": "issued to a part split off", "customers": changes.split},
+        {"ids": "merged into another (now aliases)", "customers": changes.merged},
+        {"ids": "retired (no record carries them)", "customers": changes.retired},
+    ]
+    return f"Changes put down to: {changes.reason}\n\n" + markdown_table(rows)
 
 
 def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
@@ -579,6 +637,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             "identity.review",
             "identity.model",
             "identity.blocked_identifiers",
+            "cdp.customer_id_history",
+            "cdp.customer_aliases",
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -594,6 +654,11 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 description="Every cleaned record, event and transaction has a customer id.",
             ),
             dg.AssetCheckSpec(
+                CHECK_OVERRIDES,
+                asset=IDENTITY_CLUSTERS,
+                description="Every manual override (identity.overrides) names records that exist, and was applied.",
+            ),
+            dg.AssetCheckSpec(
                 CHECK_CLUSTER_SIZE,
                 asset=IDENTITY_CLUSTERS,
                 blocking=True,
@@ -605,7 +670,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.sql() as sql, sql.scratch("clusters") as tables:
             per_customer = tables("per_customer")
-            summary = resolve(sql, config, per_customer)
+            summary = resolve(sql, config, per_customer, context.run.run_id)
             checks = _checks(sql, config, summary, per_customer)
             preview = masked_preview(
                 sql,
@@ -620,6 +685,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(int(summary["customers"])),
                 "customers": int(summary["customers"]),
+                "id_changes": dg.MetadataValue.md(_id_changes_markdown(summary["id_changes"])),
                 "customers_with_person_records": int(summary["customers_with_person_records"]),
                 "person_records": person_records,
                 "match_rate": dg.MetadataValue.float(merged / person_records if person_records else 0.0),

@@ -1,0 +1,150 @@
+"""Manual identity overrides applied to the clustering (the file is read by resources/config/overrides.py).
+
+Overrides are applied after every automatic link, on every run, so they survive rebuilds:
+1. `must_link`: the customers holding the two sides become one, unless that would put the two sides of
+   a `cannot_link` together (then it is refused and listed in the check's metadata);
+2. `cannot_link`: where the two sides share a customer, the `other` side's records leave it and form a
+   customer of their own. It beats every automatic link and every must-link;
+3. `unmerge`: the side's records leave their customer and form one of their own.
+
+Each applied override is written to `identity.evidence` (rule `override line N`, decision
+`override: <action> by <author>: <reason>`), so "why are these two one customer?" has an answer. A side
+that names no record is reported by the identity asset's warning check, never fatal: the record may
+simply not have arrived yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from resources.config import CDPConfig
+from resources.config.overrides import Override, Side
+from resources.sql import Sql
+
+EVIDENCE_TABLE = "identity.evidence"
+
+
+@dataclass
+class OverrideReport:
+    """What the overrides did this run."""
+
+    applied: int = 0
+    changed_customers: bool = False
+    # (line, side text): sides that named no record.
+    unresolved: list[tuple[int, str]] = field(default_factory=list)
+    # (line, why): must-links refused because a cannot-link forbids the merge.
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+# A value as identifiers are compared: (value, normaliser name) -> match key.
+Normalise = Callable[[str, str], str | None]
+
+
+def _side_nodes(
+    sql: Sql, side: Side, id_nodes: str, identifiers: str, config: CDPConfig, normalise: Normalise
+) -> np.ndarray:
+    """Node ids of the records a side names."""
+    if side.source is not None:
+        rows = sql.rows(
+            f"select node_id from {id_nodes} where source = ? and source_record_id = ? order by node_id",
+            [side.source, side.record_id],
+        )
+    else:
+        value = normalise(side.value or "", config.identity.type_config(side.id_type or "").normalize)
+        rows = sql.rows(
+            f"""select distinct n.node_id from ({identifiers}) e join {id_nodes} n using (source, source_record_id)
+                where e.id_type = ? and e.id_value = ? order by 1""",
+            [side.id_type, value],
+        )
+    return np.array([r[0] for r in rows], dtype=np.int64)
+
+
+def apply_overrides(
+    sql: Sql,
+    config: CDPConfig,
+    overrides: list[Override],
+    labels: np.ndarray,
+    id_nodes: str,
+    identifiers: str,
+    normalise: Normalise,
+) -> tuple[np.ndarray, OverrideReport]:
+    """The clustering `labels` (one per node of `id_nodes`) with the overrides applied; see the module.
+    `identifiers` is SQL giving (source, source_record_id, id_type, id_value) of every record."""
+    report = OverrideReport()
+    if not overrides:
+        return labels, report
+    labels = labels.copy()
+    next_label = int(labels.max()) + 1 if len(labels) else 0
+    resolved: list[tuple[Override, np.ndarray, np.ndarray | None]] = []
+    for override in overrides:
+        first = _side_nodes(sql, override.record, id_nodes, identifiers, config, normalise)
+        second = _side_nodes(sql, override.other, id_nodes, identifiers, config, normalise) if override.other else None
+        missing = [s.text for s, nodes in ((override.record, first), (override.other, second)) if s and not len(nodes)]
+        report.unresolved += [(override.line, text) for text in missing]
+        if not missing:
+            resolved.append((override, first, second))
+    cannot = [(first, second) for o, first, second in resolved if o.action == "cannot_link" and second is not None]
+    evidence: list[tuple] = []
+
+    for override, first, second in resolved:
+        if override.action != "must_link" or second is None:
+            continue
+        merged = set(labels[first].tolist()) | set(labels[second].tolist())
+        together = np.isin(labels, list(merged))
+        if any(together[a].any() and together[b].any() for a, b in cannot):
+            report.refused.append((override.line, "a cannot_link keeps these customers apart"))
+            continue
+        target = min(merged)
+        if len(merged) > 1:
+            labels[together] = target
+            report.changed_customers = True
+        report.applied += 1
+        evidence.append((override, first, second))
+
+    for override, first, second in resolved:
+        if override.action == "cannot_link" and second is not None:
+            shared = set(labels[first].tolist()) & set(labels[second].tolist())
+            if shared:
+                moving = second[np.isin(labels[second], list(shared))]
+                labels[moving] = next_label
+                next_label += 1
+                report.changed_customers = True
+            report.applied += 1
+            evidence.append((override, first, second))
+        elif override.action == "unmerge":
+            own = set(labels[first].tolist())
+            if (np.isin(labels, list(own)).sum()) > len(first):
+                labels[first] = next_label
+                next_label += 1
+                report.changed_customers = True
+            report.applied += 1
+            evidence.append((override, first, second))
+    _write_evidence(sql, id_nodes, evidence)
+    return labels, report
+
+
+def _write_evidence(sql: Sql, id_nodes: str, applied: list[tuple[Override, np.ndarray, np.ndarray | None]]) -> None:
+    """One `identity.evidence` row per applied override, between the first record of each side."""
+    for override, first, second in applied:
+        left = sql.row(f"select source, source_record_id from {id_nodes} where node_id = ?", [int(first[0])])
+        right = (
+            sql.row(f"select source, source_record_id from {id_nodes} where node_id = ?", [int(second[0])])
+            if second is not None
+            else (None, None)
+        )
+        sql.execute(
+            f"""insert into {EVIDENCE_TABLE} by name
+                select ? as left_source, ? as left_record_id, ? as right_source, ? as right_record_id,
+                       ? as rule, ? as decision""",
+            [
+                left[0],
+                left[1],
+                right[0],
+                right[1],
+                f"override line {override.line}",
+                f"override: {override.action} by {override.author}: {override.reason}",
+            ],
+        )
