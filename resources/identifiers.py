@@ -1,22 +1,31 @@
 """Identifier normalisers, declared once: what each `normalize` kind of identifier type means.
 
 An identifier type in the configuration (`identity.identifier_types.<type>.normalize`) names one of
-these. Each declaration says what the configuration validator and the stages need to know about it:
-the built-in values that identify nobody, how many people may share a value before it links nobody,
-whether it is a contact field of person records, its text limit, and whether ad audiences can hash it.
-The cleaning rule that makes a value's match key is registered under the same name in
-cdp_assets/clean/rules.py (MATCH_KEYS); a test keeps the two in step. Adding a normaliser is one entry
-here and one there.
+these. Each declaration says everything the configuration validator and the stages need to know about
+it: its cleaning rule (the function from a raw value to its clean value, match key and reason), the
+rule's outputs and which of them is the match key, whether the rule reads the record's country, the
+built-in values that identify nobody, how many people may share a value before it links nobody, whether
+it is a contact field of person records, its text limit, and whether ad audiences can hash it.
 
-The e-mail and phone rules shared by cleaning and ad-audience hashing (the Gmail domains, reading a
-number as E.164) live here too, so both read one definition.
+The cleaning stage (cdp_assets/clean/assets.py) builds one map per normaliser from these declarations
+(ids, `kept_as_written`, have none), and the identity stage normalises configured blocked values with
+`match_key`. Adding a normaliser is one entry in NORMALISERS (plus, only if it is a new contact field of
+person records, that field itself).
+
+The rules live here, not in cdp_assets/clean/rules.py (which re-exports them), so the declarations can
+name them; so do the e-mail and phone rules shared by cleaning and ad-audience hashing (the Gmail
+domains, reading a number as E.164), so both read one definition.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 
 import phonenumbers
+
+Result = tuple[str | None, str | None]
 
 # Values that identify nobody, whatever the identifier type: blocked from linking records.
 DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
@@ -26,11 +35,100 @@ DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
 )
 
 
+# ---------------------------------------------------------------- the normalisers' cleaning rules
+
+_FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
+
+
+def is_missing(raw: object) -> bool:
+    return raw is None or str(raw).strip().lower() in _FILLERS
+
+
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+_EMAIL_RE = re.compile(
+    r"^(?!\.)(?!.*\.\.)[a-z0-9.!#$%&'*+/=?^_`{|}~-]+(?<!\.)"
+    r"@(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+
+
+def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
+    """(address, match_key, reason). The address is trimmed and lower-cased; the match key also folds
+    `+tags` (all providers) and dots in the local part (Gmail only), so jane.doe+shop@gmail.com and
+    janedoe@gmail.com match while the address a person typed is kept as they typed it."""
+    if is_missing(raw):
+        return None, None, None
+    text = str(raw).strip().strip("<>").strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:]
+    text = text.lower()
+    if not _EMAIL_RE.match(text):
+        return None, None, "not a valid e-mail address"
+    local, _, domain = text.partition("@")
+    key_local = local.split("+", 1)[0] or local
+    if domain in GMAIL_DOMAINS:
+        key_local = key_local.replace(".", "")
+        domain = "gmail.com"
+    return text, f"{key_local}@{domain}", None
+
+
+def parse_e164(text: str, region: str) -> tuple[str | None, str | None]:
+    """(E.164 form, reason): a number read as one of `region` where it has no country code, or None and
+    why not. Only numbers libphonenumber considers valid are kept: an impossible number matches nobody."""
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None, f"not a phone number (read as {region})"
+    if not phonenumbers.is_valid_number(number):
+        return None, f"not a valid phone number for {phonenumbers.region_code_for_number(number) or region}"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def clean_phone(raw: object, region: str | None = "US") -> Result:
+    """E.164 (`+14155550147`), reading numbers without a country code as numbers of `region`."""
+    if is_missing(raw):
+        return None, None
+    text = str(raw).strip()
+    if text.endswith(".0") and text[:-2].isdigit():  # a spreadsheet turned the number into a float
+        text = text[:-2]
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    return parse_e164(text, region or "US")
+
+
+def clean_identifier(raw: object) -> Result:
+    """Ids are compared as trimmed strings; "12.0" from a spreadsheet float is read as "12"."""
+    if is_missing(raw):
+        return None, None
+    text = str(raw).strip()
+    if re.fullmatch(r"\d+\.0", text):
+        text = text[:-2]
+    return text, None
+
+
+# ---------------------------------------------------------------- the normalisers
+
+
 @dataclass(frozen=True)
 class IdentifierNormaliser:
-    """One kind of identifier value and its defaults (added to by an identifier type's own settings)."""
+    """One kind of identifier value: its cleaning rule and its defaults (added to by an identifier type's
+    own settings)."""
 
     name: str
+    _: KW_ONLY
+    # The cleaning rule: a raw value (and, when `reads_region`, the country its record is in, which a
+    # phone number without a country code is read as) to one value per name in `outputs`. One output is
+    # `reason`, why the value was refused (None if it was not); `key` names the one values of this kind
+    # are compared in, its match key. Cleaning runs the rule once per distinct value into the step's
+    # table `<name>_map` (raw, region when read, then the outputs), which also serves the person
+    # records' own field of this name for a `contact` normaliser.
+    rule: Callable[..., tuple]
+    outputs: tuple[str, ...]
+    key: str
+    reads_region: bool = False
+    # Cleaning keeps values of this kind trimmed as written instead of applying the rule (no map); the
+    # rule then only gives configured blocked values their match key.
+    kept_as_written: bool = False
     blocked_values: tuple[str, ...] = ()
     blocked_patterns: tuple[str, ...] = ()
     max_people_per_value: int | None = None
@@ -41,6 +139,24 @@ class IdentifierNormaliser:
     hashed: bool = False  # ad audiences can hash it (resources/hashing.py)
     # A built-in identifier type of this name is declared with these defaults.
     default_type: bool = False
+
+    def __post_init__(self) -> None:
+        if self.key not in self.outputs or "reason" not in self.outputs or self.key == "reason":
+            raise ValueError(f"normaliser {self.name}: outputs {self.outputs} need `reason` and the key {self.key!r}")
+
+    def clean(self, raw: object, region: str | None = "US") -> dict[str, str | None]:
+        """The rule's outputs for one value, by name."""
+        inputs = (raw, region) if self.reads_region else (raw,)
+        return dict(zip(self.outputs, self.rule(*inputs), strict=True))
+
+    def match_key(self, raw: object, region: str | None = "US") -> str | None:
+        """The form `raw` is compared in, read as a value of a record in `region`; None if it has none."""
+        return self.clean(raw, region)[self.key]
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns of its map the rule reads: the raw value, and the record's country if it reads one."""
+        return ("raw", "region") if self.reads_region else ("raw",)
 
 
 NORMALISERS: dict[str, IdentifierNormaliser] = {
@@ -57,6 +173,9 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
                 "na@na.com",
             ),
             blocked_patterns=(r"^(no-?e?mail|noreply|no-reply|donotreply|none|test)@",),
+            rule=clean_email,
+            outputs=("email", "match_key", "reason"),
+            key="match_key",
             max_people_per_value=1,
             contact=True,
             text_limit_field="email",
@@ -65,6 +184,10 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
         ),
         IdentifierNormaliser(
             "phone",
+            rule=clean_phone,
+            outputs=("phone", "reason"),
+            key="phone",
+            reads_region=True,
             blocked_values=("+11234567890", "+15555555555", "+10000000000"),
             max_people_per_value=1,
             contact=True,
@@ -72,7 +195,7 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             hashed=True,
             default_type=True,
         ),
-        IdentifierNormaliser("id"),
+        IdentifierNormaliser("id", rule=clean_identifier, outputs=("id", "reason"), key="id", kept_as_written=True),
     ]
 }
 DEFAULT_NORMALISER = "id"
@@ -91,18 +214,3 @@ def hashed_kind(column: str) -> str | None:
 
 def contact_kinds() -> list[str]:
     return [n.name for n in NORMALISERS.values() if n.contact]
-
-
-GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
-
-
-def parse_e164(text: str, region: str) -> tuple[str | None, str | None]:
-    """(E.164 form, reason): a number read as one of `region` where it has no country code, or None and
-    why not. Only numbers libphonenumber considers valid are kept: an impossible number matches nobody."""
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None, f"not a phone number (read as {region})"
-    if not phonenumbers.is_valid_number(number):
-        return None, f"not a valid phone number for {phonenumbers.region_code_for_number(number) or region}"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None

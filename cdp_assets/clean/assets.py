@@ -2,7 +2,9 @@
 
 Raw rows are mapped onto canonical fields by the configuration, then cleaned by the rules in
 `cleaning_rules`. The rules run in Python, once per distinct value (a million rows hold far fewer
-distinct e-mails, names or dates), and DuckDB joins the results back. A value that fails its rule is
+distinct e-mails, names or dates), and DuckDB joins the results back. Identifier values, and the person
+records' own contact fields (e-mail, phone), are cleaned by their normaliser's rule, one map per
+normaliser built from its declaration in resources/identifiers.py. A value that fails its rule is
 dropped from the record and quarantined with the reason; a row that cannot be used at all (no record
 id, an event without a readable time) is quarantined whole. So for every source:
 raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
@@ -18,7 +20,7 @@ from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
-from resources.identifiers import NORMALISERS
+from resources.identifiers import NORMALISERS, IdentifierNormaliser
 from resources.sql import Scratch, Sql
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
@@ -226,40 +228,63 @@ def stage_identifiers(
     return identifiers, text_rejects
 
 
-def build_email_and_phone_maps(sql: Sql, scratch: Scratch, email_sql: str, phone_sql: str) -> dict[str, str]:
-    """The step's tables `email_map(raw, email, match_key, reason)` and `phone_map(raw, region, phone,
-    reason)`, by normaliser: one cleaning of each distinct value serves both the fields and the identifiers."""
-    maps = {"email": scratch("email_map"), "phone": scratch("phone_map")}
-    register_map(sql, maps["email"], email_sql, rules.clean_email, ["email", "match_key", "reason"])
-    register_map(sql, maps["phone"], phone_sql, rules.clean_phone, ["phone", "reason"])
+def _mapped_normalisers() -> list[IdentifierNormaliser]:
+    """The normalisers whose rule cleaning applies, each into its own map; the others' values (ids) are
+    kept trimmed as written."""
+    return [n for n in NORMALISERS.values() if not n.kept_as_written]
+
+
+def build_identifier_maps(
+    sql: Sql, scratch: Scratch, identifiers: str, person_stage: str | None = None
+) -> dict[str, str]:
+    """The step's table `<normaliser>_map(raw[, region], <the rule's outputs>)` for each normaliser cleaning
+    applies a rule for (`email_map(raw, email, match_key, reason)`, `phone_map(raw, region, phone, reason)`),
+    by normaliser.
+
+    Its inputs are the distinct values of that kind in the staged identifiers `identifiers` and, for a
+    contact normaliser, the person records' own field of the same name in `person_stage` (read in the
+    record's country `cc`): one cleaning of each distinct value serves both the fields and the identifiers."""
+    maps = {}
+    for n in _mapped_normalisers():
+        inputs = ", ".join(n.input_columns)
+        distinct = f"select distinct {inputs} from {identifiers} where kind = {sql_literal(n.name)}"
+        if n.contact and person_stage is not None:
+            own = f"{n.name} as raw" + (", cc as region" if n.reads_region else "")
+            distinct = f"select distinct {own} from {person_stage} where {n.name} is not null union {distinct}"
+        maps[n.name] = scratch(f"{n.name}_map")
+        register_map(sql, maps[n.name], distinct, n.rule, n.outputs)
     return maps
 
 
-# Where each identifier normaliser's cleaned values are in its map (see build_email_and_phone_maps): the
-# column holding the value identity compares, and how a raw value finds its row. Values of a normaliser
-# without a map (ids) are kept trimmed as written.
-_IDENTIFIER_MAPS: dict[str, tuple[str, str]] = {
-    "email": ("match_key", "m.raw = i.raw"),
-    "phone": ("phone", "m.raw = i.raw and m.region = i.region"),
-}
+def _map_join(n: IdentifierNormaliser, value: str, region: str) -> str:
+    """How a raw `value` (of a record in `region`) finds its row `m` of the normaliser's map."""
+    return f"m.raw = {value}" + (f" and m.region = {region}" if n.reads_region else "")
+
+
+def _identifier_maps() -> dict[str, tuple[str, str]]:
+    """Where each mapped normaliser's cleaned values are in its map (see build_identifier_maps): the column
+    holding the value identity compares (its match key), and how an identifier row `i` finds its row."""
+    return {n.name: (n.key, _map_join(n, "i.raw", "i.region")) for n in _mapped_normalisers()}
 
 
 def _identifier_joins(maps: Mapping[str, str]) -> str:
     """The joins from identifier rows `i` to each normaliser's map (`maps`: normaliser -> table)."""
     return "\n".join(
         f"left join {maps[kind]} m_{kind} on i.kind = '{kind}' and {join.replace('m.', f'm_{kind}.')}"
-        for kind, (_, join) in _IDENTIFIER_MAPS.items()
+        for kind, (_, join) in _identifier_maps().items()
     )
 
 
-_IDENTIFIER_REASON = "coalesce(" + ", ".join(f"m_{kind}.reason" for kind in _IDENTIFIER_MAPS) + ")"
+def _identifier_reason() -> str:
+    reasons = [f"m_{kind}.reason" for kind in _identifier_maps()]
+    return f"coalesce({', '.join(reasons)})" if reasons else "null::varchar"
 
 
 def write_identifiers(sql: Sql, role: str, accepted_rows: str, identifiers: str, maps: Mapping[str, str]) -> None:
     """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value.
 
     `identifiers` is the staged identifier table (see `stage_identifiers`), `maps` the normalisers' maps."""
-    values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (column, _) in _IDENTIFIER_MAPS.items())
+    values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (column, _) in _identifier_maps().items())
     tables.IDENTIFIERS[role].replace(
         sql,
         f"""
@@ -282,10 +307,10 @@ def _identifier_rejects(identifiers: str, maps: Mapping[str, str]) -> str:
     """The identifier values their normaliser refused, as quarantine rows."""
     return f"""
 select 'clean' as stage, i.source, i.file, i.row_number, i.field, i.raw as value,
-       {_IDENTIFIER_REASON} as reason, 'value' as scope
+       {_identifier_reason()} as reason, 'value' as scope
 from {identifiers} i
 {_identifier_joins(maps)}
-where {_IDENTIFIER_REASON} is not null
+where {_identifier_reason()} is not null
 """
 
 
@@ -369,7 +394,8 @@ ACTIVITY_TEXT_FIELDS = tuple(
 )
 
 # Every rule that can turn a value into NULL, with how its map joins the staged row: a value a rule
-# refuses is quarantined with the rule's reason, never dropped silently.
+# refuses is quarantined with the rule's reason, never dropped silently. The contact fields (e-mail,
+# phone) are read from their normalisers' maps (see build_identifier_maps).
 _PERSON_VALUE_REJECTS = [
     ("full_name", "fullname_map", "m.raw = s.full_name"),
     ("first_name", "name_map", "m.raw = s.first_name"),
@@ -378,8 +404,7 @@ _PERSON_VALUE_REJECTS = [
     ("city", "name_map", "m.raw = s.city"),
     ("address_line1", "address_map", "m.raw = s.address_line1"),
     ("address_line2", "address_map", "m.raw = s.address_line2"),
-    ("email", "email_map", "m.raw = s.email"),
-    ("phone", "phone_map", "m.raw = s.phone and m.region = s.cc"),
+    *((n.name, f"{n.name}_map", _map_join(n, f"s.{n.name}", "s.cc")) for n in _mapped_normalisers() if n.contact),
     ("country", "country_map", "m.raw = s.country"),
     ("date_of_birth", "dob_map", "m.raw = s.date_of_birth and m.source = s.source"),
     ("region", "region_map", "m.raw = s.region and m.country is not distinct from s.clean_country"),
@@ -416,14 +441,7 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
             temporary=True,
         )
         identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config)
-        maps = build_email_and_phone_maps(
-            sql,
-            scratch,
-            f"select distinct email as raw from {stage} where email is not null "
-            f"union select distinct raw from {identifiers} where kind = 'email'",
-            f"select distinct phone as raw, cc as region from {stage} where phone is not null "
-            f"union select distinct raw, region from {identifiers} where kind = 'phone'",
-        )
+        maps = build_identifier_maps(sql, scratch, identifiers, stage)
         register_map(
             sql,
             scratch("fullname_map"),
@@ -658,12 +676,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
         columns = table.projection({"currency": "upper(currency)"} if "currency" in table.columns else {})
         table.replace(sql, f"select {columns} from {stage} where reject_reason is null")
         identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config)
-        maps = build_email_and_phone_maps(
-            sql,
-            scratch,
-            f"select distinct raw from {identifiers} where kind = 'email'",
-            f"select distinct raw, region from {identifiers} where kind = 'phone'",
-        )
+        maps = build_identifier_maps(sql, scratch, identifiers)
         write_identifiers(
             sql,
             role,

@@ -4,26 +4,24 @@ Each rule returns `(clean, reason)`: a clean value, or None with the reason it w
 cleaning stage writes to quarantine. Empty values and fillers such as "n/a" are missing, not errors.
 They are plain functions so they can be tested row by row with the nasty cases, and the cleaning stage
 applies them once per distinct value.
+
+The identifier normalisers' rules (e-mail, phone, ids) and `is_missing` are declared with the normalisers
+in resources/identifiers.py and imported here, so there is one implementation of each.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
 from datetime import date, datetime
 
 import phonenumbers
 
-from resources.identifiers import GMAIL_DOMAINS, parse_e164
-
-Result = tuple[str | None, str | None]
-
-_FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
-
-
-def is_missing(raw: object) -> bool:
-    return raw is None or str(raw).strip().lower() in _FILLERS
+from resources.identifiers import Result as Result
+from resources.identifiers import clean_email as clean_email
+from resources.identifiers import clean_identifier as clean_identifier
+from resources.identifiers import clean_phone as clean_phone
+from resources.identifiers import is_missing as is_missing
 
 
 def _collapse(text: str) -> str:
@@ -46,49 +44,6 @@ LINE_BREAKS = r"[\t\r\n]+"
 def text_limit(field: str) -> int:
     """The most characters a value of this canonical field may have."""
     return TEXT_LIMITS.get(field, TEXT_LIMIT)
-
-
-# ---------------------------------------------------------------- e-mail
-
-_EMAIL_RE = re.compile(
-    r"^(?!\.)(?!.*\.\.)[a-z0-9.!#$%&'*+/=?^_`{|}~-]+(?<!\.)"
-    r"@(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-)
-
-
-def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
-    """(address, match_key, reason). The address is trimmed and lower-cased; the match key also folds
-    `+tags` (all providers) and dots in the local part (Gmail only), so jane.doe+shop@gmail.com and
-    janedoe@gmail.com match while the address a person typed is kept as they typed it."""
-    if is_missing(raw):
-        return None, None, None
-    text = str(raw).strip().strip("<>").strip()
-    if text.lower().startswith("mailto:"):
-        text = text[7:]
-    text = text.lower()
-    if not _EMAIL_RE.match(text):
-        return None, None, "not a valid e-mail address"
-    local, _, domain = text.partition("@")
-    key_local = local.split("+", 1)[0] or local
-    if domain in GMAIL_DOMAINS:
-        key_local = key_local.replace(".", "")
-        domain = "gmail.com"
-    return text, f"{key_local}@{domain}", None
-
-
-# ---------------------------------------------------------------- phone
-
-
-def clean_phone(raw: object, region: str | None = "US") -> Result:
-    """E.164 (`+14155550147`), reading numbers without a country code as numbers of `region`."""
-    if is_missing(raw):
-        return None, None
-    text = str(raw).strip()
-    if text.endswith(".0") and text[:-2].isdigit():  # a spreadsheet turned the number into a float
-        text = text[:-2]
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    return parse_e164(text, region or "US")
 
 
 # ---------------------------------------------------------------- names
@@ -471,22 +426,3 @@ def parse_consent(raw: object) -> tuple[bool | None, str | None]:
     if text in _NO:
         return False, None
     return None, "not a yes/no consent statement"
-
-
-def clean_identifier(raw: object) -> Result:
-    """Ids are compared as trimmed strings; "12.0" from a spreadsheet float is read as "12"."""
-    if is_missing(raw):
-        return None, None
-    text = str(raw).strip()
-    if re.fullmatch(r"\d+\.0", text):
-        text = text[:-2]
-    return text, None
-
-
-# The match key of each identifier normaliser declared in resources/identifiers.py: the form values of
-# its identifier types are compared in (a value and the country its record is in).
-MATCH_KEYS: dict[str, Callable[[object, str], str | None]] = {
-    "email": lambda raw, region: clean_email(raw)[1],
-    "phone": lambda raw, region: clean_phone(raw, region)[0],
-    "id": lambda raw, region: clean_identifier(raw)[0],
-}

@@ -18,14 +18,13 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
-from cdp_assets.clean.rules import MATCH_KEYS
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
-from resources.identifiers import DEFAULT_BLOCKED_PATTERNS
+from resources.identifiers import DEFAULT_BLOCKED_PATTERNS, NORMALISERS
 from resources.sql import Scratch, Sql
 from resources.warehouse import ROLES, Warehouse, sql_literal, utc_now
 
@@ -47,7 +46,7 @@ def _normalise_blocked(value: str, kind: str) -> str | None:
     """A blocked value in the form identifiers are compared in (its normaliser's match key); as written if
     it does not normalise (an invalid number in the list must still match a value that reached identity
     some other way)."""
-    normalised = MATCH_KEYS[kind](value, "US")
+    normalised = NORMALISERS[kind].match_key(value, "US")
     return normalised or value.strip() or None
 
 
