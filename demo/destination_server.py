@@ -223,7 +223,11 @@ class _Store:
                 if not members:
                     audiences.pop(audience, None)
             else:
-                audiences.setdefault(audience, {})[key] = copy.deepcopy(event.get("properties", {}))
+                members = audiences.setdefault(audience, {})
+                members[key] = copy.deepcopy(event.get("properties", {}))
+                # An update naming a previous key folds that member into this one (a merged customer id).
+                if event.get("previous_key") not in (None, key):
+                    members.pop(event["previous_key"], None)
         return {"events": len(events)}
 
     def apply_upsert(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -404,6 +408,11 @@ class _Handler(BaseHTTPRequestHandler):
                 summary = route.apply(store, name, batch)
                 store.applied.add(scope)
         destination._annotate(self._entry, duplicate=duplicate)
+        if scope[0].startswith("/webhook/"):  # which events arrived, without their properties, for inspection
+            destination._annotate(
+                self._entry,
+                events=[{k: e.get(k) for k in ("type", "key", "previous_key")} for e in payload["events"]],
+            )
         if fault == FAULT_TIMEOUT:  # applied already: the client gives up, the change stays
             destination._stopping.wait(destination.faults.timeout_seconds)
         if fault == FAULT_DROP:  # applied already: the answer is lost, the client sees the connection close

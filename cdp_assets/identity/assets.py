@@ -580,7 +580,7 @@ def _checks(sql: Sql, config: CDPConfig, summary: dict[str, object], per_custome
                 ),
             },
         ),
-        _overrides_check(config, summary["overrides"]),  # type: ignore[arg-type]
+        _overrides_check(config, summary.get("overrides", OverrideReport())),  # type: ignore[arg-type]
     ]
 
 

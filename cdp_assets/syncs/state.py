@@ -198,13 +198,15 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         # client that can say so (webhooks) sends it as an update of the survivor rather than an exit.
         left_json, alias_join = "h.row_json", ""
         if destination.primary_key == "customer_id":
+            # The survivor's current fields go with it, so the update carries today's values, not the old id's.
             left_json = (
-                "case when a.customer_id is null then h.row_json "
-                "else json_merge_patch(h.row_json, json_object('merged_into', a.customer_id))::varchar end"
+                "case when s.key is null then h.row_json "
+                "else json_merge_patch(s.row_json, json_object('merged_into', s.key))::varchar end"
             )
             alias_join = (
                 f"left join {CUSTOMER_ALIASES.name} a on a.alias_id = h.key and a.status = 'merged' "
-                f"and a.customer_id in (select key from {current} where consented)"
+                f"left join (select key, row_json from {current} where consented "
+                "qualify count(*) over (partition by key) = 1) s on s.key = a.customer_id"
             )
         sql.create_table_as(
             diff,
