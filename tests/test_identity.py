@@ -202,3 +202,47 @@ def test_own_blocked_patterns_apply_with_the_built_in_ones(tmp_path):
         ("TEST-9", "matches a blocked pattern"),
         ("test-123", "matches a blocked pattern"),
     ]
+
+
+def _with_overrides(tmp_path: Path, lines: str) -> dict:
+    (tmp_path / "overrides.csv").write_text("action,record,other,author,reason\n" + lines)
+    return {"overrides": "overrides.csv"}
+
+
+def test_a_cannot_link_beats_a_shared_e_mail_and_a_must_link_joins_strangers(tmp_path):
+    records = [
+        {"id": "a", "first": "Pat", "last": "Ray", "email": "family@example.org"},
+        {"id": "b", "first": "Pat", "last": "Ray", "email": "family@example.org"},
+        {"id": "c", "first": "Kim", "last": "Ono", "email": "kim@example.org"},
+        {"id": "d", "first": "Lu", "last": "Wu", "email": "lu@example.org"},
+    ]
+    automatic = resolve_records(tmp_path, records)
+    assert automatic["a"] == automatic["b"] and automatic["c"] != automatic["d"]
+    identity = _with_overrides(
+        tmp_path,
+        "cannot_link,crm/a,email:FAMILY@example.org,ana,twins\n"  # the value names both a and b: b leaves
+        "must_link,crm/c,crm/d,ana,same person, new name\n".replace("same person, new name", '"same person, new name"'),
+    )
+    conn = warehouse(tmp_path, records, identity)
+    ids = customers(conn)
+    assert ids["a"] != ids["b"]
+    assert ids["c"] == ids["d"]
+    decisions = conn.execute(
+        "select rule, decision from identity.evidence where rule like 'override%' order by 1"
+    ).fetchall()
+    assert decisions == [
+        ("override line 2", "override: cannot_link by ana: twins"),
+        ("override line 3", "override: must_link by ana: same person, new name"),
+    ]
+
+
+def test_a_must_link_a_cannot_link_forbids_is_refused_not_applied(tmp_path):
+    records = [
+        {"id": "a", "first": "Pat", "email": "pat@example.org"},
+        {"id": "b", "first": "Bo", "email": "bo@example.org"},
+        {"id": "c", "first": "Pat", "email": "pat@example.org"},
+    ]
+    # a and c share an e-mail; a cannot_link between b and c forbids joining b to a's customer.
+    identity = _with_overrides(tmp_path, "cannot_link,crm/b,crm/c,li,no\nmust_link,crm/a,crm/b,ana,yes\n")
+    ids = customers(warehouse(tmp_path, records, identity))
+    assert ids["a"] == ids["c"] != ids["b"]

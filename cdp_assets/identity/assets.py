@@ -202,7 +202,7 @@ def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch, ru
         run_id=run_id,
         at=utc_now(),
         settings=settings_fingerprint(config),
-        reason="override" if override_report.changed_customers else None,
+        overridden=override_report.touched,
     )
     sql.create_table_as(
         "cdp.identity_map",

@@ -32,7 +32,8 @@ class OverrideReport:
     """What the overrides did this run."""
 
     applied: int = 0
-    changed_customers: bool = False
+    # The clusters (labels after the overrides) an override changed: id changes there are its doing.
+    touched: set[int] = field(default_factory=set)
     # (line, side text): sides that named no record.
     unresolved: list[tuple[int, str]] = field(default_factory=list)
     # (line, why): must-links refused because a cannot-link forbids the merge.
@@ -100,7 +101,7 @@ def apply_overrides(
         target = min(merged)
         if len(merged) > 1:
             labels[together] = target
-            report.changed_customers = True
+            report.touched.add(target)
         report.applied += 1
         evidence.append((override, first, second))
 
@@ -108,18 +109,19 @@ def apply_overrides(
         if override.action == "cannot_link" and second is not None:
             shared = set(labels[first].tolist()) & set(labels[second].tolist())
             if shared:
-                moving = second[np.isin(labels[second], list(shared))]
+                # A record both sides name stays with `record`: the override is about moving `other` away.
+                moving = second[np.isin(labels[second], list(shared)) & ~np.isin(second, first)]
                 labels[moving] = next_label
+                report.touched |= {next_label, *shared}
                 next_label += 1
-                report.changed_customers = True
             report.applied += 1
             evidence.append((override, first, second))
         elif override.action == "unmerge":
             own = set(labels[first].tolist())
             if (np.isin(labels, list(own)).sum()) > len(first):
                 labels[first] = next_label
+                report.touched |= {next_label, *own}
                 next_label += 1
-                report.changed_customers = True
             report.applied += 1
             evidence.append((override, first, second))
     _write_evidence(sql, id_nodes, evidence)

@@ -25,6 +25,7 @@ Every change is an event of `cdp.customer_id_history`: `issued`, `merged` (into 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -60,19 +61,21 @@ def assign_ids(
     run_id: str | None,
     at: datetime,
     settings: str,
-    reason: str | None = None,
+    overridden: Collection[int] = (),
 ) -> IdChanges:
     """Name each component of `labelled` (source, source_record_id, role, component) with a persistent id;
     write `assigned` (component, customer_id) and record the changes in the registry and its history.
 
-    `settings` fingerprints the identity configuration: when it differs from the last run's, id changes are
-    put down to a configuration change; otherwise to `reason` (e.g. an override) or to the link rules.
+    Id changes in the `overridden` components (those a manual override changed) are put down to the
+    override; others to a configuration change when `settings` (a fingerprint of the identity
+    configuration) differs from the last run's, else to the link rules.
     """
     last = sql.row(f"select run_seq, settings from {ID_RUNS.name} order by run_seq desc limit 1")
     run_seq = 1 if last is None else int(last[0]) + 1
-    if reason is None:
-        reason = "config change" if last is not None and last[1] != settings else "link rules"
+    reason = "config change" if last is not None and last[1] != settings else "link rules"
     with sql.scratch("ids") as tables:
+        overrides = tables.frame("overridden", pd.DataFrame({"component": pd.Series(list(overridden), dtype="int64")}))
+        why = f"case when component in (select component from {overrides}) then 'override' else '{reason}' end"
         carried, homes, claims = tables("carried"), tables("homes"), tables("claims")
         # Each record's id of last time, ranked by age within the id (1 = the id's oldest record).
         sql.create_table_as(
@@ -166,7 +169,7 @@ def assign_ids(
         )
         merged = sql.rows(
             f"""
-            select m.old_id, s.old_id as survivor, m.records
+            select m.old_id, s.old_id as survivor, m.records, {why.replace("component", "m.component", 1)}
             from {claims} m join {claims} s on s.component = m.component and s.rank = 1
             where m.rank > 1 order by m.old_id
             """
@@ -193,7 +196,7 @@ def assign_ids(
                 """,
                 [next_seq, at, run_id, at],
             )
-            for old_id, survivor, _records in merged:
+            for old_id, survivor, _records, _why in merged:
                 sql.execute(
                     f"update {ID_REGISTRY.name} set status = 'merged', changed_at = ? where customer_id = ?",
                     [at, old_id],
@@ -217,13 +220,13 @@ def assign_ids(
                 f"""
                 insert into {ID_HISTORY.name}
                 select ?, ?, ?, case when split_from is null then 'issued' else 'split' end, customer_id,
-                       split_from, records, case when split_from is null then ? else ? end
+                       split_from, records, case when split_from is null then ? else {why} end
                 from {issued_table} order by customer_id
                 """,
-                [run_seq, run_id, at, "new records" if last else "first run", reason],
+                [run_seq, run_id, at, "new records" if last else "first run"],
             )
             events: list[tuple[str, str, str | None, int, str]] = []
-            events += [("merged", old_id, survivor, int(records), reason) for old_id, survivor, records in merged]
+            events += [("merged", old, survivor, int(records), why) for old, survivor, records, why in merged]
             events += [("retired", old_id, None, 0, "no record carries it") for old_id in retired]
             if events:
                 history = tables.frame(
