@@ -247,3 +247,34 @@ def test_a_candidate_file_that_does_not_load_fails_the_preview_naming_the_file(l
         assert str(broken) in failure.step_failure_data.error.message
         assert "not valid YAML" in failure.step_failure_data.error.message
         assert state(config) == before
+
+
+def test_a_candidate_configuration_is_previewed_with_its_own_overrides_and_segments(landing: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    with DestinationServer(port=0) as server:
+        config = write_config(landing, server)
+        refresh(config, instance)
+        before = state(config)
+        raw = yaml.safe_load((landing / "cdp.yaml").read_text())
+        raw["identity"] = {"overrides": "candidate_overrides.csv"}
+        raw["segments"].append({"name": "bo", "where": "first_name = 'Bo'"})
+        (landing / "candidate_overrides.csv").write_text(OVERRIDES_HEADER + "unmerge,crm/Z1,,ana@example.org,Other\n")
+        (landing / "candidate.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+        result = preview(config, instance, candidate_config="candidate.yaml")
+        assert result.success
+        assert state(config) == before
+        metadata = output_metadata(result)
+        assert metadata["candidate_config"] == str(landing / "candidate.yaml")
+        assert rows(metadata["id_changes"]) == [
+            {
+                "event": "split",
+                "customer_id": new_id("crm/Z1"),
+                "related_id": new_id("crm/A1"),
+                "records": "1",
+                "reason": "override",
+            }
+        ]
+        assert {"segment": "bo", "customer_id": new_id("crm/B1"), "change": "entered", "exit_reason": ""} in rows(
+            metadata["segment_changes"]
+        )

@@ -16,6 +16,7 @@ the run's metadata (counts and first rows, customer values masked as in every pr
 """
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from cdp_assets.identity.assets import resolve
+from cdp_assets.identity.assets import resolve, settings_fingerprint
 from cdp_assets.metadata import markdown_table, mask, redact_errors
 from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
@@ -87,17 +88,25 @@ class IdentityPreviewConfig(dg.Config):
 
 def candidate_configuration(
     current: CDPConfig, candidate_config: str | None, candidate_overrides: str | None
-) -> CDPConfig:
+) -> tuple[CDPConfig, str]:
     """The configuration to preview: the candidate file (checked as `load_config` checks any) or the current
-    one, with the candidate overrides file in place of its own. Raises ConfigError naming the file that
-    does not load, so a typo fails the preview rather than previewing something else."""
-    candidate = load_config(current.resolve(candidate_config)) if candidate_config else current
+    one, with the candidate overrides file in place of its own; and the identity settings fingerprint a
+    real run would record once the candidate is applied. Raises ConfigError naming the file that does not
+    load, so a typo fails the preview rather than previewing something else.
+
+    The fingerprint decides whether id changes are put down to a configuration change. A candidate
+    overrides file is applied by putting its content in the configured file, so where one is configured
+    the fingerprint is the one with that file's name, not the candidate's: the preview then records the
+    same reasons the real run will."""
+    base = load_config(current.resolve(candidate_config)) if candidate_config else current
+    candidate = base
     if candidate_overrides:
         path = current.resolve(candidate_overrides)
-        identity = candidate.identity.model_copy(update={"overrides": str(path)})
-        candidate = candidate.model_copy(update={"identity": identity})
+        identity = base.identity.model_copy(update={"overrides": str(path)})
+        candidate = base.model_copy(update={"identity": identity})
         candidate.identity_overrides()  # read and checked now: a bad file fails naming itself and its lines
-    return candidate
+    settings = settings_fingerprint(base if base.identity.overrides else candidate)
+    return candidate, settings
 
 
 @dataclass
@@ -121,14 +130,17 @@ SECTIONS = {
 }
 
 
-def preview_changes(warehouse: Warehouse, sql: Sql, candidate: CDPConfig, run_id: str, copy_path: Path) -> Preview:
+def preview_changes(
+    warehouse: Warehouse, sql: Sql, candidate: CDPConfig, settings: str, run_id: str, copy_path: Path
+) -> Preview:
     """Run the stages from identity to the sync plans on a copy of the warehouse at `copy_path` with the
-    `candidate` settings, and compare the copy with the warehouse (`sql` is the run's runner on it). The
-    copy is deleted afterwards, on error too."""
+    `candidate` settings (`settings`: the fingerprint to record, see `candidate_configuration`), and compare
+    the copy with the warehouse (`sql` is the run's runner on it). The copy is deleted afterwards, on error
+    too."""
     copy_database(sql, copy_path)
     try:
         with warehouse.open_copy(copy_path) as scratch:
-            summary = resolve(scratch, candidate, run_id=run_id)
+            summary = resolve(scratch, candidate, run_id=run_id, settings=settings)
             build_profiles(scratch, candidate)
             build_membership(scratch, candidate)
             ensure_tables(scratch)
@@ -137,10 +149,8 @@ def preview_changes(warehouse: Warehouse, sql: Sql, candidate: CDPConfig, run_id
         try:
             preview = _compare(sql)
         finally:
-            try:
+            with suppress(SqlError):
                 sql.execute(f"detach {COPY}")
-            except SqlError:
-                pass
     finally:
         for leftover in (copy_path, Path(f"{copy_path}.wal")):
             leftover.unlink(missing_ok=True)
@@ -349,7 +359,7 @@ def build_preview_job(current: CDPConfig) -> dg.JobDefinition:
         context: dg.OpExecutionContext, config: IdentityPreviewConfig, warehouse: Warehouse
     ) -> dg.Output[None]:
         try:
-            candidate = candidate_configuration(current, config.candidate_config, config.candidate_overrides)
+            candidate, settings = candidate_configuration(current, config.candidate_config, config.candidate_overrides)
         except ConfigError as exc:
             raise dg.Failure(
                 description=f"The candidate settings do not load, so nothing was previewed: {exc}"
@@ -357,7 +367,7 @@ def build_preview_job(current: CDPConfig) -> dg.JobDefinition:
         folder = current.warehouse_path.parent / "previews"
         run_id = context.run_id
         with warehouse.sql() as sql:
-            preview = preview_changes(warehouse, sql, candidate, run_id, folder / f".{run_id}.duckdb")
+            preview = preview_changes(warehouse, sql, candidate, settings, run_id, folder / f".{run_id}.duckdb")
         candidate_file = str(current.resolve(config.candidate_config)) if config.candidate_config else "current"
         header = [
             f"run: {run_id} at {utc_now().isoformat(sep=' ', timespec='seconds')} UTC",
