@@ -25,6 +25,7 @@ import dagster as dg
 from pydantic import Field
 
 from cdp_assets.identity.assets import resolve, settings_fingerprint
+from cdp_assets.identity.registry import IdChanges
 from cdp_assets.metadata import markdown_table, mask, redact_errors
 from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
@@ -154,14 +155,14 @@ def preview_changes(
     finally:
         for leftover in (copy_path, Path(f"{copy_path}.wal")):
             leftover.unlink(missing_ok=True)
-    changes = summary["id_changes"]
+    changes: IdChanges = summary["id_changes"]  # type: ignore[assignment]
     preview.counts.update(
         {
-            "ids_kept": changes.kept,  # type: ignore[attr-defined]
-            "ids_issued": changes.issued - changes.split,  # type: ignore[attr-defined]
-            "ids_split_off": changes.split,  # type: ignore[attr-defined]
-            "ids_merged": changes.merged,  # type: ignore[attr-defined]
-            "ids_retired": changes.retired,  # type: ignore[attr-defined]
+            "ids_kept": changes.kept,
+            "ids_issued": changes.issued - changes.split,
+            "ids_split_off": changes.split,
+            "ids_merged": changes.merged,
+            "ids_retired": changes.retired,
         }
     )
     destinations, rows = [], []
