@@ -19,6 +19,7 @@ from cdp_assets.clean.checks import person_records_expectations
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import build_identity_asset
+from cdp_assets.identity.preview import build_preview_job
 from cdp_assets.profiles.assets import build_profiles_asset
 from cdp_assets.segments.assets import GROUP as SEGMENTS_GROUP
 from cdp_assets.segments.assets import build_segment_assets
@@ -66,7 +67,8 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
-    """Every stage as assets, the read snapshot, the full-refresh job, the sensors and the warehouse."""
+    """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors
+    and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
@@ -84,7 +86,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations],
-        jobs=[full_refresh],
+        jobs=[full_refresh, build_preview_job(config)],
         sensors=[build_landing_sensor(config), automation_sensor],
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.

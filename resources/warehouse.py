@@ -170,6 +170,19 @@ class Warehouse(DuckDBResource):
         with self.get_connection() as conn:
             yield Sql(conn)
 
+    @contextmanager
+    def open_copy(self, path: Path) -> Iterator[Sql]:
+        """A runner on a copy of the warehouse made by `copy_database`, with the warehouse's settings and
+        bootstrap: the real stage code runs on it unchanged, and nothing it writes reaches the warehouse.
+        The caller owns the file (and deletes it)."""
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        conn = duckdb.connect(str(path), read_only=False, config=config)
+        try:
+            bootstrap(conn)
+            yield Sql(conn)
+        finally:
+            conn.close()
+
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """Open the warehouse for writing; while another process has the file open, retry until the lock timeout."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
@@ -237,6 +250,24 @@ def warehouse_resource(config: CDPConfig) -> Warehouse:
         lock_timeout_seconds=float(config.warehouse.lock_timeout_seconds),
         read_snapshot=str(config.read_snapshot_path),
     )
+
+
+def copy_database(sql: Sql, path: Path) -> None:
+    """Copy the whole database of `sql`'s connection (every schema, table, view and key) into a new DuckDB
+    file `path`, through the connection itself: the warehouse file is only opened by the run that holds it,
+    so copying through SQL gives a consistent copy without a second handle on the file. The copy is
+    detached again, so the caller can open it with `Warehouse.open_copy`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (path, Path(f"{path}.wal")):
+        leftover.unlink(missing_ok=True)
+    source = sql.value("select current_database()")
+    sql.execute(f"attach {sql_literal(str(path))} as warehouse_copy")
+    try:
+        sql.execute(f'copy from database "{source}" to warehouse_copy')
+        sql.execute("checkpoint warehouse_copy")
+    finally:
+        with suppress(SqlError):
+            sql.execute("detach warehouse_copy")
 
 
 def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> dict[str, int]:

@@ -71,13 +71,20 @@ def blocked_condition(config: CDPConfig, id_types: list[str]) -> tuple[str, pd.D
 
 
 def resolve(
-    sql: Sql, config: CDPConfig, per_customer: str | None = None, run_id: str | None = None
+    sql: Sql,
+    config: CDPConfig,
+    per_customer: str | None = None,
+    run_id: str | None = None,
+    settings: str | None = None,
 ) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
-    counted for the summary only). `run_id` is recorded with the id changes the run makes."""
+    counted for the summary only). `run_id` is recorded with the id changes the run makes, and `settings`
+    as the identity configuration's fingerprint (by default `config`'s own; the change preview passes the
+    one the configuration will have once a candidate overrides file's content is in place)."""
     with sql.scratch("deterministic") as tables:
-        return _resolve(sql, config, per_customer or tables("per_customer"), tables, run_id)
+        fingerprint = settings or settings_fingerprint(config)
+        return _resolve(sql, config, per_customer or tables("per_customer"), tables, run_id, fingerprint)
 
 
 def settings_fingerprint(config: CDPConfig) -> str:
@@ -86,7 +93,9 @@ def settings_fingerprint(config: CDPConfig) -> str:
     return hashlib.sha256(config.identity.model_dump_json().encode()).hexdigest()[:16]
 
 
-def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch, run_id: str | None) -> dict[str, object]:
+def _resolve(
+    sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch, run_id: str | None, settings: str
+) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
     started = time.perf_counter()
@@ -201,7 +210,7 @@ def _resolve(sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch, ru
         assigned,
         run_id=run_id,
         at=utc_now(),
-        settings=settings_fingerprint(config),
+        settings=settings,
         overridden=override_report.touched,
     )
     sql.create_table_as(
