@@ -308,7 +308,6 @@ RECORD_IDS = Table(
         "customer_id": "VARCHAR",
         "first_seen_seq": "BIGINT",
     },
-    primary_key=("source", "source_record_id", "role"),
 )
 
 ID_RUNS = Table(
