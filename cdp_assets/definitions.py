@@ -30,6 +30,7 @@ from resources.config import CDPConfig, load_config
 from resources.warehouse import warehouse_resource
 from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
+from sensors.overrides import build_overrides_sensor
 
 FULL_REFRESH = "full_refresh"
 
@@ -87,7 +88,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations],
         jobs=[full_refresh, build_preview_job(config)],
-        sensors=[build_landing_sensor(config), automation_sensor],
+        sensors=[build_landing_sensor(config), build_overrides_sensor(config), automation_sensor],
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.
         executor=dg.in_process_executor,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from cdp_assets.definitions import build_definitions
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
@@ -208,3 +209,23 @@ def test_platform_policy_is_on_every_asset():
         "cdp.golden_profiles, cdp.profile_provenance"
     )
     assert graph.get(segment_key("high_value")).metadata["dagster/table_name"] == "cdp.segment_membership"
+
+
+def test_editing_the_overrides_file_re_resolves_identity(tmp_path):
+    config_path = write_config(tmp_path)
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text("action,record,other,author,reason\n")
+    raw = yaml.safe_load(config_path.read_text())
+    raw.setdefault("identity", {})["overrides"] = "overrides.csv"
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(config_path)
+    defs = build_definitions(config)
+    sensor = defs.resolve_sensor_def("identity_overrides_sensor")
+    with dg.instance_for_test() as instance:
+        first = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert first.run_requests == []  # the first tick only records the file
+        same = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
+        assert same.run_requests == []
+        overrides.write_text("action,record,other,author,reason\nunmerge,crm_contacts/C1,,ana,wrong person\n")
+        edited = sensor(dg.build_sensor_context(instance=instance, cursor=same.cursor, definitions=defs))
+        assert [r.asset_selection for r in edited.run_requests] == [[dg.AssetKey(["identity", "clusters"])]]

@@ -35,7 +35,7 @@ from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "segments"
 # Bump when what a segment asset computes changes (evaluation, stamping, history).
-CODE_VERSION = "3"
+CODE_VERSION = "4"
 # Not a segment name: the configuration refuses it (RESERVED_SEGMENT_NAMES), so no segment can take the key.
 REMOVED_SEGMENTS = dg.AssetKey(["segments", "removed_segments"])
 CHECK_MEMBERS_EXIST = "members_have_profiles"

@@ -44,7 +44,7 @@ from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "destination_syncs"
 # Bump when what a sync sends or records changes.
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 # A spreadsheet opening a CSV evaluates a cell starting with one of these as a formula (OWASP: CSV injection).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
