@@ -21,20 +21,21 @@ import time
 from pathlib import Path
 
 
-def _hold_back(landing: Path, share: float) -> dict[Path, list[str]]:
-    """Cut the last `share` of every landing file's lines out of it; returns them per file (header kept)."""
-    held: dict[Path, list[str]] = {}
+def _hold_back(landing: Path, share: float) -> dict[Path, list[bytes]]:
+    """Cut the last `share` of every landing file's lines out of it; returns them per file (header kept).
+    Bytes, not text: sources keep their own encodings."""
+    held: dict[Path, list[bytes]] = {}
     for path in sorted(p for p in landing.rglob("*") if p.is_file() and p.suffix in (".csv", ".jsonl")):
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = path.read_bytes().splitlines(keepends=True)
         header = lines[:1] if path.suffix == ".csv" else []
         body = lines[len(header) :]
         keep = len(body) - int(len(body) * share)
-        path.write_text("".join(header + body[:keep]), encoding="utf-8")
+        path.write_bytes(b"".join(header + body[:keep]))
         held[path] = header + body[keep:]
     return held
 
 
-def _release(held: dict[Path, list[str]], load: int, loads: int) -> None:
+def _release(held: dict[Path, list[bytes]], load: int, loads: int) -> None:
     """Write load `load`'s slice of every held-back file as a new file beside it."""
     for path, lines in held.items():
         header = lines[:1] if path.suffix == ".csv" else []
