@@ -43,9 +43,7 @@ def _release(held: dict[Path, list[bytes]], load: int, loads: int) -> None:
         size = -(-len(body) // loads)
         part = body[(load - 1) * size : load * size]
         if part:
-            path.with_name(f"{path.stem}_load{load:02d}{path.suffix}").write_text(
-                "".join(header + part), encoding="utf-8"
-            )
+            path.with_name(f"{path.stem}_load{load:02d}{path.suffix}").write_bytes(b"".join(header + part))
 
 
 def _crm_updates(landing: Path, load: int, share: float, rng: random.Random) -> int:
