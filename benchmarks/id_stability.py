@@ -6,9 +6,10 @@ The demo generator writes the whole customer base; 10% of every landing file is 
 1% per load as new files (new records), and each load also re-sends 1% of the CRM contacts with a later
 modification time and a changed street (updates). After each load the platform is refreshed and every
 record present before and after is checked: a record whose customer id changed must be explained by an
-event of this run in `cdp.customer_id_history` (its old id merged into the new one, or its new id split
-from the old one). Finally the raw, cleaned and identity tables are dropped (the id registry is kept) and
-everything is loaded again from the landing folder: the ids must be the ones the last load ended with.
+event of this run in `cdp.customer_id_history` (its old id merged into the new one, its new id split
+from the old one, or it moved from the old id to an existing customer). Finally the raw and cleaned
+tables are dropped (the id registry is kept) and everything is loaded again from the landing folder:
+the ids must be the ones the last load ended with.
 Prints one line per load and the totals.
 """
 
@@ -116,13 +117,15 @@ def main() -> None:
                     "select event, customer_id, related_id from cdp.customer_id_history where run_seq = ?", [run_seq]
                 ).fetchall()
             explained_pairs = {(old, new) for event, old, new in events if event == "merged"}
-            explained_pairs |= {(old, new) for event, new, old in events if event == "split"}
+            explained_pairs |= {(old, new) for event, new, old in events if event in ("split", "moved")}
             changed = [(before[k], after[k]) for k in before.keys() & after.keys() if before[k] != after[k]]
             explained = sum(1 for pair in changed if pair in explained_pairs)
             totals["changed"] += len(changed)
             totals["explained"] += explained
             totals["unexplained"] += len(changed) - explained
-            kinds = {e: sum(1 for row in events if row[0] == e) for e in ("issued", "merged", "split", "retired")}
+            kinds = {
+                e: sum(1 for row in events if row[0] == e) for e in ("issued", "merged", "split", "moved", "retired")
+            }
             print(
                 f"load {load:2d}: +{len(after) - len(before):,} records ({updates} updates), {seconds:.1f} s; "
                 f"records whose id changed {len(changed)} (explained {explained}); events {kinds}"

@@ -97,3 +97,12 @@ def test_an_id_whose_records_are_gone_is_retired_and_not_issued_again() -> None:
     assert registry.aliases()[new_id("crm/b1")] == (None, "retired")
     _, back = registry.assign([["a1"], ["b1"]])
     assert back["b1"] == new_id("crm/b1", 1)
+
+
+def test_records_moving_to_an_existing_customer_are_recorded() -> None:
+    registry = Registry()
+    _, first = registry.assign([["a1", "a2", "a3"], ["b1"]])
+    _, after = registry.assign([["a1", "a2"], ["a3", "b1"]])
+    # b1's customer keeps its id; a3 left a1's (which lives on with the larger part) to join it.
+    assert after["a3"] == first["b1"] and after["a1"] == first["a1"]
+    assert (2, "moved", first["b1"], first["a1"], "link rules") in registry.history()

@@ -18,7 +18,8 @@ The registry lives in the warehouse (`identity.id_registry`, `identity.record_id
 first run issues every id afresh by the rule for new customers, so the same data gives the same ids.
 
 Every change is an event of `cdp.customer_id_history`: `issued`, `merged` (into `related_id`), `split`
-(a new id taking part of `related_id`'s records), `retired` (no record carries the id any more) and
+(a new id taking part of `related_id`'s records), `moved` (records of `related_id`, which lives on, joining
+an existing customer `customer_id`), `retired` (no record carries the id any more) and
 `erased` (written by a privacy erasure: the id is never issued again).
 """
 
@@ -224,6 +225,21 @@ def assign_ids(
                 from {issued_table} order by customer_id
                 """,
                 [run_seq, run_id, at, "new records" if last else "first run"],
+            )
+            # Records that left an id which lives on for a customer that already had another id: neither a
+            # merge (the old id survives elsewhere) nor a split (no new id), but their id changed all the same.
+            sql.execute(
+                f"""
+                insert into {ID_HISTORY.name}
+                select ?, ?, ?, 'moved', a.customer_id, c.old_id, count(*), {why.replace("component", "c.component", 1)}
+                from {carried} c join {assigned} a using (component)
+                where c.old_id <> a.customer_id
+                  and c.old_id not in (select old_id from {claims} where rank > 1)
+                  and a.customer_id not in (select customer_id from {issued_table})
+                group by a.customer_id, c.old_id, c.component
+                order by a.customer_id, c.old_id
+                """,
+                [run_seq, run_id, at],
             )
             events: list[tuple[str, str, str | None, int, str]] = []
             events += [("merged", old, survivor, int(records), why) for old, survivor, records, why in merged]
