@@ -146,7 +146,7 @@ def main() -> None:
         print(f"full rebuild from the landing folder ({seconds:.1f} s): {same:,} of {len(before):,} keep their id")
         print(
             f"totals: {totals['changed']} records changed id over {args.loads} loads, {totals['explained']} "
-            f"explained by a merge or split in cdp.customer_id_history, {totals['unexplained']} unexplained"
+            f"explained by a merge, split or move in cdp.customer_id_history, {totals['unexplained']} unexplained"
         )
 
 
