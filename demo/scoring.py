@@ -124,14 +124,18 @@ def score_links(warehouse: str, truth_csv: str, sources: Iterable[str] | None = 
                    {c["right_source"]} || chr(31) || {c["right_record_id"]} as b
             from {EVIDENCE_TABLE} where {c["decision"]} in ({decisions})"""
         deterministic_pairs = "select null::varchar as a, null::varchar as b where false"
-        if {"source", "source_record_id", "id_type", "id_value"} <= _columns(conn, DETERMINISTIC_LINKS_TABLE):
+        link_columns = _columns(conn, DETERMINISTIC_LINKS_TABLE)
+        if {"source", "source_record_id", "id_type", "id_value"} <= link_columns:
+            # A value shared by several people links records only within one of them (`person_group`).
+            group = "person_group" if "person_group" in link_columns else "null::integer"
+            links = f"""(select distinct * from (select source, source_record_id, id_type, id_value,
+                         {group} as person_group from {DETERMINISTIC_LINKS_TABLE})
+                         semi join truth using (source, source_record_id))"""
             deterministic_pairs = f"""
                 select l.source || chr(31) || l.source_record_id as a, r.source || chr(31) || r.source_record_id as b
-                from (select distinct * from (select source, source_record_id, id_type, id_value
-                      from {DETERMINISTIC_LINKS_TABLE}) semi join truth using (source, source_record_id)) l
-                join (select distinct * from (select source, source_record_id, id_type, id_value
-                      from {DETERMINISTIC_LINKS_TABLE}) semi join truth using (source, source_record_id)) r
-                  using (id_type, id_value)
+                from {links} l join {links} r
+                  on l.id_type = r.id_type and l.id_value = r.id_value
+                 and l.person_group is not distinct from r.person_group
                 where l.source || chr(31) || l.source_record_id < r.source || chr(31) || r.source_record_id"""
         conn.execute(
             f"""create temp table linked as

@@ -25,8 +25,19 @@ class IdentifierTypeConfig(_Strict):
         ge=1,
         description=(
             "A value whose person records look like more people than this (different dates of birth, or "
-            "first names that are not variants of one another) links nobody: a household landline or a "
-            "family e-mail must not merge the family. Unset: no limit."
+            "first names that are not variants of one another) does not link them together: a household "
+            "landline or a family e-mail must not merge the family (see max_people_linked_within). Unset: "
+            "no limit."
+        ),
+    )
+    max_people_linked_within: int = Field(
+        4,
+        ge=0,
+        description=(
+            "A value shared by more people than max_people_per_value, but by at most this many, still links "
+            "the records within each person it is shared by (told apart by first names and birth dates; a "
+            "record that could be several of them gets no link from it). A value shared by more people "
+            "links nobody. 0: a shared value always links nobody."
         ),
     )
 
