@@ -339,6 +339,10 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
                 values["first_canon"] = canonical_first_name(values["first_name"])
             if values.get("identifier"):
                 values["identifier_type"] = values["identifier"].split(":")[0]
+            if values.get("email"):
+                user, _, values["email_domain"] = values["email"].partition("@")
+                values["email_local"] = user
+                values["email_local_key"] = user.split("+")[0].replace(".", "")
             conn.execute(
                 f"insert into match_records values (?, {', '.join('?' for _ in columns)})",
                 [node, *(values.get(c) for c in columns)],
@@ -369,8 +373,16 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
         ("date_of_birth", date(1970, 5, 1), date(1971, 5, 1), 1),
         ("date_of_birth", date(1970, 5, 12), date(1970, 5, 21), 1),
         ("date_of_birth", date(1970, 5, 1), date(1981, 11, 23), 0),
-        ("email", "a@x.org", "a@x.org", 1),
-        ("email", "a@x.org", "a@y.org", 0),
+        ("email", "a@x.org", "a@x.org", 2),
+        ("email", "a@x.org", "b@zz.com", 0),
+        ("email", "john.smith@outlook.com", "johnsmith@outlook.cm", 1),  # a slip in the domain
+        ("email", "ann@yahoo.com", "ann@yaho.com", 1),
+        ("email", "ann@gmail.com", "ann@gmail.cmo", 1),
+        ("email", "jsmith@x.org", "jsmiht@x.org", 1),  # two letters swapped in the user
+        ("email", "jsmith@x.org", "jsmth@x.org", 0),  # a letter more or less: as namesakes' addresses differ
+        ("email", "mary.payne@x.org", "marypayne@x.org", 0),
+        ("email", "jsmith72@x.org", "jsmith73@x.org", 0),
+        ("email", "jsmith@x.org", "jsmiht@y.org", 0),  # a slip on each side
         ("phone", "12125550100", "12125550100", 2),
         ("phone", "12125550100", "12125550109", 1),
         ("phone", "12125550100", "12125551000", 1),
