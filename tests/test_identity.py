@@ -309,6 +309,8 @@ def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
         (("tim", None), ("thomas", None), False),  # Tim is one slip from Tom, but a Timothy
         (("jan", None), ("jennifer", None), False),
         (("mark", None), ("mary", None), False),
+        (("brown", "c."), ("brown", "k"), False),  # two of the Browns, each signing surname first
+        (("brown", "c."), ("brown", "c"), True),
     ],
 )
 def test_first_names_one_person_could_carry(left, right, one_person):

@@ -61,7 +61,8 @@ class FirstNames:
 
     def compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
         if left[0] == right[0]:  # most pairs asked about; answered before building a key
-            return True
+            # Except two surnames signed first with different initials: "Brown C." and "Brown K."
+            return not _different_initials(left[1], right[1])
         # The judgement is symmetric and the same name pairs recur across thousands of values: remember it.
         key = (left, right) if (left[0], left[1] or "") <= (right[0], right[1] or "") else (right, left)
         judged = self._judged.get(key)
@@ -109,6 +110,14 @@ def _letters(name: str | None) -> str | None:
     if name is None:
         return None
     return "".join(ch for ch in name if ch.isalpha()) or None
+
+
+def _different_initials(a: str | None, b: str | None) -> bool:
+    """Both last names are initials ("c.", "k"), and not the same one."""
+    if a is None or b is None or len(a) > 2 or len(b) > 2:
+        return False
+    a, b = _letters(a), _letters(b)
+    return a is not None and b is not None and len(a) == 1 and len(b) == 1 and a != b
 
 
 def _close(a: str, b: str) -> bool:

@@ -278,7 +278,17 @@ COMPARISONS: dict[str, Comparison] = {
         # No similarity level: local parts are mostly built from the name (john.smith, jsmith72), so two
         # John Smiths' addresses look alike and such a level would count the name a second time. One keying
         # slip is narrower: the same user at a misspelt domain, or two letters swapped at the same domain.
-        Comparison("email", (null_level("email"), exact_match_level("email"), email_slip_level(), else_level())),
+        # A value shared by several people and linked within each of them (identity.shared_identifiers) is
+        # no evidence here: the deterministic layer has already joined the records it could tell apart.
+        Comparison(
+            "email",
+            (
+                null_level("email", also="l.email = r.email and l.email_split"),
+                exact_match_level("email"),
+                email_slip_level(),
+                else_level(),
+            ),
+        ),
         Comparison(
             "phone",
             (
@@ -368,6 +378,7 @@ COMPARED_COLUMNS = (
     "email_local",
     "email_local_key",
     "email_domain",
+    "email_split",
     "phone",
     "address",
     "postal_code",
