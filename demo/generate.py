@@ -37,7 +37,7 @@ from typing import IO, Any, NamedTuple
 REFERENCE_DATE = date(2025, 6, 30)
 """Plays the role of "today" so that output does not depend on when the generator runs."""
 
-DATA_VERSION = 2
+DATA_VERSION = 3
 """Raised whenever a change alters what a seed generates, so cached data sets are made again."""
 
 # --------------------------------------------------------------------------------------------------
@@ -1444,8 +1444,152 @@ def _write_email(rng: random.Random, mess: _Mess, people: list[Person], out_dir:
 
 
 # --------------------------------------------------------------------------------------------------
+# Hard cases: shared family mailboxes, mistyped e-mails, requesters known by a first name only
+# --------------------------------------------------------------------------------------------------
+
+HARD_CASE_SHARE = 0.003  # people added per person of the population, in each of the three cases
+HARD_CASE_SEED_OFFSET = 7919  # their own random stream: the population's records stay as they were
+HARD_CASES_HEADER = ("source", "source_record_id", "person_id", "case")
+DOMAIN_SLIPS = {
+    "gmail.com": ("gmail.cmo", "gmial.com", "gmail.co", "gmai.com"),
+    "yahoo.com": ("yaho.com", "yahooo.com", "yahoo.cm"),
+    "outlook.com": ("outlook.cm", "outlok.com", "outlook.con"),
+    "hotmail.com": ("hotmial.com", "hotmail.co", "hotmai.com"),
+    "aol.com": ("aol.cm", "aol.con"),
+    "icloud.com": ("iclod.com", "icloud.cm"),
+}
+
+
+def _slipped_email(rng: random.Random, email: str) -> str:
+    """The address with one keying slip: a misspelt domain, or a letter dropped or swapped in the local part."""
+    local, _, domain = email.partition("@")
+    if domain in DOMAIN_SLIPS and rng.random() < 0.6:
+        return f"{local}@{rng.choice(DOMAIN_SLIPS[domain])}"
+    letters = [i for i in range(1, len(local) - 1) if local[i].isalpha()]
+    if not letters:
+        return f"{local}@{rng.choice(DOMAIN_SLIPS['gmail.com'])}"
+    i = rng.choice(letters)
+    if rng.random() < 0.6 or not local[i + 1].isalpha():
+        return f"{local[:i]}{local[i + 1:]}@{domain}"
+    return f"{local[:i]}{local[i + 1]}{local[i]}{local[i + 2:]}@{domain}"
+
+
+def _signature(rng: random.Random, first: str, last: str) -> str:
+    """How a person signs a support ticket from a shared mailbox: often a first name alone or a nickname,
+    sometimes with a slip in it, or surname first with an initial ("Carpenter J.")."""
+    nicknames = NICKNAMES.get(first)
+    name = rng.choice(nicknames) if nicknames and rng.random() < 0.4 else first
+    roll = rng.random()
+    if roll < 0.15:
+        name = _typo(rng, name)
+    style = rng.random()
+    if style < 0.45:
+        return name
+    if style < 0.6:
+        return f"{last} {first[0]}."
+    return f"{name} {last}"
+
+
+class _HardCases:
+    """Writes the three hard cases as a CRM file of their own (each person's contact, and the contacts a
+    help desk made from their requests: a name as signed and an e-mail), and lists their records with the
+    case they belong to, so their precision and recall can be scored apart."""
+
+    def __init__(self, seed: int, population: list[Person], out_dir: Path, truth: _Truth, cases_path: Path) -> None:
+        self.rng = SeededRandom(seed + HARD_CASE_SEED_OFFSET)
+        self.mess = _Mess(self.rng)
+        self.builder = _PeopleBuilder(self.rng)
+        for person in population:  # new people must not take an address or number someone already has
+            emails = (person.email, person.email2, person.old_email, person.shop_email)
+            self.builder.used_emails.update(_mailbox(e) for e in emails if e)
+            self.builder.used_phones.update(n for n in (person.mobile, person.landline) if n)
+        self.truth = truth
+        self.out_dir = out_dir
+        self.cases_path = cases_path
+        self.next_pid = 0
+
+    def person(self, first: str, last: str, email: str | None = None) -> Person:
+        rng, builder = self.rng, self.builder
+        self.next_pid += 1
+        dob = _clip_dob(rng.randint(_DOB_MIN, _DOB_MAX))
+        middle = rng.choice(MIDDLE_INITIALS) if rng.random() < 0.5 else ""
+        email = email or builder.email(first, last, middle, dob, work=False)
+        city = CITIES[CITY_CHOICE.draw(rng)]
+        return Person(pid=f"H{self.next_pid:07d}", first=first, middle=middle, last=last, dob=dob, email=email,
+                      mobile=builder.phone(city.area_codes), home=builder.address())
+
+    def write(self, people: int) -> dict[str, int]:
+        rng = self.rng
+        crm = _CsvFile(self.out_dir / "crm" / "contacts_hard_cases.csv")
+        writer = _CrmWriter(rng, self.mess, self.truth)
+        crm.row(CRM_HEADER)
+        per_case = max(2, round(people * HARD_CASE_SHARE))
+        with _open_text(self.cases_path) as handle:
+            cases = csv.writer(handle, lineterminator="\n")
+            cases.writerow(HARD_CASES_HEADER)
+
+            def contact(person: Person, email: str, case: str) -> None:
+                cid = writer.contact_id(person)
+                modified = self.mess.timestamp_between(writer.JAN_START, writer.JAN_END)
+                fields = writer.fields(person, cid, person.home, email, modified)
+                fields[3] = email  # the address as the case needs it, without the usual damage
+                crm.row(fields)
+                cases.writerow(("crm_contacts", cid, person.pid, case))
+
+            def requester(person: Person, email: str, name: str, case: str) -> None:
+                # A contact the help desk created for a ticket: the name as signed, split at its first
+                # space ("Carpenter J." gives first name Carpenter), the e-mail it came from, nothing else.
+                first, _, last = name.partition(" ")
+                cid = writer.contact_id(person)
+                modified = self.mess.timestamp_between(writer.JUN_START, writer.JUN_END)
+                crm.row((cid, first, last, email, "", "", "", "", "", "", "", "", _iso_z(modified)))
+                cases.writerow(("crm_contacts", cid, person.pid, case))
+
+            # Family mailboxes: two or three people of one surname share an address, each with a CRM
+            # contact and a few requests signed in whatever way they sign.
+            families = 0
+            while families * 2.5 < per_case:
+                families += 1
+                last = self.builder.last_name()
+                token = _email_token(last)
+                domain = FREE_MAIL_CHOICE.draw(rng)
+                box = f"{rng.choice(('the', ''))}{token}{rng.choice(('family', 's', 'home'))}{families}@{domain}"
+                used: set[str] = set()
+                for _ in range(rng.choice((2, 2, 3))):
+                    first = self.builder.first_name(rng.random() < 0.5)
+                    while first in used:
+                        first = self.builder.first_name(rng.random() < 0.5)
+                    used.add(first)
+                    member = self.person(first, last, box)
+                    contact(member, box, "family_mailbox")
+                    for _ in range(rng.choice((1, 2, 3, 4))):
+                        requester(member, box, _signature(rng, first, last), "family_mailbox")
+            # Mistyped e-mails: a CRM contact, and requests signed with a first name from an address with
+            # one keying slip in it.
+            for _ in range(per_case):
+                member = self.person(self.builder.first_name(rng.random() < 0.5), self.builder.last_name())
+                contact(member, member.email, "mistyped_email")
+                for _ in range(rng.choice((1, 2))):
+                    requester(member, _slipped_email(rng, member.email), member.first, "mistyped_email")
+            # Requesters known by a first name only, from their own address.
+            for _ in range(per_case):
+                member = self.person(self.builder.first_name(rng.random() < 0.5), self.builder.last_name())
+                contact(member, member.email, "first_name_only")
+                for _ in range(rng.choice((1, 2, 3))):
+                    name = self.mess.first_name(member, 0.3).strip()
+                    requester(member, member.email, name, "first_name_only")
+        crm.close()
+        return {"crm/contacts_hard_cases.csv": crm.rows - 1}
+
+
+# --------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------
+
+
+def hard_cases_path(truth_path: Path) -> Path:
+    """Where the records of the hard cases are listed with their case: beside the ground truth."""
+    return Path(truth_path).with_name(Path(truth_path).stem + "_hard_cases.csv")
 
 
 def generate(people: int, seed: int, out_dir: Path, truth_path: Path) -> dict[str, int]:
@@ -1474,6 +1618,8 @@ def generate(people: int, seed: int, out_dir: Path, truth_path: Path) -> dict[st
             _write_support(rng, mess, population, out_dir, truth, counts)
             _write_web(rng, mess, population, out_dir, truth, counts)
             _write_email(rng, mess, population, out_dir, truth, counts)
+            cases = _HardCases(seed, population, out_dir, truth, hard_cases_path(truth_path))
+            counts.update(cases.write(people))
     finally:
         gc.unfreeze()
     counts["ground_truth"] = truth.rows

@@ -94,6 +94,69 @@ def score(warehouse: str, truth_csv: str, sources: Iterable[str] | None = None) 
     }
 
 
+def score_cases(
+    warehouse: str, truth_csv: str, cases_csv: str, sources: Iterable[str] | None = None
+) -> dict[str, dict[str, float | int]]:
+    """Clustered pairwise scores of each case a `cases_csv` (source, source_record_id, person_id, case) lists.
+
+    A case's pairs are the pairs of truth records with at least one record of the case: a case record put
+    with a stranger counts against its precision, one left apart from its person against its recall.
+    """
+    conn = duckdb.connect(warehouse, read_only=True)
+    try:
+        _load_truth(conn, truth_csv, sources)
+        conn.execute("create temp table cases as select * from read_csv(?, all_varchar = true)", [cases_csv])
+        rows = conn.execute(
+            """
+            with names as (select distinct "case" from cases),
+            flagged as (
+                select n."case", j.person_id, j.customer_id,
+                       exists (select 1 from cases c where c."case" = n."case" and c.source = j.source
+                               and c.source_record_id = j.source_record_id) as in_case
+                from joined j cross join names n
+                where j.person_id in (select person_id from cases c where c."case" = n."case")
+                   or j.customer_id in (select m.customer_id from cases c join cdp.identity_map m
+                                        using (source, source_record_id) where c."case" = n."case")
+            ),
+            -- Pairs with at least one case record in a group: all its pairs less those of the others.
+            counted as (
+                select "case", kind, sum(n * (n - 1) // 2 - (n - k) * (n - k - 1) // 2) as pairs from (
+                    select "case", 'predicted' as kind, count(*) as n, count(*) filter (where in_case) as k
+                    from flagged group by "case", customer_id
+                    union all
+                    select "case", 'true', count(*), count(*) filter (where in_case)
+                    from flagged group by "case", person_id
+                    union all
+                    select "case", 'correct', count(*), count(*) filter (where in_case)
+                    from flagged group by "case", person_id, customer_id
+                ) group by all
+            )
+            select "case",
+                   (select count(*) from cases c where c."case" = n."case"),
+                   coalesce(sum(pairs) filter (where kind = 'predicted'), 0),
+                   coalesce(sum(pairs) filter (where kind = 'true'), 0),
+                   coalesce(sum(pairs) filter (where kind = 'correct'), 0)
+            from names n left join counted using ("case") group by all order by 1
+            """
+        ).fetchall()
+    finally:
+        conn.close()
+    results: dict[str, dict[str, float | int]] = {}
+    for case, records, predicted, true, correct in rows:
+        precision = correct / predicted if predicted else 1.0
+        recall = correct / true if true else 1.0
+        results[case] = {
+            "records": int(records),
+            "true_pairs": int(true),
+            "predicted_pairs": int(predicted),
+            "correct_pairs": int(correct),
+            "pairwise_precision": precision,
+            "pairwise_recall": recall,
+            "pairwise_f1": _f1(precision, recall),
+        }
+    return results
+
+
 def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     schema, name = table.split(".")
     rows = conn.execute(
@@ -124,14 +187,18 @@ def score_links(warehouse: str, truth_csv: str, sources: Iterable[str] | None = 
                    {c["right_source"]} || chr(31) || {c["right_record_id"]} as b
             from {EVIDENCE_TABLE} where {c["decision"]} in ({decisions})"""
         deterministic_pairs = "select null::varchar as a, null::varchar as b where false"
-        if {"source", "source_record_id", "id_type", "id_value"} <= _columns(conn, DETERMINISTIC_LINKS_TABLE):
+        link_columns = _columns(conn, DETERMINISTIC_LINKS_TABLE)
+        if {"source", "source_record_id", "id_type", "id_value"} <= link_columns:
+            # A value shared by several people links records only within one of them (`person_group`).
+            group = "person_group" if "person_group" in link_columns else "null::integer"
+            links = f"""(select distinct * from (select source, source_record_id, id_type, id_value,
+                         {group} as person_group from {DETERMINISTIC_LINKS_TABLE})
+                         semi join truth using (source, source_record_id))"""
             deterministic_pairs = f"""
                 select l.source || chr(31) || l.source_record_id as a, r.source || chr(31) || r.source_record_id as b
-                from (select distinct * from (select source, source_record_id, id_type, id_value
-                      from {DETERMINISTIC_LINKS_TABLE}) semi join truth using (source, source_record_id)) l
-                join (select distinct * from (select source, source_record_id, id_type, id_value
-                      from {DETERMINISTIC_LINKS_TABLE}) semi join truth using (source, source_record_id)) r
-                  using (id_type, id_value)
+                from {links} l join {links} r
+                  on l.id_type = r.id_type and l.id_value = r.id_value
+                 and l.person_group is not distinct from r.person_group
                 where l.source || chr(31) || l.source_record_id < r.source || chr(31) || r.source_record_id"""
         conn.execute(
             f"""create temp table linked as

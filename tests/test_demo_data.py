@@ -75,7 +75,7 @@ def _jsonl(path: Path) -> list[dict]:
 def _crm_rows(landing: Path) -> list[list[str]]:
     """CRM rows parsed line by line, so that one unterminated quote cannot swallow the lines after it."""
     rows = []
-    for name in ("contacts_2025-01.csv", "contacts_2025-06.csv"):
+    for name in ("contacts_2025-01.csv", "contacts_2025-06.csv", "contacts_hard_cases.csv"):
         for line in _lines(landing / "crm" / name):
             rows.append(next(csv.reader([line.decode("utf-8", errors="replace")])))
     return rows
@@ -105,6 +105,7 @@ def test_all_files_are_written_with_the_counted_rows(small) -> None:
     expected = {
         "crm/contacts_2025-01.csv",
         "crm/contacts_2025-06.csv",
+        "crm/contacts_hard_cases.csv",
         "shop/customers.jsonl",
         "shop/orders.jsonl",
         "pos/loyalty_members.csv",
@@ -160,13 +161,14 @@ def test_every_record_is_in_the_truth_exactly_once(small) -> None:
     person_ids = {pid for records in truth.values() for pid in records.values()}
     people = {pid for pid in person_ids if pid.startswith("P")}
     visitors = {pid for pid in person_ids if pid.startswith("V")}
-    assert people | visitors == person_ids
+    hard_cases = {pid for pid in person_ids if pid.startswith("H")}  # people of the hard cases
+    assert people | visitors | hard_cases == person_ids
     assert people <= {f"P{number:07d}" for number in range(1, SMALL + 1)}
     assert visitors == {f"V{number:07d}" for number in range(1, len(visitors) + 1)}
     assert visitors, "anonymous-only visitors are expected among web devices"
     for source, records in truth.items():  # visitors exist only as web devices
         if source != "web_events":
-            assert all(pid.startswith("P") for pid in records.values()), source
+            assert all(pid[0] in "PH" for pid in records.values()), source
 
 
 def test_crm_june_export_has_exactly_three_broken_lines(small) -> None:
@@ -279,3 +281,27 @@ def test_command_line_writes_to_the_given_folders(tmp_path: Path, capsys: pytest
     assert truth.read_text(encoding="utf-8").startswith("source,source_record_id,person_id\n")
     assert (out / "web" / "events_2025-06-30.jsonl").exists()
     assert "ground_truth" in capsys.readouterr().out
+
+
+def test_hard_cases_are_listed_and_look_as_described(small) -> None:
+    """Family mailboxes shared by two or three people of one surname, e-mails one slip away from the
+    person's own, requesters known by a first name: each record listed with its case and its person."""
+    from demo.generate import hard_cases_path
+
+    landing, truth_path, _ = small
+    with hard_cases_path(truth_path).open() as handle:
+        listed = list(csv.DictReader(handle))
+    assert {row["case"] for row in listed} == {"family_mailbox", "mistyped_email", "first_name_only"}
+    truth = _truth(truth_path)["crm_contacts"]
+    assert all(truth[row["source_record_id"]] == row["person_id"] for row in listed)
+    rows = {r[0]: r for r in _crm_rows(landing)}
+    boxes: dict[str, set[str]] = {}
+    for row in listed:
+        if row["case"] == "family_mailbox":
+            boxes.setdefault(rows[row["source_record_id"]][3], set()).add(row["person_id"])
+    assert boxes and all(2 <= len(people) <= 3 for people in boxes.values())
+    slipped = [row for row in listed if row["case"] == "mistyped_email"]
+    own = {}
+    for row in slipped:
+        own.setdefault(row["person_id"], set()).add(rows[row["source_record_id"]][3])
+    assert all(len(emails) >= 2 for emails in own.values())  # the contact's own and a slipped one

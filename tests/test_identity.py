@@ -246,3 +246,76 @@ def test_a_must_link_a_cannot_link_forbids_is_refused_not_applied(tmp_path):
     identity = _with_overrides(tmp_path, "cannot_link,crm/b,crm/c,li,no\nmust_link,crm/a,crm/b,ana,yes\n")
     ids = customers(warehouse(tmp_path, records, identity))
     assert ids["a"] == ids["c"] != ids["b"]
+
+
+def test_a_family_mailbox_links_each_person_s_own_records_and_no_one_else_s(tmp_path):
+    """Three people of one surname share a mailbox: it links each one's records, never two people, and a
+    record that could be either of two people, or says nothing, gets no link from it."""
+    box = "carpenters@x.org"
+    records = [
+        {"id": "m1", "first": "Michael", "last": "Carpenter", "dob": D1, "email": box},
+        {"id": "m2", "first": "Mke", "last": "Carpenter", "email": box},
+        {"id": "m3", "first": "Mike", "email": box},
+        {"id": "j1", "first": "Jane", "last": "Carpenter", "dob": D2, "email": box},
+        {"id": "j2", "first": "Jane", "email": box},
+        {"id": "j3", "first": "Carpenter", "last": "J.", "email": box},
+        {"id": "s1", "first": "Sara", "last": "Carpenter", "email": box},
+        {"id": "s2", "dob": D1, "email": box},  # no name: Michael (same birthday) or Sara (none known)?
+        {"id": "nobody", "email": box},
+    ]
+    conn = warehouse(tmp_path, records, {"matching": {"enabled": False}})
+    ids = customers(conn)
+    assert ids["m1"] == ids["m2"] == ids["m3"]
+    assert ids["j1"] == ids["j2"] == ids["j3"]  # j3 signed with her names swapped
+    assert len({ids["m1"], ids["j1"], ids["s1"], ids["s2"], ids["nobody"]}) == 5
+    assert conn.execute("select reason from identity.shared_identifiers").fetchall() == [
+        ("shared by 3 people: links within each",)
+    ]
+    assert conn.execute("select count(*) from identity.blocked_identifiers").fetchone() == (0,)
+    linked = conn.execute("select source_record_id from identity.links where id_value = ? order by 1", [box]).fetchall()
+    assert [r for (r,) in linked] == ["j1", "j2", "j3", "m1", "m2", "m3"]
+
+
+def test_a_shared_value_whose_people_have_one_record_each_links_nobody(tmp_path):
+    records = [
+        {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "b", "first": "John", "dob": D2, "ids": {"phone": PHONE}},
+    ]
+    conn = warehouse(tmp_path, records)
+    assert conn.execute("select reason from identity.blocked_identifiers").fetchall() == [
+        ("shared by 2 people (max_people_per_value 1)",)
+    ]
+    assert conn.execute("select count(*) from identity.shared_identifiers").fetchone() == (0,)
+
+
+def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
+    records = [
+        {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "b", "first": "Mary", "ids": {"phone": PHONE}},
+        {"id": "c", "first": "John", "dob": D2, "ids": {"phone": PHONE}},
+    ]
+    assert len({*resolve_records(tmp_path, records).values()}) == 2
+    phone = {"normalize": "phone", "max_people_linked_within": 0}
+    off = {"identifier_types": {"phone": phone}, "matching": {"enabled": False}}
+    assert len({*resolve_records(tmp_path, records, off).values()}) == 3
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "one_person"),
+    [
+        (("mke", "carpenter"), ("michael", "carpenter"), True),  # a slip in a nickname of the other
+        (("mke", None), ("mikey", None), True),
+        (("carpenter", "j."), ("james", "carpenter"), True),  # names swapped, the first an initial
+        (("tim", None), ("thomas", None), False),  # Tim is one slip from Tom, but a Timothy
+        (("jan", None), ("jennifer", None), False),
+        (("mark", None), ("mary", None), False),
+        (("brown", "c."), ("brown", "k"), False),  # two of the Browns, each signing surname first
+        (("brown", "c."), ("brown", "c"), True),
+    ],
+)
+def test_first_names_one_person_could_carry(left, right, one_person):
+    from cdp_assets.identity.clustering import FirstNames
+
+    counts = {"michael": 500, "mike": 200, "mikey": 20, "mke": 3, "tim": 100, "timothy": 300, "thomas": 400}
+    counts |= {"jan": 50, "jennifer": 900, "jen": 100, "mark": 300, "mary": 300, "james": 600, "carpenter": 2}
+    assert FirstNames(counts).compatible(left, right) is one_person

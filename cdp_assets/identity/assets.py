@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
-from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people
+from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people, group_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
@@ -159,7 +159,8 @@ def _resolve(
            or exists (select 1 from {blocked_literals} b where b.id_type = v.id_type and b.id_value = v.id_value)
         """,
     )
-    block_shared_values(sql, config, id_types, id_values, id_edges, person_latest)
+    split_edges = tables("split_edges")
+    block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges)
     sql.create_table_as(
         usable_values,
         f"""
@@ -170,12 +171,29 @@ def _resolve(
     )
     tables.drop("values")
     _publish_links(sql)
-    links_by_type = sql.rows(f"select id_type, sum(records) from {usable_values} group by 1")
-    node_count = int(sql.value(f"select count(*) from {id_nodes}"))
-    pairs = sql.arrays(
-        f"select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)"
+    links_by_type = sql.rows(
+        f"""select id_type, sum(records) from (
+                select id_type, records from {usable_values} anti join {SHARED_VALUES} using (id_type, id_value)
+                union all select id_type, linked_records from {SHARED_VALUES})
+            group by 1"""
     )
-    value_count = int(pairs["value_id"].max()) + 1 if len(pairs["value_id"]) else 0
+    node_count = int(sql.value(f"select count(*) from {id_nodes}"))
+    # A value shared by several people links only within each of them: its edges are those of its
+    # per-person groups, each a vertex of its own numbered after the values.
+    pairs = sql.arrays(
+        f"""select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)
+            anti join {SHARED_VALUES} using (id_type, id_value)"""
+    )
+    value_count = int(sql.value(f"select coalesce(max(value_id), -1) + 1 from {usable_values}"))
+    within = sql.arrays(f"select node_id, group_id from {split_edges}")
+    if len(within["node_id"]):
+        pairs = {
+            "node_id": np.concatenate([pairs["node_id"], within["node_id"]]),
+            "value_id": np.concatenate([pairs["value_id"], within["group_id"] + value_count]),
+        }
+        value_count += int(within["group_id"].max()) + 1
+    del within
+    tables.drop("split_edges")
     labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
     del pairs
     limited_edges = tables("limited_edges") if config.identity.profile_limits() else None
@@ -237,18 +255,25 @@ def _resolve(
 
 def _publish_links(sql: Sql) -> None:
     """`identity.links`: every record's identifier values that link, i.e. the cleaned identifiers less the
-    blocked ones. A view, not a copy: millions of rows the clean tables already hold would take longer
-    to write than the rest of the deterministic layer takes to run."""
+    blocked ones, and a shared value's only within the person each record looks like (`person_group`). A
+    view, not a copy: millions of rows the clean tables already hold would take longer to write than the
+    rest of the deterministic layer takes to run."""
     kind = sql.value(
         "select table_type from information_schema.tables where table_schema = 'identity' and table_name = 'links'"
     )
     if kind == "BASE TABLE":  # written as a table by earlier versions
         sql.execute("drop table identity.links")
+    # A value shared by several people links a record only within the person it looks like, named by
+    # `person_group`; records it gives no link (ambiguous ones, activity records) are left out.
     sql.execute(
         f"""
         create or replace view identity.links as
-        select source, source_record_id, id_type, id_value
+        select source, source_record_id, id_type, id_value, null::integer as person_group
         from ({ALL_IDENTIFIERS}) anti join identity.blocked_identifiers using (id_type, id_value)
+        anti join {SHARED_VALUES} using (id_type, id_value)
+        union all
+        select source, source_record_id, id_type, id_value, person_group from {SHARED_GROUPS}
+        where person_group is not null
         """
     )
 
@@ -344,6 +369,24 @@ def _split_over_limits(
     return labels
 
 
+SHARED_GROUPS = "identity.shared_identifier_groups"
+SHARED_VALUES = "identity.shared_identifiers"
+
+
+def _create_shared_tables(sql: Sql) -> None:
+    """Empty `identity.shared_identifiers` (values shared by several people that link only the records
+    within each) and `identity.shared_identifier_groups` (which person each record under such a value looks
+    like; none when it could be several, and then the value gives it no link)."""
+    sql.execute(
+        f"""create or replace table {SHARED_VALUES} (id_type varchar, id_value varchar, records bigint,
+            people integer, linked_records integer, reason varchar)"""
+    )
+    sql.execute(
+        f"""create or replace table {SHARED_GROUPS} (source varchar, source_record_id varchar, id_type varchar,
+            id_value varchar, person_group integer)"""
+    )
+
+
 def block_shared_values(
     sql: Sql,
     config: CDPConfig,
@@ -351,29 +394,40 @@ def block_shared_values(
     id_values: str,
     id_edges: str,
     person_latest: str,
+    split_edges: str,
 ) -> None:
-    """Add to `identity.blocked_identifiers` the values shared by more people than their type allows.
+    """Sort out the values shared by more people than their type allows (`max_people_per_value`).
 
     People are counted from the person records carrying the value: groups of birth dates that could be
     one date mistyped, and groups of first names that could be one person's (see FirstNames: nicknames
     and typos count as one, two common names as two). Whichever count is higher is the estimate, so
-    twins (one birthday, two names) count as two, as does a couple sharing a landline. Reads the caller's
-    tables of distinct values, record-to-value edges and latest person records.
+    twins (one birthday, two names) count as two, as does a couple sharing a landline. A value shared by
+    at most `max_people_linked_within` people links the records within each person it looks like (see
+    group_people): they are written to `identity.shared_identifier_groups` and, as (node, group) edges, to
+    the caller's table `split_edges`, and the value to `identity.shared_identifiers`. A value shared by more
+    people, or whose records all stay ambiguous or alone, links nobody and is added to
+    `identity.blocked_identifiers`. Reads the caller's tables of distinct values, record-to-value edges and
+    latest person records.
     """
-    limits = {t: config.identity.type_config(t).max_people_per_value for t in id_types}
-    limits = {t: n for t, n in limits.items() if n is not None}
+    _create_shared_tables(sql)
+    sql.execute(f"create or replace temp table {split_edges} (node_id bigint, group_id bigint)")
+    specs = {t: config.identity.type_config(t) for t in id_types}
+    limits = {t: spec.max_people_per_value for t, spec in specs.items() if spec.max_people_per_value is not None}
     if not limits:
         return
+    within = {t: specs[t].max_people_linked_within for t in limits}
     with sql.scratch("shared_values") as tables:
-        _block_shared(sql, limits, id_values, id_edges, person_latest, tables)
+        _block_shared(sql, limits, within, id_values, id_edges, person_latest, split_edges, tables)
 
 
 def _block_shared(
     sql: Sql,
     limits: dict[str, int],
+    within: dict[str, int],
     id_values: str,
     id_edges: str,
     person_latest: str,
+    split_edges: str,
     tables: Scratch,
 ) -> None:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
@@ -384,10 +438,10 @@ def _block_shared(
         f"select id_type, id_value, records from {id_values} semi join {type_limits} using (id_type) where records > 1",
         temporary=True,
     )
-    values = sql.rows(
+    rows = sql.rows(
         f"""
         with records as (
-            select e.id_type, e.id_value, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
+            select e.id_type, e.id_value, e.node_id, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
                    nullif(lower(trim(p.first_name)), '') as first_name,
                    nullif(lower(trim(p.last_name)), '') as last_name
             from {id_edges} e
@@ -396,15 +450,14 @@ def _block_shared(
             join {person_latest} p using (node_id)
         ),
         -- Values whose records differ in birth date or first name: a tenth of them. Finding them with min
-        -- and max first spares building distinct lists for the values that only one person carries.
+        -- and max first spares reading the records of the values that only one person carries.
         varied as (
             select id_type, id_value from records group by 1, 2
             having min(birth_date) <> max(birth_date) or min(first_name) <> max(first_name)
         )
-        select id_type, id_value,
-               list(distinct birth_date) filter (where birth_date is not null) as birth_dates,
-               list(distinct [first_name, last_name]) filter (where first_name is not null) as names
-        from records semi join varied using (id_type, id_value) group by 1, 2
+        select id_type, id_value, node_id, first_name, last_name, birth_date
+        from records semi join varied using (id_type, id_value)
+        order by id_type, id_value, node_id
         """
     )
     counts = dict(
@@ -413,13 +466,46 @@ def _block_shared(
         )
     )
     first_names = FirstNames(counts)
-    shared = []
-    for id_type, id_value, birth_dates, names in values:
-        people = max(birth_date_people(birth_dates or []), first_names.people([(f, last) for f, last in names or []]))
-        if people > limits[id_type]:
-            shared.append((id_type, id_value, people, limits[id_type]))
+    blocked: list[tuple[str, str, int, int]] = []
+    split: list[tuple[str, str, int, int]] = []
+    grouped: list[tuple[int, str, str, int | None]] = []
+    split_pairs: list[tuple[int, int]] = []
+    start = 0
+    while start < len(rows):
+        id_type, id_value = rows[start][0], rows[start][1]
+        end = start
+        while end < len(rows) and rows[end][0] == id_type and rows[end][1] == id_value:
+            end += 1
+        value_rows = rows[start:end]
+        start = end
+        birth_dates = sorted({r[5] for r in value_rows if r[5] is not None})
+        names = sorted({(r[3], r[4]) for r in value_rows if r[3] is not None}, key=lambda n: (n[0], n[1] or ""))
+        people = max(birth_date_people(birth_dates), first_names.people(names))
+        if people <= limits[id_type]:
+            continue
+        placed = (
+            group_people([(r[3], r[4], r[5]) for r in value_rows], first_names) if people <= within[id_type] else []
+        )
+        sizes: dict[int, int] = {}
+        for group in placed:
+            if group is not None:
+                sizes[group] = sizes.get(group, 0) + 1
+        linking = {g for g, n in sizes.items() if n > 1}
+        if not linking:
+            blocked.append((id_type, id_value, people, limits[id_type]))
+            continue
+        split.append((id_type, id_value, people, sum(sizes[g] for g in linking)))
+        base = len(split_pairs)
+        numbered = {g: base + k for k, g in enumerate(sorted(linking))}
+        for row, group in zip(value_rows, placed, strict=True):
+            grouped.append((row[2], id_type, id_value, group if group in linking else None))
+        for row, group in zip(value_rows, placed, strict=True):
+            if group in linking:
+                split_pairs.append((row[2], numbered[group]))  # placeholder ids, renumbered below
+    # Each (value, group) is one vertex of the graph: numbered densely from 0.
+    group_ids = {key: i for i, key in enumerate(sorted({g for _, g in split_pairs}))}
     shared_values = tables.frame(
-        "shared_values", pd.DataFrame(shared, columns=["id_type", "id_value", "people", "max_people"])
+        "shared_values", pd.DataFrame(blocked, columns=["id_type", "id_value", "people", "max_people"])
     )
     sql.execute(
         f"""
@@ -429,6 +515,39 @@ def _block_shared(
         from {shared_values} s join {repeated_values} v using (id_type, id_value)
         """
     )
+    if not split:
+        return
+    split_values = tables.frame(
+        "split_values", pd.DataFrame(split, columns=["id_type", "id_value", "people", "linked_records"])
+    )
+    sql.execute(
+        f"""
+        insert into {SHARED_VALUES}
+        select s.id_type, s.id_value, v.records, s.people, s.linked_records,
+               'shared by ' || s.people || ' people: links within each'
+        from {split_values} s join {repeated_values} v using (id_type, id_value)
+        """
+    )
+    groups_frame = tables.frame(
+        "record_groups", pd.DataFrame(grouped, columns=["node_id", "id_type", "id_value", "person_group"])
+    )
+    sql.execute(
+        f"""
+        insert into {SHARED_GROUPS}
+        select p.source, p.source_record_id, g.id_type, g.id_value, g.person_group
+        from {groups_frame} g join {person_latest} p using (node_id)
+        """
+    )
+    edges_frame = tables.frame(
+        "split_pairs",
+        pd.DataFrame(
+            {
+                "node_id": np.array([n for n, _ in split_pairs], dtype=np.int64),
+                "group_id": np.array([group_ids[g] for _, g in split_pairs], dtype=np.int64),
+            }
+        ),
+    )
+    sql.execute(f"insert into {split_edges} select node_id, group_id from {edges_frame}")
 
 
 _PROPAGATION_ROUNDS = 30
@@ -645,6 +764,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             "identity.review",
             "identity.model",
             "identity.blocked_identifiers",
+            "identity.shared_identifiers",
+            "identity.shared_identifier_groups",
             "cdp.customer_id_history",
             "cdp.customer_aliases",
         ),

@@ -61,7 +61,8 @@ class FirstNames:
 
     def compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
         if left[0] == right[0]:  # most pairs asked about; answered before building a key
-            return True
+            # Except two surnames signed first with different initials: "Brown C." and "Brown K."
+            return not _different_initials(left[1], right[1])
         # The judgement is symmetric and the same name pairs recur across thousands of values: remember it.
         key = (left, right) if (left[0], left[1] or "") <= (right[0], right[1] or "") else (right, left)
         judged = self._judged.get(key)
@@ -70,30 +71,75 @@ class FirstNames:
         return judged
 
     def _compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
-        first_l, last_l = left
-        first_r, last_r = right  # never equal to first_l: compatible() answers that case
-        if (len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]:
+        first_l, last_l = _letters(left[0]), _letters(left[1])
+        first_r, last_r = _letters(right[0]), _letters(right[1])  # first names never equal as written
+        if not first_l or not first_r:
+            return True  # nothing but punctuation: no name to object with
+        if first_l == first_r or ((len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]):
             return True
-        if (
-            last_l
-            and last_r
-            and (
-                jellyfish.jaro_winkler_similarity(first_l, last_r) >= 0.92
-                and jellyfish.jaro_winkler_similarity(last_l, first_r) >= 0.92
-            )
-        ):
+        # A first/last swap, one side possibly an initial: "Carpenter J." signed by James Carpenter.
+        if last_l and last_r and _same_or_initial(first_l, last_r) and _same_or_initial(last_l, first_r):
             return True
         variants_l, variants_r = name_variants(first_l), name_variants(first_r)
         if variants_l[0] == variants_r[0]:
             return True
-        if max(jellyfish.jaro_winkler_similarity(a, b) for a in variants_l for b in variants_r) < 0.85:
-            return False
-        rarer, commoner = sorted((self.counts.get(first_l, 1), self.counts.get(first_r, 1)))
-        return rarer <= max(2, commoner // 10)
+        # A typo makes a rare spelling next to a common name.
+        if _close(first_l, first_r) and _rare_beside(self.counts.get(left[0], 1), self.counts.get(right[0], 1)):
+            return True
+        # Close to another form of the other's name ("Mke" to Mike, so to Michael): each name is as common
+        # as all its forms together, however the data spells it, so Tim (a Timothy) beside Tom (a Thomas)
+        # is two people however rare either spelling is.
+        return any(_close(a, b) for a in variants_l for b in variants_r) and _rare_beside(
+            self._name_count(left[0]), self._name_count(right[0])
+        )
+
+    def _name_count(self, name: str) -> int:
+        """How often the name appears in the data in any of its forms (all its nickname group's spellings)."""
+        forms = name_variants(name)
+        return max(self.counts.get(name, 1), sum(self.counts.get(form, 0) for form in forms))
 
     def people(self, names: list[tuple[str, str | None]]) -> int:
-        """How many people a set of (first, last) names needs at least: groups of compatible names."""
-        return count_groups(names, self.compatible, key=lambda name: (name[0], name[1] or ""))
+        """How many people a set of (first, last) names needs at least: groups of compatible names. Full
+        names are placed first: a first name alone ("Jane") then meets every group it could belong to,
+        including one a swapped signature ("Carpenter J.") started."""
+        return count_groups(names, self.compatible, key=lambda name: (name[1] is None, name[0], name[1] or ""))
+
+
+def _letters(name: str | None) -> str | None:
+    """A name as compared: its letters only ("j." -> "j"), None when it has none."""
+    if name is None:
+        return None
+    return "".join(ch for ch in name if ch.isalpha()) or None
+
+
+def _different_initials(a: str | None, b: str | None) -> bool:
+    """Both last names are initials ("c.", "k"), and not the same one."""
+    if a is None or b is None or len(a) > 2 or len(b) > 2:
+        return False
+    a, b = _letters(a), _letters(b)
+    return a is not None and b is not None and len(a) == 1 and len(b) == 1 and a != b
+
+
+def _close(a: str, b: str) -> bool:
+    """Spellings close enough to be one name mistyped: Jaro-Winkler at least 0.85, or one keying slip
+    apart (a changed, added, dropped or swapped letter) in names of four letters or more (Jan and Jen,
+    Tim and Tom are one slip apart and different names)."""
+    if jellyfish.jaro_winkler_similarity(a, b) >= 0.85:
+        return True
+    return min(len(a), len(b)) >= 4 and jellyfish.damerau_levenshtein_distance(a, b) <= 1
+
+
+def _rare_beside(a: int, b: int) -> bool:
+    """One of two counts is rare next to the other: at most a tenth of it, or seen at most twice."""
+    rarer, commoner = sorted((a, b))
+    return rarer <= max(2, commoner // 10)
+
+
+def _same_or_initial(a: str, b: str) -> bool:
+    """One name, or an initial of it, or a close spelling of it."""
+    if len(a) == 1 or len(b) == 1:
+        return a[0] == b[0]
+    return jellyfish.jaro_winkler_similarity(a, b) >= 0.92
 
 
 def birth_date_people(dates: list[str]) -> int:
@@ -116,6 +162,53 @@ def count_groups(items: Sequence[T], compatible: Callable[[T, T], bool], key: Ca
         else:
             groups.append([item])
     return len(groups)
+
+
+PersonRecord = tuple[str | None, str | None, str | None]
+"""What a record says about who carries a shared value: (first name, last name, YYYYMMDD birth date)."""
+
+
+def group_people(records: Sequence[PersonRecord], first_names: FirstNames) -> list[int | None]:
+    """The person each record under a shared value looks like: a group number per record, or None where
+    the record could be several of them (it fits more than one group) or says nothing (no first name, no
+    birth date).
+
+    A record fits a group when its first name can be one of the group's (see FirstNames: nicknames,
+    typos, initials, a first/last swap) and its birth date could be a typo of every one the group holds
+    (see birth_dates_compatible); a missing name or date objects to nothing. Records saying the most are
+    placed first (name and birth date, then either), so a record with a name only meets the groups its
+    better-described neighbours made. A record placed in one group that also fits another one, once all
+    are placed, is taken out: it stays ambiguous."""
+
+    def fits(record: PersonRecord, members: list[int]) -> bool:
+        first, last, born = record
+        if born and any(records[m][2] and not birth_dates_compatible(born, records[m][2]) for m in members):
+            return False
+        named = [records[m] for m in members if records[m][0]]
+        return not first or not named or any(first_names.compatible((first, last), (o[0], o[1])) for o in named)
+
+    order = sorted(
+        (i for i, r in enumerate(records) if r[0] or r[2]),
+        key=lambda i: (records[i][0] is None, records[i][2] is None, *(x or "" for x in records[i])),
+    )
+    groups: list[list[int]] = []
+    placed: list[int | None] = [None] * len(records)
+    for i in order:
+        homes = [g for g, members in enumerate(groups) if fits(records[i], members)]
+        if not homes:
+            placed[i] = len(groups)
+            groups.append([i])
+        elif len(homes) == 1:
+            placed[i] = homes[0]
+            groups[homes[0]].append(i)
+    ambiguous = [
+        i
+        for i, home in enumerate(placed)
+        if home is not None and any(g != home and fits(records[i], members) for g, members in enumerate(groups))
+    ]
+    for i in ambiguous:
+        placed[i] = None
+    return placed
 
 
 def birth_dates_compatible(left: str, right: str) -> bool:

@@ -25,8 +25,19 @@ class IdentifierTypeConfig(_Strict):
         ge=1,
         description=(
             "A value whose person records look like more people than this (different dates of birth, or "
-            "first names that are not variants of one another) links nobody: a household landline or a "
-            "family e-mail must not merge the family. Unset: no limit."
+            "first names that are not variants of one another) does not link them together: a household "
+            "landline or a family e-mail must not merge the family (see max_people_linked_within). Unset: "
+            "no limit."
+        ),
+    )
+    max_people_linked_within: int = Field(
+        4,
+        ge=0,
+        description=(
+            "A value shared by more people than max_people_per_value, but by at most this many, still links "
+            "the records within each person it is shared by (told apart by first names and birth dates; a "
+            "record that could be several of them gets no link from it). A value shared by more people "
+            "links nobody. 0: a shared value always links nobody."
         ),
     )
 
@@ -97,6 +108,7 @@ BLOCKING_FEATURES: dict[str, tuple[str, ...]] = {
     "birth_year": ("date_of_birth",),
     "email": ("email",),
     "email_local": ("email",),
+    "email_local_key": ("email",),
     "phone": ("phone",),
     "address": ("address",),
     "postal_code": ("postal_code",),
@@ -137,6 +149,7 @@ DEFAULT_RARE_KEY_RULES: tuple[tuple[str, ...], ...] = (
     ("first_initial", "last_name", "postal_code"),
     ("first_initial", "date_of_birth"),
     ("last_name", "postal_code"),
+    ("email_local_key",),  # a slip in the domain: records with a first name and an e-mail only meet here
 )
 RARE_KEY_BLOCK_SIZE = 5
 

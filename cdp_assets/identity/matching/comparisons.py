@@ -106,6 +106,23 @@ def one_edit_level(column: str, label: str, agrees: bool = True) -> Level:
     return Level(one_edit(f"l.{column}", f"r.{column}"), label, agrees=agrees)
 
 
+def email_slip_level() -> Level:
+    """One keying slip apart: the same user (dots and +tag aside) at another domain one slip away
+    (outlook.cm, yaho.com, gmail.cmo), or two neighbouring characters swapped in a user of five or more
+    at the same domain. A user with a letter more or less, or another letter, is not a slip here: that
+    is how namesakes' addresses differ (nathan.miller, nathanwmiller, nathan.a.miller)."""
+    other_domain = (
+        "l.email_local_key = r.email_local_key and l.email_domain <> r.email_domain"
+        f" and {one_edit('l.email_domain', 'r.email_domain')}"
+    )
+    swapped = (
+        "l.email_domain = r.email_domain and length(l.email_local) = length(r.email_local)"
+        " and length(l.email_local) >= 5 and hamming(l.email_local, r.email_local) = 2"
+        " and damerau_levenshtein(l.email_local, r.email_local) = 1"
+    )
+    return Level(f"(({other_domain}) or ({swapped}))", "one keying slip apart", agrees=True)
+
+
 def transposed_date_level(column: str) -> Level:
     """Same year, day and month swapped (03/04 keyed as 04/03)."""
     a, b = _right(column, None)
@@ -258,9 +275,20 @@ COMPARISONS: dict[str, Comparison] = {
             ),
             conflict=birth_dates_differ,
         ),
-        # No fuzzy or local-part level: local parts are mostly built from the name (john.smith, jsmith72),
-        # so two John Smiths' addresses look alike and such a level would count the name a second time.
-        Comparison("email", (null_level("email"), exact_match_level("email"), else_level())),
+        # No similarity level: local parts are mostly built from the name (john.smith, jsmith72), so two
+        # John Smiths' addresses look alike and such a level would count the name a second time. One keying
+        # slip is narrower: the same user at a misspelt domain, or two letters swapped at the same domain.
+        # A value shared by several people and linked within each of them (identity.shared_identifiers) is
+        # no evidence here: the deterministic layer has already joined the records it could tell apart.
+        Comparison(
+            "email",
+            (
+                null_level("email", also="l.email = r.email and l.email_split"),
+                exact_match_level("email"),
+                email_slip_level(),
+                else_level(),
+            ),
+        ),
         Comparison(
             "phone",
             (
@@ -348,6 +376,9 @@ COMPARED_COLUMNS = (
     "dob_text",
     "email",
     "email_local",
+    "email_local_key",
+    "email_domain",
+    "email_split",
     "phone",
     "address",
     "postal_code",

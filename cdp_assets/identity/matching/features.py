@@ -44,6 +44,7 @@ FEATURES: dict[str, str] = {
     "birth_year": "year(b.date_of_birth)",
     "email": "b.email",
     "email_local": "b.email_local",
+    "email_local_key": "b.email_local_key",
     "phone": "b.phone",
     "address": "b.address",
     "postal_code": "b.postal_code",
@@ -55,6 +56,8 @@ _COMPARED_ONLY: dict[str, str] = {
     "first_canon": "f.canon",
     "dob_text": "strftime(b.date_of_birth, '%Y%m%d')",
     "identifier_type": "split_part(o.identifier, ':', 1)",
+    "email_domain": "nullif(split_part(b.email, '@', 2), '')",
+    "email_split": "b.email_split",
 }
 
 
@@ -83,6 +86,16 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
             """,
             temporary=True,
         )
+        # An e-mail that links only within each of the people sharing it has been read already, record by
+        # record, by the deterministic layer: its records of one person are joined, and agreeing on it says
+        # nothing more about the others (a family's "Brown K." and "Brown C." are not one person for it).
+        split = tables("split_emails")
+        sql.create_table_as(
+            split,
+            f"""select s.id_value from identity.shared_identifiers s join {kinds} k using (id_type)
+                where k.kind = 'email'""",
+            temporary=True,
+        )
         sql.drop_table("identity.match_records")  # persisted by earlier versions
         base = tables("base")
         sql.create_table_as(
@@ -100,7 +113,12 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
                    nullif(lower(trim(p.first_name)), '') as first_name,
                    nullif(lower(trim(p.last_name)), '') as last_name,
                    p.date_of_birth, p.usable_email as email,
+                   p.usable_email in (select id_value from {split}) as email_split,
                    nullif(split_part(p.usable_email, '@', 1), '') as email_local,
+                   -- The mailbox's user as any provider reads it, dots and +tag dropped: it survives a
+                   -- slip in the domain that keeps Gmail's own rules from being applied (gmail.cmo).
+                   nullif(replace(split_part(split_part(p.usable_email, '@', 1), '+', 1), '.', ''), '')
+                       as email_local_key,
                    nullif(regexp_replace(p.usable_phone, '[^0-9]', '', 'g'), '') as phone,
                    nullif(lower(trim(p.address_key)), '') as address,
                    nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
