@@ -7,7 +7,8 @@ run happened to number its clusters:
 
 - a customer whose records carried one id keeps it;
 - a merge: when a customer holds records of several ids, the oldest issued id survives and the others
-  become aliases of it (`cdp.customer_aliases`);
+  become aliases of it (`cdp.customer_aliases`); ids issued in the same run are in the order of their
+  smallest records;
 - a split: when an id's records end up in several customers, the one holding most of them keeps the id
   (ties: the one holding the id's oldest record), the others get new ids;
 - a customer none of whose records carried an id gets a new one: `cus_` and 16 hex digits of the md5 of
@@ -192,7 +193,7 @@ def assign_ids(
                 f"""
                 insert into {ID_REGISTRY.name}
                 select customer_id, 'active', customer_id,
-                       ? + row_number() over (order by customer_id), ?, ?, ?
+                       ? + row_number() over (order by first_key), ?, ?, ?
                 from {issued_table}
                 """,
                 [next_seq, at, run_id, at],
