@@ -129,3 +129,70 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 180, e
             return value
         time.sleep(every)
     raise TimeoutError(f"{what} did not happen within {timeout} s")
+
+
+# A one-source platform of hand-written CRM rows, for tests of how customer ids behave end to end.
+CRM_PEOPLE_HEADER = "id,first,last,email,phone\n"
+OVERRIDES_HEADER = "action,record,other,author,reason\n"
+FAST_RETRY = {"max_attempts": 4, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05, "timeout_seconds": 2}
+
+
+def crm_platform_config(
+    folder: Path,
+    destination_url: str,
+    overrides: str | None = None,
+    segments: dict[str, str] | None = None,
+    webhook: bool = False,
+) -> CDPConfig:
+    """`folder/cdp.yaml`: a CRM CSV source (`landing/crm/*.csv`, CRM_PEOPLE_HEADER), the segments given
+    (name -> condition; default `everyone`), a mirror REST destination of the first segment on the demo
+    destination at `destination_url` (and a webhook, if asked), and the override lines given, if any."""
+    segments = segments or {"everyone": "record_count >= 1"}
+    first = next(iter(segments))
+    destinations: list[dict[str, object]] = [
+        {
+            "name": "crm_mirror",
+            "type": "rest",
+            "segment": first,
+            "upsert_url": f"{destination_url}/rest/crm/upsert",
+            "delete_url": f"{destination_url}/rest/crm/delete",
+            "mode": "mirror",
+            "fields": {"email": "email", "first_name": "first_name"},
+            "retry": FAST_RETRY,
+        }
+    ]
+    if webhook:
+        destinations.append(
+            {
+                "name": "hook",
+                "type": "webhook",
+                "segment": first,
+                "url": f"{destination_url}/webhook/hook",
+                "mode": "mirror",
+                "fields": {"email": "email"},
+                "retry": FAST_RETRY,
+            }
+        )
+    raw: dict[str, object] = {
+        "warehouse": {"path": str(folder / "warehouse.duckdb")},
+        "landing": {"path": str(folder / "landing"), "settle_seconds": 0},
+        "sources": [
+            {
+                "name": "crm",
+                "format": "csv",
+                "glob": "crm/*.csv",
+                "role": "person",
+                "record_id": "id",
+                "fields": {"first_name": "first", "last_name": "last", "email": "email", "phone": "phone"},
+                "identifiers": [{"path": "email", "type": "email"}, {"path": "phone", "type": "phone"}],
+            }
+        ],
+        "segments": [{"name": name, "where": where} for name, where in segments.items()],
+        "destinations": destinations,
+    }
+    if overrides is not None:
+        (folder / "overrides.csv").write_text(OVERRIDES_HEADER + overrides)
+        raw["identity"] = {"overrides": "overrides.csv"}
+    path = folder / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)

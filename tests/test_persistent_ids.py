@@ -6,63 +6,21 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-import yaml
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from cdp_assets.identity.registry import new_id
 from demo.destination_server import DestinationServer
-from resources.config import CDPConfig, ConfigError, load_config
+from resources.config import CDPConfig, ConfigError
+from tests.fixtures import CRM_PEOPLE_HEADER, crm_platform_config
+
+# A record carrying Ann's e-mail and her phone.
+ANN_JOINED = CRM_PEOPLE_HEADER + "A2,Ann,Lee,ann@example.org,+1 212 736 5000\n"
 
 pytestmark = pytest.mark.dagster
 
-HEADER = "id,first,last,email,phone\n"
-FAST_RETRY = {"max_attempts": 4, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05, "timeout_seconds": 2}
-
 
 def write_config(folder: Path, server: DestinationServer, overrides: str | None = None) -> CDPConfig:
-    raw = {
-        "warehouse": {"path": str(folder / "warehouse.duckdb")},
-        "landing": {"path": str(folder / "landing"), "settle_seconds": 0},
-        "sources": [
-            {
-                "name": "crm",
-                "format": "csv",
-                "glob": "crm/*.csv",
-                "role": "person",
-                "record_id": "id",
-                "fields": {"first_name": "first", "last_name": "last", "email": "email", "phone": "phone"},
-                "identifiers": [{"path": "email", "type": "email"}, {"path": "phone", "type": "phone"}],
-            }
-        ],
-        "segments": [{"name": "everyone", "where": "record_count >= 1"}],
-        "destinations": [
-            {
-                "name": "crm_mirror",
-                "type": "rest",
-                "segment": "everyone",
-                "upsert_url": f"{server.url}/rest/crm/upsert",
-                "delete_url": f"{server.url}/rest/crm/delete",
-                "mode": "mirror",
-                "fields": {"email": "email", "first_name": "first_name"},
-                "retry": FAST_RETRY,
-            },
-            {
-                "name": "hook",
-                "type": "webhook",
-                "segment": "everyone",
-                "url": f"{server.url}/webhook/hook",
-                "mode": "mirror",
-                "fields": {"email": "email"},
-                "retry": FAST_RETRY,
-            },
-        ],
-    }
-    if overrides is not None:
-        (folder / "overrides.csv").write_text("action,record,other,author,reason\n" + overrides)
-        raw["identity"] = {"overrides": "overrides.csv"}
-    path = folder / "cdp.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return load_config(path)
+    return crm_platform_config(folder, server.url, overrides, webhook=True)
 
 
 def refresh(config: CDPConfig, instance: dg.DagsterInstance) -> dict[str, dg.AssetCheckEvaluation]:
@@ -87,7 +45,7 @@ def landing(tmp_path: Path) -> Path:
     folder.mkdir(parents=True)
     # Ann's two records share nothing yet; Bo is someone else.
     (folder / "a.csv").write_text(
-        HEADER + "A1,Ann,Lee,ann@example.org,\nB1,Bo,Chan,bo@example.org,\nZ1,Ann,Lee,,+1 212 736 5000\n"
+        CRM_PEOPLE_HEADER + "A1,Ann,Lee,ann@example.org,\nB1,Bo,Chan,bo@example.org,\nZ1,Ann,Lee,,+1 212 736 5000\n"
     )
     return tmp_path
 
@@ -103,7 +61,7 @@ def test_a_merge_keeps_the_oldest_id_and_every_destination_ends_with_one_row(lan
         assert set(server.state("rest", "crm")["records"]) == {ann, ann_phone, before["B1"]}
 
         # A new record carries Ann's e-mail and her phone: her two customers are one person.
-        (landing / "landing" / "crm" / "b.csv").write_text(HEADER + "A2,Ann,Lee,ann@example.org,+1 212 736 5000\n")
+        (landing / "landing" / "crm" / "b.csv").write_text(ANN_JOINED)
         refresh(config, instance)
         after = ids(config)
         # Z1's id was issued in the same run as A1's; A1's sorts first, so it is the older one and survives.
@@ -138,7 +96,7 @@ def test_an_override_splits_a_customer_the_id_stays_with_the_larger_part_and_the
     landing: Path,
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    (landing / "landing" / "crm" / "b.csv").write_text(HEADER + "A2,Ann,Lee,ann@example.org,+1 212 736 5000\n")
+    (landing / "landing" / "crm" / "b.csv").write_text(ANN_JOINED)
     with DestinationServer(port=0) as server:
         config = write_config(landing, server)
         refresh(config, instance)
