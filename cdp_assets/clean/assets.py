@@ -31,6 +31,14 @@ CODE_VERSION = "2"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 EVENTS = dg.AssetKey(["clean", "events"])
 TRANSACTIONS = dg.AssetKey(["clean", "transactions"])
+
+
+def activity_assets(config: CDPConfig) -> list[dg.AssetKey]:
+    """The cleaned activity tables this configuration has (events, transactions): a stage reading activity
+    depends on those, and only those, that some source feeds."""
+    return [key for role, key in (("events", EVENTS), ("transactions", TRANSACTIONS)) if config.sources_with_role(role)]
+
+
 ROW_ACCOUNTING_CHECK = "rows_accounted_for"
 
 # --------------------------------------------------------------------------- SQL building blocks

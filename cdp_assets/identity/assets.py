@@ -17,7 +17,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cdp_assets.clean.assets import EVENTS, PERSON_RECORDS, TRANSACTIONS
+from cdp_assets.clean.assets import PERSON_RECORDS, activity_assets
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people, group_people
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
@@ -741,11 +741,7 @@ def _id_changes_markdown(changes: IdChanges) -> str:
 
 
 def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
-    deps = [PERSON_RECORDS]
-    if config.sources_with_role("events"):
-        deps.append(EVENTS)
-    if config.sources_with_role("transactions"):
-        deps.append(TRANSACTIONS)
+    deps = [PERSON_RECORDS, *activity_assets(config)]
 
     @dg.asset(
         key=IDENTITY_CLUSTERS,

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import dagster as dg
 
-from cdp_assets.clean.assets import EVENTS, TRANSACTIONS
+from cdp_assets.clean.assets import activity_assets
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
 from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
@@ -196,11 +196,7 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch) -> datetime:
 
 
 def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
-    deps = [IDENTITY_CLUSTERS]
-    if config.sources_with_role("events"):
-        deps.append(EVENTS)
-    if config.sources_with_role("transactions"):
-        deps.append(TRANSACTIONS)
+    deps = [IDENTITY_CLUSTERS, *activity_assets(config)]
 
     @dg.asset(
         key=GOLDEN_PROFILES,
