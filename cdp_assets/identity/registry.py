@@ -99,7 +99,7 @@ def assign_ids(
             f"""
             select old_id, component, records
             from (
-                select old_id, component, count(*) as records, min(age_rank) as oldest,
+                select old_id, component, count(*) as records,
                        row_number() over (partition by old_id order by count(*) desc, min(age_rank)) as choice
                 from {carried} group by old_id, component
             )
@@ -169,12 +169,16 @@ def assign_ids(
             select component, customer_id from {issued_table}
             """,
         )
-        merged = sql.rows(
+        # Ids whose customer another, older id names: they become aliases of it.
+        merged = tables("merged")
+        sql.create_table_as(
+            merged,
             f"""
-            select m.old_id, s.old_id as survivor, m.records, {why.replace("component", "m.component", 1)}
+            select m.old_id, s.old_id as survivor, m.records, {why.replace("component", "m.component", 1)} as reason
             from {claims} m join {claims} s on s.component = m.component and s.rank = 1
-            where m.rank > 1 order by m.old_id
-            """
+            where m.rank > 1
+            """,
+            temporary=True,
         )
         retired = [
             row[0]
@@ -198,13 +202,20 @@ def assign_ids(
                 """,
                 [next_seq, at, run_id, at],
             )
-            for old_id, survivor, _records, _why in merged:
-                sql.execute(
-                    f"update {ID_REGISTRY.name} set status = 'merged', changed_at = ? where customer_id = ?",
-                    [at, old_id],
-                )
-                # Aliases of the absorbed id now lead to the survivor too.
-                sql.execute(f"update {ID_REGISTRY.name} set current_id = ? where current_id = ?", [survivor, old_id])
+            sql.execute(
+                f"""
+                update {ID_REGISTRY.name} set status = 'merged', changed_at = ?
+                where customer_id in (select old_id from {merged})
+                """,
+                [at],
+            )
+            # Aliases of an absorbed id now lead to its survivor too (a survivor is active, so never absorbed).
+            sql.execute(
+                f"""
+                update {ID_REGISTRY.name} g set current_id = m.survivor
+                from {merged} m where g.current_id = m.old_id
+                """
+            )
             if retired:
                 sql.execute(
                     f"""
@@ -242,20 +253,20 @@ def assign_ids(
                 """,
                 [run_seq, run_id, at],
             )
-            events: list[tuple[str, str, str | None, int, str]] = []
-            events += [("merged", old, survivor, int(records), why) for old, survivor, records, why in merged]
-            events += [("retired", old_id, None, 0, "no record carries it") for old_id in retired]
-            if events:
-                history = tables.frame(
-                    "events", _frame(events, ["event", "customer_id", "related_id", "records", "reason"])
-                )
-                sql.execute(
-                    f"""
-                    insert into {ID_HISTORY.name}
-                    select ?, ?, ?, event, customer_id, related_id, records, reason from {history}
-                    """,
-                    [run_seq, run_id, at],
-                )
+            sql.execute(
+                f"""
+                insert into {ID_HISTORY.name}
+                select ?, ?, ?, 'merged', old_id, survivor, records, reason from {merged} order by old_id
+                """,
+                [run_seq, run_id, at],
+            )
+            sql.execute(
+                f"""
+                insert into {ID_HISTORY.name}
+                select ?, ?, ?, 'retired', unnest(?::varchar[]), null, 0, 'no record carries it'
+                """,
+                [run_seq, run_id, at, retired],
+            )
             # What each record carries now; a record keeps the run that first saw it. Rewritten whole: cheaper
             # than updating millions of rows in place.
             RECORD_IDS.replace(
@@ -269,8 +280,9 @@ def assign_ids(
             )
             publish_aliases(sql)
         issued, split = sql.row(f"select count(*), count(split_from) from {issued_table}")
+        absorbed = sql.value(f"select count(*) from {merged}")
     return IdChanges(
-        kept=kept, issued=int(issued), merged=len(merged), split=int(split), retired=len(retired), reason=reason
+        kept=kept, issued=int(issued), merged=int(absorbed), split=int(split), retired=len(retired), reason=reason
     )
 
 
@@ -280,7 +292,3 @@ def publish_aliases(sql: Sql) -> None:
         sql,
         f"select customer_id as alias_id, current_id as customer_id, status from {ID_REGISTRY.name}",
     )
-
-
-def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=columns, dtype=object)
