@@ -205,8 +205,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
             )
             alias_join = (
                 f"left join {CUSTOMER_ALIASES.name} a on a.alias_id = h.key and a.status = 'merged' "
-                f"left join (select key, row_json from {current} where consented "
-                "qualify count(*) over (partition by key) = 1) s on s.key = a.customer_id"
+                "left join want s on s.key = a.customer_id"
             )
         sql.create_table_as(
             diff,
