@@ -109,17 +109,6 @@ class Sql:
         """Drop a table if it exists."""
         self._conn.execute(f"drop table if exists {name}")
 
-    def table_exists(self, name: str) -> bool:
-        """Whether `schema.table` (or a temp table `table`) exists in this database."""
-        schema, _, table = name.rpartition(".")
-        return bool(
-            self.value(
-                "select count(*) from information_schema.tables where table_name = ? "
-                "and (? = '' or table_schema = ?) and table_catalog in (current_database(), 'temp')",
-                [table, schema, schema],
-            )
-        )
-
     @contextmanager
     def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:
         """`frame` (pandas or Arrow) readable from SQL as `name` for the block, then forgotten."""
