@@ -77,7 +77,11 @@ def assign_ids(
     reason = "config change" if last is not None and last[1] != settings else "link rules"
     with sql.scratch("ids") as tables:
         overrides = tables.frame("overridden", pd.DataFrame({"component": pd.Series(list(overridden), dtype="int64")}))
-        why = f"case when component in (select component from {overrides}) then 'override' else '{reason}' end"
+
+        def why(component: str) -> str:
+            """SQL for the reason of an id change in the cluster `component` names."""
+            return f"case when {component} in (select component from {overrides}) then 'override' else '{reason}' end"
+
         carried, homes, claims = tables("carried"), tables("homes"), tables("claims")
         # Each record's id of last time, ranked by age within the id (1 = the id's oldest record).
         sql.create_table_as(
@@ -174,7 +178,7 @@ def assign_ids(
         sql.create_table_as(
             merged,
             f"""
-            select m.old_id, s.old_id as survivor, m.records, {why.replace("component", "m.component", 1)} as reason
+            select m.old_id, s.old_id as survivor, m.records, {why("m.component")} as reason
             from {claims} m join {claims} s on s.component = m.component and s.rank = 1
             where m.rank > 1
             """,
@@ -233,7 +237,7 @@ def assign_ids(
                 f"""
                 insert into {ID_HISTORY.name}
                 select ?, ?, ?, case when split_from is null then 'issued' else 'split' end, customer_id,
-                       split_from, records, case when split_from is null then ? else {why} end
+                       split_from, records, case when split_from is null then ? else {why("component")} end
                 from {issued_table} order by customer_id
                 """,
                 [run_seq, run_id, at, "new records" if last else "first run"],
@@ -243,7 +247,7 @@ def assign_ids(
             sql.execute(
                 f"""
                 insert into {ID_HISTORY.name}
-                select ?, ?, ?, 'moved', a.customer_id, c.old_id, count(*), {why.replace("component", "c.component", 1)}
+                select ?, ?, ?, 'moved', a.customer_id, c.old_id, count(*), {why("c.component")}
                 from {carried} c join {assigned} a using (component)
                 where c.old_id <> a.customer_id
                   and c.old_id not in (select old_id from {claims} where rank > 1)
