@@ -102,7 +102,6 @@ def apply_overrides(
         if len(merged) > 1:
             labels[together] = target
             report.touched.add(target)
-        report.applied += 1
         evidence.append((override, first, second))
 
     for override, first, second in resolved:
@@ -114,7 +113,6 @@ def apply_overrides(
                 labels[moving] = next_label
                 report.touched |= {next_label, *shared}
                 next_label += 1
-            report.applied += 1
             evidence.append((override, first, second))
         elif override.action == "unmerge":
             own = set(labels[first].tolist())
@@ -122,9 +120,9 @@ def apply_overrides(
                 labels[first] = next_label
                 report.touched |= {next_label, *own}
                 next_label += 1
-            report.applied += 1
             evidence.append((override, first, second))
     _write_evidence(sql, id_nodes, evidence)
+    report.applied = len(evidence)
     return labels, report
 
 
