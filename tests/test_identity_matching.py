@@ -376,15 +376,21 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
         ("date_of_birth", date(1970, 5, 1), date(1971, 5, 1), 1),
         ("date_of_birth", date(1970, 5, 12), date(1970, 5, 21), 1),
         ("date_of_birth", date(1970, 5, 1), date(1981, 11, 23), 0),
-        ("email", "a@x.org", "a@x.org", 2),
+        ("email", "a@x.org", "a@x.org", 3),
         ("email", "a@x.org", "b@zz.com", 0),
-        ("email", "john.smith@outlook.com", "johnsmith@outlook.cm", 1),  # a slip in the domain
-        ("email", "ann@yahoo.com", "ann@yaho.com", 1),
-        ("email", "ann@gmail.com", "ann@gmail.cmo", 1),
-        ("email", "jsmith@x.org", "jsmiht@x.org", 1),  # two letters swapped in the user
-        ("email", "jsmith@x.org", "jsmth@x.org", 0),  # a letter more or less: as namesakes' addresses differ
+        ("email", "john.smith@outlook.com", "johnsmith@outlook.cm", 2),  # a slip in the domain
+        ("email", "ann@yahoo.com", "ann@yaho.com", 2),
+        ("email", "ann@gmail.com", "ann@gmail.cmo", 2),
+        ("email", "jsmith@x.org", "jsmiht@x.org", 2),  # two letters swapped in the user
+        ("email", "jsmith@x.org", "jsmth@x.org", 1),  # a letter less: weaker, weighed on its own
+        ("email", "mary82@x.org", "mry82@x.org", 1),
+        ("email", "jennifer.castillo@x.org", "jennifer.castilo@x.org", 1),
+        ("email", "jennifer.castillo@x.org", "jennifer.kastillo@x.org", 1),  # another letter
         ("email", "mary.payne@x.org", "marypayne@x.org", 0),
-        ("email", "jsmith72@x.org", "jsmith73@x.org", 0),
+        ("email", "jsmith72@x.org", "jsmith73@x.org", 0),  # another digit: another account
+        ("email", "jsmith7@x.org", "jsmith72@x.org", 0),
+        ("email", "laura1969@x.org", "laura1996@x.org", 0),  # two birth years, not a swap
+        ("email", "ann@x.org", "an@x.org", 0),  # users too short for a letter to be a slip
         ("email", "jsmith@x.org", "jsmiht@y.org", 0),  # a slip on each side
         ("phone", "12125550100", "12125550100", 2),
         ("phone", "12125550100", "12125550109", 1),
@@ -410,6 +416,29 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
 def test_comparison_levels(comparison, left, right, level):
     (row,) = _levels([({comparison: left}, {comparison: right})])
     assert row[comparison] == level
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "level"),
+    [
+        (("nathan", "miller", "nathan.miller@x.org"), ("nathan", None, "nathan.w.miller@x.org"), 0),
+        (("nathan", "miller", "nathanamiller@x.org"), ("nathan", None, "nathanwmiller@x.org"), 0),
+        (("john", "smith", "jsmith@x.org"), ("john", None, "jasmith@x.org"), 0),
+        (("nathan", "miller", "nathan.miller@x.org"), ("nathan", None, "nathan.mille@x.org"), 1),
+        (("mary", "rodriguez", "mary82@x.org"), ("mary", None, "mry82@x.org"), 1),
+        (("patricia", "phillips", "patricia.p.phillips@x.org"), ("patricia", None, "patriciaphillips@x.org"), 0),
+        (("joseph", "medina", "jmedina@x.org"), (None, "medina", "smedina@x.org"), 0),  # another initial
+        (("thomas", "harris", "thomas_harris@x.org"), ("tom", "harris", "thomas.harris@x.org"), 0),
+        (("andrew", "johnston", "andrewjohnston@x.org"), ("andrew", "johnson", "andrewjohnson@x.org"), 0),
+        (("catherine", "adams", "catherineadams@x.org"), ("katherine", "adams", "katherineadams@x.org"), 0),
+    ],
+)
+def test_how_namesakes_addresses_differ_is_no_slip(left, right, level):
+    """Namesakes' addresses differ by a middle initial, an initial, a separator, or where their names
+    differ; a letter dropped elsewhere is a slip the model weighs."""
+    records = [{"first_name": f, "last_name": ln, "email": e} for f, ln, e in (left, right)]
+    (row,) = _levels([(records[0], records[1])])
+    assert row["email"] == level
 
 
 @pytest.mark.parametrize(
@@ -468,4 +497,4 @@ def test_an_e_mail_linked_within_the_people_sharing_it_is_no_evidence():
     split = {**box, "email_split": True}
     slipped = {**box, "email": "browns@x.orgg", "email_domain": "x.orgg", "email_split": False}
     rows = _levels([(split, split), (box, box), (split, slipped)])
-    assert [row["email"] for row in rows] == [-1, 2, 1]
+    assert [row["email"] for row in rows] == [-1, 3, 2]

@@ -109,12 +109,15 @@ BLOCKING_FEATURES: dict[str, tuple[str, ...]] = {
     "email": ("email",),
     "email_local": ("email",),
     "email_local_key": ("email",),
+    "email_one_slip": ("email",),  # its values are distinct per record (a deletion neighbourhood)
     "phone": ("phone",),
     "address": ("address",),
     "postal_code": ("postal_code",),
     "city": ("city",),
     "identifier": ("identifier",),
 }
+# Blocking features holding several values, a record being in the block of each.
+LIST_FEATURES: frozenset[str] = frozenset({"email_one_slip"})
 # Comparisons: their levels are in cdp_assets/identity/matching/comparisons.py.
 COMPARISONS: tuple[str, ...] = (
     "first_name",
@@ -150,6 +153,7 @@ DEFAULT_RARE_KEY_RULES: tuple[tuple[str, ...], ...] = (
     ("first_initial", "date_of_birth"),
     ("last_name", "postal_code"),
     ("email_local_key",),  # a slip in the domain: records with a first name and an e-mail only meet here
+    ("email_one_slip",),  # one slip anywhere in the address, where the user alone is too common a key
 )
 RARE_KEY_BLOCK_SIZE = 5
 

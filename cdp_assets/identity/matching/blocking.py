@@ -10,6 +10,7 @@ is made, so a rule on a near-constant field fails at once, naming itself and the
 exhausting memory an hour later.
 """
 
+from resources.config.identity import LIST_FEATURES
 from resources.sql import Sql
 
 
@@ -22,6 +23,14 @@ def rule_name(rule: list[str]) -> str:
     return " + ".join(rule)
 
 
+def _keyed(records: str, rule: list[str]) -> str:
+    """The records as the rule's blocks see them: a list feature (LIST_FEATURES) gives a row per value."""
+    if not LIST_FEATURES.intersection(rule):
+        return records
+    columns = ", ".join(f"unnest({f}) as {f}" if f in LIST_FEATURES else f for f in rule)
+    return f"(select node_id, {columns} from {records})"
+
+
 def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_size: int) -> dict[str, object]:
     """Count the rule's blocks of `records` into temp table `keys` (every key on two or more records, with
     its size) and sum what they would cost: n(n-1)/2 pairs per block within the cap, and the keys skipped
@@ -30,7 +39,7 @@ def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_
     not_null = " and ".join(f"{f} is not null" for f in rule)
     sql.create_table_as(
         keys,
-        f"""select {columns}, count(*)::hugeint as n from {records} where {not_null}
+        f"""select {columns}, count(*)::hugeint as n from {_keyed(records, rule)} where {not_null}
             group by all having count(*) > 1""",
         temporary=True,
     )
@@ -87,7 +96,7 @@ def build_candidate_pairs(
                 f"""
                 insert into {rule_pairs}
                 with blocks as (
-                    select m.node_id, k.block from {records} m
+                    select m.node_id, k.block from {_keyed(records, rule)} m
                     join (select {columns}, row_number() over () as block from {table}
                           where n <= {max_block_size}) k using ({columns})
                 )

@@ -106,11 +106,17 @@ def one_edit_level(column: str, label: str, agrees: bool = True) -> Level:
     return Level(one_edit(f"l.{column}", f"r.{column}"), label, agrees=agrees)
 
 
+def _same_non_letters(a: str, b: str) -> str:
+    """True where a and b hold the same digits and separators in the same order: what they differ in is
+    letters only."""
+    return f"regexp_replace({a}, '[a-z]', '', 'g') = regexp_replace({b}, '[a-z]', '', 'g')"
+
+
 def email_slip_level() -> Level:
     """One keying slip apart: the same user (dots and +tag aside) at another domain one slip away
     (outlook.cm, yaho.com, gmail.cmo), or two neighbouring characters swapped in a user of five or more
-    at the same domain. A user with a letter more or less, or another letter, is not a slip here: that
-    is how namesakes' addresses differ (nathan.miller, nathanwmiller, nathan.a.miller)."""
+    at the same domain, letters (laura1969 / laura1996 are two birth years: two people). Namesakes'
+    addresses rarely differ this way, so this is strong evidence."""
     other_domain = (
         "l.email_local_key = r.email_local_key and l.email_domain <> r.email_domain"
         f" and {one_edit('l.email_domain', 'r.email_domain')}"
@@ -119,8 +125,54 @@ def email_slip_level() -> Level:
         "l.email_domain = r.email_domain and length(l.email_local) = length(r.email_local)"
         " and length(l.email_local) >= 5 and hamming(l.email_local, r.email_local) = 2"
         " and damerau_levenshtein(l.email_local, r.email_local) = 1"
+        f" and {_same_non_letters('l.email_local', 'r.email_local')}"
     )
     return Level(f"(({other_domain}) or ({swapped}))", "one keying slip apart", agrees=True)
+
+
+def _letters(name: str) -> str:
+    """A name as it appears in an address: its letters only (mary ann, o'brien -> maryann, obrien)."""
+    return f"nullif(regexp_replace({name}, '[^a-z]', '', 'g'), '')"
+
+
+def _edit_after(a: str, b: str, prefix: str) -> str:
+    """True where a and b both start with `prefix` (an empty prefix: the start) and are one character
+    apart right after it: a character put there in one of them, or another character there."""
+    n = f"length({prefix})"
+    ra, rb = f"substr({a}, {n} + 1)", f"substr({b}, {n} + 1)"
+    return (
+        f"coalesce(starts_with({a}, {prefix}) and starts_with({b}, {prefix}) and (substr({ra}, 2) = substr({rb}, 2)"
+        f" or substr({ra}, 2) = {rb} or {ra} = substr({rb}, 2)), false)"
+    )
+
+
+def email_user_letter_level() -> Level:
+    """A letter more, less or another in the user at the same domain (mary82 / mry82, jennifer.castillo /
+    jennifer.castilo): a slip as often as not, but also one way namesakes' addresses differ, so it is a
+    level of its own that the model weighs apart from the slips above. Where the difference is how two
+    people's addresses differ it is no evidence: another initial (jmedina / smedina), a middle initial
+    after the first name or the initial (nathan.miller / nathan.w.miller, jsmith / jasmith), another digit
+    or separator (jsmith72 / jsmith73, thomas_harris / thomas.harris), or names that differ where the
+    address does (andrew.johnston / andrew.johnson: the address adds nothing to the surnames' comparison)."""
+    a, b = "l.email_local_key", "r.email_local_key"
+    firsts = [_letters(f"{side}.first_name") for side in ("l", "r")]
+    last = f"coalesce({_letters('l.last_name')}, {_letters('r.last_name')})"
+    after_initial = " or ".join(f"starts_with(substr({x}, {k}), {last})" for x in (a, b) for k in (2, 3))
+    other_person = " or ".join(
+        [
+            _edit_after(a, b, "''"),
+            *(_edit_after(a, b, first) for first in firsts),
+            f"(coalesce({after_initial}, false) and {_edit_after(a, b, f'left({a}, 1)')})",
+            "coalesce(l.last_name <> r.last_name, false)",
+            "coalesce(l.first_name <> r.first_name and l.first_canon is distinct from r.first_canon, false)",
+        ]
+    )
+    # Nested: DuckDB evaluates every operand of an AND, and only pairs at one domain need the distances.
+    condition = (
+        f"(case when l.email_domain = r.email_domain and {a} <> {b} and least(length({a}), length({b})) >= 5"
+        f" then {_same_non_letters(a, b)} and {one_edit(a, b)} and not ({other_person}) else false end)"
+    )
+    return Level(condition, "a letter more, less or another in the user", agrees=True)
 
 
 def transposed_date_level(column: str) -> Level:
@@ -277,7 +329,8 @@ COMPARISONS: dict[str, Comparison] = {
         ),
         # No similarity level: local parts are mostly built from the name (john.smith, jsmith72), so two
         # John Smiths' addresses look alike and such a level would count the name a second time. One keying
-        # slip is narrower: the same user at a misspelt domain, or two letters swapped at the same domain.
+        # slip is narrower: the same user at a misspelt domain, or two letters swapped at the same domain;
+        # a letter more, less or another in the user is weaker still, and weighed on its own.
         # A value shared by several people and linked within each of them (identity.shared_identifiers) is
         # no evidence here: the deterministic layer has already joined the records it could tell apart.
         Comparison(
@@ -286,6 +339,7 @@ COMPARISONS: dict[str, Comparison] = {
                 null_level("email", also="l.email = r.email and l.email_split"),
                 exact_match_level("email"),
                 email_slip_level(),
+                email_user_letter_level(),
                 else_level(),
             ),
         ),

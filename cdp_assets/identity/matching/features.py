@@ -45,6 +45,15 @@ FEATURES: dict[str, str] = {
     "email": "b.email",
     "email_local": "b.email_local",
     "email_local_key": "b.email_local_key",
+    # The address (user dots and +tag dropped) and every form of it with one character deleted: two
+    # addresses one keying slip apart share one of these forms (a deletion neighbourhood; of a doubled
+    # letter one deletion only, so a record is in each block once), so a rule on it finds them without
+    # comparing every pair. Users under five characters are too short for a slip to be told from another
+    # user (the comparison's rule too); their domain slips meet on email_local_key.
+    "email_one_slip": "case when length(b.email_local_key) >= 5 then"
+    " [case when i = 0 then b.email_key else left(b.email_key, i::integer - 1) || substr(b.email_key, i::integer + 1)"
+    " end for i in range(0, length(b.email_key) + 1)"
+    " if i < 2 or substr(b.email_key, i::integer, 1) <> substr(b.email_key, i::integer - 1, 1)] end",
     "phone": "b.phone",
     "address": "b.address",
     "postal_code": "b.postal_code",
@@ -119,6 +128,8 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
                    -- slip in the domain that keeps Gmail's own rules from being applied (gmail.cmo).
                    nullif(replace(split_part(split_part(p.usable_email, '@', 1), '+', 1), '.', ''), '')
                        as email_local_key,
+                   replace(split_part(split_part(p.usable_email, '@', 1), '+', 1), '.', '')
+                       || '@' || split_part(p.usable_email, '@', 2) as email_key,
                    nullif(regexp_replace(p.usable_phone, '[^0-9]', '', 'g'), '') as phone,
                    nullif(lower(trim(p.address_key)), '') as address,
                    nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
