@@ -17,7 +17,7 @@ import dagster as dg
 from cdp_assets.clean.assets import build_clean_assets
 from cdp_assets.clean.checks import person_records_expectations
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
-from cdp_assets.extract.assets import build_extract_asset
+from cdp_assets.extract.assets import build_extract_asset, build_freshness_checks
 from cdp_assets.identity.assets import build_identity_asset
 from cdp_assets.identity.preview import build_preview_job
 from cdp_assets.profiles.assets import build_profiles_asset
@@ -28,9 +28,11 @@ from cdp_assets.syncs.assets import GROUP as SYNCS_GROUP
 from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
 from resources.warehouse import warehouse_resource
+from sensors.alerts import build_alert_sensor
 from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
+from sensors.schedules import build_time_windows_schedule
 
 FULL_REFRESH = "full_refresh"
 
@@ -69,7 +71,8 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
     """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors
-    and the warehouse."""
+    (landing, overrides, automation, run-failure alerts, source freshness), the time-windows schedule and
+    the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
@@ -79,16 +82,30 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations
     ]
+    # Source freshness is judged by its own sensor against the clock, not by a refresh run.
+    freshness = build_freshness_checks(config)
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.checks(*freshness),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
+    sensors = [build_landing_sensor(config), build_overrides_sensor(config), automation_sensor]
+    sensors.append(build_alert_sensor(config))
+    if freshness:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.SupersessionWarning)  # see build_freshness_checks
+            sensors.append(
+                dg.build_sensor_for_freshness_checks(
+                    freshness_checks=freshness, name="source_freshness", default_status=dg.DefaultSensorStatus.RUNNING
+                )
+            )
+    schedule = build_time_windows_schedule(config)
     return dg.Definitions(
         assets=apply_platform_policy(assets),
-        asset_checks=[person_records_expectations],
+        asset_checks=[person_records_expectations, *freshness],
         jobs=[full_refresh, build_preview_job(config)],
-        sensors=[build_landing_sensor(config), build_overrides_sensor(config), automation_sensor],
+        schedules=[schedule] if schedule else [],
+        sensors=sensors,
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.
         executor=dg.in_process_executor,

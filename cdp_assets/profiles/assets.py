@@ -17,6 +17,7 @@ from cdp_assets.identity.assets import IDENTITY_CLUSTERS
 from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
+from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
 from resources.sql import Scratch, Sql
 from resources.tables import Table
@@ -113,15 +114,16 @@ def _pick_sql(attribute: str, rule: SurvivorshipRule, members: str) -> str:
         qualify row_number() over (partition by customer_id order by {rule_order(rule)}) = 1"""
 
 
-def build_profiles(sql: Sql, config: CDPConfig) -> datetime:
-    """Rebuild `cdp.golden_profiles` and `cdp.profile_provenance`; returns the traits' as-of time.
+def build_profiles(sql: Sql, config: CDPConfig, now: datetime | None = None) -> datetime:
+    """Rebuild `cdp.golden_profiles` and `cdp.profile_provenance`; returns the traits' as-of time (`now`:
+    the scheduled time a time-windows refresh measures from, see resolve_as_of).
 
     The per-attribute picks, consent picks and traits are this step's temp tables, dropped when it ends."""
     with sql.scratch("profiles") as tables:
-        return _build_profiles(sql, config, tables)
+        return _build_profiles(sql, config, tables, now)
 
 
-def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch) -> datetime:
+def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime | None) -> datetime:
     survivorship = config.profiles.survivorship
     purposes = config.consent_purposes
     members = tables("members")
@@ -144,7 +146,7 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch) -> datetime:
                                                 s.source_record_id, s.file desc, s.row_number desc) = 1""",
         temporary=True,
     )
-    as_of = resolve_as_of(sql, config)
+    as_of = resolve_as_of(sql, config, now)
     traits = tables("customer_traits")
     build_traits(sql, config, as_of, traits)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
@@ -222,8 +224,9 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     )
     @redact_errors
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        scheduled = context.run.tags.get(AS_OF_TAG)
         with warehouse.sql() as sql:
-            as_of = build_profiles(sql, config)
+            as_of = build_profiles(sql, config, datetime.fromisoformat(scheduled) if scheduled else None)
             unexplained = count_unexplained(sql)
             profiles, distinct_ids = sql.row("select count(*), count(distinct customer_id) from cdp.golden_profiles")
             customers = sql.value("select count(distinct customer_id) from cdp.identity_map")

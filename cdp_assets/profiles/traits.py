@@ -22,11 +22,13 @@ from resources.config import CDPConfig, TraitConfig
 from resources.schema import ACTIVITY_COLUMNS, trait_type
 from resources.sql import Scratch, Sql, SqlDataError
 from resources.tables import MONEY_SCALE, MONEY_TOTAL_TYPE
-from resources.warehouse import utc_now
+from resources.warehouse import sql_literal, utc_now
 
 
-def resolve_as_of(sql: Sql, config: CDPConfig) -> datetime:
-    """The time windows are measured from: now, the newest activity, or a fixed timestamp."""
+def resolve_as_of(sql: Sql, config: CDPConfig, now: datetime | None = None) -> datetime:
+    """The time windows are measured from: now, the newest activity, or a fixed timestamp. `now` is the
+    scheduled time of a time-windows refresh (UTC): a run that starts late or is retried measures from the
+    tick it belongs to, not from when it happened to run."""
     setting = config.profiles.as_of
     if setting == "latest_activity":
         latest = sql.value(
@@ -37,9 +39,18 @@ def resolve_as_of(sql: Sql, config: CDPConfig) -> datetime:
             return latest
         setting = "now"
     if setting == "now":
-        return utc_now()
+        return now or utc_now()
     parsed = datetime.fromisoformat(setting)
     return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def local_time(expression: str, zone: str) -> str:
+    """A UTC timestamp as the wall clock reads it in `zone`, so that 'days since' counts the calendar days
+    people in that zone live by: an order at 22:00 in New York on the 28th is two days old at their
+    midnight on the 2nd, though in UTC it was placed on the 1st."""
+    if zone == "UTC":
+        return expression
+    return f"timezone({sql_literal(zone)}, ({expression}) at time zone 'UTC')"
 
 
 def timestamp_literal(value: datetime) -> str:
@@ -158,6 +169,7 @@ def _build_traits(
     """The single pass per activity table, the most-frequent traits, then `target` joining them to every
     customer with the RFM scores."""
     declared = config.profiles.traits
+    zone = config.refresh.timezone
     per_table = {table: tables(f"{table}_traits") for table in ("events", "transactions")}
     for table in ("events", "transactions"):
         mine = [t for t in declared if t.source == table and t.aggregate != "most_frequent"]
@@ -200,8 +212,8 @@ def _build_traits(
                     {exact_average("transactions_traits.lifetime_revenue", "transactions_traits.order_count")}
                         as average_order_value,
                     transactions_traits.first_order_at, transactions_traits.last_order_at,
-                    date_diff('day', transactions_traits.last_order_at, {timestamp_literal(as_of)})::bigint
-                        as days_since_last_order,
+                    date_diff('day', {local_time("transactions_traits.last_order_at", zone)},
+                              {local_time(timestamp_literal(as_of), zone)})::bigint as days_since_last_order,
                     coalesce(events_traits.event_count, 0) as event_count, events_traits.first_event_at,
                     events_traits.last_seen_at
                     {"".join(", " + s for s in selected)}

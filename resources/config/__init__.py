@@ -34,6 +34,7 @@ from resources.config.profiles import (
     SurvivorshipRule,
     TraitConfig,
 )
+from resources.config.refresh import AlertsConfig, RefreshConfig
 from resources.config.segments import (
     SegmentConfig,
 )
@@ -63,6 +64,8 @@ class CDPConfig(_Strict):
     sources: list[SourceConfig]
     segments: list[SegmentConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(default_factory=list)
+    refresh: RefreshConfig = RefreshConfig()
+    alerts: AlertsConfig = AlertsConfig()
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths resolve against.")
 
     @model_validator(mode="after")
@@ -206,6 +209,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "AlertsConfig",
     "CDPConfig",
     "CONFIG_ENV_VAR",
     "ConfigError",
@@ -220,6 +224,7 @@ __all__ = [
     "MatchingConfig",
     "PERSON_FIELDS",
     "ProfilesConfig",
+    "RefreshConfig",
     "RowDestinationConfig",
     "SegmentConfig",
     "SourceConfig",

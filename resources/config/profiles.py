@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from resources.config.base import _NAME_RE, _Strict
+from resources.config.base import _NAME_RE, DURATION_RE, _Strict
 
 SURVIVORSHIP_ATTRIBUTES = ("name", "email", "phone", "address", "date_of_birth")
-_WINDOW_RE = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
 
 
 class SurvivorshipRule(_Strict):
@@ -74,7 +72,7 @@ class TraitConfig(_Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str | None) -> str | None:
-        if value is not None and not _WINDOW_RE.match(value):
+        if value is not None and not DURATION_RE.match(value):
             raise ValueError("window must look like '90 days', '12 hours', '6 months' or '1 year'")
         return value
 
@@ -88,7 +86,7 @@ class TraitConfig(_Strict):
         """The window as a DuckDB interval literal, e.g. `INTERVAL 90 DAY`."""
         if self.window is None:
             return None
-        match = _WINDOW_RE.match(self.window)
+        match = DURATION_RE.match(self.window)
         assert match is not None
         return f"interval {int(match.group(1))} {match.group(2).lower()}"
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from resources.config.base import _NAME_RE, _Strict
+from resources.config.base import _NAME_RE, DURATION_RE, _Strict
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -120,6 +121,27 @@ class SourceConfig(_Strict):
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
     default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
     csv: CsvOptions = CsvOptions()
+    expected_every: str | None = Field(
+        None,
+        description="How often a file is expected, e.g. '1 day': a warning check marks the source stale when "
+        "none has loaded for that long.",
+    )
+
+    @field_validator("expected_every")
+    @classmethod
+    def _expected_every(cls, value: str | None) -> str | None:
+        match = DURATION_RE.match(value) if value is not None else None
+        if value is not None and (match is None or match.group(2).lower() in ("month", "year")):
+            raise ValueError("must look like '30 minutes', '12 hours', '1 day' or '2 weeks'")
+        return value
+
+    @property
+    def expected_within(self) -> timedelta | None:
+        """`expected_every` as a span of time."""
+        match = DURATION_RE.match(self.expected_every) if self.expected_every else None
+        if match is None:
+            return None
+        return timedelta(**{f"{match.group(2).lower()}s": int(match.group(1))})
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,72 @@
+"""When the platform refreshes without a new file, and whom it tells when something goes wrong."""
+
+from __future__ import annotations
+
+import os
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from resources.config.base import _Strict
+
+# The run tag a scheduled time-windows refresh carries: the tick's time (UTC, ISO), which profiles
+# measure 'now' from.
+AS_OF_TAG = "cdp/as_of"
+# Five cron fields of digits, ranges, lists, steps, '*' and month or weekday names; Dagster checks the
+# rest when it builds the schedule.
+_CRON_RE = re.compile(r"^\s*([\w*,/-]+\s+){4}[\w*,/-]+\s*$")
+
+
+def _cron(value: str | None) -> str | None:
+    if value is not None and not _CRON_RE.match(value):
+        raise ValueError(f"'{value}' is not a cron expression of five fields, e.g. '0 0 * * *' (every midnight)")
+    return value
+
+
+class RefreshConfig(_Strict):
+    """Schedules: the daily re-evaluation of time windows and the matching model's retraining."""
+
+    timezone: str = Field(
+        "UTC",
+        description="IANA time zone of the schedules' clock and of the calendar days 'days since' traits count.",
+    )
+    time_windows: str | None = Field(
+        "0 0 * * *",
+        description=(
+            "Cron (in `timezone`) at which profiles, their windowed traits and everything downstream (segments, "
+            "syncs) are re-evaluated with no new file, so a lapsed buyer enters a segment the day they lapse. "
+            "Only with profiles.as_of: now; null turns it off."
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("time_windows")
+    @classmethod
+    def _time_windows(cls, value: str | None) -> str | None:
+        return _cron(value)
+
+
+class AlertsConfig(_Strict):
+    """Where a failed run is reported: a Slack-compatible incoming webhook (`{"text": ...}`)."""
+
+    webhook_url_env: str = Field(
+        "CDP_ALERT_WEBHOOK_URL",
+        description="Environment variable holding the webhook URL (a secret: never in this file). Unset: no alerts.",
+    )
+    ui_url: str = Field(
+        "http://127.0.0.1:3000", description="The Dagster UI's address, for the link to the failed run in a message."
+    )
+
+    @property
+    def webhook_url(self) -> str | None:
+        """The URL, read from the environment now (it may be set after the configuration is loaded)."""
+        return os.environ.get(self.webhook_url_env) or None

@@ -1,0 +1,52 @@
+"""Run-failure alerts: a short message to a Slack-compatible webhook when any run of the platform fails.
+
+Nobody watches the UI at 3 a.m.; a failed nightly refresh that leaves segments a day stale should reach
+the people who can fix it. The message names the run, its job, the failed steps (asset keys) and the
+first line of each error, with a link to the run in the UI; the URL comes from the environment variable
+`alerts.webhook_url_env` names (a secret, never in cdp.yaml). Error messages reach the webhook as the
+platform wrote them: stages redact customer values from their errors, so none are posted. A webhook
+that does not answer with 2xx fails the sensor's tick, so the UI shows that alerts are not getting
+through, and Dagster evaluates the failure again on the next tick.
+"""
+
+import dagster as dg
+import requests
+
+from resources.config import CDPConfig
+
+MAX_ERROR_CHARS = 300
+TIMEOUT_SECONDS = 10
+
+
+def alert_text(run: dg.DagsterRun, failures: list[tuple[str, str]], ui_url: str) -> str:
+    """The message: what failed, why, and where to look."""
+    lines = [f"Run {run.run_id[:8]} of {run.job_name} failed."]
+    for step, error in failures or [("run", "the run failed before any step did")]:
+        first_line = (error.strip().splitlines() or [""])[0][:MAX_ERROR_CHARS]
+        lines.append(f"• {step}: {first_line}")
+    lines.append(f"<{ui_url.rstrip('/')}/runs/{run.run_id}|Open the run>")
+    return "\n".join(lines)
+
+
+def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
+    @dg.run_failure_sensor(
+        name="run_failure_alerts",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Posts a message to the alert webhook (alerts.webhook_url_env) when a run fails.",
+    )
+    def run_failure_alerts(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
+        url = config.alerts.webhook_url
+        if url is None:
+            return dg.SkipReason(f"{config.alerts.webhook_url_env} is not set: no alert webhook")
+        failures = []
+        for event in context.get_step_failure_events():
+            error = event.event_specific_data.error if event.event_specific_data else None
+            failures.append((event.step_key or "run", error.message if error else ""))
+        text = alert_text(context.dagster_run, failures, config.alerts.ui_url)
+        response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
+        if not 200 <= response.status_code < 300:
+            raise RuntimeError(f"the alert webhook answered {response.status_code}; the failure is reported again")
+        context.log.info(f"alert posted for run {context.dagster_run.run_id}")
+        return None
+
+    return run_failure_alerts

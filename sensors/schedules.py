@@ -1,0 +1,46 @@
+"""The time-windows refresh: profiles and everything downstream re-evaluated when the clock moves.
+
+`orders_last_90_days` and `days_since_last_order > 90` change every day though no file lands, and the
+landing sensor and automation react only to data. This schedule re-materializes the golden profiles, the
+segments and the syncs at `refresh.time_windows` (cron, in `refresh.timezone`), so a lapsed buyer enters
+`lapsed_buyers` on the day they lapse and the destinations hear of it. Each run carries its tick's time
+(AS_OF_TAG), so the traits are measured from the tick whenever the run actually starts, and a tick is
+launched once (its run key). With `profiles.as_of` other than 'now' windows do not move with the clock and
+the schedule skips.
+"""
+
+from datetime import UTC
+
+import dagster as dg
+
+from resources.config import CDPConfig
+from resources.config.refresh import AS_OF_TAG
+
+# The profiles stage's asset key (cdp_assets/profiles/assets.py); a sensor never imports the stages.
+GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
+TIME_WINDOWS_SCHEDULE = "time_windows_refresh"
+
+
+def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
+    """The schedule, or None when `refresh.time_windows` is null."""
+    refresh = config.refresh
+    if refresh.time_windows is None:
+        return None
+
+    @dg.schedule(
+        name=TIME_WINDOWS_SCHEDULE,
+        cron_schedule=refresh.time_windows,
+        execution_timezone=refresh.timezone,
+        target=dg.AssetSelection.assets(GOLDEN_PROFILES).downstream(),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Re-evaluates windowed traits, the segments reading them and the syncs with no new file.",
+    )
+    def time_windows_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        if config.profiles.as_of != "now":
+            return dg.SkipReason(
+                f"profiles.as_of is '{config.profiles.as_of}': windows are measured from the data, not the clock"
+            )
+        tick = context.scheduled_execution_time.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        return dg.RunRequest(run_key=f"time_windows:{tick}", tags={AS_OF_TAG: tick})
+
+    return time_windows_refresh

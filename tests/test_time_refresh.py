@@ -1,0 +1,246 @@
+"""Refresh without new data: the time-windows schedule, calendar days in the configured zone, source
+freshness checks and run-failure alerts to a webhook."""
+
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from cdp_assets.definitions import build_definitions
+from cdp_assets.profiles.assets import build_profiles
+from resources.config import ConfigError, load_config
+from resources.config.refresh import AS_OF_TAG
+from resources.sql import Sql
+from sensors.alerts import alert_text
+from sensors.schedules import TIME_WINDOWS_SCHEDULE, build_time_windows_schedule
+
+ORDER_AT = datetime(2026, 3, 1, 3, 0)  # 22:00 on 28 February in New York
+
+
+def write_config(folder: Path, **top: object) -> Path:
+    """A CRM person source and a shop orders source linked by e-mail, a lapsed-buyers segment."""
+    raw: dict[str, object] = {
+        "warehouse": {"path": str(folder / "warehouse.duckdb")},
+        "landing": {"path": str(folder / "landing"), "settle_seconds": 0},
+        "profiles": {"as_of": "now"},
+        "sources": [
+            {
+                "name": "crm",
+                "format": "csv",
+                "glob": "crm/*.csv",
+                "role": "person",
+                "record_id": "id",
+                "fields": {"first_name": "first", "email": "email"},
+                "identifiers": [{"path": "email", "type": "email"}],
+            },
+            {
+                "name": "orders",
+                "format": "csv",
+                "glob": "orders/*.csv",
+                "role": "transactions",
+                "record_id": "id",
+                "event_id": "id",
+                "fields": {"occurred_at": "at", "amount": "total"},
+                "identifiers": [{"path": "email", "type": "email"}],
+                "expected_every": "1 day",
+            },
+        ],
+        "segments": [{"name": "lapsed", "where": "order_count > 0 and days_since_last_order > 90"}],
+        **top,
+    }
+    path = folder / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    (folder / "landing" / "crm").mkdir(parents=True)
+    (folder / "landing" / "orders").mkdir(parents=True)
+    (folder / "landing" / "crm" / "people.csv").write_text("id,first,email\nc1,Ann,ann@example.org\n")
+    (folder / "landing" / "orders" / "orders.csv").write_text(
+        f"id,at,total,email\no1,{ORDER_AT.isoformat()}Z,25.00,ann@example.org\n"
+    )
+    return path
+
+
+def days_since(folder: Path) -> list[tuple]:
+    with duckdb.connect(str(folder / "warehouse.duckdb"), read_only=True) as conn:
+        return conn.execute("select days_since_last_order, traits_as_of from cdp.golden_profiles").fetchall()
+
+
+@pytest.mark.unit
+def test_the_schedule_measures_from_its_tick_and_skips_when_windows_do_not_move(tmp_path):
+    config = load_config(write_config(tmp_path, refresh={"timezone": "America/New_York"}))
+    schedule = build_time_windows_schedule(config)
+    assert schedule is not None and schedule.execution_timezone == "America/New_York"
+    tick = datetime(2026, 3, 2, 0, 0, tzinfo=ZoneInfo("America/New_York"))
+    request = schedule(dg.build_schedule_context(scheduled_execution_time=tick))
+    assert isinstance(request, dg.RunRequest)
+    assert request.tags[AS_OF_TAG] == "2026-03-02 05:00:00"  # the tick in UTC, whenever the run starts
+    assert request.run_key == "time_windows:2026-03-02 05:00:00"
+
+    historical = config.model_copy(update={"profiles": config.profiles.model_copy(update={"as_of": "latest_activity"})})
+    skipped = build_time_windows_schedule(historical)(dg.build_schedule_context(scheduled_execution_time=tick))
+    assert isinstance(skipped, dg.SkipReason) and "latest_activity" in skipped.skip_message
+    off = config.model_copy(update={"refresh": config.refresh.model_copy(update={"time_windows": None})})
+    assert build_time_windows_schedule(off) is None
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("refresh", "message"),
+    [
+        ({"timezone": "Mars/Olympus"}, "refresh.timezone: 'Mars/Olympus' is not an IANA time zone"),
+        ({"time_windows": "every day"}, "refresh.time_windows: 'every day' is not a cron expression"),
+    ],
+)
+def test_refresh_settings_are_validated_at_load(tmp_path, refresh, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, refresh=refresh))
+
+
+@pytest.mark.unit
+def test_expected_every_is_a_span_of_time(tmp_path):
+    path = write_config(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["sources"][1]["expected_every"] = "1 month"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"sources\[1\] \(orders\)\.expected_every: must look like '30 minutes'"):
+        load_config(path)
+
+
+@pytest.mark.dagster
+def test_a_lapsed_buyer_enters_the_segment_on_the_day_they_lapse_with_no_new_file(tmp_path):
+    """Two ticks of the schedule eleven days apart, no file in between: the first measures 89 days since
+    the order, the second 100; the buyer enters `lapsed` on the second, in the New York calendar."""
+    config = load_config(write_config(tmp_path, refresh={"timezone": "America/New_York"}))
+    defs = build_definitions(config)
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    schedule = defs.resolve_schedule_def(TIME_WINDOWS_SCHEDULE)
+    job = defs.resolve_job_def(schedule.job_name)
+    zone = ZoneInfo("America/New_York")
+    # The order was placed on 28 February in New York (1 March in UTC): 89 New York days before 28 May.
+    ticks = ((datetime(2026, 5, 28, tzinfo=zone), 89, 0), (datetime(2026, 6, 8, tzinfo=zone), 100, 1))
+    for tick, days, members in ticks:
+        request = schedule(dg.build_schedule_context(scheduled_execution_time=tick))
+        assert job.execute_in_process(instance=instance, tags=request.tags).success
+        as_of = tick.astimezone(UTC).replace(tzinfo=None)
+        assert days_since(tmp_path) == [(days, as_of)]
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+            assert conn.execute("select count(*) from cdp.segment_membership where segment = 'lapsed'").fetchone() == (
+                members,
+            )
+
+
+@pytest.mark.dagster
+def test_days_since_counts_the_calendar_days_of_the_configured_zone(tmp_path):
+    """At midnight in New York on 2 March, an order placed there at 22:00 on 28 February is two days old; in
+    UTC (placed at 03:00 on 1 March, measured at 05:00 on 2 March) it is one."""
+    path = write_config(tmp_path)
+    defs = build_definitions(load_config(path))
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    midnight_new_york = datetime(2026, 3, 2, 5, 0)
+    for zone, days in (("UTC", 1), ("America/New_York", 2)):
+        config = load_config(path)
+        config = config.model_copy(update={"refresh": config.refresh.model_copy(update={"timezone": zone})})
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+            build_profiles(Sql(conn), config, now=midnight_new_york)
+        assert days_since(tmp_path) == [(days, midnight_new_york)]
+
+
+@pytest.mark.dagster
+def test_a_source_that_stops_sending_is_marked_stale(tmp_path):
+    """The freshness check on a source with `expected_every` warns until a file of it has loaded within
+    the span, and the full refresh does not run it (its own sensor does, against the clock)."""
+    config = load_config(write_config(tmp_path))
+    defs = build_definitions(config)
+    check_keys = {key for check in defs.asset_checks or [] for key in check.check_keys}
+    fresh = [key for key in check_keys if key.asset_key == dg.AssetKey(["raw", "orders"]) and "fresh" in key.name]
+    assert len(fresh) == 1  # crm declares no expected_every
+    assert not any(k.asset_key == dg.AssetKey(["raw", "crm"]) and "fresh" in k.name for k in check_keys)
+    assert {s.name for s in defs.sensors} >= {"source_freshness", "run_failure_alerts"}
+    instance = dg.DagsterInstance.ephemeral()
+    freshness_job = dg.define_asset_job("freshness", selection=dg.AssetSelection.checks(*fresh))
+    checks_job = dg.Definitions.merge(defs, dg.Definitions(jobs=[freshness_job])).resolve_job_def("freshness")
+
+    def evaluate() -> dg.AssetCheckEvaluation:
+        (evaluation,) = checks_job.execute_in_process(instance=instance).get_asset_check_evaluations()
+        return evaluation
+
+    never_loaded = evaluate()
+    assert not never_loaded.passed and never_loaded.severity == dg.AssetCheckSeverity.WARN
+    refresh = defs.resolve_job_def("full_refresh").execute_in_process(instance=instance)
+    assert refresh.success
+    assert all(e.check_name != fresh[0].name for e in refresh.get_asset_check_evaluations())
+    assert evaluate().passed
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    status = 200
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.dagster
+def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
+    """A run that fails posts its run id, job, failed step, error and a link to the run; a webhook
+    answering 500 fails the sensor's tick, so the failure is reported again."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    path = write_config(tmp_path, alerts={"ui_url": "http://cdp.example:3000/"})
+    config = load_config(path)
+    defs = build_definitions(config)
+    instance = dg.DagsterInstance.ephemeral()
+    failing = dg.define_asset_job("failing", selection=[dg.AssetKey(["raw", "orders"])])
+    # An extract whose warehouse path is a folder cannot open it: the run fails with a plain error.
+    (tmp_path / "warehouse.duckdb").mkdir()
+    result = (
+        dg.Definitions.merge(defs, dg.Definitions(jobs=[failing]))
+        .resolve_job_def("failing")
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+    assert not result.success
+    sensor = defs.resolve_sensor_def("run_failure_alerts")
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure
+    ).for_run_failure()
+    try:
+        sensor(context)
+        (message,) = _Webhook.received
+        text = message["text"]
+        assert text.startswith(f"Run {result.run_id[:8]} of failing failed.")
+        assert "• raw__orders:" in text
+        assert text.endswith(f"<http://cdp.example:3000/runs/{result.run_id}|Open the run>")
+        _Webhook.status = 500
+        with pytest.raises(RuntimeError, match="answered 500"):
+            sensor(context)
+    finally:
+        _Webhook.status = 200
+        _Webhook.received.clear()
+        server.shutdown()
+
+
+@pytest.mark.unit
+def test_an_alert_keeps_to_the_first_line_of_each_error():
+    run = dg.DagsterRun(job_name="full_refresh", run_id="0123456789abcdef")
+    text = alert_text(run, [("profiles__golden_profiles", "boom\n  Traceback ...\n" + "x" * 1000)], "http://ui")
+    assert text.splitlines() == [
+        "Run 01234567 of full_refresh failed.",
+        "• profiles__golden_profiles: boom",
+        "<http://ui/runs/0123456789abcdef|Open the run>",
+    ]
