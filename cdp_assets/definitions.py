@@ -18,7 +18,7 @@ from cdp_assets.clean.assets import build_clean_assets
 from cdp_assets.clean.checks import person_records_expectations
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset, build_freshness_checks
-from cdp_assets.identity.assets import build_identity_asset
+from cdp_assets.identity.assets import IDENTITY_CLUSTERS, build_identity_asset
 from cdp_assets.identity.preview import build_preview_job
 from cdp_assets.profiles.assets import build_profiles_asset
 from cdp_assets.segments.assets import GROUP as SEGMENTS_GROUP
@@ -27,12 +27,13 @@ from cdp_assets.snapshot.assets import build_read_snapshot_asset
 from cdp_assets.syncs.assets import GROUP as SYNCS_GROUP
 from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
+from resources.config.refresh import RETRAIN_TAG
 from resources.warehouse import warehouse_resource
 from sensors.alerts import build_alert_sensor
 from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
-from sensors.schedules import build_time_windows_schedule
+from sensors.schedules import RETRAIN_JOB, build_model_retraining_schedule, build_time_windows_schedule
 
 FULL_REFRESH = "full_refresh"
 
@@ -71,8 +72,8 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
     """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors
-    (landing, overrides, automation, run-failure alerts, source freshness), the time-windows schedule and
-    the warehouse."""
+    (landing, overrides, automation, run-failure alerts, source freshness), the time-windows and model
+    retraining schedules and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
@@ -89,6 +90,14 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         selection=dg.AssetSelection.all() - dg.AssetSelection.checks(*freshness),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
+    # Identity re-resolved with its matching model trained afresh on all the data; the stages downstream
+    # follow by automation. Launched by the model retraining schedule, or by hand from the Launchpad.
+    retrain = dg.define_asset_job(
+        RETRAIN_JOB,
+        selection=[IDENTITY_CLUSTERS],
+        tags={RETRAIN_TAG: "true"},
+        description="Trains the matching model afresh and re-resolves identity (downstream stages follow).",
+    )
     sensors = [build_landing_sensor(config), build_overrides_sensor(config), automation_sensor]
     sensors.append(build_alert_sensor(config))
     if freshness:
@@ -99,12 +108,12 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
                     freshness_checks=freshness, name="source_freshness", default_status=dg.DefaultSensorStatus.RUNNING
                 )
             )
-    schedule = build_time_windows_schedule(config)
+    schedules = [s for s in (build_time_windows_schedule(config), build_model_retraining_schedule(config)) if s]
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations, *freshness],
-        jobs=[full_refresh, build_preview_job(config)],
-        schedules=[schedule] if schedule else [],
+        jobs=[full_refresh, build_preview_job(config), retrain],
+        schedules=schedules,
         sensors=sensors,
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.

@@ -1,4 +1,6 @@
-"""The time-windows refresh: profiles and everything downstream re-evaluated when the clock moves.
+"""Schedules: the time-windows refresh, and the matching model's retraining.
+
+The time-windows refresh: profiles and everything downstream re-evaluated when the clock moves.
 
 `orders_last_90_days` and `days_since_last_order > 90` change every day though no file lands, and the
 landing sensor and automation react only to data. This schedule re-materializes the golden profiles, the
@@ -7,6 +9,10 @@ segments and the syncs at `refresh.time_windows` (cron, in `refresh.timezone`), 
 (AS_OF_TAG), so the traits are measured from the tick whenever the run actually starts, and a tick is
 launched once (its run key). With `profiles.as_of` other than 'now' windows do not move with the clock and
 the schedule skips.
+
+The model retraining: identity keeps the matching model it last trained, so results do not drift between
+runs; at `refresh.model_retraining` (weekly by default) the `retrain_identity_model` job trains it afresh
+on all the data and re-resolves identity.
 """
 
 from datetime import UTC
@@ -19,6 +25,9 @@ from resources.config.refresh import AS_OF_TAG
 # The profiles stage's asset key (cdp_assets/profiles/assets.py); a sensor never imports the stages.
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 TIME_WINDOWS_SCHEDULE = "time_windows_refresh"
+MODEL_RETRAINING_SCHEDULE = "identity_model_retraining"
+# The identity stage's retraining job (cdp_assets/identity/assets.py).
+RETRAIN_JOB = "retrain_identity_model"
 
 
 def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
@@ -44,3 +53,17 @@ def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | No
         return dg.RunRequest(run_key=f"time_windows:{tick}", tags={AS_OF_TAG: tick})
 
     return time_windows_refresh
+
+
+def build_model_retraining_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
+    """The schedule, or None when `refresh.model_retraining` is null."""
+    if config.refresh.model_retraining is None:
+        return None
+    return dg.ScheduleDefinition(
+        name=MODEL_RETRAINING_SCHEDULE,
+        cron_schedule=config.refresh.model_retraining,
+        execution_timezone=config.refresh.timezone,
+        job_name=RETRAIN_JOB,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Trains the identity matching model afresh on all the data and re-resolves identity.",
+    )

@@ -24,6 +24,7 @@ from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
+from resources.config.refresh import RETRAIN_TAG
 from resources.identifiers import DEFAULT_BLOCKED_PATTERNS, NORMALISERS
 from resources.sql import Scratch, Sql
 from resources.warehouse import ROLES, Warehouse, sql_literal, utc_now
@@ -76,15 +77,17 @@ def resolve(
     per_customer: str | None = None,
     run_id: str | None = None,
     settings: str | None = None,
+    retrain: bool = False,
 ) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
     counted for the summary only). `run_id` is recorded with the id changes the run makes, and `settings`
     as the identity configuration's fingerprint (by default `config`'s own; the change preview passes the
-    one the configuration will have once a candidate overrides file's content is in place)."""
+    one the configuration will have once a candidate overrides file's content is in place). `retrain`
+    trains the matching model afresh rather than keeping the last one (match_probabilistically)."""
     with sql.scratch("deterministic") as tables:
         fingerprint = settings or settings_fingerprint(config)
-        return _resolve(sql, config, per_customer or tables("per_customer"), tables, run_id, fingerprint)
+        return _resolve(sql, config, per_customer or tables("per_customer"), tables, run_id, fingerprint, retrain)
 
 
 def settings_fingerprint(config: CDPConfig) -> str:
@@ -94,7 +97,13 @@ def settings_fingerprint(config: CDPConfig) -> str:
 
 
 def _resolve(
-    sql: Sql, config: CDPConfig, per_customer: str, tables: Scratch, run_id: str | None, settings: str
+    sql: Sql,
+    config: CDPConfig,
+    per_customer: str,
+    tables: Scratch,
+    run_id: str | None,
+    settings: str,
+    retrain: bool,
 ) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
@@ -201,7 +210,7 @@ def _resolve(
     tables.drop("edges")
     tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
-    matching = match_probabilistically(sql, config, labels, person_latest, limited_edges)
+    matching = match_probabilistically(sql, config, labels, person_latest, limited_edges, retrain)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     labels, override_report = apply_overrides(
@@ -795,7 +804,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     def clusters(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.sql() as sql, sql.scratch("clusters") as tables:
             per_customer = tables("per_customer")
-            summary = resolve(sql, config, per_customer, context.run.run_id)
+            retrain = context.run.tags.get(RETRAIN_TAG) == "true"
+            summary = resolve(sql, config, per_customer, context.run.run_id, retrain=retrain)
             checks = _checks(sql, config, summary, per_customer)
             preview = masked_preview(
                 sql,
@@ -824,6 +834,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "refused_links": int(summary.get("refused_links", 0)),
                 "links_by_blocking_rule": dg.MetadataValue.md(markdown_table(summary.get("rules", []))),
                 "model": dg.MetadataValue.md(_model_markdown(summary.get("model"), summary.get("prior"))),
+                "model_training": str(summary.get("model_training", "no model")),
+                "model_trained_at": str(summary.get("model_trained_at", "never")),
                 "seconds_by_step": dg.MetadataValue.md(
                     markdown_table([{"step": k, "seconds": v} for k, v in dict(summary["timings"]).items()])
                 ),

@@ -13,6 +13,8 @@ from resources.config.base import _Strict
 # The run tag a scheduled time-windows refresh carries: the tick's time (UTC, ISO), which profiles
 # measure 'now' from.
 AS_OF_TAG = "cdp/as_of"
+# The run tag that makes the identity stage train its matching model afresh instead of keeping the last one.
+RETRAIN_TAG = "cdp/retrain_model"
 # Five cron fields of digits, ranges, lists, steps, '*' and month or weekday names; Dagster checks the
 # rest when it builds the schedule.
 _CRON_RE = re.compile(r"^\s*([\w*,/-]+\s+){4}[\w*,/-]+\s*$")
@@ -25,7 +27,7 @@ def _cron(value: str | None) -> str | None:
 
 
 class RefreshConfig(_Strict):
-    """Schedules: the daily re-evaluation of time windows and the matching model's retraining."""
+    """Schedules: the daily re-evaluation of time windows and the weekly retraining of the matching model."""
 
     timezone: str = Field(
         "UTC",
@@ -40,6 +42,15 @@ class RefreshConfig(_Strict):
         ),
     )
 
+    model_retraining: str | None = Field(
+        "0 3 * * 0",
+        description=(
+            "Cron (in `timezone`) at which the matching model is trained afresh on all the data and identity "
+            "re-resolved (the `retrain_identity_model` job, also launchable by hand); between trainings a run "
+            "keeps the last model. Null: only by hand, or when the data doubles or the settings change."
+        ),
+    )
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -49,9 +60,9 @@ class RefreshConfig(_Strict):
             raise ValueError(f"'{value}' is not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
         return value
 
-    @field_validator("time_windows")
+    @field_validator("time_windows", "model_retraining")
     @classmethod
-    def _time_windows(cls, value: str | None) -> str | None:
+    def _crons(cls, value: str | None) -> str | None:
         return _cron(value)
 
 

@@ -13,9 +13,11 @@ Exact agreement on a name, city or postal code is weighed by how common the valu
 frequency): two records agreeing on "Smith" say far less than two agreeing on "Zyskowski".
 """
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,7 @@ from resources.sql import Sql
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
-_MIN_LABELLED_PAIRS = 50
+MIN_LABELLED_PAIRS = 50
 _CONVERGED = 1e-6
 
 
@@ -58,6 +60,67 @@ class FellegiSunterModel:
                     )
                 )
         return pd.DataFrame(rows, columns=["comparison", "level", "label", "m", "u", "weight", "tf_adjusted"])
+
+
+# The model in use, beside its levels in identity.model: when it was trained, on how many person records,
+# and the fingerprint of what it fits (the comparisons' levels and the matching settings).
+MODEL_TABLE = "identity.model"
+TRAINING_TABLE = "identity.model_training"
+
+
+def model_fingerprint(names: list[str], settings_json: str) -> str:
+    """What a trained model fits: a stored model whose fingerprint differs (a comparison gained a level,
+    a blocking rule changed) cannot score today's pairs and is retrained."""
+    levels = {n: sorted(COMPARISONS[n].labels.items()) for n in names}
+    return hashlib.sha256(f"{levels}\x00{settings_json}".encode()).hexdigest()[:16]
+
+
+def save_model(
+    sql: Sql, model: FellegiSunterModel, levels: str, fingerprint: str, trained_at: datetime, records: int
+) -> None:
+    """Keep `model` as the one in use: `levels` (a table of the caller's holding model.levels_table()) into
+    identity.model, the rest into identity.model_training."""
+    sql.create_table_as(MODEL_TABLE, f"select * from {levels}")
+    sql.create_table_as(
+        TRAINING_TABLE,
+        """select ?::varchar as fingerprint, ?::timestamp as trained_at, ?::bigint as person_records,
+                  ?::double as prior, ?::integer as em_iterations, ?::bigint as labelled_pairs""",
+        [fingerprint, trained_at, records, model.prior, model.iterations, model.labelled_pairs],
+    )
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    model: FellegiSunterModel
+    trained_at: datetime
+    person_records: int
+
+
+def load_model(sql: Sql, names: list[str], fingerprint: str) -> KeptModel | None:
+    """The model kept by the last training, if it fits `fingerprint` and has every level of `names`."""
+    if not sql.value(
+        "select count(*) from information_schema.tables where table_schema = 'identity' and table_name = ?",
+        [TRAINING_TABLE.split(".")[1]],
+    ):
+        return None
+    training = sql.row(
+        f"select trained_at, person_records, prior, em_iterations, labelled_pairs from {TRAINING_TABLE}"
+        " where fingerprint = ?",
+        [fingerprint],
+    )
+    if training is None:
+        return None
+    trained_at, records, prior, iterations, labelled = training
+    m: dict[str, np.ndarray] = {}
+    u: dict[str, np.ndarray] = {}
+    for name in names:
+        size = COMPARISONS[name].top + 1
+        rows = sql.rows(f"select level, m, u from {MODEL_TABLE} where comparison = ? order by level", [name])
+        if sorted(level for level, _, _ in rows) != list(range(size)):
+            return None
+        m[name] = np.array([row[1] for row in rows], dtype=np.float64)
+        u[name] = np.array([row[2] for row in rows], dtype=np.float64)
+    return KeptModel(FellegiSunterModel(names, m, u, float(prior), int(iterations), int(labelled)), trained_at, records)
 
 
 def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
@@ -191,10 +254,10 @@ def estimate(
     )
     labelled_count = int(labelled["n"].sum()) if len(labelled) else 0
     learnt: set[str] = set()
-    if labelled_count >= _MIN_LABELLED_PAIRS:
+    if labelled_count >= MIN_LABELLED_PAIRS:
         counts = _level_counts(labelled, names)
         for name in names:
-            if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= _MIN_LABELLED_PAIRS:
+            if name not in _DETERMINISTIC_FIELDS and counts[name].sum() >= MIN_LABELLED_PAIRS:
                 m[name] = normalise(name, counts[name], 0.5)
                 learnt.add(name)
     record_count = int(sql.value(f"select count(*) from {records}"))

@@ -22,14 +22,26 @@ from cdp_assets.identity.clustering import Conflict, ConstrainedUnion, Customer,
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import build_match_records
-from cdp_assets.identity.matching.model import build_term_frequencies, estimate, scoring_sql, term_frequency_columns
+from cdp_assets.identity.matching.model import (
+    MIN_LABELLED_PAIRS,
+    MODEL_TABLE,
+    TRAINING_TABLE,
+    FellegiSunterModel,
+    build_term_frequencies,
+    estimate,
+    load_model,
+    model_fingerprint,
+    save_model,
+    scoring_sql,
+    term_frequency_columns,
+)
 from resources.config import CDPConfig
 from resources.config.identity import STRONG_CONFLICTS
 from resources.sql import Scratch, Sql
+from resources.warehouse import utc_now
 
 EVIDENCE_TABLE = "identity.evidence"
 REVIEW_TABLE = "identity.review"
-MODEL_TABLE = "identity.model"
 # A pair over the link threshold whose agreeing fields are all ones a household shares.
 HOUSEHOLD_ONLY = "review: only household fields agree"
 # Pairs of one person's records the m of names, birth dates and addresses is measured on: a seeded sample
@@ -53,6 +65,7 @@ def _empty_outputs(sql: Sql, names: list[str]) -> None:
         """select null::varchar comparison, null::integer level, null::varchar label, null::double m,
                   null::double u, null::double weight, null::boolean tf_adjusted where false""",
     )
+    sql.drop_table(TRAINING_TABLE)
 
 
 def match_probabilistically(
@@ -61,8 +74,15 @@ def match_probabilistically(
     labels: np.ndarray,
     person_latest: str,
     limited_edges: str | None,
+    retrain: bool = False,
 ) -> dict[str, object]:
     """Merge deterministic components over probabilistic links; returns new labels and figures for metadata.
+
+    The model trained last is kept (identity.model, identity.model_training), so a new file is scored with
+    the weights the data so far taught, and results do not drift from run to run. It is trained again when
+    `retrain` asks (the weekly retraining schedule, or on demand), when no kept model fits the comparisons
+    and matching settings, when the person records have doubled since it was trained, or when it was
+    trained on too few pairs of one person's records to measure m.
 
     Takes over the caller's `person_latest` (each person record's latest version, by node), dropped once
     the matching features are built from it, and reads its `limited_edges` (the links of identifier types
@@ -71,7 +91,7 @@ def match_probabilistically(
     scratch scope, and handed to each function that reads or writes it; it and every other table made
     here are dropped when it returns, or fails."""
     with sql.scratch("matching") as tables:
-        return _match(sql, config, labels, person_latest, limited_edges, tables)
+        return _match(sql, config, labels, person_latest, limited_edges, tables, retrain)
 
 
 def _match(
@@ -81,6 +101,7 @@ def _match(
     person_latest: str,
     limited_edges: str | None,
     tables: Scratch,
+    retrain: bool,
 ) -> dict[str, object]:
     records, pairs = tables("records"), tables("pairs")
     vectors, scores = tables("vectors"), tables("scores")
@@ -130,36 +151,27 @@ def _match(
         """,
         temporary=True,
     )
-    # Person records already joined by a shared identifier: examples of one person written twice.
-    labelled_pairs = tables("labelled_pairs")
-    sql.create_table_as(
-        labelled_pairs,
-        f"""
-        with members as (
-            select m.node_id, c.component, count(*) over (partition by c.component) as size
-            from {records} m join {node_labels} c using (node_id)
-        )
-        select a.node_id as l, b.node_id as r
-        from members a join members b on a.component = b.component and a.node_id < b.node_id
-        where a.size <= {config.identity.max_cluster_person_records}
-        order by hash(a.node_id, b.node_id, {settings.seed}), a.node_id, b.node_id limit {LABELLED_PAIRS}
-        """,
-        temporary=True,
-    )
     tables.drop("pairs")
     lap("comparison vectors")
-    model = estimate(
-        sql,
-        records,
-        vectors,
-        names,
-        [rule for rule, _ in rules],
-        settings.u_sample_pairs,
-        settings.seed,
-        settings.max_em_iterations,
-        labelled_pairs,
-    )
-    lap("model (u sample, m, EM)")
+    fingerprint = model_fingerprint(names, settings.model_dump_json())
+    kept = load_model(sql, names, fingerprint)
+    if retrain:
+        training = "retrained: requested"
+    elif kept is None:
+        training = "trained: no kept model fits these comparisons and matching settings"
+    elif record_count >= 2 * kept.person_records:
+        training = f"retrained: person records doubled since training ({kept.person_records:,} -> {record_count:,})"
+    elif kept.model.labelled_pairs < MIN_LABELLED_PAIRS:
+        training = "retrained: the kept model had too few pairs of one person's records to learn from"
+    else:
+        training = "kept"
+    if kept is not None and training == "kept":
+        model, trained_at = kept.model, kept.trained_at
+    else:
+        model, trained_at = _train(sql, config, records, vectors, node_labels, names, rules, tables), utc_now()
+        levels_table = tables.frame("model_levels", model.levels_table())
+        save_model(sql, model, levels_table, fingerprint, trained_at, record_count)
+    lap("model (u sample, m, EM)" if training != "kept" else "model (kept)")
     # How common each value is, per column whose exact agreement is weighed by it: `tf_<column>(value, tf)`.
     term_frequencies = {column: tables(f"tf_{column}") for column in term_frequency_columns(names)}
     build_term_frequencies(sql, records, term_frequencies)
@@ -172,7 +184,6 @@ def _match(
         temporary=True,
     )
     tables.drop("vectors")
-    tables.drop("labelled_pairs")
     lap("scoring")
     # In the order the vocabulary declares them, whatever the configuration's order: the first that
     # objects names the refusal.
@@ -223,7 +234,6 @@ def _match(
         f"select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'",
     )
     levels = model.levels_table()
-    sql.create_table_as(MODEL_TABLE, f"select * from {tables.frame('model_levels', levels)}")
     by_rule = sql.rows(
         f"""select rule, count(*) filter (where decision = 'linked') as links,
                    count(*) filter (where decision like 'review%') as review,
@@ -258,6 +268,8 @@ def _match(
         "refused_links": int(totals[2]),
         "rules": rules,
         "model": levels,
+        "model_trained_at": trained_at,
+        "model_training": training,
         "prior": model.prior,
         "em_iterations": model.iterations,
         "strong_conflicts": {
@@ -266,6 +278,49 @@ def _match(
             if c in names
         },
     }
+
+
+def _train(
+    sql: Sql,
+    config: CDPConfig,
+    records: str,
+    vectors: str,
+    node_labels: str,
+    names: list[str],
+    rules: list[tuple[list[str], int]],
+    tables: Scratch,
+) -> FellegiSunterModel:
+    """Fit the model to this run's candidate pairs, with m measured on person records already joined by a
+    shared identifier: examples of one person written twice."""
+    settings = config.identity.matching
+    labelled_pairs = tables("labelled_pairs")
+    sql.create_table_as(
+        labelled_pairs,
+        f"""
+        with members as (
+            select m.node_id, c.component, count(*) over (partition by c.component) as size
+            from {records} m join {node_labels} c using (node_id)
+        )
+        select a.node_id as l, b.node_id as r
+        from members a join members b on a.component = b.component and a.node_id < b.node_id
+        where a.size <= {config.identity.max_cluster_person_records}
+        order by hash(a.node_id, b.node_id, {settings.seed}), a.node_id, b.node_id limit {LABELLED_PAIRS}
+        """,
+        temporary=True,
+    )
+    model = estimate(
+        sql,
+        records,
+        vectors,
+        names,
+        [rule for rule, _ in rules],
+        settings.u_sample_pairs,
+        settings.seed,
+        settings.max_em_iterations,
+        labelled_pairs,
+    )
+    tables.drop("labelled_pairs")
+    return model
 
 
 def _cluster(
