@@ -16,6 +16,8 @@ import dagster as dg
 
 from cdp_assets.clean.assets import build_clean_assets
 from cdp_assets.clean.checks import person_records_expectations
+from cdp_assets.extract.api import GROUP as POLL_GROUP
+from cdp_assets.extract.api import build_poll_asset
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import build_identity_asset
@@ -27,10 +29,12 @@ from cdp_assets.snapshot.assets import build_read_snapshot_asset
 from cdp_assets.syncs.assets import GROUP as SYNCS_GROUP
 from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
+from resources.landing import api_sources
 from resources.warehouse import warehouse_resource
 from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
+from sensors.schedules import build_poll_jobs_and_schedules
 
 FULL_REFRESH = "full_refresh"
 
@@ -41,7 +45,9 @@ OWNERS: dict[str, list[str]] = {SEGMENTS_GROUP: ["team:marketing-ops"], SYNCS_GR
 # Stages nothing upstream starts: the landing sensor starts an extract when its files change. Every other
 # stage follows its inputs (eager), so a new file flows through to the syncs.
 STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP})
-# Every asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
+# API source polls run on their own schedules and write only to the landing folder, never the warehouse.
+STARTED_BY_SCHEDULE = frozenset({POLL_GROUP})
+# Every other asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
 WAREHOUSE_KIND = "duckdb"
 
 
@@ -53,11 +59,13 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
     """
 
     def policy(spec: dg.AssetSpec) -> dg.AssetSpec:
-        started_by_sensor = spec.group_name in STARTED_BY_SENSOR
-        return spec.replace_attributes(
+        scheduled = spec.group_name in STARTED_BY_SCHEDULE
+        started_elsewhere = scheduled or spec.group_name in STARTED_BY_SENSOR
+        with_policy = spec.replace_attributes(
             owners=OWNERS.get(spec.group_name or "", DEFAULT_OWNERS),
-            automation_condition=None if started_by_sensor else dg.AutomationCondition.eager(),
-        ).merge_attributes(kinds={WAREHOUSE_KIND})
+            automation_condition=None if started_elsewhere else dg.AutomationCondition.eager(),
+        )
+        return with_policy if scheduled else with_policy.merge_attributes(kinds={WAREHOUSE_KIND})
 
     # Both return what they were given, asset definitions in, asset definitions out.
     with_policy = cast(list[dg.AssetsDefinition], dg.map_asset_specs(policy, assets))
@@ -68,26 +76,30 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
-    """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors
-    and the warehouse."""
+    """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors,
+    the API sources' polls with their schedules, and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
     # Every stage so far writes a public table (extracts and cleaning feed cdp.quarantine); syncs do not.
     assets.append(build_read_snapshot_asset(config, [key for a in assets for key in a.keys]))
+    assets += [build_poll_asset(config, s) for s in api_sources(config)]
     assets += [
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations
     ]
+    # Polling an API is collection, on each source's schedule; the refresh loads what has landed.
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups(POLL_GROUP),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
+    poll_jobs, poll_schedules = build_poll_jobs_and_schedules(config)
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations],
-        jobs=[full_refresh, build_preview_job(config)],
+        jobs=[full_refresh, build_preview_job(config), *poll_jobs],
+        schedules=poll_schedules,
         sensors=[build_landing_sensor(config), build_overrides_sensor(config), automation_sensor],
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.
