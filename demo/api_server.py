@@ -22,6 +22,7 @@ without the `tickets` key).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import random
 import signal
@@ -103,6 +104,8 @@ class ApiServer:
         # Keyed by id; a ticket without one (a broken record, to test how it is handled) by its position.
         self.tickets: dict[str, dict[str, Any]] = {t.get("id") or f"#{n}": dict(t) for n, t in enumerate(tickets)}
         self.log: list[dict[str, Any]] = []
+        self._ordered: list[dict[str, Any]] | None = None
+        self._order_keys: list[str] = []
         self._script = list(self.faults.script)
         self._random = random.Random(seed)
         self._httpd = ThreadingHTTPServer((host, port), _Handler)
@@ -135,12 +138,14 @@ class ApiServer:
         """Change tickets at `at`, as an agent answering them would: their `updated_at` moves on."""
         with self.lock:
             for ticket_id in ids:
-                self.tickets[ticket_id].update(fields, updated_at=iso(at))
+                self.tickets[ticket_id] = {**self.tickets[ticket_id], **fields, "updated_at": iso(at)}
+            self._ordered = None
 
     def add(self, tickets: Iterable[dict[str, Any]]) -> None:
         with self.lock:
             for ticket in tickets:
                 self.tickets[ticket["id"]] = dict(ticket)
+            self._ordered = None
 
     def script(self, *outcomes: str) -> None:
         """Serve these outcomes to the next requests, in order, before the random faults resume."""
@@ -166,10 +171,16 @@ class ApiServer:
         return "ok"
 
     def listing(self, since: str | None) -> list[dict[str, Any]]:
-        """Tickets changed at or after `since`, oldest change first (ties by id), as the API pages them."""
+        """Tickets changed at or after `since`, oldest change first (ties by id), as the API pages them.
+
+        The order is kept between changes, so a page costs a binary search rather than a sort of every ticket
+        (the benchmark pages through 100,000)."""
         with self.lock:
-            chosen = [dict(t) for t in self.tickets.values() if since is None or t["updated_at"] >= since]
-        return sorted(chosen, key=lambda t: (t["updated_at"], str(t.get("id"))))
+            if self._ordered is None:
+                self._ordered = sorted(self.tickets.values(), key=lambda t: (t["updated_at"], str(t.get("id"))))
+                self._order_keys = [t["updated_at"] for t in self._ordered]
+            ordered, keys = self._ordered, self._order_keys
+        return ordered if since is None else ordered[bisect.bisect_left(keys, since) :]
 
 
 class _Handler(BaseHTTPRequestHandler):
