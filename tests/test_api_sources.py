@@ -71,6 +71,7 @@ def landed(landing: Path) -> list[dict]:
         (lambda s: s["http"].update(headers={"X-Api-Key": "s3cret"}), r"\.http\.headers: header 'X-Api-Key'"),
         (lambda s: s["http"].update(schedule="every hour"), r"\.http\.schedule: 'every hour' is not a cron"),
         (lambda s: s["http"].update(url="ftp://x"), r"\.http\.url: 'ftp://x' is not an http"),
+        (lambda s: s.update(name="crm"), r"sources\[1\] \(crm\): its polls land in the folder 'crm/'"),
     ],
 )
 def test_invalid_api_source_configuration_names_the_key(tmp_path, change, message):
@@ -82,7 +83,7 @@ def test_invalid_api_source_configuration_names_the_key(tmp_path, change, messag
         "http": {"url": "https://api.example.com/tickets", "pagination": {"style": "cursor", "cursor_path": "m.n"}},
     }
     change(source)
-    person = {"name": "crm", "format": "csv", "glob": "*.csv", "role": "person"}
+    person = {"name": "contacts", "format": "csv", "glob": "crm/*.csv", "role": "person"}
     path = tmp_path / "cdp.yaml"
     path.write_text(yaml.safe_dump({"sources": [person, source]}))
     with pytest.raises(ConfigError, match=message):
