@@ -2,6 +2,7 @@
 5xx, 429 with Retry-After, and pages that are not JSON; the cursor, the auth header, the rate limit, and
 the poll as a Dagster job whose pages the landing sensor and the extract pick up like dropped files."""
 
+import fcntl
 import json
 import random
 from datetime import UTC, datetime
@@ -295,3 +296,20 @@ def test_the_poll_job_lands_pages_the_landing_sensor_and_extract_load_with_missi
         ).fetchall()
     assert "no record id" in reason and row == 6
     assert read_cursor(config.landing_path, config.sources[-1])["value"] == "2025-01-01T00:02:00Z"
+
+
+@pytest.mark.stage
+def test_a_second_poll_of_a_source_refuses_to_run_and_a_dead_polls_partial_files_are_removed(tmp_path):
+    folder = tmp_path / "helpdesk"
+    folder.mkdir()
+    (folder / ".20250101T000000000000Z-00001.jsonl.partial").write_text('{"id": "half"}\n')
+    with ApiServer(make_tickets(3)) as api:
+        source = ticket_source(f"{api.url}/tickets/all")
+        with (folder / ".poll.lock").open("a") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another poll of the source is running
+            with pytest.raises(PollError, match="another poll of this source is running"):
+                poll_source(source, tmp_path)
+            fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+        assert poll_source(source, tmp_path).records == 3
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".partial")] == []
+    assert [r["id"] for r in landed(tmp_path)] == ["T0000001", "T0000002", "T0000003"]
