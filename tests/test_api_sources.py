@@ -266,6 +266,14 @@ def test_the_poll_job_lands_pages_the_landing_sensor_and_extract_load_with_missi
         defs = build_definitions(config)
         schedule = defs.resolve_schedule_def("poll_helpdesk_schedule")
         assert schedule.cron_schedule == "*/5 * * * *" and schedule.job_name == "poll_helpdesk"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        # The poll writes no warehouse table, is started by its schedule alone, and feeds the source's extract.
+        graph = defs.resolve_asset_graph()
+        poll = graph.get(dg.AssetKey(["landing", "helpdesk"]))
+        assert poll.automation_condition is None and set(poll.kinds) == {"api"}
+        assert poll.owners == ["team:data-engineering"]
+        assert graph.get(dg.AssetKey(["raw", "helpdesk"])).parent_keys == {poll.key}
+        assert poll.key not in defs.resolve_job_def("full_refresh").asset_layer.selected_asset_keys
 
         result = defs.resolve_job_def("poll_helpdesk").execute_in_process(instance=instance)
         assert result.success
