@@ -46,536 +46,78 @@ DATA_VERSION = 3
 
 # Most common first, so that Zipf weights make the top names very frequent, as they are in reality.
 MALE_FIRST_NAMES = (
-    "James",
-    "John",
-    "Robert",
-    "Michael",
-    "William",
-    "David",
-    "Richard",
-    "Joseph",
-    "Thomas",
-    "Charles",
-    "Christopher",
-    "Daniel",
-    "Matthew",
-    "Anthony",
-    "Mark",
-    "Donald",
-    "Steven",
-    "Paul",
-    "Andrew",
-    "Joshua",
-    "Kenneth",
-    "Kevin",
-    "Brian",
-    "George",
-    "Timothy",
-    "Ronald",
-    "Edward",
-    "Jason",
-    "Jeffrey",
-    "Ryan",
-    "Jacob",
-    "Gary",
-    "Nicholas",
-    "Eric",
-    "Jonathan",
-    "Stephen",
-    "Larry",
-    "Justin",
-    "Scott",
-    "Brandon",
-    "Benjamin",
-    "Samuel",
-    "Gregory",
-    "Alexander",
-    "Frank",
-    "Patrick",
-    "Raymond",
-    "Jack",
-    "Dennis",
-    "Jerry",
-    "Tyler",
-    "Aaron",
-    "Jose",
-    "Adam",
-    "Nathan",
-    "Henry",
-    "Douglas",
-    "Zachary",
-    "Peter",
-    "Kyle",
-    "Ethan",
-    "Walter",
-    "Noah",
-    "Jeremy",
-    "Christian",
-    "Keith",
-    "Roger",
-    "Terry",
-    "Gerald",
-    "Harold",
-    "Sean",
-    "Austin",
-    "Carl",
-    "Arthur",
-    "Lawrence",
-    "Dylan",
-    "Jesse",
-    "Jordan",
-    "Bryan",
-    "Juan",
+    "James", "John", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas", "Charles",
+    "Christopher", "Daniel", "Matthew", "Anthony", "Mark", "Donald", "Steven", "Paul", "Andrew", "Joshua",
+    "Kenneth", "Kevin", "Brian", "George", "Timothy", "Ronald", "Edward", "Jason", "Jeffrey", "Ryan",
+    "Jacob", "Gary", "Nicholas", "Eric", "Jonathan", "Stephen", "Larry", "Justin", "Scott", "Brandon",
+    "Benjamin", "Samuel", "Gregory", "Alexander", "Frank", "Patrick", "Raymond", "Jack", "Dennis", "Jerry",
+    "Tyler", "Aaron", "Jose", "Adam", "Nathan", "Henry", "Douglas", "Zachary", "Peter", "Kyle",
+    "Ethan", "Walter", "Noah", "Jeremy", "Christian", "Keith", "Roger", "Terry", "Gerald", "Harold",
+    "Sean", "Austin", "Carl", "Arthur", "Lawrence", "Dylan", "Jesse", "Jordan", "Bryan", "Juan",
 )
 FEMALE_FIRST_NAMES = (
-    "Mary",
-    "Patricia",
-    "Jennifer",
-    "Linda",
-    "Elizabeth",
-    "Barbara",
-    "Susan",
-    "Jessica",
-    "Sarah",
-    "Karen",
-    "Lisa",
-    "Nancy",
-    "Betty",
-    "Margaret",
-    "Sandra",
-    "Ashley",
-    "Kimberly",
-    "Emily",
-    "Donna",
-    "Michelle",
-    "Carol",
-    "Amanda",
-    "Dorothy",
-    "Melissa",
-    "Deborah",
-    "Stephanie",
-    "Rebecca",
-    "Sharon",
-    "Laura",
-    "Cynthia",
-    "Kathleen",
-    "Amy",
-    "Angela",
-    "Shirley",
-    "Anna",
-    "Brenda",
-    "Pamela",
-    "Emma",
-    "Nicole",
-    "Helen",
-    "Samantha",
-    "Katherine",
-    "Christine",
-    "Debra",
-    "Rachel",
-    "Carolyn",
-    "Janet",
-    "Catherine",
-    "Maria",
-    "Heather",
-    "Diane",
-    "Ruth",
-    "Julie",
-    "Olivia",
-    "Joyce",
-    "Virginia",
-    "Victoria",
-    "Kelly",
-    "Lauren",
-    "Christina",
-    "Joan",
-    "Evelyn",
-    "Judith",
-    "Megan",
-    "Andrea",
-    "Cheryl",
-    "Hannah",
-    "Jacqueline",
-    "Martha",
-    "Gloria",
-    "Teresa",
-    "Ann",
-    "Sara",
-    "Madison",
-    "Frances",
-    "Kathryn",
-    "Janice",
-    "Jean",
-    "Abigail",
+    "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen",
+    "Lisa", "Nancy", "Betty", "Margaret", "Sandra", "Ashley", "Kimberly", "Emily", "Donna", "Michelle",
+    "Carol", "Amanda", "Dorothy", "Melissa", "Deborah", "Stephanie", "Rebecca", "Sharon", "Laura", "Cynthia",
+    "Kathleen", "Amy", "Angela", "Shirley", "Anna", "Brenda", "Pamela", "Emma", "Nicole", "Helen",
+    "Samantha", "Katherine", "Christine", "Debra", "Rachel", "Carolyn", "Janet", "Catherine", "Maria",
+    "Heather", "Diane", "Ruth", "Julie", "Olivia", "Joyce", "Virginia", "Victoria", "Kelly", "Lauren",
+    "Christina", "Joan", "Evelyn", "Judith", "Megan", "Andrea", "Cheryl", "Hannah", "Jacqueline", "Martha",
+    "Gloria", "Teresa", "Ann", "Sara", "Madison", "Frances", "Kathryn", "Janice", "Jean", "Abigail",
 )
 LAST_NAMES = (
-    "Smith",
-    "Johnson",
-    "Williams",
-    "Brown",
-    "Jones",
-    "Garcia",
-    "Miller",
-    "Davis",
-    "Rodriguez",
-    "Martinez",
-    "Hernandez",
-    "Lopez",
-    "Gonzalez",
-    "Wilson",
-    "Anderson",
-    "Thomas",
-    "Taylor",
-    "Moore",
-    "Jackson",
-    "Martin",
-    "Lee",
-    "Perez",
-    "Thompson",
-    "White",
-    "Harris",
-    "Sanchez",
-    "Clark",
-    "Ramirez",
-    "Lewis",
-    "Robinson",
-    "Walker",
-    "Young",
-    "Allen",
-    "King",
-    "Wright",
-    "Scott",
-    "Torres",
-    "Nguyen",
-    "Hill",
-    "Flores",
-    "Green",
-    "Adams",
-    "Nelson",
-    "Baker",
-    "Hall",
-    "Rivera",
-    "Campbell",
-    "Mitchell",
-    "Carter",
-    "Roberts",
-    "Gomez",
-    "Phillips",
-    "Evans",
-    "Turner",
-    "Diaz",
-    "Parker",
-    "Cruz",
-    "Edwards",
-    "Collins",
-    "Reyes",
-    "Stewart",
-    "Morris",
-    "Morales",
-    "Murphy",
-    "Cook",
-    "Rogers",
-    "Gutierrez",
-    "Ortiz",
-    "Morgan",
-    "Cooper",
-    "Peterson",
-    "Bailey",
-    "Reed",
-    "Kelly",
-    "Howard",
-    "Ramos",
-    "Kim",
-    "Cox",
-    "Ward",
-    "Richardson",
-    "Watson",
-    "Brooks",
-    "Chavez",
-    "Wood",
-    "James",
-    "Bennett",
-    "Gray",
-    "Mendoza",
-    "Ruiz",
-    "Hughes",
-    "Price",
-    "Alvarez",
-    "Castillo",
-    "Sanders",
-    "Patel",
-    "Myers",
-    "Long",
-    "Ross",
-    "Foster",
-    "Jimenez",
-    "Powell",
-    "Jenkins",
-    "Perry",
-    "Russell",
-    "Sullivan",
-    "Bell",
-    "Coleman",
-    "Butler",
-    "Henderson",
-    "Barnes",
-    "Gonzales",
-    "Fisher",
-    "Vasquez",
-    "Simmons",
-    "Romero",
-    "Jordan",
-    "Patterson",
-    "Alexander",
-    "Hamilton",
-    "Graham",
-    "Reynolds",
-    "Griffin",
-    "Wallace",
-    "Moreno",
-    "West",
-    "Cole",
-    "Hayes",
-    "Bryant",
-    "Herrera",
-    "Gibson",
-    "Ellis",
-    "Tran",
-    "Medina",
-    "Aguilar",
-    "Stevens",
-    "Murray",
-    "Ford",
-    "Castro",
-    "Marshall",
-    "Owens",
-    "Harrison",
-    "Fernandez",
-    "McDonald",
-    "Woods",
-    "Washington",
-    "Kennedy",
-    "Wells",
-    "Vargas",
-    "Henry",
-    "Chen",
-    "Freeman",
-    "Webb",
-    "Tucker",
-    "Guzman",
-    "Burns",
-    "Crawford",
-    "Olson",
-    "Simpson",
-    "Porter",
-    "Hunter",
-    "Gordon",
-    "Mendez",
-    "Silva",
-    "Shaw",
-    "Snyder",
-    "Mason",
-    "Dixon",
-    "Munoz",
-    "Hunt",
-    "Hicks",
-    "Holmes",
-    "Palmer",
-    "Wagner",
-    "Black",
-    "Robertson",
-    "Boyd",
-    "Rose",
-    "Stone",
-    "Salazar",
-    "Fox",
-    "Warren",
-    "Mills",
-    "Meyer",
-    "Rice",
-    "Schmidt",
-    "Garza",
-    "Daniels",
-    "Ferguson",
-    "Nichols",
-    "Stephens",
-    "Soto",
-    "Weaver",
-    "Ryan",
-    "Gardner",
-    "Payne",
-    "Grant",
-    "Dunn",
-    "Kelley",
-    "Spencer",
-    "Hawkins",
-    "Arnold",
-    "Pierce",
-    "Vazquez",
-    "Hansen",
-    "Peters",
-    "Santos",
-    "Hart",
-    "Bradley",
-    "Knight",
-    "Elliott",
-    "Cunningham",
-    "Duncan",
-    "Armstrong",
-    "Hudson",
-    "Carroll",
-    "Lane",
-    "Riley",
-    "Andrews",
-    "Alvarado",
-    "Ray",
-    "Delgado",
-    "Berry",
-    "Perkins",
-    "Hoffman",
-    "Johnston",
-    "Matthews",
-    "Pena",
-    "Richards",
-    "Contreras",
-    "Willis",
-    "Carpenter",
-    "Lawrence",
-    "Sandoval",
-    "O'Brien",
-    "Lynch",
-    "Singh",
-    "Vega",
-    "Bishop",
-    "Montgomery",
-    "Oliver",
-    "Jensen",
-    "Harvey",
-    "Williamson",
-    "Wong",
-    "DeLeon",
-    "McCoy",
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
+    "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
+    "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
+    "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores",
+    "Green", "Adams", "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts",
+    "Gomez", "Phillips", "Evans", "Turner", "Diaz", "Parker", "Cruz", "Edwards", "Collins", "Reyes",
+    "Stewart", "Morris", "Morales", "Murphy", "Cook", "Rogers", "Gutierrez", "Ortiz", "Morgan", "Cooper",
+    "Peterson", "Bailey", "Reed", "Kelly", "Howard", "Ramos", "Kim", "Cox", "Ward", "Richardson",
+    "Watson", "Brooks", "Chavez", "Wood", "James", "Bennett", "Gray", "Mendoza", "Ruiz", "Hughes",
+    "Price", "Alvarez", "Castillo", "Sanders", "Patel", "Myers", "Long", "Ross", "Foster", "Jimenez",
+    "Powell", "Jenkins", "Perry", "Russell", "Sullivan", "Bell", "Coleman", "Butler", "Henderson", "Barnes",
+    "Gonzales", "Fisher", "Vasquez", "Simmons", "Romero", "Jordan", "Patterson", "Alexander", "Hamilton",
+    "Graham", "Reynolds", "Griffin", "Wallace", "Moreno", "West", "Cole", "Hayes", "Bryant", "Herrera",
+    "Gibson", "Ellis", "Tran", "Medina", "Aguilar", "Stevens", "Murray", "Ford", "Castro", "Marshall",
+    "Owens", "Harrison", "Fernandez", "McDonald", "Woods", "Washington", "Kennedy", "Wells", "Vargas",
+    "Henry", "Chen", "Freeman", "Webb", "Tucker", "Guzman", "Burns", "Crawford", "Olson", "Simpson",
+    "Porter", "Hunter", "Gordon", "Mendez", "Silva", "Shaw", "Snyder", "Mason", "Dixon", "Munoz",
+    "Hunt", "Hicks", "Holmes", "Palmer", "Wagner", "Black", "Robertson", "Boyd", "Rose", "Stone",
+    "Salazar", "Fox", "Warren", "Mills", "Meyer", "Rice", "Schmidt", "Garza", "Daniels", "Ferguson",
+    "Nichols", "Stephens", "Soto", "Weaver", "Ryan", "Gardner", "Payne", "Grant", "Dunn", "Kelley",
+    "Spencer", "Hawkins", "Arnold", "Pierce", "Vazquez", "Hansen", "Peters", "Santos", "Hart", "Bradley",
+    "Knight", "Elliott", "Cunningham", "Duncan", "Armstrong", "Hudson", "Carroll", "Lane", "Riley",
+    "Andrews", "Alvarado", "Ray", "Delgado", "Berry", "Perkins", "Hoffman", "Johnston", "Matthews", "Pena",
+    "Richards", "Contreras", "Willis", "Carpenter", "Lawrence", "Sandoval", "O'Brien", "Lynch", "Singh",
+    "Vega", "Bishop", "Montgomery", "Oliver", "Jensen", "Harvey", "Williamson", "Wong", "DeLeon", "McCoy",
 )
 NICKNAMES = {
-    "Robert": ("Bob", "Rob"),
-    "William": ("Bill", "Will"),
-    "Elizabeth": ("Liz", "Beth"),
-    "Katherine": ("Kate", "Katie"),
-    "Michael": ("Mike",),
-    "James": ("Jim",),
-    "Jennifer": ("Jen",),
-    "Richard": ("Rick", "Dick"),
-    "Margaret": ("Peggy", "Maggie"),
-    "Thomas": ("Tom",),
-    "Christopher": ("Chris",),
-    "Daniel": ("Dan",),
-    "Joseph": ("Joe",),
-    "Patricia": ("Pat", "Trish"),
-    "Susan": ("Sue",),
-    "Anthony": ("Tony",),
-    "Charles": ("Charlie", "Chuck"),
-    "Edward": ("Ed", "Ted"),
-    "Jonathan": ("Jon",),
-    "Nicholas": ("Nick",),
-    "Stephen": ("Steve",),
-    "Alexander": ("Alex",),
-    "Samantha": ("Sam",),
-    "Deborah": ("Deb",),
-    "Rebecca": ("Becky",),
+    "Robert": ("Bob", "Rob"), "William": ("Bill", "Will"), "Elizabeth": ("Liz", "Beth"),
+    "Katherine": ("Kate", "Katie"), "Michael": ("Mike",), "James": ("Jim",), "Jennifer": ("Jen",),
+    "Richard": ("Rick", "Dick"), "Margaret": ("Peggy", "Maggie"), "Thomas": ("Tom",),
+    "Christopher": ("Chris",), "Daniel": ("Dan",), "Joseph": ("Joe",), "Patricia": ("Pat", "Trish"),
+    "Susan": ("Sue",), "Anthony": ("Tony",), "Charles": ("Charlie", "Chuck"), "Edward": ("Ed", "Ted"),
+    "Jonathan": ("Jon",), "Nicholas": ("Nick",), "Stephen": ("Steve",), "Alexander": ("Alex",),
+    "Samantha": ("Sam",), "Deborah": ("Deb",), "Rebecca": ("Becky",),
 }
 MIDDLE_INITIALS = "ABCDEFGHJKLMNPRSTW"
 
 STREET_NAMES = (
-    "Main",
-    "Oak",
-    "Pine",
-    "Maple",
-    "Cedar",
-    "Elm",
-    "Washington",
-    "Lake",
-    "Hill",
-    "Park",
-    "Walnut",
-    "Sunset",
-    "Lincoln",
-    "Jackson",
-    "Church",
-    "River",
-    "Highland",
-    "Jefferson",
-    "Madison",
-    "Franklin",
-    "Adams",
-    "Chestnut",
-    "Spruce",
-    "Willow",
-    "Birch",
-    "Meadow",
-    "Forest",
-    "Ridge",
-    "Spring",
-    "Center",
-    "Mill",
-    "Union",
-    "Prospect",
-    "Broad",
-    "Market",
-    "Water",
-    "High",
-    "School",
-    "Bridge",
-    "Mountain",
-    "Valley",
-    "Cherry",
-    "Dogwood",
-    "Magnolia",
-    "Hickory",
-    "Sycamore",
-    "Aspen",
-    "Laurel",
-    "Holly",
-    "Poplar",
-    "Lakeview",
-    "Fairview",
-    "Hillcrest",
-    "Woodland",
-    "Greenwood",
-    "Riverside",
-    "Orchard",
-    "Harbor",
-    "Bay",
-    "Cypress",
-    "Colonial",
-    "Heritage",
-    "Liberty",
-    "Grant",
-    "Monroe",
-    "Wilson",
-    "Roosevelt",
-    "Kennedy",
-    "Evergreen",
-    "Juniper",
-    "Sherwood",
-    "Windsor",
-    "Cambridge",
-    "Oxford",
-    "Dover",
-    "Front",
-    "1st",
-    "2nd",
-    "3rd",
-    "5th",
+    "Main", "Oak", "Pine", "Maple", "Cedar", "Elm", "Washington", "Lake", "Hill", "Park",
+    "Walnut", "Sunset", "Lincoln", "Jackson", "Church", "River", "Highland", "Jefferson", "Madison",
+    "Franklin", "Adams", "Chestnut", "Spruce", "Willow", "Birch", "Meadow", "Forest", "Ridge", "Spring",
+    "Center", "Mill", "Union", "Prospect", "Broad", "Market", "Water", "High", "School", "Bridge",
+    "Mountain", "Valley", "Cherry", "Dogwood", "Magnolia", "Hickory", "Sycamore", "Aspen", "Laurel",
+    "Holly", "Poplar", "Lakeview", "Fairview", "Hillcrest", "Woodland", "Greenwood", "Riverside",
+    "Orchard", "Harbor", "Bay", "Cypress", "Colonial", "Heritage", "Liberty", "Grant", "Monroe",
+    "Wilson", "Roosevelt", "Kennedy", "Evergreen", "Juniper", "Sherwood", "Windsor", "Cambridge",
+    "Oxford", "Dover", "Front", "1st", "2nd", "3rd", "5th",
 )
 STREET_TYPES = ("Street", "Avenue", "Road", "Boulevard", "Drive", "Lane", "Court")
 STREET_TYPE_WEIGHTS = (34, 22, 14, 6, 12, 7, 5)
 STREET_ABBREVIATIONS = {
-    "Street": "St",
-    "Avenue": "Ave",
-    "Road": "Rd",
-    "Boulevard": "Blvd",
-    "Drive": "Dr",
-    "Lane": "Ln",
+    "Street": "St", "Avenue": "Ave", "Road": "Rd", "Boulevard": "Blvd", "Drive": "Dr", "Lane": "Ln",
     "Court": "Ct",
 }
 
@@ -638,57 +180,21 @@ CITIES = (
 )
 ALL_AREA_CODES = tuple(sorted({code for city in CITIES for code in city.area_codes}))
 STATE_NAMES = {
-    "NY": "New York",
-    "CA": "California",
-    "IL": "Illinois",
-    "TX": "Texas",
-    "AZ": "Arizona",
-    "PA": "Pennsylvania",
-    "FL": "Florida",
-    "GA": "Georgia",
-    "MA": "Massachusetts",
-    "WA": "Washington",
-    "OR": "Oregon",
-    "CO": "Colorado",
-    "UT": "Utah",
-    "NV": "Nevada",
-    "MN": "Minnesota",
-    "MI": "Michigan",
-    "OH": "Ohio",
-    "IN": "Indiana",
-    "TN": "Tennessee",
-    "NC": "North Carolina",
-    "DC": "District of Columbia",
-    "MD": "Maryland",
-    "MO": "Missouri",
-    "LA": "Louisiana",
-    "WI": "Wisconsin",
-    "NJ": "New Jersey",
-    "RI": "Rhode Island",
-    "CT": "Connecticut",
-    "NM": "New Mexico",
-    "NE": "Nebraska",
+    "NY": "New York", "CA": "California", "IL": "Illinois", "TX": "Texas", "AZ": "Arizona",
+    "PA": "Pennsylvania", "FL": "Florida", "GA": "Georgia", "MA": "Massachusetts", "WA": "Washington",
+    "OR": "Oregon", "CO": "Colorado", "UT": "Utah", "NV": "Nevada", "MN": "Minnesota", "MI": "Michigan",
+    "OH": "Ohio", "IN": "Indiana", "TN": "Tennessee", "NC": "North Carolina", "DC": "District of Columbia",
+    "MD": "Maryland", "MO": "Missouri", "LA": "Louisiana", "WI": "Wisconsin", "NJ": "New Jersey",
+    "RI": "Rhode Island", "CT": "Connecticut", "NM": "New Mexico", "NE": "Nebraska",
 }
 
 FREE_MAIL_DOMAINS = (
-    "gmail.com",
-    "yahoo.com",
-    "hotmail.com",
-    "outlook.com",
-    "icloud.com",
-    "aol.com",
-    "comcast.net",
+    "gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com", "aol.com", "comcast.net",
 )
 FREE_MAIL_WEIGHTS = (40, 14, 9, 9, 8, 5, 3)
 COMPANY_DOMAINS = (
-    "contoso.com",
-    "fabrikam.com",
-    "northwindtraders.com",
-    "initech.com",
-    "globex.com",
-    "hooli.com",
-    "umbrellacorp.com",
-    "wayneenterprises.com",
+    "contoso.com", "fabrikam.com", "northwindtraders.com", "initech.com", "globex.com", "hooli.com",
+    "umbrellacorp.com", "wayneenterprises.com",
 )
 COMPANY_MAIL_SHARE = 0.12
 JUNK_EMAILS = ("test@test.com", "noemail@noemail.com", "none@none.com", "")
@@ -714,77 +220,22 @@ SHOP_ORDER_ID_START = 7001234567
 PRODUCTS = tuple(
     (f"SKU-{10000 + 37 * i}", str(1000 + i), price)
     for i, price in enumerate(
-        (
-            1299,
-            1999,
-            2499,
-            2999,
-            3499,
-            3999,
-            4499,
-            4999,
-            5999,
-            6999,
-            7999,
-            8999,
-            9999,
-            12999,
-            14999,
-            899,
-            1499,
-            1799,
-            2199,
-            2799,
-            3299,
-            3799,
-            4299,
-            5499,
-            6499,
-            7499,
-            8499,
-            10999,
-            15999,
-            19999,
-            599,
-            799,
-            999,
-            1199,
-            1599,
-            2399,
-            2699,
-            3199,
-            4799,
-            24999,
-        )
+        (1299, 1999, 2499, 2999, 3499, 3999, 4499, 4999, 5999, 6999, 7999, 8999, 9999, 12999, 14999,
+         899, 1499, 1799, 2199, 2799, 3299, 3799, 4299, 5499, 6499, 7499, 8499, 10999, 15999, 19999,
+         599, 799, 999, 1199, 1599, 2399, 2699, 3199, 4799, 24999)
     )
 )
 PRODUCT_SLUGS = (
-    "classic-tee",
-    "slim-jeans",
-    "rain-jacket",
-    "wool-sweater",
-    "running-shoes",
-    "canvas-tote",
-    "leather-belt",
-    "sun-hat",
-    "linen-shirt",
-    "chino-shorts",
-    "hoodie",
-    "yoga-pants",
-    "ankle-socks",
-    "denim-jacket",
-    "puffer-vest",
-    "sneakers",
-    "flannel-shirt",
-    "cargo-pants",
-    "beanie",
-    "scarf",
+    "classic-tee", "slim-jeans", "rain-jacket", "wool-sweater", "running-shoes", "canvas-tote",
+    "leather-belt", "sun-hat", "linen-shirt", "chino-shorts", "hoodie", "yoga-pants", "ankle-socks",
+    "denim-jacket", "puffer-vest", "sneakers", "flannel-shirt", "cargo-pants", "beanie", "scarf",
 )
 CATEGORIES = ("women", "men", "kids", "shoes", "accessories", "sale", "new-arrivals", "home")
 USER_AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/17.5 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/17.5 Safari/605.1.15",
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -794,65 +245,31 @@ USER_AGENTS = (
     "Version/17.5 Mobile/15E148 Safari/604.1",
 )
 SUPPORT_SUBJECTS = (
-    "Where is my order?",
-    "Return request",
-    "Refund not received",
-    "Wrong size delivered",
-    "Item arrived damaged",
-    "Change shipping address",
-    "Please cancel my order",
-    "Loyalty points missing",
-    "Promo code not working",
-    "Stop sending me emails",
-    "Password reset",
-    "Question about sizing",
-    "Item out of stock",
-    "Charged twice",
-    "Update my email address",
-    "Store pickup delay",
-    "Gift card balance",
-    "Price adjustment request",
-    "Account locked",
-    "Delivery is late",
+    "Where is my order?", "Return request", "Refund not received", "Wrong size delivered",
+    "Item arrived damaged", "Change shipping address", "Please cancel my order", "Loyalty points missing",
+    "Promo code not working", "Stop sending me emails", "Password reset", "Question about sizing",
+    "Item out of stock", "Charged twice", "Update my email address", "Store pickup delay",
+    "Gift card balance", "Price adjustment request", "Account locked", "Delivery is late",
 )
 CAMPAIGNS = (
-    ("cmp_2025_01_new_year_sale", "2025-01-03"),
-    ("cmp_2025_01_clearance", "2025-01-17"),
-    ("cmp_2025_02_valentines", "2025-02-06"),
-    ("cmp_2025_02_presidents_day", "2025-02-14"),
-    ("cmp_2025_03_spring_preview", "2025-03-04"),
-    ("cmp_2025_03_loyalty_double_points", "2025-03-20"),
-    ("cmp_2025_04_easter", "2025-04-10"),
-    ("cmp_2025_04_earth_day", "2025-04-22"),
-    ("cmp_2025_05_mothers_day", "2025-05-01"),
-    ("cmp_2025_05_memorial_day", "2025-05-22"),
-    ("cmp_2025_06_fathers_day", "2025-06-05"),
-    ("cmp_2025_06_summer_sale", "2025-06-19"),
-    ("cmp_newsletter_2025_w05", "2025-01-30"),
-    ("cmp_newsletter_2025_w09", "2025-02-27"),
-    ("cmp_newsletter_2025_w14", "2025-04-03"),
-    ("cmp_newsletter_2025_w18", "2025-05-01"),
-    ("cmp_newsletter_2025_w23", "2025-06-05"),
-    ("cmp_newsletter_2025_w26", "2025-06-26"),
+    ("cmp_2025_01_new_year_sale", "2025-01-03"), ("cmp_2025_01_clearance", "2025-01-17"),
+    ("cmp_2025_02_valentines", "2025-02-06"), ("cmp_2025_02_presidents_day", "2025-02-14"),
+    ("cmp_2025_03_spring_preview", "2025-03-04"), ("cmp_2025_03_loyalty_double_points", "2025-03-20"),
+    ("cmp_2025_04_easter", "2025-04-10"), ("cmp_2025_04_earth_day", "2025-04-22"),
+    ("cmp_2025_05_mothers_day", "2025-05-01"), ("cmp_2025_05_memorial_day", "2025-05-22"),
+    ("cmp_2025_06_fathers_day", "2025-06-05"), ("cmp_2025_06_summer_sale", "2025-06-19"),
+    ("cmp_newsletter_2025_w05", "2025-01-30"), ("cmp_newsletter_2025_w09", "2025-02-27"),
+    ("cmp_newsletter_2025_w14", "2025-04-03"), ("cmp_newsletter_2025_w18", "2025-05-01"),
+    ("cmp_newsletter_2025_w23", "2025-06-05"), ("cmp_newsletter_2025_w26", "2025-06-26"),
 )
 
 CRM_HEADER = (
-    "ContactId",
-    "First Name",
-    "Last Name",
-    "Email",
-    "Phone",
-    "Mailing Street",
-    "Mailing City",
-    "Mailing State",
-    "Mailing Postal Code",
-    "Mailing Country",
-    "Birthdate",
-    "Email Opt In",
-    "Last Modified",
+    "ContactId", "First Name", "Last Name", "Email", "Phone", "Mailing Street", "Mailing City",
+    "Mailing State", "Mailing Postal Code", "Mailing Country", "Birthdate", "Email Opt In", "Last Modified",
 )
 POS_HEADER = ("card_number", "name", "phone", "postal_code", "birth_date", "enrolled_at", "marketing_ok")
-SUPPORT_HEADER = ("ticket_id", "requester_email", "requester_name", "subject", "status", "priority", "created_at")
+SUPPORT_HEADER = ("ticket_id", "requester_email", "requester_name", "subject", "status", "priority",
+                  "created_at")
 EMAIL_HEADER = ("email", "event", "campaign_id", "timestamp")
 TRUTH_HEADER = ("source", "source_record_id", "person_id")
 WEB_DAYS = tuple(REFERENCE_DATE - timedelta(days=6 - i) for i in range(7))
@@ -917,9 +334,8 @@ PHONE_STYLE = Weighted(range(5), (30, 15, 30, 10, 15))
 HOUSEHOLD_SIZE = Weighted((2, 3, 4), (55, 25, 20))
 COUNTRY_SPELLING = Weighted(("US", "USA", "United States", ""), (50, 25, 17, 8))
 OPT_IN = Weighted(("true", "false", ""), (45, 40, 15))
-SHOP_TAGS = Weighted(
-    ("", "vip", "newsletter", "vip,newsletter", "wholesale", "newsletter,returns"), (62, 8, 18, 6, 2, 4)
-)
+SHOP_TAGS = Weighted(("", "vip", "newsletter", "vip,newsletter", "wholesale", "newsletter,returns"),
+                     (62, 8, 18, 6, 2, 4))
 LINE_ITEM_COUNT = Weighted((1, 2, 3, 4), (50, 30, 14, 6))
 ORDERS_PER_CUSTOMER = Weighted(range(9), (12, 16, 17, 15, 12, 9, 7, 6, 6))
 MARKETING_OK = Weighted(("Y", "N", ""), (45, 35, 20))
@@ -1005,13 +421,8 @@ class _PeopleBuilder:
     def address(self, city: int | None = None) -> Address:
         rng = self.rng
         roll = rng.random()
-        number = (
-            rng.randint(1, 999)
-            if roll < 0.5
-            else rng.randint(1000, 9999)
-            if roll < 0.95
-            else (rng.randint(10000, 29999))
-        )
+        number = rng.randint(1, 999) if roll < 0.5 else rng.randint(1000, 9999) if roll < 0.95 else (
+            rng.randint(10000, 29999))
         unit = ""
         if rng.random() < 0.18:
             style = rng.randrange(4)
@@ -1189,7 +600,8 @@ def _us_eastern_dst(year: int) -> tuple[int, int]:
     start = march + timedelta(days=(6 - march.weekday()) % 7 + 7)
     november = date(year, 11, 1)
     end = november + timedelta(days=(6 - november.weekday()) % 7)
-    return (calendar.timegm((start.year, 3, start.day, 7, 0, 0)), calendar.timegm((end.year, 11, end.day, 6, 0, 0)))
+    return (calendar.timegm((start.year, 3, start.day, 7, 0, 0)),
+            calendar.timegm((end.year, 11, end.day, 6, 0, 0)))
 
 
 def _iso_eastern(ts: int) -> str:
@@ -1228,12 +640,12 @@ def _typo(rng: random.Random, text: str) -> str:
     i = rng.randrange(1, len(text) - 1)
     kind = rng.random()
     if kind < 0.3:
-        return text[:i] + text[i + 1 :]
+        return text[:i] + text[i + 1:]
     if kind < 0.55:
-        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
     if kind < 0.8:
         return text[:i] + text[i] + text[i:]
-    return text[:i] + rng.choice("aeiounrst") + text[i + 1 :]
+    return text[:i] + rng.choice("aeiounrst") + text[i + 1:]
 
 
 def _title_case_email(email: str) -> str:
@@ -1431,9 +843,8 @@ class _CrmWriter:
                 self.truth.add("crm_contacts", cid, person.pid)
                 return cid
 
-    def fields(
-        self, person: Person, cid: str, home: Address, email: str, modified: int, duplicate: bool = False
-    ) -> list[str]:
+    def fields(self, person: Person, cid: str, home: Address, email: str, modified: int,
+               duplicate: bool = False) -> list[str]:
         rng, mess = self.rng, self.mess
         city = CITIES[home.city]
         first = mess.first_name(person, 0.5 if duplicate else 0.05)
@@ -1459,18 +870,8 @@ class _CrmWriter:
         else:
             birth = f"{dob.month:02d}/{dob.day:02d}/{dob.year}"
         return [
-            cid,
-            first,
-            last,
-            mess.email(email),
-            mess.phone(number, missing=0.12),
-            street,
-            city_name,
-            state,
-            mess.zip_code(city.zip),
-            country,
-            birth,
-            OPT_IN.draw(rng),
+            cid, first, last, mess.email(email), mess.phone(number, missing=0.12), street, city_name, state,
+            mess.zip_code(city.zip), country, birth, OPT_IN.draw(rng),
             _iso_z(modified),
         ]
 
@@ -1498,9 +899,8 @@ class _CrmWriter:
         return buffer.getvalue().encode("latin-1")
 
 
-def _write_crm(
-    rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth, counts: dict[str, int]
-) -> None:
+def _write_crm(rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth,
+               counts: dict[str, int]) -> None:
     crm_people = _sample(rng, people, CRM_SHARE)
     writer = _CrmWriter(rng, mess, truth)
     # Broken lines go before the June rows at these positions; the estimate stays below the real
@@ -1584,9 +984,8 @@ def _shop_email(rng: random.Random, mess: _Mess, person: Person) -> str | None:
     return mess.email(email, missing=0.0, junk=0.01) or None
 
 
-def _write_shop_customers(
-    rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth, counts: dict[str, int]
-) -> list[tuple[Person, int]]:
+def _write_shop_customers(rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path,
+                          truth: _Truth, counts: dict[str, int]) -> list[tuple[Person, int]]:
     """Writes customers in id order, ids growing with signup time as a real shop assigns them."""
     customers = _sample(rng, people, SHOP_SHARE)
     start, end = _ts(date(2019, 1, 1)), _ts(date(2025, 6, 25))
@@ -1642,9 +1041,8 @@ def _write_shop_customers(
 
 
 ORDER_ITEM_JSON = tuple(
-    tuple(
-        f'{{"sku":"{sku}","quantity":{quantity},"price":"{cents // 100}.{cents % 100:02d}"}}' for quantity in (1, 2, 3)
-    )
+    tuple(f'{{"sku":"{sku}","quantity":{quantity},"price":"{cents // 100}.{cents % 100:02d}"}}'
+          for quantity in (1, 2, 3))
     for sku, _, cents in PRODUCTS
 )
 
@@ -1667,29 +1065,20 @@ def _guest_email(rng: random.Random, mess: _Mess, person: Person) -> str:
     return mess.email(email, missing=0.0, junk=0.005)
 
 
-def _write_orders(
-    rng: random.Random,
-    mess: _Mess,
-    people: list[Person],
-    customers: list[tuple[Person, int]],
-    out_dir: Path,
-    truth: _Truth,
-    counts: dict[str, int],
-) -> None:
+def _write_orders(rng: random.Random, mess: _Mess, people: list[Person],
+                  customers: list[tuple[Person, int]], out_dir: Path, truth: _Truth,
+                  counts: dict[str, int]) -> None:
     # A few orders whose amounts or timestamps cannot be trusted. Their positions are drawn below the
     # number of customers, which the order count (~3.5 per customer) practically always exceeds.
-    anomalies = [
-        ("total_price", "-12.00"),
-        ("total_price", "abc"),
-        ("created_at", "not a date"),
-        ("created_at", "2025-13-45T99:00:00Z"),
-    ]
+    anomalies = [("total_price", "-12.00"), ("total_price", "abc"), ("created_at", "not a date"),
+                 ("created_at", "2025-13-45T99:00:00Z")]
     rng.shuffle(anomalies)
     targets = sorted(rng.sample(range(max(len(customers), len(anomalies))), len(anomalies)))
     order_id = SHOP_ORDER_ID_START
     rows = 0
 
-    def write_order(handle: IO[str], person: Person, customer_id: int | None, email: str | None, created: int) -> None:
+    def write_order(handle: IO[str], person: Person, customer_id: int | None, email: str | None,
+                    created: int) -> None:
         nonlocal order_id, rows
         order_id += rng.randint(1, 12)
         items, total = _line_items(rng)
@@ -1765,9 +1154,8 @@ def _pos_name(rng: random.Random, person: Person) -> str:
     return name
 
 
-def _write_pos(
-    rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth, counts: dict[str, int]
-) -> None:
+def _write_pos(rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth,
+               counts: dict[str, int]) -> None:
     members = _sample(rng, people, POS_SHARE)
     used: set[int] = set()
     start = _ts(date(2016, 5, 1))
@@ -1796,17 +1184,8 @@ def _write_pos(
             else:
                 birth = f"{dob.year}{dob.month:02d}{dob.day:02d}"
             enrolled = _local_datetime(rng.randint(start, REFERENCE_END_TS), -5, " ")
-            writer.writerow(
-                (
-                    card,
-                    _pos_name(rng, person),
-                    mess.phone(number, missing=0.1),
-                    postal,
-                    birth,
-                    enrolled,
-                    MARKETING_OK.draw(rng),
-                )
-            )
+            writer.writerow((card, _pos_name(rng, person), mess.phone(number, missing=0.1), postal,
+                             birth, enrolled, MARKETING_OK.draw(rng)))
     counts["pos/loyalty_members.csv"] = len(members)
 
 
@@ -1829,9 +1208,8 @@ def _requester_name(rng: random.Random, mess: _Mess, person: Person) -> str:
     return ""
 
 
-def _write_support(
-    rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth, counts: dict[str, int]
-) -> None:
+def _write_support(rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth,
+                   counts: dict[str, int]) -> None:
     requesters = _sample(rng, people, SUPPORT_SHARE)
     start = _ts(date(2024, 1, 1))
     ticket = 0
@@ -1855,17 +1233,15 @@ def _write_support(
                     status = rng.choice(("open", "open", "pending", "solved"))
                 else:
                     status = TICKET_STATUS.draw(rng)
-                writer.writerow(
-                    (
-                        ticket_id,
-                        mess.email(email, missing=0.02, junk=0.005),
-                        _requester_name(rng, mess, person),
-                        rng.choice(SUPPORT_SUBJECTS),
-                        status,
-                        TICKET_PRIORITY.draw(rng),
-                        _iso_z(created),
-                    )
-                )
+                writer.writerow((
+                    ticket_id,
+                    mess.email(email, missing=0.02, junk=0.005),
+                    _requester_name(rng, mess, person),
+                    rng.choice(SUPPORT_SUBJECTS),
+                    status,
+                    TICKET_PRIORITY.draw(rng),
+                    _iso_z(created),
+                ))
     counts["support/tickets.csv"] = ticket
 
 
@@ -1880,10 +1256,8 @@ def _uuid4(rng: random.Random) -> str:
 
 
 def _ip(rng: random.Random) -> str:
-    return (
-        f"{rng.choice((24, 47, 66, 68, 71, 73, 76, 98, 99, 107, 108, 172, 174))}.{rng.randint(0, 255)}."
-        f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-    )
+    return f"{rng.choice((24, 47, 66, 68, 71, 73, 76, 98, 99, 107, 108, 172, 174))}.{rng.randint(0, 255)}." \
+           f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
 
 
 class _WebWriter:
@@ -1977,9 +1351,8 @@ class _WebWriter:
             self.rows[day] += len(lines)
 
 
-def _write_web(
-    rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth, counts: dict[str, int]
-) -> None:
+def _write_web(rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth,
+               counts: dict[str, int]) -> None:
     browsers = _sample(rng, people, WEB_SHARE)
     home_ips: dict[int, str] = {}
     visitors = 0
@@ -2016,9 +1389,8 @@ def _csv_field(value: str) -> str:
     return value
 
 
-def _write_email(
-    rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth, counts: dict[str, int]
-) -> None:
+def _write_email(rng: random.Random, mess: _Mess, people: list[Person], out_dir: Path, truth: _Truth,
+                 counts: dict[str, int]) -> None:
     recipients = _sample(rng, people, EMAIL_SHARE)
     campaigns = sorted(((_ts(date.fromisoformat(day)) + 14 * 3600, campaign) for campaign, day in CAMPAIGNS))
     seen: set[str] = set()
@@ -2098,8 +1470,8 @@ def _slipped_email(rng: random.Random, email: str) -> str:
         return f"{local}@{rng.choice(DOMAIN_SLIPS['gmail.com'])}"
     i = rng.choice(letters)
     if rng.random() < 0.6 or not local[i + 1].isalpha():
-        return f"{local[:i]}{local[i + 1 :]}@{domain}"
-    return f"{local[:i]}{local[i + 1]}{local[i]}{local[i + 2 :]}@{domain}"
+        return f"{local[:i]}{local[i + 1:]}@{domain}"
+    return f"{local[:i]}{local[i + 1]}{local[i]}{local[i + 2:]}@{domain}"
 
 
 def _signature(rng: random.Random, first: str, last: str) -> str:
@@ -2143,16 +1515,8 @@ class _HardCases:
         middle = rng.choice(MIDDLE_INITIALS) if rng.random() < 0.5 else ""
         email = email or builder.email(first, last, middle, dob, work=False)
         city = CITIES[CITY_CHOICE.draw(rng)]
-        return Person(
-            pid=f"H{self.next_pid:07d}",
-            first=first,
-            middle=middle,
-            last=last,
-            dob=dob,
-            email=email,
-            mobile=builder.phone(city.area_codes),
-            home=builder.address(),
-        )
+        return Person(pid=f"H{self.next_pid:07d}", first=first, middle=middle, last=last, dob=dob, email=email,
+                      mobile=builder.phone(city.area_codes), home=builder.address())
 
     def write(self, people: int) -> dict[str, int]:
         rng = self.rng
