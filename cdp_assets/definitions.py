@@ -16,6 +16,8 @@ import dagster as dg
 
 from cdp_assets.clean.assets import build_clean_assets
 from cdp_assets.clean.checks import person_records_expectations
+from cdp_assets.extract.api import GROUP as POLL_GROUP
+from cdp_assets.extract.api import build_poll_asset
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset, build_freshness_checks
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, build_identity_asset
@@ -28,12 +30,18 @@ from cdp_assets.syncs.assets import GROUP as SYNCS_GROUP
 from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, load_config
 from resources.config.refresh import RETRAIN_TAG
+from resources.landing import api_sources
 from resources.warehouse import warehouse_resource
 from sensors.alerts import build_alert_sensor
 from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
-from sensors.schedules import RETRAIN_JOB, build_model_retraining_schedule, build_time_windows_schedule
+from sensors.schedules import (
+    RETRAIN_JOB,
+    build_model_retraining_schedule,
+    build_poll_jobs_and_schedules,
+    build_time_windows_schedule,
+)
 
 FULL_REFRESH = "full_refresh"
 
@@ -44,7 +52,9 @@ OWNERS: dict[str, list[str]] = {SEGMENTS_GROUP: ["team:marketing-ops"], SYNCS_GR
 # Stages nothing upstream starts: the landing sensor starts an extract when its files change. Every other
 # stage follows its inputs (eager), so a new file flows through to the syncs.
 STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP})
-# Every asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
+# API source polls run on their own schedules and write only to the landing folder, never the warehouse.
+STARTED_BY_SCHEDULE = frozenset({POLL_GROUP})
+# Every other asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
 WAREHOUSE_KIND = "duckdb"
 
 
@@ -56,11 +66,13 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
     """
 
     def policy(spec: dg.AssetSpec) -> dg.AssetSpec:
-        started_by_sensor = spec.group_name in STARTED_BY_SENSOR
-        return spec.replace_attributes(
+        scheduled = spec.group_name in STARTED_BY_SCHEDULE
+        started_elsewhere = scheduled or spec.group_name in STARTED_BY_SENSOR
+        with_policy = spec.replace_attributes(
             owners=OWNERS.get(spec.group_name or "", DEFAULT_OWNERS),
-            automation_condition=None if started_by_sensor else dg.AutomationCondition.eager(),
-        ).merge_attributes(kinds={WAREHOUSE_KIND})
+            automation_condition=None if started_elsewhere else dg.AutomationCondition.eager(),
+        )
+        return with_policy if scheduled else with_policy.merge_attributes(kinds={WAREHOUSE_KIND})
 
     # Both return what they were given, asset definitions in, asset definitions out.
     with_policy = cast(list[dg.AssetsDefinition], dg.map_asset_specs(policy, assets))
@@ -73,21 +85,23 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 def build_definitions(config: CDPConfig) -> dg.Definitions:
     """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors
     (landing, overrides, automation, run-failure alerts, source freshness), the time-windows and model
-    retraining schedules and the warehouse."""
+    retraining schedules, the API sources' polls with their schedules, and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
     # Every stage so far writes a public table (extracts and cleaning feed cdp.quarantine); syncs do not.
     assets.append(build_read_snapshot_asset(config, [key for a in assets for key in a.keys]))
+    assets += [build_poll_asset(config, s) for s in api_sources(config)]
     assets += [
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations
     ]
-    # Source freshness is judged by its own sensor against the clock, not by a refresh run.
+    # Source freshness is judged by its own sensor against the clock, not by a refresh run; polling an API is
+    # collection, on each source's schedule, and the refresh loads what has landed.
     freshness = build_freshness_checks(config)
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
-        selection=dg.AssetSelection.all() - dg.AssetSelection.checks(*freshness),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups(POLL_GROUP) - dg.AssetSelection.checks(*freshness),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
     # Identity re-resolved with its matching model trained afresh on all the data; the stages downstream
@@ -108,12 +122,13 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
                     freshness_checks=freshness, name="source_freshness", default_status=dg.DefaultSensorStatus.RUNNING
                 )
             )
+    poll_jobs, poll_schedules = build_poll_jobs_and_schedules(config)
     schedules = [s for s in (build_time_windows_schedule(config), build_model_retraining_schedule(config)) if s]
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations, *freshness],
-        jobs=[full_refresh, build_preview_job(config), retrain],
-        schedules=schedules,
+        jobs=[full_refresh, build_preview_job(config), retrain, *poll_jobs],
+        schedules=schedules + poll_schedules,
         sensors=sensors,
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.

@@ -22,6 +22,17 @@ from typing import Any, Literal, Protocol
 
 import requests
 
+from resources.retry import (
+    RateLimiter,
+    RetryPolicy,
+    TransientError,
+    is_transient_status,
+    retry_after,
+    with_retries,
+)
+
+DEFAULT_RETRY = RetryPolicy()
+
 Operation = Literal["add", "update", "remove"]
 
 
@@ -61,14 +72,6 @@ class Change:
 
     def __repr__(self) -> str:
         return f"Change({self.key!r}, {self.operation!r})"
-
-
-class TransientError(Exception):
-    """The destination could not take the batch now; the same batch may succeed later."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class RejectedError(Exception):
@@ -115,13 +118,6 @@ class BatchSequence:
         return batch_id(self.destination, self.epoch, self.sequence, changes)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 6
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-
-
 @dataclass
 class Delivery:
     """What happened to the changes of one sync run."""
@@ -134,29 +130,13 @@ class Delivery:
     unavailable: str | None = None
 
 
-class RateLimiter:
-    """At most `per_second` requests per second, across every delivery that shares this limiter."""
-
-    def __init__(self, per_second: float | None, sleep: Callable[[float], None]) -> None:
-        self._interval = 1.0 / per_second if per_second else 0.0
-        self._next = 0.0
-        self._sleep = sleep
-
-    def wait(self) -> None:
-        if self._interval:
-            now = time.monotonic()
-            if now < self._next:
-                self._sleep(self._next - now)
-            self._next = max(now, self._next) + self._interval
-
-
 def deliver(
     client: DestinationClient,
     destination: str,
     changes: Sequence[Change],
     *,
     batch_size: int,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_RETRY,
     rate_limit: float | RateLimiter | None = None,
     resend: Sequence[tuple[str, Sequence[Change]]] = (),
     open_batch: Callable[[list[Change]], str] | None = None,
@@ -191,24 +171,27 @@ def deliver(
         if on_batch is not None:
             on_batch(key, accepted, failed)
 
+    def attempted() -> None:
+        result.requests += 1
+
+    def retried(_: TransientError) -> None:
+        result.retries += 1
+
     def send(batch: list[Change], key: str) -> None:
-        for tries in range(1, policy.max_attempts + 1):
-            limiter.wait()
-            result.requests += 1
-            try:
-                client.send(batch, key)
-            except TransientError as exc:
-                if tries == policy.max_attempts:
-                    raise
-                result.retries += 1
-                backoff = min(policy.max_delay, policy.base_delay * 2 ** (tries - 1)) * (0.5 + rng.random() / 2)
-                sleep(max(backoff, exc.retry_after or 0.0))
-            except RejectedError as exc:
-                split(batch, key, exc)
-                return
-            else:
-                settle(key, batch, [])
-                return
+        try:
+            with_retries(
+                lambda: client.send(batch, key),
+                policy,
+                limiter=limiter,
+                rng=rng,
+                sleep=sleep,
+                on_attempt=attempted,
+                on_retry=retried,
+            )
+        except RejectedError as exc:
+            split(batch, key, exc)
+        else:
+            settle(key, batch, [])
 
     def split(batch: list[Change], key: str, exc: RejectedError) -> None:
         if len(batch) == 1:
@@ -264,21 +247,13 @@ class HttpClient:
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"HTTP {response.status_code}", _retry_after(response))
+        if is_transient_status(response.status_code):
+            raise TransientError(f"HTTP {response.status_code}", retry_after(response))
         if response.status_code >= 400:
             raise RejectedError(f"HTTP {response.status_code}: {response.text[:300]}", _row_errors(response))
 
     def close(self) -> None:
         self.session.close()
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _row_errors(response: requests.Response) -> dict[int, str]:

@@ -21,3 +21,13 @@ def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
     """Files of a source in the landing folder, in a stable order."""
     landing = config.landing_path
     return sorted(p for p in landing.glob(source.glob) if p.is_file() and not p.name.startswith("."))
+
+
+def poll_key(source: SourceConfig) -> dg.AssetKey:
+    """The asset an http source's poll materializes: its pages in the landing folder, upstream of its extract."""
+    return dg.AssetKey(["landing", source.name])
+
+
+def api_sources(config: CDPConfig) -> list[SourceConfig]:
+    """The sources the platform polls over HTTP instead of waiting for their files."""
+    return [s for s in config.sources if s.format == "http"]

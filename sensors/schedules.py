@@ -1,4 +1,4 @@
-"""Schedules: the time-windows refresh, and the matching model's retraining.
+"""Schedules: the time-windows refresh, the matching model's retraining, and the API sources' polls.
 
 The time-windows refresh: profiles and everything downstream re-evaluated when the clock moves.
 
@@ -13,14 +13,20 @@ the schedule skips.
 The model retraining: identity keeps the matching model it last trained, so results do not drift between
 runs; at `refresh.model_retraining` (weekly by default) the `retrain_identity_model` job trains it afresh
 on all the data and re-resolves identity.
+
+The polls: one job and one schedule per API source, on the cron its configuration gives. A schedule per
+source (rather than one for all) lets each API be polled as often as its rate limits and its data's
+freshness call for, and shows each in the UI with its own history and on/off switch.
 """
 
 from datetime import UTC
+from typing import Any
 
 import dagster as dg
 
 from resources.config import CDPConfig
 from resources.config.refresh import AS_OF_TAG
+from resources.landing import api_sources, poll_key
 
 # The profiles stage's asset key (cdp_assets/profiles/assets.py); a sensor never imports the stages.
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
@@ -67,3 +73,35 @@ def build_model_retraining_schedule(config: CDPConfig) -> dg.ScheduleDefinition 
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Trains the identity matching model afresh on all the data and re-resolves identity.",
     )
+
+
+def poll_job_name(source_name: str) -> str:
+    return f"poll_{source_name}"
+
+
+def build_poll_jobs_and_schedules(config: CDPConfig) -> tuple[list[Any], list[dg.ScheduleDefinition]]:
+    """The poll job of every API source (asset jobs, whose type Dagster does not export), and the schedule of
+    each that has a cron."""
+    jobs: list[Any] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    for source in api_sources(config):
+        assert source.http is not None
+        job = dg.define_asset_job(
+            poll_job_name(source.name),
+            selection=[poll_key(source)],
+            description=f"Polls API source '{source.name}' and lands its new records; the landing sensor loads them.",
+            tags={"cdp/source": source.name},
+        )
+        jobs.append(job)
+        if source.http.schedule:
+            schedules.append(
+                dg.ScheduleDefinition(
+                    name=f"{poll_job_name(source.name)}_schedule",
+                    job=job,
+                    cron_schedule=source.http.schedule,
+                    execution_timezone="UTC",
+                    default_status=dg.DefaultScheduleStatus.RUNNING,
+                    description=f"Polls API source '{source.name}' on '{source.http.schedule}' (UTC).",
+                )
+            )
+    return jobs, schedules

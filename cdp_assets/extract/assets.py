@@ -20,7 +20,7 @@ import pyarrow as pa
 from cdp_assets.extract.readers import FileFormatError, Reject, read_file
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
-from resources.landing import ExtractConfig, source_files
+from resources.landing import ExtractConfig, poll_key, source_files
 from resources.sql import Sql
 from resources.warehouse import Warehouse, utc_now
 
@@ -244,8 +244,13 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
     @dg.asset(
         key=["raw", source.name],
         group_name=GROUP,
-        description=f"Raw rows of source '{source.name}' ({source.format} files matching {source.glob}).",
-        kinds={source.format},
+        description=(
+            f"Raw rows of source '{source.name}' ({source.format} files matching {source.glob})."
+            if source.format != "http"
+            else f"Raw rows of API source '{source.name}' (its polled pages, {source.glob} in the landing folder)."
+        ),
+        kinds={"json" if source.format == "http" else source.format},
+        deps=[poll_key(source)] if source.format == "http" else None,
         output_required=False,
         tags={"cdp/role": source.role},
         metadata={

@@ -319,10 +319,10 @@ def read_parquet(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
 def read_file(
     path: Path, fmt: str, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8"
 ) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
-    """Dispatch on the source's declared format."""
+    """Dispatch on the source's declared format; an http source's polls land JSON lines."""
     if fmt == "csv":
         return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding)
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "http"):
         return read_jsonl(path)
     if fmt == "parquet":
         return read_parquet(path)

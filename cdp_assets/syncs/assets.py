@@ -28,6 +28,7 @@ from cdp_assets.syncs.state import (
     record_outcome,
 )
 from resources.config import CDPConfig, FileDestinationConfig, RowDestinationConfig
+from resources.config.base import MissingSecretError
 from resources.destinations import (
     Change,
     Delivery,
@@ -145,13 +146,10 @@ def _headers(destination: RowDestinationConfig) -> dict[str, str]:
     """The auth header, with its secret read from the environment now and never logged."""
     if destination.auth is None:
         return {}
-    token = os.environ.get(destination.auth.env)
-    if not token:
-        raise dg.Failure(
-            f"Destination '{destination.name}': environment variable {destination.auth.env} (auth) is not set"
-        )
-    value = f"{destination.auth.scheme} {token}" if destination.auth.scheme else token
-    return {destination.auth.header: value}
+    try:
+        return destination.auth.headers(f"Destination '{destination.name}'")
+    except MissingSecretError as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 def make_client(destination: RowDestinationConfig) -> DestinationClient:

@@ -79,6 +79,15 @@ class CDPConfig(_Strict):
             raise ValueError("sources: declare at least one source")
         if not any(s.role == "person" for s in self.sources):
             raise ValueError("sources: at least one source must have role 'person'")
+        for i, source in enumerate(self.sources):
+            if source.format != "http":
+                continue
+            sharing = [s.name for s in self.sources if s is not source and s.glob.startswith(f"{source.name}/")]
+            if sharing:
+                raise ValueError(
+                    f"sources[{i}] ({source.name}): its polls land in the folder '{source.name}/', which the glob of "
+                    f"{sharing} also reads; rename the source or move the other's files"
+                )
         _unique([t.name for t in self.profiles.traits], "profiles.traits")
         source_names = {s.name for s in self.sources}
         for attribute, rule in self.profiles.survivorship.attributes.items():

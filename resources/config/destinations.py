@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from resources.config.base import _NAME_RE, _Strict
+from resources.config.base import _NAME_RE, AuthConfig, RetryConfig, _Strict
 from resources.identifiers import hashed_kind
 
 
@@ -29,21 +29,6 @@ class FileDestinationConfig(_DestinationBase):
     format: Literal["csv", "parquet"] = "csv"
     path: str = Field("exports", description="Folder for the files, relative to the configuration file.")
     fields: list[str] = Field(default_factory=lambda: ["customer_id", "email", "first_name", "last_name"])
-
-
-class AuthConfig(_Strict):
-    """A secret header read from the environment at run time: never written in the file, never logged."""
-
-    env: str = Field(description="Environment variable holding the token.")
-    header: str = "Authorization"
-    scheme: str | None = Field("Bearer", description="Prefix before the token, e.g. Bearer; null for none.")
-
-
-class RetryConfig(_Strict):
-    max_attempts: int = Field(6, ge=1, le=20)
-    base_delay_seconds: float = Field(0.5, ge=0)
-    max_delay_seconds: float = Field(30.0, ge=0)
-    timeout_seconds: float = Field(10.0, gt=0, description="Per request.")
 
 
 class _SyncedDestination(_DestinationBase):

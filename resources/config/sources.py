@@ -1,4 +1,9 @@
-"""Sources: which files to read, in what format, and how their fields map onto canonical fields."""
+"""Sources: which files to read, in what format, and how their fields map onto canonical fields.
+
+A source may also be an HTTP API (`format: http`): the platform polls it on a schedule and lands its
+pages as JSON-lines files under `<landing>/<source name>/`, so from the landing folder on it is read,
+quarantined and replayed exactly like a source that drops files.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from resources.config.base import _NAME_RE, DURATION_RE, _Strict
+from resources.config.base import _NAME_RE, DURATION_RE, AuthConfig, RetryConfig, _Strict
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -31,6 +36,8 @@ PERSON_FIELDS: tuple[str, ...] = (
 EVENT_FIELDS: tuple[str, ...] = ("occurred_at", "event", "amount", "currency", "status")
 DATE_FIELDS: frozenset[str] = frozenset({"date_of_birth"})
 TIMESTAMP_FIELDS: frozenset[str] = frozenset({"updated_at", "occurred_at"})
+# The files an http source's polls land, inside its folder of the landing folder.
+API_PAGE_GLOB = "*.jsonl"
 
 
 class FieldSpec(_Strict):
@@ -94,12 +101,113 @@ class CsvOptions(_Strict):
         return value
 
 
+# Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*'.
+_CRON_RE = re.compile(r"^\s*[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}\s*$")
+# Header names that carry secrets: they belong in `auth`, read from the environment, not in the file.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
+
+
+class PaginationConfig(_Strict):
+    """How an API says where the next page is.
+
+    `cursor`: an opaque cursor in the body (`cursor_path`), sent back as the `cursor_param` query
+    parameter. `next_url`: the next page's URL in the body (`next_url_path`). `page`: numbered pages
+    (`page_param` from `first_page`), ending at an empty page or, with `page_size`, a short one.
+    `link_header`: the RFC 8288 (formerly 5988) `Link: <...>; rel="next"` response header, as GitHub and
+    many others send. `none`: one request returns everything.
+    """
+
+    style: Literal["none", "cursor", "next_url", "page", "link_header"] = "none"
+    cursor_path: str | None = Field(None, description="Dotted path of the next cursor in the body (style cursor).")
+    cursor_param: str = Field("cursor", description="Query parameter that sends the cursor back (style cursor).")
+    next_url_path: str | None = Field(None, description="Dotted path of the next page's URL (style next_url).")
+    page_param: str = Field("page", description="Query parameter of the page number (style page).")
+    first_page: int = Field(1, ge=0)
+    page_size_param: str | None = Field(None, description="Query parameter of the page size, sent with page_size.")
+    page_size: int | None = Field(None, ge=1, le=100_000)
+    max_pages: int = Field(100_000, ge=1, description="A poll fails beyond this many pages (a pagination loop).")
+
+    @model_validator(mode="after")
+    def _style_has_what_it_needs(self) -> PaginationConfig:
+        if self.style == "cursor" and not self.cursor_path:
+            raise ValueError("style 'cursor' needs cursor_path: where the next cursor is in the body, e.g. meta.next")
+        if self.style == "next_url" and not self.next_url_path:
+            raise ValueError("style 'next_url' needs next_url_path: where the next URL is in the body, e.g. links.next")
+        if self.page_size_param and self.page_size is None:
+            raise ValueError("page_size_param needs page_size: the number of records to ask for per page")
+        return self
+
+
+class IncrementalConfig(_Strict):
+    """Ask only for what changed since the last poll: the newest value of `field` among the records
+    landed so far is sent as the `param` query parameter of the next poll's first request."""
+
+    field: str = Field(description="Dotted path of a record's change time or version, e.g. updated_at.")
+    param: str = Field("updated_since", description="Query parameter the API filters changed records by.")
+    start: str | None = Field(None, description="Value sent on the first poll; none asks for everything.")
+    sorted: bool = Field(
+        False,
+        description=(
+            "The API returns records oldest first: the cursor is then saved after every landed file, so a poll "
+            "that fails half-way resumes where it stopped. Otherwise it is saved once the whole poll has landed."
+        ),
+    )
+
+
+class HttpSourceConfig(_Strict):
+    """Where and how an API source is polled."""
+
+    url: str
+    records_key: str | None = Field(
+        "data", description="Dotted path of the list of records in a page's body; null when the body is the list."
+    )
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Query parameters sent.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent (no secrets: use auth).")
+    auth: AuthConfig | None = None
+    pagination: PaginationConfig = PaginationConfig()
+    incremental: IncrementalConfig | None = None
+    rate_limit_per_second: float | None = Field(None, gt=0)
+    retry: RetryConfig = RetryConfig()
+    schedule: str | None = Field(
+        "*/15 * * * *", description="Cron of the source's poll schedule (UTC); null to poll only when launched."
+    )
+    records_per_file: int = Field(10_000, ge=1, description="Records per landed JSON-lines file.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"'{value}' is not an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.lower() in _SECRET_HEADERS:
+                raise ValueError(
+                    f"header '{name}' carries a secret: declare it under auth (env: VARIABLE, header: {name}) "
+                    "so the secret stays in the environment, not in this file"
+                )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not _CRON_RE.match(value):
+            raise ValueError(f"'{value}' is not a cron schedule of five fields, e.g. '*/15 * * * *'")
+        return value
+
+
 class SourceConfig(_Strict):
-    """One system that drops files into the landing folder."""
+    """One system that drops files into the landing folder, or an API the platform polls into it."""
 
     name: str
-    format: Literal["csv", "jsonl", "parquet"]
-    glob: str = Field(description="Files of this source, relative to the landing folder, e.g. crm/*.csv")
+    format: Literal["csv", "jsonl", "parquet", "http"]
+    glob: str = Field(
+        description="Files of this source, relative to the landing folder, e.g. crm/*.csv; for an http source "
+        "always <name>/*.jsonl, where its pages land."
+    )
     role: Literal["person", "events", "transactions"]
     trust: int = Field(50, ge=0, le=100, description="Higher wins when sources disagree on a person field.")
     record_id: FieldSpec | None = Field(
@@ -121,11 +229,6 @@ class SourceConfig(_Strict):
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
     default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
     csv: CsvOptions = CsvOptions()
-    expected_every: str | None = Field(
-        None,
-        description="How often a file is expected, e.g. '1 day': a warning check marks the source stale when "
-        "none has loaded for that long.",
-    )
 
     @field_validator("expected_every")
     @classmethod
@@ -142,6 +245,22 @@ class SourceConfig(_Strict):
         if match is None:
             return None
         return timedelta(**{f"{match.group(2).lower()}s": int(match.group(1))})
+
+    http: HttpSourceConfig | None = None
+    expected_every: str | None = Field(
+        None,
+        description="How often a file is expected, e.g. '1 day': a warning check marks the source stale when "
+        "none has loaded for that long.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _http_lands_in_its_own_folder(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == "http":
+            if "glob" in data:
+                raise ValueError("glob: an http source lands its pages in <landing>/<name>/; do not set glob")
+            return {**data, "glob": f"{data.get('name')}/{API_PAGE_GLOB}"}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -179,6 +298,12 @@ class SourceConfig(_Strict):
             raise ValueError(f"a '{self.role}' source must map 'occurred_at' (when it happened)")
         if self.role == "transactions" and "amount" not in self.fields:
             raise ValueError("a 'transactions' source must map 'amount'")
+        if (self.format == "http") != (self.http is not None):
+            raise ValueError(
+                "an http source needs an 'http' section (url, pagination, ...)"
+                if self.format == "http"
+                else f"'http' applies to format http only, not {self.format}"
+            )
         for name, spec in self.fields.items():
             if spec.formats and name not in DATE_FIELDS | TIMESTAMP_FIELDS:
                 raise ValueError(f"fields.{name}: 'formats' only applies to date and timestamp fields")
