@@ -16,6 +16,7 @@ import dagster as dg
 
 from cdp_assets.clean.assets import build_clean_assets
 from cdp_assets.clean.checks import person_records_expectations
+from cdp_assets.consistency.checks import build_rebuild_check
 from cdp_assets.extract.api import GROUP as POLL_GROUP
 from cdp_assets.extract.api import build_poll_asset
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
@@ -37,9 +38,11 @@ from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
 from sensors.schedules import (
+    REBUILD_CHECK_JOB,
     RETRAIN_JOB,
     build_model_retraining_schedule,
     build_poll_jobs_and_schedules,
+    build_rebuild_check_schedule,
     build_time_windows_schedule,
 )
 
@@ -98,11 +101,20 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     ]
     # Source freshness is judged by its own sensor against the clock, not by a refresh run; polling an API is
     # collection, on each source's schedule, and the refresh loads what has landed.
+    # The rebuild check costs a refresh of its own: it runs in its job, on its schedule or by hand.
     freshness = build_freshness_checks(config)
+    rebuild_check = build_rebuild_check(config)
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
-        selection=dg.AssetSelection.all() - dg.AssetSelection.groups(POLL_GROUP) - dg.AssetSelection.checks(*freshness),
+        selection=dg.AssetSelection.all()
+        - dg.AssetSelection.groups(POLL_GROUP)
+        - dg.AssetSelection.checks(*freshness, rebuild_check),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
+    )
+    rebuild = dg.define_asset_job(
+        REBUILD_CHECK_JOB,
+        selection=dg.AssetSelection.checks(rebuild_check),
+        description="Checks that a rebuild from the raw rows gives the customers, ids, profiles and members there are.",
     )
     # Identity re-resolved with its matching model trained afresh on all the data; the stages downstream
     # follow by automation. Launched by the model retraining schedule, or by hand from the Launchpad.
@@ -123,11 +135,19 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
                 )
             )
     poll_jobs, poll_schedules = build_poll_jobs_and_schedules(config)
-    schedules = [s for s in (build_time_windows_schedule(config), build_model_retraining_schedule(config)) if s]
+    schedules = [
+        s
+        for s in (
+            build_time_windows_schedule(config),
+            build_model_retraining_schedule(config),
+            build_rebuild_check_schedule(config),
+        )
+        if s
+    ]
     return dg.Definitions(
         assets=apply_platform_policy(assets),
-        asset_checks=[person_records_expectations, *freshness],
-        jobs=[full_refresh, build_preview_job(config), retrain, *poll_jobs],
+        asset_checks=[person_records_expectations, *freshness, rebuild_check],
+        jobs=[full_refresh, build_preview_job(config), retrain, rebuild, *poll_jobs],
         schedules=schedules + poll_schedules,
         sensors=sensors,
         resources={"warehouse": warehouse_resource(config)},

@@ -32,8 +32,11 @@ from resources.landing import api_sources, poll_key
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 TIME_WINDOWS_SCHEDULE = "time_windows_refresh"
 MODEL_RETRAINING_SCHEDULE = "identity_model_retraining"
-# The identity stage's retraining job (cdp_assets/identity/assets.py).
+# The identity stage's retraining job, and the job of the check that a rebuild gives what the refreshes
+# did (both defined in cdp_assets/definitions.py).
 RETRAIN_JOB = "retrain_identity_model"
+REBUILD_CHECK_JOB = "rebuild_check"
+REBUILD_CHECK_SCHEDULE = "rebuild_check_schedule"
 
 
 def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
@@ -72,6 +75,20 @@ def build_model_retraining_schedule(config: CDPConfig) -> dg.ScheduleDefinition 
         job_name=RETRAIN_JOB,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Trains the identity matching model afresh on all the data and re-resolves identity.",
+    )
+
+
+def build_rebuild_check_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
+    """The schedule of the rebuild check, or None when `refresh.rebuild_check` is null."""
+    if config.refresh.rebuild_check is None:
+        return None
+    return dg.ScheduleDefinition(
+        name=REBUILD_CHECK_SCHEDULE,
+        cron_schedule=config.refresh.rebuild_check,
+        execution_timezone=config.refresh.timezone,
+        job_name=REBUILD_CHECK_JOB,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Checks that a rebuild from the raw rows gives the customers, profiles and members there are.",
     )
 
 

@@ -51,6 +51,14 @@ class RefreshConfig(_Strict):
         ),
     )
 
+    rebuild_check: str | None = Field(
+        "0 5 * * 0",
+        description=(
+            "Cron (in `timezone`) of the `rebuild_check` job: the check that a rebuild from the raw rows gives the "
+            "same customers, ids, profiles and segment members as the refreshes did. Null: only by hand."
+        ),
+    )
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -60,7 +68,7 @@ class RefreshConfig(_Strict):
             raise ValueError(f"'{value}' is not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
         return value
 
-    @field_validator("time_windows", "model_retraining")
+    @field_validator("time_windows", "model_retraining", "rebuild_check")
     @classmethod
     def _crons(cls, value: str | None) -> str | None:
         return _cron(value)
