@@ -126,6 +126,12 @@ LOADED_FILES = Table(
     added_later=("read_settings",),
 )
 EXTRACT_QUARANTINE = Table("meta.extract_quarantine", QUARANTINE_COLUMNS)
+# Which raw files cleaning has read, as loaded when it read them, and with which cleaning settings: a
+# file loaded again since, a new one or one gone is what the next cleaning run reads or removes.
+CLEANED_FILES = Table(
+    "meta.cleaned_files",
+    {"role": "VARCHAR", "source": "VARCHAR", "file": "VARCHAR", "loaded_at": "TIMESTAMP", "settings": "VARCHAR"},
+)
 
 PERSON_RECORDS = Table(
     "clean.person_records",
@@ -360,6 +366,7 @@ SEGMENT_HISTORY = Table(
 SHARED_TABLES: tuple[Table, ...] = (
     LOADED_FILES,
     EXTRACT_QUARANTINE,
+    CLEANED_FILES,
     PERSON_RECORDS,
     EVENTS,
     TRANSACTIONS,

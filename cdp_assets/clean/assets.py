@@ -10,6 +10,7 @@ id, an event without a readable time) is quarantined whole. So for every source:
 raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
 """
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
@@ -105,6 +106,83 @@ def register_map(
     with sql.registered(f"{name}_frame", result) as frame:
         sql.create_table_as(name, f"select {casts} from {frame}", temporary=True)
     return len(result)
+
+
+# --------------------------------------------------------------------------- which raw files to read
+
+
+def cleaning_settings(config: CDPConfig, role: str) -> str:
+    """What cleaning a role's rows depends on besides the rows: the rules' version, the role's sources and
+    the identifier types. Rows cleaned under other settings are cleaned again, all of them."""
+    sources = [s.model_dump_json() for s in config.sources_with_role(role)]
+    text = "\x00".join([CODE_VERSION, *sources, config.identity.model_dump_json(include={"identifier_types"})])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def files_to_clean(
+    sql: Sql, scratch: Scratch, role: str, sources: Sequence[SourceConfig], settings: str, full: bool
+) -> str | None:
+    """The step's table `file_scope(source, file)` of the raw files whose rows this run cleans (new files,
+    files loaded again since they were cleaned) or removes (files no longer in the raw tables); None when
+    every row is cleaned afresh: asked for, the first run, or other cleaning settings than last time.
+
+    Cleaning is incremental by file: the rows of a file are cleaned once, and kept until the file changes.
+    Everything decided across files (a record's latest version, identifiers recorded once, quarantine
+    stamps) is decided again over the kept and the new rows, so the tables are those a full run gives."""
+    current = scratch("raw_files")
+    stats = [
+        f"select {sql_literal(s.name)} as source, _file as file, max(_loaded_at) as loaded_at "
+        f"from {ensure_raw_table(sql, s)} group by _file"
+        for s in sources
+    ] or ["select null::varchar source, null::varchar file, null::timestamp loaded_at where false"]
+    sql.create_table_as(current, " union all ".join(stats), temporary=True)
+    cleaned = tables.CLEANED_FILES.name
+    previous = sql.row(
+        f"select count(*), count(*) filter (where settings <> ?) from {cleaned} where role = ?", [settings, role]
+    )
+    if full or previous is None or previous[0] == 0 or previous[1] > 0:
+        return None
+    scope = scratch("file_scope")
+    sql.create_table_as(
+        scope,
+        f"""select source, file from {current} c
+            where not exists (select 1 from {cleaned} d where d.role = {sql_literal(role)} and d.source = c.source
+                              and d.file = c.file and d.loaded_at is not distinct from c.loaded_at)
+            union
+            select source, file from {cleaned} d
+            where d.role = {sql_literal(role)} and not exists (
+                select 1 from {current} c where c.source = d.source and c.file = d.file)""",
+        temporary=True,
+    )
+    return scope
+
+
+def record_cleaned_files(sql: Sql, scratch: Scratch, role: str, settings: str) -> None:
+    """Remember the raw files `files_to_clean` found (the step's `raw_files`) as cleaned under `settings`."""
+    cleaned = tables.CLEANED_FILES.name
+    sql.execute(f"delete from {cleaned} where role = ?", [role])
+    sql.execute(
+        f"insert into {cleaned} select ?, source, file, loaded_at, ? from {scratch('raw_files')}", [role, settings]
+    )
+
+
+def raw_rows(sql: Sql, source: SourceConfig, scope: str | None) -> str:
+    """The source's raw table, or only its rows of the files in `scope` (see files_to_clean)."""
+    table = ensure_raw_table(sql, source)
+    if scope is None:
+        return table
+    return (
+        f"(select * from {table} where _file in (select file from {scope} where source = {sql_literal(source.name)}))"
+    )
+
+
+def kept_rows(table: str, scope: str | None, columns: str = "*") -> str:
+    """A union-all branch: `table`'s rows of the files this run does not read again, or nothing on a
+    full run."""
+    if scope is None:
+        return ""
+    other_files = f"anti join {scope} f on f.source = t.source and f.file = t.file"
+    return f" union all by name select {columns} from {table} t {other_files}"
 
 
 # --------------------------------------------------------------------------- free text (all roles)
@@ -206,10 +284,11 @@ _TEXT_REJECTS = "select 'clean' as stage, * from {rejects}"
 
 
 def stage_identifiers(
-    sql: Sql, scratch: Scratch, sources: Sequence[SourceConfig], config: CDPConfig
+    sql: Sql, scratch: Scratch, sources: Sequence[SourceConfig], config: CDPConfig, scope: str | None = None
 ) -> tuple[str, str]:
     """The step's table `identifier_stage`: one row per (record row, identifier) with the raw value, its text
-    guarded like every other field's; the names of that table and of its text rejects."""
+    guarded like every other field's, of the raw rows of the files in `scope` (all, if None); the names of
+    that table and of its text rejects."""
     selects = []
     for source in sources:
         for ident in source.identifiers:
@@ -219,7 +298,7 @@ def stage_identifiers(
                 f"select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
                 f"{sql_literal(ident.type)} as id_type, {sql_literal(kind)} as kind, "
                 f"{sql_literal(ident.path)} as field, {expr} as raw, "
-                f"{sql_literal(source.default_country)} as region from {ensure_raw_table(sql, source)}"
+                f"{sql_literal(source.default_country)} as region from {raw_rows(sql, source, scope)}"
             )
     if not selects:
         selects = [
@@ -288,12 +367,17 @@ def _identifier_reason() -> str:
     return f"coalesce({', '.join(reasons)})" if reasons else "null::varchar"
 
 
-def write_identifiers(sql: Sql, role: str, accepted_rows: str, identifiers: str, maps: Mapping[str, str]) -> None:
+def write_identifiers(
+    sql: Sql, role: str, accepted_rows: str, identifiers: str, maps: Mapping[str, str], scope: str | None = None
+) -> None:
     """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value.
 
-    `identifiers` is the staged identifier table (see `stage_identifiers`), `maps` the normalisers' maps."""
+    `identifiers` is the staged identifier table (see `stage_identifiers`), `maps` the normalisers' maps;
+    with a `scope` (files_to_clean), the rows of the other files are kept as they are."""
     values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (column, _) in _identifier_maps().items())
-    tables.IDENTIFIERS[role].replace(
+    table = tables.IDENTIFIERS[role]
+    columns = "source, source_record_id, id_type, id_value, file, row_number"
+    table.replace(
         sql,
         f"""
         with normalised as (
@@ -303,8 +387,9 @@ def write_identifiers(sql: Sql, role: str, accepted_rows: str, identifiers: str,
             join ({accepted_rows}) a using (source, file, row_number)
             {_identifier_joins(maps)}
         )
-        select source, source_record_id, id_type, id_value, file, row_number
-        from normalised where id_value is not null
+        select {columns} from (
+            select {columns} from normalised where id_value is not null{kept_rows(table.name, scope, columns)}
+        )
         qualify row_number() over (
             partition by source, source_record_id, id_type, id_value order by file, row_number) = 1
         """,
@@ -322,11 +407,13 @@ where {_identifier_reason()} is not null
 """
 
 
-def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str]) -> None:
+def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str], scope: str | None = None) -> None:
     """`clean.<role>_quarantine`, rebuilt each run; the same value refused twice is recorded once.
 
     A reject already recorded keeps its first `quarantined_at`, so a re-run over the same files does not
     make old rejects look new; a reject from a file loaded again since (a changed file) is stamped now.
+    With a `scope` (files_to_clean), `rejects_sql` are the rejects of its files, and the other files'
+    rejects are kept as they are.
     """
     table = tables.CLEAN_QUARANTINE[role]
     reject = {column: kind for column, kind in table.columns.items() if column != "quarantined_at"}
@@ -356,6 +443,7 @@ def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str]) -> None:
              and o.value is not distinct from n.value and o.reason is not distinct from n.reason
              and o.scope = n.scope
             left join meta.loaded_files f on f.source = n.source and f.file = n.file
+            {kept_rows(table.name, scope)}
             """,
         )
 
@@ -363,8 +451,11 @@ def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- person records
 
 
-def _stage_person_rows(sql: Sql, stage: str, sources: Sequence[SourceConfig], purposes: list[str]) -> None:
-    """Temp table `stage`: raw text of every canonical field, one row per raw row."""
+def _stage_person_rows(
+    sql: Sql, stage: str, sources: Sequence[SourceConfig], purposes: list[str], scope: str | None
+) -> None:
+    """Temp table `stage`: raw text of every canonical field, one row per raw row (of the files in `scope`,
+    if given)."""
     selects = []
     for source in sources:
         columns = [f"{value_sql(source, source.fields.get(f))} as {f}" for f in PERSON_FIELDS]
@@ -375,7 +466,7 @@ def _stage_person_rows(sql: Sql, stage: str, sources: Sequence[SourceConfig], pu
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
             f"{record_id_sql(source)} as source_record_id, {', '.join(columns + consents)}, "
-            f"{sql_literal(source.default_country)} as default_country from {ensure_raw_table(sql, source)})"
+            f"{sql_literal(source.default_country)} as default_country from {raw_rows(sql, source, scope)})"
         )
     sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
 
@@ -420,15 +511,20 @@ _PERSON_VALUE_REJECTS = [
 ]
 
 
-def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
-    """Rebuild `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine.
+def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dict[str, int]:
+    """Bring `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine up to
+    the raw tables: the rows of new and changed files cleaned, those of files gone removed, the rest kept
+    (files_to_clean); every row cleaned afresh when `full` or the cleaning settings changed.
 
     The staged rows and the rules' maps are the step's own tables, dropped when it ends."""
     sources = config.sources_with_role("person")
     purposes = config.consent_purposes
+    settings = cleaning_settings(config, "person")
     with sql.scratch("clean_person") as scratch:
+        scope = files_to_clean(sql, scratch, "person", sources, settings, full)
         stage, labels = scratch("person_stage"), scratch("field_labels")
-        _stage_person_rows(sql, stage, sources, purposes)
+        _stage_person_rows(sql, stage, sources, purposes, scope)
+        read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, purposes)
         text_rejects = guard_text(
             sql, scratch, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]), labels=labels
@@ -448,7 +544,7 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
                from {stage} s left join {country_map} c on c.raw = s.country""",
             temporary=True,
         )
-        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config)
+        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config, scope)
         maps = build_identifier_maps(sql, scratch, identifiers, stage)
         register_map(
             sql,
@@ -511,13 +607,15 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
         # A record's latest version: the last updated, then (one update time in several files) the later file
         # name and line. What the landing files hold decides, never when they were loaded, so the same files
         # give the same profiles whatever order they arrived in.
+        records = tables.PERSON_RECORDS.name
         tables.PERSON_RECORDS.replace(
             sql,
             f"""
+            select *, row_number() over (partition by source, source_record_id
+                                         order by updated_at desc nulls last, file desc, row_number desc) = 1
+                    as is_latest
+            from (
             select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
-                row_number() over (partition by s.source, s.source_record_id
-                                   order by s.updated_ts desc nulls last, s.file desc, s.row_number desc) = 1
-                    as is_latest,
                 nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
                                  coalesce(n3.name, fn.last)), '') as full_name,
                 coalesce(n1.name, fn.first) as first_name,
@@ -544,6 +642,8 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
                    on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
             left join {scratch("dob_map")} dm on dm.raw = s.date_of_birth and dm.source = s.source
             where s.source_record_id is not null
+            {kept_rows(records, scope, "* exclude (is_latest)")}
+            )
             """,
         )
         consent_selects = [
@@ -561,7 +661,8 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
                 or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, "
                 "null::varchar raw, null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
             )
-            + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null",
+            + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null"
+            + kept_rows(tables.CONSENT_STATEMENTS.name, scope),
         )
         write_identifiers(
             sql,
@@ -569,6 +670,7 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
             f"select source, file, row_number, source_record_id from {stage} where source_record_id is not null",
             identifiers,
             maps,
+            scope,
         )
 
         rejects = [
@@ -604,8 +706,9 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
             _TEXT_REJECTS.format(rejects=text_rejects),
             _TEXT_REJECTS.format(rejects=identifier_text_rejects),
         ]
-        write_quarantine(sql, "person", rejects)
-    return _role_counts(sql, "person", "clean.person_records")
+        write_quarantine(sql, "person", rejects, scope)
+        record_cleaned_files(sql, scratch, "person", settings)
+    return {**_role_counts(sql, "person", "clean.person_records"), "raw_rows_cleaned_now": read_now}
 
 
 def _role_counts(sql: Sql, role: str, table: str) -> dict[str, int]:
@@ -737,6 +840,8 @@ def _cleaning_metadata(counts: dict[str, int], by_source: list[dict]) -> dict[st
         "rows_quarantined": counts["rows_quarantined"],
         "values_quarantined": counts["values_quarantined"],
         "row_reject_rate": dg.MetadataValue.float(counts["rows_quarantined"] / total if total else 0.0),
+        # Cleaning reads only the raw rows of new and changed files (files_to_clean), where it can.
+        **({"raw_rows_cleaned_now": counts["raw_rows_cleaned_now"]} if "raw_rows_cleaned_now" in counts else {}),
         "by_source": dg.MetadataValue.md(markdown_table(by_source)),
     }
 

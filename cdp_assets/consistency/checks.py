@@ -44,7 +44,7 @@ def rebuild(sql: Sql, config: CDPConfig) -> None:
     """Rebuild the cleaned records, identity, profiles and segment members on `sql` (a copy) from its raw
     tables, measuring the profiles from the as-of time the current ones were measured from."""
     as_of = sql.value("select max(traits_as_of) from cdp.golden_profiles")
-    clean_person_records(sql, config)
+    clean_person_records(sql, config, full=True)
     for role in ("events", "transactions"):
         if config.sources_with_role(role):
             clean_activity(sql, config, role)

@@ -1,0 +1,76 @@
+"""Cleaning reads only the raw rows of new and changed files, and leaves the tables a full cleaning gives."""
+
+import dagster as dg
+import duckdb
+import pytest
+
+from cdp_assets.clean.assets import PERSON_RECORDS, clean_person_records
+from resources.sql import Sql
+from resources.warehouse import copy_database
+from tests.fixtures import CRM_HEADER, make_platform
+
+pytestmark = pytest.mark.dagster
+
+TABLES = {
+    "clean.person_records": "* exclude (loaded_at)",
+    "clean.consent_statements": "*",
+    "clean.person_identifiers": "*",
+    "clean.person_quarantine": "* exclude (quarantined_at)",
+}
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, schema: str = "") -> dict[str, list[tuple]]:
+    return {t: conn.execute(f"select {c} from {schema}{t} order by all").fetchall() for t, c in TABLES.items()}
+
+
+def _cleaned_now(result: dg.ExecuteInProcessResult) -> int:
+    (materialization,) = result.asset_materializations_for_node("clean__person_records")
+    return materialization.metadata["raw_rows_cleaned_now"].value
+
+
+def test_only_new_and_changed_files_are_cleaned_and_the_result_is_a_full_cleaning(
+    tmp_path, instance, destination_server
+):
+    platform = make_platform(tmp_path, instance, destination_server.url, people=300)
+    first = platform.refresh()
+    assert first.success
+    raw_person_rows = platform.scalar(
+        "select count(*) from (select _file from raw.crm_contacts union all select _file from raw.shop_customers "
+        "union all select _file from raw.pos_loyalty)"
+    )
+    assert _cleaned_now(first) == raw_person_rows
+
+    # A new CRM file (one new contact, one later version of a known one, one bad e-mail) and a changed
+    # copy of the known-bad file: only their rows are read.
+    known = platform.scalar("select min(source_record_id) from clean.person_records where source = 'crm_contacts'")
+    crm = platform.folder / "landing" / "crm"
+    (crm / "delta.csv").write_text(
+        CRM_HEADER
+        + "NEW-1,Zed,Quill,zed.quill@example.org,,,,,,US,,true,2026-01-01T00:00:00Z\n"
+        + f"{known},Ann,Changed,ann.changed@example.org,,,,,,US,,true,2026-02-01T00:00:00Z\n"
+        + "NEW-2,Ivy,Ng,not-an-email,,,,,,US,,true,2026-01-01T00:00:00Z\n"
+    )
+    (crm / "known_bad.csv").write_text((crm / "known_bad.csv").read_text().replace("Ann,Lee", "Anne,Lee"))
+    second = platform.refresh()
+    assert second.success
+    assert _cleaned_now(second) == 3 + 4
+    assert (
+        platform.scalar("select last_name from clean.person_records where source_record_id = ? and is_latest", [known])
+        == "Changed"
+    )
+
+    # The same tables a full cleaning of every raw row gives.
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        incremental = _rows(conn)
+        copy = tmp_path / "full.duckdb"
+        copy_database(Sql(conn), copy)
+        with duckdb.connect(str(copy)) as full_conn:
+            counts = clean_person_records(Sql(full_conn), platform.config, full=True)
+            assert counts["raw_rows_cleaned_now"] == raw_person_rows + 3
+            assert _rows(full_conn) == incremental
+
+    # Nothing new: nothing read.
+    again = platform.defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[PERSON_RECORDS]
+    )
+    assert _cleaned_now(again) == 0
