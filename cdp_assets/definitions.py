@@ -20,7 +20,7 @@ from cdp_assets.consistency.checks import build_rebuild_check
 from cdp_assets.extract.api import GROUP as POLL_GROUP
 from cdp_assets.extract.api import build_poll_asset
 from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
-from cdp_assets.extract.assets import build_extract_asset, build_freshness_checks
+from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, build_identity_asset
 from cdp_assets.identity.preview import build_preview_job
 from cdp_assets.profiles.assets import build_profiles_asset
@@ -35,6 +35,7 @@ from resources.landing import api_sources
 from resources.warehouse import warehouse_resource
 from sensors.alerts import build_alert_sensor
 from sensors.automation import automation_sensor
+from sensors.freshness import build_freshness_checks, build_freshness_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
 from sensors.schedules import (
@@ -99,16 +100,16 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations
     ]
-    # Source freshness is judged by its own sensor against the clock, not by a refresh run; polling an API is
-    # collection, on each source's schedule, and the refresh loads what has landed.
-    # The rebuild check costs a refresh of its own: it runs in its job, on its schedule or by hand.
+    # Polling an API is collection, on each source's schedule, and the refresh loads what has landed.
+    # The rebuild check costs a refresh of its own: it runs in its job, on its schedule or by hand. A source's
+    # freshness is judged by its sensor against the clock, not by a run.
     freshness = build_freshness_checks(config)
     rebuild_check = build_rebuild_check(config)
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
         selection=dg.AssetSelection.all()
         - dg.AssetSelection.groups(POLL_GROUP)
-        - dg.AssetSelection.checks(*freshness, rebuild_check),
+        - dg.AssetSelection.checks(rebuild_check, *freshness),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
     rebuild = dg.define_asset_job(
@@ -126,14 +127,9 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     )
     sensors = [build_landing_sensor(config), build_overrides_sensor(config), automation_sensor]
     sensors.append(build_alert_sensor(config))
-    if freshness:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.SupersessionWarning)  # see build_freshness_checks
-            sensors.append(
-                dg.build_sensor_for_freshness_checks(
-                    freshness_checks=freshness, name="source_freshness", default_status=dg.DefaultSensorStatus.RUNNING
-                )
-            )
+    freshness_sensor = build_freshness_sensor(config)
+    if freshness_sensor is not None:
+        sensors.append(freshness_sensor)
     poll_jobs, poll_schedules = build_poll_jobs_and_schedules(config)
     schedules = [
         s

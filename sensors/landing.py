@@ -14,6 +14,10 @@ import dagster as dg
 from resources.config import CDPConfig
 from resources.landing import ExtractConfig, source_files
 
+# The extract's check that every file could be read (cdp_assets/extract/assets.py); a sensor never imports
+# the stages.
+FILES_READABLE_CHECK = "files_readable"
+
 
 def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
     keys = [dg.AssetKey(["raw", s.name]) for s in config.sources]
@@ -49,6 +53,8 @@ def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
                     dg.RunRequest(
                         run_key=f"{source.name}:{digest}",
                         asset_selection=[dg.AssetKey(["raw", source.name])],
+                        # The extract's own check; a source's freshness is its own sensor's (sensors/freshness.py).
+                        asset_check_keys=[dg.AssetCheckKey(dg.AssetKey(["raw", source.name]), FILES_READABLE_CHECK)],
                         run_config=dg.RunConfig(ops={f"raw__{source.name}": ExtractConfig(skip_if_unchanged=True)}),
                         tags={"cdp/source": source.name, "cdp/new_files": str(len(changed))},
                     )

@@ -19,6 +19,7 @@ from resources.config import ConfigError, load_config
 from resources.config.refresh import AS_OF_TAG
 from resources.sql import Sql
 from sensors.alerts import alert_text
+from sensors.freshness import freshness_evaluation
 from sensors.schedules import TIME_WINDOWS_SCHEDULE, build_time_windows_schedule
 
 ORDER_AT = datetime(2026, 3, 1, 3, 0)  # 22:00 on 28 February in New York
@@ -155,29 +156,38 @@ def test_days_since_counts_the_calendar_days_of_the_configured_zone(tmp_path):
 
 @pytest.mark.dagster
 def test_a_source_that_stops_sending_is_marked_stale(tmp_path):
-    """The freshness check on a source with `expected_every` warns until a file of it has loaded within
-    the span, and the full refresh does not run it (its own sensor does, against the clock)."""
+    """The sensor's verdict on a source with `expected_every`: stale (WARN) until a file has loaded, fresh
+    after, stale again once the span has passed with no file; recorded when it changes, once an hour while
+    it holds. No refresh runs the check, and the landing sensor's extracts run only their own."""
     config = load_config(write_config(tmp_path))
     defs = build_definitions(config)
     check_keys = {key for check in defs.asset_checks or [] for key in check.check_keys}
-    fresh = [key for key in check_keys if key.asset_key == dg.AssetKey(["raw", "orders"]) and "fresh" in key.name]
-    assert len(fresh) == 1  # crm declares no expected_every
-    assert not any(k.asset_key == dg.AssetKey(["raw", "crm"]) and "fresh" in k.name for k in check_keys)
-    assert {s.name for s in defs.sensors} >= {"source_freshness", "run_failure_alerts"}
+    assert dg.AssetCheckKey(dg.AssetKey(["raw", "orders"]), "fresh") in check_keys
+    assert dg.AssetCheckKey(dg.AssetKey(["raw", "crm"]), "fresh") not in check_keys  # no expected_every
+    sensor = defs.resolve_sensor_def("source_freshness")
     instance = dg.DagsterInstance.ephemeral()
-    freshness_job = dg.define_asset_job("freshness", selection=dg.AssetSelection.checks(*fresh))
-    checks_job = dg.Definitions.merge(defs, dg.Definitions(jobs=[freshness_job])).resolve_job_def("freshness")
 
-    def evaluate() -> dg.AssetCheckEvaluation:
-        (evaluation,) = checks_job.execute_in_process(instance=instance).get_asset_check_evaluations()
-        return evaluation
+    def tick(cursor: str | None) -> dg.SensorResult:
+        return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
 
-    never_loaded = evaluate()
-    assert not never_loaded.passed and never_loaded.severity == dg.AssetCheckSeverity.WARN
+    never = tick(None)
+    (verdict,) = never.asset_events
+    assert not verdict.passed and verdict.severity == dg.AssetCheckSeverity.WARN
+    assert verdict.metadata["last_loaded_at"].value == "never"
+    assert tick(never.cursor).asset_events == []  # the same verdict is not recorded every minute
+
     refresh = defs.resolve_job_def("full_refresh").execute_in_process(instance=instance)
     assert refresh.success
-    assert all(e.check_name != fresh[0].name for e in refresh.get_asset_check_evaluations())
-    assert evaluate().passed
+    assert all(e.check_name != "fresh" for e in refresh.get_asset_check_evaluations())
+    loaded = tick(never.cursor)
+    (verdict,) = loaded.asset_events
+    assert verdict.passed
+
+    # A day and a minute later, with no file since: stale again, recorded at once.
+    orders = next(s for s in config.sources if s.name == "orders")
+    last = instance.get_latest_materialization_event(dg.AssetKey(["raw", "orders"])).timestamp
+    assert not freshness_evaluation(instance, orders, last + 86_460).passed
+    assert freshness_evaluation(instance, orders, last + 86_340).passed
 
 
 class _Webhook(BaseHTTPRequestHandler):

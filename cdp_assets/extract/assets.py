@@ -9,7 +9,6 @@ source's other files; the asset's warning check lists such files.
 
 import hashlib
 import json
-import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -339,23 +338,3 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         )
 
     return extract
-
-
-def build_freshness_checks(config: CDPConfig) -> list[dg.AssetChecksDefinition]:
-    """A warning check per source that declares `expected_every`: stale when no file of it has loaded for
-    that long. A source that stops sending is otherwise silent: nothing fails, the profiles just age."""
-    checks: list[dg.AssetChecksDefinition] = []
-    for source in config.sources:
-        if source.expected_within is None:
-            continue
-        with warnings.catch_warnings():
-            # Superseded by FreshnessPolicy, whose state the UI shows but no check result records or test
-            # can evaluate; a check with WARN severity says "stale" where people look at data quality.
-            warnings.simplefilter("ignore", dg.SupersessionWarning)
-            checks += dg.build_last_update_freshness_checks(
-                assets=[dg.AssetKey(["raw", source.name])],
-                lower_bound_delta=source.expected_within,
-                timezone=config.refresh.timezone,
-                severity=dg.AssetCheckSeverity.WARN,
-            )
-    return checks

@@ -1,0 +1,107 @@
+"""Source freshness: a warning check per source that declares `expected_every`, judged against the clock.
+
+A source that stops sending is otherwise silent: nothing fails, the profiles just age. The check
+`fresh` on `raw/<source>` fails (severity WARN) when no file of the source has loaded for longer than
+`expected_every`. Its result is reported by the `source_freshness` sensor, which looks at the time of the
+asset's last materialization (Dagster's own record; the warehouse is never opened) on every tick, and
+records an evaluation when the verdict changes, and once an hour while it holds, so the UI always shows
+the verdict of the last hour. No refresh or extract run evaluates it (a run that loads nothing would
+show it skipped); it can be executed by hand from the asset's page as well.
+"""
+
+import json
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from resources.config import CDPConfig, SourceConfig
+
+CHECK_NAME = "fresh"
+# A verdict that holds is recorded again after this long, so its evaluation never looks stale.
+REPEAT_SECONDS = 3600
+
+
+def raw_key(source: SourceConfig) -> dg.AssetKey:
+    """The source's extract asset (cdp_assets/extract/assets.py); a sensor never imports the stages."""
+    return dg.AssetKey(["raw", source.name])
+
+
+def freshness_evaluation(instance: dg.DagsterInstance, source: SourceConfig, now: float) -> dg.AssetCheckEvaluation:
+    """The verdict on `source` at `now` (a Unix time): when it last loaded a file, and whether that is
+    within `expected_every`."""
+    within = source.expected_within
+    assert within is not None
+    latest = instance.get_latest_materialization_event(raw_key(source))
+    loaded = latest.timestamp if latest is not None else None
+    age = None if loaded is None else now - loaded
+    passed = age is not None and age <= within.total_seconds()
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "expected_every": source.expected_every,
+        "last_loaded_at": datetime.fromtimestamp(loaded, UTC).isoformat() if loaded else "never",
+    }
+    if age is not None:
+        metadata["hours_since_last_load"] = dg.MetadataValue.float(round(age / 3600, 2))
+    return dg.AssetCheckEvaluation(
+        asset_key=raw_key(source),
+        check_name=CHECK_NAME,
+        passed=passed,
+        metadata=metadata,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if passed else f"no file of {source.name} has loaded for over {source.expected_every}",
+    )
+
+
+def build_freshness_checks(config: CDPConfig) -> list[dg.AssetChecksDefinition]:
+    """The `fresh` check of every source with `expected_every`, executable by hand."""
+    checks = []
+    for source in config.sources:
+        if source.expected_within is None:
+            continue
+
+        def fresh(context: dg.AssetCheckExecutionContext, source: SourceConfig = source) -> dg.AssetCheckResult:
+            verdict = freshness_evaluation(context.instance, source, time.time())
+            return dg.AssetCheckResult(
+                passed=verdict.passed,
+                metadata=verdict.metadata,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=verdict.description,
+            )
+
+        checks.append(
+            dg.asset_check(
+                asset=raw_key(source),
+                name=CHECK_NAME,
+                description=f"A file of {source.name} has loaded within {source.expected_every} (expected_every).",
+            )(fresh)
+        )
+    return checks
+
+
+def build_freshness_sensor(config: CDPConfig) -> dg.SensorDefinition | None:
+    """The sensor, or None when no source declares `expected_every`."""
+    sources = [s for s in config.sources if s.expected_within is not None]
+    if not sources:
+        return None
+
+    @dg.sensor(
+        name="source_freshness",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Marks a source stale (the WARN check 'fresh') when no file of it loaded within expected_every.",
+    )
+    def source_freshness(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = time.time()
+        previous: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
+        cursor, events = {}, []
+        for source in sources:
+            verdict = freshness_evaluation(context.instance, source, now)
+            last = previous.get(source.name)
+            if last is None or last[0] != verdict.passed or now - last[1] >= REPEAT_SECONDS:
+                events.append(verdict)
+                cursor[source.name] = [verdict.passed, now]
+            else:
+                cursor[source.name] = last
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
+
+    return source_freshness
