@@ -11,7 +11,7 @@ import dagster as dg
 
 from cdp_assets.clean.assets import PERSON_RECORDS
 from cdp_assets.metadata import markdown_table, mask, redact_errors
-from resources.quality import validate_frame
+from resources.quality import validate_frame, validation_frame
 from resources.warehouse import Warehouse
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
@@ -44,10 +44,14 @@ def _expectations() -> list[object]:
 @redact_errors
 def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.sql() as sql:
-        frame = sql.frame(
-            """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
-                      year(date_of_birth) as birth_year, trust
-               from clean.person_records"""
+        # Numbers as int64 and float64 (a birth year may be missing): the types Great Expectations compares
+        # vectorised (validation_frame).
+        frame = validation_frame(
+            sql.arrow(
+                """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
+                          year(date_of_birth)::double as birth_year, trust::bigint as trust
+                   from clean.person_records"""
+            )
         )
     outcomes = validate_frame("cleaned_person_records", frame, _expectations())
     failed = [o for o in outcomes if not o.success]
