@@ -322,7 +322,7 @@ def read_file(
     """Dispatch on the source's declared format."""
     if fmt == "csv":
         return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding)
-    if fmt == "jsonl":
+    if fmt in ("jsonl", "segment"):  # the collector writes Segment events as JSON lines
         return read_jsonl(path)
     if fmt == "parquet":
         return read_parquet(path)
