@@ -12,6 +12,11 @@ from collector.server import CollectorServer
 from resources.config import ConfigError, load_config
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (make dev's exit, a service manager) stops like Ctrl-C: the open files are published."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m collector", description=__doc__)
     parser.add_argument("--config", help="cdp.yaml to read (default: $CDP_CONFIG, then ./cdp.yaml)")
@@ -38,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for spool in server.spools.values():
         for path in spool.recovered:
             print(f"collector: published {path} left by an earlier run", file=sys.stderr)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, _stop)
     print(f"collector: listening on {server.url} for {', '.join(sorted(server.spools))}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.5)
