@@ -388,3 +388,72 @@ def test_a_segment_source_refuses_the_keys_its_format_fixes(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"sources\[1\] \(website\): glob: fixed by format 'segment'"):
         load_config(tmp_path / "cdp.yaml")
     assert config.sources[1].glob == "collector/website/*.jsonl"
+
+
+# --------------------------------------------------------------------------- the landing sensor (dagster)
+
+
+@pytest.mark.dagster
+def test_the_landing_sensor_ignores_the_open_file_and_loads_it_once_published(collector) -> None:
+    server, config = collector
+    sensor = build_definitions(config).resolve_sensor_def("landing_files_sensor")
+    event = {"userId": "u1", "event": "E"}
+    assert requests.post(f"{server.url}/v1/track", json=event, auth=(KEY, "")).status_code == 200
+    with dg.instance_for_test() as instance:
+        before = sensor(dg.build_sensor_context(instance=instance))
+        # Acknowledged and durable, but still the hidden open file: only the CRM file is loaded.
+        assert [r.asset_selection for r in before.run_requests] == [[dg.AssetKey(["raw", "crm"])]]
+        server.spools["website"].rotate_if_due(force=True)
+        after = sensor(dg.build_sensor_context(instance=instance, cursor=before.cursor))
+    assert [r.asset_selection for r in after.run_requests] == [[dg.AssetKey(["raw", "website"])]]
+
+
+# --------------------------------------------------------------------------- kill -9 (e2e)
+
+
+@pytest.mark.e2e
+def test_no_acknowledged_event_is_lost_when_the_collector_is_killed(tmp_path: Path) -> None:
+    """The collector as `make dev` runs it, in its own process, killed with SIGKILL between requests that
+    were answered and one left half-sent; restarted, it publishes every acknowledged event."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _config(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, WRITE_KEYS_ENV: f"website:{KEY}", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "collector", "--config", str(tmp_path / "cdp.yaml"), "--port", str(port)]
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "listening on" in line:
+                return process
+        raise AssertionError(f"the collector exited with {process.wait()}")
+
+    process = start()
+    url = f"http://127.0.0.1:{port}"
+    acknowledged = []
+    for n in range(20):
+        batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"m{n}-{i}"} for i in range(10)]
+        assert requests.post(f"{url}/v1/batch", json={"batch": batch}, auth=(KEY, "")).status_code == 200
+        acknowledged += [e["messageId"] for e in batch]
+    # A request in flight: headers and part of the body sent, never answered.
+    half = socket.create_connection(("127.0.0.1", port))
+    half.sendall(b'POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"userId":')
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    half.close()
+    folder = tmp_path / "landing" / "collector" / "website"
+    assert not list(folder.glob("*.jsonl"))  # nothing was published: all of it is in the hidden file
+    restarted = start()
+    restarted.send_signal(signal.SIGTERM)
+    assert restarted.wait(timeout=30) == 0
+    stored = [json.loads(line)["messageId"] for p in sorted(folder.glob("*.jsonl")) for line in p.open()]
+    assert sorted(stored) == sorted(acknowledged)
+    assert not list(folder.glob(".*.part"))
