@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -32,14 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, WriteKeyError) as exc:
         print(f"collector: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="collector: %(message)s")
     settings = config.collector
-    server = CollectorServer(
-        (args.host or settings.host, settings.port if args.port is None else args.port),
-        keys,
-        {s.name: config.collector_folder(s) for s in sources if s.name in keys.sources},
-        rotate_bytes=settings.rotate_bytes,
-        rotate_seconds=settings.rotate_seconds,
-    )
+    try:
+        server = CollectorServer(
+            (args.host or settings.host, settings.port if args.port is None else args.port),
+            keys,
+            {s.name: config.collector_folder(s) for s in sources if s.name in keys.sources},
+            rotate_bytes=settings.rotate_bytes,
+            rotate_seconds=settings.rotate_seconds,
+        )
+    except OSError as exc:  # the port is taken, or another collector writes to a source's folder
+        print(f"collector: {exc}", file=sys.stderr)
+        return 2
     for spool in server.spools.values():
         for path in spool.recovered:
             print(f"collector: published {path} left by an earlier run", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Any
 
 from collector.events import CALLS, MAX_BATCH_BYTES, MAX_EVENT_BYTES, SHORT_PATHS, BadEvent, encode, prepare
 from collector.keys import WriteKeys
-from collector.spool import Spool, SpoolError
+from collector.spool import Spool, SpoolError, log
 
 
 class _Refused(Exception):
@@ -49,12 +49,12 @@ class CollectorServer(ThreadingHTTPServer):
         rotate_bytes: int,
         rotate_seconds: float,
     ) -> None:
-        super().__init__(address, _Handler)
         self.keys = keys
         self.spools = {
             source: Spool(folder, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds)
             for source, folder in folders.items()
         }
+        super().__init__(address, _Handler)
         self._stop = threading.Event()
         self._rotator = threading.Thread(target=self._rotate, name="collector-rotate", daemon=True)
         self._rotator.start()
@@ -75,7 +75,7 @@ class CollectorServer(ThreadingHTTPServer):
         self._stop.set()
         super().server_close()
         for spool in self.spools.values():
-            spool.close()
+            spool.release()
 
 
 def _route(path: str) -> str | None:
@@ -94,6 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: CollectorServer
     server_version = "cdp-collector"
+    # Set when an answer goes out before the body was read: the connection then closes.
+    _unread = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Quiet: a request log line per event batch would drown the terminal; errors are in the answers."""
@@ -132,12 +134,13 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 self.server.spools[source].append(b"".join(lines))
             except SpoolError as exc:
+                log.error("%s: %s", source, exc)
                 raise _Refused(503, str(exc)) from None
         except _Refused as refused:
             self._reply(
                 refused.status,
                 {"success": False, "reason": refused.reason, **refused.extra},
-                close=getattr(self, "_unread", False),
+                close=self._unread,
             )
             return
         answer: dict[str, Any] = {"success": True}
@@ -203,11 +206,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(events, list) or not events:
             raise _Refused(400, "a batch needs 'batch': a non-empty list of events")
         context = body.get("context") if isinstance(body.get("context"), dict) else None
+        # In a batch no bigger than one event's limit, no event can be over it: no need to measure each.
+        known = 0 if size <= MAX_EVENT_BYTES else None
         lines, rejected = [], []
         for index, event in enumerate(events):
             try:
                 lines.append(
-                    encode(prepare(event, None, received_at, sent_at=body.get("sentAt"), batch_context=context))
+                    encode(
+                        prepare(event, None, received_at, sent_at=body.get("sentAt"), batch_context=context, size=known)
+                    )
                 )
             except BadEvent as bad:
                 rejected.append({"index": index, "reason": bad.reason})

@@ -15,6 +15,8 @@ publishes them when the collector starts again.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import secrets
 import threading
@@ -24,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PART_SUFFIX = ".part"
+LOCK_NAME = ".collector.lock"
+log = logging.getLogger("collector")
 
 
 class SpoolError(OSError):
@@ -80,6 +84,13 @@ class Spool:
         self.rotate_seconds = rotate_seconds
         self._clock = clock
         folder.mkdir(parents=True, exist_ok=True)
+        # One collector per folder: a second one would publish the first one's open file under it.
+        self._lock = (folder / LOCK_NAME).open("a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise SpoolError(f"another collector is writing to {folder}") from None
         self.recovered = recover(folder)
         self._cond = threading.Condition()
         self._queue: list[bytes] = []
@@ -144,7 +155,12 @@ class Spool:
         self._size += len(data)
         self.commits += 1
         if self._size >= self.rotate_bytes or self._clock() - self._opened_at >= self.rotate_seconds:
-            self._publish()
+            try:
+                self._publish()
+            except OSError as exc:
+                # The events are durable; the file stays hidden and is published when the collector next starts.
+                log.error("could not publish %s: %s; it is published at the next start", self._part, exc)
+                self._handle, self._part = None, None
 
     def _open(self) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -173,9 +189,19 @@ class Spool:
                 return None
             if not force and self._clock() - self._opened_at < self.rotate_seconds:
                 return None
-            self._publish()
+            try:
+                self._publish()
+            except OSError as exc:
+                log.error("could not publish %s: %s; it is published at the next start", self._part, exc)
+                self._handle, self._part = None, None
+                return None
             return self.published[-1]
 
     def close(self) -> None:
         """Publish what is open; the spool can still be appended to afterwards (a new file is opened)."""
         self.rotate_if_due(force=True)
+
+    def release(self) -> None:
+        """Publish what is open and let another collector write to the folder."""
+        self.close()
+        self._lock.close()

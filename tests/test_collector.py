@@ -18,7 +18,7 @@ from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from collector.events import MAX_EVENT_BYTES, BadEvent, prepare
 from collector.keys import WRITE_KEYS_ENV, WRITE_KEYS_FILE_ENV, WriteKeyError, load_write_keys
 from collector.server import CollectorServer
-from collector.spool import Spool, recover
+from collector.spool import Spool, SpoolError, recover
 from resources.config import CDPConfig, ConfigError, load_config
 
 RECEIVED = datetime(2025, 6, 30, 12, 0, 0, tzinfo=UTC)
@@ -457,3 +457,12 @@ def test_no_acknowledged_event_is_lost_when_the_collector_is_killed(tmp_path: Pa
     stored = [json.loads(line)["messageId"] for p in sorted(folder.glob("*.jsonl")) for line in p.open()]
     assert sorted(stored) == sorted(acknowledged)
     assert not list(folder.glob(".*.part"))
+
+
+@pytest.mark.unit
+def test_a_second_collector_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    first = Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30)
+    with pytest.raises(SpoolError, match="another collector is writing to"):
+        Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30)
+    first.release()
+    Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30).release()
