@@ -349,6 +349,8 @@ def test_events_delivered_again_are_cleaned_once_and_their_copies_quarantined(
         reasons = conn.execute(
             "select value, file, reason from clean.events_quarantine where source = 'website' order by value"
         ).fetchall()
+        raw = conn.execute("select count(*) from raw.website").fetchone()
+    assert raw == (7,)  # every copy is loaded; cleaning accounts for each: 4 events + 3 quarantined copies
     first_rel, second_rel = (p.relative_to(config.landing_path).as_posix() for p in (first, second))
     assert cleaned == [("m0", first_rel), ("m1", first_rel), ("m2", first_rel), ("m9", second_rel)]
     assert [(r[0], r[1]) for r in reasons] == [("m0", second_rel), ("m1", second_rel), ("m2", second_rel)]

@@ -56,7 +56,9 @@ def test_raw_rows_equal_cleaned_plus_quarantined_for_every_source(platform: Plat
             "where source = ? and stage = 'clean' and scope = 'row'",
             [source.name],
         )
-        assert raw > 0 and raw == cleaned + rejected, source.name
+        # The demo data holds no collector traffic (its website events arrive live); tests/test_collector.py
+        # checks the accounting of a collector-fed source.
+        assert (raw > 0 or source.format == "segment") and raw == cleaned + rejected, source.name
 
 
 def test_every_line_of_every_file_is_loaded_or_quarantined(platform: Platform):
