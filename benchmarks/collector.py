@@ -81,8 +81,8 @@ def _client(port: int, worker: str, seconds: float, batch: int, results: mp.Queu
             conn.request("POST", "/v1/batch", body, headers)
             response = conn.getresponse()
             response.read()
-        except OSError:
-            break  # the collector was killed: this batch was not acknowledged
+        except (OSError, http.client.HTTPException):
+            break  # the collector was killed: this batch was not acknowledged (or the client never read it)
         if response.status == 200:
             latencies.append(time.perf_counter() - started)
             acked.append(seq)
