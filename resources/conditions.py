@@ -146,23 +146,13 @@ def check_condition(
     unknown = [c for c in referenced_columns(tree) if c.lower() not in known]
     if unknown:
         raise ConditionError(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
-    # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
     # A path becomes the function reading it, built from the checked column and keys (never from text).
     for path in [p for p in paths if not isinstance(p.parent, exp.Dot)]:
         reference = json_reference(path, json_columns)
         assert reference is not None
         path.replace(json_path_node(*reference))
+    # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
     return tree.sql(dialect="duckdb", identify=True, comments=False)
-    # A path becomes the function reading it, built here from the checked column and keys, not parsed.
-    outermost = [p for p in paths if not isinstance(p.parent, exp.Dot)]
-    for number, path in enumerate(outermost):
-        path.replace(exp.column(f"__json_path_{number}"))
-    checked = tree.sql(dialect="duckdb", identify=True, comments=False)
-    for number, path in enumerate(outermost):
-        reference = json_reference(path, json_columns)
-        assert reference is not None
-        checked = checked.replace(f'"__json_path_{number}"', json_path_sql(*reference))
-    return checked
 
 
 def referenced_columns(condition: str | exp.Expression) -> tuple[str, ...]:
