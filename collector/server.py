@@ -97,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
     # The answer's headers and body are two writes: with Nagle's algorithm the body would wait for the
     # client's delayed ACK of the headers, 40 ms on Linux, on every request.
     disable_nagle_algorithm = True
+    # A keep-alive connection idle this long is closed, so idle SDKs do not hold a thread each forever.
+    timeout = 60
     # Set when an answer goes out before the body was read: the connection then closes.
     _unread = False
 
