@@ -317,6 +317,9 @@ def test_the_segment_sdks_calls_reach_cleaned_events_the_identity_map_and_traits
             "group",
         ]  # fmt: skip
         assert events[1][3] == "shoes" and events[7][2:] == ("acct-1", None, "Acme")
+        # A page's name and category are properties too, as analytics.js sends them.
+        page = conn.execute("select properties from clean.events where event = 'page'").fetchone()[0]
+        assert json.loads(page) == {"name": "Checkout", "category": "Shop", "path": "/checkout"}
         # One customer: the CRM person, found by e-mail through identify, and every browser the user used.
         customers = conn.execute(
             "select source, source_record_id, customer_id from cdp.identity_map order by all"

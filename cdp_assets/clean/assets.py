@@ -76,6 +76,21 @@ def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
+def properties_sql(source: SourceConfig) -> str:
+    """The event's properties; for Segment sources, a page or screen call's `name` and `category` are
+    added under those keys (as analytics.js does), so a trait can ask which page was viewed."""
+    properties = json_sql(source, source.fields.get("properties"))
+    if source.format != "segment":
+        return properties
+    # Merging into {} drops the one of name and category that is missing; the event's own properties win.
+    given = "json_object('name', record ->> '$.name', 'category', record ->> '$.category')"
+    named = f"json_merge_patch(json_merge_patch('{{}}'::json, {given}), coalesce({properties}, '{{}}'::json))"
+    return (
+        f"case when record ->> '$.type' in ('page', 'screen') and coalesce(record ->> '$.name', "
+        f"record ->> '$.category') is not null then {named} else {properties} end"
+    )
+
+
 def path_label(spec: FieldSpec | None) -> str | None:
     """How a field is named in quarantine: the source's own column or path."""
     if spec is None:
@@ -659,7 +674,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
                 coalesce({event_id}, _file || ':' || _row_number::varchar) as event_id,
                 {value_sql(s, f.get("event"))} as event, {value_sql(s, f.get("currency"))} as currency,
                 {value_sql(s, f.get("status"))} as status, {value_sql(s, f.get("group_id"))} as group_id,
-                {json_sql(s, f.get("properties"))} as properties, {json_sql(s, f.get("context"))} as context,
+                {properties_sql(s)} as properties, {json_sql(s, f.get("context"))} as context,
                 {json_sql(s, f.get("traits"))} as traits,
                 {value_sql(s, f.get("occurred_at"))} as occurred_raw,
                 {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats)} as occurred_at,
