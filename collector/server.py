@@ -131,10 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
             if call is None:
                 self._drain()
                 raise _Refused(404, f"no such endpoint {self.path[:100]}; use /v1/{{{','.join(sorted(CALLS))},batch}}")
+            header_key = self._header_key()
+            if header_key is not None and self.server.keys.source_of(header_key) is None:
+                self._drain()  # a wrong key is refused as such, whatever the body holds
+                raise _Refused(401, "unknown write key: send the source's key as the HTTP Basic user name")
             body, size = self._body(call)
-            source = self.server.keys.source_of(self._write_key(body))
+            body_key = body.get("writeKey") if isinstance(body, dict) else None
+            source = self.server.keys.source_of(header_key or (body_key if isinstance(body_key, str) else None))
             if source is None:
-                raise _Refused(401, "unknown or missing write key: send it as the HTTP Basic user name")
+                raise _Refused(401, "missing write key: send it as the HTTP Basic user name")
             lines, accepted, rejected = self._events(call, body, size, received_at)
             try:
                 self.server.spools[source].append(b"".join(lines))
@@ -184,17 +189,16 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _Refused(400, f"invalid JSON: {exc}") from None
 
-    def _write_key(self, body: Any) -> str | None:
-        header = self.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                user = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            return user
-        key = body.get("writeKey") if isinstance(body, dict) else None
-        return key if isinstance(key, str) else None
+    def _header_key(self) -> str | None:
+        """The write key of a Basic Authorization header ('' if it cannot be read), None without one;
+        without one, Segment's `writeKey` in the body is used."""
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
 
     def _events(
         self, call: str, body: Any, size: int, received_at: datetime
