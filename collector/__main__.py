@@ -7,15 +7,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from collector.keys import WriteKeyError, load_write_keys
 from collector.server import CollectorServer
 from resources.config import ConfigError, load_config
-
-
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM (make dev's exit, a service manager) stops like Ctrl-C: the open files are published."""
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     for spool in server.spools.values():
         for path in spool.recovered:
             print(f"collector: published {path} left by an earlier run", file=sys.stderr)
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGTERM (make dev's exit, a service manager) stops like Ctrl-C: the open files are published. The
+    # server is stopped from another thread, since the handler runs in the one serving.
+    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=server.shutdown).start())
     print(f"collector: listening on {server.url} for {', '.join(sorted(server.spools))}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.5)
