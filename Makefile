@@ -8,9 +8,12 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
 DESTINATION_PORT ?= 8765
+# The demo's write key for the collector's `website` source; a deployment sets its own (see README).
+CDP_COLLECTOR_WRITE_KEYS ?= website:demo-write-key
+export CDP_COLLECTOR_WRITE_KEYS
 export DAGSTER_HOME
 
-.PHONY: install demo-data demo-destination materialize dev test test-fast lint bench bench-identity clean-data
+.PHONY: install demo-data demo-destination collector materialize dev test test-fast lint bench bench-identity bench-collector clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -36,14 +39,20 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo-destination: install
 	$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port $(DESTINATION_PORT)
 
+# The event collector (Segment's tracking API) on collector.port of cdp.yaml, 8088 by default.
+collector: install
+	$(BIN)/python -m collector
+
 # Headless full refresh; the demo's HTTP syncs need `make demo-destination` running alongside.
 materialize: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh
 
-# Demo destination in the background for as long as the UI runs, then a full refresh, then the UI.
+# Demo destination and event collector in the background for as long as the UI runs, then a full
+# refresh, then the UI.
 dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 	@$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port $(DESTINATION_PORT) & server=$$!; \
-	trap 'kill $$server 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python -m collector & collector=$$!; \
+	trap 'kill $$server $$collector 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh && \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
@@ -64,6 +73,10 @@ bench: install
 # Identity accuracy on FEBRL 1-4 and on the demo ground truth, with the identity stage's time and memory.
 bench-identity: install
 	$(BIN)/python -m benchmarks.identity
+
+# Collector throughput and p99 latency under batched clients, then kill -9 under load: no acknowledged event lost.
+bench-collector: install
+	$(BIN)/python -m benchmarks.collector --seconds 60
 
 clean-data:
 	rm -rf data/landing data/exports data/warehouse.duckdb data/ground_truth.csv

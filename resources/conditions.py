@@ -21,7 +21,7 @@ over the activity tables and rely on the allow-list alone (see docs/configuratio
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import sqlglot
 from sqlglot import exp
@@ -90,14 +90,50 @@ class ConditionError(ValueError):
     """A condition that may not run; the message names the construct but not the key (the caller does)."""
 
 
-def check_condition(expression: str, columns: Collection[str], columns_of: str) -> str:
+def json_path_node(column: str, keys: Sequence[str]) -> exp.Expression:
+    """The expression reading the text at `column.key1.key2...` of a JSON column, NULL where the event has
+    no such key. Keys are quoted in the JSON path, so a key with a dot or a space is one key."""
+    path = "$." + ".".join('"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys)
+    return exp.Anonymous(
+        this="json_extract_string", expressions=[exp.column(column, quoted=True), exp.Literal.string(path)]
+    )
+
+
+def json_path_sql(column: str, keys: Sequence[str]) -> str:
+    """`json_path_node` as DuckDB SQL."""
+    return json_path_node(column, keys).sql(dialect="duckdb", identify=True)
+
+
+def json_reference(node: exp.Expression, json_columns: Collection[str]) -> tuple[str, list[str]] | None:
+    """(JSON column, keys) when `node` is a dotted path into one of `json_columns` (`properties.category`,
+    `context.page.path`), else None."""
+    keys: list[str] = []
+    while isinstance(node, exp.Dot):
+        keys.insert(0, node.expression.name)
+        node = node.this
+    if not isinstance(node, exp.Column) or not node.table:
+        return None
+    parts = [part.name for part in node.parts]
+    known = {c.lower(): c for c in json_columns}
+    if parts[0].lower() not in known:
+        return None
+    return known[parts[0].lower()], parts[1:] + keys
+
+
+def check_condition(
+    expression: str, columns: Collection[str], columns_of: str, json_columns: Collection[str] = ()
+) -> str:
     """Parse `expression`, refuse anything outside the allow-list, and return the SQL to run.
 
     `columns` are the table's column names; `columns_of` says whose they are (`the profile's`), for the
-    message. Type errors are left to binding against the schema (resources/schema.py).
+    message. `json_columns` are those of them holding JSON, which a condition reads by dotted path
+    (`properties.category = 'shoes'`), as text. Type errors are left to binding against the schema
+    (resources/schema.py).
     """
     tree = _parse(expression)
-    refused = list(dict.fromkeys(filter(None, (_refusal(node) for node in tree.walk()))))
+    paths = [node for node in tree.walk() if json_reference(node, json_columns) is not None]
+    inside = {id(n) for path in paths for n in path.walk()}
+    refused = list(dict.fromkeys(filter(None, (_refusal(node) for node in tree.walk() if id(node) not in inside))))
     if refused:
         raise ConditionError(
             f"{', '.join(refused)} {'is' if len(refused) == 1 else 'are'} not allowed: conditions may only use "
@@ -110,6 +146,11 @@ def check_condition(expression: str, columns: Collection[str], columns_of: str) 
     unknown = [c for c in referenced_columns(tree) if c.lower() not in known]
     if unknown:
         raise ConditionError(f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+    # A path becomes the function reading it, built from the checked column and keys (never from text).
+    for path in [p for p in paths if not isinstance(p.parent, exp.Dot)]:
+        reference = json_reference(path, json_columns)
+        assert reference is not None
+        path.replace(json_path_node(*reference))
     # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
     return tree.sql(dialect="duckdb", identify=True, comments=False)
 
@@ -117,7 +158,8 @@ def check_condition(expression: str, columns: Collection[str], columns_of: str) 
 def referenced_columns(condition: str | exp.Expression) -> tuple[str, ...]:
     """The column names a condition reads, in order of first use (its text need not have been checked)."""
     tree = _parse(condition) if isinstance(condition, str) else condition
-    return tuple(dict.fromkeys(column.name for column in tree.find_all(exp.Column) if column.name))
+    # A dotted name (`properties.category`) reads its first part; only JSON columns allow one.
+    return tuple(dict.fromkeys(column.parts[0].name for column in tree.find_all(exp.Column) if column.name))
 
 
 def _parse(expression: str) -> exp.Expression:

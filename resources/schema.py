@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resources.conditions import ConditionError, check_condition, sandbox
+from resources.conditions import ConditionError, check_condition, json_path_sql, sandbox
 from resources.sql import Sql, SqlError
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE, LINEAGE_COLUMNS, MONEY_TOTAL_TYPE, Table
 
@@ -77,6 +77,31 @@ ACTIVITY_COLUMNS: dict[str, dict[str, str]] = {
     for role, table in ACTIVITY_TABLES.items()
 }
 _NUMERIC = {"DOUBLE", "BIGINT", "INTEGER", AMOUNT_TYPE}
+# The activity columns holding JSON, read by dotted path (`properties.category`), as text.
+JSON_COLUMNS: dict[str, tuple[str, ...]] = {
+    role: tuple(column for column, kind in columns.items() if kind == "JSON")
+    for role, columns in ACTIVITY_COLUMNS.items()
+}
+
+
+def json_column_path(role: str, column: str) -> tuple[str, list[str]] | None:
+    """(JSON column, keys) when a trait's `column` is a dotted path into a JSON column of its table."""
+    root, dot, rest = column.partition(".")
+    if not dot or root not in JSON_COLUMNS[role] or not all(rest.split(".")):
+        return None
+    return root, rest.split(".")
+
+
+def trait_column_sql(trait: TraitConfig) -> str | None:
+    """SQL for the value a trait aggregates: its column, or the text at a JSON path, read as a number
+    (NULL where it is not one) when the trait sums or averages it."""
+    if not trait.column:
+        return None
+    path = json_column_path(trait.source, trait.column)
+    if path is None:
+        return f'"{trait.column}"'
+    text = json_path_sql(*path)
+    return f"try_cast({text} as DOUBLE)" if trait.aggregate in ("sum", "avg") else text
 
 
 def _aggregated_numeric_type(column_type: str) -> str:
@@ -88,7 +113,10 @@ def trait_type(trait: TraitConfig) -> str:
     """The DuckDB type of a trait's profile column."""
     if trait.aggregate in ("count", "count_distinct"):
         return "BIGINT"
-    column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
+    if json_column_path(trait.source, trait.column or "") is not None:
+        column_type = "DOUBLE" if trait.aggregate in ("sum", "avg") else "VARCHAR"
+    else:
+        column_type = ACTIVITY_COLUMNS[trait.source][trait.column or ""]
     if trait.aggregate in ("sum", "avg"):
         return _aggregated_numeric_type(column_type)
     return f"{column_type}[]" if trait.aggregate == "unique_list" else column_type
@@ -108,11 +136,13 @@ def _empty_table(conn: Sql, name: str, columns: dict[str, str]) -> None:
     conn.execute(f"insert into {name} default values")
 
 
-def _bind(conn: Sql, table: str, expression: str, columns: dict[str, str], columns_of: str) -> str | None:
+def _bind(
+    conn: Sql, table: str, expression: str, columns: dict[str, str], columns_of: str, json_columns: tuple[str, ...] = ()
+) -> str | None:
     """None if the expression passes the allow-list (resources/conditions.py) and binds as a filter on the
     table, else why not; what is bound is the SQL that will run, regenerated from the checked tree."""
     try:
-        checked = check_condition(expression, columns, columns_of)
+        checked = check_condition(expression, columns, columns_of, json_columns)
     except ConditionError as exc:
         return str(exc)
     try:
@@ -137,12 +167,18 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
             columns = ACTIVITY_COLUMNS[trait.source]
             if trait.name in PROFILE_COLUMNS or trait.name.startswith("consent_"):
                 fail(f"{key}.name", f"'{trait.name}' is already a golden-profile column; choose another name")
-            if trait.column and trait.column not in columns:
-                fail(f"{key}.column", f"unknown column '{trait.column}' of {trait.source}; use {', '.join(columns)}")
-            if trait.aggregate in ("sum", "avg") and columns[trait.column or ""] not in _NUMERIC:
+            json_columns = JSON_COLUMNS[trait.source]
+            path = json_column_path(trait.source, trait.column or "")
+            if trait.column and trait.column not in columns and path is None:
+                paths = f" or a path into {', '.join(c + '.<key>' for c in json_columns)}" if json_columns else ""
+                fail(
+                    f"{key}.column",
+                    f"unknown column '{trait.column}' of {trait.source}; use {', '.join(columns)}{paths}",
+                )
+            if trait.aggregate in ("sum", "avg") and path is None and columns[trait.column or ""] not in _NUMERIC:
                 fail(f"{key}.aggregate", f"'{trait.aggregate}' needs a numeric column, '{trait.column}' is not")
             whose = f"the {trait.source} table's"
-            if trait.where and (error := _bind(conn, trait.source, trait.where, columns, whose)):
+            if trait.where and (error := _bind(conn, trait.source, trait.where, columns, whose, json_columns)):
                 fail(f"{key}.where", f"{error}. Columns of {trait.source}: {', '.join(columns)}")
 
         columns = profile_columns(config)

@@ -170,8 +170,15 @@ EVENTS = Table(
         "event": "VARCHAR",
         "occurred_at": "TIMESTAMP",
         "status": "VARCHAR",
+        # The account a Segment `group` call puts the user in.
+        "group_id": "VARCHAR",
+        # The event's own JSON objects (Segment's properties, context and traits), NULL where a source has none.
+        "properties": "JSON",
+        "context": "JSON",
+        "traits": "JSON",
         **LINEAGE_COLUMNS,
     },
+    added_later=("group_id", "properties", "context", "traits"),
 )
 TRANSACTIONS = Table(
     "clean.transactions",

@@ -401,3 +401,30 @@ def test_column_names_match_whatever_their_case(tmp_path):
         build_membership(Sql(conn), config)
         members = conn.execute("select customer_id from cdp.segment_membership order by 1").fetchall()
     assert members == [("C1",), ("C3",)]
+
+
+@pytest.mark.unit
+def test_a_json_path_becomes_a_read_of_that_key_and_cannot_leave_its_string() -> None:
+    from resources.conditions import ConditionError, check_condition
+
+    columns, json_columns = ["event", "properties", "context"], ["properties", "context"]
+    checked = check_condition(
+        """properties."it's'; select 1 --" = 'x' and context.page.path like '/shop%'""",
+        columns,
+        "the events table's",
+        json_columns,
+    )
+    # The key is inside the JSON path literal, its quote doubled: one string, whatever the key holds.
+    assert checked == (
+        """JSON_EXTRACT_STRING("properties", '$."it''s''; select 1 --"') = 'x' """
+        """AND JSON_EXTRACT_STRING("context", '$."page"."path"') LIKE '/shop%'"""
+    )
+    with duckdb.connect() as conn:
+        conn.execute(
+            """create table t as
+               select '{"it''s''; select 1 --": "x"}'::json as properties, null::json context, null event"""
+        )
+        assert conn.execute(f"select count(*) from t where {checked.split(' AND ')[0]}").fetchone() == (1,)
+    # Profile columns hold no JSON: a dotted name there is a column of another table.
+    with pytest.raises(ConditionError, match=r"email\.domain \(a column of another table\)"):
+        check_condition("email.domain = 'x'", ["email"], "the profile's")

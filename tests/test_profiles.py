@@ -81,7 +81,8 @@ def warehouse(
         conn.execute("insert into cdp.identity_map values ('shop', ?, 'C', 'transactions')", [f"o{i}"])
     for i, (occurred_at, event, source) in enumerate(events):
         conn.execute(
-            "insert into clean.events values (?, ?, 'anon', ?, ?, null, 'e.jsonl', ?, ?)",
+            "insert into clean.events (source, event_id, source_record_id, event, occurred_at, status, file, "
+            "row_number, loaded_at) values (?, ?, 'anon', ?, ?, null, 'e.jsonl', ?, ?)",
             [source, f"e{i}", event, occurred_at, i + 1, LOADED],
         )
     if events:

@@ -68,6 +68,30 @@ def value_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
+def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
+    """SQL for a JSON field (properties, context): the value at the first of its paths that holds one,
+    kept as JSON rather than text."""
+    if spec is None or not spec.path:
+        return "null::json"
+    parts = [f"nullif(record -> {sql_literal(_json_path(source, p))}, 'null'::json)" for p in spec.path]
+    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+
+def properties_sql(source: SourceConfig) -> str:
+    """The event's properties; for Segment sources, a page or screen call's `name` and `category` are
+    added under those keys (as analytics.js does), so a trait can ask which page was viewed."""
+    properties = json_sql(source, source.fields.get("properties"))
+    if source.format != "segment":
+        return properties
+    # Merging into {} drops the one of name and category that is missing; the event's own properties win.
+    given = "json_object('name', record ->> '$.name', 'category', record ->> '$.category')"
+    named = f"json_merge_patch(json_merge_patch('{{}}'::json, {given}), coalesce({properties}, '{{}}'::json))"
+    return (
+        f"case when record ->> '$.type' in ('page', 'screen') and coalesce(record ->> '$.name', "
+        f"record ->> '$.category') is not null then {named} else {properties} end"
+    )
+
+
 def path_label(spec: FieldSpec | None) -> str | None:
     """How a field is named in quarantine: the source's own column or path."""
     if spec is None:
@@ -294,11 +318,15 @@ def stage_identifiers(
         for ident in source.identifiers:
             kind = config.identity.type_config(ident.type).normalize
             expr = value_sql(source, FieldSpec(path=[ident.path]))
+            # A Segment group call's traits describe the account (its e-mail is the company's): linking
+            # people by them would merge everyone in the account.
+            account = source.format == "segment" and ident.path.startswith("traits.")
             selects.append(
                 f"select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
                 f"{sql_literal(ident.type)} as id_type, {sql_literal(kind)} as kind, "
                 f"{sql_literal(ident.path)} as field, {expr} as raw, "
                 f"{sql_literal(source.default_country)} as region from {raw_rows(sql, source, scope)}"
+                + (" where (record ->> '$.type') is distinct from 'group'" if account else "")
             )
     if not selects:
         selects = [
@@ -748,11 +776,14 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
                 _loaded_at as loaded_at, {record_id_sql(s)} as source_record_id,
                 coalesce({event_id}, _file || ':' || _row_number::varchar) as event_id,
                 {value_sql(s, f.get("event"))} as event, {value_sql(s, f.get("currency"))} as currency,
-                {value_sql(s, f.get("status"))} as status,
+                {value_sql(s, f.get("status"))} as status, {value_sql(s, f.get("group_id"))} as group_id,
+                {properties_sql(s)} as properties, {json_sql(s, f.get("context"))} as context,
+                {json_sql(s, f.get("traits"))} as traits,
                 {value_sql(s, f.get("occurred_at"))} as occurred_raw,
                 {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats)} as occurred_at,
                 {value_sql(s, f.get("amount"))} as amount_raw,
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
+                {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
                 {sql_literal(path_label(f.get("amount")))} as amount_label
             from {ensure_raw_table(sql, s)}"""
@@ -769,6 +800,19 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
             labels=labels,
         )
         transactions = role == "transactions"
+        # Events with a declared id arrive at least once (SDKs and the collector retry): the first copy, by
+        # file and line, is the event and later ones are quarantined naming it.
+        deduped = [sql_literal(s.name) for s in sources if s.event_id is not None and not transactions]
+        first_copy = (
+            "first_value(file || ' line ' || row_number) over (partition by source, event_id order by file, row_number)"
+        )
+        duplicate = (
+            f"when source in ({', '.join(deduped)}) and row_number() over "
+            "(partition by source, event_id order by file, row_number) > 1 "
+            f"then 'duplicate event id: already delivered in ' || {first_copy}"
+            if deduped
+            else ""
+        )
         sql.create_table_as(
             stage,
             f"""select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
@@ -776,6 +820,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
                     when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                     when occurred_raw is null then 'missing timestamp'
                     when occurred_at is null then 'not a readable timestamp'
+                    {duplicate}
                     {"when amount_raw is null then 'missing amount'" if transactions else ""}
                     {"when amount is null then 'amount is not a number'" if transactions else ""}
                     {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
@@ -798,9 +843,11 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
         row_rejects = f"""
             select 'clean' as stage, source, file, row_number,
                 case when source_record_id is null then record_id_label
-                     when occurred_at is null then occurred_label else amount_label end as field,
+                     when occurred_at is null then occurred_label
+                     when starts_with(reject_reason, 'duplicate') then event_id_label else amount_label end as field,
                 case when source_record_id is null then null
-                     when occurred_at is null then occurred_raw else amount_raw end as value,
+                     when occurred_at is null then occurred_raw
+                     when starts_with(reject_reason, 'duplicate') then event_id else amount_raw end as value,
                 reject_reason as reason, 'row' as scope
             from {stage} where reject_reason is not null"""
         write_quarantine(

@@ -322,7 +322,8 @@ def read_file(
     """Dispatch on the source's declared format; an http source's polls land JSON lines."""
     if fmt == "csv":
         return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding)
-    if fmt in ("jsonl", "http"):
+    # The collector writes Segment events as JSON lines, and API polls land their pages as JSON lines.
+    if fmt in ("jsonl", "http", "segment"):
         return read_jsonl(path)
     if fmt == "parquet":
         return read_parquet(path)

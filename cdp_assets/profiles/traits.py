@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from resources.conditions import ConditionError, check_condition, failure_message
 from resources.config import CDPConfig, TraitConfig
-from resources.schema import ACTIVITY_COLUMNS, trait_type
+from resources.schema import ACTIVITY_COLUMNS, JSON_COLUMNS, trait_column_sql, trait_type
 from resources.sql import Scratch, Sql, SqlDataError
 from resources.tables import MONEY_SCALE, MONEY_TOTAL_TYPE
 from resources.warehouse import sql_literal, utc_now
@@ -73,7 +73,9 @@ def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str]) -> Non
 def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
     parts = []
     if trait.where:
-        checked = check_condition(trait.where, ACTIVITY_COLUMNS[trait.source], f"the {trait.source} table's")
+        checked = check_condition(
+            trait.where, ACTIVITY_COLUMNS[trait.source], f"the {trait.source} table's", JSON_COLUMNS[trait.source]
+        )
         parts.append(f"({checked})")
     interval = trait.window_interval()
     if interval:
@@ -84,7 +86,7 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
 def trait_aggregate(trait: TraitConfig, as_of: datetime) -> str:
     """One trait as an aggregate expression over its activity joined to customers (`attach_customers`), for
     all traits but most_frequent."""
-    column = f'"{trait.column}"' if trait.column else None
+    column = trait_column_sql(trait)
     value_type = trait_type(trait)
     money = value_type == MONEY_TOTAL_TYPE
     # Exact decimals add up the same in any order; anything else is summed in a fixed one.
@@ -191,8 +193,8 @@ def _build_traits(
         sql.create_table_as(
             tables(f"trait_{trait.name}"),
             f"""select customer_id, first(v order by n desc, v) as "{trait.name}" from (
-                    select customer_id, "{trait.column}" as v, count(*) as n from {activity[trait.source]}
-                    where "{trait.column}" is not null and {condition} group by 1, 2
+                    select customer_id, {trait_column_sql(trait)} as v, count(*) as n from {activity[trait.source]}
+                    where {trait_column_sql(trait)} is not null and {condition} group by 1, 2
                 ) group by 1""",
             temporary=True,
         )

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from resources.config.base import (
     _Strict,
 )
+from resources.config.collector import CollectorConfig
 from resources.config.destinations import (
     DestinationConfig,
     FileDestinationConfig,
@@ -39,6 +40,7 @@ from resources.config.segments import (
     SegmentConfig,
 )
 from resources.config.sources import (
+    COLLECTOR_FOLDER,
     EVENT_FIELDS,
     PERSON_FIELDS,
     FieldSpec,
@@ -59,6 +61,7 @@ class CDPConfig(_Strict):
 
     warehouse: WarehouseConfig = WarehouseConfig()
     landing: LandingConfig = LandingConfig()
+    collector: CollectorConfig = CollectorConfig()
     identity: IdentityConfig = IdentityConfig()
     profiles: ProfilesConfig = ProfilesConfig()
     sources: list[SourceConfig]
@@ -147,6 +150,15 @@ class CDPConfig(_Strict):
     def landing_path(self) -> Path:
         return self.resolve(self.landing.path)
 
+    @property
+    def collector_sources(self) -> list[SourceConfig]:
+        """The sources whose events the collector receives (format 'segment')."""
+        return [s for s in self.sources if s.format == "segment"]
+
+    def collector_folder(self, source: SourceConfig) -> Path:
+        """Where the collector publishes a Segment-format source's files: the folder of its glob."""
+        return self.landing_path / COLLECTOR_FOLDER / source.name
+
     def sources_with_role(self, role: str) -> list[SourceConfig]:
         return [s for s in self.sources if s.role == role]
 
@@ -220,6 +232,8 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
 __all__ = [
     "AlertsConfig",
     "CDPConfig",
+    "COLLECTOR_FOLDER",
+    "CollectorConfig",
     "CONFIG_ENV_VAR",
     "ConfigError",
     "DEFAULT_CONFIG_NAME",

@@ -33,7 +33,12 @@ PERSON_FIELDS: tuple[str, ...] = (
     "updated_at",
 )
 # Canonical fields an event or transaction source may map.
-EVENT_FIELDS: tuple[str, ...] = ("occurred_at", "event", "amount", "currency", "status")
+EVENT_FIELDS: tuple[str, ...] = ("occurred_at", "event", "amount", "currency", "status", "group_id")
+# Canonical event fields kept as JSON (a nested object, not text): what a trait reads with a dotted path
+# such as `properties.category`. Only events have them.
+JSON_FIELDS: tuple[str, ...] = ("properties", "context", "traits")
+# Fields only an events source maps.
+EVENT_ONLY_FIELDS: frozenset[str] = frozenset({"group_id", *JSON_FIELDS})
 DATE_FIELDS: frozenset[str] = frozenset({"date_of_birth"})
 TIMESTAMP_FIELDS: frozenset[str] = frozenset({"updated_at", "occurred_at"})
 # The files an http source's polls land, inside its folder of the landing folder.
@@ -199,14 +204,92 @@ class HttpSourceConfig(_Strict):
         return value
 
 
+class SegmentOptions(_Strict):
+    """How the identifiers of Segment-format events are typed.
+
+    Segment's `anonymousId` names a browser or device and `userId` the id the business gives a signed-in
+    user; the identity stage links records sharing a value of one type, so each needs the type the same
+    id has in the other sources (a shop's customer id typed `shop_customer_id` in its orders).
+    """
+
+    user_id_type: str = "user_id"
+    anonymous_id_type: str = "anonymous_id"
+
+    @field_validator("user_id_type", "anonymous_id_type")
+    @classmethod
+    def _type_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("identifier type must be lower_snake_case, e.g. 'anonymous_id'")
+        return value
+
+
+# The folder, under the landing folder, the collector writes each Segment-format source's files to.
+COLLECTOR_FOLDER = "collector"
+# Keys a Segment-format source does not take: the format fixes them.
+_SEGMENT_FIXED = ("glob", "role", "record_id", "event_id", "fields")
+
+
+def _spec(value: Any) -> Any:
+    """A mapping value in normal form, so a fixed key written out in full compares equal to its shorthand."""
+    if isinstance(value, dict) and not {"path", "value", "formats"} >= set(value):
+        return {k: _spec(v) for k, v in value.items()}
+    return FieldSpec.model_validate(value) if isinstance(value, str | dict) else value
+
+
+def segment_source_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A `format: segment` source as the generic mapping it stands for.
+
+    Events of one browser share an anonymousId, so the record is the anonymousId, else the userId; the
+    event id is Segment's messageId (cleaning keeps one event per messageId, since SDKs and the collector
+    deliver at least once). Identifiers: anonymousId and userId by their configured types; an alias's
+    previousId is an earlier anonymousId or userId, so it is read as both; e-mail and phone traits (which
+    cleaning reads only from calls about a person: a group call's traits describe the account).
+    """
+    options = SegmentOptions.model_validate(data.get("segment") or {})
+    anonymous, user = options.anonymous_id_type, options.user_id_type
+    derived: dict[str, Any] = {
+        "glob": f"{COLLECTOR_FOLDER}/{data.get('name')}/*.jsonl",
+        "role": "events",
+        "record_id": {"path": ["anonymousId", "userId"]},
+        "event_id": "messageId",
+        "fields": {
+            "occurred_at": "timestamp",
+            "event": {"path": ["event", "type"]},
+            "group_id": "groupId",
+            "properties": "properties",
+            "context": "context",
+            "traits": "traits",
+        },
+    }
+    # A configuration written back out in full (model_dump) names the fixed keys with the same values.
+    fixed = [key for key in _SEGMENT_FIXED if key in data and _spec(data[key]) != _spec(derived[key])]
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)}: fixed by format 'segment'; remove {'it' if len(fixed) == 1 else 'them'}")
+    identifiers = [
+        {"path": "anonymousId", "type": anonymous},
+        {"path": "userId", "type": user},
+        {"path": "previousId", "type": anonymous},
+        {"path": "previousId", "type": user},
+        {"path": "traits.email", "type": "email"},
+        {"path": "traits.phone", "type": "phone"},
+        {"path": "context.traits.email", "type": "email"},
+        {"path": "context.traits.phone", "type": "phone"},
+    ]
+    given = [dict(i) if isinstance(i, dict) else i for i in data.get("identifiers") or []]
+    unique = {(i.get("path"), i.get("type")): i for i in [*identifiers, *given] if isinstance(i, dict)}
+    extra = [i for i in given if not isinstance(i, dict)]  # left for the model to refuse by name
+    return {**data, **derived, "identifiers": [*unique.values(), *extra]}
+
+
 class SourceConfig(_Strict):
-    """One system that drops files into the landing folder, or an API the platform polls into it."""
+    """One system that drops files into the landing folder, an API the platform polls into it (`http`), or
+    one that sends events to the collector (`segment`)."""
 
     name: str
-    format: Literal["csv", "jsonl", "parquet", "http"]
+    format: Literal["csv", "jsonl", "parquet", "http", "segment"]
     glob: str = Field(
         description="Files of this source, relative to the landing folder, e.g. crm/*.csv; for an http source "
-        "always <name>/*.jsonl, where its pages land."
+        "always <name>/*.jsonl, where its pages land; for a segment source collector/<name>/*.jsonl."
     )
     role: Literal["person", "events", "transactions"]
     trust: int = Field(50, ge=0, le=100, description="Higher wins when sources disagree on a person field.")
@@ -229,6 +312,33 @@ class SourceConfig(_Strict):
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
     default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
     csv: CsvOptions = CsvOptions()
+    segment: SegmentOptions | None = Field(
+        None, description="For format 'segment' only: the identifier types of userId and anonymousId."
+    )
+    http: HttpSourceConfig | None = None
+    expected_every: str | None = Field(
+        None,
+        description="How often a file is expected, e.g. '1 day': a warning check marks the source stale when "
+        "none has loaded for that long.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segment_format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == "segment":
+            return {**segment_source_defaults(data), "segment": data.get("segment") or {}}
+        if isinstance(data, dict) and data.get("segment") is not None:
+            raise ValueError("segment: only a source with format 'segment' takes these options")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _http_lands_in_its_own_folder(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == "http":
+            if "glob" in data:
+                raise ValueError("glob: an http source lands its pages in <landing>/<name>/; do not set glob")
+            return {**data, "glob": f"{data.get('name')}/{API_PAGE_GLOB}"}
+        return data
 
     @field_validator("expected_every")
     @classmethod
@@ -245,22 +355,6 @@ class SourceConfig(_Strict):
         if match is None:
             return None
         return timedelta(**{f"{match.group(2).lower()}s": int(match.group(1))})
-
-    http: HttpSourceConfig | None = None
-    expected_every: str | None = Field(
-        None,
-        description="How often a file is expected, e.g. '1 day': a warning check marks the source stale when "
-        "none has loaded for that long.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _http_lands_in_its_own_folder(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("format") == "http":
-            if "glob" in data:
-                raise ValueError("glob: an http source lands its pages in <landing>/<name>/; do not set glob")
-            return {**data, "glob": f"{data.get('name')}/{API_PAGE_GLOB}"}
-        return data
 
     @field_validator("name")
     @classmethod
@@ -286,7 +380,9 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _fields_fit_role(self) -> SourceConfig:
-        allowed = PERSON_FIELDS if self.role == "person" else EVENT_FIELDS
+        allowed = PERSON_FIELDS if self.role == "person" else EVENT_FIELDS + JSON_FIELDS
+        if self.role == "transactions":
+            allowed = tuple(f for f in allowed if f not in EVENT_ONLY_FIELDS)
         unknown = sorted(set(self.fields) - set(allowed))
         if unknown:
             raise ValueError(
@@ -305,6 +401,8 @@ class SourceConfig(_Strict):
                 else f"'http' applies to format http only, not {self.format}"
             )
         for name, spec in self.fields.items():
+            if name in JSON_FIELDS and spec.path is None:
+                raise ValueError(f"fields.{name}: a JSON field is read from a 'path', not a constant 'value'")
             if spec.formats and name not in DATE_FIELDS | TIMESTAMP_FIELDS:
                 raise ValueError(f"fields.{name}: 'formats' only applies to date and timestamp fields")
         return self

@@ -1,0 +1,232 @@
+"""The collector's HTTP server: Segment's tracking API in front of one durable spool per source.
+
+    CDP_COLLECTOR_WRITE_KEYS='website:<key>' python -m collector [--config cdp.yaml] [--host H] [--port P]
+
+`POST /v1/identify|track|page|screen|group|alias` take one event, `POST /v1/batch` (also `/v1/b`) up to
+500 KB of them; the write key is the HTTP Basic user (or, as Segment accepts, `writeKey` in the body).
+Answers: `200 {"success": true}` once the events are on disk, with `accepted` and `rejected` (index and
+reason of each event refused) for a batch; `400` invalid JSON or no valid event (the reasons say why),
+`401` an unknown or missing write key, `413` a body or a single event over Segment's limits, `503` the
+disk refused the write (SDKs retry it). Nothing is written for a request answered with an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import zlib
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from collector.events import CALLS, MAX_BATCH_BYTES, MAX_EVENT_BYTES, SHORT_PATHS, BadEvent, encode, prepare
+from collector.keys import WriteKeys
+from collector.spool import Spool, SpoolError, log
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.extra = status, reason, extra
+
+
+class CollectorServer(ThreadingHTTPServer):
+    """The HTTP server holding the write keys and one spool per source."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        keys: WriteKeys,
+        folders: dict[str, Path],
+        *,
+        rotate_bytes: int,
+        rotate_seconds: float,
+    ) -> None:
+        self.keys = keys
+        self.spools = {
+            source: Spool(folder, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds)
+            for source, folder in folders.items()
+        }
+        super().__init__(address, _Handler)
+        self._stop = threading.Event()
+        self._rotator = threading.Thread(target=self._rotate, name="collector-rotate", daemon=True)
+        self._rotator.start()
+
+    def _rotate(self) -> None:
+        """Publish files that reached their age although no request came to close them."""
+        period = min(1.0, min((s.rotate_seconds for s in self.spools.values()), default=1.0) / 4)
+        while not self._stop.wait(period):
+            for spool in self.spools.values():
+                spool.rotate_if_due()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def server_close(self) -> None:
+        self._stop.set()
+        super().server_close()
+        for spool in self.spools.values():
+            spool.release()
+
+
+def _route(path: str) -> str | None:
+    """The call a path names ('batch' for a batch), or None."""
+    parts = path.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) != 3 or parts[1] != "v1":
+        return None
+    name = parts[2]
+    if name in ("batch", "b"):
+        return "batch"
+    name = SHORT_PATHS.get(name, name)
+    return name if name in CALLS else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: CollectorServer
+    server_version = "cdp-collector"
+    # The answer's headers and body are two writes: with Nagle's algorithm the body would wait for the
+    # client's delayed ACK of the headers, 40 ms on Linux, on every request.
+    disable_nagle_algorithm = True
+    # A keep-alive connection idle this long is closed, so idle SDKs do not hold a thread each forever.
+    timeout = 60
+    # Set when an answer goes out before the body was read: the connection then closes.
+    _unread = False
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Quiet: a request log line per event batch would drown the terminal; errors are in the answers."""
+
+    def _reply(self, status: int, body: dict[str, Any], *, close: bool = False) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status == HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Basic realm="collector"')
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        if self.path.rstrip("/") == "/health":
+            self._reply(200, {"status": "ok"})
+        else:
+            self._reply(404, {"success": False, "reason": f"no such path {self.path[:100]}; see /v1/<call>"})
+
+    def do_POST(self) -> None:  # noqa: N802 - the base class's name
+        received_at = datetime.now(UTC)
+        call = _route(self.path)
+        try:
+            if call is None:
+                self._drain()
+                raise _Refused(404, f"no such endpoint {self.path[:100]}; use /v1/{{{','.join(sorted(CALLS))},batch}}")
+            header_key = self._header_key()
+            if header_key is not None and self.server.keys.source_of(header_key) is None:
+                self._drain()  # a wrong key is refused as such, whatever the body holds
+                raise _Refused(401, "unknown write key: send the source's key as the HTTP Basic user name")
+            body, size = self._body(call)
+            body_key = body.get("writeKey") if isinstance(body, dict) else None
+            source = self.server.keys.source_of(header_key or (body_key if isinstance(body_key, str) else None))
+            if source is None:
+                raise _Refused(401, "missing write key: send it as the HTTP Basic user name")
+            lines, accepted, rejected = self._events(call, body, size, received_at)
+            try:
+                self.server.spools[source].append(b"".join(lines))
+            except SpoolError as exc:
+                log.error("%s: %s", source, exc)
+                raise _Refused(503, str(exc)) from None
+        except _Refused as refused:
+            self._reply(
+                refused.status,
+                {"success": False, "reason": refused.reason, **refused.extra},
+                close=self._unread,
+            )
+            return
+        answer: dict[str, Any] = {"success": True}
+        if call == "batch":
+            answer.update(accepted=accepted, rejected=rejected)
+        self._reply(200, answer)
+
+    def _drain(self) -> None:
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) <= MAX_BATCH_BYTES:
+            self.rfile.read(int(length))
+        else:
+            self._unread = True
+
+    def _body(self, call: str) -> tuple[Any, int]:
+        """The parsed JSON body and its size, within the call's limit."""
+        limit = MAX_BATCH_BYTES if call == "batch" else MAX_EVENT_BYTES
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._unread = True
+            raise _Refused(411, "send the body with a Content-Length")
+        if int(length) > limit:
+            self._unread = True  # not read: the connection closes after the answer
+            raise _Refused(413, f"the body is {length} bytes; at most {limit} are accepted for {call}")
+        raw = self.rfile.read(int(length))
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                raw = inflater.decompress(raw, limit + 1)
+            except zlib.error as exc:
+                raise _Refused(400, f"the body is not valid gzip: {exc}") from None
+            if len(raw) > limit:
+                raise _Refused(413, f"the body is over {limit} bytes uncompressed; at most {limit} are accepted")
+        try:
+            return json.loads(raw), len(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _Refused(400, f"invalid JSON: {exc}") from None
+
+    def _header_key(self) -> str | None:
+        """The write key of a Basic Authorization header ('' if it cannot be read), None without one;
+        without one, Segment's `writeKey` in the body is used."""
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+
+    def _events(
+        self, call: str, body: Any, size: int, received_at: datetime
+    ) -> tuple[list[bytes], int, list[dict[str, Any]]]:
+        """The stored lines, how many events were accepted, and each refused one's index and reason."""
+        if not isinstance(body, dict):
+            raise _Refused(400, f"the body must be a JSON object, found {type(body).__name__}")
+        if call != "batch":
+            try:
+                return [encode(prepare(body, call, received_at, size=size))], 1, []
+            except BadEvent as bad:
+                raise _Refused(bad.status, bad.reason) from None
+        events = body.get("batch")
+        if not isinstance(events, list) or not events:
+            raise _Refused(400, "a batch needs 'batch': a non-empty list of events")
+        context = body.get("context") if isinstance(body.get("context"), dict) else None
+        # In a batch no bigger than one event's limit, no event can be over it: no need to measure each.
+        known = 0 if size <= MAX_EVENT_BYTES else None
+        lines, rejected = [], []
+        for index, event in enumerate(events):
+            try:
+                lines.append(
+                    encode(
+                        prepare(event, None, received_at, sent_at=body.get("sentAt"), batch_context=context, size=known)
+                    )
+                )
+            except BadEvent as bad:
+                rejected.append({"index": index, "reason": bad.reason})
+        if not lines:
+            raise _Refused(400, "no event of the batch is valid", rejected=rejected)
+        return lines, len(lines), rejected

@@ -1,0 +1,19 @@
+"""The event collector: where it listens and how it cuts its landing files (write keys are secrets and
+come from the environment, see collector/keys.py)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from resources.config.base import _Strict
+
+
+class CollectorConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Address the collector listens on; 0.0.0.0 for every interface.")
+    port: int = Field(8088, ge=0, le=65535, description="Port of the collector's HTTP tracking API (0: any free port).")
+    rotate_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="A landing file is published once it holds this many bytes."
+    )
+    rotate_seconds: float = Field(
+        30.0, gt=0, description="A landing file is published at the latest this long after its first event."
+    )

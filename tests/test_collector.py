@@ -1,0 +1,475 @@
+"""The collector: Segment's tracking API checked and stamped, events durable before the answer, files
+published whole, and the real Segment SDK's calls reaching cleaned events and the identity map."""
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import requests
+import yaml
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from collector.events import MAX_EVENT_BYTES, BadEvent, prepare
+from collector.keys import WRITE_KEYS_ENV, WRITE_KEYS_FILE_ENV, WriteKeyError, load_write_keys
+from collector.server import CollectorServer
+from collector.spool import Spool, SpoolError, recover
+from resources.config import CDPConfig, ConfigError, load_config
+
+RECEIVED = datetime(2025, 6, 30, 12, 0, 0, tzinfo=UTC)
+KEY = "test-write-key"
+
+
+# --------------------------------------------------------------------------- events (unit)
+
+
+@pytest.mark.unit
+def test_timestamp_is_corrected_for_the_senders_clock_as_segment_documents() -> None:
+    # The device's clock is an hour fast: it says the event happened at 13:00:00 and was sent at 13:00:05.
+    event = {"type": "track", "userId": "u1", "event": "E", "timestamp": "2025-06-30T13:00:00Z"}
+    stored = prepare(event, None, RECEIVED, sent_at="2025-06-30T13:00:05.000Z")
+    # receivedAt - (sentAt - timestamp) = 12:00:00 - 5 s
+    assert stored["timestamp"] == "2025-06-30T11:59:55.000Z"
+    assert stored["originalTimestamp"] == "2025-06-30T13:00:00Z"
+    assert stored["receivedAt"] == "2025-06-30T12:00:00.000Z"
+    # Without sentAt the sender's timestamp stands; without a timestamp the event happened when received.
+    assert prepare(dict(event), None, RECEIVED)["timestamp"] == "2025-06-30T13:00:00.000Z"
+    assert prepare({"userId": "u1", "event": "E"}, "track", RECEIVED)["timestamp"] == "2025-06-30T12:00:00.000Z"
+
+
+@pytest.mark.unit
+def test_message_id_is_added_when_missing_and_kept_when_sent_and_the_write_key_never_stored() -> None:
+    added = prepare({"userId": "u1", "writeKey": "secret"}, "identify", RECEIVED)
+    assert len(added["messageId"]) == 36 and "writeKey" not in added
+    assert prepare({"userId": "u1", "messageId": "m-1"}, "identify", RECEIVED)["messageId"] == "m-1"
+    assert prepare({"userId": 42}, "identify", RECEIVED)["userId"] == "42"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("event", "call", "reason"),
+    [
+        ({"event": "E"}, "track", "a track needs userId or anonymousId"),
+        ({"userId": "u"}, "track", "a track needs event"),
+        ({"userId": "u"}, "alias", "an alias needs previousId"),
+        ({"anonymousId": "a"}, "group", "a group needs groupId"),
+        ({"type": "click", "userId": "u"}, None, "type must be one of"),
+        ({"userId": "u", "timestamp": "yesterday"}, "identify", "timestamp is not an ISO 8601 time"),
+        ({"userId": "u", "properties": [1]}, "page", "properties must be a JSON object"),
+        ({"userId": ["u"]}, "identify", "userId must be a string"),
+    ],
+)
+def test_an_event_without_what_its_call_needs_is_refused_with_the_reason(event: dict, call: str, reason: str) -> None:
+    with pytest.raises(BadEvent, match=reason) as refused:
+        prepare(event, call, RECEIVED)
+    assert refused.value.status == 400
+
+
+@pytest.mark.unit
+def test_an_event_over_32_kb_is_too_large() -> None:
+    with pytest.raises(BadEvent) as refused:
+        prepare({"userId": "u", "event": "E", "properties": {"x": "y" * MAX_EVENT_BYTES}}, "track", RECEIVED)
+    assert refused.value.status == 413
+
+
+# --------------------------------------------------------------------------- write keys (unit)
+
+
+@pytest.mark.unit
+def test_write_keys_come_from_the_environment_or_a_file_and_name_known_sources(tmp_path: Path) -> None:
+    secrets = tmp_path / "keys"
+    secrets.write_text("# rotated on 2025-06-01\napp:k3\n\n")
+    keys = load_write_keys({WRITE_KEYS_ENV: "web:k1, web:k2", WRITE_KEYS_FILE_ENV: str(secrets)}, ["web", "app"])
+    assert (keys.source_of("k1"), keys.source_of("k2"), keys.source_of("k3")) == ("web", "web", "app")
+    assert keys.source_of("k4") is None and keys.source_of(None) is None
+    with pytest.raises(WriteKeyError, match="'shop' is not a source with format 'segment'"):
+        load_write_keys({WRITE_KEYS_ENV: "shop:k1"}, ["web"])
+    with pytest.raises(WriteKeyError, match="already the key of 'web'"):
+        load_write_keys({WRITE_KEYS_ENV: "web:k1,app:k1"}, ["web", "app"])
+    with pytest.raises(WriteKeyError, match="no write keys"):
+        load_write_keys({}, ["web"])
+
+
+# --------------------------------------------------------------------------- spool (unit)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jsonl"))
+
+
+@pytest.mark.unit
+def test_files_are_published_whole_by_rename_when_they_reach_their_size_or_age(tmp_path: Path) -> None:
+    clock = _Clock()
+    spool = Spool(tmp_path, rotate_bytes=100, rotate_seconds=30, clock=clock)
+    spool.append(b'{"n":1}\n')
+    # Durable but not yet published: only the hidden file exists, which the landing sensor ignores.
+    assert _visible(tmp_path) == []
+    (part,) = tmp_path.glob(".*.part")
+    assert part.read_bytes() == b'{"n":1}\n'
+    spool.append(b'{"n":2,"pad":"' + b"x" * 100 + b'"}\n')  # over rotate_bytes: published
+    (first,) = _visible(tmp_path)
+    assert first.read_bytes().count(b"\n") == 2 and not list(tmp_path.glob(".*.part"))
+    spool.append(b'{"n":3}\n')
+    assert spool.rotate_if_due() is None  # young and small: stays open
+    clock.now = 31
+    published = spool.rotate_if_due()
+    assert published is not None and published.read_bytes() == b'{"n":3}\n'
+    assert len(_visible(tmp_path)) == 2 and not list(tmp_path.glob(".*.part"))
+
+
+@pytest.mark.unit
+def test_concurrent_requests_share_fsyncs_and_every_line_is_stored_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, rotate_bytes=1 << 30, rotate_seconds=3600)
+    threads = [
+        threading.Thread(target=lambda i=i: [spool.append(f'{{"t":{i},"n":{n}}}\n'.encode()) for n in range(50)])
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool.close()
+    lines = [json.loads(line) for path in _visible(tmp_path) for line in path.read_text().splitlines()]
+    assert sorted((x["t"], x["n"]) for x in lines) == [(t, n) for t in range(8) for n in range(50)]
+    assert spool.commits <= 400
+
+
+@pytest.mark.unit
+def test_after_a_crash_the_hidden_files_are_published_without_their_torn_last_line(tmp_path: Path) -> None:
+    # What kill -9 leaves: an acknowledged line, then part of a line whose request was never answered.
+    (tmp_path / ".events-20250630T120000000000-abcdef.jsonl.part").write_bytes(b'{"n":1}\n{"n":')
+    (tmp_path / ".events-20250630T120001000000-abcdef.jsonl.part").write_bytes(b'{"n":')
+    published = recover(tmp_path)
+    assert [p.name for p in published] == ["events-20250630T120000000000-abcdef.jsonl"]
+    assert published[0].read_bytes() == b'{"n":1}\n'
+    assert list(tmp_path.iterdir()) == published
+
+
+# --------------------------------------------------------------------------- the HTTP API (stage)
+
+
+def _config(folder: Path, traits: list[dict] | None = None) -> CDPConfig:
+    """A CRM person source and a collector-fed website source, on `folder`."""
+    (folder / "landing" / "crm").mkdir(parents=True, exist_ok=True)
+    (folder / "landing" / "crm" / "people.csv").write_text("id,first,last,email\nC1,Ann,Lee,ann@example.org\n")
+    raw = {
+        "warehouse": {"path": str(folder / "warehouse.duckdb")},
+        "landing": {"path": str(folder / "landing"), "settle_seconds": 0},
+        "sources": [
+            {
+                "name": "crm",
+                "format": "csv",
+                "glob": "crm/*.csv",
+                "role": "person",
+                "record_id": "id",
+                "fields": {"first_name": "first", "last_name": "last", "email": "email"},
+                "identifiers": [{"path": "email", "type": "email"}],
+            },
+            {"name": "website", "format": "segment", "segment": {"user_id_type": "shop_customer_id"}},
+        ],
+        "profiles": {"as_of": "latest_activity", "traits": traits or []},
+    }
+    path = folder / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[tuple[CollectorServer, CDPConfig]]:
+    config = _config(
+        tmp_path,
+        traits=[
+            {
+                "name": "shoe_revenue",
+                "from": "events",
+                "aggregate": "sum",
+                "column": "properties.revenue",
+                "where": "properties.category = 'shoes'",
+            },
+            {"name": "last_page_path", "from": "events", "aggregate": "last", "column": "context.page.path"},
+        ],
+    )
+    keys = load_write_keys({WRITE_KEYS_ENV: f"website:{KEY}"}, ["website"])
+    server = CollectorServer(
+        ("127.0.0.1", 0),
+        keys,
+        {"website": config.collector_folder(config.sources[1])},
+        rotate_bytes=1 << 20,
+        rotate_seconds=3600,
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, config
+    server.shutdown()
+    server.server_close()
+
+
+def _stored(config: CDPConfig) -> list[dict]:
+    folder = config.collector_folder(config.sources[1])
+    files = sorted(folder.glob("*.jsonl")) + sorted(folder.glob(".*.part"))
+    return [json.loads(line) for path in files for line in path.read_text().splitlines()]
+
+
+@pytest.mark.stage
+def test_bad_requests_get_their_status_and_reason_and_nothing_is_written(collector) -> None:
+    server, config = collector
+    url, auth = server.url, (KEY, "")
+    invalid = requests.post(f"{url}/v1/track", data=b"{not json", auth=auth)
+    assert invalid.status_code == 400 and "invalid JSON" in invalid.json()["reason"]
+    missing = requests.post(f"{url}/v1/track", json={"userId": "u1"}, auth=auth)
+    assert missing.status_code == 400 and missing.json()["reason"] == "a track needs event (the event's name)"
+    wrong_and_invalid = requests.post(f"{url}/v1/track", data=b"{not json", auth=("wrong-key", ""))
+    assert wrong_and_invalid.status_code == 401 and "unknown write key" in wrong_and_invalid.json()["reason"]
+    for wrong in ((("wrong-key", ""),), ()):
+        refused = requests.post(
+            f"{url}/v1/track", json={"userId": "u1", "event": "E"}, auth=wrong[0] if wrong else None
+        )
+        assert refused.status_code == 401 and "write key" in refused.json()["reason"]
+    big = {"userId": "u1", "event": "E", "properties": {"x": "y" * MAX_EVENT_BYTES}}
+    assert requests.post(f"{url}/v1/track", json=big, auth=auth).status_code == 413
+    batch = {"batch": [{"type": "track", "userId": "u1", "event": "E", "properties": {"x": "y" * 30_000}}] * 20}
+    assert requests.post(f"{url}/v1/batch", json=batch, auth=auth).status_code == 413
+    assert requests.post(f"{url}/v1/batch", json={"batch": [{"type": "track"}]}, auth=auth).status_code == 400
+    assert requests.post(f"{url}/v1/nothing", json={}, auth=auth).status_code == 404
+    assert _stored(config) == []
+
+
+@pytest.mark.stage
+def test_a_batch_keeps_its_valid_events_and_reports_the_others(collector) -> None:
+    server, config = collector
+    batch = {
+        "sentAt": "2025-06-30T12:00:05Z",
+        "context": {"library": {"name": "test"}},
+        "batch": [
+            {"type": "track", "userId": "u1", "event": "A", "messageId": "m1", "timestamp": "2025-06-30T12:00:00Z"},
+            {"type": "track", "userId": "u1"},
+            {"type": "identify", "anonymousId": "a1", "traits": {"email": "ann@example.org"}},
+            {"type": "alias", "userId": "u1"},
+        ],
+    }
+    # gzip, as SDKs may send it.
+    answer = requests.post(
+        f"{server.url}/v1/b",
+        data=gzip.compress(json.dumps(batch).encode()),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        auth=(KEY, ""),
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["accepted"] == 2
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [
+        (1, "a track needs event (the event's name)"),
+        (3, "an alias needs previousId"),
+    ]
+    stored = _stored(config)
+    assert [e["type"] for e in stored] == ["track", "identify"]
+    assert stored[0]["messageId"] == "m1" and stored[1]["messageId"]
+    assert all(e["context"]["library"] == {"name": "test"} for e in stored)
+
+
+# --------------------------------------------------------------------------- through the pipeline (dagster)
+
+
+def _refresh(config: CDPConfig, instance: dg.DagsterInstance) -> None:
+    result = build_definitions(config).resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
+    assert result.success
+
+
+@pytest.mark.dagster
+def test_the_segment_sdks_calls_reach_cleaned_events_the_identity_map_and_traits(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    from segment.analytics import Client
+
+    server, config = collector
+    errors: list[Exception] = []
+    sdk = Client(KEY, host=server.url, sync_mode=True, on_error=lambda error, batch: errors.append(error))
+    sdk.identify("u1", {"email": "Ann@Example.org"}, anonymous_id="anon-1")
+    sdk.track(anonymous_id="anon-1", event="Product Viewed", properties={"category": "shoes", "revenue": 40})
+    sdk.track("u1", "Order Completed", {"category": "shoes", "revenue": 59.5}, context={"page": {"path": "/cart"}})
+    sdk.track("u1", "Order Completed", {"category": "hats", "revenue": 1000})
+    sdk.page("u1", "Shop", "Checkout", {"path": "/checkout"})
+    sdk.alias("anon-0", "u1")
+    sdk.track(anonymous_id="anon-0", event="Product Viewed", properties={"category": "hats"})
+    sdk.group("u1", "acct-1", {"name": "Acme", "email": "info@acme.example"})
+    assert errors == []
+    server.spools["website"].close()  # publish now rather than at rotate_seconds
+    _refresh(config, instance)
+
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        events = conn.execute(
+            "select event, source_record_id, group_id, properties->>'$.category', traits->>'$.name' "
+            "from clean.events where source = 'website' order by occurred_at"
+        ).fetchall()
+        assert [e[0] for e in events] == [
+            "identify", "Product Viewed", "Order Completed", "Order Completed", "page", "alias", "Product Viewed",
+            "group",
+        ]  # fmt: skip
+        assert events[1][3] == "shoes" and events[7][2:] == ("acct-1", None, "Acme")
+        # A page's name and category are properties too, as analytics.js sends them.
+        page = conn.execute("select properties from clean.events where event = 'page'").fetchone()[0]
+        assert json.loads(page) == {"name": "Checkout", "category": "Shop", "path": "/checkout"}
+        # One customer: the CRM person, found by e-mail through identify, and every browser the user used.
+        customers = conn.execute(
+            "select source, source_record_id, customer_id from cdp.identity_map order by all"
+        ).fetchall()
+        assert {c[2] for c in customers} == {customers[0][2]}
+        assert {(c[0], c[1]) for c in customers} >= {("crm", "C1"), ("website", "anon-0"), ("website", "anon-1")}
+        # A group's traits describe the account: its e-mail links nobody.
+        assert not conn.execute("select * from clean.events_identifiers where id_value like '%acme%'").fetchall()
+        shoes, path = conn.execute("select shoe_revenue, last_page_path from cdp.golden_profiles").fetchone()
+        assert shoes == pytest.approx(99.5) and path is not None
+
+
+@pytest.mark.dagster
+def test_events_delivered_again_are_cleaned_once_and_their_copies_quarantined(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    server, config = collector
+    spool = server.spools["website"]
+    batch = [{"type": "track", "userId": f"u{i}", "event": "E", "messageId": f"m{i}"} for i in range(3)]
+    assert requests.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(KEY, "")).status_code == 200
+    first = spool.rotate_if_due(force=True)
+    # An SDK that never heard the answer sends the batch again: same messageIds, a later file.
+    again = [*batch, {"type": "track", "userId": "u9", "event": "E", "messageId": "m9"}]
+    assert requests.post(f"{server.url}/v1/batch", json={"batch": again}, auth=(KEY, "")).status_code == 200
+    second = spool.rotate_if_due(force=True)
+    assert first is not None and second is not None and first.name < second.name
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        cleaned = conn.execute("select event_id, file from clean.events where source = 'website' order by 1").fetchall()
+        reasons = conn.execute(
+            "select value, file, reason from clean.events_quarantine where source = 'website' order by value"
+        ).fetchall()
+        raw = conn.execute("select count(*) from raw.website").fetchone()
+    assert raw == (7,)  # every copy is loaded; cleaning accounts for each: 4 events + 3 quarantined copies
+    first_rel, second_rel = (p.relative_to(config.landing_path).as_posix() for p in (first, second))
+    assert cleaned == [("m0", first_rel), ("m1", first_rel), ("m2", first_rel), ("m9", second_rel)]
+    assert [(r[0], r[1]) for r in reasons] == [("m0", second_rel), ("m1", second_rel), ("m2", second_rel)]
+    assert all(r[2].startswith(f"duplicate event id: already delivered in {first_rel} line ") for r in reasons)
+
+
+# --------------------------------------------------------------------------- configuration (unit)
+
+
+@pytest.mark.unit
+def test_a_trait_reads_json_paths_checked_at_load(tmp_path: Path) -> None:
+    bad_compare = {"name": "t", "from": "events", "aggregate": "count", "where": "properties.revenue > 100"}
+    with pytest.raises(ConfigError, match="explicit cast"):
+        _config(tmp_path, [bad_compare])
+    bad_root = {"name": "t", "from": "events", "aggregate": "count", "where": "payload.revenue = '1'"}
+    with pytest.raises(ConfigError, match=r"payload\.revenue \(a column of another table\)"):
+        _config(tmp_path, [bad_root])
+    bad_column = {"name": "t", "from": "events", "aggregate": "sum", "column": "properties."}
+    with pytest.raises(ConfigError, match="unknown column 'properties.'"):
+        _config(tmp_path, [bad_column])
+    good = {
+        "name": "t",
+        "from": "events",
+        "aggregate": "sum",
+        "column": "properties.revenue",
+        "where": "try_cast(properties.revenue as double) > 100 and context.page.path like '/shop%'",
+    }
+    assert _config(tmp_path, [good]).profiles.traits[0].column == "properties.revenue"
+
+
+@pytest.mark.unit
+def test_a_segment_source_refuses_the_keys_its_format_fixes(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+    raw["sources"][1]["glob"] = "web/*.jsonl"
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"sources\[1\] \(website\): glob: fixed by format 'segment'"):
+        load_config(tmp_path / "cdp.yaml")
+    assert config.sources[1].glob == "collector/website/*.jsonl"
+
+
+# --------------------------------------------------------------------------- the landing sensor (dagster)
+
+
+@pytest.mark.dagster
+def test_the_landing_sensor_ignores_the_open_file_and_loads_it_once_published(collector) -> None:
+    server, config = collector
+    sensor = build_definitions(config).resolve_sensor_def("landing_files_sensor")
+    event = {"userId": "u1", "event": "E"}
+    assert requests.post(f"{server.url}/v1/track", json=event, auth=(KEY, "")).status_code == 200
+    with dg.instance_for_test() as instance:
+        before = sensor(dg.build_sensor_context(instance=instance))
+        # Acknowledged and durable, but still the hidden open file: only the CRM file is loaded.
+        assert [r.asset_selection for r in before.run_requests] == [[dg.AssetKey(["raw", "crm"])]]
+        server.spools["website"].rotate_if_due(force=True)
+        after = sensor(dg.build_sensor_context(instance=instance, cursor=before.cursor))
+    assert [r.asset_selection for r in after.run_requests] == [[dg.AssetKey(["raw", "website"])]]
+
+
+# --------------------------------------------------------------------------- kill -9 (e2e)
+
+
+@pytest.mark.e2e
+def test_no_acknowledged_event_is_lost_when_the_collector_is_killed(tmp_path: Path) -> None:
+    """The collector as `make dev` runs it, in its own process, killed with SIGKILL between requests that
+    were answered and one left half-sent; restarted, it publishes every acknowledged event."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _config(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, WRITE_KEYS_ENV: f"website:{KEY}", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "collector", "--config", str(tmp_path / "cdp.yaml"), "--port", str(port)]
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "listening on" in line:
+                return process
+        raise AssertionError(f"the collector exited with {process.wait()}")
+
+    process = start()
+    url = f"http://127.0.0.1:{port}"
+    acknowledged = []
+    for n in range(20):
+        batch = [{"type": "track", "userId": "u", "event": "E", "messageId": f"m{n}-{i}"} for i in range(10)]
+        assert requests.post(f"{url}/v1/batch", json={"batch": batch}, auth=(KEY, "")).status_code == 200
+        acknowledged += [e["messageId"] for e in batch]
+    # A request in flight: headers and part of the body sent, never answered.
+    half = socket.create_connection(("127.0.0.1", port))
+    half.sendall(b'POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"userId":')
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    half.close()
+    folder = tmp_path / "landing" / "collector" / "website"
+    assert not list(folder.glob("*.jsonl"))  # nothing was published: all of it is in the hidden file
+    restarted = start()
+    restarted.send_signal(signal.SIGTERM)
+    assert restarted.wait(timeout=30) == 0
+    stored = [json.loads(line)["messageId"] for p in sorted(folder.glob("*.jsonl")) for line in p.open()]
+    assert sorted(stored) == sorted(acknowledged)
+    assert not list(folder.glob(".*.part"))
+
+
+@pytest.mark.unit
+def test_a_second_collector_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    first = Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30)
+    with pytest.raises(SpoolError, match="another collector is writing to"):
+        Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30)
+    first.release()
+    Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30).release()
