@@ -42,3 +42,15 @@ class RetryConfig(_Strict):
     base_delay_seconds: float = Field(0.5, ge=0)
     max_delay_seconds: float = Field(30.0, ge=0)
     timeout_seconds: float = Field(10.0, gt=0, description="Per request.")
+
+
+# Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*';
+# Dagster checks the rest when it builds the schedule.
+_CRON_RE = re.compile(r"^\s*[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}\s*$")
+
+
+def check_cron(value: str | None) -> str | None:
+    """A schedule's cron expression as the file gives it, or an error saying what one looks like."""
+    if value is not None and not _CRON_RE.match(value):
+        raise ValueError(f"'{value}' is not a cron expression of five fields, e.g. '0 0 * * *' (every midnight)")
+    return value

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from resources.config.base import _Strict
+from resources.config.base import _Strict, check_cron
 
 # The run tag a scheduled time-windows refresh carries: the tick's time (UTC, ISO), which profiles
 # measure 'now' from.
 AS_OF_TAG = "cdp/as_of"
 # The run tag that makes the identity stage train its matching model afresh instead of keeping the last one.
 RETRAIN_TAG = "cdp/retrain_model"
-# Five cron fields of digits, ranges, lists, steps, '*' and month or weekday names; Dagster checks the
-# rest when it builds the schedule.
-_CRON_RE = re.compile(r"^\s*([\w*,/-]+\s+){4}[\w*,/-]+\s*$")
-
-
-def _cron(value: str | None) -> str | None:
-    if value is not None and not _CRON_RE.match(value):
-        raise ValueError(f"'{value}' is not a cron expression of five fields, e.g. '0 0 * * *' (every midnight)")
-    return value
 
 
 class RefreshConfig(_Strict):
@@ -71,7 +61,7 @@ class RefreshConfig(_Strict):
     @field_validator("time_windows", "model_retraining", "rebuild_check")
     @classmethod
     def _crons(cls, value: str | None) -> str | None:
-        return _cron(value)
+        return check_cron(value)
 
 
 class AlertsConfig(_Strict):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from resources.config.base import _NAME_RE, DURATION_RE, AuthConfig, RetryConfig, _Strict
+from resources.config.base import _NAME_RE, DURATION_RE, AuthConfig, RetryConfig, _Strict, check_cron
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -106,8 +106,6 @@ class CsvOptions(_Strict):
         return value
 
 
-# Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*'.
-_CRON_RE = re.compile(r"^\s*[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}\s*$")
 # Header names that carry secrets: they belong in `auth`, read from the environment, not in the file.
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
 
@@ -199,9 +197,7 @@ class HttpSourceConfig(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and not _CRON_RE.match(value):
-            raise ValueError(f"'{value}' is not a cron schedule of five fields, e.g. '*/15 * * * *'")
-        return value
+        return check_cron(value)
 
 
 class SegmentOptions(_Strict):
