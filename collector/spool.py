@@ -25,6 +25,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from resources.durable import fsync_dir
+
 PART_SUFFIX = ".part"
 LOCK_NAME = ".collector.lock"
 log = logging.getLogger("collector")
@@ -32,14 +34,6 @@ log = logging.getLogger("collector")
 
 class SpoolError(OSError):
     """The events could not be made durable; nothing was acknowledged for them."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _published_name(part: Path) -> str:
@@ -64,7 +58,7 @@ def recover(folder: Path) -> list[Path]:
         target = folder / _published_name(part)
         os.replace(part, target)
         published.append(target)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return published
 
 
@@ -166,7 +160,7 @@ class Spool:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         self._part = self.folder / f".events-{stamp}-{secrets.token_hex(3)}.jsonl{PART_SUFFIX}"
         self._handle = self._part.open("xb", buffering=0)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self._opened_at = self._clock()
         self._size = 0
 
@@ -176,7 +170,7 @@ class Spool:
         self._handle.close()
         target = self.folder / _published_name(self._part)
         os.replace(self._part, target)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self.published.append(target)
         self._handle, self._part = None, None
 

@@ -35,6 +35,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from resources.config import SourceConfig
+from resources.durable import fsync_dir
 from resources.retry import RateLimiter, RetryPolicy, TransientError, is_transient_status, retry_after, with_retries
 
 CURSOR_FILE = ".cursor.json"
@@ -90,15 +91,7 @@ def _write_durably(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def dig(value: Any, path: str | None) -> Any:
@@ -202,7 +195,7 @@ class _PageWriter:
             partial.replace(final)
             published.append(final.name)
         if published:
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         self.pending = []
         return published
 

@@ -270,6 +270,30 @@ def copy_database(sql: Sql, path: Path) -> None:
             sql.execute("detach warehouse_copy")
 
 
+@contextmanager
+def attached_read_only(sql: Sql, path: Path, alias: str) -> Iterator[None]:
+    """Attach the DuckDB file `path` to `sql`'s connection read-only as `alias`, for comparing it with the
+    warehouse, and detach it after (a copy made with copy_database and written through open_copy)."""
+    sql.execute(f"attach {sql_literal(str(path))} as {alias} (read_only)")
+    try:
+        yield
+    finally:
+        with suppress(SqlError):
+            sql.execute(f"detach {alias}")
+
+
+@contextmanager
+def temporary_copy(sql: Sql, path: Path) -> Iterator[Path]:
+    """copy_database into `path` for the length of the block, then delete the copy and its WAL, on error
+    too: a scratch warehouse that a check or preview runs the stages on."""
+    try:
+        copy_database(sql, path)
+        yield path
+    finally:
+        for leftover in (path, Path(f"{path}.wal")):
+            leftover.unlink(missing_ok=True)
+
+
 def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> dict[str, int]:
     """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`; rows per table.
 

@@ -64,31 +64,41 @@ def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | No
     return time_windows_refresh
 
 
-def build_model_retraining_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
-    """The schedule, or None when `refresh.model_retraining` is null."""
-    if config.refresh.model_retraining is None:
+def _job_schedule(
+    config: CDPConfig, name: str, cron: str | None, job: str, description: str
+) -> dg.ScheduleDefinition | None:
+    """A schedule launching `job` at `cron` in `refresh.timezone`, running by default; None when `cron` is null."""
+    if cron is None:
         return None
     return dg.ScheduleDefinition(
-        name=MODEL_RETRAINING_SCHEDULE,
-        cron_schedule=config.refresh.model_retraining,
+        name=name,
+        cron_schedule=cron,
         execution_timezone=config.refresh.timezone,
-        job_name=RETRAIN_JOB,
+        job_name=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Trains the identity matching model afresh on all the data and re-resolves identity.",
+        description=description,
+    )
+
+
+def build_model_retraining_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
+    """The schedule, or None when `refresh.model_retraining` is null."""
+    return _job_schedule(
+        config,
+        MODEL_RETRAINING_SCHEDULE,
+        config.refresh.model_retraining,
+        RETRAIN_JOB,
+        "Trains the identity matching model afresh on all the data and re-resolves identity.",
     )
 
 
 def build_rebuild_check_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
     """The schedule of the rebuild check, or None when `refresh.rebuild_check` is null."""
-    if config.refresh.rebuild_check is None:
-        return None
-    return dg.ScheduleDefinition(
-        name=REBUILD_CHECK_SCHEDULE,
-        cron_schedule=config.refresh.rebuild_check,
-        execution_timezone=config.refresh.timezone,
-        job_name=REBUILD_CHECK_JOB,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Checks that a rebuild from the raw rows gives the customers, profiles and members there are.",
+    return _job_schedule(
+        config,
+        REBUILD_CHECK_SCHEDULE,
+        config.refresh.rebuild_check,
+        REBUILD_CHECK_JOB,
+        "Checks that a rebuild from the raw rows gives the customers, profiles and members there are.",
     )
 
 

@@ -18,7 +18,6 @@ Any difference fails the check, with the count per table and the first differing
 its own schedule and on demand (the `rebuild_check` job), not in every refresh: it costs one.
 """
 
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,8 @@ from cdp_assets.metadata import markdown_table, mask, redact_errors
 from cdp_assets.profiles.assets import GOLDEN_PROFILES, build_profiles
 from cdp_assets.segments.assets import build_membership
 from resources.config import CDPConfig
-from resources.sql import Sql, SqlError
-from resources.warehouse import Warehouse, copy_database, sql_literal
+from resources.sql import Sql
+from resources.warehouse import Warehouse, attached_read_only, temporary_copy
 
 CHECK_NAME = "equals_a_rebuild"
 REBUILD = "rebuild_copy"
@@ -95,19 +94,11 @@ def compare(sql: Sql) -> dict[str, list[dict[str, Any]]]:
 
 def compare_with_rebuild(warehouse: Warehouse, sql: Sql, config: CDPConfig, copy_path: Path) -> dict[str, list]:
     """Copy the warehouse to `copy_path`, rebuild there, and compare; the copy is deleted, on error too."""
-    copy_database(sql, copy_path)
-    try:
+    with temporary_copy(sql, copy_path):
         with warehouse.open_copy(copy_path) as scratch:
             rebuild(scratch, config)
-        sql.execute(f"attach {sql_literal(str(copy_path))} as {REBUILD} (read_only)")
-        try:
+        with attached_read_only(sql, copy_path, REBUILD):
             return compare(sql)
-        finally:
-            with suppress(SqlError):
-                sql.execute(f"detach {REBUILD}")
-    finally:
-        for leftover in (copy_path, Path(f"{copy_path}.wal")):
-            leftover.unlink(missing_ok=True)
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:

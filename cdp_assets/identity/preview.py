@@ -16,7 +16,6 @@ the run's metadata (counts and first rows, customer values masked as in every pr
 """
 
 import json
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
 from cdp_assets.syncs.state import ensure_tables, plan_sync
 from resources.config import CDPConfig, ConfigError, load_config
-from resources.sql import Sql, SqlError
+from resources.sql import Sql
 from resources.tables import ID_HISTORY, ID_RUNS, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP
-from resources.warehouse import Warehouse, copy_database, sql_literal, utc_now
+from resources.warehouse import Warehouse, attached_read_only, temporary_copy, utc_now
 
 PREVIEW_JOB = "identity_change_preview"
 PREVIEW_OP = "preview_identity_changes"
@@ -138,23 +137,15 @@ def preview_changes(
     `candidate` settings (`settings`: the fingerprint to record, see `candidate_configuration`), and compare
     the copy with the warehouse (`sql` is the run's runner on it). The copy is deleted afterwards, on error
     too."""
-    copy_database(sql, copy_path)
-    try:
+    with temporary_copy(sql, copy_path):
         with warehouse.open_copy(copy_path) as scratch:
             summary = resolve(scratch, candidate, run_id=run_id, settings=settings)
             build_profiles(scratch, candidate)
             build_membership(scratch, candidate)
             ensure_tables(scratch)
             plans = {d.name: (d, plan_sync(scratch, candidate, d)) for d in candidate.destinations if d.type != "file"}
-        sql.execute(f"attach {sql_literal(str(copy_path))} as {COPY} (read_only)")
-        try:
+        with attached_read_only(sql, copy_path, COPY):
             preview = _compare(sql)
-        finally:
-            with suppress(SqlError):
-                sql.execute(f"detach {COPY}")
-    finally:
-        for leftover in (copy_path, Path(f"{copy_path}.wal")):
-            leftover.unlink(missing_ok=True)
     changes: IdChanges = summary["id_changes"]  # type: ignore[assignment]
     preview.counts.update(
         {
