@@ -1,10 +1,12 @@
 """Cleaning reads only the raw rows of new and changed files, and leaves the tables a full cleaning gives."""
 
+import json
+
 import dagster as dg
 import duckdb
 import pytest
 
-from cdp_assets.clean.assets import PERSON_RECORDS, clean_person_records
+from cdp_assets.clean.assets import PERSON_RECORDS, clean_activity, clean_person_records
 from resources.sql import Sql
 from resources.warehouse import copy_database
 from tests.fixtures import CRM_HEADER, make_platform
@@ -74,3 +76,54 @@ def test_only_new_and_changed_files_are_cleaned_and_the_result_is_a_full_cleanin
         instance=instance, asset_selection=[PERSON_RECORDS]
     )
     assert _cleaned_now(again) == 0
+
+
+EVENT_TABLES = {
+    "clean.events": "* exclude (loaded_at)",
+    "clean.events_identifiers": "*",
+    "clean.events_quarantine": "* exclude (quarantined_at)",
+}
+
+
+def _event_rows(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    return {t: conn.execute(f"select {c} from {t} order by all").fetchall() for t, c in EVENT_TABLES.items()}
+
+
+def _events_cleaned_now(result: dg.ExecuteInProcessResult) -> int:
+    (materialization,) = result.asset_materializations_for_node("clean__events")
+    return materialization.metadata["raw_rows_cleaned_now"].value
+
+
+def test_events_are_cleaned_by_file_and_a_repeated_message_id_cleans_them_whole(tmp_path, instance, destination_server):
+    """A new web-events file is read alone; one that repeats the messageId of an event already cleaned is
+    not: which copy is the event is decided over every row again, as a full cleaning does."""
+    platform = make_platform(tmp_path, instance, destination_server.url, people=200)
+    assert platform.refresh().success
+    all_rows = platform.scalar(
+        "select sum(n) from (select count(*) n from raw.web_events union all select count(*) from raw.support_tickets "
+        "union all select count(*) from raw.email_engagement union all select count(*) from raw.website)"
+    )
+    web = platform.folder / "landing" / "web"
+    first = json.loads(next(web.glob("*.jsonl")).open().readline())
+    fresh = {**first, "messageId": "msg-new-1", "timestamp": "2025-06-29T10:00:00Z"}
+    (web / "zz_delta_1.jsonl").write_text(json.dumps(fresh) + "\n")
+    second = platform.refresh()
+    assert second.success and _events_cleaned_now(second) == 1
+
+    (web / "zz_delta_2.jsonl").write_text(json.dumps(first) + "\n")  # delivered again
+    third = platform.refresh()
+    assert third.success and _events_cleaned_now(third) == all_rows + 2
+    assert (
+        platform.scalar(
+            "select count(*) from clean.events_quarantine where file like '%zz_delta_2.jsonl' and reason like 'duplicate%'"
+        )
+        == 1
+    )
+
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        incremental = _event_rows(conn)
+        copy = tmp_path / "full_events.duckdb"
+        copy_database(Sql(conn), copy)
+    with duckdb.connect(str(copy)) as full_conn:
+        clean_activity(Sql(full_conn), platform.config, "events", full=True)
+        assert _event_rows(full_conn) == incremental

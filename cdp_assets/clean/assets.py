@@ -762,19 +762,12 @@ def raw_row_count(sql: Sql, sources: Sequence[SourceConfig]) -> int:
 # --------------------------------------------------------------------------- events and transactions
 
 
-def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
-    """Rebuild `clean.events` or `clean.transactions` with their identifiers and quarantine.
-
-    The staged rows and the identifier maps are the step's own tables, dropped when it ends."""
-    sources = config.sources_with_role(role)
-    selects = []
-    for s in sources:
-        f = s.fields
-        event_id = value_sql(s, s.event_id) if s.event_id else "_file || ':' || _row_number::varchar"
-        selects.append(
-            f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
+def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
+    """One activity source's raw rows (of the files in `scope`, if given) as staged columns."""
+    f = s.fields
+    return f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
                 _loaded_at as loaded_at, {record_id_sql(s)} as source_record_id,
-                coalesce({event_id}, _file || ':' || _row_number::varchar) as event_id,
+                {_event_id_sql(s)} as event_id,
                 {value_sql(s, f.get("event"))} as event, {value_sql(s, f.get("currency"))} as currency,
                 {value_sql(s, f.get("status"))} as status, {value_sql(s, f.get("group_id"))} as group_id,
                 {properties_sql(s)} as properties, {json_sql(s, f.get("context"))} as context,
@@ -786,11 +779,51 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
                 {sql_literal(path_label(f.get("amount")))} as amount_label
-            from {ensure_raw_table(sql, s)}"""
-        )
+            from {raw_rows(sql, s, scope)}"""
+
+
+def _event_id_sql(s: SourceConfig) -> str:
+    """A raw row's event id: the declared one, else its file and line."""
+    event_id = value_sql(s, s.event_id) if s.event_id else "_file || ':' || _row_number::varchar"
+    return f"coalesce({event_id}, _file || ':' || _row_number::varchar)"
+
+
+def _repeats_kept_event(sql: Sql, stage: str, deduped: Sequence[SourceConfig], scope: str) -> bool:
+    """Whether a staged row carries the event id of a row in a file this run keeps: which copy is the
+    event then depends on rows not read again, so the role is cleaned whole."""
+    kept = " union all ".join(
+        f"""select {sql_literal(s.name)} as source, {_event_id_sql(s)} as event_id
+            from {ensure_raw_table(sql, s)} r
+            where not exists (select 1 from {scope} f where f.source = {sql_literal(s.name)} and f.file = r._file)"""
+        for s in deduped
+    )
+    return bool(sql.value(f"select exists (select 1 from {stage} n semi join ({kept}) k using (source, event_id))"))
+
+
+def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -> dict[str, int]:
+    """Bring `clean.events` or `clean.transactions`, their identifiers and quarantine up to the raw tables,
+    by file as clean_person_records does: only new and changed files read unless `full`, the settings
+    changed, or a new row repeats the event id of a kept one (then which copy counts is decided afresh).
+
+    The staged rows and the identifier maps are the step's own tables, dropped when it ends."""
+    sources = config.sources_with_role(role)
+    transactions = role == "transactions"
+    # Events with a declared id arrive at least once (SDKs and the collector retry): the first copy, by
+    # file and line, is the event and later ones are quarantined naming it.
+    deduped_sources = [s for s in sources if s.event_id is not None and not transactions]
+    settings = cleaning_settings(config, role)
     with sql.scratch(f"clean_{role}") as scratch:
+        scope = files_to_clean(sql, scratch, role, sources, settings, full)
         stage, labels = scratch(f"{role}_stage"), scratch("field_labels")
-        sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
+        sql.create_table_as(
+            stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
+        )
+        if scope is not None and deduped_sources and _repeats_kept_event(sql, stage, deduped_sources, scope):
+            scope = None
+            sql.create_table_as(
+                stage, " union all by name ".join(_activity_select(s, None, sql) for s in sources), temporary=True
+            )
+        read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, [])
         text_rejects = guard_text(
             sql,
@@ -799,10 +832,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
             text_columns(ACTIVITY_TEXT_FIELDS, sources, ["source_record_id", "event_id"]),
             labels=labels,
         )
-        transactions = role == "transactions"
-        # Events with a declared id arrive at least once (SDKs and the collector retry): the first copy, by
-        # file and line, is the event and later ones are quarantined naming it.
-        deduped = [sql_literal(s.name) for s in sources if s.event_id is not None and not transactions]
+        deduped = [sql_literal(s.name) for s in deduped_sources]
         first_copy = (
             "first_value(file || ' line ' || row_number) over (partition by source, event_id order by file, row_number)"
         )
@@ -830,8 +860,8 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
         )
         table = ACTIVITY_TABLES[role]
         columns = table.projection({"currency": "upper(currency)"} if "currency" in table.columns else {})
-        table.replace(sql, f"select {columns} from {stage} where reject_reason is null")
-        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config)
+        table.replace(sql, f"select {columns} from {stage} where reject_reason is null" + kept_rows(table.name, scope))
+        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config, scope)
         maps = build_identifier_maps(sql, scratch, identifiers)
         write_identifiers(
             sql,
@@ -839,6 +869,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
             f"select source, file, row_number, source_record_id from {stage} where reject_reason is null",
             identifiers,
             maps,
+            scope,
         )
         row_rejects = f"""
             select 'clean' as stage, source, file, row_number,
@@ -859,8 +890,10 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str) -> dict[str, int]:
                 _TEXT_REJECTS.format(rejects=text_rejects),
                 _TEXT_REJECTS.format(rejects=identifier_text_rejects),
             ],
+            scope,
         )
-    return _role_counts(sql, role, f"clean.{role}")
+        record_cleaned_files(sql, scratch, role, settings)
+    return {**_role_counts(sql, role, f"clean.{role}"), "raw_rows_cleaned_now": read_now}
 
 
 # --------------------------------------------------------------------------- assets

@@ -46,7 +46,7 @@ def rebuild(sql: Sql, config: CDPConfig) -> None:
     clean_person_records(sql, config, full=True)
     for role in ("events", "transactions"):
         if config.sources_with_role(role):
-            clean_activity(sql, config, role)
+            clean_activity(sql, config, role, full=True)
     resolve(sql, config)
     build_profiles(sql, config, as_of)
     build_membership(sql, config)
