@@ -115,7 +115,8 @@ def test_events_are_cleaned_by_file_and_a_repeated_message_id_cleans_them_whole(
     assert third.success and _events_cleaned_now(third) == all_rows + 2
     assert (
         platform.scalar(
-            "select count(*) from clean.events_quarantine where file like '%zz_delta_2.jsonl' and reason like 'duplicate%'"
+            "select count(*) from clean.events_quarantine "
+            "where file like '%zz_delta_2.jsonl' and reason like 'duplicate%'"
         )
         == 1
     )
