@@ -20,6 +20,8 @@ from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import build_identity_asset
 from cdp_assets.identity.preview import build_preview_job
+from cdp_assets.privacy.assets import GROUP as PRIVACY_GROUP
+from cdp_assets.privacy.assets import PRIVACY_REQUESTS_KEY, build_privacy_asset, build_privacy_job
 from cdp_assets.profiles.assets import build_profiles_asset
 from cdp_assets.segments.assets import GROUP as SEGMENTS_GROUP
 from cdp_assets.segments.assets import build_segment_assets
@@ -31,6 +33,7 @@ from resources.warehouse import warehouse_resource
 from sensors.automation import automation_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
+from sensors.privacy import build_privacy_requests_sensor
 
 FULL_REFRESH = "full_refresh"
 
@@ -38,9 +41,10 @@ FULL_REFRESH = "full_refresh"
 # data engineering for everything that makes the profiles and for the read snapshot.
 DEFAULT_OWNERS = ["team:data-engineering"]
 OWNERS: dict[str, list[str]] = {SEGMENTS_GROUP: ["team:marketing-ops"], SYNCS_GROUP: ["team:marketing-ops"]}
-# Stages nothing upstream starts: the landing sensor starts an extract when its files change. Every other
-# stage follows its inputs (eager), so a new file flows through to the syncs.
-STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP})
+# Stages nothing upstream starts: the landing sensor starts an extract when its files change, the privacy
+# requests sensor (or a user, from the Launchpad) the privacy requests. Every other stage follows its inputs
+# (eager), so a new file flows through to the syncs.
+STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP, PRIVACY_GROUP})
 # Every asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
 WAREHOUSE_KIND = "duckdb"
 
@@ -79,16 +83,22 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations
     ]
+    assets.append(build_privacy_asset(config))
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
-        selection=dg.AssetSelection.all(),
+        selection=dg.AssetSelection.all() - dg.AssetSelection.assets(PRIVACY_REQUESTS_KEY),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations],
-        jobs=[full_refresh, build_preview_job(config)],
-        sensors=[build_landing_sensor(config), build_overrides_sensor(config), automation_sensor],
+        jobs=[full_refresh, build_preview_job(config), build_privacy_job()],
+        sensors=[
+            build_landing_sensor(config),
+            build_overrides_sensor(config),
+            build_privacy_requests_sensor(config),
+            automation_sensor,
+        ],
         resources={"warehouse": warehouse_resource(config)},
         # DuckDB takes one writer per file: steps run one after another inside the run's process.
         executor=dg.in_process_executor,

@@ -355,6 +355,51 @@ SEGMENT_HISTORY = Table(
     added_later=("exit_reason",),
 )
 
+# Privacy requests (cdp_assets/privacy): the receipt of every request, the keyed hashes of erased identifiers,
+# and each destination's part of an erasure until the destination confirms it. None holds a personal value.
+PRIVACY_REQUESTS = Table(
+    "privacy.requests",
+    {
+        "request_id": "VARCHAR",
+        "type": "VARCHAR",
+        "id_type": "VARCHAR",
+        "reference": "VARCHAR",
+        "received_at": "TIMESTAMP",
+        "completed_at": "TIMESTAMP",
+        # completed | pending (a destination has not confirmed) | not_found | needs_review | rejected
+        "status": "VARCHAR",
+        "customers": "VARCHAR[]",
+        "candidates": "VARCHAR[]",
+        "rows_removed": "MAP(VARCHAR, BIGINT)",
+        "destinations": "MAP(VARCHAR, VARCHAR)",
+        "note": "VARCHAR",
+        "run_id": "VARCHAR",
+    },
+    primary_key=("request_id",),
+)
+TOMBSTONES = Table(
+    "privacy.tombstones",
+    {"hash": "VARCHAR", "kind": "VARCHAR", "request_id": "VARCHAR", "erased_at": "TIMESTAMP"},
+    primary_key=("hash",),
+)
+DESTINATION_ERASURES = Table(
+    "privacy.destination_erasures",
+    {
+        "request_id": "VARCHAR",
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        # What the destination needs to find the member: {} for a keyed destination, the member's hashed
+        # identifiers for an audience. Emptied once confirmed.
+        "payload": "VARCHAR",
+        "status": "VARCHAR",
+        "attempts": "INTEGER",
+        "error": "VARCHAR",
+        "confirmed_at": "TIMESTAMP",
+    },
+    primary_key=("request_id", "destination", "key"),
+)
+PRIVACY_TABLES: tuple[Table, ...] = (PRIVACY_REQUESTS, TOMBSTONES, DESTINATION_ERASURES)
+
 # Tables written by more than one asset, or read before their writer first ran: they exist from the start
 # so every query has something to read (resources.warehouse.bootstrap creates them on every connection).
 SHARED_TABLES: tuple[Table, ...] = (
@@ -376,4 +421,5 @@ SHARED_TABLES: tuple[Table, ...] = (
     SEGMENT_MEMBERSHIP,
     SEGMENT_HISTORY,
     *(table for role in ROLES for table in (IDENTIFIERS[role], CLEAN_QUARANTINE[role])),
+    *PRIVACY_TABLES,
 )

@@ -29,6 +29,7 @@ from resources.config.identity import (
     MatchingConfig,
 )
 from resources.config.overrides import Override, OverrideError, load_overrides
+from resources.config.privacy import PrivacyConfig
 from resources.config.profiles import (
     ProfilesConfig,
     SurvivorshipRule,
@@ -60,6 +61,7 @@ class CDPConfig(_Strict):
     landing: LandingConfig = LandingConfig()
     identity: IdentityConfig = IdentityConfig()
     profiles: ProfilesConfig = ProfilesConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     sources: list[SourceConfig]
     segments: list[SegmentConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(default_factory=list)
@@ -134,6 +136,10 @@ class CDPConfig(_Strict):
     @property
     def landing_path(self) -> Path:
         return self.resolve(self.landing.path)
+
+    @property
+    def privacy_requests_path(self) -> Path:
+        return self.resolve(self.privacy.requests_path)
 
     def sources_with_role(self, role: str) -> list[SourceConfig]:
         return [s for s in self.sources if s.role == role]
@@ -219,6 +225,7 @@ __all__ = [
     "LandingConfig",
     "MatchingConfig",
     "PERSON_FIELDS",
+    "PrivacyConfig",
     "ProfilesConfig",
     "RowDestinationConfig",
     "SegmentConfig",
