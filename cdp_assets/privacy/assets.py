@@ -11,7 +11,6 @@ Nothing personal reaches Dagster's storage from here: logs and metadata hold req
 counts; the run configuration names a requests file, not the people in it (see requests.py).
 """
 
-
 import csv
 import io
 from pathlib import Path

@@ -12,7 +12,6 @@ such values are refused in the Launchpad (the request names the file route inste
 may name a requests file, a customer id, a source record or another configured identifier type.
 """
 
-
 import csv
 import hashlib
 import io
