@@ -17,6 +17,7 @@ import pandas as pd
 
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
+from cdp_assets.extract.fields import record_id_sql, value_sql
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
@@ -42,29 +43,6 @@ def activity_assets(config: CDPConfig) -> list[dg.AssetKey]:
 ROW_ACCOUNTING_CHECK = "rows_accounted_for"
 
 # --------------------------------------------------------------------------- SQL building blocks
-
-
-def _json_path(source: SourceConfig, path: str) -> str:
-    """DuckDB JSON path for a mapped path: CSV headers are literal keys, JSON paths are dotted."""
-    parts = [path] if source.format == "csv" else path.split(".")
-    return "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
-
-
-def record_id_sql(source: SourceConfig) -> str:
-    """The source record id, or `file:line` for a source that has none."""
-    if source.record_id is None:
-        return "_file || ':' || _row_number::varchar"
-    return value_sql(source, source.record_id)
-
-
-def value_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
-    """SQL for a mapped field's raw text: a constant, or the first non-empty of its paths."""
-    if spec is None:
-        return "null::varchar"
-    if spec.value is not None:
-        return sql_literal(spec.value)
-    parts = [f"nullif(trim(record ->> {sql_literal(_json_path(source, p))}), '')" for p in spec.path or []]
-    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
 def path_label(spec: FieldSpec | None) -> str | None:

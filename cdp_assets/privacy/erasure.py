@@ -275,10 +275,16 @@ def _stage(sql: Sql, config: CDPConfig, tables: Scratch, found: Mapping[str, Seq
         for s in config.sources
     ]
     sql.create_table_as(raw_rows, " union ".join(selects), temporary=True)
+    # Identifier values, and the person records' own e-mail and phone under their normaliser's name (the
+    # extract checks a source's e-mail and phone fields that way, identifiers or not).
     sql.create_table_as(
         values,
         f"""select distinct e.request_id, i.id_type, i.id_value from ({_ALL_IDENTIFIERS}) i
-            join {records} e using (source, source_record_id)""",
+            join {records} e using (source, source_record_id)
+            union select distinct e.request_id, 'email', p.email_match_key from {PERSON_RECORDS.name} p
+            join {records} e using (source, source_record_id) where p.email_match_key is not null
+            union select distinct e.request_id, 'phone', p.phone from {PERSON_RECORDS.name} p
+            join {records} e using (source, source_record_id) where p.phone is not null""",
         temporary=True,
     )
 
@@ -376,7 +382,10 @@ def _tombstones(sql: Sql, tables: Scratch, key: bytes, at: datetime) -> None:
     for request_id, id_type, id_value in sql.rows(
         f"""select request_id, id_type, id_value from {values} v
             where not exists (select 1 from ({_ALL_IDENTIFIERS}) i where i.id_type = v.id_type
-                              and i.id_value = v.id_value)"""
+                              and i.id_value = v.id_value)
+              and not exists (select 1 from {PERSON_RECORDS.name} p
+                              where (v.id_type = 'email' and p.email_match_key = v.id_value)
+                                 or (v.id_type = 'phone' and p.phone = v.id_value))"""
     ):
         rows.append((keyed_hash(key, id_type, id_value), id_type, request_id))
     if not rows:
