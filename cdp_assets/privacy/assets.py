@@ -135,7 +135,11 @@ def deliver_all(sql: Sql, config: CDPConfig, log: dg.DagsterLogManager | None = 
     for destination in config.destinations:
         if not isinstance(destination, RowDestinationConfig) or not pending_erasures(sql, destination.name):
             continue
-        outcomes[destination.name] = deliver_erasures(sql, destination, lambda d=destination: make_client(d))
+        client = make_client(destination)
+        try:
+            outcomes[destination.name] = deliver_erasures(sql, destination, lambda client=client: client)
+        finally:
+            client.close()
         if log and outcomes[destination.name]["erase_pending"]:
             log.warning(
                 f"privacy: destination {destination.name} did not confirm "

@@ -36,7 +36,9 @@ def deliver_erasures(
     client: Callable[[], DestinationClient],
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, int]:
-    """Send the destination's pending erasures; confirm what it accepted, count attempts on the rest."""
+    """Send the destination's pending erasures; confirm what it accepted, count attempts on the rest.
+
+    `client()` gives the client to send with; its caller owns it (and closes it)."""
     rows = sql.rows(
         f"""select key, any_value(payload) from {DESTINATION_ERASURES.name}
             where destination = ? and status = 'pending' group by key order by key""",
@@ -45,23 +47,19 @@ def deliver_erasures(
     if not rows:
         return {"erased": 0, "erase_pending": 0}
     changes = [Change(key, "erase", payload=payload) for key, payload in rows]
-    opened = client()
-    try:
-        delivery = deliver(
-            opened,
-            destination.name,
-            changes,
-            batch_size=destination.batch_size,
-            policy=RetryPolicy(
-                destination.retry.max_attempts,
-                destination.retry.base_delay_seconds,
-                destination.retry.max_delay_seconds,
-            ),
-            rate_limit=destination.rate_limit_per_second,
-            sleep=sleep,
-        )
-    finally:
-        opened.close()
+    delivery = deliver(
+        client(),
+        destination.name,
+        changes,
+        batch_size=destination.batch_size,
+        policy=RetryPolicy(
+            destination.retry.max_attempts,
+            destination.retry.base_delay_seconds,
+            destination.retry.max_delay_seconds,
+        ),
+        rate_limit=destination.rate_limit_per_second,
+        sleep=sleep,
+    )
     now = utc_now()
     failed = [(c.key, error) for c, error in delivery.failed]
     failed += [(c.key, delivery.unavailable or "not sent") for c in delivery.deferred]

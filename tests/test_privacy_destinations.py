@@ -1,0 +1,101 @@
+"""Erasure at the destinations: each row destination removes the person in its own form (REST delete, webhook
+`erased` event, PostgreSQL delete), against the real demo destination server and a real PostgreSQL; a
+destination that is down keeps only its own part pending, and its next sync delivers it."""
+
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from cdp_assets.privacy.assets import PRIVACY_JOB
+from demo.destination_server import DestinationServer, Faults
+from resources.config import load_config
+from tests.fixtures import CRM_PEOPLE_HEADER, FAST_RETRY, crm_platform_config
+
+pytestmark = pytest.mark.e2e
+
+PEOPLE = (
+    "c1,Ann,Lee,ann.lee@example.org,+14155550101\n"
+    "c2,Bob,Stone,bob.stone@example.org,+14155550102\n"
+    "c3,Cy,Diaz,cy.diaz@example.org,+14155550103\n"
+)
+
+
+def test_each_destination_erases_in_its_own_form_and_a_failing_one_stays_pending(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    monkeypatch.setenv("CDP_TEST_PRIVACY_DSN", dsn)
+    table = f"people_{tmp_path.name[-8:].replace('-', '_')}".lower()
+    with (
+        DestinationServer(host="127.0.0.1", port=0) as server,
+        DestinationServer(host="127.0.0.1", port=0) as hooks,
+        dg.instance_for_test() as instance,
+    ):
+        crm_platform_config(tmp_path, server.url, webhook=True)
+        raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+        raw["destinations"][1]["url"] = f"{hooks.url}/webhook/hook"
+        raw["destinations"].append(
+            {
+                "name": "app_db",
+                "type": "postgres",
+                "segment": "everyone",
+                "mode": "mirror",
+                "dsn_env": "CDP_TEST_PRIVACY_DSN",
+                "table": table,
+                "fields": {"email": "email", "first_name": "first_name"},
+                "retry": FAST_RETRY,
+            }
+        )
+        raw["privacy"] = {"requests_path": "requests"}
+        (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = load_config(tmp_path / "cdp.yaml")
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+
+        def postgres_ids() -> set[str]:
+            with psycopg.connect(dsn) as conn:
+                return {r[0] for r in conn.execute(f'select id from "{table}"').fetchall()}
+
+        bob = next(
+            k for k, v in server.state("rest", "crm")["records"].items() if v.get("email") == "bob.stone@example.org"
+        )
+        assert bob in postgres_ids() and bob in hooks.state("webhook", "hook")["audiences"]["everyone"]
+
+        hooks.faults = Faults(fail_rate=1.0)  # the webhook's tool is down
+        (tmp_path / "requests").mkdir()
+        (tmp_path / "requests" / "r.csv").write_text("type,id_type,value,reference\nerase,phone,(415) 555-0102,T-9\n")
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        status, destinations = _receipt(config)
+        assert status == "pending"
+        assert destinations["crm_mirror"].startswith("confirmed") and destinations["app_db"].startswith("confirmed")
+        assert destinations["hook"] == "pending"
+        assert bob not in server.state("rest", "crm")["records"] and bob not in postgres_ids()
+        assert len(server.state("rest", "crm")["records"]) == 2 and len(postgres_ids()) == 2
+        assert bob in hooks.state("webhook", "hook")["audiences"]["everyone"]
+
+        hooks.faults = Faults()  # back up: the webhook's next sync delivers the erasure first
+        synced = defs.resolve_job_def(FULL_REFRESH).execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["syncs", "hook"])]
+        )
+        assert synced.success
+        assert bob not in hooks.state("webhook", "hook")["audiences"]["everyone"]
+        erased_events = [e for r in hooks.requests_log() for e in r.get("events", []) if e.get("type") == "erased"]
+        assert [e["key"] for e in erased_events] == [bob]
+        status, destinations = _receipt(config)
+        assert status == "completed" and all(v.startswith("confirmed") for v in destinations.values())
+
+
+def _receipt(config) -> tuple[str, dict[str, str]]:
+    import duckdb
+
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        return conn.execute("select status, destinations from privacy.requests").fetchone()
