@@ -215,13 +215,16 @@ class Warehouse(DuckDBResource):
         deadline = time.monotonic() + self.lock_timeout_seconds
         while True:
             try:
-                return duckdb.connect(self.database, read_only=False, config=config)
+                conn = duckdb.connect(self.database, read_only=False, config=config)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
                     raise
                 if time.monotonic() >= deadline:
                     raise WarehouseInUseError(self._in_use_message(error)) from error
                 time.sleep(_RETRY_SECONDS)
+                continue
+            owner_only(Path(self.database))
+            return conn
 
     def _in_use_message(self, error: duckdb.IOException) -> str:
         found = re.search(r"\(PID (\d+)\)", str(error))
@@ -249,6 +252,14 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"create schema if not exists {schema}")
     conn.execute(_SHARED_DDL)
     conn.execute(_QUARANTINE_VIEW)
+
+
+def owner_only(path: Path) -> None:
+    """Make a file of customer data (the warehouse and its WAL, an export) readable by its owner only."""
+    for file in (path, Path(f"{path}.wal")):
+        with suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
 
 
 def sql_literal(value: str | None) -> str:

@@ -105,16 +105,28 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Erased:
                    order by p.customer_id limit 2"""
             )
         ]
+        # A third no destination holds, by one of its source records.
+        chosen += [
+            c
+            for (c,) in platform.sql(
+                """select p.customer_id from cdp.golden_profiles p
+                   where p.email is not null
+                     and not exists (select 1 from syncs.destination_state s where s.key = p.customer_id)
+                   order by p.customer_id limit 1"""
+            )
+        ]
         people = [_person(platform, c) for c in chosen]
+        third_source, third_record = people[2].record_ids[0]
         folder_path = platform.config.privacy_requests_path
         folder_path.mkdir(parents=True, exist_ok=True)
         (folder_path / "batch.csv").write_text(
-            "type,id_type,value,reference\n"
-            f"erase,email,{people[0].email.upper()},T-1\n"
-            f"erase,customer_id,{people[1].customer_id},T-2\n"
-            "erase,email,nobody.at.all@example.org,T-3\n"
-            "erase,shoe_size,42,T-4\n"
+            "type,id_type,value,reference,source\n"
+            f"erase,email,{people[0].email.upper()},T-1,\n"
+            f"erase,customer_id,{people[1].customer_id},T-2,\n"
+            "erase,email,nobody.at.all@example.org,T-3,\n"
+            "erase,shoe_size,42,T-4,\n"
             "erase,email\n"
+            f"erase,source_record,{third_record},T-5,{third_source}\n"
         )
         held_before = _destinations_text(server)
         result = _run(platform, "batch.csv")
@@ -134,6 +146,7 @@ def test_the_run_succeeds_and_its_receipts_hold_no_personal_value(erased: Erased
     assert by_reference["T-1"][1] == "completed" and by_reference["T-1"][2] == [erased.people[0].customer_id]
     assert by_reference["T-2"][1] == "completed"
     assert by_reference["T-3"][1] == "not_found"
+    assert by_reference["T-5"][1] == "completed" and by_reference["T-5"][4] == {}
     removed = by_reference["T-1"][3]
     assert removed["cdp.golden_profiles"] == 1 and removed["clean.person_records"] >= 3
     assert removed["cdp.identity_map"] == len(erased.people[0].record_ids)
@@ -147,7 +160,7 @@ def test_the_run_succeeds_and_its_receipts_hold_no_personal_value(erased: Erased
     )
     assert [(r[0], r[1], r[2]) for r in rejects] == [(5, "id_type", None), (6, "line", None)]
     metadata = erased.result.asset_materializations_for_node("privacy__requests")[0].metadata
-    assert metadata["requests_completed"].value == 2 and metadata["requests_pending"].value == 0
+    assert metadata["requests_completed"].value == 3 and metadata["requests_pending"].value == 0
     # The requests file is replaced by one without the values.
     processed = erased.platform.config.privacy_requests_path / "processed" / "batch.csv"
     assert not (erased.platform.config.privacy_requests_path / "batch.csv").exists()
@@ -212,7 +225,7 @@ def _destinations_text(server: DestinationServer) -> str:
 def test_the_destinations_no_longer_hold_them(erased: Erased):
     held = _destinations_text(erased.server)
     for person in erased.people:
-        assert person.customer_id in erased.held_before
+        assert person.customer_id in erased.held_before or person is erased.people[2]
         assert person.customer_id not in held
         assert sha256_hex(normalize_email(person.email, gmail_dots=True)) not in held
 

@@ -41,7 +41,7 @@ from resources.destinations import (
     deliver,
 )
 from resources.sql import Sql
-from resources.warehouse import Warehouse, sql_literal, utc_now
+from resources.warehouse import Warehouse, owner_only, sql_literal, utc_now
 
 GROUP = "destination_syncs"
 # Bump when what a sync sends or records changes.
@@ -93,6 +93,7 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
         query = spreadsheet_safe(sql, query)
     options = "format csv, header true" if destination.format == "csv" else "format parquet"
     rows = sql.value(f"copy ({query}) to {sql_literal(str(partial))} ({options})")
+    owner_only(partial)
     partial.rename(target)
     sql.execute(
         "insert into syncs.file_exports values (?, ?, ?, ?, ?, ?)",

@@ -110,3 +110,10 @@ def settle_receipts(sql: Sql, now: object) -> None:
             where r.request_id = d.request_id and r.status = 'pending'""",
         [now],
     )
+    # A person no destination held is done once the warehouse and files are.
+    sql.execute(
+        f"""update {PRIVACY_REQUESTS.name} r set status = 'completed', completed_at = ?::timestamp
+            where r.status = 'pending'
+              and not exists (select 1 from {DESTINATION_ERASURES.name} d where d.request_id = r.request_id)""",
+        [now],
+    )
