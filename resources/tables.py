@@ -398,7 +398,13 @@ DESTINATION_ERASURES = Table(
     },
     primary_key=("request_id", "destination", "key"),
 )
-PRIVACY_TABLES: tuple[Table, ...] = (PRIVACY_REQUESTS, TOMBSTONES, DESTINATION_ERASURES)
+# The global suppression list: customers no sync may send, whatever the purpose (`suppress` requests).
+SUPPRESSIONS = Table(
+    "privacy.suppressions",
+    {"customer_id": "VARCHAR", "request_id": "VARCHAR", "suppressed_at": "TIMESTAMP"},
+    primary_key=("customer_id",),
+)
+PRIVACY_TABLES: tuple[Table, ...] = (PRIVACY_REQUESTS, TOMBSTONES, DESTINATION_ERASURES, SUPPRESSIONS)
 
 # Tables written by more than one asset, or read before their writer first ran: they exist from the start
 # so every query has something to read (resources.warehouse.bootstrap creates them on every connection).

@@ -15,8 +15,6 @@ from demo.destination_server import DestinationServer, Faults
 from resources.config import load_config
 from tests.fixtures import CRM_PEOPLE_HEADER, FAST_RETRY, crm_platform_config
 
-pytestmark = pytest.mark.e2e
-
 PEOPLE = (
     "c1,Ann,Lee,ann.lee@example.org,+14155550101\n"
     "c2,Bob,Stone,bob.stone@example.org,+14155550102\n"
@@ -24,6 +22,7 @@ PEOPLE = (
 )
 
 
+@pytest.mark.e2e
 def test_each_destination_erases_in_its_own_form_and_a_failing_one_stays_pending(
     tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
 ):
@@ -99,3 +98,48 @@ def _receipt(config) -> tuple[str, dict[str, str]]:
 
     with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
         return conn.execute("select status, destinations from privacy.requests").fetchone()
+
+
+@pytest.mark.dagster
+def test_a_suppressed_customer_leaves_every_sync_until_unsuppressed(tmp_path: Path):
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url, webhook=True)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        refresh = defs.resolve_job_def(FULL_REFRESH)
+        assert refresh.execute_in_process(instance=instance).success
+        records = server.state("rest", "crm")["records"]
+        bob = next(k for k, v in records.items() if v.get("email") == "bob.stone@example.org")
+
+        def request(kind: str) -> None:
+            # A customer id may be typed in the Launchpad: it is the platform's own id, not a personal value.
+            spec = {"type": kind, "id_type": "customer_id", "value": bob, "reference": f"S-{kind}"}
+            run_config = {"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+            ran = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config)
+            assert ran.success
+            assert refresh.execute_in_process(instance=instance).success
+
+        request("suppress")
+        assert bob not in server.state("rest", "crm")["records"] and len(server.state("rest", "crm")["records"]) == 2
+        assert bob not in server.state("webhook", "hook")["audiences"]["everyone"]
+        request("unsuppress")
+        assert bob in server.state("rest", "crm")["records"]
+        assert bob in server.state("webhook", "hook")["audiences"]["everyone"]
+
+
+@pytest.mark.dagster
+def test_the_launchpad_refuses_an_email_and_says_where_it_goes(tmp_path: Path):
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        spec = {"type": "erase", "id_type": "email", "value": "bob.stone@example.org", "reference": "E-1"}
+        ran = (
+            build_definitions(config)
+            .resolve_job_def(PRIVACY_JOB)
+            .execute_in_process(
+                instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+            )
+        )
+        assert ran.success
+        metadata = ran.asset_materializations_for_node("privacy__requests")[0].metadata
+        assert "rejected" in metadata["this_run"].value

@@ -26,7 +26,7 @@ from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle
 from resources.config import CDPConfig, RowDestinationConfig
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
-from resources.tables import EXTRACT_QUARANTINE, PRIVACY_REQUESTS
+from resources.tables import EXTRACT_QUARANTINE, ID_REGISTRY, PRIVACY_REQUESTS, SUPPRESSIONS
 from resources.warehouse import Warehouse, publish_read_snapshot, utc_now
 
 GROUP = "privacy"
@@ -80,6 +80,22 @@ def _receipt(sql: Sql, request: Request, status: str, run_id: str, **values: obj
     )
 
 
+def suppress(sql: Sql, request: Request, customers: list[str]) -> None:
+    """Add the customers to the suppression list (`suppress`) or take them off it (`unsuppress`, any id that
+    names them today)."""
+    if request.type == "suppress":
+        sql.execute(
+            f"insert or replace into {SUPPRESSIONS.name} select unnest(?::varchar[]), ?, ?",
+            [customers, request.request_id, utc_now()],
+        )
+    else:
+        sql.execute(
+            f"""delete from {SUPPRESSIONS.name} s where list_contains(?, s.customer_id)
+                or s.customer_id in (select customer_id from {ID_REGISTRY.name} where list_contains(?, current_id))""",
+            [customers, customers],
+        )
+
+
 def process_requests(
     sql: Sql, config: CDPConfig, requests: list[Request], run_id: str, log: dg.DagsterLogManager | None = None
 ) -> dict[str, object]:
@@ -92,13 +108,17 @@ def process_requests(
     found: dict[str, list[str]] = {}
     resolutions = {}
     for request in new:
-        if request.type != "erase":
+        if request.type not in ("erase", "suppress", "unsuppress"):
             _receipt(sql, request, "rejected", run_id, note=f"{request.type} requests are not supported yet")
             statuses[request.request_id] = "rejected"
             continue
         resolution = resolve(sql, config, request)
         resolutions[request.request_id] = resolution
-        if resolution.status == "found":
+        if resolution.status == "found" and request.type != "erase":
+            suppress(sql, request, resolution.customers)
+            _receipt(sql, request, "completed", run_id, customers=resolution.customers)
+            statuses[request.request_id] = "completed"
+        elif resolution.status == "found":
             found[request.request_id] = resolution.customers
         else:
             _receipt(sql, request, resolution.status, run_id, candidates=resolution.candidates, note=resolution.note)

@@ -40,6 +40,7 @@ from resources.tables import (
     ROLES,
     SEGMENT_HISTORY,
     SEGMENT_MEMBERSHIP,
+    SUPPRESSIONS,
     TRANSACTIONS,
 )
 from resources.warehouse import sql_literal
@@ -86,6 +87,7 @@ COVERAGE: dict[str, Coverage] = {
     "cdp.golden_profiles": Coverage("customer"),
     "cdp.profile_provenance": Coverage("customer"),
     SEGMENT_MEMBERSHIP.name: Coverage("customer"),
+    SUPPRESSIONS.name: Coverage("customer"),
     SEGMENT_HISTORY.name: Coverage("customer"),
     ID_REGISTRY.name: Coverage("registry"),
     CUSTOMER_ALIASES.name: Coverage("registry", "rewritten from the registry: an erased id maps to nothing"),

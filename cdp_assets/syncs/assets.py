@@ -21,6 +21,7 @@ from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from cdp_assets.segments.assets import segment_key
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures
 from cdp_assets.syncs.state import (
+    SUPPRESSED_IDS,
     batches_in_flight,
     ensure_tables,
     open_batch,
@@ -87,7 +88,8 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     columns = ", ".join(f'p."{f}"' for f in destination.fields)
     query = (
         f"select {columns} from cdp.segment_membership m join cdp.golden_profiles p using (customer_id) "
-        f"where m.segment = {sql_literal(destination.segment)} order by p.customer_id"
+        f"where m.segment = {sql_literal(destination.segment)} and p.customer_id not in ({SUPPRESSED_IDS}) "
+        "order by p.customer_id"
     )
     if destination.format == "csv":
         query = spreadsheet_safe(sql, query)
