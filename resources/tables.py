@@ -194,6 +194,21 @@ CONSENT_STATEMENTS = Table(
         "row_number": "BIGINT",
     },
 )
+# Every consent statement ever read, kept when a later file changes or drops it: what was stated, by which
+# source record, when, and when the platform first saw it.
+CONSENT_HISTORY = Table(
+    "cdp.consent_history",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "purpose": "VARCHAR",
+        "granted": "BOOLEAN",
+        "stated_at": "TIMESTAMP",
+        "file": "VARCHAR",
+        "row_number": "BIGINT",
+        "recorded_at": "TIMESTAMP",
+    },
+)
 
 # Each role's cleaned records have their identifiers and their rejects.
 ROLES = ("person", "events", "transactions")
@@ -419,6 +434,7 @@ SHARED_TABLES: tuple[Table, ...] = (
     PENDING,
     CHANGELOG,
     CONSENT_STATEMENTS,
+    CONSENT_HISTORY,
     ID_REGISTRY,
     RECORD_IDS,
     ID_RUNS,

@@ -5,6 +5,7 @@ The platform is built once for the module (with its own DAGSTER_HOME, searched t
 order, and the replay test, which loads the original landing files again, runs last.
 """
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Erased:
     result: dg.ExecuteInProcessResult
     originals: Path
     held_before: str
+    asking: str
 
 
 def _person(platform: Platform, customer_id: str) -> Person:
@@ -117,6 +119,12 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Erased:
         ]
         people = [_person(platform, c) for c in chosen]
         third_source, third_record = people[2].record_ids[0]
+        # And one who asks for their data.
+        asking = platform.scalar(
+            """select customer_id from cdp.golden_profiles where record_count >= 3 and order_count > 0
+               and not list_contains(?, customer_id) order by customer_id limit 1""",
+            [chosen],
+        )
         folder_path = platform.config.privacy_requests_path
         folder_path.mkdir(parents=True, exist_ok=True)
         (folder_path / "batch.csv").write_text(
@@ -127,10 +135,11 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Erased:
             "erase,shoe_size,42,T-4,\n"
             "erase,email\n"
             f"erase,source_record,{third_record},T-5,{third_source}\n"
+            f"access,customer_id,{asking},T-6,\n"
         )
         held_before = _destinations_text(server)
         result = _run(platform, "batch.csv")
-        yield Erased(platform, server, home, people, result, originals, held_before)
+        yield Erased(platform, server, home, people, result, originals, held_before, asking)
     mp.undo()
 
 
@@ -160,7 +169,7 @@ def test_the_run_succeeds_and_its_receipts_hold_no_personal_value(erased: Erased
     )
     assert [(r[0], r[1], r[2]) for r in rejects] == [(5, "id_type", None), (6, "line", None)]
     metadata = erased.result.asset_materializations_for_node("privacy__requests")[0].metadata
-    assert metadata["requests_completed"].value == 3 and metadata["requests_pending"].value == 0
+    assert metadata["requests_completed"].value == 4 and metadata["requests_pending"].value == 0
     # The requests file is replaced by one without the values.
     processed = erased.platform.config.privacy_requests_path / "processed" / "batch.csv"
     assert not (erased.platform.config.privacy_requests_path / "batch.csv").exists()
@@ -263,6 +272,35 @@ def _name_elsewhere(erased: Erased, name: str) -> bool:
             "select count(*) from clean.person_records where first_name = ? or last_name = ?", [name, name]
         )
     )
+
+
+def test_an_access_request_gets_everything_held_about_the_person(erased: Erased):
+    platform = erased.platform
+    [(note, customers)] = platform.sql("select note, customers from privacy.requests where reference = 'T-6'")
+    assert customers == [erased.asking]
+    path = platform.config.privacy_requests_path / note.removeprefix("written to ")
+    assert path.stat().st_mode & 0o777 == 0o600
+    document = json.loads(path.read_text())
+    records = platform.sql(
+        "select source, source_record_id from cdp.identity_map where customer_id = ?", [erased.asking]
+    )
+    assert {(r["source"], r["source_record_id"]) for r in document["cleaned_records"] + document["events"]
+            + document["transactions"]} <= set(records)  # fmt: skip
+    assert len(document["source_records"]) >= len(records)
+    assert all(isinstance(r["record"], dict) for r in document["source_records"])
+    [profile] = document["profile"]
+    assert profile["customer_id"] == erased.asking
+    assert document["transactions"] and document["profile_provenance"]
+    assert {p["customer_id"] for p in document["profile_provenance"]} == {erased.asking}
+    stays = platform.scalar(
+        "select count(*) from cdp.segment_membership_history where customer_id = ?", [erased.asking]
+    )
+    assert len(document["segment_stays"]) == stays
+    assert len(document["consent_history"]) == len(document["consent_statements"])
+    sent = platform.scalar("select count(*) from syncs.changelog where key = ?", [erased.asking])
+    assert len(document["sent_to_destinations"]) == sent
+    # The receipt and Dagster's metadata name the file, not its content.
+    assert erased.asking not in str(erased.result.asset_materializations_for_node("privacy__requests")[0].metadata)
 
 
 def test_replayed_landing_files_do_not_bring_them_back(erased: Erased):

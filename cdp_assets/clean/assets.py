@@ -541,6 +541,17 @@ def clean_person_records(sql: Sql, config: CDPConfig) -> dict[str, int]:
             )
             + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null",
         )
+        # The history keeps every statement once, the first time it is read; a statement a later file
+        # changes or drops stays in it.
+        sql.execute(
+            f"""insert into {tables.CONSENT_HISTORY.name}
+                select s.*, ? from {tables.CONSENT_STATEMENTS.name} s
+                where not exists (
+                    select 1 from {tables.CONSENT_HISTORY.name} h
+                    where h.source = s.source and h.source_record_id = s.source_record_id and h.purpose = s.purpose
+                      and h.granted = s.granted and h.stated_at is not distinct from s.stated_at)""",
+            [utc_now()],
+        )
         write_identifiers(
             sql,
             "person",
@@ -743,7 +754,11 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         kinds={"python"},
         code_version=CODE_VERSION,
         metadata=table_metadata(
-            "clean.person_records", "clean.person_identifiers", "clean.person_quarantine", "clean.consent_statements"
+            "clean.person_records",
+            "clean.person_identifiers",
+            "clean.person_quarantine",
+            "clean.consent_statements",
+            "cdp.consent_history",
         ),
         check_specs=[_accounting_spec(PERSON_RECORDS)],
     )

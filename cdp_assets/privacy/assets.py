@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
+from cdp_assets.privacy.access import access_document, write_access_document
 from cdp_assets.privacy.erasure import Request, erase, resolve
 from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
 from cdp_assets.privacy.requests import PrivacyRequestConfig, RejectedLine, from_file, from_run_config
@@ -108,13 +109,15 @@ def process_requests(
     found: dict[str, list[str]] = {}
     resolutions = {}
     for request in new:
-        if request.type not in ("erase", "suppress", "unsuppress"):
-            _receipt(sql, request, "rejected", run_id, note=f"{request.type} requests are not supported yet")
-            statuses[request.request_id] = "rejected"
-            continue
         resolution = resolve(sql, config, request)
         resolutions[request.request_id] = resolution
-        if resolution.status == "found" and request.type != "erase":
+        if resolution.status == "found" and request.type == "access":
+            document = access_document(sql, config, request.request_id, resolution.customers)
+            path = write_access_document(config, request.request_id, document, utc_now())
+            note = f"written to {path.relative_to(config.privacy_requests_path)}"
+            _receipt(sql, request, "completed", run_id, customers=resolution.customers, note=note)
+            statuses[request.request_id] = "completed"
+        elif resolution.status == "found" and request.type != "erase":
             suppress(sql, request, resolution.customers)
             _receipt(sql, request, "completed", run_id, customers=resolution.customers)
             statuses[request.request_id] = "completed"

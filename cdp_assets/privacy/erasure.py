@@ -27,6 +27,7 @@ from resources.privacy import keyed_hash, record_kind
 from resources.sql import Scratch, Sql
 from resources.tables import (
     CLEAN_QUARANTINE,
+    CONSENT_HISTORY,
     CONSENT_STATEMENTS,
     CUSTOMER_ALIASES,
     DESTINATION_STATE,
@@ -76,6 +77,7 @@ COVERAGE: dict[str, Coverage] = {
     EVENTS.name: Coverage("record"),
     TRANSACTIONS.name: Coverage("record"),
     CONSENT_STATEMENTS.name: Coverage("record"),
+    CONSENT_HISTORY.name: Coverage("record"),
     **{IDENTIFIERS[role].name: Coverage("record") for role in ROLES},
     RECORD_IDS.name: Coverage("record"),
     "cdp.identity_map": Coverage("record"),
@@ -223,7 +225,7 @@ def erase(
     tombstone of each identifier only they carried, and queue each destination's removal; one transaction."""
     batch = ErasureBatch()
     with sql.scratch("erase") as tables:
-        _stage(sql, config, tables, found)
+        stage_person(sql, config, tables, found)
         batch.customer_ids = [c for (c,) in sql.rows(f"select distinct customer_id from {tables('ids')} order by 1")]
         for kind in ("email", "phone"):
             column = "email_match_key" if kind == "email" else "phone"
@@ -245,8 +247,9 @@ def erase(
     return batch
 
 
-def _stage(sql: Sql, config: CDPConfig, tables: Scratch, found: Mapping[str, Sequence[str]]) -> None:
-    """Scratch tables of the batch: customers, every id they ever had, their records, raw rows and values."""
+def stage_person(sql: Sql, config: CDPConfig, tables: Scratch, found: Mapping[str, Sequence[str]]) -> None:
+    """Scratch tables `ids`, `records`, `raw_rows` and `values` of `tables`: per request (request id ->
+    customer ids), every id the customers carry, their records, raw rows and identifier values."""
     frame = pd.DataFrame(
         [(request_id, customer) for request_id, customers in found.items() for customer in customers],
         columns=["request_id", "customer_id"],
