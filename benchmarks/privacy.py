@@ -88,8 +88,23 @@ def run(people: int, erase: int, folder: Path) -> dict[str, object]:
                 "select count(distinct t) from privacy.requests, unnest(map_keys(rows_removed)) u(t)"
             ).fetchone()[0]
         # Names and phones other people share may stay; e-mails are searched exactly.
-        blob = b"\n".join(p.read_bytes() for p in _searched_files(folder, config, home)).lower()
-        emails_left = sum(1 for _, e in chosen if e.lower().encode() in blob)
+        contents = {p: p.read_bytes().lower() for p in _searched_files(folder, config, home)}
+        left = {e.lower() for _, e in chosen if any(e.lower().encode() in b for b in contents.values())}
+        emails_left = len(left)
+        where_left = sorted({str(p.relative_to(folder)) for p, b in contents.items() for e in left if e.encode() in b})
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            # An e-mail still carried by a customer that was not erased (a longer address containing it, a
+            # shared mailbox) is not a leftover of the erased person.
+            still_carried = sum(
+                1
+                for e in left
+                if conn.execute(
+                    "select count(*) from clean.person_records where contains(lower(email), ?)", [e]
+                ).fetchone()[0]
+                or conn.execute(
+                    "select count(*) from raw.support_tickets where contains(lower(record::varchar), ?)", [e]
+                ).fetchone()[0]
+            )
         held = json.dumps(
             [
                 server.state("webhook", "viewed_not_bought"),
@@ -119,6 +134,8 @@ def run(people: int, erase: int, folder: Path) -> dict[str, object]:
         "statuses": statuses,
         "tables_with_rows_removed": tables_touched,
         "erased_emails_found_on_disk": emails_left,
+        "of_which_inside_a_kept_customers_value": still_carried,
+        "files_holding_them": where_left,
         "erased_ids_held_by_destinations": in_destinations,
         "back_after_replaying_every_landing_file": back,
         "replayed_rows_quarantined_as_erased": quarantined,

@@ -21,7 +21,12 @@ from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import build_identity_asset
 from cdp_assets.identity.preview import build_preview_job
 from cdp_assets.privacy.assets import GROUP as PRIVACY_GROUP
-from cdp_assets.privacy.assets import PRIVACY_REQUESTS_KEY, build_privacy_asset, build_privacy_job
+from cdp_assets.privacy.assets import (
+    PRIVACY_REQUESTS_KEY,
+    build_privacy_asset,
+    build_privacy_job,
+    build_retention_schedule,
+)
 from cdp_assets.profiles.assets import build_profiles_asset
 from cdp_assets.segments.assets import GROUP as SEGMENTS_GROUP
 from cdp_assets.segments.assets import build_segment_assets
@@ -84,6 +89,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         for d in config.destinations
     ]
     assets.append(build_privacy_asset(config))
+    privacy_job = build_privacy_job()
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
         selection=dg.AssetSelection.all() - dg.AssetSelection.assets(PRIVACY_REQUESTS_KEY),
@@ -92,7 +98,8 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations],
-        jobs=[full_refresh, build_preview_job(config), build_privacy_job()],
+        jobs=[full_refresh, build_preview_job(config), privacy_job],
+        schedules=[schedule] if (schedule := build_retention_schedule(config, privacy_job)) else [],
         sensors=[
             build_landing_sensor(config),
             build_overrides_sensor(config),

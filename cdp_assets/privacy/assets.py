@@ -22,6 +22,7 @@ from cdp_assets.privacy.access import access_document, write_access_document
 from cdp_assets.privacy.erasure import Request, erase, resolve
 from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
 from cdp_assets.privacy.requests import PrivacyRequestConfig, RejectedLine, from_file, from_run_config
+from cdp_assets.privacy.retention import expire
 from cdp_assets.syncs.assets import make_client
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle_receipts
 from resources.config import CDPConfig, RowDestinationConfig
@@ -152,6 +153,18 @@ def process_requests(
     return report
 
 
+def retain(sql: Sql, config: CDPConfig, run_id: str) -> dict[str, int]:
+    """Delete the rows past their source's retention and rewrite their landing files; rows removed per table."""
+    batch = expire(sql, config, utc_now())
+    if batch is None:
+        return {}
+    removed = batch.rows_removed.get("retention", {})
+    rewrite_landing_files(sql, config, batch)
+    request = Request(f"retention_{run_id[:8]}", "retention", "", "")
+    _receipt(sql, request, "completed", run_id, rows_removed=removed)
+    return removed
+
+
 def deliver_all(sql: Sql, config: CDPConfig, log: dg.DagsterLogManager | None = None) -> dict[str, dict[str, int]]:
     """Every row destination's pending erasures; a destination that fails keeps only its own pending."""
     outcomes: dict[str, dict[str, int]] = {}
@@ -194,8 +207,8 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
     @dg.asset(
         key=PRIVACY_REQUESTS_KEY,
         group_name=GROUP,
-        description="Carries out privacy requests (erase) everywhere the platform holds the person; receipts "
-        "in privacy.requests.",
+        description="Carries out privacy requests (erase, access, suppress, unsuppress) and retention everywhere "
+        "the platform holds the data; receipts in privacy.requests.",
         code_version=CODE_VERSION,
         metadata=table_metadata(PRIVACY_REQUESTS.name, "privacy.tombstones", "privacy.destination_erasures"),
     )
@@ -223,8 +236,9 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 if requests_path is not None:
                     _quarantine(sql, requests_path.name, file_rejected)
                 report = process_requests(sql, cdp_config, requests, run_id, context.log)
+                expired = retain(sql, cdp_config, run_id) if config.retention else None
                 delivered = deliver_all(sql, cdp_config, context.log)
-                erased = bool(report["erased_customers"])
+                erased = bool(report["erased_customers"]) or bool(expired)
                 if erased:
                     publish_read_snapshot(sql, cdp_config.read_snapshot_path, run_id)
                 counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))
@@ -250,6 +264,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 "erased_customers_this_run": int(report["erased_customers"]),  # type: ignore[arg-type]
                 "landing_files_rewritten": int(report["landing_files_rewritten"]),  # type: ignore[arg-type]
                 "exports_rewritten": int(report["exports_rewritten"]),  # type: ignore[arg-type]
+                "rows_expired": sum(expired.values()) if expired else 0,
                 "destinations": dg.MetadataValue.json(delivered),
                 **{k: dg.MetadataValue.int(v) for k, v in sizes.items()},
                 "this_run": dg.MetadataValue.md(markdown_table(rows) if rows else "_no requests_"),
@@ -257,6 +272,20 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
         )
 
     return privacy_requests
+
+
+def build_retention_schedule(config: CDPConfig, job: object) -> dg.ScheduleDefinition | None:
+    """The daily retention run, when a source declares `retain`."""
+    if not any(s.retain for s in config.sources):
+        return None
+    return dg.ScheduleDefinition(
+        name="retention_schedule",
+        cron_schedule=config.privacy.retention_cron,
+        job=job,  # type: ignore[arg-type]
+        run_config={"ops": {"privacy__requests": {"config": {"retention": True}}}},
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Deletes rows older than their source's `retain` period, everywhere erasure reaches.",
+    )
 
 
 def build_privacy_job():  # an unresolved asset job, a type dagster does not export

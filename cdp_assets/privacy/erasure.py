@@ -236,7 +236,7 @@ def erase(
                     f"(source, source_record_id) where p.{column} is not null"
                 )
             ]
-        for (source, file), lines in _lines(sql, tables).items():
+        for (source, file), lines in lines_of(sql, tables).items():
             batch.erased_lines[(source, file)] = lines[0]
             batch.known_lines[(source, file)] = lines[1]
         with sql.transaction():
@@ -294,7 +294,7 @@ def stage_person(sql: Sql, config: CDPConfig, tables: Scratch, found: Mapping[st
     )
 
 
-def _lines(sql: Sql, tables: Scratch) -> dict[tuple[str, str], tuple[list[int], list[int]]]:
+def lines_of(sql: Sql, tables: Scratch) -> dict[tuple[str, str], tuple[list[int], list[int]]]:
     """Per landing file holding an erased row: the erased rows' line numbers, and every row's line number the
     warehouse knows (loaded or quarantined), which bound where each erased record ends in the file."""
     erased: dict[tuple[str, str], list[int]] = {}

@@ -49,6 +49,9 @@ class PrivacyRequestConfig(dg.Config):
         None, description="Name of a CSV file in the requests folder (privacy.requests_path); the sensor sets it."
     )
     requests: list[RequestSpec] = Field(default_factory=list)
+    retention: bool = Field(
+        False, description="Also delete the rows past their source's `retain` period (the retention schedule sets it)."
+    )
 
 
 @dataclass(frozen=True)

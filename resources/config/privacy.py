@@ -22,3 +22,7 @@ class PrivacyConfig(_Strict):
         True,
         description="Rewrite the warehouse file after an erasure batch so no deleted row survives in free blocks.",
     )
+    retention_cron: str = Field(
+        "0 3 * * *",
+        description="When the retention run (for sources that declare `retain`) starts, as a cron expression.",
+    )

@@ -120,6 +120,22 @@ class SourceConfig(_Strict):
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
     default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
     csv: CsvOptions = CsvOptions()
+    retain: str | None = Field(
+        None,
+        description="How long rows are kept, e.g. '730 days': the daily retention run deletes older rows (by their "
+        "own time: occurred_at, else updated_at, else when loaded) from the warehouse and the landing files.",
+    )
+
+    @field_validator("retain")
+    @classmethod
+    def _retain(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[1-9][0-9]* days?", value.strip()):
+            raise ValueError(f"'{value}' is not a retention period; write it as '<n> days', e.g. '730 days'")
+        return value
+
+    @property
+    def retain_days(self) -> int | None:
+        return int(self.retain.split()[0]) if self.retain else None
 
     @field_validator("name")
     @classmethod
