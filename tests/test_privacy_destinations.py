@@ -143,3 +143,36 @@ def test_the_launchpad_refuses_an_email_and_says_where_it_goes(tmp_path: Path):
         assert ran.success
         metadata = ran.asset_materializations_for_node("privacy__requests")[0].metadata
         assert "rejected" in metadata["this_run"].value
+
+
+@pytest.mark.dagster
+def test_a_shared_email_erases_nobody_and_lists_the_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(
+            CRM_PEOPLE_HEADER
+            + "f1,Ann,Lee,family@example.org,+14155550111\n"
+            + "f2,Zed,Quinn,family@example.org,+14155550122\n"
+        )
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        requests = config.privacy_requests_path
+        requests.mkdir(parents=True)
+        (requests / "r.csv").write_text("type,id_type,value,reference\nerase,email,family@example.org,T-1\n")
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        import duckdb
+
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            customers = sorted(c for (c,) in conn.execute("select customer_id from cdp.golden_profiles").fetchall())
+            status, candidates, removed = conn.execute(
+                "select status, candidates, rows_removed from privacy.requests"
+            ).fetchone()
+            tombstones = conn.execute("select count(*) from privacy.tombstones").fetchone()[0]
+        assert len(customers) == 2
+        assert status == "needs_review" and sorted(candidates) == customers and removed == {}
+        assert tombstones == 0

@@ -108,10 +108,8 @@ def process_requests(
     key = privacy_key(config) if erasures else b""
     statuses: dict[str, str] = {}
     found: dict[str, list[str]] = {}
-    resolutions = {}
     for request in new:
         resolution = resolve(sql, config, request)
-        resolutions[request.request_id] = resolution
         if resolution.status == "found" and request.type == "access":
             document = access_document(sql, config, request.request_id, resolution.customers)
             path = write_access_document(config, request.request_id, document, utc_now())
