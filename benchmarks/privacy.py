@@ -57,7 +57,13 @@ def run(people: int, erase: int, folder: Path) -> dict[str, object]:
         refresh_s = time.perf_counter() - started
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
             candidates = conn.execute(
-                "select customer_id, email from cdp.golden_profiles where email is not null order by customer_id"
+                # People with an e-mail of their own: not a junk value (none@none.com) or a shared mailbox, which
+                # an erasure by e-mail rightly refuses (needs_review) and other customers keep.
+                """select customer_id, email from cdp.golden_profiles
+                   where email is not null
+                     and email not in (select id_value from identity.blocked_identifiers)
+                     and email not in (select id_value from identity.shared_identifiers)
+                   qualify count(*) over (partition by lower(email)) = 1 order by customer_id"""
             ).fetchall()
             chosen = random.Random(7).sample(candidates, erase)
             ids = [c for c, _ in chosen]
