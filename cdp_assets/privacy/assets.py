@@ -140,10 +140,11 @@ def process_requests(
                     rows_removed=batch.rows_removed.get(request.request_id, {}),
                 )
                 statuses[request.request_id] = "pending"
-        settle_receipts(sql, at)
         report["erased_customers"] = len(batch.customer_ids)
         report["landing_files_rewritten"] = rewrite_landing_files(sql, config, batch)
         report["exports_rewritten"] = rewrite_exports(sql, config, batch)
+        # Completed only once the files are rewritten too (a request no destination held has nothing left).
+        settle_receipts(sql, at)
         report["destination_erasures_queued"] = batch.destination_erasures
         if log:
             log.info(f"privacy: erased {len(batch.customer_ids)} customer id(s) for {len(found)} request(s)")
