@@ -176,3 +176,20 @@ def test_a_shared_email_erases_nobody_and_lists_the_candidates(tmp_path: Path, m
         assert len(customers) == 2
         assert status == "needs_review" and sorted(candidates) == customers and removed == {}
         assert tombstones == 0
+
+
+@pytest.mark.dagster
+def test_the_requests_sensor_names_the_file_never_its_values(tmp_path: Path):
+    from sensors.privacy import build_privacy_requests_sensor
+
+    config = crm_platform_config(tmp_path, "http://127.0.0.1:9")
+    folder = config.privacy_requests_path
+    folder.mkdir(parents=True)
+    (folder / "dsr.csv").write_text("type,id_type,value,reference\nerase,email,secret.person@example.org,T-1\n")
+    (folder / ".partial.csv").write_text("being copied")
+    result = build_privacy_requests_sensor(config)(dg.build_sensor_context())
+    [request] = result.run_requests
+    assert request.run_config == {"ops": {"privacy__requests": {"config": {"requests_file": "dsr.csv"}}}}
+    assert "secret" not in repr(request)
+    again = build_privacy_requests_sensor(config)(dg.build_sensor_context())
+    assert again.run_requests[0].run_key == request.run_key  # the same file is one run
