@@ -99,17 +99,21 @@ def run(people: int, erase: int, folder: Path) -> dict[str, object]:
         emails_left = len(left)
         where_left = sorted({str(p.relative_to(folder)) for p, b in contents.items() for e in left if e.encode() in b})
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
-            # An e-mail still carried by a customer that was not erased (a longer address containing it, a
-            # shared mailbox) is not a leftover of the erased person.
+            # The byte search is a substring search: an erased address inside a longer one that a customer who
+            # was not erased has (`xjohn.smith@...` holds `john.smith@...`) is found but is not theirs.
+            longer = " union all ".join(
+                f"select lower(id_value) as v from clean.{role}_identifiers"
+                for role in ("person", "events", "transactions")
+            )
+
+            def count(query: str, params: list[str]) -> int:
+                return int(conn.execute(query, params).fetchone()[0])
+
             still_carried = sum(
                 1
                 for e in left
-                if conn.execute(
-                    "select count(*) from clean.person_records where contains(lower(email), ?)", [e]
-                ).fetchone()[0]
-                or conn.execute(
-                    "select count(*) from raw.support_tickets where contains(lower(record::varchar), ?)", [e]
-                ).fetchone()[0]
+                if count(f"select count(*) from ({longer}) where contains(v, ?) and v <> ?", [e, e])
+                and not count(f"select count(*) from ({longer}) where v = ?", [e])
             )
         held = json.dumps(
             [
@@ -140,7 +144,7 @@ def run(people: int, erase: int, folder: Path) -> dict[str, object]:
         "statuses": statuses,
         "tables_with_rows_removed": tables_touched,
         "erased_emails_found_on_disk": emails_left,
-        "of_which_inside_a_kept_customers_value": still_carried,
+        "of_which_only_inside_a_longer_kept_address": still_carried,
         "files_holding_them": where_left,
         "erased_ids_held_by_destinations": in_destinations,
         "back_after_replaying_every_landing_file": back,
