@@ -297,6 +297,10 @@ def test_an_access_request_gets_everything_held_about_the_person(erased: Erased)
     )
     assert len(document["segment_stays"]) == stays
     assert len(document["consent_history"]) == len(document["consent_statements"])
+    bundle = path.with_suffix("")
+    assert (bundle / "profile.csv").read_text().count("\n") == 2 and (
+        bundle / "profile.csv"
+    ).stat().st_mode & 0o077 == 0
     sent = platform.scalar("select count(*) from syncs.changelog where key = ?", [erased.asking])
     assert len(document["sent_to_destinations"]) == sent
     # The receipt and Dagster's metadata name the file, not its content.

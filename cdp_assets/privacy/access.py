@@ -4,10 +4,13 @@ The person is found as for an erasure (cdp_assets/privacy/erasure.py: every reco
 the identity map and the aliases); the document gathers, from the same tables erasure covers, their source
 records as loaded, cleaned records, activity, consent statements and their history, the golden profile with
 its traits and the provenance of each value, segment stays, the id's history, and what was sent to which
-destination when. It is written, readable by its owner only, to `<requests folder>/access/<request id>.json`
-for the operator to hand over; its content never reaches Dagster's storage.
+destination when. It is written, readable by its owner only, to `<requests folder>/access/<request id>.json`,
+with the same sections as CSV files in `<request id>/`, for the operator to hand over; its content never
+reaches Dagster's storage.
 """
 
+import csv
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -99,4 +102,28 @@ def write_access_document(config: CDPConfig, request_id: str, document: dict[str
             handle.write(body)
 
     replace_atomically(target, write)
+    write_csv_bundle(folder / request_id, document)
     return target
+
+
+def write_csv_bundle(folder: Path, document: dict[str, Any]) -> None:
+    """The same document as one CSV file per section (nested values as JSON), for people who open a spreadsheet."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for section, rows in document.items():
+        if not isinstance(rows, list) or (rows and not isinstance(rows[0], dict)):
+            continue
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(
+                [
+                    json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
+                    for v in map(row.get, columns)
+                ]
+            )
+        path = folder / f"{section}.csv"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(out.getvalue())
