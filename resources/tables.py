@@ -419,7 +419,23 @@ SUPPRESSIONS = Table(
     {"customer_id": "VARCHAR", "request_id": "VARCHAR", "suppressed_at": "TIMESTAMP"},
     primary_key=("customer_id",),
 )
-PRIVACY_TABLES: tuple[Table, ...] = (PRIVACY_REQUESTS, TOMBSTONES, DESTINATION_ERASURES, SUPPRESSIONS)
+# File rewrites an erasure or retention run still owes, recorded in the transaction that deleted the rows so a
+# run that dies before rewriting the files leaves them to the next run: a landing file's lines to drop (and
+# every line known in it), or `exports` (every export file is filtered by the erased ids and tombstones).
+FILE_REWRITES = Table(
+    "privacy.file_rewrites",
+    {
+        "queued_by": "VARCHAR",  # the run
+        "target": "VARCHAR",
+        "source": "VARCHAR",
+        "file": "VARCHAR",
+        # The file's hash when queued: a file whose hash differs has been rewritten already (or replaced).
+        "sha256": "VARCHAR",
+        "lines": "BIGINT[]",
+        "known_lines": "BIGINT[]",
+    },
+)
+PRIVACY_TABLES: tuple[Table, ...] = (PRIVACY_REQUESTS, TOMBSTONES, DESTINATION_ERASURES, SUPPRESSIONS, FILE_REWRITES)
 
 # Tables written by more than one asset, or read before their writer first ran: they exist from the start
 # so every query has something to read (resources.warehouse.bootstrap creates them on every connection).

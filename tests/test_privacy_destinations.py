@@ -193,3 +193,48 @@ def test_the_requests_sensor_names_the_file_never_its_values(tmp_path: Path):
     assert "secret" not in repr(request)
     again = build_privacy_requests_sensor(config)(dg.build_sensor_context())
     assert again.run_requests[0].run_key == request.run_key  # the same file is one run
+
+
+@pytest.mark.dagster
+def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import duckdb
+
+    import cdp_assets.privacy.assets as privacy_assets
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+        )
+        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+
+        def dies(*args: object) -> int:
+            raise RuntimeError("the machine went down")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(privacy_assets, "rewrite_landing_files", dies)
+            failed = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+                instance=instance, run_config=run_config, raise_on_error=False
+            )
+        assert not failed.success
+        assert "bob.stone" in landing.read_text()
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select status from privacy.requests").fetchone()[0] == "pending"
+            assert not conn.execute("select 1 from clean.person_records where first_name = 'Bob'").fetchall()
+
+        again = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config)
+        assert again.success
+        assert "bob.stone" not in landing.read_text() and "ann.lee" in landing.read_text()
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select status from privacy.requests").fetchone()[0] == "completed"
+            assert conn.execute("select count(*) from privacy.file_rewrites").fetchone()[0] == 0
+        assert not (config.privacy_requests_path / "r.csv").exists()

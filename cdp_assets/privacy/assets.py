@@ -28,7 +28,7 @@ from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle
 from resources.config import CDPConfig, RowDestinationConfig
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
-from resources.tables import EXTRACT_QUARANTINE, ID_REGISTRY, PRIVACY_REQUESTS, SUPPRESSIONS
+from resources.tables import EXTRACT_QUARANTINE, FILE_REWRITES, ID_REGISTRY, PRIVACY_REQUESTS, SUPPRESSIONS
 from resources.warehouse import Warehouse, publish_read_snapshot, utc_now
 
 GROUP = "privacy"
@@ -141,10 +141,13 @@ def process_requests(
                 )
                 statuses[request.request_id] = "pending"
         report["erased_customers"] = len(batch.customer_ids)
-        report["landing_files_rewritten"] = rewrite_landing_files(sql, config, batch)
-        report["exports_rewritten"] = rewrite_exports(sql, config, batch)
-        # Completed only once the files are rewritten too (a request no destination held has nothing left).
-        settle_receipts(sql, at)
+    # The files this batch's erasure left to rewrite, and any an earlier run died before rewriting.
+    report["landing_files_rewritten"] = rewrite_landing_files(sql, config)
+    if sql.value(f"select count(*) from {FILE_REWRITES.name} where target = 'exports'"):
+        report["exports_rewritten"] = rewrite_exports(sql, config, key or privacy_key(config))
+    # Completed only once the files are rewritten too (a request no destination held has nothing left).
+    settle_receipts(sql, utc_now())
+    if found:
         report["destination_erasures_queued"] = batch.destination_erasures
         if log:
             log.info(f"privacy: erased {len(batch.customer_ids)} customer id(s) for {len(found)} request(s)")
@@ -154,11 +157,11 @@ def process_requests(
 
 def retain(sql: Sql, config: CDPConfig, run_id: str) -> dict[str, int]:
     """Delete the rows past their source's retention and rewrite their landing files; rows removed per table."""
-    batch = expire(sql, config, utc_now())
+    batch = expire(sql, config, utc_now(), run_id)
     if batch is None:
         return {}
     removed = batch.rows_removed.get("retention", {})
-    rewrite_landing_files(sql, config, batch)
+    rewrite_landing_files(sql, config)
     request = Request(f"retention_{run_id[:8]}", "retention", "", "")
     _receipt(sql, request, "completed", run_id, rows_removed=removed)
     return removed
@@ -237,7 +240,8 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 report = process_requests(sql, cdp_config, requests, run_id, context.log)
                 expired = retain(sql, cdp_config, run_id) if config.retention else None
                 delivered = deliver_all(sql, cdp_config, context.log)
-                erased = bool(report["erased_customers"]) or bool(expired)
+                erased = any(report[k] for k in ("erased_customers", "landing_files_rewritten", "exports_rewritten"))
+                erased = erased or bool(expired)
                 if erased:
                     publish_read_snapshot(sql, cdp_config.read_snapshot_path, run_id)
                 counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))

@@ -33,9 +33,11 @@ from resources.tables import (
     DESTINATION_STATE,
     EVENTS,
     EXTRACT_QUARANTINE,
+    FILE_REWRITES,
     ID_HISTORY,
     ID_REGISTRY,
     IDENTIFIERS,
+    LOADED_FILES,
     PERSON_RECORDS,
     RECORD_IDS,
     ROLES,
@@ -108,6 +110,7 @@ COVERAGE: dict[str, Coverage] = {
     "privacy.requests": Coverage("kept", "receipts: ids, counts and statuses"),
     "privacy.tombstones": Coverage("kept", "keyed hashes only"),
     "privacy.destination_erasures": Coverage("kept", "keys and hashed identifiers until confirmed"),
+    FILE_REWRITES.name: Coverage("kept", "file names and line numbers"),
 }
 
 
@@ -197,11 +200,7 @@ class ErasureBatch:
     """What one batch erased, for the receipts and for the files and destinations that follow."""
 
     rows_removed: dict[str, dict[str, int]] = field(default_factory=dict)  # request -> table -> rows
-    # (source, file) -> row numbers erased from it, and every record start known in it (to rewrite the file)
-    erased_lines: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    known_lines: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     customer_ids: list[str] = field(default_factory=list)
-    contact_values: dict[str, list[str]] = field(default_factory=dict)  # email/phone -> clean values
     destination_erasures: int = 0
 
 
@@ -227,24 +226,31 @@ def erase(
     with sql.scratch("erase") as tables:
         stage_person(sql, config, tables, found)
         batch.customer_ids = [c for (c,) in sql.rows(f"select distinct customer_id from {tables('ids')} order by 1")]
-        for kind in ("email", "phone"):
-            column = "email_match_key" if kind == "email" else "phone"
-            batch.contact_values[kind] = [
-                v
-                for (v,) in sql.rows(
-                    f"select distinct p.{kind} from {PERSON_RECORDS.name} p join {tables('records')} using "
-                    f"(source, source_record_id) where p.{column} is not null"
-                )
-            ]
-        for (source, file), lines in lines_of(sql, tables).items():
-            batch.erased_lines[(source, file)] = lines[0]
-            batch.known_lines[(source, file)] = lines[1]
+        lines = lines_of(sql, tables)
         with sql.transaction():
             batch.destination_erasures = _queue_destinations(sql, config, tables, batch)
             _delete(sql, config, tables, batch)
             _tombstones(sql, tables, key, at)
             _mark_registry(sql, tables, run_id, at)
+            queue_file_rewrites(sql, run_id, lines, exports=True)
     return batch
+
+
+def queue_file_rewrites(
+    sql: Sql, run_id: str, lines: Mapping[tuple[str, str], tuple[list[int], list[int]]], *, exports: bool
+) -> None:
+    """Record the landing files (and, for an erasure, the exports) the deleted rows must leave too."""
+    rows = [(run_id, "landing", s, f, erased, known) for (s, f), (erased, known) in lines.items()]
+    if exports:
+        rows.append((run_id, "exports", None, None, [], []))
+    if rows:
+        frame = pd.DataFrame(rows, columns=["queued_by", "target", "source", "file", "lines", "known_lines"])
+        with sql.registered("rewrites_frame", frame):
+            sql.execute(
+                f"""insert into {FILE_REWRITES.name}
+                    select r.queued_by, r.target, r.source, r.file, f.sha256, r.lines, r.known_lines
+                    from rewrites_frame r left join {LOADED_FILES.name} f using (source, file)"""
+            )
 
 
 def stage_person(sql: Sql, config: CDPConfig, tables: Scratch, found: Mapping[str, Sequence[str]]) -> None:

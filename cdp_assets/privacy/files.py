@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cdp_assets.extract.assets import file_sha256
-from cdp_assets.privacy.erasure import ErasureBatch
+from cdp_assets.extract.tombstones import tombstone_hashes
 from resources.config import CDPConfig, FileDestinationConfig
+from resources.identifiers import NORMALISERS
+from resources.privacy import keyed_hash
 from resources.sql import Sql
-from resources.tables import LOADED_FILES
+from resources.tables import FILE_REWRITES, ID_REGISTRY, LOADED_FILES
 from resources.warehouse import sql_literal
 
 
@@ -51,36 +53,51 @@ def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[in
     return [line for number, line in enumerate(lines, start=1) if number not in doomed]
 
 
-def rewrite_landing_files(sql: Sql, config: CDPConfig, batch: ErasureBatch) -> int:
-    """Rewrite each landing file that held an erased row; returns how many files were rewritten."""
+def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
+    """Rewrite each landing file an erasure or retention left lines to drop in; returns how many were rewritten.
+
+    Works from `privacy.file_rewrites`, so a run that died after deleting the rows finishes here. A file whose
+    hash is no longer the one queued has been rewritten already (or replaced by its source) and is skipped."""
     sources = {s.name: s for s in config.sources}
+    pending = sql.rows(
+        f"""select source, file, any_value(sha256), flatten(list(lines)), flatten(list(known_lines))
+            from {FILE_REWRITES.name} where target = 'landing' group by 1, 2 order by 1, 2"""
+    )
     rewritten = 0
-    for (source_name, file), erased in sorted(batch.erased_lines.items()):
+    for source_name, file, sha, erased, known in pending:
         source = sources.get(source_name)
         path = config.landing_path / file
-        if source is None or not path.is_file():
-            continue
-        known = batch.known_lines.get((source_name, file), [])
-        if source.format == "parquet":
-            numbers = ", ".join(str(n) for n in erased)
-            replace_atomically(
-                path,
-                lambda staging, path=path, numbers=numbers: sql.execute(
-                    f"copy (select * exclude (file_row_number) from read_parquet({sql_literal(str(path))}, "
-                    f"file_row_number = true) where file_row_number + 1 not in ({numbers})) "
-                    f"to {sql_literal(str(staging))} (format parquet)"
-                ),
+        if source is not None and path.is_file() and file_sha256(path) == sha:
+            _rewrite(sql, source.format, path, sorted(set(erased)), sorted(set(known)))
+            rewritten += 1
+        with sql.transaction():
+            if path.is_file():
+                sql.execute(
+                    f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ? where source = ? and file = ? "
+                    "and sha256 = ?",
+                    [file_sha256(path), path.stat().st_size, source_name, file, sha],
+                )
+            sql.execute(
+                f"delete from {FILE_REWRITES.name} where target = 'landing' and source = ? and file = ?",
+                [source_name, file],
             )
-        else:
-            lines = path.read_bytes().splitlines(keepends=True)
-            kept = b"".join(kept_lines(lines, erased, known))
-            replace_atomically(path, lambda staging, kept=kept: staging.write_bytes(kept))
-        sql.execute(
-            f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ? where source = ? and file = ?",
-            [file_sha256(path), path.stat().st_size, source_name, file],
-        )
-        rewritten += 1
     return rewritten
+
+
+def _rewrite(sql: Sql, file_format: str, path: Path, erased: list[int], known: list[int]) -> None:
+    if file_format == "parquet":
+        numbers = ", ".join(str(n) for n in erased)
+        replace_atomically(
+            path,
+            lambda staging: sql.execute(
+                f"copy (select * exclude (file_row_number) from read_parquet({sql_literal(str(path))}, "
+                f"file_row_number = true) where file_row_number + 1 not in ({numbers})) "
+                f"to {sql_literal(str(staging))} (format parquet)"
+            ),
+        )
+        return
+    kept = b"".join(kept_lines(path.read_bytes().splitlines(keepends=True), erased, known))
+    replace_atomically(path, lambda staging: staging.write_bytes(kept))
 
 
 def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[Path]:
@@ -89,21 +106,20 @@ def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[
     return sorted(p for p in folder.glob(f"*.{destination.format}") if not p.name.startswith("."))
 
 
-def rewrite_exports(sql: Sql, config: CDPConfig, batch: ErasureBatch) -> int:
-    """Rewrite each export file holding an erased customer (by customer_id, else by e-mail or phone)."""
+def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
+    """Rewrite each export file holding an erased customer, when an erasure left the exports to do.
+
+    A row goes when its customer_id is erased in the registry, or, for an export without customer_id, when its
+    e-mail or phone hashes (with the tombstone key) to a tombstone: both are known from the warehouse alone, so
+    this can be finished by a later run."""
+    if not sql.value(f"select count(*) from {FILE_REWRITES.name} where target = 'exports'"):
+        return 0
+    erased_ids = [c for (c,) in sql.rows(f"select customer_id from {ID_REGISTRY.name} where status = 'erased'")]
+    hashes = tombstone_hashes(sql)
     rewritten = 0
     for destination in config.destinations:
         if not isinstance(destination, FileDestinationConfig):
             continue
-        matches = []
-        if "customer_id" in destination.fields and batch.customer_ids:
-            matches.append(f"customer_id::varchar in (select unnest({_list(batch.customer_ids)}))")
-        for kind in ("email", "phone"):
-            if kind in destination.fields and batch.contact_values.get(kind):
-                matches.append(f"{kind}::varchar in (select unnest({_list(batch.contact_values[kind])}))")
-        if not matches:
-            continue
-        erased = f"coalesce({' or '.join(matches)}, false)"
         for path in export_files(config, destination):
             if destination.format == "csv":
                 reader = f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
@@ -111,6 +127,21 @@ def rewrite_exports(sql: Sql, config: CDPConfig, batch: ErasureBatch) -> int:
             else:
                 reader = f"read_parquet({sql_literal(str(path))})"
                 options = "format parquet"
+            matches = []
+            if "customer_id" in destination.fields:
+                matches.append(f"customer_id::varchar in (select unnest({_list(erased_ids)}))")
+            else:
+                for kind in ("email", "phone"):
+                    if kind in destination.fields:
+                        values = [v for (v,) in sql.rows(f"select distinct {kind}::varchar from {reader}") if v]
+                        normaliser = NORMALISERS[kind]
+                        hit = [
+                            v for v in values if (m := normaliser.match_key(v)) and keyed_hash(key, kind, m) in hashes
+                        ]
+                        matches.append(f"{kind}::varchar in (select unnest({_list(hit)}))")
+            if not matches:
+                continue
+            erased = f"coalesce({' or '.join(matches)}, false)"
             if not sql.value(f"select count(*) from {reader} where {erased}"):
                 continue
             replace_atomically(
@@ -120,6 +151,7 @@ def rewrite_exports(sql: Sql, config: CDPConfig, batch: ErasureBatch) -> int:
                 ),
             )
             rewritten += 1
+    sql.execute(f"delete from {FILE_REWRITES.name} where target = 'exports'")
     return rewritten
 
 

@@ -11,7 +11,7 @@ records, so the next refresh drops what the expired rows contributed.
 from datetime import datetime, timedelta
 
 from cdp_assets.extract.assets import ensure_raw_table, raw_table
-from cdp_assets.privacy.erasure import ErasureBatch, lines_of
+from cdp_assets.privacy.erasure import ErasureBatch, lines_of, queue_file_rewrites
 from resources.config import CDPConfig
 from resources.sql import Scratch, Sql
 from resources.tables import (
@@ -56,16 +56,14 @@ def _expired(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime) -> boo
     return True
 
 
-def expire(sql: Sql, config: CDPConfig, now: datetime) -> ErasureBatch | None:
+def expire(sql: Sql, config: CDPConfig, now: datetime, run_id: str) -> ErasureBatch | None:
     """Delete every row past its source's retention; None when no source declares one."""
     batch = ErasureBatch()
     with sql.scratch("retention") as tables:
         if not _expired(sql, config, tables, now):
             return None
         rows = tables("raw_rows")
-        for (source, file), (erased, known) in lines_of(sql, tables).items():
-            batch.erased_lines[(source, file)] = erased
-            batch.known_lines[(source, file)] = known
+        lines = lines_of(sql, tables)
         removed = batch.rows_removed.setdefault("retention", {})
         lineage = (
             f"exists (select 1 from {rows} e where e.source = t.source and e.file = t.file "
@@ -94,4 +92,5 @@ def expire(sql: Sql, config: CDPConfig, now: datetime) -> ErasureBatch | None:
                 sql.execute(f"delete from {table.name} t where {lineage}")
                 if count:
                     removed[table.name] = int(count)
+            queue_file_rewrites(sql, run_id, lines, exports=False)
     return batch
