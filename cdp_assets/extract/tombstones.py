@@ -26,7 +26,9 @@ def tombstone_hashes(sql: Sql) -> set[str]:
     return {h for (h,) in sql.rows(f"select hash from {TOMBSTONES.name}")}
 
 
-def _checks(config: CDPConfig, source: SourceConfig) -> list[tuple[str, str, str, Callable[[str], str | None]]]:
+def identifier_checks(
+    config: CDPConfig, source: SourceConfig
+) -> list[tuple[str, str, str, Callable[[str], str | None]]]:
     """(field label, SQL of its raw text, tombstone kind, how a value becomes its match form) per check."""
     checks: list[tuple[str, str, str, Callable[[str], str | None]]] = [
         ("record id", record_id_sql(source), record_kind(source.name), lambda v: v)
@@ -60,7 +62,7 @@ def erased_rows(
 ) -> list[Reject]:
     """Delete the file's rows in `table` that carry a tombstoned value; their quarantine rows (hash, not value)."""
     found: dict[int, Reject] = {}
-    for label, expr, kind, match in _checks(config, source):
+    for label, expr, kind, match in identifier_checks(config, source):
         values = [v for (v,) in sql.rows(f"select distinct {expr} from {table} where _file = ?", [file]) if v]
         hits = {}
         for value in values:

@@ -19,7 +19,7 @@ import dagster as dg
 
 from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
 from cdp_assets.privacy.access import access_document, write_access_document
-from cdp_assets.privacy.erasure import Request, erase, resolve
+from cdp_assets.privacy.erasure import Request, erase, resolve_all
 from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
 from cdp_assets.privacy.requests import PrivacyRequestConfig, RejectedLine, from_file, from_run_config
 from cdp_assets.privacy.retention import expire
@@ -108,8 +108,9 @@ def process_requests(
     key = privacy_key(config) if erasures else b""
     statuses: dict[str, str] = {}
     found: dict[str, list[str]] = {}
+    resolutions = resolve_all(sql, config, new)
     for request in new:
-        resolution = resolve(sql, config, request)
+        resolution = resolutions[request.request_id]
         if resolution.status == "found" and request.type == "access":
             document = access_document(sql, config, request.request_id, resolution.customers)
             path = write_access_document(config, request.request_id, document, utc_now())
