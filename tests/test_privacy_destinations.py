@@ -238,3 +238,36 @@ def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_nex
             assert conn.execute("select status from privacy.requests").fetchone()[0] == "completed"
             assert conn.execute("select count(*) from privacy.file_rewrites").fetchone()[0] == 0
         assert not (config.privacy_requests_path / "r.csv").exists()
+
+
+@pytest.mark.dagster
+def test_rows_of_the_person_that_no_customer_holds_are_erased_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import duckdb
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(
+            CRM_PEOPLE_HEADER
+            + PEOPLE
+            + ",Bob,Stone,bob.stone@example.org,+14155550102\n"  # no record id: cleaning refuses the row
+            + 'c9,"Bob,Stone,bob.stone@example.org,+14155550102\n'  # an unterminated quote: unreadable
+            + "c4,Di,Eng,di.eng@example.org,+14155550104\n"
+        )
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+        )
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        text = landing.read_text()
+        assert "bob" not in text.lower() and "di.eng@example.org" in text and "ann.lee@example.org" in text
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert not conn.execute("select * from raw.crm where contains(lower(record::varchar), 'bob')").fetchall()
+            assert not conn.execute("select * from cdp.quarantine where contains(lower(value), 'bob')").fetchall()
