@@ -23,6 +23,13 @@ from cdp_assets.extract.assets import GROUP as EXTRACT_GROUP
 from cdp_assets.extract.assets import build_extract_asset
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, build_identity_asset
 from cdp_assets.identity.preview import build_preview_job
+from cdp_assets.privacy.assets import GROUP as PRIVACY_GROUP
+from cdp_assets.privacy.assets import (
+    PRIVACY_REQUESTS_KEY,
+    build_privacy_asset,
+    build_privacy_job,
+    build_retention_schedule,
+)
 from cdp_assets.profiles.assets import build_profiles_asset
 from cdp_assets.segments.assets import GROUP as SEGMENTS_GROUP
 from cdp_assets.segments.assets import build_segment_assets
@@ -38,6 +45,7 @@ from sensors.automation import automation_sensor
 from sensors.freshness import build_freshness_checks, build_freshness_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
+from sensors.privacy import build_privacy_requests_sensor
 from sensors.schedules import (
     REBUILD_CHECK_JOB,
     RETRAIN_JOB,
@@ -53,9 +61,10 @@ FULL_REFRESH = "full_refresh"
 # data engineering for everything that makes the profiles and for the read snapshot.
 DEFAULT_OWNERS = ["team:data-engineering"]
 OWNERS: dict[str, list[str]] = {SEGMENTS_GROUP: ["team:marketing-ops"], SYNCS_GROUP: ["team:marketing-ops"]}
-# Stages nothing upstream starts: the landing sensor starts an extract when its files change. Every other
-# stage follows its inputs (eager), so a new file flows through to the syncs.
-STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP})
+# Stages nothing upstream starts: the landing sensor starts an extract when its files change, the privacy
+# requests sensor (or a user, from the Launchpad) the privacy requests. Every other stage follows its inputs
+# (eager), so a new file flows through to the syncs.
+STARTED_BY_SENSOR = frozenset({EXTRACT_GROUP, PRIVACY_GROUP})
 # API source polls run on their own schedules and write only to the landing folder, never the warehouse.
 STARTED_BY_SCHEDULE = frozenset({POLL_GROUP})
 # Every other asset reads or writes the DuckDB warehouse; a stage adds its own kinds (file format, scipy, api).
@@ -87,9 +96,10 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 
 
 def build_definitions(config: CDPConfig) -> dg.Definitions:
-    """Every stage as assets, the read snapshot, the full-refresh and identity change preview jobs, the sensors
-    (landing, overrides, automation, run-failure alerts, source freshness), the time-windows and model
-    retraining schedules, the API sources' polls with their schedules, and the warehouse."""
+    """Every stage as assets, the read snapshot, privacy requests, the full-refresh, identity change preview,
+    retraining, rebuild-check and privacy jobs, the sensors (landing, overrides, privacy requests, automation,
+    run-failure alerts, source freshness), the time-windows, retraining, rebuild-check and retention
+    schedules, the API sources' polls with their schedules, and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
@@ -100,15 +110,18 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         build_sync_asset(config, d) if d.type == "file" else build_row_sync_asset(config, d)
         for d in config.destinations
     ]
-    # Polling an API is collection, on each source's schedule, and the refresh loads what has landed.
-    # The rebuild check costs a refresh of its own: it runs in its job, on its schedule or by hand. A source's
-    # freshness is judged by its sensor against the clock, not by a run.
+    assets.append(build_privacy_asset(config))
+    privacy_job = build_privacy_job()
+    # Polling an API is collection, on each source's schedule, and the refresh loads what has landed; privacy
+    # requests run in their own job. The rebuild check costs a refresh of its own: it runs in its job, on its
+    # schedule or by hand. A source's freshness is judged by its sensor against the clock, not by a run.
     freshness = build_freshness_checks(config)
     rebuild_check = build_rebuild_check(config)
     full_refresh = dg.define_asset_job(
         FULL_REFRESH,
         selection=dg.AssetSelection.all()
         - dg.AssetSelection.groups(POLL_GROUP)
+        - dg.AssetSelection.assets(PRIVACY_REQUESTS_KEY)
         - dg.AssetSelection.checks(rebuild_check, *freshness),
         description="Loads new landing files and rebuilds every stage, from extracts to destination syncs.",
     )
@@ -125,7 +138,12 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         tags={RETRAIN_TAG: "true"},
         description="Trains the matching model afresh and re-resolves identity (downstream stages follow).",
     )
-    sensors = [build_landing_sensor(config), build_overrides_sensor(config), automation_sensor]
+    sensors = [
+        build_landing_sensor(config),
+        build_overrides_sensor(config),
+        build_privacy_requests_sensor(config),
+        automation_sensor,
+    ]
     sensors.append(build_alert_sensor(config))
     freshness_sensor = build_freshness_sensor(config)
     if freshness_sensor is not None:
@@ -137,13 +155,14 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
             build_time_windows_schedule(config),
             build_model_retraining_schedule(config),
             build_rebuild_check_schedule(config),
+            build_retention_schedule(config, privacy_job),
         )
         if s
     ]
     return dg.Definitions(
         assets=apply_platform_policy(assets),
         asset_checks=[person_records_expectations, *freshness, rebuild_check],
-        jobs=[full_refresh, build_preview_job(config), retrain, rebuild, *poll_jobs],
+        jobs=[full_refresh, build_preview_job(config), retrain, rebuild, privacy_job, *poll_jobs],
         schedules=schedules + poll_schedules,
         sensors=sensors,
         resources={"warehouse": warehouse_resource(config)},

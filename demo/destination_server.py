@@ -52,7 +52,8 @@ NO_FAULT = "ok"
 SCRIPT_TOKENS = frozenset({FAULT_500, FAULT_429, FAULT_TIMEOUT, FAULT_DROP, NO_FAULT})
 
 KINDS = ("webhook", "rest", "audiences")
-EVENT_TYPES = frozenset({"audience_entered", "audience_exited", "audience_updated"})
+# `erased`: a privacy erasure; the key leaves every audience of the webhook.
+EVENT_TYPES = frozenset({"audience_entered", "audience_exited", "audience_updated", "erased"})
 IDENTIFIERS = ("email_sha256", "phone_sha256")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -217,7 +218,12 @@ class _Store:
         audiences = self.webhook.setdefault(name, {})
         for event in events:
             audience, key = event["audience"], event["key"]
-            if event["type"] == "audience_exited":
+            if event["type"] == "erased":
+                for members in audiences.values():
+                    members.pop(key, None)
+                for emptied in [name for name, members in audiences.items() if not members]:
+                    audiences.pop(emptied)
+            elif event["type"] == "audience_exited":
                 members = audiences.get(audience, {})
                 members.pop(key, None)
                 if not members:

@@ -33,7 +33,9 @@ from resources.retry import (
 
 DEFAULT_RETRY = RetryPolicy()
 
-Operation = Literal["add", "update", "remove"]
+# `erase` removes a person a privacy request erased: like `remove`, in each destination's own form of it.
+Operation = Literal["add", "update", "remove", "erase"]
+REMOVALS = ("remove", "erase")
 
 
 class Change:
@@ -221,10 +223,11 @@ def deliver(
 
 
 def _batches(changes: Sequence[Change], batch_size: int) -> list[list[Change]]:
-    """Changes in batches of one kind (upserts, then removals) and at most `batch_size` rows, in order."""
+    """Changes in batches of one kind (upserts, then removals, then erasures) and at most `batch_size` rows, in
+    order."""
     batches: list[list[Change]] = []
-    for kind in ("upsert", "remove"):
-        rows = [c for c in changes if (c.operation == "remove") == (kind == "remove")]
+    for kind in ("upsert", *REMOVALS):
+        rows = [c for c in changes if (c.operation if c.operation in REMOVALS else "upsert") == kind]
         batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     return batches
 
@@ -285,7 +288,10 @@ class WebhookClient(HttpClient):
 
     def _event(self, change: Change, audience: str) -> str:
         """One event; a member whose customer id was merged into another is announced as an update of the
-        survivor naming the old id (`previous_key`), not as leaving the audience."""
+        survivor naming the old id (`previous_key`), not as leaving the audience. An erased person is an
+        `erased` event with the key alone: nothing more about them is sent."""
+        if change.operation == "erase":
+            return f'{{"type": "erased", "key": {json.dumps(change.key)}, "audience": {audience}}}'
         if change.operation == "remove" and '"merged_into"' in change.payload:
             survivor = change.row.get("merged_into")
             if isinstance(survivor, str):
@@ -320,7 +326,7 @@ class RestClient(HttpClient):
         self.records_key, self.ids_key, self.id_field = records_key, ids_key, id_field
 
     def send(self, changes: Sequence[Change], batch_id: str) -> None:
-        if changes[0].operation == "remove":
+        if changes[0].operation in REMOVALS:
             if not self.delete_url:
                 raise RejectedError("this destination has no delete_url")
             body = json.dumps({"batch_id": batch_id, self.ids_key: [c.key for c in changes]})
@@ -346,5 +352,5 @@ class HashedAudienceClient(HttpClient):
 
     def send(self, changes: Sequence[Change], batch_id: str) -> None:
         members = [{k: v for k, v in c.row.items() if v is not None} for c in changes]
-        side = "remove" if changes[0].operation == "remove" else "add"
+        side = "remove" if changes[0].operation in REMOVALS else "add"
         self.post(self.url, json.dumps({"batch_id": batch_id, side: members}), batch_id)

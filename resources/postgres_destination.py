@@ -25,7 +25,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json, Jsonb
 
-from resources.destinations import Change, RejectedError, TransientError
+from resources.destinations import REMOVALS, Change, RejectedError, TransientError
 
 SYNCED_AT = "_cdp_synced_at"
 
@@ -88,7 +88,7 @@ class PostgresClient:
         creating = True
         try:
             with conn.cursor() as cur:
-                if changes[0].operation == "remove":
+                if changes[0].operation in REMOVALS:
                     self._prepare(cur, {})
                     creating = False
                     cur.execute(

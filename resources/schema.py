@@ -30,6 +30,7 @@ RUN_STAMP_COLUMNS: dict[str, tuple[str, ...]] = {
     "cdp.golden_profiles": ("profile_built_at",),
     "cdp.quarantine": ("quarantined_at",),
     "cdp.customer_id_history": ("run_id", "changed_at"),
+    "cdp.consent_history": ("recorded_at",),
 }
 
 # Columns of `cdp.golden_profiles` that do not depend on the configuration.

@@ -207,6 +207,21 @@ CONSENT_STATEMENTS = Table(
         "row_number": "BIGINT",
     },
 )
+# Every consent statement ever read, kept when a later file changes or drops it: what was stated, by which
+# source record, when, and when the platform first saw it.
+CONSENT_HISTORY = Table(
+    "cdp.consent_history",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "purpose": "VARCHAR",
+        "granted": "BOOLEAN",
+        "stated_at": "TIMESTAMP",
+        "file": "VARCHAR",
+        "row_number": "BIGINT",
+        "recorded_at": "TIMESTAMP",
+    },
+)
 
 # Each role's cleaned records have their identifiers and their rejects.
 ROLES = ("person", "events", "transactions")
@@ -368,6 +383,73 @@ SEGMENT_HISTORY = Table(
     added_later=("exit_reason",),
 )
 
+# Privacy requests (cdp_assets/privacy): the receipt of every request, the keyed hashes of erased identifiers,
+# and each destination's part of an erasure until the destination confirms it. None holds a personal value.
+PRIVACY_REQUESTS = Table(
+    "privacy.requests",
+    {
+        "request_id": "VARCHAR",
+        "type": "VARCHAR",
+        "id_type": "VARCHAR",
+        "reference": "VARCHAR",
+        "received_at": "TIMESTAMP",
+        "completed_at": "TIMESTAMP",
+        # completed | pending (a destination has not confirmed) | not_found | needs_review | rejected
+        "status": "VARCHAR",
+        "customers": "VARCHAR[]",
+        "candidates": "VARCHAR[]",
+        "rows_removed": "MAP(VARCHAR, BIGINT)",
+        "destinations": "MAP(VARCHAR, VARCHAR)",
+        "note": "VARCHAR",
+        "run_id": "VARCHAR",
+    },
+    primary_key=("request_id",),
+)
+TOMBSTONES = Table(
+    "privacy.tombstones",
+    {"hash": "VARCHAR", "kind": "VARCHAR", "request_id": "VARCHAR", "erased_at": "TIMESTAMP"},
+    primary_key=("hash",),
+)
+DESTINATION_ERASURES = Table(
+    "privacy.destination_erasures",
+    {
+        "request_id": "VARCHAR",
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        # What the destination needs to find the member: {} for a keyed destination, the member's hashed
+        # identifiers for an audience. Emptied once confirmed.
+        "payload": "VARCHAR",
+        "status": "VARCHAR",
+        "attempts": "INTEGER",
+        "error": "VARCHAR",
+        "confirmed_at": "TIMESTAMP",
+    },
+    primary_key=("request_id", "destination", "key"),
+)
+# The global suppression list: customers no sync may send, whatever the purpose (`suppress` requests).
+SUPPRESSIONS = Table(
+    "privacy.suppressions",
+    {"customer_id": "VARCHAR", "request_id": "VARCHAR", "suppressed_at": "TIMESTAMP"},
+    primary_key=("customer_id",),
+)
+# File rewrites an erasure or retention run still owes, recorded in the transaction that deleted the rows so a
+# run that dies before rewriting the files leaves them to the next run: a landing file's lines to drop (and
+# every line known in it), or `exports` (every export file is filtered by the erased ids and tombstones).
+FILE_REWRITES = Table(
+    "privacy.file_rewrites",
+    {
+        "queued_by": "VARCHAR",  # the run
+        "target": "VARCHAR",
+        "source": "VARCHAR",
+        "file": "VARCHAR",
+        # The file's hash when queued: a file whose hash differs has been rewritten already (or replaced).
+        "sha256": "VARCHAR",
+        "lines": "BIGINT[]",
+        "known_lines": "BIGINT[]",
+    },
+)
+PRIVACY_TABLES: tuple[Table, ...] = (PRIVACY_REQUESTS, TOMBSTONES, DESTINATION_ERASURES, SUPPRESSIONS, FILE_REWRITES)
+
 # Tables written by more than one asset, or read before their writer first ran: they exist from the start
 # so every query has something to read (resources.warehouse.bootstrap creates them on every connection).
 SHARED_TABLES: tuple[Table, ...] = (
@@ -382,6 +464,7 @@ SHARED_TABLES: tuple[Table, ...] = (
     PENDING,
     CHANGELOG,
     CONSENT_STATEMENTS,
+    CONSENT_HISTORY,
     ID_REGISTRY,
     RECORD_IDS,
     ID_RUNS,
@@ -390,4 +473,5 @@ SHARED_TABLES: tuple[Table, ...] = (
     SEGMENT_MEMBERSHIP,
     SEGMENT_HISTORY,
     *(table for role in ROLES for table in (IDENTIFIERS[role], CLEAN_QUARANTINE[role])),
+    *PRIVACY_TABLES,
 )

@@ -35,7 +35,7 @@ from resources.run_launcher import RUN_HOST_TAG
 from resources.sql import Sql, SqlError
 from resources.tables import CLEAN_QUARANTINE, EXTRACT_QUARANTINE, ROLES, SHARED_TABLES
 
-SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs")
+SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs", "privacy")
 
 # The shared tables' DDL, generated from their declarations in resources/tables.py.
 _SHARED_DDL = "".join(table.create_sql() for table in SHARED_TABLES)
@@ -183,19 +183,48 @@ class Warehouse(DuckDBResource):
         finally:
             conn.close()
 
+    def compact(self) -> dict[str, int]:
+        """Rewrite the warehouse file with only its live rows, so nothing deleted survives on disk.
+
+        DuckDB reuses a deleted row's blocks later but does not wipe them, and the WAL holds recent changes
+        until a checkpoint: after an erasure the person's bytes would still be in the file. The database is
+        copied into a new file through the run's own connection (`copy_database`), the connection closed,
+        and the copy renamed over the warehouse (atomic; the run's lock keeps every other run out meanwhile).
+        The new file, like the warehouse, is readable by its owner only. Returns the sizes before and after.
+        """
+        path = Path(self.database)
+        before = path.stat().st_size
+        staging = path.with_name(f".{path.name}.compact")
+        with self.sql() as sql:
+            copy_database(sql, staging)
+        os.chmod(staging, 0o600)
+        fd = os.open(staging, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(staging, path)
+        # The old file's WAL was checkpointed when its last connection closed; a stale one must not be
+        # replayed into the new file.
+        Path(f"{path}.wal").unlink(missing_ok=True)
+        return {"size_before": before, "size_after": path.stat().st_size}
+
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """Open the warehouse for writing; while another process has the file open, retry until the lock timeout."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
         deadline = time.monotonic() + self.lock_timeout_seconds
         while True:
             try:
-                return duckdb.connect(self.database, read_only=False, config=config)
+                conn = duckdb.connect(self.database, read_only=False, config=config)
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower():
                     raise
                 if time.monotonic() >= deadline:
                     raise WarehouseInUseError(self._in_use_message(error)) from error
                 time.sleep(_RETRY_SECONDS)
+                continue
+            owner_only(Path(self.database))
+            return conn
 
     def _in_use_message(self, error: duckdb.IOException) -> str:
         found = re.search(r"\(PID (\d+)\)", str(error))
@@ -223,6 +252,14 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"create schema if not exists {schema}")
     conn.execute(_SHARED_DDL)
     conn.execute(_QUARANTINE_VIEW)
+
+
+def owner_only(path: Path) -> None:
+    """Make a file of customer data (the warehouse and its WAL, an export) readable by its owner only."""
+    for file in (path, Path(f"{path}.wal")):
+        with suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
 
 
 def sql_literal(value: str | None) -> str:

@@ -46,10 +46,11 @@ def test_repository_definitions_load_with_every_stage():
         "segments",
         "destination_syncs",
         "read_snapshot",
+        "privacy",
     }
     # The read snapshot follows every stage that writes a public table, and is part of the full refresh.
     snapshot = dg.AssetKey(["cdp", "read_snapshot"])
-    writers = {k for k in keys if not k.startswith(("syncs/", "cdp/"))}
+    writers = {k for k in keys if not k.startswith(("syncs/", "cdp/", "privacy/"))}
     assert {k.to_user_string() for k in graph.get(snapshot).parent_keys} == writers
     assert snapshot in defs.resolve_job_def("full_refresh").asset_layer.selected_asset_keys
     for key in graph.get_all_asset_keys():
@@ -195,15 +196,16 @@ def test_platform_policy_is_on_every_asset():
         node = graph.get(key)
         marketing = node.group_name in ("segments", "destination_syncs")
         assert node.owners == ["team:marketing-ops" if marketing else "team:data-engineering"], key
-        if node.group_name == "source_extracts":
-            assert node.automation_condition is None, key  # the landing sensor starts extracts
+        if node.group_name in ("source_extracts", "privacy"):
+            # The landing sensor starts extracts; the requests sensor or a user starts privacy requests.
+            assert node.automation_condition is None, key
         else:
             assert node.automation_condition == eager, key
             assert node.code_version, key
         assert "duckdb" in node.kinds, key
         assert "dagster/code_references" in node.metadata, key
         table = node.metadata["dagster/table_name"]
-        assert table.split(".")[0] in ("raw", "clean", "identity", "cdp", "syncs", "main"), key
+        assert table.split(".")[0] in ("raw", "clean", "identity", "cdp", "syncs", "main", "privacy"), key
         assert node.metadata["tables_written"].startswith(table), key
     assert graph.get(dg.AssetKey(["profiles", "golden_profiles"])).metadata["tables_written"] == (
         "cdp.golden_profiles, cdp.profile_provenance"

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
+from cdp_assets.extract.fields import json_sql, properties_sql, record_id_sql, value_sql
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
@@ -43,53 +44,6 @@ def activity_assets(config: CDPConfig) -> list[dg.AssetKey]:
 ROW_ACCOUNTING_CHECK = "rows_accounted_for"
 
 # --------------------------------------------------------------------------- SQL building blocks
-
-
-def _json_path(source: SourceConfig, path: str) -> str:
-    """DuckDB JSON path for a mapped path: CSV headers are literal keys, JSON paths are dotted."""
-    parts = [path] if source.format == "csv" else path.split(".")
-    return "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
-
-
-def record_id_sql(source: SourceConfig) -> str:
-    """The source record id, or `file:line` for a source that has none."""
-    if source.record_id is None:
-        return "_file || ':' || _row_number::varchar"
-    return value_sql(source, source.record_id)
-
-
-def value_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
-    """SQL for a mapped field's raw text: a constant, or the first non-empty of its paths."""
-    if spec is None:
-        return "null::varchar"
-    if spec.value is not None:
-        return sql_literal(spec.value)
-    parts = [f"nullif(trim(record ->> {sql_literal(_json_path(source, p))}), '')" for p in spec.path or []]
-    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
-
-
-def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
-    """SQL for a JSON field (properties, context): the value at the first of its paths that holds one,
-    kept as JSON rather than text."""
-    if spec is None or not spec.path:
-        return "null::json"
-    parts = [f"nullif(record -> {sql_literal(_json_path(source, p))}, 'null'::json)" for p in spec.path]
-    return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
-
-
-def properties_sql(source: SourceConfig) -> str:
-    """The event's properties; for Segment sources, a page or screen call's `name` and `category` are
-    added under those keys (as analytics.js does), so a trait can ask which page was viewed."""
-    properties = json_sql(source, source.fields.get("properties"))
-    if source.format != "segment":
-        return properties
-    # Merging into {} drops the one of name and category that is missing; the event's own properties win.
-    given = "json_object('name', record ->> '$.name', 'category', record ->> '$.category')"
-    named = f"json_merge_patch(json_merge_patch('{{}}'::json, {given}), coalesce({properties}, '{{}}'::json))"
-    return (
-        f"case when record ->> '$.type' in ('page', 'screen') and coalesce(record ->> '$.name', "
-        f"record ->> '$.category') is not null then {named} else {properties} end"
-    )
 
 
 def path_label(spec: FieldSpec | None) -> str | None:
@@ -692,6 +646,17 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null"
             + kept_rows(tables.CONSENT_STATEMENTS.name, scope),
         )
+        # The history keeps every statement once, the first time it is read; a statement a later file
+        # changes or drops stays in it.
+        sql.execute(
+            f"""insert into {tables.CONSENT_HISTORY.name}
+                select s.*, ? from {tables.CONSENT_STATEMENTS.name} s
+                where not exists (
+                    select 1 from {tables.CONSENT_HISTORY.name} h
+                    where h.source = s.source and h.source_record_id = s.source_record_id and h.purpose = s.purpose
+                      and h.granted = s.granted and h.stated_at is not distinct from s.stated_at)""",
+            [utc_now()],
+        )
         write_identifiers(
             sql,
             "person",
@@ -950,7 +915,11 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         kinds={"python"},
         code_version=CODE_VERSION,
         metadata=table_metadata(
-            "clean.person_records", "clean.person_identifiers", "clean.person_quarantine", "clean.consent_statements"
+            "clean.person_records",
+            "clean.person_identifiers",
+            "clean.person_quarantine",
+            "clean.consent_statements",
+            "cdp.consent_history",
         ),
         check_specs=[_accounting_spec(PERSON_RECORDS)],
     )

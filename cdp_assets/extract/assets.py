@@ -9,17 +9,20 @@ source's other files; the asset's warning check lists such files.
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 
 from cdp_assets.extract.readers import FileFormatError, Reject, read_file
+from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import ExtractConfig, poll_key, source_files
+from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
 from resources.warehouse import Warehouse, utc_now
 
@@ -127,8 +130,18 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
     )
 
 
-def load_file(sql: Sql, source: SourceConfig, path: Path, rel: str, sha: str) -> dict[str, object]:
+def load_file(
+    sql: Sql,
+    source: SourceConfig,
+    path: Path,
+    rel: str,
+    sha: str,
+    erased: Callable[[str], list[Reject]] | None = None,
+) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
+
+    `erased(file)`, when people have been erased, removes the file's rows that carry an erased identifier and
+    returns their rejects (see cdp_assets/extract/tombstones.py), before anything commits.
 
     A file that cannot be read or mapped as a whole (unreadable, mapped columns missing, another
     delimiter or encoding, JSON lines that are not objects) loads no rows: it is quarantined as a file
@@ -181,6 +194,10 @@ def load_file(sql: Sql, source: SourceConfig, path: Path, rel: str, sha: str) ->
                     sql.execute(f"insert into {table} by name select * from {incoming}")
                 rows_loaded += batch.num_rows
             rejects = list(result.rejects)
+            if erased is not None and rows_loaded:
+                set_aside = erased(rel)
+                rows_loaded -= len(set_aside)
+                rejects += set_aside
             if result.file_error:
                 problem = Reject(None, f"file {rel} {result.file_error}")
                 sql.execute(f"delete from {table} where _file = ?", [rel])
@@ -277,7 +294,15 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         loaded: list[dict[str, object]] = []
         skipped = 0
         with warehouse.sql() as sql:
-            ensure_raw_table(sql, source)
+            table = ensure_raw_table(sql, source)
+            erased: Callable[[str], list[Reject]] | None = None
+            if hashes := tombstone_hashes(sql):
+                try:
+                    key = privacy_key(cdp_config)
+                except PrivacyKeyMissing as exc:
+                    raise dg.Failure(str(exc)) from None
+                erased = partial(erased_rows, sql, cdp_config, source, table, key=key, hashes=hashes)
+
             known = {
                 file: (sha, status, file_settings)
                 for file, sha, status, file_settings in sql.rows(
@@ -298,7 +323,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 if previous is None and sha in known_hashes:
                     skipped += 1
                     continue
-                outcome = load_file(sql, source, path, rel, sha)
+                outcome = load_file(sql, source, path, rel, sha, erased)
                 context.log.info(f"{source.name}: {outcome}")
                 if outcome["status"] == "failed":
                     context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")

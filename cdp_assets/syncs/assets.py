@@ -19,7 +19,9 @@ import dagster as dg
 from cdp_assets.metadata import redact, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from cdp_assets.segments.assets import segment_key
+from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures
 from cdp_assets.syncs.state import (
+    SUPPRESSED_IDS,
     batches_in_flight,
     ensure_tables,
     open_batch,
@@ -41,7 +43,7 @@ from resources.destinations import (
     deliver,
 )
 from resources.sql import Sql
-from resources.warehouse import Warehouse, sql_literal, utc_now
+from resources.warehouse import Warehouse, owner_only, sql_literal, utc_now
 
 GROUP = "destination_syncs"
 # Bump when what a sync sends or records changes.
@@ -87,12 +89,14 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     columns = ", ".join(f'p."{f}"' for f in destination.fields)
     query = (
         f"select {columns} from cdp.segment_membership m join cdp.golden_profiles p using (customer_id) "
-        f"where m.segment = {sql_literal(destination.segment)} order by p.customer_id"
+        f"where m.segment = {sql_literal(destination.segment)} and p.customer_id not in ({SUPPRESSED_IDS}) "
+        "order by p.customer_id"
     )
     if destination.format == "csv":
         query = spreadsheet_safe(sql, query)
     options = "format csv, header true" if destination.format == "csv" else "format parquet"
     rows = sql.value(f"copy ({query}) to {sql_literal(str(partial))} ({options})")
+    owner_only(partial)
     partial.rename(target)
     sql.execute(
         "insert into syncs.file_exports values (?, ?, ?, ?, ?, ?)",
@@ -202,11 +206,14 @@ def run_sync(
     used: list[DestinationClient] = []
     limiter = RateLimiter(destination.rate_limit_per_second, sleep)  # one limit for the resends and the rest
 
-    def send(changes: list[Change], resend: list[tuple[str, list[Change]]]) -> Delivery:
+    def opened() -> DestinationClient:
         if not used:
             used.append(client or make_client(destination))
+        return used[0]
+
+    def send(changes: list[Change], resend: list[tuple[str, list[Change]]]) -> Delivery:
         return deliver(
-            used[0],
+            opened(),
             destination.name,
             changes,
             batch_size=destination.batch_size,
@@ -222,7 +229,11 @@ def run_sync(
             sleep=sleep,
         )
 
+    erasures = {"erased": 0, "erase_pending": 0}
     try:
+        # A privacy erasure this destination has not confirmed goes first, like any row it refused before.
+        if not destination.dry_run and pending_erasures(sql, destination.name):
+            erasures = deliver_erasures(sql, destination, opened, sleep)
         settled = send([], resend) if resend else Delivery()
         plan = plan_sync(sql, config, destination)
         record_outcome(sql, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
@@ -260,6 +271,7 @@ def run_sync(
         "request_retries": settled.retries + delivery.retries,
         "dry_run": destination.dry_run,
         "unavailable": unavailable,
+        **erasures,
     }
 
 
@@ -358,7 +370,7 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
             check_results=[
                 dg.AssetCheckResult(
                     check_name=CHECK_DELIVERED,
-                    passed=report["failed"] == 0 and report["rejected"] == 0,
+                    passed=report["failed"] == 0 and report["rejected"] == 0 and report["erase_pending"] == 0,
                     severity=dg.AssetCheckSeverity.WARN,
                     metadata={
                         "failed": int(report["failed"]),

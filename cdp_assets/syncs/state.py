@@ -25,7 +25,7 @@ from resources.destinations import Change, batch_id
 from resources.hashing import IdentifierKind, hash_rows
 from resources.identifiers import hashed_kind
 from resources.sql import Sql
-from resources.tables import BATCH_SEQUENCE, CUSTOMER_ALIASES, IN_FLIGHT
+from resources.tables import BATCH_SEQUENCE, CUSTOMER_ALIASES, ID_REGISTRY, IN_FLIGHT, SUPPRESSIONS
 from resources.warehouse import sql_literal, utc_now
 
 
@@ -105,6 +105,11 @@ class Plan:
         return sum(1 for c in self.changes if c.operation == operation)
 
 
+# The current ids of the suppressed customers (a suppression follows its customer through a merge).
+SUPPRESSED_IDS = f"""select coalesce(r.current_id, s.customer_id) from {SUPPRESSIONS.name} s
+    left join {ID_REGISTRY.name} r on r.customer_id = s.customer_id"""
+
+
 def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> None:
     """Temp table `current(key, consented, row_json)`: what the destination should hold now. Its name is the
     caller's, which owns (and drops) it."""
@@ -115,6 +120,8 @@ def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> N
             f" and m.segment = {sql_literal(destination.segment)}"
         )
     consented = f'coalesce(p."consent_{destination.purpose}", false)' if destination.purpose else "true"
+    # The suppression list stops every sync, whatever its purpose: a suppressed member counts as not consented.
+    consented += f" and p.customer_id not in ({SUPPRESSED_IDS})"
     fields = ", ".join(f'{sql_literal(name)}: p."{column}"' for name, column in destination.fields.items())
     sql.create_table_as(
         current,

@@ -30,6 +30,7 @@ from resources.config.identity import (
     MatchingConfig,
 )
 from resources.config.overrides import Override, OverrideError, load_overrides
+from resources.config.privacy import PrivacyConfig
 from resources.config.profiles import (
     ProfilesConfig,
     SurvivorshipRule,
@@ -64,6 +65,7 @@ class CDPConfig(_Strict):
     collector: CollectorConfig = CollectorConfig()
     identity: IdentityConfig = IdentityConfig()
     profiles: ProfilesConfig = ProfilesConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     sources: list[SourceConfig]
     segments: list[SegmentConfig] = Field(default_factory=list)
     destinations: list[DestinationConfig] = Field(default_factory=list)
@@ -159,6 +161,11 @@ class CDPConfig(_Strict):
         """Where the collector publishes a Segment-format source's files: the folder of its glob."""
         return self.landing_path / COLLECTOR_FOLDER / source.name
 
+    @property
+    def privacy_requests_path(self) -> Path:
+        """The folder the privacy requests sensor watches for request files."""
+        return self.resolve(self.privacy.requests_path)
+
     def sources_with_role(self, role: str) -> list[SourceConfig]:
         return [s for s in self.sources if s.role == role]
 
@@ -246,6 +253,7 @@ __all__ = [
     "LandingConfig",
     "MatchingConfig",
     "PERSON_FIELDS",
+    "PrivacyConfig",
     "ProfilesConfig",
     "RefreshConfig",
     "RowDestinationConfig",

@@ -317,6 +317,11 @@ class SourceConfig(_Strict):
         description="How often a file is expected, e.g. '1 day': a warning check marks the source stale when "
         "none has loaded for that long.",
     )
+    retain: str | None = Field(
+        None,
+        description="How long rows are kept, e.g. '730 days': the daily retention run deletes older rows (by their "
+        "own time: occurred_at, else updated_at, else when loaded) from the warehouse and the landing files.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -351,6 +356,18 @@ class SourceConfig(_Strict):
         if match is None:
             return None
         return timedelta(**{f"{match.group(2).lower()}s": int(match.group(1))})
+
+    @field_validator("retain")
+    @classmethod
+    def _retain(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[1-9][0-9]* days?", value.strip()):
+            raise ValueError(f"'{value}' is not a retention period; write it as '<n> days', e.g. '730 days'")
+        return value
+
+    @property
+    def retain_days(self) -> int | None:
+        """`retain` as a number of days."""
+        return int(self.retain.split()[0]) if self.retain else None
 
     @field_validator("name")
     @classmethod

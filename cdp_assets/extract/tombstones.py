@@ -1,0 +1,81 @@
+"""Erased people stay erased: rows of a newly loaded file that carry an erased identifier are set aside.
+
+An erasure leaves a tombstone for each record id and identifier value only the erased person carried: a
+keyed hash (resources/privacy.py), never the value. When a file is loaded, each row's record id, identifiers
+and e-mail and phone fields are put in the form the warehouse compares them in (the identifier types'
+normalisers, as cleaning does), hashed with the same key and looked up; a row that matches is deleted before
+its load commits and quarantined with the reason `erased person` and the hash as its value. So a replayed or
+new file cannot bring the person back, and their values are not stored even in the raw table.
+"""
+
+from collections.abc import Callable
+
+from cdp_assets.extract.fields import record_id_sql, value_sql
+from cdp_assets.extract.readers import Reject
+from resources.config import CDPConfig, FieldSpec, SourceConfig
+from resources.identifiers import NORMALISERS, contact_kinds
+from resources.privacy import keyed_hash, record_kind
+from resources.sql import Sql
+from resources.tables import TOMBSTONES
+
+REASON = "erased person"
+
+
+def tombstone_hashes(sql: Sql) -> set[str]:
+    """Every tombstone; small next to any file (one to a few per erased identifier)."""
+    return {h for (h,) in sql.rows(f"select hash from {TOMBSTONES.name}")}
+
+
+def identifier_checks(
+    config: CDPConfig, source: SourceConfig
+) -> list[tuple[str, str, str, Callable[[str], str | None]]]:
+    """(field label, SQL of its raw text, tombstone kind, how a value becomes its match form) per check."""
+    checks: list[tuple[str, str, str, Callable[[str], str | None]]] = [
+        ("record id", record_id_sql(source), record_kind(source.name), lambda v: v)
+    ]
+    for ident in source.identifiers:
+        normaliser = NORMALISERS[config.identity.type_config(ident.type).normalize]
+        expr = value_sql(source, FieldSpec(path=[ident.path]))
+        if normaliser.kept_as_written:
+            checks.append((ident.path, expr, ident.type, lambda v: v))
+        else:
+            checks.append(
+                (ident.path, expr, ident.type, lambda v, n=normaliser: n.match_key(v, source.default_country))
+            )
+    for kind in contact_kinds():
+        spec = source.fields.get(kind)
+        if spec is not None and spec.path:
+            normaliser = NORMALISERS[kind]
+            checks.append(
+                (
+                    " | ".join(spec.path),
+                    value_sql(source, spec),
+                    kind,
+                    lambda v, n=normaliser: n.match_key(v, source.default_country),
+                )
+            )
+    return checks
+
+
+def erased_rows(
+    sql: Sql, config: CDPConfig, source: SourceConfig, table: str, file: str, *, key: bytes, hashes: set[str]
+) -> list[Reject]:
+    """Delete the file's rows in `table` that carry a tombstoned value; their quarantine rows (hash, not value)."""
+    found: dict[int, Reject] = {}
+    for label, expr, kind, match in identifier_checks(config, source):
+        values = [v for (v,) in sql.rows(f"select distinct {expr} from {table} where _file = ?", [file]) if v]
+        hits = {}
+        for value in values:
+            matched = match(value)
+            if matched is not None and (digest := keyed_hash(key, kind, matched)) in hashes:
+                hits[value] = digest
+        if not hits:
+            continue
+        for row_number, value in sql.rows(
+            f"select _row_number, {expr} from {table} where _file = ? and list_contains(?, {expr})",
+            [file, list(hits)],
+        ):
+            found.setdefault(int(row_number), Reject(int(row_number), REASON, hits[value], label))
+    if found:
+        sql.execute(f"delete from {table} where _file = ? and list_contains(?, _row_number)", [file, sorted(found)])
+    return [found[n] for n in sorted(found)]

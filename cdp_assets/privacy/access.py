@@ -1,0 +1,129 @@
+"""Access requests: everything the platform holds about a person, as one JSON document.
+
+The person is found as for an erasure (cdp_assets/privacy/erasure.py: every record of the customer through
+the identity map and the aliases); the document gathers, from the same tables erasure covers, their source
+records as loaded, cleaned records, activity, consent statements and their history, the golden profile with
+its traits and the provenance of each value, segment stays, the id's history, and what was sent to which
+destination when. It is written, readable by its owner only, to `<requests folder>/access/<request id>.json`,
+with the same sections as CSV files in `<request id>/`, for the operator to hand over; its content never
+reaches Dagster's storage.
+"""
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cdp_assets.privacy.erasure import stage_person
+from cdp_assets.privacy.files import replace_atomically
+from resources.config import CDPConfig
+from resources.sql import Sql
+from resources.tables import (
+    CONSENT_HISTORY,
+    CONSENT_STATEMENTS,
+    DESTINATION_STATE,
+    EVENTS,
+    ID_HISTORY,
+    PERSON_RECORDS,
+    SEGMENT_HISTORY,
+    SEGMENT_MEMBERSHIP,
+    TRANSACTIONS,
+)
+from resources.warehouse import sql_literal
+
+
+def _rows(sql: Sql, query: str) -> list[dict[str, Any]]:
+    frame = sql.frame(query)
+    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
+
+
+def access_document(sql: Sql, config: CDPConfig, request_id: str, customers: Sequence[str]) -> dict[str, Any]:
+    """The person's data, section by section; every section a list of rows as the warehouse holds them."""
+    with sql.scratch("access") as tables:
+        stage_person(sql, config, tables, {request_id: customers})
+        ids, records, raw_rows = tables("ids"), tables("records"), tables("raw_rows")
+        by_record = f"join {records} e using (source, source_record_id)"
+        by_customer = f"where customer_id in (select customer_id from {ids})"
+        raw = []
+        for source in config.sources:
+            raw += _rows(
+                sql,
+                f"""select {sql_literal(source.name)} as source, r._file as file, r._row_number as row_number,
+                           r._loaded_at as loaded_at, r.record::varchar as record
+                    from raw.{source.name} r join {raw_rows} e on e.source = {sql_literal(source.name)}
+                     and e.file = r._file and e.row_number = r._row_number order by 2, 3""",
+            )
+        for row in raw:
+            row["record"] = json.loads(row["record"])
+        keys = f"select customer_id::varchar from {ids}"
+        document = {
+            "request_id": request_id,
+            "customer_ids": sorted({c for (c,) in sql.rows(f"select distinct customer_id from {ids}")}),
+            "source_records": raw,
+            "cleaned_records": _rows(sql, f"select t.* from {PERSON_RECORDS.name} t {by_record} order by all"),
+            "events": _rows(sql, f"select t.* from {EVENTS.name} t {by_record} order by all"),
+            "transactions": _rows(sql, f"select t.* from {TRANSACTIONS.name} t {by_record} order by all"),
+            "consent_statements": _rows(sql, f"select t.* from {CONSENT_STATEMENTS.name} t {by_record} order by all"),
+            "consent_history": _rows(sql, f"select t.* from {CONSENT_HISTORY.name} t {by_record} order by all"),
+            "profile": _rows(sql, f"select * from cdp.golden_profiles {by_customer}"),
+            "profile_provenance": _rows(sql, f"select * from cdp.profile_provenance {by_customer} order by all"),
+            "segment_membership": _rows(sql, f"select * from {SEGMENT_MEMBERSHIP.name} {by_customer} order by all"),
+            "segment_stays": _rows(sql, f"select * from {SEGMENT_HISTORY.name} {by_customer} order by all"),
+            "customer_id_history": _rows(sql, f"select * from {ID_HISTORY.name} {by_customer} order by all"),
+            "sent_to_destinations": _rows(
+                sql,
+                f"""select destination, run_id, operation, status, logged_at from syncs.changelog
+                    where key in ({keys}) order by logged_at, destination""",
+            ),
+            "held_by_destinations": _rows(
+                sql,
+                f"""select destination, key, row_json, present, acknowledged_at from {DESTINATION_STATE.name}
+                    where key in ({keys}) order by destination""",
+            ),
+        }
+    return document
+
+
+def write_access_document(config: CDPConfig, request_id: str, document: dict[str, Any], at: datetime) -> Path:
+    """Write the document where the operator picks it up, owner-only; returns its path."""
+    folder = config.privacy_requests_path / "access"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{request_id}.json"
+    body = json.dumps({"generated_at": at.isoformat(), **document}, indent=2, sort_keys=False, default=str)
+    target.touch(mode=0o600, exist_ok=True)
+
+    def write(staging: Path) -> None:
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(body)
+
+    replace_atomically(target, write)
+    write_csv_bundle(folder / request_id, document)
+    return target
+
+
+def write_csv_bundle(folder: Path, document: dict[str, Any]) -> None:
+    """The same document as one CSV file per section (nested values as JSON), for people who open a spreadsheet."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for section, rows in document.items():
+        if not isinstance(rows, list) or (rows and not isinstance(rows[0], dict)):
+            continue
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(
+                [
+                    json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
+                    for v in map(row.get, columns)
+                ]
+            )
+        path = folder / f"{section}.csv"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(out.getvalue())

@@ -1,0 +1,302 @@
+"""The privacy requests asset and the `privacy_request` job: one run takes a batch of requests and carries each
+erasure to every copy the platform holds.
+
+Order of one erasure batch: the person is resolved and removed from every warehouse table in one
+transaction (cdp_assets/privacy/erasure.py), leaving tombstones; the landing files and file exports holding
+their rows are rewritten (files.py); each row destination gets its removal (cdp_assets/syncs/erasures.py);
+the read snapshot is published again; and the warehouse file is rewritten so no deleted row survives in
+its free blocks or WAL. The receipt of every request is `privacy.requests`.
+
+Nothing personal reaches Dagster's storage from here: logs and metadata hold request ids, statuses and
+counts; the run configuration names a requests file, not the people in it (see requests.py).
+"""
+
+import csv
+import io
+from pathlib import Path
+
+import dagster as dg
+
+from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
+from cdp_assets.privacy.access import access_document, write_access_document
+from cdp_assets.privacy.erasure import Request, erase, resolve_all
+from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
+from cdp_assets.privacy.requests import PrivacyRequestConfig, RejectedLine, from_file, from_run_config
+from cdp_assets.privacy.retention import expire
+from cdp_assets.syncs.assets import make_client
+from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle_receipts
+from resources.config import CDPConfig, RowDestinationConfig
+from resources.privacy import PrivacyKeyMissing, privacy_key
+from resources.sql import Sql
+from resources.tables import EXTRACT_QUARANTINE, FILE_REWRITES, ID_REGISTRY, PRIVACY_REQUESTS, SUPPRESSIONS
+from resources.warehouse import Warehouse, publish_read_snapshot, utc_now
+
+GROUP = "privacy"
+PRIVACY_REQUESTS_KEY = dg.AssetKey(["privacy", "requests"])
+PRIVACY_JOB = "privacy_request"
+REQUESTS_SOURCE = "privacy_requests"
+# Bump when what a request does changes.
+CODE_VERSION = "1"
+
+
+def _quarantine(sql: Sql, file: str, rejected: list[RejectedLine]) -> None:
+    """Rejected request lines into cdp.quarantine, line by line; the value is never kept."""
+    sql.execute(f"delete from {EXTRACT_QUARANTINE.name} where source = ? and file = ?", [REQUESTS_SOURCE, file])
+    now = utc_now()
+    for line in rejected:
+        sql.execute(
+            f"insert into {EXTRACT_QUARANTINE.name} values ('privacy', ?, ?, ?, ?, null, ?, ?, ?)",
+            [
+                REQUESTS_SOURCE,
+                file,
+                line.row_number,
+                line.field,
+                line.reason,
+                "row" if line.row_number else "file",
+                now,
+            ],
+        )
+
+
+def _receipt(sql: Sql, request: Request, status: str, run_id: str, **values: object) -> None:
+    now = utc_now()
+    final = status not in ("pending",)
+    sql.execute(
+        f"""insert or replace into {PRIVACY_REQUESTS.name}
+            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            request.request_id,
+            request.type,
+            request.id_type,
+            request.reference,
+            now,
+            now if final else None,
+            status,
+            values.get("customers") or [],
+            values.get("candidates") or [],
+            values.get("rows_removed") or {},
+            {},
+            values.get("note"),
+            run_id,
+        ],
+    )
+
+
+def suppress(sql: Sql, request: Request, customers: list[str]) -> None:
+    """Add the customers to the suppression list (`suppress`) or take them off it (`unsuppress`, any id that
+    names them today)."""
+    if request.type == "suppress":
+        sql.execute(
+            f"insert or replace into {SUPPRESSIONS.name} select unnest(?::varchar[]), ?, ?",
+            [customers, request.request_id, utc_now()],
+        )
+    else:
+        sql.execute(
+            f"""delete from {SUPPRESSIONS.name} s where list_contains(?, s.customer_id)
+                or s.customer_id in (select customer_id from {ID_REGISTRY.name} where list_contains(?, current_id))""",
+            [customers, customers],
+        )
+
+
+def process_requests(
+    sql: Sql, config: CDPConfig, requests: list[Request], run_id: str, log: dg.DagsterLogManager | None = None
+) -> dict[str, object]:
+    """Resolve and carry out the requests not done before; returns what the run did (no personal values)."""
+    done = {r for (r,) in sql.rows(f"select request_id from {PRIVACY_REQUESTS.name}")}
+    new = [r for r in requests if r.request_id not in done]
+    erasures = [r for r in new if r.type == "erase"]
+    key = privacy_key(config) if erasures else b""
+    statuses: dict[str, str] = {}
+    found: dict[str, list[str]] = {}
+    resolutions = resolve_all(sql, config, new)
+    for request in new:
+        resolution = resolutions[request.request_id]
+        if resolution.status == "found" and request.type == "access":
+            document = access_document(sql, config, request.request_id, resolution.customers)
+            path = write_access_document(config, request.request_id, document, utc_now())
+            note = f"written to {path.relative_to(config.privacy_requests_path)}"
+            _receipt(sql, request, "completed", run_id, customers=resolution.customers, note=note)
+            statuses[request.request_id] = "completed"
+        elif resolution.status == "found" and request.type != "erase":
+            suppress(sql, request, resolution.customers)
+            _receipt(sql, request, "completed", run_id, customers=resolution.customers)
+            statuses[request.request_id] = "completed"
+        elif resolution.status == "found":
+            found[request.request_id] = resolution.customers
+        else:
+            _receipt(sql, request, resolution.status, run_id, candidates=resolution.candidates, note=resolution.note)
+            statuses[request.request_id] = resolution.status
+    report: dict[str, object] = {"erased_customers": 0, "landing_files_rewritten": 0, "exports_rewritten": 0}
+    if found:
+        at = utc_now()
+        batch = erase(sql, config, found, key, run_id=run_id, at=at)
+        for request in erasures:
+            if request.request_id in found:
+                _receipt(
+                    sql,
+                    request,
+                    "pending",
+                    run_id,
+                    customers=found[request.request_id],
+                    rows_removed=batch.rows_removed.get(request.request_id, {}),
+                )
+                statuses[request.request_id] = "pending"
+        report["erased_customers"] = len(batch.customer_ids)
+    # The files this batch's erasure left to rewrite, and any an earlier run died before rewriting.
+    report["landing_files_rewritten"] = rewrite_landing_files(sql, config)
+    if sql.value(f"select count(*) from {FILE_REWRITES.name} where target = 'exports'"):
+        report["exports_rewritten"] = rewrite_exports(sql, config, key or privacy_key(config))
+    # Completed only once the files are rewritten too (a request no destination held has nothing left).
+    settle_receipts(sql, utc_now())
+    if found:
+        report["destination_erasures_queued"] = batch.destination_erasures
+        if log:
+            log.info(f"privacy: erased {len(batch.customer_ids)} customer id(s) for {len(found)} request(s)")
+    report["statuses"] = statuses
+    return report
+
+
+def retain(sql: Sql, config: CDPConfig, run_id: str) -> dict[str, int]:
+    """Delete the rows past their source's retention and rewrite their landing files; rows removed per table."""
+    batch = expire(sql, config, utc_now(), run_id)
+    if batch is None:
+        return {}
+    removed = batch.rows_removed.get("retention", {})
+    rewrite_landing_files(sql, config)
+    request = Request(f"retention_{run_id[:8]}", "retention", "", "")
+    _receipt(sql, request, "completed", run_id, rows_removed=removed)
+    return removed
+
+
+def deliver_all(sql: Sql, config: CDPConfig, log: dg.DagsterLogManager | None = None) -> dict[str, dict[str, int]]:
+    """Every row destination's pending erasures; a destination that fails keeps only its own pending."""
+    outcomes: dict[str, dict[str, int]] = {}
+    for destination in config.destinations:
+        if not isinstance(destination, RowDestinationConfig) or not pending_erasures(sql, destination.name):
+            continue
+        client = make_client(destination)
+        try:
+            outcomes[destination.name] = deliver_erasures(sql, destination, lambda client=client: client)
+        finally:
+            client.close()
+        if log and outcomes[destination.name]["erase_pending"]:
+            log.warning(
+                f"privacy: destination {destination.name} did not confirm "
+                f"{outcomes[destination.name]['erase_pending']} erasure(s); they are retried by its next sync"
+            )
+    return outcomes
+
+
+def archive_requests_file(path: Path, statuses: dict[str, str], rejected: list[RejectedLine], ids: list[str]) -> Path:
+    """Replace the requests file by `processed/<name>`: each line's request id and status, no value."""
+    target = path.parent / "processed" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["request_id", "status"])
+    for rid in ids:
+        writer.writerow([rid, statuses.get(rid, "done earlier")])
+    for line in rejected:
+        writer.writerow([line.request_id, f"rejected: line {line.row_number}, {line.field}: {line.reason}"])
+    target.touch(exist_ok=True)
+    replace_atomically(target, lambda staging: staging.write_text(out.getvalue()))
+    path.unlink()
+    return target
+
+
+def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
+    """The receipts asset that the privacy_request job materializes."""
+
+    @dg.asset(
+        key=PRIVACY_REQUESTS_KEY,
+        group_name=GROUP,
+        description="Carries out privacy requests (erase, access, suppress, unsuppress) and retention everywhere "
+        "the platform holds the data; receipts in privacy.requests.",
+        code_version=CODE_VERSION,
+        metadata=table_metadata(PRIVACY_REQUESTS.name, "privacy.tombstones", "privacy.destination_erasures"),
+    )
+    @redact_errors
+    def privacy_requests(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, config: PrivacyRequestConfig
+    ) -> dg.MaterializeResult:
+        run_id = context.run.run_id
+        requests, rejected = from_run_config(cdp_config, config.requests, run_id)
+        requests_path: Path | None = None
+        file_rejected: list[RejectedLine] = []
+        file_ids: list[str] = []
+        if config.requests_file:
+            requests_path = (cdp_config.privacy_requests_path / config.requests_file).resolve()
+            if requests_path.parent != cdp_config.privacy_requests_path.resolve() or not requests_path.is_file():
+                raise dg.Failure(
+                    f"privacy_request: {config.requests_file} is not a file of the requests folder "
+                    f"{cdp_config.privacy_requests_path}"
+                )
+            from_path, file_rejected = from_file(cdp_config, requests_path)
+            requests += from_path
+            file_ids = [r.request_id for r in from_path]
+        try:
+            with warehouse.sql() as sql:
+                if requests_path is not None:
+                    _quarantine(sql, requests_path.name, file_rejected)
+                report = process_requests(sql, cdp_config, requests, run_id, context.log)
+                expired = retain(sql, cdp_config, run_id) if config.retention else None
+                delivered = deliver_all(sql, cdp_config, context.log)
+                erased = any(report[k] for k in ("erased_customers", "landing_files_rewritten", "exports_rewritten"))
+                erased = erased or bool(expired)
+                if erased:
+                    publish_read_snapshot(sql, cdp_config.read_snapshot_path, run_id)
+                counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))
+                this_run = sql.rows(
+                    f"select request_id, type, status from {PRIVACY_REQUESTS.name} where list_contains(?, request_id)",
+                    [[r.request_id for r in requests]],
+                )
+        except PrivacyKeyMissing as exc:
+            raise dg.Failure(str(exc)) from None
+        sizes = warehouse.compact() if erased and cdp_config.privacy.compact_after_erasure else {}
+        statuses = {request: status for request, _, status in this_run}
+        if requests_path is not None:
+            archive_requests_file(requests_path, statuses, file_rejected, file_ids)
+        rows = [{"request": r, "type": t, "status": s} for r, t, s in this_run]
+        rows += [{"request": line.request_id, "type": "", "status": "rejected"} for line in rejected + file_rejected]
+        return dg.MaterializeResult(
+            metadata={
+                "requests_this_run": len(requests) + len(rejected) + len(file_rejected),
+                "requests_pending": int(counts.get("pending", 0)),
+                "requests_completed": int(counts.get("completed", 0)),
+                "requests_needing_review": int(counts.get("needs_review", 0)),
+                "requests_not_found": int(counts.get("not_found", 0)),
+                "erased_customers_this_run": int(report["erased_customers"]),  # type: ignore[arg-type]
+                "landing_files_rewritten": int(report["landing_files_rewritten"]),  # type: ignore[arg-type]
+                "exports_rewritten": int(report["exports_rewritten"]),  # type: ignore[arg-type]
+                "rows_expired": sum(expired.values()) if expired else 0,
+                "destinations": dg.MetadataValue.json(delivered),
+                **{k: dg.MetadataValue.int(v) for k, v in sizes.items()},
+                "this_run": dg.MetadataValue.md(markdown_table(rows) if rows else "_no requests_"),
+            }
+        )
+
+    return privacy_requests
+
+
+def build_retention_schedule(config: CDPConfig, job: object) -> dg.ScheduleDefinition | None:
+    """The daily retention run, when a source declares `retain`."""
+    if not any(s.retain for s in config.sources):
+        return None
+    return dg.ScheduleDefinition(
+        name="retention_schedule",
+        cron_schedule=config.privacy.retention_cron,
+        job=job,  # type: ignore[arg-type]
+        run_config={"ops": {"privacy__requests": {"config": {"retention": True}}}},
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Deletes rows older than their source's `retain` period, everywhere erasure reaches.",
+    )
+
+
+def build_privacy_job():  # an unresolved asset job, a type dagster does not export
+    return dg.define_asset_job(
+        PRIVACY_JOB,
+        selection=[PRIVACY_REQUESTS_KEY],
+        description="Carries out a batch of privacy requests: from a requests file (the requests sensor launches "
+        "it) or typed in the Launchpad (customer ids, source records, configured ids; e-mails and phones only by "
+        "file).",
+    )

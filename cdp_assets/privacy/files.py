@@ -1,0 +1,159 @@
+"""Erasure on disk outside the warehouse: landing files and file exports rewritten without the person's rows.
+
+Every rewrite goes to a hidden temporary file in the same folder (the landing sensor and the extract skip
+names starting with a dot), is flushed, and is renamed over the original: a reader sees the old file or
+the new one, never half of one. A rewritten landing file's hash is recorded as loaded, so the extract does
+not load it again; its remaining rows keep the line numbers they were loaded with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cdp_assets.extract.assets import file_sha256
+from cdp_assets.extract.tombstones import tombstone_hashes
+from resources.config import CDPConfig, FileDestinationConfig
+from resources.identifiers import NORMALISERS
+from resources.privacy import keyed_hash
+from resources.sql import Sql
+from resources.tables import FILE_REWRITES, ID_REGISTRY, LOADED_FILES
+from resources.warehouse import sql_literal
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(temporary_path)`, flush it, keep the original's permissions and rename it over `path`."""
+    staging = path.with_name(f".{path.name}.rewrite")
+    staging.unlink(missing_ok=True)
+    try:
+        write(staging)
+        fd = os.open(staging, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(staging, path.stat().st_mode & 0o777)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[int]) -> list[bytes]:
+    """The file's lines without the erased records: a record runs from its first line (its row number, the
+    header being line 1) up to the line before the next record the warehouse knows of, so a quoted value
+    spanning lines goes with its record."""
+    starts = sorted(set(known) | set(erased))
+    doomed: set[int] = set()
+    for start in erased:
+        following = [n for n in starts if n > start]
+        end = following[0] if following else len(lines) + 1
+        doomed.update(range(start, end))
+    return [line for number, line in enumerate(lines, start=1) if number not in doomed]
+
+
+def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
+    """Rewrite each landing file an erasure or retention left lines to drop in; returns how many were rewritten.
+
+    Works from `privacy.file_rewrites`, so a run that died after deleting the rows finishes here. A file whose
+    hash is no longer the one queued has been rewritten already (or replaced by its source) and is skipped."""
+    sources = {s.name: s for s in config.sources}
+    pending = sql.rows(
+        f"""select source, file, any_value(sha256), flatten(list(lines)), flatten(list(known_lines))
+            from {FILE_REWRITES.name} where target = 'landing' group by 1, 2 order by 1, 2"""
+    )
+    rewritten = 0
+    for source_name, file, sha, erased, known in pending:
+        source = sources.get(source_name)
+        path = config.landing_path / file
+        if source is not None and path.is_file() and file_sha256(path) == sha:
+            _rewrite(sql, source.format, path, sorted(set(erased)), sorted(set(known)))
+            rewritten += 1
+        with sql.transaction():
+            if path.is_file():
+                sql.execute(
+                    f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ? where source = ? and file = ? "
+                    "and sha256 = ?",
+                    [file_sha256(path), path.stat().st_size, source_name, file, sha],
+                )
+            sql.execute(
+                f"delete from {FILE_REWRITES.name} where target = 'landing' and source = ? and file = ?",
+                [source_name, file],
+            )
+    return rewritten
+
+
+def _rewrite(sql: Sql, file_format: str, path: Path, erased: list[int], known: list[int]) -> None:
+    if file_format == "parquet":
+        numbers = ", ".join(str(n) for n in erased)
+        replace_atomically(
+            path,
+            lambda staging: sql.execute(
+                f"copy (select * exclude (file_row_number) from read_parquet({sql_literal(str(path))}, "
+                f"file_row_number = true) where file_row_number + 1 not in ({numbers})) "
+                f"to {sql_literal(str(staging))} (format parquet)"
+            ),
+        )
+        return
+    kept = b"".join(kept_lines(path.read_bytes().splitlines(keepends=True), erased, known))
+    replace_atomically(path, lambda staging: staging.write_bytes(kept))
+
+
+def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[Path]:
+    """Every file the destination has written (the current one and all earlier ones)."""
+    folder = config.resolve(destination.path) / destination.name
+    return sorted(p for p in folder.glob(f"*.{destination.format}") if not p.name.startswith("."))
+
+
+def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
+    """Rewrite each export file holding an erased customer, when an erasure left the exports to do.
+
+    A row goes when its customer_id is erased in the registry, or, for an export without customer_id, when its
+    e-mail or phone hashes (with the tombstone key) to a tombstone: both are known from the warehouse alone, so
+    this can be finished by a later run."""
+    if not sql.value(f"select count(*) from {FILE_REWRITES.name} where target = 'exports'"):
+        return 0
+    erased_ids = [c for (c,) in sql.rows(f"select customer_id from {ID_REGISTRY.name} where status = 'erased'")]
+    hashes = tombstone_hashes(sql)
+    rewritten = 0
+    for destination in config.destinations:
+        if not isinstance(destination, FileDestinationConfig):
+            continue
+        for path in export_files(config, destination):
+            if destination.format == "csv":
+                reader = f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
+                options = "format csv, header true"
+            else:
+                reader = f"read_parquet({sql_literal(str(path))})"
+                options = "format parquet"
+            matches = []
+            if "customer_id" in destination.fields:
+                matches.append(f"customer_id::varchar in (select unnest({_list(erased_ids)}))")
+            else:
+                for kind in ("email", "phone"):
+                    if kind in destination.fields:
+                        values = [v for (v,) in sql.rows(f"select distinct {kind}::varchar from {reader}") if v]
+                        normaliser = NORMALISERS[kind]
+                        hit = [
+                            v for v in values if (m := normaliser.match_key(v)) and keyed_hash(key, kind, m) in hashes
+                        ]
+                        matches.append(f"{kind}::varchar in (select unnest({_list(hit)}))")
+            if not matches:
+                continue
+            erased = f"coalesce({' or '.join(matches)}, false)"
+            if not sql.value(f"select count(*) from {reader} where {erased}"):
+                continue
+            replace_atomically(
+                path,
+                lambda staging, reader=reader, options=options, erased=erased: sql.execute(
+                    f"copy (select * from {reader} where not ({erased})) to {sql_literal(str(staging))} ({options})"
+                ),
+            )
+            rewritten += 1
+    sql.execute(f"delete from {FILE_REWRITES.name} where target = 'exports'")
+    return rewritten
+
+
+def _list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(sql_literal(v) for v in values) + "]::varchar[]"

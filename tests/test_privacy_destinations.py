@@ -1,0 +1,273 @@
+"""Erasure at the destinations: each row destination removes the person in its own form (REST delete, webhook
+`erased` event, PostgreSQL delete), against the real demo destination server and a real PostgreSQL; a
+destination that is down keeps only its own part pending, and its next sync delivers it."""
+
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from cdp_assets.privacy.assets import PRIVACY_JOB
+from demo.destination_server import DestinationServer, Faults
+from resources.config import load_config
+from tests.fixtures import CRM_PEOPLE_HEADER, FAST_RETRY, crm_platform_config
+
+PEOPLE = (
+    "c1,Ann,Lee,ann.lee@example.org,+14155550101\n"
+    "c2,Bob,Stone,bob.stone@example.org,+14155550102\n"
+    "c3,Cy,Diaz,cy.diaz@example.org,+14155550103\n"
+)
+
+
+@pytest.mark.e2e
+def test_each_destination_erases_in_its_own_form_and_a_failing_one_stays_pending(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    monkeypatch.setenv("CDP_TEST_PRIVACY_DSN", dsn)
+    table = f"people_{tmp_path.name[-8:].replace('-', '_')}".lower()
+    with (
+        DestinationServer(host="127.0.0.1", port=0) as server,
+        DestinationServer(host="127.0.0.1", port=0) as hooks,
+        dg.instance_for_test() as instance,
+    ):
+        crm_platform_config(tmp_path, server.url, webhook=True)
+        raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+        raw["destinations"][1]["url"] = f"{hooks.url}/webhook/hook"
+        raw["destinations"].append(
+            {
+                "name": "app_db",
+                "type": "postgres",
+                "segment": "everyone",
+                "mode": "mirror",
+                "dsn_env": "CDP_TEST_PRIVACY_DSN",
+                "table": table,
+                "fields": {"email": "email", "first_name": "first_name"},
+                "retry": FAST_RETRY,
+            }
+        )
+        raw["privacy"] = {"requests_path": "requests"}
+        (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = load_config(tmp_path / "cdp.yaml")
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+
+        def postgres_ids() -> set[str]:
+            with psycopg.connect(dsn) as conn:
+                return {r[0] for r in conn.execute(f'select id from "{table}"').fetchall()}
+
+        bob = next(
+            k for k, v in server.state("rest", "crm")["records"].items() if v.get("email") == "bob.stone@example.org"
+        )
+        assert bob in postgres_ids() and bob in hooks.state("webhook", "hook")["audiences"]["everyone"]
+
+        hooks.faults = Faults(fail_rate=1.0)  # the webhook's tool is down
+        (tmp_path / "requests").mkdir()
+        (tmp_path / "requests" / "r.csv").write_text("type,id_type,value,reference\nerase,phone,(415) 555-0102,T-9\n")
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        status, destinations = _receipt(config)
+        assert status == "pending"
+        assert destinations["crm_mirror"].startswith("confirmed") and destinations["app_db"].startswith("confirmed")
+        assert destinations["hook"] == "pending"
+        assert bob not in server.state("rest", "crm")["records"] and bob not in postgres_ids()
+        assert len(server.state("rest", "crm")["records"]) == 2 and len(postgres_ids()) == 2
+        assert bob in hooks.state("webhook", "hook")["audiences"]["everyone"]
+
+        hooks.faults = Faults()  # back up: the webhook's next sync delivers the erasure first
+        synced = defs.resolve_job_def(FULL_REFRESH).execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["syncs", "hook"])]
+        )
+        assert synced.success
+        assert bob not in hooks.state("webhook", "hook")["audiences"]["everyone"]
+        erased_events = [e for r in hooks.requests_log() for e in r.get("events", []) if e.get("type") == "erased"]
+        assert [e["key"] for e in erased_events] == [bob]
+        status, destinations = _receipt(config)
+        assert status == "completed" and all(v.startswith("confirmed") for v in destinations.values())
+
+
+def _receipt(config) -> tuple[str, dict[str, str]]:
+    import duckdb
+
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        return conn.execute("select status, destinations from privacy.requests").fetchone()
+
+
+@pytest.mark.dagster
+def test_a_suppressed_customer_leaves_every_sync_until_unsuppressed(tmp_path: Path):
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url, webhook=True)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        refresh = defs.resolve_job_def(FULL_REFRESH)
+        assert refresh.execute_in_process(instance=instance).success
+        records = server.state("rest", "crm")["records"]
+        bob = next(k for k, v in records.items() if v.get("email") == "bob.stone@example.org")
+
+        def request(kind: str) -> None:
+            # A customer id may be typed in the Launchpad: it is the platform's own id, not a personal value.
+            spec = {"type": kind, "id_type": "customer_id", "value": bob, "reference": f"S-{kind}"}
+            run_config = {"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+            ran = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config)
+            assert ran.success
+            assert refresh.execute_in_process(instance=instance).success
+
+        request("suppress")
+        assert bob not in server.state("rest", "crm")["records"] and len(server.state("rest", "crm")["records"]) == 2
+        assert bob not in server.state("webhook", "hook")["audiences"]["everyone"]
+        request("unsuppress")
+        assert bob in server.state("rest", "crm")["records"]
+        assert bob in server.state("webhook", "hook")["audiences"]["everyone"]
+
+
+@pytest.mark.dagster
+def test_the_launchpad_refuses_an_email_and_says_where_it_goes(tmp_path: Path):
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        spec = {"type": "erase", "id_type": "email", "value": "bob.stone@example.org", "reference": "E-1"}
+        ran = (
+            build_definitions(config)
+            .resolve_job_def(PRIVACY_JOB)
+            .execute_in_process(
+                instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+            )
+        )
+        assert ran.success
+        metadata = ran.asset_materializations_for_node("privacy__requests")[0].metadata
+        assert "rejected" in metadata["this_run"].value
+
+
+@pytest.mark.dagster
+def test_a_shared_email_erases_nobody_and_lists_the_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(
+            CRM_PEOPLE_HEADER
+            + "f1,Ann,Lee,family@example.org,+14155550111\n"
+            + "f2,Zed,Quinn,family@example.org,+14155550122\n"
+        )
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        requests = config.privacy_requests_path
+        requests.mkdir(parents=True)
+        (requests / "r.csv").write_text("type,id_type,value,reference\nerase,email,family@example.org,T-1\n")
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        import duckdb
+
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            customers = sorted(c for (c,) in conn.execute("select customer_id from cdp.golden_profiles").fetchall())
+            status, candidates, removed = conn.execute(
+                "select status, candidates, rows_removed from privacy.requests"
+            ).fetchone()
+            tombstones = conn.execute("select count(*) from privacy.tombstones").fetchone()[0]
+        assert len(customers) == 2
+        assert status == "needs_review" and sorted(candidates) == customers and removed == {}
+        assert tombstones == 0
+
+
+@pytest.mark.dagster
+def test_the_requests_sensor_names_the_file_never_its_values(tmp_path: Path):
+    from sensors.privacy import build_privacy_requests_sensor
+
+    config = crm_platform_config(tmp_path, "http://127.0.0.1:9")
+    folder = config.privacy_requests_path
+    folder.mkdir(parents=True)
+    (folder / "dsr.csv").write_text("type,id_type,value,reference\nerase,email,secret.person@example.org,T-1\n")
+    (folder / ".partial.csv").write_text("being copied")
+    result = build_privacy_requests_sensor(config)(dg.build_sensor_context())
+    [request] = result.run_requests
+    assert request.run_config == {"ops": {"privacy__requests": {"config": {"requests_file": "dsr.csv"}}}}
+    assert "secret" not in repr(request)
+    again = build_privacy_requests_sensor(config)(dg.build_sensor_context())
+    assert again.run_requests[0].run_key == request.run_key  # the same file is one run
+
+
+@pytest.mark.dagster
+def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import duckdb
+
+    import cdp_assets.privacy.assets as privacy_assets
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+        )
+        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+
+        def dies(*args: object) -> int:
+            raise RuntimeError("the machine went down")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(privacy_assets, "rewrite_landing_files", dies)
+            failed = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+                instance=instance, run_config=run_config, raise_on_error=False
+            )
+        assert not failed.success
+        assert "bob.stone" in landing.read_text()
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select status from privacy.requests").fetchone()[0] == "pending"
+            assert not conn.execute("select 1 from clean.person_records where first_name = 'Bob'").fetchall()
+
+        again = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config)
+        assert again.success
+        assert "bob.stone" not in landing.read_text() and "ann.lee" in landing.read_text()
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select status from privacy.requests").fetchone()[0] == "completed"
+            assert conn.execute("select count(*) from privacy.file_rewrites").fetchone()[0] == 0
+        assert not (config.privacy_requests_path / "r.csv").exists()
+
+
+@pytest.mark.dagster
+def test_rows_of_the_person_that_no_customer_holds_are_erased_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import duckdb
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(
+            CRM_PEOPLE_HEADER
+            + PEOPLE
+            + ",Bob,Stone,bob.stone@example.org,+14155550102\n"  # no record id: cleaning refuses the row
+            + 'c9,"Bob,Stone,bob.stone@example.org,+14155550102\n'  # an unterminated quote: unreadable
+            + "c4,Di,Eng,di.eng@example.org,+14155550104\n"
+        )
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+        )
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        text = landing.read_text()
+        assert "bob" not in text.lower() and "di.eng@example.org" in text and "ann.lee@example.org" in text
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert not conn.execute("select * from raw.crm where contains(lower(record::varchar), 'bob')").fetchall()
+            assert not conn.execute("select * from cdp.quarantine where contains(lower(value), 'bob')").fetchall()

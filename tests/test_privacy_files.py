@@ -1,0 +1,29 @@
+"""Rewriting a landing file without an erased person's records, and the key of the tombstones."""
+
+import pytest
+
+from cdp_assets.privacy.files import kept_lines
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_rewritten_file_loses_each_erased_record_with_its_continuation_lines():
+    lines = [b"h\n", b"a\n", b'b "x\n', b'y"\n', b"c\n"]
+    assert kept_lines(lines, erased=[3], known=[2, 3, 5]) == [b"h\n", b"a\n", b"c\n"]
+    assert kept_lines(lines, erased=[5], known=[2, 3, 5]) == lines[:4]
+
+
+def test_erasure_without_the_key_says_which_variable_to_set(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    from resources.config import load_config
+    from resources.privacy import PrivacyKeyMissing, keyed_hash, privacy_key
+    from tests.fixtures import write_config
+
+    config = load_config(write_config(tmp_path))
+    monkeypatch.delenv("CDP_PRIVACY_KEY", raising=False)
+    with pytest.raises(PrivacyKeyMissing, match="CDP_PRIVACY_KEY"):
+        privacy_key(config)
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "x" * 32)
+    key = privacy_key(config)
+    # Keyed: the same value under another key, or another kind, is another hash; the value is not in it.
+    assert keyed_hash(key, "email", "ann@example.org") != keyed_hash(b"y" * 32, "email", "ann@example.org")
+    assert keyed_hash(key, "email", "ann@example.org") != keyed_hash(key, "phone", "ann@example.org")
