@@ -52,30 +52,30 @@ def freshness_evaluation(instance: dg.DagsterInstance, source: SourceConfig, now
     )
 
 
-def build_freshness_checks(config: CDPConfig) -> list[dg.AssetChecksDefinition]:
-    """The `fresh` check of every source with `expected_every`, executable by hand."""
-    checks = []
-    for source in config.sources:
-        if source.expected_within is None:
-            continue
+def _fresh_check(source: SourceConfig) -> dg.AssetChecksDefinition:
+    """The source's `fresh` check, for executing by hand. The check takes no parameter but its context:
+    any other would be read as the asset's value to load."""
 
-        def fresh(context: dg.AssetCheckExecutionContext, source: SourceConfig = source) -> dg.AssetCheckResult:
-            verdict = freshness_evaluation(context.instance, source, time.time())
-            return dg.AssetCheckResult(
-                passed=verdict.passed,
-                metadata=verdict.metadata,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=verdict.description,
-            )
-
-        checks.append(
-            dg.asset_check(
-                asset=raw_key(source),
-                name=CHECK_NAME,
-                description=f"A file of {source.name} has loaded within {source.expected_every} (expected_every).",
-            )(fresh)
+    @dg.asset_check(
+        asset=raw_key(source),
+        name=CHECK_NAME,
+        description=f"A file of {source.name} has loaded within {source.expected_every} (expected_every).",
+    )
+    def fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        verdict = freshness_evaluation(context.instance, source, time.time())
+        return dg.AssetCheckResult(
+            passed=verdict.passed,
+            metadata=verdict.metadata,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=verdict.description,
         )
-    return checks
+
+    return fresh
+
+
+def build_freshness_checks(config: CDPConfig) -> list[dg.AssetChecksDefinition]:
+    """The `fresh` check of every source with `expected_every`."""
+    return [_fresh_check(source) for source in config.sources if source.expected_within is not None]
 
 
 def build_freshness_sensor(config: CDPConfig) -> dg.SensorDefinition | None:

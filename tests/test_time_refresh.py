@@ -183,6 +183,15 @@ def test_a_source_that_stops_sending_is_marked_stale(tmp_path):
     (verdict,) = loaded.asset_events
     assert verdict.passed
 
+    # Executed by hand (from the asset's page), or with the asset in a run: the same verdict.
+    fresh_checks = [c for c in defs.asset_checks or [] if any(k.name == "fresh" for k in c.check_keys)]
+    by_hand = dg.define_asset_job("fresh_by_hand", selection=dg.AssetSelection.checks(*fresh_checks))
+    run = dg.Definitions.merge(defs, dg.Definitions(jobs=[by_hand])).resolve_job_def("fresh_by_hand")
+    executed = [
+        e for e in run.execute_in_process(instance=instance).get_asset_check_evaluations() if e.check_name == "fresh"
+    ]
+    assert [e.passed for e in executed] == [True]
+
     # A day and a minute later, with no file since: stale again, recorded at once.
     orders = next(s for s in config.sources if s.name == "orders")
     last = instance.get_latest_materialization_event(dg.AssetKey(["raw", "orders"])).timestamp

@@ -23,24 +23,37 @@ def rule_name(rule: list[str]) -> str:
     return " + ".join(rule)
 
 
+def _listed(rule: list[str]) -> list[str]:
+    """The rule's features that hold several values (LIST_FEATURES)."""
+    return [f for f in rule if f in LIST_FEATURES]
+
+
 def _keyed(records: str, rule: list[str]) -> str:
-    """The records as the rule's blocks see them: a list feature (LIST_FEATURES) gives a row per value."""
-    if not LIST_FEATURES.intersection(rule):
+    """The records as the rule's blocks see them: a list feature gives a row per value, and `__whole` (a
+    hash of the whole lists) tells which records hold the same lists (the same e-mail address, for
+    `email_one_slip`)."""
+    listed = _listed(rule)
+    if not listed:
         return records
     columns = ", ".join(f"unnest({f}) as {f}" if f in LIST_FEATURES else f for f in rule)
-    return f"(select node_id, {columns} from {records})"
+    return f"(select node_id, hash({', '.join(listed)}) as __whole, {columns} from {records})"
 
 
 def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_size: int) -> dict[str, object]:
     """Count the rule's blocks of `records` into temp table `keys` (every key on two or more records, with
     its size) and sum what they would cost: n(n-1)/2 pairs per block within the cap, and the keys skipped
-    for being shared by more than `max_block_size` records."""
+    for being shared by more than `max_block_size` records.
+
+    A rule on a list feature counts the distinct whole values in a block, not the records: records holding
+    the same value (one address on a person's ten records) are the deterministic layer's to join, so they
+    neither fill a block nor are paired with each other here (build_candidate_pairs)."""
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
+    size = "count(distinct __whole)" if _listed(rule) else "count(*)"
     sql.create_table_as(
         keys,
-        f"""select {columns}, count(*)::hugeint as n from {_keyed(records, rule)} where {not_null}
-            group by all having count(*) > 1""",
+        f"""select {columns}, {size}::hugeint as n from {_keyed(records, rule)} where {not_null}
+            group by all having {size} > 1""",
         temporary=True,
     )
     found = sql.row(
@@ -57,6 +70,34 @@ def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_
         "skipped_keys": int(skipped_keys),
         "records_in_skipped_keys": int(skipped_records),
     }
+
+
+def _rule_pairs_sql(records: str, rule: list[str], keys: str, max_block_size: int, index: int) -> str:
+    """The pairs of `records` the rule's kept blocks (`keys`) make, credited to rule `index`.
+
+    Each record is tagged with its block's number, so the pairs come from a join on one integer rather than
+    on the rule's features (names, postal codes), whatever the record holds. Any numbering tells the blocks
+    apart, so none is sorted. On a list feature the blocks pair distinct whole values first, then every
+    record of one with every record of the other."""
+    columns = ", ".join(rule)
+    numbered = f"(select {columns}, row_number() over () as block from {keys} where n <= {max_block_size})"
+    if not _listed(rule):
+        return f"""
+            with blocks as (select m.node_id, k.block from {records} m join {numbered} k using ({columns}))
+            select l.node_id, r.node_id, {index}
+            from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id"""
+    keyed = _keyed(records, rule)
+    return f"""
+        with blocks as (
+            select distinct m.__whole, k.block from {keyed} m join {numbered} k using ({columns})
+        ),
+        value_pairs as (
+            select distinct a.__whole as lw, b.__whole as rw
+            from blocks a join blocks b on a.block = b.block and a.__whole < b.__whole
+        ),
+        holders as (select distinct node_id, __whole from {keyed} where {_listed(rule)[0]} is not null)
+        select least(l.node_id, r.node_id), greatest(l.node_id, r.node_id), {index}
+        from value_pairs p join holders l on l.__whole = p.lw join holders r on r.__whole = p.rw"""
 
 
 def preflight(
@@ -88,22 +129,7 @@ def build_candidate_pairs(
         rule_pairs = tables("rule_pairs")
         sql.execute(f"create temp table {rule_pairs} (l bigint, r bigint, rule_index smallint)")
         for index, ((rule, max_block_size), table) in enumerate(zip(rules, keys, strict=True)):
-            columns = ", ".join(rule)
-            # Each record is tagged with its block's number, so the pairs come from a join on one integer
-            # rather than on the rule's features (names, postal codes), whatever the record holds. Any
-            # numbering tells the blocks apart, so none is sorted.
-            sql.execute(
-                f"""
-                insert into {rule_pairs}
-                with blocks as (
-                    select m.node_id, k.block from {_keyed(records, rule)} m
-                    join (select {columns}, row_number() over () as block from {table}
-                          where n <= {max_block_size}) k using ({columns})
-                )
-                select l.node_id, r.node_id, {index}
-                from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
-                """
-            )
+            sql.execute(f"insert into {rule_pairs} {_rule_pairs_sql(records, rule, table, max_block_size, index)}")
             sql.drop_table(table)
         sql.create_table_as(
             pairs, f"select l, r, min(rule_index) as rule_index from {rule_pairs} group by l, r", temporary=True
