@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resources.durable import fsync_dir
+from resources.durable import fsync_path
 
 PART_SUFFIX = ".part"
 LOCK_NAME = ".collector.lock"
@@ -58,7 +58,7 @@ def recover(folder: Path) -> list[Path]:
         target = folder / _published_name(part)
         os.replace(part, target)
         published.append(target)
-    fsync_dir(folder)
+    fsync_path(folder)
     return published
 
 
@@ -160,7 +160,7 @@ class Spool:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         self._part = self.folder / f".events-{stamp}-{secrets.token_hex(3)}.jsonl{PART_SUFFIX}"
         self._handle = self._part.open("xb", buffering=0)
-        fsync_dir(self.folder)
+        fsync_path(self.folder)
         self._opened_at = self._clock()
         self._size = 0
 
@@ -170,7 +170,7 @@ class Spool:
         self._handle.close()
         target = self.folder / _published_name(self._part)
         os.replace(self._part, target)
-        fsync_dir(self.folder)
+        fsync_path(self.folder)
         self.published.append(target)
         self._handle, self._part = None, None
 

@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from resources.config import SourceConfig
-from resources.durable import fsync_dir
+from resources.durable import fsync_path
 from resources.retry import RateLimiter, RetryPolicy, TransientError, is_transient_status, retry_after, with_retries
 
 CURSOR_FILE = ".cursor.json"
@@ -91,7 +91,7 @@ def _write_durably(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def dig(value: Any, path: str | None) -> Any:
@@ -195,7 +195,7 @@ class _PageWriter:
             partial.replace(final)
             published.append(final.name)
         if published:
-            fsync_dir(self.folder)
+            fsync_path(self.folder)
         self.pending = []
         return published
 
@@ -233,9 +233,7 @@ class _Fetcher:
     ) -> None:
         assert source.http is not None
         self.source, self.http, self.session, self.report, self.rng = source, source.http, session, report, rng
-        self.policy = RetryPolicy(
-            self.http.retry.max_attempts, self.http.retry.base_delay_seconds, self.http.retry.max_delay_seconds
-        )
+        self.policy = RetryPolicy.from_config(self.http.retry)
 
         def timed_sleep(seconds: float) -> None:
             report.waited_seconds += seconds

@@ -31,6 +31,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
+from resources.durable import fsync_path
 from resources.run_launcher import RUN_HOST_TAG
 from resources.sql import Sql, SqlError
 from resources.tables import CLEAN_QUARANTINE, EXTRACT_QUARANTINE, ROLES, SHARED_TABLES
@@ -198,11 +199,7 @@ class Warehouse(DuckDBResource):
         with self.sql() as sql:
             copy_database(sql, staging)
         os.chmod(staging, 0o600)
-        fd = os.open(staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(staging)
         os.replace(staging, path)
         # The old file's WAL was checkpointed when its last connection closed; a stale one must not be
         # replayed into the new file.
@@ -366,18 +363,10 @@ def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> di
         )
         sql.execute("checkpoint read_snapshot")
         sql.execute("detach read_snapshot")
-        fd = os.open(staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(staging)
         os.replace(staging, path)
         # The rename itself survives a crash only once the folder is on disk too.
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_path(path.parent)
     except BaseException:
         with suppress(SqlError):
             sql.execute("detach if exists read_snapshot")

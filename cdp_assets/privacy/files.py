@@ -15,6 +15,7 @@ from pathlib import Path
 from cdp_assets.extract.assets import file_sha256
 from cdp_assets.extract.tombstones import tombstone_hashes
 from resources.config import CDPConfig, FileDestinationConfig
+from resources.durable import fsync_path
 from resources.identifiers import NORMALISERS
 from resources.privacy import keyed_hash
 from resources.sql import Sql
@@ -28,11 +29,7 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     staging.unlink(missing_ok=True)
     try:
         write(staging)
-        fd = os.open(staging, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(staging)
         os.chmod(staging, path.stat().st_mode & 0o777)
         os.replace(staging, path)
     except BaseException:
