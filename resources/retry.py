@@ -17,6 +17,8 @@ from typing import TypeVar
 
 import requests
 
+from resources.config.base import RetryConfig
+
 T = TypeVar("T")
 
 
@@ -33,6 +35,11 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
+
+    @classmethod
+    def from_config(cls, retry: RetryConfig) -> RetryPolicy:
+        """The policy a destination's or an API source's `retry` section asks for."""
+        return cls(retry.max_attempts, retry.base_delay_seconds, retry.max_delay_seconds)
 
     def backoff(self, tries: int, rng: random.Random) -> float:
         """The wait after the `tries`-th failed attempt: doubling from `base_delay`, capped, with jitter so

@@ -217,11 +217,7 @@ def run_sync(
             destination.name,
             changes,
             batch_size=destination.batch_size,
-            policy=RetryPolicy(
-                destination.retry.max_attempts,
-                destination.retry.base_delay_seconds,
-                destination.retry.max_delay_seconds,
-            ),
+            policy=RetryPolicy.from_config(destination.retry),
             rate_limit=limiter,
             resend=resend,
             open_batch=lambda batch: open_batch(sql, destination.name, batch),

@@ -52,11 +52,7 @@ def deliver_erasures(
         destination.name,
         changes,
         batch_size=destination.batch_size,
-        policy=RetryPolicy(
-            destination.retry.max_attempts,
-            destination.retry.base_delay_seconds,
-            destination.retry.max_delay_seconds,
-        ),
+        policy=RetryPolicy.from_config(destination.retry),
         rate_limit=destination.rate_limit_per_second,
         sleep=sleep,
     )
