@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ import duckdb
 import yaml
 
 from benchmarks.customer_file import COLUMNS, SOURCE, customer_file
-from benchmarks.identity import REPO, SEED, _max_rss_mb, measure
+from benchmarks.identity import SEED, _max_rss_mb, measure, run_child
 from demo.scoring import score
 
 PLACEHOLDER_SHARE = 20  # an e-mail or phone on more records than this is a placeholder, not a person's
@@ -217,20 +215,7 @@ def bench_recordlinkage(csv_path: Path, truth_path: Path, workdir: Path) -> dict
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     out, clusters_csv = folder / "result.json", folder / "clusters.csv"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    started = time.perf_counter()
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.end_to_end", "--child", str(csv_path), str(out), str(clusters_csv)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    process_wall = time.perf_counter() - started
-    if completed.returncode != 0 or not out.exists():
-        raise RuntimeError(f"recordlinkage failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
-    figures = json.loads(out.read_text())
-    figures["process_wall_s"] = round(process_wall, 3)
+    figures = run_child("benchmarks.end_to_end", [str(csv_path), str(out), str(clusters_csv)], out, "recordlinkage")
     figures["score"] = score(str(_identity_map(clusters_csv, folder)), str(truth_path), [SOURCE])
     return figures
 

@@ -102,24 +102,27 @@ def run_stage_here(config_path: Path, stage: str) -> dict[str, Any]:
     }
 
 
+def run_child(module: str, args: list[str], out: Path, what: str) -> dict[str, Any]:
+    """Run `python -m <module> --child <args>` in a fresh process with this checkout first on the path, so
+    its peak RSS is its own; the figures it wrote to `out`, with the process's wall time."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", module, "--child", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    process_wall = time.perf_counter() - started
+    if completed.returncode != 0 or not out.exists():
+        raise RuntimeError(f"{what} failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+    figures = json.loads(out.read_text())
+    figures["process_wall_s"] = round(process_wall, 3)
+    return figures
+
+
 def run_stage(config_path: Path, stage: str) -> dict[str, Any]:
     """Run a stage in a fresh child process, so its peak RSS belongs to that stage alone."""
     with tempfile.TemporaryDirectory(prefix="cdp-bench-stage-") as scratch:
         out = Path(scratch) / "result.json"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-        started = time.perf_counter()
-        completed = subprocess.run(
-            [sys.executable, "-m", "benchmarks.identity", "--child", stage, str(config_path), str(out)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        process_wall = time.perf_counter() - started
-        if completed.returncode != 0 or not out.exists():
-            raise RuntimeError(f"stage {stage} failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
-        figures = json.loads(out.read_text())
-    figures["process_wall_s"] = round(process_wall, 3)
+        figures = run_child("benchmarks.identity", [stage, str(config_path), str(out)], out, f"stage {stage}")
     if not figures["success"]:
         raise RuntimeError(f"stage {stage} did not succeed; step times {figures['steps_s']}")
     return figures
