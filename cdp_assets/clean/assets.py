@@ -783,12 +783,19 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
         sql.create_table_as(
             stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
         )
-        if scope is not None and deduped_sources and _repeats_kept_event(sql, stage, deduped_sources, scope):
+        read_now = int(sql.value(f"select count(*) from {stage}"))
+        # Only new rows can repeat a kept event: with none (a run with no new file) the kept files are not read.
+        if (
+            read_now
+            and scope is not None
+            and deduped_sources
+            and _repeats_kept_event(sql, stage, deduped_sources, scope)
+        ):
             scope = None
             sql.create_table_as(
                 stage, " union all by name ".join(_activity_select(s, None, sql) for s in sources), temporary=True
             )
-        read_now = int(sql.value(f"select count(*) from {stage}"))
+            read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, [])
         text_rejects = guard_text(
             sql,
