@@ -26,9 +26,8 @@ class ExpectationOutcome:
 def _columns_read(expectation: Any) -> tuple[str, ...]:
     """The columns an expectation reads: its `column`, `column_list` or `column_A`/`column_B`; none for a
     table-level one."""
-    for attribute in ("column_list",):
-        if getattr(expectation, attribute, None):
-            return tuple(getattr(expectation, attribute))
+    if getattr(expectation, "column_list", None):
+        return tuple(expectation.column_list)
     pair = tuple(getattr(expectation, a) for a in ("column_A", "column_B") if getattr(expectation, a, None))
     if pair:
         return pair
