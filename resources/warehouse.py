@@ -157,12 +157,13 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = self._connect()
-        try:
-            bootstrap(conn)
-            yield conn
-        finally:
-            conn.close()
+        with private_files():
+            conn = self._connect()
+            try:
+                bootstrap(conn)
+                yield conn
+            finally:
+                conn.close()
 
     @contextmanager
     def sql(self) -> Iterator[Sql]:
@@ -177,12 +178,13 @@ class Warehouse(DuckDBResource):
         bootstrap: the real stage code runs on it unchanged, and nothing it writes reaches the warehouse.
         The caller owns the file (and deletes it)."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
-        conn = duckdb.connect(str(path), read_only=False, config=config)
-        try:
-            bootstrap(conn)
-            yield Sql(conn)
-        finally:
-            conn.close()
+        with private_files():
+            conn = duckdb.connect(str(path), read_only=False, config=config)
+            try:
+                bootstrap(conn)
+                yield Sql(conn)
+            finally:
+                conn.close()
 
     def compact(self) -> dict[str, int]:
         """Rewrite the warehouse file with only its live rows, so nothing deleted survives on disk.
@@ -249,6 +251,18 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"create schema if not exists {schema}")
     conn.execute(_SHARED_DDL)
     conn.execute(_QUARANTINE_VIEW)
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Every file created meanwhile is readable by its owner only: the WAL, which DuckDB creates on the first
+    write after each checkpoint (after `owner_only` has run), the read snapshot and its WAL, exports and
+    rewritten files. The umask is the process's, so it is put back when the connection closes."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def owner_only(path: Path) -> None:

@@ -15,9 +15,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from cdp_assets.extract.fields import record_id_sql
 from cdp_assets.privacy.assets import PRIVACY_JOB
 from cdp_assets.privacy.erasure import COVERAGE, coverage_of
 from demo.destination_server import DestinationServer
+from resources.landing import source_files
 from resources.hashing import normalize_email, sha256_hex
 from tests.fixtures import REPO, Platform, make_platform
 
@@ -254,6 +256,38 @@ def test_landing_exports_snapshot_warehouse_and_dagster_home_hold_no_byte_of_the
             assert phone.encode() not in digits or _phone_elsewhere(erased, phone), phone
         for name in person.names:
             assert name.encode() not in blob or _name_elsewhere(erased, name), name
+
+
+def test_rows_left_in_a_rewritten_landing_file_name_their_lines_in_it(erased: Erased):
+    """Lineage stays true after a rewrite: every raw, cleaned and quarantined row of a rewritten text file is
+    renumbered to its line in the new file (the raw row's record id is on that line)."""
+    platform = erased.platform
+    rewritten = 0
+    for source in platform.config.sources:
+        if source.format not in ("csv", "jsonl"):
+            continue
+        for path in source_files(platform.config, source):
+            file = str(path.relative_to(platform.config.landing_path))
+            if path.read_bytes() == (erased.originals / file).read_bytes():
+                continue
+            rewritten += 1
+            lines = path.read_bytes().decode("latin-1").splitlines()
+            rows = platform.sql(
+                f"select _row_number, {record_id_sql(source)} from raw.{source.name} where _file = ?", [file]
+            )
+            assert rows
+            for row_number, record_id in rows:
+                assert record_id in lines[row_number - 1], (file, row_number)
+            raw_lines = {n for n, _ in rows}
+            cleaned = {
+                n
+                for table in ("clean.person_records", "clean.events", "clean.transactions", "clean.person_quarantine")
+                for (n,) in platform.sql(f"select row_number from {table} where source = ? and file = ?",
+                                         [source.name, file])
+            }  # fmt: skip
+            assert cleaned <= raw_lines | set(range(1, len(lines) + 1))
+            assert cleaned and max(cleaned) <= len(lines)
+    assert rewritten
 
 
 def _phone_elsewhere(erased: Erased, phone: str) -> bool:

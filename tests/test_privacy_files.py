@@ -2,7 +2,7 @@
 
 import pytest
 
-from cdp_assets.privacy.files import kept_lines
+from cdp_assets.privacy.files import kept_lines, removed_lines
 
 pytestmark = pytest.mark.unit
 
@@ -27,3 +27,10 @@ def test_erasure_without_the_key_says_which_variable_to_set(monkeypatch: pytest.
     # Keyed: the same value under another key, or another kind, is another hash; the value is not in it.
     assert keyed_hash(key, "email", "ann@example.org") != keyed_hash(b"y" * 32, "email", "ann@example.org")
     assert keyed_hash(key, "email", "ann@example.org") != keyed_hash(key, "phone", "ann@example.org")
+
+
+def test_removed_lines_span_each_erased_record_and_the_last_one_to_the_end():
+    assert removed_lines(erased=[3], known=[2, 3, 5]) == [3, 4]
+    assert removed_lines(erased=[5], known=[2, 3, 5], total=7) == [5, 6, 7]
+    # Renumbering needs only the last record's first line: no row follows it.
+    assert removed_lines(erased=[2, 5], known=[2, 3, 5]) == [2, 5]

@@ -251,3 +251,27 @@ def test_the_run_lock_is_released_when_its_holder_dies(tmp_path: Path):
     mine.acquire({"run_id": "mine"}, timeout=5)
     assert mine.holder() == {"run_id": "mine"}
     mine.release()
+
+
+@pytest.mark.stage
+def test_the_wal_and_the_read_snapshot_are_readable_by_their_owner_only(tmp_path: Path):
+    """DuckDB creates the WAL on the first write after a checkpoint, after the warehouse file was made
+    owner-only; the snapshot is a new file too. Neither may be readable by other users, and the process's
+    umask is back as it was once the connection closes."""
+    previous = os.umask(0o022)
+    try:
+        warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+        snapshot = tmp_path / "read" / "warehouse_read.duckdb"
+        with warehouse.sql() as sql:
+            sql.execute("create table cdp.people as select 'ada@example.org' as email")
+            sql.execute("checkpoint")
+            sql.execute("insert into cdp.people values ('bob@example.org')")
+            wal = Path(f"{warehouse.database}.wal")
+            assert wal.exists()
+            assert wal.stat().st_mode & 0o077 == 0
+            publish_read_snapshot(sql, snapshot)
+        assert Path(warehouse.database).stat().st_mode & 0o077 == 0
+        assert snapshot.stat().st_mode & 0o077 == 0
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(previous)

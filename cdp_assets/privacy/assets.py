@@ -13,6 +13,7 @@ counts; the run configuration names a requests file, not the people in it (see r
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -108,7 +109,17 @@ def process_requests(
     key = privacy_key(config) if erasures else b""
     statuses: dict[str, str] = {}
     found: dict[str, list[str]] = {}
+    seconds: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        seconds[step] = round(seconds.get(step, 0.0) + now - mark, 2)
+        mark = now
+
     resolutions = resolve_all(sql, config, new)
+    lap("resolve")
     for request in new:
         resolution = resolutions[request.request_id]
         if resolution.status == "found" and request.type == "access":
@@ -126,6 +137,7 @@ def process_requests(
         else:
             _receipt(sql, request, resolution.status, run_id, candidates=resolution.candidates, note=resolution.note)
             statuses[request.request_id] = resolution.status
+    lap("access and suppression")
     report: dict[str, object] = {"erased_customers": 0, "landing_files_rewritten": 0, "exports_rewritten": 0}
     if found:
         at = utc_now()
@@ -142,10 +154,13 @@ def process_requests(
                 )
                 statuses[request.request_id] = "pending"
         report["erased_customers"] = len(batch.customer_ids)
+        lap("erase in the warehouse")
     # The files this batch's erasure left to rewrite, and any an earlier run died before rewriting.
     report["landing_files_rewritten"] = rewrite_landing_files(sql, config)
+    lap("landing files")
     if sql.value(f"select count(*) from {FILE_REWRITES.name} where target = 'exports'"):
         report["exports_rewritten"] = rewrite_exports(sql, config, key or privacy_key(config))
+        lap("exports")
     # Completed only once the files are rewritten too (a request no destination held has nothing left).
     settle_receipts(sql, utc_now())
     if found:
@@ -153,6 +168,7 @@ def process_requests(
         if log:
             log.info(f"privacy: erased {len(batch.customer_ids)} customer id(s) for {len(found)} request(s)")
     report["statuses"] = statuses
+    report["seconds"] = seconds
     return report
 
 
@@ -239,12 +255,19 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 if requests_path is not None:
                     _quarantine(sql, requests_path.name, file_rejected)
                 report = process_requests(sql, cdp_config, requests, run_id, context.log)
+                seconds: dict[str, float] = report["seconds"]  # type: ignore[assignment]
+                mark = time.perf_counter()
                 expired = retain(sql, cdp_config, run_id) if config.retention else None
+                seconds["retention"] = round(time.perf_counter() - mark, 2)
+                mark = time.perf_counter()
                 delivered = deliver_all(sql, cdp_config, context.log)
+                seconds["destinations"] = round(time.perf_counter() - mark, 2)
                 erased = any(report[k] for k in ("erased_customers", "landing_files_rewritten", "exports_rewritten"))
                 erased = erased or bool(expired)
                 if erased:
+                    mark = time.perf_counter()
                     publish_read_snapshot(sql, cdp_config.read_snapshot_path, run_id)
+                    seconds["read snapshot"] = round(time.perf_counter() - mark, 2)
                 counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))
                 this_run = sql.rows(
                     f"select request_id, type, status from {PRIVACY_REQUESTS.name} where list_contains(?, request_id)",
@@ -252,7 +275,9 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 )
         except PrivacyKeyMissing as exc:
             raise dg.Failure(str(exc)) from None
+        mark = time.perf_counter()
         sizes = warehouse.compact() if erased and cdp_config.privacy.compact_after_erasure else {}
+        seconds["compaction"] = round(time.perf_counter() - mark, 2)
         statuses = {request: status for request, _, status in this_run}
         if requests_path is not None:
             archive_requests_file(requests_path, statuses, file_rejected, file_ids)
@@ -271,6 +296,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 "rows_expired": sum(expired.values()) if expired else 0,
                 "destinations": dg.MetadataValue.json(delivered),
                 **{k: dg.MetadataValue.int(v) for k, v in sizes.items()},
+                "seconds_per_step": dg.MetadataValue.json(seconds),
                 "this_run": dg.MetadataValue.md(markdown_table(rows) if rows else "_no requests_"),
             }
         )

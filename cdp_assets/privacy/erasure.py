@@ -353,15 +353,19 @@ def _add_unresolved_rows(sql: Sql, config: CDPConfig, tables: Scratch) -> None:
         }
     )
     found: list[tuple[str, str, str, int]] = []
+    refused = tables("refused_rows")
     for source in config.sources:
         cleaned = _CLEANED_TABLE[source.role]
-        refused = (
+        # Found once per source (an anti-join over every raw row), then read by each identifier check.
+        sql.create_table_as(
+            refused,
             f"select r.* from {raw_table(source)} r where not exists (select 1 from {cleaned} c "
-            f"where c.source = {sql_literal(source.name)} and c.file = r._file and c.row_number = r._row_number)"
+            f"where c.source = {sql_literal(source.name)} and c.file = r._file and c.row_number = r._row_number)",
+            temporary=True,
         )
         for _, expr, kind, match in identifier_checks(config, source):
             for file, row_number, value in sql.rows(
-                f"select _file, _row_number, {expr} from ({refused}) where {expr} is not null"
+                f"select _file, _row_number, {expr} from {refused} where {expr} is not null"
             ):
                 matched = match(value)
                 if matched is not None and (kind, matched) in wanted:

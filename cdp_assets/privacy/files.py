@@ -3,14 +3,18 @@
 Every rewrite goes to a hidden temporary file in the same folder (the landing sensor and the extract skip
 names starting with a dot), is flushed, and is renamed over the original: a reader sees the old file or
 the new one, never half of one. A rewritten landing file's hash is recorded as loaded, so the extract does
-not load it again; its remaining rows keep the line numbers they were loaded with.
+not load it again, and its remaining rows are renumbered in every table that names a line, so lineage
+points at the rewritten file's lines.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import pandas as pd
 
 from cdp_assets.extract.assets import file_sha256
 from cdp_assets.extract.tombstones import tombstone_hashes
@@ -37,17 +41,69 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[int]) -> list[bytes]:
-    """The file's lines without the erased records: a record runs from its first line (its row number, the
+def removed_lines(erased: Sequence[int], known: Sequence[int], total: int | None = None) -> list[int]:
+    """The lines an erasure takes out of a text file: a record runs from its first line (its row number, the
     header being line 1) up to the line before the next record the warehouse knows of, so a quoted value
-    spanning lines goes with its record."""
+    spanning lines goes with its record; the file's last record runs to its end (`total` lines). Without
+    `total` the last record counts its first line only, which is all renumbering needs: no row follows it."""
     starts = sorted(set(known) | set(erased))
-    doomed: set[int] = set()
-    for start in erased:
-        following = [n for n in starts if n > start]
-        end = following[0] if following else len(lines) + 1
-        doomed.update(range(start, end))
+    doomed: list[int] = []
+    for start in sorted(set(erased)):
+        following = bisect.bisect_right(starts, start)
+        if following < len(starts):
+            end = starts[following]
+        else:
+            end = total + 1 if total is not None else start + 1
+        doomed.extend(range(start, end))
+    return doomed
+
+
+def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[int]) -> list[bytes]:
+    """The file's lines without the erased records (see `removed_lines`)."""
+    doomed = set(removed_lines(erased, known, len(lines)))
     return [line for number, line in enumerate(lines, start=1) if number not in doomed]
+
+
+def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str | None]]:
+    """Every table naming a landing file's line: (table, file column, line column, source column or None for
+    a source's raw table). Found from the warehouse's own catalogue, so a table added later is renumbered too."""
+    found = []
+    for schema, table, columns in sql.rows(
+        """select table_schema, table_name, list(column_name) from information_schema.columns
+           where table_catalog = current_database()
+             and table_name in (select table_name from information_schema.tables
+                                where table_type = 'BASE TABLE' and table_catalog = current_database())
+           group by 1, 2 order by 1, 2"""
+    ):
+        name = f'{schema}."{table}"'
+        if schema == "raw" and {"_file", "_row_number"} <= set(columns):
+            found.append((name, "_file", "_row_number", None))
+        elif {"source", "file", "row_number"} <= set(columns):
+            found.append((name, "file", "row_number", "source"))
+    return found
+
+
+def renumber_lines(sql: Sql, source: str, file: str, removed: Sequence[int]) -> None:
+    """Move every row of the file below removed lines up by as many lines, in every lineage table, so that a
+    row's line number names its line in the rewritten file (relative order is kept, so no tie-break moves)."""
+    if not removed:
+        return
+    shifts = pd.DataFrame({"line": sorted(set(removed))})
+    shifts["shift"] = range(1, len(shifts) + 1)
+    with sql.registered("removed_lines_frame", shifts):
+        for table, file_column, line_column, source_column in lineage_tables(sql):
+            if source_column is None and table != f'raw."{source}"':
+                continue
+            of_source = f" and t.{source_column} = {sql_literal(source)}" if source_column else ""
+            moved = (
+                f"select t.{line_column} as old, s.shift from {table} t asof join removed_lines_frame s "
+                f"on t.{line_column} > s.line where t.{file_column} = ?{of_source}"
+            )
+            sql.execute(
+                f"update {table} t set {line_column} = t.{line_column} - m.shift from ({moved}) m "
+                f"where t.{file_column} = ?{of_source} and t.{line_column} = m.old",
+                [file, file],
+            )
 
 
 def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
@@ -64,10 +120,15 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
     for source_name, file, sha, erased, known in pending:
         source = sources.get(source_name)
         path = config.landing_path / file
+        erased, known = sorted(set(erased)), sorted(set(known))
         if source is not None and path.is_file() and file_sha256(path) == sha:
-            _rewrite(sql, source.format, path, sorted(set(erased)), sorted(set(known)))
+            _rewrite(sql, source.format, path, erased, known)
             rewritten += 1
+        # In the same transaction as the file's new hash: a run that died after the rename renumbers here.
         with sql.transaction():
+            if source is not None:
+                removed = erased if source.format == "parquet" else removed_lines(erased, known)
+                renumber_lines(sql, source_name, file, removed)
             if path.is_file():
                 sql.execute(
                     f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ? where source = ? and file = ? "
