@@ -301,8 +301,10 @@ def stage_person(sql: Sql, config: CDPConfig, tables: Scratch, found: Mapping[st
     # Every id that names the customer today: itself and the ids merged into it.
     sql.create_table_as(
         ids,
-        f"""select distinct c.request_id, r.customer_id from {customers} c
-            join {ID_REGISTRY.name} r on r.current_id = c.customer_id or r.customer_id = c.customer_id
+        f"""select c.request_id, r.customer_id from {customers} c
+            join {ID_REGISTRY.name} r on r.current_id = c.customer_id
+            union select c.request_id, r.customer_id from {customers} c
+            join {ID_REGISTRY.name} r on r.customer_id = c.customer_id
             union select request_id, customer_id from {customers}""",
         temporary=True,
     )
@@ -376,11 +378,14 @@ def _add_unresolved_rows(sql: Sql, config: CDPConfig, tables: Scratch) -> None:
             found += [
                 (request, source, file, int(row_number))
                 for request, source, file, row_number in sql.rows(
-                    f"""select e.request_id, q.source, q.file, q.row_number from {EXTRACT_QUARANTINE.name} q
-                        join erased_emails e on contains(lower(q.value), e.email)
-                        where q.scope = 'row' and q.row_number is not null
-                          and regexp_matches(lower(q.value), '(^|[^a-z0-9._%+-])' || regexp_escape(e.email)
-                                             || '($|[^a-z0-9._%+-])')"""
+                    # Each address-like token of the text, joined on equality: a hash join, where a
+                    # search of every text for every address was a nested loop over both.
+                    f"""select distinct e.request_id, q.source, q.file, q.row_number from (
+                            select source, file, row_number,
+                                   unnest(regexp_extract_all(lower(value), '[a-z0-9._%+-]+@[a-z0-9.-]+')) as token
+                            from {EXTRACT_QUARANTINE.name}
+                            where scope = 'row' and row_number is not null and contains(value, '@')) q
+                        join erased_emails e on rtrim(q.token, '.') = e.email"""
                 )
             ]
     if found:
@@ -444,15 +449,17 @@ def _delete(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -
                 f"join {records} e on e.source = t.source and e.source_record_id = t.source_record_id",
             )
         elif coverage.by == "pair":
-            hit = "(e.source = t.{0}_source and e.source_record_id = t.{0}_record_id)"
-            _count_and_delete(
-                sql,
-                batch,
-                table,
-                f"exists (select 1 from {records} e where {hit.format('left')} or {hit.format('right')})",
-                "e.request_id",
-                f"join {records} e on {hit.format('left')} or {hit.format('right')}",
+            # Two equi-joins (hash joins); one join on `left or right` would compare every pair with every record.
+            hit = "exists (select 1 from {1} e where e.source = t.{0}_source and e.source_record_id = t.{0}_record_id)"
+            either = f"{hit.format('left', records)} or {hit.format('right', records)}"
+            sides = " union ".join(
+                f"select t.rowid, e.request_id from {table} t join {records} e "
+                f"on e.source = t.{side}_source and e.source_record_id = t.{side}_record_id"
+                for side in ("left", "right")
             )
+            for request_id, rows in sql.rows(f"select request_id, count(*) from ({sides}) group by 1"):
+                batch.rows_removed.setdefault(request_id, {})[table] = int(rows)
+            sql.execute(f"delete from {table} t where {either}")
         elif coverage.by == "customer":
             _count_and_delete(
                 sql,
@@ -483,9 +490,10 @@ def _tombstones(sql: Sql, tables: Scratch, key: bytes, at: datetime) -> None:
         f"""select request_id, id_type, id_value from {values} v
             where not exists (select 1 from ({_ALL_IDENTIFIERS}) i where i.id_type = v.id_type
                               and i.id_value = v.id_value)
-              and not exists (select 1 from {PERSON_RECORDS.name} p
-                              where (v.id_type = 'email' and p.email_match_key = v.id_value)
-                                 or (v.id_type = 'phone' and p.phone = v.id_value))"""
+              and not (v.id_type = 'email' and exists (select 1 from {PERSON_RECORDS.name} p
+                                                        where p.email_match_key = v.id_value))
+              and not (v.id_type = 'phone' and exists (select 1 from {PERSON_RECORDS.name} p
+                                                        where p.phone = v.id_value))"""
     ):
         rows.append((keyed_hash(key, id_type, id_value), id_type, request_id))
     if not rows:
