@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -64,9 +64,10 @@ def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[in
     return [line for number, line in enumerate(lines, start=1) if number not in doomed]
 
 
-def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str | None]]:
-    """Every table naming a landing file's line: (table, file column, line column, source column or None for
-    a source's raw table). Found from the warehouse's own catalogue, so a table added later is renumbered too."""
+def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str]]:
+    """Every table naming a landing file's line: (table, file column, line column, SQL of the row's source: its
+    column, or the source's name for its raw table). Found from the warehouse's own catalogue, so a table added
+    later is renumbered too."""
     found = []
     for schema, table, columns in sql.rows(
         """select table_schema, table_name, list(column_name) from information_schema.columns
@@ -77,32 +78,35 @@ def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str | None]]:
     ):
         name = f'{schema}."{table}"'
         if schema == "raw" and {"_file", "_row_number"} <= set(columns):
-            found.append((name, "_file", "_row_number", None))
+            found.append((name, "_file", "_row_number", sql_literal(table)))
         elif {"source", "file", "row_number"} <= set(columns):
-            found.append((name, "file", "row_number", "source"))
+            found.append((name, "file", "row_number", "t.source"))
     return found
 
 
-def renumber_lines(sql: Sql, source: str, file: str, removed: Sequence[int]) -> None:
-    """Move every row of the file below removed lines up by as many lines, in every lineage table, so that a
-    row's line number names its line in the rewritten file (relative order is kept, so no tie-break moves)."""
-    if not removed:
+def renumber_lines(sql: Sql, removed: Mapping[tuple[str, str], Sequence[int]]) -> None:
+    """Move every row of each (source, file) below its removed lines up by as many lines, in every lineage table,
+    so that a row's line number names its line in the rewritten file (relative order is kept, so no tie-break
+    moves). One statement per table for all the files."""
+    shifts = pd.DataFrame(
+        [
+            (source, file, line, shift)
+            for (source, file), lines in removed.items()
+            for shift, line in enumerate(sorted(set(lines)), start=1)
+        ],
+        columns=["source", "file", "line", "shift"],
+    )
+    if shifts.empty:
         return
-    shifts = pd.DataFrame({"line": sorted(set(removed))})
-    shifts["shift"] = range(1, len(shifts) + 1)
     with sql.registered("removed_lines_frame", shifts):
-        for table, file_column, line_column, source_column in lineage_tables(sql):
-            if source_column is None and table != f'raw."{source}"':
-                continue
-            of_source = f" and t.{source_column} = {sql_literal(source)}" if source_column else ""
+        for table, file_column, line_column, source in lineage_tables(sql):
             moved = (
-                f"select t.{line_column} as old, s.shift from {table} t asof join removed_lines_frame s "
-                f"on t.{line_column} > s.line where t.{file_column} = ?{of_source}"
+                f"select t.rowid as id, s.shift from {table} t asof join removed_lines_frame s "
+                f"on s.source = {source} and s.file = t.{file_column} and t.{line_column} > s.line "
+                f"where t.{file_column} in (select file from removed_lines_frame)"
             )
             sql.execute(
-                f"update {table} t set {line_column} = t.{line_column} - m.shift from ({moved}) m "
-                f"where t.{file_column} = ?{of_source} and t.{line_column} = m.old",
-                [file, file],
+                f"update {table} t set {line_column} = t.{line_column} - m.shift from ({moved}) m where t.rowid = m.id"
             )
 
 
@@ -110,13 +114,16 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
     """Rewrite each landing file an erasure or retention left lines to drop in; returns how many were rewritten.
 
     Works from `privacy.file_rewrites`, so a run that died after deleting the rows finishes here. A file whose
-    hash is no longer the one queued has been rewritten already (or replaced by its source) and is skipped."""
+    hash is no longer the one queued has been rewritten already (or replaced by its source) and is skipped.
+    The rows are renumbered in the transaction that records the files' new hashes, so a run that died after a
+    rename renumbers here too."""
     sources = {s.name: s for s in config.sources}
     pending = sql.rows(
         f"""select source, file, any_value(sha256), flatten(list(lines)), flatten(list(known_lines))
             from {FILE_REWRITES.name} where target = 'landing' group by 1, 2 order by 1, 2"""
     )
     rewritten = 0
+    removed: dict[tuple[str, str], list[int]] = {}
     for source_name, file, sha, erased, known in pending:
         source = sources.get(source_name)
         path = config.landing_path / file
@@ -124,21 +131,19 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
         if source is not None and path.is_file() and file_sha256(path) == sha:
             _rewrite(sql, source.format, path, erased, known)
             rewritten += 1
-        # In the same transaction as the file's new hash: a run that died after the rename renumbers here.
-        with sql.transaction():
-            if source is not None:
-                removed = erased if source.format == "parquet" else removed_lines(erased, known)
-                renumber_lines(sql, source_name, file, removed)
+        if source is not None:
+            removed[(source_name, file)] = erased if source.format == "parquet" else removed_lines(erased, known)
+    with sql.transaction():
+        renumber_lines(sql, removed)
+        for source_name, file, sha, _, _ in pending:
+            path = config.landing_path / file
             if path.is_file():
                 sql.execute(
                     f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ? where source = ? and file = ? "
                     "and sha256 = ?",
                     [file_sha256(path), path.stat().st_size, source_name, file, sha],
                 )
-            sql.execute(
-                f"delete from {FILE_REWRITES.name} where target = 'landing' and source = ? and file = ?",
-                [source_name, file],
-            )
+        sql.execute(f"delete from {FILE_REWRITES.name} where target = 'landing'")
     return rewritten
 
 
