@@ -854,6 +854,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 summary["overrides"] = last_override_report(sql, config)
                 summary.update(kept_model(sql))
             else:
+                # Forgotten first: a run failing half-way must not leave its half-written tables "unchanged".
+                sql.drop_table(RESOLVED_INPUTS)
                 summary = resolve(sql, config, per_customer, context.run.run_id, retrain=retrain)
                 record_run(sql, config, inputs, summary["overrides"], context.run.run_id)
             checks = _checks(sql, config, summary, per_customer)
