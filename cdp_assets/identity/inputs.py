@@ -43,7 +43,7 @@ _READ = [("clean.person_records", "t"), *((f"clean.{role}_identifiers", "t") for
 @dataclass(frozen=True)
 class IdentityInputs:
     """Fingerprints of what one identity run read (`records`, `settings`) and of what it left (`model`,
-    `outputs`), and what its overrides did (for the overrides check of a skipped run)."""
+    `outputs`): a later run whose fingerprints are all equal would write the same tables."""
 
     records: str
     settings: str
