@@ -19,6 +19,14 @@ import pandas as pd
 
 from cdp_assets.clean.assets import PERSON_RECORDS, activity_assets
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people, group_people
+from cdp_assets.identity.inputs import (
+    RESOLVED_INPUTS,
+    kept_model,
+    last_override_report,
+    read_inputs,
+    record_run,
+    why_resolve,
+)
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
@@ -621,7 +629,8 @@ def _summary(sql: Sql, per_customer: str) -> dict[str, object]:
                count(*) filter (where person_records > 0) as customers_with_person_records,
                coalesce(sum(person_records) filter (where person_records > 1), 0) as merged_person_records,
                coalesce(max(person_records), 0) as largest_cluster_person_records,
-               coalesce(max(records), 0) as largest_cluster_records
+               coalesce(max(records), 0) as largest_cluster_records,
+               coalesce(sum(records), 0) as records
         from {per_customer}
         """
     )
@@ -632,6 +641,7 @@ def _summary(sql: Sql, per_customer: str) -> dict[str, object]:
         "merged_person_records",
         "largest_cluster_person_records",
         "largest_cluster_records",
+        "records",
     ]
     summary: dict[str, object] = {n: int(v) for n, v in zip(names, stats, strict=True)}
     histogram = sql.rows(
@@ -749,6 +759,35 @@ def _id_changes_markdown(changes: IdChanges) -> str:
     return f"Changes put down to: {changes.reason}\n\n" + markdown_table(rows)
 
 
+def _resolution_metadata(summary: dict[str, object]) -> dict[str, object]:
+    """What a run that resolved identity adds to the metadata: its id changes, links, model and timings."""
+    return {
+        "id_changes": dg.MetadataValue.md(_id_changes_markdown(summary["id_changes"])),
+        "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
+        "candidate_pairs": int(summary["candidate_pairs"]),
+        "probabilistic_links": int(summary["probabilistic_links"]),
+        "review_pairs": int(summary["review_pairs"]),
+        "refused_links": int(summary.get("refused_links", 0)),
+        "links_by_blocking_rule": dg.MetadataValue.md(markdown_table(summary.get("rules", []))),
+        "model": dg.MetadataValue.md(_model_markdown(summary.get("model"), summary.get("prior"))),
+        "seconds_by_step": dg.MetadataValue.md(
+            markdown_table([{"step": k, "seconds": v} for k, v in dict(summary["timings"]).items()])
+        ),
+        "strong_conflicts": dg.MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "field": name,
+                        "same person disagrees": f"{v['disagreement']:.2%}",
+                        "blocks weak links": "yes" if v["applied"] else "no (unreliable in this data)",
+                    }
+                    for name, v in dict(summary.get("strong_conflicts", {})).items()
+                ]
+            )
+        ),
+    }
+
+
 def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
     deps = [PERSON_RECORDS, *activity_assets(config)]
 
@@ -773,6 +812,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             "identity.shared_identifier_groups",
             "cdp.customer_id_history",
             "cdp.customer_aliases",
+            RESOLVED_INPUTS,
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -805,7 +845,19 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         with warehouse.sql() as sql, sql.scratch("clusters") as tables:
             per_customer = tables("per_customer")
             retrain = context.run.tags.get(RETRAIN_TAG) == "true"
-            summary = resolve(sql, config, per_customer, context.run.run_id, retrain=retrain)
+            inputs = read_inputs(sql, config, CODE_VERSION, settings_fingerprint(config))
+            reason = why_resolve(sql, inputs, retrain)
+            if reason is None:
+                # Nothing identity reads changed: the tables are what a run would write; the checks and the
+                # summary are read from them.
+                summary = _summary(sql, per_customer)
+                summary["overrides"] = last_override_report(sql, config)
+                summary.update(kept_model(sql))
+            else:
+                # Forgotten first: a run failing half-way must not leave its half-written tables "unchanged".
+                sql.drop_table(RESOLVED_INPUTS)
+                summary = resolve(sql, config, per_customer, context.run.run_id, retrain=retrain)
+                record_run(sql, config, inputs, summary["overrides"], context.run.run_id)
             checks = _checks(sql, config, summary, per_customer)
             preview = masked_preview(
                 sql,
@@ -816,44 +868,25 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             )
         person_records = int(summary["person_records"])
         merged = int(summary["merged_person_records"])
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(int(summary["customers"])),
-                "customers": int(summary["customers"]),
-                "id_changes": dg.MetadataValue.md(_id_changes_markdown(summary["id_changes"])),
-                "customers_with_person_records": int(summary["customers_with_person_records"]),
-                "person_records": person_records,
-                "match_rate": dg.MetadataValue.float(merged / person_records if person_records else 0.0),
-                "largest_cluster_person_records": int(summary["largest_cluster_person_records"]),
-                "cluster_size_histogram": dg.MetadataValue.md(markdown_table(summary["histogram"])),
-                "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
-                "blocked_identifiers": dg.MetadataValue.md(markdown_table(summary["blocked"])),
-                "candidate_pairs": int(summary["candidate_pairs"]),
-                "probabilistic_links": int(summary["probabilistic_links"]),
-                "review_pairs": int(summary["review_pairs"]),
-                "refused_links": int(summary.get("refused_links", 0)),
-                "links_by_blocking_rule": dg.MetadataValue.md(markdown_table(summary.get("rules", []))),
-                "model": dg.MetadataValue.md(_model_markdown(summary.get("model"), summary.get("prior"))),
-                "model_training": str(summary.get("model_training", "no model")),
-                "model_trained_at": str(summary.get("model_trained_at", "never")),
-                "seconds_by_step": dg.MetadataValue.md(
-                    markdown_table([{"step": k, "seconds": v} for k, v in dict(summary["timings"]).items()])
-                ),
-                "strong_conflicts": dg.MetadataValue.md(
-                    markdown_table(
-                        [
-                            {
-                                "field": name,
-                                "same person disagrees": f"{v['disagreement']:.2%}",
-                                "blocks weak links": "yes" if v["applied"] else "no (unreliable in this data)",
-                            }
-                            for name, v in dict(summary.get("strong_conflicts", {})).items()
-                        ]
-                    )
-                ),
-                "preview": dg.MetadataValue.md(preview),
-            },
-            check_results=checks,
-        )
+        metadata: dict[str, object] = {
+            "dagster/row_count": dg.MetadataValue.int(int(summary["customers"])),
+            "mode": "unchanged" if reason is None else "full",
+            "reason": reason or "nothing identity reads changed since the last run: its tables are kept",
+            "records_affected": 0 if reason is None else int(summary["records"]),
+            "components_reclustered": 0 if reason is None else int(summary["customers"]),
+            "customers": int(summary["customers"]),
+            "customers_with_person_records": int(summary["customers_with_person_records"]),
+            "person_records": person_records,
+            "match_rate": dg.MetadataValue.float(merged / person_records if person_records else 0.0),
+            "largest_cluster_person_records": int(summary["largest_cluster_person_records"]),
+            "cluster_size_histogram": dg.MetadataValue.md(markdown_table(summary["histogram"])),
+            "blocked_identifiers": dg.MetadataValue.md(markdown_table(summary["blocked"])),
+            "model_training": str(summary.get("model_training", "no model")),
+            "model_trained_at": str(summary.get("model_trained_at", "never")),
+            "preview": dg.MetadataValue.md(preview),
+        }
+        if reason is not None:
+            metadata.update(_resolution_metadata(summary))
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return clusters

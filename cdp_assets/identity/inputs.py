@@ -1,0 +1,150 @@
+"""What identity read and wrote in its last run, so a run whose inputs have not changed since does no work.
+
+Identity's result is a function of the cleaned records and identifiers, the identity configuration (with
+the overrides file's content and the rules' code version), the kept matching model and the id registry.
+The registry is identity's own output, and so is the model (trained inside the identity run), so when
+the cleaned tables, the configuration and the model are as the last run left them, a run would give the
+same customers with the same ids: it is skipped (`mode: unchanged`) and the tables are kept.
+
+"As the last run left them" is decided by content, not by which files cleaning read: a fingerprint (row
+count and the sum of row hashes, order-free) of every cleaned table identity reads, so a change made by
+any step (a file cleaned again, an erasure) is seen. The identity map's own fingerprint is kept too: a
+map changed or dropped since (by hand, by a restore) is resolved again rather than trusted.
+"""
+
+import json
+from dataclasses import dataclass
+
+from cdp_assets.identity.overrides import OverrideReport
+from resources.config import CDPConfig
+from resources.sql import Sql
+from resources.tables import ROLES
+from resources.warehouse import utc_now
+
+RESOLVED_INPUTS = "identity.resolved_inputs"
+# Tables every identity run writes: a run is skipped only when they are all there.
+IDENTITY_OUTPUTS = (
+    "cdp.identity_map",
+    "identity.evidence",
+    "identity.review",
+    "identity.model",
+    "identity.blocked_identifiers",
+    "identity.shared_identifiers",
+    "identity.shared_identifier_groups",
+    "identity.links",
+)
+# Whole rows of the tables whose every column can reach identity; only the record keys of activity
+# (identity numbers activity records, their other columns never reach it).
+_READ = [("clean.person_records", "t"), *((f"clean.{role}_identifiers", "t") for role in ROLES)] + [
+    (f"clean.{role}", "source, source_record_id") for role in ROLES if role != "person"
+]
+
+
+@dataclass(frozen=True)
+class IdentityInputs:
+    """Fingerprints of what one identity run read (`records`, `settings`) and of what it left (`model`,
+    `outputs`): a later run whose fingerprints are all equal would write the same tables."""
+
+    records: str
+    settings: str
+    model: str = ""
+    outputs: str = ""
+
+
+def _content(sql: Sql, table: str, columns: str) -> str:
+    count, total = sql.row(f"select count(*), coalesce(sum(hash({columns})), 0) from {table} t") or (0, 0)
+    return f"{count}:{total}"
+
+
+def _exists(sql: Sql, qualified: str) -> bool:
+    schema, name = qualified.split(".")
+    return bool(
+        sql.value(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, name]
+        )
+    )
+
+
+def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str) -> IdentityInputs:
+    """The fingerprints of identity's inputs now: the cleaned tables' content, and `settings` (the identity
+    configuration's fingerprint) with the overrides file's content, the rules' `code_version` and the
+    roles that have sources."""
+    records = "|".join(_content(sql, table, columns) for table, columns in _READ)
+    roles = [role for role in ROLES if config.sources_with_role(role)]
+    # The overrides as read (an unreadable file fails here, as the run would).
+    described = json.dumps([code_version, settings, roles, repr(config.identity_overrides())])
+    return IdentityInputs(records=records, settings=described)
+
+
+def with_outputs(sql: Sql, inputs: IdentityInputs) -> IdentityInputs:
+    """`inputs` with the fingerprints of the model in use and of the identity map as they are now."""
+    model = "none"
+    if _exists(sql, "identity.model_training"):
+        row = sql.row("select fingerprint, trained_at::varchar from identity.model_training")
+        model = "|".join(map(str, row)) if row else "none"
+    outputs = _content(sql, "cdp.identity_map", "t") if _exists(sql, "cdp.identity_map") else "missing"
+    return IdentityInputs(inputs.records, inputs.settings, model, outputs)
+
+
+def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool) -> str | None:
+    """Why this run must resolve identity, or None when nothing it reads changed since the last run."""
+    if retrain:
+        return "retraining the matching model was requested"
+    if not _exists(sql, RESOLVED_INPUTS):
+        return "no earlier identity run is recorded"
+    last = sql.row(f"select records, settings, model, outputs from {RESOLVED_INPUTS}")
+    if last is None:
+        return "no earlier identity run is recorded"
+    if any(not _exists(sql, table) for table in IDENTITY_OUTPUTS):
+        return "an identity table is missing"
+    current = with_outputs(sql, now)
+    if last[1] != now.settings:
+        return "the identity configuration, the overrides or the rules changed"
+    if last[0] != now.records:
+        return "the cleaned records changed"
+    if last[2] != current.model:
+        return "the matching model changed"
+    if last[3] != current.outputs:
+        return "cdp.identity_map changed since the last identity run"
+    return None
+
+
+def record_run(sql: Sql, config: CDPConfig, inputs: IdentityInputs, report: OverrideReport, run_id: str | None) -> None:
+    """Remember what this run read and left, after it has written every table. Of the overrides report
+    only line numbers and sides are kept: a side's text may be an e-mail address, and is the file's
+    anyway (read again by `last_override_report`)."""
+    done = with_outputs(sql, inputs)
+    by_line = {o.line: o for o in config.identity_overrides()}
+    sides = [(line, "record" if by_line[line].record.text == text else "other") for line, text in report.unresolved]
+    overrides = json.dumps({"applied": report.applied, "unresolved": sides, "refused": report.refused})
+    sql.create_table_as(
+        RESOLVED_INPUTS,
+        """select ?::varchar as records, ?::varchar as settings, ?::varchar as model, ?::varchar as outputs,
+                  ?::varchar as overrides, ?::varchar as run_id, ?::timestamp as resolved_at""",
+        [done.records, done.settings, done.model, done.outputs, overrides, run_id, utc_now()],
+    )
+
+
+def last_override_report(sql: Sql, config: CDPConfig) -> OverrideReport:
+    """What the overrides did in the last run: the same file on the same records does it again."""
+    text = sql.value(f"select overrides from {RESOLVED_INPUTS}")
+    kept = json.loads(text) if text else {}
+    by_line = {o.line: o for o in config.identity_overrides()}
+
+    def side_text(line: int, side: str) -> str:
+        named = by_line[line].record if side == "record" else by_line[line].other
+        return named.text if named else ""
+
+    return OverrideReport(
+        applied=int(kept.get("applied", 0)),
+        unresolved=[(int(line), side_text(int(line), side)) for line, side in kept.get("unresolved", [])],
+        refused=[(int(line), str(why)) for line, why in kept.get("refused", [])],
+    )
+
+
+def kept_model(sql: Sql) -> dict[str, object]:
+    """The metadata's account of the model for a run that kept everything: the model in use, as trained."""
+    if not _exists(sql, "identity.model_training"):
+        return {}
+    trained_at = sql.value("select trained_at from identity.model_training")
+    return {"model_training": "kept", "model_trained_at": trained_at} if trained_at else {}
