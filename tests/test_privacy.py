@@ -19,8 +19,8 @@ from cdp_assets.extract.fields import record_id_sql
 from cdp_assets.privacy.assets import PRIVACY_JOB
 from cdp_assets.privacy.erasure import COVERAGE, coverage_of
 from demo.destination_server import DestinationServer
-from resources.landing import source_files
 from resources.hashing import normalize_email, sha256_hex
+from resources.landing import source_files
 from tests.fixtures import REPO, Platform, make_platform
 
 KEY = "0123456789abcdef0123456789abcdef"

@@ -271,3 +271,50 @@ def test_rows_of_the_person_that_no_customer_holds_are_erased_too(tmp_path: Path
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
             assert not conn.execute("select * from raw.crm where contains(lower(record::varchar), 'bob')").fetchall()
             assert not conn.execute("select * from cdp.quarantine where contains(lower(value), 'bob')").fetchall()
+
+
+@pytest.mark.dagster
+def test_rows_after_an_erased_parquet_row_are_renumbered_to_their_rows_in_the_rewritten_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A Parquet file cannot keep an empty row, so the rows after an erased one move up, and every table that
+    names a row (raw, cleaned, identifiers) follows them."""
+    import duckdb
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        crm_platform_config(tmp_path, server.url)
+        path = tmp_path / "cdp.yaml"
+        raw = yaml.safe_load(path.read_text())
+        raw["sources"][0].update({"format": "parquet", "glob": "crm/*.parquet"})
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = load_config(path)
+        people = tmp_path / "people.csv"
+        people.write_text(CRM_PEOPLE_HEADER + PEOPLE + "c4,Di,Eng,di.eng@example.org,+14155550104\n")
+        landing = tmp_path / "landing" / "crm" / "people.parquet"
+        landing.parent.mkdir(parents=True)
+        with duckdb.connect() as conn:
+            conn.execute(f"copy (select * from read_csv('{people}', all_varchar = true)) to '{landing}'")
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+        )
+        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        )
+        assert run.success
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            in_file = dict(
+                conn.execute(f"select id, file_row_number + 1 from read_parquet('{landing}', file_row_number = true)")
+                .fetchall()
+            )
+            assert set(in_file) == {"c1", "c3", "c4"}
+            raw_rows = dict(conn.execute("select record ->> '$.id', _row_number from raw.crm").fetchall())
+            cleaned = dict(conn.execute("select source_record_id, row_number from clean.person_records").fetchall())
+            identifiers = set(
+                conn.execute("select source_record_id, row_number from clean.person_identifiers").fetchall()
+            )
+        assert raw_rows == in_file == cleaned
+        assert identifiers == {(record, row) for record, row in in_file.items()}

@@ -7,10 +7,10 @@ from cdp_assets.privacy.files import kept_lines, removed_lines
 pytestmark = pytest.mark.unit
 
 
-def test_a_rewritten_file_loses_each_erased_record_with_its_continuation_lines():
-    lines = [b"h\n", b"a\n", b'b "x\n', b'y"\n', b"c\n"]
-    assert kept_lines(lines, erased=[3], known=[2, 3, 5]) == [b"h\n", b"a\n", b"c\n"]
-    assert kept_lines(lines, erased=[5], known=[2, 3, 5]) == lines[:4]
+def test_a_rewritten_file_loses_each_erased_record_with_its_continuation_lines_and_keeps_its_numbering():
+    lines = [b"h\n", b"a\n", b'b "x\r\n', b'y"\n', b"c"]
+    assert kept_lines(lines, erased=[3], known=[2, 3, 5]) == [b"h\n", b"a\n", b"\r\n", b"\n", b"c"]
+    assert kept_lines(lines, erased=[5], known=[2, 3, 5]) == [*lines[:4], b""]
 
 
 def test_erasure_without_the_key_says_which_variable_to_set(monkeypatch: pytest.MonkeyPatch, tmp_path):

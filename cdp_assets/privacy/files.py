@@ -3,8 +3,10 @@
 Every rewrite goes to a hidden temporary file in the same folder (the landing sensor and the extract skip
 names starting with a dot), is flushed, and is renamed over the original: a reader sees the old file or
 the new one, never half of one. A rewritten landing file's hash is recorded as loaded, so the extract does
-not load it again, and its remaining rows are renumbered in every table that names a line, so lineage
-points at the rewritten file's lines.
+not load it again. Lineage keeps pointing at the right lines: in a CSV or JSON-lines file the erased
+lines are left empty (line breaks kept, and the readers skip empty lines), so every other row stays on
+its line; a Parquet file loses the rows, and the rows after them are renumbered in every table that names
+a row.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ def removed_lines(erased: Sequence[int], known: Sequence[int], total: int | None
 
 
 def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[int]) -> list[bytes]:
-    """The file's lines without the erased records (see `removed_lines`)."""
+    """The file's lines with each line of an erased record (see `removed_lines`) left empty, its line break
+    kept: every other row stays on the line the warehouse names, and the readers skip empty lines."""
     doomed = set(removed_lines(erased, known, len(lines)))
-    return [line for number, line in enumerate(lines, start=1) if number not in doomed]
+    return [
+        line[len(line.rstrip(b"\r\n")) :] if number in doomed else line for number, line in enumerate(lines, start=1)
+    ]
 
 
 def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str]]:
@@ -123,6 +128,7 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
             from {FILE_REWRITES.name} where target = 'landing' group by 1, 2 order by 1, 2"""
     )
     rewritten = 0
+    # Text files keep their line numbering (erased lines are left empty); a Parquet file loses its rows.
     removed: dict[tuple[str, str], list[int]] = {}
     for source_name, file, sha, erased, known in pending:
         source = sources.get(source_name)
@@ -131,8 +137,8 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
         if source is not None and path.is_file() and file_sha256(path) == sha:
             _rewrite(sql, source.format, path, erased, known)
             rewritten += 1
-        if source is not None:
-            removed[(source_name, file)] = erased if source.format == "parquet" else removed_lines(erased, known)
+        if source is not None and source.format == "parquet":
+            removed[(source_name, file)] = erased
     with sql.transaction():
         renumber_lines(sql, removed)
         for source_name, file, sha, _, _ in pending:
