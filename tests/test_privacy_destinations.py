@@ -307,8 +307,9 @@ def test_rows_after_an_erased_parquet_row_are_renumbered_to_their_rows_in_the_re
         assert run.success
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
             in_file = dict(
-                conn.execute(f"select id, file_row_number + 1 from read_parquet('{landing}', file_row_number = true)")
-                .fetchall()
+                conn.execute(
+                    f"select id, file_row_number + 1 from read_parquet('{landing}', file_row_number = true)"
+                ).fetchall()
             )
             assert set(in_file) == {"c1", "c3", "c4"}
             raw_rows = dict(conn.execute("select record ->> '$.id', _row_number from raw.crm").fetchall())
