@@ -12,7 +12,7 @@ import yaml
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from cdp_assets.privacy.assets import PRIVACY_JOB
 from demo.destination_server import DestinationServer, Faults
-from resources.config import load_config
+from resources.config import CDPConfig, load_config
 from tests.fixtures import CRM_PEOPLE_HEADER, FAST_RETRY, crm_platform_config
 
 PEOPLE = (
@@ -240,6 +240,20 @@ def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_nex
         assert not (config.privacy_requests_path / "r.csv").exists()
 
 
+def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance) -> None:
+    """A full refresh, then Bob Stone erased by e-mail through a requests file."""
+    defs = build_definitions(config)
+    assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+    config.privacy_requests_path.mkdir(parents=True)
+    (config.privacy_requests_path / "r.csv").write_text(
+        "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+    )
+    run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+        instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+    )
+    assert run.success
+
+
 @pytest.mark.dagster
 def test_rows_of_the_person_that_no_customer_holds_are_erased_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import duckdb
@@ -256,16 +270,7 @@ def test_rows_of_the_person_that_no_customer_holds_are_erased_too(tmp_path: Path
             + 'c9,"Bob,Stone,bob.stone@example.org,+14155550102\n'  # an unterminated quote: unreadable
             + "c4,Di,Eng,di.eng@example.org,+14155550104\n"
         )
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
-        config.privacy_requests_path.mkdir(parents=True)
-        (config.privacy_requests_path / "r.csv").write_text(
-            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
-        )
-        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
-            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
-        )
-        assert run.success
+        _refresh_then_erase_bob(config, instance)
         text = landing.read_text()
         assert "bob" not in text.lower() and "di.eng@example.org" in text and "ann.lee@example.org" in text
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
@@ -295,16 +300,7 @@ def test_rows_after_an_erased_parquet_row_are_renumbered_to_their_rows_in_the_re
         landing.parent.mkdir(parents=True)
         with duckdb.connect() as conn:
             conn.execute(f"copy (select * from read_csv('{people}', all_varchar = true)) to '{landing}'")
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
-        config.privacy_requests_path.mkdir(parents=True)
-        (config.privacy_requests_path / "r.csv").write_text(
-            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
-        )
-        run = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
-            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
-        )
-        assert run.success
+        _refresh_then_erase_bob(config, instance)
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
             in_file = dict(
                 conn.execute(
