@@ -31,22 +31,34 @@ def _searched_files(folder: Path, config, home: Path) -> list[Path]:  # type: ig
     return files
 
 
-def _grep(files: list[Path], needles: list[str], folder: Path) -> dict[str, set[str]]:
-    """Each needle found in the files' bytes (case-insensitive), with the files (relative to `folder`) holding it."""
-    patterns = folder / ".needles"
-    patterns.write_text("".join(f"{n}\n" for n in needles))
+def _grep(files: list[Path], patterns: list[str], folder: Path, *, regex: bool = False) -> dict[str, set[str]]:
+    """Each text matching one of the patterns in the files' bytes (case-insensitive, lower-cased), with the files
+    (relative to `folder`) holding it; fixed strings unless `regex` (POSIX extended)."""
+    listed = folder / ".patterns"
+    listed.write_text("".join(f"{n}\n" for n in patterns))
     found: dict[str, set[str]] = {}
     for path in files:
         out = subprocess.run(
-            ["grep", "-a", "-o", "-i", "-F", "-f", str(patterns), str(path)],
+            ["grep", "-a", "-o", "-i", "-E" if regex else "-F", "-f", str(listed), str(path)],
             capture_output=True,
             check=False,
             env={**os.environ, "LC_ALL": "C"},
         ).stdout
         for match in set(out.decode("latin-1").lower().split("\n")) - {""}:
             found.setdefault(match, set()).add(str(path.relative_to(folder)))
-    patterns.unlink()
+    listed.unlink()
     return found
+
+
+def _standalone(files: list[Path], emails: set[str], folder: Path) -> set[str]:
+    """The addresses found on their own, not only inside a longer address (`matthew.miller@...` holds
+    `w.miller@...`): preceded by no address character, followed by none (a dot only before a non-letter)."""
+    if not emails:
+        return set()
+    before, after = "(^|[^a-z0-9._%+-])", r"($|[^a-z0-9_%+.-]|\.($|[^a-z]))"
+    patterns = [before + re.sub(r"([.+*?^$()\[\]{}|\\])", r"\\\1", e) + after for e in sorted(emails)]
+    matches = _grep(files, patterns, folder, regex=True)
+    return {e for e in emails for m in matches if e in m}
 
 
 def run(people: int, erase: int, folder: Path, replay: bool = True) -> dict[str, object]:
@@ -122,12 +134,8 @@ def run(people: int, erase: int, folder: Path, replay: bool = True) -> dict[str,
         where_left = sorted({f for found in where_found.values() for f in found})
 
         # The byte search is a substring search: an erased address inside a longer one that a customer who was
-        # not erased has (`matthew.miller@...` holds `w.miller@...`) is found but is not theirs.
-        def standalone(email: str) -> bool:
-            pattern = rb"(?<![a-z0-9._%+\-])" + re.escape(email.encode()) + rb"(?![a-z0-9_%+\-]|\.[a-z])"
-            return any(re.search(pattern, (folder / f).read_bytes().lower()) for f in where_found[email])
-
-        still_carried = sum(1 for e in left if not standalone(e))
+        # not erased has is found but is not theirs.
+        still_carried = len(left - _standalone([folder / f for f in where_left], left, folder))
         seconds = result.asset_materializations_for_node("privacy__requests")[0].metadata["seconds_per_step"].value
         held = json.dumps(
             [
