@@ -38,6 +38,16 @@ def keyed_hash(key: bytes, kind: str, value: str) -> str:
     return hmac.new(key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
 
+def keyed_hash_sql(key: bytes, kind: str, value_sql: str) -> tuple[str, list[bytes]]:
+    """SQL giving `keyed_hash(key, kind, value)` of each row's `value_sql`, and its parameters (bind them in this
+    order, before any later in the statement): HMAC-SHA256 written out with the database's SHA-256 (RFC 2104),
+    so a file's values are hashed where they lie instead of being fetched into Python one by one."""
+    block = (key if len(key) <= 64 else hashlib.sha256(key).digest()).ljust(64, b"\0")
+    outer = bytes(b ^ 0x5C for b in block)
+    inner = bytes(b ^ 0x36 for b in block) + f"{kind}\x00".encode()
+    return f"sha256(?::blob || unhex(sha256(?::blob || encode({value_sql}))))", [outer, inner]
+
+
 def record_kind(source: str) -> str:
     """The tombstone kind of a source's record ids: a record id is only unique within its source."""
     return f"record:{source}"

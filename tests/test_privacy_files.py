@@ -3,6 +3,8 @@
 import pytest
 
 from cdp_assets.privacy.files import kept_lines, removed_lines
+from resources.privacy import keyed_hash, keyed_hash_sql
+from resources.sql import Sql
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +36,13 @@ def test_removed_lines_span_each_erased_record_and_the_last_one_to_the_end():
     assert removed_lines(erased=[5], known=[2, 3, 5], total=7) == [5, 6, 7]
     # Renumbering needs only the last record's first line: no row follows it.
     assert removed_lines(erased=[2, 5], known=[2, 3, 5]) == [2, 5]
+
+
+@pytest.mark.parametrize("key", [b"k" * 32, b"a-key-longer-than-one-block-" * 4])
+def test_the_database_computes_the_same_tombstones_as_python(key: bytes):
+    values = ["c-1042", "ann.lee@example.org", "Zoë Çelik", "x" * 300]
+    sql = Sql.in_memory()
+    digest, params = keyed_hash_sql(key, "record:crm", "v")
+    got = sql.rows(f"select v, {digest} from (select unnest(?::varchar[]) as v)", [*params, values])
+    sql.close()
+    assert dict(got) == {v: keyed_hash(key, "record:crm", v) for v in values}

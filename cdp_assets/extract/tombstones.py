@@ -14,7 +14,7 @@ from cdp_assets.extract.fields import record_id_sql, value_sql
 from cdp_assets.extract.readers import Reject
 from resources.config import CDPConfig, FieldSpec, SourceConfig
 from resources.identifiers import NORMALISERS, contact_kinds
-from resources.privacy import keyed_hash, record_kind
+from resources.privacy import keyed_hash, keyed_hash_sql, record_kind
 from resources.sql import Sql
 from resources.tables import TOMBSTONES
 
@@ -28,16 +28,17 @@ def tombstone_hashes(sql: Sql) -> set[str]:
 
 def identifier_checks(
     config: CDPConfig, source: SourceConfig
-) -> list[tuple[str, str, str, Callable[[str], str | None]]]:
-    """(field label, SQL of its raw text, tombstone kind, how a value becomes its match form) per check."""
-    checks: list[tuple[str, str, str, Callable[[str], str | None]]] = [
-        ("record id", record_id_sql(source), record_kind(source.name), lambda v: v)
+) -> list[tuple[str, str, str, Callable[[str], str | None] | None]]:
+    """(field label, SQL of its raw text, tombstone kind, how a value becomes its match form, None when the text
+    is its match form) per check."""
+    checks: list[tuple[str, str, str, Callable[[str], str | None] | None]] = [
+        ("record id", record_id_sql(source), record_kind(source.name), None)
     ]
     for ident in source.identifiers:
         normaliser = NORMALISERS[config.identity.type_config(ident.type).normalize]
         expr = value_sql(source, FieldSpec(path=[ident.path]))
         if normaliser.kept_as_written:
-            checks.append((ident.path, expr, ident.type, lambda v: v))
+            checks.append((ident.path, expr, ident.type, None))
         else:
             checks.append(
                 (ident.path, expr, ident.type, lambda v, n=normaliser: n.match_key(v, source.default_country))
@@ -63,6 +64,17 @@ def erased_rows(
     """Delete the file's rows in `table` that carry a tombstoned value; their quarantine rows (hash, not value)."""
     found: dict[int, Reject] = {}
     for label, expr, kind, match in identifier_checks(config, source):
+        if match is None:
+            # Taken as written: hashed and looked up in the database.
+            digest, params = keyed_hash_sql(key, kind, expr)
+            for row_number, value in sql.rows(
+                f"""select _row_number, digest from (
+                        select _row_number, {digest} as digest from {table} where _file = ? and {expr} <> '')
+                    where digest in (select hash from {TOMBSTONES.name} where kind = ?)""",
+                [*params, file, kind],
+            ):
+                found.setdefault(int(row_number), Reject(int(row_number), REASON, value, label))
+            continue
         values = [v for (v,) in sql.rows(f"select distinct {expr} from {table} where _file = ?", [file]) if v]
         hits = {}
         for value in values:

@@ -369,7 +369,7 @@ def _add_unresolved_rows(sql: Sql, config: CDPConfig, tables: Scratch) -> None:
             for file, row_number, value in sql.rows(
                 f"select _file, _row_number, {expr} from {refused} where {expr} is not null"
             ):
-                matched = match(value)
+                matched = match(value) if match else value
                 if matched is not None and (kind, matched) in wanted:
                     found.append((wanted[(kind, matched)], source.name, file, int(row_number)))
     emails = sorted({(value, request) for (kind, value), request in wanted.items() if kind == "email"})
