@@ -96,6 +96,81 @@ def clean_phone(raw: object, region: str | None = "US") -> Result:
     return parse_e164(text, region or "US")
 
 
+# The phone rule's outcome, decided in SQL for the values whose outcome is certain: a national number of
+# ten digits in one of the common North American layouts, which libphonenumber reads as country code 1
+# and those ten digits whatever the layout (without `+1`, only when the record's country is US), and
+# which is valid as a US number. Its validity is libphonenumber's own test (`_number_type_helper` on the
+# US metadata: the general pattern, then any number type's pattern), run by DuckDB over the metadata's
+# own patterns; a valid US number is valid for `is_valid_number`, since US comes first among the
+# regions of country code 1 and has no leading digits. Any other value, or a number not valid as a US
+# number (it may still be a valid Canadian one), is left to `clean_phone`; tests compare both on
+# every layout.
+_NANP_LAYOUTS = (
+    r"[2-9][0-9]{9}",
+    r"[2-9][0-9]{2}-[0-9]{3}-[0-9]{4}",
+    r"[2-9][0-9]{2}\.[0-9]{3}\.[0-9]{4}",
+    r"\([2-9][0-9]{2}\) [0-9]{3}-[0-9]{4}",
+)
+_NANP_INTERNATIONAL = r"\+1 [2-9][0-9]{2} [0-9]{3} [0-9]{4}"
+_US_NUMBER_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _us_valid_sql(nsn: str) -> str | None:
+    """SQL for libphonenumber's `_number_type_helper(nsn, US) != UNKNOWN` on a ten-digit `nsn`, or None
+    when the installed metadata is not shaped as this assumes (the shortcut is then not taken)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("US")
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(1, ())
+    if metadata is None or not regions or regions[0] != "US" or metadata.leading_digits is not None:
+        return None
+
+    def matches(desc: object) -> str | None:
+        pattern = getattr(desc, "national_number_pattern", None)
+        lengths = getattr(desc, "possible_length", None) or ()
+        if desc is None or not pattern or (lengths and 10 not in lengths):
+            return None
+        if any(token in pattern for token in ("(?=", "(?!", "(?<", "\\b", "\\1")):
+            return "unsupported"
+        return f"regexp_full_match({nsn}, {_sql_text(pattern)})"
+
+    general = matches(metadata.general_desc)
+    kinds = [
+        matches(getattr(metadata, kind))
+        for kind in _US_NUMBER_TYPES
+        if not (kind == "mobile" and metadata.same_mobile_and_fixed_line_pattern)
+    ]
+    tests = [k for k in kinds if k is not None]
+    if general is None or "unsupported" in (general, *tests) or not tests:
+        return None
+    return f"({general} and ({' or '.join(tests)}))"
+
+
+def phone_sql_shortcut(raw: str, region: str) -> tuple[str, dict[str, str]] | None:
+    """(condition, SQL per output) for the phone values whose clean value SQL decides (see _NANP_LAYOUTS);
+    None if it decides none."""
+    nsn = f"right(regexp_replace({raw}, '[^0-9]', '', 'g'), 10)"
+    valid = _us_valid_sql(nsn)
+    if valid is None:
+        return None
+    national = " or ".join(f"regexp_full_match({raw}, {_sql_text(layout)})" for layout in _NANP_LAYOUTS)
+    laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {_sql_text(_NANP_INTERNATIONAL)}))"
+    return f"coalesce({laid_out} and {valid}, false)", {"phone": f"'+1' || {nsn}", "reason": "null::varchar"}
+
+
 def clean_identifier(raw: object) -> Result:
     """Ids are compared as trimmed strings; "12.0" from a spreadsheet float is read as "12"."""
     if is_missing(raw):
@@ -125,6 +200,9 @@ class IdentifierNormaliser:
     rule: Callable[..., tuple]
     outputs: tuple[str, ...]
     key: str
+    # SQL deciding the rule's outcome for the values it is sure of, from the SQL of the map's input columns:
+    # (condition, SQL per output), or None. Cleaning runs the rule only on the other values.
+    sql_shortcut: Callable[..., tuple[str, dict[str, str]] | None] | None = None
     reads_region: bool = False
     # Cleaning keeps values of this kind trimmed as written instead of applying the rule (no map); the
     # rule then only gives configured blocked values their match key.
@@ -186,6 +264,7 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             "phone",
             rule=clean_phone,
             outputs=("phone", "reason"),
+            sql_shortcut=phone_sql_shortcut,
             key="phone",
             reads_region=True,
             blocked_values=("+11234567890", "+15555555555", "+10000000000"),

@@ -68,12 +68,26 @@ def register_map(
     distinct_sql: str,
     rule: Callable[..., tuple],
     outputs: Sequence[str],
+    shortcut: tuple[str, Mapping[str, str]] | None = None,
 ) -> int:
     """Apply a Python rule to each distinct input of `distinct_sql`; the result is temp table `name`.
 
-    Rules run once per distinct value, not once per row, and the table lets SQL join the results back."""
-    inputs = sql.frame(distinct_sql)
-    columns = list(inputs.columns)
+    Rules run once per distinct value, not once per row, and the table lets SQL join the results back.
+    A `shortcut` (condition, SQL per output, over the input columns) gives the outputs of the inputs it
+    holds for in SQL, and the rule runs on the others only."""
+    decided = None
+    if shortcut is not None:
+        condition, computed = shortcut
+        inputs_table = f"{name}_inputs"
+        sql.create_table_as(inputs_table, f"select *, {condition} as __decided from ({distinct_sql})", temporary=True)
+        columns = [c for c in sql.columns(f"select * from {inputs_table}") if c != "__decided"]
+        inputs = sql.frame(f"select * exclude (__decided) from {inputs_table} where not __decided")
+        given = ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
+        results = ", ".join(f'({computed[o]})::varchar as "{o}"' for o in outputs)
+        decided = f"select {given}, {results} from {inputs_table} where __decided"
+    else:
+        inputs = sql.frame(distinct_sql)
+        columns = list(inputs.columns)
     values = [rule(*row) for row in inputs.itertuples(index=False, name=None)] if len(inputs) else []
     result = pd.concat(
         [inputs.reset_index(drop=True), pd.DataFrame(values, columns=list(outputs), dtype=object)], axis=1
@@ -82,8 +96,11 @@ def register_map(
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, *outputs]})
     casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*columns, *outputs])
     with sql.registered(f"{name}_frame", result) as frame:
-        sql.create_table_as(name, f"select {casts} from {frame}", temporary=True)
-    return len(result)
+        select = f"select {casts} from {frame}" + (f" union all {decided}" if decided else "")
+        sql.create_table_as(name, select, temporary=True)
+    if decided:
+        sql.drop_table(inputs_table)
+    return int(sql.value(f"select count(*) from {name}"))
 
 
 # --------------------------------------------------------------------------- which raw files to read
@@ -321,7 +338,8 @@ def build_identifier_maps(
             own = f"{n.name} as raw" + (", cc as region" if n.reads_region else "")
             distinct = f"select distinct {own} from {person_stage} where {n.name} is not null union {distinct}"
         maps[n.name] = scratch(f"{n.name}_map")
-        register_map(sql, maps[n.name], distinct, n.rule, n.outputs)
+        shortcut = n.sql_shortcut(*n.input_columns) if n.sql_shortcut else None
+        register_map(sql, maps[n.name], distinct, n.rule, n.outputs, shortcut)
     return maps
 
 
