@@ -72,6 +72,28 @@ def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
     return text, f"{key_local}@{domain}", None
 
 
+def email_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
+    """(condition, SQL per output) for the e-mails whose `clean_email` outcome SQL decides: addresses of
+    ASCII letters, digits and `._+-` before one `@` and a domain `_EMAIL_RE` accepts, with none of the dots it
+    refuses (leading, doubled, ending the local part) and a domain of at most 253 characters; these are
+    valid, so their address is the lower-cased value and their key is `clean_email`'s. Tests compare both."""
+    text = f"lower({raw})"
+    local, domain = f"split_part({text}, '@', 1)", f"split_part({text}, '@', 2)"
+    condition = (
+        f"coalesce(regexp_full_match({raw}, '[!-~]+') and regexp_full_match({text}, "
+        "'[a-z0-9._+-]+@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}') "
+        f"and not starts_with({text}, '.') and not contains({text}, '..') and not contains({text}, '.@') "
+        f"and length({domain}) <= 253, false)"
+    )
+    untagged = f"coalesce(nullif(split_part({local}, '+', 1), ''), {local})"
+    gmail = ", ".join(sql_text(d) for d in sorted(GMAIL_DOMAINS))
+    key = (
+        f"case when {domain} in ({gmail}) then replace({untagged}, '.', '') || '@gmail.com' "
+        f"else {untagged} || '@' || {domain} end"
+    )
+    return condition, {"email": text, "match_key": key, "reason": "null::varchar"}
+
+
 def parse_e164(text: str, region: str) -> tuple[str | None, str | None]:
     """(E.164 form, reason): a number read as one of `region` where it has no country code, or None and
     why not. Only numbers libphonenumber considers valid are kept: an impossible number matches nobody."""
@@ -126,7 +148,8 @@ _US_NUMBER_TYPES = (
 )
 
 
-def _sql_text(text: str) -> str:
+def sql_text(text: str) -> str:
+    """A SQL string literal of `text`, for the rules' SQL shortcuts."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -145,7 +168,7 @@ def _us_valid_sql(nsn: str) -> str | None:
             return None
         if any(token in pattern for token in ("(?=", "(?!", "(?<", "\\b", "\\1")):
             return "unsupported"
-        return f"regexp_full_match({nsn}, {_sql_text(pattern)})"
+        return f"regexp_full_match({nsn}, {sql_text(pattern)})"
 
     general = matches(metadata.general_desc)
     kinds = [
@@ -166,8 +189,8 @@ def phone_sql_shortcut(raw: str, region: str) -> tuple[str, dict[str, str]] | No
     valid = _us_valid_sql(nsn)
     if valid is None:
         return None
-    national = " or ".join(f"regexp_full_match({raw}, {_sql_text(layout)})" for layout in _NANP_LAYOUTS)
-    laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {_sql_text(_NANP_INTERNATIONAL)}))"
+    national = " or ".join(f"regexp_full_match({raw}, {sql_text(layout)})" for layout in _NANP_LAYOUTS)
+    laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {sql_text(_NANP_INTERNATIONAL)}))"
     return f"coalesce({laid_out} and {valid}, false)", {"phone": f"'+1' || {nsn}", "reason": "null::varchar"}
 
 
@@ -253,6 +276,7 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             blocked_patterns=(r"^(no-?e?mail|noreply|no-reply|donotreply|none|test)@",),
             rule=clean_email,
             outputs=("email", "match_key", "reason"),
+            sql_shortcut=email_sql_shortcut,
             key="match_key",
             max_people_per_value=1,
             contact=True,

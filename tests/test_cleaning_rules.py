@@ -287,3 +287,52 @@ def test_the_phone_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_deci
         assert (clean, reason) == phone.rule(raw, region), (raw, region)
     assert len(decided) > len(values) / 10
     assert ("(212) 555-0147", "US", "+12125550147", None) in decided
+
+
+def _decided(shortcut: tuple[str, dict[str, str]], outputs: list[str], values: list[str]) -> list[tuple]:
+    """The values a rule's SQL shortcut decides, each with the outputs it gives."""
+    import duckdb
+
+    condition, computed = shortcut
+    conn = duckdb.connect()
+    conn.execute("create table v (raw varchar)")
+    conn.executemany("insert into v values (?)", [(v,) for v in values])
+    columns = ", ".join(computed[o] for o in outputs)
+    return conn.execute(f"select raw, {columns} from v where {condition}").fetchall()
+
+
+_TEXT_PIECES = ["a", "B", "Jane", "DOE", ".", "..", "+", "-", "_", "@", " ", "  ", ",", "1", "é", "K", "<", "'", "\t"]
+
+
+def _nasty_values(rng, pieces: list[str], count: int) -> list[str]:
+    return ["".join(rng.choice(pieces) for _ in range(rng.randrange(0, 9))) for _ in range(count)]
+
+
+def test_the_email_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_decides():
+    import random
+
+    from resources.identifiers import NORMALISERS
+
+    email = NORMALISERS["email"]
+    rng = random.Random(3)
+    values = _nasty_values(rng, [*_TEXT_PIECES, "gmail.com", "googlemail.com", "x.io", "@b.co", "mailto:"], 6000)
+    values += ["Jane.Doe+shop@GMAIL.com", "a@b.c", "a.@b.com", ".a@b.com", "a@-b.com", "a@b-.com", "a@b.c0m"]
+    values += ["J.A.N.E@googlemail.com", "+tag@x.org", "a@" + "b" * 250 + ".com", "null", "a@b.com\n"]
+    decided = _decided(email.sql_shortcut("raw"), list(email.outputs), values)
+    for raw, *outputs in decided:
+        assert tuple(outputs) == email.rule(raw), raw
+    assert ("Jane.Doe+shop@GMAIL.com", "jane.doe+shop@gmail.com", "janedoe@gmail.com", None) in decided
+    assert len(decided) > 50
+
+
+def test_the_address_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_decides():
+    import random
+
+    rng = random.Random(4)
+    values = _nasty_values(rng, [*_TEXT_PIECES, "Street", "STREET", "north", "Apt.", "McDonald", "st", "Ave"], 6000)
+    values += ["12 North Main Street, Apt. 4", " ,12 Main St,, ", "N/A", "123", "-/-", "Rue du Moulin Å"]
+    decided = _decided(rules.address_sql_shortcut("raw"), ["display", "address_key", "reason"], values)
+    for raw, *outputs in decided:
+        assert tuple(outputs) == rules.clean_address_line(raw), raw
+    assert ("12 North Main Street, Apt. 4", "12 North Main Street, Apt. 4", "12 N MAIN ST APT 4", None) in decided
+    assert len(decided) > 500

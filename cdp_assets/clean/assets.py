@@ -578,6 +578,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             "where v is not null",
             rules.clean_address_line,
             ["display", "address_key", "reason"],
+            rules.address_sql_shortcut("raw"),
         )
         register_map(
             sql,
