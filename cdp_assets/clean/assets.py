@@ -18,7 +18,7 @@ import pandas as pd
 
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
-from cdp_assets.extract.fields import json_sql, properties_sql, record_id_sql, value_sql
+from cdp_assets.extract.fields import extracted_sql, json_sql, properties_sql, record_id_sql, value_sql
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
@@ -286,18 +286,25 @@ def stage_identifiers(
     that table and of its text rejects."""
     selects = []
     for source in sources:
+        # One row per identifier of each raw row, from one parse of the row's JSON.
+        items = []
         for ident in source.identifiers:
             kind = config.identity.type_config(ident.type).normalize
-            expr = value_sql(source, FieldSpec(path=[ident.path]))
+            expr = value_sql(source, FieldSpec(path=[ident.path]), "__values")
             # A Segment group call's traits describe the account (its e-mail is the company's): linking
             # people by them would merge everyone in the account.
-            account = source.format == "segment" and ident.path.startswith("traits.")
+            if source.format == "segment" and ident.path.startswith("traits."):
+                expr = f"case when (record ->> '$.type') is distinct from 'group' then {expr} end"
+            items.append(
+                f"{{'id_type': {sql_literal(ident.type)}, 'kind': {sql_literal(kind)}, "
+                f"'field': {sql_literal(ident.path)}, 'raw': {expr}}}"
+            )
+        if items:
             selects.append(
-                f"select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
-                f"{sql_literal(ident.type)} as id_type, {sql_literal(kind)} as kind, "
-                f"{sql_literal(ident.path)} as field, {expr} as raw, "
-                f"{sql_literal(source.default_country)} as region from {raw_rows(sql, source, scope)}"
-                + (" where (record ->> '$.type') is distinct from 'group'" if account else "")
+                f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, region from (
+                    select {sql_literal(source.name)} as source, _file as file, _row_number as row_number,
+                        {sql_literal(source.default_country)} as region, unnest([{", ".join(items)}]) as i
+                    from (select *, {extracted_sql(source)} as __values from {raw_rows(sql, source, scope)}))"""
             )
     if not selects:
         selects = [
@@ -458,15 +465,16 @@ def _stage_person_rows(
     if given)."""
     selects = []
     for source in sources:
-        columns = [f"{value_sql(source, source.fields.get(f))} as {f}" for f in PERSON_FIELDS]
-        consents = [f"{value_sql(source, source.consent.get(p))} as consent__{p}" for p in purposes]
+        columns = [f"{value_sql(source, source.fields.get(f), '__values')} as {f}" for f in PERSON_FIELDS]
+        consents = [f"{value_sql(source, source.consent.get(p), '__values')} as consent__{p}" for p in purposes]
         updated = source.fields.get("updated_at")
         selects.append(
             f"select *, {timestamp_sql('updated_at', updated.formats if updated else None)} as updated_ts "
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
-            f"{record_id_sql(source)} as source_record_id, {', '.join(columns + consents)}, "
-            f"{sql_literal(source.default_country)} as default_country from {raw_rows(sql, source, scope)})"
+            f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents)}, "
+            f"{sql_literal(source.default_country)} as default_country "
+            f"from (select *, {extracted_sql(source)} as __values from {raw_rows(sql, source, scope)}))"
         )
     sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
 
