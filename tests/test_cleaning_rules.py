@@ -336,3 +336,56 @@ def test_the_address_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_de
         assert tuple(outputs) == rules.clean_address_line(raw), raw
     assert ("12 North Main Street, Apt. 4", "12 North Main Street, Apt. 4", "12 N MAIN ST APT 4", None) in decided
     assert len(decided) > 500
+
+
+def test_the_suite_patterns_mean_in_re2_what_python_re_means_by_the_plain_patterns():
+    """The Great Expectations suite runs its patterns in RE2 (resources/quality.py); spelled out for RE2,
+    they accept exactly the values Python's `re` accepts for `\\s` and `$`."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cdp_assets.clean import checks
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert re.findall(f"[{checks.WHITESPACE}]", "".join(chr(c) for c in range(0x110000))) == spaces
+    values = ["a@b.com", "+14155550147", "US", "a@b.com\n", "a@b.com\n\n", "+1415555\n", "US\n", "U\nS", "", "a b@c.de"]
+    values += [f"a{s}b@c.de" for s in spaces] + [f"+1415555{s}" for s in spaces] + ["a@b.c0m", "ab.com", "a@@b.com"]
+    plain = {
+        checks.EMAIL: r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$",
+        checks.E164: r"^\+[1-9][0-9]{6,14}$",
+        checks.COUNTRY: r"^[A-Z]{2}$",
+    }
+    for pattern, python in plain.items():
+        in_re2 = pc.match_substring_regex(pa.array(values), pattern).to_pylist()
+        assert in_re2 == [bool(re.search(python, v)) for v in values], pattern
+
+
+def test_the_suite_finds_every_bad_value_in_a_frame():
+    import pyarrow as pa
+
+    from cdp_assets.clean.checks import _expectations
+    from resources.quality import validate_frame, validation_frame
+
+    table = pa.table(
+        {
+            "source": ["crm", "crm", "crm"],
+            "source_record_id": ["1", "2", "3"],
+            "file": ["f", "f", "f"],
+            "row_number": [1, 2, 3],
+            "email": ["a@b.com", "a b@c.com", "x@y.com\n\n"],
+            "email_match_key": ["a@b.com", None, None],
+            "phone": ["+14155550147", "4155550147", None],
+            "country": ["US", "us", "GB"],
+            "birth_year": [1980.0, None, 1850.0],
+            "trust": [50, 50, 50],
+        }
+    )
+    outcomes = validate_frame("test", validation_frame(table), _expectations())
+    unexpected = {(o.expectation, o.column): o.unexpected_count for o in outcomes}
+    assert unexpected[("expect_column_values_to_match_regex", "email")] == 2
+    assert unexpected[("expect_column_values_to_match_regex", "phone")] == 1
+    assert unexpected[("expect_column_values_to_match_regex", "country")] == 1
+    assert unexpected[("expect_column_values_to_be_between", "birth_year")] == 1
+    assert sum(unexpected.values()) == 5
