@@ -124,9 +124,9 @@ def test_jsonl_without_any_object_is_not_json_lines(tmp_path):
 
 
 def test_csv_plain_lines_read_by_duckdb_give_what_reading_line_by_line_gives(tmp_path, monkeypatch):
-    """Seeded nasty files (quotes, line breaks in values, control characters, wrong field counts, other
-    delimiters and encodings, undecodable bytes): reading the plain lines in bulk gives the rows, line
-    numbers, rejects and verdicts that reading every line through `csv` gives."""
+    """Seeded nasty files (quoted values, stray quotes, line breaks in values, control characters, wrong
+    field counts, other delimiters and encodings, undecodable bytes): reading the plain lines in bulk gives
+    the rows, line numbers, rejects and verdicts that reading every line through `csv` gives."""
     import random
 
     from cdp_assets.extract import readers
@@ -151,7 +151,8 @@ def test_csv_plain_lines_read_by_duckdb_give_what_reading_line_by_line_gives(tmp
         lines = [",".join(f"c{i}" for i in range(width))]
         for _ in range(rng.randrange(1, 12)):
             if rng.random() < 0.6:
-                lines.append(",".join(rng.choice(["a", "Zoë", "", " x ", "\\z", "1"]) for _ in range(width)))
+                fields = ["a", "Zoë", "", " x ", "\\z", "1", '"x,y"', '"a""b"', '""', '"q"r', ' "s"']
+                lines.append(",".join(rng.choice(fields) for _ in range(width)))
             else:
                 lines.append("".join(rng.choice(pieces) for _ in range(rng.randrange(0, 8))))
         encoding, delimiter = rng.choice(["utf-8", "latin-1", "cp1252"]), rng.choice([",", ";", "\t"])

@@ -613,6 +613,12 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             ["granted", "reason"],
         )
 
+        # A field no source maps is null in every staged row: its map is not joined (and finds no reject).
+        mapped = {f for s in sources for f in s.fields}
+
+        def map_for(field: str, table: str) -> str:
+            return table if field in mapped else f"(select * from {table} where false)"
+
         # A record's latest version: the last updated, then (one update time in several files) the later file
         # name and line. What the landing files hold decides, never when they were loaded, so the same files
         # give the same profiles whatever order they arrived in.
@@ -636,20 +642,21 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                 n4.name as city, rm.region, pc.postal_code, s.clean_country as country,
                 dm.dob::date as date_of_birth, s.updated_ts as updated_at
             from {stage} s
-            left join {scratch("fullname_map")} fn on fn.raw = s.full_name
-            left join {scratch("name_map")} n1 on n1.raw = s.first_name
-            left join {scratch("name_map")} n2 on n2.raw = s.middle_name
-            left join {scratch("name_map")} n3 on n3.raw = s.last_name
-            left join {scratch("name_map")} n4 on n4.raw = s.city
-            left join {maps["email"]} em on em.raw = s.email
-            left join {maps["phone"]} pm on pm.raw = s.phone and pm.region = s.cc
-            left join {scratch("address_map")} a1 on a1.raw = s.address_line1
-            left join {scratch("address_map")} a2 on a2.raw = s.address_line2
-            left join {scratch("region_map")} rm
+            left join {map_for("full_name", scratch("fullname_map"))} fn on fn.raw = s.full_name
+            left join {map_for("first_name", scratch("name_map"))} n1 on n1.raw = s.first_name
+            left join {map_for("middle_name", scratch("name_map"))} n2 on n2.raw = s.middle_name
+            left join {map_for("last_name", scratch("name_map"))} n3 on n3.raw = s.last_name
+            left join {map_for("city", scratch("name_map"))} n4 on n4.raw = s.city
+            left join {map_for("email", maps["email"])} em on em.raw = s.email
+            left join {map_for("phone", maps["phone"])} pm on pm.raw = s.phone and pm.region = s.cc
+            left join {map_for("address_line1", scratch("address_map"))} a1 on a1.raw = s.address_line1
+            left join {map_for("address_line2", scratch("address_map"))} a2 on a2.raw = s.address_line2
+            left join {map_for("region", scratch("region_map"))} rm
                    on rm.raw = s.region and rm.country is not distinct from s.clean_country
-            left join {scratch("postal_map")} pc
+            left join {map_for("postal_code", scratch("postal_map"))} pc
                    on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
-            left join {scratch("dob_map")} dm on dm.raw = s.date_of_birth and dm.source = s.source
+            left join {map_for("date_of_birth", scratch("dob_map"))} dm
+                   on dm.raw = s.date_of_birth and dm.source = s.source
             where s.source_record_id is not null
             {kept_rows(records, scope, "* exclude (is_latest)")}
             )
@@ -700,6 +707,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                 left join {labels} l on l.source = s.source and l.field = '{field}'
                 where m.reason is not null"""
             for field, table, on in _PERSON_VALUE_REJECTS
+            if field in mapped
         ]
         rejects += [
             f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.consent__{p} as value,

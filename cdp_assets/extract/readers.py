@@ -221,37 +221,77 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_BODY = "(case when suffix(line, chr(13)) then left(line, length(line) - 1) else line end)"
+PLAIN, BLANK, QUOTED = 1, 2, 3
+
+
 def _plain_lines(sql: Sql, lines: pa.Array, delimiter: str, quote: str, width: int) -> np.ndarray:
-    """Per line: 1 for a plain record (no quote character, no control character but the delimiter, no
-    carriage return but a last one, `width` fields, shorter than the field size limit), 2 for a line of
-    spaces only (not a row), 0 for a line `csv` must read."""
-    body = "(case when suffix(line, chr(13)) then left(line, length(line) - 1) else line end)"
-    plain = f"""strpos(line, chr(13)) in (0, length(line)) and not contains({body}, {_sql_text(quote)})
-        and not regexp_matches(replace({body}, {_sql_text(delimiter)}, ''), '[\\x00-\\x1f]')
-        and length({body}) - length(replace({body}, {_sql_text(delimiter)}, '')) = {width - 1}
-        and length(line) < {csv.field_size_limit()}"""
-    blank = f"strpos(line, chr(13)) in (0, length(line)) and ltrim({body}, ' ') = ''"
+    """Per line, what it is when a record starts on it: PLAIN, a record of `width` fields without a quote
+    character; QUOTED, a record of `width` fields each either without a quote character or quoted whole
+    (`"a, b"`, doubled quotes inside), closed on the line; BLANK, spaces only (not a row); 0, any other
+    line, which `csv` must read. A plain or quoted line has no control character but the delimiter, no
+    carriage return but a last one, and is shorter than the field size limit."""
+    q, d = (f"\\x{{{ord(c):x}}}" for c in (quote, delimiter))
+    field = f"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{q}{d}]*)"
+    common = f"""strpos(line, chr(13)) in (0, length(line)) and length(line) < {csv.field_size_limit()}
+        and not regexp_matches(replace({_BODY}, {_sql_text(delimiter)}, ''), '[\\x00-\\x1f]')"""
+    plain = f"""not contains({_BODY}, {_sql_text(quote)})
+        and length({_BODY}) - length(replace({_BODY}, {_sql_text(delimiter)}, '')) = {width - 1}"""
+    quoted = f"regexp_full_match({_BODY}, {_sql_text(f'{field}(?:{d}{field}){{{width - 1}}}')})"
+    blank = f"strpos(line, chr(13)) in (0, length(line)) and ltrim({_BODY}, ' ') = ''"
     with sql.registered("csv_lines", pa.table({"line": lines})) as table:
-        kinds = sql.arrays(f"select (case when {plain} then 1 when {blank} then 2 else 0 end)::tinyint k from {table}")
+        kinds = sql.arrays(
+            f"""select (case when {blank} then {BLANK} when not ({common}) then 0 when {plain} then {PLAIN}
+                             when {quoted} then {QUOTED} else 0 end)::tinyint k from {table}"""
+        )
     return kinds["k"]
 
 
+def _quoted_fields(lines: list[str], kinds: np.ndarray, delimiter: str, quote: str, width: int) -> pa.Array:
+    """The fields `csv` reads from each QUOTED line, each line alone (so it is one record); a line `csv`
+    does not read as `width` fields is made a line `csv` reads in turn (kind 0)."""
+    indexes = np.flatnonzero(kinds == QUOTED)
+    records = list(csv.reader((lines[i] for i in indexes), delimiter=delimiter, quotechar=quote, strict=False))
+    if len(records) != len(indexes):  # not one record per line: read them all in turn
+        kinds[indexes] = 0
+        return pa.array([], pa.list_(pa.string()))
+    for i, record in zip(indexes, records, strict=True):
+        if len(record) != width:
+            kinds[i] = 0
+    return pa.array([r for r in records if len(r) == width], pa.list_(pa.string()))
+
+
 def _plain_records(
-    sql: Sql, lines: pa.Array, keep: np.ndarray, delimiter: str, columns: list[str], read: pa.Table
+    sql: Sql,
+    lines: pa.Array,
+    kinds: np.ndarray,
+    keep: np.ndarray,
+    quoted: pa.Array,
+    delimiter: str,
+    columns: list[str],
+    read: pa.Table,
 ) -> pa.Table:
-    """The plain lines (see _plain_lines) marked in `keep` as rows, each split at its delimiters and written
-    as the JSON `json.dumps` writes for it (DuckDB's `to_json` escapes every character `json.dumps` with
-    `ensure_ascii=False` does, and the same way), with the rows `read` by `csv`, in line order."""
-    body = "(case when suffix(line, chr(13)) then left(line, length(line) - 1) else line end)"
+    """The PLAIN and QUOTED lines (see _plain_lines) marked in `keep` as rows, each written as the JSON
+    `json.dumps` writes for its fields (DuckDB's `to_json` escapes every character `json.dumps` with
+    `ensure_ascii=False` does, and the same way), with the rows `read` by `csv`, in line order. A PLAIN
+    line is split at its delimiters; `quoted` holds the fields of each QUOTED line, in line order."""
     parts = [
         f"{_sql_text(('{' if i == 0 else ', ') + json.dumps(c, ensure_ascii=False) + ': ')} || to_json(f[{i + 1}])"
         for i, c in enumerate(columns)
     ]
-    frame = pa.table({"number": pa.array(np.arange(1, len(lines) + 1, dtype=np.int64)), "line": lines, "keep": keep})
-    with sql.registered("csv_plain_lines", frame) as table, sql.registered("csv_read_rows", read) as others:
+    numbers = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
+    frame = pa.table({"number": numbers, "line": lines, "keep": keep & (kinds == PLAIN)})
+    quoted_numbers = numbers.take(pa.array(np.flatnonzero(kinds == QUOTED)))
+    quoted_frame = pa.table({"number": quoted_numbers, "f": quoted, "keep": pa.array(keep[kinds == QUOTED])})
+    with (
+        sql.registered("csv_plain_lines", frame) as table,
+        sql.registered("csv_quoted_lines", quoted_frame) as quoted_table,
+        sql.registered("csv_read_rows", read) as others,
+    ):
         return sql.arrow(
             f"""select number as row_number, ({" || ".join(parts)} || '}}')::varchar as record
-                from (select number, string_split({body}, {_sql_text(delimiter)}) as f from {table} where keep)
+                from (select number, string_split({_BODY}, {_sql_text(delimiter)}) as f from {table} where keep
+                      union all select number, f from {quoted_table} where keep)
                 union all select row_number, record from {others}
                 order by row_number"""
         ).cast(ROW_SCHEMA)
@@ -312,7 +352,7 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
 
     plain = (
         isinstance(feed, _TextFeed)
-        and width > 1
+        and 1 < width <= 1000
         and delimiter not in "\r\n"
         and delimiter != quote
         and quote not in "\r\n"
@@ -320,9 +360,11 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
     plain_kinds = np.zeros(0, dtype=np.int8)
     lines: pa.Array | None = None
     sql = Sql.in_memory() if plain else None
+    quoted = pa.array([], pa.list_(pa.string()))
     if sql is not None and isinstance(feed, _TextFeed):
         lines = pa.array(feed._lines, pa.string())
         plain_kinds = _plain_lines(sql, lines, delimiter, quote, width)
+        quoted = _quoted_fields(feed._lines, plain_kinds, delimiter, quote, width)
     # Lines `csv` must read; a run of plain lines between two of them is taken whole.
     hard = np.flatnonzero(plain_kinds == 0)
     taken_plain = np.zeros(len(plain_kinds), dtype=bool)
@@ -404,7 +446,7 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
                 yield from Rows.of(slow_rows()).batches()
                 return
             read = pa.concat_tables([ROW_SCHEMA.empty_table(), *Rows.of(slow_rows()).batches()])
-            records = _plain_records(sql, lines, taken_plain & (plain_kinds == 1), delimiter, columns, read)
+            records = _plain_records(sql, lines, plain_kinds, taken_plain, quoted, delimiter, columns, read)
             for start in range(0, records.num_rows, 200_000):
                 yield records.slice(start, 200_000)
         finally:
