@@ -37,11 +37,12 @@ DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
 
 # ---------------------------------------------------------------- the normalisers' cleaning rules
 
-_FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
+# Values that mean "no value": missing, not errors.
+FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
 
 
 def is_missing(raw: object) -> bool:
-    return raw is None or str(raw).strip().lower() in _FILLERS
+    return raw is None or str(raw).strip().lower() in FILLERS
 
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})

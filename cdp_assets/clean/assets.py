@@ -2,11 +2,13 @@
 
 Raw rows are mapped onto canonical fields by the configuration, then cleaned by the rules in
 `cleaning_rules`. The rules run in Python, once per distinct value (a million rows hold far fewer
-distinct e-mails, names or dates), and DuckDB joins the results back. Identifier values, and the person
-records' own contact fields (e-mail, phone), are cleaned by their normaliser's rule, one map per
-normaliser built from its declaration in resources/identifiers.py. A value that fails its rule is
-dropped from the record and quarantined with the reason; a row that cannot be used at all (no record
-id, an event without a readable time) is quarantined whole. So for every source:
+distinct e-mails, names or dates), and DuckDB joins the results back. Where most distinct values are
+simple (US phone numbers in the common layouts, plain ASCII address lines, plain e-mails), SQL decides
+the values whose outcome is certain and the rule runs on the others (`register_map`'s shortcut).
+Identifier values, and the person records' own contact fields (e-mail, phone), are cleaned by their
+normaliser's rule, one map per normaliser built from its declaration in resources/identifiers.py. A
+value that fails its rule is dropped from the record and quarantined with the reason; a row that
+cannot be used at all (no record id, an event without a readable time) is quarantined whole. So for every source:
 raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
 """
 

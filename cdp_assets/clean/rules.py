@@ -17,7 +17,7 @@ from datetime import date, datetime
 
 import phonenumbers
 
-from resources.identifiers import _FILLERS, sql_text
+from resources.identifiers import FILLERS, sql_text
 from resources.identifiers import Result as Result
 from resources.identifiers import clean_email as clean_email
 from resources.identifiers import clean_identifier as clean_identifier
@@ -229,7 +229,7 @@ def address_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
     printable ASCII (so NFKD and the ASCII fold change nothing, and whitespace is spaces) in mixed case or
     without letters (so the line is displayed as written, collapsed), not a filler, with a letter or digit.
     Tests compare both on such lines."""
-    fillers = ", ".join(sql_text(f) for f in sorted(_FILLERS))
+    fillers = ", ".join(sql_text(f) for f in sorted(FILLERS))
     text = f"trim(regexp_replace({raw}, ' +', ' ', 'g'), ' ,')"
     condition = (
         f"coalesce(regexp_full_match({raw}, '[ -~]*') and lower(trim({raw})) not in ({fillers}) "
