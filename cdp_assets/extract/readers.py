@@ -199,12 +199,16 @@ class _TextFeed(_LineFeed):
 # Encodings in which a line feed byte is always a line feed character: the file can be decoded whole and
 # split into the lines `_LineFeed` reads one by one.
 _WHOLE_FILE_ENCODINGS = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
+# A file is held in memory whole (its text, its lines and their Arrow copy) only up to this size; a larger
+# one is read line by line.
+_WHOLE_FILE_BYTES = 1 << 30
 
 
 def _decoded_lines(path: Path, encoding: str) -> tuple[list[str], bool] | None:
     """The file's lines without their line feeds, and whether the last one had one; None when the file
-    does not decode as a whole (it is then read line by line, each bad line found on its own)."""
-    if codecs.lookup(encoding).name not in _WHOLE_FILE_ENCODINGS:
+    does not decode as a whole (it is then read line by line, each bad line found on its own) or is too
+    large to hold."""
+    if codecs.lookup(encoding).name not in _WHOLE_FILE_ENCODINGS or path.stat().st_size > _WHOLE_FILE_BYTES:
         return None
     try:
         text = path.read_bytes().decode(encoding)
