@@ -37,11 +37,12 @@ DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
 
 # ---------------------------------------------------------------- the normalisers' cleaning rules
 
-_FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
+# Values that mean "no value": missing, not errors.
+FILLERS = frozenset({"", "null", "none", "nil", "n/a", "na", "-", "--", "nan", "unknown", "?", "undefined"})
 
 
 def is_missing(raw: object) -> bool:
-    return raw is None or str(raw).strip().lower() in _FILLERS
+    return raw is None or str(raw).strip().lower() in FILLERS
 
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
@@ -72,6 +73,28 @@ def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
     return text, f"{key_local}@{domain}", None
 
 
+def email_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
+    """(condition, SQL per output) for the e-mails whose `clean_email` outcome SQL decides: addresses of
+    ASCII letters, digits and `._+-` before one `@` and a domain `_EMAIL_RE` accepts, with none of the dots it
+    refuses (leading, doubled, ending the local part) and a domain of at most 253 characters; these are
+    valid, so their address is the lower-cased value and their key is `clean_email`'s. Tests compare both."""
+    text = f"lower({raw})"
+    local, domain = f"split_part({text}, '@', 1)", f"split_part({text}, '@', 2)"
+    condition = (
+        f"coalesce(regexp_full_match({raw}, '[!-~]+') and regexp_full_match({text}, "
+        "'[a-z0-9._+-]+@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}') "
+        f"and not starts_with({text}, '.') and not contains({text}, '..') and not contains({text}, '.@') "
+        f"and length({domain}) <= 253, false)"
+    )
+    untagged = f"coalesce(nullif(split_part({local}, '+', 1), ''), {local})"
+    gmail = ", ".join(sql_text(d) for d in sorted(GMAIL_DOMAINS))
+    key = (
+        f"case when {domain} in ({gmail}) then replace({untagged}, '.', '') || '@gmail.com' "
+        f"else {untagged} || '@' || {domain} end"
+    )
+    return condition, {"email": text, "match_key": key, "reason": "null::varchar"}
+
+
 def parse_e164(text: str, region: str) -> tuple[str | None, str | None]:
     """(E.164 form, reason): a number read as one of `region` where it has no country code, or None and
     why not. Only numbers libphonenumber considers valid are kept: an impossible number matches nobody."""
@@ -94,6 +117,82 @@ def clean_phone(raw: object, region: str | None = "US") -> Result:
     if text.startswith("00"):
         text = "+" + text[2:]
     return parse_e164(text, region or "US")
+
+
+# The phone rule's outcome, decided in SQL for the values whose outcome is certain: a national number of
+# ten digits in one of the common North American layouts, which libphonenumber reads as country code 1
+# and those ten digits whatever the layout (without `+1`, only when the record's country is US), and
+# which is valid as a US number. Its validity is libphonenumber's own test (`_number_type_helper` on the
+# US metadata: the general pattern, then any number type's pattern), run by DuckDB over the metadata's
+# own patterns; a valid US number is valid for `is_valid_number`, since US comes first among the
+# regions of country code 1 and has no leading digits. Any other value, or a number not valid as a US
+# number (it may still be a valid Canadian one), is left to `clean_phone`; tests compare both on
+# every layout.
+_NANP_LAYOUTS = (
+    r"[2-9][0-9]{9}",
+    r"[2-9][0-9]{2}-[0-9]{3}-[0-9]{4}",
+    r"[2-9][0-9]{2}\.[0-9]{3}\.[0-9]{4}",
+    r"\([2-9][0-9]{2}\) [0-9]{3}-[0-9]{4}",
+)
+_NANP_INTERNATIONAL = r"\+1 [2-9][0-9]{2} [0-9]{3} [0-9]{4}"
+_US_NUMBER_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+def sql_text(text: str) -> str:
+    """A SQL string literal of `text`, for the rules' SQL shortcuts."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _us_valid_sql(nsn: str) -> str | None:
+    """SQL for libphonenumber's `_number_type_helper(nsn, US) != UNKNOWN` on a ten-digit `nsn`, or None
+    when the installed metadata is not shaped as this assumes (the shortcut is then not taken)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("US")
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(1, ())
+    if metadata is None or not regions or regions[0] != "US" or metadata.leading_digits is not None:
+        return None
+
+    def matches(desc: object) -> str | None:
+        pattern = getattr(desc, "national_number_pattern", None)
+        lengths = getattr(desc, "possible_length", None) or ()
+        if desc is None or not pattern or (lengths and 10 not in lengths):
+            return None
+        if any(token in pattern for token in ("(?=", "(?!", "(?<", "\\b", "\\1")):
+            return "unsupported"
+        return f"regexp_full_match({nsn}, {sql_text(pattern)})"
+
+    general = matches(metadata.general_desc)
+    kinds = [
+        matches(getattr(metadata, kind))
+        for kind in _US_NUMBER_TYPES
+        if not (kind == "mobile" and metadata.same_mobile_and_fixed_line_pattern)
+    ]
+    tests = [k for k in kinds if k is not None]
+    if general is None or "unsupported" in (general, *tests) or not tests:
+        return None
+    return f"({general} and ({' or '.join(tests)}))"
+
+
+def phone_sql_shortcut(raw: str, region: str) -> tuple[str, dict[str, str]] | None:
+    """(condition, SQL per output) for the phone values whose clean value SQL decides (see _NANP_LAYOUTS);
+    None if it decides none."""
+    nsn = f"right(regexp_replace({raw}, '[^0-9]', '', 'g'), 10)"
+    valid = _us_valid_sql(nsn)
+    if valid is None:
+        return None
+    national = " or ".join(f"regexp_full_match({raw}, {sql_text(layout)})" for layout in _NANP_LAYOUTS)
+    laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {sql_text(_NANP_INTERNATIONAL)}))"
+    return f"coalesce({laid_out} and {valid}, false)", {"phone": f"'+1' || {nsn}", "reason": "null::varchar"}
 
 
 def clean_identifier(raw: object) -> Result:
@@ -125,6 +224,9 @@ class IdentifierNormaliser:
     rule: Callable[..., tuple]
     outputs: tuple[str, ...]
     key: str
+    # SQL deciding the rule's outcome for the values it is sure of, from the SQL of the map's input columns:
+    # (condition, SQL per output), or None. Cleaning runs the rule only on the other values.
+    sql_shortcut: Callable[..., tuple[str, dict[str, str]] | None] | None = None
     reads_region: bool = False
     # Cleaning keeps values of this kind trimmed as written instead of applying the rule (no map); the
     # rule then only gives configured blocked values their match key.
@@ -175,6 +277,7 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             blocked_patterns=(r"^(no-?e?mail|noreply|no-reply|donotreply|none|test)@",),
             rule=clean_email,
             outputs=("email", "match_key", "reason"),
+            sql_shortcut=email_sql_shortcut,
             key="match_key",
             max_people_per_value=1,
             contact=True,
@@ -186,6 +289,7 @@ NORMALISERS: dict[str, IdentifierNormaliser] = {
             "phone",
             rule=clean_phone,
             outputs=("phone", "reason"),
+            sql_shortcut=phone_sql_shortcut,
             key="phone",
             reads_region=True,
             blocked_values=("+11234567890", "+15555555555", "+10000000000"),

@@ -252,3 +252,140 @@ def test_clean_country(raw, expected, rejected):
 def test_parse_consent(raw, expected, rejected):
     value, reason = rules.parse_consent(raw)
     assert value is expected and (reason is not None) == rejected
+
+
+def test_the_phone_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_decides():
+    """SQL decides the common North American layouts of valid US numbers (resources/identifiers.py); on
+    every value it decides, its outputs are the rule's, and it decides the bulk of real-looking numbers."""
+    import random
+
+    import duckdb
+
+    from resources.identifiers import NORMALISERS
+
+    rng = random.Random(7)
+    values = []
+    for _ in range(4000):
+        digits = f"{rng.randrange(10**10):010d}"
+        a, b, c = digits[:3], digits[3:6], digits[6:]
+        layouts = [digits, f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"({a}) {b}-{c}", f"+1 {a} {b} {c}", f"1{digits}"]
+        layout = rng.choice([*layouts, f"+44 {a} {b} {c}"])
+        values.append((layout, rng.choice(["US", "US", "CA", "GB", "DE"])))
+    values += [("(212) 555-0147", "US"), ("212-555-0147 ", "US"), ("212 555 0147", "US"), ("+1 800 555 0199", "GB")]
+    values += [("900-555-0199", "US"), ("(800) 555-0199", "US"), ("+1 204 555 0199", "US"), ("204-555-0199", "US")]
+    phone = NORMALISERS["phone"]
+    shortcut = phone.sql_shortcut("raw", "region")
+    assert shortcut is not None
+    condition, outputs = shortcut
+    conn = duckdb.connect()
+    conn.execute("create table v (raw varchar, region varchar)")
+    conn.executemany("insert into v values (?, ?)", values)
+    decided = conn.execute(
+        f"select raw, region, {outputs['phone']}, {outputs['reason']} from v where {condition}"
+    ).fetchall()
+    for raw, region, clean, reason in decided:
+        assert (clean, reason) == phone.rule(raw, region), (raw, region)
+    assert len(decided) > len(values) / 10
+    assert ("(212) 555-0147", "US", "+12125550147", None) in decided
+
+
+def _decided(shortcut: tuple[str, dict[str, str]], outputs: list[str], values: list[str]) -> list[tuple]:
+    """The values a rule's SQL shortcut decides, each with the outputs it gives."""
+    import duckdb
+
+    condition, computed = shortcut
+    conn = duckdb.connect()
+    conn.execute("create table v (raw varchar)")
+    conn.executemany("insert into v values (?)", [(v,) for v in values])
+    columns = ", ".join(computed[o] for o in outputs)
+    return conn.execute(f"select raw, {columns} from v where {condition}").fetchall()
+
+
+_TEXT_PIECES = ["a", "B", "Jane", "DOE", ".", "..", "+", "-", "_", "@", " ", "  ", ",", "1", "é", "K", "<", "'", "\t"]
+
+
+def _nasty_values(rng, pieces: list[str], count: int) -> list[str]:
+    return ["".join(rng.choice(pieces) for _ in range(rng.randrange(0, 9))) for _ in range(count)]
+
+
+def test_the_email_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_decides():
+    import random
+
+    from resources.identifiers import NORMALISERS
+
+    email = NORMALISERS["email"]
+    rng = random.Random(3)
+    values = _nasty_values(rng, [*_TEXT_PIECES, "gmail.com", "googlemail.com", "x.io", "@b.co", "mailto:"], 6000)
+    values += ["Jane.Doe+shop@GMAIL.com", "a@b.c", "a.@b.com", ".a@b.com", "a@-b.com", "a@b-.com", "a@b.c0m"]
+    values += ["J.A.N.E@googlemail.com", "+tag@x.org", "a@" + "b" * 250 + ".com", "null", "a@b.com\n"]
+    decided = _decided(email.sql_shortcut("raw"), list(email.outputs), values)
+    for raw, *outputs in decided:
+        assert tuple(outputs) == email.rule(raw), raw
+    assert ("Jane.Doe+shop@GMAIL.com", "jane.doe+shop@gmail.com", "janedoe@gmail.com", None) in decided
+    assert len(decided) > 50
+
+
+def test_the_address_rule_sql_shortcut_agrees_with_the_rule_on_every_value_it_decides():
+    import random
+
+    rng = random.Random(4)
+    values = _nasty_values(rng, [*_TEXT_PIECES, "Street", "STREET", "north", "Apt.", "McDonald", "st", "Ave"], 6000)
+    values += ["12 North Main Street, Apt. 4", " ,12 Main St,, ", "N/A", "123", "-/-", "Rue du Moulin Å"]
+    decided = _decided(rules.address_sql_shortcut("raw"), ["display", "address_key", "reason"], values)
+    for raw, *outputs in decided:
+        assert tuple(outputs) == rules.clean_address_line(raw), raw
+    assert ("12 North Main Street, Apt. 4", "12 North Main Street, Apt. 4", "12 N MAIN ST APT 4", None) in decided
+    assert len(decided) > 500
+
+
+def test_the_suite_patterns_mean_in_re2_what_python_re_means_by_the_plain_patterns():
+    """The Great Expectations suite runs its patterns in RE2 (resources/quality.py); spelled out for RE2,
+    they accept exactly the values Python's `re` accepts for `\\s` and `$`."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cdp_assets.clean import checks
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    assert re.findall(f"[{checks.WHITESPACE}]", "".join(chr(c) for c in range(0x110000))) == spaces
+    values = ["a@b.com", "+14155550147", "US", "a@b.com\n", "a@b.com\n\n", "+1415555\n", "US\n", "U\nS", "", "a b@c.de"]
+    values += [f"a{s}b@c.de" for s in spaces] + [f"+1415555{s}" for s in spaces] + ["a@b.c0m", "ab.com", "a@@b.com"]
+    plain = {
+        checks.EMAIL: r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$",
+        checks.E164: r"^\+[1-9][0-9]{6,14}$",
+        checks.COUNTRY: r"^[A-Z]{2}$",
+    }
+    for pattern, python in plain.items():
+        in_re2 = pc.match_substring_regex(pa.array(values), pattern).to_pylist()
+        assert in_re2 == [bool(re.search(python, v)) for v in values], pattern
+
+
+def test_the_suite_finds_every_bad_value_in_a_frame():
+    import pyarrow as pa
+
+    from cdp_assets.clean.checks import _expectations
+    from resources.quality import validate_frame, validation_frame
+
+    table = pa.table(
+        {
+            "source": ["crm", "crm", "crm"],
+            "source_record_id": ["1", "2", "3"],
+            "file": ["f", "f", "f"],
+            "row_number": [1, 2, 3],
+            "email": ["a@b.com", "a b@c.com", "x@y.com\n\n"],
+            "email_match_key": ["a@b.com", None, None],
+            "phone": ["+14155550147", "4155550147", None],
+            "country": ["US", "us", "GB"],
+            "birth_year": [1980.0, None, 1850.0],
+            "trust": [50, 50, 50],
+        }
+    )
+    outcomes = validate_frame("test", validation_frame(table), _expectations())
+    unexpected = {(o.expectation, o.column): o.unexpected_count for o in outcomes}
+    assert unexpected[("expect_column_values_to_match_regex", "email")] == 2
+    assert unexpected[("expect_column_values_to_match_regex", "phone")] == 1
+    assert unexpected[("expect_column_values_to_match_regex", "country")] == 1
+    assert unexpected[("expect_column_values_to_be_between", "birth_year")] == 1
+    assert sum(unexpected.values()) == 5

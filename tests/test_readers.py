@@ -121,3 +121,45 @@ def test_jsonl_without_any_object_is_not_json_lines(tmp_path):
     path.write_bytes('{"n": "Zoë"}\n'.encode("latin-1") * 2)
     result, rows = read_jsonl(path)
     assert list(rows) == [] and result.file_error.startswith("is not utf-8: lines 1, 2")
+
+
+def test_csv_plain_lines_read_by_duckdb_give_what_reading_line_by_line_gives(tmp_path, monkeypatch):
+    """Seeded nasty files (quoted values, stray quotes, line breaks in values, control characters, wrong
+    field counts, other delimiters and encodings, undecodable bytes): reading the plain lines in bulk gives
+    the rows, line numbers, rejects and verdicts that reading every line through `csv` gives."""
+    import random
+
+    from cdp_assets.extract import readers
+
+    def read(path: Path, whole: bool, **options):
+        if not whole:
+            monkeypatch.setattr(readers, "_decoded_lines", lambda *_: None)
+        try:
+            result, rows = read_csv(path, **options)
+            return list(rows), result.rejects, result.file_error, result.empty, result.columns
+        except FileFormatError as exc:
+            return str(exc)
+        finally:
+            monkeypatch.undo()
+
+    pieces = ["a", "Zoë", " ", ",", '"', '""', "\r", "\n", "\r\n", "\t", "\x00", "\x0b", "\u00a0", "é", "\\", "x,y"]
+    rng = random.Random(5)
+    plain_rows = 0
+    path = tmp_path / "f.csv"
+    for _ in range(150):
+        width = rng.choice([1, 2, 3])
+        lines = [",".join(f"c{i}" for i in range(width))]
+        for _ in range(rng.randrange(1, 12)):
+            if rng.random() < 0.6:
+                fields = ["a", "Zoë", "", " x ", "\\z", "1", '"x,y"', '"a""b"', '""', '"q"r', ' "s"']
+                lines.append(",".join(rng.choice(fields) for _ in range(width)))
+            else:
+                lines.append("".join(rng.choice(pieces) for _ in range(rng.randrange(0, 8))))
+        encoding, delimiter = rng.choice(["utf-8", "latin-1", "cp1252"]), rng.choice([",", ";", "\t"])
+        text = ("\n".join(lines) + rng.choice(["", "\n", "\r\n"])).replace(",", delimiter)
+        data = text.encode(encoding, errors="replace") + (b"\xff,\xfe\n" if rng.random() < 0.1 else b"")
+        path.write_bytes(data)
+        whole = read(path, True, delimiter=delimiter, encoding=encoding)
+        assert whole == read(path, False, delimiter=delimiter, encoding=encoding), data
+        plain_rows += len(whole[0]) if isinstance(whole, tuple) else 0
+    assert plain_rows > 200

@@ -2,11 +2,13 @@
 
 Raw rows are mapped onto canonical fields by the configuration, then cleaned by the rules in
 `cleaning_rules`. The rules run in Python, once per distinct value (a million rows hold far fewer
-distinct e-mails, names or dates), and DuckDB joins the results back. Identifier values, and the person
-records' own contact fields (e-mail, phone), are cleaned by their normaliser's rule, one map per
-normaliser built from its declaration in resources/identifiers.py. A value that fails its rule is
-dropped from the record and quarantined with the reason; a row that cannot be used at all (no record
-id, an event without a readable time) is quarantined whole. So for every source:
+distinct e-mails, names or dates), and DuckDB joins the results back. Where most distinct values are
+simple (US phone numbers in the common layouts, plain ASCII address lines, plain e-mails), SQL decides
+the values whose outcome is certain and the rule runs on the others (`register_map`'s shortcut).
+Identifier values, and the person records' own contact fields (e-mail, phone), are cleaned by their
+normaliser's rule, one map per normaliser built from its declaration in resources/identifiers.py. A
+value that fails its rule is dropped from the record and quarantined with the reason; a row that
+cannot be used at all (no record id, an event without a readable time) is quarantined whole. So for every source:
 raw rows = cleaned rows + rows quarantined whole, and nothing vanishes.
 """
 
@@ -18,7 +20,7 @@ import pandas as pd
 
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
-from cdp_assets.extract.fields import json_sql, properties_sql, record_id_sql, value_sql
+from cdp_assets.extract.fields import extracted_sql, json_sql, properties_sql, record_id_sql, value_sql
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
@@ -68,12 +70,26 @@ def register_map(
     distinct_sql: str,
     rule: Callable[..., tuple],
     outputs: Sequence[str],
+    shortcut: tuple[str, Mapping[str, str]] | None = None,
 ) -> int:
     """Apply a Python rule to each distinct input of `distinct_sql`; the result is temp table `name`.
 
-    Rules run once per distinct value, not once per row, and the table lets SQL join the results back."""
-    inputs = sql.frame(distinct_sql)
-    columns = list(inputs.columns)
+    Rules run once per distinct value, not once per row, and the table lets SQL join the results back.
+    A `shortcut` (condition, SQL per output, over the input columns) gives the outputs of the inputs it
+    holds for in SQL, and the rule runs on the others only."""
+    decided = None
+    if shortcut is not None:
+        condition, computed = shortcut
+        inputs_table = f"{name}_inputs"
+        sql.create_table_as(inputs_table, f"select *, {condition} as __decided from ({distinct_sql})", temporary=True)
+        columns = [c for c in sql.columns(f"select * from {inputs_table}") if c != "__decided"]
+        inputs = sql.frame(f"select * exclude (__decided) from {inputs_table} where not __decided")
+        given = ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
+        results = ", ".join(f'({computed[o]})::varchar as "{o}"' for o in outputs)
+        decided = f"select {given}, {results} from {inputs_table} where __decided"
+    else:
+        inputs = sql.frame(distinct_sql)
+        columns = list(inputs.columns)
     values = [rule(*row) for row in inputs.itertuples(index=False, name=None)] if len(inputs) else []
     result = pd.concat(
         [inputs.reset_index(drop=True), pd.DataFrame(values, columns=list(outputs), dtype=object)], axis=1
@@ -82,8 +98,11 @@ def register_map(
         result = pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, *outputs]})
     casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*columns, *outputs])
     with sql.registered(f"{name}_frame", result) as frame:
-        sql.create_table_as(name, f"select {casts} from {frame}", temporary=True)
-    return len(result)
+        select = f"select {casts} from {frame}" + (f" union all {decided}" if decided else "")
+        sql.create_table_as(name, select, temporary=True)
+    if decided:
+        sql.drop_table(inputs_table)
+    return int(sql.value(f"select count(*) from {name}"))
 
 
 # --------------------------------------------------------------------------- which raw files to read
@@ -269,18 +288,25 @@ def stage_identifiers(
     that table and of its text rejects."""
     selects = []
     for source in sources:
+        # One row per identifier of each raw row, from one parse of the row's JSON.
+        items = []
         for ident in source.identifiers:
             kind = config.identity.type_config(ident.type).normalize
-            expr = value_sql(source, FieldSpec(path=[ident.path]))
+            expr = value_sql(source, FieldSpec(path=[ident.path]), "__values")
             # A Segment group call's traits describe the account (its e-mail is the company's): linking
             # people by them would merge everyone in the account.
-            account = source.format == "segment" and ident.path.startswith("traits.")
+            if source.format == "segment" and ident.path.startswith("traits."):
+                expr = f"case when (record ->> '$.type') is distinct from 'group' then {expr} end"
+            items.append(
+                f"{{'id_type': {sql_literal(ident.type)}, 'kind': {sql_literal(kind)}, "
+                f"'field': {sql_literal(ident.path)}, 'raw': {expr}}}"
+            )
+        if items:
             selects.append(
-                f"select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
-                f"{sql_literal(ident.type)} as id_type, {sql_literal(kind)} as kind, "
-                f"{sql_literal(ident.path)} as field, {expr} as raw, "
-                f"{sql_literal(source.default_country)} as region from {raw_rows(sql, source, scope)}"
-                + (" where (record ->> '$.type') is distinct from 'group'" if account else "")
+                f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, region from (
+                    select {sql_literal(source.name)} as source, _file as file, _row_number as row_number,
+                        {sql_literal(source.default_country)} as region, unnest([{", ".join(items)}]) as i
+                    from (select *, {extracted_sql(source)} as __values from {raw_rows(sql, source, scope)}))"""
             )
     if not selects:
         selects = [
@@ -321,7 +347,8 @@ def build_identifier_maps(
             own = f"{n.name} as raw" + (", cc as region" if n.reads_region else "")
             distinct = f"select distinct {own} from {person_stage} where {n.name} is not null union {distinct}"
         maps[n.name] = scratch(f"{n.name}_map")
-        register_map(sql, maps[n.name], distinct, n.rule, n.outputs)
+        shortcut = n.sql_shortcut(*n.input_columns) if n.sql_shortcut else None
+        register_map(sql, maps[n.name], distinct, n.rule, n.outputs, shortcut)
     return maps
 
 
@@ -440,15 +467,16 @@ def _stage_person_rows(
     if given)."""
     selects = []
     for source in sources:
-        columns = [f"{value_sql(source, source.fields.get(f))} as {f}" for f in PERSON_FIELDS]
-        consents = [f"{value_sql(source, source.consent.get(p))} as consent__{p}" for p in purposes]
+        columns = [f"{value_sql(source, source.fields.get(f), '__values')} as {f}" for f in PERSON_FIELDS]
+        consents = [f"{value_sql(source, source.consent.get(p), '__values')} as consent__{p}" for p in purposes]
         updated = source.fields.get("updated_at")
         selects.append(
             f"select *, {timestamp_sql('updated_at', updated.formats if updated else None)} as updated_ts "
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
-            f"{record_id_sql(source)} as source_record_id, {', '.join(columns + consents)}, "
-            f"{sql_literal(source.default_country)} as default_country from {raw_rows(sql, source, scope)})"
+            f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents)}, "
+            f"{sql_literal(source.default_country)} as default_country "
+            f"from (select *, {extracted_sql(source)} as __values from {raw_rows(sql, source, scope)}))"
         )
     sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
 
@@ -560,6 +588,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             "where v is not null",
             rules.clean_address_line,
             ["display", "address_key", "reason"],
+            rules.address_sql_shortcut("raw"),
         )
         register_map(
             sql,
@@ -586,6 +615,12 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             ["granted", "reason"],
         )
 
+        # A field no source maps is null in every staged row: its map is not joined (and finds no reject).
+        mapped = {f for s in sources for f in s.fields}
+
+        def map_for(field: str, table: str) -> str:
+            return table if field in mapped else f"(select * from {table} where false)"
+
         # A record's latest version: the last updated, then (one update time in several files) the later file
         # name and line. What the landing files hold decides, never when they were loaded, so the same files
         # give the same profiles whatever order they arrived in.
@@ -609,20 +644,21 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                 n4.name as city, rm.region, pc.postal_code, s.clean_country as country,
                 dm.dob::date as date_of_birth, s.updated_ts as updated_at
             from {stage} s
-            left join {scratch("fullname_map")} fn on fn.raw = s.full_name
-            left join {scratch("name_map")} n1 on n1.raw = s.first_name
-            left join {scratch("name_map")} n2 on n2.raw = s.middle_name
-            left join {scratch("name_map")} n3 on n3.raw = s.last_name
-            left join {scratch("name_map")} n4 on n4.raw = s.city
-            left join {maps["email"]} em on em.raw = s.email
-            left join {maps["phone"]} pm on pm.raw = s.phone and pm.region = s.cc
-            left join {scratch("address_map")} a1 on a1.raw = s.address_line1
-            left join {scratch("address_map")} a2 on a2.raw = s.address_line2
-            left join {scratch("region_map")} rm
+            left join {map_for("full_name", scratch("fullname_map"))} fn on fn.raw = s.full_name
+            left join {map_for("first_name", scratch("name_map"))} n1 on n1.raw = s.first_name
+            left join {map_for("middle_name", scratch("name_map"))} n2 on n2.raw = s.middle_name
+            left join {map_for("last_name", scratch("name_map"))} n3 on n3.raw = s.last_name
+            left join {map_for("city", scratch("name_map"))} n4 on n4.raw = s.city
+            left join {map_for("email", maps["email"])} em on em.raw = s.email
+            left join {map_for("phone", maps["phone"])} pm on pm.raw = s.phone and pm.region = s.cc
+            left join {map_for("address_line1", scratch("address_map"))} a1 on a1.raw = s.address_line1
+            left join {map_for("address_line2", scratch("address_map"))} a2 on a2.raw = s.address_line2
+            left join {map_for("region", scratch("region_map"))} rm
                    on rm.raw = s.region and rm.country is not distinct from s.clean_country
-            left join {scratch("postal_map")} pc
+            left join {map_for("postal_code", scratch("postal_map"))} pc
                    on pc.raw = s.postal_code and pc.country is not distinct from s.clean_country
-            left join {scratch("dob_map")} dm on dm.raw = s.date_of_birth and dm.source = s.source
+            left join {map_for("date_of_birth", scratch("dob_map"))} dm
+                   on dm.raw = s.date_of_birth and dm.source = s.source
             where s.source_record_id is not null
             {kept_rows(records, scope, "* exclude (is_latest)")}
             )
@@ -673,6 +709,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                 left join {labels} l on l.source = s.source and l.field = '{field}'
                 where m.reason is not null"""
             for field, table, on in _PERSON_VALUE_REJECTS
+            if field in mapped
         ]
         rejects += [
             f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.consent__{p} as value,

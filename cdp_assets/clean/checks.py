@@ -14,8 +14,13 @@ from cdp_assets.metadata import markdown_table, mask, redact_errors
 from resources.quality import validate_frame, validation_frame
 from resources.warehouse import Warehouse
 
-E164 = r"^\+[1-9][0-9]{6,14}$"
-EMAIL = r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$"
+# The patterns mean the same to Python's `re` and to RE2, which runs them (resources/quality.py): Python's
+# `\s` (every character `str.isspace` calls whitespace) spelled out, and `\n?$` for the final line break
+# Python's `$` lets through.
+WHITESPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+E164 = r"^\+[1-9][0-9]{6,14}\n?$"
+EMAIL = rf"^[^@{WHITESPACE}]+@[^@{WHITESPACE}]+\.[a-z]{{2,63}}\n?$"
+COUNTRY = r"^[A-Z]{2}\n?$"
 
 
 def _expectations() -> list[object]:
@@ -29,7 +34,7 @@ def _expectations() -> list[object]:
         x.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL),
         x.ExpectColumnValuesToMatchRegex(column="email_match_key", regex=EMAIL),
         x.ExpectColumnValuesToMatchRegex(column="phone", regex=E164),
-        x.ExpectColumnValuesToMatchRegex(column="country", regex=r"^[A-Z]{2}$"),
+        x.ExpectColumnValuesToMatchRegex(column="country", regex=COUNTRY),
         x.ExpectColumnValuesToBeBetween(column="birth_year", min_value=1900, max_value=date.today().year),
         x.ExpectColumnValuesToBeBetween(column="trust", min_value=0, max_value=100),
     ]

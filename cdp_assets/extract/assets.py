@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from cdp_assets.extract.readers import FileFormatError, Reject, read_file
+from cdp_assets.extract.readers import FileFormatError, Reject, Rows, read_file
 from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
@@ -27,7 +27,6 @@ from resources.sql import Sql
 from resources.warehouse import Warehouse, utc_now
 
 GROUP = "source_extracts"
-_BATCH_ROWS = 50_000
 
 
 def raw_table(source: SourceConfig) -> str:
@@ -90,28 +89,18 @@ def read_settings(source: SourceConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _batches(rows: Iterator[tuple[int, str]], file: str, loaded_at: datetime) -> Iterator[pa.Table]:
-    numbers: list[int] = []
-    records: list[str] = []
-    for number, record in rows:
-        numbers.append(number)
-        records.append(record)
-        if len(numbers) >= _BATCH_ROWS:
-            yield _batch(numbers, records, file, loaded_at)
-            numbers, records = [], []
-    if numbers:
-        yield _batch(numbers, records, file, loaded_at)
-
-
-def _batch(numbers: list[int], records: list[str], file: str, loaded_at: datetime) -> pa.Table:
-    return pa.table(
-        {
-            "_file": pa.array([file] * len(numbers), pa.string()),
-            "_row_number": pa.array(numbers, pa.int64()),
-            "_loaded_at": pa.array([loaded_at] * len(numbers), pa.timestamp("us")),
-            "record": pa.array(records, pa.string()),
-        }
-    )
+def _batches(rows: Rows, file: str, loaded_at: datetime) -> Iterator[pa.Table]:
+    """The rows as raw-table rows of `file`, a batch at a time."""
+    for batch in rows.batches():
+        count = batch.num_rows
+        yield pa.table(
+            {
+                "_file": pa.array([file] * count, pa.string()),
+                "_row_number": batch.column("row_number"),
+                "_loaded_at": pa.array([loaded_at] * count, pa.timestamp("us")),
+                "record": batch.column("record"),
+            }
+        )
 
 
 def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetime) -> pa.Table:
@@ -176,7 +165,7 @@ def load_file(
                 encoding=source.csv.encoding,
             )
         except FileFormatError as exc:
-            result, rows = None, iter(())
+            result, rows = None, Rows(iter(()))
             problem = Reject(None, f"file {rel} cannot be read: {exc}")
         if result is not None and result.columns is not None:
             missing = missing_columns(source, result.columns)
@@ -187,7 +176,7 @@ def load_file(
                     source.csv.delimiter.join(result.columns) if source.format == "csv" else ", ".join(result.columns),
                     ", ".join(missing),
                 )
-                rows = iter(())
+                rows = Rows(iter(()))
         if result is not None and problem is None:
             for batch in _batches(rows, rel, now):
                 with sql.registered("incoming_batch", batch) as incoming:

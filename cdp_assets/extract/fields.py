@@ -11,21 +11,41 @@ def _json_path(source: SourceConfig, path: str) -> str:
     return "$." + ".".join('"' + p.replace('"', '\\"') + '"' for p in parts)
 
 
-def record_id_sql(source: SourceConfig) -> str:
-    """The source record id, or `file:line` for a source that has none."""
+def _read_paths(source: SourceConfig) -> list[str]:
+    return list(dict.fromkeys(source.read_paths()))
+
+
+def record_id_sql(source: SourceConfig, extracted: str | None = None) -> str:
+    """The source record id, or `file:line` for a source that has none (`extracted`: see value_sql)."""
     if source.record_id is None:
         return "_file || ':' || _row_number::varchar"
-    return value_sql(source, source.record_id)
+    return value_sql(source, source.record_id, extracted)
 
 
-def value_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
-    """SQL for a mapped field's raw text: a constant, or the first non-empty of its paths."""
+def value_sql(source: SourceConfig, spec: FieldSpec | None, extracted: str | None = None) -> str:
+    """SQL for a mapped field's raw text: a constant, or the first non-empty of its paths.
+
+    With `extracted`, the name of a column holding `extracted_sql(source)`, the text is read from it: a
+    record's JSON is then parsed once for all its fields rather than once per path."""
     if spec is None:
         return "null::varchar"
     if spec.value is not None:
         return sql_literal(spec.value)
-    parts = [f"nullif(trim(record ->> {sql_literal(_json_path(source, p))}), '')" for p in spec.path or []]
+    paths = _read_paths(source)
+    parts = [
+        f"nullif(trim({extracted}[{paths.index(p) + 1}]), '')"
+        if extracted
+        else f"nullif(trim(record ->> {sql_literal(_json_path(source, p))}), '')"
+        for p in spec.path or []
+    ]
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+
+def extracted_sql(source: SourceConfig) -> str:
+    """The text at every path the source maps (`source.read_paths()`, in that order), from one parse of the
+    record's JSON: what `value_sql(..., extracted)` reads."""
+    paths = ", ".join(sql_literal(_json_path(source, p)) for p in _read_paths(source))
+    return f"json_extract_string(record, [{paths}])" if paths else "[]::varchar[]"
 
 
 def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:

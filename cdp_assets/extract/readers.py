@@ -9,12 +9,16 @@ standard readers either stop at the first error or resynchronise silently, so th
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 from resources.sql import Sql, SqlError
 
@@ -46,6 +50,43 @@ class ReadResult:
     file_error: str | None = None
 
 
+_BATCH_ROWS = 50_000
+ROW_SCHEMA = pa.schema([("row_number", pa.int64()), ("record", pa.string())])
+
+
+class Rows:
+    """A file's good rows, (line number, JSON object text): in Arrow batches of `ROW_SCHEMA` for loading,
+    or one by one. The reader's `ReadResult` is complete once they have all been read."""
+
+    def __init__(self, batches: Iterator[pa.Table]) -> None:
+        self._batches = batches
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[int, str]]) -> Rows:
+        """Rows read one by one, loaded in batches."""
+
+        def batches() -> Iterator[pa.Table]:
+            numbers: list[int] = []
+            records: list[str] = []
+            for number, record in rows:
+                numbers.append(number)
+                records.append(record)
+                if len(numbers) >= _BATCH_ROWS:
+                    yield pa.table([numbers, records], schema=ROW_SCHEMA)
+                    numbers, records = [], []
+            if numbers:
+                yield pa.table([numbers, records], schema=ROW_SCHEMA)
+
+        return cls(batches())
+
+    def batches(self) -> Iterator[pa.Table]:
+        return self._batches
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        for batch in self._batches:
+            yield from zip(batch.column("row_number").to_pylist(), batch.column("record").to_pylist(), strict=True)
+
+
 class FileFormatError(Exception):
     """The file as a whole cannot be read (e.g. not a Parquet file); the message says why."""
 
@@ -74,6 +115,8 @@ def _excerpt(text: str, limit: int = 200) -> str:
 
 class _LineFeed:
     """An iterator of decoded lines that remembers what it handed out and accepts lines back."""
+
+    undecodable = True  # whether a line may hold bytes that did not decode
 
     def __init__(self, path: Path, encoding: str) -> None:
         self._handle = path.open("rb")
@@ -114,6 +157,150 @@ class _LineFeed:
         self._handle.close()
 
 
+class _TextFeed(_LineFeed):
+    """A `_LineFeed` over a file already decoded whole (so no line is undecodable), which can skip lines."""
+
+    undecodable = False
+
+    def __init__(self, lines: list[str], last_line_ends: bool) -> None:
+        self._lines = lines
+        self._last_line_ends = last_line_ends
+        self._pending = deque()
+        self._next_number = 1
+        self.taken = []
+        self.bad_lines = []
+        self.text_lines = 0
+
+    def __next__(self) -> str:
+        if self._pending:
+            item = self._pending.popleft()
+        else:
+            index = self._next_number - 1
+            if index >= len(self._lines):
+                raise StopIteration
+            line = self._lines[index]
+            item = (self._next_number, line + "\n" if index + 1 < len(self._lines) or self._last_line_ends else line)
+            self._next_number += 1
+        self.taken.append(item)
+        return item[1]
+
+    @property
+    def next_index(self) -> int | None:
+        """The index of the line a record read now starts on, or None while lines given back are pending."""
+        return None if self._pending else self._next_number - 1
+
+    def skip_to(self, index: int) -> None:
+        self._next_number = index + 1
+
+    def close(self) -> None:
+        pass
+
+
+# Encodings in which a line feed byte is always a line feed character: the file can be decoded whole and
+# split into the lines `_LineFeed` reads one by one.
+_WHOLE_FILE_ENCODINGS = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
+# A file is held in memory whole (its text, its lines and their Arrow copy) only up to this size; a larger
+# one is read line by line.
+_WHOLE_FILE_BYTES = 1 << 30
+
+
+def _decoded_lines(path: Path, encoding: str) -> tuple[list[str], bool] | None:
+    """The file's lines without their line feeds, and whether the last one had one; None when the file
+    does not decode as a whole (it is then read line by line, each bad line found on its own) or is too
+    large to hold."""
+    if codecs.lookup(encoding).name not in _WHOLE_FILE_ENCODINGS or path.stat().st_size > _WHOLE_FILE_BYTES:
+        return None
+    try:
+        text = path.read_bytes().decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\n")
+    last_line_ends = lines[-1] == ""
+    if last_line_ends:
+        lines.pop()
+    return lines, last_line_ends
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_BODY = "(case when suffix(line, chr(13)) then left(line, length(line) - 1) else line end)"
+PLAIN, BLANK, QUOTED = 1, 2, 3
+
+
+def _plain_lines(sql: Sql, lines: pa.Array, delimiter: str, quote: str, width: int) -> np.ndarray:
+    """Per line, what it is when a record starts on it: PLAIN, a record of `width` fields without a quote
+    character; QUOTED, a record of `width` fields each either without a quote character or quoted whole
+    (`"a, b"`, doubled quotes inside), closed on the line; BLANK, spaces only (not a row); 0, any other
+    line, which `csv` must read. A plain or quoted line has no control character but the delimiter, no
+    carriage return but a last one, and is shorter than the field size limit."""
+    q, d = (f"\\x{{{ord(c):x}}}" for c in (quote, delimiter))
+    field = f"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{q}{d}]*)"
+    common = f"""strpos(line, chr(13)) in (0, length(line)) and length(line) < {csv.field_size_limit()}
+        and not regexp_matches(replace({_BODY}, {_sql_text(delimiter)}, ''), '[\\x00-\\x1f]')"""
+    plain = f"""not contains({_BODY}, {_sql_text(quote)})
+        and length({_BODY}) - length(replace({_BODY}, {_sql_text(delimiter)}, '')) = {width - 1}"""
+    quoted = f"regexp_full_match({_BODY}, {_sql_text(f'{field}(?:{d}{field}){{{width - 1}}}')})"
+    blank = f"strpos(line, chr(13)) in (0, length(line)) and ltrim({_BODY}, ' ') = ''"
+    with sql.registered("csv_lines", pa.table({"line": lines})) as table:
+        kinds = sql.arrays(
+            f"""select (case when {blank} then {BLANK} when not ({common}) then 0 when {plain} then {PLAIN}
+                             when {quoted} then {QUOTED} else 0 end)::tinyint k from {table}"""
+        )
+    return kinds["k"]
+
+
+def _quoted_fields(lines: list[str], kinds: np.ndarray, delimiter: str, quote: str, width: int) -> pa.Array:
+    """The fields `csv` reads from each QUOTED line, each line alone (so it is one record); a line `csv`
+    does not read as `width` fields is made a line `csv` reads in turn (kind 0)."""
+    indexes = np.flatnonzero(kinds == QUOTED)
+    records = list(csv.reader((lines[i] for i in indexes), delimiter=delimiter, quotechar=quote, strict=False))
+    if len(records) != len(indexes):  # not one record per line: read them all in turn
+        kinds[indexes] = 0
+        return pa.array([], pa.list_(pa.string()))
+    for i, record in zip(indexes, records, strict=True):
+        if len(record) != width:
+            kinds[i] = 0
+    return pa.array([r for r in records if len(r) == width], pa.list_(pa.string()))
+
+
+def _plain_records(
+    sql: Sql,
+    lines: pa.Array,
+    kinds: np.ndarray,
+    keep: np.ndarray,
+    quoted: pa.Array,
+    delimiter: str,
+    columns: list[str],
+    read: pa.Table,
+) -> pa.Table:
+    """The PLAIN and QUOTED lines (see _plain_lines) marked in `keep` as rows, each written as the JSON
+    `json.dumps` writes for its fields (DuckDB's `to_json` escapes every character `json.dumps` with
+    `ensure_ascii=False` does, and the same way), with the rows `read` by `csv`, in line order. A PLAIN
+    line is split at its delimiters; `quoted` holds the fields of each QUOTED line, in line order."""
+    parts = [
+        f"{_sql_text(('{' if i == 0 else ', ') + json.dumps(c, ensure_ascii=False) + ': ')} || to_json(f[{i + 1}])"
+        for i, c in enumerate(columns)
+    ]
+    numbers = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
+    frame = pa.table({"number": numbers, "line": lines, "keep": keep & (kinds == PLAIN)})
+    quoted_numbers = numbers.take(pa.array(np.flatnonzero(kinds == QUOTED)))
+    quoted_frame = pa.table({"number": quoted_numbers, "f": quoted, "keep": pa.array(keep[kinds == QUOTED])})
+    with (
+        sql.registered("csv_plain_lines", frame) as table,
+        sql.registered("csv_quoted_lines", quoted_frame) as quoted_table,
+        sql.registered("csv_read_rows", read) as others,
+    ):
+        return sql.arrow(
+            f"""select number as row_number, ({" || ".join(parts)} || '}}')::varchar as record
+                from (select number, string_split({_BODY}, {_sql_text(delimiter)}) as f from {table} where keep
+                      union all select number, f from {quoted_table} where keep)
+                union all select row_number, record from {others}
+                order by row_number"""
+        ).cast(ROW_SCHEMA)
+
+
 def _bad_bytes(value: str) -> str | None:
     """The first undecodable byte in a value, as hex, or None if the value decoded cleanly."""
     for char in value:
@@ -122,16 +309,15 @@ def _bad_bytes(value: str) -> str | None:
     return None
 
 
-def read_csv(
-    path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8"
-) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
-    """Parse a CSV file; yields (line number, JSON object text) for good rows and collects rejects.
+def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8") -> tuple[ReadResult, Rows]:
+    """Parse a CSV file; its rows are (line number, JSON object text) for good rows, and rejects are collected.
 
     The row number is the line the record starts on, counting the header as line 1, so a user can open
     the file at that line.
     """
     result = ReadResult()
-    feed = _LineFeed(path, encoding)
+    decoded = _decoded_lines(path, encoding)
+    feed = _LineFeed(path, encoding) if decoded is None else _TextFeed(*decoded)
     reader = csv.reader(feed, delimiter=delimiter, quotechar=quote, strict=False)
 
     def next_record() -> list[str] | None:
@@ -155,7 +341,7 @@ def read_csv(
     if header is None:
         feed.close()
         result.empty = True
-        return result, iter(())
+        return result, Rows(iter(()))
     columns = [h.strip().lstrip("\ufeff") for h in header]
     bad = _bad_bytes("".join(columns))
     if bad:
@@ -168,9 +354,40 @@ def read_csv(
     result.columns = columns
     width = len(columns)
 
-    def rows() -> Iterator[tuple[int, str]]:
+    plain = (
+        isinstance(feed, _TextFeed)
+        and 1 < width <= 1000
+        and delimiter not in "\r\n"
+        and delimiter != quote
+        and quote not in "\r\n"
+    )
+    plain_kinds = np.zeros(0, dtype=np.int8)
+    lines: pa.Array | None = None
+    sql = Sql.in_memory() if plain else None
+    quoted = pa.array([], pa.list_(pa.string()))
+    if sql is not None and isinstance(feed, _TextFeed):
+        lines = pa.array(feed._lines, pa.string())
+        plain_kinds = _plain_lines(sql, lines, delimiter, quote, width)
+        quoted = _quoted_fields(feed._lines, plain_kinds, delimiter, quote, width)
+    # Lines `csv` must read; a run of plain lines between two of them is taken whole.
+    hard = np.flatnonzero(plain_kinds == 0)
+    taken_plain = np.zeros(len(plain_kinds), dtype=bool)
+
+    def skip_plain_lines() -> None:
+        start = feed.next_index if isinstance(feed, _TextFeed) else None
+        if start is None or start >= len(plain_kinds):
+            return
+        following = int(np.searchsorted(hard, start))
+        stop = int(hard[following]) if following < len(hard) else len(plain_kinds)
+        if stop > start:
+            taken_plain[start:stop] = True
+            feed.skip_to(int(stop))
+
+    def slow_rows() -> Iterator[tuple[int, str]]:
         try:
             while True:
+                if sql is not None:
+                    skip_plain_lines()
                 record = next_record()
                 if record is None:
                     break
@@ -206,7 +423,9 @@ def read_csv(
                     )
                     feed.push_back(taken[1:])
                     continue
-                bad_field = next(((c, v) for c, v in zip(columns, record, strict=True) if _bad_bytes(v)), None)
+                bad_field = feed.undecodable and next(
+                    ((c, v) for c, v in zip(columns, record, strict=True) if _bad_bytes(v)), None
+                )
                 if bad_field:
                     column, value = bad_field
                     result.rejects.append(
@@ -225,10 +444,23 @@ def read_csv(
         finally:
             feed.close()
 
-    return result, rows()
+    def batches() -> Iterator[pa.Table]:
+        try:
+            if sql is None or lines is None:
+                yield from Rows.of(slow_rows()).batches()
+                return
+            read = pa.concat_tables([ROW_SCHEMA.empty_table(), *Rows.of(slow_rows()).batches()])
+            records = _plain_records(sql, lines, plain_kinds, taken_plain, quoted, delimiter, columns, read)
+            for start in range(0, records.num_rows, 200_000):
+                yield records.slice(start, 200_000)
+        finally:
+            if sql is not None:
+                sql.close()
+
+    return result, Rows(batches())
 
 
-def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
+def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
     """Parse a JSON-lines file; each non-blank line must be one JSON object.
 
     A file in which no line is a JSON object (a JSON array document, a CSV file under a .jsonl name) is
@@ -237,7 +469,7 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
     result = ReadResult()
     if path.stat().st_size == 0:
         result.empty = True
-        return result, iter(())
+        return result, Rows(iter(()))
 
     def rows() -> Iterator[tuple[int, str]]:
         bad_lines: list[int] = []
@@ -281,16 +513,16 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
             first = result.rejects[0]
             result.file_error = f"is not JSON lines: no line is a JSON object (line {first.row_number}: {first.reason})"
 
-    return result, rows()
+    return result, Rows.of(rows())
 
 
-def read_parquet(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
+def read_parquet(path: Path) -> tuple[ReadResult, Rows]:
     """Read a Parquet file through an in-memory database of its own, so reading a landing file never
     touches the warehouse; a corrupt file is a FileFormatError for the whole file."""
     result = ReadResult()
     if path.stat().st_size == 0:
         result.empty = True
-        return result, iter(())
+        return result, Rows(iter(()))
     sql = Sql.in_memory()
     try:
         described = sql.rows("describe select * from read_parquet(?)", [str(path)])
@@ -313,12 +545,12 @@ def read_parquet(path: Path) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
         finally:
             sql.close()
 
-    return result, rows()
+    return result, Rows.of(rows())
 
 
 def read_file(
     path: Path, fmt: str, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8"
-) -> tuple[ReadResult, Iterator[tuple[int, str]]]:
+) -> tuple[ReadResult, Rows]:
     """Dispatch on the source's declared format; an http source's polls land JSON lines."""
     if fmt == "csv":
         return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding)
