@@ -98,8 +98,11 @@ class Plan:
     scope: str | None
     as_of: datetime
     previous_as_of: datetime | None
-    # The files whose rows changed (step's table `(input, source, file)`), for the snapshot; None: all.
+    # The files whose rows changed (step's table `(input, source, file)`) and the records whose customer
+    # changed (`(source, source_record_id, role, customer_id, old_id)`), to bring the copies the next run
+    # compares with up to date; None: copy everything.
     changed_files: str | None = None
+    changed_identity: str | None = None
 
     @property
     def incremental(self) -> bool:
@@ -193,11 +196,17 @@ def plan_run(
             where o.rows is distinct from n.rows or o.loaded_at is distinct from n.loaded_at""",
         temporary=True,
     )
-    causes = {
-        # A record that changed customer, joined or left: both its customers.
-        "identity": f"""select unnest([n.customer_id, o.customer_id]) as customer_id
+    changed_identity = tables("changed_identity")
+    sql.create_table_as(
+        changed_identity,
+        f"""select source, source_record_id, role, n.customer_id, o.customer_id as old_id
             from cdp.identity_map n full join {PROFILED_IDENTITY.name} o using (source, source_record_id, role)
             where n.customer_id is distinct from o.customer_id""",
+        temporary=True,
+    )
+    causes = {
+        # A record that changed customer, joined or left: both its customers.
+        "identity": f"select unnest([customer_id, old_id]) as customer_id from {changed_identity}",
         # A record whose cleaned rows changed: its customer now and last time.
         "cleaned_rows": f"""select m.customer_id from cdp.identity_map m semi join {records} r
                 using (source, source_record_id)
@@ -227,7 +236,7 @@ def plan_run(
         plan, _ = full(f"{count} of {customers} customers affected, over {FULL_RECOMPUTE_SHARE:.0%}")
         return plan, share_of
     reason = ", ".join(f"{cause}: {n}" for cause, n in share_of.items() if n) or "nothing changed"
-    return Plan("incremental", reason, affected, as_of, previous_as_of, changed_files), share_of
+    return Plan("incremental", reason, affected, as_of, previous_as_of, changed_files, changed_identity), share_of
 
 
 def _moved_time(config: CDPConfig, old: datetime, new: datetime) -> str:
@@ -270,7 +279,18 @@ def record_run(
     )
     if changed is not None:
         sql.execute(f"insert into {PROFILE_CHANGES.name} select ?, customer_id from {changed}", [run_seq])
-    PROFILED_IDENTITY.replace(sql, "select source, source_record_id, role, customer_id from cdp.identity_map")
+    if plan.changed_identity is None:
+        PROFILED_IDENTITY.replace(sql, "select source, source_record_id, role, customer_id from cdp.identity_map")
+    else:
+        sql.execute(
+            f"delete from {PROFILED_IDENTITY.name} t using {plan.changed_identity} c where t.source = c.source "
+            "and t.source_record_id = c.source_record_id and t.role = c.role"
+        )
+        PROFILED_IDENTITY.insert(
+            sql,
+            f"select source, source_record_id, role, customer_id from {plan.changed_identity} "
+            "where customer_id is not null",
+        )
     if plan.changed_files is None:
         PROFILED_INPUTS.replace(sql, _records_sql(None))
     else:
