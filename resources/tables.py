@@ -86,9 +86,18 @@ class Table:
     def replace(self, sql: Sql, select_sql: str) -> None:
         """Rebuild the table from `select_sql`, which must produce exactly the declared columns (in any
         order); they are stored in the declared order and types."""
+        sql.create_table_as(self.name, self._cast(sql, select_sql))
+
+    def insert(self, sql: Sql, select_sql: str) -> None:
+        """Append the rows of `select_sql`, held to the declaration as `replace` holds a rebuild: for a
+        stage that replaces only some customers' rows."""
+        listed = ", ".join(map(_quoted, self.columns))
+        sql.execute(f"insert into {self.name} ({listed}) {self._cast(sql, select_sql)}")
+
+    def _cast(self, sql: Sql, select_sql: str) -> str:
         self.check_select(sql, select_sql)
         casts = ", ".join(f"{_quoted(c)}::{t} as {_quoted(c)}" for c, t in self.columns.items())
-        sql.create_table_as(self.name, f"select {casts} from ({select_sql})")
+        return f"select {casts} from ({select_sql})"
 
 
 # Where in its landing file a cleaned row came from, and when the file was loaded: lineage, not data a

@@ -6,8 +6,12 @@ source, record and time every chosen value came from. Name parts are taken toget
 and so are address parts: mixing a street from one record with a ZIP code from another would produce
 an address nobody lives at. Consent per purpose is the latest statement; a revocation wins a tie, and
 no statement is not consent (the column is NULL).
+
+A run recomputes only the customers whose records, identity or time windows changed since the last run,
+or everyone when that is cheaper or the configuration changed: see cdp_assets.profiles.incremental.
 """
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import dagster as dg
@@ -15,13 +19,14 @@ import dagster as dg
 from cdp_assets.clean.assets import activity_assets
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
 from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
-from cdp_assets.profiles.traits import build_traits, resolve_as_of, timestamp_literal
+from cdp_assets.profiles.incremental import Plan, plan_run, profile_settings, record_run
+from cdp_assets.profiles.traits import build_traits, days_since_sql, in_scope, resolve_as_of, timestamp_literal
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
 from resources.sql import Scratch, Sql
 from resources.tables import Table
-from resources.warehouse import Warehouse, sql_literal
+from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
 # Bump when survivorship, traits or the profile columns change.
@@ -114,23 +119,54 @@ def _pick_sql(attribute: str, rule: SurvivorshipRule, members: str) -> str:
         qualify row_number() over (partition by customer_id order by {rule_order(rule)}) = 1"""
 
 
-def build_profiles(sql: Sql, config: CDPConfig, now: datetime | None = None) -> datetime:
-    """Rebuild `cdp.golden_profiles` and `cdp.profile_provenance`; returns the traits' as-of time (`now`:
-    the scheduled time a time-windows refresh measures from, see resolve_as_of).
+@dataclass(frozen=True)
+class ProfileRun:
+    """What a profiles run did, for the asset's metadata."""
+
+    as_of: datetime
+    mode: str
+    reason: str
+    customers_recomputed: int
+    run_seq: int
+    affected: dict[str, int] = field(default_factory=dict)
+
+
+def build_profiles(
+    sql: Sql, config: CDPConfig, now: datetime | None = None, *, incremental: bool = False, run_id: str | None = None
+) -> ProfileRun:
+    """Bring `cdp.golden_profiles` and `cdp.profile_provenance` up to date: rebuilt whole, or with
+    `incremental` only the customers whose inputs changed since the last run (see
+    cdp_assets.profiles.incremental), with the same result. `now`: the scheduled time a time-windows
+    refresh measures from (see resolve_as_of).
 
     The per-attribute picks, consent picks and traits are this step's temp tables, dropped when it ends."""
     with sql.scratch("profiles") as tables:
-        return _build_profiles(sql, config, tables, now)
+        as_of = resolve_as_of(sql, config, now)
+        settings = profile_settings(sql, config, CODE_VERSION)
+        plan, affected = plan_run(sql, config, tables, settings, as_of, incremental)
+        if not plan.incremental:
+            _build_profiles(sql, config, tables, plan)
+            run_seq = record_run(sql, plan, settings, run_id, utc_now(), None, [])
+        else:
+            with sql.transaction():
+                changed, every_profile = _build_profiles(sql, config, tables, plan)
+                run_seq = record_run(sql, plan, settings, run_id, utc_now(), changed, every_profile)
+        recomputed = sql.value("select customers_recomputed from meta.profile_runs where run_seq = ?", [run_seq])
+        return ProfileRun(as_of, plan.mode, plan.reason, int(recomputed), run_seq, affected)
 
 
-def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime | None) -> datetime:
+def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) -> tuple[str | None, list[str]]:
+    """Compute the profiles of the plan's customers and write them; returns (incremental runs) the step's
+    table of customers whose rows changed and the columns changed on every profile."""
     survivorship = config.profiles.survivorship
     purposes = config.consent_purposes
+    scope = plan.scope
     members = tables("members")
     sql.create_table_as(
         members,
-        """select m.customer_id, p.* from cdp.identity_map m
-           join clean.person_records p using (source, source_record_id) where p.is_latest""",
+        f"""select m.customer_id, p.* from cdp.identity_map m
+           join clean.person_records p using (source, source_record_id)
+           where p.is_latest{in_scope("m.customer_id", scope)}""",
         temporary=True,
     )
     picks = {attribute: tables(f"pick_{attribute}") for attribute in ATTRIBUTES}
@@ -139,16 +175,17 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime 
     consent_picks = tables("consent_picks")
     sql.create_table_as(
         consent_picks,
-        """select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
+        f"""select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
             from clean.consent_statements s join cdp.identity_map m using (source, source_record_id)
+            where true{in_scope("m.customer_id", scope)}
             qualify row_number() over (partition by m.customer_id, s.purpose
                                        order by s.stated_at desc nulls last, s.granted asc, s.source,
                                                 s.source_record_id, s.file desc, s.row_number desc) = 1""",
         temporary=True,
     )
-    as_of = resolve_as_of(sql, config, now)
-    traits = tables("customer_traits")
-    build_traits(sql, config, as_of, traits)
+    as_of = plan.as_of
+    traits, scores = tables("customer_traits"), tables("scores")
+    build_traits(sql, config, as_of, traits, scope, scores if scope else None)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
     picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in ATTRIBUTES.items() for c in columns)
     pick_joins = "\n".join(
@@ -165,7 +202,8 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime 
             from {members} group by customer_id
         ),
         customers as (
-            select customer_id, list(distinct source order by source) as sources from cdp.identity_map group by 1
+            select customer_id, list(distinct source order by source) as sources from cdp.identity_map
+            where true{in_scope("customer_id", scope)} group by 1
         ),
         consent as (select customer_id{consent_columns} from {consent_picks} group by customer_id)
         select k.customer_id, {picked},
@@ -180,10 +218,6 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime 
         left join {traits} t using (customer_id)
         left join consent c using (customer_id)
         order by k.customer_id"""
-    # The declaration decides the table's columns, order and types; a column the select makes and the
-    # declaration lacks, or the other way round, fails the build here rather than vanishing in a cast.
-    Table("cdp.golden_profiles", profile_columns(config)).replace(sql, select)
-
     provenance = [
         f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at,
                    '{survivorship.rule_for(attribute).rule}' as rule from {pick}"""
@@ -193,8 +227,56 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, now: datetime 
         f"""select customer_id, 'consent_' || purpose, granted::varchar, source, source_record_id, stated_at,
                   'latest_statement' from {consent_picks}"""
     )
-    sql.create_table_as("cdp.profile_provenance", " union all ".join(provenance) + " order by customer_id, attribute")
-    return as_of
+    provenance_sql = " union all ".join(provenance) + " order by customer_id, attribute"
+    profiles = Table("cdp.golden_profiles", profile_columns(config))
+    if scope is None:
+        # The declaration decides the table's columns, order and types; a column the select makes and the
+        # declaration lacks, or the other way round, fails the build here rather than vanishing in a cast.
+        profiles.replace(sql, select)
+        sql.create_table_as("cdp.profile_provenance", provenance_sql)
+        return None, []
+    return _replace_customers(sql, config, tables, plan, profiles, select, provenance_sql, scores)
+
+
+def _replace_customers(
+    sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan, profiles: Table, select: str, provenance: str, scores: str
+) -> tuple[str, list[str]]:
+    """Delete then insert the scope's profiles and provenance, carry the RFM scores that moved to the other
+    profiles, and (the as-of time moved) the new as-of time and day counts to every profile. Returns the
+    step's table of customers whose rows changed and the columns changed on every profile."""
+    scope = plan.scope
+    in_plan = f"customer_id in (select customer_id from {scope})"
+    sql.execute(f"delete from cdp.golden_profiles where {in_plan}")
+    profiles.insert(sql, select)
+    sql.execute(f"delete from cdp.profile_provenance where {in_plan}")
+    sql.execute(f"insert into cdp.profile_provenance {provenance}")
+    changed = tables("changed")
+    sql.create_table_as(
+        changed,
+        f"""select customer_id from {scope}
+            union all
+            select g.customer_id from cdp.golden_profiles g join {scores} s using (customer_id)
+            where g.rfm_score is distinct from s.rfm_score and not g.{in_plan}""",
+        temporary=True,
+    )
+    sql.execute(
+        f"""update cdp.golden_profiles g set rfm_recency = s.rfm_recency, rfm_frequency = s.rfm_frequency,
+                   rfm_monetary = s.rfm_monetary, rfm_score = s.rfm_score
+            from {scores} s where g.customer_id = s.customer_id and g.rfm_score is distinct from s.rfm_score"""
+    )
+    every_profile = ["profile_built_at"]
+    if plan.previous_as_of != plan.as_of:
+        as_of = timestamp_literal(plan.as_of)
+        sql.execute(
+            f"update cdp.golden_profiles set traits_as_of = {as_of} where traits_as_of is distinct from {as_of}"
+        )
+        every_profile.append("traits_as_of")
+        days = days_since_sql("last_order_at", plan.as_of, config.refresh.timezone)
+        stale = f"last_order_at is not null and days_since_last_order is distinct from {days}"
+        if sql.value(f"select exists (select 1 from cdp.golden_profiles where {stale})"):
+            sql.execute(f"update cdp.golden_profiles set days_since_last_order = {days} where {stale}")
+            every_profile.append("days_since_last_order")
+    return changed, every_profile
 
 
 def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
@@ -226,7 +308,13 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     def golden_profiles(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         scheduled = context.run.tags.get(AS_OF_TAG)
         with warehouse.sql() as sql:
-            as_of = build_profiles(sql, config, datetime.fromisoformat(scheduled) if scheduled else None)
+            run = build_profiles(
+                sql,
+                config,
+                datetime.fromisoformat(scheduled) if scheduled else None,
+                incremental=True,
+                run_id=context.run.run_id,
+            )
             unexplained = count_unexplained(sql)
             profiles, distinct_ids = sql.row("select count(*), count(distinct customer_id) from cdp.golden_profiles")
             customers = sql.value("select count(distinct customer_id) from cdp.identity_map")
@@ -246,7 +334,11 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 "profiles_with_email": int(stats[0]),
                 "profiles_with_orders": int(stats[1]),
                 "total_revenue": dg.MetadataValue.float(float(stats[2])),
-                "traits_as_of": as_of.isoformat(sep=" "),
+                "traits_as_of": run.as_of.isoformat(sep=" "),
+                "mode": run.mode,
+                "reason": run.reason,
+                "customers_recomputed": dg.MetadataValue.int(run.customers_recomputed),
+                **{f"affected_by_{cause}": dg.MetadataValue.int(n) for cause, n in run.affected.items()},
                 "traits": ", ".join(t.name for t in config.profiles.traits) or "built-in only",
                 "preview": dg.MetadataValue.md(preview),
             },

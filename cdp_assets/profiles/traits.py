@@ -5,9 +5,12 @@ RFM scores are quintiles among customers with orders (5 = most recent, most orde
 from the percent rank, so equal values always get the same score and the many one-order customers
 score 1 on frequency rather than sharing the top band.
 
-Traits are recomputed from all events and transactions on every run, so they never drift the way
-incrementally updated counters do. All traits of one activity table are computed in a single pass
-(one GROUP BY with a FILTER clause per trait), which keeps ten million events to one scan.
+Traits are computed from all of a customer's events and transactions whenever the customer is
+recomputed (see cdp_assets.profiles.incremental for who is), never by adding to a stored counter, so they
+never drift the way incrementally updated counters do. RFM scores rank every customer with orders, so
+they are ranked again over all customers on every run, recomputed or not. All traits of one activity
+table are computed in a single pass (one GROUP BY with a FILTER clause per trait), which keeps ten
+million events to one scan.
 
 A trait's `where` runs on the warehouse connection, as the SQL regenerated from the expression the
 allow-list of resources/conditions.py accepted. Unlike segment conditions it is not also sandboxed:
@@ -58,16 +61,28 @@ def timestamp_literal(value: datetime) -> str:
     return f"timestamp '{value.isoformat(sep=' ')}'"
 
 
-def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str]) -> None:
+def in_scope(column: str, scope: str | None) -> str:
+    """SQL ` and <column> in <scope>`: the customers a run recomputes (table `scope(customer_id)`), or
+    nothing when it recomputes all of them."""
+    return f" and {column} in (select customer_id from {scope})" if scope else ""
+
+
+def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str], scope: str | None = None) -> None:
     """Fill the temp tables `activity` names for `events` and `transactions`: that activity up to the as-of
-    time, with its customer id, so every trait reads it already joined to the identity map."""
+    time, with its customer id, so every trait reads it already joined to the identity map; only the
+    customers of `scope` when given."""
     for table in ("events", "transactions"):
         sql.create_table_as(
             activity[table],
             f"""select m.customer_id, t.* from clean.{table} t join cdp.identity_map m using (source, source_record_id)
-                where t.occurred_at <= {timestamp_literal(as_of)}""",
+                where t.occurred_at <= {timestamp_literal(as_of)}{in_scope("m.customer_id", scope)}""",
             temporary=True,
         )
+
+
+def days_since_sql(column: str, as_of: datetime, zone: str) -> str:
+    """SQL of the calendar days (in `zone`) from the timestamp `column` to the as-of time."""
+    return f"date_diff('day', {local_time(column, zone)}, {local_time(timestamp_literal(as_of), zone)})::bigint"
 
 
 def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
@@ -135,9 +150,15 @@ def _empty_value(trait: TraitConfig) -> str | None:
     return None
 
 
-def build_traits(sql: Sql, config: CDPConfig, as_of: datetime, target: str) -> None:
+def build_traits(
+    sql: Sql, config: CDPConfig, as_of: datetime, target: str, scope: str | None = None, scores: str | None = None
+) -> None:
     """Fill temp table `target` with `(customer_id, <built-ins>, <configured traits>)`: the caller names it
     and owns it, and the tables the traits are computed through are this step's, dropped on return.
+
+    With `scope` (a table of customer ids) only those customers are computed, and temp table `scores`
+    receives the RFM scores of every customer with orders: of the scope's as computed now, of the others
+    as `cdp.golden_profiles` holds them, ranked together as a full computation ranks them.
 
     A `where` refused by the allow-list (a configuration built without load_config) or failing on the
     data fails the run naming the trait, without the values DuckDB quotes.
@@ -150,8 +171,8 @@ def build_traits(sql: Sql, config: CDPConfig, as_of: datetime, target: str) -> N
     with sql.scratch("traits") as tables:
         activity = {table: tables(f"{table}_c") for table in ("events", "transactions")}
         try:
-            attach_customers(sql, as_of, activity)
-            _build_traits(sql, config, as_of, activity, tables, target)
+            attach_customers(sql, as_of, activity, scope)
+            _build_traits(sql, config, as_of, activity, tables, target, scope, scores)
         except SqlDataError:
             # One pass computes every trait, so find the condition that fails on its own.
             for i, trait in enumerate(config.profiles.traits):
@@ -166,10 +187,17 @@ def build_traits(sql: Sql, config: CDPConfig, as_of: datetime, target: str) -> N
 
 
 def _build_traits(
-    sql: Sql, config: CDPConfig, as_of: datetime, activity: dict[str, str], tables: Scratch, target: str
+    sql: Sql,
+    config: CDPConfig,
+    as_of: datetime,
+    activity: dict[str, str],
+    tables: Scratch,
+    target: str,
+    scope: str | None,
+    scores: str | None,
 ) -> None:
     """The single pass per activity table, the most-frequent traits, then `target` joining them to every
-    customer with the RFM scores."""
+    customer (of the scope) with the RFM scores."""
     declared = config.profiles.traits
     zone = config.refresh.timezone
     per_table = {table: tables(f"{table}_traits") for table in ("events", "transactions")}
@@ -205,35 +233,47 @@ def _build_traits(
         value = f'{holder}."{trait.name}"'
         selected.append(f'coalesce({value}, {empty}) as "{trait.name}"' if empty else f'{value} as "{trait.name}"')
     joins = "".join(f' left join {tables(f"trait_{t.name}")} "trait_{t.name}" using (customer_id)' for t in frequent)
+    base = tables("base")
     sql.create_table_as(
-        target,
-        f"""with base as (
-                select c.customer_id,
-                    coalesce(transactions_traits.order_count, 0) as order_count,
-                    coalesce(transactions_traits.lifetime_revenue, 0)::{MONEY_TOTAL_TYPE} as lifetime_revenue,
-                    {exact_average("transactions_traits.lifetime_revenue", "transactions_traits.order_count")}
-                        as average_order_value,
-                    transactions_traits.first_order_at, transactions_traits.last_order_at,
-                    date_diff('day', {local_time("transactions_traits.last_order_at", zone)},
-                              {local_time(timestamp_literal(as_of), zone)})::bigint as days_since_last_order,
-                    coalesce(events_traits.event_count, 0) as event_count, events_traits.first_event_at,
-                    events_traits.last_seen_at
-                    {"".join(", " + s for s in selected)}
-                from (select distinct customer_id from cdp.identity_map) c
-                left join {per_table["transactions"]} transactions_traits using (customer_id)
-                left join {per_table["events"]} events_traits using (customer_id){joins}
-            ),
-            scored as (
+        base,
+        f"""select c.customer_id,
+                coalesce(transactions_traits.order_count, 0) as order_count,
+                coalesce(transactions_traits.lifetime_revenue, 0)::{MONEY_TOTAL_TYPE} as lifetime_revenue,
+                {exact_average("transactions_traits.lifetime_revenue", "transactions_traits.order_count")}
+                    as average_order_value,
+                transactions_traits.first_order_at, transactions_traits.last_order_at,
+                {days_since_sql("transactions_traits.last_order_at", as_of, zone)} as days_since_last_order,
+                coalesce(events_traits.event_count, 0) as event_count, events_traits.first_event_at,
+                events_traits.last_seen_at
+                {"".join(", " + s for s in selected)}
+            from (select distinct customer_id from cdp.identity_map where true{in_scope("customer_id", scope)}) c
+            left join {per_table["transactions"]} transactions_traits using (customer_id)
+            left join {per_table["events"]} events_traits using (customer_id){joins}""",
+        temporary=True,
+    )
+    ranked = f"select customer_id, order_count, lifetime_revenue, last_order_at from {base} where order_count > 0"
+    if scope:
+        ranked += f""" union all
+            select customer_id, order_count, lifetime_revenue, last_order_at from cdp.golden_profiles
+            where order_count > 0 and customer_id not in (select customer_id from {scope})"""
+    scored = scores or tables("scores")
+    sql.create_table_as(
+        scored,
+        f"""select customer_id, rfm_recency, rfm_frequency, rfm_monetary,
+                rfm_recency::varchar || rfm_frequency::varchar || rfm_monetary::varchar as rfm_score
+            from (
                 select customer_id,
                     least(5, 1 + floor(5 * percent_rank() over (order by last_order_at)))::integer as rfm_recency,
                     least(5, 1 + floor(5 * percent_rank() over (order by order_count)))::integer as rfm_frequency,
                     least(5, 1 + floor(5 * percent_rank() over (order by lifetime_revenue)))::integer
                         as rfm_monetary
-                from base where order_count > 0
-            )
-            select base.*, scored.rfm_recency, scored.rfm_frequency, scored.rfm_monetary,
-                scored.rfm_recency::varchar || scored.rfm_frequency::varchar || scored.rfm_monetary::varchar
-                    as rfm_score
-            from base left join scored using (customer_id)""",
+                from ({ranked})
+            )""",
+        temporary=True,
+    )
+    sql.create_table_as(
+        target,
+        f"""select {base}.*, s.rfm_recency, s.rfm_frequency, s.rfm_monetary, s.rfm_score
+            from {base} left join {scored} s using (customer_id)""",
         temporary=True,
     )

@@ -12,14 +12,22 @@ the condition reads, so a condition can select profiles and nothing else. Member
 kept in `cdp.segment_membership_history`: one row per stay in a segment, opened when a customer enters
 and closed when they leave, so "who entered since yesterday" and audience entered/exited events are
 queries, not reconstructions.
+
+A segment asset re-evaluates only the profiles the profiles runs since its last evaluation changed
+(`meta.profile_changes`); the other members stay as they are, so the entries and exits are those a full
+evaluation gives. It evaluates every profile the first time, when its condition or this code changed,
+after a full profiles run, or when its condition reads a column a run changed on every profile
+(`traits_as_of`, `days_since_last_order` when the as-of time moved): see `meta.segment_evaluations`.
 """
 
+import hashlib
 from datetime import datetime
 
 import dagster as dg
 
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
+from cdp_assets.profiles.incremental import changed_since, forget_changes
 from resources.conditions import (
     ConditionError,
     check_condition,
@@ -29,8 +37,8 @@ from resources.conditions import (
 )
 from resources.config import CDPConfig, SegmentConfig
 from resources.schema import profile_columns
-from resources.sql import Sql, SqlError
-from resources.tables import CUSTOMER_ALIASES, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP
+from resources.sql import Scratch, Sql, SqlError
+from resources.tables import CUSTOMER_ALIASES, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP, Table
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "segments"
@@ -41,6 +49,12 @@ REMOVED_SEGMENTS = dg.AssetKey(["segments", "removed_segments"])
 CHECK_MEMBERS_EXIST = "members_have_profiles"
 MEMBERSHIP = SEGMENT_MEMBERSHIP.name
 HISTORY = SEGMENT_HISTORY.name
+# The profiles run each segment was last evaluated after, and what it was evaluated with.
+EVALUATIONS = Table(
+    "meta.segment_evaluations",
+    {"segment": "VARCHAR", "profile_run": "BIGINT", "settings": "VARCHAR"},
+    primary_key=("segment",),
+)
 
 
 def segment_key(name: str) -> dg.AssetKey:
@@ -82,18 +96,69 @@ def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
         raise ConditionError(f"{label}.where: {exc}") from None
 
 
-def update_segment(sql: Sql, config: CDPConfig, name: str) -> dict[str, int]:
+def update_segment(sql: Sql, config: CDPConfig, name: str, incremental: bool = False) -> dict[str, int | str]:
     """Evaluate one segment, replace its rows of `cdp.segment_membership` and advance its stays in the
-    history; returns its size and the customers who entered and exited. Other segments' rows are left as
-    they are (only the newest stamp in the whole history is read, see `membership_time`), so one segment
-    can be refreshed alone. The current members and the changes are this step's temp tables."""
+    history; returns its size, the customers who entered and exited, how many profiles were evaluated and
+    why. Other segments' rows are left as they are (only the newest stamp in the whole history is read,
+    see `membership_time`), so one segment can be refreshed alone. With `incremental`, only the profiles
+    changed since the segment's last evaluation are evaluated (see the module docstring). The current
+    members and the changes are this step's temp tables."""
     condition, label = segment_condition(config, name)
+    settings = hashlib.sha256(f"{CODE_VERSION}\x00{condition}".encode()).hexdigest()[:16]
+    sql.execute(EVALUATIONS.create_sql())
     with sql.scratch("segment") as tables:
         current = tables("current_members")
         changes = tables("membership_changes")
-        select_members(sql, condition, label, current)
+        latest, reason, scope = _evaluation_scope(sql, name, condition, settings, incremental, tables)
+        if scope is None:
+            select_members(sql, condition, label, current)
+            evaluated = int(sql.value("select count(*) from cdp.golden_profiles"))
+        else:
+            matched = tables("matched")
+            select_members(sql, condition, label, matched, scope)
+            sql.create_table_as(
+                current,
+                f"""select customer_id from {MEMBERSHIP} where segment = ?
+                      and customer_id not in (select customer_id from {scope})
+                    union all select customer_id from {matched}""",
+                [name],
+                temporary=True,
+            )
+            evaluated = int(sql.value(f"select count(*) from {scope}"))
         now = membership_time(sql)
-        return _advance_membership(sql, name, now, current, changes)
+        figures: dict[str, int | str] = {**_advance_membership(sql, name, now, current, changes)}
+        sql.execute(f"delete from {EVALUATIONS.name} where segment = ?", [name])
+        sql.execute(f"insert into {EVALUATIONS.name} values (?, ?, ?)", [name, latest, settings])
+        forget_changes(
+            sql,
+            sql.value(
+                f"select min(coalesce(profile_run, 0)) from {EVALUATIONS.name} where list_contains(?, segment)",
+                [[s.name for s in config.segments]],
+            ),
+        )
+    return {
+        **figures,
+        "profiles_evaluated": evaluated,
+        "mode": "full" if scope is None else "incremental",
+        "reason": reason,
+    }
+
+
+def _evaluation_scope(
+    sql: Sql, name: str, condition: str, settings: str, incremental: bool, tables: Scratch
+) -> tuple[int | None, str, str | None]:
+    """(the latest profiles run, why, the step's table of the profiles to evaluate or None for all)."""
+    last = sql.row(f"select profile_run, settings from {EVALUATIONS.name} where segment = ?", [name])
+    scope = tables("changed_profiles")
+    columns = set(referenced_columns(condition))
+    latest, full_reason = changed_since(sql, last[0] if last else None, columns, scope)
+    if not incremental:
+        return latest, "full evaluation asked for", None
+    if last is not None and last[1] != settings:
+        return latest, "the condition or the code changed", None
+    if full_reason is not None:
+        return latest, full_reason, None
+    return latest, "profiles changed since the last evaluation", scope
 
 
 def _advance_membership(sql: Sql, name: str, now: datetime, current: str, changes: str) -> dict[str, int]:
@@ -185,13 +250,19 @@ def build_membership(sql: Sql, config: CDPConfig) -> dict[str, dict[str, int]]:
     closed, then each configured segment updated; returns size, entered and exited per segment, removed
     segments last (size 0, everyone exiting, once)."""
     removed = close_removed_segments(sql, config)
-    changes = {s.name: update_segment(sql, config, s.name) for s in config.segments}
+    changes = {
+        s.name: {
+            k: int(v) for k, v in update_segment(sql, config, s.name).items() if k in ("size", "entered", "exited")
+        }
+        for s in config.segments
+    }
     changes.update({name: {"size": 0, "entered": 0, "exited": n} for name, n in removed.items()})
     return changes
 
 
-def select_members(sql: Sql, condition: str, label: str, target: str) -> None:
-    """Fill temp table `target(customer_id)` with the profiles matching one segment's condition SQL.
+def select_members(sql: Sql, condition: str, label: str, target: str, scope: str | None = None) -> None:
+    """Fill temp table `target(customer_id)` with the profiles matching one segment's condition SQL (among
+    the customers of table `scope` when given).
 
     The condition runs in `sandbox()`, not on the warehouse connection, over an Arrow copy of the row id
     and the columns it reads; only row ids come back, each once (a row id is one profile, so no DISTINCT
@@ -207,7 +278,8 @@ def select_members(sql: Sql, condition: str, label: str, target: str) -> None:
     except ConditionError as exc:
         raise ConditionError(f"{label}: {exc}") from None
     copied = "".join(', "' + c.replace('"', '""') + '"' for c in needed)
-    profiles = sql.arrow(f"select rowid as _row{copied} from cdp.golden_profiles")
+    among = f" where customer_id in (select customer_id from {scope})" if scope else ""
+    profiles = sql.arrow(f"select rowid as _row{copied} from cdp.golden_profiles{among}")
     box = sandbox(sql.value("select current_setting('TimeZone')"))
     try:
         with box.registered("golden_profiles", profiles):
@@ -253,7 +325,7 @@ def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsD
     @redact_errors
     def members(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.sql() as sql:
-            figures = update_segment(sql, config, segment.name)
+            figures = update_segment(sql, config, segment.name, incremental=True)
             orphans, duplicates = sql.row(
                 f"""select count(*) filter (where p.customer_id is null),
                            count(*) - count(distinct m.customer_id)
@@ -273,7 +345,7 @@ def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsD
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(figures["size"]),
                 # One number per measure, so the UI plots each over time.
-                **{measure: dg.MetadataValue.int(n) for measure, n in figures.items()},
+                **{measure: dg.MetadataValue.int(n) if isinstance(n, int) else n for measure, n in figures.items()},
                 "preview": dg.MetadataValue.md(preview),
             },
             check_results=[

@@ -1,0 +1,149 @@
+"""Refresh time after small deltas, against a full refresh, with the rebuild check after each.
+
+    python -m benchmarks.deltas [--people 100000] [--deltas 10] [--seed 42] [--workdir DIR]
+
+The demo generator writes the customer base; `deltas`% of every landing file is held back (as
+benchmarks/id_stability.py does). A full refresh loads the rest; then each delta releases 1% of the lines
+as new files (new records, new orders and events) and re-sends 1% of the CRM contacts with a later
+modification time (updated records), the `full_refresh` job runs again (cleaning, profiles and segments
+work incrementally; identity is rebuilt whole), and the `rebuild_check` job compares the warehouse with a
+rebuild from the raw rows. Every job runs in its own child process, so each peak RSS is that run's.
+Prints per run the wall time, its share of the full refresh, the seconds per stage, the customers the
+profiles recomputed and whether the check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.id_stability import _crm_updates, _hold_back, _release
+from benchmarks.identity import _max_rss_mb, _step_seconds, run_child
+
+# Stages as the step keys begin; anything else (read snapshot, checks) is "other".
+STAGES = ("raw", "clean", "identity", "profiles", "segments", "syncs")
+
+
+def _metadata(result: Any, step: str) -> dict[str, Any]:
+    """The materialization metadata of one asset's step, values only."""
+    events = result.asset_materializations_for_node(step)
+    return {k: v.value for k, v in events[0].metadata.items()} if events else {}
+
+
+def run_here(config_path: Path, job_name: str, out: Path) -> None:
+    """Run one job in this (child) process and write its figures to `out`."""
+    import dagster as dg
+
+    from cdp_assets.consistency.checks import CHECK_NAME
+    from cdp_assets.definitions import build_definitions
+    from resources.config import load_config
+
+    job = build_definitions(load_config(config_path)).resolve_job_def(job_name)
+    with dg.instance_for_test() as instance:
+        started = time.perf_counter()
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        wall = time.perf_counter() - started
+        steps = _step_seconds(instance, result.run_id)
+    stages = {stage: 0.0 for stage in (*STAGES, "other")}
+    for step, seconds in steps.items():
+        prefix = step.split("__")[0]
+        stages[prefix if prefix in STAGES else "other"] += seconds
+    figures: dict[str, Any] = {
+        "success": result.success,
+        "wall_s": round(wall, 2),
+        "stages_s": {k: round(v, 2) for k, v in stages.items()},
+        "peak_rss_mb": _max_rss_mb(),
+    }
+    if job_name == "rebuild_check":
+        [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
+        figures["check_passed"] = bool(evaluation.passed)
+        figures["differing"] = {k: v.value for k, v in evaluation.metadata.items() if k.startswith("differing")}
+    else:
+        profiles = _metadata(result, "profiles__golden_profiles")
+        figures["profiles"] = {k: profiles.get(k) for k in ("mode", "reason", "customers_recomputed")}
+        figures["customers"] = profiles.get("dagster/row_count")
+        segments = [_metadata(result, s) for s in steps if s.startswith("segments__")]
+        figures["segment_profiles_evaluated"] = sum(int(m.get("profiles_evaluated", 0)) for m in segments if m)
+    out.write_text(json.dumps(figures))
+
+
+def run_job(config_path: Path, job_name: str) -> dict[str, Any]:
+    """Run a job in a fresh child process (its peak RSS its own); its figures."""
+    with tempfile.TemporaryDirectory(prefix="cdp-bench-deltas-") as scratch:
+        out = Path(scratch) / "result.json"
+        figures = run_child("benchmarks.deltas", [str(config_path), job_name, str(out)], out, job_name)
+    if not figures["success"]:
+        raise RuntimeError(f"{job_name} did not succeed; step times {figures['stages_s']}")
+    return figures
+
+
+def _stages(figures: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in figures["stages_s"].items() if v >= 0.05)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        config_path, job_name, out = sys.argv[2:5]
+        run_here(Path(config_path), job_name, Path(out))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--deltas", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept after the run if given")
+    args = parser.parse_args()
+
+    from demo.configs import relocated_config
+    from demo.destination_server import DestinationServer
+    from demo.generate import generate
+
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-bench-deltas-"))
+    try:
+        shutil.rmtree(folder / "landing", ignore_errors=True)
+        (folder / "warehouse.duckdb").unlink(missing_ok=True)
+        generate(people=args.people, seed=args.seed, out_dir=folder / "landing", truth_path=folder / "truth.csv")
+        held = _hold_back(folder / "landing", share=args.deltas / 100)
+        rng = random.Random(args.seed)
+        with DestinationServer(port=0) as server:
+            config_path = relocated_config(folder, server.url, landing={"path": "landing", "settle_seconds": 0})
+            full = run_job(config_path, "full_refresh")
+            print(
+                f"full refresh, {args.people:,} people ({full['customers']:,} customers): {full['wall_s']:.1f} s, "
+                f"peak RSS {full['peak_rss_mb']:.0f} MB; {_stages(full)}"
+            )
+            check = run_job(config_path, "rebuild_check")
+            print(f"  rebuild check: {'pass' if check['check_passed'] else 'FAIL'} ({check['wall_s']:.1f} s)")
+            shares = []
+            for delta in range(1, args.deltas + 1):
+                _release(held, delta, args.deltas)
+                updates = _crm_updates(folder / "landing", delta, 0.01, rng)
+                run = run_job(config_path, "full_refresh")
+                check = run_job(config_path, "rebuild_check")
+                shares.append(run["wall_s"] / full["wall_s"])
+                profiles = run["profiles"]
+                print(
+                    f"delta {delta:2d} (+1% lines, {updates} CRM updates): {run['wall_s']:.1f} s = "
+                    f"{shares[-1]:.0%} of the full refresh, peak RSS {run['peak_rss_mb']:.0f} MB; {_stages(run)}"
+                )
+                print(
+                    f"  profiles {profiles['mode']}: {profiles['customers_recomputed']:,} of {run['customers']:,} "
+                    f"customers recomputed ({profiles['reason']}); segments evaluated "
+                    f"{run['segment_profiles_evaluated']:,} profiles; rebuild check "
+                    f"{'pass' if check['check_passed'] else 'FAIL ' + json.dumps(check['differing'])} "
+                    f"({check['wall_s']:.1f} s)"
+                )
+            print(f"mean delta run: {sum(shares) / len(shares):.0%} of the full refresh")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
