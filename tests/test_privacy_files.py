@@ -32,10 +32,9 @@ def test_erasure_without_the_key_says_which_variable_to_set(monkeypatch: pytest.
 
 
 def test_removed_lines_span_each_erased_record_and_the_last_one_to_the_end():
-    assert removed_lines(erased=[3], known=[2, 3, 5]) == [3, 4]
+    assert removed_lines(erased=[3], known=[2, 3, 5], total=5) == [3, 4]
     assert removed_lines(erased=[5], known=[2, 3, 5], total=7) == [5, 6, 7]
-    # Renumbering needs only the last record's first line: no row follows it.
-    assert removed_lines(erased=[2, 5], known=[2, 3, 5]) == [2, 5]
+    assert removed_lines(erased=[2, 5], known=[2, 3, 5], total=5) == [2, 5]
 
 
 @pytest.mark.parametrize("key", [b"k" * 32, b"a-key-longer-than-one-block-" * 4])

@@ -43,20 +43,15 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-def removed_lines(erased: Sequence[int], known: Sequence[int], total: int | None = None) -> list[int]:
-    """The lines an erasure takes out of a text file: a record runs from its first line (its row number, the
+def removed_lines(erased: Sequence[int], known: Sequence[int], total: int) -> list[int]:
+    """The lines of an erased record in a text file of `total` lines: from its first line (its row number, the
     header being line 1) up to the line before the next record the warehouse knows of, so a quoted value
-    spanning lines goes with its record; the file's last record runs to its end (`total` lines). Without
-    `total` the last record counts its first line only, which is all renumbering needs: no row follows it."""
+    spanning lines goes with its record; the file's last record runs to its end."""
     starts = sorted(set(known) | set(erased))
     doomed: list[int] = []
     for start in sorted(set(erased)):
         following = bisect.bisect_right(starts, start)
-        if following < len(starts):
-            end = starts[following]
-        else:
-            end = total + 1 if total is not None else start + 1
-        doomed.extend(range(start, end))
+        doomed.extend(range(start, starts[following] if following < len(starts) else total + 1))
     return doomed
 
 
