@@ -67,13 +67,13 @@ def erased_rows(
         if match is None:
             # Taken as written: hashed and looked up in the database.
             digest, params = keyed_hash_sql(key, kind, expr)
-            for row_number, value in sql.rows(
-                f"""select _row_number, digest from (
-                        select _row_number, {digest} as digest from {table} where _file = ? and {expr} <> '')
-                    where digest in (select hash from {TOMBSTONES.name} where kind = ?)""",
+            for row_number, hashed in sql.rows(
+                f"""select _row_number, hashed from (
+                        select _row_number, {digest} as hashed from {table} where _file = ? and {expr} <> '')
+                    where hashed in (select hash from {TOMBSTONES.name} where kind = ?)""",
                 [*params, file, kind],
             ):
-                found.setdefault(int(row_number), Reject(int(row_number), REASON, value, label))
+                found.setdefault(int(row_number), Reject(int(row_number), REASON, hashed, label))
             continue
         values = [v for (v,) in sql.rows(f"select distinct {expr} from {table} where _file = ?", [file]) if v]
         hits = {}
