@@ -240,10 +240,16 @@ def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_nex
         assert not (config.privacy_requests_path / "r.csv").exists()
 
 
-def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance) -> None:
-    """A full refresh, then Bob Stone erased by e-mail through a requests file."""
+def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance, drop: tuple[str, ...] = ()) -> None:
+    """A full refresh, then (the tables `drop` dropped) Bob Stone erased by e-mail through a requests file."""
     defs = build_definitions(config)
     assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+    if drop:
+        import duckdb
+
+        with duckdb.connect(str(config.warehouse_path)) as conn:
+            for table in drop:
+                conn.execute(f"drop table {table}")
     config.privacy_requests_path.mkdir(parents=True)
     (config.privacy_requests_path / "r.csv").write_text(
         "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
@@ -315,3 +321,22 @@ def test_rows_after_an_erased_parquet_row_are_renumbered_to_their_rows_in_the_re
             )
         assert raw_rows == in_file == cleaned
         assert identifiers == {(record, row) for record, row in in_file.items()}
+
+
+@pytest.mark.dagster
+def test_a_warehouse_without_a_newer_stage_table_is_erased_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A warehouse made before a stage added a table (the profiles stage has not run since) erases the person
+    from every table it has."""
+    import duckdb
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        _refresh_then_erase_bob(config, instance, drop=("meta.profiled_identity", "meta.profile_changes"))
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select status from privacy.requests").fetchall() == [("completed",)]
+            assert not conn.execute("select * from cdp.golden_profiles where email like 'bob%'").fetchall()

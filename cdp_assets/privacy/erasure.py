@@ -440,7 +440,14 @@ def _delete(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -
             "e.request_id",
             f"join {raw_rows} e on e.source = t.source and e.file = t.file and e.row_number = t.row_number",
         )
+    # A table the warehouse does not have yet (its stage has not run since it was added) holds nobody.
+    listed = sql.rows(
+        "select table_schema, table_name from information_schema.tables where table_catalog = current_database()"
+    )
+    present = {f"{schema}.{name}" for schema, name in listed}
     for table, coverage in COVERAGE.items():
+        if table not in present:
+            continue
         if coverage.by == "record":
             _count_and_delete(
                 sql,
