@@ -109,6 +109,17 @@ class Sql:
         """Drop a table if it exists."""
         self._conn.execute(f"drop table if exists {name}")
 
+    def table_exists(self, qualified: str) -> bool:
+        """Whether table or view `schema.name` exists: for a step that reads what another stage may not have
+        written yet."""
+        schema, name = qualified.split(".")
+        return bool(
+            self.value(
+                "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+                [schema, name],
+            )
+        )
+
     @contextmanager
     def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:
         """`frame` (pandas or Arrow) readable from SQL as `name` for the block, then forgotten."""

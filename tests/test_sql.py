@@ -65,3 +65,9 @@ def test_an_in_memory_sandbox_cannot_read_files(tmp_path) -> None:
             box.rows(f"select * from read_csv('{tmp_path / 'secret.csv'}')")
     finally:
         box.close()
+
+
+def test_table_exists_answers_for_tables_and_views_by_schema(sql: Sql) -> None:
+    sql.execute("create schema s; create table s.t as select 1 as a; create view s.v as select 2 as b")
+    assert sql.table_exists("s.t") and sql.table_exists("s.v")
+    assert not sql.table_exists("s.missing") and not sql.table_exists("main.t")

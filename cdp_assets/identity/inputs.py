@@ -15,6 +15,7 @@ map changed or dropped since (by hand, by a restore) is resolved again rather th
 import json
 from dataclasses import dataclass
 
+from cdp_assets.identity.matching.model import TRAINING_TABLE
 from cdp_assets.identity.overrides import OverrideReport
 from resources.config import CDPConfig
 from resources.sql import Sql
@@ -56,15 +57,6 @@ def _content(sql: Sql, table: str, columns: str) -> str:
     return f"{count}:{total}"
 
 
-def _exists(sql: Sql, qualified: str) -> bool:
-    schema, name = qualified.split(".")
-    return bool(
-        sql.value(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, name]
-        )
-    )
-
-
 def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str) -> IdentityInputs:
     """The fingerprints of identity's inputs now: the cleaned tables' content, and `settings` (the identity
     configuration's fingerprint) with the overrides file's content, the rules' `code_version` and the
@@ -79,10 +71,10 @@ def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str) -
 def with_outputs(sql: Sql, inputs: IdentityInputs) -> IdentityInputs:
     """`inputs` with the fingerprints of the model in use and of the identity map as they are now."""
     model = "none"
-    if _exists(sql, "identity.model_training"):
-        row = sql.row("select fingerprint, trained_at::varchar from identity.model_training")
+    if sql.table_exists(TRAINING_TABLE):
+        row = sql.row(f"select fingerprint, trained_at::varchar from {TRAINING_TABLE}")
         model = "|".join(map(str, row)) if row else "none"
-    outputs = _content(sql, "cdp.identity_map", "t") if _exists(sql, "cdp.identity_map") else "missing"
+    outputs = _content(sql, "cdp.identity_map", "t") if sql.table_exists("cdp.identity_map") else "missing"
     return IdentityInputs(inputs.records, inputs.settings, model, outputs)
 
 
@@ -90,12 +82,12 @@ def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool) -> str | None:
     """Why this run must resolve identity, or None when nothing it reads changed since the last run."""
     if retrain:
         return "retraining the matching model was requested"
-    if not _exists(sql, RESOLVED_INPUTS):
+    if not sql.table_exists(RESOLVED_INPUTS):
         return "no earlier identity run is recorded"
     last = sql.row(f"select records, settings, model, outputs from {RESOLVED_INPUTS}")
     if last is None:
         return "no earlier identity run is recorded"
-    if any(not _exists(sql, table) for table in IDENTITY_OUTPUTS):
+    if any(not sql.table_exists(table) for table in IDENTITY_OUTPUTS):
         return "an identity table is missing"
     current = with_outputs(sql, now)
     if last[1] != now.settings:
@@ -144,7 +136,7 @@ def last_override_report(sql: Sql, config: CDPConfig) -> OverrideReport:
 
 def kept_model(sql: Sql) -> dict[str, object]:
     """The metadata's account of the model for a run that kept everything: the model in use, as trained."""
-    if not _exists(sql, "identity.model_training"):
+    if not sql.table_exists(TRAINING_TABLE):
         return {}
-    trained_at = sql.value("select trained_at from identity.model_training")
+    trained_at = sql.value(f"select trained_at from {TRAINING_TABLE}")
     return {"model_training": "kept", "model_trained_at": trained_at} if trained_at else {}

@@ -189,9 +189,7 @@ def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request]) -> dic
                 continue
         rows.append((request.request_id, request.id_type, value, request.source))
     # Before the identity stage first ran there is nobody to find.
-    resolved = sql.value(
-        "select count(*) from information_schema.tables where table_schema = 'cdp' and table_name = 'identity_map'"
-    )
+    resolved = sql.table_exists("cdp.identity_map")
     frame = pd.DataFrame(rows, columns=["request_id", "id_type", "value", "source"], dtype=object).astype("string")
     with sql.registered("resolve_frame", frame):
         found = (

@@ -98,10 +98,7 @@ class KeptModel:
 
 def load_model(sql: Sql, names: list[str], fingerprint: str) -> KeptModel | None:
     """The model kept by the last training, if it fits `fingerprint` and has every level of `names`."""
-    if not sql.value(
-        "select count(*) from information_schema.tables where table_schema = 'identity' and table_name = ?",
-        [TRAINING_TABLE.split(".")[1]],
-    ):
+    if not sql.table_exists(TRAINING_TABLE):
         return None
     training = sql.row(
         f"select trained_at, person_records, prior, em_iterations, labelled_pairs from {TRAINING_TABLE}"
