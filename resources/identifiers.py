@@ -25,6 +25,8 @@ from dataclasses import KW_ONLY, dataclass
 
 import phonenumbers
 
+from resources.sql import sql_literal
+
 Result = tuple[str | None, str | None]
 
 # Values that identify nobody, whatever the identifier type: blocked from linking records.
@@ -87,7 +89,7 @@ def email_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
         f"and length({domain}) <= 253, false)"
     )
     untagged = f"coalesce(nullif(split_part({local}, '+', 1), ''), {local})"
-    gmail = ", ".join(sql_text(d) for d in sorted(GMAIL_DOMAINS))
+    gmail = ", ".join(sql_literal(d) for d in sorted(GMAIL_DOMAINS))
     key = (
         f"case when {domain} in ({gmail}) then replace({untagged}, '.', '') || '@gmail.com' "
         f"else {untagged} || '@' || {domain} end"
@@ -149,11 +151,6 @@ _US_NUMBER_TYPES = (
 )
 
 
-def sql_text(text: str) -> str:
-    """A SQL string literal of `text`, for the rules' SQL shortcuts."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _us_valid_sql(nsn: str) -> str | None:
     """SQL for libphonenumber's `_number_type_helper(nsn, US) != UNKNOWN` on a ten-digit `nsn`, or None
     when the installed metadata is not shaped as this assumes (the shortcut is then not taken)."""
@@ -169,7 +166,7 @@ def _us_valid_sql(nsn: str) -> str | None:
             return None
         if any(token in pattern for token in ("(?=", "(?!", "(?<", "\\b", "\\1")):
             return "unsupported"
-        return f"regexp_full_match({nsn}, {sql_text(pattern)})"
+        return f"regexp_full_match({nsn}, {sql_literal(pattern)})"
 
     general = matches(metadata.general_desc)
     kinds = [
@@ -190,8 +187,8 @@ def phone_sql_shortcut(raw: str, region: str) -> tuple[str, dict[str, str]] | No
     valid = _us_valid_sql(nsn)
     if valid is None:
         return None
-    national = " or ".join(f"regexp_full_match({raw}, {sql_text(layout)})" for layout in _NANP_LAYOUTS)
-    laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {sql_text(_NANP_INTERNATIONAL)}))"
+    national = " or ".join(f"regexp_full_match({raw}, {sql_literal(layout)})" for layout in _NANP_LAYOUTS)
+    laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {sql_literal(_NANP_INTERNATIONAL)}))"
     return f"coalesce({laid_out} and {valid}, false)", {"phone": f"'+1' || {nsn}", "reason": "null::varchar"}
 
 

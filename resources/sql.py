@@ -217,3 +217,9 @@ class Scratch:
                     raise
         self._frames.clear()
         self._tables.clear()
+
+
+def sql_literal(value: str | None) -> str:
+    """A string as a SQL literal, for the few names (sources, segments, destinations) and the rules' fixed
+    words spliced into SQL."""
+    return "null" if value is None else "'" + value.replace("'", "''") + "'"

@@ -33,7 +33,7 @@ from pydantic import PrivateAttr
 from resources.config import CDPConfig
 from resources.durable import fsync_path
 from resources.run_launcher import RUN_HOST_TAG
-from resources.sql import Sql, SqlError
+from resources.sql import Sql, SqlError, sql_literal
 from resources.tables import CLEAN_QUARANTINE, EXTRACT_QUARANTINE, ROLES, SHARED_TABLES
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs", "privacy")
@@ -271,11 +271,6 @@ def owner_only(path: Path) -> None:
         with suppress(FileNotFoundError):
             if file.stat().st_mode & 0o077:
                 os.chmod(file, 0o600)
-
-
-def sql_literal(value: str | None) -> str:
-    """A string as a SQL literal, for the few names (sources, segments, destinations) spliced into SQL."""
-    return "null" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def utc_now() -> datetime:

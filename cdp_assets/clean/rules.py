@@ -17,12 +17,13 @@ from datetime import date, datetime
 
 import phonenumbers
 
-from resources.identifiers import FILLERS, sql_text
+from resources.identifiers import FILLERS
 from resources.identifiers import Result as Result
 from resources.identifiers import clean_email as clean_email
 from resources.identifiers import clean_identifier as clean_identifier
 from resources.identifiers import clean_phone as clean_phone
 from resources.identifiers import is_missing as is_missing
+from resources.sql import sql_literal
 
 
 def _collapse(text: str) -> str:
@@ -229,14 +230,14 @@ def address_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
     printable ASCII (so NFKD and the ASCII fold change nothing, and whitespace is spaces) in mixed case or
     without letters (so the line is displayed as written, collapsed), not a filler, with a letter or digit.
     Tests compare both on such lines."""
-    fillers = ", ".join(sql_text(f) for f in sorted(FILLERS))
+    fillers = ", ".join(sql_literal(f) for f in sorted(FILLERS))
     text = f"trim(regexp_replace({raw}, ' +', ' ', 'g'), ' ,')"
     condition = (
         f"coalesce(regexp_full_match({raw}, '[ -~]*') and lower(trim({raw})) not in ({fillers}) "
         f"and regexp_matches({text}, '[A-Za-z0-9]') "
         f"and (regexp_matches({text}, '[A-Z]') = regexp_matches({text}, '[a-z]')), false)"
     )
-    abbreviations = ", ".join(f"{sql_text(k)}: {sql_text(v)}" for k, v in _STREET_ABBREVIATIONS.items())
+    abbreviations = ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in _STREET_ABBREVIATIONS.items())
     words = f"string_split_regex(trim(upper(regexp_replace({text}, '[^A-Za-z0-9_ ]', ' ', 'g'))), ' +')"
     short = f"lambda w: coalesce(map {{{abbreviations}}}[w], w)"
     key = f"nullif(array_to_string(list_transform({words}, {short}), ' '), '')"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from resources.sql import Sql, SqlError
+from resources.sql import Sql, SqlError, sql_literal
 
 csv.field_size_limit(1 << 24)
 
@@ -221,10 +221,6 @@ def _decoded_lines(path: Path, encoding: str) -> tuple[list[str], bool] | None:
     return lines, last_line_ends
 
 
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 _BODY = "(case when suffix(line, chr(13)) then left(line, length(line) - 1) else line end)"
 PLAIN, BLANK, QUOTED = 1, 2, 3
 
@@ -238,10 +234,10 @@ def _plain_lines(sql: Sql, lines: pa.Array, delimiter: str, quote: str, width: i
     q, d = (f"\\x{{{ord(c):x}}}" for c in (quote, delimiter))
     field = f"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{q}{d}]*)"
     common = f"""strpos(line, chr(13)) in (0, length(line)) and length(line) < {csv.field_size_limit()}
-        and not regexp_matches(replace({_BODY}, {_sql_text(delimiter)}, ''), '[\\x00-\\x1f]')"""
-    plain = f"""not contains({_BODY}, {_sql_text(quote)})
-        and length({_BODY}) - length(replace({_BODY}, {_sql_text(delimiter)}, '')) = {width - 1}"""
-    quoted = f"regexp_full_match({_BODY}, {_sql_text(f'{field}(?:{d}{field}){{{width - 1}}}')})"
+        and not regexp_matches(replace({_BODY}, {sql_literal(delimiter)}, ''), '[\\x00-\\x1f]')"""
+    plain = f"""not contains({_BODY}, {sql_literal(quote)})
+        and length({_BODY}) - length(replace({_BODY}, {sql_literal(delimiter)}, '')) = {width - 1}"""
+    quoted = f"regexp_full_match({_BODY}, {sql_literal(f'{field}(?:{d}{field}){{{width - 1}}}')})"
     blank = f"strpos(line, chr(13)) in (0, length(line)) and ltrim({_BODY}, ' ') = ''"
     with sql.registered("csv_lines", pa.table({"line": lines})) as table:
         kinds = sql.arrays(
@@ -280,7 +276,7 @@ def _plain_records(
     `ensure_ascii=False` does, and the same way), with the rows `read` by `csv`, in line order. A PLAIN
     line is split at its delimiters; `quoted` holds the fields of each QUOTED line, in line order."""
     parts = [
-        f"{_sql_text(('{' if i == 0 else ', ') + json.dumps(c, ensure_ascii=False) + ': ')} || to_json(f[{i + 1}])"
+        f"{sql_literal(('{' if i == 0 else ', ') + json.dumps(c, ensure_ascii=False) + ': ')} || to_json(f[{i + 1}])"
         for i, c in enumerate(columns)
     ]
     numbers = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
@@ -294,7 +290,7 @@ def _plain_records(
     ):
         return sql.arrow(
             f"""select number as row_number, ({" || ".join(parts)} || '}}')::varchar as record
-                from (select number, string_split({_BODY}, {_sql_text(delimiter)}) as f from {table} where keep
+                from (select number, string_split({_BODY}, {sql_literal(delimiter)}) as f from {table} where keep
                       union all select number, f from {quoted_table} where keep)
                 union all select row_number, record from {others}
                 order by row_number"""
