@@ -25,6 +25,7 @@ from cdp_assets.identity.inputs import (
     last_override_report,
     read_inputs,
     record_run,
+    settings_as_last_run,
     why_resolve,
 )
 from cdp_assets.identity.matching.pipeline import match_probabilistically
@@ -86,16 +87,21 @@ def resolve(
     run_id: str | None = None,
     settings: str | None = None,
     retrain: bool = False,
+    reuse_pairs: bool = False,
 ) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
     counted for the summary only). `run_id` is recorded with the id changes the run makes, and `settings`
     as the identity configuration's fingerprint (by default `config`'s own; the change preview passes the
     one the configuration will have once a candidate overrides file's content is in place). `retrain`
-    trains the matching model afresh rather than keeping the last one (match_probabilistically)."""
+    trains the matching model afresh rather than keeping the last one (match_probabilistically); `reuse_pairs`
+    keeps the pairs the last run scored where both records are unchanged (matching/pairs.py): the caller
+    says so only when that run completed with the same configuration."""
     with sql.scratch("deterministic") as tables:
         fingerprint = settings or settings_fingerprint(config)
-        return _resolve(sql, config, per_customer or tables("per_customer"), tables, run_id, fingerprint, retrain)
+        return _resolve(
+            sql, config, per_customer or tables("per_customer"), tables, run_id, fingerprint, retrain, reuse_pairs
+        )
 
 
 def settings_fingerprint(config: CDPConfig) -> str:
@@ -112,6 +118,7 @@ def _resolve(
     run_id: str | None,
     settings: str,
     retrain: bool,
+    reuse_pairs: bool,
 ) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
@@ -218,7 +225,7 @@ def _resolve(
     tables.drop("edges")
     tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
-    matching = match_probabilistically(sql, config, labels, person_latest, limited_edges, retrain)
+    matching = match_probabilistically(sql, config, labels, person_latest, limited_edges, retrain, reuse_pairs)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     labels, override_report = apply_overrides(
@@ -764,6 +771,9 @@ def _resolution_metadata(summary: dict[str, object]) -> dict[str, object]:
     return {
         "id_changes": dg.MetadataValue.md(_id_changes_markdown(summary["id_changes"])),
         "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
+        "scored_pairs": str(summary.get("pairs", "all made")),
+        "records_rescored": int(summary.get("records_rescored", 0)),
+        "scored_pairs_kept": int(summary.get("scored_pairs_kept", 0)),
         "candidate_pairs": int(summary["candidate_pairs"]),
         "probabilistic_links": int(summary["probabilistic_links"]),
         "review_pairs": int(summary["review_pairs"]),
@@ -854,9 +864,12 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 summary["overrides"] = last_override_report(sql, config)
                 summary.update(kept_model(sql))
             else:
+                reuse_pairs = settings_as_last_run(sql, inputs)
                 # Forgotten first: a run failing half-way must not leave its half-written tables "unchanged".
                 sql.drop_table(RESOLVED_INPUTS)
-                summary = resolve(sql, config, per_customer, context.run.run_id, retrain=retrain)
+                summary = resolve(
+                    sql, config, per_customer, context.run.run_id, retrain=retrain, reuse_pairs=reuse_pairs
+                )
                 record_run(sql, config, inputs, summary["overrides"], context.run.run_id)
             checks = _checks(sql, config, summary, per_customer)
             preview = masked_preview(
@@ -870,7 +883,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         merged = int(summary["merged_person_records"])
         metadata: dict[str, object] = {
             "dagster/row_count": dg.MetadataValue.int(int(summary["customers"])),
-            "mode": "unchanged" if reason is None else "full",
+            "mode": "unchanged" if reason is None else ("incremental" if summary.get("scored_pairs_kept") else "full"),
             "reason": reason or "nothing identity reads changed since the last run: its tables are kept",
             "records_affected": 0 if reason is None else int(summary["records"]),
             "components_reclustered": 0 if reason is None else int(summary["customers"]),

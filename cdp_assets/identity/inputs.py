@@ -15,7 +15,7 @@ map changed or dropped since (by hand, by a restore) is resolved again rather th
 import json
 from dataclasses import dataclass
 
-from cdp_assets.identity.matching.model import TRAINING_TABLE
+from cdp_assets.identity.matching.model import TRAINING_TABLE, model_in_use
 from cdp_assets.identity.overrides import OverrideReport
 from resources.config import CDPConfig
 from resources.sql import Sql
@@ -70,10 +70,7 @@ def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str) -
 
 def with_outputs(sql: Sql, inputs: IdentityInputs) -> IdentityInputs:
     """`inputs` with the fingerprints of the model in use and of the identity map as they are now."""
-    model = "none"
-    if sql.table_exists(TRAINING_TABLE):
-        row = sql.row(f"select fingerprint, trained_at::varchar from {TRAINING_TABLE}")
-        model = "|".join(map(str, row)) if row else "none"
+    model = model_in_use(sql) or "none"
     outputs = _content(sql, "cdp.identity_map", "t") if sql.table_exists("cdp.identity_map") else "missing"
     return IdentityInputs(inputs.records, inputs.settings, model, outputs)
 
@@ -99,6 +96,14 @@ def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool) -> str | None:
     if last[3] != current.outputs:
         return "cdp.identity_map changed since the last identity run"
     return None
+
+
+def settings_as_last_run(sql: Sql, now: IdentityInputs) -> bool:
+    """Whether the last run completed with the configuration, overrides and rules of `now`: what it scored
+    and kept can then be built on (see matching/pairs.py)."""
+    if not sql.table_exists(RESOLVED_INPUTS):
+        return False
+    return sql.value(f"select settings from {RESOLVED_INPUTS}") == now.settings
 
 
 def record_run(sql: Sql, config: CDPConfig, inputs: IdentityInputs, report: OverrideReport, run_id: str | None) -> None:

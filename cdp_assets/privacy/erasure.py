@@ -89,6 +89,7 @@ COVERAGE: dict[str, Coverage] = {
     "cdp.identity_map": Coverage("record"),
     "identity.shared_identifier_groups": Coverage("record"),
     "identity.evidence": Coverage("pair"),
+    "identity.match_features": Coverage("record"),
     "identity.review": Coverage("pair"),
     "identity.shared_identifiers": Coverage("value"),
     "identity.blocked_identifiers": Coverage("value"),
@@ -109,6 +110,9 @@ COVERAGE: dict[str, Coverage] = {
     "syncs.in_flight": Coverage("sync"),
     "identity.id_runs": Coverage("kept", "one row per identity run: its settings"),
     "identity.model": Coverage("kept", "the matching model's weights"),
+    "identity.model_term_frequencies": Coverage(
+        "kept", "shares of values on two or more records, under their md5: no value as written"
+    ),
     "identity.links": Coverage("kept", "a view over the identifier tables"),
     "cdp.quarantine": Coverage("kept", "a view over the quarantine tables"),
     "meta.loaded_files": Coverage("kept", "file names and hashes; a rewritten file's hash is updated"),

@@ -23,16 +23,16 @@ def rule_name(rule: list[str]) -> str:
     return " + ".join(rule)
 
 
-def _listed(rule: list[str]) -> list[str]:
+def list_features(rule: list[str]) -> list[str]:
     """The rule's features that hold several values (LIST_FEATURES)."""
     return [f for f in rule if f in LIST_FEATURES]
 
 
-def _keyed(records: str, rule: list[str]) -> str:
+def keyed(records: str, rule: list[str]) -> str:
     """The records as the rule's blocks see them: a list feature gives a row per value, and `__whole` (a
     hash of the whole lists) tells which records hold the same lists (the same e-mail address, for
     `email_one_slip`)."""
-    listed = _listed(rule)
+    listed = list_features(rule)
     if not listed:
         return records
     columns = ", ".join(f"unnest({f}) as {f}" if f in LIST_FEATURES else f for f in rule)
@@ -49,10 +49,10 @@ def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_
     neither fill a block nor are paired with each other here (build_candidate_pairs)."""
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
-    size = "count(distinct __whole)" if _listed(rule) else "count(*)"
+    size = "count(distinct __whole)" if list_features(rule) else "count(*)"
     sql.create_table_as(
         keys,
-        f"""select {columns}, {size}::hugeint as n from {_keyed(records, rule)} where {not_null}
+        f"""select {columns}, {size}::hugeint as n from {keyed(records, rule)} where {not_null}
             group by all having {size} > 1""",
         temporary=True,
     )
@@ -72,32 +72,44 @@ def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_
     }
 
 
-def _rule_pairs_sql(records: str, rule: list[str], keys: str, max_block_size: int, index: int) -> str:
-    """The pairs of `records` the rule's kept blocks (`keys`) make, credited to rule `index`.
+def _rule_pairs_sql(
+    records: str, rule: list[str], keys: str, max_block_size: int, index: int, touching: str | None = None
+) -> str:
+    """The pairs of `records` the rule's kept blocks (`keys`) make, credited to rule `index`; with
+    `touching` (a table of node ids), only the pairs with at least one record in it.
 
     Each record is tagged with its block's number, so the pairs come from a join on one integer rather than
     on the rule's features (names, postal codes), whatever the record holds. Any numbering tells the blocks
     apart, so none is sorted. On a list feature the blocks pair distinct whole values first, then every
     record of one with every record of the other."""
     columns = ", ".join(rule)
-    numbered = f"(select {columns}, row_number() over () as block from {keys} where n <= {max_block_size})"
-    if not _listed(rule):
+    within = ""
+    touched = "true"
+    if touching is not None:
+        # Only the blocks a touched record is in can make a pair with one.
+        held = f"select {columns} from {keyed(records, rule)} semi join {touching} using (node_id)"
+        within = f"semi join ({held}) using ({columns})"
+        touched = f"(l.node_id in (select node_id from {touching}) or r.node_id in (select node_id from {touching}))"
+    numbered = f"(select {columns}, row_number() over () as block from {keys} {within} where n <= {max_block_size})"
+    if not list_features(rule):
         return f"""
             with blocks as (select m.node_id, k.block from {records} m join {numbered} k using ({columns}))
             select l.node_id, r.node_id, {index}
-            from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id"""
-    keyed = _keyed(records, rule)
+            from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
+            where {touched}"""
+    by_value = keyed(records, rule)
     return f"""
         with blocks as (
-            select distinct m.__whole, k.block from {keyed} m join {numbered} k using ({columns})
+            select distinct m.__whole, k.block from {by_value} m join {numbered} k using ({columns})
         ),
         value_pairs as (
             select distinct a.__whole as lw, b.__whole as rw
             from blocks a join blocks b on a.block = b.block and a.__whole < b.__whole
         ),
-        holders as (select distinct node_id, __whole from {keyed} where {_listed(rule)[0]} is not null)
+        holders as (select distinct node_id, __whole from {by_value} where {list_features(rule)[0]} is not null)
         select least(l.node_id, r.node_id), greatest(l.node_id, r.node_id), {index}
-        from value_pairs p join holders l on l.__whole = p.lw join holders r on r.__whole = p.rw"""
+        from value_pairs p join holders l on l.__whole = p.lw join holders r on r.__whole = p.rw
+        where {touched}"""
 
 
 def preflight(
@@ -120,16 +132,24 @@ def preflight(
 
 
 def build_candidate_pairs(
-    sql: Sql, records: str, rules: list[tuple[list[str], int]], keys: list[str], pairs: str
+    sql: Sql,
+    records: str,
+    rules: list[tuple[list[str], int]],
+    keys: list[str],
+    pairs: str,
+    touching: str | None = None,
 ) -> dict[str, int]:
     """Rebuild the caller's temp table `pairs(l, r, rule_index)` from the blocks preflight counted into
     `keys`, dropping each once used: each pair of `records` once, credited to the first rule that finds it
-    (its position in `rules`). Returns the pairs each rule made."""
+    (its position in `rules`); with `touching` (a table of node ids), only the pairs with a record in it.
+    Returns the pairs each rule made."""
     with sql.scratch("blocking") as tables:
         rule_pairs = tables("rule_pairs")
         sql.execute(f"create temp table {rule_pairs} (l bigint, r bigint, rule_index smallint)")
         for index, ((rule, max_block_size), table) in enumerate(zip(rules, keys, strict=True)):
-            sql.execute(f"insert into {rule_pairs} {_rule_pairs_sql(records, rule, table, max_block_size, index)}")
+            sql.execute(
+                f"insert into {rule_pairs} {_rule_pairs_sql(records, rule, table, max_block_size, index, touching)}"
+            )
             sql.drop_table(table)
         sql.create_table_as(
             pairs, f"select l, r, min(rule_index) as rule_index from {rule_pairs} group by l, r", temporary=True

@@ -24,7 +24,7 @@ import pandas as pd
 
 from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
 from resources.config.identity import BLOCKING_FEATURES
-from resources.sql import Sql
+from resources.sql import Sql, sql_literal
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
@@ -94,6 +94,15 @@ class KeptModel:
     model: FellegiSunterModel
     trained_at: datetime
     person_records: int
+
+
+def model_in_use(sql: Sql) -> str | None:
+    """The kept model's name: its fingerprint and training time (None when no model is kept). A table
+    written by a run names the model it was made with by this."""
+    if not sql.table_exists(TRAINING_TABLE):
+        return None
+    row = sql.row(f"select fingerprint, trained_at::varchar from {TRAINING_TABLE}")
+    return "|".join(map(str, row)) if row else None
 
 
 def load_model(sql: Sql, names: list[str], fingerprint: str) -> KeptModel | None:
@@ -294,6 +303,60 @@ def build_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) ->
                 from {records} where {column} is not null group by 1""",
             temporary=True,
         )
+
+
+# The term frequencies the model was trained with, kept beside it: a kept model scores with them, so a
+# pair's weight depends on the two records alone, not on what else has arrived since (a new "Smith"
+# would otherwise move the weight of every Smith pair, and a pair scored last run could not be kept).
+# Only values on two or more records are kept, under their md5: a value on one record has the share an
+# unseen value gets, and no name is stored as written.
+KEPT_TERM_FREQUENCIES = "identity.model_term_frequencies"
+
+
+def save_term_frequencies(sql: Sql, records: str, columns: list[str]) -> None:
+    """Keep the term frequencies of the matching `records` for `columns` with the model being saved."""
+    selects = [
+        f"""select {sql_literal(column)} as column_name, md5_number({column}::varchar) as value_hash,
+                   count(*) / sum(count(*)) over () as tf, count(*) as records,
+                   1.0 / sum(count(*)) over () as unseen_tf
+            from {records} where {column} is not null group by {column}"""
+        for column in columns
+    ]
+    body = " union all ".join(selects) or (
+        "select null::varchar, null::hugeint, null::double, null::bigint, null::double where false"
+    )
+    sql.create_table_as(
+        KEPT_TERM_FREQUENCIES,
+        f"""select column_name, value_hash, tf, unseen_tf from ({body}) where records > 1
+            union all  -- the share of a value on one record, for a column whose values are all unique
+            select column_name, null, null, any_value(unseen_tf) from ({body}) group by 1""",
+    )
+
+
+def kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> bool:
+    """Fill `tables` (as build_term_frequencies does) from the kept term frequencies, a value not among them
+    getting the share of a value on one record at training; False, filling nothing, when none are kept for
+    every column."""
+    if not sql.table_exists(KEPT_TERM_FREQUENCIES):
+        return False
+    kept = {c for (c,) in sql.rows(f"select distinct column_name from {KEPT_TERM_FREQUENCIES}")}
+    if not set(tables) <= kept:
+        return False
+    for column, table in tables.items():
+        sql.create_table_as(
+            table,
+            f"""
+            with seen as (
+                select distinct {column} as value from {records} where {column} is not null
+            ),
+            kept as (select value_hash, tf from {KEPT_TERM_FREQUENCIES} where column_name = {sql_literal(column)})
+            select s.value, coalesce(k.tf, (select max(unseen_tf) from {KEPT_TERM_FREQUENCIES}
+                                            where column_name = {sql_literal(column)})) as tf
+            from seen s left join kept k on k.value_hash = md5_number(s.value::varchar)
+            """,
+            temporary=True,
+        )
+    return True
 
 
 def scoring_sql(

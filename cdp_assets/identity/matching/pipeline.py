@@ -29,11 +29,21 @@ from cdp_assets.identity.matching.model import (
     FellegiSunterModel,
     build_term_frequencies,
     estimate,
+    kept_term_frequencies,
     load_model,
     model_fingerprint,
+    model_in_use,
     save_model,
+    save_term_frequencies,
     scoring_sql,
     term_frequency_columns,
+)
+from cdp_assets.identity.matching.pairs import (
+    FEATURES_TABLE,
+    changed_records,
+    keep_scored_pairs,
+    pairs_reusable,
+    save_features,
 )
 from resources.config import CDPConfig
 from resources.config.identity import STRONG_CONFLICTS
@@ -66,6 +76,7 @@ def _empty_outputs(sql: Sql, names: list[str]) -> None:
                   null::double u, null::double weight, null::boolean tf_adjusted where false""",
     )
     sql.drop_table(TRAINING_TABLE)
+    sql.drop_table(FEATURES_TABLE)
 
 
 def match_probabilistically(
@@ -75,6 +86,7 @@ def match_probabilistically(
     person_latest: str,
     limited_edges: str | None,
     retrain: bool = False,
+    reuse_pairs: bool = False,
 ) -> dict[str, object]:
     """Merge deterministic components over probabilistic links; returns new labels and figures for metadata.
 
@@ -91,7 +103,7 @@ def match_probabilistically(
     scratch scope, and handed to each function that reads or writes it; it and every other table made
     here are dropped when it returns, or fails."""
     with sql.scratch("matching") as tables:
-        return _match(sql, config, labels, person_latest, limited_edges, tables, retrain)
+        return _match(sql, config, labels, person_latest, limited_edges, tables, retrain, reuse_pairs)
 
 
 def _match(
@@ -102,6 +114,7 @@ def _match(
     limited_edges: str | None,
     tables: Scratch,
     retrain: bool,
+    reuse_pairs: bool,
 ) -> dict[str, object]:
     records, pairs = tables("records"), tables("pairs")
     vectors, scores = tables("vectors"), tables("scores")
@@ -129,10 +142,32 @@ def _match(
             "timings": timings,
         }
     rules = settings.block_rules()
+    fingerprint = model_fingerprint(names, settings.model_dump_json())
+    kept = load_model(sql, names, fingerprint)
+    if retrain:
+        training = "retrained: requested"
+    elif kept is None:
+        training = "trained: no kept model fits these comparisons and matching settings"
+    elif record_count >= 2 * kept.person_records:
+        training = f"retrained: person records doubled since training ({kept.person_records:,} -> {record_count:,})"
+    elif kept.model.labelled_pairs < MIN_LABELLED_PAIRS:
+        training = "retrained: the kept model had too few pairs of one person's records to learn from"
+    else:
+        training = "kept"
+    # How common each value is, per column whose exact agreement is weighed by it: `tf_<column>(value, tf)`,
+    # as the kept model was trained with them when it is kept.
+    term_frequencies = {column: tables(f"tf_{column}") for column in term_frequency_columns(names)}
+    frozen = training == "kept" and kept_term_frequencies(sql, records, term_frequencies)
+    # Pairs scored by the last run can be kept when it scored them with this very model and its frequencies
+    # (see pairs.py): only the pairs of records whose features changed are made and scored again.
+    scored_with = model_in_use(sql) if frozen else None
+    reusable = reuse_pairs and scored_with is not None and pairs_reusable(sql, scored_with, rules)
+    changed = tables("changed") if reusable else None
+    records_changed = changed_records(sql, records, rules, changed) if changed is not None else record_count
     # Each rule's blocks, counted by preflight and turned into pairs (and dropped) by build_candidate_pairs.
     keys = [tables(f"keys_{index}") for index in range(len(rules))]
     estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys)
-    made = build_candidate_pairs(sql, records, rules, keys, pairs)
+    made = build_candidate_pairs(sql, records, rules, keys, pairs, touching=changed)
     lap("blocking")
     # A table, not the registered frame: the joins below probe it millions of times, a scan of a pandas
     # frame costs a second where a table costs a tenth. Clustering reads it too, then it is dropped.
@@ -153,37 +188,39 @@ def _match(
     )
     tables.drop("pairs")
     lap("comparison vectors")
-    fingerprint = model_fingerprint(names, settings.model_dump_json())
-    kept = load_model(sql, names, fingerprint)
-    if retrain:
-        training = "retrained: requested"
-    elif kept is None:
-        training = "trained: no kept model fits these comparisons and matching settings"
-    elif record_count >= 2 * kept.person_records:
-        training = f"retrained: person records doubled since training ({kept.person_records:,} -> {record_count:,})"
-    elif kept.model.labelled_pairs < MIN_LABELLED_PAIRS:
-        training = "retrained: the kept model had too few pairs of one person's records to learn from"
-    else:
-        training = "kept"
     if kept is not None and training == "kept":
         model, trained_at = kept.model, kept.trained_at
     else:
         model, trained_at = _train(sql, config, records, vectors, node_labels, names, rules, tables), utc_now()
         levels_table = tables.frame("model_levels", model.levels_table())
         save_model(sql, model, levels_table, fingerprint, trained_at, record_count)
+    if not frozen:
+        build_term_frequencies(sql, records, term_frequencies)
+        save_term_frequencies(sql, records, list(term_frequencies))
     lap("model (u sample, m, EM)" if training != "kept" else "model (kept)")
-    # How common each value is, per column whose exact agreement is weighed by it: `tf_<column>(value, tf)`.
-    term_frequencies = {column: tables(f"tf_{column}") for column in term_frequency_columns(names)}
-    build_term_frequencies(sql, records, term_frequencies)
     person_fields = [n for n in settings.person_evidence if n in names]
+    columns = ", ".join(["l", "r", "rule_index", "swapped", *names, *(f"w_{n}" for n in names)])
     sql.create_table_as(
         scores,
-        f"""select *, {person_evidence_sql(person_fields)} as person_evidence
+        f"""select {columns}, match_weight, match_probability, l_component, r_component, same_component,
+                   {person_evidence_sql(person_fields)} as person_evidence
             from ({scoring_sql(model, records, vectors, term_frequencies, settings.review_threshold)})
             where match_probability >= {settings.review_threshold!r}""",
         temporary=True,
     )
     tables.drop("vectors")
+    kept_pairs = 0
+    if changed is not None:
+        kept_pairs = keep_scored_pairs(
+            sql,
+            records,
+            changed,
+            node_labels,
+            scores,
+            [rule_name(rule) for rule, _ in rules],
+            names,
+            person_evidence_sql(person_fields),
+        )
     lap("scoring")
     # In the order the vocabulary declares them, whatever the configuration's order: the first that
     # objects names the refusal.
@@ -229,6 +266,7 @@ def _match(
         [[rule_name(rule) for rule, _ in rules]],
     )
     tables.drop("scores")
+    save_features(sql, records, rules, model_in_use(sql) or "")
     sql.create_table_as(
         REVIEW_TABLE,
         f"select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'",
@@ -262,6 +300,9 @@ def _match(
     return {
         "labels": labels,
         "timings": timings,
+        "pairs": "kept from the last run where both records are unchanged" if changed is not None else "all made",
+        "records_rescored": records_changed,
+        "scored_pairs_kept": kept_pairs,
         "candidate_pairs": sum(made.values()),
         "probabilistic_links": int(totals[0]),
         "review_pairs": int(totals[1]),

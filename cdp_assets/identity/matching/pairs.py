@@ -1,0 +1,153 @@
+"""Scored pairs kept from the last run: a small delta compares and scores only the pairs it can change.
+
+A candidate pair's score is a function of its two records' matching features, the model and the model's
+term frequencies. With the model kept (and its frequencies with it, see model.py), a pair of two records
+whose features are as they were scores as it did, so the last run's scored pairs (`identity.evidence`:
+every pair at or over the review threshold) are kept, and only the pairs with a record whose features
+changed are made and scored again. Pairs under the review threshold are kept nowhere and need not be:
+they stay under it.
+
+Blocking can change a pair of unchanged records too: a block shared by more records than its rule's cap
+makes no pairs, so a record arriving in a block at its cap takes away the pairs of every record in it
+(and one leaving gives them back). The records of a block whose side of the cap changed are counted as
+changed. Everything after scoring (clustering, the evidence and review tables) runs over every pair, kept
+and new, as in a full run: the result is the one a full run with the kept model gives, which the
+`equals_a_rebuild` check and tests/test_identity_incremental.py compare.
+
+`identity.match_features` keeps, per person record, a hash of all its matching features and the
+blocking features themselves (for the block sizes before), and what scored the pairs (the model's
+fingerprint and training time): pairs are kept only from a run that scored them with the model in use.
+"""
+
+from cdp_assets.identity.matching.blocking import keyed, list_features
+from resources.sql import Sql
+
+FEATURES_TABLE = "identity.match_features"
+_KEYS = ("node_id", "source", "source_record_id")
+
+
+def _hash_sql(sql: Sql, records: str) -> str:
+    columns = [c for c in sql.columns(f"select * from {records}") if c not in _KEYS]
+    return f"hash({', '.join(columns)})"
+
+
+def save_features(sql: Sql, records: str, rules: list[tuple[list[str], int]], scored_with: str) -> None:
+    """Keep the matching `records`' feature hashes and blocking features, after a run that scored with
+    the model `scored_with` names, for the next run to tell which records changed."""
+    blocking = sorted({feature for rule, _ in rules for feature in rule})
+    listed = "".join(f", {f}" for f in blocking)
+    sql.create_table_as(
+        FEATURES_TABLE,
+        f"""select node_id, source, source_record_id, {_hash_sql(sql, records)} as features_hash{listed},
+                   ?::varchar as scored_with
+            from {records}""",
+        [scored_with],
+    )
+
+
+def pairs_reusable(sql: Sql, scored_with: str, rules: list[tuple[list[str], int]]) -> bool:
+    """Whether the last run's scored pairs can be kept: it scored them with the model `scored_with` names
+    and kept the features of the blocking `rules`."""
+    if not (sql.table_exists(FEATURES_TABLE) and sql.table_exists("identity.evidence")):
+        return False
+    kept = set(sql.columns(f"select * from {FEATURES_TABLE}"))
+    if not {feature for rule, _ in rules for feature in rule} <= kept:
+        return False
+    last = sql.value(f"select any_value(scored_with) from {FEATURES_TABLE}")
+    return last is None or last == scored_with  # None: the last run had no person records
+
+
+def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], changed: str) -> int:
+    """Fill the caller's temp table `changed(node_id)` with the matching `records` whose pairs must be made
+    and scored again: new ones, those whose features changed, and those in a block whose side of its
+    rule's cap (or of two records) a new, changed or departed record moved. Returns their count."""
+    with sql.scratch("changed_features") as tables:
+        now, gone = tables("now"), tables("gone")
+        sql.create_table_as(
+            now,
+            f"select node_id, source, source_record_id, {_hash_sql(sql, records)} as features_hash from {records}",
+            temporary=True,
+        )
+        sql.create_table_as(
+            changed,
+            f"""select n.node_id from {now} n left join {FEATURES_TABLE} o using (source, source_record_id)
+                where o.features_hash is distinct from n.features_hash""",
+            temporary=True,
+        )
+        # The kept rows of records changed or departed since: the blocks they were in lost them.
+        sql.create_table_as(
+            gone,
+            f"""select o.* from {FEATURES_TABLE} o left join {now} n using (source, source_record_id)
+                where n.features_hash is distinct from o.features_hash""",
+            temporary=True,
+        )
+        for rule, cap in rules:
+            columns = ", ".join(rule)
+            not_null = " and ".join(f"{f} is not null" for f in rule)
+            size = "count(distinct __whole)" if list_features(rule) else "count(*)"
+            pairs_made = f"between 2 and {cap}"
+            sql.execute(
+                f"""
+                insert into {changed}
+                with touched as (
+                    select {columns} from {keyed(records, rule)} semi join {changed} using (node_id)
+                    where {not_null}
+                    union
+                    select {columns} from {keyed(gone, rule)} where {not_null}
+                ),
+                now_n as (
+                    select {columns}, {size} as n from {keyed(records, rule)}
+                    semi join touched using ({columns}) group by all
+                ),
+                before_n as (
+                    select {columns}, {size} as n from {keyed(FEATURES_TABLE, rule)}
+                    semi join touched using ({columns}) group by all
+                ),
+                crossing as (
+                    select t.* from touched t
+                    left join now_n a using ({columns}) left join before_n b using ({columns})
+                    where (coalesce(a.n, 0) {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
+                )
+                select distinct node_id from {keyed(records, rule)} semi join crossing using ({columns})
+                anti join {changed} using (node_id)
+                """
+            )
+        return int(sql.value(f"select count(*) from {changed}"))
+
+
+def keep_scored_pairs(
+    sql: Sql,
+    records: str,
+    changed: str,
+    node_labels: str,
+    scores: str,
+    rule_names: list[str],
+    names: list[str],
+    person_evidence: str,
+) -> int:
+    """Add to the caller's `scores` (the pairs scored now, at or over the review threshold) the last run's
+    scored pairs of two unchanged `records`, under this run's node ids and components; returns how many."""
+    levels = "".join(f", e.{n}, e.w_{n}" for n in names)
+    carried = "".join(f", {n}, w_{n}" for n in names)
+    before = int(sql.value(f"select count(*) from {scores}"))
+    sql.execute(
+        f"""
+        insert into {scores} by name
+        with kept as (
+            select nl.node_id as l, nr.node_id as r, e.rule, e.swapped{levels}, e.match_weight, e.match_probability
+            from identity.evidence e
+            join {records} nl on nl.source = e.left_source and nl.source_record_id = e.left_record_id
+            join {records} nr on nr.source = e.right_source and nr.source_record_id = e.right_record_id
+            anti join {changed} cl on cl.node_id = nl.node_id
+            anti join {changed} cr on cr.node_id = nr.node_id
+        )
+        select l, r, (list_position(?, rule) - 1)::smallint as rule_index, swapped{carried}, match_weight,
+               match_probability, cl.component as l_component, cr.component as r_component,
+               cl.component = cr.component as same_component, {person_evidence} as person_evidence
+        from kept
+        join {node_labels} cl on cl.node_id = kept.l
+        join {node_labels} cr on cr.node_id = kept.r
+        """,
+        [rule_names],
+    )
+    return int(sql.value(f"select count(*) from {scores}")) - before
