@@ -39,10 +39,23 @@ def keyed(records: str, rule: list[str]) -> str:
     return f"(select node_id, hash({', '.join(listed)}) as __whole, {columns} from {records})"
 
 
-def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_size: int) -> dict[str, object]:
+def _touched_blocks(records: str, rule: list[str], touching: str | None) -> str:
+    """A semi join keeping the rule's keys one of the records in `touching` holds: only their blocks can
+    make a pair with one (nothing when `touching` is None)."""
+    if touching is None:
+        return ""
+    columns = ", ".join(rule)
+    held = f"select {columns} from {keyed(records, rule)} semi join {touching} using (node_id)"
+    return f"semi join ({held}) using ({columns})"
+
+
+def _count_blocks(
+    sql: Sql, records: str, keys: str, rule: list[str], max_block_size: int, touching: str | None = None
+) -> dict[str, object]:
     """Count the rule's blocks of `records` into temp table `keys` (every key on two or more records, with
     its size) and sum what they would cost: n(n-1)/2 pairs per block within the cap, and the keys skipped
-    for being shared by more than `max_block_size` records.
+    for being shared by more than `max_block_size` records. With `touching` (a table of node ids), only
+    the blocks one of them is in are counted (each over all `records`).
 
     A rule on a list feature counts the distinct whole values in a block, not the records: records holding
     the same value (one address on a person's ten records) are the deterministic layer's to join, so they
@@ -50,9 +63,10 @@ def _count_blocks(sql: Sql, records: str, keys: str, rule: list[str], max_block_
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
     size = "count(distinct __whole)" if list_features(rule) else "count(*)"
+    within = _touched_blocks(records, rule, touching)
     sql.create_table_as(
         keys,
-        f"""select {columns}, {size}::hugeint as n from {keyed(records, rule)} where {not_null}
+        f"""select {columns}, {size}::hugeint as n from {keyed(records, rule)} {within} where {not_null}
             group by all having {size} > 1""",
         temporary=True,
     )
@@ -76,21 +90,18 @@ def _rule_pairs_sql(
     records: str, rule: list[str], keys: str, max_block_size: int, index: int, touching: str | None = None
 ) -> str:
     """The pairs of `records` the rule's kept blocks (`keys`) make, credited to rule `index`; with
-    `touching` (a table of node ids), only the pairs with at least one record in it.
+    `touching` (a table of node ids, whose blocks alone preflight then counted), only the pairs with at
+    least one record in it.
 
     Each record is tagged with its block's number, so the pairs come from a join on one integer rather than
     on the rule's features (names, postal codes), whatever the record holds. Any numbering tells the blocks
     apart, so none is sorted. On a list feature the blocks pair distinct whole values first, then every
     record of one with every record of the other."""
     columns = ", ".join(rule)
-    within = ""
     touched = "true"
     if touching is not None:
-        # Only the blocks a touched record is in can make a pair with one.
-        held = f"select {columns} from {keyed(records, rule)} semi join {touching} using (node_id)"
-        within = f"semi join ({held}) using ({columns})"
         touched = f"(l.node_id in (select node_id from {touching}) or r.node_id in (select node_id from {touching}))"
-    numbered = f"(select {columns}, row_number() over () as block from {keys} {within} where n <= {max_block_size})"
+    numbered = f"(select {columns}, row_number() over () as block from {keys} where n <= {max_block_size})"
     if not list_features(rule):
         return f"""
             with blocks as (select m.node_id, k.block from {records} m join {numbered} k using ({columns}))
@@ -113,12 +124,20 @@ def _rule_pairs_sql(
 
 
 def preflight(
-    sql: Sql, records: str, rules: list[tuple[list[str], int]], max_pairs: int, keys: list[str]
+    sql: Sql,
+    records: str,
+    rules: list[tuple[list[str], int]],
+    max_pairs: int,
+    keys: list[str],
+    touching: str | None = None,
 ) -> list[dict[str, object]]:
-    """Estimated pairs per rule (its features and block cap) over the matching `records`; raises naming
-    every rule over the limit before any pair is made. Rule `i`'s blocks are counted into the caller's
-    table `keys[i]`, which build_candidate_pairs turns into pairs and drops (as does this, when it raises)."""
-    estimates = [_count_blocks(sql, records, table, rule, cap) for table, (rule, cap) in zip(keys, rules, strict=True)]
+    """Estimated pairs per rule (its features and block cap) over the matching `records`, or over the
+    blocks of the records in `touching` when given; raises naming every rule over the limit before any
+    pair is made. Rule `i`'s blocks are counted into the caller's table `keys[i]`, which
+    build_candidate_pairs turns into pairs and drops (as does this, when it raises)."""
+    estimates = [
+        _count_blocks(sql, records, table, rule, cap, touching) for table, (rule, cap) in zip(keys, rules, strict=True)
+    ]
     too_broad = [e for e in estimates if int(e["estimated_pairs"]) > max_pairs]
     if too_broad:
         for table in keys:

@@ -166,7 +166,7 @@ def _match(
     records_changed = changed_records(sql, records, rules, changed) if changed is not None else record_count
     # Each rule's blocks, counted by preflight and turned into pairs (and dropped) by build_candidate_pairs.
     keys = [tables(f"keys_{index}") for index in range(len(rules))]
-    estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys)
+    estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys, touching=changed)
     made = build_candidate_pairs(sql, records, rules, keys, pairs, touching=changed)
     lap("blocking")
     # A table, not the registered frame: the joins below probe it millions of times, a scan of a pandas
