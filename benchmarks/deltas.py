@@ -6,7 +6,7 @@ The demo generator writes the customer base; `deltas`% of every landing file is 
 benchmarks/id_stability.py does). A full refresh loads the rest; then each delta releases 1% of the lines
 as new files (new records, new orders and events) and re-sends 1% of the CRM contacts with a later
 modification time (updated records), the `full_refresh` job runs again (cleaning, profiles and segments
-work incrementally; identity is rebuilt whole), and the `rebuild_check` job compares the warehouse with a
+work incrementally; identity scores only the pairs of changed records), and the `rebuild_check` job compares the warehouse with a
 rebuild from the raw rows. Every job runs in its own child process, so each peak RSS is that run's.
 Prints per run the wall time, its share of the full refresh, the seconds per stage, the customers the
 profiles recomputed and whether the check passed.
@@ -69,6 +69,8 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         profiles = _metadata(result, "profiles__golden_profiles")
         figures["profiles"] = {k: profiles.get(k) for k in ("mode", "reason", "customers_recomputed")}
         figures["customers"] = profiles.get("dagster/row_count")
+        identity = _metadata(result, "identity__clusters")
+        figures["identity"] = {k: identity.get(k) for k in ("mode", "records_rescored", "scored_pairs_kept")}
         segments = [_metadata(result, s) for s in steps if s.startswith("segments__")]
         figures["segment_profiles_evaluated"] = sum(int(m.get("profiles_evaluated", 0)) for m in segments if m)
     out.write_text(json.dumps(figures))
@@ -131,6 +133,11 @@ def main() -> None:
                 print(
                     f"delta {delta:2d} (+1% lines, {updates} CRM updates): {run['wall_s']:.1f} s = "
                     f"{shares[-1]:.0%} of the full refresh, peak RSS {run['peak_rss_mb']:.0f} MB; {_stages(run)}"
+                )
+                identity = run["identity"]
+                print(
+                    f"  identity {identity['mode']}: {identity['records_rescored']:,} person records rescored, "
+                    f"{identity['scored_pairs_kept']:,} scored pairs kept"
                 )
                 print(
                     f"  profiles {profiles['mode']}: {profiles['customers_recomputed']:,} of {run['customers']:,} "
