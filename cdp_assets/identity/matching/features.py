@@ -28,8 +28,8 @@ def _name_forms(names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "canon", "soundex"], dtype=object)
 
 
-# Each blocking feature's column of the matching records, over the record's base features `b`, the forms of
-# its first (`f`) and last (`l`) names and its other identifier `o`. The names are declared, with the
+# Each blocking feature's column of the matching records, over the record's base features `b` (its other
+# identifier among them) and the forms of its first (`f`) and last (`l`) names. The names are declared, with the
 # comparisons each forces to agree, in resources/config/identity.py (BLOCKING_FEATURES).
 FEATURES: dict[str, str] = {
     "first_name": "b.first_name",
@@ -61,22 +61,32 @@ FEATURES: dict[str, str] = {
     "address": "b.address",
     "postal_code": "b.postal_code",
     "city": "b.city",
-    "identifier": "o.identifier",
+    "identifier": "b.identifier",
 }
 # Columns the comparisons read besides the features.
 _COMPARED_ONLY: dict[str, str] = {
     "first_canon": "f.canon",
     "dob_text": "strftime(b.date_of_birth, '%Y%m%d')",
-    "identifier_type": "split_part(o.identifier, ':', 1)",
+    "identifier_type": "split_part(b.identifier, ':', 1)",
     "email_domain": "nullif(split_part(b.email, '@', 2), '')",
     "email_split": "b.email_split",
 }
 
 
-def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records: str) -> int:
+# Every column a matching record has besides its keys and base-row hash.
+FEATURE_COLUMNS = sorted({**FEATURES, **_COMPARED_ONLY})
+
+
+def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records: str, kept: str | None = None) -> int:
     """Rebuild the caller's temp table `records` (one row per person record: its blocking features and
     the columns the comparisons read) from `person_latest` (the latest version of each person record, by
-    node, also a table of the caller's); returns its row count."""
+    node, also a table of the caller's); returns its row count.
+
+    Every feature is a function of a record's base row (its cleaned fields as matching reads them, which
+    of its contacts are junk or shared, its other identifier), whose hash is the `base_hash` column. With
+    `kept` (the last run's records, kept as a table with that column), a record whose base row hashes as
+    it did takes its features from there, and only the others are derived again (the name forms in
+    Python, the e-mail's one-slip forms) over their distinct values."""
     with sql.scratch("features") as tables:
         kinds = tables.frame(
             "type_kinds",
@@ -109,11 +119,19 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
             temporary=True,
         )
         sql.drop_table("identity.match_records")  # persisted by earlier versions
+        contacts = tables.frame("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
         base = tables("base")
-        sql.create_table_as(
-            base,
-            f"""
-            with contacts as (
+        base_select = f"""
+            with other_ids as (
+                select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
+                from clean.person_identifiers i
+                semi join {person_latest} p using (source, source_record_id)
+                where i.id_type not in (select id_type from {contacts})
+                  and not exists (select 1 from identity.blocked_identifiers b
+                                  where b.id_type = i.id_type and b.id_value = i.id_value)
+                group by 1, 2
+            ),
+            contacts as (
                 select p.*,
                        case when p.email_match_key in (select id_value from {junk} where kind = 'email')
                             then null else p.email_match_key end as usable_email,
@@ -136,37 +154,43 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
                    nullif(regexp_replace(p.usable_phone, '[^0-9]', '', 'g'), '') as phone,
                    nullif(lower(trim(p.address_key)), '') as address,
                    nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
-                   nullif(lower(trim(p.city)), '') as city
+                   nullif(lower(trim(p.city)), '') as city, o.identifier
             from contacts p
-            """,
+            left join other_ids o using (source, source_record_id)
+            """
+        base_columns = [c for c in sql.columns(base_select) if c not in ("node_id", "source", "source_record_id")]
+        sql.create_table_as(
+            base,
+            f"select *, hash({', '.join(base_columns)}) as base_hash from ({base_select})",
             temporary=True,
         )
+        fresh = base
+        if kept is not None:
+            fresh = tables("fresh")
+            sql.create_table_as(
+                fresh,
+                f"select * from {base} anti join {kept} using (source, source_record_id, base_hash)",
+                temporary=True,
+            )
         names = sql.rows(
-            f"select distinct v from (select unnest([first_name, last_name]) v from {base}) where v is not null"
+            f"select distinct v from (select unnest([first_name, last_name]) v from {fresh}) where v is not null"
         )
         forms = tables.frame("name_forms", _name_forms([n for (n,) in names]))
-        contacts = tables.frame("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
-        columns = ",\n                   ".join(
-            f"{sql} as {name}" for name, sql in sorted({**FEATURES, **_COMPARED_ONLY}.items())
-        )
-        sql.create_table_as(
-            records,
-            f"""
-            with other_ids as (
-                select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
-                from clean.person_identifiers i
-                where i.id_type not in (select id_type from {contacts})
-                  and not exists (select 1 from identity.blocked_identifiers b
-                                  where b.id_type = i.id_type and b.id_value = i.id_value)
-                group by 1, 2
-            )
+        expressions = {**FEATURES, **_COMPARED_ONLY}
+        columns = ",\n                   ".join(f"{expressions[n]} as {n}" for n in FEATURE_COLUMNS)
+        derived = f"""
             select b.node_id, b.source, b.source_record_id,
-                   {columns}
-            from {base} b
+                   {columns}, b.base_hash
+            from {fresh} b
             left join {forms} f on f.name = b.first_name
             left join {forms} l on l.name = b.last_name
-            left join other_ids o using (source, source_record_id)
-            """,
-            temporary=True,
-        )
+            """
+        if kept is not None:
+            listed = ", ".join(f"k.{n}" for n in FEATURE_COLUMNS)
+            derived += f"""
+            union all
+            select b.node_id, b.source, b.source_record_id, {listed}, b.base_hash
+            from {base} b join {kept} k using (source, source_record_id, base_hash)
+            """
+        sql.create_table_as(records, derived, temporary=True)
     return int(sql.value(f"select count(*) from {records}"))

@@ -333,15 +333,17 @@ def save_term_frequencies(sql: Sql, records: str, columns: list[str]) -> None:
     )
 
 
-def kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> bool:
-    """Fill `tables` (as build_term_frequencies does) from the kept term frequencies, a value not among them
-    getting the share of a value on one record at training; False, filling nothing, when none are kept for
-    every column."""
+def has_kept_term_frequencies(sql: Sql, columns: list[str]) -> bool:
+    """Whether term frequencies are kept with the model for every one of `columns`."""
     if not sql.table_exists(KEPT_TERM_FREQUENCIES):
         return False
     kept = {c for (c,) in sql.rows(f"select distinct column_name from {KEPT_TERM_FREQUENCIES}")}
-    if not set(tables) <= kept:
-        return False
+    return set(columns) <= kept
+
+
+def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> None:
+    """Fill `tables` (as build_term_frequencies does) from the kept term frequencies (has_kept_term_frequencies),
+    a value not among them getting the share of a value on one record at training."""
     for column, table in tables.items():
         sql.create_table_as(
             table,
@@ -356,7 +358,6 @@ def kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> 
             """,
             temporary=True,
         )
-    return True
 
 
 def scoring_sql(

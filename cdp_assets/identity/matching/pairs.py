@@ -2,7 +2,7 @@
 
 A candidate pair's score is a function of its two records' matching features, the model and the model's
 term frequencies. With the model kept (and its frequencies with it, see model.py), a pair of two records
-whose features are as they were scores as it did, so the last run's scored pairs (`identity.evidence`:
+whose base rows are as they were scores as it did, so the last run's scored pairs (`identity.evidence`:
 every pair at or over the review threshold) are kept, and only the pairs with a record whose features
 changed are made and scored again. Pairs under the review threshold are kept nowhere and need not be:
 they stay under it.
@@ -14,44 +14,47 @@ changed. Everything after scoring (clustering, the evidence and review tables) r
 and new, as in a full run: the result is the one a full run with the kept model gives, which the
 `equals_a_rebuild` check and tests/test_identity_incremental.py compare.
 
-`identity.match_features` keeps, per person record, a hash of all its matching features and the
-blocking features themselves (for the block sizes before), and what scored the pairs (the model's
-fingerprint and training time): pairs are kept only from a run that scored them with the model in use.
+`identity.match_features` keeps the matching records (features.py) with the hash of each one's base row,
+of which every feature is a function, and what scored the pairs (the model's fingerprint and training
+time): a record whose base row hashes as it did keeps its features, and pairs are kept only from a run
+that scored them with the model in use.
 """
 
 from cdp_assets.identity.matching.blocking import keyed, list_features
+from cdp_assets.identity.matching.features import FEATURE_COLUMNS
 from resources.sql import Sql
 
 FEATURES_TABLE = "identity.match_features"
-_KEYS = ("node_id", "source", "source_record_id")
 
 
-def _hash_sql(sql: Sql, records: str) -> str:
-    columns = [c for c in sql.columns(f"select * from {records}") if c not in _KEYS]
-    return f"hash({', '.join(columns)})"
-
-
-def save_features(sql: Sql, records: str, rules: list[tuple[list[str], int]], scored_with: str) -> None:
-    """Keep the matching `records`' feature hashes and blocking features, after a run that scored with
-    the model `scored_with` names, for the next run to tell which records changed."""
-    blocking = sorted({feature for rule, _ in rules for feature in rule})
-    listed = "".join(f", {f}" for f in blocking)
-    sql.create_table_as(
-        FEATURES_TABLE,
-        f"""select node_id, source, source_record_id, {_hash_sql(sql, records)} as features_hash{listed},
-                   ?::varchar as scored_with
-            from {records}""",
+def save_features(sql: Sql, records: str, scored_with: str, kept: bool = False) -> None:
+    """Keep the matching `records` (their features and base-row hashes, see features.py), after a run that
+    scored with the model `scored_with` names, for the next run to keep what did not change. With `kept`
+    (this run kept the last one's features), only the rows of records new, changed or gone are written:
+    the kept rows' node ids are stale then, and nothing reads them."""
+    if not kept:
+        sql.create_table_as(FEATURES_TABLE, f"select *, ?::varchar as scored_with from {records}", [scored_with])
+        return
+    sql.execute(
+        f"""delete from {FEATURES_TABLE} where rowid in (
+                select f.rowid from {FEATURES_TABLE} f
+                anti join {records} r using (source, source_record_id, base_hash))"""
+    )
+    sql.execute(
+        f"""insert into {FEATURES_TABLE} by name
+            select r.*, ?::varchar as scored_with from {records} r
+            anti join {FEATURES_TABLE} f using (source, source_record_id)""",
         [scored_with],
     )
 
 
 def pairs_reusable(sql: Sql, scored_with: str, rules: list[tuple[list[str], int]]) -> bool:
-    """Whether the last run's scored pairs can be kept: it scored them with the model `scored_with` names
-    and kept the features of the blocking `rules`."""
+    """Whether the last run's features and scored pairs can be kept: it scored with the model `scored_with`
+    names, and kept every feature (and the base-row hash) this version derives."""
     if not (sql.table_exists(FEATURES_TABLE) and sql.table_exists("identity.evidence")):
         return False
     kept = set(sql.columns(f"select * from {FEATURES_TABLE}"))
-    if not {feature for rule, _ in rules for feature in rule} <= kept:
+    if not {*FEATURE_COLUMNS, "base_hash", "scored_with"} <= kept:
         return False
     last = sql.value(f"select any_value(scored_with) from {FEATURES_TABLE}")
     return last is None or last == scored_with  # None: the last run had no person records
@@ -62,23 +65,18 @@ def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], 
     and scored again: new ones, those whose features changed, and those in a block whose side of its
     rule's cap (or of two records) a new, changed or departed record moved. Returns their count."""
     with sql.scratch("changed_features") as tables:
-        now, gone = tables("now"), tables("gone")
-        sql.create_table_as(
-            now,
-            f"select node_id, source, source_record_id, {_hash_sql(sql, records)} as features_hash from {records}",
-            temporary=True,
-        )
+        gone = tables("gone")
         sql.create_table_as(
             changed,
-            f"""select n.node_id from {now} n left join {FEATURES_TABLE} o using (source, source_record_id)
-                where o.features_hash is distinct from n.features_hash""",
+            f"""select n.node_id from {records} n left join {FEATURES_TABLE} o using (source, source_record_id)
+                where o.base_hash is distinct from n.base_hash""",
             temporary=True,
         )
         # The kept rows of records changed or departed since: the blocks they were in lost them.
         sql.create_table_as(
             gone,
-            f"""select o.* from {FEATURES_TABLE} o left join {now} n using (source, source_record_id)
-                where n.features_hash is distinct from o.features_hash""",
+            f"""select o.* from {FEATURES_TABLE} o left join {records} n using (source, source_record_id)
+                where n.base_hash is distinct from o.base_hash""",
             temporary=True,
         )
         for rule, cap in rules:

@@ -29,7 +29,8 @@ from cdp_assets.identity.matching.model import (
     FellegiSunterModel,
     build_term_frequencies,
     estimate,
-    kept_term_frequencies,
+    fill_kept_term_frequencies,
+    has_kept_term_frequencies,
     load_model,
     model_fingerprint,
     model_in_use,
@@ -129,10 +130,9 @@ def _match(
         timings[step] = round(now - mark, 2)
         mark = now
 
-    record_count = build_match_records(sql, config, person_latest, records) if settings.enabled else 0
-    sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
-    lap("matching features")
+    record_count = int(sql.value(f"select count(*) from {person_latest}")) if settings.enabled else 0
     if not settings.enabled or record_count < 2:
+        sql.drop_table(person_latest)
         _empty_outputs(sql, names)
         return {
             "labels": labels,
@@ -157,11 +157,17 @@ def _match(
     # How common each value is, per column whose exact agreement is weighed by it: `tf_<column>(value, tf)`,
     # as the kept model was trained with them when it is kept.
     term_frequencies = {column: tables(f"tf_{column}") for column in term_frequency_columns(names)}
-    frozen = training == "kept" and kept_term_frequencies(sql, records, term_frequencies)
-    # Pairs scored by the last run can be kept when it scored them with this very model and its frequencies
-    # (see pairs.py): only the pairs of records whose features changed are made and scored again.
+    frozen = training == "kept" and has_kept_term_frequencies(sql, list(term_frequencies))
+    # What the last run derived and scored can be kept when it scored with this very model and its
+    # frequencies (see pairs.py): only the records whose base row changed get their features derived,
+    # and only their pairs are made and scored again.
     scored_with = model_in_use(sql) if frozen else None
     reusable = reuse_pairs and scored_with is not None and pairs_reusable(sql, scored_with, rules)
+    build_match_records(sql, config, person_latest, records, kept=FEATURES_TABLE if reusable else None)
+    sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
+    if frozen:
+        fill_kept_term_frequencies(sql, records, term_frequencies)
+    lap("matching features")
     changed = tables("changed") if reusable else None
     records_changed = changed_records(sql, records, rules, changed) if changed is not None else record_count
     # Each rule's blocks, counted by preflight and turned into pairs (and dropped) by build_candidate_pairs.
@@ -266,7 +272,7 @@ def _match(
         [[rule_name(rule) for rule, _ in rules]],
     )
     tables.drop("scores")
-    save_features(sql, records, rules, model_in_use(sql) or "")
+    save_features(sql, records, model_in_use(sql) or "", kept=changed is not None)
     sql.create_table_as(
         REVIEW_TABLE,
         f"select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'",
