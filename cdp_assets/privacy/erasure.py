@@ -110,6 +110,7 @@ COVERAGE: dict[str, Coverage] = {
     "syncs.in_flight": Coverage("sync"),
     "identity.id_runs": Coverage("kept", "one row per identity run: its settings"),
     "identity.model": Coverage("kept", "the matching model's weights"),
+    "identity.match_features_state": Coverage("kept", "the model's name and a row count"),
     "identity.model_term_frequencies": Coverage(
         "kept", "shares of values on two or more records, under their md5: no value as written"
     ),

@@ -15,9 +15,10 @@ and new, as in a full run: the result is the one a full run with the kept model 
 `equals_a_rebuild` check and tests/test_identity_incremental.py compare.
 
 `identity.match_features` keeps the matching records (features.py) with the hash of each one's base row,
-of which every feature is a function, and what scored the pairs (the model's fingerprint and training
-time): a record whose base row hashes as it did keeps its features, and pairs are kept only from a run
-that scored them with the model in use.
+of which every feature is a function, and `identity.match_features_state` what scored the pairs (the
+model's fingerprint and training time) and how many rows were kept: a record whose base row hashes as it
+did keeps its features, and pairs are kept only from a run that scored them with the model in use, when
+no kept row has been removed since (an erasure removes the rows of the people it erases).
 """
 
 from cdp_assets.identity.matching.blocking import keyed, list_features
@@ -25,6 +26,9 @@ from cdp_assets.identity.matching.features import FEATURE_COLUMNS
 from resources.sql import Sql
 
 FEATURES_TABLE = "identity.match_features"
+# What scored the kept pairs and how many feature rows were kept: rows removed since by anything but an
+# identity run (an erasure) took their blocks' old sizes with them, so the features are then not kept.
+FEATURES_STATE = "identity.match_features_state"
 
 
 def save_features(sql: Sql, records: str, scored_with: str, kept: bool = False) -> None:
@@ -32,32 +36,34 @@ def save_features(sql: Sql, records: str, scored_with: str, kept: bool = False) 
     scored with the model `scored_with` names, for the next run to keep what did not change. With `kept`
     (this run kept the last one's features), only the rows of records new, changed or gone are written:
     the kept rows' node ids are stale then, and nothing reads them."""
-    if not kept:
-        sql.create_table_as(FEATURES_TABLE, f"select *, ?::varchar as scored_with from {records}", [scored_with])
-        return
-    sql.execute(
-        f"""delete from {FEATURES_TABLE} where rowid in (
-                select f.rowid from {FEATURES_TABLE} f
-                anti join {records} r using (source, source_record_id, base_hash))"""
-    )
-    sql.execute(
-        f"""insert into {FEATURES_TABLE} by name
-            select r.*, ?::varchar as scored_with from {records} r
-            anti join {FEATURES_TABLE} f using (source, source_record_id)""",
+    if kept:
+        sql.execute(
+            f"""delete from {FEATURES_TABLE} where rowid in (
+                    select f.rowid from {FEATURES_TABLE} f
+                    anti join {records} r using (source, source_record_id, base_hash))"""
+        )
+        sql.execute(
+            f"""insert into {FEATURES_TABLE} by name
+                select r.* from {records} r anti join {FEATURES_TABLE} f using (source, source_record_id)"""
+        )
+    else:
+        sql.create_table_as(FEATURES_TABLE, f"select * from {records}")
+    sql.create_table_as(
+        FEATURES_STATE,
+        f"select ?::varchar as scored_with, (select count(*) from {FEATURES_TABLE}) as feature_rows",
         [scored_with],
     )
 
 
-def pairs_reusable(sql: Sql, scored_with: str, rules: list[tuple[list[str], int]]) -> bool:
+def pairs_reusable(sql: Sql, scored_with: str) -> bool:
     """Whether the last run's features and scored pairs can be kept: it scored with the model `scored_with`
-    names, and kept every feature (and the base-row hash) this version derives."""
-    if not (sql.table_exists(FEATURES_TABLE) and sql.table_exists("identity.evidence")):
+    names, kept every feature (and the base-row hash) this version derives, and no row has gone since."""
+    if not all(sql.table_exists(t) for t in (FEATURES_TABLE, FEATURES_STATE, "identity.evidence")):
         return False
-    kept = set(sql.columns(f"select * from {FEATURES_TABLE}"))
-    if not {*FEATURE_COLUMNS, "base_hash", "scored_with"} <= kept:
+    if not {*FEATURE_COLUMNS, "base_hash"} <= set(sql.columns(f"select * from {FEATURES_TABLE}")):
         return False
-    last = sql.value(f"select any_value(scored_with) from {FEATURES_TABLE}")
-    return last is None or last == scored_with  # None: the last run had no person records
+    state = sql.row(f"select scored_with, feature_rows from {FEATURES_STATE}")
+    return state == (scored_with, sql.value(f"select count(*) from {FEATURES_TABLE}"))
 
 
 def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], changed: str) -> int:

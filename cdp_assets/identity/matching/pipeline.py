@@ -40,6 +40,7 @@ from cdp_assets.identity.matching.model import (
     term_frequency_columns,
 )
 from cdp_assets.identity.matching.pairs import (
+    FEATURES_STATE,
     FEATURES_TABLE,
     changed_records,
     keep_scored_pairs,
@@ -78,6 +79,7 @@ def _empty_outputs(sql: Sql, names: list[str]) -> None:
     )
     sql.drop_table(TRAINING_TABLE)
     sql.drop_table(FEATURES_TABLE)
+    sql.drop_table(FEATURES_STATE)
 
 
 def match_probabilistically(
@@ -162,7 +164,7 @@ def _match(
     # frequencies (see pairs.py): only the records whose base row changed get their features derived,
     # and only their pairs are made and scored again.
     scored_with = model_in_use(sql) if frozen else None
-    reusable = reuse_pairs and scored_with is not None and pairs_reusable(sql, scored_with, rules)
+    reusable = reuse_pairs and scored_with is not None and pairs_reusable(sql, scored_with)
     build_match_records(sql, config, person_latest, records, kept=FEATURES_TABLE if reusable else None)
     sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
     if frozen:
