@@ -59,6 +59,16 @@ def test_first_ordered_is_the_first_by_its_keys_with_nulls_last(engines) -> None
     assert duck == spark == [("a", "x1", "x3", "x1"), ("b", "y1", "y1", "y2"), ("c", None, None, None)]
 
 
+def test_first_and_list_ordered_in_mixed_directions(engines) -> None:  # noqa: ANN001
+    sql = """select customer, first(v order by k desc, occurred_at) filter (where v is not null),
+                    list(v order by k nulls first, occurred_at desc) filter (where v is not null),
+                    first(v order by k desc, v) filter (where v = 'none')
+             from events group by customer order by customer"""
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    assert duck[1] == ("b", "y1", ["y2", "y1"], None)
+
+
 def test_subscripts_are_one_based_and_negative_from_the_end(engines) -> None:  # noqa: ANN001
     sql = "select customer, tags[1], tags[-1], tags[2], tags[5] from events order by customer, k nulls last"
     duck, spark = both(engines, sql)

@@ -7,11 +7,12 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
 
 - `first(v order by k1, k2)` -> `min_by(v, struct(k1 is null, k1, k2 is null, k2))`: Spark's `first`
   takes no order; the null flags keep DuckDB's NULLS LAST. Descending: `max_by(v, struct(k is not null, k))`.
+  Keys in mixed directions: the first of the rows sorted by a comparator (`array_sort(..., (l, r) -> ...)`).
 - `s[i]` (1-based, negative from the end) -> `try_element_at(s, i)`: sqlglot shifts literals only, gets
   negative ones wrong, and Spark's `s[i]` fails out of range where DuckDB gives NULL.
 - `list(distinct x order by x)` -> `array_sort(array_distinct(collect_list(x)))`, and `list(v order by k)`
-  -> `transform(array_sort(collect_list(named_struct('k', <key>, 'v', v))), e -> e.v)`: sqlglot drops
-  the order. No row collected gives NULL, as in DuckDB, not Spark's empty array.
+  -> `transform(array_sort(collect_list(named_struct('k0', k, 'v', v)), <comparator>), e -> e.v)`: sqlglot
+  drops the order. No row collected gives NULL, as in DuckDB, not Spark's empty array.
 - `date_diff('day', a, b)` -> `datediff(cast(b as date), cast(a as date))`: DuckDB counts day boundaries,
   Spark's `datediff(day, a, b)` whole 24-hour periods. Months, quarters, years, hours, minutes and
   seconds are counted as boundaries too, by arithmetic.
@@ -29,7 +30,7 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
 `hash()` (each engine hashes differently: a value stored by one would not match the other's), an
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
-`first` and `list` ordered in mixed directions, `date_diff` in weeks or smaller units than seconds.
+`date_diff` in weeks or smaller units than seconds.
 
 Known differences left as they are: Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them
 (the platform filters them out first), and `s[i]` on a string is an error on Spark (write `substr`).
@@ -165,11 +166,57 @@ def _ordered_key(ordered: list[exp.Ordered], construct: str) -> tuple[exp.Expres
 
 
 def _first_ordered(node: exp.Expression) -> exp.Expression | None:
-    if not isinstance(node, exp.First) or not isinstance(node.this, exp.Order):
+    where = node.expression if isinstance(node, exp.Filter) else None
+    aggregate = node.this if isinstance(node, exp.Filter) else node
+    if not isinstance(aggregate, exp.First) or not isinstance(aggregate.this, exp.Order):
         return None
-    order = node.this
+    order = aggregate.this
+    if len({bool(o.args.get("desc")) for o in order.expressions}) > 1:
+        # Mixed directions: sort the collected rows with a comparator and take the first.
+        sorted_entries, collected = _sorted_entries(order.this, order.expressions, where)
+        first = exp.func("try_element_at", sorted_entries, exp.Literal.number(1))
+        return exp.Dot(this=first, expression=exp.to_identifier("v"))
     key, descending = _ordered_key(order.expressions, "first(... order by ...)")
-    return exp.func("max_by" if descending else "min_by", order.this.copy(), key)
+    picked = exp.func("max_by" if descending else "min_by", order.this.copy(), key)
+    return picked if where is None else exp.Filter(this=picked, expression=where.copy())
+
+
+def _sorted_entries(
+    value: exp.Expression, keys: list[exp.Ordered], where: exp.Expression | None
+) -> tuple[exp.Expression, exp.Expression]:
+    """`array_sort` of the collected `named_struct(k0, k1, ..., v)` rows by a comparator that follows the
+    ORDER BY key by key (each in its direction, NULLs last unless said), and the collect_list itself."""
+    fields: list[exp.Expression] = []
+    for i, o in enumerate(keys):
+        fields += [exp.Literal.string(f"k{i}"), o.this.copy()]
+    entry = exp.func("named_struct", *fields, exp.Literal.string("v"), value.copy())
+    collected: exp.Expression = exp.func("collect_list", entry)
+    if where is not None:
+        collected = exp.Filter(this=collected, expression=where.copy())
+    steps = []
+    for i, o in enumerate(keys):
+        left, right = exp.column(f"k{i}", table="__l"), exp.column(f"k{i}", table="__r")
+        nulls_first = bool(o.args.get("nulls_first"))
+        before, after = exp.Literal.number(-1), exp.Literal.number(1)
+        lower_first = not o.args.get("desc")
+        step = exp.Case(
+            ifs=[
+                exp.If(this=exp.NullSafeEQ(this=left.copy(), expression=right.copy()), true=exp.Literal.number(0)),
+                exp.If(this=exp.Is(this=left.copy(), expression=exp.Null()), true=before if nulls_first else after),
+                exp.If(this=exp.Is(this=right.copy(), expression=exp.Null()), true=after if nulls_first else before),
+                exp.If(this=exp.LT(this=left, expression=right), true=before if lower_first else after),
+            ],
+            default=after if lower_first else before,
+        )
+        steps.append(step)
+    comparator = exp.Literal.number(0)
+    for step in reversed(steps):
+        comparator = exp.Case(
+            ifs=[exp.If(this=exp.NEQ(this=step.copy(), expression=exp.Literal.number(0)), true=step)],
+            default=comparator,
+        )
+    compare = exp.Lambda(this=comparator, expressions=[exp.to_identifier("__l"), exp.to_identifier("__r")])
+    return exp.func("array_sort", collected.copy(), compare), collected
 
 
 def _list(node: exp.Expression) -> exp.Expression | None:
@@ -205,12 +252,7 @@ def _list(node: exp.Expression) -> exp.Expression | None:
     elif distinct:
         raise UnsupportedConstruct("list(distinct x order by another key)", "order a distinct list by its values")
     else:
-        key, descending = _ordered_key(keys, "list(... order by ...)")
-        entry = exp.func("named_struct", exp.Literal.string("k"), key, exp.Literal.string("v"), value.copy())
-        collected = collect(entry)
-        sorted_entries = exp.func("array_sort", collected.copy())
-        if descending:
-            sorted_entries = exp.func("reverse", sorted_entries)
+        sorted_entries, collected = _sorted_entries(value, keys, where)
         entry_value = exp.Lambda(this=exp.column("v", table="__e"), expressions=[exp.to_identifier("__e")])
         result = exp.func("transform", sorted_entries, entry_value)
     empty = exp.EQ(this=exp.func("size", collected), expression=exp.Literal.number(0))
