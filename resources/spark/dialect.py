@@ -86,8 +86,11 @@ def to_spark_one(sql: str, columns_of: ColumnsOf | None = None) -> str:
 
 def condition_to_spark(condition: str) -> str:
     """A boolean expression (a segment's `where`) in Spark SQL; raises UnsupportedConstruct."""
-    select = to_spark_one(f"select 1 where {condition}")
-    return select.split(" WHERE ", 1)[1]
+    try:
+        tree = sqlglot.parse_one(f"select 1 where {condition}", read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise UnsupportedConstruct("a condition sqlglot cannot parse", str(exc).split("\n")[0]) from None
+    return _rewrite(tree, None).args["where"].this.sql(dialect="spark")
 
 
 def _rewrite(tree: exp.Expression, columns_of: ColumnsOf | None) -> exp.Expression:
