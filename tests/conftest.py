@@ -50,7 +50,14 @@ def spark(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a SparkSe
     import os
     import shutil
 
-    missing = [what for what, found in (("pyspark", _has_pyspark()), ("java", shutil.which("java"))) if not found]
+    from resources.spark.udfs import BUILD_DIR, JAR_NAME
+
+    found = {
+        "pyspark": _has_pyspark(),
+        "java": shutil.which("java"),
+        "javac (to build the UDF jar)": shutil.which("javac") or (BUILD_DIR / JAR_NAME).exists(),
+    }
+    missing = [what for what, present in found.items() if not present]
     if missing:
         message = f"the Spark tests need {' and '.join(missing)}: make test installs pyspark, .ci/run a JDK"
         if os.environ.get("CI"):
