@@ -26,14 +26,19 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   `timezone(z, t)` (t a TIMESTAMP) -> `to_utc_timestamp(t, z)`: the UTC time of a wall clock in z.
 - `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming` -> `cdp_<name>`: the
   project's Java UDFs (resources/spark/udfs.py), equal to DuckDB's.
+- The condition functions Spark names or counts otherwise: `prefix`/`suffix` -> `startswith`/`endswith`,
+  `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
+  absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
 
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
 `hash()` (each engine hashes differently: a value stored by one would not match the other's), an
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
-`date_diff` in weeks or smaller units than seconds.
+`date_diff` in weeks or smaller units than seconds, `age()`.
 
-Known differences left as they are: Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them
-(the platform filters them out first), and `s[i]` on a string is an error on Spark (write `substr`).
+Known differences left as they are, for want of types (the translation sees text, not a schema):
+Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them (the platform filters them out
+first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`); and
+regular expressions are Java's, not RE2's, which differ in rare syntax.
 """
 
 from __future__ import annotations
@@ -133,7 +138,7 @@ def _refused(node: exp.Expression) -> exp.Expression | None:
             "row_number() without an order by", "which row gets which number would be the engine's choice"
         )
     if isinstance(node, exp.Bracket) and any(isinstance(e, exp.Slice) for e in node.expressions):
-        raise UnsupportedConstruct("a slice s[a:b]", "write list_slice/substr-free SQL, e.g. a filter on the index")
+        raise UnsupportedConstruct("a slice s[a:b]", "DuckDB's 1-based inclusive slices are not translated; use substr")
     return None
 
 
@@ -411,8 +416,44 @@ def _hugeint(node: exp.Expression) -> exp.Expression | None:
     return None
 
 
+def _condition_functions(node: exp.Expression) -> exp.Expression | None:
+    """The functions segment conditions may use (resources/conditions.py) that Spark names or counts
+    differently."""
+    name = _function_name(node)
+    args = node.expressions if name else []
+    if name == "prefix":
+        return exp.func("startswith", *[a.copy() for a in args])
+    if name == "suffix":
+        return exp.func("endswith", *[a.copy() for a in args])
+    if name == "age":
+        raise UnsupportedConstruct("age()", "Spark has no age(); compare with date_diff('year', ...) instead")
+    if name == "list_position":
+        # Spark's array_position gives 0 for an absent value, DuckDB NULL.
+        return exp.func("nullif", exp.func("array_position", *[a.copy() for a in args]), exp.Literal.number(0))
+    if name == "list_extract":
+        return exp.func("try_element_at", *[a.copy() for a in args])
+    if name == "list_has_all":
+        haystack, needles = args
+        missing = exp.func("array_except", needles.copy(), haystack.copy())
+        return exp.EQ(this=exp.func("size", missing), expression=exp.Literal.number(0))
+    if isinstance(node, exp.ArrayOverlaps):
+        return exp.func("arrays_overlap", node.this.copy(), node.expression.copy())
+    if isinstance(node, exp.Week):
+        return exp.func("weekofyear", node.this.copy())  # both ISO 8601 weeks
+    if isinstance(node, exp.DayOfWeek):
+        # DuckDB counts Sunday as 0, Spark as 1.
+        return exp.Sub(
+            this=exp.Anonymous(this="dayofweek", expressions=[node.this.copy()]), expression=exp.Literal.number(1)
+        )
+    if isinstance(node, exp.RegexpFullMatch | exp.SimilarTo):
+        anchored = exp.func("concat", exp.Literal.string("^(?:"), node.expression.copy(), exp.Literal.string(")$"))
+        return exp.RegexpLike(this=node.this.copy(), expression=anchored)
+    return None
+
+
 _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _refused,
+    _condition_functions,
     _similarity_udf,
     _first_ordered,
     _list,
