@@ -11,6 +11,7 @@ import pytest
 
 from resources.spark.dialect import UnsupportedConstruct, to_spark_one
 from resources.spark.runner import SparkSql, TransactionsUnavailable
+from resources.sql import SqlDataError, SqlError
 from tests.test_conditions import _SAMPLE, FUNCTION_EXAMPLES, OPERATOR_EXAMPLES
 
 pytestmark = pytest.mark.spark
@@ -223,3 +224,12 @@ def test_every_allowed_condition_selects_the_same_profiles_or_is_refused(profile
     for condition in TYPE_DEPENDENT:
         with pytest.raises(duckdb.Error, match="DATATYPE_MISMATCH"):
             runner.rows(f"select first_name from golden_profiles where ({condition})")
+
+
+def test_errors_are_the_runner_errors_callers_catch(engines) -> None:  # noqa: ANN001
+    _, runner = engines
+    with pytest.raises(SqlDataError):
+        runner.value("select cast(v as integer) from events where v is not null")
+    with pytest.raises(SqlError, match="no_such_column") as failed:
+        runner.value("select no_such_column from events")
+    assert not isinstance(failed.value, SqlDataError)

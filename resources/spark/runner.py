@@ -18,7 +18,7 @@ Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the Duc
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from resources.spark.dialect import to_spark
 from resources.spark.udfs import ensure_jar, register
-from resources.sql import Params, Scratch
+from resources.sql import Params, Sql
 
 # Spark's error conditions that mean the data, not the statement, is at fault (as SqlDataError does).
 _DATA_ERRORS = ("CAST_INVALID_INPUT", "CAST_OVERFLOW", "ARITHMETIC_OVERFLOW", "DIVIDE_BY_ZERO", "NUMERIC_VALUE_OUT")
@@ -120,13 +120,7 @@ class SparkSql:
             raise _error(exc, statement) from exc
 
     def _collect(self, df: Any) -> list[Any]:
-        from py4j.protocol import Py4JJavaError
-        from pyspark.errors import PySparkException
-
-        try:
-            return df.collect()
-        except (PySparkException, Py4JJavaError) as exc:
-            raise _error(exc, "") from exc
+        return _guarded(df.collect)
 
     def columns_of_spark(self, select: str) -> list[str]:
         """The columns a Spark select produces (analysed, not run)."""
@@ -149,14 +143,11 @@ class SparkSql:
         found = self.rows(sql, params)
         return found[0] if found else None
 
-    def value(self, sql: str, params: Params = None) -> Any:
-        """The first column of the first row; None when there is no row."""
-        found = self.row(sql, params)
-        return None if found is None else found[0]
+    value = Sql.value  # the first column of the first row, through `row`
 
     def frame(self, sql: str, params: Params = None) -> pd.DataFrame:
         """A query's result as a pandas frame."""
-        return self._df(sql, params).toPandas()
+        return _guarded(self._df(sql, params).toPandas)
 
     def arrays(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
         """A query's columns as numpy arrays."""
@@ -165,7 +156,7 @@ class SparkSql:
 
     def arrow(self, sql: str, params: Params = None) -> pa.Table:
         """A query's result as an Arrow table."""
-        return self._df(sql, params).toArrow()
+        return _guarded(self._df(sql, params).toArrow)
 
     def stream(self, sql: str, params: Params = None, batch_rows: int = 50_000) -> Iterator[tuple[Any, ...]]:
         """A query's rows, a partition at a time (`batch_rows` is DuckDB's batching and unused here)."""
@@ -184,12 +175,7 @@ class SparkSql:
         if temporary:
             if "." in name:
                 raise SparkSqlError(f"a temporary table has no schema: {name}")
-            from pyspark.errors import PySparkException
-
-            try:
-                kept = df.localCheckpoint(eager=True)
-            except PySparkException as exc:
-                raise _error(exc, select) from exc
+            kept = _guarded(lambda: df.localCheckpoint(eager=True), select)
             self.drop_table(name)
             kept.createOrReplaceTempView(name)
             self._kept[name] = kept
@@ -198,12 +184,7 @@ class SparkSql:
         if schema:
             self._run(f"create database if not exists {schema}", None)
         self.drop_table(name)
-        from pyspark.errors import PySparkException
-
-        try:
-            df.write.format(self.table_format).saveAsTable(name)
-        except PySparkException as exc:
-            raise _error(exc, select) from exc
+        _guarded(lambda: df.write.format(self.table_format).saveAsTable(name), select)
 
     def drop_table(self, name: str) -> None:
         """Drop a table (or a kept temporary table) if it exists."""
@@ -227,16 +208,9 @@ class SparkSql:
         finally:
             self._conn.unregister(name)
 
-    @contextmanager
-    def scratch(self, step: str) -> Iterator[Scratch]:
-        """The step's temporary tables, dropped when the block ends, on error too (see `Sql.scratch`)."""
-        tables = Scratch(self, step)  # type: ignore[arg-type]  # the same surface as Sql's
-        try:
-            yield tables
-        except BaseException:
-            tables.close(failing=True)
-            raise
-        tables.close()
+    # The step's temporary tables, dropped when the block ends (see `Sql.scratch`): the same rule, and the
+    # same `Scratch`, which registers frames through `_conn` and drops tables through `drop_table`.
+    scratch = Sql.scratch
 
     @contextmanager
     def transaction(self) -> Iterator[SparkSql]:
@@ -245,6 +219,18 @@ class SparkSql:
             "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
         )
         yield self  # pragma: no cover
+
+
+def _guarded(action: Callable[[], Any], statement: str = "") -> Any:
+    """Run a Spark action (collect, write, checkpoint), its failure raised as the runner's error: a task's
+    failure comes as py4j's error, not a PySparkException."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        return action()
+    except (PySparkException, Py4JJavaError) as exc:
+        raise _error(exc, statement) from exc
 
 
 def _error(exc: Exception, statement: str) -> SparkSqlError:
