@@ -145,21 +145,20 @@ def _refused(node: exp.Expression) -> exp.Expression | None:
 def _similarity_udf(node: exp.Expression) -> exp.Expression | None:
     name = _function_name(node)
     if name in UDF_NAMES:
-        return exp.Anonymous(this=UDF_NAMES[name], expressions=node.expressions)
-    if isinstance(node, exp.Levenshtein):
-        return exp.Anonymous(this=UDF_NAMES["levenshtein"], expressions=[node.this, node.expression])
-    if type(node).__name__ == "JarowinklerSimilarity":
-        return exp.Anonymous(this=UDF_NAMES["jaro_winkler_similarity"], expressions=[node.this, node.expression])
+        return exp.Anonymous(this=UDF_NAMES[name], expressions=[e.copy() for e in node.expressions])
+    # sqlglot parses these two into its own nodes (and would emit Spark's levenshtein, or a name Spark lacks).
+    typed = {exp.Levenshtein: "levenshtein", exp.JarowinklerSimilarity: "jaro_winkler_similarity"}
+    for kind, duckdb_name in typed.items():
+        if type(node) is kind:
+            operands = [node.this.copy(), node.expression.copy()]
+            return exp.Anonymous(this=UDF_NAMES[duckdb_name], expressions=operands)
     return None
 
 
-def _ordered_key(ordered: list[exp.Ordered], construct: str) -> tuple[exp.Expression, bool]:
+def _ordered_key(ordered: list[exp.Ordered]) -> tuple[exp.Expression, bool]:
     """A struct whose natural order is the ORDER BY's with DuckDB's null placement (NULLS LAST unless
-    said), and whether it is descending; mixed directions have no such struct."""
-    directions = {bool(o.args.get("desc")) for o in ordered}
-    if len(directions) != 1:
-        raise UnsupportedConstruct(f"{construct} ordered in mixed directions", "order all keys the same way")
-    descending = directions.pop()
+    said), and whether it is descending; for keys all in one direction (mixed ones take a comparator)."""
+    descending = bool(ordered[0].args.get("desc"))
     fields: list[exp.Expression] = []
     for o in ordered:
         nulls_first = bool(o.args.get("nulls_first"))
@@ -181,10 +180,10 @@ def _first_ordered(node: exp.Expression) -> exp.Expression | None:
     order = aggregate.this
     if len({bool(o.args.get("desc")) for o in order.expressions}) > 1:
         # Mixed directions: sort the collected rows with a comparator and take the first.
-        sorted_entries, collected = _sorted_entries(order.this, order.expressions, where)
+        sorted_entries, _ = _sorted_entries(order.this, order.expressions, where)
         first = exp.func("try_element_at", sorted_entries, exp.Literal.number(1))
         return exp.Dot(this=first, expression=exp.to_identifier("v"))
-    key, descending = _ordered_key(order.expressions, "first(... order by ...)")
+    key, descending = _ordered_key(order.expressions)
     picked = exp.func("max_by" if descending else "min_by", order.this.copy(), key)
     return picked if where is None else exp.Filter(this=picked, expression=where.copy())
 
