@@ -13,7 +13,7 @@ CDP_COLLECTOR_WRITE_KEYS ?= website:demo-write-key
 export CDP_COLLECTOR_WRITE_KEYS
 export DAGSTER_HOME
 
-.PHONY: install demo-data demo-destination collector materialize dev test test-fast lint bench bench-identity bench-collector clean-data
+.PHONY: install spark demo-data demo-destination collector materialize dev test test-fast lint bench bench-identity bench-collector clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -23,6 +23,16 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 install: $(BIN)/.installed
+
+# The Spark engine's extra (pyspark, about 460 MB), kept out of `install`: only the tests and Spark need it.
+$(BIN)/.spark-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	@touch $@
+
+# The Spark similarity UDFs compiled from resources/spark/java with javac against pyspark's jars, into
+# build/spark/cdp-spark-udfs.jar (rebuilt when a source changes; never downloaded, never committed).
+spark: $(BIN)/.spark-installed
+	$(BIN)/python -m resources.spark.udfs
 
 # Demo data is generated, never committed; regenerate with `make demo-data PEOPLE=100000`.
 data/ground_truth.csv: | $(BIN)/.installed
@@ -56,8 +66,11 @@ dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh && \
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
-# Every tier (unit, stage, dagster, e2e): what CI runs.
-test: install
+# Every tier (unit, stage, dagster, e2e, spark): what CI runs. Without a JDK the Spark tests are skipped,
+# except under CI, where .ci/run installs one and they must run.
+test: install $(BIN)/.spark-installed
+	@if command -v javac >/dev/null; then $(BIN)/python -m resources.spark.udfs; \
+	else echo "javac not found: the Spark tests will be skipped (apt-get install openjdk-17-jdk-headless)"; fi
 	$(BIN)/python -m pytest
 
 # The unit and stage tiers, for development: no Dagster run, no subprocess, no PostgreSQL.

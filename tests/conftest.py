@@ -43,7 +43,40 @@ def platform(
     return built
 
 
-TIERS = ("unit", "stage", "dagster", "e2e")
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a SparkSession; pyspark is optional
+    """One local Spark session (a JVM) for every Spark test. Without pyspark or Java the Spark tests are
+    skipped on a developer's machine, but fail under CI, which installs both (`make test`, .ci/run)."""
+    import os
+    import shutil
+
+    from resources.spark.udfs import BUILD_DIR, JAR_NAME
+
+    found = {
+        "pyspark": _has_pyspark(),
+        "java": shutil.which("java"),
+        "javac (to build the UDF jar)": shutil.which("javac") or (BUILD_DIR / JAR_NAME).exists(),
+    }
+    missing = [what for what, present in found.items() if not present]
+    if missing:
+        message = f"the Spark tests need {' and '.join(missing)}: make test installs pyspark, .ci/run a JDK"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from resources.spark.runner import spark_session
+
+    session = spark_session(master="local[2]", warehouse_dir=tmp_path_factory.mktemp("spark-warehouse"))
+    yield session
+    session.stop()
+
+
+def _has_pyspark() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyspark") is not None
+
+
+TIERS = ("unit", "stage", "dagster", "e2e", "spark")
 
 
 @pytest.hookimpl(tryfirst=True)

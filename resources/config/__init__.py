@@ -49,9 +49,11 @@ from resources.config.sources import (
 )
 from resources.config.warehouse import (
     LandingConfig,
+    SparkConfig,
     WarehouseConfig,
 )
 from resources.schema import ConfigError, validate_expressions
+from resources.spark.engine import check_spark_engine
 
 CONFIG_ENV_VAR = "CDP_CONFIG"
 DEFAULT_CONFIG_NAME = "cdp.yaml"
@@ -209,6 +211,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
         raise ConfigError(f"{config_path}: invalid configuration\n{_describe(exc, raw)}") from None
     validate_expressions(config, config_path)
     config.identity_overrides()
+    check_spark_engine(config, config_path)
     return config
 
 
@@ -259,6 +262,7 @@ __all__ = [
     "RowDestinationConfig",
     "SegmentConfig",
     "SourceConfig",
+    "SparkConfig",
     "SurvivorshipRule",
     "TraitConfig",
     "WarehouseConfig",

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from resources.config.base import _Strict
 
 
+class SparkConfig(_Strict):
+    """Where the Spark engine runs and keeps its tables (see resources/spark/)."""
+
+    master: str = Field("local[2]", description="Spark master URL: local[N] runs in this process's own JVM.")
+    warehouse_dir: str = Field("data/spark-warehouse", description="Folder of the Spark tables' files.")
+    table_format: Literal["parquet", "orc"] = Field("parquet", description="File format of the Spark tables.")
+
+
 class WarehouseConfig(_Strict):
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb", description="The SQL engine; the pipeline's stages run on DuckDB only for now."
+    )
+    spark: SparkConfig = SparkConfig()
     path: str = "data/warehouse.duckdb"
     memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. '4GB'; DuckDB's default if unset.")
     threads: int | None = Field(None, ge=1)

@@ -1,0 +1,508 @@
+"""The platform's SQL (DuckDB's dialect) as Spark SQL: sqlglot's DuckDB-to-Spark translation plus the
+project's own fixes for the constructs sqlglot leaves wrong.
+
+sqlglot translates nearly every statement of the platform, but some of what it emits fails on Spark or,
+worse, runs with another meaning. Each such construct is rewritten here on the parsed statement, before
+Spark SQL is generated, so that Spark computes what DuckDB computes:
+
+- `first(v order by k1, k2)` -> `min_by(v, struct(k1 is null, k1, k2 is null, k2))`: Spark's `first`
+  takes no order; the null flags keep DuckDB's NULLS LAST. Descending: `max_by(v, struct(k is not null, k))`.
+  Keys in mixed directions: the first of the rows sorted by a comparator (`array_sort(..., (l, r) -> ...)`).
+- `s[i]` (1-based, negative from the end) -> `try_element_at(s, i)`: sqlglot shifts literals only, gets
+  negative ones wrong, and Spark's `s[i]` fails out of range where DuckDB gives NULL.
+- `list(distinct x order by x)` -> `array_sort(array_distinct(collect_list(x)))`, and `list(v order by k)`
+  -> `transform(array_sort(collect_list(named_struct('k0', k, 'v', v)), <comparator>), e -> e.v)`: sqlglot
+  drops the order. No row collected gives NULL, as in DuckDB, not Spark's empty array.
+- `date_diff('day', a, b)` -> `datediff(cast(b as date), cast(a as date))`: DuckDB counts day boundaries,
+  Spark's `datediff(day, a, b)` whole 24-hour periods. Months, quarters, years, hours, minutes and
+  seconds are counted as boundaries too, by arithmetic.
+- `try_strptime(x, [f1, f2])` -> `coalesce(try_to_timestamp(x, j1), try_to_timestamp(x, j2))` and
+  `strptime(x, f)` -> `to_timestamp(x, j)`, each format converted from strftime to Java's patterns.
+- `a union all by name b` -> each side selected by name in one column order: Spark SQL has no `by name`.
+  The columns of a side that is not a plain select are asked of `columns_of` (the runner asks Spark).
+- `with x as materialized (...)` -> `with x as (...)`: a planner hint only.
+- `hugeint` -> `decimal(38, 0)`: Spark has no 128-bit integer.
+- `timezone(z, t at time zone 'UTC')` -> `from_utc_timestamp(t, z)`: the wall clock in z of a UTC time;
+  `timezone(z, t)` (t a TIMESTAMP) -> `to_utc_timestamp(t, z)`: the UTC time of a wall clock in z.
+- `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming` -> `cdp_<name>`: the
+  project's Java UDFs (resources/spark/udfs.py), equal to DuckDB's.
+- The condition functions Spark names or counts otherwise: `prefix`/`suffix` -> `startswith`/`endswith`,
+  `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
+  absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
+
+Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
+`hash()` (each engine hashes differently: a value stored by one would not match the other's), an
+unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
+`date_diff` in weeks or smaller units than seconds, `age()`.
+
+Known differences left as they are, for want of types (the translation sees text, not a schema):
+Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them (the platform filters them out
+first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`); and
+regular expressions are Java's, not RE2's, which differ in rare syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import sqlglot
+from sqlglot import exp
+
+# The similarity functions the project's Java UDFs provide, under the names they are registered with.
+UDF_NAMES: dict[str, str] = {
+    "jaro_winkler_similarity": "cdp_jaro_winkler_similarity",
+    "levenshtein": "cdp_levenshtein",
+    "damerau_levenshtein": "cdp_damerau_levenshtein",
+    "hamming": "cdp_hamming",
+}
+
+ColumnsOf = Callable[[str], list[str]]
+
+
+class UnsupportedConstruct(ValueError):
+    """A DuckDB construct with no Spark translation of the same meaning; the message names it."""
+
+    def __init__(self, construct: str, why: str) -> None:
+        super().__init__(f"{construct} does not run on Spark: {why}")
+        self.construct = construct
+
+
+def to_spark(sql: str, columns_of: ColumnsOf | None = None) -> list[str]:
+    """Each statement of `sql` (DuckDB's dialect, `;`-separated) as one Spark SQL statement.
+
+    `columns_of(select)` returns the columns a Spark select produces; it is asked only for a side of a
+    `union all by name` whose columns the statement itself does not list.
+    """
+    try:
+        trees = [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise UnsupportedConstruct("a statement sqlglot cannot parse", str(exc).split("\n")[0]) from None
+    return [_rewrite(tree, columns_of).sql(dialect="spark") for tree in trees]
+
+
+def to_spark_one(sql: str, columns_of: ColumnsOf | None = None) -> str:
+    """The one Spark statement of a single DuckDB statement (or expression, for a condition)."""
+    statements = to_spark(sql, columns_of)
+    if len(statements) != 1:
+        raise ValueError(f"expected one statement, found {len(statements)}")
+    return statements[0]
+
+
+def condition_to_spark(condition: str) -> str:
+    """A boolean expression (a segment's `where`) in Spark SQL; raises UnsupportedConstruct."""
+    try:
+        tree = sqlglot.parse_one(f"select 1 where {condition}", read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise UnsupportedConstruct("a condition sqlglot cannot parse", str(exc).split("\n")[0]) from None
+    return _rewrite(tree, None).args["where"].this.sql(dialect="spark")
+
+
+def _rewrite(tree: exp.Expression, columns_of: ColumnsOf | None) -> exp.Expression:
+    def fix(node: exp.Expression) -> exp.Expression:
+        for rule in _RULES:
+            replaced = rule(node)
+            if replaced is not None:
+                return _rewrite_children(replaced)
+        if isinstance(node, exp.Union) and node.args.get("by_name"):
+            return _rewrite_children(_union_by_name(node, columns_of))
+        return node
+
+    def _rewrite_children(node: exp.Expression) -> exp.Expression:
+        # A replacement holds copies of the original's operands, which the walk does not visit again.
+        for child in list(node.iter_expressions()):
+            child.replace(_rewrite(child, columns_of))
+        return node
+
+    return tree.transform(fix)
+
+
+# Rules: each returns a replacement for the node it handles, or None. -------------------------------------
+
+
+def _function_name(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Anonymous):
+        return str(node.this).lower()
+    return None
+
+
+def _refused(node: exp.Expression) -> exp.Expression | None:
+    name = _function_name(node)
+    if name == "hash":
+        raise UnsupportedConstruct(
+            "hash()",
+            "each engine hashes differently, so nothing may depend on its values; compare the columns themselves",
+        )
+    if isinstance(node, exp.Window) and isinstance(node.this, exp.RowNumber) and not node.args.get("order"):
+        raise UnsupportedConstruct(
+            "row_number() without an order by", "which row gets which number would be the engine's choice"
+        )
+    if isinstance(node, exp.Bracket) and any(isinstance(e, exp.Slice) for e in node.expressions):
+        raise UnsupportedConstruct("a slice s[a:b]", "DuckDB's 1-based inclusive slices are not translated; use substr")
+    return None
+
+
+def _similarity_udf(node: exp.Expression) -> exp.Expression | None:
+    name = _function_name(node)
+    if name in UDF_NAMES:
+        return exp.Anonymous(this=UDF_NAMES[name], expressions=[e.copy() for e in node.expressions])
+    # sqlglot parses these two into its own nodes (and would emit Spark's levenshtein, or a name Spark lacks).
+    typed = {exp.Levenshtein: "levenshtein", exp.JarowinklerSimilarity: "jaro_winkler_similarity"}
+    for kind, duckdb_name in typed.items():
+        if type(node) is kind:
+            operands = [node.this.copy(), node.expression.copy()]
+            return exp.Anonymous(this=UDF_NAMES[duckdb_name], expressions=operands)
+    return None
+
+
+def _ordered_key(ordered: list[exp.Ordered]) -> tuple[exp.Expression, bool]:
+    """A struct whose natural order is the ORDER BY's with DuckDB's null placement (NULLS LAST unless
+    said), and whether it is descending; for keys all in one direction (mixed ones take a comparator)."""
+    descending = bool(ordered[0].args.get("desc"))
+    fields: list[exp.Expression] = []
+    for o in ordered:
+        nulls_first = bool(o.args.get("nulls_first"))
+        key = o.this
+        # Ascending: a key that is NULL must sort after (flag true), so the flag is `is null`;
+        # descending compares the other way round.
+        flag: exp.Expression = exp.Is(this=key.copy(), expression=exp.Null())
+        if nulls_first != descending:
+            flag = exp.Not(this=flag)
+        fields += [flag, key.copy()]
+    return exp.func("struct", *fields), descending
+
+
+def _first_ordered(node: exp.Expression) -> exp.Expression | None:
+    where = node.expression if isinstance(node, exp.Filter) else None
+    aggregate = node.this if isinstance(node, exp.Filter) else node
+    if not isinstance(aggregate, exp.First) or not isinstance(aggregate.this, exp.Order):
+        return None
+    order = aggregate.this
+    if len({bool(o.args.get("desc")) for o in order.expressions}) > 1:
+        # Mixed directions: sort the collected rows with a comparator and take the first.
+        sorted_entries, _ = _sorted_entries(order.this, order.expressions, where)
+        first = exp.func("try_element_at", sorted_entries, exp.Literal.number(1))
+        return exp.Dot(this=first, expression=exp.to_identifier("v"))
+    key, descending = _ordered_key(order.expressions)
+    picked = exp.func("max_by" if descending else "min_by", order.this.copy(), key)
+    return picked if where is None else exp.Filter(this=picked, expression=where.copy())
+
+
+def _sorted_entries(
+    value: exp.Expression, keys: list[exp.Ordered], where: exp.Expression | None
+) -> tuple[exp.Expression, exp.Expression]:
+    """`array_sort` of the collected `named_struct(k0, k1, ..., v)` rows by a comparator that follows the
+    ORDER BY key by key (each in its direction, NULLs last unless said), and the collect_list itself."""
+    fields: list[exp.Expression] = []
+    for i, o in enumerate(keys):
+        fields += [exp.Literal.string(f"k{i}"), o.this.copy()]
+    entry = exp.func("named_struct", *fields, exp.Literal.string("v"), value.copy())
+    collected: exp.Expression = exp.func("collect_list", entry)
+    if where is not None:
+        collected = exp.Filter(this=collected, expression=where.copy())
+    steps = []
+    for i, o in enumerate(keys):
+        left, right = exp.column(f"k{i}", table="__l"), exp.column(f"k{i}", table="__r")
+        nulls_first = bool(o.args.get("nulls_first"))
+        before, after = exp.Literal.number(-1), exp.Literal.number(1)
+        lower_first = not o.args.get("desc")
+        step = exp.Case(
+            ifs=[
+                exp.If(this=exp.NullSafeEQ(this=left.copy(), expression=right.copy()), true=exp.Literal.number(0)),
+                exp.If(this=exp.Is(this=left.copy(), expression=exp.Null()), true=before if nulls_first else after),
+                exp.If(this=exp.Is(this=right.copy(), expression=exp.Null()), true=after if nulls_first else before),
+                exp.If(this=exp.LT(this=left, expression=right), true=before if lower_first else after),
+            ],
+            default=after if lower_first else before,
+        )
+        steps.append(step)
+    comparator = exp.Literal.number(0)
+    for step in reversed(steps):
+        comparator = exp.Case(
+            ifs=[exp.If(this=exp.NEQ(this=step.copy(), expression=exp.Literal.number(0)), true=step)],
+            default=comparator,
+        )
+    compare = exp.Lambda(this=comparator, expressions=[exp.to_identifier("__l"), exp.to_identifier("__r")])
+    return exp.func("array_sort", collected.copy(), compare), collected
+
+
+def _list(node: exp.Expression) -> exp.Expression | None:
+    """`list(...)` (ordered or not, distinct or not, filtered or not) as Spark's collect_list, sorted as
+    asked, and NULL when no row is collected, as DuckDB gives it."""
+    # A FILTER clause goes on the collect_list inside: Spark allows it only on the aggregate itself.
+    where = node.expression if isinstance(node, exp.Filter) else None
+    aggregate = node.this if isinstance(node, exp.Filter) else node
+    if not isinstance(aggregate, exp.ArrayAgg):
+        return None
+
+    def collect(value: exp.Expression) -> exp.Expression:
+        collected = exp.func("collect_list", value)
+        return collected if where is None else exp.Filter(this=collected, expression=where.copy())
+
+    order = aggregate.this if isinstance(aggregate.this, exp.Order) else None
+    value = order.this if order is not None else aggregate.this
+    distinct = isinstance(value, exp.Distinct)
+    if distinct:
+        if len(value.expressions) != 1:
+            raise UnsupportedConstruct("list(distinct ...) of several values", "aggregate one value")
+        value = value.expressions[0]
+    keys = order.expressions if order is not None else []
+    if not keys or (len(keys) == 1 and keys[0].this == value):
+        collected = collect(value.copy())
+        result = exp.func("array_distinct", collected.copy()) if distinct else collected.copy()
+        if keys and keys[0].args.get("desc"):
+            result = exp.func("reverse", exp.func("array_sort", result))
+        elif keys and keys[0].args.get("nulls_first"):
+            raise UnsupportedConstruct("list(... order by x nulls first)", "Spark's array_sort puts NULLs last")
+        elif keys:
+            result = exp.func("array_sort", result)
+    elif distinct:
+        raise UnsupportedConstruct("list(distinct x order by another key)", "order a distinct list by its values")
+    else:
+        sorted_entries, collected = _sorted_entries(value, keys, where)
+        entry_value = exp.Lambda(this=exp.column("v", table="__e"), expressions=[exp.to_identifier("__e")])
+        result = exp.func("transform", sorted_entries, entry_value)
+    empty = exp.EQ(this=exp.func("size", collected), expression=exp.Literal.number(0))
+    return exp.Case(ifs=[exp.If(this=empty, true=exp.Null())], default=result)
+
+
+def _one_based_index(node: exp.Expression) -> exp.Expression | None:
+    if not isinstance(node, exp.Bracket) or len(node.expressions) != 1:
+        return None
+    index = node.expressions[0]
+    if isinstance(index, exp.Literal) and index.is_string:
+        return None  # a map key or struct field: sqlglot's translation stands
+    # sqlglot stores an integer literal made 0-based (also a negative one, wrongly); anything else as written.
+    literal = index.this if isinstance(index, exp.Neg) else index
+    if isinstance(literal, exp.Literal) and literal.is_int:
+        stored = -int(literal.this) if isinstance(index, exp.Neg) else int(literal.this)
+        written = stored + 1
+        if written == 0:
+            return exp.Null()
+        index = exp.Literal.number(written) if written > 0 else exp.Neg(this=exp.Literal.number(-written))
+    return exp.func("try_element_at", node.this.copy(), index.copy())
+
+
+_DATE_PARTS_MONTHS = {"YEAR": 12, "YEARS": 12, "MONTH": 1, "MONTHS": 1, "QUARTER": 3, "QUARTERS": 3}
+_DATE_PARTS_SECONDS = {"HOUR": 3600, "HOURS": 3600, "MINUTE": 60, "MINUTES": 60, "SECOND": 1, "SECONDS": 1}
+
+
+def _date_diff(node: exp.Expression) -> exp.Expression | None:
+    if not isinstance(node, exp.DateDiff):
+        return None
+    unit = (node.unit.name if node.unit is not None else "DAY").upper()
+    start, end = node.expression, node.this
+    if unit in ("DAY", "DAYS"):
+        return exp.func("datediff", exp.cast(end.copy(), "date"), exp.cast(start.copy(), "date"))
+    if unit in _DATE_PARTS_MONTHS:
+        months = _DATE_PARTS_MONTHS[unit]
+
+        def index(t: exp.Expression) -> exp.Expression:
+            count = exp.Add(
+                this=exp.Mul(this=exp.func("year", t.copy()), expression=exp.Literal.number(12)),
+                expression=exp.Sub(this=exp.func("month", t.copy()), expression=exp.Literal.number(1)),
+            )
+            return count if months == 1 else exp.IntDiv(this=exp.paren(count), expression=exp.Literal.number(months))
+
+        return exp.Sub(this=exp.paren(index(end)), expression=exp.paren(index(start)))
+    if unit in _DATE_PARTS_SECONDS:
+        seconds = _DATE_PARTS_SECONDS[unit]
+
+        def whole(t: exp.Expression) -> exp.Expression:
+            # Seconds since the epoch, floored to the unit: counts boundaries crossed, as DuckDB does.
+            epoch = exp.func("unix_seconds", exp.cast(t.copy(), "timestamp"))
+            floored = exp.func("floor", exp.Div(this=epoch, expression=exp.Literal.number(seconds)))
+            return exp.cast(floored, "bigint")
+
+        return exp.Sub(this=exp.paren(whole(end)), expression=exp.paren(whole(start)))
+    raise UnsupportedConstruct(
+        f"date_diff('{unit.lower()}', ...)", "only year, quarter, month, day, hour, minute and second are counted"
+    )
+
+
+_STRFTIME_TO_JAVA = {
+    "%Y": "yyyy",
+    "%y": "yy",
+    "%m": "M",
+    "%d": "d",
+    "%H": "H",
+    "%I": "h",
+    "%M": "m",
+    "%S": "s",
+    "%f": "SSSSSS",
+    "%g": "SSS",
+    "%p": "a",
+    "%b": "MMM",
+    "%B": "MMMM",
+    "%a": "EEE",
+    "%A": "EEEE",
+    "%j": "D",
+    "%z": "XX",
+    "%Z": "z",
+    "%%": "%",
+}
+_FIXED_WIDTH = {"%m": "MM", "%d": "dd", "%H": "HH", "%I": "hh", "%M": "mm", "%S": "ss", "%j": "DDD"}
+
+
+def java_format(strftime: str) -> str:
+    """A strftime format (as DuckDB's strptime reads it) as a Java DateTimeFormatter pattern.
+
+    DuckDB reads `%m` as one or two digits; so does Java's `M`, but only when a separator follows, so a
+    directive next to another number is made fixed-width (`%Y%m%d` -> `yyyyMMdd`)."""
+    tokens = re.findall(r"%.|[^%]+", strftime)
+    out: list[str] = []
+    for i, token in enumerate(tokens):
+        if token.startswith("%"):
+            if token not in _STRFTIME_TO_JAVA:
+                raise UnsupportedConstruct(f"the strptime directive {token}", "no Java pattern letter is its equal")
+            adjacent = any(_is_number(tokens[n]) for n in (i - 1, i + 1) if 0 <= n < len(tokens))
+            out.append(_FIXED_WIDTH.get(token, _STRFTIME_TO_JAVA[token]) if adjacent else _STRFTIME_TO_JAVA[token])
+        else:
+            # Letters are pattern letters in Java: quote literal text ('' is a quote).
+            out.append("'" + token.replace("'", "''") + "'" if re.search(r"[A-Za-z']", token) else token)
+    return "".join(out)
+
+
+def _is_number(token: str) -> bool:
+    return token.startswith("%") and token not in ("%p", "%b", "%B", "%a", "%A", "%z", "%Z", "%%")
+
+
+def _strptime(node: exp.Expression) -> exp.Expression | None:
+    name = _function_name(node)
+    if isinstance(node, exp.StrToTime):
+        name, args = "strptime", [node.this, node.args.get("format")]
+        if node.args.get("safe"):
+            name = "try_strptime"
+    elif name in ("strptime", "try_strptime"):
+        args = list(node.expressions)
+    else:
+        return None
+    value, formats = args[0], args[1]
+    listed = formats.expressions if isinstance(formats, exp.Array) else [formats]
+    if not all(isinstance(f, exp.Literal) and f.is_string for f in listed):
+        raise UnsupportedConstruct(f"{name} with a format that is not a literal", "formats are converted in advance")
+    function = "try_to_timestamp" if name == "try_strptime" else "to_timestamp"
+    parsed = [exp.func(function, value.copy(), exp.Literal.string(java_format(f.this))) for f in listed]
+    if name == "strptime" and len(parsed) > 1:
+        parsed = [exp.func("try_to_timestamp", value.copy(), p.expressions[0]) for p in parsed]
+        return exp.func("coalesce", *parsed)
+    return parsed[0] if len(parsed) == 1 else exp.func("coalesce", *parsed)
+
+
+def _timezone(node: exp.Expression) -> exp.Expression | None:
+    if _function_name(node) != "timezone" or len(node.expressions) != 2:
+        return None
+    zone, value = node.expressions
+    if isinstance(value, exp.AtTimeZone):
+        inner = value.args.get("zone")
+        if not (isinstance(inner, exp.Literal) and inner.this.upper() == "UTC"):
+            raise UnsupportedConstruct("timezone(z, t at time zone <not UTC>)", "write the time in UTC first")
+        return exp.func("from_utc_timestamp", value.this.copy(), zone.copy())
+    return exp.func("to_utc_timestamp", value.copy(), zone.copy())
+
+
+def _materialized_cte(node: exp.Expression) -> exp.Expression | None:
+    if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
+        node = node.copy()
+        node.set("materialized", None)
+        return node
+    return None
+
+
+def _hugeint(node: exp.Expression) -> exp.Expression | None:
+    if isinstance(node, exp.DataType) and node.this in (exp.DataType.Type.INT128, exp.DataType.Type.UINT128):
+        return exp.DataType.build("decimal(38, 0)")
+    return None
+
+
+def _condition_functions(node: exp.Expression) -> exp.Expression | None:
+    """The functions segment conditions may use (resources/conditions.py) that Spark names or counts
+    differently."""
+    name = _function_name(node)
+    args = node.expressions if name else []
+    if name == "prefix":
+        return exp.func("startswith", *[a.copy() for a in args])
+    if name == "suffix":
+        return exp.func("endswith", *[a.copy() for a in args])
+    if name == "age":
+        raise UnsupportedConstruct("age()", "Spark has no age(); compare with date_diff('year', ...) instead")
+    if name == "list_position":
+        # Spark's array_position gives 0 for an absent value, DuckDB NULL.
+        return exp.func("nullif", exp.func("array_position", *[a.copy() for a in args]), exp.Literal.number(0))
+    if name == "list_extract":
+        return exp.func("try_element_at", *[a.copy() for a in args])
+    if name == "list_has_all":
+        haystack, needles = args
+        missing = exp.func("array_except", needles.copy(), haystack.copy())
+        return exp.EQ(this=exp.func("size", missing), expression=exp.Literal.number(0))
+    if isinstance(node, exp.ArrayOverlaps):
+        return exp.func("arrays_overlap", node.this.copy(), node.expression.copy())
+    if isinstance(node, exp.Week):
+        return exp.func("weekofyear", node.this.copy())  # both ISO 8601 weeks
+    if isinstance(node, exp.DayOfWeek):
+        # DuckDB counts Sunday as 0, Spark as 1.
+        return exp.Sub(
+            this=exp.Anonymous(this="dayofweek", expressions=[node.this.copy()]), expression=exp.Literal.number(1)
+        )
+    if isinstance(node, exp.RegexpFullMatch | exp.SimilarTo):
+        anchored = exp.func("concat", exp.Literal.string("^(?:"), node.expression.copy(), exp.Literal.string(")$"))
+        return exp.RegexpLike(this=node.this.copy(), expression=anchored)
+    return None
+
+
+_RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
+    _refused,
+    _condition_functions,
+    _similarity_udf,
+    _first_ordered,
+    _list,
+    _one_based_index,
+    _date_diff,
+    _strptime,
+    _timezone,
+    _materialized_cte,
+    _hugeint,
+)
+
+
+def _union_by_name(node: exp.Union, columns_of: ColumnsOf | None) -> exp.Expression:
+    """`a union [all] by name b`: each side selected by name in DuckDB's column order (the left side's,
+    then the right side's new ones), a column a side lacks as NULL."""
+    sides = [node.this, node.expression]
+    names = [_side_columns(side, columns_of) for side in sides]
+    order = _by_name_order(*names)
+    aligned = []
+    for side, columns in zip(sides, names, strict=True):
+        present = {c.lower() for c in columns}
+        listed = [
+            exp.column(c, quoted=True) if c.lower() in present else exp.alias_(exp.Null(), c, quoted=True)
+            for c in order
+        ]
+        select = exp.select(*listed).from_(side.copy().subquery("__side"))
+        aligned.append(select)
+    union = exp.union(aligned[0], aligned[1], distinct=bool(node.args.get("distinct")))
+    for modifier in ("order", "limit", "offset"):
+        if node.args.get(modifier) is not None:
+            union.set(modifier, node.args[modifier].copy())
+    return union
+
+
+def _by_name_order(left: list[str], right: list[str]) -> list[str]:
+    known = {c.lower() for c in left}
+    return list(left) + [c for c in right if c.lower() not in known]
+
+
+def _side_columns(side: exp.Expression, columns_of: ColumnsOf | None) -> list[str]:
+    if isinstance(side, exp.Union) and side.args.get("by_name"):
+        return _by_name_order(_side_columns(side.this, columns_of), _side_columns(side.expression, columns_of))
+    if isinstance(side, exp.Select) and all(
+        e.alias_or_name and not isinstance(e, exp.Star) and not (isinstance(e, exp.Column) and e.is_star)
+        for e in side.expressions
+    ):
+        return [e.alias_or_name for e in side.expressions]
+    if columns_of is None:
+        raise UnsupportedConstruct(
+            "union by name of a side whose columns the statement does not list",
+            "list the columns, or run it through SparkSql, which looks them up",
+        )
+    return columns_of(_rewrite(side.copy(), columns_of).sql(dialect="spark"))

@@ -1,0 +1,257 @@
+"""`SparkSql`: the `Sql` runner's methods over a SparkSession, each statement translated from DuckDB's
+dialect by resources/spark/dialect.py.
+
+What differs from DuckDB, on purpose:
+- A temporary table (`create_table_as(..., temporary=True)`) is computed once and kept (a local
+  checkpoint behind a temporary view), never left a lazy view that would run its select again each time
+  it is read and could give another answer once its sources change.
+- There are no transactions (`transaction()` raises): a Spark table is not a database file with a log.
+  The small bookkeeping tables whose changes must be all-or-nothing (run state, fingerprints, id
+  registry) stay in DuckDB, and Spark holds the large tables that are rebuilt whole.
+- Tables are kept in the session's catalog (in memory) over files in the warehouse folder, as parquet
+  unless configured otherwise.
+
+Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the DuckDB classes that
+`SqlError` and `SqlDataError` name, so a caller's `except SqlError` holds on either engine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from resources.spark.dialect import to_spark
+from resources.spark.udfs import ensure_jar, register
+from resources.sql import Params, Sql
+
+# Spark's error conditions that mean the data, not the statement, is at fault (as SqlDataError does).
+_DATA_ERRORS = ("CAST_INVALID_INPUT", "CAST_OVERFLOW", "ARITHMETIC_OVERFLOW", "DIVIDE_BY_ZERO", "NUMERIC_VALUE_OUT")
+
+
+class SparkSqlError(duckdb.Error):
+    """A statement failed on Spark."""
+
+
+class SparkDataError(SparkSqlError, duckdb.InvalidInputException):
+    """A value did not convert or fit on Spark: the data is at fault."""
+
+
+class TransactionsUnavailable(SparkSqlError):
+    """Spark has no transactions; see the module docstring."""
+
+
+def spark_session(
+    master: str = "local[2]", warehouse_dir: str | Path | None = None, app_name: str = "dagster-cdp"
+) -> Any:
+    """A SparkSession set up as the platform needs it: UTC, timestamps without time zone (DuckDB's
+    TIMESTAMP), the UDF jar on the classpath and registered, a small number of shuffle partitions and no
+    UI (a local session serves one step, not a cluster). An existing session in the process is reused."""
+    from pyspark.sql import SparkSession
+
+    warehouse = Path(warehouse_dir) if warehouse_dir else Path(tempfile.mkdtemp(prefix="cdp-spark-"))
+    session = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.jars", str(ensure_jar()))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
+        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.warehouse.dir", str(warehouse.resolve()))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    register(session)
+    return session
+
+
+class _Registry:
+    """The two calls `Scratch` makes on a runner's connection (register and unregister a frame), on a
+    SparkSession's temporary views."""
+
+    def __init__(self, spark: Any) -> None:
+        self._spark = spark
+
+    def register(self, name: str, frame: pd.DataFrame | pa.Table) -> None:
+        self._spark.createDataFrame(frame).createOrReplaceTempView(name)
+
+    def unregister(self, name: str) -> None:
+        self._spark.catalog.dropTempView(name)
+
+
+class SparkSql:
+    """The `Sql` runner's surface on Spark; see the module docstring."""
+
+    def __init__(self, spark: Any, table_format: str = "parquet") -> None:
+        self.spark = spark
+        self.table_format = table_format
+        self._conn = _Registry(spark)
+        self._kept: dict[str, Any] = {}  # temporary table -> its checkpointed DataFrame
+
+    # Statements -----------------------------------------------------------------------------------
+
+    def _statements(self, sql: str) -> list[str]:
+        return to_spark(sql, columns_of=self.columns_of_spark)
+
+    def _df(self, sql: str, params: Params) -> Any:
+        statements = self._statements(sql)
+        if len(statements) != 1:
+            raise SparkSqlError(f"expected one query, found {len(statements)} statements")
+        return self._run(statements[0], params)
+
+    def _run(self, statement: str, params: Params) -> Any:
+        from pyspark.errors import PySparkException
+
+        args = None if params is None else dict(params) if isinstance(params, Mapping) else list(params)
+        try:
+            return self.spark.sql(statement, args=args)
+        except PySparkException as exc:
+            raise _error(exc, statement) from exc
+
+    def _collect(self, df: Any) -> list[Any]:
+        return _guarded(df.collect)
+
+    def columns_of_spark(self, select: str) -> list[str]:
+        """The columns a Spark select produces (analysed, not run)."""
+        return list(self._run(select, None).columns)
+
+    def execute(self, sql: str, params: Params = None) -> None:
+        """Run a statement (or several separated by `;`) for its effect."""
+        statements = self._statements(sql)
+        if params is not None and len(statements) > 1:
+            raise SparkSqlError("parameters go with one statement at a time")
+        for statement in statements:
+            self._collect(self._run(statement, params))
+
+    def rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
+        """Every row of a query, as tuples (a struct as a dict, as DuckDB gives it)."""
+        return [tuple(_python(v) for v in row) for row in self._collect(self._df(sql, params))]
+
+    def row(self, sql: str, params: Params = None) -> tuple[Any, ...] | None:
+        """The first row of a query, or None when it has none."""
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+    value = Sql.value  # the first column of the first row, through `row`
+
+    def frame(self, sql: str, params: Params = None) -> pd.DataFrame:
+        """A query's result as a pandas frame."""
+        return _guarded(self._df(sql, params).toPandas)
+
+    def arrays(self, sql: str, params: Params = None) -> dict[str, np.ndarray]:
+        """A query's columns as numpy arrays."""
+        frame = self.frame(sql, params)
+        return {column: frame[column].to_numpy() for column in frame.columns}
+
+    def arrow(self, sql: str, params: Params = None) -> pa.Table:
+        """A query's result as an Arrow table."""
+        return _guarded(self._df(sql, params).toArrow)
+
+    def stream(self, sql: str, params: Params = None, batch_rows: int = 50_000) -> Iterator[tuple[Any, ...]]:
+        """A query's rows, a partition at a time (`batch_rows` is DuckDB's batching and unused here)."""
+        for row in self._df(sql, params).toLocalIterator():
+            yield tuple(_python(v) for v in row)
+
+    def columns(self, sql: str) -> list[str]:
+        """The column names a select would produce; the statement is analysed, not run."""
+        return list(self._df(sql, None).columns)
+
+    # Tables ---------------------------------------------------------------------------------------
+
+    def create_table_as(self, name: str, select: str, params: Params = None, *, temporary: bool = False) -> None:
+        """Create (or replace) table `name` from a select; a temporary one is computed now and kept."""
+        df = self._df(select, params)
+        if temporary:
+            if "." in name:
+                raise SparkSqlError(f"a temporary table has no schema: {name}")
+            kept = _guarded(lambda: df.localCheckpoint(eager=True), select)
+            self.drop_table(name)
+            kept.createOrReplaceTempView(name)
+            self._kept[name] = kept
+            return
+        schema, _, _ = name.rpartition(".")
+        if schema:
+            self._run(f"create database if not exists {schema}", None)
+        self.drop_table(name)
+        _guarded(lambda: df.write.format(self.table_format).saveAsTable(name), select)
+
+    def drop_table(self, name: str) -> None:
+        """Drop a table (or a kept temporary table) if it exists."""
+        if name in self._kept:
+            self.spark.catalog.dropTempView(name)
+            self._kept.pop(name).unpersist()
+            return
+        self._run(f"drop table if exists {name}", None)
+
+    def table_exists(self, qualified: str) -> bool:
+        """Whether table or view `schema.name` exists."""
+        schema, name = qualified.split(".")
+        return bool(self.spark.catalog.tableExists(name, schema))
+
+    @contextmanager
+    def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:
+        """`frame` (pandas or Arrow) readable from SQL as `name` for the block, then forgotten."""
+        self._conn.register(name, frame)
+        try:
+            yield name
+        finally:
+            self._conn.unregister(name)
+
+    # The step's temporary tables, dropped when the block ends (see `Sql.scratch`): the same rule, and the
+    # same `Scratch`, which registers frames through `_conn` and drops tables through `drop_table`.
+    scratch = Sql.scratch
+
+    @contextmanager
+    def transaction(self) -> Iterator[SparkSql]:
+        """Not available on Spark: see the module docstring."""
+        raise TransactionsUnavailable(
+            "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
+        )
+        yield self  # pragma: no cover
+
+
+def _guarded(action: Callable[[], Any], statement: str = "") -> Any:
+    """Run a Spark action (collect, write, checkpoint), its failure raised as the runner's error: a task's
+    failure comes as py4j's error, not a PySparkException."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        return action()
+    except (PySparkException, Py4JJavaError) as exc:
+        raise _error(exc, statement) from exc
+
+
+def _error(exc: Exception, statement: str) -> SparkSqlError:
+    """Spark's error as the runner's: its first line, or for a task that failed (a UDF that refused its
+    input) the innermost cause, which says what went wrong."""
+    condition = getattr(exc, "getCondition", lambda: None)() or ""
+    text = str(exc).strip()
+    causes = [line.split("Caused by: ", 1)[1] for line in text.split("\n") if "Caused by: " in line]
+    message = causes[-1] if causes else text.split("\n")[0]
+    kind = SparkDataError if condition.startswith(_DATA_ERRORS) else SparkSqlError
+    return kind(f"{message}\n{statement}" if statement else message)
+
+
+def _python(value: Any) -> Any:
+    """A collected value as DuckDB's Python client gives it: a struct as a dict, lists of the same."""
+    from pyspark.sql import Row
+
+    if isinstance(value, Row):
+        return {k: _python(v) for k, v in value.asDict().items()}
+    if isinstance(value, list):
+        return [_python(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _python(v) for k, v in value.items()}
+    return value

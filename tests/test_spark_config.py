@@ -1,0 +1,73 @@
+"""`warehouse.engine`: DuckDB by default; Spark refused at load with one line (what to install, or that
+the stages do not run on Spark yet), after every segment condition was translated for Spark."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resources.config import ConfigError, load_config
+from resources.spark import engine
+from resources.spark.dialect import condition_to_spark
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, warehouse: dict, segments: list[dict] | None = None) -> Path:
+    raw = {
+        "warehouse": warehouse,
+        "sources": [{"name": "crm", "format": "csv", "glob": "crm/*.csv", "role": "person", "record_id": "id"}],
+        "segments": segments or [{"name": "buyers", "where": "order_count > 0"}],
+    }
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_duckdb_is_the_default_engine(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, {}))
+    assert config.warehouse.engine == "duckdb"
+    assert config.warehouse.spark.master == "local[2]" and config.warehouse.spark.table_format == "parquet"
+
+
+def test_spark_says_plainly_that_the_stages_do_not_run_on_it_yet(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(engine, "missing_runtime", lambda: [])
+    path = write(tmp_path, {"engine": "spark", "spark": {"master": "local[4]", "table_format": "orc"}})
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    message = str(refused.value)
+    assert message == f"{path.resolve()}: {engine.NOT_YET}"
+    assert "\n" not in message and "do not run on Spark yet" in message and "engine: duckdb" in message
+
+
+def test_spark_without_pyspark_or_java_says_what_to_install(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(engine, "missing_runtime", lambda: ["java"])
+    with pytest.raises(ConfigError, match=r"needs pyspark and a Java 17 runtime: pip install 'dagster-cdp\[spark\]'"):
+        load_config(write(tmp_path, {"engine": "spark"}))
+
+
+def test_a_segment_spark_cannot_run_is_named_with_the_construct(tmp_path: Path) -> None:
+    segments = [
+        {"name": "buyers", "where": "order_count > 0"},
+        {"name": "lapsed", "where": "date_diff('week', last_order_at, current_date) > 4"},
+    ]
+    with pytest.raises(ConfigError, match=r"segments\[1\] \(lapsed\)\.where: date_diff\('week', \.\.\.\) does not run"):
+        load_config(write(tmp_path, {"engine": "spark"}, segments))
+    # On DuckDB the same segment is fine: the Spark translation is checked only when Spark is chosen.
+    assert load_config(write(tmp_path, {}, segments)).segments[1].name == "lapsed"
+
+
+def test_unknown_engine_and_spark_keys_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="warehouse.engine"):
+        load_config(write(tmp_path, {"engine": "postgres"}))
+    with pytest.raises(ConfigError, match="warehouse.spark.table_format"):
+        load_config(write(tmp_path, {"engine": "spark", "spark": {"table_format": "delta"}}))
+
+
+def test_every_shipped_segment_translates_to_spark() -> None:
+    config = load_config(REPO / "cdp.yaml")
+    translated = {s.name: condition_to_spark(s.where) for s in config.segments}
+    assert len(translated) == len(config.segments) > 0
+    assert all(translated.values())

@@ -1,0 +1,83 @@
+"""The Spark dialect's translations as text (no Spark needed): the rewrites it must make, the constructs
+it refuses by name, and strftime formats as Java patterns. tests/test_spark_parity.py runs them."""
+
+import pytest
+
+from resources.spark.dialect import UnsupportedConstruct, condition_to_spark, java_format, to_spark, to_spark_one
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("duckdb", "spark"),
+    [
+        ("select s[1], s[-1], s[0] from t", "SELECT TRY_ELEMENT_AT(s, 1), TRY_ELEMENT_AT(s, -1), NULL FROM t"),
+        ("select first(v order by k) from t", "SELECT MIN_BY(v, STRUCT(k IS NULL, k)) FROM t"),
+        ("select first(v order by k desc) from t", "SELECT MAX_BY(v, STRUCT(NOT k IS NULL, k)) FROM t"),
+        ("select date_diff('day', a, b) from t", "SELECT DATEDIFF(CAST(b AS DATE), CAST(a AS DATE)) FROM t"),
+        ("select 1::hugeint", "SELECT CAST(1 AS DECIMAL(38, 0))"),
+        ("with x as materialized (select 1 as a) select a from x", "WITH x AS (SELECT 1 AS a) SELECT a FROM x"),
+        ("select timezone('Europe/Paris', t at time zone 'UTC')", "SELECT FROM_UTC_TIMESTAMP(t, 'Europe/Paris')"),
+        ("select timezone('Europe/Paris', t)", "SELECT TO_UTC_TIMESTAMP(t, 'Europe/Paris')"),
+        ("select levenshtein(a, b), hamming(a, b)", "SELECT CDP_LEVENSHTEIN(a, b), CDP_HAMMING(a, b)"),
+    ],
+)
+def test_translations(duckdb: str, spark: str) -> None:
+    assert to_spark_one(duckdb) == spark
+
+
+def test_a_sorted_list_is_sorted_and_filtered_inside_the_aggregate() -> None:
+    spark = to_spark_one("select list(distinct x order by x) filter (where x > 1) from t")
+    assert "ARRAY_SORT(ARRAY_DISTINCT(COLLECT_LIST(x) FILTER(WHERE x > 1)))" in spark
+    assert spark.startswith("SELECT CASE WHEN SIZE(COLLECT_LIST(x) FILTER(WHERE x > 1)) = 0 THEN NULL")
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("select hash(a) from t", r"hash\(\)"),
+        ("select row_number() over (partition by a) from t", r"row_number\(\) without an order by"),
+        ("select s[1:2] from t", r"a slice s\[a:b\]"),
+        ("select date_diff('week', a, b) from t", r"date_diff\('week', \.\.\.\)"),
+        ("select try_strptime(x, f) from t", "try_strptime with a format that is not a literal"),
+        ("select strptime(x, '%U') from t", "the strptime directive %U"),
+        ("select * from a union all by name select * from b", "union by name of a side"),
+        ("select list(distinct x order by y) from t", r"list\(distinct x order by another key\)"),
+    ],
+)
+def test_refused_constructs_are_named(sql: str, construct: str) -> None:
+    with pytest.raises(UnsupportedConstruct, match=construct):
+        to_spark(sql)
+
+
+def test_union_by_name_asks_for_the_columns_it_cannot_see() -> None:
+    asked = []
+    spark = to_spark_one(
+        "select a, b from t union all by name select * from u",
+        columns_of=lambda select: asked.append(select) or ["b", "c"],
+    )
+    assert asked == ["SELECT * FROM u"]
+    assert spark == (
+        "SELECT `a`, `b`, NULL AS `c` FROM (SELECT a, b FROM t) AS __side UNION ALL "
+        "SELECT NULL AS `a`, `b`, `c` FROM (SELECT * FROM u) AS __side"
+    )
+
+
+@pytest.mark.parametrize(
+    ("strftime", "java"),
+    [
+        ("%Y-%m-%d", "yyyy-M-d"),
+        ("%Y%m%d", "yyyyMMdd"),
+        ("%d/%m/%Y %H:%M:%S", "d/M/yyyy H:m:s"),
+        ("%Y-%m-%dT%H:%M:%S.%f", "yyyy-M-d'T'H:m:s.SSSSSS"),
+        ("%d %B %Y", "d MMMM yyyy"),
+        ("%I:%M %p", "h:m a"),
+        ("at %H o'clock", "'at 'H' o''clock'"),
+    ],
+)
+def test_strftime_formats_become_java_patterns(strftime: str, java: str) -> None:
+    assert java_format(strftime) == java
+
+
+def test_a_condition_translates_alone() -> None:
+    assert condition_to_spark("name = ' WHERE ' and s[1] = 'a'") == "name = ' WHERE ' AND TRY_ELEMENT_AT(s, 1) = 'a'"

@@ -1,0 +1,235 @@
+"""Each construct the Spark dialect rewrites: the DuckDB original run on DuckDB and its translation run on
+a local Spark session over the same rows give the same result, including where a plain translation
+would run with another meaning (day boundaries, the order of a list, a temporary table's contents)."""
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import duckdb
+import pandas as pd
+import pytest
+
+from resources.spark.dialect import UnsupportedConstruct, to_spark_one
+from resources.spark.runner import SparkSql, TransactionsUnavailable
+from resources.sql import SqlDataError, SqlError
+from tests.test_conditions import _SAMPLE, FUNCTION_EXAMPLES, OPERATOR_EXAMPLES
+
+pytestmark = pytest.mark.spark
+
+EVENTS = pd.DataFrame(
+    {
+        "customer": ["a", "a", "a", "b", "b", "c"],
+        "v": ["x3", "x1", "x2", "y2", "y1", None],
+        "k": [3, 1, 2, None, 5, 1],
+        "occurred_at": [
+            datetime(2024, 3, 1, 23, 30),
+            datetime(2024, 3, 2, 0, 30),
+            datetime(2024, 2, 28, 12, 0),
+            datetime(2023, 12, 31, 23, 59, 59),
+            datetime(2024, 1, 1, 0, 0, 1),
+            datetime(2024, 6, 15, 8, 0),
+        ],
+        "tags": [["p", "q", "r"], ["p"], [], ["z", "y"], ["y"], None],
+        "raw": ["2024-03-01", "01/02/2024 07:05", "20240105", "2024-3-7", "not a date", None],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def engines(spark):  # noqa: ANN001, ANN201 - the session fixture of tests/conftest.py
+    conn = duckdb.connect()
+    conn.register("events_frame", EVENTS)
+    conn.execute("create table events as select * from events_frame")
+    runner = SparkSql(spark)
+    # Through Arrow from DuckDB, so a missing number stays NULL (pandas would make it NaN).
+    spark.createDataFrame(conn.execute("select * from events").to_arrow_table()).createOrReplaceTempView("events")
+    yield conn, runner
+    conn.close()
+    spark.catalog.dropTempView("events")
+
+
+def both(engines, sql: str) -> tuple[list[tuple], list[tuple]]:  # noqa: ANN001
+    conn, runner = engines
+    return conn.execute(sql).fetchall(), runner.rows(sql)
+
+
+def test_first_ordered_is_the_first_by_its_keys_with_nulls_last(engines) -> None:  # noqa: ANN001
+    sql = """select customer, first(v order by k) filter (where v is not null),
+                    first(v order by k desc, occurred_at desc), first(v order by k nulls first)
+             from events group by customer order by customer"""
+    duck, spark = both(engines, sql)
+    assert duck == spark == [("a", "x1", "x3", "x1"), ("b", "y1", "y1", "y2"), ("c", None, None, None)]
+
+
+def test_first_and_list_ordered_in_mixed_directions(engines) -> None:  # noqa: ANN001
+    sql = """select customer, first(v order by k desc, occurred_at) filter (where v is not null),
+                    list(v order by k nulls first, occurred_at desc) filter (where v is not null),
+                    first(v order by k desc, v) filter (where v = 'none')
+             from events group by customer order by customer"""
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    assert duck[1] == ("b", "y1", ["y2", "y1"], None)
+
+
+def test_subscripts_are_one_based_and_negative_from_the_end(engines) -> None:  # noqa: ANN001
+    sql = "select customer, tags[1], tags[-1], tags[2], tags[5] from events order by customer, k nulls last"
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    assert duck[0][1:3] == ("p", "p") and duck[2][1:3] == ("p", "r")
+
+
+def test_a_sorted_distinct_list_keeps_its_order(engines) -> None:  # noqa: ANN001
+    sql = """select customer, list(distinct v order by v) filter (where v is not null),
+                    list(distinct v order by v desc) filter (where v is not null),
+                    list(v order by k desc) filter (where v is not null)
+             from events group by customer order by customer"""
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    assert duck[0] == ("a", ["x1", "x2", "x3"], ["x3", "x2", "x1"], ["x3", "x2", "x1"])
+    # What sqlglot alone would have run: the distinct list in whatever order Spark collected it.
+    assert "ARRAY_SORT" in to_spark_one("select list(distinct v order by v) from events")
+
+
+def test_date_diff_counts_boundaries_not_24_hour_periods(engines) -> None:  # noqa: ANN001
+    sql = """select date_diff('day', occurred_at, timestamp '2024-03-02 00:10:00'),
+                    date_diff('month', occurred_at, timestamp '2024-03-02 00:10:00'),
+                    date_diff('year', occurred_at, timestamp '2024-03-02 00:10:00'),
+                    date_diff('hour', occurred_at, timestamp '2024-03-02 00:10:00')
+             from events order by occurred_at"""
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    # 23:30 to 00:10 the next day: 40 minutes, yet one day boundary, as DuckDB counts.
+    assert (1, 0, 0, 1) in duck
+
+
+def test_try_strptime_tries_each_format_in_turn(engines) -> None:  # noqa: ANN001
+    sql = """select raw, try_strptime(raw, ['%Y-%m-%d', '%d/%m/%Y %H:%M', '%Y%m%d']) from events order by raw"""
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    assert (("01/02/2024 07:05", datetime(2024, 2, 1, 7, 5))) in duck and ("not a date", None) in duck
+
+
+def test_union_all_by_name_aligns_columns(engines) -> None:  # noqa: ANN001
+    sql = """select customer, v from events where k = 1
+             union all by name select k, customer from events where k = 5
+             union all by name select * from (select 'd' as customer, 'w' as v)
+             order by customer, v"""
+    duck, spark = both(engines, sql)
+    assert duck == spark == [("a", "x1", None), ("b", None, 5), ("c", None, None), ("d", "w", None)]
+
+
+def test_materialized_cte_hugeint_and_integer_division(engines) -> None:  # noqa: ANN001
+    sql = """with totals as materialized (select customer, sum(k)::hugeint * 10 as units from events group by 1)
+             select customer, units // 3, (units * 1000000000000000000000)::decimal(38, 0) from totals
+             order by customer"""
+    duck, spark = both(engines, sql)
+    assert [(c, int(u)) for c, u, _ in duck] == [(c, int(u)) for c, u, _ in spark]
+    assert [Decimal(big) for *_, big in duck] == [Decimal(big) for *_, big in spark]
+
+
+def test_timezone_gives_the_wall_clock_in_a_zone_and_back(engines) -> None:  # noqa: ANN001
+    sql = """select occurred_at, timezone('America/New_York', occurred_at at time zone 'UTC'),
+                    date_diff('day', timezone('America/New_York', occurred_at at time zone 'UTC'),
+                              timezone('America/New_York', timestamp '2024-03-02 12:00:00' at time zone 'UTC'))
+             from events order by occurred_at"""
+    duck, spark = both(engines, sql)
+    assert duck == spark
+    assert (datetime(2024, 3, 2, 0, 30), datetime(2024, 3, 1, 19, 30), 1) in duck
+    # A wall clock in a zone as its UTC instant: DuckDB gives a TIMESTAMPTZ, compared as UTC.
+    conn, runner = engines
+    duck_utc = conn.execute("select timezone('Europe/Paris', timestamp '2024-07-01 12:00:00') at time zone 'UTC'")
+    spark_utc = runner.value("select timezone('Europe/Paris', timestamp '2024-07-01 12:00:00')")
+    assert duck_utc.fetchone()[0] == spark_utc == datetime(2024, 7, 1, 10, 0)
+
+
+def test_refused_constructs_name_themselves() -> None:
+    with pytest.raises(UnsupportedConstruct, match=r"hash\(\)"):
+        to_spark_one("select hash(customer) from events")
+    with pytest.raises(UnsupportedConstruct, match="row_number"):
+        to_spark_one("select row_number() over (partition by customer) from events")
+
+
+def test_a_temporary_table_is_materialised_not_a_lazy_view(engines) -> None:  # noqa: ANN001
+    conn, runner = engines
+    runner.create_table_as("source_rows", "select * from events")
+    runner.create_table_as("kept", "select customer, count(*) as n from source_rows group by 1", temporary=True)
+    before = runner.rows("select * from kept order by customer")
+    runner.execute("insert into source_rows select * from source_rows")
+    assert runner.rows("select * from kept order by customer") == before == [("a", 3), ("b", 2), ("c", 1)]
+    runner.drop_table("kept")
+    runner.drop_table("source_rows")
+    assert not runner.spark.catalog.tableExists("kept")
+
+
+def test_parameters_are_bound_not_spliced(engines) -> None:  # noqa: ANN001
+    conn, runner = engines
+    sql = "select count(*) from events where customer = ? or v = ?"
+    hostile = "x' or '1' = '1"
+    assert runner.value(sql, ["a", hostile]) == conn.execute(sql, ["a", hostile]).fetchone()[0] == 3
+    assert runner.value("select cast(? as date) + 1", [date(2024, 2, 28)]) == date(2024, 2, 29)
+
+
+def test_scratch_drops_its_tables_and_transactions_are_refused(engines) -> None:  # noqa: ANN001
+    _, runner = engines
+    with runner.scratch("step") as tables:
+        runner.create_table_as(tables("a"), "select 1 as x", temporary=True)
+        view = tables.frame("f", pd.DataFrame({"y": [1, 2]}))
+        assert runner.value(f"select sum(x + y) from {tables('a')}, {view}") == 5
+    assert not runner.spark.catalog.tableExists("step__a")
+    assert not runner.spark.catalog.tableExists("step__f")
+    with pytest.raises(TransactionsUnavailable, match="no transactions"), runner.transaction():
+        pass
+
+
+# Conditions whose translation depends on a column's type, which the translation does not see: DuckDB's
+# `len` takes a string or a list, Spark's `length` only a string (`array_length` translates).
+TYPE_DEPENDENT = {"len(emails) > 1"}
+
+
+@pytest.fixture(scope="module")
+def profiles(spark):  # noqa: ANN001, ANN201 - the session fixture of tests/conftest.py
+    conn = duckdb.connect()
+    conn.execute(_SAMPLE)
+    spark.createDataFrame(conn.sql("select * from golden_profiles").to_arrow_table()).createOrReplaceTempView(
+        "golden_profiles"
+    )
+    yield conn, SparkSql(spark)
+    conn.close()
+    spark.catalog.dropTempView("golden_profiles")
+
+
+def test_every_allowed_condition_selects_the_same_profiles_or_is_refused(profiles) -> None:  # noqa: ANN001
+    """Each function and operator a segment may use (resources/conditions.py): on every sample profile
+    Spark gives the value DuckDB gives (true, false or NULL), or the translation refuses it by name;
+    never another answer. All of them in one query each, to keep the Spark time small."""
+    conn, runner = profiles
+    translatable, refused = [], []
+    for condition in [*FUNCTION_EXAMPLES.values(), *OPERATOR_EXAMPLES]:
+        try:
+            to_spark_one(f"select {condition}")
+        except UnsupportedConstruct:
+            refused.append(condition)
+            continue
+        if condition not in TYPE_DEPENDENT:
+            translatable.append(condition)
+    columns = ", ".join(f"({c}) as c{i}" for i, c in enumerate(translatable))
+    query = f"select first_name, {columns} from golden_profiles order by first_name"
+    expected, actual = conn.execute(query).fetchall(), runner.rows(query)
+    differing = [c for i, c in enumerate(translatable) if [r[i + 1] for r in expected] != [r[i + 1] for r in actual]]
+    assert differing == []
+    assert len(translatable) > 70 and refused == [
+        "age(date_of_birth) > interval 40 years",
+        "sources[1] = 'crm' and emails[1:1] = ['ann@gmail.com']",
+    ]
+    for condition in TYPE_DEPENDENT:
+        with pytest.raises(duckdb.Error, match="DATATYPE_MISMATCH"):
+            runner.rows(f"select first_name from golden_profiles where ({condition})")
+
+
+def test_errors_are_the_runner_errors_callers_catch(engines) -> None:  # noqa: ANN001
+    _, runner = engines
+    with pytest.raises(SqlDataError):
+        runner.value("select cast(v as integer) from events where v is not null")
+    with pytest.raises(SqlError, match="no_such_column") as failed:
+        runner.value("select no_such_column from events")
+    assert not isinstance(failed.value, SqlDataError)
