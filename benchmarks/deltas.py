@@ -6,10 +6,10 @@ The demo generator writes the customer base; `deltas`% of every landing file is 
 benchmarks/id_stability.py does). A full refresh loads the rest; then each delta releases 1% of the lines
 as new files (new records, new orders and events) and re-sends 1% of the CRM contacts with a later
 modification time (updated records), the `full_refresh` job runs again (cleaning, profiles and segments
-work incrementally; identity scores only the pairs of changed records), and the `rebuild_check` job compares the warehouse with a
-rebuild from the raw rows. Every job runs in its own child process, so each peak RSS is that run's.
-Prints per run the wall time, its share of the full refresh, the seconds per stage, the customers the
-profiles recomputed and whether the check passed.
+work incrementally; identity scores only the pairs of changed records), and the `rebuild_check` job
+compares the warehouse with a rebuild from the raw rows. Every job runs in its own child process, so each
+peak RSS is that run's. Prints per run the wall time, its share of the full refresh, the seconds per
+stage, what identity rescored, the customers the profiles recomputed and whether the check passed.
 """
 
 from __future__ import annotations
