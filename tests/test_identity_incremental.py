@@ -1,12 +1,11 @@
 """Identity does no work when nothing it reads has changed since its last run, and resolves again (to what
 a rebuild gives) when the cleaned records, the configuration or its own map changed."""
 
-from pathlib import Path
-
 import dagster as dg
 import duckdb
 import pytest
 
+from benchmarks.id_stability import _hold_back, _release
 from cdp_assets.consistency.checks import CHECK_NAME
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, resolve
 from resources.sql import Sql
@@ -76,24 +75,11 @@ def test_identity_skips_a_run_with_nothing_changed_and_resolves_changes_as_a_reb
     assert platform.sql("select * from cdp.identity_map order by all") == resolved
 
 
-def _hold_back_tail(landing: Path, share: float) -> dict[Path, list[bytes]]:
-    """Cut the last `share` of every landing text file's lines (headers kept), to land later as new files."""
-    held: dict[Path, list[bytes]] = {}
-    for path in sorted(p for p in landing.rglob("*") if p.is_file() and p.suffix in (".csv", ".jsonl")):
-        lines = path.read_bytes().splitlines(keepends=True)
-        header = lines[:1] if path.suffix == ".csv" else []
-        body = lines[len(header) :]
-        keep = len(body) - int(len(body) * share)
-        path.write_bytes(b"".join(header + body[:keep]))
-        held[path] = header + body[keep:]
-    return held
-
-
 def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_resolution_gives(
     tmp_path, instance, destination_server
 ):
     platform = make_platform(tmp_path, instance, destination_server.url, people=600)
-    held = _hold_back_tail(platform.folder / "landing", 0.1)
+    held = _hold_back(platform.folder / "landing", share=0.1)
     # Two records of one person with one mailbox user at two providers: only a rare-key rule (blocks of at
     # most 5 records) pairs them, until the delta below brings five more holders of that user.
     crm = platform.folder / "landing" / "crm"
@@ -109,9 +95,7 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
 
     # New records (the held-back lines) and changed ones (a known contact's new surname, which moves it out
     # of its blocks and into others); rare-key blocks (capped at 5 records) cross their cap on the way.
-    for path, lines in held.items():
-        if len(lines) > 1:
-            path.with_name(f"{path.stem}_delta{path.suffix}").write_bytes(b"".join(lines))
+    _release(held, 1, 1)
     known = platform.sql(
         "select source_record_id from clean.person_records where source = 'crm_contacts' and is_latest "
         "order by source_record_id limit 3"
