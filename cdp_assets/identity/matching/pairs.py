@@ -3,7 +3,7 @@
 A candidate pair's score is a function of its two records' matching features, the model and the model's
 term frequencies. With the model kept (and its frequencies with it, see model.py), a pair of two records
 whose base rows are as they were scores as it did, so the last run's scored pairs (`identity.evidence`:
-every pair at or over the review threshold) are kept, and only the pairs with a record whose features
+every pair at or over the review threshold) are kept, and only the pairs with a record whose base row
 changed are made and scored again. Pairs under the review threshold are kept nowhere and need not be:
 they stay under it.
 
@@ -68,7 +68,7 @@ def pairs_reusable(sql: Sql, scored_with: str) -> bool:
 
 def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], changed: str) -> int:
     """Fill the caller's temp table `changed(node_id)` with the matching `records` whose pairs must be made
-    and scored again: new ones, those whose features changed, and those in a block whose side of its
+    and scored again: new ones, those whose base row changed, and those in a block whose side of its
     rule's cap (or of two records) a new, changed or departed record moved. Returns their count."""
     with sql.scratch("changed_features") as tables:
         gone = tables("gone")
