@@ -280,12 +280,7 @@ def guard_text(
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
                 from {checked} s {join} where s.{flag} is not null"""
         )
-        breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
-        tidy = (
-            f"case when s.{flag} is not null then null when {breaks} then "
-            f"nullif(trim(regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')), '') else {value} end"
-        )
-        kept.append(f'{tidy} as "{column}"')
+        kept.append(f'case when s.{flag} is null then {tidied_text(value)} end as "{column}"')
     # Problems are rare: one search over a row's values joined (bytes bound the characters from above)
     # picks the suspect rows, and only those are examined column by column.
     values = ", ".join(f's."{c}"' for c, _, _ in columns)
@@ -307,6 +302,13 @@ def guard_text(
     )
     scratch.drop(f"{stage}_checked")
     return text_rejects
+
+
+def tidied_text(value: str) -> str:
+    """SQL for a text value as `guard_text` keeps it: tabs and line breaks made spaces, and trimmed then."""
+    breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
+    spaced = f"regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')"
+    return f"case when {breaks} then nullif(trim({spaced}), '') else {value} end"
 
 
 def text_columns(
@@ -471,9 +473,12 @@ def write_identifiers(
         table,
         normalised,
         scope,
+        # Each value's first row, by a hash aggregate rather than a sort of every row.
         lambda rows: (
-            f"""select {columns} from ({rows}) qualify row_number() over (
-                            partition by source, source_record_id, id_type, id_value order by file, row_number) = 1"""
+            f"""select source, source_record_id, id_type, id_value, first.file, first.row_number
+                         from (select source, source_record_id, id_type, id_value,
+                                      min({{'file': file, 'row_number': row_number}}) as first
+                               from ({rows}) group by source, source_record_id, id_type, id_value)"""
         ),
     )
 
@@ -921,16 +926,28 @@ def _event_id_sql(s: SourceConfig) -> str:
     return f"coalesce({event_id}, _file || ':' || _row_number::varchar)"
 
 
-def _repeats_kept_event(sql: Sql, stage: str, deduped: Sequence[SourceConfig], scope: str) -> bool:
+def _repeats_kept_event(sql: Sql, role: str, stage: str, deduped: Sequence[SourceConfig], scope: str) -> bool:
     """Whether a staged row carries the event id of a row in a file this run keeps: which copy is the
-    event then depends on rows not read again, so the role is cleaned whole."""
+    event then depends on rows not read again, so the role is cleaned whole.
+
+    Ids are compared as `guard_text` keeps them. A kept row is cleaned (its id is in the role's table) or
+    quarantined whole; only the raw rows of the latter are read again, not every kept raw row."""
+    names = ", ".join(sql_literal(s.name) for s in deduped)
+    new_ids = f"(select distinct source, {tidied_text('event_id')} as event_id from {stage})"
+    other_files = f"anti join {scope} f on f.source = t.source and f.file = t.file"
+    rejected = f"""(select distinct source, file, row_number from clean.{role}_quarantine t {other_files}
+                    where scope = 'row' and source in ({names}))"""
     kept = " union all ".join(
-        f"""select {sql_literal(s.name)} as source, {_event_id_sql(s)} as event_id
-            from {ensure_raw_table(sql, s)} r
-            where not exists (select 1 from {scope} f where f.source = {sql_literal(s.name)} and f.file = r._file)"""
-        for s in deduped
+        [
+            f"select source, event_id from {ACTIVITY_TABLES[role].name} t {other_files} where source in ({names})",
+            *(
+                f"""select {sql_literal(s.name)} as source, {tidied_text(_event_id_sql(s))} as event_id
+                    from {raw_rows_at(sql, s, rejected)}"""
+                for s in deduped
+            ),
+        ]
     )
-    return bool(sql.value(f"select exists (select 1 from {stage} n semi join ({kept}) k using (source, event_id))"))
+    return bool(sql.value(f"select exists (select 1 from {new_ids} n semi join ({kept}) k using (source, event_id))"))
 
 
 def _kept_duplicate_of_file_in_scope(sql: Sql, role: str, scope: str) -> bool:
@@ -972,7 +989,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             scope is not None
             and deduped_sources
             and (
-                (read_now and _repeats_kept_event(sql, stage, deduped_sources, scope))
+                (read_now and _repeats_kept_event(sql, role, stage, deduped_sources, scope))
                 or _kept_duplicate_of_file_in_scope(sql, role, scope)
             )
         ):
