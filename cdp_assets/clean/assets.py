@@ -280,24 +280,25 @@ def guard_text(
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
                 from {checked} s {join} where s.{flag} is not null"""
         )
-        kept.append(f'case when s.{flag} is null then {tidied_text(value)} end as "{column}"')
+        kept.append(f'case when p.{flag} is null then {tidied_text(value)} end as "{column}"')
     # Problems are rare: one search over a row's values joined (bytes bound the characters from above)
-    # picks the suspect rows, and only those are examined column by column.
+    # picks the suspect rows, and only those are examined column by column, in a table of their own that
+    # the staged rows are joined with by row id (the staged table is not copied with its flags).
     values = ", ".join(f's."{c}"' for c, _, _ in columns)
     suspect = f"regexp_matches(concat({values}), {_CONTROL}) or " + " or ".join(suspects)
-    rows_ok = " and ".join(f"__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
-    flags = ", ".join(f"__problem_{i}" for i in range(len(columns)))
+    rows_ok = " and ".join(f"p.__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
     sql.create_table_as(
         checked,
         f"""select s.* exclude (__suspect), {", ".join(problems)}
-            from (select s.*, coalesce({suspect}, false) as __suspect from {staged} s) s""",
+            from (select s.*, s.rowid as __row, coalesce({suspect}, false) as __suspect from {staged} s) s
+            where __suspect""",
         temporary=True,
     )
     sql.create_table_as(text_rejects, " union all ".join(checks), temporary=True)
     sql.create_table_as(
         staged,
-        f"""select s.* exclude ({flags}) replace ({", ".join(kept)})
-            from {checked} s where {rows_ok}""",
+        f"""select s.* replace ({", ".join(kept)})
+            from {staged} s left join {checked} p on p.__row = s.rowid where {rows_ok}""",
         temporary=True,
     )
     scratch.drop(f"{stage}_checked")
