@@ -650,6 +650,28 @@ _PERSON_VALUE_REJECTS = [
 ]
 
 
+# A record's latest version: the last updated, then (one update time in several files) the later file name
+# and line. What the landing files hold decides, never when they were loaded, so the same files give the
+# same profiles whatever order they arrived in.
+_LATEST_VERSION = (
+    "row_number() over (partition by source, source_record_id "
+    "order by updated_at desc nulls last, file desc, row_number desc) = 1"
+)
+
+
+def _mark_older_versions(sql: Sql) -> None:
+    """Set `is_latest` false on every person record row but its record's latest version, in a table whose
+    rows are all marked latest: only the records with several rows are sorted."""
+    records = tables.PERSON_RECORDS.name
+    sql.execute(
+        f"""update {records} t set is_latest = false
+            from (select p.rowid as row_id, {_LATEST_VERSION} as latest from {records} p
+                  semi join (select source, source_record_id from {records} group by all having count(*) > 1) d
+                    on d.source = p.source and d.source_record_id = p.source_record_id) o
+            where not o.latest and t.rowid = o.row_id"""
+    )
+
+
 def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dict[str, int]:
     """Bring `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine up to
     the raw tables: the rows of new and changed files cleaned, those of files gone removed, the rest kept
@@ -752,15 +774,10 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         def map_for(field: str, table: str) -> str:
             return table if field in mapped else f"(select * from {table} where false)"
 
-        # A record's latest version: the last updated, then (one update time in several files) the later file
-        # name and line. What the landing files hold decides, never when they were loaded, so the same files
-        # give the same profiles whatever order they arrived in.
-        # Decided for the records this run's files touch only (redecide_records).
-        redecide_records(
-            sql,
-            scratch,
-            tables.PERSON_RECORDS,
-            f"""
+        # On a full run every row is written as latest and the records with several rows decided after (a
+        # sort of the key columns of those few, not of every row); otherwise the records this run's files
+        # touch are decided again (redecide_records).
+        cleaned_rows = f"""
             select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
                 nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
                                  coalesce(n3.name, fn.last)), '') as full_name,
@@ -789,14 +806,19 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             left join {map_for("date_of_birth", scratch("dob_map"))} dm
                    on dm.raw = s.date_of_birth and dm.source = s.source
             where s.source_record_id is not null
-            """,
-            scope,
-            lambda rows: (
-                f"""select *, row_number() over (partition by source, source_record_id
-                                 order by updated_at desc nulls last, file desc, row_number desc) = 1 as is_latest
-                             from ({rows})"""
-            ),
-        )
+            """
+        if scope is None:
+            tables.PERSON_RECORDS.replace(sql, f"select *, true as is_latest from ({cleaned_rows})")
+            _mark_older_versions(sql)
+        else:
+            redecide_records(
+                sql,
+                scratch,
+                tables.PERSON_RECORDS,
+                cleaned_rows,
+                scope,
+                lambda rows: f"select *, {_LATEST_VERSION} as is_latest from ({rows})",
+            )
         consent_selects = [
             f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
             f"updated_ts as stated_at, file, row_number from {stage} "
