@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -95,10 +96,13 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: list[Any]) -> l
 def validation_frame(table: pa.Table) -> pd.DataFrame:
     """A frame for validate_frame: text as Arrow strings (pandas tests them for nulls and patterns without
     a Python object per value), numbers as NumPy (Great Expectations compares only NumPy int64 and float64
-    columns vectorised, any other type one value at a time in Python)."""
+    columns vectorised, any other type one value at a time in Python).
 
-    def strings(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
+    The text is pandas' own `str` type (Arrow-backed), not an `ArrowDtype`: the regex expectation casts
+    its column to `str` first, which for an `ArrowDtype` column goes through a Python object per value."""
+
+    def strings(arrow_type: pa.DataType) -> pd.StringDtype | None:
         text = pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-        return pd.ArrowDtype(arrow_type) if text else None
+        return pd.StringDtype("pyarrow", na_value=np.nan) if text else None
 
     return table.to_pandas(types_mapper=strings)
