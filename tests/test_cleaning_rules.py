@@ -389,3 +389,6 @@ def test_the_suite_finds_every_bad_value_in_a_frame():
     assert unexpected[("expect_column_values_to_match_regex", "country")] == 1
     assert unexpected[("expect_column_values_to_be_between", "birth_year")] == 1
     assert sum(unexpected.values()) == 5
+    examples = {(o.expectation, o.column): o.unexpected_examples for o in outcomes}
+    assert examples[("expect_column_values_to_match_regex", "phone")] == ["4155550147"]
+    assert examples[("expect_column_values_to_match_regex", "country")] == ["us"]

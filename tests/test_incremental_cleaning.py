@@ -121,10 +121,126 @@ def test_events_are_cleaned_by_file_and_a_repeated_message_id_cleans_them_whole(
         == 1
     )
 
+    def assert_full_cleaning(name: str) -> None:
+        with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+            incremental = _event_rows(conn)
+            copy = tmp_path / f"{name}.duckdb"
+            copy_database(Sql(conn), copy)
+        with duckdb.connect(str(copy)) as full_conn:
+            clean_activity(Sql(full_conn), platform.config, "events", full=True)
+            assert _event_rows(full_conn) == incremental
+
+    assert_full_cleaning("repeated")
+
+    # The file holding an event's first copy gone (its raw rows removed): the later copy is the event.
+    # Another copy of the new event (written compactly: a file of the same content is the same file).
+    (web / "zz_delta_3.jsonl").write_text(json.dumps(fresh, separators=(",", ":")) + "\n")
+    assert platform.refresh().success
     with duckdb.connect(str(platform.config.warehouse_path)) as conn:
-        incremental = _event_rows(conn)
-        copy = tmp_path / "full_events.duckdb"
+        conn.execute("delete from raw.web_events where _file like '%zz_delta_1.jsonl'")
+        clean_activity(Sql(conn), platform.config, "events")
+    assert platform.sql("select file from clean.events where event_id = 'msg-new-1'") == [("web/zz_delta_3.jsonl",)]
+    assert_full_cleaning("first_copy_gone")
+
+
+PERSON_TABLES_STAMPED = {**TABLES, "clean.person_quarantine": "*"}
+
+
+def _equals_full_cleaning(platform, tmp_path, name: str) -> dict[str, list[tuple]]:
+    """The person tables now, asserted equal to a full cleaning of a copy of the warehouse (quarantine
+    stamps included: a full cleaning keeps every stamp a file loaded before it was given)."""
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        incremental = {
+            t: conn.execute(f"select {c} from {t} order by all").fetchall() for t, c in PERSON_TABLES_STAMPED.items()
+        }
+        copy = tmp_path / f"{name}.duckdb"
         copy_database(Sql(conn), copy)
     with duckdb.connect(str(copy)) as full_conn:
-        clean_activity(Sql(full_conn), platform.config, "events", full=True)
-        assert _event_rows(full_conn) == incremental
+        clean_person_records(Sql(full_conn), platform.config, full=True)
+        full = {
+            t: full_conn.execute(f"select {c} from {t} order by all").fetchall()
+            for t, c in PERSON_TABLES_STAMPED.items()
+        }
+    for table in PERSON_TABLES_STAMPED:
+        assert incremental[table] == full[table], table
+    return incremental
+
+
+def test_record_decisions_across_files_are_those_of_a_full_cleaning(tmp_path, instance, destination_server):
+    """Latest versions, identifiers recorded once and quarantine stamps are decided again for the records
+    a run's files touch: a later version in a new file, one update time in two files, a file gone whose
+    record's older version is latest again, an identifier whose first row goes, a changed file's rejects."""
+    platform = make_platform(tmp_path, instance, destination_server.url, people=150)
+    person_sources = [dg.AssetKey(["raw", s.name]) for s in platform.config.sources_with_role("person")]
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+
+    def clean_new_files() -> None:
+        assert job.execute_in_process(instance=instance, asset_selection=[*person_sources, PERSON_RECORDS]).success
+
+    def clean_without(file: str) -> None:
+        """The file's raw rows gone (as retention removes them), then cleaning run."""
+        with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+            conn.execute("delete from raw.crm_contacts where _file = ?", [file])
+            clean_person_records(Sql(conn), platform.config)
+
+    def latest(record: str) -> tuple:
+        return platform.sql(
+            "select last_name, file from clean.person_records where source = 'crm_contacts' "
+            "and source_record_id = ? and is_latest",
+            [record],
+        )[0]
+
+    def email_rows(record: str) -> list[tuple]:
+        return platform.sql(
+            "select file from clean.person_identifiers where source = 'crm_contacts' and source_record_id = ? "
+            "and id_type = 'email' order by all",
+            [record],
+        )
+
+    clean_new_files()
+    crm = platform.folder / "landing" / "crm"
+    row = "{id},{first},{last},{email},,,,,,US,,true,{at}\n"
+    (crm / "a_first.csv").write_text(
+        CRM_HEADER
+        + row.format(id="X-1", first="Xu", last="Older", email="xu@example.org", at="2026-01-01T00:00:00Z")
+        + row.format(id="T-1", first="Tia", last="InA", email="tia@example.org", at="2026-01-05T00:00:00Z")
+        + row.format(id="Q-1", first="Quin", last="Bad", email="quin@", at="2026-01-01T00:00:00Z")
+    )
+    (crm / "b_second.csv").write_text(
+        CRM_HEADER
+        + row.format(id="X-1", first="Xu", last="Newer", email="xu@example.org", at="2026-02-01T00:00:00Z")
+        + row.format(id="T-1", first="Tia", last="InB", email="tia@example.org", at="2026-01-05T00:00:00Z")
+    )
+    clean_new_files()
+    assert latest("X-1") == ("Newer", "crm/b_second.csv")
+    assert latest("T-1") == ("InB", "crm/b_second.csv")  # one update time: the later file
+    assert email_rows("X-1") == [("crm/a_first.csv",)]  # recorded once, from its first row
+    stamps = _equals_full_cleaning(platform, tmp_path, "both")["clean.person_quarantine"]
+
+    # The later version's file gone: the older version is latest again.
+    clean_without("crm/b_second.csv")
+    assert latest("X-1") == ("Older", "crm/a_first.csv")
+    assert latest("T-1") == ("InA", "crm/a_first.csv")
+    _equals_full_cleaning(platform, tmp_path, "without_b")
+
+    # Back, then the first file gone: the identifier is recorded from the row that is now its first.
+    (crm / "b_second.csv").write_text((crm / "b_second.csv").read_text())
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        conn.execute("delete from meta.loaded_files where file = 'crm/b_second.csv'")
+    clean_new_files()
+    clean_without("crm/a_first.csv")
+    assert email_rows("X-1") == [("crm/b_second.csv",)]
+    assert email_rows("T-1") == [("crm/b_second.csv",)]
+    _equals_full_cleaning(platform, tmp_path, "without_a")
+
+    # A changed file's rejects are stamped again; every other reject keeps its stamp.
+    (crm / "a_first.csv").write_text(
+        CRM_HEADER + row.format(id="Q-1", first="Quin", last="Bad", email="quin@@", at="2026-03-01T00:00:00Z")
+    )
+    clean_new_files()
+    now = _equals_full_cleaning(platform, tmp_path, "changed")["clean.person_quarantine"]
+    before = {r[:-1]: r[-1] for r in stamps if r[2] != "crm/a_first.csv"}
+    after = {r[:-1]: r[-1] for r in now if r[2] != "crm/a_first.csv"}
+    assert after == before
+    (changed,) = [r for r in now if r[2] == "crm/a_first.csv" and r[5] == "quin@@"]
+    assert changed[-1] > max(before.values())

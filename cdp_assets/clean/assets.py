@@ -124,8 +124,10 @@ def files_to_clean(
     every row is cleaned afresh: asked for, the first run, or other cleaning settings than last time.
 
     Cleaning is incremental by file: the rows of a file are cleaned once, and kept until the file changes.
-    Everything decided across files (a record's latest version, identifiers recorded once, quarantine
-    stamps) is decided again over the kept and the new rows, so the tables are those a full run gives."""
+    What is decided across files (a record's latest version, identifiers recorded once) is decided again
+    only for the records a file in scope touches (see `redecide_records`), and quarantine stamps only for
+    the rejects of those files, so a run costs what its files hold and the tables are those a full run
+    gives."""
     current = scratch("raw_files")
     stats = [
         f"select {sql_literal(s.name)} as source, _file as file, max(_loaded_at) as loaded_at "
@@ -173,13 +175,67 @@ def raw_rows(sql: Sql, source: SourceConfig, scope: str | None) -> str:
     )
 
 
-def kept_rows(table: str, scope: str | None, columns: str = "*") -> str:
-    """A union-all branch: `table`'s rows of the files this run does not read again, or nothing on a
-    full run."""
+def raw_rows_at(sql: Sql, source: SourceConfig, rows: str) -> str:
+    """The source's raw rows at the places `rows(source, file, row_number)` names: kept rows read again."""
+    return f"""(select r.* from {ensure_raw_table(sql, source)} r semi join {rows} k
+                on k.source = {sql_literal(source.name)} and k.file = r._file and k.row_number = r._row_number)"""
+
+
+def replace_files(sql: Sql, table: tables.Table, select_sql: str, scope: str | None) -> None:
+    """`table` rebuilt from `select_sql` (the rows of the files in `scope`): the rows of those files
+    replaced and the other files' rows left as they are, or the whole table on a full run."""
     if scope is None:
-        return ""
-    other_files = f"anti join {scope} f on f.source = t.source and f.file = t.file"
-    return f" union all by name select {columns} from {table} t {other_files}"
+        table.replace(sql, select_sql)
+        return
+    # Held before the delete: the new rows may be derived from the rows they replace (quarantine stamps).
+    new = f"{table.name.replace('.', '_')}__files_new"
+    sql.create_table_as(new, select_sql, temporary=True)
+    sql.execute(f"delete from {table.name} t using {scope} f where f.source = t.source and f.file = t.file")
+    table.insert(sql, f"select * from {new}")
+    sql.drop_table(new)
+
+
+def redecide_records(
+    sql: Sql,
+    scratch: Scratch,
+    table: tables.Table,
+    new_rows: str,
+    scope: str | None,
+    decide: Callable[[str], str],
+) -> None:
+    """`table` holding `decide` over every row of each record (source, source_record_id): a decision
+    across a record's rows in several files (its latest version, an identifier recorded once).
+
+    On a full run `decide` runs over `new_rows`. Otherwise it runs only for the records touched, those of
+    `new_rows` (the rows of the files in `scope`) and those with a row in one of the files: over their
+    new rows and their kept rows of the other files; every other record's rows stay as they are. So a
+    run costs what its files hold, and leaves the table a full run gives."""
+    if scope is None:
+        table.replace(sql, decide(new_rows))
+        return
+    name = table.name.replace(".", "_")
+    new, touched, decided = scratch(f"{name}_new"), scratch(f"{name}_touched"), scratch(f"{name}_decided")
+    sql.create_table_as(new, new_rows, temporary=True)
+    sql.create_table_as(
+        touched,
+        f"""select source, source_record_id from {new}
+            union
+            select t.source, t.source_record_id from {table.name} t
+            semi join {scope} f on f.source = t.source and f.file = t.file""",
+        temporary=True,
+    )
+    columns = ", ".join(c for c in sql.columns(f"select * from {new}"))
+    kept = f"""select {columns} from {table.name} t
+               semi join {touched} k on k.source = t.source and k.source_record_id = t.source_record_id
+               anti join {scope} f on f.source = t.source and f.file = t.file"""
+    sql.create_table_as(decided, decide(f"select * from {new} union all by name {kept}"), temporary=True)
+    sql.execute(
+        f"""delete from {table.name} t using {touched} k
+            where k.source = t.source and k.source_record_id = t.source_record_id"""
+    )
+    table.insert(sql, f"select * from {decided}")
+    for step_table in (f"{name}_new", f"{name}_touched", f"{name}_decided"):
+        scratch.drop(step_table)
 
 
 # --------------------------------------------------------------------------- free text (all roles)
@@ -224,33 +280,36 @@ def guard_text(
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
                 from {checked} s {join} where s.{flag} is not null"""
         )
-        breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
-        tidy = (
-            f"case when s.{flag} is not null then null when {breaks} then "
-            f"nullif(trim(regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')), '') else {value} end"
-        )
-        kept.append(f'{tidy} as "{column}"')
+        kept.append(f'case when p.{flag} is null then {tidied_text(value)} end as "{column}"')
     # Problems are rare: one search over a row's values joined (bytes bound the characters from above)
-    # picks the suspect rows, and only those are examined column by column.
+    # picks the suspect rows, and only those are examined column by column, in a table of their own that
+    # the staged rows are joined with by row id (the staged table is not copied with its flags).
     values = ", ".join(f's."{c}"' for c, _, _ in columns)
     suspect = f"regexp_matches(concat({values}), {_CONTROL}) or " + " or ".join(suspects)
-    rows_ok = " and ".join(f"__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
-    flags = ", ".join(f"__problem_{i}" for i in range(len(columns)))
+    rows_ok = " and ".join(f"p.__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
     sql.create_table_as(
         checked,
         f"""select s.* exclude (__suspect), {", ".join(problems)}
-            from (select s.*, coalesce({suspect}, false) as __suspect from {staged} s) s""",
+            from (select s.*, s.rowid as __row, coalesce({suspect}, false) as __suspect from {staged} s) s
+            where __suspect""",
         temporary=True,
     )
     sql.create_table_as(text_rejects, " union all ".join(checks), temporary=True)
     sql.create_table_as(
         staged,
-        f"""select s.* exclude ({flags}) replace ({", ".join(kept)})
-            from {checked} s where {rows_ok}""",
+        f"""select s.* replace ({", ".join(kept)})
+            from {staged} s left join {checked} p on p.__row = s.rowid where {rows_ok}""",
         temporary=True,
     )
     scratch.drop(f"{stage}_checked")
     return text_rejects
+
+
+def tidied_text(value: str) -> str:
+    """SQL for a text value as `guard_text` keeps it: tabs and line breaks made spaces, and trimmed then."""
+    breaks = " or ".join(f"contains({value}, chr({c}))" for c in (9, 10, 13))
+    spaced = f"regexp_replace({value}, {sql_literal(rules.LINE_BREAKS)}, ' ', 'g')"
+    return f"case when {breaks} then nullif(trim({spaced}), '') else {value} end"
 
 
 def text_columns(
@@ -281,11 +340,16 @@ _TEXT_REJECTS = "select 'clean' as stage, * from {rejects}"
 
 
 def stage_identifiers(
-    sql: Sql, scratch: Scratch, sources: Sequence[SourceConfig], config: CDPConfig, scope: str | None = None
+    sql: Sql,
+    scratch: Scratch,
+    sources: Sequence[SourceConfig],
+    config: CDPConfig,
+    scope: str | None = None,
+    rows: str | None = None,
 ) -> tuple[str, str]:
     """The step's table `identifier_stage`: one row per (record row, identifier) with the raw value, its text
-    guarded like every other field's, of the raw rows of the files in `scope` (all, if None); the names of
-    that table and of its text rejects."""
+    guarded like every other field's, of the raw rows of the files in `scope` (all, if None), or of the raw
+    rows `rows(source, file, row_number)` names; the names of that table and of its text rejects."""
     selects = []
     for source in sources:
         # One row per identifier of each raw row, from one parse of the row's JSON.
@@ -301,12 +365,13 @@ def stage_identifiers(
                 f"{{'id_type': {sql_literal(ident.type)}, 'kind': {sql_literal(kind)}, "
                 f"'field': {sql_literal(ident.path)}, 'raw': {expr}}}"
             )
+        read = raw_rows(sql, source, scope) if rows is None else raw_rows_at(sql, source, rows)
         if items:
             selects.append(
                 f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, region from (
                     select {sql_literal(source.name)} as source, _file as file, _row_number as row_number,
                         {sql_literal(source.default_country)} as region, unnest([{", ".join(items)}]) as i
-                    from (select *, {extracted_sql(source)} as __values from {raw_rows(sql, source, scope)}))"""
+                    from (select *, {extracted_sql(source)} as __values from {read}))"""
             )
     if not selects:
         selects = [
@@ -377,32 +442,92 @@ def _identifier_reason() -> str:
 
 
 def write_identifiers(
-    sql: Sql, role: str, accepted_rows: str, identifiers: str, maps: Mapping[str, str], scope: str | None = None
+    sql: Sql,
+    scratch: Scratch,
+    role: str,
+    accepted_rows: str,
+    identifiers: str,
+    maps: Mapping[str, str],
+    scope: str | None = None,
 ) -> None:
-    """`clean.<role>_identifiers`: normalised identifiers of accepted rows, one row per record and value.
+    """`clean.<role>_identifiers`: normalised identifiers of accepted rows, each value of a record once,
+    from its first row by file and line.
 
-    `identifiers` is the staged identifier table (see `stage_identifiers`), `maps` the normalisers' maps;
-    with a `scope` (files_to_clean), the rows of the other files are kept as they are."""
+    `identifiers` is the staged identifier table (see `stage_identifiers`), `accepted_rows` the rows it
+    belongs to, `maps` the normalisers' maps. With a `scope` (files_to_clean) only the records touched
+    are decided again (see redecide_records); a record whose recorded row is in a file of the scope must
+    have its rows of the other files staged too (see `rows_to_restage`), as the table holds first rows only."""
     values = " ".join(f"when '{kind}' then m_{kind}.{column}" for kind, (column, _) in _identifier_maps().items())
     table = tables.IDENTIFIERS[role]
     columns = "source, source_record_id, id_type, id_value, file, row_number"
-    table.replace(
-        sql,
-        f"""
-        with normalised as (
+    normalised = f"""
+        select {columns} from (
             select a.source, a.source_record_id, i.id_type, i.file, i.row_number,
                 case i.kind {values} else nullif(trim(i.raw), '') end as id_value
             from {identifiers} i
             join ({accepted_rows}) a using (source, file, row_number)
             {_identifier_joins(maps)}
-        )
-        select {columns} from (
-            select {columns} from normalised where id_value is not null{kept_rows(table.name, scope, columns)}
-        )
-        qualify row_number() over (
-            partition by source, source_record_id, id_type, id_value order by file, row_number) = 1
-        """,
+        ) where id_value is not null"""
+    redecide_records(
+        sql,
+        scratch,
+        table,
+        normalised,
+        scope,
+        # Each value's first row, by a hash aggregate rather than a sort of every row.
+        lambda rows: (
+            f"""select source, source_record_id, id_type, id_value, first.file, first.row_number
+                         from (select source, source_record_id, id_type, id_value,
+                                      min({{'file': file, 'row_number': row_number}}) as first
+                               from ({rows}) group by source, source_record_id, id_type, id_value)"""
+        ),
     )
+
+
+def rows_to_restage(sql: Sql, scratch: Scratch, role: str, accepted: str, scope: str | None) -> str | None:
+    """The step's table `restage(source, file, row_number, source_record_id)`: the accepted rows (of table
+    `accepted`) in files outside `scope` of the records with an identifier recorded from a file in it.
+
+    The identifiers table keeps a value's first row only: when that row's file changes or goes, a later
+    row of another file may hold the value first, and only its raw row says so. None when no record is
+    in that case (a run of new files only), or on a full run."""
+    if scope is None:
+        return None
+    restage = scratch("restage")
+    in_scope = f"semi join {scope} f on f.source = t.source and f.file = t.file"
+    sql.create_table_as(
+        restage,
+        f"""select t.source, t.file, t.row_number, t.source_record_id from {accepted} t
+            semi join (select source, source_record_id from {tables.IDENTIFIERS[role].name} t {in_scope}) k
+                on k.source = t.source and k.source_record_id = t.source_record_id
+            anti join {scope} f on f.source = t.source and f.file = t.file""",
+        temporary=True,
+    )
+    return restage if sql.value(f"select count(*) from {restage}") else None
+
+
+def identifier_rows(
+    sql: Sql,
+    scratch: Scratch,
+    sources: Sequence[SourceConfig],
+    config: CDPConfig,
+    role: str,
+    accepted: str,
+    scope: str | None,
+) -> tuple[str, str, str, str]:
+    """The identifiers a run cleans: (those staged from the files in `scope`, whose rejects it quarantines;
+    those and the identifiers of the rows `rows_to_restage` finds, which it records; the text rejects;
+    the accepted rows read again, as a select of (source, file, row_number, source_record_id))."""
+    staged, text_rejects = stage_identifiers(sql, scratch, sources, config, scope)
+    restage = rows_to_restage(sql, scratch, role, accepted, scope)
+    if restage is None:
+        none = "select null::varchar source, null::varchar file, null::bigint row_number"
+        return staged, staged, text_rejects, f"{none}, null::varchar source_record_id where false"
+    every = scratch("identifier_rows")
+    with sql.scratch(f"restage_{role}") as again:
+        kept, _ = stage_identifiers(sql, again, sources, config, rows=restage)
+        sql.create_table_as(every, f"select * from {staged} union all by name select * from {kept}", temporary=True)
+    return staged, every, text_rejects, f"select * from {restage}"
 
 
 def _identifier_rejects(identifiers: str, maps: Mapping[str, str]) -> str:
@@ -421,8 +546,8 @@ def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str], scope: str
 
     A reject already recorded keeps its first `quarantined_at`, so a re-run over the same files does not
     make old rejects look new; a reject from a file loaded again since (a changed file) is stamped now.
-    With a `scope` (files_to_clean), `rejects_sql` are the rejects of its files, and the other files'
-    rejects are kept as they are.
+    With a `scope` (files_to_clean), `rejects_sql` are the rejects of its files: they replace those files'
+    rejects, stamped from them, and the other files' rejects are kept as they are.
     """
     table = tables.CLEAN_QUARANTINE[role]
     reject = {column: kind for column, kind in table.columns.items() if column != "quarantined_at"}
@@ -437,8 +562,12 @@ def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str], scope: str
             """,
             temporary=True,
         )
-        table.replace(
+        recorded = f"clean.{role}_quarantine"
+        if scope is not None:
+            recorded = f"(select * from {recorded} t semi join {scope} f on f.source = t.source and f.file = t.file)"
+        replace_files(
             sql,
+            table,
             f"""
             select n.*, coalesce(
                        case when f.loaded_at is null or o.first_at >= f.loaded_at then o.first_at end,
@@ -446,14 +575,14 @@ def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str], scope: str
             from {now} n
             left join (select stage, source, file, row_number, field, value, reason, scope,
                               min(quarantined_at) as first_at
-                       from clean.{role}_quarantine group by all) o
+                       from {recorded} group by all) o
               on o.stage = n.stage and o.source = n.source and o.file is not distinct from n.file
              and o.row_number is not distinct from n.row_number and o.field is not distinct from n.field
              and o.value is not distinct from n.value and o.reason is not distinct from n.reason
              and o.scope = n.scope
             left join meta.loaded_files f on f.source = n.source and f.file = n.file
-            {kept_rows(table.name, scope)}
             """,
+            scope,
         )
 
 
@@ -521,6 +650,28 @@ _PERSON_VALUE_REJECTS = [
 ]
 
 
+# A record's latest version: the last updated, then (one update time in several files) the later file name
+# and line. What the landing files hold decides, never when they were loaded, so the same files give the
+# same profiles whatever order they arrived in.
+_LATEST_VERSION = (
+    "row_number() over (partition by source, source_record_id "
+    "order by updated_at desc nulls last, file desc, row_number desc) = 1"
+)
+
+
+def _mark_older_versions(sql: Sql) -> None:
+    """Set `is_latest` false on every person record row but its record's latest version, in a table whose
+    rows are all marked latest: only the records with several rows are sorted."""
+    records = tables.PERSON_RECORDS.name
+    sql.execute(
+        f"""update {records} t set is_latest = false
+            from (select p.rowid as row_id, {_LATEST_VERSION} as latest from {records} p
+                  semi join (select source, source_record_id from {records} group by all having count(*) > 1) d
+                    on d.source = p.source and d.source_record_id = p.source_record_id) o
+            where not o.latest and t.rowid = o.row_id"""
+    )
+
+
 def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dict[str, int]:
     """Bring `clean.person_records`, `clean.consent_statements`, person identifiers and quarantine up to
     the raw tables: the rows of new and changed files cleaned, those of files gone removed, the rest kept
@@ -554,8 +705,10 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                from {stage} s left join {country_map} c on c.raw = s.country""",
             temporary=True,
         )
-        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config, scope)
-        maps = build_identifier_maps(sql, scratch, identifiers, stage)
+        identifiers, recorded, identifier_text_rejects, restaged = identifier_rows(
+            sql, scratch, sources, config, "person", tables.PERSON_RECORDS.name, scope
+        )
+        maps = build_identifier_maps(sql, scratch, recorded, stage)
         register_map(
             sql,
             scratch("fullname_map"),
@@ -621,17 +774,10 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         def map_for(field: str, table: str) -> str:
             return table if field in mapped else f"(select * from {table} where false)"
 
-        # A record's latest version: the last updated, then (one update time in several files) the later file
-        # name and line. What the landing files hold decides, never when they were loaded, so the same files
-        # give the same profiles whatever order they arrived in.
-        records = tables.PERSON_RECORDS.name
-        tables.PERSON_RECORDS.replace(
-            sql,
-            f"""
-            select *, row_number() over (partition by source, source_record_id
-                                         order by updated_at desc nulls last, file desc, row_number desc) = 1
-                    as is_latest
-            from (
+        # On a full run every row is written as latest and the records with several rows decided after (a
+        # sort of the key columns of those few, not of every row); otherwise the records this run's files
+        # touch are decided again (redecide_records).
+        cleaned_rows = f"""
             select s.source, s.source_record_id, s.file, s.row_number, s.loaded_at, s.trust,
                 nullif(concat_ws(' ', coalesce(n1.name, fn.first), coalesce(n2.name, fn.middle),
                                  coalesce(n3.name, fn.last)), '') as full_name,
@@ -660,18 +806,28 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             left join {map_for("date_of_birth", scratch("dob_map"))} dm
                    on dm.raw = s.date_of_birth and dm.source = s.source
             where s.source_record_id is not null
-            {kept_rows(records, scope, "* exclude (is_latest)")}
+            """
+        if scope is None:
+            tables.PERSON_RECORDS.replace(sql, f"select *, true as is_latest from ({cleaned_rows})")
+            _mark_older_versions(sql)
+        else:
+            redecide_records(
+                sql,
+                scratch,
+                tables.PERSON_RECORDS,
+                cleaned_rows,
+                scope,
+                lambda rows: f"select *, {_LATEST_VERSION} as is_latest from ({rows})",
             )
-            """,
-        )
         consent_selects = [
             f"select source, source_record_id, '{p}' as purpose, consent__{p} as raw, "
             f"updated_ts as stated_at, file, row_number from {stage} "
             f"where consent__{p} is not null and source_record_id is not null"
             for p in purposes
         ]
-        tables.CONSENT_STATEMENTS.replace(
+        replace_files(
             sql,
+            tables.CONSENT_STATEMENTS,
             "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
             "c.row_number from ("
             + (
@@ -679,14 +835,15 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                 or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, "
                 "null::varchar raw, null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
             )
-            + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null"
-            + kept_rows(tables.CONSENT_STATEMENTS.name, scope),
+            + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null",
+            scope,
         )
         # The history keeps every statement once, the first time it is read; a statement a later file
         # changes or drops stays in it.
+        read_now_only = "" if scope is None else f"semi join {scope} f on f.source = s.source and f.file = s.file"
         sql.execute(
             f"""insert into {tables.CONSENT_HISTORY.name}
-                select s.*, ? from {tables.CONSENT_STATEMENTS.name} s
+                select s.*, ? from {tables.CONSENT_STATEMENTS.name} s {read_now_only}
                 where not exists (
                     select 1 from {tables.CONSENT_HISTORY.name} h
                     where h.source = s.source and h.source_record_id = s.source_record_id and h.purpose = s.purpose
@@ -695,9 +852,11 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         )
         write_identifiers(
             sql,
+            scratch,
             "person",
-            f"select source, file, row_number, source_record_id from {stage} where source_record_id is not null",
-            identifiers,
+            f"select source, file, row_number, source_record_id from {stage} where source_record_id is not null "
+            f"union all {restaged}",
+            recorded,
             maps,
             scope,
         )
@@ -790,22 +949,49 @@ def _event_id_sql(s: SourceConfig) -> str:
     return f"coalesce({event_id}, _file || ':' || _row_number::varchar)"
 
 
-def _repeats_kept_event(sql: Sql, stage: str, deduped: Sequence[SourceConfig], scope: str) -> bool:
+def _repeats_kept_event(sql: Sql, role: str, stage: str, deduped: Sequence[SourceConfig], scope: str) -> bool:
     """Whether a staged row carries the event id of a row in a file this run keeps: which copy is the
-    event then depends on rows not read again, so the role is cleaned whole."""
+    event then depends on rows not read again, so the role is cleaned whole.
+
+    Ids are compared as `guard_text` keeps them. A kept row is cleaned (its id is in the role's table) or
+    quarantined whole; only the raw rows of the latter are read again, not every kept raw row."""
+    names = ", ".join(sql_literal(s.name) for s in deduped)
+    new_ids = f"(select distinct source, {tidied_text('event_id')} as event_id from {stage})"
+    other_files = f"anti join {scope} f on f.source = t.source and f.file = t.file"
+    rejected = f"""(select distinct source, file, row_number from clean.{role}_quarantine t {other_files}
+                    where scope = 'row' and source in ({names}))"""
     kept = " union all ".join(
-        f"""select {sql_literal(s.name)} as source, {_event_id_sql(s)} as event_id
-            from {ensure_raw_table(sql, s)} r
-            where not exists (select 1 from {scope} f where f.source = {sql_literal(s.name)} and f.file = r._file)"""
-        for s in deduped
+        [
+            f"select source, event_id from {ACTIVITY_TABLES[role].name} t {other_files} where source in ({names})",
+            *(
+                f"""select {sql_literal(s.name)} as source, {tidied_text(_event_id_sql(s))} as event_id
+                    from {raw_rows_at(sql, s, rejected)}"""
+                for s in deduped
+            ),
+        ]
     )
-    return bool(sql.value(f"select exists (select 1 from {stage} n semi join ({kept}) k using (source, event_id))"))
+    return bool(sql.value(f"select exists (select 1 from {new_ids} n semi join ({kept}) k using (source, event_id))"))
+
+
+def _kept_duplicate_of_file_in_scope(sql: Sql, role: str, scope: str) -> bool:
+    """Whether a row of a kept file was quarantined as a later copy of an event in a file this run reads
+    again or removes: which copy is the event then changes with rows not read again."""
+    return bool(
+        sql.value(
+            f"""select exists (
+                select 1 from clean.{role}_quarantine q
+                anti join {scope} k on k.source = q.source and k.file = q.file
+                join {scope} f on f.source = q.source
+                 and starts_with(q.reason, 'duplicate event id: already delivered in ' || f.file || ' line '))"""
+        )
+    )
 
 
 def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -> dict[str, int]:
     """Bring `clean.events` or `clean.transactions`, their identifiers and quarantine up to the raw tables,
     by file as clean_person_records does: only new and changed files read unless `full`, the settings
-    changed, or a new row repeats the event id of a kept one (then which copy counts is decided afresh).
+    changed, a new row repeats the event id of a kept one or a kept row repeats one of a file read again
+    or gone (then which copy counts is decided afresh).
 
     The staged rows and the identifier maps are the step's own tables, dropped when it ends."""
     sources = config.sources_with_role(role)
@@ -821,12 +1007,14 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
         )
         read_now = int(sql.value(f"select count(*) from {stage}"))
-        # Only new rows can repeat a kept event: with none (a run with no new file) the kept files are not read.
+        # A new row can repeat a kept event, and a kept row one of a file in scope: then every row is read again.
         if (
-            read_now
-            and scope is not None
+            scope is not None
             and deduped_sources
-            and _repeats_kept_event(sql, stage, deduped_sources, scope)
+            and (
+                (read_now and _repeats_kept_event(sql, role, stage, deduped_sources, scope))
+                or _kept_duplicate_of_file_in_scope(sql, role, scope)
+            )
         ):
             scope = None
             sql.create_table_as(
@@ -869,14 +1057,18 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
         )
         table = ACTIVITY_TABLES[role]
         columns = table.projection({"currency": "upper(currency)"} if "currency" in table.columns else {})
-        table.replace(sql, f"select {columns} from {stage} where reject_reason is null" + kept_rows(table.name, scope))
-        identifiers, identifier_text_rejects = stage_identifiers(sql, scratch, sources, config, scope)
-        maps = build_identifier_maps(sql, scratch, identifiers)
+        identifiers, recorded, identifier_text_rejects, restaged = identifier_rows(
+            sql, scratch, sources, config, role, table.name, scope
+        )
+        replace_files(sql, table, f"select {columns} from {stage} where reject_reason is null", scope)
+        maps = build_identifier_maps(sql, scratch, recorded)
         write_identifiers(
             sql,
+            scratch,
             role,
-            f"select source, file, row_number, source_record_id from {stage} where reject_reason is null",
-            identifiers,
+            f"select source, file, row_number, source_record_id from {stage} where reject_reason is null "
+            f"union all {restaged}",
+            recorded,
             maps,
             scope,
         )
