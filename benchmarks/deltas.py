@@ -55,8 +55,14 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
     for step, seconds in steps.items():
         prefix = step.split("__")[0]
         stages[prefix if prefix in STAGES else "other"] += seconds
+    failures = [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+        for e in result.all_events
+        if e.is_step_failure and e.event_specific_data is not None and e.event_specific_data.error is not None
+    ]
     figures: dict[str, Any] = {
         "success": result.success,
+        "failures": failures,
         "wall_s": round(wall, 2),
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
         "peak_rss_mb": _max_rss_mb(),
@@ -82,7 +88,10 @@ def run_job(config_path: Path, job_name: str) -> dict[str, Any]:
         out = Path(scratch) / "result.json"
         figures = run_child("benchmarks.deltas", [str(config_path), job_name, str(out)], out, job_name)
     if not figures["success"]:
-        raise RuntimeError(f"{job_name} did not succeed; step times {figures['stages_s']}")
+        raise RuntimeError(
+            f"{job_name} did not succeed: {'; '.join(figures['failures']) or 'no step failed'}; "
+            f"step times {figures['stages_s']}"
+        )
     return figures
 
 
