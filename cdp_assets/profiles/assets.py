@@ -139,18 +139,18 @@ def build_profiles(
     cdp_assets.profiles.incremental), with the same result. `now`: the scheduled time a time-windows
     refresh measures from (see resolve_as_of).
 
-    The per-attribute picks, consent picks and traits are this step's temp tables, dropped when it ends."""
+    The profiles, provenance and the run's record are written in one transaction, full runs included: the
+    next run decides what to recompute from the last recorded run, so a run killed after writing profiles
+    but before recording itself would have it miss changes the killed run made (RFM scores already moved,
+    which segments would never re-evaluate). The per-attribute picks, consent picks and traits are this
+    step's temp tables, dropped when it ends."""
     with sql.scratch("profiles") as tables:
         as_of = resolve_as_of(sql, config, now)
         settings = profile_settings(sql, config, CODE_VERSION)
         plan, affected = plan_run(sql, config, tables, settings, as_of, incremental)
-        if not plan.incremental:
-            _build_profiles(sql, config, tables, plan)
-            run_seq = record_run(sql, plan, settings, run_id, utc_now(), None, [])
-        else:
-            with sql.transaction():
-                changed, every_profile = _build_profiles(sql, config, tables, plan)
-                run_seq = record_run(sql, plan, settings, run_id, utc_now(), changed, every_profile)
+        with sql.transaction():
+            changed, every_profile = _build_profiles(sql, config, tables, plan)
+            run_seq = record_run(sql, plan, settings, run_id, utc_now(), changed, every_profile)
         recomputed = sql.value("select customers_recomputed from meta.profile_runs where run_seq = ?", [run_seq])
         return ProfileRun(as_of, plan.mode, plan.reason, int(recomputed), run_seq, affected)
 
