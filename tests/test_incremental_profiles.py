@@ -1,23 +1,27 @@
 """Profiles and segments recompute only the customers a delta affects, and leave the tables a full
-recomputation gives: profiles, provenance, traits, segment members and their history."""
+recomputation gives: profiles, provenance, traits, segment members and their history; the configured
+share of affected customers above which a run recomputes everyone."""
 
 import random
 import shutil
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from benchmarks.id_stability import _crm_updates, _hold_back, _release
 from cdp_assets.consistency.checks import CHECK_NAME, rebuild
-from cdp_assets.profiles.assets import build_profiles
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from cdp_assets.profiles.assets import GOLDEN_PROFILES, build_profiles
 from cdp_assets.segments.assets import build_membership, segment_key, update_segment
+from resources.config import CDPConfig, ProfilesConfig, load_config
 from resources.sql import Sql
 from sensors.schedules import REBUILD_CHECK_JOB
 from tests.fixtures import make_platform
-
-pytestmark = pytest.mark.dagster
 
 # Each table as compared, in a fixed order; the build stamp is the time a row was written.
 TABLES = {
@@ -38,6 +42,7 @@ def _tables(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
     return {t: conn.execute(f"select {c} from {t} order by all").fetchall() for t, c in TABLES.items()}
 
 
+@pytest.mark.dagster
 def test_a_delta_recomputes_only_affected_customers_and_equals_a_full_recomputation(
     tmp_path, instance, destination_server
 ):
@@ -122,3 +127,51 @@ def test_a_delta_recomputes_only_affected_customers_and_equals_a_full_recomputat
         full = _tables(conn)
     for table in TABLES:
         assert incremental[table] == full[table], table
+
+
+def _with_share(path: Path, share: float) -> CDPConfig:
+    """The configuration at `path` with `profiles.full_recompute_share` set to `share`."""
+    raw = yaml.safe_load(path.read_text())
+    raw.setdefault("profiles", {})["full_recompute_share"] = share
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)
+
+
+@pytest.mark.dagster
+def test_the_configured_share_decides_between_a_scoped_and_a_full_run(tmp_path, instance, destination_server):
+    platform = make_platform(tmp_path, instance, destination_server.url, people=150)
+    landing = platform.folder / "landing"
+    held = _hold_back(landing, share=0.5)
+    assert platform.refresh().success
+
+    # Half of every file again: most customers are affected, more than the default share of 30%. With a
+    # share of 1 the run stays scoped, and changing the share alone forces no full run.
+    _release(held, 1, 1)
+    defs = build_definitions(_with_share(platform.folder / "cdp.yaml", 1.0))
+    large = defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
+    assert large.success
+    customers = platform.scalar("select count(*) from cdp.golden_profiles")
+    metadata = _metadata(large, GOLDEN_PROFILES)
+    assert metadata["mode"] == "incremental", metadata["reason"]
+    assert 0.3 * customers < metadata["customers_recomputed"] < customers
+    check = defs.resolve_job_def(REBUILD_CHECK_JOB).execute_in_process(instance=instance)
+    [evaluation] = [e for e in check.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
+    assert evaluation.passed, evaluation.metadata
+
+    # A few contacts updated, under a share smaller than one customer: everyone is recomputed.
+    _crm_updates(landing, 1, 0.01, random.Random(3))
+    defs = build_definitions(_with_share(platform.folder / "cdp.yaml", 0.001))
+    small = defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
+    assert small.success
+    metadata = _metadata(small, GOLDEN_PROFILES)
+    customers = platform.scalar("select count(*) from cdp.golden_profiles")
+    assert metadata["mode"] == "full"
+    assert metadata["reason"].endswith(f" of {customers} customers affected, over 0.1%"), metadata["reason"]
+    assert metadata["customers_recomputed"] == customers
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("share", [0, -0.1, 1.5])
+def test_the_share_is_above_zero_and_at_most_one(share):
+    with pytest.raises(ValidationError, match="full_recompute_share"):
+        ProfilesConfig.model_validate({"full_recompute_share": share})

@@ -139,25 +139,37 @@ def build_profiles(
     cdp_assets.profiles.incremental), with the same result. `now`: the scheduled time a time-windows
     refresh measures from (see resolve_as_of).
 
-    The per-attribute picks, consent picks and traits are this step's temp tables, dropped when it ends."""
+    The per-attribute picks, consent picks and traits are this step's temp tables, dropped when it ends;
+    they are computed first, then the profiles, provenance and the run's record are written in one
+    transaction, full runs included: the next run decides what to recompute from the last recorded run, so
+    a run killed after writing profiles but before recording itself would have it miss changes the killed
+    run made (RFM scores already moved, which segments would never re-evaluate). Computing outside the
+    transaction lets a trait that fails on the data be diagnosed by further queries, which an aborted
+    transaction would refuse."""
     with sql.scratch("profiles") as tables:
         as_of = resolve_as_of(sql, config, now)
         settings = profile_settings(sql, config, CODE_VERSION)
         plan, affected = plan_run(sql, config, tables, settings, as_of, incremental)
-        if not plan.incremental:
-            _build_profiles(sql, config, tables, plan)
-            run_seq = record_run(sql, plan, settings, run_id, utc_now(), None, [])
-        else:
-            with sql.transaction():
-                changed, every_profile = _build_profiles(sql, config, tables, plan)
-                run_seq = record_run(sql, plan, settings, run_id, utc_now(), changed, every_profile)
+        computed = _compute_profiles(sql, config, tables, plan)
+        with sql.transaction():
+            changed, every_profile = _write_profiles(sql, config, tables, plan, computed)
+            run_seq = record_run(sql, plan, settings, run_id, utc_now(), changed, every_profile)
         recomputed = sql.value("select customers_recomputed from meta.profile_runs where run_seq = ?", [run_seq])
         return ProfileRun(as_of, plan.mode, plan.reason, int(recomputed), run_seq, affected)
 
 
-def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) -> tuple[str | None, list[str]]:
-    """Compute the profiles of the plan's customers and write them; returns (incremental runs) the step's
-    table of customers whose rows changed and the columns changed on every profile."""
+@dataclass(frozen=True)
+class _Computed:
+    """The profiles of a run's customers, ready to write: the select of their rows, of their provenance
+    rows, and (incremental runs) the step's table of every customer's RFM scores."""
+
+    select: str
+    provenance: str
+    scores: str
+
+
+def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) -> _Computed:
+    """Compute the picks, consent and traits of the plan's customers into the step's temp tables."""
     survivorship = config.profiles.survivorship
     purposes = config.consent_purposes
     scope = plan.scope
@@ -227,29 +239,36 @@ def _build_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) ->
         f"""select customer_id, 'consent_' || purpose, granted::varchar, source, source_record_id, stated_at,
                   'latest_statement' from {consent_picks}"""
     )
-    provenance_sql = " union all ".join(provenance) + " order by customer_id, attribute"
+    return _Computed(select, " union all ".join(provenance) + " order by customer_id, attribute", scores)
+
+
+def _write_profiles(
+    sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan, computed: _Computed
+) -> tuple[str | None, list[str]]:
+    """Write the computed profiles; returns (incremental runs) the step's table of customers whose rows
+    changed and the columns changed on every profile."""
     profiles = Table("cdp.golden_profiles", profile_columns(config))
-    if scope is None:
+    if plan.scope is None:
         # The declaration decides the table's columns, order and types; a column the select makes and the
         # declaration lacks, or the other way round, fails the build here rather than vanishing in a cast.
-        profiles.replace(sql, select)
-        sql.create_table_as("cdp.profile_provenance", provenance_sql)
+        profiles.replace(sql, computed.select)
+        sql.create_table_as("cdp.profile_provenance", computed.provenance)
         return None, []
-    return _replace_customers(sql, config, tables, plan, profiles, select, provenance_sql, scores)
+    return _replace_customers(sql, config, tables, plan, profiles, computed)
 
 
 def _replace_customers(
-    sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan, profiles: Table, select: str, provenance: str, scores: str
+    sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan, profiles: Table, computed: _Computed
 ) -> tuple[str, list[str]]:
     """Delete then insert the scope's profiles and provenance, carry the RFM scores that moved to the other
     profiles, and (the as-of time moved) the new as-of time and day counts to every profile. Returns the
     step's table of customers whose rows changed and the columns changed on every profile."""
-    scope = plan.scope
+    scope, scores = plan.scope, computed.scores
     in_plan = f"customer_id in (select customer_id from {scope})"
     sql.execute(f"delete from cdp.golden_profiles where {in_plan}")
-    profiles.insert(sql, select)
+    profiles.insert(sql, computed.select)
     sql.execute(f"delete from cdp.profile_provenance where {in_plan}")
-    sql.execute(f"insert into cdp.profile_provenance {provenance}")
+    sql.execute(f"insert into cdp.profile_provenance {computed.provenance}")
     changed = tables("changed")
     sql.create_table_as(
         changed,

@@ -19,7 +19,8 @@ recomputes only the customers whose inputs changed since the last run, and gives
 
 Everyone is recomputed when asked (the consistency check's rebuild), on the first run, when the profile
 configuration, the cleaning settings or this code's version changed, when the as-of time moved back, or when
-more than FULL_RECOMPUTE_SHARE of the customers are affected (a full run is then cheaper than the joins).
+more than `profiles.full_recompute_share` of the customers are affected (a full run is then cheaper than the
+joins, and rewrites the tables compactly).
 
 Each run is a row of `meta.profile_runs`; an incremental run also lists the customers whose profile rows it
 changed in `meta.profile_changes`, which segments read to re-evaluate only them (see
@@ -37,9 +38,6 @@ from resources.config import CDPConfig
 from resources.sql import Scratch, Sql
 from resources.tables import CLEANED_FILES, Table
 
-# Above this share of affected customers a run recomputes everyone: the scoped joins stop paying off, and a
-# full run also rewrites the tables compactly.
-FULL_RECOMPUTE_SHARE = 0.3
 # Columns an incremental run may change on every profile without recomputing it: a segment reading one of
 # them is evaluated over everyone when a run changed them (`profile_built_at` differs from a full run's).
 EVERY_PROFILE_COLUMNS = ("traits_as_of", "days_since_last_order", "profile_built_at")
@@ -116,12 +114,14 @@ def create_state_tables(sql: Sql) -> None:
 
 def profile_settings(sql: Sql, config: CDPConfig, code_version: str) -> str:
     """A fingerprint of everything but the rows that decides profiles: the code's version, the profile
-    configuration, consent purposes, the calendar's time zone and the cleaning settings of the rows read."""
+    configuration, consent purposes, the calendar's time zone and the cleaning settings of the rows read.
+    The full-recompute share is left out: it decides what a run costs, not what it gives, so changing it
+    must not force a full run."""
     cleaning = sql.rows(f"select distinct role, settings from {CLEANED_FILES.name} order by all")
     text = "\x00".join(
         [
             code_version,
-            config.profiles.model_dump_json(),
+            config.profiles.model_dump_json(exclude={"full_recompute_share"}),
             ",".join(config.consent_purposes),
             config.refresh.timezone,
             repr(cleaning),
@@ -232,8 +232,9 @@ def plan_run(
     share_of = {cause: int(by_cause.get(cause, 0)) for cause in causes}
     count = int(sql.value(f"select count(*) from {affected}"))
     customers = int(sql.value("select count(distinct customer_id) from cdp.identity_map"))
-    if count > FULL_RECOMPUTE_SHARE * max(customers, 1):
-        plan, _ = full(f"{count} of {customers} customers affected, over {FULL_RECOMPUTE_SHARE:.0%}")
+    share = config.profiles.full_recompute_share
+    if count > share * max(customers, 1):
+        plan, _ = full(f"{count} of {customers} customers affected, over {share * 100:g}%")
         return plan, share_of
     reason = ", ".join(f"{cause}: {n}" for cause, n in share_of.items() if n) or "nothing changed"
     return Plan("incremental", reason, affected, as_of, previous_as_of, changed_files, changed_identity), share_of

@@ -101,6 +101,15 @@ class ProfilesConfig(_Strict):
     )
     survivorship: SurvivorshipConfig = SurvivorshipConfig()
     traits: list[TraitConfig] = Field(default_factory=list)
+    full_recompute_share: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description=(
+            "Above this share of customers affected by a run's changes, the run recomputes every profile "
+            "instead of only theirs (1: only when everyone is affected). It decides the cost, never the result."
+        ),
+    )
 
     @field_validator("as_of")
     @classmethod
