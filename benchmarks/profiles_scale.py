@@ -47,7 +47,8 @@ def synthesize(conn: duckdb.DuckDBPyConnection, customers: int, events: int) -> 
             from range({customers * 21 // 10}) t(i)"""
     )
     conn.execute(
-        f"""insert into clean.events
+        f"""insert into clean.events (source, event_id, source_record_id, event, occurred_at, status, file,
+                                      row_number, loaded_at)
             select s.source, 'e' || i, 'a' || (i % {customers}),
                 case s.source when 'web_events' then (['Product Viewed', 'Page', 'Product Added'])[1 + i % 3]
                               when 'email_engagement' then (['delivered', 'open', 'click'])[1 + i % 3]
