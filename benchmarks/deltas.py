@@ -117,7 +117,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", type=Path, default=None, help="kept after the run if given")
     parser.add_argument(
-        "--check-every", type=int, default=1, help="run the rebuild check after every Nth delta (0: never)"
+        "--check-every",
+        type=int,
+        default=1,
+        help="rebuild check after every Nth delta (and after the full refresh when 1; 0: never)",
     )
     args = parser.parse_args()
 
@@ -139,7 +142,7 @@ def main() -> None:
                 f"full refresh, {args.people:,} people ({full['customers']:,} customers): {full['wall_s']:.1f} s, "
                 f"peak RSS {full['peak_rss_mb']:.0f} MB; {_stages(full)}"
             )
-            if args.check_every:
+            if args.check_every == 1:
                 check = run_job(config_path, "rebuild_check")
                 print(f"  rebuild check: {'pass' if check['check_passed'] else 'FAIL'} ({check['wall_s']:.1f} s)")
             shares = []
