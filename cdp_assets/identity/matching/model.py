@@ -328,7 +328,7 @@ def save_term_frequencies(sql: Sql, records: str, columns: list[str]) -> None:
     sql.create_table_as(
         KEPT_TERM_FREQUENCIES,
         f"""select column_name, value_hash, tf, unseen_tf from ({body}) where records > 1
-            union all  -- the share of a value on one record, for a column whose values are all unique
+            union all  -- per column, the share of a value on one record (there even when every value is unique)
             select column_name, null, null, any_value(unseen_tf) from ({body}) group by 1""",
     )
 
