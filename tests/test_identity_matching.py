@@ -18,6 +18,9 @@ from cdp_assets.identity.matching.comparisons import COMPARED_COLUMNS, COMPARISO
 from cdp_assets.identity.matching.model import (
     FellegiSunterModel,
     build_term_frequencies,
+    fill_kept_term_frequencies,
+    has_kept_term_frequencies,
+    save_term_frequencies,
     scoring_sql,
     term_frequency_columns,
 )
@@ -498,3 +501,26 @@ def test_an_e_mail_linked_within_the_people_sharing_it_is_no_evidence():
     slipped = {**box, "email": "browns@x.orgg", "email_domain": "x.orgg", "email_split": False}
     rows = _levels([(split, split), (box, box), (split, slipped)])
     assert [row["email"] for row in rows] == [-1, 3, 2]
+
+
+def test_kept_term_frequencies_give_unseen_values_the_share_of_one_record_and_keep_no_comparison_without_them():
+    conn = duckdb.connect()
+    conn.execute("create schema identity")
+    conn.execute(
+        "create table records as select * from (values ('ann', 'x'), ('ann', 'y'), ('bo', null)) t(first_name, city)"
+    )
+    sql = Sql(conn)
+    # Comparisons weighed by no term frequency keep an empty table, and a later run finds it kept.
+    save_term_frequencies(sql, "records", [])
+    assert has_kept_term_frequencies(sql, [])
+    save_term_frequencies(sql, "records", ["first_name", "city"])
+    assert has_kept_term_frequencies(sql, ["first_name", "city"])
+    conn.execute("insert into records values ('cy', 'x')")
+    fill_kept_term_frequencies(sql, "records", {"first_name": "tf_first", "city": "tf_city"})
+    # ann (two of three names at training) keeps its share; bo (one) and cy (new) get a single record's.
+    assert conn.execute("select * from tf_first order by 1").fetchall() == [
+        ("ann", 2 / 3),
+        ("bo", 1 / 3),
+        ("cy", 1 / 3),
+    ]
+    assert conn.execute("select * from tf_city order by 1").fetchall() == [("x", 0.5), ("y", 0.5)]

@@ -322,14 +322,16 @@ def save_term_frequencies(sql: Sql, records: str, columns: list[str]) -> None:
             from {records} where {column} is not null group by {column}"""
         for column in columns
     ]
-    body = " union all ".join(selects) or (
-        "select null::varchar, null::hugeint, null::double, null::bigint, null::double where false"
+    counted = " union all ".join(selects) or (
+        """select null::varchar as column_name, null::hugeint as value_hash, null::double as tf,
+                  null::bigint as records, null::double as unseen_tf where false"""
     )
     sql.create_table_as(
         KEPT_TERM_FREQUENCIES,
-        f"""select column_name, value_hash, tf, unseen_tf from ({body}) where records > 1
+        f"""with counted as ({counted})
+            select column_name, value_hash, tf, unseen_tf from counted where records > 1
             union all  -- per column, the share of a value on one record (there even when every value is unique)
-            select column_name, null, null, any_value(unseen_tf) from ({body}) group by 1""",
+            select column_name, null, null, any_value(unseen_tf) from counted group by 1""",
     )
 
 
