@@ -119,14 +119,14 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
             temporary=True,
         )
         sql.drop_table("identity.match_records")  # persisted by earlier versions
-        contacts = tables.frame("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
+        contact_type_table = tables.frame("contact_types", pd.DataFrame({"id_type": contact_types or ["-"]}))
         base = tables("base")
         base_select = f"""
             with other_ids as (
                 select i.source, i.source_record_id, min(i.id_type || ':' || i.id_value) as identifier
                 from clean.person_identifiers i
                 semi join {person_latest} p using (source, source_record_id)
-                where i.id_type not in (select id_type from {contacts})
+                where i.id_type not in (select id_type from {contact_type_table})
                   and not exists (select 1 from identity.blocked_identifiers b
                                   where b.id_type = i.id_type and b.id_value = i.id_value)
                 group by 1, 2
