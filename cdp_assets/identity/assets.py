@@ -883,7 +883,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         merged = int(summary["merged_person_records"])
         metadata: dict[str, object] = {
             "dagster/row_count": dg.MetadataValue.int(int(summary["customers"])),
-            "mode": "unchanged" if reason is None else ("incremental" if summary.get("scored_pairs_kept") else "full"),
+            "mode": "unchanged" if reason is None else ("incremental" if summary.get("pairs_kept") else "full"),
             "reason": reason or "nothing identity reads changed since the last run: its tables are kept",
             "records_affected": 0 if reason is None else int(summary["records"]),
             "components_reclustered": 0 if reason is None else int(summary["customers"]),

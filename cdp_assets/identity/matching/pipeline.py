@@ -309,6 +309,8 @@ def _match(
         "labels": labels,
         "timings": timings,
         "pairs": "kept from the last run where both records are unchanged" if changed is not None else "all made",
+        # Whether this run kept the last one's pairs at all: a delta may keep none and still be incremental.
+        "pairs_kept": changed is not None,
         "records_rescored": records_changed,
         "scored_pairs_kept": kept_pairs,
         "candidate_pairs": sum(made.values()),
