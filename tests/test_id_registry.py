@@ -106,3 +106,37 @@ def test_records_moving_to_an_existing_customer_are_recorded() -> None:
     # b1's customer keeps its id; a3 left a1's (which lives on with the larger part) to join it.
     assert after["a3"] == first["b1"] and after["a1"] == first["a1"]
     assert (2, "moved", first["b1"], first["a1"], "link rules") in registry.history()
+
+
+def _written(registry: Registry) -> tuple[list[tuple], list[tuple]]:
+    return (
+        registry.sql.rows("select * from cdp.identity_map order by all"),
+        registry.sql.rows("select * from identity.record_ids order by all"),
+    )
+
+
+def test_a_small_change_rewrites_only_its_records_and_leaves_what_a_whole_rewrite_leaves(monkeypatch) -> None:
+    customers = [[f"r{c:03d}a", f"r{c:03d}b"] for c in range(100)]
+    # One merge, one new record, one record gone, one record moving to another customer.
+    changed = [*customers[4:], customers[0] + customers[1], customers[2] + ["new"], customers[3][:1] + ["r005a"]]
+    changed[1] = ["r005b"]
+    statements: list[str] = []
+    execute = Sql.execute
+
+    def recorded(self: Sql, text: str, params: object = None) -> None:
+        statements.append(text)
+        execute(self, text, params)
+
+    monkeypatch.setattr(Sql, "execute", recorded)
+    small, whole = Registry(), Registry()
+    for registry in (small, whole):
+        registry.assign(customers)
+    whole.sql.execute("drop table cdp.identity_map")  # no twin of the record ids: written whole
+    statements.clear()
+    small.assign(changed)
+    assert any(s.startswith("delete from identity.record_ids") for s in statements)
+    whole.assign(changed)
+    assert _written(small) == _written(whole)
+    assert small.history() == whole.history()
+    map_rows, _ = _written(small)
+    assert {r[1] for r in map_rows} == {r for c in changed for r in c}

@@ -235,7 +235,7 @@ def _resolve(
         "component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels})
     )
     # Customers are named by the id registry: the ids their records carried last time, new ones only for
-    # customers none of whose records had one (registry.py has the survivor rules).
+    # customers none of whose records had one (registry.py has the survivor rules); it writes the map too.
     labelled, assigned = tables("labelled"), tables("assigned")
     sql.create_table_as(
         labelled,
@@ -254,13 +254,6 @@ def _resolve(
         at=utc_now(),
         settings=settings,
         overridden=override_report.touched,
-    )
-    sql.create_table_as(
-        "cdp.identity_map",
-        f"""
-        select l.source, l.source_record_id, a.customer_id, l.role
-        from {labelled} l join {assigned} a using (component)
-        """,
     )
     summary = _summary(sql, per_customer)
     summary["links_by_type"] = [

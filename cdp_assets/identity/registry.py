@@ -36,6 +36,9 @@ import pandas as pd
 from resources.sql import Sql
 from resources.tables import CUSTOMER_ALIASES, ID_HISTORY, ID_REGISTRY, ID_RUNS, RECORD_IDS
 
+# The public map of records to customers: the record ids' twin, without the run that first saw each record.
+IDENTITY_MAP = "cdp.identity_map"
+
 
 @dataclass(frozen=True)
 class IdChanges:
@@ -82,18 +85,40 @@ def assign_ids(
             """SQL for the reason of an id change in the cluster `component` names."""
             return f"case when {component} in (select component from {overrides}) then 'override' else '{reason}' end"
 
-        carried, homes, claims = tables("carried"), tables("homes"), tables("claims")
-        # Each record's id of last time, ranked by age within the id (1 = the id's oldest record).
+        compared, carried = tables("compared"), tables("carried")
+        homes, claims = tables("homes"), tables("claims")
+        # Every record of this run or the last, with its component now and its id of last time: the one
+        # pass over all records that both the assignment and the rewrite of the record ids read.
+        sql.create_table_as(
+            compared,
+            f"""
+            select coalesce(l.source, r.source) as source, coalesce(l.source_record_id, r.source_record_id)
+                       as source_record_id, coalesce(l.role, r.role) as role,
+                   l.component, r.customer_id as old_id, r.first_seen_seq
+            from {labelled} l full join {RECORD_IDS.name} r using (source, source_record_id, role)
+            """,
+            temporary=True,
+        )
+        # Each record's active id of last time, ranked by age within the id (1 = the id's oldest record)
+        # where the id's records are now in several components: only there does the rank break a tie,
+        # and ranking every record would sort millions of rows a small delta leaves where they were.
         sql.create_table_as(
             carried,
             f"""
-            select l.component, r.customer_id as old_id, r.first_seen_seq,
+            with active as (
+                select c.* from {compared} c
+                join {ID_REGISTRY.name} g on g.customer_id = c.old_id and g.status = 'active'
+                where c.component is not null
+            ),
+            spread as (select old_id from active group by old_id having min(component) <> max(component))
+            select component, old_id, first_seen_seq, null::bigint as age_rank
+            from active anti join spread using (old_id)
+            union all
+            select component, old_id, first_seen_seq,
                    row_number() over (
-                       partition by r.customer_id order by r.first_seen_seq, l.source, l.source_record_id, l.role
+                       partition by old_id order by first_seen_seq, source, source_record_id, role
                    ) as age_rank
-            from {labelled} l
-            join {RECORD_IDS.name} r using (source, source_record_id, role)
-            join {ID_REGISTRY.name} g on g.customer_id = r.customer_id and g.status = 'active'
+            from active semi join spread using (old_id)
             """,
             temporary=True,
         )
@@ -271,23 +296,56 @@ def assign_ids(
                 """,
                 [run_seq, run_id, at, retired],
             )
-            # What each record carries now; a record keeps the run that first saw it. Rewritten whole: cheaper
-            # than updating millions of rows in place.
-            RECORD_IDS.replace(
-                sql,
-                f"""
-                select l.source, l.source_record_id, l.role, a.customer_id,
-                       coalesce(r.first_seen_seq, {run_seq}) as first_seen_seq
-                from {labelled} l join {assigned} a using (component)
-                left join {RECORD_IDS.name} r using (source, source_record_id, role)
-                """,
-            )
+            _record_ids(sql, compared, assigned, run_seq, tables("changed"))
             publish_aliases(sql)
         issued, split = sql.row(f"select count(*), count(split_from) from {issued_table}")
         absorbed = sql.value(f"select count(*) from {merged}")
     return IdChanges(
         kept=kept, issued=int(issued), merged=int(absorbed), split=int(split), retired=len(retired), reason=reason
     )
+
+
+def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: str) -> None:
+    """Write what each record carries now to the record ids and `cdp.identity_map`, in the caller's
+    transaction; a record keeps the run that first saw it.
+
+    Only the records whose id changed, and those gone, are rewritten when they are few (a delta); when
+    they are many, or the map is not the record ids' twin (a first run, an earlier version), both are
+    rewritten whole, which is then cheaper than updating millions of rows in place."""
+    sql.create_table_as(
+        changed,
+        f"""
+        select c.source, c.source_record_id, c.role, a.customer_id, c.old_id,
+               coalesce(c.first_seen_seq, {run_seq}) as first_seen_seq
+        from {compared} c left join {assigned} a using (component)
+        where a.customer_id is distinct from c.old_id
+        """,
+        temporary=True,
+    )
+    changed_rows, kept_rows = sql.row(
+        f"select (select count(*) from {changed}), (select count(*) from {compared}) - (select count(*) from {changed})"
+    ) or (0, 0)
+    twins = sql.table_exists(IDENTITY_MAP) and sql.value(f"select count(*) from {IDENTITY_MAP}") == sql.value(
+        f"select count(*) from {RECORD_IDS.name}"
+    )
+    if not twins or changed_rows > kept_rows // 10:
+        RECORD_IDS.replace(
+            sql,
+            f"""select c.source, c.source_record_id, c.role, a.customer_id,
+                       coalesce(c.first_seen_seq, {run_seq}) as first_seen_seq
+                from {compared} c join {assigned} a using (component)""",
+        )
+        sql.create_table_as(IDENTITY_MAP, f"select source, source_record_id, customer_id, role from {RECORD_IDS.name}")
+        return
+    for table in (RECORD_IDS.name, IDENTITY_MAP):
+        sql.execute(
+            f"""delete from {table} t using {changed} c
+                where c.old_id is not null and t.source = c.source and t.source_record_id = c.source_record_id
+                  and t.role = c.role"""
+        )
+    now = f"select * from {changed} where customer_id is not null"
+    RECORD_IDS.insert(sql, f"select source, source_record_id, role, customer_id, first_seen_seq from ({now})")
+    sql.execute(f"insert into {IDENTITY_MAP} select source, source_record_id, customer_id, role from ({now})")
 
 
 def publish_aliases(sql: Sql) -> None:
