@@ -100,7 +100,7 @@ def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], 
                     select {columns} from {keyed(gone, rule)} where {not_null}
                 ),
                 now_n as (
-                    select {columns}, {size} as n from {keyed(records, rule)}
+                    select {columns}, {size} as n, list(node_id) as nodes from {keyed(records, rule)}
                     semi join touched using ({columns}) group by all
                 ),
                 before_n as (
@@ -108,12 +108,11 @@ def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], 
                     semi join touched using ({columns}) group by all
                 ),
                 crossing as (
-                    select t.* from touched t
-                    left join now_n a using ({columns}) left join before_n b using ({columns})
-                    where (coalesce(a.n, 0) {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
+                    select unnest(a.nodes) as node_id from touched t
+                    join now_n a using ({columns}) left join before_n b using ({columns})
+                    where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
                 )
-                select distinct node_id from {keyed(records, rule)} semi join crossing using ({columns})
-                anti join {changed} using (node_id)
+                select distinct node_id from crossing anti join {changed} using (node_id)
                 """
             )
         return int(sql.value(f"select count(*) from {changed}"))
