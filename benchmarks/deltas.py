@@ -1,6 +1,7 @@
 """Refresh time after small deltas, against a full refresh, with the rebuild check after each.
 
     python -m benchmarks.deltas [--people 100000] [--deltas 10] [--seed 42] [--workdir DIR] [--check-every 1]
+                                [--memory-limit 1500MB]
 
 The demo generator writes the customer base; `deltas`% of every landing file is held back (as
 benchmarks/id_stability.py does). A full refresh loads the rest; then each delta releases 1% of the lines
@@ -23,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from benchmarks.id_stability import _crm_updates, _hold_back, _release
 from benchmarks.identity import _max_rss_mb, _step_seconds, run_child
@@ -122,6 +125,11 @@ def main() -> None:
         default=1,
         help="rebuild check after every Nth delta (and after the full refresh when 1; 0: never)",
     )
+    parser.add_argument(
+        "--memory-limit",
+        default=None,
+        help="warehouse.memory_limit for every run (e.g. 1500MB): DuckDB spills beyond it instead of growing",
+    )
     args = parser.parse_args()
 
     from demo.configs import relocated_config
@@ -137,6 +145,10 @@ def main() -> None:
         rng = random.Random(args.seed)
         with DestinationServer(port=0) as server:
             config_path = relocated_config(folder, server.url, landing={"path": "landing", "settle_seconds": 0})
+            if args.memory_limit:
+                raw = yaml.safe_load(config_path.read_text())
+                raw["warehouse"]["memory_limit"] = args.memory_limit
+                config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
             full = run_job(config_path, "full_refresh")
             print(
                 f"full refresh, {args.people:,} people ({full['customers']:,} customers): {full['wall_s']:.1f} s, "
