@@ -23,10 +23,12 @@ from cdp_assets.identity.inputs import (
     RESOLVED_INPUTS,
     kept_model,
     last_override_report,
+    map_as_left,
     read_inputs,
     record_run,
     settings_as_last_run,
     why_resolve,
+    with_outputs,
 )
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
@@ -88,6 +90,7 @@ def resolve(
     settings: str | None = None,
     retrain: bool = False,
     reuse_pairs: bool = False,
+    map_kept: bool = False,
 ) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
@@ -96,11 +99,21 @@ def resolve(
     one the configuration will have once a candidate overrides file's content is in place). `retrain`
     trains the matching model afresh rather than keeping the last one (match_probabilistically); `reuse_pairs`
     keeps the pairs the last run scored where both records are unchanged (matching/pairs.py): the caller
-    says so only when that run completed with the same configuration."""
+    says so only when that run completed with the same configuration; `map_kept` brings the map up to date
+    by rewriting only the records whose id changed, which the caller says only when the map is what the
+    last completed run left (inputs.map_as_left)."""
     with sql.scratch("deterministic") as tables:
         fingerprint = settings or settings_fingerprint(config)
         return _resolve(
-            sql, config, per_customer or tables("per_customer"), tables, run_id, fingerprint, retrain, reuse_pairs
+            sql,
+            config,
+            per_customer or tables("per_customer"),
+            tables,
+            run_id,
+            fingerprint,
+            retrain,
+            reuse_pairs,
+            map_kept,
         )
 
 
@@ -119,6 +132,7 @@ def _resolve(
     settings: str,
     retrain: bool,
     reuse_pairs: bool,
+    map_kept: bool,
 ) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
@@ -254,6 +268,7 @@ def _resolve(
         at=utc_now(),
         settings=settings,
         overridden=override_report.touched,
+        map_kept=map_kept,
     )
     summary = _summary(sql, per_customer)
     summary["links_by_type"] = [
@@ -849,7 +864,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
             per_customer = tables("per_customer")
             retrain = context.run.tags.get(RETRAIN_TAG) == "true"
             inputs = read_inputs(sql, config, CODE_VERSION, settings_fingerprint(config))
-            reason = why_resolve(sql, inputs, retrain)
+            current = with_outputs(sql, inputs)
+            reason = why_resolve(sql, inputs, retrain, current)
             if reason is None:
                 # Nothing identity reads changed: the tables are what a run would write; the checks and the
                 # summary are read from them.
@@ -858,10 +874,17 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 summary.update(kept_model(sql))
             else:
                 reuse_pairs = settings_as_last_run(sql, inputs)
+                map_kept = map_as_left(sql, current)
                 # Forgotten first: a run failing half-way must not leave its half-written tables "unchanged".
                 sql.drop_table(RESOLVED_INPUTS)
                 summary = resolve(
-                    sql, config, per_customer, context.run.run_id, retrain=retrain, reuse_pairs=reuse_pairs
+                    sql,
+                    config,
+                    per_customer,
+                    context.run.run_id,
+                    retrain=retrain,
+                    reuse_pairs=reuse_pairs,
+                    map_kept=map_kept,
                 )
                 record_run(sql, config, inputs, summary["overrides"], context.run.run_id)
             checks = _checks(sql, config, summary, per_customer)

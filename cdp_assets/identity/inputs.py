@@ -75,8 +75,9 @@ def with_outputs(sql: Sql, inputs: IdentityInputs) -> IdentityInputs:
     return IdentityInputs(inputs.records, inputs.settings, model, outputs)
 
 
-def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool) -> str | None:
-    """Why this run must resolve identity, or None when nothing it reads changed since the last run."""
+def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool, current: IdentityInputs | None = None) -> str | None:
+    """Why this run must resolve identity, or None when nothing it reads changed since the last run;
+    `current` is with_outputs(sql, now) when the caller has it already."""
     if retrain:
         return "retraining the matching model was requested"
     if not sql.table_exists(RESOLVED_INPUTS):
@@ -86,7 +87,7 @@ def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool) -> str | None:
         return "no earlier identity run is recorded"
     if any(not sql.table_exists(table) for table in IDENTITY_OUTPUTS):
         return "an identity table is missing"
-    current = with_outputs(sql, now)
+    current = current or with_outputs(sql, now)
     if last[1] != now.settings:
         return "the identity configuration, the overrides or the rules changed"
     if last[0] != now.records:
@@ -104,6 +105,16 @@ def settings_as_last_run(sql: Sql, now: IdentityInputs) -> bool:
     if not sql.table_exists(RESOLVED_INPUTS):
         return False
     return sql.value(f"select settings from {RESOLVED_INPUTS}") == now.settings
+
+
+def map_as_left(sql: Sql, current: IdentityInputs) -> bool:
+    """Whether `cdp.identity_map` is what the last completed run left (its fingerprint in `current`, from
+    with_outputs, is the one kept): only then is it the record ids' twin, which a run may bring up to date
+    by rewriting only the records whose id changed. A map edited, restored or half-written since is
+    written whole."""
+    if not sql.table_exists(RESOLVED_INPUTS):
+        return False
+    return sql.value(f"select outputs from {RESOLVED_INPUTS}") == current.outputs
 
 
 def record_run(sql: Sql, config: CDPConfig, inputs: IdentityInputs, report: OverrideReport, run_id: str | None) -> None:

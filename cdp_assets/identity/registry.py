@@ -67,13 +67,15 @@ def assign_ids(
     at: datetime,
     settings: str,
     overridden: Collection[int] = (),
+    map_kept: bool = False,
 ) -> IdChanges:
     """Name each component of `labelled` (source, source_record_id, role, component) with a persistent id;
     write `assigned` (component, customer_id) and record the changes in the registry and its history.
 
     Id changes in the `overridden` components (those a manual override changed) are put down to the
     override; others to a configuration change when `settings` (a fingerprint of the identity
-    configuration) differs from the last run's, else to the link rules.
+    configuration) differs from the last run's, else to the link rules. The record ids and
+    `cdp.identity_map` are written too (see _record_ids; `map_kept`: the map is what the last run left).
     """
     last = sql.row(f"select run_seq, settings from {ID_RUNS.name} order by run_seq desc limit 1")
     run_seq = 1 if last is None else int(last[0]) + 1
@@ -99,15 +101,39 @@ def assign_ids(
             """,
             temporary=True,
         )
-        # Each record's active id of last time, ranked by age within the id (1 = the id's oldest record)
-        # where the id's records are now in several components: only there does the rank break a tie,
-        # and ranking every record would sort millions of rows a small delta leaves where they were.
+        # Customers that are exactly an active id of last time: every record of the one carried that id,
+        # and every record of the id still here is in it. The id is kept with nothing else to decide, and
+        # the rules below look only at the rest, which no record of these shares: after a delta, the few
+        # customers it touched instead of millions.
+        stable = tables("stable")
+        sql.create_table_as(
+            stable,
+            f"""
+            with by_component as (
+                select component, min(old_id) as old_id, count(old_id) = count(*) and min(old_id) = max(old_id)
+                           as one_id
+                from {compared} where component is not null group by component
+            ),
+            by_id as (
+                select old_id, min(component) = max(component) as one_home
+                from {compared} where old_id is not null group by old_id having count(component) > 0
+            )
+            select c.component, c.old_id from by_component c join by_id i using (old_id)
+            join {ID_REGISTRY.name} g on g.customer_id = c.old_id and g.status = 'active'
+            where c.one_id and i.one_home
+            """,
+            temporary=True,
+        )
+        # Each other record's active id of last time, ranked by age within the id (1 = the id's oldest
+        # record) where the id's records are now in several components: only there does the rank break a
+        # tie, and ranking every record would sort rows a delta leaves where they were.
         sql.create_table_as(
             carried,
             f"""
             with active as (
                 select c.* from {compared} c
                 join {ID_REGISTRY.name} g on g.customer_id = c.old_id and g.status = 'active'
+                anti join {stable} s on s.component = c.component
                 where c.component is not null
             ),
             spread as (select old_id from active group by old_id having min(component) <> max(component))
@@ -165,8 +191,8 @@ def assign_ids(
                    o.split_from, f.records
             from (
                 select component, min(source || '/' || source_record_id) as first_key, count(*) as records
-                from {labelled}
-                where component not in (select component from {claims})
+                from {compared} anti join {claims} using (component) anti join {stable} using (component)
+                where component is not null
                 group by component
             ) f
             left join split_origin o using (component)
@@ -195,6 +221,8 @@ def assign_ids(
             f"""
             select component, old_id as customer_id from {claims} where rank = 1
             union all
+            select component, old_id from {stable}
+            union all
             select component, customer_id from {issued_table}
             """,
         )
@@ -214,11 +242,15 @@ def assign_ids(
             for row in sql.rows(
                 f"""
                 select customer_id from {ID_REGISTRY.name}
-                where status = 'active' and customer_id not in (select old_id from {homes}) order by 1
+                where status = 'active' and customer_id not in (select old_id from {homes})
+                  and customer_id not in (select old_id from {stable})
+                order by 1
                 """
             )
         ]
-        kept = int(sql.value(f"select count(*) from {claims} where rank = 1"))
+        kept = int(
+            sql.value(f"select (select count(*) from {claims} where rank = 1) + (select count(*) from {stable})")
+        )
         with sql.transaction():
             sql.execute(f"insert into {ID_RUNS.name} values (?, ?, ?, ?)", [run_seq, run_id, at, settings])
             next_seq = int(sql.value(f"select coalesce(max(issued_seq), 0) from {ID_REGISTRY.name}"))
@@ -296,7 +328,7 @@ def assign_ids(
                 """,
                 [run_seq, run_id, at, retired],
             )
-            _record_ids(sql, compared, assigned, run_seq, tables("changed"))
+            _record_ids(sql, compared, assigned, run_seq, tables("changed"), map_kept)
             publish_aliases(sql)
         issued, split = sql.row(f"select count(*), count(split_from) from {issued_table}")
         absorbed = sql.value(f"select count(*) from {merged}")
@@ -305,13 +337,13 @@ def assign_ids(
     )
 
 
-def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: str) -> None:
+def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: str, map_kept: bool) -> None:
     """Write what each record carries now to the record ids and `cdp.identity_map`, in the caller's
     transaction; a record keeps the run that first saw it.
 
-    Only the records whose id changed, and those gone, are rewritten when they are few (a delta); when
-    they are many, or the map is not the record ids' twin (a first run, an earlier version), both are
-    rewritten whole, which is then cheaper than updating millions of rows in place."""
+    Only the records whose id changed, and those gone, are rewritten when they are few (a delta) and the
+    map is what the last run left (`map_kept`), so the record ids' twin; otherwise both are rewritten
+    whole, which is then also cheaper than updating millions of rows in place."""
     sql.create_table_as(
         changed,
         f"""
@@ -325,10 +357,7 @@ def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: s
     changed_rows, kept_rows = sql.row(
         f"select (select count(*) from {changed}), (select count(*) from {compared}) - (select count(*) from {changed})"
     ) or (0, 0)
-    twins = sql.table_exists(IDENTITY_MAP) and sql.value(f"select count(*) from {IDENTITY_MAP}") == sql.value(
-        f"select count(*) from {RECORD_IDS.name}"
-    )
-    if not twins or changed_rows > kept_rows // 10:
+    if not (map_kept and sql.table_exists(IDENTITY_MAP)) or changed_rows > kept_rows // 10:
         RECORD_IDS.replace(
             sql,
             f"""select c.source, c.source_record_id, c.role, a.customer_id,
