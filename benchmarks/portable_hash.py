@@ -6,7 +6,8 @@
 Identity fingerprints every cleaned person record on every run (cdp_assets/identity/inputs.py): a row count
 and the sum of a hash of each whole row. The table here has `clean.person_records`' columns and types
 (generated values, names of the demo's lengths, a quarter of the middle names NULL), made by DuckDB
-itself. Prints the best of `repeat` wall times of each fingerprint statement, and of the portable
+itself, and so has `clean.events_identifiers` (the most numerous rows it reads: several per event).
+Prints the best of `repeat` wall times of each fingerprint statement, and of the portable
 hash's text alone (the columns cast and joined, no md5) to show where its time goes.
 """
 
@@ -32,6 +33,11 @@ select 'crm' as source, 'R' || i as source_record_id, 'contacts_' || (i % 50) ||
        'City' || (i % 500) as city, 'CA' as region, lpad((i % 99999)::varchar, 5, '0') as postal_code,
        'US' as country, date '1950-01-01' + (i % 20000)::integer as date_of_birth,
        timestamp '2025-01-01' + to_seconds(i * 7) + to_microseconds(i % 1000) as updated_at
+from range({rows}) r(i);
+insert into clean.events_identifiers by name
+select 'web' as source, 'E' || i as source_record_id, case when i % 3 = 0 then 'email' else 'anonymous_id' end
+       as id_type, left(md5(i::varchar), 20) as id_value, 'events_' || (i % 50) || '.jsonl' as file,
+       i + 1 as row_number
 from range({rows}) r(i)
 """
 
@@ -45,21 +51,22 @@ def main() -> None:
     bootstrap(conn)
     conn.execute(FILL.format(rows=args.rows))
     sql = Sql(conn)
-    columns = [f't."{c}"' for c in sql.columns("select * from clean.person_records")]
-    text = portable_hash(*columns).split("md5(", 1)[1].rsplit("), 15)", 1)[0]
-    statements = {
-        "duckdb hash(t)": "sum(hash(t))",
-        "portable_hash (as inputs.py sums it)": f"sum({portable_hash(*columns)}::hugeint)",
-        "its text alone (no md5)": f"sum(length({text}))",
-    }
-    print(f"{args.rows:,} person records, {len(columns)} columns; best of {args.repeat}")
-    for name, expression in statements.items():
-        best = float("inf")
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            sql.row(f"select count(*), {expression} from clean.person_records t")
-            best = min(best, time.perf_counter() - started)
-        print(f"  {name:40s} {best:6.2f} s")
+    for table in ("clean.person_records", "clean.events_identifiers"):
+        columns = [f't."{c}"' for c in sql.columns(f"select * from {table}")]
+        text = portable_hash(*columns).split("md5(", 1)[1].rsplit("), 15)", 1)[0]
+        statements = {
+            "duckdb hash(t)": "sum(hash(t))",
+            "portable_hash (as inputs.py sums it)": f"sum({portable_hash(*columns)}::hugeint)",
+            "its text alone (no md5)": f"sum(length({text}))",
+        }
+        print(f"{table}: {args.rows:,} rows, {len(columns)} columns; best of {args.repeat}")
+        for name, expression in statements.items():
+            best = float("inf")
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                sql.row(f"select count(*), {expression} from {table} t")
+                best = min(best, time.perf_counter() - started)
+            print(f"  {name:40s} {best:6.2f} s")
 
 
 if __name__ == "__main__":
