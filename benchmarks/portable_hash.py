@@ -66,12 +66,7 @@ def main() -> None:
         }
         print(f"{table}: {args.rows:,} rows, {len(columns)} columns; best of {args.repeat}")
         for name, expression in statements.items():
-            best = float("inf")
-            for _ in range(args.repeat):
-                started = time.perf_counter()
-                sql.row(f"select count(*), {expression} from {table} t")
-                best = min(best, time.perf_counter() - started)
-            print(f"  {name:40s} {best:6.2f} s")
+            _print_best(sql, name, f"select count(*), {expression} from {table} t", args.repeat)
     # Matching's email_one_slip feature hashes every one-deletion form of each address (about 20 each).
     form = FEATURES["email_one_slip"]
     assert portable_hash(_SLIP_FORM) in form, "the feature's form changed: update _SLIP_FORM"
@@ -80,12 +75,16 @@ def main() -> None:
                     from clean.person_records) b"""
     print(f"email_one_slip of {args.rows:,} addresses; best of {args.repeat}")
     for name, feature in (("duckdb hash()", old_form), ("portable_hash", form)):
-        best = float("inf")
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            sql.row(f"select sum(len(f)) from (select {feature} as f from {addresses})")
-            best = min(best, time.perf_counter() - started)
-        print(f"  {name:40s} {best:6.2f} s")
+        _print_best(sql, name, f"select sum(len(f)) from (select {feature} as f from {addresses})", args.repeat)
+
+
+def _print_best(sql: Sql, name: str, statement: str, repeat: int) -> None:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        sql.row(statement)
+        best = min(best, time.perf_counter() - started)
+    print(f"  {name:40s} {best:6.2f} s")
 
 
 if __name__ == "__main__":
