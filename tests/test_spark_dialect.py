@@ -20,6 +20,8 @@ pytestmark = pytest.mark.unit
         ("select timezone('Europe/Paris', t at time zone 'UTC')", "SELECT FROM_UTC_TIMESTAMP(t, 'Europe/Paris')"),
         ("select timezone('Europe/Paris', t)", "SELECT TO_UTC_TIMESTAMP(t, 'Europe/Paris')"),
         ("select levenshtein(a, b), hamming(a, b)", "SELECT CDP_LEVENSHTEIN(a, b), CDP_HAMMING(a, b)"),
+        ("select ('0x' || left(h, 15))::bigint from t", "SELECT CAST(CONV(LEFT(h, 15), 16, 10) AS BIGINT) FROM t"),
+        ("select ('1' || h)::bigint from t", "SELECT CAST(('1' || h) AS BIGINT) FROM t"),
     ],
 )
 def test_translations(duckdb: str, spark: str) -> None:

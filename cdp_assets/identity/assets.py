@@ -19,6 +19,7 @@ import pandas as pd
 
 from cdp_assets.clean.assets import PERSON_RECORDS, activity_assets
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people, group_people
+from cdp_assets.identity.components import min_node_labels, sql_components
 from cdp_assets.identity.inputs import (
     RESOLVED_INPUTS,
     kept_model,
@@ -624,6 +625,25 @@ def _scipy_components(node_count: int, value_count: int, nodes: np.ndarray, valu
     graph = coo_matrix((np.ones(len(nodes), dtype=np.int8), (nodes, values + node_count)), shape=(size, size))
     _, labels = scipy_components(graph, directed=True, connection="weak")
     return labels[:node_count].astype(np.int64)
+
+
+def component_labels(
+    sql: Sql, engine: str, tables: Scratch, edges: str, node_count: int, value_count: int
+) -> np.ndarray:
+    """The smallest record node of each record node's component (nodes 0..node_count-1), over `edges`
+    (a table or parenthesised select of node_id, value_id), where `engine` is fastest at it: DuckDB's
+    edges are fetched and labelled by `connected_components`, Spark's stay in Spark (components.py) and
+    only the labels come back."""
+    if engine == "spark":
+        out = tables("components")
+        sql_components(sql, tables, edges, out)
+        found = sql.arrays(f"select node_id, component from {out}")
+        tables.drop("components")
+        labels = np.arange(node_count, dtype=np.int64)
+        labels[found["node_id"].astype(np.int64)] = found["component"]
+        return labels
+    pairs = sql.arrays(f"select node_id, value_id from {edges} e")
+    return min_node_labels(connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"]))
 
 
 def _summary(sql: Sql, per_customer: str) -> dict[str, object]:

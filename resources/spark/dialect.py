@@ -22,6 +22,9 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   The columns of a side that is not a plain select are asked of `columns_of` (the runner asks Spark).
 - `with x as materialized (...)` -> `with x as (...)`: a planner hint only.
 - `hugeint` -> `decimal(38, 0)`: Spark has no 128-bit integer.
+- `('0x' || digits)::bigint` -> `cast(conv(digits, 16, 10) as bigint)`: DuckDB reads the text as
+  hexadecimal, Spark's cast would give NULL. The project's engine-independent hash (`portable_hash` in
+  resources/sql.py, md5 digits read so) relies on it.
 - `timezone(z, t at time zone 'UTC')` -> `from_utc_timestamp(t, z)`: the wall clock in z of a UTC time;
   `timezone(z, t)` (t a TIMESTAMP) -> `to_utc_timestamp(t, z)`: the UTC time of a wall clock in z.
 - `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming` -> `cdp_<name>`: the
@@ -31,7 +34,8 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
 
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
-`hash()` (each engine hashes differently: a value stored by one would not match the other's), an
+`hash()` (each engine hashes differently: a value stored by one would not match the other's; write
+`portable_hash` of resources/sql.py, which both compute alike), an
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
 `date_diff` in weeks or smaller units than seconds, `age()`.
 
@@ -131,7 +135,8 @@ def _refused(node: exp.Expression) -> exp.Expression | None:
     if name == "hash":
         raise UnsupportedConstruct(
             "hash()",
-            "each engine hashes differently, so nothing may depend on its values; compare the columns themselves",
+            "each engine hashes differently, so nothing may depend on its values; "
+            "use portable_hash (resources/sql.py), which both engines compute alike",
         )
     if isinstance(node, exp.Window) and isinstance(node.this, exp.RowNumber) and not node.args.get("order"):
         raise UnsupportedConstruct(
@@ -401,6 +406,19 @@ def _timezone(node: exp.Expression) -> exp.Expression | None:
     return exp.func("to_utc_timestamp", value.copy(), zone.copy())
 
 
+def _hex_cast(node: exp.Expression) -> exp.Expression | None:
+    """`('0x' || digits)::bigint` (DuckDB reads a 0x-prefixed text as hexadecimal; the portable hash of
+    resources/sql.py is spelled so) -> `cast(conv(digits, 16, 10) as bigint)`: Spark's cast gives NULL."""
+    if not isinstance(node, exp.Cast) or not node.to.is_type(*exp.DataType.INTEGER_TYPES):
+        return None
+    text = node.this.unnest()
+    prefix = text.this if isinstance(text, exp.DPipe) else None
+    if not (isinstance(prefix, exp.Literal) and prefix.is_string and prefix.this.lower() == "0x"):
+        return None
+    digits = exp.func("conv", text.expression.copy(), exp.Literal.number(16), exp.Literal.number(10))
+    return exp.cast(digits, node.to.copy())
+
+
 def _materialized_cte(node: exp.Expression) -> exp.Expression | None:
     if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
         node = node.copy()
@@ -460,6 +478,7 @@ _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _date_diff,
     _strptime,
     _timezone,
+    _hex_cast,
     _materialized_cte,
     _hugeint,
 )

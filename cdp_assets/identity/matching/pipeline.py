@@ -49,7 +49,7 @@ from cdp_assets.identity.matching.pairs import (
 )
 from resources.config import CDPConfig
 from resources.config.identity import STRONG_CONFLICTS
-from resources.sql import Scratch, Sql
+from resources.sql import Scratch, Sql, portable_hash
 from resources.warehouse import utc_now
 
 EVIDENCE_TABLE = "identity.evidence"
@@ -355,7 +355,8 @@ def _train(
         select a.node_id as l, b.node_id as r
         from members a join members b on a.component = b.component and a.node_id < b.node_id
         where a.size <= {config.identity.max_cluster_person_records}
-        order by hash(a.node_id, b.node_id, {settings.seed}), a.node_id, b.node_id limit {LABELLED_PAIRS}
+        order by {portable_hash("a.node_id", "b.node_id", str(settings.seed))}, a.node_id, b.node_id
+        limit {LABELLED_PAIRS}
         """,
         temporary=True,
     )
