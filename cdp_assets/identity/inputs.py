@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cdp_assets.identity.matching.model import TRAINING_TABLE, model_in_use
 from cdp_assets.identity.overrides import OverrideReport
 from resources.config import CDPConfig
-from resources.sql import Sql, portable_hash
+from resources.sql import Sql
 from resources.tables import ROLES
 from resources.warehouse import utc_now
 
@@ -53,10 +53,7 @@ class IdentityInputs:
 
 
 def _content(sql: Sql, table: str, columns: str) -> str:
-    # A whole row (`t`) column by column: the portable hash reads values, not an engine's text of a row.
-    listed = [f't."{c}"' for c in sql.columns(f"select * from {table}")] if columns == "t" else columns.split(", ")
-    total_sql = f"coalesce(sum({portable_hash(*listed)}::hugeint), 0)"
-    count, total = sql.row(f"select count(*), {total_sql} from {table} t") or (0, 0)
+    count, total = sql.row(f"select count(*), coalesce(sum(hash({columns})), 0) from {table} t") or (0, 0)
     return f"{count}:{total}"
 
 

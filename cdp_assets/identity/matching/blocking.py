@@ -11,7 +11,7 @@ exhausting memory an hour later.
 """
 
 from resources.config.identity import LIST_FEATURES
-from resources.sql import Sql, portable_hash
+from resources.sql import Sql
 
 
 class BlockingRuleTooBroad(ValueError):
@@ -36,7 +36,7 @@ def keyed(records: str, rule: list[str]) -> str:
     if not listed:
         return records
     columns = ", ".join(f"unnest({f}) as {f}" if f in LIST_FEATURES else f for f in rule)
-    return f"(select node_id, {portable_hash(*listed)} as __whole, {columns} from {records})"
+    return f"(select node_id, hash({', '.join(listed)}) as __whole, {columns} from {records})"
 
 
 def _touched_blocks(records: str, rule: list[str], touching: str | None) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 from cdp_assets.identity.nicknames import canonical_first_name
 from resources.config import CDPConfig
 from resources.identifiers import contact_kinds
-from resources.sql import Sql, portable_hash
+from resources.sql import Sql
 from resources.warehouse import sql_literal
 
 
@@ -53,12 +53,9 @@ FEATURES: dict[str, str] = {
     # short for a slip to be told from another user (the comparison's rule too); their domain slips meet on
     # email_local_key.
     "email_one_slip": "case when length(b.email_local_key) >= 5 then"
-    " ["
-    + portable_hash(
-        "case when i = 0 then b.email_key"
-        " else left(b.email_key, i::integer - 1) || substr(b.email_key, i::integer + 1) end"
-    )
-    + " for i in range(0, length(b.email_key) + 1)"
+    " [hash(case when i = 0 then b.email_key"
+    " else left(b.email_key, i::integer - 1) || substr(b.email_key, i::integer + 1) end)"
+    " for i in range(0, length(b.email_key) + 1)"
     " if i < 2 or substr(b.email_key, i::integer, 1) <> substr(b.email_key, i::integer - 1, 1)] end",
     "phone": "b.phone",
     "address": "b.address",
@@ -164,7 +161,7 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
         base_columns = [c for c in sql.columns(base_select) if c not in ("node_id", "source", "source_record_id")]
         sql.create_table_as(
             base,
-            f"select *, {portable_hash(*base_columns)} as base_hash from ({base_select})",
+            f"select *, hash({', '.join(base_columns)}) as base_hash from ({base_select})",
             temporary=True,
         )
         fresh = base
