@@ -11,7 +11,7 @@ import dagster as dg
 
 from cdp_assets.clean.assets import PERSON_RECORDS
 from cdp_assets.metadata import markdown_table, mask, redact_errors
-from resources.quality import validate_frame, validation_frame
+from resources.quality import import_great_expectations, validate_frame, validation_frame
 from resources.warehouse import Warehouse
 
 # The patterns mean the same to Python's `re` and to RE2, which runs them (resources/quality.py): Python's
@@ -24,9 +24,7 @@ COUNTRY = r"^[A-Z]{2}\n?$"
 
 
 def _expectations() -> list[object]:
-    import great_expectations as gx
-
-    x = gx.expectations
+    x = import_great_expectations().expectations
     return [
         x.ExpectColumnValuesToNotBeNull(column="source"),
         x.ExpectColumnValuesToNotBeNull(column="source_record_id"),
