@@ -407,10 +407,12 @@ def build_identifier_maps(
     maps = {}
     for n in _mapped_normalisers():
         inputs = ", ".join(n.input_columns)
-        distinct = f"select distinct {inputs} from {identifiers} where kind = {sql_literal(n.name)}"
+        values = f"select {inputs} from {identifiers} where kind = {sql_literal(n.name)}"
         if n.contact and person_stage is not None:
+            # One aggregate over both: the record's own field and its identifier mostly hold the same value.
             own = f"{n.name} as raw" + (", cc as region" if n.reads_region else "")
-            distinct = f"select distinct {own} from {person_stage} where {n.name} is not null union {distinct}"
+            values = f"select {own} from {person_stage} where {n.name} is not null union all {values}"
+        distinct = f"select distinct {inputs} from ({values})"
         maps[n.name] = scratch(f"{n.name}_map")
         shortcut = n.sql_shortcut(*n.input_columns) if n.sql_shortcut else None
         register_map(sql, maps[n.name], distinct, n.rule, n.outputs, shortcut)
