@@ -184,12 +184,15 @@ def phone_sql_shortcut(raw: str, region: str) -> tuple[str, dict[str, str]] | No
     """(condition, SQL per output) for the phone values whose clean value SQL decides (see _NANP_LAYOUTS);
     None if it decides none."""
     nsn = f"right(regexp_replace({raw}, '[^0-9]', '', 'g'), 10)"
-    valid = _us_valid_sql(nsn)
+    # The validity test matches the digits against several patterns: bound once by a lambda, they are
+    # extracted once per value rather than once per pattern.
+    valid = _us_valid_sql("__nsn")
     if valid is None:
         return None
     national = " or ".join(f"regexp_full_match({raw}, {sql_literal(layout)})" for layout in _NANP_LAYOUTS)
     laid_out = f"(({region} = 'US' and ({national})) or regexp_full_match({raw}, {sql_literal(_NANP_INTERNATIONAL)}))"
-    return f"coalesce({laid_out} and {valid}, false)", {"phone": f"'+1' || {nsn}", "reason": "null::varchar"}
+    valid_digits = f"list_transform([{nsn}], lambda __nsn: {valid})[1]"
+    return f"coalesce({laid_out} and {valid_digits}, false)", {"phone": f"'+1' || {nsn}", "reason": "null::varchar"}
 
 
 def clean_identifier(raw: object) -> Result:

@@ -7,6 +7,9 @@ off: a data-quality check must not phone home or fill the run log with progress 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,31 @@ class ExpectationOutcome:
     success: bool
     unexpected_count: int
     unexpected_examples: list[Any]
+
+
+@contextmanager
+def _spark_hidden() -> Iterator[None]:
+    """Great Expectations' import loads pyspark whenever it is installed (the Spark engine's extra), a
+    third of the import's time, for Spark data sources; a pandas frame never needs them. While it imports,
+    pyspark reads as not installed, unless something already loaded it (then it costs nothing)."""
+    if "pyspark" in sys.modules:
+        yield
+        return
+    sys.modules["pyspark"] = None  # type: ignore[assignment] # import pyspark raises ImportError meanwhile
+    try:
+        yield
+    finally:
+        if sys.modules.get("pyspark", ...) is None:
+            del sys.modules["pyspark"]
+
+
+def import_great_expectations() -> Any:
+    """The `great_expectations` package, imported on first use (see `_spark_hidden`)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    with _spark_hidden():
+        import great_expectations
+
+    return great_expectations
 
 
 def _columns_read(expectation: Any) -> tuple[str, ...]:
@@ -47,8 +75,7 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: list[Any]) -> l
     in RE2 over the whole column instead of Python's `re` value by value; its pattern must mean the same
     to both (see cdp_assets/clean/checks.py).
     """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+    gx = import_great_expectations()
     import great_expectations.execution_engine.pandas_execution_engine as pandas_engine
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -241,6 +241,8 @@ def redecide_records(
 # --------------------------------------------------------------------------- free text (all roles)
 
 _CONTROL = sql_literal(rules.CONTROL_CHARACTERS)
+# Control characters with tabs and line breaks: what a value `guard_text` refuses or changes may hold.
+_SUSPECT = sql_literal(r"[\x{00}-\x{1F}\x{7F}-\x{9F}]")
 
 
 def guard_text(
@@ -255,7 +257,7 @@ def guard_text(
     """Refuse control characters and over-long values in a staged table's text columns, in SQL; the name
     of the table holding the rejects.
 
-    `stage` is the step's name for the staged table (`scratch(stage)`), which is rebuilt in place.
+    `stage` is the step's name for the staged table (`scratch(stage)`), which is changed in place.
     `columns` are (column, limit as SQL, scope). A value holding a control character or longer than its
     limit is quarantined: with scope `value` it is set to NULL and the record kept; with scope `row` (a
     record id) the row leaves the stage. Tabs and line breaks in the values kept become spaces. The
@@ -280,12 +282,13 @@ def guard_text(
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
                 from {checked} s {join} where s.{flag} is not null"""
         )
-        kept.append(f'case when p.{flag} is null then {tidied_text(value)} end as "{column}"')
-    # Problems are rare: one search over a row's values joined (bytes bound the characters from above)
-    # picks the suspect rows, and only those are examined column by column, in a table of their own that
-    # the staged rows are joined with by row id (the staged table is not copied with its flags).
+        kept.append(f'"{column}" = case when p.{flag} is null then {tidied_text(f"p.{chr(34)}{column}{chr(34)}")} end')
+    # Problems and line breaks are rare: one search over a row's values joined (bytes bound the characters
+    # from above) picks the rows holding a control character, tab or line break, or a value that may be too
+    # long, and only those are examined column by column, in a table of their own. The staged table is
+    # changed in place at those rows only: every other row keeps its values as they are.
     values = ", ".join(f's."{c}"' for c, _, _ in columns)
-    suspect = f"regexp_matches(concat({values}), {_CONTROL}) or " + " or ".join(suspects)
+    suspect = f"regexp_matches(concat({values}), {_SUSPECT}) or " + " or ".join(suspects)
     rows_ok = " and ".join(f"p.__problem_{i} is null" for i, c in enumerate(columns) if c[2] == "row") or "true"
     sql.create_table_as(
         checked,
@@ -295,12 +298,9 @@ def guard_text(
         temporary=True,
     )
     sql.create_table_as(text_rejects, " union all ".join(checks), temporary=True)
-    sql.create_table_as(
-        staged,
-        f"""select s.* replace ({", ".join(kept)})
-            from {staged} s left join {checked} p on p.__row = s.rowid where {rows_ok}""",
-        temporary=True,
-    )
+    if sql.value(f"select count(*) from {checked}"):
+        sql.execute(f"update {staged} s set {', '.join(kept)} from {checked} p where p.__row = s.rowid")
+        sql.execute(f"delete from {staged} s using {checked} p where p.__row = s.rowid and not ({rows_ok})")
     scratch.drop(f"{stage}_checked")
     return text_rejects
 
@@ -407,10 +407,12 @@ def build_identifier_maps(
     maps = {}
     for n in _mapped_normalisers():
         inputs = ", ".join(n.input_columns)
-        distinct = f"select distinct {inputs} from {identifiers} where kind = {sql_literal(n.name)}"
+        values = f"select {inputs} from {identifiers} where kind = {sql_literal(n.name)}"
         if n.contact and person_stage is not None:
+            # One aggregate over both: the record's own field and its identifier mostly hold the same value.
             own = f"{n.name} as raw" + (", cc as region" if n.reads_region else "")
-            distinct = f"select distinct {own} from {person_stage} where {n.name} is not null union {distinct}"
+            values = f"select {own} from {person_stage} where {n.name} is not null union all {values}"
+        distinct = f"select distinct {inputs} from ({values})"
         maps[n.name] = scratch(f"{n.name}_map")
         shortcut = n.sql_shortcut(*n.input_columns) if n.sql_shortcut else None
         register_map(sql, maps[n.name], distinct, n.rule, n.outputs, shortcut)
@@ -949,9 +951,10 @@ def _event_id_sql(s: SourceConfig) -> str:
     return f"coalesce({event_id}, _file || ':' || _row_number::varchar)"
 
 
-def _repeats_kept_event(sql: Sql, role: str, stage: str, deduped: Sequence[SourceConfig], scope: str) -> bool:
-    """Whether a staged row carries the event id of a row in a file this run keeps: which copy is the
-    event then depends on rows not read again, so the role is cleaned whole.
+def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[SourceConfig], scope: str) -> str:
+    """A select of the kept files (outside `scope`) that which copy of a staged event is the first depends
+    on: those holding a row with the event id of a staged row, and those holding a row quarantined as a
+    later copy of an event in a file of the scope (read again or gone).
 
     Ids are compared as `guard_text` keeps them. A kept row is cleaned (its id is in the role's table) or
     quarantined whole; only the raw rows of the latter are read again, not every kept raw row."""
@@ -962,36 +965,29 @@ def _repeats_kept_event(sql: Sql, role: str, stage: str, deduped: Sequence[Sourc
                     where scope = 'row' and source in ({names}))"""
     kept = " union all ".join(
         [
-            f"select source, event_id from {ACTIVITY_TABLES[role].name} t {other_files} where source in ({names})",
+            f"""select source, file, event_id from {ACTIVITY_TABLES[role].name} t {other_files}
+                where source in ({names})""",
             *(
-                f"""select {sql_literal(s.name)} as source, {tidied_text(_event_id_sql(s))} as event_id
+                f"""select {sql_literal(s.name)} as source, _file as file,
+                           {tidied_text(_event_id_sql(s))} as event_id
                     from {raw_rows_at(sql, s, rejected)}"""
                 for s in deduped
             ),
         ]
     )
-    return bool(sql.value(f"select exists (select 1 from {new_ids} n semi join ({kept}) k using (source, event_id))"))
-
-
-def _kept_duplicate_of_file_in_scope(sql: Sql, role: str, scope: str) -> bool:
-    """Whether a row of a kept file was quarantined as a later copy of an event in a file this run reads
-    again or removes: which copy is the event then changes with rows not read again."""
-    return bool(
-        sql.value(
-            f"""select exists (
-                select 1 from clean.{role}_quarantine q
-                anti join {scope} k on k.source = q.source and k.file = q.file
-                join {scope} f on f.source = q.source
-                 and starts_with(q.reason, 'duplicate event id: already delivered in ' || f.file || ' line '))"""
-        )
-    )
+    return f"""select k.source, k.file from ({kept}) k semi join {new_ids} n using (source, event_id)
+               union
+               select q.source, q.file from clean.{role}_quarantine q
+               anti join {scope} k on k.source = q.source and k.file = q.file
+               join {scope} f on f.source = q.source
+                and starts_with(q.reason, 'duplicate event id: already delivered in ' || f.file || ' line ')"""
 
 
 def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -> dict[str, int]:
     """Bring `clean.events` or `clean.transactions`, their identifiers and quarantine up to the raw tables,
-    by file as clean_person_records does: only new and changed files read unless `full`, the settings
-    changed, a new row repeats the event id of a kept one or a kept row repeats one of a file read again
-    or gone (then which copy counts is decided afresh).
+    by file as clean_person_records does: only new and changed files read unless `full` or the settings
+    changed, with the kept files holding another copy of an event they hold (then which copy counts is
+    decided again over every copy).
 
     The staged rows and the identifier maps are the step's own tables, dropped when it ends."""
     sources = config.sources_with_role(role)
@@ -1006,21 +1002,21 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
         sql.create_table_as(
             stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
         )
-        read_now = int(sql.value(f"select count(*) from {stage}"))
-        # A new row can repeat a kept event, and a kept row one of a file in scope: then every row is read again.
-        if (
-            scope is not None
-            and deduped_sources
-            and (
-                (read_now and _repeats_kept_event(sql, role, stage, deduped_sources, scope))
-                or _kept_duplicate_of_file_in_scope(sql, role, scope)
-            )
-        ):
-            scope = None
+        # A staged row can repeat the event id of a row in a kept file, and a kept row be a later copy of an
+        # event in a file read again or gone: which copy is the event then depends on those kept files' rows
+        # too, so their files are read again with the others, until no kept file shares an event with them.
+        while scope is not None and deduped_sources:
+            sharing = scratch("files_sharing_events")
             sql.create_table_as(
-                stage, " union all by name ".join(_activity_select(s, None, sql) for s in sources), temporary=True
+                sharing, _files_sharing_events(sql, role, stage, deduped_sources, scope), temporary=True
             )
-            read_now = int(sql.value(f"select count(*) from {stage}"))
+            if not sql.value(f"select count(*) from {sharing}"):
+                break
+            sql.execute(f"insert into {scope} select source, file from {sharing}")
+            sql.create_table_as(
+                stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
+            )
+        read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, [])
         text_rejects = guard_text(
             sql,

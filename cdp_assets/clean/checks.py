@@ -5,13 +5,14 @@ guard that catches a rule regression or an unexpected source before bad values r
 destinations.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import dagster as dg
 
 from cdp_assets.clean.assets import PERSON_RECORDS
 from cdp_assets.metadata import markdown_table, mask, redact_errors
-from resources.quality import validate_frame, validation_frame
+from resources.quality import import_great_expectations, validate_frame, validation_frame
 from resources.warehouse import Warehouse
 
 # The patterns mean the same to Python's `re` and to RE2, which runs them (resources/quality.py): Python's
@@ -24,9 +25,7 @@ COUNTRY = r"^[A-Z]{2}\n?$"
 
 
 def _expectations() -> list[object]:
-    import great_expectations as gx
-
-    x = gx.expectations
+    x = import_great_expectations().expectations
     return [
         x.ExpectColumnValuesToNotBeNull(column="source"),
         x.ExpectColumnValuesToNotBeNull(column="source_record_id"),
@@ -48,16 +47,21 @@ def _expectations() -> list[object]:
 )
 @redact_errors
 def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
-    with warehouse.sql() as sql:
-        # Numbers as int64 and float64 (a birth year may be missing): the types Great Expectations compares
-        # vectorised (validation_frame).
-        frame = validation_frame(
-            sql.arrow(
-                """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
-                          year(date_of_birth)::double as birth_year, trust::bigint as trust
-                   from clean.person_records"""
+    # Great Expectations' import (seconds of Python) runs while DuckDB reads the rows, which it does
+    # without holding the GIL.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        imported = pool.submit(import_great_expectations)
+        with warehouse.sql() as sql:
+            # Numbers as int64 and float64 (a birth year may be missing): the types Great Expectations
+            # compares vectorised (validation_frame).
+            frame = validation_frame(
+                sql.arrow(
+                    """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
+                              year(date_of_birth)::double as birth_year, trust::bigint as trust
+                       from clean.person_records"""
+                )
             )
-        )
+        imported.result()
     outcomes = validate_frame("cleaned_person_records", frame, _expectations())
     failed = [o for o in outcomes if not o.success]
     evaluated = len(outcomes)

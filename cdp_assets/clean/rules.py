@@ -229,19 +229,23 @@ def address_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
     """(condition, SQL per output) for the address lines whose `clean_address_line` outcome SQL decides:
     printable ASCII (so NFKD and the ASCII fold change nothing, and whitespace is spaces) in mixed case or
     without letters (so the line is displayed as written, collapsed), not a filler, with a letter or digit.
-    Tests compare both on such lines."""
+    Tests compare both on such lines.
+
+    Collapsing spaces and trimming spaces and commas remove no letter or digit, and the key's words are
+    split at every other character anyway, so the condition and the key read the value as given: only the
+    displayed line is collapsed, and only a line with a run of spaces goes through the regex."""
     fillers = ", ".join(sql_literal(f) for f in sorted(FILLERS))
-    text = f"trim(regexp_replace({raw}, ' +', ' ', 'g'), ' ,')"
+    collapsed = f"case when contains({raw}, '  ') then regexp_replace({raw}, ' +', ' ', 'g') else {raw} end"
     condition = (
         f"coalesce(regexp_full_match({raw}, '[ -~]*') and lower(trim({raw})) not in ({fillers}) "
-        f"and regexp_matches({text}, '[A-Za-z0-9]') "
-        f"and (regexp_matches({text}, '[A-Z]') = regexp_matches({text}, '[a-z]')), false)"
+        f"and regexp_matches({raw}, '[A-Za-z0-9]') "
+        f"and (regexp_matches({raw}, '[A-Z]') = regexp_matches({raw}, '[a-z]')), false)"
     )
     abbreviations = ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in _STREET_ABBREVIATIONS.items())
-    words = f"string_split_regex(trim(upper(regexp_replace({text}, '[^A-Za-z0-9_ ]', ' ', 'g'))), ' +')"
+    words = f"string_split_regex(trim(upper(regexp_replace({raw}, '[^A-Za-z0-9_ ]', ' ', 'g'))), ' +')"
     short = f"lambda w: coalesce(map {{{abbreviations}}}[w], w)"
     key = f"nullif(array_to_string(list_transform({words}, {short}), ' '), '')"
-    return condition, {"display": text, "address_key": key, "reason": "null::varchar"}
+    return condition, {"display": f"trim({collapsed}, ' ,')", "address_key": key, "reason": "null::varchar"}
 
 
 def _has_alnum(text: str) -> bool:

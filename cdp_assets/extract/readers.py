@@ -233,16 +233,21 @@ def _plain_lines(sql: Sql, lines: pa.Array, delimiter: str, quote: str, width: i
     carriage return but a last one, and is shorter than the field size limit."""
     q, d = (f"\\x{{{ord(c):x}}}" for c in (quote, delimiter))
     field = f"(?:{q}(?:[^{q}]|{q}{q})*{q}|[^{q}{d}]*)"
+    # The line without its carriage return is computed once, in a projection of its own: an expression
+    # repeated in a CASE is evaluated again at each use. A delimiter that is no control character need not
+    # be removed before looking for one.
+    visible = "body" if ord(delimiter) >= 0x20 else f"replace(body, {sql_literal(delimiter)}, '')"
     common = f"""strpos(line, chr(13)) in (0, length(line)) and length(line) < {csv.field_size_limit()}
-        and not regexp_matches(replace({_BODY}, {sql_literal(delimiter)}, ''), '[\\x00-\\x1f]')"""
-    plain = f"""not contains({_BODY}, {sql_literal(quote)})
-        and length({_BODY}) - length(replace({_BODY}, {sql_literal(delimiter)}, '')) = {width - 1}"""
-    quoted = f"regexp_full_match({_BODY}, {sql_literal(f'{field}(?:{d}{field}){{{width - 1}}}')})"
-    blank = f"strpos(line, chr(13)) in (0, length(line)) and ltrim({_BODY}, ' ') = ''"
+        and not regexp_matches({visible}, '[\\x00-\\x1f]')"""
+    plain = f"""not contains(body, {sql_literal(quote)})
+        and length(body) - length(replace(body, {sql_literal(delimiter)}, '')) = {width - 1}"""
+    quoted = f"regexp_full_match(body, {sql_literal(f'{field}(?:{d}{field}){{{width - 1}}}')})"
+    blank = "strpos(line, chr(13)) in (0, length(line)) and ltrim(body, ' ') = ''"
     with sql.registered("csv_lines", pa.table({"line": lines})) as table:
         kinds = sql.arrays(
             f"""select (case when {blank} then {BLANK} when not ({common}) then 0 when {plain} then {PLAIN}
-                             when {quoted} then {QUOTED} else 0 end)::tinyint k from {table}"""
+                             when {quoted} then {QUOTED} else 0 end)::tinyint k
+                from (select line, {_BODY} as body from {table})"""
         )
     return kinds["k"]
 
