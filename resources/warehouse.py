@@ -18,10 +18,12 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -337,14 +339,81 @@ def temporary_copy(sql: Sql, path: Path) -> Iterator[Path]:
             leftover.unlink(missing_ok=True)
 
 
-def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> dict[str, int]:
-    """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`; rows per table.
+# A table whose changed rows would be more than this share of it is copied whole: a full copy is then about
+# as cheap, and it leaves no space from deleted rows behind in the snapshot file.
+SNAPSHOT_REWRITE_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class SnapshotReport:
+    """What a publication of the read snapshot did: rows per table, which tables were copied whole and how
+    many rows of the others were replaced (deleted and inserted)."""
+
+    rows: dict[str, int]
+    copied_whole: list[str] = field(default_factory=list)
+    rows_replaced: dict[str, int] = field(default_factory=dict)
+
+
+def _same_columns(sql: Sql, table: str) -> bool:
+    """Whether the snapshot's copy of `cdp.<table>` has the warehouse's columns, names, types and order."""
+    listed = (
+        "select column_name, data_type from information_schema.columns "
+        "where table_catalog = {} and table_schema = 'cdp' and table_name = ? order by ordinal_position"
+    )
+    here = sql.rows(listed.format("current_database()"), [table])
+    there = sql.rows(listed.format("'read_snapshot'"), [table])
+    return here == there
+
+
+def _update_snapshot_table(sql: Sql, table: str) -> int | None:
+    """Bring the snapshot's copy of `cdp.<table>` to the warehouse's rows by replacing only the rows that
+    differ; the number of rows replaced, or None when the table must be copied whole instead (missing,
+    other columns, or too much changed).
+
+    Rows are compared as whole rows, by their hash, counted: every hash whose count differs between the two
+    copies has all its snapshot rows deleted and all its warehouse rows inserted, so the snapshot holds the
+    warehouse's rows exactly, duplicates included, whatever it held before. Only a changed row whose new
+    values hash (64 bits) to its old ones would be missed."""
+    if not _same_columns(sql, table):  # also when the snapshot lacks the table
+        return None
+    here, there = f'cdp."{table}"', f'read_snapshot.cdp."{table}"'
+    with sql.scratch("read_snapshot") as tables:
+        changed = tables("changed_hashes")
+        sql.create_table_as(
+            changed,
+            f"""select h, coalesce(w.n, 0) as here, coalesce(s.n, 0) as there
+                from (select hash(x) as h, count(*) as n from {here} x group by 1) w
+                full join (select hash(x) as h, count(*) as n from {there} x group by 1) s using (h)
+                where w.n is distinct from s.n""",
+            temporary=True,
+        )
+        replaced, rows = sql.row(f"select coalesce(sum(here + there), 0), (select count(*) from {here}) from {changed}")
+        if replaced > SNAPSHOT_REWRITE_SHARE * max(rows, 1):
+            return None
+        if replaced:
+            sql.execute(f"delete from {there} x where hash(x) in (select h from {changed} where there > 0)")
+            sql.execute(
+                f"insert into {there} select * from {here} x where hash(x) in (select h from {changed} where here > 0)"
+            )
+    return int(replaced)
+
+
+def publish_read_snapshot(
+    sql: Sql, path: Path, run_id: str | None = None, *, incremental: bool = False
+) -> SnapshotReport:
+    """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`.
 
     The copy is written under a temporary name in the same folder, flushed to disk, then renamed over
     the old file with `os.replace`, which is atomic: a reader opening `path` gets the old file or the
     new one, never half of one. A reader with the old file open keeps reading the old file (POSIX keeps
     it until the last reader closes it), and nothing waits for anything. The snapshot also holds
     `main.snapshot_info` (published_at, run_id) so a reader can tell which refresh it sees.
+
+    With `incremental`, the new file starts as a byte copy of the published one and each table gets only
+    its rows that differ from the warehouse's (see `_update_snapshot_table`): a refresh that changed 1% of
+    the profiles writes about 1% of them, not every table again. The result holds the same rows as a full
+    copy. Without it every table is copied afresh, which a privacy erasure needs: rows deleted from a copied
+    file may leave their bytes in its free blocks, a fresh file has none.
     """
     tables = [
         row[0]
@@ -357,16 +426,31 @@ def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> di
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     for leftover in (staging, Path(f"{staging}.wal")):
         leftover.unlink(missing_ok=True)
-    counts: dict[str, int] = {}
-    quoted = str(staging).replace("'", "''")
-    sql.execute(f"attach '{quoted}' as read_snapshot")
+    reused = incremental and _attach_copy_of_published(sql, path, staging)
+    if not reused:
+        sql.execute(f"attach {sql_literal(str(staging))} as read_snapshot")
+    report = SnapshotReport(rows={})
     try:
-        sql.execute("create schema read_snapshot.cdp")
+        sql.execute("create schema if not exists read_snapshot.cdp")
+        published = [
+            name
+            for (name,) in sql.rows(
+                "select table_name from information_schema.tables "
+                "where table_catalog = 'read_snapshot' and table_schema = 'cdp'"
+            )
+        ]
+        for gone in sorted(set(published) - set(tables)):
+            sql.execute(f'drop table read_snapshot.cdp."{gone}"')
         for table in tables:
-            sql.create_table_as(f'read_snapshot.cdp."{table}"', f'select * from cdp."{table}"')
-            counts[table] = int(sql.value(f'select count(*) from read_snapshot.cdp."{table}"'))
-        sql.execute(
-            "create table read_snapshot.main.snapshot_info as "
+            replaced = _update_snapshot_table(sql, table) if reused else None
+            if replaced is None:
+                sql.create_table_as(f'read_snapshot.cdp."{table}"', f'select * from cdp."{table}"')
+                report.copied_whole.append(table)
+            else:
+                report.rows_replaced[table] = replaced
+            report.rows[table] = int(sql.value(f'select count(*) from read_snapshot.cdp."{table}"'))
+        sql.create_table_as(
+            "read_snapshot.main.snapshot_info",
             "select ?::timestamp as published_at, ?::varchar as run_id",
             [utc_now(), run_id],
         )
@@ -381,4 +465,22 @@ def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> di
             sql.execute("detach if exists read_snapshot")
         staging.unlink(missing_ok=True)
         raise
-    return counts
+    return report
+
+
+def _attach_copy_of_published(sql: Sql, path: Path, staging: Path) -> bool:
+    """Byte-copy the published snapshot to `staging` and attach it as `read_snapshot`, the start of the next
+    one; False (nothing attached, no staging file) when there is none or DuckDB cannot open it, so the next
+    one is built afresh."""
+    if not path.is_file():
+        return False
+    shutil.copyfile(path, staging)
+    try:
+        sql.execute(f"attach {sql_literal(str(staging))} as read_snapshot")
+    except SqlError:
+        with suppress(SqlError):
+            sql.execute("detach if exists read_snapshot")
+        for leftover in (staging, Path(f"{staging}.wal")):
+            leftover.unlink(missing_ok=True)
+        return False
+    return True
