@@ -342,6 +342,13 @@ def temporary_copy(sql: Sql, path: Path) -> Iterator[Path]:
 # A table whose changed rows would be more than this share of it is copied whole: a full copy is then about
 # as cheap, and it leaves no space from deleted rows behind in the snapshot file.
 SNAPSHOT_REWRITE_SHARE = 0.25
+# Rows per bucket (see `_update_snapshot_table`) when a table's buckets are laid out; a table that has grown
+# past this many times as many rows per bucket is copied whole and laid out again.
+BUCKET_ROWS = 16
+BUCKET_GROWTH = 8
+# In the snapshot file, beside `snapshot_info`: how each table's rows are bucketed, and each bucket's digest.
+SNAPSHOT_TABLES = "read_snapshot.main.snapshot_tables"
+SNAPSHOT_BUCKETS = "read_snapshot.main.snapshot_buckets"
 
 
 @dataclass(frozen=True)
@@ -354,48 +361,78 @@ class SnapshotReport:
     rows_replaced: dict[str, int] = field(default_factory=dict)
 
 
-def _same_columns(sql: Sql, table: str) -> bool:
-    """Whether the snapshot's copy of `cdp.<table>` has the warehouse's columns, names, types and order."""
-    listed = (
+def _columns(sql: Sql, catalog: str, table: str) -> list[tuple[str, str]]:
+    """The columns of `<catalog>.cdp.<table>` with their types, in order (none when it does not exist)."""
+    return sql.rows(
         "select column_name, data_type from information_schema.columns "
-        "where table_catalog = {} and table_schema = 'cdp' and table_name = ? order by ordinal_position"
+        f"where table_catalog = {catalog} and table_schema = 'cdp' and table_name = ? order by ordinal_position",
+        [table],
     )
-    here = sql.rows(listed.format("current_database()"), [table])
-    there = sql.rows(listed.format("'read_snapshot'"), [table])
-    return here == there
 
 
-def _update_snapshot_table(sql: Sql, table: str) -> int | None:
-    """Bring the snapshot's copy of `cdp.<table>` to the warehouse's rows by replacing only the rows that
-    differ; the number of rows replaced, or None when the table must be copied whole instead (missing,
-    other columns, or too much changed).
+def _digests(source: str, bucket: str, buckets: int) -> str:
+    """Per bucket of `source`'s rows (`bucket`, an expression over row `x`, modulo `buckets`): its rows and
+    the sum of their whole-row hashes."""
+    return f"""select ({bucket}) % {buckets} as bucket, count(*) as rows, sum(hash(x)::hugeint) as digest
+               from {source} x group by 1"""
 
-    Rows are compared as whole rows, by their hash, counted: every hash whose count differs between the two
-    copies has all its snapshot rows deleted and all its warehouse rows inserted, so the snapshot holds the
-    warehouse's rows exactly, duplicates included, whatever it held before. Only a changed row whose new
-    values hash (64 bits) to its old ones would be missed."""
-    if not _same_columns(sql, table):  # also when the snapshot lacks the table
-        return None
+
+def _copy_snapshot_table(sql: Sql, table: str, bucket: str) -> None:
+    """Copy `cdp.<table>` whole into the snapshot and lay out its buckets afresh."""
     here, there = f'cdp."{table}"', f'read_snapshot.cdp."{table}"'
+    sql.create_table_as(there, f"select * from {here}")
+    rows = int(sql.value(f"select count(*) from {there}"))
+    buckets = 1 << max(0, (rows // BUCKET_ROWS).bit_length())
+    sql.execute(f"delete from {SNAPSHOT_TABLES} where table_name = ?", [table])
+    sql.execute(f"insert into {SNAPSHOT_TABLES} values (?, ?)", [table, buckets])
+    sql.execute(f"delete from {SNAPSHOT_BUCKETS} where table_name = ?", [table])
+    sql.execute(f"insert into {SNAPSHOT_BUCKETS} select ?, * from ({_digests(there, bucket, buckets)})", [table])
+
+
+def _update_snapshot_table(sql: Sql, table: str, bucket: str) -> int | None:
+    """Bring the snapshot's copy of `cdp.<table>` to the warehouse's rows by replacing only the buckets of
+    rows that differ; the number of rows replaced, or None when the table must be copied whole instead
+    (missing, other columns, grown past its buckets, or too much changed).
+
+    A table's rows are spread over buckets by `bucket` (the hash of the customer id where the table has
+    one); the snapshot keeps each bucket's row count and the sum of its rows' whole-row hashes. Only the
+    warehouse's rows are hashed: every bucket whose count or sum differs from the kept ones has all its
+    snapshot rows deleted and all its warehouse rows inserted, so the snapshot holds the warehouse's rows
+    exactly, duplicates included. Only a bucket whose changed rows hash to the same 128-bit sum as before
+    would be missed."""
+    here, there = f'cdp."{table}"', f'read_snapshot.cdp."{table}"'
+    kept = sql.value(f"select buckets from {SNAPSHOT_TABLES} where table_name = ?", [table])
+    if kept is None or _columns(sql, "current_database()", table) != _columns(sql, "'read_snapshot'", table):
+        return None
+    buckets = int(kept)
     with sql.scratch("read_snapshot") as tables:
-        changed = tables("changed_hashes")
+        now, changed = tables("digests"), tables("changed_buckets")
+        sql.create_table_as(now, _digests(here, bucket, buckets), temporary=True)
         sql.create_table_as(
             changed,
-            f"""select h, coalesce(w.n, 0) as here, coalesce(s.n, 0) as there
-                from (select hash(x) as h, count(*) as n from {here} x group by 1) w
-                full join (select hash(x) as h, count(*) as n from {there} x group by 1) s using (h)
-                where w.n is distinct from s.n""",
+            f"""select bucket, coalesce(n.rows, 0) + coalesce(k.rows, 0) as rows
+                from {now} n full join (select * from {SNAPSHOT_BUCKETS} where table_name = ?) k using (bucket)
+                where n.rows is distinct from k.rows or n.digest is distinct from k.digest""",
+            [table],
             temporary=True,
         )
-        replaced, rows = sql.row(f"select coalesce(sum(here + there), 0), (select count(*) from {here}) from {changed}")
-        if replaced > SNAPSHOT_REWRITE_SHARE * max(rows, 1):
+        rows = int(sql.value(f"select coalesce(sum(rows), 0) from {now}"))
+        replaced = int(sql.value(f"select coalesce(sum(rows), 0) from {changed}"))
+        if rows > BUCKET_ROWS * BUCKET_GROWTH * buckets or replaced > SNAPSHOT_REWRITE_SHARE * max(rows, 1):
             return None
         if replaced:
-            sql.execute(f"delete from {there} x where hash(x) in (select h from {changed} where there > 0)")
+            among = f"({bucket}) % {buckets} in (select bucket from {changed})"
+            sql.execute(f"delete from {there} x where {among}")
+            sql.execute(f"insert into {there} select * from {here} x where {among}")
             sql.execute(
-                f"insert into {there} select * from {here} x where hash(x) in (select h from {changed} where here > 0)"
+                f"delete from {SNAPSHOT_BUCKETS} where table_name = ? and bucket in (select bucket from {changed})",
+                [table],
             )
-    return int(replaced)
+            sql.execute(
+                f"insert into {SNAPSHOT_BUCKETS} select ?, * from {now} where bucket in (select bucket from {changed})",
+                [table],
+            )
+    return replaced
 
 
 def publish_read_snapshot(
@@ -410,10 +447,12 @@ def publish_read_snapshot(
     `main.snapshot_info` (published_at, run_id) so a reader can tell which refresh it sees.
 
     With `incremental`, the new file starts as a byte copy of the published one and each table gets only
-    its rows that differ from the warehouse's (see `_update_snapshot_table`): a refresh that changed 1% of
-    the profiles writes about 1% of them, not every table again. The result holds the same rows as a full
-    copy. Without it every table is copied afresh, which a privacy erasure needs: rows deleted from a copied
-    file may leave their bytes in its free blocks, a fresh file has none.
+    the buckets of rows that differ from the warehouse's (see `_update_snapshot_table`): a refresh that
+    changed 1% of the profiles writes a few percent of them, not every table again, and reads the snapshot's
+    rows only where they changed. The result holds the same rows as a full copy. Without it every table is
+    copied afresh, which a privacy erasure needs: rows deleted from a copied file may leave their bytes in
+    its free blocks, a fresh file has none. The snapshot also holds `main.snapshot_tables` and
+    `main.snapshot_buckets`, the bucket digests the next publication compares with.
     """
     tables = [
         row[0]
@@ -439,12 +478,21 @@ def publish_read_snapshot(
                 "where table_catalog = 'read_snapshot' and table_schema = 'cdp'"
             )
         ]
+        sql.execute(
+            f"""create table if not exists {SNAPSHOT_TABLES} (table_name varchar primary key, buckets ubigint);
+                create table if not exists {SNAPSHOT_BUCKETS}
+                    (table_name varchar, bucket ubigint, rows bigint, digest hugeint)"""
+        )
         for gone in sorted(set(published) - set(tables)):
             sql.execute(f'drop table read_snapshot.cdp."{gone}"')
+        sql.execute(f"delete from {SNAPSHOT_TABLES} where not list_contains(?, table_name)", [tables])
+        sql.execute(f"delete from {SNAPSHOT_BUCKETS} where not list_contains(?, table_name)", [tables])
         for table in tables:
-            replaced = _update_snapshot_table(sql, table) if reused else None
+            columns = [name for name, _ in _columns(sql, "current_database()", table)]
+            bucket = 'hash(x."customer_id")' if "customer_id" in columns else "hash(x)"
+            replaced = _update_snapshot_table(sql, table, bucket) if reused else None
             if replaced is None:
-                sql.create_table_as(f'read_snapshot.cdp."{table}"', f'select * from cdp."{table}"')
+                _copy_snapshot_table(sql, table, bucket)
                 report.copied_whole.append(table)
             else:
                 report.rows_replaced[table] = replaced
