@@ -15,6 +15,7 @@ Sensors never open the database.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import re
@@ -463,7 +464,9 @@ def publish_read_snapshot(
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    for leftover in (staging, Path(f"{staging}.wal")):
+    # A publication killed before its rename left its staging file (a copy of the snapshot) behind; runs
+    # take turns on the warehouse, so no other publication is writing one now.
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
         leftover.unlink(missing_ok=True)
     reused = incremental and _attach_copy_of_published(sql, path, staging)
     if not reused:

@@ -199,14 +199,18 @@ def test_a_snapshot_updated_in_place_holds_what_a_fresh_copy_holds(tmp_path: Pat
 
 
 @pytest.mark.stage
-def test_an_unreadable_snapshot_is_published_afresh(tmp_path: Path):
+def test_an_unreadable_snapshot_is_published_afresh_and_a_killed_publication_leaves_nothing(tmp_path: Path):
     warehouse, snapshot = tmp_path / "w.duckdb", tmp_path / "read.duckdb"
     snapshot.write_bytes(b"not a database")
+    killed = [tmp_path / ".read.duckdb.99999.tmp", tmp_path / ".read.duckdb.99999.tmp.wal"]
+    for path in killed:
+        path.write_bytes(b"a staging copy a killed run left")
     _warehouse_with(warehouse, 3)
     with duckdb.connect(str(warehouse)) as conn:
         report = publish_read_snapshot(Sql(conn), snapshot, "run", incremental=True)
     assert report.rows == {"golden_profiles": 3, "segment_membership": 3}
     assert sorted(report.copied_whole) == ["golden_profiles", "segment_membership"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
 
 
 def _job_environment(config: Path) -> dict[str, str]:
