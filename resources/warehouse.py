@@ -350,6 +350,8 @@ BUCKET_GROWTH = 8
 # In the snapshot file, beside `snapshot_info`: how each table's rows are bucketed, and each bucket's digest.
 SNAPSHOT_TABLES = "read_snapshot.main.snapshot_tables"
 SNAPSHOT_BUCKETS = "read_snapshot.main.snapshot_buckets"
+# The alias a table's row goes by in the statements that hash whole rows (`hash(alias)` hashes the row).
+ROW = "snapshot_row"
 
 
 @dataclass(frozen=True)
@@ -374,8 +376,8 @@ def _columns(sql: Sql, catalog: str, table: str) -> list[tuple[str, str]]:
 def _digests(source: str, bucket: str, buckets: int) -> str:
     """Per bucket of `source`'s rows (`bucket`, an expression over row `x`, modulo `buckets`): its rows and
     the sum of their whole-row hashes."""
-    return f"""select ({bucket}) % {buckets} as bucket, count(*) as rows, sum(hash(x)::hugeint) as digest
-               from {source} x group by 1"""
+    return f"""select ({bucket}) % {buckets} as bucket, count(*) as rows, sum(hash({ROW})::hugeint) as digest
+               from {source} {ROW} group by 1"""
 
 
 def _copy_snapshot_table(sql: Sql, table: str, bucket: str) -> None:
@@ -423,8 +425,8 @@ def _update_snapshot_table(sql: Sql, table: str, bucket: str) -> int | None:
             return None
         if replaced:
             among = f"({bucket}) % {buckets} in (select bucket from {changed})"
-            sql.execute(f"delete from {there} x where {among}")
-            sql.execute(f"insert into {there} select * from {here} x where {among}")
+            sql.execute(f"delete from {there} {ROW} where {among}")
+            sql.execute(f"insert into {there} select * from {here} {ROW} where {among}")
             sql.execute(
                 f"delete from {SNAPSHOT_BUCKETS} where table_name = ? and bucket in (select bucket from {changed})",
                 [table],
@@ -492,8 +494,9 @@ def publish_read_snapshot(
         sql.execute(f"delete from {SNAPSHOT_BUCKETS} where not list_contains(?, table_name)", [tables])
         for table in tables:
             columns = [name for name, _ in _columns(sql, "current_database()", table)]
-            bucket = 'hash(x."customer_id")' if "customer_id" in columns else "hash(x)"
-            replaced = _update_snapshot_table(sql, table, bucket) if reused else None
+            bucket = f'hash({ROW}."customer_id")' if "customer_id" in columns else f"hash({ROW})"
+            # A column named like the row's alias would be hashed instead of the row: such a table is copied.
+            replaced = _update_snapshot_table(sql, table, bucket) if reused and ROW not in columns else None
             if replaced is None:
                 _copy_snapshot_table(sql, table, bucket)
                 report.copied_whole.append(table)

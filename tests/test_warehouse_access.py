@@ -166,6 +166,9 @@ def test_a_snapshot_updated_in_place_holds_what_a_fresh_copy_holds(tmp_path: Pat
         sql.execute("create table cdp.churn as select range as n from range(100)")
         sql.execute("create table cdp.gone as select 1 as n")
         sql.execute("create table cdp.emptied as select 1 as n")
+        # Columns named like a row alias: hashing the row must not hash that column instead.
+        sql.execute("create table cdp.clash as select range as x, 0 as y from range(1000)")
+        sql.execute("create table cdp.aliased as select range as snapshot_row, 0 as y from range(100)")
         sql.execute("create table cdp.unchanged as select range as n from range(10)")
         sql.execute("create view cdp.big_scores as select customer_id from cdp.profiles where score > 4")
         first = publish_read_snapshot(sql, snapshot, "first", incremental=True)
@@ -181,12 +184,15 @@ def test_a_snapshot_updated_in_place_holds_what_a_fresh_copy_holds(tmp_path: Pat
         sql.execute("drop table cdp.gone")
         sql.execute("create table cdp.added as select 'a' as x")
         sql.execute("delete from cdp.emptied")
+        sql.execute("update cdp.clash set y = 1 where x = 5")
+        sql.execute("update cdp.aliased set y = 1 where snapshot_row = 5")
         second = publish_read_snapshot(sql, snapshot, "second", incremental=True)
         publish_read_snapshot(sql, fresh, "fresh")
 
     assert _snapshot_tables(snapshot) == _snapshot_tables(fresh)
     assert "gone" not in _snapshot_tables(snapshot)
-    assert sorted(second.copied_whole) == ["added", "churn", "emptied", "typed"]
+    assert sorted(second.copied_whole) == ["added", "aliased", "churn", "emptied", "typed"]
+    assert 0 < second.rows_replaced["clash"] < 0.25 * second.rows["clash"]
     # Whole buckets are replaced: at least the changed rows, far fewer than the table.
     assert 10 <= second.rows_replaced["profiles"] < 0.25 * second.rows["profiles"]
     assert 20 + 15 + 2 <= second.rows_replaced["pairs"] < 0.25 * second.rows["pairs"]
