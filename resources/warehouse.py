@@ -374,7 +374,7 @@ def _columns(sql: Sql, catalog: str, table: str) -> list[tuple[str, str]]:
 
 
 def _digests(source: str, bucket: str, buckets: int) -> str:
-    """Per bucket of `source`'s rows (`bucket`, an expression over row `x`, modulo `buckets`): its rows and
+    """Per bucket of `source`'s rows (`bucket`, an expression over the row `ROW`, modulo `buckets`): its rows and
     the sum of their whole-row hashes."""
     return f"""select ({bucket}) % {buckets} as bucket, count(*) as rows, sum(hash({ROW})::hugeint) as digest
                from {source} {ROW} group by 1"""
