@@ -15,13 +15,16 @@ Sensors never open the database.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -337,14 +340,122 @@ def temporary_copy(sql: Sql, path: Path) -> Iterator[Path]:
             leftover.unlink(missing_ok=True)
 
 
-def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> dict[str, int]:
-    """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`; rows per table.
+# A table whose changed rows would be more than this share of it is copied whole: a full copy is then about
+# as cheap, and it leaves no space from deleted rows behind in the snapshot file.
+SNAPSHOT_REWRITE_SHARE = 0.25
+# Rows per bucket (see `_update_snapshot_table`) when a table's buckets are laid out; a table that has grown
+# past this many times as many rows per bucket is copied whole and laid out again.
+BUCKET_ROWS = 16
+BUCKET_GROWTH = 8
+# In the snapshot file, beside `snapshot_info`: how each table's rows are bucketed, and each bucket's digest.
+SNAPSHOT_TABLES = "read_snapshot.main.snapshot_tables"
+SNAPSHOT_BUCKETS = "read_snapshot.main.snapshot_buckets"
+# The alias a table's row goes by in the statements that hash whole rows (`hash(alias)` hashes the row).
+ROW = "snapshot_row"
+
+
+@dataclass(frozen=True)
+class SnapshotReport:
+    """What a publication of the read snapshot did: rows per table, which tables were copied whole and how
+    many rows of the others were replaced (deleted and inserted)."""
+
+    rows: dict[str, int]
+    copied_whole: list[str] = field(default_factory=list)
+    rows_replaced: dict[str, int] = field(default_factory=dict)
+
+
+def _columns(sql: Sql, catalog: str, table: str) -> list[tuple[str, str]]:
+    """The columns of `<catalog>.cdp.<table>` with their types, in order (none when it does not exist)."""
+    return sql.rows(
+        "select column_name, data_type from information_schema.columns "
+        f"where table_catalog = {catalog} and table_schema = 'cdp' and table_name = ? order by ordinal_position",
+        [table],
+    )
+
+
+def _digests(source: str, bucket: str, buckets: int) -> str:
+    """Per bucket of `source`'s rows (`bucket`, an expression over the row `ROW`, modulo `buckets`): its rows and
+    the sum of their whole-row hashes."""
+    return f"""select ({bucket}) % {buckets} as bucket, count(*) as rows, sum(hash({ROW})::hugeint) as digest
+               from {source} {ROW} group by 1"""
+
+
+def _copy_snapshot_table(sql: Sql, table: str, bucket: str) -> None:
+    """Copy `cdp.<table>` whole into the snapshot and lay out its buckets afresh."""
+    here, there = f'cdp."{table}"', f'read_snapshot.cdp."{table}"'
+    sql.create_table_as(there, f"select * from {here}")
+    rows = int(sql.value(f"select count(*) from {there}"))
+    buckets = 1 << max(0, (rows // BUCKET_ROWS).bit_length())
+    sql.execute(f"delete from {SNAPSHOT_TABLES} where table_name = ?", [table])
+    sql.execute(f"insert into {SNAPSHOT_TABLES} values (?, ?)", [table, buckets])
+    sql.execute(f"delete from {SNAPSHOT_BUCKETS} where table_name = ?", [table])
+    sql.execute(f"insert into {SNAPSHOT_BUCKETS} select ?, * from ({_digests(there, bucket, buckets)})", [table])
+
+
+def _update_snapshot_table(sql: Sql, table: str, bucket: str) -> int | None:
+    """Bring the snapshot's copy of `cdp.<table>` to the warehouse's rows by replacing only the buckets of
+    rows that differ; the number of rows replaced, or None when the table must be copied whole instead
+    (missing, other columns, grown past its buckets, or too much changed).
+
+    A table's rows are spread over buckets by `bucket` (the hash of the customer id where the table has
+    one); the snapshot keeps each bucket's row count and the sum of its rows' whole-row hashes. Only the
+    warehouse's rows are hashed: every bucket whose count or sum differs from the kept ones has all its
+    snapshot rows deleted and all its warehouse rows inserted, so the snapshot holds the warehouse's rows
+    exactly, duplicates included. Only a bucket whose changed rows hash to the same 128-bit sum as before
+    would be missed."""
+    here, there = f'cdp."{table}"', f'read_snapshot.cdp."{table}"'
+    kept = sql.value(f"select buckets from {SNAPSHOT_TABLES} where table_name = ?", [table])
+    if kept is None or _columns(sql, "current_database()", table) != _columns(sql, "'read_snapshot'", table):
+        return None
+    buckets = int(kept)
+    with sql.scratch("read_snapshot") as tables:
+        now, changed = tables("digests"), tables("changed_buckets")
+        sql.create_table_as(now, _digests(here, bucket, buckets), temporary=True)
+        sql.create_table_as(
+            changed,
+            f"""select bucket, coalesce(n.rows, 0) + coalesce(k.rows, 0) as rows
+                from {now} n full join (select * from {SNAPSHOT_BUCKETS} where table_name = ?) k using (bucket)
+                where n.rows is distinct from k.rows or n.digest is distinct from k.digest""",
+            [table],
+            temporary=True,
+        )
+        rows = int(sql.value(f"select coalesce(sum(rows), 0) from {now}"))
+        replaced = int(sql.value(f"select coalesce(sum(rows), 0) from {changed}"))
+        if rows > BUCKET_ROWS * BUCKET_GROWTH * buckets or replaced > SNAPSHOT_REWRITE_SHARE * max(rows, 1):
+            return None
+        if replaced:
+            among = f"({bucket}) % {buckets} in (select bucket from {changed})"
+            sql.execute(f"delete from {there} {ROW} where {among}")
+            sql.execute(f"insert into {there} select * from {here} {ROW} where {among}")
+            sql.execute(
+                f"delete from {SNAPSHOT_BUCKETS} where table_name = ? and bucket in (select bucket from {changed})",
+                [table],
+            )
+            sql.execute(
+                f"insert into {SNAPSHOT_BUCKETS} select ?, * from {now} where bucket in (select bucket from {changed})",
+                [table],
+            )
+    return replaced
+
+
+def publish_read_snapshot(
+    sql: Sql, path: Path, run_id: str | None = None, *, incremental: bool = False
+) -> SnapshotReport:
+    """Copy every table and view of schema `cdp` into a new DuckDB file and swap it in at `path`.
 
     The copy is written under a temporary name in the same folder, flushed to disk, then renamed over
     the old file with `os.replace`, which is atomic: a reader opening `path` gets the old file or the
     new one, never half of one. A reader with the old file open keeps reading the old file (POSIX keeps
     it until the last reader closes it), and nothing waits for anything. The snapshot also holds
     `main.snapshot_info` (published_at, run_id) so a reader can tell which refresh it sees.
+
+    With `incremental`, the new file starts as a byte copy of the published one and each table gets only
+    the buckets of rows that differ from the warehouse's (see `_update_snapshot_table`): a refresh that
+    changed 1% of the profiles writes a few percent of them, not every table again, and reads the snapshot's
+    rows only where they changed. The result holds the same rows as a full copy. Without it every table is
+    copied afresh, which a privacy erasure needs: rows deleted from a copied file may leave their bytes in
+    its free blocks, a fresh file has none. The snapshot also holds `main.snapshot_tables` and
+    `main.snapshot_buckets`, the bucket digests the next publication compares with.
     """
     tables = [
         row[0]
@@ -355,18 +466,45 @@ def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> di
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    for leftover in (staging, Path(f"{staging}.wal")):
+    # A publication killed before its rename left its staging file (a copy of the snapshot) behind; runs
+    # take turns on the warehouse, so no other publication is writing one now.
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
         leftover.unlink(missing_ok=True)
-    counts: dict[str, int] = {}
-    quoted = str(staging).replace("'", "''")
-    sql.execute(f"attach '{quoted}' as read_snapshot")
+    reused = incremental and _attach_copy_of_published(sql, path, staging)
+    if not reused:
+        sql.execute(f"attach {sql_literal(str(staging))} as read_snapshot")
+    report = SnapshotReport(rows={})
     try:
-        sql.execute("create schema read_snapshot.cdp")
-        for table in tables:
-            sql.create_table_as(f'read_snapshot.cdp."{table}"', f'select * from cdp."{table}"')
-            counts[table] = int(sql.value(f'select count(*) from read_snapshot.cdp."{table}"'))
+        sql.execute("create schema if not exists read_snapshot.cdp")
+        published = [
+            name
+            for (name,) in sql.rows(
+                "select table_name from information_schema.tables "
+                "where table_catalog = 'read_snapshot' and table_schema = 'cdp'"
+            )
+        ]
         sql.execute(
-            "create table read_snapshot.main.snapshot_info as "
+            f"""create table if not exists {SNAPSHOT_TABLES} (table_name varchar primary key, buckets ubigint);
+                create table if not exists {SNAPSHOT_BUCKETS}
+                    (table_name varchar, bucket ubigint, rows bigint, digest hugeint)"""
+        )
+        for gone in sorted(set(published) - set(tables)):
+            sql.execute(f'drop table read_snapshot.cdp."{gone}"')
+        sql.execute(f"delete from {SNAPSHOT_TABLES} where not list_contains(?, table_name)", [tables])
+        sql.execute(f"delete from {SNAPSHOT_BUCKETS} where not list_contains(?, table_name)", [tables])
+        for table in tables:
+            columns = [name for name, _ in _columns(sql, "current_database()", table)]
+            bucket = f'hash({ROW}."customer_id")' if "customer_id" in columns else f"hash({ROW})"
+            # A column named like the row's alias would be hashed instead of the row: such a table is copied.
+            replaced = _update_snapshot_table(sql, table, bucket) if reused and ROW not in columns else None
+            if replaced is None:
+                _copy_snapshot_table(sql, table, bucket)
+                report.copied_whole.append(table)
+            else:
+                report.rows_replaced[table] = replaced
+            report.rows[table] = int(sql.value(f'select count(*) from read_snapshot.cdp."{table}"'))
+        sql.create_table_as(
+            "read_snapshot.main.snapshot_info",
             "select ?::timestamp as published_at, ?::varchar as run_id",
             [utc_now(), run_id],
         )
@@ -381,4 +519,22 @@ def publish_read_snapshot(sql: Sql, path: Path, run_id: str | None = None) -> di
             sql.execute("detach if exists read_snapshot")
         staging.unlink(missing_ok=True)
         raise
-    return counts
+    return report
+
+
+def _attach_copy_of_published(sql: Sql, path: Path, staging: Path) -> bool:
+    """Byte-copy the published snapshot to `staging` and attach it as `read_snapshot`, the start of the next
+    one; False (nothing attached, no staging file) when there is none or DuckDB cannot open it, so the next
+    one is built afresh."""
+    if not path.is_file():
+        return False
+    shutil.copyfile(path, staging)
+    try:
+        sql.execute(f"attach {sql_literal(str(staging))} as read_snapshot")
+    except SqlError:
+        with suppress(SqlError):
+            sql.execute("detach if exists read_snapshot")
+        for leftover in (staging, Path(f"{staging}.wal")):
+            leftover.unlink(missing_ok=True)
+        return False
+    return True

@@ -18,8 +18,11 @@ from cdp_assets.consistency.checks import CHECK_NAME, rebuild
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from cdp_assets.profiles.assets import GOLDEN_PROFILES, build_profiles
 from cdp_assets.segments.assets import build_membership, segment_key, update_segment
+from cdp_assets.snapshot.assets import READ_SNAPSHOT
+from resources import warehouse
 from resources.config import CDPConfig, ProfilesConfig, load_config
 from resources.sql import Sql
+from resources.warehouse import publish_read_snapshot
 from sensors.schedules import REBUILD_CHECK_JOB
 from tests.fixtures import make_platform
 
@@ -44,8 +47,10 @@ def _tables(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
 
 @pytest.mark.dagster
 def test_a_delta_recomputes_only_affected_customers_and_equals_a_full_recomputation(
-    tmp_path, instance, destination_server
+    tmp_path, instance, destination_server, monkeypatch
 ):
+    # So small a delta changes most buckets of so small a snapshot: it is updated in place however much changed.
+    monkeypatch.setattr(warehouse, "SNAPSHOT_REWRITE_SHARE", 10.0)
     platform = make_platform(tmp_path, instance, destination_server.url, people=300)
     landing = platform.folder / "landing"
     held = _hold_back(landing, share=0.05)
@@ -80,6 +85,23 @@ def test_a_delta_recomputes_only_affected_customers_and_equals_a_full_recomputat
     evaluated = _metadata(delta, segment_key("champions"))
     assert evaluated["mode"] == "incremental"
     assert metadata["customers_recomputed"] <= evaluated["profiles_evaluated"] < customers
+
+    # The read snapshot was brought up to date by replacing some rows, and holds the warehouse's tables.
+    snapshot = _metadata(delta, READ_SNAPSHOT)
+    assert "golden_profiles" not in snapshot["tables_copied_whole"] and snapshot["rows_replaced"] > 0, snapshot
+    fresh = platform.folder / "fresh_read.duckdb"
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        publish_read_snapshot(Sql(conn), fresh, "fresh")
+    for path in (platform.config.read_snapshot_path, fresh):
+        with duckdb.connect(str(path), read_only=True) as conn:
+            published = {
+                t: conn.execute(f"select * from cdp.{t} order by all").fetchall()
+                for (t,) in conn.execute("select table_name from duckdb_tables() where schema_name = 'cdp'").fetchall()
+            }
+        assert (
+            published == {t: platform.sql(f"select * from cdp.{t} order by all") for t in published}
+            and "golden_profiles" in published
+        ), path
 
     # What the incremental runs left equals a full recomputation over the same rows, from the same state.
     with duckdb.connect(str(platform.config.warehouse_path), read_only=True) as conn:

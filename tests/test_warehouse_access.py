@@ -114,7 +114,7 @@ def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent
             _warehouse_with(warehouse, rows)
             started = time.monotonic()
             with duckdb.connect(str(warehouse)) as conn:
-                counts = publish_read_snapshot(Sql(conn), snapshot, f"run {rows}")
+                counts = publish_read_snapshot(Sql(conn), snapshot, f"run {rows}", incremental=True).rows
             assert counts == {"golden_profiles": rows, "segment_membership": rows}
             assert time.monotonic() - started < 30  # publishing never waits for readers
         (tmp_path / "stop").touch()
@@ -129,6 +129,94 @@ def test_readers_of_the_snapshot_are_never_blocked_and_always_see_one_consistent
         for process in (holder, poller):
             process.kill()
             process.wait(timeout=30)
+
+
+def _snapshot_tables(path: Path) -> dict[str, tuple[list[tuple], list[tuple]]]:
+    """Each table of a snapshot: its columns with their types, and its rows in a fixed order."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        names = [
+            n for (n,) in conn.execute("select table_name from duckdb_tables() where schema_name = 'cdp'").fetchall()
+        ]
+        return {
+            n: (
+                conn.execute(f"select column_name, column_type from (describe cdp.{n})").fetchall(),
+                conn.execute(f"select * from cdp.{n} order by all").fetchall(),
+            )
+            for n in names
+        }
+
+
+@pytest.mark.stage
+def test_a_snapshot_updated_in_place_holds_what_a_fresh_copy_holds(tmp_path: Path):
+    """Only the rows that differ are replaced, yet every kind of change arrives: changed, deleted and added
+    rows, duplicates, a table that appeared or went, a column whose type changed, a table mostly rewritten,
+    a view; and the file is still swapped in whole."""
+    warehouse, snapshot, fresh = tmp_path / "w.duckdb", tmp_path / "read.duckdb", tmp_path / "fresh.duckdb"
+    with duckdb.connect(str(warehouse)) as conn:
+        sql = Sql(conn)
+        sql.execute("create schema cdp")
+        sql.execute(
+            """create table cdp.profiles as select 'c' || range as customer_id, range % 7 as score,
+                      case when range % 5 = 0 then null else ['x' || range] end as emails,
+                      {'city': 'C' || (range % 13)} as address
+               from range(4000)"""
+        )
+        sql.execute("create table cdp.pairs as select range % 100 as a, 'same' as b from range(2000)")  # duplicates
+        sql.execute("create table cdp.typed as select range as n from range(100)")
+        sql.execute("create table cdp.churn as select range as n from range(100)")
+        sql.execute("create table cdp.gone as select 1 as n")
+        sql.execute("create table cdp.emptied as select 1 as n")
+        # Columns named like a row alias: hashing the row must not hash that column instead.
+        sql.execute("create table cdp.clash as select range as x, 0 as y from range(1000)")
+        sql.execute("create table cdp.aliased as select range as snapshot_row, 0 as y from range(100)")
+        sql.execute("create table cdp.unchanged as select range as n from range(10)")
+        sql.execute("create view cdp.big_scores as select customer_id from cdp.profiles where score > 4")
+        first = publish_read_snapshot(sql, snapshot, "first", incremental=True)
+        assert not first.rows_replaced and "profiles" in first.copied_whole  # nothing to start from
+
+        sql.execute("update cdp.profiles set score = score + 1 where customer_id in ('c1', 'c7', 'c10')")
+        sql.execute("delete from cdp.profiles where customer_id in ('c2', 'c3')")
+        sql.execute("insert into cdp.profiles values ('new', 6, null, {'city': 'N'}), ('c1', 0, [], null)")
+        sql.execute("delete from cdp.pairs where rowid in (select rowid from cdp.pairs where a = 3 limit 5)")
+        sql.execute("insert into cdp.pairs values (11, 'same'), (11, 'same')")
+        sql.execute("create or replace table cdp.typed as select range::varchar as n from range(100)")
+        sql.execute("update cdp.churn set n = n + 1000 where n < 60")
+        sql.execute("drop table cdp.gone")
+        sql.execute("create table cdp.added as select 'a' as x")
+        sql.execute("delete from cdp.emptied")
+        sql.execute("update cdp.clash set y = 1 where x = 5")
+        sql.execute("update cdp.aliased set y = 1 where snapshot_row = 5")
+        second = publish_read_snapshot(sql, snapshot, "second", incremental=True)
+        publish_read_snapshot(sql, fresh, "fresh")
+
+    assert _snapshot_tables(snapshot) == _snapshot_tables(fresh)
+    assert "gone" not in _snapshot_tables(snapshot)
+    assert sorted(second.copied_whole) == ["added", "aliased", "churn", "emptied", "typed"]
+    assert 0 < second.rows_replaced["clash"] < 0.25 * second.rows["clash"]
+    # Whole buckets are replaced: at least the changed rows, far fewer than the table.
+    assert 10 <= second.rows_replaced["profiles"] < 0.25 * second.rows["profiles"]
+    assert 20 + 15 + 2 <= second.rows_replaced["pairs"] < 0.25 * second.rows["pairs"]
+    assert 0 < second.rows_replaced["big_scores"] < 0.25 * second.rows["big_scores"]
+    assert second.rows_replaced["unchanged"] == 0 and second.rows["emptied"] == 0
+    assert second.rows == {t: len(rows) for t, (_, rows) in _snapshot_tables(fresh).items()}
+    with duckdb.connect(str(snapshot), read_only=True) as conn:
+        assert conn.execute("select run_id from snapshot_info").fetchall() == [("second",)]
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []  # no staging file left
+
+
+@pytest.mark.stage
+def test_an_unreadable_snapshot_is_published_afresh_and_a_killed_publication_leaves_nothing(tmp_path: Path):
+    warehouse, snapshot = tmp_path / "w.duckdb", tmp_path / "read.duckdb"
+    snapshot.write_bytes(b"not a database")
+    killed = [tmp_path / ".read.duckdb.99999.tmp", tmp_path / ".read.duckdb.99999.tmp.wal"]
+    for path in killed:
+        path.write_bytes(b"a staging copy a killed run left")
+    _warehouse_with(warehouse, 3)
+    with duckdb.connect(str(warehouse)) as conn:
+        report = publish_read_snapshot(Sql(conn), snapshot, "run", incremental=True)
+    assert report.rows == {"golden_profiles": 3, "segment_membership": 3}
+    assert sorted(report.copied_whole) == ["golden_profiles", "segment_membership"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
 
 
 def _job_environment(config: Path) -> dict[str, str]:
