@@ -71,9 +71,14 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         "peak_rss_mb": _max_rss_mb(),
     }
     if job_name == "rebuild_check":
-        [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
-        figures["check_passed"] = bool(evaluation.passed)
-        figures["differing"] = {k: v.value for k, v in evaluation.metadata.items() if k.startswith("differing")}
+        evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
+        # A check that raised has no evaluation: it did not pass, and its error says why.
+        figures["check_passed"] = bool(evaluations and evaluations[0].passed)
+        figures["differing"] = (
+            {k: v.value for k, v in evaluations[0].metadata.items() if k.startswith("differing")}
+            if evaluations
+            else {"error": failures}
+        )
     else:
         profiles = _metadata(result, "profiles__golden_profiles")
         figures["profiles"] = {k: profiles.get(k) for k in ("mode", "reason", "customers_recomputed")}
