@@ -75,9 +75,9 @@ def with_outputs(sql: Sql, inputs: IdentityInputs) -> IdentityInputs:
     return IdentityInputs(inputs.records, inputs.settings, model, outputs)
 
 
-def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool, current: IdentityInputs | None = None) -> str | None:
+def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool, current: IdentityInputs) -> str | None:
     """Why this run must resolve identity, or None when nothing it reads changed since the last run;
-    `current` is with_outputs(sql, now) when the caller has it already."""
+    `current` is with_outputs(sql, now), which the caller also asks map_as_left about."""
     if retrain:
         return "retraining the matching model was requested"
     if not sql.table_exists(RESOLVED_INPUTS):
@@ -87,7 +87,6 @@ def why_resolve(sql: Sql, now: IdentityInputs, retrain: bool, current: IdentityI
         return "no earlier identity run is recorded"
     if any(not sql.table_exists(table) for table in IDENTITY_OUTPUTS):
         return "an identity table is missing"
-    current = current or with_outputs(sql, now)
     if last[1] != now.settings:
         return "the identity configuration, the overrides or the rules changed"
     if last[0] != now.records:

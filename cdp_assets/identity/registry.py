@@ -344,20 +344,23 @@ def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: s
     Only the records whose id changed, and those gone, are rewritten when they are few (a delta) and the
     map is what the last run left (`map_kept`), so the record ids' twin; otherwise both are rewritten
     whole, which is then also cheaper than updating millions of rows in place."""
-    sql.create_table_as(
-        changed,
-        f"""
-        select c.source, c.source_record_id, c.role, a.customer_id, c.old_id,
-               coalesce(c.first_seen_seq, {run_seq}) as first_seen_seq
-        from {compared} c left join {assigned} a using (component)
-        where a.customer_id is distinct from c.old_id
-        """,
-        temporary=True,
-    )
-    changed_rows, kept_rows = sql.row(
-        f"select (select count(*) from {changed}), (select count(*) from {compared}) - (select count(*) from {changed})"
-    ) or (0, 0)
-    if not (map_kept and sql.table_exists(IDENTITY_MAP)) or changed_rows > kept_rows // 10:
+    few = False
+    if map_kept and sql.table_exists(IDENTITY_MAP):
+        sql.create_table_as(
+            changed,
+            f"""
+            select c.source, c.source_record_id, c.role, a.customer_id, c.old_id,
+                   coalesce(c.first_seen_seq, {run_seq}) as first_seen_seq
+            from {compared} c left join {assigned} a using (component)
+            where a.customer_id is distinct from c.old_id
+            """,
+            temporary=True,
+        )
+        changed_rows, all_rows = sql.row(
+            f"select (select count(*) from {changed}), (select count(*) from {compared})"
+        ) or (0, 0)
+        few = changed_rows <= (all_rows - changed_rows) // 10
+    if not few:
         RECORD_IDS.replace(
             sql,
             f"""select c.source, c.source_record_id, c.role, a.customer_id,
