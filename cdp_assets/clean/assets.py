@@ -282,7 +282,8 @@ def guard_text(
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
                 from {checked} s {join} where s.{flag} is not null"""
         )
-        kept.append(f'"{column}" = case when p.{flag} is null then {tidied_text(f"p.{chr(34)}{column}{chr(34)}")} end')
+        examined = f'p."{column}"'
+        kept.append(f'"{column}" = case when p.{flag} is null then {tidied_text(examined)} end')
     # Problems and line breaks are rare: one search over a row's values joined (bytes bound the characters
     # from above) picks the rows holding a control character, tab or line break, or a value that may be too
     # long, and only those are examined column by column, in a table of their own. The staged table is
