@@ -1,15 +1,18 @@
 """Great Expectations, run inside Dagster asset checks on an ephemeral context.
 
 Great Expectations is imported lazily (the import costs seconds), with its analytics and progress bars
-off: a data-quality check must not phone home or fill the run log with progress bars.
+off: a data-quality check must not phone home or fill the run log with progress bars. A step whose
+check follows it in the same run process may start the import in the background
+(`start_importing_great_expectations`), so it overlaps the step's own work instead of adding to the check.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +46,33 @@ def _spark_hidden() -> Iterator[None]:
             del sys.modules["pyspark"]
 
 
+# One import at a time: `_spark_hidden` swaps a module entry that two concurrent imports would restore wrongly.
+_IMPORT_LOCK = threading.Lock()
+
+
 def import_great_expectations() -> Any:
-    """The `great_expectations` package, imported on first use (see `_spark_hidden`)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    with _spark_hidden():
-        import great_expectations
+    """The `great_expectations` package, imported on first use (see `_spark_hidden`); when a background
+    import is under way, its result once it is done."""
+    with _IMPORT_LOCK:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        with _spark_hidden():
+            import great_expectations
 
     return great_expectations
+
+
+def _import_quietly() -> None:
+    # A failed import is left for the check to raise: it imports again and reports the error.
+    with suppress(Exception):
+        import_great_expectations()
+
+
+def start_importing_great_expectations() -> None:
+    """Import Great Expectations in a background thread of this process, for a check that will run later in
+    it: the import is seconds of Python, and a step that spends those seconds in DuckDB (which releases the
+    GIL) hides them. Does nothing once the package is loaded."""
+    if "great_expectations" not in sys.modules:
+        threading.Thread(target=_import_quietly, name="import-great-expectations", daemon=True).start()
 
 
 def _columns_read(expectation: Any) -> tuple[str, ...]:

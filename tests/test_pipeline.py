@@ -402,3 +402,21 @@ def test_a_person_source_without_record_ids_is_identified_by_file_and_line(tmp_p
         "select source_record_id, count(*) over (partition by customer_id) from cdp.identity_map order by 1"
     )
     assert rows == [("leads.csv:2", 2), ("leads.csv:3", 2), ("leads.csv:4", 1)]
+
+
+def test_great_expectations_is_imported_during_cleaning_only_when_the_suite_follows(tmp_path, instance, monkeypatch):
+    from cdp_assets.clean import assets as clean_assets
+    from cdp_assets.clean.assets import PERSON_RECORDS
+
+    started: list[str] = []
+    monkeypatch.setattr(clean_assets, "start_importing_great_expectations", lambda: started.append("import"))
+    small = make_platform(tmp_path / "small", instance, "http://127.0.0.1:9", people=30)
+    raw = [dg.AssetKey(["raw", s.name]) for s in small.config.sources_with_role("person")]
+    job = small.defs.resolve_job_def("full_refresh")
+    result = job.execute_in_process(instance=instance, asset_selection=[*raw, PERSON_RECORDS])
+    suite = [e for e in result.get_asset_check_evaluations() if e.check_name == "great_expectations_suite"]
+    assert result.success and [e.passed for e in suite] == [True] and started == ["import"]
+    # Without the suite in the run (the assets alone), nothing is imported ahead.
+    assets = [small.defs.resolve_assets_def(key) for key in [*raw, PERSON_RECORDS]]
+    alone = dg.materialize(assets, instance=instance)
+    assert alone.success and started == ["import"]

@@ -25,6 +25,7 @@ from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, t
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.identifiers import NORMALISERS, IdentifierNormaliser
+from resources.quality import start_importing_great_expectations
 from resources.sql import Scratch, Sql
 from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
 from resources.warehouse import sql_literal, utc_now
@@ -33,6 +34,8 @@ GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
 CODE_VERSION = "2"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
+# The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
+EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
 EVENTS = dg.AssetKey(["clean", "events"])
 TRANSACTIONS = dg.AssetKey(["clean", "transactions"])
 
@@ -1133,6 +1136,16 @@ def _accounting_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
     )
 
 
+def suite_follows(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run validates the person records with the expectations suite after cleaning them: its
+    steps run one after another in one process (the platform's in-process executor), so the suite's
+    seconds of importing Great Expectations can overlap the cleaning, which works in DuckDB."""
+    selected = context.run.asset_check_selection
+    if selected is not None:
+        return EXPECTATIONS_SUITE in selected
+    return EXPECTATIONS_SUITE in context.job_def.asset_layer.asset_graph.asset_check_keys
+
+
 def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
     """The cleaned-records assets for the roles the configuration has sources for."""
     from resources.warehouse import Warehouse
@@ -1158,6 +1171,8 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
     )
     @redact_errors
     def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        if suite_follows(context):
+            start_importing_great_expectations()
         with warehouse.sql() as sql:
             counts = clean_person_records(sql, config)
             check = _accounting_check(sql, PERSON_RECORDS, counts, persons)

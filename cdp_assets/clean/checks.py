@@ -10,7 +10,7 @@ from datetime import date
 
 import dagster as dg
 
-from cdp_assets.clean.assets import PERSON_RECORDS
+from cdp_assets.clean.assets import EXPECTATIONS_SUITE, PERSON_RECORDS
 from cdp_assets.metadata import markdown_table, mask, redact_errors
 from resources.quality import import_great_expectations, validate_frame, validation_frame
 from resources.warehouse import Warehouse
@@ -41,14 +41,14 @@ def _expectations() -> list[object]:
 
 @dg.asset_check(
     asset=PERSON_RECORDS,
-    name="great_expectations_suite",
+    name=EXPECTATIONS_SUITE.name,
     blocking=True,
     description="Great Expectations: ids present and unique per row, e-mails, E.164 phones, countries, birth years.",
 )
 @redact_errors
 def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
     # Great Expectations' import (seconds of Python) runs while DuckDB reads the rows, which it does
-    # without holding the GIL.
+    # without holding the GIL; in a run that cleaned the records first, it began then (`suite_follows`).
     with ThreadPoolExecutor(max_workers=1) as pool:
         imported = pool.submit(import_great_expectations)
         with warehouse.sql() as sql:
