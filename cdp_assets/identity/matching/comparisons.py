@@ -167,10 +167,13 @@ def email_user_letter_level() -> Level:
             "coalesce(l.first_name <> r.first_name and l.first_canon is distinct from r.first_canon, false)",
         ]
     )
-    # Nested: DuckDB evaluates every operand of an AND, and only pairs at one domain need the distances.
+    # One flat AND, cheapest tests first: as a WHEN condition DuckDB tests each operand only on the pairs
+    # the ones before it left, so the regular expressions and the other-person tests run only on the few
+    # pairs one edit apart. (Nested in a CASE's THEN, the AND computed every operand for every pair at one
+    # domain: three times the cost of the whole comparison at a million records.)
     condition = (
-        f"(case when l.email_domain = r.email_domain and {a} <> {b} and least(length({a}), length({b})) >= 5"
-        f" then {_same_non_letters(a, b)} and {one_edit(a, b)} and not ({other_person}) else false end)"
+        f"(l.email_domain = r.email_domain and {a} <> {b} and least(length({a}), length({b})) >= 5"
+        f" and {one_edit(a, b)} and {_same_non_letters(a, b)} and not ({other_person}))"
     )
     return Level(condition, "a letter more, less or another in the user", agrees=True)
 
