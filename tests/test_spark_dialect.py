@@ -83,3 +83,37 @@ def test_strftime_formats_become_java_patterns(strftime: str, java: str) -> None
 
 def test_a_condition_translates_alone() -> None:
     assert condition_to_spark("name = ' WHERE ' and s[1] = 'a'") == "name = ' WHERE ' AND TRY_ELEMENT_AT(s, 1) = 'a'"
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("select rowid from t", "rowid"),
+        ("select md5_number(x) from t", r"md5_number\(\)"),
+        ("select current_setting('memory_limit')", r"current_setting\('memory_limit'\)"),
+        ("copy (select 1) to 'out.csv' (format csv)", r"copy \.\.\. to"),
+        ("select column_name from (describe select 1 as a)", "describe"),
+        ("attach 'other.duckdb' as other", "attach"),
+        ("detach other", "detach"),
+        ("checkpoint", "checkpoint"),
+        ("insert or replace into t values (1)", "insert or replace / on conflict"),
+        ("insert into t values (1) on conflict do nothing", "insert or replace / on conflict"),
+        ("update t set n = n + 1 where k = 1 returning n", "returning"),
+        ("create or replace temp table x (a bigint)", "create temporary table with column definitions"),
+        ("select [x + i for x, i in l] from t", r"a list comprehension over \(value, index\)"),
+        ("select n.* replace (1 as a) from t n", r"\* replace"),
+        ("update t set a = 1 from s", r"update \.\.\. from without a where"),
+    ],
+)
+def test_constructs_without_a_spark_equal_are_refused_by_name(sql: str, construct: str) -> None:
+    with pytest.raises(UnsupportedConstruct, match=construct):
+        to_spark(sql)
+
+
+def test_statements_spark_takes_in_its_own_form() -> None:
+    assert to_spark_one("create table if not exists s.t (k varchar primary key, n ubigint, j json)") == (
+        "CREATE TABLE IF NOT EXISTS s.t (k STRING, n DECIMAL(20, 0), j STRING)"
+    )
+    assert to_spark_one("select strlen(x), current_setting('TimeZone')") == "SELECT OCTET_LENGTH(x), CURRENT_TIMEZONE()"
+    assert to_spark_one("select [x for x in l if x > 1]") == "SELECT FILTER(l, x -> x > 1)"
+    assert to_spark_one("select range(0, n)") == "SELECT FILTER(SEQUENCE(0, n), __i -> __i < n)"

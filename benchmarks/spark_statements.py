@@ -1,0 +1,193 @@
+"""Every distinct statement the demo pipeline runs, translated to Spark SQL: which translate and which do not.
+
+    python -m benchmarks.spark_statements --people 2000 [--spark] [--show 3]
+
+The demo configuration is generated at `--people`, `full_refresh` materialized twice (the second run
+finds no new files, so the incremental paths run too) with the `Sql` runner's methods wrapped to record
+the text of each statement they receive (for `create_table_as`, the select, which is what the Spark
+runner translates). Each distinct statement is then translated with `to_spark` and the failures grouped
+by the construct named in the error: `hash()` apart, since it is refused on purpose.
+
+`--spark` also hands every translation to Spark's own parser (no tables are needed to parse): a
+statement sqlglot emits but Spark cannot read would be a translation in name only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from resources.sql import Sql
+
+# The runner's methods that receive SQL text as their first argument (after the table name for
+# `create_table_as`). `value` and `table_exists` go through `row`/`value` and are recorded once, as called.
+_RECORDED = ("execute", "rows", "row", "value", "frame", "arrays", "arrow", "stream", "columns", "create_table_as")
+
+
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@contextmanager
+def recorded_statements() -> Iterator[list[str]]:
+    """The text of every statement given to any `Sql` runner in the block, in order (the outermost call
+    only: `value` calling `row` is one statement)."""
+    statements: list[str] = []
+    depth = [0]
+    originals = {name: getattr(Sql, name) for name in (*_RECORDED, "table_exists")}
+
+    def wrap(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def recording(self: Sql, *args: Any, **kwargs: Any) -> Any:
+            if depth[0] == 0 and name != "table_exists":
+                statements.append(args[1] if name == "create_table_as" else args[0])
+            depth[0] += 1
+            try:
+                result = method(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+            return result
+
+        return recording
+
+    for name, method in originals.items():
+        setattr(Sql, name, wrap(name, method))
+    try:
+        yield statements
+    finally:
+        for name, method in originals.items():
+            setattr(Sql, name, method)
+
+
+def demo_statements(people: int, folder: Path, runs: int = 2) -> list[str]:
+    """The distinct statements (first-seen order) of `runs` full refreshes of the demo on `people` people."""
+    import dagster as dg
+
+    from cdp_assets.definitions import FULL_REFRESH, build_definitions
+    from demo.configs import relocated_config
+    from demo.destination_server import DestinationServer
+    from demo.generate import generate
+    from resources.config import load_config
+
+    generate(people=people, seed=42, out_dir=folder / "landing", truth_path=folder / "truth.csv")
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        job = build_definitions(load_config(relocated_config(folder, server.url))).resolve_job_def(FULL_REFRESH)
+        with recorded_statements() as statements:
+            for _ in range(runs):
+                if not job.execute_in_process(instance=instance, run_config=_QUIET).success:
+                    raise RuntimeError("the demo refresh failed")
+    return list(dict.fromkeys(statements))
+
+
+def _construct(error: Exception) -> str:
+    """The construct an error names (UnsupportedConstruct's own), or its first line."""
+    construct = getattr(error, "construct", None)
+    return construct or str(error).split("\n")[0][:120]
+
+
+def translate_all(statements: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(construct -> statements refused as hash(), construct -> other statements that fail to translate)."""
+    from resources.spark.dialect import to_spark
+
+    refused_hash: dict[str, list[str]] = {}
+    failing: dict[str, list[str]] = {}
+    for statement in statements:
+        try:
+            # Columns of an unlisted `union by name` side are Spark's to tell; any answer shows it translates.
+            to_spark(statement, columns_of=lambda select: ["column"])
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, grouped by what it names
+            construct = _construct(exc)
+            (refused_hash if construct == "hash()" else failing).setdefault(construct, []).append(statement)
+    return refused_hash, failing
+
+
+def spark_parse_failures(statements: list[str]) -> dict[str, list[str]]:
+    """Error first line -> translations Spark's parser refuses (only the statements that translate)."""
+    from resources.spark.dialect import to_spark
+    from resources.spark.runner import spark_session
+
+    spark = spark_session()
+    logging.getLogger("pyspark").setLevel(logging.CRITICAL)  # each refusal is reported below, once
+    parser = spark._jsparkSession.sessionState().sqlParser()
+    failures: dict[str, list[str]] = {}
+    try:
+        for statement in statements:
+            try:
+                translated = to_spark(statement, columns_of=lambda select: ["column"])
+            except Exception:  # noqa: BLE001, S112 - reported by translate_all
+                continue
+            for text in translated:
+                try:
+                    parser.parsePlan(text)
+                except Exception as exc:  # noqa: BLE001 - py4j's error, reported by its first line
+                    message = exc.java_exception.getMessage() if hasattr(exc, "java_exception") else str(exc)
+                    first = re.sub(r"\s+", " ", message.strip().split("\n")[0])[:140]
+                    failures.setdefault(first, []).append(text)
+    finally:
+        spark.stop()
+    return failures
+
+
+def _short(statement: str, width: int = 160) -> str:
+    text = re.sub(r"\s+", " ", statement).strip()
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=2_000)
+    parser.add_argument("--spark", action="store_true", help="also parse every translation with Spark's parser")
+    parser.add_argument("--show", type=int, default=2, help="statements shown per failing construct")
+    parser.add_argument("--workdir", type=Path, default=None, help="kept after the run if given")
+    parser.add_argument("--out", type=Path, default=None, help="write every distinct statement here, one per line")
+    args = parser.parse_args()
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-statements-"))
+    try:
+        statements = demo_statements(args.people, folder)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    if args.out:
+        args.out.write_text("".join(json.dumps(s) + "\n" for s in statements))
+    refused_hash, failing = translate_all(statements)
+    refused = sum(len(v) for v in refused_hash.values())
+    failed = sum(len(v) for v in failing.values())
+    print(f"{len(statements)} distinct statements on {args.people:,} people (two full refreshes)")
+    print(f"  translate: {len(statements) - refused - failed} of {len(statements)}")
+    print(f"  refused as hash() (on purpose): {refused}")
+    print(f"  fail to translate: {failed}")
+    for construct, found in sorted(failing.items(), key=lambda kv: -len(kv[1])):
+        print(f"\n  {len(found):4d}  {construct}")
+        for statement in found[: args.show]:
+            print(f"          {_short(statement)}")
+    if refused_hash:
+        print("\n  hash() in:")
+        for statement in refused_hash["hash()"][: args.show]:
+            print(f"          {_short(statement)}")
+    if args.spark:
+        failures = spark_parse_failures(statements)
+        count = sum(len(v) for v in failures.values())
+        print(f"\n  translations Spark's parser refuses: {count}")
+        for first, found in sorted(failures.items(), key=lambda kv: -len(kv[1])):
+            print(f"\n  {len(found):4d}  {first}")
+            for statement in found[: args.show]:
+                print(f"          {_short(statement)}")
+    print(f"\nkinds: {dict(Counter(_kind(s) for s in statements))}")
+
+
+def _kind(statement: str) -> str:
+    words = statement.strip().split()
+    return words[0].lower() if words else ""
+
+
+if __name__ == "__main__":
+    main()
