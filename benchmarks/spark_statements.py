@@ -111,13 +111,18 @@ def translate_all(statements: list[str]) -> tuple[dict[str, list[str]], dict[str
 
 
 def spark_parse_failures(statements: list[str]) -> dict[str, list[str]]:
-    """Error first line -> translations Spark's parser refuses (only the statements that translate)."""
+    """Reason -> translations Spark refuses before any table is read: its parser's error, or a function it
+    does not know (only the statements that translate)."""
+    import sqlglot
+    from sqlglot import exp
+
     from resources.spark.dialect import to_spark
     from resources.spark.runner import spark_session
 
     spark = spark_session()
     logging.getLogger("pyspark").setLevel(logging.CRITICAL)  # each refusal is reported below, once
     parser = spark._jsparkSession.sessionState().sqlParser()
+    known: dict[str, bool] = {}
     failures: dict[str, list[str]] = {}
     try:
         for statement in statements:
@@ -132,6 +137,13 @@ def spark_parse_failures(statements: list[str]) -> dict[str, list[str]]:
                     message = exc.java_exception.getMessage() if hasattr(exc, "java_exception") else str(exc)
                     first = re.sub(r"\s+", " ", message.strip().split("\n")[0])[:140]
                     failures.setdefault(first, []).append(text)
+                    continue
+                names = {str(f.this).lower() for f in sqlglot.parse_one(text, read="spark").find_all(exp.Anonymous)}
+                for name in sorted(names):
+                    if name not in known:
+                        known[name] = spark.catalog.functionExists(name)
+                    if not known[name]:
+                        failures.setdefault(f"Spark has no function {name}()", []).append(text)
     finally:
         spark.stop()
     return failures
@@ -176,7 +188,7 @@ def main() -> None:
     if args.spark:
         failures = spark_parse_failures(statements)
         count = sum(len(v) for v in failures.values())
-        print(f"\n  translations Spark's parser refuses: {count}")
+        print(f"\n  translations Spark refuses to parse, or calling a function it lacks: {count}")
         for first, found in sorted(failures.items(), key=lambda kv: -len(kv[1])):
             print(f"\n  {len(found):4d}  {first}")
             for statement in found[: args.show]:

@@ -32,17 +32,41 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
 - The condition functions Spark names or counts otherwise: `prefix`/`suffix` -> `startswith`/`endswith`,
   `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
   absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
+- `json_extract_string(j, [p1, p2])` -> `array(get_json_object(j, p1), ...)`, NULL when j is: sqlglot
+  would pass the list as one path. `strlen` -> `octet_length` (bytes in both; DuckDB's own
+  `octet_length` takes only a BLOB, so the platform's SQL keeps `strlen`).
+- `t.* replace (e as c)` -> t's columns listed with `e as c` in c's place, the columns asked of
+  `columns_of` as for `union all by name`. (`* exclude (...)` is Spark's `* except (...)`, as sqlglot writes it.)
+- `[f(x) for x in l if c(x)]` -> `transform(filter(l, x -> c(x)), x -> f(x))`; `range(a, b)` ->
+  `filter(sequence(a, b), i -> i < b)`, empty when b <= a as DuckDB's is (sqlglot's `sequence(a, b - 1)`
+  would count down).
+- `sum(x order by k)` -> the values collected in that order (as for `list`) added one by one: the platform
+  sums floating-point values in a fixed order so that a total does not change with the order rows arrive.
+- `current_setting('TimeZone')` -> `current_timezone()`.
+- `create table t (columns...)`: `json` -> `string`, unsigned integers -> the next wider signed type
+  (`ubigint` -> `decimal(20, 0)`), key constraints dropped (Spark enforces none).
+- `update t set ... from s where c` and `delete from t using s where c` -> `MERGE INTO t USING s ON c WHEN
+  MATCHED THEN UPDATE SET ... / DELETE`: Spark's statement for changing rows by a join. It runs on tables
+  with row-level changes (Delta, Iceberg), not on the session's parquet tables; a row matched by several
+  rows of s is an error there, where DuckDB takes one of them.
 
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
 `hash()` (each engine hashes differently: a value stored by one would not match the other's; write
 `portable_hash` of resources/sql.py, which both compute alike), an
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
-`date_diff` in weeks or smaller units than seconds, `age()`.
+`date_diff` in weeks or smaller units than seconds, `age()`, `rowid` (Spark tables have no row ids),
+`md5_number()` (a 128-bit integer Spark cannot hold), `current_setting` of anything but the time zone,
+`list comprehensions over (value, index)`, `range(a, b, step)`; and the statements about DuckDB's own
+files or keys: `copy ... to` (Spark writes a folder of part files), `describe` (a command on Spark, not a
+query: ask the runner's `columns()`), `attach`, `detach`, `checkpoint`, `insert or replace` and `on
+conflict` (no key is enforced), `returning`, and `create temp table` with column definitions (Spark's
+temporary tables are views of a select).
 
 Known differences left as they are, for want of types (the translation sees text, not a schema):
 Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them (the platform filters them out
-first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`); and
-regular expressions are Java's, not RE2's, which differ in rare syntax.
+first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`);
+an ordered sum of integers keeps the values' type on Spark (an overflow fails) where DuckDB widens it to
+128 bits; and regular expressions are Java's, not RE2's, which differ in rare syntax.
 """
 
 from __future__ import annotations
