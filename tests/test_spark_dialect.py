@@ -117,3 +117,9 @@ def test_statements_spark_takes_in_its_own_form() -> None:
     assert to_spark_one("select strlen(x), current_setting('TimeZone')") == "SELECT OCTET_LENGTH(x), CURRENT_TIMEZONE()"
     assert to_spark_one("select [x for x in l if x > 1]") == "SELECT FILTER(l, x -> x > 1)"
     assert to_spark_one("select range(0, n)") == "SELECT FILTER(SEQUENCE(0, n), __i -> __i < n)"
+
+
+def test_a_map_literal_and_a_compared_pattern() -> None:
+    assert to_spark_one("select map {'a': 'x'}[w], regexp_matches(r, 'a') = regexp_matches(r, 'b')") == (
+        "SELECT TRY_ELEMENT_AT(MAP('a', 'x'), w), (r RLIKE 'a') = (r RLIKE 'b')"
+    )

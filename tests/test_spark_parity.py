@@ -332,3 +332,14 @@ def test_update_from_and_delete_using_are_merges_spark_reads(records) -> None:  
     parser = runner.spark._jsparkSession.sessionState().sqlParser()
     for statement in (update, delete):
         assert "MergeIntoTable" in parser.parsePlan(statement).getClass().getName()
+
+
+def test_map_literals_and_compared_patterns(records) -> None:  # noqa: ANN001
+    # The shape of the street-suffix abbreviation (clean/rules.py) and of the mixed-case test.
+    sql = """select id, list_transform(string_split(upper(coalesce(word, '')), 'B'),
+                                       lambda w: coalesce(map {'A': 'one', 'AA': 'two'}[w], w)),
+                    regexp_matches(word, '[A-Z]') = regexp_matches(word, '[a-z]')
+             from records order by id"""
+    duck, spark = both(records, sql)
+    assert duck == spark
+    assert duck[1] == (2, ["one", "", "one"], False) and duck[2] == (3, [""], True)

@@ -508,7 +508,8 @@ _DUCKDB_ONLY = {
 def _statement(tree: exp.Expression) -> exp.Expression:
     """A whole statement as Spark takes it: `update ... from` and `delete ... using` as MERGE INTO, column
     types Spark lacks in `create table`, and the statements that have no Spark equal refused by name."""
-    if isinstance(tree, exp.Column) and tree.name.lower() == "checkpoint":
+    bare = tree.this if isinstance(tree, exp.Alias) else tree  # `checkpoint db` reads as a column and alias
+    if isinstance(bare, exp.Column) and bare.name.lower() == "checkpoint":
         raise UnsupportedConstruct("checkpoint", "Spark has no write-ahead log to fold into a database file")
     for kind, (construct, why) in _DUCKDB_ONLY.items():
         if isinstance(tree, kind) or tree.find(kind) is not None:
@@ -695,6 +696,38 @@ def _ordered_sum(node: exp.Expression) -> exp.Expression | None:
     return exp.func("try_element_at", once, exp.Literal.number(1))
 
 
+def _map_literal(node: exp.Expression) -> exp.Expression | None:
+    """`map {'k': v, ...}` -> `map('k', v, ...)`, and `map {...}[key]` (which sqlglot reads as a map of a
+    subscripted struct) -> `try_element_at(map(...), key)`: the value, or NULL for an absent key."""
+    if not isinstance(node, exp.ToMap):
+        return None
+    inner = node.this
+    key = None
+    if isinstance(inner, exp.Bracket) and len(inner.expressions) == 1:
+        inner, key = inner.this, inner.expressions[0]
+    if not isinstance(inner, exp.Struct) or not all(isinstance(e, exp.PropertyEQ) for e in inner.expressions):
+        return None
+    pairs = [part.copy() for e in inner.expressions for part in (e.this, e.expression)]
+    built = exp.Anonymous(this="map", expressions=pairs)
+    return built if key is None else exp.func("try_element_at", built, key.copy())
+
+
+def _compared_predicates(node: exp.Expression) -> exp.Expression | None:
+    """`a rlike x = b rlike y`: Spark's grammar binds RLIKE and LIKE looser than `=`, so a predicate compared
+    with another is put in parentheses."""
+    if not isinstance(node, exp.EQ | exp.NEQ | exp.NullSafeEQ | exp.NullSafeNEQ):
+        return None
+    operands = (node.this, node.expression)
+    if not any(isinstance(o, exp.RegexpLike | exp.Like | exp.ILike) for o in operands):
+        return None
+    node = node.copy()
+    for side in ("this", "expression"):
+        operand = node.args[side]
+        if isinstance(operand, exp.RegexpLike | exp.Like | exp.ILike):
+            node.set(side, exp.Paren(this=operand))
+    return node
+
+
 def _star_replace(node: exp.Expression) -> bool:
     star = node.this if isinstance(node, exp.Column) else node
     return isinstance(star, exp.Star) and bool(star.args.get("replace"))
@@ -735,6 +768,8 @@ _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _functions,
     _condition_functions,
     _json_paths,
+    _map_literal,
+    _compared_predicates,
     _comprehension,
     _range,
     _ordered_sum,
