@@ -55,7 +55,8 @@ Refused with `UnsupportedConstruct` (the platform must not depend on them, or th
 `portable_hash` of resources/sql.py, which both compute alike), an
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
 `date_diff` in weeks or smaller units than seconds, `age()`, `rowid` (Spark tables have no row ids),
-`md5_number()` (a 128-bit integer Spark cannot hold), `current_setting` of anything but the time zone,
+`md5_number()` (a 128-bit integer Spark cannot hold), `json_merge_patch()` (Spark has no JSON merge),
+`current_setting` of anything but the time zone,
 `list comprehensions over (value, index)`, `range(a, b, step)`; and the statements about DuckDB's own
 files or keys: `copy ... to` (Spark writes a folder of part files), `describe` (a command on Spark, not a
 query: ask the runner's `columns()`), `attach`, `detach`, `checkpoint`, `insert or replace` and `on
@@ -603,6 +604,10 @@ def _functions(node: exp.Expression) -> exp.Expression | None:
             return exp.func("current_timezone")
         raise UnsupportedConstruct(
             f"current_setting({node.expressions[0].sql()})", "only the TimeZone is asked of Spark"
+        )
+    if name == "json_merge_patch":
+        raise UnsupportedConstruct(
+            "json_merge_patch()", "Spark has no JSON merge: its JSON functions read and write text by a schema"
         )
     if name == "md5_number":
         raise UnsupportedConstruct(
