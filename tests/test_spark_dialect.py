@@ -118,6 +118,11 @@ def test_statements_spark_takes_in_its_own_form() -> None:
     assert to_spark_one("select strlen(x), current_setting('TimeZone')") == "SELECT OCTET_LENGTH(x), CURRENT_TIMEZONE()"
     assert to_spark_one("select [x for x in l if x > 1]") == "SELECT FILTER(l, x -> x > 1)"
     assert to_spark_one("select range(0, n)") == "SELECT FILTER(SEQUENCE(0, n), __i -> __i < n)"
+    # The assignments of an update are translated like any expression.
+    assert to_spark_one("update t set a = s.l[1], b = strlen(s.x) from s where t.k = s.k") == (
+        "MERGE INTO t USING s ON t.k = s.k WHEN MATCHED THEN UPDATE SET a = TRY_ELEMENT_AT(s.l, 1), "
+        "b = OCTET_LENGTH(s.x)"
+    )
 
 
 def test_a_map_literal_and_a_compared_pattern() -> None:

@@ -544,7 +544,7 @@ def _merge(tree: exp.Update | exp.Delete, source: exp.Expression, action: str) -
     if isinstance(source, exp.Join) or (isinstance(source, exp.Table) and source.args.get("joins")):
         raise UnsupportedConstruct(f"{action} ... from several tables", "join them in one subquery")
     if action == "update":
-        then: exp.Expression = exp.var("UPDATE SET " + ", ".join(e.sql(dialect="spark") for e in tree.expressions))
+        then: exp.Expression = exp.Update(expressions=[e.copy() for e in tree.expressions])
     else:
         then = exp.var("DELETE")
     when = exp.When(matched=True, then=then)
@@ -602,9 +602,8 @@ def _functions(node: exp.Expression) -> exp.Expression | None:
         setting = node.expressions[0] if node.expressions else None
         if isinstance(setting, exp.Literal) and setting.this.lower() == "timezone":
             return exp.func("current_timezone")
-        raise UnsupportedConstruct(
-            f"current_setting({node.expressions[0].sql()})", "only the TimeZone is asked of Spark"
-        )
+        asked = setting.sql() if setting is not None else ""
+        raise UnsupportedConstruct(f"current_setting({asked})", "only the TimeZone is asked of Spark")
     if name == "json_merge_patch":
         raise UnsupportedConstruct(
             "json_merge_patch()", "Spark has no JSON merge: its JSON functions read and write text by a schema"
