@@ -43,6 +43,9 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
 - `sum(x order by k)` -> the values collected in that order (as for `list`) added one by one: the platform
   sums floating-point values in a fixed order so that a total does not change with the order rows arrive.
 - `current_setting('TimeZone')` -> `current_timezone()`.
+- `map {'k': v}` -> `map('k', v)`, and `map {...}[key]` (which sqlglot reads as a map of a subscripted
+  struct) -> `try_element_at(map(...), key)`; `a rlike x = b rlike y` in parentheses, which Spark's
+  grammar needs (sqlglot writes none).
 - `create table t (columns...)`: `json` -> `string`, unsigned integers -> the next wider signed type
   (`ubigint` -> `decimal(20, 0)`), key constraints dropped (Spark enforces none).
 - `update t set ... from s where c` and `delete from t using s where c` -> `MERGE INTO t USING s ON c WHEN
@@ -56,8 +59,8 @@ Refused with `UnsupportedConstruct` (the platform must not depend on them, or th
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
 `date_diff` in weeks or smaller units than seconds, `age()`, `rowid` (Spark tables have no row ids),
 `md5_number()` (a 128-bit integer Spark cannot hold), `json_merge_patch()` (Spark has no JSON merge),
-`current_setting` of anything but the time zone,
-`list comprehensions over (value, index)`, `range(a, b, step)`; and the statements about DuckDB's own
+`current_setting` of anything but the time zone, a list comprehension over `(value, index)`,
+`range(a, b, step)`; and the statements about DuckDB's own
 files or keys: `copy ... to` (Spark writes a folder of part files), `describe` (a command on Spark, not a
 query: ask the runner's `columns()`), `attach`, `detach`, `checkpoint`, `insert or replace` and `on
 conflict` (no key is enforced), `returning`, and `create temp table` with column definitions (Spark's
