@@ -129,3 +129,20 @@ def test_a_map_literal_and_a_compared_pattern() -> None:
     assert to_spark_one("select map {'a': 'x'}[w], regexp_matches(r, 'a') = regexp_matches(r, 'b')") == (
         "SELECT TRY_ELEMENT_AT(MAP('a', 'x'), w), (r RLIKE 'a') = (r RLIKE 'b')"
     )
+
+
+def test_the_statement_probe_records_each_call_once_and_sorts_refusals() -> None:
+    from benchmarks.spark_statements import recorded_statements, translate_all
+    from resources.sql import Sql
+
+    parameters: dict[str, object] = {}
+    with recorded_statements(parameters) as seen:
+        sql = Sql.in_memory()
+        sql.create_table_as("t", "select 1 as a")
+        assert sql.value("select count(*) from t where a = ?", [1]) == 1  # value calls row: one statement
+        assert sql.table_exists("main.t")  # its own lookup is the runner's, not the caller's
+        sql.close()
+    assert seen == ["select 1 as a", "select count(*) from t where a = ?"]
+    assert parameters == {"select count(*) from t where a = ?": [1]}
+    refused_hash, failing = translate_all([*seen, "select hash(a) from t", "select rowid from t"])
+    assert list(refused_hash) == ["hash()"] and list(failing) == ["rowid"]
