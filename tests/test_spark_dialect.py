@@ -83,3 +83,66 @@ def test_strftime_formats_become_java_patterns(strftime: str, java: str) -> None
 
 def test_a_condition_translates_alone() -> None:
     assert condition_to_spark("name = ' WHERE ' and s[1] = 'a'") == "name = ' WHERE ' AND TRY_ELEMENT_AT(s, 1) = 'a'"
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [
+        ("select rowid from t", "rowid"),
+        ("select md5_number(x) from t", r"md5_number\(\)"),
+        ("select json_merge_patch(a, b) from t", r"json_merge_patch\(\)"),
+        ("select current_setting('memory_limit')", r"current_setting\('memory_limit'\)"),
+        ("copy (select 1) to 'out.csv' (format csv)", r"copy \.\.\. to"),
+        ("select column_name from (describe select 1 as a)", "describe"),
+        ("attach 'other.duckdb' as other", "attach"),
+        ("detach other", "detach"),
+        ("checkpoint", "checkpoint"),
+        ("insert or replace into t values (1)", "insert or replace / on conflict"),
+        ("insert into t values (1) on conflict do nothing", "insert or replace / on conflict"),
+        ("update t set n = n + 1 where k = 1 returning n", "returning"),
+        ("create or replace temp table x (a bigint)", "create temporary table with column definitions"),
+        ("select [x + i for x, i in l] from t", r"a list comprehension over \(value, index\)"),
+        ("select n.* replace (1 as a) from t n", r"\* replace"),
+        ("update t set a = 1 from s", r"update \.\.\. from without a where"),
+    ],
+)
+def test_constructs_without_a_spark_equal_are_refused_by_name(sql: str, construct: str) -> None:
+    with pytest.raises(UnsupportedConstruct, match=construct):
+        to_spark(sql)
+
+
+def test_statements_spark_takes_in_its_own_form() -> None:
+    assert to_spark_one("create table if not exists s.t (k varchar primary key, n ubigint, j json)") == (
+        "CREATE TABLE IF NOT EXISTS s.t (k STRING, n DECIMAL(20, 0), j STRING)"
+    )
+    assert to_spark_one("select strlen(x), current_setting('TimeZone')") == "SELECT OCTET_LENGTH(x), CURRENT_TIMEZONE()"
+    assert to_spark_one("select [x for x in l if x > 1]") == "SELECT FILTER(l, x -> x > 1)"
+    assert to_spark_one("select range(0, n)") == "SELECT FILTER(SEQUENCE(0, n), __i -> __i < n)"
+    # The assignments of an update are translated like any expression.
+    assert to_spark_one("update t set a = s.l[1], b = strlen(s.x) from s where t.k = s.k") == (
+        "MERGE INTO t USING s ON t.k = s.k WHEN MATCHED THEN UPDATE SET a = TRY_ELEMENT_AT(s.l, 1), "
+        "b = OCTET_LENGTH(s.x)"
+    )
+
+
+def test_a_map_literal_and_a_compared_pattern() -> None:
+    assert to_spark_one("select map {'a': 'x'}[w], regexp_matches(r, 'a') = regexp_matches(r, 'b')") == (
+        "SELECT TRY_ELEMENT_AT(MAP('a', 'x'), w), (r RLIKE 'a') = (r RLIKE 'b')"
+    )
+
+
+def test_the_statement_probe_records_each_call_once_and_sorts_refusals() -> None:
+    from benchmarks.spark_statements import recorded_statements, translate_all
+    from resources.sql import Sql
+
+    parameters: dict[str, object] = {}
+    with recorded_statements(parameters) as seen:
+        sql = Sql.in_memory()
+        sql.create_table_as("t", "select 1 as a")
+        assert sql.value("select count(*) from t where a = ?", [1]) == 1  # value calls row: one statement
+        assert sql.table_exists("main.t")  # its own lookup is the runner's, not the caller's
+        sql.close()
+    assert seen == ["select 1 as a", "select count(*) from t where a = ?"]
+    assert parameters == {"select count(*) from t where a = ?": [1]}
+    refused_hash, failing = translate_all([*seen, "select hash(a) from t", "select rowid from t"])
+    assert list(refused_hash) == ["hash()"] and list(failing) == ["rowid"]

@@ -233,3 +233,113 @@ def test_errors_are_the_runner_errors_callers_catch(engines) -> None:  # noqa: A
     with pytest.raises(SqlError, match="no_such_column") as failed:
         runner.value("select no_such_column from events")
     assert not isinstance(failed.value, SqlDataError)
+
+
+RECORDS = """select * from (values
+    (1, '{"First Name": "Ann", "a": 1, "n": {"x": 2}, "b": true, "z": null, "l": [1, 2]}', 'Zoë', 1e16),
+    (2, '{"First Name": "Bo", "a": "text"}', 'abba', 1.0),
+    (3, '{}', '', -1e16),
+    (4, null, null, 0.1),
+    (5, '{"a": 3}', 'aab', 0.2)
+) as t(id, record, word, x)"""
+
+
+@pytest.fixture(scope="module")
+def records(spark):  # noqa: ANN001, ANN201 - the session fixture of tests/conftest.py
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    conn.execute(f"create table records as {RECORDS}")
+    spark.createDataFrame(conn.execute("select * from records").to_arrow_table()).createOrReplaceTempView("records")
+    yield conn, SparkSql(spark)
+    conn.close()
+    spark.catalog.dropTempView("records")
+
+
+def test_json_extract_string_of_a_list_of_paths_and_strlen(records) -> None:  # noqa: ANN001
+    sql = """select id, json_extract_string(record, ['$."First Name"', '$.a', '$.n', '$.b', '$.z', '$.missing']),
+                    strlen(word), length(word) from records order by id"""
+    duck, spark = both(records, sql)
+    assert duck == spark
+    assert duck[0] == (1, ["Ann", "1", '{"x":2}', "true", None, None], 4, 3)  # Zoë: four bytes, three letters
+
+
+def test_star_exclude_and_replace_list_the_columns(records) -> None:  # noqa: ANN001
+    sql = """select r.* exclude (record) replace (upper(word) as word, x * 2 as x) from records r
+             where id < 4 order by id"""
+    duck, spark = both(records, sql)
+    assert duck == spark == [(1, "ZOË", 2e16), (2, "ABBA", 2.0), (3, "", -2e16)]
+
+
+def test_list_comprehensions_and_ranges(records) -> None:  # noqa: ANN001
+    # The shape of identity's one-slip forms (each one-character deletion, repeated letters once), unhashed.
+    slips = """[case when i = 0 then word else left(word, i::integer - 1) || substr(word, i::integer + 1) end
+                for i in range(0, length(word) + 1)
+                if i < 2 or substr(word, i::integer, 1) <> substr(word, i::integer - 1, 1)]"""
+    sql = f"""select id, {slips}, [upper(c) for c in ['a', 'b', word] if c is not null], range(0, length(word)),
+                     range(2, 2), range(3, 1) from records order by id"""
+    duck, spark = both(records, sql)
+    assert duck == spark
+    assert duck[1][1] == ["abba", "bba", "aba", "abb"] and duck[1][3:] == ([0, 1, 2, 3], [], [])
+
+
+def test_an_ordered_sum_adds_in_that_order(records) -> None:  # noqa: ANN001
+    sql = """select id % 2, sum(x order by x), sum(x order by id), sum(x order by id desc) filter (where id > 1),
+                    sum(x order by x) filter (where id > 9), (sum(x order by x) / count(x))::double
+             from records group by 1 order by 1"""
+    duck, spark = both(records, sql)
+    assert duck == spark
+    # 1e16, -1e16 and 0.2: in the order of x the 0.2 is lost against -1e16; in the order of id it is kept.
+    assert duck[1][1:3] == (0.0, 0.2) and duck[1][4] is None
+
+
+def test_current_setting_timezone_is_the_session_zone(records) -> None:  # noqa: ANN001
+    duck, spark = both(records, "select current_setting('TimeZone')")
+    assert duck == spark == [("UTC",)]
+
+
+def test_create_table_with_column_definitions_and_keys(records) -> None:  # noqa: ANN001
+    conn, runner = records
+    create = """create table if not exists {schema}.bookkeeping (name varchar, big ubigint, doc json, n integer,
+                primary key (name, n))"""
+    insert = """insert into {schema}.bookkeeping values ('a', 18446744073709551615, '{{"k": 1}}', 1),
+                ('b', null, null, 2)"""
+    conn.execute("create schema if not exists book")
+    runner.execute("create database if not exists book")
+    for step in (create, insert):
+        conn.execute(step.format(schema="book"))
+        runner.execute(step.format(schema="book"))
+    sql = "select name, big, doc, n from book.bookkeeping order by name"
+    duck, spark = both(records, sql)
+    assert [(a, int(b) if b is not None else None, c, d) for a, b, c, d in spark] == duck
+    assert duck[0] == ("a", 18446744073709551615, '{"k": 1}', 1)
+    runner.execute("drop table book.bookkeeping")
+
+
+def test_update_from_and_delete_using_are_merges_spark_reads(records) -> None:  # noqa: ANN001
+    """MERGE INTO changes rows only on tables with row-level changes (Delta, Iceberg), which the local
+    session has not: Spark's parser takes the statements, and their text says what they change."""
+    _, runner = records
+    update = to_spark_one(
+        "update cdp.golden_profiles as g set score = s.score, tier = 'a' from scores as s "
+        "where g.customer_id = s.customer_id and s.score > 1"
+    )
+    delete = to_spark_one("delete from clean.events as t using scope as f where f.source = t.source")
+    assert update == (
+        "MERGE INTO cdp.golden_profiles AS g USING scores AS s ON g.customer_id = s.customer_id AND s.score > 1 "
+        "WHEN MATCHED THEN UPDATE SET score = s.score, tier = 'a'"
+    )
+    assert delete == "MERGE INTO clean.events AS t USING scope AS f ON f.source = t.source WHEN MATCHED THEN DELETE"
+    parser = runner.spark._jsparkSession.sessionState().sqlParser()
+    for statement in (update, delete):
+        assert "MergeIntoTable" in parser.parsePlan(statement).getClass().getName()
+
+
+def test_map_literals_and_compared_patterns(records) -> None:  # noqa: ANN001
+    # The shape of the street-suffix abbreviation (clean/rules.py) and of the mixed-case test.
+    sql = """select id, list_transform(string_split(upper(coalesce(word, '')), 'B'),
+                                       lambda w: coalesce(map {'A': 'one', 'AA': 'two'}[w], w)),
+                    regexp_matches(word, '[A-Z]') = regexp_matches(word, '[a-z]')
+             from records order by id"""
+    duck, spark = both(records, sql)
+    assert duck == spark
+    assert duck[1] == (2, ["one", "", "one"], False) and duck[2] == (3, [""], True)

@@ -126,8 +126,9 @@ def record_run(sql: Sql, config: CDPConfig, inputs: IdentityInputs, report: Over
     overrides = json.dumps({"applied": report.applied, "unresolved": sides, "refused": report.refused})
     sql.create_table_as(
         RESOLVED_INPUTS,
-        """select ?::varchar as records, ?::varchar as settings, ?::varchar as model, ?::varchar as outputs,
-                  ?::varchar as overrides, ?::varchar as run_id, ?::timestamp as resolved_at""",
+        """select cast(? as varchar) as records, cast(? as varchar) as settings, cast(? as varchar) as model,
+                  cast(? as varchar) as outputs, cast(? as varchar) as overrides, cast(? as varchar) as run_id,
+                  cast(? as timestamp) as resolved_at""",
         [done.records, done.settings, done.model, done.outputs, overrides, run_id, utc_now()],
     )
 

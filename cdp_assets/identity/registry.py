@@ -281,13 +281,13 @@ def assign_ids(
                 sql.execute(
                     f"""
                     update {ID_REGISTRY.name} set status = 'retired', changed_at = ?
-                    where customer_id in (select unnest(?::varchar[]))
+                    where customer_id in (select unnest(cast(? as varchar[])))
                     """,
                     [at, retired],
                 )
                 sql.execute(
                     f"update {ID_REGISTRY.name} set current_id = null "
-                    "where current_id in (select unnest(?::varchar[]))",
+                    "where current_id in (select unnest(cast(? as varchar[])))",
                     [retired],
                 )
             sql.execute(
@@ -324,7 +324,7 @@ def assign_ids(
             sql.execute(
                 f"""
                 insert into {ID_HISTORY.name}
-                select ?, ?, ?, 'retired', unnest(?::varchar[]), null, 0, 'no record carries it'
+                select ?, ?, ?, 'retired', unnest(cast(? as varchar[])), null, 0, 'no record carries it'
                 """,
                 [run_seq, run_id, at, retired],
             )

@@ -180,13 +180,15 @@ def _advance_membership(sql: Sql, name: str, now: datetime, current: str, change
     )
     with sql.transaction():
         sql.execute(
+            # The exits joined to the aliases in one subquery: an update joins one table (MERGE on Spark).
             f"""update {HISTORY} h set exited_at = $now,
-                       exit_reason = case when a.status = 'merged' then 'merged into ' || a.customer_id
-                                          when a.status in ('retired', 'erased') then 'id ' || a.status
+                       exit_reason = case when e.status = 'merged' then 'merged into ' || e.survivor
+                                          when e.status in ('retired', 'erased') then 'id ' || e.status
                                           else 'no longer matches' end
-                from {changes} c left join {CUSTOMER_ALIASES.name} a on a.alias_id = c.customer_id
-                where c.change = 'exited' and h.segment = $segment and h.exited_at is null
-                  and h.customer_id = c.customer_id""",
+                from (select c.customer_id, a.status, a.customer_id as survivor
+                      from {changes} c left join {CUSTOMER_ALIASES.name} a on a.alias_id = c.customer_id
+                      where c.change = 'exited') e
+                where h.segment = $segment and h.exited_at is null and h.customer_id = e.customer_id""",
             {"segment": name, "now": now},
         )
         sql.execute(

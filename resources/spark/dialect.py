@@ -32,17 +32,45 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
 - The condition functions Spark names or counts otherwise: `prefix`/`suffix` -> `startswith`/`endswith`,
   `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
   absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
+- `json_extract_string(j, [p1, p2])` -> `array(get_json_object(j, p1), ...)`, NULL when j is: sqlglot
+  would pass the list as one path. `strlen` -> `octet_length` (bytes in both; DuckDB's own
+  `octet_length` takes only a BLOB, so the platform's SQL keeps `strlen`).
+- `t.* replace (e as c)` -> t's columns listed with `e as c` in c's place, the columns asked of
+  `columns_of` as for `union all by name`. (`* exclude (...)` is Spark's `* except (...)`, as sqlglot writes it.)
+- `[f(x) for x in l if c(x)]` -> `transform(filter(l, x -> c(x)), x -> f(x))`; `range(a, b)` ->
+  `filter(sequence(a, b), i -> i < b)`, empty when b <= a as DuckDB's is (sqlglot's `sequence(a, b - 1)`
+  would count down).
+- `sum(x order by k)` -> the values collected in that order (as for `list`) added one by one: the platform
+  sums floating-point values in a fixed order so that a total does not change with the order rows arrive.
+- `current_setting('TimeZone')` -> `current_timezone()`.
+- `map {'k': v}` -> `map('k', v)`, and `map {...}[key]` (which sqlglot reads as a map of a subscripted
+  struct) -> `try_element_at(map(...), key)`; `a rlike x = b rlike y` in parentheses, which Spark's
+  grammar needs (sqlglot writes none).
+- `create table t (columns...)`: `json` -> `string`, unsigned integers -> the next wider signed type
+  (`ubigint` -> `decimal(20, 0)`), key constraints dropped (Spark enforces none).
+- `update t set ... from s where c` and `delete from t using s where c` -> `MERGE INTO t USING s ON c WHEN
+  MATCHED THEN UPDATE SET ... / DELETE`: Spark's statement for changing rows by a join. It runs on tables
+  with row-level changes (Delta, Iceberg), not on the session's parquet tables; a row matched by several
+  rows of s is an error there, where DuckDB takes one of them.
 
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
 `hash()` (each engine hashes differently: a value stored by one would not match the other's; write
 `portable_hash` of resources/sql.py, which both compute alike), an
 unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
-`date_diff` in weeks or smaller units than seconds, `age()`.
+`date_diff` in weeks or smaller units than seconds, `age()`, `rowid` (Spark tables have no row ids),
+`md5_number()` (a 128-bit integer Spark cannot hold), `json_merge_patch()` (Spark has no JSON merge),
+`current_setting` of anything but the time zone, a list comprehension over `(value, index)`,
+`range(a, b, step)`; and the statements about DuckDB's own
+files or keys: `copy ... to` (Spark writes a folder of part files), `describe` (a command on Spark, not a
+query: ask the runner's `columns()`), `attach`, `detach`, `checkpoint`, `insert or replace` and `on
+conflict` (no key is enforced), `returning`, and `create temp table` with column definitions (Spark's
+temporary tables are views of a select).
 
 Known differences left as they are, for want of types (the translation sees text, not a schema):
 Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them (the platform filters them out
-first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`); and
-regular expressions are Java's, not RE2's, which differ in rare syntax.
+first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`);
+an ordered sum of integers keeps the values' type on Spark (an overflow fails) where DuckDB widens it to
+128 bits; and regular expressions are Java's, not RE2's, which differ in rare syntax.
 """
 
 from __future__ import annotations
@@ -82,7 +110,7 @@ def to_spark(sql: str, columns_of: ColumnsOf | None = None) -> list[str]:
         trees = [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
     except sqlglot.errors.ParseError as exc:
         raise UnsupportedConstruct("a statement sqlglot cannot parse", str(exc).split("\n")[0]) from None
-    return [_rewrite(tree, columns_of).sql(dialect="spark") for tree in trees]
+    return [_rewrite(_statement(tree), columns_of).sql(dialect="spark") for tree in trees]
 
 
 def to_spark_one(sql: str, columns_of: ColumnsOf | None = None) -> str:
@@ -110,6 +138,8 @@ def _rewrite(tree: exp.Expression, columns_of: ColumnsOf | None) -> exp.Expressi
                 return _rewrite_children(replaced)
         if isinstance(node, exp.Union) and node.args.get("by_name"):
             return _rewrite_children(_union_by_name(node, columns_of))
+        if isinstance(node, exp.Select) and any(_star_replace(e) for e in node.expressions):
+            return _rewrite_children(_expand_star_replace(node, columns_of))
         return node
 
     def _rewrite_children(node: exp.Expression) -> exp.Expression:
@@ -468,9 +498,288 @@ def _condition_functions(node: exp.Expression) -> exp.Expression | None:
     return None
 
 
+# Statements: DuckDB's DML and DDL in Spark's forms, or refused. ---------------------------------------------
+
+# DuckDB-only statements about the database file itself, with the reason they have no Spark equal.
+_DUCKDB_ONLY = {
+    exp.Attach: ("attach", "Spark has no database files to attach; a read snapshot is a DuckDB file"),
+    exp.Detach: ("detach", "Spark has no database files to attach; a read snapshot is a DuckDB file"),
+    exp.Copy: ("copy ... to", "Spark writes a folder of part files, not one file: write through the DataFrame writer"),
+    exp.Describe: ("describe", "Spark's DESCRIBE is a command, not a query; ask the runner's columns() instead"),
+}
+
+
+def _statement(tree: exp.Expression) -> exp.Expression:
+    """A whole statement as Spark takes it: `update ... from` and `delete ... using` as MERGE INTO, column
+    types Spark lacks in `create table`, and the statements that have no Spark equal refused by name."""
+    bare = tree.this if isinstance(tree, exp.Alias) else tree  # `checkpoint db` reads as a column and alias
+    if isinstance(bare, exp.Column) and bare.name.lower() == "checkpoint":
+        raise UnsupportedConstruct("checkpoint", "Spark has no write-ahead log to fold into a database file")
+    for kind, (construct, why) in _DUCKDB_ONLY.items():
+        if isinstance(tree, kind) or tree.find(kind) is not None:
+            raise UnsupportedConstruct(construct, why)
+    if isinstance(tree, exp.Insert | exp.Update | exp.Delete) and tree.args.get("returning") is not None:
+        raise UnsupportedConstruct("returning", "Spark's DML returns no rows: read the changed rows after the change")
+    if isinstance(tree, exp.Insert) and (tree.args.get("alternative") or tree.args.get("conflict") is not None):
+        raise UnsupportedConstruct(
+            "insert or replace / on conflict",
+            "Spark tables enforce no key: keep such bookkeeping tables in DuckDB, or write a MERGE INTO",
+        )
+    if isinstance(tree, exp.Update) and tree.args.get("from_") is not None:
+        return _merge(tree, tree.args["from_"].this, "update")
+    if isinstance(tree, exp.Delete) and tree.args.get("using"):
+        if len(tree.args["using"]) != 1:
+            raise UnsupportedConstruct("delete ... using several tables", "join them in one subquery")
+        return _merge(tree, tree.args["using"][0], "delete")
+    if isinstance(tree, exp.Create) and isinstance(tree.this, exp.Schema):
+        return _create_with_columns(tree)
+    return tree
+
+
+def _merge(tree: exp.Update | exp.Delete, source: exp.Expression, action: str) -> exp.Expression:
+    """`update t set ... from s where c` / `delete from t using s where c` -> `MERGE INTO t USING s ON c WHEN
+    MATCHED THEN UPDATE SET ... / DELETE`: Spark's one statement that changes rows by a join. It runs on tables
+    that support row-level changes (Delta, Iceberg); a row of t matched by several of s is an error there, where
+    DuckDB picks one of them."""
+    where = tree.args.get("where")
+    if where is None:
+        raise UnsupportedConstruct(f"{action} ... from without a where", "say how the rows of the two tables match")
+    if isinstance(source, exp.Join) or (isinstance(source, exp.Table) and source.args.get("joins")):
+        raise UnsupportedConstruct(f"{action} ... from several tables", "join them in one subquery")
+    if action == "update":
+        then: exp.Expression = exp.Update(expressions=[e.copy() for e in tree.expressions])
+    else:
+        then = exp.var("DELETE")
+    when = exp.When(matched=True, then=then)
+    return exp.Merge(
+        this=tree.this.copy(), using=source.copy(), on=where.this.copy(), whens=exp.Whens(expressions=[when])
+    )
+
+
+# DuckDB column types Spark lacks, as the Spark type that holds every value.
+_COLUMN_TYPES = {
+    exp.DataType.Type.JSON: "string",
+    exp.DataType.Type.UBIGINT: "decimal(20, 0)",
+    exp.DataType.Type.UINT: "bigint",
+    exp.DataType.Type.USMALLINT: "int",
+    exp.DataType.Type.UTINYINT: "smallint",
+}
+
+
+def _create_with_columns(tree: exp.Create) -> exp.Expression:
+    """`create table t (columns...)`: types Spark lacks widened, key constraints dropped (Spark enforces
+    none; the statements that rely on one, insert or replace and on conflict, are refused)."""
+    if tree.args.get("properties") is not None and tree.find(exp.TemporaryProperty) is not None:
+        raise UnsupportedConstruct(
+            "create temporary table with column definitions",
+            "Spark's temporary tables are views of a select: create it from one (create_table_as, temporary)",
+        )
+    tree = tree.copy()
+    schema = tree.this
+    for definition in list(schema.expressions):
+        if isinstance(definition, exp.PrimaryKey | exp.UniqueColumnConstraint):
+            definition.pop()
+            continue
+        if isinstance(definition, exp.ColumnDef):
+            constraints = [
+                c
+                for c in definition.args.get("constraints") or []
+                if not isinstance(c.args.get("kind"), exp.PrimaryKeyColumnConstraint | exp.UniqueColumnConstraint)
+            ]
+            definition.set("constraints", constraints)
+    for data_type in tree.find_all(exp.DataType):
+        if data_type.this in _COLUMN_TYPES:
+            data_type.replace(exp.DataType.build(_COLUMN_TYPES[data_type.this], dialect="spark"))
+    return tree
+
+
+# Expressions ------------------------------------------------------------------------------------------------
+
+
+def _functions(node: exp.Expression) -> exp.Expression | None:
+    """Functions Spark names otherwise or lacks."""
+    name = _function_name(node)
+    if name == "strlen":  # bytes in both
+        return exp.func("octet_length", *[a.copy() for a in node.expressions])
+    if name == "current_setting":
+        setting = node.expressions[0] if node.expressions else None
+        if isinstance(setting, exp.Literal) and setting.this.lower() == "timezone":
+            return exp.func("current_timezone")
+        asked = setting.sql() if setting is not None else ""
+        raise UnsupportedConstruct(f"current_setting({asked})", "only the TimeZone is asked of Spark")
+    if name == "json_merge_patch":
+        raise UnsupportedConstruct(
+            "json_merge_patch()", "Spark has no JSON merge: its JSON functions read and write text by a schema"
+        )
+    if name == "md5_number":
+        raise UnsupportedConstruct(
+            "md5_number()", "Spark has no 128-bit integer to hold it; use portable_hash (resources/sql.py)"
+        )
+    if isinstance(node, exp.Column) and isinstance(node.this, exp.Identifier) and node.this.name.lower() == "rowid":
+        raise UnsupportedConstruct(
+            "rowid", "Spark tables have no row ids: number the rows with row_number() over (order by a key)"
+        )
+    return None
+
+
+def _json_paths(node: exp.Expression) -> exp.Expression | None:
+    """`json_extract_string(j, [p1, p2])` -> `array(get_json_object(j, p1), get_json_object(j, p2))` (NULL
+    when j is): sqlglot passes the list as one path. Each path is converted as sqlglot converts a single one."""
+    if not isinstance(node, exp.JSONExtractScalar | exp.JSONExtract) or not isinstance(node.expression, exp.Array):
+        return None
+    name = "json_extract_string" if isinstance(node, exp.JSONExtractScalar) else "json_extract"
+    if name == "json_extract":
+        raise UnsupportedConstruct("json_extract with a list of paths", "extract each path as a string")
+    paths = node.expression.expressions
+    if not all(isinstance(p, exp.Literal) and p.is_string for p in paths):
+        raise UnsupportedConstruct(f"{name} with a list of paths that are not literals", "paths are converted")
+    extracted = []
+    for path in paths:
+        one = sqlglot.parse_one(f"{name}(__json, {path.sql(dialect='duckdb')})", read="duckdb")
+        one.this.replace(node.this.copy())
+        extracted.append(one)
+    # No document, no list (not a list of NULLs).
+    missing = exp.Is(this=node.this.copy(), expression=exp.Null())
+    return exp.Case(ifs=[exp.If(this=missing, true=exp.Null())], default=exp.Array(expressions=extracted))
+
+
+def _comprehension(node: exp.Expression) -> exp.Expression | None:
+    """`[f(x) for x in l if c(x)]` -> `transform(filter(l, x -> c(x)), x -> f(x))`."""
+    if not isinstance(node, exp.Array) or len(node.expressions) != 1:
+        return None
+    comprehension = node.expressions[0]
+    if not isinstance(comprehension, exp.Comprehension):
+        return None
+    variable = comprehension.expression
+    if comprehension.args.get("position") is not None:
+        raise UnsupportedConstruct("a list comprehension over (value, index)", "Spark's index counts from 0")
+    items = comprehension.args["iterator"].copy()
+    if comprehension.args.get("condition") is not None:
+        keep = exp.Lambda(this=comprehension.args["condition"].copy(), expressions=[variable.copy()])
+        items = exp.func("filter", items, keep)
+    value = comprehension.this
+    if isinstance(value, exp.Column) and value.name == variable.name and not value.table:
+        return items
+    return exp.func("transform", items, exp.Lambda(this=value.copy(), expressions=[variable.copy()]))
+
+
+def _range(node: exp.Expression) -> exp.Expression | None:
+    """`range(a, b)` (b excluded) -> the values of `sequence(a, b)` below b: sqlglot's `sequence(a, b - 1)`
+    counts down when b <= a, where DuckDB's range is empty."""
+    if not isinstance(node, exp.GenerateSeries) or not node.args.get("is_end_exclusive"):
+        return None
+    if node.args.get("step") is not None:
+        raise UnsupportedConstruct("range(a, b, step)", "write the sequence with its last value")
+    start, end = node.args["start"], node.args["end"]
+    below = exp.Lambda(
+        this=exp.LT(this=exp.column("__i"), expression=end.copy()), expressions=[exp.to_identifier("__i")]
+    )
+    return exp.func("filter", exp.func("sequence", start.copy(), end.copy()), below)
+
+
+def _ordered_sum(node: exp.Expression) -> exp.Expression | None:
+    """`sum(x order by k)` -> the values collected in that order (as `list(x order by k)` is) added one by one
+    from the first: floating-point addition depends on the order, which is why the platform fixes it. The
+    sum has the values' own type (DuckDB widens integers to 128 bits; Spark fails on overflow)."""
+    where = node.expression if isinstance(node, exp.Filter) else None
+    aggregate = node.this if isinstance(node, exp.Filter) else node
+    if not isinstance(aggregate, exp.Sum) or not isinstance(aggregate.this, exp.Order):
+        return None
+    listed: exp.Expression = exp.ArrayAgg(this=aggregate.this.copy())
+    if where is not None:
+        listed = exp.Filter(this=listed, expression=where.copy())
+    values = exp.to_identifier("__s")
+    add = exp.Lambda(
+        this=exp.Add(this=exp.column("__a"), expression=exp.column("__v")),
+        expressions=[exp.to_identifier("__a"), exp.to_identifier("__v")],
+    )
+    rest = exp.func(
+        "slice", exp.column(values.copy()), exp.Literal.number(2), exp.func("size", exp.column(values.copy()))
+    )
+    first = exp.func("try_element_at", exp.column(values.copy()), exp.Literal.number(1))
+    total = exp.Lambda(this=exp.func("aggregate", rest, first, add), expressions=[values])
+    # The sorted list bound once, as a lambda's argument, rather than spelled out three times.
+    once = exp.func("transform", exp.Array(expressions=[_list(listed)]), total)
+    return exp.func("try_element_at", once, exp.Literal.number(1))
+
+
+def _map_literal(node: exp.Expression) -> exp.Expression | None:
+    """`map {'k': v, ...}` -> `map('k', v, ...)`, and `map {...}[key]` (which sqlglot reads as a map of a
+    subscripted struct) -> `try_element_at(map(...), key)`: the value, or NULL for an absent key."""
+    if not isinstance(node, exp.ToMap):
+        return None
+    inner = node.this
+    key = None
+    if isinstance(inner, exp.Bracket) and len(inner.expressions) == 1:
+        inner, key = inner.this, inner.expressions[0]
+    if not isinstance(inner, exp.Struct) or not all(isinstance(e, exp.PropertyEQ) for e in inner.expressions):
+        return None
+    pairs = [part.copy() for e in inner.expressions for part in (e.this, e.expression)]
+    built = exp.Anonymous(this="map", expressions=pairs)
+    return built if key is None else exp.func("try_element_at", built, key.copy())
+
+
+def _compared_predicates(node: exp.Expression) -> exp.Expression | None:
+    """`a rlike x = b rlike y`: Spark's grammar binds RLIKE and LIKE looser than `=`, so a predicate compared
+    with another is put in parentheses."""
+    if not isinstance(node, exp.EQ | exp.NEQ | exp.NullSafeEQ | exp.NullSafeNEQ):
+        return None
+    operands = (node.this, node.expression)
+    if not any(isinstance(o, exp.RegexpLike | exp.Like | exp.ILike) for o in operands):
+        return None
+    node = node.copy()
+    for side in ("this", "expression"):
+        operand = node.args[side]
+        if isinstance(operand, exp.RegexpLike | exp.Like | exp.ILike):
+            node.set(side, exp.Paren(this=operand))
+    return node
+
+
+def _star_replace(node: exp.Expression) -> bool:
+    star = node.this if isinstance(node, exp.Column) else node
+    return isinstance(star, exp.Star) and bool(star.args.get("replace"))
+
+
+def _expand_star_replace(select: exp.Select, columns_of: ColumnsOf | None) -> exp.Select:
+    """`select t.* replace (e as c)` -> `t`'s columns listed, `e as c` in c's place: Spark's star has no
+    REPLACE. The columns are asked of `columns_of` (the runner asks Spark)."""
+    if columns_of is None:
+        raise UnsupportedConstruct(
+            "* replace (...)", "list the columns, or run it through SparkSql, which looks them up"
+        )
+    select = select.copy()
+    listed: list[exp.Expression] = []
+    for e in select.expressions:
+        if not _star_replace(e):
+            listed.append(e)
+            continue
+        star = e.this if isinstance(e, exp.Column) else e
+        table = e.args.get("table") if isinstance(e, exp.Column) else None
+        replaced = {r.alias_or_name.lower(): r for r in star.args["replace"]}
+        plain = exp.Star(except_=[x.copy() for x in star.args.get("except_") or []] or None)
+        ask = select.copy()
+        ask.set("expressions", [exp.Column(this=plain, table=table.copy()) if table else plain])
+        for modifier in ("where", "group", "having", "qualify", "order", "limit", "offset"):
+            ask.set(modifier, None)
+        for name in columns_of(_rewrite(ask, columns_of).sql(dialect="spark")):
+            if name.lower() in replaced:
+                listed.append(replaced[name.lower()].copy())
+            else:
+                listed.append(exp.column(name, table=table.name if table else None, quoted=True))
+    select.set("expressions", listed)
+    return select
+
+
 _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _refused,
+    _functions,
     _condition_functions,
+    _json_paths,
+    _map_literal,
+    _compared_predicates,
+    _comprehension,
+    _range,
+    _ordered_sum,
     _similarity_udf,
     _first_ordered,
     _list,

@@ -83,8 +83,9 @@ def save_model(
     sql.create_table_as(MODEL_TABLE, f"select * from {levels}")
     sql.create_table_as(
         TRAINING_TABLE,
-        """select ?::varchar as fingerprint, ?::timestamp as trained_at, ?::bigint as person_records,
-                  ?::double as prior, ?::integer as em_iterations, ?::bigint as labelled_pairs""",
+        """select cast(? as varchar) as fingerprint, cast(? as timestamp) as trained_at,
+                  cast(? as bigint) as person_records, cast(? as double) as prior,
+                  cast(? as integer) as em_iterations, cast(? as bigint) as labelled_pairs""",
         [fingerprint, trained_at, records, model.prior, model.iterations, model.labelled_pairs],
     )
 

@@ -50,7 +50,7 @@ def save_features(sql: Sql, records: str, scored_with: str, kept: bool = False) 
         sql.create_table_as(FEATURES_TABLE, f"select * from {records}")
     sql.create_table_as(
         FEATURES_STATE,
-        f"select ?::varchar as scored_with, (select count(*) from {FEATURES_TABLE}) as feature_rows",
+        f"select cast(? as varchar) as scored_with, (select count(*) from {FEATURES_TABLE}) as feature_rows",
         [scored_with],
     )
 
