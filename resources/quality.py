@@ -70,7 +70,8 @@ def _import_quietly() -> None:
 def start_importing_great_expectations() -> None:
     """Import Great Expectations in a background thread of this process, for a check that will run later in
     it: the import is seconds of Python, and a step that spends those seconds in DuckDB (which releases the
-    GIL) hides them. Does nothing once the package is loaded."""
+    GIL) hides them. Does nothing once the package is loaded. While it imports, pyspark reads as not
+    installed to the whole process (`_spark_hidden`): a step working with Spark must not start it."""
     if "great_expectations" not in sys.modules:
         threading.Thread(target=_import_quietly, name="import-great-expectations", daemon=True).start()
 
