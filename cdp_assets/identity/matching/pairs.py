@@ -21,7 +21,7 @@ did keeps its features, and pairs are kept only from a run that scored them with
 no kept row has been removed since (an erasure removes the rows of the people it erases).
 """
 
-from cdp_assets.identity.matching.blocking import keyed
+from cdp_assets.identity.matching.blocking import keyed, list_features
 from cdp_assets.identity.matching.features import FEATURE_COLUMNS
 from resources.sql import Sql
 
@@ -88,10 +88,8 @@ def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], 
         for rule, cap in rules:
             columns = ", ".join(rule)
             not_null = " and ".join(f"{f} is not null" for f in rule)
+            size = "count(distinct __whole)" if list_features(rule) else "count(*)"
             pairs_made = f"between 2 and {cap}"
-            # A block's size counts its distinct whole values on a list feature (blocking.keyed with
-            # `distinct`: each row another value), its records otherwise; the records of the blocks that
-            # crossed are looked up once those few blocks are known.
             sql.execute(
                 f"""
                 insert into {changed}
@@ -102,20 +100,19 @@ def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], 
                     select {columns} from {keyed(gone, rule)} where {not_null}
                 ),
                 now_n as (
-                    select {columns}, count(*) as n from {keyed(records, rule, distinct=True)}
+                    select {columns}, {size} as n, list(node_id) as nodes from {keyed(records, rule)}
                     semi join touched using ({columns}) group by all
                 ),
                 before_n as (
-                    select {columns}, count(*) as n from {keyed(FEATURES_TABLE, rule, distinct=True)}
+                    select {columns}, {size} as n from {keyed(FEATURES_TABLE, rule)}
                     semi join touched using ({columns}) group by all
                 ),
-                crossed as (
-                    select {columns} from touched t
+                crossing as (
+                    select unnest(a.nodes) as node_id from touched t
                     join now_n a using ({columns}) left join before_n b using ({columns})
                     where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
                 )
-                select distinct node_id from {keyed(records, rule)} semi join crossed using ({columns})
-                anti join {changed} using (node_id)
+                select distinct node_id from crossing anti join {changed} using (node_id)
                 """
             )
         return int(sql.value(f"select count(*) from {changed}"))
