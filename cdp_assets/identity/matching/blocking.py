@@ -28,17 +28,21 @@ def list_features(rule: list[str]) -> list[str]:
     return [f for f in rule if f in LIST_FEATURES]
 
 
+def _whole(rule: list[str]) -> str:
+    """The hash of a record's whole lists of the rule's list features: which records hold the same values."""
+    return f"hash({', '.join(list_features(rule))})"
+
+
 def keyed(records: str, rule: list[str], distinct: bool = False) -> str:
     """The records as the rule's blocks see them: a list feature gives a row per value, and `__whole` (a
     hash of the whole lists) tells which records hold the same lists (the same e-mail address, for
     `email_one_slip`). With `distinct`, each distinct combination of the rule's values once and no node
     id: what a block holds of a list feature is whole values, and a person's records mostly repeat theirs,
     so unnesting each value once costs a fraction of unnesting every record's."""
-    listed = list_features(rule)
-    if not listed:
+    if not list_features(rule):
         return records
     columns = ", ".join(f"unnest({f}) as {f}" if f in LIST_FEATURES else f for f in rule)
-    whole = f"hash({', '.join(listed)}) as __whole"
+    whole = f"{_whole(rule)} as __whole"
     if distinct:
         return f"(select {whole}, {columns} from (select distinct {', '.join(rule)} from {records}))"
     return f"(select node_id, {whole}, {columns} from {records})"
@@ -113,7 +117,7 @@ def _rule_pairs_sql(
             select l.node_id, r.node_id, {index}
             from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
             where {touched}"""
-    listed = list_features(rule)
+    first_list = list_features(rule)[0]
     return f"""
         with blocks as (
             select distinct m.__whole, k.block from {keyed(records, rule, distinct=True)} m
@@ -124,7 +128,7 @@ def _rule_pairs_sql(
             from blocks a join blocks b on a.block = b.block and a.__whole < b.__whole
         ),
         holders as (
-            select node_id, hash({", ".join(listed)}) as __whole from {records} where len({listed[0]}) > 0
+            select node_id, {_whole(rule)} as __whole from {records} where len({first_list}) > 0
         )
         select least(l.node_id, r.node_id), greatest(l.node_id, r.node_id), {index}
         from value_pairs p join holders l on l.__whole = p.lw join holders r on r.__whole = p.rw
