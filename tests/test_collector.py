@@ -5,7 +5,7 @@ import gzip
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -297,14 +297,28 @@ def test_the_segment_sdks_calls_reach_cleaned_events_the_identity_map_and_traits
     server, config = collector
     errors: list[Exception] = []
     sdk = Client(KEY, host=server.url, sync_mode=True, on_error=lambda error, batch: errors.append(error))
-    sdk.identify("u1", {"email": "Ann@Example.org"}, anonymous_id="anon-1")
-    sdk.track(anonymous_id="anon-1", event="Product Viewed", properties={"category": "shoes", "revenue": 40})
-    sdk.track("u1", "Order Completed", {"category": "shoes", "revenue": 59.5}, context={"page": {"path": "/cart"}})
-    sdk.track("u1", "Order Completed", {"category": "hats", "revenue": 1000})
-    sdk.page("u1", "Shop", "Checkout", {"path": "/checkout"})
-    sdk.alias("anon-0", "u1")
-    sdk.track(anonymous_id="anon-0", event="Product Viewed", properties={"category": "hats"})
-    sdk.group("u1", "acct-1", {"name": "Acme", "email": "info@acme.example"})
+    # One second apart, so the order below is the calls' order: calls made within one clock tick would tie.
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    at = iter(start + timedelta(seconds=second) for second in range(8))
+    sdk.identify("u1", {"email": "Ann@Example.org"}, anonymous_id="anon-1", timestamp=next(at))
+    sdk.track(
+        anonymous_id="anon-1",
+        event="Product Viewed",
+        properties={"category": "shoes", "revenue": 40},
+        timestamp=next(at),
+    )
+    sdk.track(
+        "u1",
+        "Order Completed",
+        {"category": "shoes", "revenue": 59.5},
+        context={"page": {"path": "/cart"}},
+        timestamp=next(at),
+    )
+    sdk.track("u1", "Order Completed", {"category": "hats", "revenue": 1000}, timestamp=next(at))
+    sdk.page("u1", "Shop", "Checkout", {"path": "/checkout"}, timestamp=next(at))
+    sdk.alias("anon-0", "u1", timestamp=next(at))
+    sdk.track(anonymous_id="anon-0", event="Product Viewed", properties={"category": "hats"}, timestamp=next(at))
+    sdk.group("u1", "acct-1", {"name": "Acme", "email": "info@acme.example"}, timestamp=next(at))
     assert errors == []
     server.spools["website"].close()  # publish now rather than at rotate_seconds
     _refresh(config, instance)
