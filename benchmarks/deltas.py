@@ -1,7 +1,7 @@
 """Refresh time after small deltas, against a full refresh, with the rebuild check after each.
 
     python -m benchmarks.deltas [--people 100000] [--deltas 10] [--seed 42] [--workdir DIR] [--check-every 1]
-                                [--memory-limit 1500MB]
+                                [--memory-limit 1500MB] [--steps N]
 
 The demo generator writes the customer base; `deltas`% of every landing file is held back (as
 benchmarks/id_stability.py does). A full refresh loads the rest; then each delta releases 1% of the lines
@@ -68,6 +68,7 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         "failures": failures,
         "wall_s": round(wall, 2),
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
+        "steps_s": {k: round(v, 2) for k, v in sorted(steps.items(), key=lambda kv: -kv[1])},
         "peak_rss_mb": _max_rss_mb(),
     }
     if job_name == "rebuild_check":
@@ -114,6 +115,10 @@ def _stages(figures: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in figures["stages_s"].items() if v >= 0.05)
 
 
+def _slowest(figures: dict[str, Any], count: int) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in list(figures["steps_s"].items())[:count])
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         config_path, job_name, out = sys.argv[2:5]
@@ -130,6 +135,7 @@ def main() -> None:
         default=1,
         help="rebuild check after every Nth delta (and after the full refresh when 1; 0: never)",
     )
+    parser.add_argument("--steps", type=int, default=0, help="also print each run's N slowest steps")
     parser.add_argument(
         "--memory-limit",
         default=None,
@@ -159,6 +165,8 @@ def main() -> None:
                 f"full refresh, {args.people:,} people ({full['customers']:,} customers): {full['wall_s']:.1f} s, "
                 f"peak RSS {full['peak_rss_mb']:.0f} MB; {_stages(full)}"
             )
+            if args.steps:
+                print(f"  slowest steps: {_slowest(full, args.steps)}")
             if args.check_every == 1:
                 check = run_job(config_path, "rebuild_check")
                 print(f"  rebuild check: {'pass' if check['check_passed'] else 'FAIL'} ({check['wall_s']:.1f} s)")
@@ -175,6 +183,8 @@ def main() -> None:
                     f"delta {delta:2d} (+1% lines, {updates} CRM updates): {run['wall_s']:.1f} s = "
                     f"{shares[-1]:.0%} of the full refresh, peak RSS {run['peak_rss_mb']:.0f} MB; {_stages(run)}"
                 )
+                if args.steps:
+                    print(f"  slowest steps: {_slowest(run, args.steps)}")
                 identity = run["identity"]
                 print(
                     f"  identity {identity['mode']}: {identity['records_rescored']:,} person records rescored, "
