@@ -317,6 +317,22 @@ IN_FLIGHT = Table(
     primary_key=("destination", "batch_id"),
 )
 
+# A hashed audience's rows as last hashed, one per member key: the hashed row, or why the row was rejected,
+# for the clear row of digest `clear_hash` under the hashing `settings`. Hashing is a pure function of the
+# two, so a row whose clear values did not change is not hashed again (cdp_assets.syncs.state).
+HASHED_ROWS = Table(
+    "syncs.hashed_rows",
+    {
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        "clear_hash": "VARCHAR",
+        "settings": "VARCHAR",
+        "row_json": "VARCHAR",
+        "rejected": "VARCHAR",
+    },
+    primary_key=("destination", "key"),
+)
+
 # Persistent customer ids (cdp_assets/identity/registry.py): every id ever issued and what became of it.
 ID_REGISTRY = Table(
     "identity.id_registry",
@@ -472,6 +488,7 @@ SHARED_TABLES: tuple[Table, ...] = (
     DESTINATION_STATE,
     PENDING,
     CHANGELOG,
+    HASHED_ROWS,
     CONSENT_STATEMENTS,
     CONSENT_HISTORY,
     ID_REGISTRY,

@@ -273,6 +273,73 @@ def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
 
 
 @pytest.mark.stage
+def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_settings_changed(tmp_path, monkeypatch):
+    """Hashing runs in Python (a phone number is parsed), so each member's outcome is kept with the digest of
+    its clear row: a later run hashes only the members that changed, and sends and rejects what a run
+    hashing everyone would."""
+    import hashlib
+
+    from cdp_assets.syncs import state as sync_state
+
+    hashed: list[list[str]] = []
+
+    def counting(rows, *args, **kwargs):
+        rows = list(rows)
+        hashed.append(sorted(str(r.get("email_sha256")) for r in rows))
+        return real(rows, *args, **kwargs)
+
+    real = sync_state.hash_rows
+    monkeypatch.setattr(sync_state, "hash_rows", counting)
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    with DestinationServer(port=0) as server:
+        destination = {"type": "hashed_audience", "mode": "mirror", "url": f"{server.url}/audiences/a/members"}
+        config = make_config(tmp_path, {**destination, "gmail_dots": True})
+        warehouse = Warehouse(config)
+        members = {
+            "c1": {"email": "Jane.Doe@Gmail.com"},
+            "c2": {"email": "not an email"},
+            "c3": {"email": "ann@example.org", "phone": "+1 (415) 555-0123"},
+        }
+        warehouse.set_members(members)
+        assert warehouse.sync("r1")["added"] == 2 and len(hashed[-1]) == 3
+
+        # Nothing changed: nothing is hashed, nothing sent, and the bad row is rejected again, for the same reason.
+        report = warehouse.sync("r2")
+        assert hashed[-1] == [] and report["added"] + report["updated"] + report["removed"] == 0
+        rejected = "select run_id, key, error from syncs.changelog where status = 'rejected' order by run_id"
+        (first, second) = warehouse.conn.execute(rejected).fetchall()
+        assert (
+            first[1:] == second[1:] == ("c2", "no usable identifier: email_sha256: not a valid e-mail address (n***)")
+        )
+
+        # One member's e-mail changed and one joined: only they are hashed; the others' rows are read back.
+        members["c3"]["email"] = "ann@example.com"
+        members["c4"] = {"email": "bob@example.org"}
+        warehouse.set_members(members)
+        report = warehouse.sync("r3")
+        assert len(hashed[-1]) == 2 and (report["added"], report["updated"]) == (1, 1)
+        held = {m["email_sha256"] for m in state(server, "audiences", "a")["members"]}
+        assert {sha("janedoe@gmail.com"), sha("ann@example.com"), sha("bob@example.org")} <= held
+
+        # Other hashing settings: every row is hashed again, and the Gmail address's digest changes.
+        warehouse.config = make_config(tmp_path, {**destination, "gmail_dots": False})
+        report = warehouse.sync("r4")
+        assert len(hashed[-1]) == 4 and report["updated"] == 1
+        held = {m["email_sha256"] for m in state(server, "audiences", "a")["members"]}
+        assert sha("jane.doe@gmail.com") in held
+
+        # A member who left takes their kept row with them.
+        del members["c4"]
+        warehouse.set_members(members)
+        assert warehouse.sync("r5")["removed"] == 1 and hashed[-1] == []
+        kept = warehouse.conn.execute("select key from syncs.hashed_rows order by key").fetchall()
+        assert kept == [("c1",), ("c2",), ("c3",)]
+
+
+@pytest.mark.stage
 def test_a_hashed_field_is_hashed_as_the_kind_of_the_column_it_maps_to(tmp_path):
     """The kind comes from the profile column a field maps to, not from the field's name: with the columns
     crossed, `email_sha256` carries the phone's hash and `phone_sha256` the e-mail's."""

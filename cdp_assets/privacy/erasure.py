@@ -35,6 +35,7 @@ from resources.tables import (
     EVENTS,
     EXTRACT_QUARANTINE,
     FILE_REWRITES,
+    HASHED_ROWS,
     ID_HISTORY,
     ID_REGISTRY,
     IDENTIFIERS,
@@ -72,7 +73,7 @@ class Coverage:
 #     customer -> customer_id is an erased customer id
 #     value    -> (id_type, id_value) is an identifier value of an erased record
 #     registry -> the id is marked erased and never issued again; history gains an `erased` event
-#     sync     -> the destination's acknowledged row becomes a destination erasure; pending rows go;
+#     sync     -> the destination's acknowledged row becomes a destination erasure; pending and hashed rows go;
 #                 changelog and in-flight rows lose the person's key and fields
 #     kept     -> nothing personal
 COVERAGE: dict[str, Coverage] = {
@@ -108,6 +109,7 @@ COVERAGE: dict[str, Coverage] = {
     "syncs.pending": Coverage("sync"),
     "syncs.changelog": Coverage("sync"),
     "syncs.in_flight": Coverage("sync"),
+    HASHED_ROWS.name: Coverage("sync"),
     "identity.id_runs": Coverage("kept", "one row per identity run: its settings"),
     "identity.model": Coverage("kept", "the matching model's weights"),
     "identity.match_features_state": Coverage("kept", "the model's name and a row count"),
@@ -541,7 +543,8 @@ def _mark_registry(sql: Sql, tables: Scratch, run_id: str, at: datetime) -> None
 
 def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -> int:
     """Turn each row destination's acknowledged rows of the person into destination erasures, and take the
-    person out of the sync bookkeeping: pending rows go, changelog and in-flight rows lose key and fields."""
+    person out of the sync bookkeeping: pending and hashed rows go, changelog and in-flight rows lose key
+    and fields."""
     ids = tables("ids")
     keys = tables("sync_keys")
     selects = []
@@ -578,7 +581,7 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
         or 0
     )
     in_keys = f"exists (select 1 from {keys} k where k.destination = t.destination and k.key = t.key)"
-    for table in (DESTINATION_STATE.name, "syncs.pending"):
+    for table in (DESTINATION_STATE.name, "syncs.pending", HASHED_ROWS.name):
         _count_and_delete(
             sql,
             batch,
