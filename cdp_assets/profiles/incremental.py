@@ -204,6 +204,9 @@ def plan_run(
             where n.customer_id is distinct from o.customer_id""",
         temporary=True,
     )
+    # Every customer of the map once: the unmatched cause and the share below both read it.
+    customers_now = tables("customers_now")
+    sql.create_table_as(customers_now, "select distinct customer_id from cdp.identity_map", temporary=True)
     causes = {
         # A record that changed customer, joined or left: both its customers.
         "identity": f"select unnest([customer_id, old_id]) as customer_id from {changed_identity}",
@@ -213,10 +216,8 @@ def plan_run(
             union all select m.customer_id from {PROFILED_IDENTITY.name} m semi join {records} r
                 using (source, source_record_id)""",
         # A customer without a profile or a profile without a customer (never left by a run; cheap to repair).
-        "unmatched": """select customer_id from (select distinct customer_id from cdp.identity_map) m
-                anti join cdp.golden_profiles p using (customer_id)
-            union all select customer_id from cdp.golden_profiles p
-                anti join cdp.identity_map m using (customer_id)""",
+        "unmatched": f"""select customer_id from {customers_now} m anti join cdp.golden_profiles p using (customer_id)
+            union all select customer_id from cdp.golden_profiles p anti join {customers_now} m using (customer_id)""",
     }
     if previous_as_of is not None and as_of > previous_as_of:
         causes["time"] = _moved_time(config, previous_as_of, as_of)
@@ -231,7 +232,7 @@ def plan_run(
     sql.create_table_as(affected, f"select distinct customer_id from {affected}", temporary=True)
     share_of = {cause: int(by_cause.get(cause, 0)) for cause in causes}
     count = int(sql.value(f"select count(*) from {affected}"))
-    customers = int(sql.value("select count(distinct customer_id) from cdp.identity_map"))
+    customers = int(sql.value(f"select count(*) from {customers_now}"))
     share = config.profiles.full_recompute_share
     if count > share * max(customers, 1):
         plan, _ = full(f"{count} of {customers} customers affected, over {share * 100:g}%")
