@@ -340,6 +340,51 @@ def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_sett
 
 
 @pytest.mark.stage
+def test_a_merged_customer_leaves_a_hashed_audience_without_taking_the_survivor_with_it(tmp_path):
+    """An audience knows members by their hashed identifiers. A customer merged into another leaves with the
+    identifiers the audience holds for it, never with a `merged_into` field (the audience would refuse the
+    row); and when those are exactly a member still wanted (two records of one person, now one customer),
+    nothing is removed: the old key is only marked gone."""
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path, {"type": "hashed_audience", "mode": "mirror", "url": f"{server.url}/audiences/a/members"}
+        )
+        warehouse = Warehouse(config)
+        members = {
+            "c1": {"email": "ann@example.org"},
+            "c2": {"email": "ann@example.org"},  # the same person, not yet resolved as such
+            "c3": {"email": "bob@example.org"},
+            "c4": {"email": "robert@example.org"},
+        }
+        warehouse.set_members(members)
+        assert warehouse.sync("r1")["added"] == 4
+        # Identity merges c2 into c1 and c4 into c3: the old ids leave the profiles and become aliases.
+        del members["c2"], members["c4"]
+        warehouse.set_members(members)
+        warehouse.conn.execute("insert into cdp.customer_aliases values ('c2', 'c1', 'merged'), ('c4', 'c3', 'merged')")
+        report = warehouse.sync("r2")
+        assert (report["removed"], report["failed"], report["absorbed"]) == (1, 0, 1), report
+        held = {m["email_sha256"] for m in state(server, "audiences", "a")["members"]}
+        assert held == {sha("ann@example.org"), sha("bob@example.org")}
+        outcomes = warehouse.conn.execute(
+            "select key, operation, status from syncs.changelog where run_id = 'r2' order by key"
+        ).fetchall()
+        assert outcomes == [("c2", "remove", "absorbed"), ("c4", "remove", "sent")]
+        present = warehouse.conn.execute(
+            "select key from syncs.destination_state where present order by key"
+        ).fetchall()
+        assert present == [("c1",), ("c3",)]
+        # Settled: the next run has nothing to send or mark.
+        report = warehouse.sync("r3")
+        assert report["removed"] + report["absorbed"] + report["added"] + report["updated"] == 0
+
+
+@pytest.mark.stage
 def test_a_hashed_field_is_hashed_as_the_kind_of_the_column_it_maps_to(tmp_path):
     """The kind comes from the profile column a field maps to, not from the field's name: with the columns
     crossed, `email_sha256` carries the phone's hash and `phone_sha256` the e-mail's."""

@@ -26,6 +26,7 @@ from cdp_assets.syncs.state import (
     ensure_tables,
     open_batch,
     plan_sync,
+    record_absorbed,
     record_batch,
     record_outcome,
 )
@@ -233,6 +234,8 @@ def run_sync(
         settled = send([], resend) if resend else Delivery()
         plan = plan_sync(sql, config, destination)
         record_outcome(sql, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
+        if not destination.dry_run:
+            record_absorbed(sql, destination.name, run_id, plan.absorbed)
         if destination.dry_run:
             record_outcome(sql, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes])
             delivery = Delivery()
@@ -259,6 +262,7 @@ def run_sync(
         "skipped_for_consent": plan.skipped_for_consent,
         "rejected": len(plan.rejected),
         "superseded": plan.superseded,
+        "absorbed": len(plan.absorbed),
         "failed": len(settled.failed) + len(delivery.failed),
         "deferred": len(deferred),
         "deferred_by_operation": {op: n for op in ("add", "update", "remove") if (n := _count(deferred, op))},

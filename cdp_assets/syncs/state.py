@@ -107,6 +107,8 @@ class Plan:
     rejected: list[tuple[str | None, str]] = field(default_factory=list)
     skipped_for_consent: int = 0
     superseded: int = 0
+    # Keys that left whose hashed identifiers a member still wanted holds (see plan_sync): marked gone, not sent.
+    absorbed: list[str] = field(default_factory=list)
     retrying: set[str] = field(default_factory=set)
 
     def count(self, operation: str) -> int:
@@ -282,9 +284,11 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         categories = _MODES[destination.mode]
         diff = tables("diff")
         # A row keyed by a customer id that was merged into another leaves carrying `merged_into`, so a
-        # client that can say so (webhooks) sends it as an update of the survivor rather than an exit.
+        # webhook sends it as an update of the survivor rather than an exit. Other clients delete the old
+        # key with what the destination holds for it: an API with a fixed schema (an audience's member
+        # fields) refuses a field it does not know.
         left_json, alias_join = "h.row_json", ""
-        if destination.primary_key == "customer_id":
+        if destination.primary_key == "customer_id" and destination.type == "webhook":
             # The survivor's current fields go with it, so the update carries today's values, not the old id's.
             left_json = (
                 "case when s.key is null then h.row_json "
@@ -294,6 +298,12 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 f"left join {CUSTOMER_ALIASES.name} a on a.alias_id = h.key and a.status = 'merged' "
                 "left join want s on s.key = a.customer_id"
             )
+        # An audience holds members by their hashed identifiers, not by key: a row that leaves (a customer
+        # merged into another) with exactly the identifiers of a row still wanted is the same member, and
+        # removing it would remove that one. It is not sent; its key is only marked gone (`absorbed`).
+        held_elsewhere = "false"
+        if destination.type == "hashed_audience":
+            held_elsewhere = "exists (select 1 from want w where w.row_json = h.row_json)"
         sql.create_table_as(
             diff,
             f"""with want as (
@@ -307,13 +317,17 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 where h.key is null or h.present is distinct from ({destination.mode != "delete"})
                    or (h.present and h.row_hash <> w.row_hash)
                 union all
-                select h.key, {left_json}, h.row_hash, 'left' from have h
+                select h.key, {left_json}, h.row_hash,
+                       case when {held_elsewhere} then 'held' else 'left' end
+                from have h
                 {alias_join}
                 where h.present and not exists (select 1 from want w where w.key = h.key)""",
             temporary=True,
         )
         pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
         rows = sql.rows(f"select key, row_json, row_hash, category from {diff} order by key")
+        if "left" in categories:
+            plan.absorbed = [k for k, _, _, c in rows if c == "held"]
         wanted = [(k, j, h, categories[c]) for k, j, h, c in rows if c in categories]
         wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
         plan.changes = [Change(k, op, row_hash=h, payload=j) for k, j, h, op in wanted]
@@ -389,6 +403,25 @@ def record_batch(
                 "insert into syncs.changelog select ?, ?, key, operation, 'failed', error, ? from failed_frame",
                 [destination, run_id, now],
             )
+
+
+def record_absorbed(sql: Sql, destination: str, run_id: str, keys: list[str]) -> None:
+    """Mark the plan's absorbed keys gone from the destination's acknowledged state, without sending them:
+    the member they were is still wanted under another key (see plan_sync)."""
+    if not keys:
+        return
+    now = utc_now()
+    frame = pa.table({"key": pa.array(keys, pa.string())})
+    with sql.registered("absorbed_frame", frame), sql.transaction():
+        sql.execute(
+            """update syncs.destination_state set present = false, acknowledged_at = ?
+               where destination = ? and key in (select key from absorbed_frame)""",
+            [now, destination],
+        )
+        sql.execute(
+            "insert into syncs.changelog select ?, ?, key, 'remove', 'absorbed', ?, ? from absorbed_frame",
+            [destination, run_id, "its hashed identifiers are a member still in the audience", now],
+        )
 
 
 def record_outcome(
