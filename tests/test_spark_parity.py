@@ -343,3 +343,15 @@ def test_map_literals_and_compared_patterns(records) -> None:  # noqa: ANN001
     duck, spark = both(records, sql)
     assert duck == spark
     assert duck[1] == (2, ["one", "", "one"], False) and duck[2] == (3, [""], True)
+
+
+def test_the_u_sample_draws_the_same_pairs_on_both_engines(records) -> None:  # noqa: ANN001
+    from cdp_assets.identity.matching.model import sample_pairs_sql
+
+    numbered = "(select id * 10 as node_id, id - 1 as position from records)"
+    sql = f"select l, r from ({sample_pairs_sql(numbered, 200, 42)}) order by l, r"
+    duck, spark = both(records, sql)
+    assert duck == spark
+    # Five records: about a fifth of the draws pair a record with itself and are dropped.
+    assert 120 < len(duck) < 190 and all(left != right for left, right in duck)
+    assert {n for pair in duck for n in pair} == {10, 20, 30, 40, 50}

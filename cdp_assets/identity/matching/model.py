@@ -24,7 +24,7 @@ import pandas as pd
 
 from cdp_assets.identity.matching.comparisons import COMPARISONS, vector_sql
 from resources.config.identity import BLOCKING_FEATURES
-from resources.sql import Sql, sql_literal
+from resources.sql import Sql, portable_hash, sql_literal
 
 # Fields whose agreement made a deterministic link; pairs joined that way are no example of them.
 _DETERMINISTIC_FIELDS = frozenset({"email", "phone", "identifier"})
@@ -141,20 +141,36 @@ def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray
     return counts
 
 
+def sample_pairs_sql(numbered: str, sample: int, seed: int) -> str:
+    """SELECT of `sample` seeded random pairs (l, r) of the records of `numbered(node_id, position)`, whose
+    positions run from 0 without gaps: draw k pairs the positions `portable_hash(seed, k, side) % n`, with
+    replacement, and a record drawn with itself is dropped. Drawn in SQL, so no list of records passes
+    through Python and DuckDB and Spark draw the same pairs."""
+    draw = {side: portable_hash(str(int(seed)), "k", sql_literal(side)) for side in ("l", "r")}
+    return f"""
+        with draws as (
+            select {draw["l"]} % c.n as l_position, {draw["r"]} % c.n as r_position
+            from unnest(range({int(sample)})) t(k)
+            cross join (select count(*) as n from {numbered}) c
+            where c.n >= 2
+        )
+        select l.node_id as l, r.node_id as r from draws d
+        join {numbered} l on l.position = d.l_position
+        join {numbered} r on r.position = d.r_position
+        where d.l_position <> d.r_position"""
+
+
 def estimate_u(sql: Sql, records: str, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
     """u per level from a seeded random sample of pairs of the matching `records` (strangers, nearly all
-    of them)."""
-    nodes = sql.arrays(f"select node_id from {records} order by 1")["node_id"]
-    rng = np.random.default_rng(seed)
-    if len(nodes) < 2:
-        left = right = np.zeros(0, dtype=np.int64)
-    else:
-        left = rng.integers(0, len(nodes), size=sample)
-        right = rng.integers(0, len(nodes), size=sample)
-        keep = left != right
-        left, right = nodes[left[keep]], nodes[right[keep]]
+    of them; see sample_pairs_sql)."""
     with sql.scratch("u_sample") as tables:
-        pairs = tables.frame("pairs", pd.DataFrame({"l": left, "r": right}))
+        numbered, pairs = tables("numbered"), tables("pairs")
+        sql.create_table_as(
+            numbered,
+            f"select node_id, row_number() over (order by node_id) - 1 as position from {records}",
+            temporary=True,
+        )
+        sql.create_table_as(pairs, sample_pairs_sql(numbered, sample, seed), temporary=True)
         frame = sql.frame(
             f"select {', '.join(names)}, count(*) as n from ({vector_sql(records, pairs, names)}) "
             "group by all order by all"
