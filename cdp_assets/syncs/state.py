@@ -163,8 +163,8 @@ def hash_identifiers(
     is dropped from its row; a row left with no identifier at all is rejected with the reasons, never the
     whole batch.
 
-    Normalising a phone number and hashing run in Python, about 13 s for 100k members, so each member's
-    outcome is kept in `syncs.hashed_rows` with the digest of its clear row: a later run hashes only the
+    Normalising a phone number and hashing run in Python (2.2 s for the 53,841 consented champions of the
+    1M-people demo, 0.3 s when they are kept), so each member's outcome is kept in `syncs.hashed_rows` with the digest of its clear row: a later run hashes only the
     members whose clear row changed (new members, a new e-mail) and reads the rest. Rows whose key is
     missing or shared are hashed every time (they are rejected later anyway)."""
     kinds: dict[str, IdentifierKind] = {
