@@ -211,6 +211,9 @@ class _Store:
         self.webhook: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}  # name -> audience -> key -> properties
         self.rest: dict[str, dict[str, dict[str, Any]]] = {}  # name -> id -> record
         self.audiences: dict[str, dict[tuple[str | None, ...], dict[str, str]]] = {}  # name -> key -> member
+        # name -> (identifier, hash) -> keys of the members holding it: a removal finds its members by
+        # identifier, as an ad platform does, without reading every member.
+        self.holders: dict[str, dict[tuple[str, str], set[tuple[str | None, ...]]]] = {}
         self.applied: set[tuple[str, str]] = set()  # (path, batch_id)
         self.log: list[dict[str, Any]] = []
 
@@ -250,18 +253,24 @@ class _Store:
     def apply_members(self, name: str, batch: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> dict[str, Any]:
         add, remove = batch
         members = self.audiences.setdefault(name, {})
+        holders = self.holders.setdefault(name, {})
         added = 0
         for member in add:
             key = _member_key(member)
             if key not in members:
                 members[key] = {k: member[k] for k in IDENTIFIERS if member.get(k) is not None}
+                for identifier in members[key].items():
+                    holders.setdefault(identifier, set()).add(key)
                 added += 1
         removed = 0
         for member in remove:  # like the ad platforms, a removal matches on any identifier it names
-            wanted = {(k, member[k]) for k in IDENTIFIERS if member.get(k) is not None}
-            doomed = [key for key, kept in members.items() if wanted & set(kept.items())]
+            wanted = [(k, member[k]) for k in IDENTIFIERS if member.get(k) is not None]
+            doomed = set().union(*(holders.get(identifier, set()) for identifier in wanted))
             for key in doomed:
-                del members[key]
+                for identifier in members.pop(key).items():
+                    holders[identifier].discard(key)
+                    if not holders[identifier]:
+                        del holders[identifier]
             removed += len(doomed)
         return {"added": added, "removed": removed, "size": len(members)}
 
