@@ -217,24 +217,15 @@ def _resolve(
             group by 1"""
     )
     node_count = int(sql.value(f"select count(*) from {id_nodes}"))
+    value_count = int(sql.value(f"select coalesce(max(value_id), -1) + 1 from {usable_values}"))
+    groups = int(sql.value(f"select coalesce(max(group_id), -1) + 1 from {split_edges}"))
     # A value shared by several people links only within each of them: its edges are those of its
     # per-person groups, each a vertex of its own numbered after the values.
-    pairs = sql.arrays(
-        f"""select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)
-            anti join {SHARED_VALUES} using (id_type, id_value)"""
-    )
-    value_count = int(sql.value(f"select coalesce(max(value_id), -1) + 1 from {usable_values}"))
-    within = sql.arrays(f"select node_id, group_id from {split_edges}")
-    if len(within["node_id"]):
-        pairs = {
-            "node_id": np.concatenate([pairs["node_id"], within["node_id"]]),
-            "value_id": np.concatenate([pairs["value_id"], within["group_id"] + value_count]),
-        }
-        value_count += int(within["group_id"].max()) + 1
-    del within
+    edges = f"""(select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)
+                 anti join {SHARED_VALUES} using (id_type, id_value)
+                 union all select node_id, group_id + {value_count} from {split_edges})"""
+    labels = component_labels(sql, config.warehouse.engine, tables, edges, node_count, value_count + groups)
     tables.drop("split_edges")
-    labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
-    del pairs
     limited_edges = tables("limited_edges") if config.identity.profile_limits() else None
     labels = enforce_profile_limits(sql, config, labels, id_nodes, id_edges, usable_values, limited_edges)
     tables.drop("edges")
@@ -594,7 +585,9 @@ def connected_components(node_count: int, value_count: int, nodes: np.ndarray, v
     shallow (a person's records meet through one or two values), so repeatedly giving both ends of every
     edge the smaller label, with pointer jumping, settles in two or three vectorised rounds: twice as fast
     as SciPy's general algorithm at a million people. A graph still changing after
-    `_PROPAGATION_ROUNDS` rounds (a long chain) goes to SciPy.
+    `_PROPAGATION_ROUNDS` rounds (a long chain) goes to SciPy. Either way each record is labelled with the
+    smallest record of its component (propagation settles on it; SciPy's numbers are mapped to it), so the
+    labels depend neither on the path taken nor on the engine (components.py).
     """
     if node_count == 0:
         return np.zeros(0, dtype=np.int64)
@@ -614,7 +607,7 @@ def connected_components(node_count: int, value_count: int, nodes: np.ndarray, v
         if np.array_equal(updated, labels):
             return labels
         labels = updated
-    return _scipy_components(node_count, value_count, nodes, values)
+    return min_node_labels(_scipy_components(node_count, value_count, nodes, values))
 
 
 def _scipy_components(node_count: int, value_count: int, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -643,7 +636,7 @@ def component_labels(
         labels[found["node_id"].astype(np.int64)] = found["component"]
         return labels
     pairs = sql.arrays(f"select node_id, value_id from {edges} e")
-    return min_node_labels(connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"]))
+    return connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
 
 
 def _summary(sql: Sql, per_customer: str) -> dict[str, object]:
