@@ -164,9 +164,10 @@ def hash_identifiers(
     whole batch.
 
     Normalising a phone number and hashing run in Python (2.2 s for the 53,841 consented champions of the
-    1M-people demo, 0.3 s when they are kept), so each member's outcome is kept in `syncs.hashed_rows` with the digest of its clear row: a later run hashes only the
-    members whose clear row changed (new members, a new e-mail) and reads the rest. Rows whose key is
-    missing or shared are hashed every time (they are rejected later anyway)."""
+    1M-people demo, 0.3 s when they are kept), so each member's outcome is kept in `syncs.hashed_rows`
+    with the digest of its clear row: a later run hashes only the members whose clear row changed (new
+    members, a new e-mail) and reads the rest. Rows whose key is missing or shared are hashed every time
+    (they are rejected later anyway)."""
     kinds: dict[str, IdentifierKind] = {
         name: hashed_kind(column)  # type: ignore  # never None: the configuration refuses other columns
         for name, column in destination.fields.items()
