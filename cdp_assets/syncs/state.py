@@ -147,11 +147,10 @@ def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> N
 HASHING_VERSION = "1"
 
 
-def hashing_settings(destination: HashedAudienceDestinationConfig) -> str:
-    """What a hashed row depends on besides its clear values, as a short digest: the fields and their kinds,
-    the normalisation options and this module's code version. A row hashed under other settings is hashed
-    again."""
-    kinds = {name: hashed_kind(column) for name, column in destination.fields.items() if name.endswith("_sha256")}
+def hashing_settings(destination: HashedAudienceDestinationConfig, kinds: dict[str, IdentifierKind]) -> str:
+    """What a hashed row depends on besides its clear values, as a short digest: the hashed fields and their
+    `kinds`, the normalisation options and this module's code version. A row hashed under other settings
+    is hashed again."""
     options = [HASHING_VERSION, kinds, destination.gmail_dots, destination.default_region, destination.phone_plus]
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -173,22 +172,22 @@ def hash_identifiers(
         for name, column in destination.fields.items()
         if name.endswith("_sha256")
     }
-    name, settings = destination.name, hashing_settings(destination)
+    name, settings = destination.name, hashing_settings(destination, kinds)
     clear, fresh = tables("clear"), tables("hashed")
+    sql.execute("delete from syncs.hashed_rows where destination = ? and settings <> ?", [name, settings])
+    # Each consented row with its kept outcome, where its key is its own and its clear row is unchanged.
     sql.create_table_as(
         clear,
-        f"""select key, row_json, md5(row_json) as clear_hash,
-                   key is not null and count(*) over (partition by key) = 1 as cacheable
-            from {current} where consented""",
+        f"""select c.*, h.row_json as kept_json, h.rejected as kept_rejected, h.key is not null as hit
+            from (select key, row_json, md5(row_json) as clear_hash,
+                         key is not null and count(*) over (partition by key) = 1 as cacheable
+                  from {current} where consented) c
+            left join syncs.hashed_rows h
+                   on h.destination = ? and c.cacheable and h.key = c.key and h.clear_hash = c.clear_hash""",
+        [name],
         temporary=True,
     )
-    sql.execute("delete from syncs.hashed_rows where destination = ? and settings <> ?", [name, settings])
-    misses = sql.rows(
-        f"""select c.key, c.row_json, c.clear_hash, c.cacheable from {clear} c
-            left join syncs.hashed_rows h on h.destination = ? and h.key = c.key and h.clear_hash = c.clear_hash
-            where h.key is null or not c.cacheable""",
-        [name],
-    )
+    misses = sql.rows(f"select key, row_json, clear_hash, cacheable from {clear} where not hit")
     rows = [json.loads(row_json) for _, row_json, _, _ in misses]
     kept, rejects = (
         hash_rows(
@@ -234,11 +233,7 @@ def hash_identifiers(
         sql.create_table_as(
             fresh,
             f"""select key, row_json, rejected from hashed_frame
-                union all
-                select h.key, h.row_json, h.rejected from {clear} c
-                join syncs.hashed_rows h on h.destination = ? and h.key = c.key and h.clear_hash = c.clear_hash
-                where c.cacheable""",
-            [name],
+                union all select key, kept_json, kept_rejected from {clear} where hit""",
             temporary=True,
         )
         # The kept outcomes follow the members: a key that left the audience, or changed, has its old row go.
