@@ -151,6 +151,78 @@ def test_events_are_cleaned_by_file_and_a_repeated_message_id_reads_the_files_ho
     assert_full_cleaning("first_copy_gone")
 
 
+TRANSACTION_TABLES = {
+    "clean.transactions": "* exclude (loaded_at)",
+    "clean.transactions_identifiers": "*",
+    "clean.transactions_quarantine": "* exclude (quarantined_at)",
+}
+
+
+def test_an_order_sent_again_under_its_id_replaces_the_earlier_row_and_links_nobody_else(
+    tmp_path, instance, destination_server
+):
+    """A transaction's id names one order: sent again (refunded, in a later file) its last row counts and
+    the earlier ones are quarantined naming it; two rows of one id in one file (two customers) do not make
+    the order a link between them. A full cleaning gives the same tables."""
+    platform = make_platform(tmp_path, instance, destination_server.url, people=200)
+    assert platform.refresh().success
+    shop = platform.folder / "landing" / "shop"
+    orders = [json.loads(line) for line in (shop / "orders.jsonl").read_text().splitlines()]
+    order = orders[0]
+    refunded = {**order, "financial_status": "refunded", "total_price": "0.00"}
+    (shop / "orders_zz_update.jsonl").write_text(json.dumps(refunded) + "\n")
+    # A new order id twice in one file, each row naming another customer of the demo.
+    with_customer = [o for o in orders if o.get("customer")]
+    first = with_customer[0]
+    other = next(o for o in with_customer if o["customer"]["id"] != first["customer"]["id"])
+    twice = [{**first, "id": 99000001}, {**other, "id": 99000001}]
+    (shop / "orders_zz_twice.jsonl").write_text("".join(json.dumps(row) + "\n" for row in twice))
+    assert platform.refresh().success
+
+    kept = platform.sql(
+        "select file, status, amount from clean.transactions where source = 'shop_orders' and event_id = ?",
+        [str(order["id"])],
+    )
+    assert [(f, s, float(a)) for f, s, a in kept] == [("shop/orders_zz_update.jsonl", "refunded", 0.0)]
+    assert platform.sql(
+        "select file, row_number, field, reason from clean.transactions_quarantine where value = ?", [str(order["id"])]
+    ) == [("shop/orders.jsonl", 1, "id", "duplicate event id: replaced by shop/orders_zz_update.jsonl line 1")]
+    assert platform.sql("select row_number from clean.transactions where event_id = '99000001'") == [(2,)]
+    carried = platform.sql(
+        "select id_value from clean.transactions_identifiers where source_record_id = '99000001' and id_type = ?",
+        ["shop_customer_id"],
+    )
+    assert carried == [(str(other["customer"]["id"]),)]
+    customers = {
+        row[0]
+        for row in platform.sql(
+            "select m.customer_id from cdp.identity_map m join clean.person_identifiers i "
+            "using (source, source_record_id) where i.id_type = 'shop_customer_id' and i.id_value in (?, ?)",
+            [str(first["customer"]["id"]), str(other["customer"]["id"])],
+        )
+    }
+    assert len(customers) == 2
+    # Raw = cleaned + quarantined, row for row.
+    raw = platform.scalar("select count(*) from raw.shop_orders")
+    cleaned = platform.scalar("select count(*) from clean.transactions where source = 'shop_orders'")
+    quarantined = platform.scalar(
+        "select count(distinct (file, row_number)) from clean.transactions_quarantine "
+        "where source = 'shop_orders' and scope = 'row' and stage = 'clean'"
+    )
+    assert raw == cleaned + quarantined
+
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        incremental = {
+            t: conn.execute(f"select {c} from {t} order by all").fetchall() for t, c in TRANSACTION_TABLES.items()
+        }
+        copy = tmp_path / "full.duckdb"
+        copy_database(Sql(conn), copy)
+    with duckdb.connect(str(copy)) as full_conn:
+        clean_activity(Sql(full_conn), platform.config, "transactions", full=True)
+        for table, columns in TRANSACTION_TABLES.items():
+            assert full_conn.execute(f"select {columns} from {table} order by all").fetchall() == incremental[table]
+
+
 PERSON_TABLES_STAMPED = {**TABLES, "clean.person_quarantine": "*"}
 
 

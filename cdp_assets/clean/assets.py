@@ -956,9 +956,9 @@ def _event_id_sql(s: SourceConfig) -> str:
 
 
 def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[SourceConfig], scope: str) -> str:
-    """A select of the kept files (outside `scope`) that which copy of a staged event is the first depends
-    on: those holding a row with the event id of a staged row, and those holding a row quarantined as a
-    later copy of an event in a file of the scope (read again or gone).
+    """A select of the kept files (outside `scope`) that which copy of a staged event counts (the first; for
+    transactions the last) depends on: those holding a row with the event id of a staged row, and those
+    holding a row quarantined as a copy of an event in a file of the scope (read again or gone).
 
     Ids are compared as `guard_text` keeps them. A kept row is cleaned (its id is in the role's table) or
     quarantined whole; only the raw rows of the latter are read again, not every kept raw row."""
@@ -984,7 +984,8 @@ def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[Sou
                select q.source, q.file from clean.{role}_quarantine q
                anti join {scope} k on k.source = q.source and k.file = q.file
                join {scope} f on f.source = q.source
-                and starts_with(q.reason, 'duplicate event id: already delivered in ' || f.file || ' line ')"""
+                and (starts_with(q.reason, 'duplicate event id: already delivered in ' || f.file || ' line ')
+                     or starts_with(q.reason, 'duplicate event id: replaced by ' || f.file || ' line '))"""
 
 
 def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -> dict[str, int]:
@@ -997,8 +998,10 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
     sources = config.sources_with_role(role)
     transactions = role == "transactions"
     # Events with a declared id arrive at least once (SDKs and the collector retry): the first copy, by
-    # file and line, is the event and later ones are quarantined naming it.
-    deduped_sources = [s for s in sources if s.event_id is not None and not transactions]
+    # file and line, is the event and later ones are quarantined naming it. A transaction sent again under
+    # its id is its new state (an order refunded): the last row, by file and line, replaces the earlier
+    # ones, quarantined naming it. Either way one row per id counts, and an id's rows never link people.
+    deduped_sources = [s for s in sources if s.event_id is not None]
     settings = cleaning_settings(config, role)
     with sql.scratch(f"clean_{role}") as scratch:
         scope = files_to_clean(sql, scratch, role, sources, settings, full)
@@ -1030,29 +1033,37 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             labels=labels,
         )
         deduped = [sql_literal(s.name) for s in deduped_sources]
-        first_copy = (
-            "first_value(file || ' line ' || row_number) over (partition by source, event_id order by file, row_number)"
+        order, why = (
+            ("file desc, row_number desc", "replaced by")
+            if transactions
+            else ("file, row_number", "already delivered in")
         )
+        # Copies are ranked among the rows nothing else rejects: a copy with an unreadable timestamp or
+        # amount does not stand in for the event, so a readable copy counts instead.
+        copies = f"(partition by source, event_id, other_reason is null order by {order})"
         duplicate = (
-            f"when source in ({', '.join(deduped)}) and row_number() over "
-            "(partition by source, event_id order by file, row_number) > 1 "
-            f"then 'duplicate event id: already delivered in ' || {first_copy}"
+            f"""case when other_reason is null and source in ({", ".join(deduped)})
+                          and row_number() over {copies} > 1
+                     then 'duplicate event id: {why} ' || first_value(file || ' line ' || row_number) over {copies}
+                end"""
             if deduped
-            else ""
+            else "null"
         )
         sql.create_table_as(
             stage,
-            f"""select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
-                  case
-                    when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
-                    when occurred_raw is null then 'missing timestamp'
-                    when occurred_at is null then 'not a readable timestamp'
-                    {duplicate}
-                    {"when amount_raw is null then 'missing amount'" if transactions else ""}
-                    {"when amount is null then 'amount is not a number'" if transactions else ""}
-                    {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
-                  end as reject_reason
-                from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {stage})""",
+            f"""select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
+                from (
+                    select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
+                      case
+                        when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
+                        when occurred_raw is null then 'missing timestamp'
+                        when occurred_at is null then 'not a readable timestamp'
+                        {"when amount_raw is null then 'missing amount'" if transactions else ""}
+                        {"when amount is null then 'amount is not a number'" if transactions else ""}
+                        {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
+                      end as other_reason
+                    from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {stage})
+                )""",
             temporary=True,
         )
         table = ACTIVITY_TABLES[role]
