@@ -6,7 +6,7 @@ The demo configuration is generated at `--people`, `full_refresh` materialized t
 finds no new files, so the incremental paths run too) with the `Sql` runner's methods wrapped to record
 the text of each statement they receive (for `create_table_as`, the select, which is what the Spark
 runner translates). Each distinct statement is then translated with `to_spark` and the failures grouped
-by the construct named in the error: `hash()` apart, since it is refused on purpose.
+by the construct named in the error.
 
 `--spark` also hands every translation to Spark's own parser (no tables are needed to parse) and asks
 Spark for each function it calls: a statement sqlglot emits but Spark cannot read would be a translation
@@ -104,20 +104,18 @@ def _construct(error: Exception) -> str:
     return construct or str(error).split("\n")[0][:120]
 
 
-def translate_all(statements: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(construct -> statements refused as hash(), construct -> other statements that fail to translate)."""
+def translate_all(statements: list[str]) -> dict[str, list[str]]:
+    """Construct -> the statements that fail to translate for it."""
     from resources.spark.dialect import to_spark
 
-    refused_hash: dict[str, list[str]] = {}
     failing: dict[str, list[str]] = {}
     for statement in statements:
         try:
             # Columns of an unlisted `union by name` side are Spark's to tell; any answer shows it translates.
             to_spark(statement, columns_of=lambda select: ["column"])
         except Exception as exc:  # noqa: BLE001 - every failure is reported, grouped by what it names
-            construct = _construct(exc)
-            (refused_hash if construct == "hash()" else failing).setdefault(construct, []).append(statement)
-    return refused_hash, failing
+            failing.setdefault(_construct(exc), []).append(statement)
+    return failing
 
 
 def spark_parse_failures(statements: list[str]) -> dict[str, list[str]]:
@@ -261,20 +259,14 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     if args.out:
         args.out.write_text("".join(json.dumps(s) + "\n" for s in statements))
-    refused_hash, failing = translate_all(statements)
-    refused = sum(len(v) for v in refused_hash.values())
+    failing = translate_all(statements)
     failed = sum(len(v) for v in failing.values())
     print(f"{len(statements)} distinct statements on {args.people:,} people (two full refreshes)")
-    print(f"  translate: {len(statements) - refused - failed} of {len(statements)}")
-    print(f"  refused as hash() (on purpose): {refused}")
+    print(f"  translate: {len(statements) - failed} of {len(statements)}")
     print(f"  fail to translate: {failed}")
     for construct, found in sorted(failing.items(), key=lambda kv: -len(kv[1])):
         print(f"\n  {len(found):4d}  {construct}")
         for statement in found[: args.show]:
-            print(f"          {_short(statement)}")
-    if refused_hash:
-        print("\n  hash() in:")
-        for statement in refused_hash["hash()"][: args.show]:
             print(f"          {_short(statement)}")
     if args.spark:
         failures = spark_parse_failures(statements)

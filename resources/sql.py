@@ -120,6 +120,16 @@ class Sql:
             )
         )
 
+    def is_view(self, qualified: str) -> bool:
+        """Whether `schema.name` is a view (not a table, nor missing): for a view that replaces what an
+        earlier version wrote as a table."""
+        schema, name = qualified.split(".")
+        kind = self.value(
+            "select table_type from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, name],
+        )
+        return kind == "VIEW"
+
     @contextmanager
     def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:
         """`frame` (pandas or Arrow) readable from SQL as `name` for the block, then forgotten."""

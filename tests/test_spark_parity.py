@@ -143,8 +143,6 @@ def test_timezone_gives_the_wall_clock_in_a_zone_and_back(engines) -> None:  # n
 
 
 def test_refused_constructs_name_themselves() -> None:
-    with pytest.raises(UnsupportedConstruct, match=r"hash\(\)"):
-        to_spark_one("select hash(customer) from events")
     with pytest.raises(UnsupportedConstruct, match="row_number"):
         to_spark_one("select row_number() over (partition by customer) from events")
 

@@ -282,10 +282,7 @@ def _publish_links(sql: Sql) -> None:
     blocked ones, and a shared value's only within the person each record looks like (`person_group`). A
     view, not a copy: millions of rows the clean tables already hold would take longer to write than the
     rest of the deterministic layer takes to run."""
-    kind = sql.value(
-        "select table_type from information_schema.tables where table_schema = 'identity' and table_name = 'links'"
-    )
-    if kind == "BASE TABLE":  # written as a table by earlier versions
+    if sql.table_exists("identity.links") and not sql.is_view("identity.links"):  # a table of earlier versions
         sql.execute("drop table identity.links")
     # A value shared by several people links a record only within the person it looks like, named by
     # `person_group`; records it gives no link (ambiguous ones, activity records) are left out.
@@ -434,7 +431,9 @@ def block_shared_values(
     latest person records.
     """
     _create_shared_tables(sql)
-    sql.execute(f"create or replace temp table {split_edges} (node_id bigint, group_id bigint)")
+    sql.create_table_as(
+        split_edges, "select null::bigint as node_id, null::bigint as group_id where false", temporary=True
+    )
     specs = {t: config.identity.type_config(t) for t in id_types}
     limits = {t: spec.max_people_per_value for t, spec in specs.items() if spec.max_people_per_value is not None}
     if not limits:

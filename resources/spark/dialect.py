@@ -53,10 +53,17 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   with row-level changes (Delta, Iceberg), not on the session's parquet tables; a row matched by several
   rows of s is an error there, where DuckDB takes one of them.
 
+- `hash(a, ...)` -> `xxhash64(a, ...)` moved into DuckDB's range of unsigned 64-bit integers (as a
+  decimal(20, 0)), `hash(t)` of a whole row as `xxhash64(t.*)`: the engines hash differently, so the
+  platform keeps such values only within one engine's runs (blocking keys, change fingerprints); what must
+  agree across engines is hashed with `portable_hash` (resources/sql.py).
+- `row_number() over ()` -> `row_number() over (order by monotonically_increasing_id())`: Spark wants an
+  order; the platform numbers rows without one only where any numbering gives the same result (graph
+  vertices, blocks), which tests/test_spark_identity.py checks on identity's clusters.
+
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
-`hash()` (each engine hashes differently: a value stored by one would not match the other's; write
-`portable_hash` of resources/sql.py, which both compute alike), an
-unordered `row_number()` (which row gets which number is the engine's choice), slices `s[a:b]`,
+`row_number()` over a partition without an order (which row gets which number is the engine's choice),
+slices `s[a:b]`,
 `date_diff` in weeks or smaller units than seconds, `age()`, `rowid` (Spark tables have no row ids),
 `md5_number()` (a 128-bit integer Spark cannot hold), `json_merge_patch()` (Spark has no JSON merge),
 `current_setting` of anything but the time zone, a list comprehension over `(value, index)`,
@@ -161,20 +168,56 @@ def _function_name(node: exp.Expression) -> str | None:
 
 
 def _refused(node: exp.Expression) -> exp.Expression | None:
-    name = _function_name(node)
-    if name == "hash":
+    if (
+        isinstance(node, exp.Window)
+        and isinstance(node.this, exp.RowNumber)
+        and node.args.get("partition_by")
+        and not node.args.get("order")
+    ):
         raise UnsupportedConstruct(
-            "hash()",
-            "each engine hashes differently, so nothing may depend on its values; "
-            "use portable_hash (resources/sql.py), which both engines compute alike",
-        )
-    if isinstance(node, exp.Window) and isinstance(node.this, exp.RowNumber) and not node.args.get("order"):
-        raise UnsupportedConstruct(
-            "row_number() without an order by", "which row gets which number would be the engine's choice"
+            "row_number() over a partition without an order", "which row gets which number would be the engine's choice"
         )
     if isinstance(node, exp.Bracket) and any(isinstance(e, exp.Slice) for e in node.expressions):
         raise UnsupportedConstruct("a slice s[a:b]", "DuckDB's 1-based inclusive slices are not translated; use substr")
     return None
+
+
+def _engine_hash(node: exp.Expression) -> exp.Expression | None:
+    """`hash(a, ...)` -> Spark's 64-bit `xxhash64(a, ...)` moved into DuckDB's range (an unsigned 64-bit
+    integer, here a decimal(20, 0)), so sums, remainders and comparisons behave alike. A table alias among
+    the arguments (DuckDB's `hash(t)`, the whole row) becomes the row's columns, `t.*`."""
+    if _function_name(node) != "hash":
+        return None
+    aliases = _table_aliases(node)
+    arguments = [
+        exp.Column(this=exp.Star(), table=exp.to_identifier(a.name))
+        if isinstance(a, exp.Column) and not a.table and a.name.lower() in aliases
+        else a.copy()
+        for a in node.expressions
+    ]
+    hashed = exp.cast(exp.Anonymous(this="xxhash64", expressions=arguments), "decimal(20, 0)")
+    return exp.paren(exp.Add(this=hashed, expression=exp.Literal.number(2**63)))
+
+
+def _table_aliases(node: exp.Expression) -> set[str]:
+    """The names the tables of the select around `node` go by."""
+    select = node.find_ancestor(exp.Select)
+    if select is None:
+        return set()
+    sources = [select.args.get("from_"), *(select.args.get("joins") or [])]
+    return {s.this.alias_or_name.lower() for s in sources if s is not None and s.this.alias_or_name}
+
+
+def _any_numbering(node: exp.Expression) -> exp.Expression | None:
+    """`row_number() over ()` -> `row_number() over (order by monotonically_increasing_id())`: Spark wants
+    an order, and the platform numbers rows without one only where any numbering gives the same result
+    (graph vertices, blocks), as the parity suite checks."""
+    if not (isinstance(node, exp.Window) and isinstance(node.this, exp.RowNumber)):
+        return None
+    if node.args.get("order") or node.args.get("partition_by"):
+        return None
+    order = exp.Order(expressions=[exp.Ordered(this=exp.Anonymous(this="monotonically_increasing_id"))])
+    return exp.Window(this=node.this.copy(), order=order)
 
 
 def _similarity_udf(node: exp.Expression) -> exp.Expression | None:
@@ -772,6 +815,8 @@ def _expand_star_replace(select: exp.Select, columns_of: ColumnsOf | None) -> ex
 
 _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _refused,
+    _engine_hash,
+    _any_numbering,
     _functions,
     _condition_functions,
     _json_paths,

@@ -9,7 +9,11 @@ What differs from DuckDB, on purpose:
   The small bookkeeping tables whose changes must be all-or-nothing (run state, fingerprints, id
   registry) stay in DuckDB, and Spark holds the large tables that are rebuilt whole.
 - Tables are kept in the session's catalog (in memory) over files in the warehouse folder, as parquet
-  unless configured otherwise.
+  unless configured otherwise. `create or replace table t (columns...)` drops t first (parquet tables
+  cannot be replaced in place).
+- What Spark cannot do to a temporary table (a view), the runner does: `create temp table t (columns...)`
+  keeps an empty table of those columns, and `insert into t select ...` keeps t's rows and the new ones
+  as the table anew.
 
 Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the DuckDB classes that
 `SqlError` and `SqlDataError` name, so a caller's `except SqlError` holds on either engine.
@@ -128,11 +132,99 @@ class SparkSql:
 
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
+        if self._create_empty_temporary(sql):
+            return
         statements = self._statements(sql)
         if params is not None and len(statements) > 1:
             raise SparkSqlError("parameters go with one statement at a time")
         for statement in statements:
-            self._collect(self._run(statement, params))
+            if not self._insert_into_kept(statement, params):
+                self._collect(self._run(self._replacing(statement), params))
+
+    def _replacing(self, statement: str) -> str:
+        """`create or replace table t (...)` as the drop of t and its creation: the session's parquet tables
+        cannot be replaced in place (Delta and Iceberg tables can). The schema is created when missing."""
+        import sqlglot
+        from sqlglot import exp
+
+        tree = sqlglot.parse_one(statement, read="spark")
+        if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
+            return statement
+        table = tree.this.this
+        if table.db:
+            self._run(f"create database if not exists {table.db}", None)
+        if not tree.args.get("replace") or self.table_format in ("delta", "iceberg"):
+            return statement
+        self.drop_table(table.sql(dialect="spark"))
+        tree.set("replace", False)
+        return tree.sql(dialect="spark")
+
+    def _create_empty_temporary(self, sql: str) -> bool:
+        """`create [or replace] temp table t (columns...)` (DuckDB) as an empty kept table of those columns:
+        Spark's temporary tables are views of a select, which the dialect cannot write for a bare list of
+        columns; False when `sql` is not one such statement."""
+        import sqlglot
+        from sqlglot import exp
+
+        try:
+            trees = sqlglot.parse(sql, read="duckdb")
+        except sqlglot.errors.ParseError:
+            return False  # the translation names what it cannot read
+        if len(trees) != 1 or not isinstance(trees[0], exp.Create) or not isinstance(trees[0].this, exp.Schema):
+            return False
+        tree = trees[0]
+        if tree.find(exp.TemporaryProperty) is None:
+            return False
+        name = tree.this.this.sql(dialect="spark")
+        columns = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
+        ddl = to_spark(f"create table t ({', '.join(c.sql(dialect='duckdb') for c in columns)})")[0]
+        schema = ddl[ddl.index("(") + 1 : ddl.rindex(")")]
+        empty = self.spark.createDataFrame([], schema=schema)
+        kept = _guarded(lambda: empty.localCheckpoint(eager=True), sql)
+        self.drop_table(name)
+        kept.createOrReplaceTempView(name)
+        self._kept[name] = kept
+        return True
+
+    def _insert_into_kept(self, statement: str, params: Params) -> bool:
+        """Run `insert into <temporary table> select ...` as the kept rows and the new ones computed and kept
+        anew (Spark cannot insert into a view); False when the statement is not one."""
+        import sqlglot
+        from sqlglot import exp
+
+        tree = sqlglot.parse_one(statement, read="spark")
+        if not isinstance(tree, exp.Insert) or not isinstance(tree.this, exp.Table | exp.Schema):
+            return False
+        target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        name = target.sql(dialect="spark")
+        if name not in self._kept:
+            return False
+        kept = self._kept[name]
+        select = tree.expression.copy()
+        if tree.args.get("with_") is not None:  # `with ... insert into t select ...`: the select's CTEs
+            select.set("with_", tree.args["with_"].copy())
+        added = self._run(select.sql(dialect="spark"), params)
+        listed = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else kept.columns
+        if len(listed) != len(added.columns):
+            raise SparkSqlError(f"insert into {name}: {len(listed)} columns, {len(added.columns)} values")
+        from pyspark.sql import functions as F
+
+        # By position, as SQL's insert is: the select's own names may repeat (`l.node_id, r.node_id`).
+        position = {column.lower(): f"_{i}" for i, column in enumerate(listed)}
+        added = added.toDF(*position.values()).select(
+            *[
+                (F.col(position[f.name.lower()]) if f.name.lower() in position else F.lit(None))
+                .cast(f.dataType)
+                .alias(f.name)
+                for f in kept.schema.fields
+            ]
+        )
+        union = kept.unionByName(added)
+        fresh = _guarded(lambda: union.localCheckpoint(eager=True), statement)
+        fresh.createOrReplaceTempView(name)
+        self._kept[name] = fresh
+        kept.unpersist()
+        return True
 
     def rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Every row of a query, as tuples (a struct as a dict, as DuckDB gives it)."""
@@ -198,6 +290,13 @@ class SparkSql:
         """Whether table or view `schema.name` exists."""
         schema, name = qualified.split(".")
         return bool(self.spark.catalog.tableExists(name, schema))
+
+    def is_view(self, qualified: str) -> bool:
+        """Whether `schema.name` is a view (not a table, nor missing)."""
+        schema, name = qualified.split(".")
+        if not self.spark.catalog.tableExists(name, schema):
+            return False
+        return self.spark.catalog.getTable(qualified).tableType == "VIEW"
 
     @contextmanager
     def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:

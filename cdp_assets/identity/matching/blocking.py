@@ -128,7 +128,7 @@ def _rule_pairs_sql(
             from blocks a join blocks b on a.block = b.block and a.__whole < b.__whole
         ),
         holders as (
-            select node_id, {_whole(rule)} as __whole from {records} where len({first_list}) > 0
+            select node_id, {_whole(rule)} as __whole from {records} where array_length({first_list}) > 0
         )
         select least(l.node_id, r.node_id), greatest(l.node_id, r.node_id), {index}
         from value_pairs p join holders l on l.__whole = p.lw join holders r on r.__whole = p.rw

@@ -325,22 +325,22 @@ def build_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) ->
 # The term frequencies the model was trained with, kept beside it: a kept model scores with them, so a
 # pair's weight depends on the two records alone, not on what else has arrived since (a new "Smith"
 # would otherwise move the weight of every Smith pair, and a pair scored last run could not be kept).
-# Only values on two or more records are kept, under their md5: a value on one record has the share an
-# unseen value gets, and no name is stored as written.
+# Only values on two or more records are kept, under their md5 (as hex text, which DuckDB and Spark compute
+# alike): a value on one record has the share an unseen value gets, and no name is stored as written.
 KEPT_TERM_FREQUENCIES = "identity.model_term_frequencies"
 
 
 def save_term_frequencies(sql: Sql, records: str, columns: list[str]) -> None:
     """Keep the term frequencies of the matching `records` for `columns` with the model being saved."""
     selects = [
-        f"""select {sql_literal(column)} as column_name, md5_number({column}::varchar) as value_hash,
+        f"""select {sql_literal(column)} as column_name, md5({column}::varchar) as value_hash,
                    count(*) / sum(count(*)) over () as tf, count(*) as records,
                    1.0 / sum(count(*)) over () as unseen_tf
             from {records} where {column} is not null group by {column}"""
         for column in columns
     ]
     counted = " union all ".join(selects) or (
-        """select null::varchar as column_name, null::hugeint as value_hash, null::double as tf,
+        """select null::varchar as column_name, null::varchar as value_hash, null::double as tf,
                   null::bigint as records, null::double as unseen_tf where false"""
     )
     sql.create_table_as(
@@ -355,6 +355,11 @@ def save_term_frequencies(sql: Sql, records: str, columns: list[str]) -> None:
 def has_kept_term_frequencies(sql: Sql, columns: list[str]) -> bool:
     """Whether term frequencies are kept with the model for every one of `columns`."""
     if not sql.table_exists(KEPT_TERM_FREQUENCIES):
+        return False
+    # Kept by earlier versions under md5_number (a 128-bit integer Spark cannot hold): not this version's
+    # key, so they are derived again, from the records now, and kept anew.
+    kind = sql.value(f"select typeof(value_hash) from {KEPT_TERM_FREQUENCIES} limit 1")
+    if kind is not None and str(kind).lower() not in ("varchar", "string"):
         return False
     kept = {c for (c,) in sql.rows(f"select distinct column_name from {KEPT_TERM_FREQUENCIES}")}
     return set(columns) <= kept
@@ -373,7 +378,7 @@ def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]
             kept as (select value_hash, tf from {KEPT_TERM_FREQUENCIES} where column_name = {sql_literal(column)})
             select s.value, coalesce(k.tf, (select max(unseen_tf) from {KEPT_TERM_FREQUENCIES}
                                             where column_name = {sql_literal(column)})) as tf
-            from seen s left join kept k on k.value_hash = md5_number(s.value::varchar)
+            from seen s left join kept k on k.value_hash = md5(s.value::varchar)
             """,
             temporary=True,
         )
