@@ -142,15 +142,21 @@ def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_who
     (landing / "pos").mkdir()
     (landing / "shop" / "a.jsonl").write_text(json.dumps({"cid": "S1", "mail": "s1@example.org"}) + "\n")
     (landing / "shop" / "b.jsonl").write_text(json.dumps([{"cid": "S2"}, {"cid": "S3"}], indent=1) + "\n")
-    pq.write_table(pa.table({"card": ["C1"], "name": ["Ann Lee"]}), landing / "pos" / "a.parquet")
+    pq.write_table(
+        pa.table({"card": ["C1"], "name": ["Ann Lee"], "address": [{"city": "Boston"}]}), landing / "pos" / "a.parquet"
+    )
     pq.write_table(pa.table({"card": ["C2"]}), landing / "pos" / "b.parquet")
     (landing / "pos" / "c.parquet").write_bytes(b"PAR1 truncated")
+    # A struct without the mapped field: the file is refused, as a missing column is, not read as NULLs.
+    pq.write_table(
+        pa.table({"card": ["C4"], "name": ["Bo Chan"], "address": [{"town": "Salem"}]}), landing / "pos" / "d.parquet"
+    )
     (tmp_path / "cdp.yaml").write_text(
         "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
         "  - {name: shop, format: jsonl, glob: 'shop/*.jsonl', role: person, record_id: cid,\n"
         "     fields: {email: mail}}\n"
         "  - {name: pos, format: parquet, glob: 'pos/*.parquet', role: person, record_id: card,\n"
-        "     fields: {full_name: name}}\n"
+        "     fields: {full_name: name, city: address.city}}\n"
     )
     config = load_config(tmp_path / "cdp.yaml")
     defs = build_definitions(config)
@@ -164,7 +170,8 @@ def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_who
     ]
     reasons = dict(platform.sql("select file, reason from cdp.quarantine where scope = 'file'"))
     assert reasons["shop/b.jsonl"].startswith("file shop/b.jsonl is not JSON lines: no line is a JSON object")
-    assert reasons["pos/b.parquet"].startswith("file pos/b.parquet has no column(s) ['name']")
+    assert reasons["pos/b.parquet"].startswith("file pos/b.parquet has no column(s) ['name', 'address']")
+    assert reasons["pos/d.parquet"].startswith("file pos/d.parquet has no column(s) ['address.city']")
     assert reasons["pos/c.parquet"].startswith("file pos/c.parquet cannot be read: not a readable Parquet file")
     checks = {
         e.event_specific_data.asset_key.path[1]: e.event_specific_data

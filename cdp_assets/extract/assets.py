@@ -52,15 +52,35 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def missing_columns(source: SourceConfig, columns: list[str]) -> list[str]:
-    """Mapped paths whose top-level column is absent from a tabular file."""
+def missing_columns(source: SourceConfig, columns: list[str], schema: pa.Schema | None = None) -> list[str]:
+    """Mapped paths absent from a tabular file: their top-level column, or for a Parquet file (`schema`)
+    a field of a struct column (`address.town` where the struct has no `town`); a path into a column that
+    is not a struct (JSON text, a map) is only known row by row, and not checked here."""
     present = set(columns)
     missing = []
     for path in source.read_paths():
         top = path if source.format == "csv" else path.split(".")[0]
-        if top not in present and top not in missing:
-            missing.append(top)
+        if top not in present:
+            absent = top
+        elif schema is not None and top in schema.names:
+            absent = _missing_nested(schema.field(top).type, path.split("."))
+        else:
+            absent = None
+        if absent is not None and absent not in missing:
+            missing.append(absent)
     return missing
+
+
+def _missing_nested(kind: pa.DataType, keys: list[str]) -> str | None:
+    """The first prefix of the dotted path `keys` that a struct of type `kind` (the first key's) lacks."""
+    for depth in range(1, len(keys)):
+        if not pa.types.is_struct(kind):
+            return None
+        index = kind.get_field_index(keys[depth])
+        if index < 0:
+            return ".".join(keys[: depth + 1])
+        kind = kind.field(index).type
+    return None
 
 
 def missing_columns_reason(source: SourceConfig, columns: list[str], missing: list[str]) -> str:
@@ -168,7 +188,7 @@ def load_file(
             result, rows = None, Rows(iter(()))
             problem = Reject(None, f"file {rel} cannot be read: {exc}")
         if result is not None and result.columns is not None:
-            missing = missing_columns(source, result.columns)
+            missing = missing_columns(source, result.columns, result.schema)
             if missing:
                 problem = Reject(
                     None,

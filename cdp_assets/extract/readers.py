@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from resources.sql import Sql, SqlError, sql_literal
 
@@ -43,6 +44,8 @@ class ReadResult:
     """What a reader found in one file: its columns (for tabular formats) and its bad rows."""
 
     columns: list[str] | None = None
+    # A Parquet file's schema, nested fields included: a mapped path into a struct is checked to exist.
+    schema: pa.Schema | None = None
     rejects: list[Reject] = field(default_factory=list)
     empty: bool = False
     # Set once the rows have been read when the file turned out unusable as a whole (written in another
@@ -531,6 +534,7 @@ def read_parquet(path: Path) -> tuple[ReadResult, Rows]:
         sql.close()
         raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     result.columns = [row[0] for row in described]
+    result.schema = pq.read_schema(path)
     packed = ", ".join(
         f"'{c.replace(chr(39), chr(39) * 2)}': t.\"{c.replace(chr(34), chr(34) * 2)}\"" for c in result.columns
     )
