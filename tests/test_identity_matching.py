@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pytest
 
+from cdp_assets.identity.assets import resolve
 from cdp_assets.identity.matching.blocking import BlockingRuleTooBroad, build_candidate_pairs, preflight
 from cdp_assets.identity.matching.comparisons import COMPARED_COLUMNS, COMPARISONS, vector_sql
 from cdp_assets.identity.matching.model import (
@@ -25,6 +26,7 @@ from cdp_assets.identity.matching.model import (
     term_frequency_columns,
 )
 from cdp_assets.identity.nicknames import canonical_first_name
+from resources.config import load_config
 from resources.sql import Sql
 from tests.fixtures import customers
 from tests.fixtures import identity_warehouse as warehouse
@@ -524,3 +526,38 @@ def test_kept_term_frequencies_give_unseen_values_the_share_of_one_record_and_ke
         ("cy", 1 / 3),
     ]
     assert conn.execute("select * from tf_city order by 1").fetchall() == [("x", 0.5), ("y", 0.5)]
+
+
+def _resolve_with_event(tmp_path, records: list[dict], overrides: str) -> dict[str, str]:
+    """`records` and one web event (record `e1`) carrying loyalty card L-1, resolved with `overrides`."""
+    (tmp_path / "overrides.csv").write_text("action,record,other,author,reason\n" + overrides)
+    conn = warehouse(tmp_path, records, {"overrides": "overrides.csv", "identifier_types": {"loyalty": {}}})
+    conn.execute(
+        "insert into clean.events (source, event_id, source_record_id, event, occurred_at, file, row_number) "
+        "values ('web', 'm1', 'e1', 'Page Viewed', timestamp '2025-01-01 10:00:00', 'w.jsonl', 1)"
+    )
+    conn.execute("insert into clean.events_identifiers values ('web', 'e1', 'loyalty', 'L-1', 'w.jsonl', 1)")
+    resolve(Sql(conn), load_config(tmp_path / "cdp.yaml"))
+    return dict(conn.execute("select source_record_id, customer_id from cdp.identity_map").fetchall())
+
+
+def test_a_record_an_override_moves_takes_along_the_activity_joined_to_it_by_identifiers(tmp_path):
+    """x and y are one customer by a probabilistic link, and an event joins y by its loyalty card: a
+    cannot_link or an unmerge of y moves the event with it rather than leaving it with x. A person record
+    joined to y by an identifier is not moved unless named: then nothing is taken along."""
+    people = background() + [
+        person("x", "theodora", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+        person(
+            "y", "theodora", "winterbourne", dob=DOB, address="12 harbor view rd", zip="10001", ids={"loyalty": "L-1"}
+        ),
+    ]
+    found = _resolve_with_event(tmp_path, people, "")
+    assert found["x"] == found["y"] == found["e1"]
+    for line in ("cannot_link,crm/x,crm/y,ana,two people\n", "unmerge,crm/y,,ana,not x\n"):
+        found = _resolve_with_event(tmp_path, people, line)
+        assert found["x"] != found["y"] == found["e1"], line
+    with_card_holder = [*people, {"id": "y2", "ids": {"loyalty": "L-1"}}]
+    found = _resolve_with_event(tmp_path, with_card_holder, "cannot_link,crm/x,crm/y,ana,two people\n")
+    assert found["y"] != found["x"] == found["y2"] == found["e1"]
+    found = _resolve_with_event(tmp_path, with_card_holder, "cannot_link,crm/x,loyalty:L-1,ana,two people\n")
+    assert found["x"] != found["y"] == found["y2"] == found["e1"]

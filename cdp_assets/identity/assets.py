@@ -231,11 +231,12 @@ def _resolve(
     tables.drop("edges")
     tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
+    deterministic = labels
     matching = match_probabilistically(sql, config, labels, person_latest, limited_edges, retrain, reuse_pairs)
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     labels, override_report = apply_overrides(
-        sql, config, config.identity_overrides(), labels, id_nodes, ALL_IDENTIFIERS, _normalise_blocked
+        sql, config, config.identity_overrides(), labels, id_nodes, ALL_IDENTIFIERS, _normalise_blocked, deterministic
     )
     component_frame = tables.frame(
         "component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels})

@@ -7,6 +7,11 @@ Overrides are applied after every automatic link, on every run, so they survive 
    customer of their own. It beats every automatic link and every must-link;
 3. `unmerge`: the side's records leave their customer and form one of their own.
 
+Records that leave take along the activity (events, transactions) joined to them by identifiers alone,
+which would otherwise stay behind with no person of theirs in the customer: the records of their
+deterministic component, when no person record but the leaving ones is among them and the component
+holds none of a cannot_link's `record` side. A person record is moved only when a side names it.
+
 Each applied override is written to `identity.evidence` (rule `override line N`, decision
 `override: <action> by <author>: <reason>`), so "why are these two one customer?" has an answer. A side
 that names no record is reported by the identity asset's warning check, never fatal: the record may
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from resources.config import CDPConfig
 from resources.config.overrides import Override, Side
@@ -71,13 +77,21 @@ def apply_overrides(
     id_nodes: str,
     identifiers: str,
     normalise: Normalise,
+    deterministic: np.ndarray | None = None,
 ) -> tuple[np.ndarray, OverrideReport]:
     """The clustering `labels` (one per node of `id_nodes`) with the overrides applied; see the module.
-    `identifiers` is SQL giving (source, source_record_id, id_type, id_value) of every record."""
+    `identifiers` is SQL giving (source, source_record_id, id_type, id_value) of every record;
+    `deterministic` the deterministic layer's components (one per node), whose activity leaving records
+    take along (by default each record is its own component)."""
     report = OverrideReport()
     if not overrides:
         return labels, report
     labels = labels.copy()
+    joined = deterministic if deterministic is not None else np.arange(len(labels))
+
+    def taking_along(moving: np.ndarray, customers: set[int], staying: np.ndarray) -> np.ndarray:
+        return _taking_along(sql, id_nodes, moving, labels, joined, customers, staying)
+
     next_label = int(labels.max()) + 1 if len(labels) else 0
     resolved: list[tuple[Override, np.ndarray, np.ndarray | None]] = []
     for override in overrides:
@@ -110,20 +124,52 @@ def apply_overrides(
             if shared:
                 # A record both sides name stays with `record`: the override is about moving `other` away.
                 moving = second[np.isin(labels[second], list(shared)) & ~np.isin(second, first)]
+                moving = taking_along(moving, shared, staying=first)
                 labels[moving] = next_label
                 report.touched |= {next_label, *shared}
                 next_label += 1
             evidence.append((override, first, second))
         elif override.action == "unmerge":
             own = set(labels[first].tolist())
-            if (np.isin(labels, list(own)).sum()) > len(first):
-                labels[first] = next_label
+            members = np.isin(labels, list(own)).sum()
+            moving = taking_along(first, own, staying=first[:0])
+            if members > len(moving):
+                labels[moving] = next_label
                 report.touched |= {next_label, *own}
                 next_label += 1
             evidence.append((override, first, second))
     _write_evidence(sql, id_nodes, evidence)
     report.applied = len(evidence)
     return labels, report
+
+
+def _taking_along(
+    sql: Sql,
+    id_nodes: str,
+    moving: np.ndarray,
+    labels: np.ndarray,
+    joined: np.ndarray,
+    customers: set[int],
+    staying: np.ndarray,
+) -> np.ndarray:
+    """`moving` and the other records of `customers` in a deterministic component with one of them, when
+    none of those is a person record and the component holds none of the `staying` records."""
+    components = np.setdiff1d(np.unique(joined[moving]), np.unique(joined[staying]))
+    others = np.flatnonzero(
+        np.isin(joined, components) & np.isin(labels, list(customers)) & ~np.isin(np.arange(len(labels)), moving)
+    )
+    if not len(others):
+        return moving
+    with sql.registered("override_others", pd.DataFrame({"node_id": others})) as frame:
+        with_person = {
+            c
+            for (c,) in sql.rows(
+                f"select distinct node_id from {id_nodes} semi join {frame} using (node_id) where role = 'person'"
+            )
+        }
+    peopled = np.unique(joined[np.array(sorted(with_person), dtype=np.int64)])
+    along = others[~np.isin(joined[others], peopled)]
+    return np.union1d(moving, along)
 
 
 def _write_evidence(sql: Sql, id_nodes: str, applied: list[tuple[Override, np.ndarray, np.ndarray | None]]) -> None:
