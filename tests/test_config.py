@@ -87,6 +87,11 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             lambda c: c["identity"].update(matching={"blocking_rules": [["city"], {"features": ["shoe"]}]}),
             r"identity\.matching\.blocking_rules.*blocking rule 1 names unknown feature",
         ),
+        (
+            lambda c: c["sources"][1]["identifiers"][0].update(type="shop_customer"),
+            r"sources\[1\] \(shop_customers\)\.identifiers\[0\]\.type: 'shop_customer' is not a declared identifier "
+            r"type; did you mean 'shop_customer_id'\?",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, mutate, expected):
@@ -103,6 +108,11 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("sources: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_an_undeclared_identifier_type_unlike_any_declared_one_is_a_type_of_its_own(tmp_path):
+    path = _with(tmp_path, lambda c: c["sources"][1]["identifiers"].append({"path": "ssn", "type": "national_id"}))
+    assert load_config(path).identity.type_config("national_id").normalize == "id"
 
 
 def test_user_blocked_values_extend_the_built_in_junk_list(tmp_path):

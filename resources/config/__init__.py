@@ -8,6 +8,7 @@ offending key named instead of surfacing as a wrong number three stages later.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ class CDPConfig(_Strict):
                     f"sources[{i}] ({source.name}): its polls land in the folder '{source.name}/', which the glob of "
                     f"{sharing} also reads; rename the source or move the other's files"
                 )
+        _check_identifier_types(self)
         _unique([t.name for t in self.profiles.traits], "profiles.traits")
         source_names = {s.name for s in self.sources}
         for attribute, rule in self.profiles.survivorship.attributes.items():
@@ -174,6 +176,29 @@ class CDPConfig(_Strict):
     @property
     def consent_purposes(self) -> list[str]:
         return sorted({p for s in self.sources for p in s.consent})
+
+
+def _check_identifier_types(config: CDPConfig) -> None:
+    """Refuse an identifier type a source names that is not declared but is spelt almost like one that is:
+    a typo (`soc_sec` for `soc_sec_id`) would silently make a type of its own that links nothing across
+    sources. An undeclared type unlike any declared one is a type with the default settings, as documented."""
+    declared = sorted({"email", "phone", *config.identity.identifier_types})
+    for i, source in enumerate(config.sources):
+        named = [(f"identifiers[{k}].type", spec.type) for k, spec in enumerate(source.identifiers)]
+        if source.segment is not None:
+            named += [
+                ("segment.user_id_type", source.segment.user_id_type),
+                ("segment.anonymous_id_type", source.segment.anonymous_id_type),
+            ]
+        for key, type_name in named:
+            if type_name in declared:
+                continue
+            close = difflib.get_close_matches(type_name, declared, n=1, cutoff=0.8)
+            if close:
+                raise ValueError(
+                    f"sources[{i}] ({source.name}).{key}: '{type_name}' is not a declared identifier type; did you "
+                    f"mean '{close[0]}'? (to make it a type of its own, declare it under identity.identifier_types)"
+                )
 
 
 def _unique(names: list[str], key: str) -> None:
