@@ -324,3 +324,23 @@ def test_record_decisions_across_files_are_those_of_a_full_cleaning(tmp_path, in
     assert after == before
     (changed,) = [r for r in now if r[2] == "crm/a_first.csv" and r[5] == "quin@@"]
     assert changed[-1] > max(before.values())
+
+
+def test_a_file_replaced_by_an_empty_one_withdraws_its_rows(tmp_path, instance, destination_server):
+    """A loaded file keeps its rows when it leaves the landing folder; an empty file in its place withdraws
+    them from the raw and cleaned tables (README, "Same data, same tables")."""
+    platform = make_platform(tmp_path, instance, destination_server.url, people=200)
+    assert platform.refresh().success
+    rows = "select count(*) from {} where {} = 'crm/known_bad.csv'"
+    assert platform.scalar(rows.format("raw.crm_contacts", "_file")) == 4
+    assert platform.scalar(rows.format("clean.person_records", "file")) > 0
+    known_bad = platform.folder / "landing" / "crm" / "known_bad.csv"
+    known_bad.unlink()
+    assert platform.refresh().success
+    assert platform.scalar(rows.format("raw.crm_contacts", "_file")) == 4
+    known_bad.write_bytes(b"")
+    assert platform.refresh().success
+    assert platform.scalar(rows.format("raw.crm_contacts", "_file")) == 0
+    assert platform.scalar(rows.format("clean.person_records", "file")) == 0
+    assert platform.scalar(rows.format("clean.person_quarantine", "file")) == 0
+    assert platform.sql("select status from meta.loaded_files where file = 'crm/known_bad.csv'") == [("empty",)]
