@@ -181,3 +181,43 @@ def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_who
     assert not checks["shop"].passed and not checks["pos"].passed
     assert "pos/b.parquet" in checks["pos"].metadata["files"].value
     assert "pos/c.parquet" in checks["pos"].metadata["files"].value
+
+
+def test_a_mapping_that_gives_no_value_warns_naming_the_source_the_field_and_what_was_quarantined(tmp_path, instance):
+    """Every birth date in a format the mapping does not declare, every event without the mapped time: the
+    run succeeds (rows are quarantined, as designed) and the warning check says which mapping gave nothing."""
+    landing = tmp_path / "landing"
+    (landing / "web").mkdir(parents=True)
+    (landing / "crm.csv").write_text("id,first,born\nA1,Ann,31/12/1980\nA2,Bo,25/02/1975\n")
+    (landing / "web" / "e.jsonl").write_text(
+        "".join(json.dumps({"id": f"m{i}", "user": "A1", "ts": "2025-01-01T00:00:00Z"}) + "\n" for i in range(3))
+    )
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: crm, format: csv, glob: 'crm.csv', role: person, record_id: id,\n"
+        "     fields: {first_name: first, date_of_birth: {path: born, formats: ['%m/%d/%Y']}}}\n"
+        "  - {name: web, format: jsonl, glob: 'web/*.jsonl', role: events, record_id: user, event_id: id,\n"
+        "     fields: {occurred_at: time}}\n"
+    )
+    config = load_config(tmp_path / "cdp.yaml")
+    defs = build_definitions(config)
+    chosen = [a for a in defs.assets if a.key.path[0] in ("raw", "clean")]
+    result = dg.materialize(chosen, instance=instance, resources=defs.resources, selection=dg.AssetSelection.all())
+    assert result.success
+    checks = {
+        (e.event_specific_data.asset_key.path[1], e.event_specific_data.check_name): e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    people = checks[("person_records", "mapped_fields_have_values")]
+    assert not people.passed and people.severity == dg.AssetCheckSeverity.WARN
+    assert (
+        "| crm | date_of_birth (born) | no value in any of 2 cleaned rows "
+        "| not a valid date in the format(s) %m/%d/%Y (2 rows) |" in people.metadata["details"].value
+    )
+    events = checks[("events", "mapped_fields_have_values")]
+    assert not events.passed
+    assert (
+        "| web | (every row) | all 3 rows quarantined | missing timestamp (3 rows) |"
+        in events.metadata["details"].value
+    )

@@ -21,6 +21,7 @@ def test_every_stage_materializes_and_every_check_passes(platform: Platform):
     assert {
         "great_expectations_suite",
         "rows_accounted_for",
+        "mapped_fields_have_values",
         "cluster_size_within_bound",
         "one_profile_per_customer",
         "members_have_profiles",

@@ -1124,6 +1124,76 @@ def _accounting_check(
     )
 
 
+MAPPING_CHECK = "mapped_fields_have_values"
+
+
+def _mapping_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        MAPPING_CHECK,
+        asset=key,
+        description="Warns when a source's rows are all quarantined, or a field its mapping reads has a value in "
+        "none of its cleaned rows: a mapping that names the wrong column, path or date format.",
+    )
+
+
+def _mapping_check(
+    sql: Sql, asset_key: dg.AssetKey, table: str, quarantine: str, sources: Sequence[SourceConfig]
+) -> dg.AssetCheckResult:
+    """The mapped-fields check: a source that loaded rows must clean some, and each canonical field it maps
+    (a column of `table`) must have a value in one of its cleaned rows; what cleaning quarantined most for
+    the source or the field says why not."""
+    columns = set(sql.columns(f"select * from {table} limit 0"))
+    mapped = {s.name: [f for f in s.fields if f in columns] for s in sources}
+    fields = sorted({f for names in mapped.values() for f in names})
+    counted = ", ".join(f'count("{f}") as "{f}"' for f in fields)
+    found = {
+        row[0]: dict(zip(["rows", *fields], row[1:], strict=True))
+        for row in sql.rows(f"select source, count(*){', ' + counted if counted else ''} from {table} group by 1")
+    }
+    problems: list[dict[str, object]] = []
+
+    def most_quarantined(source: str, field: str | None) -> str:
+        condition = "and field = ?" if field else ""
+        row = sql.row(
+            f"select reason, count(*) from {quarantine} where source = ? {condition} group by 1 order by 2 desc, 1 "
+            "limit 1",
+            [source, field] if field else [source],
+        )
+        return f"{row[0]} ({row[1]:,} rows)" if row else "none quarantined"
+
+    for source in sources:
+        raw = int(sql.value(f"select count(*) from {ensure_raw_table(sql, source)}"))
+        cleaned = found.get(source.name, {})
+        if raw and not cleaned.get("rows"):
+            problems.append(
+                {
+                    "source": source.name,
+                    "field": "(every row)",
+                    "problem": f"all {raw:,} rows quarantined",
+                    "quarantined most": most_quarantined(source.name, None),
+                }  # fmt: skip
+            )
+            continue
+        for field in mapped[source.name]:
+            if cleaned and not cleaned[field]:
+                label = path_label(source.fields[field])
+                problems.append(
+                    {
+                        "source": source.name,
+                        "field": f"{field} ({label})",
+                        "problem": f"no value in any of {cleaned['rows']:,} cleaned rows",
+                        "quarantined most": most_quarantined(source.name, label),
+                    }  # fmt: skip
+                )
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=MAPPING_CHECK,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"problems": len(problems), "details": dg.MetadataValue.md(markdown_table(problems) or "none")},
+    )
+
+
 def _cleaning_metadata(counts: dict[str, int], by_source: list[dict]) -> dict[str, object]:
     """What every cleaning asset reports: counts, the reject rate (plotted over time), a table per source."""
     total = counts["cleaned"] + counts["rows_quarantined"]
@@ -1178,7 +1248,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
             "clean.consent_statements",
             "cdp.consent_history",
         ),
-        check_specs=[_accounting_spec(PERSON_RECORDS)],
+        check_specs=[_accounting_spec(PERSON_RECORDS), _mapping_spec(PERSON_RECORDS)],
     )
     @redact_errors
     def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -1187,6 +1257,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
         with warehouse.sql() as sql:
             counts = clean_person_records(sql, config)
             check = _accounting_check(sql, PERSON_RECORDS, counts, persons)
+            mapping = _mapping_check(sql, PERSON_RECORDS, "clean.person_records", "clean.person_quarantine", persons)
             by_source = sql.frame(
                 "select source, count(*) rows, count(email) emails, count(phone) phones, "
                 "count(date_of_birth) birth_dates from clean.person_records group by 1 order by 1"
@@ -1201,7 +1272,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
                 **_cleaning_metadata(counts, by_source.to_dict("records")),
                 "preview": dg.MetadataValue.md(preview),
             },
-            check_results=[check],
+            check_results=[check, mapping],
         )
 
     assets.append(person_records)
@@ -1236,19 +1307,20 @@ def _activity_asset(
         deps=[dg.AssetKey(["raw", s.name]) for s in sources],
         code_version=CODE_VERSION,
         metadata=table_metadata(f"clean.{role}", f"clean.{role}_identifiers", f"clean.{role}_quarantine"),
-        check_specs=[_accounting_spec(key)],
+        check_specs=[_accounting_spec(key), _mapping_spec(key)],
     )
     @redact_errors
     def activity(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.sql() as sql:
             counts = clean_activity(sql, config, role)
             check = _accounting_check(sql, key, counts, sources)
+            mapping = _mapping_check(sql, key, ACTIVITY_TABLES[role].name, f"clean.{role}_quarantine", sources)
             by_source = sql.frame(
                 f"select source, count(*) rows, min(occurred_at) first_at, max(occurred_at) last_at "
                 f"from clean.{role} group by 1 order by 1"
             )
         return dg.MaterializeResult(
-            metadata=_cleaning_metadata(counts, by_source.to_dict("records")), check_results=[check]
+            metadata=_cleaning_metadata(counts, by_source.to_dict("records")), check_results=[check, mapping]
         )
 
     return activity
