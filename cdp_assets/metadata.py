@@ -39,8 +39,11 @@ _EMAIL = re.compile(r"[^\s'\"<>()\[\]{},;|]+@[^\s'\"<>()\[\]{},;|]+")
 # A quoted value (unterminated at the end of a line when a message was cut), an e-mail address, or a run
 # of digits long enough to be a phone number, a date or an account number. A quote opens after a
 # non-letter and closes before one, so `can't` opens nothing and `'O'Brien'` is one value.
+# A server's address after `://` is configuration, not a customer's number: it is left as written.
 _SENSITIVE = re.compile(
-    r"(?<!\w)'(?:[^'\n]|'(?=\w))*'?|(?<!\w)\"(?:[^\"\n]|\"(?=\w))*\"?|" + _EMAIL.pattern + r"|\+?\d[\d ()./-]{5,}\d"
+    r"(?<!\w)'(?:[^'\n]|'(?=\w))*'?|(?<!\w)\"(?:[^\"\n]|\"(?=\w))*\"?|"
+    + _EMAIL.pattern
+    + r"|(?<!://)(?<![\d.])\+?\d[\d ()./-]{5,}\d"
 )
 _REPO = Path(__file__).resolve().parents[1]
 

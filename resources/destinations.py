@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import requests
 
@@ -235,6 +236,25 @@ def _batches(changes: Sequence[Change], batch_size: int) -> list[list[Change]]:
 # --------------------------------------------------------------------------- HTTP destinations
 
 
+def connection_problem(exc: requests.RequestException, url: str, timeout: float) -> str:
+    """Why a request got no answer, in words an operator can act on: the server (scheme, host and port,
+    never the path or query, which may carry a token) and the operating system's reason ("Connection
+    refused", "Name or service not known"), rather than requests' nested repr of it."""
+    parts = urlsplit(url)
+    server = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    if isinstance(exc, requests.Timeout):
+        return f"{type(exc).__name__}: no answer from {server} within {timeout:g} s"
+    reason = None
+    seen: BaseException | None = exc
+    while seen is not None and reason is None:
+        if isinstance(seen, OSError) and seen.strerror:
+            reason = seen.strerror
+        nested = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
+        reason = reason or next((a.strerror for a in nested if isinstance(a, OSError) and a.strerror), None)
+        seen = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__ or (nested[0] if nested else None)
+    return f"{type(exc).__name__}: cannot connect to {server}: {reason or 'the connection failed'}"
+
+
 class HttpClient:
     """Shared HTTP behaviour: one `requests` session per destination, status codes mapped to errors."""
 
@@ -249,7 +269,7 @@ class HttpClient:
                 method, url, data=body.encode(), timeout=self.timeout, headers={"Idempotency-Key": batch}
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+            raise TransientError(connection_problem(exc, url, self.timeout)) from None
         if is_transient_status(response.status_code):
             raise TransientError(f"HTTP {response.status_code}", retry_after(response))
         if response.status_code >= 400:

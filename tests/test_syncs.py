@@ -4,6 +4,7 @@ The warehouse is a real DuckDB database holding golden profiles and segment memb
 directly; the destination is the demo destination server on a free port, reached over real HTTP.
 """
 
+import socket
 from pathlib import Path
 
 import duckdb
@@ -11,6 +12,7 @@ import pytest
 import requests
 import yaml
 
+from cdp_assets.metadata import redact
 from cdp_assets.syncs.assets import make_client, run_sync
 from cdp_assets.syncs.state import plan_sync
 from demo.destination_server import DestinationServer, Faults
@@ -496,6 +498,22 @@ def test_a_batch_whose_answer_is_lost_is_retried_with_its_key_and_applied_once(t
         assert retry["batch_id"] == first["batch_id"] and retry["duplicate"] is True  # recognised, not reapplied
         assert set(state(server, "webhook", "w")["audiences"]["vip"]) == {"c0000", "c0001", "c0002"}
         assert warehouse.sync("r2")["requests"] == 0
+
+
+@pytest.mark.stage
+def test_a_destination_nobody_listens_on_is_named_with_the_reason_and_without_its_path(tmp_path):
+    """The reason an operator acts on (the server and the operating system's words), not requests' nested
+    repr of it, and never the URL's path or query, which may carry a token."""
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hooks/secret-token-123?key=abc"
+    warehouse = Warehouse(make_config(tmp_path, {"type": "webhook", "mode": "mirror", "url": url}))
+    warehouse.set_members(people(2))
+    report = warehouse.sync("r1")
+    assert report["unavailable"] == f"ConnectionError: cannot connect to http://127.0.0.1:{port}: Connection refused"
+    assert report["deferred"] == 2
+    assert redact(report["unavailable"]) == report["unavailable"]  # as Dagster's event log then shows it
 
 
 @pytest.mark.stage
