@@ -69,13 +69,18 @@ def test_duplicate_header_is_a_file_error(tmp_path):
 
 def test_jsonl_bad_lines_are_rejected(tmp_path):
     path = tmp_path / "f.jsonl"
-    path.write_bytes(b'{"a": 1}\n\n{"a": 2\n[1, 2]\n{"a": "\xff"}\n{"a": 3}\n')
+    path.write_bytes(b'{"a": 1}\n\n{"a": 2\n[1, 2]\n{"a": "\xff"}\n{"a": 3}\n{"a" 4}\n')
     result, rows = read_jsonl(path)
     assert [n for n, _ in rows] == [1, 6]
+    assert [r.reason for r in result.rejects if r.row_number in (3, 7)] == [
+        "invalid JSON: Expecting ',' delimiter at the end of the line",
+        "invalid JSON: Expecting ':' delimiter at character 6 of the line",
+    ]
     assert [(r.row_number, r.reason.split(":")[0]) for r in result.rejects] == [
         (3, "invalid JSON"),
         (4, "expected a JSON object, found list"),
         (5, "not valid utf-8"),
+        (7, "invalid JSON"),
     ]
 
 

@@ -499,7 +499,14 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    result.rejects.append(Reject(line_number, f"invalid JSON: {exc}", _excerpt(text)))
+                    # Where in the line, not json's "line 2 column 1", which counts the line's own line break
+                    # and reads like a line of the file.
+                    where = (
+                        "at the end of the line"
+                        if exc.pos >= len(text.rstrip("\r\n"))
+                        else f"at character {exc.pos + 1} of the line"
+                    )
+                    result.rejects.append(Reject(line_number, f"invalid JSON: {exc.msg} {where}", _excerpt(text)))
                     continue
                 if not isinstance(value, dict):
                     result.rejects.append(
