@@ -87,7 +87,8 @@ def missing_columns_reason(source: SourceConfig, columns: list[str], missing: li
     """Why a tabular file cannot be mapped, with a hint when the header was split on the wrong delimiter."""
     # The header itself is the quarantine row's value, not part of the reason: the reason reaches the check's
     # metadata, and a file without a header row would show its first record there.
-    reason = f"has no column(s) {missing} that the configuration maps; its first line has {len(columns)} column(s)"
+    has = "its first line has" if source.format == "csv" else "it has"
+    reason = f"has no column(s) {missing} that the configuration maps; {has} {len(columns)} column(s)"
     if source.format == "csv" and len(columns) == 1:
         for other in (";", "\t", "|", ","):
             if other != source.csv.delimiter and other in columns[0]:

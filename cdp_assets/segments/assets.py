@@ -136,6 +136,8 @@ def update_segment(sql: Sql, config: CDPConfig, name: str, incremental: bool = F
                 [[s.name for s in config.segments]],
             ),
         )
+    if scope is not None and not evaluated:
+        reason = "no profile the condition reads changed since the last evaluation"
     return {
         **figures,
         "profiles_evaluated": evaluated,
@@ -158,7 +160,7 @@ def _evaluation_scope(
         return latest, "the condition or the code changed", None
     if full_reason is not None:
         return latest, full_reason, None
-    return latest, "profiles changed since the last evaluation", scope
+    return latest, "only the profiles changed since the last evaluation", scope
 
 
 def _advance_membership(sql: Sql, name: str, now: datetime, current: str, changes: str) -> dict[str, int]:
