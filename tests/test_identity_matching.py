@@ -561,3 +561,30 @@ def test_a_record_an_override_moves_takes_along_the_activity_joined_to_it_by_ide
     assert found["y"] != found["x"] == found["y2"] == found["e1"]
     found = _resolve_with_event(tmp_path, with_card_holder, "cannot_link,crm/x,loyalty:L-1,ana,two people\n")
     assert found["x"] != found["y"] == found["y2"] == found["e1"]
+
+
+def _decision(conn: duckdb.DuckDBPyConnection, left: str, right: str) -> str:
+    return conn.execute(
+        "select decision from identity.evidence where left_record_id = ? and right_record_id = ?", [left, right]
+    ).fetchone()[0]
+
+
+def test_a_first_name_conflict_applies_only_where_records_sharing_an_e_mail_show_first_names_reliable(tmp_path):
+    """x and y agree on everything but a first name none could be the other's: where one person's records
+    (two sharing an e-mail and a birth date) keep their first name, that objects to the link (twins);
+    where a fifth of them give another first name (re-keyed data, as in FEBRL), it does not, though the
+    deterministic layer, splitting those e-mails by first name, leaves m measured on agreeing pairs only."""
+    pair = [
+        person("x", "theodora", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+        person("y", "winifred", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+    ]
+    reliable = warehouse(tmp_path, background() + pair)
+    assert _decision(reliable, "x", "y") == "conflict: first_name differs"
+
+    rekeyed = background()
+    rng = random.Random(3)
+    for record in rekeyed[1::2]:
+        if rng.random() < 0.2:
+            record["first"] = rng.choice([f for f in FIRST if f != record["first"]])
+    unreliable = warehouse(tmp_path, rekeyed + pair)
+    assert _decision(unreliable, "x", "y") == "linked"

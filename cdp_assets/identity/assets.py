@@ -11,7 +11,9 @@ Fellegi-Sunter model, and merges customers only where no strong evidence objects
 """
 
 import hashlib
+import itertools
 import time
+from dataclasses import dataclass, field
 
 import dagster as dg
 import numpy as np
@@ -31,6 +33,7 @@ from cdp_assets.identity.inputs import (
     why_resolve,
     with_outputs,
 )
+from cdp_assets.identity.matching.model import MIN_LABELLED_PAIRS
 from cdp_assets.identity.matching.pipeline import match_probabilistically
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
@@ -199,7 +202,7 @@ def _resolve(
         """,
     )
     split_edges = tables("split_edges")
-    block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges)
+    shared = block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges)
     sql.create_table_as(
         usable_values,
         f"""
@@ -232,7 +235,16 @@ def _resolve(
     tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
     deterministic = labels
-    matching = match_probabilistically(sql, config, labels, person_latest, limited_edges, retrain, reuse_pairs)
+    matching = match_probabilistically(
+        sql,
+        config,
+        labels,
+        person_latest,
+        limited_edges,
+        retrain,
+        reuse_pairs,
+        shared.rates(MIN_LABELLED_PAIRS),
+    )
     started = time.perf_counter()
     labels = matching.pop("labels")  # type: ignore[assignment]
     labels, override_report = apply_overrides(
@@ -409,6 +421,31 @@ def _create_shared_tables(sql: Sql) -> None:
     )
 
 
+# A value on two to this many person records is taken for one person's few records (or a couple's, a
+# family's) when measuring how often one person's records disagree; more is a shared desk or a list.
+FEW_RECORDS = 6
+
+
+@dataclass
+class SharedDisagreement:
+    """How often two person records under one identifier value (an e-mail, a phone on at most FEW_RECORDS
+    person records) that agree on the birth date give first names that cannot be one person's, and how
+    often two that give the same first name give birth dates that cannot be one person's: pairs counted
+    (`pairs`) and disagreeing (`disagreeing`), per strong-conflict field.
+
+    The model's m is measured on records the deterministic layer joined, and that layer refuses to join
+    records under a shared value whose first names or birth dates disagree: measured there, a field whose
+    values are often re-keyed or replaced (FEBRL's first names) looks reliable, and a strong conflict on
+    it would refuse true links. Measured here, before the values are judged, it does not."""
+
+    pairs: dict[str, int] = field(default_factory=dict)
+    disagreeing: dict[str, int] = field(default_factory=dict)
+
+    def rates(self, min_pairs: int) -> dict[str, float]:
+        """The disagreement rate of each field measured on at least `min_pairs` pairs."""
+        return {f: self.disagreeing.get(f, 0) / n for f, n in self.pairs.items() if n >= min_pairs}
+
+
 def block_shared_values(
     sql: Sql,
     config: CDPConfig,
@@ -417,7 +454,7 @@ def block_shared_values(
     id_edges: str,
     person_latest: str,
     split_edges: str,
-) -> None:
+) -> SharedDisagreement:
     """Sort out the values shared by more people than their type allows (`max_people_per_value`).
 
     People are counted from the person records carrying the value: groups of birth dates that could be
@@ -430,6 +467,9 @@ def block_shared_values(
     people, or whose records all stay ambiguous or alone, links nobody and is added to
     `identity.blocked_identifiers`. Reads the caller's tables of distinct values, record-to-value edges and
     latest person records.
+
+    Returns what the values' records say about how reliable first names and birth dates are (see
+    SharedDisagreement), measured before the values were judged by them.
     """
     _create_shared_tables(sql)
     sql.create_table_as(
@@ -438,10 +478,10 @@ def block_shared_values(
     specs = {t: config.identity.type_config(t) for t in id_types}
     limits = {t: spec.max_people_per_value for t, spec in specs.items() if spec.max_people_per_value is not None}
     if not limits:
-        return
+        return SharedDisagreement()
     within = {t: specs[t].max_people_linked_within for t in limits}
     with sql.scratch("shared_values") as tables:
-        _block_shared(sql, limits, within, id_values, id_edges, person_latest, split_edges, tables)
+        return _block_shared(sql, limits, within, id_values, id_edges, person_latest, split_edges, tables)
 
 
 def _block_shared(
@@ -453,7 +493,7 @@ def _block_shared(
     person_latest: str,
     split_edges: str,
     tables: Scratch,
-) -> None:
+) -> SharedDisagreement:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
     repeated_values = tables("repeated_values")
     # Only a value on several records can be shared by several people; most values are on one.
@@ -490,6 +530,7 @@ def _block_shared(
         )
     )
     first_names = FirstNames(counts)
+    measured = _shared_pairs(sql, repeated_values, id_edges, person_latest)
     blocked: list[tuple[str, str, int, int]] = []
     split: list[tuple[str, str, int, int]] = []
     grouped: list[tuple[int, str, str, int | None]] = []
@@ -502,6 +543,8 @@ def _block_shared(
             end += 1
         value_rows = rows[start:end]
         start = end
+        if len(value_rows) <= FEW_RECORDS:
+            _count_disagreeing(value_rows, first_names, measured)
         birth_dates = sorted({r[5] for r in value_rows if r[5] is not None})
         names = sorted({(r[3], r[4]) for r in value_rows if r[3] is not None}, key=lambda n: (n[0], n[1] or ""))
         people = max(birth_date_people(birth_dates), first_names.people(names))
@@ -540,7 +583,7 @@ def _block_shared(
         """
     )
     if not split:
-        return
+        return measured
     split_values = tables.frame(
         "split_values", pd.DataFrame(split, columns=["id_type", "id_value", "people", "linked_records"])
     )
@@ -572,6 +615,49 @@ def _block_shared(
         ),
     )
     sql.execute(f"insert into {split_edges} select node_id, group_id from {edges_frame}")
+    return measured
+
+
+def _shared_pairs(sql: Sql, repeated_values: str, id_edges: str, person_latest: str) -> SharedDisagreement:
+    """The pairs SharedDisagreement counts, each field's disagreeing ones still at zero: pairs of person
+    records under a value on at most FEW_RECORDS of them (not blocked by pattern or list) that agree on
+    the birth date (for first names) or give the same first name (for birth dates), both fields known."""
+    row = sql.row(
+        f"""
+        with records as (
+            select e.id_type, e.id_value, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
+                   nullif(lower(trim(p.first_name)), '') as first_name
+            from {id_edges} e
+            semi join {repeated_values} v using (id_type, id_value)
+            anti join identity.blocked_identifiers b using (id_type, id_value)
+            join {person_latest} p using (node_id)
+        ),
+        few as (
+            select id_type, id_value, birth_date, first_name from records
+            semi join (select id_type, id_value from records group by 1, 2 having count(*) <= {FEW_RECORDS})
+                using (id_type, id_value)
+            where birth_date is not null and first_name is not null
+        )
+        select (select coalesce(sum(n * (n - 1) // 2), 0)
+                from (select count(*) as n from few group by id_type, id_value, birth_date)),
+               (select coalesce(sum(n * (n - 1) // 2), 0)
+                from (select count(*) as n from few group by id_type, id_value, first_name))
+        """
+    )
+    same_birth_date, same_first_name = row if row else (0, 0)
+    return SharedDisagreement(pairs={"first_name": int(same_birth_date), "date_of_birth": int(same_first_name)})
+
+
+def _count_disagreeing(value_rows: list[tuple], first_names: FirstNames, measured: SharedDisagreement) -> None:
+    """Add one value's disagreeing pairs to `measured`: among its records (id_type, id_value, node,
+    first name, last name, birth date), pairs of one birth date whose first names cannot be one person's,
+    and pairs of one first name whose birth dates cannot be one person's (typos of one date can)."""
+    known = [r for r in value_rows if r[3] is not None and r[5] is not None]
+    for left, right in itertools.combinations(known, 2):
+        if left[5] == right[5] and not first_names.compatible((left[3], left[4]), (right[3], right[4])):
+            measured.disagreeing["first_name"] = measured.disagreeing.get("first_name", 0) + 1
+        if left[3] == right[3] and birth_date_people([left[5], right[5]]) > 1:
+            measured.disagreeing["date_of_birth"] = measured.disagreeing.get("date_of_birth", 0) + 1
 
 
 _PROPAGATION_ROUNDS = 30
@@ -810,6 +896,10 @@ def _resolution_metadata(summary: dict[str, object]) -> dict[str, object]:
                     {
                         "field": name,
                         "same person disagrees": f"{v['disagreement']:.2%}",
+                        "joined records (m)": f"{v['m_disagreement']:.2%}",
+                        "records sharing a value": "-"
+                        if v.get("shared_value_disagreement") is None
+                        else f"{v['shared_value_disagreement']:.2%}",
                         "blocks weak links": "yes" if v["applied"] else "no (unreliable in this data)",
                     }
                     for name, v in dict(summary.get("strong_conflicts", {})).items()

@@ -234,8 +234,9 @@ class MatchingConfig(_Strict):
         le=1,
         description=(
             "A strong conflict applies only where the data show it is strong: when the same person's records "
-            "(pairs joined by a shared identifier, as the model measures m) disagree on the field at most this "
-            "often. Where typos or re-keyed values make the field unreliable, it stays ordinary evidence."
+            "(pairs joined by a shared identifier, as the model measures m, and pairs under one shared e-mail or "
+            "phone before the deterministic layer judged them) disagree on the field at most this often. Where "
+            "typos or re-keyed values make the field unreliable, it stays ordinary evidence."
         ),
     )
     max_em_iterations: int = Field(40, ge=1)

@@ -14,9 +14,10 @@ frequency): two records agreeing on "Smith" say far less than two agreeing on "Z
 """
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -40,6 +41,10 @@ class FellegiSunterModel:
     prior: float  # probability that two records picked at random are the same person
     iterations: int = 0
     labelled_pairs: int = 0
+    # Per strong-conflict field, how often records under one shared identifier value disagree on it,
+    # measured at training before the deterministic layer judged the values (see SharedDisagreement in
+    # identity/assets.py); kept with the model, so whether a conflict applies changes only on retraining.
+    shared_disagreement: dict[str, float] = field(default_factory=dict)
 
     def weight(self, name: str, level: int) -> float:
         return math.log2(self.m[name][level] / self.u[name][level])
@@ -85,8 +90,17 @@ def save_model(
         TRAINING_TABLE,
         """select cast(? as varchar) as fingerprint, cast(? as timestamp) as trained_at,
                   cast(? as bigint) as person_records, cast(? as double) as prior,
-                  cast(? as integer) as em_iterations, cast(? as bigint) as labelled_pairs""",
-        [fingerprint, trained_at, records, model.prior, model.iterations, model.labelled_pairs],
+                  cast(? as integer) as em_iterations, cast(? as bigint) as labelled_pairs,
+                  cast(? as varchar) as shared_disagreement""",
+        [
+            fingerprint,
+            trained_at,
+            records,
+            model.prior,
+            model.iterations,
+            model.labelled_pairs,
+            json.dumps(model.shared_disagreement, sort_keys=True),
+        ],
     )
 
 
@@ -118,6 +132,12 @@ def load_model(sql: Sql, names: list[str], fingerprint: str) -> KeptModel | None
     if training is None:
         return None
     trained_at, records, prior, iterations, labelled = training
+    # A model kept by an earlier version has no such column: no measurement, as it was trained.
+    shared = (
+        json.loads(sql.value(f"select shared_disagreement from {TRAINING_TABLE}") or "{}")
+        if "shared_disagreement" in sql.columns(f"select * from {TRAINING_TABLE}")
+        else {}
+    )
     m: dict[str, np.ndarray] = {}
     u: dict[str, np.ndarray] = {}
     for name in names:
@@ -127,7 +147,8 @@ def load_model(sql: Sql, names: list[str], fingerprint: str) -> KeptModel | None
             return None
         m[name] = np.array([row[1] for row in rows], dtype=np.float64)
         u[name] = np.array([row[2] for row in rows], dtype=np.float64)
-    return KeptModel(FellegiSunterModel(names, m, u, float(prior), int(iterations), int(labelled)), trained_at, records)
+    model = FellegiSunterModel(names, m, u, float(prior), int(iterations), int(labelled), shared)
+    return KeptModel(model, trained_at, records)
 
 
 def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:

@@ -90,6 +90,7 @@ def match_probabilistically(
     limited_edges: str | None,
     retrain: bool = False,
     reuse_pairs: bool = False,
+    shared_disagreement: dict[str, float] | None = None,
 ) -> dict[str, object]:
     """Merge deterministic components over probabilistic links; returns new labels and figures for metadata.
 
@@ -104,9 +105,14 @@ def match_probabilistically(
     with a max_per_profile, if any). The chain of tables the steps hand on (the matching records, their
     candidate pairs, the pairs' comparison vectors, the scored pairs) is named here, in this step's
     scratch scope, and handed to each function that reads or writes it; it and every other table made
-    here are dropped when it returns, or fails."""
+    here are dropped when it returns, or fails.
+
+    `shared_disagreement` (field -> rate, SharedDisagreement in identity/assets.py) is kept with a model
+    trained now; a strong conflict applies only where neither it nor m shows the field unreliable."""
     with sql.scratch("matching") as tables:
-        return _match(sql, config, labels, person_latest, limited_edges, tables, retrain, reuse_pairs)
+        return _match(
+            sql, config, labels, person_latest, limited_edges, tables, retrain, reuse_pairs, shared_disagreement or {}
+        )
 
 
 def _match(
@@ -118,6 +124,7 @@ def _match(
     tables: Scratch,
     retrain: bool,
     reuse_pairs: bool,
+    shared_disagreement: dict[str, float],
 ) -> dict[str, object]:
     records, pairs = tables("records"), tables("pairs")
     vectors, scores = tables("vectors"), tables("scores")
@@ -200,6 +207,7 @@ def _match(
         model, trained_at = kept.model, kept.trained_at
     else:
         model, trained_at = _train(sql, config, records, vectors, node_labels, names, rules, tables), utc_now()
+        model.shared_disagreement = dict(shared_disagreement)
         levels_table = tables.frame("model_levels", model.levels_table())
         save_model(sql, model, levels_table, fingerprint, trained_at, record_count)
     if not frozen:
@@ -232,10 +240,13 @@ def _match(
     lap("scoring")
     # In the order the vocabulary declares them, whatever the configuration's order: the first that
     # objects names the refusal.
+    # How often one person's records disagree on the field: as m measures it, or as the records under one
+    # shared value show it before the deterministic layer judged them by it, whichever is higher.
+    disagreement = {c: max(float(model.m[c][0]), model.shared_disagreement.get(c, 0.0)) for c in names}
     conflicts = {
         c: COMPARISONS[c].conflict
         for c in STRONG_CONFLICTS
-        if c in settings.strong_conflicts and c in names and model.m[c][0] <= settings.conflict_max_disagreement
+        if c in settings.strong_conflicts and c in names and disagreement[c] <= settings.conflict_max_disagreement
     }
     with sql.scratch("clustering") as clustering:
         decisions, labels = _cluster(
@@ -324,7 +335,12 @@ def _match(
         "prior": model.prior,
         "em_iterations": model.iterations,
         "strong_conflicts": {
-            c: {"disagreement": float(model.m[c][0]), "applied": c in conflicts}
+            c: {
+                "disagreement": disagreement[c],
+                "m_disagreement": float(model.m[c][0]),
+                "shared_value_disagreement": model.shared_disagreement.get(c),
+                "applied": c in conflicts,
+            }
             for c in settings.strong_conflicts
             if c in names
         },
