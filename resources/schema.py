@@ -157,7 +157,7 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
     """Check traits, segments and destination fields against the schemas; raise ConfigError naming the key."""
 
     def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{config_path}: {key}: {message}")
+        raise ConfigError(f"{config_path}: invalid configuration\n  {key}: {message}")
 
     conn = sandbox()  # binding runs each condition once, on a row of NULLs
     try:
