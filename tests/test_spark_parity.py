@@ -159,6 +159,38 @@ def test_a_temporary_table_is_materialised_not_a_lazy_view(engines) -> None:  # 
     assert not runner.spark.catalog.tableExists("kept")
 
 
+def test_temporary_tables_declared_by_columns_take_inserts_as_duckdb_does(engines) -> None:  # noqa: ANN001
+    """Spark's temporary tables are views: the runner keeps an empty one declared by columns, and an insert
+    into one (positional, a CTE before it, repeated names in the select) keeps its rows and the new ones."""
+    steps = [
+        "create temp table pairs_t (l bigint, r bigint, rule smallint)",
+        "insert into pairs_t select a.k, b.k, 1 from events a join events b on a.customer = b.customer where a.k < b.k",
+        "with again as (select l, r from pairs_t) insert into pairs_t select l, r, 2 from again where l = 1",
+        "insert into pairs_t (r, l) select 9, 8",
+    ]
+    conn, runner = engines
+    for step in steps:
+        conn.execute(step)
+        runner.execute(step)
+    query = "select l, r, rule from pairs_t order by all"
+    assert runner.rows(query) == conn.execute(query).fetchall()
+    assert (8, 9, None) in runner.rows(query)
+    assert runner.rows("select count(*) from pairs_t where rule = 2") == [(2,)]  # (1, 2) and (1, 3) again
+    runner.drop_table("pairs_t")
+    conn.execute("drop table pairs_t")
+
+
+def test_a_table_declared_by_columns_is_replaced(engines) -> None:  # noqa: ANN001
+    _, runner = engines
+    runner.execute("create or replace table scratch_db.declared (a bigint, j json)")
+    runner.execute("insert into scratch_db.declared values (1, '{}')")
+    runner.execute("create or replace table scratch_db.declared (a bigint, b varchar)")
+    assert runner.columns("select * from scratch_db.declared") == ["a", "b"]
+    assert runner.rows("select * from scratch_db.declared") == []
+    assert not runner.is_view("scratch_db.declared")
+    runner.execute("drop database scratch_db cascade")
+
+
 def test_parameters_are_bound_not_spliced(engines) -> None:  # noqa: ANN001
     conn, runner = engines
     sql = "select count(*) from events where customer = ? or v = ?"

@@ -289,12 +289,12 @@ class SparkSql:
     def table_exists(self, qualified: str) -> bool:
         """Whether table or view `schema.name` exists."""
         schema, name = qualified.split(".")
-        return bool(self.spark.catalog.tableExists(name, schema))
+        return bool(self.spark.catalog.tableExists(f"{schema}.{name}"))
 
     def is_view(self, qualified: str) -> bool:
         """Whether `schema.name` is a view (not a table, nor missing)."""
         schema, name = qualified.split(".")
-        if not self.spark.catalog.tableExists(name, schema):
+        if not self.spark.catalog.tableExists(f"{schema}.{name}"):
             return False
         return self.spark.catalog.getTable(qualified).tableType == "VIEW"
 
