@@ -923,7 +923,12 @@ def _role_counts(sql: Sql, role: str, table: str) -> dict[str, int]:
 
 def raw_row_count(sql: Sql, sources: Sequence[SourceConfig]) -> int:
     """Rows in the sources' raw tables: what cleaned plus quarantined rows must add up to."""
-    return sum(int(sql.value(f"select count(*) from {ensure_raw_table(sql, s)}")) for s in sources)
+    return sum(raw_row_counts(sql, sources).values())
+
+
+def raw_row_counts(sql: Sql, sources: Sequence[SourceConfig]) -> dict[str, int]:
+    """Rows in each source's raw table, by source name."""
+    return {s.name: int(sql.value(f"select count(*) from {ensure_raw_table(sql, s)}")) for s in sources}
 
 
 # --------------------------------------------------------------------------- events and transactions
@@ -1161,8 +1166,9 @@ def _mapping_check(
         )
         return f"{row[0]} ({row[1]:,} rows)" if row else "none quarantined"
 
+    raw_rows = raw_row_counts(sql, sources)
     for source in sources:
-        raw = int(sql.value(f"select count(*) from {ensure_raw_table(sql, source)}"))
+        raw = raw_rows[source.name]
         cleaned = found.get(source.name, {})
         if raw and not cleaned.get("rows"):
             problems.append(
