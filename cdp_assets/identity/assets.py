@@ -95,6 +95,7 @@ def resolve(
     retrain: bool = False,
     reuse_pairs: bool = False,
     map_kept: bool = False,
+    clusters_only: bool = False,
 ) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
@@ -105,7 +106,10 @@ def resolve(
     keeps the pairs the last run scored where both records are unchanged (matching/pairs.py): the caller
     says so only when that run completed with the same configuration; `map_kept` brings the map up to date
     by rewriting only the records whose id changed, which the caller says only when the map is what the
-    last completed run left (inputs.map_as_left)."""
+    last completed run left (inputs.map_as_left). `clusters_only` stops before the id registry names the
+    customers and returns the clusters, (source, source_record_id, role, component) rows, as `clusters`:
+    how one engine's clustering is compared with another's (the registry's transaction does not run on
+    Spark yet)."""
     with sql.scratch("deterministic") as tables:
         fingerprint = settings or settings_fingerprint(config)
         return _resolve(
@@ -118,6 +122,7 @@ def resolve(
             retrain,
             reuse_pairs,
             map_kept,
+            clusters_only,
         )
 
 
@@ -137,6 +142,7 @@ def _resolve(
     retrain: bool,
     reuse_pairs: bool,
     map_kept: bool,
+    clusters_only: bool,
 ) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
@@ -265,6 +271,8 @@ def _resolve(
         temporary=True,
     )
     tables.drop("component_frame")
+    if clusters_only:
+        return {"clusters": sql.rows(f"select source, source_record_id, role, component from {labelled}"), **matching}
     id_changes = assign_ids(
         sql,
         labelled,

@@ -1,0 +1,173 @@
+"""Identity's clustering on Spark against DuckDB: the same cleaned tables resolved by both engines.
+
+    python -m benchmarks.spark_identity [--febrl 1 2 3 4] [--demo-people 2000] [--workdir DIR]
+
+Each data set is extracted and cleaned on DuckDB by materializing the assets (FEBRL loaded as a new user
+would, see benchmarks/identity.py; the demo generated at `--demo-people`), then its cleaned tables are
+copied into a fresh in-memory DuckDB database and into a local[2] Spark session, and the identity stage's
+own code resolves each up to the clusters (the id registry, which then names the customers, does not run
+on Spark yet). Prints per data set whether the partition of records into customers, the blocked and
+shared identifiers and the trained model are identical, whether the evidence holds the same pairs and
+decisions with weights equal to 1e-12, and each engine's seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from resources.config import CDPConfig
+from resources.sql import Sql
+
+# Identity tables that must hold the same rows on both engines (the evidence is compared apart).
+SAME_ROWS = (
+    "identity.blocked_identifiers",
+    "identity.shared_identifiers",
+    "identity.shared_identifier_groups",
+    "identity.model",
+)
+EVIDENCE = "select * from identity.evidence order by left_source, left_record_id, right_source, right_record_id"
+
+
+def cleaned_on_both(warehouse: Path, spark: Any, folder: Path) -> tuple[Sql, Any]:
+    """The cleaned tables of `warehouse` in a fresh in-memory DuckDB database (bootstrapped as the platform
+    does) and in the Spark session's `clean` database, through Parquet files written in `folder`."""
+    from resources.spark.runner import SparkSql
+    from resources.warehouse import bootstrap
+
+    duck = duckdb.connect()
+    duck.execute("set TimeZone = 'UTC'")
+    bootstrap(duck)
+    duck.execute(f"attach '{warehouse}' as source (read_only)")
+    spark.sql("create database if not exists clean")
+    tables = duck.execute(
+        "select table_name from duckdb_tables() where database_name = 'source' and schema_name = 'clean' order by 1"
+    ).fetchall()
+    for (table,) in tables:
+        duck.execute(f"create or replace table clean.{table} as select * from source.clean.{table}")
+        file = folder / f"{table}.parquet"
+        duck.execute(f"copy clean.{table} to '{file}' (format parquet)")
+        spark.read.parquet(str(file)).write.mode("overwrite").saveAsTable(f"clean.{table}")
+    duck.execute("detach source")
+    return Sql(duck), SparkSql(spark)
+
+
+def drop_spark_schemas(spark: Any) -> None:
+    """Forget what `cleaned_on_both` and a resolve left in the Spark session."""
+    for schema in ("clean", "identity", "cdp"):
+        spark.sql(f"drop database if exists {schema} cascade")
+
+
+def partition(rows: list[tuple]) -> list[list[tuple]]:
+    """Clusters (source, record, role, component) as a partition of the records, whatever the labels."""
+    groups: dict[object, list[tuple]] = {}
+    for source, record, role, component in rows:
+        groups.setdefault(component, []).append((source, record, role))
+    return sorted(sorted(group) for group in groups.values())
+
+
+def _close(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+    return a == b
+
+
+def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
+    """Resolve both engines' cleaned tables up to the clusters and compare what they give."""
+    from cdp_assets.identity.assets import resolve
+
+    started = time.perf_counter()
+    duckdb_clusters = partition(resolve(on_duckdb, config, clusters_only=True)["clusters"])  # type: ignore[arg-type]
+    duckdb_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    spark_clusters = partition(resolve(on_spark, config, clusters_only=True)["clusters"])  # type: ignore[arg-type]
+    spark_seconds = time.perf_counter() - started
+    tables = {
+        t: sorted(on_spark.rows(f"select * from {t}")) == sorted(on_duckdb.rows(f"select * from {t}"))
+        for t in SAME_ROWS
+    }
+    ours, theirs = on_duckdb.rows(EVIDENCE), on_spark.rows(EVIDENCE)
+    evidence = len(ours) == len(theirs) and all(
+        all(_close(a, b) for a, b in zip(left, right, strict=True)) for left, right in zip(ours, theirs, strict=True)
+    )
+    return {
+        "records": sum(len(c) for c in duckdb_clusters),
+        "customers": len(duckdb_clusters),
+        "joined customers": sum(len(c) > 1 for c in duckdb_clusters),
+        "same partition": spark_clusters == duckdb_clusters,
+        "same tables": tables,
+        "evidence pairs": len(ours),
+        "same evidence": evidence,
+        "decisions": sorted({row[-1] for row in ours}),
+        "duckdb_s": round(duckdb_seconds, 1),
+        "spark_s": round(spark_seconds, 1),
+    }
+
+
+def _cleaned_warehouse(config_path: Path) -> CDPConfig:
+    """Extract and clean the configuration's landing folder on DuckDB by materializing the assets."""
+    import dagster as dg
+
+    from cdp_assets.definitions import build_definitions
+    from resources.config import load_config
+
+    config = load_config(config_path)
+    defs = build_definitions(config)
+    keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] in ("raw", "clean")]
+    with dg.instance_for_test() as instance:
+        job = defs.resolve_job_def("full_refresh")
+        result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=True)
+    assert result.success
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--febrl", type=int, nargs="*", default=[1, 2, 3, 4])
+    parser.add_argument("--demo-people", type=int, nargs="*", default=[2000])
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    from demo.configs import relocated_config
+    from demo.febrl import write_febrl
+    from demo.generate import generate
+    from resources.spark.runner import spark_session
+
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-spark-identity-"))
+    sets: list[tuple[str, Path]] = []
+    for number in args.febrl:
+        config_path, _ = write_febrl(number, folder / f"febrl{number}")
+        sets.append((f"FEBRL{number}", config_path))
+    for people in args.demo_people:
+        target = folder / f"demo{people}"
+        generate(people=people, seed=42, out_dir=target / "landing", truth_path=target / "truth.csv")
+        sets.append((f"demo {people:,} people", relocated_config(target, "http://127.0.0.1:9")))
+    started = time.perf_counter()
+    spark = spark_session(master="local[2]", warehouse_dir=folder / "spark-warehouse")
+    print(f"Spark session started in {time.perf_counter() - started:.1f} s")
+    try:
+        for name, config_path in sets:
+            config = _cleaned_warehouse(config_path)
+            scratch = Path(tempfile.mkdtemp(dir=folder))
+            on_duckdb, on_spark = cleaned_on_both(config.warehouse_path, spark, scratch)
+            try:
+                figures = compare(on_duckdb, on_spark, config)
+            finally:
+                on_duckdb.close()
+                drop_spark_schemas(spark)
+            print(f"\n{name}: {figures}")
+    finally:
+        spark.stop()
+        if args.workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
