@@ -88,7 +88,13 @@ class _Registry:
         self._spark = spark
 
     def register(self, name: str, frame: pd.DataFrame | pa.Table) -> None:
-        self._spark.createDataFrame(frame).createOrReplaceTempView(name)
+        # Through Arrow, whose types hold when the frame has no rows (Spark infers a pandas frame's types
+        # from its rows); a column of nothing but NULLs, which Arrow cannot type, is text.
+        table = pa.Table.from_pandas(frame, preserve_index=False) if isinstance(frame, pd.DataFrame) else frame
+        for index, column in enumerate(table.schema):
+            if pa.types.is_null(column.type):
+                table = table.set_column(index, column.name, table.column(index).cast(pa.string()))
+        self._spark.createDataFrame(table).createOrReplaceTempView(name)
 
     def unregister(self, name: str) -> None:
         self._spark.catalog.dropTempView(name)
