@@ -34,7 +34,7 @@ from cdp_assets.identity.inputs import (
     with_outputs,
 )
 from cdp_assets.identity.matching.model import MIN_LABELLED_PAIRS
-from cdp_assets.identity.matching.pipeline import match_probabilistically
+from cdp_assets.identity.matching.pipeline import match_probabilistically, trains
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
@@ -208,7 +208,10 @@ def _resolve(
         """,
     )
     split_edges = tables("split_edges")
-    shared = block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges)
+    # How reliable first names and birth dates are, measured on shared values, is kept with a model being
+    # trained (SharedDisagreement); with the kept model it is not measured.
+    measure = trains(sql, config, person_nodes, retrain)
+    shared = block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges, measure)
     sql.create_table_as(
         usable_values,
         f"""
@@ -462,6 +465,7 @@ def block_shared_values(
     id_edges: str,
     person_latest: str,
     split_edges: str,
+    measure: bool = True,
 ) -> SharedDisagreement:
     """Sort out the values shared by more people than their type allows (`max_people_per_value`).
 
@@ -477,7 +481,7 @@ def block_shared_values(
     latest person records.
 
     Returns what the values' records say about how reliable first names and birth dates are (see
-    SharedDisagreement), measured before the values were judged by them.
+    SharedDisagreement), measured before the values were judged by them; nothing when not `measure`.
     """
     _create_shared_tables(sql)
     sql.create_table_as(
@@ -489,7 +493,7 @@ def block_shared_values(
         return SharedDisagreement()
     within = {t: specs[t].max_people_linked_within for t in limits}
     with sql.scratch("shared_values") as tables:
-        return _block_shared(sql, limits, within, id_values, id_edges, person_latest, split_edges, tables)
+        return _block_shared(sql, limits, within, id_values, id_edges, person_latest, split_edges, tables, measure)
 
 
 def _block_shared(
@@ -501,6 +505,7 @@ def _block_shared(
     person_latest: str,
     split_edges: str,
     tables: Scratch,
+    measure: bool,
 ) -> SharedDisagreement:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
     repeated_values = tables("repeated_values")
@@ -538,7 +543,7 @@ def _block_shared(
         )
     )
     first_names = FirstNames(counts)
-    measured = _shared_pairs(sql, repeated_values, id_edges, person_latest)
+    measured = _shared_pairs(sql, repeated_values, id_edges, person_latest) if measure else SharedDisagreement()
     blocked: list[tuple[str, str, int, int]] = []
     split: list[tuple[str, str, int, int]] = []
     grouped: list[tuple[int, str, str, int | None]] = []
@@ -551,7 +556,7 @@ def _block_shared(
             end += 1
         value_rows = rows[start:end]
         start = end
-        if len(value_rows) <= FEW_RECORDS:
+        if measure and len(value_rows) <= FEW_RECORDS:
             _count_disagreeing(value_rows, first_names, measured)
         birth_dates = sorted({r[5] for r in value_rows if r[5] is not None})
         names = sorted({(r[3], r[4]) for r in value_rows if r[3] is not None}, key=lambda n: (n[0], n[1] or ""))

@@ -27,6 +27,7 @@ from cdp_assets.identity.matching.model import (
     MODEL_TABLE,
     TRAINING_TABLE,
     FellegiSunterModel,
+    KeptModel,
     build_term_frequencies,
     estimate,
     fill_kept_term_frequencies,
@@ -153,16 +154,7 @@ def _match(
     rules = settings.block_rules()
     fingerprint = model_fingerprint(names, settings.model_dump_json())
     kept = load_model(sql, names, fingerprint)
-    if retrain:
-        training = "retrained: requested"
-    elif kept is None:
-        training = "trained: no kept model fits these comparisons and matching settings"
-    elif record_count >= 2 * kept.person_records:
-        training = f"retrained: person records doubled since training ({kept.person_records:,} -> {record_count:,})"
-    elif kept.model.labelled_pairs < MIN_LABELLED_PAIRS:
-        training = "retrained: the kept model had too few pairs of one person's records to learn from"
-    else:
-        training = "kept"
+    training = _training(kept, retrain, record_count)
     # How common each value is, per column whose exact agreement is weighed by it: `tf_<column>(value, tf)`,
     # as the kept model was trained with them when it is kept.
     term_frequencies = {column: tables(f"tf_{column}") for column in term_frequency_columns(names)}
@@ -345,6 +337,30 @@ def _match(
             if c in names
         },
     }
+
+
+def _training(kept: KeptModel | None, retrain: bool, person_records: int) -> str:
+    """Whether the model is trained in this run, and why: "kept" when the kept one serves."""
+    if retrain:
+        return "retrained: requested"
+    if kept is None:
+        return "trained: no kept model fits these comparisons and matching settings"
+    if person_records >= 2 * kept.person_records:
+        return f"retrained: person records doubled since training ({kept.person_records:,} -> {person_records:,})"
+    if kept.model.labelled_pairs < MIN_LABELLED_PAIRS:
+        return "retrained: the kept model had too few pairs of one person's records to learn from"
+    return "kept"
+
+
+def trains(sql: Sql, config: CDPConfig, person_records: int, retrain: bool) -> bool:
+    """Whether a run over `person_records` latest person records trains the model (match_probabilistically
+    decides the same way): what is measured only for a model being trained can be skipped otherwise."""
+    settings = config.identity.matching
+    if not settings.enabled or person_records < 2:
+        return False
+    names = list(settings.comparisons)
+    kept = load_model(sql, names, model_fingerprint(names, settings.model_dump_json()))
+    return _training(kept, retrain, person_records) != "kept"
 
 
 def _train(
