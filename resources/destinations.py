@@ -246,12 +246,14 @@ def connection_problem(exc: requests.RequestException, url: str, timeout: float)
         return f"{type(exc).__name__}: no answer from {server} within {timeout:g} s"
     reason = None
     seen: BaseException | None = exc
-    while seen is not None and reason is None:
+    for _ in range(10):  # requests wraps urllib3's error, which wraps the socket's: a few levels deep
+        if seen is None or reason is not None:
+            break
         if isinstance(seen, OSError) and seen.strerror:
             reason = seen.strerror
-        nested = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
-        reason = reason or next((a.strerror for a in nested if isinstance(a, OSError) and a.strerror), None)
-        seen = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__ or (nested[0] if nested else None)
+        nested = [a for a in seen.args if isinstance(a, BaseException)]
+        inner = [getattr(seen, "reason", None), seen.__cause__, seen.__context__, *nested]
+        seen = next((e for e in inner if isinstance(e, BaseException)), None)
     return f"{type(exc).__name__}: cannot connect to {server}: {reason or 'the connection failed'}"
 
 

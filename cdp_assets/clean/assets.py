@@ -1177,7 +1177,7 @@ def _mapping_check(
                     "field": "(every row)",
                     "problem": f"all {raw:,} rows quarantined",
                     "quarantined most": most_quarantined(source.name, None),
-                }  # fmt: skip
+                }
             )
             continue
         for field in mapped[source.name]:
@@ -1189,14 +1189,14 @@ def _mapping_check(
                         "field": f"{field} ({label})",
                         "problem": f"no value in any of {cleaned['rows']:,} cleaned rows",
                         "quarantined most": most_quarantined(source.name, label),
-                    }  # fmt: skip
+                    }
                 )
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=MAPPING_CHECK,
         passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"problems": len(problems), "details": dg.MetadataValue.md(markdown_table(problems) or "none")},
+        metadata={"problems": len(problems), "details": dg.MetadataValue.md(markdown_table(problems))},
     )
 
 

@@ -162,8 +162,8 @@ def _taking_along(
         return moving
     with sql.registered("override_others", pd.DataFrame({"node_id": others})) as frame:
         with_person = {
-            c
-            for (c,) in sql.rows(
+            node
+            for (node,) in sql.rows(
                 f"select distinct node_id from {id_nodes} semi join {frame} using (node_id) where role = 'person'"
             )
         }
