@@ -130,9 +130,12 @@ LOADED_FILES = Table(
         "loaded_at": "TIMESTAMP",
         # What the file was read with; a failed file is tried again when it changes (see cdp_assets.extract).
         "read_settings": "VARCHAR",
+        # The file's modification time when its sha256 was last taken: a file of the same size and time is
+        # not read again to hash it (as the landing sensor judges files, by size and time).
+        "mtime_ns": "BIGINT",
     },
     primary_key=("source", "file"),
-    added_later=("read_settings",),
+    added_later=("read_settings", "mtime_ns"),
 )
 EXTRACT_QUARANTINE = Table("meta.extract_quarantine", QUARANTINE_COLUMNS)
 # Which raw files cleaning has read, as loaded when it read them, and with which cleaning settings: a

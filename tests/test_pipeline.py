@@ -2,12 +2,14 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from cdp_assets.extract import assets as extract_assets
 from tests.fixtures import Platform, make_platform
 
 pytestmark = pytest.mark.dagster
@@ -268,6 +270,33 @@ def test_changed_file_replaces_its_rows_and_renamed_copy_is_skipped(small: Platf
         )
         == 1
     )
+
+
+def test_a_file_is_read_to_hash_it_only_when_its_size_or_time_changed(small: Platform, monkeypatch):
+    """Hashing every landing file on every run would cost what the folder holds; a file keeps the hash it
+    had while its size and modification time are those recorded (as the landing sensor judges files)."""
+    hashed: list[str] = []
+    real = extract_assets.file_sha256
+    monkeypatch.setattr(extract_assets, "file_sha256", lambda path: hashed.append(path.name) or real(path))
+    tickets = small.config.landing_path / "support" / "tickets.csv"
+    assert small.refresh().success
+    assert hashed == []
+    stat = tickets.stat()
+    os.utime(tickets, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, not changed
+    assert small.refresh().success
+    assert hashed == ["tickets.csv"]
+    assert small.scalar("select mtime_ns from meta.loaded_files where file = 'support/tickets.csv'") == (
+        stat.st_mtime_ns + 10**9
+    )
+    hashed.clear()
+    assert small.refresh().success
+    assert hashed == []
+    # Changed in place, same size: its new time has it hashed and loaded again.
+    content = tickets.read_bytes()
+    tickets.write_bytes(content.replace(b",closed,", b",CLOSED,", 1))
+    assert small.refresh().success
+    assert hashed == ["tickets.csv"]
+    assert small.scalar("select count(*) from raw.support_tickets where record ->> '$.status' = 'CLOSED'") == 1
 
 
 def test_malformed_files_do_not_stop_other_sources(small: Platform):

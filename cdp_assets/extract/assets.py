@@ -229,11 +229,12 @@ def load_file(
                         and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
                 )
         rows_rejected = sum(1 for r in rejects if r.row_number is not None)
+        stat = path.stat()
         sql.execute(
             "insert or replace into meta.loaded_files (source, file, sha256, size_bytes, rows_loaded, rows_rejected, "
-            "status, loaded_at, read_settings) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [source.name, rel, sha, path.stat().st_size, rows_loaded, rows_rejected, status, now]
-            + [read_settings(source)],
+            "status, loaded_at, read_settings, mtime_ns) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [source.name, rel, sha, stat.st_size, rows_loaded, rows_rejected, status, now]
+            + [read_settings(source), stat.st_mtime_ns],
         )
     return {"file": rel, "status": status, "rows_loaded": rows_loaded, "rows_rejected": rows_rejected}
 
@@ -314,18 +315,30 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 erased = partial(erased_rows, sql, cdp_config, source, table, key=key, hashes=hashes)
 
             known = {
-                file: (sha, status, file_settings)
-                for file, sha, status, file_settings in sql.rows(
-                    "select file, sha256, status, read_settings from meta.loaded_files where source = ?",
+                file: (sha, status, file_settings, (size, mtime_ns))
+                for file, sha, status, file_settings, size, mtime_ns in sql.rows(
+                    "select file, sha256, status, read_settings, size_bytes, mtime_ns from meta.loaded_files "
+                    "where source = ?",
                     [source.name],
                 )
             }
             # A renamed copy of a loaded file is skipped; a copy of a failed one is tried (and refused) itself.
-            known_hashes = {sha for sha, status, _ in known.values() if status != "failed"}
+            known_hashes = {sha for sha, status, _, _ in known.values() if status != "failed"}
             for path in files:
                 rel = path.relative_to(landing).as_posix()
-                sha = file_sha256(path)
                 previous = known.get(rel)
+                stat = path.stat()
+                # A file of the size and modification time it had when hashed is that file: reading every
+                # landing file again on each run to hash it would cost what the landing folder holds.
+                if previous is not None and previous[3] == (stat.st_size, stat.st_mtime_ns):
+                    sha = previous[0]
+                else:
+                    sha = file_sha256(path)
+                    if previous is not None and previous[0] == sha:  # touched, not changed: remember its time
+                        sql.execute(
+                            "update meta.loaded_files set mtime_ns = ? where source = ? and file = ?",
+                            [stat.st_mtime_ns, source.name, rel],
+                        )
                 unchanged = previous is not None and previous[0] == sha
                 if unchanged and (previous[1] != "failed" or previous[2] == settings):
                     skipped += 1
