@@ -191,6 +191,39 @@ def test_a_table_declared_by_columns_is_replaced(engines) -> None:  # noqa: ANN0
     runner.execute("drop database scratch_db cascade")
 
 
+def test_updates_and_deletes_change_the_rows_duckdb_changes(engines) -> None:  # noqa: ANN001
+    """Spark cannot change a parquet table's rows in place: the runner writes the table anew with the rows
+    the statement picks changed or gone (a condition with a subquery, a join through `from` or `using`, a
+    parameter, rows where the condition is NULL left alone), for a table and a temporary table alike."""
+    conn, runner = engines
+    rows = """select * from (values ('a', 'active', null, 1), ('b', 'active', 'b', 2), ('c', 'retired', 'b', 3),
+                                    ('d', 'active', 'd', null), ('e', 'active', 'e', 5))
+              t(customer_id, status, current_id, n)"""
+    steps = [
+        ("update ids_t set status = 'merged', n = ? where customer_id in (select old_id from merged_t)", [10]),
+        ("update ids_t g set current_id = m.survivor from merged_t m where g.current_id = m.old_id", None),
+        ("update ids_t set status = 'seen' where current_id = 'a'", None),  # NULL for a's row: left alone
+        ("delete from ids_t where n is null", None),
+        ("delete from ids_t r using gone_t g where r.customer_id = g.customer_id", None),
+    ]
+    helpers = {"merged_t": "select 'b' as old_id, 'a' as survivor", "gone_t": "select 'e' as customer_id"}
+    for temporary in (False, True):
+        conn.execute(f"create or replace {'temp ' if temporary else ''}table ids_t as {rows}")
+        runner.create_table_as("ids_t", rows, temporary=temporary)
+        for table, select in helpers.items():
+            conn.execute(f"create or replace temp table {table} as {select}")
+            runner.create_table_as(table, select, temporary=True)
+        for statement, params in steps:
+            conn.execute(statement, params)
+            runner.execute(statement, params)
+        query = "select customer_id, status, current_id, n from ids_t order by all"
+        expected = [("a", "active", None, 1), ("b", "seen", "a", 10), ("c", "seen", "a", 3)]
+        assert runner.rows(query) == conn.execute(query).fetchall() == expected
+        for table in ("ids_t", "merged_t", "gone_t"):
+            runner.drop_table(table)
+            conn.execute(f"drop table if exists {table}")
+
+
 def test_parameters_are_bound_not_spliced(engines) -> None:  # noqa: ANN001
     conn, runner = engines
     sql = "select count(*) from events where customer = ? or v = ?"

@@ -14,6 +14,9 @@ What differs from DuckDB, on purpose:
 - What Spark cannot do to a temporary table (a view), the runner does: `create temp table t (columns...)`
   keeps an empty table of those columns, and `insert into t select ...` keeps t's rows and the new ones
   as the table anew.
+- `update` and `delete` (with `from`/`using` too), which parquet tables and views do not take, are run by
+  writing the table anew with the picked rows changed or gone (not atomically; Delta and Iceberg tables
+  take the dialect's MERGE INTO instead).
 
 Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the DuckDB classes that
 `SqlError` and `SqlDataError` name, so a caller's `except SqlError` holds on either engine.
@@ -138,7 +141,7 @@ class SparkSql:
 
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
-        if self._create_empty_temporary(sql):
+        if self._create_empty_temporary(sql) or self._changed_in_place(sql, params):
             return
         statements = self._statements(sql)
         if params is not None and len(statements) > 1:
@@ -190,6 +193,66 @@ class SparkSql:
         self.drop_table(name)
         kept.createOrReplaceTempView(name)
         self._kept[name] = kept
+        return True
+
+    def _changed_in_place(self, sql: str, params: Params) -> bool:
+        """`update t [alias] set c = e [from s] where w` and `delete from t [alias] [using s] where w` (DuckDB)
+        on a table Spark cannot change row by row (its session's parquet tables, and temporary tables): the
+        rows w picks (each once, where a `from` matches several) are computed, and the table is written
+        anew with them changed or gone and its other rows as they were. False when `sql` is not one such
+        statement, or the tables are Delta or Iceberg, which take the dialect's MERGE INTO.
+
+        Not atomic: a failure between dropping the old table and renaming the new one in its place leaves
+        the rows under `<table>__new`."""
+        import sqlglot
+        from pyspark.sql import functions as F
+        from sqlglot import exp
+
+        if self.table_format in ("delta", "iceberg"):
+            return False
+        try:
+            trees = sqlglot.parse(sql, read="duckdb")
+        except sqlglot.errors.ParseError:
+            return False
+        if len(trees) != 1 or not isinstance(trees[0], exp.Update | exp.Delete):
+            return False
+        tree = trees[0]
+        target = tree.this
+        name = exp.table_name(target)
+        alias = target.alias_or_name
+        row = "__cdp_row"
+        base = _guarded(
+            lambda: self.spark.table(name).withColumn(row, F.monotonically_increasing_id()).localCheckpoint(eager=True),
+            sql,
+        )
+        base.createOrReplaceTempView("__cdp_base")
+        others = [tree.args["from_"].this] if isinstance(tree, exp.Update) and tree.args.get("from_") else []
+        others += list(tree.args.get("using") or []) if isinstance(tree, exp.Delete) else []
+        sources = ", ".join([f"__cdp_base as {alias}", *(o.sql(dialect="duckdb") for o in others)])
+        where = tree.args.get("where")
+        condition = f" where {where.this.sql(dialect='duckdb')}" if where is not None else ""
+        assigned = {e.this.name: e.expression.sql(dialect="duckdb") for e in tree.expressions}
+        values = "".join(f", {value} as {column}" for column, value in assigned.items())
+        picked = self._df(f"select {alias}.{row}{values} from {sources}{condition}", params).dropDuplicates([row])
+        kept = base.join(picked.select(row), row, "left_anti")
+        if assigned:
+            types = {f.name: f.dataType for f in base.schema.fields}
+            changed = (
+                base.drop(*assigned)
+                .join(picked, row)
+                .select(*[F.col(c).cast(types[c]) if c in assigned else F.col(c) for c in base.columns])
+            )
+            kept = kept.unionByName(changed)
+        fresh = _guarded(lambda: kept.drop(row).localCheckpoint(eager=True), sql)
+        self.spark.catalog.dropTempView("__cdp_base")
+        if name in self._kept:
+            fresh.createOrReplaceTempView(name)
+            self._kept.pop(name).unpersist()
+            self._kept[name] = fresh
+            return True
+        _guarded(lambda: fresh.write.format(self.table_format).saveAsTable(f"{name}__new"), sql)
+        self._run(f"drop table {name}", None)
+        self._run(f"alter table {name}__new rename to {name}", None)
         return True
 
     def _insert_into_kept(self, statement: str, params: Params) -> bool:
