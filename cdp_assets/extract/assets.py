@@ -9,6 +9,7 @@ source's other files; the asset's warning check lists such files.
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
@@ -147,8 +148,12 @@ def load_file(
     rel: str,
     sha: str,
     erased: Callable[[str], list[Reject]] | None = None,
+    stat: os.stat_result | None = None,
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
+
+    `stat` is the file's size and modification time when `sha` was taken (now, by default): recorded
+    with the hash, so a file that changes while it is read is hashed and loaded again by the next run.
 
     `erased(file)`, when people have been erased, removes the file's rows that carry an erased identifier and
     returns their rejects (see cdp_assets/extract/tombstones.py), before anything commits.
@@ -229,7 +234,7 @@ def load_file(
                         and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
                 )
         rows_rejected = sum(1 for r in rejects if r.row_number is not None)
-        stat = path.stat()
+        stat = stat or path.stat()
         sql.execute(
             "insert or replace into meta.loaded_files (source, file, sha256, size_bytes, rows_loaded, rows_rejected, "
             "status, loaded_at, read_settings, mtime_ns) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -346,7 +351,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 if previous is None and sha in known_hashes:
                     skipped += 1
                     continue
-                outcome = load_file(sql, source, path, rel, sha, erased)
+                outcome = load_file(sql, source, path, rel, sha, erased, stat)
                 context.log.info(f"{source.name}: {outcome}")
                 if outcome["status"] == "failed":
                     context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")
