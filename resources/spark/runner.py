@@ -39,6 +39,9 @@ from resources.spark.dialect import to_spark
 from resources.spark.udfs import ensure_jar, register
 from resources.sql import Params, Sql
 
+# Table formats that change rows in place (the dialect's MERGE INTO, `create or replace`); the session's
+# parquet tables do not, and the runner rewrites them instead.
+ROW_LEVEL_FORMATS = ("delta", "iceberg")
 # Spark's error conditions that mean the data, not the statement, is at fault (as SqlDataError does).
 _DATA_ERRORS = ("CAST_INVALID_INPUT", "CAST_OVERFLOW", "ARITHMETIC_OVERFLOW", "DIVIDE_BY_ZERO", "NUMERIC_VALUE_OUT")
 
@@ -141,7 +144,8 @@ class SparkSql:
 
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
-        if self._create_empty_temporary(sql) or self._changed_in_place(sql, params):
+        tree = _one_duckdb_statement(sql)
+        if tree is not None and (self._create_empty_temporary(tree, sql) or self._changed_in_place(tree, sql, params)):
             return
         statements = self._statements(sql)
         if params is not None and len(statements) > 1:
@@ -162,40 +166,29 @@ class SparkSql:
         table = tree.this.this
         if table.db:
             self._run(f"create database if not exists {table.db}", None)
-        if not tree.args.get("replace") or self.table_format in ("delta", "iceberg"):
+        if not tree.args.get("replace") or self.table_format in ROW_LEVEL_FORMATS:
             return statement
         self.drop_table(table.sql(dialect="spark"))
         tree.set("replace", False)
         return tree.sql(dialect="spark")
 
-    def _create_empty_temporary(self, sql: str) -> bool:
-        """`create [or replace] temp table t (columns...)` (DuckDB) as an empty kept table of those columns:
-        Spark's temporary tables are views of a select, which the dialect cannot write for a bare list of
-        columns; False when `sql` is not one such statement."""
-        import sqlglot
+    def _create_empty_temporary(self, tree: Any, sql: str) -> bool:
+        """`create [or replace] temp table t (columns...)` (DuckDB, parsed: `tree`) as an empty kept table of
+        those columns: Spark's temporary tables are views of a select, which the dialect cannot write for a
+        bare list of columns; False when `sql` is not one such statement."""
         from sqlglot import exp
 
-        try:
-            trees = sqlglot.parse(sql, read="duckdb")
-        except sqlglot.errors.ParseError:
-            return False  # the translation names what it cannot read
-        if len(trees) != 1 or not isinstance(trees[0], exp.Create) or not isinstance(trees[0].this, exp.Schema):
+        if not isinstance(tree, exp.Create) or not isinstance(tree.this, exp.Schema):
             return False
-        tree = trees[0]
         if tree.find(exp.TemporaryProperty) is None:
             return False
-        name = tree.this.this.sql(dialect="spark")
         columns = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
         ddl = to_spark(f"create table t ({', '.join(c.sql(dialect='duckdb') for c in columns)})")[0]
         schema = ddl[ddl.index("(") + 1 : ddl.rindex(")")]
-        empty = self.spark.createDataFrame([], schema=schema)
-        kept = _guarded(lambda: empty.localCheckpoint(eager=True), sql)
-        self.drop_table(name)
-        kept.createOrReplaceTempView(name)
-        self._kept[name] = kept
+        self._keep(tree.this.this.sql(dialect="spark"), self.spark.createDataFrame([], schema=schema), sql)
         return True
 
-    def _changed_in_place(self, sql: str, params: Params) -> bool:
+    def _changed_in_place(self, tree: Any, sql: str, params: Params) -> bool:
         """`update t [alias] set c = e [from s] where w` and `delete from t [alias] [using s] where w` (DuckDB)
         on a table Spark cannot change row by row (its session's parquet tables, and temporary tables): the
         rows w picks (each once, where a `from` matches several) are computed, and the table is written
@@ -204,19 +197,11 @@ class SparkSql:
 
         Not atomic: a failure between dropping the old table and renaming the new one in its place leaves
         the rows under `<table>__new`."""
-        import sqlglot
         from pyspark.sql import functions as F
         from sqlglot import exp
 
-        if self.table_format in ("delta", "iceberg"):
+        if self.table_format in ROW_LEVEL_FORMATS or not isinstance(tree, exp.Update | exp.Delete):
             return False
-        try:
-            trees = sqlglot.parse(sql, read="duckdb")
-        except sqlglot.errors.ParseError:
-            return False
-        if len(trees) != 1 or not isinstance(trees[0], exp.Update | exp.Delete):
-            return False
-        tree = trees[0]
         target = tree.this
         name = exp.table_name(target)
         alias = target.alias_or_name
@@ -243,16 +228,14 @@ class SparkSql:
                 .select(*[F.col(c).cast(types[c]) if c in assigned else F.col(c) for c in base.columns])
             )
             kept = kept.unionByName(changed)
-        fresh = _guarded(lambda: kept.drop(row).localCheckpoint(eager=True), sql)
-        self.spark.catalog.dropTempView("__cdp_base")
         if name in self._kept:
-            fresh.createOrReplaceTempView(name)
-            self._kept.pop(name).unpersist()
-            self._kept[name] = fresh
-            return True
-        _guarded(lambda: fresh.write.format(self.table_format).saveAsTable(f"{name}__new"), sql)
-        self._run(f"drop table {name}", None)
-        self._run(f"alter table {name}__new rename to {name}", None)
+            self._keep(name, kept.drop(row), sql)
+        else:
+            _guarded(lambda: kept.drop(row).write.format(self.table_format).saveAsTable(f"{name}__new"), sql)
+            self._run(f"drop table {name}", None)
+            self._run(f"alter table {name}__new rename to {name}", None)
+        self.spark.catalog.dropTempView("__cdp_base")
+        base.unpersist()
         return True
 
     def _insert_into_kept(self, statement: str, params: Params) -> bool:
@@ -288,12 +271,16 @@ class SparkSql:
                 for f in kept.schema.fields
             ]
         )
-        union = kept.unionByName(added)
-        fresh = _guarded(lambda: union.localCheckpoint(eager=True), statement)
-        fresh.createOrReplaceTempView(name)
-        self._kept[name] = fresh
-        kept.unpersist()
+        self._keep(name, kept.unionByName(added), statement)
         return True
+
+    def _keep(self, name: str, df: Any, statement: str) -> None:
+        """Compute `df` now and keep it as temporary table `name`, in place of what had the name (a kept
+        table computed from which `df` may be: it is let go only once `df` holds its own rows)."""
+        kept = _guarded(lambda: df.localCheckpoint(eager=True), statement)
+        self.drop_table(name)
+        kept.createOrReplaceTempView(name)
+        self._kept[name] = kept
 
     def rows(self, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Every row of a query, as tuples (a struct as a dict, as DuckDB gives it)."""
@@ -336,10 +323,7 @@ class SparkSql:
         if temporary:
             if "." in name:
                 raise SparkSqlError(f"a temporary table has no schema: {name}")
-            kept = _guarded(lambda: df.localCheckpoint(eager=True), select)
-            self.drop_table(name)
-            kept.createOrReplaceTempView(name)
-            self._kept[name] = kept
+            self._keep(name, df, select)
             return
         schema, _, _ = name.rpartition(".")
         if schema:
@@ -387,6 +371,18 @@ class SparkSql:
             "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
         )
         yield self  # pragma: no cover
+
+
+def _one_duckdb_statement(sql: str) -> Any:
+    """`sql` parsed in DuckDB's dialect when it is one statement, else None (the translation then names
+    what it cannot read)."""
+    import sqlglot
+
+    try:
+        trees = [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
+    except sqlglot.errors.ParseError:
+        return None
+    return trees[0] if len(trees) == 1 else None
 
 
 def _guarded(action: Callable[[], Any], statement: str = "") -> Any:
