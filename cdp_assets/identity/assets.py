@@ -517,15 +517,7 @@ def _block_shared(
     )
     rows = sql.rows(
         f"""
-        with records as (
-            select e.id_type, e.id_value, e.node_id, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
-                   nullif(lower(trim(p.first_name)), '') as first_name,
-                   nullif(lower(trim(p.last_name)), '') as last_name
-            from {id_edges} e
-            semi join {repeated_values} v using (id_type, id_value)
-            anti join identity.blocked_identifiers b using (id_type, id_value)
-            join {person_latest} p using (node_id)
-        ),
+        with records as ({_repeated_value_records(id_edges, repeated_values, person_latest)}),
         -- Values whose records differ in birth date or first name: a tenth of them. Finding them with min
         -- and max first spares reading the records of the values that only one person carries.
         varied as (
@@ -631,20 +623,27 @@ def _block_shared(
     return measured
 
 
+def _repeated_value_records(id_edges: str, repeated_values: str, person_latest: str) -> str:
+    """A select of the person records under each repeated value not blocked by pattern or list, as the
+    sharing rules read them: (id_type, id_value, node_id, birth_date as YYYYMMDD, first_name, last_name),
+    names lower-cased and trimmed."""
+    return f"""
+        select e.id_type, e.id_value, e.node_id, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
+               nullif(lower(trim(p.first_name)), '') as first_name,
+               nullif(lower(trim(p.last_name)), '') as last_name
+        from {id_edges} e
+        semi join {repeated_values} v using (id_type, id_value)
+        anti join identity.blocked_identifiers b using (id_type, id_value)
+        join {person_latest} p using (node_id)"""
+
+
 def _shared_pairs(sql: Sql, repeated_values: str, id_edges: str, person_latest: str) -> SharedDisagreement:
     """The pairs SharedDisagreement counts, each field's disagreeing ones still at zero: pairs of person
     records under a value on at most FEW_RECORDS of them (not blocked by pattern or list) that agree on
     the birth date (for first names) or give the same first name (for birth dates), both fields known."""
     row = sql.row(
         f"""
-        with records as (
-            select e.id_type, e.id_value, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
-                   nullif(lower(trim(p.first_name)), '') as first_name
-            from {id_edges} e
-            semi join {repeated_values} v using (id_type, id_value)
-            anti join identity.blocked_identifiers b using (id_type, id_value)
-            join {person_latest} p using (node_id)
-        ),
+        with records as ({_repeated_value_records(id_edges, repeated_values, person_latest)}),
         few as (
             select id_type, id_value, birth_date, first_name from records
             semi join (select id_type, id_value from records group by 1, 2 having count(*) <= {FEW_RECORDS})
