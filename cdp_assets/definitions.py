@@ -8,8 +8,10 @@ tables it writes); the platform's policy for every asset (who owns it, what star
 kind, links to its code) is applied here, once, by `apply_platform_policy`.
 """
 
+import sys
 import warnings
 from collections.abc import Sequence
+from types import TracebackType
 from typing import cast
 
 import dagster as dg
@@ -36,7 +38,7 @@ from cdp_assets.segments.assets import build_segment_assets
 from cdp_assets.snapshot.assets import build_read_snapshot_asset
 from cdp_assets.syncs.assets import GROUP as SYNCS_GROUP
 from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
-from resources.config import CDPConfig, load_config
+from resources.config import CDPConfig, ConfigError, load_config
 from resources.config.refresh import RETRAIN_TAG
 from resources.landing import api_sources
 from resources.warehouse import warehouse_resource
@@ -171,4 +173,26 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_config())
+def _report_config_errors_plainly() -> None:
+    """Make an invalid configuration end a `dagster job execute` or `dagster asset materialize` with its
+    message alone. The CLI lets the error escape to Python, which would print fifty lines of Dagster's own
+    frames first and leave the line that names the file and key at the bottom. `dagster dev` catches the
+    error itself and shows the message first, so only the uncaught case is changed; any other exception
+    is printed as before."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        if isinstance(error, ConfigError):
+            print(f"ConfigError: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, trace)
+
+    sys.excepthook = hook
+
+
+try:
+    _config = load_config()
+except ConfigError:
+    _report_config_errors_plainly()
+    raise
+defs = build_definitions(_config)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,25 @@ from resources.config import load_config
 from tests.fixtures import REPO, write_config
 
 pytestmark = pytest.mark.dagster
+
+
+def test_dagster_cli_reports_an_invalid_configuration_without_a_traceback(tmp_path):
+    """`dagster job execute` lets a load error escape to Python; the user sees our message, not its frames."""
+    bad = tmp_path / "cdp.yaml"
+    bad.write_text("warehouse:\n  path: wh.duckdb\nsources:\n  - name: crm\n    format: csvv\n")
+    env = {**os.environ, "CDP_CONFIG": str(bad), "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "cdp_assets.definitions", "-j", "full_refresh"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert f"ConfigError: {bad}: invalid configuration" in done.stderr
+    assert "sources[0] (crm).format: Input should be 'csv'" in done.stderr
 
 
 def test_repository_definitions_load_with_every_stage():
