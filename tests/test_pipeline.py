@@ -272,6 +272,32 @@ def test_changed_file_replaces_its_rows_and_renamed_copy_is_skipped(small: Platf
     )
 
 
+def test_a_resent_copy_beside_its_emptied_original_loads_in_the_same_run(small: Platform):
+    """A vendor re-sends a file under a new name and withdraws the old name with an empty file: the copy's
+    content is no longer loaded once this run replaces the original, so it loads now (it used to be
+    skipped as a copy of the original's old content, leaving the source empty until a later run)."""
+    path = small.config.landing_path / "support" / "tickets.csv"
+    content = path.read_bytes()
+    before = small.sql("select record from raw.support_tickets order by all")
+    assert before
+    (path.parent / "tickets-resent.csv").write_bytes(content)  # sorts before tickets.csv
+    path.write_bytes(content.splitlines(keepends=True)[0])  # the header alone: its rows withdrawn
+    result = small.refresh()
+    assert result.success
+    assert small.sql("select record from raw.support_tickets order by all") == before
+    assert small.scalar("select count(distinct _file) from raw.support_tickets") == 1
+    # The same content under a third name is now a copy of what tickets-resent.csv loaded, and says so.
+    (path.parent / "tickets-again.csv").write_bytes(content)
+    result = small.refresh()
+    extract = [
+        m.event_specific_data.materialization
+        for m in result.get_asset_materialization_events()
+        if m.event_specific_data.materialization.asset_key == dg.AssetKey(["raw", "support_tickets"])
+    ][0]
+    assert extract.metadata["copies_skipped"].value == "support/tickets-again.csv (as support/tickets-resent.csv)"
+    assert small.sql("select record from raw.support_tickets order by all") == before
+
+
 def test_a_file_is_read_to_hash_it_only_when_its_size_or_time_changed(small: Platform, monkeypatch):
     """Hashing every landing file on every run would cost what the folder holds; a file keeps the hash it
     had while its size and modification time are those recorded (as the landing sensor judges files)."""

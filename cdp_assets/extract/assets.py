@@ -327,14 +327,13 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                     [source.name],
                 )
             }
-            # A renamed copy of a loaded file is skipped; a copy of a failed one is tried (and refused) itself.
-            known_hashes = {sha for sha, status, _, _ in known.values() if status != "failed"}
+            # Each file's content now: a file of the size and modification time it had when hashed is that
+            # file, since reading every landing file again on each run to hash it would cost what the
+            # landing folder holds.
+            present: dict[str, tuple[Path, os.stat_result, str]] = {}
             for path in files:
                 rel = path.relative_to(landing).as_posix()
-                previous = known.get(rel)
-                stat = path.stat()
-                # A file of the size and modification time it had when hashed is that file: reading every
-                # landing file again on each run to hash it would cost what the landing folder holds.
+                previous, stat = known.get(rel), path.stat()
                 if previous is not None and previous[3] == (stat.st_size, stat.st_mtime_ns):
                     sha = previous[0]
                 else:
@@ -344,12 +343,26 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                             "update meta.loaded_files set mtime_ns = ? where source = ? and file = ?",
                             [stat.st_mtime_ns, source.name, rel],
                         )
+                present[rel] = (path, stat, sha)
+            # A renamed copy of loaded content is skipped: content whose rows stay loaded after this run, i.e.
+            # of a file unchanged since it loaded or gone from the folder (its rows are kept), not the old
+            # content of a file this run replaces (a re-sent copy beside an emptied original must load).
+            # A copy of a failed file is tried (and refused) itself.
+            loaded_content = {
+                sha: file
+                for file, (sha, status, _, _) in known.items()
+                if status != "failed" and (file not in present or present[file][2] == sha)
+            }
+            copies: list[str] = []
+            for rel, (path, stat, sha) in present.items():
+                previous = known.get(rel)
                 unchanged = previous is not None and previous[0] == sha
                 if unchanged and (previous[1] != "failed" or previous[2] == settings):
                     skipped += 1
                     continue
-                if previous is None and sha in known_hashes:
-                    skipped += 1
+                if previous is None and sha in loaded_content:
+                    context.log.info(f"{source.name}: {rel} holds what {loaded_content[sha]} loaded; skipped")
+                    copies.append(f"{rel} (as {loaded_content[sha]})")
                     continue
                 outcome = load_file(sql, source, path, rel, sha, erased, stat)
                 context.log.info(f"{source.name}: {outcome}")
@@ -357,7 +370,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                     context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")
                 loaded.append(outcome)
                 if outcome["status"] != "failed":
-                    known_hashes.add(sha)
+                    loaded_content.setdefault(sha, rel)
             check = _files_check(sql, source, [p.relative_to(landing).as_posix() for p in files])
             if not loaded and config.skip_if_unchanged:
                 context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
@@ -381,6 +394,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 "files_loaded": sum(1 for x in loaded if x["status"] != "failed"),
                 "files_quarantined_this_run": sum(1 for x in loaded if x["status"] == "failed"),
                 "files_skipped_unchanged": skipped,
+                "copies_skipped": dg.MetadataValue.md(", ".join(copies) or "none"),
                 "rows_loaded_this_run": sum(int(x["rows_loaded"]) for x in loaded),
                 "rows_rejected_this_run": sum(int(x["rows_rejected"]) for x in loaded),
                 "quarantined_total": int(quarantined),
