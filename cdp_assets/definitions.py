@@ -154,7 +154,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     schedules = [
         s
         for s in (
-            build_time_windows_schedule(config),
+            build_time_windows_schedule(config, without=[rebuild_check]),
             build_model_retraining_schedule(config),
             build_rebuild_check_schedule(config),
             build_retention_schedule(config, privacy_job),

@@ -19,6 +19,7 @@ source (rather than one for all) lets each API be polled as often as its rate li
 freshness call for, and shows each in the UI with its own history and on/off switch.
 """
 
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -39,8 +40,12 @@ REBUILD_CHECK_JOB = "rebuild_check"
 REBUILD_CHECK_SCHEDULE = "rebuild_check_schedule"
 
 
-def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | None:
-    """The schedule, or None when `refresh.time_windows` is null."""
+def build_time_windows_schedule(
+    config: CDPConfig, without: Sequence[dg.AssetChecksDefinition] = ()
+) -> dg.ScheduleDefinition | None:
+    """The schedule, or None when `refresh.time_windows` is null. Checks on the refreshed assets run with
+    them, except those in `without`: the rebuild check costs a refresh of its own and runs on its own
+    schedule, not every night."""
     refresh = config.refresh
     if refresh.time_windows is None:
         return None
@@ -49,7 +54,7 @@ def build_time_windows_schedule(config: CDPConfig) -> dg.ScheduleDefinition | No
         name=TIME_WINDOWS_SCHEDULE,
         cron_schedule=refresh.time_windows,
         execution_timezone=refresh.timezone,
-        target=dg.AssetSelection.assets(GOLDEN_PROFILES).downstream(),
+        target=dg.AssetSelection.assets(GOLDEN_PROFILES).downstream() - dg.AssetSelection.checks(*without),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Re-evaluates windowed traits, the segments reading them and the syncs with no new file.",
     )

@@ -90,6 +90,19 @@ def test_the_schedule_measures_from_its_tick_and_skips_when_windows_do_not_move(
     assert build_time_windows_schedule(off) is None
 
 
+@pytest.mark.dagster
+def test_the_nightly_job_runs_the_refreshed_assets_checks_but_not_the_rebuild_check():
+    """The rebuild check costs a refresh of its own: it runs on its own schedule, not with every tick."""
+    from cdp_assets.definitions import defs
+
+    schedule = next(s for s in defs.schedules if s.name == TIME_WINDOWS_SCHEDULE)
+    job = defs.resolve_job_def(schedule.job_name)
+    assert {"profiles__golden_profiles", "segments__lapsed_buyers"} <= set(job.graph.node_names())
+    checks = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert {"one_profile_per_customer", "members_have_profiles", "every_change_delivered"} <= checks
+    assert "equals_a_rebuild" not in checks
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize(
     ("refresh", "message"),
