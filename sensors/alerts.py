@@ -31,6 +31,9 @@ def alert_text(run: dg.DagsterRun, failures: list[tuple[str, str]], ui_url: str)
 def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name="run_failure_alerts",
+        # Every failed run of the instance, not only those the code location launched: a run started with
+        # `dagster job execute` (the headless way the README gives) belongs to no code location.
+        monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts a message to the alert webhook (alerts.webhook_url_env) when a run fails.",
     )

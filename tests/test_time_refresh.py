@@ -267,6 +267,48 @@ def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
         server.shutdown()
 
 
+@pytest.mark.dagster
+def test_a_run_started_outside_any_code_location_is_alerted_too(tmp_path, monkeypatch):
+    """`dagster job execute` records a run with no code location; the sensor's own tick in its code location
+    (not its function called by hand) must still pick that run's failure up and post it."""
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    defs = build_definitions(load_config(write_config(tmp_path)))
+    sensor = defs.resolve_sensor_def("run_failure_alerts")
+    failing = dg.define_asset_job("failing", selection=[dg.AssetKey(["raw", "orders"])])
+    (tmp_path / "warehouse.duckdb").mkdir()  # the extract cannot open its warehouse: the run fails
+
+    def tick(instance: dg.DagsterInstance, cursor: str | None):  # the tick's data, with its cursor
+        context = dg.SensorEvaluationContext(
+            instance_ref=None,
+            cursor=cursor,
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            repository_name=defs.get_repository_def().name,
+            code_location_origin=RegisteredCodeLocationOrigin("cdp_assets.definitions"),
+        )
+        return sensor.evaluate_tick(context)
+
+    with dg.instance_for_test() as instance:
+        first = tick(instance, None)
+        result = (
+            dg.Definitions.merge(defs, dg.Definitions(jobs=[failing]))
+            .resolve_job_def("failing")
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
+        assert not result.success and result.dagster_run.remote_job_origin is None
+        try:
+            tick(instance, first.cursor)
+            (message,) = _Webhook.received
+            assert message["text"].startswith(f"Run {result.run_id[:8]} of failing failed.")
+        finally:
+            _Webhook.received.clear()
+            server.shutdown()
+
+
 @pytest.mark.unit
 def test_an_alert_keeps_to_the_first_line_of_each_error():
     run = dg.DagsterRun(job_name="full_refresh", run_id="0123456789abcdef")
