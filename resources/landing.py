@@ -10,6 +10,10 @@ import dagster as dg
 
 from resources.config import CDPConfig, SourceConfig
 
+# The extract's metadata entry saying when a file of the source last loaded, whether or not that run loaded
+# one: the freshness sensor judges a source by it, not by when its extract last ran.
+LAST_FILE_LOADED_AT = "last_file_loaded_at"
+
 
 class ExtractConfig(dg.Config):
     """Run configuration; the landing sensor asks for no materialization when nothing changed."""

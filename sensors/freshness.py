@@ -2,8 +2,9 @@
 
 A source that stops sending is otherwise silent: nothing fails, the profiles just age. The check
 `fresh` on `raw/<source>` fails (severity WARN) when no file of the source has loaded for longer than
-`expected_every`. Its result is reported by the `source_freshness` sensor, which looks at the time of the
-asset's last materialization (Dagster's own record; the warehouse is never opened) on every tick, and
+`expected_every`. Its result is reported by the `source_freshness` sensor, which reads when a file last
+loaded from the asset's last materialization (Dagster's own record; the warehouse is never opened: a run
+that loads nothing records the time of the last load it found) on every tick, and
 records an evaluation when the verdict changes, and once an hour while it holds, so the UI always shows
 the verdict of the last hour. No refresh or extract run evaluates it (a run that loads nothing would
 show it skipped); it can be executed by hand from the asset's page as well.
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from resources.config import CDPConfig, SourceConfig
+from resources.landing import LAST_FILE_LOADED_AT
 
 CHECK_NAME = "fresh"
 # A verdict that holds is recorded again after this long, so its evaluation never looks stale.
@@ -33,7 +35,15 @@ def freshness_evaluation(instance: dg.DagsterInstance, source: SourceConfig, now
     within = source.expected_within
     assert within is not None
     latest = instance.get_latest_materialization_event(raw_key(source))
-    loaded = latest.timestamp if latest is not None else None
+    loaded = None
+    if latest is not None and latest.asset_materialization is not None:
+        recorded = latest.asset_materialization.metadata.get(LAST_FILE_LOADED_AT)
+        # A run that loaded nothing materializes the extract too; what counts is when a file last loaded
+        # (an extract of an earlier version recorded no such entry: its run's time stands in).
+        if isinstance(recorded, dg.TimestampMetadataValue):
+            loaded = recorded.value
+        elif recorded is None:
+            loaded = latest.timestamp
     age = None if loaded is None else now - loaded
     passed = age is not None and age <= within.total_seconds()
     metadata: dict[str, dg.RawMetadataValue] = {

@@ -205,11 +205,19 @@ def test_a_source_that_stops_sending_is_marked_stale(tmp_path):
     ]
     assert [e.passed for e in executed] == [True]
 
-    # A day and a minute later, with no file since: stale again, recorded at once.
+    # A day and a minute after the file loaded, with no file since: stale again, recorded at once. A
+    # refresh that loads nothing materializes the extract again but is no load: it does not reset the span.
     orders = next(s for s in config.sources if s.name == "orders")
-    last = instance.get_latest_materialization_event(dg.AssetKey(["raw", "orders"])).timestamp
+    last = datetime.fromisoformat(verdict.metadata["last_loaded_at"].value).timestamp()
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    again = instance.get_latest_materialization_event(dg.AssetKey(["raw", "orders"])).timestamp
+    assert again > last
     assert not freshness_evaluation(instance, orders, last + 86_460).passed
+    assert not freshness_evaluation(instance, orders, (last + again) / 2 + 86_400).passed
     assert freshness_evaluation(instance, orders, last + 86_340).passed
+    assert freshness_evaluation(instance, orders, last + 86_340).metadata["last_loaded_at"].value == (
+        verdict.metadata["last_loaded_at"].value
+    )
 
 
 class _Webhook(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from cdp_assets.extract.readers import FileFormatError, Reject, Rows, read_file
 from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
-from resources.landing import ExtractConfig, poll_key, source_files
+from resources.landing import LAST_FILE_LOADED_AT, ExtractConfig, poll_key, source_files
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
 from resources.warehouse import Warehouse, utc_now
@@ -379,6 +379,11 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 return
             total = sql.value(f"select count(*) from {raw_table(source)}")
             quarantined = sql.value("select count(*) from meta.extract_quarantine where source = ?", [source.name])
+            # When a file of the source last loaded, whether or not this run loaded one: the freshness check
+            # (sensors/freshness.py) reads it from this materialization rather than the run's own time.
+            last_load = sql.value(
+                "select max(loaded_at) from meta.loaded_files where source = ? and status <> 'failed'", [source.name]
+            )
             sample = [
                 r[0]
                 for r in sql.rows(
@@ -398,6 +403,9 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 "rows_loaded_this_run": sum(int(x["rows_loaded"]) for x in loaded),
                 "rows_rejected_this_run": sum(int(x["rows_rejected"]) for x in loaded),
                 "quarantined_total": int(quarantined),
+                LAST_FILE_LOADED_AT: dg.MetadataValue.timestamp(last_load.replace(tzinfo=UTC))
+                if last_load
+                else "never",
                 "loaded_files": dg.MetadataValue.md(markdown_table(loaded) if loaded else "_no new files_"),
                 "preview": dg.MetadataValue.md(masked_records(sample)),
             },
