@@ -357,3 +357,23 @@ def test_replayed_landing_files_do_not_bring_them_back(erased: Erased):
     quarantined = platform.sql("select field, value from cdp.quarantine where reason = 'erased person'")
     assert len(quarantined) >= sum(len(p.record_ids) for p in erased.people) // 2
     assert all(re.fullmatch(r"[0-9a-f]{64}", value) for _, value in quarantined)
+
+
+def test_erasing_a_person_removes_the_access_documents_made_for_them(erased: Erased):
+    """An access document holds everything about the person: left in the requests folder after their
+    erasure, it would be a copy of what was erased."""
+    platform = erased.platform
+    [(note,)] = platform.sql("select note from privacy.requests where reference = 'T-6'")
+    document = platform.config.privacy_requests_path / note.removeprefix("written to ")
+    assert document.exists() and document.with_suffix("").is_dir()
+    (platform.config.privacy_requests_path / "later.csv").write_text(
+        f"type,id_type,value,reference,source\nerase,customer_id,{erased.asking},T-7,\n"
+    )
+    result = _run(platform, "later.csv")
+    assert result.success
+    assert not document.exists() and not document.with_suffix("").exists()
+    assert platform.sql("select status, note from privacy.requests where reference = 'T-6'") == [
+        ("completed", "document removed: the person was erased since")
+    ]
+    metadata = result.asset_materializations_for_node("privacy__requests")[0].metadata
+    assert metadata["access_documents_removed"].value == 1

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from resources.tables import (
     EVENTS,
     ID_HISTORY,
     PERSON_RECORDS,
+    PRIVACY_REQUESTS,
     SEGMENT_HISTORY,
     SEGMENT_MEMBERSHIP,
     TRANSACTIONS,
@@ -104,6 +106,34 @@ def write_access_document(config: CDPConfig, request_id: str, document: dict[str
     replace_atomically(target, write)
     write_csv_bundle(folder / request_id, document)
     return target
+
+
+def remove_access_documents(sql: Sql, config: CDPConfig, customers: Sequence[str]) -> int:
+    """Delete the access documents (JSON and CSV bundle) written for any of `customers`, the ids an erasure
+    removes: an export made before the erasure holds everything erased, and an erasure that left it in the
+    requests folder would not be one. The access request's receipt stays, its note saying the document is
+    gone. Returns how many documents were removed."""
+    if not customers:
+        return 0
+    requests = [
+        r
+        for (r,) in sql.rows(
+            f"""select request_id from {PRIVACY_REQUESTS.name}
+                where type = 'access' and list_has_any(customers, ?::varchar[]) order by 1""",
+            [list(customers)],
+        )
+    ]
+    folder = config.privacy_requests_path / "access"
+    for request_id in requests:
+        (folder / f"{request_id}.json").unlink(missing_ok=True)
+        shutil.rmtree(folder / request_id, ignore_errors=True)
+        sql.execute(
+            f"""update {PRIVACY_REQUESTS.name}
+                set note = 'document removed: the person was erased since'
+                where request_id = ? and note is distinct from 'document removed: the person was erased since'""",
+            [request_id],
+        )
+    return len(requests)
 
 
 def write_csv_bundle(folder: Path, document: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
-from cdp_assets.privacy.access import access_document, write_access_document
+from cdp_assets.privacy.access import access_document, remove_access_documents, write_access_document
 from cdp_assets.privacy.erasure import Request, erase, resolve_all
 from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
 from cdp_assets.privacy.requests import PrivacyRequestConfig, RejectedLine, from_file, from_run_config
@@ -138,7 +138,12 @@ def process_requests(
             _receipt(sql, request, resolution.status, run_id, candidates=resolution.candidates, note=resolution.note)
             statuses[request.request_id] = resolution.status
     lap("access and suppression")
-    report: dict[str, object] = {"erased_customers": 0, "landing_files_rewritten": 0, "exports_rewritten": 0}
+    report: dict[str, object] = {
+        "erased_customers": 0,
+        "access_documents_removed": 0,
+        "landing_files_rewritten": 0,
+        "exports_rewritten": 0,
+    }
     if found:
         at = utc_now()
         batch = erase(sql, config, found, key, run_id=run_id, at=at)
@@ -155,6 +160,7 @@ def process_requests(
                 statuses[request.request_id] = "pending"
         report["erased_customers"] = len(batch.customer_ids)
         lap("erase in the warehouse")
+        report["access_documents_removed"] = remove_access_documents(sql, config, batch.customer_ids)
     # The files this batch's erasure left to rewrite, and any an earlier run died before rewriting.
     report["landing_files_rewritten"] = rewrite_landing_files(sql, config)
     lap("landing files")
@@ -293,6 +299,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 "erased_customers_this_run": int(report["erased_customers"]),  # type: ignore[arg-type]
                 "landing_files_rewritten": int(report["landing_files_rewritten"]),  # type: ignore[arg-type]
                 "exports_rewritten": int(report["exports_rewritten"]),  # type: ignore[arg-type]
+                "access_documents_removed": int(report["access_documents_removed"]),  # type: ignore[arg-type]
                 "rows_expired": sum(expired.values()) if expired else 0,
                 "destinations": dg.MetadataValue.json(delivered),
                 **{k: dg.MetadataValue.int(v) for k, v in sizes.items()},
