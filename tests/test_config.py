@@ -92,6 +92,28 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             r"sources\[1\] \(shop_customers\)\.identifiers\[0\]\.type: 'shop_customer' is not a declared identifier "
             r"type; did you mean 'shop_customer_id'\?",
         ),
+        (
+            lambda c: c.setdefault("refresh", {}).update(time_windows="61 0 * * *"),
+            r"refresh\.time_windows: .*'61 0 \* \* \*' is not a valid cron expression: a field is out of range",
+        ),
+        (
+            lambda c: c["privacy"].update(retention_cron="every day"),
+            r"privacy\.retention_cron: .*'every day' is not a cron expression of five fields",
+        ),
+        (lambda c: c["sources"][0].update(expected_every="0 days"), r"sources\[0\] \(crm_contacts\)\.expected_every"),
+        (lambda c: c["profiles"]["traits"][0].update(window="0 days"), r"profiles\.traits\[0\].*\.window"),
+        (
+            lambda c: c.setdefault("alerts", {}).update(ui_url="localhost:3000"),
+            r"alerts\.ui_url: not an http\(s\) URL with a host",
+        ),
+        (
+            lambda c: c.setdefault("alerts", {}).update(webhook_url_env="my alert url"),
+            r"alerts\.webhook_url_env: .*'my alert url' is not an environment variable name",
+        ),
+        (
+            lambda c: c["destinations"][0].update(url="127.0.0.1:8402/hook"),
+            r"destinations\[0\] \(viewed_not_bought_webhook\)\.webhook\.url: not an http\(s\) URL",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, mutate, expected):
@@ -99,6 +121,16 @@ def test_invalid_config_names_the_key(tmp_path, mutate, expected):
     with pytest.raises(ConfigError, match=expected) as info:
         load_config(path)
     assert str(path) in str(info.value)
+
+
+def test_an_as_of_timestamp_written_unquoted_is_that_time(tmp_path):
+    """YAML reads `as_of: 2025-06-30T00:00:00`, the documentation's own example unquoted, as a timestamp."""
+    path = _with(tmp_path, lambda c: c["profiles"].update(as_of="PLACEHOLDER"))
+    path.write_text(path.read_text().replace("PLACEHOLDER", "2025-06-30T00:00:00"))
+    assert "as_of: 2025-06-30T00:00:00\n" in path.read_text()
+    assert load_config(path).profiles.as_of == "2025-06-30T00:00:00"
+    path.write_text(path.read_text().replace("as_of: 2025-06-30T00:00:00", "as_of: 2025-06-30"))
+    assert load_config(path).profiles.as_of == "2025-06-30"
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -5,12 +5,38 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-# A span of time as people write it in the file: '90 days', '12 hours', '1 week'.
-DURATION_RE = re.compile(r"^\s*(\d+)\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
+# A span of time as people write it in the file: '90 days', '12 hours', '1 week' (never zero: a window of
+# nothing, or a source expected every 0 days, is a mistake, not a setting).
+DURATION_RE = re.compile(r"^\s*0*([1-9]\d*)\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME_RE.match(value):
+        raise ValueError(
+            f"'{value}' is not an environment variable name (letters, digits and '_', not starting with a digit): "
+            "the file names the variable, the secret itself stays in the environment"
+        )
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        # Not echoed: a URL's path or query may carry a token, and this message is shown and logged.
+        raise ValueError("not an http(s) URL with a host; write it whole, e.g. https://host:8080/path")
+    return value
+
+
+# The name of an environment variable holding a secret, and an address the platform calls or links to.
+EnvName = Annotated[str, AfterValidator(_env_name)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class _Strict(BaseModel):
@@ -20,7 +46,7 @@ class _Strict(BaseModel):
 class AuthConfig(_Strict):
     """A secret header read from the environment at run time: never written in the file, never logged."""
 
-    env: str = Field(description="Environment variable holding the token.")
+    env: EnvName = Field(description="Environment variable holding the token.")
     header: str = "Authorization"
     scheme: str | None = Field("Bearer", description="Prefix before the token, e.g. Bearer; null for none.")
 
@@ -44,13 +70,22 @@ class RetryConfig(_Strict):
     timeout_seconds: float = Field(10.0, gt=0, description="Per request.")
 
 
-# Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*';
-# Dagster checks the rest when it builds the schedule.
+# Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*'.
 _CRON_RE = re.compile(r"^\s*[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}\s*$")
 
 
 def check_cron(value: str | None) -> str | None:
-    """A schedule's cron expression as the file gives it, or an error saying what one looks like."""
+    """A schedule's cron expression as the file gives it, or an error saying what one looks like. Values out
+    of range (minute 61, month 13, 30 February) are refused here with the key named, through the check
+    Dagster itself applies when it builds the schedule, which would otherwise fail the definitions
+    without naming the file."""
+    from dagster._utils.schedules import is_valid_cron_string
+
     if value is not None and not _CRON_RE.match(value):
         raise ValueError(f"'{value}' is not a cron expression of five fields, e.g. '0 0 * * *' (every midnight)")
+    if value is not None and not is_valid_cron_string(value):
+        raise ValueError(
+            f"'{value}' is not a valid cron expression: a field is out of range (minute 0-59, hour 0-23, "
+            "day of month 1-31, month 1-12, day of week 0-7) or names a day that never comes"
+        )
     return value

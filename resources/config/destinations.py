@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from resources.config.base import _NAME_RE, AuthConfig, RetryConfig, _Strict
+from resources.config.base import _NAME_RE, AuthConfig, EnvName, HttpUrl, RetryConfig, _Strict
 from resources.identifiers import hashed_kind
 
 
@@ -57,15 +57,15 @@ class WebhookDestinationConfig(_SyncedDestination):
     """JSON batches of audience events (entered, exited, updated) posted to one URL."""
 
     type: Literal["webhook"]
-    url: str
+    url: HttpUrl
 
 
 class RestDestinationConfig(_SyncedDestination):
     """A bulk upsert/delete API, the shape of e-mail and CRM tools' batch endpoints."""
 
     type: Literal["rest"]
-    upsert_url: str
-    delete_url: str | None = None
+    upsert_url: HttpUrl
+    delete_url: HttpUrl | None = None
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     records_key: str = "records"
     ids_key: str = "ids"
@@ -76,7 +76,7 @@ class HashedAudienceDestinationConfig(_SyncedDestination):
     """An ad-platform audience: members identified only by SHA-256 of normalised e-mail and phone."""
 
     type: Literal["hashed_audience"]
-    url: str
+    url: HttpUrl
     fields: dict[str, str] = Field(
         default_factory=lambda: {"email_sha256": "email", "phone_sha256": "phone"},
         description="Destination field -> profile column; fields ending in _sha256 are hashed.",
@@ -100,7 +100,7 @@ class PostgresDestinationConfig(_SyncedDestination):
     """Rows upserted (or mirrored) into a table of a PostgreSQL database: reverse ETL to an application."""
 
     type: Literal["postgres"]
-    dsn_env: str = Field(description="Environment variable holding the connection string.")
+    dsn_env: EnvName = Field(description="Environment variable holding the connection string.")
     table: str
     db_schema: str = Field("public", alias="schema")
     key_column: str = "id"

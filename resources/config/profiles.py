@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -110,6 +110,15 @@ class ProfilesConfig(_Strict):
             "instead of only theirs (1: only when everyone is affected). It decides the cost, never the result."
         ),
     )
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _as_of_written_unquoted(cls, value: object) -> object:
+        """YAML reads an unquoted `2025-06-30T00:00:00` (or `2025-06-30`) as a timestamp (a date), not the
+        text the documentation shows: taken as that time, not refused as "not a string"."""
+        if isinstance(value, date):
+            return value.isoformat()
+        return value
 
     @field_validator("as_of")
     @classmethod

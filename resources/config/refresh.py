@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from resources.config.base import _Strict, check_cron
+from resources.config.base import EnvName, HttpUrl, _Strict, check_cron
 
 # The run tag a scheduled time-windows refresh carries: the tick's time (UTC, ISO), which profiles
 # measure 'now' from.
@@ -67,11 +67,11 @@ class RefreshConfig(_Strict):
 class AlertsConfig(_Strict):
     """Where a failed run is reported: a Slack-compatible incoming webhook (`{"text": ...}`)."""
 
-    webhook_url_env: str = Field(
+    webhook_url_env: EnvName = Field(
         "CDP_ALERT_WEBHOOK_URL",
         description="Environment variable holding the webhook URL (a secret: never in this file). Unset: no alerts.",
     )
-    ui_url: str = Field(
+    ui_url: HttpUrl = Field(
         "http://127.0.0.1:3000", description="The Dagster UI's address, for the link to the failed run in a message."
     )
 

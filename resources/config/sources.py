@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from resources.config.base import _NAME_RE, DURATION_RE, AuthConfig, RetryConfig, _Strict, check_cron
+from resources.config.base import _NAME_RE, DURATION_RE, AuthConfig, HttpUrl, RetryConfig, _Strict, check_cron
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -160,7 +160,7 @@ class IncrementalConfig(_Strict):
 class HttpSourceConfig(_Strict):
     """Where and how an API source is polled."""
 
-    url: str
+    url: HttpUrl
     records_key: str | None = Field(
         "data", description="Dotted path of the list of records in a page's body; null when the body is the list."
     )
