@@ -21,23 +21,26 @@ class WriteKeyError(ValueError):
     """The write keys cannot be used; the message names where they came from and what is wrong."""
 
 
-def _entries(text: str, separator: str) -> list[str]:
-    return [e.strip() for e in text.split(separator) if e.strip() and not e.strip().startswith("#")]
+def _entries(text: str, separator: str) -> list[tuple[int, str]]:
+    """The entries with their place in `text` (1-based, blank ones and comments counted), so an error
+    names the line of a file a person opens in an editor."""
+    parts = [(number, e.strip()) for number, e in enumerate(text.split(separator), start=1)]
+    return [(number, e) for number, e in parts if e and not e.startswith("#")]
 
 
-def _parse(entries: list[str], origin: str, sources: Collection[str], keys: dict[str, str]) -> None:
-    for number, entry in enumerate(entries, start=1):
+def _parse(entries: list[tuple[int, str]], origin: str, sources: Collection[str], keys: dict[str, str]) -> None:
+    for number, entry in entries:
         source, colon, key = entry.partition(":")
         source, key = source.strip(), key.strip()
         if not colon or not source or not key:
-            raise WriteKeyError(f"{origin}, entry {number}: expected 'source:key'")
+            raise WriteKeyError(f"{origin} {number}: expected 'source:key'")
         if source not in sources:
             raise WriteKeyError(
-                f"{origin}, entry {number}: '{source}' is not a source with format 'segment' in the configuration; "
+                f"{origin} {number}: '{source}' is not a source with format 'segment' in the configuration; "
                 f"those are: {', '.join(sorted(sources)) or 'none'}"
             )
         if keys.get(key, source) != source:
-            raise WriteKeyError(f"{origin}, entry {number}: the key of '{source}' is already the key of '{keys[key]}'")
+            raise WriteKeyError(f"{origin} {number}: the key of '{source}' is already the key of '{keys[key]}'")
         keys[key] = source
 
 
@@ -45,14 +48,14 @@ def load_write_keys(environ: Mapping[str, str], sources: Collection[str]) -> Wri
     """The write keys from the environment, each checked to name one of `sources`."""
     keys: dict[str, str] = {}
     if environ.get(WRITE_KEYS_ENV):
-        _parse(_entries(environ[WRITE_KEYS_ENV], ","), WRITE_KEYS_ENV, sources, keys)
+        _parse(_entries(environ[WRITE_KEYS_ENV], ","), f"{WRITE_KEYS_ENV}, entry", sources, keys)
     if environ.get(WRITE_KEYS_FILE_ENV):
         path = Path(environ[WRITE_KEYS_FILE_ENV]).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise WriteKeyError(f"{WRITE_KEYS_FILE_ENV}={path}: cannot read it ({exc.strerror})") from None
-        _parse(_entries(text, "\n"), str(path), sources, keys)
+        _parse(_entries(text, "\n"), f"{path}, line", sources, keys)
     if not keys:
         example = next(iter(sorted(sources)), "website")
         raise WriteKeyError(

@@ -93,6 +93,12 @@ def test_write_keys_come_from_the_environment_or_a_file_and_name_known_sources(t
         load_write_keys({WRITE_KEYS_ENV: "web:k1,app:k1"}, ["web", "app"])
     with pytest.raises(WriteKeyError, match="no write keys"):
         load_write_keys({}, ["web"])
+    # A file's mistake is named by its line, as an editor shows it (comments and blank lines counted).
+    secrets.write_text("# rotated on 2025-06-01\napp:k3\n\nweb k4\n")
+    with pytest.raises(WriteKeyError, match=f"^{secrets}, line 4: expected 'source:key'$"):
+        load_write_keys({WRITE_KEYS_FILE_ENV: str(secrets)}, ["web", "app"])
+    with pytest.raises(WriteKeyError, match=f"^{WRITE_KEYS_ENV}, entry 2: expected 'source:key'$"):
+        load_write_keys({WRITE_KEYS_ENV: "web:k1,web"}, ["web"])
 
 
 # --------------------------------------------------------------------------- spool (unit)
