@@ -287,6 +287,12 @@ def test_rows_left_in_a_rewritten_landing_file_name_their_lines_in_it(erased: Er
             }  # fmt: skip
             assert cleaned <= raw_lines | set(range(1, len(lines) + 1))
             assert cleaned and max(cleaned) <= len(lines)
+            # The file's record says what it now is and holds: the next extract neither hashes nor reloads it.
+            [(loaded, size, mtime)] = platform.sql(
+                "select rows_loaded, size_bytes, mtime_ns from meta.loaded_files where source = ? and file = ?",
+                [source.name, file],
+            )
+            assert (loaded, size, mtime) == (len(rows), path.stat().st_size, path.stat().st_mtime_ns)
     assert rewritten
 
 

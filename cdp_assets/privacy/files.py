@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cdp_assets.extract.assets import file_sha256
+from cdp_assets.extract.assets import file_sha256, raw_table
 from cdp_assets.extract.tombstones import tombstone_hashes
 from resources.config import CDPConfig, FileDestinationConfig
 from resources.durable import fsync_path
@@ -139,10 +139,27 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
         for source_name, file, sha, _, _ in pending:
             path = config.landing_path / file
             if path.is_file():
+                # The file as it now is, so the next extract neither hashes nor reloads it, and as many rows
+                # loaded from it as the raw table still holds.
+                stat = path.stat()
+                source = sources.get(source_name)
+                loaded = (
+                    f"(select count(*) from {raw_table(source)} where _file = ?)"
+                    if source is not None
+                    else "rows_loaded"
+                )
                 sql.execute(
-                    f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ? where source = ? and file = ? "
-                    "and sha256 = ?",
-                    [file_sha256(path), path.stat().st_size, source_name, file, sha],
+                    f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ?, mtime_ns = ?, rows_loaded = {loaded} "
+                    "where source = ? and file = ? and sha256 = ?",
+                    [
+                        file_sha256(path),
+                        stat.st_size,
+                        stat.st_mtime_ns,
+                        *([file] if source else []),
+                        source_name,
+                        file,
+                        sha,
+                    ],
                 )
         sql.execute(f"delete from {FILE_REWRITES.name} where target = 'landing'")
     return rewritten
