@@ -355,6 +355,34 @@ def test_the_segment_sdks_calls_reach_cleaned_events_the_identity_map_and_traits
 
 
 @pytest.mark.dagster
+def test_a_visitor_who_identified_with_an_email_only_has_it_on_the_profile(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    """Segment's way of giving a profile an e-mail is identify's traits: a visitor no person source knows
+    gets it as the profile's e-mail, so e-mail segments and destinations reach them."""
+    from segment.analytics import Client
+
+    server, config = collector
+    errors: list[Exception] = []
+    sdk = Client(KEY, host=server.url, sync_mode=True, on_error=lambda error, batch: errors.append(error))
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    sdk.identify("u9", {"email": "Newbie+Tea@Example.net"}, anonymous_id="anon-9", timestamp=at)
+    sdk.track("u9", "Product Viewed", {"category": "tea"}, timestamp=at + timedelta(seconds=1))
+    assert errors == []
+    server.spools["website"].close()
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        [(customer, email, emails)] = conn.execute(
+            """select p.customer_id, p.email, p.emails from cdp.golden_profiles p
+               join cdp.identity_map m using (customer_id) where m.source_record_id = 'anon-9'"""
+        ).fetchall()
+        assert (email, emails) == ("newbie@example.net", ["newbie@example.net"])
+        assert conn.execute(
+            "select source, rule from cdp.profile_provenance where customer_id = ? and attribute = 'email'", [customer]
+        ).fetchall() == [("website", "latest_activity")]
+
+
+@pytest.mark.dagster
 def test_events_delivered_again_are_cleaned_once_and_their_copies_quarantined(
     collector, instance: dg.DagsterInstance
 ) -> None:

@@ -404,3 +404,53 @@ def test_segment_membership_history_over_runs(tmp_path):
         conn, "select customer_id, entered_at from cdp.segment_membership_history where exited_at is null order by 1"
     )
     assert members == open_rows
+
+
+def _activity_identifiers(conn: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, str, str]]) -> None:
+    """Identifiers of activity records: (role, source, record id, e-mail match key), and each record's id."""
+    for role, source, record_id, email in rows:
+        conn.execute(
+            f"insert into clean.{role}_identifiers values (?, ?, 'email', ?, 'a.jsonl', 1)", [source, record_id, email]
+        )
+        conn.execute(
+            "insert into cdp.identity_map select ?, ?, 'C', ? where not exists "
+            "(select 1 from cdp.identity_map where source = ? and source_record_id = ?)",
+            [source, record_id, role, source, record_id],
+        )
+
+
+def test_a_customer_whose_person_records_have_no_email_takes_the_latest_one_activity_carries(tmp_path):
+    """A visitor who gave an e-mail only to the website (a Segment identify) or with an order can be
+    reached: the profile takes the e-mail of the activity record active last, says so in the provenance,
+    and lists every one."""
+    config = make_config(tmp_path)
+    conn = warehouse(
+        [{"source": "a", "email": None, "first_name": "Ann"}],
+        transactions=[(datetime(2025, 5, 1), Decimal("10"), "paid")],
+        events=[(datetime(2025, 6, 1), "Signed Up", "web")],
+    )
+    _activity_identifiers(
+        conn, [("events", "web", "anon", "ann@web.example"), ("transactions", "shop", "o0", "ann@shop.example")]
+    )
+    build_profiles(Sql(conn), config)
+    assert one(conn, "select email, emails from cdp.golden_profiles") == [
+        ("ann@web.example", ["ann@shop.example", "ann@web.example"])
+    ]
+    assert one(conn, "select value, source, source_record_id, value_at, rule from cdp.profile_provenance "
+                     "where attribute = 'email'") == [
+        ("ann@web.example", "web", "anon", datetime(2025, 6, 1), "latest_activity")
+    ]  # fmt: skip
+
+
+def test_an_email_of_the_person_records_wins_over_activity_and_is_listed_once_in_its_typed_form(tmp_path):
+    config = make_config(tmp_path)
+    conn = warehouse(
+        [{"source": "a", "email": "jane.doe+shop@gmail.com", "email_match_key": "janedoe@gmail.com"}],
+        events=[(datetime(2025, 6, 1), "Signed Up", "web")],
+    )
+    _activity_identifiers(conn, [("events", "web", "anon", "janedoe@gmail.com")])
+    build_profiles(Sql(conn), config)
+    assert one(conn, "select email, emails from cdp.golden_profiles") == [
+        ("jane.doe+shop@gmail.com", ["jane.doe+shop@gmail.com"])
+    ]
+    assert one(conn, "select rule from cdp.profile_provenance where attribute = 'email'") == [("source_priority",)]

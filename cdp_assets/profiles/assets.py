@@ -7,6 +7,11 @@ and so are address parts: mixing a street from one record with a ZIP code from a
 an address nobody lives at. Consent per purpose is the latest statement; a revocation wins a tie, and
 no statement is not consent (the column is NULL).
 
+A customer none of whose person records has an e-mail (or phone) takes the latest one its activity
+carries, such as a Segment `identify`'s `traits.email` or an order's e-mail, in the form identity matches
+it by (lower case, `+tag` folded, Gmail dots removed): a visitor who identified on the website can be
+reached, and the provenance says the value came from activity (`rule` `latest_activity`).
+
 A run recomputes only the customers whose records, identity or time windows changed since the last run,
 or everyone when that is cheaper or the configuration changed: see cdp_assets.profiles.incremental.
 """
@@ -25,12 +30,12 @@ from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
 from resources.sql import Scratch, Sql
-from resources.tables import Table
+from resources.tables import ROLES, Table
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
 # Bump when survivorship, traits or the profile columns change.
-CODE_VERSION = "3"
+CODE_VERSION = "4"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
 CHECK_PROVENANCE = "every_value_has_provenance"
@@ -59,6 +64,11 @@ _PRESENT = {
     "name": "first_name is not null or last_name is not null",
     "address": "address_line1 is not null or postal_code is not null or city is not null",
 }
+
+
+# Profile attributes that activity's identifiers can give -> the normaliser of the identifier types carrying them.
+ACTIVITY_CONTACTS: dict[str, str] = {"email": "email", "phone": "phone"}
+ACTIVITY_RULE = "latest_activity"
 
 
 def _present(attribute: str) -> str:
@@ -110,7 +120,7 @@ def _pick_sql(attribute: str, rule: SurvivorshipRule, members: str) -> str:
     completeness = " + ".join(f"({c} is not null)::int" for c in columns)
     return f"""
         select customer_id, {", ".join(columns)}, value, source, source_record_id,
-               updated_at as value_at
+               updated_at as value_at, '{rule.rule}' as rule
         from (
             select *, {value} as value, {completeness} as completeness,
                    count(*) over (partition by customer_id, {value}) as frequency
@@ -184,6 +194,20 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     picks = {attribute: tables(f"pick_{attribute}") for attribute in ATTRIBUTES}
     for attribute, pick in picks.items():
         sql.create_table_as(pick, _pick_sql(attribute, survivorship.rule_for(attribute), members), temporary=True)
+    contacts = tables("activity_contacts")
+    _activity_contacts(sql, config, scope, contacts)
+    for attribute in ACTIVITY_CONTACTS:
+        column = ATTRIBUTES[attribute][0][0]
+        sql.execute(
+            f"""insert into {picks[attribute]} by name
+                select customer_id, value as {column}, value, source, source_record_id, value_at,
+                       '{ACTIVITY_RULE}' as rule
+                from {contacts} anti join {picks[attribute]} using (customer_id)
+                where attribute = '{attribute}'
+                qualify row_number() over (
+                    partition by customer_id order by value_at desc nulls last, source, source_record_id, value
+                ) = 1"""
+        )
     consent_picks = tables("consent_picks")
     sql.create_table_as(
         consent_picks,
@@ -204,10 +228,25 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
         f"left join {pick} pick_{attribute} using (customer_id)" for attribute, pick in picks.items()
     )
     select = f"""
-        with lists as (
+        with contact_values as (
+            select customer_id, 'email' as attribute, email as value from {members}
+            union all select customer_id, 'phone', phone from {members}
+            union all
+            -- An activity value is in identity's match form: one a person record holds in another form (an
+            -- address typed with a dot or a +tag) is that value, listed once, as the person typed it.
+            select customer_id, attribute, value from {contacts}
+            anti join (select customer_id, 'email' as attribute, email_match_key as value from {members}
+                       union all select customer_id, 'phone', phone from {members})
+              using (customer_id, attribute, value)
+        ),
+        contact_lists as (
             select customer_id,
-                list(distinct email order by email) filter (where email is not null) as emails,
-                list(distinct phone order by phone) filter (where phone is not null) as phones,
+                list(distinct value order by value) filter (where attribute = 'email' and value is not null) as emails,
+                list(distinct value order by value) filter (where attribute = 'phone' and value is not null) as phones
+            from contact_values group by customer_id
+        ),
+        lists as (
+            select customer_id,
                 list(distinct {ATTRIBUTES["address"][1]} order by {ATTRIBUTES["address"][1]})
                     filter (where {_PRESENT["address"]}) as addresses,
                 count(*) as record_count, min(updated_at) as first_updated_at, max(updated_at) as updated_at
@@ -219,20 +258,22 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
         ),
         consent as (select customer_id{consent_columns} from {consent_picks} group by customer_id)
         select k.customer_id, {picked},
-            coalesce(l.emails, []) as emails, coalesce(l.phones, []) as phones, coalesce(l.addresses, []) as addresses,
+            coalesce(cl.emails, []) as emails, coalesce(cl.phones, []) as phones,
+            coalesce(l.addresses, []) as addresses,
             k.sources, coalesce(l.record_count, 0) as record_count,
             least(l.first_updated_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
             t.* exclude (customer_id, first_event_at), {timestamp_literal(as_of)} as traits_as_of,
             current_timestamp::timestamp as profile_built_at, c.* exclude (customer_id)
         from customers k
         left join lists l using (customer_id)
+        left join contact_lists cl using (customer_id)
         {pick_joins}
         left join {traits} t using (customer_id)
         left join consent c using (customer_id)
         order by k.customer_id"""
     provenance = [
-        f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at,
-                   '{survivorship.rule_for(attribute).rule}' as rule from {pick}"""
+        f"""select customer_id, '{attribute}' as attribute, value, source, source_record_id, value_at, rule
+            from {pick}"""
         for attribute, pick in picks.items()
     ]
     provenance.append(
@@ -240,6 +281,51 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
                   'latest_statement' from {consent_picks}"""
     )
     return _Computed(select, " union all ".join(provenance) + " order by customer_id, attribute", scores)
+
+
+def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts: str) -> None:
+    """Fill temp table `contacts` (customer_id, attribute, value, source, source_record_id, value_at) with
+    the e-mails and phones the scope's activity records carry as identifiers, each with the time of its
+    record's latest activity."""
+    activity = [role for role in ROLES if role != "person"]
+    selects = []
+    for role in activity:
+        types = [r[0] for r in sql.rows(f"select distinct id_type from clean.{role}_identifiers order by 1")]
+        for attribute, kind in ACTIVITY_CONTACTS.items():
+            chosen = [t for t in types if config.identity.type_config(t).normalize == kind]
+            if chosen:
+                selects.append(
+                    f"""select '{attribute}' as attribute, id_value as value, source, source_record_id
+                        from clean.{role}_identifiers where id_type in ({", ".join(map(sql_literal, chosen))})"""
+                )
+    if not selects:
+        sql.create_table_as(
+            contacts,
+            """select null::varchar as customer_id, null::varchar as attribute, null::varchar as value,
+                      null::varchar as source, null::varchar as source_record_id, null::timestamp as value_at
+               where false""",
+            temporary=True,
+        )
+        return
+    occurrences = " union all ".join(f"select source, source_record_id, occurred_at from clean.{r}" for r in activity)
+    sql.create_table_as(
+        contacts,
+        f"""
+        with carried as (
+            select m.customer_id, i.* from ({" union all ".join(selects)}) i
+            join cdp.identity_map m using (source, source_record_id)
+            where true{in_scope("m.customer_id", scope)}
+        ),
+        latest as (
+            select source, source_record_id, max(occurred_at) as value_at
+            from ({occurrences})
+            semi join carried using (source, source_record_id)
+            group by all
+        )
+        select distinct c.customer_id, c.attribute, c.value, c.source, c.source_record_id, l.value_at
+        from carried c left join latest l using (source, source_record_id)""",
+        temporary=True,
+    )
 
 
 def _write_profiles(
