@@ -71,7 +71,7 @@ def landed(landing: Path) -> list[dict]:
         (lambda s: s["http"]["pagination"].pop("cursor_path"), r"\.http\.pagination: .*needs cursor_path"),
         (lambda s: s["http"].update(headers={"X-Api-Key": "s3cret"}), r"\.http\.headers: header 'X-Api-Key'"),
         (lambda s: s["http"].update(schedule="every hour"), r"\.http\.schedule: 'every hour' is not a cron"),
-        (lambda s: s["http"].update(url="ftp://x"), r"\.http\.url: 'ftp://x' is not an http"),
+        (lambda s: s["http"].update(url="ftp://x"), r"\.http\.url: not an http\(s\) URL with a host"),
         (lambda s: s.update(name="crm"), r"sources\[1\] \(crm\): its polls land in the folder 'crm/'"),
     ],
 )

@@ -176,13 +176,6 @@ class HttpSourceConfig(_Strict):
     )
     records_per_file: int = Field(10_000, ge=1, description="Records per landed JSON-lines file.")
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"'{value}' is not an http:// or https:// URL")
-        return value
-
     @field_validator("headers")
     @classmethod
     def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
