@@ -8,7 +8,7 @@ copied into a fresh in-memory DuckDB database and into a local[2] Spark session,
 own code resolves each up to the clusters (the id registry, which then names the customers, does not run
 on Spark yet). Prints per data set whether the partition of records into customers, the blocked and
 shared identifiers and the trained model are identical, whether the evidence holds the same pairs and
-decisions with weights equal to 1e-12, and each engine's seconds.
+decisions with weights equal to 1e-12, and each engine's seconds, in all and per step.
 """
 
 from __future__ import annotations
@@ -84,11 +84,13 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
     from cdp_assets.identity.assets import resolve
 
     started = time.perf_counter()
-    duckdb_clusters = partition(resolve(on_duckdb, config, clusters_only=True)["clusters"])  # type: ignore[arg-type]
+    on_duckdb_result = resolve(on_duckdb, config, clusters_only=True)
     duckdb_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    spark_clusters = partition(resolve(on_spark, config, clusters_only=True)["clusters"])  # type: ignore[arg-type]
+    on_spark_result = resolve(on_spark, config, clusters_only=True)
     spark_seconds = time.perf_counter() - started
+    duckdb_clusters = partition(on_duckdb_result["clusters"])  # type: ignore[arg-type]
+    spark_clusters = partition(on_spark_result["clusters"])  # type: ignore[arg-type]
     tables = {
         t: sorted(on_spark.rows(f"select * from {t}")) == sorted(on_duckdb.rows(f"select * from {t}"))
         for t in SAME_ROWS
@@ -108,6 +110,11 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
         "decisions": sorted({row[-1] for row in ours}),
         "duckdb_s": round(duckdb_seconds, 1),
         "spark_s": round(spark_seconds, 1),
+        # Seconds per step on each engine: how each grows with the data is what a larger run's time projects from.
+        "steps_s (duckdb, spark)": {
+            step: (seconds, dict(on_spark_result["timings"]).get(step))  # type: ignore[call-overload]
+            for step, seconds in dict(on_duckdb_result["timings"]).items()  # type: ignore[call-overload]
+        },
     }
 
 

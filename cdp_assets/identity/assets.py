@@ -274,8 +274,10 @@ def _resolve(
         temporary=True,
     )
     tables.drop("component_frame")
+    timings = {"deterministic layer": deterministic_seconds, **dict(matching["timings"])}  # type: ignore[call-overload]
     if clusters_only:
-        return {"clusters": sql.rows(f"select source, source_record_id, role, component from {labelled}"), **matching}
+        clusters = sql.rows(f"select source, source_record_id, role, component from {labelled}")
+        return {"clusters": clusters, **matching, "timings": timings}
     id_changes = assign_ids(
         sql,
         labelled,
@@ -293,11 +295,7 @@ def _resolve(
     summary.update(matching)
     summary["id_changes"] = id_changes
     summary["overrides"] = override_report
-    summary["timings"] = {
-        "deterministic layer": deterministic_seconds,
-        **dict(matching["timings"]),  # type: ignore[call-overload]
-        "identity map and summary": round(time.perf_counter() - started, 2),
-    }
+    summary["timings"] = {**timings, "identity map and summary": round(time.perf_counter() - started, 2)}
     return summary
 
 
