@@ -288,16 +288,18 @@ def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts:
     the e-mails and phones the scope's activity records carry as identifiers, each with the time of its
     record's latest activity."""
     activity = [role for role in ROLES if role != "person"]
+    # Only a declared type has a normaliser other than `id`, so the configuration names them all: the
+    # identifier tables need not be scanned for the types they hold.
     selects = []
-    for role in activity:
-        types = [r[0] for r in sql.rows(f"select distinct id_type from clean.{role}_identifiers order by 1")]
-        for attribute, kind in ACTIVITY_CONTACTS.items():
-            chosen = [t for t in types if config.identity.type_config(t).normalize == kind]
-            if chosen:
-                selects.append(
-                    f"""select '{attribute}' as attribute, id_value as value, source, source_record_id
-                        from clean.{role}_identifiers where id_type in ({", ".join(map(sql_literal, chosen))})"""
-                )
+    for attribute, kind in ACTIVITY_CONTACTS.items():
+        types = sorted(t for t, spec in config.identity.identifier_types.items() if spec.normalize == kind)
+        if not types:
+            continue
+        for role in activity:
+            selects.append(
+                f"""select '{attribute}' as attribute, id_value as value, source, source_record_id
+                    from clean.{role}_identifiers where id_type in ({", ".join(map(sql_literal, types))})"""
+            )
     if not selects:
         sql.create_table_as(
             contacts,
