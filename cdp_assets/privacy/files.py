@@ -140,26 +140,16 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
             path = config.landing_path / file
             if path.is_file():
                 # The file as it now is, so the next extract neither hashes nor reloads it, and as many rows
-                # loaded from it as the raw table still holds.
+                # loaded from it as the raw table still holds (kept as recorded if its source is gone).
                 stat = path.stat()
                 source = sources.get(source_name)
-                loaded = (
-                    f"(select count(*) from {raw_table(source)} where _file = ?)"
-                    if source is not None
-                    else "rows_loaded"
+                rows = (
+                    sql.value(f"select count(*) from {raw_table(source)} where _file = ?", [file]) if source else None
                 )
                 sql.execute(
-                    f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ?, mtime_ns = ?, rows_loaded = {loaded} "
-                    "where source = ? and file = ? and sha256 = ?",
-                    [
-                        file_sha256(path),
-                        stat.st_size,
-                        stat.st_mtime_ns,
-                        *([file] if source else []),
-                        source_name,
-                        file,
-                        sha,
-                    ],
+                    f"update {LOADED_FILES.name} set sha256 = ?, size_bytes = ?, mtime_ns = ?, "
+                    "rows_loaded = coalesce(?, rows_loaded) where source = ? and file = ? and sha256 = ?",
+                    [file_sha256(path), stat.st_size, stat.st_mtime_ns, rows, source_name, file, sha],
                 )
         sql.execute(f"delete from {FILE_REWRITES.name} where target = 'landing'")
     return rewritten
