@@ -32,7 +32,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -370,20 +370,40 @@ def stage_identifiers(
                 f"'field': {sql_literal(ident.path)}, 'raw': {expr}}}"
             )
         read = raw_rows(sql, source, scope) if rows is None else raw_rows_at(sql, source, rows)
+        # A number without a country code is read in the record's own country, as its cleaned field is
+        # (clean_person_records), and in the source's default_country only when the record names none.
+        country = source.fields.get("country")
+        raw_country = value_sql(source, country, "__values") if country else "null::varchar"
         if items:
             selects.append(
-                f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, region from (
+                f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, raw_country,
+                    default_country as region from (
                     select {sql_literal(source.name)} as source, _file as file, _row_number as row_number,
-                        {sql_literal(source.default_country)} as region, unnest([{", ".join(items)}]) as i
+                        {sql_literal(source.default_country)} as default_country, {raw_country} as raw_country,
+                        unnest([{", ".join(items)}]) as i
                     from (select *, {extracted_sql(source)} as __values from {read}))"""
             )
     if not selects:
         selects = [
             "select null::varchar source, null::varchar file, null::bigint row_number, null::varchar id_type, "
-            "null::varchar kind, null::varchar field, null::varchar raw, null::varchar region where false"
+            "null::varchar kind, null::varchar field, null::varchar raw, null::varchar raw_country, "
+            "null::varchar region where false"
         ]
     identifiers = scratch("identifier_stage")
     sql.create_table_as(identifiers, " union all ".join(selects), temporary=True)
+    if sql.value(f"select count(*) from (select 1 from {identifiers} where raw_country is not null limit 1)"):
+        country_map = scratch("identifier_country_map")
+        register_map(
+            sql,
+            country_map,
+            f"select distinct raw_country as raw from {identifiers} where raw_country is not null",
+            rules.clean_country,
+            ["country", "reason"],
+        )
+        sql.execute(
+            f"""update {identifiers} i set region = c.country from {country_map} c
+                where c.raw = i.raw_country and c.country is not null"""
+        )
     # Each normaliser's values have its canonical field's limit (an e-mail's, a phone's), ids the identifiers'.
     limits = " ".join(f"when '{n.name}' then {rules.text_limit(n.text_limit_field)}" for n in NORMALISERS.values())
     limit = f"case kind {limits} else {rules.text_limit('identifier')} end"

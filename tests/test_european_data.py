@@ -1,0 +1,80 @@
+"""Data from outside the United States: numbers written in a record's own country, names with accents and
+their ASCII spellings, street names with ß, decimal commas, consent given in other languages. Each test
+cleans (and where it matters resolves) hand-written raw rows in an in-memory warehouse."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cdp_assets.clean.assets import clean_person_records
+from resources.config import CDPConfig, load_config
+from resources.sql import Sql
+from resources.warehouse import bootstrap
+
+pytestmark = pytest.mark.stage
+
+
+def _warehouse(tmp_path: Path, sources: list[dict], raw_rows: dict[str, list[dict]]) -> tuple[CDPConfig, Sql]:
+    """A configuration of `sources` and an in-memory warehouse whose raw tables hold `raw_rows` (source ->
+    records, one JSON line each of file `<source>/a.jsonl`)."""
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump({"sources": sources}))
+    config = load_config(path)
+    conn = duckdb.connect(":memory:")
+    bootstrap(conn)
+    for table, rows in raw_rows.items():
+        conn.execute(f"create table raw.{table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)")
+        conn.executemany(
+            f"insert into raw.{table} values ('{table}/a.jsonl', ?, now()::timestamp, ?)",
+            [[i + 1, json.dumps(r)] for i, r in enumerate(rows)],
+        )
+    return config, Sql(conn)
+
+
+def _person_source(**extra: object) -> dict:
+    return {
+        "name": "shop",
+        "format": "jsonl",
+        "glob": "shop/*.jsonl",
+        "role": "person",
+        "record_id": "id",
+        "default_country": "DE",
+        "fields": {"first_name": "first", "last_name": "last", "phone": "phone", "country": "country"},
+        "identifiers": [{"path": "phone", "type": "phone"}],
+        **extra,
+    }
+
+
+def test_a_phone_identifier_is_read_in_its_records_country_like_its_field(tmp_path):
+    """A shop in Germany with French and Dutch customers: a number without a country code is a number of
+    the record's country, in the cleaned field and in the identifier identity links by alike, and the
+    source's default_country applies only to a record that names no country it knows."""
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source()],
+        {
+            "shop": [
+                {"id": "fr", "first": "Léa", "last": "Moreau", "phone": "06 12 34 56 78", "country": "FR"},
+                {"id": "nl", "first": "Daan", "last": "Visser", "phone": "06 12345678", "country": "NL"},
+                {"id": "de", "first": "Jürgen", "last": "Kühn", "phone": "030 1234567", "country": "DE"},
+                {"id": "none", "first": "Uwe", "last": "Kern", "phone": "030 7654321"},
+                {"id": "odd", "first": "Eva", "last": "Roth", "phone": "030 1112223", "country": "Atlantis"},
+            ]
+        },
+    )
+    clean_person_records(sql, config)
+    fields = dict(sql.rows("select source_record_id, phone from clean.person_records"))
+    identifiers = dict(sql.rows("select source_record_id, id_value from clean.person_identifiers"))
+    expected = {
+        "fr": "+33612345678",
+        "nl": "+31612345678",
+        "de": "+49301234567",
+        "none": "+49307654321",
+        "odd": "+49301112223",
+    }
+    assert fields == expected
+    assert identifiers == expected
+    assert sql.rows("select field from cdp.quarantine where field = 'phone'") == []
