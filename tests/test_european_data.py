@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from cdp_assets.clean.assets import clean_person_records
+from cdp_assets.clean.rules import fold_accents, fold_accents_sql
 from resources.config import CDPConfig, load_config
 from resources.sql import Sql
 from resources.warehouse import bootstrap
+from tests.fixtures import customers, identity_warehouse
 
 pytestmark = pytest.mark.stage
 
@@ -78,3 +80,32 @@ def test_a_phone_identifier_is_read_in_its_records_country_like_its_field(tmp_pa
     assert fields == expected
     assert identifiers == expected
     assert sql.rows("select field from cdp.quarantine where field = 'phone'") == []
+
+
+def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
+    """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
+    spellings are common, so only folding the accents tells that they are one name. Each e-mail then
+    stays one person's (not blocked as shared by two), and each pair is one customer."""
+    records = []
+    for i in range(12):
+        for n, first in enumerate(["Jürgen", "Jurgen"]):
+            records.append(
+                {"id": f"p{i}-{n}", "first": first, "last": f"Kühn{i}", "dob": f"1980-01-{i + 1:02d}",
+                 "email": f"jk{i}@example.de"}
+            )  # fmt: skip
+    conn = identity_warehouse(tmp_path, records)
+    assert conn.execute("select count(*) from identity.blocked_identifiers").fetchone() == (0,)
+    ids = customers(conn)
+    assert all(ids[f"p{i}-0"] == ids[f"p{i}-1"] for i in range(12))
+    assert len(set(ids.values())) == 12
+
+
+def test_accents_fold_alike_in_python_and_in_duckdb():
+    """One fold, two implementations: cleaning's address keys and the sharing check use Python's, the
+    matching features DuckDB's; they must spell every name alike."""
+    names = ["Sören", "Françoise", "Dvořák", "Ångström", "Straße", "STRASSE", "Ørsted", "Łódź", "Æsa", "Œuvre",
+             "Þór", "Đorđe", "Ħal", "Ίρις", "Йозеф", "हिंदी", "e\u0301mile", "Plain", "", "😀 Zoë"]  # fmt: skip
+    conn = duckdb.connect()
+    folded = conn.execute(f"select v, {fold_accents_sql('v')} from unnest(?::varchar[]) t(v)", [names]).fetchall()
+    assert {v: fold_accents(v) for v in names} == dict(folded)
+    assert fold_accents("Sören Straße Ørsted") == "Soren Strasse Orsted"

@@ -30,6 +30,51 @@ def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# Letters that carry no accent to strip but are written without one in ASCII, by the usual transliteration
+# (Straße as Strasse, Ørsted as Orsted, Łódź as Lodz); DuckDB's strip_accents leaves them as they are.
+_PLAIN_SPELLINGS = {
+    "ß": "ss",
+    "ẞ": "SS",
+    "æ": "ae",
+    "Æ": "AE",
+    "œ": "oe",
+    "Œ": "OE",
+    "þ": "th",
+    "Þ": "TH",
+    "ø": "o",
+    "Ø": "O",
+    "ł": "l",
+    "Ł": "L",
+    "đ": "d",
+    "Đ": "D",
+    "ð": "d",
+    "Ð": "D",
+    "ħ": "h",
+    "Ħ": "H",
+    "ı": "i",
+}
+_PLAIN_TABLE = str.maketrans(_PLAIN_SPELLINGS)
+
+
+def fold_accents(text: str) -> str:
+    """`text` as it is spelt without accents: Jürgen and Jurgen, Sören and Soren, Straße and Strasse are
+    one spelling to compare. Records from one country's systems keep the accents and another's drop them,
+    and a name compared with its accents would count one person as two. Letters of other scripts are kept
+    (a Cyrillic or Greek name is not emptied). The same fold as fold_accents_sql."""
+    decomposed = unicodedata.normalize("NFD", text.translate(_PLAIN_TABLE))
+    return "".join(ch for ch in decomposed if not unicodedata.category(ch).startswith("M"))
+
+
+def fold_accents_sql(expr: str) -> str:
+    """fold_accents in DuckDB SQL over a column `expr`: strip_accents removes the marks (categories Mn,
+    Mc, Me) of the canonical decomposition, as fold_accents does, once the plain spellings are replaced;
+    a value all ASCII (as many bytes as characters) is left as it is, without the replacements."""
+    folded = expr
+    for letter, plain in _PLAIN_SPELLINGS.items():
+        folded = f"replace({folded}, {sql_literal(letter)}, {sql_literal(plain)})"
+    return f"(case when strlen({expr}) = length({expr}) then {expr} else strip_accents({folded}) end)"
+
+
 # ---------------------------------------------------------------- free text
 
 # Free-text fields are bounded so a runaway value (a whole file in one cell) cannot reach profiles and
@@ -210,24 +255,36 @@ _STREET_ABBREVIATIONS = {
 }
 
 
+# German streets are written whole or shortened, as a word or a compound's end: Hauptstraße, Hauptstrasse
+# and Hauptstr. are one street, and Berliner Straße is Berliner Str.
+_STRASSE = re.compile(r"STRASSE$")
+
+
+def _street_word(word: str) -> str:
+    """One upper-case word of an address key in its short form (see address_sql_shortcut's `short`)."""
+    word = _STRASSE.sub("STR", word)
+    return _STREET_ABBREVIATIONS.get(word, word)
+
+
 def clean_address_line(raw: object) -> tuple[str | None, str | None, str | None]:
-    """(line as displayed, match key, reason). The key is upper case, without punctuation, with USPS
-    abbreviations, so "12 North Main Street, Apt. 4" and "12 N MAIN ST APT 4" compare equal. A line with
-    no letter or digit ("-/-", ",") is refused with the reason rather than dropped."""
+    """(line as displayed, match key, reason). The key is upper case, without punctuation or accents
+    (fold_accents), with USPS abbreviations and German streets shortened, so "12 North Main Street, Apt. 4"
+    and "12 N MAIN ST APT 4", "Große Straße 3" and "Grosse Str. 3" compare equal. A line with no letter or
+    digit ("-/-", ",") is refused with the reason rather than dropped."""
     if is_missing(raw):
         return None, None, None
     text = _collapse(str(raw)).strip(" ,")
     if not _has_alnum(text):
         return None, None, "no letters or digits"
     display = tidy_name(text) if (text.isupper() or text.islower()) else text
-    words = re.sub(r"[^\w\s]", " ", unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode())
-    key = " ".join(_STREET_ABBREVIATIONS.get(w, w) for w in words.upper().split())
+    words = re.sub(r"[^\w\s]", " ", fold_accents(unicodedata.normalize("NFKC", text)))
+    key = " ".join(_street_word(w) for w in words.upper().split())
     return display, key or None, None
 
 
 def address_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
     """(condition, SQL per output) for the address lines whose `clean_address_line` outcome SQL decides:
-    printable ASCII (so NFKD and the ASCII fold change nothing, and whitespace is spaces) in mixed case or
+    printable ASCII (so NFKC and fold_accents change nothing, and whitespace is spaces) in mixed case or
     without letters (so the line is displayed as written, collapsed), not a filler, with a letter or digit.
     Tests compare both on such lines.
 
@@ -243,7 +300,8 @@ def address_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
     )
     abbreviations = ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in _STREET_ABBREVIATIONS.items())
     words = f"string_split_regex(trim(upper(regexp_replace({raw}, '[^A-Za-z0-9_ ]', ' ', 'g'))), ' +')"
-    short = f"lambda w: coalesce(map {{{abbreviations}}}[w], w)"
+    german = "regexp_replace(w, 'STRASSE$', 'STR')"
+    short = f"lambda w: coalesce(map {{{abbreviations}}}[{german}], {german})"
     key = f"nullif(array_to_string(list_transform({words}, {short}), ' '), '')"
     return condition, {"display": f"trim({collapsed}, ' ,')", "address_key": key, "reason": "null::varchar"}
 

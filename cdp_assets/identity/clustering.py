@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import jellyfish
 
+from cdp_assets.clean.rules import fold_accents
 from cdp_assets.identity.nicknames import name_variants
 
 T = TypeVar("T")
@@ -106,10 +107,11 @@ class FirstNames:
 
 
 def _letters(name: str | None) -> str | None:
-    """A name as compared: its letters only ("j." -> "j"), None when it has none."""
+    """A name as compared: its letters only ("j." -> "j"), without accents (Sören and Soren are one
+    spelling), None when it has none."""
     if name is None:
         return None
-    return "".join(ch for ch in name if ch.isalpha()) or None
+    return "".join(ch for ch in fold_accents(name) if ch.isalpha()) or None
 
 
 def _different_initials(a: str | None, b: str | None) -> bool:

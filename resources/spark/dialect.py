@@ -27,8 +27,8 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   resources/sql.py, md5 digits read so) relies on it.
 - `timezone(z, t at time zone 'UTC')` -> `from_utc_timestamp(t, z)`: the wall clock in z of a UTC time;
   `timezone(z, t)` (t a TIMESTAMP) -> `to_utc_timestamp(t, z)`: the UTC time of a wall clock in z.
-- `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming` -> `cdp_<name>`: the
-  project's Java UDFs (resources/spark/udfs.py), equal to DuckDB's.
+- `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming`, `strip_accents` ->
+  `cdp_<name>`: the project's Java UDFs (resources/spark/udfs.py), equal to DuckDB's.
 - The condition functions Spark names or counts otherwise: `prefix`/`suffix` -> `startswith`/`endswith`,
   `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
   absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
@@ -94,6 +94,7 @@ UDF_NAMES: dict[str, str] = {
     "levenshtein": "cdp_levenshtein",
     "damerau_levenshtein": "cdp_damerau_levenshtein",
     "hamming": "cdp_hamming",
+    "strip_accents": "cdp_strip_accents",
 }
 
 ColumnsOf = Callable[[str], list[str]]

@@ -1,4 +1,4 @@
-"""The similarity functions DuckDB has and Spark lacks, as the project's own Java UDFs.
+"""The similarity functions DuckDB has and Spark lacks, and strip_accents, as the project's own Java UDFs.
 
 Spark has no Jaro-Winkler, and the Java UDFs others publish differ from DuckDB's on about one name pair
 in a hundred (another match window, transpositions halved as a fraction, bytes instead of characters),
@@ -33,6 +33,7 @@ UDF_CLASSES: dict[str, tuple[str, str]] = {
     "levenshtein": ("cdp.spark.Levenshtein", "bigint"),
     "damerau_levenshtein": ("cdp.spark.DamerauLevenshtein", "bigint"),
     "hamming": ("cdp.spark.Hamming", "bigint"),
+    "strip_accents": ("cdp.spark.StripAccents", "string"),
 }
 
 
@@ -79,9 +80,9 @@ def ensure_jar(build_dir: Path = BUILD_DIR) -> Path:
 
 def register(spark: Any) -> None:
     """Register every UDF in the session (whose classpath holds the jar, see `ensure_jar`)."""
-    from pyspark.sql.types import DoubleType, LongType
+    from pyspark.sql.types import DoubleType, LongType, StringType
 
-    types = {"double": DoubleType(), "bigint": LongType()}
+    types = {"double": DoubleType(), "bigint": LongType(), "string": StringType()}
     for duckdb_name, (java_class, returns) in UDF_CLASSES.items():
         spark.udf.registerJavaFunction(UDF_NAMES[duckdb_name], java_class, types[returns])
 

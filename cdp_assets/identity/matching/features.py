@@ -13,6 +13,7 @@ hundred thousand names at most), everything else stays in DuckDB.
 import jellyfish
 import pandas as pd
 
+from cdp_assets.clean.rules import fold_accents_sql as fold
 from cdp_assets.identity.nicknames import canonical_first_name
 from resources.config import CDPConfig
 from resources.identifiers import contact_kinds
@@ -140,8 +141,8 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
                 from {person_latest} p
             )
             select p.node_id, p.source, p.source_record_id,
-                   nullif(lower(trim(p.first_name)), '') as first_name,
-                   nullif(lower(trim(p.last_name)), '') as last_name,
+                   nullif(lower(trim({fold("p.first_name")})), '') as first_name,
+                   nullif(lower(trim({fold("p.last_name")})), '') as last_name,
                    p.date_of_birth, p.usable_email as email,
                    p.usable_email in (select id_value from {split}) as email_split,
                    nullif(split_part(p.usable_email, '@', 1), '') as email_local,
@@ -154,7 +155,7 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
                    nullif(regexp_replace(p.usable_phone, '[^0-9]', '', 'g'), '') as phone,
                    nullif(lower(trim(p.address_key)), '') as address,
                    nullif(lower(regexp_replace(p.postal_code, '\\s', '', 'g')), '') as postal_code,
-                   nullif(lower(trim(p.city)), '') as city, o.identifier
+                   nullif(lower(trim({fold("p.city")})), '') as city, o.identifier
             from contacts p
             left join other_ids o using (source, source_record_id)
             """
