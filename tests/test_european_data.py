@@ -11,10 +11,12 @@ import yaml
 
 from cdp_assets.clean.assets import clean_person_records
 from cdp_assets.clean.rules import fold_accents, fold_accents_sql
+from cdp_assets.identity.matching.comparisons import vector_sql
 from resources.config import CDPConfig, load_config
 from resources.sql import Sql
 from resources.warehouse import bootstrap
 from tests.fixtures import customers, identity_warehouse
+from tests.test_identity_matching import background
 
 pytestmark = pytest.mark.stage
 
@@ -109,3 +111,26 @@ def test_accents_fold_alike_in_python_and_in_duckdb():
     folded = conn.execute(f"select v, {fold_accents_sql('v')} from unnest(?::varchar[]) t(v)", [names]).fetchall()
     assert {v: fold_accents(v) for v in names} == dict(folded)
     assert fold_accents("Sören Straße Ørsted") == "Soren Strasse Orsted"
+
+
+def test_customer_numbers_one_source_gave_in_turn_are_no_evidence_of_one_person(tmp_path):
+    """A couple signs up one after the other and gets S5820 and S5821: the shop's own numbers for its own
+    records differ by design, so "one character off" says nothing there; the same slip between a number
+    the shop gave and one another system copied is still a keying slip."""
+    home = {"last": "Lehmann", "address": "Gartenweg 4", "zip": "10115", "city": "berlin", "dob": "1970-01-01"}
+    records = [
+        {"id": "S5820", "first": "Emma", **home, "ids": {"customer_id": "S5820"}},
+        {"id": "S5821", "first": "Stefan", **home, "ids": {"customer_id": "S5821"}},
+        {"id": "C-17", "first": "Stefan", **home, "ids": {"customer_id": "S5822"}},
+    ]
+    conn = identity_warehouse(tmp_path, background() + records)
+    features = "(select * from identity.match_features where source_record_id in ('S5820', 'S5821', 'C-17'))"
+    owners = dict(conn.execute(f"select source_record_id, identifier_owner from {features}").fetchall())
+    assert owners == {"S5820": "crm", "S5821": "crm", "C-17": None}
+    pairs = "(select 0 as l, 1 as r union all select 1, 2)"
+    node = "case source_record_id when 'S5820' then 0 when 'S5821' then 1 else 2 end"
+    numbered = f"(select {node} as node_id, * exclude (node_id) from {features})"
+    levels = conn.execute(
+        f"select l, r, identifier from ({vector_sql(numbered, pairs, ['identifier'])}) order by l"
+    ).fetchall()
+    assert levels == [(0, 1, -1), (1, 2, 1)]
