@@ -9,7 +9,7 @@ import duckdb
 import pytest
 import yaml
 
-from cdp_assets.clean.assets import clean_person_records
+from cdp_assets.clean.assets import PERSON_RECORDS, _mapping_check, clean_person_records
 from cdp_assets.clean.rules import fold_accents, fold_accents_sql
 from cdp_assets.identity.matching.comparisons import vector_sql
 from resources.config import CDPConfig, load_config
@@ -134,3 +134,31 @@ def test_customer_numbers_one_source_gave_in_turn_are_no_evidence_of_one_person(
         f"select l, r, identifier from ({vector_sql(numbered, pairs, ['identifier'])}) order by l"
     ).fetchall()
     assert levels == [(0, 1, -1), (1, 2, 1)]
+
+
+def test_consent_in_other_languages_is_read_and_a_mapping_with_no_statement_is_named(tmp_path):
+    """Ja, nein, oui, non are yes and no; a purpose whose every value is refused leaves the source saying
+    nothing about consent, and the mapped-fields check names it instead of passing."""
+    source = _person_source(consent={"newsletter": "newsletter", "sms": "sms"})
+    config, sql = _warehouse(
+        tmp_path,
+        [source],
+        {
+            "shop": [
+                {"id": "a", "first": "Anna", "last": "Vogel", "newsletter": "Ja", "sms": "vielleicht"},
+                {"id": "b", "first": "Paul", "last": "Roux", "newsletter": "non", "sms": "peut-être"},
+                {"id": "c", "first": "Daan", "last": "Bos", "newsletter": "nee"},
+            ]
+        },
+    )
+    clean_person_records(sql, config)
+    assert sql.rows("select source_record_id, purpose, granted from clean.consent_statements order by 1") == [
+        ("a", "newsletter", True),
+        ("b", "newsletter", False),
+        ("c", "newsletter", False),
+    ]
+    check = _mapping_check(sql, PERSON_RECORDS, "clean.person_records", "clean.person_quarantine", config.sources)
+    assert not check.passed
+    details = check.metadata["details"].value
+    assert "consent sms (sms)" in details and "not a yes/no consent statement" in details
+    assert "newsletter" not in details

@@ -1164,9 +1164,9 @@ def _mapping_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
 def _mapping_check(
     sql: Sql, asset_key: dg.AssetKey, table: str, quarantine: str, sources: Sequence[SourceConfig]
 ) -> dg.AssetCheckResult:
-    """The mapped-fields check: a source that loaded rows must clean some, and each canonical field it maps
-    (a column of `table`) must have a value in one of its cleaned rows; what cleaning quarantined most for
-    the source or the field says why not."""
+    """The mapped-fields check: a source that loaded rows must clean some, each canonical field it maps
+    (a column of `table`) must have a value in one of its cleaned rows, and each consent purpose it maps a
+    statement; what cleaning quarantined most for the source or the field says why not."""
     columns = set(sql.columns(f"select * from {table} limit 0"))
     mapped = {s.name: [f for f in s.fields if f in columns] for s in sources}
     fields = sorted({f for names in mapped.values() for f in names})
@@ -1187,6 +1187,12 @@ def _mapping_check(
         return f"{row[0]} ({row[1]:,} rows)" if row else "none quarantined"
 
     raw_rows = raw_row_counts(sql, sources)
+    consents: dict[tuple[str, str], int] = {}
+    if any(s.consent for s in sources):
+        statements = tables.CONSENT_STATEMENTS.name
+        consents = {
+            (r[0], r[1]): r[2] for r in sql.rows(f"select source, purpose, count(*) from {statements} group by 1, 2")
+        }
     for source in sources:
         raw = raw_rows[source.name]
         cleaned = found.get(source.name, {})
@@ -1211,6 +1217,18 @@ def _mapping_check(
                         "quarantined most": most_quarantined(source.name, label),
                     }
                 )
+        # A consent mapping whose every value was refused ("ja", "nein") leaves the source saying nothing
+        # about consent, which is not consent: as silent a loss as an empty field.
+        for purpose in [p for p in source.consent if cleaned and consents.get((source.name, p), 0) == 0]:
+            label = path_label(source.consent[purpose])
+            problems.append(
+                {
+                    "source": source.name,
+                    "field": f"consent {purpose} ({label})",
+                    "problem": f"no consent statement in any of {cleaned['rows']:,} cleaned rows",
+                    "quarantined most": most_quarantined(source.name, label),
+                }
+            )
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=MAPPING_CHECK,

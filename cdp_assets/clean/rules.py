@@ -477,6 +477,15 @@ _YES = frozenset(
         "subscribed",
         "accepted",
         "on",
+        # The same in the languages of Europe's larger markets: German, Dutch, Swedish, Danish and Norwegian
+        # (ja), French (oui), Spanish and Italian (sí, si), Portuguese (sim), Polish (tak), Finnish (kyllä).
+        "ja",
+        "oui",
+        "si",
+        "sí",
+        "sim",
+        "tak",
+        "kyllä",
     }
 )
 _NO = frozenset(
@@ -495,6 +504,17 @@ _NO = frozenset(
         "unsubscribed",
         "declined",
         "off",
+        # German, French, Dutch, Swedish and Danish, Norwegian, Portuguese, Polish, Finnish; Spanish and
+        # Italian say no.
+        "nein",
+        "non",
+        "nee",
+        "nej",
+        "nei",
+        "não",
+        "nao",
+        "nie",
+        "ei",
     }
 )
 
