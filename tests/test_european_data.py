@@ -2,6 +2,7 @@
 their ASCII spellings, street names with ß, decimal commas, consent given in other languages. Each test
 cleans (and where it matters resolves) hand-written raw rows in an in-memory warehouse."""
 
+import codecs
 import json
 from pathlib import Path
 
@@ -9,10 +10,12 @@ import duckdb
 import pytest
 import yaml
 
-from cdp_assets.clean.assets import PERSON_RECORDS, _mapping_check, clean_person_records
+from cdp_assets.clean.assets import PERSON_RECORDS, _mapping_check, clean_activity, clean_person_records
 from cdp_assets.clean.rules import fold_accents, fold_accents_sql
+from cdp_assets.extract.readers import FileFormatError, read_csv
 from cdp_assets.identity.matching.comparisons import vector_sql
 from resources.config import CDPConfig, load_config
+from resources.schema import ConfigError
 from resources.sql import Sql
 from resources.warehouse import bootstrap
 from tests.fixtures import customers, identity_warehouse
@@ -162,3 +165,89 @@ def test_consent_in_other_languages_is_read_and_a_mapping_with_no_statement_is_n
     details = check.metadata["details"].value
     assert "consent sms (sms)" in details and "not a yes/no consent statement" in details
     assert "newsletter" not in details
+
+
+def _orders_source(name: str, separator: str) -> dict:
+    return {
+        "name": name,
+        "format": "jsonl",
+        "glob": f"{name}/*.jsonl",
+        "role": "transactions",
+        "record_id": "customer",
+        "event_id": "id",
+        "decimal_separator": separator,
+        "fields": {"occurred_at": "at", "amount": "total"},
+    }
+
+
+def test_amounts_with_a_decimal_comma_are_read_when_declared_and_never_guessed(tmp_path):
+    at = "2025-06-01T10:00:00+02:00"
+    german = ["1.234,56", "12,50 €", "1 234,5", "1.234", "7"]
+    plain = ["1,234.56", "$12.50", "12.50 EUR", "1'234.50", "12,50", "1,234"]
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source(), _orders_source("marktplatz", ","), _orders_source("webshop", ".")],
+        {
+            "marktplatz": [{"id": f"m{i}", "customer": "c", "at": at, "total": t} for i, t in enumerate(german)],
+            "webshop": [{"id": f"s{i}", "customer": "c", "at": at, "total": t} for i, t in enumerate(plain)],
+        },
+    )
+    clean_activity(sql, config, "transactions")
+    amounts = {e: str(a) for e, a in sql.rows("select event_id, amount from clean.transactions")}
+    assert amounts == {
+        "m0": "1234.56", "m1": "12.50", "m2": "1234.50", "m3": "1234.00", "m4": "7.00",
+        "s0": "1234.56", "s1": "12.50", "s2": "12.50", "s3": "1234.50",
+    }  # fmt: skip
+    refused = sql.rows("select value, reason from cdp.quarantine where source = 'webshop' order by value")
+    assert [value for value, _ in refused] == ["1,234", "12,50"]
+    assert all("set the source's decimal_separator" in reason for _, reason in refused)
+
+
+def test_a_utf8_file_declared_cp1252_is_refused_whole_and_a_cp1252_file_is_read(tmp_path):
+    """Every byte is a cp1252 character, so a UTF-8 export read as cp1252 would load as "JosÃ© MÃ¼ller"
+    without one error: it is refused whole, naming the line and what to set, as is one with UTF-8's byte
+    order mark; the same text really in cp1252 loads."""
+    text = "id;name;city\r\n1;José Müller;München\r\n2;Ann Lee;Paris\r\n"
+    utf8, bom, cp1252 = tmp_path / "utf8.csv", tmp_path / "bom.csv", tmp_path / "cp1252.csv"
+    utf8.write_bytes(text.encode("utf-8"))
+    bom.write_bytes(codecs.BOM_UTF8 + b"id;name\r\n1;Ann\r\n")
+    cp1252.write_bytes(text.encode("cp1252"))
+    for path, why in [(utf8, "line 2 is the first"), (bom, "byte order mark")]:
+        with pytest.raises(FileFormatError, match=why) as refused:
+            read_csv(path, delimiter=";", encoding="cp1252")
+        assert "set csv.encoding: utf-8" in str(refused.value)
+        assert "José" not in str(refused.value)
+    _, rows = read_csv(cp1252, delimiter=";", encoding="cp1252")
+    records = [json.loads(r["record"]) for batch in rows.batches() for r in batch.to_pylist()]
+    assert records[0] == {"id": "1", "name": "José Müller", "city": "München"}
+
+
+def test_timestamps_without_an_offset_are_wall_clock_times_in_the_sources_time_zone(tmp_path):
+    """A Berlin marketplace writes local times without an offset: 23:30 on 29 June is 21:30 UTC (summer)
+    and 12:00 on 15 January 11:00 UTC; a timestamp that carries an offset or Z keeps it, in any source."""
+    source = {**_orders_source("marktplatz", ","), "timezone": "Europe/Berlin"}
+    source["fields"] = {"occurred_at": {"path": "at", "formats": ["%d.%m.%Y %H:%M:%S"]}, "amount": "total"}
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source(), source],
+        {
+            "marktplatz": [
+                {"id": "local", "customer": "c", "at": "29.06.2025 23:30:00", "total": "1"},
+                {"id": "winter", "customer": "c", "at": "2025-01-15 12:00:00", "total": "1"},
+                {"id": "offset", "customer": "c", "at": "2025-06-29T23:30:00+01:00", "total": "1"},
+                {"id": "utc", "customer": "c", "at": "2025-06-29T23:30:00Z", "total": "1"},
+            ]
+        },
+    )
+    clean_activity(sql, config, "transactions")
+    times = {e: t.isoformat() for e, t in sql.rows("select event_id, occurred_at from clean.transactions")}
+    assert times == {
+        "local": "2025-06-29T21:30:00",
+        "winter": "2025-01-15T11:00:00",
+        "offset": "2025-06-29T22:30:00",
+        "utc": "2025-06-29T23:30:00",
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"sources": [{**_person_source(), "timezone": "CET+1"}]}))
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(shop\)\.timezone: .*'CET\+1' is not an IANA time zone"):
+        load_config(path)

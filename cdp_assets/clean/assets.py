@@ -58,12 +58,29 @@ def path_label(spec: FieldSpec | None) -> str | None:
     return spec.value if spec.path is None else " | ".join(spec.path)
 
 
-def timestamp_sql(expr: str, formats: Sequence[str] | None) -> str:
-    """Parse a timestamp to UTC: the declared formats first, then ISO 8601 with or without an offset."""
+# A timestamp that says which zone it is in: a time followed by Z, an offset (+02:00, -0500, +02) or a
+# zone's name (UTC, Europe/Berlin), not by AM or PM.
+_ZONED = r"(?i)[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(z|[+-][0-9]{2}(:?[0-9]{2})?|(?:[a-z_]+/)*[a-z_]{3,})\s*$"
+
+
+def timestamp_sql(expr: str, formats: Sequence[str] | None, zone: str = "UTC") -> str:
+    """Parse a timestamp to UTC: the declared formats first, then ISO 8601 with or without an offset. A
+    timestamp without an offset or zone is a wall-clock time in `zone` (the source's `timezone`)."""
     iso = f"try_cast({expr} as timestamptz)"
-    if formats:
+    if zone != "UTC":
+        wall_clock = f"timezone({sql_literal(zone)}, try_cast({expr} as timestamp))"
+        iso = f"(case when regexp_matches({expr}, {sql_literal(_ZONED)}) then {iso} else {wall_clock} end)"
+    if formats and zone == "UTC":
         fmts = "[" + ", ".join(sql_literal(f) for f in formats) + "]"
         iso = f"coalesce(try_strptime({expr}, {fmts})::timestamptz, {iso})"
+    elif formats:
+        parsed = [
+            f"try_strptime({expr}, {sql_literal(f)})::timestamptz"
+            if "%z" in f or "%Z" in f
+            else f"timezone({sql_literal(zone)}, try_strptime({expr}, {sql_literal(f)}))"
+            for f in formats
+        ]
+        iso = f"coalesce({', '.join(parsed)}, {iso})"
     return f"timezone('UTC', {iso})"
 
 
@@ -626,7 +643,8 @@ def _stage_person_rows(
         consents = [f"{value_sql(source, source.consent.get(p), '__values')} as consent__{p}" for p in purposes]
         updated = source.fields.get("updated_at")
         selects.append(
-            f"select *, {timestamp_sql('updated_at', updated.formats if updated else None)} as updated_ts "
+            f"select *, {timestamp_sql('updated_at', updated.formats if updated else None, source.timezone)} "
+            "as updated_ts "
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
             f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents)}, "
@@ -965,8 +983,11 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {properties_sql(s)} as properties, {json_sql(s, f.get("context"))} as context,
                 {json_sql(s, f.get("traits"))} as traits,
                 {value_sql(s, f.get("occurred_at"))} as occurred_raw,
-                {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats)} as occurred_at,
+                {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats, s.timezone)}
+                    as occurred_at,
                 {value_sql(s, f.get("amount"))} as amount_raw,
+                {rules.amount_text_sql(value_sql(s, f.get("amount")), s.decimal_separator)} as amount_text,
+                {sql_literal(s.decimal_separator)} as decimal_separator,
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
@@ -1074,6 +1095,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             if deduped
             else "null"
         )
+        not_a_number = rules.amount_reason_sql("amount_text", "decimal_separator")
         sql.create_table_as(
             stage,
             f"""select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
@@ -1084,10 +1106,10 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
                         when occurred_raw is null then 'missing timestamp'
                         when occurred_at is null then 'not a readable timestamp'
                         {"when amount_raw is null then 'missing amount'" if transactions else ""}
-                        {"when amount is null then 'amount is not a number'" if transactions else ""}
+                        {f"when amount is null then {not_a_number}" if transactions else ""}
                         {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
                       end as other_reason
-                    from (select *, regexp_replace(amount_raw, '^[$€£]|[$€£]$', '', 'g') as amount_text from {stage})
+                    from {stage}
                 )""",
             temporary=True,
         )

@@ -11,6 +11,7 @@ in resources/identifiers.py and imported here, so there is one implementation of
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from datetime import date, datetime
@@ -448,16 +449,88 @@ _COUNTRY_ALIASES = {
 _ISO_COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 
+@functools.cache
+def _country_names() -> dict[str, str]:
+    """Every country's name in the languages libphonenumber's geocoder speaks (Niederlande, Nederland,
+    Pays-Bas, Paesi Bassi...), upper case without accents, to its code; a name two countries share in
+    some language is left out rather than guessed."""
+    from phonenumbers.geodata.locale import LOCALE_DATA
+
+    codes: dict[str, set[str]] = {}
+    for code, names in LOCALE_DATA.items():
+        for name in names.values():
+            for _ in range(len(names)):  # "*de": the same as the German name (which may refer on)
+                if not name.startswith("*"):
+                    break
+                name = names.get(name[1:], "")
+            if name and code in _ISO_COUNTRIES:
+                codes.setdefault(fold_accents(_collapse(name)).upper(), set()).add(code)
+    names = {name: next(iter(found)) for name, found in codes.items() if len(found) == 1}
+    return {**names, **{fold_accents(k): v for k, v in _COUNTRY_ALIASES.items()}}
+
+
 def clean_country(raw: object) -> Result:
-    """ISO 3166 alpha-2 code from a code or a common name ("USA", "United States", "uk")."""
+    """ISO 3166 alpha-2 code from a code or a name in any of some 180 languages ("USA", "United States",
+    "uk", "Niederlande", "España")."""
     if is_missing(raw):
         return None, None
     text = _collapse(str(raw)).upper()
     if text in _ISO_COUNTRIES:
         return text, None
-    if text in _COUNTRY_ALIASES:
-        return _COUNTRY_ALIASES[text], None
-    return None, "unknown country: use an ISO code such as US or GB"
+    code = _country_names().get(fold_accents(text))
+    if code is not None:
+        return code, None
+    return None, "unknown country: use an ISO code such as US or GB, or the country's name"
+
+
+# ---------------------------------------------------------------- amounts
+
+# Spaces (also no-break and narrow no-break ones) and apostrophes group thousands whatever the decimal
+# separator: 1 234,56 in France, 1'234.56 in Switzerland.
+_GROUPING = "[ \u00a0\u202f'']"  # in a SQL string: the apostrophe doubled
+
+
+def amount_text_sql(raw: str, decimal_separator: str) -> str:
+    """SQL giving the amount in `raw` as text DuckDB casts to a decimal: without a currency symbol or
+    code beside it ($12.50, 12,50 €, 12.50 EUR) and without thousands separators, with a decimal point.
+
+    A source declares its decimal separator. With ',' (1.234,56) a point only groups thousands. With '.'
+    a comma is read as grouping only where a decimal point follows (1,234.56): "1,234" alone could be
+    1234 or a German 1,234, and is left as written, which the caller refuses (see amount_reason_sql)."""
+    bare = (
+        rf"trim(regexp_replace(regexp_replace({raw}, '^\s*([$€£]|[A-Z]{{3}}\s)\s*', ''), "
+        rf"'\s*([$€£]|\s[A-Z]{{3}})\s*$', ''))"
+    )
+    if decimal_separator == ",":
+        grouped = rf"-?\d{{1,3}}([.]|{_GROUPING})\d{{3}}(([.]|{_GROUPING})\d{{3}})*(,\d+)?"
+        plain = r"-?\d+(,\d+)?"
+        fast = "-?[0-9]+"
+        read = (
+            f"case when regexp_full_match({bare}, '{grouped}') or regexp_full_match({bare}, '{plain}') "
+            f"then replace(regexp_replace({bare}, '([.]|{_GROUPING})', '', 'g'), ',', '.') else {bare} end"
+        )
+    else:
+        grouped = rf"-?\d{{1,3}}({_GROUPING}\d{{3}})+(\.\d+)?|-?\d{{1,3}}(,\d{{3}})+\.\d+"
+        fast = "-?[0-9]+([.][0-9]+)?"
+        read = (
+            f"case when regexp_full_match({bare}, '{grouped}') "
+            f"then regexp_replace({bare}, '(,|{_GROUPING})', '', 'g') else {bare} end"
+        )
+    # Most amounts are plain digits with or without decimals, read as written.
+    return f"(case when regexp_full_match({raw}, '{fast}') then {raw} else {read} end)"
+
+
+def amount_reason_sql(amount_text: str, decimal_separator: str) -> str:
+    """SQL giving why an amount that is not a number was refused; `decimal_separator` is the SQL of the
+    source's separator. An amount with a comma from a source declared with '.' is told to say which
+    separator it writes."""
+    comma = f"-?[0-9.{_GROUPING[1:-1]}]*[0-9],[0-9]+"
+    return (
+        f"case when {decimal_separator} = '.' and regexp_full_match({amount_text}, '{comma}') "
+        "then 'amount is not a number: a decimal comma, or a comma grouping thousands without a decimal "
+        "point, is ambiguous; set the source''s decimal_separator' "
+        "else 'amount is not a number' end"
+    )
 
 
 # ---------------------------------------------------------------- consent

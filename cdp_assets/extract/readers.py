@@ -313,13 +313,56 @@ def _bad_bytes(value: str) -> str | None:
     return None
 
 
+def _utf8_under_another_name(path: Path, encoding: str) -> str | None:
+    """Why a file declared in a single-byte encoding (latin-1, cp1252) is UTF-8, or None.
+
+    Every byte decodes in those encodings, so a UTF-8 file read in one loads without an error as
+    "JosÃ© MÃ¼ller". Non-ASCII text in cp1252 or latin-1 almost never forms valid UTF-8 sequences (an
+    accented letter would have to follow one of Ã, Â, Ä... each time), so a file whose bytes beyond ASCII
+    all decode as UTF-8, or that starts with UTF-8's byte order mark, is UTF-8."""
+    if codecs.lookup(encoding).name not in ("iso8859-1", "cp1252"):
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    first: int | None = None
+    with path.open("rb") as handle:
+        head = handle.read(3)
+        if head == codecs.BOM_UTF8:
+            return f"starts with UTF-8's byte order mark but the source declares csv.encoding: {encoding}"
+        handle.seek(0)
+        line_number = 0
+        for raw in handle:
+            line_number += 1
+            if raw.isascii():
+                continue
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError:
+                return None
+            first = first or line_number
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return None
+    if first is None:
+        return None
+    # The line, not its text: the reason reaches logs, which hold no customer values.
+    return (
+        f"is UTF-8 (line {first} is the first of its lines with text beyond ASCII, all of it valid UTF-8) but "
+        f"the source declares csv.encoding: {encoding}, which would load every accented letter as two wrong ones"
+    )
+
+
 def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8") -> tuple[ReadResult, Rows]:
     """Parse a CSV file; its rows are (line number, JSON object text) for good rows, and rejects are collected.
 
     The row number is the line the record starts on, counting the header as line 1, so a user can open
-    the file at that line.
+    the file at that line. A UTF-8 file declared latin-1 or cp1252 is refused whole (see
+    _utf8_under_another_name).
     """
     result = ReadResult()
+    utf8 = _utf8_under_another_name(path, encoding)
+    if utf8:
+        raise FileFormatError(f"{utf8}; set csv.encoding: utf-8 for this source")
     decoded = _decoded_lines(path, encoding)
     feed = _LineFeed(path, encoding) if decoded is None else _TextFeed(*decoded)
     reader = csv.reader(feed, delimiter=delimiter, quotechar=quote, strict=False)

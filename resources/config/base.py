@@ -7,6 +7,7 @@ import os
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -34,9 +35,19 @@ def _http_url(value: str) -> str:
     return value
 
 
-# The name of an environment variable holding a secret, and an address the platform calls or links to.
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"'{value}' is not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
+    return value
+
+
+# The name of an environment variable holding a secret, an address the platform calls or links to, and
+# an IANA time zone.
 EnvName = Annotated[str, AfterValidator(_env_name)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 
 
 class _Strict(BaseModel):

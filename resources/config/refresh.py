@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from resources.config.base import EnvName, HttpUrl, _Strict, check_cron
+from resources.config.base import EnvName, HttpUrl, TimeZoneName, _Strict, check_cron
 
 # The run tag a scheduled time-windows refresh carries: the tick's time (UTC, ISO), which profiles
 # measure 'now' from.
@@ -19,7 +18,7 @@ RETRAIN_TAG = "cdp/retrain_model"
 class RefreshConfig(_Strict):
     """Schedules: the daily re-evaluation of time windows and the weekly retraining of the matching model."""
 
-    timezone: str = Field(
+    timezone: TimeZoneName = Field(
         "UTC",
         description="IANA time zone of the schedules' clock and of the calendar days 'days since' traits count.",
     )
@@ -48,15 +47,6 @@ class RefreshConfig(_Strict):
             "same customers, ids, profiles and segment members as the refreshes did. Null: only by hand."
         ),
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"'{value}' is not an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
-        return value
 
     @field_validator("time_windows", "model_retraining", "rebuild_check")
     @classmethod

@@ -13,7 +13,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from resources.config.base import _NAME_RE, DURATION_RE, AuthConfig, HttpUrl, RetryConfig, _Strict, check_cron
+from resources.config.base import (
+    _NAME_RE,
+    DURATION_RE,
+    AuthConfig,
+    HttpUrl,
+    RetryConfig,
+    TimeZoneName,
+    _Strict,
+    check_cron,
+)
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -300,6 +309,16 @@ class SourceConfig(_Strict):
     )
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
     default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
+    timezone: TimeZoneName = Field(
+        "UTC",
+        description="IANA time zone of the source's timestamps written without an offset or zone "
+        "('2025-06-29 23:30:00' from a Berlin shop: Europe/Berlin); a timestamp with one keeps it.",
+    )
+    decimal_separator: Literal[".", ","] = Field(
+        ".",
+        description="How the source writes amounts: '.' (1,234.56) or ',' (1.234,56, as German or French "
+        "systems do). Thousands separators (',' or '.', spaces, apostrophes) are read either way.",
+    )
     csv: CsvOptions = CsvOptions()
     segment: SegmentOptions | None = Field(
         None, description="For format 'segment' only: the identifier types of userId and anonymousId."
@@ -372,9 +391,9 @@ class SourceConfig(_Strict):
     @field_validator("default_country")
     @classmethod
     def _country(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Z]{2}", value):
+        if not re.fullmatch(r"[A-Za-z]{2}", value):
             raise ValueError("must be a two-letter ISO country code such as 'US' or 'GB'")
-        return value
+        return value.upper()
 
     @field_validator("consent")
     @classmethod
