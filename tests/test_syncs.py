@@ -819,3 +819,54 @@ def test_csv_exports_neutralise_formulas_in_text_cells_only(tmp_path):
     assert {k: read["ok"][k] for k in ORDINARY} == ORDINARY
     assert read["ok"]["phone"] == "+442071838750"
     assert len(read) == len(HOSTILE_NAMES) + 1
+
+
+@pytest.mark.dagster
+def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path):
+    """A file is a delivery like any other: with `purpose`, a member whose consent is false or unknown is
+    left out, as every row destination leaves them out."""
+    import csv
+
+    import dagster as dg
+
+    from cdp_assets.syncs.assets import build_sync_asset
+    from resources.warehouse import Warehouse as WarehouseResource
+
+    raw = {
+        "sources": [
+            {
+                "name": "crm",
+                "format": "csv",
+                "glob": "*.csv",
+                "role": "person",
+                "record_id": "id",
+                "consent": {"newsletter": "optin"},
+            }
+        ],
+        "segments": [{"name": "vip", "where": "lifetime_revenue >= 100"}],
+        "destinations": [
+            {"name": "vip_csv", "type": "file", "segment": "vip", "purpose": "newsletter", "fields": ["customer_id"]}
+        ],
+    }
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(tmp_path / "cdp.yaml")
+    database = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        bootstrap(conn)
+        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
+        conn.execute(f"create table cdp.golden_profiles ({ddl})")
+        for customer, consent in [("yes", True), ("no", False), ("unknown", None)]:
+            conn.execute(
+                "insert into cdp.golden_profiles (customer_id, consent_newsletter, lifetime_revenue) "
+                "values (?, ?, 500)",
+                [customer, consent],
+            )
+            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+    result = dg.materialize(
+        [build_sync_asset(config, config.destinations[0])],
+        resources={"warehouse": WarehouseResource(database=str(database))},
+    )
+    assert result.success
+    [export] = (tmp_path / "exports" / "vip_csv").glob("*.csv")
+    with export.open(newline="") as handle:
+        assert [row["customer_id"] for row in csv.DictReader(handle)] == ["yes"]

@@ -21,8 +21,8 @@ from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from cdp_assets.segments.assets import segment_key
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures
 from cdp_assets.syncs.state import (
-    SUPPRESSED_IDS,
     batches_in_flight,
+    consented_sql,
     ensure_tables,
     open_batch,
     plan_sync,
@@ -81,7 +81,8 @@ def spreadsheet_safe(sql: Sql, query: str) -> str:
 
 
 def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig, run_id: str) -> dict[str, object]:
-    """Write the segment's members with the mapped fields; returns the file and row count."""
+    """Write the segment's members (those who granted the destination's purpose, if it names one) with the
+    mapped fields; returns the file and row count."""
     folder = config.resolve(destination.path) / destination.name
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -90,7 +91,7 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     columns = ", ".join(f'p."{f}"' for f in destination.fields)
     query = (
         f"select {columns} from cdp.segment_membership m join cdp.golden_profiles p using (customer_id) "
-        f"where m.segment = {sql_literal(destination.segment)} and p.customer_id not in ({SUPPRESSED_IDS}) "
+        f"where m.segment = {sql_literal(destination.segment)} and {consented_sql(destination.purpose)} "
         "order by p.customer_id"
     )
     if destination.format == "csv":

@@ -120,6 +120,14 @@ SUPPRESSED_IDS = f"""select coalesce(r.current_id, s.customer_id) from {SUPPRESS
     left join {ID_REGISTRY.name} r on r.customer_id = s.customer_id"""
 
 
+def consented_sql(purpose: str | None) -> str:
+    """Whether golden profile `p` may be sent to a destination of `purpose`: unknown consent is not
+    consent, and a destination without a purpose takes everyone (the suppression list aside)."""
+    consented = f'coalesce(p."consent_{purpose}", false)' if purpose else "true"
+    # The suppression list stops every sync, whatever its purpose: a suppressed member counts as not consented.
+    return f"{consented} and p.customer_id not in ({SUPPRESSED_IDS})"
+
+
 def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> None:
     """Temp table `current(key, consented, row_json)`: what the destination should hold now. Its name is the
     caller's, which owns (and drops) it."""
@@ -129,9 +137,7 @@ def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> N
             " join cdp.segment_membership m on m.customer_id = p.customer_id"
             f" and m.segment = {sql_literal(destination.segment)}"
         )
-    consented = f'coalesce(p."consent_{destination.purpose}", false)' if destination.purpose else "true"
-    # The suppression list stops every sync, whatever its purpose: a suppressed member counts as not consented.
-    consented += f" and p.customer_id not in ({SUPPRESSED_IDS})"
+    consented = consented_sql(destination.purpose)
     fields = ", ".join(f'{sql_literal(name)}: p."{column}"' for name, column in destination.fields.items())
     sql.create_table_as(
         current,

@@ -29,6 +29,9 @@ class FileDestinationConfig(_DestinationBase):
     format: Literal["csv", "parquet"] = "csv"
     path: str = Field("exports", description="Folder for the files, relative to the configuration file.")
     fields: list[str] = Field(default_factory=lambda: ["customer_id", "email", "first_name", "last_name"])
+    purpose: str | None = Field(
+        None, description="Consent purpose a profile must have granted to be in the file; without one, every member."
+    )
 
 
 class _SyncedDestination(_DestinationBase):
