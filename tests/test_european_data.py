@@ -251,3 +251,12 @@ def test_timestamps_without_an_offset_are_wall_clock_times_in_the_sources_time_z
     path.write_text(yaml.safe_dump({"sources": [{**_person_source(), "timezone": "CET+1"}]}))
     with pytest.raises(ConfigError, match=r"sources\[0\] \(shop\)\.timezone: .*'CET\+1' is not an IANA time zone"):
         load_config(path)
+
+
+def test_a_date_format_written_without_strptime_codes_is_refused_at_load(tmp_path):
+    source = _person_source()
+    source["fields"] = {**source["fields"], "date_of_birth": {"path": "born", "formats": ["DD/MM/YYYY"]}}
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump({"sources": [source]}))
+    with pytest.raises(ConfigError, match=r"date_of_birth.*'DD/MM/YYYY' has no strptime directive.*'%d/%m/%Y'"):
+        load_config(path)

@@ -81,6 +81,13 @@ class FieldSpec(_Strict):
             raise ValueError("give exactly one of 'path' (where to read it) or 'value' (a constant)")
         if self.path is not None and not all(p.strip() for p in self.path):
             raise ValueError("'path' entries must not be empty")
+        for fmt in self.formats or []:
+            # 'DD/MM/YYYY' parses nothing, and the mistake would show only as every value refused after a run.
+            if not re.search(r"%[a-zA-Z]", fmt):
+                raise ValueError(
+                    f"formats: '{fmt}' has no strptime directive; write it with % codes, e.g. '%d/%m/%Y' for "
+                    "DD/MM/YYYY or '%Y-%m-%dT%H:%M:%S%z' for a timestamp with an offset"
+                )
         return self
 
 
