@@ -220,6 +220,10 @@ def test_clean_region(raw, country, expected, rejected):
         ("2134", "US", "02134", False),
         ("02134-1234", "US", "02134", False),
         ("SW1A 1AA", "GB", "SW1A 1AA", False),
+        ("1067", "DE", "01067", False),  # Dresden, its zero lost in a spreadsheet
+        ("10115", "DE", "10115", False),
+        ("150", "NO", "0150", False),
+        ("1000", "BE", "1000", False),  # Belgian codes never start with 0
         ("ABCDE", "US", None, True),
     ],
 )

@@ -384,13 +384,22 @@ def clean_region(raw: object, country: str | None) -> Result:
     return text, None
 
 
+# Countries whose postal codes are all digits of one length, some starting with 0 (Dresden 01067, Rome
+# 00100, Oslo 0150, Darwin 0800): a spreadsheet that read them as numbers dropped the zeros.
+_NUMERIC_POSTAL_LENGTHS = {"DE": 5, "FR": 5, "IT": 5, "ES": 5, "FI": 5, "MX": 5, "NO": 4, "AU": 4}
+
+
 def clean_postal_code(raw: object, country: str | None) -> Result:
-    """US ZIP codes become five digits (ZIP+4 dropped, lost leading zeros restored); others upper-cased."""
+    """US ZIP codes become five digits (ZIP+4 dropped, lost leading zeros restored), and so do the all-digit
+    codes of countries where some start with 0 (Germany's 1067 is 01067); others upper-cased."""
     if is_missing(raw):
         return None, None
     text = _collapse(str(raw)).upper()
     if not _has_alnum(text):
         return None, "no letters or digits"
+    length = _NUMERIC_POSTAL_LENGTHS.get(country or "")
+    if length and re.fullmatch(rf"\d{{{length - 2},{length - 1}}}", text):
+        return text.zfill(length), None
     if country in (None, "US"):
         digits = text.replace(" ", "")
         if re.fullmatch(r"\d{5}(-?\d{4})?", digits):
