@@ -98,6 +98,10 @@ def test_split_full_name(raw, expected):
         ("DeShawn", "DeShawn"),
         ("mary-jane", "Mary-Jane"),
         ("  anne  marie ", "Anne Marie"),
+        ("VAN DER BERG", "Van der Berg"),  # particles inside a name stay lower case
+        ("LUDWIG VAN BEETHOVEN", "Ludwig van Beethoven"),
+        ("FRANKFURT AM MAIN", "Frankfurt am Main"),
+        ("ST PAUL", "St Paul"),
         ("n/a", None),
         ("123", None),
     ],

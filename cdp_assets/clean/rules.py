@@ -98,6 +98,10 @@ def text_limit(field: str) -> int:
 
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "rev"})
 _SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "v", "phd", "md", "esq", "dds"})
+# Name particles written lower case inside a name ("st", "la", "le" are left out: St Paul, Costa La Rosa).
+_INNER_PARTICLES = frozenset(
+    {"van", "von", "de", "da", "del", "della", "di", "du", "der", "den", "ter", "ten", "zu", "am"}
+)
 _PARTICLES = frozenset({"van", "von", "de", "da", "del", "della", "di", "du", "la", "le", "st", "der", "den", "bin"})
 
 
@@ -117,6 +121,13 @@ def tidy_name(raw: object) -> str | None:
         text = re.sub(r"[^\W\d_]+", lambda m: m.group(0).capitalize(), text.lower())
         text = re.sub(r"\b(Mc)(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
         text = re.sub(r"\b(O')(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
+        # Particles inside a name stay lower case: "VAN DER BERG" is "Van der Berg", "LUDWIG VAN BEETHOVEN"
+        # "Ludwig van Beethoven", "RIO DE JANEIRO" "Rio de Janeiro".
+        text = re.sub(
+            r"(?<=\s)(\w+)(?=\s)",
+            lambda m: m.group(1).lower() if m.group(1).lower() in _INNER_PARTICLES else m.group(1),
+            text,
+        )
     return text
 
 
