@@ -39,7 +39,13 @@ def make_config(tmp_path: Path, destination: dict) -> CDPConfig:
         ],
         "segments": [{"name": "vip", "where": "lifetime_revenue >= 100"}],
         "destinations": [
-            {"name": "dest", "segment": "vip", "purpose": "email_marketing", "retry": FAST_RETRY, **destination}
+            {
+                "name": "dest",
+                "segment": "vip",
+                "purpose": "email_marketing",
+                **({} if destination.get("type") == "file" else {"retry": FAST_RETRY}),  # a file is not retried
+                **destination,
+            }
         ],
     }
     path = tmp_path / "cdp.yaml"
@@ -832,24 +838,7 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
     from cdp_assets.syncs.assets import build_sync_asset
     from resources.warehouse import Warehouse as WarehouseResource
 
-    raw = {
-        "sources": [
-            {
-                "name": "crm",
-                "format": "csv",
-                "glob": "*.csv",
-                "role": "person",
-                "record_id": "id",
-                "consent": {"newsletter": "optin"},
-            }
-        ],
-        "segments": [{"name": "vip", "where": "lifetime_revenue >= 100"}],
-        "destinations": [
-            {"name": "vip_csv", "type": "file", "segment": "vip", "purpose": "newsletter", "fields": ["customer_id"]}
-        ],
-    }
-    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    config = load_config(tmp_path / "cdp.yaml")
+    config = make_config(tmp_path, {"type": "file", "fields": ["customer_id"]})
     database = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(database)) as conn:
         bootstrap(conn)
@@ -857,7 +846,7 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
         conn.execute(f"create table cdp.golden_profiles ({ddl})")
         for customer, consent in [("yes", True), ("no", False), ("unknown", None)]:
             conn.execute(
-                "insert into cdp.golden_profiles (customer_id, consent_newsletter, lifetime_revenue) "
+                "insert into cdp.golden_profiles (customer_id, consent_email_marketing, lifetime_revenue) "
                 "values (?, ?, 500)",
                 [customer, consent],
             )
@@ -867,6 +856,6 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
         resources={"warehouse": WarehouseResource(database=str(database))},
     )
     assert result.success
-    [export] = (tmp_path / "exports" / "vip_csv").glob("*.csv")
+    [export] = (tmp_path / "exports" / "dest").glob("*.csv")
     with export.open(newline="") as handle:
         assert [row["customer_id"] for row in csv.DictReader(handle)] == ["yes"]
