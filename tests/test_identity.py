@@ -311,6 +311,9 @@ def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
         (("mark", None), ("mary", None), False),
         (("brown", "c."), ("brown", "k"), False),  # two of the Browns, each signing surname first
         (("brown", "c."), ("brown", "c"), True),
+        (("rné", "dubois"), ("rené", "dubois"), True),  # a letter dropped from a common name
+        (("rne", None), ("rené", None), True),  # and its accent with it
+        (("ann", None), ("anna", None), False),  # a letter apart, both common: two names
     ],
 )
 def test_first_names_one_person_could_carry(left, right, one_person):
@@ -318,4 +321,5 @@ def test_first_names_one_person_could_carry(left, right, one_person):
 
     counts = {"michael": 500, "mike": 200, "mikey": 20, "mke": 3, "tim": 100, "timothy": 300, "thomas": 400}
     counts |= {"jan": 50, "jennifer": 900, "jen": 100, "mark": 300, "mary": 300, "james": 600, "carpenter": 2}
+    counts |= {"rené": 300, "rné": 1, "rne": 1, "ann": 200, "anna": 250}
     assert FirstNames(counts).compatible(left, right) is one_person

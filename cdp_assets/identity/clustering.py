@@ -125,10 +125,13 @@ def _different_initials(a: str | None, b: str | None) -> bool:
 def _close(a: str, b: str) -> bool:
     """Spellings close enough to be one name mistyped: Jaro-Winkler at least 0.85, or one keying slip
     apart (a changed, added, dropped or swapped letter) in names of four letters or more (Jan and Jen,
-    Tim and Tom are one slip apart and different names)."""
+    Tim and Tom are one slip apart and different names), or a letter dropped from one of four or more
+    (Rne for Rene, whose Jaro-Winkler is 0.825: a short name's one gap weighs heavily)."""
     if jellyfish.jaro_winkler_similarity(a, b) >= 0.85:
         return True
-    return min(len(a), len(b)) >= 4 and jellyfish.damerau_levenshtein_distance(a, b) <= 1
+    shorter, longer = sorted((len(a), len(b)))
+    slip_possible = shorter >= 4 or (longer >= 4 and shorter == longer - 1)
+    return slip_possible and jellyfish.damerau_levenshtein_distance(a, b) <= 1
 
 
 def _rare_beside(a: int, b: int) -> bool:
