@@ -124,7 +124,13 @@ def test_known_bad_values_are_quarantined_with_row_field_and_reason(platform: Pl
         (2, "Email", "ann.lee@", "not a valid e-mail address", "value"),
         (3, "Birthdate", "02/30/1985", "not a valid date in the format(s) %m/%d/%Y, %Y-%m-%d", "value"),
         (4, "Email Opt In", "maybe", "not a yes/no consent statement", "value"),
-        (4, "Mailing Country", "Narnia", "unknown country: use an ISO code such as US or GB", "value"),
+        (
+            4,
+            "Mailing Country",
+            "Narnia",
+            "unknown country: use an ISO code such as US or GB, or the country's name",
+            "value",
+        ),
         (4, "Phone", "0000000000", "not a phone number (read as US)", "value"),
         (5, "ContactId", None, "missing record id", "row"),
     ]
