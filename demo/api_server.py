@@ -198,7 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
             api.log.append({"path": parts.path, "query": query, "status": status})
 
     def _answer(self, api: ApiServer, path: str, query: dict[str, str]) -> int:
-        if api.token is not None and self.headers.get("Authorization") != f"Bearer {api.token}":
+        # The token as a bearer header, or as the api_key query parameter many APIs take instead.
+        given = (self.headers.get("Authorization") == f"Bearer {api.token}", query.get("api_key") == api.token)
+        if api.token is not None and not any(given):
             return self._send(401, {"error": "missing or wrong API token"})
         style = path.removeprefix("/tickets/")
         if not path.startswith("/tickets/") or style not in STYLES:
@@ -258,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 500 or 503")
     parser.add_argument("--rate-limit-rate", type=float, default=0.0, help="share answered 429")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN'")
+    parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' (or ?api_key=TOKEN)")
     args = parser.parse_args(argv)
     faults = ApiFaults(fail_rate=args.fail_rate, rate_limit_rate=args.rate_limit_rate)
     server = ApiServer(

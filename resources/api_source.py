@@ -35,6 +35,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from resources.config import SourceConfig
+from resources.config.base import shown_url
 from resources.durable import fsync_path
 from resources.retry import RateLimiter, RetryPolicy, TransientError, is_transient_status, retry_after, with_retries
 
@@ -242,14 +243,19 @@ class _Fetcher:
         self.sleep = timed_sleep
         self.limiter = RateLimiter(self.http.rate_limit_per_second, timed_sleep)
 
+    def shown(self, url: str) -> str:
+        """The URL as messages show it (shown_url), auth's own query parameter hidden too."""
+        return shown_url(url, (self.http.auth.query_param,) if self.http.auth and self.http.auth.query_param else ())
+
     def get(self, url: str, params: dict[str, Any]) -> tuple[requests.Response, Any]:
         def attempt() -> requests.Response:
             try:
                 response = self.session.get(url, params=params, timeout=self.http.retry.timeout_seconds)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"{type(exc).__name__} requesting {url}") from None
+                raise TransientError(f"{type(exc).__name__} requesting {self.shown(url)}") from None
             if is_transient_status(response.status_code):
-                raise TransientError(f"{response.url} answered HTTP {response.status_code}", retry_after(response))
+                shown = self.shown(response.url)
+                raise TransientError(f"{shown} answered HTTP {response.status_code}", retry_after(response))
             return response
 
         def counted() -> None:
@@ -272,7 +278,7 @@ class _Fetcher:
             raise PollError(
                 f"API source '{self.source.name}': {exc}, still after {self.policy.max_attempts} attempts"
             ) from None
-        where = f"API source '{self.source.name}': {response.url} (HTTP {response.status_code})"
+        where = f"API source '{self.source.name}': {self.shown(response.url)} (HTTP {response.status_code})"
         if response.status_code >= 400:
             raise PollError(f"{where} refused the request: {response.reason}")
         try:
@@ -319,6 +325,7 @@ def poll_source(
     session.headers.update({"Accept": "application/json", **http.headers})
     if http.auth is not None:
         session.headers.update(http.auth.headers(f"API source '{source.name}'"))
+        session.params = {**http.auth.params(f"API source '{source.name}'")}
     try:
         with _exclusive(folder, source):
             for stale in folder.glob(f".*{_PARTIAL_SUFFIX}"):
@@ -394,7 +401,7 @@ def _pages(source: SourceConfig, fetcher: _Fetcher, cursor: _Cursor) -> Iterator
     seen: set[str] = set()
     for _ in range(paging.max_pages):
         response, body = fetcher.get(url, params)
-        where = f"API source '{source.name}': {response.url} (HTTP {response.status_code})"
+        where = f"API source '{source.name}': {fetcher.shown(response.url)} (HTTP {response.status_code})"
         records = _records(source, where, body)
         yield records
         if paging.style == "none":

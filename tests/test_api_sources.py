@@ -19,7 +19,7 @@ from cdp_assets.definitions import build_definitions
 from demo.api_server import ApiFaults, ApiServer, make_tickets
 from resources.api_source import CURSOR_FILE, PollError, poll_source, read_cursor
 from resources.config import ConfigError, load_config
-from resources.config.base import MissingSecretError
+from resources.config.base import MissingSecretError, shown_url
 from resources.config.sources import SourceConfig
 from resources.retry import RetryPolicy, TransientError, retry_after, with_retries
 from tests.fixtures import write_config
@@ -73,6 +73,12 @@ def landed(landing: Path) -> list[dict]:
         (lambda s: s["http"].update(schedule="every hour"), r"\.http\.schedule: 'every hour' is not a cron"),
         (lambda s: s["http"].update(url="ftp://x"), r"\.http\.url: not an http\(s\) URL with a host"),
         (lambda s: s.update(name="crm"), r"sources\[1\] \(crm\): its polls land in the folder 'crm/'"),
+        (lambda s: s["http"].update(params={"api_key": "s3cret"}), r"\.http\.params: .*'api_key' carries a secret"),
+        (
+            lambda s: s["http"].update(url="https://x.org/t?access_token=s3"),
+            r"\.http\.url: .*query_param: access_token",
+        ),
+        (lambda s: s["http"].update(url="https://me:pw@x.org/t"), r"\.http\.url: holds a user and password"),
     ],
 )
 def test_invalid_api_source_configuration_names_the_key(tmp_path, change, message):
@@ -227,6 +233,24 @@ def test_the_auth_header_comes_from_the_environment(tmp_path, monkeypatch):
         monkeypatch.setenv("HELPDESK_TOKEN", "t0ken")
         assert poll_source(source, tmp_path).records == 5
     assert "t0ken" not in (tmp_path / "helpdesk" / CURSOR_FILE).read_text()
+
+
+@pytest.mark.stage
+def test_a_token_sent_as_a_query_parameter_comes_from_the_environment_and_is_never_shown(tmp_path, monkeypatch):
+    """Many APIs take their key as ?api_key=: auth's query_param sends it from the environment, and every
+    message shows the URL with *** in its place (and in any parameter named like a secret)."""
+    with ApiServer(make_tickets(5), token="t0ken") as api:
+        source = ticket_source(f"{api.url}/tickets/all", auth={"env": "HELPDESK_TOKEN", "query_param": "api_key"})
+        monkeypatch.setenv("HELPDESK_TOKEN", "wrong-t0ken")
+        with pytest.raises(PollError, match=r"api_key=\*\*\* \(HTTP 401\) refused the request") as refused:
+            poll_source(source, tmp_path)
+        assert "wrong-t0ken" not in str(refused.value)
+        monkeypatch.setenv("HELPDESK_TOKEN", "t0ken")
+        assert poll_source(source, tmp_path).records == 5
+    assert (
+        shown_url("https://me:pw@x.org/p?page=2&client_secret=s&sig=a")
+        == "https://***@x.org/p?page=2&client_secret=***&sig=***"
+    )
 
 
 @pytest.mark.stage

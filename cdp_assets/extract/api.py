@@ -9,7 +9,7 @@ import dagster as dg
 from cdp_assets.metadata import markdown_table
 from resources.api_source import CURSOR_FILE, PollError, poll_source, source_folder
 from resources.config import CDPConfig, SourceConfig
-from resources.config.base import MissingSecretError
+from resources.config.base import MissingSecretError, shown_url
 from resources.landing import poll_key
 
 GROUP = "api_polls"
@@ -25,13 +25,13 @@ def build_poll_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.AssetsDe
         key=poll_key(source),
         group_name=GROUP,
         description=(
-            f"Pages of API source '{source.name}' ({http.url}) landed as JSON lines in {folder}, "
+            f"Pages of API source '{source.name}' ({shown_url(http.url)}) landed as JSON lines in {folder}, "
             f"{'only what changed since the last poll' if http.incremental else 'everything on every poll'}."
         ),
         kinds={"api"},
         tags={"cdp/role": source.role},
         metadata={
-            "url": dg.MetadataValue.url(http.url),
+            "url": dg.MetadataValue.url(shown_url(http.url)),
             "pagination": http.pagination.style,
             "incremental_field": http.incremental.field if http.incremental else "none",
             "schedule": http.schedule or "none",

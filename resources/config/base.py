@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -54,20 +54,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Names of query parameters (and URL parts) that carry a secret: api_key, access_token, client_secret,
+# password, signature... They belong under `auth`, and their values are never shown.
+SECRET_NAME_RE = re.compile(r"key|token|secret|pass|pwd|sig|auth|cred", re.IGNORECASE)
+
+
+def shown_url(url: str, hidden: tuple[str, ...] = ()) -> str:
+    """`url` as messages, logs and metadata show it: a user and password in it, and the values of query
+    parameters whose names carry secrets (or are `hidden`, such as auth's own query parameter), replaced by
+    ***. Pages and cursors stay visible, since they say where a poll stopped."""
+    parts = urlsplit(url)
+    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{name}=***" if (SECRET_NAME_RE.search(name) or name in hidden) and sep else f"{name}{sep}{value}"
+        for name, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 class AuthConfig(_Strict):
-    """A secret header read from the environment at run time: never written in the file, never logged."""
+    """A secret read from the environment at run time, sent as a header (or, for an API source, a query
+    parameter): never written in the file, never logged."""
 
     env: EnvName = Field(description="Environment variable holding the token.")
     header: str = "Authorization"
     scheme: str | None = Field("Bearer", description="Prefix before the token, e.g. Bearer; null for none.")
+    query_param: str | None = Field(
+        None,
+        description="API sources only: send the token as this query parameter (e.g. api_key) instead of a header; "
+        "messages show it as ***.",
+    )
 
-    def headers(self, owner: str) -> dict[str, str]:
-        """The header with its secret read from the environment now (a rotated token is picked up by the
-        next run); `owner` names what needs it in the error when the variable is not set."""
+    def _token(self, owner: str) -> str:
         token = os.environ.get(self.env)
         if not token:
             raise MissingSecretError(f"{owner}: environment variable {self.env} (auth) is not set")
+        return token
+
+    def headers(self, owner: str) -> dict[str, str]:
+        """The header with its secret read from the environment now (a rotated token is picked up by the
+        next run); `owner` names what needs it in the error when the variable is not set. None when the
+        token goes in a query parameter (see `params`)."""
+        if self.query_param:
+            return {}
+        token = self._token(owner)
         return {self.header: f"{self.scheme} {token}" if self.scheme else token}
+
+    def params(self, owner: str) -> dict[str, str]:
+        """The query parameter carrying the token, when it goes in one."""
+        return {self.query_param: self._token(owner)} if self.query_param else {}
 
 
 class MissingSecretError(Exception):

@@ -50,6 +50,13 @@ class _SyncedDestination(_DestinationBase):
     retry: RetryConfig = RetryConfig()
     auth: AuthConfig | None = None
 
+    @field_validator("auth")
+    @classmethod
+    def _header_only(cls, value: AuthConfig | None) -> AuthConfig | None:
+        if value is not None and value.query_param:
+            raise ValueError("query_param: a destination sends its token in a header (header, scheme), not in the URL")
+        return value
+
     @field_validator("fields", mode="before")
     @classmethod
     def _list_means_same_names(cls, value: Any) -> Any:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from resources.config.base import (
     _NAME_RE,
     DURATION_RE,
+    SECRET_NAME_RE,
     AuthConfig,
     HttpUrl,
     RetryConfig,
@@ -173,6 +175,17 @@ class IncrementalConfig(_Strict):
     )
 
 
+def _no_secret_params(names: list[str]) -> None:
+    """Refuse query parameters named like secrets (api_key, access_token): their values would sit in this
+    file, and auth's query_param sends them from the environment instead."""
+    for name in names:
+        if SECRET_NAME_RE.search(name):
+            raise ValueError(
+                f"query parameter '{name}' carries a secret: declare it under auth (env: VARIABLE, "
+                f"query_param: {name}) so the secret stays in the environment, not in this file"
+            )
+
+
 class HttpSourceConfig(_Strict):
     """Where and how an API source is polled."""
 
@@ -191,6 +204,22 @@ class HttpSourceConfig(_Strict):
         "*/15 * * * *", description="Cron of the source's poll schedule (UTC); null to poll only when launched."
     )
     records_per_file: int = Field(10_000, ge=1, description="Records per landed JSON-lines file.")
+
+    @field_validator("url")
+    @classmethod
+    def _no_secret_in_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if "@" in parts.netloc:
+            raise ValueError("holds a user and password: a secret belongs under auth (env: VARIABLE), not in this file")
+        names = [name for name, _, _ in (p.partition("=") for p in parts.query.split("&") if p)]
+        _no_secret_params(names)
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _no_secret_params(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        _no_secret_params(list(value))
+        return value
 
     @field_validator("headers")
     @classmethod
