@@ -48,8 +48,9 @@ FAULT_500 = "500"
 FAULT_429 = "429"
 FAULT_TIMEOUT = "timeout"
 FAULT_DROP = "drop"
+FAULT_401 = "401"  # an expired token: the request is refused whatever its rows
 NO_FAULT = "ok"
-SCRIPT_TOKENS = frozenset({FAULT_500, FAULT_429, FAULT_TIMEOUT, FAULT_DROP, NO_FAULT})
+SCRIPT_TOKENS = frozenset({FAULT_500, FAULT_429, FAULT_TIMEOUT, FAULT_DROP, FAULT_401, NO_FAULT})
 
 KINDS = ("webhook", "rest", "audiences")
 # `erased`: a privacy erasure; the key leaves every audience of the webhook.
@@ -65,7 +66,7 @@ _POLL_SECONDS = 0.05  # how soon stop() is noticed; the default half second make
 class Faults:
     """How often the server misbehaves; ``script`` outcomes are served first, in order, then the rates apply.
 
-    Script entries are ``"500"``, ``"429"``, ``"timeout"``, ``"drop"`` or ``"ok"``, so a test can stage an
+    Script entries are ``"500"``, ``"429"``, ``"401"``, ``"timeout"``, ``"drop"`` or ``"ok"``, so a test can stage an
     exact sequence of failures without depending on a random draw. ``"drop"`` applies the batch and then
     closes the connection without answering: the lost acknowledgement of ``"timeout"``, without a clock.
     """
@@ -402,6 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == FAULT_429:
             self._send(429, {"error": "injected rate limit"}, {"Retry-After": "1"})
             return
+        if fault == FAULT_401:
+            self._send(401, {"error": "token expired"})
+            return
         if not isinstance(payload, dict):
             self._send(400, {"errors": [_error("the body must be a JSON object")]})
             return
@@ -609,7 +613,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate-limit-rate", type=float, default=0.0, help="share answered 429 (Retry-After: 1)")
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="share applied but answered late")
     parser.add_argument("--timeout-seconds", type=float, default=2.0, help="how late a timed-out answer comes")
-    parser.add_argument("--script", default="", help="comma-separated outcomes served first: 500,429,timeout,drop,ok")
+    parser.add_argument(
+        "--script", default="", help="comma-separated outcomes served first: 500,429,401,timeout,drop,ok"
+    )
     parser.add_argument("--seed", type=int, default=None, help="makes the random faults reproducible")
     parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every request")
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")

@@ -85,6 +85,17 @@ class RejectedError(Exception):
         self.row_errors = row_errors or {}
 
 
+# Answers that refuse the caller, not the rows: every request would get the same, so splitting the batch
+# to find bad rows would only send two requests per row, and retrying changes nothing until someone fixes
+# the credentials.
+REFUSES_THE_CALLER = frozenset({401, 403, 407})
+
+
+class RefusedError(Exception):
+    """The destination refuses every request (wrong or expired credentials): the sync stops and defers what
+    it has not sent, as for an outage, without retrying or splitting."""
+
+
 class DestinationClient(Protocol):
     """Sends one batch (all changes of one operation kind) or raises TransientError / RejectedError."""
 
@@ -158,7 +169,8 @@ def deliver(
     (a crash later loses nothing).
 
     When a batch still fails transiently after every attempt the destination is taken to be down: the
-    rows not yet settled are deferred to the next run instead of each waiting out its own retries.
+    rows not yet settled are deferred to the next run instead of each waiting out its own retries. So they
+    are, at once, when the destination refuses the caller (RefusedError: 401, 403, 407).
     """
     rng = rng or random.Random()
     open_batch = open_batch or BatchSequence(destination).open
@@ -216,7 +228,7 @@ def deliver(
     for index, (key, batch) in enumerate(queue):
         try:
             send(batch, key or open_batch(batch))
-        except TransientError as exc:
+        except (TransientError, RefusedError) as exc:
             result.unavailable = str(exc)
             result.deferred = [c for _, rest in queue[index:] for c in rest if id(c) not in settled]
             break
@@ -274,6 +286,11 @@ class HttpClient:
             raise TransientError(connection_problem(exc, url, self.timeout)) from None
         if is_transient_status(response.status_code):
             raise TransientError(f"HTTP {response.status_code}", retry_after(response))
+        if response.status_code in REFUSES_THE_CALLER:
+            raise RefusedError(
+                f"HTTP {response.status_code}: {response.text[:300]} (the destination refuses every request: "
+                "check its credentials)"
+            )
         if response.status_code >= 400:
             raise RejectedError(f"HTTP {response.status_code}: {response.text[:300]}", _row_errors(response))
 

@@ -456,6 +456,23 @@ def test_retry_after_is_honoured_and_a_resent_batch_keeps_its_idempotency_key(tm
         assert len(keys) == 3 and len(set(keys)) == 1  # one batch, one key, however often it is sent
 
 
+@pytest.mark.stage
+def test_a_destination_refusing_the_caller_stops_the_sync_without_splitting_or_retrying(tmp_path):
+    """A 401 is the same answer for every row: the sync sends one request, not two per row, defers every
+    change to the next run (as for an outage), and says to check the credentials."""
+    with DestinationServer(port=0, faults=Faults(script=["401"] * 50)) as server:
+        config = make_config(tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w"})
+        client = make_client(config.destinations[0])
+        changes = [Change(f"k{i}", "add", {"a": i}, f"h{i}") for i in range(40)]
+        result = deliver(
+            client, "dest", changes, batch_size=10, policy=RetryPolicy(5, 0.01, 0.05), sleep=lambda _: None
+        )
+        assert result.requests == 1 and result.retries == 0
+        assert result.accepted == [] and result.failed == [] and len(result.deferred) == 40
+        assert "HTTP 401" in str(result.unavailable) and "check its credentials" in str(result.unavailable)
+        assert len(posts(server)) == 1
+
+
 def posts(server: DestinationServer) -> list[dict]:
     """The mutating requests the destination received, in order, with their key and whether it applied them."""
     log = requests.get(f"{server.url}/requests", timeout=5).json()["requests"]

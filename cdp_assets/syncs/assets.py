@@ -299,11 +299,12 @@ def unavailable_message(destination: str, run_id: str, report: dict[str, object]
 
     refused = f" {_changes(counts['failed'])} refused and wait in syncs.pending." if counts["failed"] else ""
     return (
-        f"Destination '{destination}' unavailable after retries: {report['unavailable']}. "
+        f"Destination '{destination}' unavailable: {report['unavailable']}. "
         f"Before it failed, {_changes(sum(sent.values()))} sent and acknowledged{detail(sent)}; "
         f"{_changes(counts['deferred'])} deferred to the next run{detail(waiting)}.{refused} "
-        "The next run first resends the batch that got no answer (syncs.in_flight) with the same idempotency "
-        f"key. Every row's outcome is in syncs.changelog (run_id '{run_id}')."
+        "The next run first resends the batch it was sending (syncs.in_flight), whose answer was an error or "
+        "never came, with the same idempotency key, so a batch the destination did apply is not applied "
+        f"twice. Every row's outcome is in syncs.changelog (run_id '{run_id}')."
     )
 
 
