@@ -224,7 +224,7 @@ def deliver(
                 send(part, open_batch(part))
 
     queue: list[tuple[str | None, list[Change]]] = [(key, list(batch)) for key, batch in resend]
-    queue += [(None, batch) for batch in _batches(changes, batch_size)]
+    queue += [(None, batch) for batch in _batches(changes, batch_size, getattr(client, "removals_first", False))]
     for index, (key, batch) in enumerate(queue):
         try:
             send(batch, key or open_batch(batch))
@@ -235,11 +235,11 @@ def deliver(
     return result
 
 
-def _batches(changes: Sequence[Change], batch_size: int) -> list[list[Change]]:
-    """Changes in batches of one kind (upserts, then removals, then erasures) and at most `batch_size` rows, in
-    order."""
+def _batches(changes: Sequence[Change], batch_size: int, removals_first: bool = False) -> list[list[Change]]:
+    """Changes in batches of one kind (upserts, then removals, then erasures; removals and erasures first
+    when `removals_first`) and at most `batch_size` rows, in order."""
     batches: list[list[Change]] = []
-    for kind in ("upsert", *REMOVALS):
+    for kind in (*REMOVALS, "upsert") if removals_first else ("upsert", *REMOVALS):
         rows = [c for c in changes if (c.operation if c.operation in REMOVALS else "upsert") == kind]
         batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     return batches
@@ -384,6 +384,10 @@ def _with_id(field_json: str, key_json: str, payload: str) -> str:
 
 class HashedAudienceClient(HttpClient):
     """Adds and removes members identified only by SHA-256 hashes (rows arrive already hashed)."""
+
+    # An audience is a set of hashes, not of keys: a member whose e-mail changed has its old hash removed
+    # and its new one added (plan_sync), and removing first leaves a hash both carry in the audience.
+    removals_first = True
 
     def __init__(self, url: str, timeout: float, headers: dict[str, str] | None = None) -> None:
         super().__init__(timeout, headers)

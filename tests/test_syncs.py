@@ -393,6 +393,44 @@ def test_a_merged_customer_leaves_a_hashed_audience_without_taking_the_survivor_
 
 
 @pytest.mark.stage
+def test_a_member_whose_email_changed_leaves_no_old_hash_in_the_audience(tmp_path):
+    """An audience holds members by their hashes: when a member's e-mail changes, the old e-mail's hash is
+    removed (before the new one is added) and the phone that stayed is kept, so the old address is no
+    longer targeted; nothing else is sent, and the next run has nothing to do."""
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "hashed_audience",
+                "mode": "mirror",
+                "url": f"{server.url}/audiences/a/members",
+                "fields": {"email_sha256": "email", "phone_sha256": "phone"},
+            },
+        )
+        warehouse = Warehouse(config)
+        members = {
+            "c1": {"email": "ann@example.org", "phone": "+14155550123"},
+            "c2": {"email": "bob@example.org", "phone": "+14155550124"},
+        }
+        warehouse.set_members(members)
+        assert warehouse.sync("r1")["added"] == 2
+        members["c1"] = {"email": "ann.new@example.org", "phone": "+14155550123"}
+        warehouse.set_members(members)
+        report = warehouse.sync("r2")
+        assert (report["updated"], report["removed"], report["failed"]) == (1, 1, 0), report
+        held = state(server, "audiences", "a")["members"]
+        assert {m["email_sha256"] for m in held} == {sha("ann.new@example.org"), sha("bob@example.org")}
+        assert {m["phone_sha256"] for m in held} == {sha("+14155550123"), sha("+14155550124")}
+        report = warehouse.sync("r3")
+        assert report["removed"] + report["added"] + report["updated"] == 0, report
+
+
+@pytest.mark.stage
 def test_a_hashed_field_is_hashed_as_the_kind_of_the_column_it_maps_to(tmp_path):
     """The kind comes from the profile column a field maps to, not from the field's name: with the columns
     crossed, `email_sha256` carries the phone's hash and `phone_sha256` the e-mail's."""

@@ -264,6 +264,27 @@ def hash_identifiers(
     )
 
 
+def _retractions(rows: list[tuple]) -> list[Change]:
+    """For a hashed audience, the removals of the hashes a changed member no longer has (an old e-mail's):
+    the audience holds members by their hashes, so adding the new ones would leave the old ones targeted
+    for good. Only the stale values are removed (a phone that stayed is kept); the client sends these
+    before the updates (HashedAudienceClient.removals_first)."""
+    retractions = []
+    for key, row_json, _, category, held_json in rows:
+        if category != "changed" or held_json is None:
+            continue
+        now = json.loads(row_json)
+        kept = {str(v) for v in now.values() if v is not None}
+        stale = {
+            field: value
+            for field, value in json.loads(held_json).items()
+            if value is not None and str(value) not in kept
+        }
+        if stale:
+            retractions.append(Change(key, "remove", payload=json.dumps(stale)))
+    return retractions
+
+
 def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) -> Plan:
     """Diff what the destination should hold against what it acknowledged, following the sync mode.
 
@@ -314,25 +335,28 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 ),
                 have as (select * from syncs.destination_state where destination = {name})
                 select w.key, w.row_json, w.row_hash,
-                       case when h.key is null or not h.present then 'new' else 'changed' end as category
+                       case when h.key is null or not h.present then 'new' else 'changed' end as category,
+                       case when h.present then h.row_json end as held_json
                 from want w left join have h using (key)
                 where h.key is null or h.present is distinct from ({destination.mode != "delete"})
                    or (h.present and h.row_hash <> w.row_hash)
                 union all
                 select h.key, {left_json}, h.row_hash,
-                       case when {held_elsewhere} then 'held' else 'left' end
+                       case when {held_elsewhere} then 'held' else 'left' end, null
                 from have h
                 {alias_join}
                 where h.present and not exists (select 1 from want w where w.key = h.key)""",
             temporary=True,
         )
         pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
-        rows = sql.rows(f"select key, row_json, row_hash, category from {diff} order by key")
+        rows = sql.rows(f"select key, row_json, row_hash, category, held_json from {diff} order by key")
         if "left" in categories:
-            plan.absorbed = [k for k, _, _, c in rows if c == "held"]
-        wanted = [(k, j, h, categories[c]) for k, j, h, c in rows if c in categories]
+            plan.absorbed = [k for k, _, _, c, _ in rows if c == "held"]
+        wanted = [(k, j, h, categories[c]) for k, j, h, c, _ in rows if c in categories]
         wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
         plan.changes = [Change(k, op, row_hash=h, payload=j) for k, j, h, op in wanted]
+        if destination.type == "hashed_audience" and "changed" in categories:
+            plan.changes = _retractions(rows) + plan.changes
         plan.retrying = pending & {c.key for c in plan.changes}
         superseded = sorted(pending - {c.key for c in plan.changes})
         plan.superseded = len(superseded)
