@@ -14,7 +14,8 @@ a poll can be tested and benchmarked end to end.
 Every listing takes `updated_since` (inclusive, like most help desks: tickets changed at or after it)
 and returns tickets oldest change first. Faults come from a script, then one seeded draw per request:
 `500` and `503`, `429` (with `Retry-After`), `notjson` (an HTML page answered 200), `nokey` (JSON
-without the `tickets` key).
+without the `tickets` key), `overlap` (the page starts with the previous page's last three tickets, as
+when the listing shifts under a poll).
 
     python -m demo.api_server --port 8766 --tickets 1000 [--fail-rate 0.1 --rate-limit-rate 0.05 --seed 1]
 """
@@ -34,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-FAULTS = ("500", "503", "429", "notjson", "nokey", "ok")
+FAULTS = ("500", "503", "429", "notjson", "nokey", "overlap", "ok")
 STYLES = ("cursor", "next_url", "page", "link", "all")
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _POLL_SECONDS = 0.05
@@ -219,7 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"error": "page, cursor and per_page must be whole numbers"})
         since = query.get("updated_since")
         listing = api.listing(since)
-        body: dict[str, Any] = {"tickets": listing if style == "all" else listing[(number - 1) * size : number * size]}
+        start = (number - 1) * size
+        if fault == "overlap":  # the listing shifted under the poll: the page starts with the last page's tail
+            start = max(0, start - 3)
+        body: dict[str, Any] = {"tickets": listing if style == "all" else listing[start : number * size]}
         more = style != "all" and number * size < len(listing)
         following = {**query, "page": str(number + 1)}
         following.pop("cursor", None)

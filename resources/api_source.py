@@ -59,6 +59,9 @@ class PollReport:
     retries: int = 0
     waited_seconds: float = 0.0
     skipped_unchanged: int = 0
+    # Records a page repeated from an earlier page of the same poll (pages that overlap as the listing
+    # shifts under the poll): landed once.
+    skipped_repeated: int = 0
     without_cursor_value: int = 0
     cursor_before: Any = None
     cursor_after: Any = None
@@ -342,11 +345,16 @@ def poll_source(
                 if http.incremental is not None:
                     _write_durably(folder / CURSOR_FILE, json.dumps(cursor.state(), indent=1))
 
+            landed_now: set[str] = set()  # this poll's records, by fingerprint (20 hex digits each)
             try:
                 for records in _pages(source, _Fetcher(source, session, report, sleep, rng or random.Random()), cursor):
                     report.pages += 1
                     for record in records:
                         fingerprint = _fingerprint(record)
+                        if fingerprint in landed_now:
+                            report.skipped_repeated += 1
+                            continue
+                        landed_now.add(fingerprint)
                         if http.incremental is not None:
                             value = dig(record, http.incremental.field) if isinstance(record, dict) else None
                             key = _order_key(value)

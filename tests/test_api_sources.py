@@ -254,6 +254,18 @@ def test_a_token_sent_as_a_query_parameter_comes_from_the_environment_and_is_nev
 
 
 @pytest.mark.stage
+@pytest.mark.parametrize("style", ["next_url", "cursor"])
+def test_records_a_page_repeats_from_an_earlier_page_of_the_poll_land_once(tmp_path, style):
+    """A listing that shifts under the poll serves a page starting with the last page's tail: each record
+    still lands once, and the repeats are counted."""
+    with ApiServer(make_tickets(100), page_size=20, faults=ApiFaults(script=["ok", "overlap", "ok", "overlap"])) as api:
+        report = poll_source(ticket_source(f"{api.url}/tickets/{style}", pagination=STYLES[style]), tmp_path)
+    ids = [r["id"] for r in landed(tmp_path)]
+    assert sorted(ids) == [f"T{i:07d}" for i in range(1, 101)]
+    assert report.skipped_repeated == 6 and report.records == 100
+
+
+@pytest.mark.stage
 def test_the_rate_limit_spaces_requests(tmp_path):
     slept: list[float] = []
     with ApiServer(make_tickets(100), page_size=10) as api:

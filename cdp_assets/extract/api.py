@@ -58,6 +58,7 @@ def build_poll_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.AssetsDe
                 "retries": report.retries,
                 "seconds_waited": dg.MetadataValue.float(round(report.waited_seconds, 3)),
                 "records_already_landed": report.skipped_unchanged,
+                "records_repeated_in_poll": report.skipped_repeated,
                 "records_without_cursor_value": report.without_cursor_value,
                 "cursor_before": str(report.cursor_before),
                 "cursor_after": str(report.cursor_after),
