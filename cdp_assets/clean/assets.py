@@ -417,9 +417,10 @@ def stage_identifiers(
             rules.clean_country,
             ["country", "reason"],
         )
+        # Only the rows of records in another country than their source's default are written.
         sql.execute(
             f"""update {identifiers} i set region = c.country from {country_map} c
-                where c.raw = i.raw_country and c.country is not null"""
+                where c.raw = i.raw_country and c.country is not null and c.country <> i.region"""
         )
     # Each normaliser's values have its canonical field's limit (an e-mail's, a phone's), ids the identifiers'.
     limits = " ".join(f"when '{n.name}' then {rules.text_limit(n.text_limit_field)}" for n in NORMALISERS.values())
