@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -211,13 +211,12 @@ class HttpSourceConfig(_Strict):
         parts = urlsplit(value)
         if "@" in parts.netloc:
             raise ValueError("holds a user and password: a secret belongs under auth (env: VARIABLE), not in this file")
-        names = [name for name, _, _ in (p.partition("=") for p in parts.query.split("&") if p)]
-        _no_secret_params(names)
+        _no_secret_params([name for name, _ in parse_qsl(parts.query, keep_blank_values=True)])
         return value
 
     @field_validator("params")
     @classmethod
-    def _no_secret_params(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+    def _params_hold_no_secret(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
         _no_secret_params(list(value))
         return value
 
@@ -353,7 +352,8 @@ class SourceConfig(_Strict):
     decimal_separator: Literal[".", ","] = Field(
         ".",
         description="How the source writes amounts: '.' (1,234.56) or ',' (1.234,56, as German or French "
-        "systems do). Thousands separators (',' or '.', spaces, apostrophes) are read either way.",
+        "systems do). Spaces and apostrophes group thousands either way; with '.', a comma groups them only "
+        "before a decimal point.",
     )
     csv: CsvOptions = CsvOptions()
     segment: SegmentOptions | None = Field(
