@@ -4,6 +4,7 @@ The warehouse is a real DuckDB database holding golden profiles and segment memb
 directly; the destination is the demo destination server on a free port, reached over real HTTP.
 """
 
+import hashlib
 import socket
 from pathlib import Path
 
@@ -23,6 +24,16 @@ from resources.sql import Sql
 from resources.warehouse import bootstrap
 
 FAST_RETRY = {"max_attempts": 8, "base_delay_seconds": 0.01, "max_delay_seconds": 0.05, "timeout_seconds": 0.2}
+
+
+def sha(text: str) -> str:
+    """What an audience holds for a normalised identifier: its SHA-256, lower-case hex."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def audience(server: DestinationServer, **extra: object) -> dict:
+    """A mirror hashed-audience destination on the demo server's audience `a`."""
+    return {"type": "hashed_audience", "mode": "mirror", "url": f"{server.url}/audiences/a/members", **extra}
 
 
 def make_config(tmp_path: Path, destination: dict) -> CDPConfig:
@@ -246,15 +257,7 @@ def test_dry_run_reports_the_diff_and_sends_nothing(tmp_path):
 @pytest.mark.stage
 def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
     with DestinationServer(port=0) as server:
-        config = make_config(
-            tmp_path,
-            {
-                "type": "hashed_audience",
-                "mode": "mirror",
-                "gmail_dots": True,
-                "url": f"{server.url}/audiences/a/members",
-            },
-        )
+        config = make_config(tmp_path, audience(server, gmail_dots=True))
         warehouse = Warehouse(config)
         prehashed = "A" * 64
         warehouse.set_members(
@@ -268,10 +271,6 @@ def test_hashed_audience_hashes_once_and_drops_only_the_bad_row(tmp_path):
         report = warehouse.sync("r1")
         assert report["added"] == 3 and report["rejected"] == 1
         members = state(server, "audiences", "a")["members"]
-        import hashlib
-
-        def sha(text: str) -> str:
-            return hashlib.sha256(text.encode()).hexdigest()
 
         emails = {m.get("email_sha256") for m in members}
         assert {sha("janedoe@gmail.com"), prehashed.lower()} <= emails
@@ -285,7 +284,6 @@ def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_sett
     """Hashing runs in Python (a phone number is parsed), so each member's outcome is kept with the digest of
     its clear row: a later run hashes only the members that changed, and sends and rejects what a run
     hashing everyone would."""
-    import hashlib
 
     from cdp_assets.syncs import state as sync_state
 
@@ -299,12 +297,8 @@ def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_sett
     real = sync_state.hash_rows
     monkeypatch.setattr(sync_state, "hash_rows", counting)
 
-    def sha(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
-
     with DestinationServer(port=0) as server:
-        destination = {"type": "hashed_audience", "mode": "mirror", "url": f"{server.url}/audiences/a/members"}
-        config = make_config(tmp_path, {**destination, "gmail_dots": True})
+        config = make_config(tmp_path, audience(server, gmail_dots=True))
         warehouse = Warehouse(config)
         members = {
             "c1": {"email": "Jane.Doe@Gmail.com"},
@@ -333,7 +327,7 @@ def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_sett
         assert {sha("janedoe@gmail.com"), sha("ann@example.com"), sha("bob@example.org")} <= held
 
         # Other hashing settings: every row is hashed again, and the Gmail address's digest changes.
-        warehouse.config = make_config(tmp_path, {**destination, "gmail_dots": False})
+        warehouse.config = make_config(tmp_path, audience(server, gmail_dots=False))
         report = warehouse.sync("r4")
         assert len(hashed[-1]) == 4 and report["updated"] == 1
         held = {m["email_sha256"] for m in state(server, "audiences", "a")["members"]}
@@ -353,15 +347,9 @@ def test_a_merged_customer_leaves_a_hashed_audience_without_taking_the_survivor_
     identifiers the audience holds for it, never with a `merged_into` field (the audience would refuse the
     row); and when those are exactly a member still wanted (two records of one person, now one customer),
     nothing is removed: the old key is only marked gone."""
-    import hashlib
-
-    def sha(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
 
     with DestinationServer(port=0) as server:
-        config = make_config(
-            tmp_path, {"type": "hashed_audience", "mode": "mirror", "url": f"{server.url}/audiences/a/members"}
-        )
+        config = make_config(tmp_path, audience(server))
         warehouse = Warehouse(config)
         members = {
             "c1": {"email": "ann@example.org"},
@@ -397,21 +385,9 @@ def test_a_member_whose_email_changed_leaves_no_old_hash_in_the_audience(tmp_pat
     """An audience holds members by their hashes: when a member's e-mail changes, the old e-mail's hash is
     removed (before the new one is added) and the phone that stayed is kept, so the old address is no
     longer targeted; nothing else is sent, and the next run has nothing to do."""
-    import hashlib
-
-    def sha(text: str) -> str:
-        return hashlib.sha256(text.encode()).hexdigest()
 
     with DestinationServer(port=0) as server:
-        config = make_config(
-            tmp_path,
-            {
-                "type": "hashed_audience",
-                "mode": "mirror",
-                "url": f"{server.url}/audiences/a/members",
-                "fields": {"email_sha256": "email", "phone_sha256": "phone"},
-            },
-        )
+        config = make_config(tmp_path, audience(server, fields={"email_sha256": "email", "phone_sha256": "phone"}))
         warehouse = Warehouse(config)
         members = {
             "c1": {"email": "ann@example.org", "phone": "+14155550123"},
@@ -434,25 +410,16 @@ def test_a_member_whose_email_changed_leaves_no_old_hash_in_the_audience(tmp_pat
 def test_a_hashed_field_is_hashed_as_the_kind_of_the_column_it_maps_to(tmp_path):
     """The kind comes from the profile column a field maps to, not from the field's name: with the columns
     crossed, `email_sha256` carries the phone's hash and `phone_sha256` the e-mail's."""
-    import hashlib
 
     with DestinationServer(port=0) as server:
-        config = make_config(
-            tmp_path,
-            {
-                "type": "hashed_audience",
-                "mode": "mirror",
-                "url": f"{server.url}/audiences/a/members",
-                "fields": {"email_sha256": "phone", "phone_sha256": "email"},
-            },
-        )
+        config = make_config(tmp_path, audience(server, fields={"email_sha256": "phone", "phone_sha256": "email"}))
         warehouse = Warehouse(config)
         warehouse.set_members({"c1": {"email": " Ann@Example.org ", "phone": "+1 (415) 555-0123"}})
         report = warehouse.sync("r1")
         assert report["added"] == 1, report
         (member,) = state(server, "audiences", "a")["members"]
-        assert member["email_sha256"] == hashlib.sha256(b"+14155550123").hexdigest()
-        assert member["phone_sha256"] == hashlib.sha256(b"ann@example.org").hexdigest()
+        assert member["email_sha256"] == sha("+14155550123")
+        assert member["phone_sha256"] == sha("ann@example.org")
 
 
 @pytest.mark.stage
