@@ -44,6 +44,7 @@ from resources.landing import api_sources
 from resources.warehouse import warehouse_resource
 from sensors.alerts import build_alert_sensor
 from sensors.automation import automation_sensor
+from sensors.deliveries import build_destination_retry_sensor
 from sensors.freshness import build_freshness_checks, build_freshness_sensor
 from sensors.landing import build_landing_sensor
 from sensors.overrides import build_overrides_sensor
@@ -100,8 +101,8 @@ def apply_platform_policy(assets: Sequence[dg.AssetsDefinition]) -> list[dg.Asse
 def build_definitions(config: CDPConfig) -> dg.Definitions:
     """Every stage as assets, the read snapshot, privacy requests, the full-refresh, identity change preview,
     retraining, rebuild-check and privacy jobs, the sensors (landing, overrides, privacy requests, automation,
-    run-failure alerts, source freshness), the time-windows, retraining, rebuild-check and retention
-    schedules, the API sources' polls with their schedules, and the warehouse."""
+    run-failure alerts, source freshness, destination retries), the time-windows, retraining, rebuild-check and
+    retention schedules, the API sources' polls with their schedules, and the warehouse."""
     assets: list[dg.AssetsDefinition] = [build_extract_asset(config, s) for s in config.sources]
     assets += build_clean_assets(config)
     assets += [build_identity_asset(config), build_profiles_asset(config), *build_segment_assets(config)]
@@ -147,9 +148,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         automation_sensor,
     ]
     sensors.append(build_alert_sensor(config))
-    freshness_sensor = build_freshness_sensor(config)
-    if freshness_sensor is not None:
-        sensors.append(freshness_sensor)
+    sensors += [s for s in (build_freshness_sensor(config), build_destination_retry_sensor(config)) if s]
     poll_jobs, poll_schedules = build_poll_jobs_and_schedules(config)
     schedules = [
         s

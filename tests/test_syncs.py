@@ -881,3 +881,113 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
     [export] = (tmp_path / "exports" / "dest").glob("*.csv")
     with export.open(newline="") as handle:
         assert [row["customer_id"] for row in csv.DictReader(handle)] == ["yes"]
+
+
+@pytest.mark.dagster
+def test_a_sync_whose_destination_was_down_is_retried_with_growing_waits_until_it_gets_through(tmp_path):
+    import dagster as dg
+
+    from cdp_assets.syncs.assets import build_row_sync_asset
+    from resources.config.refresh import RETRY_ATTEMPT_TAG
+    from resources.warehouse import Warehouse as WarehouseResource
+    from sensors.deliveries import build_destination_retry_sensor
+
+    attempts = FAST_RETRY["max_attempts"]
+    # The first run and the first retry meet a dead server; the second retry gets through.
+    script = ["500"] * attempts * 2
+    with DestinationServer(port=0, faults=Faults(script=script)) as server:
+        config = make_config(
+            tmp_path,
+            {"type": "rest", "mode": "mirror", "batch_size": 10, "upsert_url": f"{server.url}/rest/crm/upsert"},
+        )
+        database = tmp_path / "warehouse.duckdb"
+        warehouse = Warehouse(config, database)
+        warehouse.set_members(people(12))
+        warehouse.conn.close()
+        sync = build_row_sync_asset(config, config.destinations[0])
+        resources = {"warehouse": WarehouseResource(database=str(database))}
+        instance = dg.DagsterInstance.ephemeral()
+        now = [0.0]
+        sensor = build_destination_retry_sensor(config, clock=lambda: now[0])
+        assert sensor is not None
+
+        def tick() -> dg.SensorResult:
+            return sensor(dg.build_sensor_context(instance=instance))
+
+        def failed_at() -> float:
+            [record] = instance.get_asset_records([sync.key])
+            return instance.get_run_record_by_id(record.asset_entry.last_run_id).end_time
+
+        assert not tick().run_requests  # nothing has failed
+        first = dg.materialize([sync], resources=resources, instance=instance, raise_on_error=False)
+        assert not first.success
+        now[0] = failed_at() + 299
+        waiting = tick()
+        assert not waiting.run_requests and "'dest' retries at" in waiting.skip_reason.skip_message
+        now[0] = failed_at() + 301
+        [request] = tick().run_requests
+        assert request.asset_selection == [sync.key] and request.tags == {RETRY_ATTEMPT_TAG: "1"}
+        assert tick().run_requests[0].run_key == request.run_key  # the same failure gives the same run key
+
+        again = dg.materialize([sync], resources=resources, instance=instance, tags=request.tags, raise_on_error=False)
+        assert not again.success and state(server, "rest", "crm")["records"] == {}
+        now[0] = failed_at() + 599  # the wait doubles after a failed retry
+        assert not tick().run_requests
+        now[0] = failed_at() + 601
+        [second] = tick().run_requests
+        assert second.tags == {RETRY_ATTEMPT_TAG: "2"} and second.run_key != request.run_key
+
+        assert dg.materialize([sync], resources=resources, instance=instance, tags=second.tags).success
+        assert len(state(server, "rest", "crm")["records"]) == 12
+        now[0] += 86_400
+        assert not tick().run_requests  # it got through: nothing more to retry
+
+
+@pytest.mark.dagster
+def test_a_sync_that_failed_for_another_reason_is_not_retried(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from cdp_assets.syncs.assets import build_row_sync_asset
+    from resources.warehouse import Warehouse as WarehouseResource
+    from sensors.deliveries import build_destination_retry_sensor
+
+    config = make_config(
+        tmp_path, {"type": "rest", "mode": "mirror", "upsert_url": "http://127.0.0.1:9/rest/crm/upsert"}
+    )
+    database = tmp_path / "warehouse.duckdb"
+    warehouse = Warehouse(config, database)
+    warehouse.set_members(people(3))
+    warehouse.conn.close()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the plan")
+
+    monkeypatch.setattr("cdp_assets.syncs.assets.plan_sync", broken)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [build_row_sync_asset(config, config.destinations[0])],
+        resources={"warehouse": WarehouseResource(database=str(database))},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    sensor = build_destination_retry_sensor(config, clock=lambda: 10**12)
+    assert not sensor(dg.build_sensor_context(instance=instance)).run_requests
+
+
+@pytest.mark.unit
+def test_destination_retry_waits_are_validated_and_can_be_turned_off(tmp_path):
+    from resources.config import ConfigError
+    from sensors.deliveries import build_destination_retry_sensor
+
+    config = make_config(tmp_path, {"type": "rest", "mode": "mirror", "upsert_url": "http://127.0.0.1:9/u"})
+    retry = config.refresh.destination_retry
+    assert [retry.wait(n).total_seconds() for n in (1, 2, 3, 4, 5)] == [300, 600, 1200, 2400, 3600]
+    raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+    raw["refresh"] = {"destination_retry": {"first_after": "1 month"}}
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"refresh\.destination_retry\.first_after: '1 month' must look like"):
+        load_config(tmp_path / "cdp.yaml")
+    raw["refresh"] = {"destination_retry": None}
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw))
+    assert build_destination_retry_sensor(load_config(tmp_path / "cdp.yaml")) is None

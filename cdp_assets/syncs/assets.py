@@ -32,6 +32,7 @@ from cdp_assets.syncs.state import (
 )
 from resources.config import CDPConfig, FileDestinationConfig, RowDestinationConfig
 from resources.config.base import MissingSecretError
+from resources.config.refresh import UNAVAILABLE_DESTINATION
 from resources.destinations import (
     Change,
     Delivery,
@@ -355,7 +356,12 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
         if report["unavailable"]:
             raise dg.Failure(
                 unavailable_message(destination.name, context.run_id, report),
-                metadata={k: v for k, v in report.items() if isinstance(v, int)},
+                # The destination's name marks the failure as an outage, which the destination_retry sensor
+                # answers by running the sync again later; other failures are not retried.
+                metadata={
+                    UNAVAILABLE_DESTINATION: destination.name,
+                    **{k: v for k, v in report.items() if isinstance(v, int)},
+                },
             )
         metadata = {
             k: dg.MetadataValue.int(int(v)) for k, v in report.items() if isinstance(v, int) and not isinstance(v, bool)

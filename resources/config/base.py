@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,22 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # nothing, or a source expected every 0 days, is a mistake, not a setting).
 DURATION_RE = re.compile(r"^\s*0*([1-9]\d*)\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_span(value: str | None) -> str | None:
+    """A span of time a clock counts down ('30 minutes', '12 hours', '1 day', '2 weeks'), as the file gives
+    it. Months and years are refused: their length depends on the calendar, and nothing waits that long."""
+    match = DURATION_RE.match(value) if value is not None else None
+    if value is not None and (match is None or match.group(2).lower() in ("month", "year")):
+        raise ValueError(f"'{value}' must look like '30 minutes', '12 hours', '1 day' or '2 weeks'")
+    return value
+
+
+def span(value: str) -> timedelta:
+    """A span that passed `check_span`, as a timedelta."""
+    match = DURATION_RE.match(value)
+    assert match is not None, value
+    return timedelta(**{f"{match.group(2).lower()}s": int(match.group(1))})
 
 
 def _env_name(value: str) -> str:

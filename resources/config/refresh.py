@@ -3,16 +3,44 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from pydantic import Field, field_validator
 
-from resources.config.base import EnvName, HttpUrl, TimeZoneName, _Strict, check_cron
+from resources.config.base import EnvName, HttpUrl, TimeZoneName, _Strict, check_cron, check_span, span
 
 # The run tag a scheduled time-windows refresh carries: the tick's time (UTC, ISO), which profiles
 # measure 'now' from.
 AS_OF_TAG = "cdp/as_of"
 # The run tag that makes the identity stage train its matching model afresh instead of keeping the last one.
 RETRAIN_TAG = "cdp/retrain_model"
+
+
+# The run tag a destination retry carries: how many runs in a row have found the destination unavailable
+# before this one (the destination_retry sensor waits longer after each).
+RETRY_ATTEMPT_TAG = "cdp/destination_retry"
+# The metadata key a sync's failure carries when its destination was unavailable: the destination's name.
+UNAVAILABLE_DESTINATION = "unavailable_destination"
+
+
+class DestinationRetryConfig(_Strict):
+    """When a sync that found its destination down is run again, with no new change to carry it."""
+
+    first_after: str = Field(
+        "5 minutes", description="Wait after the first failed run before the first retry ('30 minutes', '1 hour')."
+    )
+    longest_wait: str = Field(
+        "1 hour", description="The wait doubles after each failed retry, up to this; retries go on until one succeeds."
+    )
+
+    @field_validator("first_after", "longest_wait")
+    @classmethod
+    def _spans(cls, value: str) -> str:
+        return check_span(value) or value
+
+    def wait(self, attempt: int) -> timedelta:
+        """The wait before retry number `attempt` (1 for the first): first_after, doubled each time, capped."""
+        return min(span(self.first_after) * 2 ** (max(attempt, 1) - 1), span(self.longest_wait))
 
 
 class RefreshConfig(_Strict):
@@ -45,6 +73,15 @@ class RefreshConfig(_Strict):
         description=(
             "Cron (in `timezone`) of the `rebuild_check` job: the check that a rebuild from the raw rows gives the "
             "same customers, ids, profiles and segment members as the refreshes did. Null: only by hand."
+        ),
+    )
+
+    destination_retry: DestinationRetryConfig | None = Field(
+        DestinationRetryConfig(),
+        description=(
+            "Runs again a sync whose destination was unavailable (down, timing out, refusing the credentials), so "
+            "its deferred changes reach it once it is back, though nothing new arrives. Null: only the next change "
+            "to the segment, the time-windows refresh or a run by hand sends them."
         ),
     )
 

@@ -16,7 +16,6 @@ from pydantic import Field, field_validator, model_validator
 
 from resources.config.base import (
     _NAME_RE,
-    DURATION_RE,
     SECRET_NAME_RE,
     AuthConfig,
     HttpUrl,
@@ -24,6 +23,8 @@ from resources.config.base import (
     TimeZoneName,
     _Strict,
     check_cron,
+    check_span,
+    span,
 )
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
@@ -392,18 +393,12 @@ class SourceConfig(_Strict):
     @field_validator("expected_every")
     @classmethod
     def _expected_every(cls, value: str | None) -> str | None:
-        match = DURATION_RE.match(value) if value is not None else None
-        if value is not None and (match is None or match.group(2).lower() in ("month", "year")):
-            raise ValueError("must look like '30 minutes', '12 hours', '1 day' or '2 weeks'")
-        return value
+        return check_span(value)
 
     @property
     def expected_within(self) -> timedelta | None:
         """`expected_every` as a span of time."""
-        match = DURATION_RE.match(self.expected_every) if self.expected_every else None
-        if match is None:
-            return None
-        return timedelta(**{f"{match.group(2).lower()}s": int(match.group(1))})
+        return span(self.expected_every) if self.expected_every else None
 
     @field_validator("retain")
     @classmethod
