@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -65,6 +66,13 @@ class Change:
         if self._row is None:
             self._row = json.loads(self._payload or "{}")
         return self._row
+
+    def exact_row(self) -> dict[str, Any]:
+        """The fields with every number that has a fraction as the Decimal its JSON text writes (a money
+        total of 0.10 stays 0.10, never the nearest double): for a destination with an exact numeric type."""
+        if self._payload is None:
+            return self.row
+        return json.loads(self._payload, parse_float=Decimal)
 
     @property
     def payload(self) -> str:

@@ -15,9 +15,11 @@ is a `RejectedError`.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -50,6 +52,8 @@ def column_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, int):
         return "bigint"
+    if isinstance(value, Decimal):
+        return "numeric"  # as exact as the warehouse's money columns: 0.10 is 0.10
     if isinstance(value, float):
         return "double precision"
     if isinstance(value, list | tuple | dict):
@@ -98,10 +102,11 @@ class PostgresClient:
                         [[change.key for change in changes]],
                     )
                 else:
-                    wanted = self._columns_of(change.row for change in changes)
+                    rows = [change.exact_row() for change in changes]
+                    wanted = self._columns_of(rows)
                     types = self._prepare(cur, wanted)
                     creating = False
-                    self._upsert(cur, changes, {name: types[name] for name in wanted})
+                    self._upsert(cur, changes, rows, {name: types[name] for name in wanted})
             conn.commit()
         except psycopg.Error as exc:
             self._recover(conn)
@@ -185,7 +190,9 @@ class PostgresClient:
             existing.update(missing)
         return existing
 
-    def _upsert(self, cur: psycopg.Cursor, changes: Sequence[Change], types: dict[str, str]) -> None:
+    def _upsert(
+        self, cur: psycopg.Cursor, changes: Sequence[Change], rows: Sequence[dict[str, Any]], types: dict[str, str]
+    ) -> None:
         """One statement per row, pipelined in one round trip: rows are applied in order, so the last change
         to a key wins, and no single statement outgrows PostgreSQL's 65535 bind parameters."""
         key = sql.Identifier(self.key_column)
@@ -209,7 +216,10 @@ class PostgresClient:
         )
         cur.executemany(
             query,
-            ([change.key, *(_adapt(change.row.get(name), kind) for name, kind in types.items())] for change in changes),
+            (
+                [change.key, *(_adapt(row.get(name), kind) for name, kind in types.items())]
+                for change, row in zip(changes, rows, strict=True)
+            ),
         )
 
     # ------------------------------------------------------------------ errors
@@ -262,7 +272,12 @@ def _adapt(value: Any, kind: str) -> Any:
     if value is None:
         return None
     if kind == "json":
-        return Json(value)
+        return Json(value, dumps=_json_text)
     if kind == "jsonb" or isinstance(value, list | tuple | dict):
-        return Jsonb(value)
+        return Jsonb(value, dumps=_json_text)
     return value
+
+
+def _json_text(value: Any) -> str:
+    """JSON text of a value whose numbers may be Decimals (exact_row): written as the numbers they are."""
+    return json.dumps(value, default=lambda v: float(v) if isinstance(v, Decimal) else str(v))

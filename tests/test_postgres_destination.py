@@ -115,6 +115,24 @@ def test_upsert_creates_a_typed_table_and_updates_by_key(dsn: str, table: str, c
     ]
 
 
+def test_money_from_the_warehouse_is_written_exactly(dsn: str, table: str, client: PostgresClient) -> None:
+    from decimal import Decimal
+
+    # The payloads as the warehouse writes them (to_json of DECIMAL money and of a DOUBLE score).
+    payloads = {
+        "c1": '{"lifetime_revenue":0.10,"score":0.3,"orders":3,"history":[{"amount":19.99}]}',
+        "c2": '{"lifetime_revenue":1234567890123.47,"score":100.0,"orders":1,"history":[]}',
+    }
+    client.send([Change(key, "add", payload=text) for key, text in payloads.items()], "b1")
+    assert column_types(dsn, table)["lifetime_revenue"] == "numeric"
+    assert contents(dsn, table, "id, lifetime_revenue, score, orders, history") == [
+        ("c1", Decimal("0.10"), Decimal("0.3"), 3, [{"amount": 19.99}]),
+        ("c2", Decimal("1234567890123.47"), Decimal("100.0"), 1, []),
+    ]
+    total = query(dsn, f'SELECT sum(lifetime_revenue) FROM "{table}"')
+    assert total == [(Decimal("1234567890123.57"),)]  # a double would give ...123.56999...
+
+
 def test_resending_a_batch_changes_nothing(dsn: str, table: str, client: PostgresClient) -> None:
     batch = [upsert(f"c{i}", name=f"n{i}", orders=i, tags=[i]) for i in range(5)]
     client.send(batch, "b1")
