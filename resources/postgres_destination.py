@@ -78,7 +78,7 @@ class PostgresClient:
         self.connect_timeout = connect_timeout
         self._conn: psycopg.Connection | None = None
         self._name = sql.Identifier(schema, table)
-        self._label = f"PostgreSQL table {schema}.{table}"
+        self._label = f"PostgreSQL table {schema}.{table}{_server(dsn)}"
 
     def __repr__(self) -> str:
         return f"PostgresClient({self.schema}.{self.table}, key={self.key_column})"
@@ -265,6 +265,21 @@ def _secrets(dsn: str) -> list[str]:
     for pattern in (r"://[^/@:]*:([^@/]*)@", r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)"):
         found.update(match.group(1) for match in re.finditer(pattern, dsn))
     return sorted((secret for secret in found if secret), key=len, reverse=True)
+
+
+def _server(dsn: str) -> str:
+    """' on host:port' from the connection string, for messages: which server failed is what an operator
+    needs first, and the errors psycopg quotes it in are masked with every quoted value. Never the user,
+    the password or the database's other settings."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return ""
+    host = str(info.get("host") or info.get("hostaddr") or "")
+    if not host or host.startswith("/"):
+        return " on the local socket" if host else ""
+    port = info.get("port")
+    return f" on {host}:{port}" if port else f" on {host}"
 
 
 def _adapt(value: Any, kind: str) -> Any:

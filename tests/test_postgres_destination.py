@@ -250,6 +250,19 @@ def test_no_server_is_transient_and_the_message_hides_the_password() -> None:
     unreachable.close()
 
 
+def test_a_failure_names_the_server_even_once_masked() -> None:
+    from cdp_assets.metadata import redact
+
+    port = closed_port()
+    unreachable = PostgresClient(f"host=localhost port={port} user=cdp password=s3cr3t-Pw dbname=cdp", "segment")
+    with pytest.raises(TransientError) as raised:
+        unreachable.send([upsert("c1", orders=1)], "b1")
+    shown = redact(str(raised.value))  # as the sync's failure stores it
+    assert shown.startswith(f"PostgreSQL table public.segment on localhost:{port}: could not connect")
+    assert "s3cr3t-Pw" not in shown
+    unreachable.close()
+
+
 def test_a_lost_connection_is_transient_and_the_next_batch_reconnects(dsn: str, table: str) -> None:
     name = f"cdp-test-{uuid.uuid4().hex[:8]}"
     writer = PostgresClient(make_conninfo(dsn, application_name=name), table)
