@@ -4,6 +4,7 @@ The sensor decides from these file lists alone (it never opens the warehouse) an
 same files, so both read them here.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,18 @@ from resources.config import CDPConfig, SourceConfig
 # The extract's metadata entry saying when a file of the source last loaded, whether or not that run loaded
 # one: the freshness sensor judges a source by it, not by when its extract last ran.
 LAST_FILE_LOADED_AT = "last_file_loaded_at"
+# The extract's metadata entry giving the signature of every file it found loaded or unchanged: a landing
+# sensor with no cursor of its own yet (its first tick under `dagster dev`, after a headless refresh loaded
+# the files) starts from it, rather than launching an extract for every file already in the warehouse.
+FILE_SIGNATURES = "file_signatures"
+# Beyond this many files the signatures are not recorded (the metadata would outgrow its use); the sensor
+# then treats every file as new on its first tick, and the extract skips each by its content hash.
+MAX_RECORDED_SIGNATURES = 5000
+
+
+def file_signature(stat: os.stat_result) -> str:
+    """What tells a landing file changed without reading it: its size and modification time."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 class ExtractConfig(dg.Config):

@@ -12,11 +12,23 @@ import time
 import dagster as dg
 
 from resources.config import CDPConfig
-from resources.landing import ExtractConfig, source_files
+from resources.landing import FILE_SIGNATURES, ExtractConfig, file_signature, source_files
 
 # The extract's check that every file could be read (cdp_assets/extract/assets.py); a sensor never imports
 # the stages.
 FILES_READABLE_CHECK = "files_readable"
+
+
+def _signatures_loaded(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
+    """The files the source's last extract found loaded or unchanged, with their signatures: where the
+    sensor starts when it has no cursor for the source, so files a headless refresh already loaded are not
+    extracted again. Nothing when no extract recorded them."""
+    latest = instance.get_latest_materialization_event(key)
+    recorded = (
+        latest.asset_materialization.metadata.get(FILE_SIGNATURES) if latest and latest.asset_materialization else None
+    )
+    value = getattr(recorded, "value", None)
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
@@ -35,14 +47,17 @@ def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
         requests: list[dg.RunRequest] = []
         settled_before = time.time() - config.landing.settle_seconds
         for source in config.sources:
-            seen = dict(previous.get(source.name, {}))
+            if source.name in previous:
+                seen = dict(previous[source.name])
+            else:
+                seen = _signatures_loaded(context.instance, dg.AssetKey(["raw", source.name]))
             changed: dict[str, str] = {}
             for path in source_files(config, source):
                 stat = path.stat()
                 if stat.st_mtime > settled_before:
                     continue  # still being written, or just landed: look again next tick
                 rel = path.relative_to(config.landing_path).as_posix()
-                signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+                signature = file_signature(stat)
                 if seen.get(rel) != signature:
                     changed[rel] = signature
                 seen[rel] = signature

@@ -140,6 +140,32 @@ def test_extract_started_by_the_sensor_skips_materializing_when_nothing_changed(
         assert second.success and second.get_asset_materialization_events() == []
 
 
+def test_the_landing_sensor_starts_from_what_a_headless_refresh_already_loaded(tmp_path):
+    config = load_config(write_config(tmp_path))
+    folder = config.landing_path / "support"
+    folder.mkdir(parents=True)
+    header = "ticket_id,requester_email,requester_name,subject,status,priority,created_at\n"
+    loaded = folder / "t1.csv"
+    loaded.write_text(header + "T-1,a@b.org,A B,hi,open,low,2025-01-01T00:00:00Z\n")
+    _age(loaded)
+    defs = build_definitions(config)
+    asset = [a for a in defs.assets if a.key == dg.AssetKey(["raw", "support_tickets"])]
+    sensor = defs.resolve_sensor_def("landing_files_sensor")
+    with dg.instance_for_test() as instance:
+        # `dagster job execute` loads the file before `dagster dev` starts the sensor, which has no cursor yet.
+        assert dg.materialize(asset, instance=instance, resources=defs.resources).success
+        first = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert not [r for r in first.run_requests if r.tags["cdp/source"] == "support_tickets"]
+        assert list(json.loads(first.cursor)["support_tickets"]) == ["support/t1.csv"]
+
+        later = folder / "t2.csv"
+        later.write_text(header + "T-2,c@d.org,C D,hello,open,low,2025-01-02T00:00:00Z\n")
+        _age(later)
+        second = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
+        [request] = [r for r in second.run_requests if r.tags["cdp/source"] == "support_tickets"]
+        assert request.tags["cdp/new_files"] == "1"
+
+
 def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destination_server):
     config = load_config(write_config(tmp_path, destination_server.url))
     (config.landing_path / "support").mkdir(parents=True)

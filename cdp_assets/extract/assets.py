@@ -22,7 +22,15 @@ from cdp_assets.extract.readers import FileFormatError, Reject, Rows, read_file
 from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
-from resources.landing import LAST_FILE_LOADED_AT, ExtractConfig, poll_key, source_files
+from resources.landing import (
+    FILE_SIGNATURES,
+    LAST_FILE_LOADED_AT,
+    MAX_RECORDED_SIGNATURES,
+    ExtractConfig,
+    file_signature,
+    poll_key,
+    source_files,
+)
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
 from resources.warehouse import Warehouse, utc_now
@@ -392,6 +400,16 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
             ]
         if not files:
             context.log.warning(f"{source.name}: no files match {landing / source.glob}")
+        # Files as this run left them, whatever their outcome: the landing sensor's starting point.
+        signatures = (
+            {
+                FILE_SIGNATURES: dg.MetadataValue.json(
+                    {rel: file_signature(stat) for rel, (_, stat, _) in present.items()}
+                )
+            }
+            if len(present) <= MAX_RECORDED_SIGNATURES
+            else {}
+        )
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(int(total)),
@@ -407,6 +425,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 if last_load
                 else "never",
                 "loaded_files": dg.MetadataValue.md(markdown_table(loaded) if loaded else "_no new files_"),
+                **signatures,
                 "preview": dg.MetadataValue.md(masked_records(sample)),
             },
             check_results=[check],
