@@ -167,7 +167,7 @@ def test_consent_in_other_languages_is_read_and_a_mapping_with_no_statement_is_n
     assert "newsletter" not in details
 
 
-def _orders_source(name: str, separator: str) -> dict:
+def _orders_source(name: str, separator: str | None) -> dict:
     return {
         "name": name,
         "format": "jsonl",
@@ -175,7 +175,7 @@ def _orders_source(name: str, separator: str) -> dict:
         "role": "transactions",
         "record_id": "customer",
         "event_id": "id",
-        "decimal_separator": separator,
+        **({"decimal_separator": separator} if separator else {}),
         "fields": {"occurred_at": "at", "amount": "total"},
     }
 
@@ -201,6 +201,34 @@ def test_amounts_with_a_decimal_comma_are_read_when_declared_and_never_guessed(t
     refused = sql.rows("select value, reason from cdp.quarantine where source = 'webshop' order by value")
     assert [value for value, _ in refused] == ["1,234", "12,50"]
     assert all("set the source's decimal_separator" in reason for _, reason in refused)
+
+
+def test_an_amount_that_may_be_thousands_grouping_is_refused_unless_the_separator_is_declared(tmp_path):
+    """A German shop exporting 1.234 (1234) from a source left at its default would load a thousand times too
+    little: refused with the fix named, as are points grouping thousands twice; a declared '.' reads them."""
+    at = "2025-06-01T10:00:00Z"
+    totals = ["1.234", "12.500", "0.125", "1234.567", "12.50", "1.234.567", "12.3456"]
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source(), _orders_source("unset", None), _orders_source("declared", ".")],
+        {
+            name: [{"id": f"{name}{i}", "customer": "c", "at": at, "total": t} for i, t in enumerate(totals)]
+            for name in ("unset", "declared")
+        },
+    )
+    clean_activity(sql, config, "transactions")
+    amounts = {e: str(a) for e, a in sql.rows("select event_id, amount from clean.transactions")}
+    assert amounts == {
+        "unset2": "0.13", "unset3": "1234.57", "unset4": "12.50", "unset6": "12.35",
+        "declared0": "1.23", "declared1": "12.50", "declared2": "0.13", "declared3": "1234.57",
+        "declared4": "12.50", "declared6": "12.35",
+    }  # fmt: skip
+    refused = dict(sql.rows("select value, reason from cdp.quarantine where source = 'unset' order by value"))
+    assert sorted(refused) == ["1.234", "1.234.567", "12.500"]
+    assert all("set the source's decimal_separator" in reason for reason in refused.values())
+    assert refused["1.234"].startswith("amount is ambiguous")
+    declared = sql.rows("select value, reason from cdp.quarantine where source = 'declared'")
+    assert [(v, "set the source's decimal_separator" in r) for v, r in declared] == [("1.234.567", True)]
 
 
 def test_a_utf8_file_declared_cp1252_is_refused_whole_and_a_cp1252_file_is_read(tmp_path):

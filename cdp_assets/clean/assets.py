@@ -32,7 +32,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "3"
+CODE_VERSION = "4"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -987,8 +987,8 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {timestamp_sql(value_sql(s, f.get("occurred_at")), f["occurred_at"].formats, s.timezone)}
                     as occurred_at,
                 {value_sql(s, f.get("amount"))} as amount_raw,
-                {rules.amount_text_sql(value_sql(s, f.get("amount")), s.decimal_separator)} as amount_text,
-                {sql_literal(s.decimal_separator)} as decimal_separator,
+                {rules.amount_text_sql(value_sql(s, f.get("amount")), s.decimal_separator or ".")} as amount_text,
+                {sql_literal(s.decimal_separator or "")} as decimal_separator,
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
@@ -1097,6 +1097,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             else "null"
         )
         not_a_number = rules.amount_reason_sql("amount_text", "decimal_separator")
+        ambiguous = rules.amount_ambiguous_sql("amount_text", "decimal_separator")
         sql.create_table_as(
             stage,
             f"""select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
@@ -1108,6 +1109,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
                         when occurred_at is null then 'not a readable timestamp'
                         {"when amount_raw is null then 'missing amount'" if transactions else ""}
                         {f"when amount is null then {not_a_number}" if transactions else ""}
+                        {f"when {ambiguous} then {sql_literal(rules.AMBIGUOUS_AMOUNT)}" if transactions else ""}
                         {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
                       end as other_reason
                     from {stage}

@@ -542,15 +542,32 @@ def amount_text_sql(raw: str, decimal_separator: str) -> str:
 
 def amount_reason_sql(amount_text: str, decimal_separator: str) -> str:
     """SQL giving why an amount that is not a number was refused; `decimal_separator` is the SQL of the
-    source's separator. An amount with a comma from a source declared with '.' is told to say which
-    separator it writes."""
+    source's separator ('' when the source leaves it unset). An amount with a comma, or with points
+    grouping thousands (1.234.567), from a source not declared with ',' is told to say which separator it
+    writes."""
     comma = f"-?[0-9.{_GROUPING[1:-1]}]*[0-9],[0-9]+"
+    points = r"-?[0-9]{1,3}([.][0-9]{3}){2,}"
     return (
-        f"case when {decimal_separator} = '.' and regexp_full_match({amount_text}, '{comma}') "
-        "then 'amount is not a number: a decimal comma, or a comma grouping thousands without a decimal "
-        "point, is ambiguous; set the source''s decimal_separator' "
+        f"case when {decimal_separator} <> ',' and (regexp_full_match({amount_text}, '{comma}') "
+        f"or regexp_full_match({amount_text}, '{points}')) "
+        "then 'amount is not a number: a decimal comma, a comma grouping thousands without a decimal "
+        "point, or points grouping thousands, is ambiguous; set the source''s decimal_separator' "
         "else 'amount is not a number' end"
     )
+
+
+# Why an amount such as 1.234 from a source that left its decimal separator unset is refused.
+AMBIGUOUS_AMOUNT = (
+    "amount is ambiguous: a decimal point with three digits after it (1.234) is how a decimal-comma system "
+    "groups thousands (1234); set the source's decimal_separator ('.' reads it as 1.234, ',' as 1234)"
+)
+
+
+def amount_ambiguous_sql(amount_text: str, decimal_separator: str) -> str:
+    """SQL condition: the amount reads as a number, but a source that did not declare its separator may
+    have meant its point as thousands grouping (1.234 for 1234, which would load a thousand times too
+    small). A leading zero (0.125) cannot be grouping and is read as written."""
+    return f"({decimal_separator} = '' and regexp_full_match({amount_text}, '-?[1-9][0-9]{{0,2}}[.][0-9]{{3}}'))"
 
 
 # ---------------------------------------------------------------- consent

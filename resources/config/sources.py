@@ -350,11 +350,13 @@ class SourceConfig(_Strict):
         description="IANA time zone of the source's timestamps written without an offset or zone "
         "('2025-06-29 23:30:00' from a Berlin shop: Europe/Berlin); a timestamp with one keeps it.",
     )
-    decimal_separator: Literal[".", ","] = Field(
-        ".",
+    decimal_separator: Literal[".", ","] | None = Field(
+        None,
         description="How the source writes amounts: '.' (1,234.56) or ',' (1.234,56, as German or French "
         "systems do). Spaces and apostrophes group thousands either way; with '.', a comma groups them only "
-        "before a decimal point.",
+        "before a decimal point. Unset: '.', except that an amount such as 1.234 (one to three digits, a point, "
+        "three digits), which a decimal-comma system writes for 1234, is refused as ambiguous; setting '.' "
+        "reads it as 1.234.",
     )
     csv: CsvOptions = CsvOptions()
     segment: SegmentOptions | None = Field(
