@@ -5,6 +5,7 @@ destination that is down keeps only its own part pending, and its next sync deli
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psycopg
 import pytest
 import yaml
@@ -137,12 +138,25 @@ def test_the_launchpad_refuses_an_email_and_says_where_it_goes(tmp_path: Path):
             build_definitions(config)
             .resolve_job_def(PRIVACY_JOB)
             .execute_in_process(
-                instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+                instance=instance,
+                run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}},
+                raise_on_error=False,
             )
         )
-        assert ran.success
-        metadata = ran.asset_materializations_for_node("privacy__requests")[0].metadata
-        assert "rejected" in metadata["this_run"].value
+        # The person who typed it is told in the run itself, not by a green run that did nothing.
+        assert not ran.success
+        [failure] = ran.get_step_failure_events()
+        message = failure.step_failure_data.error.message
+        assert "1 request(s) of the run configuration rejected" in message
+        assert "put the request in a CSV file in the requests folder" in message
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            receipt = conn.execute("select type, id_type, reference, status, note from privacy.requests").fetchall()
+        assert receipt == [("erase", "email", "E-1", "rejected", receipt[0][4])]
+        assert receipt[0][4].startswith("id_type: email values are not taken from run configuration")
+        stored = [
+            str(event.dagster_event) for event in instance.all_logs(ran.run_id) if event.dagster_event is not None
+        ]
+        assert not any("bob.stone@example.org" in text for text in stored)  # only the run config holds it
 
 
 @pytest.mark.dagster

@@ -22,7 +22,13 @@ from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
 from cdp_assets.privacy.access import access_document, remove_access_documents, write_access_document
 from cdp_assets.privacy.erasure import Request, erase, resolve_all
 from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
-from cdp_assets.privacy.requests import PrivacyRequestConfig, RejectedLine, from_file, from_run_config
+from cdp_assets.privacy.requests import (
+    PrivacyRequestConfig,
+    RejectedLine,
+    from_file,
+    from_run_config,
+    request_id,
+)
 from cdp_assets.privacy.retention import expire
 from cdp_assets.syncs.assets import make_client
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle_receipts
@@ -81,6 +87,17 @@ def _receipt(sql: Sql, request: Request, status: str, run_id: str, **values: obj
             run_id,
         ],
     )
+
+
+def _record_rejected(sql: Sql, config: PrivacyRequestConfig, rejected: list[RejectedLine], run_id: str) -> None:
+    """A receipt with status `rejected` and the reason for each refused request of the run configuration
+    (its type, identifier type and reference; never its value), so the refusal is on record beside every
+    other request's outcome."""
+    specs = {request_id(run_id, index): spec for index, spec in enumerate(config.requests)}
+    for line in rejected:
+        spec = specs[line.request_id]
+        request = Request(line.request_id, spec.type, spec.id_type, "", spec.reference, spec.source)
+        _receipt(sql, request, "rejected", run_id, note=f"{line.field}: {line.reason}")
 
 
 def suppress(sql: Sql, request: Request, customers: list[str]) -> None:
@@ -260,6 +277,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
             with warehouse.sql() as sql:
                 if requests_path is not None:
                     _quarantine(sql, requests_path.name, file_rejected)
+                _record_rejected(sql, config, rejected, run_id)
                 report = process_requests(sql, cdp_config, requests, run_id, context.log)
                 seconds: dict[str, float] = report["seconds"]  # type: ignore[assignment]
                 mark = time.perf_counter()
@@ -288,7 +306,16 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
         if requests_path is not None:
             archive_requests_file(requests_path, statuses, file_rejected, file_ids)
         rows = [{"request": r, "type": t, "status": s} for r, t, s in this_run]
-        rows += [{"request": line.request_id, "type": "", "status": "rejected"} for line in rejected + file_rejected]
+        rows += [{"request": line.request_id, "type": "", "status": "rejected"} for line in file_rejected]
+        if rejected:
+            # A request typed in the Launchpad that was refused must not end in a green run: the person who
+            # typed it is waiting for it. Its receipt says why; the requests that were valid are done.
+            reasons = "; ".join(f"{line.request_id}: {line.field}: {line.reason}" for line in rejected)
+            raise dg.Failure(
+                f"{len(rejected)} request(s) of the run configuration rejected (recorded in {PRIVACY_REQUESTS.name} "
+                f"with status 'rejected'; the {len(requests)} other(s) were carried out): {reasons}",
+                metadata={"this_run": dg.MetadataValue.md(markdown_table(rows) if rows else "_no requests_")},
+            )
         return dg.MaterializeResult(
             metadata={
                 "requests_this_run": len(requests) + len(rejected) + len(file_rejected),
