@@ -37,7 +37,9 @@ def test_records_and_identifier_values_are_both_sides(tmp_path: Path) -> None:
     [
         ("merge,crm/C-1,crm/C-2,ana,x\n", "line 2: unknown action 'merge'"),
         ("must_link,crm/C-1,crm/C-2,,x\n", "line 2: every override needs an author and a reason"),
-        ("must_link,erp/E-1,crm/C-2,ana,x\n", "line 2: 'erp/E-1' is neither"),
+        ("must_link,erp/E-1,crm/C-2,ana,x\n", "line 2: record begins with 'erp', which is neither"),
+        ("must_link,crm/C-1,emial:pat@x.org,ana,x\n", "line 2: other begins with 'emial', which is neither"),
+        ("must_link,crm/C-1,email:,ana,x\n", "line 2: other names no email value"),
         ("unmerge,crm/C-1,crm/C-2,ana,x\n", "line 2: unmerge takes one side"),
         ("must_link,crm/C-1,,ana,x\n", "line 2: must_link needs both"),
         ("must_link,crm/C-1,ana,x\n", "line 2: expected 5 fields"),
@@ -57,7 +59,7 @@ def test_a_cannot_link_between_sides_must_links_join_fails_naming_every_line(tmp
     )
     with pytest.raises(
         OverrideError,
-        match=r"line 5 says 'crm/A' and 'shop/C' are never one customer, but must_link line\(s\) 2, 3 join",
+        match=r"line 5 says its record and other are never one customer, but must_link line\(s\) 2, 3 join",
     ):
         load(tmp_path, body)
 
@@ -67,3 +69,21 @@ def test_a_wrong_header_is_refused(tmp_path: Path) -> None:
     path.write_text("a,b\n")
     with pytest.raises(OverrideError, match="line 1: the header must be exactly"):
         load_overrides(path, SOURCES, TYPES)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "must_link,email:pat.secret@example.com,email:pat.secret@example.com,ana,x\n",
+        "must_link,crm/0035g000007Cb0Lnyy,email:pat.secret@example.com,ana,x\n"
+        "cannot_link,email:pat.secret@example.com,crm/0035g000007Cb0Lnyy,li,y\n",
+        "must_link,Pat Secret <pat.secret@example.com>,crm/C-1,ana,x\n",
+        "must_link,crm/C-1,pat.secret@example.com:crm,ana,x\n",
+    ],
+)
+def test_a_failure_never_quotes_a_customer_value(tmp_path: Path, body: str) -> None:
+    """The error reaches the run history of the identity run that read the file: lines and columns only."""
+    with pytest.raises(OverrideError) as raised:
+        load(tmp_path, body)
+    assert "pat.secret" not in str(raised.value) and "0035g" not in str(raised.value)
+    assert "overrides.csv: line" in str(raised.value)

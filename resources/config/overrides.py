@@ -24,12 +24,17 @@ naming the lines. A side that names no record is not fatal: the identity stage l
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 ACTIONS = ("must_link", "cannot_link", "unmerge")
 COLUMNS = ("action", "record", "other", "author", "reason")
+
+
+# A type or source name as the configuration writes them: shown in messages, unlike the values after it.
+_PLAIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 class OverrideError(ValueError):
@@ -60,18 +65,24 @@ class Override:
 
 
 def parse_side(text: str, sources: Collection[str], identifier_types: Collection[str]) -> Side:
-    """A side's text as a record or an identifier; raise ValueError saying which forms are accepted."""
+    """A side's text as a record or an identifier; raise ValueError saying which forms are accepted.
+
+    The messages never quote the side: it is a customer's e-mail, phone or record id, and the error reaches
+    Dagster's run history (the identity run that read the file). What precedes the ':' or '/' is shown when
+    it is short and plain, since a mistyped type or source name is the usual mistake."""
     text = text.strip()
     kind, colon, value = text.partition(":")
     if colon and kind in identifier_types:
         if not value.strip():
-            raise ValueError(f"'{text}' names no {kind} value")
+            raise ValueError(f"names no {kind} value after '{kind}:'")
         return Side(text, id_type=kind, value=value.strip())
     source, slash, record_id = text.partition("/")
     if slash and source in sources and record_id:
         return Side(text, source=source, record_id=record_id)
+    prefix = (source if slash and (not colon or len(source) < len(kind)) else kind if colon else "").strip()
+    shown = f"begins with '{prefix}', which" if prefix and _PLAIN_NAME.fullmatch(prefix) else "its value"
     raise ValueError(
-        f"'{text}' is neither <source>/<record id> with a configured source ({', '.join(sorted(sources))}) "
+        f"{shown} is neither <source>/<record id> with a configured source ({', '.join(sorted(sources))}) "
         f"nor <identifier type>:<value> with a configured type ({', '.join(sorted(identifier_types))})"
     )
 
@@ -101,16 +112,18 @@ def load_overrides(path: Path, sources: Collection[str], identifier_types: Colle
         if not author or not reason:
             raise OverrideError(f"{where}: every override needs an author and a reason")
         try:
+            column = "record"
             first = parse_side(record, sources, identifier_types)
+            column = "other"
             second = parse_side(other, sources, identifier_types) if other else None
         except ValueError as exc:
-            raise OverrideError(f"{where}: {exc}") from None
+            raise OverrideError(f"{where}: {column} {exc}") from None
         if action == "unmerge" and second is not None:
             raise OverrideError(f"{where}: unmerge takes one side; leave 'other' empty")
         if action != "unmerge" and second is None:
             raise OverrideError(f"{where}: {action} needs both 'record' and 'other'")
         if second is not None and first.text == second.text:
-            raise OverrideError(f"{where}: both sides are '{first.text}'")
+            raise OverrideError(f"{where}: 'record' and 'other' are the same")
         overrides.append(Override(line, action, first, second, author, reason))
     _refuse_contradictions(path, overrides)
     return overrides
@@ -141,6 +154,6 @@ def _refuse_contradictions(path: Path, overrides: list[Override]) -> None:
             if root == find(override.other.text):
                 must = ", ".join(str(n) for n in sorted(joined_by.get(root, [])))
                 raise OverrideError(
-                    f"{path}: line {override.line} says '{override.record.text}' and '{override.other.text}' are "
-                    f"never one customer, but must_link line(s) {must} join them; remove one of the two"
+                    f"{path}: line {override.line} says its record and other are never one customer, but "
+                    f"must_link line(s) {must} join them; remove one of the two"
                 )
