@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             {s.name: config.collector_folder(s) for s in sources if s.name in keys.sources},
             rotate_bytes=settings.rotate_bytes,
             rotate_seconds=settings.rotate_seconds,
+            allowed_origins=tuple(settings.allowed_origins),
         )
     except OSError as exc:  # the port is taken, or another collector writes to a source's folder
         print(f"collector: {exc}", file=sys.stderr)

@@ -48,8 +48,10 @@ class CollectorServer(ThreadingHTTPServer):
         *,
         rotate_bytes: int,
         rotate_seconds: float,
+        allowed_origins: tuple[str, ...] = ("*",),
     ) -> None:
         self.keys = keys
+        self.allowed_origins = frozenset(allowed_origins)
         self.spools = {
             source: Spool(folder, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds)
             for source, folder in folders.items()
@@ -105,9 +107,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Quiet: a request log line per event batch would drown the terminal; errors are in the answers."""
 
+    def _cors(self) -> None:
+        """Let a browser's script read the answer when its page may send here (collector.allowed_origins): a
+        browser hides an answer without it, and analytics.js would then send the stored events again."""
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return
+        allowed = self.server.allowed_origins
+        if "*" in allowed:
+            self.send_header("Access-Control-Allow-Origin", "*")
+        elif origin in allowed:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
+
     def _reply(self, status: int, body: dict[str, Any], *, close: bool = False) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
+        self._cors()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if status == HTTPStatus.UNAUTHORIZED:
@@ -117,6 +133,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 - the base class's name
+        """A browser's preflight before a cross-origin POST with a write key in the Authorization header or a
+        JSON or gzip body."""
+        self._drain()
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self._cors()
+        self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+        self.send_header("Access-Control-Max-Age", "86400")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
         if self.path.rstrip("/") == "/health":

@@ -159,7 +159,8 @@ class Spool:
     def _open(self) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         self._part = self.folder / f".events-{stamp}-{secrets.token_hex(3)}.jsonl{PART_SUFFIX}"
-        self._handle = self._part.open("xb", buffering=0)
+        # Owner-only, as the warehouse and exports are: the events hold e-mails and phone numbers.
+        self._handle = os.fdopen(os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb", buffering=0)
         fsync_path(self.folder)
         self._opened_at = self._clock()
         self._size = 0

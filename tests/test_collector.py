@@ -125,9 +125,11 @@ def test_files_are_published_whole_by_rename_when_they_reach_their_size_or_age(t
     assert _visible(tmp_path) == []
     (part,) = tmp_path.glob(".*.part")
     assert part.read_bytes() == b'{"n":1}\n'
+    assert part.stat().st_mode & 0o777 == 0o600  # customer data: readable by the collector's user alone
     spool.append(b'{"n":2,"pad":"' + b"x" * 100 + b'"}\n')  # over rotate_bytes: published
     (first,) = _visible(tmp_path)
     assert first.read_bytes().count(b"\n") == 2 and not list(tmp_path.glob(".*.part"))
+    assert first.stat().st_mode & 0o777 == 0o600
     spool.append(b'{"n":3}\n')
     assert spool.rotate_if_due() is None  # young and small: stays open
     clock.now = 31
@@ -251,6 +253,36 @@ def test_bad_requests_get_their_status_and_reason_and_nothing_is_written(collect
     assert requests.post(f"{url}/v1/batch", json={"batch": [{"type": "track"}]}, auth=auth).status_code == 400
     assert requests.post(f"{url}/v1/nothing", json={}, auth=auth).status_code == 404
     assert _stored(config) == []
+
+
+@pytest.mark.stage
+def test_a_browser_on_another_origin_may_send_and_read_the_answer(collector) -> None:
+    """analytics.js on the shop's pages posts to the collector's host: the preflight is answered, and every
+    answer carries the header without which the browser hides it (and the library sends the events again)."""
+    server, config = collector
+    origin = {"Origin": "https://shop.example.com"}
+    preflight = requests.options(
+        f"{server.url}/v1/batch",
+        headers={**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    # As analytics.js sends it: text/plain (no preflight), the write key in the body, a short path.
+    body = json.dumps({"writeKey": KEY, "type": "track", "event": "Viewed", "anonymousId": "a1"})
+    sent = requests.post(f"{server.url}/v1/t", data=body, headers={**origin, "Content-Type": "text/plain"})
+    assert sent.status_code == 200 and sent.headers["Access-Control-Allow-Origin"] == "*"
+    refused = requests.post(f"{server.url}/v1/t", data="{", headers={**origin, "Content-Type": "text/plain"})
+    assert refused.status_code == 400 and refused.headers["Access-Control-Allow-Origin"] == "*"
+    assert [e["event"] for e in _stored(config)] == ["Viewed"]
+    server.allowed_origins = frozenset({"https://shop.example.com"})
+    other = requests.post(
+        f"{server.url}/v1/t", data=body, headers={"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+    listed = requests.post(f"{server.url}/v1/t", data=body, headers={**origin, "Content-Type": "text/plain"})
+    assert listed.headers["Access-Control-Allow-Origin"] == "https://shop.example.com"
 
 
 @pytest.mark.stage
@@ -443,6 +475,11 @@ def test_a_segment_source_refuses_the_keys_its_format_fixes(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"sources\[1\] \(website\): glob: fixed by format 'segment'"):
         load_config(tmp_path / "cdp.yaml")
     assert config.sources[1].glob == "collector/website/*.jsonl"
+    raw["sources"][1].pop("glob")
+    raw["sources"][1]["timezone"] = "Europe/Berlin"
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"sources\[1\] \(website\): timezone: the collector stores every timestamp"):
+        load_config(tmp_path / "cdp.yaml")
 
 
 # --------------------------------------------------------------------------- the landing sensor (dagster)

@@ -17,3 +17,11 @@ class CollectorConfig(_Strict):
     rotate_seconds: float = Field(
         30.0, gt=0, description="A landing file is published at the latest this long after its first event."
     )
+    allowed_origins: list[str] = Field(
+        ["*"],
+        description=(
+            "Web pages (origins, e.g. 'https://shop.example.com') whose browsers may send events across origins "
+            "(CORS): analytics.js on a shop's pages posting to a collector on another host. '*': any page, as "
+            "Segment's API allows (write keys are public in a browser); an empty list: none."
+        ),
+    )

@@ -299,6 +299,13 @@ def segment_source_defaults(data: dict[str, Any]) -> dict[str, Any]:
     fixed = [key for key in _SEGMENT_FIXED if key in data and _spec(data[key]) != _spec(derived[key])]
     if fixed:
         raise ValueError(f"{', '.join(fixed)}: fixed by format 'segment'; remove {'it' if len(fixed) == 1 else 'them'}")
+    if data.get("timezone") not in (None, "UTC"):
+        # The collector stores every timestamp in UTC as it receives it, as Segment's API does (one without an
+        # offset is taken as UTC there), so a zone here would change nothing: refused rather than ignored.
+        raise ValueError(
+            "timezone: the collector stores every timestamp in UTC, as Segment's API reads it (one sent without "
+            "an offset is UTC); send timestamps with their offset instead"
+        )
     identifiers = [
         {"path": "anonymousId", "type": anonymous},
         {"path": "userId", "type": user},
