@@ -20,9 +20,10 @@ import pandas as pd
 
 from cdp_assets.extract.assets import file_sha256, raw_table
 from cdp_assets.extract.tombstones import tombstone_hashes
-from resources.config import CDPConfig, FileDestinationConfig
+from resources.config import CDPConfig, FileDestinationConfig, SourceConfig
 from resources.durable import fsync_path
 from resources.identifiers import NORMALISERS
+from resources.landing import source_files
 from resources.privacy import keyed_hash
 from resources.sql import Sql
 from resources.tables import FILE_REWRITES, ID_REGISTRY, LOADED_FILES
@@ -125,11 +126,18 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
     rewritten = 0
     # Text files keep their line numbering (erased lines are left empty); a Parquet file loses its rows.
     removed: dict[tuple[str, str], list[int]] = {}
+    loaded = {(s, f) for s, f in sql.rows(f"select source, file from {LOADED_FILES.name}")}
     for source_name, file, sha, erased, known in pending:
         source = sources.get(source_name)
         path = config.landing_path / file
         erased, known = sorted(set(erased)), sorted(set(known))
         if source is not None and path.is_file() and file_sha256(path) == sha:
+            # Copies of the file the extract skipped (a re-sent export under another name) hold the same
+            # lines and lose them too; otherwise the copy would keep the person in clear, and load once the
+            # original's content changed.
+            for copy in _unloaded_copies(config, source, path, sha, {f for s, f in loaded if s == source_name}):
+                _rewrite(sql, source.format, copy, erased, known)
+                rewritten += 1
             _rewrite(sql, source.format, path, erased, known)
             rewritten += 1
         if source is not None and source.format == "parquet":
@@ -153,6 +161,20 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
                 )
         sql.execute(f"delete from {FILE_REWRITES.name} where target = 'landing'")
     return rewritten
+
+
+def _unloaded_copies(config: CDPConfig, source: SourceConfig, path: Path, sha: str, loaded: set[str]) -> list[Path]:
+    """The source's landing files no load recorded whose content is exactly `path`'s (hash `sha`): the copies
+    the extract skipped. Only files of the same size are read."""
+    size = path.stat().st_size
+    copies = []
+    for other in source_files(config, source):
+        relative = other.relative_to(config.landing_path).as_posix()
+        if other == path or relative in loaded or other.stat().st_size != size:
+            continue
+        if file_sha256(other) == sha:
+            copies.append(other)
+    return copies
 
 
 def _rewrite(sql: Sql, file_format: str, path: Path, erased: list[int], known: list[int]) -> None:
