@@ -121,9 +121,8 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Erased:
         # A file re-sent under another name, which the extract skips as a copy of loaded content: it holds
         # the first person too, and must lose them with the original.
         landing = platform.config.landing_path
-        holding = next(
-            f for f in sorted(landing.rglob("*.*")) if f.is_file() and people[0].email.encode() in f.read_bytes().lower()
-        )
+        email = people[0].email.encode()
+        holding = next(f for f in sorted(landing.rglob("*.*")) if f.is_file() and email in f.read_bytes().lower())
         shutil.copy(holding, holding.with_name(f"resent_{holding.name}"))
         assert platform.refresh().success
         copies = platform.sql("select count(*) from meta.loaded_files where file like '%resent_%'")
