@@ -94,6 +94,58 @@ def test_each_destination_erases_in_its_own_form_and_a_failing_one_stays_pending
         assert status == "completed" and all(v.startswith("confirmed") for v in destinations.values())
 
 
+@pytest.mark.dagster
+def test_a_destination_taken_out_of_the_configuration_keeps_no_row_of_an_erased_person(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The tool still holds what it was sent, so the erasure is held, not dropped, and the warehouse keeps
+    nothing of the person under that destination; put back in cdp.yaml, its next sync sends it first."""
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        assert build_definitions(config).resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        records = server.state("rest", "crm")["records"]
+        bob = next(k for k, v in records.items() if v.get("email") == "bob.stone@example.org")
+
+        with_destination = (tmp_path / "cdp.yaml").read_text()
+        raw = yaml.safe_load(with_destination)
+        raw["destinations"] = []
+        (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw))
+        without = load_config(tmp_path / "cdp.yaml")
+        spec = {"type": "erase", "id_type": "customer_id", "value": bob, "reference": "T-1"}
+        ran = (
+            build_definitions(without)
+            .resolve_job_def(PRIVACY_JOB)
+            .execute_in_process(
+                instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+            )
+        )
+        assert ran.success
+        status, destinations = _receipt(without)
+        assert status == "completed"
+        assert destinations == {"crm_mirror": "not configured: nothing sent; held until it is configured again"}
+        with duckdb.connect(str(without.warehouse_path), read_only=True) as conn:
+            for table in ("syncs.destination_state", "syncs.pending", "syncs.hashed_rows"):
+                assert conn.execute(f"select count(*) from {table} where key = ?", [bob]).fetchone() == (0,), table
+            assert conn.execute("select count(*) from syncs.changelog where key = ?", [bob]).fetchone() == (0,)
+            assert conn.execute("select status from privacy.destination_erasures").fetchall() == [("held",)]
+        assert bob in server.state("rest", "crm")["records"]  # nobody could tell the tool
+
+        (tmp_path / "cdp.yaml").write_text(with_destination)
+        again = load_config(tmp_path / "cdp.yaml")
+        synced = (
+            build_definitions(again)
+            .resolve_job_def(FULL_REFRESH)
+            .execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["syncs", "crm_mirror"])])
+        )
+        assert synced.success
+        assert bob not in server.state("rest", "crm")["records"]
+        status, destinations = _receipt(again)
+        assert status == "completed" and destinations["crm_mirror"].startswith("confirmed")
+
+
 def _receipt(config) -> tuple[str, dict[str, str]]:
     import duckdb
 

@@ -548,6 +548,25 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
     ids = tables("ids")
     keys = tables("sync_keys")
     selects = []
+    # A destination taken out of cdp.yaml still holds what it was sent, and its bookkeeping stays (so it
+    # resumes where it was if it comes back). Its key column is no longer known: its rows are found by the
+    # customer id or the profile's e-mail or phone, the keys a destination is given, and its erasure is
+    # held until it is configured again. An audience's (it has hashed rows) keeps the hashes to remove.
+    configured = [d.name for d in config.destinations]
+    profiles = "cdp.golden_profiles"
+    contact = sql.table_exists(profiles) and {"email", "phone"} <= set(sql.columns(f"select * from {profiles}"))
+    profile_keys = "[i.customer_id, p.email, p.phone]" if contact else "[i.customer_id]"
+    joined = f"{ids} i left join {profiles} p using (customer_id)" if contact else f"{ids} i"
+    for (name,) in sql.rows(
+        f"select distinct destination from {DESTINATION_STATE.name} where not list_contains(?, destination) order by 1",
+        [configured],
+    ):
+        selects.append(
+            f"""select i.request_id, {sql_literal(name)} as destination, k.key::varchar as key,
+                       exists (select 1 from {HASHED_ROWS.name} h where h.destination = {sql_literal(name)}) as hashed,
+                       false as configured
+                from {joined}, unnest({profile_keys}) k(key)"""
+        )
     for destination in config.destinations:
         if destination.type == "file":
             continue
@@ -557,12 +576,14 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
             key_sql += "where p.customer_id = i.customer_id)::varchar"
         selects.append(
             f"select i.request_id, {sql_literal(destination.name)} as destination, {key_sql} as key, "
-            f"{'true' if destination.type == 'hashed_audience' else 'false'} as hashed from {ids} i"
+            f"{'true' if destination.type == 'hashed_audience' else 'false'} as hashed, true as configured "
+            f"from {ids} i"
         )
     if not selects:
         sql.create_table_as(
             keys,
-            "select null::varchar request_id, null::varchar destination, null::varchar key where false",
+            "select null::varchar request_id, null::varchar destination, null::varchar key, false as hashed, "
+            "true as configured where false",
             temporary=True,
         )
     else:
@@ -573,7 +594,8 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
         sql.value(
             f"""insert into privacy.destination_erasures
                 select k.request_id, k.destination, k.key,
-                       case when k.hashed then s.row_json else '{{}}' end, 'pending', 0, null, null
+                       case when k.hashed then s.row_json else '{{}}' end,
+                       case when k.configured then 'pending' else 'held' end, 0, null, null
                 from {keys} k join {DESTINATION_STATE.name} s on s.destination = k.destination and s.key = k.key
                 where s.present
                 on conflict do nothing"""

@@ -24,7 +24,7 @@ from resources.warehouse import utc_now
 def pending_erasures(sql: Sql, destination: str) -> int:
     return int(
         sql.value(
-            f"select count(*) from {DESTINATION_ERASURES.name} where destination = ? and status = 'pending'",
+            f"select count(*) from {DESTINATION_ERASURES.name} where destination = ? and status in ('pending', 'held')",
             [destination],
         )
     )
@@ -39,6 +39,11 @@ def deliver_erasures(
     """Send the destination's pending erasures; confirm what it accepted, count attempts on the rest.
 
     `client()` gives the client to send with; its caller owns it (and closes it)."""
+    # Held erasures were queued while the destination was out of cdp.yaml: it is back, so they go now.
+    sql.execute(
+        f"update {DESTINATION_ERASURES.name} set status = 'pending' where destination = ? and status = 'held'",
+        [destination.name],
+    )
     rows = sql.rows(
         f"""select key, any_value(payload) from {DESTINATION_ERASURES.name}
             where destination = ? and status = 'pending' group by key order by key""",
@@ -84,26 +89,29 @@ def deliver_erasures(
 
 
 def settle_receipts(sql: Sql, now: object) -> None:
-    """Each pending request's per-destination confirmations; a request whose destinations all confirmed is
-    completed."""
+    """Each request's per-destination confirmations; a request whose destinations all confirmed is
+    completed. A completed request's map is brought up to date too: an erasure held for a destination out
+    of the configuration is confirmed once the destination is back."""
     sql.execute(
         f"""update {PRIVACY_REQUESTS.name} r set
                 destinations = d.confirmations,
                 status = case when d.waiting = 0 then 'completed' else 'pending' end,
-                completed_at = case when d.waiting = 0 then ?::timestamp end
+                completed_at = case when d.waiting = 0 then coalesce(r.completed_at, ?::timestamp) end
             from (
                 select request_id,
-                       map_from_entries(list({{'key': destination, 'value': case when waiting = 0
-                           then 'confirmed ' || strftime(confirmed, '%Y-%m-%dT%H:%M:%S') else 'pending' end}}
+                       map_from_entries(list({{'key': destination, 'value': case
+                           when waiting > 0 then 'pending'
+                           when held > 0 then 'not configured: nothing sent; held until it is configured again'
+                           else 'confirmed ' || strftime(confirmed, '%Y-%m-%dT%H:%M:%S') end}}
                            order by destination)) as confirmations,
                        sum(waiting) as waiting
                 from (
                     select request_id, destination, count(*) filter (where status = 'pending') as waiting,
-                           max(confirmed_at) as confirmed
+                           count(*) filter (where status = 'held') as held, max(confirmed_at) as confirmed
                     from {DESTINATION_ERASURES.name} group by all
                 ) group by request_id
             ) d
-            where r.request_id = d.request_id and r.status = 'pending'""",
+            where r.request_id = d.request_id and r.status in ('pending', 'completed')""",
         [now],
     )
     # A person no destination held is done once the warehouse and files are.
