@@ -133,13 +133,15 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         selection=dg.AssetSelection.checks(rebuild_check),
         description="Checks that a rebuild from the raw rows gives the customers, ids, profiles and members there are.",
     )
-    # Identity re-resolved with its matching model trained afresh on all the data; the stages downstream
-    # follow by automation. Launched by the model retraining schedule, or by hand from the Launchpad.
+    # Identity re-resolved with its matching model trained afresh on all the data, and the stages downstream
+    # in the same run: run headless (no daemon, so no automation), it would otherwise leave profiles naming
+    # ids the identity map no longer has. Launched by the model retraining schedule, or by hand.
     retrain = dg.define_asset_job(
         RETRAIN_JOB,
-        selection=[IDENTITY_CLUSTERS],
+        selection=dg.AssetSelection.assets(IDENTITY_CLUSTERS).downstream()
+        - dg.AssetSelection.checks(rebuild_check, *freshness),
         tags={RETRAIN_TAG: "true"},
-        description="Trains the matching model afresh and re-resolves identity (downstream stages follow).",
+        description="Trains the matching model afresh, re-resolves identity and refreshes the stages downstream.",
     )
     sensors = [
         build_landing_sensor(config),

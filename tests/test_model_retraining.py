@@ -33,6 +33,13 @@ def test_the_model_is_kept_until_retrained(tmp_path, instance, destination_serve
     retrained = platform.defs.resolve_job_def(RETRAIN_JOB).execute_in_process(instance=instance)
     training, retrained_at = _model(retrained)
     assert training == "retrained: requested" and retrained_at > trained_at
+    # Run headless, it leaves the profiles and members naming the ids the identity map has.
+    materialized = {e.asset_key.to_user_string() for e in retrained.get_asset_materialization_events()}
+    assert {"profiles/golden_profiles", "cdp/read_snapshot"} <= materialized
+    orphans = (
+        "select count(*) from cdp.golden_profiles where customer_id not in (select customer_id from cdp.identity_map)"
+    )
+    assert platform.sql(orphans) == [(0,)]
 
     schedule = platform.defs.resolve_schedule_def(MODEL_RETRAINING_SCHEDULE)
     assert schedule.job_name == RETRAIN_JOB and schedule.cron_schedule == "0 3 * * 0"
