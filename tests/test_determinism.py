@@ -131,6 +131,8 @@ def test_amounts_are_exact_decimals_rounded_to_the_cent(tmp_path: Path):
                 "role": "transactions",
                 "record_id": "customer",
                 "event_id": "id",
+                # Declared: left unset, 12.345 would be refused as a possible thousands grouping.
+                "decimal_separator": ".",
                 "fields": {"occurred_at": "at", "amount": "total"},
             },
         ]
