@@ -558,3 +558,64 @@ def test_a_second_collector_on_the_same_folder_is_refused(tmp_path: Path) -> Non
         Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30)
     first.release()
     Spool(tmp_path, rotate_bytes=1 << 20, rotate_seconds=30).release()
+
+
+@pytest.mark.dagster
+def test_a_shared_device_or_someone_elses_email_does_not_merge_two_people(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A kiosk where Fay and then Gus logged in, and an identify giving Ivy's userId with Jon's e-mail,
+    would each make two CRM people one customer: the activity record keeps only the links it can vouch
+    for, and says so in identity.separated_links. Ann, who browsed and then logged in, still joins."""
+    config = _config(tmp_path)
+    raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+    raw["sources"][0]["identifiers"] = [{"path": "email", "type": "email"}, {"path": "id", "type": "shop_customer_id"}]
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(tmp_path / "cdp.yaml")
+    (tmp_path / "landing" / "crm" / "people.csv").write_text(
+        "id,first,last,email\n"
+        "C-001,Ann,Lee,ann@example.org\n"
+        "C-010,Fay,Wong,fay.wong@example.org\n"
+        "C-011,Gus,Berg,gus.berg@example.org\n"
+        "C-020,Ivy,Chen,ivy.chen@example.org\n"
+        "C-021,Jon,Chen,jon.chen@example.org\n"
+    )
+    at = iter(f"2026-11-30T10:00:{second:02d}Z" for second in range(60))
+    calls = [
+        {"type": "track", "event": "Product Viewed", "anonymousId": "anon-ann"},
+        {"type": "identify", "anonymousId": "anon-ann", "userId": "C-001"},
+        {"type": "identify", "anonymousId": "anon-kiosk", "userId": "C-010"},
+        {"type": "track", "event": "Product Viewed", "anonymousId": "anon-kiosk", "userId": "C-010"},
+        {"type": "identify", "anonymousId": "anon-kiosk", "userId": "C-011"},
+        {"type": "identify", "userId": "C-020", "traits": {"email": "jon.chen@example.org"}},
+        {"type": "track", "event": "Order Completed", "userId": "C-020", "properties": {"revenue": 20}},
+    ]
+    folder = config.collector_folder(config.sources[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({**call, "messageId": f"m{i}", "timestamp": next(at)}) for i, call in enumerate(calls)]
+    (folder / "events-1.jsonl").write_text("\n".join(lines) + "\n")
+    _refresh(config, instance)
+
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        customer = {
+            (source if source == "website" else "") + record: c
+            for source, record, c in conn.execute(
+                "select source, source_record_id, customer_id from cdp.identity_map"
+            ).fetchall()
+        }
+        separated = conn.execute(
+            "select source_record_id, id_type, id_value, people, reason from identity.separated_links order by all"
+        ).fetchall()
+        links = conn.execute("select count(*) from identity.links where source_record_id = 'anon-kiosk'").fetchone()
+    assert customer["websiteanon-ann"] == customer["C-001"]  # browsed, then logged in: one person
+    assert len({customer[r] for r in ("C-010", "C-011", "websiteanon-kiosk")}) == 3  # the kiosk joins neither
+    assert customer["C-020"] != customer["C-021"]  # Ivy and Jon stay two people
+    assert customer["websiteC-020"] == customer["C-020"]  # Ivy's own events stay hers
+    assert [(r, t, v, n) for r, t, v, n, _ in separated] == [
+        ("C-020", "email", "jon.chen@example.org", 2),
+        ("anon-kiosk", "shop_customer_id", "C-010", 2),
+        ("anon-kiosk", "shop_customer_id", "C-011", 2),
+    ]
+    assert "kept only the links to the person its own id names" in separated[0][4]
+    assert "links none of them" in separated[1][4]
+    assert links == (1,)  # its anonymousId alone

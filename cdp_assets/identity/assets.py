@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cdp_assets.clean.assets import PERSON_RECORDS, activity_assets
+from cdp_assets.identity.bridges import SEPARATED_LINKS, create_separated_links, first_names, separate_bridges
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people, group_people
 from cdp_assets.identity.components import min_node_labels, sql_components
 from cdp_assets.identity.inputs import (
@@ -221,6 +222,20 @@ def _resolve(
         temporary=True,
     )
     tables.drop("values")
+    # An activity record whose values reach people who cannot be one person (a shared device, someone
+    # else's e-mail) gives up the links it cannot vouch for (bridges.py).
+    create_separated_links(sql)
+    separated = separate_bridges(
+        sql,
+        tables,
+        first_names(sql, person_latest),
+        id_nodes=id_nodes,
+        id_edges=id_edges,
+        usable_values=usable_values,
+        shared_values=SHARED_VALUES,
+        person_latest=person_latest,
+        person_nodes=person_nodes,
+    )
     _publish_links(sql)
     links_by_type = sql.rows(
         f"""select id_type, sum(records) from (
@@ -235,6 +250,7 @@ def _resolve(
     # per-person groups, each a vertex of its own numbered after the values.
     edges = f"""(select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)
                  anti join {SHARED_VALUES} using (id_type, id_value)
+                 anti join {separated} using (node_id, id_type, id_value)
                  union all select node_id, group_id + {value_count} from {split_edges})"""
     labels = component_labels(sql, config.warehouse.engine, tables, edges, node_count, value_count + groups)
     tables.drop("split_edges")
@@ -314,6 +330,7 @@ def _publish_links(sql: Sql) -> None:
         select source, source_record_id, id_type, id_value, null::integer as person_group
         from ({ALL_IDENTIFIERS}) anti join identity.blocked_identifiers using (id_type, id_value)
         anti join {SHARED_VALUES} using (id_type, id_value)
+        anti join {SEPARATED_LINKS} using (source, source_record_id, id_type, id_value)
         union all
         select source, source_record_id, id_type, id_value, person_group from {SHARED_GROUPS}
         where person_group is not null
@@ -527,12 +544,7 @@ def _block_shared(
         order by id_type, id_value, node_id
         """
     )
-    counts = dict(
-        sql.rows(
-            f"select lower(trim(first_name)), count(*) from {person_latest} where first_name is not null group by 1"
-        )
-    )
-    first_names = FirstNames(counts)
+    known = first_names(sql, person_latest)
     measured = _shared_pairs(sql, repeated_values, id_edges, person_latest) if measure else SharedDisagreement()
     blocked: list[tuple[str, str, int, int]] = []
     split: list[tuple[str, str, int, int]] = []
@@ -547,15 +559,13 @@ def _block_shared(
         value_rows = rows[start:end]
         start = end
         if measure and len(value_rows) <= FEW_RECORDS:
-            _count_disagreeing(value_rows, first_names, measured)
+            _count_disagreeing(value_rows, known, measured)
         birth_dates = sorted({r[5] for r in value_rows if r[5] is not None})
         names = sorted({(r[3], r[4]) for r in value_rows if r[3] is not None}, key=lambda n: (n[0], n[1] or ""))
-        people = max(birth_date_people(birth_dates), first_names.people(names))
+        people = max(birth_date_people(birth_dates), known.people(names))
         if people <= limits[id_type]:
             continue
-        placed = (
-            group_people([(r[3], r[4], r[5]) for r in value_rows], first_names) if people <= within[id_type] else []
-        )
+        placed = group_people([(r[3], r[4], r[5]) for r in value_rows], known) if people <= within[id_type] else []
         sizes: dict[int, int] = {}
         for group in placed:
             if group is not None:

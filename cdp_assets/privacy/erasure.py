@@ -94,6 +94,7 @@ COVERAGE: dict[str, Coverage] = {
     "identity.review": Coverage("pair"),
     "identity.shared_identifiers": Coverage("value"),
     "identity.blocked_identifiers": Coverage("value"),
+    "identity.separated_links": Coverage("value"),
     "cdp.golden_profiles": Coverage("customer"),
     "meta.profiled_identity": Coverage("record"),
     "meta.profiled_inputs": Coverage("record"),
