@@ -20,6 +20,7 @@ domains, reading a number as E.164), so both read one definition.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 
@@ -55,19 +56,45 @@ _EMAIL_RE = re.compile(
 )
 
 
+# The local part of an internationalised address (RFC 6531): letters and digits of any script, with the
+# ASCII specials and dot rules of `_EMAIL_RE`.
+_UNICODE_LOCAL_RE = re.compile(r"^(?!\.)(?!.*\.\.)[\w.!#$%&'*+/=?^`{|}~-]+(?<!\.)$")
+
+
+def _internationalised(text: str) -> tuple[str, str] | None:
+    """(address, address with its domain in ASCII) of a lower-cased address with letters beyond ASCII
+    (hanna@müller.de, zoë@exämple.org), or None when it is not one. The domain's ASCII form (IDNA,
+    `xn--mller-kva.de`) is what mail servers resolve, so the two spellings of one domain match."""
+    local, at, domain = unicodedata.normalize("NFC", text).rpartition("@")
+    if not at or not _UNICODE_LOCAL_RE.match(local):
+        return None
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    if not _EMAIL_RE.match(f"a@{ascii_domain}"):
+        return None
+    return f"{local}@{domain}", f"{local}@{ascii_domain}"
+
+
 def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
     """(address, match_key, reason). The address is trimmed and lower-cased; the match key also folds
     `+tags` (all providers) and dots in the local part (Gmail only), so jane.doe+shop@gmail.com and
-    janedoe@gmail.com match while the address a person typed is kept as they typed it."""
+    janedoe@gmail.com match while the address a person typed is kept as they typed it. An address with
+    letters beyond ASCII is kept as typed, and matched with its domain in ASCII (IDNA)."""
     if is_missing(raw):
         return None, None, None
     text = str(raw).strip().strip("<>").strip()
     if text.lower().startswith("mailto:"):
         text = text[7:]
     text = text.lower()
+    keyed = text
     if not _EMAIL_RE.match(text):
-        return None, None, "not a valid e-mail address"
-    local, _, domain = text.partition("@")
+        international = None if text.isascii() else _internationalised(text)
+        if international is None:
+            return None, None, "not a valid e-mail address"
+        text, keyed = international
+    local, _, domain = keyed.rpartition("@")
     key_local = local.split("+", 1)[0] or local
     if domain in GMAIL_DOMAINS:
         key_local = key_local.replace(".", "")

@@ -30,6 +30,13 @@ pytestmark = pytest.mark.unit
         ("a..b@example.com", None, None, True),
         (".ab@example.com", None, None, True),
         ("ab@example", None, None, True),
+        # Internationalised addresses: kept as typed, matched with the domain in ASCII (IDNA).
+        ("Hanna@Müller.de", "hanna@müller.de", "hanna@xn--mller-kva.de", False),
+        ("hanna@xn--mller-kva.de", "hanna@xn--mller-kva.de", "hanna@xn--mller-kva.de", False),
+        ("zoë+news@exämple.org", "zoë+news@exämple.org", "zoë@xn--exmple-cua.org", False),
+        ("zoe\u0308@example.org", "zoë@example.org", "zoë@example.org", False),  # decomposed ë
+        ("ü..x@müller.de", None, None, True),
+        ("hanna@müller", None, None, True),
         ("", None, None, False),
         ("N/A", None, None, False),
         (None, None, None, False),
