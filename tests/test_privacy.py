@@ -133,7 +133,10 @@ def erased(tmp_path_factory: pytest.TempPathFactory) -> Erased:
         # And one who asks for their data.
         asking = platform.scalar(
             """select customer_id from cdp.golden_profiles where record_count >= 3 and order_count > 0
-               and not list_contains(?, customer_id) order by customer_id limit 1""",
+               and not list_contains(?, customer_id)
+               order by customer_id in (select customer_id from cdp.segment_membership where segment = 'high_value')
+                        desc, customer_id
+               limit 1""",
             [chosen],
         )
         folder_path = platform.config.privacy_requests_path
@@ -355,6 +358,20 @@ def test_an_access_request_gets_everything_held_about_the_person(erased: Erased)
     ).stat().st_mode & 0o077 == 0
     sent = platform.scalar("select count(*) from syncs.changelog where key = ?", [erased.asking])
     assert len(document["sent_to_destinations"]) == sent
+    # Every export file holding them, with their row as exported.
+    exports = sorted((platform.folder / "exports").rglob("*.*"))
+    held = [
+        path.name
+        for path in exports
+        for _ in range(
+            platform.scalar(
+                f"select count(*) from '{path}' where customer_id::varchar = ?",  # noqa: S608 - a test's own file
+                [erased.asking],
+            )
+        )
+    ]
+    assert held and sorted(e["file"] for e in document["in_file_exports"]) == sorted(held)
+    assert all(e["row"]["customer_id"] == erased.asking for e in document["in_file_exports"])
     # The receipt and Dagster's metadata name the file, not its content.
     assert erased.asking not in str(erased.result.asset_materializations_for_node("privacy__requests")[0].metadata)
 

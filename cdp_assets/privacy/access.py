@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cdp_assets.privacy.erasure import stage_person
-from cdp_assets.privacy.files import replace_atomically
-from resources.config import CDPConfig
+from cdp_assets.privacy.files import export_files, literal_list, replace_atomically
+from resources.config import CDPConfig, FileDestinationConfig
 from resources.sql import Sql
 from resources.tables import (
     CONSENT_HISTORY,
@@ -86,8 +86,48 @@ def access_document(sql: Sql, config: CDPConfig, request_id: str, customers: Seq
                 f"""select destination, key, row_json, present, acknowledged_at from {DESTINATION_STATE.name}
                     where key in ({keys}) order by destination""",
             ),
+            "in_file_exports": _exported(sql, config, ids),
         }
     return document
+
+
+def _exported(sql: Sql, config: CDPConfig, ids: str) -> list[dict[str, Any]]:
+    """The person's rows in every file a `file` destination wrote (each export is a copy handed to another
+    system): found by customer id, or, in an export without one, by the profile's e-mail or phone."""
+    found: list[dict[str, Any]] = []
+    profile = (
+        sql.row(
+            f"select list(distinct email), list(distinct phone) from cdp.golden_profiles where customer_id in "
+            f"(select customer_id from {ids})"
+        )
+        if {"email", "phone"} <= set(sql.columns("select * from cdp.golden_profiles"))
+        else None
+    )
+    emails, phones = profile or ([], [])
+    customers = [c for (c,) in sql.rows(f"select distinct customer_id::varchar from {ids}")]
+    for destination in config.destinations:
+        if not isinstance(destination, FileDestinationConfig):
+            continue
+        if "customer_id" in destination.fields:
+            match = f"customer_id::varchar in (select unnest({literal_list(customers)}))"
+        else:
+            parts = [
+                f"{kind}::varchar in (select unnest({literal_list([v for v in values if v])}))"
+                for kind, values in (("email", emails or []), ("phone", phones or []))
+                if kind in destination.fields
+            ]
+            if not parts:
+                continue
+            match = " or ".join(parts)
+        for path in export_files(config, destination):
+            reader = (
+                f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
+                if destination.format == "csv"
+                else f"read_parquet({sql_literal(str(path))})"
+            )
+            for row in _rows(sql, f"select * from {reader} where coalesce({match}, false)"):
+                found.append({"destination": destination.name, "file": path.name, "row": row})
+    return found
 
 
 def write_access_document(config: CDPConfig, request_id: str, document: dict[str, Any], at: datetime) -> Path:

@@ -222,7 +222,7 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
                 options = "format parquet"
             matches = []
             if "customer_id" in destination.fields:
-                matches.append(f"customer_id::varchar in (select unnest({_list(erased_ids)}))")
+                matches.append(f"customer_id::varchar in (select unnest({literal_list(erased_ids)}))")
             else:
                 for kind in ("email", "phone"):
                     if kind in destination.fields:
@@ -231,7 +231,7 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
                         hit = [
                             v for v in values if (m := normaliser.match_key(v)) and keyed_hash(key, kind, m) in hashes
                         ]
-                        matches.append(f"{kind}::varchar in (select unnest({_list(hit)}))")
+                        matches.append(f"{kind}::varchar in (select unnest({literal_list(hit)}))")
             if not matches:
                 continue
             erased = f"coalesce({' or '.join(matches)}, false)"
@@ -248,5 +248,6 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
     return rewritten
 
 
-def _list(values: Sequence[str]) -> str:
+def literal_list(values: Sequence[str]) -> str:
+    """A SQL list literal of text values (names and ids, quoted by sql_literal)."""
     return "[" + ", ".join(sql_literal(v) for v in values) + "]::varchar[]"
