@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cdp_assets.privacy.erasure import stage_person
-from cdp_assets.privacy.files import export_files, literal_list, replace_atomically
+from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
+from cdp_assets.privacy.files import export_files, export_reader, literal_list, replace_atomically
 from resources.config import CDPConfig, FileDestinationConfig
 from resources.sql import Sql
 from resources.tables import (
@@ -100,7 +100,7 @@ def _exported(sql: Sql, config: CDPConfig, ids: str) -> list[dict[str, Any]]:
             f"select list(distinct email), list(distinct phone) from cdp.golden_profiles where customer_id in "
             f"(select customer_id from {ids})"
         )
-        if {"email", "phone"} <= set(sql.columns("select * from cdp.golden_profiles"))
+        if profiles_hold_contacts(sql)
         else None
     )
     emails, phones = profile or ([], [])
@@ -120,11 +120,7 @@ def _exported(sql: Sql, config: CDPConfig, ids: str) -> list[dict[str, Any]]:
                 continue
             match = " or ".join(parts)
         for path in export_files(config, destination):
-            reader = (
-                f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
-                if destination.format == "csv"
-                else f"read_parquet({sql_literal(str(path))})"
-            )
+            reader = export_reader(destination, path)
             for row in _rows(sql, f"select * from {reader} where coalesce({match}, false)"):
                 found.append({"destination": destination.name, "file": path.name, "row": row})
     return found

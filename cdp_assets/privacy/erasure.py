@@ -542,6 +542,13 @@ def _mark_registry(sql: Sql, tables: Scratch, run_id: str, at: datetime) -> None
     publish_aliases(sql)
 
 
+def profiles_hold_contacts(sql: Sql) -> bool:
+    """Whether the golden profiles exist with e-mail and phone columns (a configuration may map neither):
+    the keys, besides the customer id, a destination that is no longer configured may hold a person by."""
+    profiles = "cdp.golden_profiles"
+    return sql.table_exists(profiles) and {"email", "phone"} <= set(sql.columns(f"select * from {profiles}"))
+
+
 def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -> int:
     """Turn each row destination's acknowledged rows of the person into destination erasures, and take the
     person out of the sync bookkeeping: pending and hashed rows go, changelog and in-flight rows lose key
@@ -554,10 +561,9 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
     # customer id or the profile's e-mail or phone, the keys a destination is given, and its erasure is
     # held until it is configured again. An audience's (it has hashed rows) keeps the hashes to remove.
     configured = [d.name for d in config.destinations]
-    profiles = "cdp.golden_profiles"
-    contact = sql.table_exists(profiles) and {"email", "phone"} <= set(sql.columns(f"select * from {profiles}"))
+    contact = profiles_hold_contacts(sql)
     profile_keys = "[i.customer_id, p.email, p.phone]" if contact else "[i.customer_id]"
-    joined = f"{ids} i left join {profiles} p using (customer_id)" if contact else f"{ids} i"
+    joined = f"{ids} i left join cdp.golden_profiles p using (customer_id)" if contact else f"{ids} i"
     for (name,) in sql.rows(
         f"select distinct destination from {DESTINATION_STATE.name} where not list_contains(?, destination) order by 1",
         [configured],

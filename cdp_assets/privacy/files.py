@@ -126,7 +126,9 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
     rewritten = 0
     # Text files keep their line numbering (erased lines are left empty); a Parquet file loses its rows.
     removed: dict[tuple[str, str], list[int]] = {}
-    loaded = {(s, f) for s, f in sql.rows(f"select source, file from {LOADED_FILES.name}")}
+    loaded: dict[str, set[str]] = {}
+    for loaded_source, loaded_file in sql.rows(f"select source, file from {LOADED_FILES.name}"):
+        loaded.setdefault(loaded_source, set()).add(loaded_file)
     for source_name, file, sha, erased, known in pending:
         source = sources.get(source_name)
         path = config.landing_path / file
@@ -135,7 +137,7 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
             # Copies of the file the extract skipped (a re-sent export under another name) hold the same
             # lines and lose them too; otherwise the copy would keep the person in clear, and load once the
             # original's content changed.
-            for copy in _unloaded_copies(config, source, path, sha, {f for s, f in loaded if s == source_name}):
+            for copy in _unloaded_copies(config, source, path, sha, loaded.get(source_name, set())):
                 _rewrite(sql, source.format, copy, erased, known)
                 rewritten += 1
             _rewrite(sql, source.format, path, erased, known)
@@ -199,6 +201,13 @@ def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[
     return sorted(p for p in folder.glob(f"*.{destination.format}") if not p.name.startswith("."))
 
 
+def export_reader(destination: FileDestinationConfig, path: Path) -> str:
+    """SQL reading one export file of the destination as written (a CSV's cells as text)."""
+    if destination.format == "csv":
+        return f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
+    return f"read_parquet({sql_literal(str(path))})"
+
+
 def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
     """Rewrite each export file holding an erased customer, when an erasure left the exports to do.
 
@@ -214,12 +223,8 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
         if not isinstance(destination, FileDestinationConfig):
             continue
         for path in export_files(config, destination):
-            if destination.format == "csv":
-                reader = f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
-                options = "format csv, header true"
-            else:
-                reader = f"read_parquet({sql_literal(str(path))})"
-                options = "format parquet"
+            reader = export_reader(destination, path)
+            options = "format csv, header true" if destination.format == "csv" else "format parquet"
             matches = []
             if "customer_id" in destination.fields:
                 matches.append(f"customer_id::varchar in (select unnest({literal_list(erased_ids)}))")
