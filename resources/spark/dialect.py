@@ -27,8 +27,9 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   resources/sql.py, md5 digits read so) relies on it.
 - `timezone(z, t at time zone 'UTC')` -> `from_utc_timestamp(t, z)`: the wall clock in z of a UTC time;
   `timezone(z, t)` (t a TIMESTAMP) -> `to_utc_timestamp(t, z)`: the UTC time of a wall clock in z.
-- `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming`, `strip_accents` ->
-  `cdp_<name>`: the project's Java UDFs (resources/spark/udfs.py), equal to DuckDB's.
+- `jaro_winkler_similarity`, `levenshtein`, `damerau_levenshtein`, `hamming`, `strip_accents`,
+  `json_merge_patch` (of two documents) -> `cdp_<name>`: the project's Java UDFs (resources/spark/udfs.py),
+  equal to DuckDB's.
 - The condition functions Spark names or counts otherwise: `prefix`/`suffix` -> `startswith`/`endswith`,
   `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
   absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
@@ -65,7 +66,7 @@ Refused with `UnsupportedConstruct` (the platform must not depend on them, or th
 `row_number()` over a partition without an order (which row gets which number is the engine's choice),
 slices `s[a:b]`,
 `date_diff` in weeks or smaller units than seconds, `age()`, `rowid` (Spark tables have no row ids),
-`md5_number()` (a 128-bit integer Spark cannot hold), `json_merge_patch()` (Spark has no JSON merge),
+`md5_number()` (a 128-bit integer Spark cannot hold), `json_merge_patch()` of more than two documents,
 `current_setting` of anything but the time zone, a list comprehension over `(value, index)`,
 `range(a, b, step)`; and the statements about DuckDB's own
 files or keys: `copy ... to` (Spark writes a folder of part files), `describe` (a command on Spark, not a
@@ -88,13 +89,14 @@ from collections.abc import Callable
 import sqlglot
 from sqlglot import exp
 
-# The similarity functions the project's Java UDFs provide, under the names they are registered with.
+# The functions the project's Java UDFs provide, under the names they are registered with.
 UDF_NAMES: dict[str, str] = {
     "jaro_winkler_similarity": "cdp_jaro_winkler_similarity",
     "levenshtein": "cdp_levenshtein",
     "damerau_levenshtein": "cdp_damerau_levenshtein",
     "hamming": "cdp_hamming",
     "strip_accents": "cdp_strip_accents",
+    "json_merge_patch": "cdp_json_merge_patch",
 }
 
 ColumnsOf = Callable[[str], list[str]]
@@ -469,9 +471,15 @@ def _strptime(node: exp.Expression) -> exp.Expression | None:
 
 
 def _timezone(node: exp.Expression) -> exp.Expression | None:
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.TIMESTAMPTZ:
+        # An instant: Spark's TIMESTAMP is TIMESTAMP_NTZ in the platform's sessions, whose cast drops an offset.
+        return exp.DataType.build("timestamp_ltz", dialect="spark")
     if _function_name(node) != "timezone" or len(node.expressions) != 2:
         return None
     zone, value = node.expressions
+    if isinstance(zone, exp.Literal) and zone.this.upper() == "UTC" and not isinstance(value, exp.AtTimeZone):
+        # The UTC wall clock of an instant (or of a UTC wall clock): the session's time zone is UTC.
+        return exp.cast(value.copy(), exp.DataType.build("timestamp_ntz", dialect="spark"))
     if isinstance(value, exp.AtTimeZone):
         inner = value.args.get("zone")
         if not (isinstance(inner, exp.Literal) and inner.this.upper() == "UTC"):
@@ -651,9 +659,9 @@ def _functions(node: exp.Expression) -> exp.Expression | None:
             return exp.func("current_timezone")
         asked = setting.sql() if setting is not None else ""
         raise UnsupportedConstruct(f"current_setting({asked})", "only the TimeZone is asked of Spark")
-    if name == "json_merge_patch":
+    if name == "json_merge_patch" and len(node.expressions) != 2:
         raise UnsupportedConstruct(
-            "json_merge_patch()", "Spark has no JSON merge: its JSON functions read and write text by a schema"
+            "json_merge_patch() of more than two documents", "the project's UDF merges one patch at a time"
         )
     if name == "md5_number":
         raise UnsupportedConstruct(
@@ -814,6 +822,23 @@ def _expand_star_replace(select: exp.Select, columns_of: ColumnsOf | None) -> ex
     return select
 
 
+def _json_values(node: exp.Expression) -> exp.Expression | None:
+    """JSON is text on Spark: `x::json` of text is the text itself (Spark's `to_json` would quote it as a
+    string), `json_object(k, v, ...)` is `to_json(named_struct(k, v, ...))`, and `to_json` keeps NULL
+    fields, as DuckDB writes them (in the same order, as compactly)."""
+    if isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.JSON):
+        return exp.cast(node.this.copy(), "string")
+    nulls_kept = exp.Anonymous(
+        this="map", expressions=[exp.Literal.string("ignoreNullFields"), exp.Literal.string("false")]
+    )
+    if isinstance(node, exp.JSONObject):
+        pairs = [operand for pair in node.expressions for operand in (pair.this.copy(), pair.expression.copy())]
+        return exp.Anonymous(this="to_json", expressions=[exp.func("named_struct", *pairs), nulls_kept])
+    if _function_name(node) == "to_json" and len(node.expressions) == 1:
+        return exp.Anonymous(this="to_json", expressions=[node.expressions[0].copy(), nulls_kept])
+    return None
+
+
 _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _refused,
     _engine_hash,
@@ -836,6 +861,7 @@ _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _hex_cast,
     _materialized_cte,
     _hugeint,
+    _json_values,
 )
 
 

@@ -1,4 +1,5 @@
-"""The similarity functions DuckDB has and Spark lacks, and strip_accents, as the project's own Java UDFs.
+"""The similarity functions DuckDB has and Spark lacks, strip_accents and json_merge_patch, as the project's
+own Java UDFs.
 
 Spark has no Jaro-Winkler, and the Java UDFs others publish differ from DuckDB's on about one name pair
 in a hundred (another match window, transpositions halved as a fraction, bytes instead of characters),
@@ -34,6 +35,7 @@ UDF_CLASSES: dict[str, tuple[str, str]] = {
     "damerau_levenshtein": ("cdp.spark.DamerauLevenshtein", "bigint"),
     "hamming": ("cdp.spark.Hamming", "bigint"),
     "strip_accents": ("cdp.spark.StripAccents", "string"),
+    "json_merge_patch": ("cdp.spark.JsonMergePatch", "string"),
 }
 
 
