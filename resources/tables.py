@@ -32,6 +32,16 @@ def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+# Every declared table's primary key, by qualified name: Spark's tables enforce no key, so its runner looks
+# up here which columns `insert or replace` and `on conflict` go by (resources/spark/runner.py).
+_PRIMARY_KEYS: dict[str, tuple[str, ...]] = {}
+
+
+def primary_key_of(name: str) -> tuple[str, ...]:
+    """The primary key declared for table `name` (schema.table), or () when it declares none."""
+    return _PRIMARY_KEYS.get(name, ())
+
+
 @dataclass(frozen=True)
 class Table:
     """A table's qualified name and columns (name → DuckDB type, in order).
@@ -44,6 +54,10 @@ class Table:
     columns: Mapping[str, str]
     primary_key: tuple[str, ...] = ()
     added_later: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.primary_key:
+            _PRIMARY_KEYS[self.name] = self.primary_key
 
     def create_sql(self) -> str:
         """`create table if not exists` with the declared columns, then any column added since."""

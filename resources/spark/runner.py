@@ -5,9 +5,9 @@ What differs from DuckDB, on purpose:
 - A temporary table (`create_table_as(..., temporary=True)`) is computed once and kept (a local
   checkpoint behind a temporary view), never left a lazy view that would run its select again each time
   it is read and could give another answer once its sources change.
-- There are no transactions (`transaction()` raises): a Spark table is not a database file with a log.
-  The small bookkeeping tables whose changes must be all-or-nothing (run state, fingerprints, id
-  registry) stay in DuckDB, and Spark holds the large tables that are rebuilt whole.
+- There are no transactions: a Spark table is not a database file with a log. `transaction()` raises,
+  unless the runner is made with `in_order_transactions` (the Spark warehouse's runner,
+  resources/spark/warehouse.py), when the block's statements simply run in order.
 - Tables are kept in the session's catalog (in memory) over files in the warehouse folder, as parquet
   unless configured otherwise. `create or replace table t (columns...)` drops t first (parquet tables
   cannot be replaced in place).
@@ -38,6 +38,7 @@ import pyarrow as pa
 from resources.spark.dialect import to_spark
 from resources.spark.udfs import ensure_jar, register
 from resources.sql import Params, Sql
+from resources.tables import primary_key_of
 
 # Table formats that change rows in place (the dialect's MERGE INTO, `create or replace`); the session's
 # parquet tables do not, and the runner rewrites them instead.
@@ -59,11 +60,16 @@ class TransactionsUnavailable(SparkSqlError):
 
 
 def spark_session(
-    master: str = "local[2]", warehouse_dir: str | Path | None = None, app_name: str = "dagster-cdp"
+    master: str = "local[2]",
+    warehouse_dir: str | Path | None = None,
+    app_name: str = "dagster-cdp",
+    catalog: str = "in-memory",
 ) -> Any:
     """A SparkSession set up as the platform needs it: UTC, timestamps without time zone (DuckDB's
     TIMESTAMP), the UDF jar on the classpath and registered, a small number of shuffle partitions and no
-    UI (a local session serves one step, not a cluster). An existing session in the process is reused."""
+    UI (a local session serves one step, not a cluster). `catalog` "hive" keeps the tables' catalogue in a
+    metastore in `warehouse_dir`, so they outlive the session; "in-memory" forgets them with it. An
+    existing session in the process is reused, with its own settings."""
     from pyspark.sql import SparkSession
 
     warehouse = Path(warehouse_dir) if warehouse_dir else Path(tempfile.mkdtemp(prefix="cdp-spark-"))
@@ -76,8 +82,15 @@ def spark_session(
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
-        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.catalogImplementation", catalog)
         .config("spark.sql.warehouse.dir", str(warehouse.resolve()))
+        .config(
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={warehouse.resolve()}/metastore_db;create=true",
+        )
+        .config("spark.hadoop.hive.metastore.warehouse.dir", str(warehouse.resolve()))
+        # Derby's log beside its metastore, not in whatever folder the process started in.
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse.resolve()}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()
     )
@@ -109,9 +122,10 @@ class _Registry:
 class SparkSql:
     """The `Sql` runner's surface on Spark; see the module docstring."""
 
-    def __init__(self, spark: Any, table_format: str = "parquet") -> None:
+    def __init__(self, spark: Any, table_format: str = "parquet", *, in_order_transactions: bool = False) -> None:
         self.spark = spark
         self.table_format = table_format
+        self.in_order_transactions = in_order_transactions
         self._conn = _Registry(spark)
         self._kept: dict[str, Any] = {}  # temporary table -> its checkpointed DataFrame
 
@@ -144,8 +158,18 @@ class SparkSql:
 
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
-        tree = _one_duckdb_statement(sql)
-        if tree is not None and (self._create_empty_temporary(tree, sql) or self._changed_in_place(tree, sql, params)):
+        trees = _duckdb_statements(sql)
+        if len(trees) > 1 and params is None:
+            for tree in trees:
+                self.execute(tree.sql(dialect="duckdb"))
+            return
+        tree = trees[0] if len(trees) == 1 else None
+        if tree is not None and (
+            self._create_empty_temporary(tree, sql)
+            or self._changed_in_place(tree, sql, params)
+            or self._add_column_if_missing(tree)
+            or self._upsert(tree, sql, params)
+        ):
             return
         statements = self._statements(sql)
         if params is not None and len(statements) > 1:
@@ -188,6 +212,25 @@ class SparkSql:
         self._keep(tree.this.this.sql(dialect="spark"), self.spark.createDataFrame([], schema=schema), sql)
         return True
 
+    def _add_column_if_missing(self, tree: Any) -> bool:
+        """`alter table t add column if not exists c type` (DuckDB), which Spark's parser refuses, as the
+        column added when t lacks it; False when `tree` is not one such statement."""
+        from sqlglot import exp
+
+        if not isinstance(tree, exp.Alter) or len(tree.args.get("actions") or []) != 1:
+            return False
+        column = tree.args["actions"][0]
+        if not isinstance(column, exp.ColumnDef) or not column.args.get("exists"):
+            return False
+        table = tree.this.sql(dialect="spark")
+        if column.name.lower() in {c.lower() for c in self.spark.table(table).columns}:
+            return True
+        definition = column.copy()
+        definition.set("exists", False)
+        ddl = to_spark(f"create table t ({definition.sql(dialect='duckdb')})")[0]
+        self._run(f"alter table {table} add columns ({ddl[ddl.index('(') + 1 : ddl.rindex(')')]})", None)
+        return True
+
     def _changed_in_place(self, tree: Any, sql: str, params: Params) -> bool:
         """`update t [alias] set c = e [from s] where w` and `delete from t [alias] [using s] where w` (DuckDB)
         on a table Spark cannot change row by row (its session's parquet tables, and temporary tables): the
@@ -228,14 +271,65 @@ class SparkSql:
                 .select(*[F.col(c).cast(types[c]) if c in assigned else F.col(c) for c in base.columns])
             )
             kept = kept.unionByName(changed)
-        if name in self._kept:
-            self._keep(name, kept.drop(row), sql)
-        else:
-            _guarded(lambda: kept.drop(row).write.format(self.table_format).saveAsTable(f"{name}__new"), sql)
-            self._run(f"drop table {name}", None)
-            self._run(f"alter table {name}__new rename to {name}", None)
+        self._write_anew(name, kept.drop(row), sql)
         self.spark.catalog.dropTempView("__cdp_base")
         base.unpersist()
+        return True
+
+    def _write_anew(self, name: str, df: Any, statement: str) -> None:
+        """Table `name` (kept temporary or in the catalogue) replaced by the rows of `df`, which may be
+        computed from it: written beside it first, then renamed in its place (not atomic, see
+        `_changed_in_place`)."""
+        if name in self._kept:
+            self._keep(name, df, statement)
+            return
+        _guarded(lambda: df.write.format(self.table_format).saveAsTable(f"{name}__new"), statement)
+        self._run(f"drop table {name}", None)
+        self._run(f"alter table {name}__new rename to {name}", None)
+
+    def _upsert(self, tree: Any, sql: str, params: Params) -> bool:
+        """`insert or replace into t ...` and `insert into t ... on conflict do nothing` (DuckDB), which
+        need a key Spark's tables do not enforce, as t written anew: its rows whose key the new rows do not
+        have and the new rows (replace), or its rows and the new rows whose key it does not have (do
+        nothing). The key is the conflict target, else t's declared primary key (resources/tables.py);
+        False when `tree` is not one such statement."""
+        from pyspark.sql import functions as F
+        from sqlglot import exp
+
+        if not isinstance(tree, exp.Insert):
+            return False
+        conflict = tree.args.get("conflict")
+        replace = tree.args.get("alternative") == "replace"
+        if not replace and conflict is None:
+            return False
+        if conflict is not None and "NOTHING" not in str(conflict.args.get("action") or "").upper():
+            return False  # `do update`: the dialect names it as unsupported
+        target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        name = exp.table_name(target)
+        key = [c.name for c in (conflict.args.get("conflict_keys") or [])] if conflict is not None else []
+        key = key or list(primary_key_of(name))
+        if not key:
+            raise SparkSqlError(f"{name} has no declared primary key to replace or skip rows by\n{sql}")
+        table = self.spark.table(name)
+        listed = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else table.columns
+        added = self._df(tree.expression.sql(dialect="duckdb"), params)
+        if len(listed) != len(added.columns):
+            raise SparkSqlError(f"insert into {name}: {len(listed)} columns, {len(added.columns)} values\n{sql}")
+        position = {column.lower(): f"_{i}" for i, column in enumerate(listed)}
+        added = added.toDF(*position.values()).select(
+            *[
+                (F.col(position[f.name.lower()]) if f.name.lower() in position else F.lit(None))
+                .cast(f.dataType)
+                .alias(f.name)
+                for f in table.schema.fields
+            ]
+        )
+        current = _guarded(lambda: table.localCheckpoint(eager=True), sql)
+        if replace:
+            rows = current.join(added.select(*key), key, "left_anti").unionByName(added)
+        else:
+            rows = current.unionByName(added.join(current.select(*key), key, "left_anti").dropDuplicates(key))
+        self._write_anew(name, _guarded(lambda: rows.localCheckpoint(eager=True), sql), sql)
         return True
 
     def _insert_into_kept(self, statement: str, params: Params) -> bool:
@@ -315,6 +409,27 @@ class SparkSql:
         """The column names a select would produce; the statement is analysed, not run."""
         return list(self._df(sql, None).columns)
 
+    def column_types(self, sql: str) -> list[tuple[str, str]]:
+        """The (name, type) of each column a select would produce, text as DuckDB's VARCHAR; analysed, not run."""
+        from pyspark.sql.types import StringType
+
+        return [
+            (f.name, "VARCHAR" if isinstance(f.dataType, StringType) else f.dataType.simpleString().upper())
+            for f in self._df(sql, None).schema.fields
+        ]
+
+    def export(self, sql: str, path: str, file_format: str, params: Params = None) -> int:
+        """Write a query's rows to one file, as `Sql.export` does: Spark writes a folder of part files, so the
+        rows come to the driver a partition at a time as Arrow and DuckDB's writer makes the one file, in
+        the same format to the byte as on DuckDB."""
+        rows = self.arrow(sql, params)
+        writer = Sql.in_memory()
+        try:
+            with writer.registered("exported_rows", rows):
+                return writer.export("select * from exported_rows", path, file_format)
+        finally:
+            writer.close()
+
     # Tables ---------------------------------------------------------------------------------------
 
     def create_table_as(self, name: str, select: str, params: Params = None, *, temporary: bool = False) -> None:
@@ -366,23 +481,25 @@ class SparkSql:
 
     @contextmanager
     def transaction(self) -> Iterator[SparkSql]:
-        """Not available on Spark: see the module docstring."""
-        raise TransactionsUnavailable(
-            "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
-        )
-        yield self  # pragma: no cover
+        """The block's statements, one after another: Spark has no transactions (see the module docstring).
+        Refused unless the runner was made with `in_order_transactions`, as the Spark warehouse makes it,
+        whose documentation says what a run killed inside such a block leaves."""
+        if not self.in_order_transactions:
+            raise TransactionsUnavailable(
+                "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
+            )
+        yield self
 
 
-def _one_duckdb_statement(sql: str) -> Any:
-    """`sql` parsed in DuckDB's dialect when it is one statement, else None (the translation then names
-    what it cannot read)."""
+def _duckdb_statements(sql: str) -> list[Any]:
+    """`sql` parsed in DuckDB's dialect, one tree per statement; empty when sqlglot cannot read it (the
+    translation then names what it cannot read)."""
     import sqlglot
 
     try:
-        trees = [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
+        return [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
     except sqlglot.errors.ParseError:
-        return None
-    return trees[0] if len(trees) == 1 else None
+        return []
 
 
 def _guarded(action: Callable[[], Any], statement: str = "") -> Any:
