@@ -98,6 +98,15 @@ class Sql:
         """The column names a select would produce; the statement is bound, not run."""
         return list(self._conn.sql(sql).columns)
 
+    def column_types(self, sql: str) -> list[tuple[str, str]]:
+        """The (name, DuckDB type) of each column a select would produce; the statement is bound, not run."""
+        return self.rows(f"select column_name, column_type from (describe {sql})")
+
+    def export(self, sql: str, path: str, file_format: str, params: Params = None) -> int:
+        """Write a query's rows to one file, `csv` (with a header) or `parquet`; returns how many were written."""
+        options = "format csv, header true" if file_format == "csv" else "format parquet"
+        return int(self._conn.execute(f"copy ({sql}) to {sql_literal(path)} ({options})", params).fetchone()[0])
+
     # Tables ---------------------------------------------------------------------------------------
 
     def create_table_as(self, name: str, select: str, params: Params = None, *, temporary: bool = False) -> None:

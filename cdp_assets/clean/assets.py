@@ -314,14 +314,21 @@ def guard_text(
     sql.create_table_as(
         checked,
         f"""select s.* exclude (__suspect), {", ".join(problems)}
-            from (select s.*, s.rowid as __row, coalesce({suspect}, false) as __suspect from {staged} s) s
+            from (select s.*, coalesce({suspect}, false) as __suspect from {staged} s) s
             where __suspect""",
         temporary=True,
     )
     sql.create_table_as(text_rejects, " union all ".join(checks), temporary=True)
     if sql.value(f"select count(*) from {checked}"):
-        sql.execute(f"update {staged} s set {', '.join(kept)} from {checked} p where p.__row = s.rowid")
-        sql.execute(f"delete from {staged} s using {checked} p where p.__row = s.rowid and not ({rows_ok})")
+        # A staged row is found again by its line and the values examined, which decide all that happens to
+        # it (rows alike in them are treated alike): no row id, which Spark's tables lack. The rows a problem
+        # takes out go first, while their values are still the ones examined.
+        same = " and ".join(
+            ["p.source = s.source", "p.file = s.file", "p.row_number = s.row_number"]
+            + [f'p."{c}" is not distinct from s."{c}"' for c, _, _ in columns]
+        )
+        sql.execute(f"delete from {staged} s using {checked} p where {same} and not ({rows_ok})")
+        sql.execute(f"update {staged} s set {', '.join(kept)} from {checked} p where {same}")
     scratch.drop(f"{stage}_checked")
     return text_rejects
 
@@ -710,10 +717,10 @@ def _mark_older_versions(sql: Sql) -> None:
     records = tables.PERSON_RECORDS.name
     sql.execute(
         f"""update {records} t set is_latest = false
-            from (select p.rowid as row_id, {_LATEST_VERSION} as latest from {records} p
+            from (select p.source, p.file, p.row_number, {_LATEST_VERSION} as latest from {records} p
                   semi join (select source, source_record_id from {records} group by all having count(*) > 1) d
                     on d.source = p.source and d.source_record_id = p.source_record_id) o
-            where not o.latest and t.rowid = o.row_id"""
+            where not o.latest and t.source = o.source and t.file = o.file and t.row_number = o.row_number"""
     )
 
 

@@ -53,7 +53,7 @@ def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
     kept as JSON rather than text."""
     if spec is None or not spec.path:
         return "null::json"
-    parts = [f"nullif(record -> {sql_literal(_json_path(source, p))}, 'null'::json)" for p in spec.path]
+    parts = [f"nullif((record -> {sql_literal(_json_path(source, p))}), 'null'::json)" for p in spec.path]
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 

@@ -268,11 +268,11 @@ def select_members(sql: Sql, condition: str, label: str, target: str, scope: str
     """Fill temp table `target(customer_id)` with the profiles matching one segment's condition SQL (among
     the customers of table `scope` when given).
 
-    The condition runs in `sandbox()`, not on the warehouse connection, over an Arrow copy of the row id
-    and the columns it reads; only row ids come back, each once (a row id is one profile, so no DISTINCT
-    over customer ids). The allow-list should already have refused anything but an expression over those
-    columns; if it missed something, there is no file, table or setting there to reach. Each segment
-    copies only what its own condition reads. A condition that fails on the data (a cast of a name to a
+    The condition runs in `sandbox()`, not on the warehouse connection, over an Arrow copy of the customer
+    id and the columns it reads; only customer ids come back, each once (one profile per customer). The
+    allow-list should already have refused anything but an expression over those columns; if it missed
+    something, there is no file, table or setting there to reach. Each segment copies only what its own
+    condition reads. A condition that fails on the data (a cast of a name to a
     number) is named by `label`, without the values DuckDB quotes: the message goes to the run's event log.
     """
     # Column names match case-insensitively, as in DuckDB.
@@ -283,7 +283,7 @@ def select_members(sql: Sql, condition: str, label: str, target: str, scope: str
         raise ConditionError(f"{label}: {exc}") from None
     copied = "".join(', "' + c.replace('"', '""') + '"' for c in needed)
     among = f" where customer_id in (select customer_id from {scope})" if scope else ""
-    profiles = sql.arrow(f"select rowid as _row{copied} from cdp.golden_profiles{among}")
+    profiles = sql.arrow(f"select customer_id as _row{copied} from cdp.golden_profiles{among}")
     box = sandbox(sql.value("select current_setting('TimeZone')"))
     try:
         with box.registered("golden_profiles", profiles):
@@ -294,11 +294,7 @@ def select_members(sql: Sql, condition: str, label: str, target: str, scope: str
     finally:
         box.close()
     with sql.registered("sandboxed_members", members) as matched:
-        sql.create_table_as(
-            target,
-            f"select p.customer_id from {matched} m join cdp.golden_profiles p on p.rowid = m._row",
-            temporary=True,
-        )
+        sql.create_table_as(target, f"select _row as customer_id from {matched}", temporary=True)
 
 
 def build_segment_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:

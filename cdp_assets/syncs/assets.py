@@ -68,7 +68,7 @@ def spreadsheet_safe(sql: Sql, query: str) -> str:
     """
     triggers = ", ".join(f"chr({ord(c)})" for c in FORMULA_TRIGGERS)
     selected = []
-    for name, column_type in sql.rows(f"select column_name, column_type from (describe {query})"):
+    for name, column_type in sql.column_types(query):
         column = '"' + name.replace('"', '""') + '"'
         if column_type == "VARCHAR":
             selected.append(
@@ -97,8 +97,7 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     )
     if destination.format == "csv":
         query = spreadsheet_safe(sql, query)
-    options = "format csv, header true" if destination.format == "csv" else "format parquet"
-    rows = sql.value(f"copy ({query}) to {sql_literal(str(partial))} ({options})")
+    rows = sql.export(query, str(partial), destination.format)
     owner_only(partial)
     partial.rename(target)
     sql.execute(

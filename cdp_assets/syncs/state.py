@@ -64,11 +64,11 @@ def open_batch(sql: Sql, destination: str, changes: list[Change]) -> str:
             "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
             [destination, secrets.token_hex(8)],
         )
-        numbered = sql.row(
-            """update syncs.batch_sequence set last_sequence = last_sequence + 1 where destination = ?
-               returning epoch, last_sequence""",
-            [destination],
+        sql.execute(
+            "update syncs.batch_sequence set last_sequence = last_sequence + 1 where destination = ?", [destination]
         )
+        # Read back in the same transaction rather than with `returning`, which Spark's DML lacks.
+        numbered = sql.row("select epoch, last_sequence from syncs.batch_sequence where destination = ?", [destination])
         assert numbered is not None  # the insert above made sure the destination has its row
         epoch, sequence = numbered
         key = batch_id(destination, epoch, sequence, changes)

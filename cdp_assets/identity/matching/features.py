@@ -148,7 +148,8 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
                    nullif(lower(trim({fold("p.first_name")})), '') as first_name,
                    nullif(lower(trim({fold("p.last_name")})), '') as last_name,
                    p.date_of_birth, p.usable_email as email,
-                   p.usable_email in (select id_value from {split}) as email_split,
+                   -- false, not NULL, without an e-mail: what `in (select ...)` gives on Spark too
+                   coalesce(p.usable_email in (select id_value from {split}), false) as email_split,
                    nullif(split_part(p.usable_email, '@', 1), '') as email_local,
                    -- The mailbox's user as any provider reads it, dots and +tag dropped: it survives a
                    -- slip in the domain that keeps Gmail's own rules from being applied (gmail.cmo).

@@ -38,9 +38,9 @@ def save_features(sql: Sql, records: str, scored_with: str, kept: bool = False) 
     the kept rows' node ids are stale then, and nothing reads them."""
     if kept:
         sql.execute(
-            f"""delete from {FEATURES_TABLE} where rowid in (
-                    select f.rowid from {FEATURES_TABLE} f
-                    anti join {records} r using (source, source_record_id, base_hash))"""
+            f"""delete from {FEATURES_TABLE} f where not exists (
+                    select 1 from {records} r where r.source = f.source
+                    and r.source_record_id = f.source_record_id and r.base_hash = f.base_hash)"""
         )
         sql.execute(
             f"""insert into {FEATURES_TABLE} by name
