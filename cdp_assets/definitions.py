@@ -41,6 +41,7 @@ from cdp_assets.syncs.assets import build_row_sync_asset, build_sync_asset
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.config.refresh import RETRAIN_TAG
 from resources.landing import api_sources
+from resources.spark.warehouse import spark_warehouse_resource
 from resources.warehouse import warehouse_resource
 from sensors.alerts import build_alert_sensor
 from sensors.automation import automation_sensor
@@ -168,8 +169,13 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         jobs=[full_refresh, build_preview_job(config), retrain, rebuild, privacy_job, *poll_jobs],
         schedules=schedules + poll_schedules,
         sensors=sensors,
-        resources={"warehouse": warehouse_resource(config)},
-        # DuckDB takes one writer per file: steps run one after another inside the run's process.
+        resources={
+            "warehouse": spark_warehouse_resource(config)
+            if config.warehouse.engine == "spark"
+            else warehouse_resource(config)
+        },
+        # DuckDB takes one writer per file, and a Spark session costs seconds to start: steps run one after
+        # another inside the run's process, on its one connection or session.
         executor=dg.in_process_executor,
     )
 

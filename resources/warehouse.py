@@ -41,9 +41,6 @@ from resources.tables import CLEAN_QUARANTINE, EXTRACT_QUARANTINE, ROLES, SHARED
 
 SCHEMAS = ("raw", "meta", "clean", "identity", "cdp", "syncs", "privacy")
 
-# The shared tables' DDL, generated from their declarations in resources/tables.py.
-_SHARED_DDL = "".join(table.create_sql() for table in SHARED_TABLES)
-
 # The public rejects table: what extraction could not parse plus what cleaning refused.
 _QUARANTINE_VIEW = "create or replace view cdp.quarantine as\n" + "\nunion all by name ".join(
     f"select * from {table.name}" for table in (EXTRACT_QUARANTINE, *(CLEAN_QUARANTINE[role] for role in ROLES))
@@ -189,6 +186,16 @@ class Warehouse(DuckDBResource):
             finally:
                 conn.close()
 
+    def publish_read_snapshot(self, sql: Sql, run_id: str | None, *, incremental: bool = False) -> SnapshotReport:
+        """Publish the public tables as the readers' DuckDB file (see the module function of this name)."""
+        return publish_read_snapshot(sql, self.snapshot_path(), run_id, incremental=incremental)
+
+    def snapshot_path(self) -> Path:
+        """Where readers find the snapshot: the DuckDB file `warehouse.read_snapshot`."""
+        if self.read_snapshot is None:
+            raise ValueError("this warehouse has no read snapshot")
+        return Path(self.read_snapshot)
+
     def compact(self) -> dict[str, int]:
         """Rewrite the warehouse file with only its live rows, so nothing deleted survives on disk.
 
@@ -252,8 +259,14 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("set TimeZone = 'UTC'")
     for schema in SCHEMAS:
         conn.execute(f"create schema if not exists {schema}")
-    conn.execute(_SHARED_DDL)
-    conn.execute(_QUARANTINE_VIEW)
+    for statement in shared_ddl():
+        conn.execute(statement)
+
+
+def shared_ddl() -> list[str]:
+    """The statements that create the tables several stages share and the public quarantine view, on
+    either engine."""
+    return [table.create_sql() for table in SHARED_TABLES] + [_QUARANTINE_VIEW]
 
 
 @contextmanager

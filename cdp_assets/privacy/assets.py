@@ -36,7 +36,7 @@ from resources.config import CDPConfig, RowDestinationConfig
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
 from resources.tables import EXTRACT_QUARANTINE, FILE_REWRITES, ID_REGISTRY, PRIVACY_REQUESTS, SUPPRESSIONS
-from resources.warehouse import Warehouse, publish_read_snapshot, utc_now
+from resources.warehouse import Warehouse, utc_now
 
 GROUP = "privacy"
 PRIVACY_REQUESTS_KEY = dg.AssetKey(["privacy", "requests"])
@@ -290,7 +290,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 erased = erased or bool(expired)
                 if erased:
                     mark = time.perf_counter()
-                    publish_read_snapshot(sql, cdp_config.read_snapshot_path, run_id)
+                    warehouse.publish_read_snapshot(sql, run_id)
                     seconds["read snapshot"] = round(time.perf_counter() - mark, 2)
                 counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))
                 this_run = sql.rows(

@@ -16,7 +16,7 @@ import dagster as dg
 
 from cdp_assets.metadata import markdown_table, table_metadata
 from resources.config import CDPConfig
-from resources.warehouse import Warehouse, publish_read_snapshot
+from resources.warehouse import Warehouse
 
 GROUP = "read_snapshot"
 READ_SNAPSHOT = dg.AssetKey(["cdp", "read_snapshot"])
@@ -26,12 +26,17 @@ CODE_VERSION = "2"
 
 def build_read_snapshot_asset(config: CDPConfig, writers: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     """The snapshot asset, downstream of `writers`: every asset that writes a table in schema `cdp`."""
-    path = config.read_snapshot_path
+    if config.warehouse.engine == "spark":
+        path = config.resolve(config.warehouse.spark.read_snapshot) / "current"
+        kind = f"a folder of parquet tables ({path})"
+    else:
+        path = config.read_snapshot_path
+        kind = f"one read-only DuckDB file ({path.name})"
 
     @dg.asset(
         key=READ_SNAPSHOT,
         group_name=GROUP,
-        description=f"The public cdp.* tables as one consistent read-only DuckDB file for BI tools ({path.name}).",
+        description=f"The public cdp.* tables, one refresh's consistent state, for BI tools: {kind}.",
         deps=list(writers),
         code_version=CODE_VERSION,
         # Tables of the snapshot file, not of the warehouse: every cdp.* table copied, and when it was published.
@@ -39,12 +44,14 @@ def build_read_snapshot_asset(config: CDPConfig, writers: Sequence[dg.AssetKey])
     )
     def read_snapshot(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.sql() as sql:
-            report = publish_read_snapshot(sql, path, context.run.run_id, incremental=True)
+            report = warehouse.publish_read_snapshot(sql, context.run.run_id, incremental=True)
         counts = report.rows
+        published = warehouse.snapshot_path()
+        size = sum(f.stat().st_size for f in published.rglob("*") if f.is_file()) if published.is_dir() else None
         return dg.MaterializeResult(
             metadata={
-                "path": dg.MetadataValue.path(str(path)),
-                "size_bytes": dg.MetadataValue.int(path.stat().st_size),
+                "path": dg.MetadataValue.path(str(published)),
+                "size_bytes": dg.MetadataValue.int(size if size is not None else published.stat().st_size),
                 "dagster/row_count": dg.MetadataValue.int(sum(counts.values())),
                 "tables": dg.MetadataValue.md(
                     markdown_table([{"table": f"cdp.{t}", "rows": n} for t, n in counts.items()])

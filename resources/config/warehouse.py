@@ -15,11 +15,15 @@ class SparkConfig(_Strict):
     master: str = Field("local[2]", description="Spark master URL: local[N] runs in this process's own JVM.")
     warehouse_dir: str = Field("data/spark-warehouse", description="Folder of the Spark tables' files.")
     table_format: Literal["parquet", "orc"] = Field("parquet", description="File format of the Spark tables.")
+    read_snapshot: str = Field(
+        "data/spark-read-snapshot",
+        description="Folder of the read snapshot on Spark: the public cdp tables as parquet, `current/<table>/`.",
+    )
 
 
 class WarehouseConfig(_Strict):
     engine: Literal["duckdb", "spark"] = Field(
-        "duckdb", description="The SQL engine; the pipeline's stages run on DuckDB only for now."
+        "duckdb", description="The SQL engine every stage runs on: DuckDB in this process, or Spark (see README)."
     )
     spark: SparkConfig = SparkConfig()
     path: str = "data/warehouse.duckdb"

@@ -1,10 +1,9 @@
 """The load-time check of `warehouse.engine: spark`.
 
-The Spark engine's foundation (dialect, UDFs, runner) exists, but the pipeline's stages do not run on it
-yet, so choosing it must stop the platform when the configuration loads, with one line saying why and
-what to do, not half-way through a run. Before that line, every segment condition and trait filter is
-translated to Spark SQL, so a condition that could never run on Spark (an `UnsupportedConstruct`) is
-named with its segment or trait now.
+A configuration that chooses Spark must fail when it loads, with one line saying what is wrong, not
+half-way through a run: every segment condition and trait filter is translated to Spark SQL, so a
+condition that could never run on Spark (an `UnsupportedConstruct`) is named with its segment or trait,
+and a machine without pyspark or Java is told what to install.
 
 The translation is checked only when Spark is chosen: on DuckDB the binder of resources/schema.py is the
 judge, and a construct that only Spark lacks must not stop a DuckDB deployment.
@@ -27,10 +26,6 @@ INSTALL = (
     "warehouse.engine: spark needs pyspark and a Java 17 runtime: "
     "pip install 'dagster-cdp[spark]' and apt-get install openjdk-17-jre-headless"
 )
-NOT_YET = (
-    "warehouse.engine: spark: the pipeline's stages do not run on Spark yet (resources/spark/ holds its "
-    "dialect, UDFs and runner); use warehouse.engine: duckdb"
-)
 
 
 def missing_runtime() -> list[str]:
@@ -44,8 +39,8 @@ def missing_runtime() -> list[str]:
 
 
 def check_spark_engine(config: CDPConfig, config_path: Path) -> None:
-    """Raise ConfigError when the configuration chooses Spark: naming a condition that has no Spark
-    translation, else saying what to install, else that the stages do not run on Spark yet."""
+    """Raise ConfigError when the configuration chooses Spark and a condition has no Spark translation
+    (naming it), or this machine lacks what Spark needs (saying what to install)."""
     if config.warehouse.engine != "spark":
         return
     conditions = [(f"segments[{i}] ({s.name}).where", s.where) for i, s in enumerate(config.segments)]
@@ -59,4 +54,3 @@ def check_spark_engine(config: CDPConfig, config_path: Path) -> None:
             raise ConfigError(f"{config_path}: {key}: {exc}") from None
     if missing_runtime():
         raise ConfigError(f"{config_path}: {INSTALL}")
-    raise ConfigError(f"{config_path}: {NOT_YET}")

@@ -1,0 +1,144 @@
+"""The Spark warehouse: the resource every stage writes through when `warehouse.engine` is `spark`.
+
+It offers the stages what `resources.warehouse.Warehouse` offers them on DuckDB: a `sql()` runner per
+step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the read snapshot. Behind it:
+- one SparkSession per process (`warehouse.spark.master`: `local[N]` in the run's own JVM, or a cluster),
+  started by the run's first step and kept for the next ones, since a session costs seconds to start;
+- tables that persist between runs and processes: their files in `warehouse.spark.warehouse_dir`, their
+  catalogue a Hive metastore (embedded Derby) in the same folder, which one JVM opens at a time, as the
+  run lock (`<warehouse_dir>/.lock`, as on DuckDB) guarantees;
+- no transactions: a block the stages mark as one (the id registry's write, a sync's batch bookkeeping)
+  runs its statements in order, and a run killed inside it can leave part of the change, which the next run
+  does not repair. DuckDB's guarantee that a killed run leaves nothing half-written is not kept on Spark;
+- the read snapshot as parquet: each publication writes every public `cdp` table into a new folder
+  (`<read_snapshot>/<time>/<table>/`) with Spark's writers, then points `<read_snapshot>/current` at it
+  by replacing a symbolic link, so a reader sees one refresh's tables. The publication before it is kept
+  for readers still on it; an erasure's publication removes every earlier one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from resources.config import CDPConfig
+from resources.run_launcher import RUN_HOST_TAG
+from resources.spark.runner import SparkSql, spark_session
+from resources.warehouse import SCHEMAS, RunLock, SnapshotReport, shared_ddl, utc_now
+
+# The process's sessions, by warehouse folder: started once, used by every step of the run.
+_SESSIONS: dict[str, Any] = {}
+CURRENT = "current"
+SNAPSHOT_INFO = "snapshot_info.json"
+
+
+class SparkWarehouse(dg.ConfigurableResource):
+    """Spark with the platform's schemas and shared tables, held by one run at a time; see the module docstring."""
+
+    master: str = "local[2]"
+    warehouse_dir: str
+    table_format: str = "parquet"
+    read_snapshot: str
+    lock_timeout_seconds: float = 300.0
+    _run_lock: RunLock | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Take the warehouse's run lock for the whole run, as on DuckDB."""
+        run = context.run
+        holder = {
+            "run_id": run.run_id if run else None,
+            "job": run.job_name if run else None,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": utc_now().isoformat(timespec="seconds"),
+        }
+        if run is not None and context.instance is not None:
+            context.instance.add_run_tags(run.run_id, {RUN_HOST_TAG: holder["host"]})
+        Path(self.warehouse_dir).mkdir(parents=True, exist_ok=True)
+        lock = RunLock(Path(self.warehouse_dir) / ".lock")
+        lock.acquire(holder, self.lock_timeout_seconds, on_wait=context.log.warning if context.log else None)
+        self._run_lock = lock
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
+
+    def session(self) -> Any:
+        """The process's SparkSession on this warehouse, started (with the schemas and shared tables) on first use."""
+        folder = str(Path(self.warehouse_dir).resolve())
+        if folder not in _SESSIONS:
+            session = spark_session(self.master, folder, catalog="hive")
+            runner = SparkSql(session, self.table_format)
+            for schema in SCHEMAS:
+                runner.execute(f"create schema if not exists {schema}")
+            for statement in shared_ddl():
+                runner.execute(statement)
+            _SESSIONS[folder] = session
+        return _SESSIONS[folder]
+
+    @contextmanager
+    def sql(self) -> Iterator[SparkSql]:
+        """The statement runner for one step (resources/spark/runner.py)."""
+        yield SparkSql(self.session(), self.table_format, in_order_transactions=True)
+
+    def publish_read_snapshot(self, sql: SparkSql, run_id: str | None, *, incremental: bool = False) -> SnapshotReport:
+        """Write every public table as parquet into a new folder and point `current` at it; see the module
+        docstring. Without `incremental` (an erasure's publication) every earlier publication is removed."""
+        root = Path(self.read_snapshot)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = utc_now()
+        target = root / stamp.strftime("%Y%m%dT%H%M%S%f")
+        rows = {}
+        for table in sorted(t.name for t in sql.spark.catalog.listTables("cdp") if not t.isTemporary):
+            sql.spark.table(f"cdp.{table}").write.parquet(str(target / table))
+            rows[table] = sql.spark.read.parquet(str(target / table)).count()
+        info = {"published_at": stamp.isoformat(sep=" "), "run_id": run_id, "tables": rows}
+        (target / SNAPSHOT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        link = root / f".{CURRENT}.new"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.name)
+        os.replace(link, root / CURRENT)
+        kept = {target.name} | ({_previous(root, target.name)} if incremental else set())
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.is_symlink() and folder.name not in kept:
+                shutil.rmtree(folder)
+        return SnapshotReport(rows=rows, copied_whole=list(rows))
+
+    def compact(self) -> dict[str, int]:
+        """Nothing to compact: a table the runner changes is written anew and the old files deleted (see
+        resources/spark/runner.py), so no erased row's bytes stay behind in the warehouse folder. Returns
+        the folder's size, before and after alike."""
+        size = sum(f.stat().st_size for f in Path(self.warehouse_dir).rglob("*") if f.is_file())
+        return {"size_before": size, "size_after": size}
+
+    def snapshot_path(self) -> Path:
+        """Where readers find the snapshot: `<read_snapshot>/current/<table>/`."""
+        return Path(self.read_snapshot) / CURRENT
+
+
+def _previous(root: Path, newest: str) -> str:
+    """The publication before `newest`, which a reader may still be reading."""
+    earlier = sorted(f.name for f in root.iterdir() if f.is_dir() and not f.is_symlink() and f.name < newest)
+    return earlier[-1] if earlier else newest
+
+
+def spark_warehouse_resource(config: CDPConfig) -> SparkWarehouse:
+    """The Spark warehouse resource for a configuration (`warehouse.engine: spark`)."""
+    spark = config.warehouse.spark
+    return SparkWarehouse(
+        master=spark.master,
+        warehouse_dir=str(config.resolve(spark.warehouse_dir)),
+        table_format=spark.table_format,
+        read_snapshot=str(config.resolve(spark.read_snapshot)),
+        lock_timeout_seconds=float(config.warehouse.lock_timeout_seconds),
+    )
