@@ -115,6 +115,9 @@ def test_every_public_table_is_the_same_on_spark_and_duckdb(both_engines) -> Non
         ).fetchall()
         count = conn.execute(f"select count(*) from cdp.{table}").fetchone()[0]
         assert (only_duckdb[:3], only_spark[:3]) == ([], []), f"cdp.{table} ({count} rows) differs"
+    # Customer data on disk is its owner's only, on Spark as on DuckDB.
+    written = [f for f in (snapshot / "golden_profiles").glob("*.parquet")]
+    assert written and all(f.stat().st_mode & 0o077 == 0 for f in written)
     assert conn.execute("select count(*) from cdp.golden_profiles").fetchone()[0] > 300
     assert conn.execute("select count(*) from cdp.quarantine").fetchone()[0] > 0
     conn.close()

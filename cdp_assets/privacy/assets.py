@@ -259,6 +259,13 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: Warehouse, config: PrivacyRequestConfig
     ) -> dg.MaterializeResult:
         run_id = context.run.run_id
+        if cdp_config.warehouse.engine == "spark":
+            # Refused before anything is read or written, rather than failing half-way on a DuckDB-only
+            # statement (the erasure finds every table of customer data through DuckDB's catalogue).
+            raise dg.Failure(
+                "privacy requests do not run on warehouse.engine: spark yet; no request was read or carried out. "
+                "Run them with warehouse.engine: duckdb (README, Spark engine)"
+            )
         requests, rejected = from_run_config(cdp_config, config.requests, run_id)
         requests_path: Path | None = None
         file_rejected: list[RejectedLine] = []

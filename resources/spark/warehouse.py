@@ -10,6 +10,7 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 - no transactions: a block the stages mark as one (the id registry's write, a sync's batch bookkeeping)
   runs its statements in order, and a run killed inside it can leave part of the change, which the next run
   does not repair. DuckDB's guarantee that a killed run leaves nothing half-written is not kept on Spark;
+- files readable by their owner only, as on DuckDB: the session's JVM starts with umask 077;
 - the read snapshot as parquet: each publication writes every public `cdp` table into a new folder
   (`<read_snapshot>/<time>/<table>/`) with Spark's writers, then points `<read_snapshot>/current` at it
   by replacing a symbolic link, so a reader sees one refresh's tables. The publication before it is kept
@@ -33,7 +34,7 @@ from pydantic import PrivateAttr
 from resources.config import CDPConfig
 from resources.run_launcher import RUN_HOST_TAG
 from resources.spark.runner import SparkSql, spark_session
-from resources.warehouse import SCHEMAS, RunLock, SnapshotReport, shared_ddl, utc_now
+from resources.warehouse import SCHEMAS, RunLock, SnapshotReport, private_files, shared_ddl, utc_now
 
 # The process's sessions, by warehouse folder: started once, used by every step of the run.
 _SESSIONS: dict[str, Any] = {}
@@ -77,7 +78,9 @@ class SparkWarehouse(dg.ConfigurableResource):
         """The process's SparkSession on this warehouse, started (with the schemas and shared tables) on first use."""
         folder = str(Path(self.warehouse_dir).resolve())
         if folder not in _SESSIONS:
-            session = spark_session(self.master, folder, catalog="hive")
+            # The JVM inherits the umask it starts with: every table file it writes is its owner's only.
+            with private_files():
+                session = spark_session(self.master, folder, catalog="hive")
             runner = SparkSql(session, self.table_format)
             for schema in SCHEMAS:
                 runner.execute(f"create schema if not exists {schema}")
