@@ -9,7 +9,6 @@ which is what readers of a Spark deployment open. Only the columns that say when
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +16,7 @@ import duckdb
 import pytest
 import yaml
 
+from benchmarks.spark_pipeline import DAGSTER_JOB, RUN_TIME_COLUMNS, SPARK_WAREHOUSE
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from demo.destination_server import DestinationServer
 from demo.generate import generate
@@ -26,22 +26,6 @@ from tests.fixtures import KNOWN_BAD_CRM, write_config
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-# When the run happened (and which run it was): the only columns the engines may give differently.
-RUN_TIME_COLUMNS = {
-    "run_id",
-    "changed_at",
-    "quarantined_at",
-    "recorded_at",
-    "profile_built_at",
-    "entered_at",
-    "computed_at",
-    "exited_at",
-}
-SPARK_WAREHOUSE = {
-    "engine": "spark",
-    "path": "warehouse.duckdb",
-    "spark": {"warehouse_dir": "spark-warehouse", "read_snapshot": "spark-read-snapshot"},
-}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +56,7 @@ def both_engines(spark, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN0
         home.mkdir()
         env = {**os.environ, CONFIG_ENV_VAR: str(configs["spark"]), "DAGSTER_HOME": str(home)}
         done = subprocess.run(
-            [sys.executable, "-m", "dagster", "job", "execute", "-m", "cdp_assets.definitions", "-j", FULL_REFRESH],
+            DAGSTER_JOB,
             cwd=REPO,
             env=env,
             capture_output=True,

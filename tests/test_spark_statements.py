@@ -93,3 +93,16 @@ def test_rows_are_replaced_and_skipped_by_the_declared_key(engines) -> None:  # 
             runner.execute("update scratch_keyed.kv set v = v + 1 where k = ?", ["c"])
     on_duckdb, on_spark = both(engines, "select k, v, note from scratch_keyed.kv order by k")
     assert on_duckdb == on_spark == [("a", 1, "first"), ("b", 20, "replaced"), ("c", 4, "added")]
+
+
+def test_insert_by_name_into_a_temporary_table_matches_columns_by_name(engines) -> None:  # noqa: ANN001
+    for runner in engines:
+        runner.create_table_as("scores_kept", "select 1 as l, 2 as r, 0.5::double as w", temporary=True)
+        runner.execute(
+            "insert into scores_kept by name "
+            "with kept as (select 3 as l, 4 as r) select 0.25::double as w, r, l from kept"
+        )
+    on_duckdb, on_spark = both(engines, "select l, r, w from scores_kept order by l")
+    engines[0].drop_table("scores_kept")
+    engines[1].drop_table("scores_kept")
+    assert on_duckdb == on_spark == [(1, 2, 0.5), (3, 4, 0.25)]

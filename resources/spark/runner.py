@@ -8,9 +8,13 @@ What differs from DuckDB, on purpose:
 - There are no transactions: a Spark table is not a database file with a log. `transaction()` raises,
   unless the runner is made with `in_order_transactions` (the Spark warehouse's runner,
   resources/spark/warehouse.py), when the block's statements simply run in order.
-- Tables are kept in the session's catalog (in memory) over files in the warehouse folder, as parquet
-  unless configured otherwise. `create or replace table t (columns...)` drops t first (parquet tables
-  cannot be replaced in place).
+- Tables are kept in the session's catalog (in memory, or a Hive metastore in the warehouse folder, which
+  outlives the session) over files in the warehouse folder, as parquet unless configured otherwise.
+  `create or replace table t (columns...)` drops t first (parquet tables cannot be replaced in place).
+- What Spark's parser refuses and the stages need: `alter table t add column if not exists` adds the
+  column when t lacks it; `insert or replace into t` and `insert into t ... on conflict do nothing` write
+  t anew by the conflict target or t's declared primary key (resources/tables.py), Spark's tables
+  enforcing none.
 - What Spark cannot do to a temporary table (a view), the runner does: `create temp table t (columns...)`
   keeps an empty table of those columns, and `insert into t select ...` keeps t's rows and the new ones
   as the table anew.
@@ -89,6 +93,11 @@ def spark_session(
             f"jdbc:derby:;databaseName={warehouse.resolve()}/metastore_db;create=true",
         )
         .config("spark.hadoop.hive.metastore.warehouse.dir", str(warehouse.resolve()))
+        # Off: with it, a union over locally checkpointed tables (the runner's temporary tables) can fail
+        # in Union.rewriteConstraints ("key not found" of an attribute), as Splink met too (its #2524).
+        .config("spark.sql.constraintPropagation.enabled", "false")
+        # Hadoop's file system sets a written file's mode by its own umask, not the process's: owner only.
+        .config("spark.hadoop.fs.permissions.umask-mask", "077")
         # Derby's log beside its metastore, not in whatever folder the process started in.
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse.resolve()}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -349,13 +358,23 @@ class SparkSql:
         select = tree.expression.copy()
         if tree.args.get("with_") is not None:  # `with ... insert into t select ...`: the select's CTEs
             select.set("with_", tree.args["with_"].copy())
+        # Computed on its own first: planned together with the kept rows' union, a select with CTEs can
+        # fail in Spark's optimizer (an attribute of the CTE "not found").
         added = self._run(select.sql(dialect="spark"), params)
-        listed = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else kept.columns
+        added = _guarded(lambda: added.localCheckpoint(eager=True), statement)
+        if tree.args.get("by_name"):  # `insert into t by name select ...`: each column by its name
+            listed = list(added.columns)
+            unknown = sorted({c.lower() for c in listed} - {c.lower() for c in kept.columns})
+            if unknown:
+                raise SparkSqlError(f"insert into {name} by name: {name} has no column {', '.join(unknown)}")
+        else:
+            listed = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else kept.columns
         if len(listed) != len(added.columns):
             raise SparkSqlError(f"insert into {name}: {len(listed)} columns, {len(added.columns)} values")
         from pyspark.sql import functions as F
 
-        # By position, as SQL's insert is: the select's own names may repeat (`l.node_id, r.node_id`).
+        # By position, as SQL's insert is (the select's own names may repeat: `l.node_id, r.node_id`), or by
+        # the select's names for `by name`.
         position = {column.lower(): f"_{i}" for i, column in enumerate(listed)}
         added = added.toDF(*position.values()).select(
             *[
@@ -420,8 +439,8 @@ class SparkSql:
 
     def export(self, sql: str, path: str, file_format: str, params: Params = None) -> int:
         """Write a query's rows to one file, as `Sql.export` does: Spark writes a folder of part files, so the
-        rows come to the driver a partition at a time as Arrow and DuckDB's writer makes the one file, in
-        the same format to the byte as on DuckDB."""
+        rows come to the driver as Arrow and DuckDB's writer makes the one file, in the same format to the
+        byte as on DuckDB."""
         rows = self.arrow(sql, params)
         writer = Sql.in_memory()
         try:

@@ -1,0 +1,134 @@
+"""The whole pipeline on Spark against DuckDB: a full refresh, a delta and a run with nothing new.
+
+    python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR]
+
+The demo is generated at `--people` with one CRM file and one day of web events held back. Each step runs
+`full_refresh` on DuckDB (in this process) and on Spark (`dagster job execute` with `warehouse.engine:
+spark`, its own process and JVM, as a user runs it): the full refresh, then the held-back files land
+(new and updated contacts, a day of events) and both refresh again, then both refresh with nothing new.
+After each step every public table is compared, DuckDB's warehouse with the Spark read snapshot
+(`current/<table>/`), leaving out only the columns that say when the run happened. Prints each engine's
+seconds per step and, per table, its rows and the rows only one engine has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import yaml
+
+from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from demo.configs import relocated_config
+from demo.destination_server import DestinationServer
+from demo.generate import generate
+from resources.config import CONFIG_ENV_VAR, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+HELD_BACK = ("crm/contacts_2025-06.csv", "web/events_2025-06-30.jsonl")
+# When the run happened (and which run it was): the only columns the engines may give differently.
+RUN_TIME_COLUMNS = frozenset(
+    {
+        "run_id",
+        "changed_at",
+        "quarantined_at",
+        "recorded_at",
+        "profile_built_at",
+        "entered_at",
+        "computed_at",
+        "exited_at",
+    }
+)
+# The demo configuration's warehouse section for Spark, its folders beside the configuration file.
+SPARK_WAREHOUSE = {
+    "engine": "spark",
+    "path": "warehouse.duckdb",
+    "spark": {"warehouse_dir": "spark-warehouse", "read_snapshot": "spark-read-snapshot"},
+}
+DAGSTER_JOB = [sys.executable, "-m", "dagster", "job", "execute", "-m", "cdp_assets.definitions", "-j", FULL_REFRESH]
+
+
+def compare(warehouse: Path, snapshot: Path) -> dict[str, tuple[int, int, int]]:
+    """Per public table: its rows on DuckDB, and the rows only DuckDB and only Spark have."""
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    found = {}
+    for (table,) in conn.execute(
+        "select table_name from information_schema.tables where table_schema = 'cdp' order by 1"
+    ).fetchall():
+        columns = [
+            c
+            for (c,) in conn.execute(
+                "select column_name from information_schema.columns where table_schema = 'cdp' and table_name = ? "
+                "order by ordinal_position",
+                [table],
+            ).fetchall()
+            if c not in RUN_TIME_COLUMNS
+        ]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        files = str(snapshot / table / "*.parquet").replace("'", "''")
+        conn.execute(f"create or replace temp view on_spark as select {listed} from read_parquet('{files}')")
+        only_duckdb = conn.execute(f"select count(*) from (select {listed} from cdp.{table} except all from on_spark)")
+        only_spark = conn.execute(f"select count(*) from (from on_spark except all select {listed} from cdp.{table})")
+        rows = conn.execute(f"select count(*) from cdp.{table}").fetchone()[0]
+        found[table] = (rows, only_duckdb.fetchone()[0], only_spark.fetchone()[0])
+    conn.close()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--people", type=int, default=300)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-spark-pipeline-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    landing, held = folder / "landing", folder / "held"
+    generate(people=args.people, seed=11, out_dir=landing, truth_path=folder / "ground_truth.csv")
+    held.mkdir()
+    for name in HELD_BACK:
+        (landing / name).rename(held / Path(name).name)
+    with DestinationServer(host="127.0.0.1", port=0) as server:
+        configs = {}
+        for engine in ("duckdb", "spark"):
+            (folder / engine).mkdir()
+            overrides = {"warehouse": SPARK_WAREHOUSE} if engine == "spark" else {}
+            path = relocated_config(folder / engine, server.url, **overrides)
+            raw = yaml.safe_load(path.read_text())
+            raw["landing"]["path"] = str(landing)
+            path.write_text(yaml.safe_dump(raw, sort_keys=False))
+            configs[engine] = path
+        duck = load_config(configs["duckdb"])
+        job = build_definitions(duck).resolve_job_def(FULL_REFRESH)
+        instance = dg.DagsterInstance.ephemeral()
+        (folder / "dagster_home").mkdir()
+        env = {**os.environ, CONFIG_ENV_VAR: str(configs["spark"]), "DAGSTER_HOME": str(folder / "dagster_home")}
+        for step in ("full refresh", "delta", "nothing new"):
+            if step == "delta":
+                for name in HELD_BACK:
+                    (held / Path(name).name).rename(landing / name)
+            start = time.perf_counter()
+            if not job.execute_in_process(instance=instance, raise_on_error=False).success:
+                sys.exit(f"{step}: the DuckDB run failed")
+            on_duckdb = time.perf_counter() - start
+            start = time.perf_counter()
+            done = subprocess.run(DAGSTER_JOB, cwd=REPO, env=env, capture_output=True, text=True)
+            on_spark = time.perf_counter() - start
+            if done.returncode:
+                sys.exit(f"{step}: the Spark run failed:\n{done.stderr[-3000:]}")
+            print(f"{step}: DuckDB {on_duckdb:.1f} s, Spark {on_spark:.1f} s", flush=True)
+            found = compare(duck.warehouse_path, folder / "spark" / "spark-read-snapshot" / "current")
+            for table, (rows, only_duckdb, only_spark) in found.items():
+                same = "identical" if only_duckdb == only_spark == 0 else "DIFFERENT"
+                print(f"  cdp.{table}: {rows} rows, only DuckDB {only_duckdb}, only Spark {only_spark}: {same}")
+    print(f"work folder: {folder}")
+
+
+if __name__ == "__main__":
+    main()
