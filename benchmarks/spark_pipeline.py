@@ -55,6 +55,21 @@ SPARK_WAREHOUSE = {
 DAGSTER_JOB = [sys.executable, "-m", "dagster", "job", "execute", "-m", "cdp_assets.definitions", "-j", FULL_REFRESH]
 
 
+def engine_configs(folder: Path, landing: Path, destination_url: str) -> dict[str, Path]:
+    """The demo configuration for each engine, in `folder/<engine>/`, both loading the landing folder
+    `landing` and delivering to `destination_url`."""
+    configs = {}
+    for engine in ("duckdb", "spark"):
+        (folder / engine).mkdir()
+        overrides = {"warehouse": SPARK_WAREHOUSE} if engine == "spark" else {}
+        path = relocated_config(folder / engine, destination_url, **overrides)
+        raw = yaml.safe_load(path.read_text())
+        raw["landing"]["path"] = str(landing)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        configs[engine] = path
+    return configs
+
+
 def compare(warehouse: Path, snapshot: Path) -> dict[str, tuple[int, int, int]]:
     """Per public table: its rows on DuckDB, and the rows only DuckDB and only Spark have."""
     conn = duckdb.connect(str(warehouse), read_only=True)
@@ -95,15 +110,7 @@ def main() -> None:
     for name in HELD_BACK:
         (landing / name).rename(held / Path(name).name)
     with DestinationServer(host="127.0.0.1", port=0) as server:
-        configs = {}
-        for engine in ("duckdb", "spark"):
-            (folder / engine).mkdir()
-            overrides = {"warehouse": SPARK_WAREHOUSE} if engine == "spark" else {}
-            path = relocated_config(folder / engine, server.url, **overrides)
-            raw = yaml.safe_load(path.read_text())
-            raw["landing"]["path"] = str(landing)
-            path.write_text(yaml.safe_dump(raw, sort_keys=False))
-            configs[engine] = path
+        configs = engine_configs(folder, landing, server.url)
         duck = load_config(configs["duckdb"])
         job = build_definitions(duck).resolve_job_def(FULL_REFRESH)
         instance = dg.DagsterInstance.ephemeral()

@@ -124,6 +124,25 @@ class RunLock:
             self._fd = None
 
 
+def hold_run_lock(context: dg.InitResourceContext, path: Path, timeout_seconds: float) -> RunLock:
+    """The run lock at `path`, taken for the run `context` starts (waiting up to `timeout_seconds` for the run
+    that holds it), with the run, job, process and host recorded as its holder; the run is tagged with its
+    host, which lets run monitoring tell a run on another host from a dead one (resources/run_launcher.py)."""
+    run = context.run
+    holder = {
+        "run_id": run.run_id if run else None,
+        "job": run.job_name if run else None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": utc_now().isoformat(timespec="seconds"),
+    }
+    if run is not None and context.instance is not None:
+        context.instance.add_run_tags(run.run_id, {RUN_HOST_TAG: holder["host"]})
+    lock = RunLock(path)
+    lock.acquire(holder, timeout_seconds, on_wait=context.log.warning if context.log else None)
+    return lock
+
+
 class Warehouse(DuckDBResource):
     """DuckDB with the platform's schemas and shared tables on every connection, held by one run at a time."""
 
@@ -135,20 +154,7 @@ class Warehouse(DuckDBResource):
         """Take the warehouse's run lock for the whole run, so no other run's steps interleave with ours."""
         if self.database == ":memory:":
             return
-        run = context.run
-        holder = {
-            "run_id": run.run_id if run else None,
-            "job": run.job_name if run else None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": utc_now().isoformat(timespec="seconds"),
-        }
-        if run is not None and context.instance is not None:
-            # Lets run monitoring tell a run on another host from a dead one (resources/run_launcher.py).
-            context.instance.add_run_tags(run.run_id, {RUN_HOST_TAG: holder["host"]})
-        lock = RunLock(lock_path(self.database))
-        lock.acquire(holder, self.lock_timeout_seconds, on_wait=context.log.warning if context.log else None)
-        self._run_lock = lock
+        self._run_lock = hold_run_lock(context, lock_path(self.database), self.lock_timeout_seconds)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run_lock is not None:

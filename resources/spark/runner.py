@@ -302,7 +302,6 @@ class SparkSql:
         have and the new rows (replace), or its rows and the new rows whose key it does not have (do
         nothing). The key is the conflict target, else t's declared primary key (resources/tables.py);
         False when `tree` is not one such statement."""
-        from pyspark.sql import functions as F
         from sqlglot import exp
 
         if not isinstance(tree, exp.Insert):
@@ -324,15 +323,7 @@ class SparkSql:
         added = self._df(tree.expression.sql(dialect="duckdb"), params)
         if len(listed) != len(added.columns):
             raise SparkSqlError(f"insert into {name}: {len(listed)} columns, {len(added.columns)} values\n{sql}")
-        position = {column.lower(): f"_{i}" for i, column in enumerate(listed)}
-        added = added.toDF(*position.values()).select(
-            *[
-                (F.col(position[f.name.lower()]) if f.name.lower() in position else F.lit(None))
-                .cast(f.dataType)
-                .alias(f.name)
-                for f in table.schema.fields
-            ]
-        )
+        added = _fitted(added, listed, table.schema)
         current = _guarded(lambda: table.localCheckpoint(eager=True), sql)
         if replace:
             rows = current.join(added.select(*key), key, "left_anti").unionByName(added)
@@ -371,19 +362,8 @@ class SparkSql:
             listed = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else kept.columns
         if len(listed) != len(added.columns):
             raise SparkSqlError(f"insert into {name}: {len(listed)} columns, {len(added.columns)} values")
-        from pyspark.sql import functions as F
-
-        # By position, as SQL's insert is (the select's own names may repeat: `l.node_id, r.node_id`), or by
-        # the select's names for `by name`.
-        position = {column.lower(): f"_{i}" for i, column in enumerate(listed)}
-        added = added.toDF(*position.values()).select(
-            *[
-                (F.col(position[f.name.lower()]) if f.name.lower() in position else F.lit(None))
-                .cast(f.dataType)
-                .alias(f.name)
-                for f in kept.schema.fields
-            ]
-        )
+        # By position, as SQL's insert is, or by the select's names for `by name`.
+        added = _fitted(added, listed, kept.schema)
         self._keep(name, kept.unionByName(added), statement)
         return True
 
@@ -508,6 +488,23 @@ class SparkSql:
                 "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
             )
         yield self
+
+
+def _fitted(added: Any, listed: list[str], schema: Any) -> Any:
+    """The rows an insert adds (`added`, whose columns are `listed` in order) as a table of `schema`: each
+    column by position under its listed name (the select's own names may repeat: `l.node_id, r.node_id`),
+    cast to the table's type, and a column not listed NULL."""
+    from pyspark.sql import functions as F
+
+    position = {column.lower(): f"_{i}" for i, column in enumerate(listed)}
+    return added.toDF(*position.values()).select(
+        *[
+            (F.col(position[f.name.lower()]) if f.name.lower() in position else F.lit(None))
+            .cast(f.dataType)
+            .alias(f.name)
+            for f in schema.fields
+        ]
+    )
 
 
 def _duckdb_statements(sql: str) -> list[Any]:

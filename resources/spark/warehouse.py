@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +31,8 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
-from resources.run_launcher import RUN_HOST_TAG
 from resources.spark.runner import SparkSql, spark_session
-from resources.warehouse import SCHEMAS, RunLock, SnapshotReport, private_files, shared_ddl, utc_now
+from resources.warehouse import SCHEMAS, RunLock, SnapshotReport, hold_run_lock, private_files, shared_ddl, utc_now
 
 # The process's sessions, by warehouse folder: started once, used by every step of the run.
 _SESSIONS: dict[str, Any] = {}
@@ -54,20 +52,8 @@ class SparkWarehouse(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the warehouse's run lock for the whole run, as on DuckDB."""
-        run = context.run
-        holder = {
-            "run_id": run.run_id if run else None,
-            "job": run.job_name if run else None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": utc_now().isoformat(timespec="seconds"),
-        }
-        if run is not None and context.instance is not None:
-            context.instance.add_run_tags(run.run_id, {RUN_HOST_TAG: holder["host"]})
         Path(self.warehouse_dir).mkdir(parents=True, exist_ok=True)
-        lock = RunLock(Path(self.warehouse_dir) / ".lock")
-        lock.acquire(holder, self.lock_timeout_seconds, on_wait=context.log.warning if context.log else None)
-        self._run_lock = lock
+        self._run_lock = hold_run_lock(context, Path(self.warehouse_dir) / ".lock", self.lock_timeout_seconds)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run_lock is not None:
