@@ -89,10 +89,15 @@ def compare(warehouse: Path, snapshot: Path) -> dict[str, tuple[int, int, int]]:
         listed = ", ".join(f'"{c}"' for c in columns)
         files = str(snapshot / table / "*.parquet").replace("'", "''")
         conn.execute(f"create or replace temp view on_spark as select {listed} from read_parquet('{files}')")
-        only_duckdb = conn.execute(f"select count(*) from (select {listed} from cdp.{table} except all from on_spark)")
-        only_spark = conn.execute(f"select count(*) from (from on_spark except all select {listed} from cdp.{table})")
-        rows = conn.execute(f"select count(*) from cdp.{table}").fetchone()[0]
-        found[table] = (rows, only_duckdb.fetchone()[0], only_spark.fetchone()[0])
+        counts = [
+            conn.execute(f"select count(*) from {query}").fetchone()[0]
+            for query in (
+                f"cdp.{table}",
+                f"(select {listed} from cdp.{table} except all from on_spark)",
+                f"(from on_spark except all select {listed} from cdp.{table})",
+            )
+        ]
+        found[table] = (counts[0], counts[1], counts[2])
     conn.close()
     return found
 

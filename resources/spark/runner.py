@@ -96,8 +96,6 @@ def spark_session(
         # Off: with it, a union over locally checkpointed tables (the runner's temporary tables) can fail
         # in Union.rewriteConstraints ("key not found" of an attribute), as Splink met too (its #2524).
         .config("spark.sql.constraintPropagation.enabled", "false")
-        # Hadoop's file system sets a written file's mode by its own umask, not the process's: owner only.
-        .config("spark.hadoop.fs.permissions.umask-mask", "077")
         # Derby's log beside its metastore, not in whatever folder the process started in.
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse.resolve()}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -10,7 +10,9 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 - no transactions: a block the stages mark as one (the id registry's write, a sync's batch bookkeeping)
   runs its statements in order, and a run killed inside it can leave part of the change, which the next run
   does not repair. DuckDB's guarantee that a killed run leaves nothing half-written is not kept on Spark;
-- files readable by their owner only, as on DuckDB: the session's JVM starts with umask 077;
+- customer data readable by its owner only, as on DuckDB: the warehouse and read snapshot folders are
+  0700 (Hadoop's local file system writes the table files 0644 whatever the umask), and the session's JVM
+  starts with umask 077 for the folders it makes;
 - the read snapshot as parquet: each publication writes every public `cdp` table into a new folder
   (`<read_snapshot>/<time>/<table>/`) with Spark's writers, then points `<read_snapshot>/current` at it
   by replacing a symbolic link, so a reader sees one refresh's tables. The publication before it is kept
@@ -52,7 +54,7 @@ class SparkWarehouse(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the warehouse's run lock for the whole run, as on DuckDB."""
-        Path(self.warehouse_dir).mkdir(parents=True, exist_ok=True)
+        _private_folder(Path(self.warehouse_dir))
         self._run_lock = hold_run_lock(context, Path(self.warehouse_dir) / ".lock", self.lock_timeout_seconds)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -64,7 +66,7 @@ class SparkWarehouse(dg.ConfigurableResource):
         """The process's SparkSession on this warehouse, started (with the schemas and shared tables) on first use."""
         folder = str(Path(self.warehouse_dir).resolve())
         if folder not in _SESSIONS:
-            # The JVM inherits the umask it starts with: every table file it writes is its owner's only.
+            # The JVM inherits the umask it starts with: the folders it makes are its owner's only.
             with private_files():
                 session = spark_session(self.master, folder, catalog="hive")
             runner = SparkSql(session, self.table_format)
@@ -84,7 +86,7 @@ class SparkWarehouse(dg.ConfigurableResource):
         """Write every public table as parquet into a new folder and point `current` at it; see the module
         docstring. Without `incremental` (an erasure's publication) every earlier publication is removed."""
         root = Path(self.read_snapshot)
-        root.mkdir(parents=True, exist_ok=True)
+        _private_folder(root)
         stamp = utc_now()
         target = root / stamp.strftime("%Y%m%dT%H%M%S%f")
         rows = {}
@@ -113,6 +115,13 @@ class SparkWarehouse(dg.ConfigurableResource):
     def snapshot_path(self) -> Path:
         """Where readers find the snapshot: `<read_snapshot>/current/<table>/`."""
         return Path(self.read_snapshot) / CURRENT
+
+
+def _private_folder(folder: Path) -> None:
+    """Create `folder` if missing, readable by its owner only. Hadoop's local file system writes table files
+    0644 whatever the umask, so the folders holding them keep everyone else out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
 
 
 def _previous(root: Path, newest: str) -> str:
