@@ -16,7 +16,8 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 - the read snapshot as parquet: each publication writes every public `cdp` table into a new folder
   (`<read_snapshot>/<time>/<table>/`) with Spark's writers, then points `<read_snapshot>/current` at it
   by replacing a symbolic link, so a reader sees one refresh's tables. The publication before it is kept
-  for readers still on it; an erasure's publication removes every earlier one.
+  for readers still on it; a publication that is not incremental (as an erasure's on DuckDB) removes every
+  earlier one.
 """
 
 from __future__ import annotations
