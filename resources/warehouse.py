@@ -46,6 +46,9 @@ _QUARANTINE_VIEW = "create or replace view cdp.quarantine as\n" + "\nunion all b
     f"select * from {table.name}" for table in (EXTRACT_QUARANTINE, *(CLEAN_QUARANTINE[role] for role in ROLES))
 )
 
+# The shared tables' DDL, generated once from their declarations in resources/tables.py, and the view.
+_SHARED_DDL = (*(table.create_sql() for table in SHARED_TABLES), _QUARANTINE_VIEW)
+
 
 # How often a run that waits for the warehouse tries again.
 _RETRY_SECONDS = 0.25
@@ -263,16 +266,16 @@ def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:
     """Create schemas and shared tables if missing; cheap and idempotent."""
     # Timestamps without an offset are read as UTC, whatever the machine's time zone.
     conn.execute("set TimeZone = 'UTC'")
+    create_shared(conn.execute)
+
+
+def create_shared(execute: Callable[[str], object]) -> None:
+    """Create the platform's schemas, the tables several stages share and the public quarantine view, if
+    missing, through `execute` (a DuckDB connection's or a Spark runner's)."""
     for schema in SCHEMAS:
-        conn.execute(f"create schema if not exists {schema}")
-    for statement in shared_ddl():
-        conn.execute(statement)
-
-
-def shared_ddl() -> list[str]:
-    """The statements that create the tables several stages share and the public quarantine view, on
-    either engine."""
-    return [table.create_sql() for table in SHARED_TABLES] + [_QUARANTINE_VIEW]
+        execute(f"create schema if not exists {schema}")
+    for statement in _SHARED_DDL:
+        execute(statement)
 
 
 @contextmanager

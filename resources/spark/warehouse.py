@@ -35,7 +35,7 @@ from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
 from resources.spark.runner import SparkSql, spark_session
-from resources.warehouse import SCHEMAS, RunLock, SnapshotReport, hold_run_lock, private_files, shared_ddl, utc_now
+from resources.warehouse import RunLock, SnapshotReport, create_shared, hold_run_lock, private_files, utc_now
 
 # The process's sessions, by warehouse folder: started once, used by every step of the run.
 _SESSIONS: dict[str, Any] = {}
@@ -70,11 +70,7 @@ class SparkWarehouse(dg.ConfigurableResource):
             # The JVM inherits the umask it starts with: the folders it makes are its owner's only.
             with private_files():
                 session = spark_session(self.master, folder, catalog="hive")
-            runner = SparkSql(session, self.table_format)
-            for schema in SCHEMAS:
-                runner.execute(f"create schema if not exists {schema}")
-            for statement in shared_ddl():
-                runner.execute(statement)
+            create_shared(SparkSql(session, self.table_format).execute)
             _SESSIONS[folder] = session
         return _SESSIONS[folder]
 
