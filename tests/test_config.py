@@ -142,6 +142,22 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
+def test_a_key_written_twice_is_refused_rather_than_the_last_one_kept(tmp_path):
+    """A second `segments:` appended to a valid file would otherwise replace every segment above it."""
+    path = _with(tmp_path, lambda c: None)
+    assert load_config(path).segments
+    path.write_text(path.read_text() + "segments:\n- name: only_this_one\n  where: 'true'\n")
+    with pytest.raises(ConfigError, match=r"key 'segments' appears twice in one mapping \(first on line \d+\)"):
+        load_config(path)
+    # Within a nested mapping too, naming the line of the second.
+    path = _with(tmp_path, lambda c: None)
+    text = path.read_text().replace("warehouse:\n", "warehouse:\n  threads: 1\n  threads: 2\n", 1)
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="key 'threads' appears twice") as raised:
+        load_config(path)
+    assert f"line {text.splitlines().index('  threads: 2') + 1}" in str(raised.value)
+
+
 def test_an_undeclared_identifier_type_unlike_any_declared_one_is_a_type_of_its_own(tmp_path):
     path = _with(tmp_path, lambda c: c["sources"][1]["identifiers"].append({"path": "ssn", "type": "national_id"}))
     assert load_config(path).identity.type_config("national_id").normalize == "id"

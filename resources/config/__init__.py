@@ -219,13 +219,35 @@ def default_config_path() -> Path:
     return (Path(__file__).resolve().parents[1] / DEFAULT_CONFIG_NAME).resolve()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping. YAML leaves the choice to the
+    reader and PyYAML keeps the last: a second `segments:` at the end of the file would silently replace
+    every segment above it (and the next run would close their memberships)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping (first on line {first}); "
+                    "the second would silently replace the first",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
     """Read and validate the configuration; raise ConfigError naming the file and the bad key."""
     config_path = Path(path).resolve() if path is not None else default_config_path()
     if not config_path.exists():
         raise ConfigError(f"{config_path}: configuration file not found (set {CONFIG_ENV_VAR} to point at one)")
     try:
-        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        raw = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
