@@ -67,6 +67,15 @@ def test_duplicate_header_is_a_file_error(tmp_path):
         read_csv(path)
 
 
+def test_jsonl_written_with_a_byte_order_mark_keeps_its_first_record(tmp_path):
+    """Windows tools write UTF-8 with a BOM (and CRLF line ends): the mark is no part of the first line."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": "Zo\xc3\xab"}\r\n{"a": 2}\r\n')
+    result, rows = read_jsonl(path)
+    assert [(n, json.loads(text)) for n, text in rows] == [(1, {"a": "Zoë"}), (2, {"a": 2})]
+    assert result.rejects == [] and result.file_error is None
+
+
 def test_jsonl_bad_lines_are_rejected(tmp_path):
     path = tmp_path / "f.jsonl"
     path.write_bytes(b'{"a": 1}\n\n{"a": 2\n[1, 2]\n{"a": "\xff"}\n{"a": 3}\n{"a" 4}\n')

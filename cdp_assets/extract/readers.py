@@ -511,7 +511,8 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
     """Parse a JSON-lines file; each non-blank line must be one JSON object.
 
     A file in which no line is a JSON object (a JSON array document, a CSV file under a .jsonl name) is
-    not JSON lines at all and is refused whole, as is one written in another encoding than UTF-8.
+    not JSON lines at all and is refused whole, as is one written in another encoding than UTF-8. A
+    UTF-8 byte order mark before the first line is skipped.
     """
     result = ReadResult()
     if path.stat().st_size == 0:
@@ -523,6 +524,10 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
         text_lines = objects = 0
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
+                if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    # Windows tools start UTF-8 files with a byte order mark; it marks the encoding and is
+                    # no part of the first record (CSV files drop it the same way).
+                    raw = raw[len(codecs.BOM_UTF8) :]
                 try:
                     text = raw.decode("utf-8")
                     text_lines += not raw.isascii()
