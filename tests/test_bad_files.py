@@ -221,3 +221,21 @@ def test_a_mapping_that_gives_no_value_warns_naming_the_source_the_field_and_wha
         "| web | (every row) | all 3 rows quarantined | missing timestamp (3 rows) |"
         in events.metadata["details"].value
     )
+
+
+def test_a_glob_matching_no_file_warns_naming_where_it_looked(tmp_path, instance):
+    """A misspelt landing folder or glob loads nothing: the run stays green (the source may simply have no
+    files yet) but the warning check says where no file was found."""
+    config = _config(tmp_path)  # its landing folder does not even exist
+    result = _run(config, instance)
+    assert result.success
+    check = _files_check(result)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["files_matching"].value == 0
+    assert (
+        check.description
+        == f"no file matches {tmp_path / 'landing' / '*.csv'}: check the source's glob and landing.path"
+    )
+    (tmp_path / "landing").mkdir()
+    _write(tmp_path / "landing", "a.csv", GOOD_A)
+    assert _files_check(_run(config, instance)).passed

@@ -255,8 +255,24 @@ def load_file(
 FILES_READABLE_CHECK = "files_readable"
 
 
-def _files_check(sql: Sql, source: SourceConfig, present: list[str]) -> dg.AssetCheckResult:
-    """Warn about the source's files that are quarantined whole, naming each file and why."""
+# Sources whose files the platform writes itself (the collector's events, an API's polled pages): until
+# data comes there are none, and the freshness check (`expected_every`) is what says it is late.
+_WRITTEN_BY_THE_PLATFORM = ("segment", "http")
+
+
+def _files_check(sql: Sql, source: SourceConfig, present: list[str], searched: Path) -> dg.AssetCheckResult:
+    """Warn about the source's files that are quarantined whole, naming each file and why, and about a
+    source of landed files whose glob matches none (`searched`): a misspelt glob or landing folder would
+    otherwise give a green run with nothing loaded."""
+    if not present and source.format not in _WRITTEN_BY_THE_PLATFORM:
+        return dg.AssetCheckResult(
+            asset_key=dg.AssetKey(["raw", source.name]),
+            check_name=FILES_READABLE_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"files_quarantined": 0, "files_matching": 0, "searched": str(searched)},
+            description=f"no file matches {searched}: check the source's glob and landing.path",
+        )
     failed = sql.rows(
         """select q.file, q.reason from meta.extract_quarantine q
            join meta.loaded_files f on f.source = q.source and f.file = q.file and f.status = 'failed'
@@ -270,6 +286,7 @@ def _files_check(sql: Sql, source: SourceConfig, present: list[str]) -> dg.Asset
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "files_quarantined": len(failed),
+            "files_matching": len(present),
             "files": dg.MetadataValue.md(
                 markdown_table([{"file": f, "reason": r} for f, r in failed]) if failed else "_none_"
             ),
@@ -379,7 +396,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 loaded.append(outcome)
                 if outcome["status"] != "failed":
                     loaded_content.setdefault(sha, rel)
-            check = _files_check(sql, source, [p.relative_to(landing).as_posix() for p in files])
+            check = _files_check(sql, source, [p.relative_to(landing).as_posix() for p in files], landing / source.glob)
             if not loaded and config.skip_if_unchanged:
                 context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
                 # The check is declared on the asset, so it reports even when nothing is materialized.
