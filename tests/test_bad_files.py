@@ -239,3 +239,48 @@ def test_a_glob_matching_no_file_warns_naming_where_it_looked(tmp_path, instance
     (tmp_path / "landing").mkdir()
     _write(tmp_path / "landing", "a.csv", GOOD_A)
     assert _files_check(_run(config, instance)).passed
+
+
+def test_a_misspelt_identifier_or_event_id_path_warns_though_every_row_cleans(tmp_path, instance):
+    """`traits.emial` and `messageID` read nothing and fail nothing: the e-mails never link and every event is
+    keyed by its file and line, so one sent twice loads twice. The mapped-fields check names both; spelt
+    right, it passes."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    events = [
+        {"messageId": f"m{i}", "userId": "A1", "traits": {"email": "ann@example.org"}, "ts": "2025-01-01T00:00:00Z"}
+        for i in range(3)
+    ]
+    (landing / "e.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [*events, events[0]]))
+    (landing / "crm.csv").write_text("id,first\nA1,Ann\n")
+
+    def run(email_path: str, event_id: str) -> dg.AssetCheckEvaluation:
+        (tmp_path / "cdp.yaml").write_text(
+            "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+            "  - {name: crm, format: csv, glob: 'crm.csv', role: person, record_id: id, fields: {first_name: first}}\n"
+            f"  - {{name: web, format: jsonl, glob: '*.jsonl', role: events, record_id: userId, event_id: {event_id},\n"
+            "     fields: {occurred_at: ts},\n"
+            f"     identifiers: [{{path: userId, type: user_id}}, {{path: {email_path}, type: email}}]}}\n"
+        )
+        config = load_config(tmp_path / "cdp.yaml")
+        defs = build_definitions(config)
+        chosen = [a for a in defs.assets if a.key.path[0] in ("raw", "clean")]
+        result = dg.materialize(chosen, instance=instance, resources=defs.resources, selection=dg.AssetSelection.all())
+        assert result.success
+        [check] = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.event_specific_data.check_name == "mapped_fields_have_values"
+            and e.event_specific_data.asset_key.path[1] == "events"
+        ]
+        return check
+
+    check = run("traits.emial", "messageID")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    details = check.metadata["details"].value
+    assert "| web | identifier email (traits.emial) | no email identifier in any of 4 cleaned rows |" in details
+    assert "| web | event_id (messageID) | no value in any of 4 cleaned rows: every row is keyed by its file" in details
+    assert "user_id" not in details
+    (tmp_path / "wh.duckdb").unlink()
+    assert run("traits.email", "messageId").passed

@@ -1219,6 +1219,21 @@ def _mapping_check(
         return f"{row[0]} ({row[1]:,} rows)" if row else "none quarantined"
 
     raw_rows = raw_row_counts(sql, sources)
+    role = sources[0].role if sources else "person"
+    id_types: dict[str, set[str]] = {}
+    for name, id_type in sql.rows(f"select distinct source, id_type from {tables.IDENTIFIERS[role].name}"):
+        id_types.setdefault(name, set()).add(id_type)
+    # Per source, the cleaned rows whose event id came from its path rather than the fallback (file:line).
+    event_ids = (
+        dict(
+            sql.rows(
+                f"""select source, count(*) filter (where event_id <> file || ':' || row_number::varchar)
+                    from {table} group by 1"""
+            )
+        )
+        if "event_id" in columns
+        else {}
+    )
     consents: dict[tuple[str, str], int] = {}
     if any(s.consent for s in sources):
         statements = tables.CONSENT_STATEMENTS.name
@@ -1249,6 +1264,11 @@ def _mapping_check(
                         "quarantined most": most_quarantined(source.name, label),
                     }
                 )
+        # A misspelt identifier path or event id path reads nothing and fails nothing: the identifiers never
+        # link, and every event falls back to file and line, so a re-sent event loads twice. Segment
+        # sources are left out: their paths are the platform's own, and a client may not send every one.
+        if cleaned and source.format != "segment":
+            problems += _unread_paths(source, cleaned["rows"], id_types.get(source.name, set()), event_ids)
         # A consent mapping whose every value was refused ("ja", "nein") leaves the source saying nothing
         # about consent, which is not consent: as silent a loss as an empty field.
         for purpose in [p for p in source.consent if cleaned and consents.get((source.name, p), 0) == 0]:
@@ -1268,6 +1288,35 @@ def _mapping_check(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"problems": len(problems), "details": dg.MetadataValue.md(markdown_table(problems))},
     )
+
+
+def _unread_paths(
+    source: SourceConfig, rows: int, id_types: set[str], event_ids: dict[str, int]
+) -> list[dict[str, object]]:
+    """The mapped-fields check's problems with a source's identifier paths (none of its `rows` cleaned rows
+    gave an identifier of the type, `id_types` being the types they gave) and event id path (none gave an
+    event id of its own, `event_ids` counting the rows that did, per source)."""
+    problems: list[dict[str, object]] = [
+        {
+            "source": source.name,
+            "field": f"identifier {spec.type} ({spec.path})",
+            "problem": f"no {spec.type} identifier in any of {rows:,} cleaned rows",
+            "quarantined most": "check the path against the files",
+        }
+        for spec in source.identifiers
+        if spec.type not in id_types
+    ]
+    if source.event_id is not None and event_ids and not event_ids.get(source.name):
+        problems.append(
+            {
+                "source": source.name,
+                "field": f"event_id ({path_label(source.event_id)})",
+                "problem": f"no value in any of {rows:,} cleaned rows: every row is keyed by its file and "
+                "line, so an event sent again loads again",
+                "quarantined most": "check the path against the files",
+            }
+        )
+    return problems
 
 
 def _cleaning_metadata(counts: dict[str, int], by_source: list[dict]) -> dict[str, object]:
