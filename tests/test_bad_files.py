@@ -21,6 +21,11 @@ GOOD_C = HEADER + "C1,Cy,Diaz,cy@example.org\n"
 BAD_FILES = {
     "semicolon": ("id;first;last;email\nB1;Dee;Eng;dee@example.org\n", "looks ';'-separated"),
     "missing_column": ("id,first,email\nB1,Dee,dee@example.org\n", "has no column(s) ['last']"),
+    "column_case": (
+        "id,first, Last,email\nB1,Dee,Eng,dee@example.org\n",
+        "has no column(s) ['last'] that the configuration maps; its first line has 4 column(s); it has 'Last' "
+        "where the mapping says 'last' (column names match exactly, case too)",
+    ),
     "latin1": (
         (HEADER + "B1,Désirée,Eng,dee@example.org\nB2,Zoë,Éluard,zoe@example.org\n").encode("latin-1"),
         "is not utf-8: lines 2, 3",

@@ -98,6 +98,12 @@ def missing_columns_reason(source: SourceConfig, columns: list[str], missing: li
     # metadata, and a file without a header row would show its first record there.
     has = "its first line has" if source.format == "csv" else "it has"
     reason = f"has no column(s) {missing} that the configuration maps; {has} {len(columns)} column(s)"
+    # A column named as mapped but for case or spaces is named: being the mapped name itself, it tells no
+    # more than the configuration does, whatever the file's first line holds.
+    for name in missing:
+        same = [c for c in columns if c.casefold().strip() == name.casefold().strip()]
+        if same:
+            reason += f"; it has '{same[0]}' where the mapping says '{name}' (column names match exactly, case too)"
     if source.format == "csv" and len(columns) == 1:
         for other in (";", "\t", "|", ","):
             if other != source.csv.delimiter and other in columns[0]:
