@@ -23,7 +23,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,6 +195,14 @@ class Warehouse(DuckDBResource):
             finally:
                 conn.close()
 
+    @contextmanager
+    def scratch_copy(self, sql: Sql, path: Path, alias: str) -> Iterator[ScratchCopy]:
+        """A copy of the warehouse at `path` for the length of the block, deleted after (on error too):
+        stage code runs on it through `open()`, and `attached()` gives `sql` with the copy readable as
+        `<alias>.<schema>.<table>`, to compare it with the warehouse."""
+        with temporary_copy(sql, path):
+            yield ScratchCopy(open=lambda: self.open_copy(path), attached=lambda: _attached(sql, path, alias))
+
     def publish_read_snapshot(self, sql: Sql, run_id: str | None, *, incremental: bool = False) -> SnapshotReport:
         """Publish the public tables as the readers' DuckDB file (see the module function of this name)."""
         return publish_read_snapshot(sql, self.snapshot_path(), run_id, incremental=incremental)
@@ -348,6 +356,21 @@ def attached_read_only(sql: Sql, path: Path, alias: str) -> Iterator[None]:
     finally:
         with suppress(SqlError):
             sql.execute(f"detach {alias}")
+
+
+@contextmanager
+def _attached(sql: Sql, path: Path, alias: str) -> Iterator[Sql]:
+    with attached_read_only(sql, path, alias):
+        yield sql
+
+
+@dataclass(frozen=True)
+class ScratchCopy:
+    """A copy of the warehouse that checks and previews run the stages on, on either engine: `open()` a
+    runner writing to the copy, `attached()` the warehouse's runner with the copy readable beside it."""
+
+    open: Callable[[], AbstractContextManager[Sql]]
+    attached: Callable[[], AbstractContextManager[Sql]]
 
 
 @contextmanager

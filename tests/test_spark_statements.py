@@ -106,3 +106,15 @@ def test_insert_by_name_into_a_temporary_table_matches_columns_by_name(engines) 
     engines[0].drop_table("scores_kept")
     engines[1].drop_table("scores_kept")
     assert on_duckdb == on_spark == [(1, 2, 0.5), (3, 4, 0.25)]
+
+
+def test_a_table_is_written_anew_from_its_own_rows(engines) -> None:  # noqa: ANN001
+    """A table replaced by a select of its own rows (a quarantine keeping its first-seen times when every
+    row is cleaned again): on Spark the old files must be read before the table is dropped."""
+    for sql in engines:
+        sql.execute("create schema if not exists scratch_keyed")
+        sql.create_table_as("scratch_keyed.own_rows", "select * from (values (1), (2)) t(n)")
+        sql.create_table_as(
+            "scratch_keyed.own_rows", "select n * 10 as n from scratch_keyed.own_rows union all select 3 as n"
+        )
+        assert sorted(sql.rows("select n from scratch_keyed.own_rows")) == [(3,), (10,), (20,)]

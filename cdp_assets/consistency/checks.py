@@ -30,7 +30,7 @@ from cdp_assets.profiles.assets import GOLDEN_PROFILES, build_profiles
 from cdp_assets.segments.assets import build_membership
 from resources.config import CDPConfig
 from resources.sql import Sql
-from resources.warehouse import Warehouse, attached_read_only, temporary_copy
+from resources.warehouse import Warehouse
 
 CHECK_NAME = "equals_a_rebuild"
 REBUILD = "rebuild_copy"
@@ -94,11 +94,11 @@ def compare(sql: Sql) -> dict[str, list[dict[str, Any]]]:
 
 def compare_with_rebuild(warehouse: Warehouse, sql: Sql, config: CDPConfig, copy_path: Path) -> dict[str, list]:
     """Copy the warehouse to `copy_path`, rebuild there, and compare; the copy is deleted, on error too."""
-    with temporary_copy(sql, copy_path):
-        with warehouse.open_copy(copy_path) as scratch:
+    with warehouse.scratch_copy(sql, copy_path, REBUILD) as copy:
+        with copy.open() as scratch:
             rebuild(scratch, config)
-        with attached_read_only(sql, copy_path, REBUILD):
-            return compare(sql)
+        with copy.attached() as beside:
+            return compare(beside)
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from cdp_assets.syncs.state import ensure_tables, plan_sync
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.sql import Sql
 from resources.tables import ID_HISTORY, ID_RUNS, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP
-from resources.warehouse import Warehouse, attached_read_only, temporary_copy, utc_now
+from resources.warehouse import Warehouse, utc_now
 
 PREVIEW_JOB = "identity_change_preview"
 PREVIEW_OP = "preview_identity_changes"
@@ -137,15 +137,15 @@ def preview_changes(
     `candidate` settings (`settings`: the fingerprint to record, see `candidate_configuration`), and compare
     the copy with the warehouse (`sql` is the run's runner on it). The copy is deleted afterwards, on error
     too."""
-    with temporary_copy(sql, copy_path):
-        with warehouse.open_copy(copy_path) as scratch:
+    with warehouse.scratch_copy(sql, copy_path, COPY) as copy:
+        with copy.open() as scratch:
             summary = resolve(scratch, candidate, run_id=run_id, settings=settings)
             build_profiles(scratch, candidate)
             build_membership(scratch, candidate)
             ensure_tables(scratch)
             plans = {d.name: (d, plan_sync(scratch, candidate, d)) for d in candidate.destinations if d.type != "file"}
-        with attached_read_only(sql, copy_path, COPY):
-            preview = _compare(sql)
+        with copy.attached() as beside:
+            preview = _compare(beside)
     changes: IdChanges = summary["id_changes"]  # type: ignore[assignment]
     preview.counts.update(
         {

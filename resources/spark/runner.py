@@ -21,6 +21,10 @@ What differs from DuckDB, on purpose:
 - `update` and `delete` (with `from`/`using` too), which parquet tables and views do not take, are run by
   writing the table anew with the picked rows changed or gone (not atomically; Delta and Iceberg tables
   take the dialect's MERGE INTO instead).
+- A copy of the warehouse (what the rebuild check and the identity change preview run the stages on) is a
+  set of databases in the same catalogue, `<copy>__<schema>`: a runner made with `schemas` reads and
+  writes `clean.t` as `<copy>__clean.t`, so the stage code runs on the copy unchanged, and one made with
+  `copies` reads DuckDB's name for an attached copy's table, `<copy>.clean.t`, as `<copy>__clean.t`.
 
 Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the DuckDB classes that
 `SqlError` and `SqlDataError` name, so a caller's `except SqlError` holds on either engine.
@@ -129,12 +133,58 @@ class _Registry:
 class SparkSql:
     """The `Sql` runner's surface on Spark; see the module docstring."""
 
-    def __init__(self, spark: Any, table_format: str = "parquet", *, in_order_transactions: bool = False) -> None:
+    def __init__(
+        self,
+        spark: Any,
+        table_format: str = "parquet",
+        *,
+        in_order_transactions: bool = False,
+        schemas: Mapping[str, str] | None = None,
+        copies: tuple[str, ...] = (),
+    ) -> None:
         self.spark = spark
         self.table_format = table_format
         self.in_order_transactions = in_order_transactions
         self._conn = _Registry(spark)
         self._kept: dict[str, Any] = {}  # temporary table -> its checkpointed DataFrame
+        # Where a copy's tables live (see the module docstring): schema -> its copy's database, and the
+        # copies read by DuckDB's attached name.
+        self._schemas = dict(schemas or {})
+        self._copies = copies
+
+    # Names ----------------------------------------------------------------------------------------
+
+    def _mapped(self, sql: str) -> str:
+        """`sql` with its tables named where this runner's copy keeps them; as it is for the warehouse's."""
+        if not self._schemas and not self._copies:
+            return sql
+        from sqlglot import exp
+
+        def rename(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Table) and node.args.get("db") is not None:
+                catalog, db = node.catalog, node.db
+                if catalog in self._copies:
+                    node.set("catalog", None)
+                    node.set("db", exp.to_identifier(copy_database_name(catalog, db)))
+                elif not catalog and db in self._schemas:
+                    node.set("db", exp.to_identifier(self._schemas[db]))
+            return node
+
+        trees = _duckdb_statements(sql)
+        if not trees:
+            return sql
+        return ";\n".join(tree.transform(rename).sql(dialect="duckdb") for tree in trees)
+
+    def _mapped_name(self, name: str) -> str:
+        """A table's name `schema.table` where this runner's copy keeps it."""
+        schema, dot, table = name.rpartition(".")
+        return f"{self._schemas[schema]}.{table}" if dot and schema in self._schemas else name
+
+    def _warehouse_name(self, name: str) -> str:
+        """The warehouse's name of a table this runner names (`_mapped_name` undone)."""
+        schema, dot, table = name.rpartition(".")
+        found = [s for s, mapped in self._schemas.items() if mapped == schema]
+        return f"{found[0]}.{table}" if dot and found else name
 
     # Statements -----------------------------------------------------------------------------------
 
@@ -142,7 +192,7 @@ class SparkSql:
         return to_spark(sql, columns_of=self.columns_of_spark)
 
     def _df(self, sql: str, params: Params) -> Any:
-        statements = self._statements(sql)
+        statements = self._statements(self._mapped(sql))
         if len(statements) != 1:
             raise SparkSqlError(f"expected one query, found {len(statements)} statements")
         return self._run(statements[0], params)
@@ -165,6 +215,7 @@ class SparkSql:
 
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
+        sql = self._mapped(sql)
         trees = _duckdb_statements(sql)
         if len(trees) > 1 and params is None:
             for tree in trees:
@@ -313,7 +364,7 @@ class SparkSql:
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         name = exp.table_name(target)
         key = [c.name for c in (conflict.args.get("conflict_keys") or [])] if conflict is not None else []
-        key = key or list(primary_key_of(name))
+        key = key or list(primary_key_of(self._warehouse_name(name)))
         if not key:
             raise SparkSqlError(f"{name} has no declared primary key to replace or skip rows by\n{sql}")
         table = self.spark.table(name)
@@ -430,8 +481,12 @@ class SparkSql:
     # Tables ---------------------------------------------------------------------------------------
 
     def create_table_as(self, name: str, select: str, params: Params = None, *, temporary: bool = False) -> None:
-        """Create (or replace) table `name` from a select; a temporary one is computed now and kept."""
+        """Create (or replace) table `name` from a select; a temporary one is computed now and kept. A
+        select reading the table it replaces (a table rewritten from its own rows) is computed before the
+        table is dropped, whose files its plan would otherwise read after they are gone."""
+        select = self._mapped(select)
         df = self._df(select, params)
+        name = self._mapped_name(name)
         if temporary:
             if "." in name:
                 raise SparkSqlError(f"a temporary table has no schema: {name}")
@@ -440,11 +495,14 @@ class SparkSql:
         schema, _, _ = name.rpartition(".")
         if schema:
             self._run(f"create database if not exists {schema}", None)
+        if self.spark.catalog.tableExists(name) and _reads_table(select, name):
+            df = _guarded(lambda: df.localCheckpoint(eager=True), select)
         self.drop_table(name)
         _guarded(lambda: df.write.format(self.table_format).saveAsTable(name), select)
 
     def drop_table(self, name: str) -> None:
         """Drop a table (or a kept temporary table) if it exists."""
+        name = self._mapped_name(name)
         if name in self._kept:
             self.spark.catalog.dropTempView(name)
             self._kept.pop(name).unpersist()
@@ -453,15 +511,15 @@ class SparkSql:
 
     def table_exists(self, qualified: str) -> bool:
         """Whether table or view `schema.name` exists."""
-        schema, name = qualified.split(".")
+        schema, name = self._mapped_name(qualified).split(".")
         return bool(self.spark.catalog.tableExists(f"{schema}.{name}"))
 
     def is_view(self, qualified: str) -> bool:
         """Whether `schema.name` is a view (not a table, nor missing)."""
-        schema, name = qualified.split(".")
+        schema, name = self._mapped_name(qualified).split(".")
         if not self.spark.catalog.tableExists(f"{schema}.{name}"):
             return False
-        return self.spark.catalog.getTable(qualified).tableType == "VIEW"
+        return self.spark.catalog.getTable(f"{schema}.{name}").tableType == "VIEW"
 
     @contextmanager
     def registered(self, name: str, frame: pd.DataFrame | Any) -> Iterator[str]:
@@ -486,6 +544,21 @@ class SparkSql:
                 "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
             )
         yield self
+
+
+def _reads_table(select: str, name: str) -> bool:
+    """Whether the DuckDB-dialect `select` reads table `name` (`schema.table`)."""
+    from sqlglot import exp
+
+    wanted = name.lower()
+    return any(
+        f"{t.db}.{t.name}".lower() == wanted for tree in _duckdb_statements(select) for t in tree.find_all(exp.Table)
+    )
+
+
+def copy_database_name(copy: str, schema: str) -> str:
+    """The database holding schema `schema` of the warehouse copy `copy`."""
+    return f"{copy}__{schema}"
 
 
 def _fitted(added: Any, listed: list[str], schema: Any) -> Any:

@@ -13,6 +13,9 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 - customer data readable by its owner only, as on DuckDB: the warehouse and read snapshot folders are
   0700 (Hadoop's local file system writes the table files 0644 whatever the umask), and the session's JVM
   starts with umask 077 for the folders it makes;
+- a copy of the warehouse for the rebuild check and the identity change preview (`scratch_copy`): every
+  table of every schema copied into databases `<copy>__<schema>` of the same catalogue, which runners made
+  for the copy read and write in place of the schemas (resources/spark/runner.py), dropped afterwards;
 - the read snapshot as parquet: each publication writes every public `cdp` table into a new folder
   (`<read_snapshot>/<time>/<table>/`) with Spark's writers, then points `<read_snapshot>/current` at it
   by replacing a symbolic link, so a reader sees one refresh's tables. The publication before it is kept
@@ -34,8 +37,17 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
-from resources.spark.runner import SparkSql, spark_session
-from resources.warehouse import RunLock, SnapshotReport, create_shared, hold_run_lock, private_files, utc_now
+from resources.spark.runner import SparkSql, copy_database_name, spark_session
+from resources.warehouse import (
+    SCHEMAS,
+    RunLock,
+    ScratchCopy,
+    SnapshotReport,
+    create_shared,
+    hold_run_lock,
+    private_files,
+    utc_now,
+)
 
 # The process's sessions, by warehouse folder: started once, used by every step of the run.
 _SESSIONS: dict[str, Any] = {}
@@ -78,6 +90,41 @@ class SparkWarehouse(dg.ConfigurableResource):
     def sql(self) -> Iterator[SparkSql]:
         """The statement runner for one step (resources/spark/runner.py)."""
         yield SparkSql(self.session(), self.table_format, in_order_transactions=True)
+
+    @contextmanager
+    def scratch_copy(self, sql: SparkSql, path: Path, alias: str) -> Iterator[ScratchCopy]:
+        """A copy of the warehouse for the length of the block, as `Warehouse.scratch_copy` gives on DuckDB:
+        every table of the platform's schemas copied into the databases `<alias>__<schema>` (`path`, a
+        DuckDB file's, is not used), dropped after, on error too. Views are not copied: the stages that
+        read one (`identity.links`) make it first."""
+        session = sql.spark
+        copied = {schema: copy_database_name(alias, schema) for schema in SCHEMAS}
+        try:
+            for schema, database in copied.items():
+                session.sql(f"drop database if exists {database} cascade")
+                session.sql(f"create database {database}")
+                if not session.catalog.databaseExists(schema):
+                    continue
+                for table in session.catalog.listTables(schema):
+                    if table.isTemporary or table.tableType == "VIEW":
+                        continue
+                    rows = session.table(f"{schema}.{table.name}")
+                    rows.write.format(self.table_format).saveAsTable(f"{database}.{table.name}")
+
+            @contextmanager
+            def scratch() -> Iterator[SparkSql]:
+                runner = SparkSql(session, self.table_format, in_order_transactions=True, schemas=copied)
+                create_shared(runner.execute)  # and the views, which were not copied
+                yield runner
+
+            @contextmanager
+            def beside() -> Iterator[SparkSql]:
+                yield SparkSql(session, self.table_format, in_order_transactions=True, copies=(alias,))
+
+            yield ScratchCopy(open=scratch, attached=beside)
+        finally:
+            for database in copied.values():
+                session.sql(f"drop database if exists {database} cascade")
 
     def publish_read_snapshot(self, sql: SparkSql, run_id: str | None, *, incremental: bool = False) -> SnapshotReport:
         """Write every public table as parquet into a new folder and point `current` at it; see the module
