@@ -85,7 +85,9 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         figures["profiles"] = {k: profiles.get(k) for k in ("mode", "reason", "customers_recomputed")}
         figures["customers"] = profiles.get("dagster/row_count")
         identity = _metadata(result, "identity__clusters")
-        figures["identity"] = {k: identity.get(k) for k in ("mode", "records_rescored", "scored_pairs_kept")}
+        figures["identity"] = {
+            k: identity.get(k) for k in ("mode", "records_rescored", "scored_pairs_kept", "seconds_by_step")
+        }
         segments = [_metadata(result, s) for s in steps if s.startswith("segments__")]
         figures["segment_profiles_evaluated"] = sum(int(m.get("profiles_evaluated", 0)) for m in segments if m)
     out.write_text(json.dumps(figures))
@@ -102,6 +104,12 @@ def run_job(config_path: Path, job_name: str) -> dict[str, Any]:
             f"step times {figures['stages_s']}"
         )
     return figures
+
+
+def _identity_steps(table: str | None) -> str:
+    """Identity's seconds by step, from its metadata's markdown table, on one line."""
+    rows = [line.strip("|").split("|") for line in (table or "").splitlines()[2:]]
+    return ", ".join(f"{step.strip()} {seconds.strip()}" for step, seconds in rows) or "not recorded"
 
 
 def _check_text(check: dict[str, Any] | None) -> str:
@@ -188,7 +196,8 @@ def main() -> None:
                 identity = run["identity"]
                 print(
                     f"  identity {identity['mode']}: {identity['records_rescored']:,} person records rescored, "
-                    f"{identity['scored_pairs_kept']:,} scored pairs kept"
+                    f"{identity['scored_pairs_kept']:,} scored pairs kept; seconds by step: "
+                    + _identity_steps(identity.get("seconds_by_step"))
                 )
                 print(
                     f"  profiles {profiles['mode']}: {profiles['customers_recomputed']:,} of {run['customers']:,} "
