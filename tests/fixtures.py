@@ -196,3 +196,29 @@ def crm_platform_config(
     path = folder / "cdp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_config(path)
+
+
+def materialize_stages(
+    config_path: Path, instance: dg.DagsterInstance, stages: tuple[str, ...]
+) -> tuple[dg.ExecuteInProcessResult, dg.Definitions]:
+    """Materialize the assets of `stages` (key prefixes: raw, clean, identity, profiles, ...) of the
+    configuration at `config_path`, checks included; the run must succeed."""
+    defs = build_definitions(load_config(config_path))
+    chosen = [a for a in defs.assets if a.key.path[0] in stages]
+    result = dg.materialize(chosen, instance=instance, resources=defs.resources, selection=dg.AssetSelection.all())
+    assert result.success
+    return result, defs
+
+
+def check_evaluation(
+    result: dg.ExecuteInProcessResult, check: str, asset: str | None = None
+) -> dg.AssetCheckEvaluation:
+    """The one evaluation of `check` in a run (on the asset whose key ends in `asset`, where several have it)."""
+    [evaluation] = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == check
+        and (asset is None or e.event_specific_data.asset_key.path[-1] == asset)
+    ]
+    return evaluation

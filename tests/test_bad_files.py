@@ -10,7 +10,7 @@ import pytest
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from resources.config import CDPConfig, load_config
-from tests.fixtures import Platform
+from tests.fixtures import Platform, check_evaluation, materialize_stages
 
 pytestmark = pytest.mark.dagster
 
@@ -267,19 +267,8 @@ def test_a_misspelt_identifier_or_event_id_path_warns_though_every_row_cleans(tm
             "     fields: {occurred_at: ts},\n"
             f"     identifiers: [{{path: userId, type: user_id}}, {{path: {email_path}, type: email}}]}}\n"
         )
-        config = load_config(tmp_path / "cdp.yaml")
-        defs = build_definitions(config)
-        chosen = [a for a in defs.assets if a.key.path[0] in ("raw", "clean")]
-        result = dg.materialize(chosen, instance=instance, resources=defs.resources, selection=dg.AssetSelection.all())
-        assert result.success
-        [check] = [
-            e.event_specific_data
-            for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            and e.event_specific_data.check_name == "mapped_fields_have_values"
-            and e.event_specific_data.asset_key.path[1] == "events"
-        ]
-        return check
+        result, _ = materialize_stages(tmp_path / "cdp.yaml", instance, ("raw", "clean"))
+        return check_evaluation(result, "mapped_fields_have_values", "events")
 
     check = run("traits.emial", "messageID")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN

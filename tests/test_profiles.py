@@ -305,7 +305,36 @@ def test_builtin_traits_respect_the_as_of_time(tmp_path):
                               days_since_last_order, event_count, last_seen_at, traits_as_of, rfm_score
                        from cdp.golden_profiles""",
     )[0]
-    assert row == (3, 175, Decimal("58.33"), EDGE, AS_OF, 0, 5, AS_OF - timedelta(days=1), AS_OF, "111")
+    # The refunded transaction is no order: two orders, 150 of revenue, the last one 90 days back.
+    assert row == (
+        2,
+        150,
+        Decimal("75.00"),
+        EDGE,
+        EDGE + timedelta(seconds=1),
+        90,
+        5,
+        AS_OF - timedelta(days=1),
+        AS_OF,
+        "111",
+    )
+
+
+def test_every_transaction_is_an_order_when_no_status_is_excluded(tmp_path):
+    config = make_config(tmp_path, excluded_order_statuses=[])
+    conn = warehouse([{"source": "a"}], transactions=TRANSACTIONS, events=EVENTS)
+    build_profiles(Sql(conn), config)
+    row = one(conn, "select order_count, lifetime_revenue, average_order_value, last_order_at from cdp.golden_profiles")
+    assert row == [(3, 175, Decimal("58.33"), AS_OF)]
+
+
+def test_statuses_are_excluded_in_any_case_and_a_customer_with_only_refunds_has_no_order(tmp_path):
+    config = make_config(tmp_path, excluded_order_statuses=[" Refunded "])
+    assert config.profiles.excluded_order_statuses == ["refunded"]
+    conn = warehouse([{"source": "a"}], transactions=[(AS_OF, 25.0, "REFUNDED")], events=[])
+    build_profiles(Sql(conn), config)
+    row = one(conn, "select order_count, lifetime_revenue, average_order_value, last_order_at from cdp.golden_profiles")
+    assert row == [(0, 0, None, None)]
 
 
 def test_rfm_quintiles_rank_customers(tmp_path):

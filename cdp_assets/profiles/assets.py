@@ -23,9 +23,16 @@ import dagster as dg
 
 from cdp_assets.clean.assets import activity_assets
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
-from cdp_assets.metadata import masked_preview, redact_errors, table_metadata
+from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.incremental import Plan, plan_run, profile_settings, record_run
-from cdp_assets.profiles.traits import build_traits, days_since_sql, in_scope, resolve_as_of, timestamp_literal
+from cdp_assets.profiles.traits import (
+    build_traits,
+    days_since_sql,
+    in_scope,
+    order_condition,
+    resolve_as_of,
+    timestamp_literal,
+)
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
@@ -35,9 +42,10 @@ from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
 # Bump when survivorship, traits or the profile columns change.
-CODE_VERSION = "4"
+CODE_VERSION = "5"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
+CHECK_CURRENCY = "revenue_in_one_currency"
 CHECK_PROVENANCE = "every_value_has_provenance"
 
 # Ties end on what the data holds, never on when a file happened to be loaded: the same records give the
@@ -386,6 +394,28 @@ def _replace_customers(
     return changed, every_profile
 
 
+def _currency_check(currencies: list[tuple[str, int]]) -> dg.AssetCheckResult:
+    """Warn when the orders behind lifetime_revenue (and average_order_value, RFM's monetary score) are in
+    several currencies: their amounts are added as they are, 10 USD and 10 GBP making 20."""
+    return dg.AssetCheckResult(
+        asset_key=GOLDEN_PROFILES,
+        check_name=CHECK_CURRENCY,
+        passed=len(currencies) <= 1,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "currencies": len(currencies),
+            "orders_by_currency": dg.MetadataValue.md(
+                markdown_table([{"currency": c, "orders": n} for c, n in currencies]) if currencies else "_no orders_"
+            ),
+        },
+        description=None
+        if len(currencies) <= 1
+        else f"lifetime_revenue adds amounts of {len(currencies)} currencies as they are ("
+        + ", ".join(c for c, _ in currencies)
+        + "): convert them before they land, or keep one currency per source and declare traits per currency",
+    )
+
+
 def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
     deps = [IDENTITY_CLUSTERS, *activity_assets(config)]
 
@@ -409,6 +439,11 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 blocking=True,
                 description="Every e-mail, phone, name, address and birth date on a profile has a provenance row.",
             ),
+            dg.AssetCheckSpec(
+                CHECK_CURRENCY,
+                asset=GOLDEN_PROFILES,
+                description="The orders lifetime_revenue adds up are in one currency: amounts are never converted.",
+            ),
         ],
     )
     @redact_errors
@@ -429,6 +464,14 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                 """select count(*) filter (where email is not null), count(*) filter (where order_count > 0),
                           coalesce(sum(lifetime_revenue), 0)
                    from cdp.golden_profiles"""
+            )
+            currencies = (
+                sql.rows(
+                    f"""select coalesce(currency, '(none given)'), count(*) from clean.transactions
+                    where {order_condition(config)} group by 1 order by 2 desc, 1"""
+                )
+                if sql.table_exists("clean.transactions")
+                else []
             )
             preview = masked_preview(
                 sql,
@@ -466,6 +509,7 @@ def build_profiles_asset(config: CDPConfig) -> dg.AssetsDefinition:
                     passed=unexplained == 0,
                     metadata={"profiles_with_unexplained_values": int(unexplained)},
                 ),
+                _currency_check(currencies),
             ],
         )
 

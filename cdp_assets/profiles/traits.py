@@ -80,6 +80,15 @@ def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str], scope:
         )
 
 
+def order_condition(config: CDPConfig) -> str:
+    """SQL true for a transaction that is an order: its status is none of `profiles.excluded_order_statuses`
+    (a refund, a cancellation), compared lower-cased and trimmed; a transaction without a status is one."""
+    statuses = config.profiles.excluded_order_statuses
+    if not statuses:
+        return "true"
+    return f"coalesce(lower(trim(status)), '') not in ({', '.join(sql_literal(s) for s in statuses)})"
+
+
 def days_since_sql(column: str, as_of: datetime, zone: str) -> str:
     """SQL of the calendar days (in `zone`) from the timestamp `column` to the as-of time."""
     return f"date_diff('day', {local_time(column, zone)}, {local_time(timestamp_literal(as_of), zone)})::bigint"
@@ -204,9 +213,13 @@ def _build_traits(
     for table in ("events", "transactions"):
         mine = [t for t in declared if t.source == table and t.aggregate != "most_frequent"]
         columns = "".join(f', {trait_aggregate(t, as_of)} as "{t.name}"' for t in mine)
+        # A refunded or cancelled transaction is no order: the built-in order traits leave it out.
+        order = order_condition(config)
         builtin = (
-            f", count(*) as order_count, sum(amount)::{MONEY_TOTAL_TYPE} as lifetime_revenue, "
-            "min(occurred_at) as first_order_at, max(occurred_at) as last_order_at"
+            f", count(*) filter (where {order}) as order_count, "
+            f"coalesce(sum(amount) filter (where {order}), 0)::{MONEY_TOTAL_TYPE} as lifetime_revenue, "
+            f"min(occurred_at) filter (where {order}) as first_order_at, "
+            f"max(occurred_at) filter (where {order}) as last_order_at"
             if table == "transactions"
             else ", count(*) as event_count, min(occurred_at) as first_event_at, max(occurred_at) as last_seen_at"
         )

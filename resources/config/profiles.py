@@ -101,6 +101,14 @@ class ProfilesConfig(_Strict):
     )
     survivorship: SurvivorshipConfig = SurvivorshipConfig()
     traits: list[TraitConfig] = Field(default_factory=list)
+    excluded_order_statuses: list[str] = Field(
+        ["refunded", "cancelled", "canceled", "voided", "void", "failed", "declined", "chargeback"],
+        description=(
+            "Transactions whose status is one of these (any case) are not orders: order_count, lifetime_revenue, "
+            "average_order_value, first_order_at, last_order_at, days_since_last_order and the RFM scores leave "
+            "them out. Traits you declare over transactions see every row; filter them with `where`."
+        ),
+    )
     full_recompute_share: float = Field(
         0.3,
         gt=0,
@@ -110,6 +118,12 @@ class ProfilesConfig(_Strict):
             "instead of only theirs (1: only when everyone is affected). It decides the cost, never the result."
         ),
     )
+
+    @field_validator("excluded_order_statuses")
+    @classmethod
+    def _statuses_as_compared(cls, value: list[str]) -> list[str]:
+        """Compared with the status lower-cased and trimmed, as cleaning leaves it written."""
+        return sorted({status.strip().lower() for status in value if status.strip()})
 
     @field_validator("as_of", mode="before")
     @classmethod
