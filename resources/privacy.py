@@ -45,7 +45,7 @@ def keyed_hash_sql(key: bytes, kind: str, value_sql: str) -> tuple[str, list[byt
     block = (key if len(key) <= 64 else hashlib.sha256(key).digest()).ljust(64, b"\0")
     outer = bytes(b ^ 0x5C for b in block)
     inner = bytes(b ^ 0x36 for b in block) + f"{kind}\x00".encode()
-    return f"sha256(?::blob || unhex(sha256(?::blob || encode({value_sql}))))", [outer, inner]
+    return f"sha256(cast(? as blob) || unhex(sha256(cast(? as blob) || encode({value_sql}))))", [outer, inner]
 
 
 def record_kind(source: str) -> str:

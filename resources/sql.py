@@ -129,6 +129,17 @@ class Sql:
             )
         )
 
+    def table_names(self) -> list[tuple[str, str]]:
+        """Every table of the warehouse (not views, nor temporary tables) as (schema, name), sorted: for a step
+        that must reach every table holding some kind of row, those added after it was written too."""
+        return [
+            (schema, name)
+            for schema, name in self.rows(
+                """select table_schema, table_name from information_schema.tables
+                   where table_type = 'BASE TABLE' and table_catalog = current_database() order by 1, 2"""
+            )
+        ]
+
     def is_view(self, qualified: str) -> bool:
         """Whether `schema.name` is a view (not a table, nor missing): for a view that replaces what an
         earlier version wrote as a table."""

@@ -118,3 +118,14 @@ def test_a_table_is_written_anew_from_its_own_rows(engines) -> None:  # noqa: AN
             "scratch_keyed.own_rows", "select n * 10 as n from scratch_keyed.own_rows union all select 3 as n"
         )
         assert sorted(sql.rows("select n from scratch_keyed.own_rows")) == [(3,), (10,), (20,)]
+
+
+def test_the_catalogue_lists_tables_not_views_on_both_engines(engines) -> None:  # noqa: ANN001
+    """What an erasure walks to find every table holding customer rows, a table added later too."""
+    for sql in engines:
+        sql.execute("create schema if not exists scratch_keyed")
+        sql.create_table_as("scratch_keyed.listed", "select 1 as n")
+        sql.execute("create or replace view scratch_keyed.not_listed as select n from scratch_keyed.listed")
+        names = sql.table_names()
+        assert ("scratch_keyed", "listed") in names and ("scratch_keyed", "not_listed") not in names
+        assert names == sorted(names)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
-from cdp_assets.privacy.files import export_files, export_reader, literal_list, replace_atomically
+from cdp_assets.privacy.files import export_files, export_reader, file_sql, literal_list, replace_atomically
 from resources.config import CDPConfig, FileDestinationConfig
 from resources.sql import Sql
 from resources.tables import (
@@ -119,10 +119,11 @@ def _exported(sql: Sql, config: CDPConfig, ids: str) -> list[dict[str, Any]]:
             if not parts:
                 continue
             match = " or ".join(parts)
-        for path in export_files(config, destination):
-            reader = export_reader(destination, path)
-            for row in _rows(sql, f"select * from {reader} where coalesce({match}, false)"):
-                found.append({"destination": destination.name, "file": path.name, "row": row})
+        with file_sql() as files:
+            for path in export_files(config, destination):
+                reader = export_reader(destination, path)
+                for row in _rows(files, f"select * from {reader} where coalesce({match}, false)"):
+                    found.append({"destination": destination.name, "file": path.name, "row": row})
     return found
 
 
@@ -155,7 +156,7 @@ def remove_access_documents(sql: Sql, config: CDPConfig, customers: Sequence[str
         r
         for (r,) in sql.rows(
             f"""select request_id from {PRIVACY_REQUESTS.name}
-                where type = 'access' and list_has_any(customers, ?::varchar[]) order by 1""",
+                where type = 'access' and list_has_any(customers, cast(? as varchar[])) order by 1""",
             [list(customers)],
         )
     ]

@@ -447,10 +447,7 @@ def _delete(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -
             f"join {raw_rows} e on e.source = t.source and e.file = t.file and e.row_number = t.row_number",
         )
     # A table the warehouse does not have yet (its stage has not run since it was added) holds nobody.
-    listed = sql.rows(
-        "select table_schema, table_name from information_schema.tables where table_catalog = current_database()"
-    )
-    present = {f"{schema}.{name}" for schema, name in listed}
+    present = {f"{schema}.{name}" for schema, name in sql.table_names()}
     for table, coverage in COVERAGE.items():
         if table not in present:
             continue
@@ -468,8 +465,11 @@ def _delete(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -
             # Two equi-joins (hash joins); one join on `left or right` would compare every pair with every record.
             hit = "exists (select 1 from {1} e where e.source = t.{0}_source and e.source_record_id = t.{0}_record_id)"
             either = f"{hit.format('left', records)} or {hit.format('right', records)}"
+            # A pair is named by its two records (each pair is one row), so a pair of two erased records
+            # counts once per request.
+            pair = "t.left_source, t.left_record_id, t.right_source, t.right_record_id"
             sides = " union ".join(
-                f"select t.rowid, e.request_id from {table} t join {records} e "
+                f"select {pair}, e.request_id from {table} t join {records} e "
                 f"on e.source = t.{side}_source and e.source_record_id = t.{side}_record_id"
                 for side in ("left", "right")
             )
@@ -597,18 +597,18 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
         sql.create_table_as(
             keys, f"select * from ({' union all '.join(selects)}) where key is not null", temporary=True
         )
-    queued = int(
-        sql.value(
-            f"""insert into privacy.destination_erasures
-                select k.request_id, k.destination, k.key,
-                       case when k.hashed then s.row_json else '{{}}' end,
-                       case when k.configured then 'pending' else 'held' end, 0, null, null
-                from {keys} k join {DESTINATION_STATE.name} s on s.destination = k.destination and s.key = k.key
-                where s.present
-                on conflict do nothing"""
-        )
-        or 0
+    # Counted before and after rather than read from the insert, which only DuckDB answers with a count.
+    before = int(sql.value("select count(*) from privacy.destination_erasures"))
+    sql.execute(
+        f"""insert into privacy.destination_erasures
+            select k.request_id, k.destination, k.key,
+                   case when k.hashed then s.row_json else '{{}}' end,
+                   case when k.configured then 'pending' else 'held' end, 0, null, null
+            from {keys} k join {DESTINATION_STATE.name} s on s.destination = k.destination and s.key = k.key
+            where s.present
+            on conflict do nothing"""
     )
+    queued = int(sql.value("select count(*) from privacy.destination_erasures")) - before
     in_keys = f"exists (select 1 from {keys} k where k.destination = t.destination and k.key = t.key)"
     for table in (DESTINATION_STATE.name, "syncs.pending", HASHED_ROWS.name):
         _count_and_delete(
@@ -628,7 +628,7 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
     for destination, erased in sql.rows(f"select destination, list(distinct key) from {keys} group by 1"):
         sql.execute(
             """update syncs.in_flight set changes = list_filter(changes, lambda c: not list_contains(?, c.key))
-               where destination = ? and len(list_intersect(list_transform(changes, lambda c: c.key), ?)) > 0""",
+               where destination = ? and list_has_any(list_transform(changes, lambda c: c.key), ?)""",
             [erased, destination, erased],
         )
     return queued

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -70,14 +71,9 @@ def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str]]:
     column, or the source's name for its raw table). Found from the warehouse's own catalogue, so a table added
     later is renumbered too."""
     found = []
-    for schema, table, columns in sql.rows(
-        """select table_schema, table_name, list(column_name) from information_schema.columns
-           where table_catalog = current_database()
-             and table_name in (select table_name from information_schema.tables
-                                where table_type = 'BASE TABLE' and table_catalog = current_database())
-           group by 1, 2 order by 1, 2"""
-    ):
+    for schema, table in sql.table_names():
         name = f'{schema}."{table}"'
+        columns = sql.columns(f"select * from {name}")
         if schema == "raw" and {"_file", "_row_number"} <= set(columns):
             found.append((name, "_file", "_row_number", sql_literal(table)))
         elif {"source", "file", "row_number"} <= set(columns):
@@ -90,24 +86,21 @@ def renumber_lines(sql: Sql, removed: Mapping[tuple[str, str], Sequence[int]]) -
     so that a row's line number names its line in the rewritten file (relative order is kept, so no tie-break
     moves). One statement per table for all the files."""
     shifts = pd.DataFrame(
-        [
-            (source, file, line, shift)
-            for (source, file), lines in removed.items()
-            for shift, line in enumerate(sorted(set(lines)), start=1)
-        ],
-        columns=["source", "file", "line", "shift"],
+        [(source, file, line) for (source, file), lines in removed.items() for line in sorted(set(lines))],
+        columns=["source", "file", "line"],
     )
     if shifts.empty:
         return
     with sql.registered("removed_lines_frame", shifts):
         for table, file_column, line_column, source in lineage_tables(sql):
-            moved = (
-                f"select t.rowid as id, s.shift from {table} t asof join removed_lines_frame s "
-                f"on s.source = {source} and s.file = t.{file_column} and t.{line_column} > s.line "
-                f"where t.{file_column} in (select file from removed_lines_frame)"
+            # Up by as many lines as were removed above it in its file.
+            above = (
+                f"(select count(*) from removed_lines_frame s where s.source = {source} "
+                f"and s.file = t.{file_column} and s.line < t.{line_column})"
             )
             sql.execute(
-                f"update {table} t set {line_column} = t.{line_column} - m.shift from ({moved}) m where t.rowid = m.id"
+                f"update {table} t set {line_column} = t.{line_column} - {above} "
+                f"where t.{file_column} in (select file from removed_lines_frame)"
             )
 
 
@@ -138,9 +131,9 @@ def rewrite_landing_files(sql: Sql, config: CDPConfig) -> int:
             # lines and lose them too; otherwise the copy would keep the person in clear, and load once the
             # original's content changed.
             for copy in _unloaded_copies(config, source, path, sha, loaded.get(source_name, set())):
-                _rewrite(sql, source.format, copy, erased, known)
+                _rewrite(source.format, copy, erased, known)
                 rewritten += 1
-            _rewrite(sql, source.format, path, erased, known)
+            _rewrite(source.format, path, erased, known)
             rewritten += 1
         if source is not None and source.format == "parquet":
             removed[(source_name, file)] = erased
@@ -179,17 +172,30 @@ def _unloaded_copies(config: CDPConfig, source: SourceConfig, path: Path, sha: s
     return copies
 
 
-def _rewrite(sql: Sql, file_format: str, path: Path, erased: list[int], known: list[int]) -> None:
+@contextmanager
+def file_sql() -> Iterator[Sql]:
+    """An in-memory DuckDB that reads and writes landing and export files, whatever the warehouse's engine:
+    the files are local, and DuckDB reads them as the platform wrote them (Spark's exports are DuckDB's
+    files too)."""
+    files = Sql.in_memory()
+    try:
+        yield files
+    finally:
+        files.close()
+
+
+def _rewrite(file_format: str, path: Path, erased: list[int], known: list[int]) -> None:
     if file_format == "parquet":
         numbers = ", ".join(str(n) for n in erased)
-        replace_atomically(
-            path,
-            lambda staging: sql.execute(
-                f"copy (select * exclude (file_row_number) from read_parquet({sql_literal(str(path))}, "
-                f"file_row_number = true) where file_row_number + 1 not in ({numbers})) "
-                f"to {sql_literal(str(staging))} (format parquet)"
-            ),
-        )
+        with file_sql() as files:
+            replace_atomically(
+                path,
+                lambda staging: files.execute(
+                    f"copy (select * exclude (file_row_number) from read_parquet({sql_literal(str(path))}, "
+                    f"file_row_number = true) where file_row_number + 1 not in ({numbers})) "
+                    f"to {sql_literal(str(staging))} (format parquet)"
+                ),
+            )
         return
     kept = b"".join(kept_lines(path.read_bytes().splitlines(keepends=True), erased, known))
     replace_atomically(path, lambda staging: staging.write_bytes(kept))
@@ -218,6 +224,15 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
         return 0
     erased_ids = [c for (c,) in sql.rows(f"select customer_id from {ID_REGISTRY.name} where status = 'erased'")]
     hashes = tombstone_hashes(sql)
+    with file_sql() as files:
+        rewritten = _rewrite_exports(files, config, key, erased_ids, hashes)
+    sql.execute(f"delete from {FILE_REWRITES.name} where target = 'exports'")
+    return rewritten
+
+
+def _rewrite_exports(files: Sql, config: CDPConfig, key: bytes, erased_ids: list[str], hashes: set[str]) -> int:
+    """Rewrite, through `files` (file_sql), each export file with a row of an erased customer id or of an
+    e-mail or phone whose keyed hash is among the tombstones' `hashes`; returns how many were rewritten."""
     rewritten = 0
     for destination in config.destinations:
         if not isinstance(destination, FileDestinationConfig):
@@ -231,7 +246,7 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
             else:
                 for kind in ("email", "phone"):
                     if kind in destination.fields:
-                        values = [v for (v,) in sql.rows(f"select distinct {kind}::varchar from {reader}") if v]
+                        values = [v for (v,) in files.rows(f"select distinct {kind}::varchar from {reader}") if v]
                         normaliser = NORMALISERS[kind]
                         hit = [
                             v for v in values if (m := normaliser.match_key(v)) and keyed_hash(key, kind, m) in hashes
@@ -240,16 +255,15 @@ def rewrite_exports(sql: Sql, config: CDPConfig, key: bytes) -> int:
             if not matches:
                 continue
             erased = f"coalesce({' or '.join(matches)}, false)"
-            if not sql.value(f"select count(*) from {reader} where {erased}"):
+            if not files.value(f"select count(*) from {reader} where {erased}"):
                 continue
             replace_atomically(
                 path,
-                lambda staging, reader=reader, options=options, erased=erased: sql.execute(
+                lambda staging, reader=reader, options=options, erased=erased: files.execute(
                     f"copy (select * from {reader} where not ({erased})) to {sql_literal(str(staging))} ({options})"
                 ),
             )
             rewritten += 1
-    sql.execute(f"delete from {FILE_REWRITES.name} where target = 'exports'")
     return rewritten
 
 

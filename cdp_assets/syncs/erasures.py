@@ -78,7 +78,7 @@ def deliver_erasures(
                     status = case when o.ok then 'confirmed' else 'pending' end,
                     attempts = d.attempts + 1,
                     error = o.error,
-                    confirmed_at = case when o.ok then ?::timestamp end,
+                    confirmed_at = case when o.ok then cast(? as timestamp) end,
                     payload = case when o.ok then '{{}}' else d.payload end
                 from erasure_outcome o
                 where d.destination = ? and d.key = o.key and d.status = 'pending'""",
@@ -96,7 +96,7 @@ def settle_receipts(sql: Sql, now: object) -> None:
         f"""update {PRIVACY_REQUESTS.name} r set
                 destinations = d.confirmations,
                 status = case when d.waiting = 0 then 'completed' else 'pending' end,
-                completed_at = case when d.waiting = 0 then coalesce(r.completed_at, ?::timestamp) end
+                completed_at = case when d.waiting = 0 then coalesce(r.completed_at, cast(? as timestamp)) end
             from (
                 select request_id,
                        map_from_entries(list({{'key': destination, 'value': case
@@ -116,7 +116,7 @@ def settle_receipts(sql: Sql, now: object) -> None:
     )
     # A person no destination held is done once the warehouse and files are.
     sql.execute(
-        f"""update {PRIVACY_REQUESTS.name} r set status = 'completed', completed_at = ?::timestamp
+        f"""update {PRIVACY_REQUESTS.name} r set status = 'completed', completed_at = cast(? as timestamp)
             where r.status = 'pending'
               and not exists (select 1 from {DESTINATION_ERASURES.name} d where d.request_id = r.request_id)""",
         [now],

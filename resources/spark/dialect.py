@@ -653,6 +653,8 @@ def _functions(node: exp.Expression) -> exp.Expression | None:
     name = _function_name(node)
     if name == "strlen":  # bytes in both
         return exp.func("octet_length", *[a.copy() for a in node.expressions])
+    if name == "list_zip":  # a list of (a[i], b[i]) structs, the shorter list padded with NULL in both
+        return exp.func("arrays_zip", *[a.copy() for a in node.expressions])
     if name == "current_setting":
         setting = node.expressions[0] if node.expressions else None
         if isinstance(setting, exp.Literal) and setting.this.lower() == "timezone":

@@ -514,6 +514,20 @@ class SparkSql:
         schema, name = self._mapped_name(qualified).split(".")
         return bool(self.spark.catalog.tableExists(f"{schema}.{name}"))
 
+    def table_names(self) -> list[tuple[str, str]]:
+        """Every table of the catalogue (not views, nor temporary ones) as (schema, name), sorted, as
+        `Sql.table_names`; a copy's databases (`<copy>__<schema>`) are not the warehouse's."""
+        found = []
+        for database in self.spark.catalog.listDatabases():
+            if "__" in database.name:
+                continue
+            found += [
+                (database.name, t.name)
+                for t in self.spark.catalog.listTables(database.name)
+                if not t.isTemporary and t.tableType != "VIEW"
+            ]
+        return sorted(found)
+
     def is_view(self, qualified: str) -> bool:
         """Whether `schema.name` is a view (not a table, nor missing)."""
         schema, name = self._mapped_name(qualified).split(".")
