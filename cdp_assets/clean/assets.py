@@ -1182,6 +1182,8 @@ def _accounting_check(
 
 
 MAPPING_CHECK = "mapped_fields_have_values"
+# The mapped-fields check's count of a source's rows keyed by their own event id (not file:line).
+OWN_EVENT_IDS = "__own_event_ids"
 
 
 def _mapping_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
@@ -1202,9 +1204,15 @@ def _mapping_check(
     columns = set(sql.columns(f"select * from {table} limit 0"))
     mapped = {s.name: [f for f in s.fields if f in columns] for s in sources}
     fields = sorted({f for names in mapped.values() for f in names})
-    counted = ", ".join(f'count("{f}") as "{f}"' for f in fields)
+    counts = [f'count("{f}") as "{f}"' for f in fields]
+    # Sources whose identifier and event id paths the check reads (see _unread_paths).
+    path_checked = [s for s in sources if s.format != "segment"]
+    own_event_ids = "event_id" in columns and any(s.event_id is not None for s in path_checked)
+    if own_event_ids:  # rows keyed by their event id path, not the file:line fallback; in the same pass
+        counts.append(f"count(*) filter (where event_id <> file || ':' || row_number::varchar) as {OWN_EVENT_IDS}")
+    counted = ", ".join(counts)
     found = {
-        row[0]: dict(zip(["rows", *fields], row[1:], strict=True))
+        row[0]: dict(zip(["rows", *fields, *([OWN_EVENT_IDS] if own_event_ids else [])], row[1:], strict=True))
         for row in sql.rows(f"select source, count(*){', ' + counted if counted else ''} from {table} group by 1")
     }
     problems: list[dict[str, object]] = []
@@ -1219,21 +1227,11 @@ def _mapping_check(
         return f"{row[0]} ({row[1]:,} rows)" if row else "none quarantined"
 
     raw_rows = raw_row_counts(sql, sources)
-    role = sources[0].role if sources else "person"
     id_types: dict[str, set[str]] = {}
-    for name, id_type in sql.rows(f"select distinct source, id_type from {tables.IDENTIFIERS[role].name}"):
-        id_types.setdefault(name, set()).add(id_type)
-    # Per source, the cleaned rows whose event id came from its path rather than the fallback (file:line).
-    event_ids = (
-        dict(
-            sql.rows(
-                f"""select source, count(*) filter (where event_id <> file || ':' || row_number::varchar)
-                    from {table} group by 1"""
-            )
-        )
-        if "event_id" in columns
-        else {}
-    )
+    if any(s.identifiers for s in path_checked):
+        identifiers = tables.IDENTIFIERS[path_checked[0].role].name
+        for name, id_type in sql.rows(f"select distinct source, id_type from {identifiers}"):
+            id_types.setdefault(name, set()).add(id_type)
     consents: dict[tuple[str, str], int] = {}
     if any(s.consent for s in sources):
         statements = tables.CONSENT_STATEMENTS.name
@@ -1268,7 +1266,7 @@ def _mapping_check(
         # link, and every event falls back to file and line, so a re-sent event loads twice. Segment
         # sources are left out: their paths are the platform's own, and a client may not send every one.
         if cleaned and source.format != "segment":
-            problems += _unread_paths(source, cleaned["rows"], id_types.get(source.name, set()), event_ids)
+            problems += _unread_paths(source, cleaned, id_types.get(source.name, set()))
         # A consent mapping whose every value was refused ("ja", "nein") leaves the source saying nothing
         # about consent, which is not consent: as silent a loss as an empty field.
         for purpose in [p for p in source.consent if cleaned and consents.get((source.name, p), 0) == 0]:
@@ -1290,12 +1288,11 @@ def _mapping_check(
     )
 
 
-def _unread_paths(
-    source: SourceConfig, rows: int, id_types: set[str], event_ids: dict[str, int]
-) -> list[dict[str, object]]:
-    """The mapped-fields check's problems with a source's identifier paths (none of its `rows` cleaned rows
-    gave an identifier of the type, `id_types` being the types they gave) and event id path (none gave an
-    event id of its own, `event_ids` counting the rows that did, per source)."""
+def _unread_paths(source: SourceConfig, cleaned: dict[str, int], id_types: set[str]) -> list[dict[str, object]]:
+    """The mapped-fields check's problems with a source's identifier paths (none of its cleaned rows gave an
+    identifier of the type, `id_types` being the types they gave) and event id path (none gave an event id
+    of its own); `cleaned` is the source's counts from the check's pass over the table."""
+    rows = cleaned["rows"]
     problems: list[dict[str, object]] = [
         {
             "source": source.name,
@@ -1306,7 +1303,7 @@ def _unread_paths(
         for spec in source.identifiers
         if spec.type not in id_types
     ]
-    if source.event_id is not None and event_ids and not event_ids.get(source.name):
+    if source.event_id is not None and cleaned.get(OWN_EVENT_IDS) == 0:
         problems.append(
             {
                 "source": source.name,
