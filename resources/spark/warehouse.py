@@ -100,16 +100,13 @@ class SparkWarehouse(dg.ConfigurableResource):
         session = sql.spark
         copied = {schema: copy_database_name(alias, schema) for schema in SCHEMAS}
         try:
-            for schema, database in copied.items():
+            for database in copied.values():
                 session.sql(f"drop database if exists {database} cascade")
                 session.sql(f"create database {database}")
-                if not session.catalog.databaseExists(schema):
-                    continue
-                for table in session.catalog.listTables(schema):
-                    if table.isTemporary or table.tableType == "VIEW":
-                        continue
-                    rows = session.table(f"{schema}.{table.name}")
-                    rows.write.format(self.table_format).saveAsTable(f"{database}.{table.name}")
+            for schema, table in sql.table_names():
+                if schema in copied:
+                    rows = session.table(f"{schema}.{table}")
+                    rows.write.format(self.table_format).saveAsTable(f"{copied[schema]}.{table}")
 
             @contextmanager
             def scratch() -> Iterator[SparkSql]:
