@@ -16,7 +16,7 @@ does not convert, is out of range or is invalid input), never an engine's own ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -117,6 +117,20 @@ class Sql:
     def drop_table(self, name: str) -> None:
         """Drop a table if it exists."""
         self._conn.execute(f"drop table if exists {name}")
+
+    def map_rows(self, name: str, select: str, rule: Callable[..., tuple], outputs: Sequence[str]) -> int:
+        """Temporary table `name`: each row of `select` with the outputs `rule` gives for it, for the rules
+        SQL cannot say (a phone number's parse, a name's nicknames). Every column is text; the rule is called
+        with the row's values as text (None for NULL) and returns one text or None per output.
+
+        Here the rows come into this process as one frame; Spark's runner applies the rule where the rows
+        are, in batches on its executors, so no table passes through the driver. Returns the rows' count."""
+        text = ", ".join(f'"{c}"::varchar as "{c}"' for c in self.columns(select))
+        inputs = self.frame(f"select {text} from ({select})")
+        with self.registered(f"{name}_ruled", ruled_rows(inputs, rule, outputs)) as ruled:
+            casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*inputs.columns, *outputs])
+            self.create_table_as(name, f"select {casts} from {ruled}", temporary=True)
+        return len(inputs)
 
     def table_exists(self, qualified: str) -> bool:
         """Whether table or view `schema.name` exists: for a step that reads what another stage may not have
@@ -247,6 +261,19 @@ class Scratch:
                     raise
         self._frames.clear()
         self._tables.clear()
+
+
+def ruled_rows(inputs: pd.DataFrame, rule: Callable[..., tuple], outputs: Sequence[str]) -> pd.DataFrame:
+    """`inputs` with `rule`'s outputs for each of its rows as columns of text: `map_rows`'s one way of
+    applying a rule, on either engine (on Spark to each batch of rows an executor holds)."""
+    values = [rule(*row) for row in inputs.itertuples(index=False, name=None)]
+    # The first row tells a rule that gives other than text (which each engine would write differently).
+    if values and (len(values[0]) != len(outputs) or not all(v is None or isinstance(v, str) for v in values[0])):
+        raise TypeError(f"{getattr(rule, '__name__', rule)} gave {values[0]!r}, not {len(outputs)} texts or None")
+    ruled = pd.DataFrame(values, columns=list(outputs), dtype=object) if values else None
+    if ruled is None:
+        ruled = pd.DataFrame({o: pd.Series(dtype=object) for o in outputs})
+    return pd.concat([inputs.reset_index(drop=True).astype(object), ruled], axis=1)
 
 
 def sql_literal(value: str | None) -> str:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 import yaml
 
@@ -149,3 +150,55 @@ def test_identity_comparison_levels_agree(runners) -> None:  # noqa: ANN001
     duck, spark = (runner.rows(sql) for runner in runners)
     assert duck == spark
     assert {sum(1 for row in duck if row[k]) > 0 for k in (2, 3, 4)} == {True}
+
+
+def _raw_values(seed: int = 3) -> list[tuple[str | None, str | None]]:
+    """Seeded (raw phone, region) pairs in many layouts, some without a region, some not numbers at all."""
+    rng = random.Random(seed)
+    layouts = ["({a}) {b}-{c}", "{a}.{b}.{c}", "+1 {a} {b} {c}", "1-{a}-{b}-{c}", "{a}{b}{c}", "0{a} {b}{c}"]
+    values = []
+    for _ in range(600):
+        digits = {"a": rng.randrange(200, 999), "b": rng.randrange(100, 999), "c": f"{rng.randrange(0, 9999):04d}"}
+        raw = rng.choice(layouts).format(**digits)
+        if rng.random() < 0.1:
+            raw = rng.choice(
+                ["n/a", "", "  ", "phone: " + raw, raw + " ext 12", "+44 20 7946 0" + str(rng.randrange(100, 999))]
+            )
+        values.append((raw, rng.choice(["US", "GB", "DE", None])))
+    return values
+
+
+def test_a_cleaning_rule_runs_where_the_rows_are_and_gives_the_same_map(runners) -> None:  # noqa: ANN001
+    """The cleaning's one way of applying a Python rule to distinct values (`register_map`, through the
+    runner's `map_rows`), with the phone rule's SQL shortcut: the same rows on both engines, and on Spark
+    the rule ran in the executors' Python, not in this (the driver's) process."""
+    import os
+
+    from cdp_assets.clean.assets import register_map
+    from resources.identifiers import NORMALISERS
+
+    phone = NORMALISERS["phone"]
+    maps = {}
+    for runner in runners:
+        with runner.registered("raw_phones", pd.DataFrame(_raw_values(), columns=["raw", "region"])):
+            runner.create_table_as("phone_inputs", "select distinct raw, region from raw_phones", temporary=True)
+        count = register_map(
+            runner,
+            "phone_map",
+            "select * from phone_inputs",
+            phone.rule,
+            phone.outputs,
+            phone.sql_shortcut("raw", "region"),
+        )
+        maps[type(runner).__name__] = sorted(runner.rows("select * from phone_map"), key=repr)
+        assert count == len(maps[type(runner).__name__])
+        # Where the rule ran: its process id beside each value.
+        runner.map_rows("where_ruled", "select raw from phone_inputs", lambda raw: (str(os.getpid()),), ["pid"])
+        pids = {int(pid) for (pid,) in runner.rows("select distinct pid from where_ruled")}
+        assert (pids == {os.getpid()}) == isinstance(runner, Sql), pids
+        for table in ("phone_inputs", "phone_map", "where_ruled"):
+            runner.drop_table(table)
+    assert maps["Sql"] == maps["SparkSql"]
+    # (raw, region, phone, reason): most read as numbers, some rejected with their reason.
+    assert sum(row[2] is not None for row in maps["Sql"]) > 200
+    assert sum(row[3] is not None for row in maps["Sql"]) > 20

@@ -97,31 +97,22 @@ def register_map(
     Rules run once per distinct value, not once per row, and the table lets SQL join the results back.
     A `shortcut` (condition, SQL per output, over the input columns) gives the outputs of the inputs it
     holds for in SQL, and the rule runs on the others only."""
-    decided = None
-    if shortcut is not None:
-        condition, computed = shortcut
-        inputs_table = f"{name}_inputs"
-        sql.create_table_as(inputs_table, f"select *, {condition} as __decided from ({distinct_sql})", temporary=True)
-        columns = [c for c in sql.columns(f"select * from {inputs_table}") if c != "__decided"]
-        inputs = sql.frame(f"select * exclude (__decided) from {inputs_table} where not __decided")
-        given = ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
-        results = ", ".join(f'({computed[o]})::varchar as "{o}"' for o in outputs)
-        decided = f"select {given}, {results} from {inputs_table} where __decided"
-    else:
-        inputs = sql.frame(distinct_sql)
-        columns = list(inputs.columns)
-    values = [rule(*row) for row in inputs.itertuples(index=False, name=None)] if len(inputs) else []
-    result = pd.concat(
-        [inputs.reset_index(drop=True), pd.DataFrame(values, columns=list(outputs), dtype=object)], axis=1
+    if shortcut is None:
+        return sql.map_rows(name, distinct_sql, rule, outputs)
+    condition, computed = shortcut
+    inputs_table, ruled = f"{name}_inputs", f"{name}_ruled"
+    sql.create_table_as(inputs_table, f"select *, {condition} as __decided from ({distinct_sql})", temporary=True)
+    columns = [c for c in sql.columns(f"select * from {inputs_table}") if c != "__decided"]
+    sql.map_rows(ruled, f"select * exclude (__decided) from {inputs_table} where not __decided", rule, outputs)
+    given = ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
+    results = ", ".join(f'({computed[o]})::varchar as "{o}"' for o in outputs)
+    sql.create_table_as(
+        name,
+        f"select * from {ruled} union all select {given}, {results} from {inputs_table} where __decided",
+        temporary=True,
     )
-    if not len(result):
-        result = pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, *outputs]})
-    casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*columns, *outputs])
-    with sql.registered(f"{name}_frame", result) as frame:
-        select = f"select {casts} from {frame}" + (f" union all {decided}" if decided else "")
-        sql.create_table_as(name, select, temporary=True)
-    if decided:
-        sql.drop_table(inputs_table)
+    sql.drop_table(ruled)
+    sql.drop_table(inputs_table)
     return int(sql.value(f"select count(*) from {name}"))
 
 

@@ -32,8 +32,10 @@ Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the Duc
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ import pyarrow as pa
 
 from resources.spark.dialect import to_spark
 from resources.spark.udfs import ensure_jar, register
-from resources.sql import Params, Sql
+from resources.sql import Params, Sql, ruled_rows
 from resources.tables import primary_key_of
 
 # Table formats that change rows in place (the dialect's MERGE INTO, `create or replace`); the session's
@@ -81,6 +83,9 @@ def spark_session(
     from pyspark.sql import SparkSession
 
     warehouse = Path(warehouse_dir) if warehouse_dir else Path(tempfile.mkdtemp(prefix="cdp-spark-"))
+    # The Python that runs the cleaning rules on the executors (`map_rows`): this one, where the platform is
+    # installed, unless PYSPARK_PYTHON names another (a cluster's executors' own).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -499,6 +504,26 @@ class SparkSql:
             df = _guarded(lambda: df.localCheckpoint(eager=True), select)
         self.drop_table(name)
         _guarded(lambda: df.write.format(self.table_format).saveAsTable(name), select)
+
+    def map_rows(self, name: str, select: str, rule: Callable[..., tuple], outputs: Sequence[str]) -> int:
+        """`Sql.map_rows` where the rows are: the rule runs on Spark's executors (`mapInPandas`), on each
+        batch of rows as Arrow gives it, and the result is kept as temporary table `name`; no row comes to
+        the driver. The executors' Python imports the rule's module, so the platform is installed there too."""
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        select = self._mapped(select)
+        df = self._df(select, None)
+        columns = list(df.columns)
+        text = df.selectExpr(*(f"cast(`{c}` as string) as `{c}`" for c in columns))
+        schema = StructType([StructField(c, StringType()) for c in [*columns, *outputs]])
+        listed = list(outputs)
+
+        def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                yield ruled_rows(batch, rule, listed)
+
+        self._keep(name, text.mapInPandas(apply, schema), select)
+        return int(self.value(f"select count(*) from {name}"))
 
     def drop_table(self, name: str) -> None:
         """Drop a table (or a kept temporary table) if it exists."""
