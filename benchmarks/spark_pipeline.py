@@ -8,16 +8,19 @@ spark`, its own process and JVM, as a user runs it): the full refresh, then the 
 (new and updated contacts, a day of events) and both refresh again, then both refresh with nothing new.
 After each step every public table is compared, DuckDB's warehouse with the Spark read snapshot
 (`current/<table>/`), leaving out only the columns that say when the run happened. Prints each engine's
-seconds per step and, per table, its rows and the rows only one engine has.
+seconds and peak resident memory per step (DuckDB's in this process, Spark's of the job's process tree,
+JVM included) and, per table, its rows and the rows only one engine has.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +105,40 @@ def compare(warehouse: Path, snapshot: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
+def _tree_rss(root: int) -> int:
+    """Bytes resident in process `root` and all its descendants (the Spark job's Python and its JVM), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return total
+
+
+def run_sampled(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run `command` to its end, with the peak of its process tree's resident memory (sampled every 0.2 s)."""
+    with subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        peak, outputs = 0, []
+        reader = threading.Thread(target=lambda: outputs.extend(process.communicate()))
+        reader.start()
+        while reader.is_alive():
+            peak = max(peak, _tree_rss(process.pid))
+            reader.join(0.2)
+    return subprocess.CompletedProcess(command, process.returncode, *outputs), peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=300)
@@ -130,11 +167,16 @@ def main() -> None:
                 sys.exit(f"{step}: the DuckDB run failed")
             on_duckdb = time.perf_counter() - start
             start = time.perf_counter()
-            done = subprocess.run(DAGSTER_JOB, cwd=REPO, env=env, capture_output=True, text=True)
+            done, peak = run_sampled(DAGSTER_JOB, env)
             on_spark = time.perf_counter() - start
             if done.returncode:
                 sys.exit(f"{step}: the Spark run failed:\n{done.stderr[-3000:]}")
-            print(f"{step}: DuckDB {on_duckdb:.1f} s, Spark {on_spark:.1f} s", flush=True)
+            duckdb_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            print(
+                f"{step}: DuckDB {on_duckdb:.1f} s (this process's peak RSS so far {duckdb_peak:.2f} GB), "
+                f"Spark {on_spark:.1f} s (peak RSS of the job's Python and JVM {peak / 1024**3:.2f} GB)",
+                flush=True,
+            )
             found = compare(duck.warehouse_path, folder / "spark" / "spark-read-snapshot" / "current")
             for table, (rows, only_duckdb, only_spark) in found.items():
                 same = "identical" if only_duckdb == only_spark == 0 else "DIFFERENT"

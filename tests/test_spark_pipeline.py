@@ -36,7 +36,7 @@ def both_engines(spark, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN0
     """One landing folder refreshed on DuckDB (in process) and on Spark (`dagster job execute`)."""
     folder = tmp_path_factory.mktemp("engines")
     landing = folder / "landing"
-    generate(people=300, seed=11, out_dir=landing, truth_path=folder / "ground_truth.csv")
+    generate(people=10_000, seed=11, out_dir=landing, truth_path=folder / "ground_truth.csv")
     (landing / "crm" / "known_bad.csv").write_text(KNOWN_BAD_CRM)
     with DestinationServer(host="127.0.0.1", port=0) as server:
         configs = engine_configs(folder, landing, server.url)
@@ -72,7 +72,22 @@ def both_erased(both_engines):  # noqa: ANN001, ANN201
     [(customer,)] = conn.execute(
         "select min(customer_id) from cdp.golden_profiles where record_count >= 2 and email is not null"
     ).fetchall()
+    # What must leave every file: the customer's e-mail address and the phone numbers only they have.
+    [(email,)] = conn.execute(
+        "select lower(email) from cdp.golden_profiles where customer_id = ?", [customer]
+    ).fetchall()
+    phones = [
+        phone
+        for (phone,) in conn.execute(
+            """select p.phone from clean.person_records p join cdp.identity_map m using (source, source_record_id)
+               where p.phone is not null group by p.phone
+               having bool_and(m.customer_id = ?) and bool_or(m.customer_id = ?)""",
+            [customer, customer],
+        ).fetchall()
+    ]
     conn.close()
+    spark_folders = [folder / "spark", folder / "dagster_home"]
+    assert _holding(spark_folders, [email]), "the search finds the customer before the erasure"
     run_config = {"ops": {"privacy__requests": {"config": {"requests": [
         {"type": "erase", "id_type": "customer_id", "value": customer}
     ]}}}}  # fmt: skip
@@ -95,7 +110,23 @@ def both_erased(both_engines):  # noqa: ANN001, ANN201
     command = [*DAGSTER_JOB[:-1], PRIVACY_JOB, "-c", str(folder / "erase.yaml")]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
-    return warehouse, snapshot, customer
+    return warehouse, snapshot, customer, [email, *phones], [*spark_folders, folder / "spark_landing"]
+
+
+def _holding(folders: list[Path], needles: list[str]) -> list[str]:
+    """The files under `folders` that hold any of `needles` (case aside): a parquet file's rows read by
+    DuckDB (its pages are compressed, so its bytes would not show a value), any other file's bytes."""
+    conn = duckdb.connect()
+    found = []
+    for path in sorted(p for folder in folders for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            rows = conn.execute("select lower(t::varchar) from read_parquet(?) t", [str(path)]).fetchall()
+            text = "\n".join(row for (row,) in rows)
+        else:
+            text = path.read_bytes().decode("latin-1").lower()
+        found += [f"{path}: {needle}" for needle in needles if needle.lower() in text]
+    conn.close()
+    return found
 
 
 def test_every_public_table_is_the_same_on_spark_and_duckdb(both_engines) -> None:  # noqa: ANN001
@@ -105,14 +136,14 @@ def test_every_public_table_is_the_same_on_spark_and_duckdb(both_engines) -> Non
     assert sorted(p.name for p in snapshot.iterdir() if p.is_dir()) == sorted(found)
     differing = {table: counts for table, counts in found.items() if counts[1:] != (0, 0)}
     assert differing == {}, "public tables differ: (rows, only on DuckDB, only on Spark)"
-    assert found["golden_profiles"][0] > 300 and found["quarantine"][0] > 0
+    assert found["golden_profiles"][0] > 10_000 and found["quarantine"][0] > 0
     # Customer data on disk is its owner's only, on Spark as on DuckDB: the folders holding the tables.
     for folder in (snapshot.parent, snapshot.parent.parent / "spark-warehouse"):
         assert folder.stat().st_mode & 0o077 == 0, folder
 
 
 def test_an_erasure_leaves_the_same_public_tables_on_both_engines(both_erased) -> None:  # noqa: ANN001
-    warehouse, snapshot, customer = both_erased
+    warehouse, snapshot, customer, _, _ = both_erased
     found = compare(warehouse, snapshot)
     differing = {table: counts for table, counts in found.items() if counts[1:] != (0, 0)}
     # The id history's erasure event names the request, whose id is made from its run's: one row each.
@@ -139,3 +170,10 @@ def test_an_erasure_leaves_the_same_public_tables_on_both_engines(both_erased) -
     conn.close()
     # The destinations (stopped with the refresh) could not confirm: the request waits for them.
     assert receipts == [("pending",)]
+
+
+def test_no_file_of_the_spark_deployment_holds_the_erased_customer(both_erased) -> None:  # noqa: ANN001
+    """Every table's files (the warehouse's, its read snapshot's, the metastore's), the landing folder the
+    erasure rewrote and Dagster's storage: not one holds the customer's e-mail or their own phone numbers."""
+    _, _, _, needles, folders = both_erased
+    assert _holding(folders, needles) == []
