@@ -9,7 +9,6 @@ expression reaches (a file, another table), so the allow-list of resources/condi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resources.conditions import ConditionError, check_condition, json_path_sql, sandbox
@@ -123,9 +122,11 @@ def trait_type(trait: TraitConfig) -> str:
     return f"{column_type}[]" if trait.aggregate == "unique_list" else column_type
 
 
-def profile_columns(config: CDPConfig) -> dict[str, str]:
-    """The full golden-profile schema: fixed columns, configured traits, one BOOLEAN per consent purpose."""
-    traits = {t.name: trait_type(t) for t in config.profiles.traits}
+def profile_columns(config: CDPConfig, untyped: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The full golden-profile schema: fixed columns, configured traits, one BOOLEAN per consent purpose.
+    The traits named in `untyped` (whose column does not exist) are VARCHAR, so that the configuration
+    check can go on to the segments that read them."""
+    traits = {t.name: "VARCHAR" if t.name in untyped else trait_type(t) for t in config.profiles.traits}
     consent = {f"consent_{p}": "BOOLEAN" for p in config.consent_purposes}
     return {**PROFILE_COLUMNS, **traits, **consent}
 
@@ -153,12 +154,15 @@ def _bind(
     return None
 
 
-def validate_expressions(config: CDPConfig, config_path: Path) -> None:
-    """Check traits, segments and destination fields against the schemas; raise ConfigError naming the key."""
+def expression_problems(config: CDPConfig) -> list[str]:
+    """Traits, segments and destination fields checked against the schemas: one `key: why` line for each
+    that does not fit, all of them at once."""
+    problems: list[str] = []
 
     def fail(key: str, message: str) -> None:
-        raise ConfigError(f"{config_path}: invalid configuration\n  {key}: {message}")
+        problems.append(f"{key}: {message}")
 
+    untyped: set[str] = set()
     conn = sandbox()  # binding runs each condition once, on a row of NULLs
     try:
         for table, columns in ACTIVITY_COLUMNS.items():
@@ -172,17 +176,18 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
             path = json_column_path(trait.source, trait.column or "")
             if trait.column and trait.column not in columns and path is None:
                 paths = f" or a path into {', '.join(c + '.<key>' for c in json_columns)}" if json_columns else ""
+                untyped.add(trait.name)
                 fail(
                     f"{key}.column",
                     f"unknown column '{trait.column}' of {trait.source}; use {', '.join(columns)}{paths}",
                 )
-            if trait.aggregate in ("sum", "avg") and path is None and columns[trait.column or ""] not in _NUMERIC:
+            elif trait.aggregate in ("sum", "avg") and path is None and columns[trait.column or ""] not in _NUMERIC:
                 fail(f"{key}.aggregate", f"'{trait.aggregate}' needs a numeric column, '{trait.column}' is not")
             whose = f"the {trait.source} table's"
             if trait.where and (error := _bind(conn, trait.source, trait.where, columns, whose, json_columns)):
                 fail(f"{key}.where", f"{error}. Columns of {trait.source}: {', '.join(columns)}")
 
-        columns = profile_columns(config)
+        columns = profile_columns(config, frozenset(untyped))
         for i, destination in enumerate(config.destinations):
             used = destination.fields if destination.type == "file" else list(destination.fields.values())
             if destination.type != "file":
@@ -200,5 +205,6 @@ def validate_expressions(config: CDPConfig, config_path: Path) -> None:
                     f"segments[{i}] ({segment.name}).where",
                     f"{error}. Columns you can use: {', '.join(columns)}",
                 )
+        return problems
     finally:
         conn.close()

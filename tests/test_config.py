@@ -180,3 +180,40 @@ def test_a_blocking_rule_may_carry_its_own_smaller_block_cap():
     assert MatchingConfig(blocking_rules=[{"features": ["city"], "max_block_size": 500}]).block_rules() == [
         (["city"], 100)
     ]
+
+
+def test_every_problem_of_a_check_is_reported_at_once(tmp_path):
+    """A user fixing their file learns of every problem in one load, not one per reload: the checks that
+    compare keys with each other, then those that bind conditions and columns."""
+
+    def cross_references(c):
+        c["sources"].append(dict(c["sources"][0]))
+        c["destinations"][1]["segment"] = "big_spenders"
+        c["sources"][2]["identifiers"][0]["type"] = "loyalty_crd"
+
+    with pytest.raises(ConfigError) as info:
+        load_config(_with(tmp_path, cross_references))
+    message = str(info.value)
+    assert "'crm_contacts' is used twice" in message
+    assert "destinations[1] (crm_high_value).segment: unknown segment 'big_spenders'" in message
+    assert "sources[2] (pos_loyalty).identifiers[0].type: 'loyalty_crd' is not a declared identifier type" in message
+
+    def expressions(c):
+        c["profiles"]["traits"][1]["column"] = "amout"
+        c["segments"][0]["where"] = "revenue_last_365_days > 100 and lifetime_revenu > 5"
+        c["segments"][2]["where"] = "order_count >"
+        c["destinations"][1]["fields"]["Shoe"] = "shoe_size"
+
+    with pytest.raises(ConfigError) as info:
+        load_config(_with(tmp_path, expressions))
+    lines = str(info.value).splitlines()
+    assert lines[0].endswith("cdp.yaml: invalid configuration")
+    keys = [line.split(":")[0].strip() for line in lines[1:]]
+    assert keys == [
+        "profiles.traits[1] (revenue_last_365_days).column",
+        "destinations[1] (crm_high_value).fields",
+        "segments[0] (high_value).where",
+        "segments[2] (viewed_not_bought).where",
+    ]
+    # The segment reading the trait whose column is wrong is judged on its own mistake, not the trait's.
+    assert "lifetime_revenu" in lines[3] and "revenue_last_365_days" not in lines[3].split(":")[1]

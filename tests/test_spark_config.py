@@ -70,3 +70,16 @@ def test_every_shipped_segment_translates_to_spark() -> None:
     translated = {s.name: condition_to_spark(s.where) for s in config.segments}
     assert len(translated) == len(config.segments) > 0
     assert all(translated.values())
+
+
+def test_spark_problems_come_with_the_others_in_one_message(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(engine, "missing_runtime", lambda: ["java"])
+    segments = [
+        {"name": "lapsed", "where": "date_diff('week', last_order_at, current_date) > 4"},
+        {"name": "broken", "where": "order_count >"},
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, {"engine": "spark"}, segments))
+    keys = [line.split(": ")[0].strip() for line in str(info.value).splitlines()[1:]]
+    # The condition DuckDB cannot bind is reported once, not again as one Spark cannot translate.
+    assert keys == ["segments[1] (broken).where", "segments[0] (lapsed).where", "warehouse.engine"]

@@ -53,8 +53,8 @@ from resources.config.warehouse import (
     SparkConfig,
     WarehouseConfig,
 )
-from resources.schema import ConfigError, validate_expressions
-from resources.spark.engine import check_spark_engine
+from resources.schema import ConfigError, expression_problems
+from resources.spark.engine import spark_engine_problems
 
 CONFIG_ENV_VAR = "CDP_CONFIG"
 DEFAULT_CONFIG_NAME = "cdp.yaml"
@@ -78,46 +78,50 @@ class CDPConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> CDPConfig:
+        # Every problem at once: a user fixing one key should not have to reload to learn of the next.
+        problems: list[str] = []
         if self.warehouse.read_snapshot and self.read_snapshot_path == self.warehouse_path:
-            raise ValueError("warehouse.read_snapshot: must be another file than warehouse.path")
-        _unique([s.name for s in self.sources], "sources")
-        _unique([s.name for s in self.segments], "segments")
-        _unique([d.name for d in self.destinations], "destinations")
+            problems.append("warehouse.read_snapshot: must be another file than warehouse.path")
+        problems += _unique([s.name for s in self.sources], "sources")
+        problems += _unique([s.name for s in self.segments], "segments")
+        problems += _unique([d.name for d in self.destinations], "destinations")
         if not self.sources:
-            raise ValueError("sources: declare at least one source")
-        if not any(s.role == "person" for s in self.sources):
-            raise ValueError("sources: at least one source must have role 'person'")
+            problems.append("sources: declare at least one source")
+        elif not any(s.role == "person" for s in self.sources):
+            problems.append("sources: at least one source must have role 'person'")
         for i, source in enumerate(self.sources):
             if source.format != "http":
                 continue
             sharing = [s.name for s in self.sources if s is not source and s.glob.startswith(f"{source.name}/")]
             if sharing:
-                raise ValueError(
+                problems.append(
                     f"sources[{i}] ({source.name}): its polls land in the folder '{source.name}/', which the glob of "
                     f"{sharing} also reads; rename the source or move the other's files"
                 )
-        _check_identifier_types(self)
-        _unique([t.name for t in self.profiles.traits], "profiles.traits")
+        problems += _identifier_type_problems(self)
+        problems += _unique([t.name for t in self.profiles.traits], "profiles.traits")
         source_names = {s.name for s in self.sources}
         for attribute, rule in self.profiles.survivorship.attributes.items():
             unknown = sorted(set(rule.sources or []) - source_names)
             if unknown:
-                raise ValueError(f"profiles.survivorship.attributes.{attribute}.sources: unknown source(s) {unknown}")
+                problems.append(f"profiles.survivorship.attributes.{attribute}.sources: unknown source(s) {unknown}")
         segment_names = {s.name for s in self.segments}
         for i, dest in enumerate(self.destinations):
             if dest.segment is not None and dest.segment not in segment_names:
-                raise ValueError(
+                problems.append(
                     f"destinations[{i}] ({dest.name}).segment: unknown segment '{dest.segment}'; "
                     f"declared segments: {sorted(segment_names) or 'none'}"
                 )
             if dest.type == "file" and dest.segment is None:
-                raise ValueError(f"destinations[{i}] ({dest.name}).segment: a file destination needs a segment")
+                problems.append(f"destinations[{i}] ({dest.name}).segment: a file destination needs a segment")
             purpose = getattr(dest, "purpose", None)
             if purpose is not None and purpose not in self.consent_purposes:
-                raise ValueError(
+                problems.append(
                     f"destinations[{i}] ({dest.name}).purpose: no source states consent for '{purpose}'; "
                     f"known purposes: {self.consent_purposes or 'none'}"
                 )
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
     def resolve(self, path: str) -> Path:
@@ -178,11 +182,12 @@ class CDPConfig(_Strict):
         return sorted({p for s in self.sources for p in s.consent})
 
 
-def _check_identifier_types(config: CDPConfig) -> None:
-    """Refuse an identifier type a source names that is not declared but is spelt almost like one that is:
+def _identifier_type_problems(config: CDPConfig) -> list[str]:
+    """Each identifier type a source names that is not declared but is spelt almost like one that is:
     a typo (`soc_sec` for `soc_sec_id`) would silently make a type of its own that links nothing across
     sources. An undeclared type unlike any declared one is a type with the default settings, as documented."""
     declared = sorted({"email", "phone", *config.identity.identifier_types})
+    problems = []
     for i, source in enumerate(config.sources):
         named = [(f"identifiers[{k}].type", spec.type) for k, spec in enumerate(source.identifiers)]
         if source.segment is not None:
@@ -195,18 +200,22 @@ def _check_identifier_types(config: CDPConfig) -> None:
                 continue
             close = difflib.get_close_matches(type_name, declared, n=1, cutoff=0.8)
             if close:
-                raise ValueError(
+                problems.append(
                     f"sources[{i}] ({source.name}).{key}: '{type_name}' is not a declared identifier type; did you "
                     f"mean '{close[0]}'? (to make it a type of its own, declare it under identity.identifier_types)"
                 )
+    return problems
 
 
-def _unique(names: list[str], key: str) -> None:
+def _unique(names: list[str], key: str) -> list[str]:
+    """A problem for each name used twice under `key`: names are how rows, files and syncs are keyed."""
     seen: set[str] = set()
+    problems = []
     for name in names:
-        if name in seen:
-            raise ValueError(f"{key}: the name '{name}' is used twice")
+        if name in seen and not any(f"'{name}'" in p for p in problems):
+            problems.append(f"{key}: the name '{name}' is used twice")
         seen.add(name)
+    return problems
 
 
 def default_config_path() -> Path:
@@ -256,9 +265,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
         config = CDPConfig.model_validate({**raw, "base_dir": config_path.parent})
     except ValidationError as exc:
         raise ConfigError(f"{config_path}: invalid configuration\n{_describe(exc, raw)}") from None
-    validate_expressions(config, config_path)
-    config.identity_overrides()
-    check_spark_engine(config, config_path)
+    # Then every check that needs the whole file, reported together rather than one per reload.
+    problems = expression_problems(config)
+    try:
+        config.identity_overrides()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    # A condition that does not bind on DuckDB is not also reported as one Spark cannot translate.
+    judged = {problem.split(": ", 1)[0] for problem in problems}
+    problems += [p for p in spark_engine_problems(config) if p.split(": ", 1)[0] not in judged]
+    if problems:
+        raise ConfigError(f"{config_path}: invalid configuration\n" + "\n".join(f"  {p}" for p in problems))
     return config
 
 

@@ -1,6 +1,6 @@
 """The load-time check of `warehouse.engine: spark`.
 
-A configuration that chooses Spark must fail when it loads, with one line saying what is wrong, not
+A configuration that chooses Spark must fail when it loads, with a line for each thing that is wrong, not
 half-way through a run: every segment condition and trait filter is translated to Spark SQL, so a
 condition that could never run on Spark (an `UnsupportedConstruct`) is named with its segment or trait,
 and a machine without pyspark or Java is told what to install.
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resources.schema import ConfigError
 from resources.spark.dialect import UnsupportedConstruct, condition_to_spark
 
 if TYPE_CHECKING:
@@ -38,19 +36,21 @@ def missing_runtime() -> list[str]:
     return missing
 
 
-def check_spark_engine(config: CDPConfig, config_path: Path) -> None:
-    """Raise ConfigError when the configuration chooses Spark and a condition has no Spark translation
-    (naming it), or this machine lacks what Spark needs (saying what to install)."""
+def spark_engine_problems(config: CDPConfig) -> list[str]:
+    """When the configuration chooses Spark: each condition that has no Spark translation (naming it and
+    its construct), and what to install when this machine lacks what Spark needs."""
     if config.warehouse.engine != "spark":
-        return
+        return []
     conditions = [(f"segments[{i}] ({s.name}).where", s.where) for i, s in enumerate(config.segments)]
     conditions += [
         (f"profiles.traits[{i}] ({t.name}).where", t.where) for i, t in enumerate(config.profiles.traits) if t.where
     ]
+    problems = []
     for key, condition in conditions:
         try:
             condition_to_spark(condition)
         except UnsupportedConstruct as exc:
-            raise ConfigError(f"{config_path}: {key}: {exc}") from None
+            problems.append(f"{key}: {exc}")
     if missing_runtime():
-        raise ConfigError(f"{config_path}: {INSTALL}")
+        problems.append(INSTALL)
+    return problems
