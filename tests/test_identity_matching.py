@@ -588,3 +588,45 @@ def test_a_first_name_conflict_applies_only_where_records_sharing_an_e_mail_show
             record["first"] = rng.choice([f for f in FIRST if f != record["first"]])
     unreliable = warehouse(tmp_path, rekeyed + pair)
     assert _decision(unreliable, "x", "y") == "linked"
+
+
+def _level_weights(conn) -> dict[str, list[tuple[int, float]]]:
+    weights: dict[str, list[tuple[int, float]]] = {}
+    for name, level, weight in conn.execute(
+        "select comparison, level, weight from identity.model order by all"
+    ).fetchall():
+        weights.setdefault(name, []).append((level, weight))
+    return weights
+
+
+def test_a_model_trained_on_a_small_file_ranks_exact_over_partial_over_different(tmp_path):
+    """On few pairs m/u can come out in another order (a close value weighing more than the same value);
+    the trained model's weights keep, within each level group, exact >= partial >= different."""
+    conn = warehouse(tmp_path, background())
+    weights = _level_weights(conn)
+    assert set(weights) >= {"first_name", "last_name", "date_of_birth", "postal_code"}
+    for name, levels in weights.items():
+        by_level = dict(levels)
+        for group in COMPARISONS[name].level_groups:
+            lowest, exact = min(group), max(group)
+            for level in group:
+                assert by_level[lowest] - 1e-9 <= by_level[level] <= by_level[exact] + 1e-9, (name, by_level)
+
+
+def test_levels_out_of_order_are_pooled_keeping_m_summing_to_one():
+    from cdp_assets.identity.matching.model import ordered_m
+
+    # e-mail: a letter off (level 1) measured 30 times likelier among matches than strangers, exact 15 times.
+    m, u = np.array([0.05, 0.3, 0.05, 0.6]), np.array([0.9, 0.01, 0.05, 0.04])
+    pooled = ordered_m("email", m, u)
+    assert pooled.sum() == pytest.approx(1.0)
+    assert pooled[1] / u[1] == pytest.approx(pooled[3] / u[3]) == pytest.approx(0.9 / 0.05)
+    assert list(pooled[[0, 2]]) == [0.05, 0.05]  # in order already: untouched
+    # A partial level below different: pooled with it. Exact below different: the whole group pooled.
+    pooled = ordered_m("phone", np.array([0.3, 0.01, 0.69]), np.array([0.6, 0.3, 0.1]))
+    assert pooled[0] / 0.6 == pytest.approx(pooled[1] / 0.3) == pytest.approx(0.31 / 0.9)
+    flat = ordered_m("phone", np.array([0.8, 0.1, 0.1]), np.array([0.2, 0.3, 0.5]))
+    assert np.allclose(flat / np.array([0.2, 0.3, 0.5]), 1.0)
+    # Partial levels are not ordered among themselves: a nickname may weigh less than a close spelling.
+    m, u = np.array([0.02, 0.1, 0.2, 0.08, 0.6]), np.array([0.9, 0.04, 0.02, 0.02, 0.02])
+    assert np.array_equal(ordered_m("first_name", m, u), m)

@@ -322,7 +322,44 @@ def estimate(
     per_rule = np.bincount(rule_index, weights=counts, minlength=len(rules))
     expected_matches = float((shares * per_rule).sum())
     prior = min(max(expected_matches / max(all_pairs, 1.0), 1e-12), 0.5)
+    m = {name: ordered_m(name, m[name], u[name]) for name in names}
     return FellegiSunterModel(names, m, u, prior, iterations, labelled_count)
+
+
+def ordered_m(name: str, m: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """m adjusted so that, within each level group, exact agreement weighs at least as much as any
+    partial agreement, and any agreement at least as much as a difference.
+
+    Measured on few pairs (a small file, a rare field), m/u can come out in another order: a phone one
+    digit off weighing more than the same phone, or a close birth date less than a different one, which
+    would rank a worse pair above a better one. Levels that break the order are pooled, as isotonic
+    regression pools adjacent violators: each pooled level's m becomes its u times the pool's total m
+    over its total u, which keeps the group's m summing to what it did and leaves u, which is measured
+    on a large sample, alone. Partial levels are not ordered among themselves (a nickname is not more or
+    less than a close spelling), only between the group's different and exact levels."""
+    m = m.copy()
+    for group in COMPARISONS[name].level_groups:
+        lowest, exact = min(group), max(group)
+        pool = {level: {level} for level in group}  # each level's pool, shared by the levels in it
+        while True:
+            ratio = {level: m[level] / u[level] for level in group}
+            # The worst breach: a partial level above exact, or below different (or exact below different).
+            breaches = [
+                (ratio[low] - ratio[high], low, high)
+                for low, high in [(level, exact) for level in group if level != exact]
+                + [(lowest, level) for level in group if level not in (lowest, exact)]
+                if ratio[low] > ratio[high] * (1 + 1e-12) and pool[low] is not pool[high]
+            ]
+            if not breaches:
+                break
+            _, low, high = max(breaches)
+            merged = pool[low] | pool[high]
+            members = sorted(merged)
+            pooled = m[members].sum() / u[members].sum()
+            m[members] = u[members] * pooled
+            for level in members:
+                pool[level] = merged
+    return m
 
 
 def term_frequency_columns(names: list[str]) -> list[str]:
