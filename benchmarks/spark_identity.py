@@ -31,6 +31,7 @@ SAME_ROWS = (
     "identity.blocked_identifiers",
     "identity.shared_identifiers",
     "identity.shared_identifier_groups",
+    "identity.separated_links",
     "identity.model",
 )
 EVIDENCE = "select * from identity.evidence order by left_source, left_record_id, right_source, right_record_id"

@@ -132,6 +132,42 @@ class Sql:
             self.create_table_as(name, f"select {casts} from {ruled}", temporary=True)
         return len(inputs)
 
+    def map_groups(
+        self,
+        name: str,
+        select: str,
+        keys: Sequence[str],
+        rule: Callable[[list[tuple]], list[tuple]],
+        outputs: Sequence[str],
+    ) -> int:
+        """Temporary table `name` of the rows (columns `outputs`, all text) that `rule` gives for each group
+        of `select`'s rows sharing the values of `keys`: for the judgements made over a group that SQL cannot
+        say (how many people the records under one e-mail address are). The rule gets the group's rows as
+        tuples of text (None for NULL) in `select`'s column order, sorted as `sorted_text_rows` sorts them,
+        so both engines call it with the same list, and returns tuples of text or None.
+
+        Here the rows come into this process, in order of their keys; Spark's runner calls the rule on its
+        executors for each group (`applyInPandas`), so no table passes through the driver. Returns the
+        number of rows written."""
+        columns = self.columns(select)
+        text = ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
+        order = ", ".join(f'"{k}"' for k in keys)
+        at = [columns.index(k) for k in keys]
+        written: list[tuple] = []
+        group: list[tuple] = []
+        for row in self.stream(f"select {text} from ({select}) order by {order}"):
+            if group and [row[i] for i in at] != [group[0][i] for i in at]:
+                written += grouped_rows(group, rule, outputs)
+                group = []
+            group.append(row)
+        if group:
+            written += grouped_rows(group, rule, outputs)
+        frame = pd.DataFrame(written, columns=list(outputs), dtype=object)
+        with self.registered(f"{name}_grouped", frame) as grouped:
+            casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in outputs)
+            self.create_table_as(name, f"select {casts} from {grouped}", temporary=True)
+        return len(written)
+
     def table_exists(self, qualified: str) -> bool:
         """Whether table or view `schema.name` exists: for a step that reads what another stage may not have
         written yet."""
@@ -274,6 +310,22 @@ def ruled_rows(inputs: pd.DataFrame, rule: Callable[..., tuple], outputs: Sequen
     if ruled is None:
         ruled = pd.DataFrame({o: pd.Series(dtype=object) for o in outputs})
     return pd.concat([inputs.reset_index(drop=True).astype(object), ruled], axis=1)
+
+
+def sorted_text_rows(rows: list[tuple]) -> list[tuple]:
+    """Rows of text sorted column by column, None first: the order `map_groups` hands a group's rows to
+    its rule on either engine (Spark gives a group's rows in no set order)."""
+    return sorted(rows, key=lambda row: tuple((v is not None, v or "") for v in row))
+
+
+def grouped_rows(group: list[tuple], rule: Callable[[list[tuple]], list[tuple]], outputs: Sequence[str]) -> list[tuple]:
+    """What `rule` gives for one group of `map_groups`, checked to be rows of len(outputs) texts or None
+    (each engine would write another type its own way)."""
+    given = rule(sorted_text_rows(group))
+    for row in given[:1]:
+        if len(row) != len(outputs) or not all(v is None or isinstance(v, str) for v in row):
+            raise TypeError(f"{getattr(rule, '__name__', rule)} gave {row!r}, not {len(outputs)} texts or None")
+    return given
 
 
 def sql_literal(value: str | None) -> str:

@@ -202,3 +202,54 @@ def test_a_cleaning_rule_runs_where_the_rows_are_and_gives_the_same_map(runners)
     # (raw, region, phone, reason): most read as numbers, some rejected with their reason.
     assert sum(row[2] is not None for row in maps["Sql"]) > 200
     assert sum(row[3] is not None for row in maps["Sql"]) > 20
+
+
+def test_a_rule_over_groups_runs_where_the_rows_are_and_sees_the_same_rows(runners) -> None:  # noqa: ANN001
+    """`map_groups`, the identity stage's way of judging each shared value and each bridging record: the
+    rule gets each group's rows as the same sorted text on both engines (NULLs as None), the same rows
+    come out, and on Spark the rule ran in the executors' Python, not in this (the driver's) process."""
+    import os
+
+    rng = random.Random(5)
+    records = pd.DataFrame(
+        [
+            (rng.choice(["email", "phone"]), f"v{rng.randrange(60)}", node, rng.choice(["ann", "bob", None]))
+            for node in rng.sample(range(10**9), 2_000)
+        ],
+        columns=["id_type", "id_value", "node_id", "first_name"],
+    )
+
+    def judge(rows: list[tuple]) -> list[tuple]:
+        nodes = [int(r[2]) for r in rows]
+        named = sum(r[3] is not None for r in rows)
+        # What the rule saw, in the order it saw it: the smallest node as text first, the largest last.
+        return [(rows[0][0], rows[0][1], str(len(rows)), str(named), rows[0][2], rows[-1][3], str(os.getpid()))] + [
+            (rows[0][0], rows[0][1], str(node), None, None, None, str(os.getpid())) for node in sorted(nodes)[:2]
+        ]
+
+    outputs = ["id_type", "id_value", "a", "b", "first_node", "last_name", "pid"]
+    found = {}
+    for runner in runners:
+        with runner.registered("grouped_records", records):
+            runner.create_table_as("records_in", "select * from grouped_records", temporary=True)
+        written = runner.map_groups("judged", "select * from records_in", ["id_type", "id_value"], judge, outputs)
+        rows = runner.rows("select * from judged")
+        assert written == len(rows)
+        pids = {int(row[-1]) for row in rows}
+        assert (pids == {os.getpid()}) == isinstance(runner, Sql), pids
+        found[type(runner).__name__] = sorted((row[:-1] for row in rows), key=repr)
+        for table in ("records_in", "judged"):
+            runner.drop_table(table)
+    assert found["Sql"] == found["SparkSql"]
+    groups = records.groupby(["id_type", "id_value"])
+    assert len(found["Sql"]) == 3 * groups.ngroups
+    smallest_as_text = {key: min(str(n) for n in group["node_id"]) for key, group in groups}
+    summaries = [row for row in found["Sql"] if row[3] is not None]
+    assert all(row[4] == smallest_as_text[(row[0], row[1])] for row in summaries)
+    # The last row is the largest node as text, its NULL name given as None.
+    last_name = {
+        key: group.assign(text=group["node_id"].astype(str)).sort_values("text")["first_name"].iloc[-1]
+        for key, group in groups
+    }
+    assert all(row[5] == last_name[(row[0], row[1])] for row in summaries)
+    assert {row[5] for row in summaries} == {"ann", "bob", None}

@@ -530,7 +530,12 @@ def _block_shared(
         f"select id_type, id_value, records from {id_values} semi join {type_limits} using (id_type) where records > 1",
         temporary=True,
     )
-    rows = sql.rows(
+    known = first_names(sql, person_latest)
+    measured = _shared_pairs(sql, repeated_values, id_edges, person_latest) if measure else SharedDisagreement()
+    # Each value judged where its records are (on Spark's executors, on DuckDB in process): see _judge_value.
+    judged = tables("judged_values")
+    sql.map_groups(
+        judged,
         f"""
         with records as ({_repeated_value_records(id_edges, repeated_values, person_latest)}),
         -- Values whose records differ in birth date or first name: a tenth of them. Finding them with min
@@ -541,94 +546,102 @@ def _block_shared(
         )
         select id_type, id_value, node_id, first_name, last_name, birth_date
         from records semi join varied using (id_type, id_value)
-        order by id_type, id_value, node_id
-        """
+        """,
+        ["id_type", "id_value"],
+        lambda rows: _judge_value(rows, known, limits, within, measure),
+        ["kind", "id_type", "id_value", "node_id", "a", "b"],
     )
-    known = first_names(sql, person_latest)
-    measured = _shared_pairs(sql, repeated_values, id_edges, person_latest) if measure else SharedDisagreement()
-    blocked: list[tuple[str, str, int, int]] = []
-    split: list[tuple[str, str, int, int]] = []
-    grouped: list[tuple[int, str, str, int | None]] = []
-    split_pairs: list[tuple[int, int]] = []
-    start = 0
-    while start < len(rows):
-        id_type, id_value = rows[start][0], rows[start][1]
-        end = start
-        while end < len(rows) and rows[end][0] == id_type and rows[end][1] == id_value:
-            end += 1
-        value_rows = rows[start:end]
-        start = end
-        if measure and len(value_rows) <= FEW_RECORDS:
-            _count_disagreeing(value_rows, known, measured)
-        birth_dates = sorted({r[5] for r in value_rows if r[5] is not None})
-        names = sorted({(r[3], r[4]) for r in value_rows if r[3] is not None}, key=lambda n: (n[0], n[1] or ""))
-        people = max(birth_date_people(birth_dates), known.people(names))
-        if people <= limits[id_type]:
-            continue
-        placed = group_people([(r[3], r[4], r[5]) for r in value_rows], known) if people <= within[id_type] else []
-        sizes: dict[int, int] = {}
-        for group in placed:
-            if group is not None:
-                sizes[group] = sizes.get(group, 0) + 1
-        linking = {g for g, n in sizes.items() if n > 1}
-        if not linking:
-            blocked.append((id_type, id_value, people, limits[id_type]))
-            continue
-        split.append((id_type, id_value, people, sum(sizes[g] for g in linking)))
-        base = len(split_pairs)
-        numbered = {g: base + k for k, g in enumerate(sorted(linking))}
-        for row, group in zip(value_rows, placed, strict=True):
-            grouped.append((row[2], id_type, id_value, group if group in linking else None))
-        for row, group in zip(value_rows, placed, strict=True):
-            if group in linking:
-                split_pairs.append((row[2], numbered[group]))  # placeholder ids, renumbered below
-    # Each (value, group) is one vertex of the graph: numbered densely from 0.
-    group_ids = {key: i for i, key in enumerate(sorted({g for _, g in split_pairs}))}
-    shared_values = tables.frame(
-        "shared_values", pd.DataFrame(blocked, columns=["id_type", "id_value", "people", "max_people"])
-    )
+    for field_name, count in sql.rows(
+        f"select id_type, sum(a::bigint) from {judged} where kind = 'disagreeing' group by 1 order by 1"
+    ):
+        measured.disagreeing[field_name] = measured.disagreeing.get(field_name, 0) + int(count)
     sql.execute(
         f"""
         insert into identity.blocked_identifiers
         select s.id_type, s.id_value, v.records,
-               'shared by ' || s.people || ' people (max_people_per_value ' || s.max_people || ')'
-        from {shared_values} s join {repeated_values} v using (id_type, id_value)
+               'shared by ' || s.a || ' people (max_people_per_value ' || s.b || ')'
+        from {judged} s join {repeated_values} v using (id_type, id_value)
+        where s.kind = 'blocked'
         """
     )
-    if not split:
+    if not sql.value(f"select count(*) from {judged} where kind = 'split'"):
         return measured
-    split_values = tables.frame(
-        "split_values", pd.DataFrame(split, columns=["id_type", "id_value", "people", "linked_records"])
-    )
     sql.execute(
         f"""
         insert into {SHARED_VALUES}
-        select s.id_type, s.id_value, v.records, s.people, s.linked_records,
-               'shared by ' || s.people || ' people: links within each'
-        from {split_values} s join {repeated_values} v using (id_type, id_value)
+        select s.id_type, s.id_value, v.records, s.a::integer, s.b::integer,
+               'shared by ' || s.a || ' people: links within each'
+        from {judged} s join {repeated_values} v using (id_type, id_value)
+        where s.kind = 'split'
         """
-    )
-    groups_frame = tables.frame(
-        "record_groups", pd.DataFrame(grouped, columns=["node_id", "id_type", "id_value", "person_group"])
     )
     sql.execute(
         f"""
         insert into {SHARED_GROUPS}
-        select p.source, p.source_record_id, g.id_type, g.id_value, g.person_group
-        from {groups_frame} g join {person_latest} p using (node_id)
+        select p.source, p.source_record_id, g.id_type, g.id_value, g.a::integer
+        from {judged} g join {person_latest} p on p.node_id = g.node_id::bigint
+        where g.kind = 'record'
         """
     )
-    edges_frame = tables.frame(
-        "split_pairs",
-        pd.DataFrame(
-            {
-                "node_id": np.array([n for n, _ in split_pairs], dtype=np.int64),
-                "group_id": np.array([group_ids[g] for _, g in split_pairs], dtype=np.int64),
-            }
-        ),
+    # Each (value, group) that links is one vertex of the graph, numbered densely from 0 in the order of
+    # the values and of the groups within each.
+    sql.execute(
+        f"""
+        insert into {split_edges}
+        select node_id::bigint, dense_rank() over (order by id_type, id_value, b::integer) - 1
+        from {judged} where kind = 'record' and b is not null
+        """
     )
-    sql.execute(f"insert into {split_edges} select node_id, group_id from {edges_frame}")
     return measured
+
+
+def _judge_value(
+    rows: list[tuple], known: FirstNames, limits: dict[str, int], within: dict[str, int], measure: bool
+) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
+    """The judgement of one value shared by person records whose names or birth dates differ, from its
+    records' rows (id_type, id_value, node_id, first name, last name, birth date as YYYYMMDD), as rows
+    (kind, id_type, id_value, node_id, a, b) of text:
+
+    - `disagreeing`: (field in id_type, pairs in a), the pairs SharedDisagreement counts, when `measure`;
+    - `blocked`: a value shared by more people than its type allows that links nobody (people, limit);
+    - `split`: one that links the records within each person it looks like (people, linked records);
+    - `record`: each record of a split value, with its person group (a, None when it could be several
+      people's and so links nothing) and that group's rank among the value's linking groups (b)."""
+    rows = sorted(rows, key=lambda r: int(r[2]))  # by record, as the groups are placed in that order
+    id_type, id_value = rows[0][0], rows[0][1]
+    out: list[tuple[str, str, str, str | None, str | None, str | None]] = []
+    if measure and len(rows) <= FEW_RECORDS:
+        counted = SharedDisagreement()
+        _count_disagreeing(rows, known, counted)
+        out += [("disagreeing", f, "", None, str(n), None) for f, n in sorted(counted.disagreeing.items())]
+    birth_dates = sorted({r[5] for r in rows if r[5] is not None})
+    names = sorted({(r[3], r[4]) for r in rows if r[3] is not None}, key=lambda n: (n[0], n[1] or ""))
+    people = max(birth_date_people(birth_dates), known.people(names))
+    if people <= limits[id_type]:
+        return out
+    placed = group_people([(r[3], r[4], r[5]) for r in rows], known) if people <= within[id_type] else []
+    sizes: dict[int, int] = {}
+    for group in placed:
+        if group is not None:
+            sizes[group] = sizes.get(group, 0) + 1
+    linking = sorted(g for g, n in sizes.items() if n > 1)
+    if not linking:
+        return [*out, ("blocked", id_type, id_value, None, str(people), str(limits[id_type]))]
+    linked = str(sum(sizes[g] for g in linking))
+    out.append(("split", id_type, id_value, None, str(people), linked))
+    for row, group in zip(rows, placed, strict=True):
+        links = group in linking
+        out.append(
+            (
+                "record",
+                id_type,
+                id_value,
+                row[2],
+                str(group) if links else None,
+                str(linking.index(group)) if links else None,
+            )
+        )
+    return out
 
 
 def _repeated_value_records(id_edges: str, repeated_values: str, person_latest: str) -> str:

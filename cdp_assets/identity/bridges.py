@@ -24,8 +24,6 @@ out. Only one step is looked at: a chain of activity records each naming one per
 
 from __future__ import annotations
 
-import pandas as pd
-
 from cdp_assets.identity.clustering import FirstNames, birth_date_people
 from resources.sql import Scratch, Sql
 
@@ -109,32 +107,16 @@ def separate_bridges(
         """,
         temporary=True,
     )
-    rows = sql.rows(f"select * from {reach} order by node_id, id_type, id_value, person")
-    separated: list[tuple[int, str, str, str, str, int, str]] = []
-    start = 0
-    while start < len(rows):
-        end = start
-        while end < len(rows) and rows[end][0] == rows[start][0]:
-            end += 1
-        separated += _separate(rows[start:end], names)
-        start = end
+    # Each activity record's reach judged where its rows are (on Spark's executors, on DuckDB in process).
     columns = ["node_id", "source", "source_record_id", "id_type", "id_value", "people", "reason"]
-    frame = tables.frame(
-        "separated_frame", pd.DataFrame(separated, columns=columns).astype({"node_id": "int64", "people": "int64"})
-    )
-    # Cast: an empty frame's text columns carry no type of their own.
+    frame = tables("separated_frame")
+    sql.map_groups(frame, f"select * from {reach}", ["node_id"], lambda rows: _separate(rows, names), columns)
     sql.execute(
         f"""insert into {SEPARATED_LINKS}
-            select source::varchar, source_record_id::varchar, id_type::varchar, id_value::varchar, people::integer,
-                   reason::varchar
-            from {frame}"""
+            select source, source_record_id, id_type, id_value, people::integer, reason from {frame}"""
     )
     dropped = tables("separated_edges")
-    sql.create_table_as(
-        dropped,
-        f"select node_id, id_type::varchar as id_type, id_value::varchar as id_value from {frame}",
-        temporary=True,
-    )
+    sql.create_table_as(dropped, f"select node_id::bigint as node_id, id_type, id_value from {frame}", temporary=True)
     tables.drop("bridge_reach")
     return dropped
 
@@ -146,8 +128,9 @@ def _people(persons: dict[int, tuple[str | None, str | None, str | None]], chose
     return max(birth_date_people(dates), names.people(named))  # type: ignore[arg-type]
 
 
-def _separate(rows: list[tuple], names: FirstNames) -> list[tuple[int, str, str, str, str, int, str]]:
-    """One activity record's edges to give up: (node_id, source, record id, id_type, id_value, people, reason)."""
+def _separate(rows: list[tuple], names: FirstNames) -> list[tuple[str, str, str, str, str, str, str]]:
+    """One activity record's edges to give up: (node_id, source, record id, id_type, id_value, people, reason),
+    from its rows of `bridge_reach` as text."""
     node, source, record_id = rows[0][0], rows[0][1], rows[0][2]
     persons = {r[5]: (r[6], r[7], r[8]) for r in rows}
     by_value: dict[tuple[str, str], set[int]] = {}
@@ -168,4 +151,4 @@ def _separate(rows: list[tuple], names: FirstNames) -> list[tuple[int, str, str,
         reason = f"reaches {people} people: kept only the links to the person its own id names"
     else:
         reason = f"reaches {people} people and names none of them by its own id: links none of them"
-    return [(node, source, record_id, t, v, people, reason) for (t, v) in sorted(by_value) if (t, v) not in kept]
+    return [(node, source, record_id, t, v, str(people), reason) for (t, v) in sorted(by_value) if (t, v) not in kept]

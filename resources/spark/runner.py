@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from resources.spark.dialect import to_spark
 from resources.spark.udfs import ensure_jar, register
-from resources.sql import Params, Sql, ruled_rows
+from resources.sql import Params, Sql, grouped_rows, ruled_rows
 from resources.tables import primary_key_of
 
 # Table formats that change rows in place (the dialect's MERGE INTO, `create or replace`); the session's
@@ -523,6 +523,32 @@ class SparkSql:
                 yield ruled_rows(batch, rule, listed)
 
         self._keep(name, text.mapInPandas(apply, schema), select)
+        return int(self.value(f"select count(*) from {name}"))
+
+    def map_groups(
+        self,
+        name: str,
+        select: str,
+        keys: Sequence[str],
+        rule: Callable[[list[tuple]], list[tuple]],
+        outputs: Sequence[str],
+    ) -> int:
+        """`Sql.map_groups` where the rows are: the rule runs on Spark's executors for each group
+        (`groupBy(...).applyInPandas`), with the group's rows sorted as on DuckDB, and the result is kept
+        as temporary table `name`; no row comes to the driver."""
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        select = self._mapped(select)
+        df = self._df(select, None)
+        text = df.selectExpr(*(f"cast(`{c}` as string) as `{c}`" for c in df.columns))
+        schema = StructType([StructField(c, StringType()) for c in outputs])
+        listed = list(outputs)
+
+        def apply(group: pd.DataFrame) -> pd.DataFrame:
+            rows = list(group.astype(object).where(group.notna(), None).itertuples(index=False, name=None))
+            return pd.DataFrame(grouped_rows(rows, rule, listed), columns=listed, dtype=object)
+
+        self._keep(name, text.groupBy(*keys).applyInPandas(apply, schema), select)
         return int(self.value(f"select count(*) from {name}"))
 
     def drop_table(self, name: str) -> None:
