@@ -121,7 +121,7 @@ def separate_bridges(
     return dropped
 
 
-def _people(persons: dict[int, tuple[str | None, str | None, str | None]], chosen: set[int], names: FirstNames) -> int:
+def _people(persons: dict[str, tuple[str | None, str | None, str | None]], chosen: set[str], names: FirstNames) -> int:
     """How many people the chosen person records need at least (the sharing check's count)."""
     named = sorted({(persons[p][0], persons[p][1]) for p in chosen if persons[p][0]}, key=lambda n: (n[0], n[1] or ""))
     dates = sorted({persons[p][2] for p in chosen if persons[p][2]})  # type: ignore[misc]
@@ -133,7 +133,7 @@ def _separate(rows: list[tuple], names: FirstNames) -> list[tuple[str, str, str,
     from its rows of `bridge_reach` as text."""
     node, source, record_id = rows[0][0], rows[0][1], rows[0][2]
     persons = {r[5]: (r[6], r[7], r[8]) for r in rows}
-    by_value: dict[tuple[str, str], set[int]] = {}
+    by_value: dict[tuple[str, str], set[str]] = {}
     for r in rows:
         by_value.setdefault((r[3], r[4]), set()).add(r[5])
     people = _people(persons, set(persons), names)
@@ -141,7 +141,7 @@ def _separate(rows: list[tuple], names: FirstNames) -> list[tuple[str, str, str,
         return []
     anchors = [value for value in by_value if value[1] == record_id]
     kept: set[tuple[str, str]] = set()
-    holding: set[int] = set().union(*(by_value[v] for v in anchors)) if anchors else set()
+    holding: set[str] = set().union(*(by_value[v] for v in anchors)) if anchors else set()
     if holding and _people(persons, holding, names) <= 1:
         kept.update(anchors)
         for value in sorted(by_value):
