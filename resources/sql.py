@@ -132,6 +132,21 @@ class Sql:
             self.create_table_as(name, f"select {casts} from {ruled}", temporary=True)
         return len(inputs)
 
+    def map_arrow(
+        self, name: str, select: str, function: Callable[[pa.Table], pa.Table], outputs: Sequence[str]
+    ) -> int:
+        """Temporary table `name` of the rows (columns `outputs`, all text) that `function` gives for
+        `select`'s rows as an Arrow table: for work done by another engine over rows one at a time (a
+        segment's condition in its sandbox). The function must not depend on which rows come together.
+
+        Here it gets all the rows at once; Spark's runner calls it on its executors for each batch of rows
+        (`mapInArrow`), so no table passes through the driver. Returns the rows' count."""
+        given = function(self.arrow(select))
+        with self.registered(f"{name}_mapped", given) as mapped:
+            casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in outputs)
+            self.create_table_as(name, f"select {casts} from {mapped}", temporary=True)
+        return given.num_rows
+
     def map_groups(
         self,
         name: str,

@@ -17,7 +17,7 @@ from cdp_assets.identity.matching.comparisons import email_slip_level, jaro_wink
 from cdp_assets.profiles.traits import build_traits
 from resources.config import CDPConfig, load_config
 from resources.spark.runner import SparkSql
-from resources.sql import Sql
+from resources.sql import Sql, SqlError
 from resources.tables import ACTIVITY_TABLES
 
 pytestmark = pytest.mark.spark
@@ -253,3 +253,62 @@ def test_a_rule_over_groups_runs_where_the_rows_are_and_sees_the_same_rows(runne
     }
     assert all(row[5] == last_name[(row[0], row[1])] for row in summaries)
     assert {row[5] for row in summaries} == {"ann", "bob", None}
+
+
+def test_a_segment_condition_runs_in_sandboxes_where_the_profiles_are(runners) -> None:  # noqa: ANN001
+    """A segment's condition (DuckDB SQL, in a sandbox) picks the same customers on both engines; on Spark
+    it is evaluated batch by batch in the executors' Python (`map_arrow`), and a condition that fails on
+    the data fails naming the segment, without the value, as on DuckDB."""
+    import os
+
+    import pyarrow as pa
+
+    from cdp_assets.segments.assets import select_members
+    from resources.conditions import ConditionError
+
+    rng = random.Random(9)
+    profiles = pd.DataFrame(
+        {
+            "customer_id": [f"c{n:05d}" for n in range(3_000)],
+            "order_count": [rng.choice([0, 1, 2, 3, 8, None]) for _ in range(3_000)],
+            "last_order_at": [datetime(2024, 6, 1) + timedelta(hours=rng.randrange(9_000)) for _ in range(3_000)],
+            "email": [rng.choice(["ann@example.org", "Bob@Example.com", None]) for _ in range(3_000)],
+        }
+    )
+    condition = "order_count >= 2 and last_order_at >= timestamp '2025-01-01' and lower(email) like '%example.com'"
+    found = {}
+    for runner in runners:
+        with runner.registered("profiles_frame", profiles):
+            runner.create_table_as("cdp.golden_profiles", "select * from profiles_frame")
+        runner.create_table_as(
+            "scope", "select customer_id from cdp.golden_profiles where order_count = 8", temporary=True
+        )
+        select_members(runner, condition, "segments[0] (buyers)", "members")
+        select_members(runner, condition, "segments[0] (buyers)", "scoped", "scope")
+        found[type(runner).__name__] = (
+            runner.rows("select customer_id from members order by 1"),
+            runner.rows("select customer_id from scoped order by 1"),
+        )
+        with pytest.raises(ConditionError, match=r"^segments\[1\] \(broken\): the condition failed on the data: Conv"):
+            select_members(runner, "cast(email as integer) > 0", "segments[1] (broken)", "never")
+        with pytest.raises(SqlError):  # the evaluation's own table is gone, on failure too
+            runner.rows("select * from never_evaluated")
+        runner.map_arrow(
+            "where_run",
+            "select customer_id from cdp.golden_profiles",
+            lambda t: pa.table({"pid": [str(os.getpid())]}),
+            ["pid"],
+        )
+        pids = {int(pid) for (pid,) in runner.rows("select distinct pid from where_run")}
+        assert (pids == {os.getpid()}) == isinstance(runner, Sql), pids
+        for table in ("members", "scoped", "scope", "where_run", "cdp.golden_profiles"):
+            runner.drop_table(table)
+    assert found["Sql"] == found["SparkSql"]
+    members, scoped = found["Sql"]
+    expected = profiles[
+        (profiles["order_count"] >= 2)
+        & (profiles["last_order_at"] >= datetime(2025, 1, 1))
+        & (profiles["email"] == "Bob@Example.com")
+    ]
+    assert [c for (c,) in members] == sorted(expected["customer_id"]) and len(members) > 100
+    assert [c for (c,) in scoped] == sorted(expected[expected["order_count"] == 8]["customer_id"])

@@ -24,6 +24,7 @@ import hashlib
 from datetime import datetime
 
 import dagster as dg
+import pyarrow as pa
 
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.assets import GOLDEN_PROFILES
@@ -272,8 +273,10 @@ def select_members(sql: Sql, condition: str, label: str, target: str, scope: str
     id and the columns it reads; only customer ids come back, each once (one profile per customer). The
     allow-list should already have refused anything but an expression over those columns; if it missed
     something, there is no file, table or setting there to reach. Each segment copies only what its own
-    condition reads. A condition that fails on the data (a cast of a name to a
-    number) is named by `label`, without the values DuckDB quotes: the message goes to the run's event log.
+    condition reads. On Spark the copy is made batch by batch on the executors (the runner's `map_arrow`),
+    each batch in a sandbox of its own, so no profile comes to the driver; the condition is DuckDB's SQL
+    on both engines. A condition that fails on the data (a cast of a name to a number) is named by
+    `label`, without the values DuckDB quotes: the message goes to the run's event log.
     """
     # Column names match case-insensitively, as in DuckDB.
     present = {c.lower(): c for c in sql.columns("select * from cdp.golden_profiles limit 0")}
@@ -283,18 +286,37 @@ def select_members(sql: Sql, condition: str, label: str, target: str, scope: str
         raise ConditionError(f"{label}: {exc}") from None
     copied = "".join(', "' + c.replace('"', '""') + '"' for c in needed)
     among = f" where customer_id in (select customer_id from {scope})" if scope else ""
-    profiles = sql.arrow(f"select customer_id as _row{copied} from cdp.golden_profiles{among}")
-    box = sandbox(sql.value("select current_setting('TimeZone')"))
+    time_zone = str(sql.value("select current_setting('TimeZone')"))
+    evaluated = f"{target}_evaluated"
+    sql.map_arrow(
+        evaluated,
+        f"select customer_id as _row{copied} from cdp.golden_profiles{among}",
+        lambda profiles: sandboxed_members(profiles, condition, time_zone),
+        ["_row", "_error"],
+    )
+    try:
+        failed = sql.value(f"select min(_error) from {evaluated}")
+        if failed is not None:
+            raise ConditionError(f"{label}: the condition failed on the data: {failed}")
+        sql.create_table_as(target, f"select _row as customer_id from {evaluated}", temporary=True)
+    finally:
+        sql.drop_table(evaluated)
+
+
+def sandboxed_members(profiles: pa.Table, condition: str, time_zone: str) -> pa.Table:
+    """The `_row` of each of `profiles` (`golden_profiles` in a fresh sandbox) that `condition` picks, and
+    `_error` NULL; or one row whose `_error` says, without the data, why the condition failed on them."""
+    box = sandbox(time_zone)
     try:
         with box.registered("golden_profiles", profiles):
             try:
-                members = box.arrow(f"select _row from golden_profiles where ({condition})")
+                return box.arrow(
+                    f"select _row::varchar as _row, null::varchar as _error from golden_profiles where ({condition})"
+                )
             except SqlError as exc:
-                raise ConditionError(f"{label}: the condition failed on the data: {failure_message(exc)}") from None
+                return pa.table({"_row": pa.array([None], pa.string()), "_error": [failure_message(exc)]})
     finally:
         box.close()
-    with sql.registered("sandboxed_members", members) as matched:
-        sql.create_table_as(target, f"select _row as customer_id from {matched}", temporary=True)
 
 
 def build_segment_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:

@@ -525,6 +525,25 @@ class SparkSql:
         self._keep(name, text.mapInPandas(apply, schema), select)
         return int(self.value(f"select count(*) from {name}"))
 
+    def map_arrow(
+        self, name: str, select: str, function: Callable[[pa.Table], pa.Table], outputs: Sequence[str]
+    ) -> int:
+        """`Sql.map_arrow` where the rows are: `function` runs on Spark's executors for each batch of rows
+        (`mapInArrow`), which Arrow gives in the types `arrow()` would, and the result is kept as
+        temporary table `name`; no row comes to the driver."""
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        select = self._mapped(select)
+        schema = StructType([StructField(c, StringType()) for c in outputs])
+        text = pa.schema([(c, pa.string()) for c in outputs])
+
+        def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                yield from function(pa.Table.from_batches([batch])).select(list(text.names)).cast(text).to_batches()
+
+        self._keep(name, self._df(select, None).mapInArrow(apply, schema), select)
+        return int(self.value(f"select count(*) from {name}"))
+
     def map_groups(
         self,
         name: str,
