@@ -83,3 +83,26 @@ def test_spark_problems_come_with_the_others_in_one_message(tmp_path: Path, monk
     keys = [line.split(": ")[0].strip() for line in str(info.value).splitlines()[1:]]
     # The condition DuckDB cannot bind is reported once, not again as one Spark cannot translate.
     assert keys == ["segments[1] (broken).where", "segments[0] (lapsed).where", "warehouse.engine"]
+
+
+def test_spark_settings_of_the_configuration_go_to_the_session_and_those_results_depend_on_are_refused(
+    tmp_path: Path,
+) -> None:
+    """`warehouse.spark.conf` goes to the session over the platform's defaults (tests/test_spark_runner.py
+    starts a session with it); the settings the results depend on are refused, saying why."""
+    from resources.spark.warehouse import spark_warehouse_resource
+
+    conf = {"spark.sql.shuffle.partitions": 7, "spark.driver.memory": "1200m", "spark.sql.adaptive.enabled": False}
+    config = load_config(write(tmp_path, {"spark": {"conf": conf}}))
+    assert spark_warehouse_resource(config).conf == {
+        "spark.sql.shuffle.partitions": "7",
+        "spark.driver.memory": "1200m",
+        "spark.sql.adaptive.enabled": "false",
+    }
+    for key, reason in [
+        ("spark.sql.session.timeZone", "set by the platform: dates and times are computed in UTC"),
+        ("spark.sql.warehouse.dir", "use warehouse.spark.warehouse_dir"),
+        ("hive.exec.dynamic.partition", "not a Spark setting"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"warehouse\.spark\.conf.*{reason}"):
+            load_config(write(tmp_path, {"spark": {"conf": {key: "x"}}}))

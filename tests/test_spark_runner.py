@@ -312,3 +312,25 @@ def test_a_segment_condition_runs_in_sandboxes_where_the_profiles_are(runners) -
     ]
     assert [c for (c,) in members] == sorted(expected["customer_id"]) and len(members) > 100
     assert [c for (c,) in scoped] == sorted(expected[expected["order_count"] == 8]["customer_id"])
+
+
+def test_the_session_takes_the_users_spark_settings_over_the_defaults() -> None:
+    """`spark_session(conf=...)` (`warehouse.spark.conf`, as its resource passes it): the settings replace the
+    platform's defaults, and the driver's memory reaches the JVM's start. A process of its own, as a
+    session's JVM starts once per process (the `spark` fixture holds this one's)."""
+    import subprocess
+    import sys
+
+    conf = {"spark.sql.shuffle.partitions": "7", "spark.driver.memory": "2g", "spark.sql.adaptive.enabled": "false"}
+    probe = f"""
+from resources.spark.runner import spark_session
+s = spark_session(conf={conf!r})
+print(s.conf.get("spark.sql.shuffle.partitions"), s.conf.get("spark.sql.adaptive.enabled"),
+      s.conf.get("spark.sql.session.timeZone"), s.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20)
+"""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    partitions, adaptive, zone, heap_mb = done.stdout.split()
+    assert (partitions, adaptive, zone) == ("7", "false", "UTC")
+    assert 1536 < int(heap_mb) <= 2048  # Spark's default driver (1g) gives a JVM heap of 1024 MB

@@ -19,6 +19,42 @@ class SparkConfig(_Strict):
         "data/spark-read-snapshot",
         description="Folder of the read snapshot on Spark: the public cdp tables as parquet, `current/<table>/`.",
     )
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Spark settings for the session (spark.driver.memory, spark.sql.shuffle.partitions, ...), "
+        "over the platform's defaults; the settings the platform's results depend on are refused.",
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _settable(cls, conf: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        for key in conf:
+            if not key.startswith("spark."):
+                raise ValueError(f"'{key}' is not a Spark setting (they begin with 'spark.')")
+            if key in PLATFORM_SPARK_SETTINGS:
+                raise ValueError(f"'{key}' is set by the platform: {PLATFORM_SPARK_SETTINGS[key]}")
+        return conf
+
+    def session_conf(self) -> dict[str, str]:
+        """`conf` as Spark takes it: text, booleans as `true`/`false`."""
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in self.conf.items()}
+
+
+# The Spark settings the platform sets itself (resources/spark/runner.py, `spark_session`), which a user's
+# `warehouse.spark.conf` may not change, and why.
+PLATFORM_SPARK_SETTINGS = {
+    "spark.master": "use warehouse.spark.master",
+    "spark.sql.warehouse.dir": "use warehouse.spark.warehouse_dir",
+    "spark.hadoop.hive.metastore.warehouse.dir": "use warehouse.spark.warehouse_dir",
+    "spark.hadoop.javax.jdo.option.ConnectionURL": "the tables' catalogue is the metastore in warehouse_dir",
+    "spark.sql.catalogImplementation": "the tables' catalogue is the metastore in warehouse_dir",
+    "spark.sql.session.timeZone": "dates and times are computed in UTC, as on DuckDB",
+    "spark.sql.timestampType": "timestamps are DuckDB's TIMESTAMP, without time zone",
+    "spark.sql.constraintPropagation.enabled": "on, a union over the runner's kept tables can fail in Spark",
+    "spark.sql.execution.arrow.pyspark.enabled": "rows move between Spark and Python as Arrow",
+    "spark.jars": "it holds the platform's UDF jar; add others with spark.jars.packages or spark.driver.extraClassPath",
+    "spark.driver.extraJavaOptions": "it places the metastore's Derby log; use spark.driver.defaultJavaOptions",
+}
 
 
 class WarehouseConfig(_Strict):

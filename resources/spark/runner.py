@@ -74,19 +74,22 @@ def spark_session(
     warehouse_dir: str | Path | None = None,
     app_name: str = "dagster-cdp",
     catalog: str = "in-memory",
+    conf: Mapping[str, str] | None = None,
 ) -> Any:
     """A SparkSession set up as the platform needs it: UTC, timestamps without time zone (DuckDB's
     TIMESTAMP), the UDF jar on the classpath and registered, a small number of shuffle partitions and no
     UI (a local session serves one step, not a cluster). `catalog` "hive" keeps the tables' catalogue in a
-    metastore in `warehouse_dir`, so they outlive the session; "in-memory" forgets them with it. An
-    existing session in the process is reused, with its own settings."""
+    metastore in `warehouse_dir`, so they outlive the session; "in-memory" forgets them with it. `conf`
+    (the user's `warehouse.spark.conf`, checked when the configuration loaded) comes over these defaults:
+    a cluster wants more shuffle partitions than 2, and a large local run a larger driver. An existing
+    session in the process is reused, with its own settings."""
     from pyspark.sql import SparkSession
 
     warehouse = Path(warehouse_dir) if warehouse_dir else Path(tempfile.mkdtemp(prefix="cdp-spark-"))
     # The Python that runs the cleaning rules on the executors (`map_rows`): this one, where the platform is
     # installed, unless PYSPARK_PYTHON names another (a cluster's executors' own).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
+    builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.jars", str(ensure_jar()))
@@ -108,8 +111,10 @@ def spark_session(
         # Derby's log beside its metastore, not in whatever folder the process started in.
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse.resolve()}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
     )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     register(session)
     return session

@@ -62,6 +62,7 @@ class SparkWarehouse(dg.ConfigurableResource):
     warehouse_dir: str
     table_format: str = "parquet"
     read_snapshot: str
+    conf: dict[str, str] = {}
     lock_timeout_seconds: float = 300.0
     _run_lock: RunLock | None = PrivateAttr(default=None)
 
@@ -81,7 +82,7 @@ class SparkWarehouse(dg.ConfigurableResource):
         if folder not in _SESSIONS:
             # The JVM inherits the umask it starts with: the folders it makes are its owner's only.
             with private_files():
-                session = spark_session(self.master, folder, catalog="hive")
+                session = spark_session(self.master, folder, catalog="hive", conf=self.conf)
             create_shared(SparkSql(session, self.table_format).execute)
             _SESSIONS[folder] = session
         return _SESSIONS[folder]
@@ -179,5 +180,6 @@ def spark_warehouse_resource(config: CDPConfig) -> SparkWarehouse:
         warehouse_dir=str(config.resolve(spark.warehouse_dir)),
         table_format=spark.table_format,
         read_snapshot=str(config.resolve(spark.read_snapshot)),
+        conf=spark.session_conf(),
         lock_timeout_seconds=float(config.warehouse.lock_timeout_seconds),
     )
