@@ -205,6 +205,9 @@ def test_updates_and_deletes_change_the_rows_duckdb_changes(engines) -> None:  #
         ("update ids_t set status = 'seen' where current_id = 'a'", None),  # NULL for a's row: left alone
         ("delete from ids_t where n is null", None),
         ("delete from ids_t r using gone_t g where r.customer_id = g.customer_id", None),
+        # Picking no row: nothing changes (parameters in the set and the condition bound in their order).
+        ("update ids_t set n = ? where customer_id = ?", [99, "zz"]),
+        ("delete from ids_t where customer_id = ?", ["zz"]),
     ]
     helpers = {"merged_t": "select 'b' as old_id, 'a' as survivor", "gone_t": "select 'e' as customer_id"}
     for temporary in (False, True):
@@ -219,6 +222,12 @@ def test_updates_and_deletes_change_the_rows_duckdb_changes(engines) -> None:  #
         query = "select customer_id, status, current_id, n from ids_t order by all"
         expected = [("a", "active", None, 1), ("b", "seen", "a", 10), ("c", "seen", "a", 3)]
         assert runner.rows(query) == conn.execute(query).fetchall() == expected
+        if not temporary:  # a statement that picks nothing leaves the table's files as they were
+            files = set(runner.spark.table("ids_t").inputFiles())
+            runner.execute("delete from ids_t where customer_id = ?", ["zz"])
+            assert set(runner.spark.table("ids_t").inputFiles()) == files
+            runner.execute("delete from ids_t where customer_id = ?", ["c"])
+            assert set(runner.spark.table("ids_t").inputFiles()) != files
         for table in ("ids_t", "merged_t", "gone_t"):
             runner.drop_table(table)
             conn.execute(f"drop table if exists {table}")

@@ -316,19 +316,25 @@ class SparkSql:
         target = tree.this
         name = exp.table_name(target)
         alias = target.alias_or_name
+        others = [tree.args["from_"].this] if isinstance(tree, exp.Update) and tree.args.get("from_") else []
+        others += list(tree.args.get("using") or []) if isinstance(tree, exp.Delete) else []
+        where = tree.args.get("where")
+        condition = f" where {where.this.sql(dialect='duckdb')}" if where is not None else ""
+        assigned = {e.this.name: e.expression.sql(dialect="duckdb") for e in tree.expressions}
+        values = "".join(f", {value} as {column}" for column, value in assigned.items())
+        # A statement that picks no row changes nothing: the table is not read whole and written anew (a file
+        # loaded for the first time deletes its earlier rows, of which it has none). The assigned values are
+        # selected too, so that parameters bind in the statement's order.
+        probe = ", ".join([f"{name} as {alias}", *(o.sql(dialect="duckdb") for o in others)])
+        if not _guarded(lambda: self._df(f"select 1{values} from {probe}{condition} limit 1", params).take(1), sql):
+            return True
         row = "__cdp_row"
         base = _guarded(
             lambda: self.spark.table(name).withColumn(row, F.monotonically_increasing_id()).localCheckpoint(eager=True),
             sql,
         )
         base.createOrReplaceTempView("__cdp_base")
-        others = [tree.args["from_"].this] if isinstance(tree, exp.Update) and tree.args.get("from_") else []
-        others += list(tree.args.get("using") or []) if isinstance(tree, exp.Delete) else []
         sources = ", ".join([f"__cdp_base as {alias}", *(o.sql(dialect="duckdb") for o in others)])
-        where = tree.args.get("where")
-        condition = f" where {where.this.sql(dialect='duckdb')}" if where is not None else ""
-        assigned = {e.this.name: e.expression.sql(dialect="duckdb") for e in tree.expressions}
-        values = "".join(f", {value} as {column}" for column, value in assigned.items())
         picked = self._df(f"select {alias}.{row}{values} from {sources}{condition}", params).dropDuplicates([row])
         kept = base.join(picked.select(row), row, "left_anti")
         if assigned:
