@@ -1,6 +1,7 @@
 """The whole pipeline on Spark against DuckDB: a full refresh, a delta and a run with nothing new.
 
-    python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR]
+    python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only]
+        [--spark-conf spark.driver.memory=12g ...] [--duckdb-memory-limit 3GB] [--steps 8]
 
 The demo is generated at `--people` with one CRM file and one day of web events held back. Each step runs
 `full_refresh` on DuckDB (in this process) and on Spark (`dagster job execute` with `warehouse.engine:
@@ -9,7 +10,9 @@ spark`, its own process and JVM, as a user runs it): the full refresh, then the 
 After each step every public table is compared, DuckDB's warehouse with the Spark read snapshot
 (`current/<table>/`), leaving out only the columns that say when the run happened. Prints each engine's
 seconds and peak resident memory per step (DuckDB's in this process, Spark's of the job's process tree,
-JVM included) and, per table, its rows and the rows only one engine has.
+JVM included), the Spark run's slowest steps (from its event log) and, per table, its rows and the rows
+only one engine has. At scale, `--spark-conf` gives the Spark session a larger driver and
+`--duckdb-memory-limit` bounds the DuckDB runs sharing the machine.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import dagster as dg
 import duckdb
 import yaml
 
+from benchmarks.identity import _step_seconds
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from demo.configs import relocated_config
 from demo.destination_server import DestinationServer
@@ -71,6 +75,16 @@ def engine_configs(folder: Path, landing: Path, destination_url: str) -> dict[st
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         configs[engine] = path
     return configs
+
+
+def _set(config: Path, keys: list[str], value: object) -> None:
+    """Set one key of a configuration file (`keys` its path), creating the mappings above it."""
+    raw = yaml.safe_load(config.read_text())
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def compare(warehouse: Path, snapshot: Path) -> dict[str, tuple[int, int, int]]:
@@ -139,10 +153,30 @@ def run_sampled(command: list[str], env: dict[str, str]) -> tuple[subprocess.Com
     return subprocess.CompletedProcess(command, process.returncode, *outputs), peak
 
 
+def _slowest_spark_steps(dagster_home: Path, count: int) -> str:
+    """The latest Spark run's `count` slowest steps, from its event log in `dagster_home`."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [run] = instance.get_runs(limit=1)
+        steps = _step_seconds(instance, run.run_id)
+    return ", ".join(f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:count])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=300)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--full-refresh-only", action="store_true", help="stop after the full refresh")
+    parser.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a warehouse.spark.conf setting for the Spark runs (repeatable), e.g. spark.driver.memory=12g",
+    )
+    parser.add_argument(
+        "--duckdb-memory-limit", default=None, help="warehouse.memory_limit of the DuckDB runs (e.g. 3GB)"
+    )
+    parser.add_argument("--steps", type=int, default=8, help="print the Spark run's N slowest steps")
     args = parser.parse_args()
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-spark-pipeline-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,12 +187,15 @@ def main() -> None:
         (landing / name).rename(held / Path(name).name)
     with DestinationServer(host="127.0.0.1", port=0) as server:
         configs = engine_configs(folder, landing, server.url)
+        _set(configs["spark"], ["warehouse", "spark", "conf"], dict(kv.split("=", 1) for kv in args.spark_conf))
+        if args.duckdb_memory_limit:
+            _set(configs["duckdb"], ["warehouse", "memory_limit"], args.duckdb_memory_limit)
         duck = load_config(configs["duckdb"])
         job = build_definitions(duck).resolve_job_def(FULL_REFRESH)
         instance = dg.DagsterInstance.ephemeral()
         (folder / "dagster_home").mkdir()
         env = {**os.environ, CONFIG_ENV_VAR: str(configs["spark"]), "DAGSTER_HOME": str(folder / "dagster_home")}
-        for step in ("full refresh", "delta", "nothing new"):
+        for step in ("full refresh",) if args.full_refresh_only else ("full refresh", "delta", "nothing new"):
             if step == "delta":
                 for name in HELD_BACK:
                     (held / Path(name).name).rename(landing / name)
@@ -177,6 +214,7 @@ def main() -> None:
                 f"Spark {on_spark:.1f} s (peak RSS of the job's Python and JVM {peak / 1024**3:.2f} GB)",
                 flush=True,
             )
+            print(f"  Spark's slowest steps (s): {_slowest_spark_steps(folder / 'dagster_home', args.steps)}")
             found = compare(duck.warehouse_path, folder / "spark" / "spark-read-snapshot" / "current")
             for table, (rows, only_duckdb, only_spark) in found.items():
                 same = "identical" if only_duckdb == only_spark == 0 else "DIFFERENT"
