@@ -125,11 +125,8 @@ class Sql:
 
         Here the rows come into this process as one frame; Spark's runner applies the rule where the rows
         are, in batches on its executors, so no table passes through the driver. Returns the rows' count."""
-        text = ", ".join(f'"{c}"::varchar as "{c}"' for c in self.columns(select))
-        inputs = self.frame(f"select {text} from ({select})")
-        with self.registered(f"{name}_ruled", ruled_rows(inputs, rule, outputs)) as ruled:
-            casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in [*inputs.columns, *outputs])
-            self.create_table_as(name, f"select {casts} from {ruled}", temporary=True)
+        inputs = self.frame(f"select {_as_text(self.columns(select))} from ({select})")
+        self._keep_as_text(name, ruled_rows(inputs, rule, outputs), [*inputs.columns, *outputs])
         return len(inputs)
 
     def map_arrow(
@@ -142,9 +139,7 @@ class Sql:
         Here it gets all the rows at once; Spark's runner calls it on its executors for each batch of rows
         (`mapInArrow`), so no table passes through the driver. Returns the rows' count."""
         given = function(self.arrow(select))
-        with self.registered(f"{name}_mapped", given) as mapped:
-            casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in outputs)
-            self.create_table_as(name, f"select {casts} from {mapped}", temporary=True)
+        self._keep_as_text(name, given, outputs)
         return given.num_rows
 
     def map_groups(
@@ -165,7 +160,7 @@ class Sql:
         executors for each group (`applyInPandas`), so no table passes through the driver. Returns the
         number of rows written."""
         columns = self.columns(select)
-        text = ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
+        text = _as_text(columns)
         order = ", ".join(f'"{k}"' for k in keys)
         at = [columns.index(k) for k in keys]
         written: list[tuple] = []
@@ -177,11 +172,14 @@ class Sql:
             group.append(row)
         if group:
             written += grouped_rows(group, rule, outputs)
-        frame = pd.DataFrame(written, columns=list(outputs), dtype=object)
-        with self.registered(f"{name}_grouped", frame) as grouped:
-            casts = ", ".join(f'"{c}"::varchar as "{c}"' for c in outputs)
-            self.create_table_as(name, f"select {casts} from {grouped}", temporary=True)
+        self._keep_as_text(name, pd.DataFrame(written, columns=list(outputs), dtype=object), outputs)
         return len(written)
+
+    def _keep_as_text(self, name: str, rows: pd.DataFrame | pa.Table, columns: Sequence[str]) -> None:
+        """Temporary table `name` of `rows`' `columns` as text: what the map_ methods leave, whatever type a
+        column of Python values (or of none at all) would be given."""
+        with self.registered(f"{name}_rows", rows) as registered:
+            self.create_table_as(name, f"select {_as_text(columns)} from {registered}", temporary=True)
 
     def table_exists(self, qualified: str) -> bool:
         """Whether table or view `schema.name` exists: for a step that reads what another stage may not have
@@ -325,6 +323,11 @@ def ruled_rows(inputs: pd.DataFrame, rule: Callable[..., tuple], outputs: Sequen
     if ruled is None:
         ruled = pd.DataFrame({o: pd.Series(dtype=object) for o in outputs})
     return pd.concat([inputs.reset_index(drop=True).astype(object), ruled], axis=1)
+
+
+def _as_text(columns: Sequence[str]) -> str:
+    """A select list of `columns` cast to text under their own names."""
+    return ", ".join(f'"{c}"::varchar as "{c}"' for c in columns)
 
 
 def sorted_text_rows(rows: list[tuple]) -> list[tuple]:
