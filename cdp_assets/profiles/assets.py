@@ -235,7 +235,13 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     pick_joins = "\n".join(
         f"left join {pick} pick_{attribute} using (customer_id)" for attribute, pick in picks.items()
     )
-    select = f"""
+    # Each customer's lists, one table at a time: DuckDB cannot spill the state of an ordered `list()`
+    # aggregate, and the three of them in the profiles' one select needed more than 3 GB at a million
+    # people, where each alone fits in less.
+    contact_lists, lists, customers = tables("contact_lists"), tables("lists"), tables("customers")
+    sql.create_table_as(
+        contact_lists,
+        f"""
         with contact_values as (
             select customer_id, 'email' as attribute, email as value from {members}
             union all select customer_id, 'phone', phone from {members}
@@ -246,24 +252,31 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
             anti join (select customer_id, 'email' as attribute, email_match_key as value from {members}
                        union all select customer_id, 'phone', phone from {members})
               using (customer_id, attribute, value)
-        ),
-        contact_lists as (
-            select customer_id,
-                list(distinct value order by value) filter (where attribute = 'email' and value is not null) as emails,
-                list(distinct value order by value) filter (where attribute = 'phone' and value is not null) as phones
-            from contact_values group by customer_id
-        ),
-        lists as (
-            select customer_id,
-                list(distinct {ATTRIBUTES["address"][1]} order by {ATTRIBUTES["address"][1]})
-                    filter (where {_PRESENT["address"]}) as addresses,
-                count(*) as record_count, min(updated_at) as first_updated_at, max(updated_at) as updated_at
-            from {members} group by customer_id
-        ),
-        customers as (
-            select customer_id, list(distinct source order by source) as sources from cdp.identity_map
-            where true{in_scope("customer_id", scope)} group by 1
-        ),
+        )
+        select customer_id,
+            list(distinct value order by value) filter (where attribute = 'email' and value is not null) as emails,
+            list(distinct value order by value) filter (where attribute = 'phone' and value is not null) as phones
+        from contact_values group by customer_id""",
+        temporary=True,
+    )
+    sql.create_table_as(
+        lists,
+        f"""
+        select customer_id,
+            list(distinct {ATTRIBUTES["address"][1]} order by {ATTRIBUTES["address"][1]})
+                filter (where {_PRESENT["address"]}) as addresses,
+            count(*) as record_count, min(updated_at) as first_updated_at, max(updated_at) as updated_at
+        from {members} group by customer_id""",
+        temporary=True,
+    )
+    sql.create_table_as(
+        customers,
+        f"""select customer_id, list(distinct source order by source) as sources from cdp.identity_map
+            where true{in_scope("customer_id", scope)} group by 1""",
+        temporary=True,
+    )
+    select = f"""
+        with
         consent as (select customer_id{consent_columns} from {consent_picks} group by customer_id)
         select k.customer_id, {picked},
             coalesce(cl.emails, []) as emails, coalesce(cl.phones, []) as phones,
@@ -272,9 +285,9 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
             least(l.first_updated_at, t.first_order_at, t.first_event_at) as first_seen_at, l.updated_at,
             t.* exclude (customer_id, first_event_at), {timestamp_literal(as_of)} as traits_as_of,
             current_timestamp::timestamp as profile_built_at, c.* exclude (customer_id)
-        from customers k
-        left join lists l using (customer_id)
-        left join contact_lists cl using (customer_id)
+        from {customers} k
+        left join {lists} l using (customer_id)
+        left join {contact_lists} cl using (customer_id)
         {pick_joins}
         left join {traits} t using (customer_id)
         left join consent c using (customer_id)
