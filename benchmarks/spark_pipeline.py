@@ -2,6 +2,7 @@
 
     python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only]
         [--spark-conf spark.driver.memory=12g ...] [--duckdb-memory-limit 3GB] [--steps 8]
+    python -m benchmarks.spark_pipeline --febrl 1 2 3 4
 
 The demo is generated at `--people` with one CRM file and one day of web events held back. Each step runs
 `full_refresh` on DuckDB (in this process) and on Spark (`dagster job execute` with `warehouse.engine:
@@ -11,7 +12,8 @@ After each step every public table is compared, DuckDB's warehouse with the Spar
 (`current/<table>/`), leaving out only the columns that say when the run happened. Prints each engine's
 seconds and peak resident memory per step (DuckDB's in this process, Spark's of the job's process tree,
 JVM included), the Spark run's slowest steps (from its event log) and, per table, its rows and the rows
-only one engine has. At scale, `--spark-conf` gives the Spark session a larger driver and
+only one engine has. With `--febrl`, FEBRL's data sets (as benchmarks/identity.py loads them) take the
+demo's place, one full refresh each. At scale, `--spark-conf` gives the Spark session a larger driver and
 `--duckdb-memory-limit` bounds the DuckDB runs sharing the machine.
 """
 
@@ -161,6 +163,53 @@ def _slowest_spark_steps(dagster_home: Path, count: int) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:count])
 
 
+def febrl_parity(numbers: list[int], folder: Path, steps: int) -> bool:
+    """FEBRL `numbers` through the whole pipeline on both engines (`full_refresh` on DuckDB in process, on
+    Spark as a `dagster job execute`), every public table compared; whether all were identical."""
+    from demo.febrl import write_febrl
+
+    same = True
+    for number in numbers:
+        config_path, _ = write_febrl(number, folder / f"febrl{number}")
+        # A fixed as-of time: with `now` the profiles' `traits_as_of` says when each engine's run happened.
+        raw = {**yaml.safe_load(config_path.read_text()), "profiles": {"as_of": "2025-06-30T00:00:00"}}
+        config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        spark_path = config_path.with_name("cdp_spark.yaml")
+        spark_path.write_text(yaml.safe_dump({**raw, "warehouse": SPARK_WAREHOUSE}, sort_keys=False))
+        duck = load_config(config_path)
+        start = time.perf_counter()
+        result = (
+            build_definitions(duck)
+            .resolve_job_def(FULL_REFRESH)
+            .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        )
+        if not result.success:
+            sys.exit(f"FEBRL{number}: the DuckDB run failed")
+        on_duckdb = time.perf_counter() - start
+        home = config_path.parent / "dagster_home"
+        home.mkdir(exist_ok=True)
+        env = {**os.environ, CONFIG_ENV_VAR: str(spark_path), "DAGSTER_HOME": str(home)}
+        start = time.perf_counter()
+        done, peak = run_sampled(DAGSTER_JOB, env)
+        if done.returncode:
+            sys.exit(f"FEBRL{number}: the Spark run failed:\n{done.stderr[-3000:]}")
+        print(
+            f"FEBRL{number}: DuckDB {on_duckdb:.1f} s, Spark {time.perf_counter() - start:.1f} s "
+            f"(peak RSS {peak / 1024**3:.2f} GB); slowest Spark steps (s): {_slowest_spark_steps(home, steps)}",
+            flush=True,
+        )
+        for table, (rows, only_duckdb, only_spark) in compare(
+            duck.warehouse_path, config_path.parent / "spark-read-snapshot" / "current"
+        ).items():
+            identical = only_duckdb == only_spark == 0
+            same = same and identical
+            print(
+                f"  cdp.{table}: {rows} rows, only DuckDB {only_duckdb}, only Spark {only_spark}: "
+                f"{'identical' if identical else 'DIFFERENT'}"
+            )
+    return same
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=300)
@@ -177,9 +226,16 @@ def main() -> None:
         "--duckdb-memory-limit", default=None, help="warehouse.memory_limit of the DuckDB runs (e.g. 3GB)"
     )
     parser.add_argument("--steps", type=int, default=8, help="print the Spark run's N slowest steps")
+    parser.add_argument(
+        "--febrl", type=int, nargs="+", choices=[1, 2, 3, 4], help="compare FEBRL's data sets instead of the demo"
+    )
     args = parser.parse_args()
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-spark-pipeline-"))
     folder.mkdir(parents=True, exist_ok=True)
+    if args.febrl:
+        same = febrl_parity(args.febrl, folder, args.steps)
+        print(f"work folder: {folder}")
+        sys.exit(0 if same else "some public tables differ")
     landing, held = folder / "landing", folder / "held"
     generate(people=args.people, seed=11, out_dir=landing, truth_path=folder / "ground_truth.csv")
     held.mkdir()
