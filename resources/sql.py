@@ -1,11 +1,12 @@
 """The one seam every SQL statement of the platform goes through.
 
 Stage code never holds a database connection: it receives a `Sql` runner and asks it to execute a
-statement, create a table from a select, fetch rows or a frame, hand a pandas frame to SQL, or open a
-scope of temporary tables that are dropped when the step ends. Keeping every statement behind this
-small surface is what lets a second engine (Spark) plug in by implementing the same methods, and what
-keeps the rules about intermediate tables (named, owned and dropped by the step that makes them) in one
-place instead of in each module.
+statement, create a table from a select, fetch rows or a frame, hand a pandas frame to SQL, apply Python
+to rows where they are (`map_rows` per row, `map_groups` per group of rows, `map_arrow` per batch: on
+Spark, on the executors), or open a scope of temporary tables that are dropped when the step ends.
+Keeping every statement behind this small surface is what lets a second engine (Spark) plug in by
+implementing the same methods, and what keeps the rules about intermediate tables (named, owned and
+dropped by the step that makes them) in one place instead of in each module.
 
 SQL is written in DuckDB's dialect. Where it costs nothing it stays portable: `left(s, 1)` over `s[1]`,
 `row_number()` with an `order by`, no trailing commas.
