@@ -28,11 +28,16 @@ class SparkConfig(_Strict):
     @field_validator("conf")
     @classmethod
     def _settable(cls, conf: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
-        for key in conf:
-            if not key.startswith("spark."):
-                raise ValueError(f"'{key}' is not a Spark setting (they begin with 'spark.')")
-            if key in PLATFORM_SPARK_SETTINGS:
-                raise ValueError(f"'{key}' is set by the platform: {PLATFORM_SPARK_SETTINGS[key]}")
+        problems = [
+            f"'{key}' is not a Spark setting (they begin with 'spark.')" for key in conf if not key.startswith("spark.")
+        ]
+        problems += [
+            f"'{key}' is set by the platform: {PLATFORM_SPARK_SETTINGS[key]}"
+            for key in conf
+            if key in PLATFORM_SPARK_SETTINGS
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return conf
 
     def session_conf(self) -> dict[str, str]:
