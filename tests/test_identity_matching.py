@@ -521,11 +521,11 @@ def test_kept_term_frequencies_give_unseen_values_the_share_of_one_record_and_ke
     fill_kept_term_frequencies(sql, "records", {"first_name": "tf_first", "city": "tf_city"})
     # ann (two of three names at training) keeps its share; bo (one) and cy (new) get a single record's.
     assert conn.execute("select * from tf_first order by 1").fetchall() == [
-        ("ann", 2 / 3),
-        ("bo", 1 / 3),
-        ("cy", 1 / 3),
+        ("ann", 2 / 3, math.log2(2 / 3)),
+        ("bo", 1 / 3, math.log2(1 / 3)),
+        ("cy", 1 / 3, math.log2(1 / 3)),
     ]
-    assert conn.execute("select * from tf_city order by 1").fetchall() == [("x", 0.5), ("y", 0.5)]
+    assert conn.execute("select * from tf_city order by 1").fetchall() == [("x", 0.5, -1.0), ("y", 0.5, -1.0)]
 
 
 def _resolve_with_event(tmp_path, records: list[dict], overrides: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 a local Spark session over the same rows give the same result, including where a plain translation
 would run with another meaning (day boundaries, the order of a list, a temporary table's contents)."""
 
+import math
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ import pytest
 
 from resources.spark.dialect import UnsupportedConstruct, to_spark_one
 from resources.spark.runner import SparkSql, TransactionsUnavailable
-from resources.sql import SqlDataError, SqlError
+from resources.sql import Sql, SqlDataError, SqlError
 from tests.test_conditions import _SAMPLE, FUNCTION_EXAMPLES, OPERATOR_EXAMPLES
 
 pytestmark = pytest.mark.spark
@@ -352,6 +353,65 @@ def test_list_comprehensions_and_ranges(records) -> None:  # noqa: ANN001
     duck, spark = both(records, sql)
     assert duck == spark
     assert duck[1][1] == ["abba", "bba", "aba", "abb"] and duck[1][3:] == ([0, 1, 2, 3], [], [])
+
+
+def test_one_slip_forms_hash_alike_on_both_engines_and_keep_apart_different_forms(records) -> None:  # noqa: ANN001
+    from cdp_assets.identity.matching.features import FEATURES
+
+    # Each pair is two addresses more than one slip apart, one of whose forms DuckDB's own hash() gave the
+    # other's value (johnrodtiguez892hotmail.com and johnrodriguez89@hotmail.com): no candidate pair for them.
+    pairs = [
+        ("johnrodtiguez892@hotmail.com", "johnrodriguez89@hotmail.com"),
+        ("jennife_brown219@gmail.com", "jenniferbrown216@gmail.com"),
+        ("msmith84@comcas.net", "msmith86@comcastnet"),
+    ]
+    values = ", ".join(f"('{a}'), ('{b}')" for a, b in pairs)
+    sql = f"""select b.email_key, {FEATURES["email_one_slip"]}
+              from (select k as email_key, split_part(k, '@', 1) as email_local_key
+                    from (values {values}) t(k)) b order by 1"""
+    duck, spark = both(records, sql)
+    assert duck == spark
+    forms = dict(duck)
+    for left, right in pairs:
+        assert len(set(forms[left])) == len(forms[left]) > 15 and not set(forms[left]) & set(forms[right])
+
+
+def test_term_frequency_weights_are_the_same_doubles_on_both_engines(spark) -> None:  # noqa: ANN001
+    import numpy as np
+
+    from cdp_assets.identity.matching.model import FellegiSunterModel, build_term_frequencies, scoring_sql
+
+    # Shares of 3/4 and 1/4: Spark's own log2 (two natural logarithms divided) gives log2(0.8 / (3/4)) one
+    # bit off DuckDB's, which at a million people reordered links of equal strength.
+    names = ["ann"] * 3 + ["bo"]
+    conn = duckdb.connect()
+    conn.execute(
+        "create table tf_records as select i as node_id, n as first_name "
+        f"from (select unnest(range({len(names)})) as i, unnest({names}) as n)"
+    )
+    conn.execute("create table tf_vectors as select 0::bigint as l, 1::bigint as r, 4 as first_name")
+    conn.execute("insert into tf_vectors values (3, 0, 4), (1, 2, 4)")
+    for table in ("tf_records", "tf_vectors"):
+        spark.createDataFrame(conn.execute(f"select * from {table}").to_arrow_table()).createOrReplaceTempView(table)
+    model = FellegiSunterModel(
+        ["first_name"], {"first_name": np.array([0.05, 0.02, 0.03, 0.1, 0.8])}, {"first_name": np.full(5, 0.2)}, 1e-4
+    )
+    found = []
+    for sql in (Sql(conn), SparkSql(spark)):
+        build_term_frequencies(sql, "tf_records", {"first_name": "tf_first"})
+        found.append(
+            sql.rows(
+                # Not the probability: the engines' pow() differ in its last bit, so clustering orders by weight.
+                f"select l, r, w_first_name, match_weight from "
+                f"({scoring_sql(model, 'tf_records', 'tf_vectors', {'first_name': 'tf_first'}, 1e-9)}) order by l, r"
+            )
+        )
+        sql.drop_table("tf_first")
+    assert found[0] == found[1]
+    # Pairs (0, 1), (1, 2): left record ann, 3 of 4; (3, 0): left record bo, 1 of 4.
+    common, rare = math.log2(0.8) - math.log2(3 / 4), math.log2(0.8) - math.log2(1 / 4)
+    assert [w for _, _, w, _ in found[0]] == [common, common, rare]
+    conn.close()
 
 
 def test_an_ordered_sum_adds_in_that_order(records) -> None:  # noqa: ANN001

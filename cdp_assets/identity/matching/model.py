@@ -369,13 +369,38 @@ def term_frequency_columns(names: list[str]) -> list[str]:
 
 
 def build_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> None:
-    """Fill the caller's temp table `tables[column]` with `(value, tf)`, each value's share of the matching
-    `records` that hold one, for every column of `tables` (see term_frequency_columns)."""
+    """Fill the caller's temp table `tables[column]` with `(value, tf, log2_tf)`, each value's share of the
+    matching `records` that hold one and its logarithm (_add_log2), for every column of `tables` (see
+    term_frequency_columns)."""
     for column, table in tables.items():
         sql.create_table_as(
             table,
             f"""select {column} as value, count(*) / sum(count(*)) over () as tf
                 from {records} where {column} is not null group by 1""",
+            temporary=True,
+        )
+        _add_log2(sql, table)
+
+
+# A share never counts as under one in a billion: the weight of agreeing on a value stays finite.
+_MIN_TF = 1e-9
+
+
+def _add_log2(sql: Sql, table: str) -> None:
+    """Give the term-frequency table `table(value, tf)` the column `log2_tf`, the base-2 logarithm of each
+    share (at least _MIN_TF), taken here in Python once per distinct share. The engines' own log2 differ in
+    the last bits (Spark divides two natural logarithms): at a million people that reordered links of
+    equal strength and so changed which of two conflicting links was made. A share is a quotient of two
+    counts, the same double on both engines, and so is its logarithm taken here."""
+    shares = [tf for (tf,) in sql.rows(f"select distinct tf from {table} where tf is not null")]
+    logs = pd.DataFrame(
+        {"tf": pd.Series(shares, dtype="float64"), "log2_tf": [math.log2(max(tf, _MIN_TF)) for tf in shares]}
+    )
+    with sql.registered(f"{table}_logs", logs) as frame:
+        sql.create_table_as(
+            table,
+            f"""select t.value, t.tf, coalesce(l.log2_tf, {math.log2(_MIN_TF)!r}) as log2_tf
+                from {table} t left join {frame} l on l.tf = t.tf""",
             temporary=True,
         )
 
@@ -424,8 +449,9 @@ def has_kept_term_frequencies(sql: Sql, columns: list[str]) -> bool:
 
 
 def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> None:
-    """Fill `tables` (as build_term_frequencies does) from the kept term frequencies (has_kept_term_frequencies),
-    a value not among them getting the share of a value on one record at training."""
+    """Fill `tables` (as build_term_frequencies does, `log2_tf` too) from the kept term frequencies
+    (has_kept_term_frequencies), a value not among them getting the share of a value on one record at
+    training."""
     for column, table in tables.items():
         sql.create_table_as(
             table,
@@ -440,6 +466,7 @@ def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]
             """,
             temporary=True,
         )
+        _add_log2(sql, table)
 
 
 def scoring_sql(
@@ -470,25 +497,26 @@ def scoring_sql(
         )
         return f"coalesce(case {name} {whens} end, 0.0)"
 
-    def tf_weight(name: str, tf: str) -> str:
-        # Exact agreement on value v: m / P(a stranger has v), with tf never below 1/N of the non-null.
-        return f"log2({float(model.m[name][COMPARISONS[name].exact_level])!r} / greatest({tf}, 1e-9))"
+    def tf_weight(name: str, log2_tf: str) -> str:
+        # Exact agreement on value v: log2(m / P(a stranger has v)), the logarithms taken in Python (see
+        # _add_log2), so that the one subtraction left gives the same double on every engine.
+        return f"({math.log2(float(model.m[name][COMPARISONS[name].exact_level]))!r} - {log2_tf})"
 
     prior = math.log2(model.prior / (1 - model.prior))
     floor = math.log2(min_probability / (1 - min_probability)) - 1e-6
     levels = ", ".join(names)
     base = " + ".join(level_weight(n, "0.0" if n in tf_names else None) for n in names) or "0.0"
     tf_terms = " + ".join(
-        f"case when v.{n} = {COMPARISONS[n].exact_level} then {tf_weight(n, f't_{n}.tf')} else 0.0 end"
+        f"case when v.{n} = {COMPARISONS[n].exact_level} then {tf_weight(n, f't_{n}.log2_tf')} else 0.0 end"
         for n in tf_names
     )
-    tf_values = "".join(f", t_{n}.tf as tf_{n}" for n in tf_names)
+    tf_values = "".join(f", t_{n}.log2_tf as log2_tf_{n}" for n in tf_names)
     joins = " ".join(
         f"left join {term_frequencies[COMPARISONS[n].tf_column]} t_{n} on t_{n}.value = lrec.{COMPARISONS[n].tf_column}"
         for n in tf_names
     )
     weights = ", ".join(
-        f"{level_weight(n, tf_weight(n, f'tf_{n}') if n in tf_names else None)} as w_{n}" for n in names
+        f"{level_weight(n, tf_weight(n, f'log2_tf_{n}') if n in tf_names else None)} as w_{n}" for n in names
     )
     total = " + ".join(f"w_{n}" for n in names) or "0.0"
     patterns = (

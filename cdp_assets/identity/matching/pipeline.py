@@ -424,10 +424,13 @@ def _cluster(
     `labels` are the components table `node_labels` holds; `records` the matching records and `scores`
     the scored pairs; `limited_edges` the links of identifier types with a max_per_profile (None when no
     type sets one); `tables` the clustering step's own tables."""
+    # Strongest first by weight, not probability: the probability rounds the weight (every link over about
+    # 53 bits is 1.0, an order left to record numbers) and the engines' pow() differ in its last bit,
+    # which reorders links of nearly equal strength on Spark. The weights are the same doubles on both.
     links = sql.arrays(
         f"""select l, r, l_component, r_component from {scores}
             where not same_component and match_probability >= {threshold!r} and person_evidence
-            order by match_probability desc, l, r"""
+            order by match_weight desc, l, r"""
     )
     if len(links["l"]) == 0:
         return pd.DataFrame({"l": [], "r": [], "decision": []}), labels
