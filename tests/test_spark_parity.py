@@ -412,6 +412,8 @@ def test_term_frequency_weights_are_the_same_doubles_on_both_engines(spark) -> N
     common, rare = math.log2(0.8) - math.log2(3 / 4), math.log2(0.8) - math.log2(1 / 4)
     assert [w for _, _, w, _ in found[0]] == [common, common, rare]
     conn.close()
+    for table in ("tf_records", "tf_vectors"):
+        spark.catalog.dropTempView(table)
 
 
 def test_an_ordered_sum_adds_in_that_order(records) -> None:  # noqa: ANN001
