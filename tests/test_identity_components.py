@@ -121,7 +121,12 @@ def test_component_labels_gives_the_same_numbers_for_either_engine(duck: Sql) ->
     node_count, value_count, edges = graph("mixed", seed=8)
     with duck.scratch("choose") as tables:
         edge_table = tables.frame("edges", edges)
-        on_duckdb = component_labels(duck, "duckdb", tables, edge_table, node_count, value_count)
-        in_sql = component_labels(duck, "spark", tables, edge_table, node_count, value_count)
+        nodes = tables.frame("nodes", pd.DataFrame({"node_id": np.arange(node_count)}))
+        on_duckdb, in_sql = tables("on_duckdb"), tables("in_sql")
+        component_labels(duck, "duckdb", tables, edge_table, nodes, node_count, value_count, on_duckdb)
+        component_labels(duck, "spark", tables, edge_table, nodes, node_count, value_count, in_sql)
+        on_duckdb, in_sql = (
+            duck.arrays(f"select component from {t} order by node_id")["component"] for t in (on_duckdb, in_sql)
+        )
     assert np.array_equal(on_duckdb, in_sql)
     assert np.array_equal(on_duckdb, scipy_labels(node_count, value_count, edges))

@@ -27,8 +27,8 @@ from cdp_assets.identity.matching.model import (
 )
 from cdp_assets.identity.nicknames import canonical_first_name
 from resources.config import load_config
-from resources.sql import Sql
-from tests.fixtures import customers
+from resources.sql import Sql, sql_literal
+from tests.fixtures import customers, write_config
 from tests.fixtures import identity_warehouse as warehouse
 
 pytestmark = pytest.mark.stage
@@ -630,3 +630,79 @@ def test_levels_out_of_order_are_pooled_keeping_m_summing_to_one():
     # Partial levels are not ordered among themselves: a nickname may weigh less than a close spelling.
     m, u = np.array([0.02, 0.1, 0.2, 0.08, 0.6]), np.array([0.9, 0.04, 0.02, 0.02, 0.02])
     assert np.array_equal(ordered_m("first_name", m, u), m)
+
+
+def test_links_decided_group_by_group_give_what_one_strongest_first_pass_gives(tmp_path):
+    """Clustering decides each group of customers that links join on its own (on Spark, on the executors):
+    every decision and every merged customer must be what applying all links in one order gives."""
+    from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames
+    from cdp_assets.identity.matching.pipeline import _cluster
+
+    config = load_config(write_config(tmp_path))
+    rng = random.Random(5)
+    first = ["ann", "anne", "mary", "mark", "bob", "robert", "jon", None]
+    dates = ["19800101", "19800110", "19800111", "19751230", None]
+    persons, components = 240, 90
+    records = [(n, rng.choice(first), rng.choice(["lee", "ng", None]), rng.choice(dates)) for n in range(persons)]
+    # Activity records (no matching row) after the persons; each node in one of the deterministic components.
+    labels = np.array([rng.randrange(components) for _ in range(persons + 60)], dtype=np.int64)
+    labels = np.array([np.flatnonzero(labels == c).min() for c in labels])
+    # Few distinct weights, so ties are broken by record numbers, as they are in real runs.
+    links = []
+    for _ in range(220):
+        left, right = sorted(rng.sample(range(persons), 2))
+        links.append((left, right, float(rng.choice([3.5, 7.25, 7.25, 12.0, 20.5])), rng.random() < 0.9))
+    sql = Sql.in_memory()
+    sql.execute("create table recs (node_id bigint, first_name varchar, last_name varchar, dob_text varchar)")
+    sql.execute(
+        "insert into recs select * from (values "
+        + ", ".join(f"({n}, {sql_literal(f)}, {sql_literal(la)}, {sql_literal(d)})" for n, f, la, d in records)
+        + ")"
+    )
+    sql.execute("create table node_labels (node_id bigint, component bigint)")
+    sql.execute("insert into node_labels values " + ", ".join(f"({n}, {c})" for n, c in enumerate(labels)))
+    sql.execute(
+        "create table scores (l bigint, r bigint, match_weight double, match_probability double, "
+        "person_evidence boolean, l_component bigint, r_component bigint, same_component boolean)"
+    )
+    sql.execute(
+        "insert into scores values "
+        + ", ".join(
+            f"({a}, {b}, {w}, 0.99, {e}, {labels[a]}, {labels[b]}, {labels[a] == labels[b]})" for a, b, w, e in links
+        )
+    )
+    conflicts = {c: COMPARISONS[c].conflict for c in ("date_of_birth", "first_name")}
+    with sql.scratch("clustering") as tables:
+        after = _cluster(sql, config, 0.9, conflicts, "recs", "scores", "node_labels", None, tables, "decided", "after")
+        got = sql.arrays(f"select component from {after} order by node_id")["component"]
+    decided = {(int(a), int(b)): d for a, b, d in sql.rows("select l, r, decision from decided")}
+
+    # One pass over every link, strongest first, ties by record numbers.
+    counts: dict[str, int] = {}
+    for _, f, _, _ in records:
+        if f is not None:
+            counts[f] = counts.get(f, 0) + 1
+    applied = sorted(
+        (link for link in links if link[3] and labels[link[0]] != labels[link[1]]),
+        key=lambda link: (-link[2], link[0], link[1]),
+    )
+    involved = sorted({int(labels[a]) for a, *_ in applied} | {int(labels[b]) for _, b, *_ in applied})
+    customers = []
+    for component in involved:
+        members = [r for r in records if labels[r[0]] == component]
+        customers.append(
+            Customer(
+                person_records=len(members),
+                birth_dates={d for *_, d in members if d},
+                names={(f, la) for _, f, la, _ in members if f},
+            )
+        )
+    union = ConstrainedUnion(customers, {}, config.identity.max_cluster_person_records, conflicts, FirstNames(counts))
+    position = {c: i for i, c in enumerate(involved)}
+    expected = {(a, b): union.merge(position[int(labels[a])], position[int(labels[b])]) for a, b, *_ in applied}
+    assert decided == expected
+    assert {"linked", "same customer"} <= set(expected.values()) and any(
+        d.startswith("conflict") for d in expected.values()
+    )
+    root = {c: involved[union.find(position[c])] for c in involved}
+    assert got.tolist() == [root.get(int(c), int(c)) for c in labels]

@@ -4,6 +4,7 @@ and the DuckDB runner's, label for label."""
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from cdp_assets.identity.assets import component_labels
@@ -30,6 +31,8 @@ def test_component_labels_on_spark_keep_the_edges_in_spark(spark) -> None:  # no
     runner = SparkSql(spark)
     with runner.scratch("choose") as tables:
         edge_table = tables.frame("edges", edges)
-        labels = component_labels(runner, "spark", tables, edge_table, node_count, value_count)
+        nodes = tables.frame("nodes", pd.DataFrame({"node_id": np.arange(node_count)}))
+        component_labels(runner, "spark", tables, edge_table, nodes, node_count, value_count, tables("labels"))
+        labels = runner.arrays(f"select component from {tables('labels')} order by node_id")["component"]
     assert np.array_equal(labels, scipy_labels(node_count, value_count, edges))
     assert not spark.catalog.tableExists("choose__cc_edges_a")

@@ -252,18 +252,26 @@ def _resolve(
                  anti join {SHARED_VALUES} using (id_type, id_value)
                  anti join {separated} using (node_id, id_type, id_value)
                  union all select node_id, group_id + {value_count} from {split_edges})"""
-    labels = component_labels(sql, config.warehouse.engine, tables, edges, node_count, value_count + groups)
+    # Each node's customer, as a table from here on (on Spark it never leaves the executors): the
+    # deterministic components, split where they break a max_per_profile, then merged by matching, then
+    # changed by the overrides; each step names the table it leaves, its input when it changes nothing.
+    components = tables("components")
+    component_labels(
+        sql, config.warehouse.engine, tables, edges, id_nodes, node_count, value_count + groups, components
+    )
     tables.drop("split_edges")
     limited_edges = tables("limited_edges") if config.identity.profile_limits() else None
-    labels = enforce_profile_limits(sql, config, labels, id_nodes, id_edges, usable_values, limited_edges)
+    deterministic = enforce_profile_limits(
+        sql, config, components, id_nodes, id_edges, usable_values, limited_edges, tables("limited_components")
+    )
     tables.drop("edges")
     tables.drop("usable_values")
     deterministic_seconds = round(time.perf_counter() - started, 2)
-    deterministic = labels
     matching = match_probabilistically(
         sql,
         config,
-        labels,
+        deterministic,
+        tables("matched_components"),
         person_latest,
         limited_edges,
         retrain,
@@ -271,12 +279,16 @@ def _resolve(
         shared.rates(MIN_LABELLED_PAIRS),
     )
     started = time.perf_counter()
-    labels = matching.pop("labels")  # type: ignore[assignment]
-    labels, override_report = apply_overrides(
-        sql, config, config.identity_overrides(), labels, id_nodes, ALL_IDENTIFIERS, _normalise_blocked, deterministic
-    )
-    component_frame = tables.frame(
-        "component_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels})
+    customers, override_report = apply_overrides(
+        sql,
+        config,
+        config.identity_overrides(),
+        str(matching.pop("labels")),
+        id_nodes,
+        ALL_IDENTIFIERS,
+        _normalise_blocked,
+        deterministic,
+        tables("overridden_components"),
     )
     # Customers are named by the id registry: the ids their records carried last time, new ones only for
     # customers none of whose records had one (registry.py has the survivor rules); it writes the map too.
@@ -285,11 +297,10 @@ def _resolve(
         labelled,
         f"""
         select n.source, n.source_record_id, n.role, c.component
-        from {id_nodes} n join {component_frame} c using (node_id)
+        from {id_nodes} n join {customers} c using (node_id)
         """,
         temporary=True,
     )
-    tables.drop("component_frame")
     timings = {"deterministic layer": deterministic_seconds, **dict(matching["timings"])}  # type: ignore[call-overload]
     if clusters_only:
         clusters = sql.rows(f"select source, source_record_id, role, component from {labelled}")
@@ -341,38 +352,44 @@ def _publish_links(sql: Sql) -> None:
 def enforce_profile_limits(
     sql: Sql,
     config: CDPConfig,
-    labels: np.ndarray,
+    labels: str,
     id_nodes: str,
     id_edges: str,
     usable_values: str,
     limited_edges: str | None,
-) -> np.ndarray:
-    """Split the deterministic components holding more values of a `max_per_profile` type than allowed.
+    out: str,
+) -> str:
+    """Split the deterministic components holding more values of a `max_per_profile` type than allowed;
+    returns the name of the table of (node_id, component) after: `labels` itself when nothing is split,
+    else the caller's temp table `out`.
 
     Their record-to-identifier links are replayed, highest type priority first, refusing any link that
     would break a limit; the rest of the graph keeps its components untouched (and this costs nothing
     when no type declares a limit). The links of limited types are written to the caller's table
     `limited_edges` (named when a type declares a limit) for the probabilistic layer, which must respect
-    the same limits.
+    the same limits. Only the offending components' records are read into this process.
     """
     limits = config.identity.profile_limits()
     if not limits or limited_edges is None:
         return labels
     with sql.scratch("profile_limits") as tables:
-        return _split_over_limits(sql, config, labels, limits, id_nodes, id_edges, usable_values, limited_edges, tables)
+        return _split_over_limits(
+            sql, config, labels, limits, id_nodes, id_edges, usable_values, limited_edges, tables, out
+        )
 
 
 def _split_over_limits(
     sql: Sql,
     config: CDPConfig,
-    labels: np.ndarray,
+    labels: str,
     limits: dict[str, int],
     id_nodes: str,
     id_edges: str,
     usable_values: str,
     limited_edges: str,
     tables: Scratch,
-) -> np.ndarray:
+    out: str,
+) -> str:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_values"]))
     sql.create_table_as(
         limited_edges,
@@ -380,12 +397,11 @@ def _split_over_limits(
            semi join {usable_values} using (id_type, id_value) semi join {type_limits} using (id_type)""",
         temporary=True,
     )
-    node_labels = tables.frame("node_labels", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
     offending = sql.rows(
         f"""
         select distinct component from (
             select c.component, l.id_type, count(distinct l.id_value) as n, any_value(t.max_values) as max_values
-            from {limited_edges} l join {node_labels} c using (node_id) join {type_limits} t using (id_type)
+            from {limited_edges} l join {labels} c using (node_id) join {type_limits} t using (id_type)
             group by 1, 2
         ) where n > max_values
         """
@@ -397,11 +413,11 @@ def _split_over_limits(
         f"""
         select n.node_id, n.role, l.id_type, l.id_value, n.source, n.source_record_id
         from {limited_edges} l join {id_nodes} n using (node_id)
-        join {node_labels} c using (node_id) join {over} o using (component)
+        join {labels} c using (node_id) join {over} o using (component)
         """
     )
     members = sql.rows(
-        f"select node_id, n.role from {node_labels} c join {over} o using (component) "
+        f"select node_id, n.role from {labels} c join {over} o using (component) "
         f"join {id_nodes} n using (node_id) order by node_id"
     )
     priority = {t: s.priority for t, s in config.identity.identifier_types.items()}
@@ -422,11 +438,25 @@ def _split_over_limits(
     union = ConstrainedUnion(customers, limits, max_person_records=2**62)
     for node_id, _role, id_type, id_value, _source, _record in ordered:
         union.merge(index[("node", node_id)], index[("value", id_type, id_value)])
-    labels = labels.copy()
-    offset = int(labels.max()) + 1 if len(labels) else 0
-    for node_id, _role in members:
-        labels[node_id] = offset + union.find(index[("node", node_id)])
-    return labels
+    offset = int(sql.value(f"select coalesce(max(component), -1) + 1 from {labels}"))
+    split = tables.frame(
+        "split",
+        pd.DataFrame(
+            {
+                "node_id": np.array([node_id for node_id, _role in members], dtype=np.int64),
+                "component": np.array(
+                    [offset + union.find(index[("node", node_id)]) for node_id, _role in members], dtype=np.int64
+                ),
+            }
+        ),
+    )
+    sql.create_table_as(
+        out,
+        f"""select c.node_id, coalesce(s.component, c.component) as component
+            from {labels} c left join {split} s using (node_id)""",
+        temporary=True,
+    )
+    return out
 
 
 SHARED_GROUPS = "identity.shared_identifier_groups"
@@ -740,22 +770,22 @@ def _scipy_components(node_count: int, value_count: int, nodes: np.ndarray, valu
 
 
 def component_labels(
-    sql: Sql, engine: str, tables: Scratch, edges: str, node_count: int, value_count: int
-) -> np.ndarray:
-    """The smallest record node of each record node's component (nodes 0..node_count-1), over `edges`
-    (a table or parenthesised select of node_id, value_id), where `engine` is fastest at it: DuckDB's
-    edges are fetched and labelled by `connected_components`, Spark's stay in Spark (components.py) and
-    only the labels come back."""
+    sql: Sql, engine: str, tables: Scratch, edges: str, nodes: str, node_count: int, value_count: int, out: str
+) -> None:
+    """Create temp table `out` (node_id, component): the smallest record node of each record node's
+    component, for every node of `nodes` (node ids 0..node_count-1), over `edges` (a table or parenthesised
+    select of node_id, value_id), computed where `engine` is fastest at it: DuckDB's edges are fetched and
+    labelled by `connected_components`, Spark's stay in Spark (components.py), and so do its labels."""
     if engine == "spark":
-        out = tables("components")
-        sql_components(sql, tables, edges, out)
-        found = sql.arrays(f"select node_id, component from {out}")
-        tables.drop("components")
-        labels = np.arange(node_count, dtype=np.int64)
-        labels[found["node_id"].astype(np.int64)] = found["component"]
-        return labels
+        sql_components(sql, tables, edges, out, nodes=f"(select node_id from {nodes})")
+        return
     pairs = sql.arrays(f"select node_id, value_id from {edges} e")
-    return connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
+    labels = connected_components(node_count, value_count, pairs["node_id"], pairs["value_id"])
+    frame = tables.frame("label_frame", pd.DataFrame({"node_id": np.arange(node_count), "component": labels}))
+    # A table, not the registered frame: the joins after probe it millions of times, a scan of a pandas
+    # frame costs a second where a table costs a tenth.
+    sql.create_table_as(out, f"select * from {frame}", temporary=True)
+    tables.drop("label_frame")
 
 
 def _summary(sql: Sql, per_customer: str) -> dict[str, object]:

@@ -301,3 +301,50 @@ class ConstrainedUnion:
         self.parent[b] = a
         self.customers[a].absorb(self.customers[b])
         return "linked"
+
+
+def cluster_linked(
+    rows: list[tuple],
+    limits: dict[str, int],
+    max_person_records: int,
+    conflicts: Mapping[str, Conflict],
+    first_names: FirstNames,
+) -> list[tuple[str, str, str, str | None]]:
+    """Apply one group's links, strongest first, to the customers they join (ConstrainedUnion).
+
+    A group is a connected component of the graph whose nodes are customers and whose edges are links
+    over the threshold: a merge in one group cannot change a decision in another, so each group is
+    decided where its rows are (`Sql.map_groups`: on Spark's executors) and the result is the one
+    applying every link in one global order gives. `rows` are text, (group, kind, customer, a, b, c):
+    kind 'size' gives the customer's person records in a; 'born' a birth date (YYYYMMDD) in a; 'name' a
+    first name in a and last name in b; 'limit' an identifier type in a and value in b; 'link' the link's
+    other customer in a, its records in b (left) and c (right), and the customer is the left record's,
+    ordered by the link's rank within the group (`rank`, the last column). Returns ('link', left record,
+    right record, decision) for each link and ('root', customer, customer it joined, None) for each
+    customer merged into another."""
+    customers: dict[int, Customer] = {}
+    links: list[tuple[int, int, int, str, str]] = []
+    for _group, kind, customer, a, b, c, rank in rows:
+        held = customers.setdefault(int(customer), Customer())
+        if kind == "size":
+            held.person_records = int(a)
+        elif kind == "born":
+            held.birth_dates.add(a)
+        elif kind == "name":
+            held.names.add((a, b))
+        elif kind == "limit":
+            held.limited.setdefault(a, set()).add(b)
+        elif kind == "link":
+            customers.setdefault(int(a), Customer())
+            links.append((int(rank), int(customer), int(a), b, c))
+    involved = sorted(customers)
+    position = {component: i for i, component in enumerate(involved)}
+    union = ConstrainedUnion([customers[c] for c in involved], limits, max_person_records, conflicts, first_names)
+    decided: list[tuple[str, str, str, str | None]] = [
+        ("link", left, right, union.merge(position[a], position[b])) for _rank, a, b, left, right in sorted(links)
+    ]
+    for component in involved:
+        root = involved[union.find(position[component])]
+        if root != component:
+            decided.append(("root", str(component), str(root), None))
+    return decided

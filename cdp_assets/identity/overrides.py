@@ -73,26 +73,26 @@ def apply_overrides(
     sql: Sql,
     config: CDPConfig,
     overrides: list[Override],
-    labels: np.ndarray,
+    labels: str,
     id_nodes: str,
     identifiers: str,
     normalise: Normalise,
-    deterministic: np.ndarray | None = None,
-) -> tuple[np.ndarray, OverrideReport]:
-    """The clustering `labels` (one per node of `id_nodes`) with the overrides applied; see the module.
-    `identifiers` is SQL giving (source, source_record_id, id_type, id_value) of every record;
-    `deterministic` the deterministic layer's components (one per node), whose activity leaving records
-    take along (by default each record is its own component)."""
+    deterministic: str | None,
+    out: str,
+) -> tuple[str, OverrideReport]:
+    """The clustering with the overrides applied; see the module. `labels` is a table of (node_id,
+    component), one row per node of `id_nodes`; `identifiers` SQL giving (source, source_record_id,
+    id_type, id_value) of every record; `deterministic` a table like `labels` of the deterministic
+    layer's components, whose activity leaving records take along (None: each record its own). Returns
+    the name of the table of each node's customer after: `labels` when no override changes one, else the
+    caller's temp table `out`.
+
+    Every record an override can move or merge is in a customer one of its sides is in before any is
+    applied (a must-link joins two such customers, a cannot-link or unmerge moves records out of one), so
+    only those customers' records are read into this process, and only the records moved are written."""
     report = OverrideReport()
     if not overrides:
         return labels, report
-    labels = labels.copy()
-    joined = deterministic if deterministic is not None else np.arange(len(labels))
-
-    def taking_along(moving: np.ndarray, customers: set[int], staying: np.ndarray) -> np.ndarray:
-        return _taking_along(sql, id_nodes, moving, labels, joined, customers, staying)
-
-    next_label = int(labels.max()) + 1 if len(labels) else 0
     resolved: list[tuple[Override, np.ndarray, np.ndarray | None]] = []
     for override in overrides:
         first = _side_nodes(sql, override.record, id_nodes, identifiers, config, normalise)
@@ -101,10 +101,81 @@ def apply_overrides(
         report.unresolved += [(override.line, text) for text in missing]
         if not missing:
             resolved.append((override, first, second))
-    cannot = [(first, second) for o, first, second in resolved if o.action == "cannot_link" and second is not None]
-    evidence: list[tuple] = []
+    named = [n for _, first, second in resolved for n in (first, second) if n is not None]
+    if not named:
+        return labels, report
+    if deterministic is None:
+        with_joined = f"select node_id, component, node_id as joined from {labels}"
+    else:
+        with_joined = f"""select c.node_id, c.component, d.component as joined
+                          from {labels} c join {deterministic} d using (node_id)"""
+    with sql.registered("override_sides", pd.DataFrame({"node_id": np.unique(np.concatenate(named))})) as sides:
+        held = sql.arrays(
+            f"""select node_id, component, joined from ({with_joined})
+                where component in (select component from {labels} semi join {sides} using (node_id))
+                order by node_id"""
+        )
+    nodes = held["node_id"].astype(np.int64)
+    local = Held(
+        nodes=nodes,
+        labels=held["component"].astype(np.int64),
+        joined=held["joined"].astype(np.int64),
+        next_label=int(sql.value(f"select coalesce(max(component), -1) + 1 from {labels}")),
+    )
+    before = local.labels.copy()
+    evidence = _apply(sql, id_nodes, local, report, resolved)
+    _write_evidence(sql, id_nodes, evidence)
+    report.applied = len(evidence)
+    moved = local.labels != before
+    if not moved.any():
+        return labels, report
+    with sql.registered(
+        "override_moved", pd.DataFrame({"node_id": nodes[moved], "component": local.labels[moved]})
+    ) as frame:
+        sql.create_table_as(
+            out,
+            f"""select c.node_id, coalesce(m.component, c.component) as component
+                from {labels} c left join {frame} m using (node_id)""",
+            temporary=True,
+        )
+    return out, report
 
-    for override, first, second in resolved:
+
+@dataclass
+class Held:
+    """The records of the customers the overrides' sides are in, as this process holds them: their node
+    ids (sorted), customers and deterministic components, by position; and the next free customer number."""
+
+    nodes: np.ndarray
+    labels: np.ndarray
+    joined: np.ndarray
+    next_label: int
+
+    def positions(self, nodes: np.ndarray) -> np.ndarray:
+        """Where the given node ids are held (every side's nodes are)."""
+        return np.searchsorted(self.nodes, nodes)
+
+
+def _apply(
+    sql: Sql,
+    id_nodes: str,
+    held: Held,
+    report: OverrideReport,
+    resolved: list[tuple[Override, np.ndarray, np.ndarray | None]],
+) -> list[tuple[Override, np.ndarray, np.ndarray | None]]:
+    """Apply the resolved overrides (their sides as node ids) to the held customers, in the module's
+    order; returns the overrides applied, for the evidence."""
+    labels = held.labels
+    at = [
+        (o, held.positions(first), None if second is None else held.positions(second)) for o, first, second in resolved
+    ]
+
+    def taking_along(moving: np.ndarray, customers: set[int], staying: np.ndarray) -> np.ndarray:
+        return _taking_along(sql, id_nodes, moving, held, customers, staying)
+
+    cannot = [(first, second) for o, first, second in at if o.action == "cannot_link" and second is not None]
+    applied: list[int] = []
+    for i, (override, first, second) in enumerate(at):
         if override.action != "must_link" or second is None:
             continue
         merged = set(labels[first].tolist()) | set(labels[second].tolist())
@@ -116,58 +187,57 @@ def apply_overrides(
         if len(merged) > 1:
             labels[together] = target
             report.touched.add(target)
-        evidence.append((override, first, second))
+        applied.append(i)
 
-    for override, first, second in resolved:
+    for i, (override, first, second) in enumerate(at):
         if override.action == "cannot_link" and second is not None:
             shared = set(labels[first].tolist()) & set(labels[second].tolist())
             if shared:
                 # A record both sides name stays with `record`: the override is about moving `other` away.
                 moving = second[np.isin(labels[second], list(shared)) & ~np.isin(second, first)]
                 moving = taking_along(moving, shared, staying=first)
-                labels[moving] = next_label
-                report.touched |= {next_label, *shared}
-                next_label += 1
-            evidence.append((override, first, second))
+                labels[moving] = held.next_label
+                report.touched |= {held.next_label, *shared}
+                held.next_label += 1
+            applied.append(i)
         elif override.action == "unmerge":
             own = set(labels[first].tolist())
             members = np.isin(labels, list(own)).sum()
             moving = taking_along(first, own, staying=first[:0])
             if members > len(moving):
-                labels[moving] = next_label
-                report.touched |= {next_label, *own}
-                next_label += 1
-            evidence.append((override, first, second))
-    _write_evidence(sql, id_nodes, evidence)
-    report.applied = len(evidence)
-    return labels, report
+                labels[moving] = held.next_label
+                report.touched |= {held.next_label, *own}
+                held.next_label += 1
+            applied.append(i)
+    return [resolved[i] for i in applied]
 
 
 def _taking_along(
     sql: Sql,
     id_nodes: str,
     moving: np.ndarray,
-    labels: np.ndarray,
-    joined: np.ndarray,
+    held: Held,
     customers: set[int],
     staying: np.ndarray,
 ) -> np.ndarray:
     """`moving` and the other records of `customers` in a deterministic component with one of them, when
-    none of those is a person record and the component holds none of the `staying` records."""
+    none of those is a person record and the component holds none of the `staying` records (all given
+    and returned as positions in `held`)."""
+    labels, joined = held.labels, held.joined
     components = np.setdiff1d(np.unique(joined[moving]), np.unique(joined[staying]))
     others = np.flatnonzero(
         np.isin(joined, components) & np.isin(labels, list(customers)) & ~np.isin(np.arange(len(labels)), moving)
     )
     if not len(others):
         return moving
-    with sql.registered("override_others", pd.DataFrame({"node_id": others})) as frame:
-        with_person = {
+    with sql.registered("override_others", pd.DataFrame({"node_id": held.nodes[others]})) as frame:
+        with_person = [
             node
             for (node,) in sql.rows(
                 f"select distinct node_id from {id_nodes} semi join {frame} using (node_id) where role = 'person'"
             )
-        }
-    peopled = np.unique(joined[np.array(sorted(with_person), dtype=np.int64)])
+        ]
+    peopled = np.unique(joined[held.positions(np.array(sorted(with_person), dtype=np.int64))])
     along = others[~np.isin(joined[others], peopled)]
     return np.union1d(moving, along)
 

@@ -15,10 +15,8 @@ the link threshold without chaining (see identity_clustering). It writes, so a u
 
 import time
 
-import numpy as np
-import pandas as pd
-
-from cdp_assets.identity.clustering import Conflict, ConstrainedUnion, Customer, FirstNames
+from cdp_assets.identity.clustering import Conflict, FirstNames, cluster_linked
+from cdp_assets.identity.components import sql_components
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import build_match_records
@@ -86,14 +84,17 @@ def _empty_outputs(sql: Sql, names: list[str]) -> None:
 def match_probabilistically(
     sql: Sql,
     config: CDPConfig,
-    labels: np.ndarray,
+    labels: str,
+    out: str,
     person_latest: str,
     limited_edges: str | None,
     retrain: bool = False,
     reuse_pairs: bool = False,
     shared_disagreement: dict[str, float] | None = None,
 ) -> dict[str, object]:
-    """Merge deterministic components over probabilistic links; returns new labels and figures for metadata.
+    """Merge deterministic components over probabilistic links; returns figures for metadata, and as
+    "labels" the name of the table of each node's customer after: `labels` (node_id, component: the
+    deterministic components) when no link merges two, else the caller's temp table `out`.
 
     The model trained last is kept (identity.model, identity.model_training), so a new file is scored with
     the weights the data so far taught, and results do not drift from run to run. It is trained again when
@@ -112,14 +113,24 @@ def match_probabilistically(
     trained now; a strong conflict applies only where neither it nor m shows the field unreliable."""
     with sql.scratch("matching") as tables:
         return _match(
-            sql, config, labels, person_latest, limited_edges, tables, retrain, reuse_pairs, shared_disagreement or {}
+            sql,
+            config,
+            labels,
+            out,
+            person_latest,
+            limited_edges,
+            tables,
+            retrain,
+            reuse_pairs,
+            shared_disagreement or {},
         )
 
 
 def _match(
     sql: Sql,
     config: CDPConfig,
-    labels: np.ndarray,
+    node_labels: str,
+    out: str,
     person_latest: str,
     limited_edges: str | None,
     tables: Scratch,
@@ -145,7 +156,7 @@ def _match(
         sql.drop_table(person_latest)
         _empty_outputs(sql, names)
         return {
-            "labels": labels,
+            "labels": node_labels,
             "candidate_pairs": 0,
             "probabilistic_links": 0,
             "review_pairs": 0,
@@ -176,12 +187,6 @@ def _match(
     estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys, touching=changed)
     made = build_candidate_pairs(sql, records, rules, keys, pairs, touching=changed)
     lap("blocking")
-    # A table, not the registered frame: the joins below probe it millions of times, a scan of a pandas
-    # frame costs a second where a table costs a tenth. Clustering reads it too, then it is dropped.
-    label_frame = tables.frame("label_frame", pd.DataFrame({"node_id": np.arange(len(labels)), "component": labels}))
-    node_labels = tables("node_labels")
-    sql.create_table_as(node_labels, f"select * from {label_frame}", temporary=True)
-    tables.drop("label_frame")
     sql.create_table_as(
         vectors,
         f"""
@@ -240,11 +245,11 @@ def _match(
         for c in STRONG_CONFLICTS
         if c in settings.strong_conflicts and c in names and disagreement[c] <= settings.conflict_max_disagreement
     }
+    link_decisions = tables("link_decisions")
     with sql.scratch("clustering") as clustering:
-        decisions, labels = _cluster(
+        labels = _cluster(
             sql,
             config,
-            labels,
             settings.link_threshold,
             conflicts,
             records,
@@ -252,10 +257,10 @@ def _match(
             node_labels,
             limited_edges,
             clustering,
+            link_decisions,
+            out,
         )
-    tables.drop("node_labels")
     lap("clustering")
-    link_decisions = tables.frame("link_decisions", decisions)
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
     sql.create_table_as(
         EVIDENCE_TABLE,
@@ -410,7 +415,6 @@ def _train(
 def _cluster(
     sql: Sql,
     config: CDPConfig,
-    labels: np.ndarray,
     threshold: float,
     conflicts: dict[str, Conflict],
     records: str,
@@ -418,67 +422,96 @@ def _cluster(
     node_labels: str,
     limited_edges: str | None,
     tables: Scratch,
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Apply links strongest first to the customers they join; returns each link's decision and new labels.
+    decisions: str,
+    out: str,
+) -> str:
+    """Apply links strongest first to the customers they join; fills the caller's temp table `decisions`
+    (l, r, decision) with each link's decision, and returns the name of the table of each node's customer
+    after: `node_labels` (node_id, component) when no link merges two customers, else `out`.
 
-    `labels` are the components table `node_labels` holds; `records` the matching records and `scores`
-    the scored pairs; `limited_edges` the links of identifier types with a max_per_profile (None when no
-    type sets one); `tables` the clustering step's own tables."""
+    `records` are the matching records and `scores` the scored pairs; `limited_edges` the links of
+    identifier types with a max_per_profile (None when no type sets one); `tables` the clustering step's
+    own tables. The customers the links join fall into groups no link crosses; each group is decided by
+    `cluster_linked` where its rows are (on Spark, its executors), and the customers it merges into
+    another are written to `out`: no table passes through this process."""
+    links, groups, members, decided = tables("links"), tables("groups"), tables("members"), tables("decided")
     # Strongest first by weight, not probability: the probability rounds the weight (every link over about
     # 53 bits is 1.0, an order left to record numbers) and the engines' pow() differ in its last bit,
     # which reorders links of nearly equal strength on Spark. The weights are the same doubles on both.
-    links = sql.arrays(
-        f"""select l, r, l_component, r_component from {scores}
-            where not same_component and match_probability >= {threshold!r} and person_evidence
-            order by match_weight desc, l, r"""
-    )
-    if len(links["l"]) == 0:
-        return pd.DataFrame({"l": [], "r": [], "decision": []}), labels
-    involved = np.unique(np.concatenate([links["l_component"], links["r_component"]]))
-    involved_frame = tables.frame("involved", pd.DataFrame({"component": involved}))
-    involved_nodes = tables("involved_nodes")
     sql.create_table_as(
-        involved_nodes, f"select * from {node_labels} semi join {involved_frame} using (component)", temporary=True
+        links,
+        f"""select l, r, l_component, r_component, match_weight
+            from {scores} where not same_component and match_probability >= {threshold!r} and person_evidence""",
+        temporary=True,
     )
-    # Every person node has a row in the matching records, so its rows count a customer's person records.
-    attributes = sql.rows(
-        f"""
-        select c.component, count(m.node_id) as person_records,
-               list(distinct m.dob_text) filter (where m.dob_text is not null) as birth_dates,
-               list(distinct [m.first_name, m.last_name]) filter (where m.first_name is not null) as names
-        from {involved_nodes} c left join {records} m using (node_id)
-        group by 1
-        """
+    if int(sql.value(f"select count(*) from {links}")) == 0:
+        sql.create_table_as(decisions, f"select l, r, cast(null as varchar) as decision from {links}", temporary=True)
+        return node_labels
+    # Customers are the nodes, each link's left record the vertex joining them (its links all start at
+    # its own customer, so no customers are joined that no link joins).
+    sql_components(
+        sql,
+        tables,
+        f"""(select l_component as node_id, l as value_id from {links}
+             union all select r_component, l from {links})""",
+        groups,
+    )
+    sql.create_table_as(
+        members,
+        f"""select c.node_id, c.component, g.component as grp
+            from {node_labels} c join {groups} g on g.node_id = c.component""",
+        temporary=True,
     )
     limits = config.identity.profile_limits()
-    limited: dict[int, dict[str, set[str]]] = {}
+    limited = ""
     if limits and limited_edges:
-        for component, id_type, id_value in sql.rows(
-            f"select c.component, l.id_type, l.id_value from {limited_edges} l join {involved_nodes} c using (node_id)"
-        ):
-            limited.setdefault(component, {}).setdefault(id_type, set()).add(id_value)
-    tables.drop("involved_nodes")
-    position = {int(c): i for i, c in enumerate(involved)}
-    # Every involved component has a node, so the query returns each once: the list fills completely.
-    customers: list[Customer] = [None] * len(involved)  # type: ignore[list-item]
-    for component, person_records, birth_dates, names in attributes:
-        customers[position[component]] = Customer(
-            person_records=person_records,
-            birth_dates=set(birth_dates) if birth_dates else set(),
-            names=set(map(tuple, names)) if names else set(),
-            limited=limited.get(component, {}),
-        )
+        limited = f"""union all
+            select distinct grp, 'limit', component, l.id_type, l.id_value, null, null
+            from {limited_edges} l join {members} c using (node_id)"""
+    # Every person node has a row in the matching records, so its rows count a customer's person records.
+    group_rows = f"""
+        select grp, 'size' as kind, component, cast(count(m.node_id) as varchar) as a, null as b, null as c,
+               null as rank
+        from {members} c left join {records} m using (node_id) group by grp, component
+        union all
+        select distinct grp, 'born', component, m.dob_text, null, null, null
+        from {members} c join {records} m using (node_id) where m.dob_text is not null
+        union all
+        select distinct grp, 'name', component, m.first_name, m.last_name, null, null
+        from {members} c join {records} m using (node_id) where m.first_name is not null
+        {limited}
+        union all
+        select g.component, 'link', k.l_component, cast(k.r_component as varchar), cast(k.l as varchar),
+               cast(k.r as varchar),
+               row_number() over (partition by g.component order by k.match_weight desc, k.l, k.r)
+        from {links} k join {groups} g on g.node_id = k.l_component
+    """
     counts = dict(sql.rows(f"select first_name, count(*) from {records} where first_name is not null group by 1"))
-    union = ConstrainedUnion(
-        customers, limits, config.identity.max_cluster_person_records, conflicts, FirstNames(counts)
+    names = FirstNames(counts)
+    max_person_records = config.identity.max_cluster_person_records
+    sql.map_groups(
+        decided,
+        group_rows,
+        ["grp"],
+        lambda rows: cluster_linked(rows, limits, max_person_records, conflicts, names),
+        ["kind", "x", "y", "decision"],
     )
-    decisions = [
-        union.merge(position[int(a)], position[int(b)])
-        for a, b in zip(links["l_component"], links["r_component"], strict=True)
-    ]
-    labels = labels.copy()
-    root_component = np.array([involved[union.find(i)] for i in range(len(involved))])
-    lookup = pd.Series(root_component, index=involved)
-    mask = np.isin(labels, involved)
-    labels[mask] = lookup.loc[labels[mask]].to_numpy()
-    return pd.DataFrame({"l": links["l"], "r": links["r"], "decision": decisions}), labels
+    for name in ("links", "groups", "members"):
+        tables.drop(name)
+    sql.create_table_as(
+        decisions,
+        f"select cast(x as bigint) as l, cast(y as bigint) as r, decision from {decided} where kind = 'link'",
+        temporary=True,
+    )
+    merged = int(sql.value(f"select count(*) from {decided} where kind = 'root'"))
+    if merged:
+        sql.create_table_as(
+            out,
+            f"""select c.node_id, coalesce(m.root, c.component) as component
+                from {node_labels} c left join (
+                    select cast(x as bigint) as component, cast(y as bigint) as root from {decided} where kind = 'root'
+                ) m on m.component = c.component""",
+            temporary=True,
+        )
+    tables.drop("decided")
+    return out if merged else node_labels
