@@ -87,10 +87,15 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
         CRM_HEADER
         + "SLIP-1,Quentin,Zyxwell,quentin.zyxwell@gmail.com,,,,,,US,,true,2026-01-01T00:00:00Z\n"
         + "SLIP-2,Quentin,Zyxwell,quentin.zyxwell@yahoo.com,,,,,,US,,true,2026-01-01T00:00:00Z\n"
+        # Two addresses a letter apart, paired only by the block of their shared deletion form (zorblat@…).
+        + "SLIPX-1,Quinby,Zorblat,zorblatq@gmail.com,,,,,,US,,true,2026-01-01T00:00:00Z\n"
+        + "SLIPX-2,Quinby,Zorblat,zorblatx@gmail.com,,,,,,US,,true,2026-01-01T00:00:00Z\n"
     )
     first = _identity(platform.refresh())
     slip_pair = "select count(*) from identity.evidence where left_record_id = 'SLIP-1' and right_record_id = 'SLIP-2'"
     assert platform.scalar(slip_pair) == 1
+    form_pair = slip_pair.replace("SLIP-", "SLIPX-")
+    assert platform.scalar(form_pair) == 1
     assert first["mode"] == "full"
 
     # New records (the held-back lines) and changed ones (a known contact's new surname, which moves it out
@@ -115,9 +120,15 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
                 (7, "Ed", "example.net"),
             ]
         )
+        # Four more addresses in that deletion form's block take it over its cap of five addresses.
+        + "".join(
+            f"SLIPX-{n},{name},Other,zorblat{n}@gmail.com,,,,,,US,,true,2026-01-01T00:00:00Z\n"
+            for n, name in [(3, "Ada"), (4, "Bo"), (5, "Cy"), (6, "Di")]
+        )
     )
     delta = _identity(platform.refresh())
     assert platform.scalar(slip_pair) == 0  # their blocks are over the cap now
+    assert platform.scalar(form_pair) == 0
     assert delta["mode"] == "incremental", delta["reason"]
     assert 0 < delta["records_rescored"] < first["person_records"] / 2
     assert delta["scored_pairs_kept"] > 0

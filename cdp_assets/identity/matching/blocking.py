@@ -28,7 +28,7 @@ def list_features(rule: list[str]) -> list[str]:
     return [f for f in rule if f in LIST_FEATURES]
 
 
-def _whole(rule: list[str]) -> str:
+def whole_key(rule: list[str]) -> str:
     """The hash of a record's whole lists of the rule's list features: which records hold the same values."""
     return f"hash({', '.join(list_features(rule))})"
 
@@ -42,7 +42,7 @@ def keyed(records: str, rule: list[str], distinct: bool = False) -> str:
     if not list_features(rule):
         return records
     columns = ", ".join(f"unnest({f}) as {f}" if f in LIST_FEATURES else f for f in rule)
-    whole = f"{_whole(rule)} as __whole"
+    whole = f"{whole_key(rule)} as __whole"
     if distinct:
         return f"(select {whole}, {columns} from (select distinct {', '.join(rule)} from {records}))"
     return f"(select node_id, {whole}, {columns} from {records})"
@@ -128,7 +128,7 @@ def _rule_pairs_sql(
             from blocks a join blocks b on a.block = b.block and a.__whole < b.__whole
         ),
         holders as (
-            select node_id, {_whole(rule)} as __whole from {records} where array_length({first_list}) > 0
+            select node_id, {whole_key(rule)} as __whole from {records} where array_length({first_list}) > 0
         )
         select least(l.node_id, r.node_id), greatest(l.node_id, r.node_id), {index}
         from value_pairs p join holders l on l.__whole = p.lw join holders r on r.__whole = p.rw

@@ -21,7 +21,7 @@ did keeps its features, and pairs are kept only from a run that scored them with
 no kept row has been removed since (an erasure removes the rows of the people it erases).
 """
 
-from cdp_assets.identity.matching.blocking import keyed, list_features
+from cdp_assets.identity.matching.blocking import keyed, list_features, whole_key
 from cdp_assets.identity.matching.features import FEATURE_COLUMNS
 from resources.sql import Sql
 
@@ -86,36 +86,64 @@ def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], 
             temporary=True,
         )
         for rule, cap in rules:
-            columns = ", ".join(rule)
-            not_null = " and ".join(f"{f} is not null" for f in rule)
-            size = "count(distinct __whole)" if list_features(rule) else "count(*)"
-            pairs_made = f"between 2 and {cap}"
-            sql.execute(
-                f"""
-                insert into {changed}
-                with touched as (
-                    select {columns} from {keyed(records, rule)} semi join {changed} using (node_id)
-                    where {not_null}
-                    union
-                    select {columns} from {keyed(gone, rule)} where {not_null}
-                ),
-                now_n as (
-                    select {columns}, {size} as n, list(node_id) as nodes from {keyed(records, rule)}
-                    semi join touched using ({columns}) group by all
-                ),
-                before_n as (
-                    select {columns}, {size} as n from {keyed(FEATURES_TABLE, rule)}
-                    semi join touched using ({columns}) group by all
-                ),
-                crossing as (
-                    select unnest(a.nodes) as node_id from touched t
-                    join now_n a using ({columns}) left join before_n b using ({columns})
-                    where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
-                )
-                select distinct node_id from crossing anti join {changed} using (node_id)
-                """
-            )
+            sql.execute(f"insert into {changed} {_crossing_sql(records, gone, changed, rule, cap)}")
         return int(sql.value(f"select count(*) from {changed}"))
+
+
+def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: int) -> str:
+    """The node ids, not yet in `changed`, of the `records` in a block of `rule` whose side of its cap (or
+    of two records) a changed record (in `changed`) or a departed one (in `gone`) moved."""
+    columns = ", ".join(rule)
+    not_null = " and ".join(f"{f} is not null" for f in rule)
+    pairs_made = f"between 2 and {cap}"
+    # Only the changed records' keys are unnested (a semi join does not reach under the unnest).
+    touched = f"""
+        select {columns} from {keyed(f"(select * from {records} semi join {changed} using (node_id))", rule)}
+        where {not_null}
+        union
+        select {columns} from {keyed(gone, rule)} where {not_null}"""
+    if not list_features(rule):
+        return f"""
+            with touched as ({touched}),
+            now_n as (
+                select {columns}, count(*) as n, list(node_id) as nodes from {records}
+                semi join touched using ({columns}) group by all
+            ),
+            before_n as (
+                select {columns}, count(*) as n from {FEATURES_TABLE} semi join touched using ({columns}) group by all
+            ),
+            crossing as (
+                select unnest(a.nodes) as node_id from touched t
+                join now_n a using ({columns}) left join before_n b using ({columns})
+                where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
+            )
+            select distinct node_id from crossing anti join {changed} using (node_id)"""
+    # A list feature's block holds whole values (blocking.py): each distinct combination of the rule's
+    # values is unnested once, its blocks counted in distinct whole values, and the records of a block
+    # whose side moved are found by their whole values (and the rule's other features).
+    plain = [f for f in rule if f not in list_features(rule)]
+    also = "".join(f", {f}" for f in plain)
+    using = ", ".join(["__whole", *plain])
+    return f"""
+        with touched as ({touched}),
+        now_whole as (
+            select distinct __whole, {columns} from {keyed(records, rule, distinct=True)}
+            semi join touched using ({columns})
+        ),
+        now_n as (select {columns}, count(*) as n from now_whole group by all),
+        before_n as (
+            select {columns}, count(*) as n from (
+                select distinct __whole, {columns} from {keyed(FEATURES_TABLE, rule, distinct=True)}
+                semi join touched using ({columns})
+            ) group by all
+        ),
+        crossing as (
+            select distinct w.__whole{"".join(f", w.{f}" for f in plain)} from now_n a
+            left join before_n b using ({columns}) join now_whole w using ({columns})
+            where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
+        ),
+        holders as (select node_id, {whole_key(rule)} as __whole{also} from {records})
+        select distinct node_id from holders semi join crossing using ({using}) anti join {changed} using (node_id)"""
 
 
 def keep_scored_pairs(
