@@ -334,3 +334,60 @@ print(s.conf.get("spark.sql.shuffle.partitions"), s.conf.get("spark.sql.adaptive
     partitions, adaptive, zone, heap_mb = done.stdout.split()
     assert (partitions, adaptive, zone) == ("7", "false", "UTC")
     assert 1536 < int(heap_mb) <= 2048  # Spark's default driver (1g) gives a JVM heap of 1024 MB
+
+
+def test_a_file_export_is_the_same_to_the_byte_and_its_rows_never_gather_on_the_driver(runners, tmp_path: Path) -> None:  # noqa: ANN001
+    """Spark's executors write an export's rows as parts, which DuckDB's writer streams into the one file:
+    the CSV and Parquet files are byte for byte DuckDB's, in the query's order, and no part is left."""
+    rng = random.Random(12)
+    n = 5_000
+    rows = pd.DataFrame(
+        {
+            "id": list(range(n)),
+            "name": [rng.choice(['Ann "Nan" Lee', "Bo, Jr.", "Zoë\nNew line", "plain", None]) for _ in range(n)],
+            "amount": [rng.choice(["12.30", "0.05", "-7.00", None]) for _ in range(n)],
+            "score": [rng.choice([0.1, 1 / 3, 2.5e-7, None]) for _ in range(n)],
+            "seen_at": [datetime(2024, 1, 1) + timedelta(seconds=rng.randrange(10**8)) for _ in range(n)],
+            "flag": [rng.choice([True, False, None]) for _ in range(n)],
+        }
+    )
+    # Several parts, as a large export has: small data would be coalesced into one.
+    spark = runners[1].spark
+    settings = {"spark.sql.adaptive.coalescePartitions.enabled": "false", "spark.sql.shuffle.partitions": "5"}
+    before = {key: spark.conf.get(key) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    files = {}
+    for runner in runners:
+        with runner.registered("export_frame", rows):
+            runner.create_table_as(
+                "cdp.export_rows",
+                """select cast(id as integer) as id, name, cast(amount as decimal(12, 2)) as amount, score,
+                          cast(seen_at as timestamp) as seen_at, cast(seen_at as date) as seen_on, flag,
+                          case when id % 3 = 0 then [name, 'x'] end as tags
+                   from export_frame""",
+            )
+        kind = type(runner).__name__
+        for file_format in ("csv", "parquet"):
+            for scope, where in (("all", "true"), ("none", "false")):
+                path = tmp_path / kind / f"{scope}.{file_format}"
+                path.parent.mkdir(exist_ok=True)
+                written = runner.export(
+                    f"select * from cdp.export_rows where {where} order by seen_at desc, id", str(path), file_format
+                )
+                assert written == (n if scope == "all" else 0)
+                files[kind, scope, file_format] = path.read_bytes()
+        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == [
+            "all.csv",
+            "all.parquet",
+            "none.csv",
+            "none.parquet",
+        ]
+        runner.drop_table("cdp.export_rows")
+    for key, value in before.items():
+        spark.conf.set(key, value)
+    for scope in ("all", "none"):
+        for file_format in ("csv", "parquet"):
+            assert files["SparkSql", scope, file_format] == files["Sql", scope, file_format], (scope, file_format)
+    lines = files["Sql", "all", "csv"].decode().splitlines()
+    assert lines[0] == "id,name,amount,score,seen_at,seen_on,flag,tags" and len(lines) > n

@@ -873,12 +873,18 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
                 [customer, consent],
             )
             conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+    # What an export killed half-way left (a partial file; on Spark, the parts beside it): members' rows in
+    # no recorded file, which an erasure would not find. The next export removes them.
+    folder = tmp_path / "exports" / "dest"
+    (folder / "..dest-old.csv.partial.parts" / "rows").mkdir(parents=True)
+    (folder / "..dest-old.csv.partial.parts" / "rows" / "part-00000.parquet").write_text("no")
+    (folder / ".dest-old.csv.partial").write_text("customer_id\nno\n")
     result = dg.materialize(
         [build_sync_asset(config, config.destinations[0])],
         resources={"warehouse": WarehouseResource(database=str(database))},
     )
     assert result.success
-    [export] = (tmp_path / "exports" / "dest").glob("*.csv")
+    [export] = folder.iterdir()
     with export.open(newline="") as handle:
         assert [row["customer_id"] for row in csv.DictReader(handle)] == ["yes"]
 

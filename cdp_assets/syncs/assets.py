@@ -10,6 +10,7 @@ destination last acknowledged it, in the destination's sync mode, with consent e
 """
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -86,6 +87,13 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     mapped fields; returns the file and row count."""
     folder = config.resolve(destination.path) / destination.name
     folder.mkdir(parents=True, exist_ok=True)
+    # What an export killed half-way left (one run at a time writes here): customers' rows in no
+    # recorded file, which an erasure would not find.
+    for left in folder.glob(".*.partial*"):
+        if left.is_dir():
+            shutil.rmtree(left)
+        else:
+            left.unlink()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"{destination.name}-{stamp}.{destination.format}"
     partial = target.with_name("." + target.name + ".partial")

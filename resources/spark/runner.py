@@ -33,10 +33,11 @@ Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the Duc
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ import pyarrow as pa
 
 from resources.spark.dialect import to_spark
 from resources.spark.udfs import ensure_jar, register
-from resources.sql import Params, Sql, grouped_rows, ruled_rows
+from resources.sql import Params, Sql, grouped_rows, ruled_rows, sql_literal
 from resources.tables import primary_key_of
 
 # Table formats that change rows in place (the dialect's MERGE INTO, `create or replace`); the session's
@@ -483,16 +484,39 @@ class SparkSql:
         ]
 
     def export(self, sql: str, path: str, file_format: str, params: Params = None) -> int:
-        """Write a query's rows to one file, as `Sql.export` does: Spark writes a folder of part files, so the
-        rows come to the driver as Arrow and DuckDB's writer makes the one file, in the same format to the
-        byte as on DuckDB."""
-        rows = self.arrow(sql, params)
-        writer = Sql.in_memory()
+        """Write a query's rows to one file, as `Sql.export` does, in the same format to the byte. Spark
+        writes a folder of part files, so the executors write the rows as Parquet parts (numbered in the
+        order of the query's partitions, so an ordered query's parts are in its order) into a folder of
+        their own beside `path` (`.<name>.parts`, owner-only); DuckDB loads the parts, in that order, into
+        a table of a database file there, and its writer makes the one file from the table (written
+        straight from the parts, a Parquet file's pages would fall where the parts end). The driver holds
+        a batch of rows at a time, never the result."""
+        target = Path(path)
+        parts = target.with_name("." + target.name + ".parts")
+        df = self._df(sql, params)
+        shutil.rmtree(parts, ignore_errors=True)  # a crashed export's
         try:
-            with writer.registered("exported_rows", rows):
+            parts.mkdir(mode=0o700)
+            _guarded(lambda: df.write.mode("overwrite").parquet(str(parts / "rows")), sql)
+            files = sorted(str(p) for p in (parts / "rows").glob("part-*.parquet"))
+            writer = Sql(duckdb.connect(str(parts / "rows.duckdb")))
+            try:
+                listed = ", ".join(sql_literal(f) for f in files)
+                # Nothing written: the columns (a CSV file's header) come from the plan.
+                with (
+                    nullcontext(f"read_parquet([{listed}])")
+                    if files
+                    else writer.registered("no_rows", df.limit(0).toArrow())
+                ) as rows:
+                    writer.create_table_as("exported_rows", f"select * from {rows}")
+                    if not writer.value("select count(*) from exported_rows"):
+                        # An empty table's columns would be written as required (no nulls seen).
+                        return writer.export(f"select * from {rows}", path, file_format)
                 return writer.export("select * from exported_rows", path, file_format)
+            finally:
+                writer.close()
         finally:
-            writer.close()
+            shutil.rmtree(parts, ignore_errors=True)
 
     # Tables ---------------------------------------------------------------------------------------
 
