@@ -648,10 +648,9 @@ def test_links_decided_group_by_group_give_what_one_strongest_first_pass_gives(t
     labels = np.array([rng.randrange(components) for _ in range(persons + 60)], dtype=np.int64)
     labels = np.array([np.flatnonzero(labels == c).min() for c in labels])
     # Few distinct weights, so ties are broken by record numbers, as they are in real runs.
-    links = []
-    for _ in range(220):
-        left, right = sorted(rng.sample(range(persons), 2))
-        links.append((left, right, float(rng.choice([3.5, 7.25, 7.25, 12.0, 20.5])), rng.random() < 0.9))
+    # Each pair once, as the scored pairs hold it.
+    pairs = {tuple(sorted(rng.sample(range(persons), 2))) for _ in range(220)}
+    links = [(a, b, float(rng.choice([3.5, 7.25, 7.25, 12.0, 20.5])), rng.random() < 0.9) for a, b in sorted(pairs)]
     sql = Sql.in_memory()
     sql.execute("create table recs (node_id bigint, first_name varchar, last_name varchar, dob_text varchar)")
     sql.execute(
