@@ -357,35 +357,37 @@ def test_a_file_export_is_the_same_to_the_byte_and_its_rows_never_gather_on_the_
     before = {key: spark.conf.get(key) for key in settings}
     for key, value in settings.items():
         spark.conf.set(key, value)
-    files = {}
-    for runner in runners:
-        with runner.registered("export_frame", rows):
-            runner.create_table_as(
-                "cdp.export_rows",
-                """select cast(id as integer) as id, name, cast(amount as decimal(12, 2)) as amount, score,
-                          cast(seen_at as timestamp) as seen_at, cast(seen_at as date) as seen_on, flag,
-                          case when id % 3 = 0 then [name, 'x'] end as tags
-                   from export_frame""",
-            )
-        kind = type(runner).__name__
-        for file_format in ("csv", "parquet"):
-            for scope, where in (("all", "true"), ("none", "false")):
-                path = tmp_path / kind / f"{scope}.{file_format}"
-                path.parent.mkdir(exist_ok=True)
-                written = runner.export(
-                    f"select * from cdp.export_rows where {where} order by seen_at desc, id", str(path), file_format
+    try:
+        files = {}
+        for runner in runners:
+            with runner.registered("export_frame", rows):
+                runner.create_table_as(
+                    "cdp.export_rows",
+                    """select cast(id as integer) as id, name, cast(amount as decimal(12, 2)) as amount, score,
+                              cast(seen_at as timestamp) as seen_at, cast(seen_at as date) as seen_on, flag,
+                              case when id % 3 = 0 then [name, 'x'] end as tags
+                       from export_frame""",
                 )
-                assert written == (n if scope == "all" else 0)
-                files[kind, scope, file_format] = path.read_bytes()
-        assert sorted(p.name for p in (tmp_path / kind).iterdir()) == [
-            "all.csv",
-            "all.parquet",
-            "none.csv",
-            "none.parquet",
-        ]
-        runner.drop_table("cdp.export_rows")
-    for key, value in before.items():
-        spark.conf.set(key, value)
+            kind = type(runner).__name__
+            for file_format in ("csv", "parquet"):
+                for scope, where in (("all", "true"), ("none", "false")):
+                    path = tmp_path / kind / f"{scope}.{file_format}"
+                    path.parent.mkdir(exist_ok=True)
+                    written = runner.export(
+                        f"select * from cdp.export_rows where {where} order by seen_at desc, id", str(path), file_format
+                    )
+                    assert written == (n if scope == "all" else 0)
+                    files[kind, scope, file_format] = path.read_bytes()
+            assert sorted(p.name for p in (tmp_path / kind).iterdir()) == [
+                "all.csv",
+                "all.parquet",
+                "none.csv",
+                "none.parquet",
+            ]
+            runner.drop_table("cdp.export_rows")
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
     for scope in ("all", "none"):
         for file_format in ("csv", "parquet"):
             assert files["SparkSql", scope, file_format] == files["Sql", scope, file_format], (scope, file_format)
