@@ -48,14 +48,20 @@ def keyed(records: str, rule: list[str], distinct: bool = False) -> str:
     return f"(select node_id, {whole}, {columns} from {records})"
 
 
+def held_keys(records: str, rule: list[str], nodes: str) -> str:
+    """A select of the rule's keys held by the `records` whose node ids are in table `nodes`. The records
+    are narrowed first and only theirs are unnested: a semi join does not reach under the unnest, which
+    would otherwise unnest every record's list."""
+    narrowed = f"(select * from {records} semi join {nodes} using (node_id))"
+    return f"select {', '.join(rule)} from {keyed(narrowed, rule)}"
+
+
 def _touched_blocks(records: str, rule: list[str], touching: str | None) -> str:
     """A semi join keeping the rule's keys one of the records in `touching` holds: only their blocks can
     make a pair with one (nothing when `touching` is None)."""
     if touching is None:
         return ""
-    columns = ", ".join(rule)
-    held = f"select {columns} from {keyed(records, rule)} semi join {touching} using (node_id)"
-    return f"semi join ({held}) using ({columns})"
+    return f"semi join ({held_keys(records, rule, touching)}) using ({', '.join(rule)})"
 
 
 def _count_blocks(

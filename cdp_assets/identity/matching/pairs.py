@@ -21,7 +21,7 @@ did keeps its features, and pairs are kept only from a run that scored them with
 no kept row has been removed since (an erasure removes the rows of the people it erases).
 """
 
-from cdp_assets.identity.matching.blocking import keyed, list_features, whole_key
+from cdp_assets.identity.matching.blocking import held_keys, keyed, list_features, whole_key
 from cdp_assets.identity.matching.features import FEATURE_COLUMNS
 from resources.sql import Sql
 
@@ -96,10 +96,8 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
     pairs_made = f"between 2 and {cap}"
-    # Only the changed records' keys are unnested (a semi join does not reach under the unnest).
     touched = f"""
-        select {columns} from {keyed(f"(select * from {records} semi join {changed} using (node_id))", rule)}
-        where {not_null}
+        select * from ({held_keys(records, rule, changed)}) where {not_null}
         union
         select {columns} from {keyed(gone, rule)} where {not_null}"""
     if not list_features(rule):
