@@ -18,7 +18,14 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from cdp_assets.extract.readers import FileFormatError, Reject, Rows, read_file
+from cdp_assets.extract.readers import (
+    FileFormatError,
+    Reject,
+    Rows,
+    read_file,
+    read_jsonl_on_executors,
+    readable_on_executors,
+)
 from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
@@ -163,8 +170,12 @@ def load_file(
     sha: str,
     erased: Callable[[str], list[Reject]] | None = None,
     stat: os.stat_result | None = None,
+    engine: str = "duckdb",
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
+
+    On Spark (`engine`), a JSON-lines file is read by the executors (`readable_on_executors` says which
+    are), with the same rows, rejects and verdict on the file as the reader in this process gives.
 
     `stat` is the file's size and modification time when `sha` was taken (now, by default): recorded
     with the hash, so a file that changes while it is read is hashed and loaded again by the next run.
@@ -180,6 +191,7 @@ def load_file(
     table = raw_table(source)
     status = "loaded"
     rows_loaded = 0
+    on_executors = engine == "spark" and readable_on_executors(path, source.format)
     with sql.scratch("load_file") as tables, sql.transaction():
         sql.execute(f"delete from {table} where _file = ?", [rel])
         # The same content read again (a failed file retried after a configuration change) keeps the first
@@ -196,14 +208,18 @@ def load_file(
         sql.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
         problem: Reject | None = None
         rejects: list[Reject] = []
+        judged_rejects = 0
         try:
-            result, rows = read_file(
-                path,
-                source.format,
-                delimiter=source.csv.delimiter,
-                quote=source.csv.quote,
-                encoding=source.csv.encoding,
-            )
+            if on_executors:
+                result, rows = read_jsonl_on_executors(sql, path, tables), Rows(iter(()))  # type: ignore[arg-type]
+            else:
+                result, rows = read_file(
+                    path,
+                    source.format,
+                    delimiter=source.csv.delimiter,
+                    quote=source.csv.quote,
+                    encoding=source.csv.encoding,
+                )
         except FileFormatError as exc:
             result, rows = None, Rows(iter(()))
             problem = Reject(None, f"file {rel} cannot be read: {exc}")
@@ -218,11 +234,21 @@ def load_file(
                 )
                 rows = Rows(iter(()))
         if result is not None and problem is None:
+            if result.judged is not None:
+                sql.execute(
+                    f"""insert into {table} by name
+                        select cast(? as varchar) as _file, line_number::bigint as _row_number,
+                               cast(? as timestamp) as _loaded_at, record::json as record
+                        from {result.judged} where record is not null""",
+                    [rel, now],
+                )
+                rows_loaded = result.rows
             for batch in _batches(rows, rel, now):
                 with sql.registered("incoming_batch", batch) as incoming:
                     sql.execute(f"insert into {table} by name select * from {incoming}")
                 rows_loaded += batch.num_rows
             rejects = list(result.rejects)
+            judged_rejects = result.rejected
             if erased is not None and rows_loaded:
                 set_aside = erased(rel)
                 rows_loaded -= len(set_aside)
@@ -235,9 +261,24 @@ def load_file(
                 status = "empty"
                 rejects.append(Reject(None, "empty file: no header and no rows"))
         if problem is not None:
-            status, rejects = "failed", [problem]
-        if rejects:
-            with sql.registered("incoming_rejects", _quarantine_rows(source.name, rel, rejects, now)) as incoming:
+            status, rejects, judged_rejects = "failed", [problem], 0
+        if rejects or judged_rejects:
+            found = _quarantine_rows(source.name, rel, rejects, now)
+            with sql.registered("incoming_rejects", found) as listed:
+                incoming = listed
+                if judged_rejects and result is not None and result.judged is not None:
+                    # The rejects of lines read on the executors, as `_quarantine_rows` lays them out.
+                    more = tables("judged_rejects")
+                    sql.create_table_as(
+                        more,
+                        f"""select 'extract' as stage, cast(? as varchar) as source, cast(? as varchar) as file,
+                                   line_number::bigint as row_number, null::varchar as field, value, reason,
+                                   'row' as scope, cast(? as timestamp) as quarantined_at
+                            from {result.judged} where reason is not null""",
+                        [source.name, rel, now],
+                        temporary=True,
+                    )
+                    incoming = f"(select * from {listed} union all by name select * from {more})"
                 sql.execute(
                     f"""insert into meta.extract_quarantine by name
                        select n.* replace (coalesce(p.quarantined_at, n.quarantined_at) as quarantined_at)
@@ -247,7 +288,7 @@ def load_file(
                          on p.row_number is not distinct from n.row_number and p.field is not distinct from n.field
                         and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
                 )
-        rows_rejected = sum(1 for r in rejects if r.row_number is not None)
+        rows_rejected = sum(1 for r in rejects if r.row_number is not None) + judged_rejects
         stat = stat or path.stat()
         sql.execute(
             "insert or replace into meta.loaded_files (source, file, sha256, size_bytes, rows_loaded, rows_rejected, "
@@ -395,7 +436,7 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                     context.log.info(f"{source.name}: {rel} holds what {loaded_content[sha]} loaded; skipped")
                     copies.append(f"{rel} (as {loaded_content[sha]})")
                     continue
-                outcome = load_file(sql, source, path, rel, sha, erased, stat)
+                outcome = load_file(sql, source, path, rel, sha, erased, stat, cdp_config.warehouse.engine)
                 context.log.info(f"{source.name}: {outcome}")
                 if outcome["status"] == "failed":
                     context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")

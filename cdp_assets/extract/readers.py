@@ -16,12 +16,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resources.sql import Sql, SqlError, sql_literal
+from resources.sql import Scratch, Sql, SqlError, sql_literal
+
+if TYPE_CHECKING:
+    from resources.spark.runner import SparkSql
 
 csv.field_size_limit(1 << 24)
 
@@ -51,6 +55,12 @@ class ReadResult:
     # Set once the rows have been read when the file turned out unusable as a whole (written in another
     # encoding, JSON lines of which none is an object): its rows are not loaded and the file is quarantined.
     file_error: str | None = None
+    # A file read where the warehouse's rows are (`read_jsonl_on_executors`): its lines are the engine's
+    # table of this name, (line_number, record, reason, value) as text, a row to load with a record and a
+    # reject with a reason, rather than `Rows` and `rejects`; `rows` and `rejected` count each kind.
+    judged: str | None = None
+    rows: int = 0
+    rejected: int = 0
 
 
 _BATCH_ROWS = 50_000
@@ -94,17 +104,18 @@ class FileFormatError(Exception):
     """The file as a whole cannot be read (e.g. not a Parquet file); the message says why."""
 
 
-def _wrong_encoding(bad_lines: list[int], text_lines: int, encoding: str, hint: str) -> str | None:
-    """Why a file is not in `encoding` at all, or None when its undecodable lines are damaged records.
+def _wrong_encoding(first_bad: list[int], bad_count: int, text_lines: int, encoding: str, hint: str) -> str | None:
+    """Why a file is not in `encoding` at all, or None when its undecodable lines are damaged records;
+    `first_bad` are the first of its `bad_count` undecodable lines.
 
     One undecodable line among readable text is a damaged record and is rejected on its own. Several, in a
     file where no line holds valid non-ASCII text in that encoding, mean the whole file was written in
     another encoding (a latin-1 export in a UTF-8 source): loading only its ASCII rows would keep a
     biased subset, so the file is refused whole.
     """
-    if len(bad_lines) < 2 or text_lines:
+    if bad_count < 2 or text_lines:
         return None
-    shown = ", ".join(str(n) for n in bad_lines[:5]) + (f" and {len(bad_lines) - 5} more" if len(bad_lines) > 5 else "")
+    shown = ", ".join(str(n) for n in first_bad[:5]) + (f" and {bad_count - 5} more" if bad_count > 5 else "")
     return (
         f"is not {encoding}: lines {shown} hold bytes that are not {encoding} and no line holds {encoding} "
         f"text beyond ASCII, so the file was written in another encoding ({hint})"
@@ -486,7 +497,11 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
                     continue
                 yield line_number, json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False)
             result.file_error = _wrong_encoding(
-                feed.bad_lines, feed.text_lines, encoding, "export it as that or set csv.encoding for this source"
+                feed.bad_lines[:5],
+                len(feed.bad_lines),
+                feed.text_lines,
+                encoding,
+                "export it as that or set csv.encoding for this source",
             )
         finally:
             feed.close()
@@ -507,13 +522,62 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
     return result, Rows(batches())
 
 
-def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
-    """Parse a JSON-lines file; each non-blank line must be one JSON object.
+_JSONL_HINT = "JSON lines must be UTF-8"
 
-    A file in which no line is a JSON object (a JSON array document, a CSV file under a .jsonl name) is
-    not JSON lines at all and is refused whole, as is one written in another encoding than UTF-8. A
-    UTF-8 byte order mark before the first line is skipped.
+
+def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None, bool]:
+    """One JSON-lines line as (the record to load, or the line's reject, and whether it held UTF-8 text
+    beyond ASCII); neither for a blank line. The rule for every line, whichever engine reads the file.
+
+    A UTF-8 byte order mark before the first line is skipped: Windows tools start UTF-8 files with one; it
+    marks the encoding and is no part of the first record (CSV files drop it the same way).
     """
+    if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex().upper()
+        reason = f"{_NOT_UTF8}byte 0x{bad} at position {exc.start}"
+        return None, Reject(line_number, reason, _excerpt(raw.decode("utf-8", errors="replace"))), False
+    if not text.strip():
+        return None, None, not raw.isascii()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Where in the line, not json's "line 2 column 1", which counts the line's own line break and reads
+        # like a line of the file.
+        where = (
+            "at the end of the line"
+            if exc.pos >= len(text.rstrip("\r\n"))
+            else f"at character {exc.pos + 1} of the line"
+        )
+        return None, Reject(line_number, f"invalid JSON: {exc.msg} {where}", _excerpt(text)), not raw.isascii()
+    if not isinstance(value, dict):
+        reason = f"expected a JSON object, found {type(value).__name__}"
+        return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
+    return text.strip(), None, not raw.isascii()
+
+
+# How an undecodable line's reject reason begins: a file whose lines are read elsewhere (Spark's executors)
+# is judged from its rejects' reasons.
+_NOT_UTF8 = "not valid utf-8: "
+
+
+def jsonl_file_error(
+    first_bad: list[int], bad_count: int, text_lines: int, objects: int, first_reject: Reject | None
+) -> str | None:
+    """Why a JSON-lines file is refused whole, from what its lines gave: written in another encoding than
+    UTF-8, or no line a JSON object (a JSON array document, a CSV file under a .jsonl name)."""
+    wrong = _wrong_encoding(first_bad, bad_count, text_lines, "utf-8", _JSONL_HINT)
+    if wrong is None and not objects and first_reject is not None:
+        return f"is not JSON lines: no line is a JSON object (line {first_reject.row_number}: {first_reject.reason})"
+    return wrong
+
+
+def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
+    """Parse a JSON-lines file; each non-blank line must be one JSON object (`jsonl_line`), and a file that
+    is not JSON lines at all is refused whole (`jsonl_file_error`)."""
     result = ReadResult()
     if path.stat().st_size == 0:
         result.empty = True
@@ -524,55 +588,85 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
         text_lines = objects = 0
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
-                if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
-                    # Windows tools start UTF-8 files with a byte order mark; it marks the encoding and is
-                    # no part of the first record (CSV files drop it the same way).
-                    raw = raw[len(codecs.BOM_UTF8) :]
-                try:
-                    text = raw.decode("utf-8")
-                    text_lines += not raw.isascii()
-                except UnicodeDecodeError as exc:
-                    bad_lines.append(line_number)
-                    bad = raw[exc.start : exc.start + 1].hex().upper()
-                    result.rejects.append(
-                        Reject(
-                            line_number,
-                            f"not valid utf-8: byte 0x{bad} at position {exc.start}",
-                            _excerpt(raw.decode("utf-8", errors="replace")),
-                        )
-                    )
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    # Where in the line, not json's "line 2 column 1", which counts the line's own line break
-                    # and reads like a line of the file.
-                    where = (
-                        "at the end of the line"
-                        if exc.pos >= len(text.rstrip("\r\n"))
-                        else f"at character {exc.pos + 1} of the line"
-                    )
-                    result.rejects.append(Reject(line_number, f"invalid JSON: {exc.msg} {where}", _excerpt(text)))
-                    continue
-                if not isinstance(value, dict):
-                    result.rejects.append(
-                        Reject(
-                            line_number,
-                            f"expected a JSON object, found {type(value).__name__}",
-                            _excerpt(text),
-                        )
-                    )
-                    continue
-                objects += 1
-                yield line_number, text.strip()
-        result.file_error = _wrong_encoding(bad_lines, text_lines, "utf-8", "JSON lines must be UTF-8")
-        if result.file_error is None and not objects and result.rejects:
-            first = result.rejects[0]
-            result.file_error = f"is not JSON lines: no line is a JSON object (line {first.row_number}: {first.reason})"
+                record, reject, text = jsonl_line(line_number, raw)
+                text_lines += text
+                if reject is not None:
+                    result.rejects.append(reject)
+                    if reject.reason.startswith(_NOT_UTF8):
+                        bad_lines.append(line_number)
+                elif record is not None:
+                    objects += 1
+                    yield line_number, record
+        first = result.rejects[0] if result.rejects else None
+        result.file_error = jsonl_file_error(bad_lines[:5], len(bad_lines), text_lines, objects, first)
 
     return result, Rows.of(rows())
+
+
+JSONL_OUTPUTS = ("line_number", "record", "reason", "value", "text")
+
+
+def jsonl_batch(lines: pa.Table) -> pa.Table:
+    """`jsonl_line` over a batch of (line_number, line) rows, as text columns `JSONL_OUTPUTS` (`text` '1' for
+    a line of UTF-8 text beyond ASCII): the reader's rule where Spark's executors hold the lines."""
+    out: dict[str, list[str | None]] = {name: [] for name in JSONL_OUTPUTS}
+    numbers = lines.column("line_number").to_pylist()
+    for number, raw in zip(numbers, lines.column("line").to_pylist(), strict=True):
+        record, reject, text = jsonl_line(number, raw)
+        out["line_number"].append(str(number))
+        out["record"].append(record)
+        out["reason"].append(reject.reason if reject else None)
+        out["value"].append(reject.value if reject else None)
+        out["text"].append("1" if text else None)
+    return pa.table({name: pa.array(values, pa.string()) for name, values in out.items()})
+
+
+# Names Spark's file reader would not take as written: Hadoop reads a file ending so through its codec
+# (these readers do not decompress, so the two engines would load different rows), and takes glob and
+# URI characters in a path as patterns or a scheme. Such files are read in this process.
+_HADOOP_CODECS = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst")
+_HADOOP_PATTERN = set("*?[]{}\\:%")
+
+
+def readable_on_executors(path: Path, fmt: str) -> bool:
+    """Whether Spark's executors read `path` (`read_jsonl_on_executors`): a JSON-lines file (also the
+    collector's and an API's landed pages) whose name Spark's reader takes as written."""
+    if fmt not in ("jsonl", "http", "segment"):
+        return False
+    name = str(path.resolve())
+    return not name.lower().endswith(_HADOOP_CODECS) and not _HADOOP_PATTERN & set(name)
+
+
+def read_jsonl_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadResult:
+    """`read_jsonl` where Spark's executors read the file: its lines numbered by Spark's text reader
+    (`numbered_lines`), each judged by `jsonl_line` in batches (`map_arrow`), and the file judged whole
+    by `jsonl_file_error` from counts, so that only those counts and the first few bad line numbers
+    reach the driver. The judged lines stay in the step's table `result.judged`."""
+    result = ReadResult()
+    if path.stat().st_size == 0:
+        result.empty = True
+        return result
+    lines, judged = tables("lines"), tables("judged")
+    sql.numbered_lines(lines, str(path.resolve()))
+    sql.map_arrow(judged, f"select line_number, line from {lines}", jsonl_batch, JSONL_OUTPUTS)
+    tables.drop("lines")
+    undecodable = f"reason like '{_NOT_UTF8}%'"
+    bad, text_lines, objects, rejected = sql.row(
+        f"""select count(*) filter (where {undecodable}), count(*) filter (where text = '1'),
+                   count(record), count(reason) from {judged}"""
+    ) or (0, 0, 0, 0)
+    first_bad = [
+        int(n)
+        for (n,) in sql.rows(f"select line_number::bigint as n from {judged} where {undecodable} order by n limit 5")
+    ]
+    first = sql.row(
+        f"select line_number::bigint as n, reason from {judged} where reason is not null order by n limit 1"
+    )
+    first_reject = Reject(int(first[0]), str(first[1])) if first else None
+    result.file_error = jsonl_file_error(first_bad, int(bad), int(text_lines), int(objects), first_reject)
+    result.judged = judged
+    result.rows, result.rejected = int(objects), int(rejected)
+    return result
 
 
 def read_parquet(path: Path) -> tuple[ReadResult, Rows]:

@@ -579,6 +579,34 @@ class SparkSql:
         self._keep(name, self._df(select, None).mapInArrow(apply, schema), select)
         return int(self.value(f"select count(*) from {name}"))
 
+    def numbered_lines(self, name: str, path: str) -> int:
+        """Temporary table `name` of a text file's lines, (line_number, line): each line's bytes as the file
+        holds them, without its line feed (a carriage return before it stays), numbered from 1 in file order;
+        returns how many. Spark's text reader reads the file's splits on the executors, each split's lines
+        in order, so a line's number is the lines of the splits before its own (by their start in the file,
+        a count per split) plus its place in its split: no line passes through the driver. A file with no
+        final line feed ends with its last line; one with a final line feed has no empty line after it."""
+        from pyspark.sql import functions as f
+        from pyspark.sql.window import Window
+
+        lines = self.spark.read.option("lineSep", "\n").text(path)
+        placed = lines.select(
+            f.col("value").cast("binary").alias("line"),
+            f.col("_metadata.file_block_start").alias("block"),
+            f.monotonically_increasing_id().alias("at"),
+        )
+        # Read once: the counts and the numbers must come from the same reading of the file.
+        placed = _guarded(lambda: placed.localCheckpoint(eager=True), f"read {path}")
+        blocks = placed.groupBy("block").agg(f.count("*").alias("lines"), f.min("at").alias("first"))
+        before = f.sum("lines").over(Window.orderBy("block").rowsBetween(Window.unboundedPreceding, -1))
+        starts = blocks.select("block", "first", f.coalesce(before, f.lit(0)).alias("offset"))
+        numbered = placed.join(f.broadcast(starts), "block").select(
+            (f.col("offset") + f.col("at") - f.col("first") + 1).cast("bigint").alias("line_number"), "line"
+        )
+        self._keep(name, numbered, f"read {path}")
+        placed.unpersist()
+        return int(self.value(f"select count(*) from {name}"))
+
     def map_groups(
         self,
         name: str,

@@ -1,0 +1,142 @@
+"""JSON-lines files read by Spark's executors load what the reader in this process loads: the same raw rows
+with the same line numbers, the same rejects with the same reasons, and the same verdict on a file that
+is not JSON lines or not UTF-8, across files Spark splits into many parts."""
+
+import json
+import random
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+import cdp_assets.extract.assets as extract
+from cdp_assets.extract.readers import readable_on_executors
+from resources.config import load_config
+from resources.spark.runner import SparkSql
+from resources.sql import Sql
+from resources.warehouse import create_shared
+
+pytestmark = pytest.mark.spark
+
+
+def _mixed_lines(seed: int) -> bytes:
+    """Seeded JSON lines with every kind of line the reader tells apart, the odd ones at random places."""
+    rng = random.Random(seed)
+    odd = [
+        b"",
+        b"   ",
+        b'{"id": "crlf", "n": 1}\r',
+        b'{"id": "bad-utf8", "name": "\xff\xfe"}',
+        b'{"id": "unterminated", "n": 1',
+        b'{"id": "extra"} trailing',
+        b"[1, 2, 3]",
+        b'"just a string"',
+        b"not json at all",
+        '{"id": "accent", "name": "Zoë Ørsted"}'.encode(),
+        b'{"id": "nested", "address": {"city": "Lyon", "lines": ["a", "b"]}}',
+        b"\t",
+    ]
+    lines = [b'\xef\xbb\xbf{"id": "bom-first", "n": 0}']
+    for n in range(1, 3000):
+        if rng.random() < 0.05:
+            lines.append(rng.choice(odd))
+        else:
+            pad = "x" * rng.randrange(0, 120)
+            lines.append(json.dumps({"id": f"r{n}", "n": n, "pad": pad}).encode())
+    return b"\n".join(lines)  # no line feed after the last line
+
+
+CASES = {
+    "mixed": _mixed_lines(7),
+    "final_line_feed": b'{"id": "a"}\n{"id": "b"}\n',
+    "blank_last_lines": b'{"id": "a"}\n\n\n',
+    # Several lines not UTF-8 and none UTF-8 beyond ASCII: an export in another encoding, refused whole.
+    "latin1": "\n".join(json.dumps({"id": f"l{n}", "name": "x"}) for n in range(40)).encode()
+    + b'\n{"id": "l40", "name": "Jos\xe9"}\n{"id": "l41", "name": "Ren\xe9e"}\n',
+    # One damaged line among UTF-8 text: that line alone is rejected.
+    "one_bad_byte": '{"id": "u1", "name": "Zoë"}\n{"id": "u2", "name": "Ren\xe9e"}\n'.encode()
+    + b'{"id": "u3", "name": "Jos\xe9"}\n',
+    "array_document": json.dumps([{"id": "a"}, {"id": "b"}], indent=1).encode() + b"\n",
+    "empty": b"",
+}
+
+
+def _config(folder: Path):  # noqa: ANN202 - a CDPConfig
+    source = {"name": "web", "format": "jsonl", "glob": "*.jsonl", "role": "person", "record_id": "id"}
+    raw = {"sources": [source]}
+    path = folder / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def runners(spark):  # noqa: ANN001, ANN201 - the session fixture of tests/conftest.py
+    """A DuckDB runner and a Spark runner over the platform's schemas; Spark splits files every 4 kB, so
+    the mixed file is read in some forty parts by two executor threads."""
+    conn = duckdb.connect()
+    duck = Sql(conn)
+    create_shared(duck.execute)
+    runner = SparkSql(spark, in_order_transactions=True)
+    create_shared(runner.execute)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "4096")
+    try:
+        yield duck, runner
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+        conn.close()
+
+
+def _loaded(sql, source, path: Path, engine: str) -> tuple[dict, list, list, list]:  # noqa: ANN001
+    rel = f"{engine}/{path.name}"
+    extract.ensure_raw_table(sql, source)
+    outcome = extract.load_file(sql, source, path, rel, "sha-" + path.name, engine=engine)
+    raw = sql.rows(
+        f"select _row_number, record::varchar from {extract.raw_table(source)} where _file = ? order by 1", [rel]
+    )
+    rejects = sql.rows(
+        "select row_number, field, value, reason, scope from meta.extract_quarantine "
+        "where source = ? and file = ? order by row_number nulls first, reason",
+        [source.name, rel],
+    )
+    files = sql.rows(
+        "select rows_loaded, rows_rejected, status from meta.loaded_files where source = ? and file = ?",
+        [source.name, rel],
+    )
+    outcome = {k: v for k, v in outcome.items() if k != "file"}
+    # A file's verdict names the file: the engines load it under different names here.
+    rejects = [(n, f, v, r.replace(rel, "FILE"), s) for n, f, v, r, s in rejects]
+    return outcome, raw, rejects, files
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_json_lines_read_on_the_executors_load_what_this_process_loads(
+    case: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    duck, spark_sql = runners
+    path = tmp_path / f"{case}.jsonl"
+    path.write_bytes(CASES[case])
+    source = _config(tmp_path).sources[0]
+    expected = _loaded(duck, source, path, "duckdb")
+    # The Spark run must not fall back on the reader in this process.
+    monkeypatch.setattr(extract, "read_file", lambda *a, **k: pytest.fail("read in the driver"))
+    got = _loaded(spark_sql, source, path, "spark")
+    assert got == expected
+    outcome, raw, rejects, _ = got
+    if case == "mixed":
+        assert outcome["status"] == "loaded" and len(raw) > 2500 and len(rejects) > 50
+        assert raw[0] == (1, '{"id": "bom-first", "n": 0}')
+    if case == "latin1":
+        assert outcome["status"] == "failed" and "is not utf-8" in rejects[0][3]
+    if case == "one_bad_byte":
+        assert outcome["status"] == "loaded" and [r[0] for r in rejects] == [3]
+
+
+def test_which_files_the_executors_read() -> None:
+    assert readable_on_executors(Path("/landing/web/2024-01-01.jsonl"), "jsonl")
+    assert readable_on_executors(Path("/landing/collector/batch 7.jsonl"), "segment")
+    assert not readable_on_executors(Path("/landing/crm/contacts.csv"), "csv")
+    assert not readable_on_executors(Path("/landing/web/events.jsonl.gz"), "jsonl")
+    assert not readable_on_executors(Path("/landing/web/events[1].jsonl"), "jsonl")
+    assert not readable_on_executors(Path("/landing/web/10:00.jsonl"), "jsonl")
