@@ -29,6 +29,8 @@ def _mixed_lines(seed: int) -> bytes:
         b'{"id": "crlf", "n": 1}\r',
         b'{"id": "bad-utf8", "name": "\xff\xfe"}',
         b'{"id": "unterminated", "n": 1',
+        # A string left open: the line feed ends up inside it on one reading, the line on another.
+        b'{"id": "open-string", "name": "Ann',
         b'{"id": "extra"} trailing',
         b"[1, 2, 3]",
         b'"just a string"',
@@ -44,12 +46,13 @@ def _mixed_lines(seed: int) -> bytes:
         else:
             pad = "x" * rng.randrange(0, 120)
             lines.append(json.dumps({"id": f"r{n}", "n": n, "pad": pad}).encode())
+    lines.append(b'{"id": "last", "name": "open')
     return b"\n".join(lines)  # no line feed after the last line
 
 
 CASES = {
     "mixed": _mixed_lines(7),
-    "final_line_feed": b'{"id": "a"}\n{"id": "b"}\n',
+    "final_line_feed": b'{"id": "a"}\n{"id": "b", "name": "open\n',
     "blank_last_lines": b'{"id": "a"}\n\n\n',
     # Several lines not UTF-8 and none UTF-8 beyond ASCII: an export in another encoding, refused whole.
     "latin1": "\n".join(json.dumps({"id": f"l{n}", "name": "x"}) for n in range(40)).encode()
@@ -127,6 +130,9 @@ def test_json_lines_read_on_the_executors_load_what_this_process_loads(
     if case == "mixed":
         assert outcome["status"] == "loaded" and len(raw) > 2500 and len(rejects) > 50
         assert raw[0] == (1, '{"id": "bom-first", "n": 0}')
+        reasons = [r[3] for r in rejects]
+        assert any(r.startswith("invalid JSON: Invalid control character") for r in reasons)
+        assert reasons[-1].startswith("invalid JSON: Unterminated string")  # the last line, with no line feed
     if case == "latin1":
         assert outcome["status"] == "failed" and "is not utf-8" in rejects[0][3]
     if case == "one_bad_byte":

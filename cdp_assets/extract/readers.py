@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -606,13 +607,16 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
 JSONL_OUTPUTS = ("line_number", "record", "reason", "value", "text")
 
 
-def jsonl_batch(lines: pa.Table) -> pa.Table:
+def jsonl_batch(lines: pa.Table, last_without_line_feed: int | None = None) -> pa.Table:
     """`jsonl_line` over a batch of (line_number, line) rows, as text columns `JSONL_OUTPUTS` (`text` '1' for
-    a line of UTF-8 text beyond ASCII): the reader's rule where Spark's executors hold the lines."""
+    a line of UTF-8 text beyond ASCII): the reader's rule where Spark's executors hold the lines. Spark's
+    lines come without their line feed, which `jsonl_line` sees as this process reads them (JSON's verdict
+    on a string left open depends on it): it is put back on each but the file's last line when that one
+    has none (`last_without_line_feed`, its number)."""
     out: dict[str, list[str | None]] = {name: [] for name in JSONL_OUTPUTS}
     numbers = lines.column("line_number").to_pylist()
     for number, raw in zip(numbers, lines.column("line").to_pylist(), strict=True):
-        record, reject, text = jsonl_line(number, raw)
+        record, reject, text = jsonl_line(number, raw if number == last_without_line_feed else raw + b"\n")
         out["line_number"].append(str(number))
         out["record"].append(record)
         out["reason"].append(reject.reason if reject else None)
@@ -647,8 +651,12 @@ def read_jsonl_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadR
         result.empty = True
         return result
     lines, judged = tables("lines"), tables("judged")
-    sql.numbered_lines(lines, str(path.resolve()))
-    sql.map_arrow(judged, f"select line_number, line from {lines}", jsonl_batch, JSONL_OUTPUTS)
+    count = sql.numbered_lines(lines, str(path.resolve()))
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        last = None if handle.read(1) == b"\n" else count
+    rule = functools.partial(jsonl_batch, last_without_line_feed=last)
+    sql.map_arrow(judged, f"select line_number, line from {lines}", rule, JSONL_OUTPUTS)
     tables.drop("lines")
     undecodable = f"reason like '{_NOT_UTF8}%'"
     bad, text_lines, objects, rejected = sql.row(
