@@ -524,6 +524,9 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
 
 
 _JSONL_HINT = "JSON lines must be UTF-8"
+# How an undecodable line's reject reason begins: a file whose lines are read elsewhere (Spark's executors)
+# is judged from its rejects' reasons.
+_NOT_UTF8 = "not valid utf-8: "
 
 
 def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None, bool]:
@@ -558,11 +561,6 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
         reason = f"expected a JSON object, found {type(value).__name__}"
         return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
     return text.strip(), None, not raw.isascii()
-
-
-# How an undecodable line's reject reason begins: a file whose lines are read elsewhere (Spark's executors)
-# is judged from its rejects' reasons.
-_NOT_UTF8 = "not valid utf-8: "
 
 
 def jsonl_file_error(
