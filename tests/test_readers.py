@@ -48,6 +48,16 @@ def test_wrong_field_count_and_wrong_encoding_are_rejected_with_field(tmp_path):
     assert rejects[1].row_number == 3 and rejects[1].field == "name" and "0xE9" in rejects[1].reason
 
 
+def test_a_broken_row_holding_a_byte_not_in_the_encoding_is_rejected_with_the_byte_shown_replaced(tmp_path):
+    rows, rejects = _csv(tmp_path, b'id,name\n1,D\xe9b,extra\n2,"D\xe9b\n3,Cy\n')
+    assert [r["id"] for _, r in rows] == ["3"]
+    assert [(r.row_number, r.reason.split(":")[0], r.value) for r in rejects] == [
+        (2, "expected 2 fields, found 3", "1,D\ufffdb,extra"),
+        (3, "unterminated quote", '2,"D\ufffdb'),
+    ]
+    pa.array([r.value for r in rejects], pa.string())  # what the quarantine writes: it once raised here
+
+
 def test_blank_lines_are_not_rows(tmp_path):
     rows, rejects = _csv(tmp_path, b"id\n\n1\n\n")
     assert rows == [(3, {"id": "1"})] and rejects == []

@@ -124,8 +124,14 @@ def _wrong_encoding(first_bad: list[int], bad_count: int, text_lines: int, encod
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
+    """A rejected line as the quarantine shows it: without its line break, cut at `limit` characters, and
+    each byte that did not decode (kept as a surrogate by `_LineFeed`, which no table can hold) shown as
+    the replacement character."""
     text = text.rstrip("\r\n")
-    return text if len(text) <= limit else text[:limit] + "…"
+    text = text if len(text) <= limit else text[:limit] + "…"
+    if text.isascii():
+        return text
+    return "".join("\ufffd" if 0xDC80 <= ord(char) <= 0xDCFF else char for char in text)
 
 
 class _LineFeed:
