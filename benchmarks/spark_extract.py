@@ -1,14 +1,15 @@
-"""Reading JSON-lines landing files on Spark: by the executors against through the driver, in one run.
+"""Reading landing files on Spark: by the executors against through the driver, in one run.
 
     python -m benchmarks.spark_extract [--people 100000] [--landing DIR] [--workdir DIR] [--spark-conf k=v ...]
 
 The demo generator writes the customer base (or `--landing` names a landing folder already written), and
-its JSON-lines files (the web events) are loaded into raw tables of one local[2] Spark session twice:
-read by the executors (Spark's text reader, each line judged in `mapInArrow` batches, as `warehouse.engine:
-spark` reads such files) and read by the reader in the driver's Python, a batch at a time into Spark (as
-CSV and Parquet files are, and as JSON lines were). Prints each way's seconds and the driver's peak
-resident memory during it (the Python process, sampled every 0.1 s; the JVM apart), and whether both
-loaded the same raw rows and the same rejects.
+its web events (JSON lines) and CRM contacts (CSV) are loaded into raw tables of one local[2] Spark session
+twice: read by the executors (Spark's text reader, each line judged in `mapInArrow` batches, as
+`warehouse.engine: spark` reads such files; a CSV file with a line that is not a whole record is then
+read by the driver after all) and read by the reader in the driver's Python, a batch at a time into Spark
+(as Parquet files are). Prints, per source, each way's seconds and the driver's peak resident memory
+during it (the Python process, sampled every 0.1 s; the JVM apart), and whether both loaded the same raw
+rows and the same rejects.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from resources.spark.runner import SparkSql, spark_session
 from resources.warehouse import create_shared
 
 WAYS = ("executors", "driver")
+# (folder of the landing folder, format, the source's record id): the demo's sources that grow largest.
+SOURCES = (("web", "jsonl", "userId"), ("crm", "csv", "ContactId"))
 
 
 def _rss_mb() -> int:
@@ -39,15 +42,25 @@ def _rss_mb() -> int:
     return 0
 
 
-def _load(sql: SparkSql, folder: Path, landing: Path, files: list[Path], way: str) -> dict[str, Any]:
-    """Load `files` as source `web_<way>`; its seconds, the driver's peak RSS, rows and rejects."""
+def _load(
+    sql: SparkSql, folder: Path, landing: Path, files: list[Path], kind: tuple[str, str, str], way: str
+) -> dict[str, Any]:
+    """Load `files` as source `<folder>_<way>`; its seconds, the driver's peak RSS, rows and rejects, and how
+    many files the driver read."""
+    name, fmt, record_id = kind
     raw = {
         "sources": [
-            {"name": f"web_{way}", "format": "jsonl", "glob": "web/*.jsonl", "role": "person", "record_id": "userId"}
+            {
+                "name": f"{name}_{way}",
+                "format": fmt,
+                "glob": f"{name}/*.{fmt}",
+                "role": "person",
+                "record_id": record_id,
+            }
         ],
         "landing": {"path": str(landing)},
     }
-    path = folder / f"cdp_{way}.yaml"
+    path = folder / f"cdp_{name}_{way}.yaml"
     path.write_text(yaml.safe_dump(raw))
     source = load_config(path).sources[0]
     extract.ensure_raw_table(sql, source)
@@ -59,8 +72,13 @@ def _load(sql: SparkSql, folder: Path, landing: Path, files: list[Path], way: st
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    in_driver: list[object] = []
+    read_file = extract.read_file
     started = time.perf_counter()
-    with mock.patch.object(extract, "readable_on_executors", lambda *_: way == "executors"):
+    with (
+        mock.patch.object(extract, "readable_on_executors", lambda *_: way == "executors"),
+        mock.patch.object(extract, "read_file", lambda *a, **k: in_driver.append(a) or read_file(*a, **k)),
+    ):
         for file in files:
             rel = file.relative_to(landing).as_posix()
             extract.load_file(sql, source, file, rel, extract.file_sha256(file), engine="spark")
@@ -72,6 +90,7 @@ def _load(sql: SparkSql, folder: Path, landing: Path, files: list[Path], way: st
         "driver_peak_rss_mb": max(peak),
         "rows": int(sql.value(f"select count(*) from {extract.raw_table(source)}")),
         "rejects": int(sql.value("select count(*) from meta.extract_quarantine where source = ?", [source.name])),
+        "files_read_by_the_driver": len(in_driver),
     }
 
 
@@ -94,26 +113,28 @@ def main() -> None:
     if landing is None:
         landing = folder / "landing"
         generate(people=args.people, seed=42, out_dir=landing, truth_path=folder / "truth.csv")
-    files = sorted((landing / "web").glob("*.jsonl"))
-    size = sum(f.stat().st_size for f in files)
-    print(f"{len(files)} JSON-lines files, {size / 1e6:,.0f} MB")
     conf = dict(item.split("=", 1) for item in args.spark_conf)
     spark = spark_session(master="local[2]", warehouse_dir=folder / "spark-warehouse", conf=conf)
     sql = SparkSql(spark, in_order_transactions=True)
     create_shared(sql.execute)
-    figures = {way: _load(sql, folder, landing, files, way) for way in WAYS}
-    for way, found in figures.items():
-        print(f"{way:9s}: {found}")
-    rows = "_file, _row_number, record"
-    rejects = "file, row_number, field, value, reason, scope"
-    quarantine = "(select * from meta.extract_quarantine where source = '{}')"
-    same = {
-        "raw rows": _only_in(sql, "raw.web_executors", "raw.web_driver", rows)
-        + _only_in(sql, "raw.web_driver", "raw.web_executors", rows),
-        "rejects": _only_in(sql, quarantine.format("web_executors"), quarantine.format("web_driver"), rejects)
-        + _only_in(sql, quarantine.format("web_driver"), quarantine.format("web_executors"), rejects),
-    }
-    print("rows only one way gave:", same)
+    for kind in SOURCES:
+        name, fmt, _ = kind
+        files = sorted((landing / name).glob(f"*.{fmt}"))
+        size = sum(f.stat().st_size for f in files)
+        print(f"{name}: {len(files)} {fmt} files, {size / 1e6:,.0f} MB")
+        for way in WAYS:
+            print(f"  {way:9s}: {_load(sql, folder, landing, files, kind, way)}")
+        rows = "_file, _row_number, record"
+        rejects = "file, row_number, field, value, reason, scope"
+        quarantine = "(select * from meta.extract_quarantine where source = '{}')"
+        ours, theirs = f"{name}_executors", f"{name}_driver"
+        differing = {
+            "raw rows": _only_in(sql, f"raw.{ours}", f"raw.{theirs}", rows)
+            + _only_in(sql, f"raw.{theirs}", f"raw.{ours}", rows),
+            "rejects": _only_in(sql, quarantine.format(ours), quarantine.format(theirs), rejects)
+            + _only_in(sql, quarantine.format(theirs), quarantine.format(ours), rejects),
+        }
+        print(f"  rows only one way gave: {differing}")
     spark.stop()
 
 

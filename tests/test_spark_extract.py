@@ -65,8 +65,10 @@ CASES = {
 }
 
 
-def _config(folder: Path):  # noqa: ANN202 - a CDPConfig
-    source = {"name": "web", "format": "jsonl", "glob": "*.jsonl", "role": "person", "record_id": "id"}
+def _config(folder: Path, fmt: str = "jsonl", **settings: str):  # noqa: ANN202 - a CDPConfig
+    source = {"name": fmt, "format": fmt, "glob": f"*.{fmt}", "role": "person", "record_id": "id"}
+    if settings:
+        source["csv"] = settings
     raw = {"sources": [source]}
     path = folder / "cdp.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -142,7 +144,67 @@ def test_json_lines_read_on_the_executors_load_what_this_process_loads(
 def test_which_files_the_executors_read() -> None:
     assert readable_on_executors(Path("/landing/web/2024-01-01.jsonl"), "jsonl")
     assert readable_on_executors(Path("/landing/collector/batch 7.jsonl"), "segment")
-    assert not readable_on_executors(Path("/landing/crm/contacts.csv"), "csv")
+    assert readable_on_executors(Path("/landing/crm/contacts.csv"), "csv")
+    assert not readable_on_executors(Path("/landing/shop/orders.parquet"), "parquet")
     assert not readable_on_executors(Path("/landing/web/events.jsonl.gz"), "jsonl")
     assert not readable_on_executors(Path("/landing/web/events[1].jsonl"), "jsonl")
     assert not readable_on_executors(Path("/landing/web/10:00.jsonl"), "jsonl")
+
+
+def _csv_rows(seed: int) -> str:
+    """Seeded CSV rows, each one whole line: plain, quoted with delimiters and doubled quotes inside,
+    accented, empty fields, and blank lines between them."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(3000):
+        kind = rng.random()
+        if kind < 0.03:
+            out.append("")
+        elif kind < 0.2:
+            out.append(f'r{n},"Smith, Jr.","says ""hi""",{n}')
+        elif kind < 0.3:
+            out.append(f"r{n},Zoë,Ørsted,{n}")
+        elif kind < 0.33:
+            out.append(f"r{n},,,")
+        else:
+            out.append(f"r{n},Ann{'x' * rng.randrange(0, 60)},Lee,{n}")
+    return "\r\n".join(out) if seed % 2 else "\n".join(out) + "\n"
+
+
+HEADER = "id,first,last,n"
+# (content, csv settings, whether the executors read it): a file with a line that is not a whole record
+# is read by the reader in this process, giving the same rows and rejects.
+CSV_CASES = {
+    "plain": (("\ufeff" + HEADER + "\n" + _csv_rows(3)).encode(), {}, True),
+    "crlf_blank_header_lines": (("\n\n" + HEADER + "\n" + _csv_rows(4)).encode(), {}, True),
+    "latin1": ((HEADER + "\n" + _csv_rows(5)).encode("latin-1"), {"encoding": "latin-1"}, True),
+    "semicolons": ((HEADER + "\n" + _csv_rows(7)).replace(",", ";").encode(), {"delimiter": ";"}, True),
+    "value_across_lines": ((HEADER + "\n" + _csv_rows(9) + 'q1,"Ann\nMarie",Lee,1\nq2,Bo,Li,2\n').encode(), {}, False),
+    "broken_rows": ((HEADER + "\n" + _csv_rows(11) + 'b1,too,many,fields,here\nb2,"open,Lee,3\n').encode(), {}, False),
+    "bad_byte": ((HEADER + "\n" + _csv_rows(13)).encode() + b"x1,Jos\xe9,Lee,1\n", {}, False),
+    "utf8_declared_latin1": ((HEADER + "\n" + _csv_rows(15)).encode(), {"encoding": "latin-1"}, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_csv_files_read_on_the_executors_load_what_this_process_loads(
+    case: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    duck, spark_sql = runners
+    content, settings, on_executors = CSV_CASES[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_bytes(content)
+    source = _config(tmp_path, "csv", **settings).sources[0]
+    expected = _loaded(duck, source, path, "duckdb")
+    in_driver = []
+    read_file = extract.read_file
+    monkeypatch.setattr(extract, "read_file", lambda *a, **k: in_driver.append(a) or read_file(*a, **k))
+    got = _loaded(spark_sql, source, path, "spark")
+    assert got == expected
+    assert (not in_driver) == on_executors
+    outcome, raw, rejects, _ = got
+    if on_executors:
+        assert outcome["status"] == "loaded" and len(raw) > 2800 and not rejects
+        assert json.loads(raw[0][1])["id"] == "r0"
+    elif case != "utf8_declared_latin1":
+        assert rejects and len(raw) > 2800

@@ -20,8 +20,10 @@ import pyarrow as pa
 
 from cdp_assets.extract.readers import (
     FileFormatError,
+    ReadResult,
     Reject,
     Rows,
+    read_csv_on_executors,
     read_file,
     read_jsonl_on_executors,
     readable_on_executors,
@@ -39,7 +41,7 @@ from resources.landing import (
     source_files,
 )
 from resources.privacy import PrivacyKeyMissing, privacy_key
-from resources.sql import Sql
+from resources.sql import Scratch, Sql
 from resources.warehouse import Warehouse, utc_now
 
 GROUP = "source_extracts"
@@ -162,6 +164,22 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
     )
 
 
+def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scratch) -> ReadResult | None:
+    """The file read by Spark's executors into the step's tables (`ReadResult.judged`), or None when it must
+    be read in this process (a CSV file whose lines are not each a whole record)."""
+    if source.format == "csv":
+        settings = source.csv
+        return read_csv_on_executors(
+            sql,  # type: ignore[arg-type]
+            path,
+            tables,
+            delimiter=settings.delimiter,
+            quote=settings.quote,
+            encoding=settings.encoding,
+        )
+    return read_jsonl_on_executors(sql, path, tables)  # type: ignore[arg-type]
+
+
 def load_file(
     sql: Sql,
     source: SourceConfig,
@@ -174,8 +192,9 @@ def load_file(
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
 
-    On Spark (`engine`), a JSON-lines file is read by the executors (`readable_on_executors` says which
-    are), with the same rows, rejects and verdict on the file as the reader in this process gives.
+    On Spark (`engine`), a JSON-lines file, and a CSV file whose lines are each a whole record, is read by
+    the executors (`readable_on_executors` says which may be), with the same rows, rejects and verdict on
+    the file as the reader in this process gives.
 
     `stat` is the file's size and modification time when `sha` was taken (now, by default): recorded
     with the hash, so a file that changes while it is read is hashed and loaded again by the next run.
@@ -210,9 +229,8 @@ def load_file(
         rejects: list[Reject] = []
         judged_rejects = 0
         try:
-            if on_executors:
-                result, rows = read_jsonl_on_executors(sql, path, tables), Rows(iter(()))  # type: ignore[arg-type]
-            else:
+            result, rows = _read_on_executors(sql, source, path, tables) if on_executors else None, Rows(iter(()))
+            if result is None:
                 result, rows = read_file(
                     path,
                     source.format,

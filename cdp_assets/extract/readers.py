@@ -296,16 +296,19 @@ def _plain_records(
     delimiter: str,
     columns: list[str],
     read: pa.Table,
+    numbers: pa.Array | None = None,
 ) -> pa.Table:
     """The PLAIN and QUOTED lines (see _plain_lines) marked in `keep` as rows, each written as the JSON
     `json.dumps` writes for its fields (DuckDB's `to_json` escapes every character `json.dumps` with
     `ensure_ascii=False` does, and the same way), with the rows `read` by `csv`, in line order. A PLAIN
-    line is split at its delimiters; `quoted` holds the fields of each QUOTED line, in line order."""
+    line is split at its delimiters; `quoted` holds the fields of each QUOTED line, in line order. The
+    lines are the file's from its first unless `numbers` gives each one's number in the file."""
     parts = [
         f"{sql_literal(('{' if i == 0 else ', ') + json.dumps(c, ensure_ascii=False) + ': ')} || to_json(f[{i + 1}])"
         for i, c in enumerate(columns)
     ]
-    numbers = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
+    if numbers is None:
+        numbers = pa.array(np.arange(1, len(lines) + 1, dtype=np.int64))
     frame = pa.table({"number": numbers, "line": lines, "keep": keep & (kinds == PLAIN)})
     quoted_numbers = numbers.take(pa.array(np.flatnonzero(kinds == QUOTED)))
     quoted_frame = pa.table({"number": quoted_numbers, "f": quoted, "keep": pa.array(keep[kinds == QUOTED])})
@@ -529,6 +532,122 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
     return result, Rows(batches())
 
 
+# What the executors make of each line of a CSV file (`csv_batch`): a row, a blank line, the header's, one
+# that does not decode, or one that only the reader in this process can read (a value across lines, a
+# broken row).
+CSV_OUTPUTS = ("line_number", "record", "reason", "value", "kind")
+_ROW, _SKIPPED, _UNDECODABLE, _SEQUENTIAL = "row", "skipped", "undecodable", "sequential"
+
+
+def _one_line_csv(delimiter: str, quote: str, encoding: str, width: int) -> bool:
+    """Whether a CSV file of these settings can be read line by line where its lines are: the settings under
+    which this process's reader takes a run of one-line records whole (`read_csv`), in an encoding where a
+    line feed byte is always a line feed."""
+    return (
+        codecs.lookup(encoding).name in _WHOLE_FILE_ENCODINGS
+        and 1 < width <= 1000
+        and delimiter not in "\r\n"
+        and delimiter != quote
+        and quote not in "\r\n"
+    )
+
+
+def _csv_header(path: Path, delimiter: str, quote: str, encoding: str) -> tuple[list[str], int] | None:
+    """The file's columns and the number of the header's line, read as `read_csv` reads them; None when the
+    header is anything but one readable line after blank ones (`read_csv` then says why, or reads it)."""
+    feed = _LineFeed(path, encoding)
+    reader = csv.reader(feed, delimiter=delimiter, quotechar=quote, strict=False)
+    try:
+        while True:
+            feed.taken = []
+            header = next(reader)
+            if len(feed.taken) != 1:
+                return None
+            if any(h.strip() for h in header):
+                break
+    except (StopIteration, csv.Error):
+        return None
+    finally:
+        feed.close()
+    columns = [h.strip().lstrip("\ufeff") for h in header]
+    if feed.bad_lines or _bad_bytes("".join(columns)) or len(set(columns)) != len(columns):
+        return None
+    return columns, feed.taken[0][0]
+
+
+def csv_batch(
+    lines: pa.Table, *, columns: list[str], header_line: int, delimiter: str, quote: str, encoding: str
+) -> pa.Table:
+    """A batch of a CSV file's (line_number, line) rows as `CSV_OUTPUTS` text columns: each line after the
+    header that is one whole record written as the JSON `read_csv` writes for it (by the same statements,
+    `_plain_lines`, `_quoted_fields` and `_plain_records`, in an in-memory database of the batch's own),
+    and each other line's kind: the rule where Spark's executors hold the lines."""
+    numbers = lines.column("line_number").to_numpy()
+    texts: list[str] = []
+    undecodable = np.zeros(len(numbers), dtype=bool)
+    for i, raw in enumerate(lines.column("line").to_pylist()):
+        try:
+            texts.append(raw.decode(encoding))
+        except UnicodeDecodeError:
+            texts.append("")
+            undecodable[i] = True
+    width = len(columns)
+    sql = Sql.in_memory()
+    try:
+        text = pa.array(texts, pa.string())
+        kinds = _plain_lines(sql, text, delimiter, quote, width)
+        quoted = _quoted_fields(texts, kinds, delimiter, quote, width)
+        data = numbers > header_line
+        rows = _plain_records(
+            sql, text, kinds, data, quoted, delimiter, columns, ROW_SCHEMA.empty_table(), pa.array(numbers)
+        )
+    finally:
+        sql.close()
+    kind = np.where((kinds == PLAIN) | (kinds == QUOTED), _ROW, np.where(kinds == 0, _SEQUENTIAL, _SKIPPED))
+    kind = np.where(data, kind, _SKIPPED)
+    kind = np.where(undecodable, _UNDECODABLE, kind).astype(object)
+    records = dict(zip(rows.column("row_number").to_pylist(), rows.column("record").to_pylist(), strict=True))
+    return pa.table(
+        {
+            "line_number": pa.array([str(n) for n in numbers.tolist()], pa.string()),
+            "record": pa.array([records.get(n) for n in numbers.tolist()], pa.string()),
+            "reason": pa.nulls(len(numbers), pa.string()),
+            "value": pa.nulls(len(numbers), pa.string()),
+            "kind": pa.array(kind.tolist(), pa.string()),
+        }
+    )
+
+
+def read_csv_on_executors(
+    sql: SparkSql, path: Path, tables: Scratch, *, delimiter: str, quote: str, encoding: str
+) -> ReadResult | None:
+    """`read_csv` where Spark's executors read the file, for a file whose every line after the header is one
+    whole record or blank (what a healthy export writes): its lines numbered by Spark's text reader, each
+    written as a row by `csv_batch`. None, with nothing kept, for any other file (a value across lines, a
+    broken row, a byte not in the encoding, an unusual header, other settings): the reader in this process
+    reads it then, line by line in order, as it must, and the executors' pass is lost."""
+    if path.stat().st_size == 0 or _utf8_under_another_name(path, encoding):
+        return None
+    header = _csv_header(path, delimiter, quote, encoding)
+    if header is None or not _one_line_csv(delimiter, quote, encoding, len(header[0])):
+        return None
+    columns, header_line = header
+    lines, judged = tables("lines"), tables("judged")
+    sql.numbered_lines(lines, str(path.resolve()))
+    rule = functools.partial(
+        csv_batch, columns=columns, header_line=header_line, delimiter=delimiter, quote=quote, encoding=encoding
+    )
+    sql.map_arrow(judged, f"select line_number, line from {lines}", rule, CSV_OUTPUTS)
+    tables.drop("lines")
+    others, rows = sql.row(
+        f"select count(*) filter (where kind in ('{_UNDECODABLE}', '{_SEQUENTIAL}')), count(record) from {judged}"
+    ) or (0, 0)
+    if int(others):
+        tables.drop("judged")
+        return None
+    return ReadResult(columns=columns, judged=judged, rows=int(rows))
+
+
 _JSONL_HINT = "JSON lines must be UTF-8"
 # How an undecodable line's reject reason begins: a file whose lines are read elsewhere (Spark's executors)
 # is judged from its rejects' reasons.
@@ -637,9 +756,10 @@ _HADOOP_PATTERN = set("*?[]{}\\:%")
 
 
 def readable_on_executors(path: Path, fmt: str) -> bool:
-    """Whether Spark's executors read `path` (`read_jsonl_on_executors`): a JSON-lines file (also the
-    collector's and an API's landed pages) whose name Spark's reader takes as written."""
-    if fmt not in ("jsonl", "http", "segment"):
+    """Whether Spark's executors may read `path`: a JSON-lines file (also the collector's and an API's landed
+    pages, `read_jsonl_on_executors`) or a CSV file (`read_csv_on_executors`, which may still decline it)
+    whose name Spark's reader takes as written."""
+    if fmt not in ("csv", "jsonl", "http", "segment"):
         return False
     name = str(path.resolve())
     return not name.lower().endswith(_HADOOP_CODECS) and not _HADOOP_PATTERN & set(name)
