@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import cdp_assets.extract.assets as extract
+import cdp_assets.extract.readers as readers
 from cdp_assets.extract.readers import readable_on_executors
 from resources.config import load_config
 from resources.spark.runner import SparkSql
@@ -208,3 +209,45 @@ def test_csv_files_read_on_the_executors_load_what_this_process_loads(
         assert json.loads(raw[0][1])["id"] == "r0"
     elif case != "utf8_declared_latin1":
         assert rejects and len(raw) > 2800
+
+
+def _parquet(path: Path, rows: int) -> None:
+    """A Parquet file of `rows` rows in row groups of 100, with every kind of column a source may send."""
+    conn = duckdb.connect()
+    conn.execute("set TimeZone = 'UTC'")
+    conn.execute(
+        f"""copy (
+            select 'p' || i as id, i::integer as n, i * 1.5 as ratio, (i / 7)::decimal(12, 2) as amount,
+                   case when i % 5 = 0 then null else 'Zoë "Ø" ' || i end as name, i % 2 = 0 as flag,
+                   date '2024-01-01' + i::integer as day, timestamp '2024-01-01 10:00:00' + to_seconds(i) as at,
+                   timestamptz '2024-01-01 10:00:00+00' + to_seconds(i) as at_utc,
+                   [i, i + 1] as pair, {{'city': 'Lyon', 'zip': i::varchar}} as address
+            from range({rows}) t(i)
+        ) to '{path}' (format parquet, row_group_size 100)"""
+    )
+    conn.close()
+
+
+@pytest.mark.parametrize("case", ["row_groups", "no_rows", "not_parquet"])
+def test_parquet_files_read_on_the_executors_load_what_this_process_loads(
+    case: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    duck, spark_sql = runners
+    path = tmp_path / f"{case}.parquet"
+    if case == "not_parquet":
+        path.write_bytes(b"id,name\n1,Ann\n")
+    else:
+        _parquet(path, 2_050 if case == "row_groups" else 0)
+    source = _config(tmp_path, "parquet").sources[0]
+    expected = _loaded(duck, source, path, "duckdb")
+    # Three row groups a task: seven tasks for the 21 groups, the last one short.
+    monkeypatch.setattr(readers, "_PARQUET_TASK_ROWS", 300)
+    monkeypatch.setattr(extract, "read_file", lambda *a, **k: pytest.fail("read in the driver"))
+    got = _loaded(spark_sql, source, path, "spark")
+    assert got == expected
+    outcome, raw, rejects, _ = got
+    if case == "row_groups":
+        assert outcome["rows_loaded"] == 2_050 and [n for n, _ in raw] == list(range(1, 2_051))
+        assert json.loads(raw[7][1])["address"] == {"city": "Lyon", "zip": "7"}
+    if case == "not_parquet":
+        assert outcome["status"] == "failed" and "not a readable Parquet file" in rejects[0][3]

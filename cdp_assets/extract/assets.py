@@ -26,6 +26,7 @@ from cdp_assets.extract.readers import (
     read_csv_on_executors,
     read_file,
     read_jsonl_on_executors,
+    read_parquet_on_executors,
     readable_on_executors,
 )
 from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
@@ -177,6 +178,8 @@ def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scrat
             quote=settings.quote,
             encoding=settings.encoding,
         )
+    if source.format == "parquet":
+        return read_parquet_on_executors(sql, path, tables)  # type: ignore[arg-type]
     return read_jsonl_on_executors(sql, path, tables)  # type: ignore[arg-type]
 
 
@@ -192,8 +195,8 @@ def load_file(
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
 
-    On Spark (`engine`), a JSON-lines file, and a CSV file whose lines are each a whole record, is read by
-    the executors (`readable_on_executors` says which may be), with the same rows, rejects and verdict on
+    On Spark (`engine`), a JSON-lines or Parquet file, and a CSV file whose lines are each a whole record, is
+    read by the executors (`readable_on_executors` says which may be), with the same rows, rejects and verdict on
     the file as the reader in this process gives.
 
     `stat` is the file's size and modification time when `sha` was taken (now, by default): recorded

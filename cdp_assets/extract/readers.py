@@ -757,9 +757,9 @@ _HADOOP_PATTERN = set("*?[]{}\\:%")
 
 def readable_on_executors(path: Path, fmt: str) -> bool:
     """Whether Spark's executors may read `path`: a JSON-lines file (also the collector's and an API's landed
-    pages, `read_jsonl_on_executors`) or a CSV file (`read_csv_on_executors`, which may still decline it)
-    whose name Spark's reader takes as written."""
-    if fmt not in ("csv", "jsonl", "http", "segment"):
+    pages, `read_jsonl_on_executors`), a Parquet file (`read_parquet_on_executors`) or a CSV file
+    (`read_csv_on_executors`, which may still decline it), whose name Spark's reader takes as written."""
+    if fmt not in ("csv", "jsonl", "parquet", "http", "segment"):
         return False
     name = str(path.resolve())
     return not name.lower().endswith(_HADOOP_CODECS) and not _HADOOP_PATTERN & set(name)
@@ -801,6 +801,18 @@ def read_jsonl_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadR
     return result
 
 
+def _parquet_columns(sql: Sql, path: Path) -> tuple[list[str], pa.Schema, str]:
+    """A Parquet file's columns, its schema (nested fields included) and the expression of a row as the
+    JSON object the raw table keeps; a corrupt file is a FileFormatError for the whole file."""
+    try:
+        described = sql.rows("describe select * from read_parquet(?)", [str(path)])
+    except SqlError as exc:
+        raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+    columns = [row[0] for row in described]
+    packed = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': t.\"{c.replace(chr(34), chr(34) * 2)}\"" for c in columns)
+    return columns, pq.read_schema(path), f"to_json({{{packed}}})::varchar"
+
+
 def read_parquet(path: Path) -> tuple[ReadResult, Rows]:
     """Read a Parquet file through an in-memory database of its own, so reading a landing file never
     touches the warehouse; a corrupt file is a FileFormatError for the whole file."""
@@ -810,21 +822,15 @@ def read_parquet(path: Path) -> tuple[ReadResult, Rows]:
         return result, Rows(iter(()))
     sql = Sql.in_memory()
     try:
-        described = sql.rows("describe select * from read_parquet(?)", [str(path)])
-    except SqlError as exc:
+        result.columns, result.schema, record = _parquet_columns(sql, path)
+    except FileFormatError:
         sql.close()
-        raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
-    result.columns = [row[0] for row in described]
-    result.schema = pq.read_schema(path)
-    packed = ", ".join(
-        f"'{c.replace(chr(39), chr(39) * 2)}': t.\"{c.replace(chr(34), chr(34) * 2)}\"" for c in result.columns
-    )
+        raise
 
     def rows() -> Iterator[tuple[int, str]]:
         try:
             yield from sql.stream(
-                f"select t.file_row_number + 1, to_json({{{packed}}})::varchar "
-                "from read_parquet(?, file_row_number = true) t order by 1",
+                f"select t.file_row_number + 1, {record} from read_parquet(?, file_row_number = true) t order by 1",
                 [str(path)],
                 batch_rows=50_000,
             )
@@ -832,6 +838,60 @@ def read_parquet(path: Path) -> tuple[ReadResult, Rows]:
             sql.close()
 
     return result, Rows.of(rows())
+
+
+PARQUET_OUTPUTS = ("line_number", "record", "reason", "value")
+# Rows of a Parquet file read by one executor task: whole row groups up to about this many rows.
+_PARQUET_TASK_ROWS = 500_000
+
+
+def parquet_rows(bounds: pa.Table, *, path: str, record: str) -> pa.Table:
+    """The rows of a Parquet file from row `lo` to before row `hi` (`bounds`' one row) as `PARQUET_OUTPUTS`,
+    each written by the statement `read_parquet` runs, in an in-memory DuckDB of its own: where Spark's
+    executors read the file. DuckDB reads only the row groups the range covers."""
+    lo, hi = bounds.column("lo")[0].as_py(), bounds.column("hi")[0].as_py()
+    sql = Sql.in_memory()
+    try:
+        return sql.arrow(
+            f"""select (t.file_row_number + 1)::varchar as line_number, {record} as record,
+                       null::varchar as reason, null::varchar as value
+                from read_parquet(?, file_row_number = true) t
+                where t.file_row_number >= ? and t.file_row_number < ?""",
+            [path, lo, hi],
+        )
+    finally:
+        sql.close()
+
+
+def read_parquet_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadResult:
+    """`read_parquet` where Spark's executors read the file: its footer read here for the columns and row
+    groups, and each run of whole row groups (about `_PARQUET_TASK_ROWS` rows) read by one task
+    (`parquet_rows`, `map_ranges`), so no row reaches the driver. The rows stay in the step's table
+    `result.judged`."""
+    result = ReadResult()
+    if path.stat().st_size == 0:
+        result.empty = True
+        return result
+    local = Sql.in_memory()
+    try:
+        result.columns, result.schema, record = _parquet_columns(local, path)
+    finally:
+        local.close()
+    ranges: list[tuple[int, int]] = []
+    metadata = pq.ParquetFile(path).metadata
+    start = end = 0
+    for group in range(metadata.num_row_groups):
+        end += metadata.row_group(group).num_rows
+        if end - start >= _PARQUET_TASK_ROWS:
+            ranges.append((start, end))
+            start = end
+    if end > start:
+        ranges.append((start, end))
+    judged = tables("judged")
+    rule = functools.partial(parquet_rows, path=str(path.resolve()), record=record)
+    result.rows = sql.map_ranges(judged, ranges, rule, PARQUET_OUTPUTS) if ranges else 0
+    result.judged = judged if ranges else None
+    return result
 
 
 def read_file(

@@ -607,6 +607,34 @@ class SparkSql:
         placed.unpersist()
         return int(self.value(f"select count(*) from {name}"))
 
+    def map_ranges(
+        self,
+        name: str,
+        ranges: Sequence[tuple[int, int]],
+        function: Callable[[pa.Table], pa.Table],
+        outputs: Sequence[str],
+    ) -> int:
+        """Temporary table `name` of the rows (columns `outputs`, all text) that `function` gives for each of
+        `ranges`, a table of one (lo, hi) row: one Spark task per range, so work split into ranges by the
+        driver (a file's row groups) is done on the executors, each range's rows at a time; no row comes to
+        the driver. Returns the rows' count."""
+        from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+        bounds = StructType([StructField("lo", LongType()), StructField("hi", LongType())])
+        schema = StructType([StructField(c, StringType()) for c in outputs])
+        text = pa.schema([(c, pa.string()) for c in outputs])
+        listed = [(int(lo), int(hi)) for lo, hi in ranges]
+        tasks = self.spark.sparkContext.parallelize(listed, max(1, len(listed)))
+
+        def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                for row in range(batch.num_rows):
+                    one = pa.Table.from_batches([batch]).slice(row, 1)
+                    yield from function(one).select(list(text.names)).cast(text).to_batches()
+
+        self._keep(name, self.spark.createDataFrame(tasks, bounds).mapInArrow(apply, schema), f"ranges {listed[:3]}")
+        return int(self.value(f"select count(*) from {name}"))
+
     def map_groups(
         self,
         name: str,
