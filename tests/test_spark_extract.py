@@ -121,7 +121,8 @@ def test_json_lines_read_on_the_executors_load_what_this_process_loads(
     case: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
     duck, spark_sql = runners
-    path = tmp_path / f"{case}.jsonl"
+    path = tmp_path / "landing folder" / f"{case}.jsonl"  # a space Hadoop must take as written
+    path.parent.mkdir()
     path.write_bytes(CASES[case])
     source = _config(tmp_path).sources[0]
     expected = _loaded(duck, source, path, "duckdb")

@@ -585,11 +585,13 @@ class SparkSql:
         returns how many. Spark's text reader reads the file's splits on the executors, each split's lines
         in order, so a line's number is the lines of the splits before its own (by their start in the file,
         a count per split) plus its place in its split: no line passes through the driver. A file with no
-        final line feed ends with its last line; one with a final line feed has no empty line after it."""
+        final line feed ends with its last line; one with a final line feed has no empty line after it.
+        `path` is an absolute local path, the same on every executor (a shared mount): it is read as a
+        `file:` path even where the cluster's default file system is another (HDFS)."""
         from pyspark.sql import functions as f
         from pyspark.sql.window import Window
 
-        lines = self.spark.read.option("lineSep", "\n").text(path)
+        lines = self.spark.read.option("lineSep", "\n").text(f"file://{path}")
         placed = lines.select(
             f.col("value").cast("binary").alias("line"),
             f.col("_metadata.file_block_start").alias("block"),
