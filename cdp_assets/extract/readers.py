@@ -373,6 +373,12 @@ def _utf8_under_another_name(path: Path, encoding: str) -> str | None:
     )
 
 
+def _header_columns(header: list[str]) -> list[str]:
+    """A CSV header record's column names as sources map them: trimmed, without a UTF-8 byte order mark;
+    the one rule for both engines' readers."""
+    return [h.strip().lstrip("\ufeff") for h in header]
+
+
 def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8") -> tuple[ReadResult, Rows]:
     """Parse a CSV file; its rows are (line number, JSON object text) for good rows, and rejects are collected.
 
@@ -410,7 +416,7 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
         feed.close()
         result.empty = True
         return result, Rows(iter(()))
-    columns = [h.strip().lstrip("\ufeff") for h in header]
+    columns = _header_columns(header)
     bad = _bad_bytes("".join(columns))
     if bad:
         feed.close()
@@ -569,7 +575,7 @@ def _csv_header(path: Path, delimiter: str, quote: str, encoding: str) -> tuple[
         return None
     finally:
         feed.close()
-    columns = [h.strip().lstrip("\ufeff") for h in header]
+    columns = _header_columns(header)
     if feed.bad_lines or _bad_bytes("".join(columns)) or len(set(columns)) != len(columns):
         return None
     return columns, feed.taken[0][0]
