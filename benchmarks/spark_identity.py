@@ -1,6 +1,6 @@
 """Identity's clustering on Spark against DuckDB: the same cleaned tables resolved by both engines.
 
-    python -m benchmarks.spark_identity [--febrl 1 2 3 4] [--demo-people 2000] [--workdir DIR]
+    python -m benchmarks.spark_identity [--febrl 1 2 3 4] [--demo-people 2000] [--workdir DIR] [--spark-conf k=v ...]
 
 Each data set is extracted and cleaned on DuckDB by materializing the assets (FEBRL loaded as a new user
 would, see benchmarks/identity.py; the demo generated at `--demo-people`), then its cleaned tables are
@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--febrl", type=int, nargs="*", default=[1, 2, 3, 4])
     parser.add_argument("--demo-people", type=int, nargs="*", default=[2000])
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--spark-conf", nargs="*", default=[], help="key=value settings of the Spark session (spark.driver.memory=10g)"
+    )
     args = parser.parse_args()
 
     from demo.configs import relocated_config
@@ -158,7 +161,8 @@ def main() -> None:
         generate(people=people, seed=42, out_dir=target / "landing", truth_path=target / "truth.csv")
         sets.append((f"demo {people:,} people", relocated_config(target, "http://127.0.0.1:9")))
     started = time.perf_counter()
-    spark = spark_session(master="local[2]", warehouse_dir=folder / "spark-warehouse")
+    conf = dict(item.split("=", 1) for item in args.spark_conf)
+    spark = spark_session(master="local[2]", warehouse_dir=folder / "spark-warehouse", conf=conf)
     print(f"Spark session started in {time.perf_counter() - started:.1f} s")
     try:
         for name, config_path in sets:
