@@ -19,8 +19,11 @@ What differs from DuckDB, on purpose:
   keeps an empty table of those columns, and `insert into t select ...` keeps t's rows and the new ones
   as the table anew.
 - `update` and `delete` (with `from`/`using` too), which parquet tables and views do not take, are run by
-  writing the table anew with the picked rows changed or gone (not atomically; Delta and Iceberg tables
-  take the dialect's MERGE INTO instead).
+  writing the table anew with the picked rows changed or gone (Delta and Iceberg tables take the dialect's
+  MERGE INTO instead). A table written anew, or replaced by `create_table_as`, is written beside the old
+  one and swapped in; what a killed run leaves of a swap is finished or undone by
+  `finish_interrupted_writes` when the warehouse is next opened, so each such statement leaves the table
+  as it was or as the statement made it. A block of several statements is not all-or-nothing.
 - A copy of the warehouse (what the rebuild check and the identity change preview run the stages on) is a
   set of databases in the same catalogue, `<copy>__<schema>`: a runner made with `schemas` reads and
   writes `clean.t` as `<copy>__clean.t`, so the stage code runs on the copy unchanged, and one made with
@@ -54,6 +57,8 @@ from resources.tables import primary_key_of
 # Table formats that change rows in place (the dialect's MERGE INTO, `create or replace`); the session's
 # parquet tables do not, and the runner rewrites them instead.
 ROW_LEVEL_FORMATS = ("delta", "iceberg")
+# A table's replacement is written beside it under its name and this suffix, then swapped in.
+BESIDE = "__new"
 # Spark's error conditions that mean the data, not the statement, is at fault (as SqlDataError does).
 _DATA_ERRORS = ("CAST_INVALID_INPUT", "CAST_OVERFLOW", "ARITHMETIC_OVERFLOW", "DIVIDE_BY_ZERO", "NUMERIC_VALUE_OUT")
 
@@ -307,8 +312,8 @@ class SparkSql:
         anew with them changed or gone and its other rows as they were. False when `sql` is not one such
         statement, or the tables are Delta or Iceberg, which take the dialect's MERGE INTO.
 
-        Not atomic: a failure between dropping the old table and renaming the new one in its place leaves
-        the rows under `<table>__new`."""
+        A run killed part way leaves the table as it was or as the statement made it, once
+        `finish_interrupted_writes` has run (see `_write_anew`)."""
         from pyspark.sql import functions as F
         from sqlglot import exp
 
@@ -353,14 +358,26 @@ class SparkSql:
 
     def _write_anew(self, name: str, df: Any, statement: str) -> None:
         """Table `name` (kept temporary or in the catalogue) replaced by the rows of `df`, which may be
-        computed from it: written beside it first, then renamed in its place (not atomic, see
-        `_changed_in_place`)."""
+        computed from it: written beside it as `<name>__new`, then swapped in (the old table dropped, the new
+        one renamed). Spark catalogues a table only once its files are written, so a run killed at any point
+        leaves the old table, or the new one complete under `<name>__new` with the old one gone or still
+        there, which `finish_interrupted_writes` completes or undoes when the warehouse is next opened."""
         if name in self._kept:
             self._keep(name, df, statement)
             return
-        _guarded(lambda: df.write.format(self.table_format).saveAsTable(f"{name}__new"), statement)
+        beside = f"{name}{BESIDE}"
+        self._run(f"drop table if exists {beside}", None)
+        self._save_as_table(beside, df, statement)
         self._run(f"drop table {name}", None)
-        self._run(f"alter table {name}__new rename to {name}", None)
+        _remove_folder(self.spark, _table_folder(self.spark, name))
+        self._run(f"alter table {beside} rename to {name}", None)
+
+    def _save_as_table(self, name: str, df: Any, statement: str) -> None:
+        """Write `df` as new table `name`. A folder left where the table's files go (by a write that failed
+        or was killed before its table was catalogued) is removed first: Spark refuses to create a table
+        over one, and nothing in it is a table's."""
+        _remove_folder(self.spark, _table_folder(self.spark, name))
+        _guarded(lambda: df.write.format(self.table_format).saveAsTable(name), statement)
 
     def _upsert(self, tree: Any, sql: str, params: Params) -> bool:
         """`insert or replace into t ...` and `insert into t ... on conflict do nothing` (DuckDB), which
@@ -521,9 +538,9 @@ class SparkSql:
     # Tables ---------------------------------------------------------------------------------------
 
     def create_table_as(self, name: str, select: str, params: Params = None, *, temporary: bool = False) -> None:
-        """Create (or replace) table `name` from a select; a temporary one is computed now and kept. A
-        select reading the table it replaces (a table rewritten from its own rows) is computed before the
-        table is dropped, whose files its plan would otherwise read after they are gone."""
+        """Create (or replace) table `name` from a select; a temporary one is computed now and kept. A table
+        that exists is replaced as `_write_anew` replaces it: written beside it first, so a select reading
+        the table it replaces reads its files before they are gone, and a killed run leaves a whole table."""
         select = self._mapped(select)
         df = self._df(select, params)
         name = self._mapped_name(name)
@@ -535,10 +552,10 @@ class SparkSql:
         schema, _, _ = name.rpartition(".")
         if schema:
             self._run(f"create database if not exists {schema}", None)
-        if self.spark.catalog.tableExists(name) and _reads_table(select, name):
-            df = _guarded(lambda: df.localCheckpoint(eager=True), select)
-        self.drop_table(name)
-        _guarded(lambda: df.write.format(self.table_format).saveAsTable(name), select)
+        if self.spark.catalog.tableExists(name):  # replaced beside, so a killed run leaves one or the other
+            self._write_anew(name, df, select)
+            return
+        self._save_as_table(name, df, select)
 
     def map_rows(self, name: str, select: str, rule: Callable[..., tuple], outputs: Sequence[str]) -> int:
         """`Sql.map_rows` where the rows are: the rule runs on Spark's executors (`mapInPandas`), on each
@@ -723,13 +740,83 @@ class SparkSql:
         yield self
 
 
-def _reads_table(select: str, name: str) -> bool:
-    """Whether the DuckDB-dialect `select` reads table `name` (`schema.table`)."""
-    from sqlglot import exp
+def finish_interrupted_writes(spark: Any) -> list[str]:
+    """Finish or undo what a killed process left half written in the catalogue's tables, before anything
+    else runs on them (when the warehouse's session starts: one process holds the warehouse at a time, the
+    run lock and the metastore see to it). Returns what was done, one line each.
 
-    wanted = name.lower()
-    return any(
-        f"{t.db}.{t.name}".lower() == wanted for tree in _duckdb_statements(select) for t in tree.find_all(exp.Table)
+    - A table `t` replaced beside itself (`SparkSql._write_anew`) and killed before the swap ended: with
+      `t` still catalogued, the kill came before its drop, so `t` is the table as the statement found it and
+      `t__new` is dropped; with `t` gone, `t__new` is complete (catalogued only once written) and is renamed
+      `t`. A rename the kill cut between moving the folder and cataloguing the new name is put back first.
+    - A table folder no catalogued table owns (a write killed before its table was catalogued, a drop killed
+      after it left the catalogue): removed, as Spark refuses to create a table over it."""
+    done = []
+    for database in spark.catalog.listDatabases():
+        if database.name == "default":  # the warehouse folder itself, the metastore's files among them
+            continue
+        tables = {t.name.lower() for t in spark.catalog.listTables(database.name) if not t.isTemporary}
+        for beside in sorted(t for t in tables if t.endswith(BESIDE)):
+            name, qualified = beside[: -len(BESIDE)], f"{database.name}.{beside}"
+            if name in tables:
+                spark.sql(f"drop table {qualified}")
+                done.append(f"{database.name}.{name}: the unfinished replacement dropped, the table kept as it was")
+                continue
+            target = _table_folder(spark, f"{database.name}.{name}")
+            source = _table_folder(spark, qualified)
+            if not _folder_exists(spark, source) and _folder_exists(spark, target):
+                _rename_folder(spark, target, source)
+            else:
+                _remove_folder(spark, target)
+            spark.sql(f"alter table {qualified} rename to {database.name}.{name}")
+            tables = (tables - {beside}) | {name}
+            done.append(f"{database.name}.{name}: its replacement, complete, put in place")
+        for folder in _subfolders(spark, database.locationUri):
+            if folder.rsplit("/", 1)[-1].lower() not in tables:
+                _remove_folder(spark, folder)
+                done.append(f"{database.name}: the folder of an unfinished write removed ({folder})")
+    return done
+
+
+def _table_folder(spark: Any, name: str) -> str:
+    """Where the catalogue keeps managed table `schema.table`'s files (Spark's default table path)."""
+    schema, _, table = name.rpartition(".")
+    location = spark.catalog.getDatabase(schema or "default").locationUri
+    return f"{location.rstrip('/')}/{table.lower()}"
+
+
+def _hadoop_path(spark: Any, folder: str) -> tuple[Any, Any]:
+    """`folder` as a Hadoop path and its file system: the warehouse may be on any Spark reads (HDFS, S3)."""
+    path = spark._jvm.org.apache.hadoop.fs.Path(folder)
+    return path, path.getFileSystem(spark._jsc.hadoopConfiguration())
+
+
+def _folder_exists(spark: Any, folder: str) -> bool:
+    path, fs = _hadoop_path(spark, folder)
+    return bool(fs.exists(path))
+
+
+def _remove_folder(spark: Any, folder: str) -> None:
+    path, fs = _hadoop_path(spark, folder)
+    if fs.exists(path):
+        fs.delete(path, True)
+
+
+def _rename_folder(spark: Any, source: str, target: str) -> None:
+    path, fs = _hadoop_path(spark, source)
+    if not fs.rename(path, spark._jvm.org.apache.hadoop.fs.Path(target)):
+        raise SparkSqlError(f"could not move {source} back to {target}")
+
+
+def _subfolders(spark: Any, folder: str) -> list[str]:
+    """The folders in `folder` (none when it does not exist), hidden ones (`.x`, `_x`) left out."""
+    path, fs = _hadoop_path(spark, folder)
+    if not fs.exists(path):
+        return []
+    return sorted(
+        str(status.getPath().toString())
+        for status in fs.listStatus(path)
+        if status.isDirectory() and not status.getPath().getName().startswith((".", "_"))
     )
 
 

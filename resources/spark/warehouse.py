@@ -9,7 +9,11 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
   run lock (`<warehouse_dir>/.lock`, as on DuckDB) guarantees;
 - no transactions: a block the stages mark as one (the id registry's write, a sync's batch bookkeeping)
   runs its statements in order, and a run killed inside it can leave part of the change, which the next run
-  does not repair. DuckDB's guarantee that a killed run leaves nothing half-written is not kept on Spark;
+  does not repair. DuckDB's guarantee that a killed run leaves nothing half-written is kept on Spark for
+  one statement, not a block: a table replaced or changed is written beside the old one and swapped in, and
+  when the session starts, before anything reads a table, `finish_interrupted_writes` completes or undoes
+  a swap a killed run left and removes the folders of writes it cut short (which would make Spark refuse
+  to create those tables again);
 - customer data readable by its owner only, as on DuckDB: the warehouse and read snapshot folders are
   0700 (Hadoop's local file system writes the table files 0644 whatever the umask), and the session's JVM
   starts with umask 077 for the folders it makes;
@@ -26,6 +30,7 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -37,7 +42,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from resources.config import CDPConfig
-from resources.spark.runner import SparkSql, copy_database_name, spark_session
+from resources.spark.runner import SparkSql, copy_database_name, finish_interrupted_writes, spark_session
 from resources.warehouse import (
     SCHEMAS,
     RunLock,
@@ -51,6 +56,7 @@ from resources.warehouse import (
 
 # The process's sessions, by warehouse folder: started once, used by every step of the run.
 _SESSIONS: dict[str, Any] = {}
+_LOG = logging.getLogger(__name__)
 CURRENT = "current"
 SNAPSHOT_INFO = "snapshot_info.json"
 
@@ -83,6 +89,8 @@ class SparkWarehouse(dg.ConfigurableResource):
             # The JVM inherits the umask it starts with: the folders it makes are its owner's only.
             with private_files():
                 session = spark_session(self.master, folder, catalog="hive", conf=self.conf)
+            for repaired in finish_interrupted_writes(session):
+                _LOG.warning("Spark warehouse %s, after a run that did not end: %s", folder, repaired)
             create_shared(SparkSql(session, self.table_format).execute)
             _SESSIONS[folder] = session
         return _SESSIONS[folder]
