@@ -1,10 +1,11 @@
 """Identity's clustering on Spark against DuckDB: the same cleaned tables resolved by both engines.
 
     python -m benchmarks.spark_identity [--febrl 1 2 3 4] [--demo-people 2000] [--workdir DIR] [--spark-conf k=v ...]
+                                        [--duckdb-memory-limit 4GB]
 
 Each data set is extracted and cleaned on DuckDB by materializing the assets (FEBRL loaded as a new user
 would, see benchmarks/identity.py; the demo generated at `--demo-people`), then its cleaned tables are
-copied into a fresh in-memory DuckDB database and into a local[2] Spark session, and the identity stage's
+copied into a fresh DuckDB database file and into a local[2] Spark session, and the identity stage's
 own code resolves each up to the clusters (the id registry, which then names the customers, does not run
 on Spark yet). Prints per data set whether the partition of records into customers, the blocked and
 shared identifiers and the trained model are identical, whether the evidence holds the same pairs and
@@ -37,13 +38,19 @@ SAME_ROWS = (
 EVIDENCE = "select * from identity.evidence order by left_source, left_record_id, right_source, right_record_id"
 
 
-def cleaned_on_both(warehouse: Path, spark: Any, folder: Path) -> tuple[Sql, Any]:
-    """The cleaned tables of `warehouse` in a fresh in-memory DuckDB database (bootstrapped as the platform
-    does) and in the Spark session's `clean` database, through Parquet files written in `folder`."""
+def cleaned_on_both(
+    warehouse: Path, spark: Any, folder: Path, duckdb_memory_limit: str | None = None
+) -> tuple[Sql, Any]:
+    """The cleaned tables of `warehouse` in a fresh DuckDB database in `folder` (bootstrapped as the platform
+    does; a file, so that at scale its tables and its resolve's can leave memory, within
+    `duckdb_memory_limit` when given) and in the Spark session's `clean` database, through Parquet files
+    written in `folder`."""
     from resources.spark.runner import SparkSql
     from resources.warehouse import bootstrap
 
-    duck = duckdb.connect()
+    duck = duckdb.connect(str(folder / "cleaned.duckdb"))
+    if duckdb_memory_limit:
+        duck.execute(f"set memory_limit = '{duckdb_memory_limit}'")
     duck.execute("set TimeZone = 'UTC'")
     bootstrap(duck)
     duck.execute(f"attach '{warehouse}' as source (read_only)")
@@ -66,12 +73,16 @@ def drop_spark_schemas(spark: Any) -> None:
         spark.sql(f"drop database if exists {schema} cascade")
 
 
-def partition(rows: list[tuple]) -> list[list[tuple]]:
-    """Clusters (source, record, role, component) as a partition of the records, whatever the labels."""
+def partition(rows: list[tuple]) -> tuple[int, int, list[int]]:
+    """Clusters (source, record, role, component) as a partition of the records, whatever the labels: the
+    records, the customers of several records, and one hash per customer of its sorted records, sorted.
+    Two engines' lists (hashed in one process) are equal when their partitions are; a list of integers
+    rather than of every record, so that one engine's clusters can be let go before the other's are read."""
     groups: dict[object, list[tuple]] = {}
     for source, record, role, component in rows:
         groups.setdefault(component, []).append((source, record, role))
-    return sorted(sorted(group) for group in groups.values())
+    joined = sum(len(group) > 1 for group in groups.values())
+    return len(rows), joined, sorted(hash(tuple(sorted(group))) for group in groups.values())
 
 
 def _close(a: object, b: object) -> bool:
@@ -87,11 +98,11 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
     started = time.perf_counter()
     on_duckdb_result = resolve(on_duckdb, config, clusters_only=True)
     duckdb_seconds = time.perf_counter() - started
+    records, joined, duckdb_clusters = partition(on_duckdb_result.pop("clusters"))  # type: ignore[arg-type]
     started = time.perf_counter()
     on_spark_result = resolve(on_spark, config, clusters_only=True)
     spark_seconds = time.perf_counter() - started
-    duckdb_clusters = partition(on_duckdb_result["clusters"])  # type: ignore[arg-type]
-    spark_clusters = partition(on_spark_result["clusters"])  # type: ignore[arg-type]
+    spark_clusters = partition(on_spark_result.pop("clusters"))  # type: ignore[arg-type]
     tables = {
         t: sorted(on_spark.rows(f"select * from {t}")) == sorted(on_duckdb.rows(f"select * from {t}"))
         for t in SAME_ROWS
@@ -101,10 +112,10 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
         all(_close(a, b) for a, b in zip(left, right, strict=True)) for left, right in zip(ours, theirs, strict=True)
     )
     return {
-        "records": sum(len(c) for c in duckdb_clusters),
+        "records": records,
         "customers": len(duckdb_clusters),
-        "joined customers": sum(len(c) > 1 for c in duckdb_clusters),
-        "same partition": spark_clusters == duckdb_clusters,
+        "joined customers": joined,
+        "same partition": spark_clusters == (records, joined, duckdb_clusters),
         "same tables": tables,
         "evidence pairs": len(ours),
         "same evidence": evidence,
@@ -141,6 +152,7 @@ def main() -> None:
     parser.add_argument("--febrl", type=int, nargs="*", default=[1, 2, 3, 4])
     parser.add_argument("--demo-people", type=int, nargs="*", default=[2000])
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--duckdb-memory-limit", default=None, help="the DuckDB side's memory_limit, e.g. 4GB")
     parser.add_argument(
         "--spark-conf", nargs="*", default=[], help="key=value settings of the Spark session (spark.driver.memory=10g)"
     )
@@ -168,7 +180,7 @@ def main() -> None:
         for name, config_path in sets:
             config = _cleaned_warehouse(config_path)
             scratch = Path(tempfile.mkdtemp(dir=folder))
-            on_duckdb, on_spark = cleaned_on_both(config.warehouse_path, spark, scratch)
+            on_duckdb, on_spark = cleaned_on_both(config.warehouse_path, spark, scratch, args.duckdb_memory_limit)
             try:
                 figures = compare(on_duckdb, on_spark, config)
             finally:
