@@ -6,10 +6,11 @@
 Each data set is extracted and cleaned on DuckDB by materializing the assets (FEBRL loaded as a new user
 would, see benchmarks/identity.py; the demo generated at `--demo-people`), then its cleaned tables are
 copied into a fresh DuckDB database file and into a local[2] Spark session, and the identity stage's
-own code resolves each up to the clusters (the id registry, which then names the customers, does not run
-on Spark yet). Prints per data set whether the partition of records into customers, the blocked and
-shared identifiers and the trained model are identical, whether the evidence holds the same pairs and
-decisions with weights equal to 1e-12, and each engine's seconds, in all and per step.
+own code resolves each up to the clusters (where the id registry would name the customers; the whole
+pipeline is compared by benchmarks/spark_pipeline.py). Prints per data set whether the partition of
+records into customers, the blocked and shared identifiers and the trained model are identical, whether
+the evidence holds the same pairs and decisions with weights equal to 1e-12, and each engine's seconds,
+in all and per step.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@ DuckDB runner give the same partition of records into customers, the same blocke
 the same trained model and the same evidence (match weights equal to the last bits of a double, where the
 engines' logarithms round differently).
 
-The id registry, which names the customers, does not run on Spark yet (its changes are one transaction,
-which Spark tables do not offer): both runs stop where the registry would take the clusters over
-(`resolve(..., clusters_only=True)`), and the clusters are compared as partitions of the records.
+Both runs stop where the id registry would take the clusters over and name the customers
+(`resolve(..., clusters_only=True)`), and the clusters are compared as partitions of the records; the whole
+pipeline, registry included, is compared in tests/test_spark_pipeline.py.
 `python -m benchmarks.spark_identity` makes the same comparison on FEBRL 1-4 and larger demo data.
 """
 

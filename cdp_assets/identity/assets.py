@@ -109,8 +109,8 @@ def resolve(
     by rewriting only the records whose id changed, which the caller says only when the map is what the
     last completed run left (inputs.map_as_left). `clusters_only` stops before the id registry names the
     customers and returns the clusters, (source, source_record_id, role, component) rows, as `clusters`:
-    how one engine's clustering is compared with another's (the registry's transaction does not run on
-    Spark yet)."""
+    how one engine's clustering is compared with another's, apart from the id registry (each engine's
+    registry keeps the ids of its own earlier runs)."""
     with sql.scratch("deterministic") as tables:
         fingerprint = settings or settings_fingerprint(config)
         return _resolve(
