@@ -106,6 +106,13 @@ def run_job(config_path: Path, job_name: str) -> dict[str, Any]:
     return figures
 
 
+def _with_memory_limit(config_path: Path, limit: str, target: Path) -> None:
+    """Write to `target` the configuration at `config_path` with `warehouse.memory_limit` set to `limit`."""
+    raw = yaml.safe_load(config_path.read_text())
+    raw["warehouse"]["memory_limit"] = limit
+    target.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def _identity_steps(table: str | None) -> str:
     """Identity's seconds by step, from its metadata's markdown table, on one line."""
     rows = [line.strip("|").split("|") for line in (table or "").splitlines()[2:]]
@@ -170,15 +177,11 @@ def main() -> None:
         with DestinationServer(port=0) as server:
             config_path = relocated_config(folder, server.url, landing={"path": "landing", "settle_seconds": 0})
             if args.memory_limit:
-                raw = yaml.safe_load(config_path.read_text())
-                raw["warehouse"]["memory_limit"] = args.memory_limit
-                config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+                _with_memory_limit(config_path, args.memory_limit, config_path)
             delta_config = config_path
             if args.delta_memory_limit:  # the same warehouse and folders, another memory limit
-                raw = yaml.safe_load(config_path.read_text())
-                raw["warehouse"]["memory_limit"] = args.delta_memory_limit
                 delta_config = config_path.with_name("cdp.deltas.yaml")
-                delta_config.write_text(yaml.safe_dump(raw, sort_keys=False))
+                _with_memory_limit(config_path, args.delta_memory_limit, delta_config)
             full = run_job(config_path, "full_refresh")
             print(
                 f"full refresh, {args.people:,} people ({full['customers']:,} customers): {full['wall_s']:.1f} s, "
