@@ -99,11 +99,12 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
     started = time.perf_counter()
     on_duckdb_result = resolve(on_duckdb, config, clusters_only=True)
     duckdb_seconds = time.perf_counter() - started
-    records, joined, duckdb_clusters = partition(on_duckdb_result.pop("clusters"))  # type: ignore[arg-type]
+    duckdb_partition = partition(on_duckdb_result.pop("clusters"))  # type: ignore[arg-type]
     started = time.perf_counter()
     on_spark_result = resolve(on_spark, config, clusters_only=True)
     spark_seconds = time.perf_counter() - started
-    spark_clusters = partition(on_spark_result.pop("clusters"))  # type: ignore[arg-type]
+    spark_partition = partition(on_spark_result.pop("clusters"))  # type: ignore[arg-type]
+    records, joined, customers = duckdb_partition
     tables = {
         t: sorted(on_spark.rows(f"select * from {t}")) == sorted(on_duckdb.rows(f"select * from {t}"))
         for t in SAME_ROWS
@@ -114,9 +115,9 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
     )
     return {
         "records": records,
-        "customers": len(duckdb_clusters),
+        "customers": len(customers),
         "joined customers": joined,
-        "same partition": spark_clusters == (records, joined, duckdb_clusters),
+        "same partition": spark_partition == duckdb_partition,
         "same tables": tables,
         "evidence pairs": len(ours),
         "same evidence": evidence,
