@@ -115,7 +115,7 @@ def main() -> None:
         generate(people=args.people, seed=42, out_dir=landing, truth_path=folder / "truth.csv")
     conf = dict(item.split("=", 1) for item in args.spark_conf)
     spark = spark_session(master="local[2]", warehouse_dir=folder / "spark-warehouse", conf=conf)
-    sql = SparkSql(spark, in_order_transactions=True)
+    sql = SparkSql(spark, staged_transactions=True)
     create_shared(sql.execute)
     for kind in SOURCES:
         name, fmt, _ = kind

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.spark
 
 
 def test_the_copy_takes_the_stages_writes_and_the_warehouse_keeps_its_rows(spark, tmp_path: Path) -> None:  # noqa: ANN001 - the session fixture
-    sql = SparkSql(spark, in_order_transactions=True)
+    sql = SparkSql(spark, staged_transactions=True)
     sql.execute("create database if not exists clean")
     sql.create_table_as("clean.copied_rows", "select * from (values ('a', 1), ('b', 2)) t(k, v)")
     warehouse = SparkWarehouse(warehouse_dir=str(tmp_path / "w"), read_snapshot=str(tmp_path / "s"))

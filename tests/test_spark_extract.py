@@ -83,7 +83,7 @@ def runners(spark):  # noqa: ANN001, ANN201 - the session fixture of tests/conft
     conn = duckdb.connect()
     duck = Sql(conn)
     create_shared(duck.execute)
-    runner = SparkSql(spark, in_order_transactions=True)
+    runner = SparkSql(spark, staged_transactions=True)
     create_shared(runner.execute)
     previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
     spark.conf.set("spark.sql.files.maxPartitionBytes", "16384")

@@ -250,7 +250,7 @@ def test_scratch_drops_its_tables_and_transactions_are_refused(engines) -> None:
         assert runner.value(f"select sum(x + y) from {tables('a')}, {view}") == 5
     assert not runner.spark.catalog.tableExists("step__a")
     assert not runner.spark.catalog.tableExists("step__f")
-    with pytest.raises(TransactionsUnavailable, match="no transactions"), runner.transaction():
+    with pytest.raises(TransactionsUnavailable, match="makes no transactions"), runner.transaction():
         pass
 
 

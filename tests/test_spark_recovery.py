@@ -1,9 +1,10 @@
 """A Spark warehouse after a run that did not end: every table replaced or changed by one statement is left
-as it was or as the statement made it, and the next run can write every table again.
+as it was or as the statement made it, the tables a block of statements changes are left all as they
+were or all as the block made them, and the next run can write every table again.
 
 A kill is made two ways: the runner's statements fail at each point of a table's swap (the catalogue then
-holds exactly what a kill there leaves), and a process writing a table is killed with SIGKILL while
-Spark writes the files (`test_a_process_killed_while_writing_leaves_the_table_it_had`)."""
+holds exactly what a kill there leaves), and a process running a block is killed with SIGKILL while
+Spark writes a table's files (`test_a_process_killed_inside_a_block_leaves_the_tables_it_had`)."""
 
 import os
 import signal
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.spark.runner import BESIDE, SparkSql, finish_interrupted_writes
+from resources.spark import runner as spark_runner
+from resources.spark.runner import BESIDE, JOURNALS, STAGED, SparkSql, finish_interrupted_writes
 
 pytestmark = pytest.mark.spark
 
@@ -29,7 +31,7 @@ class Killed(Exception):
 
 @pytest.fixture
 def sql(spark):  # noqa: ANN001, ANN201 - the session fixture; a runner on a fresh schema
-    runner = SparkSql(spark, in_order_transactions=True)
+    runner = SparkSql(spark, staged_transactions=True)
     runner.execute("drop database if exists kept cascade")
     runner.execute("create database kept")
     runner.create_table_as("kept.t", OLD)
@@ -121,18 +123,103 @@ def test_a_folder_no_table_owns_is_removed_and_its_table_can_be_written(sql: Spa
     assert sql.rows("select count(*) from kept.u") == [(2,)]
 
 
+def block(sql: SparkSql) -> None:
+    """A block changing `kept.t` in place, creating `kept.u` and dropping `kept.gone`, reading its own changes."""
+    with sql.transaction():
+        sql.execute("insert into kept.t values ('c', 3)")
+        sql.execute("update kept.t set v = v * 10 where k = 'a'")
+        sql.create_table_as("kept.u", "select k, v + 1 as v from kept.t")
+        sql.drop_table("kept.gone")
+        assert sql.rows("select k, v from kept.u order by k") == [("a", 11), ("b", 3), ("c", 4)]
+        assert not sql.table_exists("kept.gone") and ("kept", "u") in sql.table_names()
+        # Another runner, as another step would read the warehouse: nothing has changed yet.
+        assert rows(SparkSql(sql.spark)) == [("a", 1), ("b", 2)]
+
+
+BLOCK_DONE = [("a", 10), ("b", 2), ("c", 3)]
+
+
+def tables(sql: SparkSql) -> list[str]:
+    return sorted(t.name for t in sql.spark.catalog.listTables("kept") if not t.isTemporary)
+
+
+def journals(sql: SparkSql) -> list[str]:
+    found = Path(sql.spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:")) / JOURNALS
+    return sorted(p.name for p in found.glob("*")) if found.exists() else []
+
+
+def test_a_block_changes_its_tables_together(sql: SparkSql) -> None:
+    sql.create_table_as("kept.gone", OLD)
+    block(sql)
+    assert rows(sql) == BLOCK_DONE and tables(sql) == ["t", "u"] and journals(sql) == []
+    assert sql.rows("select count(*) from kept.u") == [(3,)]
+    with pytest.raises(Exception, match="boom"), sql.transaction():  # and one that fails changes nothing
+        sql.execute("delete from kept.t where k = 'a'")
+        sql.create_table_as("kept.u", OLD)
+        raise RuntimeError("boom")
+    assert rows(sql) == BLOCK_DONE and sql.rows("select count(*) from kept.u") == [(3,)]
+    assert tables(sql) == ["t", "u"]
+
+
+def test_a_block_killed_before_it_ended_did_not_happen(sql: SparkSql, monkeypatch: pytest.MonkeyPatch) -> None:
+    sql.create_table_as("kept.gone", OLD)
+
+    def killed(*_: object) -> None:
+        raise Killed("before the journal")
+
+    monkeypatch.setattr(spark_runner, "commit_block", killed)
+    with pytest.raises(Killed):
+        block(sql)
+    monkeypatch.undo()
+    assert f"t{STAGED}" in tables(sql)  # what the kill left
+    done = finish_interrupted_writes(sql.spark)
+    assert sorted(line.split(":")[0] for line in done) == ["kept.t", "kept.u"]
+    assert rows(sql) == [("a", 1), ("b", 2)] and tables(sql) == ["gone", "t"]
+    assert finish_interrupted_writes(sql.spark) == []
+
+
+def test_a_block_killed_while_its_tables_were_swapped_in_is_completed(
+    sql: SparkSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql.create_table_as("kept.gone", OLD)
+    swap_in, swaps = spark_runner._swap_in, []
+
+    def dying(spark, source: str, target: str, run) -> None:  # noqa: ANN001
+        if source.endswith(STAGED):  # the block's swaps, not its statements' own within it
+            if swaps:
+                raise Killed(target)
+            swaps.append(target)
+        swap_in(spark, source, target, run)
+
+    monkeypatch.setattr(spark_runner, "_swap_in", dying)
+    with pytest.raises(Killed):
+        block(sql)
+    monkeypatch.undo()
+    assert swaps == ["kept.t"]  # kept.gone dropped and kept.t swapped in, not kept.u; its journal left
+    assert [name.endswith(".json") for name in journals(sql) if not name.startswith(".")] == [True]
+    done = finish_interrupted_writes(sql.spark)
+    assert [line for line in done if "block" in line] == [
+        "a block ended by a killed run completed: kept.gone, kept.t, kept.u"
+    ]
+    assert rows(sql) == BLOCK_DONE and tables(sql) == ["t", "u"] and journals(sql) == []
+    assert sql.rows("select count(*) from kept.u") == [(3,)]
+
+
 KILLED_WRITER = """
 import sys
 from resources.spark.runner import SparkSql, spark_session
 spark = spark_session("local[1]", sys.argv[1], catalog="hive")
-sql = SparkSql(spark)
+sql = SparkSql(spark, staged_transactions=True)
 sql.execute("create database if not exists kept")
 spark.range(1000).selectExpr("id as k", "id * 2 as v").createOrReplaceTempView("first_rows")
 sql.create_table_as("kept.t", "select * from first_rows")
+sql.create_table_as("kept.s", "select * from first_rows")
 # Many small files: slow enough that the parent sees them being written and kills the process then.
 spark.range(4000000).repartition(400).selectExpr("id as k", "id * 3 as v").createOrReplaceTempView("next_rows")
 print("ready", flush=True)
-sql.create_table_as("kept.t", "select * from next_rows")
+with sql.transaction():
+    sql.execute("delete from kept.s where k < 500")
+    sql.create_table_as("kept.t", "select * from next_rows")
 print("finished", flush=True)
 """
 
@@ -141,29 +228,33 @@ import sys
 from resources.spark.runner import SparkSql, finish_interrupted_writes, spark_session
 spark = spark_session("local[1]", sys.argv[1], catalog="hive")
 print("|".join(finish_interrupted_writes(spark)))
-sql = SparkSql(spark)
-print(sql.rows("select count(*), sum(v) from kept.t")[0])
+sql = SparkSql(spark, staged_transactions=True)
+print(sql.rows("select (select count(*) from kept.s), count(*), sum(v) from kept.t")[0])
 spark.range(5).selectExpr("id as k", "id as v").createOrReplaceTempView("last_rows")
 sql.create_table_as("kept.t", "select * from last_rows")  # a swap in the metastore's catalogue
-print(finish_interrupted_writes(spark), sql.rows("select count(*) from kept.t")[0][0],
+with sql.transaction():  # and a block's
+    sql.execute("delete from kept.s where k < 500")
+    sql.execute("insert into kept.t select k + 5, v from kept.t")
+print(finish_interrupted_writes(spark), sql.rows("select (select count(*) from kept.s), count(*) from kept.t")[0],
       sorted(t.name for t in spark.catalog.listTables("kept") if not t.isTemporary))
 """
 
 
 @pytest.mark.slow
-def test_a_process_killed_while_writing_leaves_the_table_it_had(tmp_path: Path) -> None:
-    """SIGKILL while a replacement's files are being written, in a warehouse with its metastore on disk (as
-    the Spark warehouse resource opens it): the next process finds the table as it was and writes it again."""
+def test_a_process_killed_inside_a_block_leaves_the_tables_it_had(tmp_path: Path) -> None:
+    """SIGKILL while a block writes a table's files, after its first statement changed another table, in a
+    warehouse with its metastore on disk (as the Spark warehouse resource opens it): the next process finds
+    both tables as they were and writes them again."""
     warehouse = tmp_path / "warehouse"
     writer = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, str(warehouse)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-    writing = warehouse / "kept.db" / f"t{BESIDE}" / "_temporary"
+    writing = warehouse / "kept.db" / f"t{STAGED}" / "_temporary"
     deadline = time.monotonic() + 300
     while not writing.exists() and writer.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # polling the file system for the write to begin, not waiting for a result
-    assert writing.exists(), "the replacement's files never appeared"
+    assert writing.exists(), "the block's files never appeared"
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
     done = subprocess.run(
@@ -171,6 +262,7 @@ def test_a_process_killed_while_writing_leaves_the_table_it_had(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     repaired, before, after = done.stdout.strip().splitlines()[-3:]
-    assert f"t{BESIDE}" in repaired  # its folder, removed
-    assert before == str((1000, 999_000))  # the table as the killed statement found it
-    assert after == "[] 5 ['t']"  # the renamed table's folder is its own: nothing more to repair
+    assert "kept.s: a block's unfinished change dropped" in repaired  # the first statement's change
+    assert f"t{STAGED})" in repaired  # the folder of the write the kill cut short, removed
+    assert before == str((1000, 1000, 999_000))  # both tables as the killed block found them
+    assert after == "[] (500, 10) ['s', 't']"  # nothing more to repair, every folder its table's own

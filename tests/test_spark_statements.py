@@ -19,7 +19,7 @@ KEYED = Table("scratch_keyed.kv", {"k": "VARCHAR", "v": "INTEGER", "note": "VARC
 
 @pytest.fixture()
 def engines(spark) -> Iterator[tuple[Sql, SparkSql]]:  # noqa: ANN001 - the session fixture of tests/conftest.py
-    duck, on_spark = Sql.in_memory(), SparkSql(spark, in_order_transactions=True)
+    duck, on_spark = Sql.in_memory(), SparkSql(spark, staged_transactions=True)
     yield duck, on_spark
     duck.close()
     on_spark.execute("drop database if exists scratch_keyed cascade")

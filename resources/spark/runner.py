@@ -5,9 +5,13 @@ What differs from DuckDB, on purpose:
 - A temporary table (`create_table_as(..., temporary=True)`) is computed once and kept (a local
   checkpoint behind a temporary view), never left a lazy view that would run its select again each time
   it is read and could give another answer once its sources change.
-- There are no transactions: a Spark table is not a database file with a log. `transaction()` raises,
-  unless the runner is made with `in_order_transactions` (the Spark warehouse's runner,
-  resources/spark/warehouse.py), when the block's statements simply run in order.
+- A Spark table is not a database file with a log, so a transaction is made of swaps: in `transaction()`
+  each catalogued table the block changes is changed as its staged copy (`<table>__staged`, which the
+  block's statements read in its place), and the staged tables are swapped in together when the block
+  ends, by a journal in the warehouse folder that `finish_interrupted_writes` completes if the run is
+  killed while the swaps are made; a block that raises, or a run killed inside it, changes no table. It
+  raises unless the runner is made with `staged_transactions` (the Spark warehouse's runner,
+  resources/spark/warehouse.py, whose session start runs that repair).
 - Tables are kept in the session's catalog (in memory, or a Hive metastore in the warehouse folder, which
   outlives the session) over files in the warehouse folder, as parquet unless configured otherwise.
   `create or replace table t (columns...)` drops t first (parquet tables cannot be replaced in place).
@@ -23,7 +27,7 @@ What differs from DuckDB, on purpose:
   MERGE INTO instead). A table written anew, or replaced by `create_table_as`, is written beside the old
   one and swapped in; what a killed run leaves of a swap is finished or undone by
   `finish_interrupted_writes` when the warehouse is next opened, so each such statement leaves the table
-  as it was or as the statement made it. A block of several statements is not all-or-nothing.
+  as it was or as the statement made it, and each block all its tables as they were or as it made them.
 - A copy of the warehouse (what the rebuild check and the identity change preview run the stages on) is a
   set of databases in the same catalogue, `<copy>__<schema>`: a runner made with `schemas` reads and
   writes `clean.t` as `<copy>__clean.t`, so the stage code runs on the copy unchanged, and one made with
@@ -35,14 +39,16 @@ Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the Duc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import duckdb
 import numpy as np
@@ -59,6 +65,12 @@ from resources.tables import primary_key_of
 ROW_LEVEL_FORMATS = ("delta", "iceberg")
 # A table's replacement is written beside it under its name and this suffix, then swapped in.
 BESIDE = "__new"
+# A table a block of statements changes (`SparkSql.transaction`) is changed as its staged copy, under its
+# name and this suffix, and the block's staged tables are swapped in together when it ends.
+STAGED = "__staged"
+# Where, in the warehouse folder, a block's list of swaps is kept while they are made (a hidden folder:
+# not a database's, nor swept as a table's).
+JOURNALS = "_cdp_blocks"
 # Spark's error conditions that mean the data, not the statement, is at fault (as SqlDataError does).
 _DATA_ERRORS = ("CAST_INVALID_INPUT", "CAST_OVERFLOW", "ARITHMETIC_OVERFLOW", "DIVIDE_BY_ZERO", "NUMERIC_VALUE_OUT")
 
@@ -72,7 +84,7 @@ class SparkDataError(SparkSqlError, duckdb.InvalidInputException):
 
 
 class TransactionsUnavailable(SparkSqlError):
-    """Spark has no transactions; see the module docstring."""
+    """A runner made without `staged_transactions` was asked for a transaction; see the module docstring."""
 
 
 def spark_session(
@@ -154,25 +166,29 @@ class SparkSql:
         spark: Any,
         table_format: str = "parquet",
         *,
-        in_order_transactions: bool = False,
+        staged_transactions: bool = False,
         schemas: Mapping[str, str] | None = None,
         copies: tuple[str, ...] = (),
     ) -> None:
         self.spark = spark
         self.table_format = table_format
-        self.in_order_transactions = in_order_transactions
+        self.staged_transactions = staged_transactions
         self._conn = _Registry(spark)
         self._kept: dict[str, Any] = {}  # temporary table -> its checkpointed DataFrame
         # Where a copy's tables live (see the module docstring): schema -> its copy's database, and the
         # copies read by DuckDB's attached name.
         self._schemas = dict(schemas or {})
         self._copies = copies
+        # In a block (`transaction`): each catalogued table it changes (its name lower-cased) -> the staged
+        # table standing for it until the block ends; None outside a block.
+        self._block: dict[str, str] | None = None
 
     # Names ----------------------------------------------------------------------------------------
 
     def _mapped(self, sql: str) -> str:
-        """`sql` with its tables named where this runner's copy keeps them; as it is for the warehouse's."""
-        if not self._schemas and not self._copies:
+        """`sql` with its tables named where this runner keeps them: a copy's tables in the copy's databases,
+        and in a block the tables it has changed as their staged copies; as it is for the warehouse's."""
+        if not self._schemas and not self._copies and not self._block:
             return sql
         from sqlglot import exp
 
@@ -184,6 +200,9 @@ class SparkSql:
                     node.set("db", exp.to_identifier(copy_database_name(catalog, db)))
                 elif not catalog and db in self._schemas:
                     node.set("db", exp.to_identifier(self._schemas[db]))
+                staged = (self._block or {}).get(f"{node.db}.{node.name}".lower())
+                if staged is not None:
+                    node.set("this", exp.to_identifier(staged.rpartition(".")[2]))
             return node
 
         trees = _duckdb_statements(sql)
@@ -192,15 +211,17 @@ class SparkSql:
         return ";\n".join(tree.transform(rename).sql(dialect="duckdb") for tree in trees)
 
     def _mapped_name(self, name: str) -> str:
-        """A table's name `schema.table` where this runner's copy keeps it."""
+        """A table's name `schema.table` where this runner keeps it (see `_mapped`)."""
         schema, dot, table = name.rpartition(".")
-        return f"{self._schemas[schema]}.{table}" if dot and schema in self._schemas else name
+        name = f"{self._schemas[schema]}.{table}" if dot and schema in self._schemas else name
+        return (self._block or {}).get(name.lower(), name)
 
     def _warehouse_name(self, name: str) -> str:
         """The warehouse's name of a table this runner names (`_mapped_name` undone)."""
         schema, dot, table = name.rpartition(".")
+        table = table.removesuffix(STAGED)
         found = [s for s, mapped in self._schemas.items() if mapped == schema]
-        return f"{found[0]}.{table}" if dot and found else name
+        return f"{found[0] if found else schema}{dot}{table}"
 
     # Statements -----------------------------------------------------------------------------------
 
@@ -231,6 +252,9 @@ class SparkSql:
 
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
+        if self._block is not None:
+            for tree in _duckdb_statements(self._mapped(sql)):
+                self._stage_written(tree)
         sql = self._mapped(sql)
         trees = _duckdb_statements(sql)
         if len(trees) > 1 and params is None:
@@ -361,16 +385,18 @@ class SparkSql:
         computed from it: written beside it as `<name>__new`, then swapped in (the old table dropped, the new
         one renamed). Spark catalogues a table only once its files are written, so a run killed at any point
         leaves the old table, or the new one complete under `<name>__new` with the old one gone or still
-        there, which `finish_interrupted_writes` completes or undoes when the warehouse is next opened."""
+        there, which `finish_interrupted_writes` completes or undoes when the warehouse is next opened. In a
+        block, a table it has not changed yet gets its staged copy written from `df` instead."""
         if name in self._kept:
             self._keep(name, df, statement)
+            return
+        if self._block is not None and name.lower() not in self._block and not _is_staged(name):
+            self._save_as_table(self._stage(name, copy=False), df, statement)
             return
         beside = f"{name}{BESIDE}"
         self._run(f"drop table if exists {beside}", None)
         self._save_as_table(beside, df, statement)
-        self._run(f"drop table {name}", None)
-        _remove_folder(self.spark, _table_folder(self.spark, name))
-        self._run(f"alter table {beside} rename to {name}", None)
+        _swap_in(self.spark, beside, name, lambda text: self._run(text, None))
 
     def _save_as_table(self, name: str, df: Any, statement: str) -> None:
         """Write `df` as new table `name`. A folder left where the table's files go (by a write that failed
@@ -417,7 +443,9 @@ class SparkSql:
 
     def _insert_into_kept(self, statement: str, params: Params) -> bool:
         """Run `insert into <temporary table> select ...` as the kept rows and the new ones computed and kept
-        anew (Spark cannot insert into a view); False when the statement is not one."""
+        anew (Spark cannot insert into a view); and in a block, an insert into a catalogued table it has not
+        changed yet as its staged copy written with the new rows in one pass (rather than copied, then added
+        to). False when the statement is neither."""
         import sqlglot
         from sqlglot import exp
 
@@ -426,9 +454,10 @@ class SparkSql:
             return False
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         name = target.sql(dialect="spark")
-        if name not in self._kept:
+        unstaged = self._block is not None and bool(target.db) and not _is_staged(name)
+        if name not in self._kept and not (unstaged and self.spark.catalog.tableExists(name)):
             return False
-        kept = self._kept[name]
+        kept = self._kept[name] if name in self._kept else self.spark.table(name)
         select = tree.expression.copy()
         if tree.args.get("with_") is not None:  # `with ... insert into t select ...`: the select's CTEs
             select.set("with_", tree.args["with_"].copy())
@@ -447,7 +476,10 @@ class SparkSql:
             raise SparkSqlError(f"insert into {name}: {len(listed)} columns, {len(added.columns)} values")
         # By position, as SQL's insert is, or by the select's names for `by name`.
         added = _fitted(added, listed, kept.schema)
-        self._keep(name, kept.unionByName(added), statement)
+        if name in self._kept:
+            self._keep(name, kept.unionByName(added), statement)
+        else:
+            self._write_anew(name, kept.unionByName(added), statement)  # as the block's staged copy
         return True
 
     def _keep(self, name: str, df: Any, statement: str) -> None:
@@ -552,6 +584,9 @@ class SparkSql:
         schema, _, _ = name.rpartition(".")
         if schema:
             self._run(f"create database if not exists {schema}", None)
+        if self._block is not None and schema and not _is_staged(name):  # the block's first change of it
+            self._save_as_table(self._stage(name, copy=False), df, select)
+            return
         if self.spark.catalog.tableExists(name):  # replaced beside, so a killed run leaves one or the other
             self._write_anew(name, df, select)
             return
@@ -687,6 +722,9 @@ class SparkSql:
             self.spark.catalog.dropTempView(name)
             self._kept.pop(name).unpersist()
             return
+        if self._block is not None and "." in name and not _is_staged(name):
+            self._stage(name, copy=False)  # gone once the block ends, and to the block's statements now
+            return
         self._run(f"drop table if exists {name}", None)
 
     def table_exists(self, qualified: str) -> bool:
@@ -697,15 +735,21 @@ class SparkSql:
     def table_names(self) -> list[tuple[str, str]]:
         """Every table of the catalogue (not views, nor temporary ones) as (schema, name), sorted, as
         `Sql.table_names`; a copy's databases (`<copy>__<schema>`) are not the warehouse's."""
-        found = []
+        found = set()
         for database in self.spark.catalog.listDatabases():
             if "__" in database.name:
                 continue
-            found += [
+            found |= {
                 (database.name, t.name)
                 for t in self.spark.catalog.listTables(database.name)
-                if not t.isTemporary and t.tableType != "VIEW"
-            ]
+                if not t.isTemporary and t.tableType != "VIEW" and not t.name.endswith((BESIDE, STAGED))
+            }
+        # In a block, its tables as its statements see them: a staged one as the table, a dropped one gone.
+        for name, staged in (self._block or {}).items():
+            schema, _, table = name.partition(".")
+            found.discard((schema, table))
+            if "__" not in schema and self.spark.catalog.tableExists(staged):
+                found.add((schema, table))
         return sorted(found)
 
     def is_view(self, qualified: str) -> bool:
@@ -730,14 +774,128 @@ class SparkSql:
 
     @contextmanager
     def transaction(self) -> Iterator[SparkSql]:
-        """The block's statements, one after another: Spark has no transactions (see the module docstring).
-        Refused unless the runner was made with `in_order_transactions`, as the Spark warehouse makes it,
-        whose documentation says what a run killed inside such a block leaves."""
-        if not self.in_order_transactions:
+        """The block's statements as one change: each catalogued table the block changes is changed as its
+        staged copy (`<table>__staged`, which the block's statements read in its place), and when the block
+        ends the staged tables are swapped in together (`commit_block`); if it raises, they are dropped and
+        no table has changed. A run killed inside the block leaves only staged tables, which
+        `finish_interrupted_writes` drops; one killed while the swaps are made leaves their journal, by
+        which it makes the rest. Refused unless the runner was made with `staged_transactions`, as the
+        Spark warehouse makes it (whose session start runs that repair); temporary tables are the step's
+        own and are not staged."""
+        if not self.staged_transactions:
             raise TransactionsUnavailable(
-                "Spark has no transactions: keep the tables whose changes must be all-or-nothing in DuckDB"
+                "this Spark runner makes no transactions: they are the Spark warehouse's runner's "
+                "(staged_transactions=True), whose session start completes or undoes a block a killed run left"
             )
-        yield self
+        if self._block is not None:
+            raise SparkSqlError("a transaction is already open on this runner")
+        self._block = {}
+        try:
+            yield self
+        except BaseException:
+            staged, self._block = self._block, None
+            for table in staged.values():
+                with suppress(Exception):  # the error that matters is the block's
+                    self.spark.sql(f"drop table if exists {table}")
+            raise
+        staged, self._block = self._block, None
+        commit_block(self.spark, staged)
+
+    def _stage(self, name: str, *, copy: bool) -> str:
+        """The staged table standing for catalogued table `name` in the block from now on (see
+        `transaction`): a copy of its rows when `copy` and it exists (for a statement that changes some
+        of them), else none yet (for one that writes it whole, or drops it)."""
+        assert self._block is not None
+        key = name.lower()
+        if key not in self._block:
+            staged = f"{name}{STAGED}"
+            self._run(f"drop table if exists {staged}", None)  # a failed block's, in this process
+            if copy and self.spark.catalog.tableExists(name):
+                self._save_as_table(staged, self.spark.table(name), f"copy {name} for a block")
+            self._block[key] = staged
+        return self._block[key]
+
+    def _stage_written(self, tree: Any) -> None:
+        """Stage the catalogued table statement `tree` (DuckDB, named as `_mapped` names) writes, before it
+        runs on the name `_mapped` then gives it. Statements that write a table whole (`create or replace`,
+        `drop`) and the ones the runner carries out by writing it anew (`update`, `delete`, `insert`:
+        `_write_anew` stages them) need no copy; those that change a table in place (an added column, and
+        every change to a Delta or Iceberg table) do."""
+        from sqlglot import exp
+
+        target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        if not isinstance(target, exp.Table) or not target.db:
+            return
+        name = exp.table_name(target)
+        if _is_staged(name) or name.lower() in (self._block or {}):
+            return
+        rewritten = self.table_format not in ROW_LEVEL_FORMATS
+        if isinstance(tree, exp.Drop) and tree.kind == "TABLE":
+            self._stage(name, copy=False)
+        elif isinstance(tree, exp.Create) and tree.kind == "TABLE" and tree.find(exp.TemporaryProperty) is None:
+            self._stage(name, copy=not tree.args.get("replace"))
+        elif isinstance(tree, exp.Update | exp.Delete) and not rewritten:
+            self._stage(name, copy=True)
+        elif isinstance(tree, exp.Insert) and not rewritten:
+            self._stage(name, copy=True)
+        elif isinstance(tree, exp.Alter):
+            self._stage(name, copy=True)
+
+
+def commit_block(spark: Any, staged: Mapping[str, str]) -> None:
+    """Swap in a block's staged tables (`SparkSql.transaction`): `staged` maps each table it changed to
+    its staged table, absent when the block dropped the table. The list of swaps is written first, as a
+    journal in the warehouse folder, and removed once every swap is made: a run killed in between leaves it
+    for `finish_interrupted_writes`, which makes the swaps not yet made. Until the journal is written
+    nothing has changed; from then on the block has happened."""
+    if not staged:
+        return
+    swaps = [[table, beside, bool(spark.catalog.tableExists(beside))] for table, beside in sorted(staged.items())]
+    journal = f"{_journal_folder(spark)}/{uuid4().hex}.json"
+    written, fs = _hadoop_path(spark, journal + ".part")
+    stream = fs.create(written, True)
+    stream.write(bytearray(json.dumps(swaps).encode()))
+    stream.close()
+    if not fs.rename(written, spark._jvm.org.apache.hadoop.fs.Path(journal)):  # whole, or not there
+        raise SparkSqlError(f"could not write the block's journal {journal}")
+    for table, beside, present in swaps:
+        _finish_swap(spark, table, beside, present)
+    _remove_folder(spark, journal)
+
+
+def _finish_swap(spark: Any, table: str, staged: str, present: bool) -> None:
+    """One swap of a committed block: `table` becomes its staged table (`present`, the staged table
+    existed when the block ended; already done when it no longer does), or is dropped (not `present`)."""
+    if not spark.catalog.databaseExists(table.rpartition(".")[0]):  # a copy of the warehouse, since dropped
+        return
+    if not present:
+        spark.sql(f"drop table if exists {table}")
+        _remove_folder(spark, _table_folder(spark, table))
+    elif spark.catalog.tableExists(staged):
+        _swap_in(spark, staged, table, spark.sql)
+
+
+def _swap_in(spark: Any, source: str, target: str, run: Callable[[str], Any]) -> None:
+    """Catalogued table `source` renamed `target`, in place of `target` if it exists; `run` runs the
+    statements. A rename cut short before (the folder moved to the target's place, the catalogue still
+    naming the source) has its folder moved back first; any other folder in the target's place is
+    removed, as Spark would refuse to rename over it."""
+    if spark.catalog.tableExists(target):
+        run(f"drop table {target}")
+    moved, place = _table_folder(spark, source), _table_folder(spark, target)
+    if not _folder_exists(spark, moved) and _folder_exists(spark, place):
+        _rename_folder(spark, place, moved)
+    else:
+        _remove_folder(spark, place)
+    run(f"alter table {source} rename to {target}")
+
+
+def _journal_folder(spark: Any) -> str:
+    return f"{spark.conf.get('spark.sql.warehouse.dir').rstrip('/')}/{JOURNALS}"
+
+
+def _is_staged(name: str) -> bool:
+    return name.lower().endswith(STAGED)
 
 
 def finish_interrupted_writes(spark: Any) -> list[str]:
@@ -749,33 +907,52 @@ def finish_interrupted_writes(spark: Any) -> list[str]:
       `t` still catalogued, the kill came before its drop, so `t` is the table as the statement found it and
       `t__new` is dropped; with `t` gone, `t__new` is complete (catalogued only once written) and is renamed
       `t`. A rename the kill cut between moving the folder and cataloguing the new name is put back first.
+    - A block of statements (`SparkSql.transaction`) killed while its staged tables were swapped in: its
+      journal lists the swaps, and those not yet made are made. Staged tables no journal lists are a block
+      killed before it ended, and are dropped: the block did not happen.
     - A table folder no catalogued table owns (a write killed before its table was catalogued, a drop killed
       after it left the catalogue): removed, as Spark refuses to create a table over it."""
     done = []
-    for database in spark.catalog.listDatabases():
-        if database.name == "default":  # the warehouse folder itself, the metastore's files among them
-            continue
-        tables = {t.name.lower() for t in spark.catalog.listTables(database.name) if not t.isTemporary}
+    databases = [d for d in spark.catalog.listDatabases() if d.name != "default"]  # default: the metastore's
+    for database in databases:
+        tables = _catalogued(spark, database.name)
         for beside in sorted(t for t in tables if t.endswith(BESIDE)):
             name, qualified = beside[: -len(BESIDE)], f"{database.name}.{beside}"
             if name in tables:
                 spark.sql(f"drop table {qualified}")
                 done.append(f"{database.name}.{name}: the unfinished replacement dropped, the table kept as it was")
                 continue
-            target = _table_folder(spark, f"{database.name}.{name}")
-            source = _table_folder(spark, qualified)
-            if not _folder_exists(spark, source) and _folder_exists(spark, target):
-                _rename_folder(spark, target, source)
-            else:
-                _remove_folder(spark, target)
-            spark.sql(f"alter table {qualified} rename to {database.name}.{name}")
+            _swap_in(spark, qualified, f"{database.name}.{name}", spark.sql)
             tables = (tables - {beside}) | {name}
             done.append(f"{database.name}.{name}: its replacement, complete, put in place")
+    journals, fs = _hadoop_path(spark, _journal_folder(spark))
+    listed = sorted(str(s.getPath().toString()) for s in fs.listStatus(journals)) if fs.exists(journals) else []
+    for journal in listed:
+        if journal.endswith(".json"):
+            stream = fs.open(spark._jvm.org.apache.hadoop.fs.Path(journal))
+            try:
+                swaps = json.loads(str(spark._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
+            finally:
+                stream.close()
+            for table, staged, present in swaps:
+                _finish_swap(spark, table, staged, present)
+            done.append(f"a block ended by a killed run completed: {', '.join(t for t, _, _ in swaps)}")
+        _remove_folder(spark, journal)  # a finished journal, or one cut short while written (nothing swapped)
+    for database in databases:
+        tables = _catalogued(spark, database.name)
+        for staged in sorted(t for t in tables if t.endswith(STAGED)):
+            spark.sql(f"drop table {database.name}.{staged}")
+            done.append(f"{database.name}.{staged[: -len(STAGED)]}: a block's unfinished change dropped")
+        tables = _catalogued(spark, database.name)
         for folder in _subfolders(spark, database.locationUri):
             if folder.rsplit("/", 1)[-1].lower() not in tables:
                 _remove_folder(spark, folder)
                 done.append(f"{database.name}: the folder of an unfinished write removed ({folder})")
     return done
+
+
+def _catalogued(spark: Any, database: str) -> set[str]:
+    return {t.name.lower() for t in spark.catalog.listTables(database) if not t.isTemporary}
 
 
 def _table_folder(spark: Any, name: str) -> str:

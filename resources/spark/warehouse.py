@@ -7,13 +7,14 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 - tables that persist between runs and processes: their files in `warehouse.spark.warehouse_dir`, their
   catalogue a Hive metastore (embedded Derby) in the same folder, which one JVM opens at a time, as the
   run lock (`<warehouse_dir>/.lock`, as on DuckDB) guarantees;
-- no transactions: a block the stages mark as one (the id registry's write, a sync's batch bookkeeping)
-  runs its statements in order, and a run killed inside it can leave part of the change, which the next run
-  does not repair. DuckDB's guarantee that a killed run leaves nothing half-written is kept on Spark for
-  one statement, not a block: a table replaced or changed is written beside the old one and swapped in, and
-  when the session starts, before anything reads a table, `finish_interrupted_writes` completes or undoes
-  a swap a killed run left and removes the folders of writes it cut short (which would make Spark refuse
-  to create those tables again);
+- all-or-nothing writes as on DuckDB, by swapping tables rather than by a log: a table one statement
+  replaces or changes is written beside the old one and swapped in, and a block the stages mark as a
+  transaction (the id registry's write, a sync's batch bookkeeping, a file's load) changes staged copies of
+  its tables, swapped in together by a journal when it ends (resources/spark/runner.py). When the session
+  starts, before anything reads a table, `finish_interrupted_writes` completes what a killed run left
+  committed (a swap whose old table was already dropped, a block whose journal was written), drops what
+  it left uncommitted, and removes the folders of writes it cut short (which would make Spark refuse to
+  create those tables again);
 - customer data readable by its owner only, as on DuckDB: the warehouse and read snapshot folders are
   0700 (Hadoop's local file system writes the table files 0644 whatever the umask), and the session's JVM
   starts with umask 077 for the folders it makes;
@@ -98,7 +99,7 @@ class SparkWarehouse(dg.ConfigurableResource):
     @contextmanager
     def sql(self) -> Iterator[SparkSql]:
         """The statement runner for one step (resources/spark/runner.py)."""
-        yield SparkSql(self.session(), self.table_format, in_order_transactions=True)
+        yield SparkSql(self.session(), self.table_format, staged_transactions=True)
 
     @contextmanager
     def scratch_copy(self, sql: SparkSql, path: Path, alias: str) -> Iterator[ScratchCopy]:
@@ -119,13 +120,13 @@ class SparkWarehouse(dg.ConfigurableResource):
 
             @contextmanager
             def scratch() -> Iterator[SparkSql]:
-                runner = SparkSql(session, self.table_format, in_order_transactions=True, schemas=copied)
+                runner = SparkSql(session, self.table_format, staged_transactions=True, schemas=copied)
                 create_shared(runner.execute)  # and the views, which were not copied
                 yield runner
 
             @contextmanager
             def beside() -> Iterator[SparkSql]:
-                yield SparkSql(session, self.table_format, in_order_transactions=True, copies=(alias,))
+                yield SparkSql(session, self.table_format, staged_transactions=True, copies=(alias,))
 
             yield ScratchCopy(open=scratch, attached=beside)
         finally:
