@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from resources.spark import runner as spark_runner
-from resources.spark.runner import BESIDE, JOURNALS, STAGED, SparkSql, finish_interrupted_writes
+from resources.spark.runner import ADDED, BESIDE, JOURNALS, STAGED, SparkSql, finish_interrupted_writes
 
 pytestmark = pytest.mark.spark
 
@@ -124,16 +124,33 @@ def test_a_folder_no_table_owns_is_removed_and_its_table_can_be_written(sql: Spa
 
 
 def block(sql: SparkSql) -> None:
-    """A block changing `kept.t` in place, creating `kept.u` and dropping `kept.gone`, reading its own changes."""
+    """A block changing `kept.t` in place, creating `kept.u`, dropping `kept.gone` and adding rows to
+    `kept.log`, reading its own changes (both made by `prepare`)."""
     with sql.transaction():
+        sql.execute("insert into kept.log select k, v from kept.t")
         sql.execute("insert into kept.t values ('c', 3)")
         sql.execute("update kept.t set v = v * 10 where k = 'a'")
         sql.create_table_as("kept.u", "select k, v + 1 as v from kept.t")
         sql.drop_table("kept.gone")
         assert sql.rows("select k, v from kept.u order by k") == [("a", 11), ("b", 3), ("c", 4)]
         assert not sql.table_exists("kept.gone") and ("kept", "u") in sql.table_names()
+        sql.execute("insert into kept.log select k, v from kept.u where k = 'c'")
+        assert sql.rows("select count(*), sum(l.v) from kept.log l") == [(4, 7)]
         # Another runner, as another step would read the warehouse: nothing has changed yet.
         assert rows(SparkSql(sql.spark)) == [("a", 1), ("b", 2)]
+        assert SparkSql(sql.spark).rows("select count(*) from kept.log") == [(1,)]
+
+
+def prepare(sql: SparkSql) -> None:
+    sql.create_table_as("kept.gone", OLD)
+    sql.create_table_as("kept.log", "select 'z' as k, 0 as v")
+
+
+def logged(sql: SparkSql) -> list[tuple]:
+    return sql.rows("select k, v from kept.log order by k, v")
+
+
+LOGGED = [("a", 1), ("b", 2), ("c", 4), ("z", 0)]
 
 
 BLOCK_DONE = [("a", 10), ("b", 2), ("c", 3)]
@@ -149,20 +166,22 @@ def journals(sql: SparkSql) -> list[str]:
 
 
 def test_a_block_changes_its_tables_together(sql: SparkSql) -> None:
-    sql.create_table_as("kept.gone", OLD)
+    prepare(sql)
     block(sql)
-    assert rows(sql) == BLOCK_DONE and tables(sql) == ["t", "u"] and journals(sql) == []
+    assert rows(sql) == BLOCK_DONE and tables(sql) == ["log", "t", "u"] and journals(sql) == []
+    assert logged(sql) == LOGGED
     assert sql.rows("select count(*) from kept.u") == [(3,)]
     with pytest.raises(Exception, match="boom"), sql.transaction():  # and one that fails changes nothing
         sql.execute("delete from kept.t where k = 'a'")
         sql.create_table_as("kept.u", OLD)
+        sql.execute("insert into kept.log values ('y', 9)")
         raise RuntimeError("boom")
     assert rows(sql) == BLOCK_DONE and sql.rows("select count(*) from kept.u") == [(3,)]
-    assert tables(sql) == ["t", "u"]
+    assert tables(sql) == ["log", "t", "u"] and logged(sql) == LOGGED
 
 
 def test_a_block_killed_before_it_ended_did_not_happen(sql: SparkSql, monkeypatch: pytest.MonkeyPatch) -> None:
-    sql.create_table_as("kept.gone", OLD)
+    prepare(sql)
 
     def killed(*_: object) -> None:
         raise Killed("before the journal")
@@ -171,17 +190,18 @@ def test_a_block_killed_before_it_ended_did_not_happen(sql: SparkSql, monkeypatc
     with pytest.raises(Killed):
         block(sql)
     monkeypatch.undo()
-    assert f"t{STAGED}" in tables(sql)  # what the kill left
+    assert {f"t{STAGED}", f"log{ADDED}"} < set(tables(sql))  # what the kill left
     done = finish_interrupted_writes(sql.spark)
-    assert sorted(line.split(":")[0] for line in done) == ["kept.t", "kept.u"]
-    assert rows(sql) == [("a", 1), ("b", 2)] and tables(sql) == ["gone", "t"]
+    assert sorted(line.split(":")[0] for line in done) == ["kept.log", "kept.t", "kept.u"]
+    assert rows(sql) == [("a", 1), ("b", 2)] and tables(sql) == ["gone", "log", "t"]
+    assert logged(sql) == [("z", 0)]
     assert finish_interrupted_writes(sql.spark) == []
 
 
 def test_a_block_killed_while_its_tables_were_swapped_in_is_completed(
     sql: SparkSql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sql.create_table_as("kept.gone", OLD)
+    prepare(sql)
     swap_in, swaps = spark_runner._swap_in, []
 
     def dying(spark, source: str, target: str, run) -> None:  # noqa: ANN001
@@ -199,10 +219,39 @@ def test_a_block_killed_while_its_tables_were_swapped_in_is_completed(
     assert [name.endswith(".json") for name in journals(sql) if not name.startswith(".")] == [True]
     done = finish_interrupted_writes(sql.spark)
     assert [line for line in done if "block" in line] == [
-        "a block ended by a killed run completed: kept.gone, kept.t, kept.u"
+        "a block ended by a killed run completed: kept.gone, kept.t, kept.u, kept.log"
     ]
-    assert rows(sql) == BLOCK_DONE and tables(sql) == ["t", "u"] and journals(sql) == []
-    assert sql.rows("select count(*) from kept.u") == [(3,)]
+    assert rows(sql) == BLOCK_DONE and tables(sql) == ["log", "t", "u"] and journals(sql) == []
+    assert sql.rows("select count(*) from kept.u") == [(3,)] and logged(sql) == LOGGED
+
+
+def test_rows_a_block_added_are_all_moved_in_once_after_a_kill(
+    sql: SparkSql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table the block only added rows to is not written again: the added rows' files are moved into its
+    folder, one by one, so a kill part way leaves some moved; the journal has the rest moved, none twice."""
+    with sql.transaction():
+        sql.execute("insert into kept.t values ('c', 3)")
+        sql.execute("insert into kept.t select k || 'x', v from kept.t")  # reads the rows added above
+        assert tables(sql) == ["t", f"t{ADDED}"]
+    assert rows(sql) == [("a", 1), ("ax", 1), ("b", 2), ("bx", 2), ("c", 3), ("cx", 3)]
+    move, moved = spark_runner._rename_folder, []
+
+    def dying(spark, source: str, target: str) -> None:  # noqa: ANN001
+        if moved:
+            raise Killed(source)
+        moved.append(source)
+        move(spark, source, target)
+
+    monkeypatch.setattr(spark_runner, "_rename_folder", dying)
+    with pytest.raises(Killed), sql.transaction():
+        sql.execute("insert into kept.t values ('d', 4)")
+        sql.execute("insert into kept.t values ('e', 5)")
+    monkeypatch.undo()
+    assert len(moved) == 1 and f"t{ADDED}" in tables(sql)
+    finish_interrupted_writes(sql.spark)
+    assert [k for k, _ in rows(sql)] == ["a", "ax", "b", "bx", "c", "cx", "d", "e"]
+    assert tables(sql) == ["t"] and journals(sql) == []
 
 
 KILLED_WRITER = """
@@ -218,7 +267,7 @@ sql.create_table_as("kept.s", "select * from first_rows")
 spark.range(4000000).repartition(400).selectExpr("id as k", "id * 3 as v").createOrReplaceTempView("next_rows")
 print("ready", flush=True)
 with sql.transaction():
-    sql.execute("delete from kept.s where k < 500")
+    sql.execute("insert into kept.s select k + 1000, v from kept.s")
     sql.create_table_as("kept.t", "select * from next_rows")
 print("finished", flush=True)
 """

@@ -7,9 +7,11 @@ What differs from DuckDB, on purpose:
   it is read and could give another answer once its sources change.
 - A Spark table is not a database file with a log, so a transaction is made of swaps: in `transaction()`
   each catalogued table the block changes is changed as its staged copy (`<table>__staged`, which the
-  block's statements read in its place), and the staged tables are swapped in together when the block
-  ends, by a journal in the warehouse folder that `finish_interrupted_writes` completes if the run is
-  killed while the swaps are made; a block that raises, or a run killed inside it, changes no table. It
+  block's statements read in its place), except that the rows a block only adds to a table are written
+  as a table of their own (`<table>__added`, read with the table's), so a file's load does not write its
+  table again; when the block ends, the staged tables are swapped in and the added rows' files moved into
+  their tables' folders, by a journal in the warehouse folder that `finish_interrupted_writes` completes
+  if the run is killed meanwhile; a block that raises, or a run killed inside it, changes no table. It
   raises unless the runner is made with `staged_transactions` (the Spark warehouse's runner,
   resources/spark/warehouse.py, whose session start runs that repair).
 - Tables are kept in the session's catalog (in memory, or a Hive metastore in the warehouse folder, which
@@ -68,6 +70,9 @@ BESIDE = "__new"
 # A table a block of statements changes (`SparkSql.transaction`) is changed as its staged copy, under its
 # name and this suffix, and the block's staged tables are swapped in together when it ends.
 STAGED = "__staged"
+# The rows a block adds to a table, and nothing else, are written as a table of this suffix, whose files
+# are moved into the table's folder when the block ends: the table is not written again for them.
+ADDED = "__added"
 # Where, in the warehouse folder, a block's list of swaps is kept while they are made (a hidden folder:
 # not a database's, nor swept as a table's).
 JOURNALS = "_cdp_blocks"
@@ -182,14 +187,21 @@ class SparkSql:
         # In a block (`transaction`): each catalogued table it changes (its name lower-cased) -> the staged
         # table standing for it until the block ends; None outside a block.
         self._block: dict[str, str] | None = None
+        # In a block, each catalogued table it has only added rows to -> the table holding those rows.
+        self._added: dict[str, str] = {}
 
     # Names ----------------------------------------------------------------------------------------
 
-    def _mapped(self, sql: str) -> str:
+    def _mapped(self, sql: str, *, block: bool = True) -> str:
         """`sql` with its tables named where this runner keeps them: a copy's tables in the copy's databases,
-        and in a block the tables it has changed as their staged copies; as it is for the warehouse's."""
-        if not self._schemas and not self._copies and not self._block:
+        and in a block (unless not `block`) the tables it has changed as their staged copies, and a table
+        it has added rows to as the table with those rows (an insert into it, as their table); as it is
+        for the warehouse's."""
+        staged_tables = (self._block or {}) if block else {}
+        added_tables = self._added if block else {}
+        if not self._schemas and not self._copies and not staged_tables and not added_tables:
             return sql
+        import sqlglot
         from sqlglot import exp
 
         def rename(node: exp.Expression) -> exp.Expression:
@@ -200,9 +212,18 @@ class SparkSql:
                     node.set("db", exp.to_identifier(copy_database_name(catalog, db)))
                 elif not catalog and db in self._schemas:
                     node.set("db", exp.to_identifier(self._schemas[db]))
-                staged = (self._block or {}).get(f"{node.db}.{node.name}".lower())
-                if staged is not None:
-                    node.set("this", exp.to_identifier(staged.rpartition(".")[2]))
+                key = f"{node.db}.{node.name}".lower()
+                if key in staged_tables:
+                    node.set("this", exp.to_identifier(staged_tables[key].rpartition(".")[2]))
+                elif key in added_tables:
+                    into = node.parent.parent if isinstance(node.parent, exp.Schema) else node.parent
+                    if isinstance(into, exp.Insert) and into.this in (node, node.parent):
+                        node.set("this", exp.to_identifier(added_tables[key].rpartition(".")[2]))
+                    else:
+                        both = sqlglot.parse_one(
+                            f"select * from {key} union all select * from {added_tables[key]}", read="duckdb"
+                        )
+                        return exp.Subquery(this=both, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name)))
             return node
 
         trees = _duckdb_statements(sql)
@@ -253,7 +274,7 @@ class SparkSql:
     def execute(self, sql: str, params: Params = None) -> None:
         """Run a statement (or several separated by `;`) for its effect."""
         if self._block is not None:
-            for tree in _duckdb_statements(self._mapped(sql)):
+            for tree in _duckdb_statements(self._mapped(sql, block=False)):
                 self._stage_written(tree)
         sql = self._mapped(sql)
         trees = _duckdb_statements(sql)
@@ -390,7 +411,7 @@ class SparkSql:
         if name in self._kept:
             self._keep(name, df, statement)
             return
-        if self._block is not None and name.lower() not in self._block and not _is_staged(name):
+        if self._block is not None and name.lower() not in self._block and not _in_block(name):
             self._save_as_table(self._stage(name, copy=False), df, statement)
             return
         beside = f"{name}{BESIDE}"
@@ -454,7 +475,7 @@ class SparkSql:
             return False
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         name = target.sql(dialect="spark")
-        unstaged = self._block is not None and bool(target.db) and not _is_staged(name)
+        unstaged = self._block is not None and bool(target.db) and not _in_block(name)
         if name not in self._kept and not (unstaged and self.spark.catalog.tableExists(name)):
             return False
         kept = self._kept[name] if name in self._kept else self.spark.table(name)
@@ -478,8 +499,9 @@ class SparkSql:
         added = _fitted(added, listed, kept.schema)
         if name in self._kept:
             self._keep(name, kept.unionByName(added), statement)
-        else:
-            self._write_anew(name, kept.unionByName(added), statement)  # as the block's staged copy
+        else:  # the block's first change of the table: its new rows as a table of their own
+            self._save_as_table(f"{name}{ADDED}", added, statement)
+            self._added[name.lower()] = f"{name}{ADDED}"
         return True
 
     def _keep(self, name: str, df: Any, statement: str) -> None:
@@ -584,7 +606,7 @@ class SparkSql:
         schema, _, _ = name.rpartition(".")
         if schema:
             self._run(f"create database if not exists {schema}", None)
-        if self._block is not None and schema and not _is_staged(name):  # the block's first change of it
+        if self._block is not None and schema and not _in_block(name):  # the block's first change of it
             self._save_as_table(self._stage(name, copy=False), df, select)
             return
         if self.spark.catalog.tableExists(name):  # replaced beside, so a killed run leaves one or the other
@@ -722,7 +744,7 @@ class SparkSql:
             self.spark.catalog.dropTempView(name)
             self._kept.pop(name).unpersist()
             return
-        if self._block is not None and "." in name and not _is_staged(name):
+        if self._block is not None and "." in name and not _in_block(name):
             self._stage(name, copy=False)  # gone once the block ends, and to the block's statements now
             return
         self._run(f"drop table if exists {name}", None)
@@ -742,7 +764,7 @@ class SparkSql:
             found |= {
                 (database.name, t.name)
                 for t in self.spark.catalog.listTables(database.name)
-                if not t.isTemporary and t.tableType != "VIEW" and not t.name.endswith((BESIDE, STAGED))
+                if not t.isTemporary and t.tableType != "VIEW" and not t.name.endswith((BESIDE, STAGED, ADDED))
             }
         # In a block, its tables as its statements see them: a staged one as the table, a dropped one gone.
         for name, staged in (self._block or {}).items():
@@ -775,9 +797,10 @@ class SparkSql:
     @contextmanager
     def transaction(self) -> Iterator[SparkSql]:
         """The block's statements as one change: each catalogued table the block changes is changed as its
-        staged copy (`<table>__staged`, which the block's statements read in its place), and when the block
-        ends the staged tables are swapped in together (`commit_block`); if it raises, they are dropped and
-        no table has changed. A run killed inside the block leaves only staged tables, which
+        staged copy (`<table>__staged`, which the block's statements read in its place), or, while the block
+        only adds rows to it, has those rows written apart (`<table>__added`); when the block ends the
+        staged tables are swapped in and the added rows moved in (`commit_block`); if it raises, they are
+        dropped and no table has changed. A run killed inside the block leaves only staged tables, which
         `finish_interrupted_writes` drops; one killed while the swaps are made leaves their journal, by
         which it makes the rest. Refused unless the runner was made with `staged_transactions`, as the
         Spark warehouse makes it (whose session start runs that repair); temporary tables are the step's
@@ -789,17 +812,17 @@ class SparkSql:
             )
         if self._block is not None:
             raise SparkSqlError("a transaction is already open on this runner")
-        self._block = {}
+        self._block, self._added = {}, {}
         try:
             yield self
         except BaseException:
-            staged, self._block = self._block, None
-            for table in staged.values():
+            staged, added, self._block, self._added = self._block, self._added, None, {}
+            for table in [*staged.values(), *added.values()]:
                 with suppress(Exception):  # the error that matters is the block's
                     self.spark.sql(f"drop table if exists {table}")
             raise
-        staged, self._block = self._block, None
-        commit_block(self.spark, staged)
+        staged, added, self._block, self._added = self._block, self._added, None, {}
+        commit_block(self.spark, staged, added)
 
     def _stage(self, name: str, *, copy: bool) -> str:
         """The staged table standing for catalogued table `name` in the block from now on (see
@@ -810,27 +833,41 @@ class SparkSql:
         if key not in self._block:
             staged = f"{name}{STAGED}"
             self._run(f"drop table if exists {staged}", None)  # a failed block's, in this process
+            added = self._added.pop(key, None)  # rows the block added before: in the copy, with the table's
             if copy and self.spark.catalog.tableExists(name):
-                self._save_as_table(staged, self.spark.table(name), f"copy {name} for a block")
+                rows = self.spark.table(name)
+                rows = rows if added is None else rows.unionByName(self.spark.table(added))
+                self._save_as_table(staged, rows, f"copy {name} for a block")
+            if added is not None:
+                self._run(f"drop table {added}", None)
             self._block[key] = staged
         return self._block[key]
 
     def _stage_written(self, tree: Any) -> None:
         """Stage the catalogued table statement `tree` (DuckDB, named as `_mapped` names) writes, before it
         runs on the name `_mapped` then gives it. Statements that write a table whole (`create or replace`,
-        `drop`) and the ones the runner carries out by writing it anew (`update`, `delete`, `insert`:
-        `_write_anew` stages them) need no copy; those that change a table in place (an added column, and
-        every change to a Delta or Iceberg table) do."""
+        `drop`) and the ones the runner carries out by writing it anew (`update`, `delete`, `insert or
+        replace`: `_write_anew` stages them) need no copy, nor does an `insert` (its rows are kept apart,
+        `_insert_into_kept`); those that change a table in place (an added column, and every change to a
+        Delta or Iceberg table) do, and so does any change but an insert to a table the block added rows
+        to, whose copy takes those rows in."""
         from sqlglot import exp
 
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         if not isinstance(target, exp.Table) or not target.db:
             return
         name = exp.table_name(target)
-        if _is_staged(name) or name.lower() in (self._block or {}):
+        if _in_block(name) or name.lower() in (self._block or {}):
             return
         rewritten = self.table_format not in ROW_LEVEL_FORMATS
-        if isinstance(tree, exp.Drop) and tree.kind == "TABLE":
+        upsert = isinstance(tree, exp.Insert) and (
+            tree.args.get("alternative") == "replace" or tree.args.get("conflict") is not None
+        )
+        if name.lower() in self._added:  # rows added before; another insert adds to them, else copied
+            if not (isinstance(tree, exp.Insert) and not upsert):
+                whole = isinstance(tree, exp.Drop) or (isinstance(tree, exp.Create) and tree.args.get("replace"))
+                self._stage(name, copy=not whole)
+        elif isinstance(tree, exp.Drop) and tree.kind == "TABLE":
             self._stage(name, copy=False)
         elif isinstance(tree, exp.Create) and tree.kind == "TABLE" and tree.find(exp.TemporaryProperty) is None:
             self._stage(name, copy=not tree.args.get("replace"))
@@ -842,37 +879,55 @@ class SparkSql:
             self._stage(name, copy=True)
 
 
-def commit_block(spark: Any, staged: Mapping[str, str]) -> None:
-    """Swap in a block's staged tables (`SparkSql.transaction`): `staged` maps each table it changed to
-    its staged table, absent when the block dropped the table. The list of swaps is written first, as a
-    journal in the warehouse folder, and removed once every swap is made: a run killed in between leaves it
-    for `finish_interrupted_writes`, which makes the swaps not yet made. Until the journal is written
-    nothing has changed; from then on the block has happened."""
-    if not staged:
+def commit_block(spark: Any, staged: Mapping[str, str], added: Mapping[str, str]) -> None:
+    """Make a block's changes (`SparkSql.transaction`): `staged` maps each table it changed to its staged
+    table (absent when the block dropped the table), `added` each table it only added rows to, to the
+    table of those rows. The list of changes is written first, as a journal in the warehouse folder, and
+    removed once every change is made: a run killed in between leaves it for `finish_interrupted_writes`,
+    which makes the changes not yet made. Until the journal is written nothing has changed; from then on
+    the block has happened."""
+    changes = [
+        *({"table": t, "staged": s, "present": bool(spark.catalog.tableExists(s))} for t, s in sorted(staged.items())),
+        *({"table": t, "added": a} for t, a in sorted(added.items())),
+    ]
+    if not changes:
         return
-    swaps = [[table, beside, bool(spark.catalog.tableExists(beside))] for table, beside in sorted(staged.items())]
     journal = f"{_journal_folder(spark)}/{uuid4().hex}.json"
     written, fs = _hadoop_path(spark, journal + ".part")
     stream = fs.create(written, True)
-    stream.write(bytearray(json.dumps(swaps).encode()))
+    stream.write(bytearray(json.dumps(changes).encode()))
     stream.close()
     if not fs.rename(written, spark._jvm.org.apache.hadoop.fs.Path(journal)):  # whole, or not there
         raise SparkSqlError(f"could not write the block's journal {journal}")
-    for table, beside, present in swaps:
-        _finish_swap(spark, table, beside, present)
+    for change in changes:
+        _make_change(spark, change)
     _remove_folder(spark, journal)
 
 
-def _finish_swap(spark: Any, table: str, staged: str, present: bool) -> None:
-    """One swap of a committed block: `table` becomes its staged table (`present`, the staged table
-    existed when the block ended; already done when it no longer does), or is dropped (not `present`)."""
+def _make_change(spark: Any, change: Mapping[str, Any]) -> None:
+    """One change of a committed block, made again as often as a killed run leaves it unfinished: the table
+    becomes its staged table (`present`: the staged table existed when the block ended; already done once
+    it no longer does), or is dropped (not `present`), or takes the files of its added rows (those not
+    moved yet), whose table is then dropped."""
+    table = change["table"]
     if not spark.catalog.databaseExists(table.rpartition(".")[0]):  # a copy of the warehouse, since dropped
         return
-    if not present:
+    if "added" in change:
+        added = change["added"]
+        if spark.catalog.tableExists(added):
+            path, fs = _hadoop_path(spark, _table_folder(spark, added))
+            into = _table_folder(spark, table)
+            for status in fs.listStatus(path) if fs.exists(path) else []:
+                name = status.getPath().getName()
+                if status.isFile() and not name.startswith((".", "_")):  # a data file, not a marker
+                    _rename_folder(spark, str(status.getPath().toString()), f"{into}/{name}")
+            spark.sql(f"drop table {added}")
+            spark.catalog.refreshTable(table)
+    elif not change["present"]:
         spark.sql(f"drop table if exists {table}")
         _remove_folder(spark, _table_folder(spark, table))
-    elif spark.catalog.tableExists(staged):
-        _swap_in(spark, staged, table, spark.sql)
+    elif spark.catalog.tableExists(change["staged"]):
+        _swap_in(spark, change["staged"], table, spark.sql)
 
 
 def _swap_in(spark: Any, source: str, target: str, run: Callable[[str], Any]) -> None:
@@ -894,8 +949,9 @@ def _journal_folder(spark: Any) -> str:
     return f"{spark.conf.get('spark.sql.warehouse.dir').rstrip('/')}/{JOURNALS}"
 
 
-def _is_staged(name: str) -> bool:
-    return name.lower().endswith(STAGED)
+def _in_block(name: str) -> bool:
+    """Whether `name` is a table a block writes in place of another (its staged copy, its added rows)."""
+    return name.lower().endswith((STAGED, ADDED))
 
 
 def finish_interrupted_writes(spark: Any) -> list[str]:
@@ -907,9 +963,10 @@ def finish_interrupted_writes(spark: Any) -> list[str]:
       `t` still catalogued, the kill came before its drop, so `t` is the table as the statement found it and
       `t__new` is dropped; with `t` gone, `t__new` is complete (catalogued only once written) and is renamed
       `t`. A rename the kill cut between moving the folder and cataloguing the new name is put back first.
-    - A block of statements (`SparkSql.transaction`) killed while its staged tables were swapped in: its
-      journal lists the swaps, and those not yet made are made. Staged tables no journal lists are a block
-      killed before it ended, and are dropped: the block did not happen.
+    - A block of statements (`SparkSql.transaction`) killed while its changes were made: its journal lists
+      them (staged tables swapped in, added rows' files moved into their tables), and those not yet made
+      are made. Staged and added tables no journal lists are a block killed before it ended, and are
+      dropped: the block did not happen.
     - A table folder no catalogued table owns (a write killed before its table was catalogued, a drop killed
       after it left the catalogue): removed, as Spark refuses to create a table over it."""
     done = []
@@ -934,15 +991,16 @@ def finish_interrupted_writes(spark: Any) -> list[str]:
                 swaps = json.loads(str(spark._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
             finally:
                 stream.close()
-            for table, staged, present in swaps:
-                _finish_swap(spark, table, staged, present)
-            done.append(f"a block ended by a killed run completed: {', '.join(t for t, _, _ in swaps)}")
+            for change in swaps:
+                _make_change(spark, change)
+            done.append(f"a block ended by a killed run completed: {', '.join(c['table'] for c in swaps)}")
         _remove_folder(spark, journal)  # a finished journal, or one cut short while written (nothing swapped)
     for database in databases:
         tables = _catalogued(spark, database.name)
-        for staged in sorted(t for t in tables if t.endswith(STAGED)):
+        for staged in sorted(t for t in tables if t.endswith((STAGED, ADDED))):
             spark.sql(f"drop table {database.name}.{staged}")
-            done.append(f"{database.name}.{staged[: -len(STAGED)]}: a block's unfinished change dropped")
+            table = staged.removesuffix(STAGED).removesuffix(ADDED)
+            done.append(f"{database.name}.{table}: a block's unfinished change dropped")
         tables = _catalogued(spark, database.name)
         for folder in _subfolders(spark, database.locationUri):
             if folder.rsplit("/", 1)[-1].lower() not in tables:
@@ -982,7 +1040,7 @@ def _remove_folder(spark: Any, folder: str) -> None:
 def _rename_folder(spark: Any, source: str, target: str) -> None:
     path, fs = _hadoop_path(spark, source)
     if not fs.rename(path, spark._jvm.org.apache.hadoop.fs.Path(target)):
-        raise SparkSqlError(f"could not move {source} back to {target}")
+        raise SparkSqlError(f"could not move {source} to {target}")
 
 
 def _subfolders(spark: Any, folder: str) -> list[str]:

@@ -10,7 +10,8 @@ step (`SparkSql`, the same surface as `Sql`), held by one run at a time, and the
 - all-or-nothing writes as on DuckDB, by swapping tables rather than by a log: a table one statement
   replaces or changes is written beside the old one and swapped in, and a block the stages mark as a
   transaction (the id registry's write, a sync's batch bookkeeping, a file's load) changes staged copies of
-  its tables, swapped in together by a journal when it ends (resources/spark/runner.py). When the session
+  its tables, or writes apart the rows it only adds to one, and a journal has them swapped and moved in
+  together when it ends (resources/spark/runner.py). When the session
   starts, before anything reads a table, `finish_interrupted_writes` completes what a killed run left
   committed (a swap whose old table was already dropped, a block whose journal was written), drops what
   it left uncommitted, and removes the folders of writes it cut short (which would make Spark refuse to
