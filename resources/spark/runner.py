@@ -180,6 +180,7 @@ class SparkSql:
         self.staged_transactions = staged_transactions
         self._conn = _Registry(spark)
         self._kept: dict[str, Any] = {}  # temporary table -> its checkpointed DataFrame
+        self._held: dict[str, Any] = {}  # temporary table -> the checkpoint it is computed from, if not its own
         # Where a copy's tables live (see the module docstring): schema -> its copy's database, and the
         # copies read by DuckDB's attached name.
         self._schemas = dict(schemas or {})
@@ -663,7 +664,6 @@ class SparkSql:
         `path` is an absolute local path, the same on every executor (a shared mount): it is read as a
         `file:` path even where the cluster's default file system is another (HDFS)."""
         from pyspark.sql import functions as f
-        from pyspark.sql.window import Window
 
         lines = self.spark.read.option("lineSep", "\n").text(f"file://{path}")
         placed = lines.select(
@@ -671,17 +671,26 @@ class SparkSql:
             f.col("_metadata.file_block_start").alias("block"),
             f.monotonically_increasing_id().alias("at"),
         )
-        # Read once: the counts and the numbers must come from the same reading of the file.
+        # Read once: the counts and the numbers must come from the same reading of the file. The lines are
+        # kept as read, and the table is their numbering over them (a projection and a join with one row
+        # per block, computed again wherever it is read) rather than a second copy of every line.
         placed = _guarded(lambda: placed.localCheckpoint(eager=True), f"read {path}")
-        blocks = placed.groupBy("block").agg(f.count("*").alias("lines"), f.min("at").alias("first"))
-        before = f.sum("lines").over(Window.orderBy("block").rowsBetween(Window.unboundedPreceding, -1))
-        starts = blocks.select("block", "first", f.coalesce(before, f.lit(0)).alias("offset"))
-        numbered = placed.join(f.broadcast(starts), "block").select(
+        blocks = sorted(
+            self._collect(placed.groupBy("block").agg(f.count("*").alias("lines"), f.min("at").alias("first")))
+        )
+        starts, offset = [], 0
+        for block, count, first in blocks:
+            starts.append((block, first, offset))
+            offset += count
+        starts_frame = self.spark.createDataFrame(starts, "block long, first long, offset long")
+        numbered = placed.join(f.broadcast(starts_frame), "block").select(
             (f.col("offset") + f.col("at") - f.col("first") + 1).cast("bigint").alias("line_number"), "line"
         )
-        self._keep(name, numbered, f"read {path}")
-        placed.unpersist()
-        return int(self.value(f"select count(*) from {name}"))
+        self.drop_table(name)
+        numbered.createOrReplaceTempView(name)
+        self._kept[name] = numbered
+        self._held[name] = placed  # let go with the table
+        return offset
 
     def map_ranges(
         self,
@@ -743,6 +752,8 @@ class SparkSql:
         if name in self._kept:
             self.spark.catalog.dropTempView(name)
             self._kept.pop(name).unpersist()
+            if name in self._held:
+                self._held.pop(name).unpersist()
             return
         if self._block is not None and "." in name and not _in_block(name):
             self._stage(name, copy=False)  # gone once the block ends, and to the block's statements now
