@@ -811,9 +811,9 @@ class SparkSql:
         staged copy (`<table>__staged`, which the block's statements read in its place), or, while the block
         only adds rows to it, has those rows written apart (`<table>__added`); when the block ends the
         staged tables are swapped in and the added rows moved in (`commit_block`); if it raises, they are
-        dropped and no table has changed. A run killed inside the block leaves only staged tables, which
-        `finish_interrupted_writes` drops; one killed while the swaps are made leaves their journal, by
-        which it makes the rest. Refused unless the runner was made with `staged_transactions`, as the
+        dropped and no table has changed. A run killed inside the block leaves only staged and added tables,
+        which `finish_interrupted_writes` drops; one killed while the changes are made leaves their journal,
+        by which it makes the rest. Refused unless the runner was made with `staged_transactions`, as the
         Spark warehouse makes it (whose session start runs that repair); temporary tables are the step's
         own and are not staged."""
         if not self.staged_transactions:
@@ -855,13 +855,13 @@ class SparkSql:
         return self._block[key]
 
     def _stage_written(self, tree: Any) -> None:
-        """Stage the catalogued table statement `tree` (DuckDB, named as `_mapped` names) writes, before it
-        runs on the name `_mapped` then gives it. Statements that write a table whole (`create or replace`,
-        `drop`) and the ones the runner carries out by writing it anew (`update`, `delete`, `insert or
-        replace`: `_write_anew` stages them) need no copy, nor does an `insert` (its rows are kept apart,
-        `_insert_into_kept`); those that change a table in place (an added column, and every change to a
-        Delta or Iceberg table) do, and so does any change but an insert to a table the block added rows
-        to, whose copy takes those rows in."""
+        """Stage the catalogued table statement `tree` (DuckDB, its tables named where the warehouse or its
+        copy keeps them, not yet the block's) writes, before it runs on the name `_mapped` then gives it.
+        Statements that write a table whole (`create or replace`, `drop`) and the ones the runner carries
+        out by writing it anew (`update`, `delete`, `insert or replace`: `_write_anew` stages them) need no
+        copy, nor does an `insert` (its rows are kept apart, `_insert_into_kept`); those that change a table
+        in place (an added column, and every change to a Delta or Iceberg table) do, and so does any change
+        but an insert to a table the block added rows to, whose copy takes those rows in."""
         from sqlglot import exp
 
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
