@@ -412,7 +412,7 @@ class SparkSql:
         if name in self._kept:
             self._keep(name, df, statement)
             return
-        if self._block is not None and name.lower() not in self._block and not _in_block(name):
+        if self._first_change(name):
             self._save_as_table(self._stage(name, copy=False), df, statement)
             return
         beside = f"{name}{BESIDE}"
@@ -476,8 +476,7 @@ class SparkSql:
             return False
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         name = target.sql(dialect="spark")
-        unstaged = self._block is not None and bool(target.db) and not _in_block(name)
-        if name not in self._kept and not (unstaged and self.spark.catalog.tableExists(name)):
+        if name not in self._kept and not (self._first_change(name) and self.spark.catalog.tableExists(name)):
             return False
         kept = self._kept[name] if name in self._kept else self.spark.table(name)
         select = tree.expression.copy()
@@ -607,7 +606,7 @@ class SparkSql:
         schema, _, _ = name.rpartition(".")
         if schema:
             self._run(f"create database if not exists {schema}", None)
-        if self._block is not None and schema and not _in_block(name):  # the block's first change of it
+        if self._first_change(name):
             self._save_as_table(self._stage(name, copy=False), df, select)
             return
         if self.spark.catalog.tableExists(name):  # replaced beside, so a killed run leaves one or the other
@@ -755,7 +754,7 @@ class SparkSql:
             if name in self._held:
                 self._held.pop(name).unpersist()
             return
-        if self._block is not None and "." in name and not _in_block(name):
+        if self._first_change(name):
             self._stage(name, copy=False)  # gone once the block ends, and to the block's statements now
             return
         self._run(f"drop table if exists {name}", None)
@@ -834,6 +833,11 @@ class SparkSql:
             raise
         staged, added, self._block, self._added = self._block, self._added, None, {}
         commit_block(self.spark, staged, added)
+
+    def _first_change(self, name: str) -> bool:
+        """Whether catalogued table `name`, named as `_mapped` names it, is one a block is changing for the
+        first time: once changed, the block's statements name its staged or added table instead."""
+        return self._block is not None and "." in name and not _in_block(name)
 
     def _stage(self, name: str, *, copy: bool) -> str:
         """The staged table standing for catalogued table `name` in the block from now on (see
