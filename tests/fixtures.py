@@ -1,10 +1,12 @@
 """Helpers the tests share: the demo configuration for a test folder, a generated and materialized
-platform to query, known bad CRM rows, and a hand-made warehouse resolved by the identity stage.
+platform to query, known bad CRM rows, seeded broken CSV lines, and a hand-made warehouse resolved by the
+identity stage.
 
 Plain functions and classes, imported by the test modules; the pytest fixtures built on them are in
 conftest.py.
 """
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,3 +224,31 @@ def check_evaluation(
         and (asset is None or e.event_specific_data.asset_key.path[-1] == asset)
     ]
     return evaluation
+
+
+def nasty_csv(rng: random.Random, lines: int) -> str:
+    """Seeded CSV lines of every kind a broken export holds, the odd ones among plain rows: values across
+    lines, unterminated and stray quotes, rows of too many fields, carriage returns inside values, blank
+    lines and blank quoted values, accented text."""
+    odd = [
+        "",
+        '{n},Ann,"Lee","one\ntwo, with ""quotes""\nthree"',
+        '{n},"open,Lee,3',
+        "{n},too,many,fields,here",
+        '"{n}" x,a,b,c',
+        '"   \n   "',
+        "{n},a\rb,c,d",
+        '{n},a,b,"x"y"',
+        '",x,y',
+        '{n},"a""b",c,"d\r\ne"',
+        '{n},Zoë,"Ørsted\n",é',
+        '{n},"',
+        "   ",
+    ]
+    out = ["id,first,last,note"]
+    for n in range(lines):
+        if rng.random() < 0.15:
+            out.append(rng.choice(odd).format(n=n))
+        else:
+            out.append(f"r{n},Ann{'x' * rng.randrange(0, 20)},Lee,{n}")
+    return "\n".join(out) + rng.choice(["", "\n"])

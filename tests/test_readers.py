@@ -3,11 +3,14 @@
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from cdp_assets.extract.readers import FileFormatError, read_csv, read_jsonl, read_parquet
+from resources.sql import Sql
+from tests.fixtures import nasty_csv
 
 pytestmark = pytest.mark.unit
 
@@ -187,3 +190,71 @@ def test_csv_plain_lines_read_by_duckdb_give_what_reading_line_by_line_gives(tmp
         assert whole == read(path, False, delimiter=delimiter, encoding=encoding), data
         plain_rows += len(whole[0]) if isinstance(whole, tuple) else 0
     assert plain_rows > 200
+
+
+class _LinesSql(Sql):
+    """The in-process runner with the one method Spark's runner adds for reading a file where it lies: the
+    file's lines, numbered, as Spark's text reader splits them (at line feeds only)."""
+
+    def numbered_lines(self, name: str, path: str) -> int:
+        parts = Path(path).read_bytes().split(b"\n")
+        if parts[-1] == b"":
+            parts.pop()
+        table = pa.table({"line_number": pa.array(range(1, len(parts) + 1), pa.int64()), "line": parts})
+        with self.registered("numbered", table) as numbered:
+            self.create_table_as(name, f"select * from {numbered}", temporary=True)
+        return len(parts)
+
+
+def test_csv_lines_read_where_they_lie_give_what_reading_in_order_gives(tmp_path, monkeypatch):
+    """The executors' reading of a CSV file whose lines are not each a record (a value across lines, a
+    broken row), run here in chunks of 250 lines with a window of 210: for seeded nasty files in several
+    encodings and delimiters, the same rows with the same line numbers and the same rejects as the reader
+    that reads every line in order; a record running past the window leaves the file to that reader."""
+    import random
+
+    from cdp_assets.extract import readers
+
+    monkeypatch.setattr(readers, "_CSV_CHUNK", 250)
+    monkeypatch.setattr(readers, "_CSV_WINDOW", 210)
+    rng = random.Random(11)
+    path = tmp_path / "f.csv"
+    compared = multi_line_rows = 0
+    for attempt in range(24):
+        encoding, delimiter = rng.choice([("utf-8", ","), ("latin-1", ";"), ("cp1252", "\t"), ("utf-8", "|")])
+        text = nasty_csv(rng, rng.randrange(300, 1400)).replace(",", delimiter)
+        if attempt % 4 == 1:
+            text = text.replace("\n", "\r\n")
+        path.write_bytes(text.encode(encoding))
+        result, rows = read_csv(path, delimiter=delimiter, encoding=encoding)
+        expected = (sorted(rows), sorted((r.row_number, r.reason, r.value) for r in result.rejects))
+        sql = _LinesSql(duckdb.connect())
+        with sql.scratch("read") as tables:
+            read = readers.read_csv_on_executors(sql, path, tables, delimiter=delimiter, quote='"', encoding=encoding)
+            assert read is not None, attempt
+            got = (
+                sorted(
+                    (int(n), r)
+                    for n, r in sql.rows(f"select line_number, record from {read.judged} where record is not null")
+                ),
+                sorted(
+                    (int(n), r, v)
+                    for n, r, v in sql.rows(
+                        f"select line_number, reason, value from {read.judged} where reason is not null"
+                    )
+                ),
+            )
+        assert got == expected, attempt
+        assert (read.rows, read.rejected) == (len(expected[0]), len(expected[1]))
+        compared += 1
+        multi_line_rows += sum("\n" in json.loads(r)["note"] for _, r in expected[0])
+    assert compared == 24 and multi_line_rows > 100
+
+    # A quoted value running 300 lines, past the window: the file is left to the reader in this process.
+    lines = ["id,first,last,note"] + [f"r{n},a,b,{n}" for n in range(1000)]
+    lines[400], lines[700] = 'x,"open,b,c', 'y,b,c,"'
+    path.write_text("\n".join(lines) + "\n")
+    with _LinesSql(duckdb.connect()).scratch("read") as tables:
+        assert (
+            readers.read_csv_on_executors(tables.sql, path, tables, delimiter=",", quote='"', encoding="utf-8") is None
+        )

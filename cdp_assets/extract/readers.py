@@ -9,6 +9,7 @@ standard readers either stop at the first error or resynchronise silently, so th
 
 from __future__ import annotations
 
+import base64
 import codecs
 import csv
 import functools
@@ -379,6 +380,48 @@ def _header_columns(header: list[str]) -> list[str]:
     return [h.strip().lstrip("\ufeff") for h in header]
 
 
+def _unreadable(first: tuple[int, str], exc: csv.Error) -> Reject:
+    """The reject of a record `csv` gave up on (a runaway quote past the field size limit), at its first line."""
+    return Reject(first[0], f"unreadable CSV: {exc}", _excerpt(first[1]))
+
+
+def _judged_record(
+    record: list[str], taken: list[tuple[int, str]], columns: list[str], quote: str, encoding: str, undecodable: bool
+) -> tuple[str | None, Reject | None, bool]:
+    """What a CSV file's record becomes, read by `csv` from the lines `taken` ((number, text) pairs): its
+    row's JSON or its reject (neither for a blank record), and whether the lines after its first are to be
+    read again, as records of their own. A record that ran past its line with a wrong number of fields or
+    an odd number of quotes is almost always an unterminated quote: its first line is rejected and the
+    others are read again, so one bad quote never swallows the rows after it. The one rule for every line,
+    whichever engine reads the file (`read_csv`, `csv_chunk_records`)."""
+    line_number, first_line = taken[0]
+    if not record or (len(record) == 1 and not record[0].strip()):
+        return None, None, False
+    width = len(columns)
+    quotes = sum(text.count(quote) for _, text in taken)
+    if len(record) != width or quotes % 2:
+        if len(taken) > 1 or quotes % 2:
+            reason = "unterminated quote: the quoted value never closes on this line"
+            return None, Reject(line_number, reason, _excerpt(first_line)), True
+        return None, Reject(line_number, f"expected {width} fields, found {len(record)}", _excerpt(first_line)), False
+    if len(taken) > _MAX_LINES_PER_RECORD:
+        return None, Reject(line_number, f"a quoted value spans {len(taken)} lines", _excerpt(first_line)), True
+    bad_field = undecodable and next(((c, v) for c, v in zip(columns, record, strict=True) if _bad_bytes(v)), None)
+    if bad_field:
+        column, value = bad_field
+        return (
+            None,
+            Reject(
+                line_number,
+                f"not valid {encoding}: byte {_bad_bytes(value)} in column '{column}'",
+                value.encode(encoding, errors="surrogateescape").decode(encoding, errors="replace"),
+                column,
+            ),
+            False,
+        )
+    return json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False), None, False
+
+
 def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8") -> tuple[ReadResult, Rows]:
     """Parse a CSV file; its rows are (line number, JSON object text) for good rows, and rejects are collected.
 
@@ -405,9 +448,8 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
                 if not feed.taken:
                     return None
                 # A runaway quote hit the end of the file or the field limit: give back all but the first line.
-                first, rest = feed.taken[0], feed.taken[1:]
-                result.rejects.append(Reject(first[0], f"unreadable CSV: {exc}", _excerpt(first[1])))
-                feed.push_back(rest)
+                result.rejects.append(_unreadable(feed.taken[0], exc))
+                feed.push_back(feed.taken[1:])
 
     header = next_record()
     while header is not None and not any(h.strip() for h in header):
@@ -466,52 +508,13 @@ def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: st
                 if record is None:
                     break
                 taken = feed.taken
-                line_number, first_line = taken[0]
-                if not record or (len(record) == 1 and not record[0].strip()):
-                    continue
-                quotes = sum(text.count(quote) for _, text in taken)
-                if len(record) != width or quotes % 2:
-                    if len(taken) > 1 or quotes % 2:
-                        # The record ran past its line: almost always an unterminated quote. Reject the
-                        # line it started on and read the following lines again on their own.
-                        result.rejects.append(
-                            Reject(
-                                line_number,
-                                "unterminated quote: the quoted value never closes on this line",
-                                _excerpt(first_line),
-                            )
-                        )
-                        feed.push_back(taken[1:])
-                    else:
-                        result.rejects.append(
-                            Reject(
-                                line_number,
-                                f"expected {width} fields, found {len(record)}",
-                                _excerpt(first_line),
-                            )
-                        )
-                    continue
-                if len(taken) > _MAX_LINES_PER_RECORD:
-                    result.rejects.append(
-                        Reject(line_number, f"a quoted value spans {len(taken)} lines", _excerpt(first_line))
-                    )
+                row, reject, again = _judged_record(record, taken, columns, quote, encoding, feed.undecodable)
+                if again:
                     feed.push_back(taken[1:])
-                    continue
-                bad_field = feed.undecodable and next(
-                    ((c, v) for c, v in zip(columns, record, strict=True) if _bad_bytes(v)), None
-                )
-                if bad_field:
-                    column, value = bad_field
-                    result.rejects.append(
-                        Reject(
-                            line_number,
-                            f"not valid {encoding}: byte {_bad_bytes(value)} in column '{column}'",
-                            value.encode(encoding, errors="surrogateescape").decode(encoding, errors="replace"),
-                            column,
-                        )
-                    )
-                    continue
-                yield line_number, json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False)
+                if reject is not None:
+                    result.rejects.append(reject)
+                elif row is not None:
+                    yield taken[0][0], row
             result.file_error = _wrong_encoding(
                 feed.bad_lines[:5],
                 len(feed.bad_lines),
@@ -627,31 +630,288 @@ def csv_batch(
 def read_csv_on_executors(
     sql: SparkSql, path: Path, tables: Scratch, *, delimiter: str, quote: str, encoding: str
 ) -> ReadResult | None:
-    """`read_csv` where Spark's executors read the file, for a file whose every line after the header is one
-    whole record or blank (what a healthy export writes): its lines numbered by Spark's text reader, each
-    written as a row by `csv_batch`. None, with nothing kept, for any other file (a value across lines, a
-    broken row, a byte not in the encoding, an unusual header, other settings): the reader in this process
-    reads it then, line by line in order, as it must, and the executors' pass is lost."""
+    """`read_csv` where Spark's executors read the file: its lines numbered by Spark's text reader, each
+    whole-record line written as a row by `csv_batch`, and the others (a value across lines, a broken row)
+    read in order within chunks of lines (`judge_csv_lines`). None, with nothing kept, for a file the
+    reader in this process must read: a byte not in the encoding, an unusual header, other settings, or a
+    record running past `_CSV_WINDOW` lines."""
     if path.stat().st_size == 0 or _utf8_under_another_name(path, encoding):
         return None
     header = _csv_header(path, delimiter, quote, encoding)
     if header is None or not _one_line_csv(delimiter, quote, encoding, len(header[0])):
         return None
     columns, header_line = header
-    lines, judged = tables("lines"), tables("judged")
-    sql.numbered_lines(lines, str(path.resolve()))
+    lines = tables("lines")
+    total = sql.numbered_lines(lines, str(path.resolve()))
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        last_line_ends = handle.read(1) == b"\n"
+    layout = CsvLayout(columns, header_line, delimiter, quote, encoding, total, last_line_ends)
+    try:
+        return judge_csv_lines(sql, tables, lines, layout)
+    finally:
+        tables.drop("lines")
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """What reading a CSV file's lines where they are needs to know of the file: its columns and header's
+    line, its settings, its number of lines and whether a line feed ends the last."""
+
+    columns: list[str]
+    header_line: int
+    delimiter: str
+    quote: str
+    encoding: str
+    total_lines: int
+    last_line_ends: bool
+
+
+# A CSV file with lines `csv` must read in turn is read in chunks of this many lines, each chunk's group
+# of lines holding the `_CSV_WINDOW` lines after it too: a record read on the executors may run that far
+# past its first line. A record running further (a runaway quote before a thousand lines without one)
+# sends the file to the reader in this process, which reads it in order.
+_CSV_CHUNK = 100_000
+_CSV_WINDOW = 1_000
+# Where the record after a line's starts is known from this many lines: a record running past
+# `_MAX_LINES_PER_RECORD` lines is rejected and the lines after its first read again, unless it is blank.
+_NEXT_WITHIN = _MAX_LINES_PER_RECORD + 1
+# A line inside a record that starts on an earlier line, and a line's reject, as `csv_chunk_records` says.
+_INSIDE, _REJECTED = "inside", "rejected"
+_EXIT_UNKNOWN = -1
+
+
+def judge_csv_lines(sql: Sql, tables: Scratch, lines: str, layout: CsvLayout) -> ReadResult | None:
+    """What `read_csv` reads from a file whose lines are table `lines` (line_number, line as bytes), read
+    where the lines are (Spark's executors): the same rows and rejects, as the step's table `judged`.
+
+    Every line is first judged alone (`csv_batch`). A line that is a whole record is a row, unless it lies
+    inside another record; only the reader's order can say which records the other lines begin. That order
+    is followed in chunks of `_CSV_CHUNK` lines without passing lines through the driver: the record
+    starting on a line ends within `_NEXT_WITHIN` lines, so the line each chunk's first record starts on
+    is one of its first few; each chunk with such lines says, for each of those, where the record after
+    its last begins (`csv_chunk_exits`); the driver chains the chunks from the header with those few
+    numbers; and each chunk then reads its records from its own first (`csv_chunk_records`)."""
+    chunk_lines, window = _CSV_CHUNK, _CSV_WINDOW
+    if not chunk_lines >= window >= _NEXT_WITHIN:
+        raise ValueError(f"chunks of {chunk_lines} lines cannot hold a window of {window}")
+    judged = tables("judged")
     rule = functools.partial(
-        csv_batch, columns=columns, header_line=header_line, delimiter=delimiter, quote=quote, encoding=encoding
+        csv_batch,
+        columns=layout.columns,
+        header_line=layout.header_line,
+        delimiter=layout.delimiter,
+        quote=layout.quote,
+        encoding=layout.encoding,
     )
     sql.map_arrow(judged, f"select line_number, line from {lines}", rule, CSV_OUTPUTS)
-    tables.drop("lines")
-    others, rows = sql.row(
-        f"select count(*) filter (where kind in ('{_UNDECODABLE}', '{_SEQUENTIAL}')), count(record) from {judged}"
+    undecodable, sequential = sql.row(
+        f"""select count(*) filter (where kind = '{_UNDECODABLE}'), count(*) filter (where kind = '{_SEQUENTIAL}')
+            from {judged}"""
     ) or (0, 0)
-    if int(others):
+    if int(undecodable):
         tables.drop("judged")
         return None
-    return ReadResult(columns=columns, judged=judged, rows=int(rows))
+    if int(sequential):
+        read = _records_across_lines(sql, tables, lines, judged, layout, chunk_lines, window)
+        if read is not None:
+            alone, judged = judged, tables("judged_records")
+            sql.create_table_as(
+                judged,
+                f"""select line_number, record, reason, value, kind from {alone} anti join {read} using (line_number)
+                    union all select line_number, record, reason, value, kind from {read} where kind <> '{_INSIDE}'""",
+                temporary=True,
+            )
+            tables.drop("read_across")
+        tables.drop("judged")
+        if read is None:
+            return None
+    rows, rejected = sql.row(f"select count(record), count(reason) from {judged}") or (0, 0)
+    return ReadResult(columns=layout.columns, judged=judged, rows=int(rows), rejected=int(rejected))
+
+
+def _records_across_lines(
+    sql: Sql, tables: Scratch, lines: str, judged: str, layout: CsvLayout, chunk_lines: int, window: int
+) -> str | None:
+    """The step's table `read_across`: for each chunk holding a line `csv` must read, what its records are
+    from the line its first starts on (`csv_chunk_records`), `judged` holding each line's judgement alone;
+    None when a record runs past the window."""
+    hard = [
+        int(r[0])
+        for r in sql.rows(
+            f"""select distinct (cast(line_number as bigint) - 1) // {chunk_lines} from {judged}
+                where kind = '{_SEQUENTIAL}' order by 1"""
+        )
+    ]
+    listed = ", ".join(str(c) for c in hard)
+    grouped = f"""
+        select l.chunk, l.line_number, base64(l.line) as line, j.kind
+        from (select (line_number - 1) // {chunk_lines} as chunk, line_number, line from {lines}
+              union all
+              select (line_number - 1) // {chunk_lines} - 1, line_number, line from {lines}
+              where line_number > {chunk_lines} and (line_number - 1) % {chunk_lines} < {window}) l
+        join (select cast(line_number as bigint) as line_number, kind from {judged}) j on j.line_number = l.line_number
+        where l.chunk in ({listed})"""
+    exits = tables("chunk_exits")
+    sql.map_groups(
+        exits,
+        grouped,
+        ["chunk"],
+        functools.partial(csv_chunk_exits, layout=layout, chunk_lines=chunk_lines),
+        ("chunk", "entry", "exit"),
+    )
+    known: dict[int, dict[int, int]] = {}
+    for chunk, entry, exit_ in sql.rows(f"select chunk, entry, exit from {exits}"):
+        known.setdefault(int(chunk), {})[int(entry)] = int(exit_)
+    tables.drop("chunk_exits")
+    entries = _chunk_entries(known, layout, chunk_lines)
+    if entries is None:
+        return None
+    read = tables("read_across")
+    sql.map_groups(
+        read,
+        grouped,
+        ["chunk"],
+        functools.partial(csv_chunk_records, layout=layout, chunk_lines=chunk_lines, window=window, entries=entries),
+        CSV_OUTPUTS,
+    )
+    overflow = sql.value(f"select count(*) from {read} where kind = '{_SEQUENTIAL}'")
+    return None if int(overflow) else read
+
+
+def _chunk_entries(exits: dict[int, dict[int, int]], layout: CsvLayout, chunk_lines: int) -> dict[int, int] | None:
+    """The line each chunk's first record starts on, for the chunks in `exits` (where, for each line a
+    record may start on near its top, the record after its last starts): chained from the line after the
+    header, a chunk without lines `csv` must read being one record per line. None when a chunk cannot
+    say (a blank record running past `_NEXT_WITHIN` lines)."""
+    entries: dict[int, int] = {}
+    at = layout.header_line + 1
+    while at <= layout.total_lines:
+        chunk = (at - 1) // chunk_lines
+        if chunk not in exits:
+            at = (chunk + 1) * chunk_lines + 1
+            continue
+        entries[chunk] = at
+        following = exits[chunk].get(at)
+        if following is None or following == _EXIT_UNKNOWN:
+            return None
+        at = following
+    return entries
+
+
+@dataclass
+class _CsvChunk:
+    """One chunk's lines as its group holds them: `texts[i]` is line `first + i`, and those from `stop` on
+    are the window after the chunk; `kinds` are the lines' judgements alone (`csv_batch`)."""
+
+    chunk: int
+    first: int
+    stop: int
+    texts: list[str]
+    kinds: list[str]
+    file_ends: bool
+
+
+def _csv_chunk(rows: list[tuple], layout: CsvLayout, chunk_lines: int) -> _CsvChunk:
+    """A chunk from its group's rows, (chunk, line_number, line in base64, kind) as text."""
+    ordered = sorted(rows, key=lambda row: int(row[1]))
+    chunk = int(ordered[0][0])
+    first = chunk * chunk_lines + 1
+    if [int(r[1]) for r in ordered] != list(range(first, first + len(ordered))):
+        raise ValueError(f"chunk {chunk} of the file's lines is not whole")
+    texts = [base64.b64decode(r[2]).decode(layout.encoding) for r in ordered]
+    return _CsvChunk(
+        chunk=chunk,
+        first=first,
+        stop=min(first + chunk_lines, layout.total_lines + 1),
+        texts=texts,
+        kinds=[r[3] for r in ordered],
+        file_ends=first + len(ordered) - 1 == layout.total_lines,
+    )
+
+
+def _record_at(
+    chunk: _CsvChunk, at: int, limit: int, layout: CsvLayout
+) -> tuple[int | None, str, str | None, Reject | None]:
+    """The record `read_csv` reads when one starts on line `at`, read from at most `limit` lines: the line
+    the next starts on (None if these lines cannot tell), its kind (a row, rejected, skipped blank, or
+    `_SEQUENTIAL` when it runs past them), its row's JSON and its reject."""
+    index = at - chunk.first
+    end = min(len(chunk.texts), index + limit)
+    taken: list[tuple[int, str]] = []
+    beyond = False
+
+    def feed() -> Iterator[str]:
+        nonlocal beyond
+        for j in range(index, end):
+            text = chunk.texts[j]
+            final = chunk.file_ends and j == len(chunk.texts) - 1
+            taken.append((chunk.first + j, text if final and not layout.last_line_ends else text + "\n"))
+            yield taken[-1][1]
+        # `csv` asks for a line after these: the record goes on where this chunk cannot see.
+        beyond = not (chunk.file_ends and end == len(chunk.texts))
+
+    reader = csv.reader(feed(), delimiter=layout.delimiter, quotechar=layout.quote, strict=False)
+    try:
+        record = next(reader)
+    except csv.Error as exc:
+        return at + 1, _REJECTED, None, _unreadable(taken[0], exc)
+    if beyond:
+        # Rejected, its lines after the first read again, unless it is blank so far: then it is skipped
+        # whole, wherever it ends.
+        blank = not record or (len(record) == 1 and not record[0].strip())
+        return (None if blank else at + 1), _SEQUENTIAL, None, None
+    row, reject, again = _judged_record(record, taken, layout.columns, layout.quote, layout.encoding, False)
+    kind = _REJECTED if reject is not None else _ROW if row is not None else _SKIPPED
+    return at + (1 if again else len(taken)), kind, row, reject
+
+
+def csv_chunk_exits(rows: list[tuple], *, layout: CsvLayout, chunk_lines: int) -> list[tuple]:
+    """For a chunk of a CSV file's lines (`map_groups` rows of `_records_across_lines`): for each line near
+    its top that a record from the chunk before may end just above (and the line after the header), the
+    line where the record after the chunk's last starts, read in order from there; `_EXIT_UNKNOWN` where
+    its lines cannot tell. Each line's following record is found once, from the chunk's end up."""
+    chunk = _csv_chunk(rows, layout, chunk_lines)
+    exits: dict[int, int] = {}
+    for at in range(chunk.stop - 1, chunk.first - 1, -1):
+        if chunk.kinds[at - chunk.first] in (_ROW, _SKIPPED):
+            following: int | None = at + 1
+        else:
+            following = _record_at(chunk, at, _NEXT_WITHIN, layout)[0]
+        if following is None:
+            exits[at] = _EXIT_UNKNOWN
+        else:
+            exits[at] = following if following >= chunk.stop else exits[following]
+    entries = set(range(chunk.first, min(chunk.stop, chunk.first + _NEXT_WITHIN)))
+    if chunk.first <= layout.header_line + 1 < chunk.stop:
+        entries.add(layout.header_line + 1)
+    return [(str(chunk.chunk), str(at), str(exits[at])) for at in sorted(entries)]
+
+
+def csv_chunk_records(
+    rows: list[tuple], *, layout: CsvLayout, chunk_lines: int, window: int, entries: dict[int, int]
+) -> list[tuple]:
+    """For a chunk of a CSV file's lines, the records `read_csv` reads from the line `entries` says the
+    chunk's first starts on, as `CSV_OUTPUTS` rows: each record starting on a line `csv` must read (a row,
+    a reject, or a blank record skipped), and each line inside a record as `_INSIDE`, so that the line's
+    judgement alone gives way. A record on a line that is a whole record alone is the row `csv_batch`
+    wrote for it, so nothing is said of it. A record running past the window ends the chunk with
+    `_SEQUENTIAL`: the file is then read in this process."""
+    chunk = _csv_chunk(rows, layout, chunk_lines)
+    out: list[tuple] = []
+    at = entries[chunk.chunk]
+    while at < chunk.stop:
+        if chunk.kinds[at - chunk.first] in (_ROW, _SKIPPED):
+            at += 1
+            continue
+        following, kind, row, reject = _record_at(chunk, at, window, layout)
+        if following is None or kind == _SEQUENTIAL:
+            out.append((str(at), None, None, None, _SEQUENTIAL))
+            break
+        out.append((str(at), row, reject and reject.reason, reject and reject.value, kind))
+        out += [(str(inside), None, None, None, _INSIDE) for inside in range(at + 1, following)]
+        at = following
+    return out
 
 
 _JSONL_HINT = "JSON lines must be UTF-8"
