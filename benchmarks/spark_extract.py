@@ -5,8 +5,8 @@
 The demo generator writes the customer base (or `--landing` names a landing folder already written), and
 its web events (JSON lines) and CRM contacts (CSV) are loaded into raw tables of one local[2] Spark session
 twice: read by the executors (Spark's text reader, each line judged in `mapInArrow` batches, as
-`warehouse.engine: spark` reads such files; a CSV file with a line that is not a whole record is then
-read by the driver after all) and read by the reader in the driver's Python, a batch at a time into Spark
+`warehouse.engine: spark` reads such files; a CSV file's records across lines in chunks of lines) and
+read by the reader in the driver's Python, a batch at a time into Spark
 (as Parquet files are). Prints, per source, each way's seconds and the driver's peak resident memory
 during it (the Python process, sampled every 0.1 s; the JVM apart), and whether both loaded the same raw
 rows and the same rejects.

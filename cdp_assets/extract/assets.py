@@ -167,7 +167,8 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
 
 def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scratch) -> ReadResult | None:
     """The file read by Spark's executors into the step's tables (`ReadResult.judged`), or None when it must
-    be read in this process (a CSV file whose lines are not each a whole record)."""
+    be read in this process (a CSV file with a byte not in its encoding, or a record running past the lines
+    the executors look ahead)."""
     if source.format == "csv":
         settings = source.csv
         return read_csv_on_executors(
@@ -195,9 +196,9 @@ def load_file(
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
 
-    On Spark (`engine`), a JSON-lines or Parquet file, and a CSV file whose lines are each a whole record, is
-    read by the executors (`readable_on_executors` says which may be), with the same rows, rejects and verdict on
-    the file as the reader in this process gives.
+    On Spark (`engine`), a JSON-lines, Parquet or CSV file is read by the executors (`readable_on_executors`
+    says which may be; `_read_on_executors` which CSV files are left to this process), with the same rows,
+    rejects and verdict on the file as the reader in this process gives.
 
     `stat` is the file's size and modification time when `sha` was taken (now, by default): recorded
     with the hash, so a file that changes while it is read is hashed and loaded again by the next run.

@@ -683,7 +683,9 @@ _EXIT_UNKNOWN = -1
 
 def judge_csv_lines(sql: Sql, tables: Scratch, lines: str, layout: CsvLayout) -> ReadResult | None:
     """What `read_csv` reads from a file whose lines are table `lines` (line_number, line as bytes), read
-    where the lines are (Spark's executors): the same rows and rejects, as the step's table `judged`.
+    where the lines are (Spark's executors): the same rows and rejects, as a table of the step's
+    (`ReadResult.judged`); None, with nothing kept, when a line does not decode or a record runs past
+    `_CSV_WINDOW` lines.
 
     Every line is first judged alone (`csv_batch`). A line that is a whole record is a row, unless it lies
     inside another record; only the reader's order can say which records the other lines begin. That order
@@ -857,8 +859,9 @@ def _record_at(
     except csv.Error as exc:
         return at + 1, _REJECTED, None, _unreadable(taken[0], exc)
     if beyond:
-        # Rejected, its lines after the first read again, unless it is blank so far: then it is skipped
-        # whole, wherever it ends.
+        # `csv` took every line it was given, at least `_NEXT_WITHIN` (a chunk's group holds the window after
+        # it): the record is rejected and its lines after the first read again, unless it is blank so far,
+        # when it is skipped whole, wherever it ends.
         blank = not record or (len(record) == 1 and not record[0].strip())
         return (None if blank else at + 1), _SEQUENTIAL, None, None
     row, reject, again = _judged_record(record, taken, layout.columns, layout.quote, layout.encoding, False)
