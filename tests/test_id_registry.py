@@ -107,6 +107,18 @@ def test_an_id_whose_records_are_gone_is_retired_and_not_issued_again() -> None:
     assert back["b1"] == new_id("crm/b1", 1)
 
 
+def test_a_name_retired_again_and_again_gets_the_next_free_one_each_time() -> None:
+    """Each return of a1 after its id was retired takes the next name not yet issued, past the few names
+    looked up at once."""
+    registry = Registry()
+    names = []
+    for _ in range(7):
+        _, ids = registry.assign([["a1"], ["b1"]])
+        names.append(ids["a1"])
+        registry.assign([["b1"]])
+    assert names == [new_id("crm/a1", attempt) for attempt in range(7)]
+
+
 def test_records_moving_to_an_existing_customer_are_recorded() -> None:
     registry = Registry()
     _, first = registry.assign([["a1", "a2", "a3"], ["b1"]])

@@ -33,7 +33,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from resources.sql import Sql
+from resources.sql import Scratch, Sql
 from resources.tables import CUSTOMER_ALIASES, ID_HISTORY, ID_REGISTRY, ID_RUNS, RECORD_IDS
 
 # The public map of records to customers: the record ids' twin, without the run that first saw each record.
@@ -56,6 +56,61 @@ def new_id(key: str, attempt: int = 0) -> str:
     """The id a new customer gets from its smallest `source/record id`; `attempt` > 0 when that name is taken."""
     text = key if attempt == 0 else f"{key}#{attempt}"
     return "cus_" + hashlib.md5(text.encode()).hexdigest()[:16]
+
+
+# Names tried at once for a customer whose name is taken: the first is almost always free.
+_CANDIDATES = 4
+
+
+def _rename_clashes(sql: Sql, tables: Scratch, issued: str, clashes: list[tuple]) -> str:
+    """The new ids of table `issued` with each of `clashes` ((component, first_key), in first_key order),
+    whose name the registry or another new customer holds, given the next name neither holds nor an earlier
+    clash took: a table of the step's. The candidates are looked up a few per clash at a time, every clash
+    in one query: the registry grows with every customer ever named and never comes to this process whole."""
+    renamed: dict[int, str] = {}
+    chosen: set[str] = set()
+    pending, attempt = list(clashes), 1
+    while pending:
+        candidates = {
+            (component, tried): new_id(first_key, tried)
+            for component, first_key in pending
+            for tried in range(attempt, attempt + _CANDIDATES)
+        }
+        listed = tables.frame("candidates", pd.DataFrame({"customer_id": list(candidates.values())}, dtype=object))
+        taken = {
+            row[0]
+            for row in sql.rows(
+                f"""select customer_id from {ID_REGISTRY.name} semi join {listed} using (customer_id)
+                    union select customer_id from {issued} semi join {listed} using (customer_id)"""
+            )
+        }
+        tables.drop("candidates")
+        waiting = []
+        for component, first_key in pending:
+            names = (candidates[(component, tried)] for tried in range(attempt, attempt + _CANDIDATES))
+            free = next((name for name in names if name not in taken and name not in chosen), None)
+            if free is None:
+                waiting.append((component, first_key))
+                continue
+            renamed[component] = free
+            chosen.add(free)
+        pending, attempt = waiting, attempt + _CANDIDATES
+    frame = pd.DataFrame(
+        {
+            "component": pd.Series(list(renamed), dtype="int64"),
+            "customer_id": pd.Series(list(renamed.values()), dtype=object),
+        }
+    )
+    names = tables.frame("renamed", frame)
+    named = tables("named")
+    sql.create_table_as(
+        named,
+        f"""select i.component, i.first_key, coalesce(r.customer_id, i.customer_id) as customer_id, i.split_from,
+                   i.records
+            from {issued} i left join {names} r using (component)""",
+        temporary=True,
+    )
+    return named
 
 
 def assign_ids(
@@ -208,14 +263,7 @@ def assign_ids(
             """
         )
         if clashes:
-            taken = {row[0] for row in sql.rows(f"select customer_id from {ID_REGISTRY.name}")}
-            taken |= {row[0] for row in sql.rows(f"select customer_id from {issued_table}")}
-            for component, first_key in clashes:
-                attempt = 1
-                while (candidate := new_id(first_key, attempt)) in taken:
-                    attempt += 1
-                taken.add(candidate)
-                sql.execute(f"update {issued_table} set customer_id = ? where component = ?", [candidate, component])
+            issued_table = _rename_clashes(sql, tables, issued_table, clashes)
         sql.create_table_as(
             assigned,
             f"""
