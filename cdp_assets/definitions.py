@@ -17,7 +17,7 @@ from typing import cast
 import dagster as dg
 
 from cdp_assets.clean.assets import build_clean_assets
-from cdp_assets.clean.checks import person_records_expectations
+from cdp_assets.clean.checks import build_expectations_check
 from cdp_assets.consistency.checks import build_rebuild_check
 from cdp_assets.extract.api import GROUP as POLL_GROUP
 from cdp_assets.extract.api import build_poll_asset
@@ -165,7 +165,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=apply_platform_policy(assets),
-        asset_checks=[person_records_expectations, *freshness, rebuild_check],
+        asset_checks=[build_expectations_check(config), *freshness, rebuild_check],
         jobs=[full_refresh, build_preview_job(config), retrain, rebuild, privacy_job, *poll_jobs],
         schedules=schedules + poll_schedules,
         sensors=sensors,

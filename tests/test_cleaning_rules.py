@@ -426,3 +426,53 @@ def test_the_suite_finds_every_bad_value_in_a_frame():
     examples = {(o.expectation, o.column): o.unexpected_examples for o in outcomes}
     assert examples[("expect_column_values_to_match_regex", "phone")] == ["4155550147"]
     assert examples[("expect_column_values_to_match_regex", "country")] == ["us"]
+
+
+def test_the_suite_validated_bucket_by_bucket_finds_what_it_finds_on_the_whole_table(monkeypatch):
+    """The way Spark's executors validate the person records (`map_groups` over buckets of rows, run here
+    in this process) gives each expectation the outcome and unexpected count that validating every row at
+    once gives, a repeated key included (its rows share a bucket)."""
+    import random
+
+    import duckdb
+
+    from cdp_assets.clean import checks
+    from resources.quality import validate_frame, validation_frame
+    from resources.sql import Sql
+
+    conn = duckdb.connect()
+    sql = Sql(conn)
+    sql.execute("create schema clean")
+    rng = random.Random(4)
+    rows = []
+    for n in range(400):
+        email = rng.choice(["a@b.com", "a b@c.com", None, "x@y.org"])
+        rows.append(
+            (
+                rng.choice(["crm", "shop"]),
+                str(n),
+                "f.csv",
+                n % 390,  # ten keys twice
+                email,
+                email if email and " " not in email else None,
+                rng.choice(["+14155550147", "4155550147", None]),
+                rng.choice(["US", "us", "GB", None]),
+                rng.choice([date(1980, 1, 2), date(1850, 1, 1), None]),
+                rng.choice([50, 100, 120]),
+            )
+        )
+    sql.execute(
+        """create table clean.person_records (source varchar, source_record_id varchar, file varchar,
+           row_number bigint, email varchar, email_match_key varchar, phone varchar, country varchar,
+           date_of_birth date, trust integer)"""
+    )
+    conn.executemany("insert into clean.person_records values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    whole = validate_frame("whole", validation_frame(sql.arrow(checks._VALIDATED)), checks._expectations())
+    monkeypatch.setattr(checks, "_BUCKET_ROWS", 90)  # five buckets
+    buckets = checks._validated_on_executors(sql, len(rows))
+    assert [(o.expectation, o.column, o.success, o.unexpected_count) for o in buckets] == [
+        (o.expectation, o.column, o.success, o.unexpected_count) for o in whole
+    ]
+    assert sum(not o.success for o in whole) >= 5 and all(len(o.unexpected_examples) <= 5 for o in buckets)
+    unique = [o for o in buckets if o.expectation == "expect_compound_columns_to_be_unique"]
+    assert unique[0].unexpected_count > 0

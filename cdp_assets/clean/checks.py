@@ -5,14 +5,18 @@ guard that catches a rule regression or an unexpected source before bad values r
 destinations.
 """
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import dagster as dg
+import pyarrow as pa
 
 from cdp_assets.clean.assets import EXPECTATIONS_SUITE, PERSON_RECORDS
 from cdp_assets.metadata import markdown_table, mask, redact_errors
-from resources.quality import import_great_expectations, validate_frame, validation_frame
+from resources.config import CDPConfig
+from resources.quality import ExpectationOutcome, import_great_expectations, validate_frame, validation_frame
+from resources.sql import Sql, portable_hash
 from resources.warehouse import Warehouse
 
 # The patterns mean the same to Python's `re` and to RE2, which runs them (resources/quality.py): Python's
@@ -39,36 +43,126 @@ def _expectations() -> list[object]:
     ]
 
 
-@dg.asset_check(
-    asset=PERSON_RECORDS,
-    name=EXPECTATIONS_SUITE.name,
-    blocking=True,
-    description="Great Expectations: ids present and unique per row, e-mails, E.164 phones, countries, birth years.",
+# The rows the suite validates, with numbers as int64 and float64 (a birth year may be missing): the types
+# Great Expectations compares vectorised (validation_frame).
+_VALIDATED = """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
+                       year(date_of_birth)::double as birth_year, trust::bigint as trust
+                from clean.person_records"""
+_VALIDATED_COLUMNS = (
+    *("source", "source_record_id", "file", "row_number", "email", "email_match_key", "phone", "country"),
+    *("birth_year", "trust"),
 )
-@redact_errors
-def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
+_TYPES = {"row_number": pa.int64(), "birth_year": pa.float64(), "trust": pa.int64()}
+# On Spark, the rows each executor task validates at once: a bucket of them by a hash of the key the
+# uniqueness expectation reads, so that every repeat of a key is in one bucket.
+_BUCKET_ROWS = 1_000_000
+_OUTCOME_COLUMNS = ("position", "expectation", "column_name", "success", "unexpected_count", "examples")
+
+
+def build_expectations_check(config: CDPConfig) -> dg.AssetChecksDefinition:
+    """The suite's check on `clean.person_records`, validating every row where the engine holds them."""
+
+    @dg.asset_check(
+        asset=PERSON_RECORDS,
+        name=EXPECTATIONS_SUITE.name,
+        blocking=True,
+        description=(
+            "Great Expectations: ids present and unique per row, e-mails, E.164 phones, countries, birth years."
+        ),
+    )
+    @redact_errors
+    def person_records_expectations(warehouse: Warehouse) -> dg.AssetCheckResult:
+        if config.warehouse.engine == "spark":
+            with warehouse.sql() as sql:
+                rows = int(sql.value("select count(*) from clean.person_records"))
+                outcomes = _validated_on_executors(sql, rows)
+        else:
+            rows, outcomes = _validated_here(warehouse)
+        return _result(rows, outcomes)
+
+    return person_records_expectations
+
+
+def _validated_here(warehouse: Warehouse) -> tuple[int, list[ExpectationOutcome]]:
+    """Every row read into this process as one frame and validated at once."""
     # Great Expectations' import (seconds of Python) runs while DuckDB reads the rows, which it does
     # without holding the GIL; in a run that cleaned the records first, it began then (`suite_follows`).
     with ThreadPoolExecutor(max_workers=1) as pool:
         imported = pool.submit(import_great_expectations)
         with warehouse.sql() as sql:
-            # Numbers as int64 and float64 (a birth year may be missing): the types Great Expectations
-            # compares vectorised (validation_frame).
-            frame = validation_frame(
-                sql.arrow(
-                    """select source, source_record_id, file, row_number, email, email_match_key, phone, country,
-                              year(date_of_birth)::double as birth_year, trust::bigint as trust
-                       from clean.person_records"""
-                )
-            )
+            frame = validation_frame(sql.arrow(_VALIDATED))
         imported.result()
+    return len(frame), validate_frame("cleaned_person_records", frame, _expectations())
+
+
+def _validated_on_executors(sql: Sql, rows: int) -> list[ExpectationOutcome]:
+    """Every row validated on Spark's executors, bucket by bucket (`validate_bucket`), no row reaching the
+    driver: an expectation holds if it holds in every bucket, its unexpected values are counted over all
+    of them, and its examples are the first in bucket order."""
+    buckets = max(1, -(-rows // _BUCKET_ROWS))
+    keyed = f"select {portable_hash('source', 'file', 'row_number')} % {buckets} as bucket, * from ({_VALIDATED})"
+    with sql.scratch("expectations") as tables:
+        per_bucket = tables("per_bucket")
+        sql.map_groups(per_bucket, keyed, ["bucket"], validate_bucket, ("bucket", *_OUTCOME_COLUMNS))
+        found = sql.rows(f"select {', '.join(_OUTCOME_COLUMNS)}, bucket from {per_bucket}")
+    if not found:  # no rows at all: the suite on an empty frame, as on DuckDB
+        return validate_frame("cleaned_person_records", validation_frame(_typed([])), _expectations())
+    combined: dict[int, ExpectationOutcome] = {}
+    for position, expectation, column, success, count, examples, _ in sorted(
+        found, key=lambda row: (int(row[0]), int(row[6]))
+    ):
+        before = combined.get(int(position))
+        combined[int(position)] = ExpectationOutcome(
+            expectation=expectation,
+            column=column,
+            success=success == "true" and (before is None or before.success),
+            unexpected_count=int(count) + (before.unexpected_count if before else 0),
+            unexpected_examples=((before.unexpected_examples if before else []) + json.loads(examples))[:5],
+        )
+    return [combined[position] for position in sorted(combined)]
+
+
+def _typed(rows: list[tuple]) -> pa.Table:
+    """Rows of `_VALIDATED`'s columns as text (what `map_groups` hands over) in the types DuckDB reads them."""
+    arrays = {}
+    for index, name in enumerate(_VALIDATED_COLUMNS):
+        values = [row[index] for row in rows]
+        kind = _TYPES.get(name, pa.string())
+        if kind == pa.float64():
+            values = [None if v is None else float(v) for v in values]
+        elif kind == pa.int64():
+            values = [None if v is None else int(v) for v in values]
+        arrays[name] = pa.array(values, kind)
+    return pa.table(arrays)
+
+
+def validate_bucket(rows: list[tuple]) -> list[tuple]:
+    """The suite's outcomes on one bucket of the person records (`map_groups` rows: the bucket, then
+    `_VALIDATED`'s columns as text), one row per expectation: run on Spark's executors."""
+    bucket = rows[0][0]
+    frame = validation_frame(_typed([row[1:] for row in rows]))
     outcomes = validate_frame("cleaned_person_records", frame, _expectations())
+    return [
+        (
+            bucket,
+            str(position),
+            o.expectation,
+            o.column,
+            "true" if o.success else "false",
+            str(o.unexpected_count),
+            json.dumps(o.unexpected_examples),
+        )
+        for position, o in enumerate(outcomes)
+    ]
+
+
+def _result(rows: int, outcomes: list[ExpectationOutcome]) -> dg.AssetCheckResult:
     failed = [o for o in outcomes if not o.success]
     evaluated = len(outcomes)
     return dg.AssetCheckResult(
         passed=not failed,
         metadata={
-            "rows_validated": len(frame),
+            "rows_validated": rows,
             "expectations": evaluated,
             "expectations_failed": len(failed),
             "success_percent": dg.MetadataValue.float(
