@@ -258,3 +258,17 @@ def test_csv_lines_read_where_they_lie_give_what_reading_in_order_gives(tmp_path
         assert (
             readers.read_csv_on_executors(tables.sql, path, tables, delimiter=",", quote='"', encoding="utf-8") is None
         )
+
+
+def test_chunks_are_chained_through_the_runs_of_lines_each_names():
+    """Each chunk names, for the first line of each run of its top lines whose records lead to the same
+    line after it, that line: the chain from the header looks a line up in the run it falls in."""
+    from cdp_assets.extract.readers import CsvLayout, _chunk_entries
+
+    layout = CsvLayout(["a", "b"], 1, ",", '"', "utf-8", 35, True)
+    runs = {1: {11: 21, 12: 24, 14: 22}, 2: {21: 31, 23: -1}}
+    assert _chunk_entries({0: {2: 11}, **runs}, layout, 10) == {0: 2, 1: 11, 2: 21}
+    # 13 falls in the run from 12, whose records lead to 24, in the run from 23, which cannot say.
+    assert _chunk_entries({0: {2: 13}, **runs}, layout, 10) is None
+    assert _chunk_entries({0: {2: 15}, 1: runs[1], 2: {21: 31, 22: 32}}, layout, 10) == {0: 2, 1: 15, 2: 22}
+    assert _chunk_entries({0: {2: 11}, 1: {11: 21}, 2: {22: 31}}, layout, 10) is None  # 21: in no run

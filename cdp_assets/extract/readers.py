@@ -10,6 +10,7 @@ standard readers either stop at the first error or resynchronise silently, so th
 from __future__ import annotations
 
 import base64
+import bisect
 import codecs
 import csv
 import functools
@@ -782,11 +783,13 @@ def _records_across_lines(
 
 
 def _chunk_entries(exits: dict[int, dict[int, int]], layout: CsvLayout, chunk_lines: int) -> dict[int, int] | None:
-    """The line each chunk's first record starts on, for the chunks in `exits` (where, for each line a
-    record may start on near its top, the record after its last starts): chained from the line after the
-    header, a chunk without lines `csv` must read being one record per line. None when a chunk cannot
-    say (a blank record running past `_NEXT_WITHIN` lines)."""
+    """The line each chunk's first record starts on, for the chunks in `exits` (where, for the lines a
+    record may start on near its top, the record after its last starts, given for the first line of each
+    run of lines with the same answer): chained from the line after the header, a chunk without lines
+    `csv` must read being one record per line. None when a chunk cannot say (a blank record running past
+    `_NEXT_WITHIN` lines)."""
     entries: dict[int, int] = {}
+    runs = {chunk: sorted(listed) for chunk, listed in exits.items()}
     at = layout.header_line + 1
     while at <= layout.total_lines:
         chunk = (at - 1) // chunk_lines
@@ -794,7 +797,8 @@ def _chunk_entries(exits: dict[int, dict[int, int]], layout: CsvLayout, chunk_li
             at = (chunk + 1) * chunk_lines + 1
             continue
         entries[chunk] = at
-        following = exits[chunk].get(at)
+        run = bisect.bisect_right(runs[chunk], at) - 1
+        following = exits[chunk][runs[chunk][run]] if run >= 0 else None
         if following is None or following == _EXIT_UNKNOWN:
             return None
         at = following
@@ -885,10 +889,16 @@ def csv_chunk_exits(rows: list[tuple], *, layout: CsvLayout, chunk_lines: int) -
             exits[at] = _EXIT_UNKNOWN
         else:
             exits[at] = following if following >= chunk.stop else exits[following]
-    entries = set(range(chunk.first, min(chunk.stop, chunk.first + _NEXT_WITHIN)))
+    # The lines near the top as runs of one exit (records from most of them soon start on the same lines),
+    # each run by its first line: a few rows per chunk for the driver, not one per line.
+    listed, previous = [], None
+    for at in range(chunk.first, min(chunk.stop, chunk.first + _NEXT_WITHIN)):
+        if exits[at] != previous:
+            listed.append(at)
+            previous = exits[at]
     if chunk.first <= layout.header_line + 1 < chunk.stop:
-        entries.add(layout.header_line + 1)
-    return [(str(chunk.chunk), str(at), str(exits[at])) for at in sorted(entries)]
+        listed.append(layout.header_line + 1)
+    return [(str(chunk.chunk), str(at), str(exits[at])) for at in sorted(set(listed))]
 
 
 def csv_chunk_records(
