@@ -382,7 +382,8 @@ def _header_columns(header: list[str]) -> list[str]:
 
 
 def _unreadable(first: tuple[int, str], exc: csv.Error) -> Reject:
-    """The reject of a record `csv` gave up on (a runaway quote past the field size limit), at its first line."""
+    """The reject of a record `csv` could not read (a value past the field size limit, a carriage return in
+    an unquoted value), at its first line."""
     return Reject(first[0], f"unreadable CSV: {exc}", _excerpt(first[1]))
 
 
