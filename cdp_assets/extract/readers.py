@@ -709,28 +709,30 @@ def judge_csv_lines(sql: Sql, tables: Scratch, lines: str, layout: CsvLayout) ->
         encoding=layout.encoding,
     )
     sql.map_arrow(judged, f"select line_number, line from {lines}", rule, CSV_OUTPUTS)
-    undecodable, sequential = sql.row(
-        f"""select count(*) filter (where kind = '{_UNDECODABLE}'), count(*) filter (where kind = '{_SEQUENTIAL}')
+    # What a file of whole-record lines loads is counted with what says whether it is one: one pass.
+    undecodable, sequential, rows, rejected = sql.row(
+        f"""select count(*) filter (where kind = '{_UNDECODABLE}'), count(*) filter (where kind = '{_SEQUENTIAL}'),
+                   count(record), count(reason)
             from {judged}"""
-    ) or (0, 0)
+    ) or (0, 0, 0, 0)
     if int(undecodable):
         tables.drop("judged")
         return None
     if int(sequential):
         read = _records_across_lines(sql, tables, lines, judged, layout, chunk_lines, window)
-        if read is not None:
-            alone, judged = judged, tables("judged_records")
-            sql.create_table_as(
-                judged,
-                f"""select line_number, record, reason, value, kind from {alone} anti join {read} using (line_number)
-                    union all select line_number, record, reason, value, kind from {read} where kind <> '{_INSIDE}'""",
-                temporary=True,
-            )
-            tables.drop("read_across")
-        tables.drop("judged")
         if read is None:
+            tables.drop("judged")
             return None
-    rows, rejected = sql.row(f"select count(record), count(reason) from {judged}") or (0, 0)
+        alone, judged = judged, tables("judged_records")
+        sql.create_table_as(
+            judged,
+            f"""select line_number, record, reason, value, kind from {alone} anti join {read} using (line_number)
+                union all select line_number, record, reason, value, kind from {read} where kind <> '{_INSIDE}'""",
+            temporary=True,
+        )
+        tables.drop("read_across")
+        tables.drop("judged")
+        rows, rejected = sql.row(f"select count(record), count(reason) from {judged}") or (0, 0)
     return ReadResult(columns=layout.columns, judged=judged, rows=int(rows), rejected=int(rejected))
 
 
