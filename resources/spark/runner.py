@@ -1003,18 +1003,18 @@ def finish_interrupted_writes(spark: Any) -> list[str]:
         if journal.endswith(".json"):
             stream = fs.open(spark._jvm.org.apache.hadoop.fs.Path(journal))
             try:
-                swaps = json.loads(str(spark._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
+                changes = json.loads(str(spark._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")))
             finally:
                 stream.close()
-            for change in swaps:
+            for change in changes:
                 _make_change(spark, change)
-            done.append(f"a block ended by a killed run completed: {', '.join(c['table'] for c in swaps)}")
+            done.append(f"a block ended by a killed run completed: {', '.join(c['table'] for c in changes)}")
         _remove_folder(spark, journal)  # a finished journal, or one cut short while written (nothing swapped)
     for database in databases:
         tables = _catalogued(spark, database.name)
-        for staged in sorted(t for t in tables if t.endswith((STAGED, ADDED))):
-            spark.sql(f"drop table {database.name}.{staged}")
-            table = staged.removesuffix(STAGED).removesuffix(ADDED)
+        for unfinished in sorted(t for t in tables if _in_block(t)):
+            spark.sql(f"drop table {database.name}.{unfinished}")
+            table = unfinished.removesuffix(STAGED).removesuffix(ADDED)
             done.append(f"{database.name}.{table}: a block's unfinished change dropped")
         tables = _catalogued(spark, database.name)
         for folder in _subfolders(spark, database.locationUri):
