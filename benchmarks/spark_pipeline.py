@@ -1,6 +1,6 @@
 """The whole pipeline on Spark against DuckDB: a full refresh, a delta and a run with nothing new.
 
-    python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only]
+    python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only] [--spark-only]
         [--spark-conf spark.driver.memory=12g ...] [--duckdb-memory-limit 3GB] [--steps 8]
     python -m benchmarks.spark_pipeline --febrl 1 2 3 4
 
@@ -14,7 +14,9 @@ seconds and peak resident memory per step (DuckDB's in this process, Spark's of 
 JVM included), the Spark run's slowest steps (from its event log) and, per table, its rows and the rows
 only one engine has. With `--febrl`, FEBRL's data sets (as benchmarks/identity.py loads them) take the
 demo's place, one full refresh each. At scale, `--spark-conf` gives the Spark session a larger driver and
-`--duckdb-memory-limit` bounds the DuckDB runs sharing the machine.
+`--duckdb-memory-limit` bounds the DuckDB runs sharing the machine. `--spark-only` leaves DuckDB out (no
+comparison): how each Spark step's time grows at a size where running both engines would double a run of
+hours.
 """
 
 from __future__ import annotations
@@ -226,6 +228,7 @@ def main() -> None:
         "--duckdb-memory-limit", default=None, help="warehouse.memory_limit of the DuckDB runs (e.g. 3GB)"
     )
     parser.add_argument("--steps", type=int, default=8, help="print the Spark run's N slowest steps")
+    parser.add_argument("--spark-only", action="store_true", help="run Spark alone, comparing nothing")
     parser.add_argument(
         "--febrl", type=int, nargs="+", choices=[1, 2, 3, 4], help="compare FEBRL's data sets instead of the demo"
     )
@@ -256,7 +259,7 @@ def main() -> None:
                 for name in HELD_BACK:
                     (held / Path(name).name).rename(landing / name)
             start = time.perf_counter()
-            if not job.execute_in_process(instance=instance, raise_on_error=False).success:
+            if not args.spark_only and not job.execute_in_process(instance=instance, raise_on_error=False).success:
                 sys.exit(f"{step}: the DuckDB run failed")
             on_duckdb = time.perf_counter() - start
             start = time.perf_counter()
@@ -265,12 +268,15 @@ def main() -> None:
             if done.returncode:
                 sys.exit(f"{step}: the Spark run failed:\n{done.stderr[-3000:]}")
             duckdb_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            duckdb_text = f"DuckDB {on_duckdb:.1f} s (this process's peak RSS so far {duckdb_peak:.2f} GB), "
             print(
-                f"{step}: DuckDB {on_duckdb:.1f} s (this process's peak RSS so far {duckdb_peak:.2f} GB), "
+                f"{step}: {'' if args.spark_only else duckdb_text}"
                 f"Spark {on_spark:.1f} s (peak RSS of the job's Python and JVM {peak / 1024**3:.2f} GB)",
                 flush=True,
             )
             print(f"  Spark's slowest steps (s): {_slowest_spark_steps(folder / 'dagster_home', args.steps)}")
+            if args.spark_only:
+                continue
             found = compare(duck.warehouse_path, folder / "spark" / "spark-read-snapshot" / "current")
             for table, (rows, only_duckdb, only_spark) in found.items():
                 same = "identical" if only_duckdb == only_spark == 0 else "DIFFERENT"
