@@ -175,8 +175,9 @@ def _resolve(
         )
         """
     )
+    written_edges = tables("written_edges")
     sql.create_table_as(
-        id_edges,
+        written_edges,
         f"""
         select n.node_id, e.id_type, e.id_value
         from ({ALL_IDENTIFIERS}) e join {id_nodes} n using (source, source_record_id)
@@ -189,10 +190,18 @@ def _resolve(
         id_values,
         f"""
         select row_number() over () - 1 as value_id, id_type, id_value, records
-        from (select id_type, id_value, count(*) as records from {id_edges} group by 1, 2)
+        from (select id_type, id_value, count(*) as records from {written_edges} group by 1, 2)
         """,
         temporary=True,
     )
+    # From here on an edge names its value by number: the joins over millions of edges (the reach of
+    # activity records, the graph's edges) compare integers, not the values' text.
+    sql.create_table_as(
+        id_edges,
+        f"select e.node_id, v.value_id from {written_edges} e join {id_values} v using (id_type, id_value)",
+        temporary=True,
+    )
+    tables.drop("written_edges")
     id_types = [r[0] for r in sql.rows(f"select distinct id_type from {id_values} order by 1")]
     condition, literals = blocked_condition(config, id_types)
     blocked_literals = tables.frame("blocked_literals", literals)
@@ -222,6 +231,14 @@ def _resolve(
         temporary=True,
     )
     tables.drop("values")
+    # The values that link records outright: usable, and not shared by several people (those link only
+    # within each person, through `split_edges`).
+    linking_values = tables("linking_values")
+    sql.create_table_as(
+        linking_values,
+        f"select value_id, id_type, id_value from {usable_values} anti join {SHARED_VALUES} using (id_type, id_value)",
+        temporary=True,
+    )
     # An activity record whose values reach people who cannot be one person (a shared device, someone
     # else's e-mail) gives up the links it cannot vouch for (bridges.py).
     create_separated_links(sql)
@@ -231,8 +248,7 @@ def _resolve(
         first_names(sql, person_latest),
         id_nodes=id_nodes,
         id_edges=id_edges,
-        usable_values=usable_values,
-        shared_values=SHARED_VALUES,
+        linking_values=linking_values,
         person_latest=person_latest,
         person_nodes=person_nodes,
     )
@@ -248,9 +264,8 @@ def _resolve(
     groups = int(sql.value(f"select coalesce(max(group_id), -1) + 1 from {split_edges}"))
     # A value shared by several people links only within each of them: its edges are those of its
     # per-person groups, each a vertex of its own numbered after the values.
-    edges = f"""(select e.node_id, v.value_id from {id_edges} e join {usable_values} v using (id_type, id_value)
-                 anti join {SHARED_VALUES} using (id_type, id_value)
-                 anti join {separated} using (node_id, id_type, id_value)
+    edges = f"""(select e.node_id, e.value_id from {id_edges} e semi join {linking_values} using (value_id)
+                 anti join {separated} using (node_id, value_id)
                  union all select node_id, group_id + {value_count} from {split_edges})"""
     # Each node's customer, as a table from here on (on Spark it never leaves the executors): the
     # deterministic components, split where they break a max_per_profile, then merged by matching, then
@@ -393,8 +408,8 @@ def _split_over_limits(
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_values"]))
     sql.create_table_as(
         limited_edges,
-        f"""select l.node_id, l.id_type, l.id_value from {id_edges} l
-           semi join {usable_values} using (id_type, id_value) semi join {type_limits} using (id_type)""",
+        f"""select l.node_id, v.id_type, v.id_value from {id_edges} l
+           join {usable_values} v using (value_id) semi join {type_limits} using (id_type)""",
         temporary=True,
     )
     offending = sql.rows(
@@ -557,7 +572,8 @@ def _block_shared(
     # Only a value on several records can be shared by several people; most values are on one.
     sql.create_table_as(
         repeated_values,
-        f"select id_type, id_value, records from {id_values} semi join {type_limits} using (id_type) where records > 1",
+        f"""select value_id, id_type, id_value, records from {id_values} semi join {type_limits} using (id_type)
+            where records > 1""",
         temporary=True,
     )
     known = first_names(sql, person_latest)
@@ -679,12 +695,12 @@ def _repeated_value_records(id_edges: str, repeated_values: str, person_latest: 
     sharing rules read them: (id_type, id_value, node_id, birth_date as YYYYMMDD, first_name, last_name),
     names lower-cased and trimmed."""
     return f"""
-        select e.id_type, e.id_value, e.node_id, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
+        select v.id_type, v.id_value, e.node_id, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
                nullif(lower(trim(p.first_name)), '') as first_name,
                nullif(lower(trim(p.last_name)), '') as last_name
         from {id_edges} e
-        semi join {repeated_values} v using (id_type, id_value)
-        anti join identity.blocked_identifiers b using (id_type, id_value)
+        join (select value_id, id_type, id_value from {repeated_values}
+              anti join identity.blocked_identifiers using (id_type, id_value)) v using (value_id)
         join {person_latest} p using (node_id)"""
 
 

@@ -53,16 +53,17 @@ def separate_bridges(
     *,
     id_nodes: str,
     id_edges: str,
-    usable_values: str,
-    shared_values: str,
+    linking_values: str,
     person_latest: str,
     person_nodes: int,
 ) -> str:
-    """Fill `identity.separated_links` and return the name of a temp table of the (node_id, id_type,
-    id_value) edges the graph must leave out. Person records are nodes 0 to `person_nodes` - 1."""
+    """Fill `identity.separated_links` and return the name of a temp table of the (node_id, value_id)
+    edges the graph must leave out. Person records are nodes 0 to `person_nodes` - 1; `id_edges` are
+    (node_id, value_id) and `linking_values` (value_id, id_type, id_value) the values that link outright
+    (usable, and not shared by several people)."""
     reach = tables("bridge_reach")
-    # Each activity edge through a usable value no shared-value rule handles, with the person records
-    # carrying that value; only activity records reaching two or more person records whose first names
+    # Each activity edge through a value that links outright, with the person records carrying that
+    # value; only activity records reaching two or more person records whose first names
     # or birth dates differ as written are read (most reach one person, or one person's records). Which
     # activity records reach two person records at all (a value on several, or values on different ones)
     # is told from each value's count and smallest and largest person first (`several`), so the reach of
@@ -71,14 +72,13 @@ def separate_bridges(
         reach,
         f"""
         with person_values as (
-            select id_type, id_value, count(*) as persons, min(node_id) as first_person, max(node_id) as last_person
+            select value_id, count(*) as persons, min(node_id) as first_person, max(node_id) as last_person
             from {id_edges} where node_id < {person_nodes} group by all
         ),
         activity as (
-            select e.node_id, e.id_type, e.id_value, v.persons, v.first_person, v.last_person from {id_edges} e
-            join person_values v using (id_type, id_value)
-            semi join {usable_values} using (id_type, id_value)
-            anti join {shared_values} using (id_type, id_value)
+            select e.node_id, e.value_id, v.persons, v.first_person, v.last_person from {id_edges} e
+            join person_values v using (value_id)
+            semi join {linking_values} using (value_id)
             where e.node_id >= {person_nodes}
         ),
         several as (
@@ -86,8 +86,8 @@ def separate_bridges(
             having max(persons) > 1 or min(first_person) <> max(last_person)
         ),
         reached as (
-            select a.node_id, a.id_type, a.id_value, p.node_id as person
-            from activity a semi join several using (node_id) join {id_edges} p using (id_type, id_value)
+            select a.node_id, a.value_id, p.node_id as person
+            from activity a semi join several using (node_id) join {id_edges} p using (value_id)
             where p.node_id < {person_nodes}
         ),
         bridging as (
@@ -97,12 +97,13 @@ def separate_bridges(
                and (min(lower(trim(pl.first_name))) <> max(lower(trim(pl.first_name)))
                     or min(pl.date_of_birth) <> max(pl.date_of_birth))
         )
-        select r.node_id, n.source, n.source_record_id, r.id_type, r.id_value, r.person,
+        select r.node_id, n.source, n.source_record_id, v.id_type, v.id_value, r.person,
                nullif(lower(trim(pl.first_name)), '') as first_name,
                nullif(lower(trim(pl.last_name)), '') as last_name,
                strftime(pl.date_of_birth, '%Y%m%d') as birth_date
         from reached r semi join bridging using (node_id)
         join {id_nodes} n on n.node_id = r.node_id
+        join {linking_values} v on v.value_id = r.value_id
         join {person_latest} pl on pl.node_id = r.person
         """,
         temporary=True,
@@ -116,7 +117,12 @@ def separate_bridges(
             select source, source_record_id, id_type, id_value, people::integer, reason from {frame}"""
     )
     dropped = tables("separated_edges")
-    sql.create_table_as(dropped, f"select node_id::bigint as node_id, id_type, id_value from {frame}", temporary=True)
+    sql.create_table_as(
+        dropped,
+        f"""select f.node_id::bigint as node_id, v.value_id
+            from {frame} f join {linking_values} v using (id_type, id_value)""",
+        temporary=True,
+    )
     tables.drop("bridge_reach")
     return dropped
 
