@@ -481,8 +481,12 @@ class _PeopleBuilder:
             else:
                 local = f"{f}{last_token}{rng.randint(1, 9)}"
         email = f"{local}@{domain}"
+        tries = 0
         while _mailbox(email) in self.used_emails:
-            email = f"{local}{rng.randint(1, 999)}@{domain}"
+            tries += 1
+            # A common name's thousand numbered mailboxes at one domain fill up only among millions of people
+            # (a thousand failed draws in a row): then draw from ten times as many each thousand more.
+            email = f"{local}{rng.randint(1, 999 * 10 ** min(tries // 1000, 6))}@{domain}"
         self.used_emails.add(_mailbox(email))
         return email
 
