@@ -10,17 +10,22 @@ modification time (updated records), the `full_refresh` job runs again (cleaning
 work incrementally; identity scores only the pairs of changed records), and the `rebuild_check` job
 compares the warehouse with a rebuild from the raw rows. Every job runs in its own child process, so each
 peak RSS is that run's. Prints per run the wall time, its share of the full refresh, the seconds per
-stage, what identity rescored, the customers the profiles recomputed and whether the check passed.
+stage, what identity rescored, the customers the profiles recomputed and whether the check passed; with
+`--steps N`, also the N slowest steps and the N steps during which the process was largest (resident
+memory sampled every 50 ms and put down to the step running then, so a step's figure includes what
+earlier steps left allocated).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ from typing import Any
 import yaml
 
 from benchmarks.id_stability import _crm_updates, _hold_back, _release
-from benchmarks.identity import _max_rss_mb, _step_seconds, run_child
+from benchmarks.identity import _max_rss_mb, _step_windows, run_child
 
 # Stages as the step keys begin; anything else (read snapshot, checks) is "other".
 STAGES = ("raw", "clean", "identity", "profiles", "segments", "syncs")
@@ -49,11 +54,22 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
     from resources.config import load_config
 
     job = build_definitions(load_config(config_path)).resolve_job_def(job_name)
+    samples: list[tuple[float, int]] = []
+    sampling = threading.Event()
+    sampler = threading.Thread(target=_sample_rss, args=(samples, sampling), daemon=True)
     with dg.instance_for_test() as instance:
+        sampler.start()
         started = time.perf_counter()
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         wall = time.perf_counter() - started
-        steps = _step_seconds(instance, result.run_id)
+        sampling.set()
+        sampler.join()
+        windows = _step_windows(instance, result.run_id)
+    steps = {step: end - start for step, (start, end) in windows.items()}
+    step_peaks = {
+        step: max((rss for at, rss in samples if start <= at <= end), default=0) / 2**20
+        for step, (start, end) in windows.items()
+    }
     stages = {stage: 0.0 for stage in (*STAGES, "other")}
     for step, seconds in steps.items():
         prefix = step.split("__")[0]
@@ -70,6 +86,7 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
         "steps_s": {k: round(v, 2) for k, v in sorted(steps.items(), key=lambda kv: -kv[1])},
         "peak_rss_mb": _max_rss_mb(),
+        "step_peak_rss_mb": {k: round(v) for k, v in sorted(step_peaks.items(), key=lambda kv: -kv[1])},
     }
     if job_name == "rebuild_check":
         evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
@@ -91,6 +108,15 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         segments = [_metadata(result, s) for s in steps if s.startswith("segments__")]
         figures["segment_profiles_evaluated"] = sum(int(m.get("profiles_evaluated", 0)) for m in segments if m)
     out.write_text(json.dumps(figures))
+
+
+def _sample_rss(samples: list[tuple[float, int]], done: threading.Event) -> None:
+    """Append (Unix time, this process's resident bytes) every 50 ms until `done` is set."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/statm") as statm:
+        while not done.wait(0.05):
+            statm.seek(0)
+            samples.append((time.time(), int(statm.read().split()[1]) * page))
 
 
 def run_job(config_path: Path, job_name: str) -> dict[str, Any]:
@@ -131,7 +157,9 @@ def _stages(figures: dict[str, Any]) -> str:
 
 
 def _slowest(figures: dict[str, Any], count: int) -> str:
-    return ", ".join(f"{k} {v:.1f}" for k, v in list(figures["steps_s"].items())[:count])
+    slowest = ", ".join(f"{k} {v:.1f}" for k, v in list(figures["steps_s"].items())[:count])
+    largest = ", ".join(f"{k} {v:,} MB" for k, v in list(figures["step_peak_rss_mb"].items())[:count])
+    return f"{slowest}\n  largest steps (peak RSS while each ran): {largest}"
 
 
 def main() -> None:

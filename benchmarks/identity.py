@@ -39,10 +39,10 @@ STAGES = {"extract_clean": ("raw", "clean"), "identity": ("identity",)}
 # ----------------------------------------------------------------------------------------------- stages
 
 
-def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
-    """Seconds per step from the run's event log: what each stage cost without process start-up."""
+def _step_windows(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
+    """When each step of the run began and ended (Unix seconds), from the run's event log."""
     begun: dict[str, float] = {}
-    steps: dict[str, float] = {}
+    windows: dict[str, tuple[float, float]] = {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
@@ -50,8 +50,13 @@ def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
         if event.event_type_value == "STEP_START":
             begun[event.step_key] = entry.timestamp
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in begun:
-            steps[event.step_key] = round(entry.timestamp - begun[event.step_key], 3)
-    return steps
+            windows[event.step_key] = (begun[event.step_key], entry.timestamp)
+    return windows
+
+
+def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
+    """Seconds per step from the run's event log: what each stage cost without process start-up."""
+    return {step: round(end - start, 3) for step, (start, end) in _step_windows(instance, run_id).items()}
 
 
 def _max_rss_mb() -> float:
