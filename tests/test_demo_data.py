@@ -7,11 +7,12 @@ import io
 import json
 import re
 from collections import defaultdict
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 
+import demo.generate as generate_module
 from demo.generate import generate, main
 
 pytestmark = pytest.mark.unit
@@ -305,3 +306,26 @@ def test_hard_cases_are_listed_and_look_as_described(small) -> None:
     for row in slipped:
         own.setdefault(row["person_id"], set()).add(rows[row["source_record_id"]][3])
     assert all(len(emails) >= 2 for emails in own.values())  # the contact's own and a slipped one
+
+
+def test_one_name_gets_a_mailbox_of_its_own_after_its_thousand_numbered_ones_are_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a few million people, one common name's thousand numbered mailboxes at a domain fill up: 8,000
+    James Smiths born the same day (free mail) fill them and must still each get a mailbox of their own,
+    where drawing from the thousand alone went on for ever. Lookups are counted so a loop that cannot
+    end fails instead of hanging."""
+    lookups = 0
+    mailbox = generate_module._mailbox
+
+    def counted(email: str) -> str:
+        nonlocal lookups
+        lookups += 1
+        if lookups > 5_000_000:
+            raise AssertionError("no free mailbox found in 5,000,000 draws")
+        return mailbox(email)
+
+    monkeypatch.setattr(generate_module, "_mailbox", counted)
+    builder = generate_module._PeopleBuilder(generate_module.SeededRandom(7))
+    emails = [builder.email("James", "Smith", "", date(1980, 1, 1), work=False) for _ in range(8_000)]
+    assert len({mailbox(email) for email in emails}) == 8_000
