@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from typing import Any
 import yaml
 
 from benchmarks.id_stability import _crm_updates, _hold_back, _release
-from benchmarks.identity import _max_rss_mb, _step_windows, run_child
+from benchmarks.identity import _max_rss_mb, _step_windows, rss_samples, run_child
 
 # Stages as the step keys begin; anything else (read snapshot, checks) is "other".
 STAGES = ("raw", "clean", "identity", "profiles", "segments", "syncs")
@@ -54,20 +52,15 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
     from resources.config import load_config
 
     job = build_definitions(load_config(config_path)).resolve_job_def(job_name)
-    samples: list[tuple[float, int]] = []
-    sampling = threading.Event()
-    sampler = threading.Thread(target=_sample_rss, args=(samples, sampling), daemon=True)
     with dg.instance_for_test() as instance:
-        sampler.start()
-        started = time.perf_counter()
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-        wall = time.perf_counter() - started
-        sampling.set()
-        sampler.join()
+        with rss_samples(0.05) as samples:
+            started = time.perf_counter()
+            result = job.execute_in_process(instance=instance, raise_on_error=False)
+            wall = time.perf_counter() - started
         windows = _step_windows(instance, result.run_id)
     steps = {step: end - start for step, (start, end) in windows.items()}
     step_peaks = {
-        step: max((rss for at, rss in samples if start <= at <= end), default=0) / 2**20
+        step: max((mb for at, mb in samples if start <= at <= end), default=0)
         for step, (start, end) in windows.items()
     }
     stages = {stage: 0.0 for stage in (*STAGES, "other")}
@@ -86,7 +79,7 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
         "steps_s": {k: round(v, 2) for k, v in sorted(steps.items(), key=lambda kv: -kv[1])},
         "peak_rss_mb": _max_rss_mb(),
-        "step_peak_rss_mb": {k: round(v) for k, v in sorted(step_peaks.items(), key=lambda kv: -kv[1])},
+        "step_peak_rss_mb": dict(sorted(step_peaks.items(), key=lambda kv: -kv[1])),
     }
     if job_name == "rebuild_check":
         evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
@@ -108,15 +101,6 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         segments = [_metadata(result, s) for s in steps if s.startswith("segments__")]
         figures["segment_profiles_evaluated"] = sum(int(m.get("profiles_evaluated", 0)) for m in segments if m)
     out.write_text(json.dumps(figures))
-
-
-def _sample_rss(samples: list[tuple[float, int]], done: threading.Event) -> None:
-    """Append (Unix time, this process's resident bytes) every 50 ms until `done` is set."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    with open("/proc/self/statm") as statm:
-        while not done.wait(0.05):
-            statm.seek(0)
-            samples.append((time.time(), int(statm.read().split()[1]) * page))
 
 
 def run_job(config_path: Path, job_name: str) -> dict[str, Any]:

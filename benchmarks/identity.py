@@ -21,7 +21,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,33 @@ def _step_windows(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
 def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
     """Seconds per step from the run's event log: what each stage cost without process start-up."""
     return {step: round(end - start, 3) for step, (start, end) in _step_windows(instance, run_id).items()}
+
+
+def _rss_mb() -> int:
+    """This process's resident memory now, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+@contextmanager
+def rss_samples(every: float) -> Iterator[list[tuple[float, int]]]:
+    """(Unix time, this process's resident MB) at the start of the block and every `every` seconds while
+    it runs, sampled by a thread of its own: the list grows during the block and is whole after it."""
+    samples, done = [(time.time(), _rss_mb())], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            samples.append((time.time(), _rss_mb()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join()
 
 
 def _max_rss_mb() -> float:

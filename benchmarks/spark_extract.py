@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from unittest import mock
 import yaml
 
 import cdp_assets.extract.assets as extract
+from benchmarks.identity import rss_samples
 from demo.generate import generate
 from resources.config import load_config
 from resources.spark.runner import SparkSql, spark_session
@@ -33,13 +33,6 @@ from resources.warehouse import create_shared
 WAYS = ("executors", "driver")
 # (folder of the landing folder, format, the source's record id): the demo's sources that grow largest.
 SOURCES = (("web", "jsonl", "userId"), ("crm", "csv", "ContactId"))
-
-
-def _rss_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return 0
 
 
 def _load(
@@ -64,18 +57,11 @@ def _load(
     path.write_text(yaml.safe_dump(raw))
     source = load_config(path).sources[0]
     extract.ensure_raw_table(sql, source)
-    peak, done = [_rss_mb()], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.1):
-            peak.append(_rss_mb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     in_driver: list[object] = []
     read_file = extract.read_file
     started = time.perf_counter()
     with (
+        rss_samples(0.1) as samples,
         mock.patch.object(extract, "readable_on_executors", lambda *_: way == "executors"),
         mock.patch.object(extract, "read_file", lambda *a, **k: in_driver.append(a) or read_file(*a, **k)),
     ):
@@ -83,11 +69,9 @@ def _load(
             rel = file.relative_to(landing).as_posix()
             extract.load_file(sql, source, file, rel, extract.file_sha256(file), engine="spark")
     seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
     return {
         "seconds": round(seconds, 1),
-        "driver_peak_rss_mb": max(peak),
+        "driver_peak_rss_mb": max(mb for _, mb in samples),
         "rows": int(sql.value(f"select count(*) from {extract.raw_table(source)}")),
         "rejects": int(sql.value("select count(*) from meta.extract_quarantine where source = ?", [source.name])),
         "files_read_by_the_driver": len(in_driver),
