@@ -236,7 +236,8 @@ def _resolve(
     linking_values = tables("linking_values")
     sql.create_table_as(
         linking_values,
-        f"select value_id, id_type, id_value from {usable_values} anti join {SHARED_VALUES} using (id_type, id_value)",
+        f"""select value_id, id_type, id_value, records from {usable_values}
+            anti join {SHARED_VALUES} using (id_type, id_value)""",
         temporary=True,
     )
     # An activity record whose values reach people who cannot be one person (a shared device, someone
@@ -255,7 +256,7 @@ def _resolve(
     _publish_links(sql)
     links_by_type = sql.rows(
         f"""select id_type, sum(records) from (
-                select id_type, records from {usable_values} anti join {SHARED_VALUES} using (id_type, id_value)
+                select id_type, records from {linking_values}
                 union all select id_type, linked_records from {SHARED_VALUES})
             group by 1"""
     )

@@ -59,7 +59,7 @@ def separate_bridges(
 ) -> str:
     """Fill `identity.separated_links` and return the name of a temp table of the (node_id, value_id)
     edges the graph must leave out. Person records are nodes 0 to `person_nodes` - 1; `id_edges` are
-    (node_id, value_id) and `linking_values` (value_id, id_type, id_value) the values that link outright
+    (node_id, value_id) and `linking_values` (value_id, id_type, id_value, records) the values that link outright
     (usable, and not shared by several people)."""
     reach = tables("bridge_reach")
     # Each activity edge through a value that links outright, with the person records carrying that
