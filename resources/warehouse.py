@@ -30,6 +30,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
@@ -173,6 +174,7 @@ class Warehouse(DuckDBResource):
                 yield conn
             finally:
                 conn.close()
+                release_freed_memory()
 
     @contextmanager
     def sql(self) -> Iterator[Sql]:
@@ -194,6 +196,7 @@ class Warehouse(DuckDBResource):
                 yield Sql(conn)
             finally:
                 conn.close()
+                release_freed_memory()
 
     @contextmanager
     def scratch_copy(self, sql: Sql, path: Path, alias: str) -> Iterator[ScratchCopy]:
@@ -268,6 +271,17 @@ class Warehouse(DuckDBResource):
             f"and scripts should read {snapshot} instead: the public cdp.* tables as of the last refresh, "
             f"which runs never lock. DuckDB said: {error}"
         )
+
+
+def release_freed_memory() -> None:
+    """Give the memory Arrow's allocator kept from freed frames back to the system.
+
+    Every step of a run executes in one process. Arrow's allocator (mimalloc) keeps what a step's Arrow
+    tables and text columns freed, for reuse, and a later step that allocates through DuckDB or numpy
+    instead never reuses it: at 1M people the Great Expectations suite left 0.37 GB so, under identity's
+    peak. Called when a step's connection closes; it takes milliseconds.
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def bootstrap(conn: duckdb.DuckDBPyConnection) -> None:

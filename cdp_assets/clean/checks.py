@@ -87,12 +87,16 @@ def _validated_here(warehouse: Warehouse) -> tuple[int, list[ExpectationOutcome]
     """Every row read into this process as one frame and validated at once."""
     # Great Expectations' import (seconds of Python) runs while DuckDB reads the rows, which it does
     # without holding the GIL; in a run that cleaned the records first, it began then (`suite_follows`).
+    # The frame is validated and let go inside the connection's block: its closing hands the frame's
+    # memory back (`release_freed_memory`), where a frame still held would keep it under the next step.
     with ThreadPoolExecutor(max_workers=1) as pool:
         imported = pool.submit(import_great_expectations)
         with warehouse.sql() as sql:
             frame = validation_frame(sql.arrow(_VALIDATED))
-        imported.result()
-    return len(frame), validate_frame("cleaned_person_records", frame, _expectations())
+            imported.result()
+            rows, outcomes = len(frame), validate_frame("cleaned_person_records", frame, _expectations())
+            del frame
+    return rows, outcomes
 
 
 def _validated_on_executors(sql: Sql, rows: int) -> list[ExpectationOutcome]:
