@@ -1,7 +1,8 @@
 """The whole pipeline on Spark against DuckDB: a full refresh, a delta and a run with nothing new.
 
     python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only] [--spark-only]
-        [--spark-conf spark.driver.memory=12g ...] [--duckdb-memory-limit 3GB] [--steps 8]
+        [--through clean|identity] [--spark-conf spark.driver.memory=12g ...] [--duckdb-memory-limit 3GB]
+        [--steps 8]
     python -m benchmarks.spark_pipeline --febrl 1 2 3 4
 
 The demo is generated at `--people` with one CRM file and one day of web events held back. Each step runs
@@ -16,7 +17,9 @@ only one engine has. With `--febrl`, FEBRL's data sets (as benchmarks/identity.p
 demo's place, one full refresh each. At scale, `--spark-conf` gives the Spark session a larger driver and
 `--duckdb-memory-limit` bounds the DuckDB runs sharing the machine. `--spark-only` leaves DuckDB out (no
 comparison): how each Spark step's time grows at a size where running both engines would double a run of
-hours.
+hours. `--through clean` (or `identity`), with `--spark-only --full-refresh-only`, runs only the full
+refresh's extract and cleaning (and identity), with their checks: the steps' growth where the whole
+pipeline would run for hours.
 """
 
 from __future__ import annotations
@@ -64,6 +67,21 @@ SPARK_WAREHOUSE = {
     "spark": {"warehouse_dir": "spark-warehouse", "read_snapshot": "spark-read-snapshot"},
 }
 DAGSTER_JOB = [sys.executable, "-m", "dagster", "job", "execute", "-m", "cdp_assets.definitions", "-j", FULL_REFRESH]
+# `--through`: the full refresh's assets up to a stage, and everything they read, with their checks.
+THROUGH = {
+    "clean": "*clean/person_records,*clean/transactions,*clean/events",
+    "identity": "*identity/clusters",
+}
+
+
+def spark_command(through: str | None) -> list[str]:
+    """The Spark run: the whole `full_refresh` job, or its assets up to stage `through` (THROUGH)."""
+    if through is None:
+        return DAGSTER_JOB
+    return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cdp_assets.definitions"] + [
+        "--select",
+        THROUGH[through],
+    ]
 
 
 def engine_configs(folder: Path, landing: Path, destination_url: str) -> dict[str, Path]:
@@ -230,9 +248,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="print the Spark run's N slowest steps")
     parser.add_argument("--spark-only", action="store_true", help="run Spark alone, comparing nothing")
     parser.add_argument(
+        "--through",
+        choices=sorted(THROUGH),
+        default=None,
+        help="with --spark-only --full-refresh-only: run the full refresh's stages up to this one only",
+    )
+    parser.add_argument(
         "--febrl", type=int, nargs="+", choices=[1, 2, 3, 4], help="compare FEBRL's data sets instead of the demo"
     )
     args = parser.parse_args()
+    if args.through and not (args.spark_only and args.full_refresh_only):
+        parser.error("--through needs --spark-only and --full-refresh-only: a part of the pipeline compares nothing")
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-spark-pipeline-"))
     folder.mkdir(parents=True, exist_ok=True)
     if args.febrl:
@@ -263,7 +289,7 @@ def main() -> None:
                 sys.exit(f"{step}: the DuckDB run failed")
             on_duckdb = time.perf_counter() - start
             start = time.perf_counter()
-            done, peak = run_sampled(DAGSTER_JOB, env)
+            done, peak = run_sampled(spark_command(args.through), env)
             on_spark = time.perf_counter() - start
             if done.returncode:
                 sys.exit(f"{step}: the Spark run failed:\n{done.stderr[-3000:]}")
