@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cdp_assets.identity import assets
 from cdp_assets.identity.assets import _scipy_components, component_labels, connected_components
 from cdp_assets.identity.components import min_node_labels, sql_components
 from resources.sql import Sql
@@ -130,3 +131,26 @@ def test_component_labels_gives_the_same_numbers_for_either_engine(duck: Sql) ->
         )
     assert np.array_equal(on_duckdb, in_sql)
     assert np.array_equal(on_duckdb, scipy_labels(node_count, value_count, edges))
+
+
+@pytest.mark.parametrize("kind", ["small", "mixed"])
+def test_component_labels_on_64_bit_ids_equal_those_on_32(
+    duck: Sql, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A graph with two billion ids or more is labelled on 64-bit edges; small test graphs take 32 bits, so
+    # the wide path is forced here. Both must give every node the same label, as int64 either way.
+    node_count, value_count, edges = graph(kind, seed=13)
+    chosen = assets.edge_id_type
+    assert chosen(2**31 - 1, 0) is np.int32 and chosen(2**30, 2**30) is np.int64
+    found = {}
+    for width in (np.int32, np.int64):
+        monkeypatch.setattr(assets, "edge_id_type", lambda nodes, values, width=width: width)
+        with duck.scratch("widths") as tables:
+            edge_table = tables.frame("edges", edges)
+            nodes = tables.frame("nodes", pd.DataFrame({"node_id": np.arange(node_count)}))
+            out = tables("out")
+            component_labels(duck, "duckdb", tables, edge_table, nodes, node_count, value_count, out)
+            assert duck.column_types(f"select component from {out}") == [("component", "BIGINT")]
+            found[width] = duck.arrays(f"select component from {out} order by node_id")["component"]
+    assert np.array_equal(found[np.int32], found[np.int64])
+    assert np.array_equal(found[np.int64], scipy_labels(node_count, value_count, edges))

@@ -780,7 +780,7 @@ def connected_components(node_count: int, value_count: int, nodes: np.ndarray, v
 
 def edge_id_type(node_count: int, value_count: int) -> type[np.signedinteger]:
     """The narrowest integer type that holds every node and value id of a graph: 32 bits up to two
-    billion ids, which halves the edge arrays (9M edges at a million people) against 64."""
+    billion ids, which halves the edge arrays (up to 9M edges at a million people) against 64."""
     return np.int32 if node_count + value_count < 2**31 else np.int64
 
 
