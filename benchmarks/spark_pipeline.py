@@ -78,10 +78,8 @@ def spark_command(through: str | None) -> list[str]:
     """The Spark run: the whole `full_refresh` job, or its assets up to stage `through` (THROUGH)."""
     if through is None:
         return DAGSTER_JOB
-    return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cdp_assets.definitions"] + [
-        "--select",
-        THROUGH[through],
-    ]
+    materialize = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cdp_assets.definitions"]
+    return [*materialize, "--select", THROUGH[through]]
 
 
 def engine_configs(folder: Path, landing: Path, destination_url: str) -> dict[str, Path]:
