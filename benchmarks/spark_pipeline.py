@@ -1,8 +1,8 @@
 """The whole pipeline on Spark against DuckDB: a full refresh, a delta and a run with nothing new.
 
     python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only] [--spark-only]
-        [--through clean|identity] [--spark-conf spark.driver.memory=12g ...] [--duckdb-memory-limit 3GB]
-        [--steps 8]
+        [--through clean|identity | --after identity [--reuse]] [--spark-conf spark.driver.memory=12g ...]
+        [--duckdb-memory-limit 3GB] [--steps 8]
     python -m benchmarks.spark_pipeline --febrl 1 2 3 4
 
 The demo is generated at `--people` with one CRM file and one day of web events held back. Each step runs
@@ -19,7 +19,14 @@ demo's place, one full refresh each. At scale, `--spark-conf` gives the Spark se
 comparison): how each Spark step's time grows at a size where running both engines would double a run of
 hours. `--through clean` (or `identity`), with `--spark-only --full-refresh-only`, runs only the full
 refresh's extract and cleaning (and identity), with their checks: the steps' growth where the whole
-pipeline would run for hours.
+pipeline would run for hours. `--after identity`, with the same two options, times the rest of the full
+refresh (profiles, segments, syncs, the read snapshot) on Spark alone: DuckDB runs the stages through
+identity (`dagster asset materialize`, untimed), every table they wrote (the raw tables aside, which
+nothing after identity reads) is copied into the Spark warehouse through parquet, and Spark runs the
+`full_refresh` job's remaining steps (`dagster job execute --op-selection`); the two engines give the
+same tables through identity at 1M people (docs/performance.md), so Spark starts from what its own run
+would have written. `--reuse` keeps the work folder's landing files and DuckDB warehouse from an earlier
+`--after` run of the same size.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,19 +75,66 @@ SPARK_WAREHOUSE = {
     "spark": {"warehouse_dir": "spark-warehouse", "read_snapshot": "spark-read-snapshot"},
 }
 DAGSTER_JOB = [sys.executable, "-m", "dagster", "job", "execute", "-m", "cdp_assets.definitions", "-j", FULL_REFRESH]
+DAGSTER_MATERIALIZE = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cdp_assets.definitions"]
 # `--through`: the full refresh's assets up to a stage, and everything they read, with their checks.
 THROUGH = {
     "clean": "*clean/person_records,*clean/transactions,*clean/events",
     "identity": "*identity/clusters",
 }
+# `--after`: the stages (asset key prefixes) DuckDB runs before Spark takes over.
+BEFORE = {"identity": ("raw", "clean", "identity")}
 
 
 def spark_command(through: str | None) -> list[str]:
     """The Spark run: the whole `full_refresh` job, or its assets up to stage `through` (THROUGH)."""
     if through is None:
         return DAGSTER_JOB
-    materialize = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cdp_assets.definitions"]
-    return [*materialize, "--select", THROUGH[through]]
+    return materialize_command(THROUGH[through])
+
+
+def materialize_command(selection: str) -> list[str]:
+    """`dagster asset materialize` of the assets `selection` names (with their checks), as a user runs it."""
+    return [*DAGSTER_MATERIALIZE, "--select", selection]
+
+
+def after_command(config: Path, after: str) -> list[str]:
+    """The `full_refresh` job's steps that come after stage `after` (BEFORE), as an op selection of the job:
+    the job leaves out the rebuild check, which a selection of the assets would run with the profiles."""
+    job = build_definitions(load_config(config)).resolve_job_def(FULL_REFRESH)
+    ops = sorted(name for name in job.graph.node_dict if name.split("__")[0] not in BEFORE[after])
+    return [*DAGSTER_JOB, "--op-selection", ",".join(ops)]
+
+
+def seed_spark(duckdb_config: Path, spark_config: Path, export: Path) -> dict[str, int]:
+    """Copy every table of the DuckDB warehouse but the raw ones into the Spark warehouse (meant for a
+    child process, whose JVM then lets go of the metastore): each written as parquet by DuckDB, read by
+    Spark and saved as the table. An empty table the Spark warehouse already has (a shared one, created as
+    Spark's own types) is left as it is. Returns the rows copied per table."""
+    from resources.spark.warehouse import spark_warehouse_resource
+
+    export.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(str(load_config(duckdb_config).warehouse_path), read_only=True)
+    tables = conn.execute(
+        "select schema_name, table_name from duckdb_tables() "
+        "where database_name = current_database() and not temporary and schema_name <> 'raw' order by 1, 2"
+    ).fetchall()
+    files = {}
+    for schema, table in tables:
+        files[(schema, table)] = export / f"{schema}.{table}.parquet"
+        target = str(files[(schema, table)]).replace("'", "''")
+        conn.execute(f'copy "{schema}"."{table}" to \'{target}\' (format parquet)')
+    counts = {f"{s}.{t}": int(conn.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0]) for s, t in tables}
+    conn.close()
+    warehouse = spark_warehouse_resource(load_config(spark_config))
+    session = warehouse.session()
+    for (schema, table), path in files.items():
+        if counts[f"{schema}.{table}"] == 0 and session.catalog.tableExists(f"{schema}.{table}"):
+            continue
+        rows = session.read.parquet(str(path))
+        rows.write.format(warehouse.table_format).mode("overwrite").saveAsTable(f"{schema}.{table}")
+    session.stop()
+    shutil.rmtree(export)
+    return counts
 
 
 def engine_configs(folder: Path, landing: Path, destination_url: str) -> dict[str, Path]:
@@ -87,7 +142,7 @@ def engine_configs(folder: Path, landing: Path, destination_url: str) -> dict[st
     `landing` and delivering to `destination_url`."""
     configs = {}
     for engine in ("duckdb", "spark"):
-        (folder / engine).mkdir()
+        (folder / engine).mkdir(exist_ok=True)
         overrides = {"warehouse": SPARK_WAREHOUSE} if engine == "spark" else {}
         path = relocated_config(folder / engine, destination_url, **overrides)
         raw = yaml.safe_load(path.read_text())
@@ -228,7 +283,44 @@ def febrl_parity(numbers: list[int], folder: Path, steps: int) -> bool:
     return same
 
 
+def run_after(after: str, configs: dict[str, Path], folder: Path, reuse: bool, steps: int) -> None:
+    """`--after`: DuckDB runs the stages through `after` (unless `reuse`), their tables are copied into the
+    Spark warehouse, and Spark materializes the rest of the full refresh; prints what each part took."""
+    if not reuse:
+        home = folder / "duckdb_home"
+        home.mkdir(exist_ok=True)
+        env = {**os.environ, CONFIG_ENV_VAR: str(configs["duckdb"]), "DAGSTER_HOME": str(home)}
+        start = time.perf_counter()
+        done, peak = run_sampled(materialize_command(THROUGH[after]), env)
+        if done.returncode:
+            sys.exit(f"DuckDB through {after} failed:\n{done.stderr[-3000:]}")
+        print(f"DuckDB through {after}: {time.perf_counter() - start:.1f} s (peak RSS {peak / 1024**3:.2f} GB)")
+    start = time.perf_counter()
+    paths = (configs["duckdb"], configs["spark"], folder / "seed")
+    child = [sys.executable, "-m", "benchmarks.spark_pipeline", "--seed-child", *map(str, paths)]
+    done, peak = run_sampled(child, os.environ.copy())
+    if done.returncode:
+        sys.exit(f"copying the tables into Spark failed:\n{done.stderr[-3000:]}")
+    print(f"tables copied into the Spark warehouse: {time.perf_counter() - start:.1f} s; {done.stdout.strip()}")
+    (folder / "dagster_home").mkdir(exist_ok=True)
+    env = {**os.environ, CONFIG_ENV_VAR: str(configs["spark"]), "DAGSTER_HOME": str(folder / "dagster_home")}
+    start = time.perf_counter()
+    done, peak = run_sampled(after_command(configs["spark"], after), env)
+    if done.returncode:
+        sys.exit(f"the Spark run after {after} failed:\n{done.stderr[-3000:]}")
+    print(
+        f"Spark after {after}: {time.perf_counter() - start:.1f} s (peak RSS of the job's Python and JVM "
+        f"{peak / 1024**3:.2f} GB)",
+        flush=True,
+    )
+    print(f"  Spark's slowest steps (s): {_slowest_spark_steps(folder / 'dagster_home', steps)}")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--seed-child":
+        counts = seed_spark(*(Path(a) for a in sys.argv[2:5]))
+        print(", ".join(f"{t} {n:,}" for t, n in counts.items() if n))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=300)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -252,11 +344,26 @@ def main() -> None:
         help="with --spark-only --full-refresh-only: run the full refresh's stages up to this one only",
     )
     parser.add_argument(
+        "--after",
+        choices=sorted(BEFORE),
+        default=None,
+        help="with --spark-only --full-refresh-only: DuckDB runs the stages up to this one, Spark the rest (timed)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --after and --workdir: keep the landing files and DuckDB warehouse an earlier --after run left",
+    )
+    parser.add_argument(
         "--febrl", type=int, nargs="+", choices=[1, 2, 3, 4], help="compare FEBRL's data sets instead of the demo"
     )
     args = parser.parse_args()
-    if args.through and not (args.spark_only and args.full_refresh_only):
-        parser.error("--through needs --spark-only and --full-refresh-only: a part of the pipeline compares nothing")
+    if (args.through or args.after) and not (args.spark_only and args.full_refresh_only):
+        parser.error("--through and --after need --spark-only and --full-refresh-only: a part compares nothing")
+    if args.through and args.after:
+        parser.error("--through and --after exclude each other")
+    if args.reuse and not (args.after and args.workdir):
+        parser.error("--reuse needs --after and the --workdir of an earlier --after run")
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-spark-pipeline-"))
     folder.mkdir(parents=True, exist_ok=True)
     if args.febrl:
@@ -264,15 +371,20 @@ def main() -> None:
         print(f"work folder: {folder}")
         sys.exit(0 if same else "some public tables differ")
     landing, held = folder / "landing", folder / "held"
-    generate(people=args.people, seed=11, out_dir=landing, truth_path=folder / "ground_truth.csv")
-    held.mkdir()
-    for name in HELD_BACK:
-        (landing / name).rename(held / Path(name).name)
+    if not args.reuse:
+        generate(people=args.people, seed=11, out_dir=landing, truth_path=folder / "ground_truth.csv")
+        held.mkdir()
+        for name in HELD_BACK:
+            (landing / name).rename(held / Path(name).name)
     with DestinationServer(host="127.0.0.1", port=0) as server:
         configs = engine_configs(folder, landing, server.url)
         _set(configs["spark"], ["warehouse", "spark", "conf"], dict(kv.split("=", 1) for kv in args.spark_conf))
         if args.duckdb_memory_limit:
             _set(configs["duckdb"], ["warehouse", "memory_limit"], args.duckdb_memory_limit)
+        if args.after:
+            run_after(args.after, configs, folder, args.reuse, args.steps)
+            print(f"work folder: {folder}")
+            return
         duck = load_config(configs["duckdb"])
         job = build_definitions(duck).resolve_job_def(FULL_REFRESH)
         instance = dg.DagsterInstance.ephemeral()
