@@ -2,7 +2,7 @@
 
     python -m benchmarks.spark_pipeline [--people 300] [--workdir DIR] [--full-refresh-only] [--spark-only]
         [--through clean|identity | --after identity [--reuse]] [--spark-conf spark.driver.memory=12g ...]
-        [--duckdb-memory-limit 3GB] [--steps 8]
+        [--duckdb-memory-limit 3GB] [--max-pairs-per-rule N] [--steps 8]
     python -m benchmarks.spark_pipeline --febrl 1 2 3 4
 
 The demo is generated at `--people` with one CRM file and one day of web events held back. Each step runs
@@ -350,6 +350,12 @@ def main() -> None:
         help="with --spark-only --full-refresh-only: DuckDB runs the stages up to this one, Spark the rest (timed)",
     )
     parser.add_argument(
+        "--max-pairs-per-rule",
+        type=int,
+        default=None,
+        help="identity.matching.max_pairs_per_rule for both engines (the demo's blocks outgrow the default at 5M)",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="with --after and --workdir: keep the landing files and DuckDB warehouse an earlier --after run left",
@@ -381,6 +387,9 @@ def main() -> None:
         _set(configs["spark"], ["warehouse", "spark", "conf"], dict(kv.split("=", 1) for kv in args.spark_conf))
         if args.duckdb_memory_limit:
             _set(configs["duckdb"], ["warehouse", "memory_limit"], args.duckdb_memory_limit)
+        if args.max_pairs_per_rule:
+            for config in configs.values():
+                _set(config, ["identity", "matching", "max_pairs_per_rule"], args.max_pairs_per_rule)
         if args.after:
             run_after(args.after, configs, folder, args.reuse, args.steps)
             print(f"work folder: {folder}")
