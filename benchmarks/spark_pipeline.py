@@ -283,6 +283,16 @@ def febrl_parity(numbers: list[int], folder: Path, steps: int) -> bool:
     return same
 
 
+def _timed(command: list[str], env: dict[str, str], failure: str) -> tuple[float, int, str]:
+    """Run `command` to its end: its seconds, its process tree's peak resident memory and its output; exits
+    with `failure` and the end of its error output if it fails."""
+    start = time.perf_counter()
+    done, peak = run_sampled(command, env)
+    if done.returncode:
+        sys.exit(f"{failure}:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start, peak, done.stdout.strip()
+
+
 def run_after(after: str, configs: dict[str, Path], folder: Path, reuse: bool, steps: int) -> None:
     """`--after`: DuckDB runs the stages through `after` (unless `reuse`), their tables are copied into the
     Spark warehouse, and Spark materializes the rest of the full refresh; prints what each part took."""
@@ -290,29 +300,16 @@ def run_after(after: str, configs: dict[str, Path], folder: Path, reuse: bool, s
         home = folder / "duckdb_home"
         home.mkdir(exist_ok=True)
         env = {**os.environ, CONFIG_ENV_VAR: str(configs["duckdb"]), "DAGSTER_HOME": str(home)}
-        start = time.perf_counter()
-        done, peak = run_sampled(materialize_command(THROUGH[after]), env)
-        if done.returncode:
-            sys.exit(f"DuckDB through {after} failed:\n{done.stderr[-3000:]}")
-        print(f"DuckDB through {after}: {time.perf_counter() - start:.1f} s (peak RSS {peak / 1024**3:.2f} GB)")
-    start = time.perf_counter()
+        seconds, peak, _ = _timed(materialize_command(THROUGH[after]), env, f"DuckDB through {after} failed")
+        print(f"DuckDB through {after}: {seconds:.1f} s (peak RSS {peak / 1024**3:.2f} GB)")
     paths = (configs["duckdb"], configs["spark"], folder / "seed")
     child = [sys.executable, "-m", "benchmarks.spark_pipeline", "--seed-child", *map(str, paths)]
-    done, peak = run_sampled(child, os.environ.copy())
-    if done.returncode:
-        sys.exit(f"copying the tables into Spark failed:\n{done.stderr[-3000:]}")
-    print(f"tables copied into the Spark warehouse: {time.perf_counter() - start:.1f} s; {done.stdout.strip()}")
+    seconds, _, copied = _timed(child, os.environ.copy(), "copying the tables into Spark failed")
+    print(f"tables copied into the Spark warehouse: {seconds:.1f} s; {copied}")
     (folder / "dagster_home").mkdir(exist_ok=True)
     env = {**os.environ, CONFIG_ENV_VAR: str(configs["spark"]), "DAGSTER_HOME": str(folder / "dagster_home")}
-    start = time.perf_counter()
-    done, peak = run_sampled(after_command(configs["spark"], after), env)
-    if done.returncode:
-        sys.exit(f"the Spark run after {after} failed:\n{done.stderr[-3000:]}")
-    print(
-        f"Spark after {after}: {time.perf_counter() - start:.1f} s (peak RSS of the job's Python and JVM "
-        f"{peak / 1024**3:.2f} GB)",
-        flush=True,
-    )
+    seconds, peak, _ = _timed(after_command(configs["spark"], after), env, f"the Spark run after {after} failed")
+    print(f"Spark after {after}: {seconds:.1f} s (peak RSS of the job's Python and JVM {peak / 1024**3:.2f} GB)")
     print(f"  Spark's slowest steps (s): {_slowest_spark_steps(folder / 'dagster_home', steps)}")
 
 
