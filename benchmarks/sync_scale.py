@@ -1,10 +1,15 @@
 """Time a destination sync at scale against the local demo destination, over real HTTP.
 
     python -m benchmarks.sync_scale --members 1000000 --batch-size 5000
+    python -m benchmarks.sync_scale --members 200000 --engine spark
 
 The demo destination server runs in its own process (as a real tool would); the warehouse holds
 --members consenting members of one segment. Measures the initial sync (every row sent), then a
 re-sync with nothing changed (no request should be made), then a re-sync after 1% of rows changed.
+For each run it also prints what recording the batches' answers cost (`record_batch`, one call per
+batch): its first and last tenth of calls, which grow apart if that cost grows with the rows already
+acknowledged. `--engine spark` copies the members into a Spark warehouse (local[2], in a temporary
+folder) and syncs from there.
 """
 
 import argparse
@@ -14,13 +19,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import requests
 import yaml
 
+import cdp_assets.syncs.assets as sync_assets
 from cdp_assets.syncs.assets import run_sync
+from cdp_assets.syncs.state import BatchOpener
+from cdp_assets.syncs.state import record_batch as _record_batch
 from resources.config import load_config
 from resources.schema import profile_columns
 from resources.sql import Sql
@@ -33,10 +43,69 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+ONE_IN_100 = "customer_id like '%00'"
+# Seconds of each `record_batch` and `BatchOpener.open` call of the sync being measured.
+bookkeeping: list[float] = []
+opening: list[float] = []
+
+
+def _timed_record_batch(*args: object, **kwargs: object) -> None:
+    started = time.perf_counter()
+    try:
+        _record_batch(*args, **kwargs)
+    finally:
+        bookkeeping.append(time.perf_counter() - started)
+
+
+_open = BatchOpener.open
+
+
+def _timed_open(self: BatchOpener, changes: list) -> str:
+    started = time.perf_counter()
+    try:
+        return _open(self, changes)
+    finally:
+        opening.append(time.perf_counter() - started)
+
+
+sync_assets.record_batch = _timed_record_batch  # run_sync calls it by this module-level name
+BatchOpener.open = _timed_open
+
+
+@contextmanager
+def _warehouse(args: argparse.Namespace, conn: duckdb.DuckDBPyConnection, folder: Path) -> Iterator[Sql]:
+    """The runner the sync reads and records through: the DuckDB warehouse itself, or a Spark warehouse
+    holding a copy of its profiles, membership and acknowledged rows (written through Parquet)."""
+    if args.engine == "duckdb":
+        yield Sql(conn)
+        return
+    from resources.spark.warehouse import SparkWarehouse
+
+    conf = dict(item.split("=", 1) for item in args.spark_conf)
+    warehouse = SparkWarehouse(warehouse_dir=str(folder / "spark"), read_snapshot=str(folder / "snapshot"), conf=conf)
+    with warehouse.sql() as sql:
+        for table in ("cdp.golden_profiles", "cdp.segment_membership", "syncs.destination_state"):
+            parquet = folder / f"{table}.parquet"
+            conn.execute(f"copy {table} to '{parquet}' (format parquet)")
+            sql.spark.read.parquet(str(parquet)).write.mode("overwrite").saveAsTable(table)
+        try:
+            yield sql
+        finally:
+            sql.spark.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    parser.add_argument(
+        "--held-rows",
+        type=int,
+        default=0,
+        help="rows another destination has acknowledged already (a deployment's other syncs share the state)",
+    )
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -99,30 +168,47 @@ def main() -> None:
                 "insert into cdp.segment_membership (segment, customer_id) "
                 "select 'vip', customer_id from cdp.golden_profiles"
             )
+            conn.execute(
+                f"""insert into syncs.destination_state
+                    select 'another_destination', 'cus_' || lpad(i::varchar, 9, '0'), md5(i::varchar),
+                           '{{"email": "person' || i || '@example.org"}}', true, now()::timestamp
+                    from range({args.held_rows}) t(i)"""
+            )
             figures = {}
-            for label, prepare in (
-                ("initial sync", None),
-                ("re-sync, nothing changed", None),
-                (
-                    "re-sync, 1% changed",
-                    "update cdp.golden_profiles set first_name = 'X' where hash(customer_id) % 100 = 0",
-                ),
-            ):
-                if prepare:
-                    conn.execute(prepare)
-                started = time.perf_counter()
-                report = run_sync(Sql(conn), config, destination, label)
-                figures[label] = (time.perf_counter() - started, report)
+            with _warehouse(args, conn, Path(folder)) as sql:
+                for label, prepare in (
+                    ("initial sync", None),
+                    ("re-sync, nothing changed", None),
+                    # One customer in a hundred, by the last two digits of the id: the same rows on both engines.
+                    ("re-sync, 1% changed", f"update cdp.golden_profiles set first_name = 'X' where {ONE_IN_100}"),
+                ):
+                    if prepare:
+                        sql.execute(prepare)
+                    bookkeeping.clear()
+                    opening.clear()
+                    started = time.perf_counter()
+                    report = run_sync(sql, config, destination, label)
+                    figures[label] = (time.perf_counter() - started, report, list(bookkeeping), sum(opening))
             held = len(requests.get(f"{url}/state/rest/crm", timeout=60).json()["records"])
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"members {args.members:,}, batch size {args.batch_size:,}; destination holds {held:,} records")
-    for label, (seconds, report) in figures.items():
+    print(
+        f"{args.engine}: members {args.members:,}, batch size {args.batch_size:,}, rows held for another destination "
+        f"{args.held_rows:,}; destination holds {held:,} records"
+    )
+    for label, (seconds, report, calls, opened) in figures.items():
         print(
             f"{label:28s} {seconds:7.1f} s  requests {report['requests']:5d}  added {report['added']:,}  "
             f"updated {report['updated']:,}  failed {report['failed']}"
         )
+        if calls:
+            tenth = max(1, len(calls) // 10)
+            print(
+                f"{'':28s} recording answers: {len(calls)} calls, {sum(calls):.1f} s; first tenth "
+                f"{sum(calls[:tenth]) / tenth:.2f} s each, last tenth {sum(calls[-tenth:]) / tenth:.2f} s each; "
+                f"opening batches {opened:.1f} s"
+            )
     print(f"peak RSS (client and warehouse) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 
 

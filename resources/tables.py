@@ -290,6 +290,23 @@ DESTINATION_STATE = Table(
     },
     primary_key=("destination", "key"),
 )
+# The rows destinations accepted during a sync, batch by batch, until the sync ends and folds them into
+# `syncs.destination_state` (cdp_assets.syncs.state): a batch's answer only adds rows here, so recording it
+# costs the batch's rows, not a rewrite of the whole acknowledged state. `sequence` is the batch's and
+# `row_in_batch` the row's place in it, so the last word on a key wins when folded.
+ACKNOWLEDGED = Table(
+    "syncs.acknowledged",
+    {
+        "destination": "VARCHAR",
+        "key": "VARCHAR",
+        "row_hash": "VARCHAR",
+        "row_json": "VARCHAR",
+        "present": "BOOLEAN",
+        "acknowledged_at": "TIMESTAMP",
+        "sequence": "BIGINT",
+        "row_in_batch": "BIGINT",
+    },
+)
 PENDING = Table(
     "syncs.pending",
     {
@@ -503,6 +520,7 @@ SHARED_TABLES: tuple[Table, ...] = (
     TRANSACTIONS,
     FILE_EXPORTS,
     DESTINATION_STATE,
+    ACKNOWLEDGED,
     PENDING,
     CHANGELOG,
     HASHED_ROWS,

@@ -146,6 +146,43 @@ def test_a_destination_taken_out_of_the_configuration_keeps_no_row_of_an_erased_
         assert status == "completed" and destinations["crm_mirror"].startswith("confirmed")
 
 
+@pytest.mark.dagster
+def test_an_erasure_after_a_sync_killed_before_folding_still_reaches_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A sync killed after its batches were accepted leaves them in `syncs.acknowledged`, not yet folded into
+    `syncs.destination_state`; an erasure then must still know the destination holds the person."""
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        (tmp_path / "landing" / "crm").mkdir(parents=True)
+        (tmp_path / "landing" / "crm" / "people.csv").write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        bob = next(
+            k for k, v in server.state("rest", "crm")["records"].items() if v.get("email") == "bob.stone@example.org"
+        )
+        with duckdb.connect(str(config.warehouse_path)) as conn:  # the state as such a kill leaves it
+            conn.execute(
+                "insert into syncs.acknowledged select destination, key, row_hash, row_json, present, "
+                "acknowledged_at, 1, row_number() over () from syncs.destination_state"
+            )
+            conn.execute("delete from syncs.destination_state")
+        spec = {"type": "erase", "id_type": "customer_id", "value": bob, "reference": "T-2"}
+        ran = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+        )
+        assert ran.success
+        status, destinations = _receipt(config)
+        assert status == "completed" and destinations["crm_mirror"].startswith("confirmed")
+        assert bob not in server.state("rest", "crm")["records"]
+        assert len(server.state("rest", "crm")["records"]) == 2
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select count(*) from syncs.acknowledged").fetchone() == (0,)
+            held = [k for (k,) in conn.execute("select key from syncs.destination_state where present").fetchall()]
+            assert len(held) == 2 and bob not in held
+
+
 def _receipt(config) -> tuple[str, dict[str, str]]:
     import duckdb
 

@@ -5,7 +5,10 @@ directly; the destination is the demo destination server on a free port, reached
 """
 
 import hashlib
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -13,6 +16,7 @@ import pytest
 import requests
 import yaml
 
+import cdp_assets.syncs.state as sync_state
 from cdp_assets.metadata import redact
 from cdp_assets.syncs.assets import make_client, run_sync
 from cdp_assets.syncs.state import plan_sync
@@ -185,6 +189,95 @@ def test_a_crash_between_batches_loses_nothing(tmp_path):
         assert acknowledged == 10  # the two batches the destination accepted, not one row more
         report = warehouse.sync("after")
         assert report["added"] == 13
+        assert set(state(server, "rest", "crm")["records"]) == set(members)
+
+
+@pytest.mark.stage
+def test_batch_numbers_are_reserved_a_block_at_a_time_and_never_given_twice(monkeypatch, tmp_path):
+    monkeypatch.setattr(sync_state, "RESERVED_NUMBERS", 2)
+    warehouse = Warehouse(make_config(tmp_path, {"type": "webhook", "url": "http://127.0.0.1:9/unused"}))
+    sql = Sql(warehouse.conn)
+    sync_state.ensure_tables(sql)
+    change = [Change("c1", "add", row_hash="h", payload="{}")]
+    first = sync_state.BatchOpener(sql, "dest")
+    keys = [first.open(change) for _ in range(5)]
+    # Two more runs, one batch each, each with its opener: the numbers reserved and not used (6, 8) are skipped.
+    keys += [sync_state.BatchOpener(sql, "dest").open(change) for _ in range(2)]
+    numbers = warehouse.conn.execute("select sequence, batch_id from syncs.in_flight order by sequence").fetchall()
+    assert [n for n, _ in numbers] == [1, 2, 3, 4, 5, 7, 9]
+    assert len({k for _, k in numbers}) == 7 and {k for _, k in numbers} == set(keys)
+    assert warehouse.conn.execute("select last_sequence from syncs.batch_sequence").fetchone() == (10,)
+
+
+# A sync process that kills itself (SIGKILL: no `finally` runs) as it is about to send its third batch: the
+# destination has accepted two batches, the third is in flight, and nothing was folded into the state.
+_KILLED_SYNC = """
+import os, signal, sys
+import duckdb
+from pathlib import Path
+from cdp_assets.syncs.assets import make_client, run_sync
+from resources.config import load_config
+from resources.sql import Sql
+from resources.warehouse import bootstrap
+
+config = load_config(Path(sys.argv[1]))
+destination = config.destinations[0]
+inner = make_client(destination)
+
+
+class Dying:
+    calls = 0
+
+    def send(self, changes, batch):
+        Dying.calls += 1
+        if Dying.calls == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return inner.send(changes, batch)
+
+    def close(self):
+        inner.close()
+
+
+conn = duckdb.connect(sys.argv[2])
+bootstrap(conn)
+run_sync(Sql(conn), config, destination, "killed", client=Dying(), sleep=lambda seconds: None)
+"""
+
+
+@pytest.mark.stage
+def test_a_sync_killed_before_it_folded_what_was_accepted_sends_nothing_twice(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path, {"type": "rest", "mode": "upsert", "batch_size": 5, "upsert_url": f"{server.url}/rest/crm/upsert"}
+        )
+        path = tmp_path / "warehouse.duckdb"
+        warehouse = Warehouse(config, path)
+        members = people(23)
+        warehouse.set_members(members)
+        warehouse.conn.close()
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILLED_SYNC, str(config.base_dir / "cdp.yaml"), str(path)],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            timeout=120,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr.decode(errors="replace")[-2000:]
+        conn = duckdb.connect(str(path))
+        bootstrap(conn)
+        # Two answered batches, journaled and not yet folded; the third in flight.
+        assert conn.execute("select count(*) from syncs.acknowledged").fetchone()[0] == 10
+        assert conn.execute("select count(*) from syncs.destination_state").fetchone()[0] == 0
+        assert conn.execute("select count(*) from syncs.in_flight").fetchone()[0] == 1
+        report = run_sync(Sql(conn), config, config.destinations[0], "after", sleep=lambda seconds: None)
+        assert report["added"] == 13 and report["resent_batches"] == 1
+        assert conn.execute("select count(*) from syncs.acknowledged").fetchone()[0] == 0
+        held = conn.execute("select key from syncs.destination_state where present order by key").fetchall()
+        assert [k for (k,) in held] == sorted(members)
+        conn.close()
+        sent = [r for r in requests.get(f"{server.url}/requests", timeout=5).json()["requests"] if r["batch_id"]]
+        # Five batches of 23 rows, each sent once: the accepted rows were not sent again.
+        assert len(sent) == len({r["batch_id"] for r in sent}) == 5
+        assert not any(r["duplicate"] for r in sent)
         assert set(state(server, "rest", "crm")["records"]) == set(members)
 
 

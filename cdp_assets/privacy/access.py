@@ -21,6 +21,7 @@ from typing import Any
 
 from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
 from cdp_assets.privacy.files import export_files, export_reader, file_sql, literal_list, replace_atomically
+from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig, FileDestinationConfig
 from resources.sql import Sql
 from resources.tables import (
@@ -45,6 +46,7 @@ def _rows(sql: Sql, query: str) -> list[dict[str, Any]]:
 
 def access_document(sql: Sql, config: CDPConfig, request_id: str, customers: Sequence[str]) -> dict[str, Any]:
     """The person's data, section by section; every section a list of rows as the warehouse holds them."""
+    fold_acknowledged(sql)  # what destinations hold, with what a killed sync left unfolded
     with sql.scratch("access") as tables:
         stage_person(sql, config, tables, {request_id: customers})
         ids, records, raw_rows = tables("ids"), tables("records"), tables("raw_rows")

@@ -22,11 +22,13 @@ from cdp_assets.clean.assets import record_id_sql
 from cdp_assets.extract.assets import ensure_raw_table, raw_table
 from cdp_assets.extract.tombstones import identifier_checks
 from cdp_assets.identity.registry import publish_aliases
+from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig
 from resources.identifiers import NORMALISERS
 from resources.privacy import keyed_hash, record_kind
 from resources.sql import Scratch, Sql
 from resources.tables import (
+    ACKNOWLEDGED,
     CLEAN_QUARANTINE,
     CONSENT_HISTORY,
     CONSENT_STATEMENTS,
@@ -107,6 +109,7 @@ COVERAGE: dict[str, Coverage] = {
     CUSTOMER_ALIASES.name: Coverage("registry", "rewritten from the registry: an erased id maps to nothing"),
     ID_HISTORY.name: Coverage("registry", "ids only; an `erased` event is added"),
     DESTINATION_STATE.name: Coverage("sync"),
+    ACKNOWLEDGED.name: Coverage("sync"),
     "syncs.pending": Coverage("sync"),
     "syncs.changelog": Coverage("sync"),
     "syncs.in_flight": Coverage("sync"),
@@ -268,6 +271,8 @@ def erase(
     """Remove the customers of `found` (request id -> customer ids) from every table of `COVERAGE`, leave a
     tombstone of each identifier only they carried, and queue each destination's removal; one transaction."""
     batch = ErasureBatch()
+    # What destinations accepted is folded into their state first: the erasure asks each to delete what it holds.
+    fold_acknowledged(sql)
     with sql.scratch("erase") as tables:
         stage_person(sql, config, tables, found)
         batch.customer_ids = [c for (c,) in sql.rows(f"select distinct customer_id from {tables('ids')} order by 1")]
@@ -610,7 +615,9 @@ def _queue_destinations(sql: Sql, config: CDPConfig, tables: Scratch, batch: Era
     )
     queued = int(sql.value("select count(*) from privacy.destination_erasures")) - before
     in_keys = f"exists (select 1 from {keys} k where k.destination = t.destination and k.key = t.key)"
-    for table in (DESTINATION_STATE.name, "syncs.pending", HASHED_ROWS.name):
+    # The journal of accepted rows is folded before an erasure (`fold_acknowledged`), so it holds none of
+    # the person's rows here; it is cleared of their keys all the same.
+    for table in (DESTINATION_STATE.name, ACKNOWLEDGED.name, "syncs.pending", HASHED_ROWS.name):
         _count_and_delete(
             sql,
             batch,

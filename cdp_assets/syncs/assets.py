@@ -22,10 +22,11 @@ from cdp_assets.profiles.assets import GOLDEN_PROFILES
 from cdp_assets.segments.assets import segment_key
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures
 from cdp_assets.syncs.state import (
+    BatchOpener,
     batches_in_flight,
     consented_sql,
     ensure_tables,
-    open_batch,
+    fold_acknowledged,
     plan_sync,
     record_absorbed,
     record_batch,
@@ -215,6 +216,7 @@ def run_sync(
     resend = [] if destination.dry_run else batches_in_flight(sql, destination.name)
     used: list[DestinationClient] = []
     limiter = RateLimiter(destination.rate_limit_per_second, sleep)  # one limit for the resends and the rest
+    opener = BatchOpener(sql, destination.name)
 
     def opened() -> DestinationClient:
         if not used:
@@ -230,12 +232,13 @@ def run_sync(
             policy=RetryPolicy.from_config(destination.retry),
             rate_limit=limiter,
             resend=resend,
-            open_batch=lambda batch: open_batch(sql, destination.name, batch),
+            open_batch=opener.open,
             on_batch=lambda key, ok, bad: record_batch(sql, destination.name, run_id, key, ok, bad),
             sleep=sleep,
         )
 
     erasures = {"erased": 0, "erase_pending": 0}
+    ended = False
     try:
         # A privacy erasure this destination has not confirmed goes first, like any row it refused before.
         if not destination.dry_run and pending_erasures(sql, destination.name):
@@ -255,9 +258,17 @@ def run_sync(
             )
         else:
             delivery = send(plan.changes, []) if plan.changes else Delivery()
+        ended = True
     finally:
         for opened in used:
             opened.close()
+        # What the destination accepted is in its state when the step ends, even a failing one; a failure
+        # to fold while the sync fails already is left to the next sync, so the first error is the one seen.
+        try:
+            fold_acknowledged(sql, destination.name)
+        except Exception:
+            if ended:
+                raise
     accepted = settled.accepted + delivery.accepted
     deferred = settled.deferred + delivery.deferred
     unavailable = settled.unavailable or delivery.unavailable

@@ -1,9 +1,13 @@
 """Change detection and delivery bookkeeping for row-level destination syncs.
 
 Each run compares the rows a destination should hold now with the rows it last *acknowledged*, by
-primary key, and sends only the difference. The acknowledged state (`syncs.destination_state`) moves
-forward batch by batch, and only for rows the destination accepted, so a crash at any point loses no
-change and never marks an unsent row as sent: the next run's diff simply contains it again. Rows the
+primary key, and sends only the difference. The acknowledged state moves forward batch by batch, and only
+for rows the destination accepted, so a crash at any point loses no change and never marks an unsent row
+as sent: the next run's diff simply contains it again. A batch's answer adds its accepted rows to
+`syncs.acknowledged`, and the sync folds them into `syncs.destination_state` once, when it ends (and, after
+a run killed before that, when the next sync or erasure begins): rewriting the whole state at every batch
+would make a sync's bookkeeping grow with the square of its rows on an engine whose tables are written
+anew to change a row (Spark's parquet tables). Rows the
 destination refused stay in `syncs.pending` and go first in every later run until they succeed or are
 superseded, and every row's fate is written to `syncs.changelog`.
 
@@ -27,6 +31,7 @@ from resources.hashing import IdentifierKind, hash_rows
 from resources.identifiers import hashed_kind
 from resources.sql import Scratch, Sql
 from resources.tables import (
+    ACKNOWLEDGED,
     BATCH_SEQUENCE,
     CUSTOMER_ALIASES,
     HASHED_ROWS,
@@ -42,41 +47,65 @@ def ensure_tables(sql: Sql) -> None:
     sql.execute(BATCH_SEQUENCE.create_sql() + IN_FLIGHT.create_sql() + HASHED_ROWS.create_sql())
 
 
-def open_batch(sql: Sql, destination: str, changes: list[Change]) -> str:
-    """Give a new batch the destination's next sequence number and its key, and record it as in flight,
-    in one transaction, before it is first sent: if its answer is lost, even to a crash, the next run
-    resends it with this key. The batch is one row (its changes a list), so recording it costs little
-    next to the request."""
-    rows = pa.StructArray.from_arrays(
-        [
-            pa.array([c.key for c in changes], pa.string()),
-            pa.array([c.operation for c in changes], pa.string()),
-            pa.array([c.row_hash for c in changes], pa.string()),
-            pa.array([c.payload for c in changes], pa.string()),
-        ],
-        names=["key", "operation", "row_hash", "row_json"],
-    )
-    opened = pa.table({"changes": pa.ListArray.from_arrays([0, len(changes)], rows)})
-    # Registered outside the transaction: forgetting a frame inside one a failed statement aborted would
-    # raise anew and hide that statement's error.
-    with sql.registered("opened_frame", opened), sql.transaction():
-        sql.execute(
-            "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
-            [destination, secrets.token_hex(8)],
-        )
-        sql.execute(
-            "update syncs.batch_sequence set last_sequence = last_sequence + 1 where destination = ?", [destination]
-        )
-        # Read back in the same transaction rather than with `returning`, which Spark's DML lacks.
-        numbered = sql.row("select epoch, last_sequence from syncs.batch_sequence where destination = ?", [destination])
+# Batch numbers are reserved from `syncs.batch_sequence` this many at a time, so numbering a batch writes
+# nothing of its own (on Spark each write of the table rewrites it). Numbers a run reserved and did not use
+# are skipped: the numbering has gaps, never a number given twice.
+RESERVED_NUMBERS = 64
+
+
+class BatchOpener:
+    """Opens one sync's batches: each gets the destination's next batch number and its key, and is recorded
+    as in flight before it is first sent, so that if its answer is lost, even to a crash, the next run
+    resends it with this key. The batch is one row (its changes a list), so recording it costs little next
+    to the request."""
+
+    def __init__(self, sql: Sql, destination: str) -> None:
+        self._sql, self._destination = sql, destination
+        self._epoch, self._next, self._last = "", 1, 0
+
+    def _reserve(self) -> None:
+        sql, destination = self._sql, self._destination
+        with sql.transaction():
+            sql.execute(
+                "insert into syncs.batch_sequence values (?, ?, 0) on conflict do nothing",
+                [destination, secrets.token_hex(8)],
+            )
+            sql.execute(
+                "update syncs.batch_sequence set last_sequence = last_sequence + ? where destination = ?",
+                [RESERVED_NUMBERS, destination],
+            )
+            # Read back in the same transaction rather than with `returning`, which Spark's DML lacks.
+            numbered = sql.row(
+                "select epoch, last_sequence from syncs.batch_sequence where destination = ?", [destination]
+            )
         assert numbered is not None  # the insert above made sure the destination has its row
-        epoch, sequence = numbered
-        key = batch_id(destination, epoch, sequence, changes)
-        sql.execute(
-            "insert into syncs.in_flight select ?, ?, ?, ?, changes from opened_frame",
-            [destination, key, sequence, utc_now()],
+        self._epoch, self._last = numbered[0], int(numbered[1])
+        self._next = self._last - RESERVED_NUMBERS + 1
+
+    def open(self, changes: list[Change]) -> str:
+        """The new batch's key, once the batch is recorded in `syncs.in_flight`."""
+        if self._next > self._last:
+            self._reserve()
+        sequence, self._next = self._next, self._next + 1
+        key = batch_id(self._destination, self._epoch, sequence, changes)
+        rows = pa.StructArray.from_arrays(
+            [
+                pa.array([c.key for c in changes], pa.string()),
+                pa.array([c.operation for c in changes], pa.string()),
+                pa.array([c.row_hash for c in changes], pa.string()),
+                pa.array([c.payload for c in changes], pa.string()),
+            ],
+            names=["key", "operation", "row_hash", "row_json"],
         )
-    return key
+        opened = pa.table({"changes": pa.ListArray.from_arrays([0, len(changes)], rows)})
+        # Registered outside the transaction: forgetting a frame inside one a failed statement aborted would
+        # raise anew and hide that statement's error.
+        with self._sql.registered("opened_frame", opened), self._sql.transaction():
+            self._sql.execute(
+                "insert into syncs.in_flight select ?, ?, ?, ?, changes from opened_frame",
+                [self._destination, key, sequence, utc_now()],
+            )
+        return key
 
 
 def batches_in_flight(sql: Sql, destination: str) -> list[tuple[str, list[Change]]]:
@@ -290,6 +319,9 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
 
     The rows wanted now and the diff are this step's own temporary tables, dropped when the plan is made:
     the plan holds everything the run sends afterwards."""
+    # The diff is against everything acknowledged: the batches resent before the plan, and what a killed
+    # run's destination accepted, are folded into the state first.
+    fold_acknowledged(sql, destination.name)
     with sql.scratch("sync_plan") as tables:
         plan = Plan()
         current = tables("current")
@@ -377,10 +409,11 @@ def record_batch(
     accepted: list[Change],
     failed: list[tuple[Change, str]],
 ) -> None:
-    """Acknowledge accepted rows and queue failed ones, in one transaction per answered batch; the batch
-    is no longer in flight (a refused batch that is split may settle no row: its parts are new batches)."""
+    """Acknowledge accepted rows (into the journal the sync folds when it ends) and queue failed ones, in one
+    transaction per answered batch; the batch is no longer in flight (a refused batch that is split may settle
+    no row: its parts are new batches)."""
     now = utc_now()
-    # The frames are registered outside the transaction (see `open_batch`), and only those the batch needs.
+    # The frames are registered outside the transaction (see `BatchOpener.open`), and only those the batch needs.
     with ExitStack() as frames:
         if accepted:
             accepted_frame = pa.table(
@@ -389,6 +422,7 @@ def record_batch(
                     "operation": pa.array([c.operation for c in accepted], pa.string()),
                     "row_hash": pa.array([c.row_hash for c in accepted], pa.string()),
                     "row_json": pa.array([c.payload for c in accepted], pa.string()),
+                    "row_in_batch": pa.array(range(len(accepted)), pa.int64()),
                 }
             )
             frames.enter_context(sql.registered("accepted_frame", accepted_frame))
@@ -402,13 +436,18 @@ def record_batch(
             )
             frames.enter_context(sql.registered("failed_frame", failed_frame))
         frames.enter_context(sql.transaction())
+        if accepted:
+            # Added to the journal the sync folds when it ends (`fold_acknowledged`), in the batch's order.
+            sql.execute(
+                f"""insert into {ACKNOWLEDGED.name}
+                   select ?, key, row_hash, row_json, operation <> 'remove', ?,
+                          (select max(sequence) from syncs.in_flight where destination = ? and batch_id = ?),
+                          row_in_batch
+                   from accepted_frame""",
+                [destination, now, destination, batch],
+            )
         sql.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
         if accepted:
-            sql.execute(
-                """insert or replace into syncs.destination_state
-                   select ?, key, row_hash, row_json, operation <> 'remove', ? from accepted_frame""",
-                [destination, now],
-            )
             sql.execute(
                 "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
                 [destination],
@@ -429,6 +468,29 @@ def record_batch(
                 "insert into syncs.changelog select ?, ?, key, operation, 'failed', error, ? from failed_frame",
                 [destination, run_id, now],
             )
+
+
+def fold_acknowledged(sql: Sql, destination: str | None = None) -> int:
+    """Fold the rows destinations accepted (`syncs.acknowledged`) into `syncs.destination_state`, the last
+    word on each key winning, and empty the journal, in one transaction; returns the rows folded. For one
+    destination, or for all (`None`: before an erasure or an access request reads what destinations hold).
+    A run killed before its sync folded leaves the journal to the next caller, so no acknowledged row is
+    lost and none is folded twice."""
+    where, params = ("where destination = ?", [destination]) if destination is not None else ("", [])
+    waiting = int(sql.value(f"select count(*) from {ACKNOWLEDGED.name} {where}", params))
+    if not waiting:
+        return 0
+    with sql.transaction():
+        sql.execute(
+            f"""insert or replace into syncs.destination_state
+                select destination, key, row_hash, row_json, present, acknowledged_at from {ACKNOWLEDGED.name}
+                {where}
+                qualify row_number() over (
+                    partition by destination, key order by sequence desc, row_in_batch desc) = 1""",
+            params,
+        )
+        sql.execute(f"delete from {ACKNOWLEDGED.name} {where}", params)
+    return waiting
 
 
 def record_absorbed(sql: Sql, destination: str, run_id: str, keys: list[str]) -> None:
