@@ -2,6 +2,8 @@
 with the same line numbers, the same rejects with the same reasons, and the same verdict on a file that
 is not JSON lines or not UTF-8, across files Spark splits into many parts."""
 
+import bz2
+import gzip
 import json
 import random
 from pathlib import Path
@@ -149,7 +151,11 @@ def test_which_files_the_executors_read() -> None:
     assert readable_on_executors(Path("/landing/collector/batch 7.jsonl"), "segment")
     assert readable_on_executors(Path("/landing/crm/contacts.csv"), "csv")
     assert readable_on_executors(Path("/landing/shop/orders.parquet"), "parquet")
-    assert not readable_on_executors(Path("/landing/web/events.jsonl.gz"), "jsonl")
+    assert readable_on_executors(Path("/landing/web/events.jsonl.gz"), "jsonl")
+    assert readable_on_executors(Path("/landing/crm/contacts.csv.bz2"), "csv")
+    assert not readable_on_executors(Path("/landing/web/events.jsonl.GZ"), "jsonl")  # not as Hadoop matches it
+    assert not readable_on_executors(Path("/landing/web/events.jsonl.zst"), "jsonl")  # refused, as here
+    assert not readable_on_executors(Path("/landing/shop/orders.parquet.gz"), "parquet")
     assert not readable_on_executors(Path("/landing/web/events[1].jsonl"), "jsonl")
     assert not readable_on_executors(Path("/landing/web/10:00.jsonl"), "jsonl")
 
@@ -266,3 +272,63 @@ def test_parquet_files_read_on_the_executors_load_what_this_process_loads(
         assert json.loads(raw[7][1])["address"] == {"city": "Lyon", "zip": "7"}
     if case == "not_parquet":
         assert outcome["status"] == "failed" and "not a readable Parquet file" in rejects[0][3]
+
+
+def _bz2_blocks(content: bytes) -> bytes:
+    """bzip2 at its smallest block (100 kB of text): a larger file is several blocks, which Hadoop splits at."""
+    return bz2.compress(content, compresslevel=1)
+
+
+# (content, format, csv settings): files compressed as sources send them; each large enough that a bzip2
+# file is many blocks and Spark splits it (every 16 kB here), a gzip file being one split whatever its size.
+_LONG_JSONL = b"\n".join(
+    json.dumps({"id": f"r{n}", "pad": "x" * random.Random(n).randrange(0, 200)}).encode() for n in range(6000)
+)
+COMPRESSED_CASES = {
+    "jsonl_mixed": (_mixed_lines(29) + b"\n" + _LONG_JSONL, "jsonl", {}),
+    "csv_broken_everywhere": (nasty_csv(random.Random(31), 6000).encode(), "csv", {}),
+    "csv_value_across_lines": (CSV_CASES["value_across_lines"][0], "csv", {}),
+    # A line feed after a string left open: its reject says so only when the file's last byte is known.
+    "jsonl_final_line_feed": (_LONG_JSONL + b'\n{"id": "b", "name": "open\n', "jsonl", {}),
+}
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2"])
+@pytest.mark.parametrize("case", sorted(COMPRESSED_CASES))
+def test_compressed_files_are_read_on_the_executors_as_this_process_reads_them(
+    case: str, suffix: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    duck, spark_sql = runners
+    content, fmt, settings = COMPRESSED_CASES[case]
+    monkeypatch.setattr(readers, "_CSV_CHUNK", 250)
+    monkeypatch.setattr(readers, "_CSV_WINDOW", 210)
+    plain = tmp_path / f"{case}.{fmt}"
+    plain.write_bytes(content)
+    path = tmp_path / f"{case}.{fmt}{suffix}"
+    path.write_bytes(gzip.compress(content) if suffix == ".gz" else _bz2_blocks(content))
+    source = _config(tmp_path, fmt, **settings).sources[0]
+    expected = _loaded(duck, source, plain, "duckdb")
+    assert _loaded(duck, source, path, "duckdb") == expected  # here as uncompressed
+    monkeypatch.setattr(extract, "read_file", lambda *a, **k: pytest.fail("read in the driver"))
+    got = _loaded(spark_sql, source, path, "spark")
+    assert got == expected
+    outcome, raw, rejects, _ = got
+    assert outcome["status"] == "loaded" and len(raw) > 2000 and rejects
+
+
+def test_a_damaged_compressed_file_is_refused_as_this_process_refuses_it(
+    runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    duck, spark_sql = runners
+    packed = gzip.compress(_LONG_JSONL)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    source = _config(tmp_path).sources[0]
+    expected = _loaded(duck, source, path, "duckdb")
+    in_driver = []
+    read_file = extract.read_file
+    monkeypatch.setattr(extract, "read_file", lambda *a, **k: in_driver.append(a) or read_file(*a, **k))
+    got = _loaded(spark_sql, source, path, "spark")
+    assert got == expected and in_driver  # Hadoop's codec failed; this process says where and why
+    outcome, raw, rejects, _ = got
+    assert outcome["status"] == "failed" and raw == [] and "is not a readable gzip file" in rejects[0][3]

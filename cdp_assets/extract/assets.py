@@ -23,6 +23,7 @@ from cdp_assets.extract.readers import (
     ReadResult,
     Reject,
     Rows,
+    compression,
     read_csv_on_executors,
     read_file,
     read_jsonl_on_executors,
@@ -42,7 +43,7 @@ from resources.landing import (
     source_files,
 )
 from resources.privacy import PrivacyKeyMissing, privacy_key
-from resources.sql import Scratch, Sql
+from resources.sql import Scratch, Sql, SqlError
 from resources.warehouse import Warehouse, utc_now
 
 GROUP = "source_extracts"
@@ -168,7 +169,17 @@ def _quarantine_rows(source: str, file: str, rejects: list[Reject], now: datetim
 def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scratch) -> ReadResult | None:
     """The file read by Spark's executors into the step's tables (`ReadResult.judged`), or None when it must
     be read in this process (a CSV file with a byte not in its encoding, or a record running past the lines
-    the executors look ahead)."""
+    the executors look ahead, or a compressed file Hadoop's codec could not read to its end: this process
+    then says where and why it breaks)."""
+    if compression(path) is None:
+        return _read_here_on_executors(sql, source, path, tables)
+    try:
+        return _read_here_on_executors(sql, source, path, tables)
+    except SqlError:
+        return None
+
+
+def _read_here_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scratch) -> ReadResult | None:
     if source.format == "csv":
         settings = source.csv
         return read_csv_on_executors(
@@ -265,10 +276,15 @@ def load_file(
                     [rel, now],
                 )
                 rows_loaded = result.rows
-            for batch in _batches(rows, rel, now):
-                with sql.registered("incoming_batch", batch) as incoming:
-                    sql.execute(f"insert into {table} by name select * from {incoming}")
-                rows_loaded += batch.num_rows
+            try:
+                for batch in _batches(rows, rel, now):
+                    with sql.registered("incoming_batch", batch) as incoming:
+                        sql.execute(f"insert into {table} by name select * from {incoming}")
+                    rows_loaded += batch.num_rows
+            except FileFormatError as exc:  # met part way (a compressed file's damage): no row of it loads
+                problem = Reject(None, f"file {rel} cannot be read: {exc}")
+                sql.execute(f"delete from {table} where _file = ?", [rel])
+                rows_loaded = 0
             rejects = list(result.rejects)
             judged_rejects = result.rejected
             if erased is not None and rows_loaded:

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import base64
 import bisect
+import bz2
 import codecs
 import csv
 import functools
+import gzip
 import json
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +110,109 @@ class FileFormatError(Exception):
     """The file as a whole cannot be read (e.g. not a Parquet file); the message says why."""
 
 
+# Landing files compressed so that both engines read the same bytes from them: Python's codecs here, Hadoop's
+# on Spark's executors, both chosen by the name's ending. A name ending in another compression's (which
+# Hadoop might decompress and this process would not, or neither would) is refused by name, on both.
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2"}
+_UNSUPPORTED_COMPRESSIONS = {
+    ".zst": "zstd",
+    ".lz4": "LZ4",
+    ".snappy": "Snappy",
+    ".deflate": "deflate",
+    ".xz": "xz",
+    ".zip": "zip",
+    ".br": "Brotli",
+    ".7z": "7-Zip",
+}
+
+
+def compression(path: Path) -> str | None:
+    """The compression a landing file's name says it has (`gzip`, `bzip2`), or None for a plain file. A
+    name ending in a compression the platform does not read raises `FileFormatError` saying so."""
+    suffix = path.suffix.lower()
+    if suffix in _UNSUPPORTED_COMPRESSIONS:
+        raise FileFormatError(
+            f"is compressed with {_UNSUPPORTED_COMPRESSIONS[suffix]} (its name ends in {path.suffix}), which the "
+            "platform does not read: land it uncompressed, or compressed with gzip (.gz) or bzip2 (.bz2)"
+        )
+    return _COMPRESSIONS.get(suffix)
+
+
+class _Decompressed(IO[bytes]):
+    """A compressed landing file's decompressed bytes, whose damage (a truncated or corrupt stream) is raised
+    as `FileFormatError` naming it, wherever in the file it is met."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self._kind = kind
+        self._stream = gzip.open(path, "rb") if kind == "gzip" else bz2.open(path, "rb")
+
+    def _guarded(self, read):  # noqa: ANN001, ANN202 - one of the stream's reading methods
+        try:
+            return read()
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FileFormatError(f"is not a readable {self._kind} file ({exc})") from exc
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guarded(lambda: self._stream.read(size))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._guarded(lambda: self._stream.readline(size))
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._guarded(lambda: self._stream.seek(offset, whence))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> _Decompressed:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_landing(path: Path) -> IO[bytes]:
+    """A landing file's bytes as its source wrote them: decompressed when its name ends in `.gz` or `.bz2`
+    (in any case), so a compressed export loads the rows, rejects and verdicts of the same file uncompressed.
+    Its line numbers are those of the decompressed text."""
+    kind = compression(path)
+    return _Decompressed(path, kind) if kind else path.open("rb")
+
+
+def write_landing(path: Path, content: bytes, like: Path) -> None:
+    """Write a landing file's bytes at `path`, compressed as `like`'s name says it is (an erasure rewrites a
+    landing file as its source wrote it: a `.gz` file stays one)."""
+    kind = compression(like)
+    path.write_bytes(gzip.compress(content) if kind == "gzip" else bz2.compress(content) if kind else content)
+
+
+def landing_empty(path: Path) -> bool:
+    """Whether a landing file holds no byte once decompressed."""
+    if compression(path) is None:
+        return path.stat().st_size == 0
+    with open_landing(path) as handle:
+        return not handle.read(1)
+
+
+def last_byte(path: str) -> bytes:
+    """The last byte of a landing file as its source wrote it (decompressed), or none for an empty file; a
+    compressed file is read to its end, so on Spark this runs on an executor (`SparkSql.on_executor`)."""
+    with open_landing(Path(path)) as handle:
+        if compression(Path(path)) is None:
+            if not handle.seek(0, 2):
+                return b""
+            handle.seek(-1, 2)
+            return handle.read(1)
+        last = b""
+        while chunk := handle.read(1 << 20):
+            last = chunk[-1:]
+        return last
+
+
 def _wrong_encoding(first_bad: list[int], bad_count: int, text_lines: int, encoding: str, hint: str) -> str | None:
     """Why a file is not in `encoding` at all, or None when its undecodable lines are damaged records;
     `first_bad` are the first of its `bad_count` undecodable lines.
@@ -142,7 +248,7 @@ class _LineFeed:
     undecodable = True  # whether a line may hold bytes that did not decode
 
     def __init__(self, path: Path, encoding: str) -> None:
-        self._handle = path.open("rb")
+        self._handle = open_landing(path)
         self._encoding = encoding
         self._pending: deque[tuple[int, str]] = deque()
         self._next_number = 1
@@ -233,8 +339,12 @@ def _decoded_lines(path: Path, encoding: str) -> tuple[list[str], bool] | None:
     large to hold."""
     if codecs.lookup(encoding).name not in _WHOLE_FILE_ENCODINGS or path.stat().st_size > _WHOLE_FILE_BYTES:
         return None
+    with open_landing(path) as handle:
+        content = handle.read(_WHOLE_FILE_BYTES + 1)  # a compressed file's size is known once read
+    if len(content) > _WHOLE_FILE_BYTES:
+        return None
     try:
-        text = path.read_bytes().decode(encoding)
+        text = content.decode(encoding)
     except UnicodeDecodeError:
         return None
     lines = text.split("\n")
@@ -347,7 +457,7 @@ def _utf8_under_another_name(path: Path, encoding: str) -> str | None:
         return None
     decoder = codecs.getincrementaldecoder("utf-8")()
     first: int | None = None
-    with path.open("rb") as handle:
+    with open_landing(path) as handle:
         head = handle.read(3)
         if head == codecs.BOM_UTF8:
             return f"starts with UTF-8's byte order mark but the source declares csv.encoding: {encoding}"
@@ -637,7 +747,7 @@ def read_csv_on_executors(
     read in order within chunks of lines (`judge_csv_lines`). None, with nothing kept, for a file the
     reader in this process must read: a byte not in the encoding, an unusual header, other settings, or a
     record running past `_CSV_WINDOW` lines."""
-    if path.stat().st_size == 0 or _utf8_under_another_name(path, encoding):
+    if landing_empty(path) or _utf8_under_another_name(path, encoding):
         return None
     header = _csv_header(path, delimiter, quote, encoding)
     if header is None or not _one_line_csv(delimiter, quote, encoding, len(header[0])):
@@ -645,9 +755,7 @@ def read_csv_on_executors(
     columns, header_line = header
     lines = tables("lines")
     total = sql.numbered_lines(lines, str(path.resolve()))
-    with path.open("rb") as handle:
-        handle.seek(-1, 2)
-        last_line_ends = handle.read(1) == b"\n"
+    last_line_ends = _last_byte_on_executor(sql, path) == b"\n"
     layout = CsvLayout(columns, header_line, delimiter, quote, encoding, total, last_line_ends)
     try:
         return judge_csv_lines(sql, tables, lines, layout)
@@ -985,14 +1093,14 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
     """Parse a JSON-lines file; each non-blank line must be one JSON object (`jsonl_line`), and a file that
     is not JSON lines at all is refused whole (`jsonl_file_error`)."""
     result = ReadResult()
-    if path.stat().st_size == 0:
+    if landing_empty(path):
         result.empty = True
         return result, Rows(iter(()))
 
     def rows() -> Iterator[tuple[int, str]]:
         bad_lines: list[int] = []
         text_lines = objects = 0
-        with path.open("rb") as handle:
+        with open_landing(path) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 record, reject, text = jsonl_line(line_number, raw)
                 text_lines += text
@@ -1030,11 +1138,12 @@ def jsonl_batch(lines: pa.Table, last_without_line_feed: int | None = None) -> p
     return pa.table({name: pa.array(values, pa.string()) for name, values in out.items()})
 
 
-# Names Spark's file reader would not take as written: Hadoop reads a file ending so through its codec
-# (these readers do not decompress, so the two engines would load different rows), and takes glob and
-# URI characters in a path as patterns or a scheme. Such files are read in this process.
-_HADOOP_CODECS = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst")
+# Names Spark's file reader would not take as written: it takes glob and URI characters in a path as
+# patterns or a scheme. Such files are read in this process. So is a compressed file whose ending is not
+# written as Hadoop's codecs match it (`.GZ`), and a compressed Parquet file (its pages are compressed
+# already; this process refuses it).
 _HADOOP_PATTERN = set("*?[]{}\\:%")
+_HADOOP_ENDINGS = (".gz", ".bz2")
 
 
 def readable_on_executors(path: Path, fmt: str) -> bool:
@@ -1043,8 +1152,22 @@ def readable_on_executors(path: Path, fmt: str) -> bool:
     (`read_csv_on_executors`, which may still decline it), whose name Spark's reader takes as written."""
     if fmt not in ("csv", "jsonl", "parquet", "http", "segment"):
         return False
+    try:
+        compressed = compression(path) is not None
+    except FileFormatError:
+        return False  # refused by name, as this process refuses it
+    if compressed and (fmt == "parquet" or not path.name.endswith(_HADOOP_ENDINGS)):
+        return False
     name = str(path.resolve())
-    return not name.lower().endswith(_HADOOP_CODECS) and not _HADOOP_PATTERN & set(name)
+    return not _HADOOP_PATTERN & set(name)
+
+
+def _last_byte_on_executor(sql: SparkSql, path: Path) -> bytes:
+    """The file's last byte: read here from the end of a plain file, and for a compressed one, which must be
+    read to its end to know it, by one Spark task."""
+    if compression(path) is None:
+        return last_byte(str(path))
+    return sql.on_executor(functools.partial(last_byte, str(path.resolve())))
 
 
 def read_jsonl_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadResult:
@@ -1053,14 +1176,12 @@ def read_jsonl_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadR
     by `jsonl_file_error` from counts, so that only those counts and the first few bad line numbers
     reach the driver. The judged lines stay in the step's table `result.judged`."""
     result = ReadResult()
-    if path.stat().st_size == 0:
+    if landing_empty(path):
         result.empty = True
         return result
     lines, judged = tables("lines"), tables("judged")
     count = sql.numbered_lines(lines, str(path.resolve()))
-    with path.open("rb") as handle:
-        handle.seek(-1, 2)
-        last = None if handle.read(1) == b"\n" else count
+    last = None if _last_byte_on_executor(sql, path) == b"\n" else count
     rule = functools.partial(jsonl_batch, last_without_line_feed=last)
     sql.map_arrow(judged, f"select line_number, line from {lines}", rule, JSONL_OUTPUTS)
     tables.drop("lines")
@@ -1179,7 +1300,14 @@ def read_parquet_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> Rea
 def read_file(
     path: Path, fmt: str, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8"
 ) -> tuple[ReadResult, Rows]:
-    """Dispatch on the source's declared format; an http source's polls land JSON lines."""
+    """Dispatch on the source's declared format; an http source's polls land JSON lines. A name ending in a
+    compression the platform does not read is refused here (`compression`)."""
+    kind = compression(path)
+    if fmt == "parquet" and kind is not None:
+        raise FileFormatError(
+            f"is a Parquet file compressed whole with {kind}: Parquet compresses its own pages, so land the "
+            ".parquet file itself"
+        )
     if fmt == "csv":
         return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding)
     # The collector writes Segment events as JSON lines, and API polls land their pages as JSON lines.

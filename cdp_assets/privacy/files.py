@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from cdp_assets.extract.assets import file_sha256, raw_table
+from cdp_assets.extract.readers import open_landing, write_landing
 from cdp_assets.extract.tombstones import tombstone_hashes
 from resources.config import CDPConfig, FileDestinationConfig, SourceConfig
 from resources.durable import fsync_path
@@ -197,8 +198,10 @@ def _rewrite(file_format: str, path: Path, erased: list[int], known: list[int]) 
                 ),
             )
         return
-    kept = b"".join(kept_lines(path.read_bytes().splitlines(keepends=True), erased, known))
-    replace_atomically(path, lambda staging: staging.write_bytes(kept))
+    with open_landing(path) as handle:
+        content = handle.read()
+    kept = b"".join(kept_lines(content.splitlines(keepends=True), erased, known))
+    replace_atomically(path, lambda staging: write_landing(staging, kept, like=path))
 
 
 def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[Path]:

@@ -691,6 +691,12 @@ class SparkSql:
         self._held[name] = placed  # let go with the table
         return offset
 
+    def on_executor(self, function: Callable[[], Any]) -> Any:
+        """`function()` run by one Spark task, on an executor, and its small result brought back: work on a
+        file the executors read (a compressed file's last byte) that must not pass through the driver."""
+        task = self.spark.sparkContext.parallelize([0], 1).map(lambda _: function())
+        return _guarded(task.collect, "a task on an executor")[0]
+
     def map_ranges(
         self,
         name: str,
