@@ -295,17 +295,7 @@ DESTINATION_STATE = Table(
 # costs the batch's rows, not a rewrite of the whole acknowledged state. `sequence` is the batch's and
 # `row_in_batch` the row's place in it, so the last word on a key wins when folded.
 ACKNOWLEDGED = Table(
-    "syncs.acknowledged",
-    {
-        "destination": "VARCHAR",
-        "key": "VARCHAR",
-        "row_hash": "VARCHAR",
-        "row_json": "VARCHAR",
-        "present": "BOOLEAN",
-        "acknowledged_at": "TIMESTAMP",
-        "sequence": "BIGINT",
-        "row_in_batch": "BIGINT",
-    },
+    "syncs.acknowledged", {**DESTINATION_STATE.columns, "sequence": "BIGINT", "row_in_batch": "BIGINT"}
 )
 PENDING = Table(
     "syncs.pending",
