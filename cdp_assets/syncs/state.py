@@ -5,9 +5,9 @@ primary key, and sends only the difference. The acknowledged state moves forward
 for rows the destination accepted, so a crash at any point loses no change and never marks an unsent row
 as sent: the next run's diff simply contains it again. A batch's answer adds its accepted rows to
 `syncs.acknowledged`, and the sync folds them into `syncs.destination_state` once, when it ends (and, after
-a run killed before that, when the next sync or erasure begins): rewriting the whole state at every batch
-would make a sync's bookkeeping grow with the square of its rows on an engine whose tables are written
-anew to change a row (Spark's parquet tables). Rows the
+a run killed before that, when the next sync, erasure or access request begins): on an engine whose tables
+are written anew to change a row (Spark's parquet tables), changing the state at every batch would cost
+each batch a pass over every destination's acknowledged rows. Rows the
 destination refused stay in `syncs.pending` and go first in every later run until they succeed or are
 superseded, and every row's fate is written to `syncs.changelog`.
 
