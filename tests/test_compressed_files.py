@@ -146,41 +146,53 @@ PEOPLE = (
     "c2,Bob,Stone,bob.stone@example.org,+14155550102\n"
     'c3,Cy,"Diaz\nJr.",cy.diaz@example.org,+14155550103\n'
 )
+MORE = 'c4,Dee,"Moss\nSr.",dee.moss@example.org,+14155550104\nc5,Eve,Park,eve.park@example.org,+14155550105\n'
 
 
 @pytest.mark.dagster
-@pytest.mark.parametrize("suffix", sorted(COMPRESS))
 def test_an_erasure_rewrites_a_compressed_landing_file_compressed_as_it_was(
-    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
     with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
         crm_platform_config(tmp_path, server.url)
         raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
-        raw["sources"][0]["glob"] = f"crm/*.csv{suffix}"
+        raw["sources"][0]["glob"] = "crm/*.csv.*"
         (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         config = load_config(tmp_path / "cdp.yaml")
-        landing = tmp_path / "landing" / "crm" / f"people.csv{suffix}"
-        landing.parent.mkdir(parents=True)
-        landing.write_bytes(COMPRESS[suffix]((CRM_PEOPLE_HEADER + PEOPLE).encode()))
+        folder = tmp_path / "landing" / "crm"
+        folder.mkdir(parents=True)
+        files = {
+            folder / "people.csv.gz": CRM_PEOPLE_HEADER + PEOPLE,
+            folder / "more.csv.bz2": CRM_PEOPLE_HEADER + MORE,
+        }
+        for path, text in files.items():
+            path.write_bytes(COMPRESS[path.suffix](text.encode()))
         defs = build_definitions(config)
         assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
-            assert conn.execute("select count(*) from raw.crm").fetchone() == (3,)
-            assert conn.execute("select rows_loaded, status from meta.loaded_files").fetchall() == [(3, "loaded")]
-            [(cy,)] = conn.execute("select customer_id from cdp.identity_map where source_record_id = 'c3'").fetchall()
-        spec = {"type": "erase", "id_type": "customer_id", "value": cy, "reference": "T-3"}
+            assert conn.execute("select count(*) from raw.crm").fetchone() == (5,)
+            loaded = conn.execute("select file, rows_loaded, status from meta.loaded_files order by 1").fetchall()
+            assert loaded == [("crm/more.csv.bz2", 2, "loaded"), ("crm/people.csv.gz", 3, "loaded")]
+            erased = conn.execute(
+                "select customer_id from cdp.identity_map where source_record_id in ('c3', 'c4') order by 1"
+            ).fetchall()
+        specs = [
+            {"type": "erase", "id_type": "customer_id", "value": customer, "reference": f"T-{n}"}
+            for n, (customer,) in enumerate(erased)
+        ]
         ran = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
-            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": [spec]}}}}
+            instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests": specs}}}}
         )
         assert ran.success
-        text = (gzip.decompress if suffix == ".gz" else bz2.decompress)(landing.read_bytes()).decode()
-        # Cy's record (two lines) left empty, every other row on its line.
-        assert text.split("\n") == [*(CRM_PEOPLE_HEADER + PEOPLE).split("\n")[:3], "", "", ""]
-        assert "Diaz" not in text and "cy.diaz" not in text
-        # The rewritten file is recorded as loaded: the next refresh neither reads nor reloads it.
+        texts = {p.name: (gzip if p.suffix == ".gz" else bz2).decompress(p.read_bytes()).decode() for p in files}
+        # Each erased record (two lines) left empty, every other row on its line.
+        assert texts["people.csv.gz"].split("\n") == [*(CRM_PEOPLE_HEADER + PEOPLE).split("\n")[:3], "", "", ""]
+        assert texts["more.csv.bz2"].split("\n") == [CRM_PEOPLE_HEADER.strip(), "", "", MORE.split("\n")[2], ""]
+        assert not any(name in text for text in texts.values() for name in ("Diaz", "cy.diaz", "Moss", "dee.moss"))
+        # The rewritten files are recorded as loaded: the next refresh neither reads nor reloads them.
         again = defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
         assert again.success
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
-            assert conn.execute("select count(*) from raw.crm").fetchone() == (2,)
+            assert conn.execute("select count(*) from raw.crm").fetchone() == (3,)
             assert conn.execute("select count(*) from meta.extract_quarantine").fetchone() == (0,)

@@ -252,6 +252,7 @@ def load_file(
                     delimiter=source.csv.delimiter,
                     quote=source.csv.quote,
                     encoding=source.csv.encoding,
+                    whole=engine != "spark",  # Spark's driver reads line by line: no file held whole
                 )
         except FileFormatError as exc:
             result, rows = None, Rows(iter(()))

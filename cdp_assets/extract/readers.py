@@ -534,18 +534,22 @@ def _judged_record(
     return json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False), None, False
 
 
-def read_csv(path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8") -> tuple[ReadResult, Rows]:
+def read_csv(
+    path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8", whole: bool = True
+) -> tuple[ReadResult, Rows]:
     """Parse a CSV file; its rows are (line number, JSON object text) for good rows, and rejects are collected.
 
     The row number is the line the record starts on, counting the header as line 1, so a user can open
     the file at that line. A UTF-8 file declared latin-1 or cp1252 is refused whole (see
-    _utf8_under_another_name).
+    _utf8_under_another_name). A file up to 1 GB is held in memory whole, its plain lines split by DuckDB,
+    unless `whole` is false: then it is read line by line, which gives the same rows in bounded memory (a
+    Spark driver reading a file its executors could not).
     """
     result = ReadResult()
     utf8 = _utf8_under_another_name(path, encoding)
     if utf8:
         raise FileFormatError(f"{utf8}; set csv.encoding: utf-8 for this source")
-    decoded = _decoded_lines(path, encoding)
+    decoded = _decoded_lines(path, encoding) if whole else None
     feed = _LineFeed(path, encoding) if decoded is None else _TextFeed(*decoded)
     reader = csv.reader(feed, delimiter=delimiter, quotechar=quote, strict=False)
 
@@ -1298,10 +1302,10 @@ def read_parquet_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> Rea
 
 
 def read_file(
-    path: Path, fmt: str, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8"
+    path: Path, fmt: str, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8", whole: bool = True
 ) -> tuple[ReadResult, Rows]:
     """Dispatch on the source's declared format; an http source's polls land JSON lines. A name ending in a
-    compression the platform does not read is refused here (`compression`)."""
+    compression the platform does not read is refused here (`compression`). `whole`: see `read_csv`."""
     kind = compression(path)
     if fmt == "parquet" and kind is not None:
         raise FileFormatError(
@@ -1309,7 +1313,7 @@ def read_file(
             ".parquet file itself"
         )
     if fmt == "csv":
-        return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding)
+        return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding, whole=whole)
     # The collector writes Segment events as JSON lines, and API polls land their pages as JSON lines.
     if fmt in ("jsonl", "http", "segment"):
         return read_jsonl(path)
