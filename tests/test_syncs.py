@@ -244,7 +244,7 @@ run_sync(Sql(conn), config, destination, "killed", client=Dying(), sleep=lambda 
 """
 
 
-@pytest.mark.stage
+@pytest.mark.e2e  # a sync in a process of its own, killed
 def test_a_sync_killed_before_it_folded_what_was_accepted_sends_nothing_twice(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(
