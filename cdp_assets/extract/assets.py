@@ -171,28 +171,24 @@ def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scrat
     be read in this process (a CSV file with a byte not in its encoding, or a record running past the lines
     the executors look ahead, or a compressed file Hadoop's codec could not read to its end: this process
     then says where and why it breaks)."""
-    if compression(path) is None:
-        return _read_here_on_executors(sql, source, path, tables)
     try:
-        return _read_here_on_executors(sql, source, path, tables)
+        if source.format == "csv":
+            settings = source.csv
+            return read_csv_on_executors(
+                sql,  # type: ignore[arg-type]
+                path,
+                tables,
+                delimiter=settings.delimiter,
+                quote=settings.quote,
+                encoding=settings.encoding,
+            )
+        if source.format == "parquet":
+            return read_parquet_on_executors(sql, path, tables)  # type: ignore[arg-type]
+        return read_jsonl_on_executors(sql, path, tables)  # type: ignore[arg-type]
     except SqlError:
+        if compression(path) is None:
+            raise
         return None
-
-
-def _read_here_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scratch) -> ReadResult | None:
-    if source.format == "csv":
-        settings = source.csv
-        return read_csv_on_executors(
-            sql,  # type: ignore[arg-type]
-            path,
-            tables,
-            delimiter=settings.delimiter,
-            quote=settings.quote,
-            encoding=settings.encoding,
-        )
-    if source.format == "parquet":
-        return read_parquet_on_executors(sql, path, tables)  # type: ignore[arg-type]
-    return read_jsonl_on_executors(sql, path, tables)  # type: ignore[arg-type]
 
 
 def load_file(
