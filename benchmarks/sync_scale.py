@@ -19,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import requests
@@ -30,7 +31,6 @@ import yaml
 import cdp_assets.syncs.assets as sync_assets
 from cdp_assets.syncs.assets import run_sync
 from cdp_assets.syncs.state import BatchOpener
-from cdp_assets.syncs.state import record_batch as _record_batch
 from resources.config import load_config
 from resources.schema import profile_columns
 from resources.sql import Sql
@@ -43,33 +43,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+T = TypeVar("T")
 ONE_IN_100 = "customer_id like '%00'"
 # Seconds of each `record_batch` and `BatchOpener.open` call of the sync being measured.
 bookkeeping: list[float] = []
 opening: list[float] = []
 
 
-def _timed_record_batch(*args: object, **kwargs: object) -> None:
-    started = time.perf_counter()
-    try:
-        _record_batch(*args, **kwargs)
-    finally:
-        bookkeeping.append(time.perf_counter() - started)
+def _timing(function: Callable[..., T], seconds: list[float]) -> Callable[..., T]:
+    """`function`, appending the seconds of each call to `seconds`."""
 
+    def timed(*args: object, **kwargs: object) -> T:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - started)
 
-_open = BatchOpener.open
-
-
-def _timed_open(self: BatchOpener, changes: list) -> str:
-    started = time.perf_counter()
-    try:
-        return _open(self, changes)
-    finally:
-        opening.append(time.perf_counter() - started)
-
-
-sync_assets.record_batch = _timed_record_batch  # run_sync calls it by this module-level name
-BatchOpener.open = _timed_open
+    return timed
 
 
 @contextmanager
@@ -107,6 +98,9 @@ def main() -> None:
     )
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    # run_sync calls record_batch by its module-level name, and opens batches through BatchOpener.
+    sync_assets.record_batch = _timing(sync_assets.record_batch, bookkeeping)
+    BatchOpener.open = _timing(BatchOpener.open, opening)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "demo.destination_server", "--port", str(port)])
