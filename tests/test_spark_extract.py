@@ -146,6 +146,13 @@ def test_json_lines_read_on_the_executors_load_what_this_process_loads(
         assert outcome["status"] == "loaded" and [r[0] for r in rejects] == [3]
 
 
+@pytest.fixture
+def small_csv_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 250 lines, each looking 210 lines ahead: the chunking of CSV files shows in a few thousand lines."""
+    monkeypatch.setattr(readers, "_CSV_CHUNK", 250)
+    monkeypatch.setattr(readers, "_CSV_WINDOW", 210)
+
+
 def test_which_files_the_executors_read() -> None:
     assert readable_on_executors(Path("/landing/web/2024-01-01.jsonl"), "jsonl")
     assert readable_on_executors(Path("/landing/collector/batch 7.jsonl"), "segment")
@@ -207,13 +214,12 @@ CSV_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CSV_CASES))
+@pytest.mark.usefixtures("small_csv_chunks")
 def test_csv_files_read_on_the_executors_load_what_this_process_loads(
     case: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
     duck, spark_sql = runners
     content, settings, on_executors = CSV_CASES[case]
-    monkeypatch.setattr(readers, "_CSV_CHUNK", 250)
-    monkeypatch.setattr(readers, "_CSV_WINDOW", 210)
     path = tmp_path / f"{case}.csv"
     path.write_bytes(content)
     source = _config(tmp_path, "csv", **settings).sources[0]
@@ -296,13 +302,12 @@ COMPRESSED_CASES = {
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2"])
 @pytest.mark.parametrize("case", sorted(COMPRESSED_CASES))
+@pytest.mark.usefixtures("small_csv_chunks")
 def test_compressed_files_are_read_on_the_executors_as_this_process_reads_them(
     case: str, suffix: str, runners, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
     duck, spark_sql = runners
     content, fmt, settings = COMPRESSED_CASES[case]
-    monkeypatch.setattr(readers, "_CSV_CHUNK", 250)
-    monkeypatch.setattr(readers, "_CSV_WINDOW", 210)
     plain = tmp_path / f"{case}.{fmt}"
     plain.write_bytes(content)
     path = tmp_path / f"{case}.{fmt}{suffix}"
