@@ -22,7 +22,7 @@ from cdp_assets.syncs.assets import make_client, run_sync
 from cdp_assets.syncs.state import plan_sync
 from demo.destination_server import DestinationServer, Faults
 from resources.config import CDPConfig, load_config
-from resources.destinations import Change, RejectedError, RetryPolicy, deliver
+from resources.destinations import Change, RefusedError, RejectedError, RetryPolicy, deliver
 from resources.schema import profile_columns
 from resources.sql import Sql
 from resources.warehouse import bootstrap
@@ -807,14 +807,102 @@ def test_a_rejected_batch_is_split_until_the_bad_rows_are_isolated():
     assert sorted(c.key for c, _ in result.failed) == ["bad1", "bad2"]
 
 
+class AudienceRecorder:
+    """Takes every batch like a hashed audience (removals first), recording each; refuses the caller from
+    batch `down_from` on, as a destination whose credentials expired mid-run."""
+
+    removals_first = True
+
+    def __init__(self, down_from: int | None = None) -> None:
+        self.batches: list[tuple[tuple[str, str, str | None], ...]] = []
+        self.down_from = down_from
+
+    def send(self, changes, batch):
+        if self.down_from is not None and len(self.batches) >= self.down_from:
+            raise RefusedError("HTTP 401")
+        self.batches.append(tuple((c.operation, c.key, c.payload) for c in changes))
+
+    def close(self):
+        pass
+
+
+def _paged_sync(tmp_path: Path, monkeypatch, pages: int | None, down_from: int | None) -> tuple:
+    """Two syncs of one audience, the second with e-mails changed (retractions), members gone (removals),
+    new ones and rows failed before (sent first); with plans read `pages` rows at a time and handed to
+    delivery in chunks of 4 rows (6 with batches of 3), or whole. Returns what the second sync sent and
+    reported, the largest list delivery was handed and the acknowledged state."""
+    import cdp_assets.syncs.assets as sync_assets
+
+    if pages is not None:
+        monkeypatch.setattr(sync_state, "PAGE_ROWS", pages)
+        monkeypatch.setattr(sync_assets, "CHUNK_ROWS", 4)
+    handed: list[int] = []
+    real_deliver = sync_assets.deliver
+
+    def counting(client, destination, changes, **options):
+        handed.append(len(changes))
+        return real_deliver(client, destination, changes, **options)
+
+    monkeypatch.setattr(sync_assets, "deliver", counting)
+    fields = {"email_sha256": "email", "phone_sha256": "phone"}
+    tmp_path.mkdir()
+    unused = "http://127.0.0.1:9/audiences/a/members"  # the recorder answers instead
+    config = make_config(
+        tmp_path, {"type": "hashed_audience", "mode": "mirror", "url": unused, "batch_size": 3, "fields": fields}
+    )
+    warehouse = Warehouse(config)
+    members = {f"c{i:04d}": {"email": f"p{i}@example.org", "phone": f"+1415555{i:04d}"} for i in range(40)}
+    warehouse.set_members(members)
+    warehouse.sync("r1", AudienceRecorder())
+    for i in range(7):
+        members[f"c{i:04d}"]["email"] = f"new{i}@example.org"
+    for i in range(30, 35):
+        del members[f"c{i:04d}"]
+    members.update({f"c{i:04d}": {"email": f"q{i}@example.org"} for i in range(100, 111)})
+    warehouse.set_members(members)
+    for key, operation in (("c0105", "add"), ("c0033", "remove"), ("c0002", "update")):
+        warehouse.conn.execute(
+            "insert into syncs.pending values ('dest', ?, ?, 'HTTP 400', 1, now(), now())", [key, operation]
+        )
+    handed.clear()
+    client = AudienceRecorder(down_from)
+    report = warehouse.sync("r2", client)
+    acknowledged = warehouse.conn.execute(
+        "select key, row_hash, present from syncs.destination_state order by key"
+    ).fetchall()
+    return client.batches, report, max(handed), acknowledged
+
+
+@pytest.mark.stage
+@pytest.mark.parametrize("down_from", [None, 7])
+def test_a_plan_sent_a_page_at_a_time_sends_the_batches_it_would_send_whole(tmp_path, monkeypatch, down_from):
+    """A sync reads its plan a page at a time and hands delivery a chunk at a time, so a first sync of
+    millions of members never holds them all in this process; the batches, their order (removals and
+    retractions first, rows failed before first within each kind) and the outcome are those of the plan
+    sent whole, also when the destination refuses the caller part-way."""
+    whole = _paged_sync(tmp_path / "whole", monkeypatch, None, down_from)
+    paged = _paged_sync(tmp_path / "paged", monkeypatch, 4, down_from)
+    assert paged[0] == whole[0] and paged[1] == whole[1] and paged[3] == whole[3]
+    assert (whole[2], paged[2]) == (18, 6)  # the whole plan: its 18 upserts, its 12 removals
+    report, batches = paged[1], paged[0]
+    removals = [{op for op, _, _ in batch} == {"remove"} for batch in batches]
+    assert removals == sorted(removals, reverse=True) and removals.count(True) == 4  # the 12 removals first
+    assert batches[0][0][1] == "c0000"  # the first retraction: old e-mail hashes, before any removal
+    assert [key for _, key, _ in batches[4][:2]] == ["c0002", "c0105"]  # the upserts failed before go first
+    if down_from is None:
+        assert (report["added"], report["updated"], report["removed"], report["retried"]) == (11, 7, 12, 3)
+    else:
+        assert report["deferred"] == 30 - sum(len(b) for b in batches) and report["unavailable"]
+
+
 @pytest.mark.stage
 def test_plan_puts_rows_failed_earlier_first(tmp_path):
     config = make_config(tmp_path, {"type": "webhook", "url": "http://127.0.0.1:9/unused"})
     warehouse = Warehouse(config)
     warehouse.set_members(people(5))
     warehouse.conn.execute("insert into syncs.pending values ('dest', 'c0003', 'add', 'HTTP 400', 1, now(), now())")
-    plan = plan_sync(Sql(warehouse.conn), config, config.destinations[0])
-    assert plan.changes[0].key == "c0003" and plan.retrying == {"c0003"}
+    with plan_sync(Sql(warehouse.conn), config, config.destinations[0]) as plan:
+        assert next(plan.changes()).key == "c0003" and plan.retrying == {"c0003"}
 
 
 @pytest.mark.e2e

@@ -28,8 +28,8 @@ from cdp_assets.identity.registry import IdChanges
 from cdp_assets.metadata import markdown_table, mask, redact_errors
 from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
-from cdp_assets.syncs.state import ensure_tables, plan_sync
-from resources.config import CDPConfig, ConfigError, load_config
+from cdp_assets.syncs.state import Plan, ensure_tables, plan_sync
+from resources.config import CDPConfig, ConfigError, RowDestinationConfig, load_config
 from resources.sql import Sql
 from resources.tables import ID_HISTORY, ID_RUNS, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP
 from resources.warehouse import Warehouse, utc_now
@@ -143,7 +143,21 @@ def preview_changes(
             build_profiles(scratch, candidate)
             build_membership(scratch, candidate)
             ensure_tables(scratch)
-            plans = {d.name: (d, plan_sync(scratch, candidate, d)) for d in candidate.destinations if d.type != "file"}
+            destinations, rows = [], []
+            for destination in candidate.destinations:
+                if destination.type != "file":
+                    with plan_sync(scratch, candidate, destination) as plan:
+                        planned = _planned_rows(destination, plan)
+                    destinations.append(
+                        {
+                            "destination": destination.name,
+                            **{f"{op}s": sum(1 for r in planned if r["operation"] == op) for op in OPERATIONS},
+                            "skipped_for_consent": plan.skipped_for_consent,
+                            "rejected": plan.rejected,
+                            "dry_run": destination.dry_run,
+                        }
+                    )
+                    rows += planned
         with copy.attached() as beside:
             preview = _compare(beside)
     changes: IdChanges = summary["id_changes"]  # type: ignore[assignment]
@@ -156,29 +170,6 @@ def preview_changes(
             "ids_retired": changes.retired,
         }
     )
-    destinations, rows = [], []
-    for name, (destination, plan) in plans.items():
-        destinations.append(
-            {
-                "destination": name,
-                "adds": plan.count("add"),
-                "updates": plan.count("update"),
-                "removes": plan.count("remove"),
-                "skipped_for_consent": plan.skipped_for_consent,
-                "rejected": len(plan.rejected),
-                "dry_run": destination.dry_run,
-            }
-        )
-        rows += [
-            {
-                "destination": name,
-                "operation": c.operation,
-                "key": c.key,
-                "key_is_customer_id": destination.primary_key == "customer_id",
-                "fields": _masked_fields(c.payload),
-            }
-            for c in plan.changes
-        ]
     preview.lists["destinations"] = destinations
     preview.lists["destination_rows"] = rows
     for operation, label in (
@@ -188,6 +179,23 @@ def preview_changes(
     ):
         preview.counts[label] = sum(1 for r in rows if r["operation"] == operation)
     return preview
+
+
+OPERATIONS = ("add", "update", "remove")
+
+
+def _planned_rows(destination: RowDestinationConfig, plan: Plan) -> list[dict[str, object]]:
+    """The rows a destination's sync would send, their fields masked."""
+    return [
+        {
+            "destination": destination.name,
+            "operation": c.operation,
+            "key": c.key,
+            "key_is_customer_id": destination.primary_key == "customer_id",
+            "fields": _masked_fields(c.payload),
+        }
+        for c in plan.changes()
+    ]
 
 
 def _masked_fields(payload: str | None) -> str:

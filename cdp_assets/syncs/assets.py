@@ -31,6 +31,7 @@ from cdp_assets.syncs.state import (
     record_absorbed,
     record_batch,
     record_outcome,
+    record_rejected,
 )
 from resources.config import CDPConfig, FileDestinationConfig, RowDestinationConfig
 from resources.config.base import MissingSecretError
@@ -197,6 +198,42 @@ def make_client(destination: RowDestinationConfig) -> DestinationClient:
     raise ValueError(f"no client for destination type {destination.type!r}")
 
 
+# A sync hands `deliver` its plan's changes this many rows at a time (rounded up to whole batches), so
+# what it holds in memory is one such chunk and its batches' answers, however large the plan.
+CHUNK_ROWS = 50_000
+
+
+class Tally:
+    """What became of a sync's changes, counted chunk by chunk: the run reports counts, and holds no
+    change once its chunk is done."""
+
+    def __init__(self, retrying: set[str]) -> None:
+        self.retrying, self.retried = retrying, set[str]()
+        self.done = {"add": 0, "update": 0, "remove": 0}
+        self.deferred = {"add": 0, "update": 0, "remove": 0}
+        self.failed = self.requests = self.retries = 0
+        self.unavailable: str | None = None
+
+    def delivered(self, delivery: Delivery) -> None:
+        self.counted(delivery.accepted)
+        self.deferring(delivery.deferred)
+        self.failed += len(delivery.failed)
+        self.requests += delivery.requests
+        self.retries += delivery.retries
+        self.unavailable = self.unavailable or delivery.unavailable
+
+    def counted(self, changes: list[Change]) -> None:
+        """Changes sent (or, in a dry run, that would be)."""
+        for change in changes:
+            self.done[change.operation] += 1
+            if change.key in self.retrying:
+                self.retried.add(change.key)
+
+    def deferring(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.deferred[change.operation] += 1
+
+
 def run_sync(
     sql: Sql,
     config: CDPConfig,
@@ -217,6 +254,7 @@ def run_sync(
     used: list[DestinationClient] = []
     limiter = RateLimiter(destination.rate_limit_per_second, sleep)  # one limit for the resends and the rest
     opener = BatchOpener(sql, destination.name)
+    chunk_rows = -(-CHUNK_ROWS // destination.batch_size) * destination.batch_size
 
     def opened() -> DestinationClient:
         if not used:
@@ -237,6 +275,11 @@ def run_sync(
             sleep=sleep,
         )
 
+    def defer(changes: list[Change], tally: Tally) -> None:
+        record_outcome(
+            sql, destination.name, run_id, "deferred", [(c.key, c.operation, tally.unavailable) for c in changes]
+        )
+
     erasures = {"erased": 0, "erase_pending": 0}
     ended = False
     try:
@@ -244,24 +287,34 @@ def run_sync(
         if not destination.dry_run and pending_erasures(sql, destination.name):
             erasures = deliver_erasures(sql, destination, opened, sleep)
         settled = send([], resend) if resend else Delivery()
-        plan = plan_sync(sql, config, destination)
-        record_outcome(sql, destination.name, run_id, "rejected", [(k, None, r) for k, r in plan.rejected])
-        if not destination.dry_run:
-            record_absorbed(sql, destination.name, run_id, plan.absorbed)
-        if destination.dry_run:
-            record_outcome(sql, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in plan.changes])
-            delivery = Delivery()
-        elif settled.unavailable:  # still down: this run's changes wait behind the unanswered batch
+        with plan_sync(sql, config, destination) as plan:
+            tally = Tally(plan.retrying)
+            tally.delivered(settled)
+            record_rejected(sql, destination.name, run_id, plan)
+            if not destination.dry_run:
+                record_absorbed(sql, destination.name, run_id, plan)
+            # A hashed audience's removals go before its additions (see HashedAudienceClient); the client is
+            # opened only when there is something to send.
+            removals_first = bool(plan.size and not destination.dry_run and getattr(opened(), "removals_first", False))
             waiting = {c.key for c in settled.deferred}
-            delivery = Delivery(
-                deferred=[c for c in plan.changes if c.key not in waiting], unavailable=settled.unavailable
-            )
-        else:
-            delivery = send(plan.changes, []) if plan.changes else Delivery()
+            for chunk in plan.chunks(chunk_rows, removals_first):
+                if destination.dry_run:
+                    tally.counted(chunk)
+                    record_outcome(
+                        sql, destination.name, run_id, "dry_run", [(c.key, c.operation, None) for c in chunk]
+                    )
+                elif tally.unavailable:  # down: the rest waits (behind the unanswered batch, if that is why)
+                    rest = [c for c in chunk if c.key not in waiting]
+                    tally.deferring(rest)
+                    defer(rest, tally)
+                else:
+                    delivery = send(chunk, [])
+                    tally.delivered(delivery)
+                    defer(delivery.deferred, tally)
         ended = True
     finally:
-        for opened in used:
-            opened.close()
+        for opened_client in used:
+            opened_client.close()
         # What the destination accepted is in its state when the step ends, even a failing one; a failure
         # to fold while the sync fails already is left to the next sync, so the first error is the one seen.
         try:
@@ -269,34 +322,26 @@ def run_sync(
         except Exception:
             if ended:
                 raise
-    accepted = settled.accepted + delivery.accepted
-    deferred = settled.deferred + delivery.deferred
-    unavailable = settled.unavailable or delivery.unavailable
-    record_outcome(sql, destination.name, run_id, "deferred", [(c.key, c.operation, unavailable) for c in deferred])
-    counted = plan.changes if destination.dry_run else accepted
+    defer(settled.deferred, tally)
     return {
-        "added": sum(1 for c in counted if c.operation == "add"),
-        "updated": sum(1 for c in counted if c.operation == "update"),
-        "removed": sum(1 for c in counted if c.operation == "remove"),
-        "retried": len(plan.retrying & {c.key for c in counted}),
+        "added": tally.done["add"],
+        "updated": tally.done["update"],
+        "removed": tally.done["remove"],
+        "retried": len(tally.retried),
         "skipped_for_consent": plan.skipped_for_consent,
-        "rejected": len(plan.rejected),
+        "rejected": plan.rejected,
         "superseded": plan.superseded,
-        "absorbed": len(plan.absorbed),
-        "failed": len(settled.failed) + len(delivery.failed),
-        "deferred": len(deferred),
-        "deferred_by_operation": {op: n for op in ("add", "update", "remove") if (n := _count(deferred, op))},
+        "absorbed": plan.absorbed,
+        "failed": tally.failed,
+        "deferred": sum(tally.deferred.values()),
+        "deferred_by_operation": {op: n for op, n in tally.deferred.items() if n},
         "resent_batches": len(resend),
-        "requests": settled.requests + delivery.requests,
-        "request_retries": settled.retries + delivery.retries,
+        "requests": tally.requests,
+        "request_retries": tally.retries,
         "dry_run": destination.dry_run,
-        "unavailable": unavailable,
+        "unavailable": tally.unavailable,
         **erasures,
     }
-
-
-def _count(changes: list[Change], operation: str) -> int:
-    return sum(1 for c in changes if c.operation == operation)
 
 
 def _changes(count: int) -> str:

@@ -20,8 +20,9 @@ anything, so the destination can recognise the replay; an answered batch leaves 
 import hashlib
 import json
 import secrets
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
 
 import pyarrow as pa
 
@@ -128,20 +129,74 @@ _MODES: dict[str, dict[str, str]] = {
 }
 
 
-@dataclass
+# A plan's changes are read from the warehouse this many rows at a time (see `Plan.changes`).
+PAGE_ROWS = 50_000
+
+
 class Plan:
-    """What one run will send, and what it will not (and why)."""
+    """What one run will send, and what it will not (and why).
 
-    changes: list[Change] = field(default_factory=list)
-    rejected: list[tuple[str | None, str]] = field(default_factory=list)
-    skipped_for_consent: int = 0
-    superseded: int = 0
-    # Keys that left whose hashed identifiers a member still wanted holds (see plan_sync): marked gone, not sent.
-    absorbed: list[str] = field(default_factory=list)
-    retrying: set[str] = field(default_factory=set)
+    The changes stay in the warehouse, in the plan's table, and are read a page at a time as they are sent
+    (`chunks`): a first sync of millions of members holds one page in this process, not the segment, and on
+    Spark no table passes whole through the driver. Only the keys failed earlier (`syncs.pending`, which
+    waits for a destination to take them) are held here, to send them first."""
 
-    def count(self, operation: str) -> int:
-        return sum(1 for c in self.changes if c.operation == operation)
+    def __init__(self, sql: Sql, table: str, rejected_table: str, retracting: bool) -> None:
+        self._sql, self.table, self.rejected_table, self._retracting = sql, table, rejected_table, retracting
+        self.skipped_for_consent = 0
+        self.rejected = 0
+        self.superseded = 0
+        # Keys that left whose hashed identifiers a member still wanted holds (see plan_sync): marked gone,
+        # not sent.
+        self.absorbed = 0
+        self.retrying: set[str] = set()
+        self.size = 0  # rows of the table that are sent (retractions aside: they come with a changed row)
+
+    def changes(self, removals_first: bool = False) -> Iterator[Change]:
+        """The changes in the order they are sent: removals first when `removals_first` (a hashed audience's
+        retractions before the other removals) or last, and within each, the keys failed earlier first, then
+        by key."""
+        for kind in ("remove", "upsert") if removals_first else ("upsert", "remove"):
+            if kind == "remove" and self._retracting:
+                changed = "category = 'changed' and held_json is not null"
+                for page in self._pages(changed, "0", "key, row_json, held_json"):
+                    yield from _retractions(page)
+            where = "operation = 'remove'" if kind == "remove" else "operation in ('add', 'update')"
+            for page in self._pages(where, "retry_last", "key, operation, row_hash, row_json"):
+                yield from (Change(k, op, row_hash=h, payload=j) for k, op, h, j in page)
+
+    def chunks(self, rows: int, removals_first: bool = False) -> Iterator[list[Change]]:
+        """`changes` in lists of at most `rows` changes of one kind (upserts or removals), so that the
+        batches `deliver` cuts from consecutive chunks are the batches it would cut from all the changes
+        when `rows` is a multiple of the batch size."""
+        chunk: list[Change] = []
+        for change in self.changes(removals_first):
+            if chunk and (len(chunk) >= rows or (change.operation == "remove") != (chunk[0].operation == "remove")):
+                yield chunk
+                chunk = []
+            chunk.append(change)
+        if chunk:
+            yield chunk
+
+    def _pages(self, where: str, rank: str, columns: str) -> Iterator[list[tuple]]:
+        """The rows of the plan's table matching `where`, by (`rank`, key), PAGE_ROWS at a time, each page
+        read after the last one's rows (a key is once in the table): the warehouse runs other statements
+        between pages (each batch's bookkeeping), which a result still being fetched would not survive."""
+        after: list[object] = []
+        while True:
+            past = f"and ({rank} > ? or ({rank} = ? and key > ?))" if after else ""
+            page = self._sql.rows(
+                f"select {columns}, {rank} as page_rank, key as page_key from {self.table} where {where} {past}"
+                f" order by page_rank, page_key limit {PAGE_ROWS}",
+                after,
+            )
+            if not page:
+                return
+            yield [row[:-2] for row in page]
+            if len(page) < PAGE_ROWS:
+                return
+            last_rank, last_key = page[-1][-2:]
+            after = [last_rank, last_rank, last_key]
 
 
 # The current ids of the suppressed customers (a suppression follows its customer through a merge).
@@ -191,24 +246,25 @@ def hashing_settings(destination: HashedAudienceDestinationConfig, kinds: dict[s
 
 
 def hash_identifiers(
-    sql: Sql, destination: HashedAudienceDestinationConfig, plan: Plan, current: str, tables: Scratch
+    sql: Sql, destination: HashedAudienceDestinationConfig, current: str, rejected: str, tables: Scratch
 ) -> None:
-    """Replace clear identifiers by SHA-256 in table `current` (see `current_rows`), in place. A bad value
-    is dropped from its row; a row left with no identifier at all is rejected with the reasons, never the
-    whole batch.
+    """Replace clear identifiers by SHA-256 in table `current` (see `current_rows`), in place, and write
+    the rows rejected to table `rejected` (key, reason). A bad value is dropped from its row; a row left with
+    no identifier at all is rejected with the reasons, never the whole batch.
 
-    Normalising a phone number and hashing run in Python (2.2 s for the 53,841 consented champions of the
-    1M-people demo, 0.3 s when they are kept), so each member's outcome is kept in `syncs.hashed_rows`
-    with the digest of its clear row: a later run hashes only the members whose clear row changed (new
-    members, a new e-mail) and reads the rest. Rows whose key is missing or shared are hashed every time
-    (they are rejected later anyway)."""
+    Normalising a phone number and hashing are Python's (`hashed_outcomes`), run where the rows are
+    (`Sql.map_arrow`: on Spark, on its executors). That cost 2.2 s for the 53,841 consented champions of the
+    1M-people demo, 0.3 s when they are kept, so each member's outcome is kept in `syncs.hashed_rows` with
+    the digest of its clear row: a later run hashes only the members whose clear row changed (new members,
+    a new e-mail) and reads the rest. Rows whose key is missing or shared are hashed every time (they are
+    rejected later anyway)."""
     kinds: dict[str, IdentifierKind] = {
         name: hashed_kind(column)  # type: ignore  # never None: the configuration refuses other columns
         for name, column in destination.fields.items()
         if name.endswith("_sha256")
     }
     name, settings = destination.name, hashing_settings(destination, kinds)
-    clear, fresh = tables("clear"), tables("hashed")
+    clear, hashed, fresh = tables("clear"), tables("hashed_misses"), tables("hashed")
     sql.execute("delete from syncs.hashed_rows where destination = ? and settings <> ?", [name, settings])
     # Each consented row with its kept outcome, where its key is its own and its clear row is unchanged.
     sql.create_table_as(
@@ -222,18 +278,64 @@ def hash_identifiers(
         [name],
         temporary=True,
     )
-    misses = sql.rows(f"select key, row_json, clear_hash, cacheable from {clear} where not hit")
-    rows = [json.loads(row_json) for _, row_json, _, _ in misses]
+    hashing = partial(
+        hashed_outcomes,
+        kinds=kinds,
+        gmail_dots=destination.gmail_dots,
+        default_region=destination.default_region,
+        phone_plus=destination.phone_plus,
+    )
+    sql.map_arrow(
+        hashed,
+        f"""select key, row_json, clear_hash, case when cacheable then 'yes' else 'no' end as cacheable
+            from {clear} where not hit""",
+        hashing,
+        HASHED_OUTCOME,
+    )
+    sql.create_table_as(
+        fresh,
+        f"""select key, row_json, rejected from {hashed}
+            union all select key, kept_json, kept_rejected from {clear} where hit""",
+        temporary=True,
+    )
+    # The kept outcomes follow the members: a key that left the audience, or changed, has its old row go.
+    sql.execute(
+        f"""delete from syncs.hashed_rows h where destination = ? and not exists
+            (select 1 from {clear} c where c.cacheable and c.key = h.key and c.clear_hash = h.clear_hash)""",
+        [name],
+    )
+    sql.execute(
+        f"""insert or replace into syncs.hashed_rows
+           select ?, key, clear_hash, ?, row_json, rejected from {hashed} where cacheable = 'yes'""",
+        [name, settings],
+    )
+    sql.create_table_as(
+        rejected, f"select key, rejected as reason from {fresh} where rejected is not null", temporary=True
+    )
+    sql.create_table_as(
+        current,
+        f"""select key, true as consented, row_json from {fresh} where rejected is null
+           union all select key, consented, row_json from {current} where not consented""",
+        temporary=True,
+    )
+
+
+# What `hashed_outcomes` gives for each row: the clear row's key, digest and whether it is kept (`yes`), and
+# the hashed row or why it was rejected.
+HASHED_OUTCOME = ("key", "clear_hash", "cacheable", "row_json", "rejected")
+
+
+def hashed_outcomes(
+    rows: pa.Table, *, kinds: dict[str, IdentifierKind], gmail_dots: bool, default_region: str, phone_plus: bool
+) -> pa.Table:
+    """The hashed row, or the reason it is rejected, for each clear row of `rows` (columns key, row_json,
+    clear_hash, cacheable): `hash_identifiers`' Python part, row by row, so that it gives the same for a row
+    whichever rows come with it (Spark calls it for each batch an executor holds)."""
+    clear = [json.loads(row_json) for row_json in rows.column("row_json").to_pylist()]
     kept, rejects = (
-        hash_rows(
-            rows,
-            kinds,
-            gmail_dots=destination.gmail_dots,
-            default_region=destination.default_region,
-            phone_plus=destination.phone_plus,
-        )
+        hash_rows(clear, kinds, gmail_dots=gmail_dots, default_region=default_region, phone_plus=phone_plus)
         if kinds
-        else (rows, [])
+        else (clear, [])
     )
     # hash_rows reports every field of a row it drops, and fewer of a row it keeps.
     problems: dict[int, list[tuple[str, str]]] = {}
@@ -243,7 +345,7 @@ def hash_identifiers(
     payloads: list[str | None] = []
     reasons: list[str | None] = []
     outcomes = iter(kept)
-    for index, row in enumerate(rows):
+    for index, row in enumerate(clear):
         if index in dropped:
             shown = [
                 f"{field_name}: {reason} ({str(value)[:1]}***)"
@@ -255,41 +357,14 @@ def hash_identifiers(
         else:
             payloads.append(json.dumps(next(outcomes), sort_keys=True))
             reasons.append(None)
-    hashed = pa.table(
+    return pa.table(
         {
-            "key": pa.array([key for key, _, _, _ in misses], pa.string()),
-            "clear_hash": pa.array([clear_hash for _, _, clear_hash, _ in misses], pa.string()),
-            "cacheable": pa.array([cacheable for _, _, _, cacheable in misses], pa.bool_()),
+            "key": rows.column("key").cast(pa.string()),
+            "clear_hash": rows.column("clear_hash").cast(pa.string()),
+            "cacheable": rows.column("cacheable").cast(pa.string()),
             "row_json": pa.array(payloads, pa.string()),
             "rejected": pa.array(reasons, pa.string()),
         }
-    )
-    with sql.registered("hashed_frame", hashed):
-        sql.create_table_as(
-            fresh,
-            f"""select key, row_json, rejected from hashed_frame
-                union all select key, kept_json, kept_rejected from {clear} where hit""",
-            temporary=True,
-        )
-        # The kept outcomes follow the members: a key that left the audience, or changed, has its old row go.
-        sql.execute(
-            f"""delete from syncs.hashed_rows h where destination = ? and not exists
-                (select 1 from {clear} c where c.cacheable and c.key = h.key and c.clear_hash = h.clear_hash)""",
-            [name],
-        )
-        sql.execute(
-            """insert or replace into syncs.hashed_rows
-               select ?, key, clear_hash, ?, row_json, rejected from hashed_frame where cacheable""",
-            [name, settings],
-        )
-    plan.rejected.extend(
-        sql.rows(f"select key, rejected from {fresh} where rejected is not null order by key nulls first, rejected")
-    )
-    sql.create_table_as(
-        current,
-        f"""select key, true as consented, row_json from {fresh} where rejected is null
-           union all select key, consented, row_json from {current} where not consented""",
-        temporary=True,
     )
 
 
@@ -297,11 +372,10 @@ def _retractions(rows: list[tuple]) -> list[Change]:
     """For a hashed audience, the removals of the hashes a changed member no longer has (an old e-mail's):
     the audience holds members by their hashes, so adding the new ones would leave the old ones targeted
     for good. Only the stale values are removed (a phone that stayed is kept); the client sends these
-    before the updates (HashedAudienceClient.removals_first)."""
+    before the updates (HashedAudienceClient.removals_first). `rows` are (key, row_json, held_json) of
+    changed rows."""
     retractions = []
-    for key, row_json, _, category, held_json in rows:
-        if category != "changed" or held_json is None:
-            continue
+    for key, row_json, held_json in rows:
         now = json.loads(row_json)
         kept = {str(v) for v in now.values() if v is not None}
         stale = {
@@ -314,30 +388,41 @@ def _retractions(rows: list[tuple]) -> list[Change]:
     return retractions
 
 
-def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) -> Plan:
+@contextmanager
+def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) -> Iterator[Plan]:
     """Diff what the destination should hold against what it acknowledged, following the sync mode.
 
-    The rows wanted now and the diff are this step's own temporary tables, dropped when the plan is made:
-    the plan holds everything the run sends afterwards."""
+    The rows wanted now, the diff and the plan are this step's own temporary tables, dropped when the block
+    ends: the caller sends the plan's changes inside it."""
     # The diff is against everything acknowledged: the batches resent before the plan, and what a killed
     # run's destination accepted, are folded into the state first.
     fold_acknowledged(sql, destination.name)
     with sql.scratch("sync_plan") as tables:
-        plan = Plan()
-        current = tables("current")
-        current_rows(sql, destination, current)
-        if destination.type == "hashed_audience":
-            hash_identifiers(sql, destination, plan, current, tables)
-        plan.skipped_for_consent = int(sql.value(f"select count(*) from {current} where not consented"))
-        for key, reason in sql.rows(
-            f"""select key, case when key is null then 'missing primary key' else 'duplicate primary key' end
-               from {current} where consented
-               qualify key is null or count(*) over (partition by key) > 1"""
-        ):
-            plan.rejected.append((key, reason))
-        name = sql_literal(destination.name)
+        current, rejected, diff = tables("current"), tables("rejected"), tables("diff")
         categories = _MODES[destination.mode]
-        diff = tables("diff")
+        plan = Plan(
+            sql,
+            tables("plan"),
+            rejected,
+            retracting=destination.type == "hashed_audience" and "changed" in categories,
+        )
+        current_rows(sql, destination, current)
+        refused = [
+            f"""select key, case when key is null then 'missing primary key' else 'duplicate primary key' end as reason
+                from {current} where consented
+                qualify key is null or count(*) over (partition by key) > 1"""
+        ]
+        if destination.type == "hashed_audience":
+            hash_identifiers(sql, destination, current, tables("hash_rejected"), tables)
+            refused.insert(0, f"select key, reason from {tables('hash_rejected')}")
+        plan.skipped_for_consent = int(sql.value(f"select count(*) from {current} where not consented"))
+        sql.create_table_as(
+            rejected,
+            " union all ".join(f"select key, reason from ({q}) r{i}" for i, q in enumerate(refused)),
+            temporary=True,
+        )
+        plan.rejected = int(sql.value(f"select count(*) from {rejected}"))
+        name = sql_literal(destination.name)
         # A row keyed by a customer id that was merged into another leaves carrying `merged_into`, so a
         # webhook sends it as an update of the survivor rather than an exit. Other clients delete the old
         # key with what the destination holds for it: an API with a fixed schema (an audience's member
@@ -380,17 +465,25 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 where h.present and not exists (select 1 from want w where w.key = h.key)""",
             temporary=True,
         )
-        pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
-        rows = sql.rows(f"select key, row_json, row_hash, category, held_json from {diff} order by key")
+        # Each row's operation in this mode (null: not sent), and whether it failed before (sent first).
+        operation = " ".join(f"when {sql_literal(c)} then {sql_literal(op)}" for c, op in categories.items())
+        sql.create_table_as(
+            plan.table,
+            f"""select d.*, case d.category {operation} end as operation,
+                       case when p.key is null then 1 else 0 end as retry_last
+                from {diff} d
+                left join (select distinct key from syncs.pending where destination = {name}) p using (key)""",
+            temporary=True,
+        )
+        tables.drop("diff")
+        plan.size = int(sql.value(f"select count(*) from {plan.table} where operation is not null"))
         if "left" in categories:
-            plan.absorbed = [k for k, _, _, c, _ in rows if c == "held"]
-        wanted = [(k, j, h, categories[c]) for k, j, h, c, _ in rows if c in categories]
-        wanted.sort(key=lambda item: item[0] not in pending)  # failed rows of earlier runs go first
-        plan.changes = [Change(k, op, row_hash=h, payload=j) for k, j, h, op in wanted]
-        if destination.type == "hashed_audience" and "changed" in categories:
-            plan.changes = _retractions(rows) + plan.changes
-        plan.retrying = pending & {c.key for c in plan.changes}
-        superseded = sorted(pending - {c.key for c in plan.changes})
+            plan.absorbed = int(sql.value(f"select count(*) from {plan.table} where category = 'held'"))
+        pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
+        plan.retrying = {
+            k for (k,) in sql.rows(f"select key from {plan.table} where operation is not null and retry_last = 0")
+        }
+        superseded = sorted(pending - plan.retrying)
         plan.superseded = len(superseded)
         if superseded:
             with sql.registered("superseded_frame", pa.table({"key": pa.array(superseded, pa.string())})):
@@ -398,7 +491,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                     f"delete from syncs.pending where destination = {name}"
                     " and key in (select key from superseded_frame)"
                 )
-        return plan
+        yield plan
 
 
 def record_batch(
@@ -493,22 +586,31 @@ def fold_acknowledged(sql: Sql, destination: str | None = None) -> int:
     return waiting
 
 
-def record_absorbed(sql: Sql, destination: str, run_id: str, keys: list[str]) -> None:
+def record_absorbed(sql: Sql, destination: str, run_id: str, plan: Plan) -> None:
     """Mark the plan's absorbed keys gone from the destination's acknowledged state, without sending them:
     the member they were is still wanted under another key (see plan_sync)."""
-    if not keys:
+    if not plan.absorbed:
         return
     now = utc_now()
-    frame = pa.table({"key": pa.array(keys, pa.string())})
-    with sql.registered("absorbed_frame", frame), sql.transaction():
+    held = f"select key from {plan.table} where category = 'held'"
+    with sql.transaction():
         sql.execute(
-            """update syncs.destination_state set present = false, acknowledged_at = ?
-               where destination = ? and key in (select key from absorbed_frame)""",
+            f"""update syncs.destination_state set present = false, acknowledged_at = ?
+               where destination = ? and key in ({held})""",
             [now, destination],
         )
         sql.execute(
-            "insert into syncs.changelog select ?, ?, key, 'remove', 'absorbed', ?, ? from absorbed_frame",
+            f"insert into syncs.changelog select ?, ?, key, 'remove', 'absorbed', ?, ? from ({held})",
             [destination, run_id, "its hashed identifiers are a member still in the audience", now],
+        )
+
+
+def record_rejected(sql: Sql, destination: str, run_id: str, plan: Plan) -> None:
+    """Changelog rows for the rows the plan rejected (no usable identifier, a missing or shared key)."""
+    if plan.rejected:
+        sql.execute(
+            f"insert into syncs.changelog select ?, ?, key, null, 'rejected', reason, ? from {plan.rejected_table}",
+            [destination, run_id, utc_now()],
         )
 
 
