@@ -194,8 +194,9 @@ def compare(warehouse: Path, snapshot: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
-def _tree_rss(root: int) -> int:
-    """Bytes resident in process `root` and all its descendants (the Spark job's Python and its JVM), from /proc."""
+def _tree_rss(root: int, skip: tuple[int, ...] = ()) -> int:
+    """Bytes resident in process `root` and all its descendants (the Spark job's Python and its JVM), from /proc;
+    the processes `skip` and theirs left out."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -206,6 +207,8 @@ def _tree_rss(root: int) -> int:
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
+        if pid in skip:
+            continue
         todo += children.get(pid, [])
         try:
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,11 +1,14 @@
 """Time a destination sync at scale against the local demo destination, over real HTTP.
 
     python -m benchmarks.sync_scale --members 1000000 --batch-size 5000
-    python -m benchmarks.sync_scale --members 200000 --engine spark
+    python -m benchmarks.sync_scale --members 200000 --engine spark --type hashed_audience
 
 The demo destination server runs in its own process (as a real tool would); the warehouse holds
 --members consenting members of one segment. Measures the initial sync (every row sent), then a
-re-sync with nothing changed (no request should be made), then a re-sync after 1% of rows changed.
+re-sync with nothing changed (no request should be made), then a re-sync after 1% of rows changed,
+each with the peak resident memory of this process and its children (Spark's JVM; the destination
+server's process left out), sampled every 0.1 s. `--type hashed_audience` syncs to an audience (e-mails
+hashed) instead of a REST API.
 For each run it also prints what recording the batches' answers cost (`record_batch`, one call per
 batch): its first and last tenth of calls, which grow apart if that cost grows with the rows already
 acknowledged. `--engine spark` copies the members into a Spark warehouse (local[2], in a temporary
@@ -13,11 +16,13 @@ folder) and syncs from there.
 """
 
 import argparse
+import os
 import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +34,7 @@ import requests
 import yaml
 
 import cdp_assets.syncs.assets as sync_assets
+from benchmarks.spark_pipeline import _tree_rss
 from cdp_assets.syncs.assets import run_sync
 from cdp_assets.syncs.state import BatchOpener
 from resources.config import load_config
@@ -44,7 +50,9 @@ def _free_port() -> int:
 
 
 T = TypeVar("T")
-ONE_IN_100 = "customer_id like '%00'"
+# One customer in a hundred, by the last two digits of the id (the same rows on both engines), gets a new
+# first name and e-mail: a change of every destination type's fields.
+CHANGE_1_IN_100 = "update cdp.golden_profiles set first_name = 'X', email = 'x.' || email where customer_id like '%00'"
 # Seconds of each `record_batch` and `BatchOpener.open` call of the sync being measured.
 bookkeeping: list[float] = []
 opening: list[float] = []
@@ -61,6 +69,26 @@ def _timing(function: Callable[..., T], seconds: list[float]) -> Callable[..., T
             seconds.append(time.perf_counter() - started)
 
     return timed
+
+
+@contextmanager
+def _peak_rss(server: int) -> Iterator[list[int]]:
+    """The block's peak resident bytes of this process and its children but the destination `server`'s,
+    sampled every 0.1 s by a thread of its own (in the list once the block ends)."""
+    peak, done = [_tree_rss(os.getpid(), (server,))], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            peak[0] = max(peak[0], _tree_rss(os.getpid(), (server,)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(peak[0], _tree_rss(os.getpid(), (server,)))
 
 
 @contextmanager
@@ -90,6 +118,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    parser.add_argument("--type", choices=("rest", "hashed_audience"), default="rest")
     parser.add_argument(
         "--held-rows",
         type=int,
@@ -133,14 +162,28 @@ def main() -> None:
                         "destinations": [
                             {
                                 "name": "crm_api",
-                                "type": "rest",
                                 "segment": "vip",
                                 "mode": "mirror",
                                 "purpose": "email_marketing",
                                 "batch_size": args.batch_size,
-                                "upsert_url": f"{url}/rest/crm/upsert",
-                                "delete_url": f"{url}/rest/crm/delete",
-                                "fields": {"email": "email", "first_name": "first_name", "ltv": "lifetime_revenue"},
+                                **(
+                                    {
+                                        "type": "rest",
+                                        "upsert_url": f"{url}/rest/crm/upsert",
+                                        "delete_url": f"{url}/rest/crm/delete",
+                                        "fields": {
+                                            "email": "email",
+                                            "first_name": "first_name",
+                                            "ltv": "lifetime_revenue",
+                                        },
+                                    }
+                                    if args.type == "rest"
+                                    else {
+                                        "type": "hashed_audience",
+                                        "url": f"{url}/audiences/a/members",
+                                        "fields": {"email_sha256": "email"},
+                                    }
+                                ),
                             }
                         ],
                     }
@@ -173,17 +216,20 @@ def main() -> None:
                 for label, prepare in (
                     ("initial sync", None),
                     ("re-sync, nothing changed", None),
-                    # One customer in a hundred, by the last two digits of the id: the same rows on both engines.
-                    ("re-sync, 1% changed", f"update cdp.golden_profiles set first_name = 'X' where {ONE_IN_100}"),
+                    ("re-sync, 1% changed", CHANGE_1_IN_100),
                 ):
                     if prepare:
                         sql.execute(prepare)
                     bookkeeping.clear()
                     opening.clear()
                     started = time.perf_counter()
-                    report = run_sync(sql, config, destination, label)
-                    figures[label] = (time.perf_counter() - started, report, list(bookkeeping), sum(opening))
-            held = len(requests.get(f"{url}/state/rest/crm", timeout=60).json()["records"])
+                    with _peak_rss(server.pid) as peak:
+                        report = run_sync(sql, config, destination, label)
+                    figures[label] = (time.perf_counter() - started, report, list(bookkeeping), sum(opening), peak[0])
+            if args.type == "rest":
+                held = len(requests.get(f"{url}/state/rest/crm", timeout=60).json()["records"])
+            else:
+                held = len(requests.get(f"{url}/state/audiences/a", timeout=60).json()["members"])
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -191,10 +237,11 @@ def main() -> None:
         f"{args.engine}: members {args.members:,}, batch size {args.batch_size:,}, rows held for another destination "
         f"{args.held_rows:,}; destination holds {held:,} records"
     )
-    for label, (seconds, report, calls, opened) in figures.items():
+    for label, (seconds, report, calls, opened, peak) in figures.items():
         print(
             f"{label:28s} {seconds:7.1f} s  requests {report['requests']:5d}  added {report['added']:,}  "
-            f"updated {report['updated']:,}  failed {report['failed']}"
+            f"updated {report['updated']:,}  removed {report['removed']:,}  failed {report['failed']}  "
+            f"peak RSS {peak / 2**20:,.0f} MB"
         )
         if calls:
             tenth = max(1, len(calls) // 10)
