@@ -295,7 +295,9 @@ def run_sync(
                 record_absorbed(sql, destination.name, run_id, plan)
             # A hashed audience's removals go before its additions (see HashedAudienceClient); the client is
             # opened only when there is something to send.
-            removals_first = bool(plan.size and not destination.dry_run and getattr(opened(), "removals_first", False))
+            removals_first = bool(
+                plan.upserts + plan.removals and not destination.dry_run and getattr(opened(), "removals_first", False)
+            )
             waiting = {c.key for c in settled.deferred}
             for chunk in plan.chunks(chunk_rows, removals_first):
                 if destination.dry_run:

@@ -150,17 +150,21 @@ class Plan:
         # not sent.
         self.absorbed = 0
         self.retrying: set[str] = set()
-        self.size = 0  # rows of the table that are sent (retractions aside: they come with a changed row)
+        # Rows of the table that are sent, by kind (retractions aside: each comes with a changed row's update).
+        self.upserts = self.removals = 0
 
     def changes(self, removals_first: bool = False) -> Iterator[Change]:
         """The changes in the order they are sent: removals first when `removals_first` (a hashed audience's
         retractions before the other removals) or last, and within each, the keys failed earlier first, then
         by key."""
         for kind in ("remove", "upsert") if removals_first else ("upsert", "remove"):
-            if kind == "remove" and self._retracting:
+            # A kind with no row reads no page (on Spark each page is a job); retractions come with updates.
+            if kind == "remove" and self._retracting and self.upserts:
                 changed = "category = 'changed' and held_json is not null"
                 for page in self._pages(changed, "0", "key, row_json, held_json"):
                     yield from _retractions(page)
+            if not (self.removals if kind == "remove" else self.upserts):
+                continue
             where = "operation = 'remove'" if kind == "remove" else "operation in ('add', 'update')"
             for page in self._pages(where, "retry_last", "key, operation, row_hash, row_json"):
                 yield from (Change(k, op, row_hash=h, payload=j) for k, op, h, j in page)
@@ -398,7 +402,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
     # run's destination accepted, are folded into the state first.
     fold_acknowledged(sql, destination.name)
     with sql.scratch("sync_plan") as tables:
-        current, rejected, diff = tables("current"), tables("rejected"), tables("diff")
+        current, rejected = tables("current"), tables("rejected")
         categories = _MODES[destination.mode]
         plan = Plan(
             sql,
@@ -415,13 +419,11 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         if destination.type == "hashed_audience":
             hash_identifiers(sql, destination, current, tables("hash_rejected"), tables)
             refused.insert(0, f"select key, reason from {tables('hash_rejected')}")
-        plan.skipped_for_consent = int(sql.value(f"select count(*) from {current} where not consented"))
         sql.create_table_as(
             rejected,
             " union all ".join(f"select key, reason from ({q}) r{i}" for i, q in enumerate(refused)),
             temporary=True,
         )
-        plan.rejected = int(sql.value(f"select count(*) from {rejected}"))
         name = sql_literal(destination.name)
         # A row keyed by a customer id that was merged into another leaves carrying `merged_into`, so a
         # webhook sends it as an update of the survivor rather than an exit. Other clients delete the old
@@ -444,45 +446,56 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         held_elsewhere = "false"
         if destination.type == "hashed_audience":
             held_elsewhere = "exists (select 1 from want w where w.row_json = h.row_json)"
+        # Each row of the diff with its operation in this mode (null: not sent) and whether it failed before
+        # (`retry_last` 0: sent first).
+        operation = " ".join(f"when {sql_literal(c)} then {sql_literal(op)}" for c, op in categories.items())
         sql.create_table_as(
-            diff,
+            plan.table,
             f"""with want as (
                     select key, row_json, md5(row_json) as row_hash from {current}
                     where consented and key is not null qualify count(*) over (partition by key) = 1
                 ),
-                have as (select * from syncs.destination_state where destination = {name})
-                select w.key, w.row_json, w.row_hash,
-                       case when h.key is null or not h.present then 'new' else 'changed' end as category,
-                       case when h.present then h.row_json end as held_json
-                from want w left join have h using (key)
-                where h.key is null or h.present is distinct from ({destination.mode != "delete"})
-                   or (h.present and h.row_hash <> w.row_hash)
-                union all
-                select h.key, {left_json}, h.row_hash,
-                       case when {held_elsewhere} then 'held' else 'left' end, null
-                from have h
-                {alias_join}
-                where h.present and not exists (select 1 from want w where w.key = h.key)""",
-            temporary=True,
-        )
-        # Each row's operation in this mode (null: not sent), and whether it failed before (sent first).
-        operation = " ".join(f"when {sql_literal(c)} then {sql_literal(op)}" for c, op in categories.items())
-        sql.create_table_as(
-            plan.table,
-            f"""select d.*, case d.category {operation} end as operation,
+                have as (select * from syncs.destination_state where destination = {name}),
+                diff as (
+                    select w.key, w.row_json, w.row_hash,
+                           case when h.key is null or not h.present then 'new' else 'changed' end as category,
+                           case when h.present then h.row_json end as held_json
+                    from want w left join have h using (key)
+                    where h.key is null or h.present is distinct from ({destination.mode != "delete"})
+                       or (h.present and h.row_hash <> w.row_hash)
+                    union all
+                    select h.key, {left_json}, h.row_hash,
+                           case when {held_elsewhere} then 'held' else 'left' end, null
+                    from have h
+                    {alias_join}
+                    where h.present and not exists (select 1 from want w where w.key = h.key)
+                )
+                select d.*, case d.category {operation} end as operation,
                        case when p.key is null then 1 else 0 end as retry_last
-                from {diff} d
+                from diff d
                 left join (select distinct key from syncs.pending where destination = {name}) p using (key)""",
             temporary=True,
         )
-        tables.drop("diff")
-        plan.size = int(sql.value(f"select count(*) from {plan.table} where operation is not null"))
-        if "left" in categories:
-            plan.absorbed = int(sql.value(f"select count(*) from {plan.table} where category = 'held'"))
+        # One query for every count (on Spark each is a job).
+        counts = sql.row(
+            f"""select (select count(*) from {current} where not consented),
+                       (select count(*) from {rejected}),
+                       coalesce(sum(case when operation in ('add', 'update') then 1 else 0 end), 0),
+                       coalesce(sum(case when operation = 'remove' then 1 else 0 end), 0),
+                       coalesce(sum(case when category = 'held' then 1 else 0 end), 0),
+                       coalesce(sum(case when operation is not null and retry_last = 0 then 1 else 0 end), 0)
+                from {plan.table}"""
+        )
+        assert counts is not None  # an aggregate gives one row
+        plan.skipped_for_consent, plan.rejected = int(counts[0]), int(counts[1])
+        plan.upserts, plan.removals = int(counts[2]), int(counts[3])
+        plan.absorbed = int(counts[4]) if "left" in categories else 0
+        retrying = int(counts[5])
         pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
-        plan.retrying = {
-            k for (k,) in sql.rows(f"select key from {plan.table} where operation is not null and retry_last = 0")
-        }
+        if retrying:
+            plan.retrying = {
+                k for (k,) in sql.rows(f"select key from {plan.table} where operation is not null and retry_last = 0")
+            }
         superseded = sorted(pending - plan.retrying)
         plan.superseded = len(superseded)
         if superseded:
