@@ -261,6 +261,15 @@ def run_sync(
             used.append(client or make_client(destination))
         return used[0]
 
+    # The keys that may be in syncs.pending: unknown until the plan has read it, then those it holds and
+    # this run's failures.
+    may_be_pending: set[str] | None = None
+
+    def answered(key: str, accepted: list[Change], failed: list[tuple[Change, str]]) -> None:
+        record_batch(sql, destination.name, run_id, key, accepted, failed, may_be_pending)
+        if may_be_pending is not None:
+            may_be_pending.update(c.key for c, _ in failed)
+
     def send(changes: list[Change], resend: list[tuple[str, list[Change]]]) -> Delivery:
         return deliver(
             opened(),
@@ -271,7 +280,7 @@ def run_sync(
             rate_limit=limiter,
             resend=resend,
             open_batch=opener.open,
-            on_batch=lambda key, ok, bad: record_batch(sql, destination.name, run_id, key, ok, bad),
+            on_batch=answered,
             sleep=sleep,
         )
 
@@ -289,6 +298,7 @@ def run_sync(
         settled = send([], resend) if resend else Delivery()
         with plan_sync(sql, config, destination) as plan:
             tally = Tally(plan.retrying)
+            may_be_pending = set(plan.retrying)
             tally.delivered(settled)
             record_rejected(sql, destination.name, run_id, plan)
             if not destination.dry_run:

@@ -514,10 +514,13 @@ def record_batch(
     batch: str,
     accepted: list[Change],
     failed: list[tuple[Change, str]],
+    pending: set[str] | None = None,
 ) -> None:
     """Acknowledge accepted rows (into the journal the sync folds when it ends) and queue failed ones, in one
     transaction per answered batch; the batch is no longer in flight (a refused batch that is split may settle
-    no row: its parts are new batches)."""
+    no row: its parts are new batches). `pending`: the keys that may be in `syncs.pending`, when the caller
+    knows them (None: any may be); accepted rows are looked for there only if one of them is (on Spark
+    the look is a job of its own)."""
     now = utc_now()
     # The frames are registered outside the transaction (see `BatchOpener.open`), and only those the batch needs.
     with ExitStack() as frames:
@@ -553,11 +556,12 @@ def record_batch(
                 [destination, now, destination, batch],
             )
         sql.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
-        if accepted:
+        if accepted and (pending is None or any(c.key in pending for c in accepted)):
             sql.execute(
                 "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
                 [destination],
             )
+        if accepted:
             sql.execute(
                 "insert into syncs.changelog select ?, ?, key, operation, 'sent', null, ? from accepted_frame",
                 [destination, run_id, now],
