@@ -402,8 +402,9 @@ def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_sett
         assert warehouse.sync("r1")["added"] == 2 and len(hashed[-1]) == 3
 
         # Nothing changed: nothing is hashed, nothing sent, and the bad row is rejected again, for the same reason.
+        calls = len(hashed)
         report = warehouse.sync("r2")
-        assert hashed[-1] == [] and report["added"] + report["updated"] + report["removed"] == 0
+        assert len(hashed) == calls and report["added"] + report["updated"] + report["removed"] == 0
         rejected = "select run_id, key, error from syncs.changelog where status = 'rejected' order by run_id"
         (first, second) = warehouse.conn.execute(rejected).fetchall()
         assert (
@@ -429,7 +430,8 @@ def test_a_hashed_audience_hashes_again_only_the_rows_whose_clear_values_or_sett
         # A member who left takes their kept row with them.
         del members["c4"]
         warehouse.set_members(members)
-        assert warehouse.sync("r5")["removed"] == 1 and hashed[-1] == []
+        calls = len(hashed)
+        assert warehouse.sync("r5")["removed"] == 1 and len(hashed) == calls
         kept = warehouse.conn.execute("select key from syncs.hashed_rows order by key").fetchall()
         assert kept == [("c1",), ("c2",), ("c3",)]
 
