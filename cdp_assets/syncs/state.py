@@ -287,16 +287,17 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
         default_region=destination.default_region,
         phone_plus=destination.phone_plus,
     )
-    # Members all kept (a re-sync with nothing new) start no hashing (on Spark, a job and its Python workers).
+    missed = f"""select key, row_json, clear_hash, case when cacheable then 'yes' else 'no' end as cacheable
+                 from {clear} where not hit"""
+    # Members all kept (a re-sync with nothing new) start no hashing. Up to a page of them (a delta's new
+    # and changed members) are hashed in this process, as they are sent, sparing Spark a job and its
+    # Python workers (seconds); more are hashed where they are (`map_arrow`: on Spark, on the executors).
     misses = int(sql.value(f"select count(*) from {clear} where not hit"))
-    if misses:
-        sql.map_arrow(
-            hashed,
-            f"""select key, row_json, clear_hash, case when cacheable then 'yes' else 'no' end as cacheable
-                from {clear} where not hit""",
-            hashing,
-            HASHED_OUTCOME,
-        )
+    if misses > PAGE_ROWS:
+        sql.map_arrow(hashed, missed, hashing, HASHED_OUTCOME)
+    elif misses:
+        with sql.registered("hashed_frame", hashing(sql.arrow(missed))) as frame:
+            sql.create_table_as(hashed, f"select * from {frame}", temporary=True)
     kept = f"select key, kept_json as row_json, kept_rejected as rejected from {clear} where hit"
     sql.create_table_as(
         fresh,
