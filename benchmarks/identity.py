@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,14 +71,15 @@ def _rss_mb() -> int:
 
 
 @contextmanager
-def rss_samples(every: float) -> Iterator[list[tuple[float, int]]]:
-    """(Unix time, this process's resident MB) at the start of the block and every `every` seconds while
-    it runs, sampled by a thread of its own: the list grows during the block and is whole after it."""
-    samples, done = [(time.time(), _rss_mb())], threading.Event()
+def rss_samples(every: float, measure: Callable[[], int] = _rss_mb) -> Iterator[list[tuple[float, int]]]:
+    """(Unix time, `measure()`: by default this process's resident MB) at the start of the block and every
+    `every` seconds while it runs, sampled by a thread of its own: the list grows during the block and is
+    whole after it."""
+    samples, done = [(time.time(), measure())], threading.Event()
 
     def sample() -> None:
         while not done.wait(every):
-            samples.append((time.time(), _rss_mb()))
+            samples.append((time.time(), measure()))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ import requests
 import yaml
 
 import cdp_assets.syncs.assets as sync_assets
+from benchmarks.identity import rss_samples
 from benchmarks.spark_pipeline import _tree_rss
 from cdp_assets.syncs.assets import run_sync
 from cdp_assets.syncs.state import BatchOpener
@@ -69,26 +69,6 @@ def _timing(function: Callable[..., T], seconds: list[float]) -> Callable[..., T
             seconds.append(time.perf_counter() - started)
 
     return timed
-
-
-@contextmanager
-def _peak_rss(server: int) -> Iterator[list[int]]:
-    """The block's peak resident bytes of this process and its children but the destination `server`'s,
-    sampled every 0.1 s by a thread of its own (in the list once the block ends)."""
-    peak, done = [_tree_rss(os.getpid(), (server,))], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.1):
-            peak[0] = max(peak[0], _tree_rss(os.getpid(), (server,)))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield peak
-    finally:
-        done.set()
-        sampler.join()
-        peak[0] = max(peak[0], _tree_rss(os.getpid(), (server,)))
 
 
 @contextmanager
@@ -223,9 +203,11 @@ def main() -> None:
                     bookkeeping.clear()
                     opening.clear()
                     started = time.perf_counter()
-                    with _peak_rss(server.pid) as peak:
+                    # This process and its children (Spark's JVM and Python workers), not the destination server.
+                    with rss_samples(0.1, lambda: _tree_rss(os.getpid(), (server.pid,))) as samples:
                         report = run_sync(sql, config, destination, label)
-                    figures[label] = (time.perf_counter() - started, report, list(bookkeeping), sum(opening), peak[0])
+                    peak = max(resident for _, resident in samples)
+                    figures[label] = (time.perf_counter() - started, report, list(bookkeeping), sum(opening), peak)
             if args.type == "rest":
                 held = len(requests.get(f"{url}/state/rest/crm", timeout=60).json()["records"])
             else:
