@@ -254,19 +254,19 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
     select of the rows rejected (key, reason), over `tables`' tables. A bad value is dropped from its row;
     a row left with no identifier at all is rejected with the reasons, never the whole batch.
 
-    Normalising a phone number and hashing are Python's (`hashed_outcomes`), run where the rows are
-    (`Sql.map_arrow`: on Spark, on its executors). That cost 2.2 s for the 53,841 consented champions of the
-    1M-people demo, 0.3 s when they are kept, so each member's outcome is kept in `syncs.hashed_rows` with
-    the digest of its clear row: a later run hashes only the members whose clear row changed (new members,
-    a new e-mail) and reads the rest. Rows whose key is missing or shared are hashed every time (they are
-    rejected later anyway)."""
+    Normalising a phone number and hashing are Python's (`hashed_outcomes`). That cost 2.2 s for the
+    53,841 consented champions of the 1M-people demo, 0.3 s when they are kept, so each member's outcome is
+    kept in `syncs.hashed_rows` with the digest of its clear row: a later run hashes only the members whose
+    clear row changed (new members, a new e-mail) and reads the rest; more than a page of them are hashed
+    where they are (`Sql.map_arrow`: on Spark, on its executors), fewer in this process. Rows whose key is
+    missing or shared are hashed every time (they are rejected later anyway)."""
     kinds: dict[str, IdentifierKind] = {
         name: hashed_kind(column)  # type: ignore  # never None: the configuration refuses other columns
         for name, column in destination.fields.items()
         if name.endswith("_sha256")
     }
     name, settings = destination.name, hashing_settings(destination, kinds)
-    clear, hashed, fresh = tables("clear"), tables("hashed_misses"), tables("hashed")
+    clear, hashed, outcomes = tables("clear"), tables("hashed"), tables("outcomes")
     sql.execute("delete from syncs.hashed_rows where destination = ? and settings <> ?", [name, settings])
     # Each consented row with its kept outcome, where its key is its own and its clear row is unchanged.
     sql.create_table_as(
@@ -300,7 +300,7 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
             sql.create_table_as(hashed, f"select * from {frame}", temporary=True)
     kept = f"select key, kept_json as row_json, kept_rejected as rejected from {clear} where hit"
     sql.create_table_as(
-        fresh,
+        outcomes,
         f"select key, row_json, rejected from {hashed} union all {kept}" if misses else kept,
         temporary=True,
     )
@@ -318,11 +318,11 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
         )
     sql.create_table_as(
         current,
-        f"""select key, true as consented, row_json from {fresh} where rejected is null
+        f"""select key, true as consented, row_json from {outcomes} where rejected is null
            union all select key, consented, row_json from {current} where not consented""",
         temporary=True,
     )
-    return f"select key, rejected as reason from {fresh} where rejected is not null"
+    return f"select key, rejected as reason from {outcomes} where rejected is not null"
 
 
 # What `hashed_outcomes` gives for each row: the clear row's key, digest and whether it is kept (`yes`), and
