@@ -215,6 +215,7 @@ class Tally:
         self.unavailable: str | None = None
 
     def delivered(self, delivery: Delivery) -> None:
+        """One `deliver` call's outcome, added to the run's."""
         self.counted(delivery.accepted)
         self.deferring(delivery.deferred)
         self.failed += len(delivery.failed)
@@ -230,6 +231,7 @@ class Tally:
                 self.retried.add(change.key)
 
     def deferring(self, changes: list[Change]) -> None:
+        """Changes left for the next run, counted by operation for the failure's message."""
         for change in changes:
             self.deferred[change.operation] += 1
 
