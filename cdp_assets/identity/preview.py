@@ -172,12 +172,8 @@ def preview_changes(
     )
     preview.lists["destinations"] = destinations
     preview.lists["destination_rows"] = rows
-    for operation, label in (
-        ("add", "destination_adds"),
-        ("update", "destination_updates"),
-        ("remove", "destination_removes"),
-    ):
-        preview.counts[label] = sum(1 for r in rows if r["operation"] == operation)
+    for op in OPERATIONS:  # every destination's counts summed
+        preview.counts[f"destination_{op}s"] = sum(int(d[f"{op}s"]) for d in destinations)
     return preview
 
 
