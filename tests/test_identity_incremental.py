@@ -10,7 +10,7 @@ from cdp_assets.consistency.checks import CHECK_NAME
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, resolve
 from resources.sql import Sql
 from resources.warehouse import copy_database
-from sensors.schedules import REBUILD_CHECK_JOB
+from sensors.schedules import REBUILD_CHECK_JOB, RETRAIN_JOB
 from tests.fixtures import CRM_HEADER, make_platform
 
 pytestmark = pytest.mark.dagster
@@ -154,3 +154,44 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
     (crm / "one_more.csv").write_text(CRM_HEADER + "NEW-9,Zoe,Quill,,,,,,,US,,true,2026-01-01T00:00:00Z\n")
     after_removal = _identity(platform.refresh())
     assert after_removal["mode"] == "full" and after_removal["scored_pairs_kept"] == 0
+
+
+def test_how_common_a_first_name_is_comes_with_the_kept_model_until_it_is_trained_again(
+    tmp_path, instance, destination_server
+):
+    platform = make_platform(tmp_path, instance, destination_server.url, people=200)
+    crm = platform.folder / "landing" / "crm"
+    # One person's two records under one e-mail, the first name once mistyped: a rare spelling beside
+    # another rare one is a slip, so the e-mail is one person's and links them.
+    (crm / "slip.csv").write_text(
+        CRM_HEADER
+        + "ZAD-1,Zadislava,Quorn,zad.quorn@example.org,,,,,,US,1980-04-02,true,2026-01-01T00:00:00Z\n"
+        + "ZAD-2,Zadislawa,Quorn,zad.quorn@example.org,,,,,,US,1980-04-02,true,2026-01-01T00:00:00Z\n"
+    )
+    first = _identity(platform.refresh())
+    assert first["model_training"] != "kept"
+    blocked = "select count(*) from identity.blocked_identifiers where id_value = 'zad.quorn@example.org'"
+    assert platform.scalar(blocked) == 0
+
+    # Two more of each spelling arrive, elsewhere: counted afresh, both names would now be too common to
+    # be one another's slip, and the e-mail would be two people's. The kept model's counts say it is one
+    # person's still, as a rebuild with that model says.
+    (crm / "more.csv").write_text(
+        CRM_HEADER
+        + "".join(
+            f"ZAD-{n}{k},{name},Other{n}{k},other{n}{k}@example.org,,,,,,US,,true,2026-01-01T00:00:00Z\n"
+            for n, name in [(3, "Zadislava"), (4, "Zadislawa")]
+            for k in "ab"
+        )
+    )
+    delta = _identity(platform.refresh())
+    assert delta["mode"] == "incremental" and delta["model_training"] == "kept"
+    assert platform.scalar(blocked) == 0
+    check = platform.defs.resolve_job_def(REBUILD_CHECK_JOB).execute_in_process(instance=instance)
+    (evaluation,) = [e for e in check.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
+    assert evaluation.passed, evaluation.metadata
+
+    # Trained again, the model counts names again: two common spellings are two people.
+    retrained = platform.defs.resolve_job_def(RETRAIN_JOB).execute_in_process(instance=instance)
+    assert _identity(retrained)["model_training"] == "retrained: requested"
+    assert platform.scalar(blocked) == 1

@@ -671,16 +671,29 @@ def test_links_decided_group_by_group_give_what_one_strongest_first_pass_gives(t
         )
     )
     conflicts = {c: COMPARISONS[c].conflict for c in ("date_of_birth", "first_name")}
-    with sql.scratch("clustering") as tables:
-        after = _cluster(sql, config, 0.9, conflicts, "recs", "scores", "node_labels", None, tables, "decided", "after")
-        got = sql.arrays(f"select component from {after} order by node_id")["component"]
-    decided = {(int(a), int(b)): d for a, b, d in sql.rows("select l, r, decision from decided")}
-
-    # One pass over every link, strongest first, ties by record numbers.
     counts: dict[str, int] = {}
     for _, f, _, _ in records:
         if f is not None:
             counts[f] = counts.get(f, 0) + 1
+    with sql.scratch("clustering") as tables:
+        after = _cluster(
+            sql,
+            config,
+            0.9,
+            conflicts,
+            "recs",
+            "scores",
+            "node_labels",
+            None,
+            tables,
+            "decided",
+            "after",
+            FirstNames(counts),
+        )
+        got = sql.arrays(f"select component from {after} order by node_id")["component"]
+    decided = {(int(a), int(b)): d for a, b, d in sql.rows("select l, r, decision from decided")}
+
+    # One pass over every link, strongest first, ties by record numbers.
     applied = sorted(
         (link for link in links if link[3] and labels[link[0]] != labels[link[1]]),
         key=lambda link: (-link[2], link[0], link[1]),

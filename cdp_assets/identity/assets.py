@@ -221,7 +221,9 @@ def _resolve(
     # How reliable first names and birth dates are, measured on shared values, is kept with a model being
     # trained (SharedDisagreement); with the kept model it is not measured.
     measure = trains(sql, config, person_nodes, retrain)
-    shared = block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges, measure)
+    # How common each first name is, as the sharing and bridge checks judge names: kept with a kept model.
+    names = first_names(sql, person_latest, kept=not measure and config.identity.matching.enabled)
+    shared = block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges, names, measure)
     sql.create_table_as(
         usable_values,
         f"""
@@ -246,7 +248,7 @@ def _resolve(
     separated = separate_bridges(
         sql,
         tables,
-        first_names(sql, person_latest),
+        names,
         id_nodes=id_nodes,
         id_edges=id_edges,
         linking_values=linking_values,
@@ -293,6 +295,7 @@ def _resolve(
         retrain,
         reuse_pairs,
         shared.rates(MIN_LABELLED_PAIRS),
+        names.counts,
     )
     started = time.perf_counter()
     customers, override_report = apply_overrides(
@@ -526,6 +529,7 @@ def block_shared_values(
     id_edges: str,
     person_latest: str,
     split_edges: str,
+    known: FirstNames,
     measure: bool = True,
 ) -> SharedDisagreement:
     """Sort out the values shared by more people than their type allows (`max_people_per_value`).
@@ -539,7 +543,7 @@ def block_shared_values(
     the caller's table `split_edges`, and the value to `identity.shared_identifiers`. A value shared by more
     people, or whose records all stay ambiguous or alone, links nobody and is added to
     `identity.blocked_identifiers`. Reads the caller's tables of distinct values, record-to-value edges and
-    latest person records.
+    latest person records; `known` says how common each first name is.
 
     Returns what the values' records say about how reliable first names and birth dates are (see
     SharedDisagreement), measured before the values were judged by them; nothing when not `measure`.
@@ -554,7 +558,9 @@ def block_shared_values(
         return SharedDisagreement()
     within = {t: specs[t].max_people_linked_within for t in limits}
     with sql.scratch("shared_values") as tables:
-        return _block_shared(sql, limits, within, id_values, id_edges, person_latest, split_edges, tables, measure)
+        return _block_shared(
+            sql, limits, within, id_values, id_edges, person_latest, split_edges, tables, known, measure
+        )
 
 
 def _block_shared(
@@ -566,6 +572,7 @@ def _block_shared(
     person_latest: str,
     split_edges: str,
     tables: Scratch,
+    known: FirstNames,
     measure: bool,
 ) -> SharedDisagreement:
     type_limits = tables.frame("type_limits", pd.DataFrame(list(limits.items()), columns=["id_type", "max_people"]))
@@ -577,7 +584,6 @@ def _block_shared(
             where records > 1""",
         temporary=True,
     )
-    known = first_names(sql, person_latest)
     measured = _shared_pairs(sql, repeated_values, id_edges, person_latest) if measure else SharedDisagreement()
     # Each value judged where its records are (on Spark's executors, on DuckDB in process): see _judge_value.
     judged = tables("judged_values")

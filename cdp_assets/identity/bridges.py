@@ -25,17 +25,17 @@ out. Only one step is looked at: a chain of activity records each naming one per
 from __future__ import annotations
 
 from cdp_assets.identity.clustering import FirstNames, birth_date_people
+from cdp_assets.identity.matching.model import name_counts
 from resources.sql import Scratch, Sql
 
 SEPARATED_LINKS = "identity.separated_links"
 
 
-def first_names(sql: Sql, person_latest: str) -> FirstNames:
-    """How common each first name is among the person records, as the sharing checks judge names by."""
-    counts = sql.rows(
-        f"select lower(trim(first_name)), count(*) from {person_latest} where first_name is not null group by 1"
-    )
-    return FirstNames(dict(counts))
+def first_names(sql: Sql, person_latest: str, kept: bool) -> FirstNames:
+    """How common each first name is among the person records, as the sharing checks judge names by: as
+    kept with the model when the run keeps it (`kept`, see name_counts)."""
+    names = f"select lower(trim(first_name)) as name from {person_latest}"
+    return FirstNames(name_counts(sql, "written", names, kept))
 
 
 def create_separated_links(sql: Sql) -> None:

@@ -120,6 +120,9 @@ COVERAGE: dict[str, Coverage] = {
     "identity.model_term_frequencies": Coverage(
         "kept", "shares of values on two or more records, under their md5: no value as written"
     ),
+    "identity.model_name_counts": Coverage(
+        "kept", "counts of first names on two or more person records, under their md5: no name as written"
+    ),
     "identity.links": Coverage("kept", "a view over the identifier tables"),
     "cdp.quarantine": Coverage("kept", "a view over the quarantine tables"),
     "meta.loaded_files": Coverage("kept", "file names and hashes; a rewritten file's hash is updated"),

@@ -81,10 +81,18 @@ def model_fingerprint(names: list[str], settings_json: str) -> str:
 
 
 def save_model(
-    sql: Sql, model: FellegiSunterModel, levels: str, fingerprint: str, trained_at: datetime, records: int
+    sql: Sql,
+    model: FellegiSunterModel,
+    levels: str,
+    fingerprint: str,
+    trained_at: datetime,
+    records: int,
+    names: Mapping[str, Mapping[str, int]],
 ) -> None:
     """Keep `model` as the one in use: `levels` (a table of the caller's holding model.levels_table()) into
-    identity.model, the rest into identity.model_training."""
+    identity.model, the first-name counts it was trained beside (`names`, kind -> name_counts) into
+    identity.model_name_counts, the rest into identity.model_training."""
+    _save_name_counts(sql, names, trained_at)
     sql.create_table_as(MODEL_TABLE, f"select * from {levels}")
     sql.create_table_as(
         TRAINING_TABLE,
@@ -149,6 +157,67 @@ def load_model(sql: Sql, names: list[str], fingerprint: str) -> KeptModel | None
         u[name] = np.array([row[2] for row in rows], dtype=np.float64)
     model = FellegiSunterModel(names, m, u, float(prior), int(iterations), int(labelled), shared)
     return KeptModel(model, trained_at, records)
+
+
+# How many person records give each first name, kept beside the model: the sharing check, the bridge check
+# and clustering ask whether a close spelling is rare next to another (FirstNames), and with the counts of
+# the training, their answer about two records depends on those records alone, not on what has arrived
+# since (a delta's new Marys would otherwise move the judgement of a Mark and a Mary under any value, and a
+# delta could not leave the customers it does not touch as they are). Per kind: as the sharing and bridge
+# checks read names (`written`, lower-cased) and as matching folds them (`folded`, accents too). Only names
+# on two or more records, under their md5 (as the term frequencies are kept): a name on one record counts
+# as one wherever it is asked about; a row with an empty name marks each kind as kept.
+KEPT_NAME_COUNTS = "identity.model_name_counts"
+
+
+def name_counts(sql: Sql, kind: str, names: str, kept: bool) -> dict[str, int]:
+    """How many person records give each first name of `names` (a select of one column `name`, a row per
+    person record), names on two or more records only: as kept with the model in use when `kept` (the run
+    keeps the model) and it has them of this `kind`, otherwise counted now (a model kept by an earlier
+    version has none: the counts are then those of each run, until the model is trained again)."""
+    if kept and _has_name_counts(sql, kind):
+        return {
+            str(name): int(count)
+            for name, count in sql.rows(
+                f"""select n.name, k.records
+                    from (select distinct name from ({names}) where name is not null) n
+                    join {KEPT_NAME_COUNTS} k on k.name_hash = md5(n.name) where k.kind = ?""",
+                [kind],
+            )
+        }
+    return {
+        str(name): int(count)
+        for name, count in sql.rows(
+            f"select name, count(*) from ({names}) where name is not null group by 1 having count(*) > 1"
+        )
+    }
+
+
+def _has_name_counts(sql: Sql, kind: str) -> bool:
+    """Whether the model in use was saved with first-name counts of `kind` (saved with it, at its training time)."""
+    if not (sql.table_exists(KEPT_NAME_COUNTS) and sql.table_exists(TRAINING_TABLE)):
+        return False
+    return bool(
+        sql.value(
+            f"""select count(*) from {KEPT_NAME_COUNTS} k join {TRAINING_TABLE} t on k.trained_at = t.trained_at
+                where k.kind = ? and k.records = 0""",
+            [kind],
+        )
+    )
+
+
+def _save_name_counts(sql: Sql, names: Mapping[str, Mapping[str, int]], trained_at: datetime) -> None:
+    rows = [(kind, "", 0) for kind in names] + [
+        (kind, name, count) for kind, counts in names.items() for name, count in counts.items()
+    ]
+    with sql.scratch("kept_names") as tables:
+        frame = tables.frame("names", pd.DataFrame(rows, columns=["kind", "name", "records"]))
+        sql.create_table_as(
+            KEPT_NAME_COUNTS,
+            f"""select cast(kind as varchar) as kind, md5(cast(name as varchar)) as name_hash,
+                       cast(records as bigint) as records, cast(? as timestamp) as trained_at from {frame}""",
+            [trained_at],
+        )
 
 
 def _level_counts(frame: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ the link threshold without chaining (see identity_clustering). It writes, so a u
 """
 
 import time
+from collections.abc import Mapping
 
 from cdp_assets.identity.clustering import Conflict, FirstNames, cluster_linked
 from cdp_assets.identity.components import sql_components
@@ -33,6 +34,7 @@ from cdp_assets.identity.matching.model import (
     load_model,
     model_fingerprint,
     model_in_use,
+    name_counts,
     save_model,
     save_term_frequencies,
     scoring_sql,
@@ -91,6 +93,7 @@ def match_probabilistically(
     retrain: bool = False,
     reuse_pairs: bool = False,
     shared_disagreement: dict[str, float] | None = None,
+    written_names: Mapping[str, int] | None = None,
 ) -> dict[str, object]:
     """Merge deterministic components over probabilistic links; returns figures for metadata, and as
     "labels" the name of the table of each node's customer after: `labels` (node_id, component: the
@@ -110,7 +113,9 @@ def match_probabilistically(
     here are dropped when it returns, or fails.
 
     `shared_disagreement` (field -> rate, SharedDisagreement in identity/assets.py) is kept with a model
-    trained now; a strong conflict applies only where neither it nor m shows the field unreliable."""
+    trained now; a strong conflict applies only where neither it nor m shows the field unreliable.
+    `written_names` are the first-name counts the deterministic layer judged by (name_counts, `written`),
+    kept with a model trained now, as the counts clustering judges by are."""
     with sql.scratch("matching") as tables:
         return _match(
             sql,
@@ -123,6 +128,7 @@ def match_probabilistically(
             retrain,
             reuse_pairs,
             shared_disagreement or {},
+            written_names or {},
         )
 
 
@@ -137,6 +143,7 @@ def _match(
     retrain: bool,
     reuse_pairs: bool,
     shared_disagreement: dict[str, float],
+    written_names: Mapping[str, int],
 ) -> dict[str, object]:
     records, pairs = tables("records"), tables("pairs")
     vectors, scores = tables("vectors"), tables("scores")
@@ -179,6 +186,8 @@ def _match(
     sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
     if frozen:
         fill_kept_term_frequencies(sql, records, term_frequencies)
+    # As clustering reads names (folded), counted with the term frequencies' rule: kept with a kept model.
+    folded_names = name_counts(sql, "folded", f"select first_name as name from {records}", training == "kept")
     lap("matching features")
     changed = tables("changed") if reusable else None
     records_changed = changed_records(sql, records, rules, changed) if changed is not None else record_count
@@ -206,7 +215,15 @@ def _match(
         model, trained_at = _train(sql, config, records, vectors, node_labels, names, rules, tables), utc_now()
         model.shared_disagreement = dict(shared_disagreement)
         levels_table = tables.frame("model_levels", model.levels_table())
-        save_model(sql, model, levels_table, fingerprint, trained_at, record_count)
+        save_model(
+            sql,
+            model,
+            levels_table,
+            fingerprint,
+            trained_at,
+            record_count,
+            {"written": written_names, "folded": folded_names},
+        )
     if not frozen:
         build_term_frequencies(sql, records, term_frequencies)
         save_term_frequencies(sql, records, list(term_frequencies))
@@ -259,6 +276,7 @@ def _match(
             clustering,
             link_decisions,
             out,
+            FirstNames(folded_names),
         )
     lap("clustering")
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
@@ -424,12 +442,14 @@ def _cluster(
     tables: Scratch,
     decisions: str,
     out: str,
+    names: FirstNames,
 ) -> str:
     """Apply links strongest first to the customers they join; fills the caller's temp table `decisions`
     (l, r, decision) with each link's decision, and returns the name of the table of each node's customer
     after: `node_labels` (node_id, component) when no link merges two customers, else `out`.
 
-    `records` are the matching records and `scores` the scored pairs; `limited_edges` the links of
+    `records` are the matching records and `scores` the scored pairs, `names` how common each first name
+    is (FirstNames); `limited_edges` the links of
     identifier types with a max_per_profile (None when no type sets one); `tables` the clustering step's
     own tables. The customers the links join fall into groups no link crosses; each group is decided by
     `cluster_linked` where its rows are (on Spark, its executors), and the customers it merges into
@@ -486,8 +506,6 @@ def _cluster(
                row_number() over (partition by g.component order by k.match_weight desc, k.l, k.r)
         from {links} k join {groups} g on g.node_id = k.l_component
     """
-    counts = dict(sql.rows(f"select first_name, count(*) from {records} where first_name is not null group by 1"))
-    names = FirstNames(counts)
     max_person_records = config.identity.max_cluster_person_records
     sql.map_groups(
         decided,
