@@ -6,8 +6,15 @@ import socket
 import dagster as dg
 import pytest
 
+import __main__
 from demo.destination_server import DestinationServer
 from tests.fixtures import Platform, make_platform
+
+# The suite runs in pytest-xdist workers, whose __main__ module has neither a spec nor a file. pyspark's
+# Spark Connect package, which Great Expectations imports when pyspark is installed, takes that for a
+# doctest run and exits the process (pyspark/sql/connect/utils.py, check_dependencies): give it a name.
+if getattr(__main__, "__spec__", None) is None and not hasattr(__main__, "__file__"):
+    __main__.__file__ = "pytest-xdist worker"
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +88,10 @@ TIERS = ("unit", "stage", "dagster", "e2e", "spark")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse the run when a test has no tier marker or more than one (before `-m` deselects anything)."""
+    """Refuse the run when a test has no tier marker or more than one (before `-m` deselects anything).
+    Then put the slow files first, the slow Spark ones before them: `make test` hands whole files to two
+    worker processes in this order, and the Spark pipeline's file (about nine minutes) started last would
+    run alone at the end."""
     wrong = []
     for item in items:
         tiers = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
@@ -93,6 +103,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "`pytestmark = pytest.mark.<tier>` for a file of one tier, `@pytest.mark.<tier>` per test otherwise\n"
             + "\n".join(wrong)
         )
+
+    def weight(item: pytest.Item) -> int:
+        slow = item.get_closest_marker("slow") is not None
+        return 0 if slow and item.get_closest_marker("spark") is not None else 1 if slow else 2
+
+    items.sort(key=weight)
 
 
 @pytest.fixture(autouse=True)
