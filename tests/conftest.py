@@ -88,10 +88,7 @@ TIERS = ("unit", "stage", "dagster", "e2e", "spark")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse the run when a test has no tier marker or more than one (before `-m` deselects anything).
-    Then put the slow files first, the slow Spark ones before them: `make test` hands whole files to two
-    worker processes in this order, and the Spark pipeline's file (about nine minutes) started last would
-    run alone at the end."""
+    """Refuse the run when a test has no tier marker or more than one (before `-m` deselects anything)."""
     wrong = []
     for item in items:
         tiers = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
@@ -103,12 +100,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "`pytestmark = pytest.mark.<tier>` for a file of one tier, `@pytest.mark.<tier>` per test otherwise\n"
             + "\n".join(wrong)
         )
-
-    def weight(item: pytest.Item) -> int:
-        slow = item.get_closest_marker("slow") is not None
-        return 0 if slow and item.get_closest_marker("spark") is not None else 1 if slow else 2
-
-    items.sort(key=weight)
 
 
 @pytest.fixture(autouse=True)
