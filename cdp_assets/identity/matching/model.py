@@ -176,21 +176,15 @@ def name_counts(sql: Sql, kind: str, names: str, kept: bool) -> dict[str, int]:
     keeps the model) and it has them of this `kind`, otherwise counted now (a model kept by an earlier
     version has none: the counts are then those of each run, until the model is trained again)."""
     if kept and _has_name_counts(sql, kind):
-        return {
-            str(name): int(count)
-            for name, count in sql.rows(
-                f"""select n.name, k.records
-                    from (select distinct name from ({names}) where name is not null) n
-                    join {KEPT_NAME_COUNTS} k on k.name_hash = md5(n.name) where k.kind = ?""",
-                [kind],
-            )
-        }
-    return {
-        str(name): int(count)
-        for name, count in sql.rows(
-            f"select name, count(*) from ({names}) where name is not null group by 1 having count(*) > 1"
+        rows = sql.rows(
+            f"""select n.name, k.records
+                from (select distinct name from ({names}) where name is not null) n
+                join {KEPT_NAME_COUNTS} k on k.name_hash = md5(n.name) where k.kind = ?""",
+            [kind],
         )
-    }
+    else:
+        rows = sql.rows(f"select name, count(*) from ({names}) where name is not null group by 1 having count(*) > 1")
+    return {str(name): int(count) for name, count in rows}
 
 
 def _has_name_counts(sql: Sql, kind: str) -> bool:

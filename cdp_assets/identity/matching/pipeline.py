@@ -449,11 +449,11 @@ def _cluster(
     after: `node_labels` (node_id, component) when no link merges two customers, else `out`.
 
     `records` are the matching records and `scores` the scored pairs, `names` how common each first name
-    is (FirstNames); `limited_edges` the links of
-    identifier types with a max_per_profile (None when no type sets one); `tables` the clustering step's
-    own tables. The customers the links join fall into groups no link crosses; each group is decided by
-    `cluster_linked` where its rows are (on Spark, its executors), and the customers it merges into
-    another are written to `out`: no table passes through this process."""
+    is (FirstNames); `limited_edges` the links of identifier types with a max_per_profile (None when no
+    type sets one); `tables` the clustering step's own tables. The customers the links join fall into
+    groups no link crosses; each group is decided by `cluster_linked` where its rows are (on Spark, its
+    executors), and the customers it merges into another are written to `out`: no table passes through
+    this process."""
     links, groups, members, decided = tables("links"), tables("groups"), tables("members"), tables("decided")
     # Strongest first by weight, not probability: the probability rounds the weight (every link over about
     # 53 bits is 1.0, an order left to record numbers) and the engines' pow() differ in its last bit,
