@@ -1,6 +1,8 @@
 """Identity does no work when nothing it reads has changed since its last run, and resolves again (to what
 a rebuild gives) when the cleaned records, the configuration or its own map changed."""
 
+import csv
+
 import dagster as dg
 import duckdb
 import pytest
@@ -73,6 +75,54 @@ def test_identity_skips_a_run_with_nothing_changed_and_resolves_changes_as_a_reb
     assert restored["mode"] == "incremental"  # the scored pairs are as they were; the map is made again
     assert restored["reason"] == "cdp.identity_map changed since the last identity run"
     assert platform.sql("select * from cdp.identity_map order by all") == resolved
+
+
+def test_records_sent_again_with_changes_identity_does_not_read_leave_it_as_it_was(
+    tmp_path, instance, destination_server
+):
+    platform = make_platform(tmp_path, instance, destination_server.url, people=200)
+    first = _identity(platform.refresh())
+    assert first["mode"] == "full"
+    runs = platform.scalar("select count(*) from identity.id_runs")
+    map_before = platform.sql("select * from cdp.identity_map order by all")
+
+    # Three known contacts exported again, every field as it was but the e-mail opt-in (withdrawn) and the
+    # modification time (later): new latest versions of them, in a new file, with their identifiers.
+    crm = platform.folder / "landing" / "crm"
+    files = sorted(crm.glob("*.csv"))
+    with files[0].open(encoding="utf-8", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["Email"] and r["Email Opt In"] == "true"]
+    # Contacts of the first export that no later file sends again: their rows there are their latest.
+    later = set()
+    for file in files[1:]:  # some in latin-1: only their ids are read
+        with file.open(encoding="utf-8", errors="replace", newline="") as handle:
+            later |= {r["ContactId"] for r in csv.DictReader(handle)}
+    rows = [r for r in rows if r["ContactId"] not in later][:3]
+    assert len(rows) == 3
+    with (crm / "optouts.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "Email Opt In": "false", "Last Modified": "2026-06-01T00:00:00Z"} for r in rows)
+    refresh = platform.refresh()
+    again = _identity(refresh)
+    assert again["mode"] == "unchanged", again["reason"]
+    assert platform.scalar("select count(*) from identity.id_runs") == runs
+    assert platform.sql("select * from cdp.identity_map order by all") == map_before
+    # The profiles took the change: each contact's customer has withdrawn its consent.
+    ids = ", ".join(f"'{r['ContactId']}'" for r in rows)
+    latest = f"select count(*) from clean.person_records where source_record_id in ({ids}) and is_latest"
+    assert platform.scalar(f"{latest} and file like '%optouts.csv'") == 3
+    consenting = f"""select count(*) from cdp.golden_profiles p join cdp.identity_map m using (customer_id)
+                     where m.source_record_id in ({ids}) and p.consent_email_marketing"""
+    assert platform.scalar(consenting) == 0
+
+    # A change identity reads (one of them moves house) is resolved again.
+    moved = {**rows[0], "Mailing Street": "99 Elsewhere Rd", "Last Modified": "2026-07-01T00:00:00Z"}
+    with (crm / "moved.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerow(moved)
+    assert _identity(platform.refresh())["mode"] == "incremental"
 
 
 def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_resolution_gives(

@@ -24,6 +24,7 @@ from cdp_assets.identity.bridges import SEPARATED_LINKS, create_separated_links,
 from cdp_assets.identity.clustering import ConstrainedUnion, Customer, FirstNames, birth_date_people, group_people
 from cdp_assets.identity.components import min_node_labels, sql_components
 from cdp_assets.identity.inputs import (
+    PERSON_COLUMNS,
     RESOLVED_INPUTS,
     kept_model,
     last_override_report,
@@ -154,9 +155,9 @@ def _resolve(
     # what the sharing check and the matching features read.
     sql.create_table_as(
         person_latest,
-        """
+        f"""
         select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
-               first_name, last_name, date_of_birth, email_match_key, phone, address_key, postal_code, city
+               {", ".join(PERSON_COLUMNS)}
         from clean.person_records where is_latest
         """,
         temporary=True,

@@ -7,9 +7,13 @@ the cleaned tables, the configuration and the model are as the last run left the
 same customers with the same ids: it is skipped (`mode: unchanged`) and the tables are kept.
 
 "As the last run left them" is decided by content, not by which files cleaning read: a fingerprint (row
-count and the sum of row hashes, order-free) of every cleaned table identity reads, so a change made by
-any step (a file cleaned again, an erasure) is seen. The identity map's own fingerprint is kept too: a
-map changed or dropped since (by hand, by a restore) is resolved again rather than trusted.
+count and the sum of row hashes, order-free) of what identity reads of the cleaned tables, so a change made
+by any step (a file cleaned again, an erasure) is seen. Only what it reads: each person record's latest
+version in the columns of PERSON_COLUMNS, every identifier as (record, type, value), and the activity
+records' keys. A record sent again with changes identity never reads (a consent flag, a new `updated_at`,
+a field no identifier or comparison uses) leaves the fingerprint as it was, so identity keeps its result
+while profiles take the change. The identity map's own fingerprint is kept too: a map changed or dropped
+since (by hand, by a restore) is resolved again rather than trusted.
 """
 
 import json
@@ -34,10 +38,25 @@ IDENTITY_OUTPUTS = (
     "identity.shared_identifier_groups",
     "identity.links",
 )
-# Whole rows of the tables whose every column can reach identity; only the record keys of activity
+# The columns of a person record's latest version that identity reads (its `person_latest`): the sharing
+# and bridge checks and the matching features are made of them, and of the identifiers.
+PERSON_COLUMNS = (
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "email_match_key",
+    "phone",
+    "address_key",
+    "postal_code",
+    "city",
+)
+# (table, columns, rows) of what identity reads: the latest person records' columns above, identifiers as
+# (record, type, value) wherever the row that gave them was, and only the keys of activity records
 # (identity numbers activity records, their other columns never reach it).
-_READ = [("clean.person_records", "t"), *((f"clean.{role}_identifiers", "t") for role in ROLES)] + [
-    (f"clean.{role}", "source, source_record_id") for role in ROLES if role != "person"
+_READ = [
+    ("clean.person_records", ", ".join(("source", "source_record_id", *PERSON_COLUMNS)), "is_latest"),
+    *((f"clean.{role}_identifiers", "source, source_record_id, id_type, id_value", "true") for role in ROLES),
+    *((f"clean.{role}", "source, source_record_id", "true") for role in ROLES if role != "person"),
 ]
 
 
@@ -52,8 +71,8 @@ class IdentityInputs:
     outputs: str = ""
 
 
-def _content(sql: Sql, table: str, columns: str) -> str:
-    count, total = sql.row(f"select count(*), coalesce(sum(hash({columns})), 0) from {table} t") or (0, 0)
+def _content(sql: Sql, table: str, columns: str, where: str = "true") -> str:
+    count, total = sql.row(f"select count(*), coalesce(sum(hash({columns})), 0) from {table} t where {where}") or (0, 0)
     return f"{count}:{total}"
 
 
@@ -61,7 +80,7 @@ def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str) -
     """The fingerprints of identity's inputs now: the cleaned tables' content, and `settings` (the identity
     configuration's fingerprint) with the overrides file's content, the rules' `code_version` and the
     roles that have sources."""
-    records = "|".join(_content(sql, table, columns) for table, columns in _READ)
+    records = "|".join(_content(sql, table, columns, where) for table, columns, where in _READ)
     roles = [role for role in ROLES if config.sources_with_role(role)]
     # The overrides as read (an unreadable file fails here, as the run would).
     described = json.dumps([code_version, settings, roles, repr(config.identity_overrides())])
