@@ -2,6 +2,7 @@
 a rebuild gives) when the cleaned records, the configuration or its own map changed."""
 
 import csv
+import json
 
 import dagster as dg
 import duckdb
@@ -115,6 +116,26 @@ def test_records_sent_again_with_changes_identity_does_not_read_leave_it_as_it_w
     consenting = f"""select count(*) from cdp.golden_profiles p join cdp.identity_map m using (customer_id)
                      where m.source_record_id in ({ids}) and p.consent_email_marketing"""
     assert platform.scalar(consenting) == 0
+
+    # New events of browsers already known, with no identifier they had not given: the same activity
+    # records, so identity is left as it was, and the profiles count the events.
+    web = platform.folder / "landing" / "web"
+    known_events = [json.loads(line) for line in sorted(web.glob("*.jsonl"))[0].read_text().splitlines()[:5]]
+    assert all(e["anonymousId"] and not e.get("traits") for e in known_events)
+    customer = platform.scalar(
+        f"select customer_id from cdp.identity_map where source_record_id = '{known_events[0]['anonymousId']}'"
+    )
+    events_before = platform.scalar(f"select event_count from cdp.golden_profiles where customer_id = '{customer}'")
+    (web / "events_2026-06-01.jsonl").write_text(
+        "".join(json.dumps({**e, "messageId": f"again-{n}", "timestamp": "2026-06-01T10:00:00Z"}) + "\n"
+                for n, e in enumerate(known_events))
+    )  # fmt: skip
+    refresh = platform.refresh()
+    assert _identity(refresh)["mode"] == "unchanged"
+    assert platform.sql("select * from cdp.identity_map order by all") == map_before
+    same_browser = sum(e["anonymousId"] == known_events[0]["anonymousId"] for e in known_events)
+    events_after = platform.scalar(f"select event_count from cdp.golden_profiles where customer_id = '{customer}'")
+    assert events_after == events_before + same_browser
 
     # A change identity reads (one of them moves house) is resolved again.
     moved = {**rows[0], "Mailing Street": "99 Elsewhere Rd", "Last Modified": "2026-07-01T00:00:00Z"}

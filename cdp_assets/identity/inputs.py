@@ -9,11 +9,12 @@ same customers with the same ids: it is skipped (`mode: unchanged`) and the tabl
 "As the last run left them" is decided by content, not by which files cleaning read: a fingerprint (row
 count and the sum of row hashes, order-free) of what identity reads of the cleaned tables, so a change made
 by any step (a file cleaned again, an erasure) is seen. Only what it reads: each person record's latest
-version in the columns of PERSON_COLUMNS, every identifier as (record, type, value), and the activity
-records' keys. A record sent again with changes identity never reads (a consent flag, a new `updated_at`,
-a field no identifier or comparison uses) leaves the fingerprint as it was, so identity keeps its result
-while profiles take the change. The identity map's own fingerprint is kept too: a map changed or dropped
-since (by hand, by a restore) is resolved again rather than trusted.
+version in the columns of PERSON_COLUMNS, every identifier as (record, type, value), and which activity
+records there are. A record sent again with changes identity never reads (a consent flag, a new
+`updated_at`, a field no identifier or comparison uses), or new events of a known browser giving no new
+identifier, leave the fingerprint as it was, so identity keeps its result while profiles take the change.
+The identity map's own fingerprint is kept too: a map changed or dropped since (by hand, by a restore) is
+resolved again rather than trusted.
 """
 
 import json
@@ -51,12 +52,17 @@ PERSON_COLUMNS = (
     "city",
 )
 # (table, columns, rows) of what identity reads: the latest person records' columns above, identifiers as
-# (record, type, value) wherever the row that gave them was, and only the keys of activity records
-# (identity numbers activity records, their other columns never reach it).
+# (record, type, value) wherever the row that gave them was, and the set of activity records (identity
+# numbers activity records; their other columns never reach it, and neither does how many rows each has,
+# so new events of a browser already known, with no identifier it had not given, leave it as it was).
 _READ = [
     ("clean.person_records", ", ".join(("source", "source_record_id", *PERSON_COLUMNS)), "is_latest"),
     *((f"clean.{role}_identifiers", "source, source_record_id, id_type, id_value", "true") for role in ROLES),
-    *((f"clean.{role}", "source, source_record_id", "true") for role in ROLES if role != "person"),
+    *(
+        (f"(select distinct source, source_record_id from clean.{role})", "source, source_record_id", "true")
+        for role in ROLES
+        if role != "person"
+    ),
 ]
 
 
