@@ -1,24 +1,28 @@
 """Refresh time after small deltas, against a full refresh, with the rebuild check after each.
 
     python -m benchmarks.deltas [--people 100000] [--deltas 10] [--seed 42] [--workdir DIR] [--check-every 1]
-                                [--memory-limit 1500MB] [--delta-memory-limit 1GB] [--steps N]
+                                [--memory-limit 1500MB] [--delta-memory-limit 1GB] [--steps N] [--unread-deltas]
 
 The demo generator writes the customer base; `deltas`% of every landing file is held back (as
 benchmarks/id_stability.py does). A full refresh loads the rest; then each delta releases 1% of the lines
 as new files (new records, new orders and events) and re-sends 1% of the CRM contacts with a later
 modification time (updated records), the `full_refresh` job runs again (cleaning, profiles and segments
 work incrementally; identity scores only the pairs of changed records), and the `rebuild_check` job
-compares the warehouse with a rebuild from the raw rows. Every job runs in its own child process, so each
-peak RSS is that run's. Prints per run the wall time, its share of the full refresh, the seconds per
-stage, what identity rescored, the customers the profiles recomputed and whether the check passed; with
-`--steps N`, also the N slowest steps and the N steps during which the process was largest (resident
-memory sampled every 50 ms and put down to the step running then, so a step's figure includes what
-earlier steps left allocated).
+compares the warehouse with a rebuild from the raw rows. With `--unread-deltas`, two more deltas follow,
+of changes identity does not read: 1% of the CRM contacts sent again with only the e-mail opt-in and the
+modification time changed, then 1% of the web events sent again as new events of the same browsers
+(identity keeps its result; profiles, segments and syncs take the change). Every job runs in its own child
+process, so each peak RSS is that run's. Prints per run the wall time, its share of the full refresh, the
+seconds per stage, what identity rescored, the customers the profiles recomputed and whether the check
+passed; with `--steps N`, also the N slowest steps and the N steps during which the process was largest
+(resident memory sampled every 50 ms and put down to the step running then, so a step's figure includes
+what earlier steps left allocated).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import shutil
@@ -60,8 +64,7 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         windows = _step_windows(instance, result.run_id)
     steps = {step: end - start for step, (start, end) in windows.items()}
     step_peaks = {
-        step: max((mb for at, mb in samples if start <= at <= end), default=0)
-        for step, (start, end) in windows.items()
+        step: max((mb for at, mb in samples if start <= at <= end), default=0) for step, (start, end) in windows.items()
     }
     stages = {stage: 0.0 for stage in (*STAGES, "other")}
     for step, seconds in steps.items():
@@ -116,6 +119,62 @@ def run_job(config_path: Path, job_name: str) -> dict[str, Any]:
     return figures
 
 
+def _report(label: str, run: dict[str, Any], full: dict[str, Any], check: dict[str, Any] | None, steps: int) -> None:
+    """Print one delta's figures: wall time and share of the full refresh, stages, identity and profiles."""
+    print(
+        f"{label}: {run['wall_s']:.1f} s = {run['wall_s'] / full['wall_s']:.0%} of the full refresh, "
+        f"peak RSS {run['peak_rss_mb']:.0f} MB; {_stages(run)}"
+    )
+    if steps:
+        print(f"  slowest steps: {_slowest(run, steps)}")
+    identity, profiles = run["identity"], run["profiles"]
+    print(
+        f"  identity {identity['mode']}: {identity.get('records_rescored') or 0:,} person records rescored, "
+        f"{identity.get('scored_pairs_kept') or 0:,} scored pairs kept; seconds by step: "
+        + _identity_steps(identity.get("seconds_by_step"))
+    )
+    print(
+        f"  profiles {profiles['mode']}: {profiles['customers_recomputed']:,} of {run['customers']:,} "
+        f"customers recomputed ({profiles['reason']}); segments evaluated "
+        f"{run['segment_profiles_evaluated']:,} profiles; {_check_text(check)}"
+    )
+
+
+def _opt_outs(landing: Path, load: int, share: float, rng: random.Random) -> int:
+    """`share` of the CRM contacts that only one file has sent (so its row is their latest), sent again as
+    they are but for the e-mail opt-in (flipped) and a later modification time: changes identity does not
+    read. Returns how many."""
+    files = sorted((landing / "crm").glob("*.csv"))
+    sent: dict[str, int] = {}
+    for path in files:  # some files are in another encoding: only their ids are read here
+        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+            for row in csv.DictReader(handle):
+                sent[row["ContactId"]] = sent.get(row["ContactId"], 0) + 1
+    with files[0].open(encoding="utf-8", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if sent[row["ContactId"]] == 1]
+    chosen = rng.sample(rows, max(1, int(len(rows) * share)))
+    with (landing / "crm" / f"contacts_optin{load:02d}.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in chosen:
+            flipped = "false" if row["Email Opt In"] == "true" else "true"
+            writer.writerow({**row, "Email Opt In": flipped, "Last Modified": f"2026-1{load % 3}-01T00:00:00Z"})
+    return len(chosen)
+
+
+def _known_visitor_events(landing: Path, load: int, share: float, rng: random.Random) -> int:
+    """`share` of the web events sent again as new events (another message id) of the same browsers, those
+    giving no traits: new rows of activity records identity knows, with no identifier it has not seen.
+    Returns how many."""
+    lines = [line for path in sorted((landing / "web").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    events = [json.loads(line) for line in rng.sample(lines, max(1, int(len(lines) * share)))]
+    again = [e for e in events if e.get("anonymousId") and not e.get("traits")]
+    (landing / "web" / f"events_again{load:02d}.jsonl").write_text(
+        "".join(json.dumps({**e, "messageId": f"again-{load}-{n}"}) + "\n" for n, e in enumerate(again))
+    )
+    return len(again)
+
+
 def _with_memory_limit(config_path: Path, limit: str, target: Path) -> None:
     """Write to `target` the configuration at `config_path` with `warehouse.memory_limit` set to `limit`."""
     raw = yaml.safe_load(config_path.read_text())
@@ -163,6 +222,12 @@ def main() -> None:
         help="rebuild check after every Nth delta (and after the full refresh when 1; 0: never)",
     )
     parser.add_argument("--steps", type=int, default=0, help="also print each run's N slowest steps")
+    parser.add_argument(
+        "--unread-deltas",
+        action="store_true",
+        help="then two deltas of changes identity does not read: 1%% of CRM contacts sent again with only the "
+        "opt-in changed, and 1%% of the web events sent again as new events of the same browsers",
+    )
     parser.add_argument(
         "--memory-limit",
         default=None,
@@ -212,25 +277,16 @@ def main() -> None:
                 checked = args.check_every and delta % args.check_every == 0
                 check = run_job(config_path, "rebuild_check") if checked else None
                 shares.append(run["wall_s"] / full["wall_s"])
-                profiles = run["profiles"]
-                print(
-                    f"delta {delta:2d} (+1% lines, {updates} CRM updates): {run['wall_s']:.1f} s = "
-                    f"{shares[-1]:.0%} of the full refresh, peak RSS {run['peak_rss_mb']:.0f} MB; {_stages(run)}"
-                )
-                if args.steps:
-                    print(f"  slowest steps: {_slowest(run, args.steps)}")
-                identity = run["identity"]
-                print(
-                    f"  identity {identity['mode']}: {identity['records_rescored']:,} person records rescored, "
-                    f"{identity['scored_pairs_kept']:,} scored pairs kept; seconds by step: "
-                    + _identity_steps(identity.get("seconds_by_step"))
-                )
-                print(
-                    f"  profiles {profiles['mode']}: {profiles['customers_recomputed']:,} of {run['customers']:,} "
-                    f"customers recomputed ({profiles['reason']}); segments evaluated "
-                    f"{run['segment_profiles_evaluated']:,} profiles; {_check_text(check)}"
-                )
-            print(f"mean delta run: {sum(shares) / len(shares):.0%} of the full refresh")
+                _report(f"delta {delta:2d} (+1% lines, {updates} CRM updates)", run, full, check, args.steps)
+            if shares:
+                print(f"mean delta run: {sum(shares) / len(shares):.0%} of the full refresh")
+            if args.unread_deltas:
+                for made, describe in ((_opt_outs, "CRM contacts sent again, opt-in changed"),
+                                       (_known_visitor_events, "new events of known browsers")):  # fmt: skip
+                    count = made(folder / "landing", args.deltas + 1, 0.01, rng)
+                    run = run_job(delta_config, "full_refresh")
+                    check = run_job(config_path, "rebuild_check") if args.check_every else None
+                    _report(f"{count:,} {describe}", run, full, check, args.steps)
     finally:
         if args.workdir is None:
             shutil.rmtree(folder, ignore_errors=True)
