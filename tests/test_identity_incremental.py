@@ -133,9 +133,16 @@ def test_records_sent_again_with_changes_identity_does_not_read_leave_it_as_it_w
     refresh = platform.refresh()
     assert _identity(refresh)["mode"] == "unchanged"
     assert platform.sql("select * from cdp.identity_map order by all") == map_before
-    same_browser = sum(e["anonymousId"] == known_events[0]["anonymousId"] for e in known_events)
+    browsers = ", ".join(f"'{e['anonymousId']}'" for e in known_events)
+    customers = dict(
+        platform.sql(
+            f"select source_record_id, customer_id from cdp.identity_map "
+            f"where source = 'web_events' and source_record_id in ({browsers})"
+        )
+    )
+    same_customer = sum(customers[e["anonymousId"]] == customer for e in known_events)
     events_after = platform.scalar(f"select event_count from cdp.golden_profiles where customer_id = '{customer}'")
-    assert events_after == events_before + same_browser
+    assert events_after == events_before + same_customer
 
     # A change identity reads (one of them moves house) is resolved again.
     moved = {**rows[0], "Mailing Street": "99 Elsewhere Rd", "Last Modified": "2026-07-01T00:00:00Z"}
