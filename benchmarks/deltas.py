@@ -140,10 +140,9 @@ def _report(label: str, run: dict[str, Any], full: dict[str, Any], check: dict[s
     )
 
 
-def _opt_outs(landing: Path, load: int, share: float, rng: random.Random) -> int:
-    """`share` of the CRM contacts that only one file has sent (so its row is their latest), sent again as
-    they are but for the e-mail opt-in (flipped) and a later modification time: changes identity does not
-    read. Returns how many."""
+def _contacts_sent_once(landing: Path) -> list[dict[str, str]]:
+    """The rows of the first CRM export whose contact no other CRM file sends: each is its contact's latest
+    version, so sending it again as it is changes nothing identity reads."""
     files = sorted((landing / "crm").glob("*.csv"))
     sent: dict[str, int] = {}
     for path in files:  # some files are in another encoding: only their ids are read here
@@ -151,7 +150,14 @@ def _opt_outs(landing: Path, load: int, share: float, rng: random.Random) -> int
             for row in csv.DictReader(handle):
                 sent[row["ContactId"]] = sent.get(row["ContactId"], 0) + 1
     with files[0].open(encoding="utf-8", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if sent[row["ContactId"]] == 1]
+        return [row for row in csv.DictReader(handle) if sent[row["ContactId"]] == 1]
+
+
+def _opt_outs(landing: Path, load: int, share: float, rng: random.Random) -> int:
+    """`share` of the CRM contacts sent once so far (_contacts_sent_once), sent again as they are but for the
+    e-mail opt-in (flipped) and a later modification time: changes identity does not read. Returns how
+    many."""
+    rows = _contacts_sent_once(landing)
     chosen = rng.sample(rows, max(1, int(len(rows) * share)))
     with (landing / "crm" / f"contacts_optin{load:02d}.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from benchmarks.deltas import _contacts_sent_once
 from benchmarks.id_stability import _hold_back, _release
 from cdp_assets.consistency.checks import CHECK_NAME
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, resolve
@@ -90,15 +91,8 @@ def test_records_sent_again_with_changes_identity_does_not_read_leave_it_as_it_w
     # Three known contacts exported again, every field as it was but the e-mail opt-in (withdrawn) and the
     # modification time (later): new latest versions of them, in a new file, with their identifiers.
     crm = platform.folder / "landing" / "crm"
-    files = sorted(crm.glob("*.csv"))
-    with files[0].open(encoding="utf-8", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["Email"] and r["Email Opt In"] == "true"]
-    # Contacts of the first export that no later file sends again: their rows there are their latest.
-    later = set()
-    for file in files[1:]:  # some in latin-1: only their ids are read
-        with file.open(encoding="utf-8", errors="replace", newline="") as handle:
-            later |= {r["ContactId"] for r in csv.DictReader(handle)}
-    rows = [r for r in rows if r["ContactId"] not in later][:3]
+    sent_once = _contacts_sent_once(platform.folder / "landing")
+    rows = [r for r in sent_once if r["Email"] and r["Email Opt In"] == "true"][:3]
     assert len(rows) == 3
     with (crm / "optouts.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
