@@ -403,8 +403,11 @@ def temporary_copy(sql: Sql, path: Path) -> Iterator[Path]:
 # as cheap, and it leaves no space from deleted rows behind in the snapshot file.
 SNAPSHOT_REWRITE_SHARE = 0.25
 # Rows per bucket (see `_update_snapshot_table`) when a table's buckets are laid out; a table that has grown
-# past this many times as many rows per bucket is copied whole and laid out again.
-BUCKET_ROWS = 16
+# past this many times as many rows per bucket is copied whole and laid out again. A changed customer costs
+# its whole bucket, so the rows replaced are about this many times the changed customers: at 16, a 1% delta
+# at 1M people (41,000 profiles recomputed) touched more than a quarter of the profiles' rows, and the table
+# was copied whole; at 4 it replaces a few percent of them (docs/performance.md).
+BUCKET_ROWS = 4
 BUCKET_GROWTH = 8
 # In the snapshot file, beside `snapshot_info`: how each table's rows are bucketed, and each bucket's digest.
 SNAPSHOT_TABLES = "read_snapshot.main.snapshot_tables"
