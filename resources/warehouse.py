@@ -404,9 +404,9 @@ def temporary_copy(sql: Sql, path: Path) -> Iterator[Path]:
 SNAPSHOT_REWRITE_SHARE = 0.25
 # Rows per bucket (see `_update_snapshot_table`) when a table's buckets are laid out; a table that has grown
 # past this many times as many rows per bucket is copied whole and laid out again. A changed customer costs
-# its whole bucket, so the rows replaced are about this many times the changed customers: at 16, a 1% delta
-# at 1M people (41,000 profiles recomputed) touched more than a quarter of the profiles' rows, and the table
-# was copied whole; at 4 it replaces a few percent of them (docs/performance.md).
+# its whole bucket, deleted and inserted, so a publication replaces about twice this many rows per changed
+# customer: at 16, a 1% delta at 1M people (41,000 profiles recomputed) passed SNAPSHOT_REWRITE_SHARE for the
+# profiles, which were copied whole; at 4 it replaces a few percent of them (docs/performance.md).
 BUCKET_ROWS = 4
 BUCKET_GROWTH = 8
 # In the snapshot file, beside `snapshot_info`: how each table's rows are bucketed, and each bucket's digest.
