@@ -71,3 +71,26 @@ def test_table_exists_answers_for_tables_and_views_by_schema(sql: Sql) -> None:
     sql.execute("create schema s; create table s.t as select 1 as a; create view s.v as select 2 as b")
     assert sql.table_exists("s.t") and sql.table_exists("s.v")
     assert not sql.table_exists("s.missing") and not sql.table_exists("main.t")
+
+
+def test_a_rule_over_groups_gets_each_group_once_its_rows_sorted_none_first(sql: Sql) -> None:
+    """`map_groups` hands the rule each group of equal keys once, its rows as text sorted column by column
+    with NULL (None) before any text, the empty text included, whatever order the rows were written in."""
+    sql.execute(
+        """create table t as select * from (values
+               ('b', 'z', 1), ('a', 'y', 2), ('b', null, 3), ('a', '', 4), ('a', null, 5), ('c', 'x', 6),
+               ('b', 'y', 7), ('a', null, 8))
+           as v(k, name, n)"""
+    )
+    seen: list[list[tuple]] = []
+
+    def rule(rows: list[tuple]) -> list[tuple]:
+        seen.append(rows)
+        return [(rows[0][0], "|".join("-" if r[1] is None else r[1] for r in rows))]
+
+    written = sql.map_groups("grouped", "select k, name, n from t", ["k"], rule, ["k", "names"])
+    assert written == 3
+    assert sorted(sql.rows("select k, names from grouped")) == [("a", "-|-||y"), ("b", "-|y|z"), ("c", "x")]
+    assert [(rows[0][0], len(rows)) for rows in seen] == [("a", 4), ("b", 3), ("c", 1)]
+    # Within the two rows without a name, the third column (as text) decides.
+    assert [r[2] for r in seen[0][:2]] == ["5", "8"]
