@@ -72,7 +72,7 @@ dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 test: install $(BIN)/.spark-installed
 	@if command -v javac >/dev/null; then $(BIN)/python -m resources.spark.udfs; \
 	else echo "javac not found: the Spark tests will be skipped (apt-get install openjdk-17-jdk-headless)"; fi
-	$(BIN)/python -m pytest --numprocesses 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest --numprocesses 2 --dist loadfile
 
 # The unit and stage tiers, for development: no Dagster run, no subprocess, no PostgreSQL.
 test-fast: install

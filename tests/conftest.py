@@ -100,11 +100,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "`pytestmark = pytest.mark.<tier>` for a file of one tier, `@pytest.mark.<tier>` per test otherwise\n"
             + "\n".join(wrong)
         )
-    # The slowest tiers first: `make test` hands whole files to its two processes in this order
-    # (`--no-loadscope-reorder`), so the long Spark and end-to-end files do not start last, with one
-    # process idle while the other finishes them.
-    rank = {tier: position for position, tier in enumerate(reversed(TIERS))}
-    items.sort(key=lambda item: min(rank[m.name] for m in item.iter_markers() if m.name in TIERS))
 
 
 @pytest.fixture(autouse=True)
