@@ -330,8 +330,8 @@ def _as_text(columns: Sequence[str]) -> str:
 
 def sorted_text_rows(rows: list[tuple]) -> list[tuple]:
     """Rows of text sorted column by column, None first: the order `map_groups` hands a group's rows to
-    its rule on either engine (Spark gives a group's rows in no set order). Most groups are one row, which
-    is its own order; the rule runs for hundreds of thousands of groups, so the key is built with care."""
+    its rule on either engine (Spark gives a group's rows in no set order). The identity stage hands
+    hundreds of thousands of groups over, most of one row, which is its own order and is not sorted."""
     return rows if len(rows) < 2 else sorted(rows, key=_text_order)
 
 
