@@ -19,6 +19,7 @@ from cdp_assets.identity.matching.comparisons import COMPARED_COLUMNS, COMPARISO
 from cdp_assets.identity.matching.model import (
     FellegiSunterModel,
     build_term_frequencies,
+    estimate_u,
     fill_kept_term_frequencies,
     has_kept_term_frequencies,
     save_term_frequencies,
@@ -611,6 +612,29 @@ def test_a_model_trained_on_a_small_file_ranks_exact_over_partial_over_different
             lowest, exact = min(group), max(group)
             for level in group:
                 assert by_level[lowest] - 1e-9 <= by_level[level] <= by_level[exact] + 1e-9, (name, by_level)
+
+
+def test_u_over_every_pair_of_few_records_is_what_the_draws_measure_without_their_noise(tmp_path):
+    """80 records have 6,320 ordered pairs: with a sample of at least that many draws each pair is compared
+    once, counted as often as the draws would pick it; with fewer the pairs are drawn. Both must measure
+    the same u, a level no stranger pair shows too (weighed against as many draws, not against the pairs)."""
+    sql = Sql(warehouse(tmp_path, background(people=40)))
+    names = ["first_name", "last_name", "date_of_birth", "email", "phone", "postal_code"]
+    records = "identity.match_features"
+    every_pair = estimate_u(sql, records, names, 1_000_000, seed=42)
+    drawn = estimate_u(sql, records, names, 6_319, seed=42)
+    drawn_more = estimate_u(sql, records, names, 6_319, seed=7)
+    # Every pair, not a draw of them: the seed picks nothing.
+    assert all(np.array_equal(every_pair[n], estimate_u(sql, records, names, 1_000_000, seed=7)[n]) for n in names)
+    # A level no pair shows weighs 0.5 of a million draws, about 21 bits down, not 13 (0.5 of 6,320
+    # pairs); one pair in 6,320 is 156 draws of a million, about 12.7 bits down.
+    levels = np.concatenate([np.log2(every_pair[name]) for name in names])
+    assert levels.min() < -20 and all(level < -20 or level > -13 for level in levels), levels
+    for name in names:
+        # Seen levels: within the draws' own spread, two seeds' samples apart.
+        seen = drawn[name] > 1e-3
+        spread = np.abs(np.log2(drawn[name][seen]) - np.log2(drawn_more[name][seen])).max()
+        assert np.abs(np.log2(every_pair[name][seen]) - np.log2(drawn[name][seen])).max() <= max(2 * spread, 0.2)
 
 
 def test_levels_out_of_order_are_pooled_keeping_m_summing_to_one():

@@ -241,7 +241,10 @@ class MatchingConfig(_Strict):
     )
     max_em_iterations: int = Field(40, ge=1)
     u_sample_pairs: int = Field(
-        1_000_000, ge=1000, description="Random record pairs compared to learn how often strangers agree."
+        1_000_000,
+        ge=1000,
+        description="Random record pairs compared to learn how often strangers agree; where the records have "
+        "fewer ordered pairs than this, every pair is compared once instead, weighed as the draws would be.",
     )
     seed: int = 42
 

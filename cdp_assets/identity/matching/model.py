@@ -246,7 +246,13 @@ def sample_pairs_sql(numbered: str, sample: int, seed: int) -> str:
 
 def estimate_u(sql: Sql, records: str, names: list[str], sample: int, seed: int) -> dict[str, np.ndarray]:
     """u per level from a seeded random sample of pairs of the matching `records` (strangers, nearly all
-    of them; see sample_pairs_sql)."""
+    of them; see sample_pairs_sql).
+
+    Where the records have no more ordered pairs than the sample has draws (n(n-1) <= `sample`, a
+    thousand records or fewer at the default), the draws would only repeat pairs: each pair is compared
+    once and counted as often as the draws pick it on average (`sample` / n²; a record drawn with itself
+    is dropped), the sample's expected counts without its noise, and the smoothing weighs as it does
+    against a sample's. Drawing a million pairs of a few records cost seconds for nothing."""
     with sql.scratch("u_sample") as tables:
         numbered, pairs = tables("numbered"), tables("pairs")
         sql.create_table_as(
@@ -254,12 +260,21 @@ def estimate_u(sql: Sql, records: str, names: list[str], sample: int, seed: int)
             f"select node_id, row_number() over (order by node_id) - 1 as position from {records}",
             temporary=True,
         )
-        sql.create_table_as(pairs, sample_pairs_sql(numbered, sample, seed), temporary=True)
+        size = int(sql.value(f"select count(*) from {numbered}"))
+        every_pair = size * (size - 1) <= sample
+        drawn = (
+            f"select l.node_id as l, r.node_id as r from {numbered} l join {numbered} r on l.position <> r.position"
+            if every_pair
+            else sample_pairs_sql(numbered, sample, seed)
+        )
+        sql.create_table_as(pairs, drawn, temporary=True)
         frame = sql.frame(
             f"select {', '.join(names)}, count(*) as n from ({vector_sql(records, pairs, names)}) "
             "group by all order by all"
         )
     counts = _level_counts(frame, names)
+    if every_pair and size:
+        counts = {name: c * (sample / (size * size)) for name, c in counts.items()}
     # Half a pair of smoothing: a level no stranger pair showed is rare, not impossible.
     return {n: normalise(n, c, 0.5) for n, c in counts.items()}
 
