@@ -86,7 +86,8 @@ def partition(rows: list[tuple]) -> tuple[int, int, list[int]]:
     return len(rows), joined, sorted(hash(tuple(sorted(group))) for group in groups.values())
 
 
-def _close(a: object, b: object) -> bool:
+def close(a: object, b: object) -> bool:
+    """Equal, floats to the last bits of a double: the engines' logarithms round differently."""
     if isinstance(a, float) and isinstance(b, float):
         return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
     return a == b
@@ -111,7 +112,7 @@ def compare(on_duckdb: Sql, on_spark: Any, config: CDPConfig) -> dict[str, Any]:
     }
     ours, theirs = on_duckdb.rows(EVIDENCE), on_spark.rows(EVIDENCE)
     evidence = len(ours) == len(theirs) and all(
-        all(_close(a, b) for a, b in zip(left, right, strict=True)) for left, right in zip(ours, theirs, strict=True)
+        all(close(a, b) for a, b in zip(left, right, strict=True)) for left, right in zip(ours, theirs, strict=True)
     )
     return {
         "records": records,

@@ -60,7 +60,7 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   agree across engines is hashed with `portable_hash` (resources/sql.py).
 - `row_number() over ()` -> `row_number() over (order by monotonically_increasing_id())`: Spark wants an
   order; the platform numbers rows without one only where any numbering gives the same result (graph
-  vertices, blocks), which tests/test_spark_identity.py checks on identity's clusters.
+  vertices, blocks), which tests/test_spark_pipeline.py checks on identity's tables.
 
 Refused with `UnsupportedConstruct` (the platform must not depend on them, or they have no equal):
 `row_number()` over a partition without an order (which row gets which number is the engine's choice),
