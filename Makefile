@@ -68,11 +68,11 @@ dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 
 # Every tier (unit, stage, dagster, e2e, spark): what CI runs. Without a JDK the Spark tests are skipped,
 # except under CI, where .ci/run installs one and they must run. Two worker processes (pytest-xdist), each
-# taking whole files, so a file's module fixtures are built once.
+# taking whole files, so a file's module fixtures are built once, costliest files first (tests/conftest.py).
 test: install $(BIN)/.spark-installed
 	@if command -v javac >/dev/null; then $(BIN)/python -m resources.spark.udfs; \
 	else echo "javac not found: the Spark tests will be skipped (apt-get install openjdk-17-jdk-headless)"; fi
-	$(BIN)/python -m pytest --numprocesses 2 --dist loadfile
+	$(BIN)/python -m pytest --numprocesses 2 --dist loadfile --no-loadscope-reorder
 
 # The unit and stage tiers, for development: no Dagster run, no subprocess, no PostgreSQL.
 test-fast: install

@@ -2,6 +2,7 @@
 and the rule that every test carries exactly one tier marker. Shared helpers are in tests/fixtures.py."""
 
 import socket
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -103,6 +104,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "`pytestmark = pytest.mark.<tier>` for a file of one tier, `@pytest.mark.<tier>` per test otherwise\n"
             + "\n".join(wrong)
         )
+    # `make test`'s two workers (pytest-xdist, --dist loadfile --no-loadscope-reorder) each take the next
+    # file in this order when they finish one: the costliest files first, so that none of them starts last
+    # and keeps one worker busy long after the other is done (the Spark pipeline's file alone is about a
+    # quarter of the suite's work; xdist's own order, files with more tests first, handed it out last). A
+    # file costs what its costliest test's markers say (_COST_ORDER).
+    cost: dict[Path, int] = {}
+    for item in items:
+        cost[item.path] = min(cost.get(item.path, len(_COST_ORDER)), _cost_rank(item))
+    items.sort(key=lambda item: cost[item.path])
+
+
+# From the costliest kind of test to the cheapest: whole runs on Spark in other processes, other slow
+# tests, the tiers that start other processes or run Dagster, then the rest.
+_COST_ORDER = (("spark", "slow"), ("slow",), ("e2e",), ("spark",), ("dagster",), ("stage",), ("unit",))
+
+
+def _cost_rank(item: pytest.Item) -> int:
+    """The place of `item` in _COST_ORDER: the first entry whose markers it all carries."""
+    marks = {mark.name for mark in item.iter_markers()}
+    return next((rank for rank, needed in enumerate(_COST_ORDER) if marks.issuperset(needed)), len(_COST_ORDER))
 
 
 @pytest.fixture(autouse=True)
