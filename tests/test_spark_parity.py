@@ -489,3 +489,27 @@ def test_the_u_sample_draws_the_same_pairs_on_both_engines(records) -> None:  # 
     # Five records: about a fifth of the draws pair a record with itself and are dropped.
     assert 120 < len(duck) < 190 and all(left != right for left, right in duck)
     assert {n for pair in duck for n in pair} == {10, 20, 30, 40, 50}
+
+
+def test_u_over_every_pair_of_few_records_is_the_same_on_both_engines(spark, tmp_path) -> None:  # noqa: ANN001
+    """Few records (n(n-1) no more than the sample): every ordered pair compared once, on each engine."""
+    import numpy as np
+
+    from cdp_assets.identity.matching.model import estimate_u
+    from tests.fixtures import identity_warehouse
+    from tests.test_identity_matching import background
+
+    conn = identity_warehouse(tmp_path, background(people=15))
+    # Without the base row's hash (an unsigned 64-bit `hash()`, which Spark has no type for): u reads none.
+    conn.execute("create table few_records as select * exclude (base_hash) from identity.match_features")
+    features = conn.execute("select * from few_records").to_arrow_table()
+    spark.createDataFrame(features).createOrReplaceTempView("few_records")
+    names = ["first_name", "last_name", "date_of_birth", "email", "phone", "address", "postal_code", "city"]
+    try:
+        duck = estimate_u(Sql(conn), "few_records", names, 1_000_000, seed=42)
+        on_spark = estimate_u(SparkSql(spark), "few_records", names, 1_000_000, seed=42)
+    finally:
+        spark.catalog.dropTempView("few_records")
+        conn.close()
+    assert features.num_rows == 30
+    assert all(np.array_equal(duck[name], on_spark[name]) for name in names), (duck, on_spark)
