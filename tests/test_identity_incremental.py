@@ -30,6 +30,32 @@ def _identity_checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations() if e.asset_key == IDENTITY_CLUSTERS}
 
 
+# Identity's tables as a delta and a full resolution are compared.
+RESOLVED_TABLES = (
+    "cdp.identity_map",
+    "identity.evidence",
+    "identity.review",
+    "identity.blocked_identifiers",
+    "identity.shared_identifiers",
+    "identity.shared_identifier_groups",
+    "identity.separated_links",
+)
+
+
+def _assert_a_full_resolution_gives_the_same(platform, copy) -> dict[str, object]:
+    """Resolve everything again on a copy of the platform's warehouse (`copy`), with the kept model, and
+    assert every table of RESOLVED_TABLES is as the platform's runs left it; returns the resolution's summary."""
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        kept = {t: conn.execute(f"select * from {t} order by all").fetchall() for t in RESOLVED_TABLES}
+        copy_database(Sql(conn), copy)
+    with duckdb.connect(str(copy)) as conn:
+        summary = resolve(Sql(conn), platform.config)
+        full = {t: conn.execute(f"select * from {t} order by all").fetchall() for t in RESOLVED_TABLES}
+    for table in RESOLVED_TABLES:
+        assert kept[table] == full[table], table
+    return summary
+
+
 def test_identity_skips_a_run_with_nothing_changed_and_resolves_changes_as_a_rebuild(
     tmp_path, instance, destination_server
 ):
@@ -204,20 +230,13 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
     assert delta["mode"] == "incremental", delta["reason"]
     assert 0 < delta["records_rescored"] < first["person_records"] / 2
     assert delta["scored_pairs_kept"] > 0
+    # The deterministic layer resolved only the islands the delta reached.
+    assert 0 < delta["deterministic_records"] < first["deterministic_records"] / 2
 
     # A full resolution with the same kept model, on a copy: the same scored pairs with the same weights
-    # and decisions, the same review list, the same customers.
-    tables = ("cdp.identity_map", "identity.evidence", "identity.review")
-    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
-        incremental = {t: conn.execute(f"select * from {t} order by all").fetchall() for t in tables}
-        copy = tmp_path / "full.duckdb"
-        copy_database(Sql(conn), copy)
-    with duckdb.connect(str(copy)) as conn:
-        summary = resolve(Sql(conn), platform.config)
-        assert summary["pairs"] == "all made" and summary["model_training"] == "kept"
-        full = {t: conn.execute(f"select * from {t} order by all").fetchall() for t in tables}
-    for table in tables:
-        assert incremental[table] == full[table], table
+    # and decisions, the same review list, the same customers, the same tables of the deterministic layer.
+    summary = _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full.duckdb")
+    assert summary["pairs"] == "all made" and summary["model_training"] == "kept"
 
     # Rows of the kept features removed by anything but identity (an erasure removes a person's) took the
     # old sizes of their blocks with them: the next run makes every pair again.
@@ -267,3 +286,83 @@ def test_how_common_a_first_name_is_comes_with_the_kept_model_until_it_is_traine
     retrained = platform.defs.resolve_job_def(RETRAIN_JOB).execute_in_process(instance=instance)
     assert _identity(retrained)["model_training"] == "retrained: requested"
     assert platform.scalar(blocked) == 1
+
+
+def test_a_delta_resolves_the_deterministic_layer_only_over_the_islands_it_reaches_as_a_full_run_would(
+    tmp_path, instance, destination_server
+):
+    platform = make_platform(tmp_path, instance, destination_server.url, people=150)
+    crm, web = platform.folder / "landing" / "crm", platform.folder / "landing" / "web"
+
+    def contact(rid: str, first: str, last: str, email: str, phone: str, born: str, modified: str) -> str:
+        return f"{rid},{first},{last},{email},{phone},,,,,US,{born},true,{modified}\n"
+
+    def identify(n: str, anonymous_id: str, email: str) -> str:
+        event = {"type": "identify", "messageId": f"isl-{n}", "anonymousId": anonymous_id, "userId": None,
+                 "timestamp": "2025-06-30T10:00:00Z", "traits": {"email": email}}  # fmt: skip
+        return json.dumps(event) + "\n"
+
+    # Three people under one landline (a value shared by several people), two under a junk e-mail (blocked
+    # by pattern, in two islands), two people a later e-mail will join, and a browser on which two people
+    # gave their e-mail (an activity record bridging them).
+    (crm / "islands.csv").write_text(
+        CRM_HEADER
+        + contact("HH-1", "Hana", "Oakridge", "hana.oakridge@example.org", "(617) 555-0101", "01/01/1970", "2025-01-01")
+        + contact("HH-2", "Ivan", "Oakridge", "", "(617) 555-0101", "02/02/1972", "2025-01-01")
+        + contact("HH-3", "Juno", "Oakridge", "", "(617) 555-0101", "03/03/2001", "2025-01-01")
+        + contact("TT-1", "Kai", "Testerly", "test@test.com", "", "04/04/1980", "2025-01-01")
+        + contact("TT-2", "Lou", "Testerly", "test@test.com", "", "05/05/1981", "2025-01-01")
+        + contact("JA-1", "Nia", "Alphaway", "nia.alphaway@example.org", "", "06/06/1982", "2025-01-01")
+        + contact("JB-1", "Ola", "Betamore", "ola.betamore@example.org", "", "07/07/1983", "2025-01-01")
+        # Islands the delta leaves alone: another shared landline, another bridging browser.
+        + contact("QH-1", "Uma", "Pinecrest", "", "(617) 555-0202", "01/02/1960", "2025-01-01")
+        + contact("QH-2", "Vic", "Pinecrest", "", "(617) 555-0202", "02/03/1961", "2025-01-01")
+        + contact("QH-3", "Wes", "Pinecrest", "", "(617) 555-0202", "03/04/1999", "2025-01-01")
+        + contact("QA-1", "Rey", "Quietly", "rey.quietly@example.org", "", "04/05/1985", "2025-01-01")
+        + contact("QB-1", "Sol", "Quietson", "sol.quietson@example.org", "", "05/06/1986", "2025-01-01")
+        + contact("XA-1", "Tam", "Stillwater", "tam.stillwater@example.org", "", "06/07/1987", "2025-01-01")
+        + contact("XB-1", "Ulf", "Stillman", "ulf.stillman@example.org", "", "07/08/1988", "2025-01-01")
+    )
+    (web / "events_islands.jsonl").write_text(
+        identify("1", "anon-bridge", "hana.oakridge@example.org")
+        + identify("2", "anon-bridge", "nia.alphaway@example.org")
+        + identify("3", "anon-quiet", "rey.quietly@example.org")
+        + identify("4", "anon-quiet", "sol.quietson@example.org")
+        + identify("6", "anon-still", "tam.stillwater@example.org")
+        + identify("7", "anon-still", "ulf.stillman@example.org")
+    )
+    first = _identity(platform.refresh())
+    assert first["deterministic_records"] == platform.scalar("select count(*) from cdp.identity_map")
+    junk = "select records from identity.blocked_identifiers where id_value = 'test@test.com'"
+    junk_records = platform.scalar(junk)
+    assert junk_records >= 2
+    for browser in ("anon-bridge", "anon-quiet", "anon-still"):
+        assert platform.scalar(f"select count(*) from identity.separated_links where source_record_id = '{browser}'")
+    landline = "select count(*) from identity.{} where id_value = '+16175550202'"
+    assert platform.scalar(landline.format("shared_identifiers")) + platform.scalar(
+        landline.format("blocked_identifiers")
+    )
+
+    # The islands file sent again without one of the people a browser bridged (a record gone), a fourth
+    # person under the landline, a third under the junk e-mail, a contact sent again with the other
+    # one's e-mail, and the browser giving a third person's e-mail.
+    (crm / "islands_delta.csv").write_text(
+        CRM_HEADER
+        + contact("HH-4", "Pia", "Oakridge", "", "(617) 555-0101", "08/08/1990", "2025-02-01")
+        + contact("TT-3", "Quin", "Testerly", "test@test.com", "", "09/09/1984", "2025-02-01")
+        + contact("JA-1", "Nia", "Alphaway", "ola.betamore@example.org", "", "06/06/1982", "2025-02-01")
+    )
+    sent = (crm / "islands.csv").read_text()
+    (crm / "islands.csv").write_text("".join(line for line in sent.splitlines(True) if not line.startswith("QA-1,")))
+    (web / "events_islands_2.jsonl").write_text(identify("5", "anon-bridge", "pia.oakridge@example.org"))
+    (crm / "islands_pia.csv").write_text(
+        CRM_HEADER + contact("HH-5", "Pia", "Oakridge", "pia.oakridge@example.org", "", "08/08/1990", "2025-02-01")
+    )
+    delta = _identity(platform.refresh())
+    assert delta["mode"] == "incremental", delta["reason"]
+    assert 0 < delta["deterministic_records"] < first["deterministic_records"] / 4
+    assert platform.scalar(junk) == junk_records + 1  # counted over every record, not only the scope's
+    assert not platform.scalar("select count(*) from cdp.identity_map where source_record_id = 'QA-1'")
+
+    # What a full resolution with the same kept model gives, on a copy: every table of the layer, the map.
+    _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full.duckdb")

@@ -35,6 +35,17 @@ from cdp_assets.identity.inputs import (
     why_resolve,
     with_outputs,
 )
+from cdp_assets.identity.islands import (
+    find_scope,
+    forget_islands,
+    islands_apply,
+    keep_islands,
+    kept_islands,
+    label_again,
+    node_inputs,
+    restore,
+    set_aside,
+)
 from cdp_assets.identity.matching.model import MIN_LABELLED_PAIRS
 from cdp_assets.identity.matching.pipeline import match_probabilistically, trains
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
@@ -176,6 +187,7 @@ def _resolve(
         )
         """
     )
+    node_count = int(sql.value(f"select count(*) from {id_nodes}"))
     written_edges = tables("written_edges")
     sql.create_table_as(
         written_edges,
@@ -185,6 +197,30 @@ def _resolve(
         """,
         temporary=True,
     )
+    # How reliable first names and birth dates are, measured on shared values, is kept with a model being
+    # trained (SharedDisagreement); with the kept model it is not measured.
+    measure = trains(sql, config, person_nodes, retrain)
+    # The deterministic layer runs over the islands a delta can change when the last run kept its islands
+    # (islands.py), over every record otherwise; either way the islands are kept for the next run.
+    inputs, scope = tables("node_inputs"), None
+    keeps = islands_apply(config) and node_inputs(sql, id_nodes, person_latest, written_edges, inputs)
+    if not keeps:
+        forget_islands(sql)
+    elif reuse_pairs and not measure and kept_islands(sql):
+
+        def blocked(types: list[str]) -> tuple[str, str]:
+            condition, literals = blocked_condition(config, types)
+            return condition, tables.frame("scope_blocked_literals", literals)
+
+        scope = find_scope(sql, tables, inputs, written_edges, blocked)
+    if scope is not None:
+        set_aside(sql, tables, scope, written_edges, (SHARED_VALUES, SHARED_GROUPS), SEPARATED_LINKS)
+        scoped_edges = tables("scoped_edges")
+        sql.create_table_as(
+            scoped_edges, f"select * from {written_edges} semi join {scope.nodes} using (node_id)", temporary=True
+        )
+        tables.drop("written_edges")
+        written_edges = scoped_edges
     # Every distinct value once, with the records carrying it: blocking and sharing are judged per value.
     # Value ids only name graph vertices: any numbering gives the same components, so none is sorted.
     sql.create_table_as(
@@ -203,6 +239,7 @@ def _resolve(
         temporary=True,
     )
     tables.drop("written_edges")
+    tables.drop("scoped_edges")
     id_types = [r[0] for r in sql.rows(f"select distinct id_type from {id_values} order by 1")]
     condition, literals = blocked_condition(config, id_types)
     blocked_literals = tables.frame("blocked_literals", literals)
@@ -219,9 +256,6 @@ def _resolve(
         """,
     )
     split_edges = tables("split_edges")
-    # How reliable first names and birth dates are, measured on shared values, is kept with a model being
-    # trained (SharedDisagreement); with the kept model it is not measured.
-    measure = trains(sql, config, person_nodes, retrain)
     # How common each first name is, as the sharing and bridge checks judge names: kept with a kept model.
     names = first_names(sql, person_latest, kept=not measure and config.identity.matching.enabled)
     shared = block_shared_values(sql, config, id_types, id_values, id_edges, person_latest, split_edges, names, measure)
@@ -257,13 +291,6 @@ def _resolve(
         person_nodes=person_nodes,
     )
     _publish_links(sql)
-    links_by_type = sql.rows(
-        f"""select id_type, sum(records) from (
-                select id_type, records from {linking_values}
-                union all select id_type, linked_records from {SHARED_VALUES})
-            group by 1"""
-    )
-    node_count = int(sql.value(f"select count(*) from {id_nodes}"))
     value_count = int(sql.value(f"select coalesce(max(value_id), -1) + 1 from {usable_values}"))
     groups = int(sql.value(f"select coalesce(max(group_id), -1) + 1 from {split_edges}"))
     # A value shared by several people links only within each of them: its edges are those of its
@@ -282,6 +309,31 @@ def _resolve(
     limited_edges = tables("limited_edges") if config.identity.profile_limits() else None
     deterministic = enforce_profile_limits(
         sql, config, components, id_nodes, id_edges, usable_values, limited_edges, tables("limited_components")
+    )
+    if keeps:
+        # Each record's island: its component over every value not blocked by pattern or list.
+        island_labels = tables("island_labels")
+        usable_edges = f"(select e.node_id, e.value_id from {id_edges} e semi join {usable_values} using (value_id))"
+        component_labels(
+            sql, config.warehouse.engine, tables, usable_edges, id_nodes, node_count, value_count, island_labels
+        )
+        if scope is not None:
+            restore(sql, tables, ALL_IDENTIFIERS, (SHARED_VALUES, SHARED_GROUPS), SEPARATED_LINKS)
+            label_again(sql, scope, inputs, deterministic, tables("relabelled"))
+        keep_islands(sql, scope, inputs, island_labels, deterministic)
+        if scope is not None:
+            deterministic = tables("relabelled")
+        tables.drop("island_labels")
+        tables.drop("node_inputs")
+    # Every record's links by the value's type: its values that link outright (not blocked, not shared by
+    # several people), and a shared value's within the person each record looks like.
+    links_by_type = sql.rows(
+        f"""select id_type, sum(links) from (
+                select id_type, count(*) as links from ({ALL_IDENTIFIERS})
+                anti join identity.blocked_identifiers using (id_type, id_value)
+                anti join {SHARED_VALUES} using (id_type, id_value) group by 1
+                union all select id_type, linked_records from {SHARED_VALUES})
+            group by 1"""
     )
     tables.drop("edges")
     tables.drop("usable_values")
@@ -322,6 +374,7 @@ def _resolve(
         temporary=True,
     )
     timings = {"deterministic layer": deterministic_seconds, **dict(matching["timings"])}  # type: ignore[call-overload]
+    matching["deterministic_records"] = scope.node_count if scope is not None else node_count
     if clusters_only:
         clusters = sql.rows(f"select source, source_record_id, role, component from {labelled}")
         return {"clusters": clusters, **matching, "timings": timings}
@@ -977,6 +1030,8 @@ def _resolution_metadata(summary: dict[str, object]) -> dict[str, object]:
         "id_changes": dg.MetadataValue.md(_id_changes_markdown(summary["id_changes"])),
         "links_by_identifier_type": dg.MetadataValue.md(markdown_table(summary["links_by_type"])),
         "scored_pairs": str(summary.get("pairs", "all made")),
+        # Record nodes the deterministic layer resolved: every one, or the islands a delta could change.
+        "deterministic_records": int(summary.get("deterministic_records", 0)),
         "records_rescored": int(summary.get("records_rescored", 0)),
         "scored_pairs_kept": int(summary.get("scored_pairs_kept", 0)),
         "candidate_pairs": int(summary["candidate_pairs"]),

@@ -21,6 +21,7 @@ import pandas as pd
 from cdp_assets.clean.assets import record_id_sql
 from cdp_assets.extract.assets import ensure_raw_table, raw_table
 from cdp_assets.extract.tombstones import identifier_checks
+from cdp_assets.identity.islands import ISLANDS, ISLANDS_STATE, record_key
 from cdp_assets.identity.registry import publish_aliases
 from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig
@@ -70,6 +71,7 @@ class Coverage:
 
 
 # by: record   -> columns (source, source_record_id) name an erased record
+#     record_key -> column `key` is the hash of an erased record's (source, source_record_id) (islands.py)
 #     pair     -> (left_source, left_record_id) or (right_source, right_record_id) does
 #     raw_row  -> (source, file, row_number) names an erased raw row (raw tables use _file, _row_number)
 #     customer -> customer_id is an erased customer id
@@ -93,6 +95,7 @@ COVERAGE: dict[str, Coverage] = {
     "identity.shared_identifier_groups": Coverage("record"),
     "identity.evidence": Coverage("pair"),
     "identity.match_features": Coverage("record"),
+    ISLANDS: Coverage("record_key"),
     "identity.review": Coverage("pair"),
     "identity.shared_identifiers": Coverage("value"),
     "identity.blocked_identifiers": Coverage("value"),
@@ -117,6 +120,7 @@ COVERAGE: dict[str, Coverage] = {
     "identity.id_runs": Coverage("kept", "one row per identity run: its settings"),
     "identity.model": Coverage("kept", "the matching model's weights"),
     "identity.match_features_state": Coverage("kept", "the model's name and a row count"),
+    ISLANDS_STATE: Coverage("kept", "a row count"),
     "identity.model_term_frequencies": Coverage(
         "kept", "shares of values on two or more records, under their md5: no value as written"
     ),
@@ -468,6 +472,15 @@ def _delete(sql: Sql, config: CDPConfig, tables: Scratch, batch: ErasureBatch) -
                 "and e.source_record_id = t.source_record_id)",
                 "e.request_id",
                 f"join {records} e on e.source = t.source and e.source_record_id = t.source_record_id",
+            )
+        elif coverage.by == "record_key":
+            _count_and_delete(
+                sql,
+                batch,
+                table,
+                f"exists (select 1 from {records} e where {record_key('e')} = t.key)",
+                "e.request_id",
+                f"join {records} e on {record_key('e')} = t.key",
             )
         elif coverage.by == "pair":
             # Two equi-joins (hash joins); one join on `left or right` would compare every pair with every record.
