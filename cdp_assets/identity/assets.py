@@ -36,6 +36,7 @@ from cdp_assets.identity.inputs import (
     with_outputs,
 )
 from cdp_assets.identity.islands import (
+    LISTED_REASONS,
     find_scope,
     forget_islands,
     islands_apply,
@@ -248,8 +249,8 @@ def _resolve(
         f"""
         select id_type, id_value, records,
                case when exists (select 1 from {blocked_literals} b where b.id_type = v.id_type
-                                 and b.id_value = v.id_value) then 'listed in blocked_values'
-                    else 'matches a blocked pattern' end as reason
+                                 and b.id_value = v.id_value) then {sql_literal(LISTED_REASONS[0])}
+                    else {sql_literal(LISTED_REASONS[1])} end as reason
         from {id_values} v
         where ({condition})
            or exists (select 1 from {blocked_literals} b where b.id_type = v.id_type and b.id_value = v.id_value)

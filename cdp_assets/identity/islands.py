@@ -19,9 +19,10 @@ each component, as a full run gives them; the kept components are labelled again
 
 What the scoped run writes to the deterministic layer's tables (values shared by several people, their
 groups, separated links, values blocked for sharing) replaces the scope's rows only; values blocked by pattern
-or list span islands (they join nobody) and are counted again over every record. A run that cannot keep the
-islands (the model trained, matching disabled, a `max_per_profile` type, Spark, rows of this table removed by
-an erasure since) runs the layer over everything and keeps the islands for the next one.
+or list span islands (they join nobody) and are counted again over every record. A run that cannot use the
+kept islands (the model trained, rows of this table removed by an erasure since, a scope over half the
+records) runs the layer over everything and keeps the islands for the next one; where islands never apply
+(Spark, matching disabled, a `max_per_profile` type) none are kept.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ MAX_SCOPE_SHARE = 0.5
 # The reasons identity.blocked_identifiers gives a value blocked by pattern or list, not by its sharing.
 LISTED_REASONS = ("listed in blocked_values", "matches a blocked pattern")
 # A record is kept under the hash of its (source, source_record_id), which a source's records never share
-# with another role's: millions of rows of three integers write and join in a fraction of the time their
-# text takes. A run whose records' keys collide keeps no islands (node_keys).
+# with another role's: millions of rows of integers write and join in a fraction of the time their text
+# takes. A run whose records' keys collide keeps no islands (node_inputs).
 _COLUMNS = ("key", "island", "component", "inputs")
 
 
