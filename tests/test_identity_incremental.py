@@ -12,6 +12,7 @@ from benchmarks.deltas import _contacts_sent_once
 from benchmarks.id_stability import _hold_back, _release
 from cdp_assets.consistency.checks import CHECK_NAME
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS, resolve
+from cdp_assets.privacy.assets import PRIVACY_JOB
 from resources.sql import Sql
 from resources.warehouse import copy_database
 from sensors.schedules import REBUILD_CHECK_JOB, RETRAIN_JOB
@@ -365,4 +366,37 @@ def test_a_delta_resolves_the_deterministic_layer_only_over_the_islands_it_reach
     assert not platform.scalar("select count(*) from cdp.identity_map where source_record_id = 'QA-1'")
 
     # What a full resolution with the same kept model gives, on a copy: every table of the layer, the map.
+    _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full.duckdb")
+
+
+def test_the_run_after_an_erasure_resolves_the_deterministic_layer_over_every_record(
+    tmp_path, instance, destination_server, monkeypatch
+):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "0123456789abcdef0123456789abcdef")
+    platform = make_platform(tmp_path, instance, destination_server.url, people=150)
+    # Two people under a junk e-mail (blocked by pattern): erasing one removes the value's row from
+    # identity.blocked_identifiers, which the other still carries.
+    (platform.folder / "landing" / "crm" / "junk.csv").write_text(
+        CRM_HEADER
+        + "JK-1,Kai,Junkett,test@test.com,,,,,,US,04/04/1980,true,2025-01-01T00:00:00Z\n"
+        + "JK-2,Lou,Junkmore,test@test.com,,,,,,US,05/05/1981,true,2025-01-01T00:00:00Z\n"
+    )
+    assert platform.refresh().success
+    junk = "select records from identity.blocked_identifiers where id_value = 'test@test.com'"
+    carried = platform.scalar(junk)
+    requests = platform.config.privacy_requests_path
+    requests.mkdir(parents=True, exist_ok=True)
+    (requests / "erase.csv").write_text(
+        "type,id_type,value,reference,source\nerase,source_record,JK-1,E-1,crm_contacts\n"
+    )
+    erasure = platform.defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+        instance=instance, run_config={"ops": {"privacy__requests": {"config": {"requests_file": "erase.csv"}}}}
+    )
+    assert erasure.success
+    assert not platform.scalar(junk.replace("records", "count(*)"))  # the erasure took the value's row
+
+    after = _identity(platform.refresh())
+    assert after["mode"] == "full", after["reason"]
+    assert after["deterministic_records"] == platform.scalar("select count(*) from cdp.identity_map")
+    assert platform.scalar(junk) == carried - 1
     _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full.duckdb")
