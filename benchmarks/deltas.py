@@ -130,7 +130,8 @@ def _report(label: str, run: dict[str, Any], full: dict[str, Any], check: dict[s
     identity, profiles = run["identity"], run["profiles"]
     print(
         f"  identity {identity['mode']}: {identity.get('records_rescored') or 0:,} person records rescored, "
-        f"{identity.get('scored_pairs_kept') or 0:,} scored pairs kept; seconds by step: "
+        f"{identity.get('scored_pairs_kept') or 0:,} scored pairs kept, deterministic layer over "
+        f"{identity.get('deterministic_records') or 0:,} record nodes; seconds by step: "
         + _identity_steps(identity.get("seconds_by_step"))
     )
     print(
