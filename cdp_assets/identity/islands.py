@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from resources.config import CDPConfig
-from resources.sql import Scratch, Sql
+from resources.sql import Scratch, Sql, sql_literal
 
 ISLANDS = "identity.islands"
 # How many rows the last run left in ISLANDS: fewer now means an erasure removed some, whose islands the
@@ -42,6 +42,7 @@ ISLANDS_STATE = "identity.islands_state"
 MAX_SCOPE_SHARE = 0.5
 # The reasons identity.blocked_identifiers gives a value blocked by pattern or list, not by its sharing.
 LISTED_REASONS = ("listed in blocked_values", "matches a blocked pattern")
+_LISTED = ", ".join(sql_literal(r) for r in LISTED_REASONS)
 # A record is kept under the hash of its (source, source_record_id), which a source's records never share
 # with another role's: millions of rows of integers write and join in a fraction of the time their text
 # takes. A run whose records' keys collide keeps no islands (node_inputs).
@@ -106,13 +107,12 @@ def forget_islands(sql: Sql) -> None:
 class Scope:
     """What a scoped run resolves: its record nodes (`nodes`, a temp table of node_id), the kept islands
     they were in (`islands`: island) and the keys of every record in those islands or changed, those gone
-    since included (`keys`: key); `node_count` and `changed` count the nodes and the changed ones."""
+    since included (`keys`: key); `node_count` counts the nodes."""
 
     nodes: str
     islands: str
     keys: str
     node_count: int
-    changed: int
 
 
 def find_scope(
@@ -135,7 +135,6 @@ def find_scope(
             where k.inputs is distinct from i.inputs""",
         temporary=True,
     )
-    count = int(sql.value(f"select count(*) from {changed}"))
     # The values the changed records carry now: every other record carrying one (unless it blocks by
     # pattern or list, and so joins nobody) is in the scope, with its island.
     sql.create_table_as(
@@ -173,7 +172,7 @@ def find_scope(
         for name in ("scope_islands", "scope_keys", "scope_nodes"):
             tables.drop(name)
         return None
-    return Scope(nodes=nodes, islands=islands, keys=keys, node_count=int(size), changed=count)
+    return Scope(nodes=nodes, islands=islands, keys=keys, node_count=int(size))
 
 
 def set_aside(
@@ -190,13 +189,12 @@ def set_aside(
         temporary=True,
     )
     sql.create_table_as(tables("kept_separated"), f"select t.* from {separated} t {outside}", temporary=True)
-    reasons = ", ".join(f"'{r}'" for r in LISTED_REASONS)
     # A value blocked for being shared is kept when its records are outside the scope (all of them are, or
     # none: they are one island); one blocked by pattern or list is counted again in `restore`.
     sql.create_table_as(
         tables("kept_blocked"),
         f"""
-        with judged as (select * from identity.blocked_identifiers where reason not in ({reasons}))
+        with judged as (select * from identity.blocked_identifiers where reason not in ({_LISTED}))
         select j.* from judged j semi join (
             select id_type, id_value from {written_edges} semi join judged using (id_type, id_value)
             anti join {scope.nodes} using (node_id)
@@ -206,7 +204,7 @@ def set_aside(
     )
     sql.create_table_as(
         tables("listed_before"),
-        f"select id_type, id_value, reason from identity.blocked_identifiers where reason in ({reasons})",
+        f"select id_type, id_value, reason from identity.blocked_identifiers where reason in ({_LISTED})",
         temporary=True,
     )
 
@@ -219,15 +217,14 @@ def restore(sql: Sql, tables: Scratch, identifiers: str, shared: tuple[str, str]
     sql.execute(f"insert into {shared_groups} select * from {tables('kept_groups')}")
     sql.execute(f"insert into {shared_values} select * from {tables('kept_shared')}")
     sql.execute(f"insert into {separated} select * from {tables('kept_separated')}")
-    reasons = ", ".join(f"'{r}'" for r in LISTED_REASONS)
     listed = tables("listed_now")
     sql.create_table_as(
         listed,
         f"""select id_type, id_value, reason from {tables("listed_before")}
-            union select id_type, id_value, reason from identity.blocked_identifiers where reason in ({reasons})""",
+            union select id_type, id_value, reason from identity.blocked_identifiers where reason in ({_LISTED})""",
         temporary=True,
     )
-    sql.execute(f"delete from identity.blocked_identifiers where reason in ({reasons})")
+    sql.execute(f"delete from identity.blocked_identifiers where reason in ({_LISTED})")
     sql.execute(
         f"""
         insert into identity.blocked_identifiers
