@@ -56,6 +56,22 @@ def held_keys(records: str, rule: list[str], nodes: str) -> str:
     return f"select {', '.join(rule)} from {keyed(narrowed, rule)}"
 
 
+def holding(records: str, rule: list[str], keys: str, key: str = "node_id") -> str:
+    """The rows of table `records` holding, in each of the rule's list features, a value of the select
+    `keys`: every record of those keys' blocks, and few others (the table itself when the rule lists none).
+
+    A small run's blocks are found in them rather than in `keyed(..., distinct=True)` over every record:
+    the distinct combinations of a million records' lists cost seconds to find and unnest, where unnesting
+    each record's list beside its `key` (columns that tell its rows apart) and keeping those holding a
+    value costs tenths. Callers keep their own join on the keys: these rows only narrow what it reads."""
+    narrowed = records
+    for feature in list_features(rule):
+        values = f"(select {key}, unnest({feature}) as {feature} from {records})"
+        holders = f"select {key} from {values} semi join ({keys}) using ({feature})"
+        narrowed = f"(select * from {narrowed} semi join ({holders}) using ({key}))"
+    return narrowed
+
+
 def _touched_blocks(records: str, rule: list[str], touching: str | None) -> str:
     """A semi join keeping the rule's keys one of the records in `touching` holds: only their blocks can
     make a pair with one (nothing when `touching` is None)."""
@@ -78,10 +94,11 @@ def _count_blocks(
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
     within = _touched_blocks(records, rule, touching)
+    counted = records if touching is None else holding(records, rule, held_keys(records, rule, touching))
     # On a list feature each row of the distinct values is another whole value: counting rows counts them.
     sql.create_table_as(
         keys,
-        f"""select {columns}, count(*)::hugeint as n from {keyed(records, rule, distinct=True)} {within}
+        f"""select {columns}, count(*)::hugeint as n from {keyed(counted, rule, distinct=True)} {within}
             where {not_null} group by all having count(*) > 1""",
         temporary=True,
     )
@@ -124,6 +141,8 @@ def _rule_pairs_sql(
             from blocks l join blocks r on l.block = r.block and l.node_id < r.node_id
             where {touched}"""
     first_list = list_features(rule)[0]
+    if touching is not None:  # the kept blocks are the few the touching records are in
+        records = holding(records, rule, f"select {columns} from {keys} where n <= {max_block_size}")
     return f"""
         with blocks as (
             select distinct m.__whole, k.block from {keyed(records, rule, distinct=True)} m

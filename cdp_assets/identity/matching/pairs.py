@@ -21,7 +21,7 @@ did keeps its features, and pairs are kept only from a run that scored them with
 no kept row has been removed since (an erasure removes the rows of the people it erases).
 """
 
-from cdp_assets.identity.matching.blocking import held_keys, keyed, list_features, whole_key
+from cdp_assets.identity.matching.blocking import held_keys, holding, keyed, list_features, whole_key
 from cdp_assets.identity.matching.features import FEATURE_COLUMNS
 from resources.sql import Sql
 
@@ -119,19 +119,22 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
     # A list feature's block holds whole values (blocking.py): each distinct combination of the rule's
     # values is unnested once, its blocks counted in distinct whole values, and the records of a block
     # whose side moved are found by their whole values (and the rule's other features).
+    # Only the records holding a touched value are unnested into their blocks (blocking.holding).
     plain = [f for f in rule if f not in list_features(rule)]
     also = "".join(f", {f}" for f in plain)
     using = ", ".join(["__whole", *plain])
+    now_holding = holding(records, rule, "select * from touched")
+    before_holding = holding(FEATURES_TABLE, rule, "select * from touched", key="source, source_record_id")
     return f"""
         with touched as ({touched}),
         now_whole as (
-            select distinct __whole, {columns} from {keyed(records, rule, distinct=True)}
+            select distinct __whole, {columns} from {keyed(now_holding, rule, distinct=True)}
             semi join touched using ({columns})
         ),
         now_n as (select {columns}, count(*) as n from now_whole group by all),
         before_n as (
             select {columns}, count(*) as n from (
-                select distinct __whole, {columns} from {keyed(FEATURES_TABLE, rule, distinct=True)}
+                select distinct __whole, {columns} from {keyed(before_holding, rule, distinct=True)}
                 semi join touched using ({columns})
             ) group by all
         ),
@@ -140,7 +143,7 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
             left join before_n b using ({columns}) join now_whole w using ({columns})
             where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
         ),
-        holders as (select node_id, {whole_key(rule)} as __whole{also} from {records})
+        holders as (select node_id, {whole_key(rule)} as __whole{also} from {now_holding})
         select distinct node_id from holders semi join crossing using ({using}) anti join {changed} using (node_id)"""
 
 
