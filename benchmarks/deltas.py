@@ -99,7 +99,8 @@ def run_here(config_path: Path, job_name: str, out: Path) -> None:
         figures["customers"] = profiles.get("dagster/row_count")
         identity = _metadata(result, "identity__clusters")
         figures["identity"] = {
-            k: identity.get(k) for k in ("mode", "records_rescored", "scored_pairs_kept", "seconds_by_step")
+            k: identity.get(k)
+            for k in ("mode", "records_rescored", "scored_pairs_kept", "deterministic_records", "seconds_by_step")
         }
         segments = [_metadata(result, s) for s in steps if s.startswith("segments__")]
         figures["segment_profiles_evaluated"] = sum(int(m.get("profiles_evaluated", 0)) for m in segments if m)
