@@ -477,6 +477,9 @@ def _country_names() -> dict[str, str]:
     from phonenumbers.geodata.locale import LOCALE_DATA
 
     codes: dict[str, set[str]] = {}
+    # 47,000 names but 3,665 distinct spellings: each is folded once, which took this table from 0.5 s to
+    # 0.05 s (after importing the names, 0.25 s), paid by every cleaning run that reads a country name.
+    folded: dict[str, str] = {}
     for code, names in LOCALE_DATA.items():
         for name in names.values():
             for _ in range(len(names)):  # "*de": the same as the German name (which may refer on)
@@ -484,7 +487,9 @@ def _country_names() -> dict[str, str]:
                     break
                 name = names.get(name[1:], "")
             if name and code in _ISO_COUNTRIES:
-                codes.setdefault(fold_accents(_collapse(name)).upper(), set()).add(code)
+                if name not in folded:
+                    folded[name] = fold_accents(_collapse(name)).upper()
+                codes.setdefault(folded[name], set()).add(code)
     names = {name: next(iter(found)) for name, found in codes.items() if len(found) == 1}
     return {**names, **{fold_accents(k): v for k, v in _COUNTRY_ALIASES.items()}}
 
