@@ -301,6 +301,44 @@ def test_blocks_over_a_rules_cap_are_skipped_and_each_pair_is_credited_to_its_fi
     assert left == []
 
 
+def test_blocking_around_changed_records_makes_exactly_their_pairs_of_blocking_everything():
+    # Records holding lists of e-mail forms (as email_one_slip does), some forms shared by a few records,
+    # some by more than the cap of four whole values; a person's records repeat one list. Rules on the list
+    # alone and on the list with a plain feature, which a configuration may add.
+    rng = random.Random(11)
+    rows = []
+    for node in range(400):
+        person = node // 2 if node < 100 else node
+        forms = sorted({(person * 7919 + k) % 600 for k in range(3)} | {rng.randrange(40)})
+        rows.append((node, forms, rng.choice(["ng", "ode", "obi"])))
+    conn = duckdb.connect()
+    conn.execute("create table match_records (node_id bigint, email_one_slip bigint[], last_name varchar)")
+    conn.executemany("insert into match_records values (?, ?, ?)", rows)
+    conn.execute("create table changed as select unnest([3, 57, 120, 288, 399]) as node_id")
+    rules = [(["email_one_slip"], 4), (["email_one_slip", "last_name"], 4), (["last_name"], 500)]
+    keys = [f"keys_{index}" for index in range(len(rules))]
+
+    preflight(Sql(conn), "match_records", rules, 10**6, keys)
+    build_candidate_pairs(Sql(conn), "match_records", rules, keys, "all_pairs")
+    preflight(Sql(conn), "match_records", rules, 10**6, keys, touching="changed")
+    build_candidate_pairs(Sql(conn), "match_records", rules, keys, "changed_pairs", touching="changed")
+
+    expected = conn.execute(
+        """select l, r, rule_index from all_pairs
+           where l in (select node_id from changed) or r in (select node_id from changed) order by all"""
+    ).fetchall()
+    made = conn.execute("select l, r, rule_index from changed_pairs order by all").fetchall()
+    assert made == expected
+    # Each list rule makes pairs of its own here, the shared forms at and over the cap both occur.
+    assert {0, 1} <= {rule for _, _, rule in made}
+    capped = conn.execute(
+        """select count(*) filter (where n > 4), count(*) filter (where n between 2 and 4) from (
+               select form, count(distinct email_one_slip) as n
+               from (select email_one_slip, unnest(email_one_slip) as form from match_records) group by form)"""
+    ).fetchone()
+    assert capped[0] > 0 and capped[1] > 0
+
+
 def test_a_rejected_preflight_leaves_no_block_tables():
     conn = _blocking_records()
     with pytest.raises(BlockingRuleTooBroad, match=r"^[^;]*rule 'postal_code' would make 10 pairs, over"):
