@@ -72,14 +72,6 @@ def holding(records: str, rule: list[str], keys: str, key: str = "node_id") -> s
     return narrowed
 
 
-def _touched_blocks(records: str, rule: list[str], touching: str | None) -> str:
-    """A semi join keeping the rule's keys one of the records in `touching` holds: only their blocks can
-    make a pair with one (nothing when `touching` is None)."""
-    if touching is None:
-        return ""
-    return f"semi join ({held_keys(records, rule, touching)}) using ({', '.join(rule)})"
-
-
 def _count_blocks(
     sql: Sql, records: str, keys: str, rule: list[str], max_block_size: int, touching: str | None = None
 ) -> dict[str, object]:
@@ -93,12 +85,17 @@ def _count_blocks(
     neither fill a block nor are paired with each other here (build_candidate_pairs)."""
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
-    within = _touched_blocks(records, rule, touching)
-    counted = records if touching is None else holding(records, rule, held_keys(records, rule, touching))
+    counted, held, within = records, "", ""
+    if touching is not None:
+        # Only the keys one of the touching records holds (`held`): only their blocks can make a pair with
+        # one. Found once, they keep the blocks and narrow the records a list rule unnests (holding).
+        held = f"with held as ({held_keys(records, rule, touching)})"
+        counted = holding(records, rule, "select * from held")
+        within = f"semi join held using ({columns})"
     # On a list feature each row of the distinct values is another whole value: counting rows counts them.
     sql.create_table_as(
         keys,
-        f"""select {columns}, count(*)::hugeint as n from {keyed(counted, rule, distinct=True)} {within}
+        f"""{held} select {columns}, count(*)::hugeint as n from {keyed(counted, rule, distinct=True)} {within}
             where {not_null} group by all having count(*) > 1""",
         temporary=True,
     )
