@@ -213,7 +213,7 @@ def _resolve(
             condition, literals = blocked_condition(config, types)
             return condition, tables.frame("scope_blocked_literals", literals)
 
-        scope = find_scope(sql, tables, inputs, written_edges, blocked)
+        scope = find_scope(sql, tables, inputs, written_edges, node_count, blocked)
     if scope is not None:
         set_aside(sql, tables, scope, written_edges, (SHARED_VALUES, SHARED_GROUPS), SEPARATED_LINKS)
         scoped_edges = tables("scoped_edges")

@@ -120,12 +120,13 @@ def find_scope(
     tables: Scratch,
     inputs: str,
     written_edges: str,
+    node_count: int,
     blocked: Callable[[list[str]], tuple[str, str]],
 ) -> Scope | None:
     """The scope of this run (see the module's docstring), or None when it holds more than MAX_SCOPE_SHARE
-    of the record nodes. `inputs` is node_inputs' table and `written_edges` every node's identifier values;
-    `blocked` gives, for a list of identifier types, the condition and the table of literal values that
-    block a value by pattern or list."""
+    of the run's `node_count` record nodes. `inputs` is node_inputs' table and `written_edges` every node's
+    identifier values; `blocked` gives, for a list of identifier types, the condition and the table of
+    literal values that block a value by pattern or list."""
     changed, now_values = tables("scope_changed"), tables("scope_values")
     islands, keys, nodes = tables("scope_islands"), tables("scope_keys"), tables("scope_nodes")
     # Record nodes new or changed since the last run (with their kept island, if any).
@@ -167,12 +168,12 @@ def find_scope(
     sql.create_table_as(nodes, f"select node_id from {inputs} semi join {keys} using (key)", temporary=True)
     tables.drop("scope_changed")
     tables.drop("scope_values")
-    size, total = sql.row(f"select (select count(*) from {nodes}), (select count(*) from {inputs})") or (0, 0)
-    if size > MAX_SCOPE_SHARE * total:
+    size = int(sql.value(f"select count(*) from {nodes}"))
+    if size > MAX_SCOPE_SHARE * node_count:
         for name in ("scope_islands", "scope_keys", "scope_nodes"):
             tables.drop(name)
         return None
-    return Scope(nodes=nodes, islands=islands, keys=keys, node_count=int(size))
+    return Scope(nodes=nodes, islands=islands, keys=keys, node_count=size)
 
 
 def set_aside(
