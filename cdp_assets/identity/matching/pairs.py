@@ -123,12 +123,12 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
     plain = [f for f in rule if f not in list_features(rule)]
     also = "".join(f", {f}" for f in plain)
     using = ", ".join(["__whole", *plain])
-    now_holding = holding(records, rule, "select * from touched")
     before_holding = holding(FEATURES_TABLE, rule, "select * from touched", key="source, source_record_id")
     return f"""
         with touched as ({touched}),
+        now_holding as {holding(records, rule, "select * from touched")},
         now_whole as (
-            select distinct __whole, {columns} from {keyed(now_holding, rule, distinct=True)}
+            select distinct __whole, {columns} from {keyed("now_holding", rule, distinct=True)}
             semi join touched using ({columns})
         ),
         now_n as (select {columns}, count(*) as n from now_whole group by all),
@@ -143,7 +143,7 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
             left join before_n b using ({columns}) join now_whole w using ({columns})
             where (a.n {pairs_made}) <> (coalesce(b.n, 0) {pairs_made})
         ),
-        holders as (select node_id, {whole_key(rule)} as __whole{also} from {now_holding})
+        holders as (select node_id, {whole_key(rule)} as __whole{also} from now_holding)
         select distinct node_id from holders semi join crossing using ({using}) anti join {changed} using (node_id)"""
 
 
