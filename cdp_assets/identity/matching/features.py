@@ -10,6 +10,8 @@ edit distances, and one non-contact identifier. Derived once per distinct value 
 hundred thousand names at most), everything else stays in DuckDB.
 """
 
+from dataclasses import dataclass
+
 import jellyfish
 import pandas as pd
 
@@ -88,16 +90,31 @@ _COMPARED_ONLY: dict[str, str] = {
 FEATURE_COLUMNS = sorted({**FEATURES, **_COMPARED_ONLY})
 
 
-def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records: str, kept: str | None = None) -> int:
+@dataclass(frozen=True)
+class KeptFeatures:
+    """The last run's matching records, kept as `table` with their base-row hashes, and the caller's temp
+    tables build_match_records fills when it keeps them: `fresh` (node_id), the records whose features it
+    derived again (new, or their base row changed), and `gone`, the kept rows of records changed or gone
+    since. The blocking of a delta and the saving of the features read these two (pairs.py): found once
+    here, where the records are compared with the kept rows anyway, not by joining millions of rows again."""
+
+    table: str
+    fresh: str
+    gone: str
+
+
+def build_match_records(
+    sql: Sql, config: CDPConfig, person_latest: str, records: str, kept: KeptFeatures | None = None
+) -> int:
     """Rebuild the caller's temp table `records` (one row per person record: its blocking features and
     the columns the comparisons read) from `person_latest` (the latest version of each person record, by
     node, also a table of the caller's); returns its row count.
 
     Every feature is a function of a record's base row (its cleaned fields as matching reads them, which
     of its contacts are junk or shared, its other identifier), whose hash is the `base_hash` column. With
-    `kept` (the last run's records, kept as a table with that column), a record whose base row hashes as
-    it did takes its features from there, and only the others are derived again (the name forms in
-    Python, the e-mail's one-slip forms) over their distinct values."""
+    `kept` (the last run's records), a record whose base row hashes as it did takes its features from
+    there, and only the others are derived again (the name forms in Python, the e-mail's one-slip forms)
+    over their distinct values."""
     with sql.scratch("features") as tables:
         kinds = tables.frame(
             "type_kinds",
@@ -181,7 +198,13 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
             fresh = tables("fresh")
             sql.create_table_as(
                 fresh,
-                f"select * from {base} anti join {kept} using (source, source_record_id, base_hash)",
+                f"select * from {base} anti join {kept.table} using (source, source_record_id, base_hash)",
+                temporary=True,
+            )
+            sql.create_table_as(kept.fresh, f"select node_id from {fresh}", temporary=True)
+            sql.create_table_as(
+                kept.gone,
+                f"select * from {kept.table} anti join {base} using (source, source_record_id, base_hash)",
                 temporary=True,
             )
         names = sql.rows(
@@ -202,7 +225,7 @@ def build_match_records(sql: Sql, config: CDPConfig, person_latest: str, records
             derived += f"""
             union all
             select b.node_id, b.source, b.source_record_id, {listed}, b.base_hash
-            from {base} b join {kept} k using (source, source_record_id, base_hash)
+            from {base} b join {kept.table} k using (source, source_record_id, base_hash)
             """
         sql.create_table_as(records, derived, temporary=True)
     return int(sql.value(f"select count(*) from {records}"))

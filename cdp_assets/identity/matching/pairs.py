@@ -22,7 +22,7 @@ no kept row has been removed since (an erasure removes the rows of the people it
 """
 
 from cdp_assets.identity.matching.blocking import held_keys, holding, keyed, list_features, whole_key
-from cdp_assets.identity.matching.features import FEATURE_COLUMNS
+from cdp_assets.identity.matching.features import FEATURE_COLUMNS, KeptFeatures
 from resources.sql import Sql
 
 FEATURES_TABLE = "identity.match_features"
@@ -31,20 +31,19 @@ FEATURES_TABLE = "identity.match_features"
 FEATURES_STATE = "identity.match_features_state"
 
 
-def save_features(sql: Sql, records: str, scored_with: str, kept: bool = False) -> None:
+def save_features(sql: Sql, records: str, scored_with: str, kept: KeptFeatures | None = None) -> None:
     """Keep the matching `records` (their features and base-row hashes, see features.py), after a run that
     scored with the model `scored_with` names, for the next run to keep what did not change. With `kept`
-    (this run kept the last one's features), only the rows of records new, changed or gone are written:
-    the kept rows' node ids are stale then, and nothing reads them."""
-    if kept:
+    (this run kept the last one's features), only the rows of records new, changed or gone are written
+    (the two tables build_match_records filled): the kept rows' node ids are stale then, and nothing reads
+    them."""
+    if kept is not None:
         sql.execute(
-            f"""delete from {FEATURES_TABLE} f where not exists (
-                    select 1 from {records} r where r.source = f.source
-                    and r.source_record_id = f.source_record_id and r.base_hash = f.base_hash)"""
+            f"""delete from {FEATURES_TABLE} f using {kept.gone} g
+                where g.source = f.source and g.source_record_id = f.source_record_id"""
         )
         sql.execute(
-            f"""insert into {FEATURES_TABLE} by name
-                select r.* from {records} r anti join {FEATURES_TABLE} f using (source, source_record_id)"""
+            f"insert into {FEATURES_TABLE} by name select * from {records} semi join {kept.fresh} using (node_id)"
         )
     else:
         sql.create_table_as(FEATURES_TABLE, f"select * from {records}")
@@ -66,28 +65,17 @@ def pairs_reusable(sql: Sql, scored_with: str) -> bool:
     return state == (scored_with, sql.value(f"select count(*) from {FEATURES_TABLE}"))
 
 
-def changed_records(sql: Sql, records: str, rules: list[tuple[list[str], int]], changed: str) -> int:
+def changed_records(
+    sql: Sql, records: str, rules: list[tuple[list[str], int]], kept: KeptFeatures, changed: str
+) -> int:
     """Fill the caller's temp table `changed(node_id)` with the matching `records` whose pairs must be made
-    and scored again: new ones, those whose base row changed, and those in a block whose side of its
-    rule's cap (or of two records) a new, changed or departed record moved. Returns their count."""
-    with sql.scratch("changed_features") as tables:
-        gone = tables("gone")
-        sql.create_table_as(
-            changed,
-            f"""select n.node_id from {records} n left join {FEATURES_TABLE} o using (source, source_record_id)
-                where o.base_hash is distinct from n.base_hash""",
-            temporary=True,
-        )
-        # The kept rows of records changed or departed since: the blocks they were in lost them.
-        sql.create_table_as(
-            gone,
-            f"""select o.* from {FEATURES_TABLE} o left join {records} n using (source, source_record_id)
-                where n.base_hash is distinct from o.base_hash""",
-            temporary=True,
-        )
-        for rule, cap in rules:
-            sql.execute(f"insert into {changed} {_crossing_sql(records, gone, changed, rule, cap)}")
-        return int(sql.value(f"select count(*) from {changed}"))
+    and scored again: new ones and those whose base row changed (`kept.fresh`), and those in a block whose
+    side of its rule's cap (or of two records) a new, changed or departed record (`kept.gone`, the kept rows
+    that lost their place in their blocks) moved. Returns their count."""
+    sql.create_table_as(changed, f"select node_id from {kept.fresh}", temporary=True)
+    for rule, cap in rules:
+        sql.execute(f"insert into {changed} {_crossing_sql(records, kept.gone, changed, rule, cap)}")
+    return int(sql.value(f"select count(*) from {changed}"))
 
 
 def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: int) -> str:

@@ -20,7 +20,7 @@ from cdp_assets.identity.clustering import Conflict, FirstNames, cluster_linked
 from cdp_assets.identity.components import sql_components
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
-from cdp_assets.identity.matching.features import build_match_records
+from cdp_assets.identity.matching.features import KeptFeatures, build_match_records
 from cdp_assets.identity.matching.model import (
     MIN_LABELLED_PAIRS,
     MODEL_TABLE,
@@ -182,15 +182,18 @@ def _match(
     # and only their pairs are made and scored again.
     scored_with = model_in_use(sql) if frozen else None
     reusable = reuse_pairs and scored_with is not None and pairs_reusable(sql, scored_with)
-    build_match_records(sql, config, person_latest, records, kept=FEATURES_TABLE if reusable else None)
+    kept_features = KeptFeatures(FEATURES_TABLE, tables("fresh"), tables("gone")) if reusable else None
+    build_match_records(sql, config, person_latest, records, kept=kept_features)
     sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
     if frozen:
         fill_kept_term_frequencies(sql, records, term_frequencies)
     # As clustering reads names (folded), counted with the term frequencies' rule: kept with a kept model.
     folded_names = name_counts(sql, "folded", f"select first_name as name from {records}", training == "kept")
     lap("matching features")
-    changed = tables("changed") if reusable else None
-    records_changed = changed_records(sql, records, rules, changed) if changed is not None else record_count
+    changed, records_changed = None, record_count
+    if kept_features is not None:
+        changed = tables("changed")
+        records_changed = changed_records(sql, records, rules, kept_features, changed)
     # Each rule's blocks, counted by preflight and turned into pairs (and dropped) by build_candidate_pairs.
     keys = [tables(f"keys_{index}") for index in range(len(rules))]
     estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys, touching=changed)
@@ -300,7 +303,7 @@ def _match(
         [[rule_name(rule) for rule, _ in rules]],
     )
     tables.drop("scores")
-    save_features(sql, records, model_in_use(sql) or "", kept=changed is not None)
+    save_features(sql, records, model_in_use(sql) or "", kept_features)
     sql.create_table_as(
         REVIEW_TABLE,
         f"select * from {EVIDENCE_TABLE} where decision like 'review%' or decision like 'conflict:%'",
