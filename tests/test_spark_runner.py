@@ -317,7 +317,8 @@ def test_a_segment_condition_runs_in_sandboxes_where_the_profiles_are(runners) -
 def test_the_session_takes_the_users_spark_settings_over_the_defaults() -> None:
     """`spark_session(conf=...)` (`warehouse.spark.conf`, as its resource passes it): the settings replace the
     platform's defaults, and the driver's memory reaches the JVM's start. A process of its own, as a
-    session's JVM starts once per process (the `spark` fixture holds this one's)."""
+    session's JVM starts once per process (the `spark` fixture holds this one's). Without a warehouse folder
+    the session gets a temporary one, gone when the process has ended."""
     import subprocess
     import sys
 
@@ -326,14 +327,17 @@ def test_the_session_takes_the_users_spark_settings_over_the_defaults() -> None:
 from resources.spark.runner import spark_session
 s = spark_session(conf={conf!r})
 print(s.conf.get("spark.sql.shuffle.partitions"), s.conf.get("spark.sql.adaptive.enabled"),
-      s.conf.get("spark.sql.session.timeZone"), s.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20)
+      s.conf.get("spark.sql.session.timeZone"), s.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() // 2**20,
+      s.conf.get("spark.sql.warehouse.dir"))
 """
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    partitions, adaptive, zone, heap_mb = done.stdout.split()
+    partitions, adaptive, zone, heap_mb, folder = done.stdout.split()
     assert (partitions, adaptive, zone) == ("7", "false", "UTC")
     assert 1536 < int(heap_mb) <= 2048  # Spark's default driver (1g) gives a JVM heap of 1024 MB
+    folder = folder.removeprefix("file:")
+    assert Path(folder).name.startswith("cdp-spark-") and not Path(folder).exists()
 
 
 def test_a_file_export_is_the_same_to_the_byte_and_its_rows_never_gather_on_the_driver(runners, tmp_path: Path) -> None:  # noqa: ANN001

@@ -41,6 +41,7 @@ Errors are raised as `SparkSqlError` and `SparkDataError`, subclasses of the Duc
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -108,7 +109,12 @@ def spark_session(
     session in the process is reused, with its own settings."""
     from pyspark.sql import SparkSession
 
-    warehouse = Path(warehouse_dir) if warehouse_dir else Path(tempfile.mkdtemp(prefix="cdp-spark-"))
+    if warehouse_dir:
+        warehouse = Path(warehouse_dir)
+    else:
+        # A folder of the process's own, removed when it exits: the session dies with the process too.
+        warehouse = Path(tempfile.mkdtemp(prefix="cdp-spark-"))
+        atexit.register(shutil.rmtree, warehouse, ignore_errors=True)
     # The Python that runs the cleaning rules on the executors (`map_rows`): this one, where the platform is
     # installed, unless PYSPARK_PYTHON names another (a cluster's executors' own).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
