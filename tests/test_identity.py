@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cdp_assets.identity.inputs import read_inputs
+from resources.config import load_config
+from resources.sql import Sql
 from tests.fixtures import customers
 from tests.fixtures import identity_warehouse as warehouse
 
@@ -323,3 +326,34 @@ def test_first_names_one_person_could_carry(left, right, one_person):
     counts |= {"jan": 50, "jennifer": 900, "jen": 100, "mark": 300, "mary": 300, "james": 600, "carpenter": 2}
     counts |= {"rené": 300, "rné": 1, "rne": 1, "ann": 200, "anna": 250}
     assert FirstNames(counts).compatible(left, right) is one_person
+
+
+def test_which_activity_records_there_are_is_read_and_how_many_rows_each_has_is_not(tmp_path):
+    """Identity skips a run when what it reads is as the last run left it. It numbers activity records, so a
+    new one (here without any identifier: its own customer) is a change, while another event of a record it
+    knows, giving no new identifier, is not."""
+    conn = warehouse(tmp_path, [{"id": "a", "ids": {"email": "a@x.org"}}])
+    sql, config = Sql(conn), load_config(tmp_path / "cdp.yaml")
+
+    def fingerprint(name: str) -> str:
+        return read_inputs(sql, config, "v", "s", name).records
+
+    def event(record: str, row: int) -> None:
+        conn.execute(
+            "insert into clean.events (source, event_id, source_record_id, event, file, row_number) "
+            "values ('web', ?, ?, 'page', 'e.jsonl', ?)",
+            [f"e{row}", record, row],
+        )
+
+    event("browser-1", 1)
+    before = fingerprint("activity_1")
+    event("browser-1", 2)
+    assert fingerprint("activity_2") == before
+    event("browser-2", 3)
+    with_browser = fingerprint("activity_3")
+    assert with_browser != before
+    conn.execute(
+        "insert into clean.transactions (source, event_id, source_record_id, file, row_number) "
+        "values ('shop', 'o1', 'order-1', 'o.jsonl', 1)"
+    )
+    assert fingerprint("activity_4") != with_browser

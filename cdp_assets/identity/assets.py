@@ -26,6 +26,7 @@ from cdp_assets.identity.components import min_node_labels, sql_components
 from cdp_assets.identity.inputs import (
     PERSON_COLUMNS,
     RESOLVED_INPUTS,
+    activity_records,
     kept_model,
     last_override_report,
     map_as_left,
@@ -110,6 +111,7 @@ def resolve(
     reuse_pairs: bool = False,
     map_kept: bool = False,
     clusters_only: bool = False,
+    activity: str | None = None,
 ) -> dict[str, object]:
     """Rebuild `cdp.identity_map` and the identity tables that explain it; `per_customer`, a table name of
     the caller's, gets each customer's record counts for its checks and preview (without one, they are
@@ -123,9 +125,13 @@ def resolve(
     last completed run left (inputs.map_as_left). `clusters_only` stops before the id registry names the
     customers and returns the clusters, (source, source_record_id, role, component) rows, as `clusters`:
     how one engine's clustering is compared with another's, apart from the id registry (each engine's
-    registry keeps the ids of its own earlier runs)."""
+    registry keeps the ids of its own earlier runs). `activity`, a temp table of the caller's filled by
+    inputs.activity_records, is taken over (numbered, then dropped); without one the run makes its own."""
     with sql.scratch("deterministic") as tables:
         fingerprint = settings or settings_fingerprint(config)
+        if activity is None:
+            activity = tables("activity_records")
+            activity_records(sql, activity)
         return _resolve(
             sql,
             config,
@@ -137,6 +143,7 @@ def resolve(
             reuse_pairs,
             map_kept,
             clusters_only,
+            activity,
         )
 
 
@@ -157,6 +164,7 @@ def _resolve(
     reuse_pairs: bool,
     map_kept: bool,
     clusters_only: bool,
+    activity: str,
 ) -> dict[str, object]:
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
@@ -179,15 +187,10 @@ def _resolve(
     )
     person_nodes = int(sql.value(f"select count(*) from {id_nodes}"))
     sql.execute(
-        f"""
-        insert into {id_nodes}
-        select {person_nodes} + row_number() over () - 1, source, source_record_id, role
-        from (
-            select distinct source, source_record_id, 'events' as role from clean.events
-            union all select distinct source, source_record_id, 'transactions' from clean.transactions
-        )
-        """
+        f"insert into {id_nodes} select {person_nodes} + row_number() over () - 1, source, source_record_id, role "
+        f"from {activity}"
     )
+    sql.drop_table(activity)
     node_count = int(sql.value(f"select count(*) from {id_nodes}"))
     written_edges = tables("written_edges")
     sql.create_table_as(
@@ -1120,7 +1123,8 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
         with warehouse.sql() as sql, sql.scratch("clusters") as tables:
             per_customer = tables("per_customer")
             retrain = context.run.tags.get(RETRAIN_TAG) == "true"
-            inputs = read_inputs(sql, config, CODE_VERSION, settings_fingerprint(config))
+            activity = tables("activity_records")
+            inputs = read_inputs(sql, config, CODE_VERSION, settings_fingerprint(config), activity)
             current = with_outputs(sql, inputs)
             reason = why_resolve(sql, inputs, retrain, current)
             if reason is None:
@@ -1142,6 +1146,7 @@ def build_identity_asset(config: CDPConfig) -> dg.AssetsDefinition:
                     retrain=retrain,
                     reuse_pairs=reuse_pairs,
                     map_kept=map_kept,
+                    activity=activity,
                 )
                 record_run(sql, config, inputs, summary["overrides"], context.run.run_id)
             checks = _checks(sql, config, summary, per_customer)

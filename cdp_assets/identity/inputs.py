@@ -25,7 +25,7 @@ from cdp_assets.identity.overrides import OverrideReport
 from resources.config import CDPConfig
 from resources.sql import Sql
 from resources.tables import ROLES
-from resources.warehouse import utc_now
+from resources.warehouse import sql_literal, utc_now
 
 RESOLVED_INPUTS = "identity.resolved_inputs"
 # Tables every identity run writes: a run is skipped only when they are all there.
@@ -51,19 +51,29 @@ PERSON_COLUMNS = (
     "postal_code",
     "city",
 )
-# (table, columns, rows) of what identity reads: the latest person records' columns above, identifiers as
-# (record, type, value) wherever the row that gave them was, and the set of activity records (identity
-# numbers activity records; their other columns never reach it, and neither does how many rows each has,
-# so new events of a browser already known, with no identifier it had not given, leave it as it was).
+# (table, columns, rows) of what identity reads: the latest person records' columns above, and identifiers as
+# (record, type, value) wherever the row that gave them was. With them, the set of activity records (see
+# read_inputs).
 _READ = [
     ("clean.person_records", ", ".join(("source", "source_record_id", *PERSON_COLUMNS)), "is_latest"),
     *((f"clean.{role}_identifiers", "source, source_record_id, id_type, id_value", "true") for role in ROLES),
-    *(
-        (f"(select distinct source, source_record_id from clean.{role})", "source, source_record_id", "true")
-        for role in ROLES
-        if role != "person"
-    ),
 ]
+ACTIVITY_ROLES = tuple(role for role in ROLES if role != "person")
+
+
+def activity_records(sql: Sql, out: str) -> None:
+    """Temp table `out` (source, source_record_id, role): every activity record once. The fingerprint reads
+    it, and a run numbers it as its activity nodes (resolve): made once for both, since making millions of
+    event rows distinct is most of the work of each. Kept apart from the numbering too: at 3.5M activity
+    records, making them distinct and numbering them took 2.3 s in one statement, 1.3 s in two."""
+    sql.create_table_as(
+        out,
+        " union all ".join(
+            f"select distinct source, source_record_id, {sql_literal(role)} as role from clean.{role}"
+            for role in ACTIVITY_ROLES
+        ),
+        temporary=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -82,11 +92,19 @@ def _content(sql: Sql, table: str, columns: str, where: str = "true") -> str:
     return f"{count}:{total}"
 
 
-def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str) -> IdentityInputs:
+def read_inputs(sql: Sql, config: CDPConfig, code_version: str, settings: str, activity: str) -> IdentityInputs:
     """The fingerprints of identity's inputs now: the cleaned tables' content, and `settings` (the identity
     configuration's fingerprint) with the overrides file's content, the rules' `code_version` and the
-    roles that have sources."""
-    records = "|".join(_content(sql, table, columns, where) for table, columns, where in _READ)
+    roles that have sources. `activity` is a temp table name of the caller's, filled with activity_records:
+    identity numbers activity records and reads none of their other columns, nor how many rows each has,
+    so new events of a browser already known, with no identifier it had not given, leave it as it was."""
+    activity_records(sql, activity)
+    of_role = "(select source, source_record_id from {} where role = {})"
+    read = [
+        *_READ,
+        *((of_role.format(activity, sql_literal(role)), "source, source_record_id", "true") for role in ACTIVITY_ROLES),
+    ]
+    records = "|".join(_content(sql, table, columns, where) for table, columns, where in read)
     roles = [role for role in ROLES if config.sources_with_role(role)]
     # The overrides as read (an unreadable file fails here, as the run would).
     described = json.dumps([code_version, settings, roles, repr(config.identity_overrides())])
