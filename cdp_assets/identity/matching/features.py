@@ -95,8 +95,9 @@ class KeptFeatures:
     """The last run's matching records, kept as `table` with their base-row hashes, and the caller's temp
     tables build_match_records fills when it keeps them: `fresh` (node_id), the records whose features it
     derived again (new, or their base row changed), and `gone`, the kept rows of records changed or gone
-    since. The blocking of a delta and the saving of the features read these two (pairs.py): found once
-    here, where the records are compared with the kept rows anyway, not by joining millions of rows again."""
+    since (narrowed to their keys once the blocking has read them). The blocking of a delta and the saving
+    of the features read these two (pairs.py): found once here, where the records are compared with the
+    kept rows anyway, not by joining millions of rows again."""
 
     table: str
     fresh: str

@@ -71,10 +71,13 @@ def changed_records(
     """Fill the caller's temp table `changed(node_id)` with the matching `records` whose pairs must be made
     and scored again: new ones and those whose base row changed (`kept.fresh`), and those in a block whose
     side of its rule's cap (or of two records) a new, changed or departed record (`kept.gone`, the kept rows
-    that lost their place in their blocks) moved. Returns their count."""
+    that lost their place in their blocks) moved. Returns their count; `kept.gone` is left holding the
+    departed rows' keys only."""
     sql.create_table_as(changed, f"select node_id from {kept.fresh}", temporary=True)
     for rule, cap in rules:
         sql.execute(f"insert into {changed} {_crossing_sql(records, kept.gone, changed, rule, cap)}")
+    # Only their keys are read after this (save_features): the rest of the rows need not be held meanwhile.
+    sql.create_table_as(kept.gone, f"select source, source_record_id from {kept.gone}", temporary=True)
     return int(sql.value(f"select count(*) from {changed}"))
 
 
