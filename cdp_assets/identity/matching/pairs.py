@@ -75,22 +75,23 @@ def changed_records(
     departed rows' keys only."""
     sql.create_table_as(changed, f"select node_id from {kept.fresh}", temporary=True)
     for rule, cap in rules:
-        sql.execute(f"insert into {changed} {_crossing_sql(records, kept.gone, changed, rule, cap)}")
+        sql.execute(f"insert into {changed} {_crossing_sql(records, kept, changed, rule, cap)}")
     # Only their keys are read after this (save_features): the rest of the rows need not be held meanwhile.
     sql.create_table_as(kept.gone, f"select source, source_record_id from {kept.gone}", temporary=True)
     return int(sql.value(f"select count(*) from {changed}"))
 
 
-def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: int) -> str:
+def _crossing_sql(records: str, kept: KeptFeatures, changed: str, rule: list[str], cap: int) -> str:
     """The node ids, not yet in `changed`, of the `records` in a block of `rule` whose side of its cap (or
-    of two records) a changed record (in `changed`) or a departed one (in `gone`) moved."""
+    of two records) a changed record (in `changed`) or a departed one (in `kept.gone`) moved: the blocks'
+    sizes before are counted in `kept.table`."""
     columns = ", ".join(rule)
     not_null = " and ".join(f"{f} is not null" for f in rule)
     pairs_made = f"between 2 and {cap}"
     touched = f"""
         select * from ({held_keys(records, rule, changed)}) where {not_null}
         union
-        select {columns} from {keyed(gone, rule)} where {not_null}"""
+        select {columns} from {keyed(kept.gone, rule)} where {not_null}"""
     if not list_features(rule):
         return f"""
             with touched as ({touched}),
@@ -99,7 +100,7 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
                 semi join touched using ({columns}) group by all
             ),
             before_n as (
-                select {columns}, count(*) as n from {FEATURES_TABLE} semi join touched using ({columns}) group by all
+                select {columns}, count(*) as n from {kept.table} semi join touched using ({columns}) group by all
             ),
             crossing as (
                 select unnest(a.nodes) as node_id from touched t
@@ -114,7 +115,7 @@ def _crossing_sql(records: str, gone: str, changed: str, rule: list[str], cap: i
     plain = [f for f in rule if f not in list_features(rule)]
     also = "".join(f", {f}" for f in plain)
     using = ", ".join(["__whole", *plain])
-    before_holding = holding(FEATURES_TABLE, rule, "select * from touched", key="source, source_record_id")
+    before_holding = holding(kept.table, rule, "select * from touched", key="source, source_record_id")
     return f"""
         with touched as ({touched}),
         now_holding as {holding(records, rule, "select * from touched")},
