@@ -251,6 +251,8 @@ CONSENT_HISTORY = Table(
 
 # Each role's cleaned records have their identifiers and their rejects.
 ROLES = ("person", "events", "transactions")
+# The roles of activity records (events, transactions): every role but the person records'.
+ACTIVITY_ROLES = tuple(role for role in ROLES if role != "person")
 IDENTIFIERS: dict[str, Table] = {
     role: Table(
         f"clean.{role}_identifiers",

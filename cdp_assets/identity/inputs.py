@@ -24,7 +24,7 @@ from cdp_assets.identity.matching.model import TRAINING_TABLE, model_in_use
 from cdp_assets.identity.overrides import OverrideReport
 from resources.config import CDPConfig
 from resources.sql import Sql
-from resources.tables import ROLES
+from resources.tables import ACTIVITY_ROLES, ROLES
 from resources.warehouse import sql_literal, utc_now
 
 RESOLVED_INPUTS = "identity.resolved_inputs"
@@ -58,7 +58,6 @@ _READ = [
     ("clean.person_records", ", ".join(("source", "source_record_id", *PERSON_COLUMNS)), "is_latest"),
     *((f"clean.{role}_identifiers", "source, source_record_id, id_type, id_value", "true") for role in ROLES),
 ]
-ACTIVITY_ROLES = tuple(role for role in ROLES if role != "person")
 
 
 def activity_records(sql: Sql, out: str) -> None:

@@ -37,7 +37,7 @@ from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
 from resources.sql import Scratch, Sql
-from resources.tables import ROLES, Table
+from resources.tables import ACTIVITY_ROLES, Table
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
@@ -311,7 +311,6 @@ def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts:
     """Fill temp table `contacts` (customer_id, attribute, value, source, source_record_id, value_at) with
     the e-mails and phones the scope's activity records carry as identifiers, each with the time of its
     record's latest activity."""
-    activity = [role for role in ROLES if role != "person"]
     # Only a declared type has a normaliser other than `id`, so the configuration names them all: the
     # identifier tables need not be scanned for the types they hold.
     selects = []
@@ -319,7 +318,7 @@ def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts:
         types = sorted(t for t, spec in config.identity.identifier_types.items() if spec.normalize == kind)
         if not types:
             continue
-        for role in activity:
+        for role in ACTIVITY_ROLES:
             selects.append(
                 f"""select '{attribute}' as attribute, id_value as value, source, source_record_id
                     from clean.{role}_identifiers where id_type in ({", ".join(map(sql_literal, types))})"""
@@ -333,7 +332,9 @@ def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts:
             temporary=True,
         )
         return
-    occurrences = " union all ".join(f"select source, source_record_id, occurred_at from clean.{r}" for r in activity)
+    occurrences = " union all ".join(
+        f"select source, source_record_id, occurred_at from clean.{r}" for r in ACTIVITY_ROLES
+    )
     sql.create_table_as(
         contacts,
         f"""
