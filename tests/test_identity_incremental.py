@@ -255,6 +255,19 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
     assert platform.scalar(form_pair) == 1
     _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full_again.duckdb")
 
+    # A contact sent again with only its postal address new: nothing the deterministic layer judges by,
+    # but its matching features change, so it is among the records whose features are made again.
+    address = "select address, postal_code, city from identity.match_features where source_record_id = 'SLIPX-1'"
+    assert platform.sql(address) == [(None, None, None)]
+    (crm / "slip_address.csv").write_text(
+        CRM_HEADER + "SLIPX-1,Quinby,Zorblat,zorblatq@gmail.com,,12 Elm Street,Springfield,IL,62701,US,,true,"
+        "2026-05-01T00:00:00Z\n"
+    )
+    moved = _identity(platform.refresh())
+    assert platform.sql(address) == [("12 elm st", "62701", "springfield")]
+    assert moved["mode"] == "incremental" and 0 < moved["deterministic_records"] < first["deterministic_records"] / 2
+    _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full_moved.duckdb")
+
     # Rows of the kept features removed by anything but identity (an erasure removes a person's) took the
     # old sizes of their blocks with them: the next run makes every pair again.
     with duckdb.connect(str(platform.config.warehouse_path)) as conn:

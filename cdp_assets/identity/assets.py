@@ -353,6 +353,7 @@ def _resolve(
         reuse_pairs,
         shared.rates(MIN_LABELLED_PAIRS),
         names.counts,
+        scope,
     )
     started = time.perf_counter()
     customers, override_report = apply_overrides(

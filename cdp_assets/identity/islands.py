@@ -7,15 +7,17 @@ record shares. So records joined by any value not blocked by pattern or list fal
 connected components of the record-to-value graph before the sharing and bridge checks take links away.
 Nothing outside an island is read to decide anything inside it.
 
-Each run keeps, per record node, its island, its deterministic component and a hash of what the layer reads
-of it (`identity.islands`: a person record's first name, last name and birth date, and every record's
-identifier values). The next run, when the last one completed with the same settings and the same model,
-compares the hashes: the records that changed, arrived or left, the islands they were in and the islands of
-the records carrying a value one of them now carries make the scope. No record outside the scope carries a
-value of a record inside it (an unchanged record's values are as they were, and a changed record's values
-bring every carrier's island in), so resolving the scope alone gives its records the components a run over
-everything gives, and every other record keeps its component. Component labels are the smallest node id of
-each component, as a full run gives them; the kept components are labelled again under this run's node ids.
+Each run keeps, per record node, its island, its deterministic component and a hash of what identity reads
+of it (`identity.islands`: a person record's fields, PERSON_COLUMNS, and every record's identifier values).
+The layer itself reads names and birth dates of those fields; the others are there because a record outside
+the scope keeps its matching features too (matching/features.py). The next run, when the last one completed
+with the same settings and the same model, compares the hashes: the records that changed, arrived or left,
+the islands they were in and the islands of the records carrying a value one of them now carries make the
+scope. No record outside the scope carries a value of a record inside it (an unchanged record's values are
+as they were, and a changed record's values bring every carrier's island in), so resolving the scope alone
+gives its records the components a run over everything gives, and every other record keeps its component.
+Component labels are the smallest node id of each component, as a full run gives them; the kept components
+are labelled again under this run's node ids.
 
 What the scoped run writes to the deterministic layer's tables (values shared by several people, their
 groups, separated links, values blocked for sharing) replaces the scope's rows only; values blocked by pattern
@@ -30,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cdp_assets.identity.inputs import PERSON_COLUMNS
 from resources.config import CDPConfig
 from resources.sql import Scratch, Sql, sql_literal
 
@@ -66,15 +69,15 @@ def islands_apply(config: CDPConfig) -> bool:
 
 
 def node_inputs(sql: Sql, id_nodes: str, person_latest: str, written_edges: str, out: str) -> bool:
-    """Temp table `out` (node_id, key, inputs): per record node, its record's key and a hash of what the
-    deterministic layer reads of it (a person record's names and birth date, and the set of its identifier
+    """Temp table `out` (node_id, key, inputs): per record node, its record's key and a hash of what identity
+    reads of it (a person record's fields, PERSON_COLUMNS of `person_latest`, and the set of its identifier
     values, from `written_edges`: node_id, id_type, id_value). False, and no table, when two records' keys
     collide (one chance in millions of millions per run): that run keeps no islands."""
+    fields = ", ".join(f"p.{column}" for column in PERSON_COLUMNS)
     sql.create_table_as(
         out,
         f"""
-        select n.node_id, {record_key("n")} as key,
-               hash(coalesce(e.values_hash, 0), p.first_name, p.last_name, p.date_of_birth) as inputs
+        select n.node_id, {record_key("n")} as key, hash(coalesce(e.values_hash, 0), {fields}) as inputs
         from {id_nodes} n
         left join (select node_id, sum(hash(id_type, id_value)) as values_hash from {written_edges} group by 1) e
             using (node_id)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from cdp_assets.identity.clustering import Conflict, FirstNames, cluster_linked
 from cdp_assets.identity.components import sql_components
+from cdp_assets.identity.islands import Scope
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import KeptFeatures, build_match_records
@@ -94,6 +95,7 @@ def match_probabilistically(
     reuse_pairs: bool = False,
     shared_disagreement: dict[str, float] | None = None,
     written_names: Mapping[str, int] | None = None,
+    scope: Scope | None = None,
 ) -> dict[str, object]:
     """Merge deterministic components over probabilistic links; returns figures for metadata, and as
     "labels" the name of the table of each node's customer after: `labels` (node_id, component: the
@@ -115,7 +117,8 @@ def match_probabilistically(
     `shared_disagreement` (field -> rate, SharedDisagreement in identity/assets.py) is kept with a model
     trained now; a strong conflict applies only where neither it nor m shows the field unreliable.
     `written_names` are the first-name counts the deterministic layer judged by (name_counts, `written`),
-    kept with a model trained now, as the counts clustering judges by are."""
+    kept with a model trained now, as the counts clustering judges by are. `scope` is the records the
+    deterministic layer resolved again (a delta's, islands.py), outside which the kept features stand."""
     with sql.scratch("matching") as tables:
         return _match(
             sql,
@@ -129,6 +132,7 @@ def match_probabilistically(
             reuse_pairs,
             shared_disagreement or {},
             written_names or {},
+            scope,
         )
 
 
@@ -144,6 +148,7 @@ def _match(
     reuse_pairs: bool,
     shared_disagreement: dict[str, float],
     written_names: Mapping[str, int],
+    scope: Scope | None,
 ) -> dict[str, object]:
     records, pairs = tables("records"), tables("pairs")
     vectors, scores = tables("vectors"), tables("scores")
@@ -183,7 +188,7 @@ def _match(
     scored_with = model_in_use(sql) if frozen else None
     reusable = reuse_pairs and scored_with is not None and pairs_reusable(sql, scored_with)
     kept_features = KeptFeatures(FEATURES_TABLE, tables("fresh"), tables("gone")) if reusable else None
-    build_match_records(sql, config, person_latest, records, kept=kept_features)
+    build_match_records(sql, config, person_latest, records, kept=kept_features, scope=scope)
     sql.drop_table(person_latest)  # taken over from the caller: the features hold what matching needs of it
     if frozen:
         fill_kept_term_frequencies(sql, records, term_frequencies)
