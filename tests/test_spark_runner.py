@@ -340,6 +340,30 @@ print(s.conf.get("spark.sql.shuffle.partitions"), s.conf.get("spark.sql.adaptive
     assert Path(folder).name.startswith("cdp-spark-") and not Path(folder).exists()
 
 
+def test_a_session_keeping_its_tables_leaves_nothing_in_the_temporary_folder(tmp_path: Path) -> None:
+    """A session with the Hive catalogue (the Spark warehouse's) gets its Hive resources folder in the
+    warehouse's folder: Hive's default is a new `<session id>_resources` in the JVM's temporary folder for
+    every session, which nothing removes. A process of its own with a temporary folder of its own."""
+    import subprocess
+    import sys
+
+    java_tmp, warehouse = tmp_path / "java_tmp", tmp_path / "warehouse"
+    java_tmp.mkdir()
+    conf = {"spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={java_tmp} -Dderby.system.home={warehouse}"}
+    probe = f"""
+from resources.spark.runner import spark_session
+s = spark_session(warehouse_dir={str(warehouse)!r}, catalog="hive", conf={conf!r})
+s.sql("create table kept as select 1 as a")
+print(s.sql("select count(*) from kept").collect()[0][0])
+"""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1"]
+    assert not list(java_tmp.glob("*_resources"))
+    assert (warehouse / "hive_resources").is_dir()
+
+
 def test_a_file_export_is_the_same_to_the_byte_and_its_rows_never_gather_on_the_driver(runners, tmp_path: Path) -> None:  # noqa: ANN001
     """Spark's executors write an export's rows as parts, which DuckDB's writer streams into the one file:
     the CSV and Parquet files are byte for byte DuckDB's, in the query's order, and no part is left."""

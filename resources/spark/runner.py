@@ -134,6 +134,10 @@ def spark_session(
             f"jdbc:derby:;databaseName={warehouse.resolve()}/metastore_db;create=true",
         )
         .config("spark.hadoop.hive.metastore.warehouse.dir", str(warehouse.resolve()))
+        # Hive's folder for resources a session downloads (none here): by default a new
+        # `<tmp>/<session id>_resources` per session, never removed, one more in /tmp for every run. One
+        # folder in the warehouse's instead, which every session reuses.
+        .config("spark.hadoop.hive.downloaded.resources.dir", str(warehouse.resolve() / "hive_resources"))
         # Off: with it, a union over locally checkpointed tables (the runner's temporary tables) can fail
         # in Union.rewriteConstraints ("key not found" of an attribute), as Splink met too (its #2524).
         .config("spark.sql.constraintPropagation.enabled", "false")
