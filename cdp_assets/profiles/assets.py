@@ -28,9 +28,9 @@ from cdp_assets.profiles.incremental import Plan, plan_run, profile_settings, re
 from cdp_assets.profiles.traits import (
     build_traits,
     days_since_sql,
-    in_scope,
     order_condition,
     resolve_as_of,
+    scope_map,
     timestamp_literal,
 )
 from resources.config import CDPConfig, SurvivorshipRule
@@ -191,19 +191,20 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     survivorship = config.profiles.survivorship
     purposes = config.consent_purposes
     scope = plan.scope
+    identity = scope_map(sql, scope, tables("scope_map"))
     members = tables("members")
     sql.create_table_as(
         members,
-        f"""select m.customer_id, p.* from cdp.identity_map m
+        f"""select m.customer_id, p.* from {identity} m
            join clean.person_records p using (source, source_record_id)
-           where p.is_latest{in_scope("m.customer_id", scope)}""",
+           where p.is_latest""",
         temporary=True,
     )
     picks = {attribute: tables(f"pick_{attribute}") for attribute in ATTRIBUTES}
     for attribute, pick in picks.items():
         sql.create_table_as(pick, _pick_sql(attribute, survivorship.rule_for(attribute), members), temporary=True)
     contacts = tables("activity_contacts")
-    _activity_contacts(sql, config, scope, contacts)
+    _activity_contacts(sql, config, identity, contacts)
     for attribute in ACTIVITY_CONTACTS:
         column = ATTRIBUTES[attribute][0][0]
         sql.execute(
@@ -220,8 +221,7 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     sql.create_table_as(
         consent_picks,
         f"""select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
-            from clean.consent_statements s join cdp.identity_map m using (source, source_record_id)
-            where true{in_scope("m.customer_id", scope)}
+            from clean.consent_statements s join {identity} m using (source, source_record_id)
             qualify row_number() over (partition by m.customer_id, s.purpose
                                        order by s.stated_at desc nulls last, s.granted asc, s.source,
                                                 s.source_record_id, s.file desc, s.row_number desc) = 1""",
@@ -229,7 +229,7 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     )
     as_of = plan.as_of
     traits, scores = tables("customer_traits"), tables("scores")
-    build_traits(sql, config, as_of, traits, scope, scores if scope else None)
+    build_traits(sql, config, as_of, traits, scope, scores if scope else None, identity)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
     picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in ATTRIBUTES.items() for c in columns)
     pick_joins = "\n".join(
@@ -271,8 +271,8 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     )
     sql.create_table_as(
         customers,
-        f"""select customer_id, list(distinct source order by source) as sources from cdp.identity_map
-            where true{in_scope("customer_id", scope)} group by 1""",
+        f"""select customer_id, list(distinct source order by source) as sources from {identity}
+            group by 1""",
         temporary=True,
     )
     select = f"""
@@ -307,10 +307,10 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     return _Computed(select, " union all ".join(provenance), scores)
 
 
-def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts: str) -> None:
+def _activity_contacts(sql: Sql, config: CDPConfig, identity: str, contacts: str) -> None:
     """Fill temp table `contacts` (customer_id, attribute, value, source, source_record_id, value_at) with
-    the e-mails and phones the scope's activity records carry as identifiers, each with the time of its
-    record's latest activity."""
+    the e-mails and phones the activity records of `identity` (the scope's map) carry as identifiers, each
+    with the time of its record's latest activity."""
     # Only a declared type has a normaliser other than `id`, so the configuration names them all: the
     # identifier tables need not be scanned for the types they hold.
     selects = []
@@ -340,8 +340,7 @@ def _activity_contacts(sql: Sql, config: CDPConfig, scope: str | None, contacts:
         f"""
         with carried as (
             select m.customer_id, i.* from ({" union all ".join(selects)}) i
-            join cdp.identity_map m using (source, source_record_id)
-            where true{in_scope("m.customer_id", scope)}
+            join {identity} m using (source, source_record_id)
         ),
         latest as (
             select source, source_record_id, max(occurred_at) as value_at

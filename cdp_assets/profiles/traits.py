@@ -61,21 +61,33 @@ def timestamp_literal(value: datetime) -> str:
     return f"timestamp '{value.isoformat(sep=' ')}'"
 
 
-def in_scope(column: str, scope: str | None) -> str:
-    """SQL ` and <column> in <scope>`: the customers a run recomputes (table `scope(customer_id)`), or
-    nothing when it recomputes all of them."""
-    return f" and {column} in (select customer_id from {scope})" if scope else ""
+def scope_map(sql: Sql, scope: str | None, name: str) -> str:
+    """The identity map a run joins the cleaned tables with: `cdp.identity_map` when it computes every
+    customer, else temp table `name`, filled with the map's rows of the customers of `scope`
+    (`scope(customer_id)`).
+
+    Taking the scope's rows first is what makes a small run cheap: given the map joined with a cleaned
+    table and filtered by the scope, DuckDB joined first and filtered after, hashing every cleaned row (at
+    1M people, the person records' join of a 1% delta took 0.9 s, 0.45 s with the scope's map made first)."""
+    if scope is None:
+        return "cdp.identity_map"
+    sql.create_table_as(
+        name,
+        f"select * from cdp.identity_map where customer_id in (select customer_id from {scope})",
+        temporary=True,
+    )
+    return name
 
 
-def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str], scope: str | None = None) -> None:
+def attach_customers(sql: Sql, as_of: datetime, activity: dict[str, str], identity: str = "cdp.identity_map") -> None:
     """Fill the temp tables `activity` names for `events` and `transactions`: that activity up to the as-of
     time, with its customer id, so every trait reads it already joined to the identity map; only the
-    customers of `scope` when given."""
+    customers `identity` (a table of the map's rows, see `scope_map`) holds."""
     for table in ("events", "transactions"):
         sql.create_table_as(
             activity[table],
-            f"""select m.customer_id, t.* from clean.{table} t join cdp.identity_map m using (source, source_record_id)
-                where t.occurred_at <= {timestamp_literal(as_of)}{in_scope("m.customer_id", scope)}""",
+            f"""select m.customer_id, t.* from clean.{table} t join {identity} m using (source, source_record_id)
+                where t.occurred_at <= {timestamp_literal(as_of)}""",
             temporary=True,
         )
 
@@ -160,14 +172,21 @@ def _empty_value(trait: TraitConfig) -> str | None:
 
 
 def build_traits(
-    sql: Sql, config: CDPConfig, as_of: datetime, target: str, scope: str | None = None, scores: str | None = None
+    sql: Sql,
+    config: CDPConfig,
+    as_of: datetime,
+    target: str,
+    scope: str | None = None,
+    scores: str | None = None,
+    identity: str | None = None,
 ) -> None:
     """Fill temp table `target` with `(customer_id, <built-ins>, <configured traits>)`: the caller names it
     and owns it, and the tables the traits are computed through are this step's, dropped on return.
 
     With `scope` (a table of customer ids) only those customers are computed, and temp table `scores`
     receives the RFM scores of every customer with orders: of the scope's as computed now, of the others
-    as `cdp.golden_profiles` holds them, ranked together as a full computation ranks them.
+    as `cdp.golden_profiles` holds them, ranked together as a full computation ranks them. `identity`: the
+    scope's rows of the identity map when the caller has made them (`scope_map`), else they are made here.
 
     A `where` refused by the allow-list (a configuration built without load_config) or failing on the
     data fails the run naming the trait, without the values DuckDB quotes.
@@ -180,8 +199,9 @@ def build_traits(
     with sql.scratch("traits") as tables:
         activity = {table: tables(f"{table}_c") for table in ("events", "transactions")}
         try:
-            attach_customers(sql, as_of, activity, scope)
-            _build_traits(sql, config, as_of, activity, tables, target, scope, scores)
+            identity = identity or scope_map(sql, scope, tables("scope_map"))
+            attach_customers(sql, as_of, activity, identity)
+            _build_traits(sql, config, as_of, activity, tables, target, scope, scores, identity)
         except SqlDataError:
             # One pass computes every trait, so find the condition that fails on its own.
             for i, trait in enumerate(config.profiles.traits):
@@ -204,9 +224,10 @@ def _build_traits(
     target: str,
     scope: str | None,
     scores: str | None,
+    identity: str,
 ) -> None:
     """The single pass per activity table, the most-frequent traits, then `target` joining them to every
-    customer (of the scope) with the RFM scores."""
+    customer of `identity` (the scope's map) with the RFM scores."""
     declared = config.profiles.traits
     zone = config.refresh.timezone
     per_table = {table: tables(f"{table}_traits") for table in ("events", "transactions")}
@@ -259,7 +280,7 @@ def _build_traits(
                 coalesce(events_traits.event_count, 0) as event_count, events_traits.first_event_at,
                 events_traits.last_seen_at
                 {"".join(", " + s for s in selected)}
-            from (select distinct customer_id from cdp.identity_map where true{in_scope("customer_id", scope)}) c
+            from (select distinct customer_id from {identity}) c
             left join {per_table["transactions"]} transactions_traits using (customer_id)
             left join {per_table["events"]} events_traits using (customer_id){joins}""",
         temporary=True,
