@@ -42,6 +42,8 @@ RESOLVED_TABLES = (
     "identity.separated_links",
     # The features kept for the next run, but for their node ids (stale in kept rows, which nothing reads).
     "(select * exclude (node_id) from identity.match_features)",
+    # The clustering decisions kept for the next run, under their groups' signatures.
+    "identity.cluster_decisions",
 )
 
 
@@ -235,6 +237,9 @@ def test_a_delta_scores_only_the_pairs_of_changed_records_and_gives_what_a_full_
     assert delta["scored_pairs_kept"] > 0
     # The deterministic layer resolved only the islands the delta reached.
     assert 0 < delta["deterministic_records"] < first["deterministic_records"] / 2
+    # Clustering decided again only the groups of customers whose rows changed.
+    assert first["linked_groups_kept"] == 0
+    assert 0 < delta["linked_groups_kept"] < delta["linked_groups"]
 
     # A full resolution with the same kept model, on a copy: the same scored pairs with the same weights
     # and decisions, the same review list, the same customers, the same tables of the deterministic layer.

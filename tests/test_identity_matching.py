@@ -714,10 +714,17 @@ def test_links_decided_group_by_group_give_what_one_strongest_first_pass_gives(t
     pairs = {tuple(sorted(rng.sample(range(persons), 2))) for _ in range(220)}
     links = [(a, b, float(rng.choice([3.5, 7.25, 7.25, 12.0, 20.5])), rng.random() < 0.9) for a, b in sorted(pairs)]
     sql = Sql.in_memory()
-    sql.execute("create table recs (node_id bigint, first_name varchar, last_name varchar, dob_text varchar)")
+    sql.execute("create schema identity")  # where the decisions are kept for the next run
+    sql.execute(
+        "create table recs (node_id bigint, source varchar, source_record_id varchar, first_name varchar, "
+        "last_name varchar, dob_text varchar)"
+    )
     sql.execute(
         "insert into recs select * from (values "
-        + ", ".join(f"({n}, {sql_literal(f)}, {sql_literal(la)}, {sql_literal(d)})" for n, f, la, d in records)
+        + ", ".join(
+            f"({n}, 'crm', 'C{n:04d}', {sql_literal(f)}, {sql_literal(la)}, {sql_literal(d)})"
+            for n, f, la, d in records
+        )
         + ")"
     )
     sql.execute("create table node_labels (node_id bigint, component bigint)")
@@ -737,23 +744,45 @@ def test_links_decided_group_by_group_give_what_one_strongest_first_pass_gives(t
     for _, f, _, _ in records:
         if f is not None:
             counts[f] = counts.get(f, 0) + 1
-    with sql.scratch("clustering") as tables:
-        after = _cluster(
-            sql,
-            config,
-            0.9,
-            conflicts,
-            "recs",
-            "scores",
-            "node_labels",
-            None,
-            tables,
-            "decided",
-            "after",
-            FirstNames(counts),
-        )
-        got = sql.arrays(f"select component from {after} order by node_id")["component"]
-    decided = {(int(a), int(b)): d for a, b, d in sql.rows("select l, r, decision from decided")}
+
+    def cluster(reuse: bool, figures: dict[str, int]) -> tuple[list[int], dict[tuple[int, int], str]]:
+        with sql.scratch("clustering") as tables:
+            after = _cluster(
+                sql,
+                config,
+                0.9,
+                conflicts,
+                "recs",
+                "scores",
+                "node_labels",
+                None,
+                tables,
+                "decided",
+                "after",
+                FirstNames(counts),
+                reuse,
+                figures,
+            )
+            got = sql.arrays(f"select component from {after} order by node_id")["component"].tolist()
+        decided = {(int(a), int(b)): d for a, b, d in sql.rows("select l, r, decision from decided")}
+        sql.drop_table("decided")
+        return got, decided
+
+    decided_now: dict[str, int] = {}
+    got, decided = cluster(False, decided_now)
+    assert decided_now["groups"] >= 1 and decided_now["groups_kept"] == 0
+    # Decided again with the decisions this pass kept (the model and settings unchanged), every group takes
+    # its kept decisions, which are the ones deciding it gives.
+    kept: dict[str, int] = {}
+    assert cluster(True, kept) == (got, decided)
+    assert kept["groups_kept"] == kept["groups"] == decided_now["groups"]
+    # A link whose weight changed changes its group's rows: that group is decided again, as afresh.
+    a, b, weight, _ = links[0]
+    sql.execute(f"update scores set match_weight = {weight + 30} where l = {a} and r = {b}")
+    changed: dict[str, int] = {}
+    again = cluster(True, changed)
+    assert changed["groups_kept"] == changed["groups"] - 1
+    assert again == cluster(False, {})
 
     # One pass over every link, strongest first, ties by record numbers.
     applied = sorted(
@@ -779,4 +808,4 @@ def test_links_decided_group_by_group_give_what_one_strongest_first_pass_gives(t
         d.startswith("conflict") for d in expected.values()
     )
     root = {c: involved[union.find(position[c])] for c in involved}
-    assert got.tolist() == [root.get(int(c), int(c)) for c in labels]
+    assert got == [root.get(int(c), int(c)) for c in labels]

@@ -1039,6 +1039,9 @@ def _resolution_metadata(summary: dict[str, object]) -> dict[str, object]:
         "deterministic_records": int(summary.get("deterministic_records", 0)),
         "records_rescored": int(summary.get("records_rescored", 0)),
         "scored_pairs_kept": int(summary.get("scored_pairs_kept", 0)),
+        # Groups of customers the links join, and those whose kept decisions served (matching/decisions.py).
+        "linked_groups": int(summary.get("linked_groups") or 0),
+        "linked_groups_kept": int(summary.get("linked_groups_kept") or 0),
         "candidate_pairs": int(summary["candidate_pairs"]),
         "probabilistic_links": int(summary["probabilistic_links"]),
         "review_pairs": int(summary["review_pairs"]),

@@ -22,6 +22,7 @@ from cdp_assets.clean.assets import record_id_sql
 from cdp_assets.extract.assets import ensure_raw_table, raw_table
 from cdp_assets.extract.tombstones import identifier_checks
 from cdp_assets.identity.islands import ISLANDS, ISLANDS_STATE, record_key
+from cdp_assets.identity.matching.decisions import DECISIONS_STATE, DECISIONS_TABLE
 from cdp_assets.identity.registry import publish_aliases
 from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig
@@ -95,6 +96,7 @@ COVERAGE: dict[str, Coverage] = {
     "identity.shared_identifier_groups": Coverage("record"),
     "identity.evidence": Coverage("pair"),
     "identity.match_features": Coverage("record"),
+    DECISIONS_TABLE: Coverage("pair"),
     ISLANDS: Coverage("record_key"),
     "identity.review": Coverage("pair"),
     "identity.shared_identifiers": Coverage("value"),
@@ -121,6 +123,7 @@ COVERAGE: dict[str, Coverage] = {
     "identity.model": Coverage("kept", "the matching model's weights"),
     "identity.match_features_state": Coverage("kept", "the model's name and a row count"),
     ISLANDS_STATE: Coverage("kept", "a row count"),
+    DECISIONS_STATE: Coverage("kept", "the model's name, a setting and a version"),
     "identity.model_term_frequencies": Coverage(
         "kept", "shares of values on two or more records, under their md5: no value as written"
     ),

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from cdp_assets.identity.clustering import Conflict, FirstNames, cluster_linked
 from cdp_assets.identity.components import sql_components
 from cdp_assets.identity.islands import Scope
+from cdp_assets.identity.matching import decisions as kept_decisions
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
 from cdp_assets.identity.matching.comparisons import COMPARISONS, person_evidence_sql, vector_sql
 from cdp_assets.identity.matching.features import KeptFeatures, build_match_records
@@ -82,6 +83,7 @@ def _empty_outputs(sql: Sql, names: list[str]) -> None:
     sql.drop_table(TRAINING_TABLE)
     sql.drop_table(FEATURES_TABLE)
     sql.drop_table(FEATURES_STATE)
+    kept_decisions.forget(sql)
 
 
 def match_probabilistically(
@@ -271,6 +273,7 @@ def _match(
         if c in settings.strong_conflicts and c in names and disagreement[c] <= settings.conflict_max_disagreement
     }
     link_decisions = tables("link_decisions")
+    clustering_figures: dict[str, int] = {}
     with sql.scratch("clustering") as clustering:
         labels = _cluster(
             sql,
@@ -285,6 +288,8 @@ def _match(
             link_decisions,
             out,
             FirstNames(folded_names),
+            changed is not None,
+            clustering_figures,
         )
     lap("clustering")
     level_columns = "".join(f", s.{n}, s.w_{n}" for n in names)
@@ -347,6 +352,8 @@ def _match(
         "pairs_kept": changed is not None,
         "records_rescored": records_changed,
         "scored_pairs_kept": kept_pairs,
+        "linked_groups": clustering_figures.get("groups"),
+        "linked_groups_kept": clustering_figures.get("groups_kept"),
         "candidate_pairs": sum(made.values()),
         "probabilistic_links": int(totals[0]),
         "review_pairs": int(totals[1]),
@@ -451,6 +458,8 @@ def _cluster(
     decisions: str,
     out: str,
     names: FirstNames,
+    reuse: bool,
+    figures: dict[str, int],
 ) -> str:
     """Apply links strongest first to the customers they join; fills the caller's temp table `decisions`
     (l, r, decision) with each link's decision, and returns the name of the table of each node's customer
@@ -461,7 +470,9 @@ def _cluster(
     type sets one); `tables` the clustering step's own tables. The customers the links join fall into
     groups no link crosses; each group is decided by `cluster_linked` where its rows are (on Spark, its
     executors), and the customers it merges into another are written to `out`: no table passes through
-    this process."""
+    this process. With `reuse` (the run keeps the last one's scored pairs), a group the last run decided
+    with the same rows takes its kept decisions (decisions.py); `figures` gets how many groups there were
+    and how many took kept decisions."""
     links, groups, members, decided = tables("links"), tables("groups"), tables("members"), tables("decided")
     # Strongest first by weight, not probability: the probability rounds the weight (every link over about
     # 53 bits is 1.0, an order left to record numbers) and the engines' pow() differ in its last bit,
@@ -474,6 +485,7 @@ def _cluster(
     )
     if int(sql.value(f"select count(*) from {links}")) == 0:
         sql.create_table_as(decisions, f"select l, r, cast(null as varchar) as decision from {links}", temporary=True)
+        kept_decisions.forget(sql)
         return node_labels
     # Customers are the nodes, each link's left record the vertex joining them (its links all start at
     # its own customer, so no customers are joined that no link joins).
@@ -515,13 +527,45 @@ def _cluster(
         from {links} k join {groups} g on g.node_id = k.l_component
     """
     max_person_records = config.identity.max_cluster_person_records
-    sql.map_groups(
-        decided,
-        group_rows,
-        ["grp"],
-        lambda rows: cluster_linked(rows, limits, max_person_records, conflicts, names),
-        ["kind", "x", "y", "decision"],
-    )
+
+    def decide(rows: str, into: str) -> None:
+        """Temp table `into` (grp, kind, x, y, decision): cluster_linked's rows for each group of `rows`."""
+        sql.map_groups(
+            into,
+            rows,
+            ["grp"],
+            lambda group: [
+                (group[0][0], *row) for row in cluster_linked(group, limits, max_person_records, conflicts, names)
+            ],
+            ["grp", "kind", "x", "y", "decision"],
+        )
+
+    # The groups' decisions are kept for the next run where no identifier type limits a profile (a group's
+    # limit rows name values, not records) and on DuckDB (decisions.py).
+    if config.warehouse.engine != "duckdb" or limited:
+        kept_decisions.forget(sql)
+        decide(group_rows, decided)
+    else:
+        rows, signatures = tables("group_rows"), tables("signatures")
+        sql.create_table_as(rows, group_rows, temporary=True)
+        kept_decisions.signatures(sql, rows, records, signatures)
+        reused = tables("reused") if reuse and kept_decisions.usable(sql, config) else None
+        fresh = tables("fresh")
+        todo = f"select * from {rows}"
+        if reused is not None:
+            kept_decisions.reuse(sql, signatures, records, reused)
+            todo += f" anti join (select distinct grp::bigint as grp from {reused}) using (grp)"
+        decide(todo, fresh)
+        kept_decisions.save(sql, config, signatures, fresh, records, reused)
+        figures["groups"] = int(sql.value(f"select count(*) from {signatures}"))
+        figures["groups_kept"] = int(sql.value(f"select count(distinct grp) from {reused}")) if reused else 0
+        sql.create_table_as(
+            decided,
+            f"select * from {fresh}" + (f" union all select * from {reused}" if reused else ""),
+            temporary=True,
+        )
+        for name in ("group_rows", "signatures", "reused", "fresh"):
+            tables.drop(name)
     for name in ("links", "groups", "members"):
         tables.drop(name)
     sql.create_table_as(
