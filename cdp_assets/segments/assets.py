@@ -348,12 +348,12 @@ def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsD
     def members(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
         with warehouse.sql() as sql:
             figures = update_segment(sql, config, segment.name, incremental=True)
+            # An anti join probes the profiles with the members: making a million profiles' ids distinct for
+            # a left join cost each segment's check three times as much.
             orphans, duplicates = sql.row(
-                f"""select count(*) filter (where p.customer_id is null),
-                           count(*) - count(distinct m.customer_id)
-                    from {MEMBERSHIP} m left join (select distinct customer_id from cdp.golden_profiles) p
-                      using (customer_id)
-                    where m.segment = ?""",
+                f"""select (select count(*) from {MEMBERSHIP} m anti join cdp.golden_profiles p using (customer_id)
+                            where m.segment = $1),
+                           (select count(*) - count(distinct customer_id) from {MEMBERSHIP} where segment = $1)""",
                 [segment.name],
             )
             preview = masked_preview(
