@@ -27,8 +27,8 @@ DECISIONS_STATE = "identity.cluster_decisions_state"
 # Bump when cluster_linked decides differently for the same rows: kept decisions of another version are
 # never used.
 VERSION = "1"
-# Columns a group's rows give, in order; those naming a record node in a link row.
-ROW_COLUMNS = ("grp", "kind", "component", "a", "b", "c", "rank")
+# The columns of a group's link row (grp, kind, component, a, b, c, rank) that name record nodes besides
+# its customer (`component`): the other customer and the link's two records.
 _LINK_NODES = ("a", "b", "c")
 
 
@@ -51,10 +51,11 @@ def forget(sql: Sql) -> None:
 
 
 def signatures(sql: Sql, group_rows: str, records: str, out: str) -> None:
-    """Temp table `out` (grp, signature, rows): per group of `group_rows` (ROW_COLUMNS, text), the sum of
-    its rows' hashes with every record node (a customer, and in a link row its other customer and its two
-    records) named by the hash of its record's (source, source_record_id) from the matching `records`.
-    The groups' nodes are named first, so the rows are joined with them rather than with every record."""
+    """Temp table `out` (grp, signature, rows): per group of `group_rows` (grp, kind, component, a, b, c,
+    rank, as clustering gives them to `cluster_linked`), the sum of its rows' hashes with every record node
+    (a customer, and in a link row its other customer and its two records) named by the hash of its
+    record's (source, source_record_id) from the matching `records`. The groups' nodes are named first, so
+    the rows are joined with them rather than with every record."""
     nodes = " union ".join(
         [f"select component::bigint as node_id from {group_rows}"]
         + [f"select try_cast({c} as bigint) from {group_rows} where kind = 'link'" for c in _LINK_NODES]

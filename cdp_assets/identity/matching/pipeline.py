@@ -527,6 +527,8 @@ def _cluster(
         from {links} k join {groups} g on g.node_id = k.l_component
     """
     max_person_records = config.identity.max_cluster_person_records
+    figures["groups"] = int(sql.value(f"select count(distinct component) from {groups}"))
+    figures["groups_kept"] = 0
 
     def decide(rows: str, into: str) -> None:
         """Temp table `into` (grp, kind, x, y, decision): cluster_linked's rows for each group of `rows`."""
@@ -557,8 +559,8 @@ def _cluster(
             todo += f" anti join (select distinct grp::bigint as grp from {reused}) using (grp)"
         decide(todo, fresh)
         kept_decisions.save(sql, config, signatures, fresh, records, reused)
-        figures["groups"] = int(sql.value(f"select count(*) from {signatures}"))
-        figures["groups_kept"] = int(sql.value(f"select count(distinct grp) from {reused}")) if reused else 0
+        if reused is not None:
+            figures["groups_kept"] = int(sql.value(f"select count(distinct grp) from {reused}"))
         sql.create_table_as(
             decided,
             f"select * from {fresh}" + (f" union all select * from {reused}" if reused else ""),
