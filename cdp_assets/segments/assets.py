@@ -352,9 +352,9 @@ def build_segment_asset(config: CDPConfig, segment: SegmentConfig) -> dg.AssetsD
             # a left join cost each segment's check three times as much.
             orphans, duplicates = sql.row(
                 f"""select (select count(*) from {MEMBERSHIP} m anti join cdp.golden_profiles p using (customer_id)
-                            where m.segment = $1),
-                           (select count(*) - count(distinct customer_id) from {MEMBERSHIP} where segment = $1)""",
-                [segment.name],
+                            where m.segment = ?),
+                           (select count(*) - count(distinct customer_id) from {MEMBERSHIP} where segment = ?)""",
+                [segment.name, segment.name],
             )
             preview = masked_preview(
                 sql,
