@@ -18,6 +18,7 @@ afresh. A group of which an erasure removed rows (rows naming an erased record a
 all its decisions, and is decided again.
 """
 
+from cdp_assets.identity.islands import record_key
 from cdp_assets.identity.matching.model import model_in_use
 from resources.config import CDPConfig
 from resources.sql import Sql, sql_literal
@@ -53,8 +54,8 @@ def forget(sql: Sql) -> None:
 def signatures(sql: Sql, group_rows: str, records: str, out: str) -> None:
     """Temp table `out` (grp, signature, rows): per group of `group_rows` (grp, kind, component, a, b, c,
     rank, as clustering gives them to `cluster_linked`), the sum of its rows' hashes with every record node
-    (a customer, and in a link row its other customer and its two records) named by the hash of its
-    record's (source, source_record_id) from the matching `records`. The groups' nodes are named first, so
+    (a customer, and in a link row its other customer and its two records) named by its record's key
+    (`islands.record_key`, from the matching `records`). The groups' nodes are named first, so
     the rows are joined with them rather than with every record."""
     nodes = " union ".join(
         [f"select component::bigint as node_id from {group_rows}"]
@@ -67,7 +68,7 @@ def signatures(sql: Sql, group_rows: str, records: str, out: str) -> None:
     sql.create_table_as(
         out,
         f"""with keys as (
-                select node_id, hash(source, source_record_id) as key from {records} semi join ({nodes}) using (node_id)
+                select node_id, {record_key("r")} as key from {records} r semi join ({nodes}) using (node_id)
             )
             select g.grp, sum(hash(g.kind, k.key, {named}, g.rank))::hugeint as signature, count(*) as rows
             from {group_rows} g join keys k on k.node_id = g.component::bigint{joins}

@@ -556,11 +556,10 @@ def _cluster(
         todo = f"select * from {rows}"
         if reused is not None:
             kept_decisions.reuse(sql, signatures, records, reused)
+            figures["groups_kept"] = int(sql.value(f"select count(distinct grp) from {reused}"))
             todo += f" anti join (select distinct grp::bigint as grp from {reused}) using (grp)"
         decide(todo, fresh)
         kept_decisions.save(sql, config, signatures, fresh, records, reused)
-        if reused is not None:
-            figures["groups_kept"] = int(sql.value(f"select count(distinct grp) from {reused}"))
         sql.create_table_as(
             decided,
             f"select * from {fresh}" + (f" union all select * from {reused}" if reused else ""),
