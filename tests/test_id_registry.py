@@ -128,6 +128,25 @@ def test_records_moving_to_an_existing_customer_are_recorded() -> None:
     assert (2, "moved", first["b1"], first["a1"], "link rules") in registry.history()
 
 
+def test_customers_of_one_size_that_traded_records_are_not_taken_for_unchanged() -> None:
+    """An unchanged customer keeps its id without the rules being run on it, found by comparing digests of
+    its records with those of each id of last time: a customer of the same size holding other records
+    must go through the rules, and one that lost a record too."""
+    registry = Registry()
+    _, first = registry.assign([["a1", "a2"], ["b1", "b2"], ["c1", "c2", "c3"]])
+    changes, after = registry.assign([["a1", "a2", "b1"], ["b2", "d1"], ["c1", "c2"]])
+    # b's records are split one and one: the id goes with its oldest record, b1, into a's customer, where
+    # a's id, issued first, survives. The customer holding b2 gets a new id, split from b's.
+    assert after["a1"] == after["b1"] == first["a1"]
+    assert after["b2"] == after["d1"] == new_id("crm/b2")
+    assert after["c1"] == first["c1"]
+    assert (changes.kept, changes.issued, changes.merged, changes.split) == (2, 1, 1, 1)
+    assert (2, "split", new_id("crm/b2"), first["b1"], "link rules") in registry.history()
+    again, same = registry.assign([["c2", "c1"], ["d1", "b2"], ["b1", "a2", "a1"]])
+    assert same == after
+    assert (again.kept, again.issued, again.merged, again.split, again.retired) == (3, 0, 0, 0, 0)
+
+
 def _written(registry: Registry) -> tuple[list[tuple], list[tuple]]:
     return (
         registry.sql.rows("select * from cdp.identity_map order by all"),

@@ -144,38 +144,30 @@ def assign_ids(
 
         compared, carried = tables("compared"), tables("carried")
         homes, claims = tables("homes"), tables("claims")
-        # Every record of this run or the last, with its component now and its id of last time: the one
-        # pass over all records that both the assignment and the rewrite of the record ids read.
+        # Customers that are exactly an active id of last time: every record of the one carried that id,
+        # and every record that carried it is in it (none gone). The id is kept with nothing else to
+        # decide, and the rules below look only at the rest, which no record of these shares: after a
+        # delta, the few customers it touched instead of millions. (A customer that lost a record is
+        # among the rest, where the rules give it its id all the same.)
+        stable, rest = tables("stable"), (tables("rest_components"), tables("rest_ids"))
+        stable_records = _stable_customers(sql, tables, labelled, stable, rest)
+        narrowed = (
+            (labelled, RECORD_IDS.name)
+            if stable_records is None
+            else (
+                f"(select * from {labelled} semi join {rest[0]} using (component))",
+                f"(select * from {RECORD_IDS.name} semi join {rest[1]} using (customer_id))",
+            )
+        )
+        # Every other record of this run or the last, with its component now and its id of last time: the
+        # one pass over those records that both the assignment and the rewrite of the record ids read.
         sql.create_table_as(
             compared,
             f"""
             select coalesce(l.source, r.source) as source, coalesce(l.source_record_id, r.source_record_id)
                        as source_record_id, coalesce(l.role, r.role) as role,
                    l.component, r.customer_id as old_id, r.first_seen_seq
-            from {labelled} l full join {RECORD_IDS.name} r using (source, source_record_id, role)
-            """,
-            temporary=True,
-        )
-        # Customers that are exactly an active id of last time: every record of the one carried that id,
-        # and every record of the id still here is in it. The id is kept with nothing else to decide, and
-        # the rules below look only at the rest, which no record of these shares: after a delta, the few
-        # customers it touched instead of millions.
-        stable = tables("stable")
-        sql.create_table_as(
-            stable,
-            f"""
-            with by_component as (
-                select component, min(old_id) as old_id, count(old_id) = count(*) and min(old_id) = max(old_id)
-                           as one_id
-                from {compared} where component is not null group by component
-            ),
-            by_id as (
-                select old_id, min(component) = max(component) as one_home
-                from {compared} where old_id is not null group by old_id having count(component) > 0
-            )
-            select c.component, c.old_id from by_component c join by_id i using (old_id)
-            join {ID_REGISTRY.name} g on g.customer_id = c.old_id and g.status = 'active'
-            where c.one_id and i.one_home
+            from {narrowed[0]} l full join {narrowed[1]} r using (source, source_record_id, role)
             """,
             temporary=True,
         )
@@ -188,7 +180,6 @@ def assign_ids(
             with active as (
                 select c.* from {compared} c
                 join {ID_REGISTRY.name} g on g.customer_id = c.old_id and g.status = 'active'
-                anti join {stable} s on s.component = c.component
                 where c.component is not null
             ),
             spread as (select old_id from active group by old_id having min(component) <> max(component))
@@ -246,7 +237,7 @@ def assign_ids(
                    o.split_from, f.records
             from (
                 select component, min(source || '/' || source_record_id) as first_key, count(*) as records
-                from {compared} anti join {claims} using (component) anti join {stable} using (component)
+                from {compared} anti join {claims} using (component)
                 where component is not null
                 group by component
             ) f
@@ -289,9 +280,10 @@ def assign_ids(
             row[0]
             for row in sql.rows(
                 f"""
-                select customer_id from {ID_REGISTRY.name}
-                where status = 'active' and customer_id not in (select old_id from {homes})
-                  and customer_id not in (select old_id from {stable})
+                select g.customer_id from {ID_REGISTRY.name} g
+                anti join {homes} h on h.old_id = g.customer_id
+                anti join {stable} s on s.old_id = g.customer_id
+                where g.status = 'active'
                 order by 1
                 """
             )
@@ -376,7 +368,7 @@ def assign_ids(
                 """,
                 [run_seq, run_id, at, retired],
             )
-            _record_ids(sql, compared, assigned, run_seq, tables("changed"), map_kept)
+            _record_ids(sql, compared, assigned, stable, stable_records or 0, run_seq, tables, map_kept)
             publish_aliases(sql)
         issued, split = sql.row(f"select count(*), count(split_from) from {issued_table}")
         absorbed = sql.value(f"select count(*) from {merged}")
@@ -385,14 +377,67 @@ def assign_ids(
     )
 
 
-def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: str, map_kept: bool) -> None:
+def _stable_customers(sql: Sql, tables: Scratch, labelled: str, stable: str, rest: tuple[str, str]) -> int | None:
+    """Temp table `stable` (component, old_id, n): the components of `labelled` whose records are exactly
+    those of an active id of last time, with their number of records; how many records they hold, or None
+    when no record had an id (a first run: every component is among the rest). The two temp tables `rest`
+    then name the others: the components (component) and the ids of last time (customer_id).
+
+    A component and an id are compared by digest (their records' count and two sums of hashes of their
+    keys) rather than by joining every record with its id of last time: one aggregate over each side costs
+    less than that join, and it leaves only the other records to join. Two sets of records that differ
+    but give the same count and both sums (one chance in about 2^128 per pair) would only make a new
+    customer keep an old id."""
+    rest_components, rest_ids = rest
+    if not sql.value(f"select count(*) from (select 1 from {RECORD_IDS.name} limit 1)"):
+        empty = "select null::bigint as component, null::varchar as old_id, null::bigint as n limit 0"
+        sql.create_table_as(stable, empty, temporary=True)
+        return None
+    digest = (
+        "count(*) as n, sum(hash(source, source_record_id, role))::hugeint as d1, "
+        "sum(hash(role, source_record_id, source))::hugeint as d2"
+    )
+    components, ids = tables("component_digests"), tables("id_digests")
+    sql.create_table_as(components, f"select component, {digest} from {labelled} group by component", temporary=True)
+    sql.create_table_as(
+        ids, f"select customer_id, {digest} from {RECORD_IDS.name} group by customer_id", temporary=True
+    )
+    sql.create_table_as(
+        stable,
+        f"""select c.component, i.customer_id as old_id, c.n from {components} c join {ids} i using (n, d1, d2)
+            join {ID_REGISTRY.name} g on g.customer_id = i.customer_id and g.status = 'active'""",
+        temporary=True,
+    )
+    sql.create_table_as(
+        rest_components, f"select component from {components} anti join {stable} using (component)", temporary=True
+    )
+    sql.create_table_as(
+        rest_ids, f"select customer_id from {ids} i anti join {stable} s on s.old_id = i.customer_id", temporary=True
+    )
+    tables.drop("component_digests")
+    tables.drop("id_digests")
+    return int(sql.value(f"select coalesce(sum(n), 0) from {stable}"))
+
+
+def _record_ids(
+    sql: Sql,
+    compared: str,
+    assigned: str,
+    stable: str,
+    stable_records: int,
+    run_seq: int,
+    tables: Scratch,
+    map_kept: bool,
+) -> None:
     """Write what each record carries now to the record ids and `cdp.identity_map`, in the caller's
-    transaction; a record keeps the run that first saw it.
+    transaction; a record keeps the run that first saw it. The records of `stable` customers (they kept
+    their id, and their record ids are what the last run wrote) are not in `compared`.
 
     Only the records whose id changed, and those gone, are rewritten when they are few (a delta) and the
     map is what the last run left (`map_kept`), so the record ids' twin; otherwise both are rewritten
     whole, which is then also cheaper than updating millions of rows in place."""
     few = False
+    changed = tables("changed")
     if map_kept and sql.table_exists(IDENTITY_MAP):
         sql.create_table_as(
             changed,
@@ -405,16 +450,24 @@ def _record_ids(sql: Sql, compared: str, assigned: str, run_seq: int, changed: s
             temporary=True,
         )
         changed_rows, all_rows = sql.row(
-            f"select (select count(*) from {changed}), (select count(*) from {compared})"
+            f"select (select count(*) from {changed}), (select count(*) from {compared}) + {stable_records}"
         ) or (0, 0)
         few = changed_rows <= (all_rows - changed_rows) // 10
     if not few:
+        kept = tables("kept_record_ids")
+        sql.create_table_as(
+            kept,
+            f"select * from {RECORD_IDS.name} i semi join {stable} s on s.old_id = i.customer_id",
+            temporary=True,
+        )
         RECORD_IDS.replace(
             sql,
             f"""select c.source, c.source_record_id, c.role, a.customer_id,
                        coalesce(c.first_seen_seq, {run_seq}) as first_seen_seq
-                from {compared} c join {assigned} a using (component)""",
+                from {compared} c join {assigned} a using (component)
+                union all select source, source_record_id, role, customer_id, first_seen_seq from {kept}""",
         )
+        tables.drop("kept_record_ids")
         sql.create_table_as(IDENTITY_MAP, f"select source, source_record_id, customer_id, role from {RECORD_IDS.name}")
         return
     for table in (RECORD_IDS.name, IDENTITY_MAP):
