@@ -172,13 +172,18 @@ def _resolve(
     # Person records are numbered in a fixed order, since matching breaks ties by node; activity records
     # (most of the nodes) only need distinct numbers after them, which spares sorting them. Each person
     # record has one latest version, so numbering those numbers the records, and `person_latest` keeps
-    # what the sharing check and the matching features read.
+    # what the sharing check and the matching features read. The keys alone are sorted and then joined
+    # with their columns: a sort carrying every column took twice as long (1.5 s at 1.5M records).
     sql.create_table_as(
         person_latest,
         f"""
-        select row_number() over (order by source, source_record_id) - 1 as node_id, source, source_record_id,
-               {", ".join(PERSON_COLUMNS)}
-        from clean.person_records where is_latest
+        with numbered as (
+            select source, source_record_id, row_number() over (order by source, source_record_id) - 1 as node_id
+            from clean.person_records where is_latest
+        )
+        select n.node_id, p.source, p.source_record_id, {", ".join(f"p.{c}" for c in PERSON_COLUMNS)}
+        from clean.person_records p join numbered n using (source, source_record_id)
+        where p.is_latest
         """,
         temporary=True,
     )
