@@ -26,9 +26,11 @@ from resources.identifiers import clean_phone as clean_phone
 from resources.identifiers import is_missing as is_missing
 from resources.sql import sql_literal
 
+_SPACES = re.compile(r"\s+")
+
 
 def _collapse(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
+    return _SPACES.sub(" ", text).strip()
 
 
 # Letters that carry no accent to strip but are written without one in ASCII, by the usual transliteration
@@ -61,7 +63,11 @@ def fold_accents(text: str) -> str:
     """`text` as it is spelt without accents: Jürgen and Jurgen, Sören and Soren, Straße and Strasse are
     one spelling to compare. Records from one country's systems keep the accents and another's drop them,
     and a name compared with its accents would count one person as two. Letters of other scripts are kept
-    (a Cyrillic or Greek name is not emptied). The same fold as fold_accents_sql."""
+    (a Cyrillic or Greek name is not emptied). The same fold as fold_accents_sql, and like it, text all
+    ASCII is returned as it is: it has nothing to replace or decompose (most values, and a character-by-
+    character pass over them was most of the address rule's time)."""
+    if text.isascii():
+        return text
     decomposed = unicodedata.normalize("NFD", text.translate(_PLAIN_TABLE))
     return "".join(ch for ch in decomposed if not unicodedata.category(ch).startswith("M"))
 
@@ -109,6 +115,12 @@ def _bare(token: str) -> str:
     return token.lower().strip(".,")
 
 
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+_MC = re.compile(r"\b(Mc)(\w)")
+_O_APOSTROPHE = re.compile(r"\b(O')(\w)")
+_INNER_WORD = re.compile(r"(?<=\s)(\w+)(?=\s)")
+
+
 def tidy_name(raw: object) -> str | None:
     """Trim, collapse spaces, and fix case only when the source shouted or whispered ("SMITH", "smith");
     mixed case such as "McDonald" or "DeShawn" is kept as written."""
@@ -118,15 +130,13 @@ def tidy_name(raw: object) -> str | None:
     if not text or not any(c.isalpha() for c in text):
         return None
     if text.isupper() or text.islower():
-        text = re.sub(r"[^\W\d_]+", lambda m: m.group(0).capitalize(), text.lower())
-        text = re.sub(r"\b(Mc)(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
-        text = re.sub(r"\b(O')(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
+        text = _LETTER_RUN.sub(lambda m: m.group(0).capitalize(), text.lower())
+        text = _MC.sub(lambda m: m.group(1) + m.group(2).upper(), text)
+        text = _O_APOSTROPHE.sub(lambda m: m.group(1) + m.group(2).upper(), text)
         # Particles inside a name stay lower case: "VAN DER BERG" is "Van der Berg", "LUDWIG VAN BEETHOVEN"
         # "Ludwig van Beethoven", "RIO DE JANEIRO" "Rio de Janeiro".
-        text = re.sub(
-            r"(?<=\s)(\w+)(?=\s)",
-            lambda m: m.group(1).lower() if m.group(1).lower() in _INNER_PARTICLES else m.group(1),
-            text,
+        text = _INNER_WORD.sub(
+            lambda m: m.group(1).lower() if m.group(1).lower() in _INNER_PARTICLES else m.group(1), text
         )
     return text
 
@@ -278,6 +288,9 @@ def _street_word(word: str) -> str:
     return _STREET_ABBREVIATIONS.get(word, word)
 
 
+_NOT_WORD = re.compile(r"[^\w\s]")
+
+
 def clean_address_line(raw: object) -> tuple[str | None, str | None, str | None]:
     """(line as displayed, match key, reason). The key is upper case, without punctuation or accents
     (fold_accents), with USPS abbreviations and German streets shortened, so "12 North Main Street, Apt. 4"
@@ -289,7 +302,8 @@ def clean_address_line(raw: object) -> tuple[str | None, str | None, str | None]
     if not _has_alnum(text):
         return None, None, "no letters or digits"
     display = tidy_name(text) if (text.isupper() or text.islower()) else text
-    words = re.sub(r"[^\w\s]", " ", fold_accents(unicodedata.normalize("NFKC", text)))
+    # NFKC leaves text all ASCII as it is.
+    words = _NOT_WORD.sub(" ", fold_accents(text if text.isascii() else unicodedata.normalize("NFKC", text)))
     key = " ".join(_street_word(w) for w in words.upper().split())
     return display, key or None, None
 
