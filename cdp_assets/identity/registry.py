@@ -378,10 +378,11 @@ def assign_ids(
 
 
 def _stable_customers(sql: Sql, tables: Scratch, labelled: str, stable: str, rest: tuple[str, str]) -> int | None:
-    """Temp table `stable` (component, old_id, n): the components of `labelled` whose records are exactly
-    those of an active id of last time, with their number of records; how many records they hold, or None
-    when no record had an id (a first run: every component is among the rest). The two temp tables `rest`
-    then name the others: the components (component) and the ids of last time (customer_id).
+    """Fill temp table `stable` (component, old_id, n) with the components of `labelled` whose records are
+    exactly those of an active id of last time (`n` records each), and the two temp tables `rest` with the
+    others: the components (component) and the ids of last time (customer_id). Returns how many records
+    the stable components hold, or None, with `stable` empty and `rest` not made, when no record had an id
+    (a first run: every component is among the rest).
 
     A component and an id are compared by digest (their records' count and two sums of hashes of their
     keys) rather than by joining every record with its id of last time: one aggregate over each side costs
