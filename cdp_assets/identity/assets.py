@@ -45,6 +45,7 @@ from cdp_assets.identity.islands import (
     kept_islands,
     label_again,
     node_inputs,
+    record_key,
     restore,
     set_aside,
 )
@@ -969,12 +970,12 @@ def _map_faults(sql: Sql, engine: str) -> tuple[int, int]:
     duplicate is never missed (two rows of one record hash alike), and a missing record would be missed
     only if both of its 64-bit hashes were those of a mapped record. Spark's dialect has no such hash."""
     if engine == "duckdb":
-        doubled = sql.value("select count(*) - count(distinct hash(source, source_record_id)) from cdp.identity_map")
+        doubled = sql.value(f"select count(*) - count(distinct {record_key('m')}) from cdp.identity_map m")
         missing = sql.value(
             f"""select count(*) from {_CLEANED_KEYS} r
-                anti join (select hash(source, source_record_id) as h1, hash(source_record_id, source) as h2
-                           from cdp.identity_map) m
-                    on m.h1 = hash(r.source, r.source_record_id) and m.h2 = hash(r.source_record_id, r.source)"""
+                anti join (select {record_key("i")} as h1, hash(i.source_record_id, i.source) as h2
+                           from cdp.identity_map i) m
+                    on m.h1 = {record_key("r")} and m.h2 = hash(r.source_record_id, r.source)"""
         )
     else:
         doubled = missing = 1
