@@ -434,3 +434,18 @@ def test_the_run_after_an_erasure_resolves_the_deterministic_layer_over_every_re
     assert after["deterministic_records"] == platform.scalar("select count(*) from cdp.identity_map")
     assert platform.scalar(junk) == carried - 1
     _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full.duckdb")
+
+
+def test_records_whose_keys_hash_alike_are_joined_by_their_text_and_keep_no_islands(
+    tmp_path, instance, destination_server, monkeypatch
+):
+    # Two records' keys hashing alike cannot be made to happen; the run is told they did.
+    platform = make_platform(tmp_path, instance, destination_server.url, people=150)
+    assert platform.refresh().success
+    assert platform.scalar("select count(*) from identity.islands")
+    monkeypatch.setattr("cdp_assets.identity.assets.keys_unique", lambda sql, nodes: False)
+    copy = tmp_path / "collided.duckdb"
+    _assert_a_full_resolution_gives_the_same(platform, copy)
+    with duckdb.connect(str(copy)) as conn:
+        kept = "select count(*) from duckdb_tables() where schema_name = 'identity' and table_name like 'islands%'"
+        assert conn.execute(kept).fetchall() == [(0,)]

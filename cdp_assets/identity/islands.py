@@ -48,7 +48,7 @@ LISTED_REASONS = ("listed in blocked_values", "matches a blocked pattern")
 _LISTED = ", ".join(sql_literal(r) for r in LISTED_REASONS)
 # A record is kept under the hash of its (source, source_record_id), which a source's records never share
 # with another role's: millions of rows of integers write and join in a fraction of the time their text
-# takes. A run whose records' keys collide keeps no islands (node_inputs).
+# takes. A run whose records' keys collide keeps no islands (keys_unique).
 _COLUMNS = ("key", "island", "component", "inputs")
 
 
@@ -68,11 +68,18 @@ def islands_apply(config: CDPConfig) -> bool:
     )
 
 
-def node_inputs(sql: Sql, id_nodes: str, person_latest: str, written_edges: str, out: str) -> bool:
+def keys_unique(sql: Sql, id_nodes: str) -> bool:
+    """Whether no two record nodes (`id_nodes`: source, source_record_id) have keys that hash alike, one chance
+    in millions of millions per run: a run whose keys collide keeps no islands, and its identifiers find
+    their nodes by the keys' text."""
+    return not sql.value(f"select count(*) - count(distinct {record_key('n')}) from {id_nodes} n")
+
+
+def node_inputs(sql: Sql, id_nodes: str, person_latest: str, written_edges: str, out: str) -> None:
     """Temp table `out` (node_id, key, inputs): per record node, its record's key and a hash of what identity
     reads of it (a person record's fields, PERSON_COLUMNS of `person_latest`, and the set of its identifier
-    values, from `written_edges`: node_id, id_type, id_value). False, and no table, when two records' keys
-    collide (one chance in millions of millions per run): that run keeps no islands."""
+    values, from `written_edges`: node_id, id_type, id_value). Only for nodes whose keys are unique
+    (keys_unique)."""
     fields = ", ".join(f"p.{column}" for column in PERSON_COLUMNS)
     sql.create_table_as(
         out,
@@ -85,10 +92,6 @@ def node_inputs(sql: Sql, id_nodes: str, person_latest: str, written_edges: str,
         """,
         temporary=True,
     )
-    if sql.value(f"select count(*) - count(distinct key) from {out}"):
-        sql.drop_table(out)
-        return False
-    return True
 
 
 def kept_islands(sql: Sql) -> bool:
