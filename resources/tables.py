@@ -158,6 +158,13 @@ CLEANED_FILES = Table(
     "meta.cleaned_files",
     {"role": "VARCHAR", "source": "VARCHAR", "file": "VARCHAR", "loaded_at": "TIMESTAMP", "settings": "VARCHAR"},
 )
+# The files of person records the expectations suite found sound, as they were then: their rows and a digest
+# of the columns it reads, under the suite's fingerprint. Such a file is not validated again while it stays
+# so (cdp_assets/clean/checks.py).
+VALIDATED_FILES = Table(
+    "meta.expectations_validated_files",
+    {"source": "VARCHAR", "file": "VARCHAR", "rows": "BIGINT", "digest": "HUGEINT", "suite": "VARCHAR"},
+)
 
 PERSON_RECORDS = Table(
     "clean.person_records",

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cdp_assets.extract import assets as extract_assets
-from tests.fixtures import Platform, make_platform
+from tests.fixtures import CRM_HEADER, Platform, make_platform
 
 pytestmark = pytest.mark.dagster
 
@@ -488,3 +488,48 @@ def test_great_expectations_is_imported_during_cleaning_only_when_the_suite_foll
     assets = [small.defs.resolve_assets_def(key) for key in [*raw, PERSON_RECORDS]]
     alone = dg.materialize(assets, instance=instance)
     assert alone.success and started == ["import"]
+
+
+def _suite_outcome(result: dg.ExecuteInProcessResult) -> tuple[bool, dict[str, object]]:
+    (suite,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "great_expectations_suite"]
+    return suite.passed, {k: v.value for k, v in suite.metadata.items()}
+
+
+def test_the_suite_reads_a_file_again_only_when_its_rows_changed_and_a_failing_file_on_every_run(
+    tmp_path, instance, destination_server
+):
+    import duckdb
+
+    platform = make_platform(tmp_path, instance, destination_server.url, people=40)
+    passed, first = _suite_outcome(platform.refresh())
+    files = platform.scalar("select count(distinct (source, file)) from clean.person_records")
+    rows = platform.scalar("select count(*) from clean.person_records")
+    assert passed and (first["files_validated_this_run"], first["rows_validated_this_run"]) == (files, rows)
+
+    # A new file: its two rows are validated, the others are known as they were.
+    (platform.folder / "landing" / "crm" / "later.csv").write_text(
+        CRM_HEADER
+        + "LT-1,Lia,Later,lia.later@example.org,(212) 736-5100,2 Oak St,Boston,MA,02134,US,03/04/1979,true,2025-03-01\n"
+        + "LT-2,Max,Later,max.later@example.org,(212) 736-5101,2 Oak St,Boston,MA,02134,US,04/05/1978,true,2025-03-01\n"
+    )
+    passed, second = _suite_outcome(platform.refresh())
+    assert passed and (second["files_validated_this_run"], second["rows_validated_this_run"]) == (1, 2)
+    assert second["files_unchanged_since_validated"] == files and second["rows_validated"] == rows + 2
+
+    # An earlier file's row spoilt in the warehouse, as a faulty rule would leave it: the file is read again
+    # and fails, on this run and the next, until the row is mended.
+    source, file, line, email = platform.sql(
+        "select source, file, row_number, email from clean.person_records "
+        "where email is not null and file <> 'crm/later.csv' order by all limit 1"
+    )[0]
+    spoil = "update clean.person_records set email = ? where source = ? and file = ? and row_number = ?"
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        conn.execute(spoil, ["not an e-mail", source, file, line])
+    job = platform.defs.resolve_job_def("full_refresh")
+    for _ in range(2):
+        passed, failed = _suite_outcome(job.execute_in_process(instance=instance, raise_on_error=False))
+        assert not passed and failed["expectations_failed"] == 1 and failed["files_validated_this_run"] == 1
+    with duckdb.connect(str(platform.config.warehouse_path)) as conn:
+        conn.execute(spoil, [email, source, file, line])
+    passed, mended = _suite_outcome(job.execute_in_process(instance=instance, raise_on_error=False))
+    assert passed and mended["files_validated_this_run"] == 1 and mended["rows_validated"] == rows + 2

@@ -3,8 +3,17 @@
 The cleaning rules should make these expectations hold by construction; the suite is the independent
 guard that catches a rule regression or an unexpected source before bad values reach profiles and
 destinations.
+
+Every row is validated, but on DuckDB a row only once while it stays as it was: each expectation reads one
+row, or (the unique key) the rows of one file, since the key holds the file. So a file whose rows passed
+passes again until they change, and the suite keeps, per file that passed, its rows and a digest of the
+columns it reads (`meta.expectations_validated_files`, under a fingerprint of the suite). A run validates
+the files that are new, changed or failed last time: a delta's new file, not the million rows before it.
+A file that failed is never kept, so its failure and its examples show again on every run until it is
+mended.
 """
 
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -17,7 +26,8 @@ from cdp_assets.metadata import markdown_table, mask, redact_errors
 from resources.config import CDPConfig
 from resources.quality import ExpectationOutcome, import_great_expectations, validate_frame, validation_frame
 from resources.sql import Sql, portable_hash
-from resources.warehouse import Warehouse
+from resources.tables import VALIDATED_FILES
+from resources.warehouse import Warehouse, sql_literal
 
 # The patterns mean the same to Python's `re` and to RE2, which runs them (resources/quality.py): Python's
 # `\s` (every character `str.isspace` calls whitespace) spelled out, and `\n?$` for the final line break
@@ -77,26 +87,78 @@ def build_expectations_check(config: CDPConfig) -> dg.AssetChecksDefinition:
                 rows = int(sql.value("select count(*) from clean.person_records"))
                 outcomes = _validated_on_executors(sql, rows)
         else:
-            rows, outcomes = _validated_here(warehouse)
+            rows, outcomes, this_run = _validated_here(warehouse)
+            return _result(rows, outcomes, this_run)
         return _result(rows, outcomes)
 
     return person_records_expectations
 
 
-def _validated_here(warehouse: Warehouse) -> tuple[int, list[ExpectationOutcome]]:
-    """Every row read into this process as one frame and validated at once."""
-    # Great Expectations' import (seconds of Python) runs while DuckDB reads the rows, which it does
+# The digest of a row as the suite reads it (the columns of `_VALIDATED`, before their casts).
+_DIGEST_COLUMNS = "source_record_id, row_number, email, email_match_key, phone, country, date_of_birth, trust"
+# A file of person records named with its source, either of which may be missing from a bad row.
+_SAME_FILE = "{a}.source is not distinct from {b}.source and {a}.file is not distinct from {b}.file"
+
+
+def _suite_fingerprint() -> str:
+    """What the suite is: its expectations as configured (patterns, bounds, this year's included), what it
+    reads and Great Expectations' version. Any change validates every file again."""
+    gx = import_great_expectations()
+    text = "\n".join([_VALIDATED, gx.__version__, *(repr(e) for e in _expectations())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _validated_here(warehouse: Warehouse) -> tuple[int, list[ExpectationOutcome], dict[str, int]]:
+    """The rows of the files not validated as they are now (see the module's docstring) read into this
+    process as one frame and validated at once. Returns the rows of the table, the outcomes and what this
+    run validated (`files`, `rows`) and found as validated before (`files_unchanged`)."""
+    # Great Expectations' import (seconds of Python) runs while DuckDB digests the files, which it does
     # without holding the GIL; in a run that cleaned the records first, it began then (`suite_follows`).
     # The frame is validated and let go inside the connection's block: its closing hands the frame's
     # memory back (`release_freed_memory`), where a frame still held would keep it under the next step.
     with ThreadPoolExecutor(max_workers=1) as pool:
         imported = pool.submit(import_great_expectations)
-        with warehouse.sql() as sql:
-            frame = validation_frame(sql.arrow(_VALIDATED))
+        with warehouse.sql() as sql, sql.scratch("expectations") as tables:
+            sql.execute(VALIDATED_FILES.create_sql())
+            files, unchecked = tables("files"), tables("unchecked")
+            sql.create_table_as(
+                files,
+                f"""select source, file, count(*) as rows, sum(hash({_DIGEST_COLUMNS})) as digest
+                    from clean.person_records group by all""",
+                temporary=True,
+            )
             imported.result()
-            rows, outcomes = len(frame), validate_frame("cleaned_person_records", frame, _expectations())
+            suite = _suite_fingerprint()
+            sql.create_table_as(
+                unchecked,
+                f"""select n.source, n.file, n.rows from {files} n where not exists (
+                        select 1 from {VALIDATED_FILES.name} k
+                        where {_SAME_FILE.format(a="k", b="n")} and k.rows = n.rows and k.digest = n.digest
+                          and k.suite = ?)""",
+                [suite],
+                temporary=True,
+            )
+            frame = validation_frame(
+                sql.arrow(
+                    f"select * from ({_VALIDATED}) v semi join {unchecked} u on {_SAME_FILE.format(a='u', b='v')}"
+                )
+            )
+            outcomes = validate_frame("cleaned_person_records", frame, _expectations())
+            this_run = {"rows": len(frame), "files": int(sql.value(f"select count(*) from {unchecked}"))}
             del frame
-    return rows, outcomes
+            # The files that passed, as they are now: all of them when this run's passed, else those it
+            # found validated before.
+            passed = f"select * from {files}" + (
+                ""
+                if all(o.success for o in outcomes)
+                else f" n where not exists (select 1 from {unchecked} u where {_SAME_FILE.format(a='u', b='n')})"
+            )
+            VALIDATED_FILES.replace(
+                sql, f"select source, file, rows, digest, {sql_literal(suite)} as suite from ({passed})"
+            )
+            rows, total_files = sql.row(f"select coalesce(sum(rows), 0), count(*) from {files}") or (0, 0)
+    this_run["files_unchanged"] = int(total_files) - this_run["files"]
+    return int(rows), outcomes, this_run
 
 
 def _validated_on_executors(sql: Sql, rows: int) -> list[ExpectationOutcome]:
@@ -160,13 +222,26 @@ def validate_bucket(rows: list[tuple]) -> list[tuple]:
     ]
 
 
-def _result(rows: int, outcomes: list[ExpectationOutcome]) -> dg.AssetCheckResult:
+def _result(
+    rows: int, outcomes: list[ExpectationOutcome], this_run: dict[str, int] | None = None
+) -> dg.AssetCheckResult:
     failed = [o for o in outcomes if not o.success]
     evaluated = len(outcomes)
+    # Where files validated before were not read again: how many, and what this run read.
+    kept = (
+        {
+            "rows_validated_this_run": this_run["rows"],
+            "files_validated_this_run": this_run["files"],
+            "files_unchanged_since_validated": this_run["files_unchanged"],
+        }
+        if this_run is not None
+        else {}
+    )
     return dg.AssetCheckResult(
         passed=not failed,
         metadata={
             "rows_validated": rows,
+            **kept,
             "expectations": evaluated,
             "expectations_failed": len(failed),
             "success_percent": dg.MetadataValue.float(
