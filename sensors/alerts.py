@@ -1,8 +1,9 @@
 """Run-failure alerts: a short message to a Slack-compatible webhook when any run of the platform fails.
 
 Nobody watches the UI at 3 a.m.; a failed nightly refresh that leaves segments a day stale should reach
-the people who can fix it. The message names the run, its job, the failed steps (asset keys) and the
-first line of each error, with a link to the run in the UI; the URL comes from the environment variable
+the people who can fix it. The message names the run, its job, the failed steps (one per asset:
+`syncs__crm` is asset `syncs/crm`) and the first line of the error that made each fail (not Dagster's
+wrapper around it), with a link to the run in the UI; the URL comes from the environment variable
 `alerts.webhook_url_env` names (a secret, never in cdp.yaml). Error messages reach the webhook as the
 platform wrote them: stages redact customer values from their errors, so none are posted. A webhook
 that does not answer with 2xx fails the sensor's tick, so the UI shows that alerts are not getting
@@ -11,10 +12,13 @@ through, and Dagster evaluates the failure again on the next tick.
 
 import dagster as dg
 import requests
+from dagster._utils.error import SerializableErrorInfo
 
 from resources.config import CDPConfig
 
 MAX_ERROR_CHARS = 300
+# The errors Dagster raises around one from a step's code, whose message says only where it happened.
+_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
 TIMEOUT_SECONDS = 10
 
 
@@ -26,6 +30,15 @@ def alert_text(run: dg.DagsterRun, failures: list[tuple[str, str]], ui_url: str)
         lines.append(f"• {step}: {first_line}")
     lines.append(f"<{ui_url.rstrip('/')}/runs/{run.run_id}|Open the run>")
     return "\n".join(lines)
+
+
+def cause_of(error: SerializableErrorInfo) -> SerializableErrorInfo:
+    """The error that made a step fail, not Dagster's wrapper around it: a step's failure reads
+    "DagsterExecutionStepExecutionError: Error occurred while executing op ...", and what went wrong (a
+    folder that is a file, a refused value) is its cause."""
+    while error.cause is not None and error.cls_name in _WRAPPERS:
+        error = error.cause
+    return error
 
 
 def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
@@ -44,7 +57,7 @@ def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
         failures = []
         for event in context.get_step_failure_events():
             error = event.event_specific_data.error if event.event_specific_data else None
-            failures.append((event.step_key or "run", error.message if error else ""))
+            failures.append((event.step_key or "run", cause_of(error).message if error else ""))
         text = alert_text(context.dagster_run, failures, config.alerts.ui_url)
         response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
         if not 200 <= response.status_code < 300:

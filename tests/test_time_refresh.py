@@ -236,7 +236,7 @@ class _Webhook(BaseHTTPRequestHandler):
 
 @pytest.mark.dagster
 def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
-    """A run that fails posts its run id, job, failed step, error and a link to the run; a webhook
+    """A run that fails posts its run id, job, failed step, the error that failed it and a link to the run; a webhook
     answering 500 fails the sensor's tick, so the failure is reported again."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -264,7 +264,9 @@ def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
         (message,) = _Webhook.received
         text = message["text"]
         assert text.startswith(f"Run {result.run_id[:8]} of failing failed.")
-        assert "• raw__orders:" in text
+        # What went wrong, not Dagster's "Error occurred while executing op" around it.
+        assert "• raw__orders: cdp_assets.metadata.RedactedError: IOException: IO Error:" in text, text
+        assert "Is a directory" in text and "executing op" not in text
         assert text.endswith(f"<http://cdp.example:3000/runs/{result.run_id}|Open the run>")
         _Webhook.status = 500
         with pytest.raises(RuntimeError, match="answered 500"):
