@@ -629,6 +629,32 @@ def test_a_first_name_conflict_applies_only_where_records_sharing_an_e_mail_show
     assert _decision(unreliable, "x", "y") == "linked"
 
 
+def test_namesakes_elsewhere_under_one_family_e_mail_leave_the_birth_date_conflict_in_force(tmp_path):
+    """x and y share a name and an address but not a birth date (a parent and a child): the birth date
+    conflict objects. Three Heloise Williamses in three towns under each of three family e-mails, born
+    years apart, are several people sharing a mailbox, not one person giving several birth dates: they
+    must not make birth dates look unreliable, which would let x and y link."""
+    pair = [
+        person("x", "theodora", "winterbourne", dob=DOB, address="12 harbour view rd", zip="10001"),
+        person("y", "theodora", "winterbourne", dob=date(1961, 8, 2), address="12 harbour view rd", zip="10001"),
+    ]
+    namesakes = [
+        person(
+            f"hw{mailbox}{n}",
+            "heloise",
+            "williams",
+            dob=date(1948 + 17 * n, 1 + mailbox + 3 * n, 5 + 7 * n),
+            address=f"{n + 1} church rd",
+            zip=f"{20000 + 100 * mailbox + n}",
+            email=f"williams.family{mailbox}@example.org",
+        )
+        for mailbox in range(3)
+        for n in range(3)
+    ]
+    conn = warehouse(tmp_path, background() + namesakes + pair)
+    assert _decision(conn, "x", "y") == "conflict: date_of_birth differs"
+
+
 def _level_weights(conn) -> dict[str, list[tuple[int, float]]]:
     weights: dict[str, list[tuple[int, float]]] = {}
     for name, level, weight in conn.execute(

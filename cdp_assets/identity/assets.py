@@ -580,7 +580,10 @@ class SharedDisagreement:
     """How often two person records under one identifier value (an e-mail, a phone on at most FEW_RECORDS
     person records) that agree on the birth date give first names that cannot be one person's, and how
     often two that give the same first name give birth dates that cannot be one person's: pairs counted
-    (`pairs`) and disagreeing (`disagreeing`), per strong-conflict field.
+    (`pairs`) and disagreeing (`disagreeing`), per strong-conflict field. Only pairs that agree on the
+    last name and the postal code (or lack both alike) count: records that look like one person's in all
+    but the field measured. Namesakes in other towns under one family mailbox are several people, and
+    their birth dates say nothing of how reliable one person's are.
 
     The model's m is measured on records the deterministic layer joined, and that layer refuses to join
     records under a shared value whose first names or birth dates disagree: measured there, a field whose
@@ -671,7 +674,7 @@ def _block_shared(
             select id_type, id_value from records group by 1, 2
             having min(birth_date) <> max(birth_date) or min(first_name) <> max(first_name)
         )
-        select id_type, id_value, node_id, first_name, last_name, birth_date
+        select id_type, id_value, node_id, first_name, last_name, birth_date, postal_code
         from records semi join varied using (id_type, id_value)
         """,
         ["id_type", "id_value"],
@@ -726,7 +729,7 @@ def _judge_value(
     rows: list[tuple], known: FirstNames, limits: dict[str, int], within: dict[str, int], measure: bool
 ) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
     """The judgement of one value shared by person records whose names or birth dates differ, from its
-    records' rows (id_type, id_value, node_id, first name, last name, birth date as YYYYMMDD), as rows
+    records' rows (id_type, id_value, node_id, first name, last name, birth date as YYYYMMDD, postal code), as rows
     (kind, id_type, id_value, node_id, a, b) of text:
 
     - `disagreeing`: (field in id_type, pairs in a), the pairs SharedDisagreement counts, when `measure`;
@@ -773,12 +776,13 @@ def _judge_value(
 
 def _repeated_value_records(id_edges: str, repeated_values: str, person_latest: str) -> str:
     """A select of the person records under each repeated value not blocked by pattern or list, as the
-    sharing rules read them: (id_type, id_value, node_id, birth_date as YYYYMMDD, first_name, last_name),
-    names lower-cased and trimmed."""
+    sharing rules read them: (id_type, id_value, node_id, birth_date as YYYYMMDD, first_name, last_name,
+    postal_code), names lower-cased and trimmed."""
     return f"""
         select v.id_type, v.id_value, e.node_id, strftime(p.date_of_birth, '%Y%m%d') as birth_date,
                nullif(lower(trim(p.first_name)), '') as first_name,
-               nullif(lower(trim(p.last_name)), '') as last_name
+               nullif(lower(trim(p.last_name)), '') as last_name,
+               nullif(lower(trim(p.postal_code)), '') as postal_code
         from {id_edges} e
         join (select value_id, id_type, id_value from {repeated_values}
               anti join identity.blocked_identifiers using (id_type, id_value)) v using (value_id)
@@ -788,20 +792,21 @@ def _repeated_value_records(id_edges: str, repeated_values: str, person_latest: 
 def _shared_pairs(sql: Sql, repeated_values: str, id_edges: str, person_latest: str) -> SharedDisagreement:
     """The pairs SharedDisagreement counts, each field's disagreeing ones still at zero: pairs of person
     records under a value on at most FEW_RECORDS of them (not blocked by pattern or list) that agree on
-    the birth date (for first names) or give the same first name (for birth dates), both fields known."""
+    the birth date (for first names) or give the same first name (for birth dates), both fields known, and
+    agree on the last name and the postal code (a missing one agreeing with a missing one)."""
     row = sql.row(
         f"""
         with records as ({_repeated_value_records(id_edges, repeated_values, person_latest)}),
         few as (
-            select id_type, id_value, birth_date, first_name from records
+            select id_type, id_value, birth_date, first_name, last_name, postal_code from records
             semi join (select id_type, id_value from records group by 1, 2 having count(*) <= {FEW_RECORDS})
                 using (id_type, id_value)
             where birth_date is not null and first_name is not null
         )
         select (select coalesce(sum(n * (n - 1) // 2), 0)
-                from (select count(*) as n from few group by id_type, id_value, birth_date)),
+                from (select count(*) as n from few group by id_type, id_value, birth_date, last_name, postal_code)),
                (select coalesce(sum(n * (n - 1) // 2), 0)
-                from (select count(*) as n from few group by id_type, id_value, first_name))
+                from (select count(*) as n from few group by id_type, id_value, first_name, last_name, postal_code))
         """
     )
     same_birth_date, same_first_name = row if row else (0, 0)
@@ -810,10 +815,13 @@ def _shared_pairs(sql: Sql, repeated_values: str, id_edges: str, person_latest: 
 
 def _count_disagreeing(value_rows: list[tuple], first_names: FirstNames, measured: SharedDisagreement) -> None:
     """Add one value's disagreeing pairs to `measured`: among its records (id_type, id_value, node,
-    first name, last name, birth date), pairs of one birth date whose first names cannot be one person's,
-    and pairs of one first name whose birth dates cannot be one person's (typos of one date can)."""
+    first name, last name, birth date, postal code), of those agreeing on the last name and the postal
+    code (see SharedDisagreement), pairs of one birth date whose first names cannot be one person's, and
+    pairs of one first name whose birth dates cannot be one person's (typos of one date can)."""
     known = [r for r in value_rows if r[3] is not None and r[5] is not None]
     for left, right in itertools.combinations(known, 2):
+        if (left[4], left[6]) != (right[4], right[6]):
+            continue
         if left[5] == right[5] and not first_names.compatible((left[3], left[4]), (right[3], right[4])):
             measured.disagreeing["first_name"] = measured.disagreeing.get("first_name", 0) + 1
         if left[3] == right[3] and birth_date_people([left[5], right[5]]) > 1:

@@ -235,7 +235,8 @@ class MatchingConfig(_Strict):
         description=(
             "A strong conflict applies only where the data show it is strong: when the same person's records "
             "(pairs joined by a shared identifier, as the model measures m, and pairs under one shared e-mail or "
-            "phone before the deterministic layer judged them) disagree on the field at most this often. Where "
+            "phone with one last name and postal code, before the deterministic layer judged them) disagree on "
+            "the field at most this often. Where "
             "typos or re-keyed values make the field unreliable, it stays ordinary evidence."
         ),
     )
