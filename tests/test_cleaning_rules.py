@@ -260,6 +260,11 @@ def test_clean_postal_code(raw, country, expected, rejected):
         ("Espana", "ES", False),
         ("Österreich", "AT", False),
         ("België", "BE", False),
+        # The United Kingdom by the names people write besides its official ones.
+        ("Großbritannien", "GB", False),
+        ("Grande-Bretagne", "GB", False),
+        ("Scotland", "GB", False),
+        ("Holland", "NL", False),
         ("Narnia", None, True),
         ("", None, False),
     ],
