@@ -602,6 +602,46 @@ def test_a_record_an_override_moves_takes_along_the_activity_joined_to_it_by_ide
     assert found["x"] != found["y"] == found["y2"] == found["e1"]
 
 
+def test_an_order_under_an_e_mail_of_two_people_follows_them_once_matching_makes_them_one(tmp_path):
+    """Zoe and Zeo Kruger share an e-mail and a phone: two three-letter names a letter apart could be two
+    people's, so the sharing check lets neither value link, and matching (one birth date, surname and
+    address) makes them one customer. The order carrying only the e-mail joins that customer. The order
+    under an e-mail of two people matching keeps apart stays a customer of its own, as does one carrying
+    both e-mails."""
+    records = background() + [
+        person("z1", "zoe", "kruger", dob=DOB, address="12 harbour view rd", zip="10001",
+               email="zoe.kruger@example.org", phone="+12125550199"),
+        person("z2", "zeo", "kruger", dob=DOB, address="12 harbour view rd", zip="10001",
+               email="zoe.kruger@example.org", phone="+12125550199"),
+        person("p1", "theodora", "winterbourne", dob=date(1950, 2, 3), address="1 elm st", zip="10002",
+               email="family@example.org"),
+        person("p2", "winifred", "winterbourne", dob=date(1982, 7, 9), address="1 elm st", zip="10002",
+               email="family@example.org"),
+    ]  # fmt: skip
+    conn = warehouse(tmp_path, records)
+    # o3 carries both e-mails: one names Zoe's customer, the other two people, so it names no one customer.
+    orders = [("o1", "zoe.kruger@example.org"), ("o2", "family@example.org")]
+    orders += [("o3", "zoe.kruger@example.org"), ("o3", "family@example.org")]
+    for line, (order, email) in enumerate(orders):
+        conn.execute(
+            "insert into clean.events (source, event_id, source_record_id, event, occurred_at, file, row_number) "
+            "values ('shop', ?, ?, 'Order Completed', timestamp '2025-01-01 10:00:00', 'o.jsonl', ?)",
+            [f"{order}-{line}", order, line + 1],
+        )
+        conn.execute(
+            "insert into clean.events_identifiers values ('shop', ?, 'email', ?, 'o.jsonl', ?)",
+            [order, email, line + 1],
+        )
+    summary = resolve(Sql(conn), load_config(tmp_path / "cdp.yaml"))
+    found = customers(conn)
+    blocked = {v for (v,) in conn.execute("select id_value from identity.blocked_identifiers").fetchall()}
+    assert {"zoe.kruger@example.org", "family@example.org"} <= blocked
+    assert found["o1"] == found["z1"] == found["z2"]
+    assert found["p1"] != found["p2"] and found["o2"] not in (found["p1"], found["p2"])
+    assert found["o3"] not in (found["z1"], found["p1"], found["p2"], found["o2"])
+    assert summary["activity_following_shared_values"] == 1
+
+
 def _decision(conn: duckdb.DuckDBPyConnection, left: str, right: str) -> str:
     return conn.execute(
         "select decision from identity.evidence where left_record_id = ? and right_record_id = ?", [left, right]

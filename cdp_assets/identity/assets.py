@@ -54,6 +54,7 @@ from cdp_assets.identity.matching.model import MIN_LABELLED_PAIRS
 from cdp_assets.identity.matching.pipeline import match_probabilistically, trains
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
+from cdp_assets.identity.shared_activity import follow_one_customer
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
 from resources.config.refresh import RETRAIN_TAG
@@ -371,11 +372,16 @@ def _resolve(
         scope,
     )
     started = time.perf_counter()
+    # Orders and events under an e-mail the sharing check gave to two people follow them once matching
+    # has made them one customer (shared_activity.py).
+    followed, matching["activity_following_shared_values"] = follow_one_customer(
+        sql, tables, str(matching.pop("labels")), id_nodes, ALL_IDENTIFIERS, tables("followed_components")
+    )
     customers, override_report = apply_overrides(
         sql,
         config,
         config.identity_overrides(),
-        str(matching.pop("labels")),
+        followed,
         id_nodes,
         ALL_IDENTIFIERS,
         _normalise_blocked,
@@ -1090,6 +1096,8 @@ def _resolution_metadata(summary: dict[str, object]) -> dict[str, object]:
         "probabilistic_links": int(summary["probabilistic_links"]),
         "review_pairs": int(summary["review_pairs"]),
         "refused_links": int(summary.get("refused_links", 0)),
+        # Activity records that joined the one customer the people of their shared values became.
+        "activity_following_shared_values": int(summary.get("activity_following_shared_values", 0)),
         "links_by_blocking_rule": dg.MetadataValue.md(markdown_table(summary.get("rules", []))),
         "model": dg.MetadataValue.md(_model_markdown(summary.get("model"), summary.get("prior"))),
         "seconds_by_step": dg.MetadataValue.md(
