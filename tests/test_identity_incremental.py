@@ -449,3 +449,34 @@ def test_records_whose_keys_hash_alike_are_joined_by_their_text_and_keep_no_isla
     with duckdb.connect(str(copy)) as conn:
         kept = "select count(*) from duckdb_tables() where schema_name = 'identity' and table_name like 'islands%'"
         assert conn.execute(kept).fetchall() == [(0,)]
+
+
+def test_a_name_new_since_training_weighs_by_how_many_records_hold_it_in_a_delta_as_in_a_full_run(
+    tmp_path, instance, destination_server
+):
+    """A name the kept model never saw weighs as common as the records holding it make it, not as the
+    rarest name there is; as more arrive, the records already holding it are scored again, so every
+    delta gives what a full resolution with the kept model gives."""
+    platform = make_platform(tmp_path, instance, destination_server.url, people=150)
+    assert platform.refresh().success
+    crm = platform.folder / "landing" / "crm"
+
+    def copies(first: int, count: int) -> str:  # one person's records, under a name never seen before
+        return CRM_HEADER + "".join(
+            f"HM-{n},Hannelore,Quastenberg,,,1 Elm St,Springfield,MA,01101,US,04/05/1970,true,2025-03-01\n"
+            for n in range(first, first + count)
+        )
+
+    (crm / "quastenberg_1.csv").write_text(copies(0, 3))
+    assert _identity(platform.refresh())["mode"] == "incremental"
+    weights = "select match_weight from identity.evidence where left_record_id like 'HM-%' order by all"
+    three = platform.sql(weights)
+    assert three
+    _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full_1.duckdb")
+    # One more (a block of four stays under every rule's cap, so blocking alone rescores none of the three).
+    (crm / "quastenberg_2.csv").write_text(copies(3, 1))
+    delta = _identity(platform.refresh())
+    assert delta["mode"] == "incremental" and delta["records_rescored"] >= 4
+    # Four hold the name now: their agreement on it weighs less than three's did.
+    assert max(w for (w,) in platform.sql(weights)) < max(w for (w,) in three)
+    _assert_a_full_resolution_gives_the_same(platform, tmp_path / "full_2.duckdb")

@@ -544,7 +544,7 @@ def test_an_e_mail_linked_within_the_people_sharing_it_is_no_evidence():
     assert [row["email"] for row in rows] == [-1, 3, 2]
 
 
-def test_kept_term_frequencies_give_unseen_values_the_share_of_one_record_and_keep_no_comparison_without_them():
+def test_kept_term_frequencies_give_a_value_not_kept_the_share_of_its_records_and_keep_no_comparison_without_them():
     conn = duckdb.connect()
     conn.execute("create schema identity")
     conn.execute(
@@ -556,15 +556,17 @@ def test_kept_term_frequencies_give_unseen_values_the_share_of_one_record_and_ke
     assert has_kept_term_frequencies(sql, [])
     save_term_frequencies(sql, "records", ["first_name", "city"])
     assert has_kept_term_frequencies(sql, ["first_name", "city"])
-    conn.execute("insert into records values ('cy', 'x')")
+    conn.execute("insert into records values ('cy', 'x'), ('dee', null), ('dee', null)")
     fill_kept_term_frequencies(sql, "records", {"first_name": "tf_first", "city": "tf_city"})
-    # ann (two of three names at training) keeps its share; bo (one) and cy (new) get a single record's.
+    # ann (two of three names at training) keeps its share; bo (one then) and cy (new) get a single record's
+    # share of training, dee (new, on two records) two records'; so does city x, on one record at training.
     assert conn.execute("select * from tf_first order by 1").fetchall() == [
         ("ann", 2 / 3, math.log2(2 / 3)),
         ("bo", 1 / 3, math.log2(1 / 3)),
         ("cy", 1 / 3, math.log2(1 / 3)),
+        ("dee", 2 / 3, math.log2(2 / 3)),
     ]
-    assert conn.execute("select * from tf_city order by 1").fetchall() == [("x", 0.5, -1.0), ("y", 0.5, -1.0)]
+    assert conn.execute("select * from tf_city order by 1").fetchall() == [("x", 1.0, 0.0), ("y", 0.5, -1.0)]
 
 
 def _resolve_with_event(tmp_path, records: list[dict], overrides: str) -> dict[str, str]:

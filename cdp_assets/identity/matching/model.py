@@ -484,10 +484,14 @@ def _add_log2(sql: Sql, table: str) -> None:
 
 
 # The term frequencies the model was trained with, kept beside it: a kept model scores with them, so a
-# pair's weight depends on the two records alone, not on what else has arrived since (a new "Smith"
-# would otherwise move the weight of every Smith pair, and a pair scored last run could not be kept).
-# Only values on two or more records are kept, under their md5 (as hex text, which DuckDB and Spark compute
-# alike): a value on one record has the share an unseen value gets, and no name is stored as written.
+# pair's weight on a value seen at training depends on the two records alone, not on what else has
+# arrived since (a new "Smith" would otherwise move the weight of every Smith pair, and a pair scored last
+# run could not be kept). Only values on two or more records are kept, under their md5 (as hex text, which
+# DuckDB and Spark compute alike), and no name is stored as written. A value not kept (on one record at
+# training, or new since) counts as many records' shares of training as it is on now: one record's share
+# if it is on one, as at training, but twenty "Hans Müller"s arriving in Hamburg after a model trained on
+# American names weigh as common, not as the rarest name there is (pairs.py rescores their records when
+# their number changes).
 KEPT_TERM_FREQUENCIES = "identity.model_term_frequencies"
 
 
@@ -528,23 +532,31 @@ def has_kept_term_frequencies(sql: Sql, columns: list[str]) -> bool:
 
 def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> None:
     """Fill `tables` (as build_term_frequencies does, `log2_tf` too) from the kept term frequencies
-    (has_kept_term_frequencies), a value not among them getting the share of a value on one record at
-    training."""
+    (has_kept_term_frequencies), a value not among them getting the share at training of a value on as
+    many records as it is on among `records` (see KEPT_TERM_FREQUENCIES)."""
     for column, table in tables.items():
         sql.create_table_as(
             table,
             f"""
             with seen as (
-                select distinct {column} as value from {records} where {column} is not null
+                select {column} as value, count(*) as records from {records} where {column} is not null group by 1
             ),
             kept as (select value_hash, tf from {KEPT_TERM_FREQUENCIES} where column_name = {sql_literal(column)})
-            select s.value, coalesce(k.tf, (select max(unseen_tf) from {KEPT_TERM_FREQUENCIES}
-                                            where column_name = {sql_literal(column)})) as tf
+            select s.value, coalesce(k.tf, s.records * (select max(unseen_tf) from {KEPT_TERM_FREQUENCIES}
+                                                        where column_name = {sql_literal(column)})) as tf
             from seen s left join kept k on k.value_hash = md5(s.value::varchar)
             """,
             temporary=True,
         )
         _add_log2(sql, table)
+
+
+def unseen_values_sql(column: str, values: str) -> str:
+    """SQL of the `value`s of select `values` that the kept term frequencies of `column` do not hold: those
+    whose share follows how many records hold them now (fill_kept_term_frequencies)."""
+    return f"""select value from ({values}) v where not exists (
+                   select 1 from {KEPT_TERM_FREQUENCIES} k
+                   where k.column_name = {sql_literal(column)} and k.value_hash = md5(v.value::varchar))"""
 
 
 def scoring_sql(

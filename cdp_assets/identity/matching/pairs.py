@@ -21,14 +21,21 @@ did keeps its features, and pairs are kept only from a run that scored them with
 no kept row has been removed since (an erasure removes the rows of the people it erases).
 """
 
+from collections.abc import Sequence
+
 from cdp_assets.identity.matching.blocking import held_keys, holding, keyed, list_features, whole_key
 from cdp_assets.identity.matching.features import FEATURE_COLUMNS, KeptFeatures
+from cdp_assets.identity.matching.model import unseen_values_sql
 from resources.sql import Sql
 
 FEATURES_TABLE = "identity.match_features"
 # What scored the kept pairs and how many feature rows were kept: rows removed since by anything but an
 # identity run (an erasure) took their blocks' old sizes with them, so the features are then not kept.
 FEATURES_STATE = "identity.match_features_state"
+# How pairs are weighed beside the model, named with it in FEATURES_STATE: pairs a version that weighed
+# otherwise scored are not kept. "unseen counted": a value the kept term frequencies lack weighs by how many
+# records hold it (model.fill_kept_term_frequencies).
+SCORING = "unseen counted"
 
 
 def save_features(sql: Sql, records: str, scored_with: str, kept: KeptFeatures | None = None) -> None:
@@ -50,7 +57,7 @@ def save_features(sql: Sql, records: str, scored_with: str, kept: KeptFeatures |
     sql.create_table_as(
         FEATURES_STATE,
         f"select cast(? as varchar) as scored_with, (select count(*) from {FEATURES_TABLE}) as feature_rows",
-        [scored_with],
+        [f"{scored_with}|{SCORING}"],
     )
 
 
@@ -62,23 +69,56 @@ def pairs_reusable(sql: Sql, scored_with: str) -> bool:
     if not {*FEATURE_COLUMNS, "base_hash"} <= set(sql.columns(f"select * from {FEATURES_TABLE}")):
         return False
     state = sql.row(f"select scored_with, feature_rows from {FEATURES_STATE}")
-    return state == (scored_with, sql.value(f"select count(*) from {FEATURES_TABLE}"))
+    return state == (f"{scored_with}|{SCORING}", sql.value(f"select count(*) from {FEATURES_TABLE}"))
 
 
 def changed_records(
-    sql: Sql, records: str, rules: list[tuple[list[str], int]], kept: KeptFeatures, changed: str
+    sql: Sql,
+    records: str,
+    rules: list[tuple[list[str], int]],
+    kept: KeptFeatures,
+    changed: str,
+    counted: Sequence[str] = (),
 ) -> int:
     """Fill the caller's temp table `changed(node_id)` with the matching `records` whose pairs must be made
-    and scored again: new ones and those whose base row changed (`kept.fresh`), and those in a block whose
+    and scored again: new ones and those whose base row changed (`kept.fresh`), those in a block whose
     side of its rule's cap (or of two records) a new, changed or departed record (`kept.gone`, the kept rows
-    that lost their place in their blocks) moved. Returns their count; `kept.gone` is left holding the
-    departed rows' keys only."""
+    that lost their place in their blocks) moved, and those holding a value of one of the `counted` columns
+    that the kept term frequencies lack and that such a record took to or from them (its share follows how
+    many records hold it: model.fill_kept_term_frequencies). Returns their count; `kept.gone` is left
+    holding the departed rows' keys only."""
     sql.create_table_as(changed, f"select node_id from {kept.fresh}", temporary=True)
     for rule, cap in rules:
         sql.execute(f"insert into {changed} {_crossing_sql(records, kept, changed, rule, cap)}")
+    for column in counted:
+        sql.execute(f"insert into {changed} {_recounted_sql(records, kept, changed, column)}")
     # Only their keys are read after this (save_features): the rest of the rows need not be held meanwhile.
     sql.create_table_as(kept.gone, f"select source, source_record_id from {kept.gone}", temporary=True)
     return int(sql.value(f"select count(*) from {changed}"))
+
+
+def _recounted_sql(records: str, kept: KeptFeatures, changed: str, column: str) -> str:
+    """The node ids, not yet in `changed`, of the `records` holding a value of `column` that the kept term
+    frequencies lack and that is on another number of records than last run (`kept.table`): a changed or
+    departed record took it to or from them, so their exact agreements on it weigh otherwise now."""
+    touched = f"""select {column} as value from {records} semi join {changed} using (node_id)
+                  where {column} is not null
+                  union select {column} from {kept.gone} where {column} is not null"""
+    return f"""
+        with unseen as ({unseen_values_sql(column, touched)}),
+        now_n as (
+            select r.{column} as value, count(*) as n, list(r.node_id) as nodes from {records} r
+            semi join unseen u on u.value = r.{column} group by 1
+        ),
+        before_n as (
+            select k.{column} as value, count(*) as n from {kept.table} k
+            semi join unseen u on u.value = k.{column} group by 1
+        ),
+        recounted as (
+            select unnest(a.nodes) as node_id from now_n a left join before_n b using (value)
+            where a.n <> coalesce(b.n, 0)
+        )
+        select distinct node_id from recounted anti join {changed} using (node_id)"""
 
 
 def _crossing_sql(records: str, kept: KeptFeatures, changed: str, rule: list[str], cap: int) -> str:

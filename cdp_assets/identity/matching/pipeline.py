@@ -200,7 +200,7 @@ def _match(
     changed, records_changed = None, record_count
     if kept_features is not None:
         changed = tables("changed")
-        records_changed = changed_records(sql, records, rules, kept_features, changed)
+        records_changed = changed_records(sql, records, rules, kept_features, changed, list(term_frequencies))
     # Each rule's blocks, counted by preflight and turned into pairs (and dropped) by build_candidate_pairs.
     keys = [tables(f"keys_{index}") for index in range(len(rules))]
     estimates = preflight(sql, records, rules, settings.max_pairs_per_rule, keys, touching=changed)
