@@ -375,7 +375,13 @@ def _resolve(
     # Orders and events under an e-mail the sharing check gave to two people follow them once matching
     # has made them one customer (shared_activity.py).
     followed, matching["activity_following_shared_values"] = follow_one_customer(
-        sql, tables, str(matching.pop("labels")), id_nodes, ALL_IDENTIFIERS, tables("followed_components")
+        sql,
+        tables,
+        str(matching.pop("labels")),
+        id_nodes,
+        ALL_IDENTIFIERS,
+        SHARED_VALUES,
+        tables("followed_components"),
     )
     customers, override_report = apply_overrides(
         sql,

@@ -16,28 +16,27 @@ shared values name several customers stays alone. Overrides apply after this, so
 
 from __future__ import annotations
 
-from resources.sql import Scratch, Sql
-
-# The reasons the sharing check gives a value it blocked (identity.blocked_identifiers), and the table of
-# those it split into per-person groups.
-_SHARED_REASON = "shared by %"
-_SPLIT_VALUES = "identity.shared_identifiers"
+from cdp_assets.identity.islands import LISTED_REASONS
+from resources.sql import Scratch, Sql, sql_literal
 
 
 def follow_one_customer(
-    sql: Sql, tables: Scratch, labels: str, id_nodes: str, identifiers: str, out: str
+    sql: Sql, tables: Scratch, labels: str, id_nodes: str, identifiers: str, split_values: str, out: str
 ) -> tuple[str, int]:
     """The customers of `labels` (node_id, component) with activity-only customers joined to the one customer
     their shared values' person records ended in: the caller's temp table `out`, or `labels` when no node
     moves; and how many activity records moved. `id_nodes` is (node_id, source, source_record_id, role),
-    `identifiers` SQL of (source, source_record_id, id_type, id_value) for every record."""
+    `identifiers` SQL of (source, source_record_id, id_type, id_value) for every record, `split_values` the
+    table of the values the sharing check split into per-person groups; those it blocked are the values of
+    identity.blocked_identifiers not blocked by pattern or list."""
+    listed = ", ".join(sql_literal(reason) for reason in LISTED_REASONS)
     moves = tables("shared_activity_moves")
     sql.create_table_as(
         moves,
         f"""
         with shared as (
-            select id_type, id_value from identity.blocked_identifiers where reason like '{_SHARED_REASON}'
-            union select id_type, id_value from {_SPLIT_VALUES}
+            select id_type, id_value from identity.blocked_identifiers where reason not in ({listed})
+            union select id_type, id_value from {split_values}
         ),
         carrying as (
             select i.id_type, i.id_value, n.role = 'person' as person, l.component
