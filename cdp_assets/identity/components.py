@@ -26,6 +26,17 @@ from resources.sql import Scratch, Sql
 MAX_ROUNDS = 64
 
 
+def merge_components(sql: Sql, labels: str, merges: str, out: str) -> None:
+    """Temp table `out` (node_id, component): `labels` (node_id, component) with every component `merges`
+    (a table or parenthesised select of component, target) names taken into its target."""
+    sql.create_table_as(
+        out,
+        f"""select l.node_id, coalesce(m.target, l.component) as component
+            from {labels} l left join {merges} m on m.component = l.component""",
+        temporary=True,
+    )
+
+
 def sql_components(sql: Sql, tables: Scratch, edges: str, out: str, nodes: str | None = None) -> int:
     """Create `out` (node_id, component): each node of `edges` (a table or parenthesised select of
     node_id, value_id) labelled with the smallest node_id of its component, and each node of `nodes`

@@ -16,6 +16,7 @@ shared values name several customers stays alone. Overrides apply after this, so
 
 from __future__ import annotations
 
+from cdp_assets.identity.components import merge_components
 from cdp_assets.identity.islands import LISTED_REASONS
 from resources.sql import Scratch, Sql, sql_literal
 
@@ -67,11 +68,6 @@ def follow_one_customer(
     )
     moved = int(sql.value(f"select count(*) from {labels} l semi join {moves} m on m.component = l.component"))
     if moved:
-        sql.create_table_as(
-            out,
-            f"""select l.node_id, coalesce(m.target, l.component) as component
-                from {labels} l left join {moves} m on m.component = l.component""",
-            temporary=True,
-        )
+        merge_components(sql, labels, moves, out)
     tables.drop("shared_activity_moves")
     return (out, moved) if moved else (labels, 0)

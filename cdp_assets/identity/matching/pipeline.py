@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 
 from cdp_assets.identity.clustering import Conflict, FirstNames, cluster_linked
-from cdp_assets.identity.components import sql_components
+from cdp_assets.identity.components import merge_components, sql_components
 from cdp_assets.identity.islands import Scope
 from cdp_assets.identity.matching import decisions as kept_decisions
 from cdp_assets.identity.matching.blocking import build_candidate_pairs, preflight, rule_name
@@ -576,13 +576,8 @@ def _cluster(
     )
     merged = int(sql.value(f"select count(*) from {decided} where kind = 'root'"))
     if merged:
-        sql.create_table_as(
-            out,
-            f"""select c.node_id, coalesce(m.root, c.component) as component
-                from {node_labels} c left join (
-                    select cast(x as bigint) as component, cast(y as bigint) as root from {decided} where kind = 'root'
-                ) m on m.component = c.component""",
-            temporary=True,
-        )
+        roots = f"""(select cast(x as bigint) as component, cast(y as bigint) as target
+                     from {decided} where kind = 'root')"""
+        merge_components(sql, node_labels, roots, out)
     tables.drop("decided")
     return out if merged else node_labels
