@@ -533,7 +533,7 @@ def has_kept_term_frequencies(sql: Sql, columns: list[str]) -> bool:
 def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]) -> None:
     """Fill `tables` (as build_term_frequencies does, `log2_tf` too) from the kept term frequencies
     (has_kept_term_frequencies), a value not among them getting the share at training of a value on as
-    many records as it is on among `records` (see KEPT_TERM_FREQUENCIES)."""
+    many records as it is on among `records` (see KEPT_TERM_FREQUENCIES), at most all of them."""
     for column, table in tables.items():
         sql.create_table_as(
             table,
@@ -542,8 +542,8 @@ def fill_kept_term_frequencies(sql: Sql, records: str, tables: Mapping[str, str]
                 select {column} as value, count(*) as records from {records} where {column} is not null group by 1
             ),
             kept as (select value_hash, tf from {KEPT_TERM_FREQUENCIES} where column_name = {sql_literal(column)})
-            select s.value, coalesce(k.tf, s.records * (select max(unseen_tf) from {KEPT_TERM_FREQUENCIES}
-                                                        where column_name = {sql_literal(column)})) as tf
+            select s.value, coalesce(k.tf, least(1.0, s.records * (select max(unseen_tf) from {KEPT_TERM_FREQUENCIES}
+                                                                   where column_name = {sql_literal(column)}))) as tf
             from seen s left join kept k on k.value_hash = md5(s.value::varchar)
             """,
             temporary=True,
