@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -498,8 +499,6 @@ def _suite_outcome(result: dg.ExecuteInProcessResult) -> tuple[bool, dict[str, o
 def test_the_suite_reads_a_file_again_only_when_its_rows_changed_and_a_failing_file_on_every_run(
     tmp_path, instance, destination_server
 ):
-    import duckdb
-
     platform = make_platform(tmp_path, instance, destination_server.url, people=40)
     passed, first = _suite_outcome(platform.refresh())
     files = platform.scalar("select count(distinct (source, file)) from clean.person_records")
