@@ -131,7 +131,7 @@ def _validated_here(warehouse: Warehouse) -> tuple[int, list[ExpectationOutcome]
             suite = _suite_fingerprint()
             sql.create_table_as(
                 unchecked,
-                f"""select n.source, n.file, n.rows from {files} n where not exists (
+                f"""select n.source, n.file from {files} n where not exists (
                         select 1 from {VALIDATED_FILES.name} k
                         where {_SAME_FILE.format(a="k", b="n")} and k.rows = n.rows and k.digest = n.digest
                           and k.suite = ?)""",
