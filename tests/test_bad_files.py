@@ -278,3 +278,37 @@ def test_a_misspelt_identifier_or_event_id_path_warns_though_every_row_cleans(tm
     assert "user_id" not in details
     (tmp_path / "wh.duckdb").unlink()
     assert run("traits.email", "messageId").passed
+
+
+def test_a_record_id_reused_for_another_person_warns_naming_both_lines_and_a_change_log_does_not(tmp_path, instance):
+    """A change log gives a record new e-mails, surnames and phones over time; a reused id gives it another
+    person's every value. Only the second warns, naming the lines, as identity will join the two people."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "crm_1.csv").write_text(
+        "id,first,last,email,phone,born,changed\n"
+        "A1,Ann,Lee,ann@example.org,+14155550101,1980-01-02,2024-01-01\n"
+        "B1,Bo,Chan,bo@example.org,+14155550102,1975-03-04,2024-01-01\n"
+        "C1,,,cy@example.org,,,2024-01-01\n"
+    )
+    (landing / "crm_2.csv").write_text(
+        "id,first,last,email,phone,born,changed\n"
+        # Ann married and changed e-mail and phone: one person, her first name and birth date unchanged.
+        "A1,ann,Marsh,ann.marsh@example.org,+14155550199,1980-01-02,2024-06-01\n"
+        # The id B1 given to someone else entirely.
+        "B1,Dee,Eng,dee@example.org,+14155550103,1990-05-06,2024-06-01\n"
+        # Only an e-mail to compare: a new address alone is a change, not a new person.
+        "C1,,,cy.new@example.org,,,2024-06-01\n"
+    )
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: crm, format: csv, glob: '*.csv', role: person, record_id: id,\n"
+        "     fields: {first_name: first, last_name: last, email: email, phone: phone,\n"
+        "              date_of_birth: born, updated_at: changed},\n"
+        "     identifiers: [{path: email, type: email}]}\n"
+    )
+    result, _ = materialize_stages(tmp_path / "cdp.yaml", instance, ("raw", "clean"))
+    check = check_evaluation(result, "record_ids_name_one_person")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["versions_unlike_their_latest"].value == 1
+    assert "| crm | crm_2.csv line 3 | crm_1.csv line 3 | 5 |" in check.metadata["details"].value

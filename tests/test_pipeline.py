@@ -25,6 +25,7 @@ def test_every_stage_materializes_and_every_check_passes(platform: Platform):
         "great_expectations_suite",
         "rows_accounted_for",
         "mapped_fields_have_values",
+        "record_ids_name_one_person",
         "cluster_size_within_bound",
         "one_profile_per_customer",
         "members_have_profiles",

@@ -1279,6 +1279,73 @@ def _mapping_check(
     )
 
 
+ONE_PERSON_CHECK = "record_ids_name_one_person"
+# The fields whose agreement says two versions of a record are one person. Names agree when one is
+# the other with a typo or shortened (`Bron`, `Pat`, `J` for `Brown`, `Patricia`, `John`), as a person's
+# own records spell them; the others agree when equal.
+_PERSON_MARKS = ("first_name", "last_name", "date_of_birth", "email", "phone")
+
+
+def _agree_sql(column: str) -> str:
+    a, b = f"v.{column}", f"l.{column}"
+    if not column.endswith("_name"):
+        return f"coalesce({a} = {b}, false)"
+    a, b = f"lower({a})", f"lower({b})"
+    return (
+        f"coalesce(jaro_winkler_similarity({a}, {b}) >= 0.8 or starts_with({a}, {b}) or starts_with({b}, {a}), false)"
+    )
+
+
+def _one_person_spec() -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        ONE_PERSON_CHECK,
+        asset=PERSON_RECORDS,
+        description="Warns when an older version of a record shares no name, birth date, e-mail or phone with "
+        "its latest version: a source that reused the record id for another person, whose versions identity "
+        "reads as one record and so joins the two people into one customer.",
+    )
+
+
+def _one_person_check(sql: Sql, shown: int = 20) -> dg.AssetCheckResult:
+    """The reused-record-id check. Versions of one record are how a change log arrives (a new e-mail, a
+    new surname, a move, a name's typo mended), and they are one record by design; a person changing every
+    one of name, birth date, e-mail and phone at once is not a change log but another person under the
+    same id. A version
+    counts when it and the latest share at least two of those fields, so sparse sources are not judged on
+    one value. Only the older versions are compared, each with its record's latest."""
+    compared = " + ".join(f"(v.{c} is not null and l.{c} is not null)::int" for c in _PERSON_MARKS)
+    agreeing = " or ".join(_agree_sql(c) for c in _PERSON_MARKS)
+    rows = sql.rows(
+        f"""select v.source, l.file, l.row_number, v.file, v.row_number, {compared} as compared,
+                   count(*) over () as unlike
+            from {tables.PERSON_RECORDS.name} v join {tables.PERSON_RECORDS.name} l
+              on l.source = v.source and l.source_record_id = v.source_record_id and l.is_latest
+            where not v.is_latest and {compared} >= 2 and not ({agreeing})
+            order by v.source, l.file, l.row_number, v.file, v.row_number
+            limit {int(shown)}"""
+    )
+    unlike = int(rows[0][6]) if rows else 0
+    details = [
+        {
+            "source": source,
+            "latest version": f"{latest_file} line {latest_row}",
+            "unlike version": f"{file} line {row}",
+            "fields compared": compared,
+        }
+        for source, latest_file, latest_row, file, row, compared, _ in rows
+    ]
+    return dg.AssetCheckResult(
+        asset_key=PERSON_RECORDS,
+        check_name=ONE_PERSON_CHECK,
+        passed=unlike == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "versions_unlike_their_latest": unlike,
+            "details": dg.MetadataValue.md(markdown_table(details)),
+        },
+    )
+
+
 def _unread_paths(source: SourceConfig, cleaned: dict[str, int], id_types: set[str]) -> list[dict[str, object]]:
     """The mapped-fields check's problems with a source's identifier paths (none of its cleaned rows gave an
     identifier of the type, `id_types` being the types they gave) and event id path (none gave an event id
@@ -1361,7 +1428,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
             "clean.consent_statements",
             "cdp.consent_history",
         ),
-        check_specs=[_accounting_spec(PERSON_RECORDS), _mapping_spec(PERSON_RECORDS)],
+        check_specs=[_accounting_spec(PERSON_RECORDS), _mapping_spec(PERSON_RECORDS), _one_person_spec()],
     )
     @redact_errors
     def person_records(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
@@ -1371,6 +1438,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
             counts = clean_person_records(sql, config)
             check = _accounting_check(sql, PERSON_RECORDS, counts, persons)
             mapping = _mapping_check(sql, PERSON_RECORDS, "clean.person_records", "clean.person_quarantine", persons)
+            one_person = _one_person_check(sql)
             by_source = sql.frame(
                 "select source, count(*) rows, count(email) emails, count(phone) phones, "
                 "count(date_of_birth) birth_dates from clean.person_records group by 1 order by 1"
@@ -1385,7 +1453,7 @@ def build_clean_assets(config: CDPConfig) -> list[dg.AssetsDefinition]:
                 **_cleaning_metadata(counts, by_source.to_dict("records")),
                 "preview": dg.MetadataValue.md(preview),
             },
-            check_results=[check, mapping],
+            check_results=[check, mapping, one_person],
         )
 
     assets.append(person_records)
