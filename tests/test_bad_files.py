@@ -127,6 +127,58 @@ def test_a_fixed_file_replaces_its_file_quarantine_row(tmp_path, landing, instan
     ]
 
 
+@pytest.mark.parametrize("kind", ["missing_column", "parquet_cut_short"])
+def test_a_loaded_file_replaced_by_a_version_that_cannot_be_read_keeps_its_rows(kind, tmp_path, landing, instance):
+    """A re-delivery cut short in transfer, or laid out otherwise, is quarantined as a file and warned about;
+    the rows of the version loaded before stay, with the customers, consents and memberships they give,
+    until a readable version replaces them."""
+    if kind == "parquet_cut_short":
+        (tmp_path / "cdp.yaml").write_text(
+            "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+            "  - {name: crm, format: parquet, glob: '*.parquet', role: person, record_id: id,\n"
+            "     fields: {first_name: first, last_name: last, email: email},\n"
+            "     identifiers: [{path: email, type: email}]}\n"
+        )
+        config = load_config(tmp_path / "cdp.yaml")
+        people = {"id": ["B1", "B2"], "first": ["Dee", "Zoe"], "last": ["Eng", "Eluard"]}
+        people["email"] = ["dee@example.org", "zoe@example.org"]
+        pq.write_table(pa.table(people), landing / "b.parquet")
+        whole = (landing / "b.parquet").read_bytes()
+        broken: str | bytes = whole[: len(whole) // 2]
+        name = "b.parquet"
+    else:
+        config = _config(tmp_path)
+        _write(landing, "b.csv", FIXED)
+        broken, name = BAD_FILES[kind][0], "b.csv"
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert _run(config, instance).success
+    if kind == "parquet_cut_short":
+        assert platform.scalar("select count(*) from clean.person_records") == 2
+    before = platform.sql("select source_record_id, email from clean.person_records order by 1")
+    customers = platform.sql("select source_record_id, customer_id from cdp.identity_map order by 1")
+
+    _write(landing, name, broken)
+    result = _run(config, instance)
+    assert result.success and not _files_check(result).passed
+    assert "the 2 rows of the version loaded before are kept" in _files_check(result).metadata["files"].value
+    assert platform.sql("select source_record_id, email from clean.person_records order by 1") == before
+    assert platform.sql("select source_record_id, customer_id from cdp.identity_map order by 1") == customers
+    # Another version that cannot be read keeps them still.
+    _write(landing, name, broken + (b"\0" if isinstance(broken, bytes) else "\n"))
+    assert not _files_check(_run(config, instance)).passed
+    assert platform.sql("select source_record_id, email from clean.person_records order by 1") == before
+
+    # A readable version replaces them, and the warning clears.
+    if kind == "parquet_cut_short":
+        pq.write_table(pa.table({**people, "email": ["dee@example.org", "zoe.new@example.org"]}), landing / name)
+    else:
+        _write(landing, name, FIXED.replace("zoe@", "zoe.new@"))
+    fixed = _run(config, instance)
+    assert fixed.success and _files_check(fixed).passed
+    assert ("B2", "zoe.new@example.org") in platform.sql("select source_record_id, email from clean.person_records")
+    assert platform.scalar("select count(*) from cdp.quarantine where file = ?", [name]) == 0
+
+
 def test_a_failed_file_is_read_again_when_the_configuration_is_fixed(tmp_path, landing, instance):
     _write(landing, "b_bad.csv", BAD_FILES["latin1"][0])
     assert _run(_config(tmp_path), instance).success

@@ -223,6 +223,21 @@ def load_file(
     rows_loaded = 0
     on_executors = engine == "spark" and readable_on_executors(path, source.format)
     with sql.scratch("load_file") as tables, sql.transaction():
+        # A version that cannot be read whole (cut short in transfer, another layout) does not withdraw the
+        # rows of the version loaded before: they are set aside here and put back if this one fails.
+        earlier = None
+        if sql.value(
+            "select count(*) from meta.loaded_files where source = ? and file = ? and rows_loaded > 0",
+            [source.name, rel],
+        ):
+            earlier = tables("earlier_rows")
+            sql.create_table_as(earlier, f"select * from {table} where _file = ?", [rel], temporary=True)
+            sql.create_table_as(
+                tables("earlier_rejects"),
+                "select * from meta.extract_quarantine where source = ? and file = ?",
+                [source.name, rel],
+                temporary=True,
+            )
         sql.execute(f"delete from {table} where _file = ?", [rel])
         # The same content read again (a failed file retried after a configuration change) keeps the first
         # stamp of each reject it repeats; a changed file's rejects are new.
@@ -297,6 +312,23 @@ def load_file(
                 rejects.append(Reject(None, "empty file: no header and no rows"))
         if problem is not None:
             status, rejects, judged_rejects = "failed", [problem], 0
+            if earlier is not None:
+                sql.execute(f"delete from {table} where _file = ?", [rel])
+                sql.execute(f"insert into {table} select * from {earlier}")
+                # And the rows it quarantined: the file's rows stay accounted for as they were.
+                sql.execute(f"insert into meta.extract_quarantine select * from {tables('earlier_rejects')}")
+                rows_loaded = int(sql.value(f"select count(*) from {earlier}"))
+                judged_rejects = int(
+                    sql.value(f"select count(*) from {tables('earlier_rejects')} where row_number is not null")
+                )
+                if rows_loaded:
+                    problem = Reject(
+                        None,
+                        f"{problem.reason}; the {rows_loaded:,} rows of the version loaded before are kept",
+                        problem.value,
+                        problem.field,
+                    )
+                    rejects = [problem]
         if rejects or judged_rejects:
             found = _quarantine_rows(source.name, rel, rejects, now)
             with sql.registered("incoming_rejects", found) as listed:
@@ -331,7 +363,9 @@ def load_file(
             [source.name, rel, sha, stat.st_size, rows_loaded, rows_rejected, status, now]
             + [read_settings(source), stat.st_mtime_ns],
         )
-    return {"file": rel, "status": status, "rows_loaded": rows_loaded, "rows_rejected": rows_rejected}
+    # A failed file loaded nothing this run, whatever rows of an earlier version it keeps.
+    loaded_now = 0 if status == "failed" else rows_loaded
+    return {"file": rel, "status": status, "rows_loaded": loaded_now, "rows_rejected": rows_rejected}
 
 
 FILES_READABLE_CHECK = "files_readable"
