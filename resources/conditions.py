@@ -121,7 +121,11 @@ def json_reference(node: exp.Expression, json_columns: Collection[str]) -> tuple
 
 
 def check_condition(
-    expression: str, columns: Collection[str], columns_of: str, json_columns: Collection[str] = ()
+    expression: str,
+    columns: Collection[str],
+    columns_of: str,
+    json_columns: Collection[str] = (),
+    clock: str | None = None,
 ) -> str:
     """Parse `expression`, refuse anything outside the allow-list, and return the SQL to run.
 
@@ -129,6 +133,11 @@ def check_condition(
     message. `json_columns` are those of them holding JSON, which a condition reads by dotted path
     (`properties.category = 'shoes'`), as text. Type errors are left to binding against the schema
     (resources/schema.py).
+
+    `clock`, SQL of a timestamp (a column, a literal), is what `now()`, `current_timestamp`, `current_date`
+    and `today()` read instead of the machine's clock: the time the rows are computed as of. A condition
+    then gives the same answer whenever it runs (a rebuild, a re-run tomorrow); the caller sees that it
+    is evaluated again when that time moves (`reads_clock`).
     """
     tree = _parse(expression)
     paths = [node for node in tree.walk() if json_reference(node, json_columns) is not None]
@@ -151,8 +160,35 @@ def check_condition(
         reference = json_reference(path, json_columns)
         assert reference is not None
         path.replace(json_path_node(*reference))
+    if clock is not None:
+        tree = _read_clock_from(tree, clock)
     # Identifiers quoted, so a column is never read as a keyword function; comments dropped.
     return tree.sql(dialect="duckdb", identify=True, comments=False)
+
+
+def _is_clock(node: exp.Expression) -> bool:
+    return isinstance(node, (exp.CurrentDate, exp.CurrentTimestamp)) or (
+        isinstance(node, exp.Anonymous) and node.name.lower() == "now"
+    )
+
+
+def reads_clock(expression: str) -> bool:
+    """Whether a condition calls `now()`, `current_timestamp`, `current_date` or `today()`."""
+    return any(_is_clock(node) for node in _parse(expression).walk())
+
+
+def _read_clock_from(tree: exp.Expression, clock: str) -> exp.Expression:
+    """`tree` with every reading of the clock replaced by the SQL `clock` (for a date, its day)."""
+    time = sqlglot.parse_one(clock, read="duckdb")
+
+    def replaced(node: exp.Expression) -> exp.Expression:
+        if not _is_clock(node):
+            return node
+        if isinstance(node, exp.CurrentDate):
+            return exp.cast(time.copy(), exp.DataType.Type.DATE)
+        return time.copy()
+
+    return tree.transform(replaced)
 
 
 def referenced_columns(condition: str | exp.Expression) -> tuple[str, ...]:

@@ -150,6 +150,39 @@ def test_a_lapsed_buyer_enters_the_segment_on_the_day_they_lapse_with_no_new_fil
             )
 
 
+@pytest.mark.unit
+def test_now_in_a_condition_reads_the_as_of_time_so_a_scheduled_tick_moves_traits_and_members(tmp_path):
+    """`now()` in a segment or trait condition is the profiles' as-of time, not the machine's clock: the
+    tick two weeks after the order counts it as recent and not lapsed, the tick a hundred days after
+    the other way round, with no file between them and whatever day the test runs."""
+    write_config(tmp_path, segments=[{"name": "lapsed", "where": "last_order_at < now() - interval 90 days"}])
+    raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+    raw["profiles"]["traits"] = [
+        {
+            "name": "orders_lately",
+            "from": "transactions",
+            "aggregate": "count",
+            "where": "occurred_at > now() - interval 30 days",
+        }
+    ]
+    (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(tmp_path / "cdp.yaml")
+    defs = build_definitions(config)
+    instance = dg.DagsterInstance.ephemeral()
+    schedule = defs.resolve_schedule_def(TIME_WINDOWS_SCHEDULE)
+    job = defs.resolve_job_def(schedule.job_name)
+    first = schedule(dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 15, tzinfo=UTC)))
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance, tags=first.tags).success
+    for tick, recent, lapsed in ((datetime(2026, 3, 15), 1, 0), (datetime(2026, 6, 9), 0, 1)):
+        request = schedule(dg.build_schedule_context(scheduled_execution_time=tick.replace(tzinfo=UTC)))
+        assert job.execute_in_process(instance=instance, tags=request.tags).success
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+            assert conn.execute("select orders_lately from cdp.golden_profiles").fetchall() == [(recent,)]
+            assert conn.execute("select count(*) from cdp.segment_membership where segment = 'lapsed'").fetchone() == (
+                lapsed,
+            )
+
+
 @pytest.mark.dagster
 def test_days_since_counts_the_calendar_days_of_the_configured_zone(tmp_path):
     """At midnight in New York on 2 March, an order placed there at 22:00 on 28 February is two days old; in

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cdp_assets.profiles.traits import timestamp_literal
+from resources.conditions import reads_clock
 from resources.config import CDPConfig
 from resources.sql import Scratch, Sql
 from resources.tables import CLEANED_FILES, Table
@@ -175,6 +176,11 @@ def plan_run(
         return full("profile configuration, cleaning settings or code version changed")
     if previous_as_of is not None and as_of < previous_as_of:
         return full("the as-of time moved back")
+    # A trait condition reading the clock (`now()`) reads the as-of time: any of its activity may count
+    # differently once that moves, not only what a declared window passes over.
+    clocked = [t.name for t in config.profiles.traits if t.where and reads_clock(t.where)]
+    if clocked and previous_as_of is not None and as_of != previous_as_of:
+        return full(f"the as-of time moved and the condition of {', '.join(clocked)} reads the clock")
 
     changed_files = tables("changed_files")
     sql.create_table_as(

@@ -110,7 +110,11 @@ def _condition(trait: TraitConfig, as_of: datetime) -> str | None:
     parts = []
     if trait.where:
         checked = check_condition(
-            trait.where, ACTIVITY_COLUMNS[trait.source], f"the {trait.source} table's", JSON_COLUMNS[trait.source]
+            trait.where,
+            ACTIVITY_COLUMNS[trait.source],
+            f"the {trait.source} table's",
+            JSON_COLUMNS[trait.source],
+            clock=timestamp_literal(as_of),
         )
         parts.append(f"({checked})")
     interval = trait.window_interval()

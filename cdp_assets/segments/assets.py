@@ -92,7 +92,11 @@ def segment_condition(config: CDPConfig, name: str) -> tuple[str, str]:
     position = positions[0]
     label = f"segments[{position}] ({name})"
     try:
-        return check_condition(config.segments[position].where, profile_columns(config), "the profile's"), label
+        # The clock a condition reads is the profiles' as-of time (check_condition's `clock`).
+        checked = check_condition(
+            config.segments[position].where, profile_columns(config), "the profile's", clock="traits_as_of"
+        )
+        return checked, label
     except ConditionError as exc:
         raise ConditionError(f"{label}.where: {exc}") from None
 
