@@ -46,8 +46,15 @@ def test_a_rebuild_equals_the_refreshes_and_a_difference_fails_naming_the_rows(t
         ]
         conn.execute("update cdp.golden_profiles set order_count = order_count + 1 where customer_id = ?", [drifted])
         conn.execute("insert into cdp.segment_membership values ('champions', 'cus_stale', now(), now())")
-    evaluation = _evaluation(check.execute_in_process(instance=instance))
+    failed = check.execute_in_process(instance=instance, raise_on_error=False)
+    assert not failed.success  # a difference fails the run, not only the check
+    evaluation = _evaluation(failed)
     assert not evaluation.passed
+    assert evaluation.description == (
+        "differing rows: 1 in cdp.identity_map, "
+        f"{evaluation.metadata['differing rows in cdp.golden_profiles'].value} in cdp.golden_profiles, "
+        "1 in cdp.segment_membership"
+    )
     metadata = {k: v.value for k, v in evaluation.metadata.items()}
     assert metadata["differing rows in cdp.identity_map"] == 1
     assert f"| {other} | {customer} |" in metadata["first differing rows in cdp.identity_map"]

@@ -18,6 +18,7 @@ Any difference fails the check, with the count per table and the first differing
 its own schedule and on demand (the `rebuild_check` job), not in every refresh: it costs one.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +108,24 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_rebuild_check(config: CDPConfig) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=GOLDEN_PROFILES,
-        name=CHECK_NAME,
-        description=(
-            "A rebuild from the raw rows gives the same customers and ids, profiles and segment members as the "
-            "refreshes did (run by the rebuild_check job, on its schedule or by hand)."
-        ),
+    # A multi-asset check, so that a difference both records the failed evaluation (its rows in the
+    # metadata) and then fails the step: the run is red, `dagster job execute` exits non-zero and the
+    # failure alert posts it. A single check's result cannot fail its run.
+    @dg.multi_asset_check(
+        specs=[
+            dg.AssetCheckSpec(
+                CHECK_NAME,
+                asset=GOLDEN_PROFILES,
+                description=(
+                    "A rebuild from the raw rows gives the same customers and ids, profiles and segment members as "
+                    "the refreshes did (run by the rebuild_check job, on its schedule or by hand); a difference "
+                    "fails the run."
+                ),
+            )
+        ],
     )
     @redact_errors
-    def equals_a_rebuild(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    def equals_a_rebuild(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[dg.AssetCheckResult]:
         copy_path = config.warehouse_path.with_name(f"{config.warehouse_path.stem}_rebuild_{context.run.run_id}.duckdb")
         with warehouse.sql() as sql:
             differences = compare_with_rebuild(warehouse, sql, config, copy_path)
@@ -126,6 +135,18 @@ def build_rebuild_check(config: CDPConfig) -> dg.AssetChecksDefinition:
                 metadata[f"first differing rows in {table}"] = dg.MetadataValue.md(
                     markdown_table([_shown(r) for r in rows[:FIRST_ROWS]])
                 )
-        return dg.AssetCheckResult(passed=not any(differences.values()), metadata=metadata)
+        differing = ", ".join(f"{len(rows)} in {table}" for table, rows in differences.items() if rows)
+        yield dg.AssetCheckResult(
+            asset_key=GOLDEN_PROFILES,
+            check_name=CHECK_NAME,
+            passed=not differing,
+            metadata=metadata,
+            description=f"differing rows: {differing}" if differing else None,
+        )
+        if differing:
+            raise dg.Failure(
+                description=f"The rebuild differs from the warehouse, differing rows: {differing}. The first of "
+                f"them are in the metadata of the {CHECK_NAME} check on profiles/golden_profiles."
+            )
 
     return equals_a_rebuild
