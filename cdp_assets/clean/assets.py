@@ -32,7 +32,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "5"
+CODE_VERSION = "6"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -1033,6 +1033,17 @@ def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[Sou
                      or starts_with(q.reason, 'duplicate event id: replaced by ' || f.file || ' line '))"""
 
 
+# An event or order dated after its file was loaded, beyond a day for clocks that disagree, is a wrong time
+# (a device's clock, a placeholder like 2099-01-01), not activity to come: with `as_of: latest_activity` one
+# such row would move every profile's as-of time to it. Measured from the load time, so cleaning the
+# same raw rows again gives the same verdict.
+_FUTURE_MARGIN = "interval 1 day"
+_FUTURE_PREFIX = "'later than the file was loaded'"
+_FUTURE_REASON = (
+    "'later than the file was loaded (' || strftime(loaded_at, '%Y-%m-%d %H:%M') || ' UTC): a time in the future'"
+)
+
+
 def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -> dict[str, int]:
     """Bring `clean.events` or `clean.transactions`, their identifiers and quarantine up to the raw tables,
     by file as clean_person_records does: only new and changed files read unless `full` or the settings
@@ -1105,6 +1116,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
                         when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                         when occurred_raw is null then 'missing timestamp'
                         when occurred_at is null then 'not a readable timestamp'
+                        when occurred_at > loaded_at + {_FUTURE_MARGIN} then {_FUTURE_REASON}
                         {"when amount_raw is null then 'missing amount'" if transactions else ""}
                         {f"when amount is null then {not_a_number}" if transactions else ""}
                         {f"when {ambiguous} then {sql_literal(rules.AMBIGUOUS_AMOUNT)}" if transactions else ""}
@@ -1134,10 +1146,10 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
         row_rejects = f"""
             select 'clean' as stage, source, file, row_number,
                 case when source_record_id is null then record_id_label
-                     when occurred_at is null then occurred_label
+                     when occurred_at is null or starts_with(reject_reason, {_FUTURE_PREFIX}) then occurred_label
                      when starts_with(reject_reason, 'duplicate') then event_id_label else amount_label end as field,
                 case when source_record_id is null then null
-                     when occurred_at is null then occurred_raw
+                     when occurred_at is null or starts_with(reject_reason, {_FUTURE_PREFIX}) then occurred_raw
                      when starts_with(reject_reason, 'duplicate') then event_id else amount_raw end as value,
                 reject_reason as reason, 'row' as scope
             from {stage} where reject_reason is not null"""
