@@ -15,12 +15,14 @@ import dagster as dg
 import duckdb
 import pytest
 
+from cdp_assets.consistency.checks import CHECK_NAME
 from cdp_assets.extract.fields import record_id_sql
 from cdp_assets.privacy.assets import PRIVACY_JOB
 from cdp_assets.privacy.erasure import COVERAGE, coverage_of
 from demo.destination_server import DestinationServer
 from resources.hashing import normalize_email, sha256_hex
 from resources.landing import source_files
+from sensors.schedules import REBUILD_CHECK_JOB
 from tests.fixtures import REPO, Platform, make_platform
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -189,6 +191,20 @@ def test_the_run_succeeds_and_its_receipts_hold_no_personal_value(erased: Erased
     assert not (erased.platform.config.privacy_requests_path / "batch.csv").exists()
     assert "completed" in processed.read_text()
     assert not any(p.email.lower() in processed.read_text().lower() for p in erased.people)
+
+
+def test_the_profiles_and_segments_left_are_what_a_rebuild_gives(erased: Erased):
+    """The erased buyers leave the RFM ranking: the others' scores, and the segments reading them, are
+    ranked again in the same run, not at the next refresh."""
+    removed = [
+        r for (r,) in erased.platform.sql("select rows_removed from privacy.requests where status = 'completed'")
+    ]
+    assert any(r.get("clean.transactions", 0) for r in removed)  # a buyer among them: the ranks move
+    check = erased.platform.defs.resolve_job_def(REBUILD_CHECK_JOB).execute_in_process(
+        instance=erased.platform.instance, raise_on_error=False
+    )
+    (evaluation,) = [e for e in check.get_asset_check_evaluations() if e.check_name == CHECK_NAME]
+    assert evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}
 
 
 def test_no_table_holds_the_erased_people(erased: Erased):

@@ -30,6 +30,8 @@ from cdp_assets.privacy.requests import (
     request_id,
 )
 from cdp_assets.privacy.retention import expire
+from cdp_assets.profiles.assets import build_profiles
+from cdp_assets.segments.assets import build_membership
 from cdp_assets.syncs.assets import make_client
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle_receipts
 from resources.config import CDPConfig, RowDestinationConfig
@@ -213,6 +215,17 @@ def retain(sql: Sql, config: CDPConfig, run_id: str) -> dict[str, int]:
     return removed
 
 
+def refresh_after_erasure(sql: Sql, config: CDPConfig, run_id: str) -> None:
+    """Bring the profiles and segments up to the warehouse an erasure left. The erased customers' rows
+    went with them, but the RFM scores rank every buyer against the others, so theirs leaving moves other
+    customers' scores and the segments reading them: what the next refresh would do, done now, so no
+    profile keeps a rank a rebuild would not give (the profiles' incremental run recomputes only the
+    customers affected, and ranks everyone again). The destinations hear of the segment changes on their
+    next sync. (Retention leaves this to the next refresh, which re-resolves identity first.)"""
+    build_profiles(sql, config, incremental=True, run_id=run_id)
+    build_membership(sql, config)
+
+
 def deliver_all(sql: Sql, config: CDPConfig, log: dg.DagsterLogManager | None = None) -> dict[str, dict[str, int]]:
     """Every row destination's pending erasures; a destination that fails keeps only its own pending."""
     outcomes: dict[str, dict[str, int]] = {}
@@ -294,6 +307,10 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 seconds["destinations"] = round(time.perf_counter() - mark, 2)
                 erased = any(report[k] for k in ("erased_customers", "landing_files_rewritten", "exports_rewritten"))
                 erased = erased or bool(expired)
+                if report["erased_customers"] and sql.table_exists("cdp.golden_profiles"):
+                    mark = time.perf_counter()
+                    refresh_after_erasure(sql, cdp_config, run_id)
+                    seconds["profiles and segments"] = round(time.perf_counter() - mark, 2)
                 if erased:
                     mark = time.perf_counter()
                     warehouse.publish_read_snapshot(sql, run_id)

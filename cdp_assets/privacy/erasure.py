@@ -246,7 +246,8 @@ def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request]) -> dic
             resolutions[request.request_id] = Resolution(
                 "needs_review",
                 candidates=customers,
-                note=f"the {request.id_type} is carried by {len(customers)} customers; erase one by customer_id",
+                note=f"the {request.id_type} is carried by {len(customers)} customers; "
+                f"send the {request.type} request again for one of them by customer_id",
             )
         else:
             resolutions[request.request_id] = Resolution("found", customers=customers)
