@@ -1322,9 +1322,8 @@ def _one_person_check(sql: Sql, shown: int = 20) -> dg.AssetCheckResult:
     """The reused-record-id check. Versions of one record are how a change log arrives (a new e-mail, a
     new surname, a move, a name's typo mended), and they are one record by design; a person changing every
     one of name, birth date, e-mail and phone at once is not a change log but another person under the
-    same id. A version
-    counts when it and the latest share at least two of those fields, so sparse sources are not judged on
-    one value. Only the older versions are compared, each with its record's latest."""
+    same id. A version counts when it and the latest share at least two of those fields, so sparse sources
+    are not judged on one value. Only the older versions are compared, each with its record's latest."""
     compared = " + ".join(f"(v.{c} is not null and l.{c} is not null)::int" for c in _PERSON_MARKS)
     agreeing = " or ".join(_agree_sql(c) for c in _PERSON_MARKS)
     rows = sql.rows(
