@@ -127,7 +127,7 @@ def test_a_fixed_file_replaces_its_file_quarantine_row(tmp_path, landing, instan
     ]
 
 
-@pytest.mark.parametrize("kind", ["missing_column", "parquet_cut_short"])
+@pytest.mark.parametrize("kind", ["missing_column", "latin1", "parquet_cut_short"])
 def test_a_loaded_file_replaced_by_a_version_that_cannot_be_read_keeps_its_rows(kind, tmp_path, landing, instance):
     """A re-delivery cut short in transfer, or laid out otherwise, is quarantined as a file and warned about;
     the rows of the version loaded before stay, with the records and customers they give, until a readable

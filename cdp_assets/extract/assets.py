@@ -222,23 +222,11 @@ def load_file(
     status = "loaded"
     rows_loaded = 0
     on_executors = engine == "spark" and readable_on_executors(path, source.format)
+    # The file's rows are told apart by their load time: this version's are stamped `now`. A version that
+    # cannot be read whole (cut short in transfer, another layout) does not withdraw the rows of the
+    # version loaded before: those are deleted only once this one has loaded, and its own rows if it fails.
+    stamped = "_file = ? and _loaded_at {} cast(? as timestamp)"
     with sql.scratch("load_file") as tables, sql.transaction():
-        # A version that cannot be read whole (cut short in transfer, another layout) does not withdraw the
-        # rows of the version loaded before: they are set aside here and put back if this one fails.
-        earlier = None
-        if sql.value(
-            "select count(*) from meta.loaded_files where source = ? and file = ? and rows_loaded > 0",
-            [source.name, rel],
-        ):
-            earlier = tables("earlier_rows")
-            sql.create_table_as(earlier, f"select * from {table} where _file = ?", [rel], temporary=True)
-            sql.create_table_as(
-                tables("earlier_rejects"),
-                "select * from meta.extract_quarantine where source = ? and file = ?",
-                [source.name, rel],
-                temporary=True,
-            )
-        sql.execute(f"delete from {table} where _file = ?", [rel])
         # The same content read again (a failed file retried after a configuration change) keeps the first
         # stamp of each reject it repeats; a changed file's rejects are new.
         previous_rejects = tables("previous_rejects")
@@ -250,9 +238,9 @@ def load_file(
             [sha, source.name, rel],
             temporary=True,
         )
-        sql.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
         problem: Reject | None = None
         rejects: list[Reject] = []
+        kept_rejects = 0  # the row rejects of the version before, when this one fails
         judged_rejects = 0
         try:
             result, rows = _read_on_executors(sql, source, path, tables) if on_executors else None, Rows(iter(()))
@@ -295,40 +283,45 @@ def load_file(
                     rows_loaded += batch.num_rows
             except FileFormatError as exc:  # met part way (a compressed file's damage): no row of it loads
                 problem = Reject(None, f"file {rel} cannot be read: {exc}")
-                sql.execute(f"delete from {table} where _file = ?", [rel])
-                rows_loaded = 0
             rejects = list(result.rejects)
             judged_rejects = result.rejected
+            if result.file_error:
+                problem = Reject(None, f"file {rel} {result.file_error}")
+            elif result.empty:
+                status = "empty"
+                rejects.append(Reject(None, "empty file: no header and no rows"))
+        if problem is None:
+            sql.execute(f"delete from {table} where {stamped.format('<>')}", [rel, now])
+            sql.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
             if erased is not None and rows_loaded:
                 set_aside = erased(rel)
                 rows_loaded -= len(set_aside)
                 rejects += set_aside
-            if result.file_error:
-                problem = Reject(None, f"file {rel} {result.file_error}")
-                sql.execute(f"delete from {table} where _file = ?", [rel])
-                rows_loaded = 0
-            elif result.empty:
-                status = "empty"
-                rejects.append(Reject(None, "empty file: no header and no rows"))
-        if problem is not None:
+        else:
             status, rejects, judged_rejects = "failed", [problem], 0
-            if earlier is not None:
-                sql.execute(f"delete from {table} where _file = ?", [rel])
-                sql.execute(f"insert into {table} select * from {earlier}")
-                # And the rows it quarantined: the file's rows stay accounted for as they were.
-                sql.execute(f"insert into meta.extract_quarantine select * from {tables('earlier_rejects')}")
-                rows_loaded = int(sql.value(f"select count(*) from {earlier}"))
-                judged_rejects = int(
-                    sql.value(f"select count(*) from {tables('earlier_rejects')} where row_number is not null")
+            sql.execute(f"delete from {table} where {stamped.format('=')}", [rel, now])
+            # The rows of the version before stay, and so do the rows it quarantined, so the file's rows stay
+            # accounted for as they were; an earlier failure's reason gives way to this one's.
+            rows_loaded = int(sql.value(f"select count(*) from {table} where _file = ?", [rel]))
+            sql.execute(
+                "delete from meta.extract_quarantine where source = ? and file = ? and scope = 'file'",
+                [source.name, rel],
+            )
+            kept_rejects = int(
+                sql.value(
+                    "select count(*) from meta.extract_quarantine "
+                    "where source = ? and file = ? and row_number is not null",
+                    [source.name, rel],
                 )
-                if rows_loaded:
-                    problem = Reject(
-                        None,
-                        f"{problem.reason}; the {rows_loaded:,} rows of the version loaded before are kept",
-                        problem.value,
-                        problem.field,
-                    )
-                    rejects = [problem]
+            )
+            if rows_loaded:
+                problem = Reject(
+                    None,
+                    f"{problem.reason}; the {rows_loaded:,} rows of the version loaded before are kept",
+                    problem.value,
+                    problem.field,
+                )
+                rejects = [problem]
         if rejects or judged_rejects:
             found = _quarantine_rows(source.name, rel, rejects, now)
             with sql.registered("incoming_rejects", found) as listed:
@@ -355,7 +348,7 @@ def load_file(
                          on p.row_number is not distinct from n.row_number and p.field is not distinct from n.field
                         and p.value is not distinct from n.value and p.reason = n.reason and p.scope = n.scope"""
                 )
-        rows_rejected = sum(1 for r in rejects if r.row_number is not None) + judged_rejects
+        rows_rejected = sum(1 for r in rejects if r.row_number is not None) + judged_rejects + kept_rejects
         stat = stat or path.stat()
         sql.execute(
             "insert or replace into meta.loaded_files (source, file, sha256, size_bytes, rows_loaded, rows_rejected, "
