@@ -1038,9 +1038,10 @@ def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[Sou
 # such row would move every profile's as-of time to it. Measured from the load time, so cleaning the
 # same raw rows again gives the same verdict.
 _FUTURE_MARGIN = "interval 1 day"
-_FUTURE_PREFIX = "'later than the file was loaded'"
+_FUTURE = "later than the file was loaded"
+_FUTURE_PREFIX = sql_literal(_FUTURE)
 _FUTURE_REASON = (
-    "'later than the file was loaded (' || strftime(loaded_at, '%Y-%m-%d %H:%M') || ' UTC): a time in the future'"
+    f"{sql_literal(_FUTURE + ' (')} || strftime(loaded_at, '%Y-%m-%d %H:%M') || ' UTC): a time in the future'"
 )
 
 
