@@ -217,3 +217,25 @@ def test_every_problem_of_a_check_is_reported_at_once(tmp_path):
     ]
     # The segment reading the trait whose column is wrong is judged on its own mistake, not the trait's.
     assert "lifetime_revenu" in lines[3] and "revenue_last_365_days" not in lines[3].split(":")[1]
+
+
+def test_every_mistake_of_the_overrides_file_is_listed_in_the_configuration_error(tmp_path):
+    """Like the keys of cdp.yaml, the overrides file's mistakes come in one message, one line each."""
+    (tmp_path / "overrides.csv").write_text(
+        "action,record,other,author,reason\n"
+        "merge,crm_contacts/C-1,crm_contacts/C-2,ana,x\n"
+        "must_link,crm_contacts/C-1,shop_customers/S-1,,x\n"
+        "unmerge,crm_contacts/C-3,,li,\n"
+    )
+    path = _with(tmp_path, lambda c: c["identity"].update(overrides="overrides.csv"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert lines[0].endswith("cdp.yaml: invalid configuration")
+    overrides = tmp_path / "overrides.csv"
+    assert lines[1:] == [
+        f"  identity.overrides: {overrides}: line 2: action: unknown action 'merge'; use one of must_link, "
+        "cannot_link, unmerge",
+        f"  identity.overrides: {overrides}: line 3: author: empty; every override needs an author and a reason",
+        f"  identity.overrides: {overrides}: line 4: reason: empty; every override needs an author and a reason",
+    ]

@@ -35,19 +35,46 @@ def test_records_and_identifier_values_are_both_sides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("merge,crm/C-1,crm/C-2,ana,x\n", "line 2: unknown action 'merge'"),
-        ("must_link,crm/C-1,crm/C-2,,x\n", "line 2: every override needs an author and a reason"),
-        ("must_link,erp/E-1,crm/C-2,ana,x\n", "line 2: record begins with 'erp', which is neither"),
-        ("must_link,crm/C-1,emial:pat@x.org,ana,x\n", "line 2: other begins with 'emial', which is neither"),
-        ("must_link,crm/C-1,email:,ana,x\n", "line 2: other names no email value"),
-        ("unmerge,crm/C-1,crm/C-2,ana,x\n", "line 2: unmerge takes one side"),
-        ("must_link,crm/C-1,,ana,x\n", "line 2: must_link needs both"),
+        ("merge,crm/C-1,crm/C-2,ana,x\n", "line 2: action: unknown action 'merge'"),
+        ("must_link,crm/C-1,crm/C-2,,x\n", "line 2: author: empty; every override needs an author and a reason"),
+        ("must_link,erp/E-1,crm/C-2,ana,x\n", "line 2: record: begins with 'erp', which is neither"),
+        ("must_link,crm/C-1,emial:pat@x.org,ana,x\n", "line 2: other: begins with 'emial', which is neither"),
+        ("must_link,crm/C-1,email:,ana,x\n", "line 2: other: names no email value"),
+        ("unmerge,crm/C-1,crm/C-2,ana,x\n", "line 2: other: unmerge takes one side"),
+        ("must_link,crm/C-1,,ana,x\n", "line 2: other: must_link needs both"),
+        ("must_link,crm/C-1,crm/C-1,ana,x\n", "line 2: other: the same side as 'record'"),
         ("must_link,crm/C-1,ana,x\n", "line 2: expected 5 fields"),
     ],
 )
 def test_a_bad_line_fails_naming_the_file_and_line(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(OverrideError, match="overrides.csv: " + message.replace("(", r"\(")):
         load(tmp_path, body)
+
+
+def test_every_mistake_of_the_file_is_reported_at_once_naming_its_line_and_column(tmp_path: Path) -> None:
+    body = (
+        "must_link,crm/A,crm/B,ana,fine\n"
+        "merge,crm/C,crm/D,ana,x\n"
+        "must_link,erp/E,crm/F,,x\n"
+        "must_link,crm/G,shop/H,ana\n"
+        "unmerge,crm/I,crm/J,li,\n"
+        "cannot_link,crm/B,crm/A,li,twins\n"
+    )
+    with pytest.raises(OverrideError) as raised:
+        load(tmp_path, body)
+    path = tmp_path / "overrides.csv"
+    assert raised.value.problems == [
+        f"{path}: line 3: action: unknown action 'merge'; use one of must_link, cannot_link, unmerge",
+        f"{path}: line 4: record: begins with 'erp', which is neither <source>/<record id> with a configured "
+        "source (crm, shop) nor <identifier type>:<value> with a configured type (email, phone)",
+        f"{path}: line 4: author: empty; every override needs an author and a reason",
+        f"{path}: line 5: expected 5 fields (action,record,other,author,reason), found 4",
+        f"{path}: line 6: other: unmerge takes one side; leave 'other' empty",
+        f"{path}: line 6: reason: empty; every override needs an author and a reason",
+        f"{path}: line 7 says its record and other are never one customer, but must_link line(s) 2 join them; "
+        "remove one of the two",
+    ]
+    assert str(raised.value) == "\n".join(raised.value.problems)
 
 
 def test_a_cannot_link_between_sides_must_links_join_fails_naming_every_line(tmp_path: Path) -> None:

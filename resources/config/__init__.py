@@ -135,14 +135,15 @@ class CDPConfig(_Strict):
         return self.resolve(self.identity.overrides) if self.identity.overrides else None
 
     def identity_overrides(self) -> list[Override]:
-        """The manual identity overrides, read and checked now (the file may change between runs)."""
+        """The manual identity overrides, read and checked now (the file may change between runs); a file with
+        mistakes raises ConfigError with one `identity.overrides: <file>: line N: <column>: ...` line each."""
         path = self.overrides_path
         if path is None:
             return []
         try:
             return load_overrides(path, [s.name for s in self.sources], list(self.identity.identifier_types))
         except OverrideError as exc:
-            raise ConfigError(f"identity.overrides: {exc}") from None
+            raise ConfigError("\n  ".join(f"identity.overrides: {problem}" for problem in exc.problems)) from None
 
     @property
     def warehouse_path(self) -> Path:

@@ -17,8 +17,9 @@ refresh), so an override survives full rebuilds. Columns:
 A side is `<source>/<record id>` (one record of a configured source) or `<identifier type>:<value>` (every
 record carrying that value once normalised, e.g. `email:Pat@Example.com`). A file that does not parse,
 an unknown action or source, a missing author or reason, or overrides that contradict each other (a
-cannot-link between two sides that must-links join, directly or through other lines) fail at load,
-naming the lines. A side that names no record is not fatal: the identity stage lists it in a warning check.
+cannot-link between two sides that must-links join, directly or through other lines) fail at load, every
+mistake of the file in one error, each naming the file, the line and the column. A side that names no
+record is not fatal: the identity stage lists it in a warning check.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ _PLAIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 class OverrideError(ValueError):
-    """The overrides file cannot be used; the message names the file and lines."""
+    """The overrides file cannot be used: `problems` holds one message per mistake, each naming the file,
+    the line and the column."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -88,50 +94,74 @@ def parse_side(text: str, sources: Collection[str], identifier_types: Collection
 
 
 def load_overrides(path: Path, sources: Collection[str], identifier_types: Collection[str]) -> list[Override]:
-    """Read and check the overrides file; raise OverrideError naming the file and the offending lines."""
+    """Read and check the overrides file; raise OverrideError listing every mistake in it, each naming the
+    file, the line and the column (a file that cannot be read, or a wrong header, is the one mistake)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise OverrideError(f"{path}: cannot read the overrides file: {exc}") from None
+        raise OverrideError([f"{path}: cannot read the overrides file: {exc}"]) from None
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None or tuple(h.strip() for h in header) != COLUMNS:
-        raise OverrideError(f"{path}: line 1: the header must be exactly {','.join(COLUMNS)}; found {header}")
+        raise OverrideError([f"{path}: line 1: the header must be exactly {','.join(COLUMNS)}; found {header}"])
     overrides: list[Override] = []
+    problems: list[str] = []
     for line, row in enumerate(reader, start=2):
         if not row or all(not cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
         if len(row) != len(COLUMNS):
-            raise OverrideError(
+            problems.append(
                 f"{path}: line {line}: expected {len(COLUMNS)} fields ({','.join(COLUMNS)}), found {len(row)}"
             )
-        action, record, other, author, reason = (cell.strip() for cell in row)
-        where = f"{path}: line {line}"
-        if action not in ACTIONS:
-            raise OverrideError(f"{where}: unknown action '{action}'; use one of {', '.join(ACTIONS)}")
-        if not author or not reason:
-            raise OverrideError(f"{where}: every override needs an author and a reason")
-        try:
-            column = "record"
-            first = parse_side(record, sources, identifier_types)
-            column = "other"
-            second = parse_side(other, sources, identifier_types) if other else None
-        except ValueError as exc:
-            raise OverrideError(f"{where}: {column} {exc}") from None
-        if action == "unmerge" and second is not None:
-            raise OverrideError(f"{where}: unmerge takes one side; leave 'other' empty")
-        if action != "unmerge" and second is None:
-            raise OverrideError(f"{where}: {action} needs both 'record' and 'other'")
-        if second is not None and first.text == second.text:
-            raise OverrideError(f"{where}: 'record' and 'other' are the same")
-        overrides.append(Override(line, action, first, second, author, reason))
-    _refuse_contradictions(path, overrides)
+            continue
+        override, mistakes = _read_line(line, row, sources, identifier_types)
+        problems += [f"{path}: line {line}: {mistake}" for mistake in mistakes]
+        if override is not None:
+            overrides.append(override)
+    problems += _contradictions(path, overrides)
+    if problems:
+        raise OverrideError(problems)
     return overrides
 
 
-def _refuse_contradictions(path: Path, overrides: list[Override]) -> None:
-    """A cannot-link (or an unmerge) between sides that must-links join is a contradiction: fail naming
-    the cannot-link's line and the must-link lines that join its sides."""
+def _read_line(
+    line: int, row: list[str], sources: Collection[str], identifier_types: Collection[str]
+) -> tuple[Override | None, list[str]]:
+    """One line of five fields as an override, or None and every mistake in it as `<column>: <why>`."""
+    action, record, other, author, reason = (cell.strip() for cell in row)
+    mistakes: list[str] = []
+    if action not in ACTIONS:
+        mistakes.append(f"action: unknown action '{action}'; use one of {', '.join(ACTIONS)}")
+    first: Side | None = None
+    second: Side | None = None
+    try:
+        first = parse_side(record, sources, identifier_types)
+    except ValueError as exc:
+        mistakes.append(f"record: {exc}")
+    if action == "unmerge" and other:
+        mistakes.append("other: unmerge takes one side; leave 'other' empty")
+    elif action in ACTIONS and action != "unmerge" and not other:
+        mistakes.append(f"other: {action} needs both 'record' and 'other'")
+    elif other:
+        try:
+            second = parse_side(other, sources, identifier_types)
+        except ValueError as exc:
+            mistakes.append(f"other: {exc}")
+    if first is not None and second is not None and first.text == second.text:
+        mistakes.append("other: the same side as 'record'")
+    mistakes += [
+        f"{column}: empty; every override needs an author and a reason"
+        for column, value in (("author", author), ("reason", reason))
+        if not value
+    ]
+    if mistakes or first is None:
+        return None, mistakes
+    return Override(line, action, first, second, author, reason), []
+
+
+def _contradictions(path: Path, overrides: list[Override]) -> list[str]:
+    """A cannot-link between sides that must-links join is a contradiction: one message per such
+    cannot-link, naming its line and the must-link lines that join its sides."""
     parent: dict[str, str] = {}
     joined_by: dict[str, list[int]] = {}
 
@@ -148,12 +178,14 @@ def _refuse_contradictions(path: Path, overrides: list[Override]) -> None:
             lines = joined_by.pop(a, []) + ([] if a == b else joined_by.pop(b, [])) + [override.line]
             parent[a] = b
             joined_by[b] = lines
+    problems = []
     for override in overrides:
         if override.action == "cannot_link" and override.other is not None:
             root = find(override.record.text)
             if root == find(override.other.text):
                 must = ", ".join(str(n) for n in sorted(joined_by.get(root, [])))
-                raise OverrideError(
+                problems.append(
                     f"{path}: line {override.line} says its record and other are never one customer, but "
                     f"must_link line(s) {must} join them; remove one of the two"
                 )
+    return problems
