@@ -126,6 +126,10 @@ def _list_field(payload: dict[str, Any], field: str, *, required: bool) -> list[
 # ---------------------------------------------------------------- validation: a batch is applied whole or not at all
 
 
+def _is_key_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_key(key) for key in value)
+
+
 def _validate_webhook(payload: dict[str, Any]) -> list[dict[str, Any]]:
     events = _list_field(payload, "events", required=True)
     errors = []
@@ -140,6 +144,8 @@ def _validate_webhook(payload: dict[str, Any]) -> list[dict[str, Any]]:
             errors.append(_error("'audience' must be a non-empty string", index))
         elif not isinstance(event.get("properties", {}), dict):
             errors.append(_error("'properties' must be an object", index))
+        elif not _is_key_list(event.get("previous_keys", [])):
+            errors.append(_error("'previous_keys' must be a list of non-empty strings", index))
     if errors:
         raise _BadRequest(errors)
     return events
@@ -235,9 +241,10 @@ class _Store:
             else:
                 members = audiences.setdefault(audience, {})
                 members[key] = copy.deepcopy(event.get("properties", {}))
-                # An update naming a previous key folds that member into this one (a merged customer id).
-                if event.get("previous_key") not in (None, key):
-                    members.pop(event["previous_key"], None)
+                # An update naming previous keys folds those members into this one (merged customer ids).
+                for old in event.get("previous_keys") or [event.get("previous_key")]:
+                    if old not in (None, key):
+                        members.pop(old, None)
         return {"events": len(events)}
 
     def apply_upsert(self, name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -430,7 +437,9 @@ class _Handler(BaseHTTPRequestHandler):
         if scope[0].startswith("/webhook/"):  # which events arrived, without their properties, for inspection
             destination._annotate(
                 self._entry,
-                events=[{k: e.get(k) for k in ("type", "key", "previous_key")} for e in payload["events"]],
+                events=[
+                    {k: e.get(k) for k in ("type", "key", "previous_key", "previous_keys")} for e in payload["events"]
+                ],
             )
         if fault == FAULT_TIMEOUT:  # applied already: the client gives up, the change stays
             destination._stopping.wait(destination.faults.timeout_seconds)

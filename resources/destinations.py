@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from resources.config.destinations import MERGED_FROM
 from resources.retry import (
     RateLimiter,
     RetryPolicy,
@@ -83,6 +84,18 @@ class Change:
 
     def __repr__(self) -> str:
         return f"Change({self.key!r}, {self.operation!r})"
+
+
+def merged_keys(change: Change) -> tuple[list[str], str]:
+    """The keys merged into the change's key (MERGED_FROM), and its fields without them as JSON text."""
+    payload = change.payload
+    if f'"{MERGED_FROM}"' not in payload:
+        return [], payload
+    row = dict(change.row)
+    merged = row.pop(MERGED_FROM, None)
+    if not isinstance(merged, list):
+        return [], payload
+    return [str(key) for key in merged], json.dumps(row, separators=(",", ":"), ensure_ascii=False)
 
 
 class RejectedError(Exception):
@@ -334,22 +347,16 @@ class WebhookClient(HttpClient):
         self.post(self.url, f'{{"batch_id": "{batch_id}", "events": [{events}]}}', batch_id)
 
     def _event(self, change: Change, audience: str) -> str:
-        """One event; a member whose customer id was merged into another is announced as an update of the
-        survivor naming the old id (`previous_key`), not as leaving the audience. An erased person is an
-        `erased` event with the key alone: nothing more about them is sent."""
+        """One event. A member whose key absorbed customer ids merged into it is one update naming them
+        (`previous_keys`, and the first as `previous_key`), not an exit of each merged id beside an update of
+        the survivor. An erased person is an `erased` event with the key alone: nothing more is sent."""
         if change.operation == "erase":
             return f'{{"type": "erased", "key": {json.dumps(change.key)}, "audience": {audience}}}'
-        if change.operation == "remove" and '"merged_into"' in change.payload:
-            survivor = change.row.get("merged_into")
-            if isinstance(survivor, str):
-                properties = json.dumps({k: v for k, v in change.row.items() if k != "merged_into"})
-                return (
-                    f'{{"type": "audience_updated", "key": {json.dumps(survivor)}, '
-                    f'"previous_key": {json.dumps(change.key)}, "audience": {audience}, "properties": {properties}}}'
-                )
+        merged, properties = merged_keys(change)
+        previous = f'"previous_key": {json.dumps(merged[0])}, "previous_keys": {json.dumps(merged)}, ' if merged else ""
         return (
-            f'{{"type": "{self._TYPES[change.operation]}", "key": {json.dumps(change.key)}, "audience": {audience}, '
-            f'"properties": {change.payload}}}'
+            f'{{"type": "{self._TYPES[change.operation]}", "key": {json.dumps(change.key)}, {previous}'
+            f'"audience": {audience}, "properties": {properties}}}'
         )
 
 

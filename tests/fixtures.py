@@ -145,10 +145,12 @@ def crm_platform_config(
     overrides: str | None = None,
     segments: dict[str, str] | None = None,
     webhook: bool = False,
+    webhook_fields: dict[str, str] | None = None,
 ) -> CDPConfig:
     """`folder/cdp.yaml`: a CRM CSV source (`landing/crm/*.csv`, CRM_PEOPLE_HEADER), the segments given
     (name -> condition; default `everyone`), a mirror REST destination of the first segment on the demo
-    destination at `destination_url` (and a webhook, if asked), and the override lines given, if any."""
+    destination at `destination_url` (and a webhook, if asked, sending `webhook_fields`, by default the
+    e-mail), and the override lines given, if any."""
     segments = segments or {"everyone": "record_count >= 1"}
     first = next(iter(segments))
     destinations: list[dict[str, object]] = [
@@ -171,7 +173,7 @@ def crm_platform_config(
                 "segment": first,
                 "url": f"{destination_url}/webhook/hook",
                 "mode": "mirror",
-                "fields": {"email": "email"},
+                "fields": webhook_fields or {"email": "email"},
                 "retry": FAST_RETRY,
             }
         )

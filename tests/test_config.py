@@ -239,3 +239,11 @@ def test_every_mistake_of_the_overrides_file_is_listed_in_the_configuration_erro
         f"  identity.overrides: {overrides}: line 3: author: empty; every override needs an author and a reason",
         f"  identity.overrides: {overrides}: line 4: reason: empty; every override needs an author and a reason",
     ]
+
+
+def test_a_webhook_field_cannot_take_the_name_the_merged_ids_travel_under(tmp_path):
+    path = _with(tmp_path, lambda raw: raw["destinations"][0]["fields"].update(merged_from="email"))
+    with pytest.raises(
+        ConfigError, match=r"destinations\[0\] \(viewed_not_bought_webhook\)\.webhook\.fields: merged_from: the name"
+    ):
+        load_config(path)

@@ -92,6 +92,49 @@ def test_a_merge_keeps_the_oldest_id_and_every_destination_ends_with_one_row(lan
         assert query(config, "select count(*) from cdp.customer_id_history where run_seq = 3") == [(0,)]
 
 
+def test_a_merge_reaches_a_webhook_as_one_update_of_the_surviving_key(landing: Path) -> None:
+    """The survivor's own fields change in the merge (it gains the phone) and its merged id leaves: the
+    webhook hears both as one update of the surviving key, naming the merged id, in one sync."""
+    instance = dg.DagsterInstance.ephemeral()
+    with DestinationServer(port=0) as server:
+        config = crm_platform_config(
+            landing, server.url, webhook=True, webhook_fields={"email": "email", "phone": "phone"}
+        )
+        refresh(config, instance)
+        before = ids(config)
+        ann, ann_phone, bo = before["A1"], before["Z1"], before["B1"]
+        heard = len(server.requests_log())
+
+        (landing / "landing" / "crm" / "b.csv").write_text(ANN_JOINED)
+        refresh(config, instance)
+        assert ids(config)["Z1"] == ann
+        requests = [r for r in server.requests_log()[heard:] if r["path"] == "/webhook/hook"]
+        events = [e for r in requests for e in r.get("events", [])]
+        assert [e for e in events if ann in (e["key"], e.get("previous_key"))] == [
+            {"type": "audience_updated", "key": ann, "previous_key": ann_phone, "previous_keys": [ann_phone]}
+        ]
+        assert not any(e["key"] == ann_phone for e in events)
+        hook = server.state("webhook", "hook")["audiences"]["everyone"]
+        assert hook == {
+            ann: {"email": "ann@example.org", "phone": "+12127365000"},
+            bo: {"email": "bo@example.org", "phone": None},
+        }
+        assert query(
+            config, "select key, present from syncs.destination_state where destination = 'hook' order by key"
+        ) == sorted([(ann, True), (ann_phone, False), (bo, True)])
+        assert query(
+            config,
+            "select key, operation, status from syncs.changelog where destination = 'hook' and run_id = "
+            "(select run_id from syncs.changelog where destination = 'hook' order by logged_at desc limit 1) "
+            "order by key",
+        ) == sorted([(ann, "update", "sent"), (ann_phone, "remove", "sent")])
+
+        # Settled: the next sync sends nothing.
+        heard = len(server.requests_log())
+        refresh(config, instance)
+        assert not [r for r in server.requests_log()[heard:] if r["path"] == "/webhook/hook"]
+
+
 def test_an_override_splits_a_customer_the_id_stays_with_the_larger_part_and_the_split_reaches_destinations(
     landing: Path,
 ) -> None:

@@ -5,6 +5,7 @@ directly; the destination is the demo destination server on a free port, reached
 """
 
 import hashlib
+import json
 import signal
 import socket
 import subprocess
@@ -475,6 +476,88 @@ def test_a_merged_customer_leaves_a_hashed_audience_without_taking_the_survivor_
         assert report["removed"] + report["absorbed"] + report["added"] + report["updated"] == 0
 
 
+def hook_events(server: DestinationServer) -> list[dict]:
+    """The webhook events the destination received, each with its type, key and previous keys."""
+    return [event for entry in posts(server) for event in entry.get("events", [])]
+
+
+def merge_into_survivor(warehouse: Warehouse) -> dict[str, dict]:
+    """c1, c2 and c3 synced, then identity merges c2 and c3 into c1, whose phone changes with it."""
+    members = {c: {"email": f"{c}@example.org", "phone": f"+1555000000{c[-1]}"} for c in ("c1", "c2", "c3")}
+    warehouse.set_members(members)
+    assert warehouse.sync("r1")["added"] == 3
+    merged = {"c1": {"email": "c1@example.org", "phone": "+15550000009"}}
+    warehouse.set_members(merged)
+    warehouse.conn.execute("insert into cdp.customer_aliases values ('c2', 'c1', 'merged'), ('c3', 'c1', 'merged')")
+    return merged
+
+
+def acknowledged(warehouse: Warehouse) -> list[tuple]:
+    return warehouse.conn.execute("select key, present from syncs.destination_state order by key").fetchall()
+
+
+WEBHOOK_FIELDS = {"email": "email", "phone": "phone"}
+
+
+@pytest.mark.stage
+def test_customers_merged_into_one_reach_a_webhook_as_one_update_of_the_survivor(tmp_path):
+    """The survivor changed and two ids merged into it: one event for the surviving key, naming both."""
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w", "fields": WEBHOOK_FIELDS}
+        )
+        warehouse = Warehouse(config)
+        merged = merge_into_survivor(warehouse)
+        heard = len(hook_events(server))
+        report = warehouse.sync("r2")
+        assert (report["updated"], report["removed"], report["requests"]) == (1, 0, 1), report
+        assert hook_events(server)[heard:] == [
+            {"type": "audience_updated", "key": "c1", "previous_key": "c2", "previous_keys": ["c2", "c3"]}
+        ]
+        assert state(server, "webhook", "w")["audiences"]["vip"] == merged
+        assert acknowledged(warehouse) == [("c1", True), ("c2", False), ("c3", False)]
+        outcomes = warehouse.conn.execute(
+            "select key, operation, status from syncs.changelog where run_id = 'r2' order by key"
+        ).fetchall()
+        assert outcomes == [("c1", "update", "sent"), ("c2", "remove", "sent"), ("c3", "remove", "sent")]
+        held = warehouse.conn.execute("select row_json from syncs.destination_state where key = 'c1'").fetchone()[0]
+        assert json.loads(held) == merged["c1"]
+        assert warehouse.sync("r3")["requests"] == 0
+
+
+@pytest.mark.stage
+@pytest.mark.parametrize("fault", ["down", "lost answer", "refused"])
+def test_a_merge_a_webhook_did_not_take_is_sent_whole_once_by_a_later_sync(tmp_path, fault):
+    """Down (deferred), applied with its answer lost (resent with its key) or refused (retried from
+    syncs.pending): the merge still reaches the destination as one update, applied once, and the
+    acknowledged state ends as the destination's."""
+    attempts = FAST_RETRY["max_attempts"]
+    script = {"down": ["ok"] + ["500"] * attempts, "lost answer": ["ok", "drop"] + ["500"] * (attempts - 1)}
+    with DestinationServer(port=0, faults=Faults(script=script.get(fault, []))) as server:
+        config = make_config(
+            tmp_path, {"type": "webhook", "mode": "mirror", "url": f"{server.url}/webhook/w", "fields": WEBHOOK_FIELDS}
+        )
+        warehouse = Warehouse(config)
+        merged = merge_into_survivor(warehouse)
+        client = RefusingClient(make_client(config.destinations[0]), "c1", always=True) if fault == "refused" else None
+        first = warehouse.sync("r2", client)
+        assert first["updated"] == 0 and first["deferred" if fault != "refused" else "failed"] == 1, first
+        assert acknowledged(warehouse) == [("c1", True), ("c2", True), ("c3", True)]
+        heard = len(posts(server))
+        second = warehouse.sync("r3")
+        assert (second["updated"], second["removed"], second["unavailable"]) == (1, 0, None), second
+        later = posts(server)[heard:]
+        assert len(later) == 1 and later[0]["duplicate"] is (fault == "lost answer")
+        assert [e for e in hook_events(server) if e["key"] == "c1" and e["type"] != "audience_entered"] == [
+            {"type": "audience_updated", "key": "c1", "previous_key": "c2", "previous_keys": ["c2", "c3"]}
+        ] * (2 if fault == "lost answer" else 1)
+        assert state(server, "webhook", "w")["audiences"]["vip"] == merged
+        assert acknowledged(warehouse) == [("c1", True), ("c2", False), ("c3", False)]
+        assert warehouse.conn.execute("select count(*) from syncs.pending").fetchone()[0] == 0
+        assert warehouse.conn.execute("select count(*) from syncs.in_flight").fetchone()[0] == 0
+        assert warehouse.sync("r4")["requests"] == 0
+
+
 @pytest.mark.stage
 def test_a_member_whose_email_changed_leaves_no_old_hash_in_the_audience(tmp_path):
     """An audience holds members by their hashes: when a member's e-mail changes, the old e-mail's hash is
@@ -665,14 +748,14 @@ def test_a_batch_left_unanswered_is_resent_next_run_with_its_key(tmp_path):
 
 
 class RefusingClient:
-    """The real client, except that a batch of more than one row holding `refused` is refused (a 4xx
-    without row detail) before it reaches the destination."""
+    """The real client, except that a batch of more than one row holding `refused` (of any size, when
+    `always`) is refused (a 4xx without row detail) before it reaches the destination."""
 
-    def __init__(self, inner, refused: str) -> None:
-        self.inner, self.refused = inner, refused
+    def __init__(self, inner, refused: str, always: bool = False) -> None:
+        self.inner, self.refused, self.smallest = inner, refused, 1 if always else 2
 
     def send(self, changes, batch):
-        if len(changes) > 1 and any(c.key == self.refused for c in changes):
+        if len(changes) >= self.smallest and any(c.key == self.refused for c in changes):
             raise RejectedError("HTTP 422")
         self.inner.send(changes, batch)
 

@@ -30,6 +30,7 @@ from cdp_assets.profiles.assets import build_profiles
 from cdp_assets.segments.assets import build_membership
 from cdp_assets.syncs.state import Plan, ensure_tables, plan_sync
 from resources.config import CDPConfig, ConfigError, RowDestinationConfig, load_config
+from resources.config.destinations import MERGED_FROM
 from resources.sql import Sql
 from resources.tables import ID_HISTORY, ID_RUNS, SEGMENT_HISTORY, SEGMENT_MEMBERSHIP
 from resources.warehouse import Warehouse, utc_now
@@ -195,13 +196,13 @@ def _planned_rows(destination: RowDestinationConfig, plan: Plan) -> list[dict[st
 
 
 def _masked_fields(payload: str | None) -> str:
-    """A row's fields with every value masked (but `merged_into`, a customer id): enough to see which fields
+    """A row's fields with every value masked (but MERGED_FROM, customer ids): enough to see which fields
     change, not whose they are."""
     if not payload:
         return ""
     parsed = json.loads(payload)
     return ", ".join(
-        f"{k}: {v if k == 'merged_into' else mask(v) if not isinstance(v, (dict, list)) else '{…}'}"
+        f"{k}: {v if k == MERGED_FROM else mask(v) if not isinstance(v, (dict, list)) else '{…}'}"
         for k, v in parsed.items()
     )
 

@@ -27,7 +27,8 @@ from functools import partial
 import pyarrow as pa
 
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
-from resources.destinations import Change, batch_id
+from resources.config.destinations import MERGED_FROM
+from resources.destinations import Change, batch_id, merged_keys
 from resources.hashing import IdentifierKind, hash_rows
 from resources.identifiers import hashed_kind
 from resources.sql import Scratch, Sql
@@ -425,21 +426,24 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
             temporary=True,
         )
         name = sql_literal(destination.name)
-        # A row keyed by a customer id that was merged into another leaves carrying `merged_into`, so a
-        # webhook sends it as an update of the survivor rather than an exit. Other clients delete the old
-        # key with what the destination holds for it: an API with a fixed schema (an audience's member
-        # fields) refuses a field it does not know.
-        left_json, alias_join = "h.row_json", ""
-        if destination.primary_key == "customer_id" and destination.type == "webhook":
-            # The survivor's current fields go with it, so the update carries today's values, not the old id's.
-            left_json = (
-                "case when s.key is null then h.row_json "
-                "else json_merge_patch(s.row_json, json_object('merged_into', s.key))::varchar end"
-            )
-            alias_join = (
-                f"left join {CUSTOMER_ALIASES.name} a on a.alias_id = h.key and a.status = 'merged' "
-                "left join want s on s.key = a.customer_id"
-            )
+        # A webhook keyed by customer id hears a merge as one update of the surviving key: the survivor's row
+        # is sent (changed or not) naming the ids merged into it that the destination still holds
+        # (MERGED_FROM), whose own rows are not sent (category 'merged') and leave the acknowledged state with
+        # the survivor's (record_batch). So every key has one event per sync. Other clients delete the old
+        # key with what the destination holds for it (an API with a fixed schema, an audience's member
+        # fields, refuses a field it does not know) and upsert the survivor.
+        folding = destination.type == "webhook" and destination.primary_key == "customer_id" and "left" in categories
+        merges, survivor, merged = "", "false", "false"
+        if folding:
+            merges = f"""merged as (
+                    select h.key as alias, a.customer_id as survivor from have h
+                    join {CUSTOMER_ALIASES.name} a on a.alias_id = h.key and a.status = 'merged'
+                    join want s on s.key = a.customer_id
+                    where h.present and not exists (select 1 from want w where w.key = h.key)
+                ),
+                survivors as (select survivor as key, list(alias order by alias) as aliases from merged group by 1),"""
+            survivor = "w.key in (select key from survivors)"
+            merged = "h.key in (select alias from merged)"
         # An audience holds members by their hashed identifiers, not by key: a row that leaves (a customer
         # merged into another) with exactly the identifiers of a row still wanted is the same member, and
         # removing it would remove that one. It is not sent; its key is only marked gone (`absorbed`).
@@ -449,6 +453,14 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         # Each row of the diff with its operation in this mode (null: not sent) and whether it failed before
         # (`retry_last` 0: sent first).
         operation = " ".join(f"when {sql_literal(c)} then {sql_literal(op)}" for c, op in categories.items())
+        row_json, operation_sql, survivors_join = "d.row_json", f"case d.category {operation} end", ""
+        if folding:
+            row_json = (
+                "case when s.key is null then d.row_json else "
+                f"json_merge_patch(d.row_json, json_object({sql_literal(MERGED_FROM)}, s.aliases))::varchar end"
+            )
+            operation_sql = f"case when s.key is null then {operation_sql} else 'update' end"
+            survivors_join = "left join survivors s on s.key = d.key"
         sql.create_table_as(
             plan.table,
             f"""with want as (
@@ -456,24 +468,25 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                     where consented and key is not null qualify count(*) over (partition by key) = 1
                 ),
                 have as (select * from syncs.destination_state where destination = {name}),
+                {merges}
                 diff as (
                     select w.key, w.row_json, w.row_hash,
                            case when h.key is null or not h.present then 'new' else 'changed' end as category,
                            case when h.present then h.row_json end as held_json
                     from want w left join have h using (key)
                     where h.key is null or h.present is distinct from ({destination.mode != "delete"})
-                       or (h.present and h.row_hash <> w.row_hash)
+                       or (h.present and h.row_hash <> w.row_hash) or {survivor}
                     union all
-                    select h.key, {left_json}, h.row_hash,
-                           case when {held_elsewhere} then 'held' else 'left' end, null
+                    select h.key, h.row_json, h.row_hash,
+                           case when {held_elsewhere} then 'held' when {merged} then 'merged' else 'left' end, null
                     from have h
-                    {alias_join}
                     where h.present and not exists (select 1 from want w where w.key = h.key)
                 )
-                select d.*, case d.category {operation} end as operation,
-                       case when p.key is null then 1 else 0 end as retry_last
+                select d.key, {row_json} as row_json, d.row_hash, d.category, d.held_json,
+                       {operation_sql} as operation, case when p.key is null then 1 else 0 end as retry_last
                 from diff d
-                left join (select distinct key from syncs.pending where destination = {name}) p using (key)""",
+                {survivors_join}
+                left join (select distinct key from syncs.pending where destination = {name}) p on p.key = d.key""",
             temporary=True,
         )
         # One query for every count (on Spark each is a job).
@@ -522,16 +535,23 @@ def record_batch(
     knows them (None: any may be); accepted rows are looked for there only if one of them is (on Spark
     the look is a job of its own)."""
     now = utc_now()
+    # A row naming the keys merged into its own (a webhook's, see plan_sync) is their removal too: the
+    # destination folded them into it. Its own fields are recorded without them.
+    rows: list[tuple[str, str, str | None, str]] = []
+    for change in accepted:
+        merged, fields = merged_keys(change)
+        rows.append((change.key, change.operation, change.row_hash, fields))
+        rows += [(key, "remove", None, json.dumps({"merged_into": change.key})) for key in merged]
     # The frames are registered outside the transaction (see `BatchOpener.open`), and only those the batch needs.
     with ExitStack() as frames:
         if accepted:
             accepted_frame = pa.table(
                 {
-                    "key": pa.array([c.key for c in accepted], pa.string()),
-                    "operation": pa.array([c.operation for c in accepted], pa.string()),
-                    "row_hash": pa.array([c.row_hash for c in accepted], pa.string()),
-                    "row_json": pa.array([c.payload for c in accepted], pa.string()),
-                    "row_in_batch": pa.array(range(len(accepted)), pa.int64()),
+                    "key": pa.array([r[0] for r in rows], pa.string()),
+                    "operation": pa.array([r[1] for r in rows], pa.string()),
+                    "row_hash": pa.array([r[2] for r in rows], pa.string()),
+                    "row_json": pa.array([r[3] for r in rows], pa.string()),
+                    "row_in_batch": pa.array(range(len(rows)), pa.int64()),
                 }
             )
             frames.enter_context(sql.registered("accepted_frame", accepted_frame))
@@ -556,7 +576,7 @@ def record_batch(
                 [destination, now, destination, batch],
             )
         sql.execute("delete from syncs.in_flight where destination = ? and batch_id = ?", [destination, batch])
-        if accepted and (pending is None or any(c.key in pending for c in accepted)):
+        if accepted and (pending is None or any(r[0] in pending for r in rows)):
             sql.execute(
                 "delete from syncs.pending where destination = ? and key in (select key from accepted_frame)",
                 [destination],

@@ -63,11 +63,27 @@ class _SyncedDestination(_DestinationBase):
         return {f: f for f in value} if isinstance(value, list) else value
 
 
+# The field of a webhook's row naming the customer ids merged into its key that the destination still held
+# (cdp_assets/syncs/state.py, plan_sync): the event names them as its previous keys, never as a field, and
+# the destination's acknowledgement of the row is their removal too. No configured field may take the name.
+MERGED_FROM = "merged_from"
+
+
 class WebhookDestinationConfig(_SyncedDestination):
     """JSON batches of audience events (entered, exited, updated) posted to one URL."""
 
     type: Literal["webhook"]
     url: HttpUrl
+
+    @field_validator("fields")
+    @classmethod
+    def _merged_from_is_the_events_own(cls, value: dict[str, str]) -> dict[str, str]:
+        if MERGED_FROM in value:
+            raise ValueError(
+                f"{MERGED_FROM}: the name is the platform's own (the customer ids a merge folded into a row, sent as "
+                "the event's previous_keys); name the field otherwise"
+            )
+        return value
 
 
 class RestDestinationConfig(_SyncedDestination):
