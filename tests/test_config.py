@@ -1,5 +1,6 @@
 """The configuration is validated at load time, and errors name the file and the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,84 @@ def test_a_webhook_field_cannot_take_the_name_the_merged_ids_travel_under(tmp_pa
         ConfigError, match=r"destinations\[0\] \(viewed_not_bought_webhook\)\.webhook\.fields: merged_from: the name"
     ):
         load_config(path)
+
+
+def _yaml_examples() -> list[tuple[str, int, str]]:
+    """Every YAML block of README.md and docs/configuration.md: (file, line of its first row, text)."""
+    found = []
+    for name in ("README.md", "docs/configuration.md"):
+        text = (REPO / name).read_text()
+        for match in re.finditer(r"```yaml\n(.*?)```", text, re.S):
+            found.append((name, text[: match.start()].count("\n") + 2, match.group(1)))
+    return found
+
+
+# Keys the examples show on their own that live inside a section of cdp.yaml.
+_NESTED = {"blocking_rules": ("identity", "matching")}
+
+
+def _merge_named(current: list[dict], items: list[dict]) -> list[dict]:
+    """`current` with each item of `items` merged into the entry of its name, or added."""
+    merged = [dict(entry) for entry in current]
+    for item in items:
+        same = [entry for entry in merged if entry.get("name") == item.get("name")]
+        if same:
+            same[0].update(item)
+        else:
+            merged.append(item)
+    return merged
+
+
+def _with_example(raw: dict, data: dict) -> dict:
+    """`raw` (a parsed cdp.yaml) with the example `data` put where a user would put it."""
+    for key, value in data.items():
+        if key in _NESTED:
+            section = raw
+            for part in _NESTED[key]:
+                section = section.setdefault(part, {})
+            section[key] = value
+        elif isinstance(value, list) and isinstance(raw.get(key), list):
+            raw[key] = _merge_named(raw[key], value)
+        elif isinstance(value, dict) and isinstance(raw.get(key), dict):
+            for inner, part in value.items():
+                if isinstance(part, list) and isinstance(raw[key].get(inner), list):
+                    raw[key][inner] = _merge_named(raw[key][inner], part)
+                else:
+                    raw[key][inner] = part
+        else:
+            raw[key] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("doc", "line", "example"),
+    [pytest.param(*example, id=f"{example[0]}:{example[1]}") for example in _yaml_examples()],
+)
+def test_every_yaml_example_of_the_docs_loads_as_part_of_a_configuration(tmp_path, doc, line, example):
+    """Users copy these examples into their cdp.yaml: each must parse, and, put into the repository's
+    configuration (a list as the sources, destinations, segments or traits it shows), load."""
+    try:
+        data = yaml.safe_load(example)
+    except yaml.YAMLError as error:
+        pytest.fail(f"{doc}:{line}: not valid YAML: {error}")
+    if isinstance(data, dict) and set(data) == {"ops"}:
+        return  # run config for the Launchpad, not part of cdp.yaml
+    base = yaml.safe_load((REPO / "cdp.yaml").read_text())
+    if isinstance(data, dict):
+        candidates = [_with_example(base, data)]
+    else:
+        candidates = [
+            _with_example(yaml.safe_load(yaml.safe_dump(base)), {key: data})
+            for key in ("sources", "destinations", "segments")
+        ]
+        candidates.append(_with_example(yaml.safe_load(yaml.safe_dump(base)), {"profiles": {"traits": data}}))
+    errors = []
+    for raw in candidates:
+        path = tmp_path / "cdp.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            load_config(path)
+            return
+        except ConfigError as error:
+            errors.append(str(error))
+    pytest.fail(f"{doc}:{line}: the example does not load: " + " / ".join(errors))
