@@ -106,6 +106,18 @@ def test_jsonl_bad_lines_are_rejected(tmp_path):
     ]
 
 
+def test_a_json_line_cut_inside_a_string_is_rejected_saying_where(tmp_path):
+    """A line cut short in transfer ends inside a string: before its line feed, or at the file's end."""
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"id": "c2", "name": "Ann\n{"id": "c3", "name": "Bo')
+    result, rows = read_jsonl(path)
+    assert [n for n, _ in rows] == [1]
+    assert [(r.row_number, r.reason) for r in result.rejects] == [
+        (2, "invalid JSON: Invalid control character at the end of the line"),
+        (3, "invalid JSON: Unterminated string starting at character 22 of the line"),
+    ]
+
+
 def test_parquet_rows_and_corrupt_file(tmp_path):
     path = tmp_path / "f.parquet"
     pq.write_table(pa.table({"id": [1, 2], "name": ["a", None]}), path)

@@ -1069,13 +1069,15 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         # Where in the line, not json's "line 2 column 1", which counts the line's own line break and reads
-        # like a line of the file.
+        # like a line of the file. Some of json's messages end in "at" ("Unterminated string starting at"),
+        # which the place given here says again.
         where = (
             "at the end of the line"
             if exc.pos >= len(text.rstrip("\r\n"))
             else f"at character {exc.pos + 1} of the line"
         )
-        return None, Reject(line_number, f"invalid JSON: {exc.msg} {where}", _excerpt(text)), not raw.isascii()
+        reason = f"invalid JSON: {exc.msg.removesuffix(' at')} {where}"
+        return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
     if not isinstance(value, dict):
         reason = f"expected a JSON object, found {type(value).__name__}"
         return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
