@@ -231,6 +231,41 @@ def test_an_amount_that_may_be_thousands_grouping_is_refused_unless_the_separato
     assert [(v, "set the source's decimal_separator" in r) for v, r in declared] == [("1.234.567", True)]
 
 
+def test_an_amount_in_exponent_notation_is_refused_naming_its_field_and_value(tmp_path):
+    """1e3 is how a spreadsheet shows (and saves) a long number, never how a system writes money: the row is
+    quarantined, whatever the source's decimal separator, and the amounts written in digits read as before."""
+    at = "2025-06-01T10:00:00Z"
+    exponents = ["1e3", "1.23457E+11", "-2e2", "1.5e-2 EUR"]
+    plain = {"webshop": ["12.50", "-3", "1,234.50", "$7", "0"], "marktplatz": ["12,50", "1.234,50", "7 €", "0"]}
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source(), _orders_source("webshop", "."), _orders_source("marktplatz", ",")],
+        {
+            name: [
+                {"id": f"{name}{i}", "customer": "c", "at": at, "total": t} for i, t in enumerate(totals + exponents)
+            ]
+            for name, totals in plain.items()
+        },
+    )
+    clean_activity(sql, config, "transactions")
+    amounts = {e: str(a) for e, a in sql.rows("select event_id, amount from clean.transactions")}
+    assert amounts == {
+        "webshop0": "12.50", "webshop2": "1234.50", "webshop3": "7.00", "webshop4": "0.00",
+        "marktplatz0": "12.50", "marktplatz1": "1234.50", "marktplatz2": "7.00", "marktplatz3": "0.00",
+    }  # fmt: skip
+    refused = sql.rows(
+        "select source, field, value, reason, scope from cdp.quarantine where source <> 'shop' "
+        "order by source, row_number"
+    )
+    why = (
+        "amount is in exponent notation (total is {}): a spreadsheet writes a long number so and may have dropped "
+        "its digits; write the amount in plain digits"
+    )
+    assert refused == [("marktplatz", "total", value, why.format(value), "row") for value in exponents] + [
+        ("webshop", "total", "-3", "negative amount", "row")
+    ] + [("webshop", "total", value, why.format(value), "row") for value in exponents]
+
+
 def test_a_utf8_file_declared_cp1252_is_refused_whole_and_a_cp1252_file_is_read(tmp_path):
     """Every byte is a cp1252 character, so a UTF-8 export read as cp1252 would load as "JosÃ© MÃ¼ller"
     without one error: it is refused whole, naming the line and what to set, as is one with UTF-8's byte

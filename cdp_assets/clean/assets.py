@@ -32,7 +32,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "6"
+CODE_VERSION = "7"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -1108,6 +1108,8 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
         )
         not_a_number = rules.amount_reason_sql("amount_text", "decimal_separator")
         ambiguous = rules.amount_ambiguous_sql("amount_text", "decimal_separator")
+        exponent = rules.amount_exponent_sql("amount_text")
+        exponent_reason = rules.amount_exponent_reason_sql("amount_label", "amount_raw")
         sql.create_table_as(
             stage,
             f"""select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
@@ -1120,6 +1122,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
                         when occurred_at > loaded_at + {_FUTURE_MARGIN} then {_FUTURE_REASON}
                         {"when amount_raw is null then 'missing amount'" if transactions else ""}
                         {f"when amount is null then {not_a_number}" if transactions else ""}
+                        {f"when {exponent} then {exponent_reason}" if transactions else ""}
                         {f"when {ambiguous} then {sql_literal(rules.AMBIGUOUS_AMOUNT)}" if transactions else ""}
                         {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
                       end as other_reason

@@ -598,6 +598,22 @@ AMBIGUOUS_AMOUNT = (
 )
 
 
+def amount_exponent_sql(amount_text: str) -> str:
+    """SQL condition, for an amount that reads as a number: it is written in exponent notation (1e3, 1.5E+2),
+    which DuckDB reads as the number it stands for. No system writes money so; a spreadsheet shows a long
+    number so (123456789012.34 as 1.23457E+11) and saves it as shown, digits lost."""
+    return f"regexp_matches({amount_text}, '[eE]')"
+
+
+def amount_exponent_reason_sql(label: str, raw: str) -> str:
+    """SQL giving why an amount in exponent notation was refused, naming the source's field and the value as
+    written (SQL expressions `label` and `raw`)."""
+    return (
+        f"'amount is in exponent notation (' || {label} || ' is ' || {raw} || '): a spreadsheet writes a long "
+        "number so and may have dropped its digits; write the amount in plain digits'"
+    )
+
+
 def amount_ambiguous_sql(amount_text: str, decimal_separator: str) -> str:
     """SQL condition: the amount reads as a number, but a source that did not declare its separator may
     have meant its point as thousands grouping (1.234 for 1234, which would load a thousand times too
