@@ -15,9 +15,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from resources.config.sources import text_limit
+
 # Segment's limits.
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+# Cleaning's limit on an event id: a longer messageId would be acknowledged, then quarantined as too long.
+MAX_MESSAGE_ID_CHARACTERS = text_limit("event_id")
 
 CALLS: frozenset[str] = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 # Segment's short paths, used by some SDKs.
@@ -123,6 +127,11 @@ def prepare(
         stored["messageId"] = str(uuid.uuid4())
     elif not isinstance(message_id, str):
         raise BadEvent(f"messageId must be a string, found {type(message_id).__name__}")
+    elif len(message_id.strip(" ")) > MAX_MESSAGE_ID_CHARACTERS:  # as cleaning reads it: trimmed of spaces
+        raise BadEvent(
+            f"messageId is {len(message_id.strip(' '))} characters long; at most {MAX_MESSAGE_ID_CHARACTERS} "
+            "are accepted"
+        )
     stored["receivedAt"] = format_time(received_at)
     sent = stored.get("sentAt", sent_at)
     original = stored.get("timestamp")

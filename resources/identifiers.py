@@ -264,7 +264,7 @@ class IdentifierNormaliser:
     # A person record's own field of this kind (its e-mail, its phone): junk values of it are no
     # matching evidence either, and the probabilistic layer compares it as its own comparison.
     contact: bool = False
-    text_limit_field: str = "identifier"  # the canonical field whose text limit applies (clean/rules.py)
+    text_limit_field: str = "identifier"  # the canonical field whose text limit applies (config/sources.py)
     hashed: bool = False  # ad audiences can hash it (resources/hashing.py)
     # A built-in identifier type of this name is declared with these defaults.
     default_type: bool = False

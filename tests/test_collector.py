@@ -14,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from cdp_assets.clean.rules import text_limit
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
 from collector.events import MAX_EVENT_BYTES, BadEvent, prepare
 from collector.keys import WRITE_KEYS_ENV, WRITE_KEYS_FILE_ENV, WriteKeyError, load_write_keys
@@ -253,6 +254,23 @@ def test_bad_requests_get_their_status_and_reason_and_nothing_is_written(collect
     assert requests.post(f"{url}/v1/batch", json={"batch": [{"type": "track"}]}, auth=auth).status_code == 400
     assert requests.post(f"{url}/v1/nothing", json={}, auth=auth).status_code == 404
     assert _stored(config) == []
+
+
+@pytest.mark.stage
+def test_a_message_id_longer_than_cleaning_accepts_is_refused(collector) -> None:
+    """Stored, a messageId over cleaning's limit on event ids would be quarantined with its event after the
+    SDK was told it arrived: the call is refused instead, and inside a batch the event is one of its rejected."""
+    server, config = collector
+    limit = text_limit("event_id")  # what cleaning holds an event id to (cdp_assets/clean)
+    too_long, longest = "m" * (limit + 1), "m" * limit
+    reason = f"messageId is {limit + 1} characters long; at most {limit} are accepted"
+    track = {"userId": "u1", "event": "E"}
+    refused = requests.post(f"{server.url}/v1/track", json={**track, "messageId": too_long}, auth=(KEY, ""))
+    assert refused.status_code == 400 and refused.json()["reason"] == reason
+    batch = [{"type": "track", **track, "messageId": m} for m in (too_long, longest)]
+    answer = requests.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(KEY, ""))
+    assert answer.status_code == 200 and answer.json()["rejected"] == [{"index": 0, "reason": reason}]
+    assert [e["messageId"] for e in _stored(config)] == [longest]
 
 
 @pytest.mark.stage

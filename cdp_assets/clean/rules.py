@@ -6,7 +6,8 @@ They are plain functions so they can be tested row by row with the nasty cases, 
 applies them once per distinct value.
 
 The identifier normalisers' rules (e-mail, phone, ids) and `is_missing` are declared with the normalisers
-in resources/identifiers.py and imported here, so there is one implementation of each.
+in resources/identifiers.py, and the text limits with the canonical fields in resources/config/sources.py,
+and imported here, so there is one implementation of each.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import date, datetime
 
 import phonenumbers
 
+from resources.config.sources import text_limit as text_limit
 from resources.identifiers import FILLERS
 from resources.identifiers import Result as Result
 from resources.identifiers import clean_email as clean_email
@@ -84,20 +86,13 @@ def fold_accents_sql(expr: str) -> str:
 
 # ---------------------------------------------------------------- free text
 
-# Free-text fields are bounded so a runaway value (a whole file in one cell) cannot reach profiles and
-# destinations; the cleaning stage applies these limits in SQL before any other rule.
-TEXT_LIMIT = 200  # names, address lines, city, region, postal code, country, phone, event name, status, ...
-TEXT_LIMITS = {"email": 254, "source_record_id": 256, "event_id": 256, "identifier": 256}
+# Free-text fields are bounded by `text_limit` (declared with the canonical fields in resources/config/sources.py,
+# which the collector reads too); the cleaning stage applies these limits in SQL before any other rule.
 # C0 controls (NUL included) other than tab, line feed and carriage return, DEL, and C1 controls: no
 # legitimate text holds them. RE2 syntax, as DuckDB runs it.
 CONTROL_CHARACTERS = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
 # Tabs and line breaks inside a value become one space, as runs of spaces do in the name rules.
 LINE_BREAKS = r"[\t\r\n]+"
-
-
-def text_limit(field: str) -> int:
-    """The most characters a value of this canonical field may have."""
-    return TEXT_LIMITS.get(field, TEXT_LIMIT)
 
 
 # ---------------------------------------------------------------- names

@@ -56,6 +56,17 @@ TIMESTAMP_FIELDS: frozenset[str] = frozenset({"updated_at", "occurred_at"})
 # The files an http source's polls land, inside its folder of the landing folder.
 API_PAGE_GLOB = "*.jsonl"
 
+# The most characters a text value of a canonical field may have, so a runaway value (a whole file in one
+# cell) cannot reach profiles and destinations. Cleaning applies them (cdp_assets/clean/rules.py); the
+# collector refuses a Segment `messageId` over the event id's limit, which cleaning would quarantine.
+TEXT_LIMIT = 200  # names, address lines, city, region, postal code, country, phone, event name, status, ...
+TEXT_LIMITS = {"email": 254, "source_record_id": 256, "event_id": 256, "identifier": 256}
+
+
+def text_limit(field: str) -> int:
+    """The most characters a value of this canonical field may have."""
+    return TEXT_LIMITS.get(field, TEXT_LIMIT)
+
 
 class FieldSpec(_Strict):
     """Where a canonical field comes from in a source record.
