@@ -336,6 +336,19 @@ def test_json_extract_string_of_a_list_of_paths_and_strlen(records) -> None:  # 
     assert duck[0] == (1, ["Ann", "1", '{"x":2}', "true", None, None], 4, 3)  # Zoë: four bytes, three letters
 
 
+def test_json_type_names_each_paths_value_as_duckdb_does(records) -> None:  # noqa: ANN001
+    paths = "['$.\"First Name\"', '$.a', '$.n', '$.n.x', '$.b', '$.z', '$.l', '$.missing', '$.a.x']"
+    sql = f"select id, json_type(record, {paths}), json_type(record, '$.a') from records order by id"
+    duck, spark = both(records, sql)
+    assert duck == spark
+    assert duck[0] == (
+        1,
+        ["VARCHAR", "UBIGINT", "OBJECT", "UBIGINT", "BOOLEAN", "NULL", "ARRAY", None, None],
+        "UBIGINT",
+    )
+    assert duck[3] == (4, None, None)
+
+
 def test_star_exclude_and_replace_list_the_columns(records) -> None:  # noqa: ANN001
     sql = """select r.* exclude (record) replace (upper(word) as word, x * 2 as x) from records r
              where id < 4 order by id"""

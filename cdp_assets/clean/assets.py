@@ -20,7 +20,15 @@ import pandas as pd
 
 from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
-from cdp_assets.extract.fields import extracted_sql, json_sql, properties_sql, record_id_sql, value_sql
+from cdp_assets.extract.fields import (
+    extracted_sql,
+    json_sql,
+    properties_sql,
+    record_id_sql,
+    shape_sql,
+    types_sql,
+    value_sql,
+)
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
@@ -32,7 +40,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "7"
+CODE_VERSION = "8"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -355,6 +363,64 @@ def text_columns(
 _TEXT_REJECTS = "select 'clean' as stage, * from {rejects}"
 
 
+# --------------------------------------------------------------------------- values read as one (all roles)
+
+
+def shape_column(field: str) -> str:
+    """The staged column holding why `field`'s value cannot be read as one value (`shape_sql`), or NULL."""
+    return f"__shape__{field}"
+
+
+def guard_shapes(
+    sql: Sql,
+    scratch: Scratch,
+    stage: str,
+    columns: Sequence[tuple[str, str, str]],
+    *,
+    labels: str | None = None,
+    label: str | None = None,
+) -> str:
+    """Refuse the values a source's mapping cannot read as one value (a list or an object where a field takes
+    one), in a staged table, before any rule sees their JSON text; the name of the table holding the rejects.
+
+    `stage` is the step's name for the staged table (`scratch(stage)`), which is changed in place. `columns`
+    are (field, column, scope): the staged table holds the field's value in `column` and why it cannot be
+    read in `shape_column(field)`. With scope `value` the value is set to NULL and the record kept; with
+    scope `row` the row leaves the stage. The rejects, named by the source's own field (`label` is the SQL
+    for it, or it comes from the field labels table `labels`), are in the step's table `<stage>_shape_rejects`,
+    with the columns `guard_text`'s rejects have.
+    """
+    staged, refused, rejects = scratch(stage), scratch(f"{stage}_refused"), scratch(f"{stage}_shape_rejects")
+    # The rows holding such a value are few: found in one pass, and only they are examined field by field.
+    flags = {field: f"s.{shape_column(field)}" for field, _, _ in columns}
+    sql.create_table_as(
+        refused,
+        f"select * from {staged} s where {' or '.join(f'{flag} is not null' for flag in flags.values())}",
+        temporary=True,
+    )
+    checks = []
+    for field, column, scope in columns:
+        name = label or f"coalesce(l.label, {sql_literal(field)})"
+        join = "" if label else f"left join {labels} l on l.source = s.source and l.field = {sql_literal(field)}"
+        checks.append(
+            f"""select s.source, s.file, s.row_number, {name} as field, s."{column}" as value,
+                       {flags[field]} as reason, {sql_literal(scope)} as scope
+                from {refused} s {join} where {flags[field]} is not null"""
+        )
+    sql.create_table_as(rejects, " union all ".join(checks), temporary=True)
+    if sql.value(f"select count(*) from {refused}"):
+        by_row = [f"{shape_column(field)} is not null" for field, _, scope in columns if scope == "row"]
+        if by_row:
+            sql.execute(f"delete from {staged} where {' or '.join(by_row)}")
+        by_value = [(field, column) for field, column, scope in columns if scope == "value"]
+        if by_value:
+            nulled = ", ".join(f'"{c}" = case when {shape_column(f)} is null then "{c}" end' for f, c in by_value)
+            found = " or ".join(f"{shape_column(f)} is not null" for f, _ in by_value)
+            sql.execute(f"update {staged} set {nulled} where {found}")
+    scratch.drop(f"{stage}_refused")
+    return rejects
+
+
 # --------------------------------------------------------------------------- identifiers (all roles)
 
 
@@ -366,23 +432,27 @@ def stage_identifiers(
     scope: str | None = None,
     rows: str | None = None,
 ) -> tuple[str, str]:
-    """The step's table `identifier_stage`: one row per (record row, identifier) with the raw value, its text
-    guarded like every other field's, of the raw rows of the files in `scope` (all, if None), or of the raw
-    rows `rows(source, file, row_number)` names; the names of that table and of its text rejects."""
+    """The step's table `identifier_stage`: one row per (record row, identifier) with the raw value, read as
+    one value and its text guarded like every other field's, of the raw rows of the files in `scope` (all,
+    if None), or of the raw rows `rows(source, file, row_number)` names; the names of that table and of its
+    rejects."""
     selects = []
     for source in sources:
         # One row per identifier of each raw row, from one parse of the row's JSON.
         items = []
         for ident in source.identifiers:
             kind = config.identity.type_config(ident.type).normalize
-            expr = value_sql(source, FieldSpec(path=[ident.path]), "__values")
+            spec = FieldSpec(path=[ident.path])
+            expr, shape = value_sql(source, spec, "__values"), shape_sql(source, spec, "__types", "__values")
             # A Segment group call's traits describe the account (its e-mail is the company's): linking
             # people by them would merge everyone in the account.
             if source.format == "segment" and ident.path.startswith("traits."):
-                expr = f"case when (record ->> '$.type') is distinct from 'group' then {expr} end"
+                expr, shape = (
+                    f"case when (record ->> '$.type') is distinct from 'group' then {e} end" for e in (expr, shape)
+                )
             items.append(
                 f"{{'id_type': {sql_literal(ident.type)}, 'kind': {sql_literal(kind)}, "
-                f"'field': {sql_literal(ident.path)}, 'raw': {expr}}}"
+                f"'field': {sql_literal(ident.path)}, 'raw': {expr}, 'shape': {shape}}}"
             )
         read = raw_rows(sql, source, scope) if rows is None else raw_rows_at(sql, source, rows)
         # A number without a country code is read in the record's own country, as its cleaned field is
@@ -392,17 +462,18 @@ def stage_identifiers(
         if items:
             selects.append(
                 f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, raw_country,
-                    default_country as region from (
+                    default_country as region, i.shape as {shape_column("raw")} from (
                     select {sql_literal(source.name)} as source, _file as file, _row_number as row_number,
                         {sql_literal(source.default_country)} as default_country, {raw_country} as raw_country,
                         unnest([{", ".join(items)}]) as i
-                    from (select *, {extracted_sql(source)} as __values from {read}))"""
+                    from (select *, {extracted_sql(source)} as __values, {types_sql(source)} as __types
+                          from {read}))"""
             )
     if not selects:
         selects = [
             "select null::varchar source, null::varchar file, null::bigint row_number, null::varchar id_type, "
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar raw_country, "
-            "null::varchar region where false"
+            f"null::varchar region, null::varchar {shape_column('raw')} where false"
         ]
     identifiers = scratch("identifier_stage")
     sql.create_table_as(identifiers, " union all ".join(selects), temporary=True)
@@ -423,9 +494,14 @@ def stage_identifiers(
     # Each normaliser's values have its canonical field's limit (an e-mail's, a phone's), ids the identifiers'.
     limits = " ".join(f"when '{n.name}' then {rules.text_limit(n.text_limit_field)}" for n in NORMALISERS.values())
     limit = f"case kind {limits} else {rules.text_limit('identifier')} end"
+    shape_rejects = guard_shapes(sql, scratch, "identifier_stage", [("raw", "raw", "value")], label="s.field")
     text_rejects = guard_text(sql, scratch, "identifier_stage", [("raw", limit, "value")], label="s.field")
     sql.execute(f"delete from {identifiers} where raw is null")
-    return identifiers, text_rejects
+    rejects = scratch("identifier_stage_rejects")
+    sql.create_table_as(
+        rejects, f"select * from {shape_rejects} union all select * from {text_rejects}", temporary=True
+    )
+    return identifiers, rejects
 
 
 def _mapped_normalisers() -> list[IdentifierNormaliser]:
@@ -640,15 +716,22 @@ def _stage_person_rows(
     for source in sources:
         columns = [f"{value_sql(source, source.fields.get(f), '__values')} as {f}" for f in PERSON_FIELDS]
         consents = [f"{value_sql(source, source.consent.get(p), '__values')} as consent__{p}" for p in purposes]
+        specs = {
+            "source_record_id": source.record_id,
+            **{f: source.fields.get(f) for f in PERSON_FIELDS},
+            **{f"consent__{p}": source.consent.get(p) for p in purposes},
+        }
+        shapes = [f"{shape_sql(source, spec, '__types', '__values')} as {shape_column(f)}" for f, spec in specs.items()]
         updated = source.fields.get("updated_at")
         selects.append(
             f"select *, {timestamp_sql('updated_at', updated.formats if updated else None, source.timezone)} "
             "as updated_ts "
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
-            f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents)}, "
+            f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents + shapes)}, "
             f"{sql_literal(source.default_country)} as default_country "
-            f"from (select *, {extracted_sql(source)} as __values from {raw_rows(sql, source, scope)}))"
+            f"from (select *, {extracted_sql(source)} as __values, {types_sql(source)} as __types "
+            f"from {raw_rows(sql, source, scope)}))"
         )
     sql.create_table_as(stage, " union all by name ".join(selects), temporary=True)
 
@@ -730,6 +813,14 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         _stage_person_rows(sql, stage, sources, purposes, scope)
         read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, purposes)
+        shape_rejects = guard_shapes(
+            sql,
+            scratch,
+            "person_stage",
+            [("source_record_id", "source_record_id", "row")]
+            + [(f, f, "value") for f in [*PERSON_FIELDS, *(f"consent__{p}" for p in purposes)]],
+            labels=labels,
+        )
         text_rejects = guard_text(
             sql, scratch, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]), labels=labels
         )
@@ -935,6 +1026,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         )
         rejects += [
             _identifier_rejects(identifiers, maps),
+            _TEXT_REJECTS.format(rejects=shape_rejects),
             _TEXT_REJECTS.format(rejects=text_rejects),
             _TEXT_REJECTS.format(rejects=identifier_text_rejects),
         ]
@@ -971,9 +1063,22 @@ def raw_row_counts(sql: Sql, sources: Sequence[SourceConfig]) -> dict[str, int]:
 # --------------------------------------------------------------------------- events and transactions
 
 
+# The activity fields that take one value, with their staged column and what a value that cannot be read
+# as one quarantines (guard_shapes): without its id, time or amount (an order's) the row is no use.
+_ACTIVITY_SHAPES = (
+    ("source_record_id", "source_record_id", "row"),
+    ("event_id", "event_id", "row"),
+    ("occurred_at", "occurred_raw", "row"),
+    *((f, f, "value") for f in ACTIVITY_TEXT_FIELDS),
+)
+_TRANSACTION_SHAPES = (*_ACTIVITY_SHAPES, ("amount", "amount_raw", "row"))
+
+
 def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
     """One activity source's raw rows (of the files in `scope`, if given) as staged columns."""
     f = s.fields
+    specs = {"source_record_id": s.record_id, "event_id": s.event_id, **{name: f.get(name) for name in EVENT_FIELDS}}
+    shapes = ", ".join(f"{shape_sql(s, spec, '__types')} as {shape_column(name)}" for name, spec in specs.items())
     return f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
                 _loaded_at as loaded_at, {record_id_sql(s)} as source_record_id,
                 {_event_id_sql(s)} as event_id,
@@ -990,8 +1095,8 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
-                {sql_literal(path_label(f.get("amount")))} as amount_label
-            from {raw_rows(sql, s, scope)}"""
+                {sql_literal(path_label(f.get("amount")))} as amount_label, {shapes}
+            from (select *, {types_sql(s)} as __types from {raw_rows(sql, s, scope)})"""
 
 
 def _event_id_sql(s: SourceConfig) -> str:
@@ -1082,6 +1187,8 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             )
         read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, [])
+        shapes = _TRANSACTION_SHAPES if transactions else _ACTIVITY_SHAPES
+        shape_rejects = guard_shapes(sql, scratch, f"{role}_stage", shapes, labels=labels)
         text_rejects = guard_text(
             sql,
             scratch,
@@ -1163,6 +1270,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             [
                 row_rejects,
                 _identifier_rejects(identifiers, maps),
+                _TEXT_REJECTS.format(rejects=shape_rejects),
                 _TEXT_REJECTS.format(rejects=text_rejects),
                 _TEXT_REJECTS.format(rejects=identifier_text_rejects),
             ],

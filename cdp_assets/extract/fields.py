@@ -31,14 +31,15 @@ def value_sql(source: SourceConfig, spec: FieldSpec | None, extracted: str | Non
         return "null::varchar"
     if spec.value is not None:
         return sql_literal(spec.value)
-    paths = _read_paths(source)
-    parts = [
-        f"nullif(trim({extracted}[{paths.index(p) + 1}]), '')"
-        if extracted
-        else f"nullif(trim(record ->> {sql_literal(_json_path(source, p))}), '')"
-        for p in spec.path or []
-    ]
+    parts = [_path_text(source, p, extracted) for p in spec.path or []]
     return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+
+def _path_text(source: SourceConfig, path: str, extracted: str | None) -> str:
+    """SQL for the text at one mapped path, trimmed, NULL when empty (`extracted`: see value_sql)."""
+    if extracted:
+        return f"nullif(trim({extracted}[{_read_paths(source).index(path) + 1}]), '')"
+    return f"nullif(trim(record ->> {sql_literal(_json_path(source, path))}), '')"
 
 
 def extracted_sql(source: SourceConfig) -> str:
@@ -46,6 +47,40 @@ def extracted_sql(source: SourceConfig) -> str:
     record's JSON: what `value_sql(..., extracted)` reads."""
     paths = ", ".join(sql_literal(_json_path(source, p)) for p in _read_paths(source))
     return f"json_extract_string(record, [{paths}])" if paths else "[]::varchar[]"
+
+
+def _typed_paths(source: SourceConfig) -> list[str]:
+    """The paths whose JSON types `types_sql` gives: every path the source maps. A CSV record's values are
+    all text, at keys that are column names, so none of a CSV source's."""
+    return [] if source.format == "csv" else _read_paths(source)
+
+
+def types_sql(source: SourceConfig) -> str:
+    """The JSON type (DuckDB's name: `VARCHAR`, `ARRAY`, `OBJECT`, `NULL` for JSON's null, ...) of the value at
+    every path of `_typed_paths`, NULL where there is none, from one parse of the record's JSON: what
+    `shape_sql(..., types)` reads."""
+    paths = ", ".join(sql_literal(_json_path(source, p)) for p in _typed_paths(source))
+    return f"json_type(record, [{paths}])" if paths else "[]::varchar[]"
+
+
+def shape_sql(source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None = None) -> str:
+    """SQL for why a mapped field that takes one value cannot be read as one, or NULL when it can: the path
+    `value_sql` reads (the first of its paths that holds a value) holds a list or an object, whose JSON text
+    would otherwise be read as the value. `types` names a column holding `types_sql(source)`; `extracted`:
+    see value_sql."""
+    if spec is None or not spec.path or source.format == "csv":
+        return "null::varchar"
+    typed = _typed_paths(source)
+    branches = []
+    for i, path in enumerate(spec.path):
+        kind = f"{types}[{typed.index(path) + 1}]"
+        branches += [
+            f"when {kind} = 'ARRAY' then {sql_literal(f'{path} is a list where a single value is expected')}",
+            f"when {kind} = 'OBJECT' then {sql_literal(f'{path} is an object where a single value is expected')}",
+        ]
+        if i < len(spec.path) - 1:  # a value here is the one read: the later paths are not
+            branches.append(f"when {_path_text(source, path, extracted)} is not null then null")
+    return f"(case {' '.join(branches)} end)"
 
 
 def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:

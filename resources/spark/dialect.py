@@ -34,8 +34,11 @@ Spark SQL is generated, so that Spark computes what DuckDB computes:
   `week` -> `weekofyear`, `dayofweek` (Sunday 0 in DuckDB, 1 in Spark), `list_position` (NULL, not 0, when
   absent), `list_extract`, `list_has_any`/`list_has_all`, `regexp_full_match` and `similar to` (anchored).
 - `json_extract_string(j, [p1, p2])` -> `array(get_json_object(j, p1), ...)`, NULL when j is: sqlglot
-  would pass the list as one path. `strlen` -> `octet_length` (bytes in both; DuckDB's own
-  `octet_length` takes only a BLOB, so the platform's SQL keeps `strlen`).
+  would pass the list as one path. `json_type(j, [p1, p2])` (and of one path) -> DuckDB's names of the
+  values' types (`VARCHAR`, `ARRAY`, `OBJECT`, `NULL`, ...) from the schema of Spark's variant of j at each
+  path (`schema_of_variant(try_variant_get(try_parse_json(j), p))`): Spark has no `json_type`. `strlen` ->
+  `octet_length` (bytes in both; DuckDB's own `octet_length` takes only a BLOB, so the platform's SQL keeps
+  `strlen`).
 - `t.* replace (e as c)` -> t's columns listed with `e as c` in c's place, the columns asked of
   `columns_of` as for `union all by name`. (`* exclude (...)` is Spark's `* except (...)`, as sqlglot writes it.)
 - `[f(x) for x in l if c(x)]` -> `transform(filter(l, x -> c(x)), x -> f(x))`; `range(a, b)` ->
@@ -78,7 +81,8 @@ Known differences left as they are, for want of types (the translation sees text
 Spark's `collect_list` skips NULLs where DuckDB's `list` keeps them (the platform filters them out
 first); `s[i]` on a string and `len(list)` are errors on Spark (write `substr` and `array_length`);
 an ordered sum of integers keeps the values' type on Spark (an overflow fails) where DuckDB widens it to
-128 bits; and regular expressions are Java's, not RE2's, which differ in rare syntax.
+128 bits; `json_type` names an integer from 2^63 to 2^64 - 1 `DOUBLE` on Spark (a decimal in its variant),
+`UBIGINT` on DuckDB; and regular expressions are Java's, not RE2's, which differ in rare syntax.
 """
 
 from __future__ import annotations
@@ -697,6 +701,41 @@ def _json_paths(node: exp.Expression) -> exp.Expression | None:
     return exp.Case(ifs=[exp.If(this=missing, true=exp.Null())], default=exp.Array(expressions=extracted))
 
 
+# DuckDB's name of the type of JSON value `__v` (a variant), from the first word of Spark's schema of it
+# (`OBJECT<a: STRING>`, `DECIMAL(2,1)`): a number with a fraction or an exponent is a DOUBLE, an integer a
+# UBIGINT, or a BIGINT when negative.
+_JSON_TYPE_NAME = """case split_part(split_part(schema_of_variant(__v), '<', 1), '(', 1)
+    when 'STRING' then 'VARCHAR' when 'VOID' then 'NULL' when 'BOOLEAN' then 'BOOLEAN' when 'ARRAY' then 'ARRAY'
+    when 'OBJECT' then 'OBJECT' when 'DECIMAL' then 'DOUBLE' when 'DOUBLE' then 'DOUBLE' when 'FLOAT' then 'DOUBLE'
+    else case when __v::double < 0 then 'BIGINT' when __v::double >= 0 then 'UBIGINT' end end"""
+
+
+def _json_types(node: exp.Expression) -> exp.Expression | None:
+    """`json_type(j, p)` -> DuckDB's name of the type of the value at path p (`VARCHAR`, `ARRAY`, `OBJECT`,
+    `NULL` for JSON's null, ...; NULL where there is none), from Spark's variant of j (`try_parse_json`) at p;
+    `json_type(j, [p1, p2])` -> the list of them, NULL when j is. Paths are converted as `_json_paths`
+    converts them."""
+    if not isinstance(node, exp.JSONType) or node.expression is None:
+        return None
+    listed = isinstance(node.expression, exp.Array)
+    paths = node.expression.expressions if listed else [node.expression]
+    if not all(isinstance(p, exp.Literal) and p.is_string for p in paths):
+        raise UnsupportedConstruct("json_type with paths that are not literals", "paths are converted")
+    kinds = []
+    for path in paths:
+        converted = sqlglot.parse_one(f"json_extract_string(__json, {path.sql(dialect='duckdb')})", read="duckdb")
+        document = exp.Anonymous(this="try_parse_json", expressions=[node.this.copy()])
+        value = exp.Anonymous(this="try_variant_get", expressions=[document, converted.expression])
+        kind = sqlglot.parse_one(_JSON_TYPE_NAME, read="duckdb")
+        for column in list(kind.find_all(exp.Column)):
+            column.replace(value.copy())
+        kinds.append(kind)
+    if not listed:
+        return kinds[0]
+    missing = exp.Is(this=node.this.copy(), expression=exp.Null())
+    return exp.Case(ifs=[exp.If(this=missing, true=exp.Null())], default=exp.Array(expressions=kinds))
+
+
 def _comprehension(node: exp.Expression) -> exp.Expression | None:
     """`[f(x) for x in l if c(x)]` -> `transform(filter(l, x -> c(x)), x -> f(x))`."""
     if not isinstance(node, exp.Array) or len(node.expressions) != 1:
@@ -848,6 +887,7 @@ _RULES: tuple[Callable[[exp.Expression], exp.Expression | None], ...] = (
     _functions,
     _condition_functions,
     _json_paths,
+    _json_types,
     _map_literal,
     _compared_predicates,
     _comprehension,

@@ -1,0 +1,184 @@
+"""A mapped field that takes one value reads one value: a JSON list or object where a source's mapping
+expects a name, an id or a time is quarantined naming the path, never loaded as its JSON text. Each test
+cleans hand-written raw rows in an in-memory warehouse and checks that raw rows = cleaned rows + rows
+quarantined whole."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cdp_assets.clean.assets import clean_activity, clean_person_records
+from resources.config import CDPConfig, load_config
+from resources.sql import Sql
+from resources.warehouse import bootstrap
+
+pytestmark = pytest.mark.stage
+
+AT = "2025-06-01T10:00:00Z"
+
+
+def _warehouse(tmp_path: Path, sources: list[dict], raw_rows: dict[str, list[dict]]) -> tuple[CDPConfig, Sql]:
+    """A configuration of `sources` and an in-memory warehouse whose raw tables hold `raw_rows` (source ->
+    records, one JSON line each of file `<source>/a.jsonl`)."""
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump({"sources": sources}))
+    config = load_config(path)
+    conn = duckdb.connect(":memory:")
+    bootstrap(conn)
+    for table, rows in raw_rows.items():
+        conn.execute(f"create table raw.{table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)")
+        conn.executemany(
+            f"insert into raw.{table} values ('{table}/a.jsonl', ?, now()::timestamp, ?)",
+            [[i + 1, json.dumps(r)] for i, r in enumerate(rows)],
+        )
+    return config, Sql(conn)
+
+
+def _rejects(sql: Sql, source: str) -> list[tuple]:
+    return sql.rows(
+        "select row_number, field, value, reason, scope from cdp.quarantine where source = ? "
+        "order by row_number, field",
+        [source],
+    )
+
+
+def _accounted_for(counts: dict[str, int], raw_rows: int) -> bool:
+    return counts["cleaned"] + counts["rows_quarantined"] == raw_rows
+
+
+PEOPLE = {
+    "name": "shop",
+    "format": "jsonl",
+    "glob": "shop/*.jsonl",
+    "role": "person",
+    "record_id": "id",
+    "fields": {"first_name": "first_name", "last_name": "last_name", "email": "email", "city": "address.city"},
+    "consent": {"email_marketing": "opt_in"},
+    "identifiers": [{"path": "email", "type": "email"}, {"path": "loyalty", "type": "loyalty_card"}],
+}
+
+
+def test_a_list_or_object_where_a_person_field_takes_one_value_is_quarantined(tmp_path):
+    rows = [
+        {"id": "c1", "first_name": ["Ann", "Bob"], "last_name": "Lee", "email": "ann@example.org", "opt_in": "yes"},
+        {"id": "c2", "first_name": "Cy", "last_name": {"family": "Diaz"}, "email": ["cy@example.org"]},
+        {"id": ["c3", "c4"], "first_name": "Di", "email": "di@example.org"},
+        {"id": "c5", "first_name": "Eve", "address": {"city": ["Oslo"]}, "opt_in": ["yes"], "loyalty": {"n": 7}},
+        {"id": "c6", "first_name": "Fay", "last_name": "Fox", "email": "fay@example.org", "loyalty": 7},
+    ]
+    config, sql = _warehouse(tmp_path, [PEOPLE], {"shop": rows})
+    counts = clean_person_records(sql, config)
+
+    list_of, object_of = (
+        "{} is a list where a single value is expected",
+        "{} is an object where a single value is expected",
+    )
+    assert _rejects(sql, "shop") == [
+        (1, "first_name", '["Ann","Bob"]', list_of.format("first_name"), "value"),
+        (2, "email", '["cy@example.org"]', list_of.format("email"), "value"),
+        (2, "last_name", '{"family":"Diaz"}', object_of.format("last_name"), "value"),
+        (3, "id", '["c3","c4"]', list_of.format("id"), "row"),
+        (4, "address.city", '["Oslo"]', list_of.format("address.city"), "value"),
+        (4, "loyalty", '{"n":7}', object_of.format("loyalty"), "value"),
+        (4, "opt_in", '["yes"]', list_of.format("opt_in"), "value"),
+    ]
+    # The record keeps its other values; no JSON text reaches a cleaned field, an identifier or a consent.
+    assert sql.rows(
+        "select source_record_id, first_name, last_name, email, city from clean.person_records order by 1"
+    ) == [
+        ("c1", None, "Lee", "ann@example.org", None),
+        ("c2", "Cy", None, None, None),
+        ("c5", "Eve", None, None, None),
+        ("c6", "Fay", "Fox", "fay@example.org", None),
+    ]
+    assert sql.rows("select source_record_id, id_type, id_value from clean.person_identifiers order by all") == [
+        ("c1", "email", "ann@example.org"),
+        ("c6", "email", "fay@example.org"),
+        ("c6", "loyalty_card", "7"),
+    ]
+    assert sql.rows("select source_record_id, granted from clean.consent_statements") == [("c1", True)]
+    assert _accounted_for(counts, len(rows))
+
+
+def test_of_several_paths_the_one_read_decides(tmp_path):
+    """`{path: [a, b]}` reads the first that holds a value: a list there is refused, a list in a path after
+    a value is never read."""
+    source = {**PEOPLE, "fields": {"first_name": {"path": ["given", "first_name"]}}, "consent": {}, "identifiers": []}
+    rows = [
+        {"id": "c1", "given": "Ann", "first_name": ["Ann", "Bob"]},
+        {"id": "c2", "given": " ", "first_name": ["Cy"]},
+        {"id": "c3", "given": ["Di"], "first_name": "Di"},
+    ]
+    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    clean_person_records(sql, config)
+    assert _rejects(sql, "shop") == [
+        (2, "given | first_name", '["Cy"]', "first_name is a list where a single value is expected", "value"),
+        (3, "given | first_name", '["Di"]', "given is a list where a single value is expected", "value"),
+    ]
+    assert sql.rows("select source_record_id, first_name from clean.person_records order by 1") == [
+        ("c1", "Ann"),
+        ("c2", None),
+        ("c3", None),
+    ]
+
+
+def test_a_list_or_object_where_an_event_or_order_field_takes_one_value_is_quarantined(tmp_path):
+    events = {
+        "name": "web",
+        "format": "jsonl",
+        "glob": "web/*.jsonl",
+        "role": "events",
+        "record_id": "user",
+        "event_id": "mid",
+        "fields": {"occurred_at": "at", "event": "name", "status": "state"},
+    }
+    orders = {
+        "name": "orders",
+        "format": "jsonl",
+        "glob": "orders/*.jsonl",
+        "role": "transactions",
+        "record_id": "customer",
+        "event_id": "id",
+        "fields": {"occurred_at": "at", "amount": "total", "currency": "currency"},
+    }
+    web_rows = [
+        {"user": "u1", "mid": "m1", "at": AT, "name": ["Viewed", "Clicked"], "state": "ok"},
+        {"user": "u2", "mid": ["m2"], "at": AT, "name": "Viewed"},
+        {"user": "u3", "mid": "m3", "at": {"utc": AT}, "name": "Viewed"},
+        {"user": "u4", "mid": "m4", "at": AT, "name": "Viewed", "state": {"code": 1}},
+    ]
+    order_rows = [
+        {"customer": "c1", "id": "o1", "at": AT, "total": [12.5], "currency": "EUR"},
+        {"customer": "c2", "id": "o2", "at": AT, "total": "7.00", "currency": ["EUR", "USD"]},
+        {"customer": ["c3"], "id": "o3", "at": AT, "total": "8.00"},
+    ]
+    config, sql = _warehouse(
+        tmp_path, [{**PEOPLE, "consent": {}}, events, orders], {"web": web_rows, "orders": order_rows}
+    )
+    web_counts = clean_activity(sql, config, "events")
+    order_counts = clean_activity(sql, config, "transactions")
+
+    list_of, object_of = (
+        "{} is a list where a single value is expected",
+        "{} is an object where a single value is expected",
+    )
+    assert _rejects(sql, "web") == [
+        (1, "name", '["Viewed","Clicked"]', list_of.format("name"), "value"),
+        (2, "mid", '["m2"]', list_of.format("mid"), "row"),
+        (3, "at", '{"utc":"2025-06-01T10:00:00Z"}', object_of.format("at"), "row"),
+        (4, "state", '{"code":1}', object_of.format("state"), "value"),
+    ]
+    assert sql.rows("select event_id, event, status from clean.events order by 1") == [
+        ("m1", None, "ok"),
+        ("m4", "Viewed", None),
+    ]
+    assert _rejects(sql, "orders") == [
+        (1, "total", "[12.5]", list_of.format("total"), "row"),
+        (2, "currency", '["EUR","USD"]', list_of.format("currency"), "value"),
+        (3, "customer", '["c3"]', list_of.format("customer"), "row"),
+    ]
+    assert sql.rows("select event_id, amount::varchar, currency from clean.transactions") == [("o2", "7.00", None)]
+    assert _accounted_for(web_counts, len(web_rows)) and _accounted_for(order_counts, len(order_rows))

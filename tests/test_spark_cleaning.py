@@ -1,0 +1,138 @@
+"""The cleaning stage through `Sql` on DuckDB and through `SparkSql` on Spark, over the same raw rows of JSON
+sources whose mapped values are not all what the mapping expects: the same cleaned rows, identifiers and
+quarantine on both engines."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from cdp_assets.clean.assets import clean_activity, clean_person_records
+from resources.config import CDPConfig, load_config
+from resources.spark.runner import SparkSql
+from resources.sql import Sql
+from resources.warehouse import SCHEMAS, bootstrap, create_shared
+
+pytestmark = pytest.mark.spark
+
+AT = "2025-06-01T10:00:00Z"
+SOURCES = [
+    {
+        "name": "shop",
+        "format": "jsonl",
+        "glob": "shop/*.jsonl",
+        "role": "person",
+        "record_id": "id",
+        "fields": {
+            "first_name": {"path": ["given", "first_name"]},
+            "last_name": "last_name",
+            "email": "email",
+            "city": "address.city",
+        },
+        "consent": {"email_marketing": "opt_in"},
+        "identifiers": [{"path": "email", "type": "email"}, {"path": "loyalty", "type": "loyalty_card"}],
+    },
+    {
+        "name": "web",
+        "format": "jsonl",
+        "glob": "web/*.jsonl",
+        "role": "events",
+        "record_id": "user",
+        "event_id": "mid",
+        "fields": {"occurred_at": "at", "event": "name", "status": "state", "properties": "data.props"},
+    },
+    {
+        "name": "orders",
+        "format": "jsonl",
+        "glob": "orders/*.jsonl",
+        "role": "transactions",
+        "record_id": "customer",
+        "event_id": "id",
+        "fields": {"occurred_at": "at", "amount": "total", "currency": "currency"},
+    },
+]
+RAW = {
+    "shop": [
+        {"id": "c1", "first_name": ["Ann", "Bob"], "last_name": "Lee", "email": "ann@example.org", "opt_in": "yes"},
+        {"id": "c2", "given": "Cy", "last_name": {"family": "Diaz"}, "email": ["cy@example.org"]},
+        {"id": ["c3", "c4"], "first_name": "Di", "email": "di@example.org"},
+        {"id": "c5", "first_name": "Eve", "address": "Oslo", "opt_in": ["yes"], "loyalty": {"n": 7}},
+        {"id": "c6", "given": ["Fay"], "address": {"city": "Rome"}, "email": "fay@example.org", "loyalty": 7},
+        {"id": "c7", "first_name": "Gus", "address": None, "email": "gus@example.org"},
+    ],
+    "web": [
+        {"user": "u1", "mid": "m1", "at": AT, "name": ["Viewed", "Clicked"], "state": "ok"},
+        {"user": "u2", "mid": ["m2"], "at": AT, "name": "Viewed"},
+        {"user": "u3", "mid": "m3", "at": {"utc": AT}, "name": "Viewed"},
+        {"user": "u4", "mid": "m4", "at": AT, "name": "Viewed", "data": "none", "state": {"code": 1}},
+        {"user": "u5", "mid": "m5", "at": AT, "name": "Bought", "data": {"props": {"sku": "A1"}}},
+    ],
+    "orders": [
+        {"customer": "c1", "id": "o1", "at": AT, "total": [12.5], "currency": "EUR"},
+        {"customer": "c2", "id": "o2", "at": AT, "total": "7.00", "currency": ["EUR", "USD"]},
+        {"customer": ["c3"], "id": "o3", "at": AT, "total": "8.00"},
+        {"customer": "c4", "id": "o4", "at": AT, "total": "9.50", "currency": "usd"},
+    ],
+}
+COMPARED = {
+    "clean.person_records": "source_record_id, first_name, last_name, email, city",
+    "clean.person_identifiers": "source_record_id, id_type, id_value",
+    "clean.consent_statements": "source_record_id, purpose, granted",
+    "clean.events": "event_id, source_record_id, event, status, properties::varchar",
+    "clean.transactions": "event_id, source_record_id, amount::varchar, currency",
+    "cdp.quarantine": "source, row_number, field, value, reason, scope",
+}
+
+
+def _config(tmp_path: Path) -> CDPConfig:
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump({"sources": SOURCES}))
+    return load_config(path)
+
+
+@pytest.fixture()
+def engines(spark) -> Iterator[tuple[Sql, SparkSql]]:  # noqa: ANN001 - the session fixture of tests/conftest.py
+    conn = duckdb.connect()
+    bootstrap(conn)
+    duck, on_spark = Sql(conn), SparkSql(spark)
+    create_shared(on_spark.execute)
+    for runner, record in ((duck, "record::json"), (on_spark, "record")):
+        for source, rows in RAW.items():
+            values = ", ".join(f"('{source}/a.jsonl', {i + 1}, {_text(json.dumps(r))})" for i, r in enumerate(rows))
+            runner.create_table_as(
+                f"raw.{source}",
+                f"""select _file, _row_number::bigint as _row_number,
+                           timestamp '2025-06-02 00:00:00' as _loaded_at, {record} as record
+                    from (values {values}) t(_file, _row_number, record)""",
+            )
+    yield duck, on_spark
+    conn.close()
+    for schema in SCHEMAS:
+        on_spark.execute(f"drop database if exists {schema} cascade")
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def test_values_the_mapping_cannot_read_as_one_are_quarantined_alike_on_both_engines(engines, tmp_path) -> None:  # noqa: ANN001
+    config = _config(tmp_path)
+    tables = []
+    for runner in engines:
+        clean_person_records(runner, config)
+        clean_activity(runner, config, "events")
+        clean_activity(runner, config, "transactions")
+        tables.append(
+            {
+                table: sorted(runner.rows(f"select {columns} from {table}"), key=repr)
+                for table, columns in COMPARED.items()
+            }
+        )
+    on_duckdb, on_spark = tables
+    for table in COMPARED:
+        assert on_duckdb[table] == on_spark[table], table
+    reasons = [reason for *_, reason, _ in on_duckdb["cdp.quarantine"]]
+    assert sum("where a single value is expected" in reason for reason in reasons) == 14
