@@ -182,3 +182,82 @@ def test_a_list_or_object_where_an_event_or_order_field_takes_one_value_is_quara
     ]
     assert sql.rows("select event_id, amount::varchar, currency from clean.transactions") == [("o2", "7.00", None)]
     assert _accounted_for(web_counts, len(web_rows)) and _accounted_for(order_counts, len(order_rows))
+
+
+def test_a_path_through_a_value_that_is_not_an_object_is_quarantined_naming_what_was_found(tmp_path):
+    """`address.city` where `address` is a string finds nothing: refused naming the path and what `address`
+    is, with the value found there, where a missing or null `address` is simply no city."""
+    source = {
+        **PEOPLE,
+        "fields": {"first_name": "first_name", "city": "address.city", "postal_code": "address.zip.code"},
+        "consent": {},
+        "identifiers": [{"path": "contact.email", "type": "email"}],
+    }
+    rows = [
+        {"id": "c1", "first_name": "Ann", "address": "12 Main St, Oslo", "contact": {"email": "ann@example.org"}},
+        {"id": "c2", "first_name": "Bo", "address": ["Oslo"], "contact": "bo@example.org"},
+        {"id": "c3", "first_name": "Cy", "address": {"city": "Rome", "zip": 12345}, "contact": None},
+        {"id": "c4", "first_name": "Di", "address": None},
+        {"id": "c5", "first_name": "Eve", "address": {"zip": {"code": "02134"}}, "contact": {}},
+        {"id": "c6", "first_name": "Fay", "address": True},
+    ]
+    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    counts = clean_person_records(sql, config)
+    city, code = "address.city cannot be read: ", "address.zip.code cannot be read: "
+    assert _rejects(sql, "shop") == [
+        (1, "address.city", "12 Main St, Oslo", city + "address is a string, not an object", "value"),
+        (1, "address.zip.code", "12 Main St, Oslo", code + "address is a string, not an object", "value"),
+        (2, "address.city", '["Oslo"]', city + "address is a list, not an object", "value"),
+        (2, "address.zip.code", '["Oslo"]', code + "address is a list, not an object", "value"),
+        (
+            2,
+            "contact.email",
+            "bo@example.org",
+            "contact.email cannot be read: contact is a string, not an object",
+            "value",
+        ),
+        (3, "address.zip.code", "12345", code + "address.zip is a number, not an object", "value"),
+        (6, "address.city", "true", city + "address is true or false, not an object", "value"),
+        (6, "address.zip.code", "true", code + "address is true or false, not an object", "value"),
+    ]
+    assert sql.rows("select source_record_id, first_name, city, postal_code from clean.person_records order by 1") == [
+        ("c1", "Ann", None, None),
+        ("c2", "Bo", None, None),
+        ("c3", "Cy", "Rome", None),
+        ("c4", "Di", None, None),
+        ("c5", "Eve", None, "02134"),
+        ("c6", "Fay", None, None),
+    ]
+    assert sql.rows("select source_record_id, id_value from clean.person_identifiers") == [("c1", "ann@example.org")]
+    assert _accounted_for(counts, len(rows))
+
+
+def test_an_event_path_through_a_value_that_is_not_an_object_is_quarantined(tmp_path):
+    """The same for an event's fields, its JSON ones too: a time behind a string quarantines the row, the
+    properties behind one only the value, even where a later path of the field holds some."""
+    events = {
+        "name": "web",
+        "format": "jsonl",
+        "glob": "web/*.jsonl",
+        "role": "events",
+        "record_id": "user",
+        "fields": {"occurred_at": "meta.at", "event": "name", "properties": {"path": ["data.props", "props"]}},
+    }
+    rows = [
+        {"user": "u1", "meta": {"at": AT}, "name": "Viewed", "data": "none", "props": {"sku": "B2"}},
+        {"user": "u2", "meta": "yesterday", "name": "Viewed"},
+        {"user": "u3", "meta": {"at": AT}, "name": "Bought", "data": {"props": {"sku": "A1"}}},
+        {"user": "u4", "meta": {"at": AT}, "name": "Left", "data": None, "props": {"sku": "C3"}},
+    ]
+    config, sql = _warehouse(tmp_path, [{**PEOPLE, "consent": {}}, events], {"web": rows})
+    counts = clean_activity(sql, config, "events")
+    assert _rejects(sql, "web") == [
+        (1, "data.props | props", "none", "data.props cannot be read: data is a string, not an object", "value"),
+        (2, "meta.at", "yesterday", "meta.at cannot be read: meta is a string, not an object", "row"),
+    ]
+    assert sql.rows("select source_record_id, event, properties::varchar from clean.events order by 1") == [
+        ("u1", "Viewed", None),
+        ("u3", "Bought", '{"sku":"A1"}'),
+        ("u4", "Left", '{"sku":"C3"}'),
+    ]
+    assert _accounted_for(counts, len(rows))

@@ -136,3 +136,7 @@ def test_values_the_mapping_cannot_read_as_one_are_quarantined_alike_on_both_eng
         assert on_duckdb[table] == on_spark[table], table
     reasons = [reason for *_, reason, _ in on_duckdb["cdp.quarantine"]]
     assert sum("where a single value is expected" in reason for reason in reasons) == 14
+    assert sorted(r for r in reasons if "cannot be read" in r) == [
+        "address.city cannot be read: address is a string, not an object",
+        "data.props cannot be read: data is a string, not an object",
+    ]

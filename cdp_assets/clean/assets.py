@@ -22,6 +22,7 @@ from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.extract.fields import (
     extracted_sql,
+    found_sql,
     json_sql,
     properties_sql,
     record_id_sql,
@@ -32,6 +33,7 @@ from cdp_assets.extract.fields import (
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
+from resources.config.sources import JSON_FIELDS
 from resources.identifiers import NORMALISERS, IdentifierNormaliser
 from resources.quality import start_importing_great_expectations
 from resources.sql import Scratch, Sql
@@ -40,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "8"
+CODE_VERSION = "9"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -367,8 +369,22 @@ _TEXT_REJECTS = "select 'clean' as stage, * from {rejects}"
 
 
 def shape_column(field: str) -> str:
-    """The staged column holding why `field`'s value cannot be read as one value (`shape_sql`), or NULL."""
+    """The staged column holding why `field`'s value cannot be read (`shape_sql`), or NULL."""
     return f"__shape__{field}"
+
+
+def found_column(field: str) -> str:
+    """The staged column holding the text that reason is about (`found_sql`)."""
+    return f"__found__{field}"
+
+
+def shape_columns(source: SourceConfig, field: str, spec: FieldSpec | None, extracted: str | None = None) -> str:
+    """The staged columns `guard_shapes` reads for a field, from the raw row's `__types` (`types_sql`)."""
+    one_value = field not in JSON_FIELDS
+    return (
+        f"{shape_sql(source, spec, '__types', extracted, one_value=one_value)} as {shape_column(field)}, "
+        f"{found_sql(source, spec, '__types', extracted, one_value=one_value)} as {found_column(field)}"
+    )
 
 
 def guard_shapes(
@@ -380,15 +396,16 @@ def guard_shapes(
     labels: str | None = None,
     label: str | None = None,
 ) -> str:
-    """Refuse the values a source's mapping cannot read as one value (a list or an object where a field takes
-    one), in a staged table, before any rule sees their JSON text; the name of the table holding the rejects.
+    """Refuse the values a source's mapping cannot read (a list or an object where a field takes one value, a
+    path through a value that is not an object), in a staged table, before any rule sees them; the name of
+    the table holding the rejects.
 
     `stage` is the step's name for the staged table (`scratch(stage)`), which is changed in place. `columns`
-    are (field, column, scope): the staged table holds the field's value in `column` and why it cannot be
-    read in `shape_column(field)`. With scope `value` the value is set to NULL and the record kept; with
-    scope `row` the row leaves the stage. The rejects, named by the source's own field (`label` is the SQL
-    for it, or it comes from the field labels table `labels`), are in the step's table `<stage>_shape_rejects`,
-    with the columns `guard_text`'s rejects have.
+    are (field, column, scope): the staged table holds the field's value in `column`, why it cannot be read
+    in `shape_column(field)` and what was found in `found_column(field)`. With scope `value` the value is set
+    to NULL and the record kept; with scope `row` the row leaves the stage. The rejects, named by the
+    source's own field (`label` is the SQL for it, or it comes from the field labels table `labels`), are in
+    the step's table `<stage>_shape_rejects`, with the columns `guard_text`'s rejects have.
     """
     staged, refused, rejects = scratch(stage), scratch(f"{stage}_refused"), scratch(f"{stage}_shape_rejects")
     # The rows holding such a value are few: found in one pass, and only they are examined field by field.
@@ -399,11 +416,11 @@ def guard_shapes(
         temporary=True,
     )
     checks = []
-    for field, column, scope in columns:
+    for field, _, scope in columns:
         name = label or f"coalesce(l.label, {sql_literal(field)})"
         join = "" if label else f"left join {labels} l on l.source = s.source and l.field = {sql_literal(field)}"
         checks.append(
-            f"""select s.source, s.file, s.row_number, {name} as field, s."{column}" as value,
+            f"""select s.source, s.file, s.row_number, {name} as field, s.{found_column(field)} as value,
                        {flags[field]} as reason, {sql_literal(scope)} as scope
                 from {refused} s {join} where {flags[field]} is not null"""
         )
@@ -443,16 +460,21 @@ def stage_identifiers(
         for ident in source.identifiers:
             kind = config.identity.type_config(ident.type).normalize
             spec = FieldSpec(path=[ident.path])
-            expr, shape = value_sql(source, spec, "__values"), shape_sql(source, spec, "__types", "__values")
+            expr, shape, found = (
+                value_sql(source, spec, "__values"),
+                shape_sql(source, spec, "__types", "__values"),
+                found_sql(source, spec, "__types", "__values"),
+            )
             # A Segment group call's traits describe the account (its e-mail is the company's): linking
             # people by them would merge everyone in the account.
             if source.format == "segment" and ident.path.startswith("traits."):
-                expr, shape = (
-                    f"case when (record ->> '$.type') is distinct from 'group' then {e} end" for e in (expr, shape)
+                expr, shape, found = (
+                    f"case when (record ->> '$.type') is distinct from 'group' then {e} end"
+                    for e in (expr, shape, found)
                 )
             items.append(
                 f"{{'id_type': {sql_literal(ident.type)}, 'kind': {sql_literal(kind)}, "
-                f"'field': {sql_literal(ident.path)}, 'raw': {expr}, 'shape': {shape}}}"
+                f"'field': {sql_literal(ident.path)}, 'raw': {expr}, 'shape': {shape}, 'found': {found}}}"
             )
         read = raw_rows(sql, source, scope) if rows is None else raw_rows_at(sql, source, rows)
         # A number without a country code is read in the record's own country, as its cleaned field is
@@ -462,7 +484,8 @@ def stage_identifiers(
         if items:
             selects.append(
                 f"""select source, file, row_number, i.id_type, i.kind, i.field, i.raw, raw_country,
-                    default_country as region, i.shape as {shape_column("raw")} from (
+                    default_country as region, i.shape as {shape_column("raw")},
+                    i.found as {found_column("raw")} from (
                     select {sql_literal(source.name)} as source, _file as file, _row_number as row_number,
                         {sql_literal(source.default_country)} as default_country, {raw_country} as raw_country,
                         unnest([{", ".join(items)}]) as i
@@ -473,7 +496,8 @@ def stage_identifiers(
         selects = [
             "select null::varchar source, null::varchar file, null::bigint row_number, null::varchar id_type, "
             "null::varchar kind, null::varchar field, null::varchar raw, null::varchar raw_country, "
-            f"null::varchar region, null::varchar {shape_column('raw')} where false"
+            f"null::varchar region, null::varchar {shape_column('raw')}, null::varchar {found_column('raw')} "
+            "where false"
         ]
     identifiers = scratch("identifier_stage")
     sql.create_table_as(identifiers, " union all ".join(selects), temporary=True)
@@ -721,7 +745,7 @@ def _stage_person_rows(
             **{f: source.fields.get(f) for f in PERSON_FIELDS},
             **{f"consent__{p}": source.consent.get(p) for p in purposes},
         }
-        shapes = [f"{shape_sql(source, spec, '__types', '__values')} as {shape_column(f)}" for f, spec in specs.items()]
+        shapes = [shape_columns(source, f, spec, "__values") for f, spec in specs.items()]
         updated = source.fields.get("updated_at")
         selects.append(
             f"select *, {timestamp_sql('updated_at', updated.formats if updated else None, source.timezone)} "
@@ -1071,14 +1095,18 @@ _ACTIVITY_SHAPES = (
     ("occurred_at", "occurred_raw", "row"),
     *((f, f, "value") for f in ACTIVITY_TEXT_FIELDS),
 )
-_TRANSACTION_SHAPES = (*_ACTIVITY_SHAPES, ("amount", "amount_raw", "row"))
+_SHAPES = {
+    "events": (*_ACTIVITY_SHAPES, *((f, f, "value") for f in JSON_FIELDS)),
+    "transactions": (*_ACTIVITY_SHAPES, ("amount", "amount_raw", "row")),
+}
 
 
 def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
     """One activity source's raw rows (of the files in `scope`, if given) as staged columns."""
     f = s.fields
     specs = {"source_record_id": s.record_id, "event_id": s.event_id, **{name: f.get(name) for name in EVENT_FIELDS}}
-    shapes = ", ".join(f"{shape_sql(s, spec, '__types')} as {shape_column(name)}" for name, spec in specs.items())
+    specs.update({name: f.get(name) for name in JSON_FIELDS})
+    shapes = [shape_columns(s, name, spec) for name, spec in specs.items()]
     return f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
                 _loaded_at as loaded_at, {record_id_sql(s)} as source_record_id,
                 {_event_id_sql(s)} as event_id,
@@ -1095,7 +1123,7 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
-                {sql_literal(path_label(f.get("amount")))} as amount_label, {shapes}
+                {sql_literal(path_label(f.get("amount")))} as amount_label, {", ".join(shapes)}
             from (select *, {types_sql(s)} as __types from {raw_rows(sql, s, scope)})"""
 
 
@@ -1187,8 +1215,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             )
         read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, [])
-        shapes = _TRANSACTION_SHAPES if transactions else _ACTIVITY_SHAPES
-        shape_rejects = guard_shapes(sql, scratch, f"{role}_stage", shapes, labels=labels)
+        shape_rejects = guard_shapes(sql, scratch, f"{role}_stage", _SHAPES[role], labels=labels)
         text_rejects = guard_text(
             sql,
             scratch,

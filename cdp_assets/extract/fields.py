@@ -49,10 +49,20 @@ def extracted_sql(source: SourceConfig) -> str:
     return f"json_extract_string(record, [{paths}])" if paths else "[]::varchar[]"
 
 
+def _parents(path: str) -> list[str]:
+    """The objects a dotted path goes through, outermost first: `a` and `a.b` for `a.b.c`."""
+    keys = path.split(".")
+    return [".".join(keys[:depth]) for depth in range(1, len(keys))]
+
+
 def _typed_paths(source: SourceConfig) -> list[str]:
-    """The paths whose JSON types `types_sql` gives: every path the source maps. A CSV record's values are
-    all text, at keys that are column names, so none of a CSV source's."""
-    return [] if source.format == "csv" else _read_paths(source)
+    """The paths whose JSON types `types_sql` gives: every path the source maps (in `read_paths` order), then
+    the objects its dotted paths go through. A CSV record's values are all text, at keys that are column
+    names, so none of a CSV source's."""
+    if source.format == "csv":
+        return []
+    paths = _read_paths(source)
+    return list(dict.fromkeys([*paths, *(parent for path in paths for parent in _parents(path))]))
 
 
 def types_sql(source: SourceConfig) -> str:
@@ -63,24 +73,70 @@ def types_sql(source: SourceConfig) -> str:
     return f"json_type(record, [{paths}])" if paths else "[]::varchar[]"
 
 
-def shape_sql(source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None = None) -> str:
-    """SQL for why a mapped field that takes one value cannot be read as one, or NULL when it can: the path
-    `value_sql` reads (the first of its paths that holds a value) holds a list or an object, whose JSON text
-    would otherwise be read as the value. `types` names a column holding `types_sql(source)`; `extracted`:
-    see value_sql."""
+# How a reason names a JSON value by its type (`json_type`'s names).
+_KINDS = (
+    "case {} when 'VARCHAR' then 'a string' when 'ARRAY' then 'a list' when 'BOOLEAN' then 'true or false' "
+    "else 'a number' end"
+)
+
+
+def _shape_cases(
+    source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None, one_value: bool
+) -> list[tuple[str, str | None, str | None]]:
+    """For `shape_sql` and `found_sql`: (condition, reason, the text found) in the order they are tried; a
+    path that holds a value ends the search, as a case without a reason."""
     if spec is None or not spec.path or source.format == "csv":
-        return "null::varchar"
+        return []
     typed = _typed_paths(source)
-    branches = []
+
+    def kind(path: str) -> str:
+        return f"{types}[{typed.index(path) + 1}]"
+
+    def text(path: str) -> str:
+        if extracted and path in _read_paths(source):
+            return f"{extracted}[{_read_paths(source).index(path) + 1}]"
+        return f"(record ->> {sql_literal(_json_path(source, path))})"
+
+    cases: list[tuple[str, str | None, str | None]] = []
     for i, path in enumerate(spec.path):
-        kind = f"{types}[{typed.index(path) + 1}]"
-        branches += [
-            f"when {kind} = 'ARRAY' then {sql_literal(f'{path} is a list where a single value is expected')}",
-            f"when {kind} = 'OBJECT' then {sql_literal(f'{path} is an object where a single value is expected')}",
-        ]
+        for parent in _parents(path):
+            found = f"{sql_literal(f'{path} cannot be read: {parent} is ')} || {_KINDS.format(kind(parent))}"
+            cases.append((f"{kind(parent)} not in ('OBJECT', 'NULL')", f"{found} || ', not an object'", text(parent)))
+        if one_value:
+            expected = "where a single value is expected"
+            cases.append((f"{kind(path)} = 'ARRAY'", sql_literal(f"{path} is a list {expected}"), text(path)))
+            cases.append((f"{kind(path)} = 'OBJECT'", sql_literal(f"{path} is an object {expected}"), text(path)))
         if i < len(spec.path) - 1:  # a value here is the one read: the later paths are not
-            branches.append(f"when {_path_text(source, path, extracted)} is not null then null")
-    return f"(case {' '.join(branches)} end)"
+            held = f"{_path_text(source, path, extracted)} is not null" if one_value else f"{kind(path)} <> 'NULL'"
+            cases.append((held, None, None))
+    return cases
+
+
+def shape_sql(
+    source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None = None, *, one_value: bool = True
+) -> str:
+    """SQL for why a mapped field cannot be read, or NULL when it can, for the path its value is read from (the
+    first of its paths that holds a value, or cannot be read): an object the dotted path goes through is a
+    value of another kind (`address.city` where `address` is a string: the path finds nothing, where a
+    missing or null `address` is simply no value), or, for a field that takes `one_value`, the path holds a
+    list or an object, whose JSON text would otherwise be read as the value. `types` names a column holding
+    `types_sql(source)`; `extracted`: see value_sql (a field kept as JSON, `one_value=False`, is read as
+    json_sql reads it)."""
+    cases = _shape_cases(source, spec, types, extracted, one_value)
+    if not cases:
+        return "null::varchar"
+    return "(case " + " ".join(f"when {c} then {r or 'null'}" for c, r, _ in cases) + " end)"
+
+
+def found_sql(
+    source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None = None, *, one_value: bool = True
+) -> str:
+    """SQL for the text `shape_sql`'s reason is about: the list or object, or the value a path goes through
+    that is not an object; NULL where there is no reason."""
+    cases = _shape_cases(source, spec, types, extracted, one_value)
+    if not cases:
+        return "null::varchar"
+    return "(case " + " ".join(f"when {c} then {f or 'null'}" for c, _, f in cases) + " end)"
 
 
 def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
