@@ -10,18 +10,30 @@ while replacing the device's clock by the collector's. The sender's value is kep
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from resources.config.sources import text_limit
+from resources.config.sources import CONTROL_RANGES, text_limit
 
 # Segment's limits.
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
-# Cleaning's limit on an event id: a longer messageId would be acknowledged, then quarantined as too long.
-MAX_MESSAGE_ID_CHARACTERS = text_limit("event_id")
+# The ids cleaning reads from a Segment event, with the most characters it accepts in each (trimmed of
+# spaces): the canonical fields each is read as (resources/config/sources.py, the segment mapping), the
+# strictest deciding. An event acknowledged with a longer id, or one holding a control character, would be
+# quarantined (or lose the id) once cleaned, after the SDK had been told it arrived.
+ID_LIMITS = {
+    "messageId": text_limit("event_id"),
+    "anonymousId": min(text_limit("source_record_id"), text_limit("identifier")),
+    "userId": min(text_limit("source_record_id"), text_limit("identifier")),
+    "previousId": text_limit("identifier"),
+    "groupId": text_limit("group_id"),
+}
+MAX_MESSAGE_ID_CHARACTERS = ID_LIMITS["messageId"]
+_CONTROL = re.compile("[" + "".join(f"\\x{first:02x}-\\x{last:02x}" for first, last in CONTROL_RANGES) + "]")
 
 CALLS: frozenset[str] = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 # Segment's short paths, used by some SDKs.
@@ -87,6 +99,21 @@ def _required(event: dict[str, Any], call: str) -> None:
             raise BadEvent(f"{field} must be a JSON object, found {type(event[field]).__name__}")
 
 
+def _check_ids(event: Mapping[str, Any]) -> None:
+    """Refuse an id cleaning would refuse (ID_LIMITS): over its length, as cleaning measures it (trimmed of
+    spaces), or holding a control character."""
+    for field, limit in ID_LIMITS.items():
+        value = event.get(field)
+        if not isinstance(value, str):
+            continue
+        length = len(value.strip(" "))
+        if length > limit:
+            raise BadEvent(f"{field} is {length} characters long; at most {limit} are accepted")
+        control = _CONTROL.search(value)
+        if control:
+            raise BadEvent(f"{field} contains control character U+{ord(control.group()):04X}")
+
+
 def prepare(
     event: Any,
     call: str | None,
@@ -127,11 +154,7 @@ def prepare(
         stored["messageId"] = str(uuid.uuid4())
     elif not isinstance(message_id, str):
         raise BadEvent(f"messageId must be a string, found {type(message_id).__name__}")
-    elif len(message_id.strip(" ")) > MAX_MESSAGE_ID_CHARACTERS:  # as cleaning reads it: trimmed of spaces
-        raise BadEvent(
-            f"messageId is {len(message_id.strip(' '))} characters long; at most {MAX_MESSAGE_ID_CHARACTERS} "
-            "are accepted"
-        )
+    _check_ids(stored)
     stored["receivedAt"] = format_time(received_at)
     sent = stored.get("sentAt", sent_at)
     original = stored.get("timestamp")

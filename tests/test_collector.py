@@ -14,9 +14,8 @@ import pytest
 import requests
 import yaml
 
-from cdp_assets.clean.rules import text_limit
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
-from collector.events import MAX_EVENT_BYTES, BadEvent, prepare
+from collector.events import ID_LIMITS, MAX_EVENT_BYTES, BadEvent, prepare
 from collector.keys import WRITE_KEYS_ENV, WRITE_KEYS_FILE_ENV, WriteKeyError, load_write_keys
 from collector.server import CollectorServer
 from collector.spool import Spool, SpoolError, recover
@@ -257,20 +256,46 @@ def test_bad_requests_get_their_status_and_reason_and_nothing_is_written(collect
 
 
 @pytest.mark.stage
-def test_a_message_id_longer_than_cleaning_accepts_is_refused(collector) -> None:
-    """Stored, a messageId over cleaning's limit on event ids would be quarantined with its event after the
-    SDK was told it arrived: the call is refused instead, and inside a batch the event is one of its rejected."""
+def test_an_id_cleaning_would_refuse_is_refused_and_every_event_accepted_is_cleaned(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    """Stored, an event whose messageId, anonymousId, userId, previousId or groupId is over cleaning's limit
+    for what it is read as, or holds a control character, would be quarantined (or lose the id) after the SDK
+    was told it arrived: the call is refused instead, and inside a batch the event is one of its rejected.
+    Every event accepted at the limits is cleaned with none of its ids refused."""
     server, config = collector
-    limit = text_limit("event_id")  # what cleaning holds an event id to (cdp_assets/clean)
-    too_long, longest = "m" * (limit + 1), "m" * limit
-    reason = f"messageId is {limit + 1} characters long; at most {limit} are accepted"
-    track = {"userId": "u1", "event": "E"}
-    refused = requests.post(f"{server.url}/v1/track", json={**track, "messageId": too_long}, auth=(KEY, ""))
-    assert refused.status_code == 400 and refused.json()["reason"] == reason
-    batch = [{"type": "track", **track, "messageId": m} for m in (too_long, longest)]
-    answer = requests.post(f"{server.url}/v1/batch", json={"batch": batch}, auth=(KEY, ""))
-    assert answer.status_code == 200 and answer.json()["rejected"] == [{"index": 0, "reason": reason}]
-    assert [e["messageId"] for e in _stored(config)] == [longest]
+    events = {
+        "messageId": {"type": "track", "userId": "u1", "event": "E"},
+        "anonymousId": {"type": "track", "event": "E"},
+        "userId": {"type": "identify", "anonymousId": "a1"},
+        "previousId": {"type": "alias", "userId": "u1"},
+        "groupId": {"type": "group", "userId": "u1"},
+    }
+    accepted = []
+    for field, event in events.items():
+        limit = ID_LIMITS[field]
+        # Each event's messageId names it, unless the messageId is what is tried.
+        longest = {**event, "messageId": f"{field}-ok", field: "i" * limit}
+        too_long = {**event, "messageId": f"{field}-long", field: "i" * (limit + 1)}
+        control = {**event, "messageId": f"{field}-control", field: "i\x0bi"}
+        reasons = [
+            f"{field} is {limit + 1} characters long; at most {limit} are accepted",
+            f"{field} contains control character U+000B",
+        ]
+        for refused, reason in zip((too_long, control), reasons, strict=True):
+            one = requests.post(f"{server.url}/v1/{event['type']}", json=refused, auth=(KEY, ""))
+            assert one.status_code == 400 and one.json()["reason"] == reason
+        answer = requests.post(f"{server.url}/v1/batch", json={"batch": [too_long, longest, control]}, auth=(KEY, ""))
+        assert answer.status_code == 200
+        assert answer.json()["rejected"] == [{"index": 0, "reason": reasons[0]}, {"index": 2, "reason": reasons[1]}]
+        accepted.append(longest["messageId"])
+    assert sorted(e["messageId"] for e in _stored(config)) == sorted(accepted)
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        cleaned = conn.execute("select event_id from clean.events where source = 'website'").fetchall()
+        refused = conn.execute("select field, reason from cdp.quarantine where source = 'website'").fetchall()
+    assert sorted(e for (e,) in cleaned) == sorted(accepted) and refused == []
 
 
 @pytest.mark.stage

@@ -19,6 +19,7 @@ from datetime import date, datetime
 
 import phonenumbers
 
+from resources.config.sources import CONTROL_RANGES
 from resources.config.sources import text_limit as text_limit
 from resources.identifiers import FILLERS
 from resources.identifiers import Result as Result
@@ -88,9 +89,8 @@ def fold_accents_sql(expr: str) -> str:
 
 # Free-text fields are bounded by `text_limit` (declared with the canonical fields in resources/config/sources.py,
 # which the collector reads too); the cleaning stage applies these limits in SQL before any other rule.
-# C0 controls (NUL included) other than tab, line feed and carriage return, DEL, and C1 controls: no
-# legitimate text holds them. RE2 syntax, as DuckDB runs it.
-CONTROL_CHARACTERS = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+# The control characters of CONTROL_RANGES as a character class in RE2 syntax, as DuckDB runs it.
+CONTROL_CHARACTERS = "[" + "".join(f"\\x{{{first:02X}}}-\\x{{{last:02X}}}" for first, last in CONTROL_RANGES) + "]"
 # Tabs and line breaks inside a value become one space, as runs of spaces do in the name rules.
 LINE_BREAKS = r"[\t\r\n]+"
 

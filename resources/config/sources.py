@@ -58,7 +58,7 @@ API_PAGE_GLOB = "*.jsonl"
 
 # The most characters a text value of a canonical field may have, so a runaway value (a whole file in one
 # cell) cannot reach profiles and destinations. Cleaning applies them (cdp_assets/clean/rules.py); the
-# collector refuses a Segment `messageId` over the event id's limit, which cleaning would quarantine.
+# collector refuses a Segment event whose ids are over the limits cleaning would quarantine them by.
 TEXT_LIMIT = 200  # names, address lines, city, region, postal code, country, phone, event name, status, ...
 TEXT_LIMITS = {"email": 254, "source_record_id": 256, "event_id": 256, "identifier": 256}
 
@@ -66,6 +66,12 @@ TEXT_LIMITS = {"email": 254, "source_record_id": 256, "event_id": 256, "identifi
 def text_limit(field: str) -> int:
     """The most characters a value of this canonical field may have."""
     return TEXT_LIMITS.get(field, TEXT_LIMIT)
+
+
+# The control characters no legitimate text holds, as (first, last) code points: C0 controls (NUL included)
+# other than tab, line feed and carriage return, DEL, and C1 controls. Cleaning quarantines a value holding
+# one; the collector refuses an event whose ids hold one.
+CONTROL_RANGES = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F))
 
 
 class FieldSpec(_Strict):
