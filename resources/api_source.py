@@ -109,23 +109,23 @@ def dig(value: Any, path: str | None) -> Any:
     return value
 
 
-def _order_key(value: Any) -> float | None:
-    """A cursor value as a number to compare: a number, or an ISO 8601 time (naive means UTC); None when it
-    is neither, so it cannot move the cursor."""
+def _order_key(value: Any) -> tuple[str, float] | None:
+    """A cursor value as its kind (`time` or `number`) and a number to compare: a number (or a string of
+    one), or an ISO 8601 time (naive means UTC); None when it is neither, so it cannot move the cursor."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return "number", float(value)
     if isinstance(value, str):
         try:
-            return float(value)
+            return "number", float(value)
         except ValueError:
             pass
         try:
             parsed = datetime.fromisoformat(value.strip())
         except ValueError:
             return None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        return "time", (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     return None
 
 
@@ -134,27 +134,62 @@ def _fingerprint(record: Any) -> str:
 
 
 class _Cursor:
-    """The newest cursor value seen so far and the fingerprints of the records holding exactly it."""
+    """The newest cursor value seen so far and the fingerprints of the records holding exactly it.
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.value = state.get("value")
-        self.key = _order_key(self.value)
-        self.boundary: set[str] = set(state.get("boundary", []))
-        self.previous_boundary = frozenset(self.boundary) if self.key is not None else frozenset()
-        self.previous_key = self.key
+    A time and a number are not compared: a record whose value is of the other kind than the cursor's (an
+    epoch number among ISO times) does not move it, since sent back as the incremental parameter it would
+    be a value the API cannot read or one past all its records. The kind is the saved cursor's, else
+    `incremental.start`'s; on a first poll without either, the kind most of the poll's records have.
+    """
 
-    def already_landed(self, key: float | None, fingerprint: str) -> bool:
+    def __init__(self, state: dict[str, Any], start: Any = None) -> None:
+        saved = _order_key(state.get("value"))
+        fixed = saved or _order_key(start)
+        self.kind: str | None = fixed[0] if fixed else None
+        # Per kind: [value, its order key, fingerprints of the records holding exactly it].
+        self.newest: dict[str, list[Any]] = {}
+        self.counts: dict[str, int] = {}
+        self.unreadable_saved = state.get("value") if saved is None else None
+        if saved is not None:
+            self.newest[saved[0]] = [state["value"], saved[1], set(state.get("boundary", []))]
+        self.previous = saved
+        self.previous_boundary = frozenset(state.get("boundary", [])) if saved is not None else frozenset()
+
+    def _leading(self) -> str | None:
+        if self.kind is not None or not self.counts:
+            return self.kind
+        return max(self.counts, key=lambda kind: (self.counts[kind], kind == "time"))
+
+    @property
+    def value(self) -> Any:
+        newest = self.newest.get(self._leading() or "")
+        return newest[0] if newest is not None else self.unreadable_saved
+
+    def already_landed(self, ordered: tuple[str, float] | None, fingerprint: str) -> bool:
         """A record the last poll landed with exactly the saved value, sent again by an inclusive filter."""
-        return key is not None and key == self.previous_key and fingerprint in self.previous_boundary
+        return ordered is not None and ordered == self.previous and fingerprint in self.previous_boundary
 
-    def see(self, value: Any, key: float, fingerprint: str) -> None:
-        if self.key is None or key > self.key:
-            self.value, self.key, self.boundary = value, key, {fingerprint}
-        elif key == self.key:
-            self.boundary.add(fingerprint)
+    def see(self, value: Any, ordered: tuple[str, float], fingerprint: str) -> None:
+        kind, key = ordered
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.kind is not None and kind != self.kind:
+            return
+        newest = self.newest.get(kind)
+        if newest is None or key > newest[1]:
+            self.newest[kind] = [value, key, {fingerprint}]
+        elif key == newest[1]:
+            newest[2].add(fingerprint)
+
+    def of_other_kind(self) -> int:
+        """How many records seen had a value of the other kind than the cursor's, so did not move it."""
+        leading = self._leading()
+        return sum(count for kind, count in self.counts.items() if kind != leading)
 
     def state(self) -> dict[str, Any]:
-        return {"value": self.value, "boundary": sorted(self.boundary), "saved_at": datetime.now(UTC).isoformat()}
+        """What is saved; from the first save on, the cursor keeps its kind."""
+        self.kind = self._leading()
+        value, _, boundary = self.newest.get(self.kind or "", [self.unreadable_saved, None, set()])
+        return {"value": value, "boundary": sorted(boundary), "saved_at": datetime.now(UTC).isoformat()}
 
 
 class _PageWriter:
@@ -334,7 +369,7 @@ def poll_source(
             for stale in folder.glob(f".*{_PARTIAL_SUFFIX}"):
                 stale.unlink()  # left by a poll that died; its cursor was never saved
             state = read_cursor(landing, source)
-            cursor = _Cursor(state)
+            cursor = _Cursor(state, http.incremental.start if http.incremental is not None else None)
             report.cursor_before = cursor.value
             writer = _PageWriter(folder, http.records_per_file)
             checkpoint_each_file = http.incremental is not None and http.incremental.sorted
@@ -357,14 +392,14 @@ def poll_source(
                         landed_now.add(fingerprint)
                         if http.incremental is not None:
                             value = dig(record, http.incremental.field) if isinstance(record, dict) else None
-                            key = _order_key(value)
-                            if cursor.already_landed(key, fingerprint):
+                            ordered = _order_key(value)
+                            if cursor.already_landed(ordered, fingerprint):
                                 report.skipped_unchanged += 1
                                 continue
-                            if key is None:
+                            if ordered is None:
                                 report.without_cursor_value += 1
                             else:
-                                cursor.see(value, key, fingerprint)
+                                cursor.see(value, ordered, fingerprint)
                         writer.write(record)
                         report.records += 1
                     if writer.full:
@@ -384,6 +419,7 @@ def poll_source(
                 raise
             land()
             report.cursor_after = cursor.value
+            report.without_cursor_value += cursor.of_other_kind()
     finally:
         if own_session:
             session.close()

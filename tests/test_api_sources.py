@@ -184,6 +184,24 @@ def test_a_second_poll_fetches_only_the_changed_records(tmp_path):
 
 
 @pytest.mark.stage
+def test_a_cursor_value_of_the_other_kind_does_not_move_the_cursor(tmp_path):
+    # One ticket carries its change time as epoch milliseconds among ISO times: read as a number it is
+    # past every time, and sent back as updated_since it would ask for nothing the API can answer.
+    odd = {**make_tickets(1)[0], "id": "T9999999", "updated_at": "1750000000000"}
+    with ApiServer([*make_tickets(20), odd], page_size=5) as api:
+        source = ticket_source(f"{api.url}/tickets/cursor", pagination=STYLES["cursor"])
+        first = poll_source(source, tmp_path)
+        api.change(["T0000003"], datetime(2025, 2, 1, tzinfo=UTC), status="solved")
+        second = poll_source(source, tmp_path)
+        sent_since = [entry["query"].get("updated_since") for entry in api.log]
+    assert first.records == 21 and first.without_cursor_value == 1
+    assert first.cursor_after == "2025-01-01T00:00:20Z"
+    assert sent_since[-1] == "2025-01-01T00:00:20Z"
+    assert second.cursor_after == "2025-02-01T00:00:00Z" and second.without_cursor_value == 0
+    assert [r["id"] for r in landed(tmp_path)[21:]] == ["T0000003"]
+
+
+@pytest.mark.stage
 @pytest.mark.parametrize(("fault", "problem"), [("notjson", "the page is not JSON"), ("nokey", "no list at 'tickets'")])
 def test_a_bad_page_fails_the_poll_with_url_and_status_and_leaves_the_cursor(tmp_path, fault, problem):
     with ApiServer(make_tickets(200), page_size=50) as api:
