@@ -149,8 +149,13 @@ def _bind(
         return str(exc)
     try:
         conn.rows(f"select count(*) from {table} where ({checked})")
+        [(_, kind)] = conn.column_types(f"select ({checked}) as condition from {table}")
     except SqlError as exc:
         return str(exc).split("\n")[0]
+    # DuckDB casts any filter to BOOLEAN, which a row of NULLs survives; a value of the data would not
+    # (`where: email` fails on the first address), and an integer selecting non-zero rows is no condition.
+    if kind != "BOOLEAN":
+        return f"the condition gives a {kind} value, not true or false; compare it (`> 0`, `= 'x'`, `is not null`)"
     return None
 
 

@@ -428,3 +428,21 @@ def test_a_json_path_becomes_a_read_of_that_key_and_cannot_leave_its_string() ->
     # Profile columns hold no JSON: a dotted name there is a column of another table.
     with pytest.raises(ConditionError, match=r"email\.domain \(a column of another table\)"):
         check_condition("email.domain = 'x'", ["email"], "the profile's")
+
+
+@pytest.mark.parametrize(
+    ("where", "kind"), [("email", "VARCHAR"), ("first_seen_at", "TIMESTAMP"), ("order_count", "BIGINT")]
+)
+@pytest.mark.unit
+def test_a_condition_that_is_not_true_or_false_is_refused_at_load(tmp_path, where, kind):
+    """A row of NULLs casts to BOOLEAN, so binding alone passed these; the first real value fails or is truthy."""
+
+    def mutate(raw: dict) -> None:
+        raw["segments"][0]["where"] = where
+        raw["profiles"]["traits"][2]["where"] = "event"
+
+    with pytest.raises(ConfigError) as info:
+        load_config(_config_file(tmp_path, mutate))
+    message = str(info.value)
+    assert f"segments[0] (high_value).where: the condition gives a {kind} value, not true or false" in message
+    assert "profiles.traits[2] (product_views_last_7_days).where: the condition gives a VARCHAR value" in message
