@@ -27,9 +27,10 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json, Jsonb
 
+from resources.config.destinations import SYNCED_AT_COLUMN
 from resources.destinations import REMOVALS, Change, RejectedError, TransientError
 
-SYNCED_AT = "_cdp_synced_at"
+SYNCED_AT = SYNCED_AT_COLUMN
 
 # SQLSTATE classes: connection exception, transaction rollback (serialization failure, deadlock),
 # insufficient resources, operator intervention (shutdown, cancel), system error, internal error.

@@ -329,3 +329,24 @@ def test_every_yaml_example_of_the_docs_loads_as_part_of_a_configuration(tmp_pat
         except ConfigError as error:
             errors.append(str(error))
     pytest.fail(f"{doc}:{line}: the example does not load: " + " / ".join(errors))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fields": {"id": "email"}}, r"fields: 'id' is the key column \(key_column\), which holds the primary_key"),
+        ({"fields": {"_cdp_synced_at": "email"}}, r"fields: '_cdp_synced_at' is the column of each row's sync time"),
+        ({"key_column": "_cdp_synced_at"}, r"key_column: '_cdp_synced_at' is the column of each row's sync time"),
+        ({"fields": {"e" * 64: "email"}}, r"fields: 'e{64}' is longer than 63 bytes"),
+        ({"table": "t" * 64}, r"table: 't{64}' must be 1 to 63 bytes"),
+    ],
+)
+def test_a_postgres_field_named_like_the_tables_own_columns_is_refused(tmp_path, change, message):
+    """The table's key and sync-time columns are written by the sync: a field of that name was dropped unsent."""
+
+    def mutate(raw: dict) -> None:
+        destination = {"name": "app_vips", "type": "postgres", "segment": "high_value", "dsn_env": "APP_DB"}
+        raw["destinations"].append({**destination, "table": "vip_customers", **change})
+
+    with pytest.raises(ConfigError, match=rf"destinations\[\d+\] \(app_vips\)\.postgres(: |\.){message}"):
+        load_config(_with(tmp_path, mutate))

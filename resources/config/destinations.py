@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from resources.config.base import _NAME_RE, AuthConfig, EnvName, HttpUrl, RetryConfig, _Strict
 from resources.identifiers import hashed_kind
+
+# The PostgreSQL destination's column of each row's sync time, beside the key and the mapped fields.
+SYNCED_AT_COLUMN = "_cdp_synced_at"
+# PostgreSQL's longest name (NAMEDATALEN - 1): a longer one is cut, so two long names can become one.
+POSTGRES_NAME_BYTES = 63
 
 
 class _DestinationBase(_Strict):
@@ -132,6 +137,34 @@ class PostgresDestinationConfig(_SyncedDestination):
     key_column: str = "id"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("table", "db_schema", "key_column")
+    @classmethod
+    def _fits_postgres(cls, value: str) -> str:
+        if not value or len(value.encode()) > POSTGRES_NAME_BYTES:
+            raise ValueError(f"'{value}' must be 1 to {POSTGRES_NAME_BYTES} bytes: PostgreSQL cuts longer names")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_of_their_own(self) -> PostgresDestinationConfig:
+        """The table's own columns are the key and the sync time; a field named like one would be dropped."""
+        if self.key_column == SYNCED_AT_COLUMN:
+            raise ValueError(f"key_column: '{SYNCED_AT_COLUMN}' is the column of each row's sync time")
+        for field in self.fields:
+            if field == self.key_column:
+                raise ValueError(
+                    f"fields: '{field}' is the key column (key_column), which holds the primary_key "
+                    f"({self.primary_key}); give the field another name, or set key_column"
+                )
+            if field == SYNCED_AT_COLUMN:
+                raise ValueError(
+                    f"fields: '{field}' is the column of each row's sync time; give the field another name"
+                )
+            if len(field.encode()) > POSTGRES_NAME_BYTES:
+                raise ValueError(
+                    f"fields: '{field}' is longer than {POSTGRES_NAME_BYTES} bytes, which PostgreSQL cuts names to"
+                )
+        return self
 
 
 RowDestinationConfig = (
