@@ -350,3 +350,15 @@ def test_a_postgres_field_named_like_the_tables_own_columns_is_refused(tmp_path,
 
     with pytest.raises(ConfigError, match=rf"destinations\[\d+\] \(app_vips\)\.postgres(: |\.){message}"):
         load_config(_with(tmp_path, mutate))
+
+
+def test_a_destination_retry_whose_longest_wait_is_shorter_than_its_first_is_refused(tmp_path):
+    """Capped by the shorter longest_wait, the first retry came after 1 minute, not the 2 hours configured."""
+    retry = {"first_after": "2 hours", "longest_wait": "1 minute"}
+    path = _with(tmp_path, lambda c: c.setdefault("refresh", {}).update(destination_retry=retry))
+    with pytest.raises(ConfigError, match=r"refresh\.destination_retry: longest_wait \(1 minute\) is shorter than"):
+        load_config(path)
+    # Left at its default (1 hour), longest_wait gives way to a longer first_after.
+    path = _with(tmp_path, lambda c: c.setdefault("refresh", {}).update(destination_retry={"first_after": "2 hours"}))
+    retried = load_config(path).refresh.destination_retry
+    assert retried is not None and [retried.wait(n).total_seconds() for n in (1, 2, 3)] == [7200.0] * 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from resources.config.base import EnvName, HttpUrl, TimeZoneName, _Strict, check_cron, check_span, span
 
@@ -38,9 +38,21 @@ class DestinationRetryConfig(_Strict):
     def _spans(cls, value: str) -> str:
         return check_span(value) or value
 
+    @model_validator(mode="after")
+    def _longest_is_longest(self) -> DestinationRetryConfig:
+        # Left at its default, longest_wait gives way to a longer first_after (see `wait`).
+        if "longest_wait" in self.model_fields_set and span(self.longest_wait) < span(self.first_after):
+            raise ValueError(
+                f"longest_wait ({self.longest_wait}) is shorter than first_after ({self.first_after}): "
+                "retries wait first_after, then twice as long each time up to longest_wait"
+            )
+        return self
+
     def wait(self, attempt: int) -> timedelta:
-        """The wait before retry number `attempt` (1 for the first): first_after, doubled each time, capped."""
-        return min(span(self.first_after) * 2 ** (max(attempt, 1) - 1), span(self.longest_wait))
+        """The wait before retry number `attempt` (1 for the first): first_after, doubled each time, capped at
+        longest_wait, or at first_after when that is longer (only the default longest_wait can be)."""
+        first = span(self.first_after)
+        return min(first * 2 ** (max(attempt, 1) - 1), max(span(self.longest_wait), first))
 
 
 class RefreshConfig(_Strict):
