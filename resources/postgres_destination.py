@@ -113,6 +113,22 @@ class PostgresClient:
             self._recover(conn)
             raise self._error(exc, len(changes), creating) from None
 
+    def table_exists(self) -> bool | None:
+        """Whether the table is there; None when the server cannot be asked now (the batches then find out
+        why, and fail as they do)."""
+        try:
+            conn = self._connect()
+        except TransientError:
+            return None
+        try:
+            with conn.cursor() as cur:
+                found = bool(self._existing(cur))
+            conn.rollback()  # a read: end its transaction
+        except psycopg.Error:
+            self._recover(conn)
+            return None
+        return found
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

@@ -1023,6 +1023,38 @@ def test_postgres_destination_mirrors_the_segment_into_a_table(tmp_path, dsn, mo
     assert warehouse.sync("r3")["requests"] == 0
 
 
+@pytest.mark.e2e
+def test_a_postgres_table_that_is_not_there_receives_every_member_again(tmp_path, dsn, monkeypatch):
+    """Its acknowledged rows were delivered to a table that is gone (dropped, or `table` changed): sending
+    only the changes since would leave the new table without the members that did not change."""
+    import psycopg
+
+    monkeypatch.setenv("CDP_TEST_APP_DSN", dsn)
+    table = f"vip_{tmp_path.name[-8:].replace('-', '_')}".lower()
+    destination = {"type": "postgres", "mode": "mirror", "dsn_env": "CDP_TEST_APP_DSN", "table": table}
+    warehouse = Warehouse(make_config(tmp_path, destination))
+    members = people(6)
+    warehouse.set_members(members)
+    assert warehouse.sync("r1")["added"] == 6
+
+    def keys(name: str) -> set[str]:
+        with psycopg.connect(dsn) as conn:
+            return {key for (key,) in conn.execute(f'select id from "{name}"').fetchall()}
+
+    # The table is pointed elsewhere, and one member changed meanwhile.
+    warehouse.config = make_config(tmp_path, {**destination, "table": f"{table}_v2"})
+    members["c0002"]["first_name"] = "Renamed"
+    warehouse.set_members(members)
+    report = warehouse.sync("r2")
+    assert report["table_missing_rows_sent_again"] == 6 and report["added"] == 6
+    assert keys(f"{table}_v2") == set(members)
+    # Dropped by hand: the next sync fills it again; with it there, a sync sends nothing.
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f'drop table "{table}_v2"')
+    assert warehouse.sync("r3")["added"] == 6 and keys(f"{table}_v2") == set(members)
+    assert warehouse.sync("r4")["requests"] == 0
+
+
 @pytest.mark.stage
 def test_credentials_come_from_the_environment_and_are_required(tmp_path, monkeypatch):
     import dagster as dg

@@ -27,11 +27,13 @@ from cdp_assets.syncs.state import (
     consented_sql,
     ensure_tables,
     fold_acknowledged,
+    forget_rows_held,
     plan_sync,
     record_absorbed,
     record_batch,
     record_outcome,
     record_rejected,
+    rows_held,
 )
 from resources.config import CDPConfig, FileDestinationConfig, RowDestinationConfig
 from resources.config.base import MissingSecretError
@@ -293,7 +295,13 @@ def run_sync(
 
     erasures = {"erased": 0, "erase_pending": 0}
     ended = False
+    forgotten = 0
     try:
+        # A table that is not there (dropped, or `table` or `schema` changed) holds none of the rows recorded
+        # as delivered to it: forgotten, they are all sent again, where only the changes since would be.
+        if not destination.dry_run and destination.type == "postgres" and rows_held(sql, destination.name):
+            if getattr(opened(), "table_exists", lambda: None)() is False:
+                forgotten = forget_rows_held(sql, destination.name)
         # A privacy erasure this destination has not confirmed goes first, like any row it refused before.
         if not destination.dry_run and pending_erasures(sql, destination.name):
             erasures = deliver_erasures(sql, destination, opened, sleep)
@@ -354,6 +362,7 @@ def run_sync(
         "request_retries": tally.retries,
         "dry_run": destination.dry_run,
         "unavailable": tally.unavailable,
+        "table_missing_rows_sent_again": forgotten,
         **erasures,
     }
 

@@ -623,6 +623,22 @@ def fold_acknowledged(sql: Sql, destination: str | None = None) -> int:
     return waiting
 
 
+def rows_held(sql: Sql, destination: str) -> int:
+    """How many rows the destination is recorded to hold (acknowledged, not removed since)."""
+    fold_acknowledged(sql, destination)
+    return int(
+        sql.value("select count(*) from syncs.destination_state where destination = ? and present", [destination])
+    )
+
+
+def forget_rows_held(sql: Sql, destination: str) -> int:
+    """Forget what the destination is recorded to hold, when it is known to hold none of it (its table is
+    gone): the next plan then sends every row it should hold. Returns how many rows it was recorded to hold."""
+    held = rows_held(sql, destination)
+    sql.execute("delete from syncs.destination_state where destination = ?", [destination])
+    return held
+
+
 def record_absorbed(sql: Sql, destination: str, run_id: str, plan: Plan) -> None:
     """Mark the plan's absorbed keys gone from the destination's acknowledged state, without sending them:
     the member they were is still wanted under another key (see plan_sync)."""
