@@ -15,6 +15,7 @@ import requests
 from dagster._utils.error import SerializableErrorInfo
 
 from resources.config import CDPConfig
+from resources.destinations import connection_problem
 
 MAX_ERROR_CHARS = 300
 # The errors Dagster raises around one from a step's code, whose message says only where it happened.
@@ -59,7 +60,18 @@ def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
             error = event.event_specific_data.error if event.event_specific_data else None
             failures.append((event.step_key or "run", cause_of(error).message if error else ""))
         text = alert_text(context.dagster_run, failures, config.alerts.ui_url)
-        response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
+        try:
+            response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
+        # requests' own message quotes the whole URL, whose path is the webhook's secret (Slack's token is in
+        # it), and a tick's error is kept and shown in the UI: only the server is named.
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            problem = connection_problem(exc, url, TIMEOUT_SECONDS)
+            raise RuntimeError(f"the alert webhook got no answer ({problem}); the failure is reported again") from None
+        except requests.RequestException as exc:
+            raise RuntimeError(
+                f"{config.alerts.webhook_url_env} does not hold an http(s) URL ({type(exc).__name__}; the value, "
+                "a secret, is not shown); the failure is reported again"
+            ) from None
         if not 200 <= response.status_code < 300:
             raise RuntimeError(f"the alert webhook answered {response.status_code}; the failure is reported again")
         context.log.info(f"alert posted for run {context.dagster_run.run_id}")

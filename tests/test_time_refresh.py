@@ -2,6 +2,7 @@
 freshness checks and run-failure alerts to a webhook."""
 
 import json
+import socket
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -308,6 +309,43 @@ def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
         _Webhook.status = 200
         _Webhook.received.clear()
         server.shutdown()
+
+
+@pytest.mark.dagster
+@pytest.mark.parametrize("is_http", [True, False])
+def test_a_webhook_that_cannot_be_reached_fails_the_tick_without_its_secret_url(tmp_path, monkeypatch, is_http):
+    """A Slack webhook's URL carries its token in the path; requests' own error quotes the whole URL, and a
+    failed tick's error is kept in Dagster's storage and shown in the UI."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/services/T0/B0/s3cretT0ken" if is_http else "hooks.example/services/s3cretT0ken"
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", url)
+    config = load_config(write_config(tmp_path))
+    defs = build_definitions(config)
+    instance = dg.DagsterInstance.ephemeral()
+    failing = dg.define_asset_job("failing", selection=[dg.AssetKey(["raw", "orders"])])
+    (tmp_path / "warehouse.duckdb").mkdir()  # the extract cannot open its warehouse: the run fails
+    result = (
+        dg.Definitions.merge(defs, dg.Definitions(jobs=[failing]))
+        .resolve_job_def("failing")
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+    sensor = defs.resolve_sensor_def("run_failure_alerts")
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure
+    ).for_run_failure()
+    with pytest.raises(RuntimeError) as failed:
+        sensor(context)
+    message = str(failed.value)
+    assert "s3cretT0ken" not in message and failed.value.__cause__ is None
+    expected = (
+        f"the alert webhook got no answer (ConnectionError: cannot connect to http://127.0.0.1:{port}: "
+        if is_http
+        else "CDP_ALERT_WEBHOOK_URL does not hold an http(s) URL (MissingSchema;"
+    )
+    assert message.startswith(expected), message
 
 
 @pytest.mark.dagster
