@@ -4,6 +4,7 @@ the poll as a Dagster job whose pages the landing sensor and the extract pick up
 
 import fcntl
 import json
+import logging
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -375,3 +376,23 @@ def test_a_second_poll_of_a_source_refuses_to_run_and_a_dead_polls_partial_files
         assert poll_source(source, tmp_path).records == 3
     assert [p.name for p in folder.iterdir() if p.name.endswith(".partial")] == []
     assert [r["id"] for r in landed(tmp_path)] == ["T0000001", "T0000002", "T0000003"]
+
+
+@pytest.mark.dagster
+def test_a_poll_none_of_whose_records_has_the_incremental_field_warns(tmp_path):
+    """A misspelt incremental.field leaves the cursor where it was: every poll lands the listing again."""
+    with ApiServer(make_tickets(12), page_size=5) as api, dg.instance_for_test() as instance:
+        path = write_config(tmp_path)
+        raw = yaml.safe_load(path.read_text())
+        source = ticket_source(
+            f"{api.url}/tickets/cursor", pagination=STYLES["cursor"], incremental={"field": "updatedAt"}
+        )
+        raw["sources"].append(source.model_dump(exclude={"glob"}, exclude_none=True, mode="json"))
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        defs = build_definitions(load_config(path))
+        result = defs.resolve_job_def("poll_helpdesk").execute_in_process(instance=instance)
+        warnings = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING and e.message]
+    assert result.success
+    assert any(
+        "none of the 12 records landed has a usable value at incremental.field 'updatedAt'" in w for w in warnings
+    ), warnings

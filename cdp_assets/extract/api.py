@@ -50,6 +50,13 @@ def build_poll_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.AssetsDe
             f"{source.name}: {report.records} records in {report.pages} pages, {len(report.files)} file(s) landed; "
             f"cursor {report.cursor_before} -> {report.cursor_after}"
         )
+        if http.incremental is not None and report.records and report.without_cursor_value == report.records:
+            # Most likely a misspelt path: every poll would land the whole listing again, events twice over.
+            context.log.warning(
+                f"{source.name}: none of the {report.records} records landed has a usable value at "
+                f"incremental.field '{http.incremental.field}' (an ISO time or a number), so the cursor did not "
+                "move and the next poll fetches them all again; check the field's path"
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(report.records),
