@@ -362,3 +362,11 @@ def test_a_destination_retry_whose_longest_wait_is_shorter_than_its_first_is_ref
     path = _with(tmp_path, lambda c: c.setdefault("refresh", {}).update(destination_retry={"first_after": "2 hours"}))
     retried = load_config(path).refresh.destination_retry
     assert retried is not None and [retried.wait(n).total_seconds() for n in (1, 2, 3)] == [7200.0] * 3
+
+
+@pytest.mark.parametrize("glob", ["/srv/exports/crm/*.csv", "../crm/*.csv", "crm/../../*.csv"])
+def test_a_glob_outside_the_landing_folder_is_refused(tmp_path, glob):
+    """An absolute pattern failed every tick of the landing sensor (Path.glob refuses it), for all sources."""
+    path = _with(tmp_path, lambda c: c["sources"][0].update(glob=glob))
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(crm_contacts\)\.glob: .* must be a pattern inside"):
+        load_config(path)

@@ -416,6 +416,18 @@ class SourceConfig(_Strict):
             return {**data, "glob": f"{data.get('name')}/{API_PAGE_GLOB}"}
         return data
 
+    @field_validator("glob")
+    @classmethod
+    def _inside_landing(cls, value: str) -> str:
+        # An absolute pattern made the landing sensor's tick fail (Path.glob refuses one), stopping every
+        # source's loads; a '..' read files the platform does not own (an erasure rewrites what it loaded).
+        if value.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", value):
+            raise ValueError(
+                f"'{value}' must be a pattern inside the landing folder (landing.path), relative to it, "
+                "e.g. 'crm/*.csv'; point landing.path at the folder instead"
+            )
+        return value
+
     @field_validator("expected_every")
     @classmethod
     def _expected_every(cls, value: str | None) -> str | None:
