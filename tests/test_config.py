@@ -370,3 +370,13 @@ def test_a_glob_outside_the_landing_folder_is_refused(tmp_path, glob):
     path = _with(tmp_path, lambda c: c["sources"][0].update(glob=glob))
     with pytest.raises(ConfigError, match=r"sources\[0\] \(crm_contacts\)\.glob: .* must be a pattern inside"):
         load_config(path)
+
+
+def test_csv_options_on_a_source_of_another_format_are_refused(tmp_path):
+    """The JSON-lines and Parquet readers never read them: an encoding set there was silently ignored."""
+    shop = lambda c: next(s for s in c["sources"] if s["format"] == "jsonl")  # noqa: E731
+    path = _with(tmp_path, lambda c: shop(c).update(csv={"encoding": "latin-1"}))
+    with pytest.raises(ConfigError, match=r"\): csv: its delimiter, quote and encoding apply to format csv only"):
+        load_config(path)
+    # Written out in full, with the defaults, it loads.
+    assert load_config(_with(tmp_path, lambda c: shop(c).update(csv={"delimiter": ",", "encoding": "utf-8"})))

@@ -494,6 +494,12 @@ class SourceConfig(_Strict):
                 if self.format == "http"
                 else f"'http' applies to format http only, not {self.format}"
             )
+        if self.format != "csv" and self.csv != CsvOptions():
+            # The other formats' readers never look at it: a latin-1 JSON-lines file stayed unreadable.
+            raise ValueError(
+                f"csv: its delimiter, quote and encoding apply to format csv only, not {self.format} "
+                "(JSON lines are read as UTF-8, Parquet by its own schema)"
+            )
         for name, spec in self.fields.items():
             if name in JSON_FIELDS and spec.path is None:
                 raise ValueError(f"fields.{name}: a JSON field is read from a 'path', not a constant 'value'")
