@@ -139,7 +139,11 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    # The place of a syntax error names the file, not the text it was read into.
+    with pytest.raises(ConfigError, match=rf'(?s)not valid YAML: .*in "{re.escape(str(bad))}", line 2'):
+        load_config(bad)
+    bad.write_bytes(b"warehouse:\n  path: caf\xe9.duckdb\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not UTF-8 text \(byte 22 cannot be read\)"):
         load_config(bad)
 
 

@@ -257,9 +257,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
     if not config_path.exists():
         raise ConfigError(f"{config_path}: configuration file not found (set {CONFIG_ENV_VAR} to point at one)")
     try:
-        raw = yaml.load(config_path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        # Read from the file itself, so a syntax error's place names the file, not "<unicode string>".
+        with config_path.open(encoding="utf-8") as stream:
+            raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{config_path}: not UTF-8 text (byte {exc.start} cannot be read); save it as UTF-8"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping at the top level, found {type(raw).__name__}")
     try:
