@@ -3,11 +3,20 @@
 It looks only at file names, sizes and modification times, never at the warehouse: DuckDB allows one
 writer per file and a sensor must not compete with a running extract for it. A file is picked up once
 it has not changed for `landing.settle_seconds`, so a file still being copied is not loaded half-written.
+
+A file is requested once: the cursor then holds its signature. So when the run that should have loaded
+it fails (killed, out of memory, the warehouse held by another process past its lock timeout), the sensor
+starts the source's extract again itself, from Dagster's records of the runs: when the latest run to take
+up `raw/<source>` failed without materializing it, a retry is requested RETRY_FIRST_AFTER_SECONDS after
+that failure, then twice as long after each retry that fails again (up to RETRY_LONGEST_WAIT_SECONDS), at
+most RETRY_ATTEMPTS times in a row; the run-failure alert reports each failure. The extract loads every
+new or changed file of the source, so the retry, or any later run of it, loads what the failed run did not.
 """
 
 import hashlib
 import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -17,6 +26,11 @@ from resources.landing import FILE_SIGNATURES, ExtractConfig, file_signature, so
 # The extract's check that every file could be read (cdp_assets/extract/assets.py); a sensor never imports
 # the stages.
 FILES_READABLE_CHECK = "files_readable"
+# Retries of an extract whose run failed (see the module's docstring); the tag counts them.
+RETRY_FIRST_AFTER_SECONDS = 60
+RETRY_LONGEST_WAIT_SECONDS = 3600
+RETRY_ATTEMPTS = 5
+RETRY_TAG = "cdp/extract_retry"
 
 
 def _signatures_loaded(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
@@ -31,7 +45,49 @@ def _signatures_loaded(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[s
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
+def _extract_request(source: str, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
+    """A run of the source's extract that loads its new and changed files (and materializes nothing when
+    there are none), with the check that every file could be read."""
+    key = dg.AssetKey(["raw", source])
+    return dg.RunRequest(
+        run_key=run_key,
+        asset_selection=[key],
+        # The extract's own check; a source's freshness is its own sensor's (sensors/freshness.py).
+        asset_check_keys=[dg.AssetCheckKey(key, FILES_READABLE_CHECK)],
+        run_config=dg.RunConfig(ops={f"raw__{source}": ExtractConfig(skip_if_unchanged=True)}),
+        tags={"cdp/source": source, **tags},
+    )
+
+
+def _retry(instance: dg.DagsterInstance, source: str, now: float) -> tuple[dg.RunRequest | None, str | None]:
+    """A retry of the source's extract when the latest run to take it up failed without materializing it
+    and its wait is over (None otherwise), and when it is not over yet, when it will be."""
+    key = dg.AssetKey(["raw", source])
+    [record] = instance.get_asset_records([key]) or [None]
+    entry = record.asset_entry if record else None
+    run_id = entry.last_run_id if entry else None
+    run = instance.get_run_record_by_id(run_id) if run_id else None
+    if run is None or run.dagster_run.status != dg.DagsterRunStatus.FAILURE or run.end_time is None:
+        return None, None  # never run, succeeded, or a run of it is queued or under way
+    materialized = entry.last_materialization_record if entry else None
+    if materialized is not None and materialized.run_id == run_id:
+        return None, None  # the extract itself completed; a later step of that run failed
+    attempt = int(run.dagster_run.tags.get(RETRY_TAG, "0")) + 1
+    if attempt > RETRY_ATTEMPTS:
+        return None, None
+    due = run.end_time + min(RETRY_FIRST_AFTER_SECONDS * 2 ** (attempt - 1), RETRY_LONGEST_WAIT_SECONDS)
+    if now < due:
+        return (
+            None,
+            f"'{source}' retries its failed extract at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(due))}",
+        )
+    # One retry per failed run, however many ticks see it.
+    return _extract_request(source, f"{source}:retry-of:{run_id}", {RETRY_TAG: str(attempt)}), None
+
+
+def build_landing_sensor(config: CDPConfig, clock: Callable[[], float] = time.time) -> dg.SensorDefinition:
+    """The sensor; `clock` gives the current time (seconds since the epoch), which tests move instead of
+    waiting."""
     keys = [dg.AssetKey(["raw", s.name]) for s in config.sources]
 
     @dg.sensor(
@@ -45,7 +101,9 @@ def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
         previous: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
         cursor: dict[str, dict[str, str]] = {}
         requests: list[dg.RunRequest] = []
-        settled_before = time.time() - config.landing.settle_seconds
+        now = clock()
+        settled_before = now - config.landing.settle_seconds
+        waiting: list[str] = []
         for source in config.sources:
             if source.name in previous:
                 seen = dict(previous[source.name])
@@ -65,15 +123,13 @@ def build_landing_sensor(config: CDPConfig) -> dg.SensorDefinition:
             if changed:
                 digest = hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
                 requests.append(
-                    dg.RunRequest(
-                        run_key=f"{source.name}:{digest}",
-                        asset_selection=[dg.AssetKey(["raw", source.name])],
-                        # The extract's own check; a source's freshness is its own sensor's (sensors/freshness.py).
-                        asset_check_keys=[dg.AssetCheckKey(dg.AssetKey(["raw", source.name]), FILES_READABLE_CHECK)],
-                        run_config=dg.RunConfig(ops={f"raw__{source.name}": ExtractConfig(skip_if_unchanged=True)}),
-                        tags={"cdp/source": source.name, "cdp/new_files": str(len(changed))},
-                    )
+                    _extract_request(source.name, f"{source.name}:{digest}", {"cdp/new_files": str(len(changed))})
                 )
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+                continue  # the run loads the files a failed run left too
+            retry, wait = _retry(context.instance, source.name, now)
+            requests += [retry] if retry else []
+            waiting += [wait] if wait else []
+        skipped = dg.SkipReason("; ".join(waiting)) if waiting and not requests else None
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skipped)
 
     return landing_files_sensor

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 import yaml
 
@@ -164,6 +165,138 @@ def test_the_landing_sensor_starts_from_what_a_headless_refresh_already_loaded(t
         second = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
         [request] = [r for r in second.run_requests if r.tags["cdp/source"] == "support_tickets"]
         assert request.tags["cdp/new_files"] == "1"
+
+
+def test_the_landing_sensor_retries_an_extract_whose_run_failed_and_stops_once_it_loads(tmp_path):
+    """The sensor requests a file once; when that run fails (here the warehouse is held by another process
+    past the lock timeout), nothing else would load the file until another one lands. The sensor starts the
+    extract again after a wait that doubles with each failure, once per failed run, and stops once it loads."""
+    from sensors.landing import RETRY_ATTEMPTS, RETRY_FIRST_AFTER_SECONDS, RETRY_TAG, build_landing_sensor
+
+    path = write_config(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["warehouse"]["lock_timeout_seconds"] = 1
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(path)
+    folder = config.landing_path / "support"
+    folder.mkdir(parents=True)
+    (folder / "t1.csv").write_text(
+        "ticket_id,requester_email,requester_name,subject,status,priority,created_at\n"
+        "T-1,a@b.org,A B,hi,open,low,2025-01-01T00:00:00Z\n"
+    )
+    _age(folder / "t1.csv")
+    defs = build_definitions(config)
+    asset = [a for a in defs.assets if a.key == dg.AssetKey(["raw", "support_tickets"])]
+    now = [time.time()]
+    sensor = build_landing_sensor(config, clock=lambda: now[0])
+
+    def ours(result: dg.SensorResult) -> list[dg.RunRequest]:
+        return [r for r in result.run_requests if r.tags["cdp/source"] == "support_tickets"]
+
+    def extract(request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            asset,
+            instance=instance,
+            resources=defs.resources,
+            run_config=request.run_config,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+
+    def failed_at() -> float:
+        [record] = instance.get_asset_records([asset[0].key])
+        return instance.get_run_record_by_id(record.asset_entry.last_run_id).end_time
+
+    with dg.instance_for_test() as instance:
+        first = sensor(dg.build_sensor_context(instance=instance))
+        [request] = ours(first)
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
+                str(config.warehouse_path),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            assert not extract(request).success
+            cursor = first.cursor
+            for attempt in range(1, RETRY_ATTEMPTS + 1):
+                wait = RETRY_FIRST_AFTER_SECONDS * 2 ** (attempt - 1)
+                now[0] = failed_at() + wait - 1
+                early = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+                assert (
+                    ours(early) == []
+                    and "'support_tickets' retries its failed extract at" in early.skip_reason.skip_message
+                )
+                now[0] = failed_at() + wait + 1
+                [retry] = ours(sensor(dg.build_sensor_context(instance=instance, cursor=cursor)))
+                assert retry.tags[RETRY_TAG] == str(attempt) and retry.run_key != request.run_key
+                # Another tick before the retry has run asks for the same run, which Dagster starts once.
+                assert (
+                    ours(sensor(dg.build_sensor_context(instance=instance, cursor=cursor)))[0].run_key == retry.run_key
+                )
+                if attempt < RETRY_ATTEMPTS:
+                    assert not extract(retry).success
+                request = retry
+        finally:
+            holder.stdin.close()
+            holder.wait()
+        # The warehouse free again, the last retry loads the file, and nothing more is asked for.
+        assert extract(request).success
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select count(*) from raw.support_tickets").fetchone() == (1,)
+        now[0] += 86_400
+        assert ours(sensor(dg.build_sensor_context(instance=instance, cursor=cursor))) == []
+
+
+def test_the_landing_sensor_gives_up_retrying_after_its_attempts(tmp_path):
+    """A failure that is no accident (a bug) is not retried forever: after RETRY_ATTEMPTS retries failed in
+    a row, the sensor asks for none (the run-failure alert has reported each)."""
+    from sensors.landing import RETRY_ATTEMPTS, RETRY_TAG, build_landing_sensor
+
+    path = write_config(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["warehouse"]["lock_timeout_seconds"] = 1
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_config(path)
+    (config.landing_path / "support").mkdir(parents=True)
+    (config.landing_path / "support" / "t1.csv").write_text("ticket_id\nT-1\n")
+    defs = build_definitions(config)
+    asset = [a for a in defs.assets if a.key == dg.AssetKey(["raw", "support_tickets"])]
+    sensor = build_landing_sensor(config, clock=lambda: time.time() + 10**7)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
+            str(config.warehouse_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with dg.instance_for_test() as instance:
+            cursor = sensor(dg.build_sensor_context(instance=instance)).cursor  # the file requested once
+            failed = dg.materialize(
+                asset,
+                instance=instance,
+                resources=defs.resources,
+                tags={RETRY_TAG: str(RETRY_ATTEMPTS)},
+                raise_on_error=False,
+            )
+            assert not failed.success
+            result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+            assert [r for r in result.run_requests if r.tags.get(RETRY_TAG)] == []
+    finally:
+        holder.stdin.close()
+        holder.wait()
 
 
 def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destination_server):
