@@ -279,6 +279,25 @@ def test_a_family_mailbox_links_each_person_s_own_records_and_no_one_else_s(tmp_
     assert [r for (r,) in linked] == ["j1", "j2", "j3", "m1", "m2", "m3"]
 
 
+def test_a_german_name_with_its_umlauts_spelt_out_is_one_persons_name(tmp_path):
+    """A shop without umlauts writes Jürgen Müller as Juergen Mueller, and both spellings are common in
+    German data: the two records under one e-mail are one person, and a household's Uwe still is not."""
+    many = [
+        {"id": f"{name}{i}", "first": name, "dob": date(1950 + i, 1, 2)}
+        for name in ("Jürgen", "Juergen")
+        for i in range(5)
+    ]
+    records = many + [
+        {"id": "crm", "first": "Jürgen", "last": "Müller", "dob": D1, "ids": {"email": "j.mueller@web.de"}},
+        {"id": "shop", "first": "Juergen", "last": "Mueller", "ids": {"email": "j.mueller@web.de"}},
+        {"id": "crm2", "first": "Käthe", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "shop2", "first": "Uwe", "dob": D2, "ids": {"phone": PHONE}},
+    ]
+    ids = resolve_records(tmp_path, records)
+    assert ids["crm"] == ids["shop"]
+    assert ids["crm2"] != ids["shop2"]
+
+
 def test_a_shared_value_whose_people_have_one_record_each_links_nobody(tmp_path):
     records = [
         {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
@@ -317,6 +336,10 @@ def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
         (("rné", "dubois"), ("rené", "dubois"), True),  # a letter dropped from a common name
         (("rne", None), ("rené", None), True),  # and its accent with it
         (("ann", None), ("anna", None), False),  # a letter apart, both common: two names
+        (("jürgen", "müller"), ("juergen", "mueller"), True),  # an umlaut spelt out, both spellings common
+        (("juergen", None), ("jurgen", None), True),
+        (("käthe", None), ("kaethe", None), True),
+        (("joe", None), ("jo", None), False),  # an e at the end is no umlaut: two names
     ],
 )
 def test_first_names_one_person_could_carry(left, right, one_person):
@@ -325,6 +348,7 @@ def test_first_names_one_person_could_carry(left, right, one_person):
     counts = {"michael": 500, "mike": 200, "mikey": 20, "mke": 3, "tim": 100, "timothy": 300, "thomas": 400}
     counts |= {"jan": 50, "jennifer": 900, "jen": 100, "mark": 300, "mary": 300, "james": 600, "carpenter": 2}
     counts |= {"rené": 300, "rné": 1, "rne": 1, "ann": 200, "anna": 250}
+    counts |= {"jürgen": 300, "juergen": 120, "jurgen": 80, "käthe": 40, "kaethe": 30, "joe": 90, "jo": 60}
     assert FirstNames(counts).compatible(left, right) is one_person
 
 

@@ -19,6 +19,7 @@ identifier links are replayed highest type priority first, and a link that would
 """
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -79,6 +80,8 @@ class FirstNames:
             return True  # nothing but punctuation: no name to object with
         if first_l == first_r or ((len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]):
             return True
+        if _umlauts_dropped(first_l) == _umlauts_dropped(first_r):  # Jürgen, Juergen and Jurgen
+            return True
         # A first/last swap, one side possibly an initial: "Carpenter J." signed by James Carpenter.
         if last_l and last_r and _same_or_initial(first_l, last_r) and _same_or_initial(last_l, first_r):
             return True
@@ -115,6 +118,19 @@ def _letters(name: str | None) -> str | None:
     if name is None:
         return None
     return "".join(ch for ch in fold_accents(name) if ch.isalpha()) or None
+
+
+# German spells ä, ö and ü out as ae, oe and ue where a keyboard or a system lacks them (Jürgen as Juergen,
+# Käthe as Kaethe), while the accent fold reads Jürgen as Jurgen: the spellings are one once an e after
+# a, o or u is dropped, inside the name: no German name ends in an umlaut, while Joe and Jo, Zoe and Zo
+# are other names. Both spellings are common in German data, so neither is a typo of the other.
+_SPELT_OUT_UMLAUT = re.compile(r"(?<=[aou])e(?=.)")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _umlauts_dropped(letters: str) -> str:
+    """A folded name with the e of a spelt-out umlaut dropped ("juergen" and "jurgen" -> "jurgen")."""
+    return _SPELT_OUT_UMLAUT.sub("", letters)
 
 
 def _different_initials(a: str | None, b: str | None) -> bool:
