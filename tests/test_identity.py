@@ -298,6 +298,20 @@ def test_a_german_name_with_its_umlauts_spelt_out_is_one_persons_name(tmp_path):
     assert ids["crm2"] != ids["shop2"]
 
 
+def test_a_name_in_another_script_does_not_object_to_its_transliteration(tmp_path):
+    """A CRM keeps Ольга Смирнова in Cyrillic and the loyalty system, in Latin-1, as Olga Smirnova: under
+    one phone and one birth date they are one person; another name in the same script still objects."""
+    records = [
+        {"id": "crm", "first": "Ольга", "last": "Смирнова", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "pos", "first": "Olga", "last": "Smirnova", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "crm2", "first": "Ольга", "dob": D1, "ids": {"email": "o@x.org"}},
+        {"id": "crm3", "first": "Елена", "dob": D1, "ids": {"email": "o@x.org"}},
+    ]
+    ids = resolve_records(tmp_path, records)
+    assert ids["crm"] == ids["pos"]
+    assert ids["crm2"] != ids["crm3"]
+
+
 def test_a_shared_value_whose_people_have_one_record_each_links_nobody(tmp_path):
     records = [
         {"id": "a", "first": "Mary", "dob": D1, "ids": {"phone": PHONE}},
@@ -340,6 +354,9 @@ def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
         (("juergen", None), ("jurgen", None), True),
         (("käthe", None), ("kaethe", None), True),
         (("joe", None), ("jo", None), False),  # an e at the end is no umlaut: two names
+        (("ольга", "смирнова"), ("olga", "smirnova"), True),  # one name in two scripts
+        (("伟", "王"), ("wei", "wang"), True),
+        (("ольга", None), ("елена", None), False),  # two names in one script
     ],
 )
 def test_first_names_one_person_could_carry(left, right, one_person):

@@ -412,9 +412,13 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
         ("first_name", "j", "jonathan", 1),
         ("first_name", "mary", "anna", 0),
         ("first_name", None, "anna", -1),
+        ("first_name", "ольга", "olga", -1),  # one name in two scripts: no evidence either way
+        ("first_name", "伟", "wei", -1),
+        ("first_name", "ольга", "елена", 0),
         ("last_name", "smith", "smith", 3),
         ("last_name", "winterbourne", "winterbourn", 2),
         ("last_name", "smith", "jones", 0),
+        ("last_name", "смирнова", "smirnova", -1),
         ("date_of_birth", date(1970, 5, 1), date(1970, 5, 1), 3),
         ("date_of_birth", date(1970, 5, 1), date(1970, 1, 5), 2),
         ("date_of_birth", date(1970, 5, 1), date(1971, 5, 1), 1),

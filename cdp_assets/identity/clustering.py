@@ -78,6 +78,8 @@ class FirstNames:
         first_r, last_r = _letters(right[0]), _letters(right[1])  # first names never equal as written
         if not first_l or not first_r:
             return True  # nothing but punctuation: no name to object with
+        if _latin(first_l) != _latin(first_r):
+            return True  # Ольга and Olga, 伟 and Wei: one name in two scripts, whose letters cannot be compared
         if first_l == first_r or ((len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]):
             return True
         if _umlauts_dropped(first_l) == _umlauts_dropped(first_r):  # Jürgen, Juergen and Jurgen
@@ -118,6 +120,11 @@ def _letters(name: str | None) -> str | None:
     if name is None:
         return None
     return "".join(ch for ch in fold_accents(name) if ch.isalpha()) or None
+
+
+def _latin(letters: str) -> bool:
+    """Whether a folded name is written in Latin letters (as folded, a-z), not in another script only."""
+    return any("a" <= ch <= "z" or "A" <= ch <= "Z" for ch in letters)
 
 
 # German spells ä, ö and ü out as ae, oe and ue where a keyboard or a system lacks them (Jürgen as Juergen,

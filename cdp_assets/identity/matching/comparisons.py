@@ -56,6 +56,13 @@ def null_level(column: str, right: str | None = None, also: str | None = None) -
     return Level(condition, "missing", no_evidence=True)
 
 
+def scripts_differ(a: str, b: str) -> str:
+    """True where one of two folded names is written in Latin letters and the other in another script only
+    (Ольга and Olga, 伟 and Wei): their letters cannot be compared, so the names are no evidence either way,
+    as a missing one is (a transliteration is one of several: Olga, Ol'ga; Wei, Wai)."""
+    return f"(regexp_matches({a}, '[a-z]') <> regexp_matches({b}, '[a-z]'))"
+
+
 def no_evidence_level(condition: str) -> Level:
     """-1 where `condition` holds: the field says nothing another one has not said already."""
     return Level(condition, "no further evidence", no_evidence=True)
@@ -305,7 +312,7 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "first_name",
             (
-                null_level("first_name", "rf"),
+                null_level("first_name", "rf", also=scripts_differ("l.first_name", "rf")),
                 exact_match_level("first_name", "rf", term_frequency=True),
                 nickname_level("first_canon", "rcanon"),
                 jaro_winkler_level("first_name", 0.92, "rf"),
@@ -321,7 +328,7 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "last_name",
             (
-                null_level("last_name", "rl"),
+                null_level("last_name", "rl", also=scripts_differ("l.last_name", "rl")),
                 exact_match_level("last_name", "rl", term_frequency=True),
                 jaro_winkler_level("last_name", 0.92, "rl"),
                 jaro_winkler_level("last_name", 0.8, "rl", agrees=False),
