@@ -88,6 +88,11 @@ def test_clean_phone(raw, region, expected, rejected):
         ("  Ana   María   López ", ("Ana", "María", "López")),
         ("Madonna", ("Madonna", None, None)),
         ("MCDONALD, RONALD", ("Ronald", None, "McDonald")),
+        ("Herr Hans Müller", ("Hans", None, "Müller")),
+        ("Frau Dr. Anna Schmidt", ("Anna", None, "Schmidt")),
+        ("Dr. Müller, Hans", ("Hans", None, "Müller")),
+        ("Mr. Smith", (None, None, "Smith")),
+        ("Don Johnson", ("Don", None, "Johnson")),  # a given name, not the Spanish title
         ("", (None, None, None)),
         (None, (None, None, None)),
     ],

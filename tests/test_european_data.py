@@ -87,6 +87,38 @@ def test_a_phone_identifier_is_read_in_its_records_country_like_its_field(tmp_pa
     assert sql.rows("select field from cdp.quarantine where field = 'phone'") == []
 
 
+def test_european_titles_and_salutations_are_not_taken_for_names(tmp_path):
+    """A loyalty system writing one name field with the salutation its forms asked for: Herr, Frau, Mme,
+    Sra., Dr. before the surname of "Surname, Given"; the title goes, and a title with a surname alone
+    gives the surname."""
+    source = _person_source(fields={"full_name": "name"}, identifiers=[])
+    names = {
+        "herr": "Herr Hans Müller",
+        "frau": "Frau Dr. Anna Schmidt",
+        "mme": "Mme Hélène Lefèvre",
+        "sra": "Sra. María López",
+        "ing": "Dipl.-Ing. Karl Huber",
+        "comma": "Dr. Müller, Hans",
+        "surname": "Frau Müller",
+    }
+    config, sql = _warehouse(tmp_path, [source], {"shop": [{"id": k, "name": v} for k, v in names.items()]})
+    clean_person_records(sql, config)
+    rows = {
+        r[0]: r[1:]
+        for r in sql.rows("select source_record_id, first_name, middle_name, last_name from clean.person_records")
+    }
+    assert rows == {
+        "herr": ("Hans", None, "Müller"),
+        "frau": ("Anna", None, "Schmidt"),
+        "mme": ("Hélène", None, "Lefèvre"),
+        "sra": ("María", None, "López"),
+        "ing": ("Karl", None, "Huber"),
+        "comma": ("Hans", None, "Müller"),
+        "surname": (None, None, "Müller"),
+    }
+    assert sql.rows("select field from cdp.quarantine") == []
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then

@@ -97,7 +97,17 @@ LINE_BREAKS = r"[\t\r\n]+"
 
 # ---------------------------------------------------------------- names
 
-_TITLES = frozenset({"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "rev"})
+# Titles and salutations written before a name, English and European: Herr and Frau, Monsieur and Madame,
+# Señor and Señora, Signor and Signora, Dutch heer and mevrouw, and academic titles (Dipl.-Ing., Mag.,
+# Dott.). Ones that are also given names or surnames (Don, Pan, Sig) are left out, and so is "M." (an
+# initial as often as Monsieur).
+_TITLES = frozenset(
+    {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "rev"}
+    | {"herr", "hr", "frau", "fr", "fräulein", "frl", "dipl", "dipl.-ing", "ing", "mag", "univ.-prof"}
+    | {"monsieur", "mme", "madame", "mlle", "mademoiselle"}
+    | {"sr", "sra", "srta", "señor", "señora", "señorita", "dña", "doña", "dª", "dott", "dott.ssa", "sig.ra"}
+    | {"signor", "signora", "signorina", "dhr", "mevr", "dr.med", "dr.-ing"}
+)
 _SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "v", "phd", "md", "esq", "dds"})
 # Name particles written lower case inside a name ("st", "la", "le" are left out: St Paul, Costa La Rosa).
 _INNER_PARTICLES = frozenset(
@@ -189,20 +199,26 @@ def _split_full_name(raw: object, dropped: list[str]) -> tuple[str | None, str |
             text = head  # "John Smith, Jr."
         elif head.strip() and tail.strip():
             given = [t for t in tail.split() if _bare(t) not in _TITLES | _SUFFIXES and _bare(t)]
-            last = tidy(head)
+            # A title may stand before the surname too: "Dr. Müller, Hans", "Frau Schmidt, Anna".
+            head_tokens = head.split()
+            while len(head_tokens) > 1 and _bare(head_tokens[0]) in _TITLES:
+                head_tokens = head_tokens[1:]
+            last = tidy(" ".join(head_tokens))
             if not given:
                 return None, None, last
             middle = tidy(" ".join(given[1:])) if len(given) > 1 else None
             return tidy(given[0]), middle, last
     tokens = [t for t in text.replace(",", " ").split() if _bare(t)]
+    titled = False
     while tokens and _bare(tokens[0]) in _TITLES:
-        tokens = tokens[1:]
+        tokens, titled = tokens[1:], True
     while len(tokens) > 1 and _bare(tokens[-1]) in _SUFFIXES:
         tokens = tokens[:-1]
     if not tokens:
         return None, None, None
     if len(tokens) == 1:
-        return tidy(tokens[0]), None, None
+        # "Frau Müller", "Mr. Smith": a title addresses a person by the surname.
+        return (None, None, tidy(tokens[0])) if titled else (tidy(tokens[0]), None, None)
     last_start = len(tokens) - 1
     while last_start > 1 and _bare(tokens[last_start - 1]) in _PARTICLES:
         last_start -= 1
