@@ -93,6 +93,8 @@ def test_clean_phone(raw, region, expected, rejected):
         ("Dr. Müller, Hans", ("Hans", None, "Müller")),
         ("Mr. Smith", (None, None, "Smith")),
         ("Don Johnson", ("Don", None, "Johnson")),  # a given name, not the Spanish title
+        ("Pieter ter Horst", ("Pieter", None, "ter Horst")),
+        ("Anna Maria dos Santos", ("Anna", "Maria", "dos Santos")),
         ("", (None, None, None)),
         (None, (None, None, None)),
     ],

@@ -119,6 +119,32 @@ def test_european_titles_and_salutations_are_not_taken_for_names(tmp_path):
     assert sql.rows("select field from cdp.quarantine") == []
 
 
+def test_dutch_german_portuguese_and_swedish_particles_stay_with_the_surname(tmp_path):
+    """A full name split into its parts keeps ter, zu, dos, af with the surname they begin, as it keeps
+    van der: the surname another source gives as "ter Horst" is then the same surname."""
+    source = _person_source(fields={"full_name": "name"}, identifiers=[])
+    names = {
+        "nl": "Pieter ter Horst",
+        "nl_caps": "JAN TEN BRINK",
+        "de": "Elisabeth zu Guttenberg",
+        "pt": "ANNA DOS SANTOS",
+        "se": "Hilma af Klint",
+    }
+    config, sql = _warehouse(tmp_path, [source], {"shop": [{"id": k, "name": v} for k, v in names.items()]})
+    clean_person_records(sql, config)
+    rows = {
+        r[0]: r[1:]
+        for r in sql.rows("select source_record_id, first_name, middle_name, last_name from clean.person_records")
+    }
+    assert rows == {
+        "nl": ("Pieter", None, "ter Horst"),
+        "nl_caps": ("Jan", None, "Ten Brink"),
+        "de": ("Elisabeth", None, "zu Guttenberg"),
+        "pt": ("Anna", None, "Dos Santos"),
+        "se": ("Hilma", None, "af Klint"),
+    }
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then

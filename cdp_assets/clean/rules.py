@@ -113,7 +113,12 @@ _SUFFIXES = frozenset({"jr", "sr", "ii", "iii", "iv", "v", "phd", "md", "esq", "
 _INNER_PARTICLES = frozenset(
     {"van", "von", "de", "da", "del", "della", "di", "du", "der", "den", "ter", "ten", "zu", "am"}
 )
-_PARTICLES = frozenset({"van", "von", "de", "da", "del", "della", "di", "du", "la", "le", "st", "der", "den", "bin"})
+# Particles that begin a surname when a full name is split: "Pieter ter Horst", "Elisabeth zu Guttenberg",
+# "Ana dos Santos", "Hilma af Klint" (the particles above, which stay lower case inside a name, among them).
+_PARTICLES = frozenset(
+    {"van", "von", "de", "da", "del", "della", "di", "du", "la", "le", "st", "der", "den", "bin"}
+    | {"ter", "ten", "zu", "zum", "zur", "vom", "dos", "das", "do", "des", "af", "av", "'t"}
+)
 
 
 def _bare(token: str) -> str:
