@@ -145,6 +145,30 @@ def test_dutch_german_portuguese_and_swedish_particles_stay_with_the_surname(tmp
     }
 
 
+def test_a_country_given_as_an_alpha3_code_is_the_records_country_and_reads_its_phone(tmp_path):
+    """An ERP export writing countries as ISO alpha-3 codes: POL, SWE and ITA are Poland, Sweden and Italy,
+    in the cleaned country and in reading the national numbers of their records."""
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source()],
+        {
+            "shop": [
+                {"id": "pl", "first": "Zofia", "last": "Wójcik", "phone": "512 345 678", "country": "POL"},
+                {"id": "se", "first": "Åsa", "last": "Åberg", "phone": "070-123 45 67", "country": "SWE"},
+                {"id": "it", "first": "Chiara", "last": "Rossi", "phone": "333 1234567", "country": "ita"},
+            ]
+        },
+    )
+    clean_person_records(sql, config)
+    rows = {r[0]: r[1:] for r in sql.rows("select source_record_id, country, phone from clean.person_records")}
+    assert rows == {
+        "pl": ("PL", "+48512345678"),
+        "se": ("SE", "+46701234567"),
+        "it": ("IT", "+393331234567"),
+    }
+    assert sql.rows("select field, value from cdp.quarantine") == []
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then

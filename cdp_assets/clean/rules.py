@@ -515,6 +515,29 @@ _COUNTRY_ALIASES = {
 _ISO_COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 
+# ISO 3166-1 alpha-3 codes (as ERP and shipping systems export countries: POL, SWE, NLD), each followed by
+# its alpha-2 code, for the countries libphonenumber knows (the codes this rule returns).
+_ALPHA3_CODES = (
+    "ABWAW AFGAF AGOAO AIAAI ALAAX ALBAL ANDAD AREAE ARGAR ARMAM ASMAS ATGAG AUSAU AUTAT AZEAZ BDIBI "
+    "BELBE BENBJ BESBQ BFABF BGDBD BGRBG BHRBH BHSBS BIHBA BLMBL BLRBY BLZBZ BMUBM BOLBO BRABR BRBBB "
+    "BRNBN BTNBT BWABW CAFCF CANCA CCKCC CHECH CHLCL CHNCN CIVCI CMRCM CODCD COGCG COKCK COLCO COMKM "
+    "CPVCV CRICR CUBCU CUWCW CXRCX CYMKY CYPCY CZECZ DEUDE DJIDJ DMADM DNKDK DOMDO DZADZ ECUEC EGYEG "
+    "ERIER ESHEH ESPES ESTEE ETHET FINFI FJIFJ FLKFK FRAFR FROFO FSMFM GABGA GBRGB GEOGE GGYGG GHAGH "
+    "GIBGI GINGN GLPGP GMBGM GNBGW GNQGQ GRCGR GRDGD GRLGL GTMGT GUFGF GUMGU GUYGY HKGHK HNDHN HRVHR "
+    "HTIHT HUNHU IDNID IMNIM INDIN IOTIO IRLIE IRNIR IRQIQ ISLIS ISRIL ITAIT JAMJM JEYJE JORJO JPNJP "
+    "KAZKZ KENKE KGZKG KHMKH KIRKI KNAKN KORKR KWTKW LAOLA LBNLB LBRLR LBYLY LCALC LIELI LKALK LSOLS "
+    "LTULT LUXLU LVALV MACMO MAFMF MARMA MCOMC MDAMD MDGMG MDVMV MEXMX MHLMH MKDMK MLIML MLTMT MMRMM "
+    "MNEME MNGMN MNPMP MOZMZ MRTMR MSRMS MTQMQ MUSMU MWIMW MYSMY MYTYT NAMNA NCLNC NERNE NFKNF NGANG "
+    "NICNI NIUNU NLDNL NORNO NPLNP NRUNR NZLNZ OMNOM PAKPK PANPA PERPE PHLPH PLWPW PNGPG POLPL PRIPR "
+    "PRKKP PRTPT PRYPY PSEPS PYFPF QATQA REURE ROURO RUSRU RWARW SAUSA SDNSD SENSN SGPSG SHNSH SJMSJ "
+    "SLBSB SLESL SLVSV SMRSM SOMSO SPMPM SRBRS SSDSS STPST SURSR SVKSK SVNSI SWESE SWZSZ SXMSX SYCSC "
+    "SYRSY TCATC TCDTD TGOTG THATH TJKTJ TKLTK TKMTM TLSTL TONTO TTOTT TUNTN TURTR TUVTV TWNTW TZATZ "
+    "UGAUG UKRUA URYUY USAUS UZBUZ VATVA VCTVC VENVE VGBVG VIRVI VNMVN VUTVU WLFWF WSMWS YEMYE ZAFZA "
+    "ZMBZM ZWEZW"
+)
+_ALPHA3 = {pair[:3]: pair[3:] for pair in _ALPHA3_CODES.split()}
+
+
 @functools.cache
 def _country_names() -> dict[str, str]:
     """Every country's name in the languages libphonenumber's geocoder speaks (Niederlande, Nederland,
@@ -541,13 +564,15 @@ def _country_names() -> dict[str, str]:
 
 
 def clean_country(raw: object) -> Result:
-    """ISO 3166 alpha-2 code from a code or a name in any of some 180 languages ("USA", "United States",
-    "uk", "Niederlande", "España")."""
+    """ISO 3166 alpha-2 code from an alpha-2 or alpha-3 code ("pl", "POL") or a name in any of some 180
+    languages ("USA", "United States", "uk", "Niederlande", "España")."""
     if is_missing(raw):
         return None, None
     text = _collapse(str(raw)).upper()
     if text in _ISO_COUNTRIES:
         return text, None
+    if text in _ALPHA3:
+        return _ALPHA3[text], None
     code = _country_names().get(fold_accents(text))
     if code is not None:
         return code, None
