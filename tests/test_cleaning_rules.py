@@ -171,6 +171,36 @@ def test_clean_address_line(raw, display, key):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
+        ("FRANKFURT AM MAIN", "Frankfurt am Main"),
+        ("MÜLHEIM AN DER RUHR", "Mülheim an der Ruhr"),
+        ("freiburg im breisgau", "Freiburg im Breisgau"),
+        ("ALPHEN AAN DEN RIJN", "Alphen aan den Rijn"),
+        ("AIX-EN-PROVENCE", "Aix-en-Provence"),
+        ("BOULOGNE-SUR-MER", "Boulogne-sur-Mer"),
+        ("CASTELLÓN DE LA PLANA", "Castellón de la Plana"),
+        ("VILLENEUVE-D'ASCQ", "Villeneuve-d'Ascq"),
+        ("'S-HERTOGENBOSCH", "'s-Hertogenbosch"),
+        ("LA CORUÑA", "La Coruña"),  # the first word keeps its capital
+        ("AIX-LES-BAINS", "Aix-les-Bains"),
+        ("NORTH LAS VEGAS", "North Las Vegas"),  # an article not after a particle begins a name
+        ("WEST DES MOINES", "West Des Moines"),
+        ("DE LA PAZ", "De la Paz"),
+        ("L'AQUILA", "L'Aquila"),
+        ("Bergen Op Zoom", "Bergen Op Zoom"),  # mixed case is kept as written
+    ],
+)
+def test_clean_city_keeps_particles_inside_a_place_name_lower_case(raw, expected):
+    assert rules.clean_city(raw) == (expected, None)
+
+
+def test_particles_of_place_names_are_not_lowered_in_a_persons_name():
+    assert rules.clean_name("MARIA LA ROSA") == ("Maria La Rosa", None)
+    assert rules.clean_name("NGUYEN AN BINH") == ("Nguyen An Binh", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
         ("Ann", ("Ann", None)),
         ("o'neill", ("O'Neill", None)),
         ("n/a", (None, None)),

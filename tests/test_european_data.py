@@ -169,6 +169,25 @@ def test_a_country_given_as_an_alpha3_code_is_the_records_country_and_reads_its_
     assert sql.rows("select field, value from cdp.quarantine") == []
 
 
+def test_a_city_written_in_capitals_keeps_its_particles_lower_case(tmp_path):
+    """A CRM exporting addresses in capitals: the cities are title-cased with the particles inside them
+    lower case, as the post writes them, while a person's name with the same words keeps its capitals."""
+    source = _person_source(fields={"first_name": "first", "last_name": "last", "city": "city"}, identifiers=[])
+    rows = [
+        {"id": "de", "first": "UWE", "last": "AN", "city": "MÜLHEIM AN DER RUHR"},
+        {"id": "fr", "first": "LÉA", "last": "LA ROSE", "city": "AIX-EN-PROVENCE"},
+        {"id": "nl", "first": "DAAN", "last": "OP TEN NOORT", "city": "'S-HERTOGENBOSCH"},
+    ]
+    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    clean_person_records(sql, config)
+    got = {r[0]: r[1:] for r in sql.rows("select source_record_id, last_name, city from clean.person_records")}
+    assert got == {
+        "de": ("An", "Mülheim an der Ruhr"),
+        "fr": ("La Rose", "Aix-en-Provence"),
+        "nl": ("Op ten Noort", "'s-Hertogenbosch"),
+    }
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then

@@ -789,7 +789,7 @@ _PERSON_VALUE_REJECTS = [
     ("first_name", "name_map", "m.raw = s.first_name"),
     ("middle_name", "name_map", "m.raw = s.middle_name"),
     ("last_name", "name_map", "m.raw = s.last_name"),
-    ("city", "name_map", "m.raw = s.city"),
+    ("city", "city_map", "m.raw = s.city"),
     ("address_line1", "address_map", "m.raw = s.address_line1"),
     ("address_line2", "address_map", "m.raw = s.address_line2"),
     *((n.name, f"{n.name}_map", _map_join(n, f"s.{n.name}", "s.cc")) for n in _mapped_normalisers() if n.contact),
@@ -877,9 +877,16 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         register_map(
             sql,
             scratch("name_map"),
-            "select distinct v as raw from (select unnest([first_name, middle_name, last_name, city]) as v "
+            "select distinct v as raw from (select unnest([first_name, middle_name, last_name]) as v "
             f"from {stage}) where v is not null",
             rules.clean_name,
+            ["name", "reason"],
+        )
+        register_map(
+            sql,
+            scratch("city_map"),
+            f"select distinct city as raw from {stage} where city is not null",
+            rules.clean_city,
             ["name", "reason"],
         )
         formats = {
@@ -952,7 +959,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             left join {map_for("first_name", scratch("name_map"))} n1 on n1.raw = s.first_name
             left join {map_for("middle_name", scratch("name_map"))} n2 on n2.raw = s.middle_name
             left join {map_for("last_name", scratch("name_map"))} n3 on n3.raw = s.last_name
-            left join {map_for("city", scratch("name_map"))} n4 on n4.raw = s.city
+            left join {map_for("city", scratch("city_map"))} n4 on n4.raw = s.city
             left join {map_for("email", maps["email"])} em on em.raw = s.email
             left join {map_for("phone", maps["phone"])} pm on pm.raw = s.phone and pm.region = s.cc
             left join {map_for("address_line1", scratch("address_map"))} a1 on a1.raw = s.address_line1

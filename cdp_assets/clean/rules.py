@@ -163,6 +163,45 @@ def clean_name(raw: object) -> Result:
     return name, None
 
 
+# Words written lower case inside a place name, between its other words or hyphenated parts: Mülheim an
+# der Ruhr, Freiburg im Breisgau, Rothenburg ob der Tauber, Alphen aan den Rijn, Bergen op Zoom,
+# Aix-en-Provence, Boulogne-sur-Mer, Stratford-upon-Avon. Only for cities: in a person's name An, In or
+# La is as often a name of its own.
+_PLACE_PARTICLES = _INNER_PARTICLES | frozenset(
+    {"an", "im", "in", "ob", "bei", "vor", "auf", "unter", "dem", "aan", "op", "bij", "het"}
+    | {"en", "sur", "sous", "lès", "aux", "au", "sul", "sulla", "nel", "upon", "on", "under", "by"}
+)
+# Articles, lower case only after a particle or between hyphenated parts (Castellón de la Plana,
+# Aix-les-Bains, Saint-Germain-des-Prés), as elsewhere they begin a name: North Las Vegas, West Des Moines.
+_INNER_PLACE_WORD = re.compile(r"(?<=[\s-])([^\W\d_]+)(?=[\s-])")
+_PLACE_ARTICLE = re.compile(
+    r"(?<=-)(la|le|les|las|los|des)(?=-)|(?<=\b(?:de|di|da|du) )(la|le|les|las|los)\b|(?<=\bdel )(la|los|las)\b",
+    re.IGNORECASE,
+)
+# An elided article or preposition inside a place name (Villeneuve-d'Ascq, Reggio nell'Emilia), and the
+# Dutch 's and 't before one ('s-Hertogenbosch, 's-Gravenhage).
+_INNER_ELISION = re.compile(
+    r"(?<=[\s-])(d|l|dell|nell|sull|dall|all)(?=['’]\w)|(?<=^['’])([st])(?=[\s-])", re.IGNORECASE
+)
+
+
+def clean_city(raw: object) -> Result:
+    """A city tidied as a name part is (`clean_name`), and when its case was fixed (the source wrote it in
+    capitals or all lower case), the particles inside it lower case: `MÜLHEIM AN DER RUHR` is Mülheim an
+    der Ruhr, `AIX-EN-PROVENCE` Aix-en-Provence. Mixed case is kept as written."""
+    city, reason = clean_name(raw)
+    if city is None:
+        return city, reason
+    text = _collapse(str(raw)).strip(" ,.;")
+    if not (text.isupper() or text.islower()):
+        return city, None
+    city = _INNER_PLACE_WORD.sub(
+        lambda m: m.group(1).lower() if m.group(1).lower() in _PLACE_PARTICLES else m.group(1), city
+    )
+    city = _PLACE_ARTICLE.sub(lambda m: m.group(0).lower(), city)
+    return _INNER_ELISION.sub(lambda m: m.group(0).lower(), city), None
+
+
 def split_full_name(raw: object) -> tuple[str | None, str | None, str | None]:
     """(first, middle, last) from "SMITH, John A.", "John A. Smith", "Dr. Ludwig van Beethoven Jr."."""
     return _split_full_name(raw, [])
