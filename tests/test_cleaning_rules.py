@@ -272,6 +272,15 @@ def test_clean_region(raw, country, expected, rejected):
         ("10115", "DE", "10115", False),
         ("150", "NO", "0150", False),
         ("1000", "BE", "1000", False),  # Belgian codes never start with 0
+        # An old European country prefix of the record's own country is dropped, and only that one.
+        ("D-10115", "DE", "10115", False),
+        ("d-1067", "DE", "01067", False),
+        ("F-75001", "FR", "75001", False),
+        ("NL-1012 AB", "NL", "1012 AB", False),
+        ("CH-8001", "CH", "8001", False),
+        ("D-10115", "FR", "D-10115", False),
+        ("D-10115", None, "D-10115", False),
+        ("N1 9GU", "GB", "N1 9GU", False),
         ("ABCDE", "US", None, True),
     ],
 )

@@ -188,6 +188,22 @@ def test_a_city_written_in_capitals_keeps_its_particles_lower_case(tmp_path):
     }
 
 
+def test_a_postcode_with_an_old_country_prefix_is_the_same_postcode(tmp_path):
+    """An old CRM writing D-10115 and a shop writing 10115 for one address in Berlin: the cleaned postcodes
+    are one, so the records meet on it."""
+    fields = {"first_name": "first", "last_name": "last", "postal_code": "zip", "country": "country"}
+    source = _person_source(fields=fields, identifiers=[])
+    rows = [
+        {"id": "crm", "first": "Uwe", "last": "Kern", "zip": "D-10115", "country": "Deutschland"},
+        {"id": "shop", "first": "Uwe", "last": "Kern", "zip": "10115", "country": "DE"},
+        {"id": "at", "first": "Eva", "last": "Gruber", "zip": "A-1010", "country": "AT"},
+    ]
+    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    clean_person_records(sql, config)
+    got = dict(sql.rows("select source_record_id, postal_code from clean.person_records"))
+    assert got == {"crm": "10115", "shop": "10115", "at": "1010"}
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then

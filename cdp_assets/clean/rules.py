@@ -467,16 +467,51 @@ def clean_region(raw: object, country: str | None) -> Result:
 # Countries whose postal codes are all digits of one length, some starting with 0 (Dresden 01067, Rome
 # 00100, Oslo 0150, Darwin 0800): a spreadsheet that read them as numbers dropped the zeros.
 _NUMERIC_POSTAL_LENGTHS = {"DE": 5, "FR": 5, "IT": 5, "ES": 5, "FI": 5, "MX": 5, "NO": 4, "AU": 4}
+# The country letters European addresses used to put before a postcode, and many old CRMs still hold
+# (D-10115, F-75001, NL-1012 AB, CH-8001): the ISO code or the old international vehicle code.
+_POSTAL_PREFIXES = {
+    "DE": ("DE", "D"),
+    "FR": ("FR", "F"),
+    "AT": ("AT", "A"),
+    "CH": ("CH",),
+    "IT": ("IT", "I"),
+    "ES": ("ES", "E"),
+    "PT": ("PT", "P"),
+    "NL": ("NL",),
+    "BE": ("BE", "B"),
+    "LU": ("LU", "L"),
+    "DK": ("DK",),
+    "SE": ("SE", "S"),
+    "NO": ("NO", "N"),
+    "FI": ("FI", "FIN"),
+    "PL": ("PL",),
+    "CZ": ("CZ",),
+    "SK": ("SK",),
+    "HU": ("HU", "H"),
+    "SI": ("SI", "SLO"),
+    "HR": ("HR",),
+    "GR": ("GR",),
+    "LT": ("LT",),
+    "LV": ("LV",),
+    "EE": ("EE",),
+}
+_POSTAL_PREFIX_PATTERNS = {
+    country: re.compile(rf"(?:{'|'.join(codes)})\s?-\s?(?=\d)") for country, codes in _POSTAL_PREFIXES.items()
+}
 
 
 def clean_postal_code(raw: object, country: str | None) -> Result:
     """US ZIP codes become five digits (ZIP+4 dropped, lost leading zeros restored), and so do the all-digit
-    codes of countries where some start with 0 (Germany's 1067 is 01067); others upper-cased."""
+    codes of countries where some start with 0 (Germany's 1067 is 01067); a European country prefix of the
+    record's country is dropped (D-10115 in Germany is 10115); others upper-cased."""
     if is_missing(raw):
         return None, None
     text = _collapse(str(raw)).upper()
     if not _has_alnum(text):
         return None, "no letters or digits"
+    prefix = _POSTAL_PREFIX_PATTERNS.get(country or "")
+    if prefix is not None:
+        text = prefix.sub("", text, count=1) if prefix.match(text) else text
     length = _NUMERIC_POSTAL_LENGTHS.get(country or "")
     if length and re.fullmatch(rf"\d{{{length - 2},{length - 1}}}", text):
         return text.zfill(length), None
