@@ -320,6 +320,25 @@ def test_amounts_with_a_decimal_comma_are_read_when_declared_and_never_guessed(t
     assert all("set the source's decimal_separator" in reason for _, reason in refused)
 
 
+def test_amounts_with_europes_other_currency_signs_are_read(tmp_path):
+    """A shop selling in Poland, Sweden, Czechia, Hungary and Romania writes its totals with the local sign:
+    zł, kr, Kč, Ft, lei are dropped like € and £; a word that merely starts like one is not a sign."""
+    at = "2025-06-01T10:00:00+02:00"
+    totals = ["1 234,56 zł", "199,00 kr", "kr 49,50", "1.299,00 Kč", "12 500 Ft", "49,90 lei", "100 zl", "krone 5"]
+    config, sql = _warehouse(
+        tmp_path,
+        [_person_source(), _orders_source("marktplatz", ",")],
+        {"marktplatz": [{"id": f"m{i}", "customer": "c", "at": at, "total": t} for i, t in enumerate(totals)]},
+    )
+    clean_activity(sql, config, "transactions")
+    amounts = {e: str(a) for e, a in sql.rows("select event_id, amount from clean.transactions")}
+    assert amounts == {
+        "m0": "1234.56", "m1": "199.00", "m2": "49.50", "m3": "1299.00", "m4": "12500.00", "m5": "49.90",
+        "m6": "100.00",
+    }  # fmt: skip
+    assert sql.rows("select value from cdp.quarantine where source = 'marktplatz'") == [("krone 5",)]
+
+
 def test_an_amount_that_may_be_thousands_grouping_is_refused_unless_the_separator_is_declared(tmp_path):
     """A German shop exporting 1.234 (1234) from a source left at its default would load a thousand times too
     little: refused with the fix named, as are points grouping thousands twice; a declared '.' reads them."""

@@ -660,16 +660,25 @@ def clean_country(raw: object) -> Result:
 _GROUPING = "[ \u00a0\u202f'']"  # in a SQL string: the apostrophe doubled
 
 
+# Currency signs written beside an amount: $, €, £, and Europe's other currencies as shops write them,
+# zł (and zl), kr (Swedish, Danish, Norwegian, Icelandic; also kr.), Kč, Ft, lei, ₽, ₴, ₺, and ¥, ₹.
+# Written before the amount, a word sign needs a space after it ("kr 199,00", not the "kr" of "krone").
+_CURRENCY_SYMBOLS = "[$€£¥₹₽₴₺]"
+_CURRENCY_WORDS = "(zł|zl|kr[.]?|Kč|Ft|lei)"
+
+
 def amount_text_sql(raw: str, decimal_separator: str) -> str:
     """SQL giving the amount in `raw` as text DuckDB casts to a decimal: without a currency symbol or
-    code beside it ($12.50, 12,50 €, 12.50 EUR) and without thousands separators, with a decimal point.
+    code beside it ($12.50, 12,50 €, 12.50 EUR, 1 234,56 zł, 199,00 kr) and without thousands separators,
+    with a decimal point.
 
     A source declares its decimal separator. With ',' (1.234,56) a point only groups thousands. With '.'
     a comma is read as grouping only where a decimal point follows (1,234.56): "1,234" alone could be
     1234 or a German 1,234, and is left as written, which the caller refuses (see amount_reason_sql)."""
     bare = (
-        rf"trim(regexp_replace(regexp_replace({raw}, '^\s*([$€£]|[A-Z]{{3}}\s)\s*', ''), "
-        rf"'\s*([$€£]|\s[A-Z]{{3}})\s*$', ''))"
+        rf"trim(regexp_replace(regexp_replace({raw}, "
+        rf"'^\s*({_CURRENCY_SYMBOLS}|{_CURRENCY_WORDS}\s|[A-Z]{{3}}\s)\s*', ''), "
+        rf"'\s*({_CURRENCY_SYMBOLS}|{_CURRENCY_WORDS}|\s[A-Z]{{3}})\s*$', ''))"
     )
     if decimal_separator == ",":
         grouped = rf"-?\d{{1,3}}([.]|{_GROUPING})\d{{3}}(([.]|{_GROUPING})\d{{3}})*(,\d+)?"
