@@ -35,6 +35,11 @@ pytestmark = pytest.mark.unit
         ("hanna@xn--mller-kva.de", "hanna@xn--mller-kva.de", "hanna@xn--mller-kva.de", False),
         ("zoë+news@exämple.org", "zoë+news@exämple.org", "zoë@xn--exmple-cua.org", False),
         ("zoe\u0308@example.org", "zoë@example.org", "zoë@example.org", False),  # decomposed ë
+        # A top-level domain in another script (.рф, .ελ, .中国) is xn-- in ASCII.
+        ("Olga@Пример.РФ", "olga@пример.рф", "olga@xn--e1afmkfd.xn--p1ai", False),
+        ("olga@xn--e1afmkfd.xn--p1ai", "olga@xn--e1afmkfd.xn--p1ai", "olga@xn--e1afmkfd.xn--p1ai", False),
+        ("eleni@example.ελ", "eleni@example.ελ", "eleni@example.xn--qxam", False),
+        ("a@example.xn--p1ai-", None, None, True),
         ("ü..x@müller.de", None, None, True),
         ("hanna@müller", None, None, True),
         ("", None, None, False),

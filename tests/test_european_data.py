@@ -204,6 +204,27 @@ def test_a_postcode_with_an_old_country_prefix_is_the_same_postcode(tmp_path):
     assert got == {"crm": "10115", "shop": "10115", "at": "1010"}
 
 
+def test_an_address_at_a_domain_in_another_script_is_kept_and_matches_its_ascii_form(tmp_path):
+    """A Russian customer's address at a .рф domain, typed in Cyrillic in one source and in its ASCII
+    (punycode) form in another: both are kept, with the one match key identity links them by."""
+    source = _person_source(
+        fields={"first_name": "first", "last_name": "last", "email": "email"},
+        identifiers=[{"path": "email", "type": "email"}],
+    )
+    rows = [
+        {"id": "crm", "first": "Olga", "last": "Smirnova", "email": "olga@пример.рф"},
+        {"id": "shop", "first": "Olga", "last": "Smirnova", "email": "olga@xn--e1afmkfd.xn--p1ai"},
+    ]
+    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    clean_person_records(sql, config)
+    got = {r[0]: r[1:] for r in sql.rows("select source_record_id, email, email_match_key from clean.person_records")}
+    assert got == {
+        "crm": ("olga@пример.рф", "olga@xn--e1afmkfd.xn--p1ai"),
+        "shop": ("olga@xn--e1afmkfd.xn--p1ai", "olga@xn--e1afmkfd.xn--p1ai"),
+    }
+    assert sql.rows("select field from cdp.quarantine") == []
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then
