@@ -61,6 +61,10 @@ _EMAIL_RE = re.compile(
 _UNICODE_LOCAL_RE = re.compile(r"^(?!\.)(?!.*\.\.)[\w.!#$%&'*+/=?^`{|}~-]+(?<!\.)$")
 
 
+# A display name before the address in angle brackets: "Anna Schmidt" <anna@gmx.de>, Schmidt, Anna <anna@gmx.de>.
+_NAMED_ADDRESS_RE = re.compile(r"^[^<>@]*<\s*([^<>\s]+@[^<>\s]+)\s*>$")
+
+
 def _internationalised(text: str) -> tuple[str, str] | None:
     """(address, address with its domain in ASCII) of a lower-cased address with letters beyond ASCII
     (hanna@müller.de, zoë@exämple.org), or None when it is not one. The domain's ASCII form (IDNA,
@@ -84,7 +88,11 @@ def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
     letters beyond ASCII is kept as typed, and matched with its domain in ASCII (IDNA)."""
     if is_missing(raw):
         return None, None, None
-    text = str(raw).strip().strip("<>").strip()
+    text = str(raw).strip()
+    named = _NAMED_ADDRESS_RE.match(text)
+    if named:  # "Anna Schmidt" <anna@gmx.de>, as mail programs and CRMs export a contact
+        text = named.group(1)
+    text = text.strip("<>").strip()
     if text.lower().startswith("mailto:"):
         text = text[7:]
     text = text.lower()

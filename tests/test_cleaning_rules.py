@@ -24,6 +24,10 @@ pytestmark = pytest.mark.unit
         ),  # dots matter outside Gmail
         ("mailto:bob@example.org", "bob@example.org", "bob@example.org", False),
         ("<bob@example.org>", "bob@example.org", "bob@example.org", False),
+        ('"Anna Schmidt" <Anna@GMX.de>', "anna@gmx.de", "anna@gmx.de", False),  # a display name before it
+        ("Schmidt, Anna <anna+shop@gmx.de>", "anna+shop@gmx.de", "anna@gmx.de", False),
+        ("anna@gmx.de <x@y.de>", None, None, True),
+        ("Anna <anna@>", None, None, True),
         ("john.smith@", None, None, True),
         ("mary@@example.com", None, None, True),
         ("not an email", None, None, True),

@@ -225,6 +225,25 @@ def test_an_address_at_a_domain_in_another_script_is_kept_and_matches_its_ascii_
     assert sql.rows("select field from cdp.quarantine") == []
 
 
+def test_an_address_exported_with_its_display_name_is_read(tmp_path):
+    """A CRM filled from a mail program holds "Schmidt, Anna" <anna@gmx.de>: the address is the one in the
+    angle brackets, the same as the shop's anna@gmx.de."""
+    source = _person_source(
+        fields={"first_name": "first", "email": "email"}, identifiers=[{"path": "email", "type": "email"}]
+    )
+    rows = [
+        {"id": "crm", "first": "Anna", "email": '"Schmidt, Anna" <Anna@GMX.de>'},
+        {"id": "shop", "first": "Anna", "email": "anna@gmx.de"},
+    ]
+    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    clean_person_records(sql, config)
+    assert dict(sql.rows("select source_record_id, email from clean.person_records")) == {
+        "crm": "anna@gmx.de",
+        "shop": "anna@gmx.de",
+    }
+    assert sql.rows("select field from cdp.quarantine") == []
+
+
 def test_a_name_with_and_without_its_accents_is_one_persons(tmp_path):
     """Twelve people each written Jürgen in one system and Jurgen in another, under one e-mail: both
     spellings are common, so only folding the accents tells that they are one name. Each e-mail then
