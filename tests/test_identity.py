@@ -354,6 +354,9 @@ def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
         (("juergen", None), ("jurgen", None), True),
         (("käthe", None), ("kaethe", None), True),
         (("joe", None), ("jo", None), False),  # an e at the end is no umlaut: two names
+        (("hans", "meier"), ("johannes", "meier"), True),  # a European short form, both common
+        (("gosia", None), ("małgorzata", None), True),
+        (("hans", None), ("klaus", None), False),
         (("ольга", "смирнова"), ("olga", "smirnova"), True),  # one name in two scripts
         (("伟", "王"), ("wei", "wang"), True),
         (("ольга", None), ("елена", None), False),  # two names in one script
@@ -365,6 +368,7 @@ def test_first_names_one_person_could_carry(left, right, one_person):
     counts = {"michael": 500, "mike": 200, "mikey": 20, "mke": 3, "tim": 100, "timothy": 300, "thomas": 400}
     counts |= {"jan": 50, "jennifer": 900, "jen": 100, "mark": 300, "mary": 300, "james": 600, "carpenter": 2}
     counts |= {"rené": 300, "rné": 1, "rne": 1, "ann": 200, "anna": 250}
+    counts |= {"hans": 300, "johannes": 200, "gosia": 40, "małgorzata": 90, "klaus": 150}
     counts |= {"jürgen": 300, "juergen": 120, "jurgen": 80, "käthe": 40, "kaethe": 30, "joe": 90, "jo": 60}
     assert FirstNames(counts).compatible(left, right) is one_person
 

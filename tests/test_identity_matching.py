@@ -407,6 +407,9 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
     [
         ("first_name", "jonathan", "jonathan", 4),
         ("first_name", "bob", "robert", 3),
+        ("first_name", "hans", "johannes", 3),  # European short forms too
+        ("first_name", "kasia", "katarzyna", 3),
+        ("first_name", "pepe", "jose", 3),
         ("first_name", "katherine", "katharine", 2),
         ("first_name", "jonathan", "johnathan", 1),
         ("first_name", "j", "jonathan", 1),

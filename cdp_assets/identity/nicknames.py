@@ -1,4 +1,5 @@
-"""Common English given-name variants mapped to one canonical form, for comparing first names.
+"""Common English (and some German, Italian, Spanish, Polish and Russian) given-name variants mapped to
+one canonical form, for comparing first names.
 
 Bob and Robert are the same first name for identity purposes; a household's Robert and Mary are not.
 The list is short on purpose: frequent variants only, each mapped to its formal name.
@@ -58,6 +59,25 @@ _GROUPS = {
     "pamela": "pam",
     "theresa": "terry tess",
     "valerie": "val",
+    # European short forms, as a shop or loyalty form gets them beside the CRM's formal name (written as
+    # compared: lower case without accents, José as jose, Małgorzata as malgorzata).
+    "johannes": "hans hannes johann",
+    "josef": "sepp seppl",
+    "friedrich": "fritz",
+    "giuseppe": "beppe peppe pino",
+    "giovanni": "gianni",
+    "jose": "pepe",
+    "francisco": "paco pancho curro",
+    "ignacio": "nacho",
+    "manuel": "manolo",
+    "dolores": "lola",
+    "concepcion": "concha conchi",
+    "katarzyna": "kasia",
+    "malgorzata": "gosia",
+    "wojciech": "wojtek",
+    "dmitrij": "dmitry dmitri dima",
+    "ekaterina": "katya katja",
+    "natalia": "natasha natascha",
 }
 
 NICKNAMES: dict[str, str] = {variant: formal for formal, variants in _GROUPS.items() for variant in variants.split()}
