@@ -59,8 +59,10 @@ def null_level(column: str, right: str | None = None, also: str | None = None) -
 def scripts_differ(a: str, b: str) -> str:
     """True where one of two folded names is written in Latin letters and the other in another script only
     (Ольга and Olga, 伟 and Wei): their letters cannot be compared, so the names are no evidence either way,
-    as a missing one is (a transliteration is one of several: Olga, Ol'ga; Wei, Wai)."""
-    return f"(regexp_matches({a}, '[a-z]') <> regexp_matches({b}, '[a-z]'))"
+    as a missing one is (a transliteration is one of several: Olga, Ol'ga; Wei, Wai). Two equal names are
+    tested first, without a pattern: on the 1M-record benchmark's 8.95M candidate pairs the patterns alone
+    took the comparison vectors from 6.5 s to 7.9 s, and 7.0 s once equal names skip them (same vectors)."""
+    return f"({a} <> {b} and regexp_matches({a}, '[a-z]') <> regexp_matches({b}, '[a-z]'))"
 
 
 def no_evidence_level(condition: str) -> Level:
