@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -167,17 +169,38 @@ def test_the_landing_sensor_starts_from_what_a_headless_refresh_already_loaded(t
         assert request.tags["cdp/new_files"] == "1"
 
 
+def _waiting_one_second_for_the_warehouse(tmp_path: Path):
+    """The test configuration with `warehouse.lock_timeout_seconds: 1`: a run fails soon on a held warehouse."""
+    path = write_config(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["warehouse"]["lock_timeout_seconds"] = 1
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)
+
+
+@contextmanager
+def _warehouse_held(database: Path) -> Iterator[None]:
+    """Another process holds the warehouse open meanwhile, as a notebook or a stray run would."""
+    script = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(database)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+
+
 def test_the_landing_sensor_retries_an_extract_whose_run_failed_and_stops_once_it_loads(tmp_path):
     """The sensor requests a file once; when that run fails (here the warehouse is held by another process
     past the lock timeout), nothing else would load the file until another one lands. The sensor starts the
     extract again after a wait that doubles with each failure, once per failed run, and stops once it loads."""
     from sensors.landing import RETRY_ATTEMPTS, RETRY_FIRST_AFTER_SECONDS, RETRY_TAG, build_landing_sensor
 
-    path = write_config(tmp_path)
-    raw = yaml.safe_load(path.read_text())
-    raw["warehouse"]["lock_timeout_seconds"] = 1
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    config = load_config(path)
+    config = _waiting_one_second_for_the_warehouse(tmp_path)
     folder = config.landing_path / "support"
     folder.mkdir(parents=True)
     (folder / "t1.csv").write_text(
@@ -210,19 +233,7 @@ def test_the_landing_sensor_retries_an_extract_whose_run_failed_and_stops_once_i
     with dg.instance_for_test() as instance:
         first = sensor(dg.build_sensor_context(instance=instance))
         [request] = ours(first)
-        holder = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
-                str(config.warehouse_path),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert holder.stdout.readline().strip() == "held"
+        with _warehouse_held(config.warehouse_path):
             assert not extract(request).success
             cursor = first.cursor
             for attempt in range(1, RETRY_ATTEMPTS + 1):
@@ -243,9 +254,6 @@ def test_the_landing_sensor_retries_an_extract_whose_run_failed_and_stops_once_i
                 if attempt < RETRY_ATTEMPTS:
                     assert not extract(retry).success
                 request = retry
-        finally:
-            holder.stdin.close()
-            holder.wait()
         # The warehouse free again, the last retry loads the file, and nothing more is asked for.
         assert extract(request).success
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
@@ -259,44 +267,24 @@ def test_the_landing_sensor_gives_up_retrying_after_its_attempts(tmp_path):
     a row, the sensor asks for none (the run-failure alert has reported each)."""
     from sensors.landing import RETRY_ATTEMPTS, RETRY_TAG, build_landing_sensor
 
-    path = write_config(tmp_path)
-    raw = yaml.safe_load(path.read_text())
-    raw["warehouse"]["lock_timeout_seconds"] = 1
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    config = load_config(path)
+    config = _waiting_one_second_for_the_warehouse(tmp_path)
     (config.landing_path / "support").mkdir(parents=True)
     (config.landing_path / "support" / "t1.csv").write_text("ticket_id\nT-1\n")
     defs = build_definitions(config)
     asset = [a for a in defs.assets if a.key == dg.AssetKey(["raw", "support_tickets"])]
     sensor = build_landing_sensor(config, clock=lambda: time.time() + 10**7)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
-            str(config.warehouse_path),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with dg.instance_for_test() as instance:
-            cursor = sensor(dg.build_sensor_context(instance=instance)).cursor  # the file requested once
-            failed = dg.materialize(
-                asset,
-                instance=instance,
-                resources=defs.resources,
-                tags={RETRY_TAG: str(RETRY_ATTEMPTS)},
-                raise_on_error=False,
-            )
-            assert not failed.success
-            result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
-            assert [r for r in result.run_requests if r.tags.get(RETRY_TAG)] == []
-    finally:
-        holder.stdin.close()
-        holder.wait()
+    with _warehouse_held(config.warehouse_path), dg.instance_for_test() as instance:
+        cursor = sensor(dg.build_sensor_context(instance=instance)).cursor  # the file requested once
+        failed = dg.materialize(
+            asset,
+            instance=instance,
+            resources=defs.resources,
+            tags={RETRY_TAG: str(RETRY_ATTEMPTS)},
+            raise_on_error=False,
+        )
+        assert not failed.success
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+        assert [r for r in result.run_requests if r.tags.get(RETRY_TAG)] == []
 
 
 def test_downstream_stages_follow_a_new_extract_by_automation(tmp_path, destination_server):
