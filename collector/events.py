@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from resources.config.sources import CONTROL_RANGES, text_limit
+from resources.config.sources import CONTROL_CHARACTERS, text_limit
 
 # Segment's limits.
 MAX_EVENT_BYTES = 32 * 1024
@@ -33,7 +33,7 @@ ID_LIMITS = {
     "groupId": text_limit("group_id"),
 }
 MAX_MESSAGE_ID_CHARACTERS = ID_LIMITS["messageId"]
-_CONTROL = re.compile("[" + "".join(f"\\x{first:02x}-\\x{last:02x}" for first, last in CONTROL_RANGES) + "]")
+_CONTROL = re.compile(CONTROL_CHARACTERS)
 
 CALLS: frozenset[str] = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 # Segment's short paths, used by some SDKs.

@@ -19,7 +19,7 @@ from datetime import date, datetime
 
 import phonenumbers
 
-from resources.config.sources import CONTROL_RANGES
+from resources.config.sources import CONTROL_CHARACTERS as CONTROL_CHARACTERS
 from resources.config.sources import text_limit as text_limit
 from resources.identifiers import FILLERS
 from resources.identifiers import Result as Result
@@ -87,10 +87,9 @@ def fold_accents_sql(expr: str) -> str:
 
 # ---------------------------------------------------------------- free text
 
-# Free-text fields are bounded by `text_limit` (declared with the canonical fields in resources/config/sources.py,
-# which the collector reads too); the cleaning stage applies these limits in SQL before any other rule.
-# The control characters of CONTROL_RANGES as a character class in RE2 syntax, as DuckDB runs it.
-CONTROL_CHARACTERS = "[" + "".join(f"\\x{{{first:02X}}}-\\x{{{last:02X}}}" for first, last in CONTROL_RANGES) + "]"
+# Free-text fields are bounded by `text_limit` and refuse CONTROL_CHARACTERS (both declared with the canonical
+# fields in resources/config/sources.py, which the collector reads too); the cleaning stage applies them in
+# SQL before any other rule.
 # Tabs and line breaks inside a value become one space, as runs of spaces do in the name rules.
 LINE_BREAKS = r"[\t\r\n]+"
 

@@ -68,10 +68,11 @@ def text_limit(field: str) -> int:
     return TEXT_LIMITS.get(field, TEXT_LIMIT)
 
 
-# The control characters no legitimate text holds, as (first, last) code points: C0 controls (NUL included)
-# other than tab, line feed and carriage return, DEL, and C1 controls. Cleaning quarantines a value holding
-# one; the collector refuses an event whose ids hold one.
-CONTROL_RANGES = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F))
+# The control characters no legitimate text holds, as a character class: C0 controls (NUL included) other
+# than tab, line feed and carriage return, DEL, and C1 controls. Cleaning's SQL (RE2, and Java's regex on
+# Spark) and the collector (Python's re) read the one pattern: all three take `\xhh`. Cleaning quarantines
+# a value holding one; the collector refuses an event whose ids hold one.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 
 
 class FieldSpec(_Strict):
