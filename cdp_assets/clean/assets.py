@@ -266,6 +266,17 @@ _CONTROL = sql_literal(rules.CONTROL_CHARACTERS)
 _SUSPECT = sql_literal(r"[\x{00}-\x{1F}\x{7F}-\x{9F}]")
 
 
+def _reject_field(field: str, labels: str | None, label: str | None) -> tuple[str, str]:
+    """How a guard's reject names the field, as the source calls it: the SQL `label` when given, else the
+    label of `field` in the field labels table `labels` (see `_field_labels`) found by the join returned."""
+    if label:
+        return label, ""
+    return (
+        f"coalesce(l.label, {sql_literal(field)})",
+        f"left join {labels} l on l.source = s.source and l.field = {sql_literal(field)}",
+    )
+
+
 def guard_text(
     sql: Sql,
     scratch: Scratch,
@@ -296,8 +307,7 @@ def guard_text(
             f"when length({value}) > {limit} then ' is longer than ' || {limit} || ' characters (' || "
             f"length({value}) || ')' end as {flag}"
         )
-        name = label or f"coalesce(l.label, {sql_literal(column)})"
-        join = "" if label else f"left join {labels} l on l.source = s.source and l.field = {sql_literal(column)}"
+        name, join = _reject_field(column, labels, label)
         checks.append(
             f"""select s.source, s.file, s.row_number, {name} as field, {value} as value,
                        {name} || s.{flag} as reason, {sql_literal(scope)} as scope
@@ -417,8 +427,7 @@ def guard_shapes(
     )
     checks = []
     for field, _, scope in columns:
-        name = label or f"coalesce(l.label, {sql_literal(field)})"
-        join = "" if label else f"left join {labels} l on l.source = s.source and l.field = {sql_literal(field)}"
+        name, join = _reject_field(field, labels, label)
         checks.append(
             f"""select s.source, s.file, s.row_number, {name} as field, s.{found_column(field)} as value,
                        {flags[field]} as reason, {sql_literal(scope)} as scope
