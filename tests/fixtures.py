@@ -6,6 +6,7 @@ Plain functions and classes, imported by the test modules; the pytest fixtures b
 conftest.py.
 """
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -254,3 +255,20 @@ def nasty_csv(rng: random.Random, lines: int) -> str:
         else:
             out.append(f"r{n},Ann{'x' * rng.randrange(0, 20)},Lee,{n}")
     return "\n".join(out) + rng.choice(["", "\n"])
+
+
+def raw_json_warehouse(tmp_path: Path, sources: list[dict], raw_rows: dict[str, list[dict]]) -> tuple[CDPConfig, Sql]:
+    """A configuration of `sources` and an in-memory warehouse whose raw tables hold `raw_rows` (source ->
+    records, one JSON line each of file `<source>/a.jsonl`)."""
+    path = tmp_path / "cdp.yaml"
+    path.write_text(yaml.safe_dump({"sources": sources}))
+    config = load_config(path)
+    conn = duckdb.connect(":memory:")
+    bootstrap(conn)
+    for table, rows in raw_rows.items():
+        conn.execute(f"create table raw.{table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)")
+        conn.executemany(
+            f"insert into raw.{table} values ('{table}/a.jsonl', ?, now()::timestamp, ?)",
+            [[i + 1, json.dumps(r)] for i, r in enumerate(rows)],
+        )
+    return config, Sql(conn)

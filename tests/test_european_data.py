@@ -4,7 +4,6 @@ cleans (and where it matters resolves) hand-written raw rows in an in-memory war
 
 import codecs
 import json
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -14,31 +13,12 @@ from cdp_assets.clean.assets import PERSON_RECORDS, _mapping_check, clean_activi
 from cdp_assets.clean.rules import fold_accents, fold_accents_sql
 from cdp_assets.extract.readers import FileFormatError, read_csv
 from cdp_assets.identity.matching.comparisons import vector_sql
-from resources.config import CDPConfig, load_config
+from resources.config import load_config
 from resources.schema import ConfigError
-from resources.sql import Sql
-from resources.warehouse import bootstrap
-from tests.fixtures import customers, identity_warehouse
+from tests.fixtures import customers, identity_warehouse, raw_json_warehouse
 from tests.test_identity_matching import background
 
 pytestmark = pytest.mark.stage
-
-
-def _warehouse(tmp_path: Path, sources: list[dict], raw_rows: dict[str, list[dict]]) -> tuple[CDPConfig, Sql]:
-    """A configuration of `sources` and an in-memory warehouse whose raw tables hold `raw_rows` (source ->
-    records, one JSON line each of file `<source>/a.jsonl`)."""
-    path = tmp_path / "cdp.yaml"
-    path.write_text(yaml.safe_dump({"sources": sources}))
-    config = load_config(path)
-    conn = duckdb.connect(":memory:")
-    bootstrap(conn)
-    for table, rows in raw_rows.items():
-        conn.execute(f"create table raw.{table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)")
-        conn.executemany(
-            f"insert into raw.{table} values ('{table}/a.jsonl', ?, now()::timestamp, ?)",
-            [[i + 1, json.dumps(r)] for i, r in enumerate(rows)],
-        )
-    return config, Sql(conn)
 
 
 def _person_source(**extra: object) -> dict:
@@ -59,7 +39,7 @@ def test_a_phone_identifier_is_read_in_its_records_country_like_its_field(tmp_pa
     """A shop in Germany with French and Dutch customers: a number without a country code is a number of
     the record's country, in the cleaned field and in the identifier identity links by alike, and the
     source's default_country applies only to a record that names no country it knows."""
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source()],
         {
@@ -101,7 +81,7 @@ def test_european_titles_and_salutations_are_not_taken_for_names(tmp_path):
         "comma": "Dr. Müller, Hans",
         "surname": "Frau Müller",
     }
-    config, sql = _warehouse(tmp_path, [source], {"shop": [{"id": k, "name": v} for k, v in names.items()]})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": [{"id": k, "name": v} for k, v in names.items()]})
     clean_person_records(sql, config)
     rows = {
         r[0]: r[1:]
@@ -130,7 +110,7 @@ def test_dutch_german_portuguese_and_swedish_particles_stay_with_the_surname(tmp
         "pt": "ANNA DOS SANTOS",
         "se": "Hilma af Klint",
     }
-    config, sql = _warehouse(tmp_path, [source], {"shop": [{"id": k, "name": v} for k, v in names.items()]})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": [{"id": k, "name": v} for k, v in names.items()]})
     clean_person_records(sql, config)
     rows = {
         r[0]: r[1:]
@@ -148,7 +128,7 @@ def test_dutch_german_portuguese_and_swedish_particles_stay_with_the_surname(tmp
 def test_a_country_given_as_an_alpha3_code_is_the_records_country_and_reads_its_phone(tmp_path):
     """An ERP export writing countries as ISO alpha-3 codes: POL, SWE and ITA are Poland, Sweden and Italy,
     in the cleaned country and in reading the national numbers of their records."""
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source()],
         {
@@ -178,7 +158,7 @@ def test_a_city_written_in_capitals_keeps_its_particles_lower_case(tmp_path):
         {"id": "fr", "first": "LÉA", "last": "LA ROSE", "city": "AIX-EN-PROVENCE"},
         {"id": "nl", "first": "DAAN", "last": "OP TEN NOORT", "city": "'S-HERTOGENBOSCH"},
     ]
-    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": rows})
     clean_person_records(sql, config)
     got = {r[0]: r[1:] for r in sql.rows("select source_record_id, last_name, city from clean.person_records")}
     assert got == {
@@ -198,7 +178,7 @@ def test_a_postcode_with_an_old_country_prefix_is_the_same_postcode(tmp_path):
         {"id": "shop", "first": "Uwe", "last": "Kern", "zip": "10115", "country": "DE"},
         {"id": "at", "first": "Eva", "last": "Gruber", "zip": "A-1010", "country": "AT"},
     ]
-    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": rows})
     clean_person_records(sql, config)
     got = dict(sql.rows("select source_record_id, postal_code from clean.person_records"))
     assert got == {"crm": "10115", "shop": "10115", "at": "1010"}
@@ -215,7 +195,7 @@ def test_an_address_at_a_domain_in_another_script_is_kept_and_matches_its_ascii_
         {"id": "crm", "first": "Olga", "last": "Smirnova", "email": "olga@пример.рф"},
         {"id": "shop", "first": "Olga", "last": "Smirnova", "email": "olga@xn--e1afmkfd.xn--p1ai"},
     ]
-    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": rows})
     clean_person_records(sql, config)
     got = {r[0]: r[1:] for r in sql.rows("select source_record_id, email, email_match_key from clean.person_records")}
     assert got == {
@@ -235,7 +215,7 @@ def test_an_address_exported_with_its_display_name_is_read(tmp_path):
         {"id": "crm", "first": "Anna", "email": '"Schmidt, Anna" <Anna@GMX.de>'},
         {"id": "shop", "first": "Anna", "email": "anna@gmx.de"},
     ]
-    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": rows})
     clean_person_records(sql, config)
     assert dict(sql.rows("select source_record_id, email from clean.person_records")) == {
         "crm": "anna@gmx.de",
@@ -300,7 +280,7 @@ def test_consent_in_other_languages_is_read_and_a_mapping_with_no_statement_is_n
     """Ja, nein, oui, non are yes and no; a purpose whose every value is refused leaves the source saying
     nothing about consent, and the mapped-fields check names it instead of passing."""
     source = _person_source(consent={"newsletter": "newsletter", "sms": "sms"})
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [source],
         {
@@ -341,7 +321,7 @@ def test_amounts_with_a_decimal_comma_are_read_when_declared_and_never_guessed(t
     at = "2025-06-01T10:00:00+02:00"
     german = ["1.234,56", "12,50 €", "1 234,5", "1.234", "7"]
     plain = ["1,234.56", "$12.50", "12.50 EUR", "1'234.50", "12,50", "1,234"]
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source(), _orders_source("marktplatz", ","), _orders_source("webshop", ".")],
         {
@@ -365,7 +345,7 @@ def test_amounts_with_europes_other_currency_signs_are_read(tmp_path):
     zł, kr, Kč, Ft, lei are dropped like € and £; a word that merely starts like one is not a sign."""
     at = "2025-06-01T10:00:00+02:00"
     totals = ["1 234,56 zł", "199,00 kr", "kr 49,50", "1.299,00 Kč", "12 500 Ft", "49,90 lei", "100 zl", "krone 5"]
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source(), _orders_source("marktplatz", ",")],
         {"marktplatz": [{"id": f"m{i}", "customer": "c", "at": at, "total": t} for i, t in enumerate(totals)]},
@@ -384,7 +364,7 @@ def test_an_amount_that_may_be_thousands_grouping_is_refused_unless_the_separato
     little: refused with the fix named, as are points grouping thousands twice; a declared '.' reads them."""
     at = "2025-06-01T10:00:00Z"
     totals = ["1.234", "12.500", "0.125", "1234.567", "12.50", "1.234.567", "12.3456"]
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source(), _orders_source("unset", None), _orders_source("declared", ".")],
         {
@@ -413,7 +393,7 @@ def test_an_amount_in_exponent_notation_is_refused_naming_its_field_and_value(tm
     at = "2025-06-01T10:00:00Z"
     exponents = ["1e3", "1.23457E+11", "-2e2", "1.5e-2 EUR"]
     plain = {"webshop": ["12.50", "-3", "1,234.50", "$7", "0"], "marktplatz": ["12,50", "1.234,50", "7 €", "0"]}
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source(), _orders_source("webshop", "."), _orders_source("marktplatz", ",")],
         {
@@ -466,7 +446,7 @@ def test_timestamps_without_an_offset_are_wall_clock_times_in_the_sources_time_z
     and 12:00 on 15 January 11:00 UTC; a timestamp that carries an offset or Z keeps it, in any source."""
     source = {**_orders_source("marktplatz", ","), "timezone": "Europe/Berlin"}
     source["fields"] = {"occurred_at": {"path": "at", "formats": ["%d.%m.%Y %H:%M:%S"]}, "amount": "total"}
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path,
         [_person_source(), source],
         {

@@ -3,38 +3,18 @@ expects a name, an id or a time is quarantined naming the path, never loaded as 
 cleans hand-written raw rows in an in-memory warehouse and checks that raw rows = cleaned rows + rows
 quarantined whole."""
 
-import json
-from pathlib import Path
-
-import duckdb
 import pytest
-import yaml
 
 from cdp_assets.clean.assets import clean_activity, clean_person_records
-from resources.config import CDPConfig, load_config
 from resources.sql import Sql
-from resources.warehouse import bootstrap
+from tests.fixtures import raw_json_warehouse
 
 pytestmark = pytest.mark.stage
 
 AT = "2025-06-01T10:00:00Z"
-
-
-def _warehouse(tmp_path: Path, sources: list[dict], raw_rows: dict[str, list[dict]]) -> tuple[CDPConfig, Sql]:
-    """A configuration of `sources` and an in-memory warehouse whose raw tables hold `raw_rows` (source ->
-    records, one JSON line each of file `<source>/a.jsonl`)."""
-    path = tmp_path / "cdp.yaml"
-    path.write_text(yaml.safe_dump({"sources": sources}))
-    config = load_config(path)
-    conn = duckdb.connect(":memory:")
-    bootstrap(conn)
-    for table, rows in raw_rows.items():
-        conn.execute(f"create table raw.{table} (_file varchar, _row_number bigint, _loaded_at timestamp, record json)")
-        conn.executemany(
-            f"insert into raw.{table} values ('{table}/a.jsonl', ?, now()::timestamp, ?)",
-            [[i + 1, json.dumps(r)] for i, r in enumerate(rows)],
-        )
-    return config, Sql(conn)
+# The reasons a list or an object at a one-value field is quarantined with, for a field.
+LIST_OF = "{} is a list where a single value is expected"
+OBJECT_OF = "{} is an object where a single value is expected"
 
 
 def _rejects(sql: Sql, source: str) -> list[tuple]:
@@ -69,21 +49,17 @@ def test_a_list_or_object_where_a_person_field_takes_one_value_is_quarantined(tm
         {"id": "c5", "first_name": "Eve", "address": {"city": ["Oslo"]}, "opt_in": ["yes"], "loyalty": {"n": 7}},
         {"id": "c6", "first_name": "Fay", "last_name": "Fox", "email": "fay@example.org", "loyalty": 7},
     ]
-    config, sql = _warehouse(tmp_path, [PEOPLE], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [PEOPLE], {"shop": rows})
     counts = clean_person_records(sql, config)
 
-    list_of, object_of = (
-        "{} is a list where a single value is expected",
-        "{} is an object where a single value is expected",
-    )
     assert _rejects(sql, "shop") == [
-        (1, "first_name", '["Ann","Bob"]', list_of.format("first_name"), "value"),
-        (2, "email", '["cy@example.org"]', list_of.format("email"), "value"),
-        (2, "last_name", '{"family":"Diaz"}', object_of.format("last_name"), "value"),
-        (3, "id", '["c3","c4"]', list_of.format("id"), "row"),
-        (4, "address.city", '["Oslo"]', list_of.format("address.city"), "value"),
-        (4, "loyalty", '{"n":7}', object_of.format("loyalty"), "value"),
-        (4, "opt_in", '["yes"]', list_of.format("opt_in"), "value"),
+        (1, "first_name", '["Ann","Bob"]', LIST_OF.format("first_name"), "value"),
+        (2, "email", '["cy@example.org"]', LIST_OF.format("email"), "value"),
+        (2, "last_name", '{"family":"Diaz"}', OBJECT_OF.format("last_name"), "value"),
+        (3, "id", '["c3","c4"]', LIST_OF.format("id"), "row"),
+        (4, "address.city", '["Oslo"]', LIST_OF.format("address.city"), "value"),
+        (4, "loyalty", '{"n":7}', OBJECT_OF.format("loyalty"), "value"),
+        (4, "opt_in", '["yes"]', LIST_OF.format("opt_in"), "value"),
     ]
     # The record keeps its other values; no JSON text reaches a cleaned field, an identifier or a consent.
     assert sql.rows(
@@ -112,7 +88,7 @@ def test_of_several_paths_the_one_read_decides(tmp_path):
         {"id": "c2", "given": " ", "first_name": ["Cy"]},
         {"id": "c3", "given": ["Di"], "first_name": "Di"},
     ]
-    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": rows})
     clean_person_records(sql, config)
     assert _rejects(sql, "shop") == [
         (2, "given | first_name", '["Cy"]', "first_name is a list where a single value is expected", "value"),
@@ -155,30 +131,26 @@ def test_a_list_or_object_where_an_event_or_order_field_takes_one_value_is_quara
         {"customer": "c2", "id": "o2", "at": AT, "total": "7.00", "currency": ["EUR", "USD"]},
         {"customer": ["c3"], "id": "o3", "at": AT, "total": "8.00"},
     ]
-    config, sql = _warehouse(
+    config, sql = raw_json_warehouse(
         tmp_path, [{**PEOPLE, "consent": {}}, events, orders], {"web": web_rows, "orders": order_rows}
     )
     web_counts = clean_activity(sql, config, "events")
     order_counts = clean_activity(sql, config, "transactions")
 
-    list_of, object_of = (
-        "{} is a list where a single value is expected",
-        "{} is an object where a single value is expected",
-    )
     assert _rejects(sql, "web") == [
-        (1, "name", '["Viewed","Clicked"]', list_of.format("name"), "value"),
-        (2, "mid", '["m2"]', list_of.format("mid"), "row"),
-        (3, "at", '{"utc":"2025-06-01T10:00:00Z"}', object_of.format("at"), "row"),
-        (4, "state", '{"code":1}', object_of.format("state"), "value"),
+        (1, "name", '["Viewed","Clicked"]', LIST_OF.format("name"), "value"),
+        (2, "mid", '["m2"]', LIST_OF.format("mid"), "row"),
+        (3, "at", '{"utc":"2025-06-01T10:00:00Z"}', OBJECT_OF.format("at"), "row"),
+        (4, "state", '{"code":1}', OBJECT_OF.format("state"), "value"),
     ]
     assert sql.rows("select event_id, event, status from clean.events order by 1") == [
         ("m1", None, "ok"),
         ("m4", "Viewed", None),
     ]
     assert _rejects(sql, "orders") == [
-        (1, "total", "[12.5]", list_of.format("total"), "row"),
-        (2, "currency", '["EUR","USD"]', list_of.format("currency"), "value"),
-        (3, "customer", '["c3"]', list_of.format("customer"), "row"),
+        (1, "total", "[12.5]", LIST_OF.format("total"), "row"),
+        (2, "currency", '["EUR","USD"]', LIST_OF.format("currency"), "value"),
+        (3, "customer", '["c3"]', LIST_OF.format("customer"), "row"),
     ]
     assert sql.rows("select event_id, amount::varchar, currency from clean.transactions") == [("o2", "7.00", None)]
     assert _accounted_for(web_counts, len(web_rows)) and _accounted_for(order_counts, len(order_rows))
@@ -201,7 +173,7 @@ def test_a_path_through_a_value_that_is_not_an_object_is_quarantined_naming_what
         {"id": "c5", "first_name": "Eve", "address": {"zip": {"code": "02134"}}, "contact": {}},
         {"id": "c6", "first_name": "Fay", "address": True},
     ]
-    config, sql = _warehouse(tmp_path, [source], {"shop": rows})
+    config, sql = raw_json_warehouse(tmp_path, [source], {"shop": rows})
     counts = clean_person_records(sql, config)
     city, code = "address.city cannot be read: ", "address.zip.code cannot be read: "
     assert _rejects(sql, "shop") == [
@@ -249,7 +221,7 @@ def test_an_event_path_through_a_value_that_is_not_an_object_is_quarantined(tmp_
         {"user": "u3", "meta": {"at": AT}, "name": "Bought", "data": {"props": {"sku": "A1"}}},
         {"user": "u4", "meta": {"at": AT}, "name": "Left", "data": None, "props": {"sku": "C3"}},
     ]
-    config, sql = _warehouse(tmp_path, [{**PEOPLE, "consent": {}}, events], {"web": rows})
+    config, sql = raw_json_warehouse(tmp_path, [{**PEOPLE, "consent": {}}, events], {"web": rows})
     counts = clean_activity(sql, config, "events")
     assert _rejects(sql, "web") == [
         (1, "data.props | props", "none", "data.props cannot be read: data is a string, not an object", "value"),
