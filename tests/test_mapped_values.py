@@ -15,6 +15,7 @@ AT = "2025-06-01T10:00:00Z"
 # The reasons a list or an object at a one-value field is quarantined with, for a field.
 LIST_OF = "{} is a list where a single value is expected"
 OBJECT_OF = "{} is an object where a single value is expected"
+TRUTH_OF = "{} is true or false where text or a number is expected"
 
 
 def _rejects(sql: Sql, source: str) -> list[tuple]:
@@ -76,6 +77,40 @@ def test_a_list_or_object_where_a_person_field_takes_one_value_is_quarantined(tm
         ("c6", "loyalty_card", "7"),
     ]
     assert sql.rows("select source_record_id, granted from clean.consent_statements") == [("c1", True)]
+    assert _accounted_for(counts, len(rows))
+
+
+def test_true_or_false_where_a_field_takes_text_is_quarantined_but_a_consent_reads_it(tmp_path):
+    """JSON's true read as text would be the name "true" (and "True" once cased): only a consent takes it."""
+    rows = [
+        {"id": "c1", "first_name": True, "last_name": "Lee", "email": "ann@example.org", "opt_in": True},
+        {"id": "c2", "first_name": "Cy", "email": False, "loyalty": True, "opt_in": False},
+        {"id": True, "first_name": "Di", "email": "di@example.org"},
+        {"id": "c4", "first_name": "Eve", "address": {"city": False}, "loyalty": 7},
+    ]
+    config, sql = raw_json_warehouse(tmp_path, [PEOPLE], {"shop": rows})
+    counts = clean_person_records(sql, config)
+
+    assert _rejects(sql, "shop") == [
+        (1, "first_name", "true", TRUTH_OF.format("first_name"), "value"),
+        (2, "email", "false", TRUTH_OF.format("email"), "value"),
+        (2, "loyalty", "true", TRUTH_OF.format("loyalty"), "value"),
+        (3, "id", "true", TRUTH_OF.format("id"), "row"),
+        (4, "address.city", "false", TRUTH_OF.format("address.city"), "value"),
+    ]
+    assert sql.rows("select source_record_id, first_name, email, city from clean.person_records order by 1") == [
+        ("c1", None, "ann@example.org", None),
+        ("c2", "Cy", None, None),
+        ("c4", "Eve", None, None),
+    ]
+    assert sql.rows("select source_record_id, id_type, id_value from clean.person_identifiers order by all") == [
+        ("c1", "email", "ann@example.org"),
+        ("c4", "loyalty_card", "7"),
+    ]
+    assert sql.rows("select source_record_id, granted from clean.consent_statements order by 1") == [
+        ("c1", True),
+        ("c2", False),
+    ]
     assert _accounted_for(counts, len(rows))
 
 

@@ -62,6 +62,7 @@ RAW = {
         {"id": "c5", "first_name": "Eve", "address": "Oslo", "opt_in": ["yes"], "loyalty": {"n": 7}},
         {"id": "c6", "given": ["Fay"], "address": {"city": "Rome"}, "email": "fay@example.org", "loyalty": 7},
         {"id": "c7", "first_name": "Gus", "address": None, "email": "gus@example.org"},
+        {"id": "c8", "first_name": True, "email": "hal@example.org", "opt_in": False, "loyalty": True},
     ],
     "web": [
         {"user": "u1", "mid": "m1", "at": AT, "name": ["Viewed", "Clicked"], "state": "ok"},
@@ -75,6 +76,7 @@ RAW = {
         {"customer": "c2", "id": "o2", "at": AT, "total": "7.00", "currency": ["EUR", "USD"]},
         {"customer": ["c3"], "id": "o3", "at": AT, "total": "8.00"},
         {"customer": "c4", "id": "o4", "at": AT, "total": "9.50", "currency": "usd"},
+        {"customer": "c5", "id": "o5", "at": AT, "total": True, "currency": "usd"},
     ],
 }
 COMPARED = {
@@ -136,6 +138,9 @@ def test_values_the_mapping_cannot_read_as_one_are_quarantined_alike_on_both_eng
         assert on_duckdb[table] == on_spark[table], table
     reasons = [reason for *_, reason, _ in on_duckdb["cdp.quarantine"]]
     assert sum("where a single value is expected" in reason for reason in reasons) == 14
+    assert sorted(r for r in reasons if "true or false where" in r) == [
+        f"{path} is true or false where text or a number is expected" for path in ("first_name", "loyalty", "total")
+    ]
     assert sorted(r for r in reasons if "cannot be read" in r) == [
         "address.city cannot be read: address is a string, not an object",
         "data.props cannot be read: data is a string, not an object",

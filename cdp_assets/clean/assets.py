@@ -42,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "10"
+CODE_VERSION = "11"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -390,10 +390,11 @@ def found_column(field: str) -> str:
 
 def shape_columns(source: SourceConfig, field: str, spec: FieldSpec | None, extracted: str | None = None) -> str:
     """The staged columns `guard_shapes` reads for a field, from the raw row's `__types` (`types_sql`)."""
-    one_value = field not in JSON_FIELDS
+    # A consent (staged as `consent__<purpose>`) is the one field JSON's true and false are values of.
+    kinds = {"one_value": field not in JSON_FIELDS, "true_or_false": field.startswith("consent__")}
     return (
-        f"{shape_sql(source, spec, '__types', extracted, one_value=one_value)} as {shape_column(field)}, "
-        f"{found_sql(source, spec, '__types', extracted, one_value=one_value)} as {found_column(field)}"
+        f"{shape_sql(source, spec, '__types', extracted, **kinds)} as {shape_column(field)}, "
+        f"{found_sql(source, spec, '__types', extracted, **kinds)} as {found_column(field)}"
     )
 
 

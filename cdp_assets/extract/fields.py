@@ -81,7 +81,12 @@ _KINDS = (
 
 
 def _shape_cases(
-    source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None, one_value: bool
+    source: SourceConfig,
+    spec: FieldSpec | None,
+    types: str,
+    extracted: str | None,
+    one_value: bool,
+    true_or_false: bool,
 ) -> list[tuple[str, str | None, str | None]]:
     """For `shape_sql` and `found_sql`: (condition, reason, the text found) in the order they are tried; a
     path that holds a value ends the search, as a case without a reason."""
@@ -106,6 +111,9 @@ def _shape_cases(
             expected = "where a single value is expected"
             cases.append((f"{kind(path)} = 'ARRAY'", sql_literal(f"{path} is a list {expected}"), text(path)))
             cases.append((f"{kind(path)} = 'OBJECT'", sql_literal(f"{path} is an object {expected}"), text(path)))
+            if not true_or_false:
+                refused = f"{path} is true or false where text or a number is expected"
+                cases.append((f"{kind(path)} = 'BOOLEAN'", sql_literal(refused), text(path)))
         if i < len(spec.path) - 1:  # a value here is the one read: the later paths are not
             held = f"{_path_text(source, path, extracted)} is not null" if one_value else f"{kind(path)} <> 'NULL'"
             cases.append((held, None, None))
@@ -113,27 +121,41 @@ def _shape_cases(
 
 
 def shape_sql(
-    source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None = None, *, one_value: bool = True
+    source: SourceConfig,
+    spec: FieldSpec | None,
+    types: str,
+    extracted: str | None = None,
+    *,
+    one_value: bool = True,
+    true_or_false: bool = False,
 ) -> str:
     """SQL for why a mapped field cannot be read, or NULL when it can, for the path its value is read from (the
     first of its paths that holds a value, or cannot be read): an object the dotted path goes through is a
     value of another kind (`address.city` where `address` is a string: the path finds nothing, where a
     missing or null `address` is simply no value), or, for a field that takes `one_value`, the path holds a
-    list or an object, whose JSON text would otherwise be read as the value. `types` names a column holding
+    list or an object, whose JSON text would otherwise be read as the value, or JSON's true or false, unless
+    the field takes `true_or_false` (a consent): a name, an id, an amount or a time that is a boolean is a
+    mistake of the source, where its text "true" would read as a value. `types` names a column holding
     `types_sql(source)`; `extracted`: see value_sql (a field kept as JSON, `one_value=False`, is read as
     json_sql reads it)."""
-    cases = _shape_cases(source, spec, types, extracted, one_value)
+    cases = _shape_cases(source, spec, types, extracted, one_value, true_or_false)
     if not cases:
         return "null::varchar"
     return "(case " + " ".join(f"when {c} then {r or 'null'}" for c, r, _ in cases) + " end)"
 
 
 def found_sql(
-    source: SourceConfig, spec: FieldSpec | None, types: str, extracted: str | None = None, *, one_value: bool = True
+    source: SourceConfig,
+    spec: FieldSpec | None,
+    types: str,
+    extracted: str | None = None,
+    *,
+    one_value: bool = True,
+    true_or_false: bool = False,
 ) -> str:
     """SQL for the text `shape_sql`'s reason is about: the list or object, or the value a path goes through
     that is not an object; NULL where there is no reason."""
-    cases = _shape_cases(source, spec, types, extracted, one_value)
+    cases = _shape_cases(source, spec, types, extracted, one_value, true_or_false)
     if not cases:
         return "null::varchar"
     return "(case " + " ".join(f"when {c} then {f or 'null'}" for c, _, f in cases) + " end)"
