@@ -142,7 +142,7 @@ def test_amounts_are_exact_decimals_rounded_to_the_cent(tmp_path: Path):
     config = load_config(path)
     conn = duckdb.connect(":memory:")
     bootstrap(conn)
-    totals = ["0.10", "0.20", "12.345", "12.344", "$7", "-0.004", "abc", "1e2"]
+    totals = ["0.10", "0.20", "12.345", "12.344", "$7", "-0.004", "abc", "1e2", "+8", "1_000", "1_0.5"]
     conn.execute("create table raw.orders (_file varchar, _row_number bigint, _loaded_at timestamp, record json)")
     conn.executemany(
         "insert into raw.orders values ('orders/a.jsonl', ?, now()::timestamp, ?)",
@@ -160,13 +160,17 @@ def test_amounts_are_exact_decimals_rounded_to_the_cent(tmp_path: Path):
         "o2": Decimal("12.35"),
         "o3": Decimal("12.34"),
         "o4": Decimal("7.00"),
+        "o8": Decimal("8.00"),
     }
     assert conn.execute("select sum(amount)::varchar from clean.transactions where amount < 1").fetchone()[0] == "0.30"
     rejected = dict(conn.execute("select value, reason from cdp.quarantine where source = 'orders'").fetchall())
-    # A negative amount that rounds to 0.00 is still negative.
+    # A negative amount that rounds to 0.00 is still negative. DuckDB would read 1_000 as 1000 and 1_0.5 as
+    # 10.5 (digits grouped as in its SQL), which no system writes money as.
     assert rejected == {
         "-0.004": "negative amount",
         "abc": "amount is not a number",
+        "1_000": "amount is not a number",
+        "1_0.5": "amount is not a number",
         "1e2": "amount is in exponent notation (total is 1e2): a spreadsheet writes a long number so and may have "
         "dropped its digits; write the amount in plain digits",
     }

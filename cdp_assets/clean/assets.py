@@ -37,7 +37,7 @@ from resources.config.sources import JSON_FIELDS
 from resources.identifiers import NORMALISERS, IdentifierNormaliser
 from resources.quality import start_importing_great_expectations
 from resources.sql import Scratch, Sql
-from resources.tables import ACTIVITY_TABLES, AMOUNT_TYPE
+from resources.tables import ACTIVITY_TABLES
 from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
@@ -1265,7 +1265,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             stage,
             f"""select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
                 from (
-                    select *, try_cast(amount_text as {AMOUNT_TYPE}) as amount,
+                    select *, {rules.amount_sql("amount_text")} as amount,
                       case
                         when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                         when occurred_raw is null then 'missing timestamp'

@@ -28,6 +28,7 @@ from resources.identifiers import clean_identifier as clean_identifier
 from resources.identifiers import clean_phone as clean_phone
 from resources.identifiers import is_missing as is_missing
 from resources.sql import sql_literal
+from resources.tables import AMOUNT_TYPE
 
 _SPACES = re.compile(r"\s+")
 
@@ -696,6 +697,13 @@ def amount_text_sql(raw: str, decimal_separator: str) -> str:
         )
     # Most amounts are plain digits with or without decimals, read as written.
     return f"(case when regexp_full_match({raw}, '{fast}') then {raw} else {read} end)"
+
+
+def amount_sql(amount_text: str) -> str:
+    """SQL for the amount `amount_text` (from amount_text_sql) reads as, NULL where it is not a number. DuckDB's
+    cast reads digits grouped by underscores as its SQL does (1_000 as 1000, 1_0.5 as 10.5), which no system
+    writes money as, and Spark's refuses: such an amount is not a number on either engine."""
+    return f"case when not contains({amount_text}, '_') then try_cast({amount_text} as {AMOUNT_TYPE}) end"
 
 
 def amount_reason_sql(amount_text: str, decimal_separator: str) -> str:
