@@ -313,9 +313,8 @@ class _Fetcher:
                 on_retry=retried,
             )
         except TransientError as exc:
-            raise PollError(
-                f"API source '{self.source.name}': {exc}, still after {self.policy.max_attempts} attempts"
-            ) from None
+            tried = f", still after {exc.attempts} attempts" if exc.attempts > 1 else ""
+            raise PollError(f"API source '{self.source.name}': {exc}{tried}") from None
         where = f"API source '{self.source.name}': {self.shown(response.url)} (HTTP {response.status_code})"
         if response.status_code >= 400:
             raise PollError(f"{where} refused the request: {response.reason}")

@@ -28,6 +28,8 @@ class TransientError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # How many attempts had been made when the error was given up on (set by with_retries).
+        self.attempts = 1
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,14 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay: float = 0.5
     max_delay: float = 30.0
+    longest_retry_after: float = 300.0
 
     @classmethod
     def from_config(cls, retry: RetryConfig) -> RetryPolicy:
         """The policy a destination's or an API source's `retry` section asks for."""
-        return cls(retry.max_attempts, retry.base_delay_seconds, retry.max_delay_seconds)
+        return cls(
+            retry.max_attempts, retry.base_delay_seconds, retry.max_delay_seconds, retry.longest_retry_after_seconds
+        )
 
     def backoff(self, tries: int, rng: random.Random) -> float:
         """The wait after the `tries`-th failed attempt: doubling from `base_delay`, capped, with jitter so
@@ -76,8 +81,11 @@ def with_retries(
     """`call()` until it returns, retrying a TransientError up to `policy.max_attempts` attempts in all.
 
     Each retry waits the policy's backoff or the server's `Retry-After`, whichever is longer: a server
-    that says "in 20 seconds" is not asked again in 2. The last TransientError is raised when every
-    attempt failed; any other exception is raised at once.
+    that says "in 20 seconds" is not asked again in 2. A `Retry-After` longer than the policy's
+    `longest_retry_after` is not waited out: a server that says "in an hour" would hold the run, and the
+    warehouse's one writer, for that hour, so the error is raised at once, saying so, and a later run asks
+    again (a sync defers its changes; a poll keeps its cursor). The last TransientError is raised when every
+    attempt failed, with `attempts` set; any other exception is raised at once.
     """
     rng = rng or random.Random()
     for tries in range(1, policy.max_attempts + 1):
@@ -88,8 +96,18 @@ def with_retries(
         try:
             return call()
         except TransientError as exc:
+            exc.attempts = tries
             if tries == policy.max_attempts:
                 raise
+            if (exc.retry_after or 0.0) > policy.longest_retry_after:
+                later = TransientError(
+                    f"{exc}, asking to be called again in {exc.retry_after:.0f} s, longer than the "
+                    f"{policy.longest_retry_after:g} s a run waits (retry.longest_retry_after_seconds): left to "
+                    "a later run",
+                    exc.retry_after,
+                )
+                later.attempts = tries
+                raise later from None
             if on_retry is not None:
                 on_retry(exc)
             sleep(max(policy.backoff(tries, rng), exc.retry_after or 0.0))

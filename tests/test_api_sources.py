@@ -140,6 +140,29 @@ def test_with_retries_waits_at_least_retry_after_and_gives_up_after_max_attempts
         with_retries(always, policy, rng=random.Random(1), sleep=slept.append)
 
 
+@pytest.mark.unit
+def test_a_retry_after_longer_than_a_run_waits_is_left_to_a_later_run():
+    """ "Come back in an hour" would hold the run, and the warehouse's one writer, for the hour."""
+    slept: list[float] = []
+    policy = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=4, longest_retry_after=300)
+
+    def throttled() -> None:
+        raise TransientError("HTTP 429", retry_after=3600.0)
+
+    with pytest.raises(TransientError, match="again in 3600 s, longer than the 300 s a run waits") as raised:
+        with_retries(throttled, policy, rng=random.Random(1), sleep=slept.append)
+    assert slept == [] and raised.value.attempts == 1
+    outcomes = iter([TransientError("429", retry_after=300.0), "done"])
+
+    def once() -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert with_retries(once, policy, rng=random.Random(1), sleep=slept.append) == "done" and slept == [300.0]
+
+
 # --------------------------------------------------------------------------- polls against the local API
 
 
@@ -164,6 +187,22 @@ def test_retry_after_of_a_429_is_honoured(tmp_path):
     with ApiServer(make_tickets(10), faults=ApiFaults(script=["429"], retry_after="7")) as api:
         report = poll_source(ticket_source(f"{api.url}/tickets/all"), tmp_path, sleep=slept.append)
     assert slept == [7.0] and report.retries == 1 and report.records == 10
+
+
+@pytest.mark.stage
+def test_a_poll_asked_to_come_back_after_longer_than_a_run_waits_fails_at_once_keeping_its_cursor(tmp_path):
+    slept: list[float] = []
+    with ApiServer(make_tickets(30), page_size=10, faults=ApiFaults(script=["ok", "429"], retry_after="3600")) as api:
+        source = ticket_source(f"{api.url}/tickets/cursor", pagination=STYLES["cursor"])
+        with pytest.raises(PollError) as raised:
+            poll_source(source, tmp_path, sleep=slept.append)
+        requests_made = len(api.log)
+    assert slept == [] and requests_made == 2
+    assert str(raised.value) == (
+        f"API source 'helpdesk': {api.url}/tickets/cursor?cursor=2 answered HTTP 429, asking to be called again "
+        "in 3600 s, longer than the 300 s a run waits (retry.longest_retry_after_seconds): left to a later run"
+    )
+    assert read_cursor(tmp_path, source) == {}  # the next poll starts where this one did
 
 
 @pytest.mark.stage

@@ -640,6 +640,20 @@ def test_retry_after_is_honoured_and_a_resent_batch_keeps_its_idempotency_key(tm
 
 
 @pytest.mark.stage
+def test_a_retry_after_longer_than_a_run_waits_defers_the_changes_to_a_later_run(tmp_path):
+    with DestinationServer(port=0, faults=Faults(script=["429"])) as server:
+        config = make_config(tmp_path, {"type": "webhook", "url": f"{server.url}/webhook/w"})
+        client = make_client(config.destinations[0])
+        changes = [Change(f"k{i}", "add", {"a": i}, f"h{i}") for i in range(15)]
+        slept: list[float] = []
+        policy = RetryPolicy(5, 0.01, 0.05, longest_retry_after=0.5)
+        result = deliver(client, "dest", changes, batch_size=10, policy=policy, sleep=slept.append)
+        assert slept == [] and result.requests == 1 and result.accepted == [] and len(result.deferred) == 15
+        assert "again in 1 s, longer than the 0.5 s a run waits" in str(result.unavailable)
+        assert len(posts(server)) == 1
+
+
+@pytest.mark.stage
 def test_a_destination_refusing_the_caller_stops_the_sync_without_splitting_or_retrying(tmp_path):
     """A 401 is the same answer for every row: the sync sends one request, not two per row, defers every
     change to the next run (as for an outage), and says to check the credentials."""

@@ -131,6 +131,12 @@ class RetryConfig(_Strict):
     base_delay_seconds: float = Field(0.5, ge=0)
     max_delay_seconds: float = Field(30.0, ge=0)
     timeout_seconds: float = Field(10.0, gt=0, description="Per request.")
+    longest_retry_after_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="The longest Retry-After waited out within a run: a server asking for longer is called "
+        "again by a later run, not held on to.",
+    )
 
 
 # Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*'.
