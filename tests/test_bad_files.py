@@ -226,7 +226,7 @@ def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_who
         ("shop/a.jsonl",),
     ]
     reasons = dict(platform.sql("select file, reason from cdp.quarantine where scope = 'file'"))
-    assert reasons["shop/b.jsonl"].startswith("file shop/b.jsonl is not JSON lines: no line is a JSON object")
+    assert reasons["shop/b.jsonl"].startswith("file shop/b.jsonl is a JSON array, not JSON lines (line 1 opens a list)")
     assert reasons["pos/b.parquet"].startswith("file pos/b.parquet has no column(s) ['name', 'address']")
     assert reasons["pos/d.parquet"].startswith("file pos/d.parquet has no column(s) ['address.city']")
     assert reasons["pos/c.parquet"].startswith("file pos/c.parquet cannot be read: not a readable Parquet file")

@@ -150,16 +150,40 @@ def test_a_file_in_another_encoding_is_refused_whole_but_one_bad_line_is_not(tmp
 
 def test_jsonl_without_any_object_is_not_json_lines(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_bytes(b'[{"a": 1},\n {"a": 2}]\n')
+    path.write_bytes(b'"a"\n{"a": 2]\n')
     result, rows = read_jsonl(path)
     assert list(rows) == []
-    assert result.file_error.startswith("is not JSON lines: no line is a JSON object (line 1: invalid JSON")
+    assert result.file_error.startswith("is not JSON lines: no line is a JSON object (line 1: expected a JSON object")
     path.write_bytes(b"[1, 2]\n[3]\n")
     result, rows = read_jsonl(path)
     assert list(rows) == [] and "found list" in result.file_error
     path.write_bytes('{"n": "Zoë"}\n'.encode("latin-1") * 2)
     result, rows = read_jsonl(path)
     assert list(rows) == [] and result.file_error.startswith("is not utf-8: lines 1, 2")
+
+
+def test_a_json_array_document_is_refused_whole_even_where_some_of_its_lines_read_as_objects(tmp_path):
+    """An array written one element a line: its last element has no comma after it and reads as an object,
+    and line by line the file would load that record and quarantine the others."""
+    path = tmp_path / "a.jsonl"
+    why = (
+        "is a JSON array, not JSON lines (line {} opens a list): format jsonl reads one JSON object per line; "
+        "write the records so, e.g. with jq -c '.[]'"
+    )
+    for content, line in (
+        (b'[\n  {"id": "c1"},\n  {"id": "c2"},\n  {"id": "c3"}\n]\n', 1),
+        (b'\xef\xbb\xbf\n\n  [{"id": "c1"},\n{"id": "c2"}]\n', 3),
+        (b'[{"id": "c1"}, {"id": "c2"}]', 1),
+    ):
+        path.write_bytes(content)
+        result, rows = read_jsonl(path)
+        list(rows)
+        assert result.file_error == why.format(line)
+    # A list on a line after an object is that line's mistake, not the file's.
+    path.write_bytes(b'{"id": "c1"}\n[{"id": "c2"}]\n{"id": "c3"}\n')
+    result, rows = read_jsonl(path)
+    assert [n for n, _ in rows] == [1, 3] and result.file_error is None
+    assert [r.reason for r in result.rejects] == ["expected a JSON object, found list"]
 
 
 def test_csv_plain_lines_read_by_duckdb_give_what_reading_line_by_line_gives(tmp_path, monkeypatch):

@@ -65,6 +65,8 @@ CASES = {
     "one_bad_byte": '{"id": "u1", "name": "Zoë"}\n{"id": "u2", "name": "Ren\xe9e"}\n'.encode()
     + b'{"id": "u3", "name": "Jos\xe9"}\n',
     "array_document": json.dumps([{"id": "a"}, {"id": "b"}], indent=1).encode() + b"\n",
+    "array_one_element_a_line": b'[\n{"id": "a"},\n{"id": "b"}\n]\n',
+    "list_after_an_object": b'{"id": "a"}\n[{"id": "b"}]\n',
     "empty": b"",
 }
 

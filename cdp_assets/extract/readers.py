@@ -1085,14 +1085,34 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
 
 
 def jsonl_file_error(
-    first_bad: list[int], bad_count: int, text_lines: int, objects: int, first_reject: Reject | None
+    first_bad: list[int],
+    bad_count: int,
+    text_lines: int,
+    objects: int,
+    first_reject: Reject | None,
+    first_object: int | None = None,
 ) -> str | None:
     """Why a JSON-lines file is refused whole, from what its lines gave: written in another encoding than
-    UTF-8, or no line a JSON object (a JSON array document, a CSV file under a .jsonl name)."""
+    UTF-8, no line a JSON object (a CSV file under a .jsonl name), or a JSON array document: its first line
+    with text, before any object (`first_object`, its line number), opens a list of objects. An array written one
+    element a line has lines that read as objects (the last element, with no comma after it), so judged
+    line by line it would load a few of its records and quarantine the others."""
     wrong = _wrong_encoding(first_bad, bad_count, text_lines, "utf-8", _JSONL_HINT)
-    if wrong is None and not objects and first_reject is not None:
+    if wrong is not None or first_reject is None:
+        return wrong
+    # A line holding a whole list of objects, or the start of a list its line does not close.
+    line = (first_reject.value or "").lstrip()
+    opens_a_list = line.startswith("[") and (
+        line[1:].lstrip().startswith("{") or first_reject.reason.startswith("invalid JSON")
+    )
+    if opens_a_list and (first_object is None or first_reject.row_number < first_object):
+        return (
+            f"is a JSON array, not JSON lines (line {first_reject.row_number} opens a list): format jsonl reads "
+            "one JSON object per line; write the records so, e.g. with jq -c '.[]'"
+        )
+    if not objects:
         return f"is not JSON lines: no line is a JSON object (line {first_reject.row_number}: {first_reject.reason})"
-    return wrong
+    return None
 
 
 def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
@@ -1106,6 +1126,7 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
     def rows() -> Iterator[tuple[int, str]]:
         bad_lines: list[int] = []
         text_lines = objects = 0
+        first_object = None
         with open_landing(path) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 record, reject, text = jsonl_line(line_number, raw)
@@ -1116,9 +1137,10 @@ def read_jsonl(path: Path) -> tuple[ReadResult, Rows]:
                         bad_lines.append(line_number)
                 elif record is not None:
                     objects += 1
+                    first_object = first_object or line_number
                     yield line_number, record
         first = result.rejects[0] if result.rejects else None
-        result.file_error = jsonl_file_error(bad_lines[:5], len(bad_lines), text_lines, objects, first)
+        result.file_error = jsonl_file_error(bad_lines[:5], len(bad_lines), text_lines, objects, first, first_object)
 
     return result, Rows.of(rows())
 
@@ -1201,10 +1223,13 @@ def read_jsonl_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> ReadR
         for (n,) in sql.rows(f"select line_number::bigint as n from {judged} where {undecodable} order by n limit 5")
     ]
     first = sql.row(
-        f"select line_number::bigint as n, reason from {judged} where reason is not null order by n limit 1"
+        f"""select line_number::bigint as n, reason, value,
+                   (select min(line_number::bigint) from {judged} where record is not null)
+            from {judged} where reason is not null order by n limit 1"""
     )
-    first_reject = Reject(int(first[0]), str(first[1])) if first else None
-    result.file_error = jsonl_file_error(first_bad, int(bad), int(text_lines), int(objects), first_reject)
+    first_reject = Reject(int(first[0]), str(first[1]), first[2]) if first else None
+    first_object = int(first[3]) if first and first[3] is not None else None
+    result.file_error = jsonl_file_error(first_bad, int(bad), int(text_lines), int(objects), first_reject, first_object)
     result.judged = judged
     result.rows, result.rejected = int(objects), int(rejected)
     return result
