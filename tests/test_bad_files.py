@@ -199,6 +199,9 @@ def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_who
     (landing / "pos").mkdir()
     (landing / "shop" / "a.jsonl").write_text(json.dumps({"cid": "S1", "mail": "s1@example.org"}) + "\n")
     (landing / "shop" / "b.jsonl").write_text(json.dumps([{"cid": "S2"}, {"cid": "S3"}], indent=1) + "\n")
+    # UTF-16, as Windows tools write it, with and without a byte order mark.
+    (landing / "shop" / "c.jsonl").write_text(json.dumps({"cid": "S4"}) + "\n", encoding="utf-16")
+    (landing / "shop" / "d.jsonl").write_text(json.dumps({"cid": "S5"}) + "\n", encoding="utf-16-be")
     pq.write_table(
         pa.table({"card": ["C1"], "name": ["Ann Lee"], "address": [{"city": "Boston"}]}), landing / "pos" / "a.parquet"
     )
@@ -227,6 +230,11 @@ def test_json_lines_without_objects_and_broken_parquet_files_are_quarantined_who
     ]
     reasons = dict(platform.sql("select file, reason from cdp.quarantine where scope = 'file'"))
     assert reasons["shop/b.jsonl"].startswith("file shop/b.jsonl is a JSON array, not JSON lines (line 1 opens a list)")
+    assert reasons["shop/c.jsonl"] == (
+        "file shop/c.jsonl cannot be read: the file is UTF-16 text, and sources read UTF-8, latin-1 or cp1252 "
+        "(csv.encoding), one byte a character: save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
+    )
+    assert reasons["shop/d.jsonl"] == reasons["shop/c.jsonl"].replace("c.jsonl", "d.jsonl")
     assert reasons["pos/b.parquet"].startswith("file pos/b.parquet has no column(s) ['name', 'address']")
     assert reasons["pos/d.parquet"].startswith("file pos/d.parquet has no column(s) ['address.city']")
     assert reasons["pos/c.parquet"].startswith("file pos/c.parquet cannot be read: not a readable Parquet file")

@@ -1,5 +1,6 @@
 """Landing-file readers keep the good rows of a broken file and say exactly which rows are bad and why."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cdp_assets.extract.readers import FileFormatError, read_csv, read_jsonl, read_parquet
+from cdp_assets.extract.readers import FileFormatError, read_csv, read_file, read_jsonl, read_parquet
 from resources.sql import Sql
 from tests.fixtures import nasty_csv
 
@@ -184,6 +185,30 @@ def test_a_json_array_document_is_refused_whole_even_where_some_of_its_lines_rea
     result, rows = read_jsonl(path)
     assert [n for n, _ in rows] == [1, 3] and result.file_error is None
     assert [r.reason for r in result.rejects] == ["expected a JSON object, found list"]
+
+
+def test_a_text_file_in_utf16_or_utf32_is_refused_whole_whatever_the_declared_encoding(tmp_path):
+    text = "id\tname\n1\tZoë\n2\tAnn\n"
+    for encoding, named in (
+        ("utf-16", "UTF-16"),
+        ("utf-16-le", "UTF-16"),
+        ("utf-16-be", "UTF-16"),
+        ("utf-32", "UTF-32"),
+    ):
+        for name, content in (("a.csv", text.encode(encoding)), ("a.csv.gz", gzip.compress(text.encode(encoding)))):
+            path = tmp_path / name
+            path.write_bytes(content)
+            for declared in ("utf-8", "latin-1", "cp1252"):
+                with pytest.raises(FileFormatError, match=f"the file is {named} text"):
+                    read_file(path, "csv", delimiter="\t", encoding=declared)
+            with pytest.raises(FileFormatError, match=f"iconv -f {named} -t UTF-8"):
+                read_file(path, "jsonl")
+    # A zero byte in a UTF-8 file is a damaged value (cleaning refuses the control character), not another
+    # encoding.
+    path = tmp_path / "b.csv"
+    path.write_bytes(b"id,name\n1,Ann\x00\n2,Bob\n")
+    result, rows = read_file(path, "csv")
+    assert [n for n, _ in rows] == [2, 3] and result.file_error is None
 
 
 def test_csv_plain_lines_read_by_duckdb_give_what_reading_line_by_line_gives(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from cdp_assets.extract.readers import (
     read_jsonl_on_executors,
     read_parquet_on_executors,
     readable_on_executors,
+    refuse_wide_unicode,
 )
 from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
@@ -171,6 +172,8 @@ def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scrat
     be read in this process (a CSV file with a byte not in its encoding, or a record running past the lines
     the executors look ahead, or a compressed file Hadoop's codec could not read to its end: this process
     then says where and why it breaks)."""
+    if source.format != "parquet":
+        refuse_wide_unicode(path)
     try:
         if source.format == "csv":
             settings = source.csv

@@ -1328,6 +1328,35 @@ def read_parquet_on_executors(sql: SparkSql, path: Path, tables: Scratch) -> Rea
     return result
 
 
+# Byte order marks of the Unicode encodings with more than one byte a character, longest first (UTF-32's
+# little-endian mark begins with UTF-16's).
+_WIDE_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def refuse_wide_unicode(path: Path) -> None:
+    """Raise FileFormatError for a text file in UTF-16 or UTF-32, by its byte order mark or, without one,
+    by a zero byte at every other place of its start, as UTF-16 writes ASCII: Excel's "Unicode text" and
+    some Windows exports are so. Every encoding a source may declare reads one byte a character, so
+    such a file would be refused as undecodable line by line, or read as text with a NUL between letters."""
+    with open_landing(path) as handle:
+        start = handle.read(4096)
+    named = next((name for mark, name in _WIDE_MARKS if start.startswith(mark)), None)
+    pairs = len(start) // 2
+    if named is None and pairs >= 2:
+        zeros = max(start[0::2].count(0), start[1::2].count(0))
+        named = "UTF-16" if zeros > 0.9 * pairs else None
+    if named is not None:
+        raise FileFormatError(
+            f"the file is {named} text, and sources read UTF-8, latin-1 or cp1252 (csv.encoding), one byte a "
+            f"character: save it as UTF-8 (e.g. iconv -f {named} -t UTF-8)"
+        )
+
+
 def read_file(
     path: Path, fmt: str, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8", whole: bool = True
 ) -> tuple[ReadResult, Rows]:
@@ -1339,6 +1368,8 @@ def read_file(
             f"is a Parquet file compressed whole with {kind}: Parquet compresses its own pages, so land the "
             ".parquet file itself"
         )
+    if fmt != "parquet":
+        refuse_wide_unicode(path)
     if fmt == "csv":
         return read_csv(path, delimiter=delimiter, quote=quote, encoding=encoding, whole=whole)
     # The collector writes Segment events as JSON lines, and API polls land their pages as JSON lines.
