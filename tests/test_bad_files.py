@@ -372,3 +372,40 @@ def test_a_record_id_reused_for_another_person_warns_naming_both_lines_and_a_cha
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["versions_unlike_their_latest"].value == 1
     assert "| crm | crm_2.csv line 3 | crm_1.csv line 3 | 5 |" in check.metadata["details"].value
+
+
+def test_a_json_line_python_reads_but_the_warehouse_refuses_is_quarantined_alone(tmp_path, instance):
+    """JSON may escape half of a surrogate pair (a string cut inside an emoji) and nest deeper than Python's
+    reader follows; the warehouse's JSON reader refuses the first and Python's the second, and either failed
+    the source's whole load. Each such line is quarantined with its reason and the file's other lines load."""
+    landing = tmp_path / "landing" / "web"
+    landing.mkdir(parents=True)
+    deep = '{"a":' * 3000 + "1" + "}" * 3000
+    (landing / "a.jsonl").write_text(
+        '{"id": "w1", "t": "2025-06-01T10:00:00Z", "p": {"name": "\\ud83c\\udfa9 hat"}}\n'
+        '{"id": "w2", "t": "2025-06-01T10:00:00Z", "p": {"name": "cut \\ud83c"}}\n'
+        '{"id": "w3", "t": "2025-06-01T10:00:00Z", "p": {"\\udfa9": 1}}\n'
+        f'{{"id": "w4", "t": "2025-06-01T10:00:00Z", "p": {deep}}}\n'
+        '{"id": "w5", "t": "2025-06-01T10:00:00Z", "p": {"name": "a backslash, \\\\ud83c, is text"}}\n'
+    )
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: crm, format: csv, glob: 'crm/*.csv', role: person, record_id: id, fields: {email: email}}\n"
+        "  - {name: web, format: jsonl, glob: 'web/*.jsonl', role: events, record_id: id, event_id: id,\n"
+        "     fields: {occurred_at: t, event: {value: View}, properties: p}}\n"
+    )
+    config = load_config(tmp_path / "cdp.yaml")
+    defs = build_definitions(config)
+    raw = [a for a in defs.assets if a.key.path[-1] == "web"]
+    result = dg.materialize(raw, instance=instance, resources=defs.resources)
+    assert result.success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select _row_number, record ->> '$.p.name' from raw.web order by 1") == [
+        (1, "\U0001f3a9 hat"),
+        (5, "a backslash, \\ud83c, is text"),
+    ]
+    assert platform.sql("select row_number, reason from cdp.quarantine where source = 'web' order by 1") == [
+        (2, "invalid JSON: \\ud83c is half of a UTF-16 surrogate pair without its other half"),
+        (3, "invalid JSON: \\udfa9 is half of a UTF-16 surrogate pair without its other half"),
+        (4, "invalid JSON: nested deeper than the reader follows"),
+    ]

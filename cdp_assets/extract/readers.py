@@ -17,6 +17,7 @@ import csv
 import functools
 import gzip
 import json
+import re
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from resources.config.sources import UNPAIRED_SURROGATE
 from resources.sql import Scratch, Sql, SqlError, sql_literal
 
 if TYPE_CHECKING:
@@ -1046,6 +1048,8 @@ _JSONL_HINT = "JSON lines must be UTF-8"
 # How an undecodable line's reject reason begins: a file whose lines are read elsewhere (Spark's executors)
 # is judged from its rejects' reasons.
 _NOT_UTF8 = "not valid utf-8: "
+_SURROGATE = re.compile(UNPAIRED_SURROGATE)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None, bool]:
@@ -1067,6 +1071,9 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
         return None, None, not raw.isascii()
     try:
         value = json.loads(text)
+    except RecursionError:
+        reason = "invalid JSON: nested deeper than the reader follows"
+        return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
     except json.JSONDecodeError as exc:
         # Where in the line, not json's "line 2 column 1", which counts the line's own line break and reads
         # like a line of the file. Some of json's messages end in "at" ("Unterminated string starting at"),
@@ -1081,7 +1088,21 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
     if not isinstance(value, dict):
         reason = f"expected a JSON object, found {type(value).__name__}"
         return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
+    half = _unpaired_surrogate(text, value)
+    if half is not None:
+        reason = f"invalid JSON: \\u{ord(half):04x} is half of a UTF-16 surrogate pair without its other half"
+        return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
     return text.strip(), None, not raw.isascii()
+
+
+def _unpaired_surrogate(text: str, value: dict) -> str | None:
+    """The first unpaired surrogate `json` read from a line's escapes (UNPAIRED_SURROGATE), or None. The
+    warehouse's JSON reader refuses such a line, failing the whole file's load, so the line is rejected
+    alone. A line is searched only when its text escapes a surrogate at all."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return None
+    found = _SURROGATE.search(json.dumps(value, ensure_ascii=False))
+    return found.group() if found else None
 
 
 def jsonl_file_error(

@@ -74,6 +74,12 @@ def text_limit(field: str) -> int:
 # a value holding one; the collector refuses an event whose ids hold one.
 CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 
+# Half of a UTF-16 surrogate pair, as a character class over the text Python's `json` reads: JSON may
+# escape one with no other half (`"\ud800"`, a string cut inside an emoji), which `json` reads into a
+# string no UTF-8 text can hold and DuckDB's JSON reader refuses, failing a whole file's load. The
+# extract quarantines a JSON line holding one.
+UNPAIRED_SURROGATE = "[\ud800-\udfff]"
+
 
 class FieldSpec(_Strict):
     """Where a canonical field comes from in a source record.
