@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from resources.config.sources import CONTROL_CHARACTERS, text_limit
+from resources.config.sources import CONTROL_CHARACTERS, UNPAIRED_SURROGATE, text_limit
 
 # Segment's limits.
 MAX_EVENT_BYTES = 32 * 1024
@@ -34,6 +34,7 @@ ID_LIMITS = {
 }
 MAX_MESSAGE_ID_CHARACTERS = ID_LIMITS["messageId"]
 _CONTROL = re.compile(CONTROL_CHARACTERS)
+_SURROGATE = re.compile(UNPAIRED_SURROGATE)
 
 CALLS: frozenset[str] = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 # Segment's short paths, used by some SDKs.
@@ -172,5 +173,11 @@ def prepare(
 
 
 def encode(event: Mapping[str, Any]) -> bytes:
-    """One JSON line."""
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    """One JSON line of UTF-8 text. Half of a surrogate pair escaped with no other half (a string a
+    browser cut inside an emoji) is no character UTF-8 can write, and the warehouse would refuse the
+    line: it is stored as U+FFFD, as a browser's own UTF-8 encoder writes it."""
+    line = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return line.encode() + b"\n"
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", line).encode() + b"\n"

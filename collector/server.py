@@ -216,6 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw), len(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _Refused(400, f"invalid JSON: {exc}") from None
+        except RecursionError:
+            # Python's reader recurses per level: answered, rather than dropping the connection unanswered,
+            # which an SDK would take for a network error and send again.
+            raise _Refused(400, "invalid JSON: nested deeper than the collector reads") from None
 
     def _header_key(self) -> str | None:
         """The write key of a Basic Authorization header ('' if it cannot be read), None without one;

@@ -662,3 +662,31 @@ def test_a_shared_device_or_someone_elses_email_does_not_merge_two_people(
     assert "kept only the links to the person its own id names" in separated[0][4]
     assert "links none of them" in separated[1][4]
     assert links == (1,)  # its anonymousId alone
+
+
+@pytest.mark.dagster
+def test_text_cut_inside_an_emoji_is_stored_as_utf8_and_cleaned_and_deep_nesting_is_answered(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    """A browser cutting a string inside an emoji sends half a surrogate pair (`"\\ud83c"`): acknowledged and
+    stored as such, the line failed the source's whole load. It is stored as U+FFFD, as a browser's UTF-8
+    encoder writes it, and cleaned with the rest. A body nested past what the collector reads is answered
+    with a 400 instead of a dropped connection, which an SDK would send again."""
+    server, config = collector
+    half = '{"userId": "u1", "event": "Viewed", "messageId": "m-half", "properties": {"title": "hat \\ud83c"}}'
+    whole = '{"userId": "u1", "event": "Viewed", "messageId": "m-whole", "properties": {"title": "\\ud83c\\udfa9"}}'
+    for body in (half, whole):
+        answer = requests.post(f"{server.url}/v1/track", data=body.encode(), auth=(KEY, ""))
+        assert answer.status_code == 200
+    deep = '{"userId": "u1", "event": "Deep", "properties": ' + '{"a":' * 5000 + "1" + "}" * 5000 + "}"
+    answer = requests.post(f"{server.url}/v1/track", data=deep.encode(), auth=(KEY, ""))
+    assert answer.status_code == 400
+    assert answer.json()["reason"] == "invalid JSON: nested deeper than the collector reads"
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        cleaned = conn.execute(
+            "select event_id, properties ->> '$.title' from clean.events where source = 'website' order by 1"
+        ).fetchall()
+        refused = conn.execute("select reason from cdp.quarantine where source = 'website'").fetchall()
+    assert cleaned == [("m-half", "hat \ufffd"), ("m-whole", "\U0001f3a9")] and refused == []

@@ -77,7 +77,8 @@ CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 # Half of a UTF-16 surrogate pair, as a character class over the text Python's `json` reads: JSON may
 # escape one with no other half (`"\ud800"`, a string cut inside an emoji), which `json` reads into a
 # string no UTF-8 text can hold and DuckDB's JSON reader refuses, failing a whole file's load. The
-# extract quarantines a JSON line holding one.
+# extract quarantines a JSON line holding one; the collector stores U+FFFD in its place, as a browser's
+# UTF-8 encoder writes it.
 UNPAIRED_SURROGATE = "[\ud800-\udfff]"
 
 
