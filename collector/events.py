@@ -13,26 +13,31 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from resources.config.sources import CONTROL_CHARACTERS, UNPAIRED_SURROGATE, text_limit
+from resources.config.sources import CONTROL_CHARACTERS, FUTURE_MARGIN_DAYS, UNPAIRED_SURROGATE, text_limit
 
 # Segment's limits.
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
-# The ids cleaning reads from a Segment event, with the most characters it accepts in each (trimmed of
-# spaces): the canonical fields each is read as (resources/config/sources.py, the segment mapping), the
-# strictest deciding. An event acknowledged with a longer id, or one holding a control character, would be
-# quarantined (or lose the id) once cleaned, after the SDK had been told it arrived.
-ID_LIMITS = {
+# The ids and the event name cleaning reads from a Segment event, with the most characters it accepts in
+# each (trimmed of spaces): the canonical fields each is read as (resources/config/sources.py, the segment
+# mapping), the strictest deciding. An event acknowledged with a longer value, or one holding a control
+# character, would be quarantined (or lose the id or its name) once cleaned, after the SDK had been told
+# it arrived.
+FIELD_LIMITS = {
     "messageId": text_limit("event_id"),
     "anonymousId": min(text_limit("source_record_id"), text_limit("identifier")),
     "userId": min(text_limit("source_record_id"), text_limit("identifier")),
     "previousId": text_limit("identifier"),
     "groupId": text_limit("group_id"),
+    "event": text_limit("event"),
 }
-MAX_MESSAGE_ID_CHARACTERS = ID_LIMITS["messageId"]
+MAX_MESSAGE_ID_CHARACTERS = FIELD_LIMITS["messageId"]
+# Cleaning quarantines an event dated more than this after its file loaded, which is after the collector
+# received it: one dated so, after its device's clock is corrected, is refused instead of acknowledged.
+FUTURE_MARGIN = timedelta(days=FUTURE_MARGIN_DAYS)
 _CONTROL = re.compile(CONTROL_CHARACTERS)
 _SURROGATE = re.compile(UNPAIRED_SURROGATE)
 
@@ -68,8 +73,9 @@ def format_time(value: datetime) -> str:
 
 
 def _identity(event: Mapping[str, Any], field: str) -> str | None:
+    """The id as text, None when absent or blank: cleaning trims spaces, so an id of spaces is none."""
     value = event.get(field)
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip(" ")):
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise BadEvent(f"{field} must be a string, found {type(value).__name__}")
@@ -101,9 +107,9 @@ def _required(event: dict[str, Any], call: str) -> None:
 
 
 def _check_ids(event: Mapping[str, Any]) -> None:
-    """Refuse an id cleaning would refuse (ID_LIMITS): over its length, as cleaning measures it (trimmed of
-    spaces), or holding a control character."""
-    for field, limit in ID_LIMITS.items():
+    """Refuse an id or event name cleaning would refuse (FIELD_LIMITS): over its length, as cleaning
+    measures it (trimmed of spaces), or holding a control character."""
+    for field, limit in FIELD_LIMITS.items():
         value = event.get(field)
         if not isinstance(value, str):
             continue
@@ -168,6 +174,11 @@ def prepare(
             sent_time = parse_time(sent, "sentAt")
             stored["sentAt"] = sent if isinstance(sent, str) else format_time(sent_time)
             happened = received_at - (sent_time - happened)
+        if happened > received_at + FUTURE_MARGIN:
+            raise BadEvent(
+                f"timestamp {original[:40]} is more than {FUTURE_MARGIN_DAYS} day after the collector received it "
+                f"({stored['receivedAt']}); send sentAt with it so the device's clock is corrected"
+            )
         stored["timestamp"] = format_time(happened)
     return stored
 

@@ -15,11 +15,12 @@ import requests
 import yaml
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
-from collector.events import ID_LIMITS, MAX_EVENT_BYTES, BadEvent, prepare
+from collector.events import FIELD_LIMITS, MAX_EVENT_BYTES, BadEvent, prepare
 from collector.keys import WRITE_KEYS_ENV, WRITE_KEYS_FILE_ENV, WriteKeyError, load_write_keys
 from collector.server import CollectorServer
 from collector.spool import Spool, SpoolError, recover
 from resources.config import CDPConfig, ConfigError, load_config
+from resources.config.sources import text_limit
 
 RECEIVED = datetime(2025, 6, 30, 12, 0, 0, tzinfo=UTC)
 KEY = "test-write-key"
@@ -273,7 +274,7 @@ def test_an_id_cleaning_would_refuse_is_refused_and_every_event_accepted_is_clea
     }
     accepted = []
     for field, event in events.items():
-        limit = ID_LIMITS[field]
+        limit = FIELD_LIMITS[field]
         # Each event's messageId names it, unless the messageId is what is tried.
         longest = {**event, "messageId": f"{field}-ok", field: "i" * limit}
         too_long = {**event, "messageId": f"{field}-long", field: "i" * (limit + 1)}
@@ -690,3 +691,72 @@ def test_text_cut_inside_an_emoji_is_stored_as_utf8_and_cleaned_and_deep_nesting
         ).fetchall()
         refused = conn.execute("select reason from cdp.quarantine where source = 'website'").fetchall()
     assert cleaned == [("m-half", "hat \ufffd"), ("m-whole", "\U0001f3a9")] and refused == []
+
+
+@pytest.mark.dagster
+def test_an_event_cleaning_would_quarantine_or_strip_of_its_name_is_refused(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    """Acknowledged, a track whose only id is blank lost its row in cleaning (no record id), one dated more
+    than a day ahead of the collector's clock with no sentAt to correct it lost its row (a time in the
+    future), and an event name over cleaning's limit or holding a control character was cleaned without its
+    name: each is refused with its reason, and each event accepted beside them is cleaned whole."""
+    server, config = collector
+    now = datetime.now(UTC)
+    limit = text_limit("event")
+    refused = [
+        ({"type": "track", "userId": "  ", "event": "E", "messageId": "blank"}, "a track needs userId or anonymousId"),
+        (
+            {"type": "track", "userId": "u1", "event": "E" * (limit + 1), "messageId": "long"},
+            f"event is {limit + 1} characters long; at most {limit} are accepted",
+        ),
+        (
+            {"type": "track", "userId": "u1", "event": "Viewed\x00", "messageId": "control"},
+            "event contains control character U+0000",
+        ),
+        (
+            {"type": "track", "userId": "u1", "event": "E", "messageId": "ahead", "timestamp": "2099-01-01T00:00:00Z"},
+            "timestamp 2099-01-01T00:00:00Z is more than 1 day after the collector received it",
+        ),
+    ]
+    accepted = [
+        {"type": "track", "userId": " ", "anonymousId": "a1", "event": "Viewed", "messageId": "ok-blank-user"},
+        {"type": "track", "userId": "u1", "event": "E" * limit, "messageId": "ok-longest"},
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Later",
+            "messageId": "ok-ahead-corrected",
+            "timestamp": "2099-01-01T00:00:00Z",
+            "sentAt": "2099-01-01T00:00:05Z",
+        },
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Soon",
+            "messageId": "ok-ahead",
+            "timestamp": (now + timedelta(hours=20)).isoformat(),
+        },
+    ]
+    answer = requests.post(
+        f"{server.url}/v1/batch", json={"batch": [e for e, _ in refused] + accepted}, auth=(KEY, "")
+    ).json()
+    assert [r["index"] for r in answer["rejected"]] == [0, 1, 2, 3] and answer["accepted"] == len(accepted)
+    for (event, reason), rejected in zip(refused, answer["rejected"], strict=True):
+        assert rejected["reason"].startswith(reason)
+        one = requests.post(f"{server.url}/v1/track", json=event, auth=(KEY, ""))
+        assert one.status_code == 400 and one.json()["reason"].startswith(reason)
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        cleaned = conn.execute(
+            "select event_id, source_record_id, event from clean.events where source = 'website' order by 1"
+        ).fetchall()
+        quarantined = conn.execute("select reason from cdp.quarantine where source = 'website'").fetchall()
+    assert cleaned == [
+        ("ok-ahead", "u1", "Soon"),
+        ("ok-ahead-corrected", "u1", "Later"),
+        ("ok-blank-user", "a1", "Viewed"),
+        ("ok-longest", "u1", "E" * limit),
+    ]
+    assert quarantined == []

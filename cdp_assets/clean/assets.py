@@ -33,7 +33,7 @@ from cdp_assets.extract.fields import (
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
-from resources.config.sources import JSON_FIELDS
+from resources.config.sources import FUTURE_MARGIN_DAYS, JSON_FIELDS
 from resources.identifiers import NORMALISERS, IdentifierNormaliser
 from resources.quality import start_importing_great_expectations
 from resources.sql import Scratch, Sql
@@ -1187,7 +1187,7 @@ def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[Sou
 # (a device's clock, a placeholder like 2099-01-01), not activity to come: with `as_of: latest_activity` one
 # such row would move every profile's as-of time to it. Measured from the load time, so cleaning the
 # same raw rows again gives the same verdict.
-_FUTURE_MARGIN = "interval 1 day"
+_FUTURE_MARGIN = f"interval {FUTURE_MARGIN_DAYS} day"
 _FUTURE = "later than the file was loaded"
 _FUTURE_PREFIX = sql_literal(_FUTURE)
 _FUTURE_REASON = (

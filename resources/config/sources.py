@@ -74,6 +74,11 @@ def text_limit(field: str) -> int:
 # a value holding one; the collector refuses an event whose ids hold one.
 CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 
+# An event or order dated more than this many days after its file was loaded is a wrong time (a device's
+# clock, a placeholder like 2099-01-01), not activity to come: cleaning quarantines it, and the collector
+# refuses an event dated so after it received it.
+FUTURE_MARGIN_DAYS = 1
+
 # Half of a UTF-16 surrogate pair, as a character class over the text Python's `json` reads: JSON may
 # escape one with no other half (`"\ud800"`, a string cut inside an emoji), which `json` reads into a
 # string no UTF-8 text can hold and DuckDB's JSON reader refuses, failing a whole file's load. The
