@@ -4,7 +4,8 @@ What the collector adds: `messageId` when the SDK sent none (deduplication in cl
 `receivedAt`, and `timestamp` corrected for the sender's clock: a phone whose clock is an hour off sends
 `timestamp` and `sentAt` from that clock, and Segment's rule
 `timestamp = receivedAt - (sentAt - originalTimestamp)` keeps the time between the event and its sending
-while replacing the device's clock by the collector's. The sender's value is kept as `originalTimestamp`.
+while replacing the device's clock by the collector's. The sender's value is kept as `originalTimestamp`;
+RudderStack's SDKs send only that (with `sentAt`), and it is corrected the same way.
 """
 
 from __future__ import annotations
@@ -164,11 +165,13 @@ def prepare(
     _check_ids(stored)
     stored["receivedAt"] = format_time(received_at)
     sent = stored.get("sentAt", sent_at)
-    original = stored.get("timestamp")
+    # The device's time: Segment's SDKs send it as `timestamp`, RudderStack's as `originalTimestamp` only.
+    field = "timestamp" if stored.get("timestamp") is not None else "originalTimestamp"
+    original = stored.get(field)
     if original is None:
         stored["timestamp"] = stored["receivedAt"]
     else:
-        happened = parse_time(original, "timestamp")
+        happened = parse_time(original, field)
         stored["originalTimestamp"] = original
         if sent is not None:
             sent_time = parse_time(sent, "sentAt")
@@ -176,7 +179,7 @@ def prepare(
             happened = received_at - (sent_time - happened)
         if happened > received_at + FUTURE_MARGIN:
             raise BadEvent(
-                f"timestamp {original[:40]} is more than {FUTURE_MARGIN_DAYS} day after the collector received it "
+                f"{field} {original[:40]} is more than {FUTURE_MARGIN_DAYS} day after the collector received it "
                 f"({stored['receivedAt']}); send sentAt with it so the device's clock is corrected"
             )
         stored["timestamp"] = format_time(happened)

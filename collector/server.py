@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 import zlib
 from datetime import UTC, datetime
@@ -80,6 +81,10 @@ class CollectorServer(ThreadingHTTPServer):
             spool.release()
 
 
+# A preflight's list of header names (RFC 9110 tokens, comma-separated), echoed only when it is one.
+_HEADER_LIST = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
+
+
 def _route(path: str) -> str | None:
     """The call a path names ('batch' for a batch), or None."""
     parts = path.split("?", 1)[0].rstrip("/").split("/")
@@ -141,10 +146,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(HTTPStatus.NO_CONTENT)
         self._cors()
         self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
-        self.send_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+        self.send_header("Access-Control-Allow-Headers", self._allowed_headers())
         self.send_header("Access-Control-Max-Age", "86400")
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _allowed_headers(self) -> str:
+        """The request headers a preflight may allow: those the browser asks for, since SDKs add their own
+        (RudderStack's sends `AnonymousId`) and a header left out makes the browser drop the events; the
+        write key, not the headers, decides what is stored. Without a list (or an unreadable one), the
+        headers Segment's libraries send."""
+        asked = self.headers.get("Access-Control-Request-Headers", "")
+        if asked and _HEADER_LIST.fullmatch(asked):
+            return asked
+        return "Authorization, Content-Type, Content-Encoding"
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
         if self.path.rstrip("/") == "/health":

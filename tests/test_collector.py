@@ -760,3 +760,56 @@ def test_an_event_cleaning_would_quarantine_or_strip_of_its_name_is_refused(
         ("ok-longest", "u1", "E" * limit),
     ]
     assert quarantined == []
+
+
+@pytest.mark.dagster
+def test_rudderstacks_browser_sdk_may_send_from_another_origin_and_its_device_time_is_kept(
+    collector, instance: dg.DagsterInstance
+) -> None:
+    """RudderStack's JavaScript SDK posts JSON with its own `AnonymousId` header, so the browser asks in its
+    preflight to send that header: allowed, or the browser drops every event. Its events carry the device's
+    time as `originalTimestamp` and `sentAt`, no `timestamp`: corrected for the device's clock as a
+    `timestamp` is, not replaced by the time the collector received them (an event queued offline for
+    days would otherwise count as today's)."""
+    import base64
+
+    server, config = collector
+    origin = {"Origin": "https://shop.example.com"}
+    asked = "authorization,anonymousid,content-type"
+    preflight = requests.options(
+        f"{server.url}/v1/track",
+        headers={**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": asked},
+    )
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == "*"
+    allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed >= {"authorization", "anonymousid", "content-type"}
+    # The device's clock is an hour fast, and the event waited three days in its queue.
+    now = datetime.now(UTC)
+    device = now + timedelta(hours=1)
+    event = {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "r-anon-1",
+        "messageId": "r-1",
+        "channel": "web",
+        "context": {"library": {"name": "RudderLabs JavaScript SDK"}},
+        "originalTimestamp": (device - timedelta(days=3)).isoformat(),
+        "sentAt": device.isoformat(),
+        "integrations": {"All": True},
+    }
+    headers = {
+        **origin,
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode(),
+        "AnonymousId": base64.b64encode(b"r-anon-1").decode(),
+    }
+    answer = requests.post(f"{server.url}/v1/track", data=json.dumps(event), headers=headers)
+    assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"
+    [stored] = _stored(config)
+    received = datetime.fromisoformat(stored["receivedAt"])
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        [(occurred,)] = conn.execute("select occurred_at from clean.events where event_id = 'r-1'").fetchall()
+    # Three days before it was sent, by the collector's clock: receivedAt - (sentAt - originalTimestamp).
+    assert occurred == (received - timedelta(days=3)).replace(tzinfo=None)
