@@ -81,6 +81,17 @@ class CollectorServer(ThreadingHTTPServer):
             spool.release()
 
 
+def _error(status: int, reason: str, **extra: Any) -> dict[str, Any]:
+    """An error answer: `reason`, and the same as `message` with a `code`, the keys Segment's API answers
+    with and the SDKs read. RudderStack's Python SDK reads them without a default: an answer without them
+    made it send a refused batch again and again for a quarter of an hour, holding up its `flush`."""
+    code = _ERROR_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    return {"success": False, "code": code, "message": reason, "reason": reason, **extra}
+
+
+_ERROR_CODES = {400: "invalid_request", 401: "invalid_write_key", 413: "request_too_large", 503: "unavailable"}
+
+
 # A preflight's list of header names (RFC 9110 tokens, comma-separated), echoed only when it is one.
 _HEADER_LIST = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 
@@ -165,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") == "/health":
             self._reply(200, {"status": "ok"})
         else:
-            self._reply(404, {"success": False, "reason": f"no such path {self.path[:100]}; see /v1/<call>"})
+            self._reply(404, _error(404, f"no such path {self.path[:100]}; see /v1/<call>"))
 
     def do_POST(self) -> None:  # noqa: N802 - the base class's name
         received_at = datetime.now(UTC)
@@ -190,11 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
                 log.error("%s: %s", source, exc)
                 raise _Refused(503, str(exc)) from None
         except _Refused as refused:
-            self._reply(
-                refused.status,
-                {"success": False, "reason": refused.reason, **refused.extra},
-                close=self._unread,
-            )
+            self._reply(refused.status, _error(refused.status, refused.reason, **refused.extra), close=self._unread)
             return
         answer: dict[str, Any] = {"success": True}
         if call == "batch":

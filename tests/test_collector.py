@@ -813,3 +813,22 @@ def test_rudderstacks_browser_sdk_may_send_from_another_origin_and_its_device_ti
         [(occurred,)] = conn.execute("select occurred_at from clean.events where event_id = 'r-1'").fetchall()
     # Three days before it was sent, by the collector's clock: receivedAt - (sentAt - originalTimestamp).
     assert occurred == (received - timedelta(days=3)).replace(tzinfo=None)
+
+
+@pytest.mark.stage
+def test_an_error_answer_carries_the_code_and_message_the_sdks_read(collector) -> None:
+    """Segment's SDKs read an error's `code` and `message` (Segment's Python SDK falls back to `unknown`
+    and the raw body; RudderStack's, which has no fallback, sent a refused batch again for a quarter of an
+    hour): both are in every error answer, beside `reason`."""
+    from segment.analytics.request import APIError, post
+
+    server, _ = collector
+    too_large = {"type": "track", "userId": "u1", "event": "E", "properties": {"x": "y" * MAX_EVENT_BYTES}}
+    for key, batch, status, code in (
+        (KEY, [too_large], 400, "invalid_request"),
+        ("wrong-key", [{"type": "track", "userId": "u1", "event": "E"}], 401, "invalid_write_key"),
+    ):
+        with pytest.raises(APIError) as refused:
+            post(key, host=server.url, batch=batch)
+        assert (refused.value.status, refused.value.code) == (status, code)
+        assert refused.value.message == refused.value.response.json()["reason"]
