@@ -3,7 +3,8 @@
     CDP_COLLECTOR_WRITE_KEYS='website:<key>' python -m collector [--config cdp.yaml] [--host H] [--port P]
 
 `POST /v1/identify|track|page|screen|group|alias` take one event, `POST /v1/batch` (also `/v1/b`) up to
-500 KB of them; the write key is the HTTP Basic user (or, as Segment accepts, `writeKey` in the body).
+500 KB of them, with a Content-Length or in chunks (Transfer-Encoding: chunked); the write key is the HTTP
+Basic user (or, as Segment accepts, `writeKey` in the body).
 Answers: `200 {"success": true}` once the events are on disk, with `accepted` and `rejected` (index and
 reason of each event refused) for a batch; `400` invalid JSON or no valid event (the reasons say why),
 `401` an unknown or missing write key, `413` a body or a single event over Segment's limits, `503` the
@@ -219,13 +220,16 @@ class _Handler(BaseHTTPRequestHandler):
         """The parsed JSON body and its size, within the call's limit."""
         limit = MAX_BATCH_BYTES if call == "batch" else MAX_EVENT_BYTES
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raw = self._chunked(call, limit)
+        elif length is None or not length.isdigit():
             self._unread = True
-            raise _Refused(411, "send the body with a Content-Length")
-        if int(length) > limit:
+            raise _Refused(411, "send the body with a Content-Length or Transfer-Encoding: chunked")
+        elif int(length) > limit:
             self._unread = True  # not read: the connection closes after the answer
             raise _Refused(413, f"the body is {length} bytes; at most {limit} are accepted for {call}")
-        raw = self.rfile.read(int(length))
+        else:
+            raw = self.rfile.read(int(length))
         if self.headers.get("Content-Encoding", "").lower() == "gzip":
             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
             try:
@@ -242,6 +246,32 @@ class _Handler(BaseHTTPRequestHandler):
             # Python's reader recurses per level: answered, rather than dropping the connection unanswered,
             # which an SDK would take for a network error and send again.
             raise _Refused(400, "invalid JSON: nested deeper than the collector reads") from None
+
+    def _chunked(self, call: str, limit: int) -> bytes:
+        """A body sent in chunks (HTTP/1.1's Transfer-Encoding: chunked, what a client streaming its body
+        without knowing its length sends, a gzip stream say), read up to the call's limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                chunk = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self._unread = True
+                raise _Refused(400, "the chunked body is malformed: a chunk size is not a hexadecimal number") from None
+            if chunk == 0:
+                while self.rfile.readline(1024).strip():  # trailer fields, up to the blank line
+                    pass
+                return b"".join(chunks)
+            size += chunk
+            if size > limit:
+                self._unread = True  # the rest is not read: the connection closes after the answer
+                raise _Refused(413, f"the body is over {limit} bytes; at most {limit} are accepted for {call}")
+            data = self.rfile.read(chunk)
+            if len(data) < chunk or self.rfile.read(2) != b"\r\n":
+                self._unread = True
+                raise _Refused(400, "the chunked body is malformed: a chunk is shorter than its size")
+            chunks.append(data)
 
     def _header_key(self) -> str | None:
         """The write key of a Basic Authorization header ('' if it cannot be read), None without one;

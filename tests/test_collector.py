@@ -832,3 +832,27 @@ def test_an_error_answer_carries_the_code_and_message_the_sdks_read(collector) -
             post(key, host=server.url, batch=batch)
         assert (refused.value.status, refused.value.code) == (status, code)
         assert refused.value.message == refused.value.response.json()["reason"]
+
+
+@pytest.mark.stage
+def test_a_body_sent_in_chunks_is_read(collector) -> None:
+    """A client that streams its body without knowing its length (a gzip stream, a generator) sends it
+    with Transfer-Encoding: chunked and no Content-Length: such a batch was refused with a 411 and never
+    stored. It is read, within the same limits as any body."""
+    server, config = collector
+    batch = {"batch": [{"type": "track", "userId": "u1", "event": "Viewed", "messageId": f"c-{n}"} for n in range(50)]}
+    data = gzip.compress(json.dumps(batch).encode())
+
+    def pieces(blob: bytes, size: int = 100) -> Iterator[bytes]:
+        yield from (blob[at : at + size] for at in range(0, len(blob), size))
+
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    answer = requests.post(f"{server.url}/v1/batch", data=pieces(data), headers=headers, auth=(KEY, ""))
+    assert answer.request.headers.get("Transfer-Encoding") == "chunked"
+    assert answer.status_code == 200 and answer.json()["accepted"] == 50
+    one = json.dumps({"userId": "u2", "event": "Plain", "messageId": "c-plain"}).encode()
+    assert requests.post(f"{server.url}/v1/track", data=pieces(one, 7), auth=(KEY, "")).status_code == 200
+    big = json.dumps({"userId": "u3", "event": "E", "properties": {"x": "y" * MAX_EVENT_BYTES}}).encode()
+    too_large = requests.post(f"{server.url}/v1/track", data=pieces(big, 4096), auth=(KEY, ""))
+    assert too_large.status_code == 413
+    assert sorted(e["messageId"] for e in _stored(config)) == sorted([f"c-{n}" for n in range(50)] + ["c-plain"])
