@@ -856,3 +856,42 @@ def test_a_body_sent_in_chunks_is_read(collector) -> None:
     too_large = requests.post(f"{server.url}/v1/track", data=pieces(big, 4096), auth=(KEY, ""))
     assert too_large.status_code == 413
     assert sorted(e["messageId"] for e in _stored(config)) == sorted([f"c-{n}" for n in range(50)] + ["c-plain"])
+
+
+@pytest.mark.dagster
+def test_a_shared_device_profile_takes_no_email_identity_set_aside(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A kiosk where Fay and then Gus identified with their e-mails joins neither of them; its customer's
+    profile took the e-mail of the last one, so a segment sent to an e-mail tool reached Gus as a second
+    profile, with Fay's browsing. The e-mails identity set aside are nobody's contact on the kiosk's profile;
+    a visitor who identified alone still gets theirs."""
+    config = _config(tmp_path)
+    (tmp_path / "landing" / "crm" / "people.csv").write_text(
+        "id,first,last,email\nC-010,Fay,Wong,fay.wong@example.org\nC-011,Gus,Berg,gus.berg@example.org\n"
+    )
+    at = iter(f"2026-11-30T10:00:{second:02d}Z" for second in range(60))
+    calls = [
+        {"type": "identify", "anonymousId": "anon-kiosk", "userId": "S-1", "traits": {"email": "fay.wong@example.org"}},
+        {"type": "track", "event": "Product Viewed", "anonymousId": "anon-kiosk", "userId": "S-1"},
+        {"type": "identify", "anonymousId": "anon-kiosk", "userId": "S-2", "traits": {"email": "gus.berg@example.org"}},
+        {"type": "track", "event": "Product Viewed", "anonymousId": "anon-kiosk", "userId": "S-2"},
+        {"type": "identify", "anonymousId": "anon-eve", "traits": {"email": "eve@example.org"}},
+    ]
+    folder = config.collector_folder(config.sources[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({**call, "messageId": f"m{i}", "timestamp": next(at)}) for i, call in enumerate(calls)]
+    (folder / "events-1.jsonl").write_text("\n".join(lines) + "\n")
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        emails = dict(
+            conn.execute(
+                """select m.source_record_id, p.email from cdp.identity_map m
+                   join cdp.golden_profiles p using (customer_id) where m.source = 'website'"""
+            ).fetchall()
+        )
+        separated = conn.execute("select count(*) from identity.separated_links where id_type = 'email'").fetchone()
+        gus = conn.execute("select count(*) from cdp.golden_profiles where email = 'gus.berg@example.org'").fetchone()
+    assert separated == (2,)  # the kiosk joins neither Fay nor Gus
+    assert emails["anon-kiosk"] is None and gus == (1,)
+    assert emails["anon-eve"] == "eve@example.org"

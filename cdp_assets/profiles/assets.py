@@ -23,6 +23,7 @@ import dagster as dg
 
 from cdp_assets.clean.assets import activity_assets
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
+from cdp_assets.identity.bridges import SEPARATED_LINKS
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from cdp_assets.profiles.incremental import Plan, plan_run, profile_settings, record_run
 from cdp_assets.profiles.traits import (
@@ -42,7 +43,7 @@ from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
 # Bump when survivorship, traits or the profile columns change.
-CODE_VERSION = "5"
+CODE_VERSION = "6"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
 CHECK_CURRENCY = "revenue_in_one_currency"
@@ -310,7 +311,9 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
 def _activity_contacts(sql: Sql, config: CDPConfig, identity: str, contacts: str) -> None:
     """Fill temp table `contacts` (customer_id, attribute, value, source, source_record_id, value_at) with
     the e-mails and phones the activity records of `identity` (the scope's map) carry as identifiers, each
-    with the time of its record's latest activity."""
+    with the time of its record's latest activity. A value identity set aside for its record (SEPARATED_LINKS:
+    a shared device where two people logged in, an identify with someone else's e-mail) is another
+    person's, so it is not this customer's contact either."""
     # Only a declared type has a normaliser other than `id`, so the configuration names them all: the
     # identifier tables need not be scanned for the types they hold.
     selects = []
@@ -320,7 +323,7 @@ def _activity_contacts(sql: Sql, config: CDPConfig, identity: str, contacts: str
             continue
         for role in ACTIVITY_ROLES:
             selects.append(
-                f"""select '{attribute}' as attribute, id_value as value, source, source_record_id
+                f"""select '{attribute}' as attribute, id_type, id_value, source, source_record_id
                     from clean.{role}_identifiers where id_type in ({", ".join(map(sql_literal, types))})"""
             )
     if not selects:
@@ -335,12 +338,19 @@ def _activity_contacts(sql: Sql, config: CDPConfig, identity: str, contacts: str
     occurrences = " union all ".join(
         f"select source, source_record_id, occurred_at from clean.{r}" for r in ACTIVITY_ROLES
     )
+    # The identity stage makes the table; a warehouse built without it (profiles over a given map) has none.
+    set_aside = (
+        f"anti join {SEPARATED_LINKS} using (source, source_record_id, id_type, id_value)"
+        if sql.table_exists(SEPARATED_LINKS)
+        else ""
+    )
     sql.create_table_as(
         contacts,
         f"""
         with carried as (
             select m.customer_id, i.* from ({" union all ".join(selects)}) i
             join {identity} m using (source, source_record_id)
+            {set_aside}
         ),
         latest as (
             select source, source_record_id, max(occurred_at) as value_at
@@ -348,7 +358,7 @@ def _activity_contacts(sql: Sql, config: CDPConfig, identity: str, contacts: str
             semi join carried using (source, source_record_id)
             group by all
         )
-        select distinct c.customer_id, c.attribute, c.value, c.source, c.source_record_id, l.value_at
+        select distinct c.customer_id, c.attribute, c.id_value as value, c.source, c.source_record_id, l.value_at
         from carried c left join latest l using (source, source_record_id)""",
         temporary=True,
     )
