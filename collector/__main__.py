@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             rotate_bytes=settings.rotate_bytes,
             rotate_seconds=settings.rotate_seconds,
             allowed_origins=tuple(settings.allowed_origins),
+            client_ip=settings.client_ip,
         )
     except OSError as exc:  # the port is taken, or another collector writes to a source's folder
         print(f"collector: {exc}", file=sys.stderr)

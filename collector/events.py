@@ -130,12 +130,14 @@ def prepare(
     sent_at: Any = None,
     batch_context: Mapping[str, Any] | None = None,
     size: int | None = None,
+    client_ip: str | None = None,
 ) -> dict[str, Any]:
     """The event as stored, or BadEvent saying why it cannot be.
 
     `call` is the endpoint's call (None inside a batch, where each event names its `type`); `sent_at` the
     batch's `sentAt` when the event has none; `batch_context` the batch's `context`, under the event's own
-    keys; `size` the event's size as sent, when the caller knows it.
+    keys; `size` the event's size as sent, when the caller knows it; `client_ip` the sender's address, put
+    in `context.ip` when the event has none there (collector.client_ip).
     """
     if not isinstance(event, dict):
         raise BadEvent(f"an event must be a JSON object, found {type(event).__name__}")
@@ -157,6 +159,10 @@ def prepare(
     if batch_context:
         own = stored.get("context") or {}
         stored["context"] = {**batch_context, **own}
+    if client_ip is not None:
+        context = stored.get("context") or {}
+        if not context.get("ip"):
+            stored["context"] = {**context, "ip": client_ip}
     message_id = stored.get("messageId")
     if message_id is None or message_id == "":
         stored["messageId"] = str(uuid.uuid4())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 import threading
@@ -51,9 +52,11 @@ class CollectorServer(ThreadingHTTPServer):
         rotate_bytes: int,
         rotate_seconds: float,
         allowed_origins: tuple[str, ...] = ("*",),
+        client_ip: str = "off",
     ) -> None:
         self.keys = keys
         self.allowed_origins = frozenset(allowed_origins)
+        self.client_ip = client_ip
         self.spools = {
             source: Spool(folder, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds)
             for source, folder in folders.items()
@@ -273,6 +276,22 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Refused(400, "the chunked body is malformed: a chunk is shorter than its size")
             chunks.append(data)
 
+    def _client_ip(self) -> str | None:
+        """The sender's address for `context.ip` (collector.client_ip), or None. Behind a proxy the peer is
+        the proxy: its X-Forwarded-For's last address is the one it saw connect, the only one it vouches
+        for (earlier ones are whatever the client wrote)."""
+        mode = self.server.client_ip
+        if mode == "off":
+            return None
+        if mode == "forwarded":
+            forwarded = self.headers.get_all("X-Forwarded-For") or []
+            last = ",".join(forwarded).rsplit(",", 1)[-1].strip()
+            try:
+                return str(ipaddress.ip_address(last))
+            except ValueError:
+                pass
+        return self.client_address[0]
+
     def _header_key(self) -> str | None:
         """The write key of a Basic Authorization header ('' if it cannot be read), None without one;
         without one, Segment's `writeKey` in the body is used."""
@@ -290,15 +309,17 @@ class _Handler(BaseHTTPRequestHandler):
         """The stored lines, how many events were accepted, and each refused one's index and reason."""
         if not isinstance(body, dict):
             raise _Refused(400, f"the body must be a JSON object, found {type(body).__name__}")
+        client_ip = self._client_ip()
         if call != "batch":
             try:
-                return [encode(prepare(body, call, received_at, size=size))], 1, []
+                return [encode(prepare(body, call, received_at, size=size, client_ip=client_ip))], 1, []
             except BadEvent as bad:
                 raise _Refused(bad.status, bad.reason) from None
         events = body.get("batch")
         if not isinstance(events, list) or not events:
             raise _Refused(400, "a batch needs 'batch': a non-empty list of events")
         context = body.get("context") if isinstance(body.get("context"), dict) else None
+        sent_at = body.get("sentAt")
         # In a batch no bigger than one event's limit, no event can be over it: no need to measure each.
         known = 0 if size <= MAX_EVENT_BYTES else None
         lines, rejected = [], []
@@ -306,7 +327,15 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 lines.append(
                     encode(
-                        prepare(event, None, received_at, sent_at=body.get("sentAt"), batch_context=context, size=known)
+                        prepare(
+                            event,
+                            None,
+                            received_at,
+                            sent_at=sent_at,
+                            batch_context=context,
+                            size=known,
+                            client_ip=client_ip,
+                        )
                     )
                 )
             except BadEvent as bad:

@@ -895,3 +895,41 @@ def test_a_shared_device_profile_takes_no_email_identity_set_aside(
     assert separated == (2,)  # the kiosk joins neither Fay nor Gus
     assert emails["anon-kiosk"] is None and gus == (1,)
     assert emails["anon-eve"] == "eve@example.org"
+
+
+@pytest.mark.stage
+def test_the_senders_address_fills_context_ip_when_configured(collector, tmp_path: Path) -> None:
+    """Segment's API puts the sender's address in `context.ip` when the event has none there; server-side
+    SDKs never send one. With `collector.client_ip` the collector does the same: the peer, or behind a
+    proxy the last X-Forwarded-For address (the one the proxy saw); an address the event gives is kept, and
+    by default none is added."""
+    from segment.analytics import Client
+
+    server, config = collector
+
+    def send(message_id: str, headers: dict | None = None, context: dict | None = None) -> None:
+        event = {"type": "track", "userId": "u1", "event": "E", "messageId": message_id, "context": context}
+        answer = requests.post(f"{server.url}/v1/batch", json={"batch": [event]}, auth=(KEY, ""), headers=headers)
+        assert answer.status_code == 200
+
+    send("default")
+    server.client_ip = "peer"
+    client = Client(KEY, host=server.url, sync_mode=True)
+    client.track("u1", "E", message_id="sdk")
+    send("given", context={"ip": "198.51.100.4"})
+    server.client_ip = "forwarded"
+    send("proxied", headers={"X-Forwarded-For": "10.9.9.9, 203.0.113.7"})
+    send("not-an-address", headers={"X-Forwarded-For": "unknown"})
+    ips = {e["messageId"]: (e.get("context") or {}).get("ip") for e in _stored(config)}
+    assert ips == {
+        "default": None,
+        "sdk": "127.0.0.1",
+        "given": "198.51.100.4",
+        "proxied": "203.0.113.7",
+        "not-an-address": "127.0.0.1",
+    }
+    path = tmp_path / "bad.yaml"
+    raw = yaml.safe_load((tmp_path / "cdp.yaml").read_text())
+    path.write_text(yaml.safe_dump({**raw, "collector": {"client_ip": "always"}}, sort_keys=False))
+    with pytest.raises(ConfigError, match="collector.client_ip"):
+        load_config(path)

@@ -3,6 +3,8 @@ come from the environment, see collector/keys.py)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from resources.config.base import _Strict
@@ -23,5 +25,14 @@ class CollectorConfig(_Strict):
             "Web pages (origins, e.g. 'https://shop.example.com') whose browsers may send events across origins "
             "(CORS): analytics.js on a shop's pages posting to a collector on another host. '*': any page, as "
             "Segment's API allows (write keys are public in a browser); an empty list: none."
+        ),
+    )
+    client_ip: Literal["off", "peer", "forwarded"] = Field(
+        "off",
+        description=(
+            "Whether an event without context.ip gets the sender's address there, as Segment's API adds it: "
+            "'peer' the address that connected (the collector faces the internet), 'forwarded' the last "
+            "address of X-Forwarded-For, which the proxy in front of the collector appends (else the peer), "
+            "'off' none (an address is personal data)."
         ),
     )
