@@ -2,9 +2,10 @@
 
     CDP_COLLECTOR_WRITE_KEYS='website:<key>' python -m collector [--config cdp.yaml] [--host H] [--port P]
 
-`POST /v1/identify|track|page|screen|group|alias` take one event, `POST /v1/batch` (also `/v1/b`) up to
-500 KB of them, with a Content-Length or in chunks (Transfer-Encoding: chunked); the write key is the HTTP
-Basic user (or, as Segment accepts, `writeKey` in the body).
+`POST /v1/identify|track|page|screen|group|alias` take one event, `POST /v1/batch` (also `/v1/b`, and
+RudderStack's beacon `/beacon/v1/batch`) up to 500 KB of them, with a Content-Length or in chunks
+(Transfer-Encoding: chunked); the write key is the HTTP Basic user (or, as Segment accepts, `writeKey` in
+the body, or a beacon's `writeKey` query parameter).
 Answers: `200 {"success": true}` once the events are on disk, with `accepted` and `rejected` (index and
 reason of each event refused) for a batch; `400` invalid JSON or no valid event (the reasons say why),
 `401` an unknown or missing write key, `413` a body or a single event over Segment's limits, `503` the
@@ -25,6 +26,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from collector.events import CALLS, MAX_BATCH_BYTES, MAX_EVENT_BYTES, SHORT_PATHS, BadEvent, encode, prepare
 from collector.keys import WriteKeys
@@ -101,8 +103,11 @@ _HEADER_LIST = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\s*,\s*[!#$%&'*+.^_`|~
 
 
 def _route(path: str) -> str | None:
-    """The call a path names ('batch' for a batch), or None."""
+    """The call a path names ('batch' for a batch), or None. RudderStack's browser SDK sends the batches it
+    posts as a page closes (`navigator.sendBeacon`, which cannot set headers) to `/beacon/v1/batch`."""
     parts = path.split("?", 1)[0].rstrip("/").split("/")
+    if parts[1:3] == ["beacon", "v1"] and len(parts) == 4:
+        return "batch" if parts[3] == "batch" else None
     if len(parts) != 3 or parts[1] != "v1":
         return None
     name = parts[2]
@@ -195,9 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Refused(401, "unknown write key: send the source's key as the HTTP Basic user name")
             body, size = self._body(call)
             body_key = body.get("writeKey") if isinstance(body, dict) else None
-            source = self.server.keys.source_of(header_key or (body_key if isinstance(body_key, str) else None))
+            sent_key = header_key or self._query_key() or (body_key if isinstance(body_key, str) else None)
+            source = self.server.keys.source_of(sent_key)
             if source is None:
-                raise _Refused(401, "missing write key: send it as the HTTP Basic user name")
+                which = "unknown" if sent_key else "missing"
+                raise _Refused(401, f"{which} write key: send the source's key as the HTTP Basic user name")
             lines, accepted, rejected = self._events(call, body, size, received_at)
             try:
                 self.server.spools[source].append(b"".join(lines))
@@ -291,6 +298,11 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 pass
         return self.client_address[0]
+
+    def _query_key(self) -> str | None:
+        """The write key of a `writeKey` query parameter, as a beacon, which cannot send headers, carries it."""
+        keys = parse_qs(urlsplit(self.path).query).get("writeKey")
+        return keys[0] if keys else None
 
     def _header_key(self) -> str | None:
         """The write key of a Basic Authorization header ('' if it cannot be read), None without one;

@@ -933,3 +933,30 @@ def test_the_senders_address_fills_context_ip_when_configured(collector, tmp_pat
     path.write_text(yaml.safe_dump({**raw, "collector": {"client_ip": "always"}}, sort_keys=False))
     with pytest.raises(ConfigError, match="collector.client_ip"):
         load_config(path)
+
+
+@pytest.mark.stage
+def test_rudderstacks_beacon_batch_with_the_write_key_in_the_query_is_stored(collector) -> None:
+    """As a page closes, RudderStack's browser SDK hands its queue to `navigator.sendBeacon`, which cannot set
+    headers: a text/plain batch to `/beacon/v1/batch?writeKey=<key>`. It got a 404 and the events were lost.
+    It is a batch like any other, and a wrong key in the query is refused as unknown."""
+    server, config = collector
+    batch = {
+        "batch": [
+            {
+                "type": "page",
+                "name": "Checkout",
+                "anonymousId": "r-anon-2",
+                "messageId": "beacon-1",
+                "originalTimestamp": "2026-11-30T10:00:00.000Z",
+                "sentAt": "2026-11-30T10:00:01.000Z",
+            }
+        ],
+        "sentAt": "2026-11-30T10:00:01.000Z",
+    }
+    headers = {"Content-Type": "text/plain;charset=UTF-8", "Origin": "https://shop.example.com"}
+    sent = requests.post(f"{server.url}/beacon/v1/batch?writeKey={KEY}", data=json.dumps(batch), headers=headers)
+    assert sent.status_code == 200 and sent.json()["accepted"] == 1
+    wrong = requests.post(f"{server.url}/beacon/v1/batch?writeKey=nope", data=json.dumps(batch), headers=headers)
+    assert wrong.status_code == 401 and wrong.json()["reason"].startswith("unknown write key")
+    assert [(e["messageId"], e["type"]) for e in _stored(config)] == [("beacon-1", "page")]
