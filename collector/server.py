@@ -87,6 +87,30 @@ class CollectorServer(ThreadingHTTPServer):
             spool.release()
 
 
+def _log_rejected(source: str, events: list[Any], rejected: list[dict[str, Any]]) -> None:
+    """Log the events a stored batch refused: its answer is a 200, whose `rejected` no SDK reads, so without
+    this line nothing would say they were lost. Their index and messageId find them in the sender's logs;
+    no value of theirs is written."""
+    shown = []
+    for refusal in rejected[:_LOGGED_REFUSALS]:
+        event = events[refusal["index"]]
+        message_id = event.get("messageId") if isinstance(event, dict) else None
+        named = f" (messageId {message_id[:100]})" if isinstance(message_id, str) else ""
+        shown.append(f"event {refusal['index']}{named}: {refusal['reason']}")
+    more = f"; and {len(rejected) - len(shown)} more" if len(rejected) > len(shown) else ""
+    log.warning(
+        "%s: %d of a batch's %d events refused, the others stored: %s%s",
+        source,
+        len(rejected),
+        len(events),
+        "; ".join(shown),
+        more,
+    )
+
+
+_LOGGED_REFUSALS = 5
+
+
 def _error(status: int, reason: str, **extra: Any) -> dict[str, Any]:
     """An error answer: `reason`, and the same as `message` with a `code`, the keys Segment's API answers
     with and the SDKs read. RudderStack's Python SDK reads them without a default: an answer without them
@@ -217,6 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
         answer: dict[str, Any] = {"success": True}
         if call == "batch":
             answer.update(accepted=accepted, rejected=rejected)
+            if rejected:
+                _log_rejected(source, body["batch"], rejected)
         self._reply(200, answer)
 
     def _drain(self) -> None:

@@ -960,3 +960,26 @@ def test_rudderstacks_beacon_batch_with_the_write_key_in_the_query_is_stored(col
     wrong = requests.post(f"{server.url}/beacon/v1/batch?writeKey=nope", data=json.dumps(batch), headers=headers)
     assert wrong.status_code == 401 and wrong.json()["reason"].startswith("unknown write key")
     assert [(e["messageId"], e["type"]) for e in _stored(config)] == [("beacon-1", "page")]
+
+
+@pytest.mark.stage
+def test_events_a_stored_batch_refused_are_logged(collector, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch with one bad event is answered 200 with the event among its `rejected`, which no SDK reads:
+    Segment's SDK reported success and the event was gone without a trace. The collector logs each refusal
+    with the event's index, messageId and reason."""
+    from segment.analytics.request import post
+
+    server, config = collector
+    caplog.set_level("WARNING", logger="collector")
+    batch = [
+        {"type": "track", "userId": "u1", "event": "Viewed", "messageId": "good"},
+        {"type": "track", "userId": "u1", "event": "E" * 300, "messageId": "too-long-name"},
+    ]
+    # The SDK's own upload of a batch: a 200 is success to it, whatever the answer's body says.
+    assert post(KEY, host=server.url, batch=batch).status_code == 200
+    assert [e["messageId"] for e in _stored(config)] == ["good"]
+    [record] = [r for r in caplog.records if r.name == "collector"]
+    assert record.getMessage() == (
+        "website: 1 of a batch's 2 events refused, the others stored: event 1 (messageId too-long-name): "
+        "event is 300 characters long; at most 200 are accepted"
+    )
