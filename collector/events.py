@@ -98,8 +98,12 @@ def _required(event: dict[str, Any], call: str) -> None:
         return
     if "userId" not in event and "anonymousId" not in event:
         raise BadEvent(f"a {call} needs userId or anonymousId")
-    if call == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
-        raise BadEvent("a track needs event (the event's name)")
+    if call == "track":
+        name = event.get("event")
+        if name is not None and not isinstance(name, str):
+            raise BadEvent(f"event must be a string (the event's name), found {type(name).__name__}")
+        if not (name and name.strip()):
+            raise BadEvent("a track needs event (the event's name)")
     if call == "group" and "groupId" not in event:
         raise BadEvent("a group needs groupId")
     for field in _OBJECTS:

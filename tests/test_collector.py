@@ -240,6 +240,9 @@ def test_bad_requests_get_their_status_and_reason_and_nothing_is_written(collect
     assert invalid.status_code == 400 and "invalid JSON" in invalid.json()["reason"]
     missing = requests.post(f"{url}/v1/track", json={"userId": "u1"}, auth=auth)
     assert missing.status_code == 400 and missing.json()["reason"] == "a track needs event (the event's name)"
+    numbered = requests.post(f"{url}/v1/track", json={"userId": "u1", "event": 42}, auth=auth)
+    assert numbered.status_code == 400
+    assert numbered.json()["reason"] == "event must be a string (the event's name), found int"
     wrong_and_invalid = requests.post(f"{url}/v1/track", data=b"{not json", auth=("wrong-key", ""))
     assert wrong_and_invalid.status_code == 401 and "unknown write key" in wrong_and_invalid.json()["reason"]
     for wrong in ((("wrong-key", ""),), ()):
