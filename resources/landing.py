@@ -40,6 +40,17 @@ def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
     return sorted(p for p in landing.glob(source.glob) if p.is_file() and not p.name.startswith("."))
 
 
+def outside_landing(landing: Path, path: Path) -> bool:
+    """Whether `path`, its links followed, lies outside the landing folder (its own links followed too).
+
+    Whoever may drop files into the landing folder may also drop a symbolic link there (SFTP creates them);
+    read through it, `/etc/passwd` or a secrets file would load into the warehouse and its first line show
+    in the quarantine of the read snapshot. The extract refuses such a file, as the configuration refuses a
+    glob reaching outside the folder.
+    """
+    return not path.resolve().is_relative_to(landing.resolve())
+
+
 def poll_key(source: SourceConfig) -> dg.AssetKey:
     """The asset an http source's poll materializes: its pages in the landing folder, upstream of its extract."""
     return dg.AssetKey(["landing", source.name])

@@ -409,3 +409,34 @@ def test_a_json_line_python_reads_but_the_warehouse_refuses_is_quarantined_alone
         (3, "invalid JSON: \\udfa9 is half of a UTF-16 surrogate pair without its other half"),
         (4, "invalid JSON: nested deeper than the reader follows"),
     ]
+def test_a_link_to_a_file_outside_the_landing_folder_is_quarantined_unread(tmp_path, landing, instance):
+    # Whoever may drop files may drop links: one to a system file, one to a well-formed export kept elsewhere.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.csv").write_text(HEADER + "S1,Sam,Out,sam@example.org\n", encoding="utf-8")
+    (elsewhere / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    (landing / "b_link.csv").symlink_to(elsewhere / "secret.csv")
+    (landing / "d_passwd.csv").symlink_to(elsewhere / "passwd")
+    # A link to a file inside the folder is the folder's own file, and loads.
+    (landing / "sub").mkdir()
+    (landing / "sub" / "e.txt").write_text(HEADER + "E1,Eve,In,eve@example.org\n", encoding="utf-8")
+    (landing / "e_inside.csv").symlink_to(landing / "sub" / "e.txt")
+    config = _config(tmp_path)
+    result = _run(config, instance)
+    assert result.success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select source_record_id from clean.person_records order by 1") == [
+        ("A1",),
+        ("A2",),
+        ("C1",),
+        ("E1",),
+    ]
+    rows = platform.sql("select file, value, reason, scope from cdp.quarantine order by file")
+    assert [(file, value, scope) for file, value, _, scope in rows] == [
+        ("b_link.csv", None, "file"),
+        ("d_passwd.csv", None, "file"),
+    ]
+    assert all("is a link to a file outside the landing folder" in reason for _, _, reason, _ in rows)
+    assert not platform.sql("select * from cdp.quarantine where value like '%root%' or reason like '%root%'")
+    check = _files_check(result)
+    assert not check.passed and check.metadata["files_quarantined"].value == 2

@@ -40,6 +40,7 @@ from resources.landing import (
     MAX_RECORDED_SIGNATURES,
     ExtractConfig,
     file_signature,
+    outside_landing,
     poll_key,
     source_files,
 )
@@ -203,6 +204,7 @@ def load_file(
     erased: Callable[[str], list[Reject]] | None = None,
     stat: os.stat_result | None = None,
     engine: str = "duckdb",
+    landing: Path | None = None,
 ) -> dict[str, object]:
     """Replace one file's rows in the raw table and record it; all or nothing, in one transaction.
 
@@ -218,7 +220,8 @@ def load_file(
 
     A file that cannot be read or mapped as a whole (unreadable, mapped columns missing, another
     delimiter or encoding, JSON lines that are not objects) loads no rows: it is quarantined as a file
-    with the reason and recorded as failed, and the source's other files load as usual.
+    with the reason and recorded as failed, and the source's other files load as usual. So does a file that
+    is a link to one outside the `landing` folder (when given): it is not read at all.
     """
     now = utc_now()
     table = raw_table(source)
@@ -246,6 +249,11 @@ def load_file(
         kept_rejects = 0  # the row rejects of the version before, when this one fails
         judged_rejects = 0
         try:
+            if landing is not None and outside_landing(landing, path):
+                raise FileFormatError(
+                    "it is a link to a file outside the landing folder, which the platform does not read: "
+                    "put the file itself in the folder"
+                )
             result, rows = _read_on_executors(sql, source, path, tables) if on_executors else None, Rows(iter(()))
             if result is None:
                 result, rows = read_file(
@@ -501,7 +509,9 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                     context.log.info(f"{source.name}: {rel} holds what {loaded_content[sha]} loaded; skipped")
                     copies.append(f"{rel} (as {loaded_content[sha]})")
                     continue
-                outcome = load_file(sql, source, path, rel, sha, erased, stat, cdp_config.warehouse.engine)
+                outcome = load_file(
+                    sql, source, path, rel, sha, erased, stat, cdp_config.warehouse.engine, landing=landing
+                )
                 context.log.info(f"{source.name}: {outcome}")
                 if outcome["status"] == "failed":
                     context.log.warning(f"{source.name}: file {rel} quarantined whole; see cdp.quarantine")
