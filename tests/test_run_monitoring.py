@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from resources.run_launcher import RUN_HOST_TAG, LocalProcessRunLauncher, RunProcess, process_is_alive
+from sensors.automation import automation_sensor
 from tests.fixtures import REPO, wait_for
 
 BIN = Path(sys.executable).parent
@@ -74,12 +75,14 @@ def daemon(environment: dict[str, str]) -> Iterator[subprocess.Popen]:
                 process.wait(timeout=30)
 
 
-def submit(environment: dict[str, str], gate: Path, wait: bool) -> None:
-    """Put a run of the gated job in the run queue, as the UI, a sensor or `dagster job launch` would."""
+def submit(environment: dict[str, str], gate: Path, wait: bool, tags: Mapping[str, str] | None = None) -> None:
+    """Put a run of the gated job in the run queue, as the UI, a sensor or `dagster job launch` would, with
+    the `tags` a sensor would give it."""
     config = {"ops": {"wait_for_release": {"config": {"folder": str(gate), "wait": wait}}}}
     launched = subprocess.run(
         [str(BIN / "dagster"), "job", "launch", "-w", environment["WORKSPACE"], "-j", "gated"]
-        + ["--config-json", json.dumps(config)],
+        + ["--config-json", json.dumps(config)]
+        + (["--tags", json.dumps(dict(tags))] if tags else []),
         cwd=REPO,
         env=environment,
         capture_output=True,
@@ -108,6 +111,32 @@ def test_shipped_instance_monitors_runs_with_a_launcher_that_checks_the_run_proc
         assert isinstance(instance.run_launcher, LocalProcessRunLauncher)
         # The default launcher cannot resume a run; a positive value would make monitoring try and fail.
         assert instance.run_monitoring_max_resume_run_attempts == 0
+        # Crashed runs are retried when their tags ask for it (the automation sensor's); failed steps are not.
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 0
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+
+
+@pytest.mark.e2e
+def test_a_killed_automation_run_is_started_again_and_completes(
+    home: Path, environment: dict[str, str], tmp_path: Path
+):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        with daemon(environment):
+            # A run as the automation sensor launches it (cleaning to syncs after a new file), with its tags.
+            submit(environment, gate, wait=True, tags=automation_sensor.run_tags)
+            killed = _only_run_id(instance, set())
+            started = wait_for(lambda: list(gate.glob("started_*")), "the run's op starting")
+            os.kill(int(started[0].read_text()), signal.SIGKILL)  # out of memory: the run's process alone
+            wait_for(lambda: _status(instance, killed) == dg.DagsterRunStatus.FAILURE, "the killed run failing")
+            (gate / "release").write_text("")
+            retried = wait_for(
+                lambda: [r for r in instance.get_runs() if r.parent_run_id == killed and r.is_finished],
+                "the killed run's retry finishing",
+            )
+        assert [r.status for r in retried] == [dg.DagsterRunStatus.SUCCESS]
+        assert len(instance.get_runs()) == 2
 
 
 @pytest.mark.e2e
