@@ -384,3 +384,23 @@ def test_csv_options_on_a_source_of_another_format_are_refused(tmp_path):
         load_config(path)
     # Written out in full, with the defaults, it loads.
     assert load_config(_with(tmp_path, lambda c: shop(c).update(csv={"delimiter": ",", "encoding": "utf-8"})))
+
+
+def test_a_value_written_with_an_environment_variable_is_refused_naming_its_key(tmp_path):
+    def mutate(raw: dict) -> None:
+        raw["warehouse"]["path"] = "${DATA_DIR}/warehouse.duckdb"
+        raw["destinations"][0]["url"] = "https://${HOOK_HOST}/audience"
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(_with(tmp_path, mutate))
+    lines = str(raised.value).splitlines()[1:]
+    assert [line.split(": ", 1)[0].strip() for line in lines] == [
+        "warehouse.path",
+        "destinations[0] (viewed_not_bought_webhook).url",
+    ]
+    assert "${DATA_DIR} is not expanded: cdp.yaml reads no environment variables" in lines[0]
+    # Nothing was created under the literal name.
+    assert not (tmp_path / "${DATA_DIR}").exists()
+    # A dollar sign that is no variable (a regular expression's end) is left alone.
+    path = _with(tmp_path, lambda raw: raw["segments"][0].update(where="regexp_matches(email, '^a.*$')"))
+    assert load_config(path).segments[0].where == "regexp_matches(email, '^a.*$')"

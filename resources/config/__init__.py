@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path}: expected a mapping at the top level, found {type(raw).__name__}")
+    if unexpanded := _unexpanded_variables(raw):
+        raise ConfigError(f"{config_path}: invalid configuration\n" + "\n".join(f"  {p}" for p in unexpanded))
     try:
         config = CDPConfig.model_validate({**raw, "base_dir": config_path.parent})
     except ValidationError as exc:
@@ -284,6 +287,35 @@ def load_config(path: str | os.PathLike[str] | None = None) -> CDPConfig:
     if problems:
         raise ConfigError(f"{config_path}: invalid configuration\n" + "\n".join(f"  {p}" for p in problems))
     return config
+
+
+# `${NAME}` (or `${NAME:-default}`) as Docker Compose and shells expand it.
+_VARIABLE_RE = re.compile(r"\$\{[^{}\s]*\}")
+
+
+def _unexpanded_variables(node: Any, key: str = "") -> list[str]:
+    """Every value written with `${NAME}`, as `key: why`. The file reads no environment variables, so such a
+    value would be taken as written: a warehouse in a folder named `${DATA_DIR}`, a URL no host answers.
+    Secrets come from variables named by the `*_env` keys; everything else is written out."""
+    if isinstance(node, dict):
+        return [
+            problem
+            for name, value in node.items()
+            for problem in _unexpanded_variables(value, f"{key}.{name}" if key else str(name))
+        ]
+    if isinstance(node, list):
+        problems = []
+        for index, item in enumerate(node):
+            label = f"{key}[{index}]" + (f" ({item['name']})" if isinstance(item, dict) and "name" in item else "")
+            problems += _unexpanded_variables(item, label)
+        return problems
+    if isinstance(node, str) and (found := _VARIABLE_RE.search(node)):
+        return [
+            f"{key}: {found.group()} is not expanded: cdp.yaml reads no environment variables, so the value "
+            "would be used as written. Write the value out; a secret stays in the environment, named by an "
+            "*_env key (auth.env, dsn_env, key_env, webhook_url_env, collector write keys)"
+        ]
+    return []
 
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
