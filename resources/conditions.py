@@ -209,6 +209,12 @@ def _parse(expression: str) -> exp.Expression:
         raise ConditionError(f"not one SQL expression ({detail})") from None
     except TokenError as exc:
         raise ConditionError(f"not one SQL expression ({str(exc).split(chr(10))[0]})") from None
+    except RecursionError:
+        # The parser descends once per level of nesting: thousands of parentheses or `not`s exhaust Python's
+        # stack, which would otherwise end the definitions' load with a bare RecursionError naming nothing.
+        raise ConditionError(
+            "nested too deeply to read (thousands of parentheses or NOTs); write it with fewer levels"
+        ) from None
     if tree is None:
         raise ConditionError("the condition is empty")
     return tree

@@ -446,3 +446,11 @@ def test_a_condition_that_is_not_true_or_false_is_refused_at_load(tmp_path, wher
     message = str(info.value)
     assert f"segments[0] (high_value).where: the condition gives a {kind} value, not true or false" in message
     assert "profiles.traits[2] (product_views_last_7_days).where: the condition gives a VARCHAR value" in message
+
+
+@pytest.mark.parametrize("where", ["(" * 3000 + "order_count > 0" + ")" * 3000, "not " * 5000 + "order_count > 0"])
+@pytest.mark.unit
+def test_a_condition_nested_past_what_the_parser_can_read_is_refused_naming_the_segment(tmp_path, where):
+    path = _config_file(tmp_path, lambda c: c["segments"][3].update(where=where))
+    with pytest.raises(ConfigError, match=r"segments\[3\] \(champions\)\.where: nested too deeply to read"):
+        load_config(path)
