@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from collector.events import CALLS, MAX_BATCH_BYTES, MAX_EVENT_BYTES, SHORT_PATHS, BadEvent, encode, prepare
 from collector.keys import WriteKeys
 from collector.spool import Spool, SpoolError, log
+from resources.config.sources import MAX_JSON_NESTING, json_nesting_exceeds
 
 
 class _Refused(Exception):
@@ -274,14 +275,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Refused(400, f"the body is not valid gzip: {exc}") from None
             if len(raw) > limit:
                 raise _Refused(413, f"the body is over {limit} bytes uncompressed; at most {limit} are accepted")
+        # A batch wraps its events two levels down, so an event is held to what the extract reads either way.
+        depth = MAX_JSON_NESTING + (2 if call == "batch" else 0)
+        if json_nesting_exceeds(raw.decode("utf-8", errors="replace"), depth):
+            raise _Refused(400, f"invalid JSON: arrays and objects nested more than {MAX_JSON_NESTING} levels deep")
         try:
             return json.loads(raw), len(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _Refused(400, f"invalid JSON: {exc}") from None
-        except RecursionError:
-            # Python's reader recurses per level: answered, rather than dropping the connection unanswered,
-            # which an SDK would take for a network error and send again.
-            raise _Refused(400, "invalid JSON: nested deeper than the collector reads") from None
 
     def _chunked(self, call: str, limit: int) -> bytes:
         """A body sent in chunks (HTTP/1.1's Transfer-Encoding: chunked, what a client streaming its body

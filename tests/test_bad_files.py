@@ -407,8 +407,10 @@ def test_a_json_line_python_reads_but_the_warehouse_refuses_is_quarantined_alone
     assert platform.sql("select row_number, reason from cdp.quarantine where source = 'web' order by 1") == [
         (2, "invalid JSON: \\ud83c is half of a UTF-16 surrogate pair without its other half"),
         (3, "invalid JSON: \\udfa9 is half of a UTF-16 surrogate pair without its other half"),
-        (4, "invalid JSON: nested deeper than the reader follows"),
+        (4, "invalid JSON: arrays and objects nested more than 100 levels deep"),
     ]
+
+
 def test_a_link_to_a_file_outside_the_landing_folder_is_quarantined_unread(tmp_path, landing, instance):
     # Whoever may drop files may drop links: one to a system file, one to a well-formed export kept elsewhere.
     elsewhere = tmp_path / "elsewhere"
@@ -440,3 +442,27 @@ def test_a_link_to_a_file_outside_the_landing_folder_is_quarantined_unread(tmp_p
     assert not platform.sql("select * from cdp.quarantine where value like '%root%' or reason like '%root%'")
     check = _files_check(result)
     assert not check.passed and check.metadata["files_quarantined"].value == 2
+
+
+def test_a_json_line_nested_thousands_deep_is_quarantined_and_its_file_loads(tmp_path, instance):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    deep = '{"cid": "S2", "mail": "s2@example.org", "x": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    # At the limit, and brackets inside a string, which nest nothing, load.
+    limit = '{"cid": "S3", "mail": "s3@example.org", "x": ' + "[" * 99 + "]" * 99 + "}"
+    quoted = json.dumps({"cid": "S4", "mail": "s4@example.org", "note": "[" * 5000})
+    lines = [json.dumps({"cid": "S1", "mail": "s1@example.org"}), deep, limit, quoted]
+    (landing / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "cdp.yaml").write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        "  - {name: shop, format: jsonl, glob: '*.jsonl', role: person, record_id: cid,\n"
+        "     fields: {email: mail}, identifiers: [{path: mail, type: email}]}\n"
+    )
+    config = load_config(tmp_path / "cdp.yaml")
+    result = _run(config, instance)
+    assert result.success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select source_record_id from clean.person_records order by 1") == [("S1",), ("S3",), ("S4",)]
+    assert platform.sql("select row_number, reason, scope from cdp.quarantine") == [
+        (2, "invalid JSON: arrays and objects nested more than 100 levels deep", "row")
+    ]

@@ -15,6 +15,7 @@ import requests
 import yaml
 
 from cdp_assets.definitions import FULL_REFRESH, build_definitions
+from cdp_assets.extract.readers import jsonl_line
 from collector.events import FIELD_LIMITS, MAX_EVENT_BYTES, BadEvent, prepare
 from collector.keys import WRITE_KEYS_ENV, WRITE_KEYS_FILE_ENV, WriteKeyError, load_write_keys
 from collector.server import CollectorServer
@@ -250,6 +251,12 @@ def test_bad_requests_get_their_status_and_reason_and_nothing_is_written(collect
             f"{url}/v1/track", json={"userId": "u1", "event": "E"}, auth=wrong[0] if wrong else None
         )
         assert refused.status_code == 401 and "write key" in refused.json()["reason"]
+    # Nested past what the extract reads (a few kilobytes of brackets): refused, alone or in a batch.
+    deep = '{"userId": "u1", "event": "E", "properties": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"
+    nested = requests.post(f"{url}/v1/track", data=deep, auth=auth)
+    assert nested.status_code == 400 and "nested more than 100 levels deep" in nested.json()["reason"]
+    nested_batch = requests.post(f"{url}/v1/batch", data='{"batch": [' + deep[:-1] + ', "type": "track"}]}', auth=auth)
+    assert nested_batch.status_code == 400 and "nested more than 100 levels" in nested_batch.json()["reason"]
     big = {"userId": "u1", "event": "E", "properties": {"x": "y" * MAX_EVENT_BYTES}}
     assert requests.post(f"{url}/v1/track", json=big, auth=auth).status_code == 413
     batch = {"batch": [{"type": "track", "userId": "u1", "event": "E", "properties": {"x": "y" * 30_000}}] * 20}
@@ -685,7 +692,7 @@ def test_text_cut_inside_an_emoji_is_stored_as_utf8_and_cleaned_and_deep_nesting
     deep = '{"userId": "u1", "event": "Deep", "properties": ' + '{"a":' * 5000 + "1" + "}" * 5000 + "}"
     answer = requests.post(f"{server.url}/v1/track", data=deep.encode(), auth=(KEY, ""))
     assert answer.status_code == 400
-    assert answer.json()["reason"] == "invalid JSON: nested deeper than the collector reads"
+    assert answer.json()["reason"] == "invalid JSON: arrays and objects nested more than 100 levels deep"
     server.spools["website"].rotate_if_due(force=True)
     _refresh(config, instance)
     with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
@@ -986,3 +993,20 @@ def test_events_a_stored_batch_refused_are_logged(collector, caplog: pytest.LogC
         "website: 1 of a batch's 2 events refused, the others stored: event 1 (messageId too-long-name): "
         "event is 300 characters long; at most 200 are accepted"
     )
+
+
+@pytest.mark.stage
+def test_an_event_nested_to_the_limit_is_stored_alone_and_in_a_batch(collector) -> None:
+    server, config = collector
+    properties = json.loads("[" * 98 + "]" * 98)  # with the event and `properties`, 100 levels
+    event = {"userId": "u1", "event": "E", "properties": {"x": properties}}
+    assert requests.post(f"{server.url}/v1/track", json=event, auth=(KEY, "")).status_code == 200
+    batch = {"batch": [{**event, "type": "track", "messageId": "m2"}]}
+    answer = requests.post(f"{server.url}/v1/batch", json=batch, auth=(KEY, ""))
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1
+    stored = _stored(config)
+    assert [e["properties"]["x"] == properties for e in stored] == [True, True]
+    # What the collector stored, the extract reads: the same rule decides both.
+    folder = config.collector_folder(config.sources[1])
+    lines = [line for path in sorted(folder.glob(".*.part")) for line in path.read_bytes().splitlines()]
+    assert [jsonl_line(n, line)[1] for n, line in enumerate(lines, start=1)] == [None, None]

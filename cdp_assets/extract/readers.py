@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resources.config.sources import UNPAIRED_SURROGATE
+from resources.config.sources import MAX_JSON_NESTING, UNPAIRED_SURROGATE, json_nesting_exceeds
 from resources.sql import Scratch, Sql, SqlError, sql_literal
 
 if TYPE_CHECKING:
@@ -1069,11 +1069,11 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
         return None, Reject(line_number, reason, _excerpt(raw.decode("utf-8", errors="replace"))), False
     if not text.strip():
         return None, None, not raw.isascii()
+    if json_nesting_exceeds(text):
+        reason = f"invalid JSON: arrays and objects nested more than {MAX_JSON_NESTING} levels deep"
+        return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
     try:
         value = json.loads(text)
-    except RecursionError:
-        reason = "invalid JSON: nested deeper than the reader follows"
-        return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
     except json.JSONDecodeError as exc:
         # Where in the line, not json's "line 2 column 1", which counts the line's own line break and reads
         # like a line of the file. Some of json's messages end in "at" ("Unterminated string starting at"),

@@ -87,6 +87,32 @@ FUTURE_MARGIN_DAYS = 1
 UNPAIRED_SURROGATE = "[\ud800-\udfff]"
 
 
+# The deepest a JSON record may nest its arrays and objects. Python's parser recurses once per level, so a
+# line nested thousands deep (a few kilobytes of `[`) raised RecursionError and failed its source's whole
+# extract, every run; and where it gave up depended on how deep the reading code already was. A record nested
+# deeper is refused (a row of the extract's quarantine; a 400 from the collector) by this count alone.
+MAX_JSON_NESTING = 100
+_JSON_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_JSON_NESTING) -> bool:
+    """Whether the JSON `text` nests arrays and objects deeper than `limit` (brackets inside strings do not
+    count). A text with no more brackets than the limit cannot, and is not scanned: the common case costs
+    two counts."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for token in _JSON_NESTING_TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in "]}":
+            depth -= 1
+    return False
+
+
 class FieldSpec(_Strict):
     """Where a canonical field comes from in a source record.
 
