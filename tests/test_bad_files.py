@@ -30,6 +30,11 @@ BAD_FILES = {
         (HEADER + "B1,Désirée,Eng,dee@example.org\nB2,Zoë,Éluard,zoe@example.org\n").encode("latin-1"),
         "is not utf-8: lines 2, 3",
     ),
+    # Excel's "CSV (Macintosh)": read as one line, it was taken for an empty file, withdrawing the rows.
+    "mac_line_ends": (
+        (HEADER + "B1,Dee,Eng,dee@example.org\n").replace("\n", "\r"),
+        "has lines ended by a carriage return alone (classic Mac OS line endings)",
+    ),
 }
 FIXED = HEADER + "B1,Dee,Eng,dee@example.org\nB2,Zoe,Eluard,zoe@example.org\n"
 
@@ -127,7 +132,7 @@ def test_a_fixed_file_replaces_its_file_quarantine_row(tmp_path, landing, instan
     ]
 
 
-@pytest.mark.parametrize("kind", ["missing_column", "latin1", "parquet_cut_short"])
+@pytest.mark.parametrize("kind", ["missing_column", "latin1", "mac_line_ends", "parquet_cut_short"])
 def test_a_loaded_file_replaced_by_a_version_that_cannot_be_read_keeps_its_rows(kind, tmp_path, landing, instance):
     """A re-delivery cut short in transfer, or laid out otherwise, is quarantined as a file and warned about;
     the rows of the version loaded before stay, with the records and customers they give, until a readable

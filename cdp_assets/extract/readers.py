@@ -536,6 +536,19 @@ def _judged_record(
     return json.dumps(dict(zip(columns, record, strict=True)), ensure_ascii=False), None, False
 
 
+def _no_header_reason(path: Path, first: Reject) -> str:
+    """Why a CSV file with lines has no header: lines ended by a carriage return alone (Excel's "CSV
+    (Macintosh)", classic Mac OS), which read as one line, or the first line's own problem."""
+    with open_landing(path) as handle:
+        start = handle.read(1 << 16)
+    if b"\r" in start and b"\n" not in start:
+        return (
+            "has lines ended by a carriage return alone (classic Mac OS line endings), which the platform does "
+            "not read: save it with LF or CRLF line endings"
+        )
+    return f"has no readable header: line {first.row_number}: {first.reason}"
+
+
 def read_csv(
     path: Path, *, delimiter: str = ",", quote: str = '"', encoding: str = "utf-8", whole: bool = True
 ) -> tuple[ReadResult, Rows]:
@@ -574,6 +587,11 @@ def read_csv(
         header = next_record()
     if header is None:
         feed.close()
+        if result.rejects:
+            # Lines there were, none readable as a header: not an empty file, which would withdraw the rows
+            # of the version loaded before (a re-delivery saved with other line endings would take every
+            # customer of the file, and their opt-outs, out of the warehouse).
+            raise FileFormatError(_no_header_reason(path, result.rejects[0]))
         result.empty = True
         return result, Rows(iter(()))
     columns = _header_columns(header)
