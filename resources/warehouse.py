@@ -153,9 +153,13 @@ class Warehouse(DuckDBResource):
     lock_timeout_seconds: float = 300.0
     read_snapshot: str | None = None
     _run_lock: RunLock | None = PrivateAttr(default=None)
+    # Seconds this run's steps have waited for another process to close the file: the timeout is the run's,
+    # not each step's, or a run of N independent steps (one extract per source) would wait N times as long.
+    _waited: float = PrivateAttr(default=0.0)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the warehouse's run lock for the whole run, so no other run's steps interleave with ours."""
+        self._waited = 0.0
         if self.database == ":memory:":
             return
         self._run_lock = hold_run_lock(context, lock_path(self.database), self.lock_timeout_seconds)
@@ -241,19 +245,26 @@ class Warehouse(DuckDBResource):
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """Open the warehouse for writing; while another process has the file open, retry until the lock timeout."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        while True:
-            try:
-                conn = duckdb.connect(self.database, read_only=False, config=config)
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower():
-                    raise
-                if time.monotonic() >= deadline:
-                    raise WarehouseInUseError(self._in_use_message(error)) from error
-                time.sleep(_RETRY_SECONDS)
-                continue
-            owner_only(Path(self.database))
-            return conn
+        started = time.monotonic()
+        deadline = started + max(0.0, self.lock_timeout_seconds - self._waited)
+        blocked = False  # only the time a step waited counts: opening the file at once costs the run nothing
+        try:
+            while True:
+                try:
+                    conn = duckdb.connect(self.database, read_only=False, config=config)
+                except duckdb.IOException as error:
+                    if "lock" not in str(error).lower():
+                        raise
+                    blocked = True
+                    if time.monotonic() >= deadline:
+                        raise WarehouseInUseError(self._in_use_message(error)) from error
+                    time.sleep(_RETRY_SECONDS)
+                    continue
+                owner_only(Path(self.database))
+                return conn
+        finally:
+            if blocked:
+                self._waited += time.monotonic() - started
 
     def _in_use_message(self, error: duckdb.IOException) -> str:
         found = re.search(r"\(PID (\d+)\)", str(error))
@@ -266,8 +277,9 @@ class Warehouse(DuckDBResource):
         snapshot = self.read_snapshot or "the read snapshot (warehouse.read_snapshot in cdp.yaml)"
         return (
             f"The warehouse {self.database} is in use by {who}: DuckDB lets one process open a database file "
-            f"for writing and no other process open it meanwhile, even read-only. Waited "
-            f"{self.lock_timeout_seconds:g} s (warehouse.lock_timeout_seconds in cdp.yaml). BI tools, notebooks "
+            f"for writing and no other process open it meanwhile, even read-only. This run waited "
+            f"{self.lock_timeout_seconds:g} s for it (warehouse.lock_timeout_seconds in cdp.yaml, for the "
+            "whole run; its later steps try once). BI tools, notebooks "
             f"and scripts should read {snapshot} instead: the public cdp.* tables as of the last refresh, "
             f"which runs never lock. DuckDB said: {error}"
         )

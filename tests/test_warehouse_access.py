@@ -363,3 +363,39 @@ def test_the_wal_and_the_read_snapshot_are_readable_by_their_owner_only(tmp_path
         assert os.umask(0o022) == 0o022
     finally:
         os.umask(previous)
+
+
+@pytest.mark.e2e
+def test_a_run_waits_for_a_held_warehouse_once_not_once_per_step(tmp_path: Path, monkeypatch):
+    warehouse, snapshot = tmp_path / "warehouse.duckdb", tmp_path / "warehouse_read.duckdb"
+    _warehouse_with(warehouse, 1)
+    attempts: list[str] = []
+    connect = duckdb.connect
+
+    def counted(database: str, *args: object, **kwargs: object) -> duckdb.DuckDBPyConnection:
+        attempts.append(database)
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", counted)
+    other = _python(HOLD_WAREHOUSE.format(warehouse=str(warehouse), as_run=False, read_only=True))
+    try:
+        other.stdout.readline()
+        # One resource for the whole run, as Dagster gives every step of a run executed in one process.
+        resource = Warehouse(database=str(warehouse), lock_timeout_seconds=0.5, read_snapshot=str(snapshot))
+        with pytest.raises(WarehouseInUseError, match="This run waited 0.5 s for it"):
+            with resource.get_connection():
+                pass
+        assert len(attempts) > 1  # the first step waited, trying again meanwhile
+        # The next steps (the other sources' extracts) try once each and fail: the run's wait is spent.
+        for _ in range(3):
+            attempts.clear()
+            with pytest.raises(WarehouseInUseError):
+                with resource.get_connection():
+                    pass
+            assert len(attempts) == 1
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+    # Once the other process is gone, a later step opens it.
+    with resource.get_connection() as conn:
+        assert conn.execute("select count(*) from cdp.golden_profiles").fetchone()[0] == 1
