@@ -1,8 +1,12 @@
 """Rewriting a landing file without an erased person's records, and the key of the tombstones."""
 
+import csv
+
 import pytest
 
+from cdp_assets.privacy.access import write_csv_bundle
 from cdp_assets.privacy.files import kept_lines, removed_lines
+from cdp_assets.syncs.assets import spreadsheet_safe, spreadsheet_safe_text
 from resources.privacy import keyed_hash, keyed_hash_sql
 from resources.sql import Sql
 
@@ -45,3 +49,34 @@ def test_the_database_computes_the_same_tombstones_as_python(key: bytes):
     got = sql.rows(f"select v, {digest} from (select unnest(?::varchar[]) as v)", [*params, values])
     sql.close()
     assert dict(got) == {v: keyed_hash(key, "record:crm", v) for v in values}
+
+
+HOSTILE_CELLS = ["=cmd|' /C calc'!A0", "+SUM(1+1)", "-2+3", '@HYPERLINK("http://x")', "\t=1", "\r=1"]
+PLAIN_CELLS = ["+14155550123", "-12.50", "Ann", "'=already", "", "a=b"]
+
+
+def test_an_access_bundle_opens_in_a_spreadsheet_without_running_formulas(tmp_path):
+    profile = [{"customer_id": "cus_1", "first_name": v, "order_count": -2, "emails": [v]} for v in HOSTILE_CELLS]
+    profile += [{"customer_id": "cus_1", "first_name": v, "order_count": 1, "emails": []} for v in PLAIN_CELLS]
+    write_csv_bundle(tmp_path / "bundle", {"profile": profile})
+    with (tmp_path / "bundle" / "profile.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [row["first_name"] for row in rows]
+    assert names == ["'" + v for v in HOSTILE_CELLS] + PLAIN_CELLS
+    # Numbers and nested values are written as they are: a negative count stays a number, a list starts '['.
+    assert {row["order_count"] for row in rows[: len(HOSTILE_CELLS)]} == {"-2"}
+    assert all(row["emails"].startswith("[") for row in rows)
+
+
+def test_the_python_and_sql_spreadsheet_rules_agree():
+    values = HOSTILE_CELLS + PLAIN_CELLS
+    sql = Sql.in_memory()
+    try:
+        sql.execute(
+            "create table cells as select unnest(?::varchar[]) as value, generate_subscripts(?::varchar[], 1) as n",
+            [values, values],
+        )
+        made_safe = [v for (v,) in sql.rows(spreadsheet_safe(sql, "select value from cells order by n"))]
+    finally:
+        sql.close()
+    assert made_safe == [spreadsheet_safe_text(v) for v in values]

@@ -21,6 +21,7 @@ from typing import Any
 
 from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
 from cdp_assets.privacy.files import export_files, export_reader, file_sql, literal_list, replace_atomically
+from cdp_assets.syncs.assets import spreadsheet_safe_text
 from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig, FileDestinationConfig
 from resources.sql import Sql
@@ -176,7 +177,9 @@ def remove_access_documents(sql: Sql, config: CDPConfig, customers: Sequence[str
 
 
 def write_csv_bundle(folder: Path, document: dict[str, Any]) -> None:
-    """The same document as one CSV file per section (nested values as JSON), for people who open a spreadsheet."""
+    """The same document as one CSV file per section (nested values as JSON), for people who open a spreadsheet:
+    text cells are made inert as a file destination's are (`spreadsheet_safe_text`), since the person's own
+    name may be `=cmd|...` and whoever checks the bundle before handing it over opens it in Excel."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for section, rows in document.items():
         if not isinstance(rows, list) or (rows and not isinstance(rows[0], dict)):
@@ -188,7 +191,11 @@ def write_csv_bundle(folder: Path, document: dict[str, Any]) -> None:
         for row in rows:
             writer.writerow(
                 [
-                    json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
+                    json.dumps(v)
+                    if isinstance(v, dict | list)
+                    else spreadsheet_safe_text(v)
+                    if isinstance(v, str)
+                    else ("" if v is None else v)
                     for v in map(row.get, columns)
                 ]
             )

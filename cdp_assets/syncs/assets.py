@@ -10,6 +10,7 @@ destination last acknowledged it, in the destination's sync mode, with consent e
 """
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -58,6 +59,16 @@ CODE_VERSION = "2"
 
 # A spreadsheet opening a CSV evaluates a cell starting with one of these as a formula (OWASP: CSV injection).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# A text that is only a signed number (an E.164 phone) is read by a spreadsheet as that number, nothing else.
+SIGNED_NUMBER = "[+-][0-9]+([.][0-9]+)?"
+
+
+def spreadsheet_safe_text(value: str) -> str:
+    """One text cell made inert for spreadsheets by the rule `spreadsheet_safe` applies in SQL, for the CSV
+    files written from Python (an access request's bundle, which a privacy officer opens in Excel)."""
+    if value[:1] in FORMULA_TRIGGERS and not re.fullmatch(SIGNED_NUMBER, value):
+        return "'" + value
+    return value
 
 
 def spreadsheet_safe(sql: Sql, query: str) -> str:
@@ -78,7 +89,7 @@ def spreadsheet_safe(sql: Sql, query: str) -> str:
         if column_type == "VARCHAR":
             selected.append(
                 f"case when left({column}, 1) in ({triggers})"
-                f" and not regexp_full_match({column}, '[+-][0-9]+([.][0-9]+)?')"
+                f" and not regexp_full_match({column}, '{SIGNED_NUMBER}')"
                 f" then chr(39) || {column} else {column} end as {column}"
             )
         else:
