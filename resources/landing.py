@@ -41,14 +41,16 @@ def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
 
 
 def outside_landing(landing: Path, path: Path) -> bool:
-    """Whether `path`, its links followed, lies outside the landing folder (its own links followed too).
+    """Whether `path` is a link to a file outside the landing folder (its own links followed too).
 
     Whoever may drop files into the landing folder may also drop a symbolic link there (SFTP creates them);
     read through it, `/etc/passwd` or a secrets file would load into the warehouse and its first line show
     in the quarantine of the read snapshot. The extract refuses such a file, as the configuration refuses a
-    glob reaching outside the folder.
+    glob reaching outside the folder. A file that is no link itself is the folder's own, whatever folder
+    links led to it: an operator may link a source's folder to a mount elsewhere.
     """
-    return not path.resolve().is_relative_to(landing.resolve())
+    resolved = path.resolve()
+    return not resolved.is_relative_to(landing.resolve()) and resolved != path.parent.resolve() / path.name
 
 
 def poll_key(source: SourceConfig) -> dg.AssetKey:

@@ -39,11 +39,11 @@ BAD_FILES = {
 FIXED = HEADER + "B1,Dee,Eng,dee@example.org\nB2,Zoe,Eluard,zoe@example.org\n"
 
 
-def _config(folder: Path, encoding: str = "utf-8") -> CDPConfig:
+def _config(folder: Path, encoding: str = "utf-8", glob: str = "*.csv") -> CDPConfig:
     path = folder / "cdp.yaml"
     path.write_text(
         "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
-        "  - {name: crm, format: csv, glob: '*.csv', role: person, record_id: id,\n"
+        f"  - {{name: crm, format: csv, glob: '{glob}', role: person, record_id: id,\n"
         f"     csv: {{encoding: {encoding}}},\n"
         "     fields: {first_name: first, last_name: last, email: email},\n"
         "     identifiers: [{path: email, type: email}]}\n"
@@ -471,3 +471,16 @@ def test_a_json_line_nested_thousands_deep_is_quarantined_and_its_file_loads(tmp
     assert platform.sql("select row_number, reason, scope from cdp.quarantine") == [
         (2, "invalid JSON: arrays and objects nested more than 100 levels deep", "row")
     ]
+
+
+def test_a_source_folder_linked_to_a_mount_elsewhere_loads_as_the_folder_own(tmp_path, instance):
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    (mount / "f.csv").write_text(HEADER + "F1,Fay,Mount,fay@example.org\n", encoding="utf-8")
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "crm").symlink_to(mount, target_is_directory=True)
+    config = _config(tmp_path, glob="crm/*.csv")
+    assert _run(config, instance).success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql("select source_record_id from clean.person_records") == [("F1",)]
+    assert platform.sql("select * from cdp.quarantine") == []
