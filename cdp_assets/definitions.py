@@ -44,7 +44,7 @@ from resources.landing import api_sources
 from resources.spark.warehouse import spark_warehouse_resource
 from resources.warehouse import warehouse_resource
 from sensors.alerts import build_alert_sensor
-from sensors.automation import automation_sensor
+from sensors.automation import build_automation_sensor
 from sensors.deliveries import build_destination_retry_sensor
 from sensors.freshness import build_freshness_checks, build_freshness_sensor
 from sensors.landing import build_landing_sensor
@@ -148,7 +148,7 @@ def build_definitions(config: CDPConfig) -> dg.Definitions:
         build_landing_sensor(config),
         build_overrides_sensor(config),
         build_privacy_requests_sensor(config),
-        automation_sensor,
+        build_automation_sensor(config),
     ]
     sensors.append(build_alert_sensor(config))
     sensors += [s for s in (build_freshness_sensor(config), build_destination_retry_sensor(config)) if s]

@@ -6,17 +6,22 @@ after a new file lands is worse than none, so the platform ships its own, runnin
 
 import dagster as dg
 
-# A run of this sensor whose process died (killed, out of memory; run monitoring fails it) is started again
-# from where it stopped, at most this many times: the sensor itself requests a stage again only when its
-# inputs change once more, so without a retry a new file's people stay out of the profiles until the next
-# file. The shipped dagster.yaml turns on Dagster's run retries for crashed runs only, for runs so tagged.
-CRASHED_RUN_RETRIES = 3
+from resources.config import CDPConfig
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "cdp_automation",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    run_tags={"dagster/max_retries": str(CRASHED_RUN_RETRIES)},
-    description="Materializes cleaned records, identity, profiles, segments and syncs after their inputs change.",
-)
+# Dagster's run tag giving how many times a run is retried (run_retries in dagster.yaml).
+MAX_RETRIES_TAG = "dagster/max_retries"
+
+
+def build_automation_sensor(config: CDPConfig) -> dg.AutomationConditionSensorDefinition:
+    """The sensor, its runs tagged to be started again when their process dies, `refresh.crashed_run_retries`
+    times at most: it requests a stage again only when its inputs change once more, so without a retry a new
+    file's people stay out of the profiles until the next file. The shipped dagster.yaml turns on Dagster's
+    run retries for crashed runs only, for runs so tagged."""
+    return dg.AutomationConditionSensorDefinition(
+        "cdp_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        run_tags={MAX_RETRIES_TAG: str(config.refresh.crashed_run_retries)},
+        description="Materializes cleaned records, identity, profiles, segments and syncs after their inputs change.",
+    )

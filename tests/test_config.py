@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from resources.config import ConfigError, load_config
+from sensors.automation import MAX_RETRIES_TAG, build_automation_sensor
 from tests.fixtures import REPO, write_config
 
 pytestmark = pytest.mark.unit
@@ -404,3 +405,11 @@ def test_a_value_written_with_an_environment_variable_is_refused_naming_its_key(
     # A dollar sign that is no variable (a regular expression's end) is left alone.
     path = _with(tmp_path, lambda raw: raw["segments"][0].update(where="regexp_matches(email, '^a.*$')"))
     assert load_config(path).segments[0].where == "regexp_matches(email, '^a.*$')"
+
+
+def test_crashed_run_retries_tag_the_automation_runs_and_are_bounded(tmp_path):
+    path = _with(tmp_path, lambda c: c["refresh"].update(crashed_run_retries=0))
+    assert build_automation_sensor(load_config(path)).run_tags[MAX_RETRIES_TAG] == "0"
+    path = _with(tmp_path, lambda c: c["refresh"].update(crashed_run_retries=11))
+    with pytest.raises(ConfigError, match=r"refresh.crashed_run_retries: Input should be less than or equal to 10"):
+        load_config(path)

@@ -20,8 +20,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from resources.config import load_config
 from resources.run_launcher import RUN_HOST_TAG, LocalProcessRunLauncher, RunProcess, process_is_alive
-from sensors.automation import automation_sensor
+from sensors.automation import MAX_RETRIES_TAG, build_automation_sensor
 from tests.fixtures import REPO, wait_for
 
 BIN = Path(sys.executable).parent
@@ -125,7 +126,9 @@ def test_a_killed_automation_run_is_started_again_and_completes(
     with dg.DagsterInstance.from_config(str(home)) as instance:
         with daemon(environment):
             # A run as the automation sensor launches it (cleaning to syncs after a new file), with its tags.
-            submit(environment, gate, wait=True, tags=automation_sensor.run_tags)
+            tags = build_automation_sensor(load_config(REPO / "cdp.yaml")).run_tags
+            assert tags[MAX_RETRIES_TAG] == "3"
+            submit(environment, gate, wait=True, tags=tags)
             killed = _only_run_id(instance, set())
             started = wait_for(lambda: list(gate.glob("started_*")), "the run's op starting")
             os.kill(int(started[0].read_text()), signal.SIGKILL)  # out of memory: the run's process alone

@@ -97,6 +97,17 @@ class RefreshConfig(_Strict):
         ),
     )
 
+    crashed_run_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description=(
+            "How many times a run of the `cdp_automation` sensor (cleaning to syncs after a new file) whose process "
+            "died (killed, out of memory) is started again from where it stopped; 0: never. A run whose step "
+            "failed on its own error is not retried."
+        ),
+    )
+
     @field_validator("time_windows", "model_retraining", "rebuild_check")
     @classmethod
     def _crons(cls, value: str | None) -> str | None:
