@@ -1,6 +1,7 @@
 """A file that cannot be mapped is quarantined whole while the rest of its source loads and the run succeeds."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -484,3 +485,25 @@ def test_a_source_folder_linked_to_a_mount_elsewhere_loads_as_the_folder_own(tmp
     platform = Platform(tmp_path, config, None, instance, tmp_path)
     assert platform.sql("select source_record_id from clean.person_records") == [("F1",)]
     assert platform.sql("select * from cdp.quarantine") == []
+
+
+def test_a_loaded_file_that_turns_out_a_link_outside_loses_its_rows(tmp_path, landing, instance):
+    """A file loaded before the extract refused links (the link read as the file), or a loaded file replaced
+    by a link outside: its rows are withdrawn, as an empty file's would be, not kept as a cut-short
+    transfer's are."""
+    _write(landing, "b.csv", FIXED)
+    config = _config(tmp_path)
+    assert _run(config, instance).success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.scalar("select count(*) from clean.person_records where source_record_id like 'B%'") == 2
+    # The same bytes, size and modification time, now outside behind a link: nothing says it changed.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.replace(landing / "b.csv", elsewhere / "b.csv")
+    (landing / "b.csv").symlink_to(elsewhere / "b.csv")
+    result = _run(config, instance)
+    assert result.success and not _files_check(result).passed
+    assert platform.sql("select source_record_id from clean.person_records order by 1") == [("A1",), ("A2",), ("C1",)]
+    [(reason, scope)] = platform.sql("select reason, scope from cdp.quarantine where file = 'b.csv'")
+    assert "is a link to a file outside the landing folder" in reason and scope == "file"
+    assert "kept" not in reason

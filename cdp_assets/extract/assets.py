@@ -248,8 +248,11 @@ def load_file(
         rejects: list[Reject] = []
         kept_rejects = 0  # the row rejects of the version before, when this one fails
         judged_rejects = 0
+        # A link outside is refused by policy, not a transfer cut short: what the file held before goes too (it
+        # may itself have been read through the link, by a version that did not check).
+        linked_outside = landing is not None and outside_landing(landing, path)
         try:
-            if landing is not None and outside_landing(landing, path):
+            if linked_outside:
                 raise FileFormatError(
                     "it is a link to a file outside the landing folder, which the platform does not read: "
                     "put the file itself in the folder"
@@ -311,6 +314,9 @@ def load_file(
         else:
             status, rejects, judged_rejects = "failed", [problem], 0
             sql.execute(f"delete from {table} where {stamped.format('=')}", [rel, now])
+            if linked_outside:
+                sql.execute(f"delete from {table} where _file = ?", [rel])
+                sql.execute("delete from meta.extract_quarantine where source = ? and file = ?", [source.name, rel])
             # The rows of the version before stay, and so do the rows it quarantined, so the file's rows stay
             # accounted for as they were; an earlier failure's reason gives way to this one's.
             rows_loaded = int(sql.value(f"select count(*) from {table} where _file = ?", [rel]))
@@ -502,7 +508,10 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
             for rel, (path, stat, sha) in present.items():
                 previous = known.get(rel)
                 unchanged = previous is not None and previous[0] == sha
-                if unchanged and (previous[1] != "failed" or previous[2] == settings):
+                # Loaded through a link to a file outside the folder (before the extract refused such links):
+                # read again, to be refused and its rows withdrawn.
+                loaded_through_link = unchanged and previous[1] != "failed" and outside_landing(landing, path)
+                if unchanged and (previous[1] != "failed" or previous[2] == settings) and not loaded_through_link:
                     skipped += 1
                     continue
                 if previous is None and sha in loaded_content:
