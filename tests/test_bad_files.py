@@ -507,3 +507,13 @@ def test_a_loaded_file_that_turns_out_a_link_outside_loses_its_rows(tmp_path, la
     [(reason, scope)] = platform.sql("select reason, scope from cdp.quarantine where file = 'b.csv'")
     assert "is a link to a file outside the landing folder" in reason and scope == "file"
     assert "kept" not in reason
+    # Refused once, it is not read again while it stays as it is.
+    again = _run(config, instance)
+    assert again.success and platform.scalar("select count(*) from cdp.quarantine where file = 'b.csv'") == 1
+    loads = [
+        e
+        for e in again.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+        and e.event_specific_data.materialization.asset_key.path == ["raw", "crm"]
+    ]
+    assert loads[0].event_specific_data.materialization.metadata["files_quarantined_this_run"].value == 0

@@ -508,9 +508,22 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
             for rel, (path, stat, sha) in present.items():
                 previous = known.get(rel)
                 unchanged = previous is not None and previous[0] == sha
-                # Loaded through a link to a file outside the folder (before the extract refused such links):
-                # read again, to be refused and its rows withdrawn.
-                loaded_through_link = unchanged and previous[1] != "failed" and outside_landing(landing, path)
+                # Read through a link to a file outside the folder (before the extract refused such links): read
+                # again, to be refused with its rows withdrawn and what it quarantined (the target's first line,
+                # kept as a refused header's value) gone; a refusal of the link itself keeps no value.
+                loaded_through_link = (
+                    unchanged
+                    and outside_landing(landing, path)
+                    and (
+                        previous[1] != "failed"
+                        or sql.value(
+                            "select count(*) from meta.extract_quarantine "
+                            "where source = ? and file = ? and value is not null",
+                            [source.name, rel],
+                        )
+                        > 0
+                    )
+                )
                 if unchanged and (previous[1] != "failed" or previous[2] == settings) and not loaded_through_link:
                     skipped += 1
                     continue
