@@ -1,6 +1,7 @@
 """`warehouse.engine`: DuckDB by default; Spark accepted with its settings, refused at load with one line
 when this machine lacks what it needs, after every segment condition was translated for Spark."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,43 @@ def test_spark_settings_of_the_configuration_go_to_the_session_and_those_results
     ]:
         with pytest.raises(ConfigError, match=rf"warehouse\.spark\.conf.*{reason}"):
             load_config(write(tmp_path, {"spark": {"conf": {key: "x"}}}))
+
+
+def test_a_master_spark_could_not_parse_is_refused_at_load_naming_the_key(tmp_path: Path) -> None:
+    """A misspelt master used to load, then fail every step of the run with a Java error that never named
+    `warehouse.spark.master`."""
+    for master in ["local[two]", "lcoal[2]", "local[0]", "spark://cluster", "spark//host:7077", "k8s:/x"]:
+        with pytest.raises(
+            ConfigError, match=rf"warehouse\.spark\.master: '{re.escape(master)}' is not a Spark master"
+        ):
+            load_config(write(tmp_path, {"spark": {"master": master}}))
+    for master in [
+        "local",
+        "local[*]",
+        "local[4]",
+        "local[2, 3]",
+        "spark://h1:7077,h2:7077",
+        "yarn",
+        "k8s://https://k:6443",
+    ]:
+        assert load_config(write(tmp_path, {"spark": {"master": master}})).warehouse.spark.master == master
+
+
+def test_a_spark_memory_or_count_setting_that_could_not_start_a_session_is_refused_at_load(tmp_path: Path) -> None:
+    """`spark.driver.memory: lots` used to load, then stop the JVM at every step's start with
+    `JAVA_GATEWAY_EXITED`, its reason only on the process's stderr; a count that is not a number failed every
+    step with the reason masked. Each is named with its value and what would be taken."""
+    refused = {
+        "spark.driver.memory": ["lots", "4gb", "1024", "-1g"],
+        "spark.executor.memory": ["4 gigs", "1.5g"],
+        "spark.sql.shuffle.partitions": ["abc", 0, "2.5", True],
+        "spark.executor.cores": [-1],
+    }
+    for key, values in refused.items():
+        for value in values:
+            with pytest.raises(
+                ConfigError, match=rf"warehouse\.spark\.conf: '{re.escape(key)}' is '{re.escape(str(value))}', not"
+            ):
+                load_config(write(tmp_path, {"spark": {"conf": {key: value}}}))
+    taken = {"spark.driver.memory": "512M", "spark.executor.memory": "2gb", "spark.sql.shuffle.partitions": 400}
+    assert load_config(write(tmp_path, {"spark": {"conf": taken}})).warehouse.spark.conf == taken

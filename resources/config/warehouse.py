@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -25,6 +26,17 @@ class SparkConfig(_Strict):
         "over the platform's defaults; the settings the platform's results depend on are refused.",
     )
 
+    @field_validator("master")
+    @classmethod
+    def _a_master_url(cls, master: str) -> str:
+        """Spark would take a misspelt master only when a run starts its session, and then fails each step
+        with a Java error that never names this key."""
+        if not MASTER_URL.fullmatch(master.strip()):
+            raise ValueError(
+                f"'{master}' is not a Spark master URL: local[N], local[*], spark://host:port, yarn or k8s://host:port"
+            )
+        return master.strip()
+
     @field_validator("conf")
     @classmethod
     def _settable(cls, conf: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
@@ -36,6 +48,7 @@ class SparkConfig(_Strict):
             for key in conf
             if key in PLATFORM_SPARK_SETTINGS
         ]
+        problems += [problem for key, value in conf.items() if (problem := _spark_value_problem(key, value))]
         if problems:
             raise ValueError("; ".join(problems))
         return conf
@@ -60,6 +73,49 @@ PLATFORM_SPARK_SETTINGS = {
     "spark.jars": "it holds the platform's UDF jar; add others with spark.jars.packages or spark.driver.extraClassPath",
     "spark.driver.extraJavaOptions": "it places the metastore's Derby log; use spark.driver.defaultJavaOptions",
 }
+
+
+# The master URLs Spark's SparkContext accepts (its createTaskScheduler): local threads, a local test
+# cluster, a standalone cluster (several masters comma-separated), YARN and Kubernetes.
+MASTER_URL = re.compile(
+    r"local(\[(\*|[1-9][0-9]*)(\s*,\s*[0-9]+)?\])?"
+    r"|local-cluster\[\s*[1-9][0-9]*\s*,\s*[1-9][0-9]*\s*,\s*[1-9][0-9]*\s*\]"
+    r"|spark://[^\s:/,]+:[0-9]+(,[^\s:/,]+:[0-9]+)*"
+    r"|yarn"
+    r"|k8s://\S+"
+)
+# Settings whose value the JVM reads as an amount of memory when the session starts: a wrong one makes the
+# JVM exit before Spark can say why. The driver's heap goes to Java's -Xmx as written, which needs k, m, g
+# or t (a bare number is bytes, too small a heap) and no `b`; the others are Spark byte strings.
+DRIVER_MEMORY_SETTINGS = ("spark.driver.memory",)
+MEMORY_SETTINGS = (
+    "spark.executor.memory",
+    "spark.driver.memoryOverhead",
+    "spark.executor.memoryOverhead",
+    "spark.driver.maxResultSize",
+    "spark.executor.pyspark.memory",
+)
+# Settings Spark reads as a count, at or after the session's start.
+COUNT_SETTINGS = (
+    "spark.sql.shuffle.partitions",
+    "spark.default.parallelism",
+    "spark.driver.cores",
+    "spark.executor.cores",
+    "spark.executor.instances",
+    "spark.task.cpus",
+)
+
+
+def _spark_value_problem(key: str, value: str | int | float | bool) -> str | None:
+    """Why a value of a setting Spark reads at the session's start cannot be taken, or None."""
+    text = str(value).strip()
+    if key in DRIVER_MEMORY_SETTINGS and not re.fullmatch(r"[0-9]+[kKmMgGtT]", text):
+        return f"'{key}' is '{value}', not an amount of memory with its unit such as 4g or 512m"
+    if key in MEMORY_SETTINGS and not re.fullmatch(r"[0-9]+([kKmMgGtTpP][bB]?|[bB])?", text):
+        return f"'{key}' is '{value}', not an amount of memory such as 4g or 512m"
+    if key in COUNT_SETTINGS and (isinstance(value, bool) or not re.fullmatch(r"[1-9][0-9]*", text)):
+        return f"'{key}' is '{value}', not a whole number of at least 1"
+    return None
 
 
 class WarehouseConfig(_Strict):
