@@ -34,7 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +60,12 @@ from resources.warehouse import (
 
 # The process's sessions, by warehouse folder: started once, used by every step of the run.
 _SESSIONS: dict[str, Any] = {}
+# Why the process's session on a warehouse folder could not start: the run's other steps fail at once with
+# the same words instead of each starting a JVM again (a standalone master that does not answer costs Spark
+# a minute of retries per attempt).
+_START_FAILURES: dict[str, str] = {}
+# How long a standalone master may take to accept a connection before the session is not started.
+MASTER_CONNECT_SECONDS = 10.0
 _LOG = logging.getLogger(__name__)
 CURRENT = "current"
 SNAPSHOT_INFO = "snapshot_info.json"
@@ -88,9 +96,16 @@ class SparkWarehouse(dg.ConfigurableResource):
         """The process's SparkSession on this warehouse, started (with the schemas and shared tables) on first use."""
         folder = str(Path(self.warehouse_dir).resolve())
         if folder not in _SESSIONS:
-            # The JVM inherits the umask it starts with: the folders it makes are its owner's only.
-            with private_files():
-                session = spark_session(self.master, folder, catalog="hive", conf=self.conf)
+            if folder not in _START_FAILURES:
+                try:
+                    unreachable_master(self.master)
+                    # The JVM inherits the umask it starts with: the folders it makes are its owner's only.
+                    with private_files():
+                        session = spark_session(self.master, folder, catalog="hive", conf=self.conf)
+                except Exception as exc:
+                    _START_FAILURES[folder] = session_start_failure(self.master, exc)
+            if folder in _START_FAILURES:
+                raise dg.Failure(description=_START_FAILURES[folder])
             for repaired in finish_interrupted_writes(session):
                 _LOG.warning("Spark warehouse %s, after a run that did not end: %s", folder, repaired)
             create_shared(SparkSql(session, self.table_format).execute)
@@ -167,6 +182,49 @@ class SparkWarehouse(dg.ConfigurableResource):
     def snapshot_path(self) -> Path:
         """Where readers find the snapshot: `<read_snapshot>/current/<table>/`."""
         return Path(self.read_snapshot) / CURRENT
+
+
+class MasterUnreachable(Exception):
+    """No master of a standalone cluster's URL accepts a connection."""
+
+
+def unreachable_master(master: str) -> None:
+    """Raise `MasterUnreachable` when `master` is a standalone cluster (`spark://host:port[,host:port]`) none
+    of whose masters accepts a connection: Spark itself would retry each for a minute, then fail with a
+    NullPointerException that says nothing of the master."""
+    if not master.startswith("spark://"):
+        return
+    refused = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=MASTER_CONNECT_SECONDS).close()
+            return
+        except OSError as exc:
+            refused.append(f"{address}: {exc.strerror or exc}")
+    raise MasterUnreachable("; ".join(refused))
+
+
+def session_start_failure(master: str, exc: Exception) -> str:
+    """What to tell the user when the Spark session could not start, naming the keys that decide it. The
+    message holds the master, the settings and Spark's reason, never a customer value (no table has been
+    read), so it reaches the run's history unmasked."""
+    if isinstance(exc, MasterUnreachable):
+        reason = f"no master answers ({exc})"
+    elif "JAVA_GATEWAY_EXITED" in str(exc):
+        reason = (
+            "Java exited as it started; its reason is on the run's standard error just before this failure "
+            "(a warehouse.spark.conf value Java refused, such as spark.driver.memory or "
+            "spark.driver.defaultJavaOptions, or too little memory on the machine)"
+        )
+    else:
+        java = getattr(exc, "java_exception", None)
+        text = str(java.toString()) if java is not None else str(exc)
+        reason = re.sub(r"\s+", " ", text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:500]
+    return (
+        f"The Spark session could not start with warehouse.spark.master '{master}' and the settings of "
+        f"warehouse.spark.conf: {reason}. Correct cdp.yaml (or start the cluster) and run again."
+    )
 
 
 def _private_folder(folder: Path) -> None:
