@@ -1,7 +1,9 @@
 """`warehouse.engine`: DuckDB by default; Spark accepted with its settings, refused at load with one line
 when this machine lacks what it needs, after every segment condition was translated for Spark."""
 
+import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,26 @@ def test_a_spark_memory_or_count_setting_that_could_not_start_a_session_is_refus
                 load_config(write(tmp_path, {"spark": {"conf": {key: value}}}))
     taken = {"spark.driver.memory": "512M", "spark.executor.memory": "2gb", "spark.sql.shuffle.partitions": 400}
     assert load_config(write(tmp_path, {"spark": {"conf": taken}})).warehouse.spark.conf == taken
+
+
+def test_a_java_runtime_without_javac_is_refused_at_load_when_the_udf_jar_is_not_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a JRE and no jar, loading used to pass (it asked only for a Java runtime), and every step of the
+    run then failed compiling the UDFs. A jar already built needs no compiler."""
+    from resources.spark import udfs
+
+    java = shutil.which("java")
+    if java is None or importlib.util.find_spec("pyspark") is None:
+        pytest.skip("needs pyspark and java")
+    jre = tmp_path / "jre-bin"
+    jre.mkdir()
+    (jre / "java").symlink_to(java)
+    monkeypatch.setenv("PATH", str(jre))
+    build = tmp_path / "build"
+    monkeypatch.setattr(udfs, "BUILD_DIR", build)
+    with pytest.raises(ConfigError, match=r"UDF jar .* no javac to build it: apt-get install openjdk-17-jdk-headless"):
+        load_config(write(tmp_path, {"engine": "spark"}))
+    build.mkdir()
+    (build / udfs.JAR_NAME).write_bytes(b"built by make spark elsewhere")
+    assert load_config(write(tmp_path, {"engine": "spark"})).warehouse.engine == "spark"

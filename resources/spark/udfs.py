@@ -52,11 +52,18 @@ def pyspark_jars() -> Path:
     return Path(pyspark.__file__).resolve().parent / "jars"
 
 
+def jar_needs_build(build_dir: Path | None = None) -> bool:
+    """Whether the UDF jar is missing or older than a source, so that a session would compile it first (and
+    needs javac, which a Java runtime without its development kit lacks)."""
+    jar = (build_dir or BUILD_DIR) / JAR_NAME
+    return not jar.exists() or any(s.stat().st_mtime > jar.stat().st_mtime for s in SOURCES.rglob("*.java"))
+
+
 def ensure_jar(build_dir: Path = BUILD_DIR) -> Path:
     """The UDF jar, compiled now if it is missing or older than a source."""
     jar = build_dir / JAR_NAME
     sources = sorted(SOURCES.rglob("*.java"))
-    if jar.exists() and all(s.stat().st_mtime <= jar.stat().st_mtime for s in sources):
+    if not jar_needs_build(build_dir):
         return jar
     javac = shutil.which("javac")
     if javac is None:
