@@ -69,3 +69,20 @@ def test_a_driver_memory_java_refuses_fails_the_first_step_and_the_others_at_onc
     assert "Customer values in this message are masked" not in output
     # Java said why once, on the run's standard error: the second step did not start a JVM again.
     assert output.count("Too small maximum heap") == 1, output[-3000:]
+
+
+def test_a_warehouse_folder_that_cannot_be_made_fails_the_run_naming_its_key(tmp_path: Path) -> None:
+    """A `warehouse_dir` under a file used to fail the run's resources with a bare NotADirectoryError."""
+    import dagster as dg
+
+    from resources.spark.warehouse import SparkWarehouse
+
+    (tmp_path / "a_file").write_text("not a folder")
+    folder = tmp_path / "a_file" / "spark-warehouse"
+    warehouse = SparkWarehouse(warehouse_dir=str(folder), read_snapshot=str(tmp_path / "snapshot"))
+    with pytest.raises(dg.Failure) as failure:
+        warehouse.setup_for_execution(dg.build_init_resource_context())
+    assert failure.value.description == (
+        f"warehouse.spark.warehouse_dir '{folder}' cannot be used as a folder: Not a directory. "
+        "Point it at a folder this user can create and write in cdp.yaml."
+    )

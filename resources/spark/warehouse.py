@@ -84,7 +84,7 @@ class SparkWarehouse(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the warehouse's run lock for the whole run, as on DuckDB."""
-        _private_folder(Path(self.warehouse_dir))
+        _private_folder(Path(self.warehouse_dir), "warehouse.spark.warehouse_dir")
         self._run_lock = hold_run_lock(context, Path(self.warehouse_dir) / ".lock", self.lock_timeout_seconds)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -153,7 +153,7 @@ class SparkWarehouse(dg.ConfigurableResource):
         """Write every public table as parquet into a new folder and point `current` at it; see the module
         docstring. Without `incremental` (an erasure's publication) every earlier publication is removed."""
         root = Path(self.read_snapshot)
-        _private_folder(root)
+        _private_folder(root, "warehouse.spark.read_snapshot")
         stamp = utc_now()
         target = root / stamp.strftime("%Y%m%dT%H%M%S%f")
         rows = {}
@@ -227,11 +227,18 @@ def session_start_failure(master: str, exc: Exception) -> str:
     )
 
 
-def _private_folder(folder: Path) -> None:
+def _private_folder(folder: Path, key: str) -> None:
     """Create `folder` if missing, readable by its owner only. Hadoop's local file system writes table files
-    0644 whatever the umask, so the folders holding them keep everyone else out."""
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    0644 whatever the umask, so the folders holding them keep everyone else out. A folder that cannot be
+    made or owned fails the run naming `key`, the configuration's setting for it, not with an OSError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+    except OSError as exc:
+        raise dg.Failure(
+            description=f"{key} '{folder}' cannot be used as a folder: {exc.strerror or exc}. "
+            "Point it at a folder this user can create and write in cdp.yaml."
+        ) from None
 
 
 def _previous(root: Path, newest: str) -> str:
