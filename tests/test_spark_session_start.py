@@ -86,3 +86,16 @@ def test_a_warehouse_folder_that_cannot_be_made_fails_the_run_naming_its_key(tmp
         f"warehouse.spark.warehouse_dir '{folder}' cannot be used as a folder: Not a directory. "
         "Point it at a folder this user can create and write in cdp.yaml."
     )
+
+
+def test_a_setting_spark_refuses_is_named_with_spark_s_own_reason(spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """Spark wraps the reason in "Error while instantiating 'HiveSessionStateBuilder'"; the message gives the
+    reason itself, which names the setting and its value."""
+    output = materialize_two_sources(tmp_path, {"conf": {"spark.sql.autoBroadcastJoinThreshold": "lots"}})
+    expected = (
+        "The Spark session could not start with warehouse.spark.master 'local[2]' and the settings of "
+        "warehouse.spark.conf: org.apache.spark.SparkIllegalArgumentException: [INVALID_CONF_VALUE.TYPE_MISMATCH] "
+        "The value 'lots' in the config \"spark.sql.autoBroadcastJoinThreshold\" is invalid."
+    )
+    assert output.count(expected) >= 2, output[-3000:]
+    assert "Customer values in this message are masked" not in output

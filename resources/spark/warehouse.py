@@ -218,13 +218,28 @@ def session_start_failure(master: str, exc: Exception) -> str:
             "spark.driver.defaultJavaOptions, or too little memory on the machine)"
         )
     else:
-        java = getattr(exc, "java_exception", None)
-        text = str(java.toString()) if java is not None else str(exc)
-        reason = re.sub(r"\s+", " ", text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:500]
+        text = _java_root_cause(exc) or str(exc).strip()
+        reason = re.sub(r"\s+", " ", text.splitlines()[0] if text else type(exc).__name__)[:500]
     return (
         f"The Spark session could not start with warehouse.spark.master '{master}' and the settings of "
         f"warehouse.spark.conf: {reason}. Correct cdp.yaml (or start the cluster) and run again."
     )
+
+
+def _java_root_cause(exc: BaseException) -> str | None:
+    """The innermost Java exception behind a pyspark error, as Java writes it: Spark wraps the reason a
+    setting is refused ("... should be long, but was lots") in "Error while instantiating ..."."""
+    for error in (exc, exc.__context__):
+        java = getattr(error, "java_exception", None) or getattr(error, "_origin", None)
+        if java is None:
+            continue
+        try:
+            while java.getCause() is not None:
+                java = java.getCause()
+            return str(java.toString()).strip()
+        except Exception:  # the JVM is gone: say what pyspark said
+            return None
+    return None
 
 
 def _private_folder(folder: Path, key: str) -> None:
