@@ -69,6 +69,10 @@ MASTER_CONNECT_SECONDS = 10.0
 _LOG = logging.getLogger(__name__)
 CURRENT = "current"
 SNAPSHOT_INFO = "snapshot_info.json"
+# The name of a publication's folder in the read snapshot (its time): the only folders a publication removes,
+# so a read_snapshot pointed at a folder holding anything else never loses it.
+PUBLICATION_STAMP = "%Y%m%dT%H%M%S%f"
+PUBLICATION_NAME = re.compile(r"[0-9]{8}T[0-9]{12}")
 
 
 class SparkWarehouse(dg.ConfigurableResource):
@@ -155,7 +159,7 @@ class SparkWarehouse(dg.ConfigurableResource):
         root = Path(self.read_snapshot)
         _private_folder(root, "warehouse.spark.read_snapshot")
         stamp = utc_now()
-        target = root / stamp.strftime("%Y%m%dT%H%M%S%f")
+        target = root / stamp.strftime(PUBLICATION_STAMP)
         rows = {}
         for table in sorted(t.name for t in sql.spark.catalog.listTables("cdp") if not t.isTemporary):
             sql.spark.table(f"cdp.{table}").write.parquet(str(target / table))
@@ -167,8 +171,8 @@ class SparkWarehouse(dg.ConfigurableResource):
         link.symlink_to(target.name)
         os.replace(link, root / CURRENT)
         kept = {target.name} | ({_previous(root, target.name)} if incremental else set())
-        for folder in root.iterdir():
-            if folder.is_dir() and not folder.is_symlink() and folder.name not in kept:
+        for folder in _publications(root):
+            if folder.name not in kept:
                 shutil.rmtree(folder)
         return SnapshotReport(rows=rows, copied_whole=list(rows))
 
@@ -256,9 +260,14 @@ def _private_folder(folder: Path, key: str) -> None:
         ) from None
 
 
+def _publications(root: Path) -> list[Path]:
+    """The read snapshot's publication folders: named by their time, never another folder that is there."""
+    return [f for f in root.iterdir() if f.is_dir() and not f.is_symlink() and PUBLICATION_NAME.fullmatch(f.name)]
+
+
 def _previous(root: Path, newest: str) -> str:
     """The publication before `newest`, which a reader may still be reading."""
-    earlier = sorted(f.name for f in root.iterdir() if f.is_dir() and not f.is_symlink() and f.name < newest)
+    earlier = sorted(f.name for f in _publications(root) if f.name < newest)
     return earlier[-1] if earlier else newest
 
 
