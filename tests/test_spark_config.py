@@ -172,3 +172,24 @@ def test_a_java_runtime_without_javac_is_refused_at_load_when_the_udf_jar_is_not
     build.mkdir()
     (build / udfs.JAR_NAME).write_bytes(b"built by make spark elsewhere")
     assert load_config(write(tmp_path, {"engine": "spark"})).warehouse.engine == "spark"
+
+
+def test_a_spark_read_snapshot_sharing_the_warehouse_or_landing_folder_is_refused_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers are pointed at the read snapshot's folder and publications are made and removed in it: the
+    warehouse's folder, the landing folder, a folder inside them or one holding them is refused."""
+    monkeypatch.setattr(engine, "missing_runtime", lambda: [])
+    for snapshot, clash in [
+        ("data/spark-warehouse", "warehouse.spark.warehouse_dir"),
+        ("data/spark-warehouse/snapshot", "warehouse.spark.warehouse_dir"),
+        ("data", "warehouse.spark.warehouse_dir"),
+        ("data/landing/snapshot", "landing.path"),
+    ]:
+        spark = {"warehouse_dir": "data/spark-warehouse", "read_snapshot": snapshot}
+        with pytest.raises(ConfigError, match=rf"warehouse\.spark\.read_snapshot: '.*' is {re.escape(clash)} "):
+            load_config(write(tmp_path, {"engine": "spark", "spark": spark}))
+    spark = {"warehouse_dir": "data/spark-warehouse", "read_snapshot": "data/spark-read-snapshot"}
+    assert load_config(write(tmp_path, {"engine": "spark", "spark": spark})).warehouse.engine == "spark"
+    # On DuckDB the Spark folders are not used and not judged.
+    assert load_config(write(tmp_path, {"spark": {"read_snapshot": "data"}})).warehouse.engine == "duckdb"

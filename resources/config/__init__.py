@@ -83,6 +83,8 @@ class CDPConfig(_Strict):
         problems: list[str] = []
         if self.warehouse.read_snapshot and self.read_snapshot_path == self.warehouse_path:
             problems.append("warehouse.read_snapshot: must be another file than warehouse.path")
+        if self.warehouse.engine == "spark":
+            problems += self._spark_folder_problems()
         problems += _unique([s.name for s in self.sources], "sources")
         problems += _unique([s.name for s in self.segments], "segments")
         problems += _unique([d.name for d in self.destinations], "destinations")
@@ -124,6 +126,22 @@ class CDPConfig(_Strict):
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
+
+    def _spark_folder_problems(self) -> list[str]:
+        """The Spark read snapshot's folder must be its own: readers are pointed at it, and each publication
+        removes the earlier ones in it, so sharing the warehouse's folder or the landing folder (or holding
+        one of them) mixes customer tables or landing files with what readers see."""
+        snapshot = self.resolve(self.warehouse.spark.read_snapshot).resolve()
+        others = {
+            "warehouse.spark.warehouse_dir": self.resolve(self.warehouse.spark.warehouse_dir).resolve(),
+            "landing.path": self.resolve(self.landing.path).resolve(),
+        }
+        return [
+            f"warehouse.spark.read_snapshot: '{snapshot}' is {key} '{other}', inside it or holds it; "
+            "give the read snapshot a folder of its own"
+            for key, other in others.items()
+            if snapshot == other or snapshot in other.parents or other in snapshot.parents
+        ]
 
     def resolve(self, path: str) -> Path:
         """A path from the file, relative to the file's own folder unless absolute."""
