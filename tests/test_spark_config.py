@@ -174,7 +174,7 @@ def test_a_java_runtime_without_javac_is_refused_at_load_when_the_udf_jar_is_not
     assert load_config(write(tmp_path, {"engine": "spark"})).warehouse.engine == "spark"
 
 
-def test_a_spark_read_snapshot_sharing_the_warehouse_or_landing_folder_is_refused_at_load(
+def test_spark_folders_sharing_the_warehouse_or_landing_folder_are_refused_at_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Readers are pointed at the read snapshot's folder and publications are made and removed in it: the
@@ -189,6 +189,9 @@ def test_a_spark_read_snapshot_sharing_the_warehouse_or_landing_folder_is_refuse
         spark = {"warehouse_dir": "data/spark-warehouse", "read_snapshot": snapshot}
         with pytest.raises(ConfigError, match=rf"warehouse\.spark\.read_snapshot: '.*' is {re.escape(clash)} "):
             load_config(write(tmp_path, {"engine": "spark", "spark": spark}))
+    spark = {"warehouse_dir": "data/landing/spark-warehouse", "read_snapshot": "data/spark-read-snapshot"}
+    with pytest.raises(ConfigError, match=r"warehouse\.spark\.warehouse_dir: '.*' is in landing\.path "):
+        load_config(write(tmp_path, {"engine": "spark", "spark": spark}))
     spark = {"warehouse_dir": "data/spark-warehouse", "read_snapshot": "data/spark-read-snapshot"}
     assert load_config(write(tmp_path, {"engine": "spark", "spark": spark})).warehouse.engine == "spark"
     # On DuckDB the Spark folders are not used and not judged.

@@ -130,18 +130,27 @@ class CDPConfig(_Strict):
     def _spark_folder_problems(self) -> list[str]:
         """The Spark read snapshot's folder must be its own: readers are pointed at it, and each publication
         removes the earlier ones in it, so sharing the warehouse's folder or the landing folder (or holding
-        one of them) mixes customer tables or landing files with what readers see."""
+        one of them) mixes customer tables or landing files with what readers see; and the warehouse's table
+        files must not be where the landing files are looked for."""
         snapshot = self.resolve(self.warehouse.spark.read_snapshot).resolve()
         others = {
             "warehouse.spark.warehouse_dir": self.resolve(self.warehouse.spark.warehouse_dir).resolve(),
             "landing.path": self.resolve(self.landing.path).resolve(),
         }
-        return [
+        problems = [
             f"warehouse.spark.read_snapshot: '{snapshot}' is {key} '{other}', inside it or holds it; "
             "give the read snapshot a folder of its own"
             for key, other in others.items()
             if snapshot == other or snapshot in other.parents or other in snapshot.parents
         ]
+        # The table files in the landing folder would be files the landing sensor and a source's glob find.
+        warehouse, landing = others["warehouse.spark.warehouse_dir"], others["landing.path"]
+        if warehouse == landing or landing in warehouse.parents:
+            problems.append(
+                f"warehouse.spark.warehouse_dir: '{warehouse}' is in landing.path '{landing}', where sources' "
+                "files are found; give the warehouse a folder outside it"
+            )
+        return problems
 
     def resolve(self, path: str) -> Path:
         """A path from the file, relative to the file's own folder unless absolute."""
