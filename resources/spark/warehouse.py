@@ -218,8 +218,8 @@ def session_start_failure(master: str, exc: Exception) -> str:
     elif "JAVA_GATEWAY_EXITED" in str(exc):
         reason = (
             "Java exited as it started; its reason is on the run's standard error just before this failure "
-            "(a warehouse.spark.conf value Java refused, such as spark.driver.memory or "
-            "spark.driver.defaultJavaOptions, or too little memory on the machine)"
+            "(a warehouse.spark.conf value Java refused, such as a spark.driver.memory it cannot take, "
+            "or too little memory on the machine)"
         )
     else:
         text = _java_root_cause(exc) or str(exc).strip()
