@@ -301,11 +301,7 @@ def test_an_id_cleaning_would_refuse_is_refused_and_every_event_accepted_is_clea
         assert answer.json()["rejected"] == [{"index": 0, "reason": reasons[0]}, {"index": 2, "reason": reasons[1]}]
         accepted.append(longest["messageId"])
     assert sorted(e["messageId"] for e in _stored(config)) == sorted(accepted)
-    server.spools["website"].rotate_if_due(force=True)
-    _refresh(config, instance)
-    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
-        cleaned = conn.execute("select event_id from clean.events where source = 'website'").fetchall()
-        refused = conn.execute("select field, reason from cdp.quarantine where source = 'website'").fetchall()
+    cleaned, refused = _published_and_cleaned(server, config, instance, "event_id")
     assert sorted(e for (e,) in cleaned) == sorted(accepted) and refused == []
 
 
@@ -378,6 +374,19 @@ def test_a_batch_keeps_its_valid_events_and_reports_the_others(collector) -> Non
 def _refresh(config: CDPConfig, instance: dg.DagsterInstance) -> None:
     result = build_definitions(config).resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance)
     assert result.success
+
+
+def _published_and_cleaned(
+    server: CollectorServer, config: CDPConfig, instance: dg.DagsterInstance, columns: str
+) -> tuple[list[tuple], list[tuple]]:
+    """Publish what the collector holds for the website, run a full refresh, and read the website's cleaned
+    events (`columns`, in the order of the first) and its quarantine rows (field and reason)."""
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        cleaned = conn.execute(f"select {columns} from clean.events where source = 'website' order by 1").fetchall()
+        refused = conn.execute("select field, reason from cdp.quarantine where source = 'website'").fetchall()
+    return cleaned, refused
 
 
 @pytest.mark.dagster
@@ -693,13 +702,7 @@ def test_text_cut_inside_an_emoji_is_stored_as_utf8_and_cleaned_and_deep_nesting
     answer = requests.post(f"{server.url}/v1/track", data=deep.encode(), auth=(KEY, ""))
     assert answer.status_code == 400
     assert answer.json()["reason"] == "invalid JSON: arrays and objects nested more than 100 levels deep"
-    server.spools["website"].rotate_if_due(force=True)
-    _refresh(config, instance)
-    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
-        cleaned = conn.execute(
-            "select event_id, properties ->> '$.title' from clean.events where source = 'website' order by 1"
-        ).fetchall()
-        refused = conn.execute("select reason from cdp.quarantine where source = 'website'").fetchall()
+    cleaned, refused = _published_and_cleaned(server, config, instance, "event_id, properties ->> '$.title'")
     assert cleaned == [("m-half", "hat \ufffd"), ("m-whole", "\U0001f3a9")] and refused == []
 
 
@@ -756,13 +759,7 @@ def test_an_event_cleaning_would_quarantine_or_strip_of_its_name_is_refused(
         assert rejected["reason"].startswith(reason)
         one = requests.post(f"{server.url}/v1/track", json=event, auth=(KEY, ""))
         assert one.status_code == 400 and one.json()["reason"].startswith(reason)
-    server.spools["website"].rotate_if_due(force=True)
-    _refresh(config, instance)
-    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
-        cleaned = conn.execute(
-            "select event_id, source_record_id, event from clean.events where source = 'website' order by 1"
-        ).fetchall()
-        quarantined = conn.execute("select reason from cdp.quarantine where source = 'website'").fetchall()
+    cleaned, quarantined = _published_and_cleaned(server, config, instance, "event_id, source_record_id, event")
     assert cleaned == [
         ("ok-ahead", "u1", "Soon"),
         ("ok-ahead-corrected", "u1", "Later"),
