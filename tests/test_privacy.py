@@ -5,6 +5,8 @@ The platform is built once for the module (with its own DAGSTER_HOME, searched t
 order, and the replay test, which loads the original landing files again, runs last.
 """
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -189,7 +191,18 @@ def test_the_run_succeeds_and_its_receipts_hold_no_personal_value(erased: Erased
     # The requests file is replaced by one without the values.
     processed = erased.platform.config.privacy_requests_path / "processed" / "batch.csv"
     assert not (erased.platform.config.privacy_requests_path / "batch.csv").exists()
-    assert "completed" in processed.read_text()
+    header, *lines = csv.reader(io.StringIO(processed.read_text()))
+    assert header == ["request_id", "reference", "status"]
+    # Each line keeps the requester's reference, to answer them under; the accepted lines come first.
+    assert [(reference, status.split(",")[0]) for _, reference, status in lines] == [
+        ("T-1", "completed"),
+        ("T-2", "completed"),
+        ("T-3", "not_found"),
+        ("T-5", "completed"),
+        ("T-6", "completed"),
+        ("T-4", "rejected: line 5"),
+        ("", "rejected: line 6"),
+    ]
     assert not any(p.email.lower() in processed.read_text().lower() for p in erased.people)
 
 

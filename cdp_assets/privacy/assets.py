@@ -245,17 +245,22 @@ def deliver_all(sql: Sql, config: CDPConfig, log: dg.DagsterLogManager | None = 
     return outcomes
 
 
-def archive_requests_file(path: Path, statuses: dict[str, str], rejected: list[RejectedLine], ids: list[str]) -> Path:
-    """Replace the requests file by `processed/<name>`: each line's request id and status, no value."""
+def archive_requests_file(
+    path: Path, statuses: dict[str, str], rejected: list[RejectedLine], references: dict[str, str | None]
+) -> Path:
+    """Replace the requests file by `processed/<name>`: each line's request id, the requester's reference
+    (a ticket number, what the operator answers the requester under) and status, no value. `references`
+    maps the file's accepted requests, in the file's order, to their references."""
     target = path.parent / "processed" / path.name
     target.parent.mkdir(parents=True, exist_ok=True)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["request_id", "status"])
-    for rid in ids:
-        writer.writerow([rid, statuses.get(rid, "done earlier")])
+    writer.writerow(["request_id", "reference", "status"])
+    for rid, reference in references.items():
+        writer.writerow([rid, reference or "", statuses.get(rid, "done earlier")])
     for line in rejected:
-        writer.writerow([line.request_id, f"rejected: line {line.row_number}, {line.field}: {line.reason}"])
+        status = f"rejected: line {line.row_number}, {line.field}: {line.reason}"
+        writer.writerow([line.request_id, line.reference or "", status])
     target.touch(exist_ok=True)
     replace_atomically(target, lambda staging: staging.write_text(out.getvalue()))
     path.unlink()
@@ -281,7 +286,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
         requests, rejected = from_run_config(cdp_config, config.requests, run_id)
         requests_path: Path | None = None
         file_rejected: list[RejectedLine] = []
-        file_ids: list[str] = []
+        file_references: dict[str, str | None] = {}
         if config.requests_file:
             requests_path = (cdp_config.privacy_requests_path / config.requests_file).resolve()
             if requests_path.parent != cdp_config.privacy_requests_path.resolve() or not requests_path.is_file():
@@ -291,7 +296,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 )
             from_path, file_rejected = from_file(cdp_config, requests_path)
             requests += from_path
-            file_ids = [r.request_id for r in from_path]
+            file_references = {r.request_id: r.reference for r in from_path}
         try:
             with warehouse.sql() as sql:
                 if requests_path is not None:
@@ -316,9 +321,12 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                     warehouse.publish_read_snapshot(sql, run_id)
                     seconds["read snapshot"] = round(time.perf_counter() - mark, 2)
                 counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))
+                # In the requests' order, on every engine.
+                ids = [r.request_id for r in requests]
                 this_run = sql.rows(
-                    f"select request_id, type, status from {PRIVACY_REQUESTS.name} where list_contains(?, request_id)",
-                    [[r.request_id for r in requests]],
+                    f"""select request_id, type, status from {PRIVACY_REQUESTS.name}
+                        where list_contains(?, request_id) order by list_position(?, request_id)""",
+                    [ids, ids],
                 )
         except PrivacyKeyMissing as exc:
             raise dg.Failure(str(exc)) from None
@@ -327,7 +335,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
         seconds["compaction"] = round(time.perf_counter() - mark, 2)
         statuses = {request: status for request, _, status in this_run}
         if requests_path is not None:
-            archive_requests_file(requests_path, statuses, file_rejected, file_ids)
+            archive_requests_file(requests_path, statuses, file_rejected, file_references)
         rows = [{"request": r, "type": t, "status": s} for r, t, s in this_run]
         rows += [{"request": line.request_id, "type": "", "status": "rejected"} for line in file_rejected]
         if rejected:

@@ -3,7 +3,7 @@
 A requests file is a CSV with the header `type,id_type,value,reference` and an optional `source` column
 (for `source_record` requests). Each line is one request; a line that cannot be one (an unknown type, an
 unknown identifier type, no value) is rejected on its own, with the line and field named, and the others go
-on. After the run the file is replaced in `processed/` by a copy holding each request's id and status but
+on. After the run the file is replaced in `processed/` by a copy holding each request's id, reference and status but
 not its identifier value.
 
 The Launchpad takes the same fields, but Dagster keeps a run's configuration in its storage, in clear, for
@@ -62,6 +62,8 @@ class RejectedLine:
     row_number: int | None
     field: str
     reason: str
+    # The requester's reference (a ticket number), when the line has one where the header puts it.
+    reference: str | None = None
 
 
 def _check(config: CDPConfig, type_: str, id_type: str, value: str, source: str | None) -> tuple[str, str] | None:
@@ -113,7 +115,7 @@ def from_file(config: CDPConfig, path: Path) -> tuple[list[Request], list[Reject
 
         problem = _check(config, cell("type"), cell("id_type"), cell("value"), cell("source") or None)
         if problem:
-            rejected.append(RejectedLine(request_id(origin, line), line, *problem))
+            rejected.append(RejectedLine(request_id(origin, line), line, *problem, cell("reference") or None))
             continue
         requests.append(
             Request(
