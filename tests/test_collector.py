@@ -376,6 +376,19 @@ def _refresh(config: CDPConfig, instance: dg.DagsterInstance) -> None:
     assert result.success
 
 
+def _land_calls_and_refresh(config: CDPConfig, instance: dg.DagsterInstance, calls: list[dict]) -> None:
+    """Write `calls` as the collector stores them (a messageId each, a second apart from 2026-11-30 10:00 UTC)
+    into the second source's collector folder, and run a full refresh."""
+    folder = config.collector_folder(config.sources[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({**call, "messageId": f"m{i}", "timestamp": f"2026-11-30T10:00:{i:02d}Z"})
+        for i, call in enumerate(calls)
+    ]
+    (folder / "events-1.jsonl").write_text("\n".join(lines) + "\n")
+    _refresh(config, instance)
+
+
 def _published_and_cleaned(
     server: CollectorServer, config: CDPConfig, instance: dg.DagsterInstance, columns: str
 ) -> tuple[list[tuple], list[tuple]]:
@@ -643,7 +656,6 @@ def test_a_shared_device_or_someone_elses_email_does_not_merge_two_people(
         "C-020,Ivy,Chen,ivy.chen@example.org\n"
         "C-021,Jon,Chen,jon.chen@example.org\n"
     )
-    at = iter(f"2026-11-30T10:00:{second:02d}Z" for second in range(60))
     calls = [
         {"type": "track", "event": "Product Viewed", "anonymousId": "anon-ann"},
         {"type": "identify", "anonymousId": "anon-ann", "userId": "C-001"},
@@ -653,11 +665,7 @@ def test_a_shared_device_or_someone_elses_email_does_not_merge_two_people(
         {"type": "identify", "userId": "C-020", "traits": {"email": "jon.chen@example.org"}},
         {"type": "track", "event": "Order Completed", "userId": "C-020", "properties": {"revenue": 20}},
     ]
-    folder = config.collector_folder(config.sources[1])
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({**call, "messageId": f"m{i}", "timestamp": next(at)}) for i, call in enumerate(calls)]
-    (folder / "events-1.jsonl").write_text("\n".join(lines) + "\n")
-    _refresh(config, instance)
+    _land_calls_and_refresh(config, instance, calls)
 
     with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
         customer = {
@@ -877,7 +885,6 @@ def test_a_shared_device_profile_takes_no_email_identity_set_aside(
     (tmp_path / "landing" / "crm" / "people.csv").write_text(
         "id,first,last,email\nC-010,Fay,Wong,fay.wong@example.org\nC-011,Gus,Berg,gus.berg@example.org\n"
     )
-    at = iter(f"2026-11-30T10:00:{second:02d}Z" for second in range(60))
     calls = [
         {"type": "identify", "anonymousId": "anon-kiosk", "userId": "S-1", "traits": {"email": "fay.wong@example.org"}},
         {"type": "track", "event": "Product Viewed", "anonymousId": "anon-kiosk", "userId": "S-1"},
@@ -885,11 +892,7 @@ def test_a_shared_device_profile_takes_no_email_identity_set_aside(
         {"type": "track", "event": "Product Viewed", "anonymousId": "anon-kiosk", "userId": "S-2"},
         {"type": "identify", "anonymousId": "anon-eve", "traits": {"email": "eve@example.org"}},
     ]
-    folder = config.collector_folder(config.sources[1])
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({**call, "messageId": f"m{i}", "timestamp": next(at)}) for i, call in enumerate(calls)]
-    (folder / "events-1.jsonl").write_text("\n".join(lines) + "\n")
-    _refresh(config, instance)
+    _land_calls_and_refresh(config, instance, calls)
     with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
         emails = dict(
             conn.execute(
