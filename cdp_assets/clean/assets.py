@@ -22,7 +22,6 @@ from cdp_assets.clean import rules
 from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.extract.fields import (
     extracted_sql,
-    found_sql,
     json_sql,
     properties_sql,
     record_id_sql,
@@ -384,7 +383,7 @@ def shape_column(field: str) -> str:
 
 
 def found_column(field: str) -> str:
-    """The staged column holding the text that reason is about (`found_sql`)."""
+    """The staged column holding the text that reason is about (`shape_sql`'s second part)."""
     return f"__found__{field}"
 
 
@@ -392,10 +391,8 @@ def shape_columns(source: SourceConfig, field: str, spec: FieldSpec | None, extr
     """The staged columns `guard_shapes` reads for a field, from the raw row's `__types` (`types_sql`)."""
     # A consent (staged as `consent__<purpose>`) is the one field JSON's true and false are values of.
     kinds = {"one_value": field not in JSON_FIELDS, "true_or_false": field.startswith("consent__")}
-    return (
-        f"{shape_sql(source, spec, '__types', extracted, **kinds)} as {shape_column(field)}, "
-        f"{found_sql(source, spec, '__types', extracted, **kinds)} as {found_column(field)}"
-    )
+    reason, found = shape_sql(source, spec, "__types", extracted, **kinds)
+    return f"{reason} as {shape_column(field)}, {found} as {found_column(field)}"
 
 
 def guard_shapes(
@@ -470,11 +467,8 @@ def stage_identifiers(
         for ident in source.identifiers:
             kind = config.identity.type_config(ident.type).normalize
             spec = FieldSpec(path=[ident.path])
-            expr, shape, found = (
-                value_sql(source, spec, "__values"),
-                shape_sql(source, spec, "__types", "__values"),
-                found_sql(source, spec, "__types", "__values"),
-            )
+            expr = value_sql(source, spec, "__values")
+            shape, found = shape_sql(source, spec, "__types", "__values")
             # A Segment group call's traits describe the account (its e-mail is the company's): linking
             # people by them would merge everyone in the account.
             if source.format == "segment" and ident.path.startswith("traits."):

@@ -88,7 +88,7 @@ def _shape_cases(
     one_value: bool,
     true_or_false: bool,
 ) -> list[tuple[str, str | None, str | None]]:
-    """For `shape_sql` and `found_sql`: (condition, reason, the text found) in the order they are tried; a
+    """For `shape_sql`: (condition, reason, the text found) in the order they are tried; a
     path that holds a value ends the search, as a case without a reason."""
     if spec is None or not spec.path or source.format == "csv":
         return []
@@ -128,37 +128,25 @@ def shape_sql(
     *,
     one_value: bool = True,
     true_or_false: bool = False,
-) -> str:
-    """SQL for why a mapped field cannot be read, or NULL when it can, for the path its value is read from (the
-    first of its paths that holds a value, or cannot be read): an object the dotted path goes through is a
-    value of another kind (`address.city` where `address` is a string: the path finds nothing, where a
-    missing or null `address` is simply no value), or, for a field that takes `one_value`, the path holds a
-    list or an object, whose JSON text would otherwise be read as the value, or JSON's true or false, unless
-    the field takes `true_or_false` (a consent): a name, an id, an amount or a time that is a boolean is a
-    mistake of the source, where its text "true" would read as a value. `types` names a column holding
-    `types_sql(source)`; `extracted`: see value_sql (a field kept as JSON, `one_value=False`, is read as
-    json_sql reads it)."""
+) -> tuple[str, str]:
+    """SQL for why a mapped field cannot be read, or NULL when it can, and SQL for the text that reason is
+    about (the list or object, or the value a path goes through that is not an object; NULL where there is
+    no reason), for the path its value is read from (the first of its paths that holds a value, or cannot be
+    read).
+
+    A field cannot be read when an object its dotted path goes through is a value of another kind
+    (`address.city` where `address` is a string: the path finds nothing, where a missing or null `address`
+    is simply no value), or, for a field that takes `one_value`, when the path holds a list or an object,
+    whose JSON text would otherwise be read as the value, or JSON's true or false, unless the field takes
+    `true_or_false` (a consent): a name, an id, an amount or a time that is a boolean is a mistake of the
+    source, where its text "true" would read as a value. `types` names a column holding `types_sql(source)`;
+    `extracted`: see value_sql (a field kept as JSON, `one_value=False`, is read as json_sql reads it)."""
     cases = _shape_cases(source, spec, types, extracted, one_value, true_or_false)
     if not cases:
-        return "null::varchar"
-    return "(case " + " ".join(f"when {c} then {r or 'null'}" for c, r, _ in cases) + " end)"
-
-
-def found_sql(
-    source: SourceConfig,
-    spec: FieldSpec | None,
-    types: str,
-    extracted: str | None = None,
-    *,
-    one_value: bool = True,
-    true_or_false: bool = False,
-) -> str:
-    """SQL for the text `shape_sql`'s reason is about: the list or object, or the value a path goes through
-    that is not an object; NULL where there is no reason."""
-    cases = _shape_cases(source, spec, types, extracted, one_value, true_or_false)
-    if not cases:
-        return "null::varchar"
-    return "(case " + " ".join(f"when {c} then {f or 'null'}" for c, _, f in cases) + " end)"
+        return "null::varchar", "null::varchar"
+    reason = "(case " + " ".join(f"when {c} then {r or 'null'}" for c, r, _ in cases) + " end)"
+    found = "(case " + " ".join(f"when {c} then {f or 'null'}" for c, _, f in cases) + " end)"
+    return reason, found
 
 
 def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
