@@ -40,6 +40,16 @@ def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
     return sorted(p for p in landing.glob(source.glob) if p.is_file() and not p.name.startswith("."))
 
 
+def hidden_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
+    """Files the source's glob matches whose names begin with a dot, which are never read.
+
+    Such a name is an upload still under way (rsync's `.contacts.csv.Ab12`), a system file (macOS's
+    `._contacts.csv`) or the platform's own temporary file, so loading it would load half a file or garbage;
+    but a user who exported `.customers.csv` must hear why it did not load, so the extract names them.
+    """
+    return sorted(p for p in config.landing_path.glob(source.glob) if p.is_file() and p.name.startswith("."))
+
+
 def outside_landing(landing: Path, path: Path) -> bool:
     """Whether `path` is a link to a file outside the landing folder (its own links followed too).
 

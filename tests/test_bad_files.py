@@ -312,6 +312,29 @@ def test_a_glob_matching_no_file_warns_naming_where_it_looked(tmp_path, instance
     assert _files_check(_run(config, instance)).passed
 
 
+def test_files_whose_names_begin_with_a_dot_are_not_read_and_are_named(tmp_path, instance):
+    """A name beginning with a dot is an upload under way or a system file, so it is not read; but a user who
+    exported `.customers.csv` hears why nothing loaded, and which files were passed over beside loaded ones."""
+    config = _config(tmp_path)
+    (tmp_path / "landing").mkdir()
+    _write(tmp_path / "landing", ".customers.csv", GOOD_A)
+    result = _run(config, instance)
+    check = _files_check(result)
+    assert not check.passed
+    assert check.description == (
+        f"no file matches {tmp_path / 'landing' / '*.csv'}: check the source's glob and landing.path; 1 matching "
+        "file(s) not read because the name begins with a dot (.customers.csv): such names are taken for uploads "
+        "under way and system files; rename a file without the dot to load it"
+    )
+    _write(tmp_path / "landing", "c.csv", GOOD_C)
+    check = _files_check(_run(config, instance))
+    assert check.passed
+    assert check.metadata["hidden_files_not_read"].value == ".customers.csv"
+    assert Platform(tmp_path, config, None, instance, tmp_path).sql("select distinct _file from raw.crm") == [
+        ("c.csv",)
+    ]
+
+
 def test_a_misspelt_identifier_or_event_id_path_warns_though_every_row_cleans(tmp_path, instance):
     """`traits.emial` and `messageID` read nothing and fail nothing: the e-mails never link and every event is
     keyed by its file and line, so one sent twice loads twice. The mapped-fields check names both; spelt

@@ -40,6 +40,7 @@ from resources.landing import (
     MAX_RECORDED_SIGNATURES,
     ExtractConfig,
     file_signature,
+    hidden_files,
     outside_landing,
     poll_key,
     source_files,
@@ -386,18 +387,23 @@ FILES_READABLE_CHECK = "files_readable"
 _WRITTEN_BY_THE_PLATFORM = ("segment", "http")
 
 
-def _files_check(sql: Sql, source: SourceConfig, present: list[str], searched: Path) -> dg.AssetCheckResult:
+def _files_check(
+    sql: Sql, source: SourceConfig, present: list[str], searched: Path, hidden: list[str]
+) -> dg.AssetCheckResult:
     """Warn about the source's files that are quarantined whole, naming each file and why, and about a
     source of landed files whose glob matches none (`searched`): a misspelt glob or landing folder would
-    otherwise give a green run with nothing loaded."""
+    otherwise give a green run with nothing loaded. Matching files not read for their leading dot (`hidden`)
+    are listed, and named when they are all the glob found."""
+    hidden_entry = {"hidden_files_not_read": dg.MetadataValue.md(", ".join(hidden) or "none")}
     if not present and source.format not in _WRITTEN_BY_THE_PLATFORM:
         return dg.AssetCheckResult(
             asset_key=dg.AssetKey(["raw", source.name]),
             check_name=FILES_READABLE_CHECK,
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"files_quarantined": 0, "files_matching": 0, "searched": str(searched)},
-            description=f"no file matches {searched}: check the source's glob and landing.path",
+            metadata={"files_quarantined": 0, "files_matching": 0, "searched": str(searched), **hidden_entry},
+            description=f"no file matches {searched}: check the source's glob and landing.path"
+            + (f"; {_hidden_message(hidden)}" if hidden else ""),
         )
     failed = sql.rows(
         """select q.file, q.reason from meta.extract_quarantine q
@@ -413,11 +419,21 @@ def _files_check(sql: Sql, source: SourceConfig, present: list[str], searched: P
         metadata={
             "files_quarantined": len(failed),
             "files_matching": len(present),
+            **hidden_entry,
             "files": dg.MetadataValue.md(
                 markdown_table([{"file": f, "reason": r} for f, r in failed]) if failed else "_none_"
             ),
         },
         description="; ".join(f for f, _ in failed) or None,
+    )
+
+
+def _hidden_message(hidden: list[str]) -> str:
+    """Why the files named are not read, and what loads them."""
+    shown = ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
+    return (
+        f"{len(hidden)} matching file(s) not read because the name begins with a dot ({shown}): such names are "
+        "taken for uploads under way and system files; rename a file without the dot to load it"
     )
 
 
@@ -457,6 +473,13 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
     def extract(context: dg.AssetExecutionContext, warehouse: Warehouse, config: ExtractConfig):
         files = source_files(cdp_config, source)
         landing = cdp_config.landing_path
+        hidden = (
+            [p.relative_to(landing).as_posix() for p in hidden_files(cdp_config, source)]
+            if source.format not in _WRITTEN_BY_THE_PLATFORM
+            else []
+        )
+        if hidden:
+            context.log.warning(f"{source.name}: {_hidden_message(hidden)}")
         settings = read_settings(source)
         loaded: list[dict[str, object]] = []
         skipped = 0
@@ -540,7 +563,9 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
                 loaded.append(outcome)
                 if outcome["status"] != "failed":
                     loaded_content.setdefault(sha, rel)
-            check = _files_check(sql, source, [p.relative_to(landing).as_posix() for p in files], landing / source.glob)
+            check = _files_check(
+                sql, source, [p.relative_to(landing).as_posix() for p in files], landing / source.glob, hidden
+            )
             if not loaded and config.skip_if_unchanged:
                 context.log.info(f"{source.name}: no new or changed files; nothing to materialize")
                 # The check is declared on the asset, so it reports even when nothing is materialized.
