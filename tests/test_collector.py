@@ -22,6 +22,7 @@ from collector.server import CollectorServer
 from collector.spool import Spool, SpoolError, recover
 from resources.config import CDPConfig, ConfigError, load_config
 from resources.config.sources import text_limit
+from sensors.schedules import REBUILD_CHECK_JOB
 
 RECEIVED = datetime(2025, 6, 30, 12, 0, 0, tzinfo=UTC)
 KEY = "test-write-key"
@@ -488,6 +489,76 @@ def test_a_visitor_who_identified_with_an_email_only_has_it_on_the_profile(
         assert conn.execute(
             "select source, rule from cdp.profile_provenance where customer_id = ? and attribute = 'email'", [customer]
         ).fetchall() == [("website", "latest_activity")]
+
+
+@pytest.mark.dagster
+def test_the_name_a_visitor_gave_in_an_identify_is_their_profile_name(collector, instance: dg.DagsterInstance) -> None:
+    """A visitor no person source knows takes the name of their latest identify (firstName and lastName,
+    else name, cleaned as a person record's); a CRM person keeps the CRM's name, an account's name in a
+    group call names nobody, and a shared device's identifies give neither person's name to the device."""
+    from segment.analytics import Client
+
+    server, config = collector
+    errors: list[Exception] = []
+    sdk = Client(KEY, host=server.url, sync_mode=True, on_error=lambda error, batch: errors.append(error))
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    at = iter(start + timedelta(seconds=second) for second in range(12))
+    sdk.identify("u1", {"firstName": "bea", "lastName": "KOWALSKI"}, anonymous_id="anon-1", timestamp=next(at))
+    sdk.identify("u1", {"firstName": "Beata", "lastName": "Kowalska"}, anonymous_id="anon-1", timestamp=next(at))
+    sdk.identify("u1", {"plan": "gold"}, anonymous_id="anon-1", timestamp=next(at))  # no name: the last one holds
+    sdk.identify("u2", {"name": "Dr. Carl van Dyke"}, anonymous_id="anon-2", timestamp=next(at))
+    sdk.identify("u3", {"firstName": 42, "lastName": "?!"}, anonymous_id="anon-3", timestamp=next(at))
+    # Known to the CRM as Ann Lee: what she calls herself on the website does not replace it.
+    sdk.identify("u4", {"email": "ann@example.org", "firstName": "Annie"}, anonymous_id="anon-4", timestamp=next(at))
+    sdk.group("u5", "acme", {"name": "Acme Corp"}, anonymous_id="anon-5", timestamp=next(at))
+    # A shop kiosk where two CRM customers signed in, one after the other.
+    people = config.landing_path / "crm" / "people.csv"
+    people.write_text(people.read_text() + "C2,Bo,Chan,bo@example.org\n")
+    sdk.identify("u6", {"email": "ann@example.org", "firstName": "Ann"}, anonymous_id="kiosk", timestamp=next(at))
+    sdk.identify("u7", {"email": "bo@example.org", "firstName": "Bo"}, anonymous_id="kiosk", timestamp=next(at))
+    assert errors == []
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        names = dict(
+            conn.execute(
+                """select m.source_record_id, (p.first_name, p.middle_name, p.last_name) from cdp.golden_profiles p
+                   join cdp.identity_map m using (customer_id) where m.source = 'website'"""
+            ).fetchall()
+        )
+        provenance = conn.execute(
+            """select m.source_record_id, v.source, v.source_record_id, v.rule from cdp.profile_provenance v
+               join cdp.identity_map m using (customer_id) where v.attribute = 'name' and m.source = 'website'
+               order by 1"""
+        ).fetchall()
+    assert names == {
+        "anon-1": ("Beata", None, "Kowalska"),
+        "anon-2": ("Carl", None, "van Dyke"),
+        "anon-3": (None, None, None),
+        "anon-4": ("Ann", None, "Lee"),
+        "anon-5": (None, None, None),
+        "kiosk": (None, None, None),
+    }
+    assert provenance == [
+        ("anon-1", "website", "anon-1", "latest_activity"),
+        ("anon-2", "website", "anon-2", "latest_activity"),
+        ("anon-4", "crm", "C1", "source_priority"),
+    ]
+
+    # A later identify reaches the profile through an incremental run, as a rebuild gives it.
+    sdk.identify("u3", {"first_name": "Dana", "last_name": "Ng"}, anonymous_id="anon-3", timestamp=next(at))
+    assert errors == []
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        assert conn.execute(
+            """select p.first_name, p.last_name, r.mode from cdp.golden_profiles p
+               join cdp.identity_map m using (customer_id), (select mode from meta.profile_runs order by run_seq desc
+               limit 1) r where m.source_record_id = 'anon-3'"""
+        ).fetchall() == [("Dana", "Ng", "incremental")]
+    check = build_definitions(config).resolve_job_def(REBUILD_CHECK_JOB).execute_in_process(instance=instance)
+    [evaluation] = [e for e in check.get_asset_check_evaluations() if e.check_name == "equals_a_rebuild"]
+    assert evaluation.passed, evaluation.metadata
 
 
 @pytest.mark.dagster

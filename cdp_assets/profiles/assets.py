@@ -10,7 +10,8 @@ no statement is not consent (the column is NULL).
 A customer none of whose person records has an e-mail (or phone) takes the latest one its activity
 carries, such as a Segment `identify`'s `traits.email` or an order's e-mail, in the form identity matches
 it by (lower case, `+tag` folded, Gmail dots removed): a visitor who identified on the website can be
-reached, and the provenance says the value came from activity (`rule` `latest_activity`).
+reached, and the provenance says the value came from activity (`rule` `latest_activity`). A customer
+none of whose person records has a name takes the one its latest identify gave (`_activity_names`).
 
 A run recomputes only the customers whose records, identity or time windows changed since the last run,
 or everyone when that is cheaper or the configuration changed: see cdp_assets.profiles.incremental.
@@ -21,6 +22,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from cdp_assets.clean import rules
 from cdp_assets.clean.assets import activity_assets
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
 from cdp_assets.identity.bridges import SEPARATED_LINKS
@@ -43,7 +45,7 @@ from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
 # Bump when survivorship, traits or the profile columns change.
-CODE_VERSION = "6"
+CODE_VERSION = "7"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
 CHECK_CURRENCY = "revenue_in_one_currency"
@@ -78,6 +80,13 @@ _PRESENT = {
 # Profile attributes that activity's identifiers can give -> the normaliser of the identifier types carrying them.
 ACTIVITY_CONTACTS: dict[str, str] = {"email": "email", "phone": "phone"}
 ACTIVITY_RULE = "latest_activity"
+# The name traits of a Segment (or RudderStack) `identify`, by the spec's names and the snake-case ones
+# server-side SDK users often send: first and last name, else the full name.
+NAME_TRAITS: dict[str, tuple[str, ...]] = {
+    "first": ("firstName", "first_name"),
+    "last": ("lastName", "last_name"),
+    "full": ("name",),
+}
 
 
 def _present(attribute: str) -> str:
@@ -218,6 +227,17 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
                     partition by customer_id order by value_at desc nulls last, source, source_record_id, value
                 ) = 1"""
         )
+    names = tables("activity_names")
+    _activity_names(sql, identity, names, tables)
+    sql.execute(
+        f"""insert into {picks["name"]} by name
+            select customer_id, first_name, middle_name, last_name, {ATTRIBUTES["name"][1]} as value, source,
+                   source_record_id, value_at, '{ACTIVITY_RULE}' as rule
+            from {names} anti join {picks["name"]} using (customer_id)
+            qualify row_number() over (
+                partition by customer_id order by value_at desc nulls last, source, source_record_id, event_id desc
+            ) = 1"""
+    )
     consent_picks = tables("consent_picks")
     sql.create_table_as(
         consent_picks,
@@ -360,6 +380,80 @@ def _activity_contacts(sql: Sql, config: CDPConfig, identity: str, contacts: str
         )
         select distinct c.customer_id, c.attribute, c.id_value as value, c.source, c.source_record_id, l.value_at
         from carried c left join latest l using (source, source_record_id)""",
+        temporary=True,
+    )
+
+
+def _trait_text(keys: tuple[str, ...]) -> str:
+    """SQL of the first of `keys` an event's traits give as a string that could be a name part: a number or
+    an object is no name, and a runaway or control-laden value (the collector's callers are anyone) is not
+    taken, as cleaning refuses it in a person record."""
+    texts = []
+    for key in keys:
+        path = sql_literal(f'$."{key}"')
+        value = f"json_extract_string(e.traits, {path})"
+        texts.append(
+            f"case when json_type(e.traits, {path}) = 'VARCHAR' and length({value}) <= {rules.text_limit('first_name')}"
+            f" and not regexp_matches({value}, {sql_literal(rules.CONTROL_CHARACTERS)}) then {value} end"
+        )
+    return f"coalesce({', '.join(texts)})"
+
+
+def _activity_names(sql: Sql, identity: str, names: str, tables: Scratch) -> None:
+    """Fill temp table `names` (customer_id, first_name, middle_name, last_name, source, source_record_id,
+    event_id, value_at) with the names the events of `identity`'s activity records give in their traits (a
+    Segment `identify`'s firstName and lastName, else its name), cleaned by the person records' name rules.
+
+    A visitor known only from the website has no person record; the name they gave when they signed up is
+    the name a team expects on their profile. A group call's traits describe the account, not the person;
+    and an activity record identity separated (a shared device where two people identified) holds two
+    people's names, so neither is taken from it."""
+    set_aside = (
+        f"anti join (select distinct source, source_record_id from {SEPARATED_LINKS}) x "
+        "using (source, source_record_id)"
+        if sql.table_exists(SEPARATED_LINKS)
+        else ""
+    )
+    calls = tables("name_calls")
+    sql.create_table_as(
+        calls,
+        f"""select * from (
+                select m.customer_id, e.source, e.source_record_id, e.event_id, e.occurred_at as value_at,
+                       {_trait_text(NAME_TRAITS["first"])} as first_raw, {_trait_text(NAME_TRAITS["last"])} as last_raw,
+                       {_trait_text(NAME_TRAITS["full"])} as full_raw
+                from clean.events e join {identity} m using (source, source_record_id)
+                {set_aside}
+                where e.traits is not null and e.group_id is null
+            ) where first_raw is not null or last_raw is not null or full_raw is not null""",
+        temporary=True,
+    )
+    part_map, full_map = tables("activity_name_map"), tables("activity_full_name_map")
+    sql.map_rows(
+        part_map,
+        f"select distinct v as raw from (select unnest([first_raw, last_raw]) as v from {calls}) where v is not null",
+        rules.clean_name,
+        ["name", "reason"],
+    )
+    sql.map_rows(
+        full_map,
+        f"select distinct full_raw as raw from {calls} where full_raw is not null",
+        rules.clean_full_name,
+        ["first", "middle", "last", "reason"],
+    )
+    # The parts when the call gives one that reads as a name, else its full name split; never a mix.
+    parts = "(f.name is not null or l.name is not null)"
+    sql.create_table_as(
+        names,
+        f"""select * from (
+                select c.customer_id, c.source, c.source_record_id, c.event_id, c.value_at,
+                       case when {parts} then f.name else n.first end as first_name,
+                       case when {parts} then null else n.middle end as middle_name,
+                       case when {parts} then l.name else n.last end as last_name
+                from {calls} c
+                left join {part_map} f on f.raw = c.first_raw
+                left join {part_map} l on l.raw = c.last_raw
+                left join {full_map} n on n.raw = c.full_raw
+            ) where first_name is not null or last_name is not null""",
         temporary=True,
     )
 
