@@ -335,6 +335,39 @@ def test_files_whose_names_begin_with_a_dot_are_not_read_and_are_named(tmp_path,
     ]
 
 
+def test_a_mapped_email_or_phone_links_records_without_being_listed_as_an_identifier(tmp_path, instance):
+    """A new user maps `email` and `phone` and lists no identifiers: the same address in two systems is still
+    one person, however differently the systems spell the name; a path listed under a type of its own keeps
+    that type."""
+    for name, rows in {
+        "crm": "C1,Robert,Smith,bob.smith@example.org,\nC2,Maria,Garcia,,+49 30 1234567\n",
+        "shop": "S1,Bob,Smyth,bob.smith@example.org,\nS2,M.,Garcia-Lopez,,030 1234567\n",
+    }.items():
+        (tmp_path / "landing" / name).mkdir(parents=True)
+        _write(tmp_path / "landing" / name, "people.csv", "id,first,last,email,phone\n" + rows)
+    path = tmp_path / "cdp.yaml"
+    path.write_text(
+        "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+        + "".join(
+            f"  - {{name: {name}, format: csv, glob: '{name}/*.csv', role: person, record_id: id, "
+            "default_country: DE,\n     fields: {first_name: first, last_name: last, email: email, phone: phone}}\n"
+            for name in ("crm", "shop")
+        )
+        + "  - {name: pos, format: csv, glob: 'pos/*.csv', role: person, record_id: id, fields: {email: mail},\n"
+        "     identifiers: [{path: mail, type: work_email}]}\n"
+        "identity: {identifier_types: {work_email: {normalize: email}}}\n"
+    )
+    config = load_config(path)
+    assert [(i.path, i.type) for i in config.sources[0].identifiers] == [("email", "email"), ("phone", "phone")]
+    assert [(i.path, i.type) for i in config.sources[2].identifiers] == [("mail", "work_email")]
+    assert _run(config, instance).success
+    platform = Platform(tmp_path, config, None, instance, tmp_path)
+    assert platform.sql(
+        "select list(source || ':' || source_record_id order by source, source_record_id) as records "
+        "from cdp.identity_map group by customer_id order by records"
+    ) == [(["crm:C1", "shop:S1"],), (["crm:C2", "shop:S2"],)]
+
+
 def test_a_misspelt_identifier_or_event_id_path_warns_though_every_row_cleans(tmp_path, instance):
     """`traits.emial` and `messageID` read nothing and fail nothing: the e-mails never link and every event is
     keyed by its file and line, so one sent twice loads twice. The mapped-fields check names both; spelt

@@ -378,6 +378,18 @@ def segment_source_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, **derived, "identifiers": [*unique.values(), *extra]}
 
 
+# The person fields that identify by themselves (see SourceConfig._contacts_identify), each its own
+# built-in identifier type.
+CONTACT_FIELDS = ("email", "phone")
+
+
+def _field_paths(spec: Any) -> list[str]:
+    """The paths a field mapping reads, as written in the configuration (`Email`, `{path: [a, b]}`)."""
+    path = spec.get("path") if isinstance(spec, dict) else spec
+    paths = [path] if isinstance(path, str) else path if isinstance(path, list) else []
+    return [p for p in paths if isinstance(p, str) and p.strip()]
+
+
 class SourceConfig(_Strict):
     """One system that drops files into the landing folder, an API the platform polls into it (`http`), or
     one that sends events to the collector (`segment`)."""
@@ -436,6 +448,27 @@ class SourceConfig(_Strict):
         description="How long rows are kept, e.g. '730 days': the daily retention run deletes older rows (by their "
         "own time: occurred_at, else updated_at, else when loaded) from the warehouse and the landing files.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _contacts_identify(cls, data: Any) -> Any:
+        """A person source's mapped `email` and `phone` fields identify the person unless an identifier is
+        declared on the same path: in every CDP one e-mail address is one person, and a user who maps the
+        field expects it to link records (the sharing check still keeps a household's landline or a shared
+        inbox from joining people). Declaring the path under another type keeps that type."""
+        if not isinstance(data, dict) or data.get("role") != "person" or not isinstance(data.get("fields"), dict):
+            return data
+        given = data.get("identifiers")
+        if given is not None and not isinstance(given, list):
+            return data
+        declared = {i.get("path") for i in given or [] if isinstance(i, dict)}
+        added = [
+            {"path": path, "type": field}
+            for field in CONTACT_FIELDS
+            for path in _field_paths(data["fields"].get(field))
+            if path not in declared
+        ]
+        return {**data, "identifiers": [*(given or []), *added]} if added else data
 
     @model_validator(mode="before")
     @classmethod
