@@ -149,8 +149,26 @@ def spark_session(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    _quiet_codegen_fallback(session)
     register(session)
     return session
+
+
+# Spark's logger of generated Java code. A plan whose generated method outgrows the JVM's 64 KB limit (cleaning's
+# long CASE expressions do) fails to compile; Spark then runs that part interpreted (`spark.sql.codegen.fallback`,
+# on by default), giving the same rows, but first logs the failure as an ERROR with a Java stack trace of a few
+# hundred lines, which reads as a failed run. A compile failure it cannot fall back from still raises.
+CODEGEN_LOGGER = "org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator"
+
+
+def _quiet_codegen_fallback(session: Any) -> None:
+    """Silence `CODEGEN_LOGGER` when Spark falls back from what it cannot compile (see there)."""
+    if session.conf.get("spark.sql.codegen.fallback", "true").lower() != "true":
+        return
+    jvm = session.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        CODEGEN_LOGGER, jvm.org.apache.logging.log4j.Level.OFF
+    )
 
 
 class _Registry:
