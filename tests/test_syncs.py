@@ -1311,3 +1311,48 @@ def test_destination_retry_waits_are_validated_and_can_be_turned_off(tmp_path):
     raw["refresh"] = {"destination_retry": None}
     (tmp_path / "cdp.yaml").write_text(yaml.safe_dump(raw))
     assert build_destination_retry_sensor(load_config(tmp_path / "cdp.yaml")) is None
+
+
+@pytest.mark.dagster
+def test_an_audience_member_with_no_identifier_is_counted_and_a_bad_value_warned_of(tmp_path):
+    """A member with no e-mail or phone at all cannot be in an audience and there is nothing to fix: the sync's
+    `every_change_delivered` passes, counting them. A value that cannot be read is a data problem to fix at the
+    source: the check warns of it."""
+    import dagster as dg
+
+    from cdp_assets.definitions import FULL_REFRESH, build_definitions
+
+    def synced(config: CDPConfig, members: dict[str, dict]) -> tuple[bool, dict]:
+        """Write the members into the warehouse file, then materialize the sync alone, as a run does."""
+        warehouse.conn = duckdb.connect(str(config.warehouse_path))
+        warehouse.set_members(members)
+        warehouse.conn.close()
+        result = (
+            build_definitions(config)
+            .resolve_job_def(FULL_REFRESH)
+            .execute_in_process(
+                instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey(["syncs", "dest"])]
+            )
+        )
+        [check] = result.get_asset_check_evaluations()
+        return check.passed, {k: v.value for k, v in check.metadata.items()}
+
+    with DestinationServer(port=0) as server:
+        config = make_config(tmp_path, audience(server))
+        config.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        warehouse = Warehouse(config, config.warehouse_path)
+        warehouse.conn.close()
+        members = {"c1": {"email": "ann@example.org"}, "c2": {"first_name": "Bo"}}
+        passed, figures = synced(config, members)
+        assert passed and (figures["rejected"], figures["without_identifiers"]) == (1, 1)
+        passed, figures = synced(config, {**members, "c3": {"email": "not an email"}})
+        assert not passed and (figures["rejected"], figures["without_identifiers"]) == (2, 1)
+        assert len(state(server, "audiences", "a")["members"]) == 1
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        reasons = conn.execute(
+            "select distinct key, error from syncs.changelog where status = 'rejected' order by key"
+        ).fetchall()
+    assert reasons == [
+        ("c2", sync_state.NO_IDENTIFIER),
+        ("c3", "no usable identifier: email_sha256: not a valid e-mail address (n***)"),
+    ]

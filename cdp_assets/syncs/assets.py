@@ -363,6 +363,7 @@ def run_sync(
         "retried": len(tally.retried),
         "skipped_for_consent": plan.skipped_for_consent,
         "rejected": plan.rejected,
+        "without_identifiers": plan.without_identifiers,
         "superseded": plan.superseded,
         "absorbed": plan.absorbed,
         "failed": tally.failed,
@@ -434,7 +435,10 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
                 CHECK_DELIVERED,
                 asset=key,
                 blocking=False,
-                description="Every change of the run was accepted by the destination (failures are retried next run).",
+                description=(
+                    "Every change of the run was accepted by the destination (failures are retried next run); an "
+                    "audience member with no identifier value at all is counted (without_identifiers), not warned of."
+                ),
             )
         ],
     )
@@ -475,11 +479,14 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
             check_results=[
                 dg.AssetCheckResult(
                     check_name=CHECK_DELIVERED,
-                    passed=report["failed"] == 0 and report["rejected"] == 0 and report["erase_pending"] == 0,
+                    passed=report["failed"] == 0
+                    and report["rejected"] == report["without_identifiers"]
+                    and report["erase_pending"] == 0,
                     severity=dg.AssetCheckSeverity.WARN,
                     metadata={
                         "failed": int(report["failed"]),
                         "rejected": int(report["rejected"]),
+                        "without_identifiers": int(report["without_identifiers"]),
                         "backlog": int(backlog),
                     },
                 )

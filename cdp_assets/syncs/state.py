@@ -145,7 +145,8 @@ class Plan:
     def __init__(self, sql: Sql, table: str, rejected_table: str, retracting: bool) -> None:
         self._sql, self.table, self.rejected_table, self._retracting = sql, table, rejected_table, retracting
         self.skipped_for_consent = 0
-        self.rejected = 0
+        # Rows refused (of them, `without_identifiers` only for having no identifier value: NO_IDENTIFIER).
+        self.rejected = self.without_identifiers = 0
         self.superseded = 0
         # Keys that left whose hashed identifiers a member still wanted holds (see plan_sync): marked gone,
         # not sent.
@@ -326,6 +327,11 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
     return f"select key, rejected as reason from {outcomes} where rejected is not null"
 
 
+# Why a hashed audience leaves out a member with no identifier value at all (no e-mail, no phone): such a member
+# cannot be in any audience, and there is nothing to fix, so unlike a value that cannot be read (`no usable
+# identifier: ...`, a data problem to fix at the source) it does not fail the sync's `every_change_delivered`.
+NO_IDENTIFIER = "no identifier to match by: every identifier field is empty"
+
 # What `hashed_outcomes` gives for each row: the clear row's key, digest and whether it is kept (`yes`), and
 # the hashed row or why it was rejected.
 HASHED_OUTCOME = ("key", "clear_hash", "cacheable", "row_json", "rejected")
@@ -359,7 +365,7 @@ def hashed_outcomes(
                 if (value := row.get(field_name)) not in (None, "")
             ]
             payloads.append(None)
-            reasons.append("no usable identifier" + (": " + "; ".join(shown) if shown else ""))
+            reasons.append("no usable identifier: " + "; ".join(shown) if shown else NO_IDENTIFIER)
         else:
             payloads.append(json.dumps(next(outcomes), sort_keys=True))
             reasons.append(None)
@@ -493,6 +499,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         counts = sql.row(
             f"""select (select count(*) from {current} where not consented),
                        (select count(*) from {rejected}),
+                       (select count(*) from {rejected} where reason = {sql_literal(NO_IDENTIFIER)}),
                        coalesce(sum(case when operation in ('add', 'update') then 1 else 0 end), 0),
                        coalesce(sum(case when operation = 'remove' then 1 else 0 end), 0),
                        coalesce(sum(case when category = 'held' then 1 else 0 end), 0),
@@ -500,10 +507,10 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 from {plan.table}"""
         )
         assert counts is not None  # an aggregate gives one row
-        plan.skipped_for_consent, plan.rejected = int(counts[0]), int(counts[1])
-        plan.upserts, plan.removals = int(counts[2]), int(counts[3])
-        plan.absorbed = int(counts[4]) if "left" in categories else 0
-        retrying = int(counts[5])
+        plan.skipped_for_consent, plan.rejected, plan.without_identifiers = (int(c) for c in counts[:3])
+        plan.upserts, plan.removals = int(counts[3]), int(counts[4])
+        plan.absorbed = int(counts[5]) if "left" in categories else 0
+        retrying = int(counts[6])
         pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
         if retrying:
             plan.retrying = {
