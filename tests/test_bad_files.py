@@ -573,3 +573,27 @@ def test_a_loaded_file_that_turns_out_a_link_outside_loses_its_rows(tmp_path, la
         and e.event_specific_data.materialization.asset_key.path == ["raw", "crm"]
     ]
     assert loads[0].event_specific_data.materialization.metadata["files_quarantined_this_run"].value == 0
+
+
+def test_a_damaged_tombstone_ledger_stops_the_load_naming_its_line(tmp_path, landing, instance, monkeypatch):
+    """The ledger keeps erased people out of a rebuilt warehouse: a line of it that cannot be read stops the
+    load rather than being skipped, which would let the person it keeps out load again."""
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    config = _config(tmp_path)
+    ledger = config.privacy_requests_path / "tombstones.jsonl"
+    ledger.parent.mkdir(parents=True)
+    good = json.dumps({"hash": "ab" * 32, "kind": "email", "request_id": "r1", "erased_at": "2026-01-02T03:04:05"})
+    ledger.write_text(good + "\n" + good[:40] + "\n")
+    result = (
+        build_definitions(config)
+        .resolve_job_def(FULL_REFRESH)
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"{ledger} line 2 is not a tombstone" in failure.event_specific_data.error.message
+    ledger.write_text(good + "\n")
+    assert _run(config, instance).success
+    assert Platform(tmp_path, config, None, instance, tmp_path).sql("select hash, kind from privacy.tombstones") == [
+        ("ab" * 32, "email")
+    ]

@@ -444,3 +444,28 @@ def test_erasing_a_person_removes_the_access_documents_made_for_them(erased: Era
     ]
     metadata = result.asset_materializations_for_node("privacy__requests")[0].metadata
     assert metadata["access_documents_removed"].value == 1
+
+
+def test_a_warehouse_lost_and_rebuilt_from_the_landing_files_keeps_them_out(erased: Erased):
+    """The tombstones are kept beside the requests too (keyed hashes only): a warehouse lost and built again
+    from the landing folder, here from the original files that still hold the erased people, keeps them out."""
+    platform = erased.platform
+    ledger = platform.config.privacy_requests_path / "tombstones.jsonl"
+    entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert entries and all(re.fullmatch(r"[0-9a-f]{64}", e["hash"]) for e in entries)
+    assert ledger.stat().st_mode & 0o777 == 0o600
+    held = platform.sql("select hash from privacy.tombstones order by hash")
+    assert [(e["hash"],) for e in entries] == held
+    for path in platform.config.warehouse_path.parent.glob(f"{platform.config.warehouse_path.name}*"):
+        path.unlink()
+    shutil.rmtree(platform.config.landing_path)
+    shutil.copytree(erased.originals, platform.config.landing_path)
+    assert platform.refresh().success
+    assert platform.sql("select hash from privacy.tombstones order by hash") == held
+    for person in erased.people:
+        assert not platform.sql("select 1 from cdp.golden_profiles where email = ?", [person.email])
+        for source, record in person.record_ids:
+            assert not platform.sql(
+                "select 1 from cdp.identity_map where source = ? and source_record_id = ?", [source, record]
+            )
+    assert platform.sql("select count(*) from cdp.quarantine where reason = 'erased person'")[0][0] > 0

@@ -31,7 +31,13 @@ from cdp_assets.extract.readers import (
     readable_on_executors,
     refuse_wide_unicode,
 )
-from cdp_assets.extract.tombstones import erased_rows, tombstone_hashes
+from cdp_assets.extract.tombstones import (
+    LedgerError,
+    erased_rows,
+    ledger_path,
+    reconcile_ledger,
+    tombstone_hashes,
+)
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import (
@@ -486,6 +492,14 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
         with warehouse.sql() as sql:
             table = ensure_raw_table(sql, source)
             erased: Callable[[str], list[Reject]] | None = None
+            try:
+                if restored := reconcile_ledger(sql, cdp_config):
+                    context.log.warning(
+                        f"{restored} erasure tombstone(s) the warehouse lacked were restored from "
+                        f"{ledger_path(cdp_config)}: the erased people stay out of this and every later load"
+                    )
+            except LedgerError as exc:
+                raise dg.Failure(str(exc)) from None
             if hashes := tombstone_hashes(sql):
                 try:
                     key = privacy_key(cdp_config)

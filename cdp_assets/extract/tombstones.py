@@ -6,19 +6,91 @@ and e-mail and phone fields are put in the form the warehouse compares them in (
 normalisers, as cleaning does), hashed with the same key and looked up; a row that matches is deleted before
 its load commits and quarantined with the reason `erased person` and the hash as its value. So a replayed or
 new file cannot bring the person back, and their values are not stored even in the raw table.
+
+The tombstones are kept twice: in `privacy.tombstones` and in a ledger file beside the privacy requests
+(`tombstones.jsonl`, keyed hashes only). A warehouse lost and rebuilt from the landing folder, or an engine
+switched (an empty warehouse), would otherwise forget them, and the next file holding an erased person
+would bring them back; each extract makes the two hold the same tombstones first.
 """
 
+import json
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
 
 from cdp_assets.extract.fields import record_id_sql, value_sql
 from cdp_assets.extract.readers import Reject
 from resources.config import CDPConfig, FieldSpec, SourceConfig
+from resources.durable import write_durably
 from resources.identifiers import NORMALISERS, contact_kinds
 from resources.privacy import keyed_hash, keyed_hash_sql, record_kind
 from resources.sql import Sql
 from resources.tables import TOMBSTONES
 
 REASON = "erased person"
+# The ledger's name in the privacy requests folder (a request file is a CSV there: this is no request).
+LEDGER = "tombstones.jsonl"
+
+
+class LedgerError(ValueError):
+    """The tombstone ledger cannot be read; the message names the file and line."""
+
+
+def ledger_path(config: CDPConfig) -> Path:
+    """Where the tombstones are kept outside the warehouse (see the module's docstring)."""
+    return config.privacy_requests_path / LEDGER
+
+
+def _read_ledger(path: Path) -> dict[str, tuple[str, str, str]]:
+    """hash -> (kind, request_id, erased_at) of every tombstone in the ledger. A line that is not one stops
+    the run: skipping it would let an erased person back in."""
+    if not path.exists():
+        return {}
+    kept: dict[str, tuple[str, str, str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            kept[entry["hash"]] = (entry["kind"], entry["request_id"], entry["erased_at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LedgerError(
+                f"{path} line {number} is not a tombstone ({type(exc).__name__}: {exc}); each line is "
+                '{"hash", "kind", "request_id", "erased_at"} as an erasure wrote it: restore the file from a '
+                "backup rather than delete the line, or the erased person it keeps out may load again"
+            ) from None
+    return kept
+
+
+def reconcile_ledger(sql: Sql, config: CDPConfig) -> int:
+    """Make `privacy.tombstones` and the ledger hold the same tombstones, their union; returns how many the
+    table took from the ledger (those a lost or new warehouse had forgotten)."""
+    path = ledger_path(config)
+    on_file = _read_ledger(path)
+    in_table = {
+        h: (k, r, at.isoformat() if isinstance(at, datetime) else str(at))
+        for h, k, r, at in sql.rows(f"select hash, kind, request_id, erased_at from {TOMBSTONES.name}")
+    }
+    restored = [(h, *entry) for h, entry in on_file.items() if h not in in_table]
+    if restored:
+        frame = pd.DataFrame(restored, columns=["hash", "kind", "request_id", "erased_at"])
+        with sql.registered("ledger_frame", frame):
+            sql.execute(
+                f"insert into {TOMBSTONES.name} select hash, kind, request_id, erased_at::timestamp "
+                "from ledger_frame on conflict do nothing"
+            )
+    if any(h not in on_file for h in in_table):
+        union = {**on_file, **in_table}
+        write_durably(
+            path,
+            "".join(
+                json.dumps({"hash": h, "kind": k, "request_id": r, "erased_at": at}) + "\n"
+                for h, (k, r, at) in sorted(union.items())
+            ),
+        )
+    return len(restored)
 
 
 def tombstone_hashes(sql: Sql) -> set[str]:

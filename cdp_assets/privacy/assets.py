@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from cdp_assets.extract.tombstones import reconcile_ledger
 from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
 from cdp_assets.privacy.access import access_document, remove_access_documents, write_access_document
 from cdp_assets.privacy.erasure import Request, erase, resolve_all
@@ -172,6 +173,8 @@ def process_requests(
     if found:
         at = utc_now()
         batch = erase(sql, config, found, key, run_id=run_id, at=at)
+        # The tombstones outlive the warehouse in the ledger (an extract completes it if this run dies here).
+        reconcile_ledger(sql, config)
         for request in erasures:
             if request.request_id in found:
                 _receipt(
