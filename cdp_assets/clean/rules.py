@@ -273,17 +273,24 @@ def _split_full_name(raw: object, dropped: list[str]) -> tuple[str | None, str |
 # ---------------------------------------------------------------- dates
 
 DEFAULT_DATE_FORMATS = ("%Y-%m-%d",)
+# A date kept as a timestamp at midnight: what a Parquet timestamp column (pandas writes dates so) reads as,
+# and what spreadsheets and pandas write into CSV exports ("1979-06-06 00:00:00", "06.06.1979 00:00").
+_MIDNIGHT = re.compile(r"[ T]00:00(?::00(?:\.0+)?)?(?:Z|[+-]00(?::?00)?)?$")
 
 
 def parse_date_of_birth(raw: object, formats: tuple[str, ...] | list[str] | None, today: date | None = None) -> Result:
-    """ISO date (`YYYY-MM-DD`) from the first declared format that parses; plausible years only."""
+    """ISO date (`YYYY-MM-DD`) from the first declared format that parses; plausible years only.
+
+    A value the formats do not read is tried again without a midnight time after it, since a birth date
+    kept in a timestamp column is written with one; another time of day is refused, as it is no date."""
     if is_missing(raw):
         return None, None
     text = str(raw).strip()
     fmts = tuple(formats or DEFAULT_DATE_FORMATS)
-    for fmt in fmts:
+    date_part = _MIDNIGHT.sub("", text)
+    for fmt, candidate in [(f, text) for f in fmts] + [(f, date_part) for f in fmts if date_part != text]:
         try:
-            parsed = datetime.strptime(text, fmt).date()
+            parsed = datetime.strptime(candidate, fmt).date()
         except ValueError:
             continue
         today = today or date.today()

@@ -1,0 +1,62 @@
+"""Exports shaped as other systems write them, loaded through the real extract and cleaning stages: a
+Parquet file written by pandas, whose dates are timestamp columns."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+
+from tests.fixtures import materialize_stages
+
+pytestmark = pytest.mark.stage
+
+
+def _config(folder: Path, sources: list[dict]) -> Path:
+    """`folder/cdp.yaml` with the sources given, its warehouse and landing folder inside `folder`."""
+    raw = {
+        "warehouse": {"path": str(folder / "warehouse.duckdb")},
+        "landing": {"path": str(folder / "landing"), "settle_seconds": 0},
+        "sources": sources,
+    }
+    path = folder / "cdp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_birth_dates_in_a_pandas_parquet_timestamp_column_are_read_as_dates(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # pandas has no date dtype: a birth date column is datetime64, which Parquet stores as a timestamp.
+    landing = tmp_path / "landing" / "app"
+    landing.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "user_id": pd.Series([1, 2, 3, 4], dtype="int64"),
+            "first_name": ["Ann", "Bob", "Cy", "Di"],
+            "birth_date": pd.to_datetime(["1979-06-06", None, "2001-12-31", "1985-03-04 13:30"], format="mixed"),
+        }
+    ).to_parquet(landing / "users.parquet", index=False)
+    config = _config(
+        tmp_path,
+        [
+            {
+                "name": "app_users",
+                "format": "parquet",
+                "glob": "app/*.parquet",
+                "role": "person",
+                "record_id": "user_id",
+                "fields": {"first_name": "first_name", "date_of_birth": "birth_date"},
+            }
+        ],
+    )
+    materialize_stages(config, instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        births = dict(conn.execute("select source_record_id, date_of_birth from clean.person_records").fetchall())
+        rejects = conn.execute("select row_number, field, value, reason from cdp.quarantine").fetchall()
+    assert births == {"1": date(1979, 6, 6), "2": None, "3": date(2001, 12, 31), "4": None}
+    # A time of day other than midnight is no birth date: refused, naming the row, field and value.
+    assert rejects == [(4, "birth_date", "1985-03-04 13:30:00", "not a valid date in the format(s) %Y-%m-%d")]
