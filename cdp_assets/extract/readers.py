@@ -1282,8 +1282,28 @@ def _parquet_columns(sql: Sql, path: Path) -> tuple[list[str], pa.Schema, str]:
     except SqlError as exc:
         raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
     columns = [row[0] for row in described]
-    packed = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}': t.\"{c.replace(chr(34), chr(34) * 2)}\"" for c in columns)
+    packed = ", ".join(
+        f"'{name.replace(chr(39), chr(39) * 2)}': {_parquet_value(name, kind)}" for name, kind, *_ in described
+    )
     return columns, pq.read_schema(path), f"to_json({{{packed}}})::varchar"
+
+
+# Whole numbers a double holds exactly (2**53): beyond them its digits are not the ones written.
+_EXACT_DOUBLE = 2**53
+
+
+def _parquet_value(name: str, kind: str) -> str:
+    """A top-level column's value as the row's JSON keeps it. A whole number in a floating-point column is
+    written as an integer (1001, not 1001.0): pandas stores an integer column with a missing value as
+    float64, so an id or an identifier would otherwise read as `1001.0` and match nobody's `1001`. JSON
+    does not tell 1001.0 from 1001, so no number changes; a fraction is written as before."""
+    column = f't."{name.replace(chr(34), chr(34) * 2)}"'
+    if kind not in ("DOUBLE", "FLOAT"):
+        return column
+    return (
+        f"case when isfinite({column}) and {column} = trunc({column}) and abs({column}) < {_EXACT_DOUBLE} "
+        f"then to_json({column}::bigint) else to_json({column}) end"
+    )
 
 
 def read_parquet(path: Path) -> tuple[ReadResult, Rows]:
