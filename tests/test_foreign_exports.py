@@ -112,3 +112,42 @@ def test_an_integer_id_in_a_pandas_float_column_links_the_records_carrying_it(
         '{"user_id":2,"crm_id":null,"points":7}',
         '{"user_id":3,"crm_id":1003,"points":null}',
     ]
+
+
+def test_an_amount_a_record_holds_as_a_number_is_never_read_as_thousands(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # An API giving a Kuwaiti dinar total (three decimals) as a JSON number, and a client writing one as text.
+    orders = tmp_path / "landing" / "orders"
+    orders.mkdir(parents=True)
+    (orders / "orders.jsonl").write_text(
+        '{"id": "o1", "at": "2025-03-01T10:00:00Z", "total": 1.234}\n'
+        '{"id": "o2", "at": "2025-03-01T10:00:00Z", "total": "1.234"}\n'
+        '{"id": "o3", "at": "2025-03-01T10:00:00Z", "total": 12.5}\n'
+        '{"id": "o4", "at": "2025-03-01T10:00:00Z", "total": 250}\n'
+    )
+    config = _config(
+        tmp_path,
+        [
+            {"name": "crm", "format": "csv", "glob": "crm/*.csv", "role": "person", "record_id": "id"},
+            {
+                "name": "orders",
+                "format": "jsonl",
+                "glob": "orders/*.jsonl",
+                "role": "transactions",
+                "record_id": "id",
+                "event_id": "id",
+                "fields": {"occurred_at": "at", "amount": "total"},
+            },
+        ],
+    )
+    materialize_stages(config, instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        amounts = dict(conn.execute("select source_record_id, amount::varchar from clean.transactions").fetchall())
+        rejects = conn.execute(
+            "select row_number, value, reason from cdp.quarantine where source = 'orders'"
+        ).fetchall()
+    assert amounts == {"o1": "1.23", "o3": "12.50", "o4": "250.00"}
+    # The same digits as text may be a decimal-comma system's 1234: refused, saying what to declare.
+    [(line, value, reason)] = rejects
+    assert (line, value) == (2, "1.234") and reason.startswith("amount is ambiguous") and "decimal_separator" in reason

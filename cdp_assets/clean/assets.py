@@ -23,6 +23,7 @@ from cdp_assets.extract.assets import ensure_raw_table
 from cdp_assets.extract.fields import (
     extracted_sql,
     json_sql,
+    number_sql,
     properties_sql,
     record_id_sql,
     shape_sql,
@@ -41,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "12"
+CODE_VERSION = "13"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -1131,6 +1132,7 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {value_sql(s, f.get("amount"))} as amount_raw,
                 {rules.amount_text_sql(value_sql(s, f.get("amount")), s.decimal_separator or ".")} as amount_text,
                 {sql_literal(s.decimal_separator or "")} as decimal_separator,
+                {number_sql(s, f.get("amount"), "__types")} as amount_is_number,
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
@@ -1252,7 +1254,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             else "null"
         )
         not_a_number = rules.amount_reason_sql("amount_text", "decimal_separator")
-        ambiguous = rules.amount_ambiguous_sql("amount_text", "decimal_separator")
+        ambiguous = rules.amount_ambiguous_sql("amount_text", "decimal_separator", "amount_is_number")
         exponent = rules.amount_exponent_sql("amount_text")
         exponent_reason = rules.amount_exponent_reason_sql("amount_label", "amount_raw")
         sql.create_table_as(

@@ -752,11 +752,16 @@ def amount_exponent_reason_sql(label: str, raw: str) -> str:
     )
 
 
-def amount_ambiguous_sql(amount_text: str, decimal_separator: str) -> str:
+def amount_ambiguous_sql(amount_text: str, decimal_separator: str, is_number: str = "false") -> str:
     """SQL condition: the amount reads as a number, but a source that did not declare its separator may
     have meant its point as thousands grouping (1.234 for 1234, which would load a thousand times too
-    small). A leading zero (0.125) cannot be grouping and is read as written."""
-    return f"({decimal_separator} = '' and regexp_full_match({amount_text}, '-?[1-9][0-9]{{0,2}}[.][0-9]{{3}}'))"
+    small). A leading zero (0.125) cannot be grouping and is read as written, and so is an amount the
+    record holds as a number rather than text (SQL condition `is_number`: a JSON or Parquet number, whose
+    point is always a decimal point)."""
+    return (
+        f"({decimal_separator} = '' and not {is_number} "
+        f"and regexp_full_match({amount_text}, '-?[1-9][0-9]{{0,2}}[.][0-9]{{3}}'))"
+    )
 
 
 # ---------------------------------------------------------------- consent

@@ -149,6 +149,27 @@ def shape_sql(
     return reason, found
 
 
+# JSON's numbers as `json_type` names them: a whole number fits one of the integer types, others are DOUBLE.
+_NUMBER_TYPES = "('UBIGINT', 'BIGINT', 'HUGEINT', 'DOUBLE')"
+
+
+def number_sql(source: SourceConfig, spec: FieldSpec | None, types: str) -> str:
+    """SQL condition: the field's value is a JSON number (a JSON-lines, API or Parquet record's typed value),
+    not text. A number has one reading: `1.234` is one and a quarter less a little, never the thousands a
+    system writing a decimal comma would mean by the text "1.234". Of several paths, the one read decides
+    (the first holding a value). `types` names a column holding `types_sql(source)`; a CSV value is text."""
+    if spec is None or not spec.path or source.format == "csv":
+        return "false"
+    typed = _typed_paths(source)
+    cases = []
+    for path in spec.path:
+        kind = f"{types}[{typed.index(path) + 1}]"
+        cases.append(
+            f"when {kind} in {_NUMBER_TYPES} then true when {_path_text(source, path, None)} is not null then false"
+        )
+    return f"coalesce(case {' '.join(cases)} end, false)"
+
+
 def json_sql(source: SourceConfig, spec: FieldSpec | None) -> str:
     """SQL for a JSON field (properties, context): the value at the first of its paths that holds one,
     kept as JSON rather than text."""
