@@ -81,6 +81,18 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}),
             r"exactly one of 'path'",
         ),
+        # A strptime code the reader does not know (DuckDB's for timestamps, Python's for birth dates) would
+        # fail every cleaning run, or refuse every value: refused at load, naming the field and the format.
+        (
+            lambda c: c["sources"][3]["fields"].update(occurred_at={"path": "created_at", "formats": ["%s"]}),
+            r"sources\[3\] \(shop_orders\): fields\.occurred_at: formats: '%s' is not a format DuckDB's strptime "
+            r"reads: .*Unix epoch seconds",
+        ),
+        (
+            lambda c: c["sources"][0]["fields"].update(date_of_birth={"path": "Birthdate", "formats": ["%d.%m.%Q"]}),
+            r"sources\[0\] \(crm_contacts\): fields\.date_of_birth: formats: '%d\.%m\.%Q' is not a format "
+            r"Python's strptime reads: 'Q' is a bad directive",
+        ),
         (
             lambda c: c["destinations"][2]["fields"].update(name_sha256="first_name"),
             r"destinations\[2\] \(champions_ads\)\..*fields: name_sha256: a hashed field must map to an e-mail",

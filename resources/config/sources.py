@@ -8,7 +8,7 @@ quarantined and replayed exactly like a source that drops files.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +26,7 @@ from resources.config.base import (
     check_span,
     span,
 )
+from resources.sql import Sql, SqlError
 
 # Canonical fields a person source may map. Names are the column names of `clean.person_records`.
 PERSON_FIELDS: tuple[str, ...] = (
@@ -148,6 +149,37 @@ class FieldSpec(_Strict):
                     "DD/MM/YYYY or '%Y-%m-%dT%H:%M:%S%z' for a timestamp with an offset"
                 )
         return self
+
+
+# No strptime reads Unix epoch seconds: say how to land them, rather than only that the code is unknown.
+_EPOCH_HINT = " (Unix epoch seconds are no date format: land the time as ISO 8601 text)"
+
+
+def _timestamp_format_problem(fmt: str) -> str | None:
+    """Why DuckDB's strptime, which reads timestamps (`updated_at`, `occurred_at`), cannot use `fmt`, or None.
+
+    Its codes are nearly Python's but not all of them; one it does not know would otherwise fail the
+    cleaning run of every file of the source, with DuckDB's words and no field named."""
+    engine = Sql.in_memory()
+    try:
+        engine.execute("select try_strptime('', ?)", [fmt])
+    except SqlError as exc:
+        reason = str(exc).splitlines()[0].split("Error: ", 1)[-1]
+        return f"is not a format DuckDB's strptime reads: {reason}" + (_EPOCH_HINT if "%s" in fmt else "")
+    finally:
+        engine.close()
+    return None
+
+
+def _date_format_problem(fmt: str) -> str | None:
+    """Why Python's strptime, which reads dates of birth, cannot use `fmt`, or None: a code it does not know
+    would otherwise refuse every value as not a date."""
+    try:
+        datetime.strptime("", fmt)
+    except ValueError as exc:
+        if "does not match format" not in str(exc):
+            return f"is not a format Python's strptime reads: {exc}" + (_EPOCH_HINT if "%s" in fmt else "")
+    return None
 
 
 class IdentifierSpec(_Strict):
@@ -577,6 +609,10 @@ class SourceConfig(_Strict):
                 raise ValueError(f"fields.{name}: a JSON field is read from a 'path', not a constant 'value'")
             if spec.formats and name not in DATE_FIELDS | TIMESTAMP_FIELDS:
                 raise ValueError(f"fields.{name}: 'formats' only applies to date and timestamp fields")
+            for fmt in spec.formats or []:
+                problem = _timestamp_format_problem(fmt) if name in TIMESTAMP_FIELDS else _date_format_problem(fmt)
+                if problem:
+                    raise ValueError(f"fields.{name}: formats: '{fmt}' {problem}")
         return self
 
     def read_paths(self) -> list[str]:
