@@ -151,3 +151,58 @@ def test_an_amount_a_record_holds_as_a_number_is_never_read_as_thousands(
     # The same digits as text may be a decimal-comma system's 1234: refused, saying what to declare.
     [(line, value, reason)] = rejects
     assert (line, value) == (2, "1.234") and reason.startswith("amount is ambiguous") and "decimal_separator" in reason
+
+
+def test_an_unreadable_timestamp_is_refused_saying_what_a_readable_one_looks_like(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # A HubSpot export's German times, an API's Unix seconds and an e-mail's RFC 2822 date.
+    (tmp_path / "landing" / "crm").mkdir(parents=True)
+    (tmp_path / "landing" / "orders").mkdir(parents=True)
+    (tmp_path / "landing" / "crm" / "contacts.csv").write_text(
+        "id;modified\n1;12.03.2025 13:43\n2;2025-03-12 13:43\n3;March 12th\n"
+    )
+    (tmp_path / "landing" / "orders" / "orders.jsonl").write_text(
+        '{"id": "o1", "at": 1735725600, "total": "5"}\n'
+        '{"id": "o2", "at": "Wed, 01 Jan 2025 10:00:00 GMT", "total": "5"}\n'
+        '{"id": "o3", "at": "2025-01-01T10:00:00+01:00", "total": "5"}\n'
+    )
+    config = _config(
+        tmp_path,
+        [
+            {
+                "name": "crm",
+                "format": "csv",
+                "csv": {"delimiter": ";"},
+                "glob": "crm/*.csv",
+                "role": "person",
+                "record_id": "id",
+                "fields": {"updated_at": {"path": "modified", "formats": ["%d.%m.%Y %H:%M"]}},
+            },
+            {
+                "name": "orders",
+                "format": "jsonl",
+                "glob": "orders/*.jsonl",
+                "role": "transactions",
+                "record_id": "id",
+                "fields": {"occurred_at": "at", "amount": "total"},
+            },
+        ],
+    )
+    materialize_stages(config, instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        rejects = conn.execute(
+            "select source, row_number, field, value, reason from cdp.quarantine order by source, row_number"
+        ).fetchall()
+    iso = "ISO 8601 (2025-06-29T23:30:00, with or without an offset)"
+    assert rejects == [
+        ("crm", 4, "modified", "March 12th", f"not a readable timestamp: expected the formats %d.%m.%Y %H:%M or {iso}"),
+        ("orders", 1, "at", "1735725600", f"not a readable timestamp: expected {iso}; declare the field's formats"),
+        (
+            "orders",
+            2,
+            "at",
+            "Wed, 01 Jan 2025 10:00:00 GMT",
+            f"not a readable timestamp: expected {iso}; declare the field's formats",
+        ),
+    ]

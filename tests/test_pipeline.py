@@ -114,7 +114,10 @@ def test_quarantine_holds_the_broken_rows_with_file_row_and_reason(platform: Pla
     }
     assert ("shop_orders", "total_price", "negative amount") in cleaning
     assert ("shop_orders", "total_price", "amount is not a number") in cleaning
-    assert ("shop_orders", "created_at", "not a readable timestamp") in cleaning
+    assert any(
+        (s, f) == ("shop_orders", "created_at") and r.startswith("not a readable timestamp: expected ")
+        for s, f, r in cleaning
+    )
 
 
 def test_known_bad_values_are_quarantined_with_row_field_and_reason(platform: Platform):

@@ -42,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "13"
+CODE_VERSION = "14"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -92,6 +92,15 @@ def timestamp_sql(expr: str, formats: Sequence[str] | None, zone: str = "UTC") -
         ]
         iso = f"coalesce({', '.join(parsed)}, {iso})"
     return f"timezone('UTC', {iso})"
+
+
+def unreadable_timestamp_reason(spec: FieldSpec | None) -> str:
+    """Why a timestamp was refused, saying what a readable one looks like for this mapping, so the message
+    tells what to fix: the text, or the field's `formats`."""
+    iso = "ISO 8601 (2025-06-29T23:30:00, with or without an offset)"
+    formats = spec.formats if spec is not None else None
+    expected = f"the formats {', '.join(formats)} or {iso}" if formats else f"{iso}; declare the field's formats"
+    return f"not a readable timestamp: expected {expected}"
 
 
 def register_map(
@@ -1054,9 +1063,14 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                from {stage} s left join {labels} l on l.source = s.source and l.field = 'source_record_id'
                where s.source_record_id is null"""
         )
+        updated_reasons = " ".join(
+            f"when {sql_literal(src.name)} then "
+            + sql_literal(unreadable_timestamp_reason(src.fields.get("updated_at")))
+            for src in sources
+        )
         rejects.append(
             f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.updated_at as value,
-                      'not a readable timestamp' as reason, 'value' as scope
+                      case s.source {updated_reasons} end as reason, 'value' as scope
                from {stage} s left join {labels} l on l.source = s.source and l.field = 'updated_at'
                where s.updated_at is not null and s.updated_ts is null"""
         )
@@ -1136,6 +1150,7 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {sql_literal(path_label(s.record_id) or "(file and line)")} as record_id_label,
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
+                {sql_literal(unreadable_timestamp_reason(f.get("occurred_at")))} as occurred_reason,
                 {sql_literal(path_label(f.get("amount")))} as amount_label, {", ".join(shapes)}
             from (select *, {types_sql(s)} as __types from {raw_rows(sql, s, scope)})"""
 
@@ -1265,7 +1280,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
                       case
                         when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                         when occurred_raw is null then 'missing timestamp'
-                        when occurred_at is null then 'not a readable timestamp'
+                        when occurred_at is null then occurred_reason
                         when occurred_at > loaded_at + {_FUTURE_MARGIN} then {_FUTURE_REASON}
                         {"when amount_raw is null then 'missing amount'" if transactions else ""}
                         {f"when amount is null then {not_a_number}" if transactions else ""}
