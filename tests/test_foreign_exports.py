@@ -206,3 +206,36 @@ def test_an_unreadable_timestamp_is_refused_saying_what_a_readable_one_looks_lik
             f"not a readable timestamp: expected {iso}; declare the field's formats",
         ),
     ]
+
+
+def test_a_birth_date_with_a_two_digit_year_is_in_the_past(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    # A till system's loyalty members in cp1252, birthdays written dd.mm.yy: 55 is 1955, not 2055.
+    (tmp_path / "landing" / "pos").mkdir(parents=True)
+    lines = ["Karte;Name;Geburtstag", "1;Müller, Jürgen;05.07.55", "2;Weiß, Käthe;29.02.12", "3;Groß, Anna;31.12.99"]
+    (tmp_path / "landing" / "pos" / "members.csv").write_bytes("\r\n".join([*lines, ""]).encode("cp1252"))
+    config = _config(
+        tmp_path,
+        [
+            {
+                "name": "pos",
+                "format": "csv",
+                "csv": {"delimiter": ";", "encoding": "cp1252"},
+                "glob": "pos/*.csv",
+                "role": "person",
+                "record_id": "Karte",
+                "fields": {"full_name": "Name", "date_of_birth": {"path": "Geburtstag", "formats": ["%d.%m.%y"]}},
+            }
+        ],
+    )
+    materialize_stages(config, instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        rows = conn.execute(
+            "select source_record_id, first_name, last_name, date_of_birth from clean.person_records order by 1"
+        ).fetchall()
+        rejects = conn.execute("select count(*) from cdp.quarantine").fetchone()[0]
+    assert rows == [
+        ("1", "Jürgen", "Müller", date(1955, 7, 5)),
+        ("2", "Käthe", "Weiß", date(2012, 2, 29)),
+        ("3", "Anna", "Groß", date(1999, 12, 31)),
+    ]
+    assert rejects == 0

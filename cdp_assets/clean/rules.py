@@ -279,7 +279,8 @@ _MIDNIGHT = re.compile(r"[ T]00:00(?::00(?:\.0+)?)?(?:Z|[+-]00(?::?00)?)?$")
 
 
 def parse_date_of_birth(raw: object, formats: tuple[str, ...] | list[str] | None, today: date | None = None) -> Result:
-    """ISO date (`YYYY-MM-DD`) from the first declared format that parses; plausible years only.
+    """ISO date (`YYYY-MM-DD`) from the first declared format that parses; plausible years only. A two-digit
+    year (`%y`) is the latest year with those digits that is not in the future.
 
     A value the formats do not read is tried again without a midnight time after it, since a birth date
     kept in a timestamp column is written with one; another time of day is refused, as it is no date."""
@@ -294,6 +295,12 @@ def parse_date_of_birth(raw: object, formats: tuple[str, ...] | list[str] | None
         except ValueError:
             continue
         today = today or date.today()
+        if parsed > today and "%y" in fmt:
+            # strptime reads a two-digit year 00-68 as 20xx; a birth date is in the past, so "05.07.55" is 1955.
+            try:
+                parsed = parsed.replace(year=parsed.year - 100)
+            except ValueError:  # 29 February of a year whose century-earlier namesake is no leap year
+                return None, "date of birth is in the future"
         if parsed > today:
             return None, "date of birth is in the future"
         if parsed.year < 1900:
