@@ -239,3 +239,41 @@ def test_a_birth_date_with_a_two_digit_year_is_in_the_past(tmp_path: Path, insta
         ("3", "Anna", "Groß", date(1999, 12, 31)),
     ]
     assert rejects == 0
+
+
+def test_a_parquet_file_flattened_by_json_normalize_maps_by_the_dotted_paths(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # pandas' json_normalize turns {"customer": {"email": ...}} into a column named "customer.email".
+    (tmp_path / "landing" / "shop").mkdir(parents=True)
+    orders = [
+        {"id": 1, "customer": {"email": "ann@example.org", "name": {"first": "Ann"}}},
+        {"id": 2, "customer": {"email": "bob@example.org", "name": {"first": "Bob"}}},
+    ]
+    flat = pd.json_normalize(orders)
+    assert list(flat.columns) == ["id", "customer.email", "customer.name.first"]
+    flat.to_parquet(tmp_path / "landing" / "shop" / "customers.parquet", index=False)
+    config = _config(
+        tmp_path,
+        [
+            {
+                "name": "shop",
+                "format": "parquet",
+                "glob": "shop/*.parquet",
+                "role": "person",
+                "record_id": "id",
+                "fields": {"email": "customer.email", "first_name": "customer.name.first"},
+                "identifiers": [{"path": "customer.email", "type": "email"}],
+            }
+        ],
+    )
+    materialize_stages(config, instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        rows = conn.execute(
+            "select source_record_id, email, first_name from clean.person_records order by 1"
+        ).fetchall()
+        ids = conn.execute("select id_value from clean.person_identifiers order by 1").fetchall()
+        rejects = conn.execute("select reason from cdp.quarantine").fetchall()
+    assert rows == [("1", "ann@example.org", "Ann"), ("2", "bob@example.org", "Bob")]
+    assert ids == [("ann@example.org",), ("bob@example.org",)]
+    assert rejects == []

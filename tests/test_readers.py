@@ -333,3 +333,19 @@ def test_chunks_are_chained_through_the_runs_of_lines_each_names():
     assert _chunk_entries({0: {2: 13}, **runs}, layout, 10) is None
     assert _chunk_entries({0: {2: 15}, 1: runs[1], 2: {21: 31, 22: 32}}, layout, 10) == {0: 2, 1: 15, 2: 22}
     assert _chunk_entries({0: {2: 11}, 1: {11: 21}, 2: {22: 31}}, layout, 10) is None  # 21: in no run
+
+
+def test_parquet_columns_named_with_dots_nest_unless_a_column_holds_their_first_part(tmp_path):
+    import pandas as pd
+
+    nested = tmp_path / "nested.parquet"
+    pd.DataFrame({"id": [1], "customer.email": ["a@x.org"], "customer.name.first": ["Ann"]}).to_parquet(nested)
+    result, rows = read_parquet(nested)
+    assert result.columns == ["id", "customer"]
+    assert [json.loads(r) for _, r in rows] == [{"id": 1, "customer": {"email": "a@x.org", "name": {"first": "Ann"}}}]
+    # A column named "customer" beside "customer.email": neither can hold the other, both keep their names.
+    clash = tmp_path / "clash.parquet"
+    pd.DataFrame({"customer": ["x"], "customer.email": ["a@x.org"]}).to_parquet(clash)
+    result, rows = read_parquet(clash)
+    assert result.columns == ["customer", "customer.email"]
+    assert [json.loads(r) for _, r in rows] == [{"customer": "x", "customer.email": "a@x.org"}]

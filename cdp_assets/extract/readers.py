@@ -1281,11 +1281,48 @@ def _parquet_columns(sql: Sql, path: Path) -> tuple[list[str], pa.Schema, str]:
         described = sql.rows("describe select * from read_parquet(?)", [str(path)])
     except SqlError as exc:
         raise FileFormatError(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
-    columns = [row[0] for row in described]
-    packed = ", ".join(
-        f"'{name.replace(chr(39), chr(39) * 2)}': {_parquet_value(name, kind)}" for name, kind, *_ in described
-    )
-    return columns, pq.read_schema(path), f"to_json({{{packed}}})::varchar"
+    kinds = {row[0]: row[1] for row in described}
+    tree = _nested_columns(list(kinds))
+    return list(tree), pq.read_schema(path), f"to_json({_record_sql(tree, kinds)})::varchar"
+
+
+def _nested_columns(columns: list[str]) -> dict[str, object]:
+    """The keys of a Parquet row's JSON record, each holding its column's name or the keys nested under it.
+
+    A column whose name holds dots is nested under its parts (`customer.email` as `customer` → `email`), as
+    the nested JSON it was flattened from (pandas' `json_normalize`, Spark's flattened exports) held it, so
+    the dotted path `customer.email` maps it as it would the struct or the JSON. Where the parts meet a
+    column of their own (a column `customer` beside `customer.email`) or each other (`a.b` beside `a.b.c`),
+    no name can be nested and every column stays under its own name."""
+    present = set(columns)
+    tree: dict[str, object] = {}
+    for column in columns:
+        keys = column.split(".")
+        if len(keys) == 1 or keys[0] in present or not all(keys):
+            if column in tree:
+                return {c: c for c in columns}
+            tree[column] = column
+            continue
+        node = tree
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                return {c: c for c in columns}
+            node = child
+        if keys[-1] in node:
+            return {c: c for c in columns}
+        node[keys[-1]] = column
+    return tree
+
+
+def _record_sql(tree: dict[str, object], kinds: dict[str, str]) -> str:
+    """The struct (DuckDB's `{'key': value}`) a Parquet row's JSON record is written from (`_nested_columns`)."""
+    parts = [
+        f"'{key.replace(chr(39), chr(39) * 2)}': "
+        + (_record_sql(node, kinds) if isinstance(node, dict) else _parquet_value(str(node), kinds[str(node)]))
+        for key, node in tree.items()
+    ]
+    return "{" + ", ".join(parts) + "}"
 
 
 # Whole numbers a double holds exactly (2**53): beyond them its digits are not the ones written.
