@@ -86,7 +86,14 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
         (
             lambda c: c["sources"][3]["fields"].update(occurred_at={"path": "created_at", "formats": ["%s"]}),
             r"sources\[3\] \(shop_orders\): fields\.occurred_at: formats: '%s' is not a format DuckDB's strptime "
-            r"reads: .*Unix epoch seconds",
+            r"reads: .*for seconds since 1970, write the format unix_seconds",
+        ),
+        (
+            lambda c: c["sources"][0]["fields"].update(
+                date_of_birth={"path": "Birthdate", "formats": ["unix_seconds"]}
+            ),
+            r"sources\[0\] \(crm_contacts\): fields\.date_of_birth: formats: 'unix_seconds' is a Unix time, which only "
+            r"timestamps take",
         ),
         (
             lambda c: c["sources"][0]["fields"].update(date_of_birth={"path": "Birthdate", "formats": ["%d.%m.%Q"]}),

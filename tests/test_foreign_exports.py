@@ -277,3 +277,48 @@ def test_a_parquet_file_flattened_by_json_normalize_maps_by_the_dotted_paths(
     assert rows == [("1", "ann@example.org", "Ann"), ("2", "bob@example.org", "Bob")]
     assert ids == [("ann@example.org",), ("bob@example.org",)]
     assert rejects == []
+
+
+def test_times_given_in_unix_seconds_or_milliseconds_are_read_as_instants(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # A help desk API giving Unix seconds (a JSON number or text), an app's events giving milliseconds.
+    (tmp_path / "landing" / "desk").mkdir(parents=True)
+    (tmp_path / "landing" / "desk" / "tickets.jsonl").write_text(
+        '{"id": "t1", "updated_at": 1735725600}\n'
+        '{"id": "t2", "updated_at": "1735725600"}\n'
+        '{"id": "t3", "updated_at": "2025-01-01 11:00:00"}\n'
+        '{"id": "t4", "updated_at": "1.7e9"}\n'
+    )
+    (tmp_path / "landing" / "app").mkdir(parents=True)
+    (tmp_path / "landing" / "app" / "events.jsonl").write_text('{"id": "e1", "ts": 1735725600123}\n')
+    desk = {
+        "name": "desk",
+        "format": "jsonl",
+        "glob": "desk/*.jsonl",
+        "role": "events",
+        "record_id": "id",
+        # Berlin's wall clock for the text without an offset; a Unix time is an instant whatever the zone.
+        "timezone": "Europe/Berlin",
+        "fields": {"occurred_at": {"path": "updated_at", "formats": ["unix_seconds"]}},
+    }
+    app = {
+        "name": "app",
+        "format": "jsonl",
+        "glob": "app/*.jsonl",
+        "role": "events",
+        "record_id": "id",
+        "fields": {"occurred_at": {"path": "ts", "formats": ["unix_milliseconds"]}},
+    }
+    crm = {"name": "crm", "format": "csv", "glob": "crm/*.csv", "role": "person", "record_id": "id"}
+    materialize_stages(_config(tmp_path, [crm, desk, app]), instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        times = dict(conn.execute("select source_record_id, occurred_at::varchar from clean.events").fetchall())
+        rejects = conn.execute("select row_number, value from cdp.quarantine").fetchall()
+    assert times == {
+        "t1": "2025-01-01 10:00:00",
+        "t2": "2025-01-01 10:00:00",
+        "t3": "2025-01-01 10:00:00",
+        "e1": "2025-01-01 10:00:00.123",
+    }
+    assert rejects == [(4, "1.7e9")]

@@ -33,7 +33,7 @@ from cdp_assets.extract.fields import (
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
-from resources.config.sources import FUTURE_MARGIN_DAYS, JSON_FIELDS
+from resources.config.sources import FUTURE_MARGIN_DAYS, JSON_FIELDS, UNIX_TIME_FORMATS
 from resources.identifiers import NORMALISERS, IdentifierNormaliser
 from resources.quality import start_importing_great_expectations
 from resources.sql import Scratch, Sql
@@ -42,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "15"
+CODE_VERSION = "16"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -75,7 +75,11 @@ _ZONED = r"(?i)[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(z|[+-][0-9]{2}(:?[0-9]
 
 def timestamp_sql(expr: str, formats: Sequence[str] | None, zone: str = "UTC") -> str:
     """Parse a timestamp to UTC: the declared formats first, then ISO 8601 with or without an offset. A
-    timestamp without an offset or zone is a wall-clock time in `zone` (the source's `timezone`)."""
+    timestamp without an offset or zone is a wall-clock time in `zone` (the source's `timezone`). A Unix
+    time format (`UNIX_TIME_FORMATS`: seconds or milliseconds since 1970 UTC, as many APIs give times) is
+    read as that instant, whatever the zone."""
+    unix = [f for f in formats or [] if f in UNIX_TIME_FORMATS]
+    formats = [f for f in formats or [] if f not in UNIX_TIME_FORMATS]
     iso = f"try_cast({expr} as timestamptz)"
     if zone != "UTC":
         wall_clock = f"timezone({sql_literal(zone)}, try_cast({expr} as timestamp))"
@@ -91,6 +95,14 @@ def timestamp_sql(expr: str, formats: Sequence[str] | None, zone: str = "UTC") -
             for f in formats
         ]
         iso = f"coalesce({', '.join(parsed)}, {iso})"
+    if unix:
+        # Milliseconds are whole in both units' range; epoch_ms gives the UTC time, made zoned as UTC.
+        counted = [
+            f"timezone('UTC', epoch_ms(round(try_cast({expr} as double) * {UNIX_TIME_FORMATS[f]})::bigint))"
+            for f in unix
+        ]
+        number = f"regexp_full_match(trim({expr}), '-?[0-9]+([.][0-9]+)?')"
+        iso = f"coalesce(case when {number} then coalesce({', '.join(counted)}) end, {iso})"
     return f"timezone('UTC', {iso})"
 
 

@@ -54,6 +54,9 @@ JSON_FIELDS: tuple[str, ...] = ("properties", "context", "traits")
 EVENT_ONLY_FIELDS: frozenset[str] = frozenset({"group_id", *JSON_FIELDS})
 DATE_FIELDS: frozenset[str] = frozenset({"date_of_birth"})
 TIMESTAMP_FIELDS: frozenset[str] = frozenset({"updated_at", "occurred_at"})
+# Timestamp formats that are no strptime pattern: seconds or milliseconds since 1970-01-01 UTC, as APIs give
+# times (Intercom, Stripe), with the milliseconds each counts.
+UNIX_TIME_FORMATS: dict[str, int] = {"unix_seconds": 1000, "unix_milliseconds": 1}
 # The files an http source's polls land, inside its folder of the landing folder.
 API_PAGE_GLOB = "*.jsonl"
 
@@ -143,7 +146,7 @@ class FieldSpec(_Strict):
             raise ValueError("'path' entries must not be empty")
         for fmt in self.formats or []:
             # 'DD/MM/YYYY' parses nothing, and the mistake would show only as every value refused after a run.
-            if not re.search(r"%[a-zA-Z]", fmt):
+            if fmt not in UNIX_TIME_FORMATS and not re.search(r"%[a-zA-Z]", fmt):
                 raise ValueError(
                     f"formats: '{fmt}' has no strptime directive; write it with % codes, e.g. '%d/%m/%Y' for "
                     "DD/MM/YYYY or '%Y-%m-%dT%H:%M:%S%z' for a timestamp with an offset"
@@ -151,8 +154,8 @@ class FieldSpec(_Strict):
         return self
 
 
-# No strptime reads Unix epoch seconds: say how to land them, rather than only that the code is unknown.
-_EPOCH_HINT = " (Unix epoch seconds are no date format: land the time as ISO 8601 text)"
+# No strptime reads Unix epoch seconds: say how to read them, rather than only that the code is unknown.
+_EPOCH_HINT = " (for seconds since 1970, write the format unix_seconds; for milliseconds, unix_milliseconds)"
 
 
 def _timestamp_format_problem(fmt: str) -> str | None:
@@ -610,7 +613,10 @@ class SourceConfig(_Strict):
             if spec.formats and name not in DATE_FIELDS | TIMESTAMP_FIELDS:
                 raise ValueError(f"fields.{name}: 'formats' only applies to date and timestamp fields")
             for fmt in spec.formats or []:
-                problem = _timestamp_format_problem(fmt) if name in TIMESTAMP_FIELDS else _date_format_problem(fmt)
+                if fmt in UNIX_TIME_FORMATS:
+                    problem = None if name in TIMESTAMP_FIELDS else "is a Unix time, which only timestamps take"
+                else:
+                    problem = _timestamp_format_problem(fmt) if name in TIMESTAMP_FIELDS else _date_format_problem(fmt)
                 if problem:
                     raise ValueError(f"fields.{name}: formats: '{fmt}' {problem}")
         return self
