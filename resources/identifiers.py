@@ -100,7 +100,7 @@ def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
     if not _EMAIL_RE.match(text):
         international = None if text.isascii() else _internationalised(text)
         if international is None:
-            return None, None, "not a valid e-mail address"
+            return None, None, _several_addresses(text) or "not a valid e-mail address"
         text, keyed = international
     local, _, domain = keyed.rpartition("@")
     key_local = local.split("+", 1)[0] or local
@@ -108,6 +108,20 @@ def clean_email(raw: object) -> tuple[str | None, str | None, str | None]:
         key_local = key_local.replace(".", "")
         domain = "gmail.com"
     return text, f"{key_local}@{domain}", None
+
+
+def _several_addresses(text: str) -> str | None:
+    """Why a value holding several addresses (`ann@x.org; ann@y.org`, as CRMs export a contact's other
+    addresses) is refused, naming how many and the separator (never the addresses), or None. A field takes
+    one address: which of them is the person's is not for cleaning to guess."""
+    parts = [p for p in re.split(r"[;,\s]+", text) if p]
+    if len(parts) < 2 or not all(_EMAIL_RE.match(p) for p in parts):
+        return None
+    separator = next((c for c in ";," if c in text), " ")
+    return (
+        f"holds {len(parts)} e-mail addresses separated by '{separator}', where one is expected: export one "
+        "address per column and map each (another identifier path of type email links the others)"
+    )
 
 
 def email_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:

@@ -322,3 +322,38 @@ def test_times_given_in_unix_seconds_or_milliseconds_are_read_as_instants(
         "e1": "2025-01-01 10:00:00.123",
     }
     assert rejects == [(4, "1.7e9")]
+
+
+def test_a_cell_holding_several_e_mail_addresses_is_refused_saying_so(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # A HubSpot export, semicolon-separated with a byte order mark, whose e-mail cell holds two addresses.
+    (tmp_path / "landing" / "hubspot").mkdir(parents=True)
+    crm = {
+        "name": "hubspot",
+        "format": "csv",
+        "csv": {"delimiter": ";"},
+        "glob": "hubspot/*.csv",
+        "role": "person",
+        "record_id": "Record ID",
+        "fields": {"email": "Email"},
+    }
+    # The cell is quoted, as HubSpot quotes a value holding the delimiter.
+    (tmp_path / "landing" / "hubspot" / "contacts.csv").write_bytes(
+        '\ufeffRecord ID;Email\r\n1;"ann@x.org; ann@y.org"\r\n2;bob@\r\n3;cy@x.org\r\n'.encode()
+    )
+    materialize_stages(_config(tmp_path, [crm]), instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        emails = dict(conn.execute("select source_record_id, email from clean.person_records").fetchall())
+        rejects = conn.execute("select file, row_number, field, reason from cdp.quarantine order by 2").fetchall()
+    assert emails == {"1": None, "2": None, "3": "cy@x.org"}
+    assert rejects == [
+        (
+            "hubspot/contacts.csv",
+            2,
+            "Email",
+            "holds 2 e-mail addresses separated by ';', where one is expected: export one address per column and "
+            "map each (another identifier path of type email links the others)",
+        ),
+        ("hubspot/contacts.csv", 3, "Email", "not a valid e-mail address"),
+    ]
