@@ -35,9 +35,30 @@ class ExtractConfig(dg.Config):
 
 
 def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
-    """Files of a source in the landing folder, in a stable order."""
+    """Files of a source in the landing folder, in a stable order. The glob matches names whatever their
+    letters' case, as the Windows systems many exports come from write them: a till's `SALES.CSV` is one
+    of `pos/*.csv`, not a file silently left unread."""
     landing = config.landing_path
-    return sorted(p for p in landing.glob(source.glob) if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in landing.glob(caseless_glob(source.glob)) if p.is_file() and not p.name.startswith("."))
+
+
+def caseless_glob(pattern: str) -> str:
+    """`pattern` matching either case of each letter (`*.csv` as `*.[cC][sS][vV]`), for `Path.glob`, which
+    on POSIX tells cases apart. A letter inside a `[...]` class is left as written, and so is one whose other
+    case is not one letter (`ß`)."""
+    out, in_class = [], False
+    for char in pattern:
+        if in_class:
+            in_class = char != "]"
+            out.append(char)
+        elif char == "[":
+            in_class = True
+            out.append(char)
+        elif char.isalpha() and len(char.lower()) == 1 and len(char.upper()) == 1 and char.lower() != char.upper():
+            out.append(f"[{char.lower()}{char.upper()}]")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def hidden_files(config: CDPConfig, source: SourceConfig) -> list[Path]:

@@ -357,3 +357,25 @@ def test_a_cell_holding_several_e_mail_addresses_is_refused_saying_so(
         ),
         ("hubspot/contacts.csv", 3, "Email", "not a valid e-mail address"),
     ]
+
+
+def test_a_file_whose_name_differs_from_the_glob_only_in_case_is_loaded(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # A Windows till writes SALES_0701.CSV; the source's glob says *.csv.
+    (tmp_path / "landing" / "POS").mkdir(parents=True)
+    (tmp_path / "landing" / "POS" / "SALES_0701.CSV").write_text("id,email\r\n1,ann@x.org\r\n")
+    (tmp_path / "landing" / "POS" / "sales_0702.csv").write_text("id,email\r\n2,bob@x.org\r\n")
+    (tmp_path / "landing" / "POS" / "notes.txt").write_text("not a source file\n")
+    crm = {
+        "name": "pos",
+        "format": "csv",
+        "glob": "pos/sales_*.csv",
+        "role": "person",
+        "record_id": "id",
+        "fields": {"email": "email"},
+    }
+    materialize_stages(_config(tmp_path, [crm]), instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        rows = conn.execute("select file, email from clean.person_records order by file").fetchall()
+    assert rows == [("POS/SALES_0701.CSV", "ann@x.org"), ("POS/sales_0702.csv", "bob@x.org")]

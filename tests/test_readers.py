@@ -349,3 +349,11 @@ def test_parquet_columns_named_with_dots_nest_unless_a_column_holds_their_first_
     result, rows = read_parquet(clash)
     assert result.columns == ["customer", "customer.email"]
     assert [json.loads(r) for _, r in rows] == [{"customer": "x", "customer.email": "a@x.org"}]
+
+
+def test_a_glob_matches_either_case_of_its_letters_but_keeps_its_classes():
+    from resources.landing import caseless_glob
+
+    assert caseless_glob("pos/*.csv") == "[pP][oO][sS]/*.[cC][sS][vV]"
+    assert caseless_glob("web/**/[0-9]*.jsonl.gz") == "[wW][eE][bB]/**/[0-9]*.[jJ][sS][oO][nN][lL].[gG][zZ]"
+    assert caseless_glob("straße_[ab].csv") == "[sS][tT][rR][aA]ß[eE]_[ab].[cC][sS][vV]"
