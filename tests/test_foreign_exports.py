@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.fixtures import materialize_stages
+from tests.fixtures import check_evaluation, materialize_stages
 
 pytestmark = pytest.mark.stage
 
@@ -379,3 +379,27 @@ def test_a_file_whose_name_differs_from_the_glob_only_in_case_is_loaded(
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
         rows = conn.execute("select file, email from clean.person_records order by file").fetchall()
     assert rows == [("POS/SALES_0701.CSV", "ann@x.org"), ("POS/sales_0702.csv", "bob@x.org")]
+
+
+def test_a_mapping_that_reads_nothing_is_named_in_the_checks_description(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # Birth dates written ISO while the mapping declares the German format: every value is refused.
+    (tmp_path / "landing" / "crm").mkdir(parents=True)
+    (tmp_path / "landing" / "crm" / "contacts.csv").write_text("id,born\n1,1979-06-06\n2,1985-03-04\n")
+    crm = {
+        "name": "crm",
+        "format": "csv",
+        "glob": "crm/*.csv",
+        "role": "person",
+        "record_id": "id",
+        "fields": {"date_of_birth": {"path": "born", "formats": ["%d.%m.%Y"]}},
+    }
+    result, _ = materialize_stages(_config(tmp_path, [crm]), instance, ("raw", "clean"))
+    evaluation = check_evaluation(result, "mapped_fields_have_values", "person_records")
+    assert not evaluation.passed
+    # What a run's log prints beside "did not pass", with no metadata to open.
+    assert evaluation.description == (
+        "crm date_of_birth (born): no value in any of 2 cleaned rows (quarantined most: not a valid date in the "
+        "format(s) %d.%m.%Y (2 rows))"
+    )

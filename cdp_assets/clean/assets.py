@@ -1467,7 +1467,22 @@ def _mapping_check(
         passed=not problems,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"problems": len(problems), "details": dg.MetadataValue.md(markdown_table(problems))},
+        description=_problems_in_brief(problems),
     )
+
+
+def _problems_in_brief(problems: list[dict[str, object]], shown: int = 3) -> str | None:
+    """The first problems of the mapped-fields check in one line: the check's description, which a run's
+    log prints beside "did not pass" (a headless `dagster job execute` shows no metadata), so the source
+    and field to fix are named where the failure is read."""
+    if not problems:
+        return None
+    told = [
+        f"{p['source']} {p['field']}: {p['problem']} (quarantined most: {p['quarantined most']})"
+        for p in problems[:shown]
+    ]
+    more = f"; and {len(problems) - shown} more (see the check's details)" if len(problems) > shown else ""
+    return "; ".join(told) + more
 
 
 ONE_PERSON_CHECK = "record_ids_name_one_person"
