@@ -403,3 +403,25 @@ def test_a_mapping_that_reads_nothing_is_named_in_the_checks_description(
         "crm date_of_birth (born): no value in any of 2 cleaned rows (quarantined most: not a valid date in the "
         "format(s) %d.%m.%Y (2 rows))"
     )
+
+
+def test_a_person_row_without_its_record_id_is_refused_naming_the_path(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # Shop customers read from a Shopify orders export: a guest checkout has no customer object.
+    (tmp_path / "landing" / "shopify").mkdir(parents=True)
+    (tmp_path / "landing" / "shopify" / "orders.jsonl").write_text(
+        '{"id": 1, "customer": {"id": 77, "email": "ann@x.org"}}\n{"id": 2, "customer": null, "email": "g@x.org"}\n'
+    )
+    shop = {
+        "name": "shop",
+        "format": "jsonl",
+        "glob": "shopify/*.jsonl",
+        "role": "person",
+        "record_id": "customer.id",
+        "fields": {"email": "customer.email"},
+    }
+    materialize_stages(_config(tmp_path, [shop]), instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        rejects = conn.execute("select file, row_number, field, reason, scope from cdp.quarantine").fetchall()
+    assert rejects == [("shopify/orders.jsonl", 2, "customer.id", "no record id: customer.id is empty", "row")]

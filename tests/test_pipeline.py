@@ -137,7 +137,7 @@ def test_known_bad_values_are_quarantined_with_row_field_and_reason(platform: Pl
             "value",
         ),
         (4, "Phone", "0000000000", "not a phone number (read as US)", "value"),
-        (5, "ContactId", None, "missing record id", "row"),
+        (5, "ContactId", None, "no record id: ContactId is empty", "row"),
     ]
     # A refused value leaves the rest of the record in place.
     kept = platform.sql(

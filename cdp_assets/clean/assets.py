@@ -42,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "17"
+CODE_VERSION = "18"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")
@@ -1071,7 +1071,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
         ]
         rejects.append(
             f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, null as value,
-                      'missing record id' as reason, 'row' as scope
+                      'no record id: ' || coalesce(l.label, '(file and line)') || ' is empty' as reason, 'row' as scope
                from {stage} s left join {labels} l on l.source = s.source and l.field = 'source_record_id'
                where s.source_record_id is null"""
         )
