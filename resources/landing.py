@@ -68,7 +68,9 @@ def hidden_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
     `._contacts.csv`) or the platform's own temporary file, so loading it would load half a file or garbage;
     but a user who exported `.customers.csv` must hear why it did not load, so the extract names them.
     """
-    return sorted(p for p in config.landing_path.glob(source.glob) if p.is_file() and p.name.startswith("."))
+    return sorted(
+        p for p in config.landing_path.glob(caseless_glob(source.glob)) if p.is_file() and p.name.startswith(".")
+    )
 
 
 def outside_landing(landing: Path, path: Path) -> bool:
