@@ -343,6 +343,49 @@ def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_nex
         assert not (config.privacy_requests_path / "r.csv").exists()
 
 
+@pytest.mark.dagster
+def test_a_run_that_dies_while_telling_the_destinations_leaves_the_snapshot_and_compaction_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import cdp_assets.privacy.assets as privacy_assets
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        assert b"bob.stone" in config.read_snapshot_path.read_bytes()
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
+        )
+        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+
+        def dies(*args: object) -> dict[str, dict[str, int]]:
+            raise RuntimeError("the machine went down")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(privacy_assets, "deliver_all", dies)
+            failed = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+                instance=instance, run_config=run_config, raise_on_error=False
+            )
+        assert not failed.success
+        assert "bob.stone" not in landing.read_text()  # the files were done before it died
+
+        # Run again as the operator would: its requests are known, but what the dead run owed is not done.
+        again = defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config)
+        assert again.success
+        assert b"bob.stone" not in config.read_snapshot_path.read_bytes()
+        assert b"bob.stone" not in config.warehouse_path.read_bytes()
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            assert conn.execute("select status from privacy.requests").fetchone()[0] == "completed"
+            assert conn.execute("select count(*) from privacy.file_rewrites").fetchone()[0] == 0
+        assert "bob.stone" not in str(server.state("rest", "crm")["records"])
+
+
 def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance, drop: tuple[str, ...] = ()) -> None:
     """A full refresh, then (the tables `drop` dropped) Bob Stone erased by e-mail through a requests file."""
     defs = build_definitions(config)

@@ -218,6 +218,16 @@ def retain(sql: Sql, config: CDPConfig, run_id: str) -> dict[str, int]:
     return removed
 
 
+def _owed(sql: Sql) -> set[str]:
+    """The steps after a deletion still to do (`profiles`, `warehouse`; see `queue_file_rewrites`)."""
+    return {
+        target
+        for (target,) in sql.rows(
+            f"select distinct target from {FILE_REWRITES.name} where target in ('profiles', 'warehouse')"
+        )
+    }
+
+
 def refresh_after_erasure(sql: Sql, config: CDPConfig, run_id: str) -> None:
     """Bring the profiles and segments up to the warehouse an erasure left. The erased customers' rows
     went with them, but the RFM scores rank every buyer against the others, so theirs leaving moves other
@@ -313,16 +323,23 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 mark = time.perf_counter()
                 delivered = deliver_all(sql, cdp_config, context.log)
                 seconds["destinations"] = round(time.perf_counter() - mark, 2)
+                # What this run's deletions, or those of a run that died before finishing, still owe.
+                owed = _owed(sql)
                 erased = any(report[k] for k in ("erased_customers", "landing_files_rewritten", "exports_rewritten"))
-                erased = erased or bool(expired)
-                if report["erased_customers"] and sql.table_exists("cdp.golden_profiles"):
+                erased = erased or bool(expired) or "warehouse" in owed
+                if "profiles" in owed:
                     mark = time.perf_counter()
-                    refresh_after_erasure(sql, cdp_config, run_id)
+                    if sql.table_exists("cdp.golden_profiles"):
+                        refresh_after_erasure(sql, cdp_config, run_id)
+                    sql.execute(f"delete from {FILE_REWRITES.name} where target = 'profiles'")
                     seconds["profiles and segments"] = round(time.perf_counter() - mark, 2)
+                compact = erased and cdp_config.privacy.compact_after_erasure
                 if erased:
                     mark = time.perf_counter()
                     warehouse.publish_read_snapshot(sql, run_id)
                     seconds["read snapshot"] = round(time.perf_counter() - mark, 2)
+                    if not compact:
+                        sql.execute(f"delete from {FILE_REWRITES.name} where target = 'warehouse'")
                 counts = dict(sql.rows(f"select status, count(*) from {PRIVACY_REQUESTS.name} group by 1 order by 1"))
                 # In the requests' order, on every engine.
                 ids = [r.request_id for r in requests]
@@ -334,7 +351,11 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
         except PrivacyKeyMissing as exc:
             raise dg.Failure(str(exc)) from None
         mark = time.perf_counter()
-        sizes = warehouse.compact() if erased and cdp_config.privacy.compact_after_erasure else {}
+        sizes = warehouse.compact() if compact else {}
+        if compact:
+            # Only once the compacted file is in place: a run killed while copying leaves it owed.
+            with warehouse.sql() as sql:
+                sql.execute(f"delete from {FILE_REWRITES.name} where target = 'warehouse'")
         seconds["compaction"] = round(time.perf_counter() - mark, 2)
         statuses = {request: status for request, _, status in this_run}
         if requests_path is not None:

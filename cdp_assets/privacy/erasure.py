@@ -300,10 +300,16 @@ def erase(
 def queue_file_rewrites(
     sql: Sql, run_id: str, lines: Mapping[tuple[str, str], tuple[list[int], list[int]]], *, exports: bool
 ) -> None:
-    """Record the landing files (and, for an erasure, the exports) the deleted rows must leave too."""
+    """Record the landing files (and, for an erasure, the exports) the deleted rows must leave too, and what
+    the warehouse owes after any deletion: its read snapshot published again and its file compacted
+    (`warehouse`), and for an erasure the other profiles and segments brought up to the removal
+    (`profiles`). Recorded with the deletion, so a run that dies before they are done leaves them to the
+    next `privacy_request` run rather than to a refresh that may never come."""
     rows = [(run_id, "landing", s, f, erased, known) for (s, f), (erased, known) in lines.items()]
+    rows.append((run_id, "warehouse", None, None, [], []))
     if exports:
         rows.append((run_id, "exports", None, None, [], []))
+        rows.append((run_id, "profiles", None, None, [], []))
     if rows:
         frame = pd.DataFrame(rows, columns=["queued_by", "target", "source", "file", "lines", "known_lines"])
         with sql.registered("rewrites_frame", frame):
