@@ -2,6 +2,8 @@
 `erased` event, PostgreSQL delete), against the real demo destination server and a real PostgreSQL; a
 destination that is down keeps only its own part pending, and its next sync delivers it."""
 
+import csv
+import io
 from pathlib import Path
 
 import dagster as dg
@@ -384,6 +386,62 @@ def test_a_run_that_dies_while_telling_the_destinations_leaves_the_snapshot_and_
             assert conn.execute("select status from privacy.requests").fetchone()[0] == "completed"
             assert conn.execute("select count(*) from privacy.file_rewrites").fetchone()[0] == 0
         assert "bob.stone" not in str(server.state("rest", "crm")["records"])
+
+
+@pytest.mark.dagster
+def test_receipts_tell_a_repeated_request_and_an_earlier_erasure_from_a_stranger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        folder = config.privacy_requests_path
+        folder.mkdir(parents=True)
+
+        def run(name: str, lines: str) -> dict[str, tuple[str, dict[str, int], str | None]]:
+            (folder / name).write_text("type,id_type,value,reference,source\n" + lines)
+            run_config = {"ops": {"privacy__requests": {"config": {"requests_file": name}}}}
+            assert (
+                defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config).success
+            )
+            with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+                rows = conn.execute("select reference, request_id, status, rows_removed, note from privacy.requests")
+                return {r[0]: r[1:] for r in rows.fetchall()}
+
+        # Bob named twice in one batch (e-mail and phone), and someone never held.
+        first = run(
+            "a.csv",
+            "erase,email,bob.stone@example.org,T-1,\n"
+            "erase,phone,(415) 555-0102,T-2,\n"
+            "erase,email,nobody@example.org,T-3,\n",
+        )
+        (t1_id, t1_status, t1_rows, t1_note), (_, t2_status, t2_rows, t2_note) = first["T-1"], first["T-2"]
+        assert t1_status == t2_status == "completed"
+        assert t1_rows["cdp.golden_profiles"] == 1 and t1_note is None
+        assert t2_rows == {} and t2_note == f"the same person as request {t1_id}"
+        assert first["T-3"][1:] == ("not_found", {}, None)
+
+        # Filed again later: the receipt and the processed file say he was erased, not that he was never held.
+        later = run(
+            "b.csv",
+            "erase,email,BOB.STONE@example.org,T-4,\n"
+            "erase,source_record,c2,T-5,crm\n"
+            "erase,email,nobody@example.org,T-6,\n",
+        )
+        # (either of the two requests that erased him)
+        erased_before = tuple(f"erased before, by request {first[t][0]} on " for t in ("T-1", "T-2"))
+        assert later["T-4"][1] == "not_found" and later["T-4"][3].startswith(erased_before)
+        assert later["T-5"][1] == "not_found" and later["T-5"][3].startswith(erased_before)
+        assert later["T-6"][1:] == ("not_found", {}, None)
+        processed = list(csv.reader(io.StringIO((folder / "processed" / "b.csv").read_text())))
+        assert processed[1][1:] == ["T-4", f"not_found: {later['T-4'][3]}"]
+        assert processed[3][1:] == ["T-6", "not_found"]
+        assert "bob" not in (folder / "processed" / "b.csv").read_text().lower()
 
 
 def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance, drop: tuple[str, ...] = ()) -> None:

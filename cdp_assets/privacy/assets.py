@@ -144,7 +144,11 @@ def process_requests(
         seconds[step] = round(seconds.get(step, 0.0) + now - mark, 2)
         mark = now
 
-    resolutions = resolve_all(sql, config, new)
+    try:  # an access request needs no key, but with one it can tell an erased person from a stranger
+        lookup = key or privacy_key(config)
+    except PrivacyKeyMissing:
+        lookup = b""
+    resolutions = resolve_all(sql, config, new, lookup)
     lap("resolve")
     for request in new:
         resolution = resolutions[request.request_id]
@@ -175,15 +179,21 @@ def process_requests(
         batch = erase(sql, config, found, key, run_id=run_id, at=at)
         # The tombstones outlive the warehouse in the ledger (an extract completes it if this run dies here).
         reconcile_ledger(sql, config)
+        # A person named twice in one batch (by two of their e-mails, or a request filed twice) is erased once:
+        # the rows are counted on the first request, the others say whose they are, so receipts add up.
+        first_for: dict[tuple[str, ...], str] = {}
         for request in erasures:
             if request.request_id in found:
+                customers = tuple(found[request.request_id])
+                first = first_for.setdefault(customers, request.request_id)
                 _receipt(
                     sql,
                     request,
                     "pending",
                     run_id,
-                    customers=found[request.request_id],
-                    rows_removed=batch.rows_removed.get(request.request_id, {}),
+                    customers=list(customers),
+                    rows_removed=batch.rows_removed.get(request.request_id, {}) if first == request.request_id else {},
+                    note=None if first == request.request_id else f"the same person as request {first}",
                 )
                 statuses[request.request_id] = "pending"
         report["erased_customers"] = len(batch.customer_ids)
@@ -344,7 +354,7 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
                 # In the requests' order, on every engine.
                 ids = [r.request_id for r in requests]
                 this_run = sql.rows(
-                    f"""select request_id, type, status from {PRIVACY_REQUESTS.name}
+                    f"""select request_id, type, status, note from {PRIVACY_REQUESTS.name}
                         where list_contains(?, request_id) order by list_position(?, request_id)""",
                     [ids, ids],
                 )
@@ -357,10 +367,14 @@ def build_privacy_asset(cdp_config: CDPConfig) -> dg.AssetsDefinition:
             with warehouse.sql() as sql:
                 sql.execute(f"delete from {FILE_REWRITES.name} where target = 'warehouse'")
         seconds["compaction"] = round(time.perf_counter() - mark, 2)
-        statuses = {request: status for request, _, status in this_run}
+        # The processed file says why nobody was erased (never held, or erased before; several candidates).
+        statuses = {
+            request: f"{status}: {note}" if note and status in ("not_found", "needs_review") else status
+            for request, _, status, note in this_run
+        }
         if requests_path is not None:
             archive_requests_file(requests_path, statuses, file_rejected, file_references)
-        rows = [{"request": r, "type": t, "status": s} for r, t, s in this_run]
+        rows = [{"request": r, "type": t, "status": s} for r, t, s, _ in this_run]
         rows += [{"request": line.request_id, "type": "", "status": "rejected"} for line in file_rejected]
         if rejected:
             # A request typed in the Launchpad that was refused must not end in a green run: the person who

@@ -50,6 +50,7 @@ from resources.tables import (
     SEGMENT_HISTORY,
     SEGMENT_MEMBERSHIP,
     SUPPRESSIONS,
+    TOMBSTONES,
     TRANSACTIONS,
 )
 from resources.warehouse import sql_literal
@@ -192,12 +193,15 @@ def resolve(sql: Sql, config: CDPConfig, request: Request) -> Resolution:
     return resolve_all(sql, config, [request])[request.request_id]
 
 
-def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request]) -> dict[str, Resolution]:
+def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request], key: bytes = b"") -> dict[str, Resolution]:
     """Find the person each request names: `not_found`, `needs_review` (several customers), `rejected` (not a
     valid value of its type) or `found`. One query for the whole batch: a thousand requests cost one join over
-    the identifier tables, not a thousand scans."""
+    the identifier tables, not a thousand scans. A `not_found` whose value an earlier erasure left a tombstone
+    of (with `key`), or whose customer id was erased, says so in its note: "we erased you already" and "we
+    never held you" are different answers to the requester."""
     resolutions: dict[str, Resolution] = {}
     rows = []
+    values: dict[str, str | None] = {}
     for request in requests:
         if request.id_type in (CUSTOMER_ID, SOURCE_RECORD):
             value: str | None = request.value.strip()
@@ -209,6 +213,7 @@ def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request]) -> dic
                 )
                 continue
         rows.append((request.request_id, request.id_type, value, request.source))
+        values[request.request_id] = value
     # Before the identity stage first ran there is nobody to find.
     resolved = sql.table_exists("cdp.identity_map")
     frame = pd.DataFrame(rows, columns=["request_id", "id_type", "value", "source"], dtype=object).astype("string")
@@ -241,7 +246,9 @@ def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request]) -> dic
             continue
         customers = by_request.get(request.request_id) or []
         if not customers:
-            resolutions[request.request_id] = Resolution("not_found")
+            resolutions[request.request_id] = Resolution(
+                "not_found", note=_erased_before(sql, request, values[request.request_id], key)
+            )
         elif len(customers) > 1 and request.id_type not in (SOURCE_RECORD, CUSTOMER_ID):
             resolutions[request.request_id] = Resolution(
                 "needs_review",
@@ -252,6 +259,24 @@ def resolve_all(sql: Sql, config: CDPConfig, requests: Sequence[Request]) -> dic
         else:
             resolutions[request.request_id] = Resolution("found", customers=customers)
     return resolutions
+
+
+def _erased_before(sql: Sql, request: Request, value: str | None, key: bytes) -> str | None:
+    """`erased before by <request> on <date>` when the request names what an earlier erasure removed: an erased
+    customer id, or a value or record id its tombstones hold. None otherwise (or without the key)."""
+    if request.id_type == CUSTOMER_ID:
+        erased = sql.rows(f"select 1 from {CUSTOMER_ALIASES.name} where alias_id = ? and status = 'erased'", [value])
+        return "erased before: the customer id is erased" if erased else None
+    if not key or value is None or (request.id_type == SOURCE_RECORD and not request.source):
+        return None
+    kind = record_kind(request.source) if request.id_type == SOURCE_RECORD else request.id_type
+    found = sql.rows(
+        f"select request_id, erased_at from {TOMBSTONES.name} where hash = ?", [keyed_hash(key, kind, value)]
+    )
+    if not found:
+        return None
+    earlier, at = found[0]
+    return f"erased before, by request {earlier} on {at:%Y-%m-%d}"
 
 
 @dataclass
