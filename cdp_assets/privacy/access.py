@@ -3,10 +3,10 @@
 The person is found as for an erasure (cdp_assets/privacy/erasure.py: every record of the customer through
 the identity map and the aliases); the document gathers, from the same tables erasure covers, their source
 records as loaded, cleaned records, activity, consent statements and their history, the golden profile with
-its traits and the provenance of each value, segment stays, the id's history, and what was sent to which
-destination when. It is written, readable by its owner only, to `<requests folder>/access/<request id>.json`,
-with the same sections as CSV files in `<request id>/`, for the operator to hand over; its content never
-reaches Dagster's storage.
+its traits and the provenance of each value, segment stays, the id's history, what was sent to which
+destination when, and what the platform quarantined of their rows. It is written, readable by its owner
+only, to `<requests folder>/access/<request id>.json`, with the same sections as CSV files in
+`<request id>/`, for the operator to hand over; its content never reaches Dagster's storage.
 """
 
 import csv
@@ -90,6 +90,17 @@ def access_document(sql: Sql, config: CDPConfig, request_id: str, customers: Seq
                     where key in ({keys}) order by destination""",
             ),
             "in_file_exports": _exported(sql, config, ids),
+            # What the platform refused of their rows, with the value and why: a value cleaning dropped
+            # (a phone it could not read) and lines the extract could not read at all, which hold their
+            # e-mail address but are in no table above. Erasure removes these rows too.
+            "quarantined": _rows(
+                sql,
+                f"""select q.source, q.file, q.row_number, q.field, q.value, q.reason, q.stage, q.scope
+                    from cdp.quarantine q join (select distinct source, file, row_number from {raw_rows}) e
+                    using (source, file, row_number) order by all""",
+            )
+            if sql.table_exists("cdp.quarantine")
+            else [],
         }
     return document
 
