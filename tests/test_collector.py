@@ -1081,3 +1081,50 @@ def test_an_event_nested_to_the_limit_is_stored_alone_and_in_a_batch(collector) 
     folder = config.collector_folder(config.sources[1])
     lines = [line for path in sorted(folder.glob(".*.part")) for line in path.read_bytes().splitlines()]
     assert [jsonl_line(n, line)[1] for n, line in enumerate(lines, start=1)] == [None, None]
+
+
+@pytest.mark.dagster
+def test_events_acknowledged_before_an_erasure_and_published_after_it_leave_no_trace_in_the_landing_folder(
+    collector, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector holds what it acknowledged in a hidden file until it rotates: an erasure in between cannot
+    rewrite it, so the extract that loads it refuses the person's lines as an erased person's and empties
+    them in the file, which no source will ever send again without them."""
+    from segment.analytics import Client
+
+    from cdp_assets.privacy.assets import PRIVACY_JOB
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    server, config = collector
+    errors: list[Exception] = []
+    sdk = Client(KEY, host=server.url, sync_mode=True, on_error=lambda error, batch: errors.append(error))
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    sdk.identify("u1", {"email": "ann@example.org"}, anonymous_id="anon-1", timestamp=start)
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    # Acknowledged, still in the collector's hidden file, when the erasure runs: Ann again, and a stranger.
+    sdk.track("u1", "Order Completed", {"revenue": 5}, anonymous_id="anon-1", timestamp=start + timedelta(seconds=1))
+    sdk.track(anonymous_id="anon-2", event="Product Viewed", timestamp=start + timedelta(seconds=2))
+    assert errors == []
+    folder = config.privacy_requests_path
+    folder.mkdir(parents=True)
+    (folder / "r.csv").write_text("type,id_type,value,reference\nerase,email,ann@example.org,T-1\n")
+    run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+    defs = build_definitions(config)
+    assert defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config).success
+
+    server.spools["website"].rotate_if_due(force=True)
+    _refresh(config, instance)
+    landed = config.collector_folder(config.sources[1])
+    text = "".join(path.read_text() for path in sorted(landed.glob("*.jsonl")))
+    assert "anon-1" not in text and "ann@example.org" not in text and '"u1"' not in text
+    assert "anon-2" in text
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        assert conn.execute(
+            "select row_number, reason from cdp.quarantine where source = 'website' order by 1"
+        ).fetchall() == [(1, "erased person")]
+        # The stranger's event keeps its line, and the file, recorded as it now is, is not loaded again.
+        assert conn.execute("select row_number from clean.events where source = 'website'").fetchall() == [(2,)]
+    _refresh(config, instance)
+    with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+        assert conn.execute("select count(*) from cdp.quarantine where source = 'website'").fetchone()[0] == 1

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
+from cdp_assets.extract.readers import kept_lines, removed_lines
 from cdp_assets.privacy.access import write_csv_bundle
-from cdp_assets.privacy.files import kept_lines, removed_lines
 from cdp_assets.syncs.assets import spreadsheet_safe, spreadsheet_safe_text
 from resources.privacy import keyed_hash, keyed_hash_sql
 from resources.sql import Sql

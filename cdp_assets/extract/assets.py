@@ -24,12 +24,16 @@ from cdp_assets.extract.readers import (
     Reject,
     Rows,
     compression,
+    kept_lines,
+    open_landing,
     read_csv_on_executors,
     read_file,
     read_jsonl_on_executors,
     read_parquet_on_executors,
     readable_on_executors,
     refuse_wide_unicode,
+    replace_atomically,
+    write_landing,
 )
 from cdp_assets.extract.tombstones import (
     LedgerError,
@@ -202,6 +206,22 @@ def _read_on_executors(sql: Sql, source: SourceConfig, path: Path, tables: Scrat
         return None
 
 
+# Formats whose landing files the platform writes itself (the collector's events, an API's polled pages).
+PLATFORM_WRITTEN = ("segment", "http")
+
+
+def _blank_erased_lines(path: Path, lines: list[int]) -> tuple[str, os.stat_result]:
+    """Empty the lines of an erased person in a landing file the platform wrote (one record per line), keeping
+    every other line on its number; returns the file's new hash and stat, recorded with the load. No source
+    sends such a file again without the person: what the collector acknowledged before an erasure, and
+    published after it, would otherwise keep them in clear in the landing folder for good."""
+    with open_landing(path) as handle:
+        content = handle.read().splitlines(keepends=True)
+    kept = b"".join(kept_lines(content, lines, range(1, len(content) + 1)))
+    replace_atomically(path, lambda staging: write_landing(staging, kept, like=path))
+    return file_sha256(path), path.stat()
+
+
 def load_file(
     sql: Sql,
     source: SourceConfig,
@@ -318,6 +338,8 @@ def load_file(
                 set_aside = erased(rel)
                 rows_loaded -= len(set_aside)
                 rejects += set_aside
+                if set_aside and source.format in PLATFORM_WRITTEN:
+                    sha, stat = _blank_erased_lines(path, [r.row_number for r in set_aside if r.row_number])
         else:
             status, rejects, judged_rejects = "failed", [problem], 0
             sql.execute(f"delete from {table} where {stamped.format('=')}", [rel, now])

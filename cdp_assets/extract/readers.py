@@ -17,10 +17,11 @@ import csv
 import functools
 import gzip
 import json
+import os
 import re
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from resources.config.sources import MAX_JSON_NESTING, UNPAIRED_SURROGATE, json_nesting_exceeds
+from resources.durable import fsync_path
 from resources.sql import Scratch, Sql, SqlError, sql_literal
 
 if TYPE_CHECKING:
@@ -190,6 +192,41 @@ def write_landing(path: Path, content: bytes, like: Path) -> None:
     landing file as its source wrote it: a `.gz` file stays one)."""
     kind = compression(like)
     path.write_bytes(gzip.compress(content) if kind == "gzip" else bz2.compress(content) if kind else content)
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(temporary_path)`, flush it, keep the original's permissions and rename it over `path`."""
+    staging = path.with_name(f".{path.name}.rewrite")
+    staging.unlink(missing_ok=True)
+    try:
+        write(staging)
+        fsync_path(staging)
+        os.chmod(staging, path.stat().st_mode & 0o777)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def removed_lines(erased: Sequence[int], known: Sequence[int], total: int) -> list[int]:
+    """The lines of an erased record in a text file of `total` lines: from its first line (its row number, the
+    header being line 1) up to the line before the next record the warehouse knows of, so a quoted value
+    spanning lines goes with its record; the file's last record runs to its end."""
+    starts = sorted(set(known) | set(erased))
+    doomed: list[int] = []
+    for start in sorted(set(erased)):
+        following = bisect.bisect_right(starts, start)
+        doomed.extend(range(start, starts[following] if following < len(starts) else total + 1))
+    return doomed
+
+
+def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[int]) -> list[bytes]:
+    """The file's lines with each line of an erased record (see `removed_lines`) left empty, its line break
+    kept: every other row stays on the line the warehouse names, and the readers skip empty lines."""
+    doomed = set(removed_lines(erased, known, len(lines)))
+    return [
+        line[len(line.rstrip(b"\r\n")) :] if number in doomed else line for number, line in enumerate(lines, start=1)
+    ]
 
 
 def landing_empty(path: Path) -> bool:

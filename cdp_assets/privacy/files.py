@@ -11,60 +11,22 @@ a row.
 
 from __future__ import annotations
 
-import bisect
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 from cdp_assets.extract.assets import file_sha256, raw_table
-from cdp_assets.extract.readers import open_landing, write_landing
+from cdp_assets.extract.readers import kept_lines, open_landing, replace_atomically, write_landing
 from cdp_assets.extract.tombstones import tombstone_hashes
 from resources.config import CDPConfig, FileDestinationConfig, SourceConfig
-from resources.durable import fsync_path
 from resources.identifiers import NORMALISERS
 from resources.landing import source_files
 from resources.privacy import keyed_hash
 from resources.sql import Sql
 from resources.tables import FILE_REWRITES, ID_REGISTRY, LOADED_FILES
 from resources.warehouse import sql_literal
-
-
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(temporary_path)`, flush it, keep the original's permissions and rename it over `path`."""
-    staging = path.with_name(f".{path.name}.rewrite")
-    staging.unlink(missing_ok=True)
-    try:
-        write(staging)
-        fsync_path(staging)
-        os.chmod(staging, path.stat().st_mode & 0o777)
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
-
-
-def removed_lines(erased: Sequence[int], known: Sequence[int], total: int) -> list[int]:
-    """The lines of an erased record in a text file of `total` lines: from its first line (its row number, the
-    header being line 1) up to the line before the next record the warehouse knows of, so a quoted value
-    spanning lines goes with its record; the file's last record runs to its end."""
-    starts = sorted(set(known) | set(erased))
-    doomed: list[int] = []
-    for start in sorted(set(erased)):
-        following = bisect.bisect_right(starts, start)
-        doomed.extend(range(start, starts[following] if following < len(starts) else total + 1))
-    return doomed
-
-
-def kept_lines(lines: Sequence[bytes], erased: Sequence[int], known: Sequence[int]) -> list[bytes]:
-    """The file's lines with each line of an erased record (see `removed_lines`) left empty, its line break
-    kept: every other row stays on the line the warehouse names, and the readers skip empty lines."""
-    doomed = set(removed_lines(erased, known, len(lines)))
-    return [
-        line[len(line.rstrip(b"\r\n")) :] if number in doomed else line for number, line in enumerate(lines, start=1)
-    ]
 
 
 def lineage_tables(sql: Sql) -> list[tuple[str, str, str, str]]:
