@@ -5,7 +5,10 @@ Each attribute is chosen among the customer's records by its survivorship rule f
 source, record and time every chosen value came from. Name parts are taken together from one record
 and so are address parts: mixing a street from one record with a ZIP code from another would produce
 an address nobody lives at. Consent per purpose is the latest statement; a revocation wins a tie, and
-no statement is not consent (the column is NULL).
+no statement is not consent (the column is NULL). A revocation without a date (an unsubscribe list that
+carries none, a CRM row whose modification time is blank) may be the newest statement of all, so it wins
+over every grant: honouring an unsubscribe late is the one mistake the platform must not make, where
+waiting for a dated grant to re-subscribe someone costs a message.
 
 A customer none of whose person records has an e-mail (or phone) takes the latest one its activity
 carries, such as a Segment `identify`'s `traits.email` or an order's e-mail, in the form identity matches
@@ -244,7 +247,8 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
         f"""select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
             from clean.consent_statements s join {identity} m using (source, source_record_id)
             qualify row_number() over (partition by m.customer_id, s.purpose
-                                       order by s.stated_at desc nulls last, s.granted asc, s.source,
+                                       order by (s.stated_at is null and not s.granted) desc,
+                                                s.stated_at desc nulls last, s.granted asc, s.source,
                                                 s.source_record_id, s.file desc, s.row_number desc) = 1""",
         temporary=True,
     )
