@@ -101,3 +101,24 @@ def test_an_undated_revocation_in_a_later_file_removes_the_person_from_the_desti
                 "using (customer_id) where g.email = 'ann@example.org' and attribute = 'consent_email_marketing'"
             ).fetchall()
         assert provenance == [("esp", "false", None)]
+
+
+def test_a_revocation_written_with_other_separators_is_one_and_outvotes_an_older_grant(tmp_path: Path):
+    """Refused, a revocation would leave the other source's grant standing: the person would keep receiving."""
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = _config(tmp_path, server.url)
+        for folder, text in {
+            "crm": "id,first,email,modified,opt_in\n"
+            + "".join(f"c{i},P{i},p{i}@example.org,2026-01-05T10:00:00Z,yes\n" for i in range(4)),
+            "esp": "email,status\np0@example.org,Opted-Out\np1@example.org,opt out\np2@example.org,withdrawn\n",
+        }.items():
+            (tmp_path / "landing" / folder).mkdir(parents=True)
+            (tmp_path / "landing" / folder / "people.csv").write_text(text)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            consent = dict(conn.execute("select email, consent_email_marketing from cdp.golden_profiles").fetchall())
+            refused = conn.execute("select value from cdp.quarantine where field = 'status'").fetchall()
+        assert consent == {f"p{i}@example.org": i == 3 for i in range(4)} and refused == []
+        audience = server.state("webhook", "newsletter")["audiences"]["everyone"]
+        assert {member["email"] for member in audience.values()} == {"p3@example.org"}

@@ -812,7 +812,10 @@ _NO = frozenset(
         "opted out",
         "denied",
         "revoked",
+        "withdrawn",
         "unsubscribed",
+        "unsubscribe",
+        "not subscribed",
         "declined",
         "off",
         # German, French, Dutch, Swedish and Danish, Norwegian, Portuguese, Polish, Finnish; Spanish and
@@ -830,13 +833,24 @@ _NO = frozenset(
 )
 
 
+def _consent_key(text: str) -> str:
+    """A consent word with its separators alike: `Opted-Out`, `opted_out` and `opted out` are one statement."""
+    return re.sub(r"[\s_-]+", " ", text.strip().lower())
+
+
+_YES_KEYS = frozenset(_consent_key(word) for word in _YES)
+_NO_KEYS = frozenset(_consent_key(word) for word in _NO)
+
+
 def parse_consent(raw: object) -> tuple[bool | None, str | None]:
-    """A yes/no statement; missing means unknown (which is not consent), anything else is refused."""
+    """A yes/no statement; missing means unknown (which is not consent), anything else is refused. Refusing a
+    revocation is not harmless: another source's grant would then stand, so a revocation written with
+    another separator (`opted-out`, `opt out`) or as `withdrawn` is read as one."""
     if is_missing(raw):
         return None, None
-    text = str(raw).strip().lower()
-    if text in _YES:
+    text = _consent_key(str(raw))
+    if text in _YES_KEYS:
         return True, None
-    if text in _NO:
+    if text in _NO_KEYS:
         return False, None
     return None, "not a yes/no consent statement"
