@@ -444,6 +444,39 @@ def test_receipts_tell_a_repeated_request_and_an_earlier_erasure_from_a_stranger
         assert "bob" not in (folder / "processed" / "b.csv").read_text().lower()
 
 
+@pytest.mark.dagster
+def test_a_request_line_with_its_columns_shifted_is_rejected_without_keeping_the_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config.privacy_requests_path.mkdir(parents=True)
+        (config.privacy_requests_path / "r.csv").write_text(
+            "type,id_type,value,reference\nerase,bob.stone@example.org,email,T-1\n"
+        )
+        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        assert defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config).success
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
+            [(field, reason)] = conn.execute(
+                "select field, reason from cdp.quarantine where source = 'privacy_requests'"
+            ).fetchall()
+            receipts = conn.execute("select * from privacy.requests").fetchall()
+        assert field == "id_type" and reason.startswith("unknown identifier type")
+        processed = (config.privacy_requests_path / "processed" / "r.csv").read_text()
+        assert "rejected: line 2, id_type: unknown identifier type" in processed
+        for text in (reason, str(receipts), processed):
+            assert "bob.stone" not in text
+        with duckdb.connect(str(config.read_snapshot_path), read_only=True) as conn:
+            assert "bob.stone" not in str(conn.execute("select * from cdp.quarantine").fetchall())
+
+
 def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance, drop: tuple[str, ...] = ()) -> None:
     """A full refresh, then (the tables `drop` dropped) Bob Stone erased by e-mail through a requests file."""
     defs = build_definitions(config)
