@@ -302,6 +302,59 @@ def test_consent_is_required_and_revocation_removes_from_a_mirror(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("destination", "held"),
+    [
+        (
+            {"type": "webhook", "url": "{url}/webhook/w"},
+            lambda server: state(server, "webhook", "w")["audiences"]["vip"],
+        ),
+        (
+            {"type": "rest", "upsert_url": "{url}/rest/r/upsert", "delete_url": "{url}/rest/r/delete"},
+            lambda server: state(server, "rest", "r")["records"],
+        ),
+    ],
+)
+@pytest.mark.parametrize("mode", ["insert", "update", "upsert"])
+@pytest.mark.stage
+def test_a_revoked_consent_removes_the_member_whatever_the_mode(tmp_path, destination, held, mode):
+    """Only mirror removes members who left the segment; a revocation removes them in every mode that adds,
+    since the tool would otherwise keep contacting someone who said no."""
+    with DestinationServer(port=0) as server:
+        spec = {k: v.format(url=server.url) if isinstance(v, str) else v for k, v in destination.items()}
+        config = make_config(tmp_path, {**spec, "mode": mode})
+        warehouse = Warehouse(config)
+        members = people(3)
+        warehouse.set_members(members)
+        warehouse.sync("r1")
+        assert set(held(server)) == {"c0000", "c0001", "c0002"}
+        members["c0001"]["consent"] = False
+        del members["c0002"]  # left the segment: kept, as this mode does not mirror
+        warehouse.set_members(members)
+        report = warehouse.sync("r2")
+        assert report["removed"] == 1
+        assert set(held(server)) == {"c0000", "c0002"}
+        # Consent granted again: sent again.
+        members["c0001"]["consent"] = True
+        warehouse.set_members(members)
+        assert warehouse.sync("r3")["removed"] == 0
+        assert set(held(server)) == {"c0000", "c0001", "c0002"}
+
+
+@pytest.mark.stage
+def test_a_revoked_consent_is_not_sent_to_a_rest_destination_that_cannot_delete(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(tmp_path, {"type": "rest", "mode": "upsert", "upsert_url": f"{server.url}/rest/r/upsert"})
+        warehouse = Warehouse(config)
+        members = people(2)
+        warehouse.set_members(members)
+        warehouse.sync("r1")
+        members["c0001"]["consent"] = False
+        warehouse.set_members(members)
+        report = warehouse.sync("r2")
+        assert report["removed"] == 0 and report["failed"] == 0 and report["rejected"] == 0
+
+
+@pytest.mark.parametrize(
     ("mode", "expected_first", "expected_second"),
     [
         ("insert", {"added": 3}, {"added": 1, "updated": 0, "removed": 0}),

@@ -27,7 +27,7 @@ from functools import partial
 import pyarrow as pa
 
 from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
-from resources.config.destinations import MERGED_FROM
+from resources.config.destinations import MERGED_FROM, RestDestinationConfig
 from resources.destinations import Change, batch_id, merged_keys
 from resources.hashing import IdentifierKind, hash_rows
 from resources.identifiers import hashed_kind
@@ -128,6 +128,11 @@ _MODES: dict[str, dict[str, str]] = {
     "mirror": {"new": "add", "changed": "update", "left": "remove"},
     "delete": {"new": "remove"},
 }
+
+
+def can_remove(destination: RowDestinationConfig) -> bool:
+    """Whether the destination can be sent a removal: every kind can but a REST API without a delete_url."""
+    return not (isinstance(destination, RestDestinationConfig) and destination.delete_url is None)
 
 
 # A plan's changes are read from the warehouse this many rows at a time (see `Plan.changes`).
@@ -411,7 +416,12 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
     fold_acknowledged(sql, destination.name)
     with sql.scratch("sync_plan") as tables:
         current, rejected = tables("current"), tables("rejected")
-        categories = _MODES[destination.mode]
+        categories = dict(_MODES[destination.mode])
+        # A member whose consent was revoked (or who was suppressed) is removed in every mode that adds rows,
+        # not only in mirror: the tool would otherwise keep contacting someone who said no. A REST destination
+        # without a delete_url cannot remove anyone; its members stay as they were.
+        if destination.mode != "delete" and can_remove(destination):
+            categories["revoked"] = "remove"
         plan = Plan(
             sql,
             tables("plan"),
@@ -484,7 +494,9 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                        or (h.present and h.row_hash <> w.row_hash) or {survivor}
                     union all
                     select h.key, h.row_json, h.row_hash,
-                           case when {held_elsewhere} then 'held' when {merged} then 'merged' else 'left' end, null
+                           case when {held_elsewhere} then 'held' when {merged} then 'merged'
+                                when h.key in (select key from {current} where not consented) then 'revoked'
+                                else 'left' end, null
                     from have h
                     where h.present and not exists (select 1 from want w where w.key = h.key)
                 )
