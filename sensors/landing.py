@@ -59,6 +59,15 @@ def _extract_request(source: str, run_key: str, tags: dict[str, str]) -> dg.RunR
     )
 
 
+def next_retry(run: dg.RunRecord, tag: str) -> tuple[int | None, float]:
+    """The attempt number and due time of the retry of a failed run whose `tag` counts the retries before it:
+    RETRY_FIRST_AFTER_SECONDS after the failure, twice as long after each retry that failed again (up to
+    RETRY_LONGEST_WAIT_SECONDS), None past RETRY_ATTEMPTS in a row. The one backoff of the sensors' retries."""
+    attempt = int(run.dagster_run.tags.get(tag, "0")) + 1
+    due = (run.end_time or 0.0) + min(RETRY_FIRST_AFTER_SECONDS * 2 ** (attempt - 1), RETRY_LONGEST_WAIT_SECONDS)
+    return (attempt if attempt <= RETRY_ATTEMPTS else None), due
+
+
 def _retry(instance: dg.DagsterInstance, source: str, now: float) -> tuple[dg.RunRequest | None, str | None]:
     """A retry of the source's extract when the latest run to take it up failed without materializing it
     and its wait is over (None otherwise), and when it is not over yet, when it will be."""
@@ -72,10 +81,9 @@ def _retry(instance: dg.DagsterInstance, source: str, now: float) -> tuple[dg.Ru
     materialized = entry.last_materialization_record if entry else None
     if materialized is not None and materialized.run_id == run_id:
         return None, None  # the extract itself completed; a later step of that run failed
-    attempt = int(run.dagster_run.tags.get(RETRY_TAG, "0")) + 1
-    if attempt > RETRY_ATTEMPTS:
+    attempt, due = next_retry(run, RETRY_TAG)
+    if attempt is None:
         return None, None
-    due = run.end_time + min(RETRY_FIRST_AFTER_SECONDS * 2 ** (attempt - 1), RETRY_LONGEST_WAIT_SECONDS)
     if now < due:
         return (
             None,

@@ -292,12 +292,13 @@ def test_the_requests_sensor_names_the_file_never_its_values(tmp_path: Path):
     folder.mkdir(parents=True)
     (folder / "dsr.csv").write_text("type,id_type,value,reference\nerase,email,secret.person@example.org,T-1\n")
     (folder / ".partial.csv").write_text("being copied")
-    result = build_privacy_requests_sensor(config)(dg.build_sensor_context())
-    [request] = result.run_requests
-    assert request.run_config == {"ops": {"privacy__requests": {"config": {"requests_file": "dsr.csv"}}}}
-    assert "secret" not in repr(request)
-    again = build_privacy_requests_sensor(config)(dg.build_sensor_context())
-    assert again.run_requests[0].run_key == request.run_key  # the same file is one run
+    with dg.instance_for_test() as instance:
+        result = build_privacy_requests_sensor(config)(dg.build_sensor_context(instance=instance))
+        [request] = result.run_requests
+        assert request.run_config == {"ops": {"privacy__requests": {"config": {"requests_file": "dsr.csv"}}}}
+        assert "secret" not in repr(request)
+        again = build_privacy_requests_sensor(config)(dg.build_sensor_context(instance=instance))
+        assert again.run_requests[0].run_key == request.run_key  # the same file is one run
 
 
 @pytest.mark.dagster
@@ -475,6 +476,55 @@ def test_a_request_line_with_its_columns_shifted_is_rejected_without_keeping_the
             assert "bob.stone" not in text
         with duckdb.connect(str(config.read_snapshot_path), read_only=True) as conn:
             assert "bob.stone" not in str(conn.execute("select * from cdp.quarantine").fetchall())
+
+
+@pytest.mark.dagster
+def test_the_requests_sensor_runs_a_file_again_after_its_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import cdp_assets.privacy.assets as privacy_assets
+    from sensors.landing import RETRY_FIRST_AFTER_SECONDS
+    from sensors.privacy import build_privacy_requests_sensor
+
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
+        config = crm_platform_config(tmp_path, server.url)
+        landing = tmp_path / "landing" / "crm" / "people.csv"
+        landing.parent.mkdir(parents=True)
+        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+        defs = build_definitions(config)
+        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        folder = config.privacy_requests_path
+        folder.mkdir(parents=True)
+        (folder / "r.csv").write_text("type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n")
+        (folder / "processed").mkdir()
+
+        def tick(now: float) -> list[dg.RunRequest]:
+            sensor = build_privacy_requests_sensor(config, clock=lambda: now)
+            return list(sensor(dg.build_sensor_context(instance=instance)).run_requests)
+
+        def launch(request: dg.RunRequest, **kwargs: object) -> dg.ExecuteInProcessResult:
+            tags = {**request.tags, "dagster/run_key": request.run_key}
+            return defs.resolve_job_def(PRIVACY_JOB).execute_in_process(
+                instance=instance, run_config=request.run_config, tags=tags, **kwargs
+            )
+
+        [first] = tick(landing.stat().st_mtime + 3600)
+
+        def dies(*args: object) -> dict[str, dict[str, int]]:
+            raise RuntimeError("the machine went down")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(privacy_assets, "deliver_all", dies)
+            assert not launch(first, raise_on_error=False).success
+        [failed] = instance.get_run_records(limit=1)
+        assert (folder / "r.csv").exists()  # not processed: the run died
+        soon = tick(failed.end_time + 1)
+        assert [r.run_key for r in soon] == [first.run_key]  # the first run key, which launches no more
+        [_, retry] = tick(failed.end_time + RETRY_FIRST_AFTER_SECONDS + 1)
+        assert retry.run_key != first.run_key and "bob" not in repr(retry)
+        assert launch(retry).success
+        assert not (folder / "r.csv").exists() and "completed" in (folder / "processed" / "r.csv").read_text()
+        assert b"bob.stone" not in config.read_snapshot_path.read_bytes()
+        assert "bob.stone" not in str(server.state("rest", "crm")["records"])
 
 
 def _refresh_then_erase_bob(config: CDPConfig, instance: dg.DagsterInstance, drop: tuple[str, ...] = ()) -> None:
