@@ -15,7 +15,7 @@ from tests.fixtures import CRM_PEOPLE_HEADER, crm_platform_config
 # Ann's second record has a phone cleaning refuses; the last line, holding her address, cannot be read at all
 # (its quote never closes).
 PEOPLE = (
-    "c1,Ann,Lee,ann.lee@example.org,+14155550101\n"
+    "c1,Ann,Lée,ann.lee@example.org,+14155550101\n"
     "c2,Bob,Stone,bob.stone@example.org,+14155550102\n"
     "c3,Ann,Lee,ann.lee@example.org,12345\n"
     'c4,"Ann,Lee,ann.lee@example.org,+14155550109\n'
@@ -48,4 +48,7 @@ def test_an_access_document_lists_the_values_and_lines_the_platform_refused(
         assert "ann.lee@example.org" in line["value"]
         assert not any("bob" in str(q).lower() for q in document["quarantined"])
         bundle = document_path.with_suffix("")
-        assert "12345" in (bundle / "quarantined.csv").read_text()
+        assert "12345" in (bundle / "quarantined.csv").read_text(encoding="utf-8-sig")
+        # Opened in a spreadsheet, the name reads as written: UTF-8 with its byte order mark.
+        profile = (bundle / "profile.csv").read_bytes()
+        assert profile.startswith(b"\xef\xbb\xbf") and "Lée" in profile.decode("utf-8-sig")

@@ -212,5 +212,7 @@ def write_csv_bundle(folder: Path, document: dict[str, Any]) -> None:
             )
         path = folder / f"{section}.csv"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", newline="") as handle:
+        # With a byte order mark: Excel reads a CSV file without one in the machine's legacy code page, and
+        # the person's own name (Zoë Müller) would come out as ZoÃ« MÃ¼ller in what they are handed.
+        with os.fdopen(fd, "w", newline="", encoding="utf-8-sig") as handle:
             handle.write(out.getvalue())
