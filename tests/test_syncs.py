@@ -341,6 +341,21 @@ def test_a_revoked_consent_removes_the_member_whatever_the_mode(tmp_path, destin
 
 
 @pytest.mark.stage
+def test_a_revoked_consent_leaves_an_upsert_audience(tmp_path):
+    with DestinationServer(port=0) as server:
+        config = make_config(tmp_path, audience(server, mode="upsert"))
+        warehouse = Warehouse(config)
+        members = people(3)
+        warehouse.set_members(members)
+        warehouse.sync("r1")
+        members["c0001"]["consent"] = False
+        warehouse.set_members(members)
+        assert warehouse.sync("r2")["removed"] == 1
+        held = {m["email_sha256"] for m in state(server, "audiences", "a")["members"]}
+        assert held == {sha("person0@example.org"), sha("person2@example.org")}
+
+
+@pytest.mark.stage
 def test_a_revoked_consent_is_not_sent_to_a_rest_destination_that_cannot_delete(tmp_path):
     with DestinationServer(port=0) as server:
         config = make_config(tmp_path, {"type": "rest", "mode": "upsert", "upsert_url": f"{server.url}/rest/r/upsert"})
