@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
 from cdp_assets.privacy.files import export_files, export_reader, file_sql, literal_list, replace_atomically
 from cdp_assets.syncs.assets import spreadsheet_safe_text
@@ -41,7 +43,13 @@ from resources.warehouse import sql_literal
 
 
 def _rows(sql: Sql, query: str) -> list[dict[str, Any]]:
+    """The query's rows as JSON values. A date stays a date (`1990-04-12`): the frame holds it as a timestamp,
+    which would hand the person their birth date as `1990-04-12T00:00:00.000`."""
     frame = sql.frame(query)
+    for name, kind in sql.column_types(query):
+        if kind == "DATE" and name in frame.columns:
+            dates = pd.to_datetime(frame[name])
+            frame[name] = dates.dt.strftime("%Y-%m-%d").astype(object).where(dates.notna(), None)
     return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
 
 
