@@ -9,8 +9,9 @@ it fails (killed, out of memory, the warehouse held by another process past its 
 starts the source's extract again itself, from Dagster's records of the runs: when the latest run to take
 up `raw/<source>` failed without materializing it, a retry is requested RETRY_FIRST_AFTER_SECONDS after
 that failure, then twice as long after each retry that fails again (up to RETRY_LONGEST_WAIT_SECONDS), at
-most RETRY_ATTEMPTS times in a row; the run-failure alert reports each failure. The extract loads every
-new or changed file of the source, so the retry, or any later run of it, loads what the failed run did not.
+most RETRY_ATTEMPTS times in a row (the constants and `next_retry` are in resources/run_retries.py); the
+run-failure alert reports each failure. The extract loads every new or changed file of the source, so the
+retry, or any later run of it, loads what the failed run did not.
 """
 
 import hashlib
@@ -22,14 +23,12 @@ import dagster as dg
 
 from resources.config import CDPConfig
 from resources.landing import FILE_SIGNATURES, ExtractConfig, file_signature, source_files
+from resources.run_retries import next_retry
 
 # The extract's check that every file could be read (cdp_assets/extract/assets.py); a sensor never imports
 # the stages.
 FILES_READABLE_CHECK = "files_readable"
 # Retries of an extract whose run failed (see the module's docstring); the tag counts them.
-RETRY_FIRST_AFTER_SECONDS = 60
-RETRY_LONGEST_WAIT_SECONDS = 3600
-RETRY_ATTEMPTS = 5
 RETRY_TAG = "cdp/extract_retry"
 
 
@@ -57,15 +56,6 @@ def _extract_request(source: str, run_key: str, tags: dict[str, str]) -> dg.RunR
         run_config=dg.RunConfig(ops={f"raw__{source}": ExtractConfig(skip_if_unchanged=True)}),
         tags={"cdp/source": source, **tags},
     )
-
-
-def next_retry(run: dg.RunRecord, tag: str) -> tuple[int | None, float]:
-    """The attempt number and due time of the retry of a failed run whose `tag` counts the retries before it:
-    RETRY_FIRST_AFTER_SECONDS after the failure, twice as long after each retry that failed again (up to
-    RETRY_LONGEST_WAIT_SECONDS), None past RETRY_ATTEMPTS in a row. The one backoff of the sensors' retries."""
-    attempt = int(run.dagster_run.tags.get(tag, "0")) + 1
-    due = (run.end_time or 0.0) + min(RETRY_FIRST_AFTER_SECONDS * 2 ** (attempt - 1), RETRY_LONGEST_WAIT_SECONDS)
-    return (attempt if attempt <= RETRY_ATTEMPTS else None), due
 
 
 def _retry(instance: dg.DagsterInstance, source: str, now: float) -> tuple[dg.RunRequest | None, str | None]:

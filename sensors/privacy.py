@@ -6,7 +6,7 @@ keeps run configuration in its storage for as long as run history.
 
 A run that completes moves the file to `processed/`. One that fails (killed, out of memory, the warehouse
 held past its lock timeout) leaves it in the folder, and its people half erased: the sensor runs the file
-again, with the landing sensor's backoff (sensors/landing.py, `next_retry`), from Dagster's records of the
+again, with the landing sensor's backoff (resources/run_retries.py), from Dagster's records of the
 runs; the requests it already carried out are not done twice, and what it owed is finished first.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from resources.config import CDPConfig
-from sensors.landing import next_retry
+from resources.run_retries import next_retry
 
 FILE_TAG = "cdp/privacy_requests_file"
 # The file's name, size and modification time: a later file of the same name is another file.

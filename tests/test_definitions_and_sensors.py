@@ -198,7 +198,8 @@ def test_the_landing_sensor_retries_an_extract_whose_run_failed_and_stops_once_i
     """The sensor requests a file once; when that run fails (here the warehouse is held by another process
     past the lock timeout), nothing else would load the file until another one lands. The sensor starts the
     extract again after a wait that doubles with each failure, once per failed run, and stops once it loads."""
-    from sensors.landing import RETRY_ATTEMPTS, RETRY_FIRST_AFTER_SECONDS, RETRY_TAG, build_landing_sensor
+    from resources.run_retries import RETRY_ATTEMPTS, RETRY_FIRST_AFTER_SECONDS
+    from sensors.landing import RETRY_TAG, build_landing_sensor
 
     config = _waiting_one_second_for_the_warehouse(tmp_path)
     folder = config.landing_path / "support"
@@ -265,7 +266,8 @@ def test_the_landing_sensor_retries_an_extract_whose_run_failed_and_stops_once_i
 def test_the_landing_sensor_gives_up_retrying_after_its_attempts(tmp_path):
     """A failure that is no accident (a bug) is not retried forever: after RETRY_ATTEMPTS retries failed in
     a row, the sensor asks for none (the run-failure alert has reported each)."""
-    from sensors.landing import RETRY_ATTEMPTS, RETRY_TAG, build_landing_sensor
+    from resources.run_retries import RETRY_ATTEMPTS
+    from sensors.landing import RETRY_TAG, build_landing_sensor
 
     config = _waiting_one_second_for_the_warehouse(tmp_path)
     (config.landing_path / "support").mkdir(parents=True)

@@ -481,7 +481,7 @@ def test_a_request_line_with_its_columns_shifted_is_rejected_without_keeping_the
 @pytest.mark.dagster
 def test_the_requests_sensor_runs_a_file_again_after_its_run_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import cdp_assets.privacy.assets as privacy_assets
-    from sensors.landing import RETRY_FIRST_AFTER_SECONDS
+    from resources.run_retries import RETRY_FIRST_AFTER_SECONDS
     from sensors.privacy import build_privacy_requests_sensor
 
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
