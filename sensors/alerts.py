@@ -1,18 +1,28 @@
 """Run-failure alerts: a short message to a Slack-compatible webhook when any run of the platform fails.
 
 Nobody watches the UI at 3 a.m.; a failed nightly refresh that leaves segments a day stale should reach
-the people who can fix it. The message names the run, its job, the failed steps (one per asset:
-`syncs__crm` is asset `syncs/crm`) and the first line of the error that made each fail (not Dagster's
-wrapper around it), with a link to the run in the UI; the URL comes from the environment variable
-`alerts.webhook_url_env` names (a secret, never in cdp.yaml). Error messages reach the webhook as the
-platform wrote them: stages redact customer values from their errors, so none are posted. A webhook
-that does not answer with 2xx fails the sensor's tick, so the UI shows that alerts are not getting
-through, and Dagster evaluates the failure again on the next tick.
+the people who can fix it. The message names the run, what launched it (its job, or the sensor or schedule
+behind an automation run), the failed steps as the assets and checks they materialize (`syncs/crm`), the
+first line of the error that made each fail (not Dagster's wrapper around it), with a link to the run in
+the UI; the URL comes from the environment variable `alerts.webhook_url_env` names (a secret, never in
+cdp.yaml). Error messages reach the webhook as the platform wrote them: stages redact customer values from
+their errors, so none are posted.
+
+An alert is delivered at least once. The sensor keeps its own cursor over the instance's run failures
+(every run, whichever code location or `dagster job execute` made it) and the alerts it has not delivered
+yet: when the webhook does not answer with 2xx or cannot be reached, the alert stays pending and is posted
+again on the next tick, before any newer one, until the webhook takes it. Dagster's `run_failure_sensor`
+would not do this: it moves past a run whose alert raised, so an alert lost to a webhook outage never came.
+A tick that could deliver nothing and learned of no new failure fails, so the UI shows that alerts are not
+getting through; one that must keep a newer failure pending is skipped with the same reason.
 """
+
+import json
+import re
+from typing import Any
 
 import dagster as dg
 import requests
-from dagster._utils.error import SerializableErrorInfo
 
 from resources.config import CDPConfig
 from resources.destinations import connection_problem
@@ -21,11 +31,16 @@ MAX_ERROR_CHARS = 300
 # The errors Dagster raises around one from a step's code, whose message says only where it happened.
 _WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
 TIMEOUT_SECONDS = 10
+# Failed runs read from the event log per tick; more wait for the next tick.
+FAILURES_PER_TICK = 100
+# The tags Dagster gives a run an automation sensor, a sensor or a schedule launched.
+_LAUNCHED_BY_TAGS = ("dagster/sensor_name", "dagster/schedule_name")
 
 
 def alert_text(run: dg.DagsterRun, failures: list[tuple[str, str]], ui_url: str) -> str:
-    """The message: what failed, why, and where to look."""
-    lines = [f"Run {run.run_id[:8]} of {run.job_name} failed."]
+    """The message: what failed, why, and where to look. `failures` pairs each failed step's name (an asset
+    or check, as `step_names` gives it) with its error."""
+    lines = [f"Run {run.run_id[:8]} of {launched_by(run)} failed."]
     for step, error in failures or [("run", "the run failed before any step did")]:
         first_line = (error.strip().splitlines() or [""])[0][:MAX_ERROR_CHARS]
         lines.append(f"• {step}: {first_line}")
@@ -33,48 +48,126 @@ def alert_text(run: dg.DagsterRun, failures: list[tuple[str, str]], ui_url: str)
     return "\n".join(lines)
 
 
-def cause_of(error: SerializableErrorInfo) -> SerializableErrorInfo:
-    """The error that made a step fail, not Dagster's wrapper around it: a step's failure reads
-    "DagsterExecutionStepExecutionError: Error occurred while executing op ...", and what went wrong (a
-    folder that is a file, a refused value) is its cause."""
+def launched_by(run: dg.DagsterRun) -> str:
+    """The run's job, or, for the jobs Dagster makes up for a sensor's or schedule's asset selection
+    (`__ASSET_JOB`, `__anonymous_asset_job_...`), the sensor or schedule that launched it."""
+    if not run.job_name.startswith("__"):
+        return run.job_name
+    launcher = next((run.tags[tag] for tag in _LAUNCHED_BY_TAGS if tag in run.tags), None)
+    return launcher or "an asset selection"
+
+
+def step_names(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str]:
+    """Each step key of the run → what an operator knows it as: the assets it materializes (`syncs__crm` is
+    `syncs/crm`), or for a step that only runs checks, those checks (`profiles/golden_profiles:equals_a_rebuild`),
+    as the run planned them."""
+    assets: dict[str, list[str]] = {}
+    checks: dict[str, list[str]] = {}
+    for kind, into in (
+        (dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, assets),
+        (dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED, checks),
+    ):
+        for entry in instance.all_logs(run.run_id, of_type=kind):
+            event = entry.dagster_event
+            if event is None or event.step_key is None or event.event_specific_data is None:
+                continue
+            data = event.event_specific_data
+            name = data.asset_key.to_user_string()
+            into.setdefault(event.step_key, []).append(f"{name}:{data.check_name}" if into is checks else name)
+    return {step: ", ".join(assets.get(step) or checks[step]) for step in {*assets, *checks}}
+
+
+def error_line(error: Any) -> str:
+    """The message of the error that made a step fail (a `SerializableErrorInfo`), not Dagster's wrapper
+    around it: a step's failure reads "DagsterExecutionStepExecutionError: Error occurred while executing op
+    ...", and what went wrong (a folder that is a file, a refused value) is its cause. The class keeps its
+    name without its module (`Failure: ...`, not `dagster._core.definitions.events.Failure: ...`)."""
     while error.cause is not None and error.cls_name in _WRAPPERS:
         error = error.cause
-    return error
+    return re.sub(rf"^(?:\w+\.)+(?={re.escape(error.cls_name or '')}: )", "", error.message or "")
+
+
+def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple[str, str]]:
+    """Each failed step of the run, named as `step_names` does, with the first line of its error."""
+    names = step_names(instance, run)
+    failures = []
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        error = event.event_specific_data.error if event and event.event_specific_data else None
+        step = (event.step_key if event else None) or "run"
+        failures.append((names.get(step, step), error_line(error) if error else ""))
+    return failures
+
+
+def post_alert(url: str, env_name: str, text: str) -> None:
+    """Post one message; raise RuntimeError naming only the webhook's server when it is not taken."""
+    try:
+        response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
+    # requests' own message quotes the whole URL, whose path is the webhook's secret (Slack's token is in
+    # it), and a tick's error is kept and shown in the UI: only the server is named.
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise RuntimeError(
+            f"the alert webhook got no answer ({connection_problem(exc, url, TIMEOUT_SECONDS)})"
+        ) from None
+    except requests.RequestException as exc:
+        raise RuntimeError(
+            f"{env_name} does not hold an http(s) URL ({type(exc).__name__}; the value, a secret, is not shown)"
+        ) from None
+    if not 200 <= response.status_code < 300:
+        raise RuntimeError(f"the alert webhook answered {response.status_code}")
+
+
+def _latest_failure_cursor(instance: dg.DagsterInstance) -> str:
+    """Where a sensor that never ran starts: after the newest failure there is (older ones are history)."""
+    return instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=1).cursor
 
 
 def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
-    @dg.run_failure_sensor(
+    @dg.sensor(
         name="run_failure_alerts",
-        # Every failed run of the instance, not only those the code location launched: a run started with
-        # `dagster job execute` (the headless way the README gives) belongs to no code location.
-        monitor_all_code_locations=True,
+        minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts a message to the alert webhook (alerts.webhook_url_env) when a run fails.",
     )
-    def run_failure_alerts(context: dg.RunFailureSensorContext) -> dg.SkipReason | None:
+    def run_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        instance = context.instance
+        state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+        after = state.get("after") or _latest_failure_cursor(instance)
+        pending: list[str] = list(state.get("pending", []))
+        new = instance.fetch_run_status_changes(
+            dg.DagsterEventType.RUN_FAILURE, limit=FAILURES_PER_TICK, cursor=after, ascending=True
+        )
+        for record in new.records:
+            if record.event_log_entry.run_id not in pending:
+                pending.append(record.event_log_entry.run_id)
         url = config.alerts.webhook_url
         if url is None:
-            return dg.SkipReason(f"{config.alerts.webhook_url_env} is not set: no alert webhook")
-        failures = []
-        for event in context.get_step_failure_events():
-            error = event.event_specific_data.error if event.event_specific_data else None
-            failures.append((event.step_key or "run", cause_of(error).message if error else ""))
-        text = alert_text(context.dagster_run, failures, config.alerts.ui_url)
-        try:
-            response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
-        # requests' own message quotes the whole URL, whose path is the webhook's secret (Slack's token is in
-        # it), and a tick's error is kept and shown in the UI: only the server is named.
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            problem = connection_problem(exc, url, TIMEOUT_SECONDS)
-            raise RuntimeError(f"the alert webhook got no answer ({problem}); the failure is reported again") from None
-        except requests.RequestException as exc:
-            raise RuntimeError(
-                f"{config.alerts.webhook_url_env} does not hold an http(s) URL ({type(exc).__name__}; the value, "
-                "a secret, is not shown); the failure is reported again"
-            ) from None
-        if not 200 <= response.status_code < 300:
-            raise RuntimeError(f"the alert webhook answered {response.status_code}; the failure is reported again")
-        context.log.info(f"alert posted for run {context.dagster_run.run_id}")
-        return None
+            # Nowhere to post: the failures of this time are not kept for a webhook set later.
+            return dg.SensorResult(
+                cursor=json.dumps({"after": new.cursor, "pending": []}),
+                skip_reason=f"{config.alerts.webhook_url_env} is not set: no alert webhook",
+            )
+        problem = None
+        while pending and problem is None:
+            run = instance.get_run_by_id(pending[0])
+            if run is not None:
+                try:
+                    post_alert(
+                        url,
+                        config.alerts.webhook_url_env,
+                        alert_text(run, run_failures(instance, run), config.alerts.ui_url),
+                    )
+                except RuntimeError as exc:
+                    problem = str(exc)
+                    break
+                context.log.info(f"alert posted for run {run.run_id}")
+            pending.pop(0)
+        cursor = json.dumps({"after": new.cursor, "pending": pending})
+        if problem is None:
+            return dg.SensorResult(cursor=cursor)
+        reason = f"{problem}; {len(pending)} alert(s) held back, posted again on the next tick"
+        if cursor == context.cursor:
+            raise RuntimeError(reason)  # nothing to remember: the tick fails, and shows it
+        return dg.SensorResult(cursor=cursor, skip_reason=reason)
 
     return run_failure_alerts

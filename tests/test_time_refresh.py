@@ -268,43 +268,51 @@ class _Webhook(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.dagster
-def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
-    """A run that fails posts its run id, job, failed step, the error that failed it and a link to the run; a webhook
-    answering 500 fails the sensor's tick, so the failure is reported again."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
-    path = write_config(tmp_path, alerts={"ui_url": "http://cdp.example:3000/"})
-    config = load_config(path)
-    defs = build_definitions(config)
-    instance = dg.DagsterInstance.ephemeral()
+def _failing_run(defs: dg.Definitions, folder: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """A run of the orders extract that fails with a plain error: its warehouse path is a folder."""
     failing = dg.define_asset_job("failing", selection=[dg.AssetKey(["raw", "orders"])])
-    # An extract whose warehouse path is a folder cannot open it: the run fails with a plain error.
-    (tmp_path / "warehouse.duckdb").mkdir()
+    if not (folder / "warehouse.duckdb").is_dir():
+        (folder / "warehouse.duckdb").mkdir()
     result = (
         dg.Definitions.merge(defs, dg.Definitions(jobs=[failing]))
         .resolve_job_def("failing")
         .execute_in_process(instance=instance, raise_on_error=False)
     )
     assert not result.success
+    return result
+
+
+def _ticker(defs: dg.Definitions, instance: dg.DagsterInstance):
+    """The alert sensor's real ticks (Dagster's evaluation, its cursor carried from one to the next), as the
+    daemon runs them: a function returning each tick's data."""
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin
+
     sensor = defs.resolve_sensor_def("run_failure_alerts")
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure
-    ).for_run_failure()
+    cursor: list[str | None] = [None]
+
+    def tick():
+        context = dg.SensorEvaluationContext(
+            instance_ref=None,
+            cursor=cursor[0],
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            repository_name=defs.get_repository_def().name,
+            code_location_origin=RegisteredCodeLocationOrigin("cdp_assets.definitions"),
+        )
+        data = sensor.evaluate_tick(context)
+        cursor[0] = data.cursor if data.cursor is not None else cursor[0]
+        return data
+
+    return tick
+
+
+@pytest.fixture
+def webhook():
+    """A Slack-compatible receiver on a free port, answering `_Webhook.status`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        sensor(context)
-        (message,) = _Webhook.received
-        text = message["text"]
-        assert text.startswith(f"Run {result.run_id[:8]} of failing failed.")
-        # What went wrong, not Dagster's "Error occurred while executing op" around it.
-        assert "• raw__orders: cdp_assets.metadata.RedactedError: IOException: IO Error:" in text, text
-        assert "Is a directory" in text and "executing op" not in text
-        assert text.endswith(f"<http://cdp.example:3000/runs/{result.run_id}|Open the run>")
-        _Webhook.status = 500
-        with pytest.raises(RuntimeError, match="answered 500"):
-            sensor(context)
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         _Webhook.status = 200
         _Webhook.received.clear()
@@ -312,82 +320,94 @@ def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch):
 
 
 @pytest.mark.dagster
+def test_a_failed_run_is_posted_to_the_alert_webhook(tmp_path, monkeypatch, webhook):
+    """A run that fails posts its run id, job, the asset whose step failed, the error that failed it and a link
+    to the run."""
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"{webhook}/hook")
+    defs = build_definitions(load_config(write_config(tmp_path, alerts={"ui_url": "http://cdp.example:3000/"})))
+    with dg.instance_for_test() as instance:
+        tick = _ticker(defs, instance)
+        tick()
+        result = _failing_run(defs, tmp_path, instance)
+        tick()
+    (message,) = _Webhook.received
+    text = message["text"]
+    assert text.startswith(f"Run {result.run_id[:8]} of failing failed.")
+    # The asset, and what went wrong, not Dagster's "Error occurred while executing op" around it.
+    assert "• raw/orders: RedactedError: IOException: IO Error:" in text, text
+    assert "Is a directory" in text and "executing op" not in text
+    assert text.endswith(f"<http://cdp.example:3000/runs/{result.run_id}|Open the run>")
+
+
+@pytest.mark.dagster
+def test_an_alert_the_webhook_refused_is_posted_once_it_answers_again(tmp_path, monkeypatch, webhook):
+    """A webhook answering 500 (Slack down) keeps the alert: the ticks that cannot deliver it say so (the first
+    skipped with the reason, the next failed), and the first tick after the webhook recovers posts it, once."""
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"{webhook}/hook")
+    defs = build_definitions(load_config(write_config(tmp_path)))
+    with dg.instance_for_test() as instance:
+        tick = _ticker(defs, instance)
+        tick()
+        _Webhook.status = 500
+        first = _failing_run(defs, tmp_path, instance)
+        held = tick()
+        assert held.skip_message and "answered 500; 1 alert(s) held back" in held.skip_message
+        with pytest.raises(RuntimeError, match="answered 500"):
+            tick()  # nothing new to remember: the tick fails, and the UI shows it
+        assert len(_Webhook.received) == 2  # both refused
+        second = _failing_run(defs, tmp_path, instance)
+        _Webhook.status = 200
+        _Webhook.received.clear()
+        tick()
+        tick()
+    texts = [m["text"] for m in _Webhook.received]
+    assert [t.split()[1] for t in texts] == [first.run_id[:8], second.run_id[:8]], texts
+
+
+@pytest.mark.dagster
 @pytest.mark.parametrize("is_http", [True, False])
 def test_a_webhook_that_cannot_be_reached_fails_the_tick_without_its_secret_url(tmp_path, monkeypatch, is_http):
     """A Slack webhook's URL carries its token in the path; requests' own error quotes the whole URL, and a
-    failed tick's error is kept in Dagster's storage and shown in the UI."""
+    tick's reason or error is kept in Dagster's storage and shown in the UI."""
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/services/T0/B0/s3cretT0ken" if is_http else "hooks.example/services/s3cretT0ken"
     monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", url)
-    config = load_config(write_config(tmp_path))
-    defs = build_definitions(config)
-    instance = dg.DagsterInstance.ephemeral()
-    failing = dg.define_asset_job("failing", selection=[dg.AssetKey(["raw", "orders"])])
-    (tmp_path / "warehouse.duckdb").mkdir()  # the extract cannot open its warehouse: the run fails
-    result = (
-        dg.Definitions.merge(defs, dg.Definitions(jobs=[failing]))
-        .resolve_job_def("failing")
-        .execute_in_process(instance=instance, raise_on_error=False)
-    )
+    defs = build_definitions(load_config(write_config(tmp_path)))
     sensor = defs.resolve_sensor_def("run_failure_alerts")
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name, dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=failure
-    ).for_run_failure()
-    with pytest.raises(RuntimeError) as failed:
-        sensor(context)
+    with dg.instance_for_test() as instance:
+        started = sensor(dg.build_sensor_context(instance=instance))
+        _failing_run(defs, tmp_path, instance)
+        held = sensor(dg.build_sensor_context(instance=instance, cursor=started.cursor))
+        with pytest.raises(RuntimeError) as failed:
+            sensor(dg.build_sensor_context(instance=instance, cursor=held.cursor))
     message = str(failed.value)
     assert "s3cretT0ken" not in message and failed.value.__cause__ is None
+    assert "s3cretT0ken" not in held.skip_reason.skip_message
     expected = (
         f"the alert webhook got no answer (ConnectionError: cannot connect to http://127.0.0.1:{port}: "
         if is_http
         else "CDP_ALERT_WEBHOOK_URL does not hold an http(s) URL (MissingSchema;"
     )
     assert message.startswith(expected), message
+    assert held.skip_reason.skip_message.startswith(expected)
 
 
 @pytest.mark.dagster
-def test_a_run_started_outside_any_code_location_is_alerted_too(tmp_path, monkeypatch):
+def test_a_run_started_outside_any_code_location_is_alerted_too(tmp_path, monkeypatch, webhook):
     """`dagster job execute` records a run with no code location; the sensor's own tick in its code location
     (not its function called by hand) must still pick that run's failure up and post it."""
-    from dagster._core.remote_origin import RegisteredCodeLocationOrigin
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"{webhook}/hook")
     defs = build_definitions(load_config(write_config(tmp_path)))
-    sensor = defs.resolve_sensor_def("run_failure_alerts")
-    failing = dg.define_asset_job("failing", selection=[dg.AssetKey(["raw", "orders"])])
-    (tmp_path / "warehouse.duckdb").mkdir()  # the extract cannot open its warehouse: the run fails
-
-    def tick(instance: dg.DagsterInstance, cursor: str | None):  # the tick's data, with its cursor
-        context = dg.SensorEvaluationContext(
-            instance_ref=None,
-            cursor=cursor,
-            instance=instance,
-            repository_def=defs.get_repository_def(),
-            repository_name=defs.get_repository_def().name,
-            code_location_origin=RegisteredCodeLocationOrigin("cdp_assets.definitions"),
-        )
-        return sensor.evaluate_tick(context)
-
     with dg.instance_for_test() as instance:
-        first = tick(instance, None)
-        result = (
-            dg.Definitions.merge(defs, dg.Definitions(jobs=[failing]))
-            .resolve_job_def("failing")
-            .execute_in_process(instance=instance, raise_on_error=False)
-        )
-        assert not result.success and result.dagster_run.remote_job_origin is None
-        try:
-            tick(instance, first.cursor)
-            (message,) = _Webhook.received
-            assert message["text"].startswith(f"Run {result.run_id[:8]} of failing failed.")
-        finally:
-            _Webhook.received.clear()
-            server.shutdown()
+        tick = _ticker(defs, instance)
+        tick()
+        result = _failing_run(defs, tmp_path, instance)
+        assert result.dagster_run.remote_job_origin is None
+        tick()
+    (message,) = _Webhook.received
+    assert message["text"].startswith(f"Run {result.run_id[:8]} of failing failed.")
 
 
 @pytest.mark.unit
