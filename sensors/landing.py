@@ -1,4 +1,8 @@
-"""The landing-folder sensor: starts a source's extract when new or changed files appear.
+"""The landing-folder sensor: starts the sources' extracts when new or changed files appear.
+
+One run takes every source with new or changed files at a tick: with a run per source, automation would
+see the first source's extract complete while the next one waits for the warehouse, and refresh identity,
+profiles and syncs once for each.
 
 It looks only at file names, sizes and modification times, never at the warehouse: DuckDB allows one
 writer per file and a sensor must not compete with a running extract for it. A file is picked up once
@@ -44,17 +48,17 @@ def _signatures_loaded(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[s
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def _extract_request(source: str, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
-    """A run of the source's extract that loads its new and changed files (and materializes nothing when
-    there are none), with the check that every file could be read."""
-    key = dg.AssetKey(["raw", source])
+def _extract_request(sources: list[str], run_key: str, tags: dict[str, str]) -> dg.RunRequest:
+    """One run of the sources' extracts that loads their new and changed files (and materializes nothing for
+    a source with none), with the check that every file could be read."""
+    keys = [dg.AssetKey(["raw", source]) for source in sources]
     return dg.RunRequest(
         run_key=run_key,
-        asset_selection=[key],
-        # The extract's own check; a source's freshness is its own sensor's (sensors/freshness.py).
-        asset_check_keys=[dg.AssetCheckKey(key, FILES_READABLE_CHECK)],
-        run_config=dg.RunConfig(ops={f"raw__{source}": ExtractConfig(skip_if_unchanged=True)}),
-        tags={"cdp/source": source, **tags},
+        asset_selection=keys,
+        # The extracts' own check; a source's freshness is its own sensor's (sensors/freshness.py).
+        asset_check_keys=[dg.AssetCheckKey(key, FILES_READABLE_CHECK) for key in keys],
+        run_config=dg.RunConfig(ops={f"raw__{source}": ExtractConfig(skip_if_unchanged=True) for source in sources}),
+        tags={"cdp/source": ",".join(sources), **tags},
     )
 
 
@@ -80,7 +84,7 @@ def _retry(instance: dg.DagsterInstance, source: str, now: float) -> tuple[dg.Ru
             f"'{source}' retries its failed extract at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(due))}",
         )
     # One retry per failed run, however many ticks see it.
-    return _extract_request(source, f"{source}:retry-of:{run_id}", {RETRY_TAG: str(attempt)}), None
+    return _extract_request([source], f"{source}:retry-of:{run_id}", {RETRY_TAG: str(attempt)}), None
 
 
 def build_landing_sensor(config: CDPConfig, clock: Callable[[], float] = time.time) -> dg.SensorDefinition:
@@ -102,12 +106,12 @@ def build_landing_sensor(config: CDPConfig, clock: Callable[[], float] = time.ti
         now = clock()
         settled_before = now - config.landing.settle_seconds
         waiting: list[str] = []
+        changed: dict[str, dict[str, str]] = {}
         for source in config.sources:
             if source.name in previous:
                 seen = dict(previous[source.name])
             else:
                 seen = _signatures_loaded(context.instance, dg.AssetKey(["raw", source.name]))
-            changed: dict[str, str] = {}
             for path in source_files(config, source):
                 stat = path.stat()
                 if stat.st_mtime > settled_before:
@@ -115,18 +119,21 @@ def build_landing_sensor(config: CDPConfig, clock: Callable[[], float] = time.ti
                 rel = path.relative_to(config.landing_path).as_posix()
                 signature = file_signature(stat)
                 if seen.get(rel) != signature:
-                    changed[rel] = signature
+                    changed.setdefault(source.name, {})[rel] = signature
                 seen[rel] = signature
             cursor[source.name] = seen
-            if changed:
-                digest = hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
-                requests.append(
-                    _extract_request(source.name, f"{source.name}:{digest}", {"cdp/new_files": str(len(changed))})
-                )
+            if source.name in changed:
                 continue  # the run loads the files a failed run left too
             retry, wait = _retry(context.instance, source.name, now)
             requests += [retry] if retry else []
             waiting += [wait] if wait else []
+        if changed:
+            # One run for every source with new files: the stages downstream then see all of them land at
+            # once and automation refreshes identity, profiles and syncs once, not once per source's run.
+            digest = hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
+            names = sorted(changed)
+            files = sum(len(found) for found in changed.values())
+            requests.append(_extract_request(names, f"{'+'.join(names)}:{digest}", {"cdp/new_files": str(files)}))
         skipped = dg.SkipReason("; ".join(waiting)) if waiting and not requests else None
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skipped)
 

@@ -126,6 +126,43 @@ def test_landing_sensor_requests_an_extract_for_new_and_changed_files_only(tmp_p
         assert len(changed.run_requests) == 1
 
 
+def test_files_of_several_sources_landing_together_are_loaded_by_one_run(tmp_path):
+    """A CRM export and a support export dropped together are extracted by one run: automation then sees both
+    sources change at once and refreshes cleaning, identity, profiles and syncs once, not once per source."""
+    config = load_config(write_config(tmp_path))
+    defs = build_definitions(config)
+    landing = config.landing_path
+    (landing / "crm").mkdir(parents=True)
+    (landing / "support").mkdir(parents=True)
+    for i in range(3):
+        crm = landing / "crm" / f"contacts_{i}.csv"
+        crm.write_text(f"ContactId,Email\n{i},p{i}@example.org\n")
+        _age(crm)
+    support = landing / "support" / "t1.csv"
+    support.write_text(
+        "ticket_id,requester_email,requester_name,subject,status,priority,created_at\n"
+        "T-1,p1@example.org,P One,hi,open,low,2025-01-01T00:00:00Z\n"
+    )
+    _age(support)
+    sensor = defs.resolve_sensor_def("landing_files_sensor")
+    keys = [dg.AssetKey(["raw", "crm_contacts"]), dg.AssetKey(["raw", "support_tickets"])]
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        [request] = result.run_requests
+        assert sorted(request.asset_selection) == keys
+        assert request.tags["cdp/new_files"] == "4"
+        run = dg.materialize(
+            [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.key in keys],
+            instance=instance,
+            resources=defs.resources,
+            run_config=request.run_config,
+        )
+        assert run.success
+        assert sorted(e.asset_key for e in run.get_asset_materialization_events()) == keys
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs))
+        assert again.run_requests == []
+
+
 def test_extract_started_by_the_sensor_skips_materializing_when_nothing_changed(tmp_path):
     config = load_config(write_config(tmp_path))
     (config.landing_path / "support").mkdir(parents=True)
