@@ -8,6 +8,10 @@ that loads nothing records the time of the last load it found) on every tick, an
 records an evaluation when the verdict changes, and once an hour while it holds, so the UI always shows
 the verdict of the last hour. No refresh or extract run evaluates it (a run that loads nothing would
 show it skipped); it can be executed by hand from the asset's page as well.
+
+A verdict nobody looks at does not help at 3 a.m.: when a source turns stale, and when it is fresh again,
+the sensor also posts it to the run-failure alerts' webhook (`alerts.webhook_url_env`), once per change.
+A message the webhook does not take is posted again on the next tick, until it does.
 """
 
 import json
@@ -18,6 +22,7 @@ import dagster as dg
 
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import LAST_FILE_LOADED_AT
+from sensors.alerts import post_alert
 
 CHECK_NAME = "fresh"
 # A verdict that holds is recorded again after this long, so its evaluation never looks stale.
@@ -88,6 +93,20 @@ def build_freshness_checks(config: CDPConfig) -> list[dg.AssetChecksDefinition]:
     return [_fresh_check(source) for source in config.sources if source.expected_within is not None]
 
 
+def freshness_text(source: SourceConfig, verdict: dg.AssetCheckEvaluation, ui_url: str) -> str:
+    """The message a change of verdict posts: which source, since when, and the link to its asset."""
+    last = verdict.metadata["last_loaded_at"]
+    last_loaded = getattr(last, "value", last)
+    if verdict.passed:
+        head = f"Source {source.name} is fresh again: a file loaded at {last_loaded}."
+    else:
+        head = (
+            f"Source {source.name} is stale: no file has loaded for over {source.expected_every} "
+            f"(expected_every); last file loaded: {last_loaded}."
+        )
+    return f"{head}\n<{ui_url.rstrip('/')}/assets/raw/{source.name}|Open the asset>"
+
+
 def build_freshness_sensor(config: CDPConfig) -> dg.SensorDefinition | None:
     """The sensor, or None when no source declares `expected_every`."""
     sources = [s for s in config.sources if s.expected_within is not None]
@@ -98,20 +117,38 @@ def build_freshness_sensor(config: CDPConfig) -> dg.SensorDefinition | None:
         name="source_freshness",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Marks a source stale (the WARN check 'fresh') when no file of it loaded within expected_every.",
+        description=(
+            "Marks a source stale (the WARN check 'fresh') when no file of it loaded within expected_every, and posts "
+            "the change to the alert webhook."
+        ),
     )
     def source_freshness(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         now = time.time()
+        # Per source: [the verdict, when it was recorded, the verdict the alert webhook was last told].
         previous: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
-        cursor, events = {}, []
+        cursor, events, problems = {}, [], []
+        url = config.alerts.webhook_url
         for source in sources:
             verdict = freshness_evaluation(context.instance, source, now)
             last = previous.get(source.name)
+            # A source starts out taken for fresh: it is its turning stale that is news.
+            told = last[2] if last is not None and len(last) > 2 else True
             if last is None or last[0] != verdict.passed or now - last[1] >= REPEAT_SECONDS:
                 events.append(verdict)
-                cursor[source.name] = [verdict.passed, now]
+                entry = [verdict.passed, now]
             else:
-                cursor[source.name] = last
+                entry = list(last[:2])
+            if url is not None and told != verdict.passed:
+                try:
+                    post_alert(
+                        url, config.alerts.webhook_url_env, freshness_text(source, verdict, config.alerts.ui_url)
+                    )
+                    told = verdict.passed
+                except RuntimeError as exc:
+                    problems.append(f"{source.name}: {exc}")
+            cursor[source.name] = [*entry, told]
+        if problems:
+            context.log.warning("; ".join(problems) + "; posted again on the next tick")
         return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
 
     return source_freshness

@@ -410,6 +410,37 @@ def test_a_run_started_outside_any_code_location_is_alerted_too(tmp_path, monkey
     assert message["text"].startswith(f"Run {result.run_id[:8]} of failing failed.")
 
 
+@pytest.mark.dagster
+def test_a_source_turning_stale_and_fresh_again_is_posted_to_the_alert_webhook(tmp_path, monkeypatch, webhook):
+    """A WARN check nobody looks at does not wake anyone: the change of verdict is posted, once, and a message
+    the webhook refused is posted on the next tick."""
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"{webhook}/hook")
+    config = load_config(write_config(tmp_path, alerts={"ui_url": "http://cdp.example:3000"}))
+    defs = build_definitions(config)
+    sensor = defs.resolve_sensor_def("source_freshness")
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor: str | None) -> dg.SensorResult:
+            return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+        _Webhook.status = 500
+        refused = tick(None)  # never loaded: stale, but the webhook is down
+        assert len(_Webhook.received) == 1
+        _Webhook.status = 200
+        _Webhook.received.clear()
+        stale = tick(refused.cursor)
+        assert [m["text"] for m in _Webhook.received] == [
+            "Source orders is stale: no file has loaded for over 1 day (expected_every); last file loaded: never.\n"
+            "<http://cdp.example:3000/assets/raw/orders|Open the asset>"
+        ]
+        same = tick(stale.cursor)
+        assert len(_Webhook.received) == 1  # told once
+        assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+        tick(same.cursor)
+    assert len(_Webhook.received) == 2
+    assert _Webhook.received[1]["text"].startswith("Source orders is fresh again: a file loaded at ")
+
+
 @pytest.mark.unit
 def test_an_alert_keeps_to_the_first_line_of_each_error():
     run = dg.DagsterRun(job_name="full_refresh", run_id="0123456789abcdef")
