@@ -33,6 +33,8 @@ _WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionErro
 TIMEOUT_SECONDS = 10
 # Failed runs read from the event log per tick; more wait for the next tick.
 FAILURES_PER_TICK = 100
+# The events that end a step: a step started and never ended was under way when its run was failed.
+_STEP_ENDS = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}
 # The tags Dagster gives a run an automation sensor, a sensor or a schedule launched.
 _LAUNCHED_BY_TAGS = ("dagster/sensor_name", "dagster/schedule_name")
 
@@ -88,7 +90,9 @@ def error_line(error: Any) -> str:
 
 
 def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple[str, str]]:
-    """Each failed step of the run, named as `step_names` does, with the first line of its error."""
+    """Each failed step of the run, named as `step_names` does, with the first line of its error. A run with
+    no failed step was failed from outside (its process killed or out of memory, found dead by run
+    monitoring, or cancelled): then the steps it was in the middle of, with the reason it was failed."""
     names = step_names(instance, run)
     failures = []
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
@@ -96,7 +100,23 @@ def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple
         error = event.event_specific_data.error if event and event.event_specific_data else None
         step = (event.step_key if event else None) or "run"
         failures.append((names.get(step, step), error_line(error) if error else ""))
-    return failures
+    if failures:
+        return failures
+    run_failed = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    reason = (run_failed[-1].dagster_event.message if run_failed and run_failed[-1].dagster_event else None) or ""
+    reason = reason.strip() or "the run failed before any step did"
+    started: list[str] = []
+    for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.STEP_START, *_STEP_ENDS}):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started.append(event.step_key)
+        elif event.step_key in started:
+            started.remove(event.step_key)
+    if not started:
+        return [("run", reason)]
+    return [(names.get(step, step), f"stopped in this step: {reason}") for step in started]
 
 
 def post_alert(url: str, env_name: str, text: str) -> None:

@@ -365,6 +365,45 @@ def test_an_alert_the_webhook_refused_is_posted_once_it_answers_again(tmp_path, 
 
 
 @pytest.mark.dagster
+def test_a_run_killed_in_a_step_is_alerted_with_that_step_and_the_reason(tmp_path, monkeypatch, webhook):
+    """A run whose process died (out of memory, kill -9) has no failed step: run monitoring marks the run failed.
+    The alert names the step it died in and run monitoring's reason, not "failed before any step did"."""
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"{webhook}/hook")
+    defs = build_definitions(load_config(write_config(tmp_path)))
+    started, release = threading.Event(), threading.Event()
+
+    @dg.asset(key=["profiles", "slow"])
+    def slow() -> None:
+        started.set()
+        release.wait(timeout=60)
+
+    job = dg.Definitions(assets=[slow], jobs=[dg.define_asset_job("nightly", selection=[slow])]).resolve_job_def(
+        "nightly"
+    )
+    with dg.instance_for_test() as instance:
+        tick = _ticker(defs, instance)
+        tick()
+        results: list[dg.ExecuteInProcessResult] = []
+        worker = threading.Thread(
+            target=lambda: results.append(job.execute_in_process(instance=instance, raise_on_error=False))
+        )
+        worker.start()
+        try:
+            assert started.wait(timeout=60)
+            [run] = instance.get_runs()
+            # What run monitoring does when it finds the run's process gone.
+            instance.report_run_failed(run, "Detected run worker status FAILED: process 4242 is not running.")
+            tick()
+        finally:
+            release.set()
+            worker.join()
+    (message,) = _Webhook.received
+    assert message["text"].splitlines()[1] == (
+        "• profiles/slow: stopped in this step: Detected run worker status FAILED: process 4242 is not running."
+    ), message["text"]
+
+
+@pytest.mark.dagster
 @pytest.mark.parametrize("is_http", [True, False])
 def test_a_webhook_that_cannot_be_reached_fails_the_tick_without_its_secret_url(tmp_path, monkeypatch, is_http):
     """A Slack webhook's URL carries its token in the path; requests' own error quotes the whole URL, and a
