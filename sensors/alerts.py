@@ -13,6 +13,9 @@ An alert is delivered at least once. The sensor keeps its own cursor over the in
 yet: when the webhook does not answer with 2xx or cannot be reached, the alert stays pending and is posted
 again on the next tick, before any newer one, until the webhook takes it. Dagster's `run_failure_sensor`
 would not do this: it moves past a run whose alert raised, so an alert lost to a webhook outage never came.
+A file quarantined whole (the `files_readable` warning of its source's extract) fails no run, yet loads
+none of its rows: the sensor posts it too, once for each new set of such files of a source.
+
 A tick that could deliver nothing and learned of no new failure fails, so the UI shows that alerts are not
 getting through; one that must keep a newer failure pending is skipped with the same reason.
 """
@@ -24,8 +27,9 @@ from typing import Any
 import dagster as dg
 import requests
 
-from resources.config import CDPConfig
+from resources.config import CDPConfig, SourceConfig
 from resources.destinations import connection_problem
+from sensors.landing import FILES_READABLE_CHECK
 
 MAX_ERROR_CHARS = 300
 # The errors Dagster raises around one from a step's code, whose message says only where it happened.
@@ -137,6 +141,29 @@ def post_alert(url: str, env_name: str, text: str) -> None:
         raise RuntimeError(f"the alert webhook answered {response.status_code}")
 
 
+def unreadable_files(instance: dg.DagsterInstance, source: SourceConfig) -> str | None:
+    """The files of the source its last extract found unreadable and quarantined whole, as its
+    `files_readable` check names them (or the glob that matches nothing); None when the check passed."""
+    key = dg.AssetCheckKey(dg.AssetKey(["raw", source.name]), FILES_READABLE_CHECK)
+    record = instance.get_latest_asset_check_evaluation_record(key)
+    event = record.event.dagster_event if record and record.event else None
+    evaluation = event.event_specific_data if event else None
+    if evaluation is None or getattr(evaluation, "passed", True):
+        return None
+    return getattr(evaluation, "description", None) or "unreadable files"
+
+
+def unreadable_files_text(source: SourceConfig, files: str, ui_url: str) -> str:
+    """The message for a source's newly quarantined files: which, what it means, and where the reasons are."""
+    what = (
+        files if files.startswith("no file matches") else f"files quarantined whole, none of their rows loaded: {files}"
+    )
+    return (
+        f"Source {source.name}: {what}.\n"
+        f"<{ui_url.rstrip('/')}/assets/raw/{source.name}|Open the asset (check files_readable has the reasons)>"
+    )
+
+
 def _latest_failure_cursor(instance: dg.DagsterInstance) -> str:
     """Where a sensor that never ran starts: after the newest failure there is (older ones are history)."""
     return instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=1).cursor
@@ -164,7 +191,7 @@ def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
         if url is None:
             # Nowhere to post: the failures of this time are not kept for a webhook set later.
             return dg.SensorResult(
-                cursor=json.dumps({"after": new.cursor, "pending": []}),
+                cursor=json.dumps({"after": new.cursor, "pending": [], "files": {}}, sort_keys=True),
                 skip_reason=f"{config.alerts.webhook_url_env} is not set: no alert webhook",
             )
         problem = None
@@ -182,10 +209,27 @@ def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
                     break
                 context.log.info(f"alert posted for run {run.run_id}")
             pending.pop(0)
-        cursor = json.dumps({"after": new.cursor, "pending": pending})
+        held = 0  # a source's unreadable files not told yet
+        told: dict[str, str] = dict(state.get("files", {}))
+        for source in config.sources:
+            if problem is not None:
+                break
+            files = unreadable_files(instance, source)
+            if files is None:
+                told.pop(source.name, None)  # readable again: a file failing later is news again
+            elif told.get(source.name) != files:
+                try:
+                    post_alert(
+                        url, config.alerts.webhook_url_env, unreadable_files_text(source, files, config.alerts.ui_url)
+                    )
+                except RuntimeError as exc:
+                    problem, held = str(exc), held + 1
+                    break
+                told[source.name] = files
+        cursor = json.dumps({"after": new.cursor, "pending": pending, "files": told}, sort_keys=True)
         if problem is None:
             return dg.SensorResult(cursor=cursor)
-        reason = f"{problem}; {len(pending)} alert(s) held back, posted again on the next tick"
+        reason = f"{problem}; {len(pending) + held} alert(s) held back, posted again on the next tick"
         if cursor == context.cursor:
             raise RuntimeError(reason)  # nothing to remember: the tick fails, and shows it
         return dg.SensorResult(cursor=cursor, skip_reason=reason)

@@ -480,6 +480,28 @@ def test_a_source_turning_stale_and_fresh_again_is_posted_to_the_alert_webhook(t
     assert _Webhook.received[1]["text"].startswith("Source orders is fresh again: a file loaded at ")
 
 
+@pytest.mark.dagster
+def test_a_file_quarantined_whole_is_posted_to_the_alert_webhook_once(tmp_path, monkeypatch, webhook):
+    """A broken export fails no run (its source's other files and the other sources load), so no run-failure
+    alert would tell anyone that none of its rows loaded: the file is posted, once, however many extracts
+    see it again."""
+    monkeypatch.setenv("CDP_ALERT_WEBHOOK_URL", f"{webhook}/hook")
+    config = load_config(write_config(tmp_path, alerts={"ui_url": "http://cdp.example:3000"}))
+    defs = build_definitions(config)
+    (tmp_path / "landing" / "crm" / "broken.csv").write_text("id;first;email\nc2;Bo;bo@example.org\n")
+    with dg.instance_for_test() as instance:
+        tick = _ticker(defs, instance)
+        tick()
+        for _ in range(2):
+            assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+            tick()
+    (message,) = _Webhook.received
+    assert message["text"] == (
+        "Source crm: files quarantined whole, none of their rows loaded: crm/broken.csv.\n"
+        "<http://cdp.example:3000/assets/raw/crm|Open the asset (check files_readable has the reasons)>"
+    )
+
+
 @pytest.mark.unit
 def test_an_alert_keeps_to_the_first_line_of_each_error():
     run = dg.DagsterRun(job_name="full_refresh", run_id="0123456789abcdef")
