@@ -18,6 +18,9 @@ LAST_FILE_LOADED_AT = "last_file_loaded_at"
 # sensor with no cursor of its own yet (its first tick under `dagster dev`, after a headless refresh loaded
 # the files) starts from it, rather than launching an extract for every file already in the warehouse.
 FILE_SIGNATURES = "file_signatures"
+# The extract's warning check that every file of the source could be read: the landing sensor runs it with
+# the extract, and the alert sensor posts the files it names.
+FILES_READABLE_CHECK = "files_readable"
 # Beyond this many files the signatures are not recorded (the metadata would outgrow its use); the sensor
 # then treats every file as new on its first tick, and the extract skips each by its content hash.
 MAX_RECORDED_SIGNATURES = 5000

@@ -25,16 +25,14 @@ import re
 from typing import Any
 
 import dagster as dg
-import requests
 
+from resources.alerts import post_alert
 from resources.config import CDPConfig, SourceConfig
-from resources.destinations import connection_problem
-from sensors.landing import FILES_READABLE_CHECK
+from resources.landing import FILES_READABLE_CHECK
 
 MAX_ERROR_CHARS = 300
 # The errors Dagster raises around one from a step's code, whose message says only where it happened.
 _WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
-TIMEOUT_SECONDS = 10
 # Failed runs read from the event log per tick; more wait for the next tick.
 FAILURES_PER_TICK = 100
 # The events that end a step: a step started and never ended was under way when its run was failed.
@@ -121,24 +119,6 @@ def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple
     if not started:
         return [("run", reason)]
     return [(names.get(step, step), f"stopped in this step: {reason}") for step in started]
-
-
-def post_alert(url: str, env_name: str, text: str) -> None:
-    """Post one message; raise RuntimeError naming only the webhook's server when it is not taken."""
-    try:
-        response = requests.post(url, json={"text": text}, timeout=TIMEOUT_SECONDS)
-    # requests' own message quotes the whole URL, whose path is the webhook's secret (Slack's token is in
-    # it), and a tick's error is kept and shown in the UI: only the server is named.
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise RuntimeError(
-            f"the alert webhook got no answer ({connection_problem(exc, url, TIMEOUT_SECONDS)})"
-        ) from None
-    except requests.RequestException as exc:
-        raise RuntimeError(
-            f"{env_name} does not hold an http(s) URL ({type(exc).__name__}; the value, a secret, is not shown)"
-        ) from None
-    if not 200 <= response.status_code < 300:
-        raise RuntimeError(f"the alert webhook answered {response.status_code}")
 
 
 def unreadable_files(instance: dg.DagsterInstance, source: SourceConfig) -> str | None:

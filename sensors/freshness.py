@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from resources.alerts import post_alert
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import LAST_FILE_LOADED_AT
-from sensors.alerts import post_alert
 
 CHECK_NAME = "fresh"
 # A verdict that holds is recorded again after this long, so its evaluation never looks stale.

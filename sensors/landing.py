@@ -26,12 +26,9 @@ from collections.abc import Callable
 import dagster as dg
 
 from resources.config import CDPConfig
-from resources.landing import FILE_SIGNATURES, ExtractConfig, file_signature, source_files
+from resources.landing import FILE_SIGNATURES, FILES_READABLE_CHECK, ExtractConfig, file_signature, source_files
 from resources.run_retries import next_retry
 
-# The extract's check that every file could be read (cdp_assets/extract/assets.py); a sensor never imports
-# the stages.
-FILES_READABLE_CHECK = "files_readable"
 # Retries of an extract whose run failed (see the module's docstring); the tag counts them.
 RETRY_TAG = "cdp/extract_retry"
 

@@ -46,6 +46,7 @@ from cdp_assets.metadata import markdown_table, masked_records, redact_errors, t
 from resources.config import CDPConfig, SourceConfig
 from resources.landing import (
     FILE_SIGNATURES,
+    FILES_READABLE_CHECK,
     LAST_FILE_LOADED_AT,
     MAX_RECORDED_SIGNATURES,
     ExtractConfig,
@@ -405,9 +406,6 @@ def load_file(
     # A failed file loaded nothing this run, whatever rows of an earlier version it keeps.
     loaded_now = 0 if status == "failed" else rows_loaded
     return {"file": rel, "status": status, "rows_loaded": loaded_now, "rows_rejected": rows_rejected}
-
-
-FILES_READABLE_CHECK = "files_readable"
 
 
 # Sources whose files the platform writes itself (the collector's events, an API's polled pages): until
