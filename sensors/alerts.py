@@ -121,16 +121,20 @@ def run_failures(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple
     return [(names.get(step, step), f"stopped in this step: {reason}") for step in started]
 
 
-def unreadable_files(instance: dg.DagsterInstance, source: SourceConfig) -> str | None:
-    """The files of the source its last extract found unreadable and quarantined whole, as its
-    `files_readable` check names them (or the glob that matches nothing); None when the check passed."""
+def unreadable_files(instance: dg.DagsterInstance, source: SourceConfig) -> tuple[bool, str | None]:
+    """Whether the source's `files_readable` check has a verdict, and the files its last one found unreadable
+    and quarantined whole, as it names them (or the glob that matches nothing; None when it passed). A check
+    planned by a run under way, or by one that failed before evaluating it, has no verdict: what was told of
+    the one before stands."""
     key = dg.AssetCheckKey(dg.AssetKey(["raw", source.name]), FILES_READABLE_CHECK)
     record = instance.get_latest_asset_check_evaluation_record(key)
     event = record.event.dagster_event if record and record.event else None
     evaluation = event.event_specific_data if event else None
-    if evaluation is None or getattr(evaluation, "passed", True):
-        return None
-    return getattr(evaluation, "description", None) or "unreadable files"
+    if not isinstance(evaluation, dg.AssetCheckEvaluation):
+        return False, None
+    if evaluation.passed:
+        return True, None
+    return True, evaluation.description or "unreadable files"
 
 
 def unreadable_files_text(source: SourceConfig, files: str, ui_url: str) -> str:
@@ -194,7 +198,9 @@ def build_alert_sensor(config: CDPConfig) -> dg.SensorDefinition:
         for source in config.sources:
             if problem is not None:
                 break
-            files = unreadable_files(instance, source)
+            known, files = unreadable_files(instance, source)
+            if not known:
+                continue
             if files is None:
                 told.pop(source.name, None)  # readable again: a file failing later is news again
             elif told.get(source.name) != files:

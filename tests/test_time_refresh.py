@@ -495,7 +495,20 @@ def test_a_file_quarantined_whole_is_posted_to_the_alert_webhook_once(tmp_path, 
         for _ in range(2):
             assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
             tick()
-    (message,) = _Webhook.received
+        # A run that fails before the check gives a verdict (the warehouse cannot be opened) leaves the check
+        # planned: what was told stands, and the next extract, finding the same file, posts nothing again.
+        warehouse = tmp_path / "warehouse.duckdb"
+        warehouse.rename(tmp_path / "kept.duckdb")
+        warehouse.mkdir()
+        failing = defs.resolve_job_def("full_refresh").execute_in_process(instance=instance, raise_on_error=False)
+        assert not failing.success
+        tick()
+        warehouse.rmdir()
+        (tmp_path / "kept.duckdb").rename(warehouse)
+        assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+        tick()
+    (message, failed) = _Webhook.received
+    assert failed["text"].startswith("Run ")
     assert message["text"] == (
         "Source crm: files quarantined whole, none of their rows loaded: crm/broken.csv.\n"
         "<http://cdp.example:3000/assets/raw/crm|Open the asset (check files_readable has the reasons)>"
