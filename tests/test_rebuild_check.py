@@ -6,8 +6,10 @@ import duckdb
 import pytest
 
 from cdp_assets.consistency.checks import CHECK_NAME
+from cdp_assets.definitions import build_definitions
+from resources.config import load_config
 from sensors.schedules import REBUILD_CHECK_JOB, REBUILD_CHECK_SCHEDULE
-from tests.fixtures import make_platform
+from tests.fixtures import make_platform, write_config
 
 pytestmark = pytest.mark.dagster
 
@@ -65,3 +67,14 @@ def test_a_rebuild_equals_the_refreshes_and_a_difference_fails_naming_the_rows(t
         "| champions | cus_stale | only in the warehouse |"
         in metadata["first differing rows in cdp.segment_membership"]
     )
+
+
+def test_the_check_on_a_warehouse_no_refresh_has_built_compares_nothing_and_passes(tmp_path, instance):
+    """The weekly schedule runs from the first day: before the first refresh there is nothing a rebuild could
+    differ from, which must not fail the run (and page someone) with DuckDB's missing-table error."""
+    defs = build_definitions(load_config(write_config(tmp_path)))
+    result = defs.resolve_job_def(REBUILD_CHECK_JOB).execute_in_process(instance=instance)
+    assert result.success
+    evaluation = _evaluation(result)
+    assert evaluation.passed and evaluation.metadata["compared"].value is False
+    assert evaluation.description == "nothing to compare: no refresh has built cdp.golden_profiles yet"
