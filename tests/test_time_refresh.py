@@ -118,6 +118,14 @@ def test_refresh_settings_are_validated_at_load(tmp_path, refresh, message):
 
 
 @pytest.mark.unit
+def test_a_cron_naming_the_nth_weekday_of_the_month_is_taken(tmp_path):
+    """`0 5 * * 0#1` (the first Sunday of each month, at 05:00) is a cron Dagster's schedules run: a monthly
+    rebuild check must not be refused as "not a cron expression of five fields"."""
+    config = load_config(write_config(tmp_path, refresh={"rebuild_check": "0 5 * * 0#1"}))
+    assert build_definitions(config).resolve_schedule_def("rebuild_check_schedule").cron_schedule == "0 5 * * 0#1"
+
+
+@pytest.mark.unit
 def test_expected_every_is_a_span_of_time(tmp_path):
     path = write_config(tmp_path)
     raw = yaml.safe_load(path.read_text())

@@ -140,7 +140,7 @@ class RetryConfig(_Strict):
 
 
 # Five cron fields (minute hour day-of-month month day-of-week), each numbers, names, ranges, steps or '*'.
-_CRON_RE = re.compile(r"^\s*[0-9A-Za-z*/,?-]+(\s+[0-9A-Za-z*/,?-]+){4}\s*$")
+_CRON_RE = re.compile(r"^\s*[0-9A-Za-z*/,?#-]+(\s+[0-9A-Za-z*/,?#-]+){4}\s*$")
 
 
 def check_cron(value: str | None) -> str | None:
