@@ -25,6 +25,24 @@ PEOPLE = (
 )
 
 
+def _refreshed(tmp_path: Path, url: str, instance: dg.DagsterInstance) -> tuple[CDPConfig, dg.Definitions, Path]:
+    """The CRM platform with PEOPLE landed and refreshed: its configuration, definitions and landing file."""
+    config = crm_platform_config(tmp_path, url)
+    landing = tmp_path / "landing" / "crm" / "people.csv"
+    landing.parent.mkdir(parents=True)
+    landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
+    defs = build_definitions(config)
+    assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+    return config, defs, landing
+
+
+def _requests_file(config: CDPConfig, line: str) -> dict:
+    """The privacy run configuration of a requests file `r.csv` holding one request line."""
+    config.privacy_requests_path.mkdir(parents=True)
+    (config.privacy_requests_path / "r.csv").write_text(f"type,id_type,value,reference\n{line}\n")
+    return {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+
+
 @pytest.mark.e2e
 def test_each_destination_erases_in_its_own_form_and_a_failing_one_stays_pending(
     tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
@@ -311,17 +329,8 @@ def test_a_run_that_dies_after_the_warehouse_erasure_leaves_the_files_to_the_nex
 
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
     with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
-        config = crm_platform_config(tmp_path, server.url)
-        landing = tmp_path / "landing" / "crm" / "people.csv"
-        landing.parent.mkdir(parents=True)
-        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
-        config.privacy_requests_path.mkdir(parents=True)
-        (config.privacy_requests_path / "r.csv").write_text(
-            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
-        )
-        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        config, defs, landing = _refreshed(tmp_path, server.url, instance)
+        run_config = _requests_file(config, "erase,email,bob.stone@example.org,T-1")
 
         def dies(*args: object) -> int:
             raise RuntimeError("the machine went down")
@@ -354,18 +363,9 @@ def test_a_run_that_dies_while_telling_the_destinations_leaves_the_snapshot_and_
 
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
     with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
-        config = crm_platform_config(tmp_path, server.url)
-        landing = tmp_path / "landing" / "crm" / "people.csv"
-        landing.parent.mkdir(parents=True)
-        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config, defs, landing = _refreshed(tmp_path, server.url, instance)
         assert b"bob.stone" in config.read_snapshot_path.read_bytes()
-        config.privacy_requests_path.mkdir(parents=True)
-        (config.privacy_requests_path / "r.csv").write_text(
-            "type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n"
-        )
-        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        run_config = _requests_file(config, "erase,email,bob.stone@example.org,T-1")
 
         def dies(*args: object) -> dict[str, dict[str, int]]:
             raise RuntimeError("the machine went down")
@@ -395,12 +395,7 @@ def test_receipts_tell_a_repeated_request_and_an_earlier_erasure_from_a_stranger
 ):
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
     with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
-        config = crm_platform_config(tmp_path, server.url)
-        landing = tmp_path / "landing" / "crm" / "people.csv"
-        landing.parent.mkdir(parents=True)
-        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config, defs, landing = _refreshed(tmp_path, server.url, instance)
         folder = config.privacy_requests_path
         folder.mkdir(parents=True)
 
@@ -451,17 +446,8 @@ def test_a_request_line_with_its_columns_shifted_is_rejected_without_keeping_the
 ):
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
     with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
-        config = crm_platform_config(tmp_path, server.url)
-        landing = tmp_path / "landing" / "crm" / "people.csv"
-        landing.parent.mkdir(parents=True)
-        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
-        config.privacy_requests_path.mkdir(parents=True)
-        (config.privacy_requests_path / "r.csv").write_text(
-            "type,id_type,value,reference\nerase,bob.stone@example.org,email,T-1\n"
-        )
-        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": "r.csv"}}}}
+        config, defs, landing = _refreshed(tmp_path, server.url, instance)
+        run_config = _requests_file(config, "erase,bob.stone@example.org,email,T-1")
         assert defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config).success
         assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
         with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
@@ -486,12 +472,7 @@ def test_the_requests_sensor_runs_a_file_again_after_its_run_failed(tmp_path: Pa
 
     monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
     with DestinationServer(host="127.0.0.1", port=0) as server, dg.instance_for_test() as instance:
-        config = crm_platform_config(tmp_path, server.url)
-        landing = tmp_path / "landing" / "crm" / "people.csv"
-        landing.parent.mkdir(parents=True)
-        landing.write_text(CRM_PEOPLE_HEADER + PEOPLE)
-        defs = build_definitions(config)
-        assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+        config, defs, landing = _refreshed(tmp_path, server.url, instance)
         folder = config.privacy_requests_path
         folder.mkdir(parents=True)
         (folder / "r.csv").write_text("type,id_type,value,reference\nerase,email,bob.stone@example.org,T-1\n")
