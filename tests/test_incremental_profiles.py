@@ -139,6 +139,9 @@ def test_a_delta_recomputes_only_affected_customers_and_equals_a_full_recomputat
     with duckdb.connect(str(platform.config.warehouse_path)) as conn:
         run = build_profiles(Sql(conn), config, night, incremental=True)
         assert run.mode == "incremental" and run.affected["time"] > 0, run
+        # A tick of the evening run late (or executed again) does not take the profiles back to the evening.
+        late = build_profiles(Sql(conn), config, evening, incremental=True)
+        assert (late.as_of, late.mode, late.customers_recomputed) == (night, "incremental", 0), late
         figures = {s.name: update_segment(Sql(conn), config, s.name, incremental=True) for s in config.segments}
         incremental = _tables(conn)
     assert figures["lapsed_buyers"]["reason"] == "days_since_last_order changed on every profile"

@@ -30,7 +30,7 @@ from cdp_assets.clean.assets import activity_assets
 from cdp_assets.identity.assets import IDENTITY_CLUSTERS
 from cdp_assets.identity.bridges import SEPARATED_LINKS
 from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
-from cdp_assets.profiles.incremental import Plan, plan_run, profile_settings, record_run
+from cdp_assets.profiles.incremental import Plan, not_before_last_run, plan_run, profile_settings, record_run
 from cdp_assets.profiles.traits import (
     build_traits,
     days_since_sql,
@@ -179,6 +179,8 @@ def build_profiles(
     transaction would refuse."""
     with sql.scratch("profiles") as tables:
         as_of = resolve_as_of(sql, config, now)
+        if config.profiles.as_of == "now":
+            as_of = not_before_last_run(sql, as_of)
         settings = profile_settings(sql, config, CODE_VERSION)
         plan, affected = plan_run(sql, config, tables, settings, as_of, incremental)
         computed = _compute_profiles(sql, config, tables, plan)

@@ -136,6 +136,16 @@ def last_run(sql: Sql) -> tuple | None:
     return sql.row(f"select run_seq, settings, as_of from {PROFILE_RUNS.name} order by run_seq desc limit 1")
 
 
+def not_before_last_run(sql: Sql, as_of: datetime) -> datetime:
+    """`as_of` (measured from now), or the last run's as-of time when that is later. A time-windows tick
+    that runs late, or a tick's run executed again, carries its tick's time: measured from it, profiles
+    would go back to an earlier day after a run of a file had measured from a later moment, and members
+    would leave segments and join again, the destinations hearing both. Time measured from now only moves on."""
+    create_state_tables(sql)
+    last = last_run(sql)
+    return max(as_of, last[2]) if last is not None and last[2] is not None else as_of
+
+
 def _files_sql() -> str:
     """Per cleaned table a profile reads, each file's row count and latest load time."""
     return " union all ".join(
