@@ -142,7 +142,9 @@ def test_a_lapsed_buyer_enters_the_segment_on_the_day_they_lapse_with_no_new_fil
     config = load_config(write_config(tmp_path, refresh={"timezone": "America/New_York"}))
     defs = build_definitions(config)
     instance = dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    # Loaded just after the order, as time measured from now never goes back to before the last run's.
+    loaded = {AS_OF_TAG: "2026-03-01 12:00:00"}
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance, tags=loaded).success
     schedule = defs.resolve_schedule_def(TIME_WINDOWS_SCHEDULE)
     job = defs.resolve_job_def(schedule.job_name)
     zone = ZoneInfo("America/New_York")
@@ -199,7 +201,8 @@ def test_days_since_counts_the_calendar_days_of_the_configured_zone(tmp_path):
     path = write_config(tmp_path)
     defs = build_definitions(load_config(path))
     instance = dg.DagsterInstance.ephemeral()
-    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance).success
+    loaded = {AS_OF_TAG: "2026-03-01 12:00:00"}  # just after the order: time measured from now never goes back
+    assert defs.resolve_job_def("full_refresh").execute_in_process(instance=instance, tags=loaded).success
     midnight_new_york = datetime(2026, 3, 2, 5, 0)
     for zone, days in (("UTC", 1), ("America/New_York", 2)):
         config = load_config(path)
