@@ -2,6 +2,7 @@
 warehouse's snapshot and compaction, and the rewrites of an erasure."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,16 +17,16 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text` so that a crash leaves the old content or the new, never part of either:
-    written under a hidden name in the same folder, flushed, given `mode` and renamed over it, the folder
-    flushed after."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.new")
+def replace_atomically(path: Path, write: Callable[[Path], object], mode: int | None = None) -> None:
+    """Replace `path` so that a crash leaves its old content or the new, never part of either: `write` fills
+    a hidden file in the same folder, which is flushed, given `mode` (else the original's permissions) and
+    renamed over it, the folder flushed after."""
+    staging = path.with_name(f".{path.name}.rewrite")
+    staging.unlink(missing_ok=True)
     try:
-        staging.write_text(text, encoding="utf-8")
-        os.chmod(staging, mode)
+        write(staging)
         fsync_path(staging)
+        os.chmod(staging, mode if mode is not None else path.stat().st_mode & 0o777)
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)

@@ -32,7 +32,6 @@ from cdp_assets.extract.readers import (
     read_parquet_on_executors,
     readable_on_executors,
     refuse_wide_unicode,
-    replace_atomically,
     write_landing,
 )
 from cdp_assets.extract.tombstones import (
@@ -44,6 +43,7 @@ from cdp_assets.extract.tombstones import (
 )
 from cdp_assets.metadata import markdown_table, masked_records, redact_errors, table_metadata
 from resources.config import CDPConfig, SourceConfig
+from resources.durable import replace_atomically
 from resources.landing import (
     FILE_SIGNATURES,
     FILES_READABLE_CHECK,

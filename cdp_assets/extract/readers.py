@@ -17,11 +17,10 @@ import csv
 import functools
 import gzip
 import json
-import os
 import re
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -31,7 +30,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from resources.config.sources import MAX_JSON_NESTING, UNPAIRED_SURROGATE, json_nesting_exceeds
-from resources.durable import fsync_path
 from resources.sql import Scratch, Sql, SqlError, sql_literal
 
 if TYPE_CHECKING:
@@ -192,20 +190,6 @@ def write_landing(path: Path, content: bytes, like: Path) -> None:
     landing file as its source wrote it: a `.gz` file stays one)."""
     kind = compression(like)
     path.write_bytes(gzip.compress(content) if kind == "gzip" else bz2.compress(content) if kind else content)
-
-
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(temporary_path)`, flush it, keep the original's permissions and rename it over `path`."""
-    staging = path.with_name(f".{path.name}.rewrite")
-    staging.unlink(missing_ok=True)
-    try:
-        write(staging)
-        fsync_path(staging)
-        os.chmod(staging, path.stat().st_mode & 0o777)
-        os.replace(staging, path)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
 
 
 def removed_lines(erased: Sequence[int], known: Sequence[int], total: int) -> list[int]:

@@ -23,7 +23,7 @@ import pandas as pd
 from cdp_assets.extract.fields import record_id_sql, value_sql
 from cdp_assets.extract.readers import Reject
 from resources.config import CDPConfig, FieldSpec, SourceConfig
-from resources.durable import write_durably
+from resources.durable import replace_atomically
 from resources.identifiers import NORMALISERS, contact_kinds
 from resources.privacy import keyed_hash, keyed_hash_sql, record_kind
 from resources.sql import Sql
@@ -83,13 +83,12 @@ def reconcile_ledger(sql: Sql, config: CDPConfig) -> int:
             )
     if any(h not in on_file for h in in_table):
         union = {**on_file, **in_table}
-        write_durably(
-            path,
-            "".join(
-                json.dumps({"hash": h, "kind": k, "request_id": r, "erased_at": at}) + "\n"
-                for h, (k, r, at) in sorted(union.items())
-            ),
+        text = "".join(
+            json.dumps({"hash": h, "kind": k, "request_id": r, "erased_at": at}) + "\n"
+            for h, (k, r, at) in sorted(union.items())
         )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, lambda staging: staging.write_text(text, encoding="utf-8"), mode=0o600)
     return len(restored)
 
 

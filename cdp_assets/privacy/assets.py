@@ -22,7 +22,7 @@ from cdp_assets.extract.tombstones import reconcile_ledger
 from cdp_assets.metadata import markdown_table, redact_errors, table_metadata
 from cdp_assets.privacy.access import access_document, remove_access_documents, write_access_document
 from cdp_assets.privacy.erasure import Request, erase, resolve_all
-from cdp_assets.privacy.files import replace_atomically, rewrite_exports, rewrite_landing_files
+from cdp_assets.privacy.files import rewrite_exports, rewrite_landing_files
 from cdp_assets.privacy.requests import (
     PrivacyRequestConfig,
     RejectedLine,
@@ -36,6 +36,7 @@ from cdp_assets.segments.assets import build_membership
 from cdp_assets.syncs.assets import make_client
 from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures, settle_receipts
 from resources.config import CDPConfig, RowDestinationConfig
+from resources.durable import replace_atomically
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Sql
 from resources.tables import EXTRACT_QUARANTINE, FILE_REWRITES, ID_REGISTRY, PRIVACY_REQUESTS, SUPPRESSIONS

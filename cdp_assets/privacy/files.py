@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from cdp_assets.extract.assets import file_sha256, raw_table
-from cdp_assets.extract.readers import kept_lines, open_landing, replace_atomically, write_landing
+from cdp_assets.extract.readers import kept_lines, open_landing, write_landing
 from cdp_assets.extract.tombstones import tombstone_hashes
 from resources.config import CDPConfig, FileDestinationConfig, SourceConfig
+from resources.durable import replace_atomically
 from resources.identifiers import NORMALISERS
 from resources.landing import source_files
 from resources.privacy import keyed_hash
