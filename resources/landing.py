@@ -41,8 +41,19 @@ def source_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
     """Files of a source in the landing folder, in a stable order. The glob matches names whatever their
     letters' case, as the Windows systems many exports come from write them: a till's `SALES.CSV` is one
     of `pos/*.csv`, not a file silently left unread."""
-    landing = config.landing_path
-    return sorted(p for p in landing.glob(caseless_glob(source.glob)) if p.is_file() and not p.name.startswith("."))
+    return matching_files(config, source)[0]
+
+
+def matching_files(config: CDPConfig, source: SourceConfig) -> tuple[list[Path], list[Path]]:
+    """(the source's files, the files its glob matches whose names begin with a dot), each in a stable
+    order, from one look at the folder.
+
+    A name beginning with a dot is never read: it is an upload still under way (rsync's `.contacts.csv.Ab12`),
+    a system file (macOS's `._contacts.csv`) or the platform's own temporary file, so loading it would load
+    half a file or garbage; but a user who exported `.customers.csv` must hear why it did not load, so the
+    extract names them."""
+    matched = sorted(p for p in config.landing_path.glob(caseless_glob(source.glob)) if p.is_file())
+    return [p for p in matched if not p.name.startswith(".")], [p for p in matched if p.name.startswith(".")]
 
 
 def caseless_glob(pattern: str) -> str:
@@ -62,18 +73,6 @@ def caseless_glob(pattern: str) -> str:
         else:
             out.append(char)
     return "".join(out)
-
-
-def hidden_files(config: CDPConfig, source: SourceConfig) -> list[Path]:
-    """Files the source's glob matches whose names begin with a dot, which are never read.
-
-    Such a name is an upload still under way (rsync's `.contacts.csv.Ab12`), a system file (macOS's
-    `._contacts.csv`) or the platform's own temporary file, so loading it would load half a file or garbage;
-    but a user who exported `.customers.csv` must hear why it did not load, so the extract names them.
-    """
-    return sorted(
-        p for p in config.landing_path.glob(caseless_glob(source.glob)) if p.is_file() and p.name.startswith(".")
-    )
 
 
 def outside_landing(landing: Path, path: Path) -> bool:

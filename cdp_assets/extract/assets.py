@@ -51,10 +51,9 @@ from resources.landing import (
     MAX_RECORDED_SIGNATURES,
     ExtractConfig,
     file_signature,
-    hidden_files,
+    matching_files,
     outside_landing,
     poll_key,
-    source_files,
 )
 from resources.privacy import PrivacyKeyMissing, privacy_key
 from resources.sql import Scratch, Sql, SqlError
@@ -497,12 +496,10 @@ def build_extract_asset(cdp_config: CDPConfig, source: SourceConfig) -> dg.Asset
     )
     @redact_errors
     def extract(context: dg.AssetExecutionContext, warehouse: Warehouse, config: ExtractConfig):
-        files = source_files(cdp_config, source)
+        files, dotted = matching_files(cdp_config, source)
         landing = cdp_config.landing_path
         hidden = (
-            [p.relative_to(landing).as_posix() for p in hidden_files(cdp_config, source)]
-            if source.format not in _WRITTEN_BY_THE_PLATFORM
-            else []
+            [p.relative_to(landing).as_posix() for p in dotted] if source.format not in _WRITTEN_BY_THE_PLATFORM else []
         )
         if hidden:
             context.log.warning(f"{source.name}: {_hidden_message(hidden)}")
