@@ -225,6 +225,9 @@ def test_particles_of_place_names_are_not_lowered_in_a_persons_name():
         ("?!", (None, "no letters: only digits, punctuation or symbols")),
         ("...", (None, "no letters: only digits, punctuation or symbols")),
         ("#1", (None, "no letters: only digits, punctuation or symbols")),
+        ("M?ller", (None, rules.LOST_LETTER)),
+        ("?ukasz", (None, rules.LOST_LETTER)),
+        ("M\ufffdller", (None, rules.LOST_LETTER)),
     ],
 )
 def test_clean_name_refuses_values_without_letters_with_a_reason(raw, expected):
@@ -241,6 +244,7 @@ def test_clean_name_refuses_values_without_letters_with_a_reason(raw, expected):
         ("Mr.", (None, None, None, "no name: only a title or suffix")),
         ("John 3 Smith", ("John", None, "Smith", "part(s) without letters dropped: '3'")),
         ("Smith, 42", (None, None, "Smith", "part(s) without letters dropped: '42'")),
+        ("Wi?niewski, ?ukasz", (None, None, None, rules.LOST_LETTER)),
     ],
 )
 def test_clean_full_name_says_when_part_of_the_name_is_lost(raw, expected):

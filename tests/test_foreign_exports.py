@@ -425,3 +425,44 @@ def test_a_person_row_without_its_record_id_is_refused_naming_the_path(
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
         rejects = conn.execute("select file, row_number, field, reason, scope from cdp.quarantine").fetchall()
     assert rejects == [("shopify/orders.jsonl", 2, "customer.id", "no record id: customer.id is empty", "row")]
+
+
+def test_a_letter_the_files_encoding_lost_is_quarantined_not_kept_as_a_question_mark(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # A Western till system saves in cp1252, which has ó and ü but no Ł, ś or ő: its export writes '?' for them. Such a
+    # name would greet "?ukasz" in an e-mail and never equal the CRM's Łukasz; it is quarantined saying how
+    # to get the letter back, and the names cp1252 holds (Müller) are read as they are.
+    (tmp_path / "landing" / "pos").mkdir(parents=True)
+    names = ["Karte;Vorname;Nachname;Ort", "1;Łukasz;Wiśniewski;Kraków", "2;Jürgen;Müller;Köln", "3;Ödön;Erdős;Győr"]
+    (tmp_path / "landing" / "pos" / "members.csv").write_bytes(
+        "\r\n".join([*names, ""]).encode("cp1252", errors="replace")
+    )
+    config = _config(
+        tmp_path,
+        [
+            {
+                "name": "pos",
+                "format": "csv",
+                "csv": {"delimiter": ";", "encoding": "cp1252"},
+                "glob": "pos/*.csv",
+                "role": "person",
+                "record_id": "Karte",
+                "fields": {"first_name": "Vorname", "last_name": "Nachname", "city": "Ort"},
+            }
+        ],
+    )
+    materialize_stages(config, instance, ("raw", "clean"))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        rows = conn.execute(
+            "select source_record_id, first_name, last_name, city from clean.person_records order by 1"
+        ).fetchall()
+        rejects = conn.execute("select row_number, field, value, reason from cdp.quarantine order by 1, 2").fetchall()
+    assert rows == [("1", None, None, "Kraków"), ("2", "Jürgen", "Müller", "Köln"), ("3", "Ödön", None, None)]
+    lost = "a '?' stands for a letter the file's encoding could not hold (M?ller): export the file again as UTF-8"
+    assert rejects == [
+        (2, "Nachname", "Wi?niewski", lost),
+        (2, "Vorname", "?ukasz", lost),
+        (4, "Nachname", "Erd?s", lost),
+        (4, "Ort", "Gy?r", lost),
+    ]

@@ -131,6 +131,13 @@ _O_APOSTROPHE = re.compile(r"\b(O')(\w)")
 _INNER_WORD = re.compile(r"(?<=\s)(\w+)(?=\s)")
 
 
+# A '?' (or U+FFFD, the decoder's mark) beside a letter stands for a letter the file's encoding could not
+# hold: "M?ller", "Fran?ois", "?ukasz" from an export saved in a Western code page. Such a name can neither
+# be written to its owner nor compared with "Müller"; the value is quarantined saying how to get it back.
+_LOST_LETTER = re.compile(r"[^\W\d_][?\ufffd]|[?\ufffd][^\W\d_]")
+LOST_LETTER = "a '?' stands for a letter the file's encoding could not hold (M?ller): export the file again as UTF-8"
+
+
 def tidy_name(raw: object) -> str | None:
     """Trim, collapse spaces, and fix case only when the source shouted or whispered ("SMITH", "smith");
     mixed case such as "McDonald" or "DeShawn" is kept as written."""
@@ -152,11 +159,13 @@ def tidy_name(raw: object) -> str | None:
 
 
 def clean_name(raw: object) -> Result:
-    """A name part (or a city) tidied by `tidy_name`; a value with no letter in it ("-2+3", "123", "?!")
-    cannot be a name and is refused with the reason, so the cleaning stage quarantines it instead of
-    dropping it without a trace."""
+    """A name part (or a city) tidied by `tidy_name`; a value with no letter in it ("-2+3", "123", "?!"), or
+    with a letter lost to an encoding (`LOST_LETTER`), cannot be a name and is refused with the reason, so the
+    cleaning stage quarantines it instead of dropping it without a trace."""
     if is_missing(raw):
         return None, None
+    if _LOST_LETTER.search(str(raw)):
+        return None, LOST_LETTER
     name = tidy_name(raw)
     if name is None:
         return None, "no letters: only digits, punctuation or symbols"
@@ -213,6 +222,8 @@ def clean_full_name(raw: object) -> tuple[str | None, str | None, str | None, st
     the cleaning stage can quarantine the value rather than drop it silently."""
     if is_missing(raw):
         return None, None, None, None
+    if _LOST_LETTER.search(str(raw)):
+        return None, None, None, LOST_LETTER
     dropped: list[str] = []
     first, middle, last = _split_full_name(raw, dropped)
     shown = ", ".join(f"'{d}'" for d in dropped)

@@ -48,7 +48,7 @@ from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
 # Bump when survivorship, traits or the profile columns change.
-CODE_VERSION = "7"
+CODE_VERSION = "8"
 GOLDEN_PROFILES = dg.AssetKey(["profiles", "golden_profiles"])
 CHECK_UNIQUE = "one_profile_per_customer"
 CHECK_CURRENCY = "revenue_in_one_currency"
