@@ -105,9 +105,12 @@ class Sql:
         """The (name, DuckDB type) of each column a select would produce; the statement is bound, not run."""
         return self.rows(f"select column_name, column_type from (describe {sql})")
 
-    def export(self, sql: str, path: str, file_format: str, params: Params = None) -> int:
-        """Write a query's rows to one file, `csv` (with a header) or `parquet`; returns how many were written."""
-        options = "format csv, header true" if file_format == "csv" else "format parquet"
+    def export(self, sql: str, path: str, file_format: str, params: Params = None, *, delimiter: str = ",") -> int:
+        """Write a query's rows to one file, `csv` (with a header, cells separated by `delimiter`) or `parquet`;
+        returns how many were written."""
+        options = (
+            f"format csv, header true, delimiter {sql_literal(delimiter)}" if file_format == "csv" else "format parquet"
+        )
         return int(self._conn.execute(f"copy ({sql}) to {sql_literal(path)} ({options})", params).fetchone()[0])
 
     # Tables ---------------------------------------------------------------------------------------

@@ -406,11 +406,16 @@ def test_a_file_export_is_the_same_to_the_byte_and_its_rows_never_gather_on_the_
                     )
                     assert written == (n if scope == "all" else 0)
                     files[kind, scope, file_format] = path.read_bytes()
+            # A CSV file for Excel where the decimal separator is a comma: cells separated by ';'.
+            semicolons = tmp_path / kind / "semicolons.csv"
+            runner.export("select * from cdp.export_rows order by id", str(semicolons), "csv", delimiter=";")
+            files[kind, "all", "semicolons"] = semicolons.read_bytes()
             assert sorted(p.name for p in (tmp_path / kind).iterdir()) == [
                 "all.csv",
                 "all.parquet",
                 "none.csv",
                 "none.parquet",
+                "semicolons.csv",
             ]
             runner.drop_table("cdp.export_rows")
     finally:
@@ -421,6 +426,8 @@ def test_a_file_export_is_the_same_to_the_byte_and_its_rows_never_gather_on_the_
             assert files["SparkSql", scope, file_format] == files["Sql", scope, file_format], (scope, file_format)
     lines = files["Sql", "all", "csv"].decode().splitlines()
     assert lines[0] == "id,name,amount,score,seen_at,seen_on,flag,tags" and len(lines) > n
+    assert files["SparkSql", "all", "semicolons"] == files["Sql", "all", "semicolons"]
+    assert files["Sql", "all", "semicolons"].decode().startswith("id;name;amount;score;seen_at;seen_on;flag;tags\n")
 
 
 def test_a_plan_spark_runs_interpreted_for_its_size_logs_no_java_stack_trace(spark) -> None:  # noqa: ANN001

@@ -301,6 +301,49 @@ def test_consent_is_required_and_revocation_removes_from_a_mirror(tmp_path):
         assert set(state(server, "webhook", "w")["audiences"]["vip"]) == {"c0000", "c0002"}
 
 
+@pytest.mark.stage
+def test_a_member_without_a_required_field_is_not_sent_and_leaves_a_mirror_when_it_is_gone(tmp_path):
+    """An SMS tool has no use for a member without a phone: with `required: [phone]` such members are counted,
+    not sent (blank text is no phone either), and one whose phone goes leaves a mirror as a member leaving
+    the segment does."""
+    with DestinationServer(port=0) as server:
+        config = make_config(
+            tmp_path,
+            {
+                "type": "rest",
+                "mode": "mirror",
+                "upsert_url": f"{server.url}/rest/sms/upsert",
+                "delete_url": f"{server.url}/rest/sms/delete",
+                "fields": {"phone": "phone", "first_name": "first_name"},
+                "required": ["phone"],
+            },
+        )
+        warehouse = Warehouse(config)
+        members = people(4)
+        members["c0000"]["phone"] = "+14155550100"
+        members["c0001"]["phone"] = "+14155550101"
+        members["c0002"]["phone"] = "   "
+        warehouse.set_members(members)
+        report = warehouse.sync("r1")
+        assert report["added"] == 2 and report["missing_required"] == 2 and report["rejected"] == 0
+        records = state(server, "rest", "sms")["records"]
+        assert set(records) == {"c0000", "c0001"} and all(r["phone"] for r in records.values())
+        members["c0001"]["phone"] = None
+        members["c0003"]["phone"] = "+14155550103"
+        warehouse.set_members(members)
+        report = warehouse.sync("r2")
+        assert report["added"] == 1 and report["removed"] == 1 and report["missing_required"] == 2
+        assert set(state(server, "rest", "sms")["records"]) == {"c0000", "c0003"}
+
+
+@pytest.mark.unit
+def test_a_required_field_the_destination_does_not_receive_is_refused_at_load(tmp_path):
+    with pytest.raises(ValueError, match=r"required: \['phone'\] not among the destination's fields"):
+        make_config(tmp_path, {"type": "webhook", "url": "http://127.0.0.1:9/w", "required": ["phone"]})
+    with pytest.raises(ValueError, match=r"required: \['phone'\] not among"):
+        make_config(tmp_path, {"type": "file", "fields": ["customer_id", "email"], "required": ["phone"]})
+
+
 @pytest.mark.parametrize(
     ("destination", "held"),
     [
@@ -1269,6 +1312,88 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
     [export] = folder.iterdir()
     with export.open(newline="") as handle:
         assert [row["customer_id"] for row in csv.DictReader(handle)] == ["yes"]
+
+
+@pytest.mark.stage
+def test_a_csv_export_for_european_excel_keeps_its_separator_and_mark_when_an_erasure_rewrites_it(tmp_path):
+    """Excel in a decimal-comma locale splits cells on ';' and reads UTF-8 as such only after a byte order
+    mark: both are the destination's settings, and the rewrite that takes an erased customer out of the
+    file keeps them, or the file a marketer opened yesterday would open as one column of MÃ¼ller today."""
+    from cdp_assets.privacy.files import _rewrite_exports, file_sql
+    from cdp_assets.syncs.assets import export_file
+
+    config = make_config(
+        tmp_path,
+        {"type": "file", "fields": ["customer_id", "last_name", "lifetime_revenue"], "delimiter": ";"}
+        | {"byte_order_mark": True},
+    )
+    database = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        bootstrap(conn)
+        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
+        conn.execute(f"create table cdp.golden_profiles ({ddl})")
+        for customer, name in [("c1", "Müller"), ("c2", "Dupont; Fils"), ("c3", "Øster")]:
+            conn.execute(
+                "insert into cdp.golden_profiles (customer_id, last_name, consent_email_marketing, lifetime_revenue) "
+                "values (?, ?, true, 1234.5)",
+                [customer, name],
+            )
+            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+        outcome = export_file(Sql(conn), config, config.destinations[0], "r1")
+    export = Path(str(outcome["file"]))
+    written = export.read_bytes()
+    assert written.startswith(b"\xef\xbb\xbfcustomer_id;last_name;lifetime_revenue\n")
+    assert written.decode("utf-8-sig").splitlines()[1:] == [
+        "c1;Müller;1234.50",
+        'c2;"Dupont; Fils";1234.50',
+        "c3;Øster;1234.50",
+    ]
+    with file_sql() as files:
+        assert _rewrite_exports(files, config, b"k" * 32, ["c2"], set()) == 1
+    rewritten = export.read_bytes()
+    assert rewritten.startswith(b"\xef\xbb\xbfcustomer_id;last_name;lifetime_revenue\n")
+    assert rewritten.decode("utf-8-sig").splitlines()[1:] == ["c1;Müller;1234.50", "c3;Øster;1234.50"]
+    assert not [p for p in export.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.unit
+def test_a_separator_or_mark_for_a_parquet_export_is_refused_at_load(tmp_path):
+    with pytest.raises(ValueError, match="delimiter: only for format csv"):
+        make_config(tmp_path, {"type": "file", "format": "parquet", "delimiter": ";"})
+
+
+@pytest.mark.dagster
+def test_a_file_export_leaves_out_members_without_a_required_field_and_counts_them(tmp_path):
+    import csv
+
+    import dagster as dg
+
+    from cdp_assets.syncs.assets import build_sync_asset
+    from resources.warehouse import Warehouse as WarehouseResource
+
+    config = make_config(tmp_path, {"type": "file", "fields": ["customer_id", "phone"], "required": ["phone"]})
+    database = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        bootstrap(conn)
+        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
+        conn.execute(f"create table cdp.golden_profiles ({ddl})")
+        for customer, phone in [("with", "+14155550100"), ("without", None), ("blank", "")]:
+            conn.execute(
+                "insert into cdp.golden_profiles (customer_id, phone, consent_email_marketing, lifetime_revenue) "
+                "values (?, ?, true, 500)",
+                [customer, phone],
+            )
+            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+    result = dg.materialize(
+        [build_sync_asset(config, config.destinations[0])],
+        resources={"warehouse": WarehouseResource(database=str(database))},
+    )
+    assert result.success
+    [export] = (tmp_path / "exports" / "dest").iterdir()
+    with export.open(newline="") as handle:
+        assert [row["customer_id"] for row in csv.DictReader(handle)] == ["with"]
+    [materialization] = result.asset_materializations_for_node("syncs__dest")
+    assert materialization.metadata["missing_required"].value == 2
 
 
 @pytest.mark.dagster

@@ -154,6 +154,7 @@ def preview_changes(
                             "destination": destination.name,
                             **{f"{op}s": sum(1 for r in planned if r["operation"] == op) for op in OPERATIONS},
                             "skipped_for_consent": plan.skipped_for_consent,
+                            "missing_required": plan.missing_required,
                             "rejected": plan.rejected,
                             "dry_run": destination.dry_run,
                         }

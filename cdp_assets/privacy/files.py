@@ -20,6 +20,7 @@ import pandas as pd
 from cdp_assets.extract.assets import file_sha256, raw_table
 from cdp_assets.extract.readers import kept_lines, open_landing, write_landing
 from cdp_assets.extract.tombstones import tombstone_hashes
+from cdp_assets.syncs.assets import write_export
 from resources.config import CDPConfig, FileDestinationConfig, SourceConfig
 from resources.durable import replace_atomically
 from resources.identifiers import NORMALISERS
@@ -176,7 +177,8 @@ def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[
 def export_reader(destination: FileDestinationConfig, path: Path) -> str:
     """SQL reading one export file of the destination as written (a CSV's cells as text)."""
     if destination.format == "csv":
-        return f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true)"
+        delimiter = sql_literal(destination.delimiter)
+        return f"read_csv({sql_literal(str(path))}, header = true, all_varchar = true, delim = {delimiter})"
     return f"read_parquet({sql_literal(str(path))})"
 
 
@@ -205,7 +207,6 @@ def _rewrite_exports(files: Sql, config: CDPConfig, key: bytes, erased_ids: list
             continue
         for path in export_files(config, destination):
             reader = export_reader(destination, path)
-            options = "format csv, header true" if destination.format == "csv" else "format parquet"
             matches = []
             if "customer_id" in destination.fields:
                 matches.append(f"customer_id::varchar in (select unnest({literal_list(erased_ids)}))")
@@ -225,8 +226,8 @@ def _rewrite_exports(files: Sql, config: CDPConfig, key: bytes, erased_ids: list
                 continue
             replace_atomically(
                 path,
-                lambda staging, reader=reader, options=options, erased=erased: files.execute(
-                    f"copy (select * from {reader} where not ({erased})) to {sql_literal(str(staging))} ({options})"
+                lambda staging, reader=reader, erased=erased, destination=destination: write_export(
+                    files, f"select * from {reader} where not ({erased})", staging, destination
                 ),
             )
             rewritten += 1

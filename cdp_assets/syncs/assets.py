@@ -9,12 +9,14 @@ destination last acknowledged it, in the destination's sync mode, with consent e
 `sync_state` for the bookkeeping and `resources.destinations` for delivery and retries.
 """
 
+import codecs
 import os
 import re
 import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
@@ -25,6 +27,7 @@ from cdp_assets.syncs.erasures import deliver_erasures, pending_erasures
 from cdp_assets.syncs.state import (
     BatchOpener,
     batches_in_flight,
+    complete_sql,
     consented_sql,
     ensure_tables,
     fold_acknowledged,
@@ -97,6 +100,19 @@ def spreadsheet_safe(sql: Sql, query: str) -> str:
     return f"select {', '.join(selected)} from ({query})"
 
 
+def write_export(sql: Sql, query: str, path: Path, destination: FileDestinationConfig) -> int:
+    """Write `query`'s rows to `path` in the destination's format, separator and mark: an export, and an
+    erasure's rewrite of one, which must read in a spreadsheet as the export did. Returns the rows' count."""
+    rows = sql.export(query, str(path), destination.format, delimiter=destination.delimiter)
+    if destination.format == "csv" and destination.byte_order_mark:
+        marked = path.with_name(path.name + ".partial")  # hidden, and removed by the next export if left
+        with path.open("rb") as written, marked.open("wb") as out:
+            out.write(codecs.BOM_UTF8)
+            shutil.copyfileobj(written, out)
+        marked.replace(path)
+    return rows
+
+
 def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig, run_id: str) -> dict[str, object]:
     """Write the segment's members (those who granted the destination's purpose, if it names one) with the
     mapped fields; returns the file and row count."""
@@ -113,14 +129,19 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     target = folder / f"{destination.name}-{stamp}.{destination.format}"
     partial = target.with_name("." + target.name + ".partial")
     columns = ", ".join(f'p."{f}"' for f in destination.fields)
-    query = (
-        f"select {columns} from cdp.segment_membership m join cdp.golden_profiles p using (customer_id) "
-        f"where m.segment = {sql_literal(destination.segment)} and {consented_sql(destination.purpose)} "
-        "order by p.customer_id"
+    members = (
+        "from cdp.segment_membership m join cdp.golden_profiles p using (customer_id) "
+        f"where m.segment = {sql_literal(destination.segment)} and {consented_sql(destination.purpose)}"
     )
+    missing = (
+        int(sql.value(f"select count(*) {members} and not ({complete_sql(destination)})"))
+        if destination.required
+        else 0
+    )
+    query = f"select {columns} {members} and {complete_sql(destination)} order by p.customer_id"
     if destination.format == "csv":
         query = spreadsheet_safe(sql, query)
-    rows = sql.export(query, str(partial), destination.format)
+    rows = write_export(sql, query, partial, destination)
     owner_only(partial)
     partial.rename(target)
     sql.execute(
@@ -134,7 +155,7 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
             utc_now(),
         ],
     )
-    return {"file": str(target), "rows": int(rows)}
+    return {"file": str(target), "rows": int(rows), "missing_required": missing}
 
 
 def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> dg.AssetsDefinition:
@@ -148,6 +169,7 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
         metadata={
             "segment": destination.segment,
             "fields": ", ".join(destination.fields),
+            "required": ", ".join(destination.required) or "none",
             **table_metadata("syncs.file_exports"),
         },
     )
@@ -156,10 +178,16 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
         with warehouse.sql() as sql:
             outcome = export_file(sql, config, destination, context.run_id)
         context.log.info(f"{destination.name}: wrote {outcome['rows']} rows to {outcome['file']}")
+        if outcome["missing_required"]:
+            context.log.info(
+                f"{destination.name}: left out {outcome['missing_required']} members with no value in a required "
+                f"field ({', '.join(destination.required)})"
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(int(outcome["rows"])),
                 "file": dg.MetadataValue.path(str(outcome["file"])),
+                "missing_required": dg.MetadataValue.int(int(outcome["missing_required"])),
             }
         )
 
@@ -362,6 +390,7 @@ def run_sync(
         "removed": tally.done["remove"],
         "retried": len(tally.retried),
         "skipped_for_consent": plan.skipped_for_consent,
+        "missing_required": plan.missing_required,
         "rejected": plan.rejected,
         "without_identifiers": plan.without_identifiers,
         "superseded": plan.superseded,
@@ -426,6 +455,7 @@ def build_row_sync_asset(config: CDPConfig, destination: RowDestinationConfig) -
             "mode": destination.mode,
             "purpose": destination.purpose or "none",
             "fields": ", ".join(f"{k} <- {v}" for k, v in destination.fields.items()),
+            "required": ", ".join(destination.required) or "none",
             **table_metadata(
                 "syncs.destination_state", "syncs.changelog", "syncs.pending", "syncs.in_flight", "syncs.batch_sequence"
             ),

@@ -26,7 +26,12 @@ from functools import partial
 
 import pyarrow as pa
 
-from resources.config import CDPConfig, HashedAudienceDestinationConfig, RowDestinationConfig
+from resources.config import (
+    CDPConfig,
+    FileDestinationConfig,
+    HashedAudienceDestinationConfig,
+    RowDestinationConfig,
+)
 from resources.config.destinations import MERGED_FROM, RestDestinationConfig
 from resources.destinations import Change, batch_id, merged_keys
 from resources.hashing import IdentifierKind, hash_rows
@@ -150,6 +155,8 @@ class Plan:
     def __init__(self, sql: Sql, table: str, rejected_table: str, retracting: bool) -> None:
         self._sql, self.table, self.rejected_table, self._retracting = sql, table, rejected_table, retracting
         self.skipped_for_consent = 0
+        # Consented members without a value in a required field (see complete_sql): not sent.
+        self.missing_required = 0
         # Rows refused (of them, `without_identifiers` only for having no identifier value: NO_IDENTIFIER).
         self.rejected = self.without_identifiers = 0
         self.superseded = 0
@@ -223,9 +230,17 @@ def consented_sql(purpose: str | None) -> str:
     return f"{consented} and p.customer_id not in ({SUPPRESSED_IDS})"
 
 
+def complete_sql(destination: FileDestinationConfig | RowDestinationConfig) -> str:
+    """Whether golden profile `p` has a value in each of the destination's `required` fields: a member without
+    one (an SMS tool's member with no phone) is not sent. Blank text is no value."""
+    tests = [f"nullif(trim(p.\"{column}\"::varchar), '') is not null" for column in destination.required_columns()]
+    return " and ".join(tests) or "true"
+
+
 def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> None:
-    """Temp table `current(key, consented, row_json)`: what the destination should hold now. Its name is the
-    caller's, which owns (and drops) it."""
+    """Temp table `current(key, consented, complete, row_json)`: what the destination should hold now, the rows
+    with `consented and complete`; a member not consented is kept to be removed, one not complete (see
+    `complete_sql`) to be counted. Its name is the caller's, which owns (and drops) it."""
     source = "cdp.golden_profiles p"
     if destination.segment:
         source += (
@@ -237,7 +252,7 @@ def current_rows(sql: Sql, destination: RowDestinationConfig, current: str) -> N
     sql.create_table_as(
         current,
         f"""select p."{destination.primary_key}"::varchar as key, {consented} as consented,
-                   to_json({{{fields}}})::varchar as row_json
+                   {complete_sql(destination)} as complete, to_json({{{fields}}})::varchar as row_json
             from {source}""",
         temporary=True,
     )
@@ -281,7 +296,7 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
         f"""select c.*, h.row_json as kept_json, h.rejected as kept_rejected, h.key is not null as hit
             from (select key, row_json, md5(row_json) as clear_hash,
                          key is not null and count(*) over (partition by key) = 1 as cacheable
-                  from {current} where consented) c
+                  from {current} where consented and complete) c
             left join syncs.hashed_rows h
                    on h.destination = ? and c.cacheable and h.key = c.key and h.clear_hash = c.clear_hash""",
         [name],
@@ -325,8 +340,8 @@ def hash_identifiers(sql: Sql, destination: HashedAudienceDestinationConfig, cur
         )
     sql.create_table_as(
         current,
-        f"""select key, true as consented, row_json from {outcomes} where rejected is null
-           union all select key, consented, row_json from {current} where not consented""",
+        f"""select key, true as consented, true as complete, row_json from {outcomes} where rejected is null
+           union all select key, consented, complete, row_json from {current} where not (consented and complete)""",
         temporary=True,
     )
     return f"select key, rejected as reason from {outcomes} where rejected is not null"
@@ -431,7 +446,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         current_rows(sql, destination, current)
         refused = [
             f"""select key, case when key is null then 'missing primary key' else 'duplicate primary key' end as reason
-                from {current} where consented
+                from {current} where consented and complete
                 qualify key is null or count(*) over (partition by key) > 1"""
         ]
         if destination.type == "hashed_audience":
@@ -481,7 +496,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
             plan.table,
             f"""with want as (
                     select key, row_json, md5(row_json) as row_hash from {current}
-                    where consented and key is not null qualify count(*) over (partition by key) = 1
+                    where consented and complete and key is not null qualify count(*) over (partition by key) = 1
                 ),
                 have as (select * from syncs.destination_state where destination = {name}),
                 {merges}
@@ -510,6 +525,7 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
         # One query for every count (on Spark each is a job).
         counts = sql.row(
             f"""select (select count(*) from {current} where not consented),
+                       (select count(*) from {current} where consented and not complete),
                        (select count(*) from {rejected}),
                        (select count(*) from {rejected} where reason = {sql_literal(NO_IDENTIFIER)}),
                        coalesce(sum(case when operation in ('add', 'update') then 1 else 0 end), 0),
@@ -519,10 +535,11 @@ def plan_sync(sql: Sql, config: CDPConfig, destination: RowDestinationConfig) ->
                 from {plan.table}"""
         )
         assert counts is not None  # an aggregate gives one row
-        plan.skipped_for_consent, plan.rejected, plan.without_identifiers = (int(c) for c in counts[:3])
-        plan.upserts, plan.removals = int(counts[3]), int(counts[4])
-        plan.absorbed = int(counts[5]) if "left" in categories else 0
-        retrying = int(counts[6])
+        plan.skipped_for_consent, plan.missing_required = int(counts[0]), int(counts[1])
+        plan.rejected, plan.without_identifiers = int(counts[2]), int(counts[3])
+        plan.upserts, plan.removals = int(counts[4]), int(counts[5])
+        plan.absorbed = int(counts[6]) if "left" in categories else 0
+        retrying = int(counts[7])
         pending = {k for (k,) in sql.rows(f"select key from syncs.pending where destination = {name}")}
         if retrying:
             plan.retrying = {

@@ -18,6 +18,24 @@ POSTGRES_NAME_BYTES = 63
 class _DestinationBase(_Strict):
     name: str
     segment: str | None = Field(None, description="Segment whose members are synced; omit to sync every profile.")
+    required: list[str] = Field(
+        default_factory=list,
+        description="Fields a member must have a value in to be sent (an SMS tool's phone): those without one are "
+        "counted, not sent, and leave the destination as members leaving the segment do.",
+    )
+
+    @model_validator(mode="after")
+    def _required_are_fields(self) -> _DestinationBase:
+        """A required field the destination does not receive could never be checked: a typo, named at load."""
+        known = list(getattr(self, "fields", []))
+        if unknown := [f for f in self.required if f not in known]:
+            raise ValueError(f"required: {unknown} not among the destination's fields {known}")
+        return self
+
+    def required_columns(self) -> list[str]:
+        """The golden-profile columns behind `required` (for a file, the fields are the columns)."""
+        fields = getattr(self, "fields", [])
+        return [fields[f] if isinstance(fields, dict) else f for f in self.required]
 
     @field_validator("name")
     @classmethod
@@ -37,6 +55,18 @@ class FileDestinationConfig(_DestinationBase):
     purpose: str | None = Field(
         None, description="Consent purpose a profile must have granted to be in the file; without one, every member."
     )
+    delimiter: Literal[",", ";", "\t", "|"] = Field(
+        ",", description="A CSV file's separator: ';' is what Excel expects where the decimal separator is a comma."
+    )
+    byte_order_mark: bool = Field(
+        False, description="Begin a CSV file with UTF-8's byte order mark, without which Excel reads Müller as MÃ¼ller."
+    )
+
+    @model_validator(mode="after")
+    def _csv_options_for_csv(self) -> FileDestinationConfig:
+        if self.format != "csv" and (given := sorted({"delimiter", "byte_order_mark"} & self.model_fields_set)):
+            raise ValueError(f"{', '.join(given)}: only for format csv; a {self.format} file has no separator or mark")
+        return self
 
 
 class _SyncedDestination(_DestinationBase):

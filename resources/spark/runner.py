@@ -582,7 +582,7 @@ class SparkSql:
             for f in self._df(sql, None).schema.fields
         ]
 
-    def export(self, sql: str, path: str, file_format: str, params: Params = None) -> int:
+    def export(self, sql: str, path: str, file_format: str, params: Params = None, *, delimiter: str = ",") -> int:
         """Write a query's rows to one file, as `Sql.export` does, in the same format to the byte. Spark
         writes a folder of part files, so the executors write the rows as Parquet parts (numbered in the
         order of the query's partitions, so an ordered query's parts are in its order) into a folder of
@@ -610,8 +610,8 @@ class SparkSql:
                     writer.create_table_as("exported_rows", f"select * from {rows}")
                     if not writer.value("select count(*) from exported_rows"):
                         # An empty table's columns would be written as required (no nulls seen).
-                        return writer.export(f"select * from {rows}", path, file_format)
-                return writer.export("select * from exported_rows", path, file_format)
+                        return writer.export(f"select * from {rows}", path, file_format, delimiter=delimiter)
+                return writer.export("select * from exported_rows", path, file_format, delimiter=delimiter)
             finally:
                 writer.close()
         finally:
