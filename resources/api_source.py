@@ -36,7 +36,7 @@ import requests
 
 from resources.config import SourceConfig
 from resources.config.base import shown_url
-from resources.durable import fsync_path
+from resources.durable import fsync_path, replace_atomically
 from resources.retry import RateLimiter, RetryPolicy, TransientError, is_transient_status, retry_after, with_retries
 
 CURSOR_FILE = ".cursor.json"
@@ -85,17 +85,6 @@ def read_cursor(landing: Path, source: SourceConfig) -> dict[str, Any]:
             f"API source '{source.name}': cursor file {path} is unreadable ({exc}); delete it to poll from the start"
         ) from None
     return state if isinstance(state, dict) else {}
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a crash leaves the old or the new content, never a torn file."""
-    partial = path.with_name(f".{path.name}{_PARTIAL_SUFFIX}")
-    with partial.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    fsync_path(path.parent)
 
 
 def dig(value: Any, path: str | None) -> Any:
@@ -377,7 +366,10 @@ def poll_source(
                 writer.close_file()
                 report.files += writer.publish()
                 if http.incremental is not None:
-                    _write_durably(folder / CURSOR_FILE, json.dumps(cursor.state(), indent=1))
+                    state = json.dumps(cursor.state(), indent=1)
+                    replace_atomically(
+                        folder / CURSOR_FILE, lambda staging: staging.write_text(state, encoding="utf-8"), mode=0o600
+                    )
 
             landed_now: set[str] = set()  # this poll's records, by fingerprint (20 hex digits each)
             try:
