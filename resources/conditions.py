@@ -90,12 +90,16 @@ class ConditionError(ValueError):
     """A condition that may not run; the message names the construct but not the key (the caller does)."""
 
 
+def json_path(keys: Sequence[str]) -> str:
+    """The JSON path of `key1.key2...`, each key quoted, so a key with a dot or a space is one key."""
+    return "$." + ".".join('"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys)
+
+
 def json_path_node(column: str, keys: Sequence[str]) -> exp.Expression:
     """The expression reading the text at `column.key1.key2...` of a JSON column, NULL where the event has
-    no such key. Keys are quoted in the JSON path, so a key with a dot or a space is one key."""
-    path = "$." + ".".join('"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys)
+    no such key."""
     return exp.Anonymous(
-        this="json_extract_string", expressions=[exp.column(column, quoted=True), exp.Literal.string(path)]
+        this="json_extract_string", expressions=[exp.column(column, quoted=True), exp.Literal.string(json_path(keys))]
     )
 
 

@@ -39,6 +39,7 @@ from cdp_assets.profiles.traits import (
     scope_map,
     timestamp_literal,
 )
+from resources.conditions import json_path
 from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
@@ -396,7 +397,7 @@ def _trait_text(keys: tuple[str, ...]) -> str:
     taken, as cleaning refuses it in a person record."""
     texts = []
     for key in keys:
-        path = sql_literal(f'$."{key}"')
+        path = sql_literal(json_path([key]))
         value = f"json_extract_string(e.traits, {path})"
         texts.append(
             f"case when json_type(e.traits, {path}) = 'VARCHAR' and length({value}) <= {rules.text_limit('first_name')}"
