@@ -123,12 +123,14 @@ def trait_type(trait: TraitConfig) -> str:
 
 
 def profile_columns(config: CDPConfig, untyped: frozenset[str] = frozenset()) -> dict[str, str]:
-    """The full golden-profile schema: fixed columns, configured traits, one BOOLEAN per consent purpose.
+    """The full golden-profile schema: fixed columns, configured traits, one BOOLEAN per consent purpose, one
+    VARCHAR per person attribute of the sources' own.
     The traits named in `untyped` (whose column does not exist) are VARCHAR, so that the configuration
     check can go on to the segments that read them."""
     traits = {t.name: "VARCHAR" if t.name in untyped else trait_type(t) for t in config.profiles.traits}
     consent = {f"consent_{p}": "BOOLEAN" for p in config.consent_purposes}
-    return {**PROFILE_COLUMNS, **traits, **consent}
+    attributes = {a: "VARCHAR" for a in config.person_attributes}
+    return {**PROFILE_COLUMNS, **traits, **consent, **attributes}
 
 
 def _empty_table(conn: Sql, name: str, columns: dict[str, str]) -> None:
@@ -177,6 +179,8 @@ def expression_problems(config: CDPConfig) -> list[str]:
             columns = ACTIVITY_COLUMNS[trait.source]
             if trait.name in PROFILE_COLUMNS or trait.name.startswith("consent_"):
                 fail(f"{key}.name", f"'{trait.name}' is already a golden-profile column; choose another name")
+            elif trait.name in config.person_attributes:
+                fail(f"{key}.name", f"'{trait.name}' is also a person attribute a source maps; choose another name")
             json_columns = JSON_COLUMNS[trait.source]
             path = json_column_path(trait.source, trait.column or "")
             if trait.column and trait.column not in columns and path is None:
@@ -192,6 +196,13 @@ def expression_problems(config: CDPConfig) -> list[str]:
             if trait.where and (error := _bind(conn, trait.source, trait.where, columns, whose, json_columns)):
                 fail(f"{key}.where", f"{error}. Columns of {trait.source}: {', '.join(columns)}")
 
+        for i, source in enumerate(config.sources):
+            for name in source.attributes:
+                if name in PROFILE_COLUMNS or name.startswith("consent_"):
+                    fail(
+                        f"sources[{i}] ({source.name}).attributes.{name}",
+                        f"'{name}' is already a golden-profile column; map the field as it, or choose another name",
+                    )
         columns = profile_columns(config, frozenset(untyped))
         for i, destination in enumerate(config.destinations):
             used = destination.fields if destination.type == "file" else list(destination.fields.values())

@@ -240,6 +240,19 @@ CONSENT_STATEMENTS = Table(
         "row_number": "BIGINT",
     },
 )
+# The attributes of their own that person sources map (`attributes` in cdp.yaml), one row per value of each
+# raw row: a long table, so a new attribute needs no new column in the cleaned records.
+PERSON_ATTRIBUTES = Table(
+    "clean.person_attributes",
+    {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "attribute": "VARCHAR",
+        "value": "VARCHAR",
+        "file": "VARCHAR",
+        "row_number": "BIGINT",
+    },
+)
 # Every consent statement ever read, kept when a later file changes or drops it: what was stated, by which
 # source record, when, and when the platform first saw it.
 CONSENT_HISTORY = Table(
@@ -525,6 +538,7 @@ SHARED_TABLES: tuple[Table, ...] = (
     HASHED_ROWS,
     CONSENT_STATEMENTS,
     CONSENT_HISTORY,
+    PERSON_ATTRIBUTES,
     ID_REGISTRY,
     RECORD_IDS,
     ID_RUNS,

@@ -33,6 +33,7 @@ SOURCES = [
             "city": "address.city",
         },
         "consent": {"email_marketing": "opt_in"},
+        "attributes": {"lifecycle_stage": "stage"},
         "identifiers": [{"path": "email", "type": "email"}, {"path": "loyalty", "type": "loyalty_card"}],
     },
     {
@@ -56,12 +57,26 @@ SOURCES = [
 ]
 RAW = {
     "shop": [
-        {"id": "c1", "first_name": ["Ann", "Bob"], "last_name": "Lee", "email": "ann@example.org", "opt_in": "yes"},
+        {
+            "id": "c1",
+            "first_name": ["Ann", "Bob"],
+            "last_name": "Lee",
+            "email": "ann@example.org",
+            "opt_in": "yes",
+            "stage": "  Sales   Qualified ",
+        },
         {"id": "c2", "given": "Cy", "last_name": {"family": "Diaz"}, "email": ["cy@example.org"]},
         {"id": ["c3", "c4"], "first_name": "Di", "email": "di@example.org"},
-        {"id": "c5", "first_name": "Eve", "address": "Oslo", "opt_in": ["yes"], "loyalty": {"n": 7}},
-        {"id": "c6", "given": ["Fay"], "address": {"city": "Rome"}, "email": "fay@example.org", "loyalty": 7},
-        {"id": "c7", "first_name": "Gus", "address": None, "email": "gus@example.org"},
+        {"id": "c5", "first_name": "Eve", "address": "Oslo", "opt_in": ["yes"], "loyalty": {"n": 7}, "stage": "n/a"},
+        {
+            "id": "c6",
+            "given": ["Fay"],
+            "address": {"city": "Rome"},
+            "email": "fay@example.org",
+            "loyalty": 7,
+            "stage": "customer",
+        },
+        {"id": "c7", "first_name": "Gus", "address": None, "email": "gus@example.org", "stage": ["lead"]},
         {"id": "c8", "first_name": True, "email": "hal@example.org", "opt_in": False, "loyalty": True},
     ],
     "web": [
@@ -83,6 +98,7 @@ COMPARED = {
     "clean.person_records": "source_record_id, first_name, last_name, email, city",
     "clean.person_identifiers": "source_record_id, id_type, id_value",
     "clean.consent_statements": "source_record_id, purpose, granted",
+    "clean.person_attributes": "source_record_id, attribute, value",
     "clean.events": "event_id, source_record_id, event, status, properties::varchar",
     "clean.transactions": "event_id, source_record_id, amount::varchar, currency",
     "cdp.quarantine": "source, row_number, field, value, reason, scope",
@@ -137,7 +153,11 @@ def test_values_the_mapping_cannot_read_as_one_are_quarantined_alike_on_both_eng
     for table in COMPARED:
         assert on_duckdb[table] == on_spark[table], table
     reasons = [reason for *_, reason, _ in on_duckdb["cdp.quarantine"]]
-    assert sum("where a single value is expected" in reason for reason in reasons) == 14
+    assert sum("where a single value is expected" in reason for reason in reasons) == 15
+    assert sorted(on_duckdb["clean.person_attributes"]) == [
+        ("c1", "lifecycle_stage", "Sales Qualified"),
+        ("c6", "lifecycle_stage", "customer"),
+    ]
     assert sorted(r for r in reasons if "true or false where" in r) == [
         f"{path} is true or false where text or a number is expected" for path in ("first_name", "loyalty", "total")
     ]

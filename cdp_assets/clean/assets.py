@@ -34,7 +34,7 @@ from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, t
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.config.sources import FUTURE_MARGIN_DAYS, JSON_FIELDS, UNIX_TIME_FORMATS
-from resources.identifiers import NORMALISERS, IdentifierNormaliser
+from resources.identifiers import FILLERS, NORMALISERS, IdentifierNormaliser
 from resources.quality import start_importing_great_expectations
 from resources.sql import Scratch, Sql
 from resources.tables import ACTIVITY_TABLES
@@ -757,19 +757,32 @@ def write_quarantine(sql: Sql, role: str, rejects_sql: Sequence[str], scope: str
 # --------------------------------------------------------------------------- person records
 
 
+# The staged column of a person attribute of the sources' own (`attributes` in cdp.yaml).
+ATTRIBUTE_PREFIX = "attr__"
+
+
 def _stage_person_rows(
-    sql: Sql, stage: str, sources: Sequence[SourceConfig], purposes: list[str], scope: str | None
+    sql: Sql,
+    stage: str,
+    sources: Sequence[SourceConfig],
+    purposes: list[str],
+    attributes: list[str],
+    scope: str | None,
 ) -> None:
-    """Temp table `stage`: raw text of every canonical field, one row per raw row (of the files in `scope`,
-    if given)."""
+    """Temp table `stage`: raw text of every canonical field, consent statement and attribute, one row per raw
+    row (of the files in `scope`, if given)."""
     selects = []
     for source in sources:
         columns = [f"{value_sql(source, source.fields.get(f), '__values')} as {f}" for f in PERSON_FIELDS]
         consents = [f"{value_sql(source, source.consent.get(p), '__values')} as consent__{p}" for p in purposes]
+        own = [
+            f'{value_sql(source, source.attributes.get(a), "__values")} as "{ATTRIBUTE_PREFIX}{a}"' for a in attributes
+        ]
         specs = {
             "source_record_id": source.record_id,
             **{f: source.fields.get(f) for f in PERSON_FIELDS},
             **{f"consent__{p}": source.consent.get(p) for p in purposes},
+            **{f"{ATTRIBUTE_PREFIX}{a}": source.attributes.get(a) for a in attributes},
         }
         shapes = [shape_columns(source, f, spec, "__values") for f, spec in specs.items()]
         updated = source.fields.get("updated_at")
@@ -778,7 +791,7 @@ def _stage_person_rows(
             "as updated_ts "
             f"from (select {sql_literal(source.name)} as source, _file as file, _row_number as row_number, "
             f"_loaded_at as loaded_at, {source.trust}::integer as trust, "
-            f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents + shapes)}, "
+            f"{record_id_sql(source, '__values')} as source_record_id, {', '.join(columns + consents + own + shapes)}, "
             f"{sql_literal(source.default_country)} as default_country "
             f"from (select *, {extracted_sql(source)} as __values, {types_sql(source)} as __types "
             f"from {raw_rows(sql, source, scope)}))"
@@ -795,6 +808,7 @@ def _field_labels(sql: Sql, labels: str, sources: Sequence[SourceConfig], purpos
         rows.append((s.name, "event_id", path_label(s.event_id) or "(file and line)"))
         rows += [(s.name, f, path_label(spec)) for f, spec in s.fields.items()]
         rows += [(s.name, f"consent__{p}", path_label(spec)) for p, spec in s.consent.items()]
+        rows += [(s.name, f"{ATTRIBUTE_PREFIX}{a}", path_label(spec)) for a, spec in s.attributes.items()]
     frame = pd.DataFrame(rows, columns=["source", "field", "label"])
     with sql.registered(f"{labels}_frame", frame) as registered:
         sql.create_table_as(labels, f"select * from {registered}", temporary=True)
@@ -856,11 +870,13 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
     The staged rows and the rules' maps are the step's own tables, dropped when it ends."""
     sources = config.sources_with_role("person")
     purposes = config.consent_purposes
+    attributes = config.person_attributes
+    attribute_columns = [f"{ATTRIBUTE_PREFIX}{a}" for a in attributes]
     settings = cleaning_settings(config, "person")
     with sql.scratch("clean_person") as scratch:
         scope = files_to_clean(sql, scratch, "person", sources, settings, full)
         stage, labels = scratch("person_stage"), scratch("field_labels")
-        _stage_person_rows(sql, stage, sources, purposes, scope)
+        _stage_person_rows(sql, stage, sources, purposes, attributes, scope)
         read_now = int(sql.value(f"select count(*) from {stage}"))
         _field_labels(sql, labels, sources, purposes)
         shape_rejects = guard_shapes(
@@ -868,11 +884,15 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             scratch,
             "person_stage",
             [("source_record_id", "source_record_id", "row")]
-            + [(f, f, "value") for f in [*PERSON_FIELDS, *(f"consent__{p}" for p in purposes)]],
+            + [(f, f, "value") for f in [*PERSON_FIELDS, *(f"consent__{p}" for p in purposes), *attribute_columns]],
             labels=labels,
         )
         text_rejects = guard_text(
-            sql, scratch, "person_stage", text_columns(PERSON_TEXT_FIELDS, sources, ["source_record_id"]), labels=labels
+            sql,
+            scratch,
+            "person_stage",
+            text_columns([*PERSON_TEXT_FIELDS, *attribute_columns], sources, ["source_record_id"]),
+            labels=labels,
         )
 
         country_map = scratch("country_map")
@@ -1027,6 +1047,26 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
                 "null::varchar raw, null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
             )
             + f") c join {consent_map} m on m.raw = c.raw where m.granted is not null",
+            scope,
+        )
+        # Each attribute value as the source wrote it, spaces collapsed; a filler (n/a, unknown, -) is no value.
+        fillers = ", ".join(sql_literal(f) for f in sorted(FILLERS))
+        attribute_selects = [
+            f"""select source, source_record_id, {sql_literal(a)} as attribute,
+                       trim(regexp_replace("{ATTRIBUTE_PREFIX}{a}", ' +', ' ', 'g')) as value, file, row_number
+                from {stage} where "{ATTRIBUTE_PREFIX}{a}" is not null and source_record_id is not null"""
+            for a in attributes
+        ]
+        replace_files(
+            sql,
+            tables.PERSON_ATTRIBUTES,
+            "select source, source_record_id, attribute, value, file, row_number from ("
+            + (
+                " union all ".join(attribute_selects)
+                or "select null::varchar source, null::varchar source_record_id, null::varchar attribute, "
+                "null::varchar as value, null::varchar file, null::bigint row_number where false"
+            )
+            + f") a where value <> '' and lower(value) not in ({fillers})",
             scope,
         )
         # The history keeps every statement once, the first time it is read; a statement a later file

@@ -21,6 +21,7 @@ from resources.tables import (
     EVENTS,
     EXTRACT_QUARANTINE,
     IDENTIFIERS,
+    PERSON_ATTRIBUTES,
     PERSON_RECORDS,
     ROLES,
     TRANSACTIONS,
@@ -85,7 +86,8 @@ def expire(sql: Sql, config: CDPConfig, now: datetime, run_id: str) -> ErasureBa
                 )
                 if count:
                     removed[raw_table(source)] = int(count)
-            cleaned = [PERSON_RECORDS, EVENTS, TRANSACTIONS, CONSENT_STATEMENTS, CONSENT_HISTORY, EXTRACT_QUARANTINE]
+            cleaned = [PERSON_RECORDS, EVENTS, TRANSACTIONS, CONSENT_STATEMENTS, CONSENT_HISTORY, PERSON_ATTRIBUTES]
+            cleaned.append(EXTRACT_QUARANTINE)
             cleaned += [IDENTIFIERS[role] for role in ROLES] + [CLEAN_QUARANTINE[role] for role in ROLES]
             for table in cleaned:
                 count = sql.value(f"select count(*) from {table.name} t where {lineage}")

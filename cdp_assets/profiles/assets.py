@@ -44,7 +44,7 @@ from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
 from resources.sql import Scratch, Sql
-from resources.tables import ACTIVITY_ROLES, Table
+from resources.tables import ACTIVITY_ROLES, PERSON_ATTRIBUTES, Table
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
@@ -93,9 +93,15 @@ NAME_TRAITS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _present(attribute: str) -> str:
-    """SQL that is true where a record (or a profile) has a value for the attribute."""
-    return _PRESENT.get(attribute, f"{ATTRIBUTES[attribute][0][0]} is not null")
+def profile_attributes(config: CDPConfig) -> dict[str, tuple[tuple[str, ...], str]]:
+    """The attributes survivorship picks, as ATTRIBUTES: the built-in ones and the sources' own (`attributes`
+    in cdp.yaml), each of those one text column of its name, picked by its rule as any other."""
+    return {**ATTRIBUTES, **{a: ((f'"{a}"',), f'"{a}"') for a in config.person_attributes}}
+
+
+def _present(attribute: str, columns: tuple[str, ...]) -> str:
+    """SQL that is true where a record (or a profile) has a value for the attribute of these `columns`."""
+    return _PRESENT.get(attribute, f"{columns[0]} is not null")
 
 
 def count_unexplained(sql: Sql) -> int:
@@ -103,7 +109,7 @@ def count_unexplained(sql: Sql) -> int:
     for e-mail and phone the row must hold that very value; for name and birth date one for the attribute
     is enough."""
     checks = " or ".join(
-        f"(({_present(attribute)}) and not exists (select 1 from cdp.profile_provenance v "
+        f"(({_present(attribute, ATTRIBUTES[attribute][0])}) and not exists (select 1 from cdp.profile_provenance v "
         f"where v.customer_id = p.customer_id and v.attribute = '{attribute}'{match}))"
         for attribute, match in (
             ("email", " and v.value = p.email"),
@@ -135,10 +141,11 @@ def rule_order(rule: SurvivorshipRule) -> str:
     }[rule.rule]
 
 
-def _pick_sql(attribute: str, rule: SurvivorshipRule, members: str) -> str:
-    """The select of each customer's best record for the attribute among `members`, by the rule."""
-    columns, value = ATTRIBUTES[attribute]
-    present = _present(attribute)
+def _pick_sql(attribute: str, spec: tuple[tuple[str, ...], str], rule: SurvivorshipRule, members: str) -> str:
+    """The select of each customer's best record for the attribute (its columns and value, see
+    `profile_attributes`) among `members`, by the rule."""
+    columns, value = spec
+    present = _present(attribute, columns)
     completeness = " + ".join(f"({c} is not null)::int" for c in columns)
     return f"""
         select customer_id, {", ".join(columns)}, value, source, source_record_id,
@@ -209,16 +216,28 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     scope = plan.scope
     identity = scope_map(sql, scope, tables("scope_map"))
     members = tables("members")
+    # The sources' own attributes of each latest version, a column each.
+    own = config.person_attributes
+    own_columns, own_join = "", ""
+    if own:
+        values = ", ".join(f'max(value) filter (where attribute = {sql_literal(o)}) as "{o}"' for o in own)
+        own_columns = "".join(f', a."{o}"' for o in own)
+        own_join = f"""left join (select source, file, row_number, {values} from {PERSON_ATTRIBUTES.name}
+                                  group by source, file, row_number) a
+                       on a.source = p.source and a.file = p.file and a.row_number = p.row_number"""
     sql.create_table_as(
         members,
-        f"""select m.customer_id, p.* from {identity} m
+        f"""select m.customer_id, p.*{own_columns} from {identity} m
            join clean.person_records p using (source, source_record_id)
+           {own_join}
            where p.is_latest""",
         temporary=True,
     )
-    picks = {attribute: tables(f"pick_{attribute}") for attribute in ATTRIBUTES}
+    specs = profile_attributes(config)
+    picks = {attribute: tables(f"pick_{attribute}") for attribute in specs}
     for attribute, pick in picks.items():
-        sql.create_table_as(pick, _pick_sql(attribute, survivorship.rule_for(attribute), members), temporary=True)
+        rule = survivorship.rule_for(attribute)
+        sql.create_table_as(pick, _pick_sql(attribute, specs[attribute], rule, members), temporary=True)
     contacts = tables("activity_contacts")
     _activity_contacts(sql, config, identity, contacts)
     for attribute in ACTIVITY_CONTACTS:
@@ -259,7 +278,7 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     traits, scores = tables("customer_traits"), tables("scores")
     build_traits(sql, config, as_of, traits, scope, scores if scope else None, identity)
     consent_columns = "".join(f", first(granted) filter (where purpose = '{p}') as \"consent_{p}\"" for p in purposes)
-    picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in ATTRIBUTES.items() for c in columns)
+    picked = ", ".join(f"pick_{attribute}.{c}" for attribute, (columns, _) in specs.items() for c in columns)
     pick_joins = "\n".join(
         f"left join {pick} pick_{attribute} using (customer_id)" for attribute, pick in picks.items()
     )

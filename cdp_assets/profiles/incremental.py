@@ -124,6 +124,7 @@ def profile_settings(sql: Sql, config: CDPConfig, code_version: str) -> str:
             code_version,
             config.profiles.model_dump_json(exclude={"full_recompute_share"}),
             ",".join(config.consent_purposes),
+            ",".join(config.person_attributes),
             config.refresh.timezone,
             repr(cleaning),
         ]

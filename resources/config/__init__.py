@@ -34,6 +34,7 @@ from resources.config.identity import (
 from resources.config.overrides import Override, OverrideError, load_overrides
 from resources.config.privacy import PrivacyConfig
 from resources.config.profiles import (
+    SURVIVORSHIP_ATTRIBUTES,
     ProfilesConfig,
     SurvivorshipRule,
     TraitConfig,
@@ -104,6 +105,12 @@ class CDPConfig(_Strict):
         problems += _identifier_type_problems(self)
         problems += _unique([t.name for t in self.profiles.traits], "profiles.traits")
         source_names = {s.name for s in self.sources}
+        # The built-in attributes and the sources' own (checked here, where the sources are known).
+        chosen = [*SURVIVORSHIP_ATTRIBUTES, *self.person_attributes]
+        if unknown := sorted(set(self.profiles.survivorship.attributes) - set(chosen)):
+            problems.append(
+                f"profiles.survivorship.attributes: unknown attribute(s) {unknown}; choose from {', '.join(chosen)}"
+            )
         for attribute, rule in self.profiles.survivorship.attributes.items():
             unknown = sorted(set(rule.sources or []) - source_names)
             if unknown:
@@ -209,6 +216,11 @@ class CDPConfig(_Strict):
     @property
     def consent_purposes(self) -> list[str]:
         return sorted({p for s in self.sources for p in s.consent})
+
+    @property
+    def person_attributes(self) -> list[str]:
+        """The attributes of their own that person sources map: each a text column of the golden profile."""
+        return sorted({a for s in self.sources for a in s.attributes})
 
 
 def _identifier_type_problems(config: CDPConfig) -> list[str]:

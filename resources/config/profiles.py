@@ -35,14 +35,6 @@ class SurvivorshipConfig(_Strict):
     default: SurvivorshipRule = SurvivorshipRule(rule="source_priority")
     attributes: dict[str, SurvivorshipRule] = Field(default_factory=dict)
 
-    @field_validator("attributes")
-    @classmethod
-    def _known(cls, value: dict[str, SurvivorshipRule]) -> dict[str, SurvivorshipRule]:
-        unknown = sorted(set(value) - set(SURVIVORSHIP_ATTRIBUTES))
-        if unknown:
-            raise ValueError(f"unknown attribute(s) {unknown}; choose from {', '.join(SURVIVORSHIP_ATTRIBUTES)}")
-        return value
-
     def rule_for(self, attribute: str) -> SurvivorshipRule:
         return self.attributes.get(attribute, self.default)
 

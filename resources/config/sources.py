@@ -453,6 +453,11 @@ class SourceConfig(_Strict):
     consent: dict[str, FieldSpec] = Field(
         default_factory=dict, description="Consent purpose -> field holding a yes/no statement."
     )
+    attributes: dict[str, FieldSpec] = Field(
+        default_factory=dict,
+        description="Person sources only: attributes of your own (a lifecycle stage, a loyalty tier) -> the field "
+        "holding them; each becomes a text column of the golden profile.",
+    )
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
     default_country: str = Field("US", description="ISO country used to read phone numbers without +code.")
     timezone: TimeZoneName = Field(
@@ -579,6 +584,16 @@ class SourceConfig(_Strict):
                 raise ValueError(f"consent purpose '{purpose}' must be lower_snake_case, e.g. 'email_marketing'")
         return value
 
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name, spec in value.items():
+            if not _NAME_RE.match(name):
+                raise ValueError(f"attribute '{name}' must be lower_snake_case, e.g. 'lifecycle_stage'")
+            if spec.formats:
+                raise ValueError(f"{name}: 'formats' does not apply: an attribute is kept as the text the source wrote")
+        return value
+
     @model_validator(mode="after")
     def _fields_fit_role(self) -> SourceConfig:
         allowed = PERSON_FIELDS if self.role == "person" else EVENT_FIELDS + JSON_FIELDS
@@ -591,6 +606,8 @@ class SourceConfig(_Strict):
             )
         if self.role != "person" and self.consent:
             raise ValueError("'consent' is only read from person sources")
+        if self.role != "person" and self.attributes:
+            raise ValueError("'attributes' are only read from person sources (events keep theirs in properties)")
         if self.role != "person" and "occurred_at" not in self.fields:
             raise ValueError(f"a '{self.role}' source must map 'occurred_at' (when it happened)")
         if self.role == "transactions" and "amount" not in self.fields:
@@ -623,6 +640,12 @@ class SourceConfig(_Strict):
 
     def read_paths(self) -> list[str]:
         """Every source path the mapping reads; a CSV or Parquet file must have all their top-level columns."""
-        specs = [self.record_id, self.event_id, *self.fields.values(), *self.consent.values()]
+        specs = [
+            self.record_id,
+            self.event_id,
+            *self.fields.values(),
+            *self.consent.values(),
+            *self.attributes.values(),
+        ]
         paths = [p for spec in specs if spec is not None and spec.path for p in spec.path]
         return [*paths, *(i.path for i in self.identifiers)]
