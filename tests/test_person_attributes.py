@@ -143,3 +143,41 @@ def test_an_attribute_that_names_a_profile_column_or_is_unmapped_in_survivorship
         ValueError, match=r"unknown attribute\(s\) \['lifecycle'\]; choose from name, .*lifecycle_stage"
     ):
         load_config(config)
+
+
+def test_an_erasure_removes_the_persons_attributes_and_an_access_request_lists_them(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CDP_PRIVACY_KEY", "k" * 32)
+    from cdp_assets.definitions import FULL_REFRESH, build_definitions
+    from cdp_assets.privacy.assets import PRIVACY_JOB
+
+    config_path = _write(
+        tmp_path,
+        ["c1,Ann,Lee,ann@example.org,2025-01-01T00:00:00,lead", "c2,Bo,Chan,bo@example.org,2025-01-01T00:00:00,lead"],
+        [{"id": "s1", "email": "ann@example.org", "updated_at": "2025-06-01T00:00:00", "loyalty": {"tier": "Gold"}}],
+        privacy={"requests_path": "requests"},
+    )
+    defs = build_definitions(load_config(config_path))
+    assert defs.resolve_job_def(FULL_REFRESH).execute_in_process(instance=instance).success
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests" / "a.csv").write_text("type,id_type,value,reference\naccess,email,ann@example.org,A-1\n")
+    (tmp_path / "requests" / "e.csv").write_text("type,id_type,value,reference\nerase,email,ann@example.org,E-1\n")
+
+    def request(name: str) -> None:
+        run_config = {"ops": {"privacy__requests": {"config": {"requests_file": name}}}}
+        assert defs.resolve_job_def(PRIVACY_JOB).execute_in_process(instance=instance, run_config=run_config).success
+
+    request("a.csv")
+    [document] = (tmp_path / "requests" / "access").rglob("*.json")
+    listed = json.loads(document.read_text())["attributes"]
+    assert sorted((r["source"], r["attribute"], r["value"]) for r in listed) == [
+        ("crm", "lifecycle_stage", "lead"),
+        ("shop", "loyalty_tier", "Gold"),
+    ]
+    request("e.csv")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        left = conn.execute("select source_record_id, attribute, value from clean.person_attributes").fetchall()
+        profiles = conn.execute("select email, lifecycle_stage from cdp.golden_profiles").fetchall()
+    assert left == [("c2", "lifecycle_stage", "lead")]
+    assert profiles == [("bo@example.org", "lead")]
