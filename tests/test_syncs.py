@@ -1549,3 +1549,33 @@ def test_an_audience_member_with_no_identifier_is_counted_and_a_bad_value_warned
         ("c2", sync_state.NO_IDENTIFIER),
         ("c3", "no usable identifier: email_sha256: not a valid e-mail address (n***)"),
     ]
+
+
+@pytest.mark.dagster
+def test_a_file_destination_keeps_only_its_latest_files_when_told(tmp_path):
+    """Each export is a copy of its members; with keep_files the older copies, which hold people who may since
+    have left or said no, are deleted after each export."""
+    import dagster as dg
+
+    from cdp_assets.syncs.assets import build_sync_asset
+    from resources.warehouse import Warehouse as WarehouseResource
+
+    config = make_config(tmp_path, {"type": "file", "fields": ["customer_id"], "keep_files": 2})
+    database = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        bootstrap(conn)
+        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
+        conn.execute(f"create table cdp.golden_profiles ({ddl})")
+        conn.execute("insert into cdp.golden_profiles (customer_id, consent_email_marketing) values ('c1', true)")
+        conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', 'c1')")
+    written, removed = [], []
+    for _ in range(3):
+        result = dg.materialize(
+            [build_sync_asset(config, config.destinations[0])],
+            resources={"warehouse": WarehouseResource(database=str(database))},
+        )
+        [materialization] = result.asset_materializations_for_node("syncs__dest")
+        written.append(Path(materialization.metadata["file"].value).name)
+        removed.append(materialization.metadata["files_removed"].value)
+    assert removed == [0, 0, 1]
+    assert sorted(p.name for p in (tmp_path / "exports" / "dest").iterdir()) == written[1:]

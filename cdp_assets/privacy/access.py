@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
-from cdp_assets.privacy.files import export_files, export_reader, file_sql, literal_list
-from cdp_assets.syncs.assets import spreadsheet_safe_text
+from cdp_assets.privacy.files import export_reader, file_sql, literal_list
+from cdp_assets.syncs.assets import export_files, spreadsheet_safe_text
 from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig, FileDestinationConfig
 from resources.durable import replace_atomically

@@ -20,7 +20,7 @@ import pandas as pd
 from cdp_assets.extract.assets import file_sha256, raw_table
 from cdp_assets.extract.readers import kept_lines, open_landing, write_landing
 from cdp_assets.extract.tombstones import tombstone_hashes
-from cdp_assets.syncs.assets import write_export
+from cdp_assets.syncs.assets import export_files, write_export
 from resources.config import CDPConfig, FileDestinationConfig, SourceConfig
 from resources.durable import replace_atomically
 from resources.identifiers import NORMALISERS
@@ -166,12 +166,6 @@ def _rewrite(file_format: str, path: Path, erased: list[int], known: list[int]) 
         content = handle.read()
     kept = b"".join(kept_lines(content.splitlines(keepends=True), erased, known))
     replace_atomically(path, lambda staging: write_landing(staging, kept, like=path))
-
-
-def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[Path]:
-    """Every file the destination has written (the current one and all earlier ones)."""
-    folder = config.resolve(destination.path) / destination.name
-    return sorted(p for p in folder.glob(f"*.{destination.format}") if not p.name.startswith("."))
 
 
 def export_reader(destination: FileDestinationConfig, path: Path) -> str:

@@ -53,6 +53,7 @@ from resources.destinations import (
     WebhookClient,
     deliver,
 )
+from resources.durable import fsync_path
 from resources.sql import Sql
 from resources.warehouse import Warehouse, owner_only, sql_literal, utc_now
 
@@ -100,6 +101,12 @@ def spreadsheet_safe(sql: Sql, query: str) -> str:
     return f"select {', '.join(selected)} from ({query})"
 
 
+def export_files(config: CDPConfig, destination: FileDestinationConfig) -> list[Path]:
+    """Every file the destination has written (the current one and all earlier ones), oldest first."""
+    folder = config.resolve(destination.path) / destination.name
+    return sorted(p for p in folder.glob(f"*.{destination.format}") if not p.name.startswith("."))
+
+
 def write_export(sql: Sql, query: str, path: Path, destination: FileDestinationConfig) -> int:
     """Write `query`'s rows to `path` in the destination's format, separator and mark: an export, and an
     erasure's rewrite of one, which must read in a spreadsheet as the export did. Returns the rows' count."""
@@ -144,6 +151,7 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
     rows = write_export(sql, query, partial, destination)
     owner_only(partial)
     partial.rename(target)
+    removed = _keep_latest(config, destination)
     sql.execute(
         "insert into syncs.file_exports values (?, ?, ?, ?, ?, ?)",
         [
@@ -155,7 +163,20 @@ def export_file(sql: Sql, config: CDPConfig, destination: FileDestinationConfig,
             utc_now(),
         ],
     )
-    return {"file": str(target), "rows": int(rows), "missing_required": missing}
+    return {"file": str(target), "rows": int(rows), "missing_required": missing, "files_removed": removed}
+
+
+def _keep_latest(config: CDPConfig, destination: FileDestinationConfig) -> int:
+    """Delete the destination's files but the latest `keep_files` (their names sort by their time); returns
+    how many went. Each old file is a copy of people who may since have left the segment or said no."""
+    if destination.keep_files is None:
+        return 0
+    older = export_files(config, destination)[: -destination.keep_files]
+    for path in older:
+        path.unlink()
+    if older:
+        fsync_path(older[0].parent)
+    return len(older)
 
 
 def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> dg.AssetsDefinition:
@@ -188,6 +209,7 @@ def build_sync_asset(config: CDPConfig, destination: FileDestinationConfig) -> d
                 "dagster/row_count": dg.MetadataValue.int(int(outcome["rows"])),
                 "file": dg.MetadataValue.path(str(outcome["file"])),
                 "missing_required": dg.MetadataValue.int(int(outcome["missing_required"])),
+                "files_removed": dg.MetadataValue.int(int(outcome["files_removed"])),
             }
         )
 

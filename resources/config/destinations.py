@@ -61,6 +61,12 @@ class FileDestinationConfig(_DestinationBase):
     byte_order_mark: bool = Field(
         False, description="Begin a CSV file with UTF-8's byte order mark, without which Excel reads Müller as MÃ¼ller."
     )
+    keep_files: int | None = Field(
+        None,
+        ge=1,
+        description="How many of the latest files to keep; older ones are deleted after each export, so copies of "
+        "people who have since left the segment or withdrawn consent do not pile up. Unset: every file is kept.",
+    )
 
     @model_validator(mode="after")
     def _csv_options_for_csv(self) -> FileDestinationConfig:
