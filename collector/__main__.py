@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             rotate_seconds=settings.rotate_seconds,
             allowed_origins=tuple(settings.allowed_origins),
             client_ip=settings.client_ip,
+            max_connections=settings.max_connections,
+            timeout_seconds=settings.timeout_seconds,
         )
     except OSError as exc:  # the port is taken, or another collector writes to a source's folder
         print(f"collector: {exc}", file=sys.stderr)

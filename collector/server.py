@@ -56,8 +56,14 @@ class CollectorServer(ThreadingHTTPServer):
         rotate_seconds: float,
         allowed_origins: tuple[str, ...] = ("*",),
         client_ip: str = "off",
+        max_connections: int = 256,
+        timeout_seconds: float = 60.0,
     ) -> None:
         self.keys = keys
+        # One thread per connection: without a bound, clients that open connections and stall (slowloris)
+        # would make threads until memory ran out. Beyond it a connection is answered 503 and closed.
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.timeout_seconds = timeout_seconds
         self.allowed_origins = frozenset(allowed_origins)
         self.client_ip = client_ip
         self.spools = {
@@ -68,6 +74,28 @@ class CollectorServer(ThreadingHTTPServer):
         self._stop = threading.Event()
         self._rotator = threading.Thread(target=self._rotate, name="collector-rotate", daemon=True)
         self._rotator.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own if a slot is free, else answer 503 and close it."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def _rotate(self) -> None:
         """Publish files that reached their age although no request came to close them."""
@@ -122,6 +150,16 @@ def _error(status: int, reason: str, **extra: Any) -> dict[str, Any]:
 
 _ERROR_CODES = {400: "invalid_request", 401: "invalid_write_key", 413: "request_too_large", 503: "unavailable"}
 
+_BUSY_BODY = json.dumps(
+    _error(503, "the collector is serving as many connections as collector.max_connections allows; retry")
+).encode()
+# The answer to a connection over collector.max_connections, written before any of its request is read.
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\n\r\n".encode()
+    + _BUSY_BODY
+)
+
 
 # A preflight's list of header names (RFC 9110 tokens, comma-separated), echoed only when it is one.
 _HEADER_LIST = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
@@ -149,10 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
     # The answer's headers and body are two writes: with Nagle's algorithm the body would wait for the
     # client's delayed ACK of the headers, 40 ms on Linux, on every request.
     disable_nagle_algorithm = True
-    # A keep-alive connection idle this long is closed, so idle SDKs do not hold a thread each forever.
-    timeout = 60
+    # A keep-alive connection idle this long (collector.timeout_seconds, set in `setup`) is closed, so idle
+    # SDKs do not hold a thread each forever; so is one stalled in the middle of a request.
+    timeout = 60.0
     # Set when an answer goes out before the body was read: the connection then closes.
     _unread = False
+
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_seconds
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         """Quiet: a request log line per event batch would drown the terminal; errors are in the answers."""

@@ -3,6 +3,7 @@ published whole, and the real Segment SDK's calls reaching cleaned events and th
 
 import gzip
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -1128,3 +1129,47 @@ def test_events_acknowledged_before_an_erasure_and_published_after_it_leave_no_t
     _refresh(config, instance)
     with duckdb.connect(str(config.warehouse_path), read_only=True) as conn:
         assert conn.execute("select count(*) from cdp.quarantine where source = 'website'").fetchone()[0] == 1
+
+
+@pytest.mark.stage
+def test_connections_that_stall_are_bounded_and_closed_and_the_collector_keeps_serving(tmp_path: Path) -> None:
+    """Clients that open connections and send half a request (slowloris) hold a thread each: beyond
+    max_connections one more is answered 503 at once, and a stalled one is closed after timeout_seconds,
+    after which an SDK's request is served again."""
+    config = _config(tmp_path)
+    keys = load_write_keys({WRITE_KEYS_ENV: f"website:{KEY}"}, ["website"])
+    server = CollectorServer(
+        ("127.0.0.1", 0),
+        keys,
+        {"website": config.collector_folder(config.sources[1])},
+        rotate_bytes=1 << 20,
+        rotate_seconds=3600,
+        max_connections=2,
+        timeout_seconds=0.5,
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    try:
+        stalled = []
+        for _ in range(2):
+            connection = socket.create_connection((host, port), timeout=10)
+            connection.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: collector\r\nContent-Le")
+            stalled.append(connection)
+        with socket.create_connection((host, port), timeout=10) as third:
+            third.sendall(b"GET /health HTTP/1.1\r\nHost: collector\r\n\r\n")
+            answer = b"".join(iter(lambda: third.recv(4096), b""))
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"collector.max_connections" in answer
+        for connection in stalled:
+            assert connection.recv(4096) == b""  # closed by the collector, not by this test
+            connection.close()
+        # Each slot is freed as its thread ends, just after the close: an SDK retries a 503 as this does.
+        for _ in range(100):
+            sent = requests.post(
+                f"{server.url}/v1/track", auth=(KEY, ""), json={"userId": "u1", "event": "Viewed"}, timeout=10
+            )
+            if sent.status_code != 503:
+                break
+        assert sent.status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()

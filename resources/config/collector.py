@@ -27,6 +27,19 @@ class CollectorConfig(_Strict):
             "Segment's API allows (write keys are public in a browser); an empty list: none."
         ),
     )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description=(
+            "Connections served at once, each by a thread; one more is answered 503 (which the SDKs retry) and "
+            "closed, so clients that open connections and stall cannot take the machine's memory."
+        ),
+    )
+    timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A connection sending nothing for this long, idle between requests or stalled in one, is closed.",
+    )
     client_ip: Literal["off", "peer", "forwarded"] = Field(
         "off",
         description=(
