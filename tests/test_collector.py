@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -214,6 +215,14 @@ def collector(tmp_path: Path) -> Iterator[tuple[CollectorServer, CDPConfig]]:
             {"name": "last_page_path", "from": "events", "aggregate": "last", "column": "context.page.path"},
         ],
     )
+    server = _serving(config)
+    yield server, config
+    server.shutdown()
+    server.server_close()
+
+
+def _serving(config: CDPConfig, **options: Any) -> CollectorServer:
+    """A collector of the website source on a free port, serving in a thread; the caller shuts it down."""
     keys = load_write_keys({WRITE_KEYS_ENV: f"website:{KEY}"}, ["website"])
     server = CollectorServer(
         ("127.0.0.1", 0),
@@ -221,12 +230,10 @@ def collector(tmp_path: Path) -> Iterator[tuple[CollectorServer, CDPConfig]]:
         {"website": config.collector_folder(config.sources[1])},
         rotate_bytes=1 << 20,
         rotate_seconds=3600,
+        **options,
     )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, config
-    server.shutdown()
-    server.server_close()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def _stored(config: CDPConfig) -> list[dict]:
@@ -1136,18 +1143,7 @@ def test_connections_that_stall_are_bounded_and_closed_and_the_collector_keeps_s
     """Clients that open connections and send half a request (slowloris) hold a thread each: beyond
     max_connections one more is answered 503 at once, and a stalled one is closed after timeout_seconds,
     after which an SDK's request is served again."""
-    config = _config(tmp_path)
-    keys = load_write_keys({WRITE_KEYS_ENV: f"website:{KEY}"}, ["website"])
-    server = CollectorServer(
-        ("127.0.0.1", 0),
-        keys,
-        {"website": config.collector_folder(config.sources[1])},
-        rotate_bytes=1 << 20,
-        rotate_seconds=3600,
-        max_connections=2,
-        timeout_seconds=0.5,
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serving(_config(tmp_path), max_connections=2, timeout_seconds=0.5)
     host, port = server.server_address[:2]
     try:
         stalled = []

@@ -98,6 +98,13 @@ class Warehouse:
             )
             self.conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
 
+    def add(self, customer: str, **columns: object) -> None:
+        """One more member of 'vip', with the profile columns given (the others NULL)."""
+        names = ", ".join(["customer_id", *columns])
+        marks = ", ".join("?" * (len(columns) + 1))
+        self.conn.execute(f"insert into cdp.golden_profiles ({names}) values ({marks})", [customer, *columns.values()])
+        self.conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+
     def sync(self, run_id: str, client=None) -> dict:
         destination = self.config.destinations[0]
         # Backoff and Retry-After waits are computed and honoured by delivery; the test does not wait them out.
@@ -1287,17 +1294,10 @@ def test_a_file_export_with_a_purpose_holds_only_members_who_granted_it(tmp_path
 
     config = make_config(tmp_path, {"type": "file", "fields": ["customer_id"]})
     database = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(database)) as conn:
-        bootstrap(conn)
-        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
-        conn.execute(f"create table cdp.golden_profiles ({ddl})")
-        for customer, consent in [("yes", True), ("no", False), ("unknown", None)]:
-            conn.execute(
-                "insert into cdp.golden_profiles (customer_id, consent_email_marketing, lifetime_revenue) "
-                "values (?, ?, 500)",
-                [customer, consent],
-            )
-            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+    warehouse = Warehouse(config, database)
+    for customer, consent in [("yes", True), ("no", False), ("unknown", None)]:
+        warehouse.add(customer, consent_email_marketing=consent, lifetime_revenue=500)
+    warehouse.conn.close()
     # What an export killed half-way left (a partial file; on Spark, the parts beside it): members' rows in
     # no recorded file, which an erasure would not find. The next export removes them.
     folder = tmp_path / "exports" / "dest"
@@ -1327,19 +1327,10 @@ def test_a_csv_export_for_european_excel_keeps_its_separator_and_mark_when_an_er
         {"type": "file", "fields": ["customer_id", "last_name", "lifetime_revenue"], "delimiter": ";"}
         | {"byte_order_mark": True},
     )
-    database = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(database)) as conn:
-        bootstrap(conn)
-        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
-        conn.execute(f"create table cdp.golden_profiles ({ddl})")
-        for customer, name in [("c1", "Müller"), ("c2", "Dupont; Fils"), ("c3", "Øster")]:
-            conn.execute(
-                "insert into cdp.golden_profiles (customer_id, last_name, consent_email_marketing, lifetime_revenue) "
-                "values (?, ?, true, 1234.5)",
-                [customer, name],
-            )
-            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
-        outcome = export_file(Sql(conn), config, config.destinations[0], "r1")
+    warehouse = Warehouse(config)
+    for customer, name in [("c1", "Müller"), ("c2", "Dupont; Fils"), ("c3", "Øster")]:
+        warehouse.add(customer, last_name=name, consent_email_marketing=True, lifetime_revenue=1234.5)
+    outcome = export_file(Sql(warehouse.conn), config, config.destinations[0], "r1")
     export = Path(str(outcome["file"]))
     written = export.read_bytes()
     assert written.startswith(b"\xef\xbb\xbfcustomer_id;last_name;lifetime_revenue\n")
@@ -1373,17 +1364,10 @@ def test_a_file_export_leaves_out_members_without_a_required_field_and_counts_th
 
     config = make_config(tmp_path, {"type": "file", "fields": ["customer_id", "phone"], "required": ["phone"]})
     database = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(database)) as conn:
-        bootstrap(conn)
-        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
-        conn.execute(f"create table cdp.golden_profiles ({ddl})")
-        for customer, phone in [("with", "+14155550100"), ("without", None), ("blank", "")]:
-            conn.execute(
-                "insert into cdp.golden_profiles (customer_id, phone, consent_email_marketing, lifetime_revenue) "
-                "values (?, ?, true, 500)",
-                [customer, phone],
-            )
-            conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', ?)", [customer])
+    warehouse = Warehouse(config, database)
+    for customer, phone in [("with", "+14155550100"), ("without", None), ("blank", "")]:
+        warehouse.add(customer, phone=phone, consent_email_marketing=True, lifetime_revenue=500)
+    warehouse.conn.close()
     result = dg.materialize(
         [build_sync_asset(config, config.destinations[0])],
         resources={"warehouse": WarehouseResource(database=str(database))},
@@ -1562,12 +1546,9 @@ def test_a_file_destination_keeps_only_its_latest_files_when_told(tmp_path):
 
     config = make_config(tmp_path, {"type": "file", "fields": ["customer_id"], "keep_files": 2})
     database = tmp_path / "warehouse.duckdb"
-    with duckdb.connect(str(database)) as conn:
-        bootstrap(conn)
-        ddl = ", ".join(f'"{c}" {t}' for c, t in profile_columns(config).items())
-        conn.execute(f"create table cdp.golden_profiles ({ddl})")
-        conn.execute("insert into cdp.golden_profiles (customer_id, consent_email_marketing) values ('c1', true)")
-        conn.execute("insert into cdp.segment_membership (segment, customer_id) values ('vip', 'c1')")
+    warehouse = Warehouse(config, database)
+    warehouse.add("c1", consent_email_marketing=True)
+    warehouse.conn.close()
     written, removed = [], []
     for _ in range(3):
         result = dg.materialize(
