@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from resources.config import load_config
-from tests.fixtures import materialize_stages
+from tests.fixtures import check_evaluation, materialize_stages
 
 pytestmark = pytest.mark.stage
 
@@ -181,3 +181,34 @@ def test_an_erasure_removes_the_persons_attributes_and_an_access_request_lists_t
         profiles = conn.execute("select email, lifecycle_stage from cdp.golden_profiles").fetchall()
     assert left == [("c2", "lifecycle_stage", "lead")]
     assert profiles == [("bo@example.org", "lead")]
+
+
+def test_an_attribute_whose_path_reads_nothing_is_named_by_the_mapping_warning(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # A JSON path with a typo (loyalty.teir) finds nothing in any record and fails nothing: every profile
+    # would simply have no tier. The mapped-fields warning names it.
+    config_path = _write(
+        tmp_path,
+        ["c1,Ann,Lee,ann@example.org,2025-01-01T00:00:00,lead"],
+        [
+            {
+                "id": "s1",
+                "email": "bo@example.org",
+                "updated_at": "2025-01-01",
+                "stage": "lead",
+                "loyalty": {"tier": "Gold"},
+            }
+        ],
+    )
+    raw = yaml.safe_load(config_path.read_text())
+    raw["sources"][1]["attributes"]["loyalty_tier"] = "loyalty.teir"
+    raw["segments"] = []
+    config_path.write_text(yaml.safe_dump(raw))
+    result, _ = materialize_stages(config_path, instance, ("raw", "clean"))
+    evaluation = check_evaluation(result, "mapped_fields_have_values", "person_records")
+    assert not evaluation.passed
+    assert evaluation.description == (
+        "shop attribute loyalty_tier (loyalty.teir): no value in any of 1 cleaned rows (quarantined most: none "
+        "quarantined)"
+    )

@@ -1421,8 +1421,9 @@ def _mapping_check(
     sql: Sql, asset_key: dg.AssetKey, table: str, quarantine: str, sources: Sequence[SourceConfig]
 ) -> dg.AssetCheckResult:
     """The mapped-fields check: a source that loaded rows must clean some, each canonical field it maps
-    (a column of `table`) must have a value in one of its cleaned rows, and each consent purpose it maps a
-    statement; what cleaning quarantined most for the source or the field says why not."""
+    (a column of `table`) must have a value in one of its cleaned rows, each consent purpose it maps a
+    statement and each attribute a value; what cleaning quarantined most for the source or the field says
+    why not."""
     columns = set(sql.columns(f"select * from {table} limit 0"))
     mapped = {s.name: [f for f in s.fields if f in columns] for s in sources}
     fields = sorted({f for names in mapped.values() for f in names})
@@ -1460,6 +1461,10 @@ def _mapping_check(
         consents = {
             (r[0], r[1]): r[2] for r in sql.rows(f"select source, purpose, count(*) from {statements} group by 1, 2")
         }
+    own: dict[tuple[str, str], int] = {}
+    if any(s.attributes for s in sources):
+        values = tables.PERSON_ATTRIBUTES.name
+        own = {(r[0], r[1]): r[2] for r in sql.rows(f"select source, attribute, count(*) from {values} group by 1, 2")}
     for source in sources:
         raw = raw_rows[source.name]
         cleaned = found.get(source.name, {})
@@ -1498,6 +1503,17 @@ def _mapping_check(
                     "source": source.name,
                     "field": f"consent {purpose} ({label})",
                     "problem": f"no consent statement in any of {cleaned['rows']:,} cleaned rows",
+                    "quarantined most": most_quarantined(source.name, label),
+                }
+            )
+        # So does an attribute's misspelt JSON path: every profile would have no value, and nothing say why.
+        for attribute in [a for a in source.attributes if cleaned and own.get((source.name, a), 0) == 0]:
+            label = path_label(source.attributes[attribute])
+            problems.append(
+                {
+                    "source": source.name,
+                    "field": f"attribute {attribute} ({label})",
+                    "problem": f"no value in any of {cleaned['rows']:,} cleaned rows",
                     "quarantined most": most_quarantined(source.name, label),
                 }
             )
