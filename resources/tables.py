@@ -240,6 +240,12 @@ CONSENT_STATEMENTS = Table(
         "row_number": "BIGINT",
     },
 )
+# The consent statements events and transactions make (a consent banner's choice on an event, a checkout's
+# marketing box on an order): per role, and per file only each record's latest statement of a purpose, which
+# is all a profile reads of them, so a source that stamps consent on every event does not store it each time.
+ACTIVITY_CONSENT: dict[str, Table] = {
+    role: Table(f"clean.{role}_consent_statements", CONSENT_STATEMENTS.columns) for role in ("events", "transactions")
+}
 # The attributes of their own that person sources map (`attributes` in cdp.yaml), one row per value of each
 # raw row: a long table, so a new attribute needs no new column in the cleaned records.
 PERSON_ATTRIBUTES = Table(
@@ -539,6 +545,7 @@ SHARED_TABLES: tuple[Table, ...] = (
     CONSENT_STATEMENTS,
     CONSENT_HISTORY,
     PERSON_ATTRIBUTES,
+    *ACTIVITY_CONSENT.values(),
     ID_REGISTRY,
     RECORD_IDS,
     ID_RUNS,

@@ -44,6 +44,7 @@ SOURCES = [
         "record_id": "user",
         "event_id": "mid",
         "fields": {"occurred_at": "at", "event": "name", "status": "state", "properties": "data.props"},
+        "consent": {"advertising": "ad"},
     },
     {
         "name": "orders",
@@ -80,11 +81,11 @@ RAW = {
         {"id": "c8", "first_name": True, "email": "hal@example.org", "opt_in": False, "loyalty": True},
     ],
     "web": [
-        {"user": "u1", "mid": "m1", "at": AT, "name": ["Viewed", "Clicked"], "state": "ok"},
+        {"user": "u1", "mid": "m1", "at": AT, "name": ["Viewed", "Clicked"], "state": "ok", "ad": "yes"},
         {"user": "u2", "mid": ["m2"], "at": AT, "name": "Viewed"},
         {"user": "u3", "mid": "m3", "at": {"utc": AT}, "name": "Viewed"},
-        {"user": "u4", "mid": "m4", "at": AT, "name": "Viewed", "data": "none", "state": {"code": 1}},
-        {"user": "u5", "mid": "m5", "at": AT, "name": "Bought", "data": {"props": {"sku": "A1"}}},
+        {"user": "u4", "mid": "m4", "at": AT, "name": "Viewed", "data": "none", "state": {"code": 1}, "ad": False},
+        {"user": "u5", "mid": "m5", "at": AT, "name": "Bought", "data": {"props": {"sku": "A1"}}, "ad": "sometimes"},
     ],
     "orders": [
         {"customer": "c1", "id": "o1", "at": AT, "total": [12.5], "currency": "EUR"},
@@ -99,6 +100,7 @@ COMPARED = {
     "clean.person_identifiers": "source_record_id, id_type, id_value",
     "clean.consent_statements": "source_record_id, purpose, granted",
     "clean.person_attributes": "source_record_id, attribute, value",
+    "clean.events_consent_statements": "source_record_id, purpose, granted",
     "clean.events": "event_id, source_record_id, event, status, properties::varchar",
     "clean.transactions": "event_id, source_record_id, amount::varchar, currency",
     "cdp.quarantine": "source, row_number, field, value, reason, scope",
@@ -154,6 +156,11 @@ def test_values_the_mapping_cannot_read_as_one_are_quarantined_alike_on_both_eng
         assert on_duckdb[table] == on_spark[table], table
     reasons = [reason for *_, reason, _ in on_duckdb["cdp.quarantine"]]
     assert sum("where a single value is expected" in reason for reason in reasons) == 15
+    assert sorted(on_duckdb["clean.events_consent_statements"]) == [
+        ("u1", "advertising", True),
+        ("u4", "advertising", False),
+    ]
+    assert sum(reason.startswith("not a yes/no consent statement") for reason in reasons) == 1
     assert sorted(on_duckdb["clean.person_attributes"]) == [
         ("c1", "lifecycle_stage", "Sales Qualified"),
         ("c6", "lifecycle_stage", "customer"),

@@ -968,16 +968,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             rules.clean_postal_code,
             ["postal_code", "reason"],
         )
-        consent_map = scratch("consent_map")
-        register_map(
-            sql,
-            consent_map,
-            "select distinct v as raw from (select unnest(["
-            + (", ".join(f"consent__{p}" for p in purposes) or "null::varchar")
-            + f"]) as v from {stage}) where v is not null",
-            lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)),
-            ["granted", "reason"],
-        )
+        consent_map = _consent_map(sql, scratch, stage, purposes)
 
         # A field no source maps is null in every staged row: its map is not joined (and finds no reject).
         mapped = {f for s in sources for f in s.fields}
@@ -1069,18 +1060,7 @@ def clean_person_records(sql: Sql, config: CDPConfig, full: bool = False) -> dic
             + f") a where value <> '' and lower(value) not in ({fillers})",
             scope,
         )
-        # The history keeps every statement once, the first time it is read; a statement a later file
-        # changes or drops stays in it.
-        read_now_only = "" if scope is None else f"semi join {scope} f on f.source = s.source and f.file = s.file"
-        sql.execute(
-            f"""insert into {tables.CONSENT_HISTORY.name}
-                select s.*, ? from {tables.CONSENT_STATEMENTS.name} s {read_now_only}
-                where not exists (
-                    select 1 from {tables.CONSENT_HISTORY.name} h
-                    where h.source = s.source and h.source_record_id = s.source_record_id and h.purpose = s.purpose
-                      and h.granted = s.granted and h.stated_at is not distinct from s.stated_at)""",
-            [utc_now()],
-        )
+        _record_consent_history(sql, tables.CONSENT_STATEMENTS, scope)
         write_identifiers(
             sql,
             scratch,
@@ -1179,12 +1159,90 @@ _SHAPES = {
 }
 
 
-def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
-    """One activity source's raw rows (of the files in `scope`, if given) as staged columns."""
+def _consent_map(sql: Sql, scratch: Scratch, stage: str, purposes: Sequence[str]) -> str:
+    """The step's table `consent_map(raw, granted, reason)`: each distinct statement of the staged consent
+    columns read by `rules.parse_consent` once."""
+    consent_map = scratch("consent_map")
+    register_map(
+        sql,
+        consent_map,
+        "select distinct v as raw from (select unnest(["
+        + (", ".join(f"consent__{p}" for p in purposes) or "null::varchar")
+        + f"]) as v from {stage}) where v is not null",
+        lambda raw: tuple(None if x is None else str(x) for x in rules.parse_consent(raw)),
+        ["granted", "reason"],
+    )
+    return consent_map
+
+
+def _record_consent_history(sql: Sql, statements: tables.Table, scope: str | None) -> None:
+    """Add the statements of `statements` read now (from the files in `scope`, or all) to the history, which
+    keeps every statement once, the first time it is read: a statement a later file changes or drops stays."""
+    read_now_only = "" if scope is None else f"semi join {scope} f on f.source = s.source and f.file = s.file"
+    sql.execute(
+        f"""insert into {tables.CONSENT_HISTORY.name}
+            select s.*, ? from {statements.name} s {read_now_only}
+            where not exists (
+                select 1 from {tables.CONSENT_HISTORY.name} h
+                where h.source = s.source and h.source_record_id = s.source_record_id and h.purpose = s.purpose
+                  and h.granted = s.granted and h.stated_at is not distinct from s.stated_at)""",
+        [utc_now()],
+    )
+
+
+def _activity_consent(
+    sql: Sql, scratch: Scratch, role: str, stage: str, labels: str, purposes: Sequence[str], scope: str | None
+) -> list[str]:
+    """Bring the role's consent statements (`tables.ACTIVITY_CONSENT`) and the history up to the staged rows
+    that count (not quarantined whole); returns the selects of the statements refused, for the quarantine.
+
+    A statement is dated by when its event or order happened. Of each record's statements of a purpose in one
+    file only the latest is kept (a revocation before a grant of the same moment): the profile takes a
+    customer's latest statement, and a source stamping the visitor's choice on every event would otherwise
+    store it once per event."""
+    table = tables.ACTIVITY_CONSENT[role]
+    consent_map = _consent_map(sql, scratch, stage, purposes)
+    statements = [
+        f"""select source, source_record_id, '{p}' as purpose, consent__{p} as raw, occurred_at as stated_at, file,
+                   row_number
+            from {stage} where consent__{p} is not null and reject_reason is null"""
+        for p in purposes
+    ]
+    replace_files(
+        sql,
+        table,
+        "select c.source, c.source_record_id, c.purpose, m.granted::boolean as granted, c.stated_at, c.file, "
+        "c.row_number from ("
+        + (
+            " union all ".join(statements)
+            or "select null::varchar source, null::varchar source_record_id, null::varchar purpose, "
+            "null::varchar raw, null::timestamp stated_at, null::varchar file, null::bigint row_number where false"
+        )
+        + f""") c join {consent_map} m on m.raw = c.raw where m.granted is not null
+            qualify row_number() over (partition by c.source, c.file, c.source_record_id, c.purpose
+                                       order by c.stated_at desc, m.granted::boolean asc, c.row_number desc) = 1""",
+        scope,
+    )
+    _record_consent_history(sql, table, scope)
+    return [
+        f"""select 'clean' as stage, s.source, s.file, s.row_number, l.label as field, s.consent__{p} as value,
+                   m.reason, 'value' as scope
+            from {stage} s join {consent_map} m on m.raw = s.consent__{p}
+            left join {labels} l on l.source = s.source and l.field = 'consent__{p}'
+            where m.reason is not null and s.reject_reason is null"""
+        for p in purposes
+    ]
+
+
+def _activity_select(s: SourceConfig, scope: str | None, sql: Sql, purposes: Sequence[str]) -> str:
+    """One activity source's raw rows (of the files in `scope`, if given) as staged columns, with a consent
+    statement column for each of the role's `purposes`."""
     f = s.fields
     specs = {"source_record_id": s.record_id, "event_id": s.event_id, **{name: f.get(name) for name in EVENT_FIELDS}}
     specs.update({name: f.get(name) for name in JSON_FIELDS})
+    specs.update({f"consent__{p}": s.consent.get(p) for p in purposes})
     shapes = [shape_columns(s, name, spec) for name, spec in specs.items()]
+    consents = "".join(f", {value_sql(s, s.consent.get(p))} as consent__{p}" for p in purposes)
     return f"""select {sql_literal(s.name)} as source, _file as file, _row_number as row_number,
                 _loaded_at as loaded_at, {record_id_sql(s)} as source_record_id,
                 {_event_id_sql(s)} as event_id,
@@ -1203,7 +1261,7 @@ def _activity_select(s: SourceConfig, scope: str | None, sql: Sql) -> str:
                 {sql_literal(path_label(s.event_id) or "(file and line)")} as event_id_label,
                 {sql_literal(path_label(f.get("occurred_at")))} as occurred_label,
                 {sql_literal(unreadable_timestamp_reason(f.get("occurred_at")))} as occurred_reason,
-                {sql_literal(path_label(f.get("amount")))} as amount_label, {", ".join(shapes)}
+                {sql_literal(path_label(f.get("amount")))} as amount_label, {", ".join(shapes)}{consents}
             from (select *, {types_sql(s)} as __types from {raw_rows(sql, s, scope)})"""
 
 
@@ -1272,13 +1330,13 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
     # its id is its new state (an order refunded): the last row, by file and line, replaces the earlier
     # ones, quarantined naming it. Either way one row per id counts, and an id's rows never link people.
     deduped_sources = [s for s in sources if s.event_id is not None]
+    purposes = sorted({p for s in sources for p in s.consent})
     settings = cleaning_settings(config, role)
     with sql.scratch(f"clean_{role}") as scratch:
         scope = files_to_clean(sql, scratch, role, sources, settings, full)
         stage, labels = scratch(f"{role}_stage"), scratch("field_labels")
-        sql.create_table_as(
-            stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
-        )
+        staged = " union all by name ".join(_activity_select(s, scope, sql, purposes) for s in sources)
+        sql.create_table_as(stage, staged, temporary=True)
         # A staged row can repeat the event id of a row in a kept file, and a kept row be a later copy of an
         # event in a file read again or gone: which copy is the event then depends on those kept files' rows
         # too, so their files are read again with the others, until no kept file shares an event with them.
@@ -1290,12 +1348,12 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             if not sql.value(f"select count(*) from {sharing}"):
                 break
             sql.execute(f"insert into {scope} select source, file from {sharing}")
-            sql.create_table_as(
-                stage, " union all by name ".join(_activity_select(s, scope, sql) for s in sources), temporary=True
-            )
+            staged = " union all by name ".join(_activity_select(s, scope, sql, purposes) for s in sources)
+            sql.create_table_as(stage, staged, temporary=True)
         read_now = int(sql.value(f"select count(*) from {stage}"))
-        _field_labels(sql, labels, sources, [])
-        shape_rejects = guard_shapes(sql, scratch, f"{role}_stage", _SHAPES[role], labels=labels)
+        _field_labels(sql, labels, sources, purposes)
+        shapes = [*_SHAPES[role], *((f"consent__{p}", f"consent__{p}", "value") for p in purposes)]
+        shape_rejects = guard_shapes(sql, scratch, f"{role}_stage", shapes, labels=labels)
         text_rejects = guard_text(
             sql,
             scratch,
@@ -1361,6 +1419,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             maps,
             scope,
         )
+        consent_rejects = _activity_consent(sql, scratch, role, stage, labels, purposes, scope)
         row_rejects = f"""
             select 'clean' as stage, source, file, row_number,
                 case when source_record_id is null then record_id_label
@@ -1376,6 +1435,7 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
             role,
             [
                 row_rejects,
+                *consent_rejects,
                 _identifier_rejects(identifiers, maps),
                 _TEXT_REJECTS.format(rejects=shape_rejects),
                 _TEXT_REJECTS.format(rejects=text_rejects),
@@ -1457,7 +1517,8 @@ def _mapping_check(
             id_types.setdefault(name, set()).add(id_type)
     consents: dict[tuple[str, str], int] = {}
     if any(s.consent for s in sources):
-        statements = tables.CONSENT_STATEMENTS.name
+        role = sources[0].role
+        statements = (tables.CONSENT_STATEMENTS if role == "person" else tables.ACTIVITY_CONSENT[role]).name
         consents = {
             (r[0], r[1]): r[2] for r in sql.rows(f"select source, purpose, count(*) from {statements} group by 1, 2")
         }

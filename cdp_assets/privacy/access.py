@@ -23,6 +23,7 @@ import pandas as pd
 
 from cdp_assets.privacy.erasure import profiles_hold_contacts, stage_person
 from cdp_assets.privacy.files import export_reader, file_sql, literal_list
+from cdp_assets.profiles.assets import CONSENT_SOURCES
 from cdp_assets.syncs.assets import export_files, spreadsheet_safe_text
 from cdp_assets.syncs.state import fold_acknowledged
 from resources.config import CDPConfig, FileDestinationConfig
@@ -30,7 +31,6 @@ from resources.durable import replace_atomically
 from resources.sql import Sql
 from resources.tables import (
     CONSENT_HISTORY,
-    CONSENT_STATEMENTS,
     DESTINATION_STATE,
     EVENTS,
     ID_HISTORY,
@@ -82,7 +82,7 @@ def access_document(sql: Sql, config: CDPConfig, request_id: str, customers: Seq
             "cleaned_records": _rows(sql, f"select t.* from {PERSON_RECORDS.name} t {by_record} order by all"),
             "events": _rows(sql, f"select t.* from {EVENTS.name} t {by_record} order by all"),
             "transactions": _rows(sql, f"select t.* from {TRANSACTIONS.name} t {by_record} order by all"),
-            "consent_statements": _rows(sql, f"select t.* from {CONSENT_STATEMENTS.name} t {by_record} order by all"),
+            "consent_statements": _rows(sql, f"select t.* from ({CONSENT_SOURCES}) t {by_record} order by all"),
             "consent_history": _rows(sql, f"select t.* from {CONSENT_HISTORY.name} t {by_record} order by all"),
             "attributes": _rows(sql, f"select t.* from {PERSON_ATTRIBUTES.name} t {by_record} order by all"),
             "profile": _rows(sql, f"select * from cdp.golden_profiles {by_customer}"),

@@ -31,6 +31,7 @@ from resources.privacy import keyed_hash, record_kind
 from resources.sql import Scratch, Sql
 from resources.tables import (
     ACKNOWLEDGED,
+    ACTIVITY_CONSENT,
     CLEAN_QUARANTINE,
     CONSENT_HISTORY,
     CONSENT_STATEMENTS,
@@ -93,6 +94,7 @@ COVERAGE: dict[str, Coverage] = {
     CONSENT_STATEMENTS.name: Coverage("record"),
     CONSENT_HISTORY.name: Coverage("record"),
     PERSON_ATTRIBUTES.name: Coverage("record"),
+    **{table.name: Coverage("record") for table in ACTIVITY_CONSENT.values()},
     **{IDENTIFIERS[role].name: Coverage("record") for role in ROLES},
     RECORD_IDS.name: Coverage("record"),
     "cdp.identity_map": Coverage("record"),

@@ -15,6 +15,7 @@ from cdp_assets.privacy.erasure import ErasureBatch, lines_of, queue_file_rewrit
 from resources.config import CDPConfig
 from resources.sql import Scratch, Sql
 from resources.tables import (
+    ACTIVITY_CONSENT,
     CLEAN_QUARANTINE,
     CONSENT_HISTORY,
     CONSENT_STATEMENTS,
@@ -87,6 +88,7 @@ def expire(sql: Sql, config: CDPConfig, now: datetime, run_id: str) -> ErasureBa
                 if count:
                     removed[raw_table(source)] = int(count)
             cleaned = [PERSON_RECORDS, EVENTS, TRANSACTIONS, CONSENT_STATEMENTS, CONSENT_HISTORY, PERSON_ATTRIBUTES]
+            cleaned += ACTIVITY_CONSENT.values()
             cleaned.append(EXTRACT_QUARANTINE)
             cleaned += [IDENTIFIERS[role] for role in ROLES] + [CLEAN_QUARANTINE[role] for role in ROLES]
             for table in cleaned:

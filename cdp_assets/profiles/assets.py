@@ -44,7 +44,7 @@ from resources.config import CDPConfig, SurvivorshipRule
 from resources.config.refresh import AS_OF_TAG
 from resources.schema import profile_columns
 from resources.sql import Scratch, Sql
-from resources.tables import ACTIVITY_ROLES, PERSON_ATTRIBUTES, Table
+from resources.tables import ACTIVITY_CONSENT, ACTIVITY_ROLES, CONSENT_STATEMENTS, PERSON_ATTRIBUTES, Table
 from resources.warehouse import Warehouse, sql_literal, utc_now
 
 GROUP = "golden_profiles"
@@ -79,6 +79,12 @@ _PRESENT = {
     "name": "first_name is not null or last_name is not null",
     "address": "address_line1 is not null or postal_code is not null or city is not null",
 }
+
+
+# Every consent statement a profile reads: person records', and events' and orders' (see clean.assets).
+CONSENT_SOURCES = " union all ".join(
+    f"select * from {t.name}" for t in (CONSENT_STATEMENTS, *ACTIVITY_CONSENT.values())
+)
 
 
 # Profile attributes that activity's identifiers can give -> the normaliser of the identifier types carrying them.
@@ -267,7 +273,7 @@ def _compute_profiles(sql: Sql, config: CDPConfig, tables: Scratch, plan: Plan) 
     sql.create_table_as(
         consent_picks,
         f"""select m.customer_id, s.purpose, s.granted, s.source, s.source_record_id, s.stated_at
-            from clean.consent_statements s join {identity} m using (source, source_record_id)
+            from ({CONSENT_SOURCES}) s join {identity} m using (source, source_record_id)
             qualify row_number() over (partition by m.customer_id, s.purpose
                                        order by (s.stated_at is null and not s.granted) desc,
                                                 s.stated_at desc nulls last, s.granted asc, s.source,

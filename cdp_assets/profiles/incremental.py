@@ -37,7 +37,7 @@ from cdp_assets.profiles.traits import timestamp_literal
 from resources.conditions import reads_clock
 from resources.config import CDPConfig
 from resources.sql import Scratch, Sql
-from resources.tables import CLEANED_FILES, Table
+from resources.tables import ACTIVITY_CONSENT, CLEANED_FILES, Table
 
 # Columns an incremental run may change on every profile without recomputing it: a segment reading one of
 # them is evaluated over everyone when a run changed them (`profile_built_at` differs from a full run's).
@@ -83,6 +83,7 @@ STATE_TABLES = (PROFILE_RUNS, PROFILE_CHANGES, PROFILED_IDENTITY, PROFILED_INPUT
 INPUTS = {
     "person": ("clean.person_records", "loaded_at"),
     "consent": ("clean.consent_statements", "null::timestamp"),
+    **{f"{role}_consent": (table.name, "null::timestamp") for role, table in ACTIVITY_CONSENT.items()},
     "events": ("clean.events", "loaded_at"),
     "transactions": ("clean.transactions", "loaded_at"),
 }

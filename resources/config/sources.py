@@ -451,7 +451,10 @@ class SourceConfig(_Strict):
     )
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     consent: dict[str, FieldSpec] = Field(
-        default_factory=dict, description="Consent purpose -> field holding a yes/no statement."
+        default_factory=dict,
+        description="Consent purpose -> field holding a yes/no statement: a person record's, dated by its "
+        "updated_at, or an event's or order's (a consent banner's choice, a checkout's marketing box), dated by "
+        "when it happened.",
     )
     attributes: dict[str, FieldSpec] = Field(
         default_factory=dict,
@@ -604,8 +607,6 @@ class SourceConfig(_Strict):
             raise ValueError(
                 f"fields {unknown} are not canonical fields of a '{self.role}' source; allowed: {', '.join(allowed)}"
             )
-        if self.role != "person" and self.consent:
-            raise ValueError("'consent' is only read from person sources")
         if self.role != "person" and self.attributes:
             raise ValueError("'attributes' are only read from person sources (events keep theirs in properties)")
         if self.role != "person" and "occurred_at" not in self.fields:
