@@ -1556,25 +1556,24 @@ def _mapping_check(
         if cleaned and source.format != "segment":
             problems += _unread_paths(source, cleaned, id_types.get(source.name, set()))
         # A consent mapping whose every value was refused ("ja", "nein") leaves the source saying nothing
-        # about consent, which is not consent: as silent a loss as an empty field.
-        for purpose in [p for p in source.consent if cleaned and consents.get((source.name, p), 0) == 0]:
-            label = path_label(source.consent[purpose])
+        # about consent, which is not consent: as silent a loss as an empty field. So does an attribute's
+        # misspelt JSON path: every profile would have no value, and nothing say why.
+        unread = [
+            (f"consent {name}", spec, "consent statement")
+            for name, spec in source.consent.items()
+            if consents.get((source.name, name), 0) == 0
+        ] + [
+            (f"attribute {name}", spec, "value")
+            for name, spec in source.attributes.items()
+            if not own.get((source.name, name))
+        ]
+        for field, spec, what in unread if cleaned else []:
+            label = path_label(spec)
             problems.append(
                 {
                     "source": source.name,
-                    "field": f"consent {purpose} ({label})",
-                    "problem": f"no consent statement in any of {cleaned['rows']:,} cleaned rows",
-                    "quarantined most": most_quarantined(source.name, label),
-                }
-            )
-        # So does an attribute's misspelt JSON path: every profile would have no value, and nothing say why.
-        for attribute in [a for a in source.attributes if cleaned and own.get((source.name, a), 0) == 0]:
-            label = path_label(source.attributes[attribute])
-            problems.append(
-                {
-                    "source": source.name,
-                    "field": f"attribute {attribute} ({label})",
-                    "problem": f"no value in any of {cleaned['rows']:,} cleaned rows",
+                    "field": f"{field} ({label})",
+                    "problem": f"no {what} in any of {cleaned['rows']:,} cleaned rows",
                     "quarantined most": most_quarantined(source.name, label),
                 }
             )
