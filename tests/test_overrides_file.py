@@ -40,6 +40,8 @@ def test_records_and_identifier_values_are_both_sides(tmp_path: Path) -> None:
         ("must_link,erp/E-1,crm/C-2,ana,x\n", "line 2: record: begins with 'erp', which is neither"),
         ("must_link,crm/C-1,emial:pat@x.org,ana,x\n", "line 2: other: begins with 'emial', which is neither"),
         ("must_link,crm/C-1,email:,ana,x\n", "line 2: other: names no email value"),
+        ("must_link,crm/,shop/S-1,ana,x\n", "line 2: record: names no record id after 'crm/'"),
+        ("must_link,crm/C-1,shop/ ,ana,x\n", "line 2: other: names no record id after 'shop/'"),
         ("unmerge,crm/C-1,crm/C-2,ana,x\n", "line 2: other: unmerge takes one side"),
         ("must_link,crm/C-1,,ana,x\n", "line 2: other: must_link needs both"),
         ("must_link,crm/C-1,crm/C-1,ana,x\n", "line 2: other: the same side as 'record'"),

@@ -83,7 +83,11 @@ def parse_side(text: str, sources: Collection[str], identifier_types: Collection
             raise ValueError(f"names no {kind} value after '{kind}:'")
         return Side(text, id_type=kind, value=value.strip())
     source, slash, record_id = text.partition("/")
-    if slash and source in sources and record_id:
+    if slash and source in sources:
+        # "crm/" alone names a configured source but no record of it: saying the source is unknown would
+        # send the user looking for a typo in a name that is right.
+        if not record_id.strip():
+            raise ValueError(f"names no record id after '{source}/'")
         return Side(text, source=source, record_id=record_id)
     prefix = (source if slash and (not colon or len(source) < len(kind)) else kind if colon else "").strip()
     shown = f"begins with '{prefix}', which" if prefix and _PLAIN_NAME.fullmatch(prefix) else "its value"
