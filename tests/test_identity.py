@@ -298,6 +298,25 @@ def test_a_german_name_with_its_umlauts_spelt_out_is_one_persons_name(tmp_path):
     assert ids["crm2"] != ids["shop2"]
 
 
+def test_a_record_signed_surname_first_is_one_person_with_a_nickname_or_beside_no_surname(tmp_path):
+    """A shop form filled in surname first ("Hill", "Tony") beside the CRM's Anthony Hill, and "Fischer",
+    "Wolfgang" beside a CRM contact without a surname (a placeholder cleaned away): under one e-mail or
+    phone each pair is one person, for the sharing check and for clustering alike, while another first
+    name still objects."""
+    records = [
+        {"id": "crm", "first": "Anthony", "last": "Hill", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "shop", "first": "Hill", "last": "Tony", "dob": D1, "ids": {"phone": PHONE}},
+        {"id": "crm2", "first": "Wolfgang", "dob": D2, "ids": {"email": "wf@x.org"}},
+        {"id": "shop2", "first": "Fischer", "last": "Wolfgang", "ids": {"email": "wf@x.org"}},
+        {"id": "crm3", "first": "Klaus", "dob": D2, "ids": {"email": "k@x.org"}},
+        {"id": "shop3", "first": "Fischer", "last": "Wolfgang", "ids": {"email": "k@x.org"}},
+    ]
+    ids = resolve_records(tmp_path, records)
+    assert ids["crm"] == ids["shop"]
+    assert ids["crm2"] == ids["shop2"]
+    assert ids["crm3"] != ids["shop3"]
+
+
 def test_a_name_in_another_script_does_not_object_to_its_transliteration(tmp_path):
     """A CRM keeps Ольга Смирнова in Cyrillic and the loyalty system, in Latin-1, as Olga Smirnova: under
     one phone and one birth date they are one person; another name in the same script still objects."""
@@ -342,6 +361,12 @@ def test_linking_within_a_shared_value_can_be_turned_off(tmp_path):
         (("mke", "carpenter"), ("michael", "carpenter"), True),  # a slip in a nickname of the other
         (("mke", None), ("mikey", None), True),
         (("carpenter", "j."), ("james", "carpenter"), True),  # names swapped, the first an initial
+        (("hill", "tony"), ("anthony", "hill"), True),  # names swapped, the first a nickname
+        (("hill", "tony"), ("anthony", "smith"), False),
+        (("fischer", "wolfgang"), ("wolfgang", None), True),  # swapped, beside one without a surname
+        (("wolfgang", None), ("fischer", "wolfgang"), True),
+        (("w", None), ("fischer", "wolfgang"), False),  # an initial alone is no surname
+        (("fischer", "wolfgang"), ("klaus", None), False),
         (("tim", None), ("thomas", None), False),  # Tim is one slip from Tom, but a Timothy
         (("jan", None), ("jennifer", None), False),
         (("mark", None), ("mary", None), False),

@@ -52,7 +52,8 @@ class Customer:
 class FirstNames:
     """Whether two first names can be one person's, knowing how common each spelling is in the data.
 
-    Equal names, nicknames of one another (Bob, Robert), an initial and a first/last swap always can.
+    Equal names, nicknames of one another (Bob, Robert), an initial and a first/last swap (also with a
+    nickname, or beside a record without a surname) always can.
     Close spellings can only when one of them is rare next to the other: a typo makes a rare spelling
     ("Jeen" beside "Jen", "Jammes" beside "James"), while Mark and Mary, or John and Joan, are both
     common names and, at one address, two people.
@@ -84,10 +85,23 @@ class FirstNames:
             return True
         if _umlauts_dropped(first_l) == _umlauts_dropped(first_r):  # Jürgen, Juergen and Jurgen
             return True
-        # A first/last swap, one side possibly an initial: "Carpenter J." signed by James Carpenter.
-        if last_l and last_r and _same_or_initial(first_l, last_r) and _same_or_initial(last_l, first_r):
-            return True
         variants_l, variants_r = name_variants(first_l), name_variants(first_r)
+        # A first/last swap, one side possibly an initial: "Carpenter J." signed by James Carpenter, and
+        # "Hill Tony" by Anthony Hill (the swapped first name a nickname of the other's).
+        if last_l and last_r:
+            if _same_or_initial(first_l, last_r) and _same_or_initial(last_l, first_r):
+                return True
+            if _same_or_initial(last_l, first_r) and variants_l[0] == name_variants(last_r)[0]:
+                return True
+            if _same_or_initial(first_l, last_r) and name_variants(last_l)[0] == variants_r[0]:
+                return True
+        # A swap beside a record without a surname: "Fischer Wolfgang" beside a "Wolfgang" whose surname
+        # was a placeholder ('unknown') or left empty. The lone first name is the swapped record's surname
+        # (or a nickname of it): a name that is one person's first name and the other's surname at once.
+        elif last_r and len(first_l) > 1 and variants_l[0] == name_variants(last_r)[0]:
+            return True
+        elif last_l and len(first_r) > 1 and variants_r[0] == name_variants(last_l)[0]:
+            return True
         if variants_l[0] == variants_r[0]:
             return True
         # A typo makes a rare spelling next to a common name.
