@@ -204,6 +204,22 @@ def test_a_link_is_explained_and_a_review_pair_is_not_linked(tmp_path):
     ).fetchone() == ("review",)
 
 
+def test_a_surname_with_its_umlaut_spelt_out_meets_the_one_written_with_it_in_a_block(tmp_path):
+    """A loyalty system without umlauts writes Horst Schröder as Horst Schroeder, with no birth date and no
+    contact in common: the name pair in the same postal code still brings the two records together, as
+    Schröder and Schroder (the accent dropped) always were, so the pair is scored rather than never met."""
+    records = background() + [
+        person("x", "Horst", "Schröder", dob=DOB, address="12 harbour view rd", zip="10001", phone="+12125550100"),
+        person("y", "HORST", "SCHROEDER", zip="10001", phone="+12125550199"),
+    ]
+    conn = warehouse(tmp_path, records, {"matching": {"review_threshold": 0.01}})
+    found = conn.execute(
+        """select rule from identity.evidence where 'x' in (left_record_id, right_record_id)
+           and 'y' in (left_record_id, right_record_id)"""
+    ).fetchall()
+    assert found == [("name_pair + postal_code",)]
+
+
 def test_a_blocking_rule_that_would_make_too_many_pairs_fails_naming_itself(tmp_path):
     identity = {"matching": {"blocking_rules": [["city"]], "max_pairs_per_rule": 1000, "max_block_size": 100000}}
     with pytest.raises(BlockingRuleTooBroad, match=r"rule 'city' would make 44,850 pairs"):

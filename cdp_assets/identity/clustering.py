@@ -83,7 +83,7 @@ class FirstNames:
             return True  # Ольга and Olga, 伟 and Wei: one name in two scripts, whose letters cannot be compared
         if first_l == first_r or ((len(first_l) == 1 or len(first_r) == 1) and first_l[0] == first_r[0]):
             return True
-        if _umlauts_dropped(first_l) == _umlauts_dropped(first_r):  # Jürgen, Juergen and Jurgen
+        if umlauts_dropped(first_l) == umlauts_dropped(first_r):  # Jürgen, Juergen and Jurgen
             return True
         variants_l, variants_r = name_variants(first_l), name_variants(first_r)
         # A first/last swap, one side possibly an initial: "Carpenter J." signed by James Carpenter, and
@@ -149,7 +149,7 @@ _SPELT_OUT_UMLAUT = re.compile(r"(?<=[aou])e(?=.)")
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _umlauts_dropped(letters: str) -> str:
+def umlauts_dropped(letters: str) -> str:
     """A folded name with the e of a spelt-out umlaut dropped ("juergen" and "jurgen" -> "jurgen")."""
     return _SPELT_OUT_UMLAUT.sub("", letters)
 

@@ -16,6 +16,7 @@ import jellyfish
 import pandas as pd
 
 from cdp_assets.clean.rules import fold_accents_sql as fold
+from cdp_assets.identity.clustering import umlauts_dropped
 from cdp_assets.identity.islands import Scope, record_key
 from cdp_assets.identity.nicknames import canonical_first_name
 from resources.config import CDPConfig
@@ -25,11 +26,15 @@ from resources.warehouse import sql_literal
 
 
 def _name_forms(names: list[str]) -> pd.DataFrame:
+    """Each distinct (folded, lower-case) name's forms: its formal first name, its Soundex code, and its
+    spelling with a German umlaut spelt out or not read alike (`spelt`: Schröder, folded to schroder, and
+    Schroeder are both schroder), so that a shop without umlauts blocks with the CRM that has them."""
     rows = []
     for name in names:
         letters = "".join(ch for ch in name if ch.isalpha())
-        rows.append((name, canonical_first_name(name) or name, jellyfish.soundex(letters) if letters else None))
-    return pd.DataFrame(rows, columns=["name", "canon", "soundex"], dtype=object)
+        soundex = jellyfish.soundex(letters) if letters else None
+        rows.append((name, canonical_first_name(name) or name, soundex, umlauts_dropped(name)))
+    return pd.DataFrame(rows, columns=["name", "canon", "soundex", "spelt"], dtype=object)
 
 
 # The e-mail key with its i-th character deleted (none for i = 0).
@@ -47,8 +52,10 @@ FEATURES: dict[str, str] = {
     "first_initial": "left(b.first_name, 1)",
     "last_name": "b.last_name",
     "last_name_soundex": "l.soundex",
+    # Either order, and an umlaut spelt out or not alike (Jürgen Müller, Juergen Mueller): a record without
+    # a birth date meets its person's other records in a block on this and the postal code, its surest key.
     "name_pair": "case when b.first_name is not null and b.last_name is not null "
-    "then least(b.first_name, b.last_name) || ' ' || greatest(b.first_name, b.last_name) end",
+    "then least(f.spelt, l.spelt) || ' ' || greatest(f.spelt, l.spelt) end",
     "date_of_birth": "b.date_of_birth",
     "birth_year": "year(b.date_of_birth)",
     "email": "b.email",
