@@ -220,6 +220,36 @@ def test_a_surname_with_its_umlaut_spelt_out_meets_the_one_written_with_it_in_a_
     assert found == [("name_pair + postal_code",)]
 
 
+def test_a_father_and_son_named_sr_and_jr_are_not_merged_through_a_record_without_the_suffix(tmp_path):
+    """Eric Morris Sr. and Eric Morris Jr. live at one address, neither CRM record with a birth date the
+    other could object to; the father's shop record, under his e-mail, carries no suffix and looks like
+    either. The son's record is not merged into the customer holding "Morris Sr."."""
+    home = {"address": "12 harbour view rd", "zip": "10001"}
+    records = background() + [
+        person("sr1", "eric", "morris sr", **home, email="eric.morris@x.org"),
+        person("sr2", "eric", "morris", **home, email="eric.morris@x.org"),
+        person("jr1", "eric", "morris jr", dob=DOB, **home),
+    ]
+    found = customers(warehouse(tmp_path, records))
+    assert found["sr1"] == found["sr2"] != found["jr1"]
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "one_person"),
+    [
+        (("eric", "morris sr"), ("eric", "morris jr"), False),
+        (("bill", "morris jr"), ("william", "morris sr"), False),
+        (("eric", "morris jr"), ("eric", "morris ii"), True),  # II is written for a son, as Jr. is
+        (("eric", "morris jr"), ("eric", "morris"), True),  # a suffix left out is no other person
+        (("eric", "morris iii"), ("eric", "morris jr"), False),
+    ],
+)
+def test_different_generational_suffixes_are_two_people(left, right, one_person):
+    from cdp_assets.identity.clustering import FirstNames
+
+    assert FirstNames({}).compatible(left, right) is one_person
+
+
 def test_a_blocking_rule_that_would_make_too_many_pairs_fails_naming_itself(tmp_path):
     identity = {"matching": {"blocking_rules": [["city"]], "max_pairs_per_rule": 1000, "max_block_size": 100000}}
     with pytest.raises(BlockingRuleTooBroad, match=r"rule 'city' would make 44,850 pairs"):

@@ -65,8 +65,9 @@ class FirstNames:
 
     def compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
         if left[0] == right[0]:  # most pairs asked about; answered before building a key
-            # Except two surnames signed first with different initials: "Brown C." and "Brown K."
-            return not _different_initials(left[1], right[1])
+            # Except two surnames signed first with different initials: "Brown C." and "Brown K.", and a
+            # father and son: "Morris Sr." and "Morris Jr."
+            return not _different_initials(left[1], right[1]) and not _different_generations(left[1], right[1])
         # The judgement is symmetric and the same name pairs recur across thousands of values: remember it.
         key = (left, right) if (left[0], left[1] or "") <= (right[0], right[1] or "") else (right, left)
         judged = self._judged.get(key)
@@ -75,6 +76,8 @@ class FirstNames:
         return judged
 
     def _compatible(self, left: tuple[str, str | None], right: tuple[str, str | None]) -> bool:
+        if _different_generations(left[1], right[1]):
+            return False  # "Bill Morris Jr." is not "William Morris Sr.", whatever the first names say
         first_l, last_l = _letters(left[0]), _letters(left[1])
         first_r, last_r = _letters(right[0]), _letters(right[1])  # first names never equal as written
         if not first_l or not first_r:
@@ -160,6 +163,28 @@ def _different_initials(a: str | None, b: str | None) -> bool:
         return False
     a, b = _letters(a), _letters(b)
     return a is not None and b is not None and len(a) == 1 and len(b) == 1 and a != b
+
+
+# A generational suffix ending a last name as a CRM's last-name field keeps it ("Morris Jr."), and the
+# generation it names. II is usually written for a son named after his father, as Jr. is.
+_GENERATIONS = {"sr": "senior", "senior": "senior", "jr": "junior", "junior": "junior", "ii": "junior"}
+_GENERATIONS |= {"iii": "third", "iv": "fourth"}
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def generation(last_name: str | None) -> str | None:
+    """The generation a last name's suffix names ("Morris Jr." -> junior), None without one."""
+    words = _WORDS.findall(last_name.lower()) if last_name else []
+    return _GENERATIONS.get(words[-1]) if len(words) > 1 else None
+
+
+def _different_generations(a: str | None, b: str | None) -> bool:
+    """Both last names end in a generational suffix, naming different generations: a father and son."""
+    if a is None or b is None or a == b:
+        return False
+    generation_a, generation_b = generation(a), generation(b)
+    return generation_a is not None and generation_b is not None and generation_a != generation_b
 
 
 def _close(a: str, b: str) -> bool:
@@ -280,9 +305,16 @@ def birth_dates_differ(a: Customer, b: Customer, first_names: FirstNames) -> boo
 
 
 def first_names_differ(a: Customer, b: Customer, first_names: FirstNames) -> bool:
-    """Both hold first names, none of which could be the other's (see FirstNames)."""
+    """Both hold first names, none of which could be the other's (see FirstNames), or both hold names
+    with a generational suffix, naming different generations only: a customer whose records include an
+    "Eric Morris Sr." is the father, whatever records without the suffix it also holds, and one with an
+    "Eric Morris Jr." the son."""
     if not a.names or not b.names:
         return False
+    generations_a = {g for _, last in a.names if (g := generation(last))}
+    generations_b = {g for _, last in b.names if (g := generation(last))}
+    if generations_a and generations_b and generations_a.isdisjoint(generations_b):
+        return True
     return not any(first_names.compatible(x, y) for x in a.names for y in b.names)
 
 
