@@ -77,6 +77,12 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             lambda c: c["identity"]["identifier_types"]["email"].update(blocked_patterns=["^(?!x).*@spam"]),
             r"identity\.identifier_types\.email\.blocked_patterns.*not a valid RE2",
         ),
+        # A listed phone in another country's national form would be compared as written and block nothing.
+        (
+            lambda c: c["identity"]["identifier_types"]["phone"].update(blocked_values=["030 12345678"]),
+            r"identity\.identifier_types\.phone\.blocked_values: '030 12345678' is no US phone number and gives "
+            r"no country code",
+        ),
         (
             lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}),
             r"exactly one of 'path'",
@@ -186,6 +192,26 @@ def test_a_key_written_twice_is_refused_rather_than_the_last_one_kept(tmp_path):
 def test_an_undeclared_identifier_type_unlike_any_declared_one_is_a_type_of_its_own(tmp_path):
     path = _with(tmp_path, lambda c: c["sources"][1]["identifiers"].append({"path": "ssn", "type": "national_id"}))
     assert load_config(path).identity.type_config("national_id").normalize == "id"
+
+
+def test_a_listed_phone_blocks_the_number_whether_written_with_its_country_code_or_as_a_us_number():
+    from cdp_assets.identity.assets import blocked_condition
+    from resources.config import CDPConfig
+
+    config = CDPConfig.model_validate(
+        {
+            "identity": {
+                "identifier_types": {
+                    "phone": {"normalize": "phone", "blocked_values": ["+49 30 12345678", "0049 30 1111111"]},
+                    "hotline": {"normalize": "phone", "blocked_values": ["(212) 736-5000"]},
+                }
+            },
+            "sources": [{"name": "crm", "format": "csv", "glob": "*.csv", "role": "person", "record_id": "id"}],
+        }
+    )
+    _, literals = blocked_condition(config, ["phone", "hotline"])
+    listed = set(map(tuple, literals.itertuples(index=False)))
+    assert {("phone", "+493012345678"), ("phone", "+49301111111"), ("hotline", "+12127365000")} <= listed
 
 
 def test_user_blocked_values_extend_the_built_in_junk_list(tmp_path):

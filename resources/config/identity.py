@@ -75,6 +75,23 @@ class IdentifierTypeConfig(_Strict):
             engine.close()
         return value
 
+    @field_validator("blocked_values")
+    @classmethod
+    def _phones_with_their_country(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # A listed phone is compared in E.164, read as a US number unless it gives its country code: a
+        # national number of another country ("030 12345678") would stay as written and match no cleaned
+        # number, so the value it was listed to block would go on linking people. Refused, not guessed.
+        if info.data.get("normalize") != "phone":
+            return value
+        for listed in value:
+            international = listed.strip().startswith(("+", "00"))
+            if not international and NORMALISERS["phone"].match_key(listed) is None:
+                raise ValueError(
+                    f"'{listed}' is no US phone number and gives no country code; listed phones are compared "
+                    "in E.164 and read as US numbers unless written with their country code (+49 30 12345678)"
+                )
+        return value
+
 
 def _default_identifier_types() -> dict[str, IdentifierTypeConfig]:
     """One built-in type per normaliser that declares one, with the normaliser's junk lists and limit."""
