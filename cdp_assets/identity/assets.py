@@ -55,8 +55,9 @@ from cdp_assets.identity.matching.pipeline import match_probabilistically, train
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.identity.shared_activity import follow_one_customer
-from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
+from cdp_assets.metadata import markdown_table, mask, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
+from resources.config.overrides import parse_side
 from resources.config.refresh import RETRAIN_TAG
 from resources.identifiers import DEFAULT_BLOCKED_PATTERNS, NORMALISERS
 from resources.sql import Scratch, Sql
@@ -968,11 +969,21 @@ def _summary(sql: Sql, per_customer: str) -> dict[str, object]:
     return summary
 
 
+def _shown_side(config: CDPConfig, text: str) -> str:
+    """An override's side as Dagster's storage may show it: the source or identifier type, its record id or
+    value masked (`email:p***@e***.com`, `crm/C***`), as the file's load errors never quote it either. The
+    line number the check gives finds it in the file."""
+    side = parse_side(text, [s.name for s in config.sources], list(config.identity.identifier_types))
+    if side.source is not None:
+        return f"{side.source}/{mask(side.record_id)}"
+    return f"{side.id_type}:{mask(side.value)}"
+
+
 def _overrides_check(config: CDPConfig, report: OverrideReport) -> dg.AssetCheckResult:
     """A warning, never a stop: an override naming a record that has not arrived (or was refused) is listed."""
-    problems = [{"line": line, "problem": f"'{text}' names no record"} for line, text in report.unresolved] + [
-        {"line": line, "problem": why} for line, why in report.refused
-    ]
+    problems = [
+        {"line": line, "problem": f"'{_shown_side(config, text)}' names no record"} for line, text in report.unresolved
+    ] + [{"line": line, "problem": why} for line, why in report.refused]
     return dg.AssetCheckResult(
         asset_key=IDENTITY_CLUSTERS,
         check_name=CHECK_OVERRIDES,
