@@ -430,6 +430,8 @@ def _levels(pairs: list[tuple[dict, dict]]) -> list[dict]:
                 values["dob_text"] = values["date_of_birth"].strftime("%Y%m%d")
             if values.get("first_name"):
                 values["first_canon"] = canonical_first_name(values["first_name"])
+            if values.get("last_name"):
+                values["last_canon"] = canonical_first_name(values["last_name"])
             if values.get("identifier"):
                 values["identifier_type"] = values["identifier"].split(":")[0]
             if values.get("email"):
@@ -585,6 +587,21 @@ def test_a_first_last_swap_is_undone_before_names_are_compared():
         ]
     )
     assert row["swapped"] and row["first_name"] == 4 and row["last_name"] == 3
+
+
+def test_a_swap_whose_first_name_is_a_nickname_of_the_other_s_is_undone_and_read_as_one():
+    """Signed surname first with a nickname ("Hill", "Tony") beside Anthony Hill: the evidence shows the
+    surnames equal and the first names nicknames of each other, not two names that both differ; a pair
+    whose names only share a first letter is not read as swapped."""
+    rows = _levels(
+        [
+            ({"first_name": "anthony", "last_name": "hill"}, {"first_name": "hill", "last_name": "tony"}),
+            ({"first_name": "tony", "last_name": "hill"}, {"first_name": "hill", "last_name": "anthony"}),
+            ({"first_name": "anthony", "last_name": "hill"}, {"first_name": "hale", "last_name": "tom"}),
+        ]
+    )
+    found = [(r["swapped"], r["first_name"], r["last_name"]) for r in rows]
+    assert found == [(True, 3, 3), (True, 3, 3), (False, 0, 0)]
 
 
 def test_an_e_mail_linked_within_the_people_sharing_it_is_no_evidence():

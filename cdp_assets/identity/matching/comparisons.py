@@ -439,18 +439,23 @@ def person_evidence_sql(names: list[str]) -> str:
 # rows no earlier WHEN took: most candidate pairs share a first or a last name and stop at the first.
 # First letters are `substr(s, 1, 1)`: portable, and as cheap as DuckDB's `s[1]`, where `left(s, 1)` makes
 # the million-pair u sample a fifth slower.
+# The swapped first name may be a nickname of the other's ("Hill", "Tony" beside Anthony Hill): its formal
+# form (`last_canon`, the right record's last name read as a first name) then agrees with the other's.
 SWAP_SQL = """case when l.first_name is null or l.last_name is null or r.first_name is null
                     or r.last_name is null or l.first_name = r.first_name or l.last_name = r.last_name then false
+               when substr(l.last_name, 1, 1) <> substr(r.first_name, 1, 1) then false
                when substr(l.first_name, 1, 1) <> substr(r.last_name, 1, 1)
-                    or substr(l.last_name, 1, 1) <> substr(r.first_name, 1, 1) then false
-               else jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92
-                    and jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92 end"""
+                    and l.first_canon <> r.last_canon then false
+               else jaro_winkler_similarity(l.last_name, r.first_name) >= 0.92
+                    and (l.first_canon = r.last_canon
+                         or jaro_winkler_similarity(l.first_name, r.last_name) >= 0.92) end"""
 
 
 # The matching records' columns the comparisons read.
 COMPARED_COLUMNS = (
     "first_name",
     "first_canon",
+    "last_canon",
     "last_name",
     "date_of_birth",
     "dob_text",
@@ -493,7 +498,7 @@ def vector_sql(records: str, pairs_table: str, names: list[str], carry: tuple[st
         aligned as (
             select swapped.*, case when swapped then r_last_name else r_first_name end as rf,
                    case when swapped then r_first_name else r_last_name end as rl,
-                   case when swapped then null else r_first_canon end as rcanon
+                   case when swapped then r_last_canon else r_first_canon end as rcanon
             from swapped
         )
         select l_node as l, r_node as r, swapped{outer},

@@ -83,6 +83,9 @@ FEATURES: dict[str, str] = {
 # Columns the comparisons read besides the features.
 _COMPARED_ONLY: dict[str, str] = {
     "first_canon": "f.canon",
+    # The last name read as a first name (Tony as anthony): a record signed surname first has its first
+    # name there, which the comparisons then read as a nickname of the other record's.
+    "last_canon": "l.canon",
     "dob_text": "strftime(b.date_of_birth, '%Y%m%d')",
     "identifier_type": "split_part(b.identifier, ':', 1)",
     # The source whose own record id the identifier is (a shop's customer number on the shop's record):
