@@ -32,6 +32,15 @@ def test_records_and_identifier_values_are_both_sides(tmp_path: Path) -> None:
     assert (overrides[1].record.id_type, overrides[1].record.value) == ("email", "Pat@Example.com")
 
 
+def test_a_file_saved_by_excel_with_a_byte_order_mark_and_crlf_line_ends_loads(tmp_path: Path) -> None:
+    path = tmp_path / "overrides.csv"
+    path.write_bytes(
+        ("\ufeff" + HEADER + "must_link,crm/C-1,shop/S-1,ana,Same person\n").replace("\n", "\r\n").encode()
+    )
+    (override,) = load_overrides(path, SOURCES, TYPES)
+    assert (override.action, override.record.record_id, override.other.record_id) == ("must_link", "C-1", "S-1")
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

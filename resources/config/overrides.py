@@ -101,7 +101,9 @@ def load_overrides(path: Path, sources: Collection[str], identifier_types: Colle
     """Read and check the overrides file; raise OverrideError listing every mistake in it, each naming the
     file, the line and the column (a file that cannot be read, or a wrong header, is the one mistake)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a file saved by Excel as "CSV UTF-8" starts with a byte order mark, which would
+        # otherwise be read into the first header name and fail the header it matches.
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise OverrideError([f"{path}: cannot read the overrides file: {exc}"]) from None
     reader = csv.reader(text.splitlines())
