@@ -250,6 +250,22 @@ def test_different_generational_suffixes_are_two_people(left, right, one_person)
     assert FirstNames({}).compatible(left, right) is one_person
 
 
+def test_a_middle_initial_in_the_first_name_field_leaves_the_nickname_recognised(tmp_path):
+    """A shop's first-name box holding "Bob M." beside the CRM's Robert: the pair's first names compare as
+    nicknames of each other, as Bob and Robert do, rather than as two names that differ."""
+    records = background() + [
+        person("x", "robert", "winterbourne", dob=DOB, zip="10001"),
+        person("y", "bob m.", "winterbourne", dob=DOB, zip="10001"),
+    ]
+    conn = warehouse(tmp_path, records, {"matching": {"review_threshold": 0.01}})
+    found = conn.execute(
+        """select first_name from identity.evidence where 'x' in (left_record_id, right_record_id)
+           and 'y' in (left_record_id, right_record_id)"""
+    ).fetchall()
+    nickname = next(level for level, label in COMPARISONS["first_name"].labels.items() if label.startswith("nickname"))
+    assert found == [(nickname,)]
+
+
 def test_a_blocking_rule_that_would_make_too_many_pairs_fails_naming_itself(tmp_path):
     identity = {"matching": {"blocking_rules": [["city"]], "max_pairs_per_rule": 1000, "max_block_size": 100000}}
     with pytest.raises(BlockingRuleTooBroad, match=r"rule 'city' would make 44,850 pairs"):

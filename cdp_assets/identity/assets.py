@@ -65,7 +65,7 @@ from resources.warehouse import ROLES, Warehouse, sql_literal, utc_now
 
 GROUP = "identity"
 # Bump when matching or clustering logic changes.
-CODE_VERSION = "12"
+CODE_VERSION = "13"
 # Every (record, identifier value) edge the cleaned sources hold.
 ALL_IDENTIFIERS = " union all ".join(
     f"select source, source_record_id, id_type, id_value from clean.{role}_identifiers" for role in ROLES

@@ -10,6 +10,7 @@ edit distances, and one non-contact identifier. Derived once per distinct value 
 hundred thousand names at most), everything else stays in DuckDB.
 """
 
+import re
 from dataclasses import dataclass
 
 import jellyfish
@@ -33,8 +34,15 @@ def _name_forms(names: list[str]) -> pd.DataFrame:
     for name in names:
         letters = "".join(ch for ch in name if ch.isalpha())
         soundex = jellyfish.soundex(letters) if letters else None
-        rows.append((name, canonical_first_name(name) or name, soundex, umlauts_dropped(name)))
+        # A middle initial a form's first-name field took along ("bob m.") is not part of the name whose
+        # formal form the nickname level and the first_name_canon block read: Bob M. is a Robert.
+        given = _TRAILING_INITIAL.sub("", name)
+        rows.append((name, canonical_first_name(given) or name, soundex, umlauts_dropped(name)))
     return pd.DataFrame(rows, columns=["name", "canon", "soundex", "spelt"], dtype=object)
+
+
+# A single letter, with its dot, ending a name of several words ("bob m.", not "j." alone).
+_TRAILING_INITIAL = re.compile(r"(?<=[^\W\d_]{2})[\s,]+[^\W\d_]\.?$")
 
 
 # The e-mail key with its i-th character deleted (none for i = 0).
