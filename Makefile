@@ -7,7 +7,6 @@ SEED ?= 42
 DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 HOST ?= 127.0.0.1
 PORT ?= 3000
-DESTINATION_PORT ?= 8765
 # The demo's write key for the collector's `website` source; a deployment sets its own (see README).
 CDP_COLLECTOR_WRITE_KEYS ?= website:demo-write-key
 export CDP_COLLECTOR_WRITE_KEYS
@@ -45,9 +44,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-# The local HTTP destination the demo's webhook, rest and audience syncs deliver to.
+# The local HTTP destination the demo's webhook, rest and audience syncs deliver to, on the port their
+# URLs in cdp.yaml name.
 demo-destination: install
-	$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port $(DESTINATION_PORT)
+	$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port 8765
 
 # The event collector (Segment's tracking API) on collector.port of cdp.yaml, 8088 by default.
 collector: install
@@ -60,7 +60,7 @@ materialize: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
 # Demo destination and event collector in the background for as long as the UI runs, then a full
 # refresh, then the UI.
 dev: install data/ground_truth.csv $(DAGSTER_HOME)/dagster.yaml
-	@$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port $(DESTINATION_PORT) & server=$$!; \
+	@$(BIN)/python -m demo.destination_server --host 127.0.0.1 --port 8765 & server=$$!; \
 	$(BIN)/python -m collector & collector=$$!; \
 	trap 'kill $$server $$collector 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster job execute -m cdp_assets.definitions -j full_refresh && \
