@@ -94,12 +94,14 @@ def _events_cleaned_now(result: dg.ExecuteInProcessResult) -> int:
     return materialization.metadata["raw_rows_cleaned_now"].value
 
 
-def test_events_are_cleaned_by_file_and_a_repeated_message_id_reads_the_files_holding_it(
+def test_events_are_cleaned_by_file_and_a_repeated_message_id_reads_only_the_files_it_changes(
     tmp_path, instance, destination_server
 ):
-    """A new web-events file is read alone; one that repeats the messageId of an event already cleaned is
-    read with the kept files holding a copy of it (and those sharing an event with them), not with every
-    file: which copy is the event is decided over every copy, as a full cleaning does."""
+    """A new web-events file is read alone. A retry of an event already cleaned, in a file after the one
+    holding its first copy, is read alone too and quarantined naming that copy: no kept row changes, so
+    no file of history is read again. A copy in a file before it displaces the first copy, so the kept
+    files holding a copy are read with it (and those sharing an event with them), not every file. Either
+    way the tables are those of a full cleaning."""
     platform = make_platform(tmp_path, instance, destination_server.url, people=200)
     assert platform.refresh().success
     all_rows = platform.scalar(
@@ -107,27 +109,19 @@ def test_events_are_cleaned_by_file_and_a_repeated_message_id_reads_the_files_ho
         "union all select count(*) from raw.email_engagement union all select count(*) from raw.website)"
     )
     web = platform.folder / "landing" / "web"
-    first = json.loads(next(web.glob("*.jsonl")).open().readline())
+    kept_file = sorted(web.glob("*.jsonl"))[0]
+    first, second_event = (json.loads(line) for line in kept_file.open().readlines()[:2])
     fresh = {**first, "messageId": "msg-new-1", "timestamp": "2025-06-29T10:00:00Z"}
     (web / "zz_delta_1.jsonl").write_text(json.dumps(fresh) + "\n")
     second = platform.refresh()
     assert second.success and _events_cleaned_now(second) == 1
 
-    (web / "zz_delta_2.jsonl").write_text(json.dumps(first) + "\n")  # delivered again
-    holding_first = platform.scalar(
-        "select count(*) from raw.web_events where _file in "
-        "(select _file from raw.web_events where record ->> '$.messageId' = ?)",
-        [first["messageId"]],
-    )
+    (web / "zz_delta_2.jsonl").write_text(json.dumps(first) + "\n")  # delivered again, later
     third = platform.refresh()
-    assert third.success and holding_first + 1 <= _events_cleaned_now(third) < all_rows + 2
-    assert (
-        platform.scalar(
-            "select count(*) from clean.events_quarantine "
-            "where file like '%zz_delta_2.jsonl' and reason like 'duplicate%'"
-        )
-        == 1
-    )
+    assert third.success and _events_cleaned_now(third) == 1
+    assert platform.sql("select file, reason from clean.events_quarantine where file like '%zz_delta_2.jsonl'") == [
+        ("web/zz_delta_2.jsonl", f"duplicate event id: already delivered in web/{kept_file.name} line 1")
+    ]
 
     def assert_full_cleaning(name: str) -> None:
         with duckdb.connect(str(platform.config.warehouse_path)) as conn:
@@ -138,6 +132,20 @@ def test_events_are_cleaned_by_file_and_a_repeated_message_id_reads_the_files_ho
             clean_activity(Sql(full_conn), platform.config, "events", full=True)
             assert _event_rows(full_conn) == incremental
 
+    assert_full_cleaning("retried")
+
+    # A copy in a file that comes first: the kept first copy becomes the duplicate, so its file is read again.
+    (web / "aa_early.jsonl").write_text(json.dumps(second_event) + "\n")
+    holding = platform.scalar(
+        "select count(*) from raw.web_events where _file in "
+        "(select _file from raw.web_events where record ->> '$.messageId' = ?)",
+        [second_event["messageId"]],
+    )
+    fourth = platform.refresh()
+    assert fourth.success and holding + 1 <= _events_cleaned_now(fourth) < all_rows + 3
+    assert platform.sql(
+        "select file, row_number, reason from clean.events_quarantine where reason like '%aa_early.jsonl%'"
+    ) == [(f"web/{kept_file.name}", 2, "duplicate event id: already delivered in web/aa_early.jsonl line 1")]
     assert_full_cleaning("repeated")
 
     # The file holding an event's first copy gone (its raw rows removed): the later copy is the event.

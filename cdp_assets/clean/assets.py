@@ -1272,21 +1272,32 @@ def _event_id_sql(s: SourceConfig) -> str:
 
 
 def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[SourceConfig], scope: str) -> str:
-    """A select of the kept files (outside `scope`) that which copy of a staged event counts (the first; for
-    transactions the last) depends on: those holding a row with the event id of a staged row, and those
-    holding a row quarantined as a copy of an event in a file of the scope (read again or gone).
+    """A select of the kept files (outside `scope`) whose rows' verdicts a staged copy of an event can change,
+    so they are read again with it: those holding a copy of an event whose counting copy (the first; for
+    transactions the last) a staged copy would displace, and those holding a row quarantined as a copy of an
+    event in a file of the scope (read again or gone).
+
+    A staged copy that comes after the counting copy in a kept file (a retry in a later file, the usual
+    case for events) changes no kept row: it is quarantined naming that copy, which stands beside the
+    staged rows as a reference only (`_counting_copies`), so a retry does not read whole files of history
+    again. Copies are ranked by file first and a staged file is never a kept one, so files alone decide.
 
     Ids are compared as `guard_text` keeps them. A kept row is cleaned (its id is in the role's table) or
     quarantined whole; only the raw rows of the latter are read again, not every kept raw row."""
     names = ", ".join(sql_literal(s.name) for s in deduped)
-    new_ids = f"(select distinct source, {tidied_text('event_id')} as event_id from {stage})"
+    later = role == "transactions"
+    first_staged = f"""(select source, {tidied_text("event_id")} as event_id, {"max" if later else "min"}(file) as file
+                        from {stage} group by 1, 2)"""
     other_files = f"anti join {scope} f on f.source = t.source and f.file = t.file"
+    counting = f"""(select source, file, event_id from {ACTIVITY_TABLES[role].name} t {other_files}
+                    where source in ({names}))"""
+    displaced = f"""(select c.source, c.event_id from {counting} c join {first_staged} s using (source, event_id)
+                     where s.file {">" if later else "<"} c.file)"""
     rejected = f"""(select distinct source, file, row_number from clean.{role}_quarantine t {other_files}
                     where scope = 'row' and source in ({names}))"""
     kept = " union all ".join(
         [
-            f"""select source, file, event_id from {ACTIVITY_TABLES[role].name} t {other_files}
-                where source in ({names})""",
+            f"select source, file, event_id from {counting}",
             *(
                 f"""select {sql_literal(s.name)} as source, _file as file,
                            {tidied_text(_event_id_sql(s))} as event_id
@@ -1295,13 +1306,27 @@ def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[Sou
             ),
         ]
     )
-    return f"""select k.source, k.file from ({kept}) k semi join {new_ids} n using (source, event_id)
+    return f"""select k.source, k.file from ({kept}) k semi join {displaced} n using (source, event_id)
                union
                select q.source, q.file from clean.{role}_quarantine q
                anti join {scope} k on k.source = q.source and k.file = q.file
                join {scope} f on f.source = q.source
                 and (starts_with(q.reason, 'duplicate event id: already delivered in ' || f.file || ' line ')
                      or starts_with(q.reason, 'duplicate event id: replaced by ' || f.file || ' line '))"""
+
+
+def _counting_copies(role: str, stage: str, deduped: Sequence[SourceConfig], scope: str | None) -> str:
+    """A select of the counting copies in kept files (outside `scope`) of the staged rows' event ids, in the
+    stage's columns that rank copies: once `_files_sharing_events` finds no file to read again, each comes
+    before every staged copy of its event (for transactions after), so staged copies are quarantined
+    naming it and it stays as it is. Empty on a full clean or without sources keyed by an event id."""
+    if scope is None or not deduped:
+        return f"select source, file, row_number, event_id from {stage} where false"
+    names = ", ".join(sql_literal(s.name) for s in deduped)
+    return f"""select t.source, t.file, t.row_number, t.event_id from {ACTIVITY_TABLES[role].name} t
+               anti join {scope} f on f.source = t.source and f.file = t.file
+               semi join (select distinct source, event_id from {stage}) s using (source, event_id)
+               where t.source in ({names})"""
 
 
 # An event or order dated after its file was loaded, beyond a day for clocks that disagree, is a wrong time
@@ -1382,12 +1407,16 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
         ambiguous = rules.amount_ambiguous_sql("amount_text", "decimal_separator", "amount_is_number")
         exponent = rules.amount_exponent_sql("amount_text")
         exponent_reason = rules.amount_exponent_reason_sql("amount_label", "amount_raw")
+        # The counting copies in kept files of the staged events rank with them and leave with the ranking.
+        counting = _counting_copies(role, stage, deduped_sources, scope)
         sql.create_table_as(
             stage,
-            f"""select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
+            f"""select * exclude (__counting) from (
+                select * exclude (other_reason), coalesce(other_reason, {duplicate}) as reject_reason
                 from (
                     select *, {rules.amount_sql("amount_text")} as amount,
                       case
+                        when __counting then null
                         when source_record_id is null then 'no record id: ' || record_id_label || ' is empty'
                         when occurred_raw is null then 'missing timestamp'
                         when occurred_at is null then occurred_reason
@@ -1398,8 +1427,10 @@ def clean_activity(sql: Sql, config: CDPConfig, role: str, full: bool = False) -
                         {f"when {ambiguous} then {sql_literal(rules.AMBIGUOUS_AMOUNT)}" if transactions else ""}
                         {"when try_cast(amount_text as double) < 0 then 'negative amount'" if transactions else ""}
                       end as other_reason
-                    from {stage}
-                )""",
+                    from (select *, false as __counting from {stage}
+                          union all by name select *, true as __counting from ({counting}))
+                )
+            ) where not __counting""",
             temporary=True,
         )
         table = ACTIVITY_TABLES[role]
