@@ -240,11 +240,15 @@ CONSENT_STATEMENTS = Table(
         "row_number": "BIGINT",
     },
 )
+# Each role's cleaned records have their identifiers and their rejects.
+ROLES = ("person", "events", "transactions")
+# The roles of activity records (events, transactions): every role but the person records'.
+ACTIVITY_ROLES = tuple(role for role in ROLES if role != "person")
 # The consent statements events and transactions make (a consent banner's choice on an event, a checkout's
 # marketing box on an order): per role, and per file only each record's latest statement of a purpose, which
 # is all a profile reads of them, so a source that stamps consent on every event does not store it each time.
 ACTIVITY_CONSENT: dict[str, Table] = {
-    role: Table(f"clean.{role}_consent_statements", CONSENT_STATEMENTS.columns) for role in ("events", "transactions")
+    role: Table(f"clean.{role}_consent_statements", CONSENT_STATEMENTS.columns) for role in ACTIVITY_ROLES
 }
 # The attributes of their own that person sources map (`attributes` in cdp.yaml), one row per value of each
 # raw row: a long table, so a new attribute needs no new column in the cleaned records.
@@ -275,10 +279,6 @@ CONSENT_HISTORY = Table(
     },
 )
 
-# Each role's cleaned records have their identifiers and their rejects.
-ROLES = ("person", "events", "transactions")
-# The roles of activity records (events, transactions): every role but the person records'.
-ACTIVITY_ROLES = tuple(role for role in ROLES if role != "person")
 IDENTIFIERS: dict[str, Table] = {
     role: Table(
         f"clean.{role}_identifiers",
