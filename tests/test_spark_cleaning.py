@@ -172,3 +172,37 @@ def test_values_the_mapping_cannot_read_as_one_are_quarantined_alike_on_both_eng
         "address.city cannot be read: address is a string, not an object",
         "data.props cannot be read: data is a string, not an object",
     ]
+
+
+def test_events_cleaned_again_by_file_rank_a_kept_first_copy_alike_on_both_engines(engines, tmp_path) -> None:  # noqa: ANN001
+    """An incremental clean of two new files: a retry of m1 in a file after the kept one (quarantined naming
+    the kept copy, which stays) and a copy of m5 in a file before it (which displaces the kept copy)."""
+    config = _config(tmp_path)
+    later = {"user": "u1", "mid": "m1", "at": AT, "name": "Viewed", "state": "ok"}
+    earlier = {"user": "u5", "mid": "m5", "at": AT, "name": "Bought"}
+    tables = []
+    for runner, record in zip(engines, ("record::json", "record"), strict=True):
+        clean_activity(runner, config, "events")
+        states = []
+        for file, row in (("web/b.jsonl", later), ("web/0.jsonl", earlier)):
+            runner.execute(
+                f"""insert into raw.web select '{file}', 1::bigint, timestamp '2025-06-03 00:00:00', {record}
+                    from (values ({_text(json.dumps(row))})) t(record)"""
+            )
+            counts = clean_activity(runner, config, "events")
+            events = sorted(runner.rows("select event_id, file, row_number from clean.events"), key=repr)
+            rejects = sorted(runner.rows("select file, row_number, reason from clean.events_quarantine"), key=repr)
+            states.append((counts["raw_rows_cleaned_now"], events, rejects))
+        tables.append(states)
+    on_duckdb, on_spark = tables
+    assert on_duckdb == on_spark
+    (retried_read, retried_events, retried_rejects), (earlier_read, earlier_events, earlier_rejects) = on_duckdb
+    # The retry is read alone; its kept first copy stays the event.
+    assert retried_read == 1
+    assert ("m1", "web/a.jsonl", 1) in retried_events
+    assert ("web/b.jsonl", 1, "duplicate event id: already delivered in web/a.jsonl line 1") in retried_rejects
+    # The earlier copy displaces the kept one, whose file is read again with it, and so is the retry's file,
+    # which held a copy quarantined naming a row of that file.
+    assert earlier_read == 1 + len(RAW["web"]) + 1
+    assert ("m5", "web/0.jsonl", 1) in earlier_events
+    assert ("web/a.jsonl", 5, "duplicate event id: already delivered in web/0.jsonl line 1") in earlier_rejects
