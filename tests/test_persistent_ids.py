@@ -175,6 +175,20 @@ def test_an_override_splits_a_customer_the_id_stays_with_the_larger_part_and_the
         assert "'crm/N***' names no record" in not_applied
         assert "'email:P***@E***.com' names no record" in not_applied
         assert "NOPE" not in not_applied and "Pat@" not in not_applied
+        # The unmerge taken out of the file: Ann's records are one customer again, by the override's removal.
+        config = write_config(
+            landing,
+            server,
+            overrides="must_link,crm/B1,crm/NOPE,li,typo\ncannot_link,email:Pat@Example.com,crm/B1,li,twins\n",
+        )
+        refresh(config, instance)
+        assert ids(config)["Z1"] == ann
+        history = query(
+            config,
+            """select event, customer_id, related_id, reason from cdp.customer_id_history
+               where run_seq = (select max(run_seq) from cdp.customer_id_history)""",
+        )
+        assert history == [("merged", split_off, ann, "override")]
 
 
 def test_contradictory_overrides_fail_at_load_naming_the_lines(landing: Path) -> None:

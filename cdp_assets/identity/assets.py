@@ -52,7 +52,7 @@ from cdp_assets.identity.islands import (
 )
 from cdp_assets.identity.matching.model import MIN_LABELLED_PAIRS
 from cdp_assets.identity.matching.pipeline import match_probabilistically, trains
-from cdp_assets.identity.overrides import OverrideReport, apply_overrides
+from cdp_assets.identity.overrides import OverrideReport, apply_overrides, override_records
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.identity.shared_activity import follow_one_customer
 from cdp_assets.metadata import markdown_table, mask, masked_preview, redact_errors, table_metadata
@@ -173,6 +173,8 @@ def _resolve(
     person_latest, id_nodes, id_edges = tables("person_latest"), tables("nodes"), tables("edges")
     id_values, usable_values = tables("values"), tables("usable_values")
     started = time.perf_counter()
+    # What the last run's overrides named, before matching writes this run's evidence over theirs.
+    named_before = override_records(sql)
     # Person records are numbered in a fixed order, since matching breaks ties by node; activity records
     # (most of the nodes) only need distinct numbers after them, which spares sorting them. Each person
     # record has one latest version, so numbering those numbers the records, and `person_latest` keeps
@@ -394,6 +396,7 @@ def _resolve(
         _normalise_blocked,
         deterministic,
         tables("overridden_components"),
+        named_before,
     )
     # Customers are named by the id registry: the ids their records carried last time, new ones only for
     # customers none of whose records had one (registry.py has the survivor rules); it writes the map too.
