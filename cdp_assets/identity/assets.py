@@ -52,7 +52,7 @@ from cdp_assets.identity.islands import (
 )
 from cdp_assets.identity.matching.model import MIN_LABELLED_PAIRS
 from cdp_assets.identity.matching.pipeline import match_probabilistically, trains
-from cdp_assets.identity.overrides import OverrideReport, apply_overrides, override_records
+from cdp_assets.identity.overrides import OverrideReport, apply_overrides, override_records, released_customers
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.identity.shared_activity import follow_one_customer
 from cdp_assets.metadata import markdown_table, mask, masked_preview, redact_errors, table_metadata
@@ -396,8 +396,8 @@ def _resolve(
         _normalise_blocked,
         deterministic,
         tables("overridden_components"),
-        named_before,
     )
+    override_report.touched |= released_customers(sql, named_before, customers, id_nodes)
     # Customers are named by the id registry: the ids their records carried last time, new ones only for
     # customers none of whose records had one (registry.py has the survivor rules); it writes the map too.
     labelled, assigned = tables("labelled"), tables("assigned")

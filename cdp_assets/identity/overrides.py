@@ -81,6 +81,23 @@ def override_records(sql: Sql) -> set[tuple[str, str]]:
     return {(source, record) for row in rows for source, record in (row[:2], row[2:]) if source is not None}
 
 
+def released_customers(sql: Sql, named_before: set[tuple[str, str]], customers: str, id_nodes: str) -> set[int]:
+    """The customers (of `customers`: node_id, component) of the records the last run's overrides named
+    (`named_before`, override_records read before this run's evidence was written) that no override
+    applied now names: the ids an override's removal changes are its doing, not the link rules'."""
+    released = named_before - override_records(sql)
+    if not released:
+        return set()
+    frame = pd.DataFrame(sorted(released), columns=["source", "source_record_id"])
+    with sql.registered("override_released", frame) as records:
+        rows = sql.rows(
+            f"""select distinct c.component from {customers} c join (
+                    select n.node_id from {id_nodes} n semi join {records} r using (source, source_record_id)
+                ) n using (node_id)"""
+        )
+    return {int(component) for (component,) in rows}
+
+
 def apply_overrides(
     sql: Sql,
     config: CDPConfig,
@@ -91,7 +108,6 @@ def apply_overrides(
     normalise: Normalise,
     deterministic: str | None,
     out: str,
-    named_before: set[tuple[str, str]] | None = None,
 ) -> tuple[str, OverrideReport]:
     """The clustering with the overrides applied; see the module. `labels` is a table of (node_id,
     component), one row per node of `id_nodes`; `identifiers` SQL giving (source, source_record_id,
@@ -99,41 +115,6 @@ def apply_overrides(
     layer's components, whose activity leaving records take along (None: each record its own). Returns
     the name of the table of each node's customer after: `labels` when no override changes one, else the
     caller's temp table `out`.
-
-    `named_before` are the records the last run's overrides named (override_records, read before this run's
-    evidence was written): the customers of those no override names now are among the report's `touched`
-    too, so the ids an override's removal changes are put down to it, not to the link rules.
-    """
-    customers, report = _overridden(
-        sql, config, overrides, labels, id_nodes, identifiers, normalise, deterministic, out
-    )
-    released = (named_before or set()) - override_records(sql)
-    if released:
-        frame = pd.DataFrame(sorted(released), columns=["source", "source_record_id"])
-        with sql.registered("override_released", frame) as records:
-            report.touched |= {
-                int(c)
-                for (c,) in sql.rows(
-                    f"""select distinct c.component from {customers} c join (
-                            select n.node_id from {id_nodes} n semi join {records} r using (source, source_record_id)
-                        ) n using (node_id)"""
-                )
-            }
-    return customers, report
-
-
-def _overridden(
-    sql: Sql,
-    config: CDPConfig,
-    overrides: list[Override],
-    labels: str,
-    id_nodes: str,
-    identifiers: str,
-    normalise: Normalise,
-    deterministic: str | None,
-    out: str,
-) -> tuple[str, OverrideReport]:
-    """apply_overrides but for the records earlier overrides named.
 
     Every record an override can move or merge is in a customer one of its sides is in before any is
     applied (a must-link joins two such customers, a cannot-link or unmerge moves records out of one), so
