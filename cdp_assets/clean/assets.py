@@ -1289,8 +1289,7 @@ def _files_sharing_events(sql: Sql, role: str, stage: str, deduped: Sequence[Sou
     first_staged = f"""(select source, {tidied_text("event_id")} as event_id, {"max" if later else "min"}(file) as file
                         from {stage} group by 1, 2)"""
     other_files = f"anti join {scope} f on f.source = t.source and f.file = t.file"
-    counting = f"""(select source, file, event_id from {ACTIVITY_TABLES[role].name} t {other_files}
-                    where source in ({names}))"""
+    counting = f"({_kept_counting_copies(role, deduped, scope)})"
     displaced = f"""(select c.source, c.event_id from {counting} c join {first_staged} s using (source, event_id)
                      where s.file {">" if later else "<"} c.file)"""
     rejected = f"""(select distinct source, file, row_number from clean.{role}_quarantine t {other_files}
@@ -1322,10 +1321,16 @@ def _counting_copies(role: str, stage: str, deduped: Sequence[SourceConfig], sco
     naming it and it stays as it is. Empty on a full clean or without sources keyed by an event id."""
     if scope is None or not deduped:
         return f"select source, file, row_number, event_id from {stage} where false"
+    return f"""select * from ({_kept_counting_copies(role, deduped, scope)})
+               semi join (select distinct source, event_id from {stage}) s using (source, event_id)"""
+
+
+def _kept_counting_copies(role: str, deduped: Sequence[SourceConfig], scope: str) -> str:
+    """A select of (source, file, row_number, event_id) of the role's cleaned rows of the `deduped` sources in
+    files outside `scope`: each is the counting copy of its event among the kept files."""
     names = ", ".join(sql_literal(s.name) for s in deduped)
     return f"""select t.source, t.file, t.row_number, t.event_id from {ACTIVITY_TABLES[role].name} t
                anti join {scope} f on f.source = t.source and f.file = t.file
-               semi join (select distinct source, event_id from {stage}) s using (source, event_id)
                where t.source in ({names})"""
 
 
