@@ -204,6 +204,36 @@ def test_a_cleaning_rule_runs_where_the_rows_are_and_gives_the_same_map(runners)
     assert sum(row[3] is not None for row in maps["Sql"]) > 20
 
 
+def test_the_address_rule_gives_the_same_keys_on_both_engines(runners) -> None:  # noqa: ANN001
+    """The address rule's SQL shortcut (abbreviations, German streets, spelt-out umlauts read as folded, in
+    nested lambdas) keys the lines it decides as on DuckDB, and as the Python rule keys the others."""
+    from cdp_assets.clean.assets import register_map
+    from cdp_assets.clean.rules import address_sql_shortcut, clean_address_line
+
+    lines = ["Koenigsweg 7", "Königsweg 7", "12 North Main Street, Apt. 4", "Muellerstrasse 1", "Queue Ave"]
+    lines += ["AEOE Uee", "12 Joe Rue", "OEE x", "Grosse Str. 3", "N/A", "KOENIGSWEG 7"]
+    maps = []
+    for runner in runners:
+        with runner.registered("raw_lines", pd.DataFrame({"raw": lines})):
+            runner.create_table_as("line_inputs", "select distinct raw from raw_lines", temporary=True)
+        register_map(
+            runner,
+            "address_map",
+            "select * from line_inputs",
+            clean_address_line,
+            ["display", "address_key", "reason"],
+            address_sql_shortcut("raw"),
+        )
+        maps.append(sorted(runner.rows("select raw, address_key from address_map"), key=repr))
+        for table in ("line_inputs", "address_map"):
+            runner.drop_table(table)
+    assert maps[0] == maps[1]
+    keys = dict(maps[0])
+    assert keys["Koenigsweg 7"] == keys["Königsweg 7"] == keys["KOENIGSWEG 7"] == "KONIGSWEG 7"
+    assert keys["Muellerstrasse 1"] == "MULLERSTR 1"
+    assert keys["12 Joe Rue"] == "12 JOE RUE"
+
+
 def test_a_rule_over_groups_runs_where_the_rows_are_and_sees_the_same_rows(runners) -> None:  # noqa: ANN001
     """`map_groups`, the identity stage's way of judging each shared value and each bridging record: the
     rule gets each group's rows as the same sorted text on both engines (NULLs as None), the same rows

@@ -42,7 +42,7 @@ from resources.warehouse import sql_literal, utc_now
 
 GROUP = "cleaned_records"
 # Bump when a cleaning rule or the cleaned tables change.
-CODE_VERSION = "20"
+CODE_VERSION = "21"
 PERSON_RECORDS = dg.AssetKey(["clean", "person_records"])
 # The Great Expectations suite on the person records (cdp_assets/clean/checks.py).
 EXPECTATIONS_SUITE = dg.AssetCheckKey(PERSON_RECORDS, "great_expectations_suite")

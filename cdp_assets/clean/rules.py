@@ -86,6 +86,30 @@ def fold_accents_sql(expr: str) -> str:
     return f"(case when strlen({expr}) = length({expr}) then {expr} else strip_accents({folded}) end)"
 
 
+# German spells ä, ö and ü out as ae, oe and ue where a keyboard or a system lacks them (Jürgen as Juergen,
+# Käthe as Kaethe, Königsweg as Koenigsweg), while the accent fold reads Jürgen as Jurgen: the spellings
+# are one once an e after a, o or u is dropped, inside the word: no German name ends in an umlaut, while
+# Joe and Jo, Zoe and Zo are other names. Both spellings are common in German data, so neither is a typo
+# of the other.
+_SPELT_OUT_UMLAUT = re.compile(r"(?<=[aou])e(?=.)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def umlauts_dropped(letters: str) -> str:
+    """A folded word with the e of a spelt-out umlaut dropped ("juergen" and "jurgen" -> "jurgen")."""
+    return _SPELT_OUT_UMLAUT.sub("", letters)
+
+
+def umlauts_dropped_sql(word: str) -> str:
+    """umlauts_dropped in SQL over an upper-case word: the pairs replaced in turn, in all but the last
+    letter, without the lookbehind RE2 lacks (a replacement joins an A, O or U to what followed the E, so
+    no pair a later replacement reads is made or unmade)."""
+    body = f"left({word}, length({word}) - 1)"
+    for vowel in "AOU":
+        body = f"replace({body}, '{vowel}E', '{vowel}')"
+    return f"({body} || right({word}, 1))"
+
+
 # ---------------------------------------------------------------- free text
 
 # Free-text fields are bounded by `text_limit` and refuse CONTROL_CHARACTERS (both declared with the canonical
@@ -373,9 +397,10 @@ _NOT_WORD = re.compile(r"[^\w\s]")
 
 def clean_address_line(raw: object) -> tuple[str | None, str | None, str | None]:
     """(line as displayed, match key, reason). The key is upper case, without punctuation or accents
-    (fold_accents), with USPS abbreviations and German streets shortened, so "12 North Main Street, Apt. 4"
-    and "12 N MAIN ST APT 4", "Große Straße 3" and "Grosse Str. 3" compare equal. A line with no letter or
-    digit ("-/-", ",") is refused with the reason rather than dropped."""
+    (fold_accents), with USPS abbreviations and German streets shortened and spelt-out umlauts read as
+    the accent fold reads umlauts (umlauts_dropped), so "12 North Main Street, Apt. 4" and "12 N MAIN ST
+    APT 4", "Große Straße 3" and "Grosse Str. 3", "Königsweg 7" and "Koenigsweg 7" compare equal. A line
+    with no letter or digit ("-/-", ",") is refused with the reason rather than dropped."""
     if is_missing(raw):
         return None, None, None
     text = _collapse(str(raw)).strip(" ,")
@@ -384,7 +409,7 @@ def clean_address_line(raw: object) -> tuple[str | None, str | None, str | None]
     display = tidy_name(text) if (text.isupper() or text.islower()) else text
     # NFKC leaves text all ASCII as it is.
     words = _NOT_WORD.sub(" ", fold_accents(text if text.isascii() else unicodedata.normalize("NFKC", text)))
-    key = " ".join(_street_word(w) for w in words.upper().split())
+    key = " ".join(umlauts_dropped(_street_word(w)) for w in words.upper().split())
     return display, key or None, None
 
 
@@ -408,7 +433,8 @@ def address_sql_shortcut(raw: str) -> tuple[str, dict[str, str]]:
     words = f"string_split_regex(trim(upper(regexp_replace({raw}, '[^A-Za-z0-9_ ]', ' ', 'g'))), ' +')"
     german = "regexp_replace(w, 'STRASSE$', 'STR')"
     short = f"lambda w: coalesce(map {{{abbreviations}}}[{german}], {german})"
-    key = f"nullif(array_to_string(list_transform({words}, {short}), ' '), '')"
+    spelt_out = f"lambda w: {umlauts_dropped_sql('w')}"
+    key = f"nullif(array_to_string(list_transform(list_transform({words}, {short}), {spelt_out}), ' '), '')"
     return condition, {"display": f"trim({collapsed}, ' ,')", "address_key": key, "reason": "null::varchar"}
 
 

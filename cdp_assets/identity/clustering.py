@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import jellyfish
 
-from cdp_assets.clean.rules import fold_accents
+from cdp_assets.clean.rules import fold_accents, umlauts_dropped
 from cdp_assets.identity.nicknames import name_variants
 
 T = TypeVar("T")
@@ -142,19 +142,6 @@ def _letters(name: str | None) -> str | None:
 def _latin(letters: str) -> bool:
     """Whether a folded name is written in Latin letters (as folded, a-z), not in another script only."""
     return any("a" <= ch <= "z" or "A" <= ch <= "Z" for ch in letters)
-
-
-# German spells ä, ö and ü out as ae, oe and ue where a keyboard or a system lacks them (Jürgen as Juergen,
-# Käthe as Kaethe), while the accent fold reads Jürgen as Jurgen: the spellings are one once an e after
-# a, o or u is dropped, inside the name: no German name ends in an umlaut, while Joe and Jo, Zoe and Zo
-# are other names. Both spellings are common in German data, so neither is a typo of the other.
-_SPELT_OUT_UMLAUT = re.compile(r"(?<=[aou])e(?=.)")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def umlauts_dropped(letters: str) -> str:
-    """A folded name with the e of a spelt-out umlaut dropped ("juergen" and "jurgen" -> "jurgen")."""
-    return _SPELT_OUT_UMLAUT.sub("", letters)
 
 
 def _different_initials(a: str | None, b: str | None) -> bool:
