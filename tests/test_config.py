@@ -87,6 +87,15 @@ def test_cdp_config_environment_variable_points_elsewhere(tmp_path, monkeypatch)
             lambda c: c["sources"][0]["fields"].update(city={"path": "x", "value": "y"}),
             r"exactly one of 'path'",
         ),
+        # An empty list of paths reads nothing: cleaning would fail on the SQL it makes, naming no field.
+        (
+            lambda c: c["sources"][0]["fields"].update(city={"path": []}),
+            r"sources\[0\] \(crm_contacts\)\.fields\.city: .*'path' must name at least one field",
+        ),
+        (
+            lambda c: c["sources"][0].update(record_id={"path": []}),
+            r"sources\[0\] \(crm_contacts\)\.record_id: .*'path' must name at least one field",
+        ),
         # A strptime code the reader does not know (DuckDB's for timestamps, Python's for birth dates) would
         # fail every cleaning run, or refuse every value: refused at load, naming the field and the format.
         (

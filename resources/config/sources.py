@@ -142,6 +142,9 @@ class FieldSpec(_Strict):
     def _one_of_path_or_value(self) -> FieldSpec:
         if (self.path is None) == (self.value is None):
             raise ValueError("give exactly one of 'path' (where to read it) or 'value' (a constant)")
+        if self.path == []:
+            # `{path: []}` reads nothing: cleaning would fail on the SQL it makes, naming no field.
+            raise ValueError("'path' must name at least one field")
         if self.path is not None and not all(p.strip() for p in self.path):
             raise ValueError("'path' entries must not be empty")
         for fmt in self.formats or []:
