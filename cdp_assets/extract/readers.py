@@ -1131,7 +1131,29 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
     if half is not None:
         reason = f"invalid JSON: \\u{ord(half):04x} is half of a UTF-16 surrogate pair without its other half"
         return None, Reject(line_number, reason, _excerpt(text)), not raw.isascii()
-    return text.strip(), None, not raw.isascii()
+    return _whole_numbers_as_integers(text.strip()), None, not raw.isascii()
+
+
+# A JSON line's strings and numbers, in order: strings are matched whole, so a number is never read inside one.
+_JSON_STRING_OR_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
+_WHOLE_WITH_ZERO_FRACTION = re.compile(r"(-?\d+)\.0+")
+
+
+def _whole_numbers_as_integers(record: str) -> str:
+    """A valid JSON object's text with each number written with a zero fraction (`1001.0`) written as the
+    integer it is (`1001`), as a Parquet file's floating-point column is read (`_parquet_value`): pandas writes
+    an integer column with a missing value as float64, so its JSON lines give an id as `1001.0`, which would
+    otherwise be read as that text and match nobody's `1001`. JSON does not tell 1001.0 from 1001, and the
+    digits are kept as written, so no number changes; other numbers and every string are left alone."""
+    if ".0" not in record:
+        return record
+
+    def whole(match: re.Match[str]) -> str:
+        token = match.group()
+        integer = None if token.startswith('"') else _WHOLE_WITH_ZERO_FRACTION.fullmatch(token)
+        return integer.group(1) if integer else token
+
+    return _JSON_STRING_OR_NUMBER.sub(whole, record)
 
 
 def _unpaired_surrogate(text: str, value: dict) -> str | None:
