@@ -35,8 +35,9 @@ RETRY_TAG = "cdp/extract_retry"
 
 def _signatures_loaded(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
     """The files the source's last extract found loaded or unchanged, with their signatures: where the
-    sensor starts when it has no cursor for the source, so files a headless refresh already loaded are not
-    extracted again. Nothing when no extract recorded them."""
+    sensor starts when it has no cursor for the source, and what a file that changed since the sensor last
+    looked is compared with, so files a headless refresh already loaded (before the sensor first ran, or
+    while `dagster dev` was stopped) are not extracted again. Nothing when no extract recorded them."""
     latest = instance.get_latest_materialization_event(key)
     recorded = (
         latest.asset_materialization.metadata.get(FILE_SIGNATURES) if latest and latest.asset_materialization else None
@@ -105,10 +106,9 @@ def build_landing_sensor(config: CDPConfig, clock: Callable[[], float] = time.ti
         waiting: list[str] = []
         changed: dict[str, dict[str, str]] = {}
         for source in config.sources:
-            if source.name in previous:
-                seen = dict(previous[source.name])
-            else:
-                seen = _signatures_loaded(context.instance, dg.AssetKey(["raw", source.name]))
+            key = dg.AssetKey(["raw", source.name])
+            recorded = None if source.name in previous else _signatures_loaded(context.instance, key)
+            seen = dict(previous[source.name] if recorded is None else recorded)
             for path in source_files(config, source):
                 stat = path.stat()
                 if stat.st_mtime > settled_before:
@@ -116,7 +116,10 @@ def build_landing_sensor(config: CDPConfig, clock: Callable[[], float] = time.ti
                 rel = path.relative_to(config.landing_path).as_posix()
                 signature = file_signature(stat)
                 if seen.get(rel) != signature:
-                    changed.setdefault(source.name, {})[rel] = signature
+                    # Read only when a file looks new: an extract run since the last look may have loaded it.
+                    recorded = _signatures_loaded(context.instance, key) if recorded is None else recorded
+                    if recorded.get(rel) != signature:
+                        changed.setdefault(source.name, {})[rel] = signature
                 seen[rel] = signature
             cursor[source.name] = seen
             if source.name in changed:

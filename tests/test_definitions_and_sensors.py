@@ -205,6 +205,16 @@ def test_the_landing_sensor_starts_from_what_a_headless_refresh_already_loaded(t
         [request] = [r for r in second.run_requests if r.tags["cdp/source"] == "support_tickets"]
         assert request.tags["cdp/new_files"] == "1"
 
+        # `dagster dev` stopped, a headless refresh loads a third file (and the second), `dagster dev` starts
+        # again with the sensor's cursor as it left it: both are loaded, not new.
+        third = folder / "t3.csv"
+        third.write_text(header + "T-3,e@f.org,E F,hey,open,low,2025-01-03T00:00:00Z\n")
+        _age(third)
+        assert dg.materialize(asset, instance=instance, resources=defs.resources).success
+        restarted = sensor(dg.build_sensor_context(instance=instance, cursor=second.cursor, definitions=defs))
+        assert not [r for r in restarted.run_requests if r.tags["cdp/source"] == "support_tickets"]
+        assert sorted(json.loads(restarted.cursor)["support_tickets"]) == [f"support/t{i}.csv" for i in (1, 2, 3)]
+
 
 def _waiting_one_second_for_the_warehouse(tmp_path: Path):
     """The test configuration with `warehouse.lock_timeout_seconds: 1`: a run fails soon on a held warehouse."""
