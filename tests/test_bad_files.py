@@ -434,6 +434,8 @@ def test_a_record_id_reused_for_another_person_warns_naming_both_lines_and_a_cha
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["versions_unlike_their_latest"].value == 1
     assert "| crm | crm_2.csv line 3 | crm_1.csv line 3 | 5 |" in check.metadata["details"].value
+    # Headless, the log shows the description beside "did not pass", not the metadata: it names the lines too.
+    assert check.description == "crm: crm_1.csv line 3 is unlike its record's latest version, crm_2.csv line 3"
 
 
 def test_a_json_line_python_reads_but_the_warehouse_refuses_is_quarantined_alone(tmp_path, instance):

@@ -1623,18 +1623,20 @@ def _mapping_check(
     )
 
 
-def _problems_in_brief(problems: list[dict[str, object]], shown: int = 3) -> str | None:
-    """The first problems of the mapped-fields check in one line: the check's description, which a run's
-    log prints beside "did not pass" (a headless `dagster job execute` shows no metadata), so the source
-    and field to fix are named where the failure is read."""
-    if not problems:
+def _in_brief(told: list[str], total: int, shown: int = 3) -> str | None:
+    """The first of a warning check's findings in one line: the check's description, which a run's log
+    prints beside "did not pass" (a headless `dagster job execute` shows no metadata), so what to fix is
+    named where the failure is read. `total` counts every finding, of which `told` may hold only the first."""
+    if not total:
         return None
-    told = [
-        f"{p['source']} {p['field']}: {p['problem']} (quarantined most: {p['quarantined most']})"
-        for p in problems[:shown]
-    ]
-    more = f"; and {len(problems) - shown} more (see the check's details)" if len(problems) > shown else ""
-    return "; ".join(told) + more
+    more = f"; and {total - shown} more (see the check's details)" if total > shown else ""
+    return "; ".join(told[:shown]) + more
+
+
+def _problems_in_brief(problems: list[dict[str, object]]) -> str | None:
+    """The mapped-fields check's description: the first problems, naming the source and field to fix."""
+    told = [f"{p['source']} {p['field']}: {p['problem']} (quarantined most: {p['quarantined most']})" for p in problems]
+    return _in_brief(told, len(problems))
 
 
 ONE_PERSON_CHECK = "record_ids_name_one_person"
@@ -1700,6 +1702,14 @@ def _one_person_check(sql: Sql, shown: int = 20) -> dg.AssetCheckResult:
             "versions_unlike_their_latest": unlike,
             "details": dg.MetadataValue.md(markdown_table(details)),
         },
+        # Files and lines only: the record ids are customer data, which a run's log does not carry.
+        description=_in_brief(
+            [
+                f"{d['source']}: {d['unlike version']} is unlike its record's latest version, {d['latest version']}"
+                for d in details
+            ],
+            unlike,
+        ),
     )
 
 
