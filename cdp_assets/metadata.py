@@ -154,6 +154,16 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
     return "\n".join(lines)
 
 
+def in_brief(told: list[str], total: int, shown: int = 3) -> str | None:
+    """The first of a warning check's findings in one line: the check's description, which a run's log
+    prints beside "did not pass" (a headless `dagster job execute` shows no metadata), so what to fix is
+    named where the failure is read. `total` counts every finding, of which `told` may hold only the first."""
+    if not total:
+        return None
+    more = f"; and {total - shown} more (see the check's details)" if total > shown else ""
+    return "; ".join(told[:shown]) + more
+
+
 def masked_records(records: Sequence[str]) -> str:
     """Raw JSON records as a markdown table with every value masked: the shape of the data, not its content."""
     rows = []

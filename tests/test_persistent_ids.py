@@ -175,6 +175,10 @@ def test_an_override_splits_a_customer_the_id_stays_with_the_larger_part_and_the
         assert "'crm/N***' names no record" in not_applied
         assert "'email:P***@E***.com' names no record" in not_applied
         assert "NOPE" not in not_applied and "Pat@" not in not_applied
+        # Headless, the log shows the description beside "did not pass": it names the lines, masked alike.
+        assert checks["overrides_name_records"].description == (
+            "overrides line 3: 'crm/N***' names no record; overrides line 4: 'email:P***@E***.com' names no record"
+        )
         # The unmerge taken out of the file: Ann's records are one customer again, by the override's removal.
         config = write_config(
             landing,

@@ -30,7 +30,7 @@ from cdp_assets.extract.fields import (
     types_sql,
     value_sql,
 )
-from cdp_assets.metadata import markdown_table, masked_preview, redact_errors, table_metadata
+from cdp_assets.metadata import in_brief, markdown_table, masked_preview, redact_errors, table_metadata
 from resources import tables
 from resources.config import EVENT_FIELDS, PERSON_FIELDS, CDPConfig, FieldSpec, SourceConfig
 from resources.config.sources import FUTURE_MARGIN_DAYS, JSON_FIELDS, UNIX_TIME_FORMATS
@@ -1623,20 +1623,10 @@ def _mapping_check(
     )
 
 
-def _in_brief(told: list[str], total: int, shown: int = 3) -> str | None:
-    """The first of a warning check's findings in one line: the check's description, which a run's log
-    prints beside "did not pass" (a headless `dagster job execute` shows no metadata), so what to fix is
-    named where the failure is read. `total` counts every finding, of which `told` may hold only the first."""
-    if not total:
-        return None
-    more = f"; and {total - shown} more (see the check's details)" if total > shown else ""
-    return "; ".join(told[:shown]) + more
-
-
 def _problems_in_brief(problems: list[dict[str, object]]) -> str | None:
     """The mapped-fields check's description: the first problems, naming the source and field to fix."""
     told = [f"{p['source']} {p['field']}: {p['problem']} (quarantined most: {p['quarantined most']})" for p in problems]
-    return _in_brief(told, len(problems))
+    return in_brief(told, len(problems))
 
 
 ONE_PERSON_CHECK = "record_ids_name_one_person"
@@ -1703,7 +1693,7 @@ def _one_person_check(sql: Sql, shown: int = 20) -> dg.AssetCheckResult:
             "details": dg.MetadataValue.md(markdown_table(details)),
         },
         # Files and lines only: the record ids are customer data, which a run's log does not carry.
-        description=_in_brief(
+        description=in_brief(
             [
                 f"{d['source']}: {d['unlike version']} is unlike its record's latest version, {d['latest version']}"
                 for d in details

@@ -55,7 +55,7 @@ from cdp_assets.identity.matching.pipeline import match_probabilistically, train
 from cdp_assets.identity.overrides import OverrideReport, apply_overrides, override_records, released_customers
 from cdp_assets.identity.registry import IdChanges, assign_ids
 from cdp_assets.identity.shared_activity import follow_one_customer
-from cdp_assets.metadata import markdown_table, mask, masked_preview, redact_errors, table_metadata
+from cdp_assets.metadata import in_brief, markdown_table, mask, masked_preview, redact_errors, table_metadata
 from resources.config import CDPConfig
 from resources.config.overrides import parse_side
 from resources.config.refresh import RETRAIN_TAG
@@ -997,6 +997,10 @@ def _overrides_check(config: CDPConfig, report: OverrideReport) -> dg.AssetCheck
             "applied": report.applied,
             "not_applied": dg.MetadataValue.md(markdown_table(sorted(problems, key=lambda p: p["line"]))),
         },
+        description=in_brief(
+            [f"overrides line {p['line']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["line"])],
+            len(problems),
+        ),
     )
 
 
