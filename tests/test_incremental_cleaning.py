@@ -9,7 +9,7 @@ import pytest
 from cdp_assets.clean.assets import PERSON_RECORDS, clean_activity, clean_person_records
 from resources.sql import Sql
 from resources.warehouse import copy_database
-from tests.fixtures import CRM_HEADER, make_platform
+from tests.fixtures import CRM_HEADER, make_platform, materialize_stages
 
 pytestmark = pytest.mark.dagster
 
@@ -352,3 +352,26 @@ def test_a_file_replaced_by_an_empty_one_withdraws_its_rows(tmp_path, instance, 
     assert platform.scalar(rows.format("clean.person_records", "file")) == 0
     assert platform.scalar(rows.format("clean.person_quarantine", "file")) == 0
     assert platform.sql("select status from meta.loaded_files where file = 'crm/known_bad.csv'") == [("empty",)]
+
+
+def test_a_source_key_cleaning_never_reads_changes_nothing_cleaned(tmp_path, instance):
+    """Declaring when a source's files are expected, or how long its rows are kept, cleans no row again (nor
+    recomputes every profile); a key cleaning reads, such as the source's trust, cleans its role's rows again."""
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "crm.csv").write_text("id,first,email\nA1,Ann,ann@example.org\nB1,Bo,bo@example.org\n")
+    (tmp_path / "landing" / "web.jsonl").write_text('{"id": "w1", "uid": "A1", "t": "2025-06-01T10:00:00Z"}\n')
+
+    def clean(crm: str, web: str) -> tuple[int, int]:
+        (tmp_path / "cdp.yaml").write_text(
+            "warehouse: {path: wh.duckdb}\nlanding: {path: landing, settle_seconds: 0}\nsources:\n"
+            f"  - {{name: crm, format: csv, glob: crm.csv, role: person, record_id: id, fields: {{first_name: first, "
+            f"email: email}}{crm}}}\n"
+            f"  - {{name: web, format: jsonl, glob: web.jsonl, role: events, record_id: uid, event_id: id, "
+            f"fields: {{occurred_at: t}}{web}}}\n"
+        )
+        result, _ = materialize_stages(tmp_path / "cdp.yaml", instance, ("raw", "clean"))
+        return _cleaned_now(result), _events_cleaned_now(result)
+
+    assert clean("", "") == (2, 1)
+    assert clean(", expected_every: 1 day, retain: 730 days", ", expected_every: 12 hours") == (0, 0)
+    assert clean(", expected_every: 2 days, trust: 80", ", expected_every: 12 hours") == (2, 0)

@@ -150,10 +150,17 @@ def register_map(
 # --------------------------------------------------------------------------- which raw files to read
 
 
+# A source's keys cleaning never reads: when its files are expected, how long its rows are kept, how its API is
+# polled. They decide what a run costs or when it runs, not what it gives, so changing one (declaring
+# `expected_every` on a source) must not clean every row again, nor so recompute every profile.
+_NOT_READ_BY_CLEANING = {"expected_every", "retain", "http"}
+
+
 def cleaning_settings(config: CDPConfig, role: str) -> str:
-    """What cleaning a role's rows depends on besides the rows: the rules' version, the role's sources and
-    the identifier types. Rows cleaned under other settings are cleaned again, all of them."""
-    sources = [s.model_dump_json() for s in config.sources_with_role(role)]
+    """What cleaning a role's rows depends on besides the rows: the rules' version, the role's sources (but
+    for the keys in `_NOT_READ_BY_CLEANING`) and the identifier types. Rows cleaned under other settings are
+    cleaned again, all of them."""
+    sources = [s.model_dump_json(exclude=_NOT_READ_BY_CLEANING) for s in config.sources_with_role(role)]
     text = "\x00".join([CODE_VERSION, *sources, config.identity.model_dump_json(include={"identifier_types"})])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
