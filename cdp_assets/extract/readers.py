@@ -1137,6 +1137,9 @@ def jsonl_line(line_number: int, raw: bytes) -> tuple[str | None, Reject | None,
 # A JSON line's strings and numbers, in order: strings are matched whole, so a number is never read inside one.
 _JSON_STRING_OR_NUMBER = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?')
 _WHOLE_WITH_ZERO_FRACTION = re.compile(r"(-?\d+)\.0+")
+# What a number with a zero fraction ends in: a JSON number is followed by a separator, a closing bracket or
+# space, where the milliseconds of a timestamp string (".000Z") are followed by a letter or a quote.
+_ZERO_FRACTION_END = re.compile(r"\d\.0+[,}\]\s]")
 
 
 def _whole_numbers_as_integers(record: str) -> str:
@@ -1145,7 +1148,7 @@ def _whole_numbers_as_integers(record: str) -> str:
     an integer column with a missing value as float64, so its JSON lines give an id as `1001.0`, which would
     otherwise be read as that text and match nobody's `1001`. JSON does not tell 1001.0 from 1001, and the
     digits are kept as written, so no number changes; other numbers and every string are left alone."""
-    if ".0" not in record:
+    if not _ZERO_FRACTION_END.search(record):  # most lines: the substitution below runs in Python per match
         return record
 
     def whole(match: re.Match[str]) -> str:
