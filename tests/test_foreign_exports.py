@@ -63,76 +63,32 @@ def test_birth_dates_in_a_pandas_parquet_timestamp_column_are_read_as_dates(
     assert rejects == [(4, "birth_date", "1985-03-04 13:30:00", "not a valid date in the format(s) %Y-%m-%d")]
 
 
+@pytest.mark.parametrize("file_format", ["parquet", "jsonl"])
 def test_an_integer_id_in_a_pandas_float_column_links_the_records_carrying_it(
-    tmp_path: Path, instance: dg.DagsterInstance
+    tmp_path: Path, instance: dg.DagsterInstance, file_format: str
 ) -> None:
-    # pandas keeps an integer column with a missing value as float64: the CRM id 1001 is stored as 1001.0.
-    (tmp_path / "landing" / "app").mkdir(parents=True)
-    (tmp_path / "landing" / "crm").mkdir(parents=True)
-    users = pd.DataFrame({"user_id": [1, 2, 3], "crm_id": [1001, None, 1003], "points": [2.5, 7.0, None]})
-    assert users["crm_id"].dtype == "float64"
-    users.to_parquet(tmp_path / "landing" / "app" / "users.parquet", index=False)
-    (tmp_path / "landing" / "crm" / "contacts.csv").write_text("id,first\n1001,Ann\n1003,Cy\n")
-    config = _config(
-        tmp_path,
-        [
-            {
-                "name": "app",
-                "format": "parquet",
-                "glob": "app/*.parquet",
-                "role": "person",
-                "record_id": "user_id",
-                "identifiers": [{"path": "crm_id", "type": "crm_id"}],
-            },
-            {
-                "name": "crm",
-                "format": "csv",
-                "glob": "crm/*.csv",
-                "role": "person",
-                "record_id": "id",
-                "fields": {"first_name": "first"},
-                "identifiers": [{"path": "id", "type": "crm_id"}],
-            },
-        ],
-    )
-    materialize_stages(config, instance, ("raw", "clean", "identity"))
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
-        customer = dict(
-            conn.execute("select source || '/' || source_record_id, customer_id from cdp.identity_map").fetchall()
-        )
-        query = "select id_value from clean.person_identifiers where source = 'app' order by 1"
-        values = conn.execute(query).fetchall()
-        records = conn.execute("select record::varchar from raw.app order by _row_number").fetchall()
-    assert values == [("1001",), ("1003",)]
-    assert customer["app/1"] == customer["crm/1001"] != customer["app/3"] == customer["crm/1003"]
-    assert customer["app/2"] not in (customer["app/1"], customer["app/3"])
-    # A fraction is kept as written; a whole number in a floating-point column reads as the integer it is.
-    assert [r[0] for r in records] == [
-        '{"user_id":1,"crm_id":1001,"points":2.5}',
-        '{"user_id":2,"crm_id":null,"points":7}',
-        '{"user_id":3,"crm_id":1003,"points":null}',
-    ]
-
-
-def test_an_integer_id_in_pandas_json_lines_links_the_records_carrying_it(
-    tmp_path: Path, instance: dg.DagsterInstance
-) -> None:
-    # pandas writes a float64 column's whole numbers with a zero fraction: the CRM id 1001 as 1001.0.
+    # pandas keeps an integer column with a missing value as float64: the CRM id 1001 is stored as 1001.0,
+    # and its JSON lines write it so.
     (tmp_path / "landing" / "app").mkdir(parents=True)
     (tmp_path / "landing" / "crm").mkdir(parents=True)
     users = pd.DataFrame(
         {"user_id": [1, 2, 3], "crm_id": [1001, None, 1003], "points": [2.5, 7.0, None], "note": ["1.0", "", "x"]}
     )
-    (tmp_path / "landing" / "app" / "users.jsonl").write_text(users.to_json(orient="records", lines=True))
-    assert '"crm_id":1001.0' in (tmp_path / "landing" / "app" / "users.jsonl").read_text()
+    assert users["crm_id"].dtype == "float64"
+    path = tmp_path / "landing" / "app" / f"users.{file_format}"
+    if file_format == "parquet":
+        users.to_parquet(path, index=False)
+    else:
+        path.write_text(users.to_json(orient="records", lines=True))
+        assert '"crm_id":1001.0' in path.read_text()
     (tmp_path / "landing" / "crm" / "contacts.csv").write_text("id,first\n1001,Ann\n1003,Cy\n")
     config = _config(
         tmp_path,
         [
             {
                 "name": "app",
-                "format": "jsonl",
-                "glob": "app/*.jsonl",
+                "format": file_format,
+                "glob": f"app/*.{file_format}",
                 "role": "person",
                 "record_id": "user_id",
                 "identifiers": [{"path": "crm_id", "type": "crm_id"}],
