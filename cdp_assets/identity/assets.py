@@ -984,9 +984,9 @@ def _shown_side(config: CDPConfig, text: str) -> str:
 
 def _overrides_check(config: CDPConfig, report: OverrideReport) -> dg.AssetCheckResult:
     """A warning, never a stop: an override naming a record that has not arrived (or was refused) is listed."""
-    problems = [
-        {"line": line, "problem": f"'{_shown_side(config, text)}' names no record"} for line, text in report.unresolved
-    ] + [{"line": line, "problem": why} for line, why in report.refused]
+    unresolved = [(line, f"'{_shown_side(config, text)}' names no record") for line, text in report.unresolved]
+    lines = sorted([*unresolved, *report.refused], key=lambda problem: problem[0])
+    problems = [{"line": line, "problem": why} for line, why in lines]
     return dg.AssetCheckResult(
         asset_key=IDENTITY_CLUSTERS,
         check_name=CHECK_OVERRIDES,
@@ -995,10 +995,10 @@ def _overrides_check(config: CDPConfig, report: OverrideReport) -> dg.AssetCheck
         metadata={
             "overrides_file": str(config.overrides_path) if config.overrides_path else "none configured",
             "applied": report.applied,
-            "not_applied": dg.MetadataValue.md(markdown_table(sorted(problems, key=lambda p: p["line"]))),
+            "not_applied": dg.MetadataValue.md(markdown_table(problems)),
         },
         description=in_brief(
-            [f"overrides line {p['line']}: {p['problem']}" for p in sorted(problems, key=lambda p: p["line"])],
+            [f"overrides line {p['line']}: {p['problem']}" for p in problems],
             len(problems),
         ),
     )
